@@ -1,0 +1,4 @@
+//! Where metrics leave the process: the HTTP endpoint and the final export files.
+
+pub(crate) mod final_export;
+pub(crate) mod server;

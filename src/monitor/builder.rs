@@ -1,0 +1,138 @@
+//! [`MonitorBuilder`]: settings with documented defaults and environment overrides.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{self, Settings};
+use crate::error::Error;
+use crate::monitor::Monitor;
+
+/// Configures and starts a [`Monitor`].
+///
+/// Every setting has a documented default (the `DEFAULT_*` constants of
+/// [`crate::config`]) and an environment override; a value set here wins over both.
+///
+/// ```
+/// use std::time::Duration;
+/// let monitor = loopwatch::Monitor::builder()
+///     .listen("127.0.0.1:0".parse().unwrap())
+///     .output_dir(std::env::temp_dir())
+///     .sample_interval(Duration::from_millis(500))
+///     .build()
+///     .unwrap();
+/// assert_ne!(monitor.local_addr().port(), 0);
+/// # monitor.shutdown();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MonitorBuilder {
+    listen: Option<SocketAddr>,
+    output_dir: Option<PathBuf>,
+    alertmanager_urls: Option<Vec<String>>,
+    sample_interval: Option<Duration>,
+    handle_signals: bool,
+    final_export: Option<bool>,
+}
+
+impl MonitorBuilder {
+    /// Address of `GET /metrics` (default [`config::DEFAULT_LISTEN`], env `LOOPWATCH_LISTEN`).
+    /// Port 0 picks a free port; read it back with [`Monitor::local_addr`].
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+
+    /// Directory of the final export files (default the current directory, env
+    /// `LOOPWATCH_OUTPUT_DIR`).
+    pub fn output_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.output_dir = Some(dir.into());
+        self
+    }
+
+    /// Alertmanager base URLs such as `http://127.0.0.1:9093` (default none, env
+    /// `LOOPWATCH_ALERTMANAGER_URLS`, comma-separated).
+    pub fn alertmanager_urls<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.alertmanager_urls = Some(urls.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Period of the host, process and container samplers (default
+    /// [`config::DEFAULT_SAMPLE_INTERVAL`], env `LOOPWATCH_SAMPLE_INTERVAL`).
+    pub fn sample_interval(mut self, interval: Duration) -> Self {
+        self.sample_interval = Some(interval);
+        self
+    }
+
+    /// Catch SIGINT and SIGTERM: the first asks the loop to stop (see
+    /// [`Monitor::stop_requested`]), a second writes the final export and exits with
+    /// status 130. Off by default, since it replaces the process's own handlers.
+    pub fn handle_signals(mut self, on: bool) -> Self {
+        self.handle_signals = on;
+        self
+    }
+
+    /// Whether shutting down writes the final export files (default on).
+    pub fn final_export(mut self, on: bool) -> Self {
+        self.final_export = Some(on);
+        self
+    }
+
+    /// Resolves every setting: builder value, else environment, else default.
+    pub fn settings(&self) -> Result<Settings, Error> {
+        let listen = match self.listen {
+            Some(addr) => addr,
+            None => match config::env_var(config::ENV_LISTEN) {
+                Some(value) => config::parse_listen(config::ENV_LISTEN, &value)?,
+                None => config::parse_listen("DEFAULT_LISTEN", config::DEFAULT_LISTEN)?,
+            },
+        };
+        let output_dir = match &self.output_dir {
+            Some(dir) => dir.clone(),
+            None => config::env_var(config::ENV_OUTPUT_DIR)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_OUTPUT_DIR)),
+        };
+        let alertmanager_urls = match &self.alertmanager_urls {
+            Some(urls) => config::parse_alertmanager_urls(
+                "MonitorBuilder::alertmanager_urls",
+                &urls.join(","),
+            )?,
+            None => match config::env_var(config::ENV_ALERTMANAGER_URLS) {
+                Some(value) => config::parse_alertmanager_urls(config::ENV_ALERTMANAGER_URLS, &value)?,
+                None => Vec::new(),
+            },
+        };
+        let sample_interval = match self.sample_interval {
+            Some(interval) if interval < config::MIN_SAMPLE_INTERVAL => {
+                return Err(Error::InvalidSetting {
+                    variable: "MonitorBuilder::sample_interval",
+                    value: format!("{interval:?}"),
+                    reason: "the period must be at least 10ms".into(),
+                })
+            }
+            Some(interval) => interval,
+            None => match config::env_var(config::ENV_SAMPLE_INTERVAL) {
+                Some(value) => config::parse_interval(config::ENV_SAMPLE_INTERVAL, &value)?,
+                None => config::DEFAULT_SAMPLE_INTERVAL,
+            },
+        };
+        Ok(Settings {
+            listen,
+            output_dir,
+            alertmanager_urls,
+            sample_interval,
+            handle_signals: self.handle_signals,
+            final_export: self.final_export.unwrap_or(true),
+        })
+    }
+
+    /// Starts the monitor: binds the endpoint, takes a first host sample, and starts
+    /// the background runtime. Fails with a clear error on a bad setting or a busy port.
+    pub fn build(self) -> Result<Monitor, Error> {
+        Monitor::start(self.settings()?)
+    }
+}

@@ -1,0 +1,388 @@
+//! [`Monitor`]: the handle a loop holds, and the background work it owns.
+
+mod builder;
+mod iteration;
+mod state;
+
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use opentelemetry::metrics::Meter;
+use tokio_util::sync::CancellationToken;
+
+pub use builder::MonitorBuilder;
+pub use iteration::{Iteration, Population};
+pub use state::{IterationSummary, RunSummary, MAX_FAILURE_REASONS};
+
+use crate::config::Settings;
+use crate::error::Error;
+use crate::export::final_export::{self, FinalExport};
+use crate::export::server;
+use crate::instruments::Instruments;
+use crate::pipeline::{CollectError, Pipeline};
+use crate::sample::{HostReadings, HostSampler};
+use state::RunState;
+
+/// Who this run is: the identity carried by its labels, alerts and exports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunIdentity {
+    /// Unique id of this run: `<hostname>-<pid>-<start in Unix milliseconds>`.
+    pub run_id: String,
+    /// Host name of the machine running the loop.
+    pub hostname: String,
+    /// Process id of the loop.
+    pub pid: u32,
+    /// Start time of the loop's process, in seconds since the Unix epoch, so that a
+    /// reused pid is not mistaken for this process.
+    pub process_start_time: u64,
+}
+
+/// What [`Monitor::shutdown`] did: the run's summary and the files it wrote.
+#[derive(Debug)]
+pub struct ShutdownReport {
+    /// The run, summarised at shutdown.
+    pub summary: RunSummary,
+    /// Paths of the final export files, or why each could not be written.
+    /// `None` when the final export was switched off.
+    pub files: Option<FinalExport>,
+}
+
+/// Shared between the loop's handle, the endpoint and the background tasks.
+pub(crate) struct Inner {
+    pub(crate) settings: Settings,
+    pub(crate) identity: RunIdentity,
+    pub(crate) pipeline: Pipeline,
+    pub(crate) instruments: Instruments,
+    host: Arc<HostReadings>,
+    host_sampler: Mutex<HostSampler>,
+    state: Mutex<RunState>,
+    next_iteration: AtomicU64,
+    stop_requested: AtomicBool,
+    closed: AtomicBool,
+    local_addr: SocketAddr,
+}
+
+impl Inner {
+    pub(crate) fn lock_state(&self) -> MutexGuard<'_, RunState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a completed iteration's values into the instruments.
+    pub(crate) fn record_iteration(&self, summary: &IterationSummary) {
+        let i = &self.instruments;
+        i.execution_time.record(summary.duration.as_secs_f64(), &[]);
+        i.strategy_success.add(summary.successes, &[]);
+        i.strategy_failure.add(summary.failures, &[]);
+        i.sharpe_ratio.record(summary.mean_sharpe.unwrap_or(f64::NAN), &[]);
+        i.max_drawdown
+            .record(summary.mean_max_drawdown.unwrap_or(f64::NAN), &[]);
+        if let Some(diversity) = summary.diversity {
+            i.population_diversity.record(diversity, &[]);
+        }
+        if let Some(unique) = summary.unique_strategies {
+            i.unique_strategy_count.record(unique as f64, &[]);
+        }
+        i.champion_staleness
+            .record(summary.champion_staleness as f64, &[]);
+    }
+
+    /// Takes one host and process sample and publishes it to the gauges.
+    pub(crate) fn sample_host(&self) {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let sample = self
+                .host_sampler
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .tick();
+            self.host.publish(&sample);
+        }));
+        match result {
+            Ok(()) => self.instruments.sampler_ticks.add(1, &[]),
+            Err(_) => tracing::error!("the host sampler panicked; its gauges keep their last values"),
+        }
+    }
+
+    /// Collects every metric and renders the Prometheus text exposition.
+    pub(crate) fn render(&self) -> Result<String, CollectError> {
+        crate::pipeline::encode_text(&self.pipeline.gather()?)
+    }
+
+    pub(crate) fn summary(&self) -> RunSummary {
+        self.lock_state().summary(&self.identity.run_id)
+    }
+
+    fn request_stop(&self) -> bool {
+        self.stop_requested.swap(true, Ordering::SeqCst)
+    }
+}
+
+/// The handle a loop holds: start iterations, report outcomes, shut down.
+///
+/// Building a monitor starts the metrics endpoint and the samplers on a small
+/// background runtime of its own, so a plain synchronous loop needs no async code, and
+/// an async loop can use it from any task (recording never blocks). Shutting down, or
+/// dropping the monitor (also while unwinding from a panic), writes the final export.
+///
+/// ```
+/// use loopwatch::{Monitor, Population};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let monitor = Monitor::builder()
+///     .listen("127.0.0.1:0".parse().unwrap())
+///     .output_dir(dir.path())
+///     .build()
+///     .unwrap();
+/// for generation in 0..3 {
+///     let mut iteration = monitor.start_iteration();
+///     iteration.record_success(1.2, 0.1);
+///     iteration.record_failure("too few trades");
+///     iteration.record_population(Population::new(2, 2, 1.0).with_champion("s1"));
+///     let summary = iteration.finish();
+///     assert_eq!(summary.number, generation + 1);
+/// }
+/// let report = monitor.shutdown();
+/// assert_eq!(report.summary.iterations, 3);
+/// assert_eq!(report.summary.champion_staleness_iterations, 2);
+/// assert!(dir.path().join("metrics_final.json").exists());
+/// ```
+pub struct Monitor {
+    inner: Arc<Inner>,
+    runtime: Option<tokio::runtime::Runtime>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("run_id", &self.inner.identity.run_id)
+            .field("local_addr", &self.inner.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+impl Monitor {
+    /// A builder with every setting at its default or environment override.
+    pub fn builder() -> MonitorBuilder {
+        MonitorBuilder::default()
+    }
+
+    fn start(settings: Settings) -> Result<Monitor, Error> {
+        let listener = std::net::TcpListener::bind(settings.listen).map_err(|source| Error::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        listener.set_nonblocking(true).map_err(Error::Runtime)?;
+        let local_addr = listener.local_addr().map_err(Error::Runtime)?;
+
+        let started_at = SystemTime::now();
+        let pipeline = Pipeline::new()?;
+        let host = Arc::new(HostReadings::default());
+        let mut host_sampler = HostSampler::for_current_process();
+        host.publish(&host_sampler.tick());
+        let instruments = Instruments::new(pipeline.core_meter(), &host);
+
+        let pid = std::process::id();
+        let hostname = sysinfo::System::host_name().unwrap_or_else(|_| "unknown-host".into());
+        let identity = RunIdentity {
+            run_id: format!(
+                "{hostname}-{pid}-{}",
+                started_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()
+            ),
+            process_start_time: host_sampler
+                .process_start_time()
+                .unwrap_or_else(|| unix_seconds(started_at)),
+            hostname,
+            pid,
+        };
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("loopwatch")
+            .enable_all()
+            .build()
+            .map_err(Error::Runtime)?;
+
+        let inner = Arc::new(Inner {
+            settings,
+            identity,
+            pipeline,
+            instruments,
+            host,
+            host_sampler: Mutex::new(host_sampler),
+            state: Mutex::new(RunState::new(started_at)),
+            next_iteration: AtomicU64::new(1),
+            stop_requested: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            local_addr,
+        });
+        let cancel = CancellationToken::new();
+
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(Error::Runtime)?
+        };
+        runtime.spawn(server::serve(listener, Arc::clone(&inner), cancel.clone()));
+        runtime.spawn(sample_host_periodically(Arc::clone(&inner), cancel.clone()));
+        if inner.settings.handle_signals {
+            runtime.spawn(watch_signals(Arc::clone(&inner)));
+        }
+        tracing::info!(
+            run_id = %inner.identity.run_id,
+            listen = %local_addr,
+            output_dir = %inner.settings.output_dir.display(),
+            "loopwatch serving metrics at http://{local_addr}/metrics"
+        );
+        Ok(Monitor {
+            inner,
+            runtime: Some(runtime),
+            cancel,
+        })
+    }
+
+    /// Starts the next iteration: sets `iteration_number` and starts its timer.
+    pub fn start_iteration(&self) -> Iteration<'_> {
+        let number = self.inner.next_iteration.fetch_add(1, Ordering::Relaxed);
+        Iteration::start(&self.inner, number)
+    }
+
+    /// A meter for the loop's own instruments; they are served on the same endpoint.
+    ///
+    /// Counters get no `_total` and no unit suffix added: name them as they should be
+    /// exported. Names loopwatch already exports are refused (logged, not exported).
+    pub fn meter(&self) -> Meter {
+        self.inner.pipeline.user_meter().clone()
+    }
+
+    /// The address the metrics endpoint actually listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The settings this monitor runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// This run's identity (run id, host, pid, process start time).
+    pub fn identity(&self) -> &RunIdentity {
+        &self.inner.identity
+    }
+
+    /// The run so far, summarised.
+    pub fn summary(&self) -> RunSummary {
+        self.inner.summary()
+    }
+
+    /// The exposition `GET /metrics` would serve now.
+    pub fn render_metrics(&self) -> Result<String, CollectError> {
+        self.inner.render()
+    }
+
+    /// Whether a stop was requested, by a signal (see
+    /// [`MonitorBuilder::handle_signals`]) or by [`request_stop`](Self::request_stop).
+    /// Loops check it between iterations and end cleanly.
+    pub fn stop_requested(&self) -> bool {
+        self.inner.stop_requested.load(Ordering::SeqCst)
+    }
+
+    /// Asks the loop to stop after its current iteration.
+    pub fn request_stop(&self) {
+        self.inner.request_stop();
+    }
+
+    /// Takes a last sample, writes the final export, and stops the endpoint and the
+    /// samplers. Never fails: each file's outcome is in the report.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.close()
+    }
+
+    fn close(&mut self) -> ShutdownReport {
+        let files = if self.inner.closed.swap(true, Ordering::SeqCst) {
+            None
+        } else {
+            finish_run(&self.inner)
+        };
+        self.cancel.cancel();
+        if let Some(runtime) = self.runtime.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                runtime.shutdown_background();
+            } else {
+                runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            }
+        }
+        self.inner.pipeline.shutdown();
+        ShutdownReport {
+            summary: self.inner.summary(),
+            files,
+        }
+    }
+}
+
+/// The last sample and the final export, run once per monitor.
+fn finish_run(inner: &Inner) -> Option<FinalExport> {
+    inner.sample_host();
+    if !inner.settings.final_export {
+        return None;
+    }
+    let export = final_export::write(inner);
+    for (file, outcome) in [("text", &export.prometheus_text), ("json", &export.json)] {
+        match outcome {
+            Ok(path) => tracing::info!(file, path = %path.display(), "final metrics written"),
+            Err(err) => tracing::error!(file, error = %err, "final metrics not written"),
+        }
+    }
+    Some(export)
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if self.runtime.is_some() {
+            if std::thread::panicking() {
+                tracing::error!("the loop panicked; writing the final export before unwinding further");
+            }
+            self.close();
+        }
+    }
+}
+
+async fn sample_host_periodically(inner: Arc<Inner>, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(inner.settings.sample_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => inner.sample_host(),
+        }
+    }
+}
+
+async fn watch_signals(inner: Arc<Inner>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install SIGINT/SIGTERM handlers; stop the loop by other means");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        if inner.request_stop() {
+            tracing::warn!("second stop signal: writing the final export and exiting");
+            if !inner.closed.swap(true, Ordering::SeqCst) {
+                finish_run(&inner);
+            }
+            std::process::exit(130);
+        }
+        tracing::warn!("stop requested; the loop ends after its current iteration (signal again to exit at once)");
+    }
+}
