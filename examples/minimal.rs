@@ -7,7 +7,10 @@
 use loopwatch::{diversity, Monitor, Population};
 
 fn main() -> Result<(), loopwatch::Error> {
-    tracing_subscriber::fmt().with_env_filter("info").init();
+    tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_writer(std::io::stderr)
+        .init();
     let monitor = Monitor::builder().handle_signals(true).build()?;
     let mut rng: u64 = 42;
     let mut next = move || {

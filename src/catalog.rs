@@ -68,7 +68,7 @@ catalog! {
         "Number of the iteration in progress, 1-based (iterations).";
     /// Wall-clock duration of the last completed iteration.
     EXECUTION_TIME_SECONDS = "execution_time_seconds", Gauge, "s", &[], Some("1.2"),
-        "Wall-clock duration of the last completed iteration (seconds).";
+        "Wall-clock duration of the last completed iteration; 0 before the first (seconds).";
     /// Resident set size of the loop's process.
     MEMORY_USAGE_BYTES = "memory_usage_bytes", Gauge, "By", &[], Some("1.2"),
         "Resident set size of the loop process (bytes).";
@@ -83,16 +83,16 @@ catalog! {
         "Strategies whose evaluation failed (strategies).";
     /// Mean Sharpe ratio of the last iteration's successful strategies.
     SHARPE_RATIO = "sharpe_ratio", Gauge, "1", &[], Some("1.3"),
-        "Mean annualised Sharpe ratio of the successful strategies of the last completed iteration; NaN before any (dimensionless ratio).";
+        "Mean annualised Sharpe ratio of the successful strategies of the last completed iteration that had any; 0 before the first (dimensionless ratio).";
     /// Mean max drawdown of the last iteration's successful strategies.
     MAX_DRAWDOWN = "max_drawdown", Gauge, "1", &[], Some("1.3"),
-        "Mean maximum drawdown of the successful strategies of the last completed iteration, as a positive fraction of peak equity; NaN before any (ratio 0-1).";
+        "Mean maximum drawdown of the successful strategies of the last completed iteration that had any, as a positive fraction of peak equity; 0 before the first (ratio 0-1).";
     /// Diversity of the population, 0 (clones) to 1 (all different).
     POPULATION_DIVERSITY = "population_diversity", Gauge, "1", &[], Some("1.4"),
-        "Diversity of the population at the last report, 0 = all clones, 1 = all different; NaN before any (ratio 0-1).";
+        "Diversity of the population at the last report, 0 = all clones, 1 = all different; 0 before the first report (ratio 0-1).";
     /// Distinct strategies in the population.
     UNIQUE_STRATEGY_COUNT = "unique_strategy_count", Gauge, "{strategy}", &[], Some("1.4"),
-        "Distinct strategies in the population at the last report (strategies).";
+        "Distinct strategies in the population at the last report; 0 before the first report (strategies).";
     /// Completed iterations since the champion last changed.
     CHAMPION_STALENESS_ITERATIONS = "champion_staleness_iterations", Gauge, "{iteration}", &[], Some("1.4"),
         "Completed iterations since the champion last changed (iterations).";

@@ -89,7 +89,7 @@ pub enum DiversityError {
 /// let d = mean_pairwise_distance(&[vec![0.0, 0.0], vec![10.0, 1.0]], &bounds).unwrap();
 /// assert!((d - 1.0).abs() < 1e-12);
 /// // Identical strategies.
-/// assert_eq!(mean_pairwise_distance(&[vec![5.0, 0.5]; 3], &bounds).unwrap(), 0.0);
+/// assert_eq!(mean_pairwise_distance(&[[5.0, 0.5]; 3], &bounds).unwrap(), 0.0);
 /// ```
 pub fn mean_pairwise_distance<V: AsRef<[f64]>>(
     vectors: &[V],

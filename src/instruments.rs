@@ -212,16 +212,17 @@ impl Instruments {
             rejections: Rejections::new(meter),
             _observed: observed,
         };
-        // Start-up values: counts start at zero, and values nothing has reported yet
-        // are NaN ("no data") rather than a misleading zero.
+        // Start-up values, so every metric is served before the first iteration. The
+        // SDK drops non-finite gauge values, so "nothing reported yet" is 0, which the
+        // descriptions state; the evaluator keeps its own notion of "no data".
         instruments.iteration_number.record(0.0, &[]);
-        instruments.execution_time.record(f64::NAN, &[]);
+        instruments.execution_time.record(0.0, &[]);
         instruments.strategy_success.add(0, &[]);
         instruments.strategy_failure.add(0, &[]);
-        instruments.sharpe_ratio.record(f64::NAN, &[]);
-        instruments.max_drawdown.record(f64::NAN, &[]);
-        instruments.population_diversity.record(f64::NAN, &[]);
-        instruments.unique_strategy_count.record(f64::NAN, &[]);
+        instruments.sharpe_ratio.record(0.0, &[]);
+        instruments.max_drawdown.record(0.0, &[]);
+        instruments.population_diversity.record(0.0, &[]);
+        instruments.unique_strategy_count.record(0.0, &[]);
         instruments.champion_staleness.record(0.0, &[]);
         instruments.champion_changes.add(0, &[]);
         instruments.sampler_ticks.add(0, &[]);

@@ -76,9 +76,13 @@ impl Inner {
         i.execution_time.record(summary.duration.as_secs_f64(), &[]);
         i.strategy_success.add(summary.successes, &[]);
         i.strategy_failure.add(summary.failures, &[]);
-        i.sharpe_ratio.record(summary.mean_sharpe.unwrap_or(f64::NAN), &[]);
-        i.max_drawdown
-            .record(summary.mean_max_drawdown.unwrap_or(f64::NAN), &[]);
+        // An iteration without valid values leaves the previous ones standing.
+        if let Some(sharpe) = summary.mean_sharpe {
+            i.sharpe_ratio.record(sharpe, &[]);
+        }
+        if let Some(drawdown) = summary.mean_max_drawdown {
+            i.max_drawdown.record(drawdown, &[]);
+        }
         if let Some(diversity) = summary.diversity {
             i.population_diversity.record(diversity, &[]);
         }

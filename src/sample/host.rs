@@ -1,6 +1,8 @@
 //! Host memory and the loop process's memory and CPU, read with one reused sysinfo
 //! `System` that refreshes only the memory figures and this one process.
 
+use std::time::Instant;
+
 use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 /// One reading of the host and of the process being watched.
@@ -53,6 +55,8 @@ pub struct HostSampler {
     /// `None` where the platform offers no readings; samples then read zero.
     system: Option<System>,
     pid: Option<Pid>,
+    /// When the previous tick ran and the process's CPU time then, in milliseconds.
+    previous_cpu: Option<(Instant, u64)>,
 }
 
 impl std::fmt::Debug for HostSampler {
@@ -68,7 +72,11 @@ impl HostSampler {
         let system = System::new()
             .map_err(|e| tracing::error!(error = %e, "host sampling is unavailable on this platform"))
             .ok();
-        HostSampler { system, pid }
+        HostSampler {
+            system,
+            pid,
+            previous_cpu: None,
+        }
     }
 
     /// Start time of the watched process in seconds since the Unix epoch, once a
@@ -96,10 +104,26 @@ impl HostSampler {
                     false,
                     ProcessRefreshKind::nothing().with_memory().with_cpu(),
                 );
-                system
-                    .process(pid)
-                    .map(|p| (p.memory(), f64::from(p.cpu_usage())))
-                    .unwrap_or((0, 0.0))
+                match system.process(pid) {
+                    Some(process) => {
+                        let now = Instant::now();
+                        let cpu_ms = process.accumulated_cpu_time();
+                        let percent = match self.previous_cpu.replace((now, cpu_ms)) {
+                            // CPU time over wall time, both in milliseconds: 100 per busy core.
+                            Some((then, before)) => {
+                                let wall_ms = now.duration_since(then).as_secs_f64() * 1000.0;
+                                if wall_ms > 0.0 {
+                                    cpu_ms.saturating_sub(before) as f64 / wall_ms * 100.0
+                                } else {
+                                    0.0
+                                }
+                            }
+                            None => 0.0,
+                        };
+                        (process.memory(), percent)
+                    }
+                    None => (0, 0.0),
+                }
             }
             None => (0, 0.0),
         };
