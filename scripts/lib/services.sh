@@ -1,0 +1,65 @@
+# Shared by scripts/test and scripts/stack: install and start the real services.
+# Every function is idempotent: it does nothing when the service is already there.
+
+log() { printf '[loopwatch scripts] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Debian packages the tests use, keyed by a command each provides.
+#   promtool, prometheus     -> prometheus (2.42)
+#   prometheus-alertmanager  -> prometheus-alertmanager (0.25)
+#   dockerd, docker          -> docker.io
+#   busybox                  -> busybox-static (the sandbox image's rootfs)
+ensure_packages() {
+  local missing=()
+  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  [ -x /bin/busybox ] || missing+=(busybox-static)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # The Debian packages start their own daemons under systemd where there is one;
+  # the tests start private instances on free ports instead.
+}
+
+ensure_dockerd() {
+  if docker info >/dev/null 2>&1; then
+    return 0
+  fi
+  log "starting dockerd"
+  as_root sh -c 'nohup dockerd >/tmp/loopwatch-dockerd.log 2>&1 &'
+  for _ in $(seq 1 60); do
+    if docker info >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  log "dockerd did not come up; its log:"
+  tail -n 40 /tmp/loopwatch-dockerd.log >&2 || true
+  return 1
+}
+
+# The sandbox image: a busybox rootfs imported locally (there is no registry here).
+SANDBOX_IMAGE="${LOOPWATCH_SANDBOX_IMAGE:-loopwatch-sandbox:latest}"
+export LOOPWATCH_SANDBOX_IMAGE="$SANDBOX_IMAGE"
+
+ensure_sandbox_image() {
+  if docker image inspect "$SANDBOX_IMAGE" >/dev/null 2>&1; then
+    return 0
+  fi
+  log "building $SANDBOX_IMAGE from busybox-static"
+  local rootfs
+  rootfs=$(mktemp -d)
+  mkdir -p "$rootfs/bin" "$rootfs/tmp"
+  cp /bin/busybox "$rootfs/bin/busybox"
+  for applet in sh sleep cat echo head dd yes true false kill env; do
+    ln -s busybox "$rootfs/bin/$applet"
+  done
+  tar -C "$rootfs" -c . | docker import - "$SANDBOX_IMAGE" >/dev/null
+  rm -rf "$rootfs"
+}
