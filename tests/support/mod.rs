@@ -267,7 +267,8 @@ pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> 
     }
 }
 
-/// Path of a compiled example (cargo builds examples for `cargo test`).
+/// Path of a compiled example binary (`cargo test` builds them; `cargo test
+/// --all-targets` does not, which is why scripts/test runs `cargo build --examples`).
 pub fn example_path(name: &str) -> PathBuf {
     let mut dir = std::env::current_exe().unwrap();
     dir.pop();
@@ -275,6 +276,10 @@ pub fn example_path(name: &str) -> PathBuf {
         dir.pop();
     }
     let path = dir.join("examples").join(name);
-    assert!(path.exists(), "example {name} not built at {}", path.display());
+    assert!(
+        path.exists(),
+        "example {name} not built at {}; run `cargo build --examples` first",
+        path.display()
+    );
     path
 }

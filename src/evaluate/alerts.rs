@@ -1,0 +1,141 @@
+//! Alert lifecycle: inactive → pending → firing → resolved, one transition at a time.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::evaluate::rules::AlertName;
+
+/// Where an alert stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// The condition does not hold.
+    Inactive,
+    /// The condition holds but not yet for long enough (a streak still short of its
+    /// length, a success rate over a window not yet full).
+    Pending,
+    /// The condition holds: the alert has fired and stays firing until it clears.
+    Firing,
+}
+
+/// What a rule concluded from the latest evidence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Verdict {
+    Clear,
+    Pending(f64),
+    Firing(f64),
+}
+
+/// A change of an alert's state, with the evidence behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Transition {
+    /// Which alert.
+    pub alert: AlertName,
+    /// The state it entered: pending, firing, or inactive (resolved).
+    pub state: AlertState,
+    /// The value the rule looked at (a fraction, a streak, a count).
+    pub value: f64,
+    /// The threshold it compares against.
+    pub threshold: f64,
+    /// The last completed iteration when it happened.
+    pub iteration: u64,
+    /// When it happened.
+    #[serde(serialize_with = "crate::evaluate::serialize_time")]
+    pub at: SystemTime,
+    /// When the alert started firing (set on firing and resolved transitions).
+    #[serde(serialize_with = "crate::evaluate::serialize_optional_time")]
+    pub firing_since: Option<SystemTime>,
+}
+
+impl Transition {
+    /// Whether this transition resolves a firing alert.
+    pub fn is_resolution(&self) -> bool {
+        self.state == AlertState::Inactive && self.firing_since.is_some()
+    }
+}
+
+/// One alert's state machine.
+#[derive(Debug, Clone)]
+pub(crate) struct AlertTracker {
+    pub(crate) alert: AlertName,
+    pub(crate) state: AlertState,
+    pub(crate) firing_since: Option<SystemTime>,
+}
+
+impl AlertTracker {
+    pub(crate) fn new(alert: AlertName) -> Self {
+        AlertTracker {
+            alert,
+            state: AlertState::Inactive,
+            firing_since: None,
+        }
+    }
+
+    /// Applies a verdict; returns the transition when the state changed.
+    pub(crate) fn update(&mut self, verdict: Verdict, threshold: f64, iteration: u64) -> Option<Transition> {
+        let (next, value) = match verdict {
+            Verdict::Clear => (AlertState::Inactive, f64::NAN),
+            Verdict::Pending(v) => (AlertState::Pending, v),
+            Verdict::Firing(v) => (AlertState::Firing, v),
+        };
+        // A firing alert whose rule says "pending" has not cleared: it stays firing.
+        let next = if self.state == AlertState::Firing && next == AlertState::Pending {
+            AlertState::Firing
+        } else {
+            next
+        };
+        if next == self.state {
+            return None;
+        }
+        let at = SystemTime::now();
+        let firing_since = match next {
+            AlertState::Firing => {
+                self.firing_since = Some(at);
+                Some(at)
+            }
+            AlertState::Inactive => self.firing_since.take(),
+            AlertState::Pending => None,
+        };
+        self.state = next;
+        Some(Transition {
+            alert: self.alert,
+            state: next,
+            value,
+            threshold,
+            iteration,
+            at,
+            firing_since,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_fires_once_and_resolves_once() {
+        let mut t = AlertTracker::new(AlertName::DiversityCollapse);
+        let p = t.update(Verdict::Pending(0.05), 0.1, 1).unwrap();
+        assert_eq!(p.state, AlertState::Pending);
+        assert!(t.update(Verdict::Pending(0.04), 0.1, 2).is_none());
+        let f = t.update(Verdict::Firing(0.03), 0.1, 5).unwrap();
+        assert_eq!(f.state, AlertState::Firing);
+        assert!(f.firing_since.is_some());
+        assert!(t.update(Verdict::Firing(0.02), 0.1, 6).is_none(), "fires once");
+        assert!(t.update(Verdict::Pending(0.02), 0.1, 7).is_none(), "stays firing");
+        let r = t.update(Verdict::Clear, 0.1, 8).unwrap();
+        assert!(r.is_resolution());
+        assert_eq!(r.firing_since, f.firing_since);
+        assert!(t.update(Verdict::Clear, 0.1, 9).is_none());
+    }
+
+    #[test]
+    fn a_pending_alert_that_clears_is_not_a_resolution() {
+        let mut t = AlertTracker::new(AlertName::LowSuccessRate);
+        t.update(Verdict::Pending(0.1), 0.2, 3);
+        let cleared = t.update(Verdict::Clear, 0.2, 4).unwrap();
+        assert!(!cleared.is_resolution());
+    }
+}

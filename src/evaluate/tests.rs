@@ -1,0 +1,193 @@
+//! Table-driven tests of each rule at its boundary.
+
+use std::time::Duration;
+
+use super::*;
+
+fn summary(number: u64) -> IterationSummary {
+    IterationSummary {
+        number,
+        duration: Duration::from_millis(100),
+        successes: 8,
+        failures: 2,
+        mean_sharpe: Some(1.0),
+        mean_max_drawdown: Some(0.1),
+        diversity: Some(0.5),
+        unique_strategies: Some(8),
+        champion_changed: false,
+        champion_staleness: 0,
+    }
+}
+
+fn fired(findings: &Findings, alert: AlertName) -> bool {
+    findings
+        .transitions
+        .iter()
+        .any(|t| t.alert == alert && t.state == AlertState::Firing)
+}
+
+/// Runs `n` iterations shaped by `shape` and reports whether `alert` fired at any point
+/// and whether it is firing at the end.
+fn run(alert: AlertName, n: u64, shape: impl Fn(u64, &mut IterationSummary)) -> (bool, AlertState) {
+    let mut evaluator = Evaluator::new(Thresholds::default());
+    let mut ever = false;
+    for i in 1..=n {
+        let mut s = summary(i);
+        shape(i, &mut s);
+        ever |= fired(&evaluator.on_iteration(&s), alert);
+    }
+    (ever, evaluator.states()[alert as usize])
+}
+
+#[test]
+fn diversity_collapse_needs_five_consecutive_iterations_below_the_floor() {
+    let cases = [
+        (4, 0.05, false),
+        (5, 0.05, true),
+        (5, 0.0999, true),
+        (5, 0.1, false), // at the floor is not below it
+        (20, 0.2, false),
+    ];
+    for (iterations, diversity, expect) in cases {
+        let (ever, _) = run(AlertName::DiversityCollapse, iterations, |_, s| s.diversity = Some(diversity));
+        assert_eq!(ever, expect, "{iterations} iterations at {diversity}");
+    }
+    // A healthy iteration in between breaks the streak.
+    let (ever, _) = run(AlertName::DiversityCollapse, 9, |i, s| {
+        s.diversity = Some(if i == 5 { 0.5 } else { 0.05 })
+    });
+    assert!(!ever);
+    // An iteration that reports no diversity neither extends nor breaks it.
+    let (ever, state) = run(AlertName::DiversityCollapse, 6, |i, s| {
+        s.diversity = if i == 3 { None } else { Some(0.05) }
+    });
+    assert!(ever);
+    assert_eq!(state, AlertState::Firing);
+}
+
+#[test]
+fn champion_staleness_fires_at_twenty() {
+    for (staleness, expect) in [(19, false), (20, true), (35, true)] {
+        let (ever, _) = run(AlertName::ChampionStaleness, 1, |_, s| s.champion_staleness = staleness);
+        assert_eq!(ever, expect, "staleness {staleness}");
+    }
+}
+
+#[test]
+fn low_success_rate_needs_a_full_window_strictly_below_the_floor() {
+    // (iterations, successes, failures per iteration, fires)
+    let cases = [
+        (10, 2, 8, false), // exactly 0.2
+        (10, 1, 9, true),  // 0.1
+        (9, 0, 10, false), // window not yet full: pending only
+        (10, 19, 81, true), // 0.19
+    ];
+    for (iterations, ok, failed, expect) in cases {
+        let (ever, state) = run(AlertName::LowSuccessRate, iterations, |_, s| {
+            s.successes = ok;
+            s.failures = failed;
+        });
+        assert_eq!(ever, expect, "{iterations} iterations of {ok}/{}", ok + failed);
+        if iterations < 10 && ok * 5 < ok + failed {
+            assert_eq!(state, AlertState::Pending);
+        }
+    }
+}
+
+#[test]
+fn high_memory_fires_above_eighty_percent_with_hysteresis() {
+    let total = 100_000u64;
+    let mut evaluator = Evaluator::new(Thresholds::default());
+    assert!(!fired(&evaluator.on_host_memory(79_900, total), AlertName::HighMemoryUsage), "79.9%");
+    assert!(fired(&evaluator.on_host_memory(80_100, total), AlertName::HighMemoryUsage), "80.1%");
+    // Hovering just below the threshold does not resolve it …
+    assert!(evaluator.on_host_memory(79_000, total).transitions.is_empty());
+    assert!(evaluator.on_host_memory(80_500, total).transitions.is_empty(), "fires once");
+    // … falling below the clear fraction does.
+    let resolved = evaluator.on_host_memory(77_000, total);
+    assert!(resolved.transitions[0].is_resolution());
+    assert_eq!(evaluator.states()[AlertName::HighMemoryUsage as usize], AlertState::Inactive);
+}
+
+#[test]
+fn cleanup_failures_fire_above_three_orphans() {
+    for (orphans, expect) in [(3, false), (4, true)] {
+        let mut evaluator = Evaluator::new(Thresholds::default());
+        assert_eq!(fired(&evaluator.on_orphans(orphans), AlertName::ContainerCleanupFailures), expect, "{orphans}");
+    }
+}
+
+fn warnings_after(values: &[(f64, f64)]) -> Vec<WarningChange> {
+    // (sharpe, seconds) per iteration; the first 10 form the baseline.
+    let mut evaluator = Evaluator::new(Thresholds::default());
+    let mut out = Vec::new();
+    for (i, &(sharpe, seconds)) in values.iter().enumerate() {
+        let mut s = summary(i as u64 + 1);
+        s.mean_sharpe = Some(sharpe);
+        s.duration = Duration::from_secs_f64(seconds);
+        out.extend(evaluator.on_iteration(&s).warnings);
+    }
+    out
+}
+
+#[test]
+fn degradation_is_measured_against_the_first_full_window_sign_safely() {
+    // Baseline Sharpe 1.0: a window mean of 0.81 is fine, 0.79 is degraded.
+    let mut v = vec![(1.0, 0.1); 10];
+    v.extend(vec![(0.81, 0.1); 10]);
+    assert!(warnings_after(&v).is_empty());
+    let mut v = vec![(1.0, 0.1); 10];
+    v.extend(vec![(0.79, 0.1); 10]);
+    let w = warnings_after(&v);
+    assert_eq!(w.len(), 1, "logged once, not every iteration: {w:?}");
+    assert_eq!(w[0].watched, Watched::AvgSharpe);
+    assert!(w[0].started);
+    // A negative baseline: -1.0 → worse is below -1.2, better (-0.5) is fine.
+    let mut v = vec![(-1.0, 0.1); 10];
+    v.extend(vec![(-0.5, 0.1); 10]);
+    assert!(warnings_after(&v).is_empty());
+    let mut v = vec![(-1.0, 0.1); 10];
+    v.extend(vec![(-1.3, 0.1); 10]);
+    assert_eq!(warnings_after(&v).len(), 1);
+    // A baseline near zero uses the floor: 0.01 → limit 0.01 - 0.2 * 0.1 = -0.01.
+    let mut v = vec![(0.01, 0.1); 10];
+    v.extend(vec![(0.0, 0.1); 10]);
+    assert!(warnings_after(&v).is_empty(), "noise around zero is not a degradation");
+    // Recovery clears it, once.
+    let mut v = vec![(1.0, 0.1); 10];
+    v.extend(vec![(0.5, 0.1); 10]);
+    v.extend(vec![(1.0, 0.1); 10]);
+    let w = warnings_after(&v);
+    assert_eq!(w.iter().map(|w| w.started).collect::<Vec<_>>(), vec![true, false]);
+}
+
+#[test]
+fn slowdown_is_more_than_half_again_the_baseline_time() {
+    let mut v = vec![(1.0, 1.0); 10];
+    v.extend(vec![(1.0, 1.5); 10]);
+    assert!(warnings_after(&v).is_empty(), "exactly 1.5x is not more than 50% slower");
+    let mut v = vec![(1.0, 1.0); 10];
+    v.extend(vec![(1.0, 1.6); 10]);
+    let w = warnings_after(&v);
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].watched, Watched::ExecutionTime);
+    assert_eq!(w[0].watched.warning(), "Performance slowdown detected");
+}
+
+#[test]
+fn thresholds_are_configurable() {
+    let thresholds = Thresholds {
+        staleness_iterations: 3,
+        diversity_iterations: 2,
+        ..Thresholds::default()
+    };
+    let mut evaluator = Evaluator::new(thresholds);
+    let mut s = summary(1);
+    s.champion_staleness = 3;
+    s.diversity = Some(0.0);
+    evaluator.on_iteration(&s);
+    s.number = 2;
+    let findings = evaluator.on_iteration(&s);
+    assert!(fired(&findings, AlertName::DiversityCollapse));
+    assert_eq!(evaluator.states()[AlertName::ChampionStaleness as usize], AlertState::Firing);
+}
