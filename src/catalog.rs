@@ -42,10 +42,21 @@ pub struct MetricSpec {
     pub labels: &'static [&'static str],
     /// The requirement of the original specification this metric answers, if any.
     pub requirement: Option<&'static str>,
+    /// When the metric is exported.
+    pub presence: Presence,
+}
+
+/// When a metric is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// From start-up, before the first iteration.
+    Always,
+    /// Once Alertmanager URLs are configured.
+    WithAlertmanager,
 }
 
 macro_rules! catalog {
-    ($( $(#[$doc:meta])* $ident:ident = $name:literal, $kind:ident, $unit:literal, $labels:expr, $req:expr, $desc:literal; )*) => {
+    ($( $(#[$doc:meta])* $ident:ident = $name:literal, $kind:ident, $unit:literal, $labels:expr, $req:expr, $presence:ident, $desc:literal; )*) => {
         $(
             $(#[$doc])*
             pub const $ident: MetricSpec = MetricSpec {
@@ -55,6 +66,7 @@ macro_rules! catalog {
                 description: $desc,
                 labels: $labels,
                 requirement: $req,
+                presence: Presence::$presence,
             };
         )*
         /// Every metric loopwatch exports, in README order.
@@ -64,55 +76,85 @@ macro_rules! catalog {
 
 catalog! {
     /// Number of the iteration in progress (1-based).
-    ITERATION_NUMBER = "iteration_number", Gauge, "{iteration}", &[], Some("1.2"),
+    ITERATION_NUMBER = "iteration_number", Gauge, "{iteration}", &[], Some("1.2"), Always,
         "Number of the iteration in progress, 1-based (iterations).";
     /// Wall-clock duration of the last completed iteration.
-    EXECUTION_TIME_SECONDS = "execution_time_seconds", Gauge, "s", &[], Some("1.2"),
+    EXECUTION_TIME_SECONDS = "execution_time_seconds", Gauge, "s", &[], Some("1.2"), Always,
         "Wall-clock duration of the last completed iteration; 0 before the first (seconds).";
     /// Resident set size of the loop's process.
-    MEMORY_USAGE_BYTES = "memory_usage_bytes", Gauge, "By", &[], Some("1.2"),
+    MEMORY_USAGE_BYTES = "memory_usage_bytes", Gauge, "By", &[], Some("1.2"), Always,
         "Resident set size of the loop process (bytes).";
     /// CPU used by the loop's process; 100 means one full core.
-    CPU_USAGE_PERCENT = "cpu_usage_percent", Gauge, "%", &[], Some("1.2"),
+    CPU_USAGE_PERCENT = "cpu_usage_percent", Gauge, "%", &[], Some("1.2"), Always,
         "CPU used by the loop process since the previous sample, 100 = one full core (percent).";
     /// Strategies that completed successfully.
-    STRATEGY_SUCCESS_TOTAL = "strategy_success_total", Counter, "{strategy}", &[], Some("1.3"),
+    STRATEGY_SUCCESS_TOTAL = "strategy_success_total", Counter, "{strategy}", &[], Some("1.3"), Always,
         "Strategies whose evaluation completed successfully (strategies).";
     /// Strategies that failed.
-    STRATEGY_FAILURE_TOTAL = "strategy_failure_total", Counter, "{strategy}", &[], Some("1.3"),
+    STRATEGY_FAILURE_TOTAL = "strategy_failure_total", Counter, "{strategy}", &[], Some("1.3"), Always,
         "Strategies whose evaluation failed (strategies).";
     /// Mean Sharpe ratio of the last iteration's successful strategies.
-    SHARPE_RATIO = "sharpe_ratio", Gauge, "1", &[], Some("1.3"),
+    SHARPE_RATIO = "sharpe_ratio", Gauge, "1", &[], Some("1.3"), Always,
         "Mean annualised Sharpe ratio of the successful strategies of the last completed iteration that had any; 0 before the first (dimensionless ratio).";
     /// Mean max drawdown of the last iteration's successful strategies.
-    MAX_DRAWDOWN = "max_drawdown", Gauge, "1", &[], Some("1.3"),
+    MAX_DRAWDOWN = "max_drawdown", Gauge, "1", &[], Some("1.3"), Always,
         "Mean maximum drawdown of the successful strategies of the last completed iteration that had any, as a positive fraction of peak equity; 0 before the first (ratio 0-1).";
     /// Diversity of the population, 0 (clones) to 1 (all different).
-    POPULATION_DIVERSITY = "population_diversity", Gauge, "1", &[], Some("1.4"),
+    POPULATION_DIVERSITY = "population_diversity", Gauge, "1", &[], Some("1.4"), Always,
         "Diversity of the population at the last report, 0 = all clones, 1 = all different; 0 before the first report (ratio 0-1).";
     /// Distinct strategies in the population.
-    UNIQUE_STRATEGY_COUNT = "unique_strategy_count", Gauge, "{strategy}", &[], Some("1.4"),
+    UNIQUE_STRATEGY_COUNT = "unique_strategy_count", Gauge, "{strategy}", &[], Some("1.4"), Always,
         "Distinct strategies in the population at the last report; 0 before the first report (strategies).";
     /// Completed iterations since the champion last changed.
-    CHAMPION_STALENESS_ITERATIONS = "champion_staleness_iterations", Gauge, "{iteration}", &[], Some("1.4"),
+    CHAMPION_STALENESS_ITERATIONS = "champion_staleness_iterations", Gauge, "{iteration}", &[], Some("1.4"), Always,
         "Completed iterations since the champion last changed (iterations).";
+    /// Success rate over the rolling window.
+    SUCCESS_RATE_10ITER = "success_rate_10iter", Gauge, "1", &[], Some("5.1"), Always,
+        "Strategy success rate over the last 10 completed iterations, successes / (successes + failures); 0 before any outcome (ratio 0-1).";
+    /// Mean Sharpe ratio over the rolling window.
+    AVG_SHARPE_10ITER = "avg_sharpe_10iter", Gauge, "1", &[], Some("5.1"), Always,
+        "Mean of the per-iteration mean Sharpe ratios over the last 10 completed iterations; 0 before any (dimensionless ratio).";
+    /// Mean diversity over the rolling window.
+    AVG_DIVERSITY_10ITER = "avg_diversity_10iter", Gauge, "1", &[], Some("5.1"), Always,
+        "Mean population diversity over the last 10 completed iterations; 0 before any report (ratio 0-1).";
     /// Host memory in use, total minus available.
-    HOST_MEMORY_USED_BYTES = "host_memory_used_bytes", Gauge, "By", &[], Some("3.1"),
+    HOST_MEMORY_USED_BYTES = "host_memory_used_bytes", Gauge, "By", &[], Some("3.1"), Always,
         "Host memory in use, total minus available (bytes).";
     /// Total host memory.
-    HOST_MEMORY_TOTAL_BYTES = "host_memory_total_bytes", Gauge, "By", &[], Some("3.1"),
+    HOST_MEMORY_TOTAL_BYTES = "host_memory_total_bytes", Gauge, "By", &[], Some("3.1"), Always,
         "Total host memory (bytes).";
+    /// Iterations in the rolling window.
+    ROLLING_WINDOW_ITERATIONS = "loopwatch_rolling_window_iterations", Gauge, "{iteration}", &[], None, Always,
+        "Completed iterations in the rolling window, up to its size; rules on rolling values wait for a full window (iterations).";
+    /// Mean iteration time over the rolling window.
+    ROLLING_EXECUTION_TIME_SECONDS = "loopwatch_rolling_execution_time_seconds", Gauge, "s", &[], None, Always,
+        "Mean wall-clock iteration time over the rolling window; 0 before any (seconds).";
+    /// Consecutive iterations with diversity below the collapse floor.
+    LOW_DIVERSITY_STREAK_ITERATIONS = "loopwatch_low_diversity_streak_iterations", Gauge, "{iteration}", &[], None, Always,
+        "Consecutive completed iterations whose population diversity was below the collapse floor (iterations).";
+    /// Baselines of the rolling values.
+    BASELINE = "loopwatch_baseline", Gauge, "1", &["metric"], None, Always,
+        "Baseline of a rolling value, taken from the first full window, by metric; execution_time_seconds is in seconds, the others are ratios; 0 until taken (value of the metric).";
+    /// Active degradation and slowdown warnings.
+    PERFORMANCE_WARNING = "loopwatch_performance_warning", Gauge, "1", &["metric"], None, Always,
+        "1 while a rolling value is worse than its baseline allows (degradation, or slowdown for execution_time_seconds), else 0 (boolean).";
+    /// Alert state, per alert.
+    ALERT_FIRING = "loopwatch_alert_firing", Gauge, "1", &["alertname"], None, Always,
+        "1 while the in-process evaluator has the alert firing, else 0 (boolean).";
+    /// Alert deliveries to Alertmanager.
+    ALERT_DELIVERIES_TOTAL = "loopwatch_alert_deliveries_total", Counter, "{request}", &["url", "outcome"], None, WithAlertmanager,
+        "Requests sending alerts to an Alertmanager, by its URL and outcome: success or failure (requests).";
     /// Times the champion changed.
-    CHAMPION_CHANGES_TOTAL = "loopwatch_champion_changes_total", Counter, "{change}", &[], None,
+    CHAMPION_CHANGES_TOTAL = "loopwatch_champion_changes_total", Counter, "{change}", &[], None, Always,
         "Times the champion strategy changed, for dashboard annotations (changes).";
     /// Observations rejected as invalid.
-    REJECTED_OBSERVATIONS_TOTAL = "loopwatch_rejected_observations_total", Counter, "{observation}", &["field", "reason"], None,
+    REJECTED_OBSERVATIONS_TOTAL = "loopwatch_rejected_observations_total", Counter, "{observation}", &["field", "reason"], None, Always,
         "Observations rejected as invalid, by field and reason (observations).";
     /// Metric collections that failed or panicked.
-    COLLECTION_ERRORS_TOTAL = "loopwatch_collection_errors_total", Counter, "{error}", &["source"], None,
+    COLLECTION_ERRORS_TOTAL = "loopwatch_collection_errors_total", Counter, "{error}", &["source"], None, Always,
         "Metric collections that failed or panicked, by source: core or user (errors).";
     /// Sampler ticks run.
-    SAMPLER_TICKS_TOTAL = "loopwatch_sampler_ticks_total", Counter, "{tick}", &[], None,
+    SAMPLER_TICKS_TOTAL = "loopwatch_sampler_ticks_total", Counter, "{tick}", &[], None, Always,
         "Host and process sampler ticks completed (ticks).";
 }
 
@@ -155,7 +197,10 @@ pub fn markdown_table() -> String {
             spec.unit,
             labels,
             spec.requirement.unwrap_or("—"),
-            spec.description
+            match spec.presence {
+                Presence::Always => spec.description.to_string(),
+                Presence::WithAlertmanager => format!("{} Exported when Alertmanager URLs are set.", spec.description),
+            }
         );
     }
     out

@@ -45,6 +45,8 @@ pub struct Settings {
     pub handle_signals: bool,
     /// Whether shutdown writes the final export files.
     pub final_export: bool,
+    /// Thresholds, windows and intervals of the evaluator.
+    pub thresholds: crate::evaluate::Thresholds,
 }
 
 /// Reads one environment variable; unset and empty both mean "not given".

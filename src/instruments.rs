@@ -7,6 +7,7 @@ use opentelemetry::metrics::{Counter, Gauge, Meter, ObservableGauge};
 use opentelemetry::KeyValue;
 
 use crate::catalog::{self, MetricKind, MetricSpec};
+use crate::evaluate::{AlertName, Watched};
 use crate::sample::HostReadings;
 
 /// Creates the synchronous gauge a catalog entry describes.
@@ -172,7 +173,75 @@ pub(crate) struct Instruments {
     pub(crate) champion_changes: Counter<u64>,
     pub(crate) sampler_ticks: Counter<u64>,
     pub(crate) rejections: Rejections,
+    pub(crate) evaluation: EvaluationInstruments,
     _observed: Vec<ObservableGauge<f64>>,
+}
+
+/// The evaluator's gauges: rolling values, baselines, streaks, alert and warning state.
+pub(crate) struct EvaluationInstruments {
+    pub(crate) success_rate: Gauge<f64>,
+    pub(crate) avg_sharpe: Gauge<f64>,
+    pub(crate) avg_diversity: Gauge<f64>,
+    pub(crate) window_iterations: Gauge<f64>,
+    pub(crate) rolling_execution_time: Gauge<f64>,
+    pub(crate) low_diversity_streak: Gauge<f64>,
+    baseline: Gauge<f64>,
+    warning: Gauge<f64>,
+    alert_firing: Gauge<f64>,
+    pub(crate) alert_deliveries: Counter<u64>,
+    watched_attributes: [[KeyValue; 1]; 4],
+    alert_attributes: [[KeyValue; 1]; 5],
+}
+
+impl EvaluationInstruments {
+    fn new(meter: &Meter) -> Self {
+        let instruments = EvaluationInstruments {
+            success_rate: gauge(meter, &catalog::SUCCESS_RATE_10ITER),
+            avg_sharpe: gauge(meter, &catalog::AVG_SHARPE_10ITER),
+            avg_diversity: gauge(meter, &catalog::AVG_DIVERSITY_10ITER),
+            window_iterations: gauge(meter, &catalog::ROLLING_WINDOW_ITERATIONS),
+            rolling_execution_time: gauge(meter, &catalog::ROLLING_EXECUTION_TIME_SECONDS),
+            low_diversity_streak: gauge(meter, &catalog::LOW_DIVERSITY_STREAK_ITERATIONS),
+            baseline: gauge(meter, &catalog::BASELINE),
+            warning: gauge(meter, &catalog::PERFORMANCE_WARNING),
+            alert_firing: gauge(meter, &catalog::ALERT_FIRING),
+            alert_deliveries: counter(meter, &catalog::ALERT_DELIVERIES_TOTAL),
+            watched_attributes: Watched::ALL.map(|w| [KeyValue::new("metric", w.metric())]),
+            alert_attributes: AlertName::ALL.map(|a| [KeyValue::new("alertname", a.as_str())]),
+        };
+        for gauge in [
+            &instruments.success_rate,
+            &instruments.avg_sharpe,
+            &instruments.avg_diversity,
+            &instruments.window_iterations,
+            &instruments.rolling_execution_time,
+            &instruments.low_diversity_streak,
+        ] {
+            gauge.record(0.0, &[]);
+        }
+        for watched in Watched::ALL {
+            instruments.set_baseline(watched, 0.0);
+            instruments.set_warning(watched, false);
+        }
+        for alert in AlertName::ALL {
+            instruments.set_firing(alert, false);
+        }
+        instruments
+    }
+
+    pub(crate) fn set_baseline(&self, watched: Watched, value: f64) {
+        self.baseline.record(value, &self.watched_attributes[watched as usize]);
+    }
+
+    pub(crate) fn set_warning(&self, watched: Watched, active: bool) {
+        self.warning
+            .record(f64::from(u8::from(active)), &self.watched_attributes[watched as usize]);
+    }
+
+    pub(crate) fn set_firing(&self, alert: AlertName, firing: bool) {
+        self.alert_firing
+            .record(f64::from(u8::from(firing)), &self.alert_attributes[alert as usize]);
+    }
 }
 
 impl Instruments {
@@ -210,6 +279,7 @@ impl Instruments {
             champion_changes: counter(meter, &catalog::CHAMPION_CHANGES_TOTAL),
             sampler_ticks: counter(meter, &catalog::SAMPLER_TICKS_TOTAL),
             rejections: Rejections::new(meter),
+            evaluation: EvaluationInstruments::new(meter),
             _observed: observed,
         };
         // Start-up values, so every metric is served before the first iteration. The

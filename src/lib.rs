@@ -46,6 +46,7 @@ pub mod catalog;
 pub mod config;
 pub mod diversity;
 mod error;
+mod evaluate;
 mod export;
 mod instruments;
 mod monitor;
@@ -53,6 +54,10 @@ mod pipeline;
 mod sample;
 
 pub use error::{Error, Result};
+pub use evaluate::{
+    AlertName, AlertState, Event, EventKind, RollingValues, Thresholds, Transition, WarningChange,
+    Watched, MAX_EVENTS,
+};
 pub use export::final_export::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{
     Iteration, IterationSummary, Monitor, MonitorBuilder, Population, RunIdentity, RunSummary,

@@ -9,6 +9,7 @@ use prometheus::proto::{MetricFamily, MetricType};
 use serde_json::{json, Map, Value};
 
 use crate::catalog;
+use crate::evaluate::{AlertName, EventKind, Watched};
 use crate::error::Error;
 use crate::monitor::Inner;
 
@@ -103,6 +104,46 @@ pub(crate) fn families_to_json(families: &[MetricFamily]) -> Value {
     Value::Object(metrics)
 }
 
+/// The evaluator's view: rolling values, baselines, warnings, alert states, thresholds.
+fn evaluation_json(inner: &Inner) -> Value {
+    let evaluator = inner.lock_evaluator();
+    let mut baselines = Map::new();
+    let mut warnings = Map::new();
+    for ((watched, baseline), active) in Watched::ALL
+        .into_iter()
+        .zip(evaluator.baselines())
+        .zip(evaluator.warnings_active())
+    {
+        baselines.insert(watched.metric().into(), baseline.map_or(Value::Null, number));
+        warnings.insert(watched.metric().into(), Value::Bool(active));
+    }
+    let alerts: Map<String, Value> = AlertName::ALL
+        .into_iter()
+        .zip(evaluator.states())
+        .map(|(name, state)| (name.as_str().to_string(), json!(state)))
+        .collect();
+    let t = &evaluator.thresholds;
+    json!({
+        "rolling": evaluator.rolling(),
+        "baselines": baselines,
+        "warnings_active": warnings,
+        "alerts": alerts,
+        "low_diversity_streak_iterations": evaluator.low_diversity_streak(),
+        "thresholds": {
+            "window": t.window,
+            "memory_fraction": t.memory_fraction,
+            "memory_clear_fraction": t.memory_clear_fraction,
+            "diversity_floor": t.diversity_floor,
+            "diversity_iterations": t.diversity_iterations,
+            "staleness_iterations": t.staleness_iterations,
+            "success_rate_floor": t.success_rate_floor,
+            "orphan_limit": t.orphan_limit,
+            "degradation_fraction": t.degradation_fraction,
+            "slowdown_factor": t.slowdown_factor,
+        },
+    })
+}
+
 /// Collects once and writes both files from that one collection, so they agree.
 pub(crate) fn write(inner: &Inner) -> FinalExport {
     let dir = &inner.settings.output_dir;
@@ -119,10 +160,19 @@ pub(crate) fn write(inner: &Inner) -> FinalExport {
     let prometheus_text = crate::pipeline::encode_text(&families)
         .map_err(|e| Error::Pipeline(e.to_string()))
         .and_then(|text| write_atomically(dir, PROMETHEUS_FINAL_FILE, text.as_bytes()));
+    let (events, events_dropped) = inner.events();
+    let alert_history: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Alert { .. }))
+        .collect();
     let document = json!({
         "loopwatch_version": env!("CARGO_PKG_VERSION"),
         "identity": inner.identity,
         "summary": inner.summary(),
+        "evaluation": evaluation_json(inner),
+        "alert_history": alert_history,
+        "events": events,
+        "events_dropped": events_dropped,
         "metrics": families_to_json(&families),
     });
     let json = serde_json::to_vec_pretty(&document)

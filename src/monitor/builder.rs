@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::config::{self, Settings};
 use crate::error::Error;
+use crate::evaluate::Thresholds;
 use crate::monitor::Monitor;
 
 /// Configures and starts a [`Monitor`].
@@ -32,6 +33,7 @@ pub struct MonitorBuilder {
     sample_interval: Option<Duration>,
     handle_signals: bool,
     final_export: Option<bool>,
+    thresholds: Option<Thresholds>,
 }
 
 impl MonitorBuilder {
@@ -81,6 +83,13 @@ impl MonitorBuilder {
         self
     }
 
+    /// Thresholds, windows and intervals of the evaluator (default
+    /// [`Thresholds::default`], the numbers of the requirements).
+    pub fn thresholds(mut self, thresholds: Thresholds) -> Self {
+        self.thresholds = Some(thresholds);
+        self
+    }
+
     /// Resolves every setting: builder value, else environment, else default.
     pub fn settings(&self) -> Result<Settings, Error> {
         let listen = match self.listen {
@@ -120,6 +129,8 @@ impl MonitorBuilder {
                 None => config::DEFAULT_SAMPLE_INTERVAL,
             },
         };
+        let thresholds = self.thresholds.clone().unwrap_or_default();
+        thresholds.validate()?;
         Ok(Settings {
             listen,
             output_dir,
@@ -127,6 +138,7 @@ impl MonitorBuilder {
             sample_interval,
             handle_signals: self.handle_signals,
             final_export: self.final_export.unwrap_or(true),
+            thresholds,
         })
     }
 

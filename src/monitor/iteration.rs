@@ -156,6 +156,12 @@ impl<'m> Iteration<'m> {
                 self.champion_changed = true;
                 self.inner.instruments.champion_changes.add(1, &[]);
                 tracing::info!(iteration = self.number, champion, "champion changed");
+                self.inner.push_event(
+                    self.number,
+                    crate::evaluate::EventKind::ChampionChanged {
+                        champion: champion.to_string(),
+                    },
+                );
             }
         }
     }

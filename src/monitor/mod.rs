@@ -19,6 +19,10 @@ pub use state::{IterationSummary, RunSummary, MAX_FAILURE_REASONS};
 
 use crate::config::Settings;
 use crate::error::Error;
+use crate::evaluate::{
+    AlertName, AlertState, Evaluator, Event, EventKind, EventLog, Findings, RollingValues, Watched,
+};
+use crate::export::alertmanager::{self, AlertIdentity, AlertSink};
 use crate::export::final_export::{self, FinalExport};
 use crate::export::server;
 use crate::instruments::Instruments;
@@ -59,6 +63,9 @@ pub(crate) struct Inner {
     host: Arc<HostReadings>,
     host_sampler: Mutex<HostSampler>,
     state: Mutex<RunState>,
+    evaluator: Mutex<Evaluator>,
+    events: Mutex<EventLog>,
+    alert_sink: Option<AlertSink>,
     next_iteration: AtomicU64,
     stop_requested: AtomicBool,
     closed: AtomicBool,
@@ -68,6 +75,122 @@ pub(crate) struct Inner {
 impl Inner {
     pub(crate) fn lock_state(&self) -> MutexGuard<'_, RunState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn lock_evaluator(&self) -> MutexGuard<'_, Evaluator> {
+        self.evaluator.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn push_event(&self, iteration: u64, kind: EventKind) {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Event {
+                at: SystemTime::now(),
+                iteration,
+                kind,
+            });
+    }
+
+    /// Events recorded so far (oldest first) and how many were dropped for the bound.
+    pub(crate) fn events(&self) -> (Vec<Event>, u64) {
+        let log = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        (log.snapshot(), log.dropped())
+    }
+
+    /// Publishes the evaluator's rolling values, baselines and streak to the gauges.
+    fn publish_evaluation(&self, evaluator: &Evaluator) {
+        let g = &self.instruments.evaluation;
+        let rolling = evaluator.rolling();
+        g.window_iterations.record(rolling.iterations as f64, &[]);
+        if let Some(rate) = rolling.success_rate {
+            g.success_rate.record(rate, &[]);
+        }
+        if let Some(sharpe) = rolling.avg_sharpe {
+            g.avg_sharpe.record(sharpe, &[]);
+        }
+        if let Some(diversity) = rolling.avg_diversity {
+            g.avg_diversity.record(diversity, &[]);
+        }
+        if let Some(seconds) = rolling.mean_seconds {
+            g.rolling_execution_time.record(seconds, &[]);
+        }
+        g.low_diversity_streak
+            .record(evaluator.low_diversity_streak() as f64, &[]);
+        for (watched, baseline) in Watched::ALL.into_iter().zip(evaluator.baselines()) {
+            if let Some(baseline) = baseline {
+                g.set_baseline(watched, baseline);
+            }
+        }
+    }
+
+    /// Logs, exports, records and delivers what an evaluation found.
+    fn apply(&self, findings: Findings) {
+        for t in findings.transitions {
+            let name = t.alert.as_str();
+            match t.state {
+                AlertState::Firing => tracing::warn!(
+                    alertname = name,
+                    severity = t.alert.severity(),
+                    value = t.value,
+                    threshold = t.threshold,
+                    iteration = t.iteration,
+                    "{}",
+                    t.alert.message()
+                ),
+                AlertState::Inactive if t.is_resolution() => tracing::info!(
+                    alertname = name,
+                    threshold = t.threshold,
+                    iteration = t.iteration,
+                    "resolved: {}",
+                    t.alert.message()
+                ),
+                _ => tracing::debug!(alertname = name, state = ?t.state, value = t.value, "alert state"),
+            }
+            if t.state == AlertState::Pending || !(t.state == AlertState::Firing || t.is_resolution()) {
+                continue;
+            }
+            self.instruments
+                .evaluation
+                .set_firing(t.alert, t.state == AlertState::Firing);
+            if let Some(sink) = &self.alert_sink {
+                sink.update(&t);
+            }
+            self.push_event(
+                t.iteration,
+                EventKind::Alert {
+                    alertname: t.alert,
+                    state: t.state,
+                    message: t.alert.message(),
+                    value: t.value.is_finite().then_some(t.value),
+                    threshold: t.threshold,
+                },
+            );
+        }
+        for w in findings.warnings {
+            if w.started {
+                tracing::warn!(
+                    metric = w.watched.metric(),
+                    value = w.value,
+                    baseline = w.baseline,
+                    limit = w.limit,
+                    iteration = w.iteration,
+                    "{}",
+                    w.watched.warning()
+                );
+            } else {
+                tracing::info!(
+                    metric = w.watched.metric(),
+                    value = w.value,
+                    baseline = w.baseline,
+                    iteration = w.iteration,
+                    "cleared: {}",
+                    w.watched.warning()
+                );
+            }
+            self.instruments.evaluation.set_warning(w.watched, w.started);
+            self.push_event(w.iteration, w.watched.event(w.started, w.value, w.baseline));
+        }
     }
 
     /// Records a completed iteration's values into the instruments.
@@ -91,6 +214,15 @@ impl Inner {
         }
         i.champion_staleness
             .record(summary.champion_staleness as f64, &[]);
+        let findings = {
+            let mut evaluator = self.lock_evaluator();
+            let findings = evaluator.on_iteration(summary);
+            self.publish_evaluation(&evaluator);
+            findings
+        };
+        if !findings.is_empty() {
+            self.apply(findings);
+        }
     }
 
     /// Takes one host and process sample and publishes it to the gauges.
@@ -102,9 +234,18 @@ impl Inner {
                 .unwrap_or_else(PoisonError::into_inner)
                 .tick();
             self.host.publish(&sample);
+            sample
         }));
         match result {
-            Ok(()) => self.instruments.sampler_ticks.add(1, &[]),
+            Ok(sample) => {
+                self.instruments.sampler_ticks.add(1, &[]);
+                let findings = self
+                    .lock_evaluator()
+                    .on_host_memory(sample.host_memory_used_bytes, sample.host_memory_total_bytes);
+                if !findings.is_empty() {
+                    self.apply(findings);
+                }
+            }
             Err(_) => tracing::error!("the host sampler panicked; its gauges keep their last values"),
         }
     }
@@ -212,7 +353,24 @@ impl Monitor {
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;
+        let cancel = CancellationToken::new();
 
+        let alert_sink = (!settings.alertmanager_urls.is_empty()).then(|| {
+            alertmanager::start(
+                &runtime,
+                &settings.alertmanager_urls,
+                AlertIdentity {
+                    run_id: identity.run_id.clone(),
+                    instance: identity.hostname.clone(),
+                    generator_url: format!("http://{local_addr}/metrics"),
+                },
+                settings.thresholds.alert_resend_interval,
+                instruments.evaluation.alert_deliveries.clone(),
+                cancel.clone(),
+            )
+        });
+
+        let evaluator = Evaluator::new(settings.thresholds.clone());
         let inner = Arc::new(Inner {
             settings,
             identity,
@@ -221,12 +379,14 @@ impl Monitor {
             host,
             host_sampler: Mutex::new(host_sampler),
             state: Mutex::new(RunState::new(started_at)),
+            evaluator: Mutex::new(evaluator),
+            events: Mutex::new(EventLog::default()),
+            alert_sink,
             next_iteration: AtomicU64::new(1),
             stop_requested: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             local_addr,
         });
-        let cancel = CancellationToken::new();
 
         let listener = {
             let _guard = runtime.enter();
@@ -234,6 +394,7 @@ impl Monitor {
         };
         runtime.spawn(server::serve(listener, Arc::clone(&inner), cancel.clone()));
         runtime.spawn(sample_host_periodically(Arc::clone(&inner), cancel.clone()));
+        runtime.spawn(log_long_run_statistics(Arc::clone(&inner), cancel.clone()));
         if inner.settings.handle_signals {
             runtime.spawn(watch_signals(Arc::clone(&inner)));
         }
@@ -282,6 +443,42 @@ impl Monitor {
     /// The run so far, summarised.
     pub fn summary(&self) -> RunSummary {
         self.inner.summary()
+    }
+
+    /// The rolling values of the evaluator's window.
+    pub fn rolling(&self) -> RollingValues {
+        self.inner.lock_evaluator().rolling()
+    }
+
+    /// The state of every alert, in [`AlertName::ALL`] order.
+    pub fn alerts(&self) -> Vec<(AlertName, AlertState)> {
+        let states = self.inner.lock_evaluator().states();
+        AlertName::ALL.into_iter().zip(states).collect()
+    }
+
+    /// The alerts firing now.
+    pub fn firing_alerts(&self) -> Vec<AlertName> {
+        self.alerts()
+            .into_iter()
+            .filter(|(_, state)| *state == AlertState::Firing)
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Champion changes, alert transitions and warnings so far, oldest first (the
+    /// last [`MAX_EVENTS`](crate::MAX_EVENTS)).
+    pub fn events(&self) -> Vec<Event> {
+        self.inner.events().0
+    }
+
+    /// Feeds the count of orphaned containers left after a cleanup sweep to the
+    /// ContainerCleanupFailures rule. The containers feature calls it after each sweep;
+    /// loops that manage containers themselves may call it too.
+    pub fn report_orphaned_containers(&self, orphans: u64) {
+        let findings = self.inner.lock_evaluator().on_orphans(orphans);
+        if !findings.is_empty() {
+            self.inner.apply(findings);
+        }
     }
 
     /// The exposition `GET /metrics` would serve now.
@@ -364,6 +561,28 @@ async fn sample_host_periodically(inner: Arc<Inner>, cancel: CancellationToken) 
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => inner.sample_host(),
         }
+    }
+}
+
+/// Logs the long-run statistics (requirement 5.4) every `stats_interval`.
+async fn log_long_run_statistics(inner: Arc<Inner>, cancel: CancellationToken) {
+    let period = inner.settings.thresholds.stats_interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let summary = inner.summary();
+        tracing::info!(
+            total_iterations = summary.iterations,
+            avg_execution_time_seconds = summary.mean_execution_time_seconds.unwrap_or(0.0),
+            success_rate = summary.success_rate.unwrap_or(0.0),
+            champion_staleness_iterations = summary.champion_staleness_iterations,
+            elapsed_seconds = summary.elapsed_seconds,
+            "Long-run statistics"
+        );
     }
 }
 

@@ -1,0 +1,248 @@
+//! Alert delivery to Alertmanager through its v2 API (`POST /api/v2/alerts`).
+//!
+//! The loop's thread only updates a small table of each alert's latest state and bumps
+//! a generation counter; one background task per Alertmanager sends that state. So
+//! delivery never blocks the loop, and while an Alertmanager is down its task retries
+//! with backoff and then sends the *current* state: nothing is lost, and nothing is
+//! queued up to be replayed as duplicates. Firing alerts are re-sent periodically with
+//! `endsAt` in the future (so they expire if the loop dies); resolved alerts are sent
+//! with `endsAt` at the resolution time until each Alertmanager has accepted them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry::metrics::Counter;
+use opentelemetry::KeyValue;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::evaluate::{AlertName, AlertState, Transition};
+
+/// Longest wait between retries while an Alertmanager is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Per-request timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The latest state of one alert, as delivered.
+#[derive(Debug, Clone)]
+struct AlertRecord {
+    firing_since: SystemTime,
+    resolved_at: Option<SystemTime>,
+    value: f64,
+    threshold: f64,
+    iteration: u64,
+    /// Bumped on every change, so each receiver knows what it has not yet accepted.
+    generation: u64,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    alerts: BTreeMap<AlertName, AlertRecord>,
+    generation: u64,
+}
+
+/// Identity labels every alert carries.
+#[derive(Debug, Clone)]
+pub(crate) struct AlertIdentity {
+    pub(crate) run_id: String,
+    pub(crate) instance: String,
+    pub(crate) generator_url: String,
+}
+
+/// The loop-side handle: records transitions, wakes the senders.
+#[derive(Debug, Clone)]
+pub(crate) struct AlertSink {
+    table: Arc<Mutex<Table>>,
+    wake: Arc<watch::Sender<u64>>,
+}
+
+impl AlertSink {
+    /// Records a firing or resolved transition (pending ones are not delivered).
+    pub(crate) fn update(&self, transition: &Transition) {
+        let generation = {
+            let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+            table.generation += 1;
+            let generation = table.generation;
+            match transition.state {
+                AlertState::Firing => {
+                    table.alerts.insert(
+                        transition.alert,
+                        AlertRecord {
+                            firing_since: transition.firing_since.unwrap_or(transition.at),
+                            resolved_at: None,
+                            value: transition.value,
+                            threshold: transition.threshold,
+                            iteration: transition.iteration,
+                            generation,
+                        },
+                    );
+                }
+                AlertState::Inactive if transition.is_resolution() => {
+                    if let Some(record) = table.alerts.get_mut(&transition.alert) {
+                        record.resolved_at = Some(transition.at);
+                        record.iteration = transition.iteration;
+                        record.generation = generation;
+                    }
+                }
+                _ => return,
+            }
+            generation
+        };
+        self.wake.send_replace(generation);
+    }
+}
+
+/// Starts one sender task per Alertmanager and returns the loop-side handle.
+pub(crate) fn start(
+    runtime: &tokio::runtime::Runtime,
+    urls: &[String],
+    identity: AlertIdentity,
+    resend_interval: Duration,
+    deliveries: Counter<u64>,
+    cancel: CancellationToken,
+) -> AlertSink {
+    let table = Arc::new(Mutex::new(Table::default()));
+    let (wake, _) = watch::channel(0u64);
+    let wake = Arc::new(wake);
+    for url in urls {
+        let sender = Sender {
+            url: url.clone(),
+            endpoint: format!("{url}/api/v2/alerts"),
+            table: Arc::clone(&table),
+            identity: identity.clone(),
+            resend_interval,
+            deliveries: deliveries.clone(),
+            delivered: BTreeMap::new(),
+        };
+        for outcome in ["success", "failure"] {
+            deliveries.add(0, &[KeyValue::new("url", url.clone()), KeyValue::new("outcome", outcome)]);
+        }
+        runtime.spawn(sender.run(wake.subscribe(), cancel.clone()));
+    }
+    AlertSink { table, wake }
+}
+
+struct Sender {
+    url: String,
+    endpoint: String,
+    table: Arc<Mutex<Table>>,
+    identity: AlertIdentity,
+    resend_interval: Duration,
+    deliveries: Counter<u64>,
+    /// Generation of each alert this Alertmanager has accepted.
+    delivered: BTreeMap<AlertName, u64>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl Sender {
+    /// The alerts to send now: every firing alert, and resolutions not yet accepted.
+    fn payload(&self, now: SystemTime) -> (Vec<Value>, Vec<(AlertName, u64)>) {
+        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut alerts = Vec::new();
+        let mut generations = Vec::new();
+        for (name, record) in &table.alerts {
+            let accepted = self.delivered.get(name).copied().unwrap_or(0);
+            if record.resolved_at.is_some() && accepted >= record.generation {
+                continue;
+            }
+            let ends_at = record
+                .resolved_at
+                .unwrap_or(now + self.resend_interval * 4);
+            let value = if record.value.is_finite() { record.value } else { 0.0 };
+            alerts.push(json!({
+                "labels": {
+                    "alertname": name.as_str(),
+                    "severity": name.severity(),
+                    "job": "loopwatch",
+                    "run_id": self.identity.run_id,
+                    "instance": self.identity.instance,
+                },
+                "annotations": {
+                    "summary": name.message(),
+                    "description": format!(
+                        "{}: value {value} against threshold {} at iteration {}",
+                        name.message(), record.threshold, record.iteration
+                    ),
+                    "value": value.to_string(),
+                    "threshold": record.threshold.to_string(),
+                    "iteration": record.iteration.to_string(),
+                },
+                "startsAt": rfc3339(record.firing_since),
+                "endsAt": rfc3339(ends_at),
+                "generatorURL": self.identity.generator_url,
+            }));
+            generations.push((*name, record.generation));
+        }
+        (alerts, generations)
+    }
+
+    async fn post(&self, client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>, body: Vec<u8>) -> Result<(), String> {
+        let request = hyper::Request::post(&self.endpoint)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("bad Alertmanager URL {}: {e}", self.url))?;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, client.request(request))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        Err(format!("HTTP {status}: {}", body.trim()))
+    }
+
+    async fn run(mut self, mut wake: watch::Receiver<u64>, cancel: CancellationToken) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut backoff = Duration::from_secs(1);
+        let mut down_since: Option<SystemTime> = None;
+        loop {
+            let (alerts, generations) = self.payload(SystemTime::now());
+            let mut wait = self.resend_interval;
+            if !alerts.is_empty() {
+                let body = serde_json::to_vec(&alerts).unwrap_or_default();
+                match self.post(&client, body).await {
+                    Ok(()) => {
+                        self.deliveries.add(1, &[KeyValue::new("url", self.url.clone()), KeyValue::new("outcome", "success")]);
+                        for (name, generation) in generations {
+                            self.delivered.insert(name, generation);
+                        }
+                        if down_since.take().is_some() {
+                            tracing::info!(url = %self.url, "Alertmanager reachable again; current alert state delivered");
+                        }
+                        backoff = Duration::from_secs(1);
+                    }
+                    Err(err) => {
+                        self.deliveries.add(1, &[KeyValue::new("url", self.url.clone()), KeyValue::new("outcome", "failure")]);
+                        if down_since.is_none() {
+                            down_since = Some(SystemTime::now());
+                            tracing::error!(url = %self.url, error = %err, "cannot deliver alerts to Alertmanager; retrying with backoff");
+                        }
+                        wait = backoff;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                changed = wake.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
