@@ -241,15 +241,21 @@ impl Evaluator {
                 }
                 continue;
             };
+            // A warning starts past the limit and clears only once the value is back
+            // within half the margin, so a value hovering at the limit does not flap.
+            let active = self.warned[i];
             let (worse, limit) = match watched {
                 Watched::ExecutionTime => {
                     let limit = baseline * th.slowdown_factor;
-                    (value > limit, limit)
+                    let clear = baseline * (1.0 + (th.slowdown_factor - 1.0) / 2.0);
+                    (if active { value > clear } else { value > limit }, limit)
                 }
                 _ => {
                     // Sign-safe: measured against the baseline's magnitude, floored.
-                    let limit = baseline - th.degradation_fraction * baseline.abs().max(th.baseline_floor);
-                    (value < limit, limit)
+                    let margin = th.degradation_fraction * baseline.abs().max(th.baseline_floor);
+                    let limit = baseline - margin;
+                    let clear = baseline - margin / 2.0;
+                    (if active { value < clear } else { value < limit }, limit)
                 }
             };
             if worse != self.warned[i] {

@@ -177,7 +177,8 @@ impl Thresholds {
         if self.diversity_iterations == 0 || self.staleness_iterations == 0 {
             return bad("Thresholds::diversity_iterations/staleness_iterations", "0".into(), "expected at least 1");
         }
-        if !(self.slowdown_factor > 1.0) || !(self.degradation_fraction > 0.0) || !(self.baseline_floor >= 0.0) {
+        let sane = self.slowdown_factor > 1.0 && self.degradation_fraction > 0.0 && self.baseline_floor >= 0.0;
+        if !sane {
             return bad(
                 "Thresholds::slowdown_factor/degradation_fraction/baseline_floor",
                 format!("{}/{}/{}", self.slowdown_factor, self.degradation_fraction, self.baseline_floor),

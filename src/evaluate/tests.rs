@@ -153,7 +153,12 @@ fn degradation_is_measured_against_the_first_full_window_sign_safely() {
     let mut v = vec![(0.01, 0.1); 10];
     v.extend(vec![(0.0, 0.1); 10]);
     assert!(warnings_after(&v).is_empty(), "noise around zero is not a degradation");
-    // Recovery clears it, once.
+    // Hovering just above the limit does not clear it (hysteresis) …
+    let mut v = vec![(1.0, 0.1); 10];
+    v.extend(vec![(0.7, 0.1); 10]);
+    v.extend(vec![(0.85, 0.1); 10]);
+    assert_eq!(warnings_after(&v).len(), 1);
+    // … recovery clears it, once.
     let mut v = vec![(1.0, 0.1); 10];
     v.extend(vec![(0.5, 0.1); 10]);
     v.extend(vec![(1.0, 0.1); 10]);

@@ -128,6 +128,16 @@ pub(crate) fn start(
     AlertSink { table, wake }
 }
 
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// Why a delivery failed: worth retrying, or not.
+enum PostError {
+    /// Connection refused, timed out, or a server error: retried with backoff.
+    Unreachable(String),
+    /// A 4xx answer: the payload itself was refused.
+    Rejected(String),
+}
+
 struct Sender {
     url: String,
     endpoint: String,
@@ -154,9 +164,12 @@ impl Sender {
             if record.resolved_at.is_some() && accepted >= record.generation {
                 continue;
             }
+            // Alertmanager refuses a batch holding an alert whose end is not after its
+            // start, so a resolution in the same instant ends a millisecond later.
             let ends_at = record
                 .resolved_at
-                .unwrap_or(now + self.resend_interval * 4);
+                .unwrap_or(now + self.resend_interval * 4)
+                .max(record.firing_since + Duration::from_millis(1));
             let value = if record.value.is_finite() { record.value } else { 0.0 };
             alerts.push(json!({
                 "labels": {
@@ -185,15 +198,15 @@ impl Sender {
         (alerts, generations)
     }
 
-    async fn post(&self, client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>, body: Vec<u8>) -> Result<(), String> {
+    async fn post(&self, client: &HttpClient, body: Vec<u8>) -> Result<(), PostError> {
         let request = hyper::Request::post(&self.endpoint)
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| format!("bad Alertmanager URL {}: {e}", self.url))?;
+            .map_err(|e| PostError::Rejected(format!("bad Alertmanager URL {}: {e}", self.url)))?;
         let response = tokio::time::timeout(REQUEST_TIMEOUT, client.request(request))
             .await
-            .map_err(|_| "timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| PostError::Unreachable("timed out".to_string()))?
+            .map_err(|e| PostError::Unreachable(e.to_string()))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -204,7 +217,12 @@ impl Sender {
             .await
             .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
             .unwrap_or_default();
-        Err(format!("HTTP {status}: {}", body.trim()))
+        let message = format!("HTTP {status}: {}", body.trim());
+        if status.is_client_error() {
+            Err(PostError::Rejected(message))
+        } else {
+            Err(PostError::Unreachable(message))
+        }
     }
 
     async fn run(mut self, mut wake: watch::Receiver<u64>, cancel: CancellationToken) {
@@ -227,7 +245,16 @@ impl Sender {
                         }
                         backoff = Duration::from_secs(1);
                     }
-                    Err(err) => {
+                    Err(PostError::Rejected(err)) => {
+                        // Sending the same payload again would be refused again: log it,
+                        // count it and move on rather than block every later alert.
+                        self.deliveries.add(1, &[KeyValue::new("url", self.url.clone()), KeyValue::new("outcome", "failure")]);
+                        tracing::error!(url = %self.url, error = %err, "Alertmanager refused the alerts");
+                        for (name, generation) in generations {
+                            self.delivered.insert(name, generation);
+                        }
+                    }
+                    Err(PostError::Unreachable(err)) => {
                         self.deliveries.add(1, &[KeyValue::new("url", self.url.clone()), KeyValue::new("outcome", "failure")]);
                         if down_since.is_none() {
                             down_since = Some(SystemTime::now());

@@ -130,6 +130,7 @@ impl Inner {
             let name = t.alert.as_str();
             match t.state {
                 AlertState::Firing => tracing::warn!(
+                    run_id = %self.identity.run_id,
                     alertname = name,
                     severity = t.alert.severity(),
                     value = t.value,
@@ -139,6 +140,7 @@ impl Inner {
                     t.alert.message()
                 ),
                 AlertState::Inactive if t.is_resolution() => tracing::info!(
+                    run_id = %self.identity.run_id,
                     alertname = name,
                     threshold = t.threshold,
                     iteration = t.iteration,
@@ -170,6 +172,7 @@ impl Inner {
         for w in findings.warnings {
             if w.started {
                 tracing::warn!(
+                    run_id = %self.identity.run_id,
                     metric = w.watched.metric(),
                     value = w.value,
                     baseline = w.baseline,
@@ -180,6 +183,7 @@ impl Inner {
                 );
             } else {
                 tracing::info!(
+                    run_id = %self.identity.run_id,
                     metric = w.watched.metric(),
                     value = w.value,
                     baseline = w.baseline,
@@ -576,6 +580,7 @@ async fn log_long_run_statistics(inner: Arc<Inner>, cancel: CancellationToken) {
         }
         let summary = inner.summary();
         tracing::info!(
+            run_id = %inner.identity.run_id,
             total_iterations = summary.iterations,
             avg_execution_time_seconds = summary.mean_execution_time_seconds.unwrap_or(0.0),
             success_rate = summary.success_rate.unwrap_or(0.0),

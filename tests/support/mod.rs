@@ -2,6 +2,8 @@
 //! text-format parser, and `promtool` as an independent judge of the exposition.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod services;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

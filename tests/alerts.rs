@@ -1,0 +1,260 @@
+//! The evaluator end to end: alerts from real samples and real iterations, logged and
+//! delivered to real Alertmanagers (Debian's `prometheus-alertmanager`).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use loopwatch::{AlertName, EventKind, HostSampler, Monitor, Population, Thresholds};
+use support::services::{logs, Alertmanager};
+use support::*;
+
+fn monitor_with(thresholds: Thresholds, alertmanagers: &[&Alertmanager]) -> Monitor {
+    logs();
+    Monitor::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .final_export(false)
+        .sample_interval(Duration::from_millis(50))
+        .alertmanager_urls(alertmanagers.iter().map(|am| am.url()))
+        .thresholds(thresholds)
+        .build()
+        .unwrap()
+}
+
+/// One iteration with the given outcome counts, diversity and champion.
+fn iterate(monitor: &Monitor, ok: u32, failed: u32, diversity: f64, champion: &str) {
+    let mut it = monitor.start_iteration();
+    for i in 0..ok {
+        it.record_success(1.0 + f64::from(i % 3) * 0.1, 0.1);
+    }
+    for _ in 0..failed {
+        it.record_failure("too few trades");
+    }
+    it.record_population(Population::new(20, 12, diversity).with_champion(champion));
+}
+
+fn wait_for(am: &Alertmanager, what: &str, mut present: impl FnMut(&Alertmanager) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !present(am) {
+        if Instant::now() > deadline {
+            logs().dump();
+            panic!(
+                "timed out waiting for {what}; Alertmanager holds {:#?}; its log: {}",
+                am.alerts(),
+                std::fs::read_to_string(am.log_path()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn current_memory_fraction() -> f64 {
+    HostSampler::for_current_process().tick().host_memory_fraction()
+}
+
+#[test]
+fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
+    let am = Alertmanager::start();
+    // Memory: fire only while this test holds 1 GiB of ballast.
+    let total = HostSampler::for_current_process().tick().host_memory_total_bytes as f64;
+    let ballast_fraction = (1u64 << 30) as f64 / total;
+    let base = current_memory_fraction();
+    let thresholds = Thresholds {
+        memory_fraction: base + ballast_fraction / 2.0,
+        memory_clear_fraction: base + ballast_fraction / 4.0,
+        alert_resend_interval: Duration::from_secs(30),
+        ..Thresholds::default()
+    };
+    let monitor = monitor_with(thresholds, &[&am]);
+    let run_id = monitor.identity().run_id.clone();
+
+    // Provoke all five.
+    let ballast = vec![1u8; 1 << 30];
+    for _ in 0..21 {
+        iterate(&monitor, 1, 9, 0.05, "same-champion");
+    }
+    monitor.report_orphaned_containers(4);
+
+    for alert in AlertName::ALL {
+        wait_for(&am, alert.as_str(), |am| am.alert(alert.as_str()).is_some());
+        let delivered = am.alert(alert.as_str()).unwrap();
+        assert_eq!(delivered["annotations"]["summary"], alert.message(), "{delivered:#}");
+        assert_eq!(delivered["labels"]["severity"], alert.severity());
+        assert_eq!(delivered["labels"]["run_id"], run_id.as_str());
+        assert!(delivered["annotations"]["value"].as_str().is_some());
+        let logged = logs().lines_with(&[&run_id, alert.message(), "WARN"]);
+        assert_eq!(logged.len(), 1, "{alert:?} is logged once when it fires: {logged:#?}");
+        assert!(logged[0].contains("threshold="), "{}", logged[0]);
+    }
+    let firing = parse(&scrape(monitor.local_addr())).unwrap();
+    for alert in AlertName::ALL {
+        assert_eq!(
+            firing["loopwatch_alert_firing"].value_with(&[("alertname", alert.as_str())]),
+            Some(1.0),
+            "{alert:?}"
+        );
+    }
+
+    // Clear all five; each resolution reaches Alertmanager (the alert leaves its
+    // active list long before its endsAt of two minutes would expire it).
+    drop(ballast);
+    for i in 0..10 {
+        iterate(&monitor, 9, 1, 0.6, &format!("champion-{i}"));
+    }
+    monitor.report_orphaned_containers(0);
+    for alert in AlertName::ALL {
+        wait_for(&am, &format!("{alert:?} to resolve"), |am| am.alert(alert.as_str()).is_none());
+        assert_eq!(logs().lines_with(&[&run_id, &format!("resolved: {}", alert.message())]).len(), 1);
+    }
+    let history: Vec<_> = monitor
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e.kind, EventKind::Alert { .. }))
+        .collect();
+    assert_eq!(history.len(), 10, "five firings and five resolutions: {history:#?}");
+    monitor.shutdown();
+}
+
+#[test]
+fn an_alert_firing_while_alertmanager_is_down_is_there_after_it_returns() {
+    let mut am = Alertmanager::start();
+    let thresholds = Thresholds {
+        alert_resend_interval: Duration::from_secs(2),
+        ..Thresholds::default()
+    };
+    let monitor = monitor_with(thresholds, &[&am]);
+    am.stop();
+    for _ in 0..5 {
+        iterate(&monitor, 5, 5, 0.01, "c");
+    }
+    assert_eq!(monitor.firing_alerts(), vec![AlertName::DiversityCollapse]);
+    // Let a few deliveries fail, then bring Alertmanager back with empty storage.
+    std::thread::sleep(Duration::from_secs(2));
+    am.restart();
+    wait_for(&am, "DiversityCollapse after the restart", |am| {
+        am.alert("DiversityCollapse").is_some()
+    });
+    let e = parse(&scrape(monitor.local_addr())).unwrap();
+    let failures = e["loopwatch_alert_deliveries_total"]
+        .value_with(&[("url", &am.url()), ("outcome", "failure")])
+        .unwrap();
+    assert!(failures >= 1.0, "deliveries failed while it was down: {failures}");
+    monitor.shutdown();
+}
+
+#[test]
+fn two_alertmanagers_both_receive_it() {
+    let (a, b) = (Alertmanager::start(), Alertmanager::start());
+    let monitor = monitor_with(Thresholds::default(), &[&a, &b]);
+    monitor.report_orphaned_containers(5);
+    for am in [&a, &b] {
+        wait_for(am, "ContainerCleanupFailures", |am| am.alert("ContainerCleanupFailures").is_some());
+    }
+    monitor.shutdown();
+}
+
+#[test]
+fn latency_from_condition_to_alertmanager_is_well_under_ten_seconds() {
+    let am = Alertmanager::start();
+    let monitor = monitor_with(Thresholds::default(), &[&am]);
+    for _ in 0..4 {
+        iterate(&monitor, 5, 5, 0.01, "c");
+    }
+    assert!(monitor.firing_alerts().is_empty(), "four low iterations are not a collapse");
+    let condition = Instant::now();
+    iterate(&monitor, 5, 5, 0.01, "c");
+    let in_process = condition.elapsed();
+    assert_eq!(monitor.firing_alerts(), vec![AlertName::DiversityCollapse]);
+    wait_for(&am, "DiversityCollapse", |am| am.alert("DiversityCollapse").is_some());
+    let delivered = condition.elapsed();
+    println!("alert latency: in-process {in_process:?}, visible in Alertmanager's API {delivered:?}");
+    assert!(delivered < Duration::from_secs(10), "{delivered:?}");
+    monitor.shutdown();
+}
+
+#[test]
+fn the_memory_alert_is_driven_by_the_real_sampler() {
+    let fraction = current_memory_fraction();
+    let thresholds = Thresholds {
+        memory_fraction: fraction * 0.98,
+        memory_clear_fraction: fraction * 0.97,
+        ..Thresholds::default()
+    };
+    let started = Instant::now();
+    let monitor = monitor_with(thresholds, &[]);
+    wait_until(Duration::from_secs(5), "HighMemoryUsage from a sampler tick", || {
+        monitor.firing_alerts().contains(&AlertName::HighMemoryUsage)
+    });
+    println!("HighMemoryUsage fired {:?} after start-up", started.elapsed());
+    let run_id = &monitor.identity().run_id;
+    let line = logs().lines_with(&[run_id, "High memory usage detected"]);
+    assert_eq!(line.len(), 1, "{line:?}");
+    assert!(line[0].contains("value=0."), "{}", line[0]);
+    monitor.shutdown();
+}
+
+/// A realistic, healthy search: noisy outcomes, a champion that improves now and then,
+/// diversity that wanders but never collapses.
+#[test]
+fn a_healthy_two_hundred_iteration_run_raises_no_alert() {
+    let monitor = monitor_with(Thresholds::default(), &[]);
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut champion = 0;
+    for generation in 0..200 {
+        let mut it = monitor.start_iteration();
+        for _ in 0..20 {
+            if uniform() < 0.7 {
+                it.record_success(0.8 + 0.6 * uniform(), 0.05 + 0.2 * uniform());
+            } else {
+                it.record_failure("too few trades");
+            }
+        }
+        if uniform() < 0.15 || generation % 15 == 0 {
+            champion += 1;
+        }
+        let diversity = 0.45 + 0.2 * uniform();
+        it.record_population(Population::new(20, 14, diversity).with_champion(&format!("c{champion}")));
+        it.finish();
+    }
+    let fired: Vec<_> = monitor
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e.kind, EventKind::Alert { .. }))
+        .collect();
+    assert!(fired.is_empty(), "false positives: {fired:#?}");
+    let degradations: Vec<_> = monitor
+        .events()
+        .into_iter()
+        .filter(|e| matches!(&e.kind, EventKind::Warning { metric, .. } if *metric != "execution_time_seconds"))
+        .collect();
+    assert!(degradations.is_empty(), "false degradation warnings: {degradations:#?}");
+    assert_eq!(monitor.summary().iterations, 200);
+    monitor.shutdown();
+}
+
+#[test]
+fn long_run_statistics_are_logged_every_interval() {
+    let thresholds = Thresholds {
+        stats_interval: Duration::from_millis(300),
+        ..Thresholds::default()
+    };
+    let monitor = monitor_with(thresholds, &[]);
+    for _ in 0..3 {
+        iterate(&monitor, 3, 1, 0.5, "c");
+    }
+    let run_id = monitor.identity().run_id.clone();
+    wait_until(Duration::from_secs(5), "two statistics lines", || {
+        logs().lines_with(&[&run_id, "Long-run statistics"]).len() >= 2
+    });
+    let line = &logs().lines_with(&[&run_id, "Long-run statistics"])[0];
+    for field in ["total_iterations=3", "avg_execution_time_seconds=", "success_rate=0.75", "champion_staleness_iterations=2"] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+    monitor.shutdown();
+}
