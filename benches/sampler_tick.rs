@@ -12,7 +12,9 @@ use loopwatch::HostSampler;
 fn sampler_tick(c: &mut Criterion) {
     let mut sampler = HostSampler::for_current_process();
     sampler.tick();
-    c.bench_function("host_sampler_tick", |b| b.iter(|| black_box(sampler.tick())));
+    c.bench_function("host_sampler_tick", |b| {
+        b.iter(|| black_box(sampler.tick()))
+    });
 }
 
 criterion_group!(benches, sampler_tick);

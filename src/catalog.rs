@@ -199,7 +199,10 @@ pub fn markdown_table() -> String {
             spec.requirement.unwrap_or("—"),
             match spec.presence {
                 Presence::Always => spec.description.to_string(),
-                Presence::WithAlertmanager => format!("{} Exported when Alertmanager URLs are set.", spec.description),
+                Presence::WithAlertmanager => format!(
+                    "{} Exported when Alertmanager URLs are set.",
+                    spec.description
+                ),
             }
         );
     }

@@ -76,8 +76,13 @@ pub(crate) fn parse_listen(variable: &'static str, value: &str) -> Result<Socket
 
 /// Parses a period such as `1s`, `250ms` or `2m`.
 pub(crate) fn parse_interval(variable: &'static str, value: &str) -> Result<Duration, Error> {
-    let interval = humantime::parse_duration(value)
-        .map_err(|e| invalid(variable, value, format!("expected a duration like 1s or 500ms ({e})")))?;
+    let interval = humantime::parse_duration(value).map_err(|e| {
+        invalid(
+            variable,
+            value,
+            format!("expected a duration like 1s or 500ms ({e})"),
+        )
+    })?;
     if interval < MIN_SAMPLE_INTERVAL {
         return Err(invalid(variable, value, "the period must be at least 10ms"));
     }
@@ -128,7 +133,9 @@ mod tests {
             Duration::from_secs(2)
         );
         for bad in ["fast", "1ms", "-1s", "10"] {
-            let err = parse_interval(ENV_SAMPLE_INTERVAL, bad).unwrap_err().to_string();
+            let err = parse_interval(ENV_SAMPLE_INTERVAL, bad)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("LOOPWATCH_SAMPLE_INTERVAL"), "{bad}: {err}");
         }
     }
@@ -136,7 +143,8 @@ mod tests {
     #[test]
     fn alertmanager_urls() {
         assert_eq!(
-            parse_alertmanager_urls(ENV_ALERTMANAGER_URLS, "http://a:9093/, http://b:9094").unwrap(),
+            parse_alertmanager_urls(ENV_ALERTMANAGER_URLS, "http://a:9093/, http://b:9094")
+                .unwrap(),
             vec!["http://a:9093".to_string(), "http://b:9094".to_string()]
         );
         assert!(parse_alertmanager_urls(ENV_ALERTMANAGER_URLS, "https://a:9093").is_err());

@@ -169,7 +169,8 @@ mod tests {
         let d = mean_pairwise_distance(&[[0.0], [2.0], [4.0]], &bounds).unwrap();
         assert!((d - 2.0 / 3.0).abs() < 1e-12, "{d}");
         // Two dimensions, one step along one axis: 1/√2 of the diagonal.
-        let d = mean_pairwise_distance(&[[0.0, 0.0], [1.0, 0.0]], &[(0.0, 1.0), (0.0, 1.0)]).unwrap();
+        let d =
+            mean_pairwise_distance(&[[0.0, 0.0], [1.0, 0.0]], &[(0.0, 1.0), (0.0, 1.0)]).unwrap();
         assert!((d - 1.0 / 2f64.sqrt()).abs() < 1e-12, "{d}");
         // Values outside the bounds are clamped to them.
         let d = mean_pairwise_distance(&[[-10.0], [10.0]], &bounds).unwrap();

@@ -77,7 +77,9 @@ impl Rejection {
     fn field(self) -> &'static str {
         match self {
             Rejection::SharpeNotFinite => catalog::SHARPE_RATIO.name,
-            Rejection::DrawdownNotFinite | Rejection::DrawdownNegative => catalog::MAX_DRAWDOWN.name,
+            Rejection::DrawdownNotFinite | Rejection::DrawdownNegative => {
+                catalog::MAX_DRAWDOWN.name
+            }
             Rejection::DiversityNotFinite | Rejection::DiversityOutOfRange => {
                 catalog::POPULATION_DIVERSITY.name
             }
@@ -88,12 +90,12 @@ impl Rejection {
     /// The `reason` label.
     fn reason(self) -> &'static str {
         match self {
-            Rejection::SharpeNotFinite | Rejection::DrawdownNotFinite | Rejection::DiversityNotFinite => {
-                "not_finite"
-            }
-            Rejection::DrawdownNegative | Rejection::DiversityOutOfRange | Rejection::UniqueAboveSize => {
-                "out_of_range"
-            }
+            Rejection::SharpeNotFinite
+            | Rejection::DrawdownNotFinite
+            | Rejection::DiversityNotFinite => "not_finite",
+            Rejection::DrawdownNegative
+            | Rejection::DiversityOutOfRange
+            | Rejection::UniqueAboveSize => "out_of_range",
         }
     }
 
@@ -104,7 +106,9 @@ impl Rejection {
             Rejection::DrawdownNotFinite | Rejection::DrawdownNegative => {
                 "a finite positive fraction of peak equity (0.25 for a 25% drawdown)"
             }
-            Rejection::DiversityNotFinite | Rejection::DiversityOutOfRange => "a number from 0.0 to 1.0",
+            Rejection::DiversityNotFinite | Rejection::DiversityOutOfRange => {
+                "a number from 0.0 to 1.0"
+            }
             Rejection::UniqueAboveSize => "at most the population size",
         }
     }
@@ -230,17 +234,22 @@ impl EvaluationInstruments {
     }
 
     pub(crate) fn set_baseline(&self, watched: Watched, value: f64) {
-        self.baseline.record(value, &self.watched_attributes[watched as usize]);
+        self.baseline
+            .record(value, &self.watched_attributes[watched as usize]);
     }
 
     pub(crate) fn set_warning(&self, watched: Watched, active: bool) {
-        self.warning
-            .record(f64::from(u8::from(active)), &self.watched_attributes[watched as usize]);
+        self.warning.record(
+            f64::from(u8::from(active)),
+            &self.watched_attributes[watched as usize],
+        );
     }
 
     pub(crate) fn set_firing(&self, alert: AlertName, firing: bool) {
-        self.alert_firing
-            .record(f64::from(u8::from(firing)), &self.alert_attributes[alert as usize]);
+        self.alert_firing.record(
+            f64::from(u8::from(firing)),
+            &self.alert_attributes[alert as usize],
+        );
     }
 }
 
@@ -251,19 +260,27 @@ impl Instruments {
         let observed = vec![
             {
                 let host = Arc::clone(host);
-                observable_gauge(meter, &catalog::MEMORY_USAGE_BYTES, move || host.process_rss_bytes.get())
+                observable_gauge(meter, &catalog::MEMORY_USAGE_BYTES, move || {
+                    host.process_rss_bytes.get()
+                })
             },
             {
                 let host = Arc::clone(host);
-                observable_gauge(meter, &catalog::CPU_USAGE_PERCENT, move || host.process_cpu_percent.get())
+                observable_gauge(meter, &catalog::CPU_USAGE_PERCENT, move || {
+                    host.process_cpu_percent.get()
+                })
             },
             {
                 let host = Arc::clone(host);
-                observable_gauge(meter, &catalog::HOST_MEMORY_USED_BYTES, move || host.host_memory_used_bytes.get())
+                observable_gauge(meter, &catalog::HOST_MEMORY_USED_BYTES, move || {
+                    host.host_memory_used_bytes.get()
+                })
             },
             {
                 let host = Arc::clone(host);
-                observable_gauge(meter, &catalog::HOST_MEMORY_TOTAL_BYTES, move || host.host_memory_total_bytes.get())
+                observable_gauge(meter, &catalog::HOST_MEMORY_TOTAL_BYTES, move || {
+                    host.host_memory_total_bytes.get()
+                })
             },
         ];
         let instruments = Instruments {

@@ -58,10 +58,11 @@ pub use evaluate::{
     AlertName, AlertState, Event, EventKind, RollingValues, Thresholds, Transition, WarningChange,
     Watched, MAX_EVENTS,
 };
+pub use export::dashboard::html_escape;
 pub use export::final_export::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{
-    Iteration, IterationSummary, Monitor, MonitorBuilder, Population, RunIdentity, RunSummary,
-    ShutdownReport, MAX_FAILURE_REASONS,
+    HistoryPoint, Iteration, IterationSummary, Monitor, MonitorBuilder, Population, RunIdentity,
+    RunSummary, ShutdownReport, HISTORY_LEN, MAX_FAILURE_REASONS,
 };
 pub use pipeline::{CollectError, PROMETHEUS_CONTENT_TYPE};
 pub use sample::{HostSample, HostSampler};

@@ -74,7 +74,8 @@ impl Pipeline {
         let (user_provider, user_registry) = bridged_provider()?;
         let core_meter = core_provider.meter(CORE_SCOPE);
         let user_meter = user_provider.meter(USER_SCOPE);
-        let collection_errors = crate::instruments::counter(&core_meter, &catalog::COLLECTION_ERRORS_TOTAL);
+        let collection_errors =
+            crate::instruments::counter(&core_meter, &catalog::COLLECTION_ERRORS_TOTAL);
         for source in ["core", "user"] {
             collection_errors.add(0, &[KeyValue::new("source", source)]);
         }
@@ -108,13 +109,18 @@ impl Pipeline {
         let mut families = match catch_unwind(AssertUnwindSafe(|| self.core_registry.gather())) {
             Ok(families) => families,
             Err(_) => {
-                self.collection_errors.add(1, &[KeyValue::new("source", "core")]);
+                self.collection_errors
+                    .add(1, &[KeyValue::new("source", "core")]);
                 tracing::error!("collecting loopwatch's own metrics panicked");
                 return Err(CollectError::Panicked);
             }
         };
-        if !families.iter().any(|f| f.name() == catalog::ITERATION_NUMBER.name) {
-            self.collection_errors.add(1, &[KeyValue::new("source", "core")]);
+        if !families
+            .iter()
+            .any(|f| f.name() == catalog::ITERATION_NUMBER.name)
+        {
+            self.collection_errors
+                .add(1, &[KeyValue::new("source", "core")]);
             return Err(CollectError::Incomplete);
         }
         match catch_unwind(AssertUnwindSafe(|| self.user_registry.gather())) {
@@ -131,8 +137,12 @@ impl Pipeline {
                 }
             }
             Err(_) => {
-                self.collection_errors.add(1, &[KeyValue::new("source", "user")]);
-                if !self.user_poisoned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                self.collection_errors
+                    .add(1, &[KeyValue::new("source", "user")]);
+                if !self
+                    .user_poisoned
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
                     tracing::error!(
                         "an observable callback registered on Monitor::meter panicked; \
                          metrics from that meter are no longer exported, loopwatch's own continue"

@@ -49,14 +49,18 @@ fn wait_for(am: &Alertmanager, what: &str, mut present: impl FnMut(&Alertmanager
 }
 
 fn current_memory_fraction() -> f64 {
-    HostSampler::for_current_process().tick().host_memory_fraction()
+    HostSampler::for_current_process()
+        .tick()
+        .host_memory_fraction()
 }
 
 #[test]
 fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
     let am = Alertmanager::start();
     // Memory: fire only while this test holds 1 GiB of ballast.
-    let total = HostSampler::for_current_process().tick().host_memory_total_bytes as f64;
+    let total = HostSampler::for_current_process()
+        .tick()
+        .host_memory_total_bytes as f64;
     let ballast_fraction = (1u64 << 30) as f64 / total;
     let base = current_memory_fraction();
     let thresholds = Thresholds {
@@ -78,12 +82,20 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
     for alert in AlertName::ALL {
         wait_for(&am, alert.as_str(), |am| am.alert(alert.as_str()).is_some());
         let delivered = am.alert(alert.as_str()).unwrap();
-        assert_eq!(delivered["annotations"]["summary"], alert.message(), "{delivered:#}");
+        assert_eq!(
+            delivered["annotations"]["summary"],
+            alert.message(),
+            "{delivered:#}"
+        );
         assert_eq!(delivered["labels"]["severity"], alert.severity());
         assert_eq!(delivered["labels"]["run_id"], run_id.as_str());
         assert!(delivered["annotations"]["value"].as_str().is_some());
         let logged = logs().lines_with(&[&run_id, alert.message(), "WARN"]);
-        assert_eq!(logged.len(), 1, "{alert:?} is logged once when it fires: {logged:#?}");
+        assert_eq!(
+            logged.len(),
+            1,
+            "{alert:?} is logged once when it fires: {logged:#?}"
+        );
         assert!(logged[0].contains("threshold="), "{}", logged[0]);
     }
     let firing = parse(&scrape(monitor.local_addr())).unwrap();
@@ -103,15 +115,26 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
     }
     monitor.report_orphaned_containers(0);
     for alert in AlertName::ALL {
-        wait_for(&am, &format!("{alert:?} to resolve"), |am| am.alert(alert.as_str()).is_none());
-        assert_eq!(logs().lines_with(&[&run_id, &format!("resolved: {}", alert.message())]).len(), 1);
+        wait_for(&am, &format!("{alert:?} to resolve"), |am| {
+            am.alert(alert.as_str()).is_none()
+        });
+        assert_eq!(
+            logs()
+                .lines_with(&[&run_id, &format!("resolved: {}", alert.message())])
+                .len(),
+            1
+        );
     }
     let history: Vec<_> = monitor
         .events()
         .into_iter()
         .filter(|e| matches!(e.kind, EventKind::Alert { .. }))
         .collect();
-    assert_eq!(history.len(), 10, "five firings and five resolutions: {history:#?}");
+    assert_eq!(
+        history.len(),
+        10,
+        "five firings and five resolutions: {history:#?}"
+    );
     monitor.shutdown();
 }
 
@@ -138,7 +161,10 @@ fn an_alert_firing_while_alertmanager_is_down_is_there_after_it_returns() {
     let failures = e["loopwatch_alert_deliveries_total"]
         .value_with(&[("url", &am.url()), ("outcome", "failure")])
         .unwrap();
-    assert!(failures >= 1.0, "deliveries failed while it was down: {failures}");
+    assert!(
+        failures >= 1.0,
+        "deliveries failed while it was down: {failures}"
+    );
     monitor.shutdown();
 }
 
@@ -148,7 +174,9 @@ fn two_alertmanagers_both_receive_it() {
     let monitor = monitor_with(Thresholds::default(), &[&a, &b]);
     monitor.report_orphaned_containers(5);
     for am in [&a, &b] {
-        wait_for(am, "ContainerCleanupFailures", |am| am.alert("ContainerCleanupFailures").is_some());
+        wait_for(am, "ContainerCleanupFailures", |am| {
+            am.alert("ContainerCleanupFailures").is_some()
+        });
     }
     monitor.shutdown();
 }
@@ -160,14 +188,21 @@ fn latency_from_condition_to_alertmanager_is_well_under_ten_seconds() {
     for _ in 0..4 {
         iterate(&monitor, 5, 5, 0.01, "c");
     }
-    assert!(monitor.firing_alerts().is_empty(), "four low iterations are not a collapse");
+    assert!(
+        monitor.firing_alerts().is_empty(),
+        "four low iterations are not a collapse"
+    );
     let condition = Instant::now();
     iterate(&monitor, 5, 5, 0.01, "c");
     let in_process = condition.elapsed();
     assert_eq!(monitor.firing_alerts(), vec![AlertName::DiversityCollapse]);
-    wait_for(&am, "DiversityCollapse", |am| am.alert("DiversityCollapse").is_some());
+    wait_for(&am, "DiversityCollapse", |am| {
+        am.alert("DiversityCollapse").is_some()
+    });
     let delivered = condition.elapsed();
-    println!("alert latency: in-process {in_process:?}, visible in Alertmanager's API {delivered:?}");
+    println!(
+        "alert latency: in-process {in_process:?}, visible in Alertmanager's API {delivered:?}"
+    );
     assert!(delivered < Duration::from_secs(10), "{delivered:?}");
     monitor.shutdown();
 }
@@ -182,10 +217,19 @@ fn the_memory_alert_is_driven_by_the_real_sampler() {
     };
     let started = Instant::now();
     let monitor = monitor_with(thresholds, &[]);
-    wait_until(Duration::from_secs(5), "HighMemoryUsage from a sampler tick", || {
-        monitor.firing_alerts().contains(&AlertName::HighMemoryUsage)
-    });
-    println!("HighMemoryUsage fired {:?} after start-up", started.elapsed());
+    wait_until(
+        Duration::from_secs(5),
+        "HighMemoryUsage from a sampler tick",
+        || {
+            monitor
+                .firing_alerts()
+                .contains(&AlertName::HighMemoryUsage)
+        },
+    );
+    println!(
+        "HighMemoryUsage fired {:?} after start-up",
+        started.elapsed()
+    );
     let run_id = &monitor.identity().run_id;
     let line = logs().lines_with(&[run_id, "High memory usage detected"]);
     assert_eq!(line.len(), 1, "{line:?}");
@@ -219,7 +263,9 @@ fn a_healthy_two_hundred_iteration_run_raises_no_alert() {
             champion += 1;
         }
         let diversity = 0.45 + 0.2 * uniform();
-        it.record_population(Population::new(20, 14, diversity).with_champion(&format!("c{champion}")));
+        it.record_population(
+            Population::new(20, 14, diversity).with_champion(&format!("c{champion}")),
+        );
         it.finish();
     }
     let fired: Vec<_> = monitor
@@ -233,7 +279,10 @@ fn a_healthy_two_hundred_iteration_run_raises_no_alert() {
         .into_iter()
         .filter(|e| matches!(&e.kind, EventKind::Warning { metric, .. } if *metric != "execution_time_seconds"))
         .collect();
-    assert!(degradations.is_empty(), "false degradation warnings: {degradations:#?}");
+    assert!(
+        degradations.is_empty(),
+        "false degradation warnings: {degradations:#?}"
+    );
     assert_eq!(monitor.summary().iterations, 200);
     monitor.shutdown();
 }
@@ -253,7 +302,12 @@ fn long_run_statistics_are_logged_every_interval() {
         logs().lines_with(&[&run_id, "Long-run statistics"]).len() >= 2
     });
     let line = &logs().lines_with(&[&run_id, "Long-run statistics"])[0];
-    for field in ["total_iterations=3", "avg_execution_time_seconds=", "success_rate=0.75", "champion_staleness_iterations=2"] {
+    for field in [
+        "total_iterations=3",
+        "avg_execution_time_seconds=",
+        "success_rate=0.75",
+        "champion_staleness_iterations=2",
+    ] {
         assert!(line.contains(field), "{field} missing from {line}");
     }
     monitor.shutdown();

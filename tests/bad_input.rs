@@ -22,15 +22,60 @@ fn each_kind_of_bad_input_is_rejected_and_counted() {
         reason: &'static str,
     }
     let cases = [
-        Case { name: "NaN Sharpe", record: |it| it.record_success(f64::NAN, 0.1), field: "sharpe_ratio", reason: "not_finite" },
-        Case { name: "+Inf Sharpe", record: |it| it.record_success(f64::INFINITY, 0.1), field: "sharpe_ratio", reason: "not_finite" },
-        Case { name: "-Inf Sharpe", record: |it| it.record_success(f64::NEG_INFINITY, 0.1), field: "sharpe_ratio", reason: "not_finite" },
-        Case { name: "NaN drawdown", record: |it| it.record_success(1.0, f64::NAN), field: "max_drawdown", reason: "not_finite" },
-        Case { name: "negative drawdown", record: |it| it.record_success(1.0, -0.2), field: "max_drawdown", reason: "out_of_range" },
-        Case { name: "diversity above 1", record: |it| it.record_population(Population::new(5, 5, 1.5)), field: "population_diversity", reason: "out_of_range" },
-        Case { name: "negative diversity", record: |it| it.record_population(Population::new(5, 5, -0.1)), field: "population_diversity", reason: "out_of_range" },
-        Case { name: "NaN diversity", record: |it| it.record_population(Population::new(5, 5, f64::NAN)), field: "population_diversity", reason: "not_finite" },
-        Case { name: "more unique than the population", record: |it| it.record_population(Population::new(5, 6, 0.5)), field: "unique_strategy_count", reason: "out_of_range" },
+        Case {
+            name: "NaN Sharpe",
+            record: |it| it.record_success(f64::NAN, 0.1),
+            field: "sharpe_ratio",
+            reason: "not_finite",
+        },
+        Case {
+            name: "+Inf Sharpe",
+            record: |it| it.record_success(f64::INFINITY, 0.1),
+            field: "sharpe_ratio",
+            reason: "not_finite",
+        },
+        Case {
+            name: "-Inf Sharpe",
+            record: |it| it.record_success(f64::NEG_INFINITY, 0.1),
+            field: "sharpe_ratio",
+            reason: "not_finite",
+        },
+        Case {
+            name: "NaN drawdown",
+            record: |it| it.record_success(1.0, f64::NAN),
+            field: "max_drawdown",
+            reason: "not_finite",
+        },
+        Case {
+            name: "negative drawdown",
+            record: |it| it.record_success(1.0, -0.2),
+            field: "max_drawdown",
+            reason: "out_of_range",
+        },
+        Case {
+            name: "diversity above 1",
+            record: |it| it.record_population(Population::new(5, 5, 1.5)),
+            field: "population_diversity",
+            reason: "out_of_range",
+        },
+        Case {
+            name: "negative diversity",
+            record: |it| it.record_population(Population::new(5, 5, -0.1)),
+            field: "population_diversity",
+            reason: "out_of_range",
+        },
+        Case {
+            name: "NaN diversity",
+            record: |it| it.record_population(Population::new(5, 5, f64::NAN)),
+            field: "population_diversity",
+            reason: "not_finite",
+        },
+        Case {
+            name: "more unique than the population",
+            record: |it| it.record_population(Population::new(5, 6, 0.5)),
+            field: "unique_strategy_count",
+            reason: "out_of_range",
+        },
     ];
     for case in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -43,13 +88,21 @@ fn each_kind_of_bad_input_is_rejected_and_counted() {
         let text = scrape(monitor.local_addr());
         let e = parse(&text).unwrap();
         assert_eq!(rejected(&e, case.field, case.reason), 1.0, "{}", case.name);
-        let total: f64 = e["loopwatch_rejected_observations_total"].samples.iter().map(|(_, v)| v).sum();
+        let total: f64 = e["loopwatch_rejected_observations_total"]
+            .samples
+            .iter()
+            .map(|(_, v)| v)
+            .sum();
         assert_eq!(total, 1.0, "{}: exactly one rejection", case.name);
         // The valid values of the iteration are still there, untouched by the bad one.
         let sharpe = e["sharpe_ratio"].value();
         assert!(sharpe.is_finite(), "{}: sharpe {sharpe}", case.name);
         let diversity = e["population_diversity"].value();
-        assert!((0.0..=1.0).contains(&diversity), "{}: diversity {diversity}", case.name);
+        assert!(
+            (0.0..=1.0).contains(&diversity),
+            "{}: diversity {diversity}",
+            case.name
+        );
         assert!(e["unique_strategy_count"].value() <= 5.0, "{}", case.name);
         assert_promtool_accepts(&text);
         monitor.shutdown();

@@ -20,20 +20,40 @@ fn every_catalog_metric_is_served_with_help_and_type_before_the_first_iteration(
         Some(loopwatch::PROMETHEUS_CONTENT_TYPE)
     );
     let exposition = parse(&response.body).unwrap();
-    for spec in CATALOG.iter().filter(|s| s.presence == catalog::Presence::Always) {
+    for spec in CATALOG
+        .iter()
+        .filter(|s| s.presence == catalog::Presence::Always)
+    {
         let family = exposition
             .get(spec.name)
             .unwrap_or_else(|| panic!("{} missing from the exposition", spec.name));
-        assert_eq!(family.help.as_deref(), Some(spec.description), "{}", spec.name);
-        assert_eq!(family.kind.as_deref(), Some(spec.kind.prometheus_type()), "{}", spec.name);
+        assert_eq!(
+            family.help.as_deref(),
+            Some(spec.description),
+            "{}",
+            spec.name
+        );
+        assert_eq!(
+            family.kind.as_deref(),
+            Some(spec.kind.prometheus_type()),
+            "{}",
+            spec.name
+        );
         assert!(!family.samples.is_empty(), "{} has no series", spec.name);
     }
     for name in exposition.keys() {
-        assert!(catalog::find(name).is_some(), "{name} is exported but not in the catalog");
+        assert!(
+            catalog::find(name).is_some(),
+            "{name} is exported but not in the catalog"
+        );
     }
     assert_eq!(exposition["iteration_number"].value(), 0.0);
     assert_eq!(exposition["strategy_success_total"].value(), 0.0);
-    assert_eq!(exposition["sharpe_ratio"].value(), 0.0, "no Sharpe before any iteration");
+    assert_eq!(
+        exposition["sharpe_ratio"].value(),
+        0.0,
+        "no Sharpe before any iteration"
+    );
     assert!(exposition["host_memory_total_bytes"].value() > 0.0);
     monitor.shutdown();
 }
@@ -72,7 +92,10 @@ fn scraped_values_match_what_the_loop_reported() {
     assert_eq!(e["loopwatch_champion_changes_total"].value(), 1.0);
     assert!(first.duration >= Duration::from_millis(20));
     assert!(e["execution_time_seconds"].value() < first.duration.as_secs_f64());
-    assert!(e["memory_usage_bytes"].value() > 1e6, "RSS of a real process");
+    assert!(
+        e["memory_usage_bytes"].value() > 1e6,
+        "RSS of a real process"
+    );
 
     let summary = monitor.shutdown().summary;
     assert_eq!(summary.iterations, 2);
@@ -121,12 +144,15 @@ fn exposition_shape_matches_the_golden_file() {
             if line.starts_with('#') {
                 format!("{line}\n")
             } else {
-                let series = line.rsplit_once(' ').map_or(line, |(series, _value)| series);
+                let series = line
+                    .rsplit_once(' ')
+                    .map_or(line, |(series, _value)| series);
                 format!("{series}\n")
             }
         })
         .collect();
-    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/exposition_shape.txt");
+    let golden =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/exposition_shape.txt");
     if std::env::var_os("LOOPWATCH_UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
         std::fs::write(&golden, &shape).unwrap();
@@ -145,7 +171,11 @@ fn healthz_and_unknown_paths() {
     assert_eq!(http_get(monitor.local_addr(), "/nope").status, 404);
     let garbage = http_raw(monitor.local_addr(), b"\x00\x01 not http\r\n\r\n").unwrap();
     assert!((400..500).contains(&garbage.status), "{garbage:?}");
-    assert_eq!(http_get(monitor.local_addr(), "/metrics").status, 200, "still serving");
+    assert_eq!(
+        http_get(monitor.local_addr(), "/metrics").status,
+        200,
+        "still serving"
+    );
     monitor.shutdown();
 }
 
@@ -212,8 +242,14 @@ fn the_sampler_sees_real_cpu_and_memory_use() {
         peak_cpu = peak_cpu.max(e["cpu_usage_percent"].value());
         rss = e["memory_usage_bytes"].value();
     }
-    assert!(peak_cpu >= 40.0, "a busy thread shows as CPU use: peak {peak_cpu}%");
-    assert!(rss >= 256.0 * 1048576.0, "256 MiB of ballast shows in the RSS: {rss}");
+    assert!(
+        peak_cpu >= 40.0,
+        "a busy thread shows as CPU use: peak {peak_cpu}%"
+    );
+    assert!(
+        rss >= 256.0 * 1048576.0,
+        "256 MiB of ballast shows in the RSS: {rss}"
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     burner.join().unwrap();
     assert!(peak_cpu <= 100.0 * std::thread::available_parallelism().unwrap().get() as f64 + 5.0);

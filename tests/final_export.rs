@@ -46,7 +46,10 @@ fn assert_json_agrees(json: &Value, exposition: &Exposition, skip: &[&str]) {
                     l.len() == labels.len() && labels.iter().all(|(k, v)| l[k] == *v)
                 })
                 .unwrap_or_else(|| panic!("{name}{labels:?} missing from the JSON"));
-            assert!(same(json_value(&sample["value"]), *value), "{name}{labels:?}");
+            assert!(
+                same(json_value(&sample["value"]), *value),
+                "{name}{labels:?}"
+            );
         }
     }
 }
@@ -56,7 +59,11 @@ fn run_loop(monitor: &loopwatch::Monitor, iterations: usize) {
         let mut it = monitor.start_iteration();
         it.record_success(1.0 + i as f64, 0.1);
         it.record_failure("degenerate window");
-        it.record_population(Population::new(5, 4, 0.8).with_champion(if i < 2 { "a" } else { "b" }));
+        it.record_population(Population::new(5, 4, 0.8).with_champion(if i < 2 {
+            "a"
+        } else {
+            "b"
+        }));
     }
 }
 
@@ -117,7 +124,11 @@ fn an_unwritable_target_is_a_clear_error_and_the_other_file_is_still_written() {
         .build()
         .unwrap();
     let files = monitor.shutdown().files.unwrap();
-    assert!(files.prometheus_text.unwrap_err().to_string().contains("/nonexistent-loopwatch-dir"));
+    assert!(files
+        .prometheus_text
+        .unwrap_err()
+        .to_string()
+        .contains("/nonexistent-loopwatch-dir"));
     assert!(files.json.is_err());
 }
 
@@ -134,7 +145,10 @@ fn the_export_happens_when_the_loop_panics() {
     assert!(outcome.is_err());
     let json: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join(JSON_FINAL_FILE)).unwrap()).unwrap();
-    assert_eq!(json["summary"]["iterations"], 4, "the unfinished iteration is finished on unwind");
+    assert_eq!(
+        json["summary"]["iterations"], 4,
+        "the unfinished iteration is finished on unwind"
+    );
     let text = std::fs::read_to_string(dir.path().join(PROMETHEUS_FINAL_FILE)).unwrap();
     assert!(text.contains("iteration_number 4"));
 }
@@ -161,7 +175,10 @@ fn the_minimal_example_ends_on_its_own_and_honours_the_environment() {
         serde_json::from_slice(&std::fs::read(dir.path().join(JSON_FINAL_FILE)).unwrap()).unwrap();
     assert_eq!(json["summary"]["iterations"], 20);
     let champion = json["summary"]["champion"].as_str().unwrap();
-    assert!(stdout.contains(&format!("champion {champion} ")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("champion {champion} ")),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -181,7 +198,10 @@ fn sigterm_stops_the_example_cleanly_with_the_final_export() {
     let status = child.wait().unwrap();
     assert!(status.success(), "a clean stop, not a kill: {status:?}");
     let completed = 1 + rest.iter().filter(|l| l.starts_with("iteration")).count();
-    assert!(completed < 20, "the loop stopped early ({completed} iterations)");
+    assert!(
+        completed < 20,
+        "the loop stopped early ({completed} iterations)"
+    );
     let json: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join(JSON_FINAL_FILE)).unwrap()).unwrap();
     assert_eq!(json["summary"]["iterations"], completed as u64);

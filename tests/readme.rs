@@ -23,11 +23,24 @@ fn the_metrics_table_is_the_catalog() {
 #[test]
 fn the_two_commands_come_first_and_ci_runs_the_test_command() {
     let readme = readme();
-    let block = readme.split("```sh\n").nth(1).expect("a sh block").split("```").next().unwrap();
-    let commands: Vec<&str> = block.lines().map(|l| l.split('#').next().unwrap().trim()).collect();
+    let block = readme
+        .split("```sh\n")
+        .nth(1)
+        .expect("a sh block")
+        .split("```")
+        .next()
+        .unwrap();
+    let commands: Vec<&str> = block
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .collect();
     assert_eq!(commands.len(), 2, "{commands:?}");
     assert!(commands[0].starts_with("cargo run"), "{commands:?}");
     assert_eq!(commands[1], "scripts/test");
-    let ci = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/run")).unwrap();
-    assert!(ci.contains("scripts/test"), "CI must run the README's test command");
+    let ci =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/run")).unwrap();
+    assert!(
+        ci.contains("scripts/test"),
+        "CI must run the README's test command"
+    );
 }

@@ -73,7 +73,12 @@ impl AlertTracker {
     }
 
     /// Applies a verdict; returns the transition when the state changed.
-    pub(crate) fn update(&mut self, verdict: Verdict, threshold: f64, iteration: u64) -> Option<Transition> {
+    pub(crate) fn update(
+        &mut self,
+        verdict: Verdict,
+        threshold: f64,
+        iteration: u64,
+    ) -> Option<Transition> {
         let (next, value) = match verdict {
             Verdict::Clear => (AlertState::Inactive, f64::NAN),
             Verdict::Pending(v) => (AlertState::Pending, v),
@@ -123,8 +128,14 @@ mod tests {
         let f = t.update(Verdict::Firing(0.03), 0.1, 5).unwrap();
         assert_eq!(f.state, AlertState::Firing);
         assert!(f.firing_since.is_some());
-        assert!(t.update(Verdict::Firing(0.02), 0.1, 6).is_none(), "fires once");
-        assert!(t.update(Verdict::Pending(0.02), 0.1, 7).is_none(), "stays firing");
+        assert!(
+            t.update(Verdict::Firing(0.02), 0.1, 6).is_none(),
+            "fires once"
+        );
+        assert!(
+            t.update(Verdict::Pending(0.02), 0.1, 7).is_none(),
+            "stays firing"
+        );
         let r = t.update(Verdict::Clear, 0.1, 8).unwrap();
         assert!(r.is_resolution());
         assert_eq!(r.firing_since, f.firing_since);

@@ -20,7 +20,10 @@ pub(crate) use window::{Entry, RollingWindow};
 
 use crate::monitor::IterationSummary;
 
-pub(crate) fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_time<S: serde::Serializer>(
+    t: &SystemTime,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_millis(*t))
 }
 
@@ -220,7 +223,9 @@ impl Evaluator {
         // LowSuccessRate: below the floor over a full window; pending while filling.
         let rolling = self.window.values();
         let verdict = match rolling.success_rate {
-            Some(rate) if rate < th.success_rate_floor && self.window.is_full() => Verdict::Firing(rate),
+            Some(rate) if rate < th.success_rate_floor && self.window.is_full() => {
+                Verdict::Firing(rate)
+            }
             Some(rate) if rate < th.success_rate_floor => Verdict::Pending(rate),
             _ => Verdict::Clear,
         };
@@ -233,7 +238,9 @@ impl Evaluator {
     fn compare_with_baselines(&mut self, rolling: &RollingValues, findings: &mut Findings) {
         let th = &self.thresholds;
         for (i, watched) in Watched::ALL.into_iter().enumerate() {
-            let Some(value) = watched.value(rolling) else { continue };
+            let Some(value) = watched.value(rolling) else {
+                continue;
+            };
             let Some(baseline) = self.baselines[i] else {
                 // The baseline is the first full window that has this quantity.
                 if self.window.is_full() {

@@ -65,9 +65,9 @@ impl AlertName {
         match self {
             AlertName::HighMemoryUsage => "critical",
             AlertName::ContainerCleanupFailures => "critical",
-            AlertName::DiversityCollapse | AlertName::ChampionStaleness | AlertName::LowSuccessRate => {
-                "warning"
-            }
+            AlertName::DiversityCollapse
+            | AlertName::ChampionStaleness
+            | AlertName::LowSuccessRate => "warning",
         }
     }
 
@@ -162,12 +162,22 @@ impl Thresholds {
             })
         };
         if self.window == 0 {
-            return bad("Thresholds::window", "0".into(), "the window needs at least one iteration");
+            return bad(
+                "Thresholds::window",
+                "0".into(),
+                "the window needs at least one iteration",
+            );
         }
         if !(0.0 < self.memory_fraction && self.memory_fraction <= 1.0) {
-            return bad("Thresholds::memory_fraction", self.memory_fraction.to_string(), "expected a fraction in (0, 1]");
+            return bad(
+                "Thresholds::memory_fraction",
+                self.memory_fraction.to_string(),
+                "expected a fraction in (0, 1]",
+            );
         }
-        if !(0.0 <= self.memory_clear_fraction && self.memory_clear_fraction <= self.memory_fraction) {
+        if !(0.0 <= self.memory_clear_fraction
+            && self.memory_clear_fraction <= self.memory_fraction)
+        {
             return bad(
                 "Thresholds::memory_clear_fraction",
                 self.memory_clear_fraction.to_string(),
@@ -175,18 +185,31 @@ impl Thresholds {
             );
         }
         if self.diversity_iterations == 0 || self.staleness_iterations == 0 {
-            return bad("Thresholds::diversity_iterations/staleness_iterations", "0".into(), "expected at least 1");
+            return bad(
+                "Thresholds::diversity_iterations/staleness_iterations",
+                "0".into(),
+                "expected at least 1",
+            );
         }
-        let sane = self.slowdown_factor > 1.0 && self.degradation_fraction > 0.0 && self.baseline_floor >= 0.0;
+        let sane = self.slowdown_factor > 1.0
+            && self.degradation_fraction > 0.0
+            && self.baseline_floor >= 0.0;
         if !sane {
             return bad(
                 "Thresholds::slowdown_factor/degradation_fraction/baseline_floor",
-                format!("{}/{}/{}", self.slowdown_factor, self.degradation_fraction, self.baseline_floor),
+                format!(
+                    "{}/{}/{}",
+                    self.slowdown_factor, self.degradation_fraction, self.baseline_floor
+                ),
                 "expected a factor above 1, a positive fraction and a non-negative floor",
             );
         }
         if self.stats_interval.is_zero() || self.alert_resend_interval.is_zero() {
-            return bad("Thresholds::stats_interval/alert_resend_interval", "0s".into(), "expected a positive period");
+            return bad(
+                "Thresholds::stats_interval/alert_resend_interval",
+                "0s".into(),
+                "expected a positive period",
+            );
         }
         Ok(())
     }

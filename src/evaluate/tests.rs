@@ -49,7 +49,9 @@ fn diversity_collapse_needs_five_consecutive_iterations_below_the_floor() {
         (20, 0.2, false),
     ];
     for (iterations, diversity, expect) in cases {
-        let (ever, _) = run(AlertName::DiversityCollapse, iterations, |_, s| s.diversity = Some(diversity));
+        let (ever, _) = run(AlertName::DiversityCollapse, iterations, |_, s| {
+            s.diversity = Some(diversity)
+        });
         assert_eq!(ever, expect, "{iterations} iterations at {diversity}");
     }
     // A healthy iteration in between breaks the streak.
@@ -68,7 +70,9 @@ fn diversity_collapse_needs_five_consecutive_iterations_below_the_floor() {
 #[test]
 fn champion_staleness_fires_at_twenty() {
     for (staleness, expect) in [(19, false), (20, true), (35, true)] {
-        let (ever, _) = run(AlertName::ChampionStaleness, 1, |_, s| s.champion_staleness = staleness);
+        let (ever, _) = run(AlertName::ChampionStaleness, 1, |_, s| {
+            s.champion_staleness = staleness
+        });
         assert_eq!(ever, expect, "staleness {staleness}");
     }
 }
@@ -77,9 +81,9 @@ fn champion_staleness_fires_at_twenty() {
 fn low_success_rate_needs_a_full_window_strictly_below_the_floor() {
     // (iterations, successes, failures per iteration, fires)
     let cases = [
-        (10, 2, 8, false), // exactly 0.2
-        (10, 1, 9, true),  // 0.1
-        (9, 0, 10, false), // window not yet full: pending only
+        (10, 2, 8, false),  // exactly 0.2
+        (10, 1, 9, true),   // 0.1
+        (9, 0, 10, false),  // window not yet full: pending only
         (10, 19, 81, true), // 0.19
     ];
     for (iterations, ok, failed, expect) in cases {
@@ -87,7 +91,12 @@ fn low_success_rate_needs_a_full_window_strictly_below_the_floor() {
             s.successes = ok;
             s.failures = failed;
         });
-        assert_eq!(ever, expect, "{iterations} iterations of {ok}/{}", ok + failed);
+        assert_eq!(
+            ever,
+            expect,
+            "{iterations} iterations of {ok}/{}",
+            ok + failed
+        );
         if iterations < 10 && ok * 5 < ok + failed {
             assert_eq!(state, AlertState::Pending);
         }
@@ -98,22 +107,53 @@ fn low_success_rate_needs_a_full_window_strictly_below_the_floor() {
 fn high_memory_fires_above_eighty_percent_with_hysteresis() {
     let total = 100_000u64;
     let mut evaluator = Evaluator::new(Thresholds::default());
-    assert!(!fired(&evaluator.on_host_memory(79_900, total), AlertName::HighMemoryUsage), "79.9%");
-    assert!(fired(&evaluator.on_host_memory(80_100, total), AlertName::HighMemoryUsage), "80.1%");
+    assert!(
+        !fired(
+            &evaluator.on_host_memory(79_900, total),
+            AlertName::HighMemoryUsage
+        ),
+        "79.9%"
+    );
+    assert!(
+        fired(
+            &evaluator.on_host_memory(80_100, total),
+            AlertName::HighMemoryUsage
+        ),
+        "80.1%"
+    );
     // Hovering just below the threshold does not resolve it …
-    assert!(evaluator.on_host_memory(79_000, total).transitions.is_empty());
-    assert!(evaluator.on_host_memory(80_500, total).transitions.is_empty(), "fires once");
+    assert!(evaluator
+        .on_host_memory(79_000, total)
+        .transitions
+        .is_empty());
+    assert!(
+        evaluator
+            .on_host_memory(80_500, total)
+            .transitions
+            .is_empty(),
+        "fires once"
+    );
     // … falling below the clear fraction does.
     let resolved = evaluator.on_host_memory(77_000, total);
     assert!(resolved.transitions[0].is_resolution());
-    assert_eq!(evaluator.states()[AlertName::HighMemoryUsage as usize], AlertState::Inactive);
+    assert_eq!(
+        evaluator.states()[AlertName::HighMemoryUsage as usize],
+        AlertState::Inactive
+    );
 }
 
 #[test]
 fn cleanup_failures_fire_above_three_orphans() {
     for (orphans, expect) in [(3, false), (4, true)] {
         let mut evaluator = Evaluator::new(Thresholds::default());
-        assert_eq!(fired(&evaluator.on_orphans(orphans), AlertName::ContainerCleanupFailures), expect, "{orphans}");
+        assert_eq!(
+            fired(
+                &evaluator.on_orphans(orphans),
+                AlertName::ContainerCleanupFailures
+            ),
+            expect,
+            "{orphans}"
+        );
     }
 }
 
@@ -152,7 +192,10 @@ fn degradation_is_measured_against_the_first_full_window_sign_safely() {
     // A baseline near zero uses the floor: 0.01 → limit 0.01 - 0.2 * 0.1 = -0.01.
     let mut v = vec![(0.01, 0.1); 10];
     v.extend(vec![(0.0, 0.1); 10]);
-    assert!(warnings_after(&v).is_empty(), "noise around zero is not a degradation");
+    assert!(
+        warnings_after(&v).is_empty(),
+        "noise around zero is not a degradation"
+    );
     // Hovering just above the limit does not clear it (hysteresis) …
     let mut v = vec![(1.0, 0.1); 10];
     v.extend(vec![(0.7, 0.1); 10]);
@@ -163,14 +206,20 @@ fn degradation_is_measured_against_the_first_full_window_sign_safely() {
     v.extend(vec![(0.5, 0.1); 10]);
     v.extend(vec![(1.0, 0.1); 10]);
     let w = warnings_after(&v);
-    assert_eq!(w.iter().map(|w| w.started).collect::<Vec<_>>(), vec![true, false]);
+    assert_eq!(
+        w.iter().map(|w| w.started).collect::<Vec<_>>(),
+        vec![true, false]
+    );
 }
 
 #[test]
 fn slowdown_is_more_than_half_again_the_baseline_time() {
     let mut v = vec![(1.0, 1.0); 10];
     v.extend(vec![(1.0, 1.5); 10]);
-    assert!(warnings_after(&v).is_empty(), "exactly 1.5x is not more than 50% slower");
+    assert!(
+        warnings_after(&v).is_empty(),
+        "exactly 1.5x is not more than 50% slower"
+    );
     let mut v = vec![(1.0, 1.0); 10];
     v.extend(vec![(1.0, 1.6); 10]);
     let w = warnings_after(&v);
@@ -194,5 +243,8 @@ fn thresholds_are_configurable() {
     s.number = 2;
     let findings = evaluator.on_iteration(&s);
     assert!(fired(&findings, AlertName::DiversityCollapse));
-    assert_eq!(evaluator.states()[AlertName::ChampionStaleness as usize], AlertState::Firing);
+    assert_eq!(
+        evaluator.states()[AlertName::ChampionStaleness as usize],
+        AlertState::Firing
+    );
 }

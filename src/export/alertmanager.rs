@@ -121,7 +121,13 @@ pub(crate) fn start(
             delivered: BTreeMap::new(),
         };
         for outcome in ["success", "failure"] {
-            deliveries.add(0, &[KeyValue::new("url", url.clone()), KeyValue::new("outcome", outcome)]);
+            deliveries.add(
+                0,
+                &[
+                    KeyValue::new("url", url.clone()),
+                    KeyValue::new("outcome", outcome),
+                ],
+            );
         }
         runtime.spawn(sender.run(wake.subscribe(), cancel.clone()));
     }
@@ -170,7 +176,11 @@ impl Sender {
                 .resolved_at
                 .unwrap_or(now + self.resend_interval * 4)
                 .max(record.firing_since + Duration::from_millis(1));
-            let value = if record.value.is_finite() { record.value } else { 0.0 };
+            let value = if record.value.is_finite() {
+                record.value
+            } else {
+                0.0
+            };
             alerts.push(json!({
                 "labels": {
                     "alertname": name.as_str(),
@@ -236,7 +246,13 @@ impl Sender {
                 let body = serde_json::to_vec(&alerts).unwrap_or_default();
                 match self.post(&client, body).await {
                     Ok(()) => {
-                        self.deliveries.add(1, &[KeyValue::new("url", self.url.clone()), KeyValue::new("outcome", "success")]);
+                        self.deliveries.add(
+                            1,
+                            &[
+                                KeyValue::new("url", self.url.clone()),
+                                KeyValue::new("outcome", "success"),
+                            ],
+                        );
                         for (name, generation) in generations {
                             self.delivered.insert(name, generation);
                         }
@@ -248,14 +264,26 @@ impl Sender {
                     Err(PostError::Rejected(err)) => {
                         // Sending the same payload again would be refused again: log it,
                         // count it and move on rather than block every later alert.
-                        self.deliveries.add(1, &[KeyValue::new("url", self.url.clone()), KeyValue::new("outcome", "failure")]);
+                        self.deliveries.add(
+                            1,
+                            &[
+                                KeyValue::new("url", self.url.clone()),
+                                KeyValue::new("outcome", "failure"),
+                            ],
+                        );
                         tracing::error!(url = %self.url, error = %err, "Alertmanager refused the alerts");
                         for (name, generation) in generations {
                             self.delivered.insert(name, generation);
                         }
                     }
                     Err(PostError::Unreachable(err)) => {
-                        self.deliveries.add(1, &[KeyValue::new("url", self.url.clone()), KeyValue::new("outcome", "failure")]);
+                        self.deliveries.add(
+                            1,
+                            &[
+                                KeyValue::new("url", self.url.clone()),
+                                KeyValue::new("outcome", "failure"),
+                            ],
+                        );
                         if down_since.is_none() {
                             down_since = Some(SystemTime::now());
                             tracing::error!(url = %self.url, error = %err, "cannot deliver alerts to Alertmanager; retrying with backoff");

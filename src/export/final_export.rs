@@ -9,8 +9,8 @@ use prometheus::proto::{MetricFamily, MetricType};
 use serde_json::{json, Map, Value};
 
 use crate::catalog;
-use crate::evaluate::{AlertName, EventKind, Watched};
 use crate::error::Error;
+use crate::evaluate::{AlertName, EventKind, Watched};
 use crate::monitor::Inner;
 
 /// File name of the final Prometheus text exposition.
@@ -114,7 +114,10 @@ fn evaluation_json(inner: &Inner) -> Value {
         .zip(evaluator.baselines())
         .zip(evaluator.warnings_active())
     {
-        baselines.insert(watched.metric().into(), baseline.map_or(Value::Null, number));
+        baselines.insert(
+            watched.metric().into(),
+            baseline.map_or(Value::Null, number),
+        );
         warnings.insert(watched.metric().into(), Value::Bool(active));
     }
     let alerts: Map<String, Value> = AlertName::ALL
@@ -207,7 +210,9 @@ mod tests {
         write_atomically(dir.path(), "f.txt", b"complete old contents").unwrap();
         // A directory where the temporary file must go makes the write fail midway,
         // as a crash or a full disk would, before the rename.
-        let temp = dir.path().join(format!(".f.txt.{}.tmp", std::process::id()));
+        let temp = dir
+            .path()
+            .join(format!(".f.txt.{}.tmp", std::process::id()));
         std::fs::create_dir(&temp).unwrap();
         let err = write_atomically(dir.path(), "f.txt", b"new").unwrap_err();
         assert!(err.to_string().contains("f.txt"), "{err}");
@@ -219,9 +224,13 @@ mod tests {
 
     #[test]
     fn missing_directory_is_a_clear_error() {
-        let err = write_atomically(Path::new("/nonexistent/loopwatch"), "x.json", b"{}").unwrap_err();
+        let err =
+            write_atomically(Path::new("/nonexistent/loopwatch"), "x.json", b"{}").unwrap_err();
         let message = err.to_string();
-        assert!(message.contains("/nonexistent/loopwatch/x.json"), "{message}");
+        assert!(
+            message.contains("/nonexistent/loopwatch/x.json"),
+            "{message}"
+        );
         assert!(message.contains("LOOPWATCH_OUTPUT_DIR"), "{message}");
     }
 }

@@ -1,5 +1,6 @@
 //! Where metrics leave the process: the HTTP endpoint and the final export files.
 
 pub(crate) mod alertmanager;
+pub(crate) mod dashboard;
 pub(crate) mod final_export;
 pub(crate) mod server;

@@ -15,6 +15,7 @@ use crate::pipeline::PROMETHEUS_CONTENT_TYPE;
 /// The routes of the endpoint.
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .fallback(not_found)
@@ -22,7 +23,11 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
 }
 
 /// Serves the endpoint until `cancel` fires.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, inner: Arc<Inner>, cancel: CancellationToken) {
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    inner: Arc<Inner>,
+    cancel: CancellationToken,
+) {
     let app = router(inner);
     let shutdown = cancel.clone();
     if let Err(err) = axum::serve(listener, app)
@@ -48,6 +53,11 @@ async fn metrics(State(inner): State<Arc<Inner>>) -> Response {
     }
 }
 
+async fn dashboard(State(inner): State<Arc<Inner>>) -> Response {
+    let page = crate::export::dashboard::render(&inner);
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
 async fn healthz(State(inner): State<Arc<Inner>>) -> Response {
     let body = format!("ok run_id={}\n", inner.identity.run_id);
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
@@ -57,7 +67,7 @@ async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "not found: loopwatch serves /metrics and /healthz\n",
+        "not found: loopwatch serves /, /metrics and /healthz\n",
     )
         .into_response()
 }

@@ -111,7 +111,9 @@ impl MonitorBuilder {
                 &urls.join(","),
             )?,
             None => match config::env_var(config::ENV_ALERTMANAGER_URLS) {
-                Some(value) => config::parse_alertmanager_urls(config::ENV_ALERTMANAGER_URLS, &value)?,
+                Some(value) => {
+                    config::parse_alertmanager_urls(config::ENV_ALERTMANAGER_URLS, &value)?
+                }
                 None => Vec::new(),
             },
         };

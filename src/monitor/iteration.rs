@@ -77,7 +77,10 @@ impl std::fmt::Debug for Iteration<'_> {
 
 impl<'m> Iteration<'m> {
     pub(crate) fn start(inner: &'m Inner, number: u64) -> Self {
-        inner.instruments.iteration_number.record(number as f64, &[]);
+        inner
+            .instruments
+            .iteration_number
+            .record(number as f64, &[]);
         Iteration {
             inner,
             number,
@@ -147,12 +150,19 @@ impl<'m> Iteration<'m> {
             self.diversity = Some(diversity);
         }
         if population.unique_strategies > population.size {
-            self.reject(Rejection::UniqueAboveSize, population.unique_strategies as f64);
+            self.reject(
+                Rejection::UniqueAboveSize,
+                population.unique_strategies as f64,
+            );
         } else {
             self.unique_strategies = Some(population.unique_strategies);
         }
         if let Some(champion) = population.champion {
-            if self.inner.lock_state().observe_champion(champion, self.number) {
+            if self
+                .inner
+                .lock_state()
+                .observe_champion(champion, self.number)
+            {
                 self.champion_changed = true;
                 self.inner.instruments.champion_changes.add(1, &[]);
                 tracing::info!(iteration = self.number, champion, "champion changed");
@@ -167,7 +177,10 @@ impl<'m> Iteration<'m> {
     }
 
     fn reject(&self, kind: Rejection, value: f64) {
-        self.inner.instruments.rejections.reject(kind, value, self.number);
+        self.inner
+            .instruments
+            .rejections
+            .reject(kind, value, self.number);
     }
 
     /// Ends the iteration: records its duration and averages, updates staleness and

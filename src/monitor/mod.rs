@@ -1,6 +1,7 @@
 //! [`Monitor`]: the handle a loop holds, and the background work it owns.
 
 mod builder;
+mod history;
 mod iteration;
 mod state;
 
@@ -14,6 +15,7 @@ use opentelemetry::metrics::Meter;
 use tokio_util::sync::CancellationToken;
 
 pub use builder::MonitorBuilder;
+pub use history::{HistoryPoint, HISTORY_LEN};
 pub use iteration::{Iteration, Population};
 pub use state::{IterationSummary, RunSummary, MAX_FAILURE_REASONS};
 
@@ -27,7 +29,8 @@ use crate::export::final_export::{self, FinalExport};
 use crate::export::server;
 use crate::instruments::Instruments;
 use crate::pipeline::{CollectError, Pipeline};
-use crate::sample::{HostReadings, HostSampler};
+use crate::sample::{ContainerReadings, HostReadings, HostSampler};
+use history::History;
 use state::RunState;
 
 /// Who this run is: the identity carried by its labels, alerts and exports.
@@ -65,6 +68,8 @@ pub(crate) struct Inner {
     state: Mutex<RunState>,
     evaluator: Mutex<Evaluator>,
     events: Mutex<EventLog>,
+    history: Mutex<History>,
+    pub(crate) containers: Arc<ContainerReadings>,
     alert_sink: Option<AlertSink>,
     next_iteration: AtomicU64,
     stop_requested: AtomicBool,
@@ -78,7 +83,9 @@ impl Inner {
     }
 
     pub(crate) fn lock_evaluator(&self) -> MutexGuard<'_, Evaluator> {
-        self.evaluator.lock().unwrap_or_else(PoisonError::into_inner)
+        self.evaluator
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn push_event(&self, iteration: u64, kind: EventKind) {
@@ -147,9 +154,13 @@ impl Inner {
                     "resolved: {}",
                     t.alert.message()
                 ),
-                _ => tracing::debug!(alertname = name, state = ?t.state, value = t.value, "alert state"),
+                _ => {
+                    tracing::debug!(alertname = name, state = ?t.state, value = t.value, "alert state")
+                }
             }
-            if t.state == AlertState::Pending || !(t.state == AlertState::Firing || t.is_resolution()) {
+            if t.state == AlertState::Pending
+                || !(t.state == AlertState::Firing || t.is_resolution())
+            {
                 continue;
             }
             self.instruments
@@ -192,7 +203,9 @@ impl Inner {
                     w.watched.warning()
                 );
             }
-            self.instruments.evaluation.set_warning(w.watched, w.started);
+            self.instruments
+                .evaluation
+                .set_warning(w.watched, w.started);
             self.push_event(w.iteration, w.watched.event(w.started, w.value, w.baseline));
         }
     }
@@ -218,15 +231,58 @@ impl Inner {
         }
         i.champion_staleness
             .record(summary.champion_staleness as f64, &[]);
-        let findings = {
+        let (findings, rolling, alerts_firing) = {
             let mut evaluator = self.lock_evaluator();
             let findings = evaluator.on_iteration(summary);
             self.publish_evaluation(&evaluator);
-            findings
+            let firing = evaluator
+                .states()
+                .iter()
+                .filter(|s| **s == AlertState::Firing)
+                .count();
+            (findings, evaluator.rolling(), firing as u8)
         };
         if !findings.is_empty() {
             self.apply(findings);
         }
+        self.record_history(summary, &rolling, alerts_firing);
+    }
+
+    fn record_history(
+        &self,
+        summary: &IterationSummary,
+        rolling: &RollingValues,
+        alerts_firing: u8,
+    ) {
+        let point = HistoryPoint {
+            iteration: summary.number,
+            execution_time_seconds: summary.duration.as_secs_f64(),
+            memory_usage_bytes: self.host.process_rss_bytes.get(),
+            cpu_usage_percent: self.host.process_cpu_percent.get(),
+            success_rate_10iter: rolling.success_rate,
+            sharpe_ratio: summary.mean_sharpe,
+            max_drawdown: summary.mean_max_drawdown,
+            population_diversity: summary.diversity,
+            unique_strategy_count: summary.unique_strategies,
+            champion_staleness_iterations: summary.champion_staleness,
+            champion_changed: summary.champion_changed,
+            active_containers: self.containers.active.load(Ordering::Relaxed) as f64,
+            container_memory_bytes: self.containers.memory_bytes.load(Ordering::Relaxed) as f64,
+            cleanup_failures: self.containers.cleanup_failures.load(Ordering::Relaxed) as f64,
+            alerts_firing,
+        };
+        self.history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(point);
+    }
+
+    /// The recent iterations, oldest first.
+    pub(crate) fn history(&self) -> Vec<HistoryPoint> {
+        self.history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .points()
     }
 
     /// Takes one host and process sample and publishes it to the gauges.
@@ -243,14 +299,17 @@ impl Inner {
         match result {
             Ok(sample) => {
                 self.instruments.sampler_ticks.add(1, &[]);
-                let findings = self
-                    .lock_evaluator()
-                    .on_host_memory(sample.host_memory_used_bytes, sample.host_memory_total_bytes);
+                let findings = self.lock_evaluator().on_host_memory(
+                    sample.host_memory_used_bytes,
+                    sample.host_memory_total_bytes,
+                );
                 if !findings.is_empty() {
                     self.apply(findings);
                 }
             }
-            Err(_) => tracing::error!("the host sampler panicked; its gauges keep their last values"),
+            Err(_) => {
+                tracing::error!("the host sampler panicked; its gauges keep their last values")
+            }
         }
     }
 
@@ -313,7 +372,9 @@ impl std::fmt::Debug for Monitor {
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 impl Monitor {
@@ -323,10 +384,11 @@ impl Monitor {
     }
 
     fn start(settings: Settings) -> Result<Monitor, Error> {
-        let listener = std::net::TcpListener::bind(settings.listen).map_err(|source| Error::Bind {
-            addr: settings.listen,
-            source,
-        })?;
+        let listener =
+            std::net::TcpListener::bind(settings.listen).map_err(|source| Error::Bind {
+                addr: settings.listen,
+                source,
+            })?;
         listener.set_nonblocking(true).map_err(Error::Runtime)?;
         let local_addr = listener.local_addr().map_err(Error::Runtime)?;
 
@@ -342,7 +404,10 @@ impl Monitor {
         let identity = RunIdentity {
             run_id: format!(
                 "{hostname}-{pid}-{}",
-                started_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()
+                started_at
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis()
             ),
             process_start_time: host_sampler
                 .process_start_time()
@@ -385,6 +450,8 @@ impl Monitor {
             state: Mutex::new(RunState::new(started_at)),
             evaluator: Mutex::new(evaluator),
             events: Mutex::new(EventLog::default()),
+            history: Mutex::new(History::default()),
+            containers: Arc::new(ContainerReadings::default()),
             alert_sink,
             next_iteration: AtomicU64::new(1),
             stop_requested: AtomicBool::new(false),
@@ -447,6 +514,12 @@ impl Monitor {
     /// The run so far, summarised.
     pub fn summary(&self) -> RunSummary {
         self.inner.summary()
+    }
+
+    /// The recent iterations the embedded dashboard draws (the last
+    /// [`HISTORY_LEN`]), oldest first.
+    pub fn history(&self) -> Vec<HistoryPoint> {
+        self.inner.history()
     }
 
     /// The rolling values of the evaluator's window.
@@ -550,7 +623,9 @@ impl Drop for Monitor {
     fn drop(&mut self) {
         if self.runtime.is_some() {
             if std::thread::panicking() {
-                tracing::error!("the loop panicked; writing the final export before unwinding further");
+                tracing::error!(
+                    "the loop panicked; writing the final export before unwinding further"
+                );
             }
             self.close();
         }
@@ -593,9 +668,10 @@ async fn log_long_run_statistics(inner: Arc<Inner>, cancel: CancellationToken) {
 
 async fn watch_signals(inner: Arc<Inner>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install SIGINT/SIGTERM handlers; stop the loop by other means");
         return;
     };

@@ -198,6 +198,9 @@ mod tests {
         state.count_failure_reason("reason 0");
         assert_eq!(state.failure_reasons.len(), MAX_FAILURE_REASONS + 1);
         assert_eq!(state.failure_reasons["reason 0"], 2);
-        assert_eq!(state.failure_reasons["other"], 100 - MAX_FAILURE_REASONS as u64);
+        assert_eq!(
+            state.failure_reasons["other"],
+            100 - MAX_FAILURE_REASONS as u64
+        );
     }
 }

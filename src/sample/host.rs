@@ -61,7 +61,9 @@ pub struct HostSampler {
 
 impl std::fmt::Debug for HostSampler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostSampler").field("pid", &self.pid).finish()
+        f.debug_struct("HostSampler")
+            .field("pid", &self.pid)
+            .finish()
     }
 }
 
@@ -70,7 +72,9 @@ impl HostSampler {
     pub fn for_current_process() -> Self {
         let pid = sysinfo::get_current_pid().ok();
         let system = System::new()
-            .map_err(|e| tracing::error!(error = %e, "host sampling is unavailable on this platform"))
+            .map_err(
+                |e| tracing::error!(error = %e, "host sampling is unavailable on this platform"),
+            )
             .ok();
         HostSampler {
             system,

@@ -50,7 +50,20 @@ impl HostReadings {
     pub(crate) fn publish(&self, sample: &HostSample) {
         self.process_rss_bytes.set(sample.process_rss_bytes as f64);
         self.process_cpu_percent.set(sample.process_cpu_percent);
-        self.host_memory_used_bytes.set(sample.host_memory_used_bytes as f64);
-        self.host_memory_total_bytes.set(sample.host_memory_total_bytes as f64);
+        self.host_memory_used_bytes
+            .set(sample.host_memory_used_bytes as f64);
+        self.host_memory_total_bytes
+            .set(sample.host_memory_total_bytes as f64);
     }
+}
+
+/// The latest container readings, published by the container sampler.
+#[derive(Debug, Default)]
+pub(crate) struct ContainerReadings {
+    /// Running loopwatch-managed containers.
+    pub(crate) active: AtomicU64,
+    /// Their memory (working set), summed, in bytes.
+    pub(crate) memory_bytes: AtomicU64,
+    /// Cleanup failures so far.
+    pub(crate) cleanup_failures: AtomicU64,
 }

@@ -110,7 +110,11 @@ impl Family {
     pub fn value_with(&self, labels: &[(&str, &str)]) -> Option<f64> {
         self.samples
             .iter()
-            .find(|(l, _)| labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .find(|(l, _)| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
             .map(|(_, v)| *v)
     }
 }
@@ -145,7 +149,9 @@ fn parse_value(text: &str) -> Result<f64, String> {
         "NaN" => Ok(f64::NAN),
         "+Inf" => Ok(f64::INFINITY),
         "-Inf" => Ok(f64::NEG_INFINITY),
-        other => other.parse().map_err(|e| format!("bad value {other:?}: {e}")),
+        other => other
+            .parse()
+            .map_err(|e| format!("bad value {other:?}: {e}")),
     }
 }
 
@@ -158,7 +164,9 @@ fn parse_labels(text: &str) -> Result<(BTreeMap<String, String>, &str), String> 
         if let Some(after) = rest.strip_prefix('}') {
             return Ok((labels, after));
         }
-        let (name, after) = rest.split_once("=\"").ok_or_else(|| format!("bad label in {text:?}"))?;
+        let (name, after) = rest
+            .split_once("=\"")
+            .ok_or_else(|| format!("bad label in {text:?}"))?;
         let mut end = None;
         let mut escaped = false;
         for (i, c) in after.char_indices() {
@@ -189,23 +197,32 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
             let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
             families.entry(name.to_string()).or_default().help = Some(unescape(help, false));
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').ok_or_else(|| format!("bad TYPE: {line}"))?;
+            let (name, kind) = rest
+                .split_once(' ')
+                .ok_or_else(|| format!("bad TYPE: {line}"))?;
             families.entry(name.to_string()).or_default().kind = Some(kind.to_string());
         } else if line.starts_with('#') {
             continue;
         } else {
-            let name_end = line.find(['{', ' ']).ok_or_else(|| format!("bad sample: {line}"))?;
+            let name_end = line
+                .find(['{', ' '])
+                .ok_or_else(|| format!("bad sample: {line}"))?;
             let name = &line[..name_end];
             let (labels, rest) = if line[name_end..].starts_with('{') {
                 parse_labels(&line[name_end + 1..])?
             } else {
                 (BTreeMap::new(), &line[name_end..])
             };
-            let value = rest.split_whitespace().next().ok_or_else(|| format!("no value: {line}"))?;
+            let value = rest
+                .split_whitespace()
+                .next()
+                .ok_or_else(|| format!("no value: {line}"))?;
             let family = ["_bucket", "_sum", "_count"]
                 .iter()
                 .filter_map(|s| name.strip_suffix(s))
-                .find(|base| families.get(*base).and_then(|f| f.kind.as_deref()) == Some("histogram"))
+                .find(|base| {
+                    families.get(*base).and_then(|f| f.kind.as_deref()) == Some("histogram")
+                })
                 .unwrap_or(name)
                 .to_string();
             families
@@ -241,8 +258,9 @@ pub fn promtool_check_metrics(text: &str) -> (bool, String) {
 
 /// promtool lint findings that are accepted: the names are fixed by the requirements
 /// (requirement 1.4 names `unique_strategy_count`, a gauge that ends in `_count`).
-pub const ACCEPTED_LINT: &[&str] =
-    &[r#"unique_strategy_count non-histogram and non-summary metrics should not have "_count" suffix"#];
+pub const ACCEPTED_LINT: &[&str] = &[
+    r#"unique_strategy_count non-histogram and non-summary metrics should not have "_count" suffix"#,
+];
 
 /// Asserts that `promtool check metrics` finds nothing wrong beyond [`ACCEPTED_LINT`].
 pub fn assert_promtool_accepts(text: &str) {

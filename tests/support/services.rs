@@ -54,7 +54,10 @@ impl Alertmanager {
         let log = std::fs::File::create(self.dir.path().join("alertmanager.log")).unwrap();
         let child = Command::new("prometheus-alertmanager")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={}", self.addr))
             .arg("--cluster.listen-address=")
             .stdout(Stdio::null())
@@ -64,9 +67,13 @@ impl Alertmanager {
         self.child = Some(child);
         let addr = self.addr;
         wait_until(Duration::from_secs(20), "Alertmanager to be ready", || {
-            super::http_raw(addr, format!("GET /-/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-                .map(|r| r.status == 200)
-                .unwrap_or(false)
+            super::http_raw(
+                addr,
+                format!("GET /-/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .map(|r| r.status == 200)
+            .unwrap_or(false)
         });
     }
 
