@@ -12,12 +12,14 @@ as_root() {
 #   prometheus-alertmanager  -> prometheus-alertmanager (0.25)
 #   dockerd, docker          -> docker.io
 #   busybox                  -> busybox-static (the sandbox image's rootfs)
+#   chromium                 -> chromium (the embedded dashboard in a real browser)
 ensure_packages() {
   local missing=()
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
   command -v dockerd >/dev/null || missing+=(docker.io)
   [ -x /bin/busybox ] || missing+=(busybox-static)
+  command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root apt-get update -qq

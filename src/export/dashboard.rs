@@ -43,12 +43,14 @@ const PAD_LEFT: f64 = 52.0;
 const PAD_RIGHT: f64 = 8.0;
 const PAD_Y: f64 = 10.0;
 
+/// Four significant digits at most, no trailing noise for whole numbers.
 fn format_value(value: f64) -> String {
-    if value.abs() >= 100.0 || value == value.trunc() {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.3}")
+    if value == value.trunc() && value.abs() < 1e15 {
+        return format!("{value:.0}");
     }
+    let magnitude = value.abs().log10().floor() as i32;
+    let decimals = (3 - magnitude).clamp(0, 6) as usize;
+    format!("{value:.decimals$}")
 }
 
 /// Draws one series as a small line chart with its own scale, with champion changes
@@ -90,10 +92,15 @@ fn chart(series: &Series, x_range: (f64, f64), champions: &[f64], alerts: &[f64]
         y1 = y1.max(t);
     }
     if (y1 - y0).abs() < 1e-12 {
-        // A flat series: centre it, with a margin relative to its size.
-        let pad = (y0.abs() * 0.1).max(1e-3);
-        y0 -= pad;
-        y1 += pad;
+        if y0 == 0.0 {
+            // A flat zero (no containers, say): draw it on the floor of a 0–1 scale.
+            y1 = 1.0;
+        } else {
+            // Another flat series: centre it, with a margin relative to its size.
+            let pad = y0.abs() * 0.1;
+            y0 -= pad;
+            y1 += pad;
+        }
     }
     let sx = |x: f64| PAD_LEFT + (x - x0) / (x1 - x0).max(1.0) * (WIDTH - PAD_LEFT - PAD_RIGHT);
     let sy = |y: f64| HEIGHT - PAD_Y - (y - y0) / (y1 - y0) * (HEIGHT - 2.0 * PAD_Y);
