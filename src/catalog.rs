@@ -53,6 +53,8 @@ pub enum Presence {
     Always,
     /// Once Alertmanager URLs are configured.
     WithAlertmanager,
+    /// One series per running container of this run; none while there is none.
+    PerContainer,
 }
 
 macro_rules! catalog {
@@ -108,6 +110,27 @@ catalog! {
     /// Completed iterations since the champion last changed.
     CHAMPION_STALENESS_ITERATIONS = "champion_staleness_iterations", Gauge, "{iteration}", &[], Some("1.4"), Always,
         "Completed iterations since the champion last changed (iterations).";
+    /// Running containers of this run.
+    ACTIVE_CONTAINERS = "active_containers", Gauge, "{container}", &[], Some("1.5"), Always,
+        "Running loopwatch-managed containers of this run at the last container sample; the last known value while Docker is unreachable (containers).";
+    /// Working-set memory per container.
+    CONTAINER_MEMORY_USAGE = "container_memory_usage", Gauge, "By", &["name"], Some("1.5"), PerContainer,
+        "Working-set memory of a running container of this run (usage minus inactive file cache, as docker stats reports), by container name (bytes).";
+    /// CPU per container.
+    CONTAINER_CPU_USAGE = "container_cpu_usage", Gauge, "%", &["name"], Some("1.5"), PerContainer,
+        "CPU used by a running container of this run since the previous sample, 100 = one full core, by container name (percent).";
+    /// Orphans left after the last sweep.
+    ORPHANED_CONTAINERS = "orphaned_containers", Gauge, "{container}", &[], Some("1.5"), Always,
+        "Orphaned containers of dead loops on this host still present after the last cleanup sweep (containers).";
+    /// Containers that could not be removed.
+    CONTAINER_CLEANUP_FAILURES_TOTAL = "loopwatch_container_cleanup_failures_total", Counter, "{container}", &[], Some("4.4"), Always,
+        "Attempts to remove an orphaned or finished container that failed (containers).";
+    /// Orphans removed.
+    CONTAINERS_CLEANED_TOTAL = "loopwatch_containers_cleaned_total", Counter, "{container}", &[], Some("4.2"), Always,
+        "Orphaned containers of dead loops removed by cleanup sweeps (containers).";
+    /// Whether Docker answers.
+    DOCKER_UP = "loopwatch_docker_up", Gauge, "1", &[], None, Always,
+        "1 while the Docker Engine answered the last request, else 0; container metrics pause while it is 0 (boolean).";
     /// Success rate over the rolling window.
     SUCCESS_RATE_10ITER = "success_rate_10iter", Gauge, "1", &[], Some("5.1"), Always,
         "Strategy success rate over the last 10 completed iterations, successes / (successes + failures); 0 before any outcome (ratio 0-1).";
@@ -203,6 +226,8 @@ pub fn markdown_table() -> String {
                     "{} Exported when Alertmanager URLs are set.",
                     spec.description
                 ),
+                Presence::PerContainer =>
+                    format!("{} One series per running container.", spec.description),
             }
         );
     }

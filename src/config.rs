@@ -15,6 +15,8 @@ use crate::error::Error;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8000";
 /// Default period of the host, process and container samplers.
 pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// Default period between orphan sweeps (one also runs at start-up).
+pub const DEFAULT_ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Default directory of the final export files: the current directory.
 pub const DEFAULT_OUTPUT_DIR: &str = ".";
 
@@ -47,6 +49,11 @@ pub struct Settings {
     pub final_export: bool,
     /// Thresholds, windows and intervals of the evaluator.
     pub thresholds: crate::evaluate::Thresholds,
+    /// Whether the containers feature (Docker stats, orphan sweeps, shutdown
+    /// verification) runs.
+    pub containers: bool,
+    /// Period between orphan sweeps.
+    pub orphan_sweep_interval: Duration,
 }
 
 /// Reads one environment variable; unset and empty both mean "not given".

@@ -45,6 +45,7 @@
 pub mod catalog;
 pub mod config;
 pub mod diversity;
+mod docker;
 mod error;
 mod evaluate;
 mod export;
@@ -53,6 +54,13 @@ mod monitor;
 mod pipeline;
 mod sample;
 
+pub use docker::cleanup::SweepReport;
+pub use docker::labels::{
+    ownership_labels, Ownership, LABEL_MANAGED, LABEL_OWNER_HOST, LABEL_OWNER_PID,
+    LABEL_OWNER_START_TIME, LABEL_RUN_ID,
+};
+pub use docker::sandbox::{Sandbox, SandboxError, SandboxOutput, SandboxSpec};
+pub use docker::ContainerShutdownReport;
 pub use error::{Error, Result};
 pub use evaluate::{
     AlertName, AlertState, Event, EventKind, RollingValues, Thresholds, Transition, WarningChange,

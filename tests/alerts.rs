@@ -17,6 +17,8 @@ fn monitor_with(thresholds: Thresholds, alertmanagers: &[&Alertmanager]) -> Moni
         .sample_interval(Duration::from_millis(50))
         .alertmanager_urls(alertmanagers.iter().map(|am| am.url()))
         .thresholds(thresholds)
+        // Orphan counts are fed by hand here; no sweep may overwrite them.
+        .containers(false)
         .build()
         .unwrap()
 }

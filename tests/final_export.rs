@@ -9,13 +9,19 @@ use loopwatch::{Population, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 use serde_json::Value;
 use support::*;
 
-/// Metrics the sampler refreshes at shutdown, so they may differ from a prior scrape.
-const SAMPLED: [&str; 5] = [
+/// Metrics the background samplers and sweeps refresh on their own schedule (and at
+/// shutdown), so they may differ from a prior scrape.
+const SAMPLED: [&str; 10] = [
     "memory_usage_bytes",
     "cpu_usage_percent",
     "host_memory_used_bytes",
     "host_memory_total_bytes",
     "loopwatch_sampler_ticks_total",
+    "loopwatch_docker_up",
+    "active_containers",
+    "orphaned_containers",
+    "loopwatch_containers_cleaned_total",
+    "loopwatch_container_cleanup_failures_total",
 ];
 
 fn json_value(v: &Value) -> f64 {

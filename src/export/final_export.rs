@@ -173,6 +173,12 @@ pub(crate) fn write(inner: &Inner) -> FinalExport {
         "identity": inner.identity,
         "summary": inner.summary(),
         "evaluation": evaluation_json(inner),
+        "containers": {
+            "enabled": inner.settings.containers,
+            "docker_up": inner.containers.is_up(),
+            "last_sweep": inner.containers.last_sweep(),
+            "shutdown": inner.containers.shutdown_report(),
+        },
         "alert_history": alert_history,
         "events": events,
         "events_dropped": events_dropped,

@@ -34,6 +34,8 @@ pub struct MonitorBuilder {
     handle_signals: bool,
     final_export: Option<bool>,
     thresholds: Option<Thresholds>,
+    containers: Option<bool>,
+    orphan_sweep_interval: Option<Duration>,
 }
 
 impl MonitorBuilder {
@@ -90,6 +92,21 @@ impl MonitorBuilder {
         self
     }
 
+    /// Whether the containers feature runs: Docker stats on every sampler tick, orphan
+    /// sweeps, and removal of this run's containers at shutdown (default on; with no
+    /// Docker it reports itself down and costs nothing else).
+    pub fn containers(mut self, on: bool) -> Self {
+        self.containers = Some(on);
+        self
+    }
+
+    /// Period between orphan sweeps (default
+    /// [`config::DEFAULT_ORPHAN_SWEEP_INTERVAL`]); one also runs at start-up.
+    pub fn orphan_sweep_interval(mut self, interval: Duration) -> Self {
+        self.orphan_sweep_interval = Some(interval);
+        self
+    }
+
     /// Resolves every setting: builder value, else environment, else default.
     pub fn settings(&self) -> Result<Settings, Error> {
         let listen = match self.listen {
@@ -141,6 +158,11 @@ impl MonitorBuilder {
             handle_signals: self.handle_signals,
             final_export: self.final_export.unwrap_or(true),
             thresholds,
+            containers: self.containers.unwrap_or(true),
+            orphan_sweep_interval: self
+                .orphan_sweep_interval
+                .unwrap_or(config::DEFAULT_ORPHAN_SWEEP_INTERVAL)
+                .max(config::MIN_SAMPLE_INTERVAL),
         })
     }
 

@@ -20,6 +20,10 @@ pub use iteration::{Iteration, Population};
 pub use state::{IterationSummary, RunSummary, MAX_FAILURE_REASONS};
 
 use crate::config::Settings;
+use crate::docker::cleanup::SweepReport;
+use crate::docker::labels::ownership_labels;
+use crate::docker::sandbox::Sandbox;
+use crate::docker::{ContainerShutdownReport, Containers};
 use crate::error::Error;
 use crate::evaluate::{
     AlertName, AlertState, Evaluator, Event, EventKind, EventLog, Findings, RollingValues, Watched,
@@ -29,7 +33,7 @@ use crate::export::final_export::{self, FinalExport};
 use crate::export::server;
 use crate::instruments::Instruments;
 use crate::pipeline::{CollectError, Pipeline};
-use crate::sample::{ContainerReadings, HostReadings, HostSampler};
+use crate::sample::{HostReadings, HostSampler};
 use history::History;
 use state::RunState;
 
@@ -69,7 +73,8 @@ pub(crate) struct Inner {
     evaluator: Mutex<Evaluator>,
     events: Mutex<EventLog>,
     history: Mutex<History>,
-    pub(crate) containers: Arc<ContainerReadings>,
+    pub(crate) containers: Arc<Containers>,
+    runtime: tokio::runtime::Handle,
     alert_sink: Option<AlertSink>,
     next_iteration: AtomicU64,
     stop_requested: AtomicBool,
@@ -80,6 +85,42 @@ pub(crate) struct Inner {
 impl Inner {
     pub(crate) fn lock_state(&self) -> MutexGuard<'_, RunState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs a future to completion from any thread, inside or outside a runtime.
+    pub(crate) fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Blocking inside a runtime is not allowed: wait on a helper thread.
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| self.runtime.block_on(future))
+                    .join()
+                    .expect("the helper thread does not panic")
+            })
+        } else {
+            self.runtime.block_on(future)
+        }
+    }
+
+    /// Spawns a task on loopwatch's runtime.
+    pub(crate) fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.spawn(future)
+    }
+
+    /// Feeds the orphans left after a sweep to the ContainerCleanupFailures rule.
+    pub(crate) fn report_orphans(&self, orphans: u64) {
+        let findings = self.lock_evaluator().on_orphans(orphans);
+        if !findings.is_empty() {
+            self.apply(findings);
+        }
     }
 
     pub(crate) fn lock_evaluator(&self) -> MutexGuard<'_, Evaluator> {
@@ -268,7 +309,7 @@ impl Inner {
             champion_changed: summary.champion_changed,
             active_containers: self.containers.active.load(Ordering::Relaxed) as f64,
             container_memory_bytes: self.containers.memory_bytes.load(Ordering::Relaxed) as f64,
-            cleanup_failures: self.containers.cleanup_failures.load(Ordering::Relaxed) as f64,
+            cleanup_failures: self.containers.cleanup_failures() as f64,
             alerts_firing,
         };
         self.history
@@ -398,6 +439,7 @@ impl Monitor {
         let mut host_sampler = HostSampler::for_current_process();
         host.publish(&host_sampler.tick());
         let instruments = Instruments::new(pipeline.core_meter(), &host);
+        let containers = Containers::new(pipeline.core_meter());
 
         let pid = std::process::id();
         let hostname = sysinfo::System::host_name().unwrap_or_else(|_| "unknown-host".into());
@@ -451,7 +493,8 @@ impl Monitor {
             evaluator: Mutex::new(evaluator),
             events: Mutex::new(EventLog::default()),
             history: Mutex::new(History::default()),
-            containers: Arc::new(ContainerReadings::default()),
+            containers,
+            runtime: runtime.handle().clone(),
             alert_sink,
             next_iteration: AtomicU64::new(1),
             stop_requested: AtomicBool::new(false),
@@ -466,6 +509,16 @@ impl Monitor {
         runtime.spawn(server::serve(listener, Arc::clone(&inner), cancel.clone()));
         runtime.spawn(sample_host_periodically(Arc::clone(&inner), cancel.clone()));
         runtime.spawn(log_long_run_statistics(Arc::clone(&inner), cancel.clone()));
+        if inner.settings.containers {
+            runtime.spawn(sample_containers_periodically(
+                Arc::clone(&inner),
+                cancel.clone(),
+            ));
+            runtime.spawn(sweep_orphans_periodically(
+                Arc::clone(&inner),
+                cancel.clone(),
+            ));
+        }
         if inner.settings.handle_signals {
             runtime.spawn(watch_signals(Arc::clone(&inner)));
         }
@@ -549,13 +602,42 @@ impl Monitor {
     }
 
     /// Feeds the count of orphaned containers left after a cleanup sweep to the
-    /// ContainerCleanupFailures rule. The containers feature calls it after each sweep;
-    /// loops that manage containers themselves may call it too.
+    /// ContainerCleanupFailures rule. The containers feature does this after each of
+    /// its sweeps; loops that run their own cleanup (with
+    /// [`MonitorBuilder::containers`] off) call it instead.
     pub fn report_orphaned_containers(&self, orphans: u64) {
-        let findings = self.inner.lock_evaluator().on_orphans(orphans);
-        if !findings.is_empty() {
-            self.inner.apply(findings);
+        self.inner.report_orphans(orphans);
+    }
+
+    /// The ownership labels (Contract 4) for containers this loop creates itself;
+    /// containers carrying them are sampled, and removed at shutdown.
+    pub fn labels(&self) -> std::collections::HashMap<String, String> {
+        ownership_labels(&self.inner.identity)
+    }
+
+    /// The sandbox launcher: labelled, resource-limited containers run to completion.
+    pub fn sandbox(&self) -> Sandbox {
+        Sandbox {
+            inner: Arc::clone(&self.inner),
         }
+    }
+
+    /// Runs an orphan sweep now and waits for it; `None` when Docker is unreachable or
+    /// the containers feature is off.
+    pub fn sweep_orphans(&self) -> Option<SweepReport> {
+        if !self.inner.settings.containers {
+            return None;
+        }
+        let report = self
+            .inner
+            .block_on(self.inner.containers.sweep(&self.inner.identity))?;
+        self.inner.report_orphans(report.remaining() as u64);
+        Some(report)
+    }
+
+    /// Whether Docker answered the last request (`loopwatch_docker_up`).
+    pub fn docker_up(&self) -> bool {
+        self.inner.containers.is_up()
     }
 
     /// The exposition `GET /metrics` would serve now.
@@ -606,6 +688,16 @@ impl Monitor {
 /// The last sample and the final export, run once per monitor.
 fn finish_run(inner: &Inner) -> Option<FinalExport> {
     inner.sample_host();
+    if inner.settings.containers {
+        let report: ContainerShutdownReport =
+            inner.block_on(inner.containers.verify_cleaned_up(&inner.identity));
+        if !report.left_behind.is_empty() {
+            tracing::error!(
+                left_behind = report.left_behind.len(),
+                "containers of this run are left behind; `loopwatch cleanup` removes them once this process has exited"
+            );
+        }
+    }
     if !inner.settings.final_export {
         return None;
     }
@@ -639,6 +731,33 @@ async fn sample_host_periodically(inner: Arc<Inner>, cancel: CancellationToken) 
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => inner.sample_host(),
+        }
+    }
+}
+
+async fn sample_containers_periodically(inner: Arc<Inner>, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(inner.settings.sample_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => inner.containers.sample(&inner.identity).await,
+        }
+    }
+}
+
+/// Sweeps for orphans at start-up and then every `orphan_sweep_interval`.
+async fn sweep_orphans_periodically(inner: Arc<Inner>, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(inner.settings.orphan_sweep_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {
+                if let Some(report) = inner.containers.sweep(&inner.identity).await {
+                    inner.report_orphans(report.remaining() as u64);
+                }
+            }
         }
     }
 }

@@ -56,14 +56,3 @@ impl HostReadings {
             .set(sample.host_memory_total_bytes as f64);
     }
 }
-
-/// The latest container readings, published by the container sampler.
-#[derive(Debug, Default)]
-pub(crate) struct ContainerReadings {
-    /// Running loopwatch-managed containers.
-    pub(crate) active: AtomicU64,
-    /// Their memory (working set), summed, in bytes.
-    pub(crate) memory_bytes: AtomicU64,
-    /// Cleanup failures so far.
-    pub(crate) cleanup_failures: AtomicU64,
-}

@@ -1,0 +1,194 @@
+//! Orphan sweeps and safe container removal.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::{
+    ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+};
+use bollard::Docker;
+use serde::Serialize;
+
+use crate::docker::labels::{classify, LiveProcesses, Ownership, LABEL_MANAGED};
+use crate::monitor::RunIdentity;
+
+/// Seconds a container gets between SIGTERM and SIGKILL when stopped.
+const STOP_GRACE_SECONDS: i32 = 2;
+/// Longest wait for any one Docker request, so a stuck daemon cannot hang cleanup.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Attempts at a removal Docker reports as already in progress (HTTP 409).
+const REMOVAL_ATTEMPTS: u32 = 6;
+
+/// What one orphan sweep found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    /// Orphans found: managed containers of dead owners on this host.
+    pub orphans: Vec<String>,
+    /// Orphans removed (or found already gone).
+    pub removed: Vec<String>,
+    /// Orphans that could not be removed, with the reason.
+    pub failed: Vec<(String, String)>,
+    /// Managed containers left alone because their owner is alive, unknown or remote.
+    pub left_alone: usize,
+    /// True when nothing was removed on purpose (`--dry-run`).
+    pub dry_run: bool,
+}
+
+impl SweepReport {
+    /// Orphans still present after the sweep.
+    pub fn remaining(&self) -> usize {
+        if self.dry_run {
+            self.orphans.len()
+        } else {
+            self.failed.len()
+        }
+    }
+}
+
+fn status_of(error: &DockerError) -> Option<u16> {
+    match error {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// Stops (briefly) and removes a container. 404 counts as done; 409 "removal in
+/// progress" is retried; every request has a timeout.
+pub(crate) async fn remove_container(docker: &Docker, id: &str) -> Result<(), String> {
+    let stop = docker.stop_container(
+        id,
+        Some(StopContainerOptions {
+            t: Some(STOP_GRACE_SECONDS),
+            signal: None,
+        }),
+    );
+    match tokio::time::timeout(REQUEST_TIMEOUT, stop).await {
+        Ok(Err(e)) if status_of(&e) == Some(404) => return Ok(()),
+        // Stopped, already stopped (304), or stuck: the forced removal below kills it.
+        _ => {}
+    }
+    let mut backoff = Duration::from_millis(200);
+    for _ in 0..REMOVAL_ATTEMPTS {
+        let remove = docker.remove_container(
+            id,
+            Some(RemoveContainerOptions {
+                force: true,
+                v: true,
+                link: false,
+            }),
+        );
+        match tokio::time::timeout(REQUEST_TIMEOUT, remove).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) if status_of(&e) == Some(404) => return Ok(()),
+            Ok(Err(e)) if status_of(&e) == Some(409) && e.to_string().contains("in progress") => {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no answer from Docker within {REQUEST_TIMEOUT:?}")),
+        }
+    }
+    Err("removal still in progress after retries".into())
+}
+
+/// Lists loopwatch-managed containers (running or not) with their labels and
+/// creation time (seconds since the epoch).
+pub(crate) async fn managed_containers(
+    docker: &Docker,
+    extra_label: Option<String>,
+    running_only: bool,
+) -> Result<Vec<(String, String, HashMap<String, String>, i64)>, DockerError> {
+    let mut labels = vec![format!("{LABEL_MANAGED}=true")];
+    labels.extend(extra_label);
+    let mut filters = HashMap::from([("label".to_string(), labels)]);
+    if running_only {
+        filters.insert("status".to_string(), vec!["running".to_string()]);
+    }
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let list = tokio::time::timeout(REQUEST_TIMEOUT, docker.list_containers(Some(options)))
+        .await
+        .map_err(|_| DockerError::RequestTimeoutError)??;
+    Ok(list
+        .into_iter()
+        .filter_map(|c| {
+            let id = c.id?;
+            let name = c
+                .names
+                .and_then(|n| n.into_iter().next())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| id.chars().take(12).collect());
+            Some((
+                id,
+                name,
+                c.labels.unwrap_or_default(),
+                c.created.unwrap_or(0),
+            ))
+        })
+        .collect())
+}
+
+/// Finds the orphans of dead loops on this host and removes them (unless `dry_run`).
+///
+/// Only managed containers whose owner process is verifiably gone are touched; so are
+/// never: unlabelled containers, containers of live loops (this one included),
+/// containers of other hosts, and containers created after the sweep began.
+pub(crate) async fn sweep(
+    docker: &Docker,
+    us: Option<&RunIdentity>,
+    hostname: &str,
+    dry_run: bool,
+) -> Result<SweepReport, DockerError> {
+    let began = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let containers = managed_containers(docker, None, false).await?;
+    let mut report = SweepReport {
+        dry_run,
+        ..SweepReport::default()
+    };
+    let Some(mut processes) = LiveProcesses::new() else {
+        tracing::error!("cannot read the process table; no container is treated as an orphan");
+        report.left_alone = containers.len();
+        return Ok(report);
+    };
+    for (id, _name, labels, created) in containers {
+        if created >= began {
+            report.left_alone += 1;
+            continue;
+        }
+        match classify(&labels, us, hostname, &mut processes) {
+            Ownership::Orphan => report.orphans.push(id),
+            Ownership::Ours | Ownership::Unmanaged => {}
+            _ => report.left_alone += 1,
+        }
+    }
+    tracing::info!(
+        orphans = report.orphans.len(),
+        left_alone = report.left_alone,
+        dry_run,
+        "found {} orphaned containers from previous runs",
+        report.orphans.len()
+    );
+    if dry_run {
+        return Ok(report);
+    }
+    for id in report.orphans.clone() {
+        match remove_container(docker, &id).await {
+            Ok(()) => {
+                tracing::info!(container = %id, "Cleaned up orphaned container {id}");
+                report.removed.push(id);
+            }
+            Err(reason) => {
+                tracing::error!(container = %id, error = %reason, "failed to clean up orphaned container {id}");
+                report.failed.push((id, reason));
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,198 @@
+//! Ownership labels (Contract 4) and the decision of whose a container is.
+
+use std::collections::HashMap;
+
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+use crate::monitor::RunIdentity;
+
+/// Label marking a container as started through (or labelled by) loopwatch.
+pub const LABEL_MANAGED: &str = "loopwatch.managed";
+/// Label carrying the run id of the loop that owns the container.
+pub const LABEL_RUN_ID: &str = "loopwatch.run_id";
+/// Label carrying the owner's host name.
+pub const LABEL_OWNER_HOST: &str = "loopwatch.owner.host";
+/// Label carrying the owner's process id.
+pub const LABEL_OWNER_PID: &str = "loopwatch.owner.pid";
+/// Label carrying the owner's process start time, seconds since the Unix epoch.
+pub const LABEL_OWNER_START_TIME: &str = "loopwatch.owner.start_time";
+
+/// Seconds of disagreement tolerated between a recorded and a measured process start
+/// time (both come from the kernel's boot-relative tick count, rounded to seconds).
+const START_TIME_TOLERANCE: u64 = 2;
+
+/// The labels every container of this run carries.
+///
+/// ```
+/// let identity = loopwatch::RunIdentity {
+///     run_id: "host-42-1700000000000".into(),
+///     hostname: "host".into(),
+///     pid: 42,
+///     process_start_time: 1_700_000_000,
+/// };
+/// let labels = loopwatch::ownership_labels(&identity);
+/// assert_eq!(labels["loopwatch.managed"], "true");
+/// assert_eq!(labels["loopwatch.owner.pid"], "42");
+/// ```
+pub fn ownership_labels(identity: &RunIdentity) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_RUN_ID.to_string(), identity.run_id.clone()),
+        (LABEL_OWNER_HOST.to_string(), identity.hostname.clone()),
+        (LABEL_OWNER_PID.to_string(), identity.pid.to_string()),
+        (
+            LABEL_OWNER_START_TIME.to_string(),
+            identity.process_start_time.to_string(),
+        ),
+    ])
+}
+
+/// Whose a container is, as far as cleanup is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// Not labelled by loopwatch: never touched.
+    Unmanaged,
+    /// This run's own container.
+    Ours,
+    /// A live loop's container (its owner process runs, with the recorded start time).
+    LiveOwner,
+    /// Owned by a process on another host: its liveness cannot be checked here.
+    OtherHost,
+    /// Labels missing or unreadable: left alone rather than guessed at.
+    Unverifiable,
+    /// The owner process is gone (no such pid, or the pid now belongs to a process
+    /// started at another time): an orphan to clean up.
+    Orphan,
+}
+
+/// Looks processes up to decide whether an owner is alive.
+pub(crate) trait ProcessTable {
+    /// Start time (seconds since the epoch) of the process with this pid, if one runs.
+    fn start_time(&mut self, pid: u32) -> Option<u64>;
+}
+
+/// The live process table, through sysinfo (one process refreshed per look-up).
+pub(crate) struct LiveProcesses(System);
+
+impl LiveProcesses {
+    pub(crate) fn new() -> Option<Self> {
+        System::new().ok().map(LiveProcesses)
+    }
+}
+
+impl ProcessTable for LiveProcesses {
+    fn start_time(&mut self, pid: u32) -> Option<u64> {
+        let pid = Pid::from_u32(pid);
+        self.0.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            true,
+            ProcessRefreshKind::nothing(),
+        );
+        self.0.process(pid).map(|p| p.start_time())
+    }
+}
+
+/// Decides whose a container is from its labels. `us` is `None` for an operator's
+/// cleanup command, which owns nothing itself.
+pub(crate) fn classify(
+    labels: &HashMap<String, String>,
+    us: Option<&RunIdentity>,
+    hostname: &str,
+    processes: &mut dyn ProcessTable,
+) -> Ownership {
+    if labels.get(LABEL_MANAGED).map(String::as_str) != Some("true") {
+        return Ownership::Unmanaged;
+    }
+    let run_id = labels.get(LABEL_RUN_ID);
+    if let (Some(us), Some(run_id)) = (us, run_id) {
+        if *run_id == us.run_id {
+            return Ownership::Ours;
+        }
+    }
+    let (Some(host), Some(pid), Some(started)) = (
+        labels.get(LABEL_OWNER_HOST),
+        labels
+            .get(LABEL_OWNER_PID)
+            .and_then(|p| p.parse::<u32>().ok()),
+        labels
+            .get(LABEL_OWNER_START_TIME)
+            .and_then(|t| t.parse::<u64>().ok()),
+    ) else {
+        return Ownership::Unverifiable;
+    };
+    if host != hostname {
+        return Ownership::OtherHost;
+    }
+    match processes.start_time(pid) {
+        Some(actual) if actual.abs_diff(started) <= START_TIME_TOLERANCE => Ownership::LiveOwner,
+        // No such process, or the pid was reused by a process started at another time.
+        _ => Ownership::Orphan,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FakeTable(HashMap<u32, u64>);
+
+    impl ProcessTable for FakeTable {
+        fn start_time(&mut self, pid: u32) -> Option<u64> {
+            self.0.get(&pid).copied()
+        }
+    }
+
+    fn identity(pid: u32, start: u64) -> RunIdentity {
+        RunIdentity {
+            run_id: format!("h-{pid}-{start}"),
+            hostname: "h".into(),
+            pid,
+            process_start_time: start,
+        }
+    }
+
+    #[test]
+    fn ownership_by_labels_and_process_identity() {
+        let us = identity(10, 1000);
+        // Process table: pid 10 is us; pid 20 a live loop started at 2000; pid 30 is an
+        // unrelated process started at 5000 (it reused the pid of a loop started at 3000).
+        let mut table = FakeTable(HashMap::from([(10, 1000), (20, 2000), (30, 5000)]));
+        let cases: Vec<(HashMap<String, String>, Ownership)> = vec![
+            (HashMap::new(), Ownership::Unmanaged),
+            (ownership_labels(&us), Ownership::Ours),
+            (ownership_labels(&identity(20, 2000)), Ownership::LiveOwner),
+            (ownership_labels(&identity(20, 2001)), Ownership::LiveOwner),
+            (ownership_labels(&identity(30, 3000)), Ownership::Orphan),
+            (ownership_labels(&identity(40, 4000)), Ownership::Orphan),
+            (
+                {
+                    let mut l = ownership_labels(&identity(40, 4000));
+                    l.insert(LABEL_OWNER_HOST.into(), "elsewhere".into());
+                    l
+                },
+                Ownership::OtherHost,
+            ),
+            (
+                HashMap::from([(LABEL_MANAGED.to_string(), "true".to_string())]),
+                Ownership::Unverifiable,
+            ),
+        ];
+        for (labels, expected) in cases {
+            assert_eq!(
+                classify(&labels, Some(&us), "h", &mut table),
+                expected,
+                "{labels:?}"
+            );
+        }
+        // Our own pid with another start time: a previous process that had our pid.
+        assert_eq!(
+            classify(
+                &ownership_labels(&identity(10, 900)),
+                Some(&us),
+                "h",
+                &mut table
+            ),
+            Ownership::Orphan
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! The sandbox launcher: run a command in a labelled, resource-limited container,
+//! collect its exit code and output, and remove it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, KillContainerOptions, LogsOptions, WaitContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt as _;
+
+use crate::docker::cleanup::remove_container;
+use crate::docker::labels::ownership_labels;
+use crate::monitor::Inner;
+
+/// What to run in a sandbox container.
+///
+/// ```
+/// use std::time::Duration;
+/// let spec = loopwatch::SandboxSpec::new("loopwatch-sandbox:latest", ["sh", "-c", "echo hi"])
+///     .memory_bytes(64 << 20)
+///     .cpus(0.5)
+///     .pids(32)
+///     .timeout(Duration::from_secs(30));
+/// assert_eq!(spec.image(), "loopwatch-sandbox:latest");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSpec {
+    image: String,
+    command: Vec<String>,
+    env: Vec<String>,
+    labels: HashMap<String, String>,
+    memory_bytes: i64,
+    cpus: f64,
+    pids: i64,
+    network: bool,
+    timeout: Duration,
+}
+
+impl SandboxSpec {
+    /// Default memory limit: 256 MiB.
+    pub const DEFAULT_MEMORY_BYTES: i64 = 256 << 20;
+    /// Default CPU limit: one core.
+    pub const DEFAULT_CPUS: f64 = 1.0;
+    /// Default limit on processes in the container.
+    pub const DEFAULT_PIDS: i64 = 64;
+    /// Default time before a runaway container is killed.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+    /// Runs `command` in `image`, with no network and the default limits.
+    pub fn new<I, S>(image: impl Into<String>, command: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        SandboxSpec {
+            image: image.into(),
+            command: command.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+            labels: HashMap::new(),
+            memory_bytes: Self::DEFAULT_MEMORY_BYTES,
+            cpus: Self::DEFAULT_CPUS,
+            pids: Self::DEFAULT_PIDS,
+            network: false,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The image to run.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
+    /// Memory limit in bytes.
+    pub fn memory_bytes(mut self, bytes: i64) -> Self {
+        self.memory_bytes = bytes;
+        self
+    }
+
+    /// CPU limit in cores (0.5 = half a core).
+    pub fn cpus(mut self, cpus: f64) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// Limit on processes.
+    pub fn pids(mut self, pids: i64) -> Self {
+        self.pids = pids;
+        self
+    }
+
+    /// Time before the container is killed as a runaway.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// An environment variable, `KEY=value`.
+    pub fn env(mut self, variable: impl Into<String>) -> Self {
+        self.env.push(variable.into());
+        self
+    }
+
+    /// An extra label (loopwatch's ownership labels are always added).
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Gives the container the default bridge network (off by default).
+    pub fn with_network(mut self) -> Self {
+        self.network = true;
+        self
+    }
+}
+
+/// What a sandbox run produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxOutput {
+    /// The container's name (the `name` label of its metrics).
+    pub name: String,
+    /// Exit code of the command (137 when killed).
+    pub exit_code: i64,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+    /// Wall-clock time from start to exit.
+    pub duration: Duration,
+    /// Whether it was killed for exceeding its timeout.
+    pub timed_out: bool,
+}
+
+/// Why a sandbox run failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// Docker is not reachable; see `loopwatch_docker_up`.
+    #[error("Docker is unreachable: {0}")]
+    DockerUnavailable(String),
+    /// Docker refused or failed a step.
+    #[error("sandbox container {step} failed: {reason}")]
+    Docker {
+        /// The step: create, start, wait, logs.
+        step: &'static str,
+        /// Docker's answer.
+        reason: String,
+    },
+}
+
+/// Starts sandbox containers for the loop; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Sandbox {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Runs the spec to completion, blocking the calling thread (not the monitor).
+    pub fn run(&self, spec: &SandboxSpec) -> Result<SandboxOutput, SandboxError> {
+        let inner = Arc::clone(&self.inner);
+        let spec = spec.clone();
+        self.inner.block_on(async move { run(&inner, &spec).await })
+    }
+
+    /// Runs the spec to completion from async code.
+    pub async fn run_async(&self, spec: &SandboxSpec) -> Result<SandboxOutput, SandboxError> {
+        let inner = Arc::clone(&self.inner);
+        let spec = spec.clone();
+        self.inner
+            .spawn(async move { run(&inner, &spec).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(SandboxError::DockerUnavailable(format!(
+                    "the sandbox task failed: {e}"
+                )))
+            })
+    }
+}
+
+fn docker_step(step: &'static str) -> impl Fn(bollard::errors::Error) -> SandboxError {
+    move |e| SandboxError::Docker {
+        step,
+        reason: e.to_string(),
+    }
+}
+
+async fn collect_logs(docker: &Docker, id: &str) -> (String, String) {
+    let mut logs = docker.logs(
+        id,
+        Some(LogsOptions {
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        }),
+    );
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    while let Some(Ok(chunk)) = logs.next().await {
+        match chunk {
+            bollard::container::LogOutput::StdErr { message } => {
+                stderr.push_str(&String::from_utf8_lossy(&message))
+            }
+            other => stdout.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+        }
+    }
+    (stdout, stderr)
+}
+
+async fn run(inner: &Inner, spec: &SandboxSpec) -> Result<SandboxOutput, SandboxError> {
+    let containers = &inner.containers;
+    let docker = containers.client().ok_or_else(|| {
+        SandboxError::DockerUnavailable("no Docker client could be configured".into())
+    })?;
+    let name = containers.next_name(&inner.identity);
+    let mut labels = ownership_labels(&inner.identity);
+    labels.extend(spec.labels.clone());
+    let body = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: Some(spec.command.clone()),
+        env: Some(spec.env.clone()),
+        labels: Some(labels),
+        network_disabled: Some(!spec.network),
+        host_config: Some(HostConfig {
+            memory: Some(spec.memory_bytes),
+            nano_cpus: Some((spec.cpus * 1e9) as i64),
+            pids_limit: Some(spec.pids),
+            network_mode: Some(if spec.network { "bridge" } else { "none" }.to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            }),
+            body,
+        )
+        .await
+        .map_err(|e| {
+            containers.mark_down_if_unreachable(&e);
+            docker_step("create")(e)
+        })?;
+    let id = created.id;
+    containers.track(&id);
+    let outcome = async {
+        docker.start_container(&id, None).await.map_err(docker_step("start"))?;
+        let started = Instant::now();
+        let mut wait = docker.wait_container(
+            &id,
+            Some(WaitContainerOptions {
+                condition: "not-running".into(),
+            }),
+        );
+        let (exit_code, timed_out) = match tokio::time::timeout(spec.timeout, wait.next()).await {
+            Ok(Some(Ok(response))) => (response.status_code, false),
+            // A non-zero exit arrives as an error carrying the code.
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => (code, false),
+            Ok(Some(Err(e))) => return Err(docker_step("wait")(e)),
+            Ok(None) => return Err(SandboxError::Docker { step: "wait", reason: "no answer".into() }),
+            Err(_) => {
+                tracing::warn!(container = %name, timeout = ?spec.timeout, "sandbox container exceeded its timeout; killing it");
+                let _ = docker
+                    .kill_container(&id, Some(KillContainerOptions { signal: "SIGKILL".into() }))
+                    .await;
+                (137, true)
+            }
+        };
+        let duration = started.elapsed();
+        let (stdout, stderr) = collect_logs(&docker, &id).await;
+        Ok(SandboxOutput {
+            name: name.clone(),
+            exit_code,
+            stdout,
+            stderr,
+            duration,
+            timed_out,
+        })
+    }
+    .await;
+    match remove_container(&docker, &id).await {
+        Ok(()) => containers.untrack(&id),
+        Err(reason) => {
+            containers.count_cleanup_failure();
+            tracing::error!(container = %name, error = %reason, "could not remove a sandbox container; it is retried at shutdown");
+        }
+    }
+    outcome
+}
