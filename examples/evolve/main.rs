@@ -16,6 +16,7 @@
 //! and `grafana/`; see the README.
 
 mod prices;
+mod sandbox;
 mod strategy;
 
 use std::path::PathBuf;
@@ -46,7 +47,11 @@ enum Scenario {
 
 /// An evolutionary strategy search watched by loopwatch.
 #[derive(Debug, Parser)]
-#[command(name = "evolve", version, about)]
+#[command(
+    name = "evolve",
+    version,
+    about = "An evolutionary search over trading strategies, watched by loopwatch"
+)]
 struct Args {
     /// Generations to run.
     #[arg(long, default_value_t = 100)]
@@ -86,6 +91,23 @@ struct Args {
     /// Run the same search without loopwatch (for overhead comparisons).
     #[arg(long)]
     no_monitor: bool,
+    /// Run each generation's back-tests in sandbox containers (the only backend:
+    /// `docker`), through loopwatch's labelled sandbox launcher.
+    #[arg(long, value_parser = ["docker"])]
+    sandbox: Option<String>,
+    /// Image of the sandbox containers (built by scripts/sandbox-image).
+    #[arg(long, env = "LOOPWATCH_SANDBOX_IMAGE", default_value = sandbox::DEFAULT_IMAGE)]
+    sandbox_image: String,
+    /// Concurrent sandbox containers per generation.
+    #[arg(long, default_value_t = 4)]
+    sandbox_workers: usize,
+    /// Abort the process (as a crash would) in this generation, while its sandbox
+    /// containers run: they are left as orphans for the next start to clean up.
+    #[arg(long)]
+    crash_in_generation: Option<u64>,
+    /// Internal: run as a sandbox back-test worker (reads EVOLVE_JOB).
+    #[arg(long, hide = true)]
+    worker: bool,
     /// Keep serving /metrics and the dashboard this long after the last generation.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     linger: Duration,
@@ -227,7 +249,12 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    if let Err(message) = run(&args) {
+    let result = if args.worker {
+        sandbox::worker()
+    } else {
+        run(&args)
+    };
+    if let Err(message) = result {
         eprintln!("error: {message}");
         std::process::exit(2);
     }
@@ -246,6 +273,15 @@ fn run(args: &Args) -> Result<(), String> {
         None
     } else {
         Some(build_monitor(args, knobs.leak).map_err(|e| e.to_string())?)
+    };
+    let sandboxed = match (&args.sandbox, &monitor) {
+        (Some(_), Some(m)) => Some(sandbox::SandboxedBacktests {
+            sandbox: m.sandbox(),
+            image: args.sandbox_image.clone(),
+            workers: args.sandbox_workers.max(1),
+        }),
+        (Some(_), None) => return Err("--sandbox needs loopwatch (drop --no-monitor)".into()),
+        _ => None,
     };
     if let Some(m) = &monitor {
         eprintln!(
@@ -278,17 +314,44 @@ fn run(args: &Args) -> Result<(), String> {
             (generation as usize - 1) * step
         };
         let data = &prices[start..start + window];
-        let mut resample_rng = Rng::new(args.seed ^ if knobs.frozen { 0 } else { generation });
-        let resamples = strategy::resample(data, args.resamples, &mut resample_rng);
-        let scored: Vec<(Rule, Result<Score, Failure>)> = population
-            .iter()
-            .map(|rule| {
-                (
-                    rule.clone(),
-                    strategy::backtest(rule, data, &resamples, knobs.min_trades),
-                )
-            })
-            .collect();
+        let resample_seed = args.seed ^ if knobs.frozen { 0 } else { generation };
+        if args.crash_in_generation == Some(generation) {
+            if let Some(runner) = &sandboxed {
+                // Start this generation's containers (with far more work than usual, so
+                // they are still running), then die the way a crash does.
+                let rules = population.clone();
+                let data = data.to_vec();
+                std::thread::scope(|scope| {
+                    scope.spawn(|| {
+                        runner.run(&rules, &data, resample_seed, 20_000, knobs.min_trades)
+                    });
+                    std::thread::sleep(Duration::from_secs(3));
+                    eprintln!("crashing on purpose in generation {generation}");
+                    std::process::abort();
+                });
+            }
+            eprintln!("crashing on purpose in generation {generation}");
+            std::process::abort();
+        }
+        let outcomes: Vec<Result<Score, Failure>> = match &sandboxed {
+            Some(runner) => runner.run(
+                &population,
+                data,
+                resample_seed,
+                args.resamples,
+                knobs.min_trades,
+            ),
+            None => {
+                let resamples =
+                    strategy::resample(data, args.resamples, &mut Rng::new(resample_seed));
+                population
+                    .iter()
+                    .map(|rule| strategy::backtest(rule, data, &resamples, knobs.min_trades))
+                    .collect()
+            }
+        };
+        let scored: Vec<(Rule, Result<Score, Failure>)> =
+            population.iter().cloned().zip(outcomes).collect();
         // The champion is the best strategy on this generation's data: the incumbent
         // (kept by elitism) must defend its place on every new window.
         let mut successes = 0u32;

@@ -2,8 +2,10 @@
 
 use crate::prices::Rng;
 
+use serde::{Deserialize, Serialize};
+
 /// A parameterised trading rule (long or flat, daily).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Rule {
     /// Long while the fast moving average is above the slow one.
     MaCrossover { fast: usize, slow: usize },
@@ -24,7 +26,7 @@ pub const THRESHOLD: (f64, f64) = (-0.05, 0.15);
 pub const Z: (f64, f64) = (0.0, 3.0);
 
 /// Back-test outcome of a strategy that could be scored.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Score {
     /// Annualised Sharpe ratio, mean over the original series and its resamples.
     pub sharpe: f64,
@@ -35,11 +37,13 @@ pub struct Score {
 }
 
 /// Why a strategy could not be scored (reported to loopwatch as a failure).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Failure {
     DegenerateParameters,
     TooFewTrades,
     NoVariance,
+    /// The back-test's sandbox container could not run or answer.
+    SandboxUnavailable,
 }
 
 impl Failure {
@@ -48,6 +52,7 @@ impl Failure {
             Failure::DegenerateParameters => "degenerate parameters",
             Failure::TooFewTrades => "too few trades",
             Failure::NoVariance => "no return variance",
+            Failure::SandboxUnavailable => "sandbox unavailable",
         }
     }
 }

@@ -47,7 +47,8 @@ ensure_dockerd() {
 }
 
 # The sandbox image: a busybox rootfs imported locally (there is no registry here).
-SANDBOX_IMAGE="${LOOPWATCH_SANDBOX_IMAGE:-loopwatch-sandbox:latest}"
+# Bump the tag when the rootfs layout changes, so machines that have the old one rebuild.
+SANDBOX_IMAGE="${LOOPWATCH_SANDBOX_IMAGE:-loopwatch-sandbox:1}"
 export LOOPWATCH_SANDBOX_IMAGE="$SANDBOX_IMAGE"
 
 ensure_sandbox_image() {
@@ -57,7 +58,11 @@ ensure_sandbox_image() {
   log "building $SANDBOX_IMAGE from busybox-static"
   local rootfs
   rootfs=$(mktemp -d)
-  mkdir -p "$rootfs/bin" "$rootfs/tmp"
+  mkdir -p "$rootfs/bin" "$rootfs/tmp" "$rootfs/usr/lib" "$rootfs/usr/lib64" "$rootfs/loopwatch"
+  # Host libraries are bind-mounted read-only at run time for dynamically linked
+  # programs (the evolve example's back-test worker); these links find them.
+  ln -s usr/lib "$rootfs/lib"
+  ln -s usr/lib64 "$rootfs/lib64"
   cp /bin/busybox "$rootfs/bin/busybox"
   for applet in sh sleep cat echo head dd yes true false kill env; do
     ln -s busybox "$rootfs/bin/$applet"

@@ -4,17 +4,13 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as DockerError;
-use bollard::query_parameters::{
-    ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
-};
+use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
 use serde::Serialize;
 
 use crate::docker::labels::{classify, LiveProcesses, Ownership, LABEL_MANAGED};
 use crate::monitor::RunIdentity;
 
-/// Seconds a container gets between SIGTERM and SIGKILL when stopped.
-const STOP_GRACE_SECONDS: i32 = 2;
 /// Longest wait for any one Docker request, so a stuck daemon cannot hang cleanup.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Attempts at a removal Docker reports as already in progress (HTTP 409).
@@ -53,21 +49,10 @@ fn status_of(error: &DockerError) -> Option<u16> {
     }
 }
 
-/// Stops (briefly) and removes a container. 404 counts as done; 409 "removal in
-/// progress" is retried; every request has a timeout.
+/// Kills and removes a container in one forced removal (its owner is gone or done
+/// with it, so no graceful stop is owed, and none can get stuck). 404 counts as done;
+/// 409 "removal in progress" is retried; every request has a timeout.
 pub(crate) async fn remove_container(docker: &Docker, id: &str) -> Result<(), String> {
-    let stop = docker.stop_container(
-        id,
-        Some(StopContainerOptions {
-            t: Some(STOP_GRACE_SECONDS),
-            signal: None,
-        }),
-    );
-    match tokio::time::timeout(REQUEST_TIMEOUT, stop).await {
-        Ok(Err(e)) if status_of(&e) == Some(404) => return Ok(()),
-        // Stopped, already stopped (304), or stuck: the forced removal below kills it.
-        _ => {}
-    }
     let mut backoff = Duration::from_millis(200);
     for _ in 0..REMOVAL_ATTEMPTS {
         let remove = docker.remove_container(
@@ -178,8 +163,12 @@ pub(crate) async fn sweep(
     if dry_run {
         return Ok(report);
     }
-    for id in report.orphans.clone() {
-        match remove_container(docker, &id).await {
+    let removals = report
+        .orphans
+        .iter()
+        .map(|id| async move { (id.clone(), remove_container(docker, id).await) });
+    for (id, outcome) in futures_util::future::join_all(removals).await {
+        match outcome {
             Ok(()) => {
                 tracing::info!(container = %id, "Cleaned up orphaned container {id}");
                 report.removed.push(id);

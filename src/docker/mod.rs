@@ -51,6 +51,9 @@ pub(crate) struct Containers {
     created: Mutex<HashSet<String>>,
     sequence: AtomicU64,
     stats: tokio::sync::Mutex<StatsSampler>,
+    /// Held for a whole sweep, and by shutdown verification, so shutdown waits for a
+    /// sweep in flight instead of cutting it short.
+    sweeping: Arc<tokio::sync::Mutex<()>>,
     last_sweep: Mutex<Option<SweepReport>>,
     shutdown: Mutex<Option<ContainerShutdownReport>>,
     cleanup_failures: Counter<u64>,
@@ -86,6 +89,7 @@ impl Containers {
             created: Mutex::new(HashSet::new()),
             sequence: AtomicU64::new(0),
             stats: tokio::sync::Mutex::new(StatsSampler::default()),
+            sweeping: Arc::new(tokio::sync::Mutex::new(())),
             last_sweep: Mutex::new(None),
             shutdown: Mutex::new(None),
             cleanup_failures: counter(meter, &catalog::CONTAINER_CLEANUP_FAILURES_TOTAL),
@@ -253,9 +257,23 @@ impl Containers {
         *self.readings.lock().unwrap_or_else(PoisonError::into_inner) = stats;
     }
 
+    /// Claims the sweep lock now, before the start-up sweep's task is scheduled, so
+    /// a shutdown that comes first still waits for that sweep.
+    pub(crate) fn claim_sweep(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        Arc::clone(&self.sweeping).try_lock_owned().ok()
+    }
+
     /// One orphan sweep; returns the orphans still present, or `None` if Docker is down.
-    pub(crate) async fn sweep(&self, identity: &RunIdentity) -> Option<SweepReport> {
+    pub(crate) async fn sweep(
+        &self,
+        identity: &RunIdentity,
+        claimed: Option<tokio::sync::OwnedMutexGuard<()>>,
+    ) -> Option<SweepReport> {
         let docker = self.client.as_ref()?;
+        let _sweeping = match claimed {
+            Some(guard) => guard,
+            None => Arc::clone(&self.sweeping).lock_owned().await,
+        };
         match cleanup::sweep(docker, Some(identity), &identity.hostname, false).await {
             Ok(report) => {
                 self.mark_up();
@@ -296,6 +314,7 @@ impl Containers {
         let Some(docker) = &self.client else {
             return report;
         };
+        let _sweeping = self.sweeping.lock().await;
         let listed = cleanup::managed_containers(
             docker,
             Some(format!("{LABEL_RUN_ID}={}", identity.run_id)),
@@ -318,8 +337,12 @@ impl Containers {
                 return report;
             }
         }
-        for id in ids {
-            match cleanup::remove_container(docker, &id).await {
+        let removals = ids.into_iter().map(|id| async move {
+            let outcome = cleanup::remove_container(docker, &id).await;
+            (id, outcome)
+        });
+        for (id, outcome) in futures_util::future::join_all(removals).await {
+            match outcome {
                 Ok(()) => {
                     self.untrack(&id);
                     report.removed.push(id);

@@ -38,6 +38,7 @@ pub struct SandboxSpec {
     pids: i64,
     network: bool,
     timeout: Duration,
+    binds: Vec<String>,
 }
 
 impl SandboxSpec {
@@ -66,7 +67,15 @@ impl SandboxSpec {
             pids: Self::DEFAULT_PIDS,
             network: false,
             timeout: Self::DEFAULT_TIMEOUT,
+            binds: Vec::new(),
         }
+    }
+
+    /// Mounts a host path into the container, read-only (code or data to run on).
+    pub fn bind_read_only(mut self, host: impl AsRef<std::path::Path>, container: &str) -> Self {
+        self.binds
+            .push(format!("{}:{container}:ro", host.as_ref().display()));
+        self
     }
 
     /// The image to run.
@@ -233,6 +242,7 @@ async fn run(inner: &Inner, spec: &SandboxSpec) -> Result<SandboxOutput, Sandbox
             nano_cpus: Some((spec.cpus * 1e9) as i64),
             pids_limit: Some(spec.pids),
             network_mode: Some(if spec.network { "bridge" } else { "none" }.to_string()),
+            binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
             ..Default::default()
         }),
         ..Default::default()

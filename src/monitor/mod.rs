@@ -514,9 +514,11 @@ impl Monitor {
                 Arc::clone(&inner),
                 cancel.clone(),
             ));
+            let claimed = inner.containers.claim_sweep();
             runtime.spawn(sweep_orphans_periodically(
                 Arc::clone(&inner),
                 cancel.clone(),
+                claimed,
             ));
         }
         if inner.settings.handle_signals {
@@ -630,7 +632,7 @@ impl Monitor {
         }
         let report = self
             .inner
-            .block_on(self.inner.containers.sweep(&self.inner.identity))?;
+            .block_on(self.inner.containers.sweep(&self.inner.identity, None))?;
         self.inner.report_orphans(report.remaining() as u64);
         Some(report)
     }
@@ -747,17 +749,31 @@ async fn sample_containers_periodically(inner: Arc<Inner>, cancel: CancellationT
 }
 
 /// Sweeps for orphans at start-up and then every `orphan_sweep_interval`.
-async fn sweep_orphans_periodically(inner: Arc<Inner>, cancel: CancellationToken) {
+async fn sweep_orphans_periodically(
+    inner: Arc<Inner>,
+    cancel: CancellationToken,
+    mut claimed: Option<tokio::sync::OwnedMutexGuard<()>>,
+) {
     let mut ticker = tokio::time::interval(inner.settings.orphan_sweep_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ticker.tick() => {
-                if let Some(report) = inner.containers.sweep(&inner.identity).await {
-                    inner.report_orphans(report.remaining() as u64);
-                }
+        // The start-up sweep (holding the lock claimed at start) is not cancellable;
+        // later ones wait for their tick.
+        if claimed.is_none() {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
             }
+        } else {
+            ticker.tick().await;
+        }
+        // A sweep, once begun, runs to the end: shutdown waits for it.
+        if let Some(report) = inner
+            .containers
+            .sweep(&inner.identity, claimed.take())
+            .await
+        {
+            inner.report_orphans(report.remaining() as u64);
         }
     }
 }
