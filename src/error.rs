@@ -38,6 +38,9 @@ pub enum Error {
     /// The OpenTelemetry to Prometheus pipeline could not be assembled.
     #[error("cannot set up the metrics pipeline: {0}")]
     Pipeline(String),
+    /// Docker could not be reached or refused a request.
+    #[error("Docker is unreachable: {0}; is dockerd running and DOCKER_HOST right?")]
+    Docker(String),
     /// A final export file could not be written.
     #[error("cannot write {path}: {source}; check that the directory exists and is writable, or set LOOPWATCH_OUTPUT_DIR")]
     Write {

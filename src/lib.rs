@@ -60,7 +60,7 @@ pub use docker::labels::{
     LABEL_OWNER_START_TIME, LABEL_RUN_ID,
 };
 pub use docker::sandbox::{Sandbox, SandboxError, SandboxOutput, SandboxSpec};
-pub use docker::ContainerShutdownReport;
+pub use docker::{cleanup_orphans, ContainerShutdownReport};
 pub use error::{Error, Result};
 pub use evaluate::{
     AlertName, AlertState, Event, EventKind, RollingValues, Thresholds, Transition, WarningChange,

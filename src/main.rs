@@ -1,5 +1,7 @@
 //! The `loopwatch` command: operator tools around the loopwatch SDK.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// Operator tools for loops watched by loopwatch.
@@ -14,11 +16,57 @@ struct Cli {
 enum Command {
     /// Print the table of every exported metric (Markdown, as in the README).
     Metrics,
+    /// Remove orphaned containers of dead loops on this host (after a crash, say).
+    /// Containers of live loops, of other hosts and unlabelled ones are never touched.
+    Cleanup {
+        /// Only list the orphans; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
-fn main() {
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Metrics => print!("{}", loopwatch::catalog::markdown_table()),
+        Command::Metrics => {
+            print!("{}", loopwatch::catalog::markdown_table());
+            ExitCode::SUCCESS
+        }
+        Command::Cleanup { dry_run } => match loopwatch::cleanup_orphans(dry_run) {
+            Ok(report) => {
+                for id in &report.orphans {
+                    let verdict = if dry_run {
+                        "would remove"
+                    } else if report.removed.contains(id) {
+                        "removed"
+                    } else {
+                        "FAILED"
+                    };
+                    println!("{verdict} {id}");
+                }
+                println!(
+                    "{} orphaned, {} removed, {} failed, {} left alone (live, remote or unverifiable owners)",
+                    report.orphans.len(),
+                    report.removed.len(),
+                    report.failed.len(),
+                    report.left_alone
+                );
+                if report.failed.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::from(2)
+            }
+        },
     }
 }

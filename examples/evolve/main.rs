@@ -317,13 +317,20 @@ fn run(args: &Args) -> Result<(), String> {
         let resample_seed = args.seed ^ if knobs.frozen { 0 } else { generation };
         if args.crash_in_generation == Some(generation) {
             if let Some(runner) = &sandboxed {
-                // Start this generation's containers (with far more work than usual, so
-                // they are still running), then die the way a crash does.
+                // Start this generation's containers (held busy, so they are still
+                // running), then die the way a crash does.
                 let rules = population.clone();
                 let data = data.to_vec();
                 std::thread::scope(|scope| {
                     scope.spawn(|| {
-                        runner.run(&rules, &data, resample_seed, 20_000, knobs.min_trades)
+                        runner.run(
+                            &rules,
+                            &data,
+                            resample_seed,
+                            args.resamples,
+                            knobs.min_trades,
+                            300,
+                        )
                     });
                     std::thread::sleep(Duration::from_secs(3));
                     eprintln!("crashing on purpose in generation {generation}");
@@ -340,6 +347,7 @@ fn run(args: &Args) -> Result<(), String> {
                 resample_seed,
                 args.resamples,
                 knobs.min_trades,
+                0,
             ),
             None => {
                 let resamples =

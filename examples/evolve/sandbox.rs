@@ -25,6 +25,10 @@ pub struct Job {
     pub resamples: usize,
     pub min_trades: usize,
     pub rules: Vec<Rule>,
+    /// Crash drill: seconds the worker stays busy before it starts, so that a crash of
+    /// the loop finds its containers running.
+    #[serde(default)]
+    pub hold_seconds: u64,
 }
 
 /// Runs inside the container: reads the job, back-tests, prints the outcomes.
@@ -33,6 +37,7 @@ pub fn worker() -> Result<(), String> {
         &std::env::var(JOB_VARIABLE).map_err(|_| format!("{JOB_VARIABLE} is not set"))?,
     )
     .map_err(|e| format!("bad job: {e}"))?;
+    std::thread::sleep(Duration::from_secs(job.hold_seconds));
     let mut rng = Rng::new(job.resample_seed);
     let resamples = strategy::resample(&job.prices, job.resamples, &mut rng);
     let outcomes: Vec<Result<Score, Failure>> = job
@@ -62,6 +67,7 @@ impl SandboxedBacktests {
         resample_seed: u64,
         resamples: usize,
         min_trades: usize,
+        hold_seconds: u64,
     ) -> Vec<Result<Score, Failure>> {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("evolve"));
         let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
@@ -80,6 +86,7 @@ impl SandboxedBacktests {
                         resamples,
                         min_trades,
                         rules: chunk.to_vec(),
+                        hold_seconds,
                     };
                     let spec = SandboxSpec::new(
                         &self.image,
@@ -95,7 +102,7 @@ impl SandboxedBacktests {
                     .memory_bytes(256 << 20)
                     .cpus(1.0)
                     .pids(16)
-                    .timeout(Duration::from_secs(120));
+                    .timeout(Duration::from_secs(120 + hold_seconds));
                     let sandbox = &self.sandbox;
                     let size = chunk.len();
                     scope.spawn(move || {

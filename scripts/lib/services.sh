@@ -34,6 +34,10 @@ ensure_dockerd() {
     return 0
   fi
   log "starting dockerd"
+  # A daemon that died uncleanly leaves its pid file behind and the next refuses to start.
+  if ! pgrep -x dockerd >/dev/null; then
+    as_root rm -f /var/run/docker.pid
+  fi
   as_root sh -c 'nohup dockerd >/tmp/loopwatch-dockerd.log 2>&1 &'
   for _ in $(seq 1 60); do
     if docker info >/dev/null 2>&1; then

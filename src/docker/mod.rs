@@ -372,3 +372,23 @@ impl Containers {
             .clone()
     }
 }
+
+/// Sweeps this host for orphaned loopwatch containers once, outside any loop: what
+/// `loopwatch cleanup` runs after a crash. With `dry_run` it only reports them.
+///
+/// The caller owns no run, so every managed container whose owner process is gone is
+/// an orphan; containers of live loops, other hosts and unlabelled containers are
+/// never touched.
+pub fn cleanup_orphans(dry_run: bool) -> Result<SweepReport, crate::Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(crate::Error::Runtime)?;
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(|e| crate::Error::Docker(e.to_string()))?
+        .with_timeout(std::time::Duration::from_secs(30));
+    let hostname = sysinfo::System::host_name().unwrap_or_else(|_| "unknown-host".into());
+    runtime
+        .block_on(cleanup::sweep(&docker, None, &hostname, dry_run))
+        .map_err(|e| crate::Error::Docker(e.to_string()))
+}

@@ -1,0 +1,587 @@
+//! Containers against a real Docker Engine (started by scripts/test): stats, the
+//! sandbox launcher, orphan cleanup and its safety, real removal failures, crash
+//! recovery, a 100-generation sandboxed run, and Docker going down mid-run.
+//!
+//! The tests share one daemon and each Monitor sweeps for orphans, so they run one at
+//! a time (a process-wide lock).
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use loopwatch::{AlertName, Monitor, SandboxSpec, LABEL_MANAGED, LABEL_RUN_ID};
+use support::services::logs;
+use support::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn image() -> String {
+    std::env::var("LOOPWATCH_SANDBOX_IMAGE").unwrap_or_else(|_| "loopwatch-sandbox:1".into())
+}
+
+/// Runs the docker CLI, asserting success; returns trimmed stdout.
+fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI installed");
+    assert!(
+        output.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn exists(id: &str) -> bool {
+    Command::new("docker")
+        .args(["inspect", "--format", "{{.Id}}", id])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Starts a detached container with the given labels running `script` in sh.
+fn run_labelled(labels: &HashMap<String, String>, script: &str) -> String {
+    let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--network".into(), "none".into()];
+    for (k, v) in labels {
+        args.push("--label".into());
+        args.push(format!("{k}={v}"));
+    }
+    args.extend([image(), "sh".into(), "-c".into(), script.into()]);
+    docker(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn monitor() -> Monitor {
+    logs();
+    Monitor::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .final_export(false)
+        .sample_interval(Duration::from_millis(200))
+        .build()
+        .unwrap()
+}
+
+fn hostname() -> String {
+    sysinfo::System::host_name().unwrap()
+}
+
+/// Start time of a live process, as loopwatch records it.
+fn start_time_of(pid: u32) -> u64 {
+    let mut system = sysinfo::System::new().unwrap();
+    let pid = sysinfo::Pid::from_u32(pid);
+    system.refresh_processes_specifics(
+        sysinfo::ProcessesToUpdate::Some(&[pid]),
+        true,
+        sysinfo::ProcessRefreshKind::nothing(),
+    );
+    system.process(pid).expect("process is alive").start_time()
+}
+
+fn owner_labels(run_id: &str, host: &str, pid: u32, start_time: u64) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_RUN_ID.to_string(), run_id.to_string()),
+        ("loopwatch.owner.host".to_string(), host.to_string()),
+        ("loopwatch.owner.pid".to_string(), pid.to_string()),
+        (
+            "loopwatch.owner.start_time".to_string(),
+            start_time.to_string(),
+        ),
+    ])
+}
+
+/// The pid of a process that has exited (its owner is certainly gone).
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+fn managed_ids(filter: &str) -> Vec<String> {
+    docker(&["ps", "-aq", "--no-trunc", "--filter", filter])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn stats_show_a_busy_container_and_vanish_when_it_goes() {
+    let _serial = serial();
+    let monitor = monitor();
+    let addr = monitor.local_addr();
+    // 64 MiB held by dd (its pipe reader never reads) and one core burnt by yes.
+    let id = run_labelled(
+        &monitor.labels(),
+        "yes > /dev/null & dd if=/dev/zero bs=64M count=1 | sleep 300",
+    );
+    let name = docker(&["inspect", "--format", "{{.Name}}", &id])
+        .trim_start_matches('/')
+        .to_string();
+    let (mut memory, mut cpu) = (0.0, 0.0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (memory < 60e6 || cpu < 50.0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let e = parse(&scrape(addr)).unwrap();
+        memory = e
+            .get("container_memory_usage")
+            .and_then(|f| f.value_with(&[("name", &name)]))
+            .unwrap_or(0.0);
+        cpu = e
+            .get("container_cpu_usage")
+            .and_then(|f| f.value_with(&[("name", &name)]))
+            .unwrap_or(0.0);
+    }
+    let e = parse(&scrape(addr)).unwrap();
+    docker(&["rm", "-f", &id]);
+    assert!(
+        memory >= 60e6 && memory < 512e6,
+        "working set of 64 MiB held: {memory}"
+    );
+    assert!(cpu >= 50.0 && cpu <= 210.0, "one core busy: {cpu}%");
+    assert_eq!(e["active_containers"].value(), 1.0);
+    assert_eq!(e["loopwatch_docker_up"].value(), 1.0);
+    wait_until(
+        Duration::from_secs(10),
+        "the container's series to vanish",
+        || {
+            let text = scrape(addr);
+            !text.contains(&format!("name=\"{name}\""))
+        },
+    );
+    assert_eq!(
+        parse(&scrape(addr)).unwrap()["active_containers"].value(),
+        0.0
+    );
+    monitor.shutdown();
+}
+
+#[test]
+fn the_sandbox_runs_limits_collects_and_removes() {
+    let _serial = serial();
+    let monitor = monitor();
+    let sandbox = monitor.sandbox();
+    let ok = sandbox
+        .run(
+            &SandboxSpec::new(image(), ["sh", "-c", "echo hello; echo oops >&2; exit 3"])
+                .memory_bytes(32 << 20),
+        )
+        .unwrap();
+    assert_eq!(ok.exit_code, 3);
+    assert_eq!(ok.stdout.trim(), "hello");
+    assert_eq!(ok.stderr.trim(), "oops");
+    assert!(!ok.timed_out);
+    // No network by default.
+    let net = sandbox
+        .run(&SandboxSpec::new(
+            image(),
+            ["sh", "-c", "cat /sys/class/net/*/operstate | wc -l"],
+        ))
+        .unwrap();
+    assert_eq!(
+        net.stdout.trim(),
+        "1",
+        "only the loopback interface: {net:?}"
+    );
+    // A runaway is killed at its timeout.
+    let started = Instant::now();
+    let runaway = sandbox
+        .run(&SandboxSpec::new(image(), ["sleep", "300"]).timeout(Duration::from_secs(1)))
+        .unwrap();
+    assert!(runaway.timed_out);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let run = format!("label={LABEL_RUN_ID}={}", monitor.identity().run_id);
+    assert!(
+        managed_ids(&run).is_empty(),
+        "every sandbox container removed"
+    );
+    monitor.shutdown();
+}
+
+#[test]
+fn orphans_of_dead_owners_are_removed_and_nothing_else_is_touched() {
+    let _serial = serial();
+    logs();
+    let host = hostname();
+    // Another loop, alive, in another process: the evolve example lingering.
+    let dir = tempfile::tempdir().unwrap();
+    let mut live_loop: Child = Command::new(example_path("evolve"))
+        .args([
+            "--iterations",
+            "1",
+            "--population",
+            "8",
+            "--resamples",
+            "1",
+            "--linger",
+            "120s",
+        ])
+        .env("LOOPWATCH_LISTEN", "127.0.0.1:0")
+        .env("LOOPWATCH_OUTPUT_DIR", dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Keep draining its stderr (it must not die of a closed pipe), and wait for its own
+    // start-up sweep, so that it cannot race ours.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = live_loop.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next_line = |needle: &str| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the live loop is talking");
+        if line.contains(needle) {
+            return line;
+        }
+    };
+    let run_line = next_line("run_id=");
+    let live_run_id = run_line
+        .split("run_id=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    next_line("orphaned containers from previous runs");
+    let live_pid = live_loop.id();
+    let live_start = start_time_of(live_pid);
+
+    // An unrelated process whose pid an old loop once had.
+    let mut unrelated = Command::new("sleep").arg("300").spawn().unwrap();
+    let unrelated_pid = unrelated.id();
+    let unrelated_start = start_time_of(unrelated_pid);
+
+    let dead = [
+        run_labelled(
+            &owner_labels("dead-run-a", &host, dead_pid(), 1_600_000_000),
+            "sleep 300",
+        ),
+        run_labelled(
+            &owner_labels("dead-run-b", &host, dead_pid(), 1_600_000_100),
+            "sleep 300",
+        ),
+        // pid reused: the pid is alive, but its process started at another time.
+        run_labelled(
+            &owner_labels("dead-run-c", &host, unrelated_pid, unrelated_start - 3600),
+            "sleep 300",
+        ),
+    ];
+    let kept = [
+        run_labelled(&HashMap::new(), "sleep 300"),
+        run_labelled(
+            &owner_labels(&live_run_id, &host, live_pid, live_start),
+            "sleep 300",
+        ),
+        // The same live pid with its true start time: alive, not an orphan.
+        run_labelled(
+            &owner_labels("sleeper-run", &host, unrelated_pid, unrelated_start),
+            "sleep 300",
+        ),
+        run_labelled(
+            &owner_labels("remote-run", "another-host", dead_pid(), 1_600_000_000),
+            "sleep 300",
+        ),
+    ];
+    let_the_second_pass();
+    let monitor = monitor();
+    wait_until(
+        Duration::from_secs(60),
+        "the dead owners' containers to go",
+        || dead.iter().all(|id| !exists(id)),
+    );
+    for id in &dead {
+        let lines = logs().lines_with(&[&format!("Cleaned up orphaned container {id}")]);
+        assert_eq!(lines.len(), 1, "{id}: {lines:?}");
+    }
+    assert!(!logs()
+        .lines_with(&["found 3 orphaned containers from previous runs"])
+        .is_empty());
+    for id in &kept {
+        assert!(exists(id), "{id} must be left alone");
+    }
+    let e = parse(&scrape(monitor.local_addr())).unwrap();
+    assert_eq!(e["orphaned_containers"].value(), 0.0);
+    assert!(e["loopwatch_containers_cleaned_total"].value() >= 3.0);
+    monitor.shutdown();
+
+    for id in &kept {
+        docker(&["rm", "-f", id]);
+    }
+    let _ = unrelated.kill();
+    let _ = live_loop.kill();
+    let _ = live_loop.wait();
+    let _ = unrelated.wait();
+}
+
+/// Makes a container's removal fail for real: an immutable file in its writable layer
+/// stops Docker from deleting the layer ("operation not permitted").
+fn make_unremovable(id: &str) -> String {
+    let upper = docker(&["inspect", "--format", "{{.GraphDriver.Data.UpperDir}}", id]);
+    let file = format!("{upper}/pinned");
+    std::fs::write(&file, b"pinned").unwrap();
+    let status = Command::new("chattr")
+        .args(["+i", &file])
+        .status()
+        .expect("chattr (e2fsprogs)");
+    assert!(status.success(), "chattr +i {file}");
+    file
+}
+
+/// Containers made unremovable, released (and removed) when dropped, pass or fail.
+struct Pinned(Vec<(String, String)>);
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        for (id, file) in &self.0 {
+            let _ = Command::new("chattr").args(["-i", file]).status();
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+    }
+}
+
+/// Sweeps leave alone containers created in the second the sweep began; let the
+/// clock move past the ones a test just created.
+fn let_the_second_pass() {
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
+#[test]
+fn removal_that_fails_for_real_is_counted_logged_and_alerted() {
+    let _serial = serial();
+    let host = hostname();
+    let mut pinned = Pinned(Vec::new());
+    for i in 0..4 {
+        let id = run_labelled(
+            &owner_labels(&format!("stuck-{i}"), &host, dead_pid(), 1_600_000_000),
+            "sleep 300",
+        );
+        let file = make_unremovable(&id);
+        pinned.0.push((id, file));
+    }
+    let_the_second_pass();
+    let monitor = monitor();
+    let addr = monitor.local_addr();
+    wait_until(
+        Duration::from_secs(60),
+        "the failed sweep to be reported",
+        || parse(&scrape(addr)).unwrap()["orphaned_containers"].value() == 4.0,
+    );
+    let e = parse(&scrape(addr)).unwrap();
+    assert!(e["loopwatch_container_cleanup_failures_total"].value() >= 4.0);
+    for (id, _) in &pinned.0 {
+        let lines = logs().lines_with(&[
+            "ERROR",
+            &format!("failed to clean up orphaned container {id}"),
+        ]);
+        assert!(!lines.is_empty(), "no error logged for {id}");
+    }
+    assert!(
+        monitor
+            .firing_alerts()
+            .contains(&AlertName::ContainerCleanupFailures),
+        "4 > 3 orphans"
+    );
+    monitor.shutdown();
+}
+
+#[test]
+fn a_killed_loop_leaves_orphans_that_the_next_start_removes() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(example_path("evolve"))
+        .args([
+            "--iterations",
+            "5",
+            "--population",
+            "8",
+            "--resamples",
+            "2",
+            "--sandbox",
+            "docker",
+            "--sandbox-workers",
+            "3",
+        ])
+        .args(["--crash-in-generation", "2"])
+        .env("LOOPWATCH_LISTEN", "127.0.0.1:0")
+        .env("LOOPWATCH_OUTPUT_DIR", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the loop crashed");
+    let left = managed_ids(&format!("label={LABEL_MANAGED}=true"));
+    assert!(
+        !left.is_empty(),
+        "its running sandbox containers are left behind"
+    );
+    assert!(
+        !dir.path().join("metrics_final.json").exists(),
+        "a crash writes no export"
+    );
+
+    let monitor = monitor();
+    wait_until(
+        Duration::from_secs(60),
+        "the crash's orphans to be removed",
+        || left.iter().all(|id| !exists(id)),
+    );
+    for id in &left {
+        assert_eq!(
+            logs()
+                .lines_with(&[&format!("Cleaned up orphaned container {id}")])
+                .len(),
+            1
+        );
+    }
+    monitor.shutdown();
+}
+
+#[test]
+fn a_hundred_sandboxed_generations_leave_zero_containers() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(example_path("evolve"))
+        .args([
+            "--iterations",
+            "100",
+            "--population",
+            "8",
+            "--resamples",
+            "1",
+            "--window",
+            "300",
+        ])
+        .args(["--sandbox", "docker", "--sandbox-workers", "2"])
+        .env("LOOPWATCH_LISTEN", "127.0.0.1:0")
+        .env("LOOPWATCH_OUTPUT_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("generations: 100"), "{stdout}");
+    assert!(
+        managed_ids(&format!("label={LABEL_MANAGED}=true")).is_empty(),
+        "zero loopwatch containers left"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("metrics_final.json")).unwrap())
+            .unwrap();
+    assert!(
+        json["summary"]["strategy_successes"].as_u64().unwrap() > 100,
+        "back-tests ran: {json:#}"
+    );
+    assert!(
+        json["summary"]["failure_reasons"]
+            .get("sandbox unavailable")
+            .is_none(),
+        "every sandbox answered: {:#}",
+        json["summary"]["failure_reasons"]
+    );
+    assert_eq!(
+        json["containers"]["shutdown"]["left_behind"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+}
+
+fn docker_answers() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn docker_going_down_mid_run_degrades_only_containers_and_recovers() {
+    let _serial = serial();
+    let monitor = monitor();
+    let addr = monitor.local_addr();
+    wait_until(Duration::from_secs(10), "docker up", || monitor.docker_up());
+
+    // Stop the daemon (SIGTERM: a clean stop, as an operator's would be).
+    Command::new("pkill")
+        .args(["-TERM", "-x", "dockerd"])
+        .status()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "dockerd to stop", || {
+        !docker_answers()
+    });
+    wait_until(Duration::from_secs(10), "loopwatch_docker_up 0", || {
+        parse(&scrape(addr)).unwrap()["loopwatch_docker_up"].value() == 0.0
+    });
+    // The loop carries on, and so does everything else.
+    for _ in 0..5 {
+        let mut it = monitor.start_iteration();
+        it.record_success(1.0, 0.1);
+    }
+    let e = parse(&scrape(addr)).unwrap();
+    assert_eq!(e["strategy_success_total"].value(), 5.0);
+    assert_eq!(
+        logs()
+            .lines_with(&["Docker is unreachable; container metrics"])
+            .len(),
+        1,
+        "said once"
+    );
+
+    // Bring it back once the old daemon has fully exited: container metrics recover
+    // without restarting the loop.
+    wait_until(Duration::from_secs(120), "the old dockerd to exit", || {
+        !Command::new("pgrep")
+            .args(["-x", "dockerd"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    });
+    Command::new("sh")
+        .args([
+            "-c",
+            "rm -f /var/run/docker.pid; nohup dockerd >/tmp/loopwatch-dockerd.log 2>&1 &",
+        ])
+        .status()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "dockerd to answer again",
+        docker_answers,
+    );
+    let id = run_labelled(&monitor.labels(), "sleep 300");
+    wait_until(
+        Duration::from_secs(20),
+        "container metrics to recover",
+        || {
+            let e = parse(&scrape(addr)).unwrap();
+            e["loopwatch_docker_up"].value() == 1.0 && e["active_containers"].value() == 1.0
+        },
+    );
+    assert!(!logs().lines_with(&["Docker is reachable again"]).is_empty());
+    docker(&["rm", "-f", &id]);
+    monitor.shutdown();
+}
