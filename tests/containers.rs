@@ -585,3 +585,32 @@ fn docker_going_down_mid_run_degrades_only_containers_and_recovers() {
     docker(&["rm", "-f", &id]);
     monitor.shutdown();
 }
+
+#[test]
+fn a_stats_sweep_of_twenty_containers_is_concurrent() {
+    let _serial = serial();
+    let monitor = monitor();
+    let ids: Vec<String> = (0..20)
+        .map(|_| run_labelled(&monitor.labels(), "sleep 300"))
+        .collect();
+    monitor.sample_containers_now();
+    let mut timings = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        monitor.sample_containers_now();
+        timings.push(started.elapsed());
+    }
+    let e = parse(&scrape(monitor.local_addr())).unwrap();
+    assert_eq!(e["active_containers"].value(), 20.0);
+    assert_eq!(e["container_memory_usage"].samples.len(), 20);
+    timings.sort();
+    // A measurement for the README, not a pass/fail threshold.
+    println!(
+        "stats sweep of 20 running containers: median {:?}, max {:?}",
+        timings[2], timings[4]
+    );
+    for id in &ids {
+        docker(&["rm", "-f", id]);
+    }
+    monitor.shutdown();
+}

@@ -637,6 +637,15 @@ impl Monitor {
         Some(report)
     }
 
+    /// Takes one container sample now and waits for it (the sampler does this every
+    /// tick): this run's running containers, their stats read concurrently.
+    pub fn sample_containers_now(&self) {
+        if self.inner.settings.containers {
+            self.inner
+                .block_on(self.inner.containers.sample(&self.inner.identity));
+        }
+    }
+
     /// Whether Docker answered the last request (`loopwatch_docker_up`).
     pub fn docker_up(&self) -> bool {
         self.inner.containers.is_up()
