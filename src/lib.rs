@@ -49,6 +49,7 @@ mod docker;
 mod error;
 mod evaluate;
 mod export;
+pub mod generate;
 mod instruments;
 mod monitor;
 mod pipeline;

@@ -16,6 +16,18 @@ struct Cli {
 enum Command {
     /// Print the table of every exported metric (Markdown, as in the README).
     Metrics,
+    /// Regenerate the Prometheus rules and their promtool tests (prometheus/).
+    Rules {
+        /// Repository root to write under.
+        #[arg(long, default_value = ".")]
+        root: std::path::PathBuf,
+    },
+    /// Regenerate the Grafana dashboard (grafana/dashboards/loopwatch.json).
+    Dashboard {
+        /// Repository root to write under.
+        #[arg(long, default_value = ".")]
+        root: std::path::PathBuf,
+    },
     /// Remove orphaned containers of dead loops on this host (after a crash, say).
     /// Containers of live loops, of other hosts and unlabelled ones are never touched.
     Cleanup {
@@ -38,6 +50,17 @@ fn main() -> ExitCode {
             print!("{}", loopwatch::catalog::markdown_table());
             ExitCode::SUCCESS
         }
+        Command::Rules { root } => written(
+            loopwatch::generate::write_rules(&root, &loopwatch::Thresholds::default()),
+            &[
+                loopwatch::generate::RULES_FILE,
+                loopwatch::generate::RULES_TEST_FILE,
+            ],
+        ),
+        Command::Dashboard { root } => written(
+            loopwatch::generate::write_dashboard(&root, &loopwatch::Thresholds::default()),
+            &[loopwatch::generate::DASHBOARD_FILE],
+        ),
         Command::Cleanup { dry_run } => match loopwatch::cleanup_orphans(dry_run) {
             Ok(report) => {
                 for id in &report.orphans {
@@ -68,5 +91,20 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+fn written(result: std::io::Result<()>, files: &[&str]) -> ExitCode {
+    match result {
+        Ok(()) => {
+            for file in files {
+                println!("wrote {file}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,0 +1,243 @@
+//! The Grafana dashboard (Grafana 9+): the four panels of requirement 2, with units,
+//! threshold lines at the alert thresholds, a 5 s refresh, a Prometheus datasource
+//! variable, and annotations for champion changes and alerts.
+
+use serde_json::{json, Value};
+
+use crate::catalog;
+use crate::evaluate::Thresholds;
+
+/// Path of the dashboard, relative to the repository.
+pub const DASHBOARD_FILE: &str = "grafana/dashboards/loopwatch.json";
+
+/// One query of a panel: PromQL, legend, unit, and an optional threshold line.
+struct Query {
+    expr: String,
+    legend: &'static str,
+    unit: &'static str,
+    threshold: Option<f64>,
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+fn q(expr: impl Into<String>, legend: &'static str, unit: &'static str) -> Query {
+    Query {
+        expr: expr.into(),
+        legend,
+        unit,
+        threshold: None,
+        min: None,
+        max: None,
+    }
+}
+
+impl Query {
+    fn threshold(mut self, value: f64) -> Self {
+        self.threshold = Some(value);
+        self
+    }
+
+    fn range(mut self, min: f64, max: f64) -> Self {
+        self.min = Some(min);
+        self.max = Some(max);
+        self
+    }
+}
+
+const DATASOURCE: &str = "${datasource}";
+
+fn panel(id: u64, title: &str, description: &str, x: u64, y: u64, queries: Vec<Query>) -> Value {
+    let ref_ids = ["A", "B", "C", "D"];
+    let targets: Vec<Value> = queries
+        .iter()
+        .zip(ref_ids)
+        .map(|(query, ref_id)| {
+            json!({
+                "datasource": {"type": "prometheus", "uid": DATASOURCE},
+                "expr": query.expr,
+                "legendFormat": query.legend,
+                "refId": ref_id,
+            })
+        })
+        .collect();
+    // Each query keeps its own unit (and axis), and its own threshold line.
+    let overrides: Vec<Value> = queries
+        .iter()
+        .zip(ref_ids)
+        .map(|(query, ref_id)| {
+            let mut properties = vec![json!({"id": "unit", "value": query.unit})];
+            if let Some(min) = query.min {
+                properties.push(json!({"id": "min", "value": min}));
+            }
+            if let Some(max) = query.max {
+                properties.push(json!({"id": "max", "value": max}));
+            }
+            if let Some(threshold) = query.threshold {
+                properties
+                    .push(json!({"id": "custom.thresholdsStyle", "value": {"mode": "dashed"}}));
+                properties.push(
+                    json!({"id": "thresholds", "value": {"mode": "absolute", "steps": [
+                        {"color": "green", "value": null},
+                        {"color": "red", "value": threshold},
+                    ]}}),
+                );
+            }
+            json!({"matcher": {"id": "byFrameRefID", "options": ref_id}, "properties": properties})
+        })
+        .collect();
+    json!({
+        "id": id,
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": {"type": "prometheus", "uid": DATASOURCE},
+        "gridPos": {"h": 10, "w": 12, "x": x, "y": y},
+        "fieldConfig": {
+            "defaults": {
+                "custom": {"drawStyle": "line", "lineWidth": 1, "showPoints": "never", "spanNulls": true,
+                           "thresholdsStyle": {"mode": "off"}},
+                "thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": null}]},
+            },
+            "overrides": overrides,
+        },
+        "options": {
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": true},
+            "tooltip": {"mode": "multi", "sort": "none"},
+        },
+        "targets": targets,
+    })
+}
+
+/// Every PromQL expression of the dashboard's panels and annotations.
+pub fn dashboard_expressions(dashboard: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = target["expr"].as_str() {
+                out.push(expr.to_string());
+            }
+        }
+    }
+    for annotation in dashboard["annotations"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(expr) = annotation["expr"].as_str() {
+            out.push(expr.to_string());
+        }
+    }
+    out
+}
+
+/// The dashboard, as Grafana's JSON model.
+pub fn grafana_dashboard(t: &Thresholds) -> Value {
+    let c = |spec: &catalog::MetricSpec| spec.name;
+    let panels = vec![
+        panel(
+            1,
+            "Resource Usage",
+            "Loop process memory (GB) and CPU (%, 100 = one core), and wall-clock time per iteration (s).",
+            0,
+            0,
+            vec![
+                q(format!("{} / 1e9", c(&catalog::MEMORY_USAGE_BYTES)), "memory (GB)", "decgbytes"),
+                q(c(&catalog::CPU_USAGE_PERCENT), "CPU (%)", "percent"),
+                q(c(&catalog::EXECUTION_TIME_SECONDS), "execution time per iteration", "s"),
+                q("100 * loopwatch:host_memory_used:ratio", "host memory in use (%)", "percent")
+                    .threshold(t.memory_fraction * 100.0),
+            ],
+        ),
+        panel(
+            2,
+            "Strategy Performance",
+            "Success rate over the last 10 iterations (%), mean Sharpe ratio and max drawdown of each iteration.",
+            12,
+            0,
+            vec![
+                q(format!("100 * {}", c(&catalog::SUCCESS_RATE_10ITER)), "success rate (%)", "percent")
+                    .threshold(t.success_rate_floor * 100.0)
+                    .range(0.0, 100.0),
+                q(c(&catalog::SHARPE_RATIO), "Sharpe ratio", "none"),
+                q(c(&catalog::MAX_DRAWDOWN), "max drawdown", "percentunit"),
+            ],
+        ),
+        panel(
+            3,
+            "Diversity Metrics",
+            "Population diversity (0-1), distinct strategies, and champion age in iterations.",
+            0,
+            10,
+            vec![
+                q(c(&catalog::POPULATION_DIVERSITY), "diversity", "none")
+                    .threshold(t.diversity_floor)
+                    .range(0.0, 1.0),
+                q(c(&catalog::UNIQUE_STRATEGY_COUNT), "unique strategies", "short"),
+                q(c(&catalog::CHAMPION_STALENESS_ITERATIONS), "champion age (iterations)", "short")
+                    .threshold(t.staleness_iterations as f64),
+            ],
+        ),
+        panel(
+            4,
+            "Container Stats",
+            "Running sandbox containers, working-set memory per container (MB), cleanup failures and orphans left.",
+            12,
+            10,
+            vec![
+                q(c(&catalog::ACTIVE_CONTAINERS), "active containers", "short"),
+                q(
+                    format!("{} / 1e6 or on() vector(0)", c(&catalog::CONTAINER_MEMORY_USAGE)),
+                    "{{name}} memory (MB)",
+                    "decmbytes",
+                ),
+                q(c(&catalog::CONTAINER_CLEANUP_FAILURES_TOTAL), "cleanup failures", "short"),
+                q(c(&catalog::ORPHANED_CONTAINERS), "orphaned containers", "short").threshold(t.orphan_limit as f64),
+            ],
+        ),
+    ];
+    json!({
+        "title": "loopwatch",
+        "uid": "loopwatch",
+        "description": "Resource usage, strategy performance, diversity and containers of an iteration loop watched by loopwatch.",
+        "tags": ["loopwatch"],
+        "schemaVersion": 37,
+        "version": 1,
+        "editable": true,
+        "graphTooltip": 1,
+        "refresh": "5s",
+        "time": {"from": "now-1h", "to": "now"},
+        "timepicker": {"refresh_intervals": ["5s", "10s", "30s", "1m", "5m"]},
+        "templating": {"list": [{
+            "name": "datasource",
+            "label": "Prometheus",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {},
+            "hide": 0,
+            "refresh": 1,
+        }]},
+        "annotations": {"list": [
+            {
+                "name": "Champion updates",
+                "datasource": {"type": "prometheus", "uid": DATASOURCE},
+                "enable": true,
+                "iconColor": "green",
+                "expr": format!("changes({}[1m]) > 0", c(&catalog::CHAMPION_CHANGES_TOTAL)),
+                "step": "5s",
+                "titleFormat": "Champion changed",
+                "textFormat": "new champion on {{instance}}",
+            },
+            {
+                "name": "Alerts",
+                "datasource": {"type": "prometheus", "uid": DATASOURCE},
+                "enable": true,
+                "iconColor": "red",
+                "expr": "ALERTS{alertstate=\"firing\", job=\"loopwatch\"}",
+                "step": "5s",
+                "titleFormat": "{{alertname}}",
+                "tagKeys": "severity",
+            },
+        ]},
+        "panels": panels,
+    })
+}
