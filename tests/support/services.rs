@@ -172,3 +172,99 @@ impl LogCapture {
         let _ = std::io::stderr().write_all(&self.lines.lock().unwrap());
     }
 }
+
+/// Percent-encodes a query-string value.
+pub fn url_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A private Prometheus (Debian's 2.42) running the repository's configuration, with
+/// its targets pointed at the test's own loop and Alertmanager; killed when dropped.
+pub struct Prometheus {
+    pub addr: SocketAddr,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts it with `prometheus/prometheus.yml` and the rules, scraping `target` and
+    /// alerting `alertmanager`.
+    pub fn start(target: SocketAddr, alertmanager: Option<SocketAddr>) -> Self {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prometheus");
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = std::fs::read_to_string(repo.join("prometheus.yml")).unwrap();
+        assert!(config.contains("127.0.0.1:8000") && config.contains("127.0.0.1:9093"));
+        config = config.replace("127.0.0.1:8000", &target.to_string());
+        if let Some(am) = alertmanager {
+            config = config.replace("127.0.0.1:9093", &am.to_string());
+        }
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        std::fs::copy(
+            repo.join("loopwatch.rules.yml"),
+            dir.path().join("loopwatch.rules.yml"),
+        )
+        .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--storage.tsdb.retention.time=30d")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus is installed (scripts/test installs it)");
+        wait_until(Duration::from_secs(30), "Prometheus to be ready", || {
+            super::http_raw(
+                addr,
+                format!("GET /-/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .map(|r| r.status == 200)
+            .unwrap_or(false)
+        });
+        Prometheus { addr, child, dir }
+    }
+
+    /// GETs an API path, returning the `data` of a successful answer.
+    pub fn api(&self, path: &str) -> serde_json::Value {
+        let response = http_get(self.addr, path);
+        assert_eq!(response.status, 200, "{path}: {}", response.body);
+        let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        assert_eq!(body["status"], "success", "{path}: {body}");
+        body["data"].clone()
+    }
+
+    /// Runs an instant query; returns its result vector.
+    pub fn query(&self, expr: &str) -> Vec<serde_json::Value> {
+        let data = self.api(&format!("/api/v1/query?query={}", url_encode(expr)));
+        data["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Its log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
