@@ -54,7 +54,15 @@ pub struct Settings {
     pub containers: bool,
     /// Period between orphan sweeps.
     pub orphan_sweep_interval: Duration,
+    /// Whether every metric is also exported over OTLP/HTTP (feature `otlp`).
+    pub otlp: bool,
 }
+
+/// Standard variables whose presence switches the OTLP export on.
+pub const OTLP_ENDPOINT_VARIABLES: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+];
 
 /// Reads one environment variable; unset and empty both mean "not given".
 pub(crate) fn env_var(name: &'static str) -> Option<String> {

@@ -54,7 +54,33 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
-fn bridged_provider() -> Result<(SdkMeterProvider, Registry), Error> {
+/// The optional OTLP/HTTP reader: exports every metric periodically from its own
+/// thread (the loop never waits on it), configured by the standard
+/// `OTEL_EXPORTER_OTLP_*` and `OTEL_METRIC_EXPORT_INTERVAL` variables.
+#[cfg(feature = "otlp")]
+fn otlp_reader(
+) -> Result<opentelemetry_sdk::metrics::PeriodicReader<opentelemetry_otlp::MetricExporter>, Error> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let mut builder = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .with_temporality(opentelemetry_sdk::metrics::Temporality::Cumulative);
+    let timeout_set = [
+        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
+    if !timeout_set {
+        // A collector that is down must not hold a shutdown for the SDK's default 10 s.
+        builder = builder.with_timeout(std::time::Duration::from_secs(2));
+    }
+    let exporter = builder
+        .build()
+        .map_err(|e| Error::Pipeline(format!("OTLP exporter: {e}")))?;
+    Ok(opentelemetry_sdk::metrics::PeriodicReader::builder(exporter).build())
+}
+
+fn bridged_provider(otlp: bool) -> Result<(SdkMeterProvider, Registry), Error> {
     let registry = Registry::new();
     let exporter = opentelemetry_prometheus::exporter()
         .with_registry(registry.clone())
@@ -64,14 +90,23 @@ fn bridged_provider() -> Result<(SdkMeterProvider, Registry), Error> {
         .scope_info_enabled(false)
         .build()
         .map_err(|e| Error::Pipeline(e.to_string()))?;
-    let provider = SdkMeterProvider::builder().with_reader(exporter).build();
-    Ok((provider, registry))
+    let builder = SdkMeterProvider::builder().with_reader(exporter);
+    #[cfg(feature = "otlp")]
+    let builder = if otlp {
+        builder.with_reader(otlp_reader()?)
+    } else {
+        builder
+    };
+    #[cfg(not(feature = "otlp"))]
+    let _ = otlp;
+    Ok((builder.build(), registry))
 }
 
 impl Pipeline {
-    pub(crate) fn new() -> Result<Self, Error> {
-        let (core_provider, core_registry) = bridged_provider()?;
-        let (user_provider, user_registry) = bridged_provider()?;
+    /// Builds both providers; with `otlp`, each also exports over OTLP/HTTP.
+    pub(crate) fn new(otlp: bool) -> Result<Self, Error> {
+        let (core_provider, core_registry) = bridged_provider(otlp)?;
+        let (user_provider, user_registry) = bridged_provider(otlp)?;
         let core_meter = core_provider.meter(CORE_SCOPE);
         let user_meter = user_provider.meter(USER_SCOPE);
         let collection_errors =

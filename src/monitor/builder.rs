@@ -36,6 +36,7 @@ pub struct MonitorBuilder {
     thresholds: Option<Thresholds>,
     containers: Option<bool>,
     orphan_sweep_interval: Option<Duration>,
+    otlp: Option<bool>,
 }
 
 impl MonitorBuilder {
@@ -107,6 +108,15 @@ impl MonitorBuilder {
         self
     }
 
+    /// Also export every metric over OTLP/HTTP to an OpenTelemetry Collector (needs
+    /// the `otlp` feature). Default: on when `OTEL_EXPORTER_OTLP_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` is set; the other standard
+    /// `OTEL_EXPORTER_OTLP_*` variables and `OTEL_METRIC_EXPORT_INTERVAL` apply.
+    pub fn otlp(mut self, on: bool) -> Self {
+        self.otlp = Some(on);
+        self
+    }
+
     /// Resolves every setting: builder value, else environment, else default.
     pub fn settings(&self) -> Result<Settings, Error> {
         let listen = match self.listen {
@@ -163,6 +173,11 @@ impl MonitorBuilder {
                 .orphan_sweep_interval
                 .unwrap_or(config::DEFAULT_ORPHAN_SWEEP_INTERVAL)
                 .max(config::MIN_SAMPLE_INTERVAL),
+            otlp: self.otlp.unwrap_or_else(|| {
+                config::OTLP_ENDPOINT_VARIABLES
+                    .iter()
+                    .any(|v| std::env::var_os(v).is_some_and(|value| !value.is_empty()))
+            }),
         })
     }
 

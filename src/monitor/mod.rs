@@ -434,7 +434,10 @@ impl Monitor {
         let local_addr = listener.local_addr().map_err(Error::Runtime)?;
 
         let started_at = SystemTime::now();
-        let pipeline = Pipeline::new()?;
+        if settings.otlp && !cfg!(feature = "otlp") {
+            tracing::warn!("OTLP export was asked for, but loopwatch was built without the `otlp` feature; only /metrics serves the metrics");
+        }
+        let pipeline = Pipeline::new(settings.otlp && cfg!(feature = "otlp"))?;
         let host = Arc::new(HostReadings::default());
         let mut host_sampler = HostSampler::for_current_process();
         host.publish(&host_sampler.tick());
