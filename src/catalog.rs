@@ -176,6 +176,12 @@ catalog! {
     /// Metric collections that failed or panicked.
     COLLECTION_ERRORS_TOTAL = "loopwatch_collection_errors_total", Counter, "{error}", &["source"], None, Always,
         "Metric collections that failed or panicked, by source: core or user (errors).";
+    /// Renders of the exposition.
+    METRICS_RENDERS_TOTAL = "loopwatch_metrics_renders_total", Counter, "{render}", &[], None, Always,
+        "Collections rendered for GET /metrics; concurrent scrapes share one render (renders).";
+    /// HTTP requests refused.
+    HTTP_REJECTED_TOTAL = "loopwatch_http_rejected_total", Counter, "{request}", &["reason"], None, Always,
+        "HTTP requests or connections refused, by reason: overload (503 past the in-flight cap) or connections (past the connection cap) (requests).";
     /// Sampler ticks run.
     SAMPLER_TICKS_TOTAL = "loopwatch_sampler_ticks_total", Counter, "{tick}", &[], None, Always,
         "Host and process sampler ticks completed (ticks).";

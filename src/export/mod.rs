@@ -4,3 +4,5 @@ pub(crate) mod alertmanager;
 pub(crate) mod dashboard;
 pub(crate) mod final_export;
 pub(crate) mod server;
+
+pub use server::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_IN_FLIGHT, REQUEST_TIMEOUT};
