@@ -56,6 +56,8 @@ pub struct Settings {
     pub orphan_sweep_interval: Duration,
     /// Whether every metric is also exported over OTLP/HTTP (feature `otlp`).
     pub otlp: bool,
+    /// Web configuration file (TLS, basic auth) of the endpoint, if any.
+    pub web_config: Option<PathBuf>,
 }
 
 /// Standard variables whose presence switches the OTLP export on.

@@ -69,6 +69,7 @@ pub use evaluate::{
 };
 pub use export::dashboard::html_escape;
 pub use export::final_export::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
+pub use export::web_config::ENV_WEB_CONFIG;
 pub use export::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_IN_FLIGHT, REQUEST_TIMEOUT};
 pub use monitor::{
     HistoryPoint, Iteration, IterationSummary, Monitor, MonitorBuilder, Population, RunIdentity,

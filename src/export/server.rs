@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog;
+use crate::export::web_config::{BasicAuth, WebConfig};
 use crate::instruments::counter;
 use crate::monitor::Inner;
 use crate::pipeline::PROMETHEUS_CONTENT_TYPE;
@@ -43,6 +44,7 @@ type Render = Shared<BoxFuture<'static, Result<Arc<String>, String>>>;
 /// The endpoint's shared state.
 pub(crate) struct Endpoint {
     inner: Arc<Inner>,
+    auth: Option<BasicAuth>,
     in_flight: Semaphore,
     current_render: Mutex<Option<Render>>,
     renders: Counter<u64>,
@@ -50,7 +52,7 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) fn new(inner: Arc<Inner>) -> Arc<Self> {
+    pub(crate) fn new(inner: Arc<Inner>, auth: Option<BasicAuth>) -> Arc<Self> {
         let meter = inner.pipeline.core_meter();
         let renders = counter(meter, &catalog::METRICS_RENDERS_TOTAL);
         let rejected = counter(meter, &catalog::HTTP_REJECTED_TOTAL);
@@ -60,6 +62,7 @@ impl Endpoint {
         }
         Arc::new(Endpoint {
             inner,
+            auth,
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
             current_render: Mutex::new(None),
             renders,
@@ -114,23 +117,85 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// The routes of the endpoint.
+/// The routes of the endpoint; with basic auth, every route but /healthz needs it.
 pub(crate) fn router(endpoint: Arc<Endpoint>) -> Router {
-    Router::new()
+    let protected = Router::new()
         .route("/", get(dashboard))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
         .fallback(not_found)
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&endpoint),
+            require_login,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
         .with_state(endpoint)
 }
 
-/// Accepts connections until `cancel` fires, each served by hyper with the limits above.
+/// Lets a request through when no users are configured or its credentials check out
+/// (bcrypt runs on a blocking thread); otherwise 401.
+async fn require_login(
+    State(endpoint): State<Arc<Endpoint>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if endpoint.auth.is_some() {
+        let header = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let checker = Arc::clone(&endpoint);
+        let allowed = tokio::task::spawn_blocking(move || {
+            checker
+                .auth
+                .as_ref()
+                .is_some_and(|auth| auth.check(header.as_deref()))
+        })
+        .await
+        .unwrap_or(false);
+        if !allowed {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"loopwatch\"")],
+                "unauthorized\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Serves one connection with hyper, under the header-read timeout, until it ends or
+/// `cancel` fires.
+async fn serve_connection<S>(stream: S, app: Router, cancel: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    tokio::select! {
+        _ = connection => {}
+        _ = cancel.cancelled() => {}
+    }
+}
+
+/// Accepts connections until `cancel` fires, each served by hyper with the limits
+/// above, over TLS when the web configuration asks for it.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     inner: Arc<Inner>,
+    web: Option<WebConfig>,
     cancel: CancellationToken,
 ) {
-    let endpoint = Endpoint::new(inner);
+    let (tls, auth) = match web {
+        Some(web) => (web.tls, web.auth),
+        None => (None, None),
+    };
+    let endpoint = Endpoint::new(inner, auth);
     let app = router(Arc::clone(&endpoint));
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -153,16 +218,20 @@ pub(crate) async fn serve(
             drop(stream);
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let cancel = cancel.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = cancel.cancelled() => {}
+            match tls {
+                // The handshake, too, must finish within the header-read timeout.
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, app, cancel).await,
+                        Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake refused"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+                None => serve_connection(stream, app, cancel).await,
             }
             drop(permit);
         });

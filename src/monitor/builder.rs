@@ -37,6 +37,7 @@ pub struct MonitorBuilder {
     containers: Option<bool>,
     orphan_sweep_interval: Option<Duration>,
     otlp: Option<bool>,
+    web_config: Option<PathBuf>,
 }
 
 impl MonitorBuilder {
@@ -117,6 +118,13 @@ impl MonitorBuilder {
         self
     }
 
+    /// A web configuration file for the endpoint (TLS, basic auth), in the format of
+    /// Prometheus's exporter-toolkit (default none, env `LOOPWATCH_WEB_CONFIG`).
+    pub fn web_config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.web_config = Some(path.into());
+        self
+    }
+
     /// Resolves every setting: builder value, else environment, else default.
     pub fn settings(&self) -> Result<Settings, Error> {
         let listen = match self.listen {
@@ -173,6 +181,9 @@ impl MonitorBuilder {
                 .orphan_sweep_interval
                 .unwrap_or(config::DEFAULT_ORPHAN_SWEEP_INTERVAL)
                 .max(config::MIN_SAMPLE_INTERVAL),
+            web_config: self.web_config.clone().or_else(|| {
+                config::env_var(crate::export::web_config::ENV_WEB_CONFIG).map(PathBuf::from)
+            }),
             otlp: self.otlp.unwrap_or_else(|| {
                 config::OTLP_ENDPOINT_VARIABLES
                     .iter()

@@ -425,6 +425,11 @@ impl Monitor {
     }
 
     fn start(settings: Settings) -> Result<Monitor, Error> {
+        let web = settings
+            .web_config
+            .as_deref()
+            .map(crate::export::web_config::WebConfig::load)
+            .transpose()?;
         let listener =
             std::net::TcpListener::bind(settings.listen).map_err(|source| Error::Bind {
                 addr: settings.listen,
@@ -509,7 +514,12 @@ impl Monitor {
             let _guard = runtime.enter();
             tokio::net::TcpListener::from_std(listener).map_err(Error::Runtime)?
         };
-        runtime.spawn(server::serve(listener, Arc::clone(&inner), cancel.clone()));
+        runtime.spawn(server::serve(
+            listener,
+            Arc::clone(&inner),
+            web,
+            cancel.clone(),
+        ));
         runtime.spawn(sample_host_periodically(Arc::clone(&inner), cancel.clone()));
         runtime.spawn(log_long_run_statistics(Arc::clone(&inner), cancel.clone()));
         if inner.settings.containers {

@@ -212,6 +212,21 @@ impl Prometheus {
             dir.path().join("loopwatch.rules.yml"),
         )
         .unwrap();
+        Self::launch(dir)
+    }
+
+    /// Starts one with the given configuration text (files it names resolve relative
+    /// to a fresh directory, where `extra` files are written first).
+    pub fn start_with(config: &str, extra: &[(&str, &[u8])]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        for (name, bytes) in extra {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        Self::launch(dir)
+    }
+
+    fn launch(dir: tempfile::TempDir) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
         let child = Command::new("prometheus")
