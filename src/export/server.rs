@@ -31,9 +31,9 @@ use crate::monitor::Inner;
 use crate::pipeline::PROMETHEUS_CONTENT_TYPE;
 
 /// Requests served at once; more get 503 at once rather than queue.
-pub const MAX_IN_FLIGHT: usize = 32;
+pub const MAX_IN_FLIGHT: usize = 128;
 /// Open connections; more are closed on accept.
-pub const MAX_CONNECTIONS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 512;
 /// Time a client has to send a request's head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a request has to be answered.
