@@ -70,6 +70,17 @@ impl Endpoint {
         })
     }
 
+    /// A place among the requests in flight, or the 503 to answer at once.
+    fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Response> {
+        self.in_flight.try_acquire().map_err(|_| {
+            self.rejected.add(1, &[KeyValue::new("reason", "overload")]);
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many concurrent requests; retry shortly\n",
+            )
+        })
+    }
+
     /// Joins the render in flight, or starts one on a blocking thread.
     async fn render(&self) -> Result<Arc<String>, String> {
         let render = {
@@ -239,14 +250,9 @@ pub(crate) async fn serve(
 }
 
 async fn metrics(State(endpoint): State<Arc<Endpoint>>) -> Response {
-    let Ok(_permit) = endpoint.in_flight.try_acquire() else {
-        endpoint
-            .rejected
-            .add(1, &[KeyValue::new("reason", "overload")]);
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many concurrent requests; retry shortly\n",
-        );
+    let _permit = match endpoint.admit() {
+        Ok(permit) => permit,
+        Err(refused) => return refused,
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, endpoint.render()).await {
         Ok(Ok(body)) => (
@@ -269,14 +275,9 @@ async fn metrics(State(endpoint): State<Arc<Endpoint>>) -> Response {
 }
 
 async fn dashboard(State(endpoint): State<Arc<Endpoint>>) -> Response {
-    let Ok(_permit) = endpoint.in_flight.try_acquire() else {
-        endpoint
-            .rejected
-            .add(1, &[KeyValue::new("reason", "overload")]);
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many concurrent requests; retry shortly\n",
-        );
+    let _permit = match endpoint.admit() {
+        Ok(permit) => permit,
+        Err(refused) => return refused,
     };
     let inner = Arc::clone(&endpoint.inner);
     match tokio::task::spawn_blocking(move || crate::export::dashboard::render(&inner)).await {

@@ -114,29 +114,25 @@ pub fn metric_names(expr: &str) -> Vec<String> {
     names
 }
 
+/// Writes `text` to `file` under `root`, creating its directory.
+fn write_file(root: &Path, file: &str, text: &str) -> std::io::Result<()> {
+    let path = root.join(file);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text)
+}
+
 /// Writes the rules file and its unit tests under `root` (the repository).
 pub fn write_rules(root: &Path, thresholds: &Thresholds) -> std::io::Result<()> {
-    for (file, text) in [
-        (RULES_FILE, prometheus_rules(thresholds)),
-        (RULES_TEST_FILE, promtool_tests(thresholds)),
-    ] {
-        let path = root.join(file);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(path, text)?;
-    }
-    Ok(())
+    write_file(root, RULES_FILE, &prometheus_rules(thresholds))?;
+    write_file(root, RULES_TEST_FILE, &promtool_tests(thresholds))
 }
 
 /// Writes the dashboard under `root` (the repository).
 pub fn write_dashboard(root: &Path, thresholds: &Thresholds) -> std::io::Result<()> {
-    let path = root.join(DASHBOARD_FILE);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let mut text = serde_json::to_string_pretty(&grafana_dashboard(thresholds))
         .map_err(std::io::Error::other)?;
     text.push('\n');
-    std::fs::write(path, text)
+    write_file(root, DASHBOARD_FILE, &text)
 }

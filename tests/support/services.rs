@@ -19,6 +19,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits until a Prometheus-family service answers `GET /-/ready` with 200.
+fn wait_ready(addr: SocketAddr, service: &str) {
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{service} to be ready"),
+        || {
+            let request =
+                format!("GET /-/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            super::http_raw(addr, request.as_bytes())
+                .map(|r| r.status == 200)
+                .unwrap_or(false)
+        },
+    );
+}
+
 /// A private Alertmanager process; killed when dropped.
 pub struct Alertmanager {
     pub addr: SocketAddr,
@@ -65,16 +80,7 @@ impl Alertmanager {
             .spawn()
             .expect("prometheus-alertmanager is installed (scripts/test installs it)");
         self.child = Some(child);
-        let addr = self.addr;
-        wait_until(Duration::from_secs(20), "Alertmanager to be ready", || {
-            super::http_raw(
-                addr,
-                format!("GET /-/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .map(|r| r.status == 200)
-            .unwrap_or(false)
-        });
+        wait_ready(self.addr, "Alertmanager");
     }
 
     /// Its base URL, as loopwatch is configured with.
@@ -244,15 +250,7 @@ impl Prometheus {
             .stderr(log)
             .spawn()
             .expect("prometheus is installed (scripts/test installs it)");
-        wait_until(Duration::from_secs(30), "Prometheus to be ready", || {
-            super::http_raw(
-                addr,
-                format!("GET /-/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .map(|r| r.status == 200)
-            .unwrap_or(false)
-        });
+        wait_ready(addr, "Prometheus");
         Prometheus { addr, child, dir }
     }
 
