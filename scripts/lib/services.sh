@@ -13,6 +13,7 @@ as_root() {
 #   dockerd, docker          -> docker.io
 #   busybox                  -> busybox-static (the sandbox image's rootfs)
 #   chromium                 -> chromium (the embedded dashboard in a real browser)
+#   openssl, curl, chattr, pgrep -> openssl, curl, e2fsprogs, procps
 ensure_packages() {
   local missing=()
   command -v promtool >/dev/null || missing+=(prometheus)
@@ -20,6 +21,12 @@ ensure_packages() {
   command -v dockerd >/dev/null || missing+=(docker.io)
   [ -x /bin/busybox ] || missing+=(busybox-static)
   command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
+  # Clients and tools the tests call: TLS certificates and handshakes, HTTPS requests,
+  # an unremovable container (chattr), process look-ups.
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v chattr >/dev/null || missing+=(e2fsprogs)
+  command -v pgrep >/dev/null || missing+=(procps)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root apt-get update -qq
