@@ -37,6 +37,21 @@ pub fn metric_names(expr: &str) -> Vec<String> {
         "group_right",
         "inf",
     ];
+    // Aggregations may put `by (…)` between their name and their parentheses.
+    const AGGREGATIONS: [&str; 12] = [
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+    ];
     let chars: Vec<char> = expr.chars().collect();
     let mut names = Vec::new();
     let mut i = 0;
@@ -98,6 +113,7 @@ pub fn metric_names(expr: &str) -> Vec<String> {
                     && !label_list
                     && !called
                     && !KEYWORDS.contains(&lower.as_str())
+                    && !AGGREGATIONS.contains(&lower.as_str())
                 {
                     names.push(word);
                 }
