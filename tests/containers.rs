@@ -590,7 +590,19 @@ fn a_stats_sweep_of_twenty_containers_is_concurrent() {
     let ids: Vec<String> = (0..20)
         .map(|_| run_labelled(&monitor.labels(), "sleep 300"))
         .collect();
-    monitor.sample_containers_now();
+    // The first sample starts one stats stream per container; wait for all readings.
+    let addr = monitor.local_addr();
+    wait_until(
+        Duration::from_secs(30),
+        "readings of all 20 containers",
+        || {
+            monitor.sample_containers_now();
+            parse(&scrape(addr))
+                .unwrap()
+                .get("container_memory_usage")
+                .is_some_and(|f| f.samples.len() == 20)
+        },
+    );
     let mut timings = Vec::new();
     for _ in 0..5 {
         let started = Instant::now();

@@ -143,9 +143,12 @@ fn prometheus_rules_fire_on_a_collapsing_loop_and_reach_alertmanager() {
     );
     // The alert annotation's query sees them once the rule's ALERTS samples are stored.
     let alerts_annotation = "ALERTS{alertstate=\"firing\", job=\"loopwatch\"}";
-    eventually(&prometheus, "ALERTS samples", Duration::from_secs(30), || {
-        !prometheus.query(alerts_annotation).is_empty()
-    });
+    eventually(
+        &prometheus,
+        "ALERTS samples",
+        Duration::from_secs(30),
+        || !prometheus.query(alerts_annotation).is_empty(),
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -50,7 +50,7 @@ pub(crate) struct Containers {
     readings: Mutex<Vec<ContainerStat>>,
     created: Mutex<HashSet<String>>,
     sequence: AtomicU64,
-    stats: tokio::sync::Mutex<StatsSampler>,
+    stats: Mutex<StatsSampler>,
     /// Held for a whole sweep, and by shutdown verification, so shutdown waits for a
     /// sweep in flight instead of cutting it short.
     sweeping: Arc<tokio::sync::Mutex<()>>,
@@ -88,7 +88,7 @@ impl Containers {
             readings: Mutex::new(Vec::new()),
             created: Mutex::new(HashSet::new()),
             sequence: AtomicU64::new(0),
-            stats: tokio::sync::Mutex::new(StatsSampler::default()),
+            stats: Mutex::new(StatsSampler::default()),
             sweeping: Arc::new(tokio::sync::Mutex::new(())),
             last_sweep: Mutex::new(None),
             shutdown: Mutex::new(None),
@@ -248,7 +248,11 @@ impl Containers {
             }
             Err(e) => return self.mark_down(&e),
         };
-        let stats = self.stats.lock().await.sample(docker, &running).await;
+        let stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sample(docker, &running);
         self.active.store(running.len() as u64, Ordering::Relaxed);
         self.memory_bytes.store(
             stats.iter().map(|s| s.memory_bytes).sum(),
