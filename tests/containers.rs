@@ -146,10 +146,10 @@ fn stats_show_a_busy_container_and_vanish_when_it_goes() {
     let e = parse(&scrape(addr)).unwrap();
     docker(&["rm", "-f", &id]);
     assert!(
-        memory >= 60e6 && memory < 512e6,
+        (60e6..512e6).contains(&memory),
         "working set of 64 MiB held: {memory}"
     );
-    assert!(cpu >= 50.0 && cpu <= 210.0, "one core busy: {cpu}%");
+    assert!((50.0..=210.0).contains(&cpu), "one core busy: {cpu}%");
     assert_eq!(e["active_containers"].value(), 1.0);
     assert_eq!(e["loopwatch_docker_up"].value(), 1.0);
     wait_until(

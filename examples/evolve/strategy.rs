@@ -220,8 +220,8 @@ impl Rule {
                     prefix[i + 1] = prefix[i] + p;
                 }
                 let ma = |i: usize, w: usize| (prefix[i + 1] - prefix[i + 1 - w]) / w as f64;
-                for i in slow - 1..n {
-                    positions[i] = u8::from(ma(i, fast) > ma(i, slow));
+                for (i, position) in positions.iter_mut().enumerate().skip(slow - 1) {
+                    *position = u8::from(ma(i, fast) > ma(i, slow));
                 }
             }
             Rule::Momentum {

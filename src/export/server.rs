@@ -70,15 +70,13 @@ impl Endpoint {
         })
     }
 
-    /// A place among the requests in flight, or the 503 to answer at once.
-    fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Response> {
-        self.in_flight.try_acquire().map_err(|_| {
+    /// A place among the requests in flight, or `None` (counted) when all are taken.
+    fn admit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let permit = self.in_flight.try_acquire().ok();
+        if permit.is_none() {
             self.rejected.add(1, &[KeyValue::new("reason", "overload")]);
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many concurrent requests; retry shortly\n",
-            )
-        })
+        }
+        permit
     }
 
     /// Joins the render in flight, or starts one on a blocking thread.
@@ -250,9 +248,11 @@ pub(crate) async fn serve(
 }
 
 async fn metrics(State(endpoint): State<Arc<Endpoint>>) -> Response {
-    let _permit = match endpoint.admit() {
-        Ok(permit) => permit,
-        Err(refused) => return refused,
+    let Some(_permit) = endpoint.admit() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many concurrent requests; retry shortly\n",
+        );
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, endpoint.render()).await {
         Ok(Ok(body)) => (
@@ -275,9 +275,11 @@ async fn metrics(State(endpoint): State<Arc<Endpoint>>) -> Response {
 }
 
 async fn dashboard(State(endpoint): State<Arc<Endpoint>>) -> Response {
-    let _permit = match endpoint.admit() {
-        Ok(permit) => permit,
-        Err(refused) => return refused,
+    let Some(_permit) = endpoint.admit() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many concurrent requests; retry shortly\n",
+        );
     };
     let inner = Arc::clone(&endpoint.inner);
     match tokio::task::spawn_blocking(move || crate::export::dashboard::render(&inner)).await {

@@ -1,14 +1,15 @@
 //! [`Monitor`]: the handle a loop holds, and the background work it owns.
 
+mod background;
 mod builder;
 mod history;
+mod inner;
 mod iteration;
 mod state;
 
 use std::net::SocketAddr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::metrics::Meter;
@@ -23,18 +24,21 @@ use crate::config::Settings;
 use crate::docker::cleanup::SweepReport;
 use crate::docker::labels::ownership_labels;
 use crate::docker::sandbox::Sandbox;
-use crate::docker::{ContainerShutdownReport, Containers};
+use crate::docker::Containers;
 use crate::error::Error;
-use crate::evaluate::{
-    AlertName, AlertState, Evaluator, Event, EventKind, EventLog, Findings, RollingValues, Watched,
-};
-use crate::export::alertmanager::{self, AlertIdentity, AlertSink};
-use crate::export::final_export::{self, FinalExport};
+use crate::evaluate::{AlertName, AlertState, Evaluator, Event, EventLog, RollingValues};
+use crate::export::alertmanager::{self, AlertIdentity};
+use crate::export::final_export::FinalExport;
 use crate::export::server;
 use crate::instruments::Instruments;
 use crate::pipeline::{CollectError, Pipeline};
 use crate::sample::{HostReadings, HostSampler};
+use background::{
+    finish_run, log_long_run_statistics, sample_containers_periodically, sample_host_periodically,
+    sweep_orphans_periodically, watch_signals,
+};
 use history::History;
+pub(crate) use inner::Inner;
 use state::RunState;
 
 /// Who this run is: the identity carried by its labels, alerts and exports.
@@ -59,313 +63,6 @@ pub struct ShutdownReport {
     /// Paths of the final export files, or why each could not be written.
     /// `None` when the final export was switched off.
     pub files: Option<FinalExport>,
-}
-
-/// Shared between the loop's handle, the endpoint and the background tasks.
-pub(crate) struct Inner {
-    pub(crate) settings: Settings,
-    pub(crate) identity: RunIdentity,
-    pub(crate) pipeline: Pipeline,
-    pub(crate) instruments: Instruments,
-    host: Arc<HostReadings>,
-    host_sampler: Mutex<HostSampler>,
-    state: Mutex<RunState>,
-    evaluator: Mutex<Evaluator>,
-    events: Mutex<EventLog>,
-    history: Mutex<History>,
-    pub(crate) containers: Arc<Containers>,
-    runtime: tokio::runtime::Handle,
-    alert_sink: Option<AlertSink>,
-    next_iteration: AtomicU64,
-    stop_requested: AtomicBool,
-    closed: AtomicBool,
-    local_addr: SocketAddr,
-}
-
-impl Inner {
-    pub(crate) fn lock_state(&self) -> MutexGuard<'_, RunState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Runs a future to completion from any thread, inside or outside a runtime.
-    pub(crate) fn block_on<F>(&self, future: F) -> F::Output
-    where
-        F: std::future::Future + Send,
-        F::Output: Send,
-    {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // Blocking inside a runtime is not allowed: wait on a helper thread.
-            std::thread::scope(|scope| {
-                scope
-                    .spawn(|| self.runtime.block_on(future))
-                    .join()
-                    .expect("the helper thread does not panic")
-            })
-        } else {
-            self.runtime.block_on(future)
-        }
-    }
-
-    /// Spawns a task on loopwatch's runtime.
-    pub(crate) fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.runtime.spawn(future)
-    }
-
-    /// Feeds the orphans left after a sweep to the ContainerCleanupFailures rule.
-    pub(crate) fn report_orphans(&self, orphans: u64) {
-        let findings = self.lock_evaluator().on_orphans(orphans);
-        if !findings.is_empty() {
-            self.apply(findings);
-        }
-    }
-
-    pub(crate) fn lock_evaluator(&self) -> MutexGuard<'_, Evaluator> {
-        self.evaluator
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn push_event(&self, iteration: u64, kind: EventKind) {
-        self.events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Event {
-                at: SystemTime::now(),
-                iteration,
-                kind,
-            });
-    }
-
-    /// Events recorded so far (oldest first) and how many were dropped for the bound.
-    pub(crate) fn events(&self) -> (Vec<Event>, u64) {
-        let log = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        (log.snapshot(), log.dropped())
-    }
-
-    /// Publishes the evaluator's rolling values, baselines and streak to the gauges.
-    fn publish_evaluation(&self, evaluator: &Evaluator) {
-        let g = &self.instruments.evaluation;
-        let rolling = evaluator.rolling();
-        g.window_iterations.record(rolling.iterations as f64, &[]);
-        if let Some(rate) = rolling.success_rate {
-            g.success_rate.record(rate, &[]);
-        }
-        if let Some(sharpe) = rolling.avg_sharpe {
-            g.avg_sharpe.record(sharpe, &[]);
-        }
-        if let Some(diversity) = rolling.avg_diversity {
-            g.avg_diversity.record(diversity, &[]);
-        }
-        if let Some(seconds) = rolling.mean_seconds {
-            g.rolling_execution_time.record(seconds, &[]);
-        }
-        g.low_diversity_streak
-            .record(evaluator.low_diversity_streak() as f64, &[]);
-        for (watched, baseline) in Watched::ALL.into_iter().zip(evaluator.baselines()) {
-            if let Some(baseline) = baseline {
-                g.set_baseline(watched, baseline);
-            }
-        }
-    }
-
-    /// Logs, exports, records and delivers what an evaluation found.
-    fn apply(&self, findings: Findings) {
-        for t in findings.transitions {
-            let name = t.alert.as_str();
-            match t.state {
-                AlertState::Firing => tracing::warn!(
-                    run_id = %self.identity.run_id,
-                    alertname = name,
-                    severity = t.alert.severity(),
-                    value = t.value,
-                    threshold = t.threshold,
-                    iteration = t.iteration,
-                    "{}",
-                    t.alert.message()
-                ),
-                AlertState::Inactive if t.is_resolution() => tracing::info!(
-                    run_id = %self.identity.run_id,
-                    alertname = name,
-                    threshold = t.threshold,
-                    iteration = t.iteration,
-                    "resolved: {}",
-                    t.alert.message()
-                ),
-                _ => {
-                    tracing::debug!(alertname = name, state = ?t.state, value = t.value, "alert state")
-                }
-            }
-            if t.state == AlertState::Pending
-                || !(t.state == AlertState::Firing || t.is_resolution())
-            {
-                continue;
-            }
-            self.instruments
-                .evaluation
-                .set_firing(t.alert, t.state == AlertState::Firing);
-            if let Some(sink) = &self.alert_sink {
-                sink.update(&t);
-            }
-            self.push_event(
-                t.iteration,
-                EventKind::Alert {
-                    alertname: t.alert,
-                    state: t.state,
-                    message: t.alert.message(),
-                    value: t.value.is_finite().then_some(t.value),
-                    threshold: t.threshold,
-                },
-            );
-        }
-        for w in findings.warnings {
-            if w.started {
-                tracing::warn!(
-                    run_id = %self.identity.run_id,
-                    metric = w.watched.metric(),
-                    value = w.value,
-                    baseline = w.baseline,
-                    limit = w.limit,
-                    iteration = w.iteration,
-                    "{}",
-                    w.watched.warning()
-                );
-            } else {
-                tracing::info!(
-                    run_id = %self.identity.run_id,
-                    metric = w.watched.metric(),
-                    value = w.value,
-                    baseline = w.baseline,
-                    iteration = w.iteration,
-                    "cleared: {}",
-                    w.watched.warning()
-                );
-            }
-            self.instruments
-                .evaluation
-                .set_warning(w.watched, w.started);
-            self.push_event(w.iteration, w.watched.event(w.started, w.value, w.baseline));
-        }
-    }
-
-    /// Records a completed iteration's values into the instruments.
-    pub(crate) fn record_iteration(&self, summary: &IterationSummary) {
-        let i = &self.instruments;
-        i.execution_time.record(summary.duration.as_secs_f64(), &[]);
-        i.strategy_success.add(summary.successes, &[]);
-        i.strategy_failure.add(summary.failures, &[]);
-        // An iteration without valid values leaves the previous ones standing.
-        if let Some(sharpe) = summary.mean_sharpe {
-            i.sharpe_ratio.record(sharpe, &[]);
-        }
-        if let Some(drawdown) = summary.mean_max_drawdown {
-            i.max_drawdown.record(drawdown, &[]);
-        }
-        if let Some(diversity) = summary.diversity {
-            i.population_diversity.record(diversity, &[]);
-        }
-        if let Some(unique) = summary.unique_strategies {
-            i.unique_strategy_count.record(unique as f64, &[]);
-        }
-        i.champion_staleness
-            .record(summary.champion_staleness as f64, &[]);
-        let (findings, rolling, alerts_firing) = {
-            let mut evaluator = self.lock_evaluator();
-            let findings = evaluator.on_iteration(summary);
-            self.publish_evaluation(&evaluator);
-            let firing = evaluator
-                .states()
-                .iter()
-                .filter(|s| **s == AlertState::Firing)
-                .count();
-            (findings, evaluator.rolling(), firing as u8)
-        };
-        if !findings.is_empty() {
-            self.apply(findings);
-        }
-        self.record_history(summary, &rolling, alerts_firing);
-    }
-
-    fn record_history(
-        &self,
-        summary: &IterationSummary,
-        rolling: &RollingValues,
-        alerts_firing: u8,
-    ) {
-        let point = HistoryPoint {
-            iteration: summary.number,
-            execution_time_seconds: summary.duration.as_secs_f64(),
-            memory_usage_bytes: self.host.process_rss_bytes.get(),
-            cpu_usage_percent: self.host.process_cpu_percent.get(),
-            success_rate_10iter: rolling.success_rate,
-            sharpe_ratio: summary.mean_sharpe,
-            max_drawdown: summary.mean_max_drawdown,
-            population_diversity: summary.diversity,
-            unique_strategy_count: summary.unique_strategies,
-            champion_staleness_iterations: summary.champion_staleness,
-            champion_changed: summary.champion_changed,
-            active_containers: self.containers.active.load(Ordering::Relaxed) as f64,
-            container_memory_bytes: self.containers.memory_bytes.load(Ordering::Relaxed) as f64,
-            cleanup_failures: self.containers.cleanup_failures() as f64,
-            alerts_firing,
-        };
-        self.history
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(point);
-    }
-
-    /// The recent iterations, oldest first.
-    pub(crate) fn history(&self) -> Vec<HistoryPoint> {
-        self.history
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .points()
-    }
-
-    /// Takes one host and process sample and publishes it to the gauges.
-    pub(crate) fn sample_host(&self) {
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            let sample = self
-                .host_sampler
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .tick();
-            self.host.publish(&sample);
-            sample
-        }));
-        match result {
-            Ok(sample) => {
-                self.instruments.sampler_ticks.add(1, &[]);
-                let findings = self.lock_evaluator().on_host_memory(
-                    sample.host_memory_used_bytes,
-                    sample.host_memory_total_bytes,
-                );
-                if !findings.is_empty() {
-                    self.apply(findings);
-                }
-            }
-            Err(_) => {
-                tracing::error!("the host sampler panicked; its gauges keep their last values")
-            }
-        }
-    }
-
-    /// Collects every metric and renders the Prometheus text exposition.
-    pub(crate) fn render(&self) -> Result<String, CollectError> {
-        crate::pipeline::encode_text(&self.pipeline.gather()?)
-    }
-
-    pub(crate) fn summary(&self) -> RunSummary {
-        self.lock_state().summary(&self.identity.run_id)
-    }
-
-    fn request_stop(&self) -> bool {
-        self.stop_requested.swap(true, Ordering::SeqCst)
-    }
 }
 
 /// The handle a loop holds: start iterations, report outcomes, shut down.
@@ -709,32 +406,6 @@ impl Monitor {
     }
 }
 
-/// The last sample and the final export, run once per monitor.
-fn finish_run(inner: &Inner) -> Option<FinalExport> {
-    inner.sample_host();
-    if inner.settings.containers {
-        let report: ContainerShutdownReport =
-            inner.block_on(inner.containers.verify_cleaned_up(&inner.identity));
-        if !report.left_behind.is_empty() {
-            tracing::error!(
-                left_behind = report.left_behind.len(),
-                "containers of this run are left behind; `loopwatch cleanup` removes them once this process has exited"
-            );
-        }
-    }
-    if !inner.settings.final_export {
-        return None;
-    }
-    let export = final_export::write(inner);
-    for (file, outcome) in [("text", &export.prometheus_text), ("json", &export.json)] {
-        match outcome {
-            Ok(path) => tracing::info!(file, path = %path.display(), "final metrics written"),
-            Err(err) => tracing::error!(file, error = %err, "final metrics not written"),
-        }
-    }
-    Some(export)
-}
-
 impl Drop for Monitor {
     fn drop(&mut self) {
         if self.runtime.is_some() {
@@ -745,105 +416,5 @@ impl Drop for Monitor {
             }
             self.close();
         }
-    }
-}
-
-async fn sample_host_periodically(inner: Arc<Inner>, cancel: CancellationToken) {
-    let mut ticker = tokio::time::interval(inner.settings.sample_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ticker.tick() => inner.sample_host(),
-        }
-    }
-}
-
-async fn sample_containers_periodically(inner: Arc<Inner>, cancel: CancellationToken) {
-    let mut ticker = tokio::time::interval(inner.settings.sample_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ticker.tick() => inner.containers.sample(&inner.identity).await,
-        }
-    }
-}
-
-/// Sweeps for orphans at start-up and then every `orphan_sweep_interval`.
-async fn sweep_orphans_periodically(
-    inner: Arc<Inner>,
-    cancel: CancellationToken,
-    mut claimed: Option<tokio::sync::OwnedMutexGuard<()>>,
-) {
-    let mut ticker = tokio::time::interval(inner.settings.orphan_sweep_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        // The start-up sweep (holding the lock claimed at start) is not cancellable;
-        // later ones wait for their tick.
-        if claimed.is_none() {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-        } else {
-            ticker.tick().await;
-        }
-        // A sweep, once begun, runs to the end: shutdown waits for it.
-        if let Some(report) = inner
-            .containers
-            .sweep(&inner.identity, claimed.take())
-            .await
-        {
-            inner.report_orphans(report.remaining() as u64);
-        }
-    }
-}
-
-/// Logs the long-run statistics (requirement 5.4) every `stats_interval`.
-async fn log_long_run_statistics(inner: Arc<Inner>, cancel: CancellationToken) {
-    let period = inner.settings.thresholds.stats_interval;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let summary = inner.summary();
-        tracing::info!(
-            run_id = %inner.identity.run_id,
-            total_iterations = summary.iterations,
-            avg_execution_time_seconds = summary.mean_execution_time_seconds.unwrap_or(0.0),
-            success_rate = summary.success_rate.unwrap_or(0.0),
-            champion_staleness_iterations = summary.champion_staleness_iterations,
-            elapsed_seconds = summary.elapsed_seconds,
-            "Long-run statistics"
-        );
-    }
-}
-
-async fn watch_signals(inner: Arc<Inner>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install SIGINT/SIGTERM handlers; stop the loop by other means");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        if inner.request_stop() {
-            tracing::warn!("second stop signal: writing the final export and exiting");
-            if !inner.closed.swap(true, Ordering::SeqCst) {
-                finish_run(&inner);
-            }
-            std::process::exit(130);
-        }
-        tracing::warn!("stop requested; the loop ends after its current iteration (signal again to exit at once)");
     }
 }
