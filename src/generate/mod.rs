@@ -23,19 +23,16 @@ use crate::evaluate::Thresholds;
 /// assert_eq!(names, vec!["foo_total".to_string(), "bar".to_string()]);
 /// ```
 pub fn metric_names(expr: &str) -> Vec<String> {
-    const KEYWORDS: [&str; 12] = [
-        "and",
-        "or",
-        "unless",
-        "bool",
-        "offset",
+    // Operators and modifiers that read like identifiers.
+    const KEYWORDS: [&str; 6] = ["and", "or", "unless", "bool", "offset", "inf"];
+    // Modifiers whose parenthesised list holds label names, not metrics.
+    const LABEL_LISTS: [&str; 6] = [
         "by",
         "without",
         "on",
         "ignoring",
         "group_left",
         "group_right",
-        "inf",
     ];
     // Aggregations may put `by (…)` between their name and their parentheses.
     const AGGREGATIONS: [&str; 12] = [
@@ -98,16 +95,7 @@ pub fn metric_names(expr: &str) -> Vec<String> {
                 }
                 let called = j < chars.len() && chars[j] == '(';
                 let lower = word.to_ascii_lowercase();
-                if [
-                    "by",
-                    "without",
-                    "on",
-                    "ignoring",
-                    "group_left",
-                    "group_right",
-                ]
-                .contains(&lower.as_str())
-                {
+                if LABEL_LISTS.contains(&lower.as_str()) {
                     label_list = true;
                 } else if depth_braces == 0
                     && !label_list
