@@ -251,7 +251,7 @@ fn each_scenario_makes_its_alert_fire() {
         ("diversity-collapse", "12", "Diversity collapse detected"),
         ("stale-champion", "24", "Champion staleness detected"),
         ("low-success", "12", "Low success rate detected"),
-        ("memory-leak", "12", "High memory usage detected"),
+        ("memory-leak", "30", "High memory usage detected"),
     ];
     for (scenario, iterations, message) in cases {
         let dir = tempfile::tempdir().unwrap();
