@@ -112,12 +112,6 @@ pub(crate) struct Findings {
     pub(crate) warnings: Vec<WarningChange>,
 }
 
-impl Findings {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.transitions.is_empty() && self.warnings.is_empty()
-    }
-}
-
 /// The evaluator's state: windows, baselines, streaks and the alert trackers.
 #[derive(Debug)]
 pub(crate) struct Evaluator {

@@ -21,6 +21,13 @@ use super::history::{History, HistoryPoint};
 use super::state::{IterationSummary, RunState, RunSummary};
 use super::RunIdentity;
 
+/// Records a value into a gauge when there is one; otherwise the gauge keeps its last.
+fn record_present(gauge: &opentelemetry::metrics::Gauge<f64>, value: Option<f64>) {
+    if let Some(value) = value {
+        gauge.record(value, &[]);
+    }
+}
+
 /// Shared between the loop's handle, the endpoint and the background tasks.
 pub(crate) struct Inner {
     pub(crate) settings: Settings,
@@ -78,9 +85,7 @@ impl Inner {
     /// Feeds the orphans left after a sweep to the ContainerCleanupFailures rule.
     pub(crate) fn report_orphans(&self, orphans: u64) {
         let findings = self.lock_evaluator().on_orphans(orphans);
-        if !findings.is_empty() {
-            self.apply(findings);
-        }
+        self.apply(findings);
     }
 
     pub(crate) fn lock_evaluator(&self) -> MutexGuard<'_, Evaluator> {
@@ -111,18 +116,10 @@ impl Inner {
         let g = &self.instruments.evaluation;
         let rolling = evaluator.rolling();
         g.window_iterations.record(rolling.iterations as f64, &[]);
-        if let Some(rate) = rolling.success_rate {
-            g.success_rate.record(rate, &[]);
-        }
-        if let Some(sharpe) = rolling.avg_sharpe {
-            g.avg_sharpe.record(sharpe, &[]);
-        }
-        if let Some(diversity) = rolling.avg_diversity {
-            g.avg_diversity.record(diversity, &[]);
-        }
-        if let Some(seconds) = rolling.mean_seconds {
-            g.rolling_execution_time.record(seconds, &[]);
-        }
+        record_present(&g.success_rate, rolling.success_rate);
+        record_present(&g.avg_sharpe, rolling.avg_sharpe);
+        record_present(&g.avg_diversity, rolling.avg_diversity);
+        record_present(&g.rolling_execution_time, rolling.mean_seconds);
         g.low_diversity_streak
             .record(evaluator.low_diversity_streak() as f64, &[]);
         for (watched, baseline) in Watched::ALL.into_iter().zip(evaluator.baselines()) {
@@ -218,18 +215,13 @@ impl Inner {
         i.strategy_success.add(summary.successes, &[]);
         i.strategy_failure.add(summary.failures, &[]);
         // An iteration without valid values leaves the previous ones standing.
-        if let Some(sharpe) = summary.mean_sharpe {
-            i.sharpe_ratio.record(sharpe, &[]);
-        }
-        if let Some(drawdown) = summary.mean_max_drawdown {
-            i.max_drawdown.record(drawdown, &[]);
-        }
-        if let Some(diversity) = summary.diversity {
-            i.population_diversity.record(diversity, &[]);
-        }
-        if let Some(unique) = summary.unique_strategies {
-            i.unique_strategy_count.record(unique as f64, &[]);
-        }
+        record_present(&i.sharpe_ratio, summary.mean_sharpe);
+        record_present(&i.max_drawdown, summary.mean_max_drawdown);
+        record_present(&i.population_diversity, summary.diversity);
+        record_present(
+            &i.unique_strategy_count,
+            summary.unique_strategies.map(|u| u as f64),
+        );
         i.champion_staleness
             .record(summary.champion_staleness as f64, &[]);
         let (findings, rolling, alerts_firing) = {
@@ -243,9 +235,7 @@ impl Inner {
                 .count();
             (findings, evaluator.rolling(), firing as u8)
         };
-        if !findings.is_empty() {
-            self.apply(findings);
-        }
+        self.apply(findings);
         self.record_history(summary, &rolling, alerts_firing);
     }
 
@@ -304,9 +294,7 @@ impl Inner {
                     sample.host_memory_used_bytes,
                     sample.host_memory_total_bytes,
                 );
-                if !findings.is_empty() {
-                    self.apply(findings);
-                }
+                self.apply(findings);
             }
             Err(_) => {
                 tracing::error!("the host sampler panicked; its gauges keep their last values")
