@@ -1,12 +1,26 @@
 //! The catalog: one declarative table of every metric loopwatch exports.
 //!
-//! The table is the single source for instrument registration, the README's metric
-//! table, the generated Prometheus rules and dashboard, and the tests that check all of
-//! them against each other. Names here are the exact Prometheus names: the exporter is
-//! configured not to append unit or `_total` suffixes, so the OTel instrument and the
-//! exposition share one name while the instrument still carries its UCUM unit for OTLP.
+//! The table is the single source of the exported names, kinds, units, descriptions and
+//! labels. From it come the public [`MetricSpec`] constants and [`CATALOG`], the
+//! crate's instruments struct with one field per row (created, registered and given its
+//! start-up value in one place), the README's metric table, and the checks that the
+//! generated Prometheus rules and Grafana dashboard name only metrics that exist.
+//!
+//! Names here are the exact Prometheus names: the exporter is configured not to append
+//! unit or `_total` suffixes, so the OTel instrument and the exposition share one name
+//! while the instrument still carries its UCUM unit for OTLP.
+//!
+//! ```
+//! use loopwatch::catalog::{self, MetricKind};
+//! assert_eq!(catalog::STRATEGY_SUCCESS_TOTAL.kind, MetricKind::Counter);
+//! assert_eq!(catalog::find("memory_usage_bytes"), Some(&catalog::MEMORY_USAGE_BYTES));
+//! ```
 
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use opentelemetry::metrics::{self as otel, Meter, ObservableGauge};
+use opentelemetry::KeyValue;
 
 /// The OpenTelemetry instrument kind behind a metric, and so its Prometheus `# TYPE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,133 +71,273 @@ pub enum Presence {
     PerContainer,
 }
 
+/// A counter row: counts events as they happen.
+pub(crate) type Counter = otel::Counter<u64>;
+/// A gauge row recorded by loopwatch as events happen.
+pub(crate) type Gauge = otel::Gauge<f64>;
+
+/// How a row of the table is recorded: what its field in the instruments struct is.
+pub(crate) trait Instrument: Sized {
+    /// The exported kind.
+    const KIND: MetricKind;
+    /// Creates and registers the instrument the row describes.
+    fn create(meter: &Meter, spec: &'static MetricSpec) -> Self;
+    /// Gives each start-up series its zero, so it is exported before any data.
+    fn start(&self, series: &[Vec<KeyValue>]);
+}
+
+impl Instrument for Counter {
+    const KIND: MetricKind = MetricKind::Counter;
+
+    fn create(meter: &Meter, spec: &'static MetricSpec) -> Self {
+        meter
+            .u64_counter(spec.name)
+            .with_unit(spec.unit)
+            .with_description(spec.description)
+            .build()
+    }
+
+    fn start(&self, series: &[Vec<KeyValue>]) {
+        for labels in series {
+            self.add(0, labels);
+        }
+    }
+}
+
+impl Instrument for Gauge {
+    const KIND: MetricKind = MetricKind::Gauge;
+
+    fn create(meter: &Meter, spec: &'static MetricSpec) -> Self {
+        meter
+            .f64_gauge(spec.name)
+            .with_unit(spec.unit)
+            .with_description(spec.description)
+            .build()
+    }
+
+    fn start(&self, series: &[Vec<KeyValue>]) {
+        for labels in series {
+            self.record(0.0, labels);
+        }
+    }
+}
+
+/// An observable gauge whose series are whatever a sampler last published: the SDK
+/// reads them at collection time, and a series not published again disappears (a
+/// container that is gone takes its series with it).
+pub(crate) struct Observed {
+    series: Arc<Mutex<Vec<(Vec<KeyValue>, f64)>>>,
+    _gauge: ObservableGauge<f64>,
+}
+
+impl Observed {
+    /// Publishes the single, unlabelled series.
+    pub(crate) fn set(&self, value: f64) {
+        self.set_series(vec![(Vec::new(), value)]);
+    }
+
+    /// Publishes every series at once, replacing the previous ones.
+    pub(crate) fn set_series(&self, series: Vec<(Vec<KeyValue>, f64)>) {
+        *self.series.lock().unwrap_or_else(PoisonError::into_inner) = series;
+    }
+}
+
+impl Instrument for Observed {
+    const KIND: MetricKind = MetricKind::Gauge;
+
+    fn create(meter: &Meter, spec: &'static MetricSpec) -> Self {
+        let series: Arc<Mutex<Vec<(Vec<KeyValue>, f64)>>> = Arc::default();
+        let read = Arc::clone(&series);
+        let gauge = meter
+            .f64_observable_gauge(spec.name)
+            .with_unit(spec.unit)
+            .with_description(spec.description)
+            .with_callback(move |observer| {
+                for (labels, value) in read.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+                    observer.observe(*value, labels);
+                }
+            })
+            .build();
+        Observed {
+            series,
+            _gauge: gauge,
+        }
+    }
+
+    fn start(&self, series: &[Vec<KeyValue>]) {
+        self.set_series(series.iter().map(|labels| (labels.clone(), 0.0)).collect());
+    }
+}
+
 macro_rules! catalog {
-    ($( $(#[$doc:meta])* $ident:ident = $name:literal, $kind:ident, $unit:literal, $labels:expr, $req:expr, $presence:ident, $desc:literal; )*) => {
+    ($(
+        $(#[$doc:meta])*
+        $konst:ident / $field:ident: $instrument:ident = $name:literal, $unit:literal,
+            [$($label:literal),*], $req:expr, $presence:ident, $desc:literal;
+    )*) => {
         $(
             $(#[$doc])*
-            pub const $ident: MetricSpec = MetricSpec {
+            pub const $konst: MetricSpec = MetricSpec {
                 name: $name,
-                kind: MetricKind::$kind,
+                kind: <$instrument as Instrument>::KIND,
                 unit: $unit,
                 description: $desc,
-                labels: $labels,
+                labels: &[$($label),*],
                 requirement: $req,
                 presence: Presence::$presence,
             };
         )*
+
         /// Every metric loopwatch exports, in README order.
-        pub const CATALOG: &[MetricSpec] = &[$($ident),*];
+        pub const CATALOG: &[MetricSpec] = &[$($konst),*];
+
+        /// Each row's field in [`Instruments`] and its metric name, which must agree.
+        #[cfg(test)]
+        const FIELDS: &[(&str, &str)] = &[$((stringify!($field), $name)),*];
+
+        /// One instrument per row of the table.
+        pub(crate) struct Instruments {
+            $(
+                $(#[$doc])*
+                pub(crate) $field: $instrument,
+            )*
+        }
+
+        impl Instruments {
+            /// Creates every instrument on `meter` and gives each start-up series its
+            /// zero. `start_series` names the label sets of a labelled metric that exist
+            /// from start-up (an unlabelled metric has its one series).
+            pub(crate) fn new(
+                meter: &Meter,
+                start_series: &dyn Fn(&'static MetricSpec) -> Vec<Vec<KeyValue>>,
+            ) -> Self {
+                let instruments = Instruments {
+                    $( $field: Instrument::create(meter, &$konst), )*
+                };
+                $(
+                    let series = if $konst.labels.is_empty() {
+                        vec![Vec::new()]
+                    } else {
+                        start_series(&$konst)
+                    };
+                    instruments.$field.start(&series);
+                )*
+                instruments
+            }
+        }
     };
 }
 
+// Kinds: `Counter` and `Gauge` are recorded by loopwatch as events happen; `Observed`
+// gauges are published by the samplers and read at collection time.
 catalog! {
     /// Number of the iteration in progress (1-based).
-    ITERATION_NUMBER = "iteration_number", Gauge, "{iteration}", &[], Some("1.2"), Always,
+    ITERATION_NUMBER / iteration_number: Gauge = "iteration_number", "{iteration}", [], Some("1.2"), Always,
         "Number of the iteration in progress, 1-based (iterations).";
     /// Wall-clock duration of the last completed iteration.
-    EXECUTION_TIME_SECONDS = "execution_time_seconds", Gauge, "s", &[], Some("1.2"), Always,
+    EXECUTION_TIME_SECONDS / execution_time_seconds: Gauge = "execution_time_seconds", "s", [], Some("1.2"), Always,
         "Wall-clock duration of the last completed iteration; 0 before the first (seconds).";
     /// Resident set size of the loop's process.
-    MEMORY_USAGE_BYTES = "memory_usage_bytes", Gauge, "By", &[], Some("1.2"), Always,
+    MEMORY_USAGE_BYTES / memory_usage_bytes: Observed = "memory_usage_bytes", "By", [], Some("1.2"), Always,
         "Resident set size of the loop process (bytes).";
     /// CPU used by the loop's process; 100 means one full core.
-    CPU_USAGE_PERCENT = "cpu_usage_percent", Gauge, "%", &[], Some("1.2"), Always,
+    CPU_USAGE_PERCENT / cpu_usage_percent: Observed = "cpu_usage_percent", "%", [], Some("1.2"), Always,
         "CPU used by the loop process since the previous sample, 100 = one full core (percent).";
     /// Strategies that completed successfully.
-    STRATEGY_SUCCESS_TOTAL = "strategy_success_total", Counter, "{strategy}", &[], Some("1.3"), Always,
+    STRATEGY_SUCCESS_TOTAL / strategy_success_total: Counter = "strategy_success_total", "{strategy}", [], Some("1.3"), Always,
         "Strategies whose evaluation completed successfully (strategies).";
     /// Strategies that failed.
-    STRATEGY_FAILURE_TOTAL = "strategy_failure_total", Counter, "{strategy}", &[], Some("1.3"), Always,
+    STRATEGY_FAILURE_TOTAL / strategy_failure_total: Counter = "strategy_failure_total", "{strategy}", [], Some("1.3"), Always,
         "Strategies whose evaluation failed (strategies).";
     /// Mean Sharpe ratio of the last iteration's successful strategies.
-    SHARPE_RATIO = "sharpe_ratio", Gauge, "1", &[], Some("1.3"), Always,
+    SHARPE_RATIO / sharpe_ratio: Gauge = "sharpe_ratio", "1", [], Some("1.3"), Always,
         "Mean annualised Sharpe ratio of the successful strategies of the last completed iteration that had any; 0 before the first (dimensionless ratio).";
     /// Mean max drawdown of the last iteration's successful strategies.
-    MAX_DRAWDOWN = "max_drawdown", Gauge, "1", &[], Some("1.3"), Always,
+    MAX_DRAWDOWN / max_drawdown: Gauge = "max_drawdown", "1", [], Some("1.3"), Always,
         "Mean maximum drawdown of the successful strategies of the last completed iteration that had any, as a positive fraction of peak equity; 0 before the first (ratio 0-1).";
     /// Diversity of the population, 0 (clones) to 1 (all different).
-    POPULATION_DIVERSITY = "population_diversity", Gauge, "1", &[], Some("1.4"), Always,
+    POPULATION_DIVERSITY / population_diversity: Gauge = "population_diversity", "1", [], Some("1.4"), Always,
         "Diversity of the population at the last report, 0 = all clones, 1 = all different; 0 before the first report (ratio 0-1).";
     /// Distinct strategies in the population.
-    UNIQUE_STRATEGY_COUNT = "unique_strategy_count", Gauge, "{strategy}", &[], Some("1.4"), Always,
+    UNIQUE_STRATEGY_COUNT / unique_strategy_count: Gauge = "unique_strategy_count", "{strategy}", [], Some("1.4"), Always,
         "Distinct strategies in the population at the last report; 0 before the first report (strategies).";
     /// Completed iterations since the champion last changed.
-    CHAMPION_STALENESS_ITERATIONS = "champion_staleness_iterations", Gauge, "{iteration}", &[], Some("1.4"), Always,
+    CHAMPION_STALENESS_ITERATIONS / champion_staleness_iterations: Gauge = "champion_staleness_iterations", "{iteration}", [], Some("1.4"), Always,
         "Completed iterations since the champion last changed (iterations).";
     /// Running containers of this run.
-    ACTIVE_CONTAINERS = "active_containers", Gauge, "{container}", &[], Some("1.5"), Always,
+    ACTIVE_CONTAINERS / active_containers: Observed = "active_containers", "{container}", [], Some("1.5"), Always,
         "Running loopwatch-managed containers of this run at the last container sample; the last known value while Docker is unreachable (containers).";
     /// Working-set memory per container.
-    CONTAINER_MEMORY_USAGE = "container_memory_usage", Gauge, "By", &["name"], Some("1.5"), PerContainer,
+    CONTAINER_MEMORY_USAGE / container_memory_usage: Observed = "container_memory_usage", "By", ["name"], Some("1.5"), PerContainer,
         "Working-set memory of a running container of this run (usage minus inactive file cache, as docker stats reports), by container name (bytes).";
     /// CPU per container.
-    CONTAINER_CPU_USAGE = "container_cpu_usage", Gauge, "%", &["name"], Some("1.5"), PerContainer,
+    CONTAINER_CPU_USAGE / container_cpu_usage: Observed = "container_cpu_usage", "%", ["name"], Some("1.5"), PerContainer,
         "CPU used by a running container of this run since the previous sample, 100 = one full core, by container name (percent).";
     /// Orphans left after the last sweep.
-    ORPHANED_CONTAINERS = "orphaned_containers", Gauge, "{container}", &[], Some("1.5"), Always,
+    ORPHANED_CONTAINERS / orphaned_containers: Observed = "orphaned_containers", "{container}", [], Some("1.5"), Always,
         "Orphaned containers of dead loops on this host still present after the last cleanup sweep (containers).";
     /// Containers that could not be removed.
-    CONTAINER_CLEANUP_FAILURES_TOTAL = "loopwatch_container_cleanup_failures_total", Counter, "{container}", &[], Some("4.4"), Always,
+    CONTAINER_CLEANUP_FAILURES_TOTAL / loopwatch_container_cleanup_failures_total: Counter = "loopwatch_container_cleanup_failures_total", "{container}", [], Some("4.4"), Always,
         "Attempts to remove an orphaned or finished container that failed (containers).";
     /// Orphans removed.
-    CONTAINERS_CLEANED_TOTAL = "loopwatch_containers_cleaned_total", Counter, "{container}", &[], Some("4.2"), Always,
+    CONTAINERS_CLEANED_TOTAL / loopwatch_containers_cleaned_total: Counter = "loopwatch_containers_cleaned_total", "{container}", [], Some("4.2"), Always,
         "Orphaned containers of dead loops removed by cleanup sweeps (containers).";
     /// Whether Docker answers.
-    DOCKER_UP = "loopwatch_docker_up", Gauge, "1", &[], None, Always,
+    DOCKER_UP / loopwatch_docker_up: Observed = "loopwatch_docker_up", "1", [], None, Always,
         "1 while the Docker Engine answered the last request, else 0; container metrics pause while it is 0 (boolean).";
     /// Success rate over the rolling window.
-    SUCCESS_RATE_10ITER = "success_rate_10iter", Gauge, "1", &[], Some("5.1"), Always,
+    SUCCESS_RATE_10ITER / success_rate_10iter: Gauge = "success_rate_10iter", "1", [], Some("5.1"), Always,
         "Strategy success rate over the last 10 completed iterations, successes / (successes + failures); 0 before any outcome (ratio 0-1).";
     /// Mean Sharpe ratio over the rolling window.
-    AVG_SHARPE_10ITER = "avg_sharpe_10iter", Gauge, "1", &[], Some("5.1"), Always,
+    AVG_SHARPE_10ITER / avg_sharpe_10iter: Gauge = "avg_sharpe_10iter", "1", [], Some("5.1"), Always,
         "Mean of the per-iteration mean Sharpe ratios over the last 10 completed iterations; 0 before any (dimensionless ratio).";
     /// Mean diversity over the rolling window.
-    AVG_DIVERSITY_10ITER = "avg_diversity_10iter", Gauge, "1", &[], Some("5.1"), Always,
+    AVG_DIVERSITY_10ITER / avg_diversity_10iter: Gauge = "avg_diversity_10iter", "1", [], Some("5.1"), Always,
         "Mean population diversity over the last 10 completed iterations; 0 before any report (ratio 0-1).";
     /// Host memory in use, total minus available.
-    HOST_MEMORY_USED_BYTES = "host_memory_used_bytes", Gauge, "By", &[], Some("3.1"), Always,
+    HOST_MEMORY_USED_BYTES / host_memory_used_bytes: Observed = "host_memory_used_bytes", "By", [], Some("3.1"), Always,
         "Host memory in use, total minus available (bytes).";
     /// Total host memory.
-    HOST_MEMORY_TOTAL_BYTES = "host_memory_total_bytes", Gauge, "By", &[], Some("3.1"), Always,
+    HOST_MEMORY_TOTAL_BYTES / host_memory_total_bytes: Observed = "host_memory_total_bytes", "By", [], Some("3.1"), Always,
         "Total host memory (bytes).";
     /// Iterations in the rolling window.
-    ROLLING_WINDOW_ITERATIONS = "loopwatch_rolling_window_iterations", Gauge, "{iteration}", &[], None, Always,
+    ROLLING_WINDOW_ITERATIONS / loopwatch_rolling_window_iterations: Gauge = "loopwatch_rolling_window_iterations", "{iteration}", [], None, Always,
         "Completed iterations in the rolling window, up to its size; rules on rolling values wait for a full window (iterations).";
     /// Mean iteration time over the rolling window.
-    ROLLING_EXECUTION_TIME_SECONDS = "loopwatch_rolling_execution_time_seconds", Gauge, "s", &[], None, Always,
+    ROLLING_EXECUTION_TIME_SECONDS / loopwatch_rolling_execution_time_seconds: Gauge = "loopwatch_rolling_execution_time_seconds", "s", [], None, Always,
         "Mean wall-clock iteration time over the rolling window; 0 before any (seconds).";
     /// Consecutive iterations with diversity below the collapse floor.
-    LOW_DIVERSITY_STREAK_ITERATIONS = "loopwatch_low_diversity_streak_iterations", Gauge, "{iteration}", &[], None, Always,
+    LOW_DIVERSITY_STREAK_ITERATIONS / loopwatch_low_diversity_streak_iterations: Gauge = "loopwatch_low_diversity_streak_iterations", "{iteration}", [], None, Always,
         "Consecutive completed iterations whose population diversity was below the collapse floor (iterations).";
     /// Baselines of the rolling values.
-    BASELINE = "loopwatch_baseline", Gauge, "1", &["metric"], None, Always,
+    BASELINE / loopwatch_baseline: Gauge = "loopwatch_baseline", "1", ["metric"], None, Always,
         "Baseline of a rolling value, taken from the first full window, by metric; execution_time_seconds is in seconds, the others are ratios; 0 until taken (value of the metric).";
     /// Active degradation and slowdown warnings.
-    PERFORMANCE_WARNING = "loopwatch_performance_warning", Gauge, "1", &["metric"], None, Always,
+    PERFORMANCE_WARNING / loopwatch_performance_warning: Gauge = "loopwatch_performance_warning", "1", ["metric"], None, Always,
         "1 while a rolling value is worse than its baseline allows (degradation, or slowdown for execution_time_seconds), else 0 (boolean).";
     /// Alert state, per alert.
-    ALERT_FIRING = "loopwatch_alert_firing", Gauge, "1", &["alertname"], None, Always,
+    ALERT_FIRING / loopwatch_alert_firing: Gauge = "loopwatch_alert_firing", "1", ["alertname"], None, Always,
         "1 while the in-process evaluator has the alert firing, else 0 (boolean).";
     /// Alert deliveries to Alertmanager.
-    ALERT_DELIVERIES_TOTAL = "loopwatch_alert_deliveries_total", Counter, "{request}", &["url", "outcome"], None, WithAlertmanager,
+    ALERT_DELIVERIES_TOTAL / loopwatch_alert_deliveries_total: Counter = "loopwatch_alert_deliveries_total", "{request}", ["url", "outcome"], None, WithAlertmanager,
         "Requests sending alerts to an Alertmanager, by its URL and outcome: success or failure (requests).";
     /// Times the champion changed.
-    CHAMPION_CHANGES_TOTAL = "loopwatch_champion_changes_total", Counter, "{change}", &[], None, Always,
+    CHAMPION_CHANGES_TOTAL / loopwatch_champion_changes_total: Counter = "loopwatch_champion_changes_total", "{change}", [], None, Always,
         "Times the champion strategy changed, for dashboard annotations (changes).";
     /// Observations rejected as invalid.
-    REJECTED_OBSERVATIONS_TOTAL = "loopwatch_rejected_observations_total", Counter, "{observation}", &["field", "reason"], None, Always,
+    REJECTED_OBSERVATIONS_TOTAL / loopwatch_rejected_observations_total: Counter = "loopwatch_rejected_observations_total", "{observation}", ["field", "reason"], None, Always,
         "Observations rejected as invalid, by field and reason (observations).";
     /// Metric collections that failed or panicked.
-    COLLECTION_ERRORS_TOTAL = "loopwatch_collection_errors_total", Counter, "{error}", &["source"], None, Always,
+    COLLECTION_ERRORS_TOTAL / loopwatch_collection_errors_total: Counter = "loopwatch_collection_errors_total", "{error}", ["source"], None, Always,
         "Metric collections that failed or panicked, by source: core or user (errors).";
     /// Renders of the exposition.
-    METRICS_RENDERS_TOTAL = "loopwatch_metrics_renders_total", Counter, "{render}", &[], None, Always,
+    METRICS_RENDERS_TOTAL / loopwatch_metrics_renders_total: Counter = "loopwatch_metrics_renders_total", "{render}", [], None, Always,
         "Collections rendered for GET /metrics; concurrent scrapes share one render (renders).";
     /// HTTP requests refused.
-    HTTP_REJECTED_TOTAL = "loopwatch_http_rejected_total", Counter, "{request}", &["reason"], None, Always,
+    HTTP_REJECTED_TOTAL / loopwatch_http_rejected_total: Counter = "loopwatch_http_rejected_total", "{request}", ["reason"], None, Always,
         "HTTP requests or connections refused, by reason: overload (503 past the in-flight cap) or connections (past the connection cap) (requests).";
     /// Sampler ticks run.
-    SAMPLER_TICKS_TOTAL = "loopwatch_sampler_ticks_total", Counter, "{tick}", &[], None, Always,
+    SAMPLER_TICKS_TOTAL / loopwatch_sampler_ticks_total: Counter = "loopwatch_sampler_ticks_total", "{tick}", [], None, Always,
         "Host and process sampler ticks completed (ticks).";
 }
 
@@ -255,10 +409,18 @@ mod tests {
                 spec.name
             );
             assert!(
-                spec.description.ends_with(").") || spec.description.ends_with(")."),
+                spec.description.ends_with(")."),
                 "{}: the description must end by naming the unit in parentheses",
                 spec.name
             );
+        }
+    }
+
+    #[test]
+    fn each_instrument_field_is_named_after_its_metric() {
+        assert_eq!(FIELDS.len(), CATALOG.len());
+        for (field, name) in FIELDS {
+            assert_eq!(field, name);
         }
     }
 

@@ -1,19 +1,19 @@
-//! The error type of loopwatch's fallible boundaries: start-up and final export.
+//! The error types of loopwatch's fallible boundaries: start-up, collection, the final
+//! export and sandbox runs. Recording observations never fails: bad values are
+//! rejected, counted in `loopwatch_rejected_observations_total` and logged instead.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Everything that can go wrong when starting a monitor or writing its final export.
-///
-/// Recording observations never fails: bad values are rejected, counted in
-/// `loopwatch_rejected_observations_total` and logged instead.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A setting (environment variable or builder value) could not be parsed.
+    /// A setting (environment variable, builder value or file) could not be used.
     #[error("invalid value {value:?} for {variable}: {reason}")]
     InvalidSetting {
-        /// Environment variable (or builder method) the value came from.
+        /// Environment variable, builder method or file the value came from.
         variable: &'static str,
         /// The offending value.
         value: String,
@@ -35,12 +35,25 @@ pub enum Error {
     /// The background runtime (threads for the endpoint and samplers) did not start.
     #[error("cannot start loopwatch's background runtime: {0}")]
     Runtime(#[source] std::io::Error),
-    /// The OpenTelemetry to Prometheus pipeline could not be assembled.
-    #[error("cannot set up the metrics pipeline: {0}")]
-    Pipeline(String),
+    /// The OpenTelemetry SDK refused to build an exporter.
+    #[error("cannot set up the {exporter} exporter: {source}")]
+    Exporter {
+        /// Which exporter: `Prometheus` or `OTLP`.
+        exporter: &'static str,
+        /// The SDK's reason.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The metrics could not be collected for the final export.
+    #[error("cannot collect the metrics: {0}")]
+    Collect(#[from] CollectError),
+    /// The final JSON document could not be serialised.
+    #[error("cannot serialise the final JSON document: {0}")]
+    Json(#[source] serde_json::Error),
     /// Docker could not be reached or refused a request.
+    #[cfg(feature = "docker")]
     #[error("Docker is unreachable: {0}; is dockerd running and DOCKER_HOST right?")]
-    Docker(String),
+    Docker(#[source] bollard::errors::Error),
     /// A final export file could not be written.
     #[error("cannot write {path}: {source}; check that the directory exists and is writable, or set LOOPWATCH_OUTPUT_DIR")]
     Write {
@@ -54,3 +67,46 @@ pub enum Error {
 
 /// Shorthand for results whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a collection produced no usable exposition.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CollectError {
+    /// Collecting loopwatch's own metrics panicked.
+    #[error("collecting loopwatch's metrics panicked; see the log for the panic message")]
+    Panicked,
+    /// The collection returned without loopwatch's metrics (the SDK failed internally).
+    #[error("the metrics collection came back without loopwatch's own metrics")]
+    Incomplete,
+    /// The collected families could not be encoded as text.
+    #[error("encoding the exposition failed: {0}")]
+    Encode(#[source] Arc<prometheus::Error>),
+    /// The collection did not finish (its task was cancelled or panicked).
+    #[error("the collection task did not finish")]
+    Aborted,
+}
+
+/// Why a sandbox run failed.
+#[cfg(feature = "docker")]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// No Docker client could be configured (see `loopwatch_docker_up`).
+    #[error("no Docker client could be configured: {0}")]
+    NoDocker(#[source] Arc<bollard::errors::Error>),
+    /// Docker refused or failed a step.
+    #[error("sandbox container {step} failed: {source}")]
+    Docker {
+        /// The step: create, start, wait.
+        step: &'static str,
+        /// Docker's answer.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// Docker's wait for the container ended without an answer.
+    #[error("Docker ended the wait for the sandbox container without an exit code")]
+    NoExitCode,
+    /// The sandbox task on loopwatch's runtime did not finish (the monitor shut down).
+    #[error("the sandbox task did not finish: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}

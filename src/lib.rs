@@ -4,9 +4,9 @@
 //! them and keeping a champion for hundreds of generations — holds a [`Monitor`] and
 //! reports each iteration to it. loopwatch records OpenTelemetry instruments (every one
 //! declared in the [`catalog`] with its unit and description), samples the host and the
-//! process in the background, and serves everything in the Prometheus text format on
-//! `:8000/metrics`. When the loop stops it writes `prometheus_metrics_final.txt` and
-//! `metrics_final.json`.
+//! process in the background, evaluates the alerts, and serves everything in the
+//! Prometheus text format on `:8000/metrics`. When the loop stops it writes
+//! `prometheus_metrics_final.txt` and `metrics_final.json`.
 //!
 //! ```
 //! use loopwatch::{diversity, Monitor, Population};
@@ -34,6 +34,10 @@
 //! assert!(exposition.contains("sharpe_ratio 1.1"));
 //! monitor.shutdown();
 //! ```
+//!
+//! Cargo features: `docker` (default: container sampling, orphan cleanup and the
+//! sandbox launcher), `web-config` (default: TLS and basic auth for the endpoint),
+//! `otlp` (export to an OpenTelemetry Collector).
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -42,41 +46,45 @@
 )]
 #![forbid(unsafe_code)]
 
+// The data flow, bottom up: shared records and vocabulary; what the loop reports and
+// what is sampled; the pure evaluator; the exporters; the monitor that joins them.
+mod alerts;
 pub mod catalog;
-pub mod config;
-pub mod diversity;
-mod docker;
+mod config;
 mod error;
-mod evaluate;
-mod export;
-pub mod generate;
-mod instruments;
-mod monitor;
+mod run;
+
+pub mod diversity;
 mod pipeline;
+mod record;
 mod sample;
 
-pub use docker::cleanup::SweepReport;
-pub use docker::labels::{
-    ownership_labels, Ownership, LABEL_MANAGED, LABEL_OWNER_HOST, LABEL_OWNER_PID,
-    LABEL_OWNER_START_TIME, LABEL_RUN_ID,
-};
-pub use docker::sandbox::{Sandbox, SandboxError, SandboxOutput, SandboxSpec};
-pub use docker::{cleanup_orphans, ContainerShutdownReport};
-pub use error::{Error, Result};
-pub use evaluate::{
-    AlertName, AlertState, Event, EventKind, RollingValues, Thresholds, Transition, WarningChange,
-    Watched, MAX_EVENTS,
-};
-pub use export::dashboard::html_escape;
-pub use export::final_export::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
-pub use export::web_config::ENV_WEB_CONFIG;
-pub use export::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_IN_FLIGHT, REQUEST_TIMEOUT};
-pub use monitor::{
-    HistoryPoint, Iteration, IterationSummary, Monitor, MonitorBuilder, Population, RunIdentity,
-    RunSummary, ShutdownReport, HISTORY_LEN, MAX_FAILURE_REASONS,
-};
-pub use pipeline::{CollectError, PROMETHEUS_CONTENT_TYPE};
+#[cfg(feature = "docker")]
+mod containers;
+#[cfg(feature = "docker")]
+mod sandbox;
+
+mod evaluate;
+mod export;
+mod monitor;
+
+pub use alerts::{AlertName, AlertState};
+pub use config::Thresholds;
+pub use error::{CollectError, Error, Result};
+pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
+pub use monitor::{Iteration, Monitor, MonitorBuilder, ShutdownReport};
+pub use record::Population;
+pub use run::{Event, EventKind, IterationSummary, RunIdentity, RunSummary, MAX_EVENTS};
 pub use sample::{HostSample, HostSampler};
+
+#[cfg(feature = "docker")]
+pub use containers::labels::{ownership_labels, LABEL_MANAGED, LABEL_RUN_ID};
+#[cfg(feature = "docker")]
+pub use containers::{cleanup_orphans, sweep::SweepReport};
+#[cfg(feature = "docker")]
+pub use error::SandboxError;
+#[cfg(feature = "docker")]
+pub use sandbox::{Sandbox, SandboxOutput, SandboxSpec};
 
 /// Re-exported so users can add their own instruments without a separate dependency.
 pub use opentelemetry;

@@ -1,5 +1,6 @@
 //! The OpenTelemetry → Prometheus pipeline: two meter providers bridged into two
-//! Prometheus registries, and the guarded collection that turns them into exposition.
+//! Prometheus registries, loopwatch's instruments (made from the catalog), and the
+//! guarded collection that turns them into exposition.
 //!
 //! loopwatch's own instruments live on the *core* provider, which runs no user code.
 //! Instruments users add through [`Monitor::meter`](crate::Monitor::meter) live on a
@@ -8,33 +9,21 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use opentelemetry::metrics::{Counter, Meter, MeterProvider as _};
+use opentelemetry::metrics::{Meter, MeterProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::proto::MetricFamily;
 use prometheus::{Registry, TextEncoder};
 
-use crate::catalog;
-use crate::error::Error;
+use crate::alerts::{AlertName, Watched};
+use crate::catalog::{self, Instruments, MetricSpec};
+use crate::error::{CollectError, Error};
+use crate::record::Rejection;
 
 /// Name of the instrumentation scope of loopwatch's own instruments.
 pub(crate) const CORE_SCOPE: &str = "loopwatch";
 /// Name of the instrumentation scope handed to users.
 pub(crate) const USER_SCOPE: &str = "loopwatch.user";
-
-/// Why a collection produced no usable exposition.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CollectError {
-    /// Collecting loopwatch's own metrics panicked.
-    #[error("collecting loopwatch's metrics panicked; see the log for the panic message")]
-    Panicked,
-    /// The collection returned without loopwatch's metrics (the SDK failed internally).
-    #[error("the metrics collection came back without loopwatch's own metrics")]
-    Incomplete,
-    /// The collected families could not be encoded as text.
-    #[error("encoding the exposition failed: {0}")]
-    Encode(String),
-}
 
 /// The two providers and registries, and the counter of failed collections.
 pub(crate) struct Pipeline {
@@ -42,9 +31,9 @@ pub(crate) struct Pipeline {
     user_provider: SdkMeterProvider,
     core_registry: Registry,
     user_registry: Registry,
-    core_meter: Meter,
     user_meter: Meter,
-    collection_errors: Counter<u64>,
+    /// loopwatch's own instruments, on the core provider.
+    pub(crate) instruments: Instruments,
     user_poisoned: std::sync::atomic::AtomicBool,
 }
 
@@ -76,7 +65,10 @@ fn otlp_reader(
     }
     let exporter = builder
         .build()
-        .map_err(|e| Error::Pipeline(format!("OTLP exporter: {e}")))?;
+        .map_err(|e| Error::Exporter {
+            exporter: "OTLP",
+            source: Box::new(e),
+        })?;
     Ok(opentelemetry_sdk::metrics::PeriodicReader::builder(exporter).build())
 }
 
@@ -89,7 +81,10 @@ fn bridged_provider(otlp: bool) -> Result<(SdkMeterProvider, Registry), Error> {
         .without_target_info()
         .scope_info_enabled(false)
         .build()
-        .map_err(|e| Error::Pipeline(e.to_string()))?;
+        .map_err(|e| Error::Exporter {
+            exporter: "Prometheus",
+            source: Box::new(e),
+        })?;
     let builder = SdkMeterProvider::builder().with_reader(exporter);
     #[cfg(feature = "otlp")]
     let builder = if otlp {
@@ -103,37 +98,35 @@ fn bridged_provider(otlp: bool) -> Result<(SdkMeterProvider, Registry), Error> {
 }
 
 impl Pipeline {
-    /// Builds both providers; with `otlp`, each also exports over OTLP/HTTP.
-    pub(crate) fn new(otlp: bool) -> Result<Self, Error> {
+    /// Builds both providers and loopwatch's instruments; with `otlp`, each provider
+    /// also exports over OTLP/HTTP. Delivery counters start at zero for each of
+    /// `alertmanager_urls`.
+    pub(crate) fn new(otlp: bool, alertmanager_urls: &[String]) -> Result<Self, Error> {
         let (core_provider, core_registry) = bridged_provider(otlp)?;
         let (user_provider, user_registry) = bridged_provider(otlp)?;
-        let core_meter = core_provider.meter(CORE_SCOPE);
-        let user_meter = user_provider.meter(USER_SCOPE);
-        let collection_errors =
-            crate::instruments::counter(&core_meter, &catalog::COLLECTION_ERRORS_TOTAL);
-        for source in ["core", "user"] {
-            collection_errors.add(0, &[KeyValue::new("source", source)]);
-        }
+        let instruments = Instruments::new(&core_provider.meter(CORE_SCOPE), &|spec| {
+            start_series(spec, alertmanager_urls)
+        });
         Ok(Pipeline {
+            user_meter: user_provider.meter(USER_SCOPE),
             core_provider,
             user_provider,
             core_registry,
             user_registry,
-            core_meter,
-            user_meter,
-            collection_errors,
+            instruments,
             user_poisoned: Default::default(),
         })
-    }
-
-    /// The meter loopwatch's own instruments are created on.
-    pub(crate) fn core_meter(&self) -> &Meter {
-        &self.core_meter
     }
 
     /// The meter handed to users for their own instruments.
     pub(crate) fn user_meter(&self) -> &Meter {
         &self.user_meter
+    }
+
+    fn count_collection_error(&self, source: &'static str) {
+        self.instruments
+            .loopwatch_collection_errors_total
+            .add(1, &[KeyValue::new("source", source)]);
     }
 
     /// Collects every metric family, loopwatch's first, sorted by name.
@@ -144,8 +137,7 @@ impl Pipeline {
         let mut families = match catch_unwind(AssertUnwindSafe(|| self.core_registry.gather())) {
             Ok(families) => families,
             Err(_) => {
-                self.collection_errors
-                    .add(1, &[KeyValue::new("source", "core")]);
+                self.count_collection_error("core");
                 tracing::error!("collecting loopwatch's own metrics panicked");
                 return Err(CollectError::Panicked);
             }
@@ -154,8 +146,7 @@ impl Pipeline {
             .iter()
             .any(|f| f.name() == catalog::ITERATION_NUMBER.name)
         {
-            self.collection_errors
-                .add(1, &[KeyValue::new("source", "core")]);
+            self.count_collection_error("core");
             return Err(CollectError::Incomplete);
         }
         match catch_unwind(AssertUnwindSafe(|| self.user_registry.gather())) {
@@ -172,8 +163,7 @@ impl Pipeline {
                 }
             }
             Err(_) => {
-                self.collection_errors
-                    .add(1, &[KeyValue::new("source", "user")]);
+                self.count_collection_error("user");
                 if !self
                     .user_poisoned
                     .swap(true, std::sync::atomic::Ordering::Relaxed)
@@ -197,11 +187,81 @@ impl Pipeline {
 }
 
 /// The Content-Type of the Prometheus text exposition format.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Encodes metric families in the Prometheus text exposition format.
 pub(crate) fn encode_text(families: &[MetricFamily]) -> Result<String, CollectError> {
     TextEncoder::new()
         .encode_to_string(families)
-        .map_err(|e| CollectError::Encode(e.to_string()))
+        .map_err(|e| CollectError::Encode(std::sync::Arc::new(e)))
+}
+
+/// The label sets of a labelled metric that exist from start-up, each exported at zero
+/// before anything happens, so rules and dashboards resolve at once.
+fn start_series(spec: &'static MetricSpec, alertmanager_urls: &[String]) -> Vec<Vec<KeyValue>> {
+    let one = |key: &'static str, value: &'static str| vec![KeyValue::new(key, value)];
+    match spec.name {
+        name if name == catalog::ALERT_FIRING.name => AlertName::ALL
+            .iter()
+            .map(|a| one("alertname", a.as_str()))
+            .collect(),
+        name if name == catalog::BASELINE.name || name == catalog::PERFORMANCE_WARNING.name => {
+            Watched::ALL.iter().map(|w| one("metric", w.metric())).collect()
+        }
+        name if name == catalog::REJECTED_OBSERVATIONS_TOTAL.name => Rejection::all_labels(),
+        name if name == catalog::COLLECTION_ERRORS_TOTAL.name => {
+            vec![one("source", "core"), one("source", "user")]
+        }
+        name if name == catalog::HTTP_REJECTED_TOTAL.name => {
+            vec![one("reason", "overload"), one("reason", "connections")]
+        }
+        name if name == catalog::ALERT_DELIVERIES_TOTAL.name => alertmanager_urls
+            .iter()
+            .flat_map(|url| {
+                ["success", "failure"].map(|outcome| {
+                    vec![
+                        KeyValue::new("url", url.clone()),
+                        KeyValue::new("outcome", outcome),
+                    ]
+                })
+            })
+            .collect(),
+        // Per-container series appear with their containers.
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Presence, CATALOG};
+
+    #[test]
+    fn every_catalog_row_is_exported_from_start_up_with_its_labels() {
+        let urls = ["http://127.0.0.1:9093".to_string()];
+        let pipeline = Pipeline::new(false, &urls).unwrap();
+        let families = pipeline.gather().unwrap();
+        for spec in CATALOG {
+            let family = families.iter().find(|f| f.name() == spec.name);
+            if spec.presence == Presence::PerContainer {
+                assert!(family.is_none(), "{} has no container yet", spec.name);
+                continue;
+            }
+            let family = family.unwrap_or_else(|| panic!("{} is not exported", spec.name));
+            assert_eq!(family.help(), spec.description, "{}", spec.name);
+            for metric in family.get_metric() {
+                let mut labels: Vec<&str> = metric.get_label().iter().map(|l| l.name()).collect();
+                labels.sort_unstable();
+                let mut expected = spec.labels.to_vec();
+                expected.sort_unstable();
+                assert_eq!(labels, expected, "{}", spec.name);
+            }
+        }
+        assert_eq!(
+            families.len(),
+            CATALOG.iter().filter(|s| s.presence != Presence::PerContainer).count(),
+            "nothing outside the catalog"
+        );
+        pipeline.shutdown();
+    }
 }

@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use super::*;
 
+fn defaults() -> Thresholds {
+    Thresholds::default()
+}
+
 fn summary(number: u64) -> IterationSummary {
     IterationSummary {
         number,
@@ -29,14 +33,14 @@ fn fired(findings: &Findings, alert: AlertName) -> bool {
 /// Runs `n` iterations shaped by `shape` and reports whether `alert` fired at any point
 /// and whether it is firing at the end.
 fn run(alert: AlertName, n: u64, shape: impl Fn(u64, &mut IterationSummary)) -> (bool, AlertState) {
-    let mut evaluator = Evaluator::new(Thresholds::default());
+    let mut evaluator = Evaluator::new(&defaults());
     let mut ever = false;
     for i in 1..=n {
         let mut s = summary(i);
         shape(i, &mut s);
-        ever |= fired(&evaluator.on_iteration(&s), alert);
+        ever |= fired(&evaluator.on_iteration(&s, &defaults()), alert);
     }
-    (ever, evaluator.states()[alert as usize])
+    (ever, evaluator.states()[alert])
 }
 
 #[test]
@@ -106,38 +110,38 @@ fn low_success_rate_needs_a_full_window_strictly_below_the_floor() {
 #[test]
 fn high_memory_fires_above_eighty_percent_with_hysteresis() {
     let total = 100_000u64;
-    let mut evaluator = Evaluator::new(Thresholds::default());
+    let mut evaluator = Evaluator::new(&defaults());
     assert!(
         !fired(
-            &evaluator.on_host_memory(79_900, total),
+            &evaluator.on_host_memory(79_900, total, &defaults()),
             AlertName::HighMemoryUsage
         ),
         "79.9%"
     );
     assert!(
         fired(
-            &evaluator.on_host_memory(80_100, total),
+            &evaluator.on_host_memory(80_100, total, &defaults()),
             AlertName::HighMemoryUsage
         ),
         "80.1%"
     );
     // Hovering just below the threshold does not resolve it …
     assert!(evaluator
-        .on_host_memory(79_000, total)
+        .on_host_memory(79_000, total, &defaults())
         .transitions
         .is_empty());
     assert!(
         evaluator
-            .on_host_memory(80_500, total)
+            .on_host_memory(80_500, total, &defaults())
             .transitions
             .is_empty(),
         "fires once"
     );
     // … falling below the clear fraction does.
-    let resolved = evaluator.on_host_memory(77_000, total);
+    let resolved = evaluator.on_host_memory(77_000, total, &defaults());
     assert!(resolved.transitions[0].is_resolution());
     assert_eq!(
-        evaluator.states()[AlertName::HighMemoryUsage as usize],
+        evaluator.states()[AlertName::HighMemoryUsage],
         AlertState::Inactive
     );
 }
@@ -145,10 +149,10 @@ fn high_memory_fires_above_eighty_percent_with_hysteresis() {
 #[test]
 fn cleanup_failures_fire_above_three_orphans() {
     for (orphans, expect) in [(3, false), (4, true)] {
-        let mut evaluator = Evaluator::new(Thresholds::default());
+        let mut evaluator = Evaluator::new(&defaults());
         assert_eq!(
             fired(
-                &evaluator.on_orphans(orphans),
+                &evaluator.on_orphans(orphans, &defaults()),
                 AlertName::ContainerCleanupFailures
             ),
             expect,
@@ -159,13 +163,13 @@ fn cleanup_failures_fire_above_three_orphans() {
 
 fn warnings_after(values: &[(f64, f64)]) -> Vec<WarningChange> {
     // (sharpe, seconds) per iteration; the first 10 form the baseline.
-    let mut evaluator = Evaluator::new(Thresholds::default());
+    let mut evaluator = Evaluator::new(&defaults());
     let mut out = Vec::new();
     for (i, &(sharpe, seconds)) in values.iter().enumerate() {
         let mut s = summary(i as u64 + 1);
         s.mean_sharpe = Some(sharpe);
         s.duration = Duration::from_secs_f64(seconds);
-        out.extend(evaluator.on_iteration(&s).warnings);
+        out.extend(evaluator.on_iteration(&s, &defaults()).warnings);
     }
     out
 }
@@ -235,16 +239,16 @@ fn thresholds_are_configurable() {
         diversity_iterations: 2,
         ..Thresholds::default()
     };
-    let mut evaluator = Evaluator::new(thresholds);
+    let mut evaluator = Evaluator::new(&thresholds);
     let mut s = summary(1);
     s.champion_staleness = 3;
     s.diversity = Some(0.0);
-    evaluator.on_iteration(&s);
+    evaluator.on_iteration(&s, &thresholds);
     s.number = 2;
-    let findings = evaluator.on_iteration(&s);
+    let findings = evaluator.on_iteration(&s, &thresholds);
     assert!(fired(&findings, AlertName::DiversityCollapse));
     assert_eq!(
-        evaluator.states()[AlertName::ChampionStaleness as usize],
+        evaluator.states()[AlertName::ChampionStaleness],
         AlertState::Firing
     );
 }

@@ -2,6 +2,8 @@
 
 use std::collections::VecDeque;
 
+use crate::alerts::Watched;
+
 /// Pushes between exact recomputations of the running sums, so that floating-point
 /// drift from adding and subtracting cannot accumulate over a run of days.
 const RESUM_EVERY: u64 = 4096;
@@ -59,17 +61,29 @@ impl Sums {
 
 /// The rolling values of a window (each `None` when the window holds no data for it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct RollingValues {
+pub(crate) struct RollingValues {
     /// Iterations currently in the window (up to its size).
-    pub iterations: usize,
+    pub(crate) iterations: usize,
     /// successes / (successes + failures) over the window.
-    pub success_rate: Option<f64>,
+    pub(crate) success_rate: Option<f64>,
     /// Mean of the per-iteration mean Sharpe ratios in the window.
-    pub avg_sharpe: Option<f64>,
+    pub(crate) avg_sharpe: Option<f64>,
     /// Mean of the per-iteration diversities in the window.
-    pub avg_diversity: Option<f64>,
+    pub(crate) avg_diversity: Option<f64>,
     /// Mean wall-clock iteration time in the window, in seconds.
-    pub mean_seconds: Option<f64>,
+    pub(crate) mean_seconds: Option<f64>,
+}
+
+impl RollingValues {
+    /// The rolling value a warning watches.
+    pub(crate) fn of(&self, watched: Watched) -> Option<f64> {
+        match watched {
+            Watched::SuccessRate => self.success_rate,
+            Watched::AvgSharpe => self.avg_sharpe,
+            Watched::AvgDiversity => self.avg_diversity,
+            Watched::ExecutionTime => self.mean_seconds,
+        }
+    }
 }
 
 /// The last `size` iterations and their running sums.

@@ -22,7 +22,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::evaluate::{AlertName, AlertState, Transition};
+use crate::alerts::{AlertName, AlertState};
+use crate::evaluate::Transition;
 
 /// Longest wait between retries while an Alertmanager is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -100,7 +101,7 @@ impl AlertSink {
 
 /// Starts one sender task per Alertmanager and returns the loop-side handle.
 pub(crate) fn start(
-    runtime: &tokio::runtime::Runtime,
+    runtime: &tokio::runtime::Handle,
     urls: &[String],
     identity: AlertIdentity,
     resend_interval: Duration,
@@ -120,15 +121,6 @@ pub(crate) fn start(
             deliveries: deliveries.clone(),
             delivered: BTreeMap::new(),
         };
-        for outcome in ["success", "failure"] {
-            deliveries.add(
-                0,
-                &[
-                    KeyValue::new("url", url.clone()),
-                    KeyValue::new("outcome", outcome),
-                ],
-            );
-        }
         runtime.spawn(sender.run(wake.subscribe(), cancel.clone()));
     }
     AlertSink { table, wake }

@@ -1,9 +1,65 @@
-//! Where metrics leave the process: the HTTP endpoint and the final export files.
+//! Where the run leaves the process: the HTTP endpoint (`/metrics`, the embedded page,
+//! `/healthz`), Alertmanager delivery and the final export files.
+//!
+//! Exporters never reach into the monitor. They read a [`Snapshot`], taken once per
+//! page render or final export, and the exposition text, both through [`Source`],
+//! which the monitor implements.
 
 pub(crate) mod alertmanager;
-pub(crate) mod dashboard;
-pub(crate) mod final_export;
-pub(crate) mod server;
-pub(crate) mod web_config;
+pub(crate) mod files;
+pub(crate) mod http;
 
-pub use server::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_IN_FLIGHT, REQUEST_TIMEOUT};
+use enum_map::EnumMap;
+
+use crate::alerts::{AlertName, AlertState, Watched};
+use crate::config::Thresholds;
+use crate::error::CollectError;
+use crate::evaluate::RollingValues;
+use crate::run::{Event, HistoryPoint, RunIdentity, RunSummary};
+
+/// The evaluator's state at one instant.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Evaluation {
+    pub(crate) rolling: RollingValues,
+    pub(crate) alerts: EnumMap<AlertName, AlertState>,
+    pub(crate) baselines: EnumMap<Watched, Option<f64>>,
+    pub(crate) warnings: EnumMap<Watched, bool>,
+    pub(crate) low_diversity_streak: u64,
+}
+
+impl Evaluation {
+    /// The alerts firing now, in [`AlertName::ALL`] order.
+    pub(crate) fn firing(&self) -> Vec<AlertName> {
+        AlertName::ALL
+            .into_iter()
+            .filter(|alert| self.alerts[*alert] == AlertState::Firing)
+            .collect()
+    }
+}
+
+/// Everything the exporters show of a run, taken at one instant.
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) identity: RunIdentity,
+    pub(crate) summary: RunSummary,
+    pub(crate) thresholds: Thresholds,
+    pub(crate) evaluation: Evaluation,
+    /// Recent iterations, oldest first.
+    pub(crate) history: Vec<HistoryPoint>,
+    /// Recent events, oldest first, and how many older ones were dropped.
+    pub(crate) events: Vec<Event>,
+    pub(crate) events_dropped: u64,
+    /// The containers feature's state (enabled, Docker reachable, last sweep,
+    /// shutdown verification), as written to `metrics_final.json`.
+    pub(crate) containers: serde_json::Value,
+}
+
+/// What the exporters read a run through.
+pub(crate) trait Source: Send + Sync + 'static {
+    /// The run's identity.
+    fn identity(&self) -> &RunIdentity;
+    /// The Prometheus text exposition, as `GET /metrics` serves it.
+    fn exposition(&self) -> Result<String, CollectError>;
+    /// Everything else, at this instant.
+    fn snapshot(&self) -> Snapshot;
+}

@@ -6,17 +6,49 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::docker::ContainerShutdownReport;
-use crate::export::final_export::{self, FinalExport};
+use crate::export::files::{self, FinalExport};
+use crate::export::Source as _;
 
-use super::inner::Inner;
+use super::shared::Shared;
 
-/// The last sample and the final export, run once per monitor.
-pub(super) fn finish_run(inner: &Inner) -> Option<FinalExport> {
-    inner.sample_host();
-    if inner.settings.containers {
-        let report: ContainerShutdownReport =
-            inner.block_on(inner.containers.verify_cleaned_up(&inner.identity));
+/// Starts every periodic task the settings ask for.
+pub(super) fn spawn_all(
+    runtime: &tokio::runtime::Runtime,
+    shared: &Arc<Shared>,
+    cancel: &CancellationToken,
+) {
+    runtime.spawn(every_sample_interval(
+        Arc::clone(shared),
+        cancel.clone(),
+        |shared| shared.sample_host(),
+    ));
+    runtime.spawn(log_long_run_statistics(Arc::clone(shared), cancel.clone()));
+    #[cfg(feature = "docker")]
+    if shared.settings.containers {
+        runtime.spawn(sample_containers_periodically(
+            Arc::clone(shared),
+            cancel.clone(),
+        ));
+        let claimed = shared.containers.claim_sweep();
+        runtime.spawn(sweep_orphans_periodically(
+            Arc::clone(shared),
+            cancel.clone(),
+            claimed,
+        ));
+    }
+    if shared.settings.handle_signals {
+        runtime.spawn(watch_signals(Arc::clone(shared)));
+    }
+}
+
+/// The last sample, container verification and the final export, run once per monitor.
+pub(super) fn finish_run(shared: &Shared) -> Option<FinalExport> {
+    shared.sample_host();
+    #[cfg(feature = "docker")]
+    if shared.settings.containers {
+        let containers = &shared.containers;
+        let report =
+            crate::containers::block_on(containers.runtime(), containers.verify_cleaned_up());
         if !report.left_behind.is_empty() {
             tracing::error!(
                 left_behind = report.left_behind.len(),
@@ -24,10 +56,14 @@ pub(super) fn finish_run(inner: &Inner) -> Option<FinalExport> {
             );
         }
     }
-    if !inner.settings.final_export {
+    if !shared.settings.final_export {
         return None;
     }
-    let export = final_export::write(inner);
+    let export = files::write(
+        &shared.settings.output_dir,
+        &shared.snapshot(),
+        shared.pipeline.gather(),
+    );
     for (file, outcome) in [("text", &export.prometheus_text), ("json", &export.json)] {
         match outcome {
             Ok(path) => tracing::info!(file, path = %path.display(), "final metrics written"),
@@ -37,35 +73,44 @@ pub(super) fn finish_run(inner: &Inner) -> Option<FinalExport> {
     Some(export)
 }
 
-pub(super) async fn sample_host_periodically(inner: Arc<Inner>, cancel: CancellationToken) {
-    let mut ticker = tokio::time::interval(inner.settings.sample_interval);
+async fn every_sample_interval(
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tick: impl Fn(&Shared),
+) {
+    let mut ticker = tokio::time::interval(shared.settings.sample_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = ticker.tick() => inner.sample_host(),
+            _ = ticker.tick() => tick(&shared),
         }
     }
 }
 
-pub(super) async fn sample_containers_periodically(inner: Arc<Inner>, cancel: CancellationToken) {
-    let mut ticker = tokio::time::interval(inner.settings.sample_interval);
+#[cfg(feature = "docker")]
+async fn sample_containers_periodically(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(shared.settings.sample_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = ticker.tick() => inner.containers.sample(&inner.identity).await,
+            _ = ticker.tick() => {
+                let sample = shared.containers.sample().await;
+                shared.publish_containers(&shared.containers, sample);
+            }
         }
     }
 }
 
 /// Sweeps for orphans at start-up and then every `orphan_sweep_interval`.
-pub(super) async fn sweep_orphans_periodically(
-    inner: Arc<Inner>,
+#[cfg(feature = "docker")]
+async fn sweep_orphans_periodically(
+    shared: Arc<Shared>,
     cancel: CancellationToken,
     mut claimed: Option<tokio::sync::OwnedMutexGuard<()>>,
 ) {
-    let mut ticker = tokio::time::interval(inner.settings.orphan_sweep_interval);
+    let mut ticker = tokio::time::interval(shared.settings.orphan_sweep_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // The start-up sweep (holding the lock claimed at start) is not cancellable;
@@ -79,19 +124,15 @@ pub(super) async fn sweep_orphans_periodically(
             ticker.tick().await;
         }
         // A sweep, once begun, runs to the end: shutdown waits for it.
-        if let Some(report) = inner
-            .containers
-            .sweep(&inner.identity, claimed.take())
-            .await
-        {
-            inner.report_orphans(report.remaining() as u64);
+        if let Some(report) = shared.containers.sweep(claimed.take()).await {
+            shared.report_orphans(report.remaining() as u64);
         }
     }
 }
 
 /// Logs the long-run statistics (requirement 5.4) every `stats_interval`.
-pub(super) async fn log_long_run_statistics(inner: Arc<Inner>, cancel: CancellationToken) {
-    let period = inner.settings.thresholds.stats_interval;
+async fn log_long_run_statistics(shared: Arc<Shared>, cancel: CancellationToken) {
+    let period = shared.settings.thresholds.stats_interval;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -99,9 +140,9 @@ pub(super) async fn log_long_run_statistics(inner: Arc<Inner>, cancel: Cancellat
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let summary = inner.summary();
+        let summary = shared.summary();
         tracing::info!(
-            run_id = %inner.identity.run_id,
+            run_id = %shared.identity.run_id,
             total_iterations = summary.iterations,
             avg_execution_time_seconds = summary.mean_execution_time_seconds.unwrap_or(0.0),
             success_rate = summary.success_rate.unwrap_or(0.0),
@@ -112,7 +153,7 @@ pub(super) async fn log_long_run_statistics(inner: Arc<Inner>, cancel: Cancellat
     }
 }
 
-pub(super) async fn watch_signals(inner: Arc<Inner>) {
+async fn watch_signals(shared: Arc<Shared>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut terminate), Ok(mut interrupt)) = (
         signal(SignalKind::terminate()),
@@ -126,10 +167,10 @@ pub(super) async fn watch_signals(inner: Arc<Inner>) {
             _ = terminate.recv() => {}
             _ = interrupt.recv() => {}
         }
-        if inner.request_stop() {
+        if shared.request_stop() {
             tracing::warn!("second stop signal: writing the final export and exiting");
-            if !inner.closed.swap(true, Ordering::SeqCst) {
-                finish_run(&inner);
+            if !shared.closed.swap(true, Ordering::SeqCst) {
+                finish_run(&shared);
             }
             std::process::exit(130);
         }

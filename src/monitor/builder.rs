@@ -4,15 +4,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{self, Settings};
+use crate::config::{self, Settings, Thresholds};
 use crate::error::Error;
-use crate::evaluate::Thresholds;
 use crate::monitor::Monitor;
 
 /// Configures and starts a [`Monitor`].
 ///
-/// Every setting has a documented default (the `DEFAULT_*` constants of
-/// [`crate::config`]) and an environment override; a value set here wins over both.
+/// Every setting has a documented default. Four have an environment override, which
+/// a value set here wins over: `LOOPWATCH_LISTEN`, `LOOPWATCH_OUTPUT_DIR`,
+/// `LOOPWATCH_ALERTMANAGER_URLS` and `LOOPWATCH_SAMPLE_INTERVAL`; so do the web
+/// configuration (`LOOPWATCH_WEB_CONFIG`) and the OTLP export (the standard
+/// `OTEL_EXPORTER_OTLP_*` variables). The others (signals, final export, thresholds,
+/// containers, sweep period) are the program's choice.
 ///
 /// ```
 /// use std::time::Duration;
@@ -41,7 +44,7 @@ pub struct MonitorBuilder {
 }
 
 impl MonitorBuilder {
-    /// Address of `GET /metrics` (default [`config::DEFAULT_LISTEN`], env `LOOPWATCH_LISTEN`).
+    /// Address of `GET /metrics` (default `0.0.0.0:8000`, env `LOOPWATCH_LISTEN`).
     /// Port 0 picks a free port; read it back with [`Monitor::local_addr`].
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = Some(addr);
@@ -66,8 +69,8 @@ impl MonitorBuilder {
         self
     }
 
-    /// Period of the host, process and container samplers (default
-    /// [`config::DEFAULT_SAMPLE_INTERVAL`], env `LOOPWATCH_SAMPLE_INTERVAL`).
+    /// Period of the host, process and container samplers (default 1 s, env
+    /// `LOOPWATCH_SAMPLE_INTERVAL`, at least 10 ms).
     pub fn sample_interval(mut self, interval: Duration) -> Self {
         self.sample_interval = Some(interval);
         self
@@ -95,15 +98,15 @@ impl MonitorBuilder {
     }
 
     /// Whether the containers feature runs: Docker stats on every sampler tick, orphan
-    /// sweeps, and removal of this run's containers at shutdown (default on; with no
-    /// Docker it reports itself down and costs nothing else).
+    /// sweeps, and removal of this run's containers at shutdown (default on with the
+    /// `docker` cargo feature; with no Docker it reports itself down and costs nothing
+    /// else).
     pub fn containers(mut self, on: bool) -> Self {
         self.containers = Some(on);
         self
     }
 
-    /// Period between orphan sweeps (default
-    /// [`config::DEFAULT_ORPHAN_SWEEP_INTERVAL`]); one also runs at start-up.
+    /// Period between orphan sweeps (default 60 s); one also runs at start-up.
     pub fn orphan_sweep_interval(mut self, interval: Duration) -> Self {
         self.orphan_sweep_interval = Some(interval);
         self
@@ -126,7 +129,7 @@ impl MonitorBuilder {
     }
 
     /// Resolves every setting: builder value, else environment, else default.
-    pub fn settings(&self) -> Result<Settings, Error> {
+    pub(crate) fn settings(&self) -> Result<Settings, Error> {
         let listen = match self.listen {
             Some(addr) => addr,
             None => match config::env_var(config::ENV_LISTEN) {
@@ -176,13 +179,13 @@ impl MonitorBuilder {
             handle_signals: self.handle_signals,
             final_export: self.final_export.unwrap_or(true),
             thresholds,
-            containers: self.containers.unwrap_or(true),
+            containers: cfg!(feature = "docker") && self.containers.unwrap_or(true),
             orphan_sweep_interval: self
                 .orphan_sweep_interval
                 .unwrap_or(config::DEFAULT_ORPHAN_SWEEP_INTERVAL)
                 .max(config::MIN_SAMPLE_INTERVAL),
             web_config: self.web_config.clone().or_else(|| {
-                config::env_var(crate::export::web_config::ENV_WEB_CONFIG).map(PathBuf::from)
+                config::env_var(config::ENV_WEB_CONFIG).map(PathBuf::from)
             }),
             otlp: self.otlp.unwrap_or_else(|| {
                 config::OTLP_ENDPOINT_VARIABLES

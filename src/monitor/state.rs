@@ -1,73 +1,10 @@
-//! The run's bookkeeping: totals, champion tracking and the summaries derived from them.
+//! The run's bookkeeping: totals, champion tracking, failure reasons, and the bounded
+//! history and event log the dashboard and the final export read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-
-/// Distinct failure reasons tallied by name; further reasons are counted as `other`.
-pub const MAX_FAILURE_REASONS: usize = 32;
-
-/// What happened in one completed iteration, as handed to the evaluator.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct IterationSummary {
-    /// The iteration's number (1-based).
-    pub number: u64,
-    /// Wall-clock time from start to finish.
-    #[serde(serialize_with = "serialize_seconds")]
-    pub duration: Duration,
-    /// Strategies that succeeded.
-    pub successes: u64,
-    /// Strategies that failed.
-    pub failures: u64,
-    /// Mean Sharpe ratio of the successes with a valid Sharpe, if any.
-    pub mean_sharpe: Option<f64>,
-    /// Mean max drawdown of the successes with a valid drawdown, if any.
-    pub mean_max_drawdown: Option<f64>,
-    /// Population diversity reported during the iteration, if any.
-    pub diversity: Option<f64>,
-    /// Distinct strategies reported during the iteration, if any.
-    pub unique_strategies: Option<u64>,
-    /// Whether the champion changed during the iteration.
-    pub champion_changed: bool,
-    /// Completed iterations since the champion last changed, this one included.
-    pub champion_staleness: u64,
-}
-
-fn serialize_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
-}
-
-/// The whole run so far, summarised (written to `metrics_final.json`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunSummary {
-    /// Unique id of this run.
-    pub run_id: String,
-    /// When the monitor started, RFC 3339.
-    pub started_at: String,
-    /// Seconds since the monitor started.
-    pub elapsed_seconds: f64,
-    /// Completed iterations.
-    pub iterations: u64,
-    /// Strategies that succeeded, over the whole run.
-    pub strategy_successes: u64,
-    /// Strategies that failed, over the whole run.
-    pub strategy_failures: u64,
-    /// successes / (successes + failures), if any strategy was reported.
-    pub success_rate: Option<f64>,
-    /// Mean wall-clock time of the completed iterations, in seconds.
-    pub mean_execution_time_seconds: Option<f64>,
-    /// The current champion's identity, if one was reported.
-    pub champion: Option<String>,
-    /// Iteration in which the current champion took over.
-    pub champion_since_iteration: Option<u64>,
-    /// Completed iterations since the champion last changed.
-    pub champion_staleness_iterations: u64,
-    /// Times the champion changed (the first report included).
-    pub champion_changes: u64,
-    /// Failures by reason (at most [`MAX_FAILURE_REASONS`] names, then `other`).
-    pub failure_reasons: BTreeMap<String, u64>,
-}
+use crate::run::{Event, HistoryPoint, RunSummary, HISTORY_LEN, MAX_EVENTS, MAX_FAILURE_REASONS};
 
 /// Mutable run bookkeeping, behind the monitor's mutex.
 #[derive(Debug)]
@@ -82,6 +19,9 @@ pub(crate) struct RunState {
     pub(crate) champion_staleness: u64,
     pub(crate) champion_changes: u64,
     pub(crate) failure_reasons: BTreeMap<String, u64>,
+    history: VecDeque<HistoryPoint>,
+    events: VecDeque<Event>,
+    events_dropped: u64,
 }
 
 impl RunState {
@@ -97,6 +37,9 @@ impl RunState {
             champion_staleness: 0,
             champion_changes: 0,
             failure_reasons: BTreeMap::new(),
+            history: VecDeque::with_capacity(HISTORY_LEN),
+            events: VecDeque::new(),
+            events_dropped: 0,
         }
     }
 
@@ -143,6 +86,33 @@ impl RunState {
             self.champion_staleness += 1;
         }
         self.champion_staleness
+    }
+
+    /// Keeps a completed iteration's point, dropping the oldest past [`HISTORY_LEN`].
+    pub(crate) fn push_history(&mut self, point: HistoryPoint) {
+        if self.history.len() == HISTORY_LEN {
+            self.history.pop_front();
+        }
+        self.history.push_back(point);
+    }
+
+    /// The recent iterations, oldest first.
+    pub(crate) fn history(&self) -> Vec<HistoryPoint> {
+        self.history.iter().copied().collect()
+    }
+
+    /// Keeps an event, dropping (and counting) the oldest past [`MAX_EVENTS`].
+    pub(crate) fn push_event(&mut self, event: Event) {
+        if self.events.len() == MAX_EVENTS {
+            self.events.pop_front();
+            self.events_dropped += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    /// The recent events, oldest first, and how many were dropped for the bound.
+    pub(crate) fn events(&self) -> (Vec<Event>, u64) {
+        (self.events.iter().cloned().collect(), self.events_dropped)
     }
 
     pub(crate) fn summary(&self, run_id: &str) -> RunSummary {

@@ -83,13 +83,6 @@ impl HostSampler {
         }
     }
 
-    /// Start time of the watched process in seconds since the Unix epoch, once a
-    /// [`tick`](Self::tick) has read it.
-    pub fn process_start_time(&self) -> Option<u64> {
-        let (system, pid) = (self.system.as_ref()?, self.pid?);
-        system.process(pid).map(|p| p.start_time())
-    }
-
     /// Refreshes the readings and returns them.
     pub fn tick(&mut self) -> HostSample {
         let Some(system) = self.system.as_mut() else {

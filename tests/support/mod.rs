@@ -278,6 +278,17 @@ pub fn assert_promtool_accepts(text: &str) {
     );
 }
 
+/// Asserts the exposition parses strictly and every family has `# HELP` and `# TYPE`:
+/// the in-process judge; `tests/promtool.rs` has promtool judge the same kinds of text.
+pub fn assert_well_formed(text: &str) -> Exposition {
+    let exposition = parse(text).unwrap_or_else(|e| panic!("{e}\n--- exposition ---\n{text}"));
+    for (name, family) in &exposition {
+        assert!(family.help.is_some(), "{name} has no HELP");
+        assert!(family.kind.is_some(), "{name} has no TYPE");
+    }
+    exposition
+}
+
 /// Waits until `condition` holds, polling; panics with `what` after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

@@ -4,18 +4,18 @@ use std::collections::HashMap;
 
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
-use crate::monitor::RunIdentity;
+use crate::run::RunIdentity;
 
 /// Label marking a container as started through (or labelled by) loopwatch.
 pub const LABEL_MANAGED: &str = "loopwatch.managed";
 /// Label carrying the run id of the loop that owns the container.
 pub const LABEL_RUN_ID: &str = "loopwatch.run_id";
 /// Label carrying the owner's host name.
-pub const LABEL_OWNER_HOST: &str = "loopwatch.owner.host";
+pub(crate) const LABEL_OWNER_HOST: &str = "loopwatch.owner.host";
 /// Label carrying the owner's process id.
-pub const LABEL_OWNER_PID: &str = "loopwatch.owner.pid";
+pub(crate) const LABEL_OWNER_PID: &str = "loopwatch.owner.pid";
 /// Label carrying the owner's process start time, seconds since the Unix epoch.
-pub const LABEL_OWNER_START_TIME: &str = "loopwatch.owner.start_time";
+pub(crate) const LABEL_OWNER_START_TIME: &str = "loopwatch.owner.start_time";
 
 /// Seconds of disagreement tolerated between a recorded and a measured process start
 /// time (both come from the kernel's boot-relative tick count, rounded to seconds).
@@ -49,7 +49,7 @@ pub fn ownership_labels(identity: &RunIdentity) -> HashMap<String, String> {
 
 /// Whose a container is, as far as cleanup is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ownership {
+pub(crate) enum Ownership {
     /// Not labelled by loopwatch: never touched.
     Unmanaged,
     /// This run's own container.

@@ -2,22 +2,7 @@
 
 use std::time::SystemTime;
 
-use serde::Serialize;
-
-use crate::evaluate::rules::AlertName;
-
-/// Where an alert stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertState {
-    /// The condition does not hold.
-    Inactive,
-    /// The condition holds but not yet for long enough (a streak still short of its
-    /// length, a success rate over a window not yet full).
-    Pending,
-    /// The condition holds: the alert has fired and stays firing until it clears.
-    Firing,
-}
+use crate::alerts::{AlertName, AlertState};
 
 /// What a rule concluded from the latest evidence.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,29 +13,27 @@ pub(crate) enum Verdict {
 }
 
 /// A change of an alert's state, with the evidence behind it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Transition {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Transition {
     /// Which alert.
-    pub alert: AlertName,
+    pub(crate) alert: AlertName,
     /// The state it entered: pending, firing, or inactive (resolved).
-    pub state: AlertState,
+    pub(crate) state: AlertState,
     /// The value the rule looked at (a fraction, a streak, a count).
-    pub value: f64,
+    pub(crate) value: f64,
     /// The threshold it compares against.
-    pub threshold: f64,
+    pub(crate) threshold: f64,
     /// The last completed iteration when it happened.
-    pub iteration: u64,
+    pub(crate) iteration: u64,
     /// When it happened.
-    #[serde(serialize_with = "crate::evaluate::serialize_time")]
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
     /// When the alert started firing (set on firing and resolved transitions).
-    #[serde(serialize_with = "crate::evaluate::serialize_optional_time")]
-    pub firing_since: Option<SystemTime>,
+    pub(crate) firing_since: Option<SystemTime>,
 }
 
 impl Transition {
     /// Whether this transition resolves a firing alert.
-    pub fn is_resolution(&self) -> bool {
+    pub(crate) fn is_resolution(&self) -> bool {
         self.state == AlertState::Inactive && self.firing_since.is_some()
     }
 }

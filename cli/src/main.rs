@@ -1,8 +1,10 @@
 //! The `loopwatch` command: operator tools around the loopwatch SDK.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use loopwatch_cli::generate;
 
 /// Operator tools for loops watched by loopwatch.
 #[derive(Debug, Parser)]
@@ -20,13 +22,13 @@ enum Command {
     Rules {
         /// Repository root to write under.
         #[arg(long, default_value = ".")]
-        root: std::path::PathBuf,
+        root: PathBuf,
     },
     /// Regenerate the Grafana dashboard (grafana/dashboards/loopwatch.json).
     Dashboard {
         /// Repository root to write under.
         #[arg(long, default_value = ".")]
-        root: std::path::PathBuf,
+        root: PathBuf,
     },
     /// Remove orphaned containers of dead loops on this host (after a crash, say).
     /// Containers of live loops, of other hosts and unlabelled ones are never touched.
@@ -44,53 +46,52 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command {
         Command::Metrics => {
             print!("{}", loopwatch::catalog::markdown_table());
             ExitCode::SUCCESS
         }
         Command::Rules { root } => written(
-            loopwatch::generate::write_rules(&root, &loopwatch::Thresholds::default()),
-            &[
-                loopwatch::generate::RULES_FILE,
-                loopwatch::generate::RULES_TEST_FILE,
-            ],
+            generate::write_rules(&root, &loopwatch::Thresholds::default()),
+            &[generate::RULES_FILE, generate::RULES_TEST_FILE],
         ),
         Command::Dashboard { root } => written(
-            loopwatch::generate::write_dashboard(&root, &loopwatch::Thresholds::default()),
-            &[loopwatch::generate::DASHBOARD_FILE],
+            generate::write_dashboard(&root, &loopwatch::Thresholds::default()),
+            &[generate::DASHBOARD_FILE],
         ),
-        Command::Cleanup { dry_run } => match loopwatch::cleanup_orphans(dry_run) {
-            Ok(report) => {
-                for id in &report.orphans {
-                    let verdict = if dry_run {
-                        "would remove"
-                    } else if report.removed.contains(id) {
-                        "removed"
-                    } else {
-                        "FAILED"
-                    };
-                    println!("{verdict} {id}");
-                }
-                println!(
-                    "{} orphaned, {} removed, {} failed, {} left alone (live, remote or unverifiable owners)",
-                    report.orphans.len(),
-                    report.removed.len(),
-                    report.failed.len(),
-                    report.left_alone
-                );
-                if report.failed.is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Cleanup { dry_run } => cleanup(dry_run),
+    }
+}
+
+fn cleanup(dry_run: bool) -> ExitCode {
+    let report = match loopwatch::cleanup_orphans(dry_run) {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    for id in &report.orphans {
+        let verdict = if dry_run {
+            "would remove"
+        } else if report.removed.contains(id) {
+            "removed"
+        } else {
+            "FAILED"
+        };
+        println!("{verdict} {id}");
+    }
+    println!(
+        "{} orphaned, {} removed, {} failed, {} left alone (live, remote or unverifiable owners)",
+        report.orphans.len(),
+        report.removed.len(),
+        report.failed.len(),
+        report.left_alone
+    );
+    if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -2,13 +2,14 @@
 //! committed prometheus.yml scrapes the example loop, every dashboard query returns
 //! data, and the committed rules fire and reach Alertmanager.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loopwatch::generate::{dashboard_expressions, grafana_dashboard};
+use loopwatch_cli::generate::{dashboard_expressions, grafana_dashboard};
 use loopwatch::Thresholds;
 use support::services::{free_port, Alertmanager, Prometheus};
 use support::*;
@@ -151,4 +152,34 @@ fn prometheus_rules_fire_on_a_collapsing_loop_and_reach_alertmanager() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+fn tool(program: &str, args: &[&str], dir: &std::path::Path) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is installed (scripts/test installs it): {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn promtool_and_amtool_accept_the_configuration_and_the_rule_tests_pass() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("prometheus");
+    tool("promtool", &["check", "config", "prometheus.yml"], &dir);
+    tool("promtool", &["check", "rules", "loopwatch.rules.yml"], &dir);
+    tool(
+        "promtool",
+        &["test", "rules", "tests/loopwatch.rules_test.yml"],
+        &dir,
+    );
+    tool("amtool", &["check-config", "alertmanager.yml"], &dir);
 }

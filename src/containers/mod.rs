@@ -1,53 +1,66 @@
-//! Containers: ownership labels, the stats sampler, orphan sweeps, the sandbox
-//! launcher, and shutdown verification, on a real Docker Engine through bollard.
+//! Containers of this run on a real Docker Engine, through bollard: ownership labels,
+//! the stats sampler, orphan sweeps and shutdown verification. The sandbox launcher
+//! (`crate::sandbox`) starts containers through the same handle.
 //!
 //! Docker being absent or unreachable degrades only this feature:
 //! `loopwatch_docker_up` reads 0, one log line says so, and everything recovers on
 //! its own when the daemon answers again.
 
-pub(crate) mod cleanup;
 pub(crate) mod labels;
-pub(crate) mod sandbox;
 pub(crate) mod stats;
+pub(crate) mod sweep;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bollard::Docker;
-use opentelemetry::metrics::{Counter, Meter, ObservableGauge};
-use opentelemetry::KeyValue;
+use opentelemetry::metrics::Counter;
 use serde::Serialize;
 
-use crate::catalog;
-use crate::instruments::{counter, observable_gauge};
-use crate::monitor::RunIdentity;
-use cleanup::SweepReport;
+use crate::run::RunIdentity;
 use labels::LABEL_RUN_ID;
 use stats::{ContainerStat, StatsSampler};
+use sweep::SweepReport;
 
 /// What shutdown found of this run's containers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ContainerShutdownReport {
+pub(crate) struct ContainerShutdownReport {
     /// Containers of this run still present at shutdown and removed then.
-    pub removed: Vec<String>,
+    pub(crate) removed: Vec<String>,
     /// Containers of this run that could not be removed (also logged).
-    pub left_behind: Vec<(String, String)>,
+    pub(crate) left_behind: Vec<(String, String)>,
     /// Whether Docker could be asked at all.
-    pub docker_reachable: bool,
+    pub(crate) docker_reachable: bool,
+}
+
+/// This run's running containers at one sample.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ContainerSample {
+    /// Running containers of this run.
+    pub(crate) active: u64,
+    /// The latest reading of each container that has one.
+    pub(crate) stats: Vec<ContainerStat>,
+}
+
+/// The counters container cleanup adds to, wherever it happens.
+#[derive(Debug, Clone)]
+pub(crate) struct CleanupCounters {
+    /// `loopwatch_container_cleanup_failures_total`.
+    pub(crate) failures: Counter<u64>,
+    /// `loopwatch_containers_cleaned_total`.
+    pub(crate) cleaned: Counter<u64>,
 }
 
 /// The containers feature's state, shared by the sampler, the sweeps and the sandbox.
 pub(crate) struct Containers {
-    client: Option<Docker>,
+    /// The client, or why none could be configured.
+    client: Result<Docker, Arc<bollard::errors::Error>>,
+    identity: RunIdentity,
+    runtime: tokio::runtime::Handle,
     up: AtomicBool,
     /// Whether a "down" has been logged since Docker was last reachable.
     down_logged: AtomicBool,
-    pub(crate) active: AtomicU64,
-    pub(crate) memory_bytes: AtomicU64,
-    orphans: AtomicU64,
-    cleanup_failures_seen: AtomicU64,
-    readings: Mutex<Vec<ContainerStat>>,
     created: Mutex<HashSet<String>>,
     sequence: AtomicU64,
     stats: Mutex<StatsSampler>,
@@ -56,111 +69,83 @@ pub(crate) struct Containers {
     sweeping: Arc<tokio::sync::Mutex<()>>,
     last_sweep: Mutex<Option<SweepReport>>,
     shutdown: Mutex<Option<ContainerShutdownReport>>,
-    cleanup_failures: Counter<u64>,
-    cleaned: Counter<u64>,
-    _gauges: Mutex<Vec<ObservableGauge<f64>>>,
+    counters: CleanupCounters,
+    cleanup_failures_seen: AtomicU64,
 }
 
 impl std::fmt::Debug for Containers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Containers").finish_non_exhaustive()
+        f.debug_struct("Containers")
+            .field("run_id", &self.identity.run_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Docker client for the local daemon (no request is made yet).
+pub(crate) fn connect() -> Result<Docker, bollard::errors::Error> {
+    Docker::connect_with_local_defaults()
+        .map(|docker| docker.with_timeout(std::time::Duration::from_secs(30)))
+}
+
+/// Runs a future to completion on `runtime` from any thread, inside or outside a
+/// runtime (inside one, a helper thread does the waiting, as blocking is not allowed).
+pub(crate) fn block_on<F>(runtime: &tokio::runtime::Handle, future: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| runtime.block_on(future))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    } else {
+        runtime.block_on(future)
     }
 }
 
 impl Containers {
-    /// Connects lazily (no request is made) and registers the container metrics.
-    pub(crate) fn new(meter: &Meter) -> Arc<Self> {
-        let client = match Docker::connect_with_local_defaults() {
-            Ok(docker) => Some(docker.with_timeout(std::time::Duration::from_secs(30))),
-            Err(e) => {
-                tracing::error!(error = %e, "no Docker client can be configured; container features are down");
-                None
-            }
-        };
-        let containers = Arc::new(Containers {
+    /// Connects lazily (no request is made) on behalf of the run `identity`.
+    pub(crate) fn new(
+        identity: RunIdentity,
+        runtime: tokio::runtime::Handle,
+        counters: CleanupCounters,
+    ) -> Self {
+        let client = connect().map_err(|e| {
+            tracing::error!(error = %e, "no Docker client can be configured; container features are down");
+            Arc::new(e)
+        });
+        Containers {
             client,
+            identity,
+            runtime,
             up: AtomicBool::new(false),
             down_logged: AtomicBool::new(false),
-            active: AtomicU64::new(0),
-            memory_bytes: AtomicU64::new(0),
-            orphans: AtomicU64::new(0),
-            cleanup_failures_seen: AtomicU64::new(0),
-            readings: Mutex::new(Vec::new()),
             created: Mutex::new(HashSet::new()),
             sequence: AtomicU64::new(0),
             stats: Mutex::new(StatsSampler::default()),
             sweeping: Arc::new(tokio::sync::Mutex::new(())),
             last_sweep: Mutex::new(None),
             shutdown: Mutex::new(None),
-            cleanup_failures: counter(meter, &catalog::CONTAINER_CLEANUP_FAILURES_TOTAL),
-            cleaned: counter(meter, &catalog::CONTAINERS_CLEANED_TOTAL),
-            _gauges: Mutex::new(Vec::new()),
-        });
-        containers.cleanup_failures.add(0, &[]);
-        containers.cleaned.add(0, &[]);
-        let weak = Arc::downgrade(&containers);
-        let read = move |f: fn(&Containers) -> f64| {
-            let weak = weak.clone();
-            move || weak.upgrade().map_or(0.0, |c| f(&c))
-        };
-        let mut gauges = vec![
-            observable_gauge(
-                meter,
-                &catalog::ACTIVE_CONTAINERS,
-                read(|c| c.active.load(Ordering::Relaxed) as f64),
-            ),
-            observable_gauge(
-                meter,
-                &catalog::ORPHANED_CONTAINERS,
-                read(|c| c.orphans.load(Ordering::Relaxed) as f64),
-            ),
-            observable_gauge(
-                meter,
-                &catalog::DOCKER_UP,
-                read(|c| f64::from(u8::from(c.up.load(Ordering::Relaxed)))),
-            ),
-        ];
-        for (spec, memory) in [
-            (&catalog::CONTAINER_MEMORY_USAGE, true),
-            (&catalog::CONTAINER_CPU_USAGE, false),
-        ] {
-            let weak = Arc::downgrade(&containers);
-            gauges.push(
-                meter
-                    .f64_observable_gauge(spec.name)
-                    .with_unit(spec.unit)
-                    .with_description(spec.description)
-                    .with_callback(move |observer| {
-                        let Some(c) = weak.upgrade() else { return };
-                        for stat in c
-                            .readings
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .iter()
-                        {
-                            let value = if memory {
-                                Some(stat.memory_bytes as f64)
-                            } else {
-                                stat.cpu_percent
-                            };
-                            if let Some(value) = value {
-                                observer
-                                    .observe(value, &[KeyValue::new("name", stat.name.clone())]);
-                            }
-                        }
-                    })
-                    .build(),
-            );
+            counters,
+            cleanup_failures_seen: AtomicU64::new(0),
         }
-        *containers
-            ._gauges
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = gauges;
-        containers
     }
 
-    /// The Docker client, if one could be configured.
-    pub(crate) fn client(&self) -> Option<Docker> {
+    /// The run these containers belong to.
+    pub(crate) fn identity(&self) -> &RunIdentity {
+        &self.identity
+    }
+
+    /// The runtime container work runs on.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    /// The Docker client, or why none could be configured.
+    pub(crate) fn client(&self) -> Result<Docker, Arc<bollard::errors::Error>> {
         self.client.clone()
     }
 
@@ -181,10 +166,6 @@ impl Containers {
         if !self.down_logged.swap(true, Ordering::Relaxed) {
             tracing::error!(error = %error, "Docker is unreachable; container metrics and cleanup are paused until it answers (loopwatch_docker_up 0)");
         }
-        self.readings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
     }
 
     /// Marks Docker down when an error shows it cannot be reached at all.
@@ -197,12 +178,12 @@ impl Containers {
         }
     }
 
-    /// A fresh container name for this run: `loopwatch-<pid>-<n>`.
-    pub(crate) fn next_name(&self, identity: &RunIdentity) -> String {
+    /// A fresh container name for this run: `loopwatch-<pid>-<start time>-<n>`.
+    pub(crate) fn next_name(&self) -> String {
         let n = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
         format!(
             "loopwatch-{}-{}-{n}",
-            identity.pid, identity.process_start_time
+            self.identity.pid, self.identity.process_start_time
         )
     }
 
@@ -221,7 +202,7 @@ impl Containers {
     }
 
     pub(crate) fn count_cleanup_failure(&self) {
-        self.cleanup_failures.add(1, &[]);
+        self.counters.failures.add(1, &[]);
         self.cleanup_failures_seen.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -230,12 +211,13 @@ impl Containers {
         self.cleanup_failures_seen.load(Ordering::Relaxed)
     }
 
-    /// One sampler tick: this run's running containers and their stats.
-    pub(crate) async fn sample(&self, identity: &RunIdentity) {
-        let Some(docker) = &self.client else { return };
-        let listed = cleanup::managed_containers(
+    /// One sampler tick: this run's running containers and their stats, or `None`
+    /// while Docker is unreachable.
+    pub(crate) async fn sample(&self) -> Option<ContainerSample> {
+        let docker = self.client.as_ref().ok()?;
+        let listed = sweep::managed_containers(
             docker,
-            Some(format!("{LABEL_RUN_ID}={}", identity.run_id)),
+            Some(format!("{LABEL_RUN_ID}={}", self.identity.run_id)),
             true,
         )
         .await;
@@ -246,19 +228,20 @@ impl Containers {
                     .map(|(id, name, _, _)| (id, name))
                     .collect()
             }
-            Err(e) => return self.mark_down(&e),
+            Err(e) => {
+                self.mark_down(&e);
+                return None;
+            }
         };
         let stats = self
             .stats
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .sample(docker, &running);
-        self.active.store(running.len() as u64, Ordering::Relaxed);
-        self.memory_bytes.store(
-            stats.iter().map(|s| s.memory_bytes).sum(),
-            Ordering::Relaxed,
-        );
-        *self.readings.lock().unwrap_or_else(PoisonError::into_inner) = stats;
+        Some(ContainerSample {
+            active: running.len() as u64,
+            stats,
+        })
     }
 
     /// Claims the sweep lock now, before the start-up sweep's task is scheduled, so
@@ -267,23 +250,20 @@ impl Containers {
         Arc::clone(&self.sweeping).try_lock_owned().ok()
     }
 
-    /// One orphan sweep; returns the orphans still present, or `None` if Docker is down.
+    /// One orphan sweep; returns what it found and did, or `None` if Docker is down.
     pub(crate) async fn sweep(
         &self,
-        identity: &RunIdentity,
         claimed: Option<tokio::sync::OwnedMutexGuard<()>>,
     ) -> Option<SweepReport> {
-        let docker = self.client.as_ref()?;
+        let docker = self.client.as_ref().ok()?;
         let _sweeping = match claimed {
             Some(guard) => guard,
             None => Arc::clone(&self.sweeping).lock_owned().await,
         };
-        match cleanup::sweep(docker, Some(identity), &identity.hostname, false).await {
+        match sweep::sweep(docker, Some(&self.identity), &self.identity.hostname, false).await {
             Ok(report) => {
                 self.mark_up();
-                self.orphans
-                    .store(report.remaining() as u64, Ordering::Relaxed);
-                self.cleaned.add(report.removed.len() as u64, &[]);
+                self.counters.cleaned.add(report.removed.len() as u64, &[]);
                 for _ in &report.failed {
                     self.count_cleanup_failure();
                 }
@@ -310,18 +290,15 @@ impl Containers {
 
     /// At shutdown: removes every container of this run still present and reports
     /// what could not be removed.
-    pub(crate) async fn verify_cleaned_up(
-        &self,
-        identity: &RunIdentity,
-    ) -> ContainerShutdownReport {
+    pub(crate) async fn verify_cleaned_up(&self) -> ContainerShutdownReport {
         let mut report = ContainerShutdownReport::default();
-        let Some(docker) = &self.client else {
+        let Ok(docker) = &self.client else {
             return report;
         };
         let _sweeping = self.sweeping.lock().await;
-        let listed = cleanup::managed_containers(
+        let listed = sweep::managed_containers(
             docker,
-            Some(format!("{LABEL_RUN_ID}={}", identity.run_id)),
+            Some(format!("{LABEL_RUN_ID}={}", self.identity.run_id)),
             false,
         )
         .await;
@@ -342,7 +319,7 @@ impl Containers {
             }
         }
         let removals = ids.into_iter().map(|id| async move {
-            let outcome = cleanup::remove_container(docker, &id).await;
+            let outcome = sweep::remove_container(docker, &id).await;
             (id, outcome)
         });
         for (id, outcome) in futures_util::future::join_all(removals).await {
@@ -388,11 +365,8 @@ pub fn cleanup_orphans(dry_run: bool) -> Result<SweepReport, crate::Error> {
         .enable_all()
         .build()
         .map_err(crate::Error::Runtime)?;
-    let docker = Docker::connect_with_local_defaults()
-        .map_err(|e| crate::Error::Docker(e.to_string()))?
-        .with_timeout(std::time::Duration::from_secs(30));
-    let hostname = sysinfo::System::host_name().unwrap_or_else(|_| "unknown-host".into());
+    let docker = connect().map_err(crate::Error::Docker)?;
     runtime
-        .block_on(cleanup::sweep(&docker, None, &hostname, dry_run))
-        .map_err(|e| crate::Error::Docker(e.to_string()))
+        .block_on(sweep::sweep(&docker, None, &crate::run::host_name(), dry_run))
+        .map_err(crate::Error::Docker)
 }

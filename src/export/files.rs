@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use prometheus::proto::{MetricFamily, MetricType};
 use serde_json::{json, Map, Value};
 
+use crate::alerts::{AlertName, Watched};
 use crate::catalog;
-use crate::error::Error;
-use crate::evaluate::{AlertName, EventKind, Watched};
-use crate::monitor::Inner;
+use crate::error::{CollectError, Error};
+use crate::export::Snapshot;
+use crate::run::EventKind;
 
 /// File name of the final Prometheus text exposition.
 pub const PROMETHEUS_FINAL_FILE: &str = "prometheus_metrics_final.txt";
@@ -105,87 +106,67 @@ pub(crate) fn families_to_json(families: &[MetricFamily]) -> Value {
 }
 
 /// The evaluator's view: rolling values, baselines, warnings, alert states, thresholds.
-fn evaluation_json(inner: &Inner) -> Value {
-    let evaluator = inner.lock_evaluator();
+fn evaluation_json(snapshot: &Snapshot) -> Value {
+    let e = &snapshot.evaluation;
     let mut baselines = Map::new();
     let mut warnings = Map::new();
-    for ((watched, baseline), active) in Watched::ALL
-        .into_iter()
-        .zip(evaluator.baselines())
-        .zip(evaluator.warnings_active())
-    {
+    for watched in Watched::ALL {
         baselines.insert(
             watched.metric().into(),
-            baseline.map_or(Value::Null, number),
+            e.baselines[watched].map_or(Value::Null, number),
         );
-        warnings.insert(watched.metric().into(), Value::Bool(active));
+        warnings.insert(watched.metric().into(), Value::Bool(e.warnings[watched]));
     }
     let alerts: Map<String, Value> = AlertName::ALL
         .into_iter()
-        .zip(evaluator.states())
-        .map(|(name, state)| (name.as_str().to_string(), json!(state)))
+        .map(|name| (name.as_str().to_string(), json!(e.alerts[name])))
         .collect();
-    let t = &evaluator.thresholds;
     json!({
-        "rolling": evaluator.rolling(),
+        "rolling": e.rolling,
         "baselines": baselines,
         "warnings_active": warnings,
         "alerts": alerts,
-        "low_diversity_streak_iterations": evaluator.low_diversity_streak(),
-        "thresholds": {
-            "window": t.window,
-            "memory_fraction": t.memory_fraction,
-            "memory_clear_fraction": t.memory_clear_fraction,
-            "diversity_floor": t.diversity_floor,
-            "diversity_iterations": t.diversity_iterations,
-            "staleness_iterations": t.staleness_iterations,
-            "success_rate_floor": t.success_rate_floor,
-            "orphan_limit": t.orphan_limit,
-            "degradation_fraction": t.degradation_fraction,
-            "slowdown_factor": t.slowdown_factor,
-        },
+        "low_diversity_streak_iterations": e.low_diversity_streak,
+        "thresholds": snapshot.thresholds,
     })
 }
 
-/// Collects once and writes both files from that one collection, so they agree.
-pub(crate) fn write(inner: &Inner) -> FinalExport {
-    let dir = &inner.settings.output_dir;
-    let families = match inner.pipeline.gather() {
+/// Writes both files into `dir` from one snapshot and one collection, so they agree.
+pub(crate) fn write(
+    dir: &Path,
+    snapshot: &Snapshot,
+    families: Result<Vec<MetricFamily>, CollectError>,
+) -> FinalExport {
+    let families = match families {
         Ok(families) => families,
         Err(err) => {
-            let failed = || Error::Pipeline(format!("final collection failed: {err}"));
             return FinalExport {
-                prometheus_text: Err(failed()),
-                json: Err(failed()),
+                prometheus_text: Err(Error::Collect(err.clone())),
+                json: Err(Error::Collect(err)),
             };
         }
     };
     let prometheus_text = crate::pipeline::encode_text(&families)
-        .map_err(|e| Error::Pipeline(e.to_string()))
+        .map_err(Error::Collect)
         .and_then(|text| write_atomically(dir, PROMETHEUS_FINAL_FILE, text.as_bytes()));
-    let (events, events_dropped) = inner.events();
-    let alert_history: Vec<_> = events
+    let alert_history: Vec<_> = snapshot
+        .events
         .iter()
         .filter(|e| matches!(e.kind, EventKind::Alert { .. }))
         .collect();
     let document = json!({
         "loopwatch_version": env!("CARGO_PKG_VERSION"),
-        "identity": inner.identity,
-        "summary": inner.summary(),
-        "evaluation": evaluation_json(inner),
-        "containers": {
-            "enabled": inner.settings.containers,
-            "docker_up": inner.containers.is_up(),
-            "last_sweep": inner.containers.last_sweep(),
-            "shutdown": inner.containers.shutdown_report(),
-        },
+        "identity": snapshot.identity,
+        "summary": snapshot.summary,
+        "evaluation": evaluation_json(snapshot),
+        "containers": snapshot.containers,
         "alert_history": alert_history,
-        "events": events,
-        "events_dropped": events_dropped,
+        "events": snapshot.events,
+        "events_dropped": snapshot.events_dropped,
         "metrics": families_to_json(&families),
     });
     let json = serde_json::to_vec_pretty(&document)
-        .map_err(|e| Error::Pipeline(e.to_string()))
+        .map_err(Error::Json)
         .and_then(|bytes| write_atomically(dir, JSON_FINAL_FILE, &bytes));
     FinalExport {
         prometheus_text,

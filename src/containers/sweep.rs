@@ -8,8 +8,8 @@ use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
 use serde::Serialize;
 
-use crate::docker::labels::{classify, LiveProcesses, Ownership, LABEL_MANAGED};
-use crate::monitor::RunIdentity;
+use crate::containers::labels::{classify, LiveProcesses, Ownership, LABEL_MANAGED};
+use crate::run::RunIdentity;
 
 /// Longest wait for any one Docker request, so a stuck daemon cannot hang cleanup.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);

@@ -12,9 +12,10 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt as _;
 
-use crate::docker::cleanup::remove_container;
-use crate::docker::labels::ownership_labels;
-use crate::monitor::Inner;
+use crate::containers::labels::ownership_labels;
+use crate::containers::sweep::remove_container;
+use crate::containers::{block_on, Containers};
+use crate::error::SandboxError;
 
 /// What to run in a sandbox container.
 ///
@@ -143,27 +144,10 @@ pub struct SandboxOutput {
     pub timed_out: bool,
 }
 
-/// Why a sandbox run failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SandboxError {
-    /// Docker is not reachable; see `loopwatch_docker_up`.
-    #[error("Docker is unreachable: {0}")]
-    DockerUnavailable(String),
-    /// Docker refused or failed a step.
-    #[error("sandbox container {step} failed: {reason}")]
-    Docker {
-        /// The step: create, start, wait, logs.
-        step: &'static str,
-        /// Docker's answer.
-        reason: String,
-    },
-}
-
 /// Starts sandbox containers for the loop; cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct Sandbox {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) containers: Arc<Containers>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -175,31 +159,23 @@ impl std::fmt::Debug for Sandbox {
 impl Sandbox {
     /// Runs the spec to completion, blocking the calling thread (not the monitor).
     pub fn run(&self, spec: &SandboxSpec) -> Result<SandboxOutput, SandboxError> {
-        let inner = Arc::clone(&self.inner);
-        let spec = spec.clone();
-        self.inner.block_on(async move { run(&inner, &spec).await })
+        block_on(self.containers.runtime(), run(&self.containers, spec))
     }
 
     /// Runs the spec to completion from async code.
     pub async fn run_async(&self, spec: &SandboxSpec) -> Result<SandboxOutput, SandboxError> {
-        let inner = Arc::clone(&self.inner);
+        let containers = Arc::clone(&self.containers);
         let spec = spec.clone();
-        self.inner
-            .spawn(async move { run(&inner, &spec).await })
+        self.containers
+            .runtime()
+            .spawn(async move { run(&containers, &spec).await })
             .await
-            .unwrap_or_else(|e| {
-                Err(SandboxError::DockerUnavailable(format!(
-                    "the sandbox task failed: {e}"
-                )))
-            })
+            .unwrap_or_else(|e| Err(SandboxError::Task(e)))
     }
 }
 
 fn docker_step(step: &'static str) -> impl Fn(bollard::errors::Error) -> SandboxError {
-    move |e| SandboxError::Docker {
-        step,
-        reason: e.to_string(),
-    }
+    move |source| SandboxError::Docker { step, source }
 }
 
 async fn collect_logs(docker: &Docker, id: &str) -> (String, String) {
@@ -223,13 +199,10 @@ async fn collect_logs(docker: &Docker, id: &str) -> (String, String) {
     (stdout, stderr)
 }
 
-async fn run(inner: &Inner, spec: &SandboxSpec) -> Result<SandboxOutput, SandboxError> {
-    let containers = &inner.containers;
-    let docker = containers.client().ok_or_else(|| {
-        SandboxError::DockerUnavailable("no Docker client could be configured".into())
-    })?;
-    let name = containers.next_name(&inner.identity);
-    let mut labels = ownership_labels(&inner.identity);
+async fn run(containers: &Containers, spec: &SandboxSpec) -> Result<SandboxOutput, SandboxError> {
+    let docker = containers.client().map_err(SandboxError::NoDocker)?;
+    let name = containers.next_name();
+    let mut labels = ownership_labels(containers.identity());
     labels.extend(spec.labels.clone());
     let body = ContainerCreateBody {
         image: Some(spec.image.clone()),
@@ -276,7 +249,7 @@ async fn run(inner: &Inner, spec: &SandboxSpec) -> Result<SandboxOutput, Sandbox
             // A non-zero exit arrives as an error carrying the code.
             Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => (code, false),
             Ok(Some(Err(e))) => return Err(docker_step("wait")(e)),
-            Ok(None) => return Err(SandboxError::Docker { step: "wait", reason: "no answer".into() }),
+            Ok(None) => return Err(SandboxError::NoExitCode),
             Err(_) => {
                 tracing::warn!(container = %name, timeout = ?spec.timeout, "sandbox container exceeded its timeout; killing it");
                 let _ = docker

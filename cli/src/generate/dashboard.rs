@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
-use crate::catalog;
-use crate::evaluate::Thresholds;
+use loopwatch::catalog;
+use loopwatch::Thresholds;
 
 /// Path of the dashboard, relative to the repository.
 pub const DASHBOARD_FILE: &str = "grafana/dashboards/loopwatch.json";

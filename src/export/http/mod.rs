@@ -3,19 +3,25 @@
 //!
 //! * concurrent scrapes share one render (a single flight) instead of each collecting;
 //! * renders run on blocking threads, never on the loop's thread;
-//! * at most [`MAX_IN_FLIGHT`] requests are served at once, the rest get a quick 503;
+//! * at most [`MAX_IN_FLIGHT`] requests are served at once, the rest get a quick 503
+//!   (tower's global concurrency limit behind its load shedder);
+//! * every request must be answered within [`REQUEST_TIMEOUT`] (tower's timeout);
 //! * at most [`MAX_CONNECTIONS`] connections are open, further ones are closed at once;
-//! * a client gets [`HEADER_READ_TIMEOUT`] to send its request head (no slowloris) and
-//!   every request must finish within [`REQUEST_TIMEOUT`].
+//! * a client gets [`HEADER_READ_TIMEOUT`] to send its request head (no slowloris).
+
+#[cfg(feature = "web-config")]
+pub(crate) mod auth;
+mod page;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{BoxError, Router};
 use futures_util::future::{BoxFuture, FutureExt as _, Shared};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -23,64 +29,51 @@ use opentelemetry::metrics::Counter;
 use opentelemetry::KeyValue;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 
-use crate::catalog;
-use crate::export::web_config::{BasicAuth, WebConfig};
-use crate::instruments::counter;
-use crate::monitor::Inner;
+use crate::error::CollectError;
+use crate::export::Source;
 use crate::pipeline::PROMETHEUS_CONTENT_TYPE;
 
 /// Requests served at once; more get 503 at once rather than queue.
-pub const MAX_IN_FLIGHT: usize = 128;
+pub(crate) const MAX_IN_FLIGHT: usize = 128;
 /// Open connections; more are closed on accept.
-pub const MAX_CONNECTIONS: usize = 512;
+const MAX_CONNECTIONS: usize = 512;
 /// Time a client has to send a request's head.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a request has to be answered.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Render = Shared<BoxFuture<'static, Result<Arc<String>, String>>>;
+type Render = Shared<BoxFuture<'static, Result<Arc<String>, CollectError>>>;
+
+/// The counters the endpoint adds to.
+#[derive(Clone)]
+pub(crate) struct EndpointCounters {
+    /// `loopwatch_metrics_renders_total`.
+    pub(crate) renders: Counter<u64>,
+    /// `loopwatch_http_rejected_total`, by reason.
+    pub(crate) rejected: Counter<u64>,
+}
+
+/// TLS and basic auth from a web configuration file, when the feature is built.
+#[cfg(feature = "web-config")]
+pub(crate) type Access = auth::WebConfig;
+/// Without the `web-config` feature there is no access control to configure.
+#[cfg(not(feature = "web-config"))]
+pub(crate) type Access = std::convert::Infallible;
 
 /// The endpoint's shared state.
-pub(crate) struct Endpoint {
-    inner: Arc<Inner>,
-    auth: Option<BasicAuth>,
-    in_flight: Semaphore,
+struct Endpoint {
+    source: Arc<dyn Source>,
+    #[cfg(feature = "web-config")]
+    auth: Option<auth::BasicAuth>,
     current_render: Mutex<Option<Render>>,
-    renders: Counter<u64>,
-    rejected: Counter<u64>,
+    counters: EndpointCounters,
 }
 
 impl Endpoint {
-    pub(crate) fn new(inner: Arc<Inner>, auth: Option<BasicAuth>) -> Arc<Self> {
-        let meter = inner.pipeline.core_meter();
-        let renders = counter(meter, &catalog::METRICS_RENDERS_TOTAL);
-        let rejected = counter(meter, &catalog::HTTP_REJECTED_TOTAL);
-        renders.add(0, &[]);
-        for reason in ["overload", "connections"] {
-            rejected.add(0, &[KeyValue::new("reason", reason)]);
-        }
-        Arc::new(Endpoint {
-            inner,
-            auth,
-            in_flight: Semaphore::new(MAX_IN_FLIGHT),
-            current_render: Mutex::new(None),
-            renders,
-            rejected,
-        })
-    }
-
-    /// A place among the requests in flight, or `None` (counted) when all are taken.
-    fn admit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        let permit = self.in_flight.try_acquire().ok();
-        if permit.is_none() {
-            self.rejected.add(1, &[KeyValue::new("reason", "overload")]);
-        }
-        permit
-    }
-
     /// Joins the render in flight, or starts one on a blocking thread.
-    async fn render(&self) -> Result<Arc<String>, String> {
+    async fn render(&self) -> Result<Arc<String>, CollectError> {
         let render = {
             let mut current = self
                 .current_render
@@ -89,13 +82,12 @@ impl Endpoint {
             match current.as_ref() {
                 Some(render) => render.clone(),
                 None => {
-                    self.renders.add(1, &[]);
-                    let inner = Arc::clone(&self.inner);
+                    self.counters.renders.add(1, &[]);
+                    let source = Arc::clone(&self.source);
                     let render: Render = async move {
-                        match tokio::task::spawn_blocking(move || inner.render()).await {
-                            Ok(Ok(text)) => Ok(Arc::new(text)),
-                            Ok(Err(err)) => Err(err.to_string()),
-                            Err(err) => Err(format!("the render task failed: {err}")),
+                        match tokio::task::spawn_blocking(move || source.exposition()).await {
+                            Ok(result) => result.map(Arc::new),
+                            Err(_) => Err(CollectError::Aborted),
                         }
                     }
                     .boxed()
@@ -126,41 +118,66 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// The routes of the endpoint; with basic auth, every route but /healthz needs it.
-pub(crate) fn router(endpoint: Arc<Endpoint>) -> Router {
+/// The routes: `/` and `/metrics` behind the in-flight cap, the request timeout and,
+/// with basic auth configured, a login; `/healthz` always open.
+fn router(endpoint: Arc<Endpoint>) -> Router {
+    let rejected = endpoint.counters.rejected.clone();
+    let admission = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |error: BoxError| {
+            let rejected = rejected.clone();
+            async move {
+                if error.is::<tower::load_shed::error::Overloaded>() {
+                    rejected.add(1, &[KeyValue::new("reason", "overload")]);
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many concurrent requests; retry shortly\n",
+                    )
+                } else if error.is::<tower::timeout::error::Elapsed>() {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "request timed out\n")
+                } else {
+                    text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n"))
+                }
+            }
+        }))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
+        .timeout(REQUEST_TIMEOUT);
     let protected = Router::new()
         .route("/", get(dashboard))
         .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&endpoint),
-            require_login,
-        ));
+        .fallback(not_found);
+    #[cfg(feature = "web-config")]
+    let protected = protected.route_layer(axum::middleware::from_fn_with_state(
+        Arc::clone(&endpoint),
+        require_login,
+    ));
     Router::new()
+        .merge(protected.route_layer(admission))
         .route("/healthz", get(healthz))
-        .merge(protected)
         .with_state(endpoint)
 }
 
 /// Lets a request through when no users are configured or its credentials check out
 /// (bcrypt runs on a blocking thread); otherwise 401.
+#[cfg(feature = "web-config")]
 async fn require_login(
     State(endpoint): State<Arc<Endpoint>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    use headers::authorization::{Authorization, Basic};
+    use headers::HeaderMapExt as _;
     if endpoint.auth.is_some() {
-        let header = request
+        let credentials = request
             .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+            .typed_get::<Authorization<Basic>>()
+            .map(|a| (a.username().to_string(), a.password().to_string()));
         let checker = Arc::clone(&endpoint);
         let allowed = tokio::task::spawn_blocking(move || {
             checker
                 .auth
                 .as_ref()
-                .is_some_and(|auth| auth.check(header.as_deref()))
+                .is_some_and(|auth| auth.check(credentials))
         })
         .await
         .unwrap_or(false);
@@ -196,15 +213,25 @@ where
 /// above, over TLS when the web configuration asks for it.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
-    inner: Arc<Inner>,
-    web: Option<WebConfig>,
+    source: Arc<dyn Source>,
+    access: Option<Access>,
+    counters: EndpointCounters,
     cancel: CancellationToken,
 ) {
-    let (tls, auth) = match web {
+    #[cfg(feature = "web-config")]
+    let (tls, auth) = match access {
         Some(web) => (web.tls, web.auth),
         None => (None, None),
     };
-    let endpoint = Endpoint::new(inner, auth);
+    #[cfg(not(feature = "web-config"))]
+    let _ = access;
+    let endpoint = Arc::new(Endpoint {
+        source,
+        #[cfg(feature = "web-config")]
+        auth,
+        current_render: Mutex::new(None),
+        counters,
+    });
     let app = router(Arc::clone(&endpoint));
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -222,6 +249,7 @@ pub(crate) async fn serve(
         };
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
             endpoint
+                .counters
                 .rejected
                 .add(1, &[KeyValue::new("reason", "connections")]);
             drop(stream);
@@ -229,60 +257,46 @@ pub(crate) async fn serve(
         };
         let app = app.clone();
         let cancel = cancel.clone();
+        #[cfg(feature = "web-config")]
         let tls = tls.clone();
         tokio::spawn(async move {
-            match tls {
+            #[cfg(feature = "web-config")]
+            if let Some(acceptor) = tls {
                 // The handshake, too, must finish within the header-read timeout.
-                Some(acceptor) => {
-                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, app, cancel).await,
-                        Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake refused"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
+                match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, app, cancel).await,
+                    Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake refused"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
                 }
-                None => serve_connection(stream, app, cancel).await,
+                drop(permit);
+                return;
             }
+            serve_connection(stream, app, cancel).await;
             drop(permit);
         });
     }
 }
 
 async fn metrics(State(endpoint): State<Arc<Endpoint>>) -> Response {
-    let Some(_permit) = endpoint.admit() else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many concurrent requests; retry shortly\n",
-        );
-    };
-    match tokio::time::timeout(REQUEST_TIMEOUT, endpoint.render()).await {
-        Ok(Ok(body)) => (
+    match endpoint.render().await {
+        Ok(body) => (
             [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
             body.as_str().to_owned(),
         )
             .into_response(),
-        Ok(Err(err)) => {
+        Err(err) => {
             tracing::error!(error = %err, "scrape failed");
             text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("metrics collection failed: {err}\n"),
             )
         }
-        Err(_) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metrics collection timed out\n",
-        ),
     }
 }
 
 async fn dashboard(State(endpoint): State<Arc<Endpoint>>) -> Response {
-    let Some(_permit) = endpoint.admit() else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many concurrent requests; retry shortly\n",
-        );
-    };
-    let inner = Arc::clone(&endpoint.inner);
-    match tokio::task::spawn_blocking(move || crate::export::dashboard::render(&inner)).await {
+    let source = Arc::clone(&endpoint.source);
+    match tokio::task::spawn_blocking(move || page::render(&source.snapshot())).await {
         Ok(page) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response(),
         Err(err) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -294,7 +308,7 @@ async fn dashboard(State(endpoint): State<Arc<Endpoint>>) -> Response {
 async fn healthz(State(endpoint): State<Arc<Endpoint>>) -> Response {
     text(
         StatusCode::OK,
-        format!("ok run_id={}\n", endpoint.inner.identity.run_id),
+        format!("ok run_id={}\n", endpoint.source.identity().run_id),
     )
 }
 

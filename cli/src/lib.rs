@@ -1,0 +1,7 @@
+//! The `loopwatch` command's library: the generators of the Prometheus rules, their
+//! promtool tests and the Grafana dashboard, kept apart from the SDK so that a loop
+//! depending on `loopwatch` compiles none of it.
+#![warn(missing_docs, rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+pub mod generate;

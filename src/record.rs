@@ -1,0 +1,267 @@
+//! What a loop reports during one iteration, checked as it arrives: outcomes, the
+//! population and its champion. Invalid values are turned away here, one
+//! [`Rejection`] each, so nothing past this point sees a NaN or an impossible count.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use enum_map::{Enum, EnumMap};
+use opentelemetry::metrics::Counter;
+use opentelemetry::KeyValue;
+
+use crate::catalog;
+
+/// A snapshot of the population, reported once per iteration.
+///
+/// ```
+/// let population = loopwatch::Population::new(20, 17, 0.62).with_champion("ma-cross-12-40");
+/// assert_eq!(population.champion, Some("ma-cross-12-40"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Population<'a> {
+    /// Number of strategies in the population.
+    pub size: u64,
+    /// Distinct strategies among them (at most `size`).
+    pub unique_strategies: u64,
+    /// Diversity from 0.0 (clones) to 1.0 (all different); see [`crate::diversity`].
+    pub diversity: f64,
+    /// Identity of the current champion (any stable string: a hash, a name).
+    pub champion: Option<&'a str>,
+}
+
+impl<'a> Population<'a> {
+    /// A population of `size` strategies, `unique_strategies` of them distinct.
+    pub fn new(size: u64, unique_strategies: u64, diversity: f64) -> Self {
+        Population {
+            size,
+            unique_strategies,
+            diversity,
+            champion: None,
+        }
+    }
+
+    /// Names the current champion; loopwatch derives staleness from its changes.
+    pub fn with_champion(mut self, champion: &'a str) -> Self {
+        self.champion = Some(champion);
+        self
+    }
+}
+
+/// A kind of invalid observation: which field, and what was wrong with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub(crate) enum Rejection {
+    /// A Sharpe ratio that is NaN or infinite.
+    SharpeNotFinite,
+    /// A max drawdown that is NaN or infinite.
+    DrawdownNotFinite,
+    /// A negative max drawdown.
+    DrawdownNegative,
+    /// A diversity that is NaN or infinite.
+    DiversityNotFinite,
+    /// A diversity outside 0–1.
+    DiversityOutOfRange,
+    /// More distinct strategies than the population holds.
+    UniqueAboveSize,
+}
+
+impl Rejection {
+    /// The `field` label: the metric the value was meant for.
+    fn field(self) -> &'static str {
+        match self {
+            Rejection::SharpeNotFinite => catalog::SHARPE_RATIO.name,
+            Rejection::DrawdownNotFinite | Rejection::DrawdownNegative => {
+                catalog::MAX_DRAWDOWN.name
+            }
+            Rejection::DiversityNotFinite | Rejection::DiversityOutOfRange => {
+                catalog::POPULATION_DIVERSITY.name
+            }
+            Rejection::UniqueAboveSize => catalog::UNIQUE_STRATEGY_COUNT.name,
+        }
+    }
+
+    /// The `reason` label.
+    fn reason(self) -> &'static str {
+        match self {
+            Rejection::SharpeNotFinite
+            | Rejection::DrawdownNotFinite
+            | Rejection::DiversityNotFinite => "not_finite",
+            Rejection::DrawdownNegative
+            | Rejection::DiversityOutOfRange
+            | Rejection::UniqueAboveSize => "out_of_range",
+        }
+    }
+
+    /// The labels of its series of `loopwatch_rejected_observations_total`.
+    pub(crate) fn labels(self) -> Vec<KeyValue> {
+        vec![
+            KeyValue::new("field", self.field()),
+            KeyValue::new("reason", self.reason()),
+        ]
+    }
+
+    /// Every kind's labels: the series that exist from start-up.
+    pub(crate) fn all_labels() -> Vec<Vec<KeyValue>> {
+        EnumMap::from_fn(Rejection::labels).into_values().collect()
+    }
+
+    /// What a valid value looks like, for the warning.
+    fn expectation(self) -> &'static str {
+        match self {
+            Rejection::SharpeNotFinite => "a finite number",
+            Rejection::DrawdownNotFinite | Rejection::DrawdownNegative => {
+                "a finite positive fraction of peak equity (0.25 for a 25% drawdown)"
+            }
+            Rejection::DiversityNotFinite | Rejection::DiversityOutOfRange => {
+                "a number from 0.0 to 1.0"
+            }
+            Rejection::UniqueAboveSize => "at most the population size",
+        }
+    }
+}
+
+/// Counts and logs rejected observations.
+///
+/// The log is thinned so a loop that sends NaN on every iteration cannot flood it: a
+/// warning is written for the 1st, 2nd, 4th, 8th … rejection of each kind, each
+/// carrying the running count. The counter always counts every one.
+pub(crate) struct Rejections {
+    counter: Counter<u64>,
+    labels: EnumMap<Rejection, Vec<KeyValue>>,
+    counts: EnumMap<Rejection, AtomicU64>,
+}
+
+impl Rejections {
+    pub(crate) fn new(counter: Counter<u64>) -> Self {
+        Rejections {
+            counter,
+            labels: EnumMap::from_fn(Rejection::labels),
+            counts: EnumMap::default(),
+        }
+    }
+
+    /// Counts one rejected observation, logging it when the count is a power of two.
+    pub(crate) fn reject(&self, kind: Rejection, value: f64, iteration: u64) {
+        self.counter.add(1, &self.labels[kind]);
+        let count = self.counts[kind].fetch_add(1, Ordering::Relaxed) + 1;
+        if count.is_power_of_two() {
+            tracing::warn!(
+                field = kind.field(),
+                reason = kind.reason(),
+                value,
+                iteration,
+                rejected_so_far = count,
+                "rejected an invalid observation; expected {}",
+                kind.expectation()
+            );
+        }
+    }
+}
+
+/// The checked observations of one iteration so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Observations {
+    pub(crate) successes: u64,
+    pub(crate) failures: u64,
+    sharpe_sum: f64,
+    sharpe_count: u64,
+    drawdown_sum: f64,
+    drawdown_count: u64,
+    pub(crate) diversity: Option<f64>,
+    pub(crate) unique_strategies: Option<u64>,
+}
+
+impl Observations {
+    /// A successful strategy. It counts as a success either way; an invalid Sharpe or
+    /// drawdown is left out of the averages and handed to `reject`.
+    pub(crate) fn success(
+        &mut self,
+        sharpe: f64,
+        drawdown: f64,
+        reject: &mut dyn FnMut(Rejection, f64),
+    ) {
+        self.successes += 1;
+        if sharpe.is_finite() {
+            self.sharpe_sum += sharpe;
+            self.sharpe_count += 1;
+        } else {
+            reject(Rejection::SharpeNotFinite, sharpe);
+        }
+        if !drawdown.is_finite() {
+            reject(Rejection::DrawdownNotFinite, drawdown);
+        } else if drawdown < 0.0 {
+            reject(Rejection::DrawdownNegative, drawdown);
+        } else {
+            self.drawdown_sum += drawdown;
+            self.drawdown_count += 1;
+        }
+    }
+
+    /// A failed strategy.
+    pub(crate) fn failure(&mut self) {
+        self.failures += 1;
+    }
+
+    /// The population's diversity and distinct count; invalid ones go to `reject`.
+    pub(crate) fn population(
+        &mut self,
+        population: &Population<'_>,
+        reject: &mut dyn FnMut(Rejection, f64),
+    ) {
+        let diversity = population.diversity;
+        if !diversity.is_finite() {
+            reject(Rejection::DiversityNotFinite, diversity);
+        } else if !(0.0..=1.0).contains(&diversity) {
+            reject(Rejection::DiversityOutOfRange, diversity);
+        } else {
+            self.diversity = Some(diversity);
+        }
+        if population.unique_strategies > population.size {
+            reject(
+                Rejection::UniqueAboveSize,
+                population.unique_strategies as f64,
+            );
+        } else {
+            self.unique_strategies = Some(population.unique_strategies);
+        }
+    }
+
+    /// Mean Sharpe ratio of the valid ones, if any.
+    pub(crate) fn mean_sharpe(&self) -> Option<f64> {
+        (self.sharpe_count > 0).then(|| self.sharpe_sum / self.sharpe_count as f64)
+    }
+
+    /// Mean max drawdown of the valid ones, if any.
+    pub(crate) fn mean_max_drawdown(&self) -> Option<f64> {
+        (self.drawdown_count > 0).then(|| self.drawdown_sum / self.drawdown_count as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_values_are_rejected_and_left_out_of_the_means() {
+        let mut seen = Vec::new();
+        let mut reject = |kind, _value| seen.push(kind);
+        let mut o = Observations::default();
+        o.success(1.0, 0.1, &mut reject);
+        o.success(f64::NAN, -0.2, &mut reject);
+        o.success(3.0, f64::INFINITY, &mut reject);
+        o.failure();
+        o.population(&Population::new(3, 4, 1.5), &mut reject);
+        assert_eq!(
+            seen,
+            [
+                Rejection::SharpeNotFinite,
+                Rejection::DrawdownNegative,
+                Rejection::DrawdownNotFinite,
+                Rejection::DiversityOutOfRange,
+                Rejection::UniqueAboveSize
+            ]
+        );
+        assert_eq!((o.successes, o.failures), (3, 1));
+        assert_eq!(o.mean_sharpe(), Some(2.0));
+        assert_eq!(o.mean_max_drawdown(), Some(0.1));
+        assert_eq!((o.diversity, o.unique_strategies), (None, None));
+    }
+}

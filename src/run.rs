@@ -1,0 +1,228 @@
+//! The records every layer shares: who the run is, what one iteration did, the run so
+//! far, the points the dashboard draws and the events it annotates.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::alerts::{AlertName, AlertState};
+
+/// Who this run is: the identity carried by its labels, alerts and exports.
+///
+/// ```
+/// let identity = loopwatch::RunIdentity::of_this_process();
+/// assert_eq!(identity.pid, std::process::id());
+/// assert!(identity.run_id.starts_with(&identity.hostname));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunIdentity {
+    /// Unique id of this run: `<hostname>-<pid>-<start in Unix milliseconds>`.
+    pub run_id: String,
+    /// Host name of the machine running the loop.
+    pub hostname: String,
+    /// Process id of the loop.
+    pub pid: u32,
+    /// Start time of the loop's process, in seconds since the Unix epoch, so that a
+    /// reused pid is not mistaken for this process.
+    pub process_start_time: u64,
+}
+
+impl RunIdentity {
+    /// The identity of a run owned by the current process, starting now.
+    pub fn of_this_process() -> Self {
+        let now = SystemTime::now();
+        let since_epoch = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let pid = std::process::id();
+        let hostname = host_name();
+        RunIdentity {
+            run_id: format!("{hostname}-{pid}-{}", since_epoch.as_millis()),
+            process_start_time: process_start_time(pid).unwrap_or(since_epoch.as_secs()),
+            hostname,
+            pid,
+        }
+    }
+}
+
+/// This machine's host name, or `unknown-host`.
+pub(crate) fn host_name() -> String {
+    sysinfo::System::host_name().unwrap_or_else(|_| "unknown-host".into())
+}
+
+/// Start time of a process in seconds since the Unix epoch, if it runs.
+pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+    let mut system = System::new().ok()?;
+    let pid = Pid::from_u32(pid);
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        true,
+        ProcessRefreshKind::nothing(),
+    );
+    system.process(pid).map(|p| p.start_time())
+}
+
+/// What happened in one completed iteration, as handed to the evaluator.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct IterationSummary {
+    /// The iteration's number (1-based).
+    pub number: u64,
+    /// Wall-clock time from start to finish.
+    #[serde(serialize_with = "serialize_seconds")]
+    pub duration: Duration,
+    /// Strategies that succeeded.
+    pub successes: u64,
+    /// Strategies that failed.
+    pub failures: u64,
+    /// Mean Sharpe ratio of the successes with a valid Sharpe, if any.
+    pub mean_sharpe: Option<f64>,
+    /// Mean max drawdown of the successes with a valid drawdown, if any.
+    pub mean_max_drawdown: Option<f64>,
+    /// Population diversity reported during the iteration, if any.
+    pub diversity: Option<f64>,
+    /// Distinct strategies reported during the iteration, if any.
+    pub unique_strategies: Option<u64>,
+    /// Whether the champion changed during the iteration.
+    pub champion_changed: bool,
+    /// Completed iterations since the champion last changed, this one included.
+    pub champion_staleness: u64,
+}
+
+fn serialize_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Distinct failure reasons tallied by name; further reasons are counted as `other`.
+pub(crate) const MAX_FAILURE_REASONS: usize = 32;
+
+/// The whole run so far, summarised (written to `metrics_final.json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// Unique id of this run.
+    pub run_id: String,
+    /// When the monitor started, RFC 3339.
+    pub started_at: String,
+    /// Seconds since the monitor started.
+    pub elapsed_seconds: f64,
+    /// Completed iterations.
+    pub iterations: u64,
+    /// Strategies that succeeded, over the whole run.
+    pub strategy_successes: u64,
+    /// Strategies that failed, over the whole run.
+    pub strategy_failures: u64,
+    /// successes / (successes + failures), if any strategy was reported.
+    pub success_rate: Option<f64>,
+    /// Mean wall-clock time of the completed iterations, in seconds.
+    pub mean_execution_time_seconds: Option<f64>,
+    /// The current champion's identity, if one was reported.
+    pub champion: Option<String>,
+    /// Iteration in which the current champion took over.
+    pub champion_since_iteration: Option<u64>,
+    /// Completed iterations since the champion last changed.
+    pub champion_staleness_iterations: u64,
+    /// Times the champion changed (the first report included).
+    pub champion_changes: u64,
+    /// Failures by reason (at most 32 names, then `other`).
+    pub failure_reasons: BTreeMap<String, u64>,
+}
+
+/// Iterations kept for the embedded dashboard; older ones are dropped first.
+pub(crate) const HISTORY_LEN: usize = 600;
+
+/// What the dashboard draws for one completed iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct HistoryPoint {
+    /// The iteration's number.
+    pub(crate) iteration: u64,
+    /// Wall-clock time of the iteration, in seconds.
+    pub(crate) execution_time_seconds: f64,
+    /// Resident set size of the loop process at the end of the iteration, in bytes.
+    pub(crate) memory_usage_bytes: f64,
+    /// CPU of the loop process at the last sample, 100 = one core.
+    pub(crate) cpu_usage_percent: f64,
+    /// Success rate over the rolling window, if any outcome was reported.
+    pub(crate) success_rate_10iter: Option<f64>,
+    /// Mean Sharpe ratio of the iteration's successes.
+    pub(crate) sharpe_ratio: Option<f64>,
+    /// Mean max drawdown of the iteration's successes.
+    pub(crate) max_drawdown: Option<f64>,
+    /// Population diversity reported in the iteration.
+    pub(crate) population_diversity: Option<f64>,
+    /// Distinct strategies reported in the iteration.
+    pub(crate) unique_strategy_count: Option<u64>,
+    /// Iterations since the champion last changed.
+    pub(crate) champion_staleness_iterations: u64,
+    /// Whether the champion changed in this iteration.
+    pub(crate) champion_changed: bool,
+    /// Running loopwatch-managed containers at the last container sample.
+    pub(crate) active_containers: f64,
+    /// Memory of those containers, summed, in bytes.
+    pub(crate) container_memory_bytes: f64,
+    /// Cleanup failures so far.
+    pub(crate) cleanup_failures: f64,
+    /// Alerts firing at the end of the iteration.
+    pub(crate) alerts_firing: u8,
+}
+
+/// Events kept in memory; the oldest are dropped first (and counted).
+pub const MAX_EVENTS: usize = 1024;
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The champion changed.
+    ChampionChanged {
+        /// The new champion's identity.
+        champion: String,
+    },
+    /// An alert changed state.
+    Alert {
+        /// Which alert.
+        alertname: AlertName,
+        /// The state it entered.
+        state: AlertState,
+        /// The fixed message.
+        message: &'static str,
+        /// The value the rule looked at (absent when it resolved).
+        value: Option<f64>,
+        /// Its threshold.
+        threshold: f64,
+    },
+    /// A degradation or slowdown warning started or cleared.
+    Warning {
+        /// The quantity.
+        metric: &'static str,
+        /// The fixed warning text.
+        message: &'static str,
+        /// True when it started, false when it cleared.
+        started: bool,
+        /// The rolling value.
+        value: f64,
+        /// The baseline.
+        baseline: f64,
+    },
+}
+
+/// One event, for dashboard annotations and `metrics_final.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// When it happened.
+    #[serde(serialize_with = "serialize_time")]
+    pub at: SystemTime,
+    /// The iteration it belongs to.
+    pub iteration: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Serialises a time as RFC 3339 with milliseconds.
+pub(crate) fn serialize_time<S: serde::Serializer>(
+    t: &SystemTime,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*t))
+}
