@@ -143,9 +143,15 @@ mod tests {
     #[test]
     fn the_lists_hold_every_variant_once() {
         let alerts: std::collections::HashSet<_> = AlertName::ALL.into_iter().collect();
-        assert_eq!(alerts.len(), enum_map::EnumMap::<AlertName, ()>::default().len());
+        assert_eq!(
+            alerts.len(),
+            enum_map::EnumMap::<AlertName, ()>::default().len()
+        );
         let watched: std::collections::HashSet<_> = Watched::ALL.into_iter().collect();
-        assert_eq!(watched.len(), enum_map::EnumMap::<Watched, ()>::default().len());
+        assert_eq!(
+            watched.len(),
+            enum_map::EnumMap::<Watched, ()>::default().len()
+        );
         for (i, alert) in AlertName::ALL.into_iter().enumerate() {
             assert_eq!(alert.into_usize(), i, "ALL is in declaration order");
         }

@@ -122,11 +122,14 @@ impl Instrument for Gauge {
     }
 }
 
+/// The labelled values of an observed gauge.
+type Series = Vec<(Vec<KeyValue>, f64)>;
+
 /// An observable gauge whose series are whatever a sampler last published: the SDK
 /// reads them at collection time, and a series not published again disappears (a
 /// container that is gone takes its series with it).
 pub(crate) struct Observed {
-    series: Arc<Mutex<Vec<(Vec<KeyValue>, f64)>>>,
+    series: Arc<Mutex<Series>>,
     _gauge: ObservableGauge<f64>,
 }
 
@@ -137,7 +140,7 @@ impl Observed {
     }
 
     /// Publishes every series at once, replacing the previous ones.
-    pub(crate) fn set_series(&self, series: Vec<(Vec<KeyValue>, f64)>) {
+    pub(crate) fn set_series(&self, series: Series) {
         *self.series.lock().unwrap_or_else(PoisonError::into_inner) = series;
     }
 }
@@ -146,7 +149,7 @@ impl Instrument for Observed {
     const KIND: MetricKind = MetricKind::Gauge;
 
     fn create(meter: &Meter, spec: &'static MetricSpec) -> Self {
-        let series: Arc<Mutex<Vec<(Vec<KeyValue>, f64)>>> = Arc::default();
+        let series: Arc<Mutex<Series>> = Arc::default();
         let read = Arc::clone(&series);
         let gauge = meter
             .f64_observable_gauge(spec.name)

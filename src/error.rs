@@ -65,9 +65,6 @@ pub enum Error {
     },
 }
 
-/// Shorthand for results whose error is [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
 /// Why a collection produced no usable exposition.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]

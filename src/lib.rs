@@ -70,15 +70,13 @@ mod monitor;
 
 pub use alerts::{AlertName, AlertState};
 pub use config::Thresholds;
-pub use error::{CollectError, Error, Result};
+pub use error::{CollectError, Error};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{Iteration, Monitor, MonitorBuilder, ShutdownReport};
 pub use record::Population;
-pub use run::{Event, EventKind, IterationSummary, RunIdentity, RunSummary, MAX_EVENTS};
+pub use run::{IterationSummary, RunIdentity, RunSummary};
 pub use sample::{HostSample, HostSampler};
 
-#[cfg(feature = "docker")]
-pub use containers::labels::{ownership_labels, LABEL_MANAGED, LABEL_RUN_ID};
 #[cfg(feature = "docker")]
 pub use containers::{cleanup_orphans, sweep::SweepReport};
 #[cfg(feature = "docker")]

@@ -63,12 +63,10 @@ fn otlp_reader(
         // A collector that is down must not hold a shutdown for the SDK's default 10 s.
         builder = builder.with_timeout(std::time::Duration::from_secs(2));
     }
-    let exporter = builder
-        .build()
-        .map_err(|e| Error::Exporter {
-            exporter: "OTLP",
-            source: Box::new(e),
-        })?;
+    let exporter = builder.build().map_err(|e| Error::Exporter {
+        exporter: "OTLP",
+        source: Box::new(e),
+    })?;
     Ok(opentelemetry_sdk::metrics::PeriodicReader::builder(exporter).build())
 }
 
@@ -206,7 +204,10 @@ fn start_series(spec: &'static MetricSpec, alertmanager_urls: &[String]) -> Vec<
             .map(|a| one("alertname", a.as_str()))
             .collect(),
         name if name == catalog::BASELINE.name || name == catalog::PERFORMANCE_WARNING.name => {
-            Watched::ALL.iter().map(|w| one("metric", w.metric())).collect()
+            Watched::ALL
+                .iter()
+                .map(|w| one("metric", w.metric()))
+                .collect()
         }
         name if name == catalog::REJECTED_OBSERVATIONS_TOTAL.name => Rejection::all_labels(),
         name if name == catalog::COLLECTION_ERRORS_TOTAL.name => {
@@ -259,7 +260,10 @@ mod tests {
         }
         assert_eq!(
             families.len(),
-            CATALOG.iter().filter(|s| s.presence != Presence::PerContainer).count(),
+            CATALOG
+                .iter()
+                .filter(|s| s.presence != Presence::PerContainer)
+                .count(),
             "nothing outside the catalog"
         );
         pipeline.shutdown();

@@ -10,11 +10,6 @@ use crate::alerts::{AlertName, AlertState};
 
 /// Who this run is: the identity carried by its labels, alerts and exports.
 ///
-/// ```
-/// let identity = loopwatch::RunIdentity::of_this_process();
-/// assert_eq!(identity.pid, std::process::id());
-/// assert!(identity.run_id.starts_with(&identity.hostname));
-/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunIdentity {
     /// Unique id of this run: `<hostname>-<pid>-<start in Unix milliseconds>`.
@@ -30,7 +25,7 @@ pub struct RunIdentity {
 
 impl RunIdentity {
     /// The identity of a run owned by the current process, starting now.
-    pub fn of_this_process() -> Self {
+    pub(crate) fn of_this_process() -> Self {
         let now = SystemTime::now();
         let since_epoch = now
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -167,12 +162,12 @@ pub(crate) struct HistoryPoint {
 }
 
 /// Events kept in memory; the oldest are dropped first (and counted).
-pub const MAX_EVENTS: usize = 1024;
+pub(crate) const MAX_EVENTS: usize = 1024;
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum EventKind {
+pub(crate) enum EventKind {
     /// The champion changed.
     ChampionChanged {
         /// The new champion's identity.
@@ -208,15 +203,15 @@ pub enum EventKind {
 
 /// One event, for dashboard annotations and `metrics_final.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Event {
+pub(crate) struct Event {
     /// When it happened.
     #[serde(serialize_with = "serialize_time")]
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
     /// The iteration it belongs to.
-    pub iteration: u64,
+    pub(crate) iteration: u64,
     /// What happened.
     #[serde(flatten)]
-    pub kind: EventKind,
+    pub(crate) kind: EventKind,
 }
 
 /// Serialises a time as RFC 3339 with milliseconds.

@@ -17,41 +17,54 @@ use crate::containers::sweep::remove_container;
 use crate::containers::{block_on, Containers};
 use crate::error::SandboxError;
 
-/// What to run in a sandbox container.
+/// Default memory limit: 256 MiB.
+const DEFAULT_MEMORY_BYTES: i64 = 256 << 20;
+/// Default limit on processes in the container.
+const DEFAULT_PIDS: i64 = 64;
+/// Default time before a runaway container is killed.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What to run in a sandbox container: [`SandboxSpec::new`] gives the defaults (256 MiB,
+/// one core, 64 processes, no network, killed after 300 s); change any field with
+/// struct update syntax.
 ///
 /// ```
 /// use std::time::Duration;
-/// let spec = loopwatch::SandboxSpec::new("loopwatch-sandbox:latest", ["sh", "-c", "echo hi"])
-///     .memory_bytes(64 << 20)
-///     .cpus(0.5)
-///     .pids(32)
-///     .timeout(Duration::from_secs(30));
-/// assert_eq!(spec.image(), "loopwatch-sandbox:latest");
+/// let spec = loopwatch::SandboxSpec {
+///     memory_bytes: 64 << 20,
+///     cpus: 0.5,
+///     timeout: Duration::from_secs(30),
+///     ..loopwatch::SandboxSpec::new("loopwatch-sandbox:1", ["sh", "-c", "echo hi"])
+/// }
+/// .bind_read_only("/usr/lib", "/usr/lib");
+/// assert_eq!(spec.pids, 64);
+/// assert_eq!(spec.binds, ["/usr/lib:/usr/lib:ro"]);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxSpec {
-    image: String,
-    command: Vec<String>,
-    env: Vec<String>,
-    labels: HashMap<String, String>,
-    memory_bytes: i64,
-    cpus: f64,
-    pids: i64,
-    network: bool,
-    timeout: Duration,
-    binds: Vec<String>,
+    /// The image to run.
+    pub image: String,
+    /// The command and its arguments.
+    pub command: Vec<String>,
+    /// Environment variables, each `KEY=value`.
+    pub env: Vec<String>,
+    /// Extra labels; loopwatch's ownership labels are always added.
+    pub labels: HashMap<String, String>,
+    /// Memory limit in bytes.
+    pub memory_bytes: i64,
+    /// CPU limit in cores (0.5 = half a core).
+    pub cpus: f64,
+    /// Limit on processes.
+    pub pids: i64,
+    /// Whether the container gets the default bridge network.
+    pub network: bool,
+    /// Time before the container is killed as a runaway.
+    pub timeout: Duration,
+    /// Bind mounts in Docker's `host:container[:ro]` form.
+    pub binds: Vec<String>,
 }
 
 impl SandboxSpec {
-    /// Default memory limit: 256 MiB.
-    pub const DEFAULT_MEMORY_BYTES: i64 = 256 << 20;
-    /// Default CPU limit: one core.
-    pub const DEFAULT_CPUS: f64 = 1.0;
-    /// Default limit on processes in the container.
-    pub const DEFAULT_PIDS: i64 = 64;
-    /// Default time before a runaway container is killed.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-
     /// Runs `command` in `image`, with no network and the default limits.
     pub fn new<I, S>(image: impl Into<String>, command: I) -> Self
     where
@@ -63,11 +76,11 @@ impl SandboxSpec {
             command: command.into_iter().map(Into::into).collect(),
             env: Vec::new(),
             labels: HashMap::new(),
-            memory_bytes: Self::DEFAULT_MEMORY_BYTES,
-            cpus: Self::DEFAULT_CPUS,
-            pids: Self::DEFAULT_PIDS,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            cpus: 1.0,
+            pids: DEFAULT_PIDS,
             network: false,
-            timeout: Self::DEFAULT_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
             binds: Vec::new(),
         }
     }
@@ -76,53 +89,6 @@ impl SandboxSpec {
     pub fn bind_read_only(mut self, host: impl AsRef<std::path::Path>, container: &str) -> Self {
         self.binds
             .push(format!("{}:{container}:ro", host.as_ref().display()));
-        self
-    }
-
-    /// The image to run.
-    pub fn image(&self) -> &str {
-        &self.image
-    }
-
-    /// Memory limit in bytes.
-    pub fn memory_bytes(mut self, bytes: i64) -> Self {
-        self.memory_bytes = bytes;
-        self
-    }
-
-    /// CPU limit in cores (0.5 = half a core).
-    pub fn cpus(mut self, cpus: f64) -> Self {
-        self.cpus = cpus;
-        self
-    }
-
-    /// Limit on processes.
-    pub fn pids(mut self, pids: i64) -> Self {
-        self.pids = pids;
-        self
-    }
-
-    /// Time before the container is killed as a runaway.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// An environment variable, `KEY=value`.
-    pub fn env(mut self, variable: impl Into<String>) -> Self {
-        self.env.push(variable.into());
-        self
-    }
-
-    /// An extra label (loopwatch's ownership labels are always added).
-    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.labels.insert(key.into(), value.into());
-        self
-    }
-
-    /// Gives the container the default bridge network (off by default).
-    pub fn with_network(mut self) -> Self {
-        self.network = true;
         self
     }
 }

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use loopwatch::{AlertName, EventKind, HostSampler, Monitor, Population, Thresholds};
+use loopwatch::{AlertName, HostSampler, Monitor, Population, Thresholds};
 use support::services::{logs, Alertmanager};
 use support::*;
 
@@ -136,16 +136,14 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
             1
         );
     }
-    let history: Vec<_> = monitor
-        .events()
-        .into_iter()
-        .filter(|e| matches!(e.kind, EventKind::Alert { .. }))
-        .collect();
-    assert_eq!(
-        history.len(),
-        10,
-        "five firings and five resolutions: {history:#?}"
-    );
+    let resolved = parse(&scrape(monitor.local_addr())).unwrap();
+    for alert in AlertName::ALL {
+        assert_eq!(
+            resolved["loopwatch_alert_firing"].value_with(&[("alertname", alert.as_str())]),
+            Some(0.0),
+            "{alert:?} resolved"
+        );
+    }
     monitor.shutdown();
 }
 
@@ -282,17 +280,12 @@ fn a_healthy_two_hundred_iteration_run_raises_no_alert() {
         );
         it.finish();
     }
-    let fired: Vec<_> = monitor
-        .events()
-        .into_iter()
-        .filter(|e| matches!(e.kind, EventKind::Alert { .. }))
-        .collect();
-    assert!(fired.is_empty(), "false positives: {fired:#?}");
-    let degradations: Vec<_> = monitor
-        .events()
-        .into_iter()
-        .filter(|e| matches!(&e.kind, EventKind::Warning { metric, .. } if *metric != "execution_time_seconds"))
-        .collect();
+    let run_id = monitor.identity().run_id.clone();
+    for alert in AlertName::ALL {
+        let fired = logs().lines_with(&[&run_id, alert.message()]);
+        assert!(fired.is_empty(), "false positive: {fired:#?}");
+    }
+    let degradations = logs().lines_with(&[&run_id, "Performance degradation detected"]);
     assert!(
         degradations.is_empty(),
         "false degradation warnings: {degradations:#?}"

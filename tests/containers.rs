@@ -13,7 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use loopwatch::{AlertName, Monitor, SandboxSpec, LABEL_MANAGED, LABEL_RUN_ID};
+use loopwatch::{AlertName, Monitor, SandboxSpec};
+
+/// The ownership labels of Contract 4.
+const LABEL_MANAGED: &str = "loopwatch.managed";
+const LABEL_RUN_ID: &str = "loopwatch.run_id";
 use support::services::logs;
 use support::*;
 
@@ -170,10 +174,10 @@ fn the_sandbox_runs_limits_collects_and_removes() {
     let monitor = monitor();
     let sandbox = monitor.sandbox();
     let ok = sandbox
-        .run(
-            &SandboxSpec::new(image(), ["sh", "-c", "echo hello; echo oops >&2; exit 3"])
-                .memory_bytes(32 << 20),
-        )
+        .run(&SandboxSpec {
+            memory_bytes: 32 << 20,
+            ..SandboxSpec::new(image(), ["sh", "-c", "echo hello; echo oops >&2; exit 3"])
+        })
         .unwrap();
     assert_eq!(ok.exit_code, 3);
     assert_eq!(ok.stdout.trim(), "hello");
@@ -194,7 +198,10 @@ fn the_sandbox_runs_limits_collects_and_removes() {
     // A runaway is killed at its timeout.
     let started = Instant::now();
     let runaway = sandbox
-        .run(&SandboxSpec::new(image(), ["sleep", "300"]).timeout(Duration::from_secs(1)))
+        .run(&SandboxSpec {
+            timeout: Duration::from_secs(1),
+            ..SandboxSpec::new(image(), ["sleep", "300"])
+        })
         .unwrap();
     assert!(runaway.timed_out);
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -403,20 +410,8 @@ fn removal_that_fails_for_real_is_counted_logged_and_alerted() {
 fn a_killed_loop_leaves_orphans_that_the_next_start_removes() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new(example_path("evolve"))
-        .args([
-            "--iterations",
-            "5",
-            "--population",
-            "8",
-            "--resamples",
-            "2",
-            "--sandbox",
-            "docker",
-            "--sandbox-workers",
-            "3",
-        ])
-        .args(["--crash-in-generation", "2"])
+    let status = Command::new(example_path("crash_drill"))
+        .arg("3")
         .env("LOOPWATCH_LISTEN", "127.0.0.1:0")
         .env("LOOPWATCH_OUTPUT_DIR", dir.path())
         .stdout(Stdio::null())
@@ -519,7 +514,8 @@ fn docker_going_down_mid_run_degrades_only_containers_and_recovers() {
     let _serial = serial();
     let monitor = monitor();
     let addr = monitor.local_addr();
-    wait_until(Duration::from_secs(10), "docker up", || monitor.docker_up());
+    let docker_up = || parse(&scrape(addr)).unwrap()["loopwatch_docker_up"].value() == 1.0;
+    wait_until(Duration::from_secs(10), "docker up", docker_up);
 
     // Stop the daemon (SIGTERM: a clean stop, as an operator's would be).
     Command::new("pkill")

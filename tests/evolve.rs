@@ -207,7 +207,10 @@ fn thirty_generations_serve_metrics_and_dashboard_and_export_what_was_printed() 
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;");
-    assert!(page.body.contains(&escaped), "the champion {champion} is shown");
+    assert!(
+        page.body.contains(&escaped),
+        "the champion {champion} is shown"
+    );
 
     let screenshot = dir.path().join("dashboard.png");
     let dom = chromium(&format!("http://{addr}/"), &screenshot);

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loopwatch_cli::generate::{dashboard_expressions, grafana_dashboard};
 use loopwatch::Thresholds;
+use loopwatch_cli::generate::{dashboard_expressions, grafana_dashboard};
 use support::services::{free_port, Alertmanager, Prometheus};
 use support::*;
 

@@ -1,8 +1,9 @@
 //! `--sandbox docker`: each generation's back-tests run in labelled, resource-limited
 //! containers started through loopwatch's sandbox launcher. The worker is this same
-//! program (`--worker`), mounted read-only into the local busybox image with the
-//! host's C libraries; the job travels in an environment variable, the results come
-//! back on standard output as JSON.
+//! program, mounted read-only into the local busybox image with the host's C
+//! libraries; the job travels in the `EVOLVE_JOB` environment variable (its presence
+//! is what makes the program a worker), the results come back on standard output as
+//! JSON.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,19 +26,16 @@ pub struct Job {
     pub resamples: usize,
     pub min_trades: usize,
     pub rules: Vec<Rule>,
-    /// Crash drill: seconds the worker stays busy before it starts, so that a crash of
-    /// the loop finds its containers running.
-    #[serde(default)]
-    pub hold_seconds: u64,
+}
+
+/// The job, when this process runs as a worker inside a sandbox container.
+pub fn worker_job() -> Option<String> {
+    std::env::var(JOB_VARIABLE).ok()
 }
 
 /// Runs inside the container: reads the job, back-tests, prints the outcomes.
-pub fn worker() -> Result<(), String> {
-    let job: Job = serde_json::from_str(
-        &std::env::var(JOB_VARIABLE).map_err(|_| format!("{JOB_VARIABLE} is not set"))?,
-    )
-    .map_err(|e| format!("bad job: {e}"))?;
-    std::thread::sleep(Duration::from_secs(job.hold_seconds));
+pub fn work(job: &str) -> Result<(), String> {
+    let job: Job = serde_json::from_str(job).map_err(|e| format!("bad job: {e}"))?;
     let mut rng = Rng::new(job.resample_seed);
     let resamples = strategy::resample(&job.prices, job.resamples, &mut rng);
     let outcomes: Vec<Result<Score, Failure>> = job
@@ -67,7 +65,6 @@ impl SandboxedBacktests {
         resample_seed: u64,
         resamples: usize,
         min_trades: usize,
-        hold_seconds: u64,
     ) -> Vec<Result<Score, Failure>> {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("evolve"));
         let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
@@ -86,23 +83,17 @@ impl SandboxedBacktests {
                         resamples,
                         min_trades,
                         rules: chunk.to_vec(),
-                        hold_seconds,
                     };
-                    let spec = SandboxSpec::new(
-                        &self.image,
-                        [format!("/loopwatch/{name}"), "--worker".to_string()],
-                    )
-                    .env(format!(
-                        "{JOB_VARIABLE}={}",
-                        serde_json::to_string(&job).unwrap_or_default()
-                    ))
+                    let job = serde_json::to_string(&job).unwrap_or_default();
+                    let spec = SandboxSpec {
+                        env: vec![format!("{JOB_VARIABLE}={job}")],
+                        pids: 16,
+                        timeout: Duration::from_secs(120),
+                        ..SandboxSpec::new(&self.image, [format!("/loopwatch/{name}")])
+                    }
                     .bind_read_only(&dir, "/loopwatch")
                     .bind_read_only("/usr/lib", "/usr/lib")
-                    .bind_read_only("/usr/lib64", "/usr/lib64")
-                    .memory_bytes(256 << 20)
-                    .cpus(1.0)
-                    .pids(16)
-                    .timeout(Duration::from_secs(120 + hold_seconds));
+                    .bind_read_only("/usr/lib64", "/usr/lib64");
                     let sandbox = &self.sandbox;
                     let size = chunk.len();
                     scope.spawn(move || {

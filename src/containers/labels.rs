@@ -7,9 +7,9 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use crate::run::RunIdentity;
 
 /// Label marking a container as started through (or labelled by) loopwatch.
-pub const LABEL_MANAGED: &str = "loopwatch.managed";
+pub(crate) const LABEL_MANAGED: &str = "loopwatch.managed";
 /// Label carrying the run id of the loop that owns the container.
-pub const LABEL_RUN_ID: &str = "loopwatch.run_id";
+pub(crate) const LABEL_RUN_ID: &str = "loopwatch.run_id";
 /// Label carrying the owner's host name.
 pub(crate) const LABEL_OWNER_HOST: &str = "loopwatch.owner.host";
 /// Label carrying the owner's process id.
@@ -21,20 +21,8 @@ pub(crate) const LABEL_OWNER_START_TIME: &str = "loopwatch.owner.start_time";
 /// time (both come from the kernel's boot-relative tick count, rounded to seconds).
 const START_TIME_TOLERANCE: u64 = 2;
 
-/// The labels every container of this run carries.
-///
-/// ```
-/// let identity = loopwatch::RunIdentity {
-///     run_id: "host-42-1700000000000".into(),
-///     hostname: "host".into(),
-///     pid: 42,
-///     process_start_time: 1_700_000_000,
-/// };
-/// let labels = loopwatch::ownership_labels(&identity);
-/// assert_eq!(labels["loopwatch.managed"], "true");
-/// assert_eq!(labels["loopwatch.owner.pid"], "42");
-/// ```
-pub fn ownership_labels(identity: &RunIdentity) -> HashMap<String, String> {
+/// The labels every container of this run carries (Contract 4).
+pub(crate) fn ownership_labels(identity: &RunIdentity) -> HashMap<String, String> {
     HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_RUN_ID.to_string(), identity.run_id.clone()),

@@ -367,6 +367,11 @@ pub fn cleanup_orphans(dry_run: bool) -> Result<SweepReport, crate::Error> {
         .map_err(crate::Error::Runtime)?;
     let docker = connect().map_err(crate::Error::Docker)?;
     runtime
-        .block_on(sweep::sweep(&docker, None, &crate::run::host_name(), dry_run))
+        .block_on(sweep::sweep(
+            &docker,
+            None,
+            &crate::run::host_name(),
+            dry_run,
+        ))
         .map_err(crate::Error::Docker)
 }

@@ -33,7 +33,7 @@ pub struct SweepReport {
 
 impl SweepReport {
     /// Orphans still present after the sweep.
-    pub fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         if self.dry_run {
             self.orphans.len()
         } else {

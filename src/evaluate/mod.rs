@@ -107,11 +107,7 @@ impl Evaluator {
     }
 
     /// Evaluates the iteration-based rules and warnings after an iteration ends.
-    pub(crate) fn on_iteration(
-        &mut self,
-        summary: &IterationSummary,
-        th: &Thresholds,
-    ) -> Findings {
+    pub(crate) fn on_iteration(&mut self, summary: &IterationSummary, th: &Thresholds) -> Findings {
         let mut findings = Findings::default();
         self.last_iteration = summary.number;
         self.window.push(Entry {
@@ -245,7 +241,12 @@ impl Evaluator {
         } else {
             Verdict::Clear
         };
-        self.judge(AlertName::ContainerCleanupFailures, verdict, th, &mut findings);
+        self.judge(
+            AlertName::ContainerCleanupFailures,
+            verdict,
+            th,
+            &mut findings,
+        );
         findings
     }
 }

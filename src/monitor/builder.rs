@@ -184,9 +184,10 @@ impl MonitorBuilder {
                 .orphan_sweep_interval
                 .unwrap_or(config::DEFAULT_ORPHAN_SWEEP_INTERVAL)
                 .max(config::MIN_SAMPLE_INTERVAL),
-            web_config: self.web_config.clone().or_else(|| {
-                config::env_var(config::ENV_WEB_CONFIG).map(PathBuf::from)
-            }),
+            web_config: self
+                .web_config
+                .clone()
+                .or_else(|| config::env_var(config::ENV_WEB_CONFIG).map(PathBuf::from)),
             otlp: self.otlp.unwrap_or_else(|| {
                 config::OTLP_ENDPOINT_VARIABLES
                     .iter()

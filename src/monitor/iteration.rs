@@ -50,11 +50,6 @@ impl<'m> Iteration<'m> {
         }
     }
 
-    /// This iteration's number (1-based).
-    pub fn number(&self) -> u64 {
-        self.number
-    }
-
     fn rejecter(shared: &'m Shared, number: u64) -> impl FnMut(Rejection, f64) + 'm {
         move |kind, value| shared.rejections.reject(kind, value, number)
     }
@@ -90,7 +85,11 @@ impl<'m> Iteration<'m> {
         let Some(champion) = population.champion else {
             return;
         };
-        if self.shared.lock_run().observe_champion(champion, self.number) {
+        if self
+            .shared
+            .lock_run()
+            .observe_champion(champion, self.number)
+        {
             self.champion_changed = true;
             self.shared
                 .pipeline
@@ -117,10 +116,12 @@ impl<'m> Iteration<'m> {
         self.finished = true;
         let duration = self.started.elapsed();
         let o = &self.observations;
-        let staleness =
-            self.shared
-                .lock_run()
-                .complete(duration, o.successes, o.failures, self.champion_changed);
+        let staleness = self.shared.lock_run().complete(
+            duration,
+            o.successes,
+            o.failures,
+            self.champion_changed,
+        );
         let summary = IterationSummary {
             number: self.number,
             duration,

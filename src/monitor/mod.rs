@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub use builder::MonitorBuilder;
 pub use iteration::Iteration;
 
-use crate::alerts::{AlertName, AlertState};
+use crate::alerts::AlertName;
 use crate::config::Settings;
 use crate::error::{CollectError, Error};
 use crate::export::alertmanager::{self, AlertIdentity};
@@ -27,7 +27,7 @@ use crate::export::files::FinalExport;
 use crate::export::http::{self, EndpointCounters};
 use crate::export::Source;
 use crate::pipeline::Pipeline;
-use crate::run::{Event, RunIdentity, RunSummary};
+use crate::run::{RunIdentity, RunSummary};
 use crate::sample::HostSampler;
 use shared::{Parts, Shared};
 
@@ -160,10 +160,7 @@ impl Monitor {
             ))
         };
         let endpoint_counters = EndpointCounters {
-            renders: pipeline
-                .instruments
-                .loopwatch_metrics_renders_total
-                .clone(),
+            renders: pipeline.instruments.loopwatch_metrics_renders_total.clone(),
             rejected: pipeline.instruments.loopwatch_http_rejected_total.clone(),
         };
         let shared = Arc::new(Shared::new(Parts {
@@ -233,21 +230,9 @@ impl Monitor {
         self.shared.summary()
     }
 
-    /// The state of every alert, in [`AlertName::ALL`] order.
-    pub fn alerts(&self) -> Vec<(AlertName, AlertState)> {
-        let states = self.shared.evaluation().alerts;
-        AlertName::ALL.into_iter().map(|a| (a, states[a])).collect()
-    }
-
     /// The alerts firing now.
     pub fn firing_alerts(&self) -> Vec<AlertName> {
         self.shared.evaluation().firing()
-    }
-
-    /// Champion changes, alert transitions and warnings so far, oldest first (the
-    /// last [`MAX_EVENTS`](crate::MAX_EVENTS)).
-    pub fn events(&self) -> Vec<Event> {
-        self.shared.lock_run().events().0
     }
 
     /// Feeds the count of orphaned containers left after a cleanup sweep to the
@@ -329,11 +314,6 @@ impl Monitor {
             let sample = crate::containers::block_on(containers.runtime(), containers.sample());
             self.shared.publish_containers(containers, sample);
         }
-    }
-
-    /// Whether Docker answered the last request (`loopwatch_docker_up`).
-    pub fn docker_up(&self) -> bool {
-        self.shared.containers.is_up()
     }
 }
 

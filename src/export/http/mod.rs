@@ -140,7 +140,9 @@ fn router(endpoint: Arc<Endpoint>) -> Router {
             }
         }))
         .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_IN_FLIGHT,
+        ))
         .timeout(REQUEST_TIMEOUT);
     let protected = Router::new()
         .route("/", get(dashboard))

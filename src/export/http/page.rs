@@ -49,7 +49,10 @@ fn format_value(value: f64) -> String {
 /// Draws one series as a small line chart with its own scale, with champion changes
 /// (green) and alert transitions (red) marked as vertical lines.
 fn chart(series: &Series, x_range: (f64, f64), champions: &[f64], alerts: &[f64]) -> Markup {
-    let latest = series.points.last().map_or("—".to_string(), |p| format_value(p.1));
+    let latest = series
+        .points
+        .last()
+        .map_or("—".to_string(), |p| format_value(p.1));
     let view_box = format!("0 0 {WIDTH} {HEIGHT}");
     let legend = html! {
         div class="legend" { (series.label) " " b { (latest) } " " (series.unit) }
@@ -191,12 +194,16 @@ fn panels(snapshot: &Snapshot) -> [(&'static str, Vec<Series>); 4] {
         (
             "Container Stats",
             vec![
-                series("active containers", "", history, |p| Some(p.active_containers)),
+                series("active containers", "", history, |p| {
+                    Some(p.active_containers)
+                }),
                 series("container memory", "MB", history, |p| {
                     Some(p.container_memory_bytes / 1e6)
                 }),
                 with_threshold(
-                    series("cleanup failures", "", history, |p| Some(p.cleanup_failures)),
+                    series("cleanup failures", "", history, |p| {
+                        Some(p.cleanup_failures)
+                    }),
                     t.orphan_limit as f64,
                 ),
             ],
