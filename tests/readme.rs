@@ -16,7 +16,7 @@ fn the_metrics_table_is_the_catalog() {
     assert_eq!(
         &readme[from..to],
         loopwatch::catalog::markdown_table(),
-        "README metrics table differs from the catalog; paste `cargo run -- metrics` between the markers"
+        "README metrics table differs from the catalog; paste `cargo run -p loopwatch-cli -- metrics` between the markers"
     );
 }
 

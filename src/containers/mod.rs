@@ -1,6 +1,6 @@
 //! Containers of this run on a real Docker Engine, through bollard: ownership labels,
 //! the stats sampler, orphan sweeps and shutdown verification. The sandbox launcher
-//! (`crate::sandbox`) starts containers through the same handle.
+//! starts its containers through the same handle.
 //!
 //! Docker being absent or unreachable degrades only this feature:
 //! `loopwatch_docker_up` reads 0, one log line says so, and everything recovers on

@@ -13,6 +13,20 @@ use std::time::{Duration, Instant};
 
 use loopwatch::Monitor;
 
+/// The repository's root, whichever package's tests are running (the root package's
+/// or `cli/`'s).
+pub fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if manifest.join("prometheus").is_dir() {
+        manifest
+    } else {
+        manifest
+            .parent()
+            .expect("cli/ sits in the repository")
+            .to_path_buf()
+    }
+}
+
 /// A monitor on a free loopback port writing into `dir`, with a fast sampler.
 pub fn monitor_in(dir: &Path) -> Monitor {
     Monitor::builder()

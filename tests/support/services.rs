@@ -204,7 +204,7 @@ impl Prometheus {
     /// Starts it with `prometheus/prometheus.yml` and the rules, scraping `target` and
     /// alerting `alertmanager`.
     pub fn start(target: SocketAddr, alertmanager: Option<SocketAddr>) -> Self {
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prometheus");
+        let repo = super::repo_root().join("prometheus");
         let dir = tempfile::tempdir().unwrap();
         let mut config = std::fs::read_to_string(repo.join("prometheus.yml")).unwrap();
         assert!(config.contains("127.0.0.1:8000") && config.contains("127.0.0.1:9093"));
