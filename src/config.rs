@@ -9,7 +9,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize as _, Serialize};
 
 use crate::alerts::AlertName;
 use crate::error::Error;
@@ -31,6 +31,8 @@ pub(crate) const ENV_OUTPUT_DIR: &str = "LOOPWATCH_OUTPUT_DIR";
 pub(crate) const ENV_ALERTMANAGER_URLS: &str = "LOOPWATCH_ALERTMANAGER_URLS";
 /// Environment variable giving the sampler period, e.g. `1s` or `500ms`.
 pub(crate) const ENV_SAMPLE_INTERVAL: &str = "LOOPWATCH_SAMPLE_INTERVAL";
+/// Environment variable naming the thresholds file (`loopwatch.toml`).
+pub(crate) const ENV_CONFIG: &str = "LOOPWATCH_CONFIG";
 /// Environment variable naming the web configuration file (TLS, basic auth).
 pub(crate) const ENV_WEB_CONFIG: &str = "LOOPWATCH_WEB_CONFIG";
 /// Standard variables whose presence switches the OTLP export on.
@@ -73,7 +75,20 @@ pub(crate) struct Settings {
 
 /// Thresholds, windows and intervals of the evaluator. The defaults are the numbers of
 /// the requirements; the generated Prometheus rules and dashboard use the same values.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// A TOML file with keys named after the fields sets any of them (the rest keep their
+/// defaults); durations are written like `"6h"` or `"90s"`:
+///
+/// ```
+/// let t: loopwatch::Thresholds = "staleness_iterations = 30\nstall_floor = \"2m\"".parse().unwrap();
+/// assert_eq!(t.staleness_iterations, 30);
+/// assert_eq!(t.stall_floor, std::time::Duration::from_secs(120));
+/// assert_eq!(t.memory_fraction, 0.8);
+/// let err = "memory_fraction = 1.5".parse::<loopwatch::Thresholds>().unwrap_err();
+/// assert!(err.to_string().contains("memory_fraction"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Thresholds {
     /// Iterations in the rolling windows (default 10).
     pub window: usize,
@@ -103,11 +118,18 @@ pub struct Thresholds {
     /// "Performance slowdown detected": mean iteration time above this multiple of
     /// the baseline (1.5).
     pub slowdown_factor: f64,
+    /// LoopStalled: an iteration running, or no new one started after the last ended,
+    /// for longer than this multiple of the rolling mean iteration time (10) …
+    pub stall_factor: f64,
+    /// … or than this floor, whichever is longer (60 s), so that a loop of very fast
+    /// iterations is not called stalled by a garbage-collection pause.
+    #[serde(serialize_with = "seconds", deserialize_with = "duration")]
+    pub stall_floor: Duration,
     /// Period of the long-run statistics log line (6 h).
-    #[serde(serialize_with = "seconds")]
+    #[serde(serialize_with = "seconds", deserialize_with = "duration")]
     pub stats_interval: Duration,
     /// Period at which firing alerts are re-sent to Alertmanager (15 s).
-    #[serde(serialize_with = "seconds")]
+    #[serde(serialize_with = "seconds", deserialize_with = "duration")]
     pub alert_resend_interval: Duration,
 }
 
@@ -126,6 +148,8 @@ impl Default for Thresholds {
             degradation_fraction: 0.20,
             baseline_floor: 0.1,
             slowdown_factor: 1.5,
+            stall_factor: 10.0,
+            stall_floor: Duration::from_secs(60),
             stats_interval: Duration::from_secs(6 * 3600),
             alert_resend_interval: Duration::from_secs(15),
         }
@@ -144,66 +168,171 @@ impl Thresholds {
         }
     }
 
-    /// Checks the values make sense together; the error names the field.
-    pub(crate) fn validate(&self) -> Result<(), Error> {
-        let bad = |field: &'static str, value: String, reason: &str| {
-            Err(Error::InvalidSetting {
-                variable: field,
-                value,
-                reason: reason.into(),
-            })
-        };
-        if self.window == 0 {
-            return bad(
-                "Thresholds::window",
-                "0".into(),
-                "the window needs at least one iteration",
-            );
-        }
-        if !(0.0 < self.memory_fraction && self.memory_fraction <= 1.0) {
-            return bad(
-                "Thresholds::memory_fraction",
+    /// Checks each value; the error names the key and says what is expected.
+    pub(crate) fn check(&self) -> Result<(), ThresholdError> {
+        let fraction = |v: f64| 0.0 < v && v <= 1.0;
+        let checks: [(&'static str, bool, String, &'static str); 14] = [
+            (
+                "window",
+                self.window >= 1,
+                self.window.to_string(),
+                "at least one iteration",
+            ),
+            (
+                "memory_fraction",
+                fraction(self.memory_fraction),
                 self.memory_fraction.to_string(),
-                "expected a fraction in (0, 1]",
-            );
-        }
-        if !(0.0 <= self.memory_clear_fraction
-            && self.memory_clear_fraction <= self.memory_fraction)
-        {
-            return bad(
-                "Thresholds::memory_clear_fraction",
+                "a fraction in (0, 1]",
+            ),
+            (
+                "memory_clear_fraction",
+                0.0 <= self.memory_clear_fraction
+                    && self.memory_clear_fraction <= self.memory_fraction,
                 self.memory_clear_fraction.to_string(),
-                "expected a fraction no higher than memory_fraction",
-            );
+                "a fraction no higher than memory_fraction",
+            ),
+            (
+                "memory_samples",
+                self.memory_samples >= 1,
+                self.memory_samples.to_string(),
+                "at least 1",
+            ),
+            (
+                "diversity_floor",
+                fraction(self.diversity_floor),
+                self.diversity_floor.to_string(),
+                "a fraction in (0, 1]",
+            ),
+            (
+                "diversity_iterations",
+                self.diversity_iterations >= 1,
+                self.diversity_iterations.to_string(),
+                "at least 1",
+            ),
+            (
+                "staleness_iterations",
+                self.staleness_iterations >= 1,
+                self.staleness_iterations.to_string(),
+                "at least 1",
+            ),
+            (
+                "success_rate_floor",
+                fraction(self.success_rate_floor),
+                self.success_rate_floor.to_string(),
+                "a fraction in (0, 1]",
+            ),
+            (
+                "degradation_fraction",
+                fraction(self.degradation_fraction),
+                self.degradation_fraction.to_string(),
+                "a fraction in (0, 1]",
+            ),
+            (
+                "baseline_floor",
+                self.baseline_floor >= 0.0,
+                self.baseline_floor.to_string(),
+                "a non-negative number",
+            ),
+            (
+                "slowdown_factor",
+                self.slowdown_factor > 1.0,
+                self.slowdown_factor.to_string(),
+                "a factor above 1",
+            ),
+            (
+                "stall_factor",
+                self.stall_factor >= 1.0,
+                self.stall_factor.to_string(),
+                "a factor of at least 1",
+            ),
+            (
+                "stall_floor",
+                !self.stall_floor.is_zero(),
+                format!("{:?}", self.stall_floor),
+                "a positive duration",
+            ),
+            (
+                "stats_interval",
+                !self.stats_interval.is_zero() && !self.alert_resend_interval.is_zero(),
+                format!("{:?}/{:?}", self.stats_interval, self.alert_resend_interval),
+                "positive durations (stats_interval, alert_resend_interval)",
+            ),
+        ];
+        match checks.into_iter().find(|(_, ok, _, _)| !ok) {
+            None => Ok(()),
+            Some((key, _, value, expected)) => Err(ThresholdError {
+                key,
+                value,
+                expected,
+            }),
         }
-        if self.diversity_iterations == 0 || self.staleness_iterations == 0 {
-            return bad(
-                "Thresholds::diversity_iterations/staleness_iterations",
-                "0".into(),
-                "expected at least 1",
-            );
+    }
+
+    /// Reads thresholds from a TOML file: keys named after the fields, the rest at
+    /// their defaults. Unknown keys and out-of-range values are errors naming the key.
+    pub fn from_file(path: &std::path::Path) -> Result<Thresholds, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigFile {
+            path: path.to_path_buf(),
+            reason: source.to_string(),
+        })?;
+        text.parse().map_err(|e: Error| Error::ConfigFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl std::str::FromStr for Thresholds {
+    type Err = Error;
+
+    /// Parses the TOML text of a `loopwatch.toml`.
+    fn from_str(text: &str) -> Result<Thresholds, Error> {
+        let thresholds: Thresholds = toml::from_str(text).map_err(|e| Error::InvalidSetting {
+            variable: "loopwatch.toml",
+            value: e.span().map_or(String::new(), |span| {
+                text.get(span).unwrap_or_default().to_string()
+            }),
+            reason: e.message().to_string(),
+        })?;
+        thresholds.check()?;
+        Ok(thresholds)
+    }
+}
+
+/// A threshold outside its range: which key, its value, what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ThresholdError {
+    pub(crate) key: &'static str,
+    pub(crate) value: String,
+    pub(crate) expected: &'static str,
+}
+
+impl From<ThresholdError> for Error {
+    fn from(e: ThresholdError) -> Error {
+        Error::InvalidSetting {
+            variable: e.key,
+            value: e.value,
+            reason: format!("expected {}", e.expected),
         }
-        let sane = self.slowdown_factor > 1.0
-            && self.degradation_fraction > 0.0
-            && self.baseline_floor >= 0.0;
-        if !sane {
-            return bad(
-                "Thresholds::slowdown_factor/degradation_fraction/baseline_floor",
-                format!(
-                    "{}/{}/{}",
-                    self.slowdown_factor, self.degradation_fraction, self.baseline_floor
-                ),
-                "expected a factor above 1, a positive fraction and a non-negative floor",
-            );
-        }
-        if self.stats_interval.is_zero() || self.alert_resend_interval.is_zero() {
-            return bad(
-                "Thresholds::stats_interval/alert_resend_interval",
-                "0s".into(),
-                "expected a positive period",
-            );
-        }
-        Ok(())
+    }
+}
+
+/// Reads a duration written as `"90s"`, `"6h"` or a number of seconds.
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Seconds(f64),
+    }
+    match Written::deserialize(d)? {
+        Written::Text(text) => humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like \"90s\": {e}"))
+        }),
+        Written::Seconds(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+        Written::Seconds(s) => Err(serde::de::Error::custom(format!(
+            "{s} is not a number of seconds"
+        ))),
     }
 }
 

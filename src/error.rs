@@ -20,6 +20,14 @@ pub enum Error {
         /// What was expected instead.
         reason: String,
     },
+    /// The thresholds file could not be read or holds an invalid key or value.
+    #[error("cannot use the thresholds file {path}: {reason}")]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, naming the key.
+        reason: String,
+    },
     /// The metrics endpoint could not bind its address.
     #[error(
         "cannot serve metrics on {addr}: {source}; is another loop already using it? \

@@ -23,12 +23,20 @@ enum Command {
         /// Repository root to write under.
         #[arg(long, default_value = ".")]
         root: PathBuf,
+        /// Thresholds file (loopwatch.toml), as the monitor reads it; default: the
+        /// requirements' numbers.
+        #[arg(long, env = "LOOPWATCH_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Regenerate the Grafana dashboard (grafana/dashboards/loopwatch.json).
     Dashboard {
         /// Repository root to write under.
         #[arg(long, default_value = ".")]
         root: PathBuf,
+        /// Thresholds file (loopwatch.toml), as the monitor reads it; default: the
+        /// requirements' numbers.
+        #[arg(long, env = "LOOPWATCH_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Remove orphaned containers of dead loops on this host (after a crash, say).
     /// Containers of live loops, of other hosts and unlabelled ones are never touched.
@@ -51,15 +59,32 @@ fn main() -> ExitCode {
             print!("{}", loopwatch::catalog::markdown_table());
             ExitCode::SUCCESS
         }
-        Command::Rules { root } => written(
-            generate::write_rules(&root, &loopwatch::Thresholds::default()),
-            &[generate::RULES_FILE, generate::RULES_TEST_FILE],
-        ),
-        Command::Dashboard { root } => written(
-            generate::write_dashboard(&root, &loopwatch::Thresholds::default()),
-            &[generate::DASHBOARD_FILE],
-        ),
+        Command::Rules { root, config } => match thresholds(config) {
+            Ok(t) => written(
+                generate::write_rules(&root, &t),
+                &[generate::RULES_FILE, generate::RULES_TEST_FILE],
+            ),
+            Err(code) => code,
+        },
+        Command::Dashboard { root, config } => match thresholds(config) {
+            Ok(t) => written(
+                generate::write_dashboard(&root, &t),
+                &[generate::DASHBOARD_FILE],
+            ),
+            Err(code) => code,
+        },
         Command::Cleanup { dry_run } => cleanup(dry_run),
+    }
+}
+
+/// The thresholds of a file, or the defaults without one; a bad file is exit code 2.
+fn thresholds(config: Option<PathBuf>) -> Result<loopwatch::Thresholds, ExitCode> {
+    match config {
+        None => Ok(loopwatch::Thresholds::default()),
+        Some(path) => loopwatch::Thresholds::from_file(&path).map_err(|err| {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }),
     }
 }
 

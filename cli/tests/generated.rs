@@ -209,3 +209,77 @@ fn the_dashboard_is_valid_for_grafana_9() {
     let annotations = dashboard["annotations"]["list"].as_array().unwrap();
     assert_eq!(annotations.len(), 2);
 }
+
+#[test]
+fn a_threshold_in_a_config_file_moves_the_alert_the_rule_and_the_dashboard_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("loopwatch.toml");
+    std::fs::write(
+        &config,
+        "staleness_iterations = 7\ndiversity_floor = 0.25\n",
+    )
+    .unwrap();
+
+    // The in-process alert: stale for 7 iterations fires, 6 does not.
+    let monitor = loopwatch::Monitor::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .final_export(false)
+        .containers(false)
+        .config_file(&config)
+        .build()
+        .unwrap();
+    for i in 0..=7 {
+        let mut it = monitor.start_iteration();
+        it.record_success(1.0, 0.1);
+        it.record_population(loopwatch::Population::new(4, 4, 0.5).with_champion("same"));
+        it.finish();
+        let stale = monitor
+            .firing_alerts()
+            .contains(&AlertName::ChampionStaleness);
+        assert_eq!(stale, i >= 7, "after {} stale iterations", i);
+    }
+    monitor.shutdown();
+
+    // The generated rule and the dashboard's threshold line, through the command.
+    for command in ["rules", "dashboard"] {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_loopwatch"))
+            .args([command, "--root"])
+            .arg(dir.path())
+            .arg("--config")
+            .arg(&config)
+            .status()
+            .unwrap();
+        assert!(status.success(), "loopwatch {command}");
+    }
+    let rules = rules_of(&std::fs::read_to_string(dir.path().join(RULES_FILE)).unwrap());
+    assert!(rules
+        .iter()
+        .any(|r| field(r, "expr") == Some("champion_staleness_iterations >= 7")));
+    let dashboard = std::fs::read_to_string(dir.path().join(DASHBOARD_FILE)).unwrap();
+    assert!(dashboard.contains("\"value\": 0.25"), "the diversity line");
+    assert!(
+        !dashboard.contains("\"value\": 0.1,"),
+        "not the default line"
+    );
+
+    // A bad file is a clear error naming the key, from the library and the command.
+    std::fs::write(&config, "staleness_iterations = 7\nstale_iterations = 3\n").unwrap();
+    let err = loopwatch::Thresholds::from_file(&config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stale_iterations"), "{err}");
+    std::fs::write(&config, "memory_fraction = 1.5\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_loopwatch"))
+        .args(["rules", "--root"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("memory_fraction") && stderr.contains("(0, 1]"),
+        "{stderr}"
+    );
+}

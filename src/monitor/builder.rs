@@ -12,10 +12,10 @@ use crate::monitor::Monitor;
 ///
 /// Every setting has a documented default. Four have an environment override, which
 /// a value set here wins over: `LOOPWATCH_LISTEN`, `LOOPWATCH_OUTPUT_DIR`,
-/// `LOOPWATCH_ALERTMANAGER_URLS` and `LOOPWATCH_SAMPLE_INTERVAL`; so do the web
-/// configuration (`LOOPWATCH_WEB_CONFIG`) and the OTLP export (the standard
-/// `OTEL_EXPORTER_OTLP_*` variables). The others (signals, final export, thresholds,
-/// containers, sweep period) are the program's choice.
+/// `LOOPWATCH_ALERTMANAGER_URLS` and `LOOPWATCH_SAMPLE_INTERVAL`; so do the thresholds
+/// file (`LOOPWATCH_CONFIG`), the web configuration (`LOOPWATCH_WEB_CONFIG`) and the
+/// OTLP export (the standard `OTEL_EXPORTER_OTLP_*` variables). The others (signals,
+/// final export, containers, sweep period) are the program's choice.
 ///
 /// ```
 /// use std::time::Duration;
@@ -37,6 +37,7 @@ pub struct MonitorBuilder {
     handle_signals: bool,
     final_export: Option<bool>,
     thresholds: Option<Thresholds>,
+    config_file: Option<PathBuf>,
     containers: Option<bool>,
     orphan_sweep_interval: Option<Duration>,
     otlp: Option<bool>,
@@ -90,10 +91,19 @@ impl MonitorBuilder {
         self
     }
 
-    /// Thresholds, windows and intervals of the evaluator (default
-    /// [`Thresholds::default`], the numbers of the requirements).
+    /// Thresholds, windows and intervals of the evaluator. They win over a thresholds
+    /// file; without either, [`Thresholds::default`] (the numbers of the requirements).
     pub fn thresholds(mut self, thresholds: Thresholds) -> Self {
         self.thresholds = Some(thresholds);
+        self
+    }
+
+    /// A thresholds file (`loopwatch.toml`, see [`Thresholds::from_file`]), also read
+    /// by `loopwatch rules --config` and `loopwatch dashboard --config` so the
+    /// in-process alerts, the Prometheus rules and the dashboard use the same numbers
+    /// (default none, env `LOOPWATCH_CONFIG`).
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
         self
     }
 
@@ -169,8 +179,18 @@ impl MonitorBuilder {
                 None => config::DEFAULT_SAMPLE_INTERVAL,
             },
         };
-        let thresholds = self.thresholds.clone().unwrap_or_default();
-        thresholds.validate()?;
+        let config_file = self
+            .config_file
+            .clone()
+            .or_else(|| config::env_var(config::ENV_CONFIG).map(PathBuf::from));
+        let thresholds = match (&self.thresholds, config_file) {
+            (Some(thresholds), _) => {
+                thresholds.check()?;
+                thresholds.clone()
+            }
+            (None, Some(path)) => Thresholds::from_file(&path)?,
+            (None, None) => Thresholds::default(),
+        };
         Ok(Settings {
             listen,
             output_dir,
