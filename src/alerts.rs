@@ -18,16 +18,20 @@ pub enum AlertName {
     LowSuccessRate,
     /// More orphaned containers than the limit (default 3).
     ContainerCleanupFailures,
+    /// An iteration running, or no new one started after the last ended, far longer
+    /// than usual (default: 10 × the rolling mean iteration time, at least 60 s).
+    LoopStalled,
 }
 
 impl AlertName {
     /// Every alert, in a fixed order.
-    pub const ALL: [AlertName; 5] = [
+    pub const ALL: [AlertName; 6] = [
         AlertName::HighMemoryUsage,
         AlertName::DiversityCollapse,
         AlertName::ChampionStaleness,
         AlertName::LowSuccessRate,
         AlertName::ContainerCleanupFailures,
+        AlertName::LoopStalled,
     ];
 
     /// The `alertname` label.
@@ -42,6 +46,7 @@ impl AlertName {
             AlertName::ChampionStaleness => "ChampionStaleness",
             AlertName::LowSuccessRate => "LowSuccessRate",
             AlertName::ContainerCleanupFailures => "ContainerCleanupFailures",
+            AlertName::LoopStalled => "LoopStalled",
         }
     }
 
@@ -60,6 +65,7 @@ impl AlertName {
             AlertName::ChampionStaleness => "Champion staleness detected",
             AlertName::LowSuccessRate => "Low success rate detected",
             AlertName::ContainerCleanupFailures => "Container cleanup failures detected",
+            AlertName::LoopStalled => "Loop stall detected",
         }
     }
 
@@ -70,7 +76,9 @@ impl AlertName {
     /// ```
     pub const fn severity(self) -> &'static str {
         match self {
-            AlertName::HighMemoryUsage | AlertName::ContainerCleanupFailures => "critical",
+            AlertName::HighMemoryUsage
+            | AlertName::ContainerCleanupFailures
+            | AlertName::LoopStalled => "critical",
             AlertName::DiversityCollapse
             | AlertName::ChampionStaleness
             | AlertName::LowSuccessRate => "warning",

@@ -128,6 +128,12 @@ pub struct Thresholds {
     /// Period of the long-run statistics log line (6 h).
     #[serde(serialize_with = "seconds", deserialize_with = "duration")]
     pub stats_interval: Duration,
+    /// How long a resolved alert is held back before its resolution is sent (15 s):
+    /// longer than a Prometheus rule on the same condition takes to notice (a 5 s
+    /// scrape plus a 5 s evaluation), so that with both paths pointed at one
+    /// Alertmanager the rule resolves first and the problem is resolved once.
+    #[serde(serialize_with = "seconds", deserialize_with = "duration")]
+    pub alert_resolve_hold: Duration,
     /// Period at which firing alerts are re-sent to Alertmanager (15 s).
     #[serde(serialize_with = "seconds", deserialize_with = "duration")]
     pub alert_resend_interval: Duration,
@@ -151,6 +157,7 @@ impl Default for Thresholds {
             stall_factor: 10.0,
             stall_floor: Duration::from_secs(60),
             stats_interval: Duration::from_secs(6 * 3600),
+            alert_resolve_hold: Duration::from_secs(15),
             alert_resend_interval: Duration::from_secs(15),
         }
     }
@@ -165,6 +172,7 @@ impl Thresholds {
             AlertName::ChampionStaleness => self.staleness_iterations as f64,
             AlertName::LowSuccessRate => self.success_rate_floor,
             AlertName::ContainerCleanupFailures => self.orphan_limit as f64,
+            AlertName::LoopStalled => self.stall_floor.as_secs_f64(),
         }
     }
 

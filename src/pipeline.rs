@@ -19,6 +19,7 @@ use crate::alerts::{AlertName, Watched};
 use crate::catalog::{self, Instruments, MetricSpec};
 use crate::error::{CollectError, Error};
 use crate::record::Rejection;
+use crate::run::RunIdentity;
 
 /// Name of the instrumentation scope of loopwatch's own instruments.
 pub(crate) const CORE_SCOPE: &str = "loopwatch";
@@ -99,12 +100,19 @@ impl Pipeline {
     /// Builds both providers and loopwatch's instruments; with `otlp`, each provider
     /// also exports over OTLP/HTTP. Delivery counters start at zero for each of
     /// `alertmanager_urls`.
-    pub(crate) fn new(otlp: bool, alertmanager_urls: &[String]) -> Result<Self, Error> {
+    pub(crate) fn new(
+        otlp: bool,
+        alertmanager_urls: &[String],
+        identity: &RunIdentity,
+    ) -> Result<Self, Error> {
         let (core_provider, core_registry) = bridged_provider(otlp)?;
         let (user_provider, user_registry) = bridged_provider(otlp)?;
         let instruments = Instruments::new(&core_provider.meter(CORE_SCOPE), &|spec| {
-            start_series(spec, alertmanager_urls)
+            start_series(spec, alertmanager_urls, identity)
         });
+        instruments
+            .loopwatch_run_info
+            .record(1.0, &run_info_labels(identity));
         Ok(Pipeline {
             user_meter: user_provider.meter(USER_SCOPE),
             core_provider,
@@ -196,7 +204,11 @@ pub(crate) fn encode_text(families: &[MetricFamily]) -> Result<String, CollectEr
 
 /// The label sets of a labelled metric that exist from start-up, each exported at zero
 /// before anything happens, so rules and dashboards resolve at once.
-fn start_series(spec: &'static MetricSpec, alertmanager_urls: &[String]) -> Vec<Vec<KeyValue>> {
+fn start_series(
+    spec: &'static MetricSpec,
+    alertmanager_urls: &[String],
+    identity: &RunIdentity,
+) -> Vec<Vec<KeyValue>> {
     let one = |key: &'static str, value: &'static str| vec![KeyValue::new(key, value)];
     match spec.name {
         name if name == catalog::ALERT_FIRING.name => AlertName::ALL
@@ -227,9 +239,18 @@ fn start_series(spec: &'static MetricSpec, alertmanager_urls: &[String]) -> Vec<
                 })
             })
             .collect(),
+        name if name == catalog::RUN_INFO.name => vec![run_info_labels(identity)],
         // Per-container series appear with their containers.
         _ => Vec::new(),
     }
+}
+
+/// The labels of `loopwatch_run_info`.
+fn run_info_labels(identity: &RunIdentity) -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("run_id", identity.run_id.clone()),
+        KeyValue::new("hostname", identity.hostname.clone()),
+    ]
 }
 
 #[cfg(test)]
@@ -240,7 +261,7 @@ mod tests {
     #[test]
     fn every_catalog_row_is_exported_from_start_up_with_its_labels() {
         let urls = ["http://127.0.0.1:9093".to_string()];
-        let pipeline = Pipeline::new(false, &urls).unwrap();
+        let pipeline = Pipeline::new(false, &urls, &RunIdentity::of_this_process()).unwrap();
         let families = pipeline.gather().unwrap();
         for spec in CATALOG {
             let family = families.iter().find(|f| f.name() == spec.name);

@@ -78,12 +78,15 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
         memory_fraction: base + ballast_fraction / 2.0,
         memory_clear_fraction: base + ballast_fraction / 4.0,
         alert_resend_interval: Duration::from_secs(30),
+        alert_resolve_hold: Duration::from_secs(1),
+        // Iterations here take microseconds: the loop is stalled after 2 s idle.
+        stall_floor: Duration::from_secs(2),
         ..Thresholds::default()
     };
     let monitor = monitor_with(thresholds, &[&am]);
     let run_id = monitor.identity().run_id.clone();
 
-    // Provoke all five.
+    // Provoke all six; LoopStalled comes by itself once the loop sits idle.
     let ballast = vec![1u8; BALLAST];
     for _ in 0..21 {
         iterate(&monitor, 1, 9, 0.05, "same-champion");
@@ -118,13 +121,15 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
         );
     }
 
-    // Clear all five; each resolution reaches Alertmanager (the alert leaves its
+    // Clear all six; each resolution reaches Alertmanager (the alert leaves its
     // active list long before its endsAt of two minutes would expire it).
     drop(ballast);
     for i in 0..10 {
         iterate(&monitor, 9, 1, 0.6, &format!("champion-{i}"));
     }
     monitor.report_orphaned_containers(0);
+    // No more iterations are coming: waiting for the resolutions is not a stall.
+    monitor.done();
     for alert in AlertName::ALL {
         wait_for(&am, &format!("{alert:?} to resolve"), |am| {
             am.alert(alert.as_str()).is_none()

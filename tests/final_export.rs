@@ -10,8 +10,9 @@ use serde_json::Value;
 use support::*;
 
 /// Metrics the background samplers and sweeps refresh on their own schedule (and at
-/// shutdown), so they may differ from a prior scrape.
-const SAMPLED: [&str; 10] = [
+/// shutdown, which also marks the loop done), so they may differ from a prior scrape.
+const SAMPLED: [&str; 11] = [
+    "loopwatch_loop_done",
     "memory_usage_bytes",
     "cpu_usage_percent",
     "host_memory_used_bytes",

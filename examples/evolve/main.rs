@@ -164,6 +164,15 @@ fn build_monitor(args: &Args) -> Result<Monitor, loopwatch::Error> {
             ..Thresholds::default()
         });
     }
+    if args.scenario == Some(Scenario::Hang) {
+        // Demonstration only: generations take a fraction of a second, so a stall
+        // floor of 5 s (instead of 60 s) shows LoopStalled within seconds.
+        eprintln!("hang scenario: LoopStalled floor lowered to 5 s");
+        builder = builder.thresholds(Thresholds {
+            stall_floor: Duration::from_secs(5),
+            ..Thresholds::default()
+        });
+    }
     builder.build()
 }
 
@@ -222,6 +231,8 @@ fn run(args: &Args) -> Result<(), String> {
         completed = number;
     }
     report_end(&search, completed, started);
+    // No more iterations: lingering to be scraped is not a stall.
+    monitor.done();
 
     if !args.linger.is_zero() && !monitor.stop_requested() {
         eprintln!("serving for {:?} more (Ctrl-C to end now)", args.linger);

@@ -25,7 +25,13 @@ pub enum Scenario {
     /// An equity-curve cache that never evicts, with the memory threshold set just
     /// above the host's use at start-up (HighMemoryUsage).
     MemoryLeak,
+    /// In generation 10 one back-test never returns, as an evaluation stuck on a
+    /// lock or a dead data feed does (LoopStalled).
+    Hang,
 }
+
+/// The generation whose back-test hangs in the hang scenario.
+const HANGING_GENERATION: u64 = 10;
 
 /// Search settings a scenario may change.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +45,7 @@ struct Knobs {
     /// The population and the back-test window never change.
     frozen: bool,
     leak: bool,
+    hang: bool,
 }
 
 impl Knobs {
@@ -51,6 +58,7 @@ impl Knobs {
             min_trades: 5,
             frozen: false,
             leak: false,
+            hang: false,
         };
         match scenario {
             None => normal,
@@ -71,6 +79,10 @@ impl Knobs {
             },
             Some(Scenario::MemoryLeak) => Knobs {
                 leak: true,
+                ..normal
+            },
+            Some(Scenario::Hang) => Knobs {
+                hang: true,
                 ..normal
             },
         }
@@ -157,6 +169,12 @@ impl Search {
         };
         let data = &self.prices[start..start + self.window];
         let resample_seed = self.seed ^ if frozen { 0 } else { number };
+        if self.knobs.hang && number == HANGING_GENERATION {
+            eprintln!("hang scenario: a back-test of generation {number} never returns");
+            loop {
+                std::thread::park();
+            }
+        }
         let outcomes: Vec<Result<Score, Failure>> = match backtests {
             Backtests::Sandboxed(runner) => runner.run(
                 &self.population,

@@ -6,6 +6,8 @@
 mod tracker;
 mod window;
 
+use std::time::Duration;
+
 use enum_map::EnumMap;
 
 pub(crate) use window::RollingValues;
@@ -33,6 +35,17 @@ pub(crate) struct WarningChange {
     pub(crate) limit: f64,
     /// The last completed iteration.
     pub(crate) iteration: u64,
+}
+
+/// What the loop is doing right now, for LoopStalled.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Activity {
+    /// How long the iteration in progress has been running, if one is.
+    pub(crate) running_for: Option<Duration>,
+    /// How long since the last iteration ended, when none runs now.
+    pub(crate) idle_for: Option<Duration>,
+    /// Whether the loop has said it is done.
+    pub(crate) done: bool,
 }
 
 /// What one evaluation produced.
@@ -75,10 +88,56 @@ impl Evaluator {
         thresholds: &Thresholds,
         findings: &mut Findings,
     ) {
-        let threshold = thresholds.threshold_of(alert);
+        self.judge_against(alert, verdict, thresholds.threshold_of(alert), findings);
+    }
+
+    fn judge_against(
+        &mut self,
+        alert: AlertName,
+        verdict: Verdict,
+        threshold: f64,
+        findings: &mut Findings,
+    ) {
         if let Some(t) = self.trackers[alert].update(verdict, threshold, self.last_iteration) {
             findings.transitions.push(t);
         }
+    }
+
+    /// How long an iteration may run, or the loop sit between iterations, before it is
+    /// called stalled: the stall factor times the rolling mean iteration time, but
+    /// never less than the floor (the floor alone until an iteration has completed).
+    pub(crate) fn stall_limit(&self, th: &Thresholds) -> Duration {
+        let typical = self
+            .window
+            .values()
+            .mean_seconds
+            .map_or(Duration::ZERO, |mean| {
+                Duration::from_secs_f64((mean * th.stall_factor).min(1e9))
+            });
+        typical.max(th.stall_floor)
+    }
+
+    /// Evaluates LoopStalled on the clock: the background task calls this about once a
+    /// second, and the monitor at each iteration's start and end.
+    pub(crate) fn on_clock(&mut self, activity: Activity, th: &Thresholds) -> Findings {
+        let mut findings = Findings::default();
+        let limit = self.stall_limit(th);
+        let waited = if activity.done {
+            None
+        } else {
+            activity.running_for.or(activity.idle_for)
+        };
+        let verdict = match waited {
+            Some(waited) if waited > limit => Verdict::Firing(waited.as_secs_f64()),
+            _ => Verdict::Clear,
+        };
+        self.judge_against(
+            AlertName::LoopStalled,
+            verdict,
+            limit.as_secs_f64(),
+            &mut findings,
+        );
+        findings
     }
 
     /// Rolling values of the current window.

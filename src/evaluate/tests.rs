@@ -252,3 +252,57 @@ fn thresholds_are_configurable() {
         AlertState::Firing
     );
 }
+
+#[test]
+fn a_stall_is_a_wait_beyond_ten_times_the_mean_and_at_least_the_floor() {
+    let th = Thresholds {
+        stall_floor: Duration::from_secs(2),
+        ..defaults()
+    };
+    let mut evaluator = Evaluator::new(&th);
+    let running = |secs: f64| Activity {
+        running_for: Some(Duration::from_secs_f64(secs)),
+        ..Activity::default()
+    };
+    // No iteration completed yet: the floor alone.
+    assert!(!fired(
+        &evaluator.on_clock(running(1.9), &th),
+        AlertName::LoopStalled
+    ));
+    assert!(fired(
+        &evaluator.on_clock(running(2.1), &th),
+        AlertName::LoopStalled
+    ));
+    let resolved = evaluator.on_clock(Activity::default(), &th);
+    assert!(
+        resolved.transitions[0].is_resolution(),
+        "resolves when it finishes"
+    );
+    // Iterations of 0.5 s: the limit is 10 x 0.5 = 5 s, above the 2 s floor.
+    for i in 1..=10 {
+        let mut s = summary(i);
+        s.duration = Duration::from_millis(500);
+        evaluator.on_iteration(&s, &th);
+    }
+    assert_eq!(evaluator.stall_limit(&th), Duration::from_secs(5));
+    assert!(!fired(
+        &evaluator.on_clock(running(4.9), &th),
+        AlertName::LoopStalled
+    ));
+    let stuck_between = Activity {
+        idle_for: Some(Duration::from_secs(6)),
+        ..Activity::default()
+    };
+    let findings = evaluator.on_clock(stuck_between, &th);
+    assert!(
+        fired(&findings, AlertName::LoopStalled),
+        "stuck between iterations"
+    );
+    assert_eq!(findings.transitions[0].threshold, 5.0);
+    // Once the loop said it is done, waiting is not a stall.
+    let done = Activity {
+        done: true,
+        ..stuck_between
+    };
+    assert!(evaluator.on_clock(done, &th).transitions[0].is_resolution());
+}

@@ -6,7 +6,13 @@
 //! with backoff and then sends the *current* state: nothing is lost, and nothing is
 //! queued up to be replayed as duplicates. Firing alerts are re-sent periodically with
 //! `endsAt` in the future (so they expire if the loop dies); resolved alerts are sent
-//! with `endsAt` at the resolution time until each Alertmanager has accepted them.
+//! with `endsAt` at the resolution time until each Alertmanager has accepted them, after
+//! a hold that lets a Prometheus rule on the same condition resolve first.
+//!
+//! The labels (`alertname`, `severity`, `job="loopwatch"`, `run_id`, and `instance`
+//! set to the host name) are exactly those of the generated Prometheus rules, which
+//! join `loopwatch_run_info`: with both paths pointed at one Alertmanager, each
+//! problem is one alert there, and notifies once.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -56,11 +62,28 @@ pub(crate) struct AlertIdentity {
     pub(crate) generator_url: String,
 }
 
+/// How delivery is paced.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pacing {
+    /// Period at which firing alerts are re-sent.
+    pub(crate) resend: Duration,
+    /// How long a resolution is held back before it is sent.
+    pub(crate) resolve_hold: Duration,
+}
+
+/// The README section explaining an alert: what it means, what to check first.
+pub(crate) fn runbook(alert: AlertName) -> String {
+    format!("README.md#{}", alert.as_str().to_ascii_lowercase())
+}
+
 /// The loop-side handle: records transitions, wakes the senders.
 #[derive(Debug, Clone)]
 pub(crate) struct AlertSink {
     table: Arc<Mutex<Table>>,
     wake: Arc<watch::Sender<u64>>,
+    urls: Vec<String>,
+    identity: AlertIdentity,
+    pacing: Pacing,
 }
 
 impl AlertSink {
@@ -97,6 +120,41 @@ impl AlertSink {
         };
         self.wake.send_replace(generation);
     }
+
+    /// Sends the current state (firing alerts, and resolutions even if still held) to
+    /// every Alertmanager once, waiting at most `timeout` in all: the last word of a
+    /// monitor that is closing, a panicking loop's included.
+    pub(crate) async fn flush(&self, timeout: Duration) {
+        let now = SystemTime::now();
+        let alerts = payload(&self.table, &self.identity, self.pacing, None, now, true).0;
+        if alerts.is_empty() {
+            return;
+        }
+        let body = serde_json::to_vec(&alerts).unwrap_or_default();
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let posts = self.urls.iter().map(|url| {
+            let endpoint = format!("{url}/api/v2/alerts");
+            let body = body.clone();
+            let client = client.clone();
+            async move {
+                match post(&client, url, &endpoint, body).await {
+                    Ok(()) => tracing::info!(url = %url, "final alert state delivered"),
+                    Err(PostError::Unreachable(e) | PostError::Rejected(e)) => {
+                        tracing::error!(url = %url, error = %e, "final alert state not delivered")
+                    }
+                }
+            }
+        });
+        if tokio::time::timeout(timeout, futures_util::future::join_all(posts))
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                ?timeout,
+                "final alert state: Alertmanager did not answer in time"
+            );
+        }
+    }
 }
 
 /// Starts one sender task per Alertmanager and returns the loop-side handle.
@@ -104,7 +162,7 @@ pub(crate) fn start(
     runtime: &tokio::runtime::Handle,
     urls: &[String],
     identity: AlertIdentity,
-    resend_interval: Duration,
+    pacing: Pacing,
     deliveries: Counter<u64>,
     cancel: CancellationToken,
 ) -> AlertSink {
@@ -117,13 +175,19 @@ pub(crate) fn start(
             endpoint: format!("{url}/api/v2/alerts"),
             table: Arc::clone(&table),
             identity: identity.clone(),
-            resend_interval,
+            pacing,
             deliveries: deliveries.clone(),
             delivered: BTreeMap::new(),
         };
         runtime.spawn(sender.run(wake.subscribe(), cancel.clone()));
     }
-    AlertSink { table, wake }
+    AlertSink {
+        table,
+        wake,
+        urls: urls.to_vec(),
+        identity,
+        pacing,
+    }
 }
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
@@ -141,7 +205,7 @@ struct Sender {
     endpoint: String,
     table: Arc<Mutex<Table>>,
     identity: AlertIdentity,
-    resend_interval: Duration,
+    pacing: Pacing,
     deliveries: Counter<u64>,
     /// Generation of each alert this Alertmanager has accepted.
     delivered: BTreeMap<AlertName, u64>,
@@ -151,92 +215,129 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-impl Sender {
-    /// The alerts to send now: every firing alert, and resolutions not yet accepted.
-    fn payload(&self, now: SystemTime) -> (Vec<Value>, Vec<(AlertName, u64)>) {
-        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut alerts = Vec::new();
-        let mut generations = Vec::new();
-        for (name, record) in &table.alerts {
-            let accepted = self.delivered.get(name).copied().unwrap_or(0);
-            if record.resolved_at.is_some() && accepted >= record.generation {
+/// The alerts to send now, and the generations they carry: every firing alert, and the
+/// resolutions not yet accepted (`delivered`, none for a flush) whose hold has passed
+/// (or all of them, with `final_word`). Also the time the next held resolution is due.
+fn payload(
+    table: &Mutex<Table>,
+    identity: &AlertIdentity,
+    pacing: Pacing,
+    delivered: Option<&BTreeMap<AlertName, u64>>,
+    now: SystemTime,
+    final_word: bool,
+) -> (Vec<Value>, Vec<(AlertName, u64)>, Option<SystemTime>) {
+    let table = table.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut alerts = Vec::new();
+    let mut generations = Vec::new();
+    let mut next_due: Option<SystemTime> = None;
+    for (name, record) in &table.alerts {
+        let accepted = delivered.and_then(|d| d.get(name).copied()).unwrap_or(0);
+        if let Some(resolved_at) = record.resolved_at {
+            if accepted >= record.generation {
                 continue;
             }
-            // Alertmanager refuses a batch holding an alert whose end is not after its
-            // start, so a resolution in the same instant ends a millisecond later.
-            let ends_at = record
-                .resolved_at
-                .unwrap_or(now + self.resend_interval * 4)
-                .max(record.firing_since + Duration::from_millis(1));
-            let value = if record.value.is_finite() {
-                record.value
-            } else {
-                0.0
-            };
-            alerts.push(json!({
-                "labels": {
-                    "alertname": name.as_str(),
-                    "severity": name.severity(),
-                    "job": "loopwatch",
-                    "run_id": self.identity.run_id,
-                    "instance": self.identity.instance,
-                },
-                "annotations": {
-                    "summary": name.message(),
-                    "description": format!(
-                        "{}: value {value} against threshold {} at iteration {}",
-                        name.message(), record.threshold, record.iteration
-                    ),
-                    "value": value.to_string(),
-                    "threshold": record.threshold.to_string(),
-                    "iteration": record.iteration.to_string(),
-                },
-                "startsAt": rfc3339(record.firing_since),
-                "endsAt": rfc3339(ends_at),
-                "generatorURL": self.identity.generator_url,
-            }));
-            generations.push((*name, record.generation));
+            let due = resolved_at + pacing.resolve_hold;
+            if !final_word && due > now {
+                next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                continue;
+            }
         }
-        (alerts, generations)
-    }
-
-    async fn post(&self, client: &HttpClient, body: Vec<u8>) -> Result<(), PostError> {
-        let request = hyper::Request::post(&self.endpoint)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| PostError::Rejected(format!("bad Alertmanager URL {}: {e}", self.url)))?;
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, client.request(request))
-            .await
-            .map_err(|_| PostError::Unreachable("timed out".to_string()))?
-            .map_err(|e| PostError::Unreachable(e.to_string()))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
-        let message = format!("HTTP {status}: {}", body.trim());
-        if status.is_client_error() {
-            Err(PostError::Rejected(message))
+        // Alertmanager refuses a batch holding an alert whose end is not after its
+        // start, so a resolution in the same instant ends a millisecond later.
+        let ends_at = record
+            .resolved_at
+            .unwrap_or(now + pacing.resend * 4)
+            .max(record.firing_since + Duration::from_millis(1));
+        let value = if record.value.is_finite() {
+            record.value
         } else {
-            Err(PostError::Unreachable(message))
-        }
+            0.0
+        };
+        alerts.push(json!({
+            "labels": {
+                "alertname": name.as_str(),
+                "severity": name.severity(),
+                "job": "loopwatch",
+                "run_id": identity.run_id,
+                "instance": identity.instance,
+            },
+            "annotations": {
+                "summary": name.message(),
+                "description": format!(
+                    "{}: value {value} against threshold {} at iteration {}",
+                    name.message(), record.threshold, record.iteration
+                ),
+                "value": value.to_string(),
+                "threshold": record.threshold.to_string(),
+                "iteration": record.iteration.to_string(),
+                "runbook": runbook(*name),
+            },
+            "startsAt": rfc3339(record.firing_since),
+            "endsAt": rfc3339(ends_at),
+            "generatorURL": identity.generator_url,
+        }));
+        generations.push((*name, record.generation));
     }
+    (alerts, generations, next_due)
+}
 
+/// Posts alerts to one Alertmanager.
+async fn post(
+    client: &HttpClient,
+    url: &str,
+    endpoint: &str,
+    body: Vec<u8>,
+) -> Result<(), PostError> {
+    let request = hyper::Request::post(endpoint)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| PostError::Rejected(format!("bad Alertmanager URL {url}: {e}")))?;
+    let response = tokio::time::timeout(REQUEST_TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| PostError::Unreachable("timed out".to_string()))?
+        .map_err(|e| PostError::Unreachable(e.to_string()))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    let message = format!("HTTP {status}: {}", body.trim());
+    if status.is_client_error() {
+        Err(PostError::Rejected(message))
+    } else {
+        Err(PostError::Unreachable(message))
+    }
+}
+
+impl Sender {
     async fn run(mut self, mut wake: watch::Receiver<u64>, cancel: CancellationToken) {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let mut backoff = Duration::from_secs(1);
         let mut down_since: Option<SystemTime> = None;
         loop {
-            let (alerts, generations) = self.payload(SystemTime::now());
-            let mut wait = self.resend_interval;
+            let now = SystemTime::now();
+            let (alerts, generations, next_due) = payload(
+                &self.table,
+                &self.identity,
+                self.pacing,
+                Some(&self.delivered),
+                now,
+                false,
+            );
+            let mut wait = self.pacing.resend;
+            if let Some(due) = next_due {
+                // Wake when the next held resolution is due.
+                wait = wait
+                    .min(due.duration_since(now).unwrap_or_default() + Duration::from_millis(10));
+            }
             if !alerts.is_empty() {
                 let body = serde_json::to_vec(&alerts).unwrap_or_default();
-                match self.post(&client, body).await {
+                match post(&client, &self.url, &self.endpoint, body).await {
                     Ok(()) => {
                         self.deliveries.add(
                             1,

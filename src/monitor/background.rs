@@ -11,16 +11,26 @@ use crate::export::Source as _;
 
 use super::shared::Shared;
 
+/// Longest period between two LoopStalled checks.
+const LIVENESS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Starts every periodic task the settings ask for.
 pub(super) fn spawn_all(
     runtime: &tokio::runtime::Runtime,
     shared: &Arc<Shared>,
     cancel: &CancellationToken,
 ) {
-    runtime.spawn(every_sample_interval(
+    runtime.spawn(every(
+        shared.settings.sample_interval,
         Arc::clone(shared),
         cancel.clone(),
         |shared| shared.sample_host(),
+    ));
+    runtime.spawn(every(
+        shared.settings.sample_interval.min(LIVENESS_PERIOD),
+        Arc::clone(shared),
+        cancel.clone(),
+        |shared| shared.check_liveness(),
     ));
     runtime.spawn(log_long_run_statistics(Arc::clone(shared), cancel.clone()));
     #[cfg(feature = "docker")]
@@ -43,6 +53,7 @@ pub(super) fn spawn_all(
 
 /// The last sample, container verification and the final export, run once per monitor.
 pub(super) fn finish_run(shared: &Shared) -> Option<FinalExport> {
+    shared.done();
     shared.sample_host();
     #[cfg(feature = "docker")]
     if shared.settings.containers {
@@ -73,12 +84,13 @@ pub(super) fn finish_run(shared: &Shared) -> Option<FinalExport> {
     Some(export)
 }
 
-async fn every_sample_interval(
+async fn every(
+    period: std::time::Duration,
     shared: Arc<Shared>,
     cancel: CancellationToken,
     tick: impl Fn(&Shared),
 ) {
-    let mut ticker = tokio::time::interval(shared.settings.sample_interval);
+    let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -167,10 +179,20 @@ async fn watch_signals(shared: Arc<Shared>) {
             _ = terminate.recv() => {}
             _ = interrupt.recv() => {}
         }
-        if shared.request_stop() {
-            tracing::warn!("second stop signal: writing the final export and exiting");
+        let stalled = shared.is_firing(crate::alerts::AlertName::LoopStalled);
+        if shared.request_stop() || stalled {
+            if stalled {
+                tracing::warn!(
+                    "stop signal while the loop is stalled: writing the final export and exiting"
+                );
+            } else {
+                tracing::warn!("second stop signal: writing the final export and exiting");
+            }
             if !shared.closed.swap(true, Ordering::SeqCst) {
-                finish_run(&shared);
+                // The final export waits on Docker and the disk: hand this worker's
+                // queued tasks to the other worker while it does, so none of them
+                // (a Docker request's connection, say) is stranded behind it.
+                tokio::task::block_in_place(|| finish_run(&shared));
             }
             std::process::exit(130);
         }

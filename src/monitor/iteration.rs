@@ -35,11 +35,7 @@ impl std::fmt::Debug for Iteration<'_> {
 
 impl<'m> Iteration<'m> {
     pub(super) fn start(shared: &'m Shared, number: u64) -> Self {
-        shared
-            .pipeline
-            .instruments
-            .iteration_number
-            .record(number as f64, &[]);
+        shared.iteration_started(number);
         Iteration {
             shared,
             number,

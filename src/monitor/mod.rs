@@ -31,6 +31,9 @@ use crate::run::{RunIdentity, RunSummary};
 use crate::sample::HostSampler;
 use shared::{Parts, Shared};
 
+/// Longest wait for Alertmanager to take the final alert state when a monitor closes.
+const FINAL_ALERTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What [`Monitor::shutdown`] did: the run's summary and the files it wrote.
 #[derive(Debug)]
 pub struct ShutdownReport {
@@ -120,8 +123,8 @@ impl Monitor {
         if settings.otlp && !cfg!(feature = "otlp") {
             tracing::warn!("OTLP export was asked for, but loopwatch was built without the `otlp` feature; only /metrics serves the metrics");
         }
-        let pipeline = Pipeline::new(settings.otlp, &settings.alertmanager_urls)?;
         let identity = RunIdentity::of_this_process();
+        let pipeline = Pipeline::new(settings.otlp, &settings.alertmanager_urls, &identity)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("loopwatch")
@@ -139,7 +142,10 @@ impl Monitor {
                     instance: identity.hostname.clone(),
                     generator_url: format!("http://{local_addr}/metrics"),
                 },
-                settings.thresholds.alert_resend_interval,
+                alertmanager::Pacing {
+                    resend: settings.thresholds.alert_resend_interval,
+                    resolve_hold: settings.thresholds.alert_resolve_hold,
+                },
                 pipeline
                     .instruments
                     .loopwatch_alert_deliveries_total
@@ -235,6 +241,12 @@ impl Monitor {
         self.shared.evaluation().firing()
     }
 
+    /// Says the loop is done: no more iterations are coming (the run may still linger
+    /// to be scraped), so waiting from now on is not a stall. Shutting down implies it.
+    pub fn done(&self) {
+        self.shared.done();
+    }
+
     /// Feeds the count of orphaned containers left after a cleanup sweep to the
     /// ContainerCleanupFailures rule. The containers feature does this after each of
     /// its sweeps; loops that run their own cleanup (with
@@ -267,6 +279,15 @@ impl Monitor {
         } else {
             background::finish_run(&self.shared)
         };
+        if let (Some(runtime), Some(sink)) = (&self.runtime, self.shared.alert_sink()) {
+            // The final alert state, best effort and bounded (also while a panic
+            // unwinds), on a helper thread so that this works inside a runtime too.
+            std::thread::scope(|scope| {
+                let _ = scope
+                    .spawn(|| runtime.block_on(sink.flush(FINAL_ALERTS_TIMEOUT)))
+                    .join();
+            });
+        }
         self.cancel.cancel();
         if let Some(runtime) = self.runtime.take() {
             if tokio::runtime::Handle::try_current().is_ok() {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::metrics::Gauge;
 use opentelemetry::KeyValue;
@@ -14,7 +14,7 @@ use opentelemetry::KeyValue;
 use crate::alerts::AlertState;
 use crate::config::Settings;
 use crate::error::CollectError;
-use crate::evaluate::{Evaluator, Findings};
+use crate::evaluate::{Activity, Evaluator, Findings};
 use crate::export::alertmanager::AlertSink;
 use crate::export::{Evaluation, Snapshot, Source};
 use crate::pipeline::{encode_text, Pipeline};
@@ -46,6 +46,49 @@ struct Latest {
     cleanup_failures: u64,
 }
 
+/// When iterations start and end, for LoopStalled: nanoseconds since `epoch`, plus
+/// one so that 0 means "never" (atomics, so the loop's thread takes no lock).
+#[derive(Debug)]
+struct Liveness {
+    epoch: Instant,
+    running_since: AtomicU64,
+    last_end: AtomicU64,
+    done: AtomicBool,
+}
+
+impl Liveness {
+    fn stamp(&self, at: Instant) -> u64 {
+        u64::try_from(at.duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    fn since(&self, stamp: u64, now: Instant) -> Option<Duration> {
+        (stamp != 0).then(|| {
+            now.duration_since(self.epoch)
+                .saturating_sub(Duration::from_nanos(stamp - 1))
+        })
+    }
+
+    fn activity(&self, now: Instant) -> Activity {
+        let running = self.since(self.running_since.load(Ordering::Relaxed), now);
+        Activity {
+            running_for: running,
+            idle_for: running
+                .is_none()
+                .then(|| self.since(self.last_end.load(Ordering::Relaxed), now))
+                .flatten(),
+            done: self.done.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
 /// Shared between the loop's handle, the endpoint and the background tasks.
 pub(super) struct Shared {
     pub(super) settings: Settings,
@@ -58,6 +101,7 @@ pub(super) struct Shared {
     pub(super) closed: AtomicBool,
     #[cfg(feature = "docker")]
     pub(super) containers: std::sync::Arc<crate::containers::Containers>,
+    liveness: Liveness,
     run: Mutex<RunState>,
     evaluator: Mutex<Evaluator>,
     host_sampler: Mutex<HostSampler>,
@@ -99,6 +143,12 @@ impl Shared {
             closed: AtomicBool::new(false),
             #[cfg(feature = "docker")]
             containers: parts.containers,
+            liveness: Liveness {
+                epoch: Instant::now(),
+                running_since: AtomicU64::new(0),
+                last_end: AtomicU64::new(0),
+                done: AtomicBool::new(false),
+            },
             run: Mutex::new(RunState::new(parts.started_at)),
             host_sampler: Mutex::new(parts.host_sampler),
             latest: Mutex::default(),
@@ -233,6 +283,7 @@ impl Shared {
     /// Evaluates a completed iteration, records its values into the instruments, and
     /// keeps its history point.
     pub(super) fn record_iteration(&self, summary: &IterationSummary) {
+        self.iteration_ended();
         let i = &self.pipeline.instruments;
         i.execution_time_seconds
             .record(summary.duration.as_secs_f64(), &[]);
@@ -260,6 +311,7 @@ impl Shared {
             (findings, evaluator.rolling(), firing as u8)
         };
         self.apply(findings);
+        self.check_liveness();
         let latest = *lock(&self.latest);
         let host = latest.host.unwrap_or(HostSample {
             process_rss_bytes: 0,
@@ -284,6 +336,48 @@ impl Shared {
             cleanup_failures: latest.cleanup_failures as f64,
             alerts_firing,
         });
+    }
+
+    /// An iteration starts: stamps it and re-evaluates LoopStalled (a loop stuck
+    /// between iterations is stuck no more).
+    pub(super) fn iteration_started(&self, number: u64) {
+        let i = &self.pipeline.instruments;
+        i.iteration_number.record(number as f64, &[]);
+        i.loopwatch_iteration_start_timestamp_seconds
+            .record(unix_seconds(SystemTime::now()), &[]);
+        let stamp = self.liveness.stamp(Instant::now());
+        self.liveness.running_since.store(stamp, Ordering::Relaxed);
+        self.check_liveness();
+    }
+
+    /// An iteration ends: stamps it (LoopStalled is re-evaluated once the iteration's
+    /// time is in the rolling mean).
+    fn iteration_ended(&self) {
+        self.pipeline
+            .instruments
+            .loopwatch_iteration_end_timestamp_seconds
+            .record(unix_seconds(SystemTime::now()), &[]);
+        let stamp = self.liveness.stamp(Instant::now());
+        self.liveness.last_end.store(stamp, Ordering::Relaxed);
+        self.liveness.running_since.store(0, Ordering::Relaxed);
+    }
+
+    /// Evaluates LoopStalled now.
+    pub(super) fn check_liveness(&self) {
+        let activity = self.liveness.activity(Instant::now());
+        let findings = lock(&self.evaluator).on_clock(activity, &self.settings.thresholds);
+        self.apply(findings);
+    }
+
+    /// The loop has said it is done: waiting from now on is not a stall.
+    pub(super) fn done(&self) {
+        if !self.liveness.done.swap(true, Ordering::Relaxed) {
+            self.pipeline
+                .instruments
+                .loopwatch_loop_done
+                .record(1.0, &[]);
+            self.check_liveness();
+        }
     }
 
     /// Publishes the evaluator's rolling values, baselines and streak to the gauges.
@@ -381,6 +475,16 @@ impl Shared {
         );
         latest.active_containers = sample.active;
         latest.container_memory_bytes = sample.stats.iter().map(|s| s.memory_bytes).sum();
+    }
+
+    /// The Alertmanager delivery, when URLs are configured.
+    pub(super) fn alert_sink(&self) -> Option<&AlertSink> {
+        self.alert_sink.as_ref()
+    }
+
+    /// Whether the alert is firing now.
+    pub(super) fn is_firing(&self, alert: crate::alerts::AlertName) -> bool {
+        lock(&self.evaluator).states()[alert] == AlertState::Firing
     }
 
     /// The containers feature's state, as written to `metrics_final.json`.
