@@ -71,6 +71,9 @@ pub(crate) struct Containers {
     shutdown: Mutex<Option<ContainerShutdownReport>>,
     counters: CleanupCounters,
     cleanup_failures_seen: AtomicU64,
+    /// Failed removal attempts per orphan, so that one that keeps failing is logged at
+    /// its 1st, 2nd, 4th, 8th … attempt rather than at every sweep.
+    failed_removals: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Containers {
@@ -131,6 +134,7 @@ impl Containers {
             shutdown: Mutex::new(None),
             counters,
             cleanup_failures_seen: AtomicU64::new(0),
+            failed_removals: Mutex::default(),
         }
     }
 
@@ -264,9 +268,20 @@ impl Containers {
             Ok(report) => {
                 self.mark_up();
                 self.counters.cleaned.add(report.removed.len() as u64, &[]);
-                for _ in &report.failed {
+                let mut failed = self
+                    .failed_removals
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                failed.retain(|id, _| report.failed.iter().any(|(f, _)| f == id));
+                for (id, reason) in &report.failed {
                     self.count_cleanup_failure();
+                    let attempts = failed.entry(id.clone()).or_insert(0);
+                    *attempts += 1;
+                    if attempts.is_power_of_two() {
+                        tracing::error!(container = %id, error = %reason, attempts = *attempts, "failed to clean up orphaned container {id}");
+                    }
                 }
+                drop(failed);
                 *self
                     .last_sweep
                     .lock()
@@ -366,12 +381,16 @@ pub fn cleanup_orphans(dry_run: bool) -> Result<SweepReport, crate::Error> {
         .build()
         .map_err(crate::Error::Runtime)?;
     let docker = connect().map_err(crate::Error::Docker)?;
-    runtime
+    let report = runtime
         .block_on(sweep::sweep(
             &docker,
             None,
             &crate::run::host_name(),
             dry_run,
         ))
-        .map_err(crate::Error::Docker)
+        .map_err(crate::Error::Docker)?;
+    for (id, reason) in &report.failed {
+        tracing::error!(container = %id, error = %reason, "failed to clean up orphaned container {id}");
+    }
+    Ok(report)
 }

@@ -174,7 +174,7 @@ pub(crate) async fn sweep(
                 report.removed.push(id);
             }
             Err(reason) => {
-                tracing::error!(container = %id, error = %reason, "failed to clean up orphaned container {id}");
+                // Logged by the caller, which knows whether this one failed before.
                 report.failed.push((id, reason));
             }
         }

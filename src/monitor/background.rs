@@ -11,6 +11,10 @@ use crate::export::Source as _;
 
 use super::shared::Shared;
 
+/// First wait before a sweep that failed to remove an orphan is retried.
+#[cfg(feature = "docker")]
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Longest period between two LoopStalled checks.
 const LIVENESS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -115,29 +119,38 @@ async fn sample_containers_periodically(shared: Arc<Shared>, cancel: Cancellatio
     }
 }
 
-/// Sweeps for orphans at start-up and then every `orphan_sweep_interval`.
+/// Sweeps for orphans at start-up and then every `orphan_sweep_interval`; after a
+/// sweep that failed to remove an orphan, the next comes after 1 s, 2 s, 4 s … (never
+/// later than the interval), so a removal that fails only briefly is retried at once.
 #[cfg(feature = "docker")]
 async fn sweep_orphans_periodically(
     shared: Arc<Shared>,
     cancel: CancellationToken,
     mut claimed: Option<tokio::sync::OwnedMutexGuard<()>>,
 ) {
-    let mut ticker = tokio::time::interval(shared.settings.orphan_sweep_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let interval = shared.settings.orphan_sweep_interval;
+    let mut retry = RETRY_FIRST;
     loop {
-        // The start-up sweep (holding the lock claimed at start) is not cancellable;
-        // later ones wait for their tick.
-        if claimed.is_none() {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = ticker.tick() => {}
+        // A sweep, once begun, runs to the end: shutdown waits for it. The start-up
+        // sweep holds the lock claimed at start.
+        let report = shared.containers.sweep(claimed.take()).await;
+        let wait = match &report {
+            Some(report) if !report.failed.is_empty() => {
+                let wait = retry.min(interval);
+                retry = (retry * 2).min(interval);
+                wait
             }
-        } else {
-            ticker.tick().await;
-        }
-        // A sweep, once begun, runs to the end: shutdown waits for it.
-        if let Some(report) = shared.containers.sweep(claimed.take()).await {
+            _ => {
+                retry = RETRY_FIRST;
+                interval
+            }
+        };
+        if let Some(report) = report {
             shared.report_orphans(report.remaining() as u64);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -116,7 +116,9 @@ impl MonitorBuilder {
         self
     }
 
-    /// Period between orphan sweeps (default 60 s); one also runs at start-up.
+    /// Period between orphan sweeps (default 5 s, so ContainerCleanupFailures fires
+    /// within 10 s of orphans appearing); one also runs at start-up, and after a sweep
+    /// that failed to remove an orphan the next comes sooner (1 s, doubling).
     pub fn orphan_sweep_interval(mut self, interval: Duration) -> Self {
         self.orphan_sweep_interval = Some(interval);
         self
