@@ -8,7 +8,8 @@ use serde::Serialize;
 /// The alerts of requirement 3, with their fixed names and messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Enum)]
 pub enum AlertName {
-    /// Host memory in use above the threshold (default 80%).
+    /// Memory in use above the threshold (default 80%) of the limit that kills: the
+    /// loop's cgroup limit when below host memory, else host memory.
     HighMemoryUsage,
     /// Diversity below the floor for N consecutive iterations (default 0.1 for 5).
     DiversityCollapse,

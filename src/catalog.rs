@@ -303,6 +303,12 @@ catalog! {
     /// Total host memory.
     HOST_MEMORY_TOTAL_BYTES / host_memory_total_bytes: Observed = "host_memory_total_bytes", "By", [], Some("3.1"), Always,
         "Total host memory (bytes).";
+    /// The memory HighMemoryUsage compares with its limit.
+    MEMORY_USED_BYTES / loopwatch_memory_used_bytes: Observed = "loopwatch_memory_used_bytes", "By", [], Some("3.1"), Always,
+        "Memory in use that HighMemoryUsage compares with loopwatch_memory_limit_bytes: the working set of the loop's memory cgroup when that cgroup is limited below host memory (as the OOM killer sees it), else host memory in use (bytes).";
+    /// The limit HighMemoryUsage compares against.
+    MEMORY_LIMIT_BYTES / loopwatch_memory_limit_bytes: Observed = "loopwatch_memory_limit_bytes", "By", [], Some("3.1"), Always,
+        "The memory limit that kills the loop: its cgroup's limit when below host memory (a container's --memory, say), else total host memory (bytes).";
     /// Iterations in the rolling window.
     ROLLING_WINDOW_ITERATIONS / loopwatch_rolling_window_iterations: Gauge = "loopwatch_rolling_window_iterations", "{iteration}", [], None, Always,
         "Completed iterations in the rolling window, up to its size; rules on rolling values wait for a full window (iterations).";

@@ -20,7 +20,7 @@ use crate::export::{Evaluation, Snapshot, Source};
 use crate::pipeline::{encode_text, Pipeline};
 use crate::record::Rejections;
 use crate::run::{Event, EventKind, HistoryPoint, IterationSummary, RunIdentity, RunSummary};
-use crate::sample::{HostSample, HostSampler};
+use crate::sample::{CgroupMemory, HostSample, HostSampler};
 
 use super::state::RunState;
 
@@ -105,6 +105,9 @@ pub(super) struct Shared {
     run: Mutex<RunState>,
     evaluator: Mutex<Evaluator>,
     host_sampler: Mutex<HostSampler>,
+    /// The loop's memory cgroup, whose limit HighMemoryUsage uses when it is lower
+    /// than host memory.
+    cgroup: Option<CgroupMemory>,
     latest: Mutex<Latest>,
     alert_sink: Option<AlertSink>,
 }
@@ -151,6 +154,7 @@ impl Shared {
             },
             run: Mutex::new(RunState::new(parts.started_at)),
             host_sampler: Mutex::new(parts.host_sampler),
+            cgroup: CgroupMemory::of_current_process(),
             latest: Mutex::default(),
             alert_sink: parts.alert_sink,
         };
@@ -419,11 +423,26 @@ impl Shared {
             .set(sample.host_memory_total_bytes as f64);
         i.loopwatch_sampler_ticks_total.add(1, &[]);
         lock(&self.latest).host = Some(sample);
-        let findings = lock(&self.evaluator).on_host_memory(
-            sample.host_memory_used_bytes,
-            sample.host_memory_total_bytes,
-            &self.settings.thresholds,
-        );
+        // The limit that kills: the cgroup's, when it is below host memory.
+        let cgroup = self.cgroup.as_ref().and_then(CgroupMemory::read);
+        let (used, limit) = match cgroup {
+            Some(reading) => match reading.limit_bytes {
+                Some(limit) if limit < sample.host_memory_total_bytes => {
+                    (reading.working_set_bytes, limit)
+                }
+                _ => (
+                    sample.host_memory_used_bytes,
+                    sample.host_memory_total_bytes,
+                ),
+            },
+            None => (
+                sample.host_memory_used_bytes,
+                sample.host_memory_total_bytes,
+            ),
+        };
+        i.loopwatch_memory_used_bytes.set(used as f64);
+        i.loopwatch_memory_limit_bytes.set(limit as f64);
+        let findings = lock(&self.evaluator).on_host_memory(used, limit, &self.settings.thresholds);
         self.apply(findings);
     }
 

@@ -1,6 +1,8 @@
 //! Samplers: periodic readings of the host and the loop's process. The monitor
 //! publishes each sample to observable gauges and feeds it to the evaluator.
 
+mod cgroup;
 mod host;
 
+pub(crate) use cgroup::CgroupMemory;
 pub use host::{HostSample, HostSampler};

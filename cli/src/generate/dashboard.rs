@@ -144,7 +144,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 q(format!("{} / 1e9", c(&catalog::MEMORY_USAGE_BYTES)), "memory (GB)", "decgbytes"),
                 q(c(&catalog::CPU_USAGE_PERCENT), "CPU (%)", "percent"),
                 q(c(&catalog::EXECUTION_TIME_SECONDS), "execution time per iteration", "s"),
-                q("100 * loopwatch:host_memory_used:ratio", "host memory in use (%)", "percent")
+                q(format!("100 * {}", super::MEMORY_RATIO_RECORD), "memory in use of its limit (%)", "percent")
                     .threshold(t.memory_fraction * 100.0),
             ],
         ),

@@ -13,7 +13,10 @@ use std::path::Path;
 use loopwatch::Thresholds;
 
 pub use dashboard::{dashboard_expressions, grafana_dashboard, DASHBOARD_FILE};
-pub use rules::{alert_expression, prometheus_rules, promtool_tests, RULES_FILE, RULES_TEST_FILE};
+pub use rules::{
+    alert_expression, condition, prometheus_rules, promtool_tests, MEMORY_RATIO_RECORD, RULES_FILE,
+    RULES_TEST_FILE,
+};
 
 /// Writes `text` to `file` under `root`, creating its directory.
 fn write_file(root: &Path, file: &str, text: &str) -> std::io::Result<()> {

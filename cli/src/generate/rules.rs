@@ -13,8 +13,8 @@ pub const RULES_FILE: &str = "prometheus/loopwatch.rules.yml";
 /// Path of the rules' unit tests, relative to the repository.
 pub const RULES_TEST_FILE: &str = "prometheus/tests/loopwatch.rules_test.yml";
 
-/// Name of the recording rule for the host memory fraction.
-const MEMORY_RATIO_RECORD: &str = "loopwatch:host_memory_used:ratio";
+/// Name of the recording rule for the memory fraction HighMemoryUsage watches.
+pub const MEMORY_RATIO_RECORD: &str = "loopwatch:memory_used:ratio";
 
 #[derive(Serialize)]
 struct RuleFile {
@@ -73,8 +73,8 @@ pub fn condition(alert: AlertName, t: &Thresholds) -> String {
     match alert {
         AlertName::HighMemoryUsage => format!(
             "{} / {} > {}",
-            catalog::HOST_MEMORY_USED_BYTES.name,
-            catalog::HOST_MEMORY_TOTAL_BYTES.name,
+            catalog::MEMORY_USED_BYTES.name,
+            catalog::MEMORY_LIMIT_BYTES.name,
             t.memory_fraction
         ),
         AlertName::DiversityCollapse => format!(
@@ -125,7 +125,7 @@ fn runbook(alertname: &str) -> String {
 fn description(alert: AlertName, t: &Thresholds) -> String {
     match alert {
         AlertName::HighMemoryUsage => format!(
-            "Host memory in use is {{{{ $value | humanizePercentage }}}} of the total (threshold {}%).",
+            "Memory in use is {{{{ $value | humanizePercentage }}}} of the limit that kills the loop, its cgroup's or the host's (threshold {}%).",
             t.memory_fraction * 100.0
         ),
         AlertName::DiversityCollapse => format!(
@@ -164,8 +164,8 @@ pub fn prometheus_rules(t: &Thresholds) -> String {
         record: MEMORY_RATIO_RECORD,
         expr: format!(
             "{} / {}",
-            catalog::HOST_MEMORY_USED_BYTES.name,
-            catalog::HOST_MEMORY_TOTAL_BYTES.name
+            catalog::MEMORY_USED_BYTES.name,
+            catalog::MEMORY_LIMIT_BYTES.name
         ),
     }];
     rules.extend(AlertName::ALL.into_iter().map(|alert| Rule::Alert {
@@ -318,7 +318,7 @@ pub fn promtool_tests(t: &Thresholds) -> String {
             AlertName::HighMemoryUsage,
             vec![
                 series(
-                    catalog::HOST_MEMORY_USED_BYTES.name,
+                    catalog::MEMORY_USED_BYTES.name,
                     format!(
                         "{} {}",
                         (below_memory * 1e9) as u64,
@@ -326,7 +326,7 @@ pub fn promtool_tests(t: &Thresholds) -> String {
                     ),
                 ),
                 series(
-                    catalog::HOST_MEMORY_TOTAL_BYTES.name,
+                    catalog::MEMORY_LIMIT_BYTES.name,
                     "1000000000 1000000000".into(),
                 ),
             ],
