@@ -662,3 +662,74 @@ fn a_stats_sweep_of_twenty_containers_is_concurrent() {
     }
     monitor.shutdown();
 }
+
+/// Removes a container when dropped, whatever the test's outcome.
+struct Removed(String);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+#[test]
+fn high_memory_compares_with_the_container_limit_not_the_host() {
+    let _serial = serial();
+    let port = support::services::free_port();
+    let examples = example_path("memory_limit");
+    let examples = examples.parent().unwrap();
+    let name = format!("loopwatch-memory-limit-{port}");
+    // A loop growing to 224 MiB in a container limited to 256 MiB (no swap): 87% of
+    // what kills it, while the host (24 GiB here) is nowhere near 80%.
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--memory",
+        "256m",
+        "--memory-swap",
+        "256m",
+        "--network",
+        "host",
+        "-e",
+        &format!("LOOPWATCH_LISTEN=127.0.0.1:{port}"),
+        "-v",
+        &format!("{}:/x:ro", examples.display()),
+        "-v",
+        "/usr/lib:/usr/lib:ro",
+        "-v",
+        "/usr/lib64:/usr/lib64:ro",
+        &image(),
+        "/x/memory_limit",
+    ]);
+    let _removed = Removed(name.clone());
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let firing = || {
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        http_raw(addr, request.as_bytes())
+            .ok()
+            .filter(|r| r.status == 200)
+            .and_then(|r| parse(&r.body).ok())
+            .filter(|e| {
+                e["loopwatch_alert_firing"].value_with(&[("alertname", "HighMemoryUsage")])
+                    == Some(1.0)
+            })
+    };
+    let mut seen = None;
+    wait_until(
+        Duration::from_secs(60),
+        "HighMemoryUsage inside the memory-limited container",
+        || {
+            seen = firing();
+            seen.is_some()
+        },
+    );
+    let e = seen.unwrap();
+    let limit = e["loopwatch_memory_limit_bytes"].value();
+    let used = e["loopwatch_memory_used_bytes"].value();
+    assert_eq!(limit, (256u64 << 20) as f64, "the container's limit");
+    assert!(used / limit > 0.8, "{used} of {limit}");
+    let host = e["host_memory_used_bytes"].value() / e["host_memory_total_bytes"].value();
+    assert!(host < 0.8, "the host is far below 80% ({host})");
+}
