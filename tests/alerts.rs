@@ -324,3 +324,80 @@ fn long_run_statistics_are_logged_every_interval() {
     }
     monitor.shutdown();
 }
+
+#[test]
+fn a_hung_iteration_fires_loop_stalled_within_the_limit_and_two_seconds() {
+    let am = Alertmanager::start();
+    // Default sampler period (1 s), so the liveness check runs at its default pace.
+    let monitor = Monitor::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .final_export(false)
+        .containers(false)
+        .alertmanager_urls([am.url()])
+        .thresholds(Thresholds {
+            stall_floor: Duration::from_secs(2),
+            ..Thresholds::default()
+        })
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        let it = monitor.start_iteration();
+        std::thread::sleep(Duration::from_millis(10));
+        it.finish();
+    }
+    // Iterations of 10 ms: the limit is max(10 x 10 ms, 2 s) = 2 s.
+    let hung = monitor.start_iteration();
+    let started = Instant::now();
+    wait_for(&am, "LoopStalled", |am| am.alert("LoopStalled").is_some());
+    let latency = started.elapsed();
+    println!("LoopStalled at Alertmanager {latency:?} after the iteration began (limit 2 s)");
+    assert!(
+        latency > Duration::from_secs(2),
+        "not before the limit: {latency:?}"
+    );
+    assert!(
+        latency < Duration::from_secs(4),
+        "within the limit + 2 s: {latency:?}"
+    );
+    let delivered = am.alert("LoopStalled").unwrap();
+    assert_eq!(delivered["annotations"]["summary"], "Loop stall detected");
+    assert_eq!(delivered["annotations"]["runbook"], "README.md#loopstalled");
+    // The iteration finishing resolves it.
+    hung.finish();
+    assert!(!monitor.firing_alerts().contains(&AlertName::LoopStalled));
+    monitor.shutdown();
+}
+
+#[test]
+fn a_slow_but_healthy_loop_is_never_called_stalled() {
+    // Iteration times varying 3x around their mean, with pauses between iterations,
+    // and a floor low enough that the factor (10x the mean) is what decides.
+    let monitor = monitor_with(
+        Thresholds {
+            stall_floor: Duration::from_millis(50),
+            ..Thresholds::default()
+        },
+        &[],
+    );
+    let run_id = monitor.identity().run_id.clone();
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for _ in 0..200 {
+        let it = monitor.start_iteration();
+        // 20 to 60 ms: a mean of 40 ms (a limit of 400 ms), the slowest 3x the fastest.
+        std::thread::sleep(Duration::from_micros(
+            20_000 + (40_000.0 * uniform()) as u64,
+        ));
+        it.finish();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(!monitor.firing_alerts().contains(&AlertName::LoopStalled));
+    let stalls = logs().lines_with(&[&run_id, "Loop stall detected"]);
+    assert!(stalls.is_empty(), "false stalls: {stalls:#?}");
+    monitor.shutdown();
+}
