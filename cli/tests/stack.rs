@@ -183,3 +183,274 @@ fn promtool_and_amtool_accept_the_configuration_and_the_rule_tests_pass() {
     );
     tool("amtool", &["check-config", "alertmanager.yml"], &dir);
 }
+
+/// A webhook receiver on a free loopback port: records every notification
+/// Alertmanager sends it as (alertname, status, number of alerts).
+struct Webhook {
+    addr: SocketAddr,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(String, String, usize)>>>,
+}
+
+impl Webhook {
+    fn start() -> Self {
+        use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&received);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("content-length") {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_ok() {
+                    if let Ok(note) = serde_json::from_slice::<serde_json::Value>(&body) {
+                        log.lock().unwrap().push((
+                            note["groupLabels"]["alertname"]
+                                .as_str()
+                                .unwrap_or("")
+                                .to_string(),
+                            note["status"].as_str().unwrap_or("").to_string(),
+                            note["alerts"].as_array().map_or(0, Vec::len),
+                        ));
+                    }
+                }
+                let _ = reader.get_mut().write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        Webhook { addr, received }
+    }
+
+    /// The notifications about `alertname` so far: (status, alerts in it).
+    fn about(&self, alertname: &str) -> Vec<(String, usize)> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(name, ..)| name == alertname)
+            .map(|(_, status, alerts)| (status.clone(), *alerts))
+            .collect()
+    }
+}
+
+/// The shipped Alertmanager configuration, its commented webhook receiver switched on
+/// and pointed at `webhook`.
+fn shipped_alertmanager_config(webhook: SocketAddr) -> String {
+    let shipped = std::fs::read_to_string(repo_root().join("prometheus/alertmanager.yml")).unwrap();
+    let receivers = shipped.find("receivers:").expect("a receivers section");
+    format!(
+        "{}receivers:\n  - name: operator\n    webhook_configs:\n      - url: http://{webhook}/loopwatch\n        send_resolved: true\n",
+        &shipped[..receivers]
+    )
+}
+
+/// A loop watched by both alert paths at once: its monitor pushes to a real
+/// Alertmanager running the shipped configuration (with a webhook receiver), and a
+/// real Prometheus scrapes it with rules generated from the same thresholds and
+/// alerts the same Alertmanager.
+struct BothPaths {
+    webhook: Webhook,
+    monitor: loopwatch::Monitor,
+    prometheus: Prometheus,
+    _alertmanager: Alertmanager,
+}
+
+impl BothPaths {
+    fn start(t: &Thresholds) -> Self {
+        let webhook = Webhook::start();
+        let alertmanager = Alertmanager::start_with_config(
+            free_port(),
+            &shipped_alertmanager_config(webhook.addr),
+        );
+        let monitor = loopwatch::Monitor::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .final_export(false)
+            .containers(false)
+            .alertmanager_urls([alertmanager.url()])
+            .thresholds(t.clone())
+            .build()
+            .unwrap();
+        let shipped =
+            std::fs::read_to_string(repo_root().join("prometheus/prometheus.yml")).unwrap();
+        let config = shipped
+            .replace("127.0.0.1:8000", &monitor.local_addr().to_string())
+            .replace("127.0.0.1:9093", &alertmanager.addr.to_string());
+        let rules = loopwatch_cli::generate::prometheus_rules(t);
+        let prometheus =
+            Prometheus::start_with(&config, &[("loopwatch.rules.yml", rules.as_bytes())]);
+        BothPaths {
+            webhook,
+            monitor,
+            prometheus,
+            _alertmanager: alertmanager,
+        }
+    }
+
+    fn rule_firing(&self, name: &str) -> bool {
+        self.prometheus.api("/api/v1/alerts")["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["labels"]["alertname"] == name && a["state"] == "firing")
+    }
+
+    fn iterate(&self, ok: u64, failed: u64, diversity: f64, champion: &str) {
+        let mut it = self.monitor.start_iteration();
+        for _ in 0..ok {
+            it.record_success(1.0, 0.1);
+        }
+        for _ in 0..failed {
+            it.record_failure("too few trades");
+        }
+        it.record_population(loopwatch::Population::new(10, 8, diversity).with_champion(champion));
+        it.finish();
+    }
+
+    /// Provokes `alerts`, waits until the rules fire them too and they are notified,
+    /// clears them, and waits for their resolutions to be notified.
+    fn phase(&self, alerts: &[&str], provoke: &dyn Fn(), clear: &dyn Fn()) {
+        provoke();
+        for alert in alerts {
+            eventually(
+                &self.prometheus,
+                &format!("{alert} from the rules"),
+                Duration::from_secs(60),
+                || self.rule_firing(alert),
+            );
+            eventually(
+                &self.prometheus,
+                &format!("{alert} notified"),
+                Duration::from_secs(30),
+                || {
+                    self.webhook
+                        .about(alert)
+                        .iter()
+                        .any(|(status, _)| status == "firing")
+                },
+            );
+        }
+        clear();
+        for alert in alerts {
+            eventually(
+                &self.prometheus,
+                &format!("{alert} resolution notified"),
+                Duration::from_secs(120),
+                || {
+                    self.webhook
+                        .about(alert)
+                        .iter()
+                        .any(|(status, _)| status == "resolved")
+                },
+            );
+        }
+    }
+
+    /// After a quiet group interval (30 s), each alert was notified exactly once
+    /// firing and once resolved, each notification holding one alert: the two paths'
+    /// alerts were the same alert in Alertmanager.
+    fn assert_notified_once(&self, alerts: &[&str]) {
+        std::thread::sleep(Duration::from_secs(35));
+        for alert in alerts {
+            assert_eq!(
+                self.webhook.about(alert),
+                vec![("firing".to_string(), 1), ("resolved".to_string(), 1)],
+                "{alert}: one firing and one resolved notification"
+            );
+        }
+    }
+}
+
+#[test]
+fn both_alert_paths_notify_once_when_a_problem_fires_and_once_when_it_resolves() {
+    const BALLAST: usize = 2 << 30;
+    let probe = loopwatch::HostSampler::for_current_process().tick();
+    let ballast_fraction = BALLAST as f64 / probe.host_memory_total_bytes as f64;
+    let fire_at = probe.host_memory_fraction() + ballast_fraction / 2.0;
+    // Thresholds a test reaches quickly; the stall floor is out of reach here (the
+    // next test covers LoopStalled).
+    let t = Thresholds {
+        window: 5,
+        staleness_iterations: 5,
+        diversity_iterations: 3,
+        stall_floor: Duration::from_secs(3600),
+        memory_fraction: fire_at,
+        memory_clear_fraction: fire_at - 0.001,
+        ..Thresholds::default()
+    };
+    let paths = BothPaths::start(&t);
+    // The shipped inhibition (high memory mutes staleness and low success) sets the
+    // phases.
+    let ballast = std::sync::Mutex::new(None::<Vec<u8>>);
+    paths.phase(
+        &[
+            "HighMemoryUsage",
+            "DiversityCollapse",
+            "ContainerCleanupFailures",
+        ],
+        &|| {
+            *ballast.lock().unwrap() = Some(vec![1u8; BALLAST]);
+            for i in 0..4 {
+                paths.iterate(8, 2, 0.05, &format!("c{i}"));
+            }
+            paths.monitor.report_orphaned_containers(4);
+        },
+        &|| {
+            *ballast.lock().unwrap() = None;
+            paths.iterate(8, 2, 0.6, "c9");
+            paths.monitor.report_orphaned_containers(0);
+        },
+    );
+    paths.phase(
+        &["ChampionStaleness", "LowSuccessRate"],
+        &|| {
+            for _ in 0..6 {
+                paths.iterate(1, 9, 0.6, "same");
+            }
+        },
+        &|| {
+            for i in 0..6 {
+                paths.iterate(9, 1, 0.6, &format!("new-{i}"));
+            }
+        },
+    );
+    paths.assert_notified_once(&[
+        "HighMemoryUsage",
+        "DiversityCollapse",
+        "ContainerCleanupFailures",
+        "ChampionStaleness",
+        "LowSuccessRate",
+    ]);
+}
+
+#[test]
+fn a_stalled_loop_is_notified_once_by_both_paths() {
+    let t = Thresholds {
+        stall_floor: Duration::from_secs(4),
+        ..Thresholds::default()
+    };
+    let paths = BothPaths::start(&t);
+    paths.phase(
+        &["LoopStalled"],
+        &|| {
+            for i in 0..3 {
+                paths.iterate(8, 2, 0.6, &format!("c{i}"));
+            }
+            // Then nothing: stalled between iterations after 4 s.
+        },
+        &|| paths.monitor.done(),
+    );
+    paths.assert_notified_once(&["LoopStalled"]);
+}

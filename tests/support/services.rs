@@ -49,13 +49,17 @@ impl Alertmanager {
 
     /// Starts one on the given port and waits until it is ready.
     pub fn start_on(port: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("alertmanager.yml");
-        std::fs::write(
-            &config,
+        Self::start_with_config(
+            port,
             "route:\n  receiver: 'null'\n  group_wait: 1s\n  group_interval: 5s\nreceivers:\n  - name: 'null'\n",
         )
-        .unwrap();
+    }
+
+    /// Starts one on the given port with the given configuration text.
+    pub fn start_with_config(port: u16, config_text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(&config, config_text).unwrap();
         let mut am = Alertmanager {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child: None,
