@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::services::Alertmanager;
 use support::*;
 
 /// A running evolve process with its output lines streamed to channels.
@@ -278,6 +279,42 @@ fn each_scenario_makes_its_alert_fire() {
         assert!(line.contains("threshold="), "{scenario}: {line}");
         evolve.terminate();
     }
+}
+
+#[test]
+fn a_hung_evaluation_shows_loop_stalled_within_fifteen_seconds_and_ctrl_c_still_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let am = Alertmanager::start();
+    let mut args = vec!["--scenario", "hang", "--alertmanager"];
+    let url = am.url();
+    args.push(&url);
+    args.extend(SMALL);
+    let mut evolve = Evolve::start(dir.path(), &args);
+    let addr = evolve.addr();
+    evolve.stderr_until("a back-test of generation 10 never returns", Duration::from_secs(120));
+    let hung = std::time::Instant::now();
+    wait_until(Duration::from_secs(15), "LoopStalled at Alertmanager", || {
+        am.alert("LoopStalled").is_some()
+    });
+    println!("hang scenario: LoopStalled at Alertmanager {:?} after the hang", hung.elapsed());
+    let page = http_get(addr, "/");
+    assert!(
+        page.body.contains("data-alert=\"LoopStalled\""),
+        "the dashboard lists it"
+    );
+    assert!(hung.elapsed() < Duration::from_secs(15));
+    // One Ctrl-C stops a stalled loop: the final files are written, status 130.
+    Command::new("kill")
+        .args(["-INT", &evolve.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = evolve.wait();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("metrics_final.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["summary"]["iterations"], 9);
+    assert!(dir.path().join("prometheus_metrics_final.txt").exists());
 }
 
 #[test]
