@@ -401,3 +401,51 @@ fn a_slow_but_healthy_loop_is_never_called_stalled() {
     assert!(stalls.is_empty(), "false stalls: {stalls:#?}");
     monitor.shutdown();
 }
+
+/// Run as a child process by the test below: an alert fires and the loop panics at
+/// once, so only the final word of the dropped monitor can deliver it.
+fn panicking_loop(alertmanager: &str) -> ! {
+    let monitor = Monitor::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .final_export(false)
+        .containers(false)
+        .alertmanager_urls([alertmanager])
+        .build()
+        .unwrap();
+    monitor.report_orphaned_containers(4);
+    panic!("a bug in the loop");
+}
+
+#[test]
+fn a_panicking_loop_sends_its_final_alert_state_within_two_seconds() {
+    const CHILD: &str = "LOOPWATCH_TEST_PANICKING_LOOP";
+    if let Ok(url) = std::env::var(CHILD) {
+        panicking_loop(&url);
+    }
+    let run_child = |alertmanager: &str| {
+        let started = Instant::now();
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "a_panicking_loop_sends_its_final_alert_state_within_two_seconds",
+                "--nocapture",
+            ])
+            .env(CHILD, alertmanager)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "the loop panicked");
+        started.elapsed()
+    };
+    // A real Alertmanager has the alert the moment the process is gone.
+    let am = Alertmanager::start();
+    run_child(&am.url());
+    assert!(
+        am.alert("ContainerCleanupFailures").is_some(),
+        "the final alert state was delivered before the process ended"
+    );
+    // One that accepts connections but never answers holds the exit for 2 s at most.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let took = run_child(&format!("http://{}", silent.local_addr().unwrap()));
+    println!("a panicking loop with a silent Alertmanager ended after {took:?}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+}
