@@ -291,12 +291,20 @@ fn a_hung_evaluation_shows_loop_stalled_within_fifteen_seconds_and_ctrl_c_still_
     args.extend(SMALL);
     let mut evolve = Evolve::start(dir.path(), &args);
     let addr = evolve.addr();
-    evolve.stderr_until("a back-test of generation 10 never returns", Duration::from_secs(120));
+    evolve.stderr_until(
+        "a back-test of generation 10 never returns",
+        Duration::from_secs(120),
+    );
     let hung = std::time::Instant::now();
-    wait_until(Duration::from_secs(15), "LoopStalled at Alertmanager", || {
-        am.alert("LoopStalled").is_some()
-    });
-    println!("hang scenario: LoopStalled at Alertmanager {:?} after the hang", hung.elapsed());
+    wait_until(
+        Duration::from_secs(15),
+        "LoopStalled at Alertmanager",
+        || am.alert("LoopStalled").is_some(),
+    );
+    println!(
+        "hang scenario: LoopStalled at Alertmanager {:?} after the hang",
+        hung.elapsed()
+    );
     let page = http_get(addr, "/");
     assert!(
         page.body.contains("data-alert=\"LoopStalled\""),
