@@ -39,7 +39,7 @@ fn main() {
         iteration.finish();
         std::thread::sleep(Duration::from_millis(300));
     }
-    eprintln!("holding {} MiB", held.len() * STEP >> 20);
+    eprintln!("holding {} MiB", (held.len() * STEP) >> 20);
     monitor.done();
     // Stay up to be scraped until killed.
     loop {
