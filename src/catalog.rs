@@ -285,6 +285,9 @@ catalog! {
     /// Orphans removed.
     CONTAINERS_CLEANED_TOTAL / loopwatch_containers_cleaned_total: Counter = "loopwatch_containers_cleaned_total", "{container}", [], Some("4.2"), Always,
         "Orphaned containers of dead loops removed by cleanup sweeps (containers).";
+    /// Where container numbers come from.
+    CONTAINER_STATS_SOURCE / loopwatch_container_stats_source: Observed = "loopwatch_container_stats_source", "1", ["source"], None, Always,
+        "1 for the source of this run's container numbers, 0 for the other: cgroup (the kernel's files, read by loopwatch) or docker_api (Docker's stats streams, where the cgroup files cannot be read) (boolean).";
     /// Whether Docker answers.
     DOCKER_UP / loopwatch_docker_up: Observed = "loopwatch_docker_up", "1", [], None, Always,
         "1 while the Docker Engine answered the last request, else 0; container metrics pause while it is 0 (boolean).";

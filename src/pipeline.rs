@@ -240,6 +240,9 @@ fn start_series(
             })
             .collect(),
         name if name == catalog::RUN_INFO.name => vec![run_info_labels(identity)],
+        name if name == catalog::CONTAINER_STATS_SOURCE.name => {
+            vec![one("source", "cgroup"), one("source", "docker_api")]
+        }
         // Per-container series appear with their containers.
         _ => Vec::new(),
     }

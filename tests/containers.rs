@@ -123,7 +123,21 @@ fn managed_ids(filter: &str) -> Vec<String> {
 #[test]
 fn stats_show_a_busy_container_and_vanish_when_it_goes() {
     let _serial = serial();
+    busy_container_stats("cgroup");
+}
+
+#[test]
+fn the_docker_stats_fallback_shows_the_same() {
+    let _serial = serial();
+    busy_container_stats("docker_api");
+}
+
+/// A busy container's numbers from the given source (`LOOPWATCH_CONTAINER_STATS`,
+/// read when the monitor starts; container tests run one at a time).
+fn busy_container_stats(source: &str) {
+    std::env::set_var("LOOPWATCH_CONTAINER_STATS", source);
     let monitor = monitor();
+    std::env::remove_var("LOOPWATCH_CONTAINER_STATS");
     let addr = monitor.local_addr();
     // 64 MiB held by dd (its pipe reader never reads) and one core burnt by yes.
     let id = run_labelled(
@@ -156,6 +170,11 @@ fn stats_show_a_busy_container_and_vanish_when_it_goes() {
     assert!((50.0..=210.0).contains(&cpu), "one core busy: {cpu}%");
     assert_eq!(e["active_containers"].value(), 1.0);
     assert_eq!(e["loopwatch_docker_up"].value(), 1.0);
+    assert_eq!(
+        e["loopwatch_container_stats_source"].value_with(&[("source", source)]),
+        Some(1.0),
+        "numbers from {source}"
+    );
     wait_until(
         Duration::from_secs(10),
         "the container's series to vanish",

@@ -6,6 +6,7 @@
 //! `loopwatch_docker_up` reads 0, one log line says so, and everything recovers on
 //! its own when the daemon answers again.
 
+mod cgroup;
 pub(crate) mod labels;
 pub(crate) mod stats;
 pub(crate) mod sweep;
@@ -19,6 +20,7 @@ use opentelemetry::metrics::Counter;
 use serde::Serialize;
 
 use crate::run::RunIdentity;
+use cgroup::CgroupStats;
 use labels::LABEL_RUN_ID;
 use stats::{ContainerStat, StatsSampler};
 use sweep::SweepReport;
@@ -43,6 +45,42 @@ pub(crate) struct ContainerSample {
     pub(crate) stats: Vec<ContainerStat>,
 }
 
+/// Where container numbers come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatsSource {
+    /// The kernel's cgroup files, read by loopwatch: no work for dockerd.
+    Cgroup,
+    /// Docker's stats API, one stream per container: where the cgroup files cannot be
+    /// seen from here (a remote or rootless daemon), or when asked for.
+    DockerApi,
+}
+
+impl StatsSource {
+    /// The `source` label of `loopwatch_container_stats_source`.
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            StatsSource::Cgroup => "cgroup",
+            StatsSource::DockerApi => "docker_api",
+        }
+    }
+}
+
+/// Environment variable choosing the source of container numbers: `auto` (default:
+/// the cgroup files where readable, else the Docker stats API), `cgroup` or
+/// `docker_api`.
+pub(crate) const ENV_CONTAINER_STATS: &str = "LOOPWATCH_CONTAINER_STATS";
+
+/// Period of the safety-net re-list beside the events stream.
+const RELIST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A running container of this run, and how its numbers are read.
+#[derive(Debug)]
+struct Tracked {
+    name: String,
+    /// Its cgroup files; `None` when its numbers come from the Docker stats API.
+    cgroup: Option<CgroupStats>,
+}
+
 /// The counters container cleanup adds to, wherever it happens.
 #[derive(Debug, Clone)]
 pub(crate) struct CleanupCounters {
@@ -63,6 +101,13 @@ pub(crate) struct Containers {
     down_logged: AtomicBool,
     created: Mutex<HashSet<String>>,
     sequence: AtomicU64,
+    /// This run's running containers, kept by the events stream and re-lists.
+    tracked: Mutex<std::collections::HashMap<String, Tracked>>,
+    /// Forced Docker stats API (by `LOOPWATCH_CONTAINER_STATS=docker_api`, or after a
+    /// container whose cgroup could not be read).
+    use_docker_api: AtomicBool,
+    /// Whether the cgroup source was insisted on (`LOOPWATCH_CONTAINER_STATS=cgroup`).
+    cgroup_only: bool,
     stats: Mutex<StatsSampler>,
     /// Held for a whole sweep, and by shutdown verification, so shutdown waits for a
     /// sweep in flight instead of cutting it short.
@@ -128,6 +173,11 @@ impl Containers {
             down_logged: AtomicBool::new(false),
             created: Mutex::new(HashSet::new()),
             sequence: AtomicU64::new(0),
+            tracked: Mutex::default(),
+            use_docker_api: AtomicBool::new(
+                crate::config::env_var(ENV_CONTAINER_STATS).as_deref() == Some("docker_api"),
+            ),
+            cgroup_only: crate::config::env_var(ENV_CONTAINER_STATS).as_deref() == Some("cgroup"),
             stats: Mutex::new(StatsSampler::default()),
             sweeping: Arc::new(tokio::sync::Mutex::new(())),
             last_sweep: Mutex::new(None),
@@ -215,37 +265,181 @@ impl Containers {
         self.cleanup_failures_seen.load(Ordering::Relaxed)
     }
 
-    /// One sampler tick: this run's running containers and their stats, or `None`
-    /// while Docker is unreachable.
-    pub(crate) async fn sample(&self) -> Option<ContainerSample> {
-        let docker = self.client.as_ref().ok()?;
+    /// Where this run's container numbers come from.
+    pub(crate) fn stats_source(&self) -> StatsSource {
+        if self.use_docker_api.load(Ordering::Relaxed) {
+            StatsSource::DockerApi
+        } else {
+            StatsSource::Cgroup
+        }
+    }
+
+    /// Starts tracking a running container of this run: finds its cgroup files
+    /// through its init process, or falls back (once, logged) to the stats API.
+    async fn follow(&self, docker: &Docker, id: &str, name: Option<String>) {
+        if self
+            .tracked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(id)
+        {
+            return;
+        }
+        let inspected = docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await;
+        let Ok(inspected) = inspected else { return };
+        let state = inspected.state.unwrap_or_default();
+        if state.running != Some(true) {
+            return;
+        }
+        let name = name
+            .or(inspected
+                .name
+                .map(|n| n.trim_start_matches('/').to_string()))
+            .unwrap_or_else(|| id.chars().take(12).collect());
+        let cgroup = if self.use_docker_api.load(Ordering::Relaxed) {
+            None
+        } else {
+            let pid = state.pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0);
+            let found = CgroupStats::of_container(id, pid);
+            if found.is_none() && !self.cgroup_only {
+                if !self.use_docker_api.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(container = %name, "the cgroup files of this run's containers cannot be read from here (a remote or rootless Docker?); container numbers come from the Docker stats API instead (loopwatch_container_stats_source{{source=\"docker_api\"}})");
+                }
+            }
+            found
+        };
+        self.tracked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string(), Tracked { name, cgroup });
+    }
+
+    fn untrack_running(&self, id: &str) {
+        self.tracked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+
+    /// Lists this run's running containers and brings the tracked set in line.
+    async fn relist(&self, docker: &Docker) -> Result<(), bollard::errors::Error> {
         let listed = sweep::managed_containers(
             docker,
             Some(format!("{LABEL_RUN_ID}={}", self.identity.run_id)),
             true,
         )
-        .await;
-        let running: Vec<(String, String)> = match listed {
-            Ok(list) => {
-                self.mark_up();
-                list.into_iter()
-                    .map(|(id, name, _, _)| (id, name))
-                    .collect()
-            }
-            Err(e) => {
-                self.mark_down(&e);
-                return None;
-            }
-        };
-        let stats = self
-            .stats
+        .await?;
+        let running: HashSet<&str> = listed.iter().map(|(id, ..)| id.as_str()).collect();
+        self.tracked
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .sample(docker, &running);
-        Some(ContainerSample {
-            active: running.len() as u64,
-            stats,
-        })
+            .retain(|id, _| running.contains(id.as_str()));
+        for (id, name, ..) in &listed {
+            self.follow(docker, id, Some(name.clone())).await;
+        }
+        Ok(())
+    }
+
+    /// Keeps the tracked set current until `cancel`: a list, then Docker's events
+    /// stream (start, die, destroy of this run's containers), re-listing every 10 s
+    /// as a safety net and after any break in the stream. Docker is asked for no
+    /// numbers here; `loopwatch_docker_up` follows its answers.
+    pub(crate) async fn watch(&self, cancel: tokio_util::sync::CancellationToken) {
+        use futures_util::StreamExt as _;
+        let Ok(docker) = self.client.clone() else {
+            return;
+        };
+        let mut backoff = std::time::Duration::from_millis(500);
+        loop {
+            if let Err(e) = self.relist(&docker).await {
+                self.mark_down(&e);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                continue;
+            }
+            self.mark_up();
+            backoff = std::time::Duration::from_millis(500);
+            let filters = std::collections::HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                (
+                    "label".to_string(),
+                    vec![format!("{LABEL_RUN_ID}={}", self.identity.run_id)],
+                ),
+                (
+                    "event".to_string(),
+                    vec!["start".into(), "die".into(), "destroy".into()],
+                ),
+            ]);
+            let mut events = docker.events(Some(bollard::query_parameters::EventsOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }));
+            let relist = tokio::time::sleep(RELIST_EVERY);
+            tokio::pin!(relist);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = &mut relist => break,
+                    event = events.next() => match event {
+                        Some(Ok(event)) => {
+                            let id = event.actor.and_then(|a| a.id).unwrap_or_default();
+                            match event.action.as_deref() {
+                                Some("start") => self.follow(&docker, &id, None).await,
+                                Some("die" | "destroy") => self.untrack_running(&id),
+                                _ => {}
+                            }
+                        }
+                        Some(Err(e)) => {
+                            self.mark_down_if_unreachable(&e);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+
+    /// One sampler tick: the tracked containers' numbers, from their cgroup files
+    /// (microseconds, no Docker request) or, on the fallback, the stats streams.
+    pub(crate) async fn sample(&self) -> Option<ContainerSample> {
+        let mut stats = Vec::new();
+        let mut via_api: Vec<(String, String)> = Vec::new();
+        let active = {
+            let mut tracked = self.tracked.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut gone = Vec::new();
+            for (id, container) in tracked.iter_mut() {
+                match &mut container.cgroup {
+                    Some(cgroup) => match cgroup.read(&container.name) {
+                        Some(stat) => stats.push(stat),
+                        // Its cgroup is gone: the container has stopped.
+                        None => gone.push(id.clone()),
+                    },
+                    None => via_api.push((id.clone(), container.name.clone())),
+                }
+            }
+            for id in gone {
+                tracked.remove(&id);
+            }
+            tracked.len() as u64
+        };
+        if let Ok(docker) = &self.client {
+            let streamed = self
+                .stats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .sample(docker, &via_api);
+            stats.extend(streamed);
+        }
+        Some(ContainerSample { active, stats })
     }
 
     /// Claims the sweep lock now, before the start-up sweep's task is scheduled, so

@@ -39,6 +39,9 @@ pub(super) fn spawn_all(
     runtime.spawn(log_long_run_statistics(Arc::clone(shared), cancel.clone()));
     #[cfg(feature = "docker")]
     if shared.settings.containers {
+        let containers = std::sync::Arc::clone(&shared.containers);
+        let stop = cancel.clone();
+        runtime.spawn(async move { containers.watch(stop).await });
         runtime.spawn(sample_containers_periodically(
             Arc::clone(shared),
             cancel.clone(),

@@ -466,6 +466,20 @@ impl Shared {
         let i = &self.pipeline.instruments;
         i.loopwatch_docker_up
             .set(f64::from(u8::from(containers.is_up())));
+        let source = containers.stats_source();
+        i.loopwatch_container_stats_source.set_series(
+            [
+                crate::containers::StatsSource::Cgroup,
+                crate::containers::StatsSource::DockerApi,
+            ]
+            .map(|s| {
+                (
+                    vec![KeyValue::new("source", s.label())],
+                    f64::from(u8::from(s == source)),
+                )
+            })
+            .to_vec(),
+        );
         let mut latest = lock(&self.latest);
         latest.cleanup_failures = containers.cleanup_failures();
         let Some(sample) = sample else {

@@ -1,12 +1,15 @@
-//! The memory limit that kills: when the loop runs in a memory cgroup (a container, a
-//! systemd slice) limited below the host's memory, the kernel's OOM killer acts on that
-//! cgroup's usage against its limit, long before the host is full. Read from the
-//! cgroup filesystem, v2 (unified) or v1, as `docker stats` and cAdvisor do.
+//! Memory and CPU of a cgroup, read from the cgroup filesystem, v2 (unified) or v1, as
+//! `docker stats` and cAdvisor compute them, for microseconds per read.
+//!
+//! Two users: the loop's own cgroup (when it runs in a container or slice limited
+//! below the host's memory, the kernel's OOM killer acts on that cgroup's usage against
+//! its limit, long before the host is full), and the sandbox containers of a run,
+//! whose numbers are read here rather than asked of Docker every second.
 
 use std::path::{Path, PathBuf};
 
 /// Where the cgroup filesystem is mounted.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// The files of one memory cgroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +20,84 @@ pub(crate) struct CgroupMemory {
     limit: PathBuf,
     /// Statistics, for the inactive file cache the kernel can reclaim.
     stat: PathBuf,
+}
+
+// Used by the containers feature only.
+#[cfg_attr(not(feature = "docker"), allow(dead_code))]
+/// The cumulative CPU time of one cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CgroupCpu {
+    /// v2: `cpu.stat`, whose `usage_usec` line counts microseconds.
+    Unified(PathBuf),
+    /// v1: `cpuacct.usage`, nanoseconds.
+    Accounting(PathBuf),
+}
+
+#[cfg_attr(not(feature = "docker"), allow(dead_code))]
+impl CgroupCpu {
+    /// Finds the CPU accounting of the cgroup a `/proc/<pid>/cgroup` text names.
+    pub(crate) fn locate(root: &Path, membership: &str) -> Option<Self> {
+        match controller_path(membership, "cpuacct") {
+            Some(path) => {
+                let mount = ["cpuacct", "cpu,cpuacct", "cpuacct,cpu"]
+                    .iter()
+                    .map(|m| root.join(m))
+                    .find(|m| m.is_dir())?;
+                existing(&mount, &path, "cpuacct.usage").map(CgroupCpu::Accounting)
+            }
+            None => {
+                let path = unified_path(membership)?;
+                existing(root, &path, "cpu.stat").map(CgroupCpu::Unified)
+            }
+        }
+    }
+
+    /// Cumulative CPU time in nanoseconds.
+    pub(crate) fn read_ns(&self) -> Option<u64> {
+        match self {
+            CgroupCpu::Accounting(path) => std::fs::read_to_string(path).ok()?.trim().parse().ok(),
+            CgroupCpu::Unified(path) => std::fs::read_to_string(path)
+                .ok()?
+                .lines()
+                .find_map(|line| line.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|usec| usec.saturating_mul(1000)),
+        }
+    }
+}
+
+/// The path of the v1 hierarchy holding `controller`, from a `/proc/<pid>/cgroup` text.
+fn controller_path(membership: &str, controller: &str) -> Option<String> {
+    membership.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| path.to_string())
+    })
+}
+
+/// The v2 path (`0::/path`), from a `/proc/<pid>/cgroup` text.
+fn unified_path(membership: &str) -> Option<String> {
+    membership
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(str::to_string)
+}
+
+// Used by the containers feature only.
+#[cfg_attr(not(feature = "docker"), allow(dead_code))]
+/// `mount/path/file` if it exists, else `mount/file` (inside a container the cgroup is
+/// usually mounted as the root itself).
+fn existing(mount: &Path, path: &str, file: &str) -> Option<PathBuf> {
+    [
+        mount.join(path.trim_start_matches('/')),
+        mount.to_path_buf(),
+    ]
+    .into_iter()
+    .map(|dir| dir.join(file))
+    .find(|candidate| candidate.is_file())
 }
 
 /// One reading of a memory cgroup.
@@ -40,28 +121,18 @@ impl CgroupMemory {
     /// the v1 `memory` controller's line, else the v2 line (`0::/path`). Inside a
     /// container the cgroup is usually mounted as the root itself, so the root is
     /// tried when the full path does not exist.
-    fn locate(root: &Path, membership: &str) -> Option<Self> {
-        let v1 = membership.lines().find_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            controllers
-                .split(',')
-                .any(|c| c == "memory")
-                .then(|| path.to_string())
-        });
-        let (mount, path, files) = match v1 {
+    pub(crate) fn locate(root: &Path, membership: &str) -> Option<Self> {
+        let (mount, path, files) = match controller_path(membership, "memory") {
             Some(path) => (
                 root.join("memory"),
                 path,
                 ["memory.usage_in_bytes", "memory.limit_in_bytes"],
             ),
-            None => {
-                let path = membership
-                    .lines()
-                    .find_map(|line| line.strip_prefix("0::"))?
-                    .to_string();
-                (root.to_path_buf(), path, ["memory.current", "memory.max"])
-            }
+            None => (
+                root.to_path_buf(),
+                unified_path(membership)?,
+                ["memory.current", "memory.max"],
+            ),
         };
         let relative = path.trim_start_matches('/');
         [mount.join(relative), mount]
@@ -72,6 +143,13 @@ impl CgroupMemory {
                 limit: dir.join(files[1]),
                 stat: dir.join("memory.stat"),
             })
+    }
+
+    // Used by the containers feature only.
+    #[cfg_attr(not(feature = "docker"), allow(dead_code))]
+    /// The usage file, which names the cgroup's directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.usage
     }
 
     /// Reads usage, inactive file cache and limit; `None` if a file cannot be read.
@@ -176,5 +254,26 @@ mod tests {
         let cgroup = CgroupMemory::locate(inside.path(), membership).unwrap();
         assert_eq!(cgroup.read().unwrap().limit_bytes, Some(1000));
         assert!(CgroupMemory::locate(tempfile::tempdir().unwrap().path(), membership).is_none());
+    }
+
+    #[test]
+    fn cpu_time_in_nanoseconds_from_either_version() {
+        let root = tempfile::tempdir().unwrap();
+        write(
+            &root.path().join("sys/a"),
+            &[("cpu.stat", "usage_usec 1500\nuser_usec 1000\n")],
+        );
+        let v2 = CgroupCpu::locate(&root.path().join("sys"), "0::/a\n").unwrap();
+        assert_eq!(v2.read_ns(), Some(1_500_000));
+        write(
+            &root.path().join("cpu,cpuacct/docker/abc"),
+            &[("cpuacct.usage", "123456789\n")],
+        );
+        let v1 = CgroupCpu::locate(
+            root.path(),
+            "3:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n",
+        )
+        .unwrap();
+        assert_eq!(v1.read_ns(), Some(123_456_789));
     }
 }

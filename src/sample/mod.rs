@@ -5,4 +5,6 @@ mod cgroup;
 mod host;
 
 pub(crate) use cgroup::CgroupMemory;
+#[cfg(feature = "docker")]
+pub(crate) use cgroup::{CgroupCpu, CGROUP_ROOT};
 pub use host::{HostSample, HostSampler};
