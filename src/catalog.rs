@@ -145,6 +145,43 @@ impl Observed {
     }
 }
 
+/// An observable counter whose value a sampler last published (a cumulative total
+/// kept elsewhere, such as the process's CPU time).
+pub(crate) struct ObservedCounter {
+    value: Arc<Mutex<f64>>,
+    _counter: otel::ObservableCounter<f64>,
+}
+
+impl ObservedCounter {
+    /// Publishes the running total.
+    pub(crate) fn set(&self, total: f64) {
+        *self.value.lock().unwrap_or_else(PoisonError::into_inner) = total;
+    }
+}
+
+impl Instrument for ObservedCounter {
+    const KIND: MetricKind = MetricKind::Counter;
+
+    fn create(meter: &Meter, spec: &'static MetricSpec) -> Self {
+        let value: Arc<Mutex<f64>> = Arc::default();
+        let read = Arc::clone(&value);
+        let counter = meter
+            .f64_observable_counter(spec.name)
+            .with_unit(spec.unit)
+            .with_description(spec.description)
+            .with_callback(move |observer| {
+                observer.observe(*read.lock().unwrap_or_else(PoisonError::into_inner), &[]);
+            })
+            .build();
+        ObservedCounter {
+            value,
+            _counter: counter,
+        }
+    }
+
+    fn start(&self, _series: &[Vec<KeyValue>]) {}
+}
+
 impl Instrument for Observed {
     const KIND: MetricKind = MetricKind::Gauge;
 
@@ -312,6 +349,24 @@ catalog! {
     /// The limit HighMemoryUsage compares against.
     MEMORY_LIMIT_BYTES / loopwatch_memory_limit_bytes: Observed = "loopwatch_memory_limit_bytes", "By", [], Some("3.1"), Always,
         "The memory limit that kills the loop: its cgroup's limit when below host memory (a container's --memory, say), else total host memory (bytes).";
+    /// The standard process metrics every Prometheus exporter offers.
+    PROCESS_CPU_SECONDS_TOTAL / process_cpu_seconds_total: ObservedCounter = "process_cpu_seconds_total", "s", [], None, Always,
+        "User and system CPU time the loop process has spent, as every Prometheus client exports it (seconds).";
+    /// Resident memory, under its standard name.
+    PROCESS_RESIDENT_MEMORY_BYTES / process_resident_memory_bytes: Observed = "process_resident_memory_bytes", "By", [], None, Always,
+        "Resident memory of the loop process, the standard name of memory_usage_bytes (bytes).";
+    /// Virtual memory.
+    PROCESS_VIRTUAL_MEMORY_BYTES / process_virtual_memory_bytes: Observed = "process_virtual_memory_bytes", "By", [], None, Always,
+        "Virtual memory of the loop process (bytes).";
+    /// Open file descriptors.
+    PROCESS_OPEN_FDS / process_open_fds: Observed = "process_open_fds", "{file}", [], None, Always,
+        "Open file descriptors of the loop process (files).";
+    /// The file descriptor limit.
+    PROCESS_MAX_FDS / process_max_fds: Observed = "process_max_fds", "{file}", [], None, Always,
+        "Soft limit on open file descriptors of the loop process (files).";
+    /// When the process started.
+    PROCESS_START_TIME_SECONDS / process_start_time_seconds: Observed = "process_start_time_seconds", "s", [], None, Always,
+        "Start time of the loop process since the Unix epoch (seconds).";
     /// Iterations in the rolling window.
     ROLLING_WINDOW_ITERATIONS / loopwatch_rolling_window_iterations: Gauge = "loopwatch_rolling_window_iterations", "{iteration}", [], None, Always,
         "Completed iterations in the rolling window, up to its size; rules on rolling values wait for a full window (iterations).";
@@ -464,7 +519,12 @@ mod tests {
                 assert!(spec.name.ends_with("_total"), "{}", spec.name);
             }
             if spec.requirement.is_none() {
-                assert!(spec.name.starts_with("loopwatch_"), "{}", spec.name);
+                // loopwatch's own, or the standard process metrics of every client.
+                assert!(
+                    spec.name.starts_with("loopwatch_") || spec.name.starts_with("process_"),
+                    "{}",
+                    spec.name
+                );
             }
         }
     }

@@ -11,8 +11,15 @@ use support::*;
 
 /// Metrics the background samplers and sweeps refresh on their own schedule (and at
 /// shutdown, which also marks the loop done), so they may differ from a prior scrape.
-const SAMPLED: [&str; 11] = [
+const SAMPLED: [&str; 18] = [
     "loopwatch_loop_done",
+    "loopwatch_memory_used_bytes",
+    "loopwatch_memory_limit_bytes",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
     "memory_usage_bytes",
     "cpu_usage_percent",
     "host_memory_used_bytes",

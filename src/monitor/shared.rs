@@ -317,12 +317,7 @@ impl Shared {
         self.apply(findings);
         self.check_liveness();
         let latest = *lock(&self.latest);
-        let host = latest.host.unwrap_or(HostSample {
-            process_rss_bytes: 0,
-            process_cpu_percent: 0.0,
-            host_memory_used_bytes: 0,
-            host_memory_total_bytes: 0,
-        });
+        let host = latest.host.unwrap_or_default();
         self.lock_run().push_history(HistoryPoint {
             iteration: summary.number,
             execution_time_seconds: summary.duration.as_secs_f64(),
@@ -421,6 +416,17 @@ impl Shared {
             .set(sample.host_memory_used_bytes as f64);
         i.host_memory_total_bytes
             .set(sample.host_memory_total_bytes as f64);
+        i.process_cpu_seconds_total.set(sample.process_cpu_seconds);
+        i.process_resident_memory_bytes
+            .set(sample.process_rss_bytes as f64);
+        i.process_virtual_memory_bytes
+            .set(sample.process_virtual_memory_bytes as f64);
+        i.process_start_time_seconds
+            .set(sample.process_start_time_seconds as f64);
+        if let Some((open, max)) = crate::sample::file_descriptors() {
+            i.process_open_fds.set(open as f64);
+            i.process_max_fds.set(max as f64);
+        }
         i.loopwatch_sampler_ticks_total.add(1, &[]);
         lock(&self.latest).host = Some(sample);
         // The limit that kills: the cgroup's, when it is below host memory.

@@ -6,7 +6,7 @@ use std::time::Instant;
 use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 /// One reading of the host and of the process being watched.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct HostSample {
     /// Resident set size of the watched process, in bytes.
     pub process_rss_bytes: u64,
@@ -18,6 +18,12 @@ pub struct HostSample {
     pub host_memory_used_bytes: u64,
     /// Total host memory, in bytes.
     pub host_memory_total_bytes: u64,
+    /// CPU time the watched process has used since it started, in seconds.
+    pub process_cpu_seconds: f64,
+    /// Virtual memory of the watched process, in bytes.
+    pub process_virtual_memory_bytes: u64,
+    /// Start time of the watched process, in seconds since the Unix epoch.
+    pub process_start_time_seconds: u64,
 }
 
 impl HostSample {
@@ -25,10 +31,9 @@ impl HostSample {
     ///
     /// ```
     /// let sample = loopwatch::HostSample {
-    ///     process_rss_bytes: 0,
-    ///     process_cpu_percent: 0.0,
     ///     host_memory_used_bytes: 3,
     ///     host_memory_total_bytes: 4,
+    ///     ..loopwatch::HostSample::default()
     /// };
     /// assert_eq!(sample.host_memory_fraction(), 0.75);
     /// ```
@@ -86,51 +91,54 @@ impl HostSampler {
     /// Refreshes the readings and returns them.
     pub fn tick(&mut self) -> HostSample {
         let Some(system) = self.system.as_mut() else {
-            return HostSample {
-                process_rss_bytes: 0,
-                process_cpu_percent: 0.0,
-                host_memory_used_bytes: 0,
-                host_memory_total_bytes: 0,
-            };
+            return HostSample::default();
         };
+        let mut sample = HostSample::default();
         system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
-        let (process_rss_bytes, process_cpu_percent) = match self.pid {
-            Some(pid) => {
-                system.refresh_processes_specifics(
-                    ProcessesToUpdate::Some(&[pid]),
-                    false,
-                    ProcessRefreshKind::nothing().with_memory().with_cpu(),
-                );
-                match system.process(pid) {
-                    Some(process) => {
-                        let now = Instant::now();
-                        let cpu_ms = process.accumulated_cpu_time();
-                        let percent = match self.previous_cpu.replace((now, cpu_ms)) {
-                            // CPU time over wall time, both in milliseconds: 100 per busy core.
-                            Some((then, before)) => {
-                                let wall_ms = now.duration_since(then).as_secs_f64() * 1000.0;
-                                if wall_ms > 0.0 {
-                                    cpu_ms.saturating_sub(before) as f64 / wall_ms * 100.0
-                                } else {
-                                    0.0
-                                }
-                            }
-                            None => 0.0,
-                        };
-                        (process.memory(), percent)
+        if let Some(pid) = self.pid {
+            system.refresh_processes_specifics(
+                ProcessesToUpdate::Some(&[pid]),
+                false,
+                ProcessRefreshKind::nothing().with_memory().with_cpu(),
+            );
+            if let Some(process) = system.process(pid) {
+                let now = Instant::now();
+                let cpu_ms = process.accumulated_cpu_time();
+                let percent = match self.previous_cpu.replace((now, cpu_ms)) {
+                    // CPU time over wall time, both in milliseconds: 100 per busy core.
+                    Some((then, before)) => {
+                        let wall_ms = now.duration_since(then).as_secs_f64() * 1000.0;
+                        if wall_ms > 0.0 {
+                            cpu_ms.saturating_sub(before) as f64 / wall_ms * 100.0
+                        } else {
+                            0.0
+                        }
                     }
-                    None => (0, 0.0),
-                }
+                    None => 0.0,
+                };
+                sample.process_rss_bytes = process.memory();
+                sample.process_cpu_percent = percent;
+                sample.process_cpu_seconds = cpu_ms as f64 / 1000.0;
+                sample.process_virtual_memory_bytes = process.virtual_memory();
+                sample.process_start_time_seconds = process.start_time();
             }
-            None => (0, 0.0),
-        };
-        let total = system.total_memory();
-        let available = system.available_memory();
-        HostSample {
-            process_rss_bytes,
-            process_cpu_percent,
-            host_memory_used_bytes: total.saturating_sub(available),
-            host_memory_total_bytes: total,
         }
+        let total = system.total_memory();
+        sample.host_memory_used_bytes = total.saturating_sub(system.available_memory());
+        sample.host_memory_total_bytes = total;
+        sample
     }
+}
+
+/// Open file descriptors of this process and their limit (soft `RLIMIT_NOFILE`), from
+/// `/proc/self`; `None` where it is not mounted.
+pub(crate) fn file_descriptors() -> Option<(u64, u64)> {
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let max = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse().ok())?;
+    Some((open, max))
 }

@@ -7,4 +7,5 @@ mod host;
 pub(crate) use cgroup::CgroupMemory;
 #[cfg(feature = "docker")]
 pub(crate) use cgroup::{CgroupCpu, CGROUP_ROOT};
+pub(crate) use host::file_descriptors;
 pub use host::{HostSample, HostSampler};
