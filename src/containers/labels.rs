@@ -80,6 +80,13 @@ impl ProcessTable for LiveProcesses {
     }
 }
 
+/// Whether the process `pid` still runs with the recorded start time.
+pub(crate) fn owner_alive(processes: &mut dyn ProcessTable, pid: u32, started: u64) -> bool {
+    processes
+        .start_time(pid)
+        .is_some_and(|actual| actual.abs_diff(started) <= START_TIME_TOLERANCE)
+}
+
 /// Decides whose a container is from its labels. `us` is `None` for an operator's
 /// cleanup command, which owns nothing itself.
 pub(crate) fn classify(
@@ -111,10 +118,11 @@ pub(crate) fn classify(
     if host != hostname {
         return Ownership::OtherHost;
     }
-    match processes.start_time(pid) {
-        Some(actual) if actual.abs_diff(started) <= START_TIME_TOLERANCE => Ownership::LiveOwner,
-        // No such process, or the pid was reused by a process started at another time.
-        _ => Ownership::Orphan,
+    // No such process, or the pid reused by a process started at another time: gone.
+    if owner_alive(processes, pid, started) {
+        Ownership::LiveOwner
+    } else {
+        Ownership::Orphan
     }
 }
 

@@ -71,7 +71,7 @@ impl StatsSource {
 pub(crate) const ENV_CONTAINER_STATS: &str = "LOOPWATCH_CONTAINER_STATS";
 
 /// Period of the safety-net re-list beside the events stream.
-const RELIST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const RELIST_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A running container of this run, and how its numbers are read.
 #[derive(Debug)]
@@ -116,6 +116,10 @@ pub(crate) struct Containers {
     shutdown: Mutex<Option<ContainerShutdownReport>>,
     counters: CleanupCounters,
     cleanup_failures_seen: AtomicU64,
+    /// The owners of other live loops' containers on this host, by container: when
+    /// one of them dies its containers are orphans, noticed from the process table
+    /// without asking Docker.
+    foreign_owners: Mutex<std::collections::HashMap<String, sweep::Owner>>,
     /// Failed removal attempts per orphan, so that one that keeps failing is logged at
     /// its 1st, 2nd, 4th, 8th … attempt rather than at every sweep.
     failed_removals: Mutex<std::collections::HashMap<String, u64>>,
@@ -185,6 +189,7 @@ impl Containers {
             counters,
             cleanup_failures_seen: AtomicU64::new(0),
             failed_removals: Mutex::default(),
+            foreign_owners: Mutex::default(),
         }
     }
 
@@ -367,11 +372,13 @@ impl Containers {
             }
             self.mark_up();
             backoff = std::time::Duration::from_millis(500);
+            // Every loop's containers: this run's are followed; others' owners are
+            // remembered, so that their deaths are noticed without asking Docker.
             let filters = std::collections::HashMap::from([
                 ("type".to_string(), vec!["container".to_string()]),
                 (
                     "label".to_string(),
-                    vec![format!("{LABEL_RUN_ID}={}", self.identity.run_id)],
+                    vec![format!("{}=true", labels::LABEL_MANAGED)],
                 ),
                 (
                     "event".to_string(),
@@ -390,10 +397,27 @@ impl Containers {
                     _ = &mut relist => break,
                     event = events.next() => match event {
                         Some(Ok(event)) => {
-                            let id = event.actor.and_then(|a| a.id).unwrap_or_default();
-                            match event.action.as_deref() {
-                                Some("start") => self.follow(&docker, &id, None).await,
-                                Some("die" | "destroy") => self.untrack_running(&id),
+                            let actor = event.actor.unwrap_or_default();
+                            let id = actor.id.unwrap_or_default();
+                            let attributes = actor.attributes.unwrap_or_default();
+                            let ours = attributes.get(LABEL_RUN_ID) == Some(&self.identity.run_id);
+                            match (ours, event.action.as_deref()) {
+                                (true, Some("start")) => self.follow(&docker, &id, None).await,
+                                (true, Some("die" | "destroy")) => self.untrack_running(&id),
+                                (false, Some("start")) => {
+                                    if let Some(owner) = sweep::owner_of(&attributes, &self.identity.hostname) {
+                                        self.foreign_owners
+                                            .lock()
+                                            .unwrap_or_else(PoisonError::into_inner)
+                                            .insert(id, owner);
+                                    }
+                                }
+                                (false, Some("destroy")) => {
+                                    self.foreign_owners
+                                        .lock()
+                                        .unwrap_or_else(PoisonError::into_inner)
+                                        .remove(&id);
+                                }
                                 _ => {}
                             }
                         }
@@ -477,6 +501,11 @@ impl Containers {
                 }
                 drop(failed);
                 *self
+                    .foreign_owners
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) =
+                    report.live_owners.iter().cloned().collect();
+                *self
                     .last_sweep
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
@@ -487,6 +516,27 @@ impl Containers {
                 None
             }
         }
+    }
+
+    /// Whether the owner of another loop's container has died since it was seen
+    /// alive: a question for the process table, not for Docker.
+    pub(crate) fn an_owner_died(&self) -> bool {
+        let owners: Vec<sweep::Owner> = self
+            .foreign_owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .copied()
+            .collect();
+        if owners.is_empty() {
+            return false;
+        }
+        let Some(mut processes) = labels::LiveProcesses::new() else {
+            return false;
+        };
+        owners
+            .into_iter()
+            .any(|(pid, started)| !labels::owner_alive(&mut processes, pid, started))
     }
 
     /// The last sweep's report.

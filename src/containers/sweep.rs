@@ -29,6 +29,25 @@ pub struct SweepReport {
     pub left_alone: usize,
     /// True when nothing was removed on purpose (`--dry-run`).
     pub dry_run: bool,
+    /// The owners (pid, start time) of the live loops' containers left alone, by
+    /// container, so that their deaths can be noticed without asking Docker.
+    #[serde(skip)]
+    pub(crate) live_owners: Vec<(String, Owner)>,
+}
+
+/// A loop that owns containers: its process id and start time.
+pub(crate) type Owner = (u32, u64);
+
+/// The owner a container's labels name, when it runs on `hostname`.
+pub(crate) fn owner_of(labels: &HashMap<String, String>, hostname: &str) -> Option<Owner> {
+    use crate::containers::labels::{LABEL_OWNER_HOST, LABEL_OWNER_PID, LABEL_OWNER_START_TIME};
+    if labels.get(LABEL_OWNER_HOST).map(String::as_str) != Some(hostname) {
+        return None;
+    }
+    Some((
+        labels.get(LABEL_OWNER_PID)?.parse().ok()?,
+        labels.get(LABEL_OWNER_START_TIME)?.parse().ok()?,
+    ))
 }
 
 impl SweepReport {
@@ -150,6 +169,12 @@ pub(crate) async fn sweep(
         match classify(&labels, us, hostname, &mut processes) {
             Ownership::Orphan => report.orphans.push(id),
             Ownership::Ours | Ownership::Unmanaged => {}
+            Ownership::LiveOwner => {
+                report.left_alone += 1;
+                if let Some(owner) = owner_of(&labels, hostname) {
+                    report.live_owners.push((id, owner));
+                }
+            }
             _ => report.left_alone += 1,
         }
     }

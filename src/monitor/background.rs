@@ -11,6 +11,10 @@ use crate::export::Source as _;
 
 use super::shared::Shared;
 
+/// Longest time between two full orphan sweeps.
+#[cfg(feature = "docker")]
+const FULL_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// First wait before a sweep that failed to remove an orphan is retried.
 #[cfg(feature = "docker")]
 const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
@@ -122,9 +126,11 @@ async fn sample_containers_periodically(shared: Arc<Shared>, cancel: Cancellatio
     }
 }
 
-/// Sweeps for orphans at start-up and then every `orphan_sweep_interval`; after a
-/// sweep that failed to remove an orphan, the next comes after 1 s, 2 s, 4 s … (never
-/// later than the interval), so a removal that fails only briefly is retried at once.
+/// Sweeps for orphans at start-up, then whenever the owner of another loop's
+/// container dies (checked in the process table every `orphan_sweep_interval`, 5 s,
+/// with no Docker request) and every minute as a safety net. After a sweep that
+/// failed to remove an orphan, the next comes after 1 s, 2 s, 4 s … (never later than
+/// the interval), so a removal that fails only briefly is retried at once.
 #[cfg(feature = "docker")]
 async fn sweep_orphans_periodically(
     shared: Arc<Shared>,
@@ -132,28 +138,35 @@ async fn sweep_orphans_periodically(
     mut claimed: Option<tokio::sync::OwnedMutexGuard<()>>,
 ) {
     let interval = shared.settings.orphan_sweep_interval;
+    let full_every = (interval * 12).max(FULL_SWEEP_EVERY);
     let mut retry = RETRY_FIRST;
     loop {
         // A sweep, once begun, runs to the end: shutdown waits for it. The start-up
         // sweep holds the lock claimed at start.
         let report = shared.containers.sweep(claimed.take()).await;
-        let wait = match &report {
-            Some(report) if !report.failed.is_empty() => {
-                let wait = retry.min(interval);
-                retry = (retry * 2).min(interval);
-                wait
-            }
-            _ => {
-                retry = RETRY_FIRST;
-                interval
-            }
-        };
+        let swept = tokio::time::Instant::now();
+        let failed = report.as_ref().is_some_and(|r| !r.failed.is_empty());
         if let Some(report) = report {
             shared.report_orphans(report.remaining() as u64);
         }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+        // Until the next sweep is due: a failed removal to retry, an owner that died,
+        // or the safety net.
+        let mut wait = interval;
+        if failed {
+            wait = retry.min(interval);
+            retry = (retry * 2).min(interval);
+        } else {
+            retry = RETRY_FIRST;
+        }
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if failed || swept.elapsed() >= full_every || shared.containers.an_owner_died() {
+                break;
+            }
+            wait = interval;
         }
     }
 }

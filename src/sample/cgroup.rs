@@ -53,7 +53,8 @@ impl CgroupCpu {
     }
 
     /// Cumulative CPU time in nanoseconds.
-    pub(crate) fn read_ns(&self) -> Option<u64> {
+    #[cfg(test)]
+    fn read_ns(&self) -> Option<u64> {
         match self {
             CgroupCpu::Accounting(path) => std::fs::read_to_string(path).ok()?.trim().parse().ok(),
             CgroupCpu::Unified(path) => std::fs::read_to_string(path)
@@ -150,6 +151,11 @@ impl CgroupMemory {
     /// The usage file, which names the cgroup's directory.
     pub(crate) fn path(&self) -> &Path {
         &self.usage
+    }
+
+    /// The statistics file (`memory.stat`).
+    pub(crate) fn stat_path(&self) -> &Path {
+        &self.stat
     }
 
     /// Reads usage, inactive file cache and limit; `None` if a file cannot be read.
