@@ -39,7 +39,10 @@ fn container_read(c: &mut Criterion) {
             .args([&image, "sleep", "600"])
             .output()
             .expect("the docker CLI (this bench needs a running Docker Engine)");
-        assert!(run.status.success(), "docker run failed: is dockerd running?");
+        assert!(
+            run.status.success(),
+            "docker run failed: is dockerd running?"
+        );
     }
     let followed = || {
         monitor

@@ -131,6 +131,10 @@ pub(crate) const HISTORY_LEN: usize = 600;
 pub(crate) struct HistoryPoint {
     /// The iteration's number.
     pub(crate) iteration: u64,
+    /// When it ended, seconds since the Unix epoch.
+    pub(crate) at: f64,
+    /// The best Sharpe ratio of any strategy up to this iteration.
+    pub(crate) best_sharpe: Option<f64>,
     /// Wall-clock time of the iteration, in seconds.
     pub(crate) execution_time_seconds: f64,
     /// Resident set size of the loop process at the end of the iteration, in bytes.

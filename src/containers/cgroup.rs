@@ -120,7 +120,10 @@ mod tests {
         let stat = b"cache 5\ninactive_file 7\ntotal_inactive_file 9\n";
         assert_eq!(field(stat, b"total_inactive_file"), Some(9));
         assert_eq!(field(stat, b"inactive_file"), Some(7));
-        assert_eq!(field(b"usage_usec 42\nuser_usec 1\n", b"usage_usec"), Some(42));
+        assert_eq!(
+            field(b"usage_usec 42\nuser_usec 1\n", b"usage_usec"),
+            Some(42)
+        );
         assert_eq!(field(stat, b"missing"), None);
     }
 }

@@ -8,6 +8,7 @@
 pub(crate) mod alertmanager;
 pub(crate) mod files;
 pub(crate) mod http;
+pub(crate) mod view;
 
 use enum_map::EnumMap;
 
@@ -37,6 +38,16 @@ impl Evaluation {
     }
 }
 
+/// A running container of this run, as the page's table shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub(crate) struct LiveContainer {
+    pub(crate) name: String,
+    pub(crate) memory_bytes: u64,
+    pub(crate) cpu_percent: Option<f64>,
+    /// Seconds since loopwatch first saw it running.
+    pub(crate) age_seconds: f64,
+}
+
 /// Everything the exporters show of a run, taken at one instant.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
@@ -52,6 +63,12 @@ pub(crate) struct Snapshot {
     /// The containers feature's state (enabled, Docker reachable, last sweep,
     /// shutdown verification), as written to `metrics_final.json`.
     pub(crate) containers: serde_json::Value,
+    /// This run's running containers at the last sample.
+    pub(crate) live_containers: Vec<LiveContainer>,
+    /// Failure reasons over the last completed iterations.
+    pub(crate) recent_failure_reasons: std::collections::BTreeMap<String, u64>,
+    /// How many completed iterations `recent_failure_reasons` covers, at most.
+    pub(crate) recent_iterations: usize,
 }
 
 /// What the exporters read a run through.

@@ -19,6 +19,8 @@ pub struct Iteration<'m> {
     number: u64,
     started: Instant,
     observations: Observations,
+    /// The best Sharpe ratio reported in this iteration.
+    best_sharpe: Option<f64>,
     champion_changed: bool,
     finished: bool,
 }
@@ -41,6 +43,7 @@ impl<'m> Iteration<'m> {
             number,
             started: Instant::now(),
             observations: Observations::default(),
+            best_sharpe: None,
             champion_changed: false,
             finished: false,
         }
@@ -60,6 +63,9 @@ impl<'m> Iteration<'m> {
         let mut reject = Self::rejecter(self.shared, self.number);
         self.observations
             .success(sharpe_ratio, max_drawdown, &mut reject);
+        if sharpe_ratio.is_finite() && self.best_sharpe.is_none_or(|best| sharpe_ratio > best) {
+            self.best_sharpe = Some(sharpe_ratio);
+        }
     }
 
     /// Reports a strategy that failed, with a short reason ("too few trades").
@@ -112,12 +118,13 @@ impl<'m> Iteration<'m> {
         self.finished = true;
         let duration = self.started.elapsed();
         let o = &self.observations;
-        let staleness = self.shared.lock_run().complete(
-            duration,
-            o.successes,
-            o.failures,
-            self.champion_changed,
-        );
+        let staleness = {
+            let mut run = self.shared.lock_run();
+            if let Some(best) = self.best_sharpe {
+                run.observe_sharpe(best);
+            }
+            run.complete(duration, o.successes, o.failures, self.champion_changed)
+        };
         let summary = IterationSummary {
             number: self.number,
             duration,

@@ -38,12 +38,15 @@ fn record_present(gauge: &Gauge<f64>, value: Option<f64>) {
 }
 
 /// The latest sampler readings, for the history points of the dashboard.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Latest {
     host: Option<HostSample>,
     active_containers: u64,
     container_memory_bytes: u64,
     cleanup_failures: u64,
+    /// This run's running containers, with when loopwatch first saw each.
+    containers: Vec<crate::export::LiveContainer>,
+    first_seen: std::collections::HashMap<String, SystemTime>,
 }
 
 /// When iterations start and end, for LoopStalled: nanoseconds since `epoch`, plus
@@ -316,10 +319,23 @@ impl Shared {
         };
         self.apply(findings);
         self.check_liveness();
-        let latest = *lock(&self.latest);
+        let latest = {
+            let latest = lock(&self.latest);
+            Latest {
+                host: latest.host,
+                active_containers: latest.active_containers,
+                container_memory_bytes: latest.container_memory_bytes,
+                cleanup_failures: latest.cleanup_failures,
+                ..Latest::default()
+            }
+        };
         let host = latest.host.unwrap_or_default();
-        self.lock_run().push_history(HistoryPoint {
+        let mut run = self.lock_run();
+        let best_sharpe = run.best_sharpe;
+        run.push_history(HistoryPoint {
             iteration: summary.number,
+            at: unix_seconds(SystemTime::now()),
+            best_sharpe,
             execution_time_seconds: summary.duration.as_secs_f64(),
             memory_usage_bytes: host.process_rss_bytes as f64,
             cpu_usage_percent: host.process_cpu_percent,
@@ -514,6 +530,22 @@ impl Shared {
         );
         latest.active_containers = sample.active;
         latest.container_memory_bytes = sample.stats.iter().map(|s| s.memory_bytes).sum();
+        let now = SystemTime::now();
+        latest
+            .first_seen
+            .retain(|name, _| sample.stats.iter().any(|s| &s.name == name));
+        let mut live = Vec::with_capacity(sample.stats.len());
+        for stat in &sample.stats {
+            let since = *latest.first_seen.entry(stat.name.clone()).or_insert(now);
+            live.push(crate::export::LiveContainer {
+                name: stat.name.clone(),
+                memory_bytes: stat.memory_bytes,
+                cpu_percent: stat.cpu_percent,
+                age_seconds: now.duration_since(since).unwrap_or_default().as_secs_f64(),
+            });
+        }
+        live.sort_by(|a, b| a.name.cmp(&b.name));
+        latest.containers = live;
     }
 
     /// The Alertmanager delivery, when URLs are configured.
@@ -553,12 +585,13 @@ impl Source for Shared {
 
     fn snapshot(&self) -> Snapshot {
         let evaluation = self.evaluation();
-        let (summary, history, (events, events_dropped)) = {
+        let (summary, history, (events, events_dropped), recent_failure_reasons) = {
             let run = self.lock_run();
             (
                 run.summary(&self.identity.run_id),
                 run.history(),
                 run.events(),
+                run.recent_failure_reasons(),
             )
         };
         Snapshot {
@@ -570,6 +603,9 @@ impl Source for Shared {
             events,
             events_dropped,
             containers: self.containers_json(),
+            live_containers: lock(&self.latest).containers.clone(),
+            recent_failure_reasons,
+            recent_iterations: super::state::RECENT_ITERATIONS,
         }
     }
 }

@@ -19,10 +19,18 @@ pub(crate) struct RunState {
     pub(crate) champion_staleness: u64,
     pub(crate) champion_changes: u64,
     pub(crate) failure_reasons: BTreeMap<String, u64>,
+    /// The best Sharpe ratio of any strategy so far.
+    pub(crate) best_sharpe: Option<f64>,
+    /// Failure reasons of the iterations in progress, then of the last completed ones.
+    current_reasons: BTreeMap<String, u64>,
+    recent_reasons: VecDeque<BTreeMap<String, u64>>,
     history: VecDeque<HistoryPoint>,
     events: VecDeque<Event>,
     events_dropped: u64,
 }
+
+/// Completed iterations whose failure reasons the dashboard shows beside the run's.
+pub(crate) const RECENT_ITERATIONS: usize = 10;
 
 impl RunState {
     pub(crate) fn new(started_at: SystemTime) -> Self {
@@ -37,6 +45,9 @@ impl RunState {
             champion_staleness: 0,
             champion_changes: 0,
             failure_reasons: BTreeMap::new(),
+            best_sharpe: None,
+            current_reasons: BTreeMap::new(),
+            recent_reasons: VecDeque::with_capacity(RECENT_ITERATIONS),
             history: VecDeque::with_capacity(HISTORY_LEN),
             events: VecDeque::new(),
             events_dropped: 0,
@@ -45,6 +56,13 @@ impl RunState {
 
     /// Tallies one failure reason, without allocating for a reason seen before.
     pub(crate) fn count_failure_reason(&mut self, reason: &str) {
+        if let Some(count) = self.current_reasons.get_mut(reason) {
+            *count += 1;
+        } else if self.current_reasons.len() < MAX_FAILURE_REASONS {
+            self.current_reasons.insert(reason.to_string(), 1);
+        } else {
+            *self.current_reasons.entry("other".to_string()).or_insert(0) += 1;
+        }
         if let Some(count) = self.failure_reasons.get_mut(reason) {
             *count += 1;
         } else if self.failure_reasons.len() < MAX_FAILURE_REASONS {
@@ -77,6 +95,11 @@ impl RunState {
         champion_changed: bool,
     ) -> u64 {
         self.iterations += 1;
+        if self.recent_reasons.len() == RECENT_ITERATIONS {
+            self.recent_reasons.pop_front();
+        }
+        self.recent_reasons
+            .push_back(std::mem::take(&mut self.current_reasons));
         self.successes += successes;
         self.failures += failures;
         self.total_execution += duration;
@@ -86,6 +109,24 @@ impl RunState {
             self.champion_staleness += 1;
         }
         self.champion_staleness
+    }
+
+    /// Failure reasons over the last completed iterations, summed.
+    pub(crate) fn recent_failure_reasons(&self) -> BTreeMap<String, u64> {
+        let mut sum = BTreeMap::new();
+        for reasons in &self.recent_reasons {
+            for (reason, count) in reasons {
+                *sum.entry(reason.clone()).or_insert(0) += count;
+            }
+        }
+        sum
+    }
+
+    /// Folds a strategy's Sharpe ratio into the best so far.
+    pub(crate) fn observe_sharpe(&mut self, sharpe: f64) {
+        if self.best_sharpe.is_none_or(|best| sharpe > best) {
+            self.best_sharpe = Some(sharpe);
+        }
     }
 
     /// Keeps a completed iteration's point, dropping the oldest past [`HISTORY_LEN`].

@@ -146,6 +146,7 @@ fn router(endpoint: Arc<Endpoint>) -> Router {
         .timeout(REQUEST_TIMEOUT);
     let protected = Router::new()
         .route("/", get(dashboard))
+        .route("/api/v1/snapshot", get(snapshot))
         .route("/metrics", get(metrics))
         .fallback(not_found);
     #[cfg(feature = "web-config")]
@@ -307,6 +308,25 @@ async fn dashboard(State(endpoint): State<Arc<Endpoint>>) -> Response {
     }
 }
 
+async fn snapshot(State(endpoint): State<Arc<Endpoint>>) -> Response {
+    let source = Arc::clone(&endpoint.source);
+    match tokio::task::spawn_blocking(move || {
+        serde_json::to_vec(&crate::export::view::snapshot_json(&source.snapshot()))
+    })
+    .await
+    {
+        Ok(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(Err(err)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("snapshot failed: {err}\n"),
+        ),
+        Err(err) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("snapshot failed: {err}\n"),
+        ),
+    }
+}
+
 async fn healthz(State(endpoint): State<Arc<Endpoint>>) -> Response {
     text(
         StatusCode::OK,
@@ -317,6 +337,6 @@ async fn healthz(State(endpoint): State<Arc<Endpoint>>) -> Response {
 async fn not_found() -> Response {
     text(
         StatusCode::NOT_FOUND,
-        "not found: loopwatch serves /, /metrics and /healthz\n",
+        "not found: loopwatch serves /, /metrics, /api/v1/snapshot and /healthz\n",
     )
 }

@@ -1,221 +1,373 @@
-//! The embedded dashboard at `GET /`: the four panels of the Grafana dashboard, drawn
-//! as inline SVG on the server from a [`Snapshot`]. No scripts, no external assets (the
-//! page works offline); it refreshes itself every 5 seconds. Every string is escaped by
-//! maud, so text from the loop (champion ids, failure reasons) cannot inject markup.
+//! The embedded dashboard at `GET /`, for people who never open Grafana: the four
+//! panels of the Grafana dashboard with readable charts (iteration axis, y from zero for
+//! quantities that cannot be negative, humanised units, labelled thresholds, each point's
+//! iteration, value and time on hover), the best Sharpe so far, why strategies fail,
+//! an alert timeline, and this run's containers. Drawn as inline SVG on the server from
+//! a [`Snapshot`]: no scripts, no external assets, so it works offline; it refreshes
+//! every 5 s and reflows from 1280 px down to a 390 px phone. maud escapes every string,
+//! so text from the loop (champion ids, failure reasons) cannot inject markup.
+
+use std::fmt::Write as _;
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
+use crate::alerts::AlertName;
+use crate::export::view::{self, Interval};
 use crate::export::Snapshot;
-use crate::run::{EventKind, HistoryPoint};
-
-/// One series of a panel.
-struct Series {
-    label: &'static str,
-    unit: &'static str,
-    points: Vec<(f64, f64)>,
-    /// Horizontal threshold line (an alert threshold), if any.
-    threshold: Option<f64>,
-}
+use crate::run::HistoryPoint;
 
 const WIDTH: f64 = 440.0;
-const HEIGHT: f64 = 96.0;
-const PAD_LEFT: f64 = 52.0;
-const PAD_RIGHT: f64 = 8.0;
-const PAD_Y: f64 = 10.0;
+const HEIGHT: f64 = 130.0;
+const LEFT: f64 = 58.0;
+const RIGHT: f64 = 10.0;
+const TOP: f64 = 10.0;
+const BOTTOM: f64 = 22.0;
+/// Points drawn per line at most (the history holds up to 600).
+const MAX_LINE_POINTS: usize = 200;
+/// Characters of a champion id, failure reason or container name shown on the page.
+const MAX_TEXT: usize = 120;
+/// Points per line carrying a hover label.
+const MAX_HOVER_POINTS: usize = 30;
 
 const STYLE: &str = concat!(
-    "body{font:14px system-ui,sans-serif;margin:16px;background:#111418;color:#d8dee9}",
-    "h1{font-size:18px;margin:0 0 4px}.meta{color:#8a93a3;margin-bottom:10px}",
-    ".grid{display:grid;grid-template-columns:repeat(2,460px);gap:12px}",
-    ".panel{background:#1b1f26;border:1px solid #2b313b;border-radius:6px;padding:8px}",
+    "body{font:14px system-ui,sans-serif;margin:12px;background:#111418;color:#d8dee9}",
+    "h1{font-size:18px;margin:0 0 4px}.meta{color:#8a93a3;margin-bottom:8px}",
+    ".grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,460px),1fr));gap:12px}",
+    ".panel{background:#1b1f26;border:1px solid #2b313b;border-radius:6px;padding:8px;min-width:0}",
     ".panel h2{font-size:15px;margin:0 0 6px}.legend{font-size:12px;color:#aab3c2}",
-    "svg{display:block}.line{fill:none;stroke:#5ab0f0;stroke-width:1.5}",
+    "svg{display:block;width:100%;height:auto}.axis{fill:#8a93a3;font-size:10px}",
+    ".grid-line{stroke:#2b313b}.l0{fill:none;stroke:#5ab0f0;stroke-width:1.5}",
+    ".l1{fill:none;stroke:#3fb950;stroke-width:1.5}.dot{fill:transparent}.dot:hover{fill:#fff}",
     ".champion{stroke:#3fb950;stroke-width:1;stroke-dasharray:2 3}",
-    ".alert{stroke:#f85149;stroke-width:1.5}.threshold{stroke:#e3b341;stroke-dasharray:4 3}",
-    ".axis{fill:#8a93a3;font-size:10px}.empty{fill:#8a93a3;font-size:12px}",
-    ".alerts{margin:8px 0 12px}.alerts li{color:#f85149}.ok{color:#3fb950}",
+    ".threshold{stroke:#e3b341;stroke-dasharray:4 3}.tlabel{fill:#e3b341;font-size:10px}",
+    ".empty{fill:#8a93a3;font-size:12px}.alerts{margin:6px 0 12px}.alerts li{color:#f85149}",
+    ".ok{color:#3fb950}.lane{fill:#f85149}.lane-bg{fill:#222831}",
+    ".bars{font-size:12px}.bar{display:flex;gap:6px;align-items:center;margin:2px 0}",
+    ".bar .fill{background:#f0883e;height:10px;border-radius:2px}",
+    ".bar .reason{flex:0 0 45%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}",
+    "table{border-collapse:collapse;font-size:12px;width:100%}td,th{text-align:left;padding:2px 6px}",
+    "th{color:#8a93a3}.key{color:#8a93a3;font-size:12px}",
 );
 
-/// Four significant digits at most, no trailing noise for whole numbers.
-fn format_value(value: f64) -> String {
-    if value == value.trunc() && value.abs() < 1e15 {
+/// How a chart's numbers read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Bytes,
+    Percent,
+    Seconds,
+    Count,
+    Ratio,
+    Plain,
+}
+
+impl Unit {
+    /// A value with its unit, humanised: 13.2 MiB, 87%, 350 ms.
+    fn format(self, value: f64) -> String {
+        match self {
+            Unit::Bytes => {
+                let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+                let mut v = value;
+                let mut i = 0;
+                while v.abs() >= 1024.0 && i < units.len() - 1 {
+                    v /= 1024.0;
+                    i += 1;
+                }
+                format!("{} {}", short(v), units[i])
+            }
+            Unit::Percent => format!("{}%", short(value)),
+            Unit::Seconds if value != 0.0 && value.abs() < 1.0 => {
+                format!("{} ms", short(value * 1000.0))
+            }
+            Unit::Seconds => format!("{} s", short(value)),
+            Unit::Count => format!("{}", value.round()),
+            Unit::Ratio | Unit::Plain => short(value),
+        }
+    }
+
+    /// Whether the quantity cannot be negative, so its axis starts at zero.
+    fn from_zero(self) -> bool {
+        !matches!(self, Unit::Plain)
+    }
+}
+
+/// Three significant digits at most, no trailing noise.
+fn short(value: f64) -> String {
+    if !value.is_finite() {
+        return "—".into();
+    }
+    // No "-0" on an axis.
+    let value = if value == 0.0 { 0.0 } else { value };
+    if value == value.trunc() && value.abs() < 1e9 {
         return format!("{value:.0}");
     }
     let magnitude = value.abs().log10().floor() as i32;
-    let decimals = (3 - magnitude).clamp(0, 6) as usize;
+    let decimals = (2 - magnitude).clamp(0, 4) as usize;
     format!("{value:.decimals$}")
 }
 
-/// Draws one series as a small line chart with its own scale, with champion changes
-/// (green) and alert transitions (red) marked as vertical lines.
-fn chart(series: &Series, x_range: (f64, f64), champions: &[f64], alerts: &[f64]) -> Markup {
-    let latest = series
-        .points
-        .last()
-        .map_or("—".to_string(), |p| format_value(p.1));
-    let view_box = format!("0 0 {WIDTH} {HEIGHT}");
-    let legend = html! {
-        div class="legend" { (series.label) " " b { (latest) } " " (series.unit) }
-    };
-    if series.points.is_empty() {
-        return html! {
-            div class="series" data-series=(series.label) data-points="0" {
-                (legend)
-                svg viewBox=(view_box) width=(WIDTH) height=(HEIGHT) role="img" aria-label=(series.label) {
-                    text x="60" y="50" class="empty" { "no data yet" }
-                }
-            }
-        };
+/// Text from the loop, cut to `MAX_TEXT` characters for the page (the JSON has it all).
+fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_TEXT) {
+        Some((end, _)) => format!("{}…", &text[..end]).into(),
+        None => text.into(),
     }
-    let (x0, x1) = x_range;
-    let values = || series.points.iter().map(|p| p.1);
-    let mut y0 = values().fold(f64::INFINITY, f64::min);
-    let mut y1 = values().fold(f64::NEG_INFINITY, f64::max);
-    if let Some(t) = series.threshold {
-        y0 = y0.min(t);
-        y1 = y1.max(t);
-    }
-    if (y1 - y0).abs() < 1e-12 {
-        if y0 == 0.0 {
-            // A flat zero (no containers, say): draw it on the floor of a 0–1 scale.
-            y1 = 1.0;
-        } else {
-            // Another flat series: centre it, with a margin relative to its size.
-            let pad = y0.abs() * 0.1;
-            y0 -= pad;
-            y1 += pad;
-        }
-    }
-    let sx = |x: f64| PAD_LEFT + (x - x0) / (x1 - x0).max(1.0) * (WIDTH - PAD_LEFT - PAD_RIGHT);
-    let sy = |y: f64| HEIGHT - PAD_Y - (y - y0) / (y1 - y0) * (HEIGHT - 2.0 * PAD_Y);
-    let points: String = series
-        .points
-        .iter()
-        .map(|&(x, y)| format!("{:.1},{:.1} ", sx(x), sy(y)))
-        .collect();
-    html! {
-        div class="series" data-series=(series.label) data-points=(series.points.len()) {
-            (legend)
-            svg viewBox=(view_box) width=(WIDTH) height=(HEIGHT) role="img" aria-label=(series.label) {
-                text x="2" y=(format!("{:.1}", PAD_Y + 4.0)) class="axis" { (format_value(y1)) }
-                text x="2" y=(format!("{:.1}", HEIGHT - PAD_Y)) class="axis" { (format_value(y0)) }
-                @for &x in champions {
-                    line class="champion" x1=(format!("{:.1}", sx(x))) x2=(format!("{:.1}", sx(x))) y1="0" y2=(HEIGHT) {}
-                }
-                @for &x in alerts {
-                    line class="alert" x1=(format!("{:.1}", sx(x))) x2=(format!("{:.1}", sx(x))) y1="0" y2=(HEIGHT) {}
-                }
-                @if let Some(t) = series.threshold {
-                    line class="threshold" x1=(PAD_LEFT) x2=(format!("{:.1}", WIDTH - PAD_RIGHT))
-                        y1=(format!("{:.1}", sy(t))) y2=(format!("{:.1}", sy(t))) {}
-                }
-                polyline class="line" points=(points) {}
-            }
-        }
-    }
+}
+
+/// Local wall-clock time of a Unix timestamp, `HH:MM:SS` (UTC).
+fn clock(unix: f64) -> String {
+    let secs = unix.max(0.0) as u64 % 86_400;
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// One line of a chart.
+struct Series {
+    label: &'static str,
+    points: Vec<(u64, f64, f64)>,
+}
+
+/// One chart: its lines, unit, threshold and the champion changes to mark.
+struct Chart<'a> {
+    title: &'static str,
+    unit: Unit,
+    series: Vec<Series>,
+    threshold: Option<(f64, String)>,
+    fixed_max: Option<f64>,
+    marks: &'a [u64],
 }
 
 fn series(
     label: &'static str,
-    unit: &'static str,
     history: &[HistoryPoint],
     value: impl Fn(&HistoryPoint) -> Option<f64>,
 ) -> Series {
     Series {
         label,
-        unit,
         points: history
             .iter()
             .filter_map(|p| {
                 value(p)
                     .filter(|v| v.is_finite())
-                    .map(|v| (p.iteration as f64, v))
+                    .map(|v| (p.iteration, v, p.at))
             })
             .collect(),
-        threshold: None,
     }
 }
 
-fn with_threshold(mut series: Series, threshold: f64) -> Series {
-    series.threshold = Some(threshold);
-    series
+/// Every `step`-th index of `len`, the last always included.
+fn thinned(len: usize, most: usize) -> impl Iterator<Item = usize> {
+    let step = len.div_ceil(most.max(1)).max(1);
+    (0..len).filter(move |i| i % step == 0 || *i + 1 == len)
 }
 
-/// The four panels, as in the Grafana dashboard.
-fn panels(snapshot: &Snapshot) -> [(&'static str, Vec<Series>); 4] {
-    let history = &snapshot.history;
-    let t = &snapshot.thresholds;
-    [
-        (
-            "Resource Usage",
-            vec![
-                series("memory usage", "GB", history, |p| {
-                    Some(p.memory_usage_bytes / 1e9)
-                }),
-                series("CPU usage", "%", history, |p| Some(p.cpu_usage_percent)),
-                series("execution time per iteration", "s", history, |p| {
-                    Some(p.execution_time_seconds)
-                }),
-            ],
-        ),
-        (
-            "Strategy Performance",
-            vec![
-                with_threshold(
-                    series("success rate (10 iterations)", "%", history, |p| {
-                        p.success_rate_10iter.map(|r| r * 100.0)
-                    }),
-                    t.success_rate_floor * 100.0,
-                ),
-                series("Sharpe ratio", "", history, |p| p.sharpe_ratio),
-                series("max drawdown", "fraction", history, |p| p.max_drawdown),
-            ],
-        ),
-        (
-            "Diversity Metrics",
-            vec![
-                with_threshold(
-                    series("population diversity", "0–1", history, |p| {
-                        p.population_diversity
-                    }),
-                    t.diversity_floor,
-                ),
-                series("unique strategies", "", history, |p| {
-                    p.unique_strategy_count.map(|u| u as f64)
-                }),
-                with_threshold(
-                    series("champion age", "iterations", history, |p| {
-                        Some(p.champion_staleness_iterations as f64)
-                    }),
-                    t.staleness_iterations as f64,
-                ),
-            ],
-        ),
-        (
-            "Container Stats",
-            vec![
-                series("active containers", "", history, |p| {
-                    Some(p.active_containers)
-                }),
-                series("container memory", "MB", history, |p| {
-                    Some(p.container_memory_bytes / 1e6)
-                }),
-                with_threshold(
-                    series("cleanup failures", "", history, |p| {
-                        Some(p.cleanup_failures)
-                    }),
-                    t.orphan_limit as f64,
-                ),
-            ],
-        ),
-    ]
+/// Round tick positions between `from` and `to`, about `count` of them.
+fn ticks(from: f64, to: f64, count: usize) -> Vec<f64> {
+    let span = (to - from).max(1e-9);
+    let raw = span / count.max(1) as f64;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(raw);
+    let mut tick = (from / step).ceil() * step;
+    let mut out = Vec::new();
+    while tick <= to + step * 1e-9 && out.len() < 12 {
+        out.push(tick);
+        tick += step;
+    }
+    out
+}
+
+fn chart(c: &Chart<'_>, x_range: (f64, f64)) -> Markup {
+    let points: usize = c.series.iter().map(|s| s.points.len()).sum();
+    let latest = |s: &Series| {
+        s.points
+            .last()
+            .map_or("—".to_string(), |p| c.unit.format(p.1))
+    };
+    let legend = html! {
+        div class="legend" {
+            b { (c.title) } " "
+            @for (i, s) in c.series.iter().enumerate() {
+                @if c.series.len() > 1 { span class=(format!("key k{i}")) { " · " (s.label) " " } }
+                b { (latest(s)) }
+            }
+        }
+    };
+    let view_box = format!("0 0 {WIDTH} {HEIGHT}");
+    if points == 0 {
+        return html! {
+            div class="series" data-series=(c.title) data-points="0" {
+                (legend)
+                svg viewBox=(view_box) role="img" aria-label=(c.title) {
+                    text x="60" y="60" class="empty" { "no data yet" }
+                }
+            }
+        };
+    }
+    let values = || c.series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let mut y_max = values().fold(f64::NEG_INFINITY, f64::max);
+    let mut y_min = if c.unit.from_zero() {
+        0.0f64.min(values().fold(f64::INFINITY, f64::min))
+    } else {
+        values().fold(f64::INFINITY, f64::min)
+    };
+    if let Some((t, _)) = &c.threshold {
+        y_max = y_max.max(*t);
+        y_min = y_min.min(*t);
+    }
+    if let Some(fixed) = c.fixed_max {
+        y_max = y_max.max(fixed);
+    }
+    if y_max - y_min < 1e-9 {
+        let unit_span = match c.unit {
+            Unit::Bytes => 1024.0 * 1024.0,
+            Unit::Count => 2.0,
+            _ => 1.0,
+        };
+        y_max = y_min
+            + if y_min == 0.0 {
+                unit_span
+            } else {
+                y_min.abs() * 0.2
+            };
+    } else if c.fixed_max.is_none() {
+        y_max += (y_max - y_min) * 0.08;
+    }
+    let (x0, x1) = x_range;
+    let sx = |x: f64| LEFT + (x - x0) / (x1 - x0).max(1.0) * (WIDTH - LEFT - RIGHT);
+    let sy = |y: f64| HEIGHT - BOTTOM - (y - y_min) / (y_max - y_min) * (HEIGHT - TOP - BOTTOM);
+    let mut grid = String::new();
+    let y_ticks = ticks(y_min, y_max, 3);
+    let y_ticks = if c.unit == Unit::Count {
+        // Whole numbers only: no "1, 1" from ticks at 0.5.
+        let mut whole: Vec<f64> = y_ticks.iter().map(|t| t.round()).collect();
+        whole.dedup();
+        whole
+    } else {
+        y_ticks
+    };
+    for tick in y_ticks {
+        let _ = write!(
+            grid,
+            r#"<line class="grid-line" x1="{LEFT}" x2="{:.0}" y1="{y:.1}" y2="{y:.1}"/><text class="axis axis-y" x="{:.0}" y="{:.1}" text-anchor="end">{}</text>"#,
+            WIDTH - RIGHT,
+            LEFT - 4.0,
+            sy(tick) + 3.0,
+            c.unit.format(tick),
+            y = sy(tick),
+        );
+    }
+    for tick in ticks(x0, x1, 5) {
+        let _ = write!(
+            grid,
+            r#"<text class="axis axis-x" x="{:.1}" y="{:.0}" text-anchor="middle">{}</text>"#,
+            sx(tick),
+            HEIGHT - 6.0,
+            tick.round()
+        );
+    }
+    html! {
+        div class="series" data-series=(c.title) data-points=(points) {
+            (legend)
+            svg viewBox=(view_box) role="img" aria-label=(c.title) {
+                (PreEscaped(grid))
+                @for &m in c.marks.iter().filter(|m| **m as f64 >= x0) {
+                    line class="champion" x1=(format!("{:.1}", sx(m as f64))) x2=(format!("{:.1}", sx(m as f64)))
+                        y1=(TOP) y2=(HEIGHT - BOTTOM) { title { "champion changed at iteration " (m) } }
+                }
+                @if let Some((t, label)) = &c.threshold {
+                    line class="threshold" x1=(LEFT) x2=(WIDTH - RIGHT)
+                        y1=(format!("{:.1}", sy(*t))) y2=(format!("{:.1}", sy(*t))) {}
+                    text class="tlabel" x=(WIDTH - RIGHT - 2.0) y=(format!("{:.1}", sy(*t) - 3.0)) text-anchor="end" { (label) }
+                }
+                @for (i, s) in c.series.iter().enumerate() {
+                    polyline class=(format!("l{}", i.min(1))) points=(
+                        thinned(s.points.len(), MAX_LINE_POINTS)
+                            .map(|k| format!("{:.1},{:.1}", sx(s.points[k].0 as f64), sy(s.points[k].1)))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ) {}
+                    @for k in thinned(s.points.len(), MAX_HOVER_POINTS) {
+                        @let (x, y, at) = s.points[k];
+                        circle class="dot" cx=(format!("{:.1}", sx(x as f64))) cy=(format!("{:.1}", sy(y))) r="3" {
+                            title { (s.label) ": " (c.unit.format(y)) " · iteration " (x) " · " (clock(at)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The alert timeline: one lane per alert, its firing intervals over the iterations.
+fn timeline(
+    lanes: &std::collections::BTreeMap<AlertName, Vec<Interval>>,
+    x_range: (f64, f64),
+) -> Markup {
+    let (x0, x1) = x_range;
+    let lane_height = 16.0;
+    let height = lane_height * lanes.len() as f64 + 22.0;
+    let left = 150.0;
+    let sx = |x: f64| left + (x.clamp(x0, x1) - x0) / (x1 - x0).max(1.0) * (WIDTH - left - RIGHT);
+    html! {
+        svg class="timeline" viewBox=(format!("0 0 {WIDTH} {height}")) role="img" aria-label="alert timeline" {
+            @for (row, (alert, intervals)) in lanes.iter().enumerate() {
+                @let y = row as f64 * lane_height + 4.0;
+                g data-lane=(alert.as_str()) data-intervals=(intervals.len()) {
+                    text class="axis" x="0" y=(format!("{:.0}", y + 10.0)) { (alert.as_str()) }
+                    rect class="lane-bg" x=(left) y=(y) width=(WIDTH - left - RIGHT) height=(lane_height - 4.0) {}
+                    @for i in intervals {
+                        @let to = i.to_iteration.map_or(x1, |t| t as f64);
+                        rect class="lane" x=(format!("{:.1}", sx(i.from_iteration as f64)))
+                            y=(y) width=(format!("{:.1}", (sx(to) - sx(i.from_iteration as f64)).max(2.0)))
+                            height=(lane_height - 4.0) {
+                            title {
+                                (alert.as_str()) " from iteration " (i.from_iteration) " (" (clock(i.from)) ")"
+                                @if let (Some(t), Some(at)) = (i.to_iteration, i.to) { " to " (t) " (" (clock(at)) ")" } @else { ", still firing" }
+                            }
+                        }
+                    }
+                }
+            }
+            @for tick in ticks(x0, x1, 5) {
+                text class="axis axis-x" x=(format!("{:.1}", sx(tick))) y=(format!("{:.0}", height - 4.0)) text-anchor="middle" { (tick.round()) }
+            }
+        }
+    }
+}
+
+/// Failure reasons as bars, largest first.
+fn bars(title: String, reasons: &[(String, u64)]) -> Markup {
+    let most = reasons.iter().map(|(_, c)| *c).max().unwrap_or(1).max(1);
+    html! {
+        div class="bars" {
+            div class="legend" { b { (title) } }
+            @if reasons.is_empty() { div class="key" { "no failures" } }
+            @for (reason, count) in reasons {
+                div class="bar" data-reason=(clip(reason)) {
+                    span class="reason" title=(clip(reason)) { (clip(reason)) }
+                    span class="fill" style=(format!("width:{:.0}%", *count as f64 / most as f64 * 50.0)) {}
+                    span { (count) }
+                }
+            }
+        }
+    }
+}
+
+fn age(seconds: f64) -> String {
+    match seconds {
+        s if s < 90.0 => format!("{s:.0} s"),
+        s if s < 5400.0 => format!("{:.0} min", s / 60.0),
+        s => format!("{:.1} h", s / 3600.0),
+    }
 }
 
 /// Renders the whole page.
 pub(crate) fn render(snapshot: &Snapshot) -> String {
     let history = &snapshot.history;
     let summary = &snapshot.summary;
-    let firing = snapshot.evaluation.firing();
+    let t = &snapshot.thresholds;
     let x_range = match (history.first(), history.last()) {
         (Some(a), Some(b)) => (
             a.iteration as f64,
@@ -223,24 +375,173 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         ),
         _ => (0.0, 1.0),
     };
-    let marks = |wanted: fn(&EventKind) -> bool| -> Vec<f64> {
-        snapshot
-            .events
-            .iter()
-            .filter(|e| e.iteration as f64 >= x_range.0 && wanted(&e.kind))
-            .map(|e| e.iteration as f64)
-            .collect()
-    };
-    let champions = marks(|k| matches!(k, EventKind::ChampionChanged { .. }));
-    let alerts = marks(|k| matches!(k, EventKind::Alert { .. }));
+    let champions: Vec<u64> = history
+        .iter()
+        .filter(|p| p.champion_changed)
+        .map(|p| p.iteration)
+        .collect();
+    let none: [u64; 0] = [];
+    let firing = view::firing(snapshot);
+    let lanes = view::intervals(snapshot);
+    let latest_time = history.last().map(|p| clock(p.at));
     let success_rate = summary
         .success_rate
         .map_or("—".to_string(), |r| format!("{:.1}%", r * 100.0));
+    let panels: [(&str, Vec<Chart<'_>>); 4] = [
+        (
+            "Resource Usage",
+            vec![
+                Chart {
+                    title: "memory usage",
+                    unit: Unit::Bytes,
+                    series: vec![series("memory", history, |p| Some(p.memory_usage_bytes))],
+                    threshold: None,
+                    fixed_max: None,
+                    marks: &none,
+                },
+                Chart {
+                    title: "CPU usage",
+                    unit: Unit::Percent,
+                    series: vec![series("CPU", history, |p| Some(p.cpu_usage_percent))],
+                    threshold: None,
+                    fixed_max: None,
+                    marks: &none,
+                },
+                Chart {
+                    title: "time per iteration",
+                    unit: Unit::Seconds,
+                    series: vec![series("time", history, |p| Some(p.execution_time_seconds))],
+                    threshold: None,
+                    fixed_max: None,
+                    marks: &none,
+                },
+            ],
+        ),
+        (
+            "Strategy Performance",
+            vec![
+                Chart {
+                    title: "success rate (10 iterations)",
+                    unit: Unit::Percent,
+                    series: vec![series("success rate", history, |p| {
+                        p.success_rate_10iter.map(|r| r * 100.0)
+                    })],
+                    threshold: Some((
+                        t.success_rate_floor * 100.0,
+                        format!(
+                            "LowSuccessRate below {}%",
+                            short(t.success_rate_floor * 100.0)
+                        ),
+                    )),
+                    fixed_max: Some(100.0),
+                    marks: &none,
+                },
+                Chart {
+                    title: "Sharpe ratio",
+                    unit: Unit::Plain,
+                    series: vec![
+                        series("mean", history, |p| p.sharpe_ratio),
+                        series("best so far", history, |p| p.best_sharpe),
+                    ],
+                    threshold: None,
+                    fixed_max: None,
+                    marks: &champions,
+                },
+                Chart {
+                    title: "max drawdown",
+                    unit: Unit::Percent,
+                    series: vec![series("max drawdown", history, |p| {
+                        p.max_drawdown.map(|d| d * 100.0)
+                    })],
+                    threshold: None,
+                    fixed_max: None,
+                    marks: &none,
+                },
+            ],
+        ),
+        (
+            "Diversity Metrics",
+            vec![
+                Chart {
+                    title: "population diversity",
+                    unit: Unit::Ratio,
+                    series: vec![series("diversity", history, |p| p.population_diversity)],
+                    threshold: Some((
+                        t.diversity_floor,
+                        format!("collapse below {}", short(t.diversity_floor)),
+                    )),
+                    fixed_max: Some(1.0),
+                    marks: &none,
+                },
+                Chart {
+                    title: "unique strategies",
+                    unit: Unit::Count,
+                    series: vec![series("unique", history, |p| {
+                        p.unique_strategy_count.map(|u| u as f64)
+                    })],
+                    threshold: None,
+                    fixed_max: None,
+                    marks: &none,
+                },
+                Chart {
+                    title: "champion age (iterations)",
+                    unit: Unit::Count,
+                    series: vec![series("champion age", history, |p| {
+                        Some(p.champion_staleness_iterations as f64)
+                    })],
+                    threshold: Some((
+                        t.staleness_iterations as f64,
+                        format!("stale at {}", t.staleness_iterations),
+                    )),
+                    fixed_max: None,
+                    marks: &champions,
+                },
+            ],
+        ),
+        (
+            "Container Stats",
+            vec![
+                Chart {
+                    title: "active containers",
+                    unit: Unit::Count,
+                    series: vec![series("active", history, |p| Some(p.active_containers))],
+                    threshold: None,
+                    fixed_max: None,
+                    marks: &none,
+                },
+                Chart {
+                    title: "container memory",
+                    unit: Unit::Bytes,
+                    series: vec![series("memory", history, |p| {
+                        Some(p.container_memory_bytes)
+                    })],
+                    threshold: None,
+                    fixed_max: None,
+                    marks: &none,
+                },
+                Chart {
+                    title: "cleanup failures",
+                    unit: Unit::Count,
+                    series: vec![series("failures", history, |p| Some(p.cleanup_failures))],
+                    threshold: Some((
+                        t.orphan_limit as f64,
+                        format!("alert above {}", t.orphan_limit),
+                    )),
+                    fixed_max: None,
+                    marks: &none,
+                },
+            ],
+        ),
+    ];
+    let last_sweep = &snapshot.containers["last_sweep"];
+    let orphans_found = last_sweep["orphans"].as_array().map_or(0, Vec::len);
+    let orphans_removed = last_sweep["removed"].as_array().map_or(0, Vec::len);
     let page = html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
                 meta http-equiv="refresh" content="5";
                 title { "loopwatch" }
                 style { (PreEscaped(STYLE)) }
@@ -249,10 +550,11 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                 h1 { "loopwatch" }
                 div class="meta" {
                     "run " code { (summary.run_id) } " · " (summary.iterations) " iterations · champion "
-                    code { (summary.champion.as_deref().unwrap_or("—")) }
+                    code { (clip(summary.champion.as_deref().unwrap_or("—"))) }
                     " · staleness " (summary.champion_staleness_iterations)
                     " · success rate " (success_rate)
-                    " · refreshes every 5 s · " a href="/metrics" { "/metrics" }
+                    @if let Some(at) = &latest_time { " · latest iteration at " (at) " UTC" }
+                    " · refreshes every 5 s · " a href="/metrics" { "/metrics" } " · " a href="/api/v1/snapshot" { "JSON" }
                 }
                 @if firing.is_empty() {
                     div class="alerts ok" id="alerts" { "No alerts firing." }
@@ -260,26 +562,51 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     div class="alerts" id="alerts" {
                         b { "Firing:" }
                         ul {
-                            @for alert in &firing {
-                                li data-alert=(alert.as_str()) { (alert.as_str()) ": " (alert.message()) }
+                            @for f in &firing {
+                                li data-alert=(f.alertname.as_str()) {
+                                    b { (f.alertname.as_str()) } ": " (f.message)
+                                    " since iteration " (f.since_iteration) " (" (clock(f.since)) " UTC)"
+                                    @if let Some(v) = f.value { " · value " (short(v)) } " · threshold " (short(f.threshold))
+                                }
                             }
                         }
                     }
                 }
                 div class="grid" {
-                    @for (title, series) in panels(snapshot) {
+                    @for (title, charts) in &panels {
                         section class="panel" data-panel=(title)
-                            data-points=(series.iter().map(|s| s.points.len()).sum::<usize>()) {
+                            data-points=(charts.iter().flat_map(|c| &c.series).map(|s| s.points.len()).sum::<usize>()) {
                             h2 { (title) }
-                            @for s in &series {
-                                (chart(s, x_range, &champions, &alerts))
+                            @for c in charts { (chart(c, x_range)) }
+                            @if *title == "Container Stats" {
+                                table class="containers" {
+                                    tr { th { "container" } th { "memory" } th { "CPU" } th { "age" } }
+                                    @for c in &snapshot.live_containers {
+                                        tr data-container=(clip(&c.name)) {
+                                            td { (clip(&c.name)) } td { (Unit::Bytes.format(c.memory_bytes as f64)) }
+                                            td { (c.cpu_percent.map_or("—".to_string(), |p| Unit::Percent.format(p))) }
+                                            td { (age(c.age_seconds)) }
+                                        }
+                                    }
+                                    @if snapshot.live_containers.is_empty() { tr { td colspan="4" class="key" { "no running containers" } } }
+                                }
+                                div class="key" { "orphans at the last sweep: " (orphans_found) " found, " (orphans_removed) " cleaned" }
                             }
                         }
                     }
+                    section class="panel" data-panel="Why strategies fail" {
+                        h2 { "Why strategies fail" }
+                        (bars("whole run".into(), &view::top_reasons(&summary.failure_reasons)))
+                        (bars(format!("last {} iterations", snapshot.recent_iterations), &view::top_reasons(&snapshot.recent_failure_reasons)))
+                    }
+                    section class="panel" data-panel="Alert timeline" {
+                        h2 { "Alert timeline" }
+                        (timeline(&lanes, x_range))
+                    }
                 }
                 p class="meta" {
-                    "Green dashed lines: champion changes. Red lines: alert transitions. \
-                     Yellow dashed lines: alert thresholds."
+                    "x: iteration. Green dashed lines: champion changes. Yellow dashed lines: alert thresholds. "
+                    "Hover a point for its iteration, value and time."
                 }
             }
         }
