@@ -330,12 +330,17 @@ fn orphans_of_dead_owners_are_removed_and_nothing_else_is_touched() {
         "the dead owners' containers to go",
         || dead.iter().all(|id| !exists(id)),
     );
+    // Either loop may clean them up (the live one notices dead owners too, from its
+    // process table); each is cleaned, and logged, exactly once.
+    let theirs: Vec<String> = rx.try_iter().collect();
     for id in &dead {
-        let lines = logs().lines_with(&[&format!("Cleaned up orphaned container {id}")]);
-        assert_eq!(lines.len(), 1, "{id}: {lines:?}");
+        let needle = format!("Cleaned up orphaned container {id}");
+        let ours = logs().lines_with(&[&needle]).len();
+        let by_the_live_loop = theirs.iter().filter(|l| l.contains(&needle)).count();
+        assert_eq!(ours + by_the_live_loop, 1, "{id}: logged once");
     }
     assert!(!logs()
-        .lines_with(&["found 3 orphaned containers from previous runs"])
+        .lines_with(&["orphaned containers from previous runs"])
         .is_empty());
     for id in &kept {
         assert!(exists(id), "{id} must be left alone");
