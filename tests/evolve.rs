@@ -134,6 +134,11 @@ const SMALL: [&str; 6] = ["--population", "24", "--resamples", "4", "--window", 
 
 /// Runs headless Chromium on the page: (dumped DOM, screenshot path).
 fn chromium(url: &str, screenshot: &Path) -> String {
+    chromium_at(url, screenshot, 1000, 1250)
+}
+
+/// Headless Chromium at a given window size: (dumped DOM), screenshot written.
+fn chromium_at(url: &str, screenshot: &Path, width: u32, height: u32) -> String {
     let profile = tempfile::tempdir().unwrap();
     let common = [
         "--headless",
@@ -145,11 +150,12 @@ fn chromium(url: &str, screenshot: &Path) -> String {
         "--disable-component-update",
         "--disable-sync",
         "--hide-scrollbars",
-        "--window-size=1000,1250",
     ];
+    let size = format!("--window-size={width},{height}");
     let run = |extra: &[String]| {
         Command::new("chromium")
             .args(common)
+            .arg(&size)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .args(extra)
             .arg(url)
@@ -252,6 +258,58 @@ fn thirty_generations_serve_metrics_and_dashboard_and_export_what_was_printed() 
         .stdout_seen
         .iter()
         .any(|l| l.starts_with("final summary: ") && l.ends_with("metrics_final.json")));
+}
+
+#[test]
+fn the_page_reads_at_desktop_and_phone_widths_during_alert_scenarios() {
+    for (scenario, alert, reason) in [
+        ("diversity-collapse", "DiversityCollapse", "data-reason="),
+        (
+            "low-success",
+            "LowSuccessRate",
+            "data-reason=\"too few trades\"",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "--scenario",
+            scenario,
+            "--iterations",
+            "30",
+            "--linger",
+            "60s",
+        ];
+        args.extend(SMALL);
+        let mut evolve = Evolve::start(dir.path(), &args);
+        let addr = evolve.addr();
+        evolve.stdout_until("generations:", Duration::from_secs(120));
+        for (width, height) in [(1280, 1600), (390, 3000)] {
+            let shot = dir.path().join(format!("{scenario}-{width}.png"));
+            let dom = chromium_at(&format!("http://{addr}/"), &shot, width, height);
+            assert!(
+                dom.contains("class=\"axis axis-x\""),
+                "{scenario} at {width}: an iteration axis"
+            );
+            assert!(
+                dom.contains(reason),
+                "{scenario} at {width}: failure reasons as bars"
+            );
+            assert!(
+                dom.contains(&format!("data-lane=\"{alert}\" data-intervals=\"1\"")),
+                "{scenario} at {width}: the alert's lane shows its interval"
+            );
+            assert!(
+                dom.contains(&format!("data-alert=\"{alert}\"")),
+                "listed as firing"
+            );
+            let png = std::fs::read(&shot).unwrap();
+            assert!(
+                png.len() > 10_000 && png.starts_with(b"\x89PNG"),
+                "a real screenshot"
+            );
+        }
+        evolve.terminate();
+    }
 }
 
 #[test]
