@@ -218,6 +218,13 @@ pub(crate) struct Event {
     pub(crate) kind: EventKind,
 }
 
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
 /// Serialises a time as RFC 3339 with milliseconds.
 pub(crate) fn serialize_time<S: serde::Serializer>(
     t: &SystemTime,

@@ -26,7 +26,7 @@ pub(crate) struct CgroupStats {
 }
 
 /// Reads a whole small file from its start into `buffer`.
-fn read_whole<'b>(file: &File, buffer: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+fn read_whole<'b>(file: &File, buffer: &'b mut [u8]) -> Option<&'b [u8]> {
     let read = file.read_at(buffer, 0).ok()?;
     (read > 0).then(|| &buffer[..read])
 }

@@ -311,10 +311,11 @@ impl Containers {
         } else {
             let pid = state.pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0);
             let found = CgroupStats::of_container(id, pid);
-            if found.is_none() && !self.cgroup_only {
-                if !self.use_docker_api.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(container = %name, "the cgroup files of this run's containers cannot be read from here (a remote or rootless Docker?); container numbers come from the Docker stats API instead (loopwatch_container_stats_source{{source=\"docker_api\"}})");
-                }
+            if found.is_none()
+                && !self.cgroup_only
+                && !self.use_docker_api.swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!(container = %name, "the cgroup files of this run's containers cannot be read from here (a remote or rootless Docker?); container numbers come from the Docker stats API instead (loopwatch_container_stats_source{{source=\"docker_api\"}})");
             }
             found
         };

@@ -15,12 +15,7 @@ use crate::run::EventKind;
 /// Failure reasons shown by name; the rest are summed as `other`.
 pub(crate) const TOP_REASONS: usize = 8;
 
-/// Seconds since the Unix epoch.
-pub(crate) fn unix(at: SystemTime) -> f64 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
-}
+use crate::run::unix_seconds as unix;
 
 /// One stretch of iterations during which an alert fired.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

@@ -19,7 +19,9 @@ use crate::export::alertmanager::AlertSink;
 use crate::export::{Evaluation, Snapshot, Source};
 use crate::pipeline::{encode_text, Pipeline};
 use crate::record::Rejections;
-use crate::run::{Event, EventKind, HistoryPoint, IterationSummary, RunIdentity, RunSummary};
+use crate::run::{
+    unix_seconds, Event, EventKind, HistoryPoint, IterationSummary, RunIdentity, RunSummary,
+};
 use crate::sample::{CgroupMemory, HostSample, HostSampler};
 
 use super::state::RunState;
@@ -84,12 +86,6 @@ impl Liveness {
             done: self.done.load(Ordering::Relaxed),
         }
     }
-}
-
-fn unix_seconds(at: SystemTime) -> f64 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 /// Shared between the loop's handle, the endpoint and the background tasks.

@@ -85,7 +85,7 @@ impl Unit {
     }
 
     /// Whether the quantity cannot be negative, so its axis starts at zero.
-    fn from_zero(self) -> bool {
+    fn starts_at_zero(self) -> bool {
         !matches!(self, Unit::Plain)
     }
 }
@@ -207,7 +207,7 @@ fn chart(c: &Chart<'_>, x_range: (f64, f64)) -> Markup {
     }
     let values = || c.series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     let mut y_max = values().fold(f64::NEG_INFINITY, f64::max);
-    let mut y_min = if c.unit.from_zero() {
+    let mut y_min = if c.unit.starts_at_zero() {
         0.0f64.min(values().fold(f64::INFINITY, f64::min))
     } else {
         values().fold(f64::INFINITY, f64::min)
