@@ -11,8 +11,9 @@ use support::*;
 
 /// Metrics the background samplers and sweeps refresh on their own schedule (and at
 /// shutdown, which also marks the loop done), so they may differ from a prior scrape.
-const SAMPLED: [&str; 18] = [
+const SAMPLED: [&str; 19] = [
     "loopwatch_loop_done",
+    "loopwatch_container_stats_source",
     "loopwatch_memory_used_bytes",
     "loopwatch_memory_limit_bytes",
     "process_cpu_seconds_total",
