@@ -455,16 +455,19 @@ fn removal_that_fails_for_real_is_counted_logged_and_alerted_within_ten_seconds(
 fn a_killed_loop_leaves_orphans_that_the_next_start_removes() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new(example_path("crash_drill"))
+    let mut drill = Command::new(example_path("crash_drill"))
         .arg("3")
         .env("LOOPWATCH_LISTEN", "127.0.0.1:0")
         .env("LOOPWATCH_OUTPUT_DIR", dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
+        .spawn()
         .unwrap();
+    let drill_pid = drill.id();
+    let status = drill.wait().unwrap();
     assert!(!status.success(), "the loop crashed");
-    let left = managed_ids(&format!("label={LABEL_MANAGED}=true"));
+    // The drill's own containers, whatever other loops on this host have running.
+    let left = managed_ids(&format!("label=loopwatch.owner.pid={drill_pid}"));
     assert!(
         !left.is_empty(),
         "its running sandbox containers are left behind"
@@ -540,13 +543,15 @@ fn a_hundred_sandboxed_generations_leave_zero_containers() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("generations: 100"), "{stdout}");
-    assert!(
-        managed_ids(&format!("label={LABEL_MANAGED}=true")).is_empty(),
-        "zero loopwatch containers left"
-    );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("metrics_final.json")).unwrap())
             .unwrap();
+    // Its own containers, whatever other loops on this host have running.
+    let run_id = json["identity"]["run_id"].as_str().unwrap();
+    assert!(
+        managed_ids(&format!("label={LABEL_RUN_ID}={run_id}")).is_empty(),
+        "zero containers of the run left"
+    );
     assert!(
         json["summary"]["strategy_successes"].as_u64().unwrap() > 100,
         "back-tests ran: {json:#}"
