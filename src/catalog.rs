@@ -391,6 +391,9 @@ catalog! {
     /// Times the champion changed.
     CHAMPION_CHANGES_TOTAL / loopwatch_champion_changes_total: Counter = "loopwatch_champion_changes_total", "{change}", [], None, Always,
         "Times the champion strategy changed, for dashboard annotations (changes).";
+    /// When the champion last changed.
+    CHAMPION_CHANGED_TIMESTAMP_SECONDS / loopwatch_champion_changed_timestamp_seconds: Gauge = "loopwatch_champion_changed_timestamp_seconds", "s", [], None, Always,
+        "Unix time of the last champion change, so that each change is one dashboard annotation at its moment; 0 before the first (seconds).";
     /// Observations rejected as invalid.
     REJECTED_OBSERVATIONS_TOTAL / loopwatch_rejected_observations_total: Counter = "loopwatch_rejected_observations_total", "{observation}", ["field", "reason"], None, Always,
         "Observations rejected as invalid, by field and reason (observations).";

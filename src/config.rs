@@ -110,10 +110,12 @@ pub struct Thresholds {
     /// ContainerCleanupFailures: orphaned containers above this (3).
     pub orphan_limit: u64,
     /// "Performance degradation detected": a rolling average worse than its baseline
-    /// by more than this fraction (0.20) of the baseline's magnitude.
+    /// by more than this fraction (0.20) of the baseline (of its magnitude, for the
+    /// signed mean Sharpe).
     pub degradation_fraction: f64,
-    /// Smallest baseline magnitude degradation is measured against (0.1), so a
-    /// baseline near zero (a Sharpe of 0.01, say) does not make noise a "degradation".
+    /// Smallest baseline magnitude the mean Sharpe's degradation is measured against
+    /// (0.1), so a baseline near zero (0.01, say) does not make noise a degradation.
+    /// Success rate and diversity, non-negative ratios, have no floor.
     pub baseline_floor: f64,
     /// "Performance slowdown detected": mean iteration time above this multiple of
     /// the baseline (1.5).

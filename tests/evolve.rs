@@ -208,7 +208,8 @@ fn thirty_generations_serve_metrics_and_dashboard_and_export_what_was_printed() 
     let page = http_get(addr, "/");
     assert_eq!(page.status, 200);
     assert!(page.headers["content-type"].starts_with("text/html"));
-    assert_eq!(page.body.matches("<section class=\"panel\"").count(), 4);
+    // The four panels of the Grafana dashboard, failure reasons and the alert timeline.
+    assert_eq!(page.body.matches("<section class=\"panel\"").count(), 6);
     let escaped = champion
         .replace('&', "&amp;")
         .replace('<', "&lt;")

@@ -243,9 +243,17 @@ impl Evaluator {
                     let clear = baseline * (1.0 + (th.slowdown_factor - 1.0) / 2.0);
                     (if active { value > clear } else { value > limit }, limit)
                 }
-                _ => {
-                    // Sign-safe: measured against the baseline's magnitude, floored.
+                Watched::AvgSharpe => {
+                    // A signed mean near zero: sign-safe, against the baseline's
+                    // magnitude, floored so noise around zero is not a degradation.
                     let margin = th.degradation_fraction * baseline.abs().max(th.baseline_floor);
+                    let limit = baseline - margin;
+                    let clear = baseline - margin / 2.0;
+                    (if active { value < clear } else { value < limit }, limit)
+                }
+                Watched::SuccessRate | Watched::AvgDiversity => {
+                    // Non-negative ratios: 20% of the baseline itself, as written.
+                    let margin = th.degradation_fraction * baseline;
                     let limit = baseline - margin;
                     let clear = baseline - margin / 2.0;
                     (if active { value < clear } else { value < limit }, limit)

@@ -306,3 +306,59 @@ fn a_stall_is_a_wait_beyond_ten_times_the_mean_and_at_least_the_floor() {
     };
     assert!(evaluator.on_clock(done, &th).transitions[0].is_resolution());
 }
+
+/// Warnings on diversity after a baseline window at `baseline` and a window at `then`.
+fn diversity_warnings(baseline: f64, then: f64) -> Vec<WarningChange> {
+    let mut evaluator = Evaluator::new(&defaults());
+    let mut out = Vec::new();
+    for i in 1..=20 {
+        let mut s = summary(i);
+        s.diversity = Some(if i <= 10 { baseline } else { then });
+        out.extend(evaluator.on_iteration(&s, &defaults()).warnings);
+    }
+    out.retain(|w| w.watched == Watched::AvgDiversity);
+    out
+}
+
+#[test]
+fn diversity_degrades_at_twenty_percent_of_its_own_baseline_with_no_floor() {
+    // A baseline of 0.0435: the limit is 0.0348 (the old floor of 0.1 put it at 0.0235).
+    assert!(diversity_warnings(0.0435, 0.0349).is_empty(), "19.8% lower");
+    let w = diversity_warnings(0.0435, 0.0347);
+    assert_eq!(w.len(), 1, "20.2% lower");
+    assert!((w[0].limit - 0.0348).abs() < 1e-12, "{}", w[0].limit);
+    assert!(diversity_warnings(0.5, 0.401).is_empty());
+    assert_eq!(diversity_warnings(0.5, 0.399).len(), 1);
+}
+
+#[test]
+fn success_rate_degrades_at_twenty_percent_of_its_own_baseline() {
+    // Baseline 8/10 = 0.8: the limit is 0.64.
+    let run = |then_ok: u64| {
+        let mut evaluator = Evaluator::new(&defaults());
+        let mut out = Vec::new();
+        for i in 1..=20 {
+            let mut s = summary(i);
+            s.successes = if i <= 10 { 80 } else { then_ok };
+            s.failures = 100 - s.successes;
+            out.extend(evaluator.on_iteration(&s, &defaults()).warnings);
+        }
+        out.retain(|w| w.watched == Watched::SuccessRate);
+        out
+    };
+    assert!(run(65).is_empty(), "0.65 is within 20% of 0.8");
+    let w = run(63);
+    assert_eq!(w.len(), 1, "0.63 is not");
+    assert!((w[0].limit - 0.64).abs() < 1e-12, "{}", w[0].limit);
+}
+
+#[test]
+fn sharpe_keeps_its_floor_near_zero() {
+    // A Sharpe baseline of 0.05 is measured against the 0.1 floor: limit 0.05 - 0.02.
+    let mut v = vec![(0.05, 0.1); 10];
+    v.extend(vec![(0.031, 0.1); 10]);
+    assert!(warnings_after(&v).is_empty());
+    let mut v = vec![(0.05, 0.1); 10];
+    v.extend(vec![(0.029, 0.1); 10]);
+    assert_eq!(warnings_after(&v).len(), 1);
+}

@@ -1,12 +1,9 @@
-//! Rolling windows over the last N completed iterations, O(1) per iteration.
+//! Rolling windows over the last N completed iterations (10 by default), summed afresh
+//! when read so that the averages are exact.
 
 use std::collections::VecDeque;
 
 use crate::alerts::Watched;
-
-/// Pushes between exact recomputations of the running sums, so that floating-point
-/// drift from adding and subtracting cannot accumulate over a run of days.
-const RESUM_EVERY: u64 = 4096;
 
 /// One iteration's contribution to the rolling averages.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -18,45 +15,16 @@ pub(crate) struct Entry {
     pub(crate) seconds: f64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Sums {
-    successes: u64,
-    failures: u64,
-    sharpe: f64,
-    sharpe_count: u64,
-    diversity: f64,
-    diversity_count: u64,
-    seconds: f64,
-}
-
-impl Sums {
-    fn add(&mut self, e: &Entry) {
-        self.successes += e.successes;
-        self.failures += e.failures;
-        if let Some(s) = e.sharpe {
-            self.sharpe += s;
-            self.sharpe_count += 1;
-        }
-        if let Some(d) = e.diversity {
-            self.diversity += d;
-            self.diversity_count += 1;
-        }
-        self.seconds += e.seconds;
-    }
-
-    fn remove(&mut self, e: &Entry) {
-        self.successes -= e.successes;
-        self.failures -= e.failures;
-        if let Some(s) = e.sharpe {
-            self.sharpe -= s;
-            self.sharpe_count -= 1;
-        }
-        if let Some(d) = e.diversity {
-            self.diversity -= d;
-            self.diversity_count -= 1;
-        }
-        self.seconds -= e.seconds;
-    }
+/// The mean of `values`, taken relative to the first of them, so that values that are
+/// all equal (all zero, say) give exactly that value, with no rounding residue; `None`
+/// for none.
+fn exact_mean(values: impl Iterator<Item = f64> + Clone) -> Option<f64> {
+    let mut rest = values.clone();
+    let first = rest.next()?;
+    let (sum, count) = values.fold((0.0, 0u32), |(sum, count), v| {
+        (sum + (v - first), count + 1)
+    });
+    Some(first + sum / f64::from(count))
 }
 
 /// The rolling values of a window (each `None` when the window holds no data for it).
@@ -86,13 +54,11 @@ impl RollingValues {
     }
 }
 
-/// The last `size` iterations and their running sums.
+/// The last `size` iterations.
 #[derive(Debug, Clone)]
 pub(crate) struct RollingWindow {
     size: usize,
     entries: VecDeque<Entry>,
-    sums: Sums,
-    pushes: u64,
 }
 
 impl RollingWindow {
@@ -101,8 +67,6 @@ impl RollingWindow {
         RollingWindow {
             size,
             entries: VecDeque::with_capacity(size),
-            sums: Sums::default(),
-            pushes: 0,
         }
     }
 
@@ -110,34 +74,26 @@ impl RollingWindow {
         self.entries.len() == self.size
     }
 
-    /// Adds an iteration, evicting the oldest when full: constant work per call.
+    /// Adds an iteration, evicting the oldest when full.
     pub(crate) fn push(&mut self, entry: Entry) {
         if self.entries.len() == self.size {
-            if let Some(old) = self.entries.pop_front() {
-                self.sums.remove(&old);
-            }
+            self.entries.pop_front();
         }
-        self.sums.add(&entry);
         self.entries.push_back(entry);
-        self.pushes += 1;
-        if self.pushes % RESUM_EVERY == 0 {
-            // Amortised: one pass over the window every RESUM_EVERY pushes.
-            let mut exact = Sums::default();
-            self.entries.iter().for_each(|e| exact.add(e));
-            self.sums = exact;
-        }
     }
 
+    /// The window's rolling values, summed afresh from its few entries: a window of
+    /// zeros reads exactly 0, a window of equal values exactly that value.
     pub(crate) fn values(&self) -> RollingValues {
-        let s = &self.sums;
-        let outcomes = s.successes + s.failures;
-        let n = self.entries.len();
+        let entries = || self.entries.iter();
+        let successes: u64 = entries().map(|e| e.successes).sum();
+        let outcomes: u64 = successes + entries().map(|e| e.failures).sum::<u64>();
         RollingValues {
-            iterations: n,
-            success_rate: (outcomes > 0).then(|| s.successes as f64 / outcomes as f64),
-            avg_sharpe: (s.sharpe_count > 0).then(|| s.sharpe / s.sharpe_count as f64),
-            avg_diversity: (s.diversity_count > 0).then(|| s.diversity / s.diversity_count as f64),
-            mean_seconds: (n > 0).then(|| s.seconds / n as f64),
+            iterations: self.entries.len(),
+            success_rate: (outcomes > 0).then(|| successes as f64 / outcomes as f64),
+            avg_sharpe: exact_mean(entries().filter_map(|e| e.sharpe)),
+            avg_diversity: exact_mean(entries().filter_map(|e| e.diversity)),
+            mean_seconds: exact_mean(entries().map(|e| e.seconds)),
         }
     }
 }
@@ -185,9 +141,51 @@ mod tests {
         assert_eq!(empty.mean_seconds, None);
     }
 
+    #[test]
+    fn averages_are_exact_after_values_leave_the_window() {
+        let mut w = RollingWindow::new(10);
+        for v in [
+            0.1,
+            0.7,
+            0.3,
+            0.9,
+            0.123456789,
+            1e-9,
+            0.5,
+            0.25,
+            0.6,
+            0.05,
+            0.33,
+        ] {
+            let mut e = entry(1, 0, Some(v), 1.0);
+            e.diversity = Some(v);
+            w.push(e);
+        }
+        for _ in 0..10 {
+            let mut e = entry(0, 0, Some(0.0), 0.1);
+            e.diversity = Some(0.0);
+            w.push(e);
+        }
+        let v = w.values();
+        assert_eq!(v.avg_diversity, Some(0.0), "ten zeros read exactly 0");
+        assert_eq!(v.avg_sharpe, Some(0.0));
+        for _ in 0..10 {
+            let mut e = entry(1, 1, Some(0.3), 0.1);
+            e.diversity = Some(0.3);
+            w.push(e);
+        }
+        let v = w.values();
+        assert_eq!(
+            v.avg_diversity,
+            Some(0.3),
+            "ten equal values read that value"
+        );
+        assert_eq!(v.mean_seconds, Some(0.1));
+    }
+
     proptest! {
         #[test]
-        fn running_sums_match_a_recount(
+        fn the_window_holds_the_last_entries_and_averages_them(
             entries in proptest::collection::vec((0u64..20, 0u64..20, proptest::option::of(-5.0f64..5.0), 0.0f64..10.0), 1..200),
             size in 1usize..15,
         ) {

@@ -93,11 +93,11 @@ impl<'m> Iteration<'m> {
             .observe_champion(champion, self.number)
         {
             self.champion_changed = true;
-            self.shared
-                .pipeline
-                .instruments
-                .loopwatch_champion_changes_total
-                .add(1, &[]);
+            let instruments = &self.shared.pipeline.instruments;
+            instruments.loopwatch_champion_changes_total.add(1, &[]);
+            instruments
+                .loopwatch_champion_changed_timestamp_seconds
+                .record(crate::run::unix_seconds(std::time::SystemTime::now()), &[]);
             tracing::info!(iteration = self.number, champion, "champion changed");
             self.shared.push_event(
                 self.number,

@@ -218,12 +218,15 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
         }]},
         "annotations": {"list": [
             {
+                // One mark per change, at its moment: the series' value is the time of
+                // the last change, and Grafana uses it as the annotation's time.
                 "name": "Champion updates",
                 "datasource": {"type": "prometheus", "uid": DATASOURCE},
                 "enable": true,
                 "iconColor": "green",
-                "expr": format!("changes({}[1m]) > 0", c(&catalog::CHAMPION_CHANGES_TOTAL)),
+                "expr": format!("{} * 1000 > 0", c(&catalog::CHAMPION_CHANGED_TIMESTAMP_SECONDS)),
                 "step": "5s",
+                "useValueForTime": true,
                 "titleFormat": "Champion changed",
                 "textFormat": "new champion on {{instance}}",
             },
