@@ -4,7 +4,7 @@
 //! Target: under 1 ms. Results are in the README's "Performance" section; reproduce
 //! with `cargo bench --bench render_scrape`.
 //!
-//! Measured on 2 vCPU AMD EPYC (Linux 6.18, Rust 1.95, release): 30 µs per render
+//! Measured on 2 vCPU AMD EPYC (Linux 6.18, Rust 1.95, release): 40 µs per render
 //! of the full catalog.
 
 use std::hint::black_box;
