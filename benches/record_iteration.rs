@@ -5,7 +5,7 @@
 //! "Performance" section with the machine they ran on; reproduce with
 //! `cargo bench --bench record_iteration`.
 //!
-//! Measured on 2 vCPU AMD EPYC (Linux 6.18, Rust 1.95, release): 0.94 µs per
+//! Measured on 2 vCPU AMD EPYC (Linux 6.18, Rust 1.95, release): 0.81 µs per
 //! whole iteration, evaluator included.
 
 use std::hint::black_box;

@@ -59,6 +59,9 @@ struct Liveness {
     running_since: AtomicU64,
     last_end: AtomicU64,
     done: AtomicBool,
+    /// Whether LoopStalled fires, so that starting an iteration re-evaluates it only
+    /// then (the loop's thread takes the evaluator's lock no more than it must).
+    stalled: AtomicBool,
 }
 
 impl Liveness {
@@ -150,6 +153,7 @@ impl Shared {
                 running_since: AtomicU64::new(0),
                 last_end: AtomicU64::new(0),
                 done: AtomicBool::new(false),
+                stalled: AtomicBool::new(false),
             },
             run: Mutex::new(RunState::new(parts.started_at)),
             host_sampler: Mutex::new(parts.host_sampler),
@@ -224,6 +228,11 @@ impl Shared {
             }
             if !(t.state == AlertState::Firing || t.is_resolution()) {
                 continue;
+            }
+            if t.alert == crate::alerts::AlertName::LoopStalled {
+                self.liveness
+                    .stalled
+                    .store(t.state == AlertState::Firing, Ordering::Relaxed);
             }
             instruments.loopwatch_alert_firing.record(
                 f64::from(u8::from(t.state == AlertState::Firing)),
@@ -302,9 +311,15 @@ impl Shared {
         );
         i.champion_staleness_iterations
             .record(summary.champion_staleness as f64, &[]);
+        let activity = self.liveness.activity(Instant::now());
         let (findings, rolling, alerts_firing) = {
             let mut evaluator = lock(&self.evaluator);
-            let findings = evaluator.on_iteration(summary, &self.settings.thresholds);
+            let th = &self.settings.thresholds;
+            let mut findings = evaluator.on_iteration(summary, th);
+            // LoopStalled too, now that this iteration's time is in the rolling mean.
+            findings
+                .transitions
+                .extend(evaluator.on_clock(activity, th).transitions);
             self.publish_evaluation(&evaluator);
             let firing = evaluator
                 .states()
@@ -314,7 +329,6 @@ impl Shared {
             (findings, evaluator.rolling(), firing as u8)
         };
         self.apply(findings);
-        self.check_liveness();
         let latest = {
             let latest = lock(&self.latest);
             Latest {
@@ -358,7 +372,9 @@ impl Shared {
             .record(unix_seconds(SystemTime::now()), &[]);
         let stamp = self.liveness.stamp(Instant::now());
         self.liveness.running_since.store(stamp, Ordering::Relaxed);
-        self.check_liveness();
+        if self.liveness.stalled.load(Ordering::Relaxed) {
+            self.check_liveness();
+        }
     }
 
     /// An iteration ends: stamps it (LoopStalled is re-evaluated once the iteration's
