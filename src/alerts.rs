@@ -22,17 +22,21 @@ pub enum AlertName {
     /// An iteration running, or no new one started after the last ended, far longer
     /// than usual (default: 10 × the rolling mean iteration time, at least 60 s).
     LoopStalled,
+    /// A supervised loop (`loopwatch run`) exited non-zero or by a signal without
+    /// having said it was done.
+    LoopExited,
 }
 
 impl AlertName {
     /// Every alert, in a fixed order.
-    pub const ALL: [AlertName; 6] = [
+    pub const ALL: [AlertName; 7] = [
         AlertName::HighMemoryUsage,
         AlertName::DiversityCollapse,
         AlertName::ChampionStaleness,
         AlertName::LowSuccessRate,
         AlertName::ContainerCleanupFailures,
         AlertName::LoopStalled,
+        AlertName::LoopExited,
     ];
 
     /// The `alertname` label.
@@ -48,6 +52,7 @@ impl AlertName {
             AlertName::LowSuccessRate => "LowSuccessRate",
             AlertName::ContainerCleanupFailures => "ContainerCleanupFailures",
             AlertName::LoopStalled => "LoopStalled",
+            AlertName::LoopExited => "LoopExited",
         }
     }
 
@@ -67,6 +72,7 @@ impl AlertName {
             AlertName::LowSuccessRate => "Low success rate detected",
             AlertName::ContainerCleanupFailures => "Container cleanup failures detected",
             AlertName::LoopStalled => "Loop stall detected",
+            AlertName::LoopExited => "Unexpected loop exit detected",
         }
     }
 
@@ -79,7 +85,8 @@ impl AlertName {
         match self {
             AlertName::HighMemoryUsage
             | AlertName::ContainerCleanupFailures
-            | AlertName::LoopStalled => "critical",
+            | AlertName::LoopStalled
+            | AlertName::LoopExited => "critical",
             AlertName::DiversityCollapse
             | AlertName::ChampionStaleness
             | AlertName::LowSuccessRate => "warning",

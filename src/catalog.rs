@@ -279,10 +279,10 @@ catalog! {
         "Wall-clock duration of the last completed iteration; 0 before the first (seconds).";
     /// Resident set size of the loop's process.
     MEMORY_USAGE_BYTES / memory_usage_bytes: Observed = "memory_usage_bytes", "By", [], Some("1.2"), Always,
-        "Resident set size of the loop process (bytes).";
+        "Resident set size of the loop: its process, or under loopwatch run the sum over the loop's process tree, workers included (bytes).";
     /// CPU used by the loop's process; 100 means one full core.
     CPU_USAGE_PERCENT / cpu_usage_percent: Observed = "cpu_usage_percent", "%", [], Some("1.2"), Always,
-        "CPU used by the loop process since the previous sample, 100 = one full core (percent).";
+        "CPU used by the loop since the previous sample, summed over its process tree under loopwatch run, 100 = one full core (percent).";
     /// Strategies that completed successfully.
     STRATEGY_SUCCESS_TOTAL / strategy_success_total: Counter = "strategy_success_total", "{strategy}", [], Some("1.3"), Always,
         "Strategies whose evaluation completed successfully (strategies).";
@@ -351,22 +351,28 @@ catalog! {
         "The memory limit that kills the loop: its cgroup's limit when below host memory (a container's --memory, say), else total host memory (bytes).";
     /// The standard process metrics every Prometheus exporter offers.
     PROCESS_CPU_SECONDS_TOTAL / process_cpu_seconds_total: ObservedCounter = "process_cpu_seconds_total", "s", [], None, Always,
-        "User and system CPU time the loop process has spent, as every Prometheus client exports it (seconds).";
+        "User and system CPU time this process (the loop, or loopwatch run supervising it) has spent, as every Prometheus client exports it (seconds).";
     /// Resident memory, under its standard name.
     PROCESS_RESIDENT_MEMORY_BYTES / process_resident_memory_bytes: Observed = "process_resident_memory_bytes", "By", [], None, Always,
-        "Resident memory of the loop process, the standard name of memory_usage_bytes (bytes).";
+        "Resident memory of this process (the loop, or loopwatch run supervising it), under its standard name (bytes).";
     /// Virtual memory.
     PROCESS_VIRTUAL_MEMORY_BYTES / process_virtual_memory_bytes: Observed = "process_virtual_memory_bytes", "By", [], None, Always,
-        "Virtual memory of the loop process (bytes).";
+        "Virtual memory of this process (bytes).";
     /// Open file descriptors.
     PROCESS_OPEN_FDS / process_open_fds: Observed = "process_open_fds", "{file}", [], None, Always,
-        "Open file descriptors of the loop process (files).";
+        "Open file descriptors of this process (files).";
     /// The file descriptor limit.
     PROCESS_MAX_FDS / process_max_fds: Observed = "process_max_fds", "{file}", [], None, Always,
-        "Soft limit on open file descriptors of the loop process (files).";
+        "Soft limit on open file descriptors of this process (files).";
     /// When the process started.
     PROCESS_START_TIME_SECONDS / process_start_time_seconds: Observed = "process_start_time_seconds", "s", [], None, Always,
-        "Start time of the loop process since the Unix epoch (seconds).";
+        "Start time of this process since the Unix epoch (seconds).";
+    /// Processes of the loop.
+    LOOP_PROCESSES / loopwatch_loop_processes: Observed = "loopwatch_loop_processes", "{process}", [], None, Always,
+        "Processes of the loop: 1 for a loop that links loopwatch; under loopwatch run, the loop's process and every process below it, 0 once it has exited (processes).";
+    /// Events a client dropped.
+    CLIENT_DROPPED_EVENTS_TOTAL / loopwatch_client_dropped_events_total: Counter = "loopwatch_client_dropped_events_total", "{event}", [], None, Always,
+        "Events a loop's client library dropped rather than block the loop (its buffer full, the socket away), as the client reported them (events).";
     /// Iterations in the rolling window.
     ROLLING_WINDOW_ITERATIONS / loopwatch_rolling_window_iterations: Gauge = "loopwatch_rolling_window_iterations", "{iteration}", [], None, Always,
         "Completed iterations in the rolling window, up to its size; rules on rolling values wait for a full window (iterations).";

@@ -35,6 +35,8 @@ pub(crate) const ENV_SAMPLE_INTERVAL: &str = "LOOPWATCH_SAMPLE_INTERVAL";
 pub(crate) const ENV_CONFIG: &str = "LOOPWATCH_CONFIG";
 /// Environment variable naming the web configuration file (TLS, basic auth).
 pub(crate) const ENV_WEB_CONFIG: &str = "LOOPWATCH_WEB_CONFIG";
+/// Environment override of [`MonitorBuilder::register`](crate::MonitorBuilder::register).
+pub(crate) const ENV_REGISTER_DIR: &str = "LOOPWATCH_REGISTER_DIR";
 /// Standard variables whose presence switches the OTLP export on.
 pub(crate) const OTLP_ENDPOINT_VARIABLES: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -71,6 +73,8 @@ pub(crate) struct Settings {
     pub(crate) otlp: bool,
     /// Web configuration file (TLS, basic auth) of the endpoint, if any.
     pub(crate) web_config: Option<PathBuf>,
+    /// Directory of Prometheus file_sd targets this loop registers in, if any.
+    pub(crate) register_dir: Option<PathBuf>,
 }
 
 /// Thresholds, windows and intervals of the evaluator. The defaults are the numbers of
@@ -175,6 +179,8 @@ impl Thresholds {
             AlertName::LowSuccessRate => self.success_rate_floor,
             AlertName::ContainerCleanupFailures => self.orphan_limit as f64,
             AlertName::LoopStalled => self.stall_floor.as_secs_f64(),
+            // Any failing exit status.
+            AlertName::LoopExited => 0.0,
         }
     }
 

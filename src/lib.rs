@@ -56,6 +56,7 @@ mod run;
 
 pub mod diversity;
 mod pipeline;
+pub mod protocol;
 mod record;
 mod sample;
 
@@ -72,9 +73,9 @@ pub use alerts::{AlertName, AlertState};
 pub use config::Thresholds;
 pub use error::{CollectError, Error};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
-pub use monitor::{Iteration, Monitor, MonitorBuilder, ShutdownReport};
+pub use monitor::{Intake, Iteration, Monitor, MonitorBuilder, ShutdownReport};
 pub use record::Population;
-pub use run::{IterationSummary, RunIdentity, RunSummary};
+pub use run::{IterationSummary, LoopExit, RunIdentity, RunSummary};
 pub use sample::{HostSample, HostSampler};
 
 #[cfg(feature = "docker")]

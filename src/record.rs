@@ -61,6 +61,32 @@ pub(crate) enum Rejection {
     DiversityOutOfRange,
     /// More distinct strategies than the population holds.
     UniqueAboveSize,
+    /// A protocol line that is not JSON of the shape its type needs.
+    MessageMalformed,
+    /// A protocol line of another protocol version.
+    MessageVersion,
+    /// A protocol line of an unknown type.
+    MessageUnknownType,
+    /// A protocol line over 64 KiB.
+    MessageTooLong,
+    /// An outcome, population or end with no iteration started.
+    MessageOutsideIteration,
+    /// A loop's own metric with a bad name, a kind that changed, or a bad value.
+    MetricInvalid,
+    /// A loop's own metric past the limit of series.
+    MetricOverLimit,
+}
+
+impl From<crate::protocol::LineError> for Rejection {
+    fn from(error: crate::protocol::LineError) -> Self {
+        use crate::protocol::LineError;
+        match error {
+            LineError::Malformed => Rejection::MessageMalformed,
+            LineError::UnsupportedVersion => Rejection::MessageVersion,
+            LineError::UnknownType => Rejection::MessageUnknownType,
+            LineError::TooLong => Rejection::MessageTooLong,
+        }
+    }
 }
 
 impl Rejection {
@@ -75,6 +101,12 @@ impl Rejection {
                 catalog::POPULATION_DIVERSITY.name
             }
             Rejection::UniqueAboveSize => catalog::UNIQUE_STRATEGY_COUNT.name,
+            Rejection::MessageMalformed
+            | Rejection::MessageVersion
+            | Rejection::MessageUnknownType
+            | Rejection::MessageTooLong
+            | Rejection::MessageOutsideIteration => "message",
+            Rejection::MetricInvalid | Rejection::MetricOverLimit => "metric",
         }
     }
 
@@ -87,6 +119,13 @@ impl Rejection {
             Rejection::DrawdownNegative
             | Rejection::DiversityOutOfRange
             | Rejection::UniqueAboveSize => "out_of_range",
+            Rejection::MessageMalformed => "malformed",
+            Rejection::MessageVersion => "unsupported_version",
+            Rejection::MessageUnknownType => "unknown_type",
+            Rejection::MessageTooLong => "too_long",
+            Rejection::MessageOutsideIteration => "outside_iteration",
+            Rejection::MetricInvalid => "invalid",
+            Rejection::MetricOverLimit => "over_limit",
         }
     }
 
@@ -114,6 +153,17 @@ impl Rejection {
                 "a number from 0.0 to 1.0"
             }
             Rejection::UniqueAboveSize => "at most the population size",
+            Rejection::MessageMalformed => {
+                "one JSON object per line with the fields of its type (docs/protocol.md)"
+            }
+            Rejection::MessageVersion => "\"v\": 1",
+            Rejection::MessageUnknownType => "a type of docs/protocol.md",
+            Rejection::MessageTooLong => "lines of at most 64 KiB",
+            Rejection::MessageOutsideIteration => "an iteration_start before it",
+            Rejection::MetricInvalid => {
+                "a Prometheus name not loopwatch's own, one kind per name, a finite value (non-negative for a counter)"
+            }
+            Rejection::MetricOverLimit => "at most 100 series of the loop's own",
         }
     }
 }
@@ -171,11 +221,12 @@ pub(crate) struct Observations {
 
 impl Observations {
     /// A successful strategy. It counts as a success either way; an invalid Sharpe or
-    /// drawdown is left out of the averages and handed to `reject`.
+    /// drawdown is left out of the averages and handed to `reject`. A drawdown of
+    /// `None` was not reported (a loop that measures none) and is no rejection.
     pub(crate) fn success(
         &mut self,
         sharpe: f64,
-        drawdown: f64,
+        drawdown: Option<f64>,
         reject: &mut dyn FnMut(Rejection, f64),
     ) {
         self.successes += 1;
@@ -185,6 +236,9 @@ impl Observations {
         } else {
             reject(Rejection::SharpeNotFinite, sharpe);
         }
+        let Some(drawdown) = drawdown else {
+            return;
+        };
         if !drawdown.is_finite() {
             reject(Rejection::DrawdownNotFinite, drawdown);
         } else if drawdown < 0.0 {
@@ -244,9 +298,10 @@ mod tests {
         let mut seen = Vec::new();
         let mut reject = |kind, _value| seen.push(kind);
         let mut o = Observations::default();
-        o.success(1.0, 0.1, &mut reject);
-        o.success(f64::NAN, -0.2, &mut reject);
-        o.success(3.0, f64::INFINITY, &mut reject);
+        o.success(1.0, Some(0.1), &mut reject);
+        o.success(f64::NAN, Some(-0.2), &mut reject);
+        o.success(3.0, Some(f64::INFINITY), &mut reject);
+        o.success(2.0, None, &mut reject);
         o.failure();
         o.population(&Population::new(3, 4, 1.5), &mut reject);
         assert_eq!(
@@ -259,7 +314,7 @@ mod tests {
                 Rejection::UniqueAboveSize
             ]
         );
-        assert_eq!((o.successes, o.failures), (3, 1));
+        assert_eq!((o.successes, o.failures), (4, 1));
         assert_eq!(o.mean_sharpe(), Some(2.0));
         assert_eq!(o.mean_max_drawdown(), Some(0.1));
         assert_eq!((o.diversity, o.unique_strategies), (None, None));

@@ -92,6 +92,40 @@ fn serialize_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, 
 /// Distinct failure reasons tallied by name; further reasons are counted as `other`.
 pub(crate) const MAX_FAILURE_REASONS: usize = 32;
 
+/// How a supervised loop's process ended (see `loopwatch run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LoopExit {
+    /// Its exit code, when it exited by itself.
+    pub code: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+    /// Whether it had said it was done (the protocol's `done`) before it ended.
+    pub said_done: bool,
+}
+
+impl LoopExit {
+    /// The status a shell reports for it: the code, or 128 + the signal.
+    ///
+    /// ```
+    /// let killed = loopwatch::LoopExit { code: None, signal: Some(9), said_done: false };
+    /// assert_eq!(killed.shell_status(), 137);
+    /// assert!(killed.unexpected());
+    /// ```
+    pub fn shell_status(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(code), _) => code,
+            (None, Some(signal)) => 128 + signal,
+            (None, None) => 1,
+        }
+    }
+
+    /// Whether the exit was a failure (non-zero, or by a signal) that the loop had
+    /// not announced with `done`: what LoopExited fires on.
+    pub fn unexpected(&self) -> bool {
+        self.shell_status() != 0 && !self.said_done
+    }
+}
+
 /// The whole run so far, summarised (written to `metrics_final.json`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunSummary {
@@ -121,6 +155,9 @@ pub struct RunSummary {
     pub champion_changes: u64,
     /// Failures by reason (at most 32 names, then `other`).
     pub failure_reasons: BTreeMap<String, u64>,
+    /// How the supervised loop ended; `None` for a loop that links loopwatch, or one
+    /// still running.
+    pub loop_exit: Option<LoopExit>,
 }
 
 /// Iterations kept for the embedded dashboard; older ones are dropped first.

@@ -1,7 +1,8 @@
-//! The `loopwatch` command's library: the generators of the Prometheus rules, their
-//! promtool tests and the Grafana dashboard, kept apart from the SDK so that a loop
-//! depending on `loopwatch` compiles none of it.
+//! The `loopwatch` command's library: the supervisor of `loopwatch run` and the
+//! generators of the Prometheus rules, their promtool tests and the Grafana dashboard,
+//! kept apart from the SDK so that a loop depending on `loopwatch` compiles none of it.
 #![warn(missing_docs, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
 pub mod generate;
+pub mod supervise;

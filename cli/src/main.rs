@@ -1,10 +1,13 @@
 //! The `loopwatch` command: operator tools around the loopwatch SDK.
 
+use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use loopwatch_cli::generate;
+use clap::{Args, Parser, Subcommand};
+use loopwatch_cli::{generate, supervise};
 
 /// Operator tools for loops watched by loopwatch.
 #[derive(Debug, Parser)]
@@ -14,8 +17,81 @@ struct Cli {
     command: Command,
 }
 
+/// The monitor's settings, as flags; each falls back to its `LOOPWATCH_*` variable and
+/// then to the library's default.
+#[derive(Debug, Args)]
+struct MonitorFlags {
+    /// Address of /metrics and the dashboard (env LOOPWATCH_LISTEN; default
+    /// 0.0.0.0:8000); port 0 takes a free port.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory of the final export files (env LOOPWATCH_OUTPUT_DIR; default the
+    /// current directory).
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Alertmanager base URL, repeatable (env LOOPWATCH_ALERTMANAGER_URLS,
+    /// comma-separated).
+    #[arg(long = "alertmanager")]
+    alertmanager: Vec<String>,
+    /// Thresholds file, loopwatch.toml (env LOOPWATCH_CONFIG).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Exporter-toolkit web configuration: TLS and basic auth (env
+    /// LOOPWATCH_WEB_CONFIG).
+    #[arg(long)]
+    web_config: Option<PathBuf>,
+    /// Directory of Prometheus file_sd targets to register this loop in (env
+    /// LOOPWATCH_REGISTER_DIR).
+    #[arg(long)]
+    register: Option<PathBuf>,
+}
+
+impl MonitorFlags {
+    fn builder(self) -> loopwatch::MonitorBuilder {
+        let mut builder = loopwatch::Monitor::builder();
+        if let Some(listen) = self.listen {
+            builder = builder.listen(listen);
+        }
+        if let Some(dir) = self.output_dir {
+            builder = builder.output_dir(dir);
+        }
+        if !self.alertmanager.is_empty() {
+            builder = builder.alertmanager_urls(self.alertmanager);
+        }
+        if let Some(config) = self.config {
+            builder = builder.config_file(config);
+        }
+        if let Some(web_config) = self.web_config {
+            builder = builder.web_config(web_config);
+        }
+        if let Some(dir) = self.register {
+            builder = builder.register(dir);
+        }
+        builder
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a loop in any language under loopwatch: its reports arrive on a Unix socket
+    /// (LOOPWATCH_SOCKET), its process tree is sampled, /metrics and the dashboard are
+    /// served, alerts raised, and the final files written when it exits. Exits with
+    /// the loop's status (128 + signal when a signal ended it).
+    Run {
+        #[command(flatten)]
+        monitor: MonitorFlags,
+        /// How long to keep serving after the loop exits, so Prometheus scrapes the
+        /// final values ("15s", "1m").
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        linger: Duration,
+        /// How long the loop may take to exit after a forwarded signal before it is
+        /// killed (a second signal kills it at once).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        grace: Duration,
+        /// The loop's command and arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<OsString>,
+    },
     /// Print the table of every exported metric (Markdown, as in the README).
     Metrics,
     /// Regenerate the Prometheus rules and their promtool tests (prometheus/).
@@ -53,6 +129,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Metrics => {
@@ -74,6 +151,17 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Cleanup { dry_run } => cleanup(dry_run),
+        Command::Run {
+            monitor,
+            linger,
+            grace,
+            command,
+        } => ExitCode::from(supervise::run(supervise::RunOptions {
+            monitor: monitor.builder(),
+            linger,
+            grace,
+            command,
+        })),
     }
 }
 

@@ -2,9 +2,8 @@
 
 use std::collections::HashMap;
 
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-
 use crate::run::RunIdentity;
+pub(crate) use crate::sample::{owner_alive, LiveProcesses, ProcessTable};
 
 /// Label marking a container as started through (or labelled by) loopwatch.
 pub(crate) const LABEL_MANAGED: &str = "loopwatch.managed";
@@ -16,10 +15,6 @@ pub(crate) const LABEL_OWNER_HOST: &str = "loopwatch.owner.host";
 pub(crate) const LABEL_OWNER_PID: &str = "loopwatch.owner.pid";
 /// Label carrying the owner's process start time, seconds since the Unix epoch.
 pub(crate) const LABEL_OWNER_START_TIME: &str = "loopwatch.owner.start_time";
-
-/// Seconds of disagreement tolerated between a recorded and a measured process start
-/// time (both come from the kernel's boot-relative tick count, rounded to seconds).
-const START_TIME_TOLERANCE: u64 = 2;
 
 /// The labels every container of this run carries (Contract 4).
 pub(crate) fn ownership_labels(identity: &RunIdentity) -> HashMap<String, String> {
@@ -51,40 +46,6 @@ pub(crate) enum Ownership {
     /// The owner process is gone (no such pid, or the pid now belongs to a process
     /// started at another time): an orphan to clean up.
     Orphan,
-}
-
-/// Looks processes up to decide whether an owner is alive.
-pub(crate) trait ProcessTable {
-    /// Start time (seconds since the epoch) of the process with this pid, if one runs.
-    fn start_time(&mut self, pid: u32) -> Option<u64>;
-}
-
-/// The live process table, through sysinfo (one process refreshed per look-up).
-pub(crate) struct LiveProcesses(System);
-
-impl LiveProcesses {
-    pub(crate) fn new() -> Option<Self> {
-        System::new().ok().map(LiveProcesses)
-    }
-}
-
-impl ProcessTable for LiveProcesses {
-    fn start_time(&mut self, pid: u32) -> Option<u64> {
-        let pid = Pid::from_u32(pid);
-        self.0.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&[pid]),
-            true,
-            ProcessRefreshKind::nothing(),
-        );
-        self.0.process(pid).map(|p| p.start_time())
-    }
-}
-
-/// Whether the process `pid` still runs with the recorded start time.
-pub(crate) fn owner_alive(processes: &mut dyn ProcessTable, pid: u32, started: u64) -> bool {
-    processes
-        .start_time(pid)
-        .is_some_and(|actual| actual.abs_diff(started) <= START_TIME_TOLERANCE)
 }
 
 /// Decides whose a container is from its labels. `us` is `None` for an operator's

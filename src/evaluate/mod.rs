@@ -140,6 +140,19 @@ impl Evaluator {
         findings
     }
 
+    /// Evaluates LoopExited when a supervised loop's process ends: firing for an
+    /// unexpected exit (value: its shell status), else clear.
+    pub(crate) fn on_exit(&mut self, exit: &crate::run::LoopExit, th: &Thresholds) -> Findings {
+        let mut findings = Findings::default();
+        let verdict = if exit.unexpected() {
+            Verdict::Firing(f64::from(exit.shell_status()))
+        } else {
+            Verdict::Clear
+        };
+        self.judge(AlertName::LoopExited, verdict, th, &mut findings);
+        findings
+    }
+
     /// Rolling values of the current window.
     pub(crate) fn rolling(&self) -> RollingValues {
         self.window.values()

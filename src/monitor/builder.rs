@@ -42,6 +42,7 @@ pub struct MonitorBuilder {
     orphan_sweep_interval: Option<Duration>,
     otlp: Option<bool>,
     web_config: Option<PathBuf>,
+    register_dir: Option<PathBuf>,
 }
 
 impl MonitorBuilder {
@@ -140,6 +141,16 @@ impl MonitorBuilder {
         self
     }
 
+    /// Registers this loop for Prometheus file-based service discovery: a target file
+    /// in `dir`, written atomically at start, removed at shutdown; files of loops that
+    /// died are removed by the next start (default none, env `LOOPWATCH_REGISTER_DIR`).
+    /// Point a `file_sd_configs` job at the directory and one Prometheus scrapes every
+    /// loop on the host, each on its own port (`listen` port 0).
+    pub fn register(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.register_dir = Some(dir.into());
+        self
+    }
+
     /// Resolves every setting: builder value, else environment, else default.
     pub(crate) fn settings(&self) -> Result<Settings, Error> {
         let listen = match self.listen {
@@ -210,6 +221,10 @@ impl MonitorBuilder {
                 .web_config
                 .clone()
                 .or_else(|| config::env_var(config::ENV_WEB_CONFIG).map(PathBuf::from)),
+            register_dir: self
+                .register_dir
+                .clone()
+                .or_else(|| config::env_var(config::ENV_REGISTER_DIR).map(PathBuf::from)),
             otlp: self.otlp.unwrap_or_else(|| {
                 config::OTLP_ENDPOINT_VARIABLES
                     .iter()

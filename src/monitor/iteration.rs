@@ -16,51 +16,61 @@ use super::shared::Shared;
 #[must_use = "an iteration is timed until it is finished or dropped"]
 pub struct Iteration<'m> {
     shared: &'m Shared,
+    state: Option<IterationState>,
+}
+
+/// The state of an iteration in progress, apart from the monitor it reports to: the
+/// supervisor's intake keeps one across the messages of several connections.
+#[derive(Debug)]
+pub(super) struct IterationState {
     number: u64,
     started: Instant,
     observations: Observations,
     /// The best Sharpe ratio reported in this iteration.
     best_sharpe: Option<f64>,
     champion_changed: bool,
-    finished: bool,
 }
 
 impl std::fmt::Debug for Iteration<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Iteration")
-            .field("number", &self.number)
-            .field("successes", &self.observations.successes)
-            .field("failures", &self.observations.failures)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("Iteration");
+        if let Some(state) = &self.state {
+            d.field("number", &state.number)
+                .field("successes", &state.observations.successes)
+                .field("failures", &state.observations.failures);
+        }
+        d.finish_non_exhaustive()
     }
 }
 
-impl<'m> Iteration<'m> {
-    pub(super) fn start(shared: &'m Shared, number: u64) -> Self {
+impl IterationState {
+    pub(super) fn start(shared: &Shared, number: u64) -> Self {
         shared.iteration_started(number);
-        Iteration {
-            shared,
+        IterationState {
             number,
             started: Instant::now(),
             observations: Observations::default(),
             best_sharpe: None,
             champion_changed: false,
-            finished: false,
         }
     }
 
-    fn rejecter(shared: &'m Shared, number: u64) -> impl FnMut(Rejection, f64) + 'm {
+    /// The iteration's number.
+    pub(super) fn number(&self) -> u64 {
+        self.number
+    }
+
+    fn rejecter(shared: &Shared, number: u64) -> impl FnMut(Rejection, f64) + '_ {
         move |kind, value| shared.rejections.reject(kind, value, number)
     }
 
-    /// Reports a strategy that completed, with its Sharpe ratio and its max drawdown
-    /// as a positive fraction of peak equity (0.25 for a 25% drawdown).
-    ///
-    /// The strategy counts as a success either way; a Sharpe that is not finite, or a
-    /// drawdown that is negative or not finite, is left out of the averages, counted in
-    /// `loopwatch_rejected_observations_total` and logged.
-    pub fn record_success(&mut self, sharpe_ratio: f64, max_drawdown: f64) {
-        let mut reject = Self::rejecter(self.shared, self.number);
+    pub(super) fn success(
+        &mut self,
+        shared: &Shared,
+        sharpe_ratio: f64,
+        max_drawdown: Option<f64>,
+    ) {
+        let mut reject = Self::rejecter(shared, self.number);
         self.observations
             .success(sharpe_ratio, max_drawdown, &mut reject);
         if sharpe_ratio.is_finite() && self.best_sharpe.is_none_or(|best| sharpe_ratio > best) {
@@ -68,38 +78,26 @@ impl<'m> Iteration<'m> {
         }
     }
 
-    /// Reports a strategy that failed, with a short reason ("too few trades").
-    ///
-    /// Reasons are tallied for the final export (the first 32 distinct ones by name);
-    /// keep them to a small fixed vocabulary rather than embedding ids or numbers.
-    pub fn record_failure(&mut self, reason: &str) {
+    pub(super) fn failure(&mut self, shared: &Shared, reason: &str) {
         self.observations.failure();
-        self.shared.lock_run().count_failure_reason(reason);
+        shared.lock_run().count_failure_reason(reason);
     }
 
-    /// Reports the population: its diversity, distinct strategies and champion.
-    ///
-    /// A diversity that is not finite or outside 0–1, or more distinct strategies than
-    /// the population holds, is rejected (counted and logged); the rest is kept.
-    pub fn record_population(&mut self, population: Population<'_>) {
-        let mut reject = Self::rejecter(self.shared, self.number);
+    pub(super) fn population(&mut self, shared: &Shared, population: Population<'_>) {
+        let mut reject = Self::rejecter(shared, self.number);
         self.observations.population(&population, &mut reject);
         let Some(champion) = population.champion else {
             return;
         };
-        if self
-            .shared
-            .lock_run()
-            .observe_champion(champion, self.number)
-        {
+        if shared.lock_run().observe_champion(champion, self.number) {
             self.champion_changed = true;
-            let instruments = &self.shared.pipeline.instruments;
+            let instruments = &shared.pipeline.instruments;
             instruments.loopwatch_champion_changes_total.add(1, &[]);
             instruments
                 .loopwatch_champion_changed_timestamp_seconds
                 .record(crate::run::unix_seconds(std::time::SystemTime::now()), &[]);
             tracing::info!(iteration = self.number, champion, "champion changed");
-            self.shared.push_event(
+            shared.push_event(
                 self.number,
                 EventKind::ChampionChanged {
                     champion: champion.to_string(),
@@ -108,18 +106,16 @@ impl<'m> Iteration<'m> {
         }
     }
 
-    /// Ends the iteration: records its duration and averages, updates staleness and
-    /// returns what happened.
-    pub fn finish(mut self) -> IterationSummary {
-        self.complete()
+    pub(super) fn finish(self, shared: &Shared) -> IterationSummary {
+        let duration = self.started.elapsed();
+        self.finish_after(shared, duration)
     }
 
-    fn complete(&mut self) -> IterationSummary {
-        self.finished = true;
-        let duration = self.started.elapsed();
+    /// Ends the iteration with a duration measured elsewhere (the loop's own clock).
+    pub(super) fn finish_after(self, shared: &Shared, duration: std::time::Duration) -> IterationSummary {
         let o = &self.observations;
         let staleness = {
-            let mut run = self.shared.lock_run();
+            let mut run = shared.lock_run();
             if let Some(best) = self.best_sharpe {
                 run.observe_sharpe(best);
             }
@@ -137,15 +133,69 @@ impl<'m> Iteration<'m> {
             champion_changed: self.champion_changed,
             champion_staleness: staleness,
         };
-        self.shared.record_iteration(&summary);
+        shared.record_iteration(&summary);
         summary
+    }
+}
+
+impl<'m> Iteration<'m> {
+    pub(super) fn start(shared: &'m Shared, number: u64) -> Self {
+        Iteration {
+            shared,
+            state: Some(IterationState::start(shared, number)),
+        }
+    }
+
+    fn state(&mut self) -> &mut IterationState {
+        self.state
+            .as_mut()
+            .expect("an iteration's state lives until it is finished")
+    }
+
+    /// Reports a strategy that completed, with its Sharpe ratio and its max drawdown
+    /// as a positive fraction of peak equity (0.25 for a 25% drawdown).
+    ///
+    /// The strategy counts as a success either way; a Sharpe that is not finite, or a
+    /// drawdown that is negative or not finite, is left out of the averages, counted in
+    /// `loopwatch_rejected_observations_total` and logged.
+    pub fn record_success(&mut self, sharpe_ratio: f64, max_drawdown: f64) {
+        let shared = self.shared;
+        self.state().success(shared, sharpe_ratio, Some(max_drawdown));
+    }
+
+    /// Reports a strategy that failed, with a short reason ("too few trades").
+    ///
+    /// Reasons are tallied for the final export (the first 32 distinct ones by name);
+    /// keep them to a small fixed vocabulary rather than embedding ids or numbers.
+    pub fn record_failure(&mut self, reason: &str) {
+        let shared = self.shared;
+        self.state().failure(shared, reason);
+    }
+
+    /// Reports the population: its diversity, distinct strategies and champion.
+    ///
+    /// A diversity that is not finite or outside 0–1, or more distinct strategies than
+    /// the population holds, is rejected (counted and logged); the rest is kept.
+    pub fn record_population(&mut self, population: Population<'_>) {
+        let shared = self.shared;
+        self.state().population(shared, population);
+    }
+
+    /// Ends the iteration: records its duration and averages, updates staleness and
+    /// returns what happened.
+    pub fn finish(mut self) -> IterationSummary {
+        let state = self
+            .state
+            .take()
+            .expect("an iteration's state lives until it is finished");
+        state.finish(self.shared)
     }
 }
 
 impl Drop for Iteration<'_> {
     fn drop(&mut self) {
-        if !self.finished {
-            self.complete();
+        if let Some(state) = self.state.take() {
+            state.finish(self.shared);
         }
     }
 }

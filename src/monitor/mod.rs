@@ -4,6 +4,7 @@
 
 mod background;
 mod builder;
+mod intake;
 mod iteration;
 mod shared;
 mod state;
@@ -17,6 +18,7 @@ use opentelemetry::metrics::Meter;
 use tokio_util::sync::CancellationToken;
 
 pub use builder::MonitorBuilder;
+pub use intake::Intake;
 pub use iteration::Iteration;
 
 use crate::alerts::AlertName;
@@ -77,6 +79,8 @@ pub struct Monitor {
     shared: Arc<Shared>,
     runtime: Option<tokio::runtime::Runtime>,
     cancel: CancellationToken,
+    /// The file_sd registration, removed when the monitor closes.
+    registration: Option<crate::export::register::Registration>,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -194,6 +198,9 @@ impl Monitor {
             cancel.clone(),
         ));
         background::spawn_all(&runtime, &shared, &cancel);
+        let registration = shared.settings.register_dir.as_deref().and_then(|dir| {
+            crate::export::register::Registration::register(dir, &shared.identity, local_addr)
+        });
         tracing::info!(
             run_id = %shared.identity.run_id,
             listen = %local_addr,
@@ -204,6 +211,7 @@ impl Monitor {
             shared,
             runtime: Some(runtime),
             cancel,
+            registration,
         })
     }
 
@@ -255,6 +263,28 @@ impl Monitor {
         self.shared.report_orphans(orphans);
     }
 
+    /// An intake for reports from a loop in another process, in the line protocol of
+    /// [`crate::protocol`]; `loopwatch run` feeds it from its socket. Every intake of
+    /// a monitor reports into the same run; keep one per run and share it.
+    pub fn intake(&self) -> Intake {
+        Intake::new(Arc::clone(&self.shared))
+    }
+
+    /// Watches a loop running in another process (a supervised child) and every
+    /// process below it: `memory_usage_bytes` and `cpu_usage_percent` become their
+    /// sums, `loopwatch_loop_processes` their count. The `process_*` metrics stay
+    /// this process's own.
+    pub fn watch_process_tree(&self, root_pid: u32) {
+        self.shared.watch_process_tree(root_pid);
+    }
+
+    /// Records how a supervised loop's process ended, and raises LoopExited when it
+    /// failed (non-zero, or by a signal) without having said it was done. The exit is
+    /// in the final export; stall checks stop.
+    pub fn loop_exited(&self, exit: crate::run::LoopExit) {
+        self.shared.loop_exited(exit);
+    }
+
     /// The exposition `GET /metrics` would serve now.
     pub fn render_metrics(&self) -> Result<String, CollectError> {
         self.shared.exposition()
@@ -289,6 +319,7 @@ impl Monitor {
             });
         }
         self.cancel.cancel();
+        self.registration = None;
         if let Some(runtime) = self.runtime.take() {
             if tokio::runtime::Handle::try_current().is_ok() {
                 runtime.shutdown_background();

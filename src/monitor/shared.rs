@@ -347,8 +347,8 @@ impl Shared {
             at: unix_seconds(SystemTime::now()),
             best_sharpe,
             execution_time_seconds: summary.duration.as_secs_f64(),
-            memory_usage_bytes: host.process_rss_bytes as f64,
-            cpu_usage_percent: host.process_cpu_percent,
+            memory_usage_bytes: host.loop_rss_bytes as f64,
+            cpu_usage_percent: host.loop_cpu_percent,
             success_rate_10iter: rolling.success_rate,
             sharpe_ratio: summary.mean_sharpe,
             max_drawdown: summary.mean_max_drawdown,
@@ -396,6 +396,31 @@ impl Shared {
         self.apply(findings);
     }
 
+    /// A supervised loop's process ended: records how, evaluates LoopExited, and
+    /// stops stall checks (nothing more is coming).
+    pub(super) fn loop_exited(&self, mut exit: crate::run::LoopExit) {
+        exit.said_done |= self.liveness.done.load(Ordering::Relaxed);
+        self.lock_run().loop_exit = Some(exit);
+        let level = if exit.unexpected() {
+            tracing::Level::ERROR
+        } else {
+            tracing::Level::INFO
+        };
+        if level == tracing::Level::ERROR {
+            tracing::error!(code = ?exit.code, signal = ?exit.signal, "the loop exited before it said it was done");
+        } else {
+            tracing::info!(code = ?exit.code, signal = ?exit.signal, said_done = exit.said_done, "the loop exited");
+        }
+        let findings = lock(&self.evaluator).on_exit(&exit, &self.settings.thresholds);
+        self.apply(findings);
+        self.done();
+    }
+
+    /// Watches a supervised loop's process tree instead of this process.
+    pub(super) fn watch_process_tree(&self, root_pid: u32) {
+        *lock(&self.host_sampler) = HostSampler::for_process_tree(root_pid);
+    }
+
     /// The loop has said it is done: waiting from now on is not a stall.
     pub(super) fn done(&self) {
         if !self.liveness.done.swap(true, Ordering::Relaxed) {
@@ -438,8 +463,9 @@ impl Shared {
             return;
         };
         let i = &self.pipeline.instruments;
-        i.memory_usage_bytes.set(sample.process_rss_bytes as f64);
-        i.cpu_usage_percent.set(sample.process_cpu_percent);
+        i.memory_usage_bytes.set(sample.loop_rss_bytes as f64);
+        i.cpu_usage_percent.set(sample.loop_cpu_percent);
+        i.loopwatch_loop_processes.set(sample.loop_processes as f64);
         i.host_memory_used_bytes
             .set(sample.host_memory_used_bytes as f64);
         i.host_memory_total_bytes

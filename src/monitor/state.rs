@@ -21,6 +21,8 @@ pub(crate) struct RunState {
     pub(crate) failure_reasons: BTreeMap<String, u64>,
     /// The best Sharpe ratio of any strategy so far.
     pub(crate) best_sharpe: Option<f64>,
+    /// How a supervised loop ended, once it has.
+    pub(crate) loop_exit: Option<crate::run::LoopExit>,
     /// Failure reasons of the iterations in progress, then of the last completed ones.
     current_reasons: BTreeMap<String, u64>,
     recent_reasons: VecDeque<BTreeMap<String, u64>>,
@@ -46,6 +48,7 @@ impl RunState {
             champion_changes: 0,
             failure_reasons: BTreeMap::new(),
             best_sharpe: None,
+            loop_exit: None,
             current_reasons: BTreeMap::new(),
             recent_reasons: VecDeque::with_capacity(RECENT_ITERATIONS),
             history: VecDeque::with_capacity(HISTORY_LEN),
@@ -173,6 +176,7 @@ impl RunState {
             champion_staleness_iterations: self.champion_staleness,
             champion_changes: self.champion_changes,
             failure_reasons: self.failure_reasons.clone(),
+            loop_exit: self.loop_exit,
         }
     }
 }

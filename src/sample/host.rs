@@ -1,19 +1,29 @@
-//! Host memory and the loop process's memory and CPU, read with one reused sysinfo
-//! `System` that refreshes only the memory figures and this one process.
+//! Host memory, this process's memory and CPU, and the loop's: read with one reused
+//! sysinfo `System` that refreshes only the memory figures and this one process, plus
+//! the loop's process tree when the loop is a supervised child.
 
 use std::time::Instant;
 
 use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
-/// One reading of the host and of the process being watched.
+/// One reading of the host, of this process and of the loop.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct HostSample {
-    /// Resident set size of the watched process, in bytes.
+    /// Resident set size of this process, in bytes.
     pub process_rss_bytes: u64,
-    /// CPU used by the watched process since the previous sample, in percent of one
-    /// core: 100 means one core fully busy, 200 two cores (the convention of `top`).
-    /// The first sample of a sampler reads 0.
+    /// CPU used by this process since the previous sample, in percent of one core:
+    /// 100 means one core fully busy, 200 two cores (the convention of `top`). The
+    /// first sample of a sampler reads 0.
     pub process_cpu_percent: f64,
+    /// Resident memory of the loop: this process's, or for a supervised loop the sum
+    /// over its whole process tree (the loop and its workers), in bytes.
+    pub loop_rss_bytes: u64,
+    /// CPU of the loop since the previous sample, in percent of one core, on the same
+    /// terms as `loop_rss_bytes`.
+    pub loop_cpu_percent: f64,
+    /// Processes of the loop: 1 for this process, the size of a supervised loop's
+    /// tree (0 once it has ended).
+    pub loop_processes: u64,
     /// Host memory in use: total minus available, in bytes.
     pub host_memory_used_bytes: u64,
     /// Total host memory, in bytes.
@@ -45,7 +55,8 @@ impl HostSample {
     }
 }
 
-/// Reads host memory and one process's RSS and CPU on each [`tick`](Self::tick).
+/// Reads host memory, this process's RSS and CPU, and the loop's, on each
+/// [`tick`](Self::tick).
 ///
 /// Keep one sampler and call `tick` periodically: CPU usage is the difference between
 /// two ticks, and the reused `System` avoids re-reading the whole process table.
@@ -62,6 +73,8 @@ pub struct HostSampler {
     pid: Option<Pid>,
     /// When the previous tick ran and the process's CPU time then, in milliseconds.
     previous_cpu: Option<(Instant, u64)>,
+    /// A supervised loop's process tree; `None` when the loop is this process.
+    loop_tree: Option<super::tree::ProcessTree>,
 }
 
 impl std::fmt::Debug for HostSampler {
@@ -73,6 +86,15 @@ impl std::fmt::Debug for HostSampler {
 }
 
 impl HostSampler {
+    /// A sampler watching the loop running in another process (a supervised child)
+    /// and every process below it: its memory and CPU are summed over the tree.
+    pub fn for_process_tree(root_pid: u32) -> Self {
+        HostSampler {
+            loop_tree: Some(super::tree::ProcessTree::new(root_pid)),
+            ..Self::for_current_process()
+        }
+    }
+
     /// A sampler watching the current process.
     pub fn for_current_process() -> Self {
         let pid = sysinfo::get_current_pid().ok();
@@ -85,6 +107,7 @@ impl HostSampler {
             system,
             pid,
             previous_cpu: None,
+            loop_tree: None,
         }
     }
 
@@ -121,6 +144,19 @@ impl HostSampler {
                 sample.process_cpu_seconds = cpu_ms as f64 / 1000.0;
                 sample.process_virtual_memory_bytes = process.virtual_memory();
                 sample.process_start_time_seconds = process.start_time();
+            }
+        }
+        match self.loop_tree.as_mut() {
+            Some(tree) => {
+                let reading = tree.tick();
+                sample.loop_rss_bytes = reading.rss_bytes;
+                sample.loop_cpu_percent = reading.cpu_percent;
+                sample.loop_processes = reading.processes;
+            }
+            None => {
+                sample.loop_rss_bytes = sample.process_rss_bytes;
+                sample.loop_cpu_percent = sample.process_cpu_percent;
+                sample.loop_processes = 1;
             }
         }
         let total = system.total_memory();

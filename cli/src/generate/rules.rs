@@ -110,6 +110,12 @@ pub fn condition(alert: AlertName, t: &Thresholds) -> String {
                 catalog::LOOP_DONE.name
             )
         }
+        // Only the supervisor sees a child's exit status; the rule carries its verdict
+        // for the seconds `loopwatch run` lingers (LoopDown covers the time after).
+        AlertName::LoopExited => format!(
+            "{}{{alertname=\"LoopExited\"}} == 1",
+            catalog::ALERT_FIRING.name
+        ),
     }
 }
 
@@ -150,6 +156,7 @@ fn description(alert: AlertName, t: &Thresholds) -> String {
             t.stall_factor,
             t.stall_floor.as_secs_f64()
         ),
+        AlertName::LoopExited => "The loop under loopwatch run exited non-zero or by a signal before it said it was done; its exit status is in metrics_final.json.".to_string(),
     }
 }
 
@@ -395,6 +402,19 @@ pub fn promtool_tests(t: &Thresholds) -> String {
             ),
         ),
         stall_test(t, &described),
+        boundary(
+            AlertName::LoopExited,
+            vec![InputSeries {
+                series: format!(
+                    "{}{{alertname=\"LoopExited\", instance=\"loop:8000\", job=\"loopwatch\"}}",
+                    catalog::ALERT_FIRING.name
+                ),
+                values: "0 1".into(),
+            }],
+            &["0m"],
+            "1m",
+            description(AlertName::LoopExited, t),
+        ),
     ];
     let mut tests = tests;
     tests.push(loop_down_test());

@@ -1,0 +1,386 @@
+"""Report a loop's iterations to ``loopwatch run``.
+
+Run the loop as ``loopwatch run -- python loop.py``; loopwatch starts it with
+``LOOPWATCH_SOCKET`` in its environment, and this module writes what the loop reports
+to that socket, one JSON line per event (docs/protocol.md)::
+
+    import loopwatch
+
+    for generation in range(100):
+        with loopwatch.iteration() as it:
+            it.success(sharpe=1.3, drawdown=0.18)   # or it.failure("too few trades")
+            it.population(size=50, unique=41, diversity=0.62, champion="ma-10-50")
+    loopwatch.gauge("llm_tokens", 1234, unit="{token}", description="Tokens used")
+    loopwatch.done()
+
+Without ``LOOPWATCH_SOCKET`` every call is a no-op. No call raises into the loop or
+blocks it: events go into a bounded buffer that a background thread writes out; when
+the buffer is full or the socket is away, events are dropped, counted, and the count
+is reported once the socket is back. A process forked from a reporting one (a worker
+pool) opens its own connection. Standard library only, Python 3.9 or later.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import json
+import math
+import os
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Any, Deque, Dict, Optional, Tuple, Type
+
+__all__ = [
+    "Iteration",
+    "counter",
+    "done",
+    "enabled",
+    "flush",
+    "gauge",
+    "iteration",
+    "labels",
+    "run_id",
+]
+
+ENV_SOCKET = "LOOPWATCH_SOCKET"
+ENV_RUN_ID = "LOOPWATCH_RUN_ID"
+ENV_LABELS = "LOOPWATCH_LABELS"
+
+#: Events buffered before new ones are dropped (and counted).
+MAX_BUFFERED = 10_000
+#: Longest wait for the buffer to drain at ``done()`` and at interpreter exit.
+DRAIN_TIMEOUT_SECONDS = 2.0
+
+_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+# An event is a tuple whose first item says how to encode the rest; encoding happens
+# on the writer thread, so the loop pays only for building a tuple.
+Event = Tuple[Any, ...]
+
+
+_now = time.time
+
+
+def _number(value: Any) -> str:
+    """A JSON number, or null for NaN, infinities and non-numbers."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "null"
+    if math.isfinite(number):
+        return repr(number)
+    return "null"
+
+
+def _text(value: Any) -> str:
+    return _encode_string(str(value))
+
+
+def _encode(event: Event) -> str:
+    kind = event[0]
+    if kind == "success":
+        if event[2] is None:
+            return '{"v":1,"type":"success","sharpe":%s}\n' % _number(event[1])
+        return '{"v":1,"type":"success","sharpe":%s,"drawdown":%s}\n' % (
+            _number(event[1]),
+            _number(event[2]),
+        )
+    if kind == "failure":
+        return '{"v":1,"type":"failure","reason":%s}\n' % _text(event[1])
+    if kind == "population":
+        size, unique, diversity, champion = event[1:]
+        champion_field = "" if champion is None else ',"champion":%s' % _text(champion)
+        return '{"v":1,"type":"population","size":%d,"unique":%d,"diversity":%s%s}\n' % (
+            int(size),
+            int(unique),
+            _number(diversity),
+            champion_field,
+        )
+    if kind == "metric":
+        name, metric_kind, value, unit, description = event[1:]
+        return (
+            '{"v":1,"type":"metric","name":%s,"kind":"%s","value":%s,"unit":%s,"description":%s}\n'
+            % (_text(name), metric_kind, _number(value), _text(unit), _text(description))
+        )
+    if kind == "dropped":
+        return '{"v":1,"type":"dropped","count":%d}\n' % event[1]
+    if kind in ("iteration_start", "iteration_end"):
+        # The loop's own clock: the iteration's time does not depend on when the
+        # writer thread got to send it.
+        return '{"v":1,"type":"%s","t":%r}\n' % (kind, event[1])
+    return '{"v":1,"type":"%s"}\n' % kind
+
+
+class _Client:
+    """One process's connection: a bounded buffer and the thread that writes it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.pid = os.getpid()
+        self.buffer: Deque[Event] = collections.deque()
+        # Each counter has one writer, so no update is lost between threads: events the
+        # loop's thread turned away, events the writer lost, and the total reported.
+        self.dropped = 0
+        self.lost = 0
+        self.reported = 0
+        self.wake = threading.Event()
+        self.sending = False
+        self.closed = False
+        self.thread: Optional[threading.Thread] = None
+
+    def put(self, event: Event) -> None:
+        buffered = len(self.buffer)
+        if buffered >= MAX_BUFFERED:
+            self.dropped += 1
+            return
+        self.buffer.append(event)
+        if self.thread is None:
+            self._start()
+        if buffered == 0:
+            # The writer sleeps only on an empty buffer: wake it for the first event.
+            self.wake.set()
+
+    def _start(self) -> None:
+        thread = threading.Thread(target=self._run, name="loopwatch-writer", daemon=True)
+        self.thread = thread
+        thread.start()
+
+    def _connect(self) -> Optional[socket.socket]:
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(2.0)
+            sock.connect(self.path)
+            return sock
+        except OSError:
+            return None
+
+    def _run(self) -> None:
+        sock: Optional[socket.socket] = None
+        backoff = 0.05
+        while not self.closed:
+            self.wake.wait(0.5)
+            self.wake.clear()
+            while self.buffer and not self.closed:
+                if sock is None:
+                    sock = self._connect()
+                    if sock is None:
+                        # The socket is away: keep buffering (bounded) and retry.
+                        time.sleep(backoff)
+                        backoff = min(backoff * 2, 1.0)
+                        continue
+                    backoff = 0.05
+                self.sending = True
+                batch = []
+                while self.buffer and len(batch) < 512:
+                    batch.append(self.buffer.popleft())
+                unreported = self.dropped + self.lost - self.reported
+                if unreported > 0:
+                    self.reported += unreported
+                    batch.append(("dropped", unreported))
+                lines = []
+                for event in batch:
+                    try:
+                        lines.append(_encode(event))
+                    except (TypeError, ValueError, OverflowError):
+                        self.lost += 1  # a value that cannot be written at all
+                try:
+                    sock.sendall("".join(lines).encode("utf-8", "replace"))
+                except OSError:
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
+                    sock = None
+                    for event in batch:
+                        if event[0] == "dropped":
+                            self.reported -= event[1]
+                        else:
+                            self.lost += 1
+                finally:
+                    self.sending = False
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def drain(self, timeout: float) -> bool:
+        """Waits up to ``timeout`` seconds until everything buffered is written."""
+        deadline = time.monotonic() + timeout
+        self.wake.set()
+        while (self.buffer or self.sending) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return not (self.buffer or self.sending)
+
+
+_lock = threading.Lock()
+_client: Optional[_Client] = None
+#: Set once this process has looked for the socket and found none.
+_disabled = False
+
+
+def _reset_after_fork() -> None:
+    # The parent's writer thread and connection do not exist in the child: a fresh
+    # client (and lock, which the writer may have held at the fork) is made on first use.
+    global _client, _lock, _disabled
+    _client = None
+    _disabled = False
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _get() -> Optional[_Client]:
+    global _client, _disabled
+    client = _client
+    if client is not None and client.pid == os.getpid():
+        return client
+    path = os.environ.get(ENV_SOCKET)
+    if not path:
+        _disabled = True
+        return None
+    with _lock:
+        if _client is None or _client.pid != os.getpid():
+            _client = _Client(path)
+        return _client
+
+
+def _put(event: Event) -> None:
+    # The fast path: a client made in this process (a fork resets it), no syscalls.
+    try:
+        client = _client
+        if client is None:
+            if _disabled:
+                return
+            client = _get()
+            if client is None:
+                return
+        client.put(event)
+    except Exception:  # noqa: BLE001 - reporting never raises into the loop
+        pass
+
+
+def enabled() -> bool:
+    """Whether this process reports to a ``loopwatch run`` supervisor."""
+    return bool(os.environ.get(ENV_SOCKET))
+
+
+def run_id() -> Optional[str]:
+    """The supervising run's id, or None outside ``loopwatch run``."""
+    return os.environ.get(ENV_RUN_ID)
+
+
+def labels() -> Dict[str, str]:
+    """The container ownership labels of this run, for docker-py's ``labels=``.
+
+    Containers carrying them are sampled by loopwatch, removed when the run ends and
+    swept after a crash. Empty outside ``loopwatch run``.
+    """
+    try:
+        parsed = json.loads(os.environ.get(ENV_LABELS, "{}"))
+        return {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {}
+    except (ValueError, AttributeError):
+        return {}
+
+
+class Iteration:
+    """An iteration in progress: report outcomes and the population, then end it.
+
+    Use it as a context manager (``with loopwatch.iteration() as it:``); an exception
+    inside is recorded as a failure with the exception's type as the reason, and
+    re-raised.
+    """
+
+    __slots__ = ("_ended",)
+
+    def __init__(self) -> None:
+        self._ended = False
+        _put(("iteration_start", _now()))
+
+    def success(self, sharpe: float, drawdown: Optional[float] = None) -> None:
+        """A strategy that completed: its Sharpe ratio (or score, higher is better) and
+        its max drawdown as a positive fraction of peak equity, if measured."""
+        _put(("success", sharpe, drawdown))
+
+    def failure(self, reason: str) -> None:
+        """A strategy that failed, with a short reason from a fixed vocabulary."""
+        _put(("failure", reason))
+
+    def population(
+        self,
+        size: int,
+        unique: int,
+        diversity: float,
+        champion: Optional[str] = None,
+    ) -> None:
+        """The population now: its size, distinct members, diversity (0-1), champion."""
+        try:
+            _put(("population", int(size), int(unique), diversity, champion))
+        except (TypeError, ValueError):
+            pass
+
+    def end(self) -> None:
+        """Ends the iteration (the context manager does this)."""
+        if not self._ended:
+            self._ended = True
+            _put(("iteration_end", _now()))
+
+    def __enter__(self) -> "Iteration":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool:
+        if exc_type is not None and issubclass(exc_type, Exception):
+            self.failure("exception: " + exc_type.__name__)
+        self.end()
+        return False
+
+
+def iteration() -> Iteration:
+    """Starts an iteration; use it with ``with``."""
+    return Iteration()
+
+
+def gauge(name: str, value: float, unit: str = "", description: str = "") -> None:
+    """Sets the loop's own gauge ``name`` (a Prometheus name, not loopwatch's own)."""
+    _put(("metric", name, "gauge", value, unit, description))
+
+
+def counter(name: str, increment: float = 1.0, unit: str = "", description: str = "") -> None:
+    """Adds to the loop's own counter ``name`` (end it in ``_total``)."""
+    _put(("metric", name, "counter", increment, unit, description))
+
+
+def flush(timeout: float = DRAIN_TIMEOUT_SECONDS) -> bool:
+    """Waits up to ``timeout`` seconds for buffered events to be written."""
+    try:
+        client = _get()
+        return True if client is None else client.drain(timeout)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def done() -> None:
+    """Says the loop has finished its work: an exit from now on is expected, and
+    waiting is no stall. Waits briefly for buffered events to be written."""
+    _put(("done",))
+    flush()
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    client = _client
+    if client is not None and client.pid == os.getpid():
+        try:
+            client.drain(DRAIN_TIMEOUT_SECONDS)
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,257 @@
+//! [`Intake`]: reports from a loop in another process, one protocol line at a time.
+//! `loopwatch run` feeds it what its child (and the child's workers) write to the
+//! socket; each message becomes the call a Rust loop would have made.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use opentelemetry::metrics::{Counter, Gauge};
+
+use super::iteration::IterationState;
+use super::shared::{lock, Shared};
+use crate::protocol::{self, Message, MetricKind};
+use crate::record::{Population, Rejection};
+
+/// One of the loop's own instruments, created on its first `metric` message.
+enum UserInstrument {
+    Gauge(Gauge<f64>),
+    Counter(Counter<f64>),
+}
+
+#[derive(Default)]
+struct IntakeState {
+    /// The iteration in progress, shared by every connection, and when it began by
+    /// the loop's clock, if its start said.
+    current: Option<IterationState>,
+    started_at: Option<f64>,
+    /// The loop's own metrics by name, at most [`protocol::MAX_USER_SERIES`].
+    metrics: HashMap<String, UserInstrument>,
+}
+
+/// Turns protocol lines into monitor calls; shared by every connection of a run.
+///
+/// Every line is either applied or rejected: a rejection is counted in
+/// `loopwatch_rejected_observations_total` (field `message` or `metric`) and logged,
+/// thinned, and the next line is read as if nothing happened.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let monitor = loopwatch::Monitor::builder()
+///     .listen("127.0.0.1:0".parse().unwrap())
+///     .output_dir(dir.path())
+///     .build()
+///     .unwrap();
+/// let intake = monitor.intake();
+/// intake.handle_line(br#"{"v":1,"type":"iteration_start","t":1764380000.0}"#);
+/// intake.handle_line(br#"{"v":1,"type":"success","sharpe":1.5,"drawdown":0.1}"#);
+/// intake.handle_line(br#"{"v":1,"type":"iteration_end","t":1764380000.25}"#);
+/// intake.handle_line(b"not json"); // counted and logged, nothing else happens
+/// let summary = monitor.summary();
+/// assert_eq!(summary.iterations, 1);
+/// assert_eq!(summary.mean_execution_time_seconds, Some(0.25));
+/// # monitor.shutdown();
+/// ```
+pub struct Intake {
+    shared: Arc<Shared>,
+    state: Mutex<IntakeState>,
+}
+
+impl std::fmt::Debug for Intake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intake").finish_non_exhaustive()
+    }
+}
+
+impl Intake {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        Intake {
+            shared,
+            state: Mutex::new(IntakeState::default()),
+        }
+    }
+
+    fn reject(&self, kind: Rejection, value: f64) {
+        let iteration = self.shared.next_iteration.load(Ordering::Relaxed) - 1;
+        self.shared.rejections.reject(kind, value, iteration);
+    }
+
+    /// Applies one line (without its newline), or rejects it.
+    pub fn handle_line(&self, line: &[u8]) {
+        match protocol::parse_line(line) {
+            Ok(message) => self.handle(message),
+            Err(error) => self.reject(error.into(), line.len() as f64),
+        }
+    }
+
+    /// Rejects a line that was cut off for being longer than
+    /// [`protocol::MAX_LINE_BYTES`] (the reader does not keep such a line).
+    pub fn reject_too_long(&self, length: usize) {
+        self.reject(Rejection::MessageTooLong, length as f64);
+    }
+
+    /// Applies one parsed message.
+    pub fn handle(&self, message: Message) {
+        let shared = &*self.shared;
+        let mut state = lock(&self.state);
+        match message {
+            Message::IterationStart { at } => {
+                if let Some(open) = state.current.take() {
+                    tracing::warn!(
+                        iteration = open.number(),
+                        "a new iteration started before this one ended; ending it now"
+                    );
+                    open.finish(shared);
+                }
+                let number = shared.next_iteration.fetch_add(1, Ordering::Relaxed);
+                state.current = Some(IterationState::start(shared, number));
+                state.started_at = at.filter(|t| t.is_finite());
+            }
+            Message::IterationEnd { at } => match state.current.take() {
+                Some(open) => {
+                    // The loop's clock when both ends carry it; else receipt times.
+                    let measured = match (state.started_at.take(), at) {
+                        (Some(start), Some(end)) if end.is_finite() && end >= start => {
+                            std::time::Duration::try_from_secs_f64(end - start).ok()
+                        }
+                        _ => None,
+                    };
+                    match measured {
+                        Some(duration) => open.finish_after(shared, duration),
+                        None => open.finish(shared),
+                    };
+                }
+                None => {
+                    drop(state);
+                    self.reject(Rejection::MessageOutsideIteration, f64::NAN);
+                }
+            },
+            Message::Success { sharpe, drawdown } => match state.current.as_mut() {
+                Some(open) => open.success(shared, sharpe, drawdown),
+                None => {
+                    drop(state);
+                    self.reject(Rejection::MessageOutsideIteration, sharpe);
+                }
+            },
+            Message::Failure { reason } => match state.current.as_mut() {
+                Some(open) => open.failure(shared, &reason),
+                None => {
+                    drop(state);
+                    self.reject(Rejection::MessageOutsideIteration, f64::NAN);
+                }
+            },
+            Message::Population {
+                size,
+                unique,
+                diversity,
+                champion,
+            } => match state.current.as_mut() {
+                Some(open) => {
+                    let mut population = Population::new(size, unique, diversity);
+                    population.champion = champion.as_deref();
+                    open.population(shared, population);
+                }
+                None => {
+                    drop(state);
+                    self.reject(Rejection::MessageOutsideIteration, diversity);
+                }
+            },
+            Message::Done => {
+                if let Some(open) = state.current.take() {
+                    open.finish(shared);
+                }
+                drop(state);
+                shared.done();
+            }
+            Message::Dropped { count } => {
+                shared
+                    .pipeline
+                    .instruments
+                    .loopwatch_client_dropped_events_total
+                    .add(count, &[]);
+                tracing::warn!(
+                    count,
+                    "the loop's client dropped events (its buffer was full or the socket away)"
+                );
+            }
+            Message::Metric {
+                name,
+                kind,
+                value,
+                unit,
+                description,
+            } => {
+                let verdict = self.user_metric(&mut state, name, kind, value, unit, description);
+                drop(state);
+                if let Err(kind) = verdict {
+                    self.reject(kind, value);
+                }
+            }
+        }
+    }
+
+    fn user_metric(
+        &self,
+        state: &mut IntakeState,
+        name: String,
+        kind: MetricKind,
+        value: f64,
+        unit: String,
+        description: String,
+    ) -> Result<(), Rejection> {
+        let valid_value = value.is_finite() && (kind == MetricKind::Gauge || value >= 0.0);
+        if !valid_value || !protocol::valid_metric_name(&name) {
+            return Err(Rejection::MetricInvalid);
+        }
+        if let Some(instrument) = state.metrics.get(&name) {
+            return match (instrument, kind) {
+                (UserInstrument::Gauge(g), MetricKind::Gauge) => {
+                    g.record(value, &[]);
+                    Ok(())
+                }
+                (UserInstrument::Counter(c), MetricKind::Counter) => {
+                    c.add(value, &[]);
+                    Ok(())
+                }
+                _ => Err(Rejection::MetricInvalid),
+            };
+        }
+        // The SDK refuses units over 63 ASCII characters; so does the intake, loudly.
+        if unit.len() > 63 || !unit.is_ascii() || description.len() > 1024 {
+            return Err(Rejection::MetricInvalid);
+        }
+        if state.metrics.len() >= protocol::MAX_USER_SERIES {
+            return Err(Rejection::MetricOverLimit);
+        }
+        let meter = self.shared.pipeline.user_meter();
+        let instrument = match kind {
+            MetricKind::Gauge => {
+                let gauge = meter
+                    .f64_gauge(name.clone())
+                    .with_unit(unit)
+                    .with_description(description)
+                    .build();
+                gauge.record(value, &[]);
+                UserInstrument::Gauge(gauge)
+            }
+            MetricKind::Counter => {
+                let counter = meter
+                    .f64_counter(name.clone())
+                    .with_unit(unit)
+                    .with_description(description)
+                    .build();
+                counter.add(value, &[]);
+                UserInstrument::Counter(counter)
+            }
+        };
+        state.metrics.insert(name, instrument);
+        Ok(())
+    }
+
+    /// Ends the iteration in progress, if any, with what it has: the loop has exited.
+    pub fn close(&self) {
+        if let Some(open) = lock(&self.state).current.take() {
+            open.finish(&self.shared);
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The wire protocol of `loopwatch run`: what a supervised loop writes to the Unix
+//! socket named by `LOOPWATCH_SOCKET`, one JSON object per line (docs/protocol.md).
+//!
+//! Every line carries the protocol version `"v": 1` and a `"type"`. Lines are parsed
+//! here into a [`Message`], or turned away with a [`LineError`] that names what was
+//! wrong; the supervisor counts each one in `loopwatch_rejected_observations_total`
+//! and reads on.
+//!
+//! ```
+//! use loopwatch::protocol::{parse_line, Message};
+//!
+//! let message = parse_line(br#"{"v":1,"type":"success","sharpe":1.3,"drawdown":0.18}"#);
+//! assert_eq!(message, Ok(Message::Success { sharpe: 1.3, drawdown: Some(0.18) }));
+//! assert!(parse_line(br#"{"v":1,"type":"teleport"}"#).is_err());
+//! ```
+
+use serde::Deserialize;
+
+/// The protocol version this build speaks.
+pub const VERSION: u64 = 1;
+
+/// The longest line accepted, newline excluded: 64 KiB.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// The most series of its own a loop may declare with `metric` messages.
+pub const MAX_USER_SERIES: usize = 100;
+
+/// The kind of a loop's own metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// A value that goes up and down; each message sets it.
+    Gauge,
+    /// A running total; each message adds its (non-negative) value.
+    Counter,
+}
+
+/// One message from a loop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// An iteration begins; `at` is when, by the loop's clock (Unix seconds), if the
+    /// line says (`"t"`), so that its duration does not depend on delivery.
+    IterationStart {
+        /// When it began.
+        at: Option<f64>,
+    },
+    /// A strategy completed. Non-finite values arrive as `null` and read NaN here; the
+    /// monitor counts the success and rejects the value.
+    Success {
+        /// Its Sharpe ratio (or the loop's own score, higher is better).
+        sharpe: f64,
+        /// Its max drawdown, a positive fraction of peak equity; `None` when the line
+        /// has no `drawdown` (a loop that measures none).
+        drawdown: Option<f64>,
+    },
+    /// A strategy failed.
+    Failure {
+        /// Why, from a small fixed vocabulary ("too few trades").
+        reason: String,
+    },
+    /// The population after this iteration.
+    Population {
+        /// Strategies in it.
+        size: u64,
+        /// Distinct strategies among them.
+        unique: u64,
+        /// Diversity from 0 (clones) to 1.
+        diversity: f64,
+        /// The champion's identity, if the loop has one.
+        champion: Option<String>,
+    },
+    /// The iteration ends; `at` as for [`Message::IterationStart`].
+    IterationEnd {
+        /// When it ended.
+        at: Option<f64>,
+    },
+    /// The loop has finished its work: no more iterations are coming, and an exit
+    /// from now on is expected.
+    Done,
+    /// A value of the loop's own metric.
+    Metric {
+        /// Its exported name (`[a-zA-Z_][a-zA-Z0-9_]*`, not loopwatch's own).
+        name: String,
+        /// Gauge or counter.
+        kind: MetricKind,
+        /// The gauge's value, or the counter's increment.
+        value: f64,
+        /// Its UCUM unit (`By`, `s`, `{token}`), for the HELP text.
+        unit: String,
+        /// What it measures.
+        description: String,
+    },
+    /// Events the client dropped (its buffer was full or the socket away), reported
+    /// when it could write again.
+    Dropped {
+        /// How many since its previous report.
+        count: u64,
+    },
+}
+
+/// Why a line was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    /// Not a JSON object with the fields its type needs, of the right types.
+    #[error("not a JSON object with the fields its type needs")]
+    Malformed,
+    /// A `"v"` other than the one this build speaks.
+    #[error("an unsupported protocol version")]
+    UnsupportedVersion,
+    /// A `"type"` this build does not know.
+    #[error("an unknown message type")]
+    UnknownType,
+    /// Longer than [`MAX_LINE_BYTES`].
+    #[error("a line longer than 64 KiB")]
+    TooLong,
+}
+
+/// The part of every line read first: its version and type.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    v: u64,
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+/// A number that may arrive as `null` (the client's encoding of NaN and infinities).
+fn nan_if_null(value: Option<f64>) -> f64 {
+    value.unwrap_or(f64::NAN)
+}
+
+#[derive(Deserialize)]
+struct SuccessBody {
+    sharpe: Option<f64>,
+    /// Absent: not reported; `null`: reported, not finite.
+    #[serde(default, deserialize_with = "present")]
+    drawdown: Option<Option<f64>>,
+}
+
+/// Deserialises a field that is present (possibly `null`) as `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    Option::<f64>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct MomentBody {
+    #[serde(default)]
+    t: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct FailureBody {
+    reason: String,
+}
+
+#[derive(Deserialize)]
+struct PopulationBody {
+    size: u64,
+    unique: u64,
+    diversity: Option<f64>,
+    #[serde(default)]
+    champion: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MetricBody {
+    name: String,
+    kind: MetricKind,
+    value: Option<f64>,
+    #[serde(default)]
+    unit: String,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize)]
+struct DroppedBody {
+    count: u64,
+}
+
+fn body<'a, T: Deserialize<'a>>(line: &'a [u8]) -> Result<T, LineError> {
+    serde_json::from_slice(line).map_err(|_| LineError::Malformed)
+}
+
+/// Parses one line (without its newline).
+pub fn parse_line(line: &[u8]) -> Result<Message, LineError> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(LineError::TooLong);
+    }
+    let envelope: Envelope<'_> = body(line)?;
+    if envelope.v != VERSION {
+        return Err(LineError::UnsupportedVersion);
+    }
+    Ok(match envelope.kind.as_ref() {
+        "iteration_start" => Message::IterationStart {
+            at: body::<MomentBody>(line)?.t,
+        },
+        "iteration_end" => Message::IterationEnd {
+            at: body::<MomentBody>(line)?.t,
+        },
+        "done" => Message::Done,
+        "success" => {
+            let b: SuccessBody = body(line)?;
+            Message::Success {
+                sharpe: nan_if_null(b.sharpe),
+                drawdown: b.drawdown.map(nan_if_null),
+            }
+        }
+        "failure" => Message::Failure {
+            reason: body::<FailureBody>(line)?.reason,
+        },
+        "population" => {
+            let b: PopulationBody = body(line)?;
+            Message::Population {
+                size: b.size,
+                unique: b.unique,
+                diversity: nan_if_null(b.diversity),
+                champion: b.champion,
+            }
+        }
+        "metric" => {
+            let b: MetricBody = body(line)?;
+            Message::Metric {
+                name: b.name,
+                kind: b.kind,
+                value: nan_if_null(b.value),
+                unit: b.unit,
+                description: b.description,
+            }
+        }
+        "dropped" => Message::Dropped {
+            count: body::<DroppedBody>(line)?.count,
+        },
+        _ => return Err(LineError::UnknownType),
+    })
+}
+
+/// Whether `name` may name a loop's own metric: a Prometheus metric name
+/// (`[a-zA-Z_][a-zA-Z0-9_]*`, at most 200 bytes) that is not one of loopwatch's (its
+/// catalog, the `loopwatch_` prefix, the `process_` standard metrics).
+///
+/// ```
+/// assert!(loopwatch::protocol::valid_metric_name("llm_tokens_total"));
+/// assert!(!loopwatch::protocol::valid_metric_name("memory_usage_bytes"));
+/// assert!(!loopwatch::protocol::valid_metric_name("2fast"));
+/// ```
+pub fn valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let well_formed = name.len() <= 200
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    well_formed
+        && !name.starts_with("loopwatch_")
+        && !name.starts_with("process_")
+        && crate::catalog::find(name).is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn every_documented_message_parses() {
+        let cases: [(&str, Message); 8] = [
+            (
+                r#"{"v":1,"type":"iteration_start","t":1764380000.5}"#,
+                Message::IterationStart {
+                    at: Some(1764380000.5),
+                },
+            ),
+            (
+                r#"{"v":1,"type":"success","sharpe":1.3,"drawdown":0.18}"#,
+                Message::Success {
+                    sharpe: 1.3,
+                    drawdown: Some(0.18),
+                },
+            ),
+            (
+                r#"{"v":1,"type":"failure","reason":"too few trades"}"#,
+                Message::Failure {
+                    reason: "too few trades".into(),
+                },
+            ),
+            (
+                r#"{"v":1,"type":"population","size":50,"unique":41,"diversity":0.62,"champion":"ma-10-50"}"#,
+                Message::Population {
+                    size: 50,
+                    unique: 41,
+                    diversity: 0.62,
+                    champion: Some("ma-10-50".into()),
+                },
+            ),
+            (
+                r#"{"v":1,"type":"iteration_end"}"#,
+                Message::IterationEnd { at: None },
+            ),
+            (r#"{"v":1,"type":"done"}"#, Message::Done),
+            (
+                r#"{"v":1,"type":"metric","name":"llm_tokens","kind":"gauge","value":1234,"unit":"{token}","description":"Tokens used"}"#,
+                Message::Metric {
+                    name: "llm_tokens".into(),
+                    kind: MetricKind::Gauge,
+                    value: 1234.0,
+                    unit: "{token}".into(),
+                    description: "Tokens used".into(),
+                },
+            ),
+            (
+                r#"{"v":1,"type":"dropped","count":7}"#,
+                Message::Dropped { count: 7 },
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(parse_line(line.as_bytes()), Ok(expected), "{line}");
+        }
+    }
+
+    #[test]
+    fn null_numbers_read_nan_and_bad_lines_say_why() {
+        let Ok(Message::Success { sharpe, drawdown }) =
+            parse_line(br#"{"v":1,"type":"success","sharpe":null,"drawdown":0.1}"#)
+        else {
+            panic!("a null Sharpe is a success with a NaN Sharpe");
+        };
+        assert!(sharpe.is_nan());
+        assert_eq!(drawdown, Some(0.1));
+        assert_eq!(
+            parse_line(br#"{"v":1,"type":"success","sharpe":2}"#),
+            Ok(Message::Success { sharpe: 2.0, drawdown: None })
+        );
+        let Ok(Message::Success { drawdown: Some(d), .. }) =
+            parse_line(br#"{"v":1,"type":"success","sharpe":2,"drawdown":null}"#)
+        else {
+            panic!("a null drawdown is reported and not finite");
+        };
+        assert!(d.is_nan());
+        let bad: [(&[u8], LineError); 9] = [
+            (b"", LineError::Malformed),
+            (b"{\"v\":1,\"type\":\"success\",\"sharpe\":NaN,\"drawdown\":0}", LineError::Malformed),
+            (b"{\"v\":1,\"type\":\"success\",\"sharpe\":\"high\",\"drawdown\":0}", LineError::Malformed),
+            (b"{\"v\":1,\"type\":\"failure\"}", LineError::Malformed),
+            (b"{\"v\":1,\"type\":\"population\",\"size\":-1,\"unique\":0,\"diversity\":0}", LineError::Malformed),
+            (b"{\"v\":1,\"type\":\"iteration_st", LineError::Malformed),
+            (b"{\"type\":\"done\"}", LineError::Malformed),
+            (b"{\"v\":2,\"type\":\"done\"}", LineError::UnsupportedVersion),
+            (b"{\"v\":1,\"type\":\"teleport\"}", LineError::UnknownType),
+        ];
+        for (line, why) in bad {
+            assert_eq!(parse_line(line), Err(why), "{}", String::from_utf8_lossy(line));
+        }
+        let long = format!(
+            r#"{{"v":1,"type":"failure","reason":"{}"}}"#,
+            "x".repeat(MAX_LINE_BYTES)
+        );
+        assert_eq!(parse_line(long.as_bytes()), Err(LineError::TooLong));
+    }
+
+    #[test]
+    fn metric_names_follow_prometheus_and_stay_clear_of_loopwatch() {
+        for good in ["llm_tokens", "_private", "evals_total", "a1"] {
+            assert!(valid_metric_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "9lives",
+            "has-dash",
+            "has space",
+            "colon:name",
+            "loopwatch_anything",
+            "process_open_fds",
+            "sharpe_ratio",
+            "ünïcode",
+        ] {
+            assert!(!valid_metric_name(bad), "{bad}");
+        }
+        assert!(!valid_metric_name(&"a".repeat(201)));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(line in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_line(&line);
+        }
+
+        #[test]
+        fn arbitrary_json_values_never_panic(reason in ".*", number in any::<f64>()) {
+            let line = serde_json::json!({"v": 1, "type": "failure", "reason": reason, "x": number.to_string()});
+            prop_assert!(parse_line(line.to_string().as_bytes()).is_ok());
+        }
+    }
+}

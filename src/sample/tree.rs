@@ -1,0 +1,219 @@
+//! A process and every process below it (a supervised loop and its worker pool),
+//! summed: resident memory and CPU, read from `/proc`.
+//!
+//! The tree is walked through each thread's `children` file (one small read per
+//! process); where the kernel does not offer it, the parent of every process on the
+//! host is read instead. Processes that come and go between two readings are handled:
+//! CPU is summed per process from its own previous reading, a process that started
+//! since contributes all its CPU time, and one that ended contributes nothing more.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// One reading of a process tree.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct TreeSample {
+    /// Summed resident set size, in bytes.
+    pub(crate) rss_bytes: u64,
+    /// Summed CPU since the previous reading, in percent of one core; 0 on the first.
+    pub(crate) cpu_percent: f64,
+    /// Processes in the tree now (the root included while it lives).
+    pub(crate) processes: u64,
+}
+
+/// What `/proc/<pid>/stat` says about one process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ProcStat {
+    parent: u32,
+    /// User plus system time, in clock ticks.
+    cpu_ticks: u64,
+    /// Start time after boot, in clock ticks: with the pid, the process's identity.
+    start_ticks: u64,
+}
+
+/// Parses a `/proc/<pid>/stat` line. The command name is in parentheses and may
+/// itself hold spaces and parentheses, so fields are counted from the last `)`.
+fn parse_stat(line: &str) -> Option<ProcStat> {
+    let rest = &line[line.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): field n is at index n - 3.
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    Some(ProcStat {
+        parent: u32::try_from(field(4)?).ok()?,
+        cpu_ticks: field(14)?.saturating_add(field(15)?),
+        start_ticks: field(22)?,
+    })
+}
+
+/// Linux reports process times in `USER_HZ` ticks, which its user-space ABI fixes at
+/// 100 per second on every architecture Rust targets (`sysconf(_SC_CLK_TCK)`).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Resident memory from `/proc/<pid>/status` (`VmRSS`, in kB), so no page size is
+/// assumed; 0 for a kernel thread or a zombie, which have none.
+fn read_rss_bytes(pid: u32) -> u64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb.saturating_mul(1024))
+}
+
+fn read_stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The direct children of `pid` from each of its threads' `children` files; `None`
+/// when the kernel has no such files.
+fn children_of(pid: u32) -> Option<Vec<u32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut children = Vec::new();
+    let mut any = false;
+    for task in tasks.flatten() {
+        let path = task.path().join("children");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        any = true;
+        children.extend(text.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+    }
+    any.then_some(children)
+}
+
+/// Every process on the host with its parent, for kernels without `children` files.
+fn all_parents() -> HashMap<u32, Vec<u32>> {
+    let mut by_parent: HashMap<u32, Vec<u32>> = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return by_parent;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(stat) = read_stat(pid) {
+            by_parent.entry(stat.parent).or_default().push(pid);
+        }
+    }
+    by_parent
+}
+
+/// Sums a process tree on each [`tick`](Self::tick).
+#[derive(Debug)]
+pub(crate) struct ProcessTree {
+    root: u32,
+    /// Each process's identity (pid, start) and CPU ticks at the previous reading.
+    previous: HashMap<(u32, u64), u64>,
+    previous_at: Option<Instant>,
+}
+
+impl ProcessTree {
+    /// A sampler of `root` and its descendants.
+    pub(crate) fn new(root: u32) -> Self {
+        ProcessTree {
+            root,
+            previous: HashMap::new(),
+            previous_at: None,
+        }
+    }
+
+    /// The pids of the tree now, root first.
+    fn members(&self) -> Vec<u32> {
+        let mut members = vec![self.root];
+        let mut fallback: Option<HashMap<u32, Vec<u32>>> = None;
+        let mut next = 0;
+        while next < members.len() {
+            let pid = members[next];
+            next += 1;
+            let children = match children_of(pid) {
+                Some(children) => children,
+                None => fallback
+                    .get_or_insert_with(all_parents)
+                    .get(&pid)
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            for child in children {
+                // A pid seen twice (reused while walking) is not walked again.
+                if !members.contains(&child) && members.len() < 100_000 {
+                    members.push(child);
+                }
+            }
+        }
+        members
+    }
+
+    /// Reads the tree now.
+    pub(crate) fn tick(&mut self) -> TreeSample {
+        let now = Instant::now();
+        let mut sample = TreeSample::default();
+        let mut current = HashMap::new();
+        let mut cpu_delta_ticks = 0u64;
+        for pid in self.members() {
+            let Some(stat) = read_stat(pid) else {
+                continue; // it ended while the tree was walked
+            };
+            sample.processes += 1;
+            sample.rss_bytes = sample.rss_bytes.saturating_add(read_rss_bytes(pid));
+            let key = (pid, stat.start_ticks);
+            let before = self.previous.get(&key).copied().unwrap_or(0);
+            cpu_delta_ticks = cpu_delta_ticks.saturating_add(stat.cpu_ticks.saturating_sub(before));
+            current.insert(key, stat.cpu_ticks);
+        }
+        if let Some(then) = self.previous_at {
+            let wall = now.duration_since(then).as_secs_f64();
+            if wall > 0.0 {
+                sample.cpu_percent = cpu_delta_ticks as f64 / TICKS_PER_SECOND / wall * 100.0;
+            }
+        }
+        self.previous = current;
+        self.previous_at = Some(now);
+        sample
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_awkward_command_names_parse() {
+        let line = "4242 (my (odd) loop) S 17 4242 17 0 -1 4194560 900 0 0 0 \
+                    150 50 0 0 20 0 3 0 98765 123456789 2048 18446744073709551615";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!(stat.parent, 17);
+        assert_eq!(stat.cpu_ticks, 200);
+        assert_eq!(stat.start_ticks, 98765);
+        assert_eq!(parse_stat("12 (short) S 1"), None);
+    }
+
+    #[test]
+    fn the_tree_holds_children_and_grandchildren() {
+        // sh starts a sleeping grandchild and waits: both are in the tree.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 3 & wait"])
+            .spawn()
+            .unwrap();
+        let mut tree = ProcessTree::new(child.id());
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let mut sample = tree.tick();
+        while sample.processes < 2 && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            sample = tree.tick();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(sample.processes, 2, "{sample:?}");
+        assert!(sample.rss_bytes > 0);
+        assert!(sample.cpu_percent >= 0.0);
+    }
+
+    #[test]
+    fn a_gone_root_reads_empty() {
+        let mut tree = ProcessTree::new(u32::MAX - 1);
+        assert_eq!(tree.tick(), TreeSample::default());
+    }
+}
