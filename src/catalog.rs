@@ -367,6 +367,15 @@ catalog! {
     /// When the process started.
     PROCESS_START_TIME_SECONDS / process_start_time_seconds: Observed = "process_start_time_seconds", "s", [], None, Always,
         "Start time of this process since the Unix epoch (seconds).";
+    /// Orphaned processes found and not yet removed.
+    ORPHANED_PROCESSES / orphaned_processes: Gauge = "orphaned_processes", "{process}", [], Some("4"), Always,
+        "Processes of exited or dead loops on this host (carrying a run identity whose owner is gone) found by the last process sweep and not removed (processes).";
+    /// Orphaned processes terminated.
+    PROCESSES_CLEANED_TOTAL / loopwatch_processes_cleaned_total: Counter = "loopwatch_processes_cleaned_total", "{process}", [], None, Always,
+        "Orphaned processes terminated (SIGTERM, then SIGKILL after a grace period): left running by this run's loop when it exited, or by dead loops (processes).";
+    /// Orphaned processes that could not be terminated.
+    PROCESS_CLEANUP_FAILURES_TOTAL / loopwatch_process_cleanup_failures_total: Counter = "loopwatch_process_cleanup_failures_total", "{process}", [], None, Always,
+        "Orphaned processes that could not be terminated (not permitted, or alive after SIGKILL); each is counted once and not retried (processes).";
     /// Processes of the loop.
     LOOP_PROCESSES / loopwatch_loop_processes: Observed = "loopwatch_loop_processes", "{process}", [], None, Always,
         "Processes of the loop: 1 for a loop that links loopwatch; under loopwatch run, the loop's process and every process below it, 0 once it has exited (processes).";

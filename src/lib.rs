@@ -56,6 +56,7 @@ mod run;
 
 pub mod diversity;
 mod pipeline;
+mod processes;
 pub mod protocol;
 mod record;
 mod sample;
@@ -74,6 +75,9 @@ pub use config::Thresholds;
 pub use error::{CollectError, Error};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{Intake, Iteration, Monitor, MonitorBuilder, ShutdownReport};
+pub use processes::{
+    cleanup_orphaned_processes, MarkedProcess, ProcessSweepReport, ENV_OWNER, ENV_RUN_ID,
+};
 pub use record::Population;
 pub use run::{IterationSummary, LoopExit, RunIdentity, RunSummary};
 pub use sample::{HostSample, HostSampler};

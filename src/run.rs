@@ -158,6 +158,8 @@ pub struct RunSummary {
     /// How the supervised loop ended; `None` for a loop that links loopwatch, or one
     /// still running.
     pub loop_exit: Option<LoopExit>,
+    /// Processes of the run that could not be terminated after its loop exited.
+    pub processes_left_behind: Vec<crate::processes::MarkedProcess>,
 }
 
 /// Iterations kept for the embedded dashboard; older ones are dropped first.

@@ -114,10 +114,11 @@ enum Command {
         #[arg(long, env = "LOOPWATCH_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Remove orphaned containers of dead loops on this host (after a crash, say).
-    /// Containers of live loops, of other hosts and unlabelled ones are never touched.
+    /// Remove orphaned containers and terminate orphaned processes of dead loops on
+    /// this host (after a crash, say). Those of live loops, of other hosts, and
+    /// unmarked ones are never touched.
     Cleanup {
-        /// Only list the orphans; remove nothing.
+        /// Only list the orphans; remove and terminate nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -177,10 +178,28 @@ fn thresholds(config: Option<PathBuf>) -> Result<loopwatch::Thresholds, ExitCode
 }
 
 fn cleanup(dry_run: bool) -> ExitCode {
+    let processes = loopwatch::cleanup_orphaned_processes(dry_run);
+    for process in &processes.orphans {
+        let verdict = if dry_run {
+            "would terminate"
+        } else if processes.cleaned.contains(&process.pid) {
+            "terminated"
+        } else {
+            "FAILED"
+        };
+        println!("{verdict} process {} ({})", process.pid, process.command);
+    }
+    println!(
+        "{} orphaned processes, {} terminated, {} failed, {} left alone (live or remote owners)",
+        processes.orphans.len(),
+        processes.cleaned.len(),
+        processes.failed.len(),
+        processes.left_alone
+    );
     let report = match loopwatch::cleanup_orphans(dry_run) {
         Ok(report) => report,
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: containers not swept: {err}");
             return ExitCode::from(2);
         }
     };
@@ -201,7 +220,7 @@ fn cleanup(dry_run: bool) -> ExitCode {
         report.failed.len(),
         report.left_alone
     );
-    if report.failed.is_empty() {
+    if report.failed.is_empty() && processes.failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -1,8 +1,8 @@
 //! `loopwatch run -- <command>`: a loop in any language, supervised.
 //!
 //! The command runs as a child with `LOOPWATCH_SOCKET` (a Unix socket in a private
-//! directory), `LOOPWATCH_RUN_ID`, `LOOPWATCH_LABELS` and `LOOPWATCH_OWNER` in its
-//! environment. What it writes to the socket (docs/protocol.md) feeds a
+//! directory), `LOOPWATCH_RUN_ID`, `LOOPWATCH_OWNER` (see
+//! [`loopwatch::Monitor::identify`]) and `LOOPWATCH_LABELS` in its environment. What it writes to the socket (docs/protocol.md) feeds a
 //! [`loopwatch::Monitor`] through its [`loopwatch::Intake`]; the monitor samples the
 //! child's whole process tree, serves /metrics and the dashboard, evaluates the alerts
 //! and sweeps orphans, exactly as for a Rust loop. Signals to loopwatch are forwarded
@@ -28,14 +28,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// Environment variable naming the socket a supervised loop reports to.
 pub const ENV_SOCKET: &str = "LOOPWATCH_SOCKET";
-/// Environment variable carrying the run id to a supervised loop.
-pub const ENV_RUN_ID: &str = "LOOPWATCH_RUN_ID";
 /// Environment variable carrying the container ownership labels (Contract 4) as a
 /// JSON object, for the loop's `docker run --label` or docker-py's `labels=`.
 pub const ENV_LABELS: &str = "LOOPWATCH_LABELS";
-/// Environment variable carrying the owner identity (`<host>:<pid>:<start time>`, of
-/// loopwatch run itself) that marks the run's processes.
-pub const ENV_OWNER: &str = "LOOPWATCH_OWNER";
 
 /// Most connections read at once (a loop and its worker processes); past it, new
 /// connections are closed, logged.
@@ -238,6 +233,15 @@ pub fn run(options: RunOptions) -> u8 {
     };
     intake.close();
     monitor.loop_exited(exit);
+    let swept = monitor.clean_up_run_processes();
+    if !swept.orphans.is_empty() {
+        tracing::info!(
+            left_running = swept.orphans.len(),
+            cleaned = swept.cleaned.len(),
+            failed = swept.failed.len(),
+            "processes of the loop were still running after it exited"
+        );
+    }
     if !options.linger.is_zero() {
         tracing::info!(
             seconds = options.linger.as_secs_f64(),
@@ -289,22 +293,13 @@ async fn supervise(
         eprintln!("error: could not install signal handlers");
         return None;
     };
-    let identity = monitor.identity();
     let mut command = std::process::Command::new(program);
-    command
-        .args(args)
-        .env(ENV_RUN_ID, &identity.run_id)
-        .env(
-            ENV_LABELS,
-            serde_json::to_string(&monitor.labels()).unwrap_or_default(),
-        )
-        .env(
-            ENV_OWNER,
-            format!(
-                "{}:{}:{}",
-                identity.hostname, identity.pid, identity.process_start_time
-            ),
-        );
+    // The run's identity (LOOPWATCH_RUN_ID, LOOPWATCH_OWNER) marks the child and all it
+    // starts, so that whatever of it outlives the loop is found and cleaned up.
+    monitor.identify(&mut command).args(args).env(
+        ENV_LABELS,
+        serde_json::to_string(&monitor.labels()).unwrap_or_default(),
+    );
     match socket {
         Some(path) => command.env(ENV_SOCKET, path),
         None => command.env_remove(ENV_SOCKET),

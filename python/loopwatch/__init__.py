@@ -298,9 +298,9 @@ class Iteration:
 
     __slots__ = ("_ended",)
 
-    def __init__(self) -> None:
+    def __init__(self, started_at: Optional[float] = None) -> None:
         self._ended = False
-        _put(("iteration_start", _now()))
+        _put(("iteration_start", _now() if started_at is None else started_at))
 
     def success(self, sharpe: float, drawdown: Optional[float] = None) -> None:
         """A strategy that completed: its Sharpe ratio (or score, higher is better) and
@@ -324,11 +324,12 @@ class Iteration:
         except (TypeError, ValueError):
             pass
 
-    def end(self) -> None:
-        """Ends the iteration (the context manager does this)."""
+    def end(self, at: Optional[float] = None) -> None:
+        """Ends the iteration (the context manager does this). ``at`` is when, in Unix
+        seconds, for an iteration reported after the fact; default now."""
         if not self._ended:
             self._ended = True
-            _put(("iteration_end", _now()))
+            _put(("iteration_end", _now() if at is None else at))
 
     def __enter__(self) -> "Iteration":
         return self
@@ -345,9 +346,10 @@ class Iteration:
         return False
 
 
-def iteration() -> Iteration:
-    """Starts an iteration; use it with ``with``."""
-    return Iteration()
+def iteration(started_at: Optional[float] = None) -> Iteration:
+    """Starts an iteration; use it with ``with``. ``started_at`` (Unix seconds) is for
+    an iteration reported after the fact; default now."""
+    return Iteration(started_at)
 
 
 def gauge(name: str, value: float, unit: str = "", description: str = "") -> None:

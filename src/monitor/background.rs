@@ -19,6 +19,9 @@ const FULL_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60)
 #[cfg(feature = "docker")]
 const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Period of the sweep for processes of dead loops (one also runs at start-up).
+const PROCESS_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Longest period between two LoopStalled checks.
 const LIVENESS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -41,6 +44,7 @@ pub(super) fn spawn_all(
         |shared| shared.check_liveness(),
     ));
     runtime.spawn(log_long_run_statistics(Arc::clone(shared), cancel.clone()));
+    runtime.spawn(sweep_processes_periodically(Arc::clone(shared), cancel.clone()));
     #[cfg(feature = "docker")]
     if shared.settings.containers {
         let containers = std::sync::Arc::clone(&shared.containers);
@@ -93,6 +97,31 @@ pub(super) fn finish_run(shared: &Shared) -> Option<FinalExport> {
         }
     }
     Some(export)
+}
+
+/// Sweeps for processes of dead loops at start-up and every
+/// [`PROCESS_SWEEP_EVERY`], off the async workers (a sweep may wait out a grace period).
+async fn sweep_processes_periodically(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(PROCESS_SWEEP_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let sweeping = Arc::clone(&shared);
+        let report = tokio::task::spawn_blocking(move || sweeping.sweep_processes(None)).await;
+        if let Ok(report) = report {
+            if !report.orphans.is_empty() {
+                tracing::info!(
+                    orphans = report.orphans.len(),
+                    cleaned = report.cleaned.len(),
+                    failed = report.failed.len(),
+                    "swept orphaned processes of dead loops"
+                );
+            }
+        }
+    }
 }
 
 async fn every(

@@ -285,6 +285,41 @@ impl Monitor {
         self.shared.loop_exited(exit);
     }
 
+    /// Marks a command with this run's identity (`LOOPWATCH_RUN_ID`, `LOOPWATCH_OWNER`)
+    /// so that the process and its descendants are found by the process sweeps: if
+    /// they outlive this process, the next monitor on the host (or `loopwatch cleanup`)
+    /// terminates them.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let monitor = loopwatch::Monitor::builder()
+    /// #     .listen("127.0.0.1:0".parse().unwrap()).output_dir(dir.path()).build().unwrap();
+    /// let mut worker = std::process::Command::new("true");
+    /// monitor.identify(&mut worker);
+    /// assert!(worker.status().unwrap().success());
+    /// # monitor.shutdown();
+    /// ```
+    pub fn identify<'c>(
+        &self,
+        command: &'c mut std::process::Command,
+    ) -> &'c mut std::process::Command {
+        command
+            .env(crate::processes::ENV_RUN_ID, &self.shared.identity.run_id)
+            .env(
+                crate::processes::ENV_OWNER,
+                crate::processes::owner_value(&self.shared.identity),
+            )
+    }
+
+    /// Terminates the processes of this run that are still alive (SIGTERM, a grace
+    /// period, SIGKILL): what `loopwatch run` does once its loop has exited, since
+    /// anything of the run left running then is an orphan. Each is logged and counted;
+    /// any that survive are listed in the final export.
+    pub fn clean_up_run_processes(&self) -> crate::processes::ProcessSweepReport {
+        let run_id = self.shared.identity.run_id.clone();
+        self.shared.sweep_processes(Some(&run_id))
+    }
+
     /// The exposition `GET /metrics` would serve now.
     pub fn render_metrics(&self) -> Result<String, CollectError> {
         self.shared.exposition()

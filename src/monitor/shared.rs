@@ -100,6 +100,8 @@ pub(super) struct Shared {
     pub(super) local_addr: SocketAddr,
     pub(super) next_iteration: AtomicU64,
     pub(super) stop_requested: AtomicBool,
+    /// Processes (pid, start ticks) that could not be terminated: not retried.
+    processes_given_up: Mutex<std::collections::HashSet<(u32, u64)>>,
     pub(super) closed: AtomicBool,
     #[cfg(feature = "docker")]
     pub(super) containers: std::sync::Arc<crate::containers::Containers>,
@@ -145,6 +147,7 @@ impl Shared {
             local_addr: parts.local_addr,
             next_iteration: AtomicU64::new(1),
             stop_requested: AtomicBool::new(false),
+            processes_given_up: Mutex::new(std::collections::HashSet::new()),
             closed: AtomicBool::new(false),
             #[cfg(feature = "docker")]
             containers: parts.containers,
@@ -414,6 +417,32 @@ impl Shared {
         let findings = lock(&self.evaluator).on_exit(&exit, &self.settings.thresholds);
         self.apply(findings);
         self.done();
+    }
+
+    /// Runs a process sweep (blocking: it waits out the grace period of any process it
+    /// terminates) and publishes what it found: `run` is this run's id once its loop
+    /// has exited, `None` for a sweep for dead owners only.
+    pub(super) fn sweep_processes(&self, run: Option<&str>) -> crate::processes::ProcessSweepReport {
+        let skip = lock(&self.processes_given_up).clone();
+        let report = crate::processes::sweep(run, false, &skip);
+        lock(&self.processes_given_up).extend(crate::processes::given_up(&report));
+        let i = &self.pipeline.instruments;
+        i.loopwatch_processes_cleaned_total
+            .add(report.cleaned.len() as u64, &[]);
+        i.loopwatch_process_cleanup_failures_total
+            .add(report.failed.len() as u64, &[]);
+        i.orphaned_processes.record(report.remaining() as f64, &[]);
+        if run.is_some() {
+            let failed: std::collections::HashSet<u32> =
+                report.failed.iter().map(|(pid, _)| *pid).collect();
+            self.lock_run().processes_left_behind = report
+                .orphans
+                .iter()
+                .filter(|p| failed.contains(&p.pid))
+                .cloned()
+                .collect();
+        }
+        report
     }
 
     /// Watches a supervised loop's process tree instead of this process.

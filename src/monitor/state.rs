@@ -23,6 +23,8 @@ pub(crate) struct RunState {
     pub(crate) best_sharpe: Option<f64>,
     /// How a supervised loop ended, once it has.
     pub(crate) loop_exit: Option<crate::run::LoopExit>,
+    /// Processes of the run still alive after the cleanup at the loop's exit.
+    pub(crate) processes_left_behind: Vec<crate::processes::MarkedProcess>,
     /// Failure reasons of the iterations in progress, then of the last completed ones.
     current_reasons: BTreeMap<String, u64>,
     recent_reasons: VecDeque<BTreeMap<String, u64>>,
@@ -49,6 +51,7 @@ impl RunState {
             failure_reasons: BTreeMap::new(),
             best_sharpe: None,
             loop_exit: None,
+            processes_left_behind: Vec::new(),
             current_reasons: BTreeMap::new(),
             recent_reasons: VecDeque::with_capacity(RECENT_ITERATIONS),
             history: VecDeque::with_capacity(HISTORY_LEN),
@@ -177,6 +180,7 @@ impl RunState {
             champion_changes: self.champion_changes,
             failure_reasons: self.failure_reasons.clone(),
             loop_exit: self.loop_exit,
+            processes_left_behind: self.processes_left_behind.clone(),
         }
     }
 }

@@ -1,0 +1,380 @@
+//! Orphaned processes: the worker pools, evaluation subprocesses and daemons a loop
+//! started and left running when it ended or died.
+//!
+//! Every process of a run carries the run's identity in its environment:
+//! `LOOPWATCH_RUN_ID` and `LOOPWATCH_OWNER` (`<host>:<pid>:<start time>` of the process
+//! that owns the run, as for containers, Contract 4). `loopwatch run` sets both on its
+//! child, and children inherit them (forked workers, double-forked daemons, shells);
+//! [`Monitor::identify`](crate::Monitor::identify) sets them on a `Command`.
+//!
+//! Processes are found by reading `/proc/<pid>/environ` (readable for one's own
+//! processes, and for every process as root). A process is cleaned up (SIGTERM, a
+//! grace period, then SIGKILL) when its run is this one and the loop has exited, or
+//! when its owner is gone. Never touched: a process without the identity, one whose
+//! owner is alive or on another host, this process itself; a process that cannot be
+//! signalled is counted as a failure once and not retried.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use crate::run::RunIdentity;
+use crate::sample::{owner_alive, LiveProcesses, ProcessTable};
+
+/// Environment variable carrying the run id to every process of the run.
+pub const ENV_RUN_ID: &str = "LOOPWATCH_RUN_ID";
+/// Environment variable carrying the owner identity, `<host>:<pid>:<start time>`.
+pub const ENV_OWNER: &str = "LOOPWATCH_OWNER";
+
+/// How long a process has between SIGTERM and SIGKILL.
+pub(crate) const TERMINATE_GRACE: Duration = Duration::from_secs(3);
+
+/// The owner identity of a run, as `LOOPWATCH_OWNER` carries it.
+pub(crate) fn owner_value(identity: &RunIdentity) -> String {
+    format!(
+        "{}:{}:{}",
+        identity.hostname, identity.pid, identity.process_start_time
+    )
+}
+
+/// A process carrying a run's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MarkedProcess {
+    /// Its process id.
+    pub pid: u32,
+    /// Its command line (arguments joined by spaces, at most 200 characters).
+    pub command: String,
+    /// The run it belongs to (`LOOPWATCH_RUN_ID`).
+    pub run_id: String,
+    #[serde(skip)]
+    owner: Option<(String, u32, u64)>,
+    #[serde(skip)]
+    start_ticks: u64,
+}
+
+/// What one process sweep found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessSweepReport {
+    /// Orphans found.
+    pub orphans: Vec<MarkedProcess>,
+    /// Pids of orphans terminated (or found gone meanwhile).
+    pub cleaned: Vec<u32>,
+    /// Orphans that could not be terminated, with the reason.
+    pub failed: Vec<(u32, String)>,
+    /// Marked processes left alone: their owner is alive, remote, or unreadable.
+    pub left_alone: usize,
+    /// True when nothing was signalled on purpose (`--dry-run`).
+    pub dry_run: bool,
+}
+
+impl ProcessSweepReport {
+    /// Orphans still alive after the sweep.
+    pub fn remaining(&self) -> usize {
+        if self.dry_run {
+            self.orphans.len()
+        } else {
+            self.failed.len()
+        }
+    }
+}
+
+/// The `KEY=value` entries of an environment block.
+fn environment_value<'a>(environ: &'a [u8], key: &str) -> Option<&'a str> {
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let rest = entry.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;
+        std::str::from_utf8(rest).ok()
+    })
+}
+
+/// Parses `<host>:<pid>:<start time>`; the host may itself hold colons.
+fn parse_owner(value: &str) -> Option<(String, u32, u64)> {
+    let (rest, start) = value.rsplit_once(':')?;
+    let (host, pid) = rest.rsplit_once(':')?;
+    Some((host.to_string(), pid.parse().ok()?, start.parse().ok()?))
+}
+
+/// `(start ticks, zombie)` from `/proc/<pid>/stat`.
+fn stat_of(pid: u32) -> Option<(u64, bool)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let zombie = fields.first().is_some_and(|state| *state == "Z" || *state == "X");
+    Some((fields.get(19)?.parse().ok()?, zombie))
+}
+
+fn command_of(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let mut command: String = raw
+        .split(|b| *b == 0)
+        .filter(|part| !part.is_empty())
+        .map(|part| String::from_utf8_lossy(part).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if command.chars().count() > 200 {
+        command = command.chars().take(200).collect();
+    }
+    command
+}
+
+/// Every live process carrying a run identity, this process excluded.
+pub(crate) fn marked_processes() -> Vec<MarkedProcess> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // Other users' processes are unreadable without privileges: not ours to judge.
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let Some(run_id) = environment_value(&environ, ENV_RUN_ID) else {
+            continue;
+        };
+        let Some((start_ticks, zombie)) = stat_of(pid) else {
+            continue;
+        };
+        if zombie {
+            continue; // already dead, waiting for its parent to reap it
+        }
+        found.push(MarkedProcess {
+            pid,
+            command: command_of(pid),
+            run_id: run_id.to_string(),
+            owner: environment_value(&environ, ENV_OWNER).and_then(parse_owner),
+            start_ticks,
+        });
+    }
+    found
+}
+
+/// Whose a marked process is, for cleanup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Of the given run: cleaned up once that run's loop has exited.
+    OfRun,
+    /// Owner gone: an orphan.
+    Orphan,
+    /// Owner alive, on another host, or not recorded: left alone.
+    LeaveAlone,
+}
+
+/// Decides about one marked process. `run` is the run being cleaned up after its loop
+/// exited, if any.
+pub(crate) fn judge(
+    process: &MarkedProcess,
+    run: Option<&str>,
+    hostname: &str,
+    table: &mut dyn ProcessTable,
+) -> Verdict {
+    if run == Some(process.run_id.as_str()) {
+        return Verdict::OfRun;
+    }
+    match &process.owner {
+        Some((host, pid, start)) if host == hostname => {
+            if owner_alive(table, *pid, *start) {
+                Verdict::LeaveAlone
+            } else {
+                Verdict::Orphan
+            }
+        }
+        _ => Verdict::LeaveAlone,
+    }
+}
+
+/// Whether `process` (pid plus start) is still alive and not a zombie.
+fn still_alive(process: &MarkedProcess) -> bool {
+    matches!(stat_of(process.pid), Some((start, false)) if start == process.start_ticks)
+}
+
+/// Terminates processes: SIGTERM to all, up to `grace` for them to exit, then SIGKILL
+/// to the rest. Returns the pids that ended and the failures.
+pub(crate) fn terminate(
+    processes: &[MarkedProcess],
+    grace: Duration,
+) -> (Vec<u32>, Vec<(u32, String)>) {
+    let mut failed = Vec::new();
+    let mut signalled = Vec::new();
+    for process in processes {
+        if !still_alive(process) {
+            continue;
+        }
+        match kill(Pid::from_raw(process.pid as i32), Signal::SIGTERM) {
+            Ok(()) => signalled.push(process),
+            Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => failed.push((process.pid, e.desc().to_string())),
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while signalled.iter().any(|p| still_alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut killed = Vec::new();
+    for process in signalled.iter().filter(|p| still_alive(p)) {
+        match kill(Pid::from_raw(process.pid as i32), Signal::SIGKILL) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => killed.push(*process),
+            Err(e) => failed.push((process.pid, e.desc().to_string())),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while killed.iter().any(|p| still_alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for process in killed.iter().filter(|p| still_alive(p)) {
+        failed.push((process.pid, "still alive after SIGKILL".to_string()));
+    }
+    let failed_pids: HashSet<u32> = failed.iter().map(|(pid, _)| *pid).collect();
+    let cleaned = processes
+        .iter()
+        .map(|p| p.pid)
+        .filter(|pid| !failed_pids.contains(pid))
+        .collect();
+    (cleaned, failed)
+}
+
+/// Finds the processes to clean up (of `run` once its loop has exited, and those whose
+/// owner is gone) and, unless `dry_run`, terminates them. `skip` holds processes given
+/// up on before (pid, start ticks): they are not signalled again.
+pub(crate) fn sweep(
+    run: Option<&str>,
+    dry_run: bool,
+    skip: &HashSet<(u32, u64)>,
+) -> ProcessSweepReport {
+    let hostname = crate::run::host_name();
+    let mut report = ProcessSweepReport {
+        dry_run,
+        ..ProcessSweepReport::default()
+    };
+    let Some(mut table) = LiveProcesses::new() else {
+        return report;
+    };
+    for process in marked_processes() {
+        if skip.contains(&(process.pid, process.start_ticks)) {
+            continue;
+        }
+        match judge(&process, run, &hostname, &mut table) {
+            Verdict::OfRun | Verdict::Orphan => report.orphans.push(process),
+            Verdict::LeaveAlone => report.left_alone += 1,
+        }
+    }
+    if dry_run || report.orphans.is_empty() {
+        return report;
+    }
+    let (cleaned, failed) = terminate(&report.orphans, TERMINATE_GRACE);
+    for pid in &cleaned {
+        tracing::info!(pid, "Cleaned up orphaned process {pid}");
+    }
+    for (pid, reason) in &failed {
+        tracing::error!(pid, error = %reason, "failed to clean up orphaned process {pid}");
+    }
+    report.cleaned = cleaned;
+    report.failed = failed;
+    report
+}
+
+/// The identity of the processes given up on in a report, to skip them from now on.
+pub(crate) fn given_up(report: &ProcessSweepReport) -> impl Iterator<Item = (u32, u64)> + '_ {
+    report.failed.iter().filter_map(|(pid, _)| {
+        report
+            .orphans
+            .iter()
+            .find(|p| p.pid == *pid)
+            .map(|p| (p.pid, p.start_ticks))
+    })
+}
+
+/// Terminates the processes of dead loops on this host: what `loopwatch cleanup` runs
+/// after a crash. With `dry_run` it only reports them.
+///
+/// ```no_run
+/// let report = loopwatch::cleanup_orphaned_processes(true);
+/// for process in &report.orphans {
+///     println!("would terminate {} ({})", process.pid, process.command);
+/// }
+/// ```
+pub fn cleanup_orphaned_processes(dry_run: bool) -> ProcessSweepReport {
+    sweep(None, dry_run, &HashSet::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Table(Vec<(u32, u64)>);
+
+    impl ProcessTable for Table {
+        fn start_time(&mut self, pid: u32) -> Option<u64> {
+            self.0.iter().find(|(p, _)| *p == pid).map(|(_, s)| *s)
+        }
+    }
+
+    fn marked(run_id: &str, owner: Option<(&str, u32, u64)>) -> MarkedProcess {
+        MarkedProcess {
+            pid: 4242,
+            command: "python worker.py".into(),
+            run_id: run_id.into(),
+            owner: owner.map(|(h, p, s)| (h.to_string(), p, s)),
+            start_ticks: 1,
+        }
+    }
+
+    #[test]
+    fn environment_blocks_and_owner_values_parse() {
+        let environ = b"PATH=/bin\0LOOPWATCH_RUN_ID=host-1-2\0LOOPWATCH_OWNER=my:host:77:1700000000\0";
+        assert_eq!(environment_value(environ, ENV_RUN_ID), Some("host-1-2"));
+        assert_eq!(environment_value(environ, "LOOPWATCH"), None);
+        assert_eq!(
+            parse_owner(environment_value(environ, ENV_OWNER).unwrap()),
+            Some(("my:host".to_string(), 77, 1_700_000_000))
+        );
+        assert_eq!(parse_owner("host:notapid:1"), None);
+    }
+
+    #[test]
+    fn only_the_exited_run_and_dead_owners_are_cleaned() {
+        let mut table = Table(vec![(10, 1000)]);
+        let alive = Some(("h", 10, 1000));
+        let dead = Some(("h", 11, 1000));
+        let reused = Some(("h", 10, 9999));
+        let remote = Some(("other", 11, 1000));
+        let cases = [
+            (marked("run-a", alive), Some("run-a"), Verdict::OfRun),
+            (marked("run-b", alive), Some("run-a"), Verdict::LeaveAlone),
+            (marked("run-b", dead), None, Verdict::Orphan),
+            (marked("run-b", reused), None, Verdict::Orphan),
+            (marked("run-b", remote), None, Verdict::LeaveAlone),
+            (marked("run-b", None), None, Verdict::LeaveAlone),
+        ];
+        for (process, run, expected) in cases {
+            assert_eq!(judge(&process, run, "h", &mut table), expected, "{process:?}");
+        }
+    }
+
+    #[test]
+    fn a_real_process_is_terminated_and_reported() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env(ENV_RUN_ID, "unit-test-run")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Reap it in the background so that it does not linger as a zombie.
+        let reaper = std::thread::spawn(move || child.wait());
+        let found = marked_processes();
+        let process = found.iter().find(|p| p.pid == pid).expect("found by its environment");
+        assert_eq!(process.run_id, "unit-test-run");
+        assert!(process.command.starts_with("sleep 30"));
+        let (cleaned, failed) = terminate(std::slice::from_ref(process), Duration::from_secs(3));
+        assert_eq!((cleaned, failed), (vec![pid], vec![]));
+        assert!(reaper.join().unwrap().is_ok());
+    }
+}
