@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import Any, Deque, Dict, Optional, Tuple, Type
+from typing import Any, Deque, Dict, List, Literal, Optional, Tuple, Type
 
 __all__ = [
     "Iteration",
@@ -54,7 +54,7 @@ MAX_BUFFERED = 10_000
 #: Longest wait for the buffer to drain at ``done()`` and at interpreter exit.
 DRAIN_TIMEOUT_SECONDS = 2.0
 
-_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_string = json.encoder.encode_basestring
 
 # An event is a tuple whose first item says how to encode the rest; encoding happens
 # on the writer thread, so the loop pays only for building a tuple.
@@ -173,7 +173,7 @@ class _Client:
                         continue
                     backoff = 0.05
                 self.sending = True
-                batch = []
+                batch: List[Event] = []
                 while self.buffer and len(batch) < 512:
                     batch.append(self.buffer.popleft())
                 unreported = self.dropped + self.lost - self.reported
@@ -339,7 +339,7 @@ class Iteration:
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> bool:
+    ) -> Literal[False]:
         if exc_type is not None and issubclass(exc_type, Exception):
             self.failure("exception: " + exc_type.__name__)
         self.end()

@@ -1,0 +1,289 @@
+"""The Python client against a real Unix socket, and its adapters against the real
+Optuna and DEAP (installed into the test virtual environment by scripts/test)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import tempfile
+import threading
+import time
+import unittest
+from typing import Dict, List, Optional
+
+import loopwatch
+import loopwatch.deap
+import loopwatch.optuna
+
+
+class Server:
+    """A Unix socket reading JSON lines, as `loopwatch run` does."""
+
+    def __init__(self, path: str, read: bool = True) -> None:
+        self.path = path
+        self.lines: List[Dict[str, object]] = []
+        self.raw: List[bytes] = []
+        self.connections = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(16)
+        self.read = read
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            if self.read:
+                threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as stream:
+            for line in stream:
+                with self.lock:
+                    self.raw.append(line)
+                    self.lines.append(json.loads(line))
+
+    def types(self) -> List[object]:
+        with self.lock:
+            return [line["type"] for line in self.lines]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.lines) >= count:
+                    return
+            time.sleep(0.01)
+        raise AssertionError("only %d of %d lines arrived: %r" % (len(self.lines), count, self.types()))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def fresh_client(path: Optional[str]) -> None:
+    """Points the module at a socket (or none), as a new process would start."""
+    if path is None:
+        os.environ.pop(loopwatch.ENV_SOCKET, None)
+    else:
+        os.environ[loopwatch.ENV_SOCKET] = path
+    loopwatch._reset_after_fork()
+
+
+class ClientTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp()
+        self.path = os.path.join(self.dir, "socket")
+
+    def tearDown(self) -> None:
+        fresh_client(None)
+
+    def test_without_a_socket_every_call_is_a_silent_no_op(self) -> None:
+        fresh_client(None)
+        self.assertFalse(loopwatch.enabled())
+        with loopwatch.iteration() as it:
+            it.success(sharpe=float("nan"), drawdown=None)
+            it.failure(object())  # type: ignore[arg-type]
+            it.population(size="x", unique=None, diversity=2)  # type: ignore[arg-type]
+        loopwatch.gauge("x", 1)
+        loopwatch.counter("y")
+        loopwatch.done()
+        self.assertEqual(loopwatch.labels(), {})
+        self.assertIsNone(loopwatch._client)
+        self.assertTrue(loopwatch.flush(0.1))
+
+    def test_events_arrive_in_order_as_protocol_lines(self) -> None:
+        server = Server(self.path)
+        fresh_client(self.path)
+        with loopwatch.iteration() as it:
+            it.success(sharpe=1.5, drawdown=0.25)
+            it.success(sharpe=float("inf"))
+            it.failure('too "few" trades')
+            it.population(size=10, unique=7, diversity=0.4, champion="ma-1")
+        loopwatch.gauge("llm_tokens", 12, unit="{token}", description="Tokens")
+        loopwatch.done()
+        server.wait_for(7)
+        self.assertEqual(
+            server.types(),
+            ["iteration_start", "success", "success", "failure", "population", "iteration_end",
+             "metric", "done"][: len(server.lines)],
+        )
+        lines = server.lines
+        self.assertTrue(all(line["v"] == 1 for line in lines))
+        self.assertEqual(lines[1], {"v": 1, "type": "success", "sharpe": 1.5, "drawdown": 0.25})
+        self.assertEqual(lines[2], {"v": 1, "type": "success", "sharpe": None})
+        self.assertEqual(lines[3]["reason"], 'too "few" trades')
+        self.assertEqual(lines[4]["champion"], "ma-1")
+        self.assertLessEqual(lines[0]["t"], lines[5]["t"])
+        self.assertEqual(lines[6]["name"], "llm_tokens")
+        server.close()
+
+    def test_an_exception_in_an_iteration_is_recorded_and_re_raised(self) -> None:
+        server = Server(self.path)
+        fresh_client(self.path)
+        with self.assertRaises(KeyError):
+            with loopwatch.iteration():
+                raise KeyError("boom")
+        loopwatch.flush()
+        server.wait_for(3)
+        self.assertEqual(server.types()[:3], ["iteration_start", "failure", "iteration_end"])
+        self.assertEqual(server.lines[1]["reason"], "exception: KeyError")
+        server.close()
+
+    def test_a_forked_worker_reports_on_its_own_connection(self) -> None:
+        server = Server(self.path)
+        fresh_client(self.path)
+        loopwatch.gauge("parent", 1)
+        loopwatch.flush()
+        pid = os.fork()
+        if pid == 0:
+            loopwatch.counter("child_total", 1)
+            ok = loopwatch.flush(5)
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        server.wait_for(2)
+        self.assertEqual(sorted(line["name"] for line in server.lines), ["child_total", "parent"])
+        self.assertEqual(server.connections, 2)
+        server.close()
+
+    def test_events_while_the_socket_is_away_are_dropped_counted_and_reported(self) -> None:
+        fresh_client(self.path)  # nothing listens yet
+        limit = loopwatch.MAX_BUFFERED
+        loopwatch.MAX_BUFFERED = 50
+        try:
+            started = time.monotonic()
+            for _ in range(500):
+                loopwatch.counter("work_total", 1)
+            # Never blocks: 500 calls against a missing socket return at once.
+            self.assertLess(time.monotonic() - started, 5.0)
+            server = Server(self.path)
+            loopwatch.counter("after_total", 1)
+            self.assertTrue(loopwatch.flush(10))
+            deadline = time.monotonic() + 10
+            while "dropped" not in server.types() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            dropped = sum(int(line["count"]) for line in server.lines if line["type"] == "dropped")
+            delivered = sum(1 for line in server.lines if line["type"] == "metric")
+            # Every event is either delivered or counted: 500, and the one sent after
+            # the socket came back (dropped too if the buffer was still full).
+            self.assertEqual(dropped + delivered, 501)
+            self.assertGreater(dropped, 0)
+            server.close()
+        finally:
+            loopwatch.MAX_BUFFERED = limit
+
+    def test_a_reader_that_stops_reading_does_not_block_the_loop(self) -> None:
+        server = Server(self.path, read=False)
+        fresh_client(self.path)
+        started = time.monotonic()
+        for i in range(50_000):
+            loopwatch.gauge("g", i, description="x" * 200)
+        self.assertLess(time.monotonic() - started, 30.0)
+        client = loopwatch._client
+        assert client is not None
+        self.assertLessEqual(len(client.buffer), loopwatch.MAX_BUFFERED)
+        server.close()
+
+    def test_labels_come_from_the_environment(self) -> None:
+        os.environ[loopwatch.ENV_LABELS] = json.dumps({"loopwatch.managed": "true", "loopwatch.run_id": "r"})
+        try:
+            self.assertEqual(loopwatch.labels()["loopwatch.run_id"], "r")
+            os.environ[loopwatch.ENV_LABELS] = "not json"
+            self.assertEqual(loopwatch.labels(), {})
+        finally:
+            del os.environ[loopwatch.ENV_LABELS]
+
+
+class DeapTest(unittest.TestCase):
+    def test_genome_diversity_is_bounded_and_reads_zero_for_clones(self) -> None:
+        self.assertEqual(loopwatch.deap.genome_diversity([[1, 0, 1]] * 10), 0.0)
+        self.assertEqual(loopwatch.deap.genome_diversity([[0] * 8, [1] * 8]), 1.0)
+        half = loopwatch.deap.genome_diversity([[0, 0, 0, 0], [1, 1, 0, 0]])
+        self.assertAlmostEqual(half, 0.5)
+        reals = loopwatch.deap.genome_diversity([[0.0, 5.0], [10.0, 5.0]], bounds=(0.0, 10.0))
+        self.assertAlmostEqual(reals, 0.5)
+        big = [[i % 2] * 20 for i in range(500)]
+        self.assertTrue(0.0 <= loopwatch.deap.genome_diversity(big) <= 1.0)
+
+    def test_a_real_deap_population_is_recorded(self) -> None:
+        from deap import base, creator, tools
+
+        if not hasattr(creator, "LwFitness"):
+            creator.create("LwFitness", base.Fitness, weights=(1.0,))
+            creator.create("LwIndividual", list, fitness=creator.LwFitness)
+        population = [creator.LwIndividual([i % 2, 1, 0]) for i in range(6)]
+        for individual in population[:5]:
+            individual.fitness.values = (sum(individual),)
+        hof = tools.HallOfFame(1)
+        hof.update(population[:5])
+        server = Server(os.path.join(tempfile.mkdtemp(), "socket"))
+        fresh_client(server.path)
+        try:
+            with loopwatch.iteration() as it:
+                loopwatch.deap.record(it, population, hof)
+            loopwatch.flush()
+            server.wait_for(9)
+            types = server.types()
+            self.assertEqual(types.count("success"), 5)
+            self.assertEqual(types.count("failure"), 1)
+            population_line = next(line for line in server.lines if line["type"] == "population")
+            self.assertEqual(population_line["size"], 6)
+            self.assertEqual(population_line["unique"], 2)
+            self.assertTrue(str(population_line["champion"]).startswith("ind-"))
+        finally:
+            fresh_client(None)
+            server.close()
+
+
+class OptunaTest(unittest.TestCase):
+    def test_a_real_study_reports_each_trial_as_an_iteration(self) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        server = Server(os.path.join(tempfile.mkdtemp(), "socket"))
+        fresh_client(server.path)
+        try:
+            def objective(trial: "optuna.Trial") -> float:
+                x = trial.suggest_float("x", -10, 10)
+                if x > 8:
+                    raise optuna.TrialPruned()
+                if x < -8:
+                    raise RuntimeError("diverged")
+                time.sleep(0.002)
+                return (x - 2) ** 2
+
+            study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=5))
+            study.optimize(objective, n_trials=40, callbacks=[loopwatch.optuna.Callback()], catch=(RuntimeError,))
+            loopwatch.flush()
+            server.wait_for(40 * 3)
+            types = server.types()
+            self.assertEqual(types.count("iteration_start"), 40)
+            self.assertEqual(types.count("iteration_end"), 40)
+            states = {t.state.name for t in study.trials}
+            reasons = {line["reason"] for line in server.lines if line["type"] == "failure"}
+            self.assertEqual(reasons, {s.lower() for s in states} - {"complete"})
+            successes = [line["sharpe"] for line in server.lines if line["type"] == "success"]
+            # Minimised objective, reported so that higher is better.
+            self.assertTrue(all(isinstance(s, float) and s <= 0 for s in successes))
+            populations = [line for line in server.lines if line["type"] == "population"]
+            self.assertEqual(populations[-1]["champion"], "trial-%d" % study.best_trial.number)
+            self.assertTrue(all(0.0 <= float(p["diversity"]) <= 1.0 for p in populations))
+            starts = [line["t"] for line in server.lines if line["type"] == "iteration_start"]
+            ends = [line["t"] for line in server.lines if line["type"] == "iteration_end"]
+            self.assertTrue(all(end >= start for start, end in zip(starts, ends)))
+            self.assertFalse(any(math.isnan(float(s)) for s in successes))
+        finally:
+            fresh_client(None)
+            server.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
