@@ -101,7 +101,9 @@ fn stat_of(pid: u32) -> Option<(u64, bool)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let zombie = fields.first().is_some_and(|state| *state == "Z" || *state == "X");
+    let zombie = fields
+        .first()
+        .is_some_and(|state| *state == "Z" || *state == "X");
     Some((fields.get(19)?.parse().ok()?, zombie))
 }
 
@@ -127,7 +129,11 @@ pub(crate) fn marked_processes() -> Vec<MarkedProcess> {
     };
     let mut found = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == me {
@@ -329,7 +335,8 @@ mod tests {
 
     #[test]
     fn environment_blocks_and_owner_values_parse() {
-        let environ = b"PATH=/bin\0LOOPWATCH_RUN_ID=host-1-2\0LOOPWATCH_OWNER=my:host:77:1700000000\0";
+        let environ =
+            b"PATH=/bin\0LOOPWATCH_RUN_ID=host-1-2\0LOOPWATCH_OWNER=my:host:77:1700000000\0";
         assert_eq!(environment_value(environ, ENV_RUN_ID), Some("host-1-2"));
         assert_eq!(environment_value(environ, "LOOPWATCH"), None);
         assert_eq!(
@@ -355,7 +362,11 @@ mod tests {
             (marked("run-b", None), None, Verdict::LeaveAlone),
         ];
         for (process, run, expected) in cases {
-            assert_eq!(judge(&process, run, "h", &mut table), expected, "{process:?}");
+            assert_eq!(
+                judge(&process, run, "h", &mut table),
+                expected,
+                "{process:?}"
+            );
         }
     }
 
@@ -370,7 +381,10 @@ mod tests {
         // Reap it in the background so that it does not linger as a zombie.
         let reaper = std::thread::spawn(move || child.wait());
         let found = marked_processes();
-        let process = found.iter().find(|p| p.pid == pid).expect("found by its environment");
+        let process = found
+            .iter()
+            .find(|p| p.pid == pid)
+            .expect("found by its environment");
         assert_eq!(process.run_id, "unit-test-run");
         assert!(process.command.starts_with("sleep 30"));
         let (cleaned, failed) = terminate(std::slice::from_ref(process), Duration::from_secs(3));

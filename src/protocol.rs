@@ -328,27 +328,48 @@ mod tests {
         assert_eq!(drawdown, Some(0.1));
         assert_eq!(
             parse_line(br#"{"v":1,"type":"success","sharpe":2}"#),
-            Ok(Message::Success { sharpe: 2.0, drawdown: None })
+            Ok(Message::Success {
+                sharpe: 2.0,
+                drawdown: None
+            })
         );
-        let Ok(Message::Success { drawdown: Some(d), .. }) =
-            parse_line(br#"{"v":1,"type":"success","sharpe":2,"drawdown":null}"#)
+        let Ok(Message::Success {
+            drawdown: Some(d), ..
+        }) = parse_line(br#"{"v":1,"type":"success","sharpe":2,"drawdown":null}"#)
         else {
             panic!("a null drawdown is reported and not finite");
         };
         assert!(d.is_nan());
         let bad: [(&[u8], LineError); 9] = [
             (b"", LineError::Malformed),
-            (b"{\"v\":1,\"type\":\"success\",\"sharpe\":NaN,\"drawdown\":0}", LineError::Malformed),
-            (b"{\"v\":1,\"type\":\"success\",\"sharpe\":\"high\",\"drawdown\":0}", LineError::Malformed),
+            (
+                b"{\"v\":1,\"type\":\"success\",\"sharpe\":NaN,\"drawdown\":0}",
+                LineError::Malformed,
+            ),
+            (
+                b"{\"v\":1,\"type\":\"success\",\"sharpe\":\"high\",\"drawdown\":0}",
+                LineError::Malformed,
+            ),
             (b"{\"v\":1,\"type\":\"failure\"}", LineError::Malformed),
-            (b"{\"v\":1,\"type\":\"population\",\"size\":-1,\"unique\":0,\"diversity\":0}", LineError::Malformed),
+            (
+                b"{\"v\":1,\"type\":\"population\",\"size\":-1,\"unique\":0,\"diversity\":0}",
+                LineError::Malformed,
+            ),
             (b"{\"v\":1,\"type\":\"iteration_st", LineError::Malformed),
             (b"{\"type\":\"done\"}", LineError::Malformed),
-            (b"{\"v\":2,\"type\":\"done\"}", LineError::UnsupportedVersion),
+            (
+                b"{\"v\":2,\"type\":\"done\"}",
+                LineError::UnsupportedVersion,
+            ),
             (b"{\"v\":1,\"type\":\"teleport\"}", LineError::UnknownType),
         ];
         for (line, why) in bad {
-            assert_eq!(parse_line(line), Err(why), "{}", String::from_utf8_lossy(line));
+            assert_eq!(
+                parse_line(line),
+                Err(why),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
         }
         let long = format!(
             r#"{{"v":1,"type":"failure","reason":"{}"}}"#,

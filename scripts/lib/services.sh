@@ -81,3 +81,25 @@ ensure_sandbox_image() {
   tar -C "$rootfs" -c . | docker import - "$SANDBOX_IMAGE" >/dev/null
   rm -rf "$rootfs"
 }
+
+# The Python side: a virtual environment (target/venv) with the real libraries the
+# client's adapters are tested against, type checking, and loopwatch itself installed
+# the way users install it (`pip install .`: the CLI built by maturin beside the client;
+# a dev build here, so it reuses the test build's artefacts).
+LOOPWATCH_VENV="${LOOPWATCH_VENV:-$PWD/target/venv}"
+export LOOPWATCH_TEST_PYTHON="$LOOPWATCH_VENV/bin/python"
+
+ensure_python_env() {
+  if [ ! -x "$LOOPWATCH_TEST_PYTHON" ]; then
+    log "creating the Python test environment at $LOOPWATCH_VENV"
+    python3 -m venv "$LOOPWATCH_VENV"
+  fi
+  local pip=("$LOOPWATCH_TEST_PYTHON" -m pip --disable-pip-version-check -q)
+  if ! "$LOOPWATCH_TEST_PYTHON" -c "import deap, optuna, prometheus_client, mypy" 2>/dev/null; then
+    log "installing deap, optuna, prometheus_client and mypy into the test environment"
+    "${pip[@]}" install deap optuna prometheus_client mypy
+  fi
+  log "pip install . (the loopwatch command and the Python client)"
+  MATURIN_PEP517_ARGS="--profile dev" "${pip[@]}" install --force-reinstall --no-deps .
+  "$LOOPWATCH_VENV/bin/loopwatch" --version >/dev/null
+}

@@ -136,9 +136,15 @@ mod tests {
 
     #[test]
     fn targets_point_at_loopback_for_wildcard_listeners() {
-        assert_eq!(scrape_target("0.0.0.0:8123".parse().unwrap()), "127.0.0.1:8123");
+        assert_eq!(
+            scrape_target("0.0.0.0:8123".parse().unwrap()),
+            "127.0.0.1:8123"
+        );
         assert_eq!(scrape_target("[::]:8123".parse().unwrap()), "[::1]:8123");
-        assert_eq!(scrape_target("10.1.2.3:9000".parse().unwrap()), "10.1.2.3:9000");
+        assert_eq!(
+            scrape_target("10.1.2.3:9000".parse().unwrap()),
+            "10.1.2.3:9000"
+        );
     }
 
     #[test]
@@ -160,7 +166,14 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left, ["loopwatch-10-1000.json", "loopwatch-x-1.json", "prometheus.json"]);
+        assert_eq!(
+            left,
+            [
+                "loopwatch-10-1000.json",
+                "loopwatch-x-1.json",
+                "prometheus.json"
+            ]
+        );
     }
 
     #[test]
@@ -168,12 +181,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let identity = RunIdentity::of_this_process();
         let registration =
-            Registration::register(dir.path(), &identity, "0.0.0.0:9999".parse().unwrap())
-                .unwrap();
+            Registration::register(dir.path(), &identity, "0.0.0.0:9999".parse().unwrap()).unwrap();
         let text = std::fs::read_to_string(&registration.path).unwrap();
         let groups: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(groups[0]["targets"][0], "127.0.0.1:9999");
-        assert_eq!(groups[0]["labels"]["loopwatch_run_id"], identity.run_id.as_str());
+        assert_eq!(
+            groups[0]["labels"]["loopwatch_run_id"],
+            identity.run_id.as_str()
+        );
         let path = registration.path.clone();
         drop(registration);
         assert!(!path.exists());

@@ -44,7 +44,10 @@ pub(super) fn spawn_all(
         |shared| shared.check_liveness(),
     ));
     runtime.spawn(log_long_run_statistics(Arc::clone(shared), cancel.clone()));
-    runtime.spawn(sweep_processes_periodically(Arc::clone(shared), cancel.clone()));
+    runtime.spawn(sweep_processes_periodically(
+        Arc::clone(shared),
+        cancel.clone(),
+    ));
     #[cfg(feature = "docker")]
     if shared.settings.containers {
         let containers = std::sync::Arc::clone(&shared.containers);

@@ -223,6 +223,12 @@ impl Intake {
         if state.metrics.len() >= protocol::MAX_USER_SERIES {
             return Err(Rejection::MetricOverLimit);
         }
+        // Every exported metric gets a HELP text, as Prometheus's linter expects.
+        let description = if description.trim().is_empty() {
+            "A metric of the loop's own, reported over the loopwatch socket.".to_string()
+        } else {
+            description
+        };
         let meter = self.shared.pipeline.user_meter();
         let instrument = match kind {
             MetricKind::Gauge => {

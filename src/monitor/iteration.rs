@@ -112,7 +112,11 @@ impl IterationState {
     }
 
     /// Ends the iteration with a duration measured elsewhere (the loop's own clock).
-    pub(super) fn finish_after(self, shared: &Shared, duration: std::time::Duration) -> IterationSummary {
+    pub(super) fn finish_after(
+        self,
+        shared: &Shared,
+        duration: std::time::Duration,
+    ) -> IterationSummary {
         let o = &self.observations;
         let staleness = {
             let mut run = shared.lock_run();
@@ -160,7 +164,8 @@ impl<'m> Iteration<'m> {
     /// `loopwatch_rejected_observations_total` and logged.
     pub fn record_success(&mut self, sharpe_ratio: f64, max_drawdown: f64) {
         let shared = self.shared;
-        self.state().success(shared, sharpe_ratio, Some(max_drawdown));
+        self.state()
+            .success(shared, sharpe_ratio, Some(max_drawdown));
     }
 
     /// Reports a strategy that failed, with a short reason ("too few trades").

@@ -422,7 +422,10 @@ impl Shared {
     /// Runs a process sweep (blocking: it waits out the grace period of any process it
     /// terminates) and publishes what it found: `run` is this run's id once its loop
     /// has exited, `None` for a sweep for dead owners only.
-    pub(super) fn sweep_processes(&self, run: Option<&str>) -> crate::processes::ProcessSweepReport {
+    pub(super) fn sweep_processes(
+        &self,
+        run: Option<&str>,
+    ) -> crate::processes::ProcessSweepReport {
         let skip = lock(&self.processes_given_up).clone();
         let report = crate::processes::sweep(run, false, &skip);
         lock(&self.processes_given_up).extend(crate::processes::given_up(&report));

@@ -10,5 +10,5 @@ pub(crate) use cgroup::CgroupMemory;
 #[cfg(feature = "docker")]
 pub(crate) use cgroup::{CgroupCpu, CGROUP_ROOT};
 pub(crate) use host::file_descriptors;
-pub(crate) use owner::{owner_alive, LiveProcesses, ProcessTable};
 pub use host::{HostSample, HostSampler};
+pub(crate) use owner::{owner_alive, LiveProcesses, ProcessTable};

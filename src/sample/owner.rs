@@ -41,4 +41,3 @@ pub(crate) fn owner_alive(processes: &mut dyn ProcessTable, pid: u32, started: u
         .start_time(pid)
         .is_some_and(|actual| actual.abs_diff(started) <= START_TIME_TOLERANCE)
 }
-

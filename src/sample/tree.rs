@@ -79,7 +79,10 @@ fn children_of(pid: u32) -> Option<Vec<u32>> {
             continue;
         };
         any = true;
-        children.extend(text.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        children.extend(
+            text.split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
     }
     any.then_some(children)
 }
@@ -91,7 +94,11 @@ fn all_parents() -> HashMap<u32, Vec<u32>> {
         return by_parent;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if let Some(stat) = read_stat(pid) {

@@ -121,7 +121,8 @@ pub fn condition(alert: AlertName, t: &Thresholds) -> String {
 
 /// The Prometheus-only alert for a loop whose target is down or gone.
 const LOOP_DOWN: &str = "LoopDown";
-const LOOP_DOWN_EXPR: &str = "up{job=\"loopwatch\"} == 0 or absent(up{job=\"loopwatch\"})";
+const LOOP_DOWN_EXPR: &str =
+    "up{job=~\"loopwatch|loopwatch-discovered\"} == 0 or absent(up{job=\"loopwatch\"})";
 
 /// The README section explaining an alert.
 fn runbook(alertname: &str) -> String {

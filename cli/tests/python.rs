@@ -1,0 +1,669 @@
+//! Loops in another language under `loopwatch run`: real DEAP and Optuna loops in the
+//! test virtual environment (scripts/test makes it: `pip install .`, deap, optuna),
+//! scraped by a real Prometheus, alerting a real Alertmanager; deaths, hangs, orphaned
+//! workers, hostile socket input, and file-based discovery of two loops.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use support::services::{free_port, Alertmanager, Prometheus};
+use support::*;
+
+/// The tests of this file run one at a time: every loopwatch sweeps the host for
+/// orphaned processes, and one test plants orphans on purpose.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The virtual environment's Python, with loopwatch, deap and optuna installed.
+fn python() -> PathBuf {
+    let path = std::env::var_os("LOOPWATCH_TEST_PYTHON").expect(
+        "LOOPWATCH_TEST_PYTHON names the test virtual environment's python; scripts/test makes it",
+    );
+    PathBuf::from(path)
+}
+
+fn script(name: &str) -> PathBuf {
+    repo_root().join("examples/python").join(name)
+}
+
+/// A `loopwatch run` of a Python script; its stderr goes to `dir/loopwatch.log`.
+struct Supervised {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Supervised {
+    fn start(dir: &Path, flags: &[&str], script_args: &[&str]) -> Self {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = std::fs::File::create(dir.join("loopwatch.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_loopwatch"))
+            .arg("run")
+            .arg(format!("--listen={addr}"))
+            .arg(format!("--output-dir={}", dir.display()))
+            .args(flags)
+            .arg("--")
+            .arg(python())
+            .args(script_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Supervised {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn wait_serving(&self) {
+        wait_until(Duration::from_secs(30), "loopwatch run to serve", || {
+            http_raw(
+                self.addr,
+                format!(
+                    "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                    self.addr
+                )
+                .as_bytes(),
+            )
+            .is_ok()
+        });
+    }
+
+    fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("loopwatch run did not exit in time; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("loopwatch.log")).unwrap_or_default()
+    }
+
+    fn final_json(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.dir.join("metrics_final.json"))
+            .unwrap_or_else(|e| panic!("no metrics_final.json ({e}); log:\n{}", self.log()));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn run_id(&self) -> String {
+        self.final_json()["summary"]["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// A metric's single value in the live exposition.
+    fn metric(&self, name: &str) -> Option<f64> {
+        let text = scrape(self.addr);
+        text.lines()
+            .find(|line| line.split([' ', '{']).next() == Some(name))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every metric of Contract 1 (the catalog's rows that answer a requirement) has data
+/// in Prometheus for this target; the per-container rows have a series per running
+/// sandbox container, and these loops start none (the evolve example's stack test
+/// covers them).
+fn assert_contract_names_have_data(prometheus: &Prometheus, addr: SocketAddr) {
+    use loopwatch::catalog::Presence;
+    for spec in loopwatch::catalog::CATALOG
+        .iter()
+        .filter(|s| s.requirement.is_some() && s.presence != Presence::PerContainer)
+    {
+        let query = format!("{}{{instance=\"{addr}\"}}", spec.name);
+        let result = prometheus.query(&query);
+        assert!(
+            !result.is_empty(),
+            "{} has no data in Prometheus",
+            spec.name
+        );
+    }
+}
+
+#[test]
+fn deap_and_optuna_loops_are_scraped_by_a_real_prometheus() {
+    let _serial = serial();
+    for (name, args) in [
+        (
+            "DEAP",
+            vec!["deap_loop.py", "--generations", "40", "--pause", "0.1"],
+        ),
+        (
+            "Optuna",
+            vec!["optuna_loop.py", "--trials", "60", "--pause", "0.05"],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let script_path = script(args[0]);
+        let mut script_args: Vec<&str> = vec![script_path.to_str().unwrap()];
+        script_args.extend(&args[1..]);
+        let mut run = Supervised::start(dir.path(), &["--linger=8s"], &script_args);
+        run.wait_serving();
+        let prometheus = Prometheus::start(run.addr, None);
+        let iterations = |p: &Prometheus| {
+            p.query(&format!("iteration_number{{instance=\"{}\"}}", run.addr))
+                .first()
+                .and_then(|r| r["value"][1].as_str()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let expected = if name == "DEAP" { 40.0 } else { 60.0 };
+        wait_until(
+            Duration::from_secs(40),
+            "Prometheus to scrape the last iteration",
+            || iterations(&prometheus) >= expected,
+        );
+        assert_contract_names_have_data(&prometheus, run.addr);
+        let status = run.wait(Duration::from_secs(60));
+        assert_eq!(status.code(), Some(0), "{name}: {}", run.log());
+        let summary = &run.final_json()["summary"];
+        assert_eq!(summary["iterations"], expected as u64, "{name}");
+        assert!(summary["champion"].is_string(), "{name}: {summary}");
+        assert_eq!(summary["loop_exit"]["code"], 0);
+        assert_eq!(summary["loop_exit"]["said_done"], true);
+    }
+}
+
+#[test]
+fn a_deap_population_without_variation_raises_diversity_collapse_at_alertmanager() {
+    let _serial = serial();
+    let alertmanager = Alertmanager::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script_path = script("deap_loop.py");
+    let mut run = Supervised::start(
+        dir.path(),
+        &[
+            &format!("--alertmanager={}", alertmanager.url()),
+            "--linger=2s",
+        ],
+        &[
+            script_path.to_str().unwrap(),
+            "--generations",
+            "30",
+            "--no-variation",
+        ],
+    );
+    assert_eq!(
+        run.wait(Duration::from_secs(60)).code(),
+        Some(0),
+        "{}",
+        run.log()
+    );
+    let run_id = run.run_id();
+    let alert = alertmanager.alerts().into_iter().find(|a| {
+        a["labels"]["alertname"] == "DiversityCollapse" && a["labels"]["run_id"] == run_id.as_str()
+    });
+    assert!(
+        alert.is_some(),
+        "no DiversityCollapse for {run_id} at Alertmanager: {:?}",
+        alertmanager.alerts()
+    );
+    // A loop that said it was done and exited 0 raises no LoopExited.
+    assert!(!alertmanager
+        .alerts()
+        .iter()
+        .any(|a| a["labels"]["alertname"] == "LoopExited"
+            && a["labels"]["run_id"] == run_id.as_str()));
+}
+
+#[test]
+fn a_loop_killed_mid_run_raises_loop_exited_and_loopwatch_exits_137() {
+    let _serial = serial();
+    let alertmanager = Alertmanager::start();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = dir.path().join("loop.py");
+    std::fs::write(
+        &loop_file,
+        "import loopwatch, time\n\
+         for i in range(1000):\n\
+         \x20   with loopwatch.iteration() as it:\n\
+         \x20       it.success(sharpe=1.0, drawdown=0.1)\n\
+         \x20       time.sleep(0.05)\n",
+    )
+    .unwrap();
+    let mut run = Supervised::start(
+        dir.path(),
+        &[&format!("--alertmanager={}", alertmanager.url())],
+        &[loop_file.to_str().unwrap()],
+    );
+    run.wait_serving();
+    wait_until(Duration::from_secs(20), "a few iterations", || {
+        run.metric("iteration_number").unwrap_or(0.0) >= 5.0
+    });
+    let python_pid = pid_of_child(run.child.id());
+    Command::new("kill")
+        .args(["-KILL", &python_pid.to_string()])
+        .status()
+        .unwrap();
+    let status = run.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(137), "{}", run.log());
+    let summary = &run.final_json()["summary"];
+    assert_eq!(summary["loop_exit"]["signal"], 9);
+    assert_eq!(summary["loop_exit"]["said_done"], false);
+    let alerts = &run.final_json()["evaluation"]["alerts"];
+    assert_eq!(alerts["LoopExited"], "firing", "{alerts}");
+    let run_id = run.run_id();
+    // Delivered before loopwatch exited: Alertmanager already holds it.
+    let alert = alertmanager.alerts().into_iter().find(|a| {
+        a["labels"]["alertname"] == "LoopExited" && a["labels"]["run_id"] == run_id.as_str()
+    });
+    let alert =
+        alert.unwrap_or_else(|| panic!("no LoopExited at Alertmanager; log:\n{}", run.log()));
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "Unexpected loop exit detected"
+    );
+}
+
+/// The pid of the single child process of `parent`.
+fn pid_of_child(parent: u32) -> u32 {
+    let mut found = None;
+    wait_until(Duration::from_secs(10), "the loop's process", || {
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        found = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok());
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+#[test]
+fn a_hanging_python_evaluation_raises_loop_stalled_and_a_signal_ends_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("loopwatch.toml");
+    std::fs::write(&config, "stall_floor = \"2s\"\nstall_factor = 5.0\n").unwrap();
+    let loop_file = dir.path().join("hang.py");
+    std::fs::write(
+        &loop_file,
+        "import loopwatch, time\n\
+         for i in range(5):\n\
+         \x20   with loopwatch.iteration() as it:\n\
+         \x20       it.success(sharpe=1.0, drawdown=0.1)\n\
+         \x20       time.sleep(0.05)\n\
+         with loopwatch.iteration() as it:\n\
+         \x20   time.sleep(3600)  # the evaluation that never returns\n",
+    )
+    .unwrap();
+    let mut run = Supervised::start(
+        dir.path(),
+        &[&format!("--config={}", config.display()), "--grace=5s"],
+        &[loop_file.to_str().unwrap()],
+    );
+    run.wait_serving();
+    wait_until(Duration::from_secs(20), "LoopStalled to fire", || {
+        scrape(run.addr).contains("loopwatch_alert_firing{alertname=\"LoopStalled\"} 1")
+    });
+    // SIGTERM to loopwatch is forwarded; Python dies of it; loopwatch reports 143.
+    Command::new("kill")
+        .args(["-TERM", &run.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = run.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(143), "{}", run.log());
+    assert!(run.log().contains("forwarding the signal"), "{}", run.log());
+    assert_eq!(run.final_json()["summary"]["loop_exit"]["signal"], 15);
+}
+
+#[test]
+fn workers_and_daemons_left_running_by_the_loop_are_terminated_when_it_exits() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = dir.path().join("orphans.py");
+    std::fs::write(
+        &loop_file,
+        r#"import multiprocessing, os, sys, time
+import loopwatch
+
+def work(_):
+    time.sleep(600)
+
+def daemon(out):
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            with open(out + "/daemon.pid", "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(600)
+        os._exit(0)
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("fork")
+    pool = multiprocessing.Pool(2)
+    pool.map_async(work, range(2))
+    daemon(sys.argv[1])
+    with loopwatch.iteration() as it:
+        it.success(1.0)
+    while not os.path.exists(sys.argv[1] + "/daemon.pid"):
+        time.sleep(0.01)
+    with open(sys.argv[1] + "/pool.pids", "w") as f:
+        f.write(" ".join(str(p.pid) for p in pool._pool))
+    loopwatch.done()
+    os._exit(0)  # neither joined nor terminated
+"#,
+    )
+    .unwrap();
+    let mut run = Supervised::start(
+        dir.path(),
+        &[],
+        &[loop_file.to_str().unwrap(), dir.path().to_str().unwrap()],
+    );
+    assert_eq!(
+        run.wait(Duration::from_secs(60)).code(),
+        Some(0),
+        "{}",
+        run.log()
+    );
+    let mut pids: Vec<u32> = std::fs::read_to_string(dir.path().join("pool.pids"))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    pids.push(
+        std::fs::read_to_string(dir.path().join("daemon.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+    );
+    let log = run.log();
+    for pid in &pids {
+        assert!(!alive(*pid), "process {pid} outlived the loop; log:\n{log}");
+        assert!(
+            log.contains(&format!("Cleaned up orphaned process {pid}")),
+            "{pid} not logged:\n{log}"
+        );
+    }
+    let cleaned = run.final_json()["metrics"]["loopwatch_processes_cleaned_total"]["samples"][0]
+        ["value"]
+        .as_f64()
+        .unwrap();
+    assert!(cleaned >= 3.0, "{cleaned}");
+}
+
+/// Alive and not a zombie waiting to be reaped.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace()
+                .next()
+                .map(|state| state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn workers_of_a_killed_run_are_removed_by_the_next_start_and_by_cleanup() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // A worker marked as belonging to a run whose owner is gone (a pid that cannot
+    // exist), one of a live owner (this test process), and an unmarked look-alike.
+    let (host, own_start) = own_identity();
+    let spawn = |run_id: &str, owner: Option<String>| {
+        let mut command = Command::new("sleep");
+        command.arg("300");
+        if let Some(owner) = owner {
+            command
+                .env(loopwatch::ENV_RUN_ID, run_id)
+                .env(loopwatch::ENV_OWNER, owner);
+        }
+        command.spawn().unwrap()
+    };
+    let mut orphan = spawn("dead-run", Some(format!("{host}:4194303:1")));
+    let mut live = spawn(
+        "live-run",
+        Some(format!("{host}:{}:{own_start}", std::process::id())),
+    );
+    let mut unmarked = spawn("", None);
+    // `loopwatch cleanup --dry-run` lists the orphan and touches nothing.
+    let out = Command::new(env!("CARGO_BIN_EXE_loopwatch"))
+        .args(["cleanup", "--dry-run"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("would terminate process {}", orphan.id())),
+        "{text}"
+    );
+    assert!(!text.contains(&format!("process {} ", live.id())), "{text}");
+    assert!(alive(orphan.id()));
+    // The next start of a monitor sweeps it.
+    let monitor = loopwatch::Monitor::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .output_dir(dir.path())
+        .containers(false)
+        .build()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(15),
+        "the start-up sweep to terminate the orphan",
+        || orphan.try_wait().unwrap().is_some(),
+    );
+    monitor.shutdown();
+    assert!(
+        live.try_wait().unwrap().is_none(),
+        "a live run's worker was touched"
+    );
+    assert!(
+        unmarked.try_wait().unwrap().is_none(),
+        "an unmarked process was touched"
+    );
+    for child in [&mut live, &mut unmarked] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// This process's host name and start time, as loopwatch records an owner's.
+fn own_identity() -> (String, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let monitor = loopwatch::Monitor::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .output_dir(dir.path())
+        .containers(false)
+        .final_export(false)
+        .build()
+        .unwrap();
+    let identity = monitor.identity().clone();
+    monitor.shutdown();
+    (identity.hostname, identity.process_start_time)
+}
+
+#[test]
+fn hostile_socket_input_is_rejected_and_counted_while_metrics_stay_valid() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = dir.path().join("hostile.py");
+    std::fs::write(
+        &loop_file,
+        r#"import json, multiprocessing, os, random, socket, sys, time
+
+PATH = os.environ["LOOPWATCH_SOCKET"]
+
+def connect():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(PATH)
+    return s
+
+def flood(seed):
+    # 10,000 lines per second for 3 seconds from each process, valid and not.
+    rng = random.Random(seed)
+    s = connect()
+    good = b'{"v":1,"type":"metric","name":"flood_total","kind":"counter","value":1}\n'
+    bad = [b'{"v":1,"type":"success","sharpe":NaN}\n', b'{"v":1,"type":"nope"}\n',
+           b'{"v":2,"type":"done"}\n', b'{"v":1,"type":"failure"}\n', b'\xff\xfe garbage\n',
+           b'{"v":1,"type":"metric","name":"sharpe_ratio","kind":"gauge","value":1}\n']
+    end = time.time() + 3
+    while time.time() < end:
+        batch = b"".join(good if rng.random() < 0.5 else rng.choice(bad) for _ in range(1000))
+        s.sendall(batch)
+        time.sleep(0.1)
+    s.close()
+
+if __name__ == "__main__":
+    s = connect()
+    s.sendall(os.urandom(100_000) + b"\n")
+    s.sendall(b'{"v":1,"type":"iteration_st')  # truncated, then the connection closes
+    s.close()
+    s = connect()
+    for _ in range(3):
+        s.sendall(b'{"v":1,"type":"failure","reason":"' + b"x" * (1 << 20) + b'"}\n')
+    # 99 series of its own; the flood's counter is the 100th, the limit.
+    for i in range(99):
+        s.sendall(json.dumps({"v": 1, "type": "metric", "name": "m%d" % i, "kind": "gauge", "value": i}).encode() + b"\n")
+    s.sendall(b'{"v":1,"type":"iteration_start"}\n{"v":1,"type":"success","sharpe":1.5,"drawdown":0.1}\n{"v":1,"type":"iteration_end"}\n')
+    s.close()
+    for round in range(2):
+        workers = [multiprocessing.Process(target=flood, args=(round * 10 + i,)) for i in range(4)]
+        for w in workers: w.start()
+        for w in workers: w.join()
+        if round == 1:
+            s = connect()
+            s.sendall(b'{"v":1,"type":"metric","name":"one_too_many","kind":"gauge","value":1}\n'
+                      b'{"v":1,"type":"metric","name":"two_too_many","kind":"gauge","value":1}\n')
+            s.close()
+        with open(sys.argv[1] + "/round%d" % round, "w") as f:
+            f.write("done")
+        time.sleep(1.5)
+    time.sleep(30)
+"#,
+    )
+    .unwrap();
+    let mut run = Supervised::start(
+        dir.path(),
+        &[],
+        &[loop_file.to_str().unwrap(), dir.path().to_str().unwrap()],
+    );
+    run.wait_serving();
+    let round_done = |n: u32| dir.path().join(format!("round{n}")).exists();
+    wait_until(Duration::from_secs(40), "the first flood", || round_done(0));
+    std::thread::sleep(Duration::from_millis(1500));
+    let rss_after_first = run.metric("process_resident_memory_bytes").unwrap();
+    wait_until(Duration::from_secs(40), "the second flood", || {
+        round_done(1)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = scrape(run.addr);
+    assert_promtool_accepts(&text);
+    let rejected = |field: &str, reason: &str| -> f64 {
+        let needle = format!(
+            "loopwatch_rejected_observations_total{{field=\"{field}\",reason=\"{reason}\"}} "
+        );
+        text.lines()
+            .find(|l| l.starts_with(&needle))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(rejected("message", "too_long") >= 3.0, "{text}");
+    assert!(rejected("message", "malformed") > 1000.0);
+    assert!(rejected("message", "unknown_type") > 1000.0);
+    assert!(rejected("message", "unsupported_version") > 1000.0);
+    assert!(rejected("metric", "invalid") > 1000.0);
+    assert_eq!(rejected("metric", "over_limit"), 2.0);
+    // The valid lines amid the garbage all arrived.
+    assert_eq!(run.metric("iteration_number"), Some(1.0));
+    assert!(run.metric("flood_total").unwrap() > 1000.0);
+    let rss_after_second = run.metric("process_resident_memory_bytes").unwrap();
+    assert!(
+        rss_after_second < rss_after_first + 8.0 * 1024.0 * 1024.0,
+        "memory grew from {rss_after_first} to {rss_after_second} bytes over a second flood"
+    );
+    Command::new("kill")
+        .args(["-TERM", &run.child.id().to_string()])
+        .status()
+        .unwrap();
+    run.wait(Duration::from_secs(20));
+}
+
+#[test]
+fn two_loops_registered_in_one_directory_are_discovered_by_one_prometheus() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(repo_root().join("prometheus/prometheus.yml")).unwrap();
+    assert!(
+        config.contains("targets/*.json"),
+        "the shipped config discovers registered loops"
+    );
+    let config = config.replace("refresh_interval: 5s", "refresh_interval: 1s");
+    let targets = dir.path().join("targets");
+    std::fs::create_dir(&targets).unwrap();
+    let loop_file = dir.path().join("slow.py");
+    std::fs::write(
+        &loop_file,
+        "import loopwatch, time\n\
+         for i in range(400):\n\
+         \x20   with loopwatch.iteration() as it:\n\
+         \x20       it.success(sharpe=1.0, drawdown=0.1)\n\
+         \x20       time.sleep(0.1)\n\
+         loopwatch.done()\n",
+    )
+    .unwrap();
+    let register = format!("--register={}", targets.display());
+    let runs: Vec<Supervised> = (0..2)
+        .map(|i| {
+            let out = dir.path().join(format!("loop{i}"));
+            std::fs::create_dir(&out).unwrap();
+            let run = Supervised::start(&out, &[&register], &[loop_file.to_str().unwrap()]);
+            run.wait_serving();
+            run
+        })
+        .collect();
+    // Prometheus reads file_sd paths relative to its config file: point it at ours.
+    let config = config.replace("targets/*.json", &format!("{}/*.json", targets.display()));
+    let prometheus = Prometheus::start_with(&config.replace("  - loopwatch.rules.yml\n", ""), &[]);
+    wait_until(Duration::from_secs(30), "both loops scraped", || {
+        let up = prometheus.query("up{job=\"loopwatch-discovered\"} == 1");
+        up.len() == 2
+    });
+    let instances: Vec<String> = prometheus
+        .query("iteration_number{job=\"loopwatch-discovered\"}")
+        .iter()
+        .map(|r| r["metric"]["instance"].as_str().unwrap().to_string())
+        .collect();
+    for run in &runs {
+        assert!(instances.contains(&run.addr.to_string()), "{instances:?}");
+    }
+    assert_eq!(std::fs::read_dir(&targets).unwrap().count(), 2);
+    // Each removes its file when it ends.
+    for mut run in runs {
+        Command::new("kill")
+            .args(["-TERM", &run.child.id().to_string()])
+            .status()
+            .unwrap();
+        run.wait(Duration::from_secs(20));
+    }
+    assert_eq!(std::fs::read_dir(&targets).unwrap().count(), 0);
+}
