@@ -380,11 +380,19 @@ mod tests {
         let pid = child.id();
         // Reap it in the background so that it does not linger as a zombie.
         let reaper = std::thread::spawn(move || child.wait());
-        let found = marked_processes();
-        let process = found
-            .iter()
-            .find(|p| p.pid == pid)
-            .expect("found by its environment");
+        // The scan sees it once its exec has replaced the parent's environment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let process = loop {
+            if let Some(found) = marked_processes().into_iter().find(|p| p.pid == pid) {
+                break found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{pid} not found by its environment"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let process = &process;
         assert_eq!(process.run_id, "unit-test-run");
         assert!(process.command.starts_with("sleep 30"));
         let (cleaned, failed) = terminate(std::slice::from_ref(process), Duration::from_secs(3));

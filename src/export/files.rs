@@ -160,6 +160,7 @@ pub(crate) fn write(
         "summary": snapshot.summary,
         "evaluation": evaluation_json(snapshot),
         "containers": snapshot.containers,
+        "processes": snapshot.processes,
         "alert_history": alert_history,
         "events": snapshot.events,
         "events_dropped": snapshot.events_dropped,

@@ -49,6 +49,17 @@ pub(crate) struct LiveContainer {
     pub(crate) age_seconds: f64,
 }
 
+/// Orphaned processes: what the sweeps found and did (see `loopwatch run`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct ProcessTally {
+    /// Orphans found by the last sweep and not removed.
+    pub(crate) orphaned_now: u64,
+    /// Orphaned processes terminated over the run.
+    pub(crate) cleaned_total: u64,
+    /// Orphaned processes that could not be terminated, over the run.
+    pub(crate) failures_total: u64,
+}
+
 /// Everything the exporters show of a run, taken at one instant.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
@@ -66,6 +77,8 @@ pub(crate) struct Snapshot {
     pub(crate) containers: serde_json::Value,
     /// This run's running containers at the last sample.
     pub(crate) live_containers: Vec<LiveContainer>,
+    /// Orphaned processes found and terminated.
+    pub(crate) processes: ProcessTally,
     /// Failure reasons over the last completed iterations.
     pub(crate) recent_failure_reasons: std::collections::BTreeMap<String, u64>,
     /// How many completed iterations `recent_failure_reasons` covers, at most.

@@ -156,6 +156,7 @@ pub(crate) fn snapshot_json(snapshot: &Snapshot) -> Value {
             "recent": reasons(&snapshot.recent_failure_reasons),
             "recent_iterations": snapshot.recent_iterations,
         },
+        "processes": snapshot.processes,
         "containers": {
             "live": snapshot.live_containers,
             "state": snapshot.containers,

@@ -102,6 +102,8 @@ pub(super) struct Shared {
     pub(super) stop_requested: AtomicBool,
     /// Processes (pid, start ticks) that could not be terminated: not retried.
     processes_given_up: Mutex<std::collections::HashSet<(u32, u64)>>,
+    /// What the process sweeps found and did.
+    process_tally: Mutex<crate::export::ProcessTally>,
     pub(super) closed: AtomicBool,
     #[cfg(feature = "docker")]
     pub(super) containers: std::sync::Arc<crate::containers::Containers>,
@@ -148,6 +150,7 @@ impl Shared {
             next_iteration: AtomicU64::new(1),
             stop_requested: AtomicBool::new(false),
             processes_given_up: Mutex::new(std::collections::HashSet::new()),
+            process_tally: Mutex::new(crate::export::ProcessTally::default()),
             closed: AtomicBool::new(false),
             #[cfg(feature = "docker")]
             containers: parts.containers,
@@ -435,6 +438,12 @@ impl Shared {
         i.loopwatch_process_cleanup_failures_total
             .add(report.failed.len() as u64, &[]);
         i.orphaned_processes.record(report.remaining() as f64, &[]);
+        {
+            let mut tally = lock(&self.process_tally);
+            tally.orphaned_now = report.remaining() as u64;
+            tally.cleaned_total += report.cleaned.len() as u64;
+            tally.failures_total += report.failed.len() as u64;
+        }
         if run.is_some() {
             let failed: std::collections::HashSet<u32> =
                 report.failed.iter().map(|(pid, _)| *pid).collect();
@@ -674,6 +683,7 @@ impl Source for Shared {
             events_dropped,
             containers: self.containers_json(),
             live_containers: lock(&self.latest).containers.clone(),
+            processes: *lock(&self.process_tally),
             recent_failure_reasons,
             recent_iterations: super::state::RECENT_ITERATIONS,
         }

@@ -180,7 +180,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
         panel(
             4,
             "Container Stats",
-            "Running sandbox containers, working-set memory per container (MB), cleanup failures and orphans left.",
+            "Running sandbox containers, working-set memory per container (MB), cleanup failures, orphaned containers and orphaned processes left.",
             12,
             10,
             vec![
@@ -192,6 +192,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 ),
                 q(c(&catalog::CONTAINER_CLEANUP_FAILURES_TOTAL), "cleanup failures", "short"),
                 q(c(&catalog::ORPHANED_CONTAINERS), "orphaned containers", "short").threshold(t.orphan_limit as f64),
+                q(c(&catalog::ORPHANED_PROCESSES), "orphaned processes", "short"),
             ],
         ),
     ];

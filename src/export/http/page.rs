@@ -591,6 +591,11 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                                     @if snapshot.live_containers.is_empty() { tr { td colspan="4" class="key" { "no running containers" } } }
                                 }
                                 div class="key" { "orphans at the last sweep: " (orphans_found) " found, " (orphans_removed) " cleaned" }
+                                div class="key" data-processes=(snapshot.processes.cleaned_total) {
+                                    "orphaned processes: " (snapshot.processes.orphaned_now) " left now, "
+                                    (snapshot.processes.cleaned_total) " terminated, "
+                                    (snapshot.processes.failures_total) " could not be"
+                                }
                             }
                         }
                     }

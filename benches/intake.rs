@@ -1,0 +1,57 @@
+//! Cost, inside `loopwatch run`, of one iteration reported by a supervised loop: the
+//! 23 protocol lines the Python client writes for it (start, 16 successes, 4
+//! failures, the population, end), each parsed and applied by the intake.
+//!
+//! At 100 iterations per second this is the supervisor's whole per-iteration work
+//! apart from reading the socket; `scripts/python-bench` measures the process end to
+//! end. Reproduce with `cargo bench --bench intake`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use loopwatch::Monitor;
+
+fn iteration_lines() -> Vec<Vec<u8>> {
+    let mut lines = vec![br#"{"v":1,"type":"iteration_start","t":1764380000.125}"#.to_vec()];
+    for i in 0..16 {
+        lines.push(
+            format!(
+                r#"{{"v":1,"type":"success","sharpe":{},"drawdown":{}}}"#,
+                0.1 * f64::from(i),
+                0.01 * f64::from(i)
+            )
+            .into_bytes(),
+        );
+    }
+    for _ in 0..4 {
+        lines.push(br#"{"v":1,"type":"failure","reason":"too few trades"}"#.to_vec());
+    }
+    lines.push(
+        br#"{"v":1,"type":"population","size":20,"unique":17,"diversity":0.62,"champion":"ma-10-50"}"#
+            .to_vec(),
+    );
+    lines.push(br#"{"v":1,"type":"iteration_end","t":1764380000.75}"#.to_vec());
+    lines
+}
+
+fn intake(c: &mut Criterion) {
+    let monitor = Monitor::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .final_export(false)
+        .containers(false)
+        .build()
+        .unwrap();
+    let intake = monitor.intake();
+    let lines = iteration_lines();
+    c.bench_function("intake_iteration_23_lines", |b| {
+        b.iter(|| {
+            for line in &lines {
+                intake.handle_line(black_box(line));
+            }
+        })
+    });
+    monitor.shutdown();
+}
+
+criterion_group!(benches, intake);
+criterion_main!(benches);
