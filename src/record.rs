@@ -77,18 +77,6 @@ pub(crate) enum Rejection {
     MetricOverLimit,
 }
 
-impl From<crate::protocol::LineError> for Rejection {
-    fn from(error: crate::protocol::LineError) -> Self {
-        use crate::protocol::LineError;
-        match error {
-            LineError::Malformed => Rejection::MessageMalformed,
-            LineError::UnsupportedVersion => Rejection::MessageVersion,
-            LineError::UnknownType => Rejection::MessageUnknownType,
-            LineError::TooLong => Rejection::MessageTooLong,
-        }
-    }
-}
-
 impl Rejection {
     /// The `field` label: the metric the value was meant for.
     fn field(self) -> &'static str {

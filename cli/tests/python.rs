@@ -7,6 +7,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -425,81 +426,151 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn workers_of_a_killed_run_are_removed_by_the_next_start_and_by_cleanup() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    // A worker marked as belonging to a run whose owner is gone (a pid that cannot
-    // exist), one of a live owner (this test process), and an unmarked look-alike.
-    let (host, own_start) = own_identity();
-    let spawn = |run_id: &str, owner: Option<String>| {
-        let mut command = Command::new("sleep");
-        command.arg("300");
-        if let Some(owner) = owner {
-            command
-                .env(loopwatch::ENV_RUN_ID, run_id)
-                .env(loopwatch::ENV_OWNER, owner);
-        }
-        command.spawn().unwrap()
-    };
-    let mut orphan = spawn("dead-run", Some(format!("{host}:4194303:1")));
-    let mut live = spawn(
-        "live-run",
-        Some(format!("{host}:{}:{own_start}", std::process::id())),
-    );
-    let mut unmarked = spawn("", None);
-    // `loopwatch cleanup --dry-run` lists the orphan and touches nothing.
-    let out = Command::new(env!("CARGO_BIN_EXE_loopwatch"))
-        .args(["cleanup", "--dry-run"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains(&format!("would terminate process {}", orphan.id())),
-        "{text}"
-    );
-    assert!(!text.contains(&format!("process {} ", live.id())), "{text}");
-    assert!(alive(orphan.id()));
-    // The next start of a monitor sweeps it.
-    let monitor = loopwatch::Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .output_dir(dir.path())
-        .containers(false)
-        .build()
-        .unwrap();
-    wait_until(
-        Duration::from_secs(15),
-        "the start-up sweep to terminate the orphan",
-        || orphan.try_wait().unwrap().is_some(),
-    );
-    monitor.shutdown();
-    assert!(
-        live.try_wait().unwrap().is_none(),
-        "a live run's worker was touched"
-    );
-    assert!(
-        unmarked.try_wait().unwrap().is_none(),
-        "an unmarked process was touched"
-    );
-    for child in [&mut live, &mut unmarked] {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+/// A loop with a pool of two sleeping workers; writes their pids to `<dir>/pool.pids`.
+const POOL_LOOP: &str = r#"import multiprocessing, os, sys, time
+import loopwatch
+
+def work(_):
+    time.sleep(600)
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("fork")
+    pool = multiprocessing.Pool(2)
+    pool.map_async(work, range(2))
+    with loopwatch.iteration() as it:
+        it.success(1.0)
+    with open(sys.argv[1] + "/pool.pids.tmp", "w") as f:
+        f.write(" ".join(str(p.pid) for p in pool._pool))
+    os.rename(sys.argv[1] + "/pool.pids.tmp", sys.argv[1] + "/pool.pids")
+    time.sleep(600)
+"#;
+
+fn pool_pids(dir: &Path) -> Vec<u32> {
+    let file = dir.join("pool.pids");
+    wait_until(Duration::from_secs(30), "the pool to start", || {
+        file.exists()
+    });
+    std::fs::read_to_string(file)
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
 }
 
-/// This process's host name and start time, as loopwatch records an owner's.
-fn own_identity() -> (String, u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let monitor = loopwatch::Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .output_dir(dir.path())
-        .containers(false)
-        .final_export(false)
-        .build()
+/// SIGKILLs a supervised run and its loop at once, as a crash or an OOM kill of the
+/// supervisor would: the loop's workers are left running.
+fn crash(run: &mut Supervised) {
+    let python = pid_of_child(run.child.id());
+    Command::new("kill")
+        // The supervisor first, so that it cannot see its loop die and clean up.
+        .args(["-KILL", &run.child.id().to_string(), &python.to_string()])
+        .status()
         .unwrap();
-    let identity = monitor.identity().clone();
-    monitor.shutdown();
-    (identity.hostname, identity.process_start_time)
+    let _ = run.child.wait();
+}
+
+#[test]
+fn workers_of_a_crashed_run_are_removed_by_the_next_start_and_by_cleanup() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let script_file = root.path().join("pool.py");
+    std::fs::write(&script_file, POOL_LOOP).unwrap();
+    let start = |name: &str| {
+        let dir = root.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let run = Supervised::start(
+            &dir,
+            &[],
+            &[script_file.to_str().unwrap(), dir.to_str().unwrap()],
+        );
+        let pids = pool_pids(&dir);
+        (run, pids)
+    };
+    let (mut first, first_workers) = start("first");
+    let (mut second, second_workers) = start("second");
+    crash(&mut first);
+    assert!(
+        first_workers.iter().all(|pid| alive(*pid)),
+        "the crash left the workers running"
+    );
+
+    // The next loopwatch to start sweeps the crashed run's workers at start-up.
+    let (mut live, live_workers) = start("live");
+    wait_until(
+        Duration::from_secs(15),
+        "the next start to remove the workers",
+        || first_workers.iter().all(|pid| !alive(*pid)),
+    );
+    for pid in &first_workers {
+        assert!(
+            live.log()
+                .contains(&format!("Cleaned up orphaned process {pid}")),
+            "{}",
+            live.log()
+        );
+    }
+
+    // An unrelated process with the same command line and its own pool, unmarked.
+    let unrelated_dir = root.path().join("unrelated");
+    std::fs::create_dir(&unrelated_dir).unwrap();
+    let mut unrelated = Command::new(python())
+        .args([
+            script_file.to_str().unwrap(),
+            unrelated_dir.to_str().unwrap(),
+        ])
+        .env_remove(loopwatch::ENV_RUN_ID)
+        .env_remove(loopwatch::ENV_OWNER)
+        .env_remove("LOOPWATCH_SOCKET")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let unrelated_workers = pool_pids(&unrelated_dir);
+
+    // `loopwatch cleanup` after the second crash: the dry run lists, the real one
+    // terminates; the live run's workers and the unrelated ones are left alone.
+    crash(&mut second);
+    let cleanup = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_loopwatch"))
+            .arg("cleanup")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = cleanup(&["--dry-run"]);
+    for pid in &second_workers {
+        assert!(
+            listed.contains(&format!("would terminate process {pid} ")),
+            "{listed}"
+        );
+        assert!(alive(*pid), "the dry run terminated {pid}");
+    }
+    let done = cleanup(&[]);
+    for pid in &second_workers {
+        assert!(
+            done.contains(&format!("terminated process {pid} ")),
+            "{done}"
+        );
+        assert!(!alive(*pid), "{pid} survived loopwatch cleanup");
+    }
+    for pid in live_workers.iter().chain(&unrelated_workers) {
+        assert!(alive(*pid), "{pid} was touched:\n{listed}\n{done}");
+        assert!(!done.contains(&format!("process {pid} ")), "{done}");
+    }
+    assert!(alive(unrelated.id()));
+
+    Command::new("kill")
+        .args(["-TERM", &live.child.id().to_string()])
+        .status()
+        .unwrap();
+    live.wait(Duration::from_secs(20));
+    assert!(
+        live_workers.iter().all(|pid| !alive(*pid)),
+        "the live run cleans up its own at exit"
+    );
+    let group = nix::unistd::Pid::from_raw(unrelated.id() as i32);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = unrelated.wait();
 }
 
 #[test]
@@ -666,4 +737,63 @@ fn two_loops_registered_in_one_directory_are_discovered_by_one_prometheus() {
         run.wait(Duration::from_secs(20));
     }
     assert_eq!(std::fs::read_dir(&targets).unwrap().count(), 0);
+}
+
+#[test]
+fn containers_started_with_the_runs_labels_are_sampled_and_removed_at_exit() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let image = std::env::var("LOOPWATCH_SANDBOX_IMAGE")
+        .expect("LOOPWATCH_SANDBOX_IMAGE names the sandbox image scripts/test builds");
+    let loop_file = dir.path().join("containers.py");
+    std::fs::write(
+        &loop_file,
+        r#"import subprocess, sys, time
+import loopwatch
+
+args = ["docker", "run", "-d"]
+for key, value in loopwatch.labels().items():
+    args += ["--label", "%s=%s" % (key, value)]
+container = subprocess.check_output(args + [sys.argv[2], "sleep", "300"]).decode().strip()
+with open(sys.argv[1] + "/container.id", "w") as f:
+    f.write(container)
+with loopwatch.iteration() as it:
+    it.success(1.0)
+time.sleep(3)  # the sampler sees it running
+loopwatch.done()  # and exits without removing it
+"#,
+    )
+    .unwrap();
+    let mut run = Supervised::start(
+        dir.path(),
+        &[],
+        &[
+            loop_file.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+            &image,
+        ],
+    );
+    run.wait_serving();
+    wait_until(
+        Duration::from_secs(30),
+        "the container to be sampled",
+        || run.metric("active_containers") == Some(1.0),
+    );
+    assert_eq!(
+        run.wait(Duration::from_secs(60)).code(),
+        Some(0),
+        "{}",
+        run.log()
+    );
+    let id = std::fs::read_to_string(dir.path().join("container.id")).unwrap();
+    let inspect = Command::new("docker")
+        .args(["inspect", id.trim()])
+        .output()
+        .unwrap();
+    if inspect.status.success() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", id.trim()])
+            .status();
+        panic!("the run's container outlived it; log:\n{}", run.log());
+    }
 }

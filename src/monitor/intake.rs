@@ -10,8 +10,18 @@ use opentelemetry::metrics::{Counter, Gauge};
 
 use super::iteration::IterationState;
 use super::shared::{lock, Shared};
-use crate::protocol::{self, Message, MetricKind};
+use crate::protocol::{self, LineError, Message, MetricKind};
 use crate::record::{Population, Rejection};
+
+/// The rejection counted for a line that did not parse.
+fn rejection_of(error: LineError) -> Rejection {
+    match error {
+        LineError::Malformed => Rejection::MessageMalformed,
+        LineError::UnsupportedVersion => Rejection::MessageVersion,
+        LineError::UnknownType => Rejection::MessageUnknownType,
+        LineError::TooLong => Rejection::MessageTooLong,
+    }
+}
 
 /// One of the loop's own instruments, created on its first `metric` message.
 enum UserInstrument {
@@ -80,7 +90,7 @@ impl Intake {
     pub fn handle_line(&self, line: &[u8]) {
         match protocol::parse_line(line) {
             Ok(message) => self.handle(message),
-            Err(error) => self.reject(error.into(), line.len() as f64),
+            Err(error) => self.reject(rejection_of(error), line.len() as f64),
         }
     }
 
