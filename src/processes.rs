@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use crate::run::RunIdentity;
-use crate::sample::{owner_alive, LiveProcesses, ProcessTable};
+use crate::sample::{owner_alive, process_ids, read_stat, LiveProcesses, ProcessTable};
 
 /// Environment variable carrying the run id to every process of the run.
 pub const ENV_RUN_ID: &str = "LOOPWATCH_RUN_ID";
@@ -96,15 +96,9 @@ fn parse_owner(value: &str) -> Option<(String, u32, u64)> {
     Some((host.to_string(), pid.parse().ok()?, start.parse().ok()?))
 }
 
-/// `(start ticks, zombie)` from `/proc/<pid>/stat`.
+/// `(start ticks, zombie)` of process `pid`.
 fn stat_of(pid: u32) -> Option<(u64, bool)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let zombie = fields
-        .first()
-        .is_some_and(|state| *state == "Z" || *state == "X");
-    Some((fields.get(19)?.parse().ok()?, zombie))
+    read_stat(pid).map(|stat| (stat.start_ticks, stat.zombie))
 }
 
 fn command_of(pid: u32) -> String {
@@ -124,18 +118,8 @@ fn command_of(pid: u32) -> String {
 /// Every live process carrying a run identity, this process excluded.
 pub(crate) fn marked_processes() -> Vec<MarkedProcess> {
     let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in process_ids() {
         if pid == me {
             continue;
         }
@@ -315,13 +299,7 @@ pub fn cleanup_orphaned_processes(dry_run: bool) -> ProcessSweepReport {
 mod tests {
     use super::*;
 
-    struct Table(Vec<(u32, u64)>);
-
-    impl ProcessTable for Table {
-        fn start_time(&mut self, pid: u32) -> Option<u64> {
-            self.0.iter().find(|(p, _)| *p == pid).map(|(_, s)| *s)
-        }
-    }
+    use crate::sample::FixedTable as Table;
 
     fn marked(run_id: &str, owner: Option<(&str, u32, u64)>) -> MarkedProcess {
         MarkedProcess {

@@ -37,6 +37,25 @@ fn script(name: &str) -> PathBuf {
     repo_root().join("examples/python").join(name)
 }
 
+/// Writes `dir/name`: a loop of `iterations` iterations of one success each, taking
+/// `pause` seconds, followed by the Python statements of `then`.
+fn steady_loop(dir: &Path, name: &str, iterations: u32, pause: f64, then: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "import loopwatch, time\n\
+             for i in range({iterations}):\n\
+             \x20   with loopwatch.iteration() as it:\n\
+             \x20       it.success(sharpe=1.0, drawdown=0.1)\n\
+             \x20       time.sleep({pause})\n\
+             {then}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// A `loopwatch run` of a Python script; its stderr goes to `dir/loopwatch.log`.
 struct Supervised {
     child: Child,
@@ -239,16 +258,7 @@ fn a_loop_killed_mid_run_raises_loop_exited_and_loopwatch_exits_137() {
     let _serial = serial();
     let alertmanager = Alertmanager::start();
     let dir = tempfile::tempdir().unwrap();
-    let loop_file = dir.path().join("loop.py");
-    std::fs::write(
-        &loop_file,
-        "import loopwatch, time\n\
-         for i in range(1000):\n\
-         \x20   with loopwatch.iteration() as it:\n\
-         \x20       it.success(sharpe=1.0, drawdown=0.1)\n\
-         \x20       time.sleep(0.05)\n",
-    )
-    .unwrap();
+    let loop_file = steady_loop(dir.path(), "loop.py", 1000, 0.05, "");
     let mut run = Supervised::start(
         dir.path(),
         &[&format!("--alertmanager={}", alertmanager.url())],
@@ -304,18 +314,13 @@ fn a_hanging_python_evaluation_raises_loop_stalled_and_a_signal_ends_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("loopwatch.toml");
     std::fs::write(&config, "stall_floor = \"2s\"\nstall_factor = 5.0\n").unwrap();
-    let loop_file = dir.path().join("hang.py");
-    std::fs::write(
-        &loop_file,
-        "import loopwatch, time\n\
-         for i in range(5):\n\
-         \x20   with loopwatch.iteration() as it:\n\
-         \x20       it.success(sharpe=1.0, drawdown=0.1)\n\
-         \x20       time.sleep(0.05)\n\
-         with loopwatch.iteration() as it:\n\
-         \x20   time.sleep(3600)  # the evaluation that never returns\n",
-    )
-    .unwrap();
+    let loop_file = steady_loop(
+        dir.path(),
+        "hang.py",
+        5,
+        0.05,
+        "with loopwatch.iteration() as it:\n    time.sleep(3600)  # the evaluation that never returns",
+    );
     let mut run = Supervised::start(
         dir.path(),
         &[&format!("--config={}", config.display()), "--grace=5s"],
@@ -691,17 +696,7 @@ fn two_loops_registered_in_one_directory_are_discovered_by_one_prometheus() {
     let config = config.replace("refresh_interval: 5s", "refresh_interval: 1s");
     let targets = dir.path().join("targets");
     std::fs::create_dir(&targets).unwrap();
-    let loop_file = dir.path().join("slow.py");
-    std::fs::write(
-        &loop_file,
-        "import loopwatch, time\n\
-         for i in range(400):\n\
-         \x20   with loopwatch.iteration() as it:\n\
-         \x20       it.success(sharpe=1.0, drawdown=0.1)\n\
-         \x20       time.sleep(0.1)\n\
-         loopwatch.done()\n",
-    )
-    .unwrap();
+    let loop_file = steady_loop(dir.path(), "slow.py", 400, 0.1, "loopwatch.done()");
     let register = format!("--register={}", targets.display());
     let runs: Vec<Supervised> = (0..2)
         .map(|i| {

@@ -126,13 +126,7 @@ impl Drop for Registration {
 mod tests {
     use super::*;
 
-    struct Table(Vec<(u32, u64)>);
-
-    impl ProcessTable for Table {
-        fn start_time(&mut self, pid: u32) -> Option<u64> {
-            self.0.iter().find(|(p, _)| *p == pid).map(|(_, s)| *s)
-        }
-    }
+    use crate::sample::FixedTable as Table;
 
     #[test]
     fn targets_point_at_loopback_for_wildcard_listeners() {

@@ -4,6 +4,7 @@
 mod cgroup;
 mod host;
 mod owner;
+mod procfs;
 mod tree;
 
 pub(crate) use cgroup::CgroupMemory;
@@ -12,3 +13,6 @@ pub(crate) use cgroup::{CgroupCpu, CGROUP_ROOT};
 pub(crate) use host::file_descriptors;
 pub use host::{HostSample, HostSampler};
 pub(crate) use owner::{owner_alive, LiveProcesses, ProcessTable};
+#[cfg(test)]
+pub(crate) use procfs::FixedTable;
+pub(crate) use procfs::{process_ids, read_stat};

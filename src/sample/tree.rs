@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use super::procfs::{process_ids, read_stat};
+
 /// One reading of a process tree.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct TreeSample {
@@ -19,30 +21,6 @@ pub(crate) struct TreeSample {
     pub(crate) cpu_percent: f64,
     /// Processes in the tree now (the root included while it lives).
     pub(crate) processes: u64,
-}
-
-/// What `/proc/<pid>/stat` says about one process.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct ProcStat {
-    parent: u32,
-    /// User plus system time, in clock ticks.
-    cpu_ticks: u64,
-    /// Start time after boot, in clock ticks: with the pid, the process's identity.
-    start_ticks: u64,
-}
-
-/// Parses a `/proc/<pid>/stat` line. The command name is in parentheses and may
-/// itself hold spaces and parentheses, so fields are counted from the last `)`.
-fn parse_stat(line: &str) -> Option<ProcStat> {
-    let rest = &line[line.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): field n is at index n - 3.
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
-    Some(ProcStat {
-        parent: u32::try_from(field(4)?).ok()?,
-        cpu_ticks: field(14)?.saturating_add(field(15)?),
-        start_ticks: field(22)?,
-    })
 }
 
 /// Linux reports process times in `USER_HZ` ticks, which its user-space ABI fixes at
@@ -61,10 +39,6 @@ fn read_rss_bytes(pid: u32) -> u64 {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb.saturating_mul(1024))
-}
-
-fn read_stat(pid: u32) -> Option<ProcStat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// The direct children of `pid` from each of its threads' `children` files; `None`
@@ -90,17 +64,7 @@ fn children_of(pid: u32) -> Option<Vec<u32>> {
 /// Every process on the host with its parent, for kernels without `children` files.
 fn all_parents() -> HashMap<u32, Vec<u32>> {
     let mut by_parent: HashMap<u32, Vec<u32>> = HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return by_parent;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in process_ids() {
         if let Some(stat) = read_stat(pid) {
             by_parent.entry(stat.parent).or_default().push(pid);
         }
@@ -185,17 +149,6 @@ impl ProcessTree {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_lines_with_awkward_command_names_parse() {
-        let line = "4242 (my (odd) loop) S 17 4242 17 0 -1 4194560 900 0 0 0 \
-                    150 50 0 0 20 0 3 0 98765 123456789 2048 18446744073709551615";
-        let stat = parse_stat(line).unwrap();
-        assert_eq!(stat.parent, 17);
-        assert_eq!(stat.cpu_ticks, 200);
-        assert_eq!(stat.start_ticks, 98765);
-        assert_eq!(parse_stat("12 (short) S 1"), None);
-    }
 
     #[test]
     fn the_tree_holds_children_and_grandchildren() {
