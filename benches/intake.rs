@@ -1,6 +1,7 @@
-//! Cost, inside `loopwatch run`, of one iteration reported by a supervised loop: the
-//! 23 protocol lines the Python client writes for it (start, 16 successes, 4
-//! failures, the population, end), each parsed and applied by the intake.
+//! Cost, inside `loopwatch run`, of one iteration reported by a supervised loop (16
+//! successes, 4 failures, the population), each line parsed and applied by the intake:
+//! as the Python client writes it (start, population, one summarised `outcomes` line,
+//! end) and as a minimal client would (a line per strategy: 23 lines).
 //!
 //! At 100 iterations per second this is the supervisor's whole per-iteration work
 //! apart from reading the socket; `scripts/python-bench` measures the process end to
@@ -11,7 +12,16 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use loopwatch::Monitor;
 
-fn iteration_lines() -> Vec<Vec<u8>> {
+fn python_client_lines() -> Vec<Vec<u8>> {
+    vec![
+        br#"{"v":1,"type":"iteration_start","t":1764380000.125}"#.to_vec(),
+        br#"{"v":1,"type":"population","size":20,"unique":17,"diversity":0.62,"champion":"ma-10-50"}"#.to_vec(),
+        br#"{"v":1,"type":"outcomes","successes":16,"sharpe":[16,12.0,1.5],"drawdown":[16,1.2000000000000002],"rejected_sharpe":0,"rejected_drawdown":[],"failures":{"too few trades":4}}"#.to_vec(),
+        br#"{"v":1,"type":"iteration_end","t":1764380000.75}"#.to_vec(),
+    ]
+}
+
+fn line_per_strategy() -> Vec<Vec<u8>> {
     let mut lines = vec![br#"{"v":1,"type":"iteration_start","t":1764380000.125}"#.to_vec()];
     for i in 0..16 {
         lines.push(
@@ -42,14 +52,18 @@ fn intake(c: &mut Criterion) {
         .build()
         .unwrap();
     let intake = monitor.intake();
-    let lines = iteration_lines();
-    c.bench_function("intake_iteration_23_lines", |b| {
-        b.iter(|| {
-            for line in &lines {
-                intake.handle_line(black_box(line));
-            }
-        })
-    });
+    for (name, lines) in [
+        ("intake_iteration_python_client", python_client_lines()),
+        ("intake_iteration_line_per_strategy", line_per_strategy()),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                for line in &lines {
+                    intake.handle_line(black_box(line));
+                }
+            })
+        });
+    }
     monitor.shutdown();
 }
 

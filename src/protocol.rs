@@ -58,6 +58,9 @@ pub enum Message {
         /// Why, from a small fixed vocabulary ("too few trades").
         reason: String,
     },
+    /// Many outcomes of the iteration at once, summarised by the client: what a
+    /// client sends instead of a line per strategy.
+    Outcomes(OutcomeSummary),
     /// The population after this iteration.
     Population {
         /// Strategies in it.
@@ -96,6 +99,48 @@ pub enum Message {
         /// How many since its previous report.
         count: u64,
     },
+}
+
+/// A batch of outcomes, summarised: the counts and sums the monitor keeps, with the
+/// values it would reject listed one by one so that each is still counted and logged.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OutcomeSummary {
+    /// Strategies that succeeded, valid values or not.
+    pub successes: u64,
+    /// How many finite Sharpe ratios, their sum and their maximum.
+    pub sharpe: (u64, f64, Option<f64>),
+    /// How many valid drawdowns (finite, non-negative), and their sum.
+    pub drawdown: (u64, f64),
+    /// Sharpe ratios that were not finite.
+    pub rejected_sharpe: u64,
+    /// Drawdowns that were not valid: NaN for one not finite, else the negative value.
+    pub rejected_drawdown: Vec<f64>,
+    /// Failures: each reason with how many strategies failed for it.
+    pub failures: Vec<(String, u64)>,
+}
+
+impl OutcomeSummary {
+    /// Whether the numbers can be true of some batch of outcomes.
+    fn consistent(&self) -> bool {
+        let (n, sum, max) = self.sharpe;
+        let (dn, dsum) = self.drawdown;
+        let sharpe_ok = n.checked_add(self.rejected_sharpe) == Some(self.successes)
+            && sum.is_finite()
+            && match max {
+                Some(max) => n > 0 && max.is_finite(),
+                None => n == 0,
+            };
+        let drawdown_ok = dn
+            .checked_add(self.rejected_drawdown.len() as u64)
+            .is_some_and(|total| total <= self.successes)
+            && dsum.is_finite()
+            && dsum >= 0.0
+            && self
+                .rejected_drawdown
+                .iter()
+                .all(|d| d.is_nan() || *d < 0.0 || d.is_infinite());
+        sharpe_ok && drawdown_ok
+    }
 }
 
 /// Why a line was turned away.
@@ -145,6 +190,25 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>
 struct MomentBody {
     #[serde(default)]
     t: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct OutcomesBody {
+    #[serde(default)]
+    successes: u64,
+    /// `[count, sum, max]`, max `null` when the count is 0.
+    #[serde(default)]
+    sharpe: Option<(u64, f64, Option<f64>)>,
+    /// `[count, sum]`.
+    #[serde(default)]
+    drawdown: Option<(u64, f64)>,
+    #[serde(default)]
+    rejected_sharpe: u64,
+    /// `null` for a drawdown that was not finite, else the negative value.
+    #[serde(default)]
+    rejected_drawdown: Vec<Option<f64>>,
+    #[serde(default)]
+    failures: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Deserialize)]
@@ -205,6 +269,21 @@ pub fn parse_line(line: &[u8]) -> Result<Message, LineError> {
                 drawdown: b.drawdown.map(nan_if_null),
             }
         }
+        "outcomes" => {
+            let b: OutcomesBody = body(line)?;
+            let summary = OutcomeSummary {
+                successes: b.successes,
+                sharpe: b.sharpe.unwrap_or((0, 0.0, None)),
+                drawdown: b.drawdown.unwrap_or((0, 0.0)),
+                rejected_sharpe: b.rejected_sharpe,
+                rejected_drawdown: b.rejected_drawdown.into_iter().map(nan_if_null).collect(),
+                failures: b.failures.into_iter().collect(),
+            };
+            if !summary.consistent() {
+                return Err(LineError::Malformed);
+            }
+            Message::Outcomes(summary)
+        }
         "failure" => Message::Failure {
             reason: body::<FailureBody>(line)?.reason,
         },
@@ -263,7 +342,18 @@ mod tests {
 
     #[test]
     fn every_documented_message_parses() {
-        let cases: [(&str, Message); 8] = [
+        let cases: [(&str, Message); 9] = [
+            (
+                r#"{"v":1,"type":"outcomes","successes":3,"sharpe":[2,2.0,1.5],"drawdown":[1,0.2],"rejected_sharpe":1,"rejected_drawdown":[null],"failures":{"too few trades":4}}"#,
+                Message::Outcomes(OutcomeSummary {
+                    successes: 3,
+                    sharpe: (2, 2.0, Some(1.5)),
+                    drawdown: (1, 0.2),
+                    rejected_sharpe: 1,
+                    rejected_drawdown: vec![f64::NAN],
+                    failures: vec![("too few trades".into(), 4)],
+                }),
+            ),
             (
                 r#"{"v":1,"type":"iteration_start","t":1764380000.5}"#,
                 Message::IterationStart {
@@ -313,7 +403,28 @@ mod tests {
             ),
         ];
         for (line, expected) in cases {
-            assert_eq!(parse_line(line.as_bytes()), Ok(expected), "{line}");
+            let parsed = parse_line(line.as_bytes());
+            // NaN is not equal to itself: compare the debug forms.
+            assert_eq!(
+                format!("{parsed:?}"),
+                format!("{:?}", Ok::<_, LineError>(expected)),
+                "{line}"
+            );
+        }
+        for bad in [
+            // counts that cannot add up, a maximum without values, a valid value
+            // listed as rejected, a negative count
+            r#"{"v":1,"type":"outcomes","successes":1,"sharpe":[2,1.0,1.0]}"#,
+            r#"{"v":1,"type":"outcomes","successes":0,"sharpe":[0,0.0,1.0]}"#,
+            r#"{"v":1,"type":"outcomes","successes":2,"sharpe":[2,1.0,1.0],"drawdown":[2,0.1],"rejected_drawdown":[null]}"#,
+            r#"{"v":1,"type":"outcomes","successes":1,"sharpe":[1,1.0,1.0],"rejected_drawdown":[0.5]}"#,
+            r#"{"v":1,"type":"outcomes","failures":{"x":-1}}"#,
+        ] {
+            assert_eq!(
+                parse_line(bad.as_bytes()),
+                Err(LineError::Malformed),
+                "{bad}"
+            );
         }
     }
 

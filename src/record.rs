@@ -242,6 +242,37 @@ impl Observations {
         self.failures += 1;
     }
 
+    /// Successes summarised by a client (`summary` is consistent: see
+    /// [`crate::protocol`]); the values it lists as invalid go to `reject`.
+    pub(crate) fn summarised(
+        &mut self,
+        summary: &crate::protocol::OutcomeSummary,
+        reject: &mut dyn FnMut(Rejection, f64),
+    ) {
+        self.successes = self.successes.saturating_add(summary.successes);
+        let (n, sum, _) = summary.sharpe;
+        self.sharpe_sum += sum;
+        self.sharpe_count = self.sharpe_count.saturating_add(n);
+        let (dn, dsum) = summary.drawdown;
+        self.drawdown_sum += dsum;
+        self.drawdown_count = self.drawdown_count.saturating_add(dn);
+        for _ in 0..summary.rejected_sharpe.min(1_000_000) {
+            reject(Rejection::SharpeNotFinite, f64::NAN);
+        }
+        for &drawdown in &summary.rejected_drawdown {
+            if drawdown.is_finite() {
+                reject(Rejection::DrawdownNegative, drawdown);
+            } else {
+                reject(Rejection::DrawdownNotFinite, drawdown);
+            }
+        }
+    }
+
+    /// `n` failed strategies.
+    pub(crate) fn failures(&mut self, n: u64) {
+        self.failures = self.failures.saturating_add(n);
+    }
+
     /// The population's diversity and distinct count; invalid ones go to `reject`.
     pub(crate) fn population(
         &mut self,

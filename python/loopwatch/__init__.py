@@ -79,17 +79,80 @@ def _text(value: Any) -> str:
     return _encode_string(str(value))
 
 
+_isfinite = math.isfinite
+_fsum = math.fsum
+_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _finite_or_none(value: Any) -> Optional[float]:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _summarise_sharpes(values: List[Any]) -> Tuple[int, float, Optional[float], int]:
+    """(count, sum, max) of the finite values, and how many were not finite."""
+    try:
+        # The common case, at C speed: every value a finite number.
+        if all(map(_isfinite, values)):
+            if not values:
+                return 0, 0.0, None, 0
+            return len(values), _fsum(values), float(max(values)), 0
+    except TypeError:
+        pass
+    finite = [v for v in map(_finite_or_none, values) if v is not None]
+    rejected = len(values) - len(finite)
+    return len(finite), _fsum(finite), (max(finite) if finite else None), rejected
+
+
+def _summarise_drawdowns(values: List[Any]) -> Tuple[int, float, List[Optional[float]]]:
+    """(count, sum) of the valid drawdowns (finite, not negative), and the others."""
+    try:
+        if all(map(_isfinite, values)) and (not values or min(values) >= 0):
+            return len(values), _fsum(values), []
+    except TypeError:
+        pass
+    valid: List[float] = []
+    rejected: List[Optional[float]] = []
+    for value in values:
+        number = _finite_or_none(value)
+        if number is None:
+            rejected.append(None)
+        elif number < 0:
+            rejected.append(number)
+        else:
+            valid.append(number)
+    return len(valid), _fsum(valid), rejected
+
+
+def _encode_outcomes(sharpes: List[Any], drawdowns: List[Any], failures: Dict[str, int]) -> str:
+    """One `outcomes` line: the counts and sums loopwatch keeps, not every value, so
+    that a batch costs the same to send whatever its size."""
+    n, total, best, rejected_sharpe = _summarise_sharpes(sharpes)
+    dn, dtotal, rejected_drawdown = _summarise_drawdowns(drawdowns)
+    return (
+        '{"v":1,"type":"outcomes","successes":%d,"sharpe":[%d,%r,%s],"drawdown":[%d,%r],'
+        '"rejected_sharpe":%d,"rejected_drawdown":%s,"failures":%s}\n'
+        % (
+            len(sharpes),
+            n,
+            total,
+            "null" if best is None else repr(best),
+            dn,
+            dtotal,
+            rejected_sharpe,
+            _encode_json(rejected_drawdown),
+            _encode_json(failures),
+        )
+    )
+
+
 def _encode(event: Event) -> str:
     kind = event[0]
-    if kind == "success":
-        if event[2] is None:
-            return '{"v":1,"type":"success","sharpe":%s}\n' % _number(event[1])
-        return '{"v":1,"type":"success","sharpe":%s,"drawdown":%s}\n' % (
-            _number(event[1]),
-            _number(event[2]),
-        )
-    if kind == "failure":
-        return '{"v":1,"type":"failure","reason":%s}\n' % _text(event[1])
+    if kind == "outcomes":
+        return _encode_outcomes(event[1], event[2], event[3])
     if kind == "population":
         size, unique, diversity, champion = event[1:]
         champion_field = "" if champion is None else ',"champion":%s' % _text(champion)
@@ -296,20 +359,32 @@ class Iteration:
     re-raised.
     """
 
-    __slots__ = ("_ended",)
+    __slots__ = ("_ended", "_sharpes", "_drawdowns", "_failures")
 
     def __init__(self, started_at: Optional[float] = None) -> None:
         self._ended = False
+        # Outcomes are gathered here and sent, summarised, as one `outcomes` line at
+        # the end: a list append each, instead of an event each.
+        self._sharpes: List[Any] = []
+        self._drawdowns: List[Any] = []
+        self._failures: Dict[str, int] = {}
         _put(("iteration_start", _now() if started_at is None else started_at))
 
     def success(self, sharpe: float, drawdown: Optional[float] = None) -> None:
         """A strategy that completed: its Sharpe ratio (or score, higher is better) and
         its max drawdown as a positive fraction of peak equity, if measured."""
-        _put(("success", sharpe, drawdown))
+        self._sharpes.append(sharpe)
+        if drawdown is not None:
+            self._drawdowns.append(drawdown)
 
     def failure(self, reason: str) -> None:
         """A strategy that failed, with a short reason from a fixed vocabulary."""
-        _put(("failure", reason))
+        try:
+            key = reason if type(reason) is str else str(reason)
+            failures = self._failures
+            failures[key] = failures.get(key, 0) + 1
+        except Exception:  # noqa: BLE001 - a reason that cannot be a string
+            pass
 
     def population(
         self,
@@ -329,6 +404,8 @@ class Iteration:
         seconds, for an iteration reported after the fact; default now."""
         if not self._ended:
             self._ended = True
+            if self._sharpes or self._failures:
+                _put(("outcomes", self._sharpes, self._drawdowns, self._failures))
             _put(("iteration_end", _now() if at is None else at))
 
     def __enter__(self) -> "Iteration":

@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 import unittest
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import loopwatch
 import loopwatch.deap
@@ -64,6 +64,13 @@ class Server:
             time.sleep(0.01)
         raise AssertionError("only %d of %d lines arrived: %r" % (len(self.lines), count, self.types()))
 
+    def wait_until(self, condition: Callable[[List[object]], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition(self.types()):
+            if time.monotonic() > deadline:
+                raise AssertionError("lines never satisfied the condition: %r" % self.types())
+            time.sleep(0.01)
+
     def close(self) -> None:
         self.sock.close()
 
@@ -107,23 +114,40 @@ class ClientTest(unittest.TestCase):
             it.success(sharpe=float("inf"))
             it.failure('too "few" trades')
             it.population(size=10, unique=7, diversity=0.4, champion="ma-1")
+            it.failure('too "few" trades')
         loopwatch.gauge("llm_tokens", 12, unit="{token}", description="Tokens")
         loopwatch.done()
-        server.wait_for(7)
+        server.wait_for(6)
         self.assertEqual(
             server.types(),
-            ["iteration_start", "success", "success", "failure", "population", "iteration_end",
-             "metric", "done"][: len(server.lines)],
+            ["iteration_start", "population", "outcomes", "iteration_end", "metric", "done"][: len(server.lines)],
         )
         lines = server.lines
         self.assertTrue(all(line["v"] == 1 for line in lines))
-        self.assertEqual(lines[1], {"v": 1, "type": "success", "sharpe": 1.5, "drawdown": 0.25})
-        self.assertEqual(lines[2], {"v": 1, "type": "success", "sharpe": None})
-        self.assertEqual(lines[3]["reason"], 'too "few" trades')
-        self.assertEqual(lines[4]["champion"], "ma-1")
-        self.assertLessEqual(lines[0]["t"], lines[5]["t"])
-        self.assertEqual(lines[6]["name"], "llm_tokens")
+        # Outcomes travel as one line per iteration, summarised; a non-finite Sharpe
+        # is counted for the monitor to reject.
+        outcomes = lines[2]
+        self.assertEqual(outcomes["successes"], 2)
+        self.assertEqual(outcomes["sharpe"], [1, 1.5, 1.5])
+        self.assertEqual(outcomes["drawdown"], [1, 0.25])
+        self.assertEqual(outcomes["rejected_sharpe"], 1)
+        self.assertEqual(outcomes["failures"], {'too "few" trades': 2})
+        self.assertEqual(lines[1]["champion"], "ma-1")
+        self.assertLessEqual(lines[0]["t"], lines[3]["t"])
+        self.assertEqual(lines[4]["name"], "llm_tokens")
         server.close()
+
+    def test_odd_values_are_summarised_for_the_monitor_to_reject(self) -> None:
+        line = json.loads(
+            loopwatch._encode(
+                ("outcomes", [1.0, float("nan"), "x", 2, float("-inf")], [0.1, -0.5, float("inf"), None], {})
+            )
+        )
+        self.assertEqual(line["successes"], 5)
+        self.assertEqual(line["sharpe"], [2, 3.0, 2.0])
+        self.assertEqual(line["rejected_sharpe"], 3)
+        self.assertEqual(line["drawdown"], [1, 0.1])
+        self.assertEqual(line["rejected_drawdown"], [-0.5, None, None])
 
     def test_an_exception_in_an_iteration_is_recorded_and_re_raised(self) -> None:
         server = Server(self.path)
@@ -133,8 +157,8 @@ class ClientTest(unittest.TestCase):
                 raise KeyError("boom")
         loopwatch.flush()
         server.wait_for(3)
-        self.assertEqual(server.types()[:3], ["iteration_start", "failure", "iteration_end"])
-        self.assertEqual(server.lines[1]["reason"], "exception: KeyError")
+        self.assertEqual(server.types()[:3], ["iteration_start", "outcomes", "iteration_end"])
+        self.assertEqual(server.lines[1]["failures"], {"exception: KeyError": 1})
         server.close()
 
     def test_a_forked_worker_reports_on_its_own_connection(self) -> None:
@@ -230,10 +254,11 @@ class DeapTest(unittest.TestCase):
             with loopwatch.iteration() as it:
                 loopwatch.deap.record(it, population, hof)
             loopwatch.flush()
-            server.wait_for(9)
-            types = server.types()
-            self.assertEqual(types.count("success"), 5)
-            self.assertEqual(types.count("failure"), 1)
+            server.wait_for(4)
+            outcomes = next(line for line in server.lines if line["type"] == "outcomes")
+            self.assertEqual(outcomes["successes"], 5)
+            self.assertEqual(outcomes["sharpe"][0], 5)
+            self.assertEqual(outcomes["failures"], {"invalid fitness": 1})
             population_line = next(line for line in server.lines if line["type"] == "population")
             self.assertEqual(population_line["size"], 6)
             self.assertEqual(population_line["unique"], 2)
@@ -263,23 +288,24 @@ class OptunaTest(unittest.TestCase):
             study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=5))
             study.optimize(objective, n_trials=40, callbacks=[loopwatch.optuna.Callback()], catch=(RuntimeError,))
             loopwatch.flush()
-            server.wait_for(40 * 3)
+            server.wait_until(lambda types: types.count("iteration_end") == 40)
             types = server.types()
             self.assertEqual(types.count("iteration_start"), 40)
             self.assertEqual(types.count("iteration_end"), 40)
             states = {t.state.name for t in study.trials}
-            reasons = {line["reason"] for line in server.lines if line["type"] == "failure"}
+            outcomes = [line for line in server.lines if line["type"] == "outcomes"]
+            reasons = {reason for line in outcomes for reason in line["failures"]}
             self.assertEqual(reasons, {s.lower() for s in states} - {"complete"})
-            successes = [line["sharpe"] for line in server.lines if line["type"] == "success"]
+            best = [line["sharpe"][2] for line in outcomes if line["successes"]]
             # Minimised objective, reported so that higher is better.
-            self.assertTrue(all(isinstance(s, float) and s <= 0 for s in successes))
+            self.assertTrue(all(isinstance(s, float) and s <= 0 for s in best))
             populations = [line for line in server.lines if line["type"] == "population"]
             self.assertEqual(populations[-1]["champion"], "trial-%d" % study.best_trial.number)
             self.assertTrue(all(0.0 <= float(p["diversity"]) <= 1.0 for p in populations))
             starts = [line["t"] for line in server.lines if line["type"] == "iteration_start"]
             ends = [line["t"] for line in server.lines if line["type"] == "iteration_end"]
             self.assertTrue(all(end >= start for start, end in zip(starts, ends)))
-            self.assertFalse(any(math.isnan(float(s)) for s in successes))
+            self.assertFalse(any(math.isnan(float(s)) for s in best))
         finally:
             fresh_client(None)
             server.close()

@@ -143,6 +143,13 @@ impl Intake {
                     self.reject(Rejection::MessageOutsideIteration, sharpe);
                 }
             },
+            Message::Outcomes(summary) => match state.current.as_mut() {
+                Some(open) => open.outcomes(shared, summary),
+                None => {
+                    drop(state);
+                    self.reject(Rejection::MessageOutsideIteration, f64::NAN);
+                }
+            },
             Message::Failure { reason } => match state.current.as_mut() {
                 Some(open) => open.failure(shared, &reason),
                 None => {

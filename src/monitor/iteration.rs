@@ -83,6 +83,27 @@ impl IterationState {
         shared.lock_run().count_failure_reason(reason);
     }
 
+    /// A batch of outcomes summarised by a client: the same counts, sums and
+    /// rejections as reporting each one.
+    pub(super) fn outcomes(&mut self, shared: &Shared, summary: crate::protocol::OutcomeSummary) {
+        let mut reject = Self::rejecter(shared, self.number);
+        self.observations.summarised(&summary, &mut reject);
+        if let Some(max) = summary.sharpe.2 {
+            if self.best_sharpe.is_none_or(|best| max > best) {
+                self.best_sharpe = Some(max);
+            }
+        }
+        for (reason, n) in &summary.failures {
+            self.failures(shared, reason, *n);
+        }
+    }
+
+    /// `n` failures with the same reason, tallied at once.
+    pub(super) fn failures(&mut self, shared: &Shared, reason: &str, n: u64) {
+        self.observations.failures(n);
+        shared.lock_run().count_failure_reasons(reason, n);
+    }
+
     pub(super) fn population(&mut self, shared: &Shared, population: Population<'_>) {
         let mut reject = Self::rejecter(shared, self.number);
         self.observations.population(&population, &mut reject);

@@ -62,19 +62,20 @@ impl RunState {
 
     /// Tallies one failure reason, without allocating for a reason seen before.
     pub(crate) fn count_failure_reason(&mut self, reason: &str) {
-        if let Some(count) = self.current_reasons.get_mut(reason) {
-            *count += 1;
-        } else if self.current_reasons.len() < MAX_FAILURE_REASONS {
-            self.current_reasons.insert(reason.to_string(), 1);
-        } else {
-            *self.current_reasons.entry("other".to_string()).or_insert(0) += 1;
-        }
-        if let Some(count) = self.failure_reasons.get_mut(reason) {
-            *count += 1;
-        } else if self.failure_reasons.len() < MAX_FAILURE_REASONS {
-            self.failure_reasons.insert(reason.to_string(), 1);
-        } else {
-            *self.failure_reasons.entry("other".to_string()).or_insert(0) += 1;
+        self.count_failure_reasons(reason, 1);
+    }
+
+    /// Tallies `n` failures with the same reason.
+    pub(crate) fn count_failure_reasons(&mut self, reason: &str, n: u64) {
+        for tally in [&mut self.current_reasons, &mut self.failure_reasons] {
+            if let Some(count) = tally.get_mut(reason) {
+                *count = count.saturating_add(n);
+            } else if tally.len() < MAX_FAILURE_REASONS {
+                tally.insert(reason.to_string(), n);
+            } else {
+                let other = tally.entry("other".to_string()).or_insert(0);
+                *other = other.saturating_add(n);
+            }
         }
     }
 
