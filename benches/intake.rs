@@ -3,6 +3,8 @@
 //! as the Python client writes it (start, population, one summarised `outcomes` line,
 //! end) and as a minimal client would (a line per strategy: 23 lines).
 //!
+//! Measured on 2 vCPU AMD EPYC (Linux 6.18, Rust 1.95, release): 2.2 µs and 6.4 µs.
+//!
 //! At 100 iterations per second this is the supervisor's whole per-iteration work
 //! apart from reading the socket; `scripts/python-bench` measures the process end to
 //! end. Reproduce with `cargo bench --bench intake`.

@@ -53,6 +53,10 @@ ENV_LABELS = "LOOPWATCH_LABELS"
 MAX_BUFFERED = 10_000
 #: Longest wait for the buffer to drain at ``done()`` and at interpreter exit.
 DRAIN_TIMEOUT_SECONDS = 2.0
+#: How long the writer gathers events after the first before it sends them: one write
+#: (and one wake-up of the supervisor) for many iterations of a fast loop. Far below
+#: any stall limit; ``flush()`` and ``done()`` send at once.
+COALESCE_SECONDS = 0.05
 
 _encode_string = json.encoder.encode_basestring
 
@@ -190,6 +194,7 @@ class _Client:
         self.lost = 0
         self.reported = 0
         self.wake = threading.Event()
+        self.urgent = False
         self.sending = False
         self.closed = False
         self.thread: Optional[threading.Thread] = None
@@ -226,6 +231,8 @@ class _Client:
         while not self.closed:
             self.wake.wait(0.5)
             self.wake.clear()
+            if self.buffer and not self.urgent:
+                time.sleep(COALESCE_SECONDS)
             while self.buffer and not self.closed:
                 if sock is None:
                     sock = self._connect()
@@ -264,6 +271,8 @@ class _Client:
                             self.lost += 1
                 finally:
                     self.sending = False
+            if not self.buffer:
+                self.urgent = False
         if sock is not None:
             try:
                 sock.close()
@@ -273,6 +282,7 @@ class _Client:
     def drain(self, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds until everything buffered is written."""
         deadline = time.monotonic() + timeout
+        self.urgent = True
         self.wake.set()
         while (self.buffer or self.sending) and time.monotonic() < deadline:
             time.sleep(0.002)
