@@ -96,11 +96,6 @@ fn parse_owner(value: &str) -> Option<(String, u32, u64)> {
     Some((host.to_string(), pid.parse().ok()?, start.parse().ok()?))
 }
 
-/// `(start ticks, zombie)` of process `pid`.
-fn stat_of(pid: u32) -> Option<(u64, bool)> {
-    read_stat(pid).map(|stat| (stat.start_ticks, stat.zombie))
-}
-
 fn command_of(pid: u32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let mut command: String = raw
@@ -130,10 +125,10 @@ pub(crate) fn marked_processes() -> Vec<MarkedProcess> {
         let Some(run_id) = environment_value(&environ, ENV_RUN_ID) else {
             continue;
         };
-        let Some((start_ticks, zombie)) = stat_of(pid) else {
+        let Some(stat) = read_stat(pid) else {
             continue;
         };
-        if zombie {
+        if stat.zombie {
             continue; // already dead, waiting for its parent to reap it
         }
         found.push(MarkedProcess {
@@ -141,7 +136,7 @@ pub(crate) fn marked_processes() -> Vec<MarkedProcess> {
             command: command_of(pid),
             run_id: run_id.to_string(),
             owner: environment_value(&environ, ENV_OWNER).and_then(parse_owner),
-            start_ticks,
+            start_ticks: stat.start_ticks,
         });
     }
     found
@@ -183,7 +178,8 @@ pub(crate) fn judge(
 
 /// Whether `process` (pid plus start) is still alive and not a zombie.
 fn still_alive(process: &MarkedProcess) -> bool {
-    matches!(stat_of(process.pid), Some((start, false)) if start == process.start_ticks)
+    read_stat(process.pid)
+        .is_some_and(|stat| !stat.zombie && stat.start_ticks == process.start_ticks)
 }
 
 /// Terminates processes: SIGTERM to all, up to `grace` for them to exit, then SIGKILL

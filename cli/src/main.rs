@@ -180,13 +180,12 @@ fn thresholds(config: Option<PathBuf>) -> Result<loopwatch::Thresholds, ExitCode
 fn cleanup(dry_run: bool) -> ExitCode {
     let processes = loopwatch::cleanup_orphaned_processes(dry_run);
     for process in &processes.orphans {
-        let verdict = if dry_run {
-            "would terminate"
-        } else if processes.cleaned.contains(&process.pid) {
-            "terminated"
-        } else {
-            "FAILED"
-        };
+        let verdict = verdict(
+            dry_run,
+            processes.cleaned.contains(&process.pid),
+            "would terminate",
+            "terminated",
+        );
         println!("{verdict} process {} ({})", process.pid, process.command);
     }
     println!(
@@ -204,13 +203,12 @@ fn cleanup(dry_run: bool) -> ExitCode {
         }
     };
     for id in &report.orphans {
-        let verdict = if dry_run {
-            "would remove"
-        } else if report.removed.contains(id) {
-            "removed"
-        } else {
-            "FAILED"
-        };
+        let verdict = verdict(
+            dry_run,
+            report.removed.contains(id),
+            "would remove",
+            "removed",
+        );
         println!("{verdict} {id}");
     }
     println!(
@@ -224,6 +222,15 @@ fn cleanup(dry_run: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// What `loopwatch cleanup` says of one orphan.
+fn verdict(dry_run: bool, done: bool, would: &'static str, did: &'static str) -> &'static str {
+    match (dry_run, done) {
+        (true, _) => would,
+        (false, true) => did,
+        (false, false) => "FAILED",
     }
 }
 

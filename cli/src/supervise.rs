@@ -54,22 +54,18 @@ pub struct RunOptions {
 struct SocketDir(PathBuf);
 
 impl SocketDir {
-    /// A new 0700 directory under `$XDG_RUNTIME_DIR`, or the temporary directory.
-    fn create(run_id: &str) -> std::io::Result<Self> {
+    /// A new 0700 directory under `$XDG_RUNTIME_DIR`, or the temporary directory,
+    /// named after this process (pid and start time: short, as Unix socket paths are
+    /// limited to about 100 bytes, and unique).
+    fn create(identity: &loopwatch::RunIdentity) -> std::io::Result<Self> {
         let base = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
-        // Unix socket paths are limited to about 100 bytes: keep the name short.
-        let tail: String = run_id
-            .chars()
-            .rev()
-            .take(16)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        let dir = base.join(format!("loopwatch-{}-{tail}", std::process::id()));
+        let dir = base.join(format!(
+            "loopwatch-{}-{}",
+            identity.pid, identity.process_start_time
+        ));
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         Ok(SocketDir(dir))
     }
@@ -188,7 +184,7 @@ pub fn run(options: RunOptions) -> u8 {
     let intake = Arc::new(monitor.intake());
 
     // The socket: without it the loop runs unreported, which is said, not fatal.
-    let socket_dir = SocketDir::create(&identity.run_id)
+    let socket_dir = SocketDir::create(&identity)
         .map_err(|e| tracing::error!(error = %e, "could not create the socket directory; the loop's reports will be lost"))
         .ok();
     let socket_path = socket_dir.as_ref().and_then(|dir| {

@@ -418,6 +418,17 @@ if __name__ == "__main__":
     assert!(cleaned >= 3.0, "{cleaned}");
 }
 
+/// Resident memory of a process now, from `/proc/<pid>/status`.
+fn rss_bytes(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kb * 1024.0
+}
+
 /// Alive and not a zombie waiting to be reaped.
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -603,11 +614,15 @@ def flood(seed):
            b'{"v":2,"type":"done"}\n', b'{"v":1,"type":"failure"}\n', b'\xff\xfe garbage\n',
            b'{"v":1,"type":"metric","name":"sharpe_ratio","kind":"gauge","value":1}\n']
     end = time.time() + 3
+    sent = 0
     while time.time() < end:
-        batch = b"".join(good if rng.random() < 0.5 else rng.choice(bad) for _ in range(1000))
-        s.sendall(batch)
+        lines = [good if rng.random() < 0.5 else rng.choice(bad) for _ in range(1000)]
+        sent += lines.count(good)
+        s.sendall(b"".join(lines))
         time.sleep(0.1)
     s.close()
+    with open("%s/good-%d" % (sys.argv[1], seed), "w") as f:
+        f.write(str(sent))
 
 if __name__ == "__main__":
     s = connect()
@@ -622,17 +637,24 @@ if __name__ == "__main__":
         s.sendall(json.dumps({"v": 1, "type": "metric", "name": "m%d" % i, "kind": "gauge", "value": i}).encode() + b"\n")
     s.sendall(b'{"v":1,"type":"iteration_start"}\n{"v":1,"type":"success","sharpe":1.5,"drawdown":0.1}\n{"v":1,"type":"iteration_end"}\n')
     s.close()
+    good_total = 0
     for round in range(2):
-        workers = [multiprocessing.Process(target=flood, args=(round * 10 + i,)) for i in range(4)]
+        seeds = [round * 10 + i for i in range(4)]
+        workers = [multiprocessing.Process(target=flood, args=(seed,)) for seed in seeds]
         for w in workers: w.start()
         for w in workers: w.join()
+        for seed in seeds:
+            with open("%s/good-%d" % (sys.argv[1], seed)) as f:
+                good_total += int(f.read())
         if round == 1:
             s = connect()
             s.sendall(b'{"v":1,"type":"metric","name":"one_too_many","kind":"gauge","value":1}\n'
                       b'{"v":1,"type":"metric","name":"two_too_many","kind":"gauge","value":1}\n')
             s.close()
-        with open(sys.argv[1] + "/round%d" % round, "w") as f:
-            f.write("done")
+        # The valid lines sent so far, for the test to wait for exactly.
+        with open(sys.argv[1] + "/round%d.tmp" % round, "w") as f:
+            f.write(str(good_total))
+        os.rename(sys.argv[1] + "/round%d.tmp" % round, sys.argv[1] + "/round%d" % round)
         time.sleep(1.5)
     time.sleep(30)
 "#,
@@ -644,14 +666,32 @@ if __name__ == "__main__":
         &[loop_file.to_str().unwrap(), dir.path().to_str().unwrap()],
     );
     run.wait_serving();
-    let round_done = |n: u32| dir.path().join(format!("round{n}")).exists();
-    wait_until(Duration::from_secs(40), "the first flood", || round_done(0));
-    std::thread::sleep(Duration::from_millis(1500));
-    let rss_after_first = run.metric("process_resident_memory_bytes").unwrap();
-    wait_until(Duration::from_secs(40), "the second flood", || {
-        round_done(1)
-    });
-    std::thread::sleep(Duration::from_millis(1500));
+    // Each round ends when every valid line the floods sent has been counted.
+    let flooded = |round: u32| {
+        let file = dir.path().join(format!("round{round}"));
+        wait_until(Duration::from_secs(40), "a flood to be sent", || {
+            file.exists()
+        });
+        let sent: f64 = std::fs::read_to_string(&file).unwrap().parse().unwrap();
+        wait_until(
+            Duration::from_secs(40),
+            "the flood's valid lines to be counted",
+            || run.metric("flood_total") == Some(sent),
+        );
+    };
+    let loopwatch_pid = run.child.id();
+    flooded(0);
+    let rss_after_first = rss_bytes(loopwatch_pid);
+    flooded(1);
+    wait_until(
+        Duration::from_secs(10),
+        "the two metrics past the limit",
+        || {
+            scrape(run.addr).contains(
+                "loopwatch_rejected_observations_total{field=\"metric\",reason=\"over_limit\"} 2",
+            )
+        },
+    );
     let text = scrape(run.addr);
     assert_promtool_accepts(&text);
     let rejected = |field: &str, reason: &str| -> f64 {
@@ -669,10 +709,10 @@ if __name__ == "__main__":
     assert!(rejected("message", "unsupported_version") > 1000.0);
     assert!(rejected("metric", "invalid") > 1000.0);
     assert_eq!(rejected("metric", "over_limit"), 2.0);
-    // The valid lines amid the garbage all arrived.
+    // The valid lines amid the garbage all arrived (flood_total counted every one).
     assert_eq!(run.metric("iteration_number"), Some(1.0));
     assert!(run.metric("flood_total").unwrap() > 1000.0);
-    let rss_after_second = run.metric("process_resident_memory_bytes").unwrap();
+    let rss_after_second = rss_bytes(loopwatch_pid);
     assert!(
         rss_after_second < rss_after_first + 8.0 * 1024.0 * 1024.0,
         "memory grew from {rss_after_first} to {rss_after_second} bytes over a second flood"
@@ -743,7 +783,7 @@ fn containers_started_with_the_runs_labels_are_sampled_and_removed_at_exit() {
     let loop_file = dir.path().join("containers.py");
     std::fs::write(
         &loop_file,
-        r#"import subprocess, sys, time
+        r#"import os, subprocess, sys, time
 import loopwatch
 
 args = ["docker", "run", "-d"]
@@ -754,7 +794,9 @@ with open(sys.argv[1] + "/container.id", "w") as f:
     f.write(container)
 with loopwatch.iteration() as it:
     it.success(1.0)
-time.sleep(3)  # the sampler sees it running
+deadline = time.time() + 60
+while not os.path.exists(sys.argv[1] + "/seen") and time.time() < deadline:
+    time.sleep(0.05)  # until the test has seen it sampled
 loopwatch.done()  # and exits without removing it
 "#,
     )
@@ -774,6 +816,7 @@ loopwatch.done()  # and exits without removing it
         "the container to be sampled",
         || run.metric("active_containers") == Some(1.0),
     );
+    std::fs::write(dir.path().join("seen"), "").unwrap();
     assert_eq!(
         run.wait(Duration::from_secs(60)).code(),
         Some(0),

@@ -100,10 +100,18 @@ impl Intake {
         self.reject(Rejection::MessageTooLong, length as f64);
     }
 
-    /// Applies one parsed message.
+    /// Applies one parsed message, or rejects it.
     pub fn handle(&self, message: Message) {
+        let verdict = self.apply(&mut lock(&self.state), message);
+        // Rejections are counted and logged with the intake unlocked.
+        if let Err((kind, value)) = verdict {
+            self.reject(kind, value);
+        }
+    }
+
+    fn apply(&self, state: &mut IntakeState, message: Message) -> Result<(), (Rejection, f64)> {
         let shared = &*self.shared;
-        let mut state = lock(&self.state);
+        let outside = |value: f64| (Rejection::MessageOutsideIteration, value);
         match message {
             Message::IterationStart { at } => {
                 if let Some(open) = state.current.take() {
@@ -117,67 +125,47 @@ impl Intake {
                 state.current = Some(IterationState::start(shared, number));
                 state.started_at = at.filter(|t| t.is_finite());
             }
-            Message::IterationEnd { at } => match state.current.take() {
-                Some(open) => {
-                    // The loop's clock when both ends carry it; else receipt times.
-                    let measured = match (state.started_at.take(), at) {
-                        (Some(start), Some(end)) if end.is_finite() && end >= start => {
-                            std::time::Duration::try_from_secs_f64(end - start).ok()
-                        }
-                        _ => None,
-                    };
-                    match measured {
-                        Some(duration) => open.finish_after(shared, duration),
-                        None => open.finish(shared),
-                    };
-                }
-                None => {
-                    drop(state);
-                    self.reject(Rejection::MessageOutsideIteration, f64::NAN);
-                }
-            },
-            Message::Success { sharpe, drawdown } => match state.current.as_mut() {
-                Some(open) => open.success(shared, sharpe, drawdown),
-                None => {
-                    drop(state);
-                    self.reject(Rejection::MessageOutsideIteration, sharpe);
-                }
-            },
-            Message::Outcomes(summary) => match state.current.as_mut() {
-                Some(open) => open.outcomes(shared, summary),
-                None => {
-                    drop(state);
-                    self.reject(Rejection::MessageOutsideIteration, f64::NAN);
-                }
-            },
-            Message::Failure { reason } => match state.current.as_mut() {
-                Some(open) => open.failure(shared, &reason),
-                None => {
-                    drop(state);
-                    self.reject(Rejection::MessageOutsideIteration, f64::NAN);
-                }
-            },
+            Message::IterationEnd { at } => {
+                let open = state.current.take().ok_or(outside(f64::NAN))?;
+                // The loop's clock when both ends carry it; else receipt times.
+                let measured = match (state.started_at.take(), at) {
+                    (Some(start), Some(end)) if end.is_finite() && end >= start => {
+                        std::time::Duration::try_from_secs_f64(end - start).ok()
+                    }
+                    _ => None,
+                };
+                match measured {
+                    Some(duration) => open.finish_after(shared, duration),
+                    None => open.finish(shared),
+                };
+            }
+            Message::Success { sharpe, drawdown } => {
+                let open = state.current.as_mut().ok_or(outside(sharpe))?;
+                open.success(shared, sharpe, drawdown);
+            }
+            Message::Outcomes(summary) => {
+                let open = state.current.as_mut().ok_or(outside(f64::NAN))?;
+                open.outcomes(shared, summary);
+            }
+            Message::Failure { reason } => {
+                let open = state.current.as_mut().ok_or(outside(f64::NAN))?;
+                open.failure(shared, &reason);
+            }
             Message::Population {
                 size,
                 unique,
                 diversity,
                 champion,
-            } => match state.current.as_mut() {
-                Some(open) => {
-                    let mut population = Population::new(size, unique, diversity);
-                    population.champion = champion.as_deref();
-                    open.population(shared, population);
-                }
-                None => {
-                    drop(state);
-                    self.reject(Rejection::MessageOutsideIteration, diversity);
-                }
-            },
+            } => {
+                let open = state.current.as_mut().ok_or(outside(diversity))?;
+                let mut population = Population::new(size, unique, diversity);
+                population.champion = champion.as_deref();
+                open.population(shared, population);
+            }
             Message::Done => {
                 if let Some(open) = state.current.take() {
                     open.finish(shared);
                 }
-                drop(state);
                 shared.done();
             }
             Message::Dropped { count } => {
@@ -198,13 +186,11 @@ impl Intake {
                 unit,
                 description,
             } => {
-                let verdict = self.user_metric(&mut state, name, kind, value, unit, description);
-                drop(state);
-                if let Err(kind) = verdict {
-                    self.reject(kind, value);
-                }
+                self.user_metric(state, name, kind, value, unit, description)
+                    .map_err(|rejection| (rejection, value))?;
             }
         }
+        Ok(())
     }
 
     fn user_metric(

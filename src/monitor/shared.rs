@@ -407,12 +407,7 @@ impl Shared {
     pub(super) fn loop_exited(&self, mut exit: crate::run::LoopExit) {
         exit.said_done |= self.liveness.done.load(Ordering::Relaxed);
         self.lock_run().loop_exit = Some(exit);
-        let level = if exit.unexpected() {
-            tracing::Level::ERROR
-        } else {
-            tracing::Level::INFO
-        };
-        if level == tracing::Level::ERROR {
+        if exit.unexpected() {
             tracing::error!(code = ?exit.code, signal = ?exit.signal, "the loop exited before it said it was done");
         } else {
             tracing::info!(code = ?exit.code, signal = ?exit.signal, said_done = exit.said_done, "the loop exited");
