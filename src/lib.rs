@@ -52,6 +52,7 @@ mod alerts;
 pub mod catalog;
 mod config;
 mod error;
+mod owner;
 mod run;
 
 pub mod diversity;
@@ -75,6 +76,7 @@ pub use config::Thresholds;
 pub use error::{CollectError, Error};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{Intake, Iteration, Monitor, MonitorBuilder, ShutdownReport};
+pub use owner::{LiveProcesses, Owner, ProcessTable, SweepReport};
 pub use processes::{
     cleanup_orphaned_processes, MarkedProcess, ProcessSweepReport, ENV_OWNER, ENV_RUN_ID,
 };
@@ -83,7 +85,7 @@ pub use run::{IterationSummary, LoopExit, RunIdentity, RunSummary};
 pub use sample::{HostSample, HostSampler};
 
 #[cfg(feature = "docker")]
-pub use containers::{cleanup_orphans, sweep::SweepReport};
+pub use containers::{cleanup_orphans, sweep::ContainerSweepReport};
 #[cfg(feature = "docker")]
 pub use error::SandboxError;
 #[cfg(feature = "docker")]

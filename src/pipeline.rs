@@ -252,7 +252,7 @@ fn start_series(
 fn run_info_labels(identity: &RunIdentity) -> Vec<KeyValue> {
     vec![
         KeyValue::new("run_id", identity.run_id.clone()),
-        KeyValue::new("hostname", identity.hostname.clone()),
+        KeyValue::new("hostname", identity.owner.host.clone()),
     ]
 }
 

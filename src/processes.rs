@@ -21,8 +21,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::run::RunIdentity;
-use crate::sample::{owner_alive, process_ids, read_stat, LiveProcesses, ProcessTable};
+use crate::owner::{host_name, LiveProcesses, Owner, ProcessTable, SweepReport};
+use crate::sample::{process_ids, read_stat};
 
 /// Environment variable carrying the run id to every process of the run.
 pub const ENV_RUN_ID: &str = "LOOPWATCH_RUN_ID";
@@ -31,14 +31,6 @@ pub const ENV_OWNER: &str = "LOOPWATCH_OWNER";
 
 /// How long a process has between SIGTERM and SIGKILL.
 pub(crate) const TERMINATE_GRACE: Duration = Duration::from_secs(3);
-
-/// The owner identity of a run, as `LOOPWATCH_OWNER` carries it.
-pub(crate) fn owner_value(identity: &RunIdentity) -> String {
-    format!(
-        "{}:{}:{}",
-        identity.hostname, identity.pid, identity.process_start_time
-    )
-}
 
 /// A process carrying a run's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,34 +42,17 @@ pub struct MarkedProcess {
     /// The run it belongs to (`LOOPWATCH_RUN_ID`).
     pub run_id: String,
     #[serde(skip)]
-    owner: Option<(String, u32, u64)>,
+    owner: Option<Owner>,
     #[serde(skip)]
     start_ticks: u64,
 }
 
 /// What one process sweep found and did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ProcessSweepReport {
-    /// Orphans found.
-    pub orphans: Vec<MarkedProcess>,
-    /// Pids of orphans terminated (or found gone meanwhile).
-    pub cleaned: Vec<u32>,
-    /// Orphans that could not be terminated, with the reason.
-    pub failed: Vec<(u32, String)>,
-    /// Marked processes left alone: their owner is alive, remote, or unreadable.
-    pub left_alone: usize,
-    /// True when nothing was signalled on purpose (`--dry-run`).
-    pub dry_run: bool,
-}
+pub type ProcessSweepReport = SweepReport<MarkedProcess>;
 
-impl ProcessSweepReport {
-    /// Orphans still alive after the sweep.
-    pub fn remaining(&self) -> usize {
-        if self.dry_run {
-            self.orphans.len()
-        } else {
-            self.failed.len()
-        }
+impl std::fmt::Display for MarkedProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, run {})", self.pid, self.command, self.run_id)
     }
 }
 
@@ -87,13 +62,6 @@ fn environment_value<'a>(environ: &'a [u8], key: &str) -> Option<&'a str> {
         let rest = entry.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;
         std::str::from_utf8(rest).ok()
     })
-}
-
-/// Parses `<host>:<pid>:<start time>`; the host may itself hold colons.
-fn parse_owner(value: &str) -> Option<(String, u32, u64)> {
-    let (rest, start) = value.rsplit_once(':')?;
-    let (host, pid) = rest.rsplit_once(':')?;
-    Some((host.to_string(), pid.parse().ok()?, start.parse().ok()?))
 }
 
 fn command_of(pid: u32) -> String {
@@ -135,7 +103,7 @@ pub(crate) fn marked_processes() -> Vec<MarkedProcess> {
             pid,
             command: command_of(pid),
             run_id: run_id.to_string(),
-            owner: environment_value(&environ, ENV_OWNER).and_then(parse_owner),
+            owner: environment_value(&environ, ENV_OWNER).and_then(Owner::from_env_value),
             start_ticks: stat.start_ticks,
         });
     }
@@ -165,8 +133,8 @@ pub(crate) fn judge(
         return Verdict::OfRun;
     }
     match &process.owner {
-        Some((host, pid, start)) if host == hostname => {
-            if owner_alive(table, *pid, *start) {
+        Some(owner) if owner.is_on(hostname) => {
+            if owner.is_alive(table) {
                 Verdict::LeaveAlone
             } else {
                 Verdict::Orphan
@@ -235,11 +203,8 @@ pub(crate) fn sweep(
     dry_run: bool,
     skip: &HashSet<(u32, u64)>,
 ) -> ProcessSweepReport {
-    let hostname = crate::run::host_name();
-    let mut report = ProcessSweepReport {
-        dry_run,
-        ..ProcessSweepReport::default()
-    };
+    let hostname = host_name();
+    let mut report = ProcessSweepReport::new(dry_run);
     let Some(mut table) = LiveProcesses::new() else {
         return report;
     };
@@ -256,10 +221,21 @@ pub(crate) fn sweep(
         return report;
     }
     let (cleaned, failed) = terminate(&report.orphans, TERMINATE_GRACE);
-    for pid in &cleaned {
-        tracing::info!(pid, "Cleaned up orphaned process {pid}");
+    let find = |pid: u32| report.orphans.iter().find(|p| p.pid == pid).cloned();
+    let cleaned: Vec<MarkedProcess> = cleaned.into_iter().filter_map(find).collect();
+    let failed: Vec<(MarkedProcess, String)> = failed
+        .into_iter()
+        .filter_map(|(pid, reason)| Some((find(pid)?, reason)))
+        .collect();
+    for process in &cleaned {
+        tracing::info!(
+            pid = process.pid,
+            "Cleaned up orphaned process {}",
+            process.pid
+        );
     }
-    for (pid, reason) in &failed {
+    for (process, reason) in &failed {
+        let pid = process.pid;
         tracing::error!(pid, error = %reason, "failed to clean up orphaned process {pid}");
     }
     report.cleaned = cleaned;
@@ -269,13 +245,10 @@ pub(crate) fn sweep(
 
 /// The identity of the processes given up on in a report, to skip them from now on.
 pub(crate) fn given_up(report: &ProcessSweepReport) -> impl Iterator<Item = (u32, u64)> + '_ {
-    report.failed.iter().filter_map(|(pid, _)| {
-        report
-            .orphans
-            .iter()
-            .find(|p| p.pid == *pid)
-            .map(|p| (p.pid, p.start_ticks))
-    })
+    report
+        .failed
+        .iter()
+        .map(|(process, _)| (process.pid, process.start_ticks))
 }
 
 /// Terminates the processes of dead loops on this host: what `loopwatch cleanup` runs
@@ -295,29 +268,28 @@ pub fn cleanup_orphaned_processes(dry_run: bool) -> ProcessSweepReport {
 mod tests {
     use super::*;
 
-    use crate::sample::FixedTable as Table;
+    use crate::owner::FixedTable as Table;
 
     fn marked(run_id: &str, owner: Option<(&str, u32, u64)>) -> MarkedProcess {
         MarkedProcess {
             pid: 4242,
             command: "python worker.py".into(),
             run_id: run_id.into(),
-            owner: owner.map(|(h, p, s)| (h.to_string(), p, s)),
+            owner: owner.map(|(h, p, s)| Owner::new(h, p, s)),
             start_ticks: 1,
         }
     }
 
     #[test]
-    fn environment_blocks_and_owner_values_parse() {
+    fn environment_blocks_parse() {
         let environ =
             b"PATH=/bin\0LOOPWATCH_RUN_ID=host-1-2\0LOOPWATCH_OWNER=my:host:77:1700000000\0";
         assert_eq!(environment_value(environ, ENV_RUN_ID), Some("host-1-2"));
         assert_eq!(environment_value(environ, "LOOPWATCH"), None);
         assert_eq!(
-            parse_owner(environment_value(environ, ENV_OWNER).unwrap()),
-            Some(("my:host".to_string(), 77, 1_700_000_000))
+            environment_value(environ, ENV_OWNER).and_then(Owner::from_env_value),
+            Some(Owner::new("my:host", 77, 1_700_000_000))
         );
-        assert_eq!(parse_owner("host:notapid:1"), None);
     }
 
     #[test]

@@ -7,56 +7,40 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::alerts::{AlertName, AlertState};
+use crate::owner::Owner;
 
 /// Who this run is: the identity carried by its labels, alerts and exports.
-///
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct RunIdentity {
     /// Unique id of this run: `<hostname>-<pid>-<start in Unix milliseconds>`.
     pub run_id: String,
-    /// Host name of the machine running the loop.
-    pub hostname: String,
-    /// Process id of the loop.
-    pub pid: u32,
-    /// Start time of the loop's process, in seconds since the Unix epoch, so that a
-    /// reused pid is not mistaken for this process.
-    pub process_start_time: u64,
+    /// The process that owns the run (host name, pid, start time).
+    #[serde(flatten)]
+    pub owner: Owner,
 }
 
 impl RunIdentity {
     /// The identity of a run owned by the current process, starting now.
     pub(crate) fn of_this_process() -> Self {
-        let now = SystemTime::now();
-        let since_epoch = now
+        let since_epoch = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
-        let pid = std::process::id();
-        let hostname = host_name();
+        let owner = Owner::of_this_process();
         RunIdentity {
-            run_id: format!("{hostname}-{pid}-{}", since_epoch.as_millis()),
-            process_start_time: process_start_time(pid).unwrap_or(since_epoch.as_secs()),
-            hostname,
-            pid,
+            run_id: format!("{}-{}-{}", owner.host, owner.pid, since_epoch.as_millis()),
+            owner,
         }
     }
-}
 
-/// This machine's host name, or `unknown-host`.
-pub(crate) fn host_name() -> String {
-    sysinfo::System::host_name().unwrap_or_else(|_| "unknown-host".into())
-}
-
-/// Start time of a process in seconds since the Unix epoch, if it runs.
-pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
-    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-    let mut system = System::new().ok()?;
-    let pid = Pid::from_u32(pid);
-    system.refresh_processes_specifics(
-        ProcessesToUpdate::Some(&[pid]),
-        true,
-        ProcessRefreshKind::nothing(),
-    );
-    system.process(pid).map(|p| p.start_time())
+    /// A run id with its owner.
+    #[cfg(test)]
+    pub(crate) fn new(run_id: impl Into<String>, owner: Owner) -> Self {
+        RunIdentity {
+            run_id: run_id.into(),
+            owner,
+        }
+    }
 }
 
 /// What happened in one completed iteration, as handed to the evaluator.

@@ -179,59 +179,54 @@ fn thresholds(config: Option<PathBuf>) -> Result<loopwatch::Thresholds, ExitCode
 
 fn cleanup(dry_run: bool) -> ExitCode {
     let processes = loopwatch::cleanup_orphaned_processes(dry_run);
-    for process in &processes.orphans {
-        let verdict = verdict(
-            dry_run,
-            processes.cleaned.contains(&process.pid),
-            "would terminate",
-            "terminated",
-        );
-        println!("{verdict} process {} ({})", process.pid, process.command);
-    }
-    println!(
-        "{} orphaned processes, {} terminated, {} failed, {} left alone (live or remote owners)",
-        processes.orphans.len(),
-        processes.cleaned.len(),
-        processes.failed.len(),
-        processes.left_alone
+    print_sweep(
+        &processes,
+        ("would terminate process", "terminated process"),
+        "orphaned processes",
+        "live or remote owners",
     );
-    let report = match loopwatch::cleanup_orphans(dry_run) {
+    let containers = match loopwatch::cleanup_orphans(dry_run) {
         Ok(report) => report,
         Err(err) => {
             eprintln!("error: containers not swept: {err}");
             return ExitCode::from(2);
         }
     };
-    for id in &report.orphans {
-        let verdict = verdict(
-            dry_run,
-            report.removed.contains(id),
-            "would remove",
-            "removed",
-        );
-        println!("{verdict} {id}");
-    }
-    println!(
-        "{} orphaned, {} removed, {} failed, {} left alone (live, remote or unverifiable owners)",
-        report.orphans.len(),
-        report.removed.len(),
-        report.failed.len(),
-        report.left_alone
+    print_sweep(
+        &containers,
+        ("would remove container", "removed container"),
+        "orphaned containers",
+        "live, remote or unverifiable owners",
     );
-    if report.failed.is_empty() && processes.failed.is_empty() {
+    if containers.failed.is_empty() && processes.failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
 }
 
-/// What `loopwatch cleanup` says of one orphan.
-fn verdict(dry_run: bool, done: bool, would: &'static str, did: &'static str) -> &'static str {
-    match (dry_run, done) {
-        (true, _) => would,
-        (false, true) => did,
-        (false, false) => "FAILED",
+/// Prints what one sweep did with each orphan, then its totals.
+fn print_sweep<T: PartialEq + std::fmt::Display>(
+    report: &loopwatch::SweepReport<T>,
+    (would, did): (&str, &str),
+    what: &str,
+    alone: &str,
+) {
+    for orphan in &report.orphans {
+        let verdict = match (report.dry_run, report.cleaned.contains(orphan)) {
+            (true, _) => would,
+            (false, true) => did,
+            (false, false) => "FAILED",
+        };
+        println!("{verdict} {orphan}");
     }
+    println!(
+        "{} {what}, {} cleaned up, {} failed, {} left alone ({alone})",
+        report.orphans.len(),
+        report.cleaned.len(),
+        report.failed.len(),
+        report.left_alone
+    );
 }
 
 fn written(result: std::io::Result<()>, files: &[&str]) -> ExitCode {

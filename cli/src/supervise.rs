@@ -55,17 +55,14 @@ struct SocketDir(PathBuf);
 
 impl SocketDir {
     /// A new 0700 directory under `$XDG_RUNTIME_DIR`, or the temporary directory,
-    /// named after this process (pid and start time: short, as Unix socket paths are
-    /// limited to about 100 bytes, and unique).
+    /// named after this process ([`loopwatch::Owner::file_stem`]: short, as Unix socket
+    /// paths are limited to about 100 bytes, and unique).
     fn create(identity: &loopwatch::RunIdentity) -> std::io::Result<Self> {
         let base = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(format!(
-            "loopwatch-{}-{}",
-            identity.pid, identity.process_start_time
-        ));
+        let dir = base.join(identity.owner.file_stem());
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         Ok(SocketDir(dir))
     }

@@ -1,33 +1,24 @@
-//! Ownership labels (Contract 4) and the decision of whose a container is.
+//! The decision of whose a container is, from its ownership labels (Contract 4; the
+//! labels themselves are [`Owner`]'s encoding).
 
 use std::collections::HashMap;
 
+use crate::owner::{Owner, ProcessTable, LABEL_MANAGED, LABEL_RUN_ID};
 use crate::run::RunIdentity;
-pub(crate) use crate::sample::{owner_alive, LiveProcesses, ProcessTable};
-
-/// Label marking a container as started through (or labelled by) loopwatch.
-pub(crate) const LABEL_MANAGED: &str = "loopwatch.managed";
-/// Label carrying the run id of the loop that owns the container.
-pub(crate) const LABEL_RUN_ID: &str = "loopwatch.run_id";
-/// Label carrying the owner's host name.
-pub(crate) const LABEL_OWNER_HOST: &str = "loopwatch.owner.host";
-/// Label carrying the owner's process id.
-pub(crate) const LABEL_OWNER_PID: &str = "loopwatch.owner.pid";
-/// Label carrying the owner's process start time, seconds since the Unix epoch.
-pub(crate) const LABEL_OWNER_START_TIME: &str = "loopwatch.owner.start_time";
 
 /// The labels every container of this run carries (Contract 4).
 pub(crate) fn ownership_labels(identity: &RunIdentity) -> HashMap<String, String> {
-    HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_RUN_ID.to_string(), identity.run_id.clone()),
-        (LABEL_OWNER_HOST.to_string(), identity.hostname.clone()),
-        (LABEL_OWNER_PID.to_string(), identity.pid.to_string()),
-        (
-            LABEL_OWNER_START_TIME.to_string(),
-            identity.process_start_time.to_string(),
-        ),
-    ])
+    ]);
+    labels.extend(
+        identity
+            .owner
+            .labels()
+            .map(|(key, value)| (key.to_string(), value)),
+    );
+    labels
 }
 
 /// Whose a container is, as far as cleanup is concerned.
@@ -65,22 +56,14 @@ pub(crate) fn classify(
             return Ownership::Ours;
         }
     }
-    let (Some(host), Some(pid), Some(started)) = (
-        labels.get(LABEL_OWNER_HOST),
-        labels
-            .get(LABEL_OWNER_PID)
-            .and_then(|p| p.parse::<u32>().ok()),
-        labels
-            .get(LABEL_OWNER_START_TIME)
-            .and_then(|t| t.parse::<u64>().ok()),
-    ) else {
+    let Some(owner) = Owner::from_labels(labels) else {
         return Ownership::Unverifiable;
     };
-    if host != hostname {
+    if !owner.is_on(hostname) {
         return Ownership::OtherHost;
     }
     // No such process, or the pid reused by a process started at another time: gone.
-    if owner_alive(processes, pid, started) {
+    if owner.is_alive(processes) {
         Ownership::LiveOwner
     } else {
         Ownership::Orphan
@@ -99,13 +82,10 @@ mod tests {
         }
     }
 
+    use crate::owner::LABEL_OWNER_HOST;
+
     fn identity(pid: u32, start: u64) -> RunIdentity {
-        RunIdentity {
-            run_id: format!("h-{pid}-{start}"),
-            hostname: "h".into(),
-            pid,
-            process_start_time: start,
-        }
+        RunIdentity::new(format!("h-{pid}-{start}"), Owner::new("h", pid, start))
     }
 
     #[test]

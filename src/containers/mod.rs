@@ -19,11 +19,11 @@ use bollard::Docker;
 use opentelemetry::metrics::Counter;
 use serde::Serialize;
 
+use crate::owner::{LiveProcesses, Owner, LABEL_RUN_ID};
 use crate::run::RunIdentity;
 use cgroup::CgroupStats;
-use labels::LABEL_RUN_ID;
 use stats::{ContainerStat, StatsSampler};
-use sweep::SweepReport;
+use sweep::ContainerSweepReport;
 
 /// What shutdown found of this run's containers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -112,14 +112,14 @@ pub(crate) struct Containers {
     /// Held for a whole sweep, and by shutdown verification, so shutdown waits for a
     /// sweep in flight instead of cutting it short.
     sweeping: Arc<tokio::sync::Mutex<()>>,
-    last_sweep: Mutex<Option<SweepReport>>,
+    last_sweep: Mutex<Option<ContainerSweepReport>>,
     shutdown: Mutex<Option<ContainerShutdownReport>>,
     counters: CleanupCounters,
     cleanup_failures_seen: AtomicU64,
     /// The owners of other live loops' containers on this host, by container: when
     /// one of them dies its containers are orphans, noticed from the process table
     /// without asking Docker.
-    foreign_owners: Mutex<std::collections::HashMap<String, sweep::Owner>>,
+    foreign_owners: Mutex<std::collections::HashMap<String, Owner>>,
     /// Failed removal attempts per orphan, so that one that keeps failing is logged at
     /// its 1st, 2nd, 4th, 8th … attempt rather than at every sweep.
     failed_removals: Mutex<std::collections::HashMap<String, u64>>,
@@ -240,10 +240,7 @@ impl Containers {
     /// A fresh container name for this run: `loopwatch-<pid>-<start time>-<n>`.
     pub(crate) fn next_name(&self) -> String {
         let n = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-        format!(
-            "loopwatch-{}-{}-{n}",
-            self.identity.pid, self.identity.process_start_time
-        )
+        format!("{}-{n}", self.identity.owner.file_stem())
     }
 
     pub(crate) fn track(&self, id: &str) {
@@ -379,7 +376,7 @@ impl Containers {
                 ("type".to_string(), vec!["container".to_string()]),
                 (
                     "label".to_string(),
-                    vec![format!("{}=true", labels::LABEL_MANAGED)],
+                    vec![format!("{}=true", crate::owner::LABEL_MANAGED)],
                 ),
                 (
                     "event".to_string(),
@@ -406,7 +403,7 @@ impl Containers {
                                 (true, Some("start")) => self.follow(&docker, &id, None).await,
                                 (true, Some("die" | "destroy")) => self.untrack_running(&id),
                                 (false, Some("start")) => {
-                                    if let Some(owner) = sweep::owner_of(&attributes, &self.identity.hostname) {
+                                    if let Some(owner) = Owner::from_labels(&attributes).filter(|o| o.is_on(&self.identity.owner.host)) {
                                         self.foreign_owners
                                             .lock()
                                             .unwrap_or_else(PoisonError::into_inner)
@@ -477,16 +474,26 @@ impl Containers {
     pub(crate) async fn sweep(
         &self,
         claimed: Option<tokio::sync::OwnedMutexGuard<()>>,
-    ) -> Option<SweepReport> {
+    ) -> Option<ContainerSweepReport> {
         let docker = self.client.as_ref().ok()?;
         let _sweeping = match claimed {
             Some(guard) => guard,
             None => Arc::clone(&self.sweeping).lock_owned().await,
         };
-        match sweep::sweep(docker, Some(&self.identity), &self.identity.hostname, false).await {
-            Ok(report) => {
+        match sweep::sweep(
+            docker,
+            Some(&self.identity),
+            &self.identity.owner.host,
+            false,
+        )
+        .await
+        {
+            Ok(sweep::Swept {
+                report,
+                live_owners,
+            }) => {
                 self.mark_up();
-                self.counters.cleaned.add(report.removed.len() as u64, &[]);
+                self.counters.cleaned.add(report.cleaned.len() as u64, &[]);
                 let mut failed = self
                     .failed_removals
                     .lock()
@@ -504,8 +511,10 @@ impl Containers {
                 *self
                     .foreign_owners
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner) =
-                    report.live_owners.iter().cloned().collect();
+                    .unwrap_or_else(PoisonError::into_inner) = live_owners
+                    .into_iter()
+                    .filter(|(_, owner)| owner.is_on(&self.identity.owner.host))
+                    .collect();
                 *self
                     .last_sweep
                     .lock()
@@ -522,26 +531,26 @@ impl Containers {
     /// Whether the owner of another loop's container has died since it was seen
     /// alive: a question for the process table, not for Docker.
     pub(crate) fn an_owner_died(&self) -> bool {
-        let owners: Vec<sweep::Owner> = self
+        let owners: Vec<Owner> = self
             .foreign_owners
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .copied()
+            .cloned()
             .collect();
         if owners.is_empty() {
             return false;
         }
-        let Some(mut processes) = labels::LiveProcesses::new() else {
+        let Some(mut processes) = LiveProcesses::new() else {
             return false;
         };
         owners
             .into_iter()
-            .any(|(pid, started)| !labels::owner_alive(&mut processes, pid, started))
+            .any(|owner| !owner.is_alive(&mut processes))
     }
 
     /// The last sweep's report.
-    pub(crate) fn last_sweep(&self) -> Option<SweepReport> {
+    pub(crate) fn last_sweep(&self) -> Option<ContainerSweepReport> {
         self.last_sweep
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -620,7 +629,7 @@ impl Containers {
 /// The caller owns no run, so every managed container whose owner process is gone is
 /// an orphan; containers of live loops, other hosts and unlabelled containers are
 /// never touched.
-pub fn cleanup_orphans(dry_run: bool) -> Result<SweepReport, crate::Error> {
+pub fn cleanup_orphans(dry_run: bool) -> Result<ContainerSweepReport, crate::Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -630,10 +639,11 @@ pub fn cleanup_orphans(dry_run: bool) -> Result<SweepReport, crate::Error> {
         .block_on(sweep::sweep(
             &docker,
             None,
-            &crate::run::host_name(),
+            &crate::owner::host_name(),
             dry_run,
         ))
-        .map_err(crate::Error::Docker)?;
+        .map_err(crate::Error::Docker)?
+        .report;
     for (id, reason) in &report.failed {
         tracing::error!(container = %id, error = %reason, "failed to clean up orphaned container {id}");
     }

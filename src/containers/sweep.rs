@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
-use serde::Serialize;
 
-use crate::containers::labels::{classify, LiveProcesses, Ownership, LABEL_MANAGED};
+use crate::containers::labels::{classify, Ownership};
+use crate::owner::{LiveProcesses, Owner, SweepReport, LABEL_MANAGED};
 use crate::run::RunIdentity;
 
 /// Longest wait for any one Docker request, so a stuck daemon cannot hang cleanup.
@@ -16,49 +16,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Attempts at a removal Docker reports as already in progress (HTTP 409).
 const REMOVAL_ATTEMPTS: u32 = 6;
 
-/// What one orphan sweep found and did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct SweepReport {
-    /// Orphans found: managed containers of dead owners on this host.
-    pub orphans: Vec<String>,
-    /// Orphans removed (or found already gone).
-    pub removed: Vec<String>,
-    /// Orphans that could not be removed, with the reason.
-    pub failed: Vec<(String, String)>,
-    /// Managed containers left alone because their owner is alive, unknown or remote.
-    pub left_alone: usize,
-    /// True when nothing was removed on purpose (`--dry-run`).
-    pub dry_run: bool,
-    /// The owners (pid, start time) of the live loops' containers left alone, by
-    /// container, so that their deaths can be noticed without asking Docker.
-    #[serde(skip)]
+/// What one container sweep found and did: orphans are container ids.
+pub type ContainerSweepReport = SweepReport<String>;
+
+/// A sweep's report, with the owners of the live loops' containers it left alone (by
+/// container), so that their deaths can be noticed without asking Docker.
+pub(crate) struct Swept {
+    pub(crate) report: ContainerSweepReport,
     pub(crate) live_owners: Vec<(String, Owner)>,
-}
-
-/// A loop that owns containers: its process id and start time.
-pub(crate) type Owner = (u32, u64);
-
-/// The owner a container's labels name, when it runs on `hostname`.
-pub(crate) fn owner_of(labels: &HashMap<String, String>, hostname: &str) -> Option<Owner> {
-    use crate::containers::labels::{LABEL_OWNER_HOST, LABEL_OWNER_PID, LABEL_OWNER_START_TIME};
-    if labels.get(LABEL_OWNER_HOST).map(String::as_str) != Some(hostname) {
-        return None;
-    }
-    Some((
-        labels.get(LABEL_OWNER_PID)?.parse().ok()?,
-        labels.get(LABEL_OWNER_START_TIME)?.parse().ok()?,
-    ))
-}
-
-impl SweepReport {
-    /// Orphans still present after the sweep.
-    pub(crate) fn remaining(&self) -> usize {
-        if self.dry_run {
-            self.orphans.len()
-        } else {
-            self.failed.len()
-        }
-    }
 }
 
 fn status_of(error: &DockerError) -> Option<u16> {
@@ -146,20 +111,21 @@ pub(crate) async fn sweep(
     us: Option<&RunIdentity>,
     hostname: &str,
     dry_run: bool,
-) -> Result<SweepReport, DockerError> {
+) -> Result<Swept, DockerError> {
     let began = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs() as i64;
     let containers = managed_containers(docker, None, false).await?;
-    let mut report = SweepReport {
-        dry_run,
-        ..SweepReport::default()
-    };
+    let mut report = ContainerSweepReport::new(dry_run);
+    let mut live_owners = Vec::new();
     let Some(mut processes) = LiveProcesses::new() else {
         tracing::error!("cannot read the process table; no container is treated as an orphan");
         report.left_alone = containers.len();
-        return Ok(report);
+        return Ok(Swept {
+            report,
+            live_owners,
+        });
     };
     for (id, _name, labels, created) in containers {
         if created >= began {
@@ -171,8 +137,8 @@ pub(crate) async fn sweep(
             Ownership::Ours | Ownership::Unmanaged => {}
             Ownership::LiveOwner => {
                 report.left_alone += 1;
-                if let Some(owner) = owner_of(&labels, hostname) {
-                    report.live_owners.push((id, owner));
+                if let Some(owner) = Owner::from_labels(&labels) {
+                    live_owners.push((id, owner));
                 }
             }
             _ => report.left_alone += 1,
@@ -186,7 +152,10 @@ pub(crate) async fn sweep(
         report.orphans.len()
     );
     if dry_run {
-        return Ok(report);
+        return Ok(Swept {
+            report,
+            live_owners,
+        });
     }
     let removals = report
         .orphans
@@ -196,7 +165,7 @@ pub(crate) async fn sweep(
         match outcome {
             Ok(()) => {
                 tracing::info!(container = %id, "Cleaned up orphaned container {id}");
-                report.removed.push(id);
+                report.cleaned.push(id);
             }
             Err(reason) => {
                 // Logged by the caller, which knows whether this one failed before.
@@ -204,5 +173,8 @@ pub(crate) async fn sweep(
             }
         }
     }
-    Ok(report)
+    Ok(Swept {
+        report,
+        live_owners,
+    })
 }

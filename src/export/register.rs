@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::owner::{LiveProcesses, Owner, ProcessTable};
 use crate::run::RunIdentity;
-use crate::sample::{owner_alive, LiveProcesses, ProcessTable};
 
 /// One file_sd target group.
 #[derive(Serialize)]
@@ -36,15 +36,14 @@ fn scrape_target(listen: SocketAddr) -> String {
     SocketAddr::new(ip, listen.port()).to_string()
 }
 
-fn file_name(pid: u32, start_time: u64) -> String {
-    format!("loopwatch-{pid}-{start_time}.json")
+/// The registration file of an owner: its [`Owner::file_stem`] plus `.json`.
+fn file_name(owner: &Owner) -> String {
+    format!("{}.json", owner.file_stem())
 }
 
 /// The owner a registration file names, if the name is one of ours.
-fn owner_of(name: &str) -> Option<(u32, u64)> {
-    let stem = name.strip_prefix("loopwatch-")?.strip_suffix(".json")?;
-    let (pid, start) = stem.split_once('-')?;
-    Some((pid.parse().ok()?, start.parse().ok()?))
+fn owner_of(name: &str) -> Option<Owner> {
+    Owner::from_file_stem(name.strip_suffix(".json")?)
 }
 
 /// Removes the files of loops whose owner process is gone; returns how many.
@@ -55,10 +54,10 @@ fn remove_dead(dir: &Path, processes: &mut dyn ProcessTable) -> usize {
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some((pid, start)) = name.to_str().and_then(owner_of) else {
+        let Some(owner) = name.to_str().and_then(owner_of) else {
             continue;
         };
-        if !owner_alive(processes, pid, start) && std::fs::remove_file(entry.path()).is_ok() {
+        if !owner.is_alive(processes) && std::fs::remove_file(entry.path()).is_ok() {
             tracing::info!(file = %entry.path().display(), "removed the registration of a loop that is gone");
             removed += 1;
         }
@@ -93,7 +92,7 @@ impl Registration {
                 )]),
             }];
             let body = serde_json::to_vec_pretty(&group).map_err(std::io::Error::other)?;
-            let name = file_name(identity.pid, identity.process_start_time);
+            let name = file_name(&identity.owner);
             let path = dir.join(&name);
             // Prometheus watches the directory: it must never see a half-written file.
             let temporary = dir.join(format!(".{name}.tmp"));
@@ -126,7 +125,7 @@ impl Drop for Registration {
 mod tests {
     use super::*;
 
-    use crate::sample::FixedTable as Table;
+    use crate::owner::FixedTable as Table;
 
     #[test]
     fn targets_point_at_loopback_for_wildcard_listeners() {
@@ -145,9 +144,9 @@ mod tests {
     fn only_files_of_dead_owners_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         for name in [
-            file_name(10, 1000), // alive
-            file_name(11, 1000), // pid gone
-            file_name(12, 1000), // pid reused by a later process
+            file_name(&Owner::new("h", 10, 1000)), // alive
+            file_name(&Owner::new("h", 11, 1000)), // pid gone
+            file_name(&Owner::new("h", 12, 1000)), // pid reused by a later process
             "prometheus.json".to_string(),
             "loopwatch-x-1.json".to_string(),
         ] {

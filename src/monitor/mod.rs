@@ -143,7 +143,7 @@ impl Monitor {
                 &settings.alertmanager_urls,
                 AlertIdentity {
                     run_id: identity.run_id.clone(),
-                    instance: identity.hostname.clone(),
+                    instance: identity.owner.host.clone(),
                     generator_url: format!("http://{local_addr}/metrics"),
                 },
                 alertmanager::Pacing {
@@ -307,7 +307,7 @@ impl Monitor {
             .env(crate::processes::ENV_RUN_ID, &self.shared.identity.run_id)
             .env(
                 crate::processes::ENV_OWNER,
-                crate::processes::owner_value(&self.shared.identity),
+                self.shared.identity.owner.env_value(),
             )
     }
 

@@ -440,14 +440,8 @@ impl Shared {
             tally.failures_total += report.failed.len() as u64;
         }
         if run.is_some() {
-            let failed: std::collections::HashSet<u32> =
-                report.failed.iter().map(|(pid, _)| *pid).collect();
-            self.lock_run().processes_left_behind = report
-                .orphans
-                .iter()
-                .filter(|p| failed.contains(&p.pid))
-                .cloned()
-                .collect();
+            self.lock_run().processes_left_behind =
+                report.failed.iter().map(|(p, _)| p.clone()).collect();
         }
         report
     }

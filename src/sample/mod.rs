@@ -3,7 +3,6 @@
 
 mod cgroup;
 mod host;
-mod owner;
 mod procfs;
 mod tree;
 
@@ -12,7 +11,4 @@ pub(crate) use cgroup::CgroupMemory;
 pub(crate) use cgroup::{CgroupCpu, CGROUP_ROOT};
 pub(crate) use host::file_descriptors;
 pub use host::{HostSample, HostSampler};
-pub(crate) use owner::{owner_alive, LiveProcesses, ProcessTable};
-#[cfg(test)]
-pub(crate) use procfs::FixedTable;
 pub(crate) use procfs::{process_ids, read_stat};

@@ -43,17 +43,6 @@ pub(crate) fn process_ids() -> impl Iterator<Item = u32> {
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
 }
 
-/// A process table with fixed start times, for tests of owner checks.
-#[cfg(test)]
-pub(crate) struct FixedTable(pub(crate) Vec<(u32, u64)>);
-
-#[cfg(test)]
-impl super::ProcessTable for FixedTable {
-    fn start_time(&mut self, pid: u32) -> Option<u64> {
-        self.0.iter().find(|(p, _)| *p == pid).map(|(_, s)| *s)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
