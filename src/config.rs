@@ -9,9 +9,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize as _, Serialize};
+use serde::Serialize;
 
-use crate::alerts::AlertName;
 use crate::error::Error;
 
 /// Default address of the metrics endpoint (requirement 1.1: port 8000).
@@ -77,214 +76,345 @@ pub(crate) struct Settings {
     pub(crate) register_dir: Option<PathBuf>,
 }
 
-/// Thresholds, windows and intervals of the evaluator. The defaults are the numbers of
-/// the requirements; the generated Prometheus rules and dashboard use the same values.
-///
-/// A TOML file with keys named after the fields sets any of them (the rest keep their
-/// defaults); durations are written like `"6h"` or `"90s"`:
-///
-/// ```
-/// let t: loopwatch::Thresholds = "staleness_iterations = 30\nstall_floor = \"2m\"".parse().unwrap();
-/// assert_eq!(t.staleness_iterations, 30);
-/// assert_eq!(t.stall_floor, std::time::Duration::from_secs(120));
-/// assert_eq!(t.memory_fraction, 0.8);
-/// let err = "memory_fraction = 1.5".parse::<loopwatch::Thresholds>().unwrap_err();
-/// assert!(err.to_string().contains("memory_fraction"));
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Thresholds {
+/// How far below `memory_fraction` HighMemoryUsage resolves when
+/// `memory_clear_fraction` is not set: 0.02, so the default 0.80 clears below 0.78.
+pub(crate) const MEMORY_CLEAR_MARGIN: f64 = 0.02;
+
+/// Threshold values that check themselves: each type accepts only its range, so a
+/// [`Thresholds`] can hold nothing out of range, whether it came from a file or a
+/// setter. Private: users see plain numbers and durations.
+mod value {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Serialize};
+
+    /// A checked value and the plain type it holds.
+    pub(crate) trait Checked: Sized + Copy {
+        type Plain;
+        fn new(plain: Self::Plain) -> Result<Self, String>;
+        fn get(self) -> Self::Plain;
+    }
+
+    macro_rules! checked {
+        ($(#[$doc:meta])* $name:ident($plain:ty) as $written:literal, $ok:expr, $expected:literal) => {
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+            #[serde(try_from = $written, into = $written)]
+            pub(crate) struct $name($plain);
+
+            impl Checked for $name {
+                type Plain = $plain;
+                fn new(plain: $plain) -> Result<Self, String> {
+                    let ok: fn(&$plain) -> bool = $ok;
+                    if ok(&plain) {
+                        Ok($name(plain))
+                    } else {
+                        Err(format!("expected {}, not {}", $expected, Written(plain)))
+                    }
+                }
+                fn get(self) -> $plain {
+                    self.0
+                }
+            }
+
+            impl TryFrom<Written<$plain>> for $name {
+                type Error = String;
+                fn try_from(written: Written<$plain>) -> Result<Self, String> {
+                    $name::new(written.0)
+                }
+            }
+
+            impl From<$name> for Written<$plain> {
+                fn from(value: $name) -> Self {
+                    Written(value.0)
+                }
+            }
+        };
+    }
+
+    checked!(
+        /// A fraction in (0, 1].
+        Fraction(f64) as "Written<f64>", |v| *v > 0.0 && *v <= 1.0, "a fraction in (0, 1]"
+    );
+    checked!(
+        /// A number of zero or more.
+        NonNegative(f64) as "Written<f64>", |v| *v >= 0.0 && v.is_finite(), "a number of zero or more"
+    );
+    checked!(
+        /// A factor above 1.
+        FactorAboveOne(f64) as "Written<f64>", |v| *v > 1.0 && v.is_finite(), "a factor above 1"
+    );
+    checked!(
+        /// A factor of at least 1.
+        FactorAtLeastOne(f64) as "Written<f64>", |v| *v >= 1.0 && v.is_finite(), "a factor of at least 1"
+    );
+    checked!(
+        /// A count of at least 1.
+        AtLeastOne(u64) as "Written<u64>", |v| *v >= 1, "at least 1"
+    );
+    checked!(
+        /// Any count, zero included.
+        Count(u64) as "Written<u64>", |_| true, "a count"
+    );
+    checked!(
+        /// A positive duration, written `"90s"`, `"6h"` or as a number of seconds.
+        Positive(Duration) as "Written<Duration>", |d| !d.is_zero(), "a positive duration"
+    );
+
+    /// How a value is written in `loopwatch.toml`: numbers as numbers, durations as
+    /// `"90s"` or a number of seconds (serialised as seconds).
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Written<T>(pub(crate) T);
+
+    impl std::fmt::Display for Written<f64> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)
+        }
+    }
+
+    impl std::fmt::Display for Written<u64> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)
+        }
+    }
+
+    impl std::fmt::Display for Written<Duration> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", humantime::format_duration(self.0))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Written<f64> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            f64::deserialize(d).map(Written)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Written<u64> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            u64::deserialize(d).map(Written)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Written<Duration> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            #[derive(Deserialize)]
+            #[serde(untagged)]
+            enum Form {
+                Text(String),
+                Seconds(f64),
+            }
+            match Form::deserialize(d)? {
+                Form::Text(text) => humantime::parse_duration(&text).map(Written).map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "{text:?} is not a duration like \"90s\": {e}"
+                    ))
+                }),
+                Form::Seconds(s) if s.is_finite() && s >= 0.0 => {
+                    Ok(Written(Duration::from_secs_f64(s)))
+                }
+                Form::Seconds(s) => Err(serde::de::Error::custom(format!(
+                    "{s} is not a number of seconds"
+                ))),
+            }
+        }
+    }
+
+    impl Serialize for Written<f64> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_f64(self.0)
+        }
+    }
+
+    impl Serialize for Written<u64> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_u64(self.0)
+        }
+    }
+
+    impl Serialize for Written<Duration> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_f64(self.0.as_secs_f64())
+        }
+    }
+}
+
+use value::{
+    AtLeastOne, Checked, Count, FactorAboveOne, FactorAtLeastOne, Fraction, NonNegative, Positive,
+};
+
+/// Declares the thresholds: one row per key, with its checked type, plain type,
+/// default and documentation. The row becomes a field, its default, a getter, a
+/// `with_*` setter that checks the value, and an entry of [`Thresholds::KEYS`].
+macro_rules! thresholds {
+    ($(
+        $(#[doc = $doc:literal])*
+        $key:ident, $setter:ident: $checked:ident($plain:ty) = $default:expr;
+    )*) => {
+        /// Thresholds, windows and intervals of the evaluator. The defaults are the
+        /// numbers of the requirements; the generated Prometheus rules and dashboard use
+        /// the same values.
+        ///
+        /// Every value is checked when it is set: from a `loopwatch.toml` (keys named
+        /// after the getters; each key can be set alone, the rest keep their defaults,
+        /// and `memory_clear_fraction` follows `memory_fraction` unless it is set too)
+        /// or through the `with_*` setters. Durations are written like `"6h"` or `"90s"`:
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// let t: loopwatch::Thresholds = "staleness_iterations = 30\nstall_floor = \"2m\"".parse().unwrap();
+        /// assert_eq!(t.staleness_iterations(), 30);
+        /// assert_eq!(t.stall_floor(), Duration::from_secs(120));
+        /// assert_eq!(t.memory_fraction(), 0.8);
+        /// let err = "memory_fraction = 1.5".parse::<loopwatch::Thresholds>().unwrap_err();
+        /// assert!(err.to_string().contains("memory_fraction"));
+        ///
+        /// let t = loopwatch::Thresholds::default().with_memory_fraction(0.55).unwrap();
+        /// assert!((t.memory_clear_fraction() - 0.53).abs() < 1e-9);
+        /// assert!(loopwatch::Thresholds::default().with_window(0).is_err());
+        /// ```
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        #[non_exhaustive]
+        pub struct Thresholds {
+            $($key: $checked,)*
+            /// Set explicitly, else `memory_fraction` less [`MEMORY_CLEAR_MARGIN`].
+            memory_clear_fraction: Option<Fraction>,
+        }
+
+        impl Default for Thresholds {
+            fn default() -> Self {
+                Thresholds {
+                    $($key: $checked::new($default).expect("the defaults are in range"),)*
+                    memory_clear_fraction: None,
+                }
+            }
+        }
+
+        /// Every value as it applies (a dependent default resolved), keyed like the file.
+        impl Serialize for Thresholds {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap as _;
+                let mut map = s.serialize_map(Some(Self::KEYS.len()))?;
+                $(map.serialize_entry(stringify!($key), &self.$key)?;)*
+                map.serialize_entry("memory_clear_fraction", &self.memory_clear_fraction())?;
+                map.end()
+            }
+        }
+
+        impl Thresholds {
+            /// Every key a `loopwatch.toml` may hold.
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($key),)* "memory_clear_fraction"];
+
+            $(
+                $(#[doc = $doc])*
+                pub fn $key(&self) -> $plain {
+                    self.$key.get()
+                }
+
+                #[doc = concat!("Sets `", stringify!($key), "`; a value out of range is an error naming the key.")]
+                pub fn $setter(mut self, value: $plain) -> Result<Self, Error> {
+                    self.$key = $checked::new(value).map_err(|reason| Error::InvalidSetting {
+                        variable: stringify!($key),
+                        value: value::Written(value).to_string(),
+                        reason,
+                    })?;
+                    self.check_relations()?;
+                    Ok(self)
+                }
+            )*
+        }
+    };
+}
+
+thresholds! {
     /// Iterations in the rolling windows (default 10).
-    pub window: usize,
-    /// HighMemoryUsage fires when host memory in use exceeds this fraction (0.80).
-    pub memory_fraction: f64,
-    /// …and resolves only once it falls below this fraction (0.78), so memory that
-    /// hovers at the threshold does not flap.
-    pub memory_clear_fraction: f64,
+    window, with_window: AtLeastOne(u64) = 10;
+    /// HighMemoryUsage fires when memory in use exceeds this fraction of the limit
+    /// that kills the loop (0.80).
+    memory_fraction, with_memory_fraction: Fraction(f64) = 0.80;
     /// Consecutive samples above the threshold before HighMemoryUsage fires (1).
-    pub memory_samples: u32,
+    memory_samples, with_memory_samples: AtLeastOne(u64) = 1;
     /// DiversityCollapse: diversity below this (0.1) …
-    pub diversity_floor: f64,
+    diversity_floor, with_diversity_floor: Fraction(f64) = 0.1;
     /// … in each of this many consecutive iterations (5).
-    pub diversity_iterations: u64,
+    diversity_iterations, with_diversity_iterations: AtLeastOne(u64) = 5;
     /// ChampionStaleness: iterations since the champion last changed (20).
-    pub staleness_iterations: u64,
+    staleness_iterations, with_staleness_iterations: AtLeastOne(u64) = 20;
     /// LowSuccessRate: success rate over a full window below this (0.20).
-    pub success_rate_floor: f64,
+    success_rate_floor, with_success_rate_floor: Fraction(f64) = 0.20;
     /// ContainerCleanupFailures: orphaned containers above this (3).
-    pub orphan_limit: u64,
+    orphan_limit, with_orphan_limit: Count(u64) = 3;
     /// "Performance degradation detected": a rolling average worse than its baseline
     /// by more than this fraction (0.20) of the baseline (of its magnitude, for the
     /// signed mean Sharpe).
-    pub degradation_fraction: f64,
+    degradation_fraction, with_degradation_fraction: Fraction(f64) = 0.20;
     /// Smallest baseline magnitude the mean Sharpe's degradation is measured against
     /// (0.1), so a baseline near zero (0.01, say) does not make noise a degradation.
     /// Success rate and diversity, non-negative ratios, have no floor.
-    pub baseline_floor: f64,
+    baseline_floor, with_baseline_floor: NonNegative(f64) = 0.1;
     /// "Performance slowdown detected": mean iteration time above this multiple of
     /// the baseline (1.5).
-    pub slowdown_factor: f64,
+    slowdown_factor, with_slowdown_factor: FactorAboveOne(f64) = 1.5;
     /// LoopStalled: an iteration running, or no new one started after the last ended,
     /// for longer than this multiple of the rolling mean iteration time (10) …
-    pub stall_factor: f64,
+    stall_factor, with_stall_factor: FactorAtLeastOne(f64) = 10.0;
     /// … or than this floor, whichever is longer (60 s), so that a loop of very fast
     /// iterations is not called stalled by a garbage-collection pause.
-    #[serde(serialize_with = "seconds", deserialize_with = "duration")]
-    pub stall_floor: Duration,
+    stall_floor, with_stall_floor: Positive(Duration) = Duration::from_secs(60);
     /// Period of the long-run statistics log line (6 h).
-    #[serde(serialize_with = "seconds", deserialize_with = "duration")]
-    pub stats_interval: Duration,
+    stats_interval, with_stats_interval: Positive(Duration) = Duration::from_secs(6 * 3600);
     /// How long a resolved alert is held back before its resolution is sent (15 s):
     /// longer than a Prometheus rule on the same condition takes to notice (a 5 s
     /// scrape plus a 5 s evaluation), so that with both paths pointed at one
     /// Alertmanager the rule resolves first and the problem is resolved once.
-    #[serde(serialize_with = "seconds", deserialize_with = "duration")]
-    pub alert_resolve_hold: Duration,
+    alert_resolve_hold, with_alert_resolve_hold: Positive(Duration) = Duration::from_secs(15);
     /// Period at which firing alerts are re-sent to Alertmanager (15 s).
-    #[serde(serialize_with = "seconds", deserialize_with = "duration")]
-    pub alert_resend_interval: Duration,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            window: 10,
-            memory_fraction: 0.80,
-            memory_clear_fraction: 0.78,
-            memory_samples: 1,
-            diversity_floor: 0.1,
-            diversity_iterations: 5,
-            staleness_iterations: 20,
-            success_rate_floor: 0.20,
-            orphan_limit: 3,
-            degradation_fraction: 0.20,
-            baseline_floor: 0.1,
-            slowdown_factor: 1.5,
-            stall_factor: 10.0,
-            stall_floor: Duration::from_secs(60),
-            stats_interval: Duration::from_secs(6 * 3600),
-            alert_resolve_hold: Duration::from_secs(15),
-            alert_resend_interval: Duration::from_secs(15),
-        }
-    }
+    alert_resend_interval, with_alert_resend_interval: Positive(Duration) = Duration::from_secs(15);
 }
 
 impl Thresholds {
-    /// The threshold an alert compares against, as shown with its value.
-    pub(crate) fn threshold_of(&self, alert: AlertName) -> f64 {
-        match alert {
-            AlertName::HighMemoryUsage => self.memory_fraction,
-            AlertName::DiversityCollapse => self.diversity_floor,
-            AlertName::ChampionStaleness => self.staleness_iterations as f64,
-            AlertName::LowSuccessRate => self.success_rate_floor,
-            AlertName::ContainerCleanupFailures => self.orphan_limit as f64,
-            AlertName::LoopStalled => self.stall_floor.as_secs_f64(),
-            // Any failing exit status.
-            AlertName::LoopExited => 0.0,
-        }
+    /// HighMemoryUsage, once firing, resolves only below this fraction, so memory that
+    /// hovers at the threshold does not flap: the value set, else `memory_fraction`
+    /// less 0.02 (0.78 by default).
+    pub fn memory_clear_fraction(&self) -> f64 {
+        self.memory_clear_fraction.map_or_else(
+            || (self.memory_fraction() - MEMORY_CLEAR_MARGIN).max(0.0),
+            Checked::get,
+        )
     }
 
-    /// Checks each value; the error names the key and says what is expected.
-    pub(crate) fn check(&self) -> Result<(), ThresholdError> {
-        let fraction = |v: f64| 0.0 < v && v <= 1.0;
-        let checks: [(&'static str, bool, String, &'static str); 14] = [
-            (
-                "window",
-                self.window >= 1,
-                self.window.to_string(),
-                "at least one iteration",
-            ),
-            (
-                "memory_fraction",
-                fraction(self.memory_fraction),
-                self.memory_fraction.to_string(),
-                "a fraction in (0, 1]",
-            ),
-            (
-                "memory_clear_fraction",
-                0.0 <= self.memory_clear_fraction
-                    && self.memory_clear_fraction <= self.memory_fraction,
-                self.memory_clear_fraction.to_string(),
-                "a fraction no higher than memory_fraction",
-            ),
-            (
-                "memory_samples",
-                self.memory_samples >= 1,
-                self.memory_samples.to_string(),
-                "at least 1",
-            ),
-            (
-                "diversity_floor",
-                fraction(self.diversity_floor),
-                self.diversity_floor.to_string(),
-                "a fraction in (0, 1]",
-            ),
-            (
-                "diversity_iterations",
-                self.diversity_iterations >= 1,
-                self.diversity_iterations.to_string(),
-                "at least 1",
-            ),
-            (
-                "staleness_iterations",
-                self.staleness_iterations >= 1,
-                self.staleness_iterations.to_string(),
-                "at least 1",
-            ),
-            (
-                "success_rate_floor",
-                fraction(self.success_rate_floor),
-                self.success_rate_floor.to_string(),
-                "a fraction in (0, 1]",
-            ),
-            (
-                "degradation_fraction",
-                fraction(self.degradation_fraction),
-                self.degradation_fraction.to_string(),
-                "a fraction in (0, 1]",
-            ),
-            (
-                "baseline_floor",
-                self.baseline_floor >= 0.0,
-                self.baseline_floor.to_string(),
-                "a non-negative number",
-            ),
-            (
-                "slowdown_factor",
-                self.slowdown_factor > 1.0,
-                self.slowdown_factor.to_string(),
-                "a factor above 1",
-            ),
-            (
-                "stall_factor",
-                self.stall_factor >= 1.0,
-                self.stall_factor.to_string(),
-                "a factor of at least 1",
-            ),
-            (
-                "stall_floor",
-                !self.stall_floor.is_zero(),
-                format!("{:?}", self.stall_floor),
-                "a positive duration",
-            ),
-            (
-                "stats_interval",
-                !self.stats_interval.is_zero() && !self.alert_resend_interval.is_zero(),
-                format!("{:?}/{:?}", self.stats_interval, self.alert_resend_interval),
-                "positive durations (stats_interval, alert_resend_interval)",
-            ),
-        ];
-        match checks.into_iter().find(|(_, ok, _, _)| !ok) {
-            None => Ok(()),
-            Some((key, _, value, expected)) => Err(ThresholdError {
-                key,
-                value,
-                expected,
-            }),
-        }
+    /// Sets `memory_clear_fraction`; it must be no higher than `memory_fraction`.
+    pub fn with_memory_clear_fraction(mut self, value: f64) -> Result<Self, Error> {
+        self.memory_clear_fraction =
+            Some(
+                Fraction::new(value).map_err(|reason| Error::InvalidSetting {
+                    variable: "memory_clear_fraction",
+                    value: value.to_string(),
+                    reason,
+                })?,
+            );
+        self.check_relations()?;
+        Ok(self)
     }
 
-    /// Reads thresholds from a TOML file: keys named after the fields, the rest at
+    /// The checks between values, in one place (each value's own range is checked
+    /// by its type).
+    pub(crate) fn check_relations(&self) -> Result<(), Error> {
+        if self.memory_clear_fraction() > self.memory_fraction() {
+            return Err(Error::InvalidSetting {
+                variable: "memory_clear_fraction",
+                value: self.memory_clear_fraction().to_string(),
+                reason: format!(
+                    "expected a fraction no higher than memory_fraction ({})",
+                    self.memory_fraction()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads thresholds from a TOML file: keys named after the getters, the rest at
     /// their defaults. Unknown keys and out-of-range values are errors naming the key.
     pub fn from_file(path: &std::path::Path) -> Result<Thresholds, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigFile {
@@ -303,57 +433,31 @@ impl std::str::FromStr for Thresholds {
 
     /// Parses the TOML text of a `loopwatch.toml`.
     fn from_str(text: &str) -> Result<Thresholds, Error> {
-        let thresholds: Thresholds = toml::from_str(text).map_err(|e| Error::InvalidSetting {
-            variable: "loopwatch.toml",
-            value: e.span().map_or(String::new(), |span| {
-                text.get(span).unwrap_or_default().to_string()
-            }),
-            reason: e.message().to_string(),
+        let thresholds: Thresholds = toml::from_str(text).map_err(|e| {
+            // The key on the offending line, so that the error names it.
+            let key = e.span().and_then(|span| {
+                let at = span.start.min(text.len());
+                let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+                let line = text[line_start..].lines().next()?;
+                Some(line.split_once('=')?.0.trim().to_string())
+            });
+            let message = e.message().trim();
+            Error::InvalidSetting {
+                variable: "loopwatch.toml",
+                value: e
+                    .span()
+                    .and_then(|span| text.get(span))
+                    .unwrap_or_default()
+                    .to_string(),
+                reason: match key {
+                    Some(key) => format!("{key}: {message}"),
+                    None => message.to_string(),
+                },
+            }
         })?;
-        thresholds.check()?;
+        thresholds.check_relations()?;
         Ok(thresholds)
     }
-}
-
-/// A threshold outside its range: which key, its value, what was expected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ThresholdError {
-    pub(crate) key: &'static str,
-    pub(crate) value: String,
-    pub(crate) expected: &'static str,
-}
-
-impl From<ThresholdError> for Error {
-    fn from(e: ThresholdError) -> Error {
-        Error::InvalidSetting {
-            variable: e.key,
-            value: e.value,
-            reason: format!("expected {}", e.expected),
-        }
-    }
-}
-
-/// Reads a duration written as `"90s"`, `"6h"` or a number of seconds.
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Written {
-        Text(String),
-        Seconds(f64),
-    }
-    match Written::deserialize(d)? {
-        Written::Text(text) => humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!("{text:?} is not a duration like \"90s\": {e}"))
-        }),
-        Written::Seconds(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
-        Written::Seconds(s) => Err(serde::de::Error::custom(format!(
-            "{s} is not a number of seconds"
-        ))),
-    }
-}
-
-fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
 }
 
 /// Reads one environment variable; unset and empty both mean "not given".
@@ -456,5 +560,57 @@ mod tests {
         );
         assert!(parse_alertmanager_urls(ENV_ALERTMANAGER_URLS, "https://a:9093").is_err());
         assert!(parse_alertmanager_urls(ENV_ALERTMANAGER_URLS, "http://").is_err());
+    }
+
+    /// Every key can be set alone, in a file and through its setter; a dependent
+    /// default follows what was set.
+    #[test]
+    fn every_key_can_be_set_alone() {
+        let values = [
+            ("window", "4"),
+            ("memory_fraction", "0.55"),
+            ("memory_clear_fraction", "0.5"),
+            ("memory_samples", "3"),
+            ("diversity_floor", "0.3"),
+            ("diversity_iterations", "2"),
+            ("staleness_iterations", "7"),
+            ("success_rate_floor", "0.5"),
+            ("orphan_limit", "0"),
+            ("degradation_fraction", "0.4"),
+            ("baseline_floor", "0"),
+            ("slowdown_factor", "3"),
+            ("stall_factor", "1"),
+            ("stall_floor", "\"5s\""),
+            ("stats_interval", "\"1h\""),
+            ("alert_resolve_hold", "\"1s\""),
+            ("alert_resend_interval", "\"2m\""),
+        ];
+        let mut covered: Vec<&str> = values.iter().map(|(key, _)| *key).collect();
+        covered.sort_unstable();
+        let mut keys = Thresholds::KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(covered, keys, "every key is tried");
+        for (key, value) in values {
+            let parsed: Result<Thresholds, _> = format!("{key} = {value}").parse();
+            let parsed = parsed.unwrap_or_else(|e| panic!("{key} = {value}: {e}"));
+            assert_ne!(parsed, Thresholds::default(), "{key} was applied");
+        }
+        let t: Thresholds = "memory_fraction = 0.55".parse().unwrap();
+        assert!((t.memory_clear_fraction() - 0.53).abs() < 1e-9);
+        let err = "memory_fraction = 0.5\nmemory_clear_fraction = 0.6"
+            .parse::<Thresholds>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory_clear_fraction"), "{err}");
+        for (text, key) in [
+            ("window = 0", "window"),
+            ("stall_floor = \"0s\"", "stall_floor"),
+            ("alert_resolve_hold = 0", "alert_resolve_hold"),
+            ("slowdown_factor = 1.0", "slowdown_factor"),
+            ("nonsense = 1", "nonsense"),
+        ] {
+            let err = text.parse::<Thresholds>().unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 }

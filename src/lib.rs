@@ -71,7 +71,7 @@ mod evaluate;
 mod export;
 mod monitor;
 
-pub use alerts::{AlertName, AlertState};
+pub use alerts::{AlertName, AlertSpec, AlertState, Evaluated, RuleSpec, Severity, ALERTS};
 pub use config::Thresholds;
 pub use error::{CollectError, Error};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};

@@ -74,15 +74,14 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
         .host_memory_total_bytes as f64;
     let ballast_fraction = BALLAST as f64 / total;
     let base = current_memory_fraction();
-    let thresholds = Thresholds {
-        memory_fraction: base + ballast_fraction / 2.0,
-        memory_clear_fraction: base + ballast_fraction / 4.0,
-        alert_resend_interval: Duration::from_secs(30),
-        alert_resolve_hold: Duration::from_secs(1),
+    let thresholds = Thresholds::default()
+        .with_memory_fraction(base + ballast_fraction / 2.0)
+        .and_then(|t| t.with_memory_clear_fraction(base + ballast_fraction / 4.0))
+        .and_then(|t| t.with_alert_resend_interval(Duration::from_secs(30)))
+        .and_then(|t| t.with_alert_resolve_hold(Duration::from_secs(1)))
         // Iterations here take microseconds: the loop is stalled after 2 s idle.
-        stall_floor: Duration::from_secs(2),
-        ..Thresholds::default()
-    };
+        .and_then(|t| t.with_stall_floor(Duration::from_secs(2)))
+        .unwrap();
     let monitor = monitor_with(thresholds, &[&am]);
     let run_id = monitor.identity().run_id.clone();
 
@@ -161,10 +160,9 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
 #[test]
 fn an_alert_firing_while_alertmanager_is_down_is_there_after_it_returns() {
     let mut am = Alertmanager::start();
-    let thresholds = Thresholds {
-        alert_resend_interval: Duration::from_secs(2),
-        ..Thresholds::default()
-    };
+    let thresholds = Thresholds::default()
+        .with_alert_resend_interval(Duration::from_secs(2))
+        .unwrap();
     let monitor = monitor_with(thresholds, &[&am]);
     am.stop();
     for _ in 0..5 {
@@ -233,11 +231,11 @@ fn the_memory_alert_is_driven_by_the_real_sampler() {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let fraction = current_memory_fraction();
-    let thresholds = Thresholds {
-        memory_fraction: fraction * 0.98,
-        memory_clear_fraction: fraction * 0.97,
-        ..Thresholds::default()
-    };
+    let thresholds = Thresholds::default()
+        .with_memory_fraction(fraction * 0.98)
+        .unwrap()
+        .with_memory_clear_fraction(fraction * 0.97)
+        .unwrap();
     let started = Instant::now();
     let monitor = monitor_with(thresholds, &[]);
     wait_until(
@@ -307,10 +305,9 @@ fn a_healthy_two_hundred_iteration_run_raises_no_alert() {
 
 #[test]
 fn long_run_statistics_are_logged_every_interval() {
-    let thresholds = Thresholds {
-        stats_interval: Duration::from_millis(300),
-        ..Thresholds::default()
-    };
+    let thresholds = Thresholds::default()
+        .with_stats_interval(Duration::from_millis(300))
+        .unwrap();
     let monitor = monitor_with(thresholds, &[]);
     for _ in 0..3 {
         iterate(&monitor, 3, 1, 0.5, "c");
@@ -340,10 +337,11 @@ fn a_hung_iteration_fires_loop_stalled_within_the_limit_and_two_seconds() {
         .final_export(false)
         .containers(false)
         .alertmanager_urls([am.url()])
-        .thresholds(Thresholds {
-            stall_floor: Duration::from_secs(2),
-            ..Thresholds::default()
-        })
+        .thresholds(
+            Thresholds::default()
+                .with_stall_floor(Duration::from_secs(2))
+                .unwrap(),
+        )
         .build()
         .unwrap();
     for _ in 0..10 {
@@ -379,10 +377,9 @@ fn a_slow_but_healthy_loop_is_never_called_stalled() {
     // Iteration times varying 3x around their mean, with pauses between iterations,
     // and a floor low enough that the factor (10x the mean) is what decides.
     let monitor = monitor_with(
-        Thresholds {
-            stall_floor: Duration::from_millis(50),
-            ..Thresholds::default()
-        },
+        Thresholds::default()
+            .with_stall_floor(Duration::from_millis(50))
+            .unwrap(),
         &[],
     );
     let run_id = monitor.identity().run_id.clone();

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use loopwatch::{catalog, AlertName, Thresholds};
+use loopwatch::{catalog, AlertName, RuleSpec, Thresholds, ALERTS};
 use loopwatch_cli::generate::{self, DASHBOARD_FILE, RULES_FILE, RULES_TEST_FILE};
 use promql_parser::parser::{self, Expr};
 use promql_parser::util::{walk_expr, ExprVisitor};
@@ -119,31 +119,58 @@ fn every_expression_names_only_metrics_that_exist() {
 fn rules_mirror_the_evaluator() {
     let t = Thresholds::default();
     let rules = rules_of(&generate::prometheus_rules(&t));
+    for spec in ALERTS {
+        let rule = rules.iter().find(|r| field(r, "alert") == Some(spec.name));
+        let RuleSpec::Rule { expr, .. } = spec.rule else {
+            assert!(rule.is_none(), "{} is in-process only", spec.name);
+            continue;
+        };
+        let rule = rule.unwrap_or_else(|| panic!("no rule for {}", spec.name));
+        assert_eq!(field(&rule["annotations"], "summary"), Some(spec.message));
+        assert_eq!(field(&rule["annotations"], "runbook"), Some(spec.runbook));
+        assert_eq!(
+            field(&rule["labels"], "severity"),
+            Some(spec.severity.as_str())
+        );
+        assert_eq!(field(rule, "expr"), Some(expr(&t).as_str()));
+    }
     for alert in AlertName::ALL {
-        let rule = rules
-            .iter()
-            .find(|r| field(r, "alert") == Some(alert.as_str()))
-            .unwrap_or_else(|| panic!("no rule for {alert:?}"));
-        assert_eq!(
-            field(&rule["annotations"], "summary"),
-            Some(alert.message())
-        );
-        assert_eq!(field(&rule["labels"], "severity"), Some(alert.severity()));
-        assert_eq!(
-            field(rule, "expr"),
-            Some(generate::alert_expression(alert, &t).as_str())
-        );
+        assert_eq!(alert.spec().name, alert.as_str());
     }
     // Thresholds come from the configuration, not from literals in the generator.
-    let custom = Thresholds {
-        staleness_iterations: 33,
-        ..Thresholds::default()
-    };
+    let custom = Thresholds::default().with_staleness_iterations(33).unwrap();
     let custom_rules = rules_of(&generate::prometheus_rules(&custom));
     assert!(custom_rules
         .iter()
         .any(|r| field(r, "expr")
             .is_some_and(|e| e.contains("(champion_staleness_iterations >= 33)"))));
+}
+
+/// Every row of the alert table has what an operator needs: a runbook section in the
+/// README and, for a rule, a promtool boundary test (the in-process evaluator's test
+/// per alert is `evaluate::tests::every_alert_fires_in_process`).
+#[test]
+fn every_alert_has_a_runbook_and_a_boundary_test() {
+    let readme = committed("README.md");
+    let tests = generate::promtool_tests(&Thresholds::default());
+    for spec in ALERTS {
+        let anchor = spec.runbook.strip_prefix("README.md#").unwrap();
+        assert!(
+            readme.lines().any(
+                |line| line.strip_prefix("#### ").map(str::to_ascii_lowercase)
+                    == Some(anchor.to_string())
+            ),
+            "README.md has no runbook section for {}",
+            spec.name
+        );
+        if matches!(spec.rule, RuleSpec::Rule { .. }) {
+            assert!(
+                tests.contains(&format!("alertname: {}\n", spec.name)),
+                "no promtool test for {}",
+                spec.name
+            );
+        }
+    }
 }
 
 #[test]

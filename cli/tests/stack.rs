@@ -391,15 +391,19 @@ fn both_alert_paths_notify_once_when_a_problem_fires_and_once_when_it_resolves()
     let fire_at = probe.host_memory_fraction() + ballast_fraction / 2.0;
     // Thresholds a test reaches quickly; the stall floor is out of reach here (the
     // next test covers LoopStalled).
-    let t = Thresholds {
-        window: 5,
-        staleness_iterations: 5,
-        diversity_iterations: 3,
-        stall_floor: Duration::from_secs(3600),
-        memory_fraction: fire_at,
-        memory_clear_fraction: fire_at - 0.001,
-        ..Thresholds::default()
-    };
+    let t = Thresholds::default()
+        .with_window(5)
+        .unwrap()
+        .with_staleness_iterations(5)
+        .unwrap()
+        .with_diversity_iterations(3)
+        .unwrap()
+        .with_stall_floor(Duration::from_secs(3600))
+        .unwrap()
+        .with_memory_fraction(fire_at)
+        .unwrap()
+        .with_memory_clear_fraction(fire_at - 0.001)
+        .unwrap();
     let paths = BothPaths::start(&t);
     // The shipped inhibition (high memory mutes staleness and low success) sets the
     // phases.
@@ -447,10 +451,9 @@ fn both_alert_paths_notify_once_when_a_problem_fires_and_once_when_it_resolves()
 
 #[test]
 fn a_stalled_loop_is_notified_once_by_both_paths() {
-    let t = Thresholds {
-        stall_floor: Duration::from_secs(4),
-        ..Thresholds::default()
-    };
+    let t = Thresholds::default()
+        .with_stall_floor(Duration::from_secs(4))
+        .unwrap();
     let paths = BothPaths::start(&t);
     paths.phase(
         &["LoopStalled"],

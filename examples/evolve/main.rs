@@ -158,20 +158,23 @@ fn build_monitor(args: &Args) -> Result<Monitor, loopwatch::Error> {
             "memory-leak scenario: HighMemoryUsage threshold lowered to {:.1}% of host memory",
             threshold * 100.0
         );
-        builder = builder.thresholds(Thresholds {
-            memory_fraction: threshold,
-            memory_clear_fraction: threshold - 0.005,
-            ..Thresholds::default()
-        });
+        builder = builder.thresholds(
+            Thresholds::default()
+                .with_memory_fraction(threshold)
+                .unwrap()
+                .with_memory_clear_fraction(threshold - 0.005)
+                .unwrap(),
+        );
     }
     if args.scenario == Some(Scenario::Hang) {
         // Demonstration only: generations take a fraction of a second, so a stall
         // floor of 5 s (instead of 60 s) shows LoopStalled within seconds.
         eprintln!("hang scenario: LoopStalled floor lowered to 5 s");
-        builder = builder.thresholds(Thresholds {
-            stall_floor: Duration::from_secs(5),
-            ..Thresholds::default()
-        });
+        builder = builder.thresholds(
+            Thresholds::default()
+                .with_stall_floor(Duration::from_secs(5))
+                .unwrap(),
+        );
     }
     builder.build()
 }

@@ -1,9 +1,11 @@
-//! The in-process evaluator: rolling windows and baselines, the five alerts, and the
+//! The in-process evaluator: rolling windows and baselines, the alerts of the table
+//! raised in process (one pure function each, in `verdicts`), and the
 //! degradation and slowdown warnings. Pure logic: evidence and thresholds in,
 //! transitions out; no locks, no I/O. The monitor logs, exports and delivers what comes
 //! out.
 
 mod tracker;
+mod verdicts;
 mod window;
 
 use std::time::Duration;
@@ -62,16 +64,16 @@ pub(crate) struct Evaluator {
     baselines: EnumMap<Watched, Option<f64>>,
     warned: EnumMap<Watched, bool>,
     low_diversity_streak: u64,
-    memory_streak: u32,
+    memory_streak: u64,
     trackers: EnumMap<AlertName, AlertTracker>,
     last_iteration: u64,
 }
 
 impl Evaluator {
-    /// A fresh evaluator whose windows hold `thresholds.window` iterations.
+    /// A fresh evaluator whose windows hold `thresholds.window()` iterations.
     pub(crate) fn new(thresholds: &Thresholds) -> Self {
         Evaluator {
-            window: RollingWindow::new(thresholds.window),
+            window: RollingWindow::new(thresholds.window() as usize),
             baselines: EnumMap::default(),
             warned: EnumMap::default(),
             low_diversity_streak: 0,
@@ -88,7 +90,7 @@ impl Evaluator {
         thresholds: &Thresholds,
         findings: &mut Findings,
     ) {
-        self.judge_against(alert, verdict, thresholds.threshold_of(alert), findings);
+        self.judge_against(alert, verdict, alert.threshold(thresholds), findings);
     }
 
     fn judge_against(
@@ -112,9 +114,9 @@ impl Evaluator {
             .values()
             .mean_seconds
             .map_or(Duration::ZERO, |mean| {
-                Duration::from_secs_f64((mean * th.stall_factor).min(1e9))
+                Duration::from_secs_f64((mean * th.stall_factor()).min(1e9))
             });
-        typical.max(th.stall_floor)
+        typical.max(th.stall_floor())
     }
 
     /// Evaluates LoopStalled on the clock: the background task calls this about once a
@@ -127,10 +129,7 @@ impl Evaluator {
         } else {
             activity.running_for.or(activity.idle_for)
         };
-        let verdict = match waited {
-            Some(waited) if waited > limit => Verdict::Firing(waited.as_secs_f64()),
-            _ => Verdict::Clear,
-        };
+        let verdict = verdicts::loop_stalled(waited, limit);
         self.judge_against(
             AlertName::LoopStalled,
             verdict,
@@ -144,11 +143,7 @@ impl Evaluator {
     /// unexpected exit (value: its shell status), else clear.
     pub(crate) fn on_exit(&mut self, exit: &crate::run::LoopExit, th: &Thresholds) -> Findings {
         let mut findings = Findings::default();
-        let verdict = if exit.unexpected() {
-            Verdict::Firing(f64::from(exit.shell_status()))
-        } else {
-            Verdict::Clear
-        };
+        let verdict = verdicts::loop_exited(exit);
         self.judge(AlertName::LoopExited, verdict, th, &mut findings);
         findings
     }
@@ -193,37 +188,22 @@ impl Evaluator {
         // DiversityCollapse: below the floor in each of the last N iterations. An
         // iteration without a diversity report neither extends nor breaks the streak.
         if let Some(diversity) = summary.diversity {
-            if diversity < th.diversity_floor {
+            if diversity < th.diversity_floor() {
                 self.low_diversity_streak += 1;
             } else {
                 self.low_diversity_streak = 0;
             }
-            let verdict = match self.low_diversity_streak {
-                0 => Verdict::Clear,
-                n if n >= th.diversity_iterations => Verdict::Firing(diversity),
-                _ => Verdict::Pending(diversity),
-            };
+            let verdict = verdicts::diversity_collapse(self.low_diversity_streak, diversity, th);
             self.judge(AlertName::DiversityCollapse, verdict, th, &mut findings);
         }
 
         // ChampionStaleness: N iterations since the champion last changed.
-        let staleness = summary.champion_staleness;
-        let verdict = if staleness >= th.staleness_iterations {
-            Verdict::Firing(staleness as f64)
-        } else {
-            Verdict::Clear
-        };
+        let verdict = verdicts::champion_staleness(summary.champion_staleness, th);
         self.judge(AlertName::ChampionStaleness, verdict, th, &mut findings);
 
         // LowSuccessRate: below the floor over a full window; pending while filling.
         let rolling = self.window.values();
-        let verdict = match rolling.success_rate {
-            Some(rate) if rate < th.success_rate_floor && self.window.is_full() => {
-                Verdict::Firing(rate)
-            }
-            Some(rate) if rate < th.success_rate_floor => Verdict::Pending(rate),
-            _ => Verdict::Clear,
-        };
+        let verdict = verdicts::low_success_rate(rolling.success_rate, self.window.is_full(), th);
         self.judge(AlertName::LowSuccessRate, verdict, th, &mut findings);
 
         self.compare_with_baselines(&rolling, th, &mut findings);
@@ -252,21 +232,22 @@ impl Evaluator {
             let active = self.warned[watched];
             let (worse, limit) = match watched {
                 Watched::ExecutionTime => {
-                    let limit = baseline * th.slowdown_factor;
-                    let clear = baseline * (1.0 + (th.slowdown_factor - 1.0) / 2.0);
+                    let limit = baseline * th.slowdown_factor();
+                    let clear = baseline * (1.0 + (th.slowdown_factor() - 1.0) / 2.0);
                     (if active { value > clear } else { value > limit }, limit)
                 }
                 Watched::AvgSharpe => {
                     // A signed mean near zero: sign-safe, against the baseline's
                     // magnitude, floored so noise around zero is not a degradation.
-                    let margin = th.degradation_fraction * baseline.abs().max(th.baseline_floor);
+                    let margin =
+                        th.degradation_fraction() * baseline.abs().max(th.baseline_floor());
                     let limit = baseline - margin;
                     let clear = baseline - margin / 2.0;
                     (if active { value < clear } else { value < limit }, limit)
                 }
                 Watched::SuccessRate | Watched::AvgDiversity => {
                     // Non-negative ratios: 20% of the baseline itself, as written.
-                    let margin = th.degradation_fraction * baseline;
+                    let margin = th.degradation_fraction() * baseline;
                     let limit = baseline - margin;
                     let clear = baseline - margin / 2.0;
                     (if active { value < clear } else { value < limit }, limit)
@@ -294,21 +275,12 @@ impl Evaluator {
         }
         let fraction = used as f64 / total as f64;
         let firing = self.trackers[AlertName::HighMemoryUsage].state == AlertState::Firing;
-        let verdict = if fraction > th.memory_fraction {
-            self.memory_streak = self.memory_streak.saturating_add(1);
-            if self.memory_streak >= th.memory_samples {
-                Verdict::Firing(fraction)
-            } else {
-                Verdict::Pending(fraction)
-            }
+        self.memory_streak = if fraction > th.memory_fraction() {
+            self.memory_streak.saturating_add(1)
         } else {
-            self.memory_streak = 0;
-            if firing && fraction >= th.memory_clear_fraction {
-                Verdict::Firing(fraction)
-            } else {
-                Verdict::Clear
-            }
+            0
         };
+        let verdict = verdicts::high_memory(fraction, self.memory_streak, firing, th);
         self.judge(AlertName::HighMemoryUsage, verdict, th, &mut findings);
         findings
     }
@@ -316,11 +288,7 @@ impl Evaluator {
     /// Evaluates ContainerCleanupFailures on the count of orphans left after a sweep.
     pub(crate) fn on_orphans(&mut self, orphans: u64, th: &Thresholds) -> Findings {
         let mut findings = Findings::default();
-        let verdict = if orphans > th.orphan_limit {
-            Verdict::Firing(orphans as f64)
-        } else {
-            Verdict::Clear
-        };
+        let verdict = verdicts::cleanup_failures(orphans, th);
         self.judge(
             AlertName::ContainerCleanupFailures,
             verdict,

@@ -234,11 +234,11 @@ fn slowdown_is_more_than_half_again_the_baseline_time() {
 
 #[test]
 fn thresholds_are_configurable() {
-    let thresholds = Thresholds {
-        staleness_iterations: 3,
-        diversity_iterations: 2,
-        ..Thresholds::default()
-    };
+    let thresholds = Thresholds::default()
+        .with_staleness_iterations(3)
+        .unwrap()
+        .with_diversity_iterations(2)
+        .unwrap();
     let mut evaluator = Evaluator::new(&thresholds);
     let mut s = summary(1);
     s.champion_staleness = 3;
@@ -255,10 +255,7 @@ fn thresholds_are_configurable() {
 
 #[test]
 fn a_stall_is_a_wait_beyond_ten_times_the_mean_and_at_least_the_floor() {
-    let th = Thresholds {
-        stall_floor: Duration::from_secs(2),
-        ..defaults()
-    };
+    let th = defaults().with_stall_floor(Duration::from_secs(2)).unwrap();
     let mut evaluator = Evaluator::new(&th);
     let running = |secs: f64| Activity {
         running_for: Some(Duration::from_secs_f64(secs)),
@@ -361,4 +358,58 @@ fn sharpe_keeps_its_floor_near_zero() {
     let mut v = vec![(0.05, 0.1); 10];
     v.extend(vec![(0.029, 0.1); 10]);
     assert_eq!(warnings_after(&v).len(), 1);
+}
+
+/// Every alert the table marks as raised in process fires from its evaluation. The
+/// match has no wildcard: a new alert does not compile until it has a case here.
+#[test]
+fn every_alert_fires_in_process() {
+    let th = defaults();
+    for alert in AlertName::ALL {
+        let mut evaluator = Evaluator::new(&th);
+        let findings = match alert {
+            AlertName::HighMemoryUsage => evaluator.on_host_memory(90, 100, &th),
+            AlertName::DiversityCollapse => {
+                let mut last = Findings::default();
+                for i in 1..=th.diversity_iterations() {
+                    let mut s = summary(i);
+                    s.diversity = Some(0.0);
+                    last = evaluator.on_iteration(&s, &th);
+                }
+                last
+            }
+            AlertName::ChampionStaleness => {
+                let mut s = summary(1);
+                s.champion_staleness = th.staleness_iterations();
+                evaluator.on_iteration(&s, &th)
+            }
+            AlertName::LowSuccessRate => {
+                let mut last = Findings::default();
+                for i in 1..=th.window() {
+                    let mut s = summary(i);
+                    s.successes = 0;
+                    last = evaluator.on_iteration(&s, &th);
+                }
+                last
+            }
+            AlertName::ContainerCleanupFailures => evaluator.on_orphans(th.orphan_limit() + 1, &th),
+            AlertName::LoopStalled => evaluator.on_clock(
+                Activity {
+                    running_for: Some(th.stall_floor() * 2),
+                    ..Activity::default()
+                },
+                &th,
+            ),
+            AlertName::LoopExited => evaluator.on_exit(
+                &crate::run::LoopExit {
+                    code: None,
+                    signal: Some(9),
+                    said_done: false,
+                },
+                &th,
+            ),
+        };
+        assert!(fired(&findings, alert), "{alert:?} did not fire");
+        assert_eq!(evaluator.states()[alert], AlertState::Firing);
+    }
 }

@@ -90,7 +90,7 @@ pub(crate) fn firing(snapshot: &Snapshot) -> Vec<Firing> {
                 snapshot.summary.iterations,
                 unix(SystemTime::now()),
                 None,
-                snapshot.thresholds.threshold_of(alert),
+                alert.threshold(&snapshot.thresholds),
             ));
             Firing {
                 alertname: alert,
@@ -138,7 +138,7 @@ pub(crate) fn snapshot_json(snapshot: &Snapshot) -> Value {
                 "alertname": alert,
                 "state": snapshot.evaluation.alerts[alert],
                 "message": alert.message(),
-                "threshold": snapshot.thresholds.threshold_of(alert),
+                "threshold": alert.threshold(&snapshot.thresholds),
                 "intervals": lane,
             })
         })

@@ -205,7 +205,7 @@ async fn sweep_orphans_periodically(
 
 /// Logs the long-run statistics (requirement 5.4) every `stats_interval`.
 async fn log_long_run_statistics(shared: Arc<Shared>, cancel: CancellationToken) {
-    let period = shared.settings.thresholds.stats_interval;
+    let period = shared.settings.thresholds.stats_interval();
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

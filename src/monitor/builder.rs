@@ -198,7 +198,7 @@ impl MonitorBuilder {
             .or_else(|| config::env_var(config::ENV_CONFIG).map(PathBuf::from));
         let thresholds = match (&self.thresholds, config_file) {
             (Some(thresholds), _) => {
-                thresholds.check()?;
+                thresholds.check_relations()?;
                 thresholds.clone()
             }
             (None, Some(path)) => Thresholds::from_file(&path)?,

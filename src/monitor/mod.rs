@@ -147,8 +147,8 @@ impl Monitor {
                     generator_url: format!("http://{local_addr}/metrics"),
                 },
                 alertmanager::Pacing {
-                    resend: settings.thresholds.alert_resend_interval,
-                    resolve_hold: settings.thresholds.alert_resolve_hold,
+                    resend: settings.thresholds.alert_resend_interval(),
+                    resolve_hold: settings.thresholds.alert_resolve_hold(),
                 },
                 pipeline
                     .instruments

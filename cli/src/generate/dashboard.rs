@@ -145,7 +145,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 q(c(&catalog::CPU_USAGE_PERCENT), "CPU (%)", "percent"),
                 q(c(&catalog::EXECUTION_TIME_SECONDS), "execution time per iteration", "s"),
                 q(format!("100 * {}", super::MEMORY_RATIO_RECORD), "memory in use of its limit (%)", "percent")
-                    .threshold(t.memory_fraction * 100.0),
+                    .threshold(t.memory_fraction() * 100.0),
             ],
         ),
         panel(
@@ -156,7 +156,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
             0,
             vec![
                 q(format!("100 * {}", c(&catalog::SUCCESS_RATE_10ITER)), "success rate (%)", "percent")
-                    .threshold(t.success_rate_floor * 100.0)
+                    .threshold(t.success_rate_floor() * 100.0)
                     .range(0.0, 100.0),
                 q(c(&catalog::SHARPE_RATIO), "Sharpe ratio", "none"),
                 q(c(&catalog::MAX_DRAWDOWN), "max drawdown", "percentunit"),
@@ -170,11 +170,11 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
             10,
             vec![
                 q(c(&catalog::POPULATION_DIVERSITY), "diversity", "none")
-                    .threshold(t.diversity_floor)
+                    .threshold(t.diversity_floor())
                     .range(0.0, 1.0),
                 q(c(&catalog::UNIQUE_STRATEGY_COUNT), "unique strategies", "short"),
                 q(c(&catalog::CHAMPION_STALENESS_ITERATIONS), "champion age (iterations)", "short")
-                    .threshold(t.staleness_iterations as f64),
+                    .threshold(t.staleness_iterations() as f64),
             ],
         ),
         panel(
@@ -191,7 +191,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                     "decmbytes",
                 ),
                 q(c(&catalog::CONTAINER_CLEANUP_FAILURES_TOTAL), "cleanup failures", "short"),
-                q(c(&catalog::ORPHANED_CONTAINERS), "orphaned containers", "short").threshold(t.orphan_limit as f64),
+                q(c(&catalog::ORPHANED_CONTAINERS), "orphaned containers", "short").threshold(t.orphan_limit() as f64),
                 q(c(&catalog::ORPHANED_PROCESSES), "orphaned processes", "short"),
             ],
         ),

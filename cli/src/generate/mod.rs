@@ -14,8 +14,7 @@ use loopwatch::Thresholds;
 
 pub use dashboard::{dashboard_expressions, grafana_dashboard, DASHBOARD_FILE};
 pub use rules::{
-    alert_expression, condition, prometheus_rules, promtool_tests, MEMORY_RATIO_RECORD, RULES_FILE,
-    RULES_TEST_FILE,
+    prometheus_rules, promtool_tests, MEMORY_RATIO_RECORD, RULES_FILE, RULES_TEST_FILE,
 };
 
 /// Writes `text` to `file` under `root`, creating its directory.

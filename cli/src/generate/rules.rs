@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use loopwatch::{catalog, AlertName, Thresholds};
+use loopwatch::{catalog, AlertName, AlertSpec, RuleSpec, Thresholds, ALERTS};
 use serde::Serialize;
 
 /// Path of the rules file, relative to the repository.
@@ -45,119 +45,16 @@ enum Rule {
     },
 }
 
-/// The PromQL expression of each alert: its condition, labelled like loopwatch's own
-/// alert for the same condition. `loopwatch_run_info` is joined in for `run_id`, and
-/// `instance` becomes the loop's host name, so with both paths pointed at one
-/// Alertmanager the two are one alert there and notify once.
-pub fn alert_expression(alert: AlertName, t: &Thresholds) -> String {
-    format!(
-        "max without (hostname) (label_replace(({}) * on(instance, job) group_left(run_id, hostname) {}, \"instance\", \"$1\", \"hostname\", \"(.*)\"))",
-        condition(alert, t),
-        catalog::RUN_INFO.name
-    )
-}
-
-/// How long a loop may wait, in PromQL: the stall factor times the rolling mean
-/// iteration time, at least the floor, as the evaluator computes it.
-fn stall_limit(t: &Thresholds) -> String {
-    format!(
-        "clamp_min({} * {}, {})",
-        t.stall_factor,
-        catalog::ROLLING_EXECUTION_TIME_SECONDS.name,
-        t.stall_floor.as_secs_f64()
-    )
-}
-
-/// The condition of each alert, written in the evaluator's own terms.
-pub fn condition(alert: AlertName, t: &Thresholds) -> String {
-    match alert {
-        AlertName::HighMemoryUsage => format!(
-            "{} / {} > {}",
-            catalog::MEMORY_USED_BYTES.name,
-            catalog::MEMORY_LIMIT_BYTES.name,
-            t.memory_fraction
-        ),
-        AlertName::DiversityCollapse => format!(
-            "{} >= {}",
-            catalog::LOW_DIVERSITY_STREAK_ITERATIONS.name,
-            t.diversity_iterations
-        ),
-        AlertName::ChampionStaleness => format!(
-            "{} >= {}",
-            catalog::CHAMPION_STALENESS_ITERATIONS.name,
-            t.staleness_iterations
-        ),
-        AlertName::LowSuccessRate => format!(
-            "{} < {} and on(instance, job) {} >= {}",
-            catalog::SUCCESS_RATE_10ITER.name,
-            t.success_rate_floor,
-            catalog::ROLLING_WINDOW_ITERATIONS.name,
-            t.window
-        ),
-        AlertName::ContainerCleanupFailures => {
-            format!("{} > {}", catalog::ORPHANED_CONTAINERS.name, t.orphan_limit)
-        }
-        AlertName::LoopStalled => {
-            let start = catalog::ITERATION_START_TIMESTAMP_SECONDS.name;
-            let end = catalog::ITERATION_END_TIMESTAMP_SECONDS.name;
-            let limit = stall_limit(t);
-            format!(
-                "((time() - {start} > on(instance, job) {limit} \
-                 and on(instance, job) {start} > {end}) \
-                 or (time() - {end} > on(instance, job) {limit} \
-                 and on(instance, job) {end} >= {start} and on(instance, job) {end} > 0)) \
-                 and on(instance, job) {} == 0",
-                catalog::LOOP_DONE.name
-            )
-        }
-        // Only the supervisor sees a child's exit status; the rule carries its verdict
-        // for the seconds `loopwatch run` lingers (LoopDown covers the time after).
-        AlertName::LoopExited => format!(
-            "{}{{alertname=\"LoopExited\"}} == 1",
-            catalog::ALERT_FIRING.name
-        ),
-    }
-}
-
-/// The Prometheus-only alert for a loop whose target is down or gone.
-const LOOP_DOWN: &str = "LoopDown";
-const LOOP_DOWN_EXPR: &str =
-    "up{job=~\"loopwatch|loopwatch-discovered\"} == 0 or absent(up{job=\"loopwatch\"})";
-
 /// The README section explaining an alert.
 fn runbook(alertname: &str) -> String {
     format!("README.md#{}", alertname.to_ascii_lowercase())
 }
 
+/// The description annotation of an alert with a rule.
 fn description(alert: AlertName, t: &Thresholds) -> String {
-    match alert {
-        AlertName::HighMemoryUsage => format!(
-            "Memory in use is {{{{ $value | humanizePercentage }}}} of the limit that kills the loop, its cgroup's or the host's (threshold {}%).",
-            t.memory_fraction * 100.0
-        ),
-        AlertName::DiversityCollapse => format!(
-            "Population diversity has been below {} for {{{{ $value }}}} consecutive iterations (threshold {}).",
-            t.diversity_floor, t.diversity_iterations
-        ),
-        AlertName::ChampionStaleness => format!(
-            "The champion has not changed for {{{{ $value }}}} iterations (threshold {}).",
-            t.staleness_iterations
-        ),
-        AlertName::LowSuccessRate => format!(
-            "Strategy success rate over the last {} iterations is {{{{ $value | humanizePercentage }}}} (threshold {}%).",
-            t.window,
-            t.success_rate_floor * 100.0
-        ),
-        AlertName::ContainerCleanupFailures => format!(
-            "{{{{ $value }}}} orphaned containers could not be removed (threshold {}).",
-            t.orphan_limit
-        ),
-        AlertName::LoopStalled => format!(
-            "The loop has waited {{{{ $value }}}} s without an iteration starting or ending (limit: {} times the mean iteration time, at least {} s).",
-            t.stall_factor,
-            t.stall_floor.as_secs_f64()
-        ),
-        AlertName::LoopExited => "The loop under loopwatch run exited non-zero or by a signal before it said it was done; its exit status is in metrics_final.json.".to_string(),
+    match alert.spec().rule {
+        RuleSpec::Rule { description, .. } => description(t),
+        _ => String::new(),
     }
 }
 
@@ -166,7 +63,8 @@ fn yaml(header: &str, value: &impl Serialize) -> String {
     format!("{header}{body}")
 }
 
-/// The rules file: a recording rule for the memory fraction, and the five alerts.
+/// The rules file: a recording rule for the memory fraction, and a rule for every
+/// alert of the table that has one.
 pub fn prometheus_rules(t: &Thresholds) -> String {
     let mut rules = vec![Rule::Record {
         record: MEMORY_RATIO_RECORD,
@@ -176,31 +74,24 @@ pub fn prometheus_rules(t: &Thresholds) -> String {
             catalog::MEMORY_LIMIT_BYTES.name
         ),
     }];
-    rules.extend(AlertName::ALL.into_iter().map(|alert| Rule::Alert {
-        alert: alert.as_str(),
-        expr: alert_expression(alert, t),
-        pending_for: "0s",
-        labels: BTreeMap::from([("severity", alert.severity())]),
-        annotations: BTreeMap::from([
-            ("summary", alert.message().to_string()),
-            ("description", description(alert, t)),
-            ("runbook", runbook(alert.as_str())),
-        ]),
+    rules.extend(ALERTS.iter().filter_map(|spec| match spec.rule {
+        RuleSpec::Rule {
+            expr,
+            description,
+            pending_for,
+        } => Some(Rule::Alert {
+            alert: spec.name,
+            expr: expr(t),
+            pending_for,
+            labels: BTreeMap::from([("severity", spec.severity.as_str())]),
+            annotations: BTreeMap::from([
+                ("summary", spec.message.to_string()),
+                ("description", description(t)),
+                ("runbook", spec.runbook.to_string()),
+            ]),
+        }),
+        _ => None,
     }));
-    rules.push(Rule::Alert {
-        alert: LOOP_DOWN,
-        expr: LOOP_DOWN_EXPR.to_string(),
-        pending_for: "1m",
-        labels: BTreeMap::from([("severity", "critical")]),
-        annotations: BTreeMap::from([
-            ("summary", "Loop target down".to_string()),
-            (
-                "description",
-                "Prometheus has not scraped the loop for a minute: it crashed, hangs outside loopwatch, or its host is unreachable.".to_string(),
-            ),
-            ("runbook", runbook(LOOP_DOWN)),
-        ]),
-    });
     yaml(
         "# Generated by `loopwatch rules` from the catalog and loopwatch::Thresholds; do not edit.\n\
          # The alerts mirror loopwatch's in-process evaluator: same names, summaries,\n\
@@ -311,12 +202,12 @@ fn series(name: &str, values: String) -> InputSeries {
 
 /// Boundary tests for every alert: it fires at its threshold and not one step before.
 pub fn promtool_tests(t: &Thresholds) -> String {
-    let below_memory = t.memory_fraction - 0.001;
-    let above_memory = t.memory_fraction + 0.001;
-    let n = t.diversity_iterations;
-    let s = t.staleness_iterations;
-    let w = t.window;
-    let low_rate = t.success_rate_floor - 0.01;
+    let below_memory = t.memory_fraction() - 0.001;
+    let above_memory = t.memory_fraction() + 0.001;
+    let n = t.diversity_iterations();
+    let s = t.staleness_iterations();
+    let w = t.window();
+    let low_rate = t.success_rate_floor() - 0.01;
     let described = |alert, placeholder: &str, value: String| {
         description(alert, t).replace(placeholder, &value)
     };
@@ -373,7 +264,7 @@ pub fn promtool_tests(t: &Thresholds) -> String {
             vec![
                 series(
                     catalog::SUCCESS_RATE_10ITER.name,
-                    format!("{} {} {}", t.success_rate_floor, low_rate, low_rate),
+                    format!("{} {} {}", t.success_rate_floor(), low_rate, low_rate),
                 ),
                 series(
                     catalog::ROLLING_WINDOW_ITERATIONS.name,
@@ -392,14 +283,14 @@ pub fn promtool_tests(t: &Thresholds) -> String {
             AlertName::ContainerCleanupFailures,
             vec![series(
                 catalog::ORPHANED_CONTAINERS.name,
-                format!("{} {}", t.orphan_limit, t.orphan_limit + 1),
+                format!("{} {}", t.orphan_limit(), t.orphan_limit() + 1),
             )],
             &["0m"],
             "1m",
             described(
                 AlertName::ContainerCleanupFailures,
                 "{{ $value }}",
-                (t.orphan_limit + 1).to_string(),
+                (t.orphan_limit() + 1).to_string(),
             ),
         ),
         stall_test(t, &described),
@@ -418,7 +309,7 @@ pub fn promtool_tests(t: &Thresholds) -> String {
         ),
     ];
     let mut tests = tests;
-    tests.push(loop_down_test());
+    tests.push(loop_down_test(t));
     yaml(
         "# Generated by `loopwatch rules` from loopwatch::Thresholds; do not edit.\n\
          # Each alert at its boundary: quiet one step before the threshold, firing at it.\n",
@@ -434,8 +325,8 @@ pub fn promtool_tests(t: &Thresholds) -> String {
 /// iterations of 1 s. The limit is the larger of the factor times 1 s and the floor;
 /// quiet at the limit, firing at the next evaluation (rules run every 5 s).
 fn stall_test(t: &Thresholds, described: &dyn Fn(AlertName, &str, String) -> String) -> TestCase {
-    let limit = (t.stall_factor * 1.0)
-        .max(t.stall_floor.as_secs_f64())
+    let limit = (t.stall_factor() * 1.0)
+        .max(t.stall_floor().as_secs_f64())
         .ceil() as u64;
     let started = 60u64;
     let at_limit = format!("{}s", started + limit);
@@ -471,34 +362,43 @@ fn stall_test(t: &Thresholds, described: &dyn Fn(AlertName, &str, String) -> Str
     case
 }
 
+/// The Prometheus-only row of the table named `name`.
+fn prometheus_only(name: &str) -> &'static AlertSpec {
+    ALERTS
+        .iter()
+        .find(|spec| spec.name == name)
+        .expect("a row of the alert table")
+}
+
 /// LoopDown: the target down for a minute fires; just gone down does not yet.
-fn loop_down_test() -> TestCase {
+fn loop_down_test(t: &Thresholds) -> TestCase {
+    let spec = prometheus_only("LoopDown");
+    let RuleSpec::Rule { description, .. } = spec.rule else {
+        unreachable!("LoopDown is a rule")
+    };
     TestCase {
-        name: format!("{LOOP_DOWN} fires after a minute down"),
+        name: format!("{} fires after a minute down", spec.name),
         interval: "1m",
         input_series: vec![series("up", "1 0 0 0".into())],
         alert_rule_test: vec![
             AlertTest {
                 eval_time: "1m".into(),
-                alertname: LOOP_DOWN,
+                alertname: spec.name,
                 exp_alerts: Vec::new(),
             },
             AlertTest {
                 eval_time: "2m".into(),
-                alertname: LOOP_DOWN,
+                alertname: spec.name,
                 exp_alerts: vec![ExpectedAlert {
                     exp_labels: BTreeMap::from([
-                        ("severity", "critical"),
+                        ("severity", spec.severity.as_str()),
                         ("instance", "loop:8000"),
                         ("job", "loopwatch"),
                     ]),
                     exp_annotations: BTreeMap::from([
-                        ("summary", "Loop target down".to_string()),
-                        (
-                            "description",
-                            "Prometheus has not scraped the loop for a minute: it crashed, hangs outside loopwatch, or its host is unreachable.".to_string(),
-                        ),
-                        ("runbook", runbook(LOOP_DOWN)),
+                        ("summary", spec.message.to_string()),
+                        ("description", description(t)),
+                        ("runbook", spec.runbook.to_string()),
                     ]),
                 }],
             },

@@ -427,10 +427,10 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                         p.success_rate_10iter.map(|r| r * 100.0)
                     })],
                     threshold: Some((
-                        t.success_rate_floor * 100.0,
+                        t.success_rate_floor() * 100.0,
                         format!(
                             "LowSuccessRate below {}%",
-                            short(t.success_rate_floor * 100.0)
+                            short(t.success_rate_floor() * 100.0)
                         ),
                     )),
                     fixed_max: Some(100.0),
@@ -467,8 +467,8 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     unit: Unit::Ratio,
                     series: vec![series("diversity", history, |p| p.population_diversity)],
                     threshold: Some((
-                        t.diversity_floor,
-                        format!("collapse below {}", short(t.diversity_floor)),
+                        t.diversity_floor(),
+                        format!("collapse below {}", short(t.diversity_floor())),
                     )),
                     fixed_max: Some(1.0),
                     marks: &none,
@@ -490,8 +490,8 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                         Some(p.champion_staleness_iterations as f64)
                     })],
                     threshold: Some((
-                        t.staleness_iterations as f64,
-                        format!("stale at {}", t.staleness_iterations),
+                        t.staleness_iterations() as f64,
+                        format!("stale at {}", t.staleness_iterations()),
                     )),
                     fixed_max: None,
                     marks: &champions,
@@ -524,8 +524,8 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     unit: Unit::Count,
                     series: vec![series("failures", history, |p| Some(p.cleanup_failures))],
                     threshold: Some((
-                        t.orphan_limit as f64,
-                        format!("alert above {}", t.orphan_limit),
+                        t.orphan_limit() as f64,
+                        format!("alert above {}", t.orphan_limit()),
                     )),
                     fixed_max: None,
                     marks: &none,

@@ -1,0 +1,395 @@
+//! The alert table (Contract 2): every alert loopwatch or its Prometheus rules raise,
+//! one row each with its name, severity, message, threshold keys, runbook and rule,
+//! plus the alert states and the watched rolling values. Every layer speaks this
+//! vocabulary: the evaluator decides, the exporters label and deliver, the generated
+//! rules come from the rows.
+
+mod promql;
+
+use enum_map::Enum;
+use serde::Serialize;
+
+use crate::config::Thresholds;
+
+/// How urgent an alert is: its `severity` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Severity {
+    /// The process or the host is at risk: someone should look now.
+    Critical,
+    /// The search is going wrong: someone should look soon.
+    Warning,
+}
+
+impl Severity {
+    /// The `severity` label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// The Prometheus rule of an alert, or why it has none.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum RuleSpec {
+    /// A generated alerting rule.
+    Rule {
+        /// The PromQL expression, with the alert's labels.
+        expr: fn(&Thresholds) -> String,
+        /// The `description` annotation (may use `{{ $value }}`).
+        description: fn(&Thresholds) -> String,
+        /// The rule's `for`.
+        pending_for: &'static str,
+    },
+    /// Only loopwatch's own evaluator raises it, for this reason.
+    InProcessOnly(&'static str),
+}
+
+/// Whether loopwatch's own evaluator raises an alert, or why not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Evaluated {
+    /// In process: this [`AlertName`].
+    InProcess(AlertName),
+    /// Only Prometheus raises it, for this reason.
+    PrometheusOnly(&'static str),
+}
+
+/// One row of the alert table: everything about one alert that every layer uses.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct AlertSpec {
+    /// The `alertname` label.
+    pub name: &'static str,
+    /// Its `severity` label.
+    pub severity: Severity,
+    /// The fixed message: log text and the Alertmanager summary (Contract 2).
+    pub message: &'static str,
+    /// The [`Thresholds`] keys it reads.
+    pub threshold_keys: &'static [&'static str],
+    /// Its runbook: a section of the README (`README.md#<anchor>`).
+    pub runbook: &'static str,
+    /// Its Prometheus rule, or why it has none.
+    pub rule: RuleSpec,
+    /// Whether the in-process evaluator raises it.
+    pub evaluated: Evaluated,
+    /// The threshold shown beside its value.
+    pub threshold: fn(&Thresholds) -> f64,
+}
+
+/// The alert table: one row per alert. A row with a variant name becomes an
+/// [`AlertName`] (raised in process); a row under `@prometheus_only` is a rule alone.
+/// Each row also becomes an entry of [`ALERTS`].
+macro_rules! alert_table {
+    (
+        $(
+            $(#[doc = $doc:literal])*
+            $variant:ident {
+                severity: $severity:ident,
+                message: $message:literal,
+                runbook: $runbook:literal,
+                thresholds: [$($key:literal),*],
+                threshold: $threshold:expr,
+                rule: $rule:expr,
+            }
+        )*
+        @prometheus_only {
+            $(
+                $(#[doc = $pdoc:literal])*
+                $pname:ident {
+                    severity: $pseverity:ident,
+                    message: $pmessage:literal,
+                    runbook: $prunbook:literal,
+                    thresholds: [$($pkey:literal),*],
+                    rule: $prule:expr,
+                    why: $why:literal,
+                }
+            )*
+        }
+    ) => {
+        /// The alerts loopwatch's evaluator raises, with their fixed names and
+        /// messages (Contract 2). New alerts may be added: match with a wildcard arm.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Enum)]
+        #[non_exhaustive]
+        pub enum AlertName {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl AlertName {
+            /// Every alert raised in process, in a fixed order.
+            pub const ALL: [AlertName; [$(stringify!($variant)),*].len()] =
+                [$(AlertName::$variant,)*];
+
+            /// Its row of the alert table.
+            pub const fn spec(self) -> &'static AlertSpec {
+                match self {
+                    $(AlertName::$variant => &ALERTS[AlertName::$variant as usize],)*
+                }
+            }
+        }
+
+        /// Every alert, raised in process or by Prometheus alone, in a fixed order:
+        /// the in-process ones first, in [`AlertName`] order.
+        pub const ALERTS: &[AlertSpec] = &[
+            $(AlertSpec {
+                name: stringify!($variant),
+                severity: Severity::$severity,
+                message: $message,
+                threshold_keys: &[$($key),*],
+                runbook: $runbook,
+                rule: $rule,
+                evaluated: Evaluated::InProcess(AlertName::$variant),
+                threshold: $threshold,
+            },)*
+            $(AlertSpec {
+                name: stringify!($pname),
+                severity: Severity::$pseverity,
+                message: $pmessage,
+                threshold_keys: &[$($pkey),*],
+                runbook: $prunbook,
+                rule: $prule,
+                evaluated: Evaluated::PrometheusOnly($why),
+                threshold: |_| 0.0,
+            },)*
+        ];
+    };
+}
+
+/// A generated rule from the condition and description functions of [`promql`].
+macro_rules! rule {
+    ($expr:path, $description:path) => {
+        rule!($expr, $description, "0s")
+    };
+    ($expr:path, $description:path, $for:literal) => {
+        RuleSpec::Rule {
+            expr: $expr,
+            description: $description,
+            pending_for: $for,
+        }
+    };
+}
+
+alert_table! {
+    /// Memory in use above the threshold (default 80%) of the limit that kills: the
+    /// loop's cgroup limit when below host memory, else host memory.
+    HighMemoryUsage {
+        severity: Critical,
+        message: "High memory usage detected",
+        runbook: "README.md#highmemoryusage",
+        thresholds: ["memory_fraction", "memory_clear_fraction", "memory_samples"],
+        threshold: Thresholds::memory_fraction,
+        rule: rule!(promql::high_memory, promql::high_memory_description),
+    }
+    /// Diversity below the floor for N consecutive iterations (default 0.1 for 5).
+    DiversityCollapse {
+        severity: Warning,
+        message: "Diversity collapse detected",
+        runbook: "README.md#diversitycollapse",
+        thresholds: ["diversity_floor", "diversity_iterations"],
+        threshold: Thresholds::diversity_floor,
+        rule: rule!(promql::diversity_collapse, promql::diversity_collapse_description),
+    }
+    /// The champion unchanged for N iterations (default 20).
+    ChampionStaleness {
+        severity: Warning,
+        message: "Champion staleness detected",
+        runbook: "README.md#championstaleness",
+        thresholds: ["staleness_iterations"],
+        threshold: |t| t.staleness_iterations() as f64,
+        rule: rule!(promql::champion_staleness, promql::champion_staleness_description),
+    }
+    /// Success rate below the floor over a full window (default 20% over 10).
+    LowSuccessRate {
+        severity: Warning,
+        message: "Low success rate detected",
+        runbook: "README.md#lowsuccessrate",
+        thresholds: ["success_rate_floor", "window"],
+        threshold: Thresholds::success_rate_floor,
+        rule: rule!(promql::low_success_rate, promql::low_success_rate_description),
+    }
+    /// More orphaned containers than the limit (default 3).
+    ContainerCleanupFailures {
+        severity: Critical,
+        message: "Container cleanup failures detected",
+        runbook: "README.md#containercleanupfailures",
+        thresholds: ["orphan_limit"],
+        threshold: |t| t.orphan_limit() as f64,
+        rule: rule!(promql::cleanup_failures, promql::cleanup_failures_description),
+    }
+    /// An iteration running, or no new one started after the last ended, far longer
+    /// than usual (default: 10 × the rolling mean iteration time, at least 60 s).
+    LoopStalled {
+        severity: Critical,
+        message: "Loop stall detected",
+        runbook: "README.md#loopstalled",
+        thresholds: ["stall_factor", "stall_floor"],
+        threshold: |t| t.stall_floor().as_secs_f64(),
+        rule: rule!(promql::loop_stalled, promql::loop_stalled_description),
+    }
+    /// A supervised loop (`loopwatch run`) exited non-zero or by a signal without
+    /// having said it was done.
+    LoopExited {
+        severity: Critical,
+        message: "Unexpected loop exit detected",
+        runbook: "README.md#loopexited",
+        thresholds: [],
+        // Any failing exit status.
+        threshold: |_| 0.0,
+        rule: rule!(promql::loop_exited, promql::loop_exited_description),
+    }
+    @prometheus_only {
+        /// Prometheus cannot scrape the loop.
+        LoopDown {
+            severity: Critical,
+            message: "Loop target down",
+            runbook: "README.md#loopdown",
+            thresholds: [],
+            rule: rule!(promql::loop_down, promql::loop_down_description, "1m"),
+            why: "a loop that died cannot report its own death; only its scraper can",
+        }
+    }
+}
+
+impl AlertName {
+    /// The `alertname` label.
+    ///
+    /// ```
+    /// assert_eq!(loopwatch::AlertName::LowSuccessRate.as_str(), "LowSuccessRate");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// The fixed message, used as log text and as the Alertmanager summary.
+    ///
+    /// ```
+    /// assert_eq!(
+    ///     loopwatch::AlertName::DiversityCollapse.message(),
+    ///     "Diversity collapse detected"
+    /// );
+    /// ```
+    pub const fn message(self) -> &'static str {
+        self.spec().message
+    }
+
+    /// The `severity` label: `critical` where the process or host is at risk.
+    ///
+    /// ```
+    /// assert_eq!(loopwatch::AlertName::HighMemoryUsage.severity(), "critical");
+    /// ```
+    pub const fn severity(self) -> &'static str {
+        self.spec().severity.as_str()
+    }
+
+    /// The threshold its value is compared against, as shown beside the value.
+    pub fn threshold(self, thresholds: &Thresholds) -> f64 {
+        (self.spec().threshold)(thresholds)
+    }
+}
+
+/// Where an alert stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// The condition does not hold.
+    #[default]
+    Inactive,
+    /// The condition holds but not yet for long enough (a streak still short of its
+    /// length, a success rate over a window not yet full).
+    Pending,
+    /// The condition holds: the alert has fired and stays firing until it clears.
+    Firing,
+}
+
+/// A rolling quantity compared against its baseline, and so the subject of a
+/// degradation or slowdown warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Enum)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Watched {
+    /// `success_rate_10iter`: lower is worse.
+    SuccessRate,
+    /// `avg_sharpe_10iter`: lower is worse.
+    AvgSharpe,
+    /// `avg_diversity_10iter`: lower is worse.
+    AvgDiversity,
+    /// Mean iteration time over the window: higher is worse (the slowdown warning).
+    ExecutionTime,
+}
+
+impl Watched {
+    /// Every watched quantity, in a fixed order.
+    pub(crate) const ALL: [Watched; 4] = [
+        Watched::SuccessRate,
+        Watched::AvgSharpe,
+        Watched::AvgDiversity,
+        Watched::ExecutionTime,
+    ];
+
+    /// The `metric` label: the exported metric the quantity is published as.
+    pub(crate) const fn metric(self) -> &'static str {
+        use crate::catalog;
+        match self {
+            Watched::SuccessRate => catalog::SUCCESS_RATE_10ITER.name,
+            Watched::AvgSharpe => catalog::AVG_SHARPE_10ITER.name,
+            Watched::AvgDiversity => catalog::AVG_DIVERSITY_10ITER.name,
+            Watched::ExecutionTime => catalog::EXECUTION_TIME_SECONDS.name,
+        }
+    }
+
+    /// The fixed warning text (Contract 2).
+    pub(crate) const fn warning(self) -> &'static str {
+        match self {
+            Watched::ExecutionTime => "Performance slowdown detected",
+            _ => "Performance degradation detected",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lists_hold_every_variant_once() {
+        let alerts: std::collections::HashSet<_> = AlertName::ALL.into_iter().collect();
+        assert_eq!(
+            alerts.len(),
+            enum_map::EnumMap::<AlertName, ()>::default().len()
+        );
+        let watched: std::collections::HashSet<_> = Watched::ALL.into_iter().collect();
+        assert_eq!(
+            watched.len(),
+            enum_map::EnumMap::<Watched, ()>::default().len()
+        );
+        for (i, alert) in AlertName::ALL.iter().enumerate() {
+            assert_eq!(alert.into_usize(), i, "ALL is in declaration order");
+            assert_eq!(ALERTS[i].evaluated, Evaluated::InProcess(*alert));
+            assert_eq!(alert.spec().name, format!("{alert:?}"));
+        }
+        let names: std::collections::HashSet<_> = ALERTS.iter().map(|a| a.name).collect();
+        assert_eq!(names.len(), ALERTS.len(), "alert names are unique");
+        for spec in ALERTS {
+            for key in spec.threshold_keys {
+                assert!(
+                    Thresholds::KEYS.contains(key),
+                    "{}: unknown key {key}",
+                    spec.name
+                );
+            }
+            if let RuleSpec::InProcessOnly(why) = spec.rule {
+                assert!(!why.is_empty(), "{} says why it has no rule", spec.name);
+            }
+            if let Evaluated::PrometheusOnly(why) = spec.evaluated {
+                assert!(
+                    !why.is_empty(),
+                    "{} says why it is not raised in process",
+                    spec.name
+                );
+            }
+        }
+    }
+}

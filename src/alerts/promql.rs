@@ -1,0 +1,151 @@
+//! The Prometheus side of each alert: its condition in PromQL over the metrics
+//! loopwatch exports, written in the evaluator's own terms, and its description.
+//! `loopwatch rules` turns them into the rules file.
+
+use crate::catalog;
+use crate::config::Thresholds;
+
+/// An alert over one loop's own gauges, labelled like loopwatch's own alert for the
+/// same condition: `loopwatch_run_info` is joined in for `run_id`, and `instance`
+/// becomes the loop's host name, so with both paths pointed at one Alertmanager the
+/// two are one alert there and notify once.
+fn as_loop_alert(condition: String) -> String {
+    format!(
+        "max without (hostname) (label_replace(({condition}) * on(instance, job) group_left(run_id, hostname) {}, \"instance\", \"$1\", \"hostname\", \"(.*)\"))",
+        catalog::RUN_INFO.name
+    )
+}
+
+/// How long a loop may wait, in PromQL: the stall factor times the rolling mean
+/// iteration time, at least the floor, as the evaluator computes it.
+fn stall_limit(t: &Thresholds) -> String {
+    format!(
+        "clamp_min({} * {}, {})",
+        t.stall_factor(),
+        catalog::ROLLING_EXECUTION_TIME_SECONDS.name,
+        t.stall_floor().as_secs_f64()
+    )
+}
+
+pub(super) fn high_memory(t: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "{} / {} > {}",
+        catalog::MEMORY_USED_BYTES.name,
+        catalog::MEMORY_LIMIT_BYTES.name,
+        t.memory_fraction()
+    ))
+}
+
+pub(super) fn high_memory_description(t: &Thresholds) -> String {
+    format!(
+        "Memory in use is {{{{ $value | humanizePercentage }}}} of the limit that kills the loop, its cgroup's or the host's (threshold {}%).",
+        t.memory_fraction() * 100.0
+    )
+}
+
+pub(super) fn diversity_collapse(t: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "{} >= {}",
+        catalog::LOW_DIVERSITY_STREAK_ITERATIONS.name,
+        t.diversity_iterations()
+    ))
+}
+
+pub(super) fn diversity_collapse_description(t: &Thresholds) -> String {
+    format!(
+        "Population diversity has been below {} for {{{{ $value }}}} consecutive iterations (threshold {}).",
+        t.diversity_floor(),
+        t.diversity_iterations()
+    )
+}
+
+pub(super) fn champion_staleness(t: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "{} >= {}",
+        catalog::CHAMPION_STALENESS_ITERATIONS.name,
+        t.staleness_iterations()
+    ))
+}
+
+pub(super) fn champion_staleness_description(t: &Thresholds) -> String {
+    format!(
+        "The champion has not changed for {{{{ $value }}}} iterations (threshold {}).",
+        t.staleness_iterations()
+    )
+}
+
+pub(super) fn low_success_rate(t: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "{} < {} and on(instance, job) {} >= {}",
+        catalog::SUCCESS_RATE_10ITER.name,
+        t.success_rate_floor(),
+        catalog::ROLLING_WINDOW_ITERATIONS.name,
+        t.window()
+    ))
+}
+
+pub(super) fn low_success_rate_description(t: &Thresholds) -> String {
+    format!(
+        "Strategy success rate over the last {} iterations is {{{{ $value | humanizePercentage }}}} (threshold {}%).",
+        t.window(),
+        t.success_rate_floor() * 100.0
+    )
+}
+
+pub(super) fn cleanup_failures(t: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "{} > {}",
+        catalog::ORPHANED_CONTAINERS.name,
+        t.orphan_limit()
+    ))
+}
+
+pub(super) fn cleanup_failures_description(t: &Thresholds) -> String {
+    format!(
+        "{{{{ $value }}}} orphaned containers could not be removed (threshold {}).",
+        t.orphan_limit()
+    )
+}
+
+pub(super) fn loop_stalled(t: &Thresholds) -> String {
+    let start = catalog::ITERATION_START_TIMESTAMP_SECONDS.name;
+    let end = catalog::ITERATION_END_TIMESTAMP_SECONDS.name;
+    let limit = stall_limit(t);
+    as_loop_alert(format!(
+        "((time() - {start} > on(instance, job) {limit} \
+         and on(instance, job) {start} > {end}) \
+         or (time() - {end} > on(instance, job) {limit} \
+         and on(instance, job) {end} >= {start} and on(instance, job) {end} > 0)) \
+         and on(instance, job) {} == 0",
+        catalog::LOOP_DONE.name
+    ))
+}
+
+pub(super) fn loop_stalled_description(t: &Thresholds) -> String {
+    format!(
+        "The loop has waited {{{{ $value }}}} s without an iteration starting or ending (limit: {} times the mean iteration time, at least {} s).",
+        t.stall_factor(),
+        t.stall_floor().as_secs_f64()
+    )
+}
+
+/// Only the supervisor sees a child's exit status; the rule carries its verdict for
+/// the seconds `loopwatch run` lingers (LoopDown covers the time after).
+pub(super) fn loop_exited(_: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "{}{{alertname=\"LoopExited\"}} == 1",
+        catalog::ALERT_FIRING.name
+    ))
+}
+
+pub(super) fn loop_exited_description(_: &Thresholds) -> String {
+    "The loop under loopwatch run exited non-zero or by a signal before it said it was done; its exit status is in metrics_final.json.".to_string()
+}
+
+pub(super) fn loop_down(_: &Thresholds) -> String {
+    "up{job=~\"loopwatch|loopwatch-discovered\"} == 0 or absent(up{job=\"loopwatch\"})".to_string()
+}
+
+pub(super) fn loop_down_description(_: &Thresholds) -> String {
+    "Prometheus has not scraped the loop for a minute: it crashed, hangs outside loopwatch, or its host is unreachable.".to_string()
+}
