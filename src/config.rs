@@ -36,6 +36,9 @@ pub(crate) const ENV_CONFIG: &str = "LOOPWATCH_CONFIG";
 pub(crate) const ENV_WEB_CONFIG: &str = "LOOPWATCH_WEB_CONFIG";
 /// Environment override of [`MonitorBuilder::register`](crate::MonitorBuilder::register).
 pub(crate) const ENV_REGISTER_DIR: &str = "LOOPWATCH_REGISTER_DIR";
+/// Environment variable forcing where container numbers come from: `cgroup` (never
+/// fall back to the stats API) or `docker_api` (always the stats API).
+pub(crate) const ENV_CONTAINER_STATS: &str = "LOOPWATCH_CONTAINER_STATS";
 /// Standard variables whose presence switches the OTLP export on.
 pub(crate) const OTLP_ENDPOINT_VARIABLES: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -74,6 +77,134 @@ pub(crate) struct Settings {
     pub(crate) web_config: Option<PathBuf>,
     /// Directory of Prometheus file_sd targets this loop registers in, if any.
     pub(crate) register_dir: Option<PathBuf>,
+    /// Where container numbers come from.
+    pub(crate) container_stats: ContainerStats,
+}
+
+/// Where container numbers come from (`LOOPWATCH_CONTAINER_STATS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum ContainerStats {
+    /// The cgroup files, falling back to Docker's stats API where they cannot be read.
+    #[default]
+    Automatic,
+    /// The cgroup files only.
+    CgroupOnly,
+    /// Docker's stats API only.
+    DockerApi,
+}
+
+/// What a program chose on the builder; `None` leaves the setting to the environment
+/// and then the default.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Choices {
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) output_dir: Option<PathBuf>,
+    pub(crate) alertmanager_urls: Option<Vec<String>>,
+    pub(crate) sample_interval: Option<Duration>,
+    pub(crate) handle_signals: bool,
+    pub(crate) final_export: Option<bool>,
+    pub(crate) thresholds: Option<Thresholds>,
+    pub(crate) config_file: Option<PathBuf>,
+    pub(crate) containers: Option<bool>,
+    pub(crate) orphan_sweep_interval: Option<Duration>,
+    pub(crate) otlp: Option<bool>,
+    pub(crate) web_config: Option<PathBuf>,
+    pub(crate) register_dir: Option<PathBuf>,
+}
+
+/// Reads the process environment; unset and empty (or blank) both mean "not given".
+pub(crate) fn process_environment(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Resolves every setting, the one place that does: the builder's choice, else the
+/// environment variable (read through `env`, so tests need no process environment),
+/// else the documented default. Every `LOOPWATCH_*` variable is read here.
+pub(crate) fn resolve(
+    choices: &Choices,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, Error> {
+    let listen = match choices.listen {
+        Some(addr) => addr,
+        None => match env(ENV_LISTEN) {
+            Some(value) => parse_listen(ENV_LISTEN, &value)?,
+            None => parse_listen("DEFAULT_LISTEN", DEFAULT_LISTEN)?,
+        },
+    };
+    let alertmanager_urls = match &choices.alertmanager_urls {
+        Some(urls) => {
+            parse_alertmanager_urls("MonitorBuilder::alertmanager_urls", &urls.join(","))?
+        }
+        None => match env(ENV_ALERTMANAGER_URLS) {
+            Some(value) => parse_alertmanager_urls(ENV_ALERTMANAGER_URLS, &value)?,
+            None => Vec::new(),
+        },
+    };
+    let sample_interval = match choices.sample_interval {
+        Some(interval) if interval < MIN_SAMPLE_INTERVAL => {
+            return Err(invalid(
+                "MonitorBuilder::sample_interval",
+                &format!("{interval:?}"),
+                "the period must be at least 10ms",
+            ))
+        }
+        Some(interval) => interval,
+        None => match env(ENV_SAMPLE_INTERVAL) {
+            Some(value) => parse_interval(ENV_SAMPLE_INTERVAL, &value)?,
+            None => DEFAULT_SAMPLE_INTERVAL,
+        },
+    };
+    let config_file = choices
+        .config_file
+        .clone()
+        .or_else(|| env(ENV_CONFIG).map(PathBuf::from));
+    let thresholds = match (&choices.thresholds, config_file) {
+        (Some(thresholds), _) => {
+            thresholds.check_relations()?;
+            thresholds.clone()
+        }
+        (None, Some(path)) => Thresholds::from_file(&path)?,
+        (None, None) => Thresholds::default(),
+    };
+    let container_stats = match env(ENV_CONTAINER_STATS).as_deref() {
+        None | Some("auto") => ContainerStats::Automatic,
+        Some("cgroup") => ContainerStats::CgroupOnly,
+        Some("docker_api") => ContainerStats::DockerApi,
+        Some(other) => {
+            return Err(invalid(
+                ENV_CONTAINER_STATS,
+                other,
+                "expected auto, cgroup or docker_api",
+            ))
+        }
+    };
+    let path_setting = |chosen: &Option<PathBuf>, variable: &str| {
+        chosen.clone().or_else(|| env(variable).map(PathBuf::from))
+    };
+    Ok(Settings {
+        listen,
+        output_dir: path_setting(&choices.output_dir, ENV_OUTPUT_DIR)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUT_DIR)),
+        alertmanager_urls,
+        sample_interval,
+        handle_signals: choices.handle_signals,
+        final_export: choices.final_export.unwrap_or(true),
+        thresholds,
+        containers: cfg!(feature = "docker") && choices.containers.unwrap_or(true),
+        orphan_sweep_interval: choices
+            .orphan_sweep_interval
+            .unwrap_or(DEFAULT_ORPHAN_SWEEP_INTERVAL)
+            .max(MIN_SAMPLE_INTERVAL),
+        web_config: path_setting(&choices.web_config, ENV_WEB_CONFIG),
+        register_dir: path_setting(&choices.register_dir, ENV_REGISTER_DIR),
+        otlp: choices
+            .otlp
+            .unwrap_or_else(|| OTLP_ENDPOINT_VARIABLES.iter().any(|v| env(v).is_some())),
+        container_stats,
+    })
 }
 
 /// How far below `memory_fraction` HighMemoryUsage resolves when
@@ -460,14 +591,6 @@ impl std::str::FromStr for Thresholds {
     }
 }
 
-/// Reads one environment variable; unset and empty both mean "not given".
-pub(crate) fn env_var(name: &'static str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
 fn invalid(variable: &'static str, value: &str, reason: impl Into<String>) -> Error {
     Error::InvalidSetting {
         variable,
@@ -521,6 +644,38 @@ pub(crate) fn parse_alertmanager_urls(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_builder_wins_over_the_environment_which_wins_over_the_defaults() {
+        let env = |name: &str| match name {
+            ENV_LISTEN => Some("127.0.0.1:9100".to_string()),
+            ENV_SAMPLE_INTERVAL => Some("250ms".to_string()),
+            ENV_CONTAINER_STATS => Some("cgroup".to_string()),
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://collector:4318".to_string()),
+            _ => None,
+        };
+        let from_env = resolve(&Choices::default(), &env).unwrap();
+        assert_eq!(from_env.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(from_env.sample_interval, Duration::from_millis(250));
+        assert_eq!(from_env.container_stats, ContainerStats::CgroupOnly);
+        assert!(from_env.otlp);
+        let chosen = Choices {
+            listen: Some("127.0.0.1:9200".parse().unwrap()),
+            otlp: Some(false),
+            ..Choices::default()
+        };
+        let from_builder = resolve(&chosen, &env).unwrap();
+        assert_eq!(from_builder.listen, "127.0.0.1:9200".parse().unwrap());
+        assert!(!from_builder.otlp);
+        let defaults = resolve(&Choices::default(), &|_: &str| None).unwrap();
+        assert_eq!(defaults.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(defaults.output_dir, PathBuf::from(DEFAULT_OUTPUT_DIR));
+        assert_eq!(defaults.thresholds, Thresholds::default());
+        assert_eq!(defaults.container_stats, ContainerStats::Automatic);
+        let bad = |name: &str| (name == ENV_CONTAINER_STATS).then(|| "gpu".to_string());
+        let err = resolve(&Choices::default(), &bad).unwrap_err().to_string();
+        assert!(err.contains(ENV_CONTAINER_STATS), "{err}");
+    }
 
     #[test]
     fn listen_addresses() {

@@ -76,7 +76,10 @@ pub use config::Thresholds;
 pub use error::{CollectError, Error};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{Intake, Iteration, Monitor, MonitorBuilder, ShutdownReport};
-pub use owner::{LiveProcesses, Owner, ProcessTable, SweepReport};
+pub use owner::{
+    LiveProcesses, Owner, ProcessTable, SweepReport, LABEL_MANAGED, LABEL_OWNER_HOST,
+    LABEL_OWNER_PID, LABEL_OWNER_START_TIME, LABEL_RUN_ID,
+};
 pub use processes::{
     cleanup_orphaned_processes, MarkedProcess, ProcessSweepReport, ENV_OWNER, ENV_RUN_ID,
 };

@@ -23,15 +23,15 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 const START_TIME_TOLERANCE: u64 = 2;
 
 /// Label marking a container as started through (or labelled by) loopwatch.
-pub(crate) const LABEL_MANAGED: &str = "loopwatch.managed";
+pub const LABEL_MANAGED: &str = "loopwatch.managed";
 /// Label carrying the run id of the loop that owns the container.
-pub(crate) const LABEL_RUN_ID: &str = "loopwatch.run_id";
+pub const LABEL_RUN_ID: &str = "loopwatch.run_id";
 /// Label carrying the owner's host name.
-pub(crate) const LABEL_OWNER_HOST: &str = "loopwatch.owner.host";
+pub const LABEL_OWNER_HOST: &str = "loopwatch.owner.host";
 /// Label carrying the owner's process id.
-pub(crate) const LABEL_OWNER_PID: &str = "loopwatch.owner.pid";
+pub const LABEL_OWNER_PID: &str = "loopwatch.owner.pid";
 /// Label carrying the owner's process start time, seconds since the Unix epoch.
-pub(crate) const LABEL_OWNER_START_TIME: &str = "loopwatch.owner.start_time";
+pub const LABEL_OWNER_START_TIME: &str = "loopwatch.owner.start_time";
 
 /// Prefix of registration files and socket directories named after their owner.
 const NAME_PREFIX: &str = "loopwatch-";
@@ -89,7 +89,7 @@ impl Owner {
     }
 
     /// The container labels naming this owner (without the run's own labels).
-    pub(crate) fn labels(&self) -> [(&'static str, String); 3] {
+    pub fn labels(&self) -> [(&'static str, String); 3] {
         [
             (LABEL_OWNER_HOST, self.host.clone()),
             (LABEL_OWNER_PID, self.pid.to_string()),
@@ -98,7 +98,7 @@ impl Owner {
     }
 
     /// The owner named by a container's labels, if all three are there and readable.
-    pub(crate) fn from_labels(labels: &HashMap<String, String>) -> Option<Owner> {
+    pub fn from_labels(labels: &HashMap<String, String>) -> Option<Owner> {
         Some(Owner::new(
             labels.get(LABEL_OWNER_HOST)?.as_str(),
             labels.get(LABEL_OWNER_PID)?.parse().ok()?,

@@ -65,11 +65,6 @@ impl StatsSource {
     }
 }
 
-/// Environment variable choosing the source of container numbers: `auto` (default:
-/// the cgroup files where readable, else the Docker stats API), `cgroup` or
-/// `docker_api`.
-pub(crate) const ENV_CONTAINER_STATS: &str = "LOOPWATCH_CONTAINER_STATS";
-
 /// Period of the safety-net re-list beside the events stream.
 const RELIST_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -164,6 +159,7 @@ impl Containers {
         identity: RunIdentity,
         runtime: tokio::runtime::Handle,
         counters: CleanupCounters,
+        source: crate::config::ContainerStats,
     ) -> Self {
         let client = connect().map_err(|e| {
             tracing::error!(error = %e, "no Docker client can be configured; container features are down");
@@ -178,10 +174,8 @@ impl Containers {
             created: Mutex::new(HashSet::new()),
             sequence: AtomicU64::new(0),
             tracked: Mutex::default(),
-            use_docker_api: AtomicBool::new(
-                crate::config::env_var(ENV_CONTAINER_STATS).as_deref() == Some("docker_api"),
-            ),
-            cgroup_only: crate::config::env_var(ENV_CONTAINER_STATS).as_deref() == Some("cgroup"),
+            use_docker_api: AtomicBool::new(source == crate::config::ContainerStats::DockerApi),
+            cgroup_only: source == crate::config::ContainerStats::CgroupOnly,
             stats: Mutex::new(StatsSampler::default()),
             sweeping: Arc::new(tokio::sync::Mutex::new(())),
             last_sweep: Mutex::new(None),

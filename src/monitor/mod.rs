@@ -167,6 +167,7 @@ impl Monitor {
                     failures: i.loopwatch_container_cleanup_failures_total.clone(),
                     cleaned: i.loopwatch_containers_cleaned_total.clone(),
                 },
+                settings.container_stats,
             ))
         };
         let endpoint_counters = EndpointCounters {

@@ -147,13 +147,14 @@ impl CgroupMemory {
     }
 
     // Used by the containers feature only.
-    #[cfg_attr(not(feature = "docker"), allow(dead_code))]
     /// The usage file, which names the cgroup's directory.
+    #[cfg_attr(not(feature = "docker"), allow(dead_code))]
     pub(crate) fn path(&self) -> &Path {
         &self.usage
     }
 
     /// The statistics file (`memory.stat`).
+    #[cfg(feature = "docker")]
     pub(crate) fn stat_path(&self) -> &Path {
         &self.stat
     }
