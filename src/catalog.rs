@@ -43,6 +43,7 @@ impl MetricKind {
 
 /// One exported metric: its name, kind, unit, description and labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MetricSpec {
     /// Exact Prometheus metric name.
     pub name: &'static str,

@@ -45,6 +45,7 @@ pub fn distinct_fraction<T: Hash + Eq>(fingerprints: impl IntoIterator<Item = T>
 
 /// Why a distance-based diversity could not be computed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DiversityError {
     /// A parameter vector's length differs from the number of bounds.
     #[error("strategy {index} has {found} parameters, the bounds describe {expected}")]

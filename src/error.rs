@@ -6,6 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// The underlying error of a dependency (the OpenTelemetry SDK, Docker's client,
+/// the Prometheus encoder), kept as a source so that its type is not part of
+/// loopwatch's API: read it through [`std::error::Error::source`].
+pub type ErrorSource = Box<dyn std::error::Error + Send + Sync>;
+
 /// Everything that can go wrong when starting a monitor or writing its final export.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -50,18 +55,19 @@ pub enum Error {
         exporter: &'static str,
         /// The SDK's reason.
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: ErrorSource,
     },
     /// The metrics could not be collected for the final export.
     #[error("cannot collect the metrics: {0}")]
     Collect(#[from] CollectError),
     /// The final JSON document could not be serialised.
     #[error("cannot serialise the final JSON document: {0}")]
-    Json(#[source] serde_json::Error),
+    Json(#[source] ErrorSource),
     /// Docker could not be reached or refused a request.
     #[cfg(feature = "docker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
     #[error("Docker is unreachable: {0}; is dockerd running and DOCKER_HOST right?")]
-    Docker(#[source] bollard::errors::Error),
+    Docker(#[source] ErrorSource),
     /// A final export file could not be written.
     #[error("cannot write {path}: {source}; check that the directory exists and is writable, or set LOOPWATCH_OUTPUT_DIR")]
     Write {
@@ -85,7 +91,7 @@ pub enum CollectError {
     Incomplete,
     /// The collected families could not be encoded as text.
     #[error("encoding the exposition failed: {0}")]
-    Encode(#[source] Arc<prometheus::Error>),
+    Encode(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The collection did not finish (its task was cancelled or panicked).
     #[error("the collection task did not finish")]
     Aborted,
@@ -98,7 +104,7 @@ pub enum CollectError {
 pub enum SandboxError {
     /// No Docker client could be configured (see `loopwatch_docker_up`).
     #[error("no Docker client could be configured: {0}")]
-    NoDocker(#[source] Arc<bollard::errors::Error>),
+    NoDocker(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// Docker refused or failed a step.
     #[error("sandbox container {step} failed: {source}")]
     Docker {
@@ -106,12 +112,12 @@ pub enum SandboxError {
         step: &'static str,
         /// Docker's answer.
         #[source]
-        source: bollard::errors::Error,
+        source: ErrorSource,
     },
     /// Docker's wait for the container ended without an answer.
     #[error("Docker ended the wait for the sandbox container without an exit code")]
     NoExitCode,
     /// The sandbox task on loopwatch's runtime did not finish (the monitor shut down).
     #[error("the sandbox task did not finish: {0}")]
-    Task(#[source] tokio::task::JoinError),
+    Task(#[source] ErrorSource),
 }

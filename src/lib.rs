@@ -38,6 +38,14 @@
 //! Cargo features: `docker` (default: container sampling, orphan cleanup and the
 //! sandbox launcher), `web-config` (default: TLS and basic auth for the endpoint),
 //! `otlp` (export to an OpenTelemetry Collector).
+//!
+//! The public API grows without breaking: the types that may gain fields or variants
+//! are `#[non_exhaustive]` and built through constructors and `with_*` setters, and
+//! errors keep their dependencies' errors as sources ([`ErrorSource`]), not as types.
+//! One dependency is part of the API on purpose: [`opentelemetry`], re-exported for
+//! [`Monitor::meter`]. loopwatch 0.1 uses opentelemetry 0.33; a loopwatch release that
+//! moves to another 0.x opentelemetry is a breaking release, and says so in its
+//! changelog.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -45,6 +53,7 @@
     rust_2018_idioms
 )]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The data flow, bottom up: shared records and vocabulary; what the loop reports and
 // what is sampled; the pure evaluator; the exporters; the monitor that joins them.
@@ -73,7 +82,7 @@ mod monitor;
 
 pub use alerts::{AlertName, AlertSpec, AlertState, Evaluated, RuleSpec, Severity, ALERTS};
 pub use config::Thresholds;
-pub use error::{CollectError, Error};
+pub use error::{CollectError, Error, ErrorSource};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{Intake, Iteration, Monitor, MonitorBuilder, ShutdownReport};
 pub use owner::{
@@ -88,11 +97,15 @@ pub use run::{IterationSummary, LoopExit, RunIdentity, RunSummary};
 pub use sample::{HostSample, HostSampler};
 
 #[cfg(feature = "docker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 pub use containers::{cleanup_orphans, sweep::ContainerSweepReport};
 #[cfg(feature = "docker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 pub use error::SandboxError;
 #[cfg(feature = "docker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 pub use sandbox::{Sandbox, SandboxOutput, SandboxSpec};
 
-/// Re-exported so users can add their own instruments without a separate dependency.
+/// Re-exported so users can add their own instruments ([`Monitor::meter`]) without a
+/// separate dependency, and with the same version loopwatch uses (0.33).
 pub use opentelemetry;

@@ -34,6 +34,7 @@ pub(crate) const TERMINATE_GRACE: Duration = Duration::from_secs(3);
 
 /// A process carrying a run's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct MarkedProcess {
     /// Its process id.
     pub pid: u32,

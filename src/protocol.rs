@@ -37,6 +37,7 @@ pub enum MetricKind {
 
 /// One message from a loop.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Message {
     /// An iteration begins; `at` is when, by the loop's clock (Unix seconds), if the
     /// line says (`"t"`), so that its duration does not depend on delivery.
@@ -104,6 +105,7 @@ pub enum Message {
 /// A batch of outcomes, summarised: the counts and sums the monitor keeps, with the
 /// values it would reject listed one by one so that each is still counted and logged.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct OutcomeSummary {
     /// Strategies that succeeded, valid values or not.
     pub successes: u64,
@@ -145,6 +147,7 @@ impl OutcomeSummary {
 
 /// Why a line was turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LineError {
     /// Not a JSON object with the fields its type needs, of the right types.
     #[error("not a JSON object with the fields its type needs")]

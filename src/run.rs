@@ -45,6 +45,7 @@ impl RunIdentity {
 
 /// What happened in one completed iteration, as handed to the evaluator.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct IterationSummary {
     /// The iteration's number (1-based).
     pub number: u64,
@@ -78,6 +79,7 @@ pub(crate) const MAX_FAILURE_REASONS: usize = 32;
 
 /// How a supervised loop's process ended (see `loopwatch run`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct LoopExit {
     /// Its exit code, when it exited by itself.
     pub code: Option<i32>,
@@ -88,10 +90,20 @@ pub struct LoopExit {
 }
 
 impl LoopExit {
+    /// An exit as the operating system reported it: its code when it exited by itself,
+    /// the signal when one ended it (neither: a failure whose status is unknown).
+    pub fn new(code: Option<i32>, signal: Option<i32>) -> Self {
+        LoopExit {
+            code,
+            signal,
+            said_done: false,
+        }
+    }
+
     /// The status a shell reports for it: the code, or 128 + the signal.
     ///
     /// ```
-    /// let killed = loopwatch::LoopExit { code: None, signal: Some(9), said_done: false };
+    /// let killed = loopwatch::LoopExit::new(None, Some(9));
     /// assert_eq!(killed.shell_status(), 137);
     /// assert!(killed.unexpected());
     /// ```
@@ -112,6 +124,7 @@ impl LoopExit {
 
 /// The whole run so far, summarised (written to `metrics_final.json`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct RunSummary {
     /// Unique id of this run.
     pub run_id: String,

@@ -25,22 +25,21 @@ const DEFAULT_PIDS: i64 = 64;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What to run in a sandbox container: [`SandboxSpec::new`] gives the defaults (256 MiB,
-/// one core, 64 processes, no network, killed after 300 s); change any field with
-/// struct update syntax.
+/// one core, 64 processes, no network, killed after 300 s); the `with_*` methods
+/// change them.
 ///
 /// ```
 /// use std::time::Duration;
-/// let spec = loopwatch::SandboxSpec {
-///     memory_bytes: 64 << 20,
-///     cpus: 0.5,
-///     timeout: Duration::from_secs(30),
-///     ..loopwatch::SandboxSpec::new("loopwatch-sandbox:1", ["sh", "-c", "echo hi"])
-/// }
-/// .bind_read_only("/usr/lib", "/usr/lib");
+/// let spec = loopwatch::SandboxSpec::new("loopwatch-sandbox:1", ["sh", "-c", "echo hi"])
+///     .with_memory_bytes(64 << 20)
+///     .with_cpus(0.5)
+///     .with_timeout(Duration::from_secs(30))
+///     .bind_read_only("/usr/lib", "/usr/lib");
 /// assert_eq!(spec.pids, 64);
 /// assert_eq!(spec.binds, ["/usr/lib:/usr/lib:ro"]);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct SandboxSpec {
     /// The image to run.
     pub image: String,
@@ -85,6 +84,48 @@ impl SandboxSpec {
         }
     }
 
+    /// Adds an environment variable.
+    pub fn with_env(mut self, key: &str, value: impl std::fmt::Display) -> Self {
+        self.env.push(format!("{key}={value}"));
+        self
+    }
+
+    /// Adds a label (loopwatch's ownership labels are added anyway).
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the memory limit in bytes.
+    pub fn with_memory_bytes(mut self, bytes: i64) -> Self {
+        self.memory_bytes = bytes;
+        self
+    }
+
+    /// Sets the CPU limit in cores.
+    pub fn with_cpus(mut self, cpus: f64) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// Sets the limit on processes.
+    pub fn with_pids(mut self, pids: i64) -> Self {
+        self.pids = pids;
+        self
+    }
+
+    /// Gives the container the default bridge network (none by default).
+    pub fn with_network(mut self, on: bool) -> Self {
+        self.network = on;
+        self
+    }
+
+    /// Sets the time before the container is killed as a runaway.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Mounts a host path into the container, read-only (code or data to run on).
     pub fn bind_read_only(mut self, host: impl AsRef<std::path::Path>, container: &str) -> Self {
         self.binds
@@ -95,6 +136,7 @@ impl SandboxSpec {
 
 /// What a sandbox run produced.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct SandboxOutput {
     /// The container's name (the `name` label of its metrics).
     pub name: String,
@@ -136,12 +178,15 @@ impl Sandbox {
             .runtime()
             .spawn(async move { run(&containers, &spec).await })
             .await
-            .unwrap_or_else(|e| Err(SandboxError::Task(e)))
+            .unwrap_or_else(|e| Err(SandboxError::Task(Box::new(e))))
     }
 }
 
 fn docker_step(step: &'static str) -> impl Fn(bollard::errors::Error) -> SandboxError {
-    move |source| SandboxError::Docker { step, source }
+    move |source| SandboxError::Docker {
+        step,
+        source: Box::new(source),
+    }
 }
 
 async fn collect_logs(docker: &Docker, id: &str) -> (String, String) {
@@ -166,7 +211,9 @@ async fn collect_logs(docker: &Docker, id: &str) -> (String, String) {
 }
 
 async fn run(containers: &Containers, spec: &SandboxSpec) -> Result<SandboxOutput, SandboxError> {
-    let docker = containers.client().map_err(SandboxError::NoDocker)?;
+    let docker = containers
+        .client()
+        .map_err(|e| SandboxError::NoDocker(e as Arc<dyn std::error::Error + Send + Sync>))?;
     let name = containers.next_name();
     let mut labels = ownership_labels(containers.identity());
     labels.extend(spec.labels.clone());

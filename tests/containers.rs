@@ -193,10 +193,10 @@ fn the_sandbox_runs_limits_collects_and_removes() {
     let monitor = monitor();
     let sandbox = monitor.sandbox();
     let ok = sandbox
-        .run(&SandboxSpec {
-            memory_bytes: 32 << 20,
-            ..SandboxSpec::new(image(), ["sh", "-c", "echo hello; echo oops >&2; exit 3"])
-        })
+        .run(
+            &SandboxSpec::new(image(), ["sh", "-c", "echo hello; echo oops >&2; exit 3"])
+                .with_memory_bytes(32 << 20),
+        )
         .unwrap();
     assert_eq!(ok.exit_code, 3);
     assert_eq!(ok.stdout.trim(), "hello");
@@ -217,10 +217,7 @@ fn the_sandbox_runs_limits_collects_and_removes() {
     // A runaway is killed at its timeout.
     let started = Instant::now();
     let runaway = sandbox
-        .run(&SandboxSpec {
-            timeout: Duration::from_secs(1),
-            ..SandboxSpec::new(image(), ["sleep", "300"])
-        })
+        .run(&SandboxSpec::new(image(), ["sleep", "300"]).with_timeout(Duration::from_secs(1)))
         .unwrap();
     assert!(runaway.timed_out);
     assert!(started.elapsed() < Duration::from_secs(30));

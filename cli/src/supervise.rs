@@ -350,19 +350,11 @@ async fn supervise(
         Ok(Err(e)) => return Some(unknown_exit(&e.to_string())),
         Err(_) => return Some(unknown_exit("the waiting thread ended")),
     };
-    Some(LoopExit {
-        code: status.code(),
-        signal: status.signal(),
-        said_done: false,
-    })
+    Some(LoopExit::new(status.code(), status.signal()))
 }
 
 /// The exit of a child whose status could not be read: a failure.
 fn unknown_exit(reason: &str) -> LoopExit {
     tracing::error!(reason, "could not wait for the loop");
-    LoopExit {
-        code: Some(1),
-        signal: None,
-        said_done: false,
-    }
+    LoopExit::new(Some(1), None)
 }

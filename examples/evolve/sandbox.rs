@@ -85,15 +85,13 @@ impl SandboxedBacktests {
                         rules: chunk.to_vec(),
                     };
                     let job = serde_json::to_string(&job).unwrap_or_default();
-                    let spec = SandboxSpec {
-                        env: vec![format!("{JOB_VARIABLE}={job}")],
-                        pids: 16,
-                        timeout: Duration::from_secs(120),
-                        ..SandboxSpec::new(&self.image, [format!("/loopwatch/{name}")])
-                    }
-                    .bind_read_only(&dir, "/loopwatch")
-                    .bind_read_only("/usr/lib", "/usr/lib")
-                    .bind_read_only("/usr/lib64", "/usr/lib64");
+                    let spec = SandboxSpec::new(&self.image, [format!("/loopwatch/{name}")])
+                        .with_env(JOB_VARIABLE, job)
+                        .with_pids(16)
+                        .with_timeout(Duration::from_secs(120))
+                        .bind_read_only(&dir, "/loopwatch")
+                        .bind_read_only("/usr/lib", "/usr/lib")
+                        .bind_read_only("/usr/lib64", "/usr/lib64");
                     let sandbox = &self.sandbox;
                     let size = chunk.len();
                     scope.spawn(move || {

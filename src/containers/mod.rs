@@ -628,7 +628,7 @@ pub fn cleanup_orphans(dry_run: bool) -> Result<ContainerSweepReport, crate::Err
         .enable_all()
         .build()
         .map_err(crate::Error::Runtime)?;
-    let docker = connect().map_err(crate::Error::Docker)?;
+    let docker = connect().map_err(|e| crate::Error::Docker(Box::new(e)))?;
     let report = runtime
         .block_on(sweep::sweep(
             &docker,
@@ -636,7 +636,7 @@ pub fn cleanup_orphans(dry_run: bool) -> Result<ContainerSweepReport, crate::Err
             &crate::owner::host_name(),
             dry_run,
         ))
-        .map_err(crate::Error::Docker)?
+        .map_err(|e| crate::Error::Docker(Box::new(e)))?
         .report;
     for (id, reason) in &report.failed {
         tracing::error!(container = %id, error = %reason, "failed to clean up orphaned container {id}");

@@ -21,6 +21,7 @@ pub const JSON_FINAL_FILE: &str = "metrics_final.json";
 
 /// Outcome of the final export, file by file: one failing does not stop the other.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct FinalExport {
     /// Path of `prometheus_metrics_final.txt`, or why it was not written.
     pub prometheus_text: Result<PathBuf, Error>,
@@ -167,7 +168,7 @@ pub(crate) fn write(
         "metrics": families_to_json(&families),
     });
     let json = serde_json::to_vec_pretty(&document)
-        .map_err(Error::Json)
+        .map_err(|e| Error::Json(Box::new(e)))
         .and_then(|bytes| write_atomically(dir, JSON_FINAL_FILE, &bytes));
     FinalExport {
         prometheus_text,

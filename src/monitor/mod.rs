@@ -38,6 +38,7 @@ const FINAL_ALERTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 
 /// What [`Monitor::shutdown`] did: the run's summary and the files it wrote.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// The run, summarised at shutdown.
     pub summary: RunSummary,
@@ -373,6 +374,7 @@ impl Monitor {
 
 /// Containers: sampling, sweeps, the sandbox launcher (cargo feature `docker`).
 #[cfg(feature = "docker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 impl Monitor {
     /// The containers of this run, when the containers feature samples and sweeps.
     fn watched_containers(&self) -> Option<&Arc<crate::containers::Containers>> {

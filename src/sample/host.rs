@@ -8,6 +8,7 @@ use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, Sys
 
 /// One reading of the host, of this process and of the loop.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
 pub struct HostSample {
     /// Resident set size of this process, in bytes.
     pub process_rss_bytes: u64,
