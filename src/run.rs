@@ -34,7 +34,7 @@ impl RunIdentity {
     }
 
     /// A run id with its owner.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "docker"))]
     pub(crate) fn new(run_id: impl Into<String>, owner: Owner) -> Self {
         RunIdentity {
             run_id: run_id.into(),

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::export::files::{self, FinalExport};
 use crate::export::Source as _;
 
-use super::shared::Shared;
+use super::hub::Shared;
 
 /// Longest time between two full orphan sweeps.
 #[cfg(feature = "docker")]
@@ -91,7 +91,7 @@ pub(super) fn finish_run(shared: &Shared) -> Option<FinalExport> {
     let export = files::write(
         &shared.settings.output_dir,
         &shared.snapshot(),
-        shared.pipeline.gather(),
+        shared.pipeline().gather(),
     );
     for (file, outcome) in [("text", &export.prometheus_text), ("json", &export.json)] {
         match outcome {

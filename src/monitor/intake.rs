@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use opentelemetry::metrics::{Counter, Gauge};
 
+use super::hub::Shared;
 use super::iteration::IterationState;
-use super::shared::{lock, Shared};
+use super::judge::lock;
 use crate::protocol::{self, LineError, Message, MetricKind};
 use crate::record::{Population, Rejection};
 
@@ -170,7 +171,7 @@ impl Intake {
             }
             Message::Dropped { count } => {
                 shared
-                    .pipeline
+                    .pipeline()
                     .instruments
                     .loopwatch_client_dropped_events_total
                     .add(count, &[]);
@@ -232,7 +233,7 @@ impl Intake {
         } else {
             description
         };
-        let meter = self.shared.pipeline.user_meter();
+        let meter = self.shared.pipeline().user_meter();
         let instrument = match kind {
             MetricKind::Gauge => {
                 let gauge = meter

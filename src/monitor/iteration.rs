@@ -5,7 +5,7 @@ use std::time::Instant;
 use crate::record::{Observations, Population, Rejection};
 use crate::run::{EventKind, IterationSummary};
 
-use super::shared::Shared;
+use super::hub::Shared;
 
 /// An iteration in progress, started by [`Monitor::start_iteration`](crate::Monitor::start_iteration).
 ///
@@ -80,7 +80,7 @@ impl IterationState {
 
     pub(super) fn failure(&mut self, shared: &Shared, reason: &str) {
         self.observations.failure();
-        shared.lock_run().count_failure_reason(reason);
+        shared.ledger.run().count_failure_reason(reason);
     }
 
     /// A batch of outcomes summarised by a client: the same counts, sums and
@@ -101,7 +101,7 @@ impl IterationState {
     /// `n` failures with the same reason, tallied at once.
     pub(super) fn failures(&mut self, shared: &Shared, reason: &str, n: u64) {
         self.observations.failures(n);
-        shared.lock_run().count_failure_reasons(reason, n);
+        shared.ledger.run().count_failure_reasons(reason, n);
     }
 
     pub(super) fn population(&mut self, shared: &Shared, population: Population<'_>) {
@@ -110,15 +110,11 @@ impl IterationState {
         let Some(champion) = population.champion else {
             return;
         };
-        if shared.lock_run().observe_champion(champion, self.number) {
+        if shared.ledger.run().observe_champion(champion, self.number) {
             self.champion_changed = true;
-            let instruments = &shared.pipeline.instruments;
-            instruments.loopwatch_champion_changes_total.add(1, &[]);
-            instruments
-                .loopwatch_champion_changed_timestamp_seconds
-                .record(crate::run::unix_seconds(std::time::SystemTime::now()), &[]);
+            shared.publisher.champion_changed();
             tracing::info!(iteration = self.number, champion, "champion changed");
-            shared.push_event(
+            shared.ledger.push_event(
                 self.number,
                 EventKind::ChampionChanged {
                     champion: champion.to_string(),
@@ -140,7 +136,7 @@ impl IterationState {
     ) -> IterationSummary {
         let o = &self.observations;
         let staleness = {
-            let mut run = shared.lock_run();
+            let mut run = shared.ledger.run();
             if let Some(best) = self.best_sharpe {
                 run.observe_sharpe(best);
             }

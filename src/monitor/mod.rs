@@ -4,10 +4,13 @@
 
 mod background;
 mod builder;
+mod findings;
+mod hub;
 mod intake;
 mod iteration;
-mod shared;
-mod state;
+mod judge;
+mod ledger;
+mod publish;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -31,7 +34,7 @@ use crate::export::Source;
 use crate::pipeline::Pipeline;
 use crate::run::{RunIdentity, RunSummary};
 use crate::sample::HostSampler;
-use shared::{Parts, Shared};
+use hub::{Parts, Shared};
 
 /// Longest wait for Alertmanager to take the final alert state when a monitor closes.
 const FINAL_ALERTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -228,7 +231,7 @@ impl Monitor {
     /// Counters get no `_total` and no unit suffix added: name them as they should be
     /// exported. Names loopwatch already exports are refused (logged, not exported).
     pub fn meter(&self) -> Meter {
-        self.shared.pipeline.user_meter().clone()
+        self.shared.pipeline().user_meter().clone()
     }
 
     /// The address the metrics endpoint actually listens on.
@@ -364,7 +367,7 @@ impl Monitor {
                 runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             }
         }
-        self.shared.pipeline.shutdown();
+        self.shared.pipeline().shutdown();
         ShutdownReport {
             summary: self.shared.summary(),
             files,

@@ -1,14 +1,171 @@
-//! The run's bookkeeping: totals, champion tracking, failure reasons, and the bounded
-//! history and event log the dashboard and the final export read.
+//! The part of the monitor that keeps the run's ledger: totals, champion tracking,
+//! failure reasons, the bounded history and event log the page and the final export
+//! read, the samplers' latest readings, and what the process sweeps did.
 
-use std::collections::{BTreeMap, VecDeque};
+#[cfg(feature = "docker")]
+use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use crate::run::{Event, HistoryPoint, RunSummary, HISTORY_LEN, MAX_EVENTS, MAX_FAILURE_REASONS};
+use crate::evaluate::{Transition, WarningChange};
+use crate::export::{LiveContainer, ProcessTally};
+use crate::run::{
+    Event, EventKind, HistoryPoint, RunSummary, HISTORY_LEN, MAX_EVENTS, MAX_FAILURE_REASONS,
+};
+use crate::sample::HostSample;
 
-/// Mutable run bookkeeping, behind the monitor's mutex.
+use super::findings::FindingSink;
+use super::judge::lock;
+
+/// The ledger's parts, each behind its own lock. No method holds two of them at once.
 #[derive(Debug)]
-pub(crate) struct RunState {
+pub(super) struct Ledger {
+    run: Mutex<RunLedger>,
+    latest: Mutex<Latest>,
+    housekeeping: Mutex<Housekeeping>,
+}
+
+/// The latest sampler readings, for the history points and the page.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Latest {
+    pub(super) host: Option<HostSample>,
+    pub(super) active_containers: u64,
+    pub(super) container_memory_bytes: u64,
+    pub(super) cleanup_failures: u64,
+}
+
+/// What the process sweeps found and did, the processes given up on, and this run's
+/// running containers.
+#[derive(Debug, Default)]
+struct Housekeeping {
+    tally: ProcessTally,
+    /// Processes (pid, start ticks) that could not be terminated: not retried.
+    given_up: HashSet<(u32, u64)>,
+    /// This run's running containers, with when loopwatch first saw each.
+    containers: Vec<LiveContainer>,
+    #[cfg(feature = "docker")]
+    first_seen: HashMap<String, SystemTime>,
+}
+
+impl Ledger {
+    pub(super) fn new(started_at: SystemTime) -> Self {
+        Ledger {
+            run: Mutex::new(RunLedger::new(started_at)),
+            latest: Mutex::default(),
+            housekeeping: Mutex::default(),
+        }
+    }
+
+    /// The run's bookkeeping, locked.
+    pub(super) fn run(&self) -> MutexGuard<'_, RunLedger> {
+        lock(&self.run)
+    }
+
+    /// Keeps an event of iteration `iteration`.
+    pub(super) fn push_event(&self, iteration: u64, kind: EventKind) {
+        self.run().push_event(Event {
+            at: SystemTime::now(),
+            iteration,
+            kind,
+        });
+    }
+
+    /// The latest sampler readings.
+    pub(super) fn latest(&self) -> Latest {
+        *lock(&self.latest)
+    }
+
+    /// Changes the latest sampler readings.
+    pub(super) fn update_latest(&self, update: impl FnOnce(&mut Latest)) {
+        update(&mut lock(&self.latest));
+    }
+
+    /// The processes given up on so far.
+    pub(super) fn processes_given_up(&self) -> HashSet<(u32, u64)> {
+        lock(&self.housekeeping).given_up.clone()
+    }
+
+    /// Folds a process sweep into the tally.
+    pub(super) fn process_sweep(
+        &self,
+        given_up: impl IntoIterator<Item = (u32, u64)>,
+        cleaned: usize,
+        failed: usize,
+        remaining: usize,
+    ) {
+        let mut book = lock(&self.housekeeping);
+        book.given_up.extend(given_up);
+        book.tally.orphaned_now = remaining as u64;
+        book.tally.cleaned_total += cleaned as u64;
+        book.tally.failures_total += failed as u64;
+    }
+
+    /// What the process sweeps found and did.
+    pub(super) fn process_tally(&self) -> ProcessTally {
+        lock(&self.housekeeping).tally
+    }
+
+    /// Keeps this run's running containers, each with when it was first seen.
+    #[cfg(feature = "docker")]
+    pub(super) fn live_containers(&self, stats: &[crate::containers::stats::ContainerStat]) {
+        let now = SystemTime::now();
+        let mut book = lock(&self.housekeeping);
+        book.first_seen
+            .retain(|name, _| stats.iter().any(|s| &s.name == name));
+        let mut live = Vec::with_capacity(stats.len());
+        for stat in stats {
+            let since = *book.first_seen.entry(stat.name.clone()).or_insert(now);
+            live.push(LiveContainer {
+                name: stat.name.clone(),
+                memory_bytes: stat.memory_bytes,
+                cpu_percent: stat.cpu_percent,
+                age_seconds: now.duration_since(since).unwrap_or_default().as_secs_f64(),
+            });
+        }
+        live.sort_by(|a, b| a.name.cmp(&b.name));
+        book.containers = live;
+    }
+
+    /// This run's running containers at the last sample.
+    pub(super) fn containers(&self) -> Vec<LiveContainer> {
+        lock(&self.housekeeping).containers.clone()
+    }
+}
+
+/// The event log: every alert that fired or resolved, every warning that started or
+/// cleared.
+impl FindingSink for Ledger {
+    fn transition(&self, t: &Transition) {
+        self.push_event(
+            t.iteration,
+            EventKind::Alert {
+                alertname: t.alert,
+                state: t.state,
+                message: t.alert.message(),
+                value: t.value.is_finite().then_some(t.value),
+                threshold: t.threshold,
+            },
+        );
+    }
+
+    fn warning(&self, w: &WarningChange) {
+        self.push_event(
+            w.iteration,
+            EventKind::Warning {
+                metric: w.watched.metric(),
+                message: w.watched.warning(),
+                started: w.started,
+                value: w.value,
+                baseline: w.baseline,
+            },
+        );
+    }
+}
+
+/// The run's bookkeeping, behind the ledger's lock.
+#[derive(Debug)]
+pub(crate) struct RunLedger {
     pub(crate) started_at: SystemTime,
     pub(crate) iterations: u64,
     pub(crate) successes: u64,
@@ -36,9 +193,9 @@ pub(crate) struct RunState {
 /// Completed iterations whose failure reasons the dashboard shows beside the run's.
 pub(crate) const RECENT_ITERATIONS: usize = 10;
 
-impl RunState {
+impl RunLedger {
     pub(crate) fn new(started_at: SystemTime) -> Self {
-        RunState {
+        RunLedger {
             started_at,
             iterations: 0,
             successes: 0,
@@ -192,7 +349,7 @@ mod tests {
 
     #[test]
     fn staleness_counts_iterations_since_the_champion_changed() {
-        let mut state = RunState::new(SystemTime::now());
+        let mut state = RunLedger::new(SystemTime::now());
         let tick = Duration::from_millis(1);
         assert_eq!(state.complete(tick, 1, 0, false), 0, "no champion yet");
         assert!(state.observe_champion("a", 2));
@@ -211,7 +368,7 @@ mod tests {
 
     #[test]
     fn failure_reasons_are_bounded() {
-        let mut state = RunState::new(SystemTime::now());
+        let mut state = RunLedger::new(SystemTime::now());
         for i in 0..100 {
             state.count_failure_reason(&format!("reason {i}"));
         }

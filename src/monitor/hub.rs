@@ -1,0 +1,368 @@
+//! [`Shared`]: what the loop's handle, the endpoint and the background tasks share,
+//! and the steps that join the monitor's three parts — the [`Judge`] decides, the
+//! [`Publisher`] records instruments, the [`Ledger`] keeps the run's books — when an
+//! iteration ends, a sample arrives or a sweep finishes. It is the exporters'
+//! [`Source`]: they read snapshots of it, never its fields.
+//!
+//! # Locks
+//!
+//! The judge's evaluator, the ledger's run, latest readings and housekeeping, and the
+//! host sampler are each behind their own mutex. No step holds two at once: each takes
+//! one, copies or decides what it needs, and lets it go before the next. Findings are
+//! dispatched with no lock held (the ledger's event log takes its own). So there is no
+//! lock order to keep, and none can deadlock.
+
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use crate::alerts::AlertName;
+use crate::config::Settings;
+use crate::error::CollectError;
+use crate::evaluate::Findings;
+use crate::export::alertmanager::AlertSink;
+use crate::export::{Evaluation, Snapshot, Source};
+use crate::pipeline::{encode_text, Pipeline};
+use crate::record::Rejections;
+use crate::run::{unix_seconds, HistoryPoint, IterationSummary, LoopExit, RunIdentity, RunSummary};
+use crate::sample::{CgroupMemory, HostSampler};
+
+use super::findings::{dispatch, FindingSink, Log};
+use super::judge::{lock, Judge, Judged};
+use super::ledger::{Latest, Ledger};
+use super::publish::Publisher;
+
+/// Shared between the loop's handle, the endpoint and the background tasks.
+pub(super) struct Shared {
+    pub(super) settings: Settings,
+    pub(super) identity: RunIdentity,
+    pub(super) publisher: Publisher,
+    pub(super) judge: Judge,
+    pub(super) ledger: Ledger,
+    pub(super) rejections: Rejections,
+    pub(super) local_addr: SocketAddr,
+    pub(super) next_iteration: AtomicU64,
+    pub(super) stop_requested: AtomicBool,
+    pub(super) closed: AtomicBool,
+    #[cfg(feature = "docker")]
+    pub(super) containers: std::sync::Arc<crate::containers::Containers>,
+    host_sampler: Mutex<HostSampler>,
+    /// The loop's memory cgroup, whose limit HighMemoryUsage uses when it is lower
+    /// than host memory.
+    cgroup: Option<CgroupMemory>,
+    alert_sink: Option<AlertSink>,
+}
+
+/// The parts a [`Shared`] is assembled from.
+pub(super) struct Parts {
+    pub(super) settings: Settings,
+    pub(super) identity: RunIdentity,
+    pub(super) pipeline: Pipeline,
+    pub(super) local_addr: SocketAddr,
+    pub(super) host_sampler: HostSampler,
+    pub(super) started_at: SystemTime,
+    pub(super) alert_sink: Option<AlertSink>,
+    #[cfg(feature = "docker")]
+    pub(super) containers: std::sync::Arc<crate::containers::Containers>,
+}
+
+impl Shared {
+    pub(super) fn new(parts: Parts) -> Self {
+        let rejections = Rejections::new(
+            parts
+                .pipeline
+                .instruments
+                .loopwatch_rejected_observations_total
+                .clone(),
+        );
+        let shared = Shared {
+            judge: Judge::new(parts.settings.thresholds.clone()),
+            settings: parts.settings,
+            identity: parts.identity,
+            publisher: Publisher {
+                pipeline: parts.pipeline,
+            },
+            ledger: Ledger::new(parts.started_at),
+            rejections,
+            local_addr: parts.local_addr,
+            next_iteration: AtomicU64::new(1),
+            stop_requested: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            #[cfg(feature = "docker")]
+            containers: parts.containers,
+            host_sampler: Mutex::new(parts.host_sampler),
+            cgroup: CgroupMemory::of_current_process(),
+            alert_sink: parts.alert_sink,
+        };
+        shared.sample_host();
+        shared
+    }
+
+    /// The pipeline serving loopwatch's and the user's instruments.
+    pub(super) fn pipeline(&self) -> &Pipeline {
+        &self.publisher.pipeline
+    }
+
+    pub(super) fn request_stop(&self) -> bool {
+        self.stop_requested.swap(true, Ordering::SeqCst)
+    }
+
+    /// The run so far, summarised.
+    pub(super) fn summary(&self) -> RunSummary {
+        self.ledger.run().summary(&self.identity.run_id)
+    }
+
+    /// The evaluator's whole state at this instant.
+    pub(super) fn evaluation(&self) -> Evaluation {
+        self.judge.evaluation()
+    }
+
+    /// Hands what an evaluation found to the log, the gauges, the event log and
+    /// Alertmanager.
+    fn deliver(&self, findings: &Findings) {
+        if findings.transitions.is_empty() && findings.warnings.is_empty() {
+            return;
+        }
+        let log = Log {
+            run_id: &self.identity.run_id,
+        };
+        let alertmanager = self
+            .alert_sink
+            .as_ref()
+            .map(|sink| sink as &dyn FindingSink);
+        dispatch(
+            findings,
+            &log,
+            &[Some(&self.publisher), Some(&self.ledger), alertmanager],
+        );
+    }
+
+    /// A completed iteration: judged, published, delivered, and kept as a history
+    /// point.
+    pub(super) fn record_iteration(&self, summary: &IterationSummary) {
+        self.publisher.iteration(summary);
+        let (findings, judged) = self.judge.iteration(summary);
+        self.publisher.judged(&judged);
+        self.deliver(&findings);
+        let latest = self.ledger.latest();
+        let mut run = self.ledger.run();
+        let point = history_point(summary, &judged, &latest, run.best_sharpe);
+        run.push_history(point);
+    }
+
+    /// An iteration starts: stamps it, and re-evaluates LoopStalled if it fires (a
+    /// loop stuck between iterations is stuck no more).
+    pub(super) fn iteration_started(&self, number: u64) {
+        self.publisher.iteration_started(number);
+        if self.judge.iteration_started() {
+            self.check_liveness();
+        }
+    }
+
+    /// Evaluates LoopStalled now.
+    pub(super) fn check_liveness(&self) {
+        let findings = self.judge.clock();
+        self.deliver(&findings);
+    }
+
+    /// A supervised loop's process ended: records how, evaluates LoopExited, and
+    /// stops stall checks (nothing more is coming).
+    pub(super) fn loop_exited(&self, mut exit: LoopExit) {
+        let findings = self.judge.exit(&mut exit);
+        self.ledger.run().loop_exit = Some(exit);
+        if exit.unexpected() {
+            tracing::error!(code = ?exit.code, signal = ?exit.signal, "the loop exited before it said it was done");
+        } else {
+            tracing::info!(code = ?exit.code, signal = ?exit.signal, said_done = exit.said_done, "the loop exited");
+        }
+        self.deliver(&findings);
+        self.done();
+    }
+
+    /// Runs a process sweep (blocking: it waits out the grace period of any process it
+    /// terminates) and publishes what it found: `run` is this run's id once its loop
+    /// has exited, `None` for a sweep for dead owners only.
+    pub(super) fn sweep_processes(
+        &self,
+        run: Option<&str>,
+    ) -> crate::processes::ProcessSweepReport {
+        let skip = self.ledger.processes_given_up();
+        let report = crate::processes::sweep(run, false, &skip);
+        let (cleaned, failed) = (report.cleaned.len(), report.failed.len());
+        self.publisher
+            .process_sweep(cleaned, failed, report.remaining());
+        self.ledger.process_sweep(
+            crate::processes::given_up(&report),
+            cleaned,
+            failed,
+            report.remaining(),
+        );
+        if run.is_some() {
+            self.ledger.run().processes_left_behind =
+                report.failed.iter().map(|(p, _)| p.clone()).collect();
+        }
+        report
+    }
+
+    /// Watches a supervised loop's process tree instead of this process.
+    pub(super) fn watch_process_tree(&self, root_pid: u32) {
+        *lock(&self.host_sampler) = HostSampler::for_process_tree(root_pid);
+    }
+
+    /// The loop has said it is done: waiting from now on is not a stall.
+    pub(super) fn done(&self) {
+        if self.judge.done() {
+            self.publisher.done();
+            self.check_liveness();
+        }
+    }
+
+    /// Takes one host and process sample, publishes it and evaluates HighMemoryUsage.
+    pub(super) fn sample_host(&self) {
+        let sample = catch_unwind(AssertUnwindSafe(|| lock(&self.host_sampler).tick()));
+        let Ok(sample) = sample else {
+            tracing::error!("the host sampler panicked; its gauges keep their last values");
+            return;
+        };
+        // The limit that kills: the cgroup's, when it is below host memory.
+        let host = (
+            sample.host_memory_used_bytes,
+            sample.host_memory_total_bytes,
+        );
+        let (used, limit) = match self.cgroup.as_ref().and_then(CgroupMemory::read) {
+            Some(reading) => match reading.limit_bytes {
+                Some(limit) if limit < sample.host_memory_total_bytes => {
+                    (reading.working_set_bytes, limit)
+                }
+                _ => host,
+            },
+            None => host,
+        };
+        self.publisher.host(&sample, used, limit);
+        self.ledger
+            .update_latest(|latest| latest.host = Some(sample));
+        let findings = self.judge.host_memory(used, limit);
+        self.deliver(&findings);
+    }
+
+    /// Feeds the orphans left after a sweep to ContainerCleanupFailures and the gauge.
+    pub(super) fn report_orphans(&self, orphans: u64) {
+        self.publisher.orphaned_containers(orphans);
+        let findings = self.judge.orphans(orphans);
+        self.deliver(&findings);
+    }
+
+    /// Publishes one container sample (or Docker being down).
+    #[cfg(feature = "docker")]
+    pub(super) fn publish_containers(
+        &self,
+        containers: &crate::containers::Containers,
+        sample: Option<crate::containers::ContainerSample>,
+    ) {
+        self.publisher.containers(containers, sample.as_ref());
+        let cleanup_failures = containers.cleanup_failures();
+        self.ledger.update_latest(|latest| {
+            latest.cleanup_failures = cleanup_failures;
+            if let Some(sample) = &sample {
+                latest.active_containers = sample.active;
+                latest.container_memory_bytes = sample.stats.iter().map(|s| s.memory_bytes).sum();
+            }
+        });
+        if let Some(sample) = &sample {
+            self.ledger.live_containers(&sample.stats);
+        }
+    }
+
+    /// The Alertmanager delivery, when URLs are configured.
+    pub(super) fn alert_sink(&self) -> Option<&AlertSink> {
+        self.alert_sink.as_ref()
+    }
+
+    /// Whether the alert is firing now.
+    pub(super) fn is_firing(&self, alert: AlertName) -> bool {
+        self.judge.is_firing(alert)
+    }
+
+    /// The containers feature's state, as written to `metrics_final.json`.
+    fn containers_json(&self) -> serde_json::Value {
+        #[cfg(feature = "docker")]
+        if self.settings.containers {
+            let c = &self.containers;
+            return serde_json::json!({
+                "enabled": true,
+                "docker_up": c.is_up(),
+                "last_sweep": c.last_sweep(),
+                "shutdown": c.shutdown_report(),
+            });
+        }
+        serde_json::json!({ "enabled": false })
+    }
+}
+
+/// The point the page draws for a completed iteration.
+fn history_point(
+    summary: &IterationSummary,
+    judged: &Judged,
+    latest: &Latest,
+    best_sharpe: Option<f64>,
+) -> HistoryPoint {
+    let host = latest.host.unwrap_or_default();
+    HistoryPoint {
+        iteration: summary.number,
+        at: unix_seconds(SystemTime::now()),
+        best_sharpe,
+        execution_time_seconds: summary.duration.as_secs_f64(),
+        memory_usage_bytes: host.loop_rss_bytes as f64,
+        cpu_usage_percent: host.loop_cpu_percent,
+        success_rate_10iter: judged.rolling.success_rate,
+        sharpe_ratio: summary.mean_sharpe,
+        max_drawdown: summary.mean_max_drawdown,
+        population_diversity: summary.diversity,
+        unique_strategy_count: summary.unique_strategies,
+        champion_staleness_iterations: summary.champion_staleness,
+        champion_changed: summary.champion_changed,
+        active_containers: latest.active_containers as f64,
+        container_memory_bytes: latest.container_memory_bytes as f64,
+        cleanup_failures: latest.cleanup_failures as f64,
+        alerts_firing: judged.firing,
+    }
+}
+
+impl Source for Shared {
+    fn identity(&self) -> &RunIdentity {
+        &self.identity
+    }
+
+    fn exposition(&self) -> Result<String, CollectError> {
+        encode_text(&self.pipeline().gather()?)
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let evaluation = self.evaluation();
+        let (summary, history, (events, events_dropped), recent_failure_reasons) = {
+            let run = self.ledger.run();
+            (
+                run.summary(&self.identity.run_id),
+                run.history(),
+                run.events(),
+                run.recent_failure_reasons(),
+            )
+        };
+        Snapshot {
+            identity: self.identity.clone(),
+            summary,
+            thresholds: self.settings.thresholds.clone(),
+            evaluation,
+            history,
+            events,
+            events_dropped,
+            containers: self.containers_json(),
+            live_containers: self.ledger.containers(),
+            processes: self.ledger.process_tally(),
+            recent_failure_reasons,
+            recent_iterations: super::ledger::RECENT_ITERATIONS,
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The part of the monitor that judges: the evaluator with the thresholds it owns,
+//! and the loop's liveness (when iterations start and end) for LoopStalled. Every
+//! method takes the evaluator's lock for one evaluation and returns what it found;
+//! publishing and delivering are the caller's.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use enum_map::EnumMap;
+
+use crate::alerts::{AlertName, AlertState, Watched};
+use crate::config::Thresholds;
+use crate::evaluate::{Activity, Evaluator, Findings, RollingValues};
+use crate::export::Evaluation;
+use crate::run::{IterationSummary, LoopExit};
+
+/// Locks a mutex, taking the data even if a panicking thread poisoned it: every value
+/// behind the monitor's locks is valid after any single update.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// When iterations start and end, for LoopStalled: nanoseconds since `epoch`, plus
+/// one so that 0 means "never" (atomics, so the loop's thread takes no lock).
+#[derive(Debug)]
+struct Liveness {
+    epoch: Instant,
+    running_since: AtomicU64,
+    last_end: AtomicU64,
+    done: AtomicBool,
+    /// Whether LoopStalled fires, so that starting an iteration re-evaluates it only
+    /// then (the loop's thread takes the evaluator's lock no more than it must).
+    stalled: AtomicBool,
+}
+
+impl Liveness {
+    fn stamp(&self, at: Instant) -> u64 {
+        u64::try_from(at.duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    fn since(&self, stamp: u64, now: Instant) -> Option<Duration> {
+        (stamp != 0).then(|| {
+            now.duration_since(self.epoch)
+                .saturating_sub(Duration::from_nanos(stamp - 1))
+        })
+    }
+
+    fn activity(&self, now: Instant) -> Activity {
+        let running = self.since(self.running_since.load(Ordering::Relaxed), now);
+        Activity {
+            running_for: running,
+            idle_for: running
+                .is_none()
+                .then(|| self.since(self.last_end.load(Ordering::Relaxed), now))
+                .flatten(),
+            done: self.done.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The evaluator's published quantities after an iteration: rolling values,
+/// baselines and the low-diversity streak.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Judged {
+    pub(super) rolling: RollingValues,
+    pub(super) baselines: EnumMap<Watched, Option<f64>>,
+    pub(super) low_diversity_streak: u64,
+    /// Alerts firing after the iteration.
+    pub(super) firing: u8,
+}
+
+/// The evaluator, its thresholds and the loop's liveness.
+#[derive(Debug)]
+pub(super) struct Judge {
+    thresholds: Thresholds,
+    evaluator: Mutex<Evaluator>,
+    liveness: Liveness,
+}
+
+impl Judge {
+    pub(super) fn new(thresholds: Thresholds) -> Self {
+        Judge {
+            evaluator: Mutex::new(Evaluator::new(&thresholds)),
+            thresholds,
+            liveness: Liveness {
+                epoch: Instant::now(),
+                running_since: AtomicU64::new(0),
+                last_end: AtomicU64::new(0),
+                done: AtomicBool::new(false),
+                stalled: AtomicBool::new(false),
+            },
+        }
+    }
+
+    /// Evaluates with the lock held, then keeps the stall flag in step.
+    fn evaluate<R>(&self, judge: impl FnOnce(&mut Evaluator, &Thresholds) -> R) -> R {
+        let mut evaluator = lock(&self.evaluator);
+        let result = judge(&mut evaluator, &self.thresholds);
+        let stalled = evaluator.states()[AlertName::LoopStalled] == AlertState::Firing;
+        self.liveness.stalled.store(stalled, Ordering::Relaxed);
+        result
+    }
+
+    /// An iteration starts; returns whether LoopStalled fires and so needs a look now
+    /// (a loop stuck between iterations is stuck no more).
+    pub(super) fn iteration_started(&self) -> bool {
+        let stamp = self.liveness.stamp(Instant::now());
+        self.liveness.running_since.store(stamp, Ordering::Relaxed);
+        self.liveness.stalled.load(Ordering::Relaxed)
+    }
+
+    /// A completed iteration: its rules and warnings, and LoopStalled again now that
+    /// its time is in the rolling mean.
+    pub(super) fn iteration(&self, summary: &IterationSummary) -> (Findings, Judged) {
+        let now = Instant::now();
+        self.liveness
+            .last_end
+            .store(self.liveness.stamp(now), Ordering::Relaxed);
+        self.liveness.running_since.store(0, Ordering::Relaxed);
+        let activity = self.liveness.activity(now);
+        self.evaluate(|evaluator, th| {
+            let mut findings = evaluator.on_iteration(summary, th);
+            findings
+                .transitions
+                .extend(evaluator.on_clock(activity, th).transitions);
+            let firing = evaluator
+                .states()
+                .values()
+                .filter(|s| **s == AlertState::Firing)
+                .count();
+            let judged = Judged {
+                rolling: evaluator.rolling(),
+                baselines: evaluator.baselines(),
+                low_diversity_streak: evaluator.low_diversity_streak(),
+                firing: u8::try_from(firing).unwrap_or(u8::MAX),
+            };
+            (findings, judged)
+        })
+    }
+
+    /// LoopStalled, now.
+    pub(super) fn clock(&self) -> Findings {
+        let activity = self.liveness.activity(Instant::now());
+        self.evaluate(|evaluator, th| evaluator.on_clock(activity, th))
+    }
+
+    /// HighMemoryUsage on a sample of memory in use against the limit that kills.
+    pub(super) fn host_memory(&self, used: u64, limit: u64) -> Findings {
+        self.evaluate(|evaluator, th| evaluator.on_host_memory(used, limit, th))
+    }
+
+    /// ContainerCleanupFailures on the orphans left.
+    pub(super) fn orphans(&self, orphans: u64) -> Findings {
+        self.evaluate(|evaluator, th| evaluator.on_orphans(orphans, th))
+    }
+
+    /// LoopExited on a supervised loop's exit (`said_done` is filled in from `done`).
+    pub(super) fn exit(&self, exit: &mut LoopExit) -> Findings {
+        exit.said_done |= self.is_done();
+        self.evaluate(|evaluator, th| evaluator.on_exit(exit, th))
+    }
+
+    /// The loop has said it is done; true the first time.
+    pub(super) fn done(&self) -> bool {
+        !self.liveness.done.swap(true, Ordering::Relaxed)
+    }
+
+    /// Whether the loop has said it is done.
+    pub(super) fn is_done(&self) -> bool {
+        self.liveness.done.load(Ordering::Relaxed)
+    }
+
+    /// The evaluator's whole state at this instant.
+    pub(super) fn evaluation(&self) -> Evaluation {
+        let evaluator = lock(&self.evaluator);
+        Evaluation {
+            rolling: evaluator.rolling(),
+            alerts: evaluator.states(),
+            baselines: evaluator.baselines(),
+            warnings: evaluator.warnings_active(),
+            low_diversity_streak: evaluator.low_diversity_streak(),
+        }
+    }
+
+    /// Whether the alert is firing now.
+    pub(super) fn is_firing(&self, alert: AlertName) -> bool {
+        lock(&self.evaluator).states()[alert] == AlertState::Firing
+    }
+}

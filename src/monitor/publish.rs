@@ -1,0 +1,212 @@
+//! The part of the monitor that publishes: loopwatch's instruments, recorded from
+//! what the loop reported, what the samplers read and what the judge decided. It
+//! holds no state of its own beyond the pipeline.
+
+use std::time::SystemTime;
+
+use opentelemetry::metrics::Gauge;
+use opentelemetry::KeyValue;
+
+use crate::alerts::AlertState;
+use crate::evaluate::{Transition, WarningChange};
+use crate::pipeline::Pipeline;
+use crate::run::{unix_seconds, IterationSummary};
+use crate::sample::HostSample;
+
+use super::findings::FindingSink;
+use super::judge::Judged;
+
+/// Records a value into a gauge when there is one; otherwise the gauge keeps its last.
+fn record_present(gauge: &Gauge<f64>, value: Option<f64>) {
+    if let Some(value) = value {
+        gauge.record(value, &[]);
+    }
+}
+
+/// loopwatch's instruments and the pipeline that serves them.
+#[derive(Debug)]
+pub(super) struct Publisher {
+    pub(super) pipeline: Pipeline,
+}
+
+impl Publisher {
+    /// An iteration starts.
+    pub(super) fn iteration_started(&self, number: u64) {
+        let i = &self.pipeline.instruments;
+        i.iteration_number.record(number as f64, &[]);
+        i.loopwatch_iteration_start_timestamp_seconds
+            .record(unix_seconds(SystemTime::now()), &[]);
+    }
+
+    /// A completed iteration's values.
+    pub(super) fn iteration(&self, summary: &IterationSummary) {
+        let i = &self.pipeline.instruments;
+        i.loopwatch_iteration_end_timestamp_seconds
+            .record(unix_seconds(SystemTime::now()), &[]);
+        i.execution_time_seconds
+            .record(summary.duration.as_secs_f64(), &[]);
+        i.strategy_success_total.add(summary.successes, &[]);
+        i.strategy_failure_total.add(summary.failures, &[]);
+        // An iteration without valid values leaves the previous ones standing.
+        record_present(&i.sharpe_ratio, summary.mean_sharpe);
+        record_present(&i.max_drawdown, summary.mean_max_drawdown);
+        record_present(&i.population_diversity, summary.diversity);
+        record_present(
+            &i.unique_strategy_count,
+            summary.unique_strategies.map(|u| u as f64),
+        );
+        i.champion_staleness_iterations
+            .record(summary.champion_staleness as f64, &[]);
+    }
+
+    /// The champion changed.
+    pub(super) fn champion_changed(&self) {
+        let i = &self.pipeline.instruments;
+        i.loopwatch_champion_changes_total.add(1, &[]);
+        i.loopwatch_champion_changed_timestamp_seconds
+            .record(unix_seconds(SystemTime::now()), &[]);
+    }
+
+    /// The evaluator's rolling values, baselines and streak.
+    pub(super) fn judged(&self, judged: &Judged) {
+        let i = &self.pipeline.instruments;
+        let rolling = &judged.rolling;
+        i.loopwatch_rolling_window_iterations
+            .record(rolling.iterations as f64, &[]);
+        record_present(&i.success_rate_10iter, rolling.success_rate);
+        record_present(&i.avg_sharpe_10iter, rolling.avg_sharpe);
+        record_present(&i.avg_diversity_10iter, rolling.avg_diversity);
+        record_present(
+            &i.loopwatch_rolling_execution_time_seconds,
+            rolling.mean_seconds,
+        );
+        i.loopwatch_low_diversity_streak_iterations
+            .record(judged.low_diversity_streak as f64, &[]);
+        for (watched, baseline) in judged.baselines {
+            if let Some(baseline) = baseline {
+                i.loopwatch_baseline
+                    .record(baseline, &[KeyValue::new("metric", watched.metric())]);
+            }
+        }
+    }
+
+    /// One host and process sample, and the memory HighMemoryUsage compares.
+    pub(super) fn host(&self, sample: &HostSample, memory_used: u64, memory_limit: u64) {
+        let i = &self.pipeline.instruments;
+        i.memory_usage_bytes.set(sample.loop_rss_bytes as f64);
+        i.cpu_usage_percent.set(sample.loop_cpu_percent);
+        i.loopwatch_loop_processes.set(sample.loop_processes as f64);
+        i.host_memory_used_bytes
+            .set(sample.host_memory_used_bytes as f64);
+        i.host_memory_total_bytes
+            .set(sample.host_memory_total_bytes as f64);
+        i.process_cpu_seconds_total.set(sample.process_cpu_seconds);
+        i.process_resident_memory_bytes
+            .set(sample.process_rss_bytes as f64);
+        i.process_virtual_memory_bytes
+            .set(sample.process_virtual_memory_bytes as f64);
+        i.process_start_time_seconds
+            .set(sample.process_start_time_seconds as f64);
+        if let Some((open, max)) = crate::sample::file_descriptors() {
+            i.process_open_fds.set(open as f64);
+            i.process_max_fds.set(max as f64);
+        }
+        i.loopwatch_sampler_ticks_total.add(1, &[]);
+        i.loopwatch_memory_used_bytes.set(memory_used as f64);
+        i.loopwatch_memory_limit_bytes.set(memory_limit as f64);
+    }
+
+    /// What a process sweep found and did.
+    pub(super) fn process_sweep(&self, cleaned: usize, failed: usize, remaining: usize) {
+        let i = &self.pipeline.instruments;
+        i.loopwatch_processes_cleaned_total.add(cleaned as u64, &[]);
+        i.loopwatch_process_cleanup_failures_total
+            .add(failed as u64, &[]);
+        i.orphaned_processes.record(remaining as f64, &[]);
+    }
+
+    /// The orphaned containers left after a sweep.
+    pub(super) fn orphaned_containers(&self, orphans: u64) {
+        self.pipeline
+            .instruments
+            .orphaned_containers
+            .set(orphans as f64);
+    }
+
+    /// The loop has said it is done.
+    pub(super) fn done(&self) {
+        self.pipeline
+            .instruments
+            .loopwatch_loop_done
+            .record(1.0, &[]);
+    }
+
+    /// One container sample (or Docker being down: `None`).
+    #[cfg(feature = "docker")]
+    pub(super) fn containers(
+        &self,
+        containers: &crate::containers::Containers,
+        sample: Option<&crate::containers::ContainerSample>,
+    ) {
+        use crate::containers::StatsSource;
+        let i = &self.pipeline.instruments;
+        i.loopwatch_docker_up
+            .set(f64::from(u8::from(containers.is_up())));
+        let source = containers.stats_source();
+        i.loopwatch_container_stats_source.set_series(
+            [StatsSource::Cgroup, StatsSource::DockerApi]
+                .map(|s| {
+                    (
+                        vec![KeyValue::new("source", s.label())],
+                        f64::from(u8::from(s == source)),
+                    )
+                })
+                .to_vec(),
+        );
+        let Some(sample) = sample else {
+            // Docker is down: the per-container series go, the count keeps its last.
+            i.container_memory_usage.set_series(Vec::new());
+            i.container_cpu_usage.set_series(Vec::new());
+            return;
+        };
+        i.active_containers.set(sample.active as f64);
+        let name = |stat: &crate::containers::stats::ContainerStat| {
+            vec![KeyValue::new("name", stat.name.clone())]
+        };
+        i.container_memory_usage.set_series(
+            sample
+                .stats
+                .iter()
+                .map(|s| (name(s), s.memory_bytes as f64))
+                .collect(),
+        );
+        i.container_cpu_usage.set_series(
+            sample
+                .stats
+                .iter()
+                .filter_map(|s| s.cpu_percent.map(|cpu| (name(s), cpu)))
+                .collect(),
+        );
+    }
+}
+
+/// The gauges of alerts and warnings: `loopwatch_alert_firing{alertname}` and
+/// `loopwatch_performance_warning{metric}`.
+impl FindingSink for Publisher {
+    fn transition(&self, t: &Transition) {
+        self.pipeline.instruments.loopwatch_alert_firing.record(
+            f64::from(u8::from(t.state == AlertState::Firing)),
+            &[KeyValue::new("alertname", t.alert.as_str())],
+        );
+    }
+
+    fn warning(&self, w: &WarningChange) {
+        self.pipeline
+            .instruments
+            .loopwatch_performance_warning
+            .record(
+                f64::from(u8::from(w.started)),
+                &[KeyValue::new("metric", w.watched.metric())],
+            );
+    }
+}
