@@ -85,6 +85,18 @@ pub(crate) struct CleanupCounters {
     pub(crate) cleaned: Counter<u64>,
 }
 
+impl CleanupCounters {
+    /// The counters among loopwatch's instruments.
+    pub(crate) fn of(instruments: &crate::catalog::Instruments) -> Self {
+        CleanupCounters {
+            failures: instruments
+                .loopwatch_container_cleanup_failures_total
+                .clone(),
+            cleaned: instruments.loopwatch_containers_cleaned_total.clone(),
+        }
+    }
+}
+
 /// The containers feature's state, shared by the sampler, the sweeps and the sandbox.
 pub(crate) struct Containers {
     /// The client, or why none could be configured.

@@ -30,6 +30,47 @@ enum UserInstrument {
     Counter(Counter<f64>),
 }
 
+impl UserInstrument {
+    /// Creates the instrument. Every exported metric gets a HELP text, as Prometheus's
+    /// linter expects.
+    fn new(
+        meter: &opentelemetry::metrics::Meter,
+        name: String,
+        kind: MetricKind,
+        unit: String,
+        description: String,
+    ) -> Self {
+        let description = if description.trim().is_empty() {
+            "A metric of the loop's own, reported over the loopwatch socket.".to_string()
+        } else {
+            description
+        };
+        match kind {
+            MetricKind::Gauge => UserInstrument::Gauge(
+                meter
+                    .f64_gauge(name)
+                    .with_unit(unit)
+                    .with_description(description)
+                    .build(),
+            ),
+            MetricKind::Counter => UserInstrument::Counter(
+                meter
+                    .f64_counter(name)
+                    .with_unit(unit)
+                    .with_description(description)
+                    .build(),
+            ),
+        }
+    }
+
+    fn record(&self, value: f64) {
+        match self {
+            UserInstrument::Gauge(gauge) => gauge.record(value, &[]),
+            UserInstrument::Counter(counter) => counter.add(value, &[]),
+        }
+    }
+}
+
 #[derive(Default)]
 struct IntakeState {
     /// The iteration in progress, shared by every connection, and when it began by
@@ -114,32 +155,8 @@ impl Intake {
         let shared = &*self.shared;
         let outside = |value: f64| (Rejection::MessageOutsideIteration, value);
         match message {
-            Message::IterationStart { at } => {
-                if let Some(open) = state.current.take() {
-                    tracing::warn!(
-                        iteration = open.number(),
-                        "a new iteration started before this one ended; ending it now"
-                    );
-                    open.finish(shared);
-                }
-                let number = shared.next_iteration.fetch_add(1, Ordering::Relaxed);
-                state.current = Some(IterationState::start(shared, number));
-                state.started_at = at.filter(|t| t.is_finite());
-            }
-            Message::IterationEnd { at } => {
-                let open = state.current.take().ok_or(outside(f64::NAN))?;
-                // The loop's clock when both ends carry it; else receipt times.
-                let measured = match (state.started_at.take(), at) {
-                    (Some(start), Some(end)) if end.is_finite() && end >= start => {
-                        std::time::Duration::try_from_secs_f64(end - start).ok()
-                    }
-                    _ => None,
-                };
-                match measured {
-                    Some(duration) => open.finish_after(shared, duration),
-                    None => open.finish(shared),
-                };
-            }
+            Message::IterationStart { at } => self.start_iteration(state, at),
+            Message::IterationEnd { at } => self.end_iteration(state, at)?,
             Message::Success { sharpe, drawdown } => {
                 let open = state.current.as_mut().ok_or(outside(sharpe))?;
                 open.success(shared, sharpe, drawdown);
@@ -170,11 +187,8 @@ impl Intake {
                 shared.done();
             }
             Message::Dropped { count } => {
-                shared
-                    .pipeline()
-                    .instruments
-                    .loopwatch_client_dropped_events_total
-                    .add(count, &[]);
+                let i = &shared.pipeline().instruments;
+                i.loopwatch_client_dropped_events_total.add(count, &[]);
                 tracing::warn!(
                     count,
                     "the loop's client dropped events (its buffer was full or the socket away)"
@@ -194,6 +208,45 @@ impl Intake {
         Ok(())
     }
 
+    /// An iteration starts (ending one left open).
+    fn start_iteration(&self, state: &mut IntakeState, at: Option<f64>) {
+        let shared = &*self.shared;
+        if let Some(open) = state.current.take() {
+            tracing::warn!(
+                iteration = open.number(),
+                "a new iteration started before this one ended; ending it now"
+            );
+            open.finish(shared);
+        }
+        let number = shared.next_iteration.fetch_add(1, Ordering::Relaxed);
+        state.current = Some(IterationState::start(shared, number));
+        state.started_at = at.filter(|t| t.is_finite());
+    }
+
+    /// The iteration in progress ends, timed by the loop's clock when both ends carry
+    /// it, else by receipt times.
+    fn end_iteration(
+        &self,
+        state: &mut IntakeState,
+        at: Option<f64>,
+    ) -> Result<(), (Rejection, f64)> {
+        let open = state
+            .current
+            .take()
+            .ok_or((Rejection::MessageOutsideIteration, f64::NAN))?;
+        let measured = match (state.started_at.take(), at) {
+            (Some(start), Some(end)) if end.is_finite() && end >= start => {
+                std::time::Duration::try_from_secs_f64(end - start).ok()
+            }
+            _ => None,
+        };
+        match measured {
+            Some(duration) => open.finish_after(&self.shared, duration),
+            None => open.finish(&self.shared),
+        };
+        Ok(())
+    }
+
     fn user_metric(
         &self,
         state: &mut IntakeState,
@@ -208,17 +261,16 @@ impl Intake {
             return Err(Rejection::MetricInvalid);
         }
         if let Some(instrument) = state.metrics.get(&name) {
-            return match (instrument, kind) {
-                (UserInstrument::Gauge(g), MetricKind::Gauge) => {
-                    g.record(value, &[]);
-                    Ok(())
-                }
-                (UserInstrument::Counter(c), MetricKind::Counter) => {
-                    c.add(value, &[]);
-                    Ok(())
-                }
-                _ => Err(Rejection::MetricInvalid),
-            };
+            let same_kind = matches!(
+                (instrument, kind),
+                (UserInstrument::Gauge(_), MetricKind::Gauge)
+                    | (UserInstrument::Counter(_), MetricKind::Counter)
+            );
+            if !same_kind {
+                return Err(Rejection::MetricInvalid);
+            }
+            instrument.record(value);
+            return Ok(());
         }
         // The SDK refuses units over 63 ASCII characters; so does the intake, loudly.
         if unit.len() > 63 || !unit.is_ascii() || description.len() > 1024 {
@@ -227,33 +279,9 @@ impl Intake {
         if state.metrics.len() >= protocol::MAX_USER_SERIES {
             return Err(Rejection::MetricOverLimit);
         }
-        // Every exported metric gets a HELP text, as Prometheus's linter expects.
-        let description = if description.trim().is_empty() {
-            "A metric of the loop's own, reported over the loopwatch socket.".to_string()
-        } else {
-            description
-        };
         let meter = self.shared.pipeline().user_meter();
-        let instrument = match kind {
-            MetricKind::Gauge => {
-                let gauge = meter
-                    .f64_gauge(name.clone())
-                    .with_unit(unit)
-                    .with_description(description)
-                    .build();
-                gauge.record(value, &[]);
-                UserInstrument::Gauge(gauge)
-            }
-            MetricKind::Counter => {
-                let counter = meter
-                    .f64_counter(name.clone())
-                    .with_unit(unit)
-                    .with_description(description)
-                    .build();
-                counter.add(value, &[]);
-                UserInstrument::Counter(counter)
-            }
-        };
+        let instrument = UserInstrument::new(meter, name.clone(), kind, unit, description);
+        instrument.record(value);
         state.metrics.insert(name, instrument);
         Ok(())
     }

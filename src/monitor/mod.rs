@@ -96,6 +96,47 @@ impl std::fmt::Debug for Monitor {
     }
 }
 
+/// Binds the endpoint's address (port 0: a free port) for the runtime to serve.
+fn bind(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), Error> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+    listener.set_nonblocking(true).map_err(Error::Runtime)?;
+    let local_addr = listener.local_addr().map_err(Error::Runtime)?;
+    Ok((listener, local_addr))
+}
+
+/// Starts Alertmanager delivery on the runtime, when URLs are configured.
+fn start_alert_sink(
+    settings: &Settings,
+    identity: &RunIdentity,
+    local_addr: SocketAddr,
+    pipeline: &Pipeline,
+    runtime: &tokio::runtime::Runtime,
+    cancel: &CancellationToken,
+) -> Option<alertmanager::AlertSink> {
+    if settings.alertmanager_urls.is_empty() {
+        return None;
+    }
+    Some(alertmanager::start(
+        runtime.handle(),
+        &settings.alertmanager_urls,
+        AlertIdentity {
+            run_id: identity.run_id.clone(),
+            instance: identity.owner.host.clone(),
+            generator_url: format!("http://{local_addr}/metrics"),
+        },
+        alertmanager::Pacing {
+            resend: settings.thresholds.alert_resend_interval(),
+            resolve_hold: settings.thresholds.alert_resolve_hold(),
+        },
+        pipeline
+            .instruments
+            .loopwatch_alert_deliveries_total
+            .clone(),
+        cancel.clone(),
+    ))
+}
+
 /// Loads the endpoint's access control (TLS, basic auth), if a file is named.
 fn load_access(settings: &Settings) -> Result<Option<http::Access>, Error> {
     let Some(path) = settings.web_config.as_deref() else {
@@ -119,14 +160,7 @@ impl Monitor {
 
     fn start(settings: Settings) -> Result<Monitor, Error> {
         let access = load_access(&settings)?;
-        let listener =
-            std::net::TcpListener::bind(settings.listen).map_err(|source| Error::Bind {
-                addr: settings.listen,
-                source,
-            })?;
-        listener.set_nonblocking(true).map_err(Error::Runtime)?;
-        let local_addr = listener.local_addr().map_err(Error::Runtime)?;
-
+        let (listener, local_addr) = bind(settings.listen)?;
         let started_at = SystemTime::now();
         if settings.otlp && !cfg!(feature = "otlp") {
             tracing::warn!("OTLP export was asked for, but loopwatch was built without the `otlp` feature; only /metrics serves the metrics");
@@ -139,41 +173,22 @@ impl Monitor {
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(Error::Runtime)?
+        };
         let cancel = CancellationToken::new();
 
-        let alert_sink = (!settings.alertmanager_urls.is_empty()).then(|| {
-            alertmanager::start(
-                runtime.handle(),
-                &settings.alertmanager_urls,
-                AlertIdentity {
-                    run_id: identity.run_id.clone(),
-                    instance: identity.owner.host.clone(),
-                    generator_url: format!("http://{local_addr}/metrics"),
-                },
-                alertmanager::Pacing {
-                    resend: settings.thresholds.alert_resend_interval(),
-                    resolve_hold: settings.thresholds.alert_resolve_hold(),
-                },
-                pipeline
-                    .instruments
-                    .loopwatch_alert_deliveries_total
-                    .clone(),
-                cancel.clone(),
-            )
-        });
+        let alert_sink = start_alert_sink(
+            &settings, &identity, local_addr, &pipeline, &runtime, &cancel,
+        );
         #[cfg(feature = "docker")]
-        let containers = {
-            let i = &pipeline.instruments;
-            Arc::new(crate::containers::Containers::new(
-                identity.clone(),
-                runtime.handle().clone(),
-                crate::containers::CleanupCounters {
-                    failures: i.loopwatch_container_cleanup_failures_total.clone(),
-                    cleaned: i.loopwatch_containers_cleaned_total.clone(),
-                },
-                settings.container_stats,
-            ))
-        };
+        let containers = Arc::new(crate::containers::Containers::new(
+            identity.clone(),
+            runtime.handle().clone(),
+            crate::containers::CleanupCounters::of(&pipeline.instruments),
+            settings.container_stats,
+        ));
         let endpoint_counters = EndpointCounters {
             renders: pipeline.instruments.loopwatch_metrics_renders_total.clone(),
             rejected: pipeline.instruments.loopwatch_http_rejected_total.clone(),
@@ -189,11 +204,6 @@ impl Monitor {
             #[cfg(feature = "docker")]
             containers,
         }));
-
-        let listener = {
-            let _guard = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).map_err(Error::Runtime)?
-        };
         let source: Arc<dyn Source> = Arc::clone(&shared) as Arc<dyn Source>;
         runtime.spawn(http::serve(
             listener,
