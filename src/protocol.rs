@@ -342,6 +342,124 @@ pub fn valid_metric_name(name: &str) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    /// A number as the vectors write it: NaN, which JSON lacks, as the string "NaN".
+    fn number(value: f64) -> Value {
+        if value.is_nan() {
+            json!("NaN")
+        } else {
+            json!(value)
+        }
+    }
+
+    /// A message as the vectors in `tests/data/protocol/valid.jsonl` describe it.
+    fn describe(message: &Message) -> Value {
+        match message {
+            Message::IterationStart { at } => json!({"type": "iteration_start", "at": at}),
+            Message::IterationEnd { at } => json!({"type": "iteration_end", "at": at}),
+            Message::Success { sharpe, drawdown } => json!({
+                "type": "success",
+                "sharpe": number(*sharpe),
+                "drawdown": drawdown.map_or(json!("absent"), number),
+            }),
+            Message::Failure { reason } => json!({"type": "failure", "reason": reason}),
+            Message::Outcomes(o) => {
+                let mut failures = o.failures.clone();
+                failures.sort();
+                json!({
+                    "type": "outcomes",
+                    "successes": o.successes,
+                    "sharpe": [o.sharpe.0, o.sharpe.1, o.sharpe.2],
+                    "drawdown": [o.drawdown.0, o.drawdown.1],
+                    "rejected_sharpe": o.rejected_sharpe,
+                    "rejected_drawdown": o.rejected_drawdown.iter().map(|d| number(*d)).collect::<Vec<_>>(),
+                    "failures": failures,
+                })
+            }
+            Message::Population {
+                size,
+                unique,
+                diversity,
+                champion,
+            } => json!({
+                "type": "population",
+                "size": size,
+                "unique": unique,
+                "diversity": number(*diversity),
+                "champion": champion,
+            }),
+            Message::Done => json!({"type": "done"}),
+            Message::Metric {
+                name,
+                kind,
+                value,
+                unit,
+                description,
+            } => json!({
+                "type": "metric",
+                "name": name,
+                "kind": match kind { MetricKind::Gauge => "gauge", MetricKind::Counter => "counter" },
+                "value": number(*value),
+                "unit": unit,
+                "description": description,
+            }),
+            Message::Dropped { count } => json!({"type": "dropped", "count": count}),
+        }
+    }
+
+    /// The vectors of one file; a vector's line is `line`, or `line_prefix`, `pad`
+    /// x's and `line_suffix`.
+    fn vectors(file: &str) -> Vec<(String, Value)> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/protocol")
+            .join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        text.lines()
+            .map(|line| {
+                let vector: Value = serde_json::from_str(line).unwrap();
+                let text = match vector["line"].as_str() {
+                    Some(line) => line.to_string(),
+                    None => format!(
+                        "{}{}{}",
+                        vector["line_prefix"].as_str().unwrap(),
+                        "x".repeat(vector["pad"].as_u64().unwrap() as usize),
+                        vector["line_suffix"].as_str().unwrap()
+                    ),
+                };
+                (text, vector)
+            })
+            .collect()
+    }
+
+    /// The shared test vectors (the Python client's tests read the same files).
+    #[test]
+    fn the_shared_vectors_parse_as_they_say() {
+        let valid = vectors("valid.jsonl");
+        assert!(valid.len() >= 15);
+        for (line, vector) in valid {
+            let parsed =
+                parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{}: {e}", vector["name"]));
+            assert_eq!(describe(&parsed), vector["message"], "{}", vector["name"]);
+        }
+        let invalid = vectors("invalid.jsonl");
+        assert!(invalid.len() >= 10);
+        for (line, vector) in invalid {
+            let expected = match vector["error"].as_str().unwrap() {
+                "malformed" => LineError::Malformed,
+                "unsupported_version" => LineError::UnsupportedVersion,
+                "unknown_type" => LineError::UnknownType,
+                "too_long" => LineError::TooLong,
+                other => panic!("unknown error {other}"),
+            };
+            assert_eq!(
+                parse_line(line.as_bytes()),
+                Err(expected),
+                "{}",
+                vector["name"]
+            );
+        }
+    }
 
     #[test]
     fn every_documented_message_parses() {

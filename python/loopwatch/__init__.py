@@ -60,6 +60,14 @@ COALESCE_SECONDS = 0.05
 
 _encode_string = json.encoder.encode_basestring
 
+#: Longest failure reason, champion id or metric description sent, in characters:
+#: longer ones are cut, so that no line passes the supervisor's 64 KiB limit (a line
+#: over it is rejected whole).
+MAX_TEXT_CHARS = 256
+#: Most distinct failure reasons in one iteration's line; the rest are sent as
+#: ``other`` (the supervisor names the run's first 32 reasons, the rest ``other``).
+MAX_REASONS_PER_LINE = 32
+
 # An event is a tuple whose first item says how to encode the rest; encoding happens
 # on the writer thread, so the loop pays only for building a tuple.
 Event = Tuple[Any, ...]
@@ -80,7 +88,26 @@ def _number(value: Any) -> str:
 
 
 def _text(value: Any) -> str:
-    return _encode_string(str(value))
+    text = value if type(value) is str else str(value)
+    if len(text) > MAX_TEXT_CHARS:
+        text = text[:MAX_TEXT_CHARS]
+    return _encode_string(text)
+
+
+def _bounded_reasons(failures: Dict[str, int]) -> Dict[str, int]:
+    """The failure tally with each reason cut to ``MAX_TEXT_CHARS`` and at most
+    ``MAX_REASONS_PER_LINE`` reasons, the rest counted as ``other``."""
+    if len(failures) <= MAX_REASONS_PER_LINE and all(
+        len(reason) <= MAX_TEXT_CHARS for reason in failures
+    ):
+        return failures
+    bounded: Dict[str, int] = {}
+    for reason, count in failures.items():
+        key = reason[:MAX_TEXT_CHARS]
+        if key not in bounded and len(bounded) >= MAX_REASONS_PER_LINE - 1:
+            key = "other"
+        bounded[key] = bounded.get(key, 0) + count
+    return bounded
 
 
 _isfinite = math.isfinite
@@ -148,7 +175,7 @@ def _encode_outcomes(sharpes: List[Any], drawdowns: List[Any], failures: Dict[st
             dtotal,
             rejected_sharpe,
             _encode_json(rejected_drawdown),
-            _encode_json(failures),
+            _encode_json(_bounded_reasons(failures)),
         )
     )
 

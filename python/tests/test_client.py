@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 import unittest
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import loopwatch
 import loopwatch.deap
@@ -224,6 +224,59 @@ class ClientTest(unittest.TestCase):
             self.assertEqual(loopwatch.labels(), {})
         finally:
             del os.environ[loopwatch.ENV_LABELS]
+
+
+VECTORS = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "data", "protocol"
+)
+MAX_LINE_BYTES = 64 * 1024
+
+
+def _vectors(name: str) -> List[Dict[str, Any]]:
+    with open(os.path.join(VECTORS, name), encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _padded(value: Any, pad: int) -> Any:
+    """A vector's event with every "{pad}" replaced by that many x's."""
+    if isinstance(value, str):
+        return value.replace("{pad}", "x" * pad)
+    if isinstance(value, list):
+        return [_padded(v, pad) for v in value]
+    if isinstance(value, dict):
+        return {_padded(k, pad): _padded(v, pad) for k, v in value.items()}
+    return value
+
+
+class ProtocolVectorTest(unittest.TestCase):
+    """The test vectors the Rust parser's tests read too (tests/data/protocol)."""
+
+    def test_the_client_writes_exactly_the_valid_lines(self) -> None:
+        vectors = [v for v in _vectors("valid.jsonl") if "event" in v]
+        self.assertGreaterEqual(len(vectors), 10)
+        for vector in vectors:
+            with self.subTest(vector["name"]):
+                encoded = loopwatch._encode(tuple(vector["event"]))
+                self.assertEqual(encoded, vector["line"] + "\n")
+
+    def test_inputs_that_would_make_a_line_too_long_are_cut(self) -> None:
+        vectors = [v for v in _vectors("invalid.jsonl") if "event" in v]
+        self.assertGreaterEqual(len(vectors), 3)
+        for vector in vectors:
+            with self.subTest(vector["name"]):
+                self.assertEqual(vector["error"], "too_long")
+                event = tuple(_padded(vector["event"], vector["pad"]))
+                encoded = loopwatch._encode(event)
+                self.assertLess(len(encoded.encode("utf-8")), MAX_LINE_BYTES)
+                line = json.loads(encoded)
+                self.assertEqual(line["v"], 1)
+
+    def test_many_distinct_reasons_fold_into_other(self) -> None:
+        failures = {"reason %d" % i: 2 for i in range(100)}
+        line = json.loads(loopwatch._encode(("outcomes", [], [], failures)))
+        self.assertEqual(len(line["failures"]), loopwatch.MAX_REASONS_PER_LINE)
+        self.assertEqual(sum(line["failures"].values()), 200)
+        self.assertEqual(line["failures"]["other"], 2 * (100 - loopwatch.MAX_REASONS_PER_LINE + 1))
 
 
 class DeapTest(unittest.TestCase):
