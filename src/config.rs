@@ -17,7 +17,8 @@ use crate::error::Error;
 pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:8000";
 /// Default period of the host, process and container samplers.
 pub(crate) const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
-/// Default period between orphan sweeps (one also runs at start-up).
+/// Default period of the owner checks that decide whether an orphan sweep is due
+/// (full sweeps: at start-up, when an owner died, after a failed removal, every minute).
 pub(crate) const DEFAULT_ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Default directory of the final export files: the current directory.
 pub(crate) const DEFAULT_OUTPUT_DIR: &str = ".";

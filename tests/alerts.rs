@@ -85,7 +85,7 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
     let monitor = monitor_with(thresholds, &[&am]);
     let run_id = monitor.identity().run_id.clone();
 
-    // Provoke all six in-process alerts; LoopStalled comes by itself once the loop
+    // Provoke every in-process alert but LoopExited; LoopStalled comes by itself once the loop
     // sits idle. LoopExited ends a supervised run and never resolves within it:
     // cli/tests/python.rs has it reach Alertmanager from a killed loop.
     let provoked: Vec<AlertName> = AlertName::ALL

@@ -355,7 +355,7 @@ impl Containers {
     }
 
     /// Keeps the tracked set current until `cancel`: a list, then Docker's events
-    /// stream (start, die, destroy of this run's containers), re-listing every 10 s
+    /// stream (start, die, destroy of this run's containers), re-listing every 30 s ([`RELIST_EVERY`])
     /// as a safety net and after any break in the stream. Docker is asked for no
     /// numbers here; `loopwatch_docker_up` follows its answers.
     pub(crate) async fn watch(&self, cancel: tokio_util::sync::CancellationToken) {

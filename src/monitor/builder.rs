@@ -105,9 +105,12 @@ impl MonitorBuilder {
         self
     }
 
-    /// Period between orphan sweeps (default 5 s, so ContainerCleanupFailures fires
-    /// within 10 s of orphans appearing); one also runs at start-up, and after a sweep
-    /// that failed to remove an orphan the next comes sooner (1 s, doubling).
+    /// Period at which the owners of other loops' containers are checked in the
+    /// process table (default 5 s, no Docker request): a full orphan sweep follows
+    /// when one has died, so ContainerCleanupFailures fires within 10 s of orphans
+    /// appearing. Full sweeps also run at start-up, every minute (at least every 12
+    /// periods) as a safety net, and after a sweep that failed to remove an orphan
+    /// (1 s, doubling, up to the period).
     pub fn orphan_sweep_interval(mut self, interval: Duration) -> Self {
         self.choices.orphan_sweep_interval = Some(interval);
         self
