@@ -74,8 +74,10 @@ fn import_graph() -> std::collections::BTreeMap<String, std::collections::BTreeS
     }
     let modules: std::collections::BTreeSet<String> =
         files.iter().map(|(m, _)| m.clone()).collect();
-    let mut graph: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
-        modules.iter().map(|m| (m.clone(), Default::default())).collect();
+    let mut graph: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = modules
+        .iter()
+        .map(|m| (m.clone(), Default::default()))
+        .collect();
     for (module, path) in &files {
         for line in std::fs::read_to_string(path).unwrap().lines() {
             if line.trim_start().starts_with("//") {
@@ -101,7 +103,9 @@ fn the_architecture_table_is_the_import_graph() {
     let readme = readme();
     let start = "<!-- architecture:start -->\n";
     let from = readme.find(start).expect("start marker") + start.len();
-    let to = readme.find("<!-- architecture:end -->").expect("end marker");
+    let to = readme
+        .find("<!-- architecture:end -->")
+        .expect("end marker");
     let mut table = std::collections::BTreeMap::new();
     for row in readme[from..to].lines().skip(2) {
         let cells: Vec<&str> = row.split(" | ").collect();
