@@ -41,12 +41,9 @@ impl HostSample {
     /// Host memory in use as a fraction of the total (0.0–1.0).
     ///
     /// ```
-    /// let sample = loopwatch::HostSample {
-    ///     host_memory_used_bytes: 3,
-    ///     host_memory_total_bytes: 4,
-    ///     ..loopwatch::HostSample::default()
-    /// };
-    /// assert_eq!(sample.host_memory_fraction(), 0.75);
+    /// let sample = loopwatch::HostSampler::for_current_process().tick();
+    /// let fraction = sample.host_memory_fraction();
+    /// assert!(fraction > 0.0 && fraction < 1.0);
     /// ```
     pub fn host_memory_fraction(&self) -> f64 {
         if self.host_memory_total_bytes == 0 {
