@@ -316,13 +316,13 @@ catalog! {
         "CPU used by a running container of this run since the previous sample, 100 = one full core, by container name (percent).";
     /// Orphans left after the last sweep.
     ORPHANED_CONTAINERS / orphaned_containers: Observed = "orphaned_containers", "{container}", [], Some("1.5"), Always,
-        "Orphaned containers of dead loops on this host still present after the last cleanup sweep (containers).";
+        "Orphaned containers still present after the last cleanup sweep: those of dead loops on this host, and this run's own whose removal failed (containers).";
     /// Containers that could not be removed.
     CONTAINER_CLEANUP_FAILURES_TOTAL / loopwatch_container_cleanup_failures_total: Counter = "loopwatch_container_cleanup_failures_total", "{container}", [], Some("4.4"), Always,
-        "Attempts to remove an orphaned or finished container that failed (containers).";
+        "Containers whose removal failed (orphans of dead loops, or this run's own), each counted once however often it is retried (containers).";
     /// Orphans removed.
     CONTAINERS_CLEANED_TOTAL / loopwatch_containers_cleaned_total: Counter = "loopwatch_containers_cleaned_total", "{container}", [], Some("4.2"), Always,
-        "Orphaned containers of dead loops removed by cleanup sweeps (containers).";
+        "Orphaned containers removed by cleanup sweeps: those of dead loops, and this run's own removed at a retry (containers).";
     /// Where container numbers come from.
     CONTAINER_STATS_SOURCE / loopwatch_container_stats_source: Observed = "loopwatch_container_stats_source", "1", ["source"], None, Always,
         "1 for the source of this run's container numbers, 0 for the other: cgroup (the kernel's files, read by loopwatch) or docker_api (Docker's stats streams, where the cgroup files cannot be read) (boolean).";

@@ -284,10 +284,10 @@ async fn run(containers: &Containers, spec: &SandboxSpec) -> Result<SandboxOutpu
     }
     .await;
     match remove_container(&docker, &id).await {
-        Ok(()) => containers.untrack(&id),
+        Ok(()) => containers.own_removed(&id),
         Err(reason) => {
-            containers.count_cleanup_failure();
-            tracing::error!(container = %name, error = %reason, "could not remove a sandbox container; it is retried at shutdown");
+            tracing::error!(container = %name, error = %reason, "could not remove a sandbox container; it counts as an orphan and is retried by every sweep");
+            containers.own_removal_failed(&id, &reason);
         }
     }
     outcome

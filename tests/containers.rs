@@ -323,7 +323,6 @@ fn orphans_of_dead_owners_are_removed_and_nothing_else_is_touched() {
     // Removed at the end whatever happens, so that a failure here leaves no strays
     // for the other tests to trip over.
     let _kept_removed: Vec<Removed> = kept.iter().map(|id| Removed(id.clone())).collect();
-    let_the_second_pass();
     let monitor = monitor();
     wait_until(
         Duration::from_secs(60),
@@ -382,12 +381,6 @@ impl Drop for Pinned {
     }
 }
 
-/// Sweeps leave alone containers created in the second the sweep began; let the
-/// clock move past the ones a test just created.
-fn let_the_second_pass() {
-    std::thread::sleep(Duration::from_millis(1100));
-}
-
 #[test]
 fn removal_that_fails_for_real_is_counted_logged_and_alerted_within_ten_seconds() {
     let _serial = serial();
@@ -429,9 +422,24 @@ fn removal_that_fails_for_real_is_counted_logged_and_alerted_within_ten_seconds(
     let latency = condition.elapsed();
     println!("ContainerCleanupFailures: condition to Alertmanager in {latency:?}");
     assert!(latency < Duration::from_secs(10), "{latency:?}");
+    // Retried sweep after sweep (1 s, 2 s, 4 s …), each container still counts once.
+    wait_until(Duration::from_secs(30), "a second attempt at each", || {
+        pinned.0.iter().all(|(id, _)| {
+            !logs()
+                .lines_with(&[
+                    &format!("failed to clean up orphaned container {id}"),
+                    "attempts=2",
+                ])
+                .is_empty()
+        })
+    });
     let e = parse(&scrape(addr)).unwrap();
     assert_eq!(e["orphaned_containers"].value(), 4.0);
-    assert!(e["loopwatch_container_cleanup_failures_total"].value() >= 4.0);
+    assert_eq!(
+        e["loopwatch_container_cleanup_failures_total"].value(),
+        4.0,
+        "one per container, not one per attempt"
+    );
     for (id, _) in &pinned.0 {
         let lines = logs().lines_with(&[
             "ERROR",
@@ -474,28 +482,7 @@ fn a_killed_loop_leaves_orphans_that_the_next_start_removes() {
         "a crash writes no export"
     );
 
-    // A sweep leaves alone containers created in the second it began (they may be a
-    // live loop's, just started); start the next loop in a later second than the
-    // newest orphan, as any real restart is.
-    let newest = left
-        .iter()
-        .map(|id| {
-            let created = docker(&["inspect", "-f", "{{.Created}}", id]);
-            humantime::parse_rfc3339_weak(created.trim())
-                .unwrap_or_else(|e| panic!("{created:?}: {e}"))
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-        })
-        .max()
-        .unwrap();
-    wait_until(Duration::from_secs(3), "the next second", || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            > newest
-    });
+    // Restarted at once, as systemd's 100 ms RestartSec does.
     let monitor = monitor();
     wait_until(
         Duration::from_secs(60),
@@ -510,6 +497,142 @@ fn a_killed_loop_leaves_orphans_that_the_next_start_removes() {
             1
         );
     }
+    monitor.shutdown();
+}
+
+/// The second (since the Unix epoch) Docker says a container was created in.
+fn created_second(id: &str) -> u64 {
+    let created = docker(&["inspect", "-f", "{{.Created}}", id]);
+    humantime::parse_rfc3339_weak(created.trim())
+        .unwrap_or_else(|e| panic!("{created:?}: {e}"))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn now_second() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn a_crashed_run_restarted_in_the_same_second_loses_its_orphans_at_the_new_start() {
+    let _serial = serial();
+    logs();
+    let host = hostname();
+    // A dead loop's orphans, and the next loop started within the same second they
+    // were created in (tried again should the second roll over first).
+    for _ in 0..20 {
+        let orphans: Vec<String> = (0..2)
+            .map(|_| {
+                run_labelled(
+                    &owner_labels("crashed-run", &host, dead_pid(), 1_600_000_000),
+                    "sleep 300",
+                )
+            })
+            .collect();
+        let _removed: Vec<Removed> = orphans.iter().map(|id| Removed(id.clone())).collect();
+        let newest = orphans.iter().map(|id| created_second(id)).max().unwrap();
+        if now_second() != newest {
+            continue;
+        }
+        let monitor = monitor();
+        let started = now_second();
+        if started != newest {
+            monitor.shutdown();
+            continue;
+        }
+        // The start-up sweep, not the minute's safety net, removes them.
+        wait_until(Duration::from_secs(20), "the orphans to go", || {
+            orphans.iter().all(|id| !exists(id))
+        });
+        for id in &orphans {
+            assert_eq!(
+                logs()
+                    .lines_with(&[&format!("Cleaned up orphaned container {id}")])
+                    .len(),
+                1
+            );
+        }
+        monitor.shutdown();
+        return;
+    }
+    panic!("could not start a loop within the second its orphans were created in");
+}
+
+/// This run's own containers that cannot be removed are orphans: shown in
+/// `orphaned_containers`, counted once each, and alerted past the limit.
+#[test]
+fn own_containers_that_cannot_be_removed_are_orphans_counted_once_and_alerted() {
+    let _serial = serial();
+    let am = Alertmanager::start();
+    logs();
+    let monitor = Monitor::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .final_export(false)
+        .sample_interval(Duration::from_millis(200))
+        .alertmanager_urls([am.url()])
+        .build()
+        .unwrap();
+    let addr = monitor.local_addr();
+    wait_until(Duration::from_secs(20), "the start-up sweep", || {
+        parse(&scrape(addr)).unwrap()["loopwatch_docker_up"].value() == 1.0
+    });
+    let run = format!("label={LABEL_RUN_ID}={}", monitor.identity().run_id);
+    let pinned = Mutex::new(Pinned(Vec::new()));
+    let sandbox = monitor.sandbox();
+    // Four sandbox runs, each pinned while it runs so that its removal fails.
+    let finished = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    sandbox
+                        .run(&SandboxSpec::new(
+                            image(),
+                            ["sh", "-c", "until [ -e /tmp/go ]; do sleep 0.05; done"],
+                        ))
+                        .unwrap()
+                })
+            })
+            .collect();
+        wait_until(Duration::from_secs(30), "four sandbox containers", || {
+            managed_ids(&run).len() == 4
+        });
+        for id in managed_ids(&run) {
+            let file = make_unremovable(&id);
+            pinned.lock().unwrap().0.push((id.clone(), file));
+            docker(&["exec", &id, "sh", "-c", ": > /tmp/go"]);
+        }
+        for run in runs {
+            assert_eq!(run.join().unwrap().exit_code, 0);
+        }
+        Instant::now()
+    });
+    let pinned = pinned.into_inner().unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "ContainerCleanupFailures at Alertmanager",
+        || am.alert("ContainerCleanupFailures").is_some(),
+    );
+    let latency = finished.elapsed();
+    println!("ContainerCleanupFailures (own containers): condition to Alertmanager in {latency:?}");
+    assert!(latency < Duration::from_secs(10), "{latency:?}");
+    wait_until(Duration::from_secs(30), "a retry of each", || {
+        pinned.0.iter().all(|(id, _)| {
+            !logs()
+                .lines_with(&[
+                    &format!("failed to clean up this run's container {id}"),
+                    "attempts=2",
+                ])
+                .is_empty()
+        })
+    });
+    let e = parse(&scrape(addr)).unwrap();
+    assert_eq!(e["orphaned_containers"].value(), 4.0);
+    assert_eq!(e["loopwatch_container_cleanup_failures_total"].value(), 4.0);
+    drop(pinned);
     monitor.shutdown();
 }
 
@@ -731,16 +854,19 @@ fn high_memory_compares_with_the_container_limit_not_the_host() {
     ]);
     let _removed = Removed(name.clone());
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // The alert as the evaluator decided it: the value and threshold it fired on,
+    // not a later sample, which may already read lower.
     let firing = || {
-        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        http_raw(addr, request.as_bytes())
-            .ok()
-            .filter(|r| r.status == 200)
-            .and_then(|r| parse(&r.body).ok())
-            .filter(|e| {
-                e["loopwatch_alert_firing"].value_with(&[("alertname", "HighMemoryUsage")])
-                    == Some(1.0)
-            })
+        let request =
+            format!("GET /api/v1/snapshot HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let response = http_raw(addr, request.as_bytes()).ok()?;
+        let snapshot: serde_json::Value = serde_json::from_str(&response.body).ok()?;
+        snapshot["firing"]
+            .as_array()?
+            .iter()
+            .find(|f| f["alertname"] == "HighMemoryUsage")
+            .cloned()
+            .map(|alert| (alert, snapshot))
     };
     let mut seen = None;
     wait_until(
@@ -751,11 +877,16 @@ fn high_memory_compares_with_the_container_limit_not_the_host() {
             seen.is_some()
         },
     );
-    let e = seen.unwrap();
-    let limit = e["loopwatch_memory_limit_bytes"].value();
-    let used = e["loopwatch_memory_used_bytes"].value();
-    assert_eq!(limit, (256u64 << 20) as f64, "the container's limit");
-    assert!(used / limit > 0.8, "{used} of {limit}");
+    let (alert, _) = seen.unwrap();
+    let fired_at = alert["value"].as_f64().unwrap();
+    assert!(fired_at > 0.8, "fired on {alert}");
+    assert_eq!(alert["threshold"].as_f64(), Some(0.8));
+    let e = parse(&scrape(addr)).unwrap();
+    assert_eq!(
+        e["loopwatch_memory_limit_bytes"].value(),
+        (256u64 << 20) as f64,
+        "the container's limit"
+    );
     let host = e["host_memory_used_bytes"].value() / e["host_memory_total_bytes"].value();
     assert!(host < 0.8, "the host is far below 80% ({host})");
 }

@@ -127,9 +127,15 @@ pub(crate) struct Containers {
     /// one of them dies its containers are orphans, noticed from the process table
     /// without asking Docker.
     foreign_owners: Mutex<std::collections::HashMap<String, Owner>>,
-    /// Failed removal attempts per orphan, so that one that keeps failing is logged at
-    /// its 1st, 2nd, 4th, 8th … attempt rather than at every sweep.
+    /// Failed removal attempts per container (an orphan, or one of this run's), so
+    /// that each is counted in `loopwatch_container_cleanup_failures_total` once and
+    /// logged at its 1st, 2nd, 4th, 8th … attempt rather than at every sweep.
     failed_removals: Mutex<std::collections::HashMap<String, u64>>,
+    /// This run's own containers whose removal failed: orphans too (requirement 4.4),
+    /// retried by every sweep until they go.
+    stuck: Mutex<HashSet<String>>,
+    /// Wakes the sweeper early: one of this run's containers could not be removed.
+    sweep_soon: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Containers {
@@ -195,6 +201,8 @@ impl Containers {
             counters,
             cleanup_failures_seen: AtomicU64::new(0),
             failed_removals: Mutex::default(),
+            stuck: Mutex::default(),
+            sweep_soon: tokio::sync::Notify::new(),
             foreign_owners: Mutex::default(),
         }
     }
@@ -263,12 +271,73 @@ impl Containers {
             .remove(id);
     }
 
-    pub(crate) fn count_cleanup_failure(&self) {
-        self.counters.failures.add(1, &[]);
-        self.cleanup_failures_seen.fetch_add(1, Ordering::Relaxed);
+    /// A removal of container `id` failed: counted once per container, logged (with
+    /// `what` was being removed) at the 1st, 2nd, 4th … failure of the same one.
+    fn removal_failed(&self, id: &str, reason: &str, what: &'static str) {
+        let attempts = {
+            let mut failed = self
+                .failed_removals
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let attempts = failed.entry(id.to_string()).or_insert(0);
+            *attempts += 1;
+            *attempts
+        };
+        if attempts == 1 {
+            self.counters.failures.add(1, &[]);
+            self.cleanup_failures_seen.fetch_add(1, Ordering::Relaxed);
+        }
+        if attempts.is_power_of_two() {
+            tracing::error!(container = %id, error = %reason, attempts, "failed to clean up {what} {id}");
+        }
     }
 
-    /// Cleanup failures so far (for the dashboard's history).
+    /// A container is gone: it no longer counts as a failure or as stuck.
+    fn removed(&self, id: &str) {
+        self.failed_removals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        self.stuck
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        self.untrack(id);
+    }
+
+    /// One of this run's containers could not be removed: it is an orphan until a
+    /// sweep removes it, and the sweeper is woken to publish it now.
+    pub(crate) fn own_removal_failed(&self, id: &str, reason: &str) {
+        self.removal_failed(id, reason, "this run's container");
+        self.stuck
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string());
+        self.sweep_soon.notify_one();
+    }
+
+    /// One of this run's containers was removed.
+    pub(crate) fn own_removed(&self, id: &str) {
+        self.removed(id);
+    }
+
+    /// Waits until one of this run's containers could not be removed.
+    pub(crate) async fn own_removal_failure(&self) {
+        self.sweep_soon.notified().await;
+    }
+
+    /// The orphans left now: a sweep's that could not be removed, and this run's own
+    /// containers whose removal failed.
+    pub(crate) fn orphans_left(&self, report: &ContainerSweepReport) -> u64 {
+        let stuck = self
+            .stuck
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        (report.remaining() + stuck) as u64
+    }
+
+    /// Containers whose removal failed, each counted once (for the page's history).
     pub(crate) fn cleanup_failures(&self) -> u64 {
         self.cleanup_failures_seen.load(Ordering::Relaxed)
     }
@@ -500,20 +569,25 @@ impl Containers {
             }) => {
                 self.mark_up();
                 self.counters.cleaned.add(report.cleaned.len() as u64, &[]);
-                let mut failed = self
-                    .failed_removals
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                failed.retain(|id, _| report.failed.iter().any(|(f, _)| f == id));
-                for (id, reason) in &report.failed {
-                    self.count_cleanup_failure();
-                    let attempts = failed.entry(id.clone()).or_insert(0);
-                    *attempts += 1;
-                    if attempts.is_power_of_two() {
-                        tracing::error!(container = %id, error = %reason, attempts = *attempts, "failed to clean up orphaned container {id}");
-                    }
+                for id in &report.cleaned {
+                    self.removed(id);
                 }
-                drop(failed);
+                for (id, reason) in &report.failed {
+                    self.removal_failed(id, reason, "orphaned container");
+                }
+                self.retry_stuck(docker).await;
+                // Forget failures of containers gone some other way.
+                let stuck = self
+                    .stuck
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                self.failed_removals
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|id, _| {
+                        stuck.contains(id) || report.failed.iter().any(|(f, _)| f == id)
+                    });
                 *self
                     .foreign_owners
                     .lock()
@@ -530,6 +604,27 @@ impl Containers {
             Err(e) => {
                 self.mark_down(&e);
                 None
+            }
+        }
+    }
+
+    /// Tries again to remove this run's containers whose removal failed.
+    async fn retry_stuck(&self, docker: &Docker) {
+        let stuck: Vec<String> = self
+            .stuck
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        for id in stuck {
+            match sweep::remove_container(docker, &id).await {
+                Ok(()) => {
+                    tracing::info!(container = %id, "removed this run's container {id} at a retry");
+                    self.counters.cleaned.add(1, &[]);
+                    self.removed(&id);
+                }
+                Err(reason) => self.removal_failed(&id, &reason, "this run's container"),
             }
         }
     }
@@ -600,12 +695,11 @@ impl Containers {
         for (id, outcome) in futures_util::future::join_all(removals).await {
             match outcome {
                 Ok(()) => {
-                    self.untrack(&id);
+                    self.removed(&id);
                     report.removed.push(id);
                 }
                 Err(reason) => {
-                    self.count_cleanup_failure();
-                    tracing::error!(container = %id, error = %reason, "a container of this run could not be removed at shutdown");
+                    self.removal_failed(&id, &reason, "at shutdown this run's container");
                     report.left_behind.push((id, reason));
                 }
             }

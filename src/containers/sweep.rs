@@ -1,7 +1,7 @@
 //! Orphan sweeps and safe container removal.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
@@ -103,19 +103,22 @@ pub(crate) async fn managed_containers(
 
 /// Finds the orphans of dead loops on this host and removes them (unless `dry_run`).
 ///
-/// Only managed containers whose owner process is verifiably gone are touched; so are
-/// never: unlabelled containers, containers of live loops (this one included),
-/// containers of other hosts, and containers created after the sweep began.
+/// Only managed containers whose owner process is gone are touched; never:
+/// unlabelled containers, containers of live loops (this one included), containers
+/// of other hosts, and containers whose labels name no owner.
+///
+/// A dead owner (its pid gone, or reused by a process started at another time) is
+/// final, so its containers go whenever they were created: a crashed loop restarted
+/// within the same second loses all of its predecessor's orphans at the new start.
+/// No creation-time rule is needed to protect a live loop: its containers are judged
+/// by their owner's pid and start time, which a container created while the sweep runs
+/// names just as well.
 pub(crate) async fn sweep(
     docker: &Docker,
     us: Option<&RunIdentity>,
     hostname: &str,
     dry_run: bool,
 ) -> Result<Swept, DockerError> {
-    let began = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
     let containers = managed_containers(docker, None, false).await?;
     let mut report = ContainerSweepReport::new(dry_run);
     let mut live_owners = Vec::new();
@@ -127,11 +130,7 @@ pub(crate) async fn sweep(
             live_owners,
         });
     };
-    for (id, _name, labels, created) in containers {
-        if created >= began {
-            report.left_alone += 1;
-            continue;
-        }
+    for (id, _name, labels, _created) in containers {
         match classify(&labels, us, hostname, &mut processes) {
             Ownership::Orphan => report.orphans.push(id),
             Ownership::Ours | Ownership::Unmanaged => {}

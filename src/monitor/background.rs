@@ -160,8 +160,9 @@ async fn sample_containers_periodically(shared: Arc<Shared>, cancel: Cancellatio
 
 /// Sweeps for orphans at start-up, then whenever the owner of another loop's
 /// container dies (checked in the process table every `orphan_sweep_interval`, 5 s,
-/// with no Docker request) and every minute as a safety net. After a sweep that
-/// failed to remove an orphan, the next comes after 1 s, 2 s, 4 s … (never later than
+/// with no Docker request), when one of this run's own containers could not be
+/// removed, and every minute as a safety net. While orphans are left (another loop's
+/// or this run's own), the next sweep comes after 1 s, 2 s, 4 s … (never later than
 /// the interval), so a removal that fails only briefly is retried at once.
 #[cfg(feature = "docker")]
 async fn sweep_orphans_periodically(
@@ -177,9 +178,11 @@ async fn sweep_orphans_periodically(
         // sweep holds the lock claimed at start.
         let report = shared.containers.sweep(claimed.take()).await;
         let swept = tokio::time::Instant::now();
-        let failed = report.as_ref().is_some_and(|r| !r.failed.is_empty());
+        let mut failed = false;
         if let Some(report) = report {
-            shared.report_orphans(report.remaining() as u64);
+            let left = shared.containers.orphans_left(&report);
+            failed = left > 0;
+            shared.report_orphans(left);
         }
         // Until the next sweep is due: a failed removal to retry, an owner that died,
         // or the safety net.
@@ -194,6 +197,9 @@ async fn sweep_orphans_periodically(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
+                // One of this run's containers could not be removed: sweep (and
+                // publish it) now.
+                _ = shared.containers.own_removal_failure() => break,
             }
             if failed || swept.elapsed() >= full_every || shared.containers.an_owner_died() {
                 break;
