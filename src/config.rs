@@ -497,8 +497,9 @@ thresholds! {
     /// Period of the long-run statistics log line (6 h).
     stats_interval, with_stats_interval: Positive(Duration) = Duration::from_secs(6 * 3600);
     /// How long a resolved alert is held back before its resolution is sent (15 s):
-    /// longer than a Prometheus rule on the same condition takes to notice (a 5 s
-    /// scrape plus a 5 s evaluation), so that with both paths pointed at one
+    /// longer than a Prometheus rule on the same condition takes to notice (a 2 s
+    /// scrape plus a 2 s evaluation with the shipped configuration, and room for a
+    /// slower one), so that with both paths pointed at one
     /// Alertmanager the rule resolves first and the problem is resolved once.
     alert_resolve_hold, with_alert_resolve_hold: Positive(Duration) = Duration::from_secs(15);
     /// Period at which firing alerts are re-sent to Alertmanager (15 s).

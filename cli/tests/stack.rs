@@ -386,6 +386,7 @@ impl BothPaths {
 #[test]
 fn both_alert_paths_notify_once_when_a_problem_fires_and_once_when_it_resolves() {
     const BALLAST: usize = 2 << 30;
+    let _memory = memory_tests();
     let probe = loopwatch::HostSampler::for_current_process().tick();
     let ballast_fraction = BALLAST as f64 / probe.host_memory_total_bytes as f64;
     let fire_at = probe.host_memory_fraction() + ballast_fraction / 2.0;
@@ -466,4 +467,282 @@ fn a_stalled_loop_is_notified_once_by_both_paths() {
         &|| paths.monitor.done(),
     );
     paths.assert_notified_once(&["LoopStalled"]);
+}
+
+/// A loop watched by the Prometheus path alone: the shipped prometheus.yml (2 s scrape
+/// and evaluation) and rules, and the shipped Alertmanager configuration (1 s
+/// group_wait). The monitor is given no Alertmanager, so what arrives there comes
+/// from the rules.
+struct RulesPath {
+    monitor: loopwatch::Monitor,
+    prometheus: Prometheus,
+    alertmanager: Alertmanager,
+}
+
+impl RulesPath {
+    fn start(t: &Thresholds) -> Self {
+        let webhook = Webhook::start();
+        let alertmanager = Alertmanager::start_with_config(
+            free_port(),
+            &shipped_alertmanager_config(webhook.addr),
+        );
+        let monitor = loopwatch::Monitor::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .final_export(false)
+            .containers(false)
+            .thresholds(t.clone())
+            .build()
+            .unwrap();
+        let shipped =
+            std::fs::read_to_string(repo_root().join("prometheus/prometheus.yml")).unwrap();
+        let config = shipped
+            .replace("127.0.0.1:8000", &monitor.local_addr().to_string())
+            .replace("127.0.0.1:9093", &alertmanager.addr.to_string());
+        let rules = loopwatch_cli::generate::prometheus_rules(t);
+        let prometheus =
+            Prometheus::start_with(&config, &[("loopwatch.rules.yml", rules.as_bytes())]);
+        eventually(
+            &prometheus,
+            "the loop to be scraped",
+            Duration::from_secs(30),
+            || !prometheus.query("up{job=\"loopwatch\"} == 1").is_empty(),
+        );
+        RulesPath {
+            monitor,
+            prometheus,
+            alertmanager,
+        }
+    }
+
+    fn iterate(&self, ok: u64, failed: u64, diversity: f64, champion: &str) {
+        let mut it = self.monitor.start_iteration();
+        for _ in 0..ok {
+            it.record_success(1.0, 0.1);
+        }
+        for _ in 0..failed {
+            it.record_failure("too few trades");
+        }
+        it.record_population(loopwatch::Population::new(10, 8, diversity).with_champion(champion));
+        it.finish();
+    }
+
+    /// Time from `condition` until Alertmanager holds `alert`.
+    fn delivered(&self, alert: &str, condition: Instant) -> Duration {
+        eventually(
+            &self.prometheus,
+            &format!("{alert} at Alertmanager"),
+            Duration::from_secs(60),
+            || self.alertmanager.alert(alert).is_some(),
+        );
+        let latency = condition.elapsed();
+        println!("{alert}: condition to Alertmanager through Prometheus in {latency:.1?}");
+        latency
+    }
+}
+
+/// Every rule but LoopDown (whose `for: 30s` is its definition) reaches Alertmanager
+/// within 10 s of its condition through the shipped Prometheus and Alertmanager
+/// configurations.
+#[test]
+fn every_rule_reaches_alertmanager_within_ten_seconds_through_prometheus() {
+    const BALLAST: usize = 2 << 30;
+    let probe = loopwatch::HostSampler::for_current_process().tick();
+    let ballast_fraction = BALLAST as f64 / probe.host_memory_total_bytes as f64;
+    let fire_at = probe.host_memory_fraction() + ballast_fraction / 2.0;
+    let t = Thresholds::default()
+        .with_window(5)
+        .unwrap()
+        .with_staleness_iterations(5)
+        .unwrap()
+        .with_diversity_iterations(3)
+        .unwrap()
+        .with_stall_floor(Duration::from_secs(3600))
+        .unwrap()
+        .with_memory_fraction(fire_at)
+        .unwrap();
+    let _memory = memory_tests();
+    let path = RulesPath::start(&t);
+    let mut latencies = Vec::new();
+
+    // Iteration-based rules: each condition holds from the iteration that completes it.
+    for i in 0..2 {
+        path.iterate(8, 2, 0.05, &format!("c{i}"));
+    }
+    path.iterate(8, 2, 0.05, "c2");
+    let condition = Instant::now();
+    latencies.push((
+        "DiversityCollapse",
+        path.delivered("DiversityCollapse", condition),
+    ));
+    // The sixth iteration with one champion is the fifth since it changed.
+    for _ in 0..5 {
+        path.iterate(1, 9, 0.6, "same");
+    }
+    path.iterate(1, 9, 0.6, "same");
+    let condition = Instant::now();
+    for alert in ["ChampionStaleness", "LowSuccessRate"] {
+        latencies.push((alert, path.delivered(alert, condition)));
+    }
+    path.monitor.report_orphaned_containers(4);
+    let condition = Instant::now();
+    latencies.push((
+        "ContainerCleanupFailures",
+        path.delivered("ContainerCleanupFailures", condition),
+    ));
+    let ballast = vec![1u8; BALLAST];
+    let condition = Instant::now();
+    latencies.push((
+        "HighMemoryUsage",
+        path.delivered("HighMemoryUsage", condition),
+    ));
+    drop(ballast);
+    path.monitor
+        .loop_exited(loopwatch::LoopExit::new(None, Some(9)));
+    let condition = Instant::now();
+    latencies.push(("LoopExited", path.delivered("LoopExited", condition)));
+
+    // LoopStalled: its own test below (a short stall floor would fire it here).
+    let rules: Vec<&str> = loopwatch::ALERTS
+        .iter()
+        .filter(|spec| matches!(spec.rule, loopwatch::RuleSpec::Rule { .. }))
+        .map(|spec| spec.name)
+        .filter(|name| !["LoopDown", "LoopStalled"].contains(name))
+        .collect();
+    for rule in &rules {
+        assert!(
+            latencies.iter().any(|(alert, _)| alert == rule),
+            "{rule} was not measured"
+        );
+    }
+    for (alert, latency) in latencies {
+        assert!(latency <= Duration::from_secs(10), "{alert}: {latency:?}");
+    }
+}
+
+#[test]
+fn a_stall_reaches_alertmanager_within_ten_seconds_through_prometheus() {
+    let t = Thresholds::default()
+        .with_stall_floor(Duration::from_secs(3))
+        .unwrap();
+    let path = RulesPath::start(&t);
+    // No iteration for the 3 s floor after this one ends.
+    path.iterate(8, 2, 0.6, "c1");
+    let condition = Instant::now() + Duration::from_secs(3);
+    let latency = path.delivered("LoopStalled", condition);
+    assert!(
+        latency <= Duration::from_secs(10),
+        "LoopStalled: {latency:?}"
+    );
+}
+
+/// The tests that allocate gigabytes to move host memory run one at a time, so that
+/// one's ballast does not fire the other's HighMemoryUsage.
+fn memory_tests() -> std::sync::MutexGuard<'static, ()> {
+    static MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    MEMORY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A loop on the shipped configuration's target: `iterations` generations of a small
+/// search, then `linger` before it exits.
+fn short_loop(addr: SocketAddr, dir: &std::path::Path, iterations: &str, linger: &str) -> Child {
+    Command::new(example_path("evolve"))
+        .args(["--iterations", iterations, "--linger", linger])
+        .env("LOOPWATCH_LISTEN", addr.to_string())
+        .env("LOOPWATCH_OUTPUT_DIR", dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Whether Prometheus has LoopDown pending or firing.
+fn loop_down_raised(prometheus: &Prometheus) -> bool {
+    !prometheus
+        .query("ALERTS{alertname=\"LoopDown\"}")
+        .is_empty()
+}
+
+#[test]
+fn a_loop_that_ends_cleanly_raises_no_loop_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let loop_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let prometheus = Prometheus::start(loop_addr, None);
+    // About 10 s of search (generations of 0.2 s in a debug build): several scrapes.
+    let mut child = short_loop(loop_addr, dir.path(), "50", "0s");
+    eventually(
+        &prometheus,
+        "the loop to be scraped",
+        Duration::from_secs(60),
+        || !prometheus.query("up{job=\"loopwatch\"} == 1").is_empty(),
+    );
+    assert!(child.wait().unwrap().success());
+    let ended = Instant::now();
+    eventually(
+        &prometheus,
+        "the target to be down",
+        Duration::from_secs(30),
+        || !prometheus.query("up{job=\"loopwatch\"} == 0").is_empty(),
+    );
+    // Two minutes after a clean end: never pending, never firing.
+    while ended.elapsed() < Duration::from_secs(120) {
+        assert!(
+            !loop_down_raised(&prometheus),
+            "LoopDown after a clean end ({:?} later)",
+            ended.elapsed()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+#[test]
+fn a_killed_loop_raises_loop_down_within_seventy_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let alertmanager = Alertmanager::start();
+    let loop_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let prometheus = Prometheus::start(loop_addr, Some(alertmanager.addr));
+    let mut child = short_loop(loop_addr, dir.path(), "100000", "180s");
+    eventually(
+        &prometheus,
+        "the loop to be scraped",
+        Duration::from_secs(60),
+        || !prometheus.query("up{job=\"loopwatch\"} == 1").is_empty(),
+    );
+    child.kill().unwrap();
+    let killed = Instant::now();
+    child.wait().unwrap();
+    eventually(
+        &prometheus,
+        "LoopDown at Alertmanager",
+        Duration::from_secs(90),
+        || alertmanager.alert("LoopDown").is_some(),
+    );
+    let latency = killed.elapsed();
+    println!("LoopDown: SIGKILL to Alertmanager in {latency:.1?}");
+    assert!(latency < Duration::from_secs(70), "{latency:?}");
+}
+
+#[test]
+fn with_no_loop_at_all_nothing_fires() {
+    let loop_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let prometheus = Prometheus::start(loop_addr, None);
+    eventually(
+        &prometheus,
+        "a few scrapes of the empty target",
+        Duration::from_secs(30),
+        || {
+            prometheus
+                .query("count_over_time(up{job=\"loopwatch\"}[1m]) >= 5")
+                .len()
+                == 1
+        },
+    );
+    // Past LoopDown's `for: 30s` with the target down all along.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(45) {
+        let alerts = prometheus.query("ALERTS");
+        assert!(alerts.is_empty(), "{alerts:?}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
 }

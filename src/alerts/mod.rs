@@ -242,13 +242,13 @@ alert_table! {
         rule: rule!(promql::loop_exited, promql::loop_exited_description),
     }
     @prometheus_only {
-        /// Prometheus cannot scrape the loop.
+        /// Prometheus cannot scrape a loop that was running and never said it was done.
         LoopDown {
             severity: Critical,
             message: "Loop target down",
             runbook: "README.md#loopdown",
             thresholds: [],
-            rule: rule!(promql::loop_down, promql::loop_down_description, "1m"),
+            rule: rule!(promql::loop_down, promql::loop_down_description, "30s"),
             why: "a loop that died cannot report its own death; only its scraper can",
         }
     }

@@ -142,10 +142,23 @@ pub(super) fn loop_exited_description(_: &Thresholds) -> String {
     "The loop under loopwatch run exited non-zero or by a signal before it said it was done; its exit status is in metrics_final.json.".to_string()
 }
 
+/// The jobs whose targets are loops: the one on the default port, and the registered.
+const LOOP_JOBS: &str = "job=~\"loopwatch|loopwatch-discovered\"";
+
+/// A loop that vanished without saying it was done: its target down now, up at some
+/// point in the last day (a port where no loop ever ran raises nothing), and its last
+/// scraped `loopwatch_loop_done` not 1 (a loop that ended after `done`, which a
+/// monitor shutting down lets its scraper see, raises nothing). A registered loop
+/// that ends cleanly removes its target file, so its target goes rather than down.
 pub(super) fn loop_down(_: &Thresholds) -> String {
-    "up{job=~\"loopwatch|loopwatch-discovered\"} == 0 or absent(up{job=\"loopwatch\"})".to_string()
+    format!(
+        "(up{{{LOOP_JOBS}}} == 0) \
+         and on(instance, job) (max_over_time(up{{{LOOP_JOBS}}}[1d]) == 1) \
+         unless on(instance, job) (last_over_time({}[1d]) == 1)",
+        catalog::LOOP_DONE.name
+    )
 }
 
 pub(super) fn loop_down_description(_: &Thresholds) -> String {
-    "Prometheus has not scraped the loop for a minute: it crashed, hangs outside loopwatch, or its host is unreachable.".to_string()
+    "Prometheus cannot scrape a loop that was running and never said it was done: it crashed, was killed, hangs outside loopwatch, or its host is unreachable.".to_string()
 }

@@ -85,6 +85,8 @@ pub struct Monitor {
     cancel: CancellationToken,
     /// The file_sd registration, removed when the monitor closes.
     registration: Option<crate::export::register::Registration>,
+    /// When the endpoint rendered, so that shutdown can let a scraper see the end.
+    scrapes: Arc<http::ScrapeClock>,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -189,9 +191,11 @@ impl Monitor {
             crate::containers::CleanupCounters::of(&pipeline.instruments),
             settings.container_stats,
         ));
+        let scrapes = Arc::new(http::ScrapeClock::default());
         let endpoint_counters = EndpointCounters {
             renders: pipeline.instruments.loopwatch_metrics_renders_total.clone(),
             rejected: pipeline.instruments.loopwatch_http_rejected_total.clone(),
+            scrapes: Arc::clone(&scrapes),
         };
         let shared = Arc::new(Shared::new(Parts {
             settings,
@@ -227,6 +231,7 @@ impl Monitor {
             runtime: Some(runtime),
             cancel,
             registration,
+            scrapes,
         })
     }
 
@@ -357,7 +362,15 @@ impl Monitor {
         let files = if self.shared.closed.swap(true, Ordering::SeqCst) {
             None
         } else {
-            background::finish_run(&self.shared)
+            self.shared.done();
+            let done_at = std::time::Instant::now();
+            let files = background::finish_run(&self.shared);
+            // A scraper that is there sees `loopwatch_loop_done` once more before the
+            // endpoint goes: the run ended on purpose, and LoopDown stays quiet.
+            if !std::thread::panicking() && self.scrapes.wait_for_scrape_after(done_at) {
+                tracing::debug!("the final state was scraped");
+            }
+            files
         };
         if let (Some(runtime), Some(sink)) = (&self.runtime, self.shared.alert_sink()) {
             // The final alert state, best effort and bounded (also while a panic

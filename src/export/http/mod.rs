@@ -14,7 +14,7 @@ pub(crate) mod auth;
 mod page;
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
@@ -53,6 +53,109 @@ pub(crate) struct EndpointCounters {
     pub(crate) renders: Counter<u64>,
     /// `loopwatch_http_rejected_total`, by reason.
     pub(crate) rejected: Counter<u64>,
+    /// When renders started, for a shutdown that lets the scraper see the end.
+    pub(crate) scrapes: Arc<ScrapeClock>,
+}
+
+/// Longest a shutting-down monitor waits for a scraper to see its final state.
+const LAST_SCRAPE_WAIT: Duration = Duration::from_secs(15);
+
+/// When `/metrics` renders started, the gap between the last two, and the start of
+/// the last render whose response was handed over whole: a loop that ends cleanly
+/// waits (at most about one scrape interval) until a scrape has carried
+/// `loopwatch_loop_done` away, so that Prometheus's LoopDown rule knows it ended on
+/// purpose rather than vanished.
+#[derive(Debug, Default)]
+pub(crate) struct ScrapeClock {
+    times: Mutex<ScrapeTimes>,
+    served: std::sync::Condvar,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ScrapeTimes {
+    last_start: Option<Instant>,
+    gap: Option<Duration>,
+    last_served: Option<Instant>,
+}
+
+impl ScrapeClock {
+    /// A render starts now; returns when.
+    fn rendering(&self) -> Instant {
+        let now = Instant::now();
+        let mut times = self.times.lock().unwrap_or_else(PoisonError::into_inner);
+        times.gap = times.last_start.map(|last| now.duration_since(last));
+        times.last_start = Some(now);
+        now
+    }
+
+    /// The response of the render started at `started` was handed over whole.
+    fn served(&self, started: Instant) {
+        let mut times = self.times.lock().unwrap_or_else(PoisonError::into_inner);
+        if times.last_served.is_none_or(|last| started > last) {
+            times.last_served = Some(started);
+        }
+        self.served.notify_all();
+    }
+
+    /// Waits until the response of a render started after `since` has been served, if
+    /// a scraper is there to ask for one: at least two scrapes seen, the last within
+    /// three gaps. Waits one and a half gaps at most, and never over 15 s. Returns
+    /// whether such a response was served.
+    pub(crate) fn wait_for_scrape_after(&self, since: Instant) -> bool {
+        let mut times = self.times.lock().unwrap_or_else(PoisonError::into_inner);
+        let (Some(last), Some(gap)) = (times.last_start, times.gap) else {
+            return false;
+        };
+        if last < since && since.duration_since(last) > gap * 3 {
+            return false;
+        }
+        let deadline = since + (gap * 3 / 2).min(LAST_SCRAPE_WAIT);
+        loop {
+            if times.last_served.is_some_and(|served| served >= since) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            times = self
+                .served
+                .wait_timeout(times, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// A `/metrics` body that tells the [`ScrapeClock`] when hyper has taken all of it.
+struct ServedBody {
+    inner: http_body_util::Full<bytes::Bytes>,
+    clock: Arc<ScrapeClock>,
+    started: Instant,
+}
+
+impl hyper::body::Body for ServedBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.clock.served(self.started);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// TLS and basic auth from a web configuration file, when the feature is built.
@@ -67,22 +170,25 @@ struct Endpoint {
     source: Arc<dyn Source>,
     #[cfg(feature = "web-config")]
     auth: Option<auth::BasicAuth>,
-    current_render: Mutex<Option<Render>>,
+    /// The render in flight, and when it started.
+    current_render: Mutex<Option<(Render, Instant)>>,
     counters: EndpointCounters,
 }
 
 impl Endpoint {
-    /// Joins the render in flight, or starts one on a blocking thread.
-    async fn render(&self) -> Result<Arc<String>, CollectError> {
-        let render = {
+    /// Joins the render in flight, or starts one on a blocking thread; returns its
+    /// outcome and when it started.
+    async fn render(&self) -> (Result<Arc<String>, CollectError>, Instant) {
+        let (render, started) = {
             let mut current = self
                 .current_render
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             match current.as_ref() {
-                Some(render) => render.clone(),
+                Some((render, started)) => (render.clone(), *started),
                 None => {
                     self.counters.renders.add(1, &[]);
+                    let started = self.counters.scrapes.rendering();
                     let source = Arc::clone(&self.source);
                     let render: Render = async move {
                         match tokio::task::spawn_blocking(move || source.exposition()).await {
@@ -92,8 +198,8 @@ impl Endpoint {
                     }
                     .boxed()
                     .shared();
-                    *current = Some(render.clone());
-                    render
+                    *current = Some((render.clone(), started));
+                    (render, started)
                 }
             }
         };
@@ -102,10 +208,10 @@ impl Endpoint {
             .current_render
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if current.as_ref().is_some_and(|c| c.ptr_eq(&render)) {
+        if current.as_ref().is_some_and(|(c, _)| c.ptr_eq(&render)) {
             *current = None;
         }
-        result
+        (result, started)
     }
 }
 
@@ -282,12 +388,19 @@ pub(crate) async fn serve(
 
 async fn metrics(State(endpoint): State<Arc<Endpoint>>) -> Response {
     match endpoint.render().await {
-        Ok(body) => (
-            [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
-            body.as_str().to_owned(),
-        )
-            .into_response(),
-        Err(err) => {
+        (Ok(body), started) => {
+            let body = ServedBody {
+                inner: http_body_util::Full::new(bytes::Bytes::from(body.as_str().to_owned())),
+                clock: Arc::clone(&endpoint.counters.scrapes),
+                started,
+            };
+            (
+                [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
+                axum::body::Body::new(body),
+            )
+                .into_response()
+        }
+        (Err(err), _) => {
             tracing::error!(error = %err, "scrape failed");
             text(
                 StatusCode::SERVICE_UNAVAILABLE,
