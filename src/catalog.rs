@@ -386,6 +386,9 @@ catalog! {
     /// Iterations in the rolling window.
     ROLLING_WINDOW_ITERATIONS / loopwatch_rolling_window_iterations: Gauge = "loopwatch_rolling_window_iterations", "{iteration}", [], None, Always,
         "Completed iterations in the rolling window, up to its size; rules on rolling values wait for a full window (iterations).";
+    /// Outcomes in the rolling window.
+    ROLLING_WINDOW_OUTCOMES / loopwatch_rolling_window_outcomes: Gauge = "loopwatch_rolling_window_outcomes", "{outcome}", [], None, Always,
+        "Strategy outcomes (successes and failures) in the rolling window; without any the window has no success rate, and LowSuccessRate does not fire (outcomes).";
     /// Mean iteration time over the rolling window.
     ROLLING_EXECUTION_TIME_SECONDS / loopwatch_rolling_execution_time_seconds: Gauge = "loopwatch_rolling_execution_time_seconds", "s", [], None, Always,
         "Mean wall-clock iteration time over the rolling window; 0 before any (seconds).";

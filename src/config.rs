@@ -60,8 +60,8 @@ pub(crate) struct Settings {
     pub(crate) alertmanager_urls: Vec<String>,
     /// Period of the host, process and container samplers.
     pub(crate) sample_interval: Duration,
-    /// Whether SIGINT and SIGTERM are caught to request a clean stop.
-    pub(crate) handle_signals: bool,
+    /// What SIGINT and SIGTERM do.
+    pub(crate) signals: Signals,
     /// Whether shutdown writes the final export files.
     pub(crate) final_export: bool,
     /// Thresholds, windows and intervals of the evaluator, the generated rules and
@@ -80,6 +80,38 @@ pub(crate) struct Settings {
     pub(crate) register_dir: Option<PathBuf>,
     /// Where container numbers come from.
     pub(crate) container_stats: ContainerStats,
+}
+
+/// What SIGINT and SIGTERM do to a process holding a [`Monitor`](crate::Monitor).
+///
+/// ```no_run
+/// // A loop that finishes its iteration first: it checks `stop_requested()`.
+/// let monitor = loopwatch::Monitor::builder()
+///     .signals(loopwatch::Signals::Graceful)
+///     .build()
+///     .unwrap();
+/// while !monitor.stop_requested() {
+///     let iteration = monitor.start_iteration();
+///     // ...
+///     iteration.finish();
+/// }
+/// monitor.shutdown();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Signals {
+    /// The default: the signal writes both final files and ends the process with the
+    /// status the signal implies (130 for SIGINT, 143 for SIGTERM), so a loop that
+    /// does nothing special still leaves its final export.
+    #[default]
+    Exit,
+    /// The first signal asks the loop to stop ([`Monitor::stop_requested`](crate::Monitor::stop_requested)),
+    /// so it ends after its iteration and shuts down itself; a second, or one while
+    /// the loop is stalled, writes the final export and exits as [`Signals::Exit`] does.
+    Graceful,
+    /// loopwatch installs no handler: the program's own (or the default) apply, and
+    /// the final export is written only by `shutdown()` or when the monitor is dropped.
+    Off,
 }
 
 /// Where container numbers come from (`LOOPWATCH_CONTAINER_STATS`).
@@ -102,7 +134,7 @@ pub(crate) struct Choices {
     pub(crate) output_dir: Option<PathBuf>,
     pub(crate) alertmanager_urls: Option<Vec<String>>,
     pub(crate) sample_interval: Option<Duration>,
-    pub(crate) handle_signals: bool,
+    pub(crate) signals: Option<Signals>,
     pub(crate) final_export: Option<bool>,
     pub(crate) thresholds: Option<Thresholds>,
     pub(crate) config_file: Option<PathBuf>,
@@ -191,7 +223,7 @@ pub(crate) fn resolve(
             .unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUT_DIR)),
         alertmanager_urls,
         sample_interval,
-        handle_signals: choices.handle_signals,
+        signals: choices.signals.unwrap_or_default(),
         final_export: choices.final_export.unwrap_or(true),
         thresholds,
         containers: cfg!(feature = "docker") && choices.containers.unwrap_or(true),

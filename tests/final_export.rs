@@ -223,3 +223,59 @@ fn sigterm_stops_the_example_cleanly_with_the_final_export() {
     assert_eq!(json["summary"]["iterations"], completed as u64);
     assert!(dir.path().join(PROMETHEUS_FINAL_FILE).exists());
 }
+
+/// A loop that does nothing about signals, stopped by `signal`: both final files, and
+/// the status the signal implies.
+fn plain_loop_stopped_by(signal: &str, status: i32) {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(example_path("plain_loop"))
+        .arg("100000")
+        .env("LOOPWATCH_LISTEN", "127.0.0.1:0")
+        .env("LOOPWATCH_OUTPUT_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let serving = lines.next().unwrap().unwrap();
+    let addr: std::net::SocketAddr = serving
+        .strip_prefix("serving on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "a few iterations",
+        || {
+            parse(&scrape(addr))
+                .map(|e| e["iteration_number"].value() >= 3.0)
+                .unwrap_or(false)
+        },
+    );
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(status), "{signal}: {exit:?}");
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(JSON_FINAL_FILE)).unwrap()).unwrap();
+    assert!(
+        json["summary"]["iterations"].as_u64().unwrap() >= 3,
+        "{json}"
+    );
+    let text = std::fs::read_to_string(dir.path().join(PROMETHEUS_FINAL_FILE)).unwrap();
+    assert!(text.contains("loopwatch_loop_done 1"), "marked done");
+}
+
+#[test]
+fn a_plain_loop_stopped_by_sigterm_writes_both_files_and_exits_143() {
+    plain_loop_stopped_by("TERM", 143);
+}
+
+#[test]
+fn a_plain_loop_stopped_by_sigint_writes_both_files_and_exits_130() {
+    plain_loop_stopped_by("INT", 130);
+}

@@ -48,7 +48,9 @@ struct MonitorFlags {
 
 impl MonitorFlags {
     fn builder(self) -> loopwatch::MonitorBuilder {
-        let mut builder = loopwatch::Monitor::builder();
+        // `loopwatch run` forwards signals to its loop and writes the final files when
+        // the loop has exited; the library installs no handler of its own.
+        let mut builder = loopwatch::Monitor::builder().signals(loopwatch::Signals::Off);
         if let Some(listen) = self.listen {
             builder = builder.listen(listen);
         }

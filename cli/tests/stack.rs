@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use loopwatch::Thresholds;
-use loopwatch_cli::generate::{dashboard_expressions, grafana_dashboard};
+use loopwatch_cli::generate::{dashboard_expressions, grafana_dashboard, with_variables};
 use support::services::{free_port, Alertmanager, Prometheus};
 use support::*;
 
@@ -59,7 +59,10 @@ fn every_dashboard_query_returns_data_from_a_real_scrape() {
         || !prometheus.query("up{job=\"loopwatch\"} == 1").is_empty(),
     );
     let dashboard = grafana_dashboard(&Thresholds::default());
-    let expressions = dashboard_expressions(&dashboard);
+    let expressions: Vec<String> = dashboard_expressions(&dashboard)
+        .iter()
+        .map(|expr| with_variables(expr, &[]))
+        .collect();
     let panel_count: usize = dashboard["panels"]
         .as_array()
         .unwrap()
@@ -744,5 +747,87 @@ fn with_no_loop_at_all_nothing_fires() {
         let alerts = prometheus.query("ALERTS");
         assert!(alerts.is_empty(), "{alerts:?}");
         std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Two loops scraped by one Prometheus: every panel query, with the dashboard's
+/// variables set to one loop (by instance, or by run), returns that loop's series only.
+#[test]
+fn dashboard_variables_select_one_loop_of_two() {
+    let monitors: Vec<loopwatch::Monitor> = (0..2)
+        .map(|_| {
+            loopwatch::Monitor::builder()
+                .listen("127.0.0.1:0".parse().unwrap())
+                .final_export(false)
+                .containers(false)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let targets: Vec<String> = monitors
+        .iter()
+        .map(|m| format!("\"{}\"", m.local_addr()))
+        .collect();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [loopwatch.rules.yml]\nscrape_configs:\n  - job_name: loopwatch\n    static_configs:\n      - targets: [{}]\n",
+        targets.join(", ")
+    );
+    let rules = loopwatch_cli::generate::prometheus_rules(&Thresholds::default());
+    let prometheus = Prometheus::start_with(&config, &[("loopwatch.rules.yml", rules.as_bytes())]);
+    for (n, monitor) in monitors.iter().enumerate() {
+        for i in 0..3 {
+            let mut it = monitor.start_iteration();
+            it.record_success(1.0 + n as f64, 0.1);
+            it.record_failure("too few trades");
+            it.record_population(
+                loopwatch::Population::new(10, 8, 0.5).with_champion(&format!("c{n}-{i}")),
+            );
+            it.finish();
+        }
+    }
+    eventually(
+        &prometheus,
+        "both loops scraped",
+        Duration::from_secs(30),
+        || {
+            prometheus
+                .query("loopwatch_rolling_window_iterations{job=\"loopwatch\"} == 3")
+                .len()
+                == 2
+        },
+    );
+    let dashboard = grafana_dashboard(&Thresholds::default());
+    let panels = dashboard["panels"].as_array().unwrap();
+    let panel_queries: Vec<String> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    for (n, monitor) in monitors.iter().enumerate() {
+        let instance = monitor.local_addr().to_string();
+        let other = monitors[1 - n].local_addr().to_string();
+        let run_id = monitor.identity().run_id.clone();
+        for selection in [
+            vec![("instance", instance.as_str())],
+            vec![("run_id", run_id.as_str())],
+        ] {
+            let mut seen = 0;
+            for expr in &panel_queries {
+                let query = with_variables(expr, &selection);
+                for series in prometheus.query(&query) {
+                    let labels = &series["metric"];
+                    if labels.get("instance").is_none() {
+                        continue; // the `or on() vector(0)` fallback of an empty panel
+                    }
+                    assert_eq!(
+                        labels["instance"],
+                        instance.as_str(),
+                        "`{query}` returned {other}'s series: {series}"
+                    );
+                    seen += 1;
+                }
+            }
+            assert!(seen >= 10, "{selection:?}: only {seen} series");
+        }
     }
 }

@@ -27,13 +27,27 @@ fn stall_limit(t: &Thresholds) -> String {
     )
 }
 
-pub(super) fn high_memory(t: &Thresholds) -> String {
-    as_loop_alert(format!(
-        "{} / {} > {}",
+/// The memory fraction, labelled as a loop alert is (see [`as_loop_alert`]).
+fn memory_fraction_of_loop() -> String {
+    format!(
+        "label_replace({} / {} * on(instance, job) group_left(run_id, hostname) {}, \"instance\", \"$1\", \"hostname\", \"(.*)\")",
         catalog::MEMORY_USED_BYTES.name,
         catalog::MEMORY_LIMIT_BYTES.name,
-        t.memory_fraction()
-    ))
+        catalog::RUN_INFO.name
+    )
+}
+
+/// Above the fraction fires; once firing, it holds until below the clear fraction,
+/// with the evaluator's hysteresis (the rule's own firing state, from `ALERTS`).
+/// The evaluator also asks for `memory_samples` consecutive samples (1 by default);
+/// the rule fires on the first evaluation above, which with the default is the same.
+pub(super) fn high_memory(t: &Thresholds) -> String {
+    let fraction = memory_fraction_of_loop();
+    format!(
+        "max without (hostname) (({fraction} > {}) or (({fraction} >= {}) and on(instance, job, run_id) ALERTS{{alertname=\"HighMemoryUsage\", alertstate=\"firing\"}}))",
+        t.memory_fraction(),
+        t.memory_clear_fraction()
+    )
 }
 
 pub(super) fn high_memory_description(t: &Thresholds) -> String {
@@ -74,13 +88,16 @@ pub(super) fn champion_staleness_description(t: &Thresholds) -> String {
     )
 }
 
+/// Below the floor over a full window that holds outcomes: a window without any has
+/// no rate (the gauge keeps its last value, or 0 before the first), as in process.
 pub(super) fn low_success_rate(t: &Thresholds) -> String {
     as_loop_alert(format!(
-        "{} < {} and on(instance, job) {} >= {}",
+        "{} < {} and on(instance, job) {} >= {} and on(instance, job) {} > 0",
         catalog::SUCCESS_RATE_10ITER.name,
         t.success_rate_floor(),
         catalog::ROLLING_WINDOW_ITERATIONS.name,
-        t.window()
+        t.window(),
+        catalog::ROLLING_WINDOW_OUTCOMES.name,
     ))
 }
 

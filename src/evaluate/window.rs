@@ -32,6 +32,9 @@ fn exact_mean(values: impl Iterator<Item = f64> + Clone) -> Option<f64> {
 pub(crate) struct RollingValues {
     /// Iterations currently in the window (up to its size).
     pub(crate) iterations: usize,
+    /// Outcomes (successes and failures) in the window: without any, the window has
+    /// no success rate.
+    pub(crate) outcomes: u64,
     /// successes / (successes + failures) over the window.
     pub(crate) success_rate: Option<f64>,
     /// Mean of the per-iteration mean Sharpe ratios in the window.
@@ -90,6 +93,7 @@ impl RollingWindow {
         let outcomes: u64 = successes + entries().map(|e| e.failures).sum::<u64>();
         RollingValues {
             iterations: self.entries.len(),
+            outcomes,
             success_rate: (outcomes > 0).then(|| successes as f64 / outcomes as f64),
             avg_sharpe: exact_mean(entries().filter_map(|e| e.sharpe)),
             avg_diversity: exact_mean(entries().filter_map(|e| e.diversity)),

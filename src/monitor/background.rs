@@ -64,7 +64,7 @@ pub(super) fn spawn_all(
             claimed,
         ));
     }
-    if shared.settings.handle_signals {
+    if shared.settings.signals != crate::config::Signals::Off {
         runtime.spawn(watch_signals(Arc::clone(shared)));
     }
 }
@@ -241,28 +241,40 @@ async fn watch_signals(shared: Arc<Shared>) {
         tracing::error!("cannot install SIGINT/SIGTERM handlers; stop the loop by other means");
         return;
     };
+    let graceful = shared.settings.signals == crate::config::Signals::Graceful;
     loop {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
+        let signal = tokio::select! {
+            _ = terminate.recv() => libc_signal::SIGTERM,
+            _ = interrupt.recv() => libc_signal::SIGINT,
+        };
         let stalled = shared.is_firing(crate::alerts::AlertName::LoopStalled);
-        if shared.request_stop() || stalled {
-            if stalled {
-                tracing::warn!(
-                    "stop signal while the loop is stalled: writing the final export and exiting"
-                );
-            } else {
-                tracing::warn!("second stop signal: writing the final export and exiting");
-            }
-            if !shared.closed.swap(true, Ordering::SeqCst) {
-                // The final export waits on Docker and the disk: hand this worker's
-                // queued tasks to the other worker while it does, so none of them
-                // (a Docker request's connection, say) is stranded behind it.
-                tokio::task::block_in_place(|| finish_run(&shared));
-            }
-            std::process::exit(130);
+        let again = shared.request_stop();
+        if graceful && !again && !stalled {
+            tracing::warn!("stop requested; the loop ends after its current iteration (signal again to exit at once)");
+            continue;
         }
-        tracing::warn!("stop requested; the loop ends after its current iteration (signal again to exit at once)");
+        if stalled {
+            tracing::warn!(
+                "stop signal while the loop is stalled: writing the final export and exiting"
+            );
+        } else if graceful {
+            tracing::warn!("second stop signal: writing the final export and exiting");
+        } else {
+            tracing::warn!(signal, "stop signal: writing the final export and exiting");
+        }
+        if !shared.closed.swap(true, Ordering::SeqCst) {
+            shared.done();
+            // The final export waits on Docker and the disk: hand this worker's
+            // queued tasks to the other worker while it does, so none of them
+            // (a Docker request's connection, say) is stranded behind it.
+            tokio::task::block_in_place(|| finish_run(&shared));
+        }
+        std::process::exit(128 + signal);
     }
+}
+
+/// The numbers of the signals loopwatch handles, for the exit status they imply.
+mod libc_signal {
+    pub(super) const SIGINT: i32 = 2;
+    pub(super) const SIGTERM: i32 = 15;
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::config::Signals;
 use crate::config::{self, Choices, Settings, Thresholds};
 use crate::error::Error;
 use crate::monitor::Monitor;
@@ -66,11 +67,20 @@ impl MonitorBuilder {
         self
     }
 
-    /// Catch SIGINT and SIGTERM: the first asks the loop to stop (see
-    /// [`Monitor::stop_requested`]), a second writes the final export and exits with
-    /// status 130. Off by default, since it replaces the process's own handlers.
+    /// The graceful mode: `true` makes the first SIGINT or SIGTERM ask the loop to
+    /// stop (see [`Monitor::stop_requested`]), so it finishes its iteration and shuts
+    /// down; a second (or one while the loop is stalled) writes the final export and
+    /// exits with the signal's status. `false` leaves the signals to the program
+    /// ([`Signals::Off`]). Without either, a signal writes the final export and exits
+    /// at once ([`Signals::Exit`]).
     pub fn handle_signals(mut self, on: bool) -> Self {
-        self.choices.handle_signals = on;
+        self.choices.signals = Some(if on { Signals::Graceful } else { Signals::Off });
+        self
+    }
+
+    /// What SIGINT and SIGTERM do (default [`Signals::Exit`]).
+    pub fn signals(mut self, signals: Signals) -> Self {
+        self.choices.signals = Some(signals);
         self
     }
 

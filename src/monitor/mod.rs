@@ -20,7 +20,7 @@ use std::time::SystemTime;
 use opentelemetry::metrics::Meter;
 use tokio_util::sync::CancellationToken;
 
-pub use builder::MonitorBuilder;
+pub use builder::{MonitorBuilder, Signals};
 pub use intake::Intake;
 pub use iteration::Iteration;
 

@@ -73,6 +73,8 @@ impl Publisher {
         let rolling = &judged.rolling;
         i.loopwatch_rolling_window_iterations
             .record(rolling.iterations as f64, &[]);
+        i.loopwatch_rolling_window_outcomes
+            .record(rolling.outcomes as f64, &[]);
         record_present(&i.success_rate_10iter, rolling.success_rate);
         record_present(&i.avg_sharpe_10iter, rolling.avg_sharpe);
         record_present(&i.avg_diversity_10iter, rolling.avg_diversity);

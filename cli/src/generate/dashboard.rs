@@ -46,6 +46,58 @@ impl Query {
 
 const DATASOURCE: &str = "${datasource}";
 
+/// The loop selectors every panel query carries: the dashboard's `job` and `instance`
+/// variables.
+const LOOP: &str = "job=~\"$job\", instance=~\"$instance\"";
+
+/// A metric of the loops the variables select.
+fn metric(spec: &catalog::MetricSpec) -> String {
+    format!("{}{{{LOOP}}}", spec.name)
+}
+
+/// An expression narrowed to the runs the `run_id` variable selects (`run_id` is a
+/// label of `loopwatch_run_info` only, so the rest are joined to it).
+fn of_runs(expr: String) -> String {
+    format!(
+        "({expr}) and on(instance, job) {}{{{LOOP}, run_id=~\"$run_id\"}}",
+        catalog::RUN_INFO.name
+    )
+}
+
+/// A template variable over the values of one label of `loopwatch_run_info`, all
+/// selected by default.
+fn variable(name: &str, label: &str, matchers: &str) -> Value {
+    json!({
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": {"type": "prometheus", "uid": DATASOURCE},
+        "query": {"query": format!("label_values({}{{{matchers}}}, {name})", catalog::RUN_INFO.name), "refId": name},
+        "definition": format!("label_values({}{{{matchers}}}, {name})", catalog::RUN_INFO.name),
+        "refresh": 2,
+        "multi": true,
+        "includeAll": true,
+        "allValue": ".*",
+        "current": {"selected": true, "text": ["All"], "value": ["$__all"]},
+        "sort": 1,
+        "hide": 0,
+    })
+}
+
+/// An expression with the dashboard's variables set to `values` (`(name, regex)`),
+/// the rest to `.*`: what Grafana sends, for running the queries elsewhere.
+pub fn with_variables(expr: &str, values: &[(&str, &str)]) -> String {
+    let mut out = expr.to_string();
+    for name in ["run_id", "instance", "job"] {
+        let value = values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(".*", |(_, v)| *v);
+        out = out.replace(&format!("${name}"), value);
+    }
+    out
+}
+
 fn panel(id: u64, title: &str, description: &str, x: u64, y: u64, queries: Vec<Query>) -> Value {
     let ref_ids = ["A", "B", "C", "D"];
     let targets: Vec<Value> = queries
@@ -132,7 +184,7 @@ pub fn dashboard_expressions(dashboard: &Value) -> Vec<String> {
 
 /// The dashboard, as Grafana's JSON model.
 pub fn grafana_dashboard(t: &Thresholds) -> Value {
-    let c = |spec: &catalog::MetricSpec| spec.name;
+    let c = |spec: &catalog::MetricSpec| of_runs(metric(spec));
     let panels = vec![
         panel(
             1,
@@ -141,10 +193,10 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
             0,
             0,
             vec![
-                q(format!("{} / 1e9", c(&catalog::MEMORY_USAGE_BYTES)), "memory (GB)", "decgbytes"),
+                q(of_runs(format!("{} / 1e9", metric(&catalog::MEMORY_USAGE_BYTES))), "memory (GB)", "decgbytes"),
                 q(c(&catalog::CPU_USAGE_PERCENT), "CPU (%)", "percent"),
                 q(c(&catalog::EXECUTION_TIME_SECONDS), "execution time per iteration", "s"),
-                q(format!("100 * {}", super::MEMORY_RATIO_RECORD), "memory in use of its limit (%)", "percent")
+                q(of_runs(format!("100 * {}{{{LOOP}}}", super::MEMORY_RATIO_RECORD)), "memory in use of its limit (%)", "percent")
                     .threshold(t.memory_fraction() * 100.0),
             ],
         ),
@@ -155,7 +207,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
             12,
             0,
             vec![
-                q(format!("100 * {}", c(&catalog::SUCCESS_RATE_10ITER)), "success rate (%)", "percent")
+                q(of_runs(format!("100 * {}", metric(&catalog::SUCCESS_RATE_10ITER))), "success rate (%)", "percent")
                     .threshold(t.success_rate_floor() * 100.0)
                     .range(0.0, 100.0),
                 q(c(&catalog::SHARPE_RATIO), "Sharpe ratio", "none"),
@@ -186,7 +238,10 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
             vec![
                 q(c(&catalog::ACTIVE_CONTAINERS), "active containers", "short"),
                 q(
-                    format!("{} / 1e6 or on() vector(0)", c(&catalog::CONTAINER_MEMORY_USAGE)),
+                    format!(
+                        "{} or on() vector(0)",
+                        of_runs(format!("{} / 1e6", metric(&catalog::CONTAINER_MEMORY_USAGE)))
+                    ),
                     "{{name}} memory (MB)",
                     "decmbytes",
                 ),
@@ -208,15 +263,20 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
         "refresh": "5s",
         "time": {"from": "now-1h", "to": "now"},
         "timepicker": {"refresh_intervals": ["5s", "10s", "30s", "1m", "5m"]},
-        "templating": {"list": [{
-            "name": "datasource",
-            "label": "Prometheus",
-            "type": "datasource",
-            "query": "prometheus",
-            "current": {},
-            "hide": 0,
-            "refresh": 1,
-        }]},
+        "templating": {"list": [
+            {
+                "name": "datasource",
+                "label": "Prometheus",
+                "type": "datasource",
+                "query": "prometheus",
+                "current": {},
+                "hide": 0,
+                "refresh": 1,
+            },
+            variable("job", "Job", ""),
+            variable("instance", "Loop", "job=~\"$job\""),
+            variable("run_id", "Run", LOOP),
+        ]},
         "annotations": {"list": [
             {
                 // One mark per change, at its moment: the series' value is the time of
@@ -225,7 +285,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 "datasource": {"type": "prometheus", "uid": DATASOURCE},
                 "enable": true,
                 "iconColor": "green",
-                "expr": format!("{} * 1000 > 0", c(&catalog::CHAMPION_CHANGED_TIMESTAMP_SECONDS)),
+                "expr": of_runs(format!("{} * 1000 > 0", metric(&catalog::CHAMPION_CHANGED_TIMESTAMP_SECONDS))),
                 "step": "5s",
                 "useValueForTime": true,
                 "titleFormat": "Champion changed",
@@ -236,7 +296,9 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 "datasource": {"type": "prometheus", "uid": DATASOURCE},
                 "enable": true,
                 "iconColor": "red",
-                "expr": "ALERTS{alertstate=\"firing\", job=\"loopwatch\"}",
+                // Every loopwatch job's alerts (their `instance` is the loop's host name,
+                // so the run selects them); LoopDown, which has no run, shows for all.
+                "expr": "ALERTS{alertstate=\"firing\", job=~\"loopwatch|loopwatch-discovered\", job=~\"$job\", run_id=~\"$run_id|\"}",
                 "step": "5s",
                 "titleFormat": "{{alertname}}",
                 "tagKeys": "severity",

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use loopwatch::Thresholds;
 
-pub use dashboard::{dashboard_expressions, grafana_dashboard, DASHBOARD_FILE};
+pub use dashboard::{dashboard_expressions, grafana_dashboard, with_variables, DASHBOARD_FILE};
 pub use rules::{
     prometheus_rules, promtool_tests, MEMORY_RATIO_RECORD, RULES_FILE, RULES_TEST_FILE,
 };
