@@ -80,7 +80,7 @@ fn every_dashboard_query_returns_data_from_a_real_scrape() {
     // The champion-update annotation: the time of the last change, in milliseconds,
     // which Grafana places the mark at (one mark per change, at its moment).
     let champion_annotation = &expressions[panel_count];
-    assert!(champion_annotation.starts_with("loopwatch_champion_changed_timestamp_seconds"));
+    assert!(champion_annotation.contains("loopwatch_champion_changed_timestamp_seconds{"));
     eventually(
         &prometheus,
         "a champion change",
@@ -155,13 +155,19 @@ fn prometheus_rules_fire_on_a_collapsing_loop_and_reach_alertmanager() {
         !firing("LowSuccessRate") && !firing("HighMemoryUsage"),
         "only what the loop provoked"
     );
-    // The alert annotation's query sees them once the rule's ALERTS samples are stored.
-    let alerts_annotation = "ALERTS{alertstate=\"firing\", job=\"loopwatch\"}";
+    // The dashboard's alert annotation sees them once the rule's ALERTS samples are
+    // stored.
+    let dashboard = grafana_dashboard(&Thresholds::default());
+    let annotation = dashboard_expressions(&dashboard)
+        .into_iter()
+        .find(|expr| expr.starts_with("ALERTS{"))
+        .expect("an alert annotation");
+    let alerts_annotation = with_variables(&annotation, &[]);
     eventually(
         &prometheus,
         "ALERTS samples",
         Duration::from_secs(30),
-        || !prometheus.query(alerts_annotation).is_empty(),
+        || !prometheus.query(&alerts_annotation).is_empty(),
     );
     let _ = child.kill();
     let _ = child.wait();
