@@ -94,6 +94,9 @@ pub enum Message {
         /// What it measures.
         description: String,
     },
+    /// Many complete iterations at once, merged by a client that could not write as
+    /// fast as its loop ran: their count, total time and outcomes are exact.
+    Iterations(IterationBatch),
     /// Events the client dropped (its buffer was full or the socket away), reported
     /// when it could write again.
     Dropped {
@@ -142,6 +145,69 @@ impl OutcomeSummary {
                 .iter()
                 .all(|d| d.is_nan() || *d < 0.0 || d.is_infinite());
         sharpe_ok && drawdown_ok
+    }
+}
+
+/// Complete iterations merged into one message (docs/protocol.md, `iterations`).
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct IterationBatch {
+    /// How many iterations (at least 1).
+    pub count: u64,
+    /// Their wall-clock time, summed, in seconds.
+    pub seconds: f64,
+    /// Their outcomes, summarised.
+    pub outcomes: OutcomeSummary,
+    /// The population after the last of them, if any was reported.
+    pub population: Option<BatchPopulation>,
+    /// The champions reported among them, if any.
+    pub champions: Option<BatchChampions>,
+}
+
+/// The population after the last iteration of a batch.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct BatchPopulation {
+    /// Strategies in it.
+    pub size: u64,
+    /// Distinct strategies among them.
+    pub unique: u64,
+    /// Diversity from 0 to 1 (NaN when it was not a number).
+    pub diversity: f64,
+}
+
+/// The champions of a batch: the first reported, and the changes after it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct BatchChampions {
+    /// The first champion reported in the batch.
+    pub first: String,
+    /// Its iteration within the batch (0-based).
+    pub first_at: u64,
+    /// The champion after the last iteration.
+    pub last: String,
+    /// Changes of champion after the first one reported.
+    pub changes: u64,
+    /// The iteration within the batch of the last of those changes, if any.
+    pub last_change_at: Option<u64>,
+}
+
+impl IterationBatch {
+    /// Whether the numbers can be true of some iterations.
+    fn consistent(&self) -> bool {
+        let within = |at: u64| at < self.count;
+        let champions_ok = self.champions.as_ref().is_none_or(|c| {
+            within(c.first_at)
+                && match c.last_change_at {
+                    Some(at) => c.changes > 0 && within(at) && at >= c.first_at,
+                    None => c.changes == 0 && c.first == c.last,
+                }
+        });
+        self.count >= 1
+            && self.seconds.is_finite()
+            && self.seconds >= 0.0
+            && self.outcomes.consistent()
+            && champions_ok
     }
 }
 
@@ -215,6 +281,51 @@ struct OutcomesBody {
 }
 
 #[derive(Deserialize)]
+struct IterationsBody {
+    count: u64,
+    seconds: f64,
+    #[serde(flatten)]
+    outcomes: OutcomesBody,
+    /// Rejected drawdowns past those listed: `[not finite, negative]`.
+    #[serde(default)]
+    rejected_drawdown_more: (u64, u64),
+    #[serde(default)]
+    population: Option<PopulationBody>,
+    #[serde(default)]
+    champions: Option<ChampionsBody>,
+}
+
+#[derive(Deserialize)]
+struct ChampionsBody {
+    first: String,
+    first_at: u64,
+    last: String,
+    changes: u64,
+    #[serde(default)]
+    last_change_at: Option<u64>,
+}
+
+/// Most rejected values the monitor replays from one line's counts.
+const MAX_REPLAYED_REJECTIONS: u64 = 1_000_000;
+
+impl OutcomesBody {
+    fn summary(self) -> OutcomeSummary {
+        OutcomeSummary {
+            successes: self.successes,
+            sharpe: self.sharpe.unwrap_or((0, 0.0, None)),
+            drawdown: self.drawdown.unwrap_or((0, 0.0)),
+            rejected_sharpe: self.rejected_sharpe,
+            rejected_drawdown: self
+                .rejected_drawdown
+                .into_iter()
+                .map(nan_if_null)
+                .collect(),
+            failures: self.failures.into_iter().collect(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
 struct FailureBody {
     reason: String,
 }
@@ -273,19 +384,45 @@ pub fn parse_line(line: &[u8]) -> Result<Message, LineError> {
             }
         }
         "outcomes" => {
-            let b: OutcomesBody = body(line)?;
-            let summary = OutcomeSummary {
-                successes: b.successes,
-                sharpe: b.sharpe.unwrap_or((0, 0.0, None)),
-                drawdown: b.drawdown.unwrap_or((0, 0.0)),
-                rejected_sharpe: b.rejected_sharpe,
-                rejected_drawdown: b.rejected_drawdown.into_iter().map(nan_if_null).collect(),
-                failures: b.failures.into_iter().collect(),
-            };
+            let summary = body::<OutcomesBody>(line)?.summary();
             if !summary.consistent() {
                 return Err(LineError::Malformed);
             }
             Message::Outcomes(summary)
+        }
+        "iterations" => {
+            let b: IterationsBody = body(line)?;
+            let mut outcomes = b.outcomes.summary();
+            let (not_finite, negative) = b.rejected_drawdown_more;
+            let more = not_finite.saturating_add(negative);
+            if more > MAX_REPLAYED_REJECTIONS {
+                return Err(LineError::Malformed);
+            }
+            outcomes.rejected_drawdown.extend(
+                std::iter::repeat_n(f64::NAN, not_finite as usize)
+                    .chain(std::iter::repeat_n(-1.0, negative as usize)),
+            );
+            let batch = IterationBatch {
+                count: b.count,
+                seconds: b.seconds,
+                outcomes,
+                population: b.population.map(|p| BatchPopulation {
+                    size: p.size,
+                    unique: p.unique,
+                    diversity: nan_if_null(p.diversity),
+                }),
+                champions: b.champions.map(|c| BatchChampions {
+                    first: c.first,
+                    first_at: c.first_at,
+                    last: c.last,
+                    changes: c.changes,
+                    last_change_at: c.last_change_at,
+                }),
+            };
+            if !batch.consistent() {
+                return Err(LineError::Malformed);
+            }
+            Message::Iterations(batch)
         }
         "failure" => Message::Failure {
             reason: body::<FailureBody>(line)?.reason,
@@ -353,6 +490,20 @@ mod tests {
         }
     }
 
+    /// An outcome summary as the vectors describe it (failures sorted by reason).
+    fn outcomes(o: &OutcomeSummary) -> Value {
+        let mut failures = o.failures.clone();
+        failures.sort();
+        json!({
+            "successes": o.successes,
+            "sharpe": [o.sharpe.0, o.sharpe.1, o.sharpe.2],
+            "drawdown": [o.drawdown.0, o.drawdown.1],
+            "rejected_sharpe": o.rejected_sharpe,
+            "rejected_drawdown": o.rejected_drawdown.iter().map(|d| number(*d)).collect::<Vec<_>>(),
+            "failures": failures,
+        })
+    }
+
     /// A message as the vectors in `tests/data/protocol/valid.jsonl` describe it.
     fn describe(message: &Message) -> Value {
         match message {
@@ -365,18 +516,23 @@ mod tests {
             }),
             Message::Failure { reason } => json!({"type": "failure", "reason": reason}),
             Message::Outcomes(o) => {
-                let mut failures = o.failures.clone();
-                failures.sort();
-                json!({
-                    "type": "outcomes",
-                    "successes": o.successes,
-                    "sharpe": [o.sharpe.0, o.sharpe.1, o.sharpe.2],
-                    "drawdown": [o.drawdown.0, o.drawdown.1],
-                    "rejected_sharpe": o.rejected_sharpe,
-                    "rejected_drawdown": o.rejected_drawdown.iter().map(|d| number(*d)).collect::<Vec<_>>(),
-                    "failures": failures,
-                })
+                let mut value = outcomes(o);
+                value["type"] = json!("outcomes");
+                value
             }
+            Message::Iterations(batch) => json!({
+                "type": "iterations",
+                "count": batch.count,
+                "seconds": batch.seconds,
+                "outcomes": outcomes(&batch.outcomes),
+                "population": batch.population.as_ref().map(|p| json!({
+                    "size": p.size, "unique": p.unique, "diversity": number(p.diversity),
+                })),
+                "champions": batch.champions.as_ref().map(|c| json!({
+                    "first": c.first, "first_at": c.first_at, "last": c.last,
+                    "changes": c.changes, "last_change_at": c.last_change_at,
+                })),
+            }),
             Message::Population {
                 size,
                 unique,

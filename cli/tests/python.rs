@@ -835,3 +835,41 @@ loopwatch.done()  # and exits without removing it
         panic!("the run's container outlived it; log:\n{}", run.log());
     }
 }
+
+/// A loop far faster than the socket (no work at all) loses nothing: the client merges
+/// the complete iterations it cannot send in time, so the final counts are exact.
+#[test]
+fn a_loop_with_no_work_loses_no_iteration_and_no_outcome() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fast.py");
+    std::fs::write(
+        &path,
+        "import loopwatch\n\
+         for i in range(20000):\n\
+         \x20   with loopwatch.iteration() as it:\n\
+         \x20       for _ in range(4):\n\
+         \x20           it.success(sharpe=1.0, drawdown=0.1)\n\
+         \x20       it.failure('too few trades')\n\
+         \x20       it.population(8, 4, 0.5, champion='c%d' % (i // 1000))\n\
+         loopwatch.done()\n",
+    )
+    .unwrap();
+    let mut run = Supervised::start(dir.path(), &[], &[path.to_str().unwrap()]);
+    let status = run.wait(Duration::from_secs(120));
+    assert!(status.success(), "{status:?}\n{}", run.log());
+    let summary = &run.final_json()["summary"];
+    assert_eq!(summary["iterations"], 20_000, "{}", run.log());
+    assert_eq!(summary["strategy_successes"], 80_000);
+    assert_eq!(summary["strategy_failures"], 20_000);
+    assert_eq!(summary["failure_reasons"]["too few trades"], 20_000);
+    assert_eq!(summary["champion_changes"], 20, "{summary}");
+    assert_eq!(summary["champion"], "c19");
+    assert_eq!(summary["champion_staleness_iterations"], 999);
+    let text = std::fs::read_to_string(dir.path().join("prometheus_metrics_final.txt")).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "loopwatch_client_dropped_events_total 0"),
+        "nothing dropped"
+    );
+}

@@ -49,8 +49,13 @@ ENV_SOCKET = "LOOPWATCH_SOCKET"
 ENV_RUN_ID = "LOOPWATCH_RUN_ID"
 ENV_LABELS = "LOOPWATCH_LABELS"
 
-#: Events buffered before new ones are dropped (and counted).
+#: Events buffered before the complete iterations among them are merged into one
+#: (``iterations``: exact counts, time and outcomes), so that a loop faster than the
+#: socket loses nothing. Only an event that finds the buffer full of one unfinished
+#: iteration is dropped (and counted).
 MAX_BUFFERED = 10_000
+#: Rejected drawdowns a merged line lists one by one; the rest are counted.
+MAX_LISTED_REJECTIONS = 64
 #: Longest wait for the buffer to drain at ``done()`` and at interpreter exit.
 DRAIN_TIMEOUT_SECONDS = 2.0
 #: How long the writer gathers events after the first before it sends them: one write
@@ -180,10 +185,237 @@ def _encode_outcomes(sharpes: List[Any], drawdowns: List[Any], failures: Dict[st
     )
 
 
+class _Merged:
+    """Complete iterations merged while the buffer was full: what the monitor keeps of
+    them, exactly (counts, time, outcomes, the last population, the champions)."""
+
+    __slots__ = (
+        "count", "seconds", "successes", "sharpe_n", "sharpe_sum", "sharpe_max",
+        "rejected_sharpe", "drawdown_n", "drawdown_sum", "rejected_drawdown",
+        "rejected_more", "failures", "population", "first_champion", "first_at",
+        "last_champion", "changes", "last_change_at",
+    )
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self.successes = 0
+        self.sharpe_n = 0
+        self.sharpe_sum = 0.0
+        self.sharpe_max: Optional[float] = None
+        self.rejected_sharpe = 0
+        self.drawdown_n = 0
+        self.drawdown_sum = 0.0
+        self.rejected_drawdown: List[Optional[float]] = []
+        self.rejected_more = [0, 0]
+        self.failures: Dict[str, int] = {}
+        self.population: Optional[Tuple[int, int, Any]] = None
+        self.first_champion: Optional[str] = None
+        self.first_at = 0
+        self.last_champion: Optional[str] = None
+        self.changes = 0
+        self.last_change_at: Optional[int] = None
+
+    def add_outcomes(self, sharpes: List[Any], drawdowns: List[Any], failures: Dict[str, int]) -> None:
+        n, total, best, rejected = _summarise_sharpes(sharpes)
+        self.successes += len(sharpes)
+        self.sharpe_n += n
+        self.sharpe_sum += total
+        if best is not None and (self.sharpe_max is None or best > self.sharpe_max):
+            self.sharpe_max = best
+        self.rejected_sharpe += rejected
+        dn, dtotal, rejected_drawdown = _summarise_drawdowns(drawdowns)
+        self.drawdown_n += dn
+        self.drawdown_sum += dtotal
+        for value in rejected_drawdown:
+            if len(self.rejected_drawdown) < MAX_LISTED_REJECTIONS:
+                self.rejected_drawdown.append(value)
+            else:
+                self.rejected_more[0 if value is None else 1] += 1
+        merged = self.failures
+        for reason, count in failures.items():
+            merged[reason] = merged.get(reason, 0) + count
+
+    def add_population(self, size: int, unique: int, diversity: Any, champion: Optional[str]) -> None:
+        self.population = (size, unique, diversity)
+        if champion is None:
+            return
+        champion = champion if type(champion) is str else str(champion)
+        if self.first_champion is None:
+            self.first_champion = champion
+            self.first_at = self.count
+        elif champion != self.last_champion:
+            self.changes += 1
+            self.last_change_at = self.count
+        self.last_champion = champion
+
+    def absorb(self, other: "_Merged") -> None:
+        """Appends the iterations of ``other``, which came after these."""
+        offset = self.count
+        self.count += other.count
+        self.seconds += other.seconds
+        self.successes += other.successes
+        self.sharpe_n += other.sharpe_n
+        self.sharpe_sum += other.sharpe_sum
+        if other.sharpe_max is not None and (self.sharpe_max is None or other.sharpe_max > self.sharpe_max):
+            self.sharpe_max = other.sharpe_max
+        self.rejected_sharpe += other.rejected_sharpe
+        self.drawdown_n += other.drawdown_n
+        self.drawdown_sum += other.drawdown_sum
+        for value in other.rejected_drawdown:
+            if len(self.rejected_drawdown) < MAX_LISTED_REJECTIONS:
+                self.rejected_drawdown.append(value)
+            else:
+                self.rejected_more[0 if value is None else 1] += 1
+        self.rejected_more[0] += other.rejected_more[0]
+        self.rejected_more[1] += other.rejected_more[1]
+        for reason, count in other.failures.items():
+            self.failures[reason] = self.failures.get(reason, 0) + count
+        if other.population is not None:
+            self.population = other.population
+        if other.first_champion is not None:
+            if self.first_champion is None:
+                self.first_champion = other.first_champion
+                self.first_at = offset + other.first_at
+            elif other.first_champion != self.last_champion:
+                self.changes += 1
+                self.last_change_at = offset + other.first_at
+            self.changes += other.changes
+            if other.last_change_at is not None:
+                self.last_change_at = offset + other.last_change_at
+            self.last_champion = other.last_champion
+
+    def encode(self) -> str:
+        population = ""
+        if self.population is not None:
+            size, unique, diversity = self.population
+            population = ',"population":{"size":%d,"unique":%d,"diversity":%s}' % (
+                size, unique, _number(diversity)
+            )
+        champions = ""
+        if self.first_champion is not None:
+            champions = ',"champions":{"first":%s,"first_at":%d,"last":%s,"changes":%d%s}' % (
+                _text(self.first_champion),
+                self.first_at,
+                _text(self.last_champion),
+                self.changes,
+                "" if self.last_change_at is None else ',"last_change_at":%d' % self.last_change_at,
+            )
+        return (
+            '{"v":1,"type":"iterations","count":%d,"seconds":%r,"successes":%d,'
+            '"sharpe":[%d,%r,%s],"drawdown":[%d,%r],"rejected_sharpe":%d,'
+            '"rejected_drawdown":%s,"rejected_drawdown_more":[%d,%d],"failures":%s%s%s}\n'
+            % (
+                self.count,
+                max(self.seconds, 0.0),
+                self.successes,
+                self.sharpe_n,
+                self.sharpe_sum,
+                "null" if self.sharpe_max is None else repr(self.sharpe_max),
+                self.drawdown_n,
+                self.drawdown_sum,
+                self.rejected_sharpe,
+                _encode_json(self.rejected_drawdown),
+                self.rejected_more[0],
+                self.rejected_more[1],
+                _encode_json(_bounded_reasons(self.failures)),
+                population,
+                champions,
+            )
+        )
+
+
+def _merge(events: List[Event]) -> List[Event]:
+    """The events with every run of complete iterations (and the merged events among
+    them) folded into one ``iterations`` event, and every run of metrics into one
+    event per metric (a gauge its last value, a counter its summed increments, after
+    the iterations of the run); an unfinished iteration, and everything else, stays as
+    it is."""
+    out: List[Event] = []
+    merged: Optional[_Merged] = None
+    gauges: Dict[str, Event] = {}
+    counters: Dict[str, List[Any]] = {}
+
+    def close_run() -> None:
+        nonlocal merged
+        if merged is not None:
+            out.append(("iterations", merged))
+            merged = None
+        out.extend(gauges.values())
+        out.extend(("metric", name, "counter", total[0], total[1], total[2]) for name, total in counters.items())
+        gauges.clear()
+        counters.clear()
+
+    i = 0
+    n = len(events)
+    while i < n:
+        event = events[i]
+        kind = event[0]
+        if kind == "iterations":
+            if merged is None:
+                merged = _Merged()
+            merged.absorb(event[1])
+            i += 1
+            continue
+        if kind != "iteration_start":
+            if kind == "metric":
+                _fold_metric(event, gauges, counters)
+            else:
+                close_run()
+                out.append(event)
+            i += 1
+            continue
+        # An iteration: find its end; an unfinished one stays as it is.
+        j = i + 1
+        while j < n and events[j][0] not in ("iteration_end", "iteration_start", "iterations", "done"):
+            j += 1
+        if j >= n or events[j][0] != "iteration_end":
+            close_run()
+            out.extend(events[i:j])
+            i = j
+            continue
+        if merged is None:
+            merged = _Merged()
+        for inner in events[i + 1:j]:
+            inner_kind = inner[0]
+            if inner_kind == "outcomes":
+                merged.add_outcomes(inner[1], inner[2], inner[3])
+            elif inner_kind == "population":
+                merged.add_population(inner[1], inner[2], inner[3], inner[4])
+            elif inner_kind == "metric":
+                _fold_metric(inner, gauges, counters)
+        try:
+            merged.seconds += float(events[j][1]) - float(event[1])
+        except (TypeError, ValueError):
+            pass
+        merged.count += 1
+        i = j + 1
+    close_run()
+    return out
+
+
+def _fold_metric(event: Event, gauges: Dict[str, Event], counters: Dict[str, List[Any]]) -> None:
+    name, kind = event[1], event[2]
+    if kind == "counter":
+        total = counters.get(name)
+        try:
+            if total is None:
+                counters[name] = [float(event[3]), event[4], event[5]]
+            else:
+                total[0] += float(event[3])
+        except (TypeError, ValueError):
+            pass
+    else:
+        gauges[name] = event
+
+
 def _encode(event: Event) -> str:
     kind = event[0]
     if kind == "outcomes":
         return _encode_outcomes(event[1], event[2], event[3])
+    if kind == "iterations":
+        merged: _Merged = event[1]
+        return merged.encode()
     if kind == "population":
         size, unique, diversity, champion = event[1:]
         champion_field = "" if champion is None else ',"champion":%s' % _text(champion)
@@ -215,6 +447,11 @@ class _Client:
         self.path = path
         self.pid = os.getpid()
         self.buffer: Deque[Event] = collections.deque()
+        # The buffer's length at which the next merge happens (at least MAX_BUFFERED).
+        self.merge_at = 0
+        # Held by the writer while it takes events, and by a merge while it rewrites
+        # the buffer's older part; appending never takes it.
+        self.lock = threading.Lock()
         # Each counter has one writer, so no update is lost between threads: events the
         # loop's thread turned away, events the writer lost, and the total reported.
         self.dropped = 0
@@ -228,15 +465,31 @@ class _Client:
 
     def put(self, event: Event) -> None:
         buffered = len(self.buffer)
-        if buffered >= MAX_BUFFERED:
-            self.dropped += 1
-            return
+        if buffered >= MAX_BUFFERED and buffered >= self.merge_at:
+            if buffered >= 2 * MAX_BUFFERED:
+                # Nothing left to merge (one iteration of endless events): drop.
+                self.dropped += 1
+                return
+            self._merge()
+            buffered = len(self.buffer)
+            # The next merge once a quarter of the limit has come in: merging stays
+            # amortised to a constant per event.
+            self.merge_at = max(MAX_BUFFERED, buffered + MAX_BUFFERED // 4)
         self.buffer.append(event)
         if self.thread is None:
             self._start()
         if buffered == 0:
             # The writer sleeps only on an empty buffer: wake it for the first event.
             self.wake.set()
+
+    def _merge(self) -> None:
+        """Folds the complete iterations buffered into one event each run (on the
+        loop's thread, once per ``MAX_BUFFERED`` events at most)."""
+        with self.lock:
+            count = len(self.buffer)
+            popleft = self.buffer.popleft
+            events = [popleft() for _ in range(count)]
+            self.buffer.extendleft(reversed(_merge(events)))
 
     def _start(self) -> None:
         thread = threading.Thread(target=self._run, name="loopwatch-writer", daemon=True)
@@ -271,8 +524,9 @@ class _Client:
                     backoff = 0.05
                 self.sending = True
                 batch: List[Event] = []
-                while self.buffer and len(batch) < 512:
-                    batch.append(self.buffer.popleft())
+                with self.lock:
+                    while self.buffer and len(batch) < 512:
+                        batch.append(self.buffer.popleft())
                 unreported = self.dropped + self.lost - self.reported
                 if unreported > 0:
                     self.reported += unreported

@@ -178,28 +178,49 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(server.connections, 2)
         server.close()
 
-    def test_events_while_the_socket_is_away_are_dropped_counted_and_reported(self) -> None:
+    def test_events_while_the_socket_is_away_are_merged_not_lost(self) -> None:
         fresh_client(self.path)  # nothing listens yet
         limit = loopwatch.MAX_BUFFERED
         loopwatch.MAX_BUFFERED = 50
         try:
             started = time.monotonic()
-            for _ in range(500):
+            for i in range(500):
                 loopwatch.counter("work_total", 1)
-            # Never blocks: 500 calls against a missing socket return at once.
+                with loopwatch.iteration() as it:
+                    it.success(1.0 + i, 0.1)
+                    it.success(float("nan"))
+                    it.failure("too few trades")
+                    it.population(4, 2, 0.5, champion="c%d" % (i // 100))
+            # Never blocks: 500 iterations against a missing socket return at once.
             self.assertLess(time.monotonic() - started, 5.0)
+            client = loopwatch._client
+            assert client is not None
+            self.assertLessEqual(len(client.buffer), 2 * loopwatch.MAX_BUFFERED)
             server = Server(self.path)
             loopwatch.counter("after_total", 1)
             self.assertTrue(loopwatch.flush(10))
+            server.wait_for(1)
             deadline = time.monotonic() + 10
-            while "dropped" not in server.types() and time.monotonic() < deadline:
+            while not any(l.get("name") == "after_total" for l in server.lines) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            dropped = sum(int(line["count"]) for line in server.lines if line["type"] == "dropped")
-            delivered = sum(1 for line in server.lines if line["type"] == "metric")
-            # Every event is either delivered or counted: 500, and the one sent after
-            # the socket came back (dropped too if the buffer was still full).
-            self.assertEqual(dropped + delivered, 501)
-            self.assertGreater(dropped, 0)
+            lines = list(server.lines)
+            self.assertFalse([l for l in lines if l["type"] == "dropped"], "nothing dropped")
+            work = sum(float(l["value"]) for l in lines if l.get("name") == "work_total")
+            self.assertEqual(work, 500.0)
+            merged = [l for l in lines if l["type"] == "iterations"]
+            self.assertTrue(merged, "iterations were merged")
+            single = sum(1 for l in lines if l["type"] == "iteration_end")
+            self.assertEqual(sum(int(l["count"]) for l in merged) + single, 500)
+            successes = sum(int(l["successes"]) for l in merged) + sum(
+                int(l["successes"]) for l in lines if l["type"] == "outcomes"
+            )
+            self.assertEqual(successes, 1000)
+            rejected = sum(int(l["rejected_sharpe"]) for l in lines if l["type"] in ("iterations", "outcomes"))
+            self.assertEqual(rejected, 500)
+            failures = sum(int(l["failures"].get("too few trades", 0)) for l in lines if "failures" in l)
+            self.assertEqual(failures, 500)
+            best = max(l["sharpe"][2] for l in merged + [l for l in lines if l["type"] == "outcomes"])
+            self.assertEqual(best, 500.0)
             server.close()
         finally:
             loopwatch.MAX_BUFFERED = limit
@@ -213,7 +234,7 @@ class ClientTest(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 30.0)
         client = loopwatch._client
         assert client is not None
-        self.assertLessEqual(len(client.buffer), loopwatch.MAX_BUFFERED)
+        self.assertLessEqual(len(client.buffer), 2 * loopwatch.MAX_BUFFERED)
         server.close()
 
     def test_labels_come_from_the_environment(self) -> None:
@@ -258,6 +279,14 @@ class ProtocolVectorTest(unittest.TestCase):
             with self.subTest(vector["name"]):
                 encoded = loopwatch._encode(tuple(vector["event"]))
                 self.assertEqual(encoded, vector["line"] + "\n")
+
+    def test_merged_events_are_written_as_the_valid_lines(self) -> None:
+        vectors = [v for v in _vectors("valid.jsonl") if "events" in v]
+        self.assertGreaterEqual(len(vectors), 1)
+        for vector in vectors:
+            with self.subTest(vector["name"]):
+                merged = loopwatch._merge([tuple(e) for e in vector["events"]])
+                self.assertEqual("".join(map(loopwatch._encode, merged)), vector["line"] + "\n")
 
     def test_inputs_that_would_make_a_line_too_long_are_cut(self) -> None:
         vectors = [v for v in _vectors("invalid.jsonl") if "event" in v]

@@ -180,6 +180,7 @@ impl Intake {
                 population.champion = champion.as_deref();
                 open.population(shared, population);
             }
+            Message::Iterations(batch) => self.batch(state, batch),
             Message::Done => {
                 if let Some(open) = state.current.take() {
                     open.finish(shared);
@@ -221,6 +222,24 @@ impl Intake {
         let number = shared.next_iteration.fetch_add(1, Ordering::Relaxed);
         state.current = Some(IterationState::start(shared, number));
         state.started_at = at.filter(|t| t.is_finite());
+    }
+
+    /// Complete iterations merged by the client: numbered, counted and timed exactly,
+    /// judged as one (the last of them).
+    fn batch(&self, state: &mut IntakeState, batch: protocol::IterationBatch) {
+        let shared = &*self.shared;
+        if let Some(open) = state.current.take() {
+            tracing::warn!(
+                iteration = open.number(),
+                "merged iterations arrived before this one ended; ending it now"
+            );
+            open.finish(shared);
+        }
+        state.started_at = None;
+        let first = shared
+            .next_iteration
+            .fetch_add(batch.count, Ordering::Relaxed);
+        IterationState::start(shared, first + batch.count - 1).finish_batch(shared, first, batch);
     }
 
     /// The iteration in progress ends, timed by the loop's clock when both ends carry

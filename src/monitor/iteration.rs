@@ -111,16 +111,78 @@ impl IterationState {
             return;
         };
         if shared.ledger.run().observe_champion(champion, self.number) {
-            self.champion_changed = true;
-            shared.publisher.champion_changed();
-            tracing::info!(iteration = self.number, champion, "champion changed");
-            shared.ledger.push_event(
-                self.number,
-                EventKind::ChampionChanged {
-                    champion: champion.to_string(),
-                },
-            );
+            self.champion_changed(shared, champion, self.number, 1);
         }
+    }
+
+    /// Applies a batch of merged iterations numbered from `first` (this state is the
+    /// last of them) and ends it: totals, champions and staleness as if each had been
+    /// reported, the evaluation on the batch as one iteration.
+    pub(super) fn finish_batch(
+        mut self,
+        shared: &Shared,
+        first: u64,
+        batch: crate::protocol::IterationBatch,
+    ) -> IterationSummary {
+        self.outcomes(shared, batch.outcomes);
+        if let Some(p) = batch.population {
+            let population = Population::new(p.size, p.unique, p.diversity);
+            let mut reject = Self::rejecter(shared, self.number);
+            self.observations.population(&population, &mut reject);
+        }
+        let mut changed_at = None;
+        if let Some(c) = batch.champions {
+            let at = first + c.first_at;
+            if shared.ledger.run().observe_champion(&c.first, at) {
+                self.champion_changed(shared, &c.first, at, 1);
+                changed_at = Some(at);
+            }
+            if let Some(last_at) = c.last_change_at {
+                let at = first + last_at;
+                shared
+                    .ledger
+                    .run()
+                    .champion_changed_within(&c.last, at, c.changes);
+                self.champion_changed(shared, &c.last, at, c.changes);
+                changed_at = Some(at);
+            }
+        }
+        let duration = std::time::Duration::try_from_secs_f64(batch.seconds).unwrap_or_default();
+        let o = &self.observations;
+        let staleness = shared.ledger.run().complete_batch(
+            batch.count,
+            duration,
+            o.successes,
+            o.failures,
+            changed_at.map(|at| self.number - at),
+        );
+        let summary = IterationSummary {
+            number: self.number,
+            duration: duration / u32::try_from(batch.count).unwrap_or(u32::MAX),
+            successes: o.successes,
+            failures: o.failures,
+            mean_sharpe: o.mean_sharpe(),
+            mean_max_drawdown: o.mean_max_drawdown(),
+            diversity: o.diversity,
+            unique_strategies: o.unique_strategies,
+            champion_changed: changed_at.is_some(),
+            champion_staleness: staleness,
+        };
+        shared.record_iteration(&summary);
+        summary
+    }
+
+    /// Publishes `changes` champion changes, the last to `champion` at `iteration`.
+    fn champion_changed(&mut self, shared: &Shared, champion: &str, iteration: u64, changes: u64) {
+        self.champion_changed = true;
+        shared.publisher.champion_changed(changes);
+        tracing::info!(iteration, champion, "champion changed");
+        shared.ledger.push_event(
+            iteration,
+            EventKind::ChampionChanged {
+                champion: champion.to_string(),
+            },
+        );
     }
 
     pub(super) fn finish(self, shared: &Shared) -> IterationSummary {

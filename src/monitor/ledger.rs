@@ -258,7 +258,35 @@ impl RunLedger {
         failures: u64,
         champion_changed: bool,
     ) -> u64 {
-        self.iterations += 1;
+        self.complete_batch(
+            1,
+            duration,
+            successes,
+            failures,
+            champion_changed.then_some(0),
+        )
+    }
+
+    /// The champion changed `changes` times within a batch, the last to `champion` in
+    /// iteration `iteration`.
+    pub(crate) fn champion_changed_within(&mut self, champion: &str, iteration: u64, changes: u64) {
+        self.champion = Some(champion.to_string());
+        self.champion_since = Some(iteration);
+        self.champion_changes += changes;
+    }
+
+    /// Folds `count` completed iterations into the totals and returns the new
+    /// staleness; `since_change` is how many of them came after the one in which the
+    /// champion last changed, when it changed among them.
+    pub(crate) fn complete_batch(
+        &mut self,
+        count: u64,
+        duration: Duration,
+        successes: u64,
+        failures: u64,
+        since_change: Option<u64>,
+    ) -> u64 {
+        self.iterations += count;
         if self.recent_reasons.len() == RECENT_ITERATIONS {
             self.recent_reasons.pop_front();
         }
@@ -267,10 +295,10 @@ impl RunLedger {
         self.successes += successes;
         self.failures += failures;
         self.total_execution += duration;
-        if champion_changed {
-            self.champion_staleness = 0;
+        if let Some(since) = since_change {
+            self.champion_staleness = since;
         } else if self.champion.is_some() {
-            self.champion_staleness += 1;
+            self.champion_staleness += count;
         }
         self.champion_staleness
     }

@@ -59,10 +59,10 @@ impl Publisher {
             .record(summary.champion_staleness as f64, &[]);
     }
 
-    /// The champion changed.
-    pub(super) fn champion_changed(&self) {
+    /// The champion changed `changes` times, the last just now.
+    pub(super) fn champion_changed(&self, changes: u64) {
         let i = &self.pipeline.instruments;
-        i.loopwatch_champion_changes_total.add(1, &[]);
+        i.loopwatch_champion_changes_total.add(changes, &[]);
         i.loopwatch_champion_changed_timestamp_seconds
             .record(unix_seconds(SystemTime::now()), &[]);
     }
