@@ -314,3 +314,55 @@ fn a_threshold_in_a_config_file_moves_the_alert_the_rule_and_the_dashboard_line(
         "{stderr}"
     );
 }
+
+/// Every threshold key can be set alone in `loopwatch.toml`: the library, the builder
+/// and `loopwatch rules --config` accept it (a dependent default follows it).
+#[test]
+fn every_threshold_key_can_be_set_alone_in_the_file_and_on_the_builder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("loopwatch.toml");
+    let defaults = serde_json::to_value(Thresholds::default()).unwrap();
+    for key in Thresholds::KEYS {
+        // A value other than the default, in range: durations doubled, fractions
+        // halved, counts and factors raised.
+        let value = match &defaults[key] {
+            serde_json::Value::Number(n) if n.is_u64() => (n.as_u64().unwrap() + 1).to_string(),
+            serde_json::Value::Number(n) => {
+                let v = n.as_f64().unwrap();
+                if key.ends_with("_floor") || key.contains("fraction") {
+                    (v / 2.0).to_string()
+                } else if key.contains("interval") || key.contains("hold") || key == &"stall_floor"
+                {
+                    format!("\"{}s\"", v * 2.0)
+                } else {
+                    (v + 1.0).to_string()
+                }
+            }
+            other => panic!("{key}: {other}"),
+        };
+        let text = format!("{key} = {value}\n");
+        std::fs::write(&config, &text).unwrap();
+        let from_file = Thresholds::from_file(&config).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_ne!(from_file, Thresholds::default(), "{text} was applied");
+        let monitor = loopwatch::Monitor::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .final_export(false)
+            .containers(false)
+            .thresholds(from_file)
+            .build()
+            .unwrap_or_else(|e| panic!("the builder refused {text}: {e}"));
+        monitor.shutdown();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_loopwatch"))
+            .args(["rules", "--root"])
+            .arg(dir.path())
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "loopwatch rules --config with {text}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -837,3 +837,181 @@ fn dashboard_variables_select_one_loop_of_two() {
         }
     }
 }
+
+/// One recorded run fed to both sides: the monitor judges it in process, its gauges
+/// after each iteration become promtool's input series (one a minute), and the rules
+/// must fire exactly when the evaluator fired, iteration by iteration (windows without
+/// outcomes included).
+#[test]
+fn one_recorded_run_fires_the_same_intervals_in_process_and_through_the_rules() {
+    use loopwatch::AlertName;
+    let t = Thresholds::default()
+        .with_window(4)
+        .unwrap()
+        .with_staleness_iterations(6)
+        .unwrap()
+        .with_diversity_iterations(3)
+        .unwrap()
+        .with_stall_floor(Duration::from_secs(3600))
+        .unwrap();
+    let monitor = loopwatch::Monitor::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .final_export(false)
+        .containers(false)
+        .thresholds(t.clone())
+        .build()
+        .unwrap();
+    let compared = [
+        AlertName::DiversityCollapse,
+        AlertName::ChampionStaleness,
+        AlertName::LowSuccessRate,
+        AlertName::ContainerCleanupFailures,
+    ];
+    let gauges = [
+        "success_rate_10iter",
+        "loopwatch_rolling_window_iterations",
+        "loopwatch_rolling_window_outcomes",
+        "loopwatch_low_diversity_streak_iterations",
+        "champion_staleness_iterations",
+        "orphaned_containers",
+    ];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); gauges.len()];
+    let mut firing: Vec<Vec<(AlertName, f64)>> = Vec::new();
+    let value_of = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.split([' ', '{']).next() == Some(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in the exposition"))
+    };
+    // The run: phases of good and bad iterations, collapsing and recovering
+    // diversity, a champion that changes then sticks, windows without any outcome,
+    // and orphans reported between iterations.
+    for i in 0..48u32 {
+        let mut it = monitor.start_iteration();
+        let (ok, failed) = match i {
+            10..=21 => (0, 9),
+            22..=27 => (0, 0),
+            28..=33 => (1, 9),
+            _ => (8, 2),
+        };
+        for _ in 0..ok {
+            it.record_success(1.0, 0.1);
+        }
+        for _ in 0..failed {
+            it.record_failure("too few trades");
+        }
+        let diversity = if (5..=12).contains(&i) || (36..=40).contains(&i) {
+            0.02
+        } else {
+            0.6
+        };
+        let champion = if i < 20 {
+            format!("c{}", i / 3)
+        } else {
+            "kept".to_string()
+        };
+        it.record_population(loopwatch::Population::new(10, 8, diversity).with_champion(&champion));
+        it.finish();
+        monitor.report_orphaned_containers(match i {
+            14..=19 => 5,
+            30 => 4,
+            _ => 0,
+        });
+        let text = monitor.render_metrics().unwrap();
+        for (series, name) in samples.iter_mut().zip(gauges) {
+            series.push(value_of(&text, name));
+        }
+        let now = monitor.firing_alerts();
+        firing.push(
+            compared
+                .iter()
+                .filter(|alert| now.contains(alert))
+                .map(|alert| {
+                    let value = match alert {
+                        AlertName::DiversityCollapse => value_of(&text, "population_diversity"),
+                        AlertName::ChampionStaleness => {
+                            value_of(&text, "champion_staleness_iterations")
+                        }
+                        AlertName::LowSuccessRate => value_of(&text, "success_rate_10iter"),
+                        _ => value_of(&text, "orphaned_containers"),
+                    };
+                    (*alert, value)
+                })
+                .collect(),
+        );
+    }
+    monitor.shutdown();
+    let every_alert_fired = compared
+        .iter()
+        .all(|alert| firing.iter().any(|f| f.iter().any(|(a, _)| a == alert)));
+    assert!(
+        every_alert_fired,
+        "the run provokes each compared alert: {firing:?}"
+    );
+
+    // The same run through the generated rules, evaluated once a minute.
+    let labels = "instance=\"loop:8000\", job=\"loopwatch\"";
+    let mut input = vec![serde_json::json!({
+        "series": format!("loopwatch_run_info{{{labels}, run_id=\"run-1\", hostname=\"host-a\"}}"),
+        "values": format!("1+0x{}", firing.len()),
+    })];
+    for (name, values) in gauges.iter().zip(&samples) {
+        let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        input.push(serde_json::json!({
+            "series": format!("{name}{{{labels}}}"),
+            "values": values.join(" "),
+        }));
+    }
+    let mut checks = Vec::new();
+    for (minute, now) in firing.iter().enumerate() {
+        for alert in compared {
+            let expected: Vec<serde_json::Value> = now
+                .iter()
+                .filter(|(a, _)| *a == alert)
+                .map(|(a, value)| {
+                    // DiversityCollapse's value in PromQL is the streak, in process the
+                    // diversity: compare what the rule reports.
+                    let value = if *a == AlertName::DiversityCollapse {
+                        samples[3][minute]
+                    } else {
+                        *value
+                    };
+                    serde_json::json!({
+                        "exp_labels": {"severity": a.severity(), "instance": "host-a", "job": "loopwatch", "run_id": "run-1"},
+                        "exp_annotations": {
+                            "summary": a.message(),
+                            "description": loopwatch_cli::generate::expected_description(*a, &t, value),
+                            "runbook": a.spec().runbook,
+                        },
+                    })
+                })
+                .collect();
+            checks.push(serde_json::json!({
+                "eval_time": format!("{minute}m"),
+                "alertname": alert.as_str(),
+                "exp_alerts": expected,
+            }));
+        }
+    }
+    let test = serde_json::json!({
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": input, "alert_rule_test": checks}],
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        loopwatch_cli::generate::prometheus_rules(&t),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("recorded_test.yml"),
+        serde_yaml_ng::to_string(&test).unwrap(),
+    )
+    .unwrap();
+    tool(
+        "promtool",
+        &["test", "rules", "recorded_test.yml"],
+        dir.path(),
+    );
+}

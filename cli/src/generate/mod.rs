@@ -14,7 +14,8 @@ use loopwatch::Thresholds;
 
 pub use dashboard::{dashboard_expressions, grafana_dashboard, with_variables, DASHBOARD_FILE};
 pub use rules::{
-    prometheus_rules, promtool_tests, MEMORY_RATIO_RECORD, RULES_FILE, RULES_TEST_FILE,
+    expected_description, prometheus_rules, promtool_tests, MEMORY_RATIO_RECORD, RULES_FILE,
+    RULES_TEST_FILE,
 };
 
 /// Writes `text` to `file` under `root`, creating its directory.

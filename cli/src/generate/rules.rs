@@ -513,6 +513,18 @@ fn loop_down_tests(t: &Thresholds) -> Vec<TestCase> {
     ]
 }
 
+/// The description a rule's alert carries when it fires with `value`: its template
+/// with `{{ $value }}` rendered as Prometheus renders it (for the values the tests
+/// use: integers, and fractions as percentages with up to four decimals).
+pub fn expected_description(alert: AlertName, t: &Thresholds, value: f64) -> String {
+    description(alert, t)
+        .replace(
+            "{{ $value | humanizePercentage }}",
+            &format!("{}%", trim(value * 100.0)),
+        )
+        .replace("{{ $value }}", &trim(value))
+}
+
 /// Formats a percentage as Prometheus's humanizePercentage does for these values.
 fn trim(percent: f64) -> String {
     let mut text = format!("{percent:.4}");
