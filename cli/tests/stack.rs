@@ -1015,3 +1015,58 @@ fn one_recorded_run_fires_the_same_intervals_in_process_and_through_the_rules() 
         dir.path(),
     );
 }
+
+/// Registered loops follow the same logic: one that ends cleanly removes its file and
+/// raises nothing; one killed leaves its file behind, and LoopDown fires for it.
+#[test]
+fn registered_loops_killed_raise_loop_down_and_clean_ones_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let targets = dir.path().join("targets");
+    let alertmanager = Alertmanager::start();
+    let shipped = std::fs::read_to_string(repo_root().join("prometheus/prometheus.yml")).unwrap();
+    let config = shipped
+        .replace("127.0.0.1:9093", &alertmanager.addr.to_string())
+        .replace("targets/*.json", &format!("{}/*.json", targets.display()));
+    let rules = loopwatch_cli::generate::prometheus_rules(&Thresholds::default());
+    let prometheus = Prometheus::start_with(&config, &[("loopwatch.rules.yml", rules.as_bytes())]);
+    let registered = |iterations: &str, linger: &str| {
+        Command::new(example_path("evolve"))
+            .args(["--iterations", iterations, "--linger", linger])
+            .env("LOOPWATCH_LISTEN", "127.0.0.1:0")
+            .env("LOOPWATCH_REGISTER_DIR", &targets)
+            .env("LOOPWATCH_OUTPUT_DIR", dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut clean = registered("50", "0s");
+    let mut killed = registered("100000", "180s");
+    let discovered_up = "up{job=\"loopwatch-discovered\"} == 1";
+    eventually(
+        &prometheus,
+        "both loops discovered and scraped",
+        Duration::from_secs(60),
+        || prometheus.query(discovered_up).len() == 2,
+    );
+    killed.kill().unwrap();
+    let killed_at = Instant::now();
+    killed.wait().unwrap();
+    assert!(clean.wait().unwrap().success());
+    eventually(
+        &prometheus,
+        "LoopDown at Alertmanager",
+        Duration::from_secs(90),
+        || alertmanager.alert("LoopDown").is_some(),
+    );
+    println!(
+        "LoopDown (registered loop): SIGKILL to Alertmanager in {:.1?}",
+        killed_at.elapsed()
+    );
+    assert!(killed_at.elapsed() < Duration::from_secs(70));
+    // Only the killed loop: one LoopDown, for its target.
+    let down = prometheus.query("ALERTS{alertname=\"LoopDown\"}");
+    assert_eq!(down.len(), 1, "{down:?}");
+    let files: Vec<_> = std::fs::read_dir(&targets).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "the clean loop removed its registration");
+}
