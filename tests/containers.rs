@@ -588,11 +588,15 @@ fn own_containers_that_cannot_be_removed_are_orphans_counted_once_and_alerted() 
         let runs: Vec<_> = (0..4)
             .map(|_| {
                 scope.spawn(|| {
+                    // A minute at most, so that a failure below ends the test soon.
                     sandbox
-                        .run(&SandboxSpec::new(
-                            image(),
-                            ["sh", "-c", "until [ -e /tmp/go ]; do sleep 0.05; done"],
-                        ))
+                        .run(
+                            &SandboxSpec::new(
+                                image(),
+                                ["sh", "-c", "until [ -e /tmp/go ]; do sleep 0.05; done"],
+                            )
+                            .with_timeout(Duration::from_secs(60)),
+                        )
                         .unwrap()
                 })
             })

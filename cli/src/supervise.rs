@@ -123,8 +123,44 @@ fn read_connection(stream: UnixStream, intake: &Intake) {
     }
 }
 
+/// The reporting connections being read, so that the loop's exit waits until what it
+/// wrote before exiting has been applied.
+#[derive(Default)]
+struct Readers {
+    open: std::sync::Mutex<usize>,
+    idle: std::sync::Condvar,
+}
+
+impl Readers {
+    fn opened(&self) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    fn closed(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        *open = open.saturating_sub(1);
+        if *open == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Waits until every connection has been read to its end, `timeout` at most (a
+    /// process the loop left running may hold one open); returns whether they were.
+    fn wait_until_read(&self, timeout: Duration) -> bool {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (open, _) = self
+            .idle
+            .wait_timeout_while(open, timeout, |open| *open > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        *open == 0
+    }
+}
+
+/// How long the loop's exit waits for its reports still in the socket to be read.
+const READ_REMAINING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Accepts connections on the socket, each read on a thread of its own.
-fn serve_socket(listener: UnixListener, intake: Arc<Intake>) {
+fn serve_socket(listener: UnixListener, intake: Arc<Intake>, readers: Arc<Readers>) {
     let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let stream = match stream {
@@ -144,14 +180,19 @@ fn serve_socket(listener: UnixListener, intake: Arc<Intake>) {
             continue;
         }
         let intake = Arc::clone(&intake);
-        let open = Arc::clone(&open);
+        let connections = Arc::clone(&open);
+        let reader = Arc::clone(&readers);
+        readers.opened();
         let spawned = std::thread::Builder::new()
             .name("loopwatch-conn".into())
             .spawn(move || {
                 read_connection(stream, &intake);
-                open.fetch_sub(1, Ordering::SeqCst);
+                connections.fetch_sub(1, Ordering::SeqCst);
+                reader.closed();
             });
         if let Err(e) = spawned {
+            open.fetch_sub(1, Ordering::SeqCst);
+            readers.closed();
             tracing::warn!(error = %e, "could not start a reader for a reporting connection");
         }
     }
@@ -179,6 +220,7 @@ pub fn run(options: RunOptions) -> u8 {
     };
     let identity = monitor.identity().clone();
     let intake = Arc::new(monitor.intake());
+    let readers = Arc::new(Readers::default());
 
     // The socket: without it the loop runs unreported, which is said, not fatal.
     let socket_dir = SocketDir::create(&identity)
@@ -189,9 +231,10 @@ pub fn run(options: RunOptions) -> u8 {
         match UnixListener::bind(&path) {
             Ok(listener) => {
                 let intake = Arc::clone(&intake);
+                let readers = Arc::clone(&readers);
                 std::thread::Builder::new()
                     .name("loopwatch-socket".into())
-                    .spawn(move || serve_socket(listener, intake))
+                    .spawn(move || serve_socket(listener, intake, readers))
                     .map_err(|e| tracing::error!(error = %e, "could not start the socket reader"))
                     .ok()?;
                 Some(path)
@@ -224,6 +267,11 @@ pub fn run(options: RunOptions) -> u8 {
         drop(monitor.shutdown());
         return 127;
     };
+    // What the loop wrote before it exited may still be in the socket: apply it all
+    // before the run is judged and written down.
+    if !readers.wait_until_read(READ_REMAINING_TIMEOUT) {
+        tracing::warn!("processes the loop left running still hold its socket open; closing the run without their further reports");
+    }
     intake.close();
     monitor.loop_exited(exit);
     let swept = monitor.clean_up_run_processes();
