@@ -76,6 +76,23 @@ fn monitor() -> Monitor {
         .unwrap()
 }
 
+/// A monitor that delivers its alerts to `am`, once Docker has answered it.
+fn alerting_monitor(am: &Alertmanager) -> Monitor {
+    logs();
+    let monitor = Monitor::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .final_export(false)
+        .sample_interval(Duration::from_millis(200))
+        .alertmanager_urls([am.url()])
+        .build()
+        .unwrap();
+    let addr = monitor.local_addr();
+    wait_until(Duration::from_secs(20), "the start-up sweep", || {
+        parse(&scrape(addr)).unwrap()["loopwatch_docker_up"].value() == 1.0
+    });
+    monitor
+}
+
 fn hostname() -> String {
     sysinfo::System::host_name().unwrap()
 }
@@ -386,17 +403,8 @@ fn removal_that_fails_for_real_is_counted_logged_and_alerted_within_ten_seconds(
     let _serial = serial();
     let am = Alertmanager::start();
     logs();
-    let monitor = Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .final_export(false)
-        .sample_interval(Duration::from_millis(200))
-        .alertmanager_urls([am.url()])
-        .build()
-        .unwrap();
+    let monitor = alerting_monitor(&am);
     let addr = monitor.local_addr();
-    wait_until(Duration::from_secs(20), "the start-up sweep", || {
-        parse(&scrape(addr)).unwrap()["loopwatch_docker_up"].value() == 1.0
-    });
     // Four loops die mid-run, each leaving a container Docker cannot remove.
     let host = hostname();
     let mut pinned = Pinned(Vec::new());
@@ -569,17 +577,8 @@ fn own_containers_that_cannot_be_removed_are_orphans_counted_once_and_alerted() 
     let _serial = serial();
     let am = Alertmanager::start();
     logs();
-    let monitor = Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .final_export(false)
-        .sample_interval(Duration::from_millis(200))
-        .alertmanager_urls([am.url()])
-        .build()
-        .unwrap();
+    let monitor = alerting_monitor(&am);
     let addr = monitor.local_addr();
-    wait_until(Duration::from_secs(20), "the start-up sweep", || {
-        parse(&scrape(addr)).unwrap()["loopwatch_docker_up"].value() == 1.0
-    });
     let run = format!("label={LABEL_RUN_ID}={}", monitor.identity().run_id);
     let pinned = Mutex::new(Pinned(Vec::new()));
     let sandbox = monitor.sandbox();

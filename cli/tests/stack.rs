@@ -276,6 +276,48 @@ fn shipped_alertmanager_config(webhook: SocketAddr) -> String {
     )
 }
 
+/// One iteration of `ok` successes and `failed` failures, with a population.
+fn iterate(monitor: &loopwatch::Monitor, ok: u64, failed: u64, diversity: f64, champion: &str) {
+    let mut it = monitor.start_iteration();
+    for _ in 0..ok {
+        it.record_success(1.0, 0.1);
+    }
+    for _ in 0..failed {
+        it.record_failure("too few trades");
+    }
+    it.record_population(loopwatch::Population::new(10, 8, diversity).with_champion(champion));
+    it.finish();
+}
+
+/// A monitor with `t`, a real Alertmanager on the shipped configuration with a webhook
+/// receiver, and a real Prometheus on the shipped configuration and rules generated
+/// from `t`, scraping the monitor and alerting that Alertmanager. With
+/// `in_process`, the monitor pushes its own alerts to the same Alertmanager.
+fn shipped_stack(
+    t: &Thresholds,
+    in_process: bool,
+) -> (Webhook, loopwatch::Monitor, Prometheus, Alertmanager) {
+    let webhook = Webhook::start();
+    let alertmanager =
+        Alertmanager::start_with_config(free_port(), &shipped_alertmanager_config(webhook.addr));
+    let mut builder = loopwatch::Monitor::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .final_export(false)
+        .containers(false)
+        .thresholds(t.clone());
+    if in_process {
+        builder = builder.alertmanager_urls([alertmanager.url()]);
+    }
+    let monitor = builder.build().unwrap();
+    let shipped = std::fs::read_to_string(repo_root().join("prometheus/prometheus.yml")).unwrap();
+    let config = shipped
+        .replace("127.0.0.1:8000", &monitor.local_addr().to_string())
+        .replace("127.0.0.1:9093", &alertmanager.addr.to_string());
+    let rules = loopwatch_cli::generate::prometheus_rules(t);
+    let prometheus = Prometheus::start_with(&config, &[("loopwatch.rules.yml", rules.as_bytes())]);
+    (webhook, monitor, prometheus, alertmanager)
+}
+
 /// A loop watched by both alert paths at once: its monitor pushes to a real
 /// Alertmanager running the shipped configuration (with a webhook receiver), and a
 /// real Prometheus scrapes it with rules generated from the same thresholds and
@@ -289,27 +331,7 @@ struct BothPaths {
 
 impl BothPaths {
     fn start(t: &Thresholds) -> Self {
-        let webhook = Webhook::start();
-        let alertmanager = Alertmanager::start_with_config(
-            free_port(),
-            &shipped_alertmanager_config(webhook.addr),
-        );
-        let monitor = loopwatch::Monitor::builder()
-            .listen("127.0.0.1:0".parse().unwrap())
-            .final_export(false)
-            .containers(false)
-            .alertmanager_urls([alertmanager.url()])
-            .thresholds(t.clone())
-            .build()
-            .unwrap();
-        let shipped =
-            std::fs::read_to_string(repo_root().join("prometheus/prometheus.yml")).unwrap();
-        let config = shipped
-            .replace("127.0.0.1:8000", &monitor.local_addr().to_string())
-            .replace("127.0.0.1:9093", &alertmanager.addr.to_string());
-        let rules = loopwatch_cli::generate::prometheus_rules(t);
-        let prometheus =
-            Prometheus::start_with(&config, &[("loopwatch.rules.yml", rules.as_bytes())]);
+        let (webhook, monitor, prometheus, alertmanager) = shipped_stack(t, true);
         BothPaths {
             webhook,
             monitor,
@@ -327,15 +349,7 @@ impl BothPaths {
     }
 
     fn iterate(&self, ok: u64, failed: u64, diversity: f64, champion: &str) {
-        let mut it = self.monitor.start_iteration();
-        for _ in 0..ok {
-            it.record_success(1.0, 0.1);
-        }
-        for _ in 0..failed {
-            it.record_failure("too few trades");
-        }
-        it.record_population(loopwatch::Population::new(10, 8, diversity).with_champion(champion));
-        it.finish();
+        iterate(&self.monitor, ok, failed, diversity, champion);
     }
 
     /// Provokes `alerts`, waits until the rules fire them too and they are notified,
@@ -490,26 +504,7 @@ struct RulesPath {
 
 impl RulesPath {
     fn start(t: &Thresholds) -> Self {
-        let webhook = Webhook::start();
-        let alertmanager = Alertmanager::start_with_config(
-            free_port(),
-            &shipped_alertmanager_config(webhook.addr),
-        );
-        let monitor = loopwatch::Monitor::builder()
-            .listen("127.0.0.1:0".parse().unwrap())
-            .final_export(false)
-            .containers(false)
-            .thresholds(t.clone())
-            .build()
-            .unwrap();
-        let shipped =
-            std::fs::read_to_string(repo_root().join("prometheus/prometheus.yml")).unwrap();
-        let config = shipped
-            .replace("127.0.0.1:8000", &monitor.local_addr().to_string())
-            .replace("127.0.0.1:9093", &alertmanager.addr.to_string());
-        let rules = loopwatch_cli::generate::prometheus_rules(t);
-        let prometheus =
-            Prometheus::start_with(&config, &[("loopwatch.rules.yml", rules.as_bytes())]);
+        let (_webhook, monitor, prometheus, alertmanager) = shipped_stack(t, false);
         eventually(
             &prometheus,
             "the loop to be scraped",
@@ -524,15 +519,7 @@ impl RulesPath {
     }
 
     fn iterate(&self, ok: u64, failed: u64, diversity: f64, champion: &str) {
-        let mut it = self.monitor.start_iteration();
-        for _ in 0..ok {
-            it.record_success(1.0, 0.1);
-        }
-        for _ in 0..failed {
-            it.record_failure("too few trades");
-        }
-        it.record_population(loopwatch::Population::new(10, 8, diversity).with_champion(champion));
-        it.finish();
+        iterate(&self.monitor, ok, failed, diversity, champion);
     }
 
     /// Time from `condition` until Alertmanager holds `alert`.

@@ -168,6 +168,11 @@ impl Evaluator {
         self.low_diversity_streak
     }
 
+    /// Current state of one alert.
+    pub(crate) fn state(&self, alert: AlertName) -> AlertState {
+        self.trackers[alert].state
+    }
+
     /// Current state of every alert.
     pub(crate) fn states(&self) -> EnumMap<AlertName, AlertState> {
         EnumMap::from_fn(|alert| self.trackers[alert].state)

@@ -148,24 +148,39 @@ impl IterationState {
             }
         }
         let duration = std::time::Duration::try_from_secs_f64(batch.seconds).unwrap_or_default();
+        let since_change = changed_at.map(|at| self.number - at);
+        self.complete(shared, batch.count, duration, since_change)
+    }
+
+    /// Folds `count` completed iterations of `duration` in all (this one, or a batch
+    /// whose last this is) into the run's books, and judges and records them as one:
+    /// `since_change` is how many of them came after the champion last changed, when
+    /// it changed among them.
+    fn complete(
+        self,
+        shared: &Shared,
+        count: u64,
+        duration: std::time::Duration,
+        since_change: Option<u64>,
+    ) -> IterationSummary {
         let o = &self.observations;
-        let staleness = shared.ledger.run().complete_batch(
-            batch.count,
-            duration,
-            o.successes,
-            o.failures,
-            changed_at.map(|at| self.number - at),
-        );
+        let staleness = {
+            let mut run = shared.ledger.run();
+            if let Some(best) = self.best_sharpe {
+                run.observe_sharpe(best);
+            }
+            run.complete(count, duration, o.successes, o.failures, since_change)
+        };
         let summary = IterationSummary {
             number: self.number,
-            duration: duration / u32::try_from(batch.count).unwrap_or(u32::MAX),
+            duration: duration / u32::try_from(count).unwrap_or(u32::MAX),
             successes: o.successes,
             failures: o.failures,
             mean_sharpe: o.mean_sharpe(),
             mean_max_drawdown: o.mean_max_drawdown(),
             diversity: o.diversity,
             unique_strategies: o.unique_strategies,
-            champion_changed: changed_at.is_some(),
+            champion_changed: since_change.is_some(),
             champion_staleness: staleness,
         };
         shared.record_iteration(&summary);
@@ -196,28 +211,8 @@ impl IterationState {
         shared: &Shared,
         duration: std::time::Duration,
     ) -> IterationSummary {
-        let o = &self.observations;
-        let staleness = {
-            let mut run = shared.ledger.run();
-            if let Some(best) = self.best_sharpe {
-                run.observe_sharpe(best);
-            }
-            run.complete(duration, o.successes, o.failures, self.champion_changed)
-        };
-        let summary = IterationSummary {
-            number: self.number,
-            duration,
-            successes: o.successes,
-            failures: o.failures,
-            mean_sharpe: o.mean_sharpe(),
-            mean_max_drawdown: o.mean_max_drawdown(),
-            diversity: o.diversity,
-            unique_strategies: o.unique_strategies,
-            champion_changed: self.champion_changed,
-            champion_staleness: staleness,
-        };
-        shared.record_iteration(&summary);
-        summary
+        let since_change = self.champion_changed.then_some(0);
+        self.complete(shared, 1, duration, since_change)
     }
 }
 

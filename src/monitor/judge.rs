@@ -99,7 +99,7 @@ impl Judge {
     fn evaluate<R>(&self, judge: impl FnOnce(&mut Evaluator, &Thresholds) -> R) -> R {
         let mut evaluator = lock(&self.evaluator);
         let result = judge(&mut evaluator, &self.thresholds);
-        let stalled = evaluator.states()[AlertName::LoopStalled] == AlertState::Firing;
+        let stalled = evaluator.state(AlertName::LoopStalled) == AlertState::Firing;
         self.liveness.stalled.store(stalled, Ordering::Relaxed);
         result
     }
@@ -187,6 +187,6 @@ impl Judge {
 
     /// Whether the alert is firing now.
     pub(super) fn is_firing(&self, alert: AlertName) -> bool {
-        lock(&self.evaluator).states()[alert] == AlertState::Firing
+        lock(&self.evaluator).state(alert) == AlertState::Firing
     }
 }

@@ -247,26 +247,6 @@ impl RunLedger {
         true
     }
 
-    /// Folds a completed iteration into the totals and returns the new staleness.
-    ///
-    /// Staleness counts completed iterations since the champion last changed; it stays
-    /// 0 until a champion has been reported at all.
-    pub(crate) fn complete(
-        &mut self,
-        duration: Duration,
-        successes: u64,
-        failures: u64,
-        champion_changed: bool,
-    ) -> u64 {
-        self.complete_batch(
-            1,
-            duration,
-            successes,
-            failures,
-            champion_changed.then_some(0),
-        )
-    }
-
     /// The champion changed `changes` times within a batch, the last to `champion` in
     /// iteration `iteration`.
     pub(crate) fn champion_changed_within(&mut self, champion: &str, iteration: u64, changes: u64) {
@@ -278,7 +258,10 @@ impl RunLedger {
     /// Folds `count` completed iterations into the totals and returns the new
     /// staleness; `since_change` is how many of them came after the one in which the
     /// champion last changed, when it changed among them.
-    pub(crate) fn complete_batch(
+    ///
+    /// Staleness counts completed iterations since the champion last changed; it stays
+    /// 0 until a champion has been reported at all.
+    pub(crate) fn complete(
         &mut self,
         count: u64,
         duration: Duration,
@@ -379,14 +362,14 @@ mod tests {
     fn staleness_counts_iterations_since_the_champion_changed() {
         let mut state = RunLedger::new(SystemTime::now());
         let tick = Duration::from_millis(1);
-        assert_eq!(state.complete(tick, 1, 0, false), 0, "no champion yet");
+        assert_eq!(state.complete(1, tick, 1, 0, None), 0, "no champion yet");
         assert!(state.observe_champion("a", 2));
-        assert_eq!(state.complete(tick, 1, 0, true), 0);
+        assert_eq!(state.complete(1, tick, 1, 0, Some(0)), 0);
         assert!(!state.observe_champion("a", 3));
-        assert_eq!(state.complete(tick, 1, 0, false), 1);
-        assert_eq!(state.complete(tick, 1, 0, false), 2);
+        assert_eq!(state.complete(1, tick, 1, 0, None), 1);
+        assert_eq!(state.complete(1, tick, 1, 0, None), 2);
         assert!(state.observe_champion("b", 5));
-        assert_eq!(state.complete(tick, 1, 0, true), 0);
+        assert_eq!(state.complete(1, tick, 1, 0, Some(0)), 0);
         let summary = state.summary("run");
         assert_eq!(summary.champion.as_deref(), Some("b"));
         assert_eq!(summary.champion_since_iteration, Some(5));
