@@ -440,6 +440,15 @@ catalog! {
     /// Whether the loop has said it is done.
     LOOP_DONE / loopwatch_loop_done: Gauge = "loopwatch_loop_done", "1", [], None, Always,
         "1 once the loop has said it is done (Monitor::done, or shutdown), after which it is not called stalled, else 0 (boolean).";
+    /// When the loop (its current process, under `loopwatch run`) started.
+    LOOP_START_TIMESTAMP_SECONDS / loopwatch_loop_start_timestamp_seconds: Gauge = "loopwatch_loop_start_timestamp_seconds", "s", [], None, Always,
+        "Unix time at which the loop started: the monitor's start, or under loopwatch run the start of its current process, restarts included (seconds).";
+    /// Restarts by `loopwatch run --restart` or `--on-stall restart`.
+    LOOP_RESTARTS_TOTAL / loopwatch_loop_restarts_total: Counter = "loopwatch_loop_restarts_total", "{restart}", ["reason"], None, Always,
+        "Times loopwatch run started the loop again, by reason: exit (it exited, under --restart) or stall (loopwatch ended it after LoopStalled, --on-stall restart) (restarts).";
+    /// Restarts within the restart window, for LoopCrashLooping.
+    LOOP_RESTARTS_RECENT / loopwatch_loop_restarts_recent: Gauge = "loopwatch_loop_restarts_recent", "{restart}", [], None, Always,
+        "Restarts of the loop within the last restart_window (1 h by default), as LoopCrashLooping counts them (restarts).";
 }
 
 /// Looks a metric up by its exact Prometheus name.

@@ -526,6 +526,12 @@ thresholds! {
     /// … or than this floor, whichever is longer (60 s), so that a loop of very fast
     /// iterations is not called stalled by a garbage-collection pause.
     stall_floor, with_stall_floor: Positive(Duration) = Duration::from_secs(60);
+    /// LoopCrashLooping and `loopwatch run --restart`: restarts allowed within
+    /// `restart_window` (5); the alert fires one before the limit, and past the limit
+    /// the supervisor gives up.
+    max_restarts, with_max_restarts: AtLeastOne(u64) = 5;
+    /// … the window the restarts are counted over (1 h).
+    restart_window, with_restart_window: Positive(Duration) = Duration::from_secs(3600);
     /// Period of the long-run statistics log line (6 h).
     stats_interval, with_stats_interval: Positive(Duration) = Duration::from_secs(6 * 3600);
     /// How long a resolved alert is held back before its resolution is sent (15 s):
@@ -539,6 +545,18 @@ thresholds! {
 }
 
 impl Thresholds {
+    /// LoopCrashLooping fires at this many restarts within `restart_window`: one fewer
+    /// than `max_restarts` (at least 1), so it warns before the supervisor gives up.
+    ///
+    /// ```
+    /// let t = loopwatch::Thresholds::default();
+    /// assert_eq!(t.crash_loop_restarts(), 4);
+    /// assert_eq!(t.with_max_restarts(1).unwrap().crash_loop_restarts(), 1);
+    /// ```
+    pub fn crash_loop_restarts(&self) -> u64 {
+        self.max_restarts().saturating_sub(1).max(1)
+    }
+
     /// HighMemoryUsage, once firing, resolves only below this fraction, so memory that
     /// hovers at the threshold does not flap: the value set, else `memory_fraction`
     /// less 0.02 (0.78 by default).
@@ -770,6 +788,8 @@ mod tests {
             ("slowdown_factor", "3"),
             ("stall_factor", "1"),
             ("stall_floor", "\"5s\""),
+            ("max_restarts", "2"),
+            ("restart_window", "\"10m\""),
             ("stats_interval", "\"1h\""),
             ("alert_resolve_hold", "\"1s\""),
             ("alert_resend_interval", "\"2m\""),

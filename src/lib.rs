@@ -93,7 +93,7 @@ pub use processes::{
     cleanup_orphaned_processes, MarkedProcess, ProcessSweepReport, ENV_OWNER, ENV_RUN_ID,
 };
 pub use record::Population;
-pub use run::{IterationSummary, LoopExit, RunIdentity, RunSummary};
+pub use run::{ExitReason, IterationSummary, LoopExit, RunIdentity, RunSummary};
 pub use sample::{HostSample, HostSampler};
 
 #[cfg(feature = "docker")]

@@ -225,6 +225,9 @@ fn start_series(
         name if name == catalog::COLLECTION_ERRORS_TOTAL.name => {
             vec![one("source", "core"), one("source", "user")]
         }
+        name if name == catalog::LOOP_RESTARTS_TOTAL.name => {
+            vec![one("reason", "exit"), one("reason", "stall")]
+        }
         name if name == catalog::HTTP_REJECTED_TOTAL.name => {
             vec![one("reason", "overload"), one("reason", "connections")]
         }

@@ -77,8 +77,35 @@ fn serialize_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, 
 /// Distinct failure reasons tallied by name; further reasons are counted as `other`.
 pub(crate) const MAX_FAILURE_REASONS: usize = 32;
 
-/// How a supervised loop's process ended (see `loopwatch run`).
+/// Why a supervised loop's process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ExitReason {
+    /// It exited by itself (or something outside loopwatch ended it).
+    Exited,
+    /// loopwatch terminated it after LoopStalled fired (`loopwatch run --on-stall`).
+    Stalled,
+    /// loopwatch terminated it because it was still running `--exit-timeout` after
+    /// it said it was done; the run counts as completed.
+    ExitTimeout,
+    /// The operator stopped loopwatch, which passed the signal on.
+    Stopped,
+}
+
+impl ExitReason {
+    /// The `reason` label of `loopwatch_loop_restarts_total` when a restart follows:
+    /// `stall` for a stalled loop, else `exit`.
+    pub const fn restart_label(self) -> &'static str {
+        match self {
+            ExitReason::Stalled => "stall",
+            _ => "exit",
+        }
+    }
+}
+
+/// How a supervised loop's process ended (see `loopwatch run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LoopExit {
     /// Its exit code, when it exited by itself.
@@ -87,17 +114,39 @@ pub struct LoopExit {
     pub signal: Option<i32>,
     /// Whether it had said it was done (the protocol's `done`) before it ended.
     pub said_done: bool,
+    /// When it ended.
+    pub at: SystemTime,
+    /// Why it ended.
+    pub reason: ExitReason,
+    /// Whether loopwatch started the loop again after this exit.
+    pub restarted: bool,
 }
 
 impl LoopExit {
-    /// An exit as the operating system reported it: its code when it exited by itself,
-    /// the signal when one ended it (neither: a failure whose status is unknown).
+    /// An exit as the operating system reported it, now: its code when it exited by
+    /// itself, the signal when one ended it (neither: a failure whose status is
+    /// unknown).
     pub fn new(code: Option<i32>, signal: Option<i32>) -> Self {
         LoopExit {
             code,
             signal,
             said_done: false,
+            at: SystemTime::now(),
+            reason: ExitReason::Exited,
+            restarted: false,
         }
+    }
+
+    /// The same exit, with why it ended.
+    ///
+    /// ```
+    /// use loopwatch::{ExitReason, LoopExit};
+    /// let exit = LoopExit::new(None, Some(15)).with_reason(ExitReason::Stalled);
+    /// assert_eq!(exit.reason.restart_label(), "stall");
+    /// ```
+    pub fn with_reason(mut self, reason: ExitReason) -> Self {
+        self.reason = reason;
+        self
     }
 
     /// The status a shell reports for it: the code, or 128 + the signal.
@@ -119,6 +168,21 @@ impl LoopExit {
     /// not announced with `done`: what LoopExited fires on.
     pub fn unexpected(&self) -> bool {
         self.shell_status() != 0 && !self.said_done
+    }
+}
+
+impl Serialize for LoopExit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut exit = s.serialize_struct("LoopExit", 7)?;
+        exit.serialize_field("at", &humantime::format_rfc3339_millis(self.at).to_string())?;
+        exit.serialize_field("status", &self.shell_status())?;
+        exit.serialize_field("code", &self.code)?;
+        exit.serialize_field("signal", &self.signal)?;
+        exit.serialize_field("said_done", &self.said_done)?;
+        exit.serialize_field("reason", &self.reason)?;
+        exit.serialize_field("restarted", &self.restarted)?;
+        exit.end()
     }
 }
 
@@ -155,6 +219,9 @@ pub struct RunSummary {
     /// How the supervised loop ended; `None` for a loop that links loopwatch, or one
     /// still running.
     pub loop_exit: Option<LoopExit>,
+    /// Every exit of the supervised loop, oldest first: more than one when
+    /// `loopwatch run` restarted it.
+    pub exits: Vec<LoopExit>,
     /// Processes of the run that could not be terminated after its loop exited.
     pub processes_left_behind: Vec<crate::processes::MarkedProcess>,
 }
@@ -225,6 +292,15 @@ pub(crate) enum EventKind {
         value: Option<f64>,
         /// Its threshold.
         threshold: f64,
+    },
+    /// `loopwatch run` started the loop again after it ended.
+    Restarted {
+        /// Why the previous process ended (`exited`, `stalled`).
+        reason: ExitReason,
+        /// The previous process's exit status (128 + signal for a signal).
+        status: i32,
+        /// Restarts within the restart window, this one included.
+        recent_restarts: u64,
     },
     /// A degradation or slowdown warning started or cleared.
     Warning {

@@ -73,27 +73,91 @@ impl MonitorFlags {
     }
 }
 
+impl MonitorFlags {
+    /// The builder, with `--max-restarts` and `--restart-window` over the config's
+    /// `max_restarts` and `restart_window`, so LoopCrashLooping and the supervisor
+    /// count alike. A bad config or value is exit code 2.
+    fn builder_with_restart_limits(
+        self,
+        max_restarts: Option<u64>,
+        restart_window: Option<Duration>,
+    ) -> Result<loopwatch::MonitorBuilder, ExitCode> {
+        if max_restarts.is_none() && restart_window.is_none() {
+            return Ok(self.builder());
+        }
+        let config = self
+            .config
+            .clone()
+            .or_else(|| std::env::var_os("LOOPWATCH_CONFIG").map(PathBuf::from));
+        let mut t = thresholds(config)?;
+        let invalid = |err: loopwatch::Error| {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        };
+        if let Some(n) = max_restarts {
+            t = t.with_max_restarts(n).map_err(invalid)?;
+        }
+        if let Some(window) = restart_window {
+            t = t.with_restart_window(window).map_err(invalid)?;
+        }
+        Ok(self.builder().thresholds(t))
+    }
+}
+
+/// The flags and command of `loopwatch run`.
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    monitor: MonitorFlags,
+    /// How long to keep serving after the loop exits, so Prometheus scrapes the
+    /// final values ("15s", "1m").
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    linger: Duration,
+    /// How long the loop may take to exit after a forwarded signal, or after
+    /// loopwatch terminated it, before it is killed (a second signal kills it at
+    /// once).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+    /// Start the loop again when it ends: never, on-failure (a non-zero or
+    /// signalled exit without `done`) or always (any exit but the operator's stop).
+    #[arg(long, value_enum, default_value = "never")]
+    restart: supervise::Restart,
+    /// The first wait before a restart; it doubles with each restart in a row, up
+    /// to 5 min.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    restart_delay: Duration,
+    /// A loop that ran this long before it ended is restarted after the first
+    /// delay again.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    restart_reset: Duration,
+    /// Restarts allowed within the restart window; past it loopwatch gives up and
+    /// exits with the loop's last status (default: max_restarts of the config, 5).
+    #[arg(long)]
+    max_restarts: Option<u64>,
+    /// The window restarts are counted over (default: restart_window of the
+    /// config, 1h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    restart_window: Option<Duration>,
+    /// Once LoopStalled fires: none, kill (terminate the loop's processes) or
+    /// restart (terminate and start again, whatever --restart says).
+    #[arg(long, value_enum, default_value = "none")]
+    on_stall: supervise::OnStall,
+    /// How long the loop may keep running after it said it was done before its
+    /// processes are terminated (the run counts as completed); 0 turns it off.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    exit_timeout: Duration,
+    /// The loop's command and arguments, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<OsString>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a loop in any language under loopwatch: its reports arrive on a Unix socket
     /// (LOOPWATCH_SOCKET), its process tree is sampled, /metrics and the dashboard are
     /// served, alerts raised, and the final files written when it exits. Exits with
     /// the loop's status (128 + signal when a signal ended it).
-    Run {
-        #[command(flatten)]
-        monitor: MonitorFlags,
-        /// How long to keep serving after the loop exits, so Prometheus scrapes the
-        /// final values ("15s", "1m").
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-        linger: Duration,
-        /// How long the loop may take to exit after a forwarded signal before it is
-        /// killed (a second signal kills it at once).
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        grace: Duration,
-        /// The loop's command and arguments, after `--`.
-        #[arg(last = true, required = true)]
-        command: Vec<OsString>,
-    },
+    Run(Box<RunArgs>),
     /// Print the table of every exported metric (Markdown, as in the README).
     Metrics,
     /// Regenerate the Prometheus rules and their promtool tests (prometheus/).
@@ -154,17 +218,38 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Cleanup { dry_run } => cleanup(dry_run),
-        Command::Run {
-            monitor,
-            linger,
-            grace,
-            command,
-        } => ExitCode::from(supervise::run(supervise::RunOptions {
-            monitor: monitor.builder(),
-            linger,
-            grace,
-            command,
-        })),
+        Command::Run(run) => {
+            let RunArgs {
+                monitor,
+                linger,
+                grace,
+                restart,
+                restart_delay,
+                restart_reset,
+                max_restarts,
+                restart_window,
+                on_stall,
+                exit_timeout,
+                command,
+            } = *run;
+            let monitor = match monitor.builder_with_restart_limits(max_restarts, restart_window) {
+                Ok(builder) => builder,
+                Err(code) => return code,
+            };
+            ExitCode::from(supervise::run(supervise::RunOptions {
+                monitor,
+                linger,
+                grace,
+                restart: supervise::RestartPolicy {
+                    when: restart,
+                    delay: restart_delay,
+                    reset_after: restart_reset,
+                },
+                on_stall,
+                exit_timeout: (!exit_timeout.is_zero()).then_some(exit_timeout),
+                command,
+            }))
+        }
     }
 }
 

@@ -2,14 +2,21 @@
 //!
 //! The command runs as a child with `LOOPWATCH_SOCKET` (a Unix socket in a private
 //! directory), `LOOPWATCH_RUN_ID`, `LOOPWATCH_OWNER` (see
-//! [`loopwatch::Monitor::identify`]) and `LOOPWATCH_LABELS` in its environment. What it writes to the socket (docs/protocol.md) feeds a
+//! [`loopwatch::Monitor::identify`]), `LOOPWATCH_LABELS` and `LOOPWATCH_RESTARTS` in
+//! its environment. What it writes to the socket (docs/protocol.md) feeds a
 //! [`loopwatch::Monitor`] through its [`loopwatch::Intake`]; the monitor samples the
 //! child's whole process tree, serves /metrics and the dashboard, evaluates the alerts
 //! and sweeps orphans, exactly as for a Rust loop. Signals to loopwatch are forwarded
-//! to the child; when it exits, LoopExited is raised if it failed without saying it
-//! was done, its leftover processes are cleaned up, the final files are written, and
-//! loopwatch exits with the child's status.
+//! to the child.
+//!
+//! When the child ends, its leftover processes are cleaned up. Under a restart policy
+//! ([`RestartPolicy`]) or `--on-stall restart` it is started again after a backoff,
+//! with the same run and iteration numbers that continue; otherwise LoopExited is
+//! raised if it failed without saying it was done, the final files are written, and
+//! loopwatch exits with the child's status. A loop still running `--exit-timeout` after
+//! it said it was done is terminated, and the run counts as completed.
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::DirBuilderExt;
@@ -18,10 +25,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use loopwatch::protocol::MAX_LINE_BYTES;
-use loopwatch::{Intake, LoopExit, Monitor, MonitorBuilder};
+use loopwatch::{AlertName, ExitReason, Intake, LoopExit, Monitor, MonitorBuilder};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
@@ -32,9 +39,67 @@ pub const ENV_SOCKET: &str = "LOOPWATCH_SOCKET";
 /// JSON object, for the loop's `docker run --label` or docker-py's `labels=`.
 pub const ENV_LABELS: &str = "LOOPWATCH_LABELS";
 
+/// Environment variable telling the loop how many times it has been restarted (0 at
+/// the first start), so that it can resume from its own checkpoint.
+pub const ENV_RESTARTS: &str = "LOOPWATCH_RESTARTS";
+
+/// The longest wait between two starts of a loop that keeps failing.
+pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(300);
+
+/// How often the supervisor looks at the monitor's verdicts (LoopStalled, `done`).
+const WATCH_PERIOD: Duration = Duration::from_millis(200);
+
 /// Most connections read at once (a loop and its worker processes); past it, new
 /// connections are closed, logged.
 const MAX_CONNECTIONS: usize = 256;
+
+/// When a loop that ended is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Restart {
+    /// Never (the default): the run ends with the loop.
+    #[default]
+    Never,
+    /// After a non-zero or signalled exit without `done`.
+    OnFailure,
+    /// After any exit, except one the operator asked for.
+    Always,
+}
+
+/// What to do with a loop once LoopStalled has fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OnStall {
+    /// Nothing beyond the alert (the default).
+    #[default]
+    None,
+    /// Terminate its process tree (SIGTERM, SIGKILL after the grace period).
+    Kill,
+    /// Terminate it and start it again, whatever the restart policy.
+    Restart,
+}
+
+/// When and how fast a loop is restarted. How many restarts are allowed, and within
+/// what window, are the thresholds `max_restarts` and `restart_window` (also read by
+/// LoopCrashLooping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Which exits are followed by a restart.
+    pub when: Restart,
+    /// The first wait before a restart; it doubles with each restart in a row, up to
+    /// [`MAX_RESTART_DELAY`].
+    pub delay: Duration,
+    /// A loop that ran this long before it ended is restarted after `delay` again.
+    pub reset_after: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            when: Restart::Never,
+            delay: Duration::from_secs(1),
+            reset_after: Duration::from_secs(600),
+        }
+    }
+}
 
 /// How `loopwatch run` runs its command.
 #[derive(Debug)]
@@ -44,8 +109,16 @@ pub struct RunOptions {
     /// How long to keep serving /metrics after the child exits, so Prometheus scrapes
     /// the final values.
     pub linger: Duration,
-    /// How long a child may take to exit after a forwarded signal before it is killed.
+    /// How long a child may take to exit after a forwarded signal, or after loopwatch
+    /// terminated it, before it is killed.
     pub grace: Duration,
+    /// When the child is started again after it ends.
+    pub restart: RestartPolicy,
+    /// What to do once LoopStalled has fired.
+    pub on_stall: OnStall,
+    /// How long a child may keep running after it said it was done before it is
+    /// terminated; `None` never.
+    pub exit_timeout: Option<Duration>,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -205,6 +278,78 @@ fn terminal_signals_the_child_too() -> bool {
     matches!(nix::unistd::tcgetpgrp(&stdin), Ok(group) if group == nix::unistd::getpgrp())
 }
 
+/// The restarts within the window and the next backoff.
+struct Restarts {
+    policy: RestartPolicy,
+    max: u64,
+    window: Duration,
+    recent: VecDeque<Instant>,
+    next_delay: Duration,
+    total: u64,
+}
+
+impl Restarts {
+    fn new(policy: RestartPolicy, thresholds: &loopwatch::Thresholds) -> Self {
+        Restarts {
+            policy,
+            max: thresholds.max_restarts(),
+            window: thresholds.restart_window(),
+            recent: VecDeque::new(),
+            next_delay: policy.delay,
+            total: 0,
+        }
+    }
+
+    /// Whether this end of the loop calls for a restart: an operator's stop never
+    /// does, a stall does under `--on-stall restart`, a loop terminated after `done`
+    /// never does, and any other exit as the policy says.
+    fn wanted(&self, end: &ChildEnd, on_stall: OnStall) -> bool {
+        match end.exit.reason {
+            ExitReason::Stopped | ExitReason::ExitTimeout => false,
+            ExitReason::Stalled => on_stall == OnStall::Restart,
+            _ => match self.policy.when {
+                Restart::Never => false,
+                Restart::OnFailure => end.exit.unexpected(),
+                Restart::Always => true,
+            },
+        }
+    }
+
+    /// The wait before the next restart, or `None` when the restarts within the
+    /// window have reached the limit. `ran_for` is how long the loop ran this time.
+    fn next(&mut self, ran_for: Duration) -> Option<Duration> {
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) >= self.window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() as u64 >= self.max {
+            return None;
+        }
+        if ran_for >= self.policy.reset_after {
+            self.next_delay = self.policy.delay;
+        }
+        let delay = self.next_delay;
+        self.next_delay = (self.next_delay * 2).min(MAX_RESTART_DELAY);
+        Some(delay)
+    }
+
+    /// A restart happens now.
+    fn record(&mut self) {
+        self.recent.push_back(Instant::now());
+        self.total += 1;
+    }
+}
+
+/// How one process of the loop ended.
+struct ChildEnd {
+    exit: LoopExit,
+    ran_for: Duration,
+}
+
 /// Runs the command under a monitor and returns the exit status to leave with.
 pub fn run(options: RunOptions) -> u8 {
     let Some((program, args)) = options.command.split_first() else {
@@ -256,24 +401,90 @@ pub fn run(options: RunOptions) -> u8 {
             return 2;
         }
     };
-    let exit = runtime.block_on(supervise(
-        &monitor,
-        &options,
+    // Handlers before the first spawn, so that no signal kills loopwatch and orphans
+    // the child; kept for the whole run, backoff waits included.
+    let signals = {
+        let _entered = runtime.enter();
+        OperatorSignals::install()
+    };
+    let Some(mut signals) = signals else {
+        eprintln!("error: could not install signal handlers");
+        drop(monitor.shutdown());
+        return 2;
+    };
+    let child = Child {
+        monitor: &monitor,
+        options: &options,
         program,
         args,
-        socket_path.as_deref(),
-    ));
-    let Some(exit) = exit else {
-        drop(monitor.shutdown());
-        return 127;
+        socket: socket_path.as_deref(),
     };
-    // What the loop wrote before it exited may still be in the socket: apply it all
-    // before the run is judged and written down.
-    if !readers.wait_until_read(READ_REMAINING_TIMEOUT) {
-        tracing::warn!("processes the loop left running still hold its socket open; closing the run without their further reports");
-    }
-    intake.close();
+    let mut restarts = Restarts::new(options.restart, monitor.thresholds());
+    let mut last: Option<LoopExit> = None;
+    let exit = loop {
+        let end = runtime.block_on(child.supervise(&mut signals, restarts.total));
+        let Some(mut end) = end else {
+            // The command could not be started (again).
+            match last {
+                Some(exit) => break exit,
+                None => {
+                    drop(monitor.shutdown());
+                    return 127;
+                }
+            }
+        };
+        // What the loop wrote before it exited may still be in the socket: apply it
+        // all before the exit is judged.
+        if !readers.wait_until_read(READ_REMAINING_TIMEOUT) {
+            tracing::warn!("processes the loop left running still hold its socket open; going on without their further reports");
+        }
+        intake.close();
+        end.exit.said_done |= monitor.said_done();
+        if !restarts.wanted(&end, options.on_stall) {
+            break end.exit;
+        }
+        let Some(delay) = restarts.next(end.ran_for) else {
+            tracing::error!(
+                restarts = restarts.max,
+                window = %humantime::format_duration(restarts.window),
+                "the loop was restarted as often as allowed within the window; giving up"
+            );
+            break end.exit;
+        };
+        monitor.loop_restarting(end.exit);
+        clean_up_after(&monitor);
+        tracing::info!(delay = %humantime::format_duration(delay), restarts = restarts.total + 1, "restarting the loop");
+        if runtime.block_on(signals.wait(delay)) {
+            tracing::info!("stopped during the wait before a restart; not restarting");
+            break end.exit;
+        }
+        restarts.record();
+        last = Some(end.exit);
+    };
     monitor.loop_exited(exit);
+    clean_up_after(&monitor);
+    if !options.linger.is_zero() {
+        tracing::info!(
+            seconds = options.linger.as_secs_f64(),
+            "the loop has exited; serving its final metrics a little longer"
+        );
+        runtime.block_on(signals.wait(options.linger));
+    }
+    let report = monitor.shutdown();
+    if let Some(files) = &report.files {
+        tracing::info!(?files, "final export written");
+    }
+    drop(socket_dir);
+    if exit.reason == ExitReason::ExitTimeout {
+        // Done, then terminated for hanging on: a completed run.
+        return 0;
+    }
+    // Statuses above 255 do not exist on Unix; keep the low byte as a shell would.
+    (exit.shell_status() & 0xff) as u8
+}
+
+/// Terminates what the loop left running.
+fn clean_up_after(monitor: &Monitor) {
     let swept = monitor.clean_up_run_processes();
     if !swept.orphans.is_empty() {
         tracing::info!(
@@ -283,122 +494,219 @@ pub fn run(options: RunOptions) -> u8 {
             "processes of the loop were still running after it exited"
         );
     }
-    if !options.linger.is_zero() {
-        tracing::info!(
-            seconds = options.linger.as_secs_f64(),
-            "the loop has exited; serving its final metrics a little longer"
-        );
-        runtime.block_on(linger(options.linger));
-    }
-    let report = monitor.shutdown();
-    if let Some(files) = &report.files {
-        tracing::info!(?files, "final export written");
-    }
-    drop(socket_dir);
-    // Statuses above 255 do not exist on Unix; keep the low byte as a shell would.
-    (exit.shell_status() & 0xff) as u8
 }
 
-/// Waits out the linger period, cut short by a signal.
-async fn linger(period: Duration) {
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tokio::time::sleep(period).await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::time::sleep(period) => {}
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
+/// SIGINT, SIGTERM and SIGHUP to loopwatch: the operator's.
+struct OperatorSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
-/// Starts the child, forwards signals to it and waits for it; `None` when it could
-/// not be started.
-async fn supervise(
-    monitor: &Monitor,
-    options: &RunOptions,
-    program: &OsString,
-    args: &[OsString],
-    socket: Option<&Path>,
-) -> Option<LoopExit> {
-    // Handlers first, so that no signal between the spawn and here kills loopwatch
-    // and orphans the child.
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        eprintln!("error: could not install signal handlers");
-        return None;
-    };
-    let mut command = std::process::Command::new(program);
-    // The run's identity (LOOPWATCH_RUN_ID, LOOPWATCH_OWNER) marks the child and all it
-    // starts, so that whatever of it outlives the loop is found and cleaned up.
-    monitor.identify(&mut command).args(args).env(
-        ENV_LABELS,
-        serde_json::to_string(&monitor.labels()).unwrap_or_default(),
-    );
-    match socket {
-        Some(path) => command.env(ENV_SOCKET, path),
-        None => command.env_remove(ENV_SOCKET),
-    };
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            eprintln!("error: could not start {}: {e}", program.to_string_lossy());
-            return None;
+impl OperatorSignals {
+    /// Installs the handlers (inside a runtime).
+    fn install() -> Option<Self> {
+        Some(OperatorSignals {
+            int: signal(SignalKind::interrupt()).ok()?,
+            term: signal(SignalKind::terminate()).ok()?,
+            hup: signal(SignalKind::hangup()).ok()?,
+        })
+    }
+
+    /// The next signal.
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.int.recv() => Signal::SIGINT,
+            _ = self.term.recv() => Signal::SIGTERM,
+            _ = self.hup.recv() => Signal::SIGHUP,
         }
-    };
-    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-    monitor.watch_process_tree(child.id());
-    tracing::info!(pid = child.id(), command = %program.to_string_lossy(), "started the loop");
+    }
 
-    let (exited_tx, mut exited) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let _ = exited_tx.send(child.wait());
-    });
+    /// Waits `period`; true when a signal cut it short.
+    async fn wait(&mut self, period: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(period) => false,
+            _ = self.next() => true,
+        }
+    }
+}
 
-    let mut signals_seen = 0u32;
-    let kill_deadline = tokio::time::sleep(Duration::MAX / 4);
-    tokio::pin!(kill_deadline);
-    let status = loop {
-        let received = tokio::select! {
-            status = &mut exited => break status,
-            _ = int.recv() => Signal::SIGINT,
-            _ = term.recv() => Signal::SIGTERM,
-            _ = hup.recv() => Signal::SIGHUP,
-            () = &mut kill_deadline => {
-                tracing::warn!(grace = ?options.grace, "the loop did not exit in time after the signal; killing it");
-                let _ = kill(pid, Signal::SIGKILL);
-                kill_deadline.as_mut().reset(tokio::time::Instant::now() + Duration::MAX / 4);
+/// The processes below `root` (children, grandchildren …), from /proc.
+fn descendants(root: i32) -> Vec<Pid> {
+    let mut parents: Vec<(i32, i32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
                 continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // The parent is the second field after the command's closing parenthesis.
+            let ppid = stat
+                .rfind(')')
+                .and_then(|end| stat[end + 1..].split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if let Some(ppid) = ppid {
+                parents.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut next = 0;
+    while next < found.len() {
+        let parent = found[next];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        next += 1;
+    }
+    found.into_iter().skip(1).map(Pid::from_raw).collect()
+}
+
+/// Sends `signal` to the child and every process below it.
+fn signal_tree(root: Pid, signal: Signal) {
+    let below = descendants(root.as_raw());
+    let _ = kill(root, signal);
+    for pid in below {
+        let _ = kill(pid, signal);
+    }
+}
+
+/// One start of the loop's command, and what watches it.
+struct Child<'a> {
+    monitor: &'a Monitor,
+    options: &'a RunOptions,
+    program: &'a OsString,
+    args: &'a [OsString],
+    socket: Option<&'a Path>,
+}
+
+impl Child<'_> {
+    /// Starts the child, forwards signals to it, acts on a stall or a hang after
+    /// `done`, and waits for it; `None` when it could not be started.
+    async fn supervise(&self, signals: &mut OperatorSignals, restarts: u64) -> Option<ChildEnd> {
+        let (monitor, options) = (self.monitor, self.options);
+        let mut command = std::process::Command::new(self.program);
+        // The run's identity (LOOPWATCH_RUN_ID, LOOPWATCH_OWNER) marks the child and
+        // all it starts, so that whatever of it outlives the loop is found and cleaned
+        // up.
+        monitor
+            .identify(&mut command)
+            .args(self.args)
+            .env(
+                ENV_LABELS,
+                serde_json::to_string(&monitor.labels()).unwrap_or_default(),
+            )
+            .env(ENV_RESTARTS, restarts.to_string());
+        match self.socket {
+            Some(path) => command.env(ENV_SOCKET, path),
+            None => command.env_remove(ENV_SOCKET),
+        };
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!(
+                    "error: could not start {}: {e}",
+                    self.program.to_string_lossy()
+                );
+                return None;
             }
         };
-        signals_seen += 1;
-        if signals_seen > 1 {
-            tracing::warn!(signal = %received, "second signal: killing the loop");
-            let _ = kill(pid, Signal::SIGKILL);
-            continue;
+        let started = Instant::now();
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        monitor.loop_started(child.id());
+        tracing::info!(pid = child.id(), restarts, command = %self.program.to_string_lossy(), "started the loop");
+
+        let (exited_tx, mut exited) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = exited_tx.send(child.wait());
+        });
+
+        let mut signals_seen = 0u32;
+        let mut ending: Option<ExitReason> = None;
+        let mut done_since: Option<Instant> = None;
+        let mut watch = tokio::time::interval(WATCH_PERIOD);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let kill_deadline = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(kill_deadline);
+        let status = loop {
+            let received = tokio::select! {
+                status = &mut exited => break status,
+                received = signals.next() => received,
+                () = &mut kill_deadline => {
+                    tracing::warn!(grace = ?options.grace, "the loop did not exit in time; killing it");
+                    signal_tree(pid, Signal::SIGKILL);
+                    kill_deadline.as_mut().reset(tokio::time::Instant::now() + Duration::MAX / 4);
+                    continue;
+                }
+                _ = watch.tick() => {
+                    if ending.is_none() {
+                        ending = self.verdict(&mut done_since);
+                        if ending.is_some() {
+                            signal_tree(pid, Signal::SIGTERM);
+                            kill_deadline.as_mut().reset(tokio::time::Instant::now() + options.grace);
+                        }
+                    }
+                    continue;
+                }
+            };
+            ending = Some(ExitReason::Stopped);
+            signals_seen += 1;
+            if signals_seen > 1 {
+                tracing::warn!(signal = %received, "second signal: killing the loop");
+                signal_tree(pid, Signal::SIGKILL);
+                continue;
+            }
+            if received == Signal::SIGINT && terminal_signals_the_child_too() {
+                tracing::info!("interrupted from the terminal, which signalled the loop too; waiting for it to exit");
+            } else {
+                tracing::info!(signal = %received, "forwarding the signal to the loop and waiting for it to exit");
+                let _ = kill(pid, received);
+            }
+            kill_deadline
+                .as_mut()
+                .reset(tokio::time::Instant::now() + options.grace);
+        };
+        let exit = match status {
+            Ok(Ok(status)) => LoopExit::new(status.code(), status.signal()),
+            Ok(Err(e)) => unknown_exit(&e.to_string()),
+            Err(_) => unknown_exit("the waiting thread ended"),
+        };
+        Some(ChildEnd {
+            exit: exit.with_reason(ending.unwrap_or(ExitReason::Exited)),
+            ran_for: started.elapsed(),
+        })
+    }
+
+    /// Whether loopwatch ends the child now, and why: LoopStalled fires under
+    /// `--on-stall kill|restart`, or it said it was done `--exit-timeout` ago.
+    fn verdict(&self, done_since: &mut Option<Instant>) -> Option<ExitReason> {
+        let (monitor, options) = (self.monitor, self.options);
+        if options.on_stall != OnStall::None && monitor.is_firing(AlertName::LoopStalled) {
+            tracing::warn!(on_stall = ?options.on_stall, grace = ?options.grace, "the loop stalled; terminating its processes");
+            return Some(ExitReason::Stalled);
         }
-        if received == Signal::SIGINT && terminal_signals_the_child_too() {
-            tracing::info!("interrupted from the terminal, which signalled the loop too; waiting for it to exit");
-        } else {
-            tracing::info!(signal = %received, "forwarding the signal to the loop and waiting for it to exit");
-            let _ = kill(pid, received);
+        let timeout = options.exit_timeout?;
+        if !monitor.said_done() {
+            return None;
         }
-        kill_deadline
-            .as_mut()
-            .reset(tokio::time::Instant::now() + options.grace);
-    };
-    let status = match status {
-        Ok(Ok(status)) => status,
-        Ok(Err(e)) => return Some(unknown_exit(&e.to_string())),
-        Err(_) => return Some(unknown_exit("the waiting thread ended")),
-    };
-    Some(LoopExit::new(status.code(), status.signal()))
+        let since = *done_since.get_or_insert_with(Instant::now);
+        (since.elapsed() >= timeout).then(|| {
+            tracing::warn!(
+                exit_timeout = %humantime::format_duration(timeout),
+                "the loop said it was done but is still running; terminating its processes"
+            );
+            ExitReason::ExitTimeout
+        })
+    }
 }
 
 /// The exit of a child whose status could not be read: a failure.

@@ -241,6 +241,17 @@ alert_table! {
         threshold: |_| 0.0,
         rule: rule!(promql::loop_exited, promql::loop_exited_description),
     }
+    /// `loopwatch run --restart` restarted the loop one time fewer than
+    /// `max_restarts` within `restart_window` (default 4 within 1 h): one more crash
+    /// and it gives up.
+    LoopCrashLooping {
+        severity: Critical,
+        message: "Loop restarting repeatedly",
+        runbook: "README.md#loopcrashlooping",
+        thresholds: ["max_restarts", "restart_window"],
+        threshold: |t| t.crash_loop_restarts() as f64,
+        rule: rule!(promql::crash_looping, promql::crash_looping_description),
+    }
     @prometheus_only {
         /// Prometheus cannot scrape a loop that was running and never said it was done.
         LoopDown {

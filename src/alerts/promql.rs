@@ -159,6 +159,25 @@ pub(super) fn loop_exited_description(_: &Thresholds) -> String {
     "The loop under loopwatch run exited non-zero or by a signal before it said it was done; its exit status is in metrics_final.json.".to_string()
 }
 
+/// Restarts within the window, as the supervisor counts them (an exact gauge rather
+/// than `increase()` over the counter, which extrapolates a handful of restarts into
+/// fractions).
+pub(super) fn crash_looping(t: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "{} >= {}",
+        catalog::LOOP_RESTARTS_RECENT.name,
+        t.crash_loop_restarts()
+    ))
+}
+
+pub(super) fn crash_looping_description(t: &Thresholds) -> String {
+    format!(
+        "loopwatch run restarted the loop {{{{ $value }}}} times within {} (it gives up after {}); its exits are in metrics_final.json (summary.exits).",
+        humantime::format_duration(t.restart_window()),
+        t.max_restarts()
+    )
+}
+
 /// The jobs whose targets are loops: the one on the default port, and the registered.
 const LOOP_JOBS: &str = "job=~\"loopwatch|loopwatch-discovered\"";
 

@@ -661,6 +661,14 @@ impl Containers {
     /// At shutdown: removes every container of this run still present and reports
     /// what could not be removed.
     pub(crate) async fn verify_cleaned_up(&self) -> ContainerShutdownReport {
+        let report = self.remove_run_containers().await;
+        *self.shutdown.lock().unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
+        report
+    }
+
+    /// Removes every container of this run still present (those it created and those
+    /// Docker lists with its run id) and reports what could not be removed.
+    pub(crate) async fn remove_run_containers(&self) -> ContainerShutdownReport {
         let mut report = ContainerShutdownReport::default();
         let Ok(docker) = &self.client else {
             return report;
@@ -699,7 +707,7 @@ impl Containers {
                     report.removed.push(id);
                 }
                 Err(reason) => {
-                    self.removal_failed(&id, &reason, "at shutdown this run's container");
+                    self.removal_failed(&id, &reason, "this run's remaining container");
                     report.left_behind.push((id, reason));
                 }
             }
@@ -707,10 +715,9 @@ impl Containers {
         if !report.removed.is_empty() {
             tracing::info!(
                 removed = report.removed.len(),
-                "removed this run's remaining containers at shutdown"
+                "removed this run's remaining containers"
             );
         }
-        *self.shutdown.lock().unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
         report
     }
 

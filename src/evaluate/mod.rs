@@ -8,7 +8,8 @@ mod tracker;
 mod verdicts;
 mod window;
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use enum_map::EnumMap;
 
@@ -67,6 +68,8 @@ pub(crate) struct Evaluator {
     memory_streak: u64,
     trackers: EnumMap<AlertName, AlertTracker>,
     last_iteration: u64,
+    /// When the supervisor restarted the loop, within the restart window, oldest first.
+    restarts: VecDeque<Instant>,
 }
 
 impl Evaluator {
@@ -80,6 +83,7 @@ impl Evaluator {
             memory_streak: 0,
             trackers: EnumMap::from_fn(AlertTracker::new),
             last_iteration: 0,
+            restarts: VecDeque::new(),
         }
     }
 
@@ -146,6 +150,32 @@ impl Evaluator {
         let verdict = verdicts::loop_exited(exit);
         self.judge(AlertName::LoopExited, verdict, th, &mut findings);
         findings
+    }
+
+    /// Evaluates LoopCrashLooping when the supervisor restarts the loop at `now`.
+    pub(crate) fn on_restart(&mut self, now: Instant, th: &Thresholds) -> Findings {
+        self.restarts.push_back(now);
+        self.on_restart_window(now, th)
+    }
+
+    /// Evaluates LoopCrashLooping at `now`: restarts older than the window no longer
+    /// count (the background task calls this about once a second).
+    pub(crate) fn on_restart_window(&mut self, now: Instant, th: &Thresholds) -> Findings {
+        let mut findings = Findings::default();
+        while let Some(oldest) = self.restarts.front() {
+            if now.saturating_duration_since(*oldest) < th.restart_window() {
+                break;
+            }
+            self.restarts.pop_front();
+        }
+        let verdict = verdicts::crash_looping(self.recent_restarts(), th);
+        self.judge(AlertName::LoopCrashLooping, verdict, th, &mut findings);
+        findings
+    }
+
+    /// Restarts within the restart window, as of the last evaluation.
+    pub(crate) fn recent_restarts(&self) -> u64 {
+        self.restarts.len() as u64
     }
 
     /// Rolling values of the current window.

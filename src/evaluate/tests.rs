@@ -400,14 +400,17 @@ fn every_alert_fires_in_process() {
                 },
                 &th,
             ),
-            AlertName::LoopExited => evaluator.on_exit(
-                &crate::run::LoopExit {
-                    code: None,
-                    signal: Some(9),
-                    said_done: false,
-                },
-                &th,
-            ),
+            AlertName::LoopExited => {
+                evaluator.on_exit(&crate::run::LoopExit::new(None, Some(9)), &th)
+            }
+            AlertName::LoopCrashLooping => {
+                let now = std::time::Instant::now();
+                for _ in 1..th.crash_loop_restarts() {
+                    let findings = evaluator.on_restart(now, &th);
+                    assert!(!fired(&findings, alert), "fired below the threshold");
+                }
+                evaluator.on_restart(now, &th)
+            }
         };
         assert!(fired(&findings, alert), "{alert:?} did not fire");
         assert_eq!(evaluator.states()[alert], AlertState::Firing);

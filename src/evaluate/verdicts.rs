@@ -83,3 +83,13 @@ pub(crate) fn loop_exited(exit: &LoopExit) -> Verdict {
         Verdict::Clear
     }
 }
+
+/// LoopCrashLooping: the supervisor restarted the loop `crash_loop_restarts` times
+/// (one fewer than `max_restarts`) within `restart_window`; its value is that count.
+pub(crate) fn crash_looping(recent_restarts: u64, th: &Thresholds) -> Verdict {
+    if recent_restarts >= th.crash_loop_restarts() {
+        Verdict::Firing(recent_restarts as f64)
+    } else {
+        Verdict::Clear
+    }
+}

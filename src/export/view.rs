@@ -69,6 +69,36 @@ pub(crate) fn intervals(snapshot: &Snapshot) -> BTreeMap<AlertName, Vec<Interval
     lanes
 }
 
+/// A restart of the loop by `loopwatch run`, for the alert timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Restart {
+    /// The last iteration before it.
+    pub(crate) iteration: u64,
+    /// When it happened, Unix seconds.
+    pub(crate) at: f64,
+    /// Why the previous process ended.
+    pub(crate) reason: crate::run::ExitReason,
+    /// The previous process's exit status.
+    pub(crate) status: i32,
+}
+
+/// The restarts of the loop, from the events.
+pub(crate) fn restarts(snapshot: &Snapshot) -> Vec<Restart> {
+    snapshot
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Restarted { reason, status, .. } => Some(Restart {
+                iteration: e.iteration,
+                at: unix(e.at),
+                reason: *reason,
+                status: *status,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The alerts firing now, with the event that started each.
 pub(crate) fn firing(snapshot: &Snapshot) -> Vec<Firing> {
     snapshot

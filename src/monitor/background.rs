@@ -41,7 +41,7 @@ pub(super) fn spawn_all(
         shared.settings.sample_interval.min(LIVENESS_PERIOD),
         Arc::clone(shared),
         cancel.clone(),
-        |shared| shared.check_liveness(),
+        |shared| shared.check_clock(),
     ));
     runtime.spawn(log_long_run_statistics(Arc::clone(shared), cancel.clone()));
     runtime.spawn(sweep_processes_periodically(

@@ -96,6 +96,7 @@ impl Shared {
             cgroup: CgroupMemory::of_current_process(),
             alert_sink: parts.alert_sink,
         };
+        shared.publisher.loop_started(parts.started_at);
         shared.sample_host();
         shared
     }
@@ -167,11 +168,65 @@ impl Shared {
         self.deliver(&findings);
     }
 
-    /// A supervised loop's process ended: records how, evaluates LoopExited, and
-    /// stops stall checks (nothing more is coming).
+    /// What the background task evaluates about once a second: LoopStalled, and
+    /// LoopCrashLooping as restarts leave the window.
+    pub(super) fn check_clock(&self) {
+        self.check_liveness();
+        let (findings, recent) = self.judge.restart_window();
+        self.publisher.recent_restarts(recent);
+        self.deliver(&findings);
+    }
+
+    /// A supervised loop's process ended and the supervisor will start it again:
+    /// records the exit, and stops stall checks until the new process starts.
+    pub(super) fn loop_restarting(&self, mut exit: LoopExit) {
+        exit.said_done |= self.judge.is_done();
+        exit.restarted = true;
+        self.judge.loop_down();
+        self.ledger.run().record_exit(exit);
+        tracing::warn!(code = ?exit.code, signal = ?exit.signal, reason = ?exit.reason, "the loop ended; it will be started again");
+    }
+
+    /// A supervised loop's process started (again, after [`Shared::loop_restarting`]):
+    /// publishes its start, counts the restart and evaluates LoopCrashLooping.
+    pub(super) fn loop_started(&self) {
+        let now = SystemTime::now();
+        self.judge.loop_started();
+        self.publisher.loop_started(now);
+        // A stall of the previous process is over.
+        self.check_liveness();
+        let restarted = self.ledger.run().exits_pending_restart();
+        let Some(exit) = restarted else {
+            return;
+        };
+        let (findings, recent) = self.judge.restarted();
+        self.publisher
+            .restarted(exit.reason.restart_label(), recent);
+        let iteration = self
+            .next_iteration
+            .load(Ordering::Relaxed)
+            .saturating_sub(1);
+        self.ledger.push_event(
+            iteration,
+            crate::run::EventKind::Restarted {
+                reason: exit.reason,
+                status: exit.shell_status(),
+                recent_restarts: recent,
+            },
+        );
+        self.deliver(&findings);
+    }
+
+    /// A supervised loop's process ended for good: records how, evaluates LoopExited,
+    /// and stops stall checks (nothing more is coming).
     pub(super) fn loop_exited(&self, mut exit: LoopExit) {
         let findings = self.judge.exit(&mut exit);
-        self.ledger.run().loop_exit = Some(exit);
+        exit.restarted = false;
+        {
+            let mut run = self.ledger.run();
+            run.loop_exit = Some(exit);
+            run.record_exit(exit);
+        }
         if exit.unexpected() {
             tracing::error!(code = ?exit.code, signal = ?exit.signal, "the loop exited before it said it was done");
         } else {

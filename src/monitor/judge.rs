@@ -157,6 +157,40 @@ impl Judge {
         self.evaluate(|evaluator, th| evaluator.on_orphans(orphans, th))
     }
 
+    /// A supervised loop's process ended and another will be started: no stall checks
+    /// until it is (the wait in between is the supervisor's, not a stall).
+    pub(super) fn loop_down(&self) {
+        self.liveness.done.store(true, Ordering::Relaxed);
+        self.liveness.running_since.store(0, Ordering::Relaxed);
+    }
+
+    /// A supervised loop's new process started: not done, and waiting from now on
+    /// (for its first iteration) counts toward a stall.
+    pub(super) fn loop_started(&self) {
+        let now = self.liveness.stamp(Instant::now());
+        self.liveness.running_since.store(0, Ordering::Relaxed);
+        self.liveness.last_end.store(now, Ordering::Relaxed);
+        self.liveness.done.store(false, Ordering::Relaxed);
+    }
+
+    /// LoopCrashLooping on a restart; returns what it found and the restarts within
+    /// the window.
+    pub(super) fn restarted(&self) -> (Findings, u64) {
+        self.evaluate(|evaluator, th| {
+            let findings = evaluator.on_restart(Instant::now(), th);
+            (findings, evaluator.recent_restarts())
+        })
+    }
+
+    /// LoopCrashLooping as the restart window moves on; returns what it found and the
+    /// restarts within the window.
+    pub(super) fn restart_window(&self) -> (Findings, u64) {
+        self.evaluate(|evaluator, th| {
+            let findings = evaluator.on_restart_window(Instant::now(), th);
+            (findings, evaluator.recent_restarts())
+        })
+    }
+
     /// LoopExited on a supervised loop's exit (`said_done` is filled in from `done`).
     pub(super) fn exit(&self, exit: &mut LoopExit) -> Findings {
         exit.said_done |= self.is_done();

@@ -180,6 +180,10 @@ pub(crate) struct RunLedger {
     pub(crate) best_sharpe: Option<f64>,
     /// How a supervised loop ended, once it has.
     pub(crate) loop_exit: Option<crate::run::LoopExit>,
+    /// Every exit of a supervised loop (the last [`MAX_EXITS`]), oldest first.
+    exits: VecDeque<crate::run::LoopExit>,
+    /// Whether the last exit is to be followed by a restart not yet counted.
+    restart_pending: bool,
     /// Processes of the run still alive after the cleanup at the loop's exit.
     pub(crate) processes_left_behind: Vec<crate::processes::MarkedProcess>,
     /// Failure reasons of the iterations in progress, then of the last completed ones.
@@ -189,6 +193,9 @@ pub(crate) struct RunLedger {
     events: VecDeque<Event>,
     events_dropped: u64,
 }
+
+/// Exits of a supervised loop kept for the summary; the oldest are dropped first.
+pub(crate) const MAX_EXITS: usize = 256;
 
 /// Completed iterations whose failure reasons the dashboard shows beside the run's.
 pub(crate) const RECENT_ITERATIONS: usize = 10;
@@ -208,6 +215,8 @@ impl RunLedger {
             failure_reasons: BTreeMap::new(),
             best_sharpe: None,
             loop_exit: None,
+            exits: VecDeque::new(),
+            restart_pending: false,
             processes_left_behind: Vec::new(),
             current_reasons: BTreeMap::new(),
             recent_reasons: VecDeque::with_capacity(RECENT_ITERATIONS),
@@ -326,6 +335,32 @@ impl RunLedger {
         self.events.push_back(event);
     }
 
+    /// Records an exit of the supervised loop; an exit already recorded (the same
+    /// instant: a restart that was then called off) is replaced, not repeated.
+    pub(crate) fn record_exit(&mut self, exit: crate::run::LoopExit) {
+        self.restart_pending = exit.restarted;
+        if let Some(last) = self.exits.back_mut() {
+            if last.at == exit.at {
+                *last = exit;
+                return;
+            }
+        }
+        if self.exits.len() == MAX_EXITS {
+            self.exits.pop_front();
+        }
+        self.exits.push_back(exit);
+    }
+
+    /// The last exit when a restart was to follow it and has not been counted yet;
+    /// counts it (returns it once).
+    pub(crate) fn exits_pending_restart(&mut self) -> Option<crate::run::LoopExit> {
+        if self.restart_pending && self.exits.back().is_some_and(|e| e.restarted) {
+            self.restart_pending = false;
+            return self.exits.back().copied();
+        }
+        None
+    }
+
     /// The recent events, oldest first, and how many were dropped for the bound.
     pub(crate) fn events(&self) -> (Vec<Event>, u64) {
         (self.events.iter().cloned().collect(), self.events_dropped)
@@ -349,6 +384,7 @@ impl RunLedger {
             champion_changes: self.champion_changes,
             failure_reasons: self.failure_reasons.clone(),
             loop_exit: self.loop_exit,
+            exits: self.exits.iter().copied().collect(),
             processes_left_behind: self.processes_left_behind.clone(),
         }
     }

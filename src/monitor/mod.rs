@@ -269,6 +269,30 @@ impl Monitor {
         self.shared.evaluation().firing()
     }
 
+    /// Whether the alert is firing now (cheaper than [`Monitor::firing_alerts`]).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let monitor = loopwatch::Monitor::builder()
+    /// #     .listen("127.0.0.1:0".parse().unwrap()).output_dir(dir.path()).build().unwrap();
+    /// assert!(!monitor.is_firing(loopwatch::AlertName::LoopStalled));
+    /// # monitor.shutdown();
+    /// ```
+    pub fn is_firing(&self, alert: AlertName) -> bool {
+        self.shared.judge.is_firing(alert)
+    }
+
+    /// Whether the loop has said it is done ([`Monitor::done`], or the protocol's
+    /// `done`).
+    pub fn said_done(&self) -> bool {
+        self.shared.judge.is_done()
+    }
+
+    /// The thresholds in force (from the builder, `loopwatch.toml` or the defaults).
+    pub fn thresholds(&self) -> &crate::config::Thresholds {
+        &self.shared.settings.thresholds
+    }
+
     /// Says the loop is done: no more iterations are coming (the run may still linger
     /// to be scraped), so waiting from now on is not a stall. Shutting down implies it.
     pub fn done(&self) {
@@ -296,6 +320,41 @@ impl Monitor {
     /// this process's own.
     pub fn watch_process_tree(&self, root_pid: u32) {
         self.shared.watch_process_tree(root_pid);
+    }
+
+    /// A supervised loop's process starts (again, after [`Monitor::loop_restarting`]):
+    /// watches its process tree ([`Monitor::watch_process_tree`]), publishes
+    /// `loopwatch_loop_start_timestamp_seconds`, and waiting for its first iteration
+    /// counts toward a stall from now. A restart is counted in
+    /// `loopwatch_loop_restarts_total` and evaluated for LoopCrashLooping.
+    pub fn loop_started(&self, root_pid: u32) {
+        self.shared.watch_process_tree(root_pid);
+        self.shared.loop_started();
+    }
+
+    /// Records how a supervised loop's process ended when the supervisor is going to
+    /// start it again: the exit joins `summary.exits`, LoopExited is not raised (a
+    /// restart answers it; LoopCrashLooping watches the restarts), and stall checks
+    /// pause until [`Monitor::loop_started`]. Should the restart be called off,
+    /// [`Monitor::loop_exited`] with the same exit records it as the last.
+    pub fn loop_restarting(&self, exit: crate::run::LoopExit) {
+        self.shared.loop_restarting(exit);
+    }
+
+    /// Removes every container of this run (`loopwatch run` does it before it
+    /// restarts a loop, whose containers are then nobody's); returns how many were
+    /// removed. Docker down or the containers feature off: nothing is removed.
+    pub fn clean_up_run_containers(&self) -> usize {
+        #[cfg(feature = "docker")]
+        if self.shared.settings.containers {
+            let containers = &self.shared.containers;
+            let report = crate::containers::block_on(
+                containers.runtime(),
+                containers.remove_run_containers(),
+            );
+            return report.removed.len();
+        }
+        0
     }
 
     /// Records how a supervised loop's process ended, and raises LoopExited when it

@@ -143,6 +143,30 @@ impl Publisher {
             .record(1.0, &[]);
     }
 
+    /// The loop (a supervised loop's new process) starts now: it is not done.
+    pub(super) fn loop_started(&self, at: SystemTime) {
+        let i = &self.pipeline.instruments;
+        i.loopwatch_loop_start_timestamp_seconds
+            .record(unix_seconds(at), &[]);
+        i.loopwatch_loop_done.record(0.0, &[]);
+    }
+
+    /// The supervisor restarted the loop; `recent` restarts are within the window.
+    pub(super) fn restarted(&self, reason: &'static str, recent: u64) {
+        let i = &self.pipeline.instruments;
+        i.loopwatch_loop_restarts_total
+            .add(1, &[KeyValue::new("reason", reason)]);
+        self.recent_restarts(recent);
+    }
+
+    /// Restarts within the restart window.
+    pub(super) fn recent_restarts(&self, recent: u64) {
+        self.pipeline
+            .instruments
+            .loopwatch_loop_restarts_recent
+            .record(recent as f64, &[]);
+    }
+
     /// One container sample (or Docker being down: `None`).
     #[cfg(feature = "docker")]
     pub(super) fn containers(

@@ -308,6 +308,24 @@ pub fn promtool_tests(t: &Thresholds) -> String {
             "1m",
             description(AlertName::LoopExited, t),
         ),
+        boundary(
+            AlertName::LoopCrashLooping,
+            vec![series(
+                catalog::LOOP_RESTARTS_RECENT.name,
+                format!(
+                    "{} {}",
+                    t.crash_loop_restarts() - 1,
+                    t.crash_loop_restarts()
+                ),
+            )],
+            &["0m"],
+            "1m",
+            described(
+                AlertName::LoopCrashLooping,
+                "{{ $value }}",
+                t.crash_loop_restarts().to_string(),
+            ),
+        ),
     ];
     let mut tests = tests;
     tests.push(memory_hysteresis_test(t, &described));

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::alerts::AlertName;
-use crate::export::view::{self, Interval};
+use crate::export::view::{self, Interval, Restart};
 use crate::export::Snapshot;
 use crate::run::HistoryPoint;
 
@@ -301,13 +301,16 @@ fn chart(c: &Chart<'_>, x_range: (f64, f64)) -> Markup {
 }
 
 /// The alert timeline: one lane per alert, its firing intervals over the iterations.
+/// A last lane marks each restart of the loop by `loopwatch run`.
 fn timeline(
     lanes: &std::collections::BTreeMap<AlertName, Vec<Interval>>,
+    restarts: &[Restart],
     x_range: (f64, f64),
 ) -> Markup {
     let (x0, x1) = x_range;
     let lane_height = 16.0;
-    let height = lane_height * lanes.len() as f64 + 22.0;
+    let height = lane_height * (lanes.len() + 1) as f64 + 22.0;
+    let restart_y = lanes.len() as f64 * lane_height + 4.0;
     let left = 150.0;
     let sx = |x: f64| left + (x.clamp(x0, x1) - x0) / (x1 - x0).max(1.0) * (WIDTH - left - RIGHT);
     html! {
@@ -326,6 +329,20 @@ fn timeline(
                                 (alert.as_str()) " from iteration " (i.from_iteration) " (" (clock(i.from)) ")"
                                 @if let (Some(t), Some(at)) = (i.to_iteration, i.to) { " to " (t) " (" (clock(at)) ")" } @else { ", still firing" }
                             }
+                        }
+                    }
+                }
+            }
+            g data-lane="Restarts" data-restarts=(restarts.len()) {
+                text class="axis" x="0" y=(format!("{:.0}", restart_y + 10.0)) { "Restarts" }
+                rect class="lane-bg" x=(left) y=(restart_y) width=(WIDTH - left - RIGHT) height=(lane_height - 4.0) {}
+                @for r in restarts {
+                    rect class="lane restart" x=(format!("{:.1}", sx(r.iteration as f64) - 1.0))
+                        y=(restart_y) width="3" height=(lane_height - 4.0) {
+                        title {
+                            "restarted after iteration " (r.iteration) " (" (clock(r.at)) "): "
+                            (match r.reason { crate::run::ExitReason::Stalled => "stalled", _ => "exited" })
+                            ", status " (r.status)
                         }
                     }
                 }
@@ -606,7 +623,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     }
                     section class="panel" data-panel="Alert timeline" {
                         h2 { "Alert timeline" }
-                        (timeline(&lanes, x_range))
+                        (timeline(&lanes, &view::restarts(snapshot), x_range))
                     }
                 }
                 p class="meta" {
