@@ -873,3 +873,314 @@ fn a_loop_with_no_work_loses_no_iteration_and_no_outcome() {
         "nothing dropped"
     );
 }
+
+/// Writes `dir/name`: a loop that appends `<restarts> <start time>` to `dir/starts`,
+/// runs iterations of 0.1 s for `seconds`, appends its end time to `dir/ends`, and
+/// then runs the Python statements of `then`.
+fn logged_loop(dir: &Path, name: &str, seconds: f64, then: &str) -> PathBuf {
+    let path = dir.join(name);
+    let dir = dir.display();
+    std::fs::write(
+        &path,
+        format!(
+            "import loopwatch, os, sys, time\n\
+             with open('{dir}/starts', 'a') as f:\n\
+             \x20   f.write(os.environ['LOOPWATCH_RESTARTS'] + ' ' + repr(time.time()) + '\\n')\n\
+             end = time.time() + {seconds}\n\
+             while time.time() < end:\n\
+             \x20   with loopwatch.iteration() as it:\n\
+             \x20       it.success(sharpe=1.0, drawdown=0.1)\n\
+             \x20       time.sleep(0.1)\n\
+             with open('{dir}/ends', 'a') as f:\n\
+             \x20   f.write(repr(time.time()) + '\\n')\n\
+             {then}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The lines of `dir/name` as numbers: (restarts, time) for `starts`, time for `ends`.
+fn times(dir: &Path, name: &str) -> Vec<Vec<f64>> {
+    std::fs::read_to_string(dir.join(name))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            line.split_whitespace()
+                .map(|v| v.parse().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// A counter's value with one label in the final JSON.
+fn final_counter(json: &serde_json::Value, name: &str, label: (&str, &str)) -> f64 {
+    json["metrics"][name]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["labels"][label.0] == label.1)
+        .and_then(|s| s["value"].as_f64())
+        .unwrap_or_else(|| panic!("no {name}{{{}={}}}", label.0, label.1))
+}
+
+#[test]
+fn a_crashing_loop_is_restarted_with_doubling_backoff_until_the_limit() {
+    let _serial = serial();
+    let alertmanager = Alertmanager::start();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = logged_loop(dir.path(), "crash.py", 2.0, "sys.exit(3)");
+    let mut run = Supervised::start(
+        dir.path(),
+        &[
+            &format!("--alertmanager={}", alertmanager.url()),
+            "--restart=on-failure",
+            "--max-restarts=3",
+        ],
+        &[loop_file.to_str().unwrap()],
+    );
+    let status = run.wait(Duration::from_secs(90));
+    let log = run.log();
+    // Started four times (the first start and three restarts), then given up with the
+    // loop's own status.
+    assert_eq!(status.code(), Some(3), "{log}");
+    assert!(log.contains("giving up"), "{log}");
+    let starts = times(dir.path(), "starts");
+    let ends = times(dir.path(), "ends");
+    let restarts: Vec<f64> = starts.iter().map(|s| s[0]).collect();
+    assert_eq!(restarts, [0.0, 1.0, 2.0, 3.0], "LOOPWATCH_RESTARTS; {log}");
+    // The backoff doubles from the default 1 s: each wait at least its delay, and
+    // not much more (a Python start-up).
+    for (i, delay) in [1.0, 2.0, 4.0].into_iter().enumerate() {
+        let waited = starts[i + 1][1] - ends[i][0];
+        assert!(
+            waited >= delay && waited < delay + 1.5,
+            "wait {i}: {waited:.2} s for a delay of {delay} s; {log}"
+        );
+    }
+    let json = run.final_json();
+    assert_eq!(
+        final_counter(&json, "loopwatch_loop_restarts_total", ("reason", "exit")),
+        3.0
+    );
+    assert_eq!(
+        final_counter(&json, "loopwatch_loop_restarts_total", ("reason", "stall")),
+        0.0
+    );
+    // Every exit is listed, the last one final; the run's iteration numbers keep
+    // rising across the restarts.
+    let exits = json["summary"]["exits"].as_array().unwrap();
+    assert_eq!(exits.len(), 4, "{exits:?}");
+    for (i, exit) in exits.iter().enumerate() {
+        assert_eq!(exit["status"], 3);
+        assert_eq!(exit["reason"], "exited");
+        assert_eq!(exit["restarted"], i < 3);
+    }
+    let restarted_at: Vec<u64> = json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "restarted")
+        .map(|e| e["iteration"].as_u64().unwrap())
+        .collect();
+    assert_eq!(restarted_at.len(), 3, "{restarted_at:?}");
+    assert!(
+        restarted_at.windows(2).all(|w| w[0] < w[1]) && restarted_at[0] > 0,
+        "{restarted_at:?}"
+    );
+    let iterations = json["summary"]["iterations"].as_u64().unwrap();
+    assert!(
+        iterations > restarted_at[2],
+        "{iterations} {restarted_at:?}"
+    );
+    // LoopCrashLooping fired at the second restart (max − 1) and reached
+    // Alertmanager before loopwatch gave up; the final exit raised LoopExited.
+    assert_eq!(json["evaluation"]["alerts"]["LoopCrashLooping"], "firing");
+    assert_eq!(json["evaluation"]["alerts"]["LoopExited"], "firing");
+    let run_id = run.run_id();
+    let alert = alertmanager.alerts().into_iter().find(|a| {
+        a["labels"]["alertname"] == "LoopCrashLooping" && a["labels"]["run_id"] == run_id.as_str()
+    });
+    let alert = alert.unwrap_or_else(|| panic!("no LoopCrashLooping at Alertmanager; {log}"));
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "Loop restarting repeatedly"
+    );
+}
+
+#[test]
+fn a_stalled_loop_is_killed_with_its_workers_and_restarted() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("loopwatch.toml");
+    std::fs::write(&config, "stall_floor = \"2s\"\nstall_factor = 1.0\n").unwrap();
+    let loop_file = dir.path().join("hang.py");
+    let out = dir.path().display();
+    std::fs::write(
+        &loop_file,
+        format!(
+            r#"import multiprocessing, os, time
+import loopwatch
+
+def work(_):
+    time.sleep(600)
+
+if __name__ == "__main__":
+    with open("{out}/starts", "a") as f:
+        f.write(os.environ["LOOPWATCH_RESTARTS"] + " " + repr(time.time()) + "\n")
+    if os.environ["LOOPWATCH_RESTARTS"] != "0":
+        with loopwatch.iteration() as it:
+            it.success(1.0)
+        loopwatch.done()
+        raise SystemExit(0)
+    multiprocessing.set_start_method("fork")
+    pool = multiprocessing.Pool(2)
+    pool.map_async(work, range(2))
+    for _ in range(3):
+        with loopwatch.iteration() as it:
+            it.success(1.0)
+            time.sleep(0.05)
+    with open("{out}/pool.pids.tmp", "w") as f:
+        f.write(" ".join(str(p.pid) for p in pool._pool))
+    os.rename("{out}/pool.pids.tmp", "{out}/pool.pids")
+    with open("{out}/hang", "w") as f:
+        f.write(repr(time.time()))
+    with loopwatch.iteration() as it:
+        time.sleep(3600)  # the evaluation that never returns
+"#
+        ),
+    )
+    .unwrap();
+    let mut run = Supervised::start(
+        dir.path(),
+        &[
+            &format!("--config={}", config.display()),
+            "--on-stall=restart",
+            "--grace=2s",
+        ],
+        &[loop_file.to_str().unwrap()],
+    );
+    let status = run.wait(Duration::from_secs(60));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let starts = times(dir.path(), "starts");
+    assert_eq!(starts.len(), 2, "{log}");
+    let hung_at: f64 = std::fs::read_to_string(dir.path().join("hang"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Killed and started again within the floor (2 s), the grace (2 s) and 2 s.
+    let restarted_after = starts[1][1] - hung_at;
+    assert!(
+        restarted_after < 2.0 + 2.0 + 2.0,
+        "restarted {restarted_after:.2} s after the hang; {log}"
+    );
+    for pid in pool_pids(dir.path()) {
+        assert!(
+            !alive(pid),
+            "pool worker {pid} outlived the stalled loop; {log}"
+        );
+    }
+    let json = run.final_json();
+    assert_eq!(
+        final_counter(&json, "loopwatch_loop_restarts_total", ("reason", "stall")),
+        1.0
+    );
+    let exits = json["summary"]["exits"].as_array().unwrap();
+    assert_eq!(exits[0]["reason"], "stalled", "{exits:?}");
+    assert_eq!(exits[0]["signal"], 15, "{exits:?}");
+    assert_eq!(exits[1]["reason"], "exited", "{exits:?}");
+    assert_eq!(json["evaluation"]["alerts"]["LoopStalled"], "inactive");
+    assert_eq!(json["evaluation"]["alerts"]["LoopExited"], "inactive");
+}
+
+#[test]
+fn a_loop_that_hangs_after_done_is_terminated_after_the_exit_timeout() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = logged_loop(
+        dir.path(),
+        "linger.py",
+        0.5,
+        "loopwatch.done()\ntime.sleep(3600)  # a pool that never shuts down",
+    );
+    let mut run = Supervised::start(
+        dir.path(),
+        &["--exit-timeout=2s", "--grace=2s"],
+        &[loop_file.to_str().unwrap()],
+    );
+    let status = run.wait(Duration::from_secs(30));
+    let ended = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let log = run.log();
+    // Terminated, and still a completed run.
+    assert_eq!(status.code(), Some(0), "{log}");
+    let done_at = times(dir.path(), "ends")[0][0];
+    assert!(
+        ended - done_at >= 2.0,
+        "terminated {:.2} s after done",
+        ended - done_at
+    );
+    assert!(log.contains("still running; terminating"), "{log}");
+    let json = run.final_json();
+    let exit = &json["summary"]["loop_exit"];
+    assert_eq!(exit["reason"], "exit_timeout", "{exit}");
+    assert_eq!(exit["said_done"], true, "{exit}");
+    assert_eq!(exit["signal"], 15, "{exit}");
+    assert_eq!(json["evaluation"]["alerts"]["LoopExited"], "inactive");
+}
+
+#[test]
+fn a_signal_during_the_wait_before_a_restart_ends_the_run_without_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = logged_loop(dir.path(), "crash.py", 0.3, "sys.exit(5)");
+    let mut run = Supervised::start(
+        dir.path(),
+        &["--restart=always", "--restart-delay=60s"],
+        &[loop_file.to_str().unwrap()],
+    );
+    wait_until(Duration::from_secs(30), "the wait before a restart", || {
+        run.log().contains("restarting the loop")
+    });
+    Command::new("kill")
+        .args(["-TERM", &run.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = run.wait(Duration::from_secs(20));
+    let log = run.log();
+    assert_eq!(status.code(), Some(5), "{log}");
+    assert!(log.contains("not restarting"), "{log}");
+    assert_eq!(times(dir.path(), "starts").len(), 1, "{log}");
+    let json = run.final_json();
+    assert_eq!(
+        final_counter(&json, "loopwatch_loop_restarts_total", ("reason", "exit")),
+        0.0
+    );
+    let exits = json["summary"]["exits"].as_array().unwrap();
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    assert_eq!(exits[0]["restarted"], false);
+    assert_eq!(json["summary"]["loop_exit"]["code"], 5);
+}
+
+#[test]
+fn a_loop_that_exits_0_under_on_failure_is_not_restarted() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = logged_loop(dir.path(), "ok.py", 0.3, "sys.exit(0)");
+    let mut run = Supervised::start(
+        dir.path(),
+        &["--restart=on-failure", "--restart-delay=100ms"],
+        &[loop_file.to_str().unwrap()],
+    );
+    let status = run.wait(Duration::from_secs(30));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert_eq!(times(dir.path(), "starts").len(), 1, "{log}");
+    assert!(!log.contains("restarting the loop"), "{log}");
+    let json = run.final_json();
+    assert_eq!(json["summary"]["exits"].as_array().unwrap().len(), 1);
+    assert_eq!(json["evaluation"]["alerts"]["LoopCrashLooping"], "inactive");
+}
