@@ -939,6 +939,29 @@ fn a_crashing_loop_is_restarted_with_doubling_backoff_until_the_limit() {
         ],
         &[loop_file.to_str().unwrap()],
     );
+    // While it runs, the snapshot lists the exits so far and the page marks the
+    // restarts on its alert timeline.
+    run.wait_serving();
+    wait_until(Duration::from_secs(30), "a restart in the snapshot", || {
+        let Ok(response) = http_raw(
+            run.addr,
+            format!(
+                "GET /api/v1/snapshot HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                run.addr
+            )
+            .as_bytes(),
+        ) else {
+            return false;
+        };
+        let snapshot: serde_json::Value = serde_json::from_str(&response.body).unwrap_or_default();
+        snapshot["summary"]["exits"][0]["restarted"] == true
+            && snapshot["summary"]["exits"][0]["status"] == 3
+    });
+    wait_until(Duration::from_secs(10), "the restart on the page", || {
+        let page = http_get(run.addr, "/").body;
+        page.contains("data-lane=\"Restarts\" data-restarts=\"")
+            && !page.contains("data-restarts=\"0\"")
+    });
     let status = run.wait(Duration::from_secs(90));
     let log = run.log();
     // Started four times (the first start and three restarts), then given up with the
