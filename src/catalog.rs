@@ -29,6 +29,8 @@ pub enum MetricKind {
     Counter,
     /// A gauge (`# TYPE gauge`), synchronous or observable.
     Gauge,
+    /// A histogram (`# TYPE histogram`): `_bucket`, `_sum` and `_count` series.
+    Histogram,
 }
 
 impl MetricKind {
@@ -37,6 +39,7 @@ impl MetricKind {
         match self {
             MetricKind::Counter => "counter",
             MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
         }
     }
 }
@@ -47,6 +50,10 @@ impl MetricKind {
 pub struct MetricSpec {
     /// Exact Prometheus metric name.
     pub name: &'static str,
+    /// The OpenTelemetry instrument's name: the Prometheus name, or the dotted name
+    /// of an OpenTelemetry semantic convention (`gen_ai.client.token.usage`), which the
+    /// exporter writes with underscores.
+    pub instrument: &'static str,
     /// Counter or gauge.
     pub kind: MetricKind,
     /// UCUM unit carried by the OTel instrument (`s`, `By`, `%`, `1`, `{strategy}` …).
@@ -70,12 +77,40 @@ pub enum Presence {
     WithAlertmanager,
     /// One series per running container of this run; none while there is none.
     PerContainer,
+    /// Series per model (and outcome) once an LLM call was recorded; none before.
+    PerLlmCall,
 }
 
 /// A counter row: counts events as they happen.
 pub(crate) type Counter = otel::Counter<u64>;
 /// A gauge row recorded by loopwatch as events happen.
 pub(crate) type Gauge = otel::Gauge<f64>;
+/// A counter row of fractional amounts (US dollars).
+pub(crate) type CounterF64 = otel::Counter<f64>;
+/// A histogram row; its bucket boundaries are [`histogram_boundaries`]'s.
+pub(crate) type Histogram = otel::Histogram<f64>;
+
+/// Token counts: powers of 4 from 1 to 4^13 (67 M), as the GenAI semantic conventions
+/// advise for `gen_ai.client.token.usage`.
+const TOKEN_BOUNDARIES: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+
+/// Seconds: doubling from 10 ms to 82 s, as the GenAI semantic conventions advise
+/// for `gen_ai.client.operation.duration`.
+const SECONDS_BOUNDARIES: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+/// The bucket boundaries of a histogram row: by its unit, tokens or seconds.
+pub fn histogram_boundaries(spec: &MetricSpec) -> &'static [f64] {
+    if spec.unit == "s" {
+        &SECONDS_BOUNDARIES
+    } else {
+        &TOKEN_BOUNDARIES
+    }
+}
 
 /// How a row of the table is recorded: what its field in the instruments struct is.
 pub(crate) trait Instrument: Sized {
@@ -92,7 +127,7 @@ impl Instrument for Counter {
 
     fn create(meter: &Meter, spec: &'static MetricSpec) -> Self {
         meter
-            .u64_counter(spec.name)
+            .u64_counter(spec.instrument)
             .with_unit(spec.unit)
             .with_description(spec.description)
             .build()
@@ -105,12 +140,46 @@ impl Instrument for Counter {
     }
 }
 
+impl Instrument for CounterF64 {
+    const KIND: MetricKind = MetricKind::Counter;
+
+    fn create(meter: &Meter, spec: &'static MetricSpec) -> Self {
+        meter
+            .f64_counter(spec.instrument)
+            .with_unit(spec.unit)
+            .with_description(spec.description)
+            .build()
+    }
+
+    fn start(&self, series: &[Vec<KeyValue>]) {
+        for labels in series {
+            self.add(0.0, labels);
+        }
+    }
+}
+
+impl Instrument for Histogram {
+    const KIND: MetricKind = MetricKind::Histogram;
+
+    fn create(meter: &Meter, spec: &'static MetricSpec) -> Self {
+        meter
+            .f64_histogram(spec.instrument)
+            .with_unit(spec.unit)
+            .with_description(spec.description)
+            .with_boundaries(histogram_boundaries(spec).to_vec())
+            .build()
+    }
+
+    /// A histogram has no series until its first observation.
+    fn start(&self, _series: &[Vec<KeyValue>]) {}
+}
+
 impl Instrument for Gauge {
     const KIND: MetricKind = MetricKind::Gauge;
 
     fn create(meter: &Meter, spec: &'static MetricSpec) -> Self {
         meter
-            .f64_gauge(spec.name)
+            .f64_gauge(spec.instrument)
             .with_unit(spec.unit)
             .with_description(spec.description)
             .build()
@@ -167,7 +236,7 @@ impl Instrument for ObservedCounter {
         let value: Arc<Mutex<f64>> = Arc::default();
         let read = Arc::clone(&value);
         let counter = meter
-            .f64_observable_counter(spec.name)
+            .f64_observable_counter(spec.instrument)
             .with_unit(spec.unit)
             .with_description(spec.description)
             .with_callback(move |observer| {
@@ -190,7 +259,7 @@ impl Instrument for Observed {
         let series: Arc<Mutex<Series>> = Arc::default();
         let read = Arc::clone(&series);
         let gauge = meter
-            .f64_observable_gauge(spec.name)
+            .f64_observable_gauge(spec.instrument)
             .with_unit(spec.unit)
             .with_description(spec.description)
             .with_callback(move |observer| {
@@ -210,16 +279,28 @@ impl Instrument for Observed {
     }
 }
 
+/// A row's instrument name: its OpenTelemetry name when it has one, else its
+/// Prometheus name.
+macro_rules! instrument_name {
+    ($otel:literal, $name:literal) => {
+        $otel
+    };
+    (, $name:literal) => {
+        $name
+    };
+}
+
 macro_rules! catalog {
     ($(
         $(#[$doc:meta])*
-        $konst:ident / $field:ident: $instrument:ident = $name:literal, $unit:literal,
+        $konst:ident / $field:ident: $instrument:ident = $name:literal $(as $otel:literal)?, $unit:literal,
             [$($label:literal),*], $req:expr, $presence:ident, $desc:literal;
     )*) => {
         $(
             $(#[$doc])*
             pub const $konst: MetricSpec = MetricSpec {
                 name: $name,
+                instrument: instrument_name!($($otel)?, $name),
                 kind: <$instrument as Instrument>::KIND,
                 unit: $unit,
                 description: $desc,
@@ -256,7 +337,7 @@ macro_rules! catalog {
                     $( $field: Instrument::create(meter, &$konst), )*
                 };
                 $(
-                    let series = if $konst.labels.is_empty() {
+                    let series = if $konst.labels.is_empty() && $konst.presence == Presence::Always {
                         vec![Vec::new()]
                     } else {
                         start_series(&$konst)
@@ -269,8 +350,9 @@ macro_rules! catalog {
     };
 }
 
-// Kinds: `Counter` and `Gauge` are recorded by loopwatch as events happen; `Observed`
-// gauges are published by the samplers and read at collection time.
+// Kinds: `Counter`, `CounterF64`, `Gauge` and `Histogram` are recorded by loopwatch as
+// events happen; `Observed` gauges are published by the samplers and read at
+// collection time.
 catalog! {
     /// Number of the iteration in progress (1-based).
     ITERATION_NUMBER / iteration_number: Gauge = "iteration_number", "{iteration}", [], Some("1.2"), Always,
@@ -440,6 +522,54 @@ catalog! {
     /// Whether the loop has said it is done.
     LOOP_DONE / loopwatch_loop_done: Gauge = "loopwatch_loop_done", "1", [], None, Always,
         "1 once the loop has said it is done (Monitor::done, or shutdown), after which it is not called stalled, else 0 (boolean).";
+    /// Tokens of each LLM call (OpenTelemetry GenAI).
+    GEN_AI_CLIENT_TOKEN_USAGE / gen_ai_client_token_usage: Histogram = "gen_ai_client_token_usage" as "gen_ai.client.token.usage", "{token}", ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_type", "gen_ai_request_model", "gen_ai_response_model"], None, PerLlmCall,
+        "Tokens used by each LLM call, by token type (input, output), as the answer reported them (tokens).";
+    /// Duration of each LLM call (OpenTelemetry GenAI).
+    GEN_AI_CLIENT_OPERATION_DURATION / gen_ai_client_operation_duration: Histogram = "gen_ai_client_operation_duration" as "gen_ai.client.operation.duration", "s", ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"], None, PerLlmCall,
+        "Duration of each LLM call from the request to the end of the answer; error_type is the HTTP status or timeout, connection, stream_cut, other on failures, empty otherwise (seconds).";
+    /// Time to the first chunk of a streamed LLM answer.
+    LLM_TIME_TO_FIRST_CHUNK_SECONDS / loopwatch_llm_time_to_first_chunk_seconds: Histogram = "loopwatch_llm_time_to_first_chunk_seconds", "s", ["model"], None, PerLlmCall,
+        "Time from an LLM request to the first chunk of its streamed answer (seconds).";
+    /// LLM calls by outcome.
+    LLM_CALLS_TOTAL / loopwatch_llm_calls_total: Counter = "loopwatch_llm_calls_total", "{call}", ["model", "outcome"], None, PerLlmCall,
+        "LLM calls by model and outcome: ok, or the error type (an HTTP status such as 429 or 503, timeout, connection, stream_cut, other) (calls).";
+    /// Spend on LLM calls.
+    LLM_COST_USD_TOTAL / loopwatch_llm_cost_usd_total: CounterF64 = "loopwatch_llm_cost_usd_total", "USD", ["model"], None, PerLlmCall,
+        "Cost of LLM calls by model, from the tokens at the [llm.prices] of loopwatch.toml or the cost the loop reported (US dollars).";
+    /// Tokens of models without a price.
+    LLM_UNPRICED_TOKENS_TOTAL / loopwatch_llm_unpriced_tokens_total: Counter = "loopwatch_llm_unpriced_tokens_total", "{token}", ["model"], None, PerLlmCall,
+        "Tokens of LLM calls whose model has no price in loopwatch.toml; their cost is not guessed (tokens).";
+    /// Answers whose usage could not be read.
+    LLM_USAGE_MISSING_TOTAL / loopwatch_llm_usage_missing_total: Counter = "loopwatch_llm_usage_missing_total", "{call}", ["model"], None, PerLlmCall,
+        "Successful LLM answers that carried no readable token usage (a stream without include_usage, a malformed usage object) (calls).";
+    /// 429 answers.
+    LLM_RATE_LIMITED_TOTAL / loopwatch_llm_rate_limited_total: Counter = "loopwatch_llm_rate_limited_total", "{call}", ["model"], None, PerLlmCall,
+        "LLM calls answered 429 Too Many Requests (calls).";
+    /// The last Retry-After.
+    LLM_RETRY_AFTER_SECONDS / loopwatch_llm_retry_after_seconds: Gauge = "loopwatch_llm_retry_after_seconds", "s", ["model"], None, PerLlmCall,
+        "The wait the last 429 answer asked for in its Retry-After header (seconds).";
+    /// LLM calls in flight.
+    LLM_IN_FLIGHT / loopwatch_llm_in_flight: Gauge = "loopwatch_llm_in_flight", "{call}", [], None, Always,
+        "LLM calls in flight through the metering proxy now (calls).";
+    /// Age of the oldest LLM call in flight.
+    LLM_OLDEST_IN_FLIGHT_SECONDS / loopwatch_llm_oldest_in_flight_seconds: Gauge = "loopwatch_llm_oldest_in_flight_seconds", "s", [], None, Always,
+        "Age of the oldest LLM call in flight through the metering proxy, at the last sample; 0 with none (seconds).";
+    /// Recent LLM calls, for LLMErrors.
+    LLM_RECENT_CALLS / loopwatch_llm_recent_calls: Gauge = "loopwatch_llm_recent_calls", "{call}", [], None, Always,
+        "LLM calls in the error window: the last llm_error_calls (20) calls of the last 15 minutes (calls).";
+    /// Recent failed LLM calls, for LLMErrors.
+    LLM_RECENT_FAILURES / loopwatch_llm_recent_failures: Gauge = "loopwatch_llm_recent_failures", "{call}", [], None, Always,
+        "Failed LLM calls in the error window (HTTP 5xx, 429, timeouts, connection errors, cut-off streams) (calls).";
+    /// Spend on LLM calls so far.
+    LLM_SPEND_USD / loopwatch_llm_spend_usd: Gauge = "loopwatch_llm_spend_usd", "USD", [], None, Always,
+        "Cost of all LLM calls of the run so far, for LLMBudget (US dollars).";
+    /// Spend on LLM calls in the last hour.
+    LLM_SPEND_LAST_HOUR_USD / loopwatch_llm_spend_last_hour_usd: Gauge = "loopwatch_llm_spend_last_hour_usd", "USD", [], None, Always,
+        "Cost of the LLM calls of the last hour: the rate LLMBudget projects (US dollars).";
+    /// Spend on LLM calls since the champion last changed.
+    LLM_SPEND_SINCE_CHAMPION_USD / loopwatch_llm_spend_since_champion_usd: Gauge = "loopwatch_llm_spend_since_champion_usd", "USD", [], None, Always,
+        "Cost of the LLM calls since the champion last changed (or the start), for LLMSpendWithoutProgress (US dollars).";
     /// When the loop (its current process, under `loopwatch run`) started.
     LOOP_START_TIMESTAMP_SECONDS / loopwatch_loop_start_timestamp_seconds: Gauge = "loopwatch_loop_start_timestamp_seconds", "s", [], None, Always,
         "Unix time at which the loop started: the monitor's start, or under loopwatch run the start of its current process, restarts included (seconds).";
@@ -498,6 +628,10 @@ pub fn markdown_table() -> String {
                 ),
                 Presence::PerContainer =>
                     format!("{} One series per running container.", spec.description),
+                Presence::PerLlmCall => format!(
+                    "{} Series appear with the first LLM call.",
+                    spec.description
+                ),
             }
         );
     }
@@ -550,13 +684,23 @@ mod tests {
                 assert!(spec.name.ends_with("_total"), "{}", spec.name);
             }
             if spec.requirement.is_none() {
-                // loopwatch's own, or the standard process metrics of every client.
+                // loopwatch's own, the standard process metrics of every client, or an
+                // OpenTelemetry semantic convention's, under its own name.
                 assert!(
-                    spec.name.starts_with("loopwatch_") || spec.name.starts_with("process_"),
+                    spec.name.starts_with("loopwatch_")
+                        || spec.name.starts_with("process_")
+                        || spec.instrument.starts_with("gen_ai."),
                     "{}",
                     spec.name
                 );
             }
+            assert_eq!(
+                spec.instrument.replace('.', "_"),
+                spec.name,
+                "the exporter writes {} as {}",
+                spec.instrument,
+                spec.name
+            );
         }
     }
 }

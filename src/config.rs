@@ -313,6 +313,10 @@ mod value {
         FactorAtLeastOne(f64) as "Written<f64>", |v| *v >= 1.0 && v.is_finite(), "a factor of at least 1"
     );
     checked!(
+        /// A positive amount (US dollars).
+        Amount(f64) as "Written<f64>", |v| *v > 0.0 && v.is_finite(), "a positive amount"
+    );
+    checked!(
         /// A count of at least 1.
         AtLeastOne(u64) as "Written<u64>", |v| *v >= 1, "at least 1"
     );
@@ -404,7 +408,8 @@ mod value {
 }
 
 use value::{
-    AtLeastOne, Checked, Count, FactorAboveOne, FactorAtLeastOne, Fraction, NonNegative, Positive,
+    Amount, AtLeastOne, Checked, Count, FactorAboveOne, FactorAtLeastOne, Fraction, NonNegative,
+    Positive,
 };
 
 /// Declares the thresholds: one row per key, with its checked type, plain type,
@@ -414,7 +419,11 @@ macro_rules! thresholds {
     ($(
         $(#[doc = $doc:literal])*
         $key:ident, $setter:ident: $checked:ident($plain:ty) = $default:expr;
-    )*) => {
+    )*
+    @optional {$(
+        $(#[doc = $odoc:literal])*
+        $okey:ident, $osetter:ident: $ochecked:ident($oplain:ty);
+    )*}) => {
         /// Thresholds, windows and intervals of the evaluator. The defaults are the
         /// numbers of the requirements; the generated Prometheus rules and dashboard use
         /// the same values.
@@ -442,15 +451,20 @@ macro_rules! thresholds {
         #[non_exhaustive]
         pub struct Thresholds {
             $($key: $checked,)*
+            $($okey: Option<$ochecked>,)*
             /// Set explicitly, else `memory_fraction` less [`MEMORY_CLEAR_MARGIN`].
             memory_clear_fraction: Option<Fraction>,
+            /// The `[llm]` table: prices of the models.
+            llm: crate::llm::LlmConfig,
         }
 
         impl Default for Thresholds {
             fn default() -> Self {
                 Thresholds {
                     $($key: $checked::new($default).expect("the defaults are in range"),)*
+                    $($okey: None,)*
                     memory_clear_fraction: None,
+                    llm: crate::llm::LlmConfig::default(),
                 }
             }
         }
@@ -461,14 +475,35 @@ macro_rules! thresholds {
                 use serde::ser::SerializeMap as _;
                 let mut map = s.serialize_map(Some(Self::KEYS.len()))?;
                 $(map.serialize_entry(stringify!($key), &self.$key)?;)*
+                $(map.serialize_entry(stringify!($okey), &self.$okey)?;)*
                 map.serialize_entry("memory_clear_fraction", &self.memory_clear_fraction())?;
+                map.serialize_entry("llm", &self.llm)?;
                 map.end()
             }
         }
 
         impl Thresholds {
             /// Every key a `loopwatch.toml` may hold.
-            pub const KEYS: &'static [&'static str] = &[$(stringify!($key),)* "memory_clear_fraction"];
+            pub const KEYS: &'static [&'static str] =
+                &[$(stringify!($key),)* $(stringify!($okey),)* "memory_clear_fraction"];
+
+            $(
+                $(#[doc = $odoc])*
+                pub fn $okey(&self) -> Option<$oplain> {
+                    self.$okey.map(|v| v.get())
+                }
+
+                #[doc = concat!("Sets `", stringify!($okey), "`; a value out of range is an error naming the key.")]
+                pub fn $osetter(mut self, value: $oplain) -> Result<Self, Error> {
+                    self.$okey = Some($ochecked::new(value).map_err(|reason| Error::InvalidSetting {
+                        variable: stringify!($okey),
+                        value: value::Written(value).to_string(),
+                        reason,
+                    })?);
+                    self.check_relations()?;
+                    Ok(self)
+                }
+            )*
 
             $(
                 $(#[doc = $doc])*
@@ -542,9 +577,35 @@ thresholds! {
     alert_resolve_hold, with_alert_resolve_hold: Positive(Duration) = Duration::from_secs(15);
     /// Period at which firing alerts are re-sent to Alertmanager (15 s).
     alert_resend_interval, with_alert_resend_interval: Positive(Duration) = Duration::from_secs(15);
+    /// LLMErrors: the share of failed LLM calls (HTTP 5xx, 429, timeouts, connection
+    /// errors, cut-off streams) among the recent ones at which it fires (0.5) …
+    llm_error_rate, with_llm_error_rate: Fraction(f64) = 0.5;
+    /// … over the last this many calls (20), at least three of them failed.
+    llm_error_calls, with_llm_error_calls: AtLeastOne(u64) = 20;
+    /// LLMBudget warns (pending) when the last hour's spending rate would pass the
+    /// budget within this horizon (1 h).
+    llm_budget_horizon, with_llm_budget_horizon: Positive(Duration) = Duration::from_secs(3600);
+    @optional {
+        /// LLMSpendWithoutProgress: US dollars spent on LLM calls since the champion last
+        /// changed (or since the start) at which it fires; off until set.
+        llm_spend_without_progress_usd, with_llm_spend_without_progress_usd: Amount(f64);
+        /// LLMBudget: US dollars spent on LLM calls at which it fires; off until set.
+        llm_budget_usd, with_llm_budget_usd: Amount(f64);
+    }
 }
 
 impl Thresholds {
+    /// The `[llm]` table of `loopwatch.toml`: what each model costs.
+    pub fn llm(&self) -> &crate::llm::LlmConfig {
+        &self.llm
+    }
+
+    /// Sets the `[llm]` table (the prices of the models).
+    pub fn with_llm(mut self, llm: crate::llm::LlmConfig) -> Self {
+        self.llm = llm;
+        self
+    }
+
     /// LoopCrashLooping fires at this many restarts within `restart_window`: one fewer
     /// than `max_restarts` (at least 1), so it warns before the supervisor gives up.
     ///
@@ -789,6 +850,11 @@ mod tests {
             ("stall_factor", "1"),
             ("stall_floor", "\"5s\""),
             ("max_restarts", "2"),
+            ("llm_error_rate", "0.3"),
+            ("llm_error_calls", "5"),
+            ("llm_budget_horizon", "\"30m\""),
+            ("llm_spend_without_progress_usd", "2.5"),
+            ("llm_budget_usd", "40"),
             ("restart_window", "\"10m\""),
             ("stats_interval", "\"1h\""),
             ("alert_resolve_hold", "\"1s\""),

@@ -45,6 +45,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The LLM metering proxy could not bind its address.
+    #[error("cannot start the LLM metering proxy on {addr}: {source}; choose another address with --llm-proxy-listen")]
+    ProxyBind {
+        /// The address that could not be bound.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
     /// The background runtime (threads for the endpoint and samplers) did not start.
     #[error("cannot start loopwatch's background runtime: {0}")]
     Runtime(#[source] std::io::Error),

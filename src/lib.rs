@@ -65,6 +65,7 @@ mod owner;
 mod run;
 
 pub mod diversity;
+pub mod llm;
 mod pipeline;
 mod processes;
 pub mod protocol;
@@ -84,7 +85,9 @@ pub use alerts::{AlertName, AlertSpec, AlertState, Evaluated, RuleSpec, Severity
 pub use config::Thresholds;
 pub use error::{CollectError, Error, ErrorSource};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
-pub use monitor::{Intake, Iteration, Monitor, MonitorBuilder, ShutdownReport, Signals};
+pub use monitor::{
+    Intake, Iteration, LlmRecorder, Monitor, MonitorBuilder, ShutdownReport, Signals,
+};
 pub use owner::{
     LiveProcesses, Owner, ProcessTable, SweepReport, LABEL_MANAGED, LABEL_OWNER_HOST,
     LABEL_OWNER_PID, LABEL_OWNER_START_TIME, LABEL_RUN_ID,

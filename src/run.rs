@@ -222,6 +222,8 @@ pub struct RunSummary {
     /// Every exit of the supervised loop, oldest first: more than one when
     /// `loopwatch run` restarted it.
     pub exits: Vec<LoopExit>,
+    /// The run's LLM calls: calls, tokens, cost and errors, by model.
+    pub llm: crate::llm::meter::LlmSummary,
     /// Processes of the run that could not be terminated after its loop exited.
     pub processes_left_behind: Vec<crate::processes::MarkedProcess>,
 }

@@ -203,6 +203,26 @@ fn promtool_and_amtool_accept_the_configuration_and_the_rule_tests_pass() {
     tool("amtool", &["check-config", "alertmanager.yml"], &dir);
 }
 
+/// The LLM spending alerts are off by default; with their limits set, their rules and
+/// boundary tests are generated from the same thresholds and pass promtool too.
+#[test]
+fn the_llm_spending_rules_pass_promtool_with_their_limits_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let t: loopwatch::Thresholds =
+        "llm_spend_without_progress_usd = 5\nllm_budget_usd = 20\nllm_error_rate = 0.4\n"
+            .parse()
+            .unwrap();
+    loopwatch_cli::generate::write_rules(dir.path(), &t).unwrap();
+    let rules =
+        std::fs::read_to_string(dir.path().join(loopwatch_cli::generate::RULES_FILE)).unwrap();
+    assert!(rules.contains("loopwatch_llm_spend_usd >= 20"), "{rules}");
+    tool(
+        "promtool",
+        &["test", "rules", "tests/loopwatch.rules_test.yml"],
+        &dir.path().join("prometheus"),
+    );
+}
+
 /// A webhook receiver on a free loopback port: records every notification
 /// Alertmanager sends it as (alertname, status, number of alerts).
 struct Webhook {

@@ -252,6 +252,36 @@ alert_table! {
         threshold: |t| t.crash_loop_restarts() as f64,
         rule: rule!(promql::crash_looping, promql::crash_looping_description),
     }
+    /// At least half of the last 20 LLM calls failed (HTTP 5xx, 429, timeouts,
+    /// connection errors, cut-off streams), three at least.
+    LLMErrors {
+        severity: Critical,
+        message: "LLM error rate high",
+        runbook: "README.md#llmerrors",
+        thresholds: ["llm_error_rate", "llm_error_calls"],
+        threshold: Thresholds::llm_error_rate,
+        rule: rule!(promql::llm_errors, promql::llm_errors_description),
+    }
+    /// LLM spend since the champion last changed reached
+    /// `llm_spend_without_progress_usd` (off until set).
+    LLMSpendWithoutProgress {
+        severity: Warning,
+        message: "LLM spend without progress",
+        runbook: "README.md#llmspendwithoutprogress",
+        thresholds: ["llm_spend_without_progress_usd"],
+        threshold: |t| t.llm_spend_without_progress_usd().unwrap_or(f64::INFINITY),
+        rule: rule!(promql::llm_spend_without_progress, promql::llm_spend_without_progress_description),
+    }
+    /// LLM spend reached `llm_budget_usd` (off until set); pending while the last
+    /// hour's rate would reach it within `llm_budget_horizon`.
+    LLMBudget {
+        severity: Critical,
+        message: "LLM budget exceeded",
+        runbook: "README.md#llmbudget",
+        thresholds: ["llm_budget_usd", "llm_budget_horizon"],
+        threshold: |t| t.llm_budget_usd().unwrap_or(f64::INFINITY),
+        rule: rule!(promql::llm_budget, promql::llm_budget_description),
+    }
     @prometheus_only {
         /// Prometheus cannot scrape a loop that was running and never said it was done.
         LoopDown {

@@ -178,6 +178,66 @@ pub(super) fn crash_looping_description(t: &Thresholds) -> String {
     )
 }
 
+/// A limit that may be off: the number, or `+Inf` (a comparison that never holds).
+fn limit_or_off(limit: Option<f64>) -> String {
+    limit.map_or_else(|| "+Inf".to_string(), |v| v.to_string())
+}
+
+/// The failed share of the calls in the window, at least three failures, as the
+/// evaluator counts them (exact gauges: the window is the last N calls, which no range
+/// over a counter expresses).
+pub(super) fn llm_errors(t: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "({failures} / {calls} >= {}) and ({failures} >= {})",
+        t.llm_error_rate(),
+        crate::llm::LLM_ERRORS_MIN_FAILURES,
+        failures = catalog::LLM_RECENT_FAILURES.name,
+        calls = catalog::LLM_RECENT_CALLS.name,
+    ))
+}
+
+pub(super) fn llm_errors_description(t: &Thresholds) -> String {
+    format!(
+        "{{{{ $value | humanizePercentage }}}} of the last LLM calls failed (HTTP 5xx, 429, timeouts, connection errors; threshold {}% of the last {} calls of 15 minutes, three at least).",
+        t.llm_error_rate() * 100.0,
+        t.llm_error_calls()
+    )
+}
+
+pub(super) fn llm_spend_without_progress(t: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "{} >= {}",
+        catalog::LLM_SPEND_SINCE_CHAMPION_USD.name,
+        limit_or_off(t.llm_spend_without_progress_usd())
+    ))
+}
+
+pub(super) fn llm_spend_without_progress_description(t: &Thresholds) -> String {
+    match t.llm_spend_without_progress_usd() {
+        Some(limit) => format!(
+            "US${{{{ $value | printf \"%.2f\" }}}} spent on LLM calls since the champion last changed (limit US${limit})."
+        ),
+        None => "Off: llm_spend_without_progress_usd is not set in loopwatch.toml.".to_string(),
+    }
+}
+
+pub(super) fn llm_budget(t: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "{} >= {}",
+        catalog::LLM_SPEND_USD.name,
+        limit_or_off(t.llm_budget_usd())
+    ))
+}
+
+pub(super) fn llm_budget_description(t: &Thresholds) -> String {
+    match t.llm_budget_usd() {
+        Some(budget) => format!(
+            "US${{{{ $value | printf \"%.2f\" }}}} spent on LLM calls (budget US${budget})."
+        ),
+        None => "Off: llm_budget_usd is not set in loopwatch.toml.".to_string(),
+    }
+}
+
 /// The jobs whose targets are loops: the one on the default port, and the registered.
 const LOOP_JOBS: &str = "job=~\"loopwatch|loopwatch-discovered\"";
 

@@ -173,6 +173,23 @@ impl Evaluator {
         findings
     }
 
+    /// Evaluates LLMErrors, LLMSpendWithoutProgress and LLMBudget on the LLM calls'
+    /// evidence (after a call, a champion change, or on the clock).
+    pub(crate) fn on_llm(
+        &mut self,
+        evidence: &crate::llm::meter::LlmEvidence,
+        th: &Thresholds,
+    ) -> Findings {
+        let mut findings = Findings::default();
+        let errors = verdicts::llm_errors(evidence.recent_failures, evidence.recent_calls, th);
+        self.judge(AlertName::LLMErrors, errors, th, &mut findings);
+        let stuck = verdicts::llm_spend_without_progress(evidence.spend_since_champion_usd, th);
+        self.judge(AlertName::LLMSpendWithoutProgress, stuck, th, &mut findings);
+        let budget = verdicts::llm_budget(evidence.spend_usd, evidence.spend_last_hour_usd, th);
+        self.judge(AlertName::LLMBudget, budget, th, &mut findings);
+        findings
+    }
+
     /// Restarts within the restart window, as of the last evaluation.
     pub(crate) fn recent_restarts(&self) -> u64 {
         self.restarts.len() as u64

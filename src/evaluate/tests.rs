@@ -403,6 +403,35 @@ fn every_alert_fires_in_process() {
             AlertName::LoopExited => {
                 evaluator.on_exit(&crate::run::LoopExit::new(None, Some(9)), &th)
             }
+            AlertName::LLMErrors => evaluator.on_llm(
+                &crate::llm::meter::LlmEvidence {
+                    recent_calls: th.llm_error_calls(),
+                    recent_failures: th.llm_error_calls(),
+                    ..Default::default()
+                },
+                &th,
+            ),
+            AlertName::LLMSpendWithoutProgress => {
+                let th = th.clone().with_llm_spend_without_progress_usd(5.0).unwrap();
+                evaluator.on_llm(
+                    &crate::llm::meter::LlmEvidence {
+                        spend_since_champion_usd: 5.0,
+                        spend_usd: 5.0,
+                        ..Default::default()
+                    },
+                    &th,
+                )
+            }
+            AlertName::LLMBudget => {
+                let th = th.clone().with_llm_budget_usd(10.0).unwrap();
+                evaluator.on_llm(
+                    &crate::llm::meter::LlmEvidence {
+                        spend_usd: 10.0,
+                        ..Default::default()
+                    },
+                    &th,
+                )
+            }
             AlertName::LoopCrashLooping => {
                 let now = std::time::Instant::now();
                 for _ in 1..th.crash_loop_restarts() {

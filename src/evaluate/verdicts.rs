@@ -93,3 +93,46 @@ pub(crate) fn crash_looping(recent_restarts: u64, th: &Thresholds) -> Verdict {
         Verdict::Clear
     }
 }
+
+/// LLMErrors: at least `llm_error_rate` of the calls in the window (the last
+/// `llm_error_calls` of the last 15 minutes) failed, and at least three did; its
+/// value is the failed share.
+pub(crate) fn llm_errors(failures: u64, calls: u64, th: &Thresholds) -> Verdict {
+    if calls == 0 {
+        return Verdict::Clear;
+    }
+    let share = failures as f64 / calls as f64;
+    if failures >= crate::llm::LLM_ERRORS_MIN_FAILURES && share >= th.llm_error_rate() {
+        Verdict::Firing(share)
+    } else {
+        Verdict::Clear
+    }
+}
+
+/// LLMSpendWithoutProgress: spend since the champion last changed at or above
+/// `llm_spend_without_progress_usd`; never while that key is unset.
+pub(crate) fn llm_spend_without_progress(spend_since_champion: f64, th: &Thresholds) -> Verdict {
+    match th.llm_spend_without_progress_usd() {
+        Some(limit) if spend_since_champion >= limit => Verdict::Firing(spend_since_champion),
+        _ => Verdict::Clear,
+    }
+}
+
+/// LLMBudget: spend at or above `llm_budget_usd` fires; before that, pending (a
+/// warning) while the last hour's spending would reach it within
+/// `llm_budget_horizon`, with the projected spend as its value. Never while the
+/// budget is unset.
+pub(crate) fn llm_budget(spend: f64, spend_last_hour: f64, th: &Thresholds) -> Verdict {
+    let Some(budget) = th.llm_budget_usd() else {
+        return Verdict::Clear;
+    };
+    let hours = th.llm_budget_horizon().as_secs_f64() / 3600.0;
+    let projected = spend + spend_last_hour * hours;
+    if spend >= budget {
+        Verdict::Firing(spend)
+    } else if spend_last_hour > 0.0 && projected >= budget {
+        Verdict::Pending(projected)
+    } else {
+        Verdict::Clear
+    }
+}

@@ -48,6 +48,8 @@ pub(super) struct Shared {
     pub(super) closed: AtomicBool,
     #[cfg(feature = "docker")]
     pub(super) containers: std::sync::Arc<crate::containers::Containers>,
+    /// The run's LLM calls.
+    pub(super) llm: crate::llm::meter::LlmMeter,
     host_sampler: Mutex<HostSampler>,
     /// The loop's memory cgroup, whose limit HighMemoryUsage uses when it is lower
     /// than host memory.
@@ -92,6 +94,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             #[cfg(feature = "docker")]
             containers: parts.containers,
+            llm: crate::llm::meter::LlmMeter::default(),
             host_sampler: Mutex::new(parts.host_sampler),
             cgroup: CgroupMemory::of_current_process(),
             alert_sink: parts.alert_sink,
@@ -112,7 +115,9 @@ impl Shared {
 
     /// The run so far, summarised.
     pub(super) fn summary(&self) -> RunSummary {
-        self.ledger.run().summary(&self.identity.run_id)
+        let mut summary = self.ledger.run().summary(&self.identity.run_id);
+        summary.llm = self.llm.summary();
+        summary
     }
 
     /// The evaluator's whole state at this instant.
@@ -172,8 +177,53 @@ impl Shared {
     /// LoopCrashLooping as restarts leave the window.
     pub(super) fn check_clock(&self) {
         self.check_liveness();
+        let (calls, oldest) = self.llm.in_flight();
+        self.publisher.llm_in_flight(calls, oldest);
+        if self.llm.any_calls() {
+            let evidence = self.llm.evidence();
+            self.publisher.llm_evidence(&evidence);
+            self.judge_llm(&evidence);
+        }
         let (findings, recent) = self.judge.restart_window();
         self.publisher.recent_restarts(recent);
+        self.deliver(&findings);
+    }
+
+    /// One LLM call: priced, booked, published and judged.
+    pub(super) fn llm_call(&self, call: &crate::llm::LlmCall) {
+        let thresholds = &self.settings.thresholds;
+        let cost = thresholds.llm().cost(call);
+        let (labels, evidence) = self.llm.record(call, cost, thresholds.llm_error_calls());
+        self.publisher.llm_call(call, &labels, cost, &evidence);
+        self.judge_llm(&evidence);
+    }
+
+    /// The champion changed: LLM spending without progress starts again.
+    pub(super) fn llm_champion_changed(&self) {
+        if self.llm.any_calls() {
+            let evidence = self.llm.champion_changed();
+            self.publisher.llm_evidence(&evidence);
+            self.judge_llm(&evidence);
+        } else {
+            self.llm.champion_changed();
+        }
+    }
+
+    /// The LLM alerts on this evidence; a budget about to be passed is said in the log.
+    fn judge_llm(&self, evidence: &crate::llm::meter::LlmEvidence) {
+        let findings = self.judge.llm(evidence);
+        for t in &findings.transitions {
+            if t.alert == AlertName::LLMBudget && t.state == crate::alerts::AlertState::Pending {
+                tracing::warn!(
+                    run_id = %self.identity.run_id,
+                    spend_usd = evidence.spend_usd,
+                    projected_usd = t.value,
+                    budget_usd = t.threshold,
+                    horizon = %humantime::format_duration(self.settings.thresholds.llm_budget_horizon()),
+                    "LLM budget will be exceeded within the horizon at the last hour's rate"
+                );
+            }
+        }
         self.deliver(&findings);
     }
 
@@ -396,7 +446,7 @@ impl Source for Shared {
 
     fn snapshot(&self) -> Snapshot {
         let evaluation = self.evaluation();
-        let (summary, history, (events, events_dropped), recent_failure_reasons) = {
+        let (mut summary, history, (events, events_dropped), recent_failure_reasons) = {
             let run = self.ledger.run();
             (
                 run.summary(&self.identity.run_id),
@@ -405,6 +455,7 @@ impl Source for Shared {
                 run.recent_failure_reasons(),
             )
         };
+        summary.llm = self.llm.summary();
         Snapshot {
             identity: self.identity.clone(),
             summary,

@@ -191,6 +191,7 @@ impl IterationState {
     fn champion_changed(&mut self, shared: &Shared, champion: &str, iteration: u64, changes: u64) {
         self.champion_changed = true;
         shared.publisher.champion_changed(changes);
+        shared.llm_champion_changed();
         tracing::info!(iteration, champion, "champion changed");
         shared.ledger.push_event(
             iteration,

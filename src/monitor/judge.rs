@@ -191,6 +191,11 @@ impl Judge {
         })
     }
 
+    /// LLMErrors, LLMSpendWithoutProgress and LLMBudget on the LLM calls' evidence.
+    pub(super) fn llm(&self, evidence: &crate::llm::meter::LlmEvidence) -> Findings {
+        self.evaluate(|evaluator, th| evaluator.on_llm(evidence, th))
+    }
+
     /// LoopExited on a supervised loop's exit (`said_done` is filled in from `done`).
     pub(super) fn exit(&self, exit: &mut LoopExit) -> Findings {
         exit.said_done |= self.is_done();

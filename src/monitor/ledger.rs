@@ -385,6 +385,7 @@ impl RunLedger {
             failure_reasons: self.failure_reasons.clone(),
             loop_exit: self.loop_exit,
             exits: self.exits.iter().copied().collect(),
+            llm: crate::llm::meter::LlmSummary::default(),
             processes_left_behind: self.processes_left_behind.clone(),
         }
     }

@@ -269,6 +269,33 @@ impl Monitor {
         self.shared.evaluation().firing()
     }
 
+    /// Records one LLM call the loop made by other means than the metering proxy of
+    /// `loopwatch run --llm-proxy`: its tokens, duration and outcome feed the GenAI
+    /// metrics, the cost counters (priced from `[llm.prices]` unless the call carries
+    /// its cost), `summary.llm`, and LLMErrors, LLMSpendWithoutProgress and LLMBudget.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let monitor = loopwatch::Monitor::builder()
+    /// #     .listen("127.0.0.1:0".parse().unwrap()).output_dir(dir.path()).build().unwrap();
+    /// use std::time::Duration;
+    /// use loopwatch::llm::LlmCall;
+    /// monitor.llm_call(&LlmCall::new("gpt-4o", Duration::from_millis(900)).with_tokens(1200, 300).with_provider("openai"));
+    /// assert_eq!(monitor.summary().llm.input_tokens, 1200);
+    /// # monitor.shutdown();
+    /// ```
+    pub fn llm_call(&self, call: &crate::llm::LlmCall) {
+        self.shared.llm_call(call);
+    }
+
+    /// A handle that records LLM calls into this run from another task or thread
+    /// (what the metering proxy holds): calls, and calls in flight.
+    pub fn llm_recorder(&self) -> LlmRecorder {
+        LlmRecorder {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// Whether the alert is firing now (cheaper than [`Monitor::firing_alerts`]).
     ///
     /// ```
@@ -502,5 +529,42 @@ impl Drop for Monitor {
             }
             self.close();
         }
+    }
+}
+
+/// Records LLM calls into a run; cheap to clone. See [`Monitor::llm_recorder`].
+#[derive(Clone)]
+pub struct LlmRecorder {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LlmRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmRecorder")
+            .field("run_id", &self.shared.identity.run_id)
+            .finish()
+    }
+}
+
+impl LlmRecorder {
+    /// Records one finished call (see [`Monitor::llm_call`]).
+    pub fn record(&self, call: &crate::llm::LlmCall) {
+        self.shared.llm_call(call);
+    }
+
+    /// A call starts: it counts in `loopwatch_llm_in_flight` until the returned id
+    /// is passed to [`LlmRecorder::ended`].
+    pub fn started(&self) -> u64 {
+        let id = self.shared.llm.call_started();
+        let (calls, oldest) = self.shared.llm.in_flight();
+        self.shared.publisher.llm_in_flight(calls, oldest);
+        id
+    }
+
+    /// A call is no longer in flight (answered, failed or abandoned).
+    pub fn ended(&self, id: u64) {
+        self.shared.llm.call_ended(id);
+        let (calls, oldest) = self.shared.llm.in_flight();
+        self.shared.publisher.llm_in_flight(calls, oldest);
     }
 }

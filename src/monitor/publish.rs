@@ -167,6 +167,93 @@ impl Publisher {
             .record(recent as f64, &[]);
     }
 
+    /// One LLM call: the GenAI histograms, the calls, cost, token and rate-limit
+    /// counters, and the evidence gauges after it.
+    pub(super) fn llm_call(
+        &self,
+        call: &crate::llm::LlmCall,
+        labels: &crate::llm::meter::CallLabels,
+        cost: Option<f64>,
+        evidence: &crate::llm::meter::LlmEvidence,
+    ) {
+        let i = &self.pipeline.instruments;
+        let model = [KeyValue::new("model", labels.model.clone())];
+        let mut genai = vec![
+            KeyValue::new("gen_ai.operation.name", call.operation.as_str()),
+            KeyValue::new("gen_ai.provider.name", labels.provider.clone()),
+            KeyValue::new("gen_ai.request.model", labels.request_model.clone()),
+            KeyValue::new("gen_ai.response.model", labels.model.clone()),
+        ];
+        for (kind, tokens) in [("input", call.input_tokens), ("output", call.output_tokens)] {
+            if let Some(tokens) = tokens {
+                let mut attributes = genai.clone();
+                attributes.push(KeyValue::new("gen_ai.token.type", kind));
+                i.gen_ai_client_token_usage
+                    .record(tokens as f64, &attributes);
+            }
+        }
+        let outcome = match call.error {
+            Some(error) => {
+                let label = error.as_label().into_owned();
+                genai.push(KeyValue::new("error.type", label.clone()));
+                label
+            }
+            None => "ok".to_string(),
+        };
+        i.gen_ai_client_operation_duration
+            .record(call.duration.as_secs_f64(), &genai);
+        if let Some(first) = call.time_to_first_chunk {
+            i.loopwatch_llm_time_to_first_chunk_seconds
+                .record(first.as_secs_f64(), &model);
+        }
+        i.loopwatch_llm_calls_total.add(
+            1,
+            &[
+                KeyValue::new("model", labels.model.clone()),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
+        let tokens = call.input_tokens.unwrap_or(0) + call.output_tokens.unwrap_or(0);
+        match cost {
+            Some(cost) => i.loopwatch_llm_cost_usd_total.add(cost, &model),
+            None => i.loopwatch_llm_unpriced_tokens_total.add(tokens, &model),
+        }
+        let usage_read = call.input_tokens.is_some() || call.output_tokens.is_some();
+        if call.error.is_none() && !usage_read && call.cost_usd.is_none() {
+            i.loopwatch_llm_usage_missing_total.add(1, &model);
+        }
+        if call.error == Some(crate::llm::LlmError::Status(429)) {
+            i.loopwatch_llm_rate_limited_total.add(1, &model);
+            if let Some(wait) = call.retry_after {
+                i.loopwatch_llm_retry_after_seconds
+                    .record(wait.as_secs_f64(), &model);
+            }
+        }
+        self.llm_evidence(evidence);
+    }
+
+    /// What the LLM alerts judge.
+    pub(super) fn llm_evidence(&self, evidence: &crate::llm::meter::LlmEvidence) {
+        let i = &self.pipeline.instruments;
+        i.loopwatch_llm_recent_calls
+            .record(evidence.recent_calls as f64, &[]);
+        i.loopwatch_llm_recent_failures
+            .record(evidence.recent_failures as f64, &[]);
+        i.loopwatch_llm_spend_usd.record(evidence.spend_usd, &[]);
+        i.loopwatch_llm_spend_last_hour_usd
+            .record(evidence.spend_last_hour_usd, &[]);
+        i.loopwatch_llm_spend_since_champion_usd
+            .record(evidence.spend_since_champion_usd, &[]);
+    }
+
+    /// LLM calls in flight and the age of the oldest.
+    pub(super) fn llm_in_flight(&self, calls: usize, oldest: std::time::Duration) {
+        let i = &self.pipeline.instruments;
+        i.loopwatch_llm_in_flight.record(calls as f64, &[]);
+        i.loopwatch_llm_oldest_in_flight_seconds
+            .record(oldest.as_secs_f64(), &[]);
+    }
+
     /// One container sample (or Docker being down: `None`).
     #[cfg(feature = "docker")]
     pub(super) fn containers(

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use loopwatch::llm::LLM_ERRORS_MIN_FAILURES;
 use loopwatch::{catalog, AlertName, AlertSpec, RuleSpec, Thresholds, ALERTS};
 use serde::Serialize;
 
@@ -328,6 +329,7 @@ pub fn promtool_tests(t: &Thresholds) -> String {
         ),
     ];
     let mut tests = tests;
+    tests.extend(llm_tests(t, &described));
     tests.push(memory_hysteresis_test(t, &described));
     tests.push(no_outcomes_test(t));
     tests.extend(loop_down_tests(t));
@@ -450,6 +452,81 @@ fn no_outcomes_test(t: &Thresholds) -> TestCase {
         alert_rule_test: vec![AlertTest {
             eval_time: "1m".into(),
             alertname: AlertName::LowSuccessRate.as_str(),
+            exp_alerts: Vec::new(),
+        }],
+    }
+}
+
+/// LLMErrors at its share (calls and failures in the window); LLMSpendWithoutProgress
+/// and LLMBudget at their limits when set, and quiet however much is spent while off.
+fn llm_tests(
+    t: &Thresholds,
+    described: &dyn Fn(AlertName, &str, String) -> String,
+) -> Vec<TestCase> {
+    let calls = t.llm_error_calls().max(LLM_ERRORS_MIN_FAILURES * 2);
+    let firing_failures =
+        ((t.llm_error_rate() * calls as f64).ceil() as u64).max(LLM_ERRORS_MIN_FAILURES);
+    let share = firing_failures as f64 / calls as f64;
+    let mut tests = vec![boundary(
+        AlertName::LLMErrors,
+        vec![
+            series(catalog::LLM_RECENT_CALLS.name, format!("{calls} {calls}")),
+            series(
+                catalog::LLM_RECENT_FAILURES.name,
+                format!("{} {firing_failures}", firing_failures - 1),
+            ),
+        ],
+        &["0m"],
+        "1m",
+        described(
+            AlertName::LLMErrors,
+            "{{ $value | humanizePercentage }}",
+            format!("{}%", trim(share * 100.0)),
+        ),
+    )];
+    let spend = |alert: AlertName, metric: &str, limit: Option<f64>| match limit {
+        Some(limit) => boundary(
+            alert,
+            vec![series(metric, format!("{} {limit}", limit * 0.99))],
+            &["0m"],
+            "1m",
+            described(
+                alert,
+                "{{ $value | printf \"%.2f\" }}",
+                format!("{limit:.2}"),
+            ),
+        ),
+        None => quiet(alert, vec![series(metric, "1e12 1e12".into())]),
+    };
+    tests.push(spend(
+        AlertName::LLMSpendWithoutProgress,
+        catalog::LLM_SPEND_SINCE_CHAMPION_USD.name,
+        t.llm_spend_without_progress_usd(),
+    ));
+    tests.push(spend(
+        AlertName::LLMBudget,
+        catalog::LLM_SPEND_USD.name,
+        t.llm_budget_usd(),
+    ));
+    tests
+}
+
+/// An alert that is off stays quiet whatever its series say.
+fn quiet(alert: AlertName, mut input_series: Vec<InputSeries>) -> TestCase {
+    input_series.push(InputSeries {
+        series: format!(
+            "{}{{instance=\"loop:8000\", job=\"loopwatch\", run_id=\"{TEST_RUN_ID}\", hostname=\"{TEST_HOST}\"}}",
+            catalog::RUN_INFO.name
+        ),
+        values: "1+0x10".into(),
+    });
+    TestCase {
+        name: format!("{} stays quiet while its limit is not set", alert.as_str()),
+        interval: "1m",
+        input_series,
+        alert_rule_test: vec![AlertTest {
+            eval_time: "1m".into(),
+            alertname: alert.as_str(),
             exp_alerts: Vec::new(),
         }],
     }

@@ -1,0 +1,364 @@
+//! The run's books of LLM calls: totals by model for the snapshot and the final
+//! files, the recent calls LLMErrors judges, the spend LLMBudget and
+//! LLMSpendWithoutProgress judge, and the calls in flight.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{bounded_name, LlmCall, LlmError, MAX_MODELS, OTHER_MODEL};
+
+/// Calls older than this leave the error window, so an outage the loop stopped
+/// calling into does not keep LLMErrors firing forever.
+pub(crate) const ERROR_WINDOW_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+
+/// Spending is kept per minute for the last hour's rate.
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR_MINUTES: usize = 60;
+
+/// One model's calls, tokens and spend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ModelTally {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that failed, for any reason.
+    pub errors: u64,
+    /// Failures by error type (`429`, `503`, `timeout` …).
+    pub errors_by_type: BTreeMap<String, u64>,
+    /// Input tokens, cached ones included.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Input tokens read from the provider's cache.
+    pub cached_input_tokens: u64,
+    /// Cost in US dollars of the priced calls.
+    pub cost_usd: f64,
+    /// Tokens of calls that had no price.
+    pub unpriced_tokens: u64,
+}
+
+/// The LLM calls of a run, as `summary.llm` in the snapshot and the final files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LlmSummary {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Cost in US dollars of the priced calls.
+    pub cost_usd: f64,
+    /// Tokens of calls whose model had no price.
+    pub unpriced_tokens: u64,
+    /// Spend since the champion last changed (or the start).
+    pub spend_since_champion_usd: f64,
+    /// Spend divided by the champion's changes (the first report included), when it
+    /// has changed.
+    pub spend_per_champion_change_usd: Option<f64>,
+    /// By model (at most 32 names, then `other`).
+    pub by_model: BTreeMap<String, ModelTally>,
+}
+
+/// What the LLM alerts judge, at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct LlmEvidence {
+    /// Calls in the error window.
+    pub(crate) recent_calls: u64,
+    /// Failed calls (outages) in the error window.
+    pub(crate) recent_failures: u64,
+    /// Spend so far.
+    pub(crate) spend_usd: f64,
+    /// Spend in the last hour.
+    pub(crate) spend_last_hour_usd: f64,
+    /// Spend since the champion last changed.
+    pub(crate) spend_since_champion_usd: f64,
+}
+
+/// The label values a call is published under, each bounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CallLabels {
+    /// The model that answered (else the one asked for).
+    pub(crate) model: String,
+    /// The model asked for.
+    pub(crate) request_model: String,
+    /// The provider.
+    pub(crate) provider: String,
+}
+
+/// Most distinct provider names kept as label values; further ones are `other`.
+const MAX_PROVIDERS: usize = 8;
+
+#[derive(Debug, Default)]
+struct Books {
+    by_model: BTreeMap<String, ModelTally>,
+    /// Request model names seen (bounded like the models).
+    request_models: std::collections::BTreeSet<String>,
+    providers: std::collections::BTreeSet<String>,
+    /// The error window: when each recent call ended and whether it failed.
+    recent: VecDeque<(Instant, bool)>,
+    spend_usd: f64,
+    spend_at_champion_usd: f64,
+    champion_changes: u64,
+    /// Spend per minute (minute number since the meter's start, dollars).
+    minutes: VecDeque<(u64, f64)>,
+}
+
+/// A name kept as a label value if already known or while fewer than `max` are;
+/// else [`OTHER_MODEL`].
+fn bounded_label(known: &mut std::collections::BTreeSet<String>, name: &str, max: usize) -> String {
+    let name = bounded_name(name);
+    if known.contains(&name) {
+        return name;
+    }
+    if known.len() < max {
+        known.insert(name.clone());
+        return name;
+    }
+    OTHER_MODEL.to_string()
+}
+
+impl Books {
+    /// The model's label: its own name while fewer than [`MAX_MODELS`] are known,
+    /// else [`OTHER_MODEL`].
+    fn label(&self, model: &str) -> String {
+        let model = bounded_name(model);
+        if self.by_model.contains_key(&model) || self.by_model.len() < MAX_MODELS {
+            model
+        } else {
+            OTHER_MODEL.to_string()
+        }
+    }
+}
+
+/// The books, and the calls in flight.
+#[derive(Debug)]
+pub(crate) struct LlmMeter {
+    epoch: Instant,
+    books: Mutex<Books>,
+    in_flight: Mutex<BTreeMap<u64, Instant>>,
+    next_call: AtomicU64,
+    any_calls: std::sync::atomic::AtomicBool,
+}
+
+impl Default for LlmMeter {
+    fn default() -> Self {
+        LlmMeter {
+            epoch: Instant::now(),
+            books: Mutex::default(),
+            in_flight: Mutex::default(),
+            next_call: AtomicU64::new(0),
+            any_calls: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl LlmMeter {
+    /// Books one call with its cost (`None`: no price); returns the label its model
+    /// is published under and the evidence after it.
+    pub(crate) fn record(
+        &self,
+        call: &LlmCall,
+        cost: Option<f64>,
+        window_calls: u64,
+    ) -> (CallLabels, LlmEvidence) {
+        let now = Instant::now();
+        let mut books = lock(&self.books);
+        let model = books.label(call.model());
+        let labels = CallLabels {
+            request_model: bounded_label(
+                &mut books.request_models,
+                &call.request_model,
+                MAX_MODELS,
+            ),
+            provider: bounded_label(&mut books.providers, &call.provider, MAX_PROVIDERS),
+            model: model.clone(),
+        };
+        self.any_calls.store(true, Ordering::Relaxed);
+        let tally = books.by_model.entry(model).or_default();
+        tally.calls += 1;
+        if let Some(error) = call.error {
+            tally.errors += 1;
+            *tally
+                .errors_by_type
+                .entry(error.as_label().into_owned())
+                .or_default() += 1;
+        }
+        let input = call.input_tokens.unwrap_or(0);
+        let output = call.output_tokens.unwrap_or(0);
+        tally.input_tokens += input;
+        tally.output_tokens += output;
+        tally.cached_input_tokens += call.cached_input_tokens.unwrap_or(0);
+        match cost {
+            Some(cost) => tally.cost_usd += cost,
+            None => tally.unpriced_tokens += input + output,
+        }
+        let cost = cost.unwrap_or(0.0);
+        books.spend_usd += cost;
+        let minute = now.duration_since(self.epoch).as_secs() / MINUTE.as_secs();
+        match books.minutes.back_mut() {
+            Some((m, spent)) if *m == minute => *spent += cost,
+            _ => books.minutes.push_back((minute, cost)),
+        }
+        let failed = call.error.is_some_and(LlmError::is_outage);
+        books.recent.push_back((now, failed));
+        while books.recent.len() as u64 > window_calls {
+            books.recent.pop_front();
+        }
+        (labels, self.evidence_of(&mut books, now))
+    }
+
+    /// Whether any call was recorded (the LLM alerts have nothing to judge before).
+    pub(crate) fn any_calls(&self) -> bool {
+        self.any_calls.load(Ordering::Relaxed)
+    }
+
+    /// The champion changed: spending without progress starts again from zero.
+    pub(crate) fn champion_changed(&self) -> LlmEvidence {
+        let mut books = lock(&self.books);
+        books.spend_at_champion_usd = books.spend_usd;
+        books.champion_changes += 1;
+        self.evidence_of(&mut books, Instant::now())
+    }
+
+    /// The evidence now (calls and spending age out of their windows).
+    pub(crate) fn evidence(&self) -> LlmEvidence {
+        self.evidence_of(&mut lock(&self.books), Instant::now())
+    }
+
+    fn evidence_of(&self, books: &mut Books, now: Instant) -> LlmEvidence {
+        while books
+            .recent
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > ERROR_WINDOW_MAX_AGE)
+        {
+            books.recent.pop_front();
+        }
+        let minute = now.duration_since(self.epoch).as_secs() / MINUTE.as_secs();
+        while books
+            .minutes
+            .front()
+            .is_some_and(|(m, _)| minute.saturating_sub(*m) >= HOUR_MINUTES as u64)
+        {
+            books.minutes.pop_front();
+        }
+        LlmEvidence {
+            recent_calls: books.recent.len() as u64,
+            recent_failures: books.recent.iter().filter(|(_, failed)| *failed).count() as u64,
+            spend_usd: books.spend_usd,
+            spend_last_hour_usd: books.minutes.iter().map(|(_, spent)| spent).sum(),
+            spend_since_champion_usd: books.spend_usd - books.spend_at_champion_usd,
+        }
+    }
+
+    /// The run's calls so far.
+    pub(crate) fn summary(&self) -> LlmSummary {
+        let books = lock(&self.books);
+        let mut summary = LlmSummary {
+            spend_since_champion_usd: books.spend_usd - books.spend_at_champion_usd,
+            spend_per_champion_change_usd: (books.champion_changes > 0)
+                .then(|| books.spend_usd / books.champion_changes as f64),
+            by_model: books.by_model.clone(),
+            ..LlmSummary::default()
+        };
+        for tally in books.by_model.values() {
+            summary.calls += tally.calls;
+            summary.errors += tally.errors;
+            summary.input_tokens += tally.input_tokens;
+            summary.output_tokens += tally.output_tokens;
+            summary.cost_usd += tally.cost_usd;
+            summary.unpriced_tokens += tally.unpriced_tokens;
+        }
+        summary
+    }
+
+    /// A call starts; the returned id ends it.
+    pub(crate) fn call_started(&self) -> u64 {
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        lock(&self.in_flight).insert(id, Instant::now());
+        id
+    }
+
+    /// A call ended (however it did).
+    pub(crate) fn call_ended(&self, id: u64) {
+        lock(&self.in_flight).remove(&id);
+    }
+
+    /// Calls in flight and the age of the oldest.
+    pub(crate) fn in_flight(&self) -> (usize, Duration) {
+        let in_flight = lock(&self.in_flight);
+        let oldest = in_flight
+            .values()
+            .min()
+            .map_or(Duration::ZERO, Instant::elapsed);
+        (in_flight.len(), oldest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_window_holds_the_last_calls_and_only_outages_fail() {
+        let meter = LlmMeter::default();
+        let call = |error| {
+            let call = LlmCall::new("m", Duration::ZERO);
+            match error {
+                Some(e) => call.with_error(e),
+                None => call,
+            }
+        };
+        for _ in 0..25 {
+            meter.record(&call(None), None, 20);
+        }
+        let (_, e) = meter.record(&call(Some(LlmError::Status(400))), None, 20);
+        assert_eq!((e.recent_calls, e.recent_failures), (20, 0));
+        let (_, e) = meter.record(&call(Some(LlmError::Status(503))), None, 20);
+        assert_eq!((e.recent_calls, e.recent_failures), (20, 1));
+        assert_eq!(meter.summary().errors, 2);
+    }
+
+    #[test]
+    fn spend_since_the_champion_restarts_at_each_change() {
+        let meter = LlmMeter::default();
+        let call = LlmCall::new("m", Duration::ZERO).with_tokens(10, 10);
+        meter.record(&call, Some(1.5), 20);
+        let e = meter.champion_changed();
+        assert_eq!(e.spend_since_champion_usd, 0.0);
+        let (_, e) = meter.record(&call, Some(0.5), 20);
+        assert_eq!(
+            (
+                e.spend_usd,
+                e.spend_since_champion_usd,
+                e.spend_last_hour_usd
+            ),
+            (2.0, 0.5, 2.0)
+        );
+        let (_, e) = meter.record(&call, None, 20);
+        assert_eq!(e.spend_usd, 2.0);
+        let summary = meter.summary();
+        assert_eq!(summary.unpriced_tokens, 20);
+        assert_eq!(summary.spend_per_champion_change_usd, Some(2.0));
+    }
+
+    #[test]
+    fn model_labels_are_bounded() {
+        let meter = LlmMeter::default();
+        for i in 0..(MAX_MODELS + 5) {
+            let call = LlmCall::new(format!("model-{i}"), Duration::ZERO);
+            meter.record(&call, None, 20);
+        }
+        let summary = meter.summary();
+        assert_eq!(summary.by_model.len(), MAX_MODELS + 1);
+        assert_eq!(summary.by_model[OTHER_MODEL].calls, 5);
+    }
+}

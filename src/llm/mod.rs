@@ -1,0 +1,428 @@
+//! LLM calls: what one call cost in tokens, time and money, and whether it failed.
+//!
+//! Calls arrive from the metering proxy of `loopwatch run --llm-proxy` (the `proxy`
+//! module, feature `llm-proxy`), from the protocol's `llm_call` message, or from
+//! [`crate::Monitor::llm_call`]. Each is priced from the `[llm.prices]` table of
+//! `loopwatch.toml` ([`LlmConfig`]), published under the OpenTelemetry GenAI names
+//! (`gen_ai.client.token.usage`, `gen_ai.client.operation.duration`) and loopwatch's
+//! own (`loopwatch_llm_*`), kept by model for the snapshot and the final files, and
+//! judged by LLMErrors, LLMSpendWithoutProgress and LLMBudget.
+//!
+//! ```
+//! use std::time::Duration;
+//! use loopwatch::llm::{LlmCall, LlmConfig, Price};
+//!
+//! let prices = LlmConfig::default().with_price("gpt-4o", Price::per_million(2.5, 10.0));
+//! let call = LlmCall::new("gpt-4o", Duration::from_millis(800)).with_tokens(1_000, 200);
+//! assert_eq!(prices.cost(&call), Some(0.0025 + 0.002));
+//! ```
+
+pub(crate) mod meter;
+pub use meter::{LlmSummary, ModelTally};
+#[cfg(feature = "llm-proxy")]
+pub mod proxy;
+pub mod usage;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Most distinct model names kept as label values; calls of further models are
+/// published under [`OTHER_MODEL`], so a stream of odd names cannot grow the series.
+pub const MAX_MODELS: usize = 32;
+
+/// The model label of calls past [`MAX_MODELS`] distinct names, and of calls that
+/// named none.
+pub const OTHER_MODEL: &str = "other";
+
+/// LLMErrors needs at least this many failed calls in its window, so that one early
+/// failure out of one call is not an outage.
+pub const LLM_ERRORS_MIN_FAILURES: u64 = 3;
+
+/// The longest model or provider name kept; longer ones are cut.
+const MAX_NAME_CHARS: usize = 128;
+
+/// What kind of request a call was (`gen_ai.operation.name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Operation {
+    /// Chat completions (OpenAI `/v1/chat/completions`, Anthropic `/v1/messages`).
+    Chat,
+    /// Text completions (`/v1/completions`).
+    TextCompletion,
+    /// The Responses API (`/v1/responses`).
+    GenerateContent,
+    /// Embeddings (`/v1/embeddings`).
+    Embeddings,
+}
+
+impl Operation {
+    /// The `gen_ai.operation.name` value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Operation::Chat => "chat",
+            Operation::TextCompletion => "text_completion",
+            Operation::GenerateContent => "generate_content",
+            Operation::Embeddings => "embeddings",
+        }
+    }
+
+    /// The operation named by its `gen_ai.operation.name` value.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Operation::Chat,
+            Operation::TextCompletion,
+            Operation::GenerateContent,
+            Operation::Embeddings,
+        ]
+        .into_iter()
+        .find(|op| op.as_str() == name)
+    }
+}
+
+/// Why a call failed (`error.type`): an HTTP status, or a failure before one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum LlmError {
+    /// The upstream answered with this status (400 or above).
+    Status(u16),
+    /// No answer in time.
+    Timeout,
+    /// The upstream could not be reached, or the connection failed.
+    Connection,
+    /// A streamed answer stopped before its end.
+    StreamCut,
+    /// Any other failure the loop reported.
+    Other,
+}
+
+impl LlmError {
+    /// The `error.type` value: the status code (`"429"`, `"503"`), or `timeout`,
+    /// `connection`, `stream_cut`, `other`.
+    pub fn as_label(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            LlmError::Status(code) => code.to_string().into(),
+            LlmError::Timeout => "timeout".into(),
+            LlmError::Connection => "connection".into(),
+            LlmError::StreamCut => "stream_cut".into(),
+            LlmError::Other => "other".into(),
+        }
+    }
+
+    /// Reads an `error.type` as a loop reports it: a status code, `timeout`,
+    /// `connection`, `stream_cut`, `rate_limit` (429); anything else is `other`.
+    ///
+    /// ```
+    /// use loopwatch::llm::LlmError;
+    /// assert_eq!(LlmError::parse("429"), LlmError::Status(429));
+    /// assert_eq!(LlmError::parse("rate_limit"), LlmError::Status(429));
+    /// assert_eq!(LlmError::parse("APIConnectionError"), LlmError::Other);
+    /// ```
+    pub fn parse(text: &str) -> Self {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "timeout" | "timed_out" => LlmError::Timeout,
+            "connection" | "connection_error" => LlmError::Connection,
+            "stream_cut" => LlmError::StreamCut,
+            "rate_limit" | "rate_limited" => LlmError::Status(429),
+            other => match other.parse::<u16>() {
+                Ok(code) if (400..=599).contains(&code) => LlmError::Status(code),
+                _ => LlmError::Other,
+            },
+        }
+    }
+
+    /// Whether the failure is the provider's or the network's, and so counts toward
+    /// LLMErrors: 5xx, 429, timeouts, connection failures, cut-off streams and
+    /// failures the loop reported without a status. Other 4xx answers are the
+    /// request's own fault and are counted as errors but not as an outage.
+    pub fn is_outage(self) -> bool {
+        match self {
+            LlmError::Status(code) => code == 429 || code >= 500,
+            _ => true,
+        }
+    }
+}
+
+/// One LLM call, as measured.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LlmCall {
+    /// Who served it (`gen_ai.provider.name`): `openai`, `anthropic` …
+    pub provider: String,
+    /// What kind of request it was.
+    pub operation: Operation,
+    /// The model asked for.
+    pub request_model: String,
+    /// The model that answered, when the answer says.
+    pub response_model: Option<String>,
+    /// Input (prompt) tokens, when the answer says.
+    pub input_tokens: Option<u64>,
+    /// Output (completion) tokens, when the answer says.
+    pub output_tokens: Option<u64>,
+    /// Input tokens read from the provider's cache (a part of `input_tokens`), when
+    /// the answer says.
+    pub cached_input_tokens: Option<u64>,
+    /// From the request to the end of the answer (or the failure).
+    pub duration: Duration,
+    /// From the request to the first chunk of a streamed answer.
+    pub time_to_first_chunk: Option<Duration>,
+    /// Why it failed, if it did.
+    pub error: Option<LlmError>,
+    /// The wait a 429 asked for (`Retry-After`).
+    pub retry_after: Option<Duration>,
+    /// Its cost in US dollars when the caller knows it; otherwise it is priced from
+    /// the `[llm.prices]` table.
+    pub cost_usd: Option<f64>,
+}
+
+impl LlmCall {
+    /// A chat call to `model` that took `duration`, provider `unknown`, no usage yet.
+    pub fn new(model: impl Into<String>, duration: Duration) -> Self {
+        LlmCall {
+            provider: "unknown".into(),
+            operation: Operation::Chat,
+            request_model: model.into(),
+            response_model: None,
+            input_tokens: None,
+            output_tokens: None,
+            cached_input_tokens: None,
+            duration,
+            time_to_first_chunk: None,
+            error: None,
+            retry_after: None,
+            cost_usd: None,
+        }
+    }
+
+    /// With the input and output tokens the answer reported.
+    pub fn with_tokens(mut self, input: u64, output: u64) -> Self {
+        self.input_tokens = Some(input);
+        self.output_tokens = Some(output);
+        self
+    }
+
+    /// With the provider's name.
+    pub fn with_provider(mut self, provider: impl Into<String>) -> Self {
+        self.provider = provider.into();
+        self
+    }
+
+    /// With the kind of request.
+    pub fn with_operation(mut self, operation: Operation) -> Self {
+        self.operation = operation;
+        self
+    }
+
+    /// As failed.
+    pub fn with_error(mut self, error: LlmError) -> Self {
+        self.error = Some(error);
+        self
+    }
+
+    /// With a cost known to the caller.
+    pub fn with_cost_usd(mut self, cost: f64) -> Self {
+        self.cost_usd = Some(cost);
+        self
+    }
+
+    /// The model it is priced and labelled by: the one that answered, else the one
+    /// asked for.
+    pub fn model(&self) -> &str {
+        self.response_model
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .unwrap_or(&self.request_model)
+    }
+}
+
+/// A model's price in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Price {
+    /// Per million input tokens.
+    pub input_per_million: f64,
+    /// Per million output tokens.
+    pub output_per_million: f64,
+    /// Per million input tokens read from the provider's cache; the input price when
+    /// not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_million: Option<f64>,
+}
+
+impl Price {
+    /// A price per million input and output tokens.
+    pub fn per_million(input: f64, output: f64) -> Self {
+        Price {
+            input_per_million: input,
+            output_per_million: output,
+            cached_input_per_million: None,
+        }
+    }
+
+    /// With a price per million cached input tokens.
+    pub fn with_cached_input(mut self, per_million: f64) -> Self {
+        self.cached_input_per_million = Some(per_million);
+        self
+    }
+
+    fn valid(&self) -> bool {
+        [self.input_per_million, self.output_per_million]
+            .into_iter()
+            .chain(self.cached_input_per_million)
+            .all(|p| p.is_finite() && p >= 0.0)
+    }
+}
+
+/// The `[llm]` table of `loopwatch.toml`:
+///
+/// ```toml
+/// [llm.prices."gpt-4o"]
+/// input_per_million = 2.50
+/// output_per_million = 10.00
+/// cached_input_per_million = 1.25
+/// ```
+///
+/// A model is priced by its exact name, else by the longest priced name it starts
+/// with (`gpt-4o` prices `gpt-4o-2024-08-06`). A model without a price is never
+/// guessed: its tokens are counted in `loopwatch_llm_unpriced_tokens_total`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "LlmConfigFile")]
+#[non_exhaustive]
+pub struct LlmConfig {
+    /// Prices by model name.
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// [`LlmConfig`] as written, checked on the way in.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LlmConfigFile {
+    #[serde(default)]
+    prices: BTreeMap<String, Price>,
+}
+
+impl TryFrom<LlmConfigFile> for LlmConfig {
+    type Error = String;
+
+    fn try_from(file: LlmConfigFile) -> Result<Self, String> {
+        if let Some((model, _)) = file.prices.iter().find(|(_, p)| !p.valid()) {
+            return Err(format!(
+                "llm.prices.\"{model}\": prices must be finite and zero or more"
+            ));
+        }
+        Ok(LlmConfig {
+            prices: file.prices,
+        })
+    }
+}
+
+impl LlmConfig {
+    /// With a price for `model`.
+    pub fn with_price(mut self, model: impl Into<String>, price: Price) -> Self {
+        self.prices.insert(model.into(), price);
+        self
+    }
+
+    /// The price of a model: its own, else that of the longest priced name it starts
+    /// with.
+    pub fn price(&self, model: &str) -> Option<&Price> {
+        self.prices.get(model).or_else(|| {
+            self.prices
+                .iter()
+                .filter(|(name, _)| model.starts_with(name.as_str()))
+                .max_by_key(|(name, _)| name.len())
+                .map(|(_, price)| price)
+        })
+    }
+
+    /// The cost of a call in US dollars: the caller's own figure, else its tokens at
+    /// its model's price; `None` when its model has no price (or it reported no
+    /// tokens and no cost).
+    pub fn cost(&self, call: &LlmCall) -> Option<f64> {
+        if let Some(cost) = call.cost_usd.filter(|c| c.is_finite() && *c >= 0.0) {
+            return Some(cost);
+        }
+        let price = self
+            .price(call.model())
+            .or_else(|| self.price(&call.request_model))?;
+        let input = call.input_tokens.unwrap_or(0);
+        let cached = call.cached_input_tokens.unwrap_or(0).min(input);
+        let output = call.output_tokens.unwrap_or(0);
+        let cached_price = price
+            .cached_input_per_million
+            .unwrap_or(price.input_per_million);
+        Some(
+            ((input - cached) as f64 * price.input_per_million
+                + cached as f64 * cached_price
+                + output as f64 * price.output_per_million)
+                / 1e6,
+        )
+    }
+}
+
+/// A label value from a name the outside world chose: cut to a bounded length, and
+/// empty made [`OTHER_MODEL`].
+pub(crate) fn bounded_name(name: &str) -> String {
+    let name = name.trim();
+    if name.is_empty() {
+        return OTHER_MODEL.to_string();
+    }
+    name.chars().take(MAX_NAME_CHARS).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_by_exact_name_then_longest_prefix_and_never_guesses() {
+        let config = LlmConfig::default()
+            .with_price("gpt-4o", Price::per_million(2.5, 10.0))
+            .with_price("gpt-4o-mini", Price::per_million(0.15, 0.6))
+            .with_price(
+                "claude-sonnet-4",
+                Price::per_million(3.0, 15.0).with_cached_input(0.3),
+            );
+        let mini = LlmCall::new("gpt-4o-mini-2024-07-18", Duration::ZERO).with_tokens(1_000_000, 0);
+        assert_eq!(config.cost(&mini), Some(0.15));
+        let mut cached = LlmCall::new("claude-sonnet-4-20250514", Duration::ZERO)
+            .with_tokens(1_000_000, 1_000_000);
+        cached.cached_input_tokens = Some(500_000);
+        assert!((config.cost(&cached).unwrap() - (1.5 + 0.15 + 15.0)).abs() < 1e-9);
+        let unknown = LlmCall::new("llama-3", Duration::ZERO).with_tokens(10, 10);
+        assert_eq!(config.cost(&unknown), None);
+        let known = unknown.with_cost_usd(0.25);
+        assert_eq!(config.cost(&known), Some(0.25));
+    }
+
+    #[test]
+    fn a_price_table_is_read_and_checked() {
+        let t: crate::Thresholds =
+            "[llm.prices.\"gpt-4o\"]\ninput_per_million = 2.5\noutput_per_million = 10\n"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            t.llm().price("gpt-4o"),
+            Some(&Price::per_million(2.5, 10.0))
+        );
+        let err = "[llm.prices.m]\ninput_per_million = -1\noutput_per_million = 1\n"
+            .parse::<crate::Thresholds>()
+            .unwrap_err();
+        assert!(err.to_string().contains("llm.prices"), "{err}");
+        assert!("[llm.prices.m]\ninput_per_million = 1\n"
+            .parse::<crate::Thresholds>()
+            .is_err());
+    }
+
+    #[test]
+    fn outages_are_5xx_429_and_failures_without_a_status() {
+        assert!(LlmError::Status(503).is_outage());
+        assert!(LlmError::Status(429).is_outage());
+        assert!(!LlmError::Status(400).is_outage());
+        assert!(LlmError::Timeout.is_outage());
+        assert_eq!(LlmError::Status(503).as_label(), "503");
+    }
+}

@@ -1,0 +1,713 @@
+//! The metering proxy: a local HTTP server that forwards a loop's LLM requests to
+//! their provider and meters the answers on their way back.
+//!
+//! `loopwatch run --llm-proxy` starts one on 127.0.0.1 and points the loop at it
+//! (`OPENAI_BASE_URL`, `ANTHROPIC_BASE_URL`), so the openai and anthropic SDKs, and
+//! anything that takes an `api_base`, are metered with no change to the loop.
+//!
+//! - **Routes.** `/v1/messages…` goes to the Anthropic upstream, every other `/v1/…`
+//!   path to the OpenAI-compatible one. Chat completions, completions, the Responses
+//!   API, embeddings and Anthropic's messages are metered; other paths (`/v1/models`
+//!   …) are forwarded unmetered.
+//! - **Forwarding.** Method, path, query, headers and body go on as they came (the
+//!   hop-by-hop headers aside), over TLS (rustls, the webpki roots) with connections
+//!   pooled. `Authorization` and `x-api-key` pass through and are never logged or
+//!   kept; neither are bodies. The one change: `Accept-Encoding` is dropped, so that
+//!   answers come uncompressed and their usage can be read. Answers go back frame by
+//!   frame as they arrive: a stream is never held back.
+//! - **Metering.** The request's `model` is read from the first 1 MiB of its body;
+//!   the answer's model and usage as [`super::usage`] reads them. Each call is
+//!   recorded once, when its answer ends, fails, or the client goes away.
+//! - **Faults.** An upstream that cannot be reached closes the loop's connection, as
+//!   the upstream itself would have: the loop sees a connection error, and the call is
+//!   counted as one. An error status passes through unchanged and is counted by its
+//!   code, with a 429's `Retry-After`.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use super::usage::UsageReader;
+use super::{LlmCall, LlmError, Operation};
+use crate::error::Error;
+use crate::LlmRecorder;
+
+/// The public OpenAI endpoint, when neither `--llm-upstream` nor `OPENAI_BASE_URL`
+/// names another.
+pub const OPENAI_DEFAULT_BASE: &str = "https://api.openai.com/v1";
+/// The public Anthropic endpoint, when neither `--llm-upstream` nor
+/// `ANTHROPIC_BASE_URL` names another.
+pub const ANTHROPIC_DEFAULT_BASE: &str = "https://api.anthropic.com";
+
+/// How much of a request body is read for its `model` before it is forwarded.
+pub const MODEL_SCAN_BYTES: usize = 1024 * 1024;
+
+/// Most connections from the loop served at once; past it, new ones are closed.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Where the proxy listens and forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProxyConfig {
+    /// The address to listen on (default 127.0.0.1 on a free port).
+    pub listen: SocketAddr,
+    /// The OpenAI-compatible base URL, ending where the SDK's `base_url` ends
+    /// (`https://api.openai.com/v1`): a request for `/v1/chat/completions` goes to
+    /// `<base>/chat/completions`.
+    pub openai_base: String,
+    /// The Anthropic base URL (`https://api.anthropic.com`): a request for
+    /// `/v1/messages` goes to `<base>/v1/messages`.
+    pub anthropic_base: String,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            openai_base: OPENAI_DEFAULT_BASE.to_string(),
+            anthropic_base: ANTHROPIC_DEFAULT_BASE.to_string(),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// The upstreams as the loop would have reached them without the proxy: its
+    /// `OPENAI_BASE_URL` and `ANTHROPIC_BASE_URL`, else the public endpoints; or one
+    /// upstream serving both (`--llm-upstream URL`: OpenAI under `URL/v1`, Anthropic
+    /// under `URL`).
+    pub fn upstreams(
+        mut self,
+        upstream: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        let trimmed = |url: String| url.trim_end_matches('/').to_string();
+        match upstream {
+            Some(url) => {
+                let url = trimmed(url.to_string());
+                self.openai_base = format!("{url}/v1");
+                self.anthropic_base = url;
+            }
+            None => {
+                self.openai_base = env("OPENAI_BASE_URL")
+                    .filter(|u| !u.is_empty())
+                    .map_or_else(|| OPENAI_DEFAULT_BASE.to_string(), trimmed);
+                self.anthropic_base = env("ANTHROPIC_BASE_URL")
+                    .filter(|u| !u.is_empty())
+                    .map_or_else(|| ANTHROPIC_DEFAULT_BASE.to_string(), trimmed);
+            }
+        }
+        self
+    }
+
+    /// With the address to listen on.
+    pub fn with_listen(mut self, listen: SocketAddr) -> Self {
+        self.listen = listen;
+        self
+    }
+}
+
+/// A running proxy; stops when dropped or shut down.
+#[derive(Debug)]
+pub struct LlmProxy {
+    local_addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl LlmProxy {
+    /// Starts the proxy on a runtime of its own (two worker threads), recording into
+    /// `recorder`. A port in use is an error; nothing else is started then.
+    pub fn start(recorder: LlmRecorder, config: ProxyConfig) -> Result<LlmProxy, Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("loopwatch-llm-proxy")
+            .enable_all()
+            .build()
+            .map_err(Error::Runtime)?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(config.listen))
+            .map_err(|source| Error::ProxyBind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::ProxyBind {
+            addr: config.listen,
+            source,
+        })?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        let forwarder = Arc::new(Forwarder {
+            client,
+            recorder,
+            config,
+        });
+        let stop = tokio_util::sync::CancellationToken::new();
+        runtime.spawn(serve(listener, forwarder, stop.clone()));
+        tracing::info!(addr = %local_addr, "LLM metering proxy listening");
+        Ok(LlmProxy {
+            local_addr,
+            runtime: Some(runtime),
+            stop,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Its base URL (`http://127.0.0.1:PORT`): `LOOPWATCH_LLM_PROXY` and
+    /// `ANTHROPIC_BASE_URL` for the loop.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// The loop's `OPENAI_BASE_URL`: the base URL and `/v1`.
+    pub fn openai_base_url(&self) -> String {
+        format!("{}/v1", self.base_url())
+    }
+
+    /// Stops accepting and ends the calls in flight (each recorded as cut off).
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        self.stop.cancel();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for LlmProxy {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// What forwards and meters one request.
+struct Forwarder {
+    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    recorder: LlmRecorder,
+    config: ProxyConfig,
+}
+
+/// Accepts connections until stopped, each served on a task of its own.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    forwarder: Arc<Forwarder>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, _) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "the LLM proxy could not accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(
+                limit = MAX_CONNECTIONS,
+                "too many connections to the LLM proxy; closing a new one"
+            );
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let forwarder = Arc::clone(&forwarder);
+        let open = Arc::clone(&open);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let forwarder = Arc::clone(&forwarder);
+                async move { forwarder.forward(request).await }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                () = stop.cancelled() => {}
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// What a path is, for metering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// An Anthropic path; metered when it is `/v1/messages`.
+    Anthropic(Option<Operation>),
+    /// An OpenAI-compatible path; metered when it is one of the four APIs.
+    OpenAi(Option<Operation>),
+    /// Not under `/v1/`.
+    Unknown,
+}
+
+fn route(path: &str) -> Route {
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return Route::Unknown;
+    };
+    if rest == "messages" {
+        return Route::Anthropic(Some(Operation::Chat));
+    }
+    if rest.starts_with("messages/") {
+        return Route::Anthropic(None);
+    }
+    Route::OpenAi(match rest {
+        "chat/completions" => Some(Operation::Chat),
+        "completions" => Some(Operation::TextCompletion),
+        "responses" => Some(Operation::GenerateContent),
+        "embeddings" => Some(Operation::Embeddings),
+        _ => None,
+    })
+}
+
+/// Headers that belong to one connection, not to the request, and are not passed on;
+/// `accept-encoding` is dropped so that answers can be read.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "accept-encoding"
+    )
+}
+
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        if !hop_by_hop(name) {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// The `model` of a request, from the start of its body.
+#[derive(Debug, Default, PartialEq)]
+struct Asked {
+    model: Option<String>,
+}
+
+fn asked(prefix: &[u8]) -> Asked {
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        model: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Fields>(prefix) {
+        Ok(fields) => Asked {
+            model: fields
+                .model
+                .as_ref()
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string),
+        },
+        // A body longer than the scan, or not JSON: look for the fields as text.
+        Err(_) => {
+            let text = String::from_utf8_lossy(prefix);
+            Asked {
+                model: text_field(&text, "model"),
+            }
+        }
+    }
+}
+
+/// The string value of `"key": "value"` in JSON text.
+fn text_field(text: &str, key: &str) -> Option<String> {
+    let at = text.find(&format!("\"{key}\""))?;
+    let rest = text[at + key.len() + 2..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let quoted = rest.strip_prefix('"')?;
+    quoted.find('"').map(|end| quoted[..end].to_string())
+}
+
+impl Forwarder {
+    /// Forwards one request; an upstream that cannot be reached becomes an error, on
+    /// which hyper closes the loop's connection.
+    async fn forward(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<MeteredBody>, std::io::Error> {
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let route = route(parts.uri.path());
+        let (base, suffix, provider, operation) = match route {
+            Route::Anthropic(op) => (
+                &self.config.anthropic_base,
+                path_and_query.as_str(),
+                "anthropic",
+                op,
+            ),
+            Route::OpenAi(op) => (
+                &self.config.openai_base,
+                &path_and_query["/v1".len()..],
+                "openai",
+                op,
+            ),
+            Route::Unknown => {
+                return Ok(not_here());
+            }
+        };
+        let uri: hyper::Uri = format!("{base}{suffix}")
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let (prefix, rest) = read_prefix(body).await?;
+        let asked = operation.map(|_| asked(&prefix)).unwrap_or_default();
+        let mut upstream = Request::builder().method(parts.method).uri(uri);
+        if let Some(headers) = upstream.headers_mut() {
+            copy_headers(&parts.headers, headers);
+        }
+        let upstream = upstream
+            .body(RequestBody {
+                prefix: (!prefix.is_empty()).then_some(prefix),
+                rest,
+            })
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let metering = operation.map(|operation| {
+            let mut call = LlmCall::new(
+                asked
+                    .model
+                    .unwrap_or_else(|| super::OTHER_MODEL.to_string()),
+                Duration::ZERO,
+            )
+            .with_provider(provider)
+            .with_operation(operation);
+            call.retry_after = None;
+            Metering {
+                recorder: self.recorder.clone(),
+                id: self.recorder.started(),
+                call: Some(call),
+                started,
+                first_chunk: None,
+                reader: None,
+            }
+        });
+        let answer = match self.client.request(upstream).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                if let Some(mut metering) = metering {
+                    metering.finish(Some(if e.is_connect() {
+                        LlmError::Connection
+                    } else {
+                        LlmError::StreamCut
+                    }));
+                }
+                tracing::warn!(error = %e, "the LLM upstream could not be reached");
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    e,
+                ));
+            }
+        };
+        let (parts, body) = answer.into_parts();
+        let metering = metering.map(|mut metering| {
+            let status = parts.status;
+            let streaming = parts
+                .headers
+                .get(hyper::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            if let Some(call) = metering.call.as_mut() {
+                if status.as_u16() >= 400 {
+                    call.error = Some(LlmError::Status(status.as_u16()));
+                    call.retry_after = retry_after(parts.headers.get(hyper::header::RETRY_AFTER));
+                }
+            }
+            metering.reader = status.is_success().then(|| UsageReader::new(streaming));
+            metering
+        });
+        let mut response = Response::builder().status(parts.status);
+        if let Some(headers) = response.headers_mut() {
+            copy_headers(&parts.headers, headers);
+        }
+        response
+            .body(MeteredBody {
+                inner: BodySource::Upstream(body),
+                metering,
+            })
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// A 404 for paths the proxy does not forward.
+fn not_here() -> Response<MeteredBody> {
+    let mut response = Response::new(MeteredBody {
+        inner: BodySource::Fixed(Some(Bytes::from_static(
+            b"{\"error\":\"loopwatch's LLM proxy forwards /v1/... only\"}",
+        ))),
+        metering: None,
+    });
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}
+
+/// A `Retry-After` in seconds (an HTTP date is not read).
+fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
+    let seconds: f64 = value?.to_str().ok()?.trim().parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)))
+}
+
+/// Reads the first [`MODEL_SCAN_BYTES`] of a request body; the rest, if any, is
+/// forwarded as it comes.
+async fn read_prefix(mut body: Incoming) -> Result<(Bytes, Option<Incoming>), std::io::Error> {
+    let mut prefix = BytesMut::new();
+    while prefix.len() < MODEL_SCAN_BYTES {
+        match body.frame().await {
+            None => return Ok((prefix.freeze(), None)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    prefix.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, e)),
+        }
+    }
+    Ok((prefix.freeze(), Some(body)))
+}
+
+/// A request body forwarded upstream: what was read for the model, then the rest.
+struct RequestBody {
+    prefix: Option<Bytes>,
+    rest: Option<Incoming>,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        match &self.rest {
+            None => SizeHint::with_exact(prefix),
+            Some(rest) => {
+                let hint = rest.size_hint();
+                let mut sum = SizeHint::new();
+                sum.set_lower(hint.lower() + prefix);
+                if let Some(upper) = hint.upper() {
+                    sum.set_upper(upper + prefix);
+                }
+                sum
+            }
+        }
+    }
+}
+
+/// One metered call, recorded once: when its answer ends, fails, or is dropped.
+struct Metering {
+    recorder: LlmRecorder,
+    id: u64,
+    call: Option<LlmCall>,
+    started: Instant,
+    first_chunk: Option<Duration>,
+    reader: Option<UsageReader>,
+}
+
+impl Metering {
+    fn finish(&mut self, error: Option<LlmError>) {
+        let Some(mut call) = self.call.take() else {
+            return;
+        };
+        self.recorder.ended(self.id);
+        call.duration = self.started.elapsed();
+        call.time_to_first_chunk = self.first_chunk;
+        if let Some(reader) = self.reader.take() {
+            let usage = reader.finish();
+            call.response_model = usage.response_model;
+            call.input_tokens = usage.input_tokens;
+            call.output_tokens = usage.output_tokens;
+            call.cached_input_tokens = usage.cached_input_tokens;
+            if call.error.is_none() && error.is_none() && (!usage.complete || usage.stream_error) {
+                call.error = Some(LlmError::StreamCut);
+            }
+        }
+        if call.error.is_none() {
+            call.error = error;
+        }
+        self.recorder.record(&call);
+    }
+}
+
+impl Drop for Metering {
+    /// The client went away before the answer ended: it gave up waiting.
+    fn drop(&mut self) {
+        self.finish(Some(LlmError::Timeout));
+    }
+}
+
+/// Where an answer's bytes come from.
+enum BodySource {
+    Upstream(Incoming),
+    Fixed(Option<Bytes>),
+}
+
+/// An answer on its way back to the loop, read as it passes.
+struct MeteredBody {
+    inner: BodySource,
+    metering: Option<Metering>,
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            BodySource::Upstream(body) => Pin::new(body).poll_frame(cx),
+            BodySource::Fixed(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        if let Poll::Ready(ready) = &polled {
+            if let Some(metering) = this.metering.as_mut() {
+                match ready {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            metering
+                                .first_chunk
+                                .get_or_insert_with(|| metering.started.elapsed());
+                            if let Some(reader) = metering.reader.as_mut() {
+                                reader.feed(data);
+                            }
+                        }
+                    }
+                    Some(Err(_)) => metering.finish(Some(LlmError::StreamCut)),
+                    None => metering.finish(None),
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            BodySource::Upstream(body) => body.is_end_stream(),
+            BodySource::Fixed(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            BodySource::Upstream(body) => body.size_hint(),
+            BodySource::Fixed(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_follow_the_two_apis() {
+        assert_eq!(
+            route("/v1/chat/completions"),
+            Route::OpenAi(Some(Operation::Chat))
+        );
+        assert_eq!(
+            route("/v1/responses"),
+            Route::OpenAi(Some(Operation::GenerateContent))
+        );
+        assert_eq!(route("/v1/models"), Route::OpenAi(None));
+        assert_eq!(
+            route("/v1/messages"),
+            Route::Anthropic(Some(Operation::Chat))
+        );
+        assert_eq!(route("/v1/messages/count_tokens"), Route::Anthropic(None));
+        assert_eq!(route("/metrics"), Route::Unknown);
+    }
+
+    #[test]
+    fn the_model_is_read_from_whole_or_cut_bodies() {
+        assert_eq!(
+            asked(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#),
+            Asked {
+                model: Some("gpt-4o".into()),
+            }
+        );
+        assert_eq!(
+            asked(br#"{"messages":[{"content":"x"}], "model" : "claude-sonnet-4", "stream": tr"#)
+                .model
+                .as_deref(),
+            Some("claude-sonnet-4")
+        );
+        assert_eq!(asked(b"\xff\xfe not json").model, None);
+    }
+
+    #[test]
+    fn upstreams_come_from_the_flag_then_the_environment_then_the_providers() {
+        let env =
+            |key: &str| (key == "OPENAI_BASE_URL").then(|| "http://litellm:4000/".to_string());
+        let config = ProxyConfig::default().upstreams(None, env);
+        assert_eq!(config.openai_base, "http://litellm:4000");
+        assert_eq!(config.anthropic_base, ANTHROPIC_DEFAULT_BASE);
+        let config = ProxyConfig::default().upstreams(Some("http://127.0.0.1:9/"), env);
+        assert_eq!(config.openai_base, "http://127.0.0.1:9/v1");
+        assert_eq!(config.anthropic_base, "http://127.0.0.1:9");
+        assert_eq!(
+            retry_after(Some(&HeaderValue::from_static("7"))),
+            Some(Duration::from_secs(7))
+        );
+    }
+}
