@@ -97,6 +97,9 @@ pub enum Message {
     /// Many complete iterations at once, merged by a client that could not write as
     /// fast as its loop ran: their count, total time and outcomes are exact.
     Iterations(IterationBatch),
+    /// An LLM call the loop made and measured itself (not through the metering
+    /// proxy): its model, tokens, time, outcome and, if known, cost.
+    LlmCall(Box<crate::llm::LlmCall>),
     /// Events the client dropped (its buffer was full or the socket away), reported
     /// when it could write again.
     Dropped {
@@ -350,6 +353,72 @@ struct MetricBody {
     description: String,
 }
 
+/// The longest model or provider name an `llm_call` line may carry.
+const MAX_LLM_NAME: usize = 256;
+
+#[derive(Deserialize)]
+struct LlmCallBody {
+    model: String,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cached_input_tokens: Option<u64>,
+    seconds: Option<f64>,
+    #[serde(default)]
+    time_to_first_chunk: Option<f64>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    cost_usd: Option<f64>,
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    operation: Option<String>,
+}
+
+impl LlmCallBody {
+    /// The call, or `None` when a value is out of range: no model, a time that is not
+    /// a finite non-negative number, a negative cost, an unknown operation.
+    fn call(self) -> Option<crate::llm::LlmCall> {
+        let seconds = |s: f64| {
+            (s.is_finite() && s >= 0.0).then(|| std::time::Duration::from_secs_f64(s.min(1e9)))
+        };
+        let model = self.model.trim();
+        if model.is_empty() || model.len() > MAX_LLM_NAME {
+            return None;
+        }
+        let mut call = crate::llm::LlmCall::new(model, seconds(self.seconds?)?);
+        if let Some(provider) = self.provider.filter(|p| !p.trim().is_empty()) {
+            if provider.len() > MAX_LLM_NAME {
+                return None;
+            }
+            call.provider = provider;
+        }
+        if let Some(operation) = self.operation {
+            call.operation = crate::llm::Operation::parse(&operation)?;
+        }
+        call.input_tokens = self.input_tokens;
+        call.output_tokens = self.output_tokens;
+        call.cached_input_tokens = self.cached_input_tokens;
+        call.time_to_first_chunk = match self.time_to_first_chunk {
+            Some(t) => Some(seconds(t)?),
+            None => None,
+        };
+        call.error = self
+            .error
+            .filter(|e| !e.is_empty())
+            .map(|e| crate::llm::LlmError::parse(&e));
+        call.cost_usd = match self.cost_usd {
+            Some(cost) if cost.is_finite() && cost >= 0.0 => Some(cost),
+            Some(_) => return None,
+            None => None,
+        };
+        Some(call)
+    }
+}
+
 #[derive(Deserialize)]
 struct DroppedBody {
     count: u64,
@@ -449,6 +518,11 @@ pub fn parse_line(line: &[u8]) -> Result<Message, LineError> {
         "dropped" => Message::Dropped {
             count: body::<DroppedBody>(line)?.count,
         },
+        "llm_call" => Message::LlmCall(Box::new(
+            body::<LlmCallBody>(line)?
+                .call()
+                .ok_or(LineError::Malformed)?,
+        )),
         _ => return Err(LineError::UnknownType),
     })
 }
@@ -561,6 +635,19 @@ mod tests {
                 "description": description,
             }),
             Message::Dropped { count } => json!({"type": "dropped", "count": count}),
+            Message::LlmCall(call) => json!({
+                "type": "llm_call",
+                "model": call.request_model,
+                "provider": call.provider,
+                "operation": call.operation.as_str(),
+                "input_tokens": call.input_tokens,
+                "output_tokens": call.output_tokens,
+                "cached_input_tokens": call.cached_input_tokens,
+                "seconds": call.duration.as_secs_f64(),
+                "time_to_first_chunk": call.time_to_first_chunk.map(|t| t.as_secs_f64()),
+                "error": call.error.map(|e| e.as_label().into_owned()),
+                "cost_usd": call.cost_usd,
+            }),
         }
     }
 

@@ -146,6 +146,19 @@ struct RunArgs {
     /// processes are terminated (the run counts as completed); 0 turns it off.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     exit_timeout: Duration,
+    /// Meter the loop's LLM calls: a proxy on 127.0.0.1 forwards them to the provider
+    /// (OPENAI_BASE_URL, ANTHROPIC_BASE_URL and LOOPWATCH_LLM_PROXY point the loop at
+    /// it) and records their tokens, time, cost and errors.
+    #[arg(long)]
+    llm_proxy: bool,
+    /// The proxy's address (default 127.0.0.1 on a free port); implies --llm-proxy.
+    #[arg(long)]
+    llm_proxy_listen: Option<SocketAddr>,
+    /// One upstream for both APIs (OpenAI under URL/v1, Anthropic under URL); default
+    /// the loop's own OPENAI_BASE_URL and ANTHROPIC_BASE_URL, else the providers'
+    /// public endpoints. Implies --llm-proxy.
+    #[arg(long)]
+    llm_upstream: Option<String>,
     /// The loop's command and arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<OsString>,
@@ -230,6 +243,9 @@ fn main() -> ExitCode {
                 restart_window,
                 on_stall,
                 exit_timeout,
+                llm_proxy,
+                llm_proxy_listen,
+                llm_upstream,
                 command,
             } = *run;
             let monitor = match monitor.builder_with_restart_limits(max_restarts, restart_window) {
@@ -247,6 +263,11 @@ fn main() -> ExitCode {
                 },
                 on_stall,
                 exit_timeout: (!exit_timeout.is_zero()).then_some(exit_timeout),
+                llm_proxy: (llm_proxy || llm_proxy_listen.is_some() || llm_upstream.is_some())
+                    .then_some(supervise::LlmProxyOptions {
+                        listen: llm_proxy_listen,
+                        upstream: llm_upstream,
+                    }),
                 command,
             }))
         }

@@ -119,8 +119,49 @@ pub struct RunOptions {
     /// How long a child may keep running after it said it was done before it is
     /// terminated; `None` never.
     pub exit_timeout: Option<Duration>,
+    /// The LLM metering proxy, when the loop's LLM calls are to be metered.
+    pub llm_proxy: Option<LlmProxyOptions>,
     /// The command and its arguments.
     pub command: Vec<OsString>,
+}
+
+/// Environment variable naming the metering proxy's base URL for the loop (set with
+/// `--llm-proxy`), for tools configured with an `api_base` rather than the SDKs'
+/// variables.
+pub const ENV_LLM_PROXY: &str = "LOOPWATCH_LLM_PROXY";
+
+/// `--llm-proxy`: where the proxy listens and where it forwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LlmProxyOptions {
+    /// The address to listen on; default 127.0.0.1 on a free port.
+    pub listen: Option<std::net::SocketAddr>,
+    /// One upstream serving both APIs (OpenAI under `URL/v1`, Anthropic under `URL`);
+    /// default: the loop's own `OPENAI_BASE_URL` and `ANTHROPIC_BASE_URL`, else the
+    /// providers' public endpoints.
+    pub upstream: Option<String>,
+}
+
+/// Starts the metering proxy; a failure is said and the loop runs unmetered.
+fn start_llm_proxy(
+    monitor: &Monitor,
+    options: &LlmProxyOptions,
+) -> Option<loopwatch::llm::proxy::LlmProxy> {
+    let mut config = loopwatch::llm::proxy::ProxyConfig::default()
+        .upstreams(options.upstream.as_deref(), |key| std::env::var(key).ok());
+    if let Some(listen) = options.listen {
+        config = config.with_listen(listen);
+    }
+    let (openai, anthropic) = (config.openai_base.clone(), config.anthropic_base.clone());
+    match loopwatch::llm::proxy::LlmProxy::start(monitor.llm_recorder(), config) {
+        Ok(proxy) => {
+            tracing::info!(proxy = %proxy.base_url(), openai_upstream = %openai, anthropic_upstream = %anthropic, "metering the loop's LLM calls");
+            Some(proxy)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the LLM metering proxy did not start; the loop runs with its LLM calls unmetered");
+            None
+        }
+    }
 }
 
 /// A private directory holding the socket, removed when dropped.
@@ -412,12 +453,17 @@ pub fn run(options: RunOptions) -> u8 {
         drop(monitor.shutdown());
         return 2;
     };
+    let llm_proxy = options
+        .llm_proxy
+        .as_ref()
+        .and_then(|proxy| start_llm_proxy(&monitor, proxy));
     let child = Child {
         monitor: &monitor,
         options: &options,
         program,
         args,
         socket: socket_path.as_deref(),
+        llm_proxy: llm_proxy.as_ref(),
     };
     let mut restarts = Restarts::new(options.restart, monitor.thresholds());
     let mut last: Option<LoopExit> = None;
@@ -463,6 +509,8 @@ pub fn run(options: RunOptions) -> u8 {
     };
     monitor.loop_exited(exit);
     clean_up_after(&monitor);
+    // Calls still in flight (a worker left running) end here, recorded as cut off.
+    drop(llm_proxy);
     if !options.linger.is_zero() {
         tracing::info!(
             seconds = options.linger.as_secs_f64(),
@@ -587,6 +635,7 @@ struct Child<'a> {
     program: &'a OsString,
     args: &'a [OsString],
     socket: Option<&'a Path>,
+    llm_proxy: Option<&'a loopwatch::llm::proxy::LlmProxy>,
 }
 
 impl Child<'_> {
@@ -610,6 +659,14 @@ impl Child<'_> {
             Some(path) => command.env(ENV_SOCKET, path),
             None => command.env_remove(ENV_SOCKET),
         };
+        if let Some(proxy) = self.llm_proxy {
+            command
+                .env("OPENAI_BASE_URL", proxy.openai_base_url())
+                // The older name, still read by OpenEvolve, LiteLLM and LangChain.
+                .env("OPENAI_API_BASE", proxy.openai_base_url())
+                .env("ANTHROPIC_BASE_URL", proxy.base_url())
+                .env(ENV_LLM_PROXY, proxy.base_url());
+        }
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {

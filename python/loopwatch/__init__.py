@@ -42,6 +42,7 @@ __all__ = [
     "gauge",
     "iteration",
     "labels",
+    "llm_call",
     "run_id",
 ]
 
@@ -335,12 +336,17 @@ def _merge(events: List[Event]) -> List[Event]:
     merged: Optional[_Merged] = None
     gauges: Dict[str, Event] = {}
     counters: Dict[str, List[Any]] = {}
+    # Events of merged iterations that are not folded into them (LLM calls): sent
+    # after the run, each as it was.
+    kept: List[Event] = []
 
     def close_run() -> None:
         nonlocal merged
         if merged is not None:
             out.append(("iterations", merged))
             merged = None
+        out.extend(kept)
+        kept.clear()
         out.extend(gauges.values())
         out.extend(("metric", name, "counter", total[0], total[1], total[2]) for name, total in counters.items())
         gauges.clear()
@@ -384,6 +390,8 @@ def _merge(events: List[Event]) -> List[Event]:
                 merged.add_population(inner[1], inner[2], inner[3], inner[4])
             elif inner_kind == "metric":
                 _fold_metric(inner, gauges, counters)
+            elif inner_kind == "llm_call":
+                kept.append(inner)
         try:
             merged.seconds += float(events[j][1]) - float(event[1])
         except (TypeError, ValueError):
@@ -407,6 +415,30 @@ def _fold_metric(event: Event, gauges: Dict[str, Event], counters: Dict[str, Lis
             pass
     else:
         gauges[name] = event
+
+
+def _count(value: Any) -> str:
+    """A token count as JSON: a whole number, or null."""
+    return "null" if value is None else "%d" % int(value)
+
+
+def _llm_error(error: Any) -> Optional[str]:
+    """An LLM call's failure as the protocol's ``error``: a status code from an SDK
+    exception that carries one (openai's and anthropic's do), ``timeout`` or
+    ``connection`` from the exception's name, a string as given."""
+    if error is None:
+        return None
+    if isinstance(error, BaseException):
+        status = getattr(error, "status_code", None)
+        if isinstance(status, int):
+            return str(status)
+        name = type(error).__name__.lower()
+        if "timeout" in name:
+            return "timeout"
+        if "connection" in name:
+            return "connection"
+        return "other"
+    return str(error)[:64]
 
 
 def _encode(event: Event) -> str:
@@ -433,6 +465,23 @@ def _encode(event: Event) -> str:
         )
     if kind == "dropped":
         return '{"v":1,"type":"dropped","count":%d}\n' % event[1]
+    if kind == "llm_call":
+        _, model, input_tokens, output_tokens, seconds, error, cost, provider, cached, operation = event
+        return (
+            '{"v":1,"type":"llm_call","model":%s,"provider":%s,"operation":%s,"input_tokens":%s,'
+            '"output_tokens":%s,"cached_input_tokens":%s,"seconds":%s,"error":%s,"cost_usd":%s}\n'
+            % (
+                _text(model),
+                "null" if provider is None else _text(provider),
+                _text(operation),
+                _count(input_tokens),
+                _count(output_tokens),
+                _count(cached),
+                _number(seconds),
+                "null" if error is None else _text(error),
+                "null" if cost is None else _number(cost),
+            )
+        )
     if kind in ("iteration_start", "iteration_end"):
         # The loop's own clock: the iteration's time does not depend on when the
         # writer thread got to send it.
@@ -728,6 +777,43 @@ def gauge(name: str, value: float, unit: str = "", description: str = "") -> Non
 def counter(name: str, increment: float = 1.0, unit: str = "", description: str = "") -> None:
     """Adds to the loop's own counter ``name`` (end it in ``_total``)."""
     _put(("metric", name, "counter", increment, unit, description))
+
+
+def llm_call(
+    model: str,
+    input_tokens: Optional[int] = None,
+    output_tokens: Optional[int] = None,
+    seconds: float = 0.0,
+    error: Any = None,
+    cost_usd: Optional[float] = None,
+    provider: Optional[str] = None,
+    *,
+    cached_input_tokens: Optional[int] = None,
+    operation: str = "chat",
+) -> None:
+    """Records an LLM call the loop made other than through ``loopwatch run
+    --llm-proxy``: its model, tokens, time in seconds and outcome. ``error`` is an
+    HTTP status (``429``), ``"timeout"``, ``"connection"``, or the exception the SDK
+    raised (its status code is used when it has one). ``cost_usd`` is the call's cost
+    when the loop knows it; otherwise loopwatch prices the tokens from
+    ``[llm.prices]`` in loopwatch.toml."""
+    try:
+        _put(
+            (
+                "llm_call",
+                str(model)[:256],
+                input_tokens,
+                output_tokens,
+                seconds,
+                _llm_error(error),
+                cost_usd,
+                None if provider is None else str(provider)[:64],
+                cached_input_tokens,
+                operation,
+            )
+        )
+    except Exception:  # noqa: BLE001 - reporting never raises into the loop
+        pass
 
 
 def flush(timeout: float = DRAIN_TIMEOUT_SECONDS) -> bool:

@@ -137,6 +137,36 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(lines[4]["name"], "llm_tokens")
         server.close()
 
+    def test_llm_calls_are_written_and_kept_when_iterations_are_merged(self) -> None:
+        class RateLimitError(Exception):
+            status_code = 429
+
+        class APITimeoutError(Exception):
+            pass
+
+        server = Server(self.path)
+        fresh_client(self.path)
+        loopwatch.llm_call("gpt-4o", 1200, 300, 0.9, provider="openai", cached_input_tokens=1000)
+        loopwatch.llm_call("gpt-4o", seconds=2.0, error=RateLimitError("slow down"))
+        loopwatch.llm_call("gpt-4o", seconds=30.0, error=APITimeoutError())
+        loopwatch.llm_call("m", input_tokens="many", seconds=1.0)  # type: ignore[arg-type]
+        loopwatch.done()
+        server.wait_for(4)
+        calls = [line for line in server.lines if line["type"] == "llm_call"]
+        self.assertEqual(len(calls), 3, "a call that cannot be written is lost, not raised")
+        self.assertEqual(
+            (calls[0]["input_tokens"], calls[0]["output_tokens"], calls[0]["cached_input_tokens"]),
+            (1200, 300, 1000),
+        )
+        self.assertEqual([c["error"] for c in calls], [None, "429", "timeout"])
+        server.close()
+        # A call inside iterations that are merged is sent after them, as it was.
+        start, end = ("iteration_start", 1.0), ("iteration_end", 2.0)
+        call = ("llm_call", "m", 1, 2, 0.5, None, None, None, None, "chat")
+        merged = loopwatch._merge([start, call, end, start, end])
+        self.assertEqual([e[0] for e in merged], ["iterations", "llm_call"])
+        self.assertEqual(merged[1], call)
+
     def test_odd_values_are_summarised_for_the_monitor_to_reject(self) -> None:
         line = json.loads(
             loopwatch._encode(

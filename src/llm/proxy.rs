@@ -103,6 +103,7 @@ impl ProxyConfig {
             None => {
                 self.openai_base = env("OPENAI_BASE_URL")
                     .filter(|u| !u.is_empty())
+                    .or_else(|| env("OPENAI_API_BASE").filter(|u| !u.is_empty()))
                     .map_or_else(|| OPENAI_DEFAULT_BASE.to_string(), trimmed);
                 self.anthropic_base = env("ANTHROPIC_BASE_URL")
                     .filter(|u| !u.is_empty())
@@ -426,12 +427,9 @@ impl Forwarder {
         let answer = match self.client.request(upstream).await {
             Ok(answer) => answer,
             Err(e) => {
+                // Refused, reset, or not HTTP: no answer came, as for the loop.
                 if let Some(mut metering) = metering {
-                    metering.finish(Some(if e.is_connect() {
-                        LlmError::Connection
-                    } else {
-                        LlmError::StreamCut
-                    }));
+                    metering.finish(Some(LlmError::Connection));
                 }
                 tracing::warn!(error = %e, "the LLM upstream could not be reached");
                 return Err(std::io::Error::new(

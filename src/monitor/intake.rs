@@ -187,6 +187,7 @@ impl Intake {
                 }
                 shared.done();
             }
+            Message::LlmCall(call) => shared.llm_call(&call),
             Message::Dropped { count } => {
                 let i = &shared.pipeline().instruments;
                 i.loopwatch_client_dropped_events_total.add(count, &[]);
