@@ -602,6 +602,26 @@ struct MeteredBody {
     metering: Option<Metering>,
 }
 
+impl Drop for MeteredBody {
+    /// Dropped with all of the answer read: it ended; else the client went away.
+    fn drop(&mut self) {
+        if let Some(metering) = self.metering.as_mut() {
+            if self.inner.is_end_stream() {
+                metering.finish(None);
+            }
+        }
+    }
+}
+
+impl BodySource {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            BodySource::Upstream(body) => body.is_end_stream(),
+            BodySource::Fixed(bytes) => bytes.is_none(),
+        }
+    }
+}
+
 impl Body for MeteredBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -627,6 +647,11 @@ impl Body for MeteredBody {
                                 reader.feed(data);
                             }
                         }
+                        // A body of known length ends with its last bytes: the server
+                        // may not ask for more.
+                        if this.inner.is_end_stream() {
+                            metering.finish(None);
+                        }
                     }
                     Some(Err(_)) => metering.finish(Some(LlmError::StreamCut)),
                     None => metering.finish(None),
@@ -637,10 +662,7 @@ impl Body for MeteredBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            BodySource::Upstream(body) => body.is_end_stream(),
-            BodySource::Fixed(bytes) => bytes.is_none(),
-        }
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -1,0 +1,598 @@
+//! LLM calls under `loopwatch run --llm-proxy`: the real openai and anthropic SDKs (in
+//! the test virtual environment) call through the metering proxy to a stand-in
+//! provider on loopback (`llm_upstream`, the only fake: no provider fails on cue).
+//! Checked: exact tokens, costs and error types; bodies and streams passed through
+//! unchanged; secrets never kept; LLMErrors and LLMBudget at a real Alertmanager;
+//! hostile traffic; a real OpenEvolve run.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod llm_upstream;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use llm_upstream::Upstream;
+use support::services::{free_port, Alertmanager};
+use support::*;
+
+fn python() -> PathBuf {
+    PathBuf::from(std::env::var_os("LOOPWATCH_TEST_PYTHON").expect(
+        "LOOPWATCH_TEST_PYTHON names the test virtual environment's python; scripts/test makes it",
+    ))
+}
+
+/// A `loopwatch run --llm-proxy` of a Python script; its stderr goes to
+/// `dir/loopwatch.log`.
+struct Run {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Run {
+    fn start(dir: &Path, flags: &[&str], script: &Path, args: &[&str]) -> Self {
+        let log = std::fs::File::create(dir.join("loopwatch.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_loopwatch"))
+            .arg("run")
+            .arg(format!("--listen=127.0.0.1:{}", free_port()))
+            .arg(format!("--output-dir={}", dir.display()))
+            .arg("--llm-proxy")
+            .args(flags)
+            .arg("--")
+            .arg(python())
+            .arg(script)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("ANTHROPIC_BASE_URL")
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Run {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("loopwatch run did not exit in time; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("loopwatch.log")).unwrap_or_default()
+    }
+
+    fn final_json(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.dir.join("metrics_final.json"))
+            .unwrap_or_else(|e| panic!("no metrics_final.json ({e}); log:\n{}", self.log()));
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/llm_upstream")
+        .join(name)
+}
+
+/// The samples of a metric family in the final JSON whose labels include `labels`.
+fn samples<'a>(
+    json: &'a serde_json::Value,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Vec<&'a serde_json::Value> {
+    json["metrics"][name]["samples"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-12
+}
+
+const PRICES: &str = r#"
+[llm.prices."ok/"]
+input_per_million = 2.0
+output_per_million = 8.0
+cached_input_per_million = 0.5
+
+[llm.prices."stream/"]
+input_per_million = 1.0
+output_per_million = 4.0
+"#;
+
+#[test]
+fn the_sdks_calls_are_metered_exactly_and_passed_through_unchanged() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("loopwatch.toml");
+    std::fs::write(&config, PRICES).unwrap();
+    let out = dir.path().join("received.json");
+    let mut run = Run::start(
+        dir.path(),
+        &[
+            &format!("--llm-upstream={}", upstream.url()),
+            &format!("--config={}", config.display()),
+        ],
+        &script("sdk_calls.py"),
+        &[out.to_str().unwrap()],
+    );
+    let status = run.wait(Duration::from_secs(120));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let received: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let seen = upstream.seen();
+    let sent = |model: &str| {
+        seen.iter()
+            .find(|s| s.model == model)
+            .unwrap_or_else(|| panic!("the upstream never saw {model}: {seen:?}"))
+            .clone()
+    };
+
+    // What the loop received is what the upstream sent, byte for byte, and streams
+    // event for event as they were sent (spread over time, not buffered whole).
+    for (name, model) in [
+        ("chat", "ok/chat"),
+        ("completion", "ok/complete"),
+        ("responses", "ok/responses"),
+        ("embeddings", "ok/embed"),
+        ("messages", "ok/messages"),
+        ("slow", "slow/chat"),
+        ("garbage_usage", "garbage-usage/chat"),
+    ] {
+        assert_eq!(received[name]["ok"], true, "{name}: {}", received[name]);
+        assert_eq!(
+            received[name]["body"],
+            sent(model).answered.as_str(),
+            "{name}"
+        );
+    }
+    for (name, model) in [
+        ("chat_stream", "stream/chat"),
+        ("messages_stream", "stream/messages"),
+        ("no_usage_stream", "stream-no-usage/chat"),
+    ] {
+        let body = &received[name]["body"];
+        assert_eq!(received[name]["ok"], true, "{name}: {}", received[name]);
+        let text = body["text"].as_str().unwrap();
+        let events: Vec<&str> = text.split_inclusive("\n\n").collect();
+        let upstream_text = sent(model).answered;
+        let upstream_events: Vec<&str> = upstream_text.split_inclusive("\n\n").collect();
+        assert_eq!(events, upstream_events, "{name}");
+        // Five or more events 20 ms apart: not held back until the end.
+        assert!(
+            body["spread"].as_f64().unwrap() >= 0.04,
+            "{name} arrived at once: {body}"
+        );
+    }
+    assert_eq!(
+        received["parsed"]["body"],
+        "```python\ndef f():\n    return 1\n```"
+    );
+    // Failures reach the loop as they would without the proxy.
+    assert_eq!(received["rate_limited"]["status"], 429);
+    assert_eq!(received["server_error"]["status"], 500);
+    assert_eq!(received["hang"]["error"], "APITimeoutError");
+    assert_eq!(received["cut"]["ok"], false, "{}", received["cut"]);
+    assert_eq!(received["garbage"]["error"], "APIConnectionError");
+    assert_eq!(received["oversized"]["ok"], true);
+    assert_eq!(sent("ok/big").body_len > 5 * 1024 * 1024, true);
+
+    // Keys passed through untouched (the anthropic SDK sends its key as x-api-key or,
+    // in recent versions, as a bearer token); answers asked for uncompressed; neither the keys
+    // nor any body kept by loopwatch.
+    assert!(seen
+        .iter()
+        .filter(|s| s.path == "/v1/chat/completions")
+        .all(|s| s.authorization.as_deref() == Some("Bearer sk-test-secret")));
+    let anthropic_keys: Vec<_> = seen
+        .iter()
+        .filter(|s| s.path == "/v1/messages")
+        .map(|s| (s.api_key.clone(), s.authorization.clone()))
+        .collect();
+    assert!(
+        anthropic_keys
+            .iter()
+            .all(|(key, bearer)| key.as_deref() == Some("sk-ant-test-secret")
+                || bearer.as_deref() == Some("Bearer sk-ant-test-secret")),
+        "{anthropic_keys:?}"
+    );
+    assert!(seen.iter().all(|s| s.accept_encoding.is_none()), "{seen:?}");
+    let final_text = std::fs::read_to_string(dir.path().join("metrics_final.json")).unwrap()
+        + &std::fs::read_to_string(dir.path().join("prometheus_metrics_final.txt")).unwrap()
+        + &log;
+    for secret in ["sk-test-secret", "sk-ant-test-secret", "write f", "def f()"] {
+        assert!(
+            !final_text.contains(secret),
+            "{secret} leaked into loopwatch's files or log"
+        );
+    }
+
+    // Exact tokens and costs, by the model that answered.
+    let json = run.final_json();
+    let llm = &json["summary"]["llm"];
+    let by_model = &llm["by_model"];
+    let tally = |model: &str| {
+        let t = &by_model[model];
+        assert!(!t.is_null(), "no {model} in {by_model}");
+        t
+    };
+    let expect = |model: &str, input: u64, output: u64, cost: f64| {
+        let t = tally(model);
+        assert_eq!(t["input_tokens"], input, "{model}: {t}");
+        assert_eq!(t["output_tokens"], output, "{model}: {t}");
+        assert!(
+            close(t["cost_usd"].as_f64().unwrap(), cost),
+            "{model}: {t} (expected {cost})"
+        );
+        assert_eq!(t["errors"], 0, "{model}: {t}");
+    };
+    use llm_upstream::*;
+    expect(
+        "ok/chat-2025",
+        CHAT_USAGE.0,
+        CHAT_USAGE.1,
+        (11.0 * 2.0 + 7.0 * 8.0) / 1e6,
+    );
+    expect(
+        "ok/complete-2025",
+        CHAT_USAGE.0,
+        CHAT_USAGE.1,
+        (11.0 * 2.0 + 7.0 * 8.0) / 1e6,
+    );
+    expect(
+        "ok/messages-2025",
+        ANTHROPIC_USAGE.0,
+        ANTHROPIC_USAGE.1,
+        (13.0 * 2.0 + 5.0 * 8.0) / 1e6,
+    );
+    expect("ok/embed-2025", EMBEDDING_TOKENS, 0, 6.0 * 2.0 / 1e6);
+    // Cached input at its own price.
+    expect(
+        "ok/responses-2025",
+        RESPONSES_USAGE.0,
+        RESPONSES_USAGE.1,
+        (6.0 * 2.0 + 3.0 * 0.5 + 4.0 * 8.0) / 1e6,
+    );
+    assert_eq!(
+        tally("ok/responses-2025")["cached_input_tokens"],
+        RESPONSES_USAGE.2
+    );
+    expect(
+        "stream/chat-2025",
+        STREAM_USAGE.0,
+        STREAM_USAGE.1,
+        (21.0 + 3.0 * 4.0) / 1e6,
+    );
+    expect(
+        "stream/messages-2025",
+        ANTHROPIC_STREAM_USAGE.0,
+        ANTHROPIC_STREAM_USAGE.1,
+        (17.0 + 15.0 * 4.0) / 1e6,
+    );
+    // No price, no guess: counted as unpriced.
+    assert_eq!(
+        tally("slow/chat-2025")["unpriced_tokens"],
+        CHAT_USAGE.0 + CHAT_USAGE.1
+    );
+    assert_eq!(tally("slow/chat-2025")["cost_usd"], 0.0);
+    // No usage to read: counted as such, not as tokens.
+    for model in ["stream-no-usage/chat-2025", "garbage-usage/chat-2025"] {
+        assert_eq!(tally(model)["input_tokens"], 0, "{model}");
+        let missing = samples(
+            &json,
+            "loopwatch_llm_usage_missing_total",
+            &[("model", model)],
+        );
+        assert_eq!(missing[0]["value"], 1.0, "{model}");
+    }
+    // Errors by their type.
+    let errors = |model: &str| tally(model)["errors_by_type"].clone();
+    assert_eq!(errors("rate-limited/chat"), serde_json::json!({"429": 1}));
+    assert_eq!(
+        errors("server-error/messages"),
+        serde_json::json!({"500": 1})
+    );
+    assert_eq!(errors("hang/chat"), serde_json::json!({"timeout": 1}));
+    assert_eq!(
+        errors("cut/chat-2025"),
+        serde_json::json!({"stream_cut": 1})
+    );
+    assert_eq!(errors("garbage/chat"), serde_json::json!({"connection": 1}));
+    let retry = samples(
+        &json,
+        "loopwatch_llm_retry_after_seconds",
+        &[("model", "rate-limited/chat")],
+    );
+    assert_eq!(retry[0]["value"], 2.0);
+    assert_eq!(llm["calls"], 17, "{llm}");
+    assert_eq!(llm["errors"], 5, "{llm}");
+    // Durations within tolerance: the slow answer's first byte came after 600 ms.
+    let slow = samples(
+        &json,
+        "gen_ai_client_operation_duration",
+        &[("gen_ai_request_model", "slow/chat")],
+    );
+    let seconds = slow[0]["value"]["sum"].as_f64().unwrap();
+    assert!((0.6..1.6).contains(&seconds), "slow call took {seconds} s");
+    let first_chunks = samples(
+        &json,
+        "loopwatch_llm_time_to_first_chunk_seconds",
+        &[("model", "stream/chat-2025")],
+    );
+    assert_eq!(first_chunks[0]["value"]["count"], 1);
+    let tokens = samples(
+        &json,
+        "gen_ai_client_token_usage",
+        &[
+            ("gen_ai_token_type", "input"),
+            ("gen_ai_provider_name", "anthropic"),
+            ("gen_ai_response_model", "ok/messages-2025"),
+        ],
+    );
+    assert_eq!(tokens[0]["value"]["sum"], ANTHROPIC_USAGE.0 as f64);
+    assert_eq!(
+        json["metrics"]["loopwatch_llm_in_flight"]["samples"][0]["value"],
+        0.0
+    );
+}
+
+/// A loop writing `calls` LLM calls of `model`, `pause` seconds apart, its first
+/// call's time in `dir/first_call`.
+fn calling_loop(dir: &Path, model: &str, calls: u32, pause: f64) -> PathBuf {
+    let path = dir.join("calls.py");
+    std::fs::write(
+        &path,
+        format!(
+            r#"import time, openai, loopwatch
+client = openai.OpenAI(api_key="k", max_retries=0, timeout=5)
+with open("first_call", "w") as f:
+    f.write(repr(time.time()))
+for i in range({calls}):
+    with loopwatch.iteration() as it:
+        try:
+            client.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "x"}}])
+            it.success(1.0)
+        except openai.APIError as e:
+            it.failure(type(e).__name__)
+        time.sleep({pause})
+loopwatch.done()
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn an_outage_raises_llm_errors_at_alertmanager_within_ten_seconds() {
+    let upstream = Upstream::start();
+    let alertmanager = Alertmanager::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = calling_loop(dir.path(), "down/chat", 200, 0.2);
+    let mut run = Run::start(
+        dir.path(),
+        &[
+            &format!("--llm-upstream={}", upstream.url()),
+            &format!("--alertmanager={}", alertmanager.url()),
+        ],
+        &script,
+        &[],
+    );
+    let first = dir.path().join("first_call");
+    wait_until(Duration::from_secs(30), "the loop's first call", || {
+        std::fs::read_to_string(&first).is_ok_and(|t| t.parse::<f64>().is_ok())
+    });
+    let first: f64 = std::fs::read_to_string(&first).unwrap().parse().unwrap();
+    let mut raised_after = None;
+    while unix_now() < first + 10.0 {
+        if alertmanager.alert("LLMErrors").is_some() {
+            raised_after = Some(unix_now() - first);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let raised_after = raised_after.unwrap_or_else(|| {
+        panic!(
+            "no LLMErrors at Alertmanager within 10 s; log:\n{}",
+            run.log()
+        )
+    });
+    let alert = alertmanager.alert("LLMErrors").unwrap();
+    assert_eq!(alert["annotations"]["summary"], "LLM error rate high");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    eprintln!("LLMErrors reached Alertmanager {raised_after:.1} s after the first call");
+    let _ = run.child.kill();
+}
+
+#[test]
+fn spending_past_the_budget_raises_llm_budget() {
+    let upstream = Upstream::start();
+    let alertmanager = Alertmanager::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("loopwatch.toml");
+    // Each call costs 11 × 2 + 7 × 8 = 78 µ$: the fourth passes 300 µ$.
+    std::fs::write(
+        &config,
+        format!("llm_budget_usd = 0.0003\nllm_spend_without_progress_usd = 0.0002\n{PRICES}"),
+    )
+    .unwrap();
+    let script = calling_loop(dir.path(), "ok/chat", 6, 0.05);
+    let mut run = Run::start(
+        dir.path(),
+        &[
+            &format!("--llm-upstream={}", upstream.url()),
+            &format!("--alertmanager={}", alertmanager.url()),
+            &format!("--config={}", config.display()),
+        ],
+        &script,
+        &[],
+    );
+    assert_eq!(
+        run.wait(Duration::from_secs(60)).code(),
+        Some(0),
+        "{}",
+        run.log()
+    );
+    let json = run.final_json();
+    assert!(close(
+        json["summary"]["llm"]["cost_usd"].as_f64().unwrap(),
+        6.0 * 78e-6
+    ));
+    let alerts = &json["evaluation"]["alerts"];
+    assert_eq!(alerts["LLMBudget"], "firing", "{alerts}");
+    // No champion was ever reported: all of it is spend without progress.
+    assert_eq!(alerts["LLMSpendWithoutProgress"], "firing", "{alerts}");
+    let budget = alertmanager
+        .alert("LLMBudget")
+        .unwrap_or_else(|| panic!("no LLMBudget at Alertmanager; log:\n{}", run.log()));
+    assert_eq!(budget["annotations"]["summary"], "LLM budget exceeded");
+    // Before it fired, the projection warned (it was pending).
+    assert!(
+        run.log().contains("LLM budget will be exceeded"),
+        "{}",
+        run.log()
+    );
+}
+
+#[test]
+fn an_unreachable_upstream_is_a_connection_error_for_the_loop_and_the_meter() {
+    let closed = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let script = calling_loop(dir.path(), "ok/chat", 2, 0.0);
+    let mut run = Run::start(
+        dir.path(),
+        &[&format!("--llm-upstream=http://127.0.0.1:{closed}")],
+        &script,
+        &[],
+    );
+    assert_eq!(
+        run.wait(Duration::from_secs(60)).code(),
+        Some(0),
+        "{}",
+        run.log()
+    );
+    let json = run.final_json();
+    let calls = samples(
+        &json,
+        "loopwatch_llm_calls_total",
+        &[("outcome", "connection")],
+    );
+    assert_eq!(calls[0]["value"], 2.0, "{}", run.log());
+    // The loop saw the failure as its own: APIConnectionError, a failed strategy.
+    assert_eq!(json["summary"]["failure_reasons"]["APIConnectionError"], 2);
+}
+
+/// Resident memory of a process, from `/proc/<pid>/status`.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+#[test]
+fn five_hundred_concurrent_streams_are_all_counted_and_memory_stays_flat() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("burst.py");
+    std::fs::write(
+        &script,
+        r#"import asyncio, os, sys, openai, loopwatch
+
+async def one(client, i):
+    async with client.chat.completions.with_streaming_response.create(
+        model="stream/burst", messages=[{"role": "user", "content": "x"}], stream=True
+    ) as response:
+        return len(await response.read())
+
+async def burst():
+    client = openai.AsyncOpenAI(api_key="k", max_retries=0, timeout=60)
+    sizes = await asyncio.gather(*(one(client, i) for i in range(500)))
+    assert all(size > 0 for size in sizes), sizes
+
+for round in range(3):
+    asyncio.run(burst())
+    with open("round", "w") as f:
+        f.write(str(round))
+    # Wait for the test to read loopwatch's memory after this round.
+    while not os.path.exists("read-%d" % round):
+        import time; time.sleep(0.05)
+loopwatch.done()
+"#,
+    )
+    .unwrap();
+    let mut run = Run::start(
+        dir.path(),
+        &[&format!("--llm-upstream={}", upstream.url())],
+        &script,
+        &[],
+    );
+    let mut rss = Vec::new();
+    for round in 0..3 {
+        wait_until(Duration::from_secs(120), "a burst of 500 streams", || {
+            std::fs::read_to_string(dir.path().join("round")).is_ok_and(|r| r == round.to_string())
+        });
+        rss.push(rss_bytes(run.child.id()));
+        std::fs::write(dir.path().join(format!("read-{round}")), "").unwrap();
+    }
+    assert_eq!(
+        run.wait(Duration::from_secs(60)).code(),
+        Some(0),
+        "{}",
+        run.log()
+    );
+    let json = run.final_json();
+    let calls = samples(
+        &json,
+        "loopwatch_llm_calls_total",
+        &[("model", "stream/burst-2025"), ("outcome", "ok")],
+    );
+    assert_eq!(calls[0]["value"], 1500.0, "{}", run.log());
+    let tally = &json["summary"]["llm"]["by_model"]["stream/burst-2025"];
+    assert_eq!(tally["input_tokens"], 1500 * llm_upstream::STREAM_USAGE.0);
+    // The first burst sizes the pools; later ones add nothing that stays.
+    let growth = rss[2].saturating_sub(rss[1]);
+    assert!(
+        growth < 16 * 1024 * 1024,
+        "loopwatch grew {growth} bytes between bursts: {rss:?}"
+    );
+    eprintln!("loopwatch RSS after each burst of 500 streams: {rss:?}");
+}

@@ -1,0 +1,323 @@
+//! A stand-in for an LLM provider on a loopback port: OpenAI's chat completions,
+//! completions, Responses API and embeddings, and Anthropic's messages, plain and
+//! streamed. It is the one fake of the LLM tests (no provider can be made to fail on
+//! cue); the SDKs, the proxy and the monitor in front of it are real.
+//!
+//! The request's `model` picks the behaviour, by its part before `/`:
+//! `ok` (usage as below), `stream` (server-sent events with usage),
+//! `stream-no-usage`, `rate-limited` (429, Retry-After: 2), `server-error` (500),
+//! `down` (503), `slow` (first byte after 600 ms), `hang` (no answer for a minute),
+//! `cut` (a stream that stops half-way), `garbage-usage` (a usage object of the wrong
+//! types), `garbage` (bytes that are not HTTP).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One request as the upstream saw it, and what it answered.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    pub path: String,
+    pub model: String,
+    pub authorization: Option<String>,
+    pub api_key: Option<String>,
+    pub accept_encoding: Option<String>,
+    pub body_len: usize,
+    /// The answer's body as sent (the events of a stream, concatenated).
+    pub answered: String,
+}
+
+/// The usage each API answers with for `ok`.
+pub const CHAT_USAGE: (u64, u64) = (11, 7);
+pub const ANTHROPIC_USAGE: (u64, u64) = (13, 5);
+pub const RESPONSES_USAGE: (u64, u64, u64) = (9, 4, 3);
+pub const EMBEDDING_TOKENS: u64 = 6;
+/// The usage a `stream` answers with.
+pub const STREAM_USAGE: (u64, u64) = (21, 3);
+pub const ANTHROPIC_STREAM_USAGE: (u64, u64) = (17, 15);
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let record = Arc::clone(&record);
+                std::thread::spawn(move || serve(stream, &record));
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn serve(stream: TcpStream, record: &Mutex<Vec<Seen>>) {
+    let _ = stream.set_nodelay(true);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    // Keep-alive: requests one after another on the connection.
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end().to_string();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            read_chunked(&mut reader)
+        } else {
+            let len: usize = header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            body
+        };
+        let model = model_of(&body);
+        let mut seen = Seen {
+            path: path.clone(),
+            model: model.clone(),
+            authorization: header("authorization"),
+            api_key: header("x-api-key"),
+            accept_encoding: header("accept-encoding"),
+            body_len: body.len(),
+            answered: String::new(),
+        };
+        let scenario = model.split('/').next().unwrap_or("").to_string();
+        let keep = answer(&mut writer, &path, &model, &scenario, &mut seen);
+        record.lock().unwrap().push(seen);
+        if !keep {
+            return;
+        }
+    }
+}
+
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        if reader.read_line(&mut size).unwrap_or(0) == 0 {
+            return body;
+        }
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        let mut chunk = vec![0; size + 2];
+        if reader.read_exact(&mut chunk).is_err() {
+            return body;
+        }
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+fn model_of(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["model"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The model the answer names: the request's, with a dated suffix, as providers do.
+fn answered_model(model: &str) -> String {
+    format!("{model}-2025")
+}
+
+fn json_answer(path: &str, model: &str, usage_override: Option<&str>) -> String {
+    let m = answered_model(model);
+    let usage = |default: String| usage_override.map_or(default, str::to_string);
+    match path {
+        "/v1/messages" => format!(
+            r#"{{"id":"msg_1","type":"message","role":"assistant","model":"{m}","content":[{{"type":"text","text":"def f(): return 1"}}],"stop_reason":"end_turn","stop_sequence":null,"usage":{}}}"#,
+            usage(format!(
+                r#"{{"input_tokens":{},"output_tokens":{}}}"#,
+                ANTHROPIC_USAGE.0, ANTHROPIC_USAGE.1
+            ))
+        ),
+        "/v1/responses" => format!(
+            r#"{{"id":"resp_1","object":"response","created_at":1,"status":"completed","model":"{m}","output":[{{"type":"message","id":"m1","status":"completed","role":"assistant","content":[{{"type":"output_text","text":"hi","annotations":[]}}]}}],"usage":{}}}"#,
+            usage(format!(
+                r#"{{"input_tokens":{},"input_tokens_details":{{"cached_tokens":{}}},"output_tokens":{},"output_tokens_details":{{"reasoning_tokens":0}},"total_tokens":{}}}"#,
+                RESPONSES_USAGE.0,
+                RESPONSES_USAGE.2,
+                RESPONSES_USAGE.1,
+                RESPONSES_USAGE.0 + RESPONSES_USAGE.1
+            ))
+        ),
+        "/v1/embeddings" => format!(
+            r#"{{"object":"list","data":[{{"object":"embedding","index":0,"embedding":[0.1,0.2]}}],"model":"{m}","usage":{}}}"#,
+            usage(format!(
+                r#"{{"prompt_tokens":{EMBEDDING_TOKENS},"total_tokens":{EMBEDDING_TOKENS}}}"#
+            ))
+        ),
+        "/v1/completions" => format!(
+            r#"{{"id":"cmpl-1","object":"text_completion","created":1,"model":"{m}","choices":[{{"text":"hi","index":0,"logprobs":null,"finish_reason":"stop"}}],"usage":{}}}"#,
+            usage(format!(
+                r#"{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{}}}"#,
+                CHAT_USAGE.0,
+                CHAT_USAGE.1,
+                CHAT_USAGE.0 + CHAT_USAGE.1
+            ))
+        ),
+        _ => format!(
+            r#"{{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"{m}","choices":[{{"index":0,"message":{{"role":"assistant","content":"```python\ndef f():\n    return 1\n```"}},"finish_reason":"stop"}}],"usage":{}}}"#,
+            usage(format!(
+                r#"{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{}}}"#,
+                CHAT_USAGE.0,
+                CHAT_USAGE.1,
+                CHAT_USAGE.0 + CHAT_USAGE.1
+            ))
+        ),
+    }
+}
+
+/// The events of a streamed answer.
+fn stream_events(path: &str, model: &str, with_usage: bool) -> Vec<String> {
+    let m = answered_model(model);
+    if path == "/v1/messages" {
+        let (input, output) = ANTHROPIC_STREAM_USAGE;
+        return vec![
+            format!("event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"{m}\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{{\"input_tokens\":{input},\"output_tokens\":1}}}}}}\n\n"),
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".to_string(),
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hello\"}}\n\n".to_string(),
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".to_string(),
+            format!("event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{output}}}}}\n\n"),
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_string(),
+        ];
+    }
+    let chunk = |delta: &str| {
+        format!("data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"{m}\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":null}}]}}\n\n")
+    };
+    let mut events = vec![
+        chunk(r#"{"role":"assistant","content":""}"#),
+        chunk(r#"{"content":"hel"}"#),
+        chunk(r#"{"content":"lo"}"#),
+    ];
+    if with_usage {
+        let (input, output) = STREAM_USAGE;
+        events.push(format!("data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"{m}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":{input},\"completion_tokens\":{output},\"total_tokens\":{}}}}}\n\n", input + output));
+    }
+    events.push("data: [DONE]\n\n".to_string());
+    events
+}
+
+fn write_json(writer: &mut TcpStream, status: &str, extra: &str, body: &str) -> bool {
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n",
+        body.len()
+    );
+    writer.write_all(head.as_bytes()).is_ok() && writer.write_all(body.as_bytes()).is_ok()
+}
+
+fn write_chunk(writer: &mut TcpStream, data: &str) -> bool {
+    writer
+        .write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())
+        .is_ok()
+        && writer.flush().is_ok()
+}
+
+/// Answers one request; false when the connection is to be closed.
+fn answer(
+    writer: &mut TcpStream,
+    path: &str,
+    model: &str,
+    scenario: &str,
+    seen: &mut Seen,
+) -> bool {
+    match scenario {
+        "rate-limited" => {
+            let body = r#"{"error":{"message":"Rate limit reached","type":"rate_limit_error","code":"rate_limit_exceeded"}}"#;
+            seen.answered = body.to_string();
+            write_json(writer, "429 Too Many Requests", "retry-after: 2\r\n", body)
+        }
+        "server-error" => {
+            let body = r#"{"error":{"message":"internal","type":"server_error"}}"#;
+            seen.answered = body.to_string();
+            write_json(writer, "500 Internal Server Error", "", body)
+        }
+        "down" => {
+            let body = r#"{"error":{"message":"overloaded","type":"overloaded_error"}}"#;
+            seen.answered = body.to_string();
+            write_json(writer, "503 Service Unavailable", "", body)
+        }
+        "hang" => {
+            std::thread::sleep(Duration::from_secs(60));
+            false
+        }
+        "garbage" => {
+            let _ = writer.write_all(b"GARBAGE\x00\xff not http at all\r\n\r\n");
+            false
+        }
+        "stream" | "stream-no-usage" | "cut" => {
+            let events = stream_events(path, model, scenario == "stream");
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
+            if writer.write_all(head.as_bytes()).is_err() {
+                return false;
+            }
+            let upto = if scenario == "cut" { 2 } else { events.len() };
+            for event in &events[..upto] {
+                std::thread::sleep(Duration::from_millis(20));
+                seen.answered.push_str(event);
+                if !write_chunk(writer, event) {
+                    return false;
+                }
+            }
+            if scenario == "cut" {
+                // Gone mid-stream: no closing event, no last chunk.
+                let _ = writer.shutdown(std::net::Shutdown::Both);
+                return false;
+            }
+            writer.write_all(b"0\r\n\r\n").is_ok()
+        }
+        _ => {
+            if scenario == "slow" {
+                std::thread::sleep(Duration::from_millis(600));
+            }
+            let usage = (scenario == "garbage-usage")
+                .then_some(r#"{"prompt_tokens":"many","completion_tokens":-1}"#);
+            let body = json_answer(path, model, usage);
+            seen.answered = body.clone();
+            write_json(writer, "200 OK", "", &body)
+        }
+    }
+}
