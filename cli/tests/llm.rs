@@ -596,3 +596,107 @@ loopwatch.done()
     );
     eprintln!("loopwatch RSS after each burst of 500 streams: {rss:?}");
 }
+
+/// A real OpenEvolve run (pip `openevolve`), a few iterations against the stand-in
+/// provider through the proxy: every LLM call it makes is metered, with no change to
+/// OpenEvolve beyond its usual `api_base`.
+#[test]
+fn a_real_openevolve_run_is_metered_through_the_proxy() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("initial.py"),
+        "# EVOLVE-BLOCK-START\ndef f():\n    return 0\n# EVOLVE-BLOCK-END\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("evaluator.py"),
+        r#"import importlib.util
+
+def evaluate(program_path):
+    spec = importlib.util.spec_from_file_location("candidate", program_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {"combined_score": float(module.f())}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!(
+            r#"max_iterations: 3
+checkpoint_interval: 100
+diff_based_evolution: false
+llm:
+  api_base: "http://127.0.0.1:{port}/v1"
+  api_key: "sk-openevolve"
+  models:
+    - name: "ok/openevolve"
+      weight: 1.0
+  timeout: 20
+  retries: 0
+database:
+  population_size: 10
+  num_islands: 1
+evaluator:
+  parallel_evaluations: 1
+  cascade_evaluation: false
+"#
+        ),
+    )
+    .unwrap();
+    let wrapper = dir.path().join("openevolve_run.py");
+    std::fs::write(
+        &wrapper,
+        "import sys\nfrom openevolve.cli import main\nsys.exit(main())\n",
+    )
+    .unwrap();
+    let mut run = Run::start(
+        dir.path(),
+        &[
+            &format!("--llm-upstream={}", upstream.url()),
+            &format!("--llm-proxy-listen=127.0.0.1:{port}"),
+        ],
+        &wrapper,
+        &[
+            "initial.py",
+            "evaluator.py",
+            "--config",
+            "config.yaml",
+            "--iterations",
+            "3",
+            "--output",
+            "out",
+        ],
+    );
+    let status = run.wait(Duration::from_secs(180));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let calls: Vec<_> = upstream
+        .seen()
+        .into_iter()
+        .filter(|s| s.model == "ok/openevolve")
+        .collect();
+    assert!(
+        calls.len() >= 3,
+        "OpenEvolve made {} LLM calls; log:\n{log}",
+        calls.len()
+    );
+    assert!(calls
+        .iter()
+        .all(|c| c.authorization.as_deref() == Some("Bearer sk-openevolve")));
+    let json = run.final_json();
+    let tally = &json["summary"]["llm"]["by_model"]["ok/openevolve-2025"];
+    assert_eq!(
+        tally["calls"],
+        calls.len() as u64,
+        "{}",
+        json["summary"]["llm"]
+    );
+    assert_eq!(
+        tally["input_tokens"],
+        calls.len() as u64 * llm_upstream::CHAT_USAGE.0
+    );
+    assert_eq!(tally["errors"], 0);
+}

@@ -83,7 +83,8 @@ ensure_sandbox_image() {
 }
 
 # The Python side: a virtual environment (target/venv) with the real libraries the
-# client's adapters are tested against, type checking, and loopwatch itself installed
+# client's adapters are tested against (and the LLM SDKs and OpenEvolve the metering
+# proxy is tested with), type checking, and loopwatch itself installed
 # the way users install it (`pip install .`: the CLI built by maturin beside the client;
 # a dev build here, so it reuses the test build's artefacts).
 LOOPWATCH_VENV="${LOOPWATCH_VENV:-$PWD/target/venv}"
@@ -95,9 +96,9 @@ ensure_python_env() {
     python3 -m venv "$LOOPWATCH_VENV"
   fi
   local pip=("$LOOPWATCH_TEST_PYTHON" -m pip --disable-pip-version-check -q)
-  if ! "$LOOPWATCH_TEST_PYTHON" -c "import deap, optuna, prometheus_client, mypy" 2>/dev/null; then
-    log "installing deap, optuna, prometheus_client and mypy into the test environment"
-    "${pip[@]}" install deap optuna prometheus_client mypy
+  if ! "$LOOPWATCH_TEST_PYTHON" -c "import deap, optuna, prometheus_client, mypy, openai, anthropic, openevolve" 2>/dev/null; then
+    log "installing deap, optuna, prometheus_client, mypy, openai, anthropic and openevolve into the test environment"
+    "${pip[@]}" install deap optuna prometheus_client mypy openai anthropic openevolve
   fi
   log "pip install . (the loopwatch command and the Python client)"
   MATURIN_PEP517_ARGS="--profile dev" "${pip[@]}" install --force-reinstall --no-deps .
