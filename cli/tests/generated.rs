@@ -97,7 +97,14 @@ fn every_expression_names_only_metrics_that_exist() {
         let names = metric_names(expr);
         assert!(!names.is_empty(), "{expr} reads no metric");
         for name in names {
+            // A histogram's series: `_bucket`, `_sum` and `_count` of its name.
+            let histogram = ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .and_then(catalog::find)
+                    .is_some_and(|spec| spec.kind == catalog::MetricKind::Histogram)
+            });
             let known = catalog::find(&name).is_some()
+                || histogram
                 || recorded.contains(name.as_str())
                 // Series Prometheus itself makes: alert states and scrape health.
                 || name == "ALERTS"
@@ -195,7 +202,9 @@ fn the_dashboard_is_valid_for_grafana_9() {
             "Resource Usage",
             "Strategy Performance",
             "Diversity Metrics",
-            "Container Stats"
+            "Container Stats",
+            "LLM Calls",
+            "LLM Spend and Latency"
         ]
     );
     let ids: HashSet<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
@@ -329,7 +338,7 @@ fn every_threshold_key_can_be_set_alone_in_the_file_and_on_the_builder() {
             serde_json::Value::Number(n) if n.is_u64() => (n.as_u64().unwrap() + 1).to_string(),
             serde_json::Value::Number(n) => {
                 let v = n.as_f64().unwrap();
-                if key.ends_with("_floor") || key.contains("fraction") {
+                if key.ends_with("_floor") || key.contains("fraction") || key.ends_with("_rate") {
                     (v / 2.0).to_string()
                 } else if key.contains("interval") || key.contains("hold") || key == &"stall_floor"
                 {
@@ -338,6 +347,8 @@ fn every_threshold_key_can_be_set_alone_in_the_file_and_on_the_builder() {
                     (v + 1.0).to_string()
                 }
             }
+            // A limit that is off until set.
+            serde_json::Value::Null => "5".to_string(),
             other => panic!("{key}: {other}"),
         };
         let text = format!("{key} = {value}\n");

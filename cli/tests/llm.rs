@@ -15,7 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use llm_upstream::Upstream;
-use support::services::{free_port, Alertmanager};
+use support::services::{free_port, Alertmanager, Prometheus};
 use support::*;
 
 fn python() -> PathBuf {
@@ -28,15 +28,17 @@ fn python() -> PathBuf {
 /// `dir/loopwatch.log`.
 struct Run {
     child: Child,
+    addr: std::net::SocketAddr,
     dir: PathBuf,
 }
 
 impl Run {
     fn start(dir: &Path, flags: &[&str], script: &Path, args: &[&str]) -> Self {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = std::fs::File::create(dir.join("loopwatch.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_loopwatch"))
             .arg("run")
-            .arg(format!("--listen=127.0.0.1:{}", free_port()))
+            .arg(format!("--listen={addr}"))
             .arg(format!("--output-dir={}", dir.display()))
             .arg("--llm-proxy")
             .args(flags)
@@ -54,6 +56,7 @@ impl Run {
             .unwrap();
         Run {
             child,
+            addr,
             dir: dir.to_path_buf(),
         }
     }
@@ -699,4 +702,76 @@ evaluator:
         calls.len() as u64 * llm_upstream::CHAT_USAGE.0
     );
     assert_eq!(tally["errors"], 0);
+}
+
+/// The dashboard's LLM panels over a metered loop scraped by a real Prometheus: every
+/// query returns data.
+#[test]
+fn every_llm_panel_query_returns_data_from_a_real_scrape() {
+    use loopwatch_cli::generate::{dashboard_expressions, grafana_dashboard, with_variables};
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("loopwatch.toml");
+    std::fs::write(&config, PRICES).unwrap();
+    let script = dir.path().join("steady.py");
+    std::fs::write(
+        &script,
+        r#"import os, time, openai, loopwatch
+client = openai.OpenAI(api_key="k", max_retries=0, timeout=5)
+i = 0
+while not os.path.exists("stop"):
+    i += 1
+    with loopwatch.iteration() as it:
+        model = "server-error/chat" if i % 4 == 0 else "ok/chat"
+        try:
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+            it.success(float(i))
+        except openai.APIError:
+            it.failure("llm")
+        it.population(size=4, unique=4, diversity=0.5, champion="c%d" % (i // 5))
+        time.sleep(0.1)
+loopwatch.done()
+"#,
+    )
+    .unwrap();
+    let mut run = Run::start(
+        dir.path(),
+        &[
+            &format!("--llm-upstream={}", upstream.url()),
+            &format!("--config={}", config.display()),
+        ],
+        &script,
+        &[],
+    );
+    let prometheus = Prometheus::start(run.addr, None);
+    let dashboard = grafana_dashboard(&loopwatch::Thresholds::default());
+    let llm_panels: Vec<&serde_json::Value> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["title"].as_str().unwrap().starts_with("LLM"))
+        .collect();
+    assert_eq!(llm_panels.len(), 2);
+    let panel_expressions = dashboard_expressions(&serde_json::json!({ "panels": llm_panels }));
+    assert_eq!(panel_expressions.len(), 7);
+    for expr in panel_expressions {
+        let expr = with_variables(&expr, &[]);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while prometheus.query(&expr).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "no data for `{expr}`; Prometheus log:\n{}\nloopwatch log:\n{}",
+                prometheus.log(),
+                run.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    std::fs::write(dir.path().join("stop"), "").unwrap();
+    assert_eq!(
+        run.wait(Duration::from_secs(30)).code(),
+        Some(0),
+        "{}",
+        run.log()
+    );
 }

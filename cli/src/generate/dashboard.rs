@@ -1,4 +1,5 @@
-//! The Grafana dashboard (Grafana 9+): the four panels of requirement 2, with units,
+//! The Grafana dashboard (Grafana 9+): the four panels of requirement 2 and two of LLM
+//! calls, with units,
 //! threshold lines at the alert thresholds, a 5 s refresh, a Prometheus datasource
 //! variable, and annotations for champion changes and alerts.
 
@@ -248,6 +249,83 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 q(c(&catalog::CONTAINER_CLEANUP_FAILURES_TOTAL), "cleanup failures", "short"),
                 q(c(&catalog::ORPHANED_CONTAINERS), "orphaned containers", "short").threshold(t.orphan_limit() as f64),
                 q(c(&catalog::ORPHANED_PROCESSES), "orphaned processes", "short"),
+            ],
+        ),
+        panel(
+            5,
+            "LLM Calls",
+            "LLM calls per minute by outcome (ok, or the error type), tokens per minute by type, and the failed share of the recent calls against LLMErrors' threshold. Empty for a loop that makes no metered LLM call.",
+            0,
+            20,
+            vec![
+                q(
+                    of_runs(format!(
+                        "60 * sum by (instance, job, outcome) (rate({}{{{LOOP}}}[2m]))",
+                        catalog::LLM_CALLS_TOTAL.name
+                    )),
+                    "calls/min {{outcome}}",
+                    "short",
+                ),
+                q(
+                    of_runs(format!(
+                        "60 * sum by (instance, job, gen_ai_token_type) (rate({}_sum{{{LOOP}}}[2m]))",
+                        catalog::GEN_AI_CLIENT_TOKEN_USAGE.name
+                    )),
+                    "{{gen_ai_token_type}} tokens/min",
+                    "short",
+                ),
+                q(
+                    of_runs(format!(
+                        "{} / {}",
+                        metric(&catalog::LLM_RECENT_FAILURES),
+                        metric(&catalog::LLM_RECENT_CALLS)
+                    )),
+                    "failed share of recent calls",
+                    "percentunit",
+                )
+                .threshold(t.llm_error_rate())
+                .range(0.0, 1.0),
+            ],
+        ),
+        panel(
+            6,
+            "LLM Spend and Latency",
+            "Spend on LLM calls (US dollars), spend per champion improvement, and the p50 and p95 duration of the calls (s). Empty for a loop that makes no metered LLM call.",
+            12,
+            20,
+            vec![
+                {
+                    let spend = q(c(&catalog::LLM_SPEND_USD), "spend (USD)", "currencyUSD");
+                    match t.llm_budget_usd() {
+                        Some(budget) => spend.threshold(budget),
+                        None => spend,
+                    }
+                },
+                q(
+                    of_runs(format!(
+                        "{} / clamp_min({}, 1)",
+                        metric(&catalog::LLM_SPEND_USD),
+                        metric(&catalog::CHAMPION_CHANGES_TOTAL)
+                    )),
+                    "spend per champion change (USD)",
+                    "currencyUSD",
+                ),
+                q(
+                    of_runs(format!(
+                        "histogram_quantile(0.5, sum by (instance, job, le) (rate({}_bucket{{{LOOP}}}[5m])))",
+                        catalog::GEN_AI_CLIENT_OPERATION_DURATION.name
+                    )),
+                    "p50 call duration",
+                    "s",
+                ),
+                q(
+                    of_runs(format!(
+                        "histogram_quantile(0.95, sum by (instance, job, le) (rate({}_bucket{{{LOOP}}}[5m])))",
+                        catalog::GEN_AI_CLIENT_OPERATION_DURATION.name
+                    )),
+                    "p95 call duration",
+                    "s",
+                ),
             ],
         ),
     ];
