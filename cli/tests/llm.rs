@@ -767,6 +767,17 @@ loopwatch.done()
             std::thread::sleep(Duration::from_millis(250));
         }
     }
+    // The embedded page has the same section, by model.
+    let page = http_get(run.addr, "/").body;
+    assert!(page.contains("data-panel=\"LLM calls\""), "{page}");
+    assert!(page.contains("data-model=\"ok/chat-2025\""), "{page}");
+    assert!(page.contains("500 ×"), "the 500s by model: {page}");
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&http_get(run.addr, "/api/v1/snapshot").body).unwrap();
+    let llm = &snapshot["summary"]["llm"];
+    assert!(llm["calls"].as_u64().unwrap() > 0, "{llm}");
+    assert!(llm["p95_seconds"].as_f64().is_some(), "{llm}");
+    assert!(!llm["last_hour"].as_array().unwrap().is_empty(), "{llm}");
     std::fs::write(dir.path().join("stop"), "").unwrap();
     assert_eq!(
         run.wait(Duration::from_secs(30)).code(),

@@ -62,7 +62,34 @@ pub struct LlmSummary {
     pub spend_per_champion_change_usd: Option<f64>,
     /// By model (at most 32 names, then `other`).
     pub by_model: BTreeMap<String, ModelTally>,
+    /// The median duration of the last 512 calls, in seconds.
+    pub p50_seconds: Option<f64>,
+    /// The 95th percentile duration of the last 512 calls, in seconds.
+    pub p95_seconds: Option<f64>,
+    /// The last hour's calls, tokens and spend, minute by minute (minutes without a
+    /// call left out), most recent first.
+    pub last_hour: Vec<MinuteTally>,
 }
+
+/// One minute of LLM calls, for the page's per-minute view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct MinuteTally {
+    /// Minutes before now (0: the current minute).
+    pub minutes_ago: u64,
+    /// Calls that succeeded.
+    pub ok: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Spend in US dollars.
+    pub cost_usd: f64,
+}
+
+/// Durations of the recent calls kept for their quantiles.
+const DURATIONS_KEPT: usize = 512;
 
 /// What the LLM alerts judge, at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -104,8 +131,11 @@ struct Books {
     spend_usd: f64,
     spend_at_champion_usd: f64,
     champion_changes: u64,
-    /// Spend per minute (minute number since the meter's start, dollars).
-    minutes: VecDeque<(u64, f64)>,
+    /// The last hour, per minute (`minutes_ago` holds the minute's number since the
+    /// meter's start here).
+    minutes: VecDeque<MinuteTally>,
+    /// Durations of the recent calls, in seconds.
+    durations: VecDeque<f64>,
 }
 
 /// A name kept as a label value if already known or while fewer than `max` are;
@@ -204,10 +234,26 @@ impl LlmMeter {
         let cost = cost.unwrap_or(0.0);
         books.spend_usd += cost;
         let minute = now.duration_since(self.epoch).as_secs() / MINUTE.as_secs();
-        match books.minutes.back_mut() {
-            Some((m, spent)) if *m == minute => *spent += cost,
-            _ => books.minutes.push_back((minute, cost)),
+        if books.minutes.back().is_none_or(|m| m.minutes_ago != minute) {
+            books.minutes.push_back(MinuteTally {
+                minutes_ago: minute,
+                ..MinuteTally::default()
+            });
         }
+        if let Some(tally) = books.minutes.back_mut() {
+            tally.cost_usd += cost;
+            tally.input_tokens += input;
+            tally.output_tokens += output;
+            if call.error.is_some() {
+                tally.errors += 1;
+            } else {
+                tally.ok += 1;
+            }
+        }
+        if books.durations.len() == DURATIONS_KEPT {
+            books.durations.pop_front();
+        }
+        books.durations.push_back(call.duration.as_secs_f64());
         let failed = call.error.is_some_and(LlmError::is_outage);
         books.recent.push_back((now, failed));
         while books.recent.len() as u64 > window_calls {
@@ -246,7 +292,7 @@ impl LlmMeter {
         while books
             .minutes
             .front()
-            .is_some_and(|(m, _)| minute.saturating_sub(*m) >= HOUR_MINUTES as u64)
+            .is_some_and(|m| minute.saturating_sub(m.minutes_ago) >= HOUR_MINUTES as u64)
         {
             books.minutes.pop_front();
         }
@@ -254,15 +300,37 @@ impl LlmMeter {
             recent_calls: books.recent.len() as u64,
             recent_failures: books.recent.iter().filter(|(_, failed)| *failed).count() as u64,
             spend_usd: books.spend_usd,
-            spend_last_hour_usd: books.minutes.iter().map(|(_, spent)| spent).sum(),
+            spend_last_hour_usd: books.minutes.iter().map(|m| m.cost_usd).sum(),
             spend_since_champion_usd: books.spend_usd - books.spend_at_champion_usd,
         }
     }
 
     /// The run's calls so far.
     pub(crate) fn summary(&self) -> LlmSummary {
-        let books = lock(&self.books);
+        let mut books = lock(&self.books);
+        let now = Instant::now();
+        self.evidence_of(&mut books, now);
+        let minute = now.duration_since(self.epoch).as_secs() / MINUTE.as_secs();
+        let mut durations: Vec<f64> = books.durations.iter().copied().collect();
+        durations.sort_by(f64::total_cmp);
+        let quantile = |q: f64| {
+            (!durations.is_empty()).then(|| {
+                let at = ((durations.len() - 1) as f64 * q).round() as usize;
+                durations[at]
+            })
+        };
         let mut summary = LlmSummary {
+            p50_seconds: quantile(0.5),
+            p95_seconds: quantile(0.95),
+            last_hour: books
+                .minutes
+                .iter()
+                .rev()
+                .map(|m| MinuteTally {
+                    minutes_ago: minute.saturating_sub(m.minutes_ago),
+                    ..*m
+                })
+                .collect(),
             spend_since_champion_usd: books.spend_usd - books.spend_at_champion_usd,
             spend_per_champion_change_usd: (books.champion_changes > 0)
                 .then(|| books.spend_usd / books.champion_changes as f64),

@@ -18,7 +18,7 @@
 //! ```
 
 pub(crate) mod meter;
-pub use meter::{LlmSummary, ModelTally};
+pub use meter::{LlmSummary, MinuteTally, ModelTally};
 #[cfg(feature = "llm-proxy")]
 pub mod proxy;
 pub mod usage;
