@@ -377,3 +377,24 @@ fn every_threshold_key_can_be_set_alone_in_the_file_and_on_the_builder() {
         );
     }
 }
+
+/// The example configuration of an LLM-driven loop parses, sets the spending limits and
+/// prices the models the README names.
+#[test]
+fn the_example_config_sets_the_llm_limits_and_prices() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("examples/loopwatch.toml");
+    let t = Thresholds::from_file(&path).unwrap();
+    assert_eq!(t.llm_spend_without_progress_usd(), Some(5.0));
+    assert_eq!(t.llm_budget_usd(), Some(25.0));
+    for model in ["gpt-4o-2024-08-06", "gpt-4o-mini", "claude-sonnet-4-20250514"] {
+        assert!(t.llm().price(model).is_some(), "{model} has no price");
+    }
+    assert_eq!(
+        t.llm().price("gpt-4o-mini-2024-07-18"),
+        t.llm().price("gpt-4o-mini"),
+        "the longest prefix prices a dated model"
+    );
+}
