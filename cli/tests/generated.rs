@@ -389,7 +389,11 @@ fn the_example_config_sets_the_llm_limits_and_prices() {
     let t = Thresholds::from_file(&path).unwrap();
     assert_eq!(t.llm_spend_without_progress_usd(), Some(5.0));
     assert_eq!(t.llm_budget_usd(), Some(25.0));
-    for model in ["gpt-4o-2024-08-06", "gpt-4o-mini", "claude-sonnet-4-20250514"] {
+    for model in [
+        "gpt-4o-2024-08-06",
+        "gpt-4o-mini",
+        "claude-sonnet-4-20250514",
+    ] {
         assert!(t.llm().price(model).is_some(), "{model} has no price");
     }
     assert_eq!(

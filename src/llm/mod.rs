@@ -43,6 +43,17 @@ pub const LLM_ERRORS_MIN_FAILURES: u64 = 3;
 /// The longest model or provider name kept; longer ones are cut.
 const MAX_NAME_CHARS: usize = 128;
 
+/// Where measured calls go: the run's books and instruments
+/// ([`crate::LlmRecorder`], from [`crate::Monitor::llm_recorder`]).
+pub trait CallRecorder: Send + Sync + 'static {
+    /// Records one finished call.
+    fn record(&self, call: &LlmCall);
+    /// A call starts; the returned id ends it.
+    fn started(&self) -> u64;
+    /// A call is no longer in flight.
+    fn ended(&self, id: u64);
+}
+
 /// What kind of request a call was (`gen_ai.operation.name`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

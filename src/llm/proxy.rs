@@ -41,9 +41,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::usage::UsageReader;
-use super::{LlmCall, LlmError, Operation};
+use super::{CallRecorder, LlmCall, LlmError, Operation};
 use crate::error::Error;
-use crate::LlmRecorder;
 
 /// The public OpenAI endpoint, when neither `--llm-upstream` nor `OPENAI_BASE_URL`
 /// names another.
@@ -130,8 +129,8 @@ pub struct LlmProxy {
 
 impl LlmProxy {
     /// Starts the proxy on a runtime of its own (two worker threads), recording into
-    /// `recorder`. A port in use is an error; nothing else is started then.
-    pub fn start(recorder: LlmRecorder, config: ProxyConfig) -> Result<LlmProxy, Error> {
+    /// `recorder` (a run's [`crate::LlmRecorder`]). A port in use is an error; nothing else is started then.
+    pub fn start(recorder: impl CallRecorder, config: ProxyConfig) -> Result<LlmProxy, Error> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("loopwatch-llm-proxy")
@@ -158,7 +157,7 @@ impl LlmProxy {
             .build(connector);
         let forwarder = Arc::new(Forwarder {
             client,
-            recorder,
+            recorder: Arc::new(recorder),
             config,
         });
         let stop = tokio_util::sync::CancellationToken::new();
@@ -209,7 +208,7 @@ impl Drop for LlmProxy {
 /// What forwards and meters one request.
 struct Forwarder {
     client: Client<HttpsConnector<HttpConnector>, RequestBody>,
-    recorder: LlmRecorder,
+    recorder: Arc<dyn CallRecorder>,
     config: ProxyConfig,
 }
 
@@ -416,7 +415,7 @@ impl Forwarder {
             .with_operation(operation);
             call.retry_after = None;
             Metering {
-                recorder: self.recorder.clone(),
+                recorder: Arc::clone(&self.recorder),
                 id: self.recorder.started(),
                 call: Some(call),
                 started,
@@ -550,7 +549,7 @@ impl Body for RequestBody {
 
 /// One metered call, recorded once: when its answer ends, fails, or is dropped.
 struct Metering {
-    recorder: LlmRecorder,
+    recorder: Arc<dyn CallRecorder>,
     id: u64,
     call: Option<LlmCall>,
     started: Instant,

@@ -546,15 +546,15 @@ impl std::fmt::Debug for LlmRecorder {
     }
 }
 
-impl LlmRecorder {
+impl crate::llm::CallRecorder for LlmRecorder {
     /// Records one finished call (see [`Monitor::llm_call`]).
-    pub fn record(&self, call: &crate::llm::LlmCall) {
+    fn record(&self, call: &crate::llm::LlmCall) {
         self.shared.llm_call(call);
     }
 
     /// A call starts: it counts in `loopwatch_llm_in_flight` until the returned id
-    /// is passed to [`LlmRecorder::ended`].
-    pub fn started(&self) -> u64 {
+    /// is passed to `ended`.
+    fn started(&self) -> u64 {
         let id = self.shared.llm.call_started();
         let (calls, oldest) = self.shared.llm.in_flight();
         self.shared.publisher.llm_in_flight(calls, oldest);
@@ -562,7 +562,7 @@ impl LlmRecorder {
     }
 
     /// A call is no longer in flight (answered, failed or abandoned).
-    pub fn ended(&self, id: u64) {
+    fn ended(&self, id: u64) {
         self.shared.llm.call_ended(id);
         let (calls, oldest) = self.shared.llm.in_flight();
         self.shared.publisher.llm_in_flight(calls, oldest);
