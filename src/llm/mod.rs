@@ -14,7 +14,8 @@
 //!
 //! let prices = LlmConfig::default().with_price("gpt-4o", Price::per_million(2.5, 10.0));
 //! let call = LlmCall::new("gpt-4o", Duration::from_millis(800)).with_tokens(1_000, 200);
-//! assert_eq!(prices.cost(&call), Some(0.0025 + 0.002));
+//! let cost = prices.cost(&call).unwrap();
+//! assert!((cost - (1_000.0 * 2.5 + 200.0 * 10.0) / 1e6).abs() < 1e-12);
 //! ```
 
 pub(crate) mod meter;
