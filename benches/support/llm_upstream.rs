@@ -1,0 +1,113 @@
+//! A stand-in LLM upstream on loopback for the proxy's benchmarks and load run: an
+//! OpenAI-style chat completion, plain (JSON with usage) or streamed (four events and
+//! `[DONE]`); a stream of model `hold` stays open until `release` is notified.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+pub const PLAIN: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"def f():\n    return 1"},"finish_reason":"stop"}],"usage":{"prompt_tokens":120,"completion_tokens":40,"total_tokens":160}}"#;
+
+pub const EVENTS: [&str; 5] = [
+    "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"bench-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"def\"}}]}\n\n",
+    "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"bench-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" f\"}}]}\n\n",
+    "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"bench-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"()\"}}]}\n\n",
+    "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"bench-model\",\"choices\":[],\"usage\":{\"prompt_tokens\":120,\"completion_tokens\":3}}\n\n",
+    "data: [DONE]\n\n",
+];
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// Starts the upstream on `runtime`; `release` ends the held streams.
+pub fn start(runtime: &tokio::runtime::Runtime, release: Arc<tokio::sync::Notify>) -> SocketAddr {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let release = Arc::clone(&release);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let release = Arc::clone(&release);
+                        async move {
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let text = String::from_utf8_lossy(&body);
+                            Ok::<_, Infallible>(answer(&text, release))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn answer(request: &str, release: Arc<tokio::sync::Notify>) -> Response<Body> {
+    if !request.contains("\"stream\":true") {
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(PLAIN.as_bytes())).boxed())
+            .unwrap();
+    }
+    let hold = request.contains("\"model\":\"hold\"");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(8);
+    tokio::spawn(async move {
+        let _ = tx
+            .send(Ok(Frame::data(Bytes::from_static(EVENTS[0].as_bytes()))))
+            .await;
+        if hold {
+            release.notified().await;
+        }
+        for event in &EVENTS[1..] {
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(event.as_bytes()))))
+                .await;
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|frame| (frame, rx))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(StreamBody::new(stream).boxed())
+        .unwrap()
+}
+
+/// A keep-alive HTTP/1 client.
+pub fn client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// A chat completion request to `base` (`http://host:port`).
+pub fn request(base: &str, stream: bool, model: &str) -> Request<Full<Bytes>> {
+    let body = format!(
+        r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"write f"}}]}}"#
+    );
+    Request::post(format!("{base}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-bench")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
