@@ -517,8 +517,8 @@ catalog! {
     ITERATION_END_TIMESTAMP_SECONDS / loopwatch_iteration_end_timestamp_seconds: Gauge = "loopwatch_iteration_end_timestamp_seconds", "s", [], None, Always,
         "Unix time at which the last iteration ended; 0 before the first; older than the start while one runs (seconds).";
     /// The identity the in-process alerts carry.
-    RUN_INFO / loopwatch_run_info: Gauge = "loopwatch_run_info", "1", ["run_id", "hostname"], None, Always,
-        "Always 1; carries the run id and host name that loopwatch's own alerts are labelled with (run_id, and instance = hostname), for the Prometheus rules to join, so both paths send the same alert (info).";
+    RUN_INFO / loopwatch_run_info: Gauge = "loopwatch_run_info", "1", ["run_id", "hostname", "experiment", "loop"], None, Always,
+        "Always 1; carries the run id, host name, experiment and loop name that loopwatch's own alerts are labelled with (run_id, instance = hostname, experiment, loop; the last two empty when not named), for the Prometheus rules to join, so both paths send the same alert (info).";
     /// Whether the loop has said it is done.
     LOOP_DONE / loopwatch_loop_done: Gauge = "loopwatch_loop_done", "1", [], None, Always,
         "1 once the loop has said it is done (Monitor::done, or shutdown), after which it is not called stalled, else 0 (boolean).";

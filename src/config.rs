@@ -37,6 +37,10 @@ pub(crate) const ENV_CONFIG: &str = "LOOPWATCH_CONFIG";
 pub(crate) const ENV_WEB_CONFIG: &str = "LOOPWATCH_WEB_CONFIG";
 /// Environment override of [`MonitorBuilder::register`](crate::MonitorBuilder::register).
 pub(crate) const ENV_REGISTER_DIR: &str = "LOOPWATCH_REGISTER_DIR";
+pub(crate) const ENV_EXPERIMENT: &str = "LOOPWATCH_EXPERIMENT";
+pub(crate) const ENV_LOOP_NAME: &str = "LOOPWATCH_LOOP_NAME";
+/// The longest experiment or loop name: label values stay short.
+const MAX_LOOP_LABEL: usize = 128;
 /// Environment variable forcing where container numbers come from: `cgroup` (never
 /// fall back to the stats API) or `docker_api` (always the stats API).
 pub(crate) const ENV_CONTAINER_STATS: &str = "LOOPWATCH_CONTAINER_STATS";
@@ -80,6 +84,10 @@ pub(crate) struct Settings {
     pub(crate) register_dir: Option<PathBuf>,
     /// Where container numbers come from.
     pub(crate) container_stats: ContainerStats,
+    /// The experiment the loop belongs to (the `experiment` label), if named.
+    pub(crate) experiment: Option<String>,
+    /// The loop's name within it (the `loop` label), if named.
+    pub(crate) loop_name: Option<String>,
 }
 
 /// What SIGINT and SIGTERM do to a process holding a [`Monitor`](crate::Monitor).
@@ -143,6 +151,32 @@ pub(crate) struct Choices {
     pub(crate) otlp: Option<bool>,
     pub(crate) web_config: Option<PathBuf>,
     pub(crate) register_dir: Option<PathBuf>,
+    pub(crate) experiment: Option<String>,
+    pub(crate) loop_name: Option<String>,
+}
+
+/// A loop label's value: the builder's, else the variable's; at most 128 characters,
+/// no control characters.
+fn loop_label(
+    chosen: &Option<String>,
+    variable: &'static str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, Error> {
+    let value = chosen
+        .clone()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .or_else(|| env(variable));
+    match value {
+        Some(v) if v.chars().count() > MAX_LOOP_LABEL || v.chars().any(char::is_control) => {
+            Err(invalid(
+                variable,
+                &v,
+                "expected a name of at most 128 characters, without control characters",
+            ))
+        }
+        other => Ok(other),
+    }
 }
 
 /// Reads the process environment; unset and empty (or blank) both mean "not given".
@@ -237,6 +271,8 @@ pub(crate) fn resolve(
             .otlp
             .unwrap_or_else(|| OTLP_ENDPOINT_VARIABLES.iter().any(|v| env(v).is_some())),
         container_stats,
+        experiment: loop_label(&choices.experiment, ENV_EXPERIMENT, env)?,
+        loop_name: loop_label(&choices.loop_name, ENV_LOOP_NAME, env)?,
     })
 }
 

@@ -18,6 +18,11 @@ pub struct RunIdentity {
     /// The process that owns the run (host name, pid, start time).
     #[serde(flatten)]
     pub owner: Owner,
+    /// The experiment the loop belongs to, if named.
+    pub experiment: Option<String>,
+    /// The loop's name within its experiment, if named.
+    #[serde(rename = "loop")]
+    pub loop_name: Option<String>,
 }
 
 impl RunIdentity {
@@ -30,7 +35,20 @@ impl RunIdentity {
         RunIdentity {
             run_id: format!("{}-{}-{}", owner.host, owner.pid, since_epoch.as_millis()),
             owner,
+            experiment: None,
+            loop_name: None,
         }
+    }
+
+    /// The loop labels (`experiment`, `loop`) that are set, as label pairs.
+    pub fn loop_labels(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("experiment", self.experiment.as_deref()),
+            ("loop", self.loop_name.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect()
     }
 
     /// A run id with its owner.
@@ -39,6 +57,8 @@ impl RunIdentity {
         RunIdentity {
             run_id: run_id.into(),
             owner,
+            experiment: None,
+            loop_name: None,
         }
     }
 }

@@ -44,6 +44,14 @@ struct MonitorFlags {
     /// LOOPWATCH_REGISTER_DIR).
     #[arg(long)]
     register: Option<PathBuf>,
+    /// The experiment this loop belongs to: the `experiment` label of its run info,
+    /// alerts, registration and final files (env LOOPWATCH_EXPERIMENT).
+    #[arg(long)]
+    experiment: Option<String>,
+    /// The loop's name within its experiment: the `loop` label (env
+    /// LOOPWATCH_LOOP_NAME). One name per loop, never per trial or strategy.
+    #[arg(long)]
+    loop_name: Option<String>,
 }
 
 impl MonitorFlags {
@@ -68,6 +76,12 @@ impl MonitorFlags {
         }
         if let Some(dir) = self.register {
             builder = builder.register(dir);
+        }
+        if let Some(experiment) = self.experiment {
+            builder = builder.experiment(experiment);
+        }
+        if let Some(name) = self.loop_name {
+            builder = builder.loop_name(name);
         }
         builder
     }

@@ -5,13 +5,19 @@
 use crate::catalog;
 use crate::config::Thresholds;
 
+/// The labels a scrape adds that loopwatch's own alerts do not carry: the run info's
+/// host name (made `instance`), and a registration's target labels (`host`,
+/// `loopwatch_run_id`).
+const SCRAPE_ONLY_LABELS: &str = "hostname, host, loopwatch_run_id";
+
 /// An alert over one loop's own gauges, labelled like loopwatch's own alert for the
-/// same condition: `loopwatch_run_info` is joined in for `run_id`, and `instance`
-/// becomes the loop's host name, so with both paths pointed at one Alertmanager the
-/// two are one alert there and notify once.
+/// same condition: `loopwatch_run_info` is joined in for `run_id`, `experiment` and
+/// `loop`, `instance` becomes the loop's host name and `job` is `loopwatch` whichever
+/// job scraped it, so with both paths pointed at one Alertmanager the two are one alert
+/// there and notify once.
 fn as_loop_alert(condition: String) -> String {
     format!(
-        "max without (hostname) (label_replace(({condition}) * on(instance, job) group_left(run_id, hostname) {}, \"instance\", \"$1\", \"hostname\", \"(.*)\"))",
+        "max without ({SCRAPE_ONLY_LABELS}) (label_replace(label_replace(({condition}) * on(instance, job) group_left(run_id, hostname, experiment, loop) {}, \"instance\", \"$1\", \"hostname\", \"(.*)\"), \"job\", \"loopwatch\", \"job\", \".*\"))",
         catalog::RUN_INFO.name
     )
 }
@@ -30,7 +36,7 @@ fn stall_limit(t: &Thresholds) -> String {
 /// The memory fraction, labelled as a loop alert is (see [`as_loop_alert`]).
 fn memory_fraction_of_loop() -> String {
     format!(
-        "label_replace({} / {} * on(instance, job) group_left(run_id, hostname) {}, \"instance\", \"$1\", \"hostname\", \"(.*)\")",
+        "label_replace(label_replace({} / {} * on(instance, job) group_left(run_id, hostname, experiment, loop) {}, \"instance\", \"$1\", \"hostname\", \"(.*)\"), \"job\", \"loopwatch\", \"job\", \".*\")",
         catalog::MEMORY_USED_BYTES.name,
         catalog::MEMORY_LIMIT_BYTES.name,
         catalog::RUN_INFO.name
@@ -44,7 +50,7 @@ fn memory_fraction_of_loop() -> String {
 pub(super) fn high_memory(t: &Thresholds) -> String {
     let fraction = memory_fraction_of_loop();
     format!(
-        "max without (hostname) (({fraction} > {}) or (({fraction} >= {}) and on(instance, job, run_id) ALERTS{{alertname=\"HighMemoryUsage\", alertstate=\"firing\"}}))",
+        "max without ({SCRAPE_ONLY_LABELS}) (({fraction} > {}) or (({fraction} >= {}) and on(instance, job, run_id) ALERTS{{alertname=\"HighMemoryUsage\", alertstate=\"firing\"}}))",
         t.memory_fraction(),
         t.memory_clear_fraction()
     )

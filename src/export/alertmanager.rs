@@ -59,6 +59,8 @@ struct Table {
 pub(crate) struct AlertIdentity {
     pub(crate) run_id: String,
     pub(crate) instance: String,
+    /// The loop labels that are set (`experiment`, `loop`).
+    pub(crate) loop_labels: Vec<(&'static str, String)>,
     pub(crate) generator_url: String,
 }
 
@@ -253,14 +255,18 @@ fn payload(
         } else {
             0.0
         };
+        let mut labels = json!({
+            "alertname": name.as_str(),
+            "severity": name.severity(),
+            "job": "loopwatch",
+            "run_id": identity.run_id,
+            "instance": identity.instance,
+        });
+        for (key, value) in &identity.loop_labels {
+            labels[*key] = json!(value);
+        }
         alerts.push(json!({
-            "labels": {
-                "alertname": name.as_str(),
-                "severity": name.severity(),
-                "job": "loopwatch",
-                "run_id": identity.run_id,
-                "instance": identity.instance,
-            },
+            "labels": labels,
             "annotations": {
                 "summary": name.message(),
                 "description": format!(

@@ -84,12 +84,17 @@ impl Registration {
             if let Some(mut processes) = LiveProcesses::new() {
                 remove_dead(dir, &mut processes);
             }
+            // Target labels: every series scraped through the file carries them.
+            let mut labels = std::collections::BTreeMap::from([
+                ("loopwatch_run_id", identity.run_id.clone()),
+                ("host", identity.owner.host.clone()),
+            ]);
+            for (key, value) in identity.loop_labels() {
+                labels.insert(key, value.to_string());
+            }
             let group = [TargetGroup {
                 targets: vec![scrape_target(listen)],
-                labels: std::collections::BTreeMap::from([(
-                    "loopwatch_run_id",
-                    identity.run_id.clone(),
-                )]),
+                labels,
             }];
             let body = serde_json::to_vec_pretty(&group).map_err(std::io::Error::other)?;
             let name = file_name(&identity.owner);

@@ -152,6 +152,23 @@ impl MonitorBuilder {
         self
     }
 
+    /// The experiment this loop belongs to: the `experiment` label of
+    /// `loopwatch_run_info`, of its alerts, of its registration's target (so every
+    /// series scraped through it) and of its final files (default none, env
+    /// `LOOPWATCH_EXPERIMENT`). One Alertmanager groups alerts by it.
+    pub fn experiment(mut self, name: impl Into<String>) -> Self {
+        self.choices.experiment = Some(name.into());
+        self
+    }
+
+    /// The loop's name within its experiment: the `loop` label, carried like
+    /// `experiment` (default none, env `LOOPWATCH_LOOP_NAME`). A name for the loop,
+    /// never for a trial or a strategy: one value per loop keeps the series bounded.
+    pub fn loop_name(mut self, name: impl Into<String>) -> Self {
+        self.choices.loop_name = Some(name.into());
+        self
+    }
+
     /// Resolves every setting: builder value, else environment, else default.
     pub(crate) fn settings(&self) -> Result<Settings, Error> {
         config::resolve(&self.choices, &config::process_environment)

@@ -125,6 +125,11 @@ fn start_alert_sink(
         AlertIdentity {
             run_id: identity.run_id.clone(),
             instance: identity.owner.host.clone(),
+            loop_labels: identity
+                .loop_labels()
+                .into_iter()
+                .map(|(k, v)| (k, v.to_string()))
+                .collect(),
             generator_url: format!("http://{local_addr}/metrics"),
         },
         alertmanager::Pacing {
@@ -167,7 +172,9 @@ impl Monitor {
         if settings.otlp && !cfg!(feature = "otlp") {
             tracing::warn!("OTLP export was asked for, but loopwatch was built without the `otlp` feature; only /metrics serves the metrics");
         }
-        let identity = RunIdentity::of_this_process();
+        let mut identity = RunIdentity::of_this_process();
+        identity.experiment = settings.experiment.clone();
+        identity.loop_name = settings.loop_name.clone();
         let pipeline = Pipeline::new(settings.otlp, &settings.alertmanager_urls, &identity)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
