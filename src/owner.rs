@@ -114,7 +114,7 @@ impl Owner {
     }
 
     /// The pid and start time a [`file_stem`](Self::file_stem) names, on this host.
-    pub(crate) fn from_file_stem(stem: &str) -> Option<Owner> {
+    pub fn from_file_stem(stem: &str) -> Option<Owner> {
         let (pid, start) = stem.strip_prefix(NAME_PREFIX)?.split_once('-')?;
         Some(Owner::new(
             host_name(),

@@ -256,7 +256,10 @@ fn run_info_labels(identity: &RunIdentity) -> Vec<KeyValue> {
     vec![
         KeyValue::new("run_id", identity.run_id.clone()),
         KeyValue::new("hostname", identity.owner.host.clone()),
-        KeyValue::new("experiment", identity.experiment.clone().unwrap_or_default()),
+        KeyValue::new(
+            "experiment",
+            identity.experiment.clone().unwrap_or_default(),
+        ),
         KeyValue::new("loop", identity.loop_name.clone().unwrap_or_default()),
     ]
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use loopwatch_cli::{generate, supervise};
+use loopwatch_cli::{fleet, generate, supervise};
 
 /// Operator tools for loops watched by loopwatch.
 #[derive(Debug, Parser)]
@@ -185,6 +185,38 @@ enum Command {
     /// served, alerts raised, and the final files written when it exits. Exits with
     /// the loop's status (128 + signal when a signal ended it).
     Run(Box<RunArgs>),
+    /// List the loops registered on this host: pid, experiment, loop, run id,
+    /// iteration, iterations per second, success rate, alerts firing, uptime and
+    /// endpoint. Exits 0 when every registered loop answered, 1 when a registration's
+    /// owner is gone or a loop did not answer (they are listed), 2 when the directory
+    /// cannot be read.
+    Ps {
+        /// The registration directory (the loops' --register; env
+        /// LOOPWATCH_REGISTER_DIR).
+        #[arg(
+            long,
+            env = "LOOPWATCH_REGISTER_DIR",
+            default_value = "prometheus/targets"
+        )]
+        register: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve one page listing this host's registered loops, their state and links to
+    /// each loop's own page (and /api/v1/loops as JSON); no Grafana needed.
+    Fleet {
+        /// The registration directory (env LOOPWATCH_REGISTER_DIR).
+        #[arg(
+            long,
+            env = "LOOPWATCH_REGISTER_DIR",
+            default_value = "prometheus/targets"
+        )]
+        register: PathBuf,
+        /// Address of the page.
+        #[arg(long, default_value = "127.0.0.1:8100")]
+        listen: SocketAddr,
+    },
     /// Print the table of every exported metric (Markdown, as in the README).
     Metrics,
     /// Regenerate the Prometheus rules and their promtool tests (prometheus/).
@@ -245,6 +277,14 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Cleanup { dry_run } => cleanup(dry_run),
+        Command::Ps { register, json } => ps(&register, json),
+        Command::Fleet { register, listen } => match fleet::serve(register, listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot serve the fleet page on {listen}: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Run(run) => {
             let RunArgs {
                 monitor,
@@ -296,6 +336,29 @@ fn thresholds(config: Option<PathBuf>) -> Result<loopwatch::Thresholds, ExitCode
             eprintln!("error: {err}");
             ExitCode::from(2)
         }),
+    }
+}
+
+fn ps(register: &std::path::Path, json: bool) -> ExitCode {
+    let entries = match fleet::list(register) {
+        Ok(entries) => entries,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", register.display());
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).unwrap_or_default()
+        );
+    } else {
+        print!("{}", fleet::table(&entries));
+    }
+    if entries.iter().any(|e| e.problem.is_some()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -292,6 +292,16 @@ alert_table! {
             rule: rule!(promql::loop_down, promql::loop_down_description, "30s"),
             why: "a loop that died cannot report its own death; only its scraper can",
         }
+        /// The dead-man of a fleet: a loop's series stopped arriving (its host, or the
+        /// agent scraping it, is gone) without its having said it was done.
+        LoopVanished {
+            severity: Critical,
+            message: "Loop vanished",
+            runbook: "README.md#loopvanished",
+            thresholds: [],
+            rule: rule!(promql::loop_vanished, promql::loop_vanished_description, "30s"),
+            why: "a loop whose host is gone cannot report anything; only the store its series went to can",
+        }
     }
 }
 

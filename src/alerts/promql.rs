@@ -264,3 +264,25 @@ pub(super) fn loop_down(_: &Thresholds) -> String {
 pub(super) fn loop_down_description(_: &Thresholds) -> String {
     "Prometheus cannot scrape a loop that was running and never said it was done: it crashed, was killed, hangs outside loopwatch, or its host is unreachable.".to_string()
 }
+
+/// A loop whose series stopped arriving: its `loopwatch_run_info` seen in the last day
+/// but not now, its last `loopwatch_loop_done` not 1 (a loop that ended cleanly said
+/// so), and no `up` series saying its target is down (LoopDown's case, one alert per
+/// problem). What a central Prometheus fed by agents sees when a host or its agent is
+/// gone: no sample at all, not a failed scrape.
+pub(super) fn loop_vanished(_: &Thresholds) -> String {
+    format!(
+        "max without (hostname, host, loopwatch_run_id) (label_replace(label_replace(\
+         max_over_time({info}{{{LOOP_JOBS}}}[1d]) \
+         unless on(instance, job) {info}{{{LOOP_JOBS}}} \
+         unless on(instance, job) (last_over_time({done}[1d]) == 1) \
+         unless on(instance, job) (up{{{LOOP_JOBS}}} == 0), \
+         \"instance\", \"$1\", \"hostname\", \"(.*)\"), \"job\", \"loopwatch\", \"job\", \".*\"))",
+        info = catalog::RUN_INFO.name,
+        done = catalog::LOOP_DONE.name,
+    )
+}
+
+pub(super) fn loop_vanished_description(_: &Thresholds) -> String {
+    "No series of this loop has arrived for the store's lookback (5 min by default) and it never said it was done: its host, or the agent scraping it, is gone.".to_string()
+}
