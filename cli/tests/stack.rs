@@ -584,6 +584,12 @@ fn every_rule_reaches_alertmanager_within_ten_seconds_through_prometheus() {
         .with_stall_floor(Duration::from_secs(3600))
         .unwrap()
         .with_memory_fraction(fire_at)
+        .unwrap()
+        .with_max_restarts(2)
+        .unwrap()
+        .with_llm_spend_without_progress_usd(1.0)
+        .unwrap()
+        .with_llm_budget_usd(2.0)
         .unwrap();
     let _memory = memory_tests();
     let path = RulesPath::start(&t);
@@ -621,6 +627,29 @@ fn every_rule_reaches_alertmanager_within_ten_seconds_through_prometheus() {
         path.delivered("HighMemoryUsage", condition),
     ));
     drop(ballast);
+    // LLM calls: three failures out of three, then spending past both limits.
+    use loopwatch::llm::{LlmCall, LlmError};
+    for _ in 0..3 {
+        path.monitor
+            .llm_call(&LlmCall::new("m", Duration::from_secs(1)).with_error(LlmError::Status(503)));
+    }
+    let condition = Instant::now();
+    latencies.push(("LLMErrors", path.delivered("LLMErrors", condition)));
+    path.monitor
+        .llm_call(&LlmCall::new("m", Duration::from_secs(1)).with_cost_usd(2.5));
+    let condition = Instant::now();
+    for alert in ["LLMSpendWithoutProgress", "LLMBudget"] {
+        latencies.push((alert, path.delivered(alert, condition)));
+    }
+    // A restart by the supervisor: one fewer than max_restarts (2) is crash-looping.
+    path.monitor
+        .loop_restarting(loopwatch::LoopExit::new(Some(1), None));
+    path.monitor.loop_started(std::process::id());
+    let condition = Instant::now();
+    latencies.push((
+        "LoopCrashLooping",
+        path.delivered("LoopCrashLooping", condition),
+    ));
     path.monitor
         .loop_exited(loopwatch::LoopExit::new(None, Some(9)));
     let condition = Instant::now();
@@ -631,7 +660,7 @@ fn every_rule_reaches_alertmanager_within_ten_seconds_through_prometheus() {
         .iter()
         .filter(|spec| matches!(spec.rule, loopwatch::RuleSpec::Rule { .. }))
         .map(|spec| spec.name)
-        .filter(|name| !["LoopDown", "LoopStalled"].contains(name))
+        .filter(|name| !["LoopDown", "LoopVanished", "LoopStalled"].contains(name))
         .collect();
     for rule in &rules {
         assert!(
