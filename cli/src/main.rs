@@ -229,7 +229,8 @@ enum Command {
         #[arg(long, env = "LOOPWATCH_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Regenerate the Grafana dashboard (grafana/dashboards/loopwatch.json).
+    /// Regenerate the Grafana dashboards (grafana/dashboards/loopwatch.json and
+    /// loopwatch-fleet.json).
     Dashboard {
         /// Repository root to write under.
         #[arg(long, default_value = ".")]
@@ -272,7 +273,7 @@ fn main() -> ExitCode {
         Command::Dashboard { root, config } => match thresholds(config) {
             Ok(t) => written(
                 generate::write_dashboard(&root, &t),
-                &[generate::DASHBOARD_FILE],
+                &[generate::DASHBOARD_FILE, generate::FLEET_DASHBOARD_FILE],
             ),
             Err(code) => code,
         },

@@ -68,6 +68,14 @@ fn committed_files_are_what_the_code_generates() {
         generate::grafana_dashboard(&t),
         "{DASHBOARD_FILE} is stale; {regenerate}"
     );
+    let fleet: serde_json::Value =
+        serde_json::from_str(&committed(generate::FLEET_DASHBOARD_FILE)).unwrap();
+    assert_eq!(
+        fleet,
+        generate::grafana_fleet_dashboard(&t),
+        "{} is stale; {regenerate}",
+        generate::FLEET_DASHBOARD_FILE
+    );
 }
 
 /// The rules of the generated rules file, parsed as YAML.
@@ -91,6 +99,9 @@ fn every_expression_names_only_metrics_that_exist() {
         .collect();
     expressions.extend(generate::dashboard_expressions(
         &generate::grafana_dashboard(&t),
+    ));
+    expressions.extend(generate::dashboard_expressions(
+        &generate::grafana_fleet_dashboard(&t),
     ));
     assert!(expressions.len() >= 20, "{expressions:#?}");
     for expr in &expressions {

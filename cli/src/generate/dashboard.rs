@@ -56,11 +56,16 @@ fn metric(spec: &catalog::MetricSpec) -> String {
     format!("{}{{{LOOP}}}", spec.name)
 }
 
-/// An expression narrowed to the runs the `run_id` variable selects (`run_id` is a
-/// label of `loopwatch_run_info` only, so the rest are joined to it).
+/// The run info's selectors of the dashboard's `experiment`, `loop`, `host` and
+/// `run_id` variables (labels of `loopwatch_run_info`).
+const RUN: &str =
+    "experiment=~\"$experiment\", loop=~\"$loop\", hostname=~\"$host\", run_id=~\"$run_id\"";
+
+/// An expression narrowed to the runs the `experiment`, `loop`, `host` and `run_id`
+/// variables select (labels of `loopwatch_run_info`, so the rest are joined to it).
 fn of_runs(expr: String) -> String {
     format!(
-        "({expr}) and on(instance, job) {}{{{LOOP}, run_id=~\"$run_id\"}}",
+        "({expr}) and on(instance, job) {}{{{LOOP}, {RUN}}}",
         catalog::RUN_INFO.name
     )
 }
@@ -68,13 +73,18 @@ fn of_runs(expr: String) -> String {
 /// A template variable over the values of one label of `loopwatch_run_info`, all
 /// selected by default.
 fn variable(name: &str, label: &str, matchers: &str) -> Value {
+    labelled_variable(name, name, label, matchers)
+}
+
+/// A template variable `name` over the values of the run info's label `source`.
+fn labelled_variable(name: &str, source: &str, label: &str, matchers: &str) -> Value {
     json!({
         "name": name,
         "label": label,
         "type": "query",
         "datasource": {"type": "prometheus", "uid": DATASOURCE},
-        "query": {"query": format!("label_values({}{{{matchers}}}, {name})", catalog::RUN_INFO.name), "refId": name},
-        "definition": format!("label_values({}{{{matchers}}}, {name})", catalog::RUN_INFO.name),
+        "query": {"query": format!("label_values({}{{{matchers}}}, {source})", catalog::RUN_INFO.name), "refId": name},
+        "definition": format!("label_values({}{{{matchers}}}, {source})", catalog::RUN_INFO.name),
         "refresh": 2,
         "multi": true,
         "includeAll": true,
@@ -89,7 +99,7 @@ fn variable(name: &str, label: &str, matchers: &str) -> Value {
 /// the rest to `.*`: what Grafana sends, for running the queries elsewhere.
 pub fn with_variables(expr: &str, values: &[(&str, &str)]) -> String {
     let mut out = expr.to_string();
-    for name in ["run_id", "instance", "job"] {
+    for name in ["run_id", "instance", "job", "experiment", "loop", "host"] {
         let value = values
             .iter()
             .find(|(n, _)| *n == name)
@@ -352,8 +362,11 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 "refresh": 1,
             },
             variable("job", "Job", ""),
-            variable("instance", "Loop", "job=~\"$job\""),
-            variable("run_id", "Run", LOOP),
+            variable("experiment", "Experiment", "job=~\"$job\""),
+            labelled_variable("host", "hostname", "Host", "job=~\"$job\", experiment=~\"$experiment\""),
+            variable("loop", "Loop", "job=~\"$job\", experiment=~\"$experiment\", hostname=~\"$host\""),
+            variable("instance", "Target", "job=~\"$job\", experiment=~\"$experiment\", hostname=~\"$host\", loop=~\"$loop\""),
+            variable("run_id", "Run", &format!("{LOOP}, experiment=~\"$experiment\", hostname=~\"$host\", loop=~\"$loop\"")),
         ]},
         "annotations": {"list": [
             {
@@ -376,12 +389,156 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 "iconColor": "red",
                 // Every loopwatch job's alerts (their `instance` is the loop's host name,
                 // so the run selects them); LoopDown, which has no run, shows for all.
-                "expr": "ALERTS{alertstate=\"firing\", job=~\"loopwatch|loopwatch-discovered\", job=~\"$job\", run_id=~\"$run_id|\"}",
+                "expr": "ALERTS{alertstate=\"firing\", job=~\"loopwatch|loopwatch-discovered\", run_id=~\"$run_id|\", experiment=~\"$experiment\", loop=~\"$loop\"}",
                 "step": "5s",
                 "titleFormat": "{{alertname}}",
                 "tagKeys": "severity",
             },
         ]},
         "panels": panels,
+    })
+}
+
+/// Path of the fleet overview dashboard, relative to the repository.
+pub const FLEET_DASHBOARD_FILE: &str = "grafana/dashboards/loopwatch-fleet.json";
+
+/// One column of the fleet table: an instant query per loop, and its unit.
+struct Column {
+    title: &'static str,
+    expr: String,
+    unit: &'static str,
+}
+
+/// A per-loop value, keyed by the labels that name a loop.
+fn per_loop(expr: String) -> String {
+    format!(
+        "max by (experiment, loop, hostname, instance) (({expr}) * on(instance, job) group_left(experiment, loop, hostname) {}{{{FLEET}}})",
+        catalog::RUN_INFO.name
+    )
+}
+
+/// The fleet dashboard's selectors: its `experiment`, `host` and `loop` variables.
+const FLEET: &str = "job=~\"loopwatch|loopwatch-discovered\", experiment=~\"$experiment\", hostname=~\"$host\", loop=~\"$loop\"";
+
+/// The columns of the fleet table.
+fn fleet_columns() -> Vec<Column> {
+    let m = |spec: &catalog::MetricSpec| {
+        format!("{}{{job=~\"loopwatch|loopwatch-discovered\"}}", spec.name)
+    };
+    vec![
+        Column {
+            title: "iterations/s",
+            expr: per_loop(format!("deriv({}[2m])", m(&catalog::ITERATION_NUMBER))),
+            unit: "short",
+        },
+        Column {
+            title: "success rate",
+            expr: per_loop(m(&catalog::SUCCESS_RATE_10ITER)),
+            unit: "percentunit",
+        },
+        Column {
+            title: "diversity",
+            expr: per_loop(m(&catalog::POPULATION_DIVERSITY)),
+            unit: "none",
+        },
+        Column {
+            title: "champion age",
+            expr: per_loop(m(&catalog::CHAMPION_STALENESS_ITERATIONS)),
+            unit: "short",
+        },
+        Column {
+            title: "alerts firing",
+            expr: per_loop(format!(
+                "sum by (instance, job) ({})",
+                m(&catalog::ALERT_FIRING)
+            )),
+            unit: "short",
+        },
+        Column {
+            title: "LLM spend",
+            expr: per_loop(m(&catalog::LLM_SPEND_USD)),
+            unit: "currencyUSD",
+        },
+        Column {
+            title: "last seen",
+            expr: per_loop(format!("time() - timestamp({})", m(&catalog::RUN_INFO))),
+            unit: "s",
+        },
+    ]
+}
+
+/// The fleet overview: one row per loop of the selected experiments and hosts, with
+/// its rate, success, diversity, champion age, alerts, LLM spend and when it was last
+/// seen; for a central Prometheus fed by the hosts' agents (prometheus/central.yml)
+/// as for one host's.
+pub fn grafana_fleet_dashboard(_t: &Thresholds) -> Value {
+    let columns = fleet_columns();
+    let ref_ids = ["A", "B", "C", "D", "E", "F", "G"];
+    let targets: Vec<Value> = columns
+        .iter()
+        .zip(ref_ids)
+        .map(|(column, ref_id)| {
+            json!({
+                "datasource": {"type": "prometheus", "uid": DATASOURCE},
+                "expr": column.expr,
+                "format": "table",
+                "instant": true,
+                "refId": ref_id,
+            })
+        })
+        .collect();
+    let overrides: Vec<Value> = columns
+        .iter()
+        .zip(ref_ids)
+        .map(|(column, ref_id)| {
+            json!({
+                "matcher": {"id": "byName", "options": format!("Value #{ref_id}")},
+                "properties": [
+                    {"id": "displayName", "value": column.title},
+                    {"id": "unit", "value": column.unit},
+                ],
+            })
+        })
+        .collect();
+    let loops = json!({
+        "id": 1,
+        "type": "table",
+        "title": "Loops",
+        "description": "One row per loop (experiment, loop, host, target): iterations per second over 2 minutes, success rate over the last 10 iterations, diversity, champion age in iterations, alerts firing, LLM spend, and seconds since its last sample reached this Prometheus.",
+        "datasource": {"type": "prometheus", "uid": DATASOURCE},
+        "gridPos": {"h": 20, "w": 24, "x": 0, "y": 0},
+        "targets": targets,
+        "transformations": [
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {"excludeByName": {"Time": true}, "renameByName": {"hostname": "host"}}},
+        ],
+        "fieldConfig": {"defaults": {}, "overrides": overrides},
+        "options": {"showHeader": true, "sortBy": [{"displayName": "alerts firing", "desc": true}]},
+    });
+    json!({
+        "title": "loopwatch fleet",
+        "uid": "loopwatch-fleet",
+        "description": "Every loop of a fleet on one table: rate, success, diversity, champion age, alerts, LLM spend and when each was last seen.",
+        "tags": ["loopwatch"],
+        "schemaVersion": 37,
+        "version": 1,
+        "editable": true,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {"list": [
+            {
+                "name": "datasource",
+                "label": "Prometheus",
+                "type": "datasource",
+                "query": "prometheus",
+                "current": {},
+                "hide": 0,
+                "refresh": 1,
+            },
+            variable("experiment", "Experiment", "job=~\"loopwatch|loopwatch-discovered\""),
+            labelled_variable("host", "hostname", "Host", "experiment=~\"$experiment\""),
+            variable("loop", "Loop", "experiment=~\"$experiment\", hostname=~\"$host\""),
+        ]},
+        "panels": [loops],
     })
 }

@@ -1,5 +1,5 @@
 //! Generated configuration: the Prometheus rules (with their promtool unit tests) and
-//! the Grafana dashboard, both derived from the catalog and [`Thresholds`], so names
+//! the Grafana dashboards (one loop's, the fleet's), both derived from the catalog and [`Thresholds`], so names
 //! and numbers cannot drift from what the library exports and evaluates.
 //!
 //! `loopwatch rules` and `loopwatch dashboard` regenerate the committed files; a test
@@ -12,7 +12,10 @@ use std::path::Path;
 
 use loopwatch::Thresholds;
 
-pub use dashboard::{dashboard_expressions, grafana_dashboard, with_variables, DASHBOARD_FILE};
+pub use dashboard::{
+    dashboard_expressions, grafana_dashboard, grafana_fleet_dashboard, with_variables,
+    DASHBOARD_FILE, FLEET_DASHBOARD_FILE,
+};
 pub use rules::{
     expected_description, prometheus_rules, promtool_tests, MEMORY_RATIO_RECORD, RULES_FILE,
     RULES_TEST_FILE,
@@ -38,5 +41,9 @@ pub fn write_dashboard(root: &Path, thresholds: &Thresholds) -> std::io::Result<
     let mut text = serde_json::to_string_pretty(&grafana_dashboard(thresholds))
         .map_err(std::io::Error::other)?;
     text.push('\n');
-    write_file(root, DASHBOARD_FILE, &text)
+    write_file(root, DASHBOARD_FILE, &text)?;
+    let mut fleet = serde_json::to_string_pretty(&grafana_fleet_dashboard(thresholds))
+        .map_err(std::io::Error::other)?;
+    fleet.push('\n');
+    write_file(root, FLEET_DASHBOARD_FILE, &fleet)
 }
