@@ -172,7 +172,11 @@ impl ProcessTable for LiveProcesses {
             true,
             ProcessRefreshKind::nothing(),
         );
-        self.0.process(pid).map(|p| p.start_time())
+        // A zombie has exited; only its parent has not read its status yet.
+        self.0
+            .process(pid)
+            .filter(|p| p.status() != sysinfo::ProcessStatus::Zombie)
+            .map(|p| p.start_time())
     }
 }
 
