@@ -14,6 +14,7 @@ as_root() {
 #   busybox                  -> busybox-static (the sandbox image's rootfs)
 #   chromium                 -> chromium (the embedded dashboard in a real browser)
 #   openssl, curl, chattr, pgrep -> openssl, curl, e2fsprogs, procps
+#   ip, unshare              -> iproute2, util-linux (the fleet test's two hosts)
 ensure_packages() {
   local missing=()
   command -v promtool >/dev/null || missing+=(prometheus)
@@ -27,6 +28,9 @@ ensure_packages() {
   command -v curl >/dev/null || missing+=(curl)
   command -v chattr >/dev/null || missing+=(e2fsprogs)
   command -v pgrep >/dev/null || missing+=(procps)
+  # Two hosts on one machine for the fleet test: network namespaces and UTS namespaces.
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v unshare >/dev/null || missing+=(util-linux)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root apt-get update -qq
