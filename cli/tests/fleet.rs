@@ -624,24 +624,12 @@ fn chromium_dom(url: &str) -> String {
 
 /// SIGKILL to a process group (never this process's own).
 fn nix_kill_group(group: u32) -> std::io::Result<()> {
-    let own = std::process::Command::new("ps")
-        .args(["-o", "pgid=", "-p", &std::process::id().to_string()])
-        .output()?;
-    let own: u32 = String::from_utf8_lossy(&own.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    assert_ne!(group, own, "not the test's own process group");
-    let status = Command::new("kill")
-        .arg("-KILL")
-        .arg("--")
-        .arg(format!("-{group}"))
-        .status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "kill -KILL -- -{group} failed"
-        )))
-    }
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::{getpgrp, Pid};
+    let group = Pid::from_raw(i32::try_from(group).map_err(std::io::Error::other)?);
+    assert!(
+        group.as_raw() > 1 && group != getpgrp(),
+        "not the test's own process group"
+    );
+    killpg(group, Signal::SIGKILL).map_err(std::io::Error::other)
 }
