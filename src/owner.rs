@@ -113,9 +113,12 @@ impl Owner {
         format!("{NAME_PREFIX}{}-{}", self.pid, self.start_time)
     }
 
-    /// The pid and start time a [`file_stem`](Self::file_stem) names, on this host.
+    /// The pid and start time a [`file_stem`](Self::file_stem) names, on this host; a
+    /// further `-<n>` (a registration of one of several monitors of the process) is
+    /// allowed.
     pub fn from_file_stem(stem: &str) -> Option<Owner> {
-        let (pid, start) = stem.strip_prefix(NAME_PREFIX)?.split_once('-')?;
+        let (pid, rest) = stem.strip_prefix(NAME_PREFIX)?.split_once('-')?;
+        let start = rest.split_once('-').map_or(rest, |(start, _)| start);
         Some(Owner::new(
             host_name(),
             pid.parse().ok()?,

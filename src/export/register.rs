@@ -2,7 +2,8 @@
 //! into a shared directory, so one Prometheus with a `file_sd_configs` job over that
 //! directory scrapes every loop on the host, whatever port each took.
 //!
-//! A loop's file is named after its owner process, `loopwatch-<pid>-<start time>.json`,
+//! A loop's file is named after its owner process and port,
+//! `loopwatch-<pid>-<start time>-<port>.json` (a process may run several monitors),
 //! written atomically (a temporary file renamed into place), and removed when the
 //! monitor shuts down. A loop that died without removing its file leaves it behind;
 //! the next registration in the directory removes files whose owner is gone.
@@ -36,9 +37,10 @@ fn scrape_target(listen: SocketAddr) -> String {
     SocketAddr::new(ip, listen.port()).to_string()
 }
 
-/// The registration file of an owner: its [`Owner::file_stem`] plus `.json`.
-fn file_name(owner: &Owner) -> String {
-    format!("{}.json", owner.file_stem())
+/// The registration file of a monitor: its owner's [`Owner::file_stem`], its port (a
+/// process may run several monitors), and `.json`.
+fn file_name(owner: &Owner, listen: SocketAddr) -> String {
+    format!("{}-{}.json", owner.file_stem(), listen.port())
 }
 
 /// The owner a registration file names, if the name is one of ours.
@@ -97,7 +99,7 @@ impl Registration {
                 labels,
             }];
             let body = serde_json::to_vec_pretty(&group).map_err(std::io::Error::other)?;
-            let name = file_name(&identity.owner);
+            let name = file_name(&identity.owner, listen);
             let path = dir.join(&name);
             // Prometheus watches the directory: it must never see a half-written file.
             let temporary = dir.join(format!(".{name}.tmp"));
@@ -148,17 +150,19 @@ mod tests {
     #[test]
     fn only_files_of_dead_owners_are_removed() {
         let dir = tempfile::tempdir().unwrap();
+        let port: SocketAddr = "127.0.0.1:8123".parse().unwrap();
         for name in [
-            file_name(&Owner::new("h", 10, 1000)), // alive
-            file_name(&Owner::new("h", 11, 1000)), // pid gone
-            file_name(&Owner::new("h", 12, 1000)), // pid reused by a later process
+            file_name(&Owner::new("h", 10, 1000), port), // alive
+            file_name(&Owner::new("h", 11, 1000), port), // pid gone
+            file_name(&Owner::new("h", 12, 1000), port), // pid reused by a later process
+            "loopwatch-11-1000.json".to_string(), // gone, named as before ports
             "prometheus.json".to_string(),
             "loopwatch-x-1.json".to_string(),
         ] {
             std::fs::write(dir.path().join(name), "[]").unwrap();
         }
         let mut table = Table(vec![(10, 1001), (12, 5000)]);
-        assert_eq!(remove_dead(dir.path(), &mut table), 2);
+        assert_eq!(remove_dead(dir.path(), &mut table), 3);
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -167,7 +171,7 @@ mod tests {
         assert_eq!(
             left,
             [
-                "loopwatch-10-1000.json",
+                "loopwatch-10-1000-8123.json",
                 "loopwatch-x-1.json",
                 "prometheus.json"
             ]
