@@ -6,7 +6,7 @@
 //! |---|---|
 //! | worker processes' environment (`LOOPWATCH_OWNER`) | `<host>:<pid>:<start time>` |
 //! | container labels (Contract 4) | `loopwatch.owner.host`, `.pid`, `.start_time` |
-//! | file_sd registration files | `loopwatch-<pid>-<start time>.json` |
+//! | file_sd registration files | `loopwatch-<pid>-<start time>-<port>.json` |
 //! | `loopwatch run`'s socket directory | `loopwatch-<pid>-<start time>` |
 //!
 //! The start time (seconds since the Unix epoch) makes a reused pid a different owner.
@@ -107,7 +107,7 @@ impl Owner {
     }
 
     /// The name of files and directories this owner keeps on its own host
-    /// (registration files add `.json`): `loopwatch-<pid>-<start time>`. Short, as Unix
+    /// (registration files add `-<port>.json`): `loopwatch-<pid>-<start time>`. Short, as Unix
     /// socket paths must be.
     pub fn file_stem(&self) -> String {
         format!("{NAME_PREFIX}{}-{}", self.pid, self.start_time)

@@ -2,8 +2,8 @@
 //! them. Both read the registration files of a directory (`--register DIR`, the
 //! file_sd targets each loop writes) and ask each loop's endpoint for its snapshot.
 //!
-//! A registration file is named after its owner process (`loopwatch-<pid>-<start
-//! time>.json`); one whose owner is gone is reported as such (the next loop registered
+//! A registration file is named after its owner process and port (`loopwatch-<pid>-
+//! <start time>-<port>.json`); one whose owner is gone is reported as such (the next loop registered
 //! there removes it), and a loop that does not answer is listed without its state.
 
 use std::io::{Read, Write};

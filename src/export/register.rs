@@ -155,7 +155,7 @@ mod tests {
             file_name(&Owner::new("h", 10, 1000), port), // alive
             file_name(&Owner::new("h", 11, 1000), port), // pid gone
             file_name(&Owner::new("h", 12, 1000), port), // pid reused by a later process
-            "loopwatch-11-1000.json".to_string(), // gone, named as before ports
+            "loopwatch-11-1000.json".to_string(),        // gone, named as before ports
             "prometheus.json".to_string(),
             "loopwatch-x-1.json".to_string(),
         ] {
