@@ -509,7 +509,7 @@ pub fn run(options: RunOptions) -> u8 {
     };
     monitor.loop_exited(exit);
     clean_up_after(&monitor);
-    // Calls still in flight (a worker left running) end here, recorded as cut off.
+    // Calls still in flight (a worker left running) end here, recorded as abandoned.
     drop(llm_proxy);
     if !options.linger.is_zero() {
         tracing::info!(

@@ -186,7 +186,8 @@ impl LlmProxy {
         format!("{}/v1", self.base_url())
     }
 
-    /// Stops accepting and ends the calls in flight (each recorded as cut off).
+    /// Stops accepting and ends the calls in flight (each recorded as abandoned:
+    /// `timeout`, as when the loop gives up on a call).
     pub fn shutdown(mut self) {
         self.stop_now();
     }
