@@ -5,6 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use loopwatch::llm::{LlmCall, LlmError};
 use loopwatch::{AlertName, HostSampler, Monitor, Population, Thresholds};
 use support::services::{logs, Alertmanager};
 use support::*;
@@ -81,12 +82,17 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
         .and_then(|t| t.with_alert_resolve_hold(Duration::from_secs(1)))
         // Iterations here take microseconds: the loop is stalled after 2 s idle.
         .and_then(|t| t.with_stall_floor(Duration::from_secs(2)))
+        // One restart is crash-looping; it leaves the window 10 s later.
+        .and_then(|t| t.with_max_restarts(2))
+        .and_then(|t| t.with_restart_window(Duration::from_secs(10)))
+        .and_then(|t| t.with_llm_spend_without_progress_usd(1.0))
+        .and_then(|t| t.with_llm_budget_usd(1.0))
         .unwrap();
     let monitor = monitor_with(thresholds, &[&am]);
     let run_id = monitor.identity().run_id.clone();
 
     // Provoke every in-process alert but LoopExited; LoopStalled comes by itself once the loop
-    // sits idle. LoopExited ends a supervised run and never resolves within it:
+    // sits idle. All resolve but LLMBudget (spending never goes down). LoopExited ends a supervised run and never resolves within it:
     // cli/tests/python.rs has it reach Alertmanager from a killed loop.
     let provoked: Vec<AlertName> = AlertName::ALL
         .into_iter()
@@ -97,6 +103,15 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
         iterate(&monitor, 1, 9, 0.05, "same-champion");
     }
     monitor.report_orphaned_containers(4);
+    // LLM calls: three failures, then a call of US$1.50, past both spending limits.
+    for _ in 0..3 {
+        monitor
+            .llm_call(&LlmCall::new("m", Duration::from_secs(1)).with_error(LlmError::Status(503)));
+    }
+    monitor.llm_call(&LlmCall::new("m", Duration::from_secs(1)).with_cost_usd(1.5));
+    // A supervisor's restart.
+    monitor.loop_restarting(loopwatch::LoopExit::new(Some(1), None));
+    monitor.loop_started(std::process::id());
 
     for alert in provoked.iter().copied() {
         wait_for(&am, alert.as_str(), |am| am.alert(alert.as_str()).is_some());
@@ -133,9 +148,18 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
         iterate(&monitor, 9, 1, 0.6, &format!("champion-{i}"));
     }
     monitor.report_orphaned_containers(0);
+    for _ in 0..20 {
+        monitor.llm_call(&LlmCall::new("m", Duration::from_secs(1)));
+    }
     // No more iterations are coming: waiting for the resolutions is not a stall.
     monitor.done();
-    for alert in provoked.iter().copied() {
+    // Spending never goes down: a budget once passed stays passed for the run.
+    let resolving: Vec<AlertName> = provoked
+        .iter()
+        .copied()
+        .filter(|alert| *alert != AlertName::LLMBudget)
+        .collect();
+    for alert in resolving.iter().copied() {
         wait_for(&am, &format!("{alert:?} to resolve"), |am| {
             am.alert(alert.as_str()).is_none()
         });
@@ -147,7 +171,7 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
         );
     }
     let resolved = parse(&scrape(monitor.local_addr())).unwrap();
-    for alert in provoked.iter().copied() {
+    for alert in resolving.iter().copied() {
         assert_eq!(
             resolved["loopwatch_alert_firing"].value_with(&[("alertname", alert.as_str())]),
             Some(0.0),
