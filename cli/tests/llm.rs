@@ -344,7 +344,7 @@ fn the_sdks_calls_are_metered_exactly_and_passed_through_unchanged() {
         &[("gen_ai_request_model", "slow/chat")],
     );
     let seconds = slow[0]["value"]["sum"].as_f64().unwrap();
-    assert!((0.6..1.6).contains(&seconds), "slow call took {seconds} s");
+    assert!((0.6..2.6).contains(&seconds), "slow call took {seconds} s");
     let first_chunks = samples(
         &json,
         "loopwatch_llm_time_to_first_chunk_seconds",

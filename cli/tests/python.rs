@@ -973,11 +973,11 @@ fn a_crashing_loop_is_restarted_with_doubling_backoff_until_the_limit() {
     let restarts: Vec<f64> = starts.iter().map(|s| s[0]).collect();
     assert_eq!(restarts, [0.0, 1.0, 2.0, 3.0], "LOOPWATCH_RESTARTS; {log}");
     // The backoff doubles from the default 1 s: each wait at least its delay, and
-    // not much more (a Python start-up).
+    // not much more (a Python start-up, on a loaded machine).
     for (i, delay) in [1.0, 2.0, 4.0].into_iter().enumerate() {
         let waited = starts[i + 1][1] - ends[i][0];
         assert!(
-            waited >= delay && waited < delay + 1.5,
+            waited >= delay && waited < delay + 2.5,
             "wait {i}: {waited:.2} s for a delay of {delay} s; {log}"
         );
     }
@@ -1080,6 +1080,9 @@ if __name__ == "__main__":
             &format!("--config={}", config.display()),
             "--on-stall=restart",
             "--grace=2s",
+            // The restart itself waits as little as possible: what is measured is
+            // the stall's detection and the tree's termination.
+            "--restart-delay=100ms",
         ],
         &[loop_file.to_str().unwrap()],
     );
