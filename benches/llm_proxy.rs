@@ -17,8 +17,6 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http_body_util::BodyExt;
-use loopwatch::llm::proxy::{LlmProxy, ProxyConfig};
-use loopwatch::Monitor;
 
 fn proxy_cost(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -28,18 +26,7 @@ fn proxy_cost(c: &mut Criterion) {
         .unwrap();
     let upstream = llm_upstream::start(&runtime, Arc::new(tokio::sync::Notify::new()));
     let dir = tempfile::tempdir().unwrap();
-    let monitor = Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .output_dir(dir.path())
-        .containers(false)
-        .final_export(false)
-        .build()
-        .unwrap();
-    let proxy = LlmProxy::start(
-        monitor.llm_recorder(),
-        ProxyConfig::default().upstreams(Some(&format!("http://{upstream}")), |_| None),
-    )
-    .unwrap();
+    let (monitor, proxy) = llm_upstream::metered_proxy(upstream, dir.path());
     let client = llm_upstream::client();
     let direct = format!("http://{upstream}");
     let proxied = proxy.base_url();

@@ -14,8 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use loopwatch::llm::proxy::{LlmProxy, ProxyConfig};
-use loopwatch::Monitor;
 
 const CALLS: usize = 5_000;
 const STREAMS: usize = 200;
@@ -54,18 +52,7 @@ fn main() {
     let release = Arc::new(tokio::sync::Notify::new());
     let upstream = llm_upstream::start(&runtime, Arc::clone(&release));
     let dir = std::env::temp_dir().join(format!("llm-proxy-load-{}", std::process::id()));
-    let monitor = Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .output_dir(&dir)
-        .containers(false)
-        .final_export(false)
-        .build()
-        .unwrap();
-    let proxy = LlmProxy::start(
-        monitor.llm_recorder(),
-        ProxyConfig::default().upstreams(Some(&format!("http://{upstream}")), |_| None),
-    )
-    .unwrap();
+    let (monitor, proxy) = llm_upstream::metered_proxy(upstream, &dir);
     let client = llm_upstream::client();
     let direct = format!("http://{upstream}");
     let proxied = proxy.base_url();

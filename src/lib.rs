@@ -97,7 +97,7 @@ pub use processes::{
 };
 pub use record::Population;
 pub use run::{ExitReason, IterationSummary, LoopExit, RunIdentity, RunSummary};
-pub use sample::{HostSample, HostSampler};
+pub use sample::{process_tree, HostSample, HostSampler};
 
 #[cfg(feature = "docker")]
 #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]

@@ -111,3 +111,25 @@ pub fn request(base: &str, stream: bool, model: &str) -> Request<Full<Bytes>> {
         .body(Full::new(Bytes::from(body)))
         .unwrap()
 }
+
+/// A monitor (no containers, no final files) and a metering proxy recording into it,
+/// forwarding to `upstream`.
+pub fn metered_proxy(
+    upstream: SocketAddr,
+    output_dir: &std::path::Path,
+) -> (loopwatch::Monitor, loopwatch::llm::proxy::LlmProxy) {
+    let monitor = loopwatch::Monitor::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .output_dir(output_dir)
+        .containers(false)
+        .final_export(false)
+        .build()
+        .unwrap();
+    let proxy = loopwatch::llm::proxy::LlmProxy::start(
+        monitor.llm_recorder(),
+        loopwatch::llm::proxy::ProxyConfig::default()
+            .upstreams(Some(&format!("http://{upstream}")), |_| None),
+    )
+    .unwrap();
+    (monitor, proxy)
+}

@@ -579,52 +579,13 @@ impl OperatorSignals {
     }
 }
 
-/// The processes below `root` (children, grandchildren …), from /proc.
-fn descendants(root: i32) -> Vec<Pid> {
-    let mut parents: Vec<(i32, i32)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            // The parent is the second field after the command's closing parenthesis.
-            let ppid = stat
-                .rfind(')')
-                .and_then(|end| stat[end + 1..].split_whitespace().nth(1))
-                .and_then(|p| p.parse::<i32>().ok());
-            if let Some(ppid) = ppid {
-                parents.push((pid, ppid));
-            }
-        }
-    }
-    let mut found = vec![root];
-    let mut next = 0;
-    while next < found.len() {
-        let parent = found[next];
-        found.extend(
-            parents
-                .iter()
-                .filter(|(_, pp)| *pp == parent)
-                .map(|(p, _)| *p),
-        );
-        next += 1;
-    }
-    found.into_iter().skip(1).map(Pid::from_raw).collect()
-}
-
 /// Sends `signal` to the child and every process below it.
 fn signal_tree(root: Pid, signal: Signal) {
-    let below = descendants(root.as_raw());
-    let _ = kill(root, signal);
-    for pid in below {
-        let _ = kill(pid, signal);
+    // The tree is read before the first signal, so that no child is missed as its
+    // parent dies.
+    let tree = u32::try_from(root.as_raw()).map_or_else(|_| Vec::new(), loopwatch::process_tree);
+    for pid in tree {
+        let _ = kill(Pid::from_raw(pid as i32), signal);
     }
 }
 

@@ -2,7 +2,7 @@
 //! files, the recent calls LLMErrors judges, the spend LLMBudget and
 //! LLMSpendWithoutProgress judge, and the calls in flight.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -123,24 +123,25 @@ const MAX_PROVIDERS: usize = 8;
 #[derive(Debug, Default)]
 struct Books {
     by_model: BTreeMap<String, ModelTally>,
-    /// Request model names seen (bounded like the models).
-    request_models: std::collections::BTreeSet<String>,
-    providers: std::collections::BTreeSet<String>,
+    /// The names kept as label values, each set bounded (see [`bounded_label`]).
+    models: BTreeSet<String>,
+    request_models: BTreeSet<String>,
+    providers: BTreeSet<String>,
     /// The error window: when each recent call ended and whether it failed.
     recent: VecDeque<(Instant, bool)>,
     spend_usd: f64,
     spend_at_champion_usd: f64,
     champion_changes: u64,
-    /// The last hour, per minute (`minutes_ago` holds the minute's number since the
-    /// meter's start here).
-    minutes: VecDeque<MinuteTally>,
+    /// The last hour, per minute: the minute's number since the meter's start, and
+    /// its tally.
+    minutes: VecDeque<(u64, MinuteTally)>,
     /// Durations of the recent calls, in seconds.
     durations: VecDeque<f64>,
 }
 
 /// A name kept as a label value if already known or while fewer than `max` are;
 /// else [`OTHER_MODEL`].
-fn bounded_label(known: &mut std::collections::BTreeSet<String>, name: &str, max: usize) -> String {
+fn bounded_label(known: &mut BTreeSet<String>, name: &str, max: usize) -> String {
     let name = bounded_name(name);
     if known.contains(&name) {
         return name;
@@ -150,19 +151,6 @@ fn bounded_label(known: &mut std::collections::BTreeSet<String>, name: &str, max
         return name;
     }
     OTHER_MODEL.to_string()
-}
-
-impl Books {
-    /// The model's label: its own name while fewer than [`MAX_MODELS`] are known,
-    /// else [`OTHER_MODEL`].
-    fn label(&self, model: &str) -> String {
-        let model = bounded_name(model);
-        if self.by_model.contains_key(&model) || self.by_model.len() < MAX_MODELS {
-            model
-        } else {
-            OTHER_MODEL.to_string()
-        }
-    }
 }
 
 /// The books, and the calls in flight.
@@ -202,7 +190,7 @@ impl LlmMeter {
     ) -> (CallLabels, LlmEvidence) {
         let now = Instant::now();
         let mut books = lock(&self.books);
-        let model = books.label(call.model());
+        let model = bounded_label(&mut books.models, call.model(), MAX_MODELS);
         let labels = CallLabels {
             request_model: bounded_label(
                 &mut books.request_models,
@@ -234,13 +222,10 @@ impl LlmMeter {
         let cost = cost.unwrap_or(0.0);
         books.spend_usd += cost;
         let minute = now.duration_since(self.epoch).as_secs() / MINUTE.as_secs();
-        if books.minutes.back().is_none_or(|m| m.minutes_ago != minute) {
-            books.minutes.push_back(MinuteTally {
-                minutes_ago: minute,
-                ..MinuteTally::default()
-            });
+        if books.minutes.back().is_none_or(|(m, _)| *m != minute) {
+            books.minutes.push_back((minute, MinuteTally::default()));
         }
-        if let Some(tally) = books.minutes.back_mut() {
+        if let Some((_, tally)) = books.minutes.back_mut() {
             tally.cost_usd += cost;
             tally.input_tokens += input;
             tally.output_tokens += output;
@@ -292,7 +277,7 @@ impl LlmMeter {
         while books
             .minutes
             .front()
-            .is_some_and(|m| minute.saturating_sub(m.minutes_ago) >= HOUR_MINUTES as u64)
+            .is_some_and(|(m, _)| minute.saturating_sub(*m) >= HOUR_MINUTES as u64)
         {
             books.minutes.pop_front();
         }
@@ -300,7 +285,7 @@ impl LlmMeter {
             recent_calls: books.recent.len() as u64,
             recent_failures: books.recent.iter().filter(|(_, failed)| *failed).count() as u64,
             spend_usd: books.spend_usd,
-            spend_last_hour_usd: books.minutes.iter().map(|m| m.cost_usd).sum(),
+            spend_last_hour_usd: books.minutes.iter().map(|(_, m)| m.cost_usd).sum(),
             spend_since_champion_usd: books.spend_usd - books.spend_at_champion_usd,
         }
     }
@@ -326,9 +311,9 @@ impl LlmMeter {
                 .minutes
                 .iter()
                 .rev()
-                .map(|m| MinuteTally {
-                    minutes_ago: minute.saturating_sub(m.minutes_ago),
-                    ..*m
+                .map(|(m, tally)| MinuteTally {
+                    minutes_ago: minute.saturating_sub(*m),
+                    ..*tally
                 })
                 .collect(),
             spend_since_champion_usd: books.spend_usd - books.spend_at_champion_usd,

@@ -318,32 +318,20 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-/// The `model` of a request, from the start of its body.
-#[derive(Debug, Default, PartialEq)]
-struct Asked {
-    model: Option<String>,
-}
-
-fn asked(prefix: &[u8]) -> Asked {
+/// The `model` a request asks for, from the start of its body: its JSON, or, for a
+/// body longer than the scan (or not JSON), the field found as text.
+fn asked_model(prefix: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Fields {
         model: Option<serde_json::Value>,
     }
     match serde_json::from_slice::<Fields>(prefix) {
-        Ok(fields) => Asked {
-            model: fields
-                .model
-                .as_ref()
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_string),
-        },
-        // A body longer than the scan, or not JSON: look for the fields as text.
-        Err(_) => {
-            let text = String::from_utf8_lossy(prefix);
-            Asked {
-                model: text_field(&text, "model"),
-            }
-        }
+        Ok(fields) => fields
+            .model
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string),
+        Err(_) => text_field(&String::from_utf8_lossy(prefix), "model"),
     }
 }
 
@@ -394,7 +382,7 @@ impl Forwarder {
             .parse()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let (prefix, rest) = read_prefix(body).await?;
-        let asked = operation.map(|_| asked(&prefix)).unwrap_or_default();
+        let model = operation.and_then(|_| asked_model(&prefix));
         let mut upstream = Request::builder().method(parts.method).uri(uri);
         if let Some(headers) = upstream.headers_mut() {
             copy_headers(&parts.headers, headers);
@@ -406,15 +394,12 @@ impl Forwarder {
             })
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let metering = operation.map(|operation| {
-            let mut call = LlmCall::new(
-                asked
-                    .model
-                    .unwrap_or_else(|| super::OTHER_MODEL.to_string()),
+            let call = LlmCall::new(
+                model.unwrap_or_else(|| super::OTHER_MODEL.to_string()),
                 Duration::ZERO,
             )
             .with_provider(provider)
             .with_operation(operation);
-            call.retry_after = None;
             Metering {
                 recorder: Arc::clone(&self.recorder),
                 id: self.recorder.started(),
@@ -701,18 +686,17 @@ mod tests {
     #[test]
     fn the_model_is_read_from_whole_or_cut_bodies() {
         assert_eq!(
-            asked(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#),
-            Asked {
-                model: Some("gpt-4o".into()),
-            }
+            asked_model(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#).as_deref(),
+            Some("gpt-4o")
         );
         assert_eq!(
-            asked(br#"{"messages":[{"content":"x"}], "model" : "claude-sonnet-4", "stream": tr"#)
-                .model
-                .as_deref(),
+            asked_model(
+                br#"{"messages":[{"content":"x"}], "model" : "claude-sonnet-4", "stream": tr"#
+            )
+            .as_deref(),
             Some("claude-sonnet-4")
         );
-        assert_eq!(asked(b"\xff\xfe not json").model, None);
+        assert_eq!(asked_model(b"\xff\xfe not json"), None);
     }
 
     #[test]

@@ -12,3 +12,4 @@ pub(crate) use cgroup::{CgroupCpu, CGROUP_ROOT};
 pub(crate) use host::file_descriptors;
 pub use host::{HostSample, HostSampler};
 pub(crate) use procfs::{process_ids, read_stat};
+pub use tree::process_tree;

@@ -72,6 +72,17 @@ fn all_parents() -> HashMap<u32, Vec<u32>> {
     by_parent
 }
 
+/// A process and every process below it (children, grandchildren …), from `/proc`,
+/// root first: what `loopwatch run` signals when it ends a loop's whole tree.
+///
+/// ```
+/// let tree = loopwatch::process_tree(std::process::id());
+/// assert_eq!(tree[0], std::process::id());
+/// ```
+pub fn process_tree(root: u32) -> Vec<u32> {
+    ProcessTree::new(root).members()
+}
+
 /// Sums a process tree on each [`tick`](Self::tick).
 #[derive(Debug)]
 pub(crate) struct ProcessTree {

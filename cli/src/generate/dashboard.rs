@@ -70,6 +70,19 @@ fn of_runs(expr: String) -> String {
     )
 }
 
+/// The `datasource` variable every panel's queries name: a Prometheus to choose.
+fn datasource_variable() -> Value {
+    json!({
+        "name": "datasource",
+        "label": "Prometheus",
+        "type": "datasource",
+        "query": "prometheus",
+        "current": {},
+        "hide": 0,
+        "refresh": 1,
+    })
+}
+
 /// A template variable over the values of one label of `loopwatch_run_info`, all
 /// selected by default.
 fn variable(name: &str, label: &str, matchers: &str) -> Value {
@@ -352,15 +365,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
         "time": {"from": "now-1h", "to": "now"},
         "timepicker": {"refresh_intervals": ["5s", "10s", "30s", "1m", "5m"]},
         "templating": {"list": [
-            {
-                "name": "datasource",
-                "label": "Prometheus",
-                "type": "datasource",
-                "query": "prometheus",
-                "current": {},
-                "hide": 0,
-                "refresh": 1,
-            },
+            datasource_variable(),
             variable("job", "Job", ""),
             variable("experiment", "Experiment", "job=~\"$job\""),
             labelled_variable("host", "hostname", "Host", "job=~\"$job\", experiment=~\"$experiment\""),
@@ -526,15 +531,7 @@ pub fn grafana_fleet_dashboard(_t: &Thresholds) -> Value {
         "refresh": "10s",
         "time": {"from": "now-1h", "to": "now"},
         "templating": {"list": [
-            {
-                "name": "datasource",
-                "label": "Prometheus",
-                "type": "datasource",
-                "query": "prometheus",
-                "current": {},
-                "hide": 0,
-                "refresh": 1,
-            },
+            datasource_variable(),
             variable("experiment", "Experiment", "job=~\"loopwatch|loopwatch-discovered\""),
             labelled_variable("host", "hostname", "Host", "experiment=~\"$experiment\""),
             variable("loop", "Loop", "experiment=~\"$experiment\", hostname=~\"$host\""),
