@@ -535,7 +535,22 @@ fn a_fleet_of_two_hosts_reports_to_one_central_prometheus_and_alertmanager() {
             .is_empty()
         },
     );
-    std::thread::sleep(Duration::from_secs(4));
+    // Once the central Prometheus has delivered its alert, Alertmanager holds both
+    // paths' alerts: one, when their labels agree.
+    let central_addr = SocketAddr::from(([127, 0, 0, 1], central_port));
+    wait_until(
+        Duration::from_secs(30),
+        "the central Prometheus's notification",
+        || {
+            http_get(central_addr, "/metrics")
+                .body
+                .lines()
+                .filter(|l| l.starts_with("prometheus_notifications_sent_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+                >= 1.0
+        },
+    );
     let held = http_get(
         SocketAddr::from(([127, 0, 0, 1], am_port)),
         "/api/v2/alerts?filter=alertname%3D%22DiversityCollapse%22",
