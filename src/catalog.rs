@@ -17,6 +17,7 @@
 //! ```
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use opentelemetry::metrics::{self as otel, Meter, ObservableGauge};
@@ -279,6 +280,91 @@ impl Instrument for Observed {
     }
 }
 
+/// A gauge recorded on the loop's thread as iterations run: the value lives in an
+/// atomic that setting stores to (no lock, no attribute lookup, no allocation), and
+/// the SDK reads it through an observable gauge at collection time. The OTel
+/// instrument, its unit and its description are the same as a synchronous gauge's.
+pub(crate) struct AtomicGauge {
+    bits: Arc<AtomicU64>,
+    _gauge: ObservableGauge<f64>,
+}
+
+impl AtomicGauge {
+    /// Sets the value.
+    #[inline]
+    pub(crate) fn set(&self, value: f64) {
+        self.bits.store(value.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Sets the value when there is one; otherwise the gauge keeps its last.
+    #[inline]
+    pub(crate) fn set_present(&self, value: Option<f64>) {
+        if let Some(value) = value {
+            self.set(value);
+        }
+    }
+}
+
+impl Instrument for AtomicGauge {
+    const KIND: MetricKind = MetricKind::Gauge;
+
+    fn create(meter: &Meter, spec: &'static MetricSpec) -> Self {
+        let bits = Arc::new(AtomicU64::new(0.0f64.to_bits()));
+        let read = Arc::clone(&bits);
+        let gauge = meter
+            .f64_observable_gauge(spec.instrument)
+            .with_unit(spec.unit)
+            .with_description(spec.description)
+            .with_callback(move |observer| {
+                observer.observe(f64::from_bits(read.load(Ordering::Relaxed)), &[]);
+            })
+            .build();
+        AtomicGauge {
+            bits,
+            _gauge: gauge,
+        }
+    }
+
+    /// Exported at zero from start-up: the callback always observes.
+    fn start(&self, _series: &[Vec<KeyValue>]) {}
+}
+
+/// A counter counted on the loop's thread: one atomic add, read through an
+/// observable counter at collection time (see [`AtomicGauge`]).
+pub(crate) struct AtomicCounter {
+    count: Arc<AtomicU64>,
+    _counter: otel::ObservableCounter<u64>,
+}
+
+impl AtomicCounter {
+    /// Adds `n`.
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        self.count.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Instrument for AtomicCounter {
+    const KIND: MetricKind = MetricKind::Counter;
+
+    fn create(meter: &Meter, spec: &'static MetricSpec) -> Self {
+        let count: Arc<AtomicU64> = Arc::default();
+        let read = Arc::clone(&count);
+        let counter = meter
+            .u64_observable_counter(spec.instrument)
+            .with_unit(spec.unit)
+            .with_description(spec.description)
+            .with_callback(move |observer| observer.observe(read.load(Ordering::Relaxed), &[]))
+            .build();
+        AtomicCounter {
+            count,
+            _counter: counter,
+        }
+    }
+
+    fn start(&self, _series: &[Vec<KeyValue>]) {}
+}
+
 /// A row's instrument name: its OpenTelemetry name when it has one, else its
 /// Prometheus name.
 macro_rules! instrument_name {
@@ -351,14 +437,15 @@ macro_rules! catalog {
 }
 
 // Kinds: `Counter`, `CounterF64`, `Gauge` and `Histogram` are recorded by loopwatch as
-// events happen; `Observed` gauges are published by the samplers and read at
-// collection time.
+// events happen; `AtomicGauge` and `AtomicCounter` are the unlabelled ones recorded on
+// every iteration, kept in atomics and read at collection time; `Observed` gauges are
+// published by the samplers and read at collection time.
 catalog! {
     /// Number of the iteration in progress (1-based).
-    ITERATION_NUMBER / iteration_number: Gauge = "iteration_number", "{iteration}", [], Some("1.2"), Always,
+    ITERATION_NUMBER / iteration_number: AtomicGauge = "iteration_number", "{iteration}", [], Some("1.2"), Always,
         "Number of the iteration in progress, 1-based (iterations).";
     /// Wall-clock duration of the last completed iteration.
-    EXECUTION_TIME_SECONDS / execution_time_seconds: Gauge = "execution_time_seconds", "s", [], Some("1.2"), Always,
+    EXECUTION_TIME_SECONDS / execution_time_seconds: AtomicGauge = "execution_time_seconds", "s", [], Some("1.2"), Always,
         "Wall-clock duration of the last completed iteration; 0 before the first (seconds).";
     /// Resident set size of the loop's process.
     MEMORY_USAGE_BYTES / memory_usage_bytes: Observed = "memory_usage_bytes", "By", [], Some("1.2"), Always,
@@ -367,25 +454,25 @@ catalog! {
     CPU_USAGE_PERCENT / cpu_usage_percent: Observed = "cpu_usage_percent", "%", [], Some("1.2"), Always,
         "CPU used by the loop since the previous sample, summed over its process tree under loopwatch run, 100 = one full core (percent).";
     /// Strategies that completed successfully.
-    STRATEGY_SUCCESS_TOTAL / strategy_success_total: Counter = "strategy_success_total", "{strategy}", [], Some("1.3"), Always,
+    STRATEGY_SUCCESS_TOTAL / strategy_success_total: AtomicCounter = "strategy_success_total", "{strategy}", [], Some("1.3"), Always,
         "Strategies whose evaluation completed successfully (strategies).";
     /// Strategies that failed.
-    STRATEGY_FAILURE_TOTAL / strategy_failure_total: Counter = "strategy_failure_total", "{strategy}", [], Some("1.3"), Always,
+    STRATEGY_FAILURE_TOTAL / strategy_failure_total: AtomicCounter = "strategy_failure_total", "{strategy}", [], Some("1.3"), Always,
         "Strategies whose evaluation failed (strategies).";
     /// Mean Sharpe ratio of the last iteration's successful strategies.
-    SHARPE_RATIO / sharpe_ratio: Gauge = "sharpe_ratio", "1", [], Some("1.3"), Always,
+    SHARPE_RATIO / sharpe_ratio: AtomicGauge = "sharpe_ratio", "1", [], Some("1.3"), Always,
         "Mean annualised Sharpe ratio of the successful strategies of the last completed iteration that had any; 0 before the first (dimensionless ratio).";
     /// Mean max drawdown of the last iteration's successful strategies.
-    MAX_DRAWDOWN / max_drawdown: Gauge = "max_drawdown", "1", [], Some("1.3"), Always,
+    MAX_DRAWDOWN / max_drawdown: AtomicGauge = "max_drawdown", "1", [], Some("1.3"), Always,
         "Mean maximum drawdown of the successful strategies of the last completed iteration that had any, as a positive fraction of peak equity; 0 before the first (ratio 0-1).";
     /// Diversity of the population, 0 (clones) to 1 (all different).
-    POPULATION_DIVERSITY / population_diversity: Gauge = "population_diversity", "1", [], Some("1.4"), Always,
+    POPULATION_DIVERSITY / population_diversity: AtomicGauge = "population_diversity", "1", [], Some("1.4"), Always,
         "Diversity of the population at the last report, 0 = all clones, 1 = all different; 0 before the first report (ratio 0-1).";
     /// Distinct strategies in the population.
-    UNIQUE_STRATEGY_COUNT / unique_strategy_count: Gauge = "unique_strategy_count", "{strategy}", [], Some("1.4"), Always,
+    UNIQUE_STRATEGY_COUNT / unique_strategy_count: AtomicGauge = "unique_strategy_count", "{strategy}", [], Some("1.4"), Always,
         "Distinct strategies in the population at the last report; 0 before the first report (strategies).";
     /// Completed iterations since the champion last changed.
-    CHAMPION_STALENESS_ITERATIONS / champion_staleness_iterations: Gauge = "champion_staleness_iterations", "{iteration}", [], Some("1.4"), Always,
+    CHAMPION_STALENESS_ITERATIONS / champion_staleness_iterations: AtomicGauge = "champion_staleness_iterations", "{iteration}", [], Some("1.4"), Always,
         "Completed iterations since the champion last changed (iterations).";
     /// Running containers of this run.
     ACTIVE_CONTAINERS / active_containers: Observed = "active_containers", "{container}", [], Some("1.5"), Always,
@@ -412,13 +499,13 @@ catalog! {
     DOCKER_UP / loopwatch_docker_up: Observed = "loopwatch_docker_up", "1", [], None, Always,
         "1 while the Docker Engine answered the last request, else 0; container metrics pause while it is 0 (boolean).";
     /// Success rate over the rolling window.
-    SUCCESS_RATE_10ITER / success_rate_10iter: Gauge = "success_rate_10iter", "1", [], Some("5.1"), Always,
+    SUCCESS_RATE_10ITER / success_rate_10iter: AtomicGauge = "success_rate_10iter", "1", [], Some("5.1"), Always,
         "Strategy success rate over the last 10 completed iterations, successes / (successes + failures); 0 before any outcome (ratio 0-1).";
     /// Mean Sharpe ratio over the rolling window.
-    AVG_SHARPE_10ITER / avg_sharpe_10iter: Gauge = "avg_sharpe_10iter", "1", [], Some("5.1"), Always,
+    AVG_SHARPE_10ITER / avg_sharpe_10iter: AtomicGauge = "avg_sharpe_10iter", "1", [], Some("5.1"), Always,
         "Mean of the per-iteration mean Sharpe ratios over the last 10 completed iterations; 0 before any (dimensionless ratio).";
     /// Mean diversity over the rolling window.
-    AVG_DIVERSITY_10ITER / avg_diversity_10iter: Gauge = "avg_diversity_10iter", "1", [], Some("5.1"), Always,
+    AVG_DIVERSITY_10ITER / avg_diversity_10iter: AtomicGauge = "avg_diversity_10iter", "1", [], Some("5.1"), Always,
         "Mean population diversity over the last 10 completed iterations; 0 before any report (ratio 0-1).";
     /// Host memory in use, total minus available.
     HOST_MEMORY_USED_BYTES / host_memory_used_bytes: Observed = "host_memory_used_bytes", "By", [], Some("3.1"), Always,
@@ -466,16 +553,16 @@ catalog! {
     CLIENT_DROPPED_EVENTS_TOTAL / loopwatch_client_dropped_events_total: Counter = "loopwatch_client_dropped_events_total", "{event}", [], None, Always,
         "Events a loop's client library dropped rather than block the loop (its buffer full, the socket away), as the client reported them (events).";
     /// Iterations in the rolling window.
-    ROLLING_WINDOW_ITERATIONS / loopwatch_rolling_window_iterations: Gauge = "loopwatch_rolling_window_iterations", "{iteration}", [], None, Always,
+    ROLLING_WINDOW_ITERATIONS / loopwatch_rolling_window_iterations: AtomicGauge = "loopwatch_rolling_window_iterations", "{iteration}", [], None, Always,
         "Completed iterations in the rolling window, up to its size; rules on rolling values wait for a full window (iterations).";
     /// Outcomes in the rolling window.
-    ROLLING_WINDOW_OUTCOMES / loopwatch_rolling_window_outcomes: Gauge = "loopwatch_rolling_window_outcomes", "{outcome}", [], None, Always,
+    ROLLING_WINDOW_OUTCOMES / loopwatch_rolling_window_outcomes: AtomicGauge = "loopwatch_rolling_window_outcomes", "{outcome}", [], None, Always,
         "Strategy outcomes (successes and failures) in the rolling window; without any the window has no success rate, and LowSuccessRate does not fire (outcomes).";
     /// Mean iteration time over the rolling window.
-    ROLLING_EXECUTION_TIME_SECONDS / loopwatch_rolling_execution_time_seconds: Gauge = "loopwatch_rolling_execution_time_seconds", "s", [], None, Always,
+    ROLLING_EXECUTION_TIME_SECONDS / loopwatch_rolling_execution_time_seconds: AtomicGauge = "loopwatch_rolling_execution_time_seconds", "s", [], None, Always,
         "Mean wall-clock iteration time over the rolling window; 0 before any (seconds).";
     /// Consecutive iterations with diversity below the collapse floor.
-    LOW_DIVERSITY_STREAK_ITERATIONS / loopwatch_low_diversity_streak_iterations: Gauge = "loopwatch_low_diversity_streak_iterations", "{iteration}", [], None, Always,
+    LOW_DIVERSITY_STREAK_ITERATIONS / loopwatch_low_diversity_streak_iterations: AtomicGauge = "loopwatch_low_diversity_streak_iterations", "{iteration}", [], None, Always,
         "Consecutive completed iterations whose population diversity was below the collapse floor (iterations).";
     /// Baselines of the rolling values.
     BASELINE / loopwatch_baseline: Gauge = "loopwatch_baseline", "1", ["metric"], None, Always,
@@ -490,10 +577,10 @@ catalog! {
     ALERT_DELIVERIES_TOTAL / loopwatch_alert_deliveries_total: Counter = "loopwatch_alert_deliveries_total", "{request}", ["url", "outcome"], None, WithAlertmanager,
         "Requests sending alerts to an Alertmanager, by its URL and outcome: success or failure (requests).";
     /// Times the champion changed.
-    CHAMPION_CHANGES_TOTAL / loopwatch_champion_changes_total: Counter = "loopwatch_champion_changes_total", "{change}", [], None, Always,
+    CHAMPION_CHANGES_TOTAL / loopwatch_champion_changes_total: AtomicCounter = "loopwatch_champion_changes_total", "{change}", [], None, Always,
         "Times the champion strategy changed, for dashboard annotations (changes).";
     /// When the champion last changed.
-    CHAMPION_CHANGED_TIMESTAMP_SECONDS / loopwatch_champion_changed_timestamp_seconds: Gauge = "loopwatch_champion_changed_timestamp_seconds", "s", [], None, Always,
+    CHAMPION_CHANGED_TIMESTAMP_SECONDS / loopwatch_champion_changed_timestamp_seconds: AtomicGauge = "loopwatch_champion_changed_timestamp_seconds", "s", [], None, Always,
         "Unix time of the last champion change, so that each change is one dashboard annotation at its moment; 0 before the first (seconds).";
     /// Observations rejected as invalid.
     REJECTED_OBSERVATIONS_TOTAL / loopwatch_rejected_observations_total: Counter = "loopwatch_rejected_observations_total", "{observation}", ["field", "reason"], None, Always,
@@ -511,10 +598,10 @@ catalog! {
     SAMPLER_TICKS_TOTAL / loopwatch_sampler_ticks_total: Counter = "loopwatch_sampler_ticks_total", "{tick}", [], None, Always,
         "Host and process sampler ticks completed (ticks).";
     /// When the iteration in progress, or the last one, started.
-    ITERATION_START_TIMESTAMP_SECONDS / loopwatch_iteration_start_timestamp_seconds: Gauge = "loopwatch_iteration_start_timestamp_seconds", "s", [], None, Always,
+    ITERATION_START_TIMESTAMP_SECONDS / loopwatch_iteration_start_timestamp_seconds: AtomicGauge = "loopwatch_iteration_start_timestamp_seconds", "s", [], None, Always,
         "Unix time at which the iteration in progress, or the last one, started; 0 before the first (seconds).";
     /// When the last iteration ended.
-    ITERATION_END_TIMESTAMP_SECONDS / loopwatch_iteration_end_timestamp_seconds: Gauge = "loopwatch_iteration_end_timestamp_seconds", "s", [], None, Always,
+    ITERATION_END_TIMESTAMP_SECONDS / loopwatch_iteration_end_timestamp_seconds: AtomicGauge = "loopwatch_iteration_end_timestamp_seconds", "s", [], None, Always,
         "Unix time at which the last iteration ended; 0 before the first; older than the start while one runs (seconds).";
     /// The identity the in-process alerts carry.
     RUN_INFO / loopwatch_run_info: Gauge = "loopwatch_run_info", "1", ["run_id", "hostname", "experiment", "loop"], None, Always,

@@ -211,6 +211,7 @@ impl Observations {
     /// A successful strategy. It counts as a success either way; an invalid Sharpe or
     /// drawdown is left out of the averages and handed to `reject`. A drawdown of
     /// `None` was not reported (a loop that measures none) and is no rejection.
+    #[inline]
     pub(crate) fn success(
         &mut self,
         sharpe: f64,
@@ -238,6 +239,7 @@ impl Observations {
     }
 
     /// A failed strategy.
+    #[inline]
     pub(crate) fn failure(&mut self) {
         self.failures += 1;
     }

@@ -64,6 +64,8 @@ pub(crate) struct Evaluator {
     window: RollingWindow,
     baselines: EnumMap<Watched, Option<f64>>,
     warned: EnumMap<Watched, bool>,
+    /// Whether a baseline was captured since [`Evaluator::take_new_baseline`].
+    new_baseline: bool,
     low_diversity_streak: u64,
     memory_streak: u64,
     trackers: EnumMap<AlertName, AlertTracker>,
@@ -79,6 +81,7 @@ impl Evaluator {
             window: RollingWindow::new(thresholds.window() as usize),
             baselines: EnumMap::default(),
             warned: EnumMap::default(),
+            new_baseline: false,
             low_diversity_streak: 0,
             memory_streak: 0,
             trackers: EnumMap::from_fn(AlertTracker::new),
@@ -205,6 +208,21 @@ impl Evaluator {
         self.baselines
     }
 
+    /// Whether a baseline was captured since the last call; clears the flag.
+    pub(crate) fn take_new_baseline(&mut self) -> bool {
+        std::mem::take(&mut self.new_baseline)
+    }
+
+    /// How many alerts are firing.
+    pub(crate) fn firing(&self) -> u8 {
+        let firing = self
+            .trackers
+            .values()
+            .filter(|t| t.state == AlertState::Firing)
+            .count();
+        u8::try_from(firing).unwrap_or(u8::MAX)
+    }
+
     /// Whether each warning is active.
     pub(crate) fn warnings_active(&self) -> EnumMap<Watched, bool> {
         self.warned
@@ -276,6 +294,7 @@ impl Evaluator {
                 // The baseline is the first full window that has this quantity.
                 if self.window.is_full() {
                     self.baselines[watched] = Some(value);
+                    self.new_baseline = true;
                 }
                 continue;
             };

@@ -1,5 +1,6 @@
 //! Rolling windows over the last N completed iterations (10 by default), summed afresh
-//! when read so that the averages are exact.
+//! once per iteration, when one enters, so that the averages are exact; reading them
+//! is a copy.
 
 use std::collections::VecDeque;
 
@@ -13,18 +14,6 @@ pub(crate) struct Entry {
     pub(crate) sharpe: Option<f64>,
     pub(crate) diversity: Option<f64>,
     pub(crate) seconds: f64,
-}
-
-/// The mean of `values`, taken relative to the first of them, so that values that are
-/// all equal (all zero, say) give exactly that value, with no rounding residue; `None`
-/// for none.
-fn exact_mean(values: impl Iterator<Item = f64> + Clone) -> Option<f64> {
-    let mut rest = values.clone();
-    let first = rest.next()?;
-    let (sum, count) = values.fold((0.0, 0u32), |(sum, count), v| {
-        (sum + (v - first), count + 1)
-    });
-    Some(first + sum / f64::from(count))
 }
 
 /// The rolling values of a window (each `None` when the window holds no data for it).
@@ -62,6 +51,8 @@ impl RollingValues {
 pub(crate) struct RollingWindow {
     size: usize,
     entries: VecDeque<Entry>,
+    /// The values of `entries`, summed when the last one entered.
+    values: RollingValues,
 }
 
 impl RollingWindow {
@@ -70,6 +61,7 @@ impl RollingWindow {
         RollingWindow {
             size,
             entries: VecDeque::with_capacity(size),
+            values: RollingValues::default(),
         }
     }
 
@@ -83,22 +75,66 @@ impl RollingWindow {
             self.entries.pop_front();
         }
         self.entries.push_back(entry);
+        self.values = self.sum();
     }
 
-    /// The window's rolling values, summed afresh from its few entries: a window of
-    /// zeros reads exactly 0, a window of equal values exactly that value.
+    /// The window's rolling values.
     pub(crate) fn values(&self) -> RollingValues {
-        let entries = || self.entries.iter();
-        let successes: u64 = entries().map(|e| e.successes).sum();
-        let outcomes: u64 = successes + entries().map(|e| e.failures).sum::<u64>();
+        self.values
+    }
+
+    /// The window's rolling values, summed afresh from its few entries in one pass:
+    /// each mean is taken relative to its first value, so a window of zeros reads
+    /// exactly 0 and a window of equal values exactly that value.
+    fn sum(&self) -> RollingValues {
+        let (mut successes, mut failures) = (0u64, 0u64);
+        let mut sharpe = RelativeMean::default();
+        let mut diversity = RelativeMean::default();
+        let mut seconds = RelativeMean::default();
+        for e in &self.entries {
+            successes += e.successes;
+            failures += e.failures;
+            if let Some(v) = e.sharpe {
+                sharpe.add(v);
+            }
+            if let Some(v) = e.diversity {
+                diversity.add(v);
+            }
+            seconds.add(e.seconds);
+        }
+        let outcomes = successes + failures;
         RollingValues {
             iterations: self.entries.len(),
             outcomes,
             success_rate: (outcomes > 0).then(|| successes as f64 / outcomes as f64),
-            avg_sharpe: exact_mean(entries().filter_map(|e| e.sharpe)),
-            avg_diversity: exact_mean(entries().filter_map(|e| e.diversity)),
-            mean_seconds: exact_mean(entries().map(|e| e.seconds)),
+            avg_sharpe: sharpe.mean(),
+            avg_diversity: diversity.mean(),
+            mean_seconds: seconds.mean(),
         }
+    }
+}
+
+/// A mean taken relative to the first value: `first + Σ(v − first) / n`, so that
+/// equal values give exactly that value, with no rounding residue.
+#[derive(Debug, Default, Clone, Copy)]
+struct RelativeMean {
+    first: f64,
+    offsets: f64,
+    count: u32,
+}
+
+impl RelativeMean {
+    #[inline]
+    fn add(&mut self, v: f64) {
+        if self.count == 0 {
+            self.first = v;
+        }
+        self.offsets += v - self.first;
+        self.count += 1;
+    }
+
+    fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.first + self.offsets / f64::from(self.count))
     }
 }
 

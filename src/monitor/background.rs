@@ -43,6 +43,12 @@ pub(super) fn spawn_all(
         cancel.clone(),
         |shared| shared.check_clock(),
     ));
+    runtime.spawn(every(
+        super::hub::SETTLE_EVERY,
+        Arc::clone(shared),
+        cancel.clone(),
+        |shared| shared.settle(),
+    ));
     runtime.spawn(log_long_run_statistics(Arc::clone(shared), cancel.clone()));
     runtime.spawn(sweep_processes_periodically(
         Arc::clone(shared),

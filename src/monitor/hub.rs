@@ -6,17 +6,39 @@
 //!
 //! # Locks
 //!
-//! The judge's evaluator, the ledger's run, latest readings and housekeeping, and the
-//! host sampler are each behind their own mutex. No step holds two at once: each takes
-//! one, copies or decides what it needs, and lets it go before the next. Findings are
-//! dispatched with no lock held (the ledger's event log takes its own). So there is no
-//! lock order to keep, and none can deadlock.
+//! The run's books (the ledger's run and latest readings with the judge's evaluator),
+//! the ledger's housekeeping, and the host sampler are each behind their own mutex.
+//! No step holds two at once: each takes one, copies or decides what it needs, and
+//! lets it go before the next. Findings are dispatched with no lock held (the event
+//! log takes the books' lock for itself). So there is no lock order to keep, and none
+//! can deadlock.
+//!
+//! # The iteration's path
+//!
+//! Starting an iteration reads the monotonic clock once and stores two gauges.
+//! Outcomes are summed in the iteration itself, failure reasons by interned number.
+//! A champion reported again is recognised by its fingerprint without a lock.
+//! Finishing reads the clock once, stamps liveness and staleness in atomics, and
+//! queues the completed iteration under one short lock, with no allocation once the
+//! queue has grown to its working size.
+//!
+//! Everything derived — the run's books, the evaluator's windows and rules, the
+//! history point, the published gauges, the delivery of what the rules found — is
+//! done by [`Shared::settle`], off the loop's thread: the background clock settles
+//! every [`SETTLE_EVERY`], and every reader (a scrape, the page, a snapshot, the
+//! summary, the alert state) settles first, so nothing anyone reads lags the loop.
+//! The queue is settled on the loop's thread only when it reaches [`MAX_PENDING`],
+//! so it stays bounded however fast the loop runs and nothing is dropped.
+//!
+//! Settling holds the settle lock while it books, so iterations are applied in the
+//! order they finished; it takes the queue's and the books' locks one after the
+//! other, never together.
 
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 use crate::alerts::AlertName;
 use crate::config::Settings;
@@ -26,12 +48,37 @@ use crate::export::alertmanager::AlertSink;
 use crate::export::{Evaluation, Snapshot, Source};
 use crate::pipeline::{encode_text, Pipeline};
 use crate::record::Rejections;
-use crate::run::{unix_seconds, HistoryPoint, IterationSummary, LoopExit, RunIdentity, RunSummary};
+use crate::run::{HistoryPoint, IterationSummary, LoopExit, RunIdentity, RunSummary};
 use crate::sample::{CgroupMemory, HostSampler};
 
 use super::findings::{dispatch, FindingSink, Log};
-use super::judge::{lock, Judge, Judged};
-use super::ledger::{Latest, Ledger};
+use super::judge::{lock, Judge, Judged, WallClock};
+use super::ledger::{Books, Latest, Ledger, RunLedger};
+use super::reasons::ReasonCounts;
+
+/// How often the background clock settles completed iterations.
+pub(super) const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Completed iterations queued at most before the loop's thread settles them itself.
+const MAX_PENDING: usize = 256;
+
+/// A completed iteration (or a merged batch of them), queued to be booked, judged and
+/// published by [`Shared::settle`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Completed {
+    /// What the loop is told about it.
+    pub(super) summary: IterationSummary,
+    /// Iterations it stands for (more than one for a merged batch).
+    pub(super) count: u64,
+    /// Their wall-clock time in all.
+    pub(super) duration: std::time::Duration,
+    /// Its failures by reason.
+    pub(super) reasons: ReasonCounts,
+    /// The best Sharpe ratio reported in it.
+    pub(super) best_sharpe: Option<f64>,
+    /// When it ended.
+    pub(super) ended: Instant,
+}
 use super::publish::Publisher;
 
 /// Shared between the loop's handle, the endpoint and the background tasks.
@@ -44,6 +91,16 @@ pub(super) struct Shared {
     pub(super) rejections: Rejections,
     pub(super) local_addr: SocketAddr,
     pub(super) next_iteration: AtomicU64,
+    /// The wall-clock time of the loop's monotonic instants.
+    pub(super) clock: WallClock,
+    /// The [`fingerprint`] of the champion the books hold; 0 before any.
+    pub(super) champion_fingerprint: AtomicU64,
+    /// Completed iterations since the champion last changed.
+    pub(super) staleness: AtomicU64,
+    /// Completed iterations waiting to be settled.
+    pending: Mutex<Vec<Completed>>,
+    /// The batch being settled; its lock keeps settling in order.
+    settling: Mutex<Vec<Completed>>,
     pub(super) stop_requested: AtomicBool,
     pub(super) closed: AtomicBool,
     #[cfg(feature = "docker")]
@@ -79,17 +136,27 @@ impl Shared {
                 .loopwatch_rejected_observations_total
                 .clone(),
         );
+        let books = Arc::new(Mutex::new(Books {
+            run: RunLedger::new(parts.started_at),
+            evaluator: crate::evaluate::Evaluator::new(&parts.settings.thresholds),
+            latest: Latest::default(),
+        }));
         let shared = Shared {
-            judge: Judge::new(parts.settings.thresholds.clone()),
+            judge: Judge::new(parts.settings.thresholds.clone(), Arc::clone(&books)),
             settings: parts.settings,
             identity: parts.identity,
             publisher: Publisher {
                 pipeline: parts.pipeline,
             },
-            ledger: Ledger::new(parts.started_at),
+            ledger: Ledger::new(books),
             rejections,
             local_addr: parts.local_addr,
             next_iteration: AtomicU64::new(1),
+            clock: WallClock::new(),
+            champion_fingerprint: AtomicU64::new(0),
+            staleness: AtomicU64::new(0),
+            pending: Mutex::new(Vec::with_capacity(64)),
+            settling: Mutex::new(Vec::with_capacity(64)),
             stop_requested: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             #[cfg(feature = "docker")]
@@ -115,6 +182,7 @@ impl Shared {
 
     /// The run so far, summarised.
     pub(super) fn summary(&self) -> RunSummary {
+        self.settle();
         let mut summary = self.ledger.run().summary(&self.identity.run_id);
         summary.llm = self.llm.summary();
         summary
@@ -122,6 +190,7 @@ impl Shared {
 
     /// The evaluator's whole state at this instant.
     pub(super) fn evaluation(&self) -> Evaluation {
+        self.settle();
         self.judge.evaluation()
     }
 
@@ -145,24 +214,62 @@ impl Shared {
         );
     }
 
-    /// A completed iteration: judged, published, delivered, and kept as a history
-    /// point.
-    pub(super) fn record_iteration(&self, summary: &IterationSummary) {
-        self.publisher.iteration(summary);
-        let (findings, judged) = self.judge.iteration(summary);
-        self.publisher.judged(&judged);
-        self.deliver(&findings);
-        let latest = self.ledger.latest();
-        let mut run = self.ledger.run();
-        let point = history_point(summary, &judged, &latest, run.best_sharpe);
-        run.push_history(point);
+    /// A completed iteration: its end stamped for LoopStalled, and queued to be
+    /// settled.
+    pub(super) fn iteration_completed(&self, completed: Completed) {
+        self.judge.iteration_ended(completed.ended);
+        let backlog = {
+            let mut pending = lock(&self.pending);
+            pending.push(completed);
+            pending.len()
+        };
+        if backlog >= MAX_PENDING {
+            self.settle();
+        }
     }
 
-    /// An iteration starts: stamps it, and re-evaluates LoopStalled if it fires (a
-    /// loop stuck between iterations is stuck no more).
-    pub(super) fn iteration_started(&self, number: u64) {
-        self.publisher.iteration_started(number);
-        if self.judge.iteration_started() {
+    /// Books, judges, keeps and publishes the completed iterations queued so far, in
+    /// the order they finished, and delivers what the rules found.
+    pub(super) fn settle(&self) {
+        let mut batch = lock(&self.settling);
+        std::mem::swap(&mut *lock(&self.pending), &mut *batch);
+        for completed in batch.drain(..) {
+            self.apply(&completed);
+        }
+    }
+
+    /// One completed iteration, settled.
+    fn apply(&self, completed: &Completed) {
+        let summary = &completed.summary;
+        let at = self.clock.unix_seconds(completed.ended);
+        let (findings, judged) = {
+            let mut books = self.ledger.books();
+            let books = &mut *books;
+            if let Some(best) = completed.best_sharpe {
+                books.run.observe_sharpe(best);
+            }
+            books.run.complete(
+                completed.count,
+                completed.duration,
+                summary,
+                &completed.reasons,
+            );
+            let (findings, judged) = self.judge.iteration(books, summary);
+            let point = history_point(summary, &judged, &books.latest, books.run.best_sharpe, at);
+            books.run.push_history(point);
+            (findings, judged)
+        };
+        self.publisher.iteration(summary, at);
+        self.publisher.judged(&judged);
+        self.deliver(&findings);
+    }
+
+    /// An iteration starts at `at`: stamps it, and re-evaluates LoopStalled if it
+    /// fires (a loop stuck between iterations is stuck no more).
+    pub(super) fn iteration_started(&self, number: u64, at: Instant) {
+        self.publisher
+            .iteration_started(number, self.clock.unix_seconds(at));
+        if self.judge.iteration_started(at) {
             self.check_liveness();
         }
     }
@@ -176,6 +283,8 @@ impl Shared {
     /// What the background task evaluates about once a second: LoopStalled, and
     /// LoopCrashLooping as restarts leave the window.
     pub(super) fn check_clock(&self) {
+        self.clock.resync();
+        self.settle();
         self.check_liveness();
         let (calls, oldest) = self.llm.in_flight();
         self.publisher.llm_in_flight(calls, oldest);
@@ -230,6 +339,7 @@ impl Shared {
     /// A supervised loop's process ended and the supervisor will start it again:
     /// records the exit, and stops stall checks until the new process starts.
     pub(super) fn loop_restarting(&self, mut exit: LoopExit) {
+        self.settle();
         exit.said_done |= self.judge.is_done();
         exit.restarted = true;
         self.judge.loop_down();
@@ -270,6 +380,7 @@ impl Shared {
     /// A supervised loop's process ended for good: records how, evaluates LoopExited,
     /// and stops stall checks (nothing more is coming).
     pub(super) fn loop_exited(&self, mut exit: LoopExit) {
+        self.settle();
         let findings = self.judge.exit(&mut exit);
         exit.restarted = false;
         {
@@ -318,6 +429,7 @@ impl Shared {
 
     /// The loop has said it is done: waiting from now on is not a stall.
     pub(super) fn done(&self) {
+        self.settle();
         if self.judge.done() {
             self.publisher.done();
             self.check_liveness();
@@ -387,6 +499,7 @@ impl Shared {
 
     /// Whether the alert is firing now.
     pub(super) fn is_firing(&self, alert: AlertName) -> bool {
+        self.settle();
         self.judge.is_firing(alert)
     }
 
@@ -412,11 +525,12 @@ fn history_point(
     judged: &Judged,
     latest: &Latest,
     best_sharpe: Option<f64>,
+    at: f64,
 ) -> HistoryPoint {
     let host = latest.host.unwrap_or_default();
     HistoryPoint {
         iteration: summary.number,
-        at: unix_seconds(SystemTime::now()),
+        at,
         best_sharpe,
         execution_time_seconds: summary.duration.as_secs_f64(),
         memory_usage_bytes: host.loop_rss_bytes as f64,
@@ -441,6 +555,7 @@ impl Source for Shared {
     }
 
     fn exposition(&self) -> Result<String, CollectError> {
+        self.settle();
         encode_text(&self.pipeline().gather()?)
     }
 
@@ -471,4 +586,13 @@ impl Source for Shared {
             recent_iterations: super::ledger::RECENT_ITERATIONS,
         }
     }
+}
+
+/// A champion's fingerprint: 64 bits of a hash of its name, never 0. The iteration
+/// compares it with the books' champion's without a lock; only a different one takes
+/// the lock and compares the names themselves.
+pub(super) fn fingerprint(champion: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let hash = BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(champion);
+    hash | 1
 }

@@ -1,11 +1,13 @@
 //! One iteration of the loop, as the loop reports it: outcomes, population, timing.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::record::{Observations, Population, Rejection};
 use crate::run::{EventKind, IterationSummary};
 
-use super::hub::Shared;
+use super::hub::{fingerprint, Completed, Shared};
+use super::reasons::ReasonCounts;
 
 /// An iteration in progress, started by [`Monitor::start_iteration`](crate::Monitor::start_iteration).
 ///
@@ -16,7 +18,9 @@ use super::hub::Shared;
 #[must_use = "an iteration is timed until it is finished or dropped"]
 pub struct Iteration<'m> {
     shared: &'m Shared,
-    state: Option<IterationState>,
+    state: IterationState,
+    /// Whether it has been finished (so that dropping it does not finish it again).
+    finished: bool,
 }
 
 /// The state of an iteration in progress, apart from the monitor it reports to: the
@@ -29,29 +33,32 @@ pub(super) struct IterationState {
     /// The best Sharpe ratio reported in this iteration.
     best_sharpe: Option<f64>,
     champion_changed: bool,
+    /// Its failures by reason number.
+    reasons: ReasonCounts,
 }
 
 impl std::fmt::Debug for Iteration<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut d = f.debug_struct("Iteration");
-        if let Some(state) = &self.state {
-            d.field("number", &state.number)
-                .field("successes", &state.observations.successes)
-                .field("failures", &state.observations.failures);
-        }
+        d.field("number", &self.state.number)
+            .field("successes", &self.state.observations.successes)
+            .field("failures", &self.state.observations.failures);
         d.finish_non_exhaustive()
     }
 }
 
 impl IterationState {
+    #[inline]
     pub(super) fn start(shared: &Shared, number: u64) -> Self {
-        shared.iteration_started(number);
+        let started = Instant::now();
+        shared.iteration_started(number, started);
         IterationState {
             number,
-            started: Instant::now(),
+            started,
             observations: Observations::default(),
             best_sharpe: None,
             champion_changed: false,
+            reasons: ReasonCounts::default(),
         }
     }
 
@@ -64,6 +71,7 @@ impl IterationState {
         move |kind, value| shared.rejections.reject(kind, value, number)
     }
 
+    #[inline]
     pub(super) fn success(
         &mut self,
         shared: &Shared,
@@ -78,9 +86,10 @@ impl IterationState {
         }
     }
 
+    #[inline]
     pub(super) fn failure(&mut self, shared: &Shared, reason: &str) {
         self.observations.failure();
-        shared.ledger.run().count_failure_reason(reason);
+        self.reasons.add(shared.ledger.reasons.id(reason), 1);
     }
 
     /// A batch of outcomes summarised by a client: the same counts, sums and
@@ -101,7 +110,7 @@ impl IterationState {
     /// `n` failures with the same reason, tallied at once.
     pub(super) fn failures(&mut self, shared: &Shared, reason: &str, n: u64) {
         self.observations.failures(n);
-        shared.ledger.run().count_failure_reasons(reason, n);
+        self.reasons.add(shared.ledger.reasons.id(reason), n);
     }
 
     pub(super) fn population(&mut self, shared: &Shared, population: Population<'_>) {
@@ -110,9 +119,23 @@ impl IterationState {
         let Some(champion) = population.champion else {
             return;
         };
-        if shared.ledger.run().observe_champion(champion, self.number) {
+        if Self::observe_champion(shared, champion, self.number) {
             self.champion_changed(shared, champion, self.number, 1);
         }
+    }
+
+    /// Records the champion reported in iteration `iteration`; true when it changed.
+    /// The same champion as last time is recognised by its fingerprint, without a
+    /// lock.
+    fn observe_champion(shared: &Shared, champion: &str, iteration: u64) -> bool {
+        let print = fingerprint(champion);
+        if shared.champion_fingerprint.load(Ordering::Relaxed) == print {
+            return false;
+        }
+        let mut run = shared.ledger.run();
+        let changed = run.observe_champion(champion, iteration);
+        shared.champion_fingerprint.store(print, Ordering::Relaxed);
+        changed
     }
 
     /// Applies a batch of merged iterations numbered from `first` (this state is the
@@ -133,43 +156,53 @@ impl IterationState {
         let mut changed_at = None;
         if let Some(c) = batch.champions {
             let at = first + c.first_at;
-            if shared.ledger.run().observe_champion(&c.first, at) {
+            if Self::observe_champion(shared, &c.first, at) {
                 self.champion_changed(shared, &c.first, at, 1);
                 changed_at = Some(at);
             }
             if let Some(last_at) = c.last_change_at {
                 let at = first + last_at;
-                shared
-                    .ledger
-                    .run()
-                    .champion_changed_within(&c.last, at, c.changes);
+                {
+                    let mut run = shared.ledger.run();
+                    run.champion_changed_within(&c.last, at, c.changes);
+                    shared
+                        .champion_fingerprint
+                        .store(fingerprint(&c.last), Ordering::Relaxed);
+                }
                 self.champion_changed(shared, &c.last, at, c.changes);
                 changed_at = Some(at);
             }
         }
         let duration = std::time::Duration::try_from_secs_f64(batch.seconds).unwrap_or_default();
         let since_change = changed_at.map(|at| self.number - at);
-        self.complete(shared, batch.count, duration, since_change)
+        self.complete(shared, batch.count, duration, since_change, Instant::now())
     }
 
-    /// Folds `count` completed iterations of `duration` in all (this one, or a batch
-    /// whose last this is) into the run's books, and judges and records them as one:
-    /// `since_change` is how many of them came after the champion last changed, when
-    /// it changed among them.
+    /// Ends `count` completed iterations of `duration` in all (this one, or a batch
+    /// whose last this is), ended at `ended`: `since_change` is how many of them came
+    /// after the champion last changed, when it changed among them. The summary is
+    /// the loop's at once; the books, rules and gauges follow when the monitor
+    /// settles it.
     fn complete(
-        self,
+        &self,
         shared: &Shared,
         count: u64,
         duration: std::time::Duration,
         since_change: Option<u64>,
+        ended: Instant,
     ) -> IterationSummary {
         let o = &self.observations;
-        let staleness = {
-            let mut run = shared.ledger.run();
-            if let Some(best) = self.best_sharpe {
-                run.observe_sharpe(best);
+        // Completed iterations since the champion last changed; 0 until there is one.
+        let staleness = match since_change {
+            Some(since) => {
+                shared.staleness.store(since, Ordering::Relaxed);
+                since
             }
-            run.complete(count, duration, o.successes, o.failures, since_change)
+            None if shared.champion_fingerprint.load(Ordering::Relaxed) != 0 => shared
+                .staleness
+                .fetch_add(count, Ordering::Relaxed)
+                .saturating_add(count),
+            None => shared.staleness.load(Ordering::Relaxed),
         };
         let summary = IterationSummary {
             number: self.number,
@@ -183,7 +216,14 @@ impl IterationState {
             champion_changed: since_change.is_some(),
             champion_staleness: staleness,
         };
-        shared.record_iteration(&summary);
+        shared.iteration_completed(Completed {
+            summary,
+            count,
+            duration,
+            reasons: self.reasons,
+            best_sharpe: self.best_sharpe,
+            ended,
+        });
         summary
     }
 
@@ -201,34 +241,32 @@ impl IterationState {
         );
     }
 
-    pub(super) fn finish(self, shared: &Shared) -> IterationSummary {
-        let duration = self.started.elapsed();
-        self.finish_after(shared, duration)
+    pub(super) fn finish(&self, shared: &Shared) -> IterationSummary {
+        let ended = Instant::now();
+        let duration = ended.saturating_duration_since(self.started);
+        let since_change = self.champion_changed.then_some(0);
+        self.complete(shared, 1, duration, since_change, ended)
     }
 
     /// Ends the iteration with a duration measured elsewhere (the loop's own clock).
     pub(super) fn finish_after(
-        self,
+        &self,
         shared: &Shared,
         duration: std::time::Duration,
     ) -> IterationSummary {
         let since_change = self.champion_changed.then_some(0);
-        self.complete(shared, 1, duration, since_change)
+        self.complete(shared, 1, duration, since_change, Instant::now())
     }
 }
 
 impl<'m> Iteration<'m> {
+    #[inline]
     pub(super) fn start(shared: &'m Shared, number: u64) -> Self {
         Iteration {
             shared,
-            state: Some(IterationState::start(shared, number)),
+            state: IterationState::start(shared, number),
+            finished: false,
         }
-    }
-
-    fn state(&mut self) -> &mut IterationState {
-        self.state
-            .as_mut()
-            .expect("an iteration's state lives until it is finished")
     }
 
     /// Reports a strategy that completed, with its Sharpe ratio and its max drawdown
@@ -237,19 +275,20 @@ impl<'m> Iteration<'m> {
     /// The strategy counts as a success either way; a Sharpe that is not finite, or a
     /// drawdown that is negative or not finite, is left out of the averages, counted in
     /// `loopwatch_rejected_observations_total` and logged.
+    #[inline]
     pub fn record_success(&mut self, sharpe_ratio: f64, max_drawdown: f64) {
         let shared = self.shared;
-        self.state()
-            .success(shared, sharpe_ratio, Some(max_drawdown));
+        self.state.success(shared, sharpe_ratio, Some(max_drawdown));
     }
 
     /// Reports a strategy that failed, with a short reason ("too few trades").
     ///
     /// Reasons are tallied for the final export (the first 32 distinct ones by name);
     /// keep them to a small fixed vocabulary rather than embedding ids or numbers.
+    #[inline]
     pub fn record_failure(&mut self, reason: &str) {
         let shared = self.shared;
-        self.state().failure(shared, reason);
+        self.state.failure(shared, reason);
     }
 
     /// Reports the population: its diversity, distinct strategies and champion.
@@ -258,24 +297,21 @@ impl<'m> Iteration<'m> {
     /// the population holds, is rejected (counted and logged); the rest is kept.
     pub fn record_population(&mut self, population: Population<'_>) {
         let shared = self.shared;
-        self.state().population(shared, population);
+        self.state.population(shared, population);
     }
 
     /// Ends the iteration: records its duration and averages, updates staleness and
     /// returns what happened.
     pub fn finish(mut self) -> IterationSummary {
-        let state = self
-            .state
-            .take()
-            .expect("an iteration's state lives until it is finished");
-        state.finish(self.shared)
+        self.finished = true;
+        self.state.finish(self.shared)
     }
 }
 
 impl Drop for Iteration<'_> {
     fn drop(&mut self) {
-        if let Some(state) = self.state.take() {
-            state.finish(self.shared);
+        if !self.finished {
+            self.state.finish(self.shared);
         }
     }
 }

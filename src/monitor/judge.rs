@@ -1,11 +1,12 @@
 //! The part of the monitor that judges: the evaluator with the thresholds it owns,
 //! and the loop's liveness (when iterations start and end) for LoopStalled. Every
-//! method takes the evaluator's lock for one evaluation and returns what it found;
-//! publishing and delivering are the caller's.
+//! method takes the evaluator's lock (the run's [`Books`]) for one evaluation and
+//! returns what it found, apart from [`Judge::iteration`], which is handed the books
+//! its caller has locked; publishing and delivering are the caller's.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use enum_map::EnumMap;
 
@@ -15,10 +16,52 @@ use crate::evaluate::{Activity, Evaluator, Findings, RollingValues};
 use crate::export::Evaluation;
 use crate::run::{IterationSummary, LoopExit};
 
+use super::ledger::Books;
+
 /// Locks a mutex, taking the data even if a panicking thread poisoned it: every value
 /// behind the monitor's locks is valid after any single update.
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Wall-clock time of a monotonic instant, without reading the wall clock: the offset
+/// between the two clocks is taken at start-up and again about once a second (by
+/// [`WallClock::resync`]), so a stepped system clock is followed within a second
+/// while the loop's thread reads one monotonic clock per event.
+#[derive(Debug)]
+pub(super) struct WallClock {
+    epoch: Instant,
+    /// Unix time of `epoch` in nanoseconds, as of the last resync.
+    offset_ns: AtomicI64,
+}
+
+impl WallClock {
+    pub(super) fn new() -> Self {
+        let clock = WallClock {
+            epoch: Instant::now(),
+            offset_ns: AtomicI64::new(0),
+        };
+        clock.resync();
+        clock
+    }
+
+    /// Takes the offset between the monotonic and the wall clock again.
+    pub(super) fn resync(&self) {
+        let now = Instant::now();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let mono = i64::try_from(now.duration_since(self.epoch).as_nanos()).unwrap_or(i64::MAX);
+        self.offset_ns
+            .store(wall.saturating_sub(mono), Ordering::Relaxed);
+    }
+
+    /// Seconds since the Unix epoch at `at`.
+    #[inline]
+    pub(super) fn unix_seconds(&self, at: Instant) -> f64 {
+        let mono = at.saturating_duration_since(self.epoch).as_nanos() as i64;
+        (self.offset_ns.load(Ordering::Relaxed) + mono) as f64 / 1e9
+    }
 }
 
 /// When iterations start and end, for LoopStalled: nanoseconds since `epoch`, plus
@@ -67,6 +110,8 @@ impl Liveness {
 pub(super) struct Judged {
     pub(super) rolling: RollingValues,
     pub(super) baselines: EnumMap<Watched, Option<f64>>,
+    /// Whether a baseline was captured in this iteration.
+    pub(super) new_baseline: bool,
     pub(super) low_diversity_streak: u64,
     /// Alerts firing after the iteration.
     pub(super) firing: u8,
@@ -76,14 +121,16 @@ pub(super) struct Judged {
 #[derive(Debug)]
 pub(super) struct Judge {
     thresholds: Thresholds,
-    evaluator: Mutex<Evaluator>,
+    /// The evaluator, in the books it shares a lock with.
+    books: Arc<Mutex<Books>>,
     liveness: Liveness,
 }
 
 impl Judge {
-    pub(super) fn new(thresholds: Thresholds) -> Self {
+    /// A judge of the evaluator in `books`.
+    pub(super) fn new(thresholds: Thresholds, books: Arc<Mutex<Books>>) -> Self {
         Judge {
-            evaluator: Mutex::new(Evaluator::new(&thresholds)),
+            books,
             thresholds,
             liveness: Liveness {
                 epoch: Instant::now(),
@@ -97,48 +144,59 @@ impl Judge {
 
     /// Evaluates with the lock held, then keeps the stall flag in step.
     fn evaluate<R>(&self, judge: impl FnOnce(&mut Evaluator, &Thresholds) -> R) -> R {
-        let mut evaluator = lock(&self.evaluator);
-        let result = judge(&mut evaluator, &self.thresholds);
-        let stalled = evaluator.state(AlertName::LoopStalled) == AlertState::Firing;
-        self.liveness.stalled.store(stalled, Ordering::Relaxed);
+        let mut books = lock(&self.books);
+        let result = judge(&mut books.evaluator, &self.thresholds);
+        self.keep_stall_flag(&books.evaluator);
         result
     }
 
-    /// An iteration starts; returns whether LoopStalled fires and so needs a look now
-    /// (a loop stuck between iterations is stuck no more).
-    pub(super) fn iteration_started(&self) -> bool {
-        let stamp = self.liveness.stamp(Instant::now());
+    fn keep_stall_flag(&self, evaluator: &Evaluator) {
+        let stalled = evaluator.state(AlertName::LoopStalled) == AlertState::Firing;
+        self.liveness.stalled.store(stalled, Ordering::Relaxed);
+    }
+
+    /// An iteration starts at `at`; returns whether LoopStalled fires and so needs a
+    /// look now (a loop stuck between iterations is stuck no more).
+    pub(super) fn iteration_started(&self, at: Instant) -> bool {
+        let stamp = self.liveness.stamp(at);
         self.liveness.running_since.store(stamp, Ordering::Relaxed);
         self.liveness.stalled.load(Ordering::Relaxed)
     }
 
-    /// A completed iteration: its rules and warnings, and LoopStalled again now that
-    /// its time is in the rolling mean.
-    pub(super) fn iteration(&self, summary: &IterationSummary) -> (Findings, Judged) {
-        let now = Instant::now();
+    /// An iteration ended at `ended`: the loop is between iterations from then on.
+    pub(super) fn iteration_ended(&self, ended: Instant) {
         self.liveness
             .last_end
-            .store(self.liveness.stamp(now), Ordering::Relaxed);
+            .store(self.liveness.stamp(ended), Ordering::Relaxed);
         self.liveness.running_since.store(0, Ordering::Relaxed);
-        let activity = self.liveness.activity(now);
-        self.evaluate(|evaluator, th| {
-            let mut findings = evaluator.on_iteration(summary, th);
+    }
+
+    /// A completed iteration, judged with the evaluator of the `books` its caller
+    /// holds: its rules and warnings, and LoopStalled again when it was raised (a
+    /// loop whose iteration ended has not stalled).
+    pub(super) fn iteration(
+        &self,
+        books: &mut Books,
+        summary: &IterationSummary,
+    ) -> (Findings, Judged) {
+        let th = &self.thresholds;
+        let evaluator = &mut books.evaluator;
+        let mut findings = evaluator.on_iteration(summary, th);
+        if evaluator.state(AlertName::LoopStalled) != AlertState::Inactive {
+            let activity = self.liveness.activity(Instant::now());
             findings
                 .transitions
                 .extend(evaluator.on_clock(activity, th).transitions);
-            let firing = evaluator
-                .states()
-                .values()
-                .filter(|s| **s == AlertState::Firing)
-                .count();
-            let judged = Judged {
-                rolling: evaluator.rolling(),
-                baselines: evaluator.baselines(),
-                low_diversity_streak: evaluator.low_diversity_streak(),
-                firing: u8::try_from(firing).unwrap_or(u8::MAX),
-            };
-            (findings, judged)
-        })
+            self.keep_stall_flag(evaluator);
+        }
+        let judged = Judged {
+            rolling: evaluator.rolling(),
+            baselines: evaluator.baselines(),
+            new_baseline: evaluator.take_new_baseline(),
+            low_diversity_streak: evaluator.low_diversity_streak(),
+            firing: evaluator.firing(),
+        };
+        (findings, judged)
     }
 
     /// LoopStalled, now.
@@ -214,7 +272,8 @@ impl Judge {
 
     /// The evaluator's whole state at this instant.
     pub(super) fn evaluation(&self) -> Evaluation {
-        let evaluator = lock(&self.evaluator);
+        let books = lock(&self.books);
+        let evaluator = &books.evaluator;
         Evaluation {
             rolling: evaluator.rolling(),
             alerts: evaluator.states(),
@@ -226,6 +285,6 @@ impl Judge {
 
     /// Whether the alert is firing now.
     pub(super) fn is_firing(&self, alert: AlertName) -> bool {
-        lock(&self.evaluator).state(alert) == AlertState::Firing
+        lock(&self.books).evaluator.state(alert) == AlertState::Firing
     }
 }

@@ -1,29 +1,58 @@
 //! The part of the monitor that keeps the run's ledger: totals, champion tracking,
 //! failure reasons, the bounded history and event log the page and the final export
 //! read, the samplers' latest readings, and what the process sweeps did.
+//!
+//! The run's books and the evaluator share one lock ([`Books`]), so that a completed
+//! iteration is booked, judged and kept as a history point under a single short lock.
 
 #[cfg(feature = "docker")]
 use std::collections::HashMap;
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use crate::evaluate::{Transition, WarningChange};
+use crate::evaluate::{Evaluator, Transition, WarningChange};
 use crate::export::{LiveContainer, ProcessTally};
-use crate::run::{
-    Event, EventKind, HistoryPoint, RunSummary, HISTORY_LEN, MAX_EVENTS, MAX_FAILURE_REASONS,
-};
+use crate::run::{Event, EventKind, HistoryPoint, RunSummary, HISTORY_LEN, MAX_EVENTS};
 use crate::sample::HostSample;
 
 use super::findings::FindingSink;
 use super::judge::lock;
+use super::reasons::{ReasonCounts, ReasonNames, ReasonTotals};
 
 /// The ledger's parts, each behind its own lock. No method holds two of them at once.
 #[derive(Debug)]
 pub(super) struct Ledger {
-    run: Mutex<RunLedger>,
-    latest: Mutex<Latest>,
+    books: Arc<Mutex<Books>>,
     housekeeping: Mutex<Housekeeping>,
+    /// Failure reasons by number, shared with the run's books.
+    pub(super) reasons: Arc<ReasonNames>,
+}
+
+/// What a completed iteration updates, behind one lock: the run's books, the
+/// evaluator (the [`Judge`](super::judge::Judge) holds the same lock) and the
+/// latest sampler readings its history point carries.
+#[derive(Debug)]
+pub(super) struct Books {
+    pub(super) run: RunLedger,
+    pub(super) evaluator: Evaluator,
+    pub(super) latest: Latest,
+}
+
+/// The run's books, locked (with the evaluator beside them).
+pub(super) struct RunGuard<'a>(MutexGuard<'a, Books>);
+
+impl std::ops::Deref for RunGuard<'_> {
+    type Target = RunLedger;
+    fn deref(&self) -> &RunLedger {
+        &self.0.run
+    }
+}
+
+impl std::ops::DerefMut for RunGuard<'_> {
+    fn deref_mut(&mut self) -> &mut RunLedger {
+        &mut self.0.run
+    }
 }
 
 /// The latest sampler readings, for the history points and the page.
@@ -49,17 +78,24 @@ struct Housekeeping {
 }
 
 impl Ledger {
-    pub(super) fn new(started_at: SystemTime) -> Self {
+    /// A ledger whose books share their lock with the evaluator in `books`.
+    pub(super) fn new(books: Arc<Mutex<Books>>) -> Self {
+        let reasons = Arc::clone(&lock(&books).run.reasons);
         Ledger {
-            run: Mutex::new(RunLedger::new(started_at)),
-            latest: Mutex::default(),
+            books,
             housekeeping: Mutex::default(),
+            reasons,
         }
     }
 
     /// The run's bookkeeping, locked.
-    pub(super) fn run(&self) -> MutexGuard<'_, RunLedger> {
-        lock(&self.run)
+    pub(super) fn run(&self) -> RunGuard<'_> {
+        RunGuard(lock(&self.books))
+    }
+
+    /// The books, the evaluator and the latest readings, locked at once.
+    pub(super) fn books(&self) -> MutexGuard<'_, Books> {
+        lock(&self.books)
     }
 
     /// Keeps an event of iteration `iteration`.
@@ -71,14 +107,9 @@ impl Ledger {
         });
     }
 
-    /// The latest sampler readings.
-    pub(super) fn latest(&self) -> Latest {
-        *lock(&self.latest)
-    }
-
     /// Changes the latest sampler readings.
     pub(super) fn update_latest(&self, update: impl FnOnce(&mut Latest)) {
-        update(&mut lock(&self.latest));
+        update(&mut lock(&self.books).latest);
     }
 
     /// The processes given up on so far.
@@ -175,7 +206,9 @@ pub(crate) struct RunLedger {
     pub(crate) champion_since: Option<u64>,
     pub(crate) champion_staleness: u64,
     pub(crate) champion_changes: u64,
-    pub(crate) failure_reasons: BTreeMap<String, u64>,
+    /// Failures by reason number; the names are in `reasons`.
+    failure_reasons: ReasonTotals,
+    reasons: Arc<ReasonNames>,
     /// The best Sharpe ratio of any strategy so far.
     pub(crate) best_sharpe: Option<f64>,
     /// How a supervised loop ended, once it has.
@@ -186,9 +219,8 @@ pub(crate) struct RunLedger {
     restart_pending: bool,
     /// Processes of the run still alive after the cleanup at the loop's exit.
     pub(crate) processes_left_behind: Vec<crate::processes::MarkedProcess>,
-    /// Failure reasons of the iterations in progress, then of the last completed ones.
-    current_reasons: BTreeMap<String, u64>,
-    recent_reasons: VecDeque<BTreeMap<String, u64>>,
+    /// Failure reasons of the last completed iterations, one entry each.
+    recent_reasons: VecDeque<ReasonCounts>,
     history: VecDeque<HistoryPoint>,
     events: VecDeque<Event>,
     events_dropped: u64,
@@ -212,36 +244,17 @@ impl RunLedger {
             champion_since: None,
             champion_staleness: 0,
             champion_changes: 0,
-            failure_reasons: BTreeMap::new(),
+            failure_reasons: ReasonTotals::default(),
+            reasons: Arc::default(),
             best_sharpe: None,
             loop_exit: None,
             exits: VecDeque::new(),
             restart_pending: false,
             processes_left_behind: Vec::new(),
-            current_reasons: BTreeMap::new(),
             recent_reasons: VecDeque::with_capacity(RECENT_ITERATIONS),
             history: VecDeque::with_capacity(HISTORY_LEN),
             events: VecDeque::new(),
             events_dropped: 0,
-        }
-    }
-
-    /// Tallies one failure reason, without allocating for a reason seen before.
-    pub(crate) fn count_failure_reason(&mut self, reason: &str) {
-        self.count_failure_reasons(reason, 1);
-    }
-
-    /// Tallies `n` failures with the same reason.
-    pub(crate) fn count_failure_reasons(&mut self, reason: &str, n: u64) {
-        for tally in [&mut self.current_reasons, &mut self.failure_reasons] {
-            if let Some(count) = tally.get_mut(reason) {
-                *count = count.saturating_add(n);
-            } else if tally.len() < MAX_FAILURE_REASONS {
-                tally.insert(reason.to_string(), n);
-            } else {
-                let other = tally.entry("other".to_string()).or_insert(0);
-                *other = other.saturating_add(n);
-            }
         }
     }
 
@@ -264,46 +277,40 @@ impl RunLedger {
         self.champion_changes += changes;
     }
 
-    /// Folds `count` completed iterations into the totals and returns the new
-    /// staleness; `since_change` is how many of them came after the one in which the
-    /// champion last changed, when it changed among them.
-    ///
-    /// Staleness counts completed iterations since the champion last changed; it stays
-    /// 0 until a champion has been reported at all.
+    /// Folds `count` completed iterations of `duration` in all (the last of them
+    /// summarised by `summary`, which carries their outcomes and the staleness after
+    /// them), with their failures by reason, into the totals.
     pub(crate) fn complete(
         &mut self,
         count: u64,
         duration: Duration,
-        successes: u64,
-        failures: u64,
-        since_change: Option<u64>,
-    ) -> u64 {
+        summary: &crate::run::IterationSummary,
+        reasons: &ReasonCounts,
+    ) {
         self.iterations += count;
         if self.recent_reasons.len() == RECENT_ITERATIONS {
             self.recent_reasons.pop_front();
         }
-        self.recent_reasons
-            .push_back(std::mem::take(&mut self.current_reasons));
-        self.successes += successes;
-        self.failures += failures;
+        self.recent_reasons.push_back(*reasons);
+        self.failure_reasons.add_all(reasons);
+        self.successes += summary.successes;
+        self.failures += summary.failures;
         self.total_execution += duration;
-        if let Some(since) = since_change {
-            self.champion_staleness = since;
-        } else if self.champion.is_some() {
-            self.champion_staleness += count;
-        }
-        self.champion_staleness
+        self.champion_staleness = summary.champion_staleness;
     }
 
     /// Failure reasons over the last completed iterations, summed.
     pub(crate) fn recent_failure_reasons(&self) -> BTreeMap<String, u64> {
-        let mut sum = BTreeMap::new();
+        let mut sum = ReasonCounts::default();
         for reasons in &self.recent_reasons {
-            for (reason, count) in reasons {
-                *sum.entry(reason.clone()).or_insert(0) += count;
-            }
+            sum.add_all(reasons);
         }
-        sum
+        sum.by_name(&self.reasons)
+    }
+
+    /// Failures over the run by reason.
+    pub(crate) fn failure_reasons(&self) -> BTreeMap<String, u64> {
+        self.failure_reasons.by_name(&self.reasons)
     }
 
     /// Folds a strategy's Sharpe ratio into the best so far.
@@ -382,7 +389,7 @@ impl RunLedger {
             champion_since_iteration: self.champion_since,
             champion_staleness_iterations: self.champion_staleness,
             champion_changes: self.champion_changes,
-            failure_reasons: self.failure_reasons.clone(),
+            failure_reasons: self.failure_reasons(),
             loop_exit: self.loop_exit,
             exits: self.exits.iter().copied().collect(),
             llm: crate::llm::meter::LlmSummary::default(),
@@ -394,38 +401,58 @@ impl RunLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::IterationSummary;
+
+    fn iteration(number: u64, successes: u64, failures: u64, staleness: u64) -> IterationSummary {
+        IterationSummary {
+            number,
+            duration: Duration::from_millis(1),
+            successes,
+            failures,
+            mean_sharpe: None,
+            mean_max_drawdown: None,
+            diversity: None,
+            unique_strategies: None,
+            champion_changed: false,
+            champion_staleness: staleness,
+        }
+    }
 
     #[test]
-    fn staleness_counts_iterations_since_the_champion_changed() {
+    fn completed_iterations_and_champions_are_booked() {
         let mut state = RunLedger::new(SystemTime::now());
         let tick = Duration::from_millis(1);
-        assert_eq!(state.complete(1, tick, 1, 0, None), 0, "no champion yet");
+        let none = ReasonCounts::default();
+        state.complete(1, tick, &iteration(1, 3, 1, 0), &none);
         assert!(state.observe_champion("a", 2));
-        assert_eq!(state.complete(1, tick, 1, 0, Some(0)), 0);
         assert!(!state.observe_champion("a", 3));
-        assert_eq!(state.complete(1, tick, 1, 0, None), 1);
-        assert_eq!(state.complete(1, tick, 1, 0, None), 2);
+        state.complete(2, tick * 2, &iteration(3, 4, 0, 1), &none);
         assert!(state.observe_champion("b", 5));
-        assert_eq!(state.complete(1, tick, 1, 0, Some(0)), 0);
         let summary = state.summary("run");
         assert_eq!(summary.champion.as_deref(), Some("b"));
         assert_eq!(summary.champion_since_iteration, Some(5));
         assert_eq!(summary.champion_changes, 2);
-        assert_eq!(summary.iterations, 5);
+        assert_eq!(summary.iterations, 3);
+        assert_eq!(
+            (summary.strategy_successes, summary.strategy_failures),
+            (7, 1)
+        );
+        assert_eq!(summary.champion_staleness_iterations, 1);
+        assert_eq!(summary.mean_execution_time_seconds, Some(0.001));
     }
 
     #[test]
-    fn failure_reasons_are_bounded() {
+    fn recent_failure_reasons_cover_the_last_iterations() {
         let mut state = RunLedger::new(SystemTime::now());
-        for i in 0..100 {
-            state.count_failure_reason(&format!("reason {i}"));
+        let tick = Duration::from_millis(1);
+        for i in 0..(RECENT_ITERATIONS as u64 + 5) {
+            let mut reasons = ReasonCounts::default();
+            reasons.add(state.reasons.id(if i < 5 { "early" } else { "late" }), 2);
+            state.complete(1, tick, &iteration(i + 1, 0, 2, 0), &reasons);
         }
-        state.count_failure_reason("reason 0");
-        assert_eq!(state.failure_reasons.len(), MAX_FAILURE_REASONS + 1);
-        assert_eq!(state.failure_reasons["reason 0"], 2);
-        assert_eq!(
-            state.failure_reasons["other"],
-            100 - MAX_FAILURE_REASONS as u64
-        );
+        assert_eq!(state.failure_reasons()["early"], 10);
+        let recent = state.recent_failure_reasons();
+        assert_eq!(recent.get("early"), None);
+        assert_eq!(recent["late"], 2 * RECENT_ITERATIONS as u64);
     }
 }

@@ -11,6 +11,7 @@ mod iteration;
 mod judge;
 mod ledger;
 mod publish;
+mod reasons;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

@@ -4,7 +4,6 @@
 
 use std::time::SystemTime;
 
-use opentelemetry::metrics::Gauge;
 use opentelemetry::KeyValue;
 
 use crate::alerts::AlertState;
@@ -16,13 +15,6 @@ use crate::sample::HostSample;
 use super::findings::FindingSink;
 use super::judge::Judged;
 
-/// Records a value into a gauge when there is one; otherwise the gauge keeps its last.
-fn record_present(gauge: &Gauge<f64>, value: Option<f64>) {
-    if let Some(value) = value {
-        gauge.record(value, &[]);
-    }
-}
-
 /// loopwatch's instruments and the pipeline that serves them.
 #[derive(Debug)]
 pub(super) struct Publisher {
@@ -30,64 +22,59 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
-    /// An iteration starts.
-    pub(super) fn iteration_started(&self, number: u64) {
+    /// An iteration starts, at `at` (Unix seconds).
+    pub(super) fn iteration_started(&self, number: u64, at: f64) {
         let i = &self.pipeline.instruments;
-        i.iteration_number.record(number as f64, &[]);
-        i.loopwatch_iteration_start_timestamp_seconds
-            .record(unix_seconds(SystemTime::now()), &[]);
+        i.iteration_number.set(number as f64);
+        i.loopwatch_iteration_start_timestamp_seconds.set(at);
     }
 
-    /// A completed iteration's values.
-    pub(super) fn iteration(&self, summary: &IterationSummary) {
+    /// A completed iteration's values; it ended at `at` (Unix seconds).
+    pub(super) fn iteration(&self, summary: &IterationSummary, at: f64) {
         let i = &self.pipeline.instruments;
-        i.loopwatch_iteration_end_timestamp_seconds
-            .record(unix_seconds(SystemTime::now()), &[]);
-        i.execution_time_seconds
-            .record(summary.duration.as_secs_f64(), &[]);
-        i.strategy_success_total.add(summary.successes, &[]);
-        i.strategy_failure_total.add(summary.failures, &[]);
+        i.loopwatch_iteration_end_timestamp_seconds.set(at);
+        i.execution_time_seconds.set(summary.duration.as_secs_f64());
+        i.strategy_success_total.add(summary.successes);
+        i.strategy_failure_total.add(summary.failures);
         // An iteration without valid values leaves the previous ones standing.
-        record_present(&i.sharpe_ratio, summary.mean_sharpe);
-        record_present(&i.max_drawdown, summary.mean_max_drawdown);
-        record_present(&i.population_diversity, summary.diversity);
-        record_present(
-            &i.unique_strategy_count,
-            summary.unique_strategies.map(|u| u as f64),
-        );
+        i.sharpe_ratio.set_present(summary.mean_sharpe);
+        i.max_drawdown.set_present(summary.mean_max_drawdown);
+        i.population_diversity.set_present(summary.diversity);
+        i.unique_strategy_count
+            .set_present(summary.unique_strategies.map(|u| u as f64));
         i.champion_staleness_iterations
-            .record(summary.champion_staleness as f64, &[]);
+            .set(summary.champion_staleness as f64);
     }
 
     /// The champion changed `changes` times, the last just now.
     pub(super) fn champion_changed(&self, changes: u64) {
         let i = &self.pipeline.instruments;
-        i.loopwatch_champion_changes_total.add(changes, &[]);
+        i.loopwatch_champion_changes_total.add(changes);
         i.loopwatch_champion_changed_timestamp_seconds
-            .record(unix_seconds(SystemTime::now()), &[]);
+            .set(unix_seconds(SystemTime::now()));
     }
 
-    /// The evaluator's rolling values, baselines and streak.
+    /// The evaluator's rolling values, streak, and baselines when one was captured.
     pub(super) fn judged(&self, judged: &Judged) {
         let i = &self.pipeline.instruments;
         let rolling = &judged.rolling;
         i.loopwatch_rolling_window_iterations
-            .record(rolling.iterations as f64, &[]);
+            .set(rolling.iterations as f64);
         i.loopwatch_rolling_window_outcomes
-            .record(rolling.outcomes as f64, &[]);
-        record_present(&i.success_rate_10iter, rolling.success_rate);
-        record_present(&i.avg_sharpe_10iter, rolling.avg_sharpe);
-        record_present(&i.avg_diversity_10iter, rolling.avg_diversity);
-        record_present(
-            &i.loopwatch_rolling_execution_time_seconds,
-            rolling.mean_seconds,
-        );
+            .set(rolling.outcomes as f64);
+        i.success_rate_10iter.set_present(rolling.success_rate);
+        i.avg_sharpe_10iter.set_present(rolling.avg_sharpe);
+        i.avg_diversity_10iter.set_present(rolling.avg_diversity);
+        i.loopwatch_rolling_execution_time_seconds
+            .set_present(rolling.mean_seconds);
         i.loopwatch_low_diversity_streak_iterations
-            .record(judged.low_diversity_streak as f64, &[]);
-        for (watched, baseline) in judged.baselines {
-            if let Some(baseline) = baseline {
-                i.loopwatch_baseline
-                    .record(baseline, &[KeyValue::new("metric", watched.metric())]);
+            .set(judged.low_diversity_streak as f64);
+        if judged.new_baseline {
+            for (watched, baseline) in judged.baselines {
+                if let Some(baseline) = baseline {
+                    i.loopwatch_baseline
+                        .record(baseline, &[KeyValue::new("metric", watched.metric())]);
+                }
             }
         }
     }

@@ -1,0 +1,211 @@
+//! Failure reasons, interned: the first [`MAX_FAILURE_REASONS`] distinct reasons of a
+//! run get a number each, and every later one counts as `other`. A failure is then
+//! tallied in a fixed array by that number, with no lock and no allocation once its
+//! reason has been seen.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use crate::run::MAX_FAILURE_REASONS;
+
+use super::judge::lock;
+
+/// The number of every reason past the first [`MAX_FAILURE_REASONS`].
+pub(crate) const OTHER: usize = MAX_FAILURE_REASONS;
+
+/// The reasons' names by number. Lookups read the names published so far without a
+/// lock; only a reason not seen before takes the lock, to add it.
+pub(crate) struct ReasonNames {
+    names: [OnceLock<Box<str>>; MAX_FAILURE_REASONS],
+    /// Names published so far: `names[..len]` are set.
+    len: AtomicUsize,
+    adding: Mutex<()>,
+}
+
+impl std::fmt::Debug for ReasonNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries((0..self.len.load(Ordering::Acquire)).map(|id| self.name(id)))
+            .finish()
+    }
+}
+
+impl Default for ReasonNames {
+    fn default() -> Self {
+        ReasonNames {
+            names: std::array::from_fn(|_| OnceLock::new()),
+            len: AtomicUsize::new(0),
+            adding: Mutex::new(()),
+        }
+    }
+}
+
+impl ReasonNames {
+    /// The number of `reason`, adding it when it is new and there is room; [`OTHER`]
+    /// when there is none.
+    #[inline]
+    pub(crate) fn id(&self, reason: &str) -> usize {
+        let published = self.len.load(Ordering::Acquire);
+        if let Some(id) = self.find(reason, 0, published) {
+            return id;
+        }
+        let _adding = lock(&self.adding);
+        let len = self.len.load(Ordering::Acquire);
+        // Another thread may have added it since.
+        if let Some(id) = self.find(reason, published, len) {
+            return id;
+        }
+        if len == MAX_FAILURE_REASONS {
+            return OTHER;
+        }
+        let _ = self.names[len].set(reason.into());
+        self.len.store(len + 1, Ordering::Release);
+        len
+    }
+
+    fn find(&self, reason: &str, from: usize, to: usize) -> Option<usize> {
+        (from..to).find(|&id| self.names[id].get().is_some_and(|name| **name == *reason))
+    }
+
+    /// The name of reason number `id`.
+    pub(crate) fn name(&self, id: usize) -> &str {
+        match self.names.get(id).and_then(OnceLock::get) {
+            Some(name) => name,
+            None => "other",
+        }
+    }
+}
+
+/// Failures counted by reason number, for one iteration or the run (32-bit counts
+/// keep an iteration's tally small to carry; they saturate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReasonCounts {
+    counts: [u32; MAX_FAILURE_REASONS + 1],
+    /// Which numbers have a count, one bit each, so that folding and clearing visit
+    /// only those.
+    present: u64,
+}
+
+impl Default for ReasonCounts {
+    fn default() -> Self {
+        ReasonCounts {
+            counts: [0; MAX_FAILURE_REASONS + 1],
+            present: 0,
+        }
+    }
+}
+
+impl ReasonCounts {
+    /// Counts `n` failures of reason number `id`.
+    #[inline]
+    pub(crate) fn add(&mut self, id: usize, n: u64) {
+        let id = id.min(OTHER);
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.counts[id] = self.counts[id].saturating_add(n);
+        self.present |= 1 << id;
+    }
+
+    /// Adds every count of `other`.
+    pub(crate) fn add_all(&mut self, other: &ReasonCounts) {
+        let mut present = other.present;
+        while present != 0 {
+            let id = present.trailing_zeros() as usize;
+            present &= present - 1;
+            self.add(id, u64::from(other.counts[id]));
+        }
+    }
+
+    /// The counts by name (a reason named "other" shares the overflow's row).
+    pub(crate) fn by_name(&self, names: &ReasonNames) -> BTreeMap<String, u64> {
+        let mut named = BTreeMap::new();
+        let mut present = self.present;
+        while present != 0 {
+            let id = present.trailing_zeros() as usize;
+            present &= present - 1;
+            let count: &mut u64 = named.entry(names.name(id).to_string()).or_default();
+            *count = count.saturating_add(u64::from(self.counts[id]));
+        }
+        named
+    }
+}
+
+/// Failures over the whole run by reason number, in 64-bit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReasonTotals {
+    counts: [u64; MAX_FAILURE_REASONS + 1],
+    present: u64,
+}
+
+impl Default for ReasonTotals {
+    fn default() -> Self {
+        ReasonTotals {
+            counts: [0; MAX_FAILURE_REASONS + 1],
+            present: 0,
+        }
+    }
+}
+
+impl ReasonTotals {
+    /// Adds an iteration's counts.
+    pub(crate) fn add_all(&mut self, iteration: &ReasonCounts) {
+        let mut present = iteration.present;
+        self.present |= present;
+        while present != 0 {
+            let id = present.trailing_zeros() as usize;
+            present &= present - 1;
+            self.counts[id] = self.counts[id].saturating_add(u64::from(iteration.counts[id]));
+        }
+    }
+
+    /// The counts by name (a reason named "other" shares the overflow's row).
+    pub(crate) fn by_name(&self, names: &ReasonNames) -> BTreeMap<String, u64> {
+        let mut named = BTreeMap::new();
+        let mut present = self.present;
+        while present != 0 {
+            let id = present.trailing_zeros() as usize;
+            present &= present - 1;
+            let count: &mut u64 = named.entry(names.name(id).to_string()).or_default();
+            *count = count.saturating_add(self.counts[id]);
+        }
+        named
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_past_the_limit_count_as_other() {
+        let names = ReasonNames::default();
+        let mut counts = ReasonCounts::default();
+        for i in 0..100 {
+            counts.add(names.id(&format!("reason {i}")), 1);
+        }
+        counts.add(names.id("reason 0"), 1);
+        let mut totals = ReasonTotals::default();
+        totals.add_all(&counts);
+        totals.add_all(&counts);
+        assert_eq!(totals.by_name(&names)["reason 0"], 4);
+        let named = counts.by_name(&names);
+        assert_eq!(named.len(), MAX_FAILURE_REASONS + 1);
+        assert_eq!(named["reason 0"], 2);
+        assert_eq!(named["other"], 100 - MAX_FAILURE_REASONS as u64);
+        assert_eq!(names.id("reason 5"), 5);
+        assert_eq!(names.id("never seen"), OTHER);
+    }
+
+    #[test]
+    fn threads_adding_the_same_reasons_agree_on_their_numbers() {
+        let names = ReasonNames::default();
+        let ids: Vec<Vec<usize>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..20).map(|i| names.id(&format!("r{i}"))).collect()))
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+        assert_eq!(names.len.load(Ordering::Relaxed), 20);
+    }
+}
