@@ -1,6 +1,13 @@
 //! A container's numbers at the kernel's price: memory and CPU read from its cgroup
 //! files, found once through its init process and then kept open, so that each sample
-//! is three `pread`s and a little parsing per container, and no work for dockerd.
+//! is two or three `pread`s and a little parsing per container, and no work for
+//! dockerd.
+//!
+//! `memory.stat` is most of that price (the kernel formats some forty lines for it),
+//! and it is read only for the inactive file cache that working-set memory leaves out.
+//! So it is read again only when the container's memory usage has changed since it
+//! was last read, or after [`STAT_MAX_AGE`] samples: an idle sandbox costs two small
+//! reads a sample.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
@@ -9,6 +16,10 @@ use std::time::Instant;
 
 use crate::containers::stats::ContainerStat;
 use crate::sample::{CgroupCpu, CgroupMemory, CGROUP_ROOT};
+
+/// Samples after which `memory.stat` is read again even if usage has not changed
+/// (pages can move between the active and inactive lists with usage unchanged).
+const STAT_MAX_AGE: u32 = 30;
 
 /// One container's open cgroup files, and the previous CPU reading to difference
 /// against.
@@ -23,6 +34,10 @@ pub(crate) struct CgroupStats {
     cpu_unified: bool,
     buffer: Vec<u8>,
     previous_cpu: Option<(Instant, u64)>,
+    /// Usage when `memory.stat` was last read, the inactive file cache it then
+    /// showed, and samples since.
+    stat_read_at: Option<(u64, u64)>,
+    stat_age: u32,
 }
 
 /// Reads a whole small file from its start into `buffer`.
@@ -75,6 +90,8 @@ impl CgroupStats {
             cpu_unified,
             buffer: vec![0; 8192],
             previous_cpu: None,
+            stat_read_at: None,
+            stat_age: 0,
         };
         stats.read("probe")?;
         stats.previous_cpu = None;
@@ -85,10 +102,21 @@ impl CgroupStats {
     /// previous one (100 = one core). `None` once the cgroup is gone.
     pub(crate) fn read(&mut self, name: &str) -> Option<ContainerStat> {
         let usage = number(read_whole(&self.usage, &mut self.buffer)?)?;
-        let stat = read_whole(&self.stat, &mut self.buffer)?;
-        let inactive = field(stat, b"total_inactive_file")
-            .or_else(|| field(stat, b"inactive_file"))
-            .unwrap_or(0);
+        let inactive = match self.stat_read_at {
+            Some((at_usage, inactive)) if at_usage == usage && self.stat_age < STAT_MAX_AGE => {
+                self.stat_age += 1;
+                inactive
+            }
+            _ => {
+                let stat = read_whole(&self.stat, &mut self.buffer)?;
+                let inactive = field(stat, b"total_inactive_file")
+                    .or_else(|| field(stat, b"inactive_file"))
+                    .unwrap_or(0);
+                self.stat_read_at = Some((usage, inactive));
+                self.stat_age = 0;
+                inactive
+            }
+        };
         let cpu_text = read_whole(&self.cpu, &mut self.buffer)?;
         let cpu_ns = if self.cpu_unified {
             field(cpu_text, b"usage_usec")?.saturating_mul(1000)

@@ -1,10 +1,12 @@
-//! Host memory, this process's memory and CPU, and the loop's: read with one reused
-//! sysinfo `System` that refreshes only the memory figures and this one process, plus
-//! the loop's process tree when the loop is a supervised child.
+//! Host memory, this process's memory and CPU, and the loop's: read straight from
+//! `/proc`, through files opened once and re-read in place (`pread` at offset 0, into
+//! one reused buffer), plus the loop's process tree when the loop is a supervised
+//! child. A tick reads two files: the process's `stat` line and `/proc/meminfo`. What
+//! does not change (the page size, the process's start time) is read once.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
 use std::time::Instant;
-
-use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 /// One reading of the host, of this process and of the loop.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -57,7 +59,7 @@ impl HostSample {
 /// [`tick`](Self::tick).
 ///
 /// Keep one sampler and call `tick` periodically: CPU usage is the difference between
-/// two ticks, and the reused `System` avoids re-reading the whole process table.
+/// two ticks, and the files stay open between them.
 ///
 /// ```
 /// let mut sampler = loopwatch::HostSampler::for_current_process();
@@ -66,10 +68,16 @@ impl HostSample {
 /// assert!(sample.process_rss_bytes > 0);
 /// ```
 pub struct HostSampler {
-    /// `None` where the platform offers no readings; samples then read zero.
-    system: Option<System>,
-    pid: Option<Pid>,
-    /// When the previous tick ran and the process's CPU time then, in milliseconds.
+    /// `/proc/<pid>/stat` of the watched process; `None` where `/proc` is not mounted.
+    stat: Option<File>,
+    /// `/proc/meminfo`.
+    meminfo: Option<File>,
+    /// One buffer for both files (meminfo is about 1.5 KiB).
+    buffer: Box<[u8; 4096]>,
+    page_size: u64,
+    /// Start time of the process in seconds since the Unix epoch, once known.
+    start_time_seconds: Option<u64>,
+    /// When the previous tick ran and the process's CPU time then, in clock ticks.
     previous_cpu: Option<(Instant, u64)>,
     /// A supervised loop's process tree; `None` when the loop is this process.
     loop_tree: Option<super::tree::ProcessTree>,
@@ -78,9 +86,83 @@ pub struct HostSampler {
 impl std::fmt::Debug for HostSampler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostSampler")
-            .field("pid", &self.pid)
-            .finish()
+            .field("readable", &self.stat.is_some())
+            .finish_non_exhaustive()
     }
+}
+
+/// Linux's `USER_HZ`: process times are in hundredths of a second.
+const TICKS_PER_SECOND: u64 = 100;
+
+/// The fields of a `/proc/<pid>/stat` line a tick uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StatFields {
+    cpu_ticks: u64,
+    start_ticks: u64,
+    virtual_bytes: u64,
+    rss_pages: u64,
+}
+
+/// Parses the fields after the command name, which is in parentheses and may itself
+/// hold spaces and parentheses, without allocating.
+fn parse_stat(line: &[u8]) -> Option<StatFields> {
+    let close = line.iter().rposition(|&b| b == b')')?;
+    // Field 3 (state) follows the name; field n is the (n - 3)th after it.
+    let mut fields = line[close + 1..]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty());
+    let mut number = |skip: usize| -> Option<u64> {
+        let text = fields.nth(skip)?;
+        let text = text.strip_suffix(b"\n").unwrap_or(text);
+        std::str::from_utf8(text).ok()?.trim_end().parse().ok()
+    };
+    let utime = number(14 - 3)?;
+    let stime = number(0)?;
+    let start_ticks = number(22 - 16)?;
+    let virtual_bytes = number(0)?;
+    let rss_pages = number(0)?;
+    Some(StatFields {
+        cpu_ticks: utime.saturating_add(stime),
+        start_ticks,
+        virtual_bytes,
+        rss_pages,
+    })
+}
+
+/// `MemTotal` and `MemAvailable` of a `/proc/meminfo` text, in bytes.
+fn parse_meminfo(text: &[u8]) -> Option<(u64, u64)> {
+    let (mut total, mut available) = (None, None);
+    for line in text.split(|&b| b == b'\n') {
+        let value = |prefix: &[u8]| -> Option<u64> {
+            let rest = line.strip_prefix(prefix)?;
+            let digits: &[u8] = rest.trim_ascii_start().split(|&b| b == b' ').next()?;
+            let kb: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+            Some(kb.saturating_mul(1024))
+        };
+        if let Some(v) = value(b"MemTotal:") {
+            total = Some(v);
+        } else if let Some(v) = value(b"MemAvailable:") {
+            available = Some(v);
+        }
+        if total.is_some() && available.is_some() {
+            break;
+        }
+    }
+    Some((total?, available?))
+}
+
+/// The host's boot time in seconds since the Unix epoch (`btime` of `/proc/stat`).
+fn boot_time_seconds() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Reads a whole small file from its start into `buffer`.
+fn read_whole<'b>(file: &File, buffer: &'b mut [u8]) -> Option<&'b [u8]> {
+    let read = file.read_at(buffer, 0).ok()?;
+    (read > 0).then(|| &buffer[..read])
 }
 
 impl HostSampler {
@@ -95,15 +177,22 @@ impl HostSampler {
 
     /// A sampler watching the current process.
     pub fn for_current_process() -> Self {
-        let pid = sysinfo::get_current_pid().ok();
-        let system = System::new()
-            .map_err(
-                |e| tracing::error!(error = %e, "host sampling is unavailable on this platform"),
-            )
+        let stat = File::open("/proc/self/stat")
+            .map_err(|e| tracing::error!(error = %e, "process sampling is unavailable: /proc/self/stat cannot be read"))
             .ok();
+        let meminfo = File::open("/proc/meminfo")
+            .map_err(|e| tracing::error!(error = %e, "host memory sampling is unavailable: /proc/meminfo cannot be read"))
+            .ok();
+        let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .unwrap_or(4096);
         HostSampler {
-            system,
-            pid,
+            stat,
+            meminfo,
+            buffer: Box::new([0; 4096]),
+            page_size: u64::try_from(page_size).unwrap_or(4096),
+            start_time_seconds: None,
             previous_cpu: None,
             loop_tree: None,
         }
@@ -111,38 +200,35 @@ impl HostSampler {
 
     /// Refreshes the readings and returns them.
     pub fn tick(&mut self) -> HostSample {
-        let Some(system) = self.system.as_mut() else {
-            return HostSample::default();
-        };
         let mut sample = HostSample::default();
-        system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
-        if let Some(pid) = self.pid {
-            system.refresh_processes_specifics(
-                ProcessesToUpdate::Some(&[pid]),
-                false,
-                ProcessRefreshKind::nothing().with_memory().with_cpu(),
-            );
-            if let Some(process) = system.process(pid) {
-                let now = Instant::now();
-                let cpu_ms = process.accumulated_cpu_time();
-                let percent = match self.previous_cpu.replace((now, cpu_ms)) {
-                    // CPU time over wall time, both in milliseconds: 100 per busy core.
-                    Some((then, before)) => {
-                        let wall_ms = now.duration_since(then).as_secs_f64() * 1000.0;
-                        if wall_ms > 0.0 {
-                            cpu_ms.saturating_sub(before) as f64 / wall_ms * 100.0
-                        } else {
-                            0.0
-                        }
+        let fields = self
+            .stat
+            .as_ref()
+            .and_then(|file| read_whole(file, &mut self.buffer[..]))
+            .and_then(parse_stat);
+        if let Some(fields) = fields {
+            let now = Instant::now();
+            let percent = match self.previous_cpu.replace((now, fields.cpu_ticks)) {
+                // CPU time over wall time: 100 per busy core.
+                Some((then, before)) => {
+                    let wall = now.duration_since(then).as_secs_f64();
+                    let cpu =
+                        fields.cpu_ticks.saturating_sub(before) as f64 / TICKS_PER_SECOND as f64;
+                    if wall > 0.0 {
+                        cpu / wall * 100.0
+                    } else {
+                        0.0
                     }
-                    None => 0.0,
-                };
-                sample.process_rss_bytes = process.memory();
-                sample.process_cpu_percent = percent;
-                sample.process_cpu_seconds = cpu_ms as f64 / 1000.0;
-                sample.process_virtual_memory_bytes = process.virtual_memory();
-                sample.process_start_time_seconds = process.start_time();
-            }
+                }
+                None => 0.0,
+            };
+            sample.process_rss_bytes = fields.rss_pages.saturating_mul(self.page_size);
+            sample.process_cpu_percent = percent;
+            sample.process_cpu_seconds = fields.cpu_ticks as f64 / TICKS_PER_SECOND as f64;
+            sample.process_virtual_memory_bytes = fields.virtual_bytes;
+            sample.process_start_time_seconds = *self.start_time_seconds.get_or_insert_with(|| {
+                boot_time_seconds().unwrap_or(0) + fields.start_ticks / TICKS_PER_SECOND
+            });
         }
         match self.loop_tree.as_mut() {
             Some(tree) => {
@@ -157,9 +243,15 @@ impl HostSampler {
                 sample.loop_processes = 1;
             }
         }
-        let total = system.total_memory();
-        sample.host_memory_used_bytes = total.saturating_sub(system.available_memory());
-        sample.host_memory_total_bytes = total;
+        let memory = self
+            .meminfo
+            .as_ref()
+            .and_then(|file| read_whole(file, &mut self.buffer[..]))
+            .and_then(parse_meminfo);
+        if let Some((total, available)) = memory {
+            sample.host_memory_used_bytes = total.saturating_sub(available);
+            sample.host_memory_total_bytes = total;
+        }
         sample
     }
 }
@@ -175,4 +267,65 @@ pub(crate) fn file_descriptors() -> Option<(u64, u64)> {
         .and_then(|line| line.split_whitespace().nth(3))
         .and_then(|soft| soft.parse().ok())?;
     Some((open, max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_and_meminfo_parse() {
+        let line = b"4242 (my (odd) loop) S 17 4242 17 0 -1 4194560 900 0 0 0 \
+                    150 50 0 0 20 0 3 0 98765 123456789 2048 18446744073709551615\n";
+        assert_eq!(
+            parse_stat(line),
+            Some(StatFields {
+                cpu_ticks: 200,
+                start_ticks: 98765,
+                virtual_bytes: 123456789,
+                rss_pages: 2048,
+            })
+        );
+        assert_eq!(parse_stat(b"12 (short) S 1"), None);
+        let meminfo =
+            b"MemTotal:       24000000 kB\nMemFree:         1000 kB\nMemAvailable:   12000000 kB\n";
+        assert_eq!(
+            parse_meminfo(meminfo),
+            Some((24_000_000 * 1024, 12_000_000 * 1024))
+        );
+        assert_eq!(parse_meminfo(b"MemTotal: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn a_tick_agrees_with_the_kernel() {
+        let mut sampler = HostSampler::for_current_process();
+        let first = sampler.tick();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let rss_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        let rss = first.process_rss_bytes as f64;
+        assert!(
+            (rss / (rss_kb * 1024) as f64 - 1.0).abs() < 0.1,
+            "{first:?} vs {rss_kb} kB"
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(first.process_start_time_seconds <= now);
+        assert!(first.process_start_time_seconds + 3600 > now, "{first:?}");
+        assert!(first.host_memory_used_bytes < first.host_memory_total_bytes);
+        // Burn CPU: the second tick sees it.
+        let until = Instant::now() + std::time::Duration::from_millis(60);
+        while Instant::now() < until {
+            std::hint::black_box(0u64.wrapping_add(1));
+        }
+        let second = sampler.tick();
+        assert!(second.process_cpu_seconds >= first.process_cpu_seconds);
+        assert!(second.process_cpu_percent > 0.0, "{second:?}");
+    }
 }
