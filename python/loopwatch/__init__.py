@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import Any, Deque, Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, Deque, Dict, Iterable, List, Literal, Mapping, Optional, Tuple, Type
 
 __all__ = [
     "Iteration",
@@ -84,6 +84,8 @@ _now = time.time
 
 def _number(value: Any) -> str:
     """A JSON number, or null for NaN, infinities and non-numbers."""
+    if type(value) is float and value - value == 0.0:
+        return repr(value)  # the common case: a finite float
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -131,13 +133,15 @@ def _finite_or_none(value: Any) -> Optional[float]:
 
 def _summarise_sharpes(values: List[Any]) -> Tuple[int, float, Optional[float], int]:
     """(count, sum, max) of the finite values, and how many were not finite."""
+    if not values:
+        return 0, 0.0, None, 0
     try:
-        # The common case, at C speed: every value a finite number.
-        if all(map(_isfinite, values)):
-            if not values:
-                return 0, 0.0, None, 0
-            return len(values), _fsum(values), float(max(values)), 0
-    except TypeError:
+        # The common case, at C speed: every value a finite number, which the exact
+        # sum being finite shows (a NaN or an infinity makes it not finite).
+        total = _fsum(values)
+        if total - total == 0.0:
+            return len(values), total, float(max(values)), 0
+    except (TypeError, ValueError, OverflowError):
         pass
     finite = [v for v in map(_finite_or_none, values) if v is not None]
     rejected = len(values) - len(finite)
@@ -146,10 +150,13 @@ def _summarise_sharpes(values: List[Any]) -> Tuple[int, float, Optional[float], 
 
 def _summarise_drawdowns(values: List[Any]) -> Tuple[int, float, List[Optional[float]]]:
     """(count, sum) of the valid drawdowns (finite, not negative), and the others."""
+    if not values:
+        return 0, 0.0, []
     try:
-        if all(map(_isfinite, values)) and (not values or min(values) >= 0):
-            return len(values), _fsum(values), []
-    except TypeError:
+        total = _fsum(values)
+        if total - total == 0.0 and min(values) >= 0:
+            return len(values), total, []
+    except (TypeError, ValueError, OverflowError):
         pass
     valid: List[float] = []
     rejected: List[Optional[float]] = []
@@ -162,6 +169,30 @@ def _summarise_drawdowns(values: List[Any]) -> Tuple[int, float, List[Optional[f
         else:
             valid.append(number)
     return len(valid), _fsum(valid), rejected
+
+
+def _encode_population(size: int, unique: int, diversity: Any, champion: Optional[str]) -> str:
+    champion_field = "" if champion is None else ',"champion":%s' % _text(champion)
+    return '{"v":1,"type":"population","size":%d,"unique":%d,"diversity":%s%s}\n' % (
+        int(size),
+        int(unique),
+        _number(diversity),
+        champion_field,
+    )
+
+
+def _encode_reasons(failures: Dict[str, int]) -> str:
+    """The failure tally as a JSON object, built directly (the JSON encoder's own
+    machinery costs more than the few reasons of an iteration)."""
+    if not failures:
+        return "{}"
+    if len(failures) == 1:
+        for reason, count in failures.items():
+            if len(reason) <= MAX_TEXT_CHARS:
+                return "{%s:%d}" % (_encode_string(reason), count)
+    return "{%s}" % ",".join(
+        "%s:%d" % (_encode_string(reason), count) for reason, count in _bounded_reasons(failures).items()
+    )
 
 
 def _encode_outcomes(sharpes: List[Any], drawdowns: List[Any], failures: Dict[str, int]) -> str:
@@ -180,8 +211,8 @@ def _encode_outcomes(sharpes: List[Any], drawdowns: List[Any], failures: Dict[st
             dn,
             dtotal,
             rejected_sharpe,
-            _encode_json(rejected_drawdown),
-            _encode_json(_bounded_reasons(failures)),
+            _encode_json(rejected_drawdown) if rejected_drawdown else "[]",
+            _encode_reasons(failures),
         )
     )
 
@@ -392,6 +423,14 @@ def _merge(events: List[Event]) -> List[Event]:
                 _fold_metric(inner, gauges, counters)
             elif inner_kind == "llm_call":
                 kept.append(inner)
+        end = events[j]
+        if len(end) > 2:
+            # An end that carries its iteration's outcomes and population.
+            _, _, sharpes, drawdowns, failures, population = end
+            if sharpes or drawdowns or failures:
+                merged.add_outcomes(sharpes, drawdowns, failures)
+            if population is not None:
+                merged.add_population(*population)
         try:
             merged.seconds += float(events[j][1]) - float(event[1])
         except (TypeError, ValueError):
@@ -443,20 +482,27 @@ def _llm_error(error: Any) -> Optional[str]:
 
 def _encode(event: Event) -> str:
     kind = event[0]
+    if kind == "iteration_start":
+        # The loop's own clock: the iteration's time does not depend on when the
+        # writer thread got to send it.
+        return '{"v":1,"type":"iteration_start","t":%r}\n' % (event[1],)
+    if kind == "iteration_end" and len(event) > 2:
+        # An end carrying its iteration's population and outcomes: their lines, then
+        # its own.
+        _, at, sharpes, drawdowns, failures, population = event
+        lines = ""
+        if population is not None:
+            lines = _encode_population(*population)
+        if sharpes or drawdowns or failures:
+            lines += _encode_outcomes(sharpes, drawdowns, failures)
+        return '%s{"v":1,"type":"iteration_end","t":%r}\n' % (lines, at)
     if kind == "outcomes":
         return _encode_outcomes(event[1], event[2], event[3])
     if kind == "iterations":
         merged: _Merged = event[1]
         return merged.encode()
     if kind == "population":
-        size, unique, diversity, champion = event[1:]
-        champion_field = "" if champion is None else ',"champion":%s' % _text(champion)
-        return '{"v":1,"type":"population","size":%d,"unique":%d,"diversity":%s%s}\n' % (
-            int(size),
-            int(unique),
-            _number(diversity),
-            champion_field,
-        )
+        return _encode_population(*event[1:])
     if kind == "metric":
         name, metric_kind, value, unit, description = event[1:]
         return (
@@ -697,17 +743,20 @@ class Iteration:
     Use it as a context manager (``with loopwatch.iteration() as it:``); an exception
     inside is recorded as a failure with the exception's type as the reason, and
     re-raised.
+
+    Outcomes and the population are kept on the iteration and sent with its end, as
+    one event: a loop pays a list append per outcome (or one call for all of them,
+    :meth:`outcomes`), and the writer thread summarises and encodes them.
     """
 
-    __slots__ = ("_ended", "_sharpes", "_drawdowns", "_failures")
+    __slots__ = ("_ended", "_sharpes", "_drawdowns", "_failures", "_population")
 
     def __init__(self, started_at: Optional[float] = None) -> None:
         self._ended = False
-        # Outcomes are gathered here and sent, summarised, as one `outcomes` line at
-        # the end: a list append each, instead of an event each.
         self._sharpes: List[Any] = []
         self._drawdowns: List[Any] = []
         self._failures: Dict[str, int] = {}
+        self._population: Optional[Tuple[int, int, Any, Optional[str]]] = None
         _put(("iteration_start", _now() if started_at is None else started_at))
 
     def success(self, sharpe: float, drawdown: Optional[float] = None) -> None:
@@ -726,6 +775,29 @@ class Iteration:
         except Exception:  # noqa: BLE001 - a reason that cannot be a string
             pass
 
+    def outcomes(
+        self,
+        sharpes: Iterable[float] = (),
+        drawdowns: Iterable[float] = (),
+        failures: Optional[Mapping[str, int]] = None,
+    ) -> None:
+        """Many outcomes at once: a success per Sharpe ratio in ``sharpes`` (with the
+        max drawdowns measured, in ``drawdowns``), and ``failures`` as a count per
+        reason. The same as a ``success`` or ``failure`` call for each, in one call.
+
+        ``it.outcomes(sharpes=[1.2, 0.4], drawdowns=[0.1, 0.3], failures={"no trades": 2})``
+        """
+        try:
+            self._sharpes.extend(sharpes)
+            self._drawdowns.extend(drawdowns)
+            if failures:
+                tally = self._failures
+                for reason, count in failures.items():
+                    key = reason if type(reason) is str else str(reason)
+                    tally[key] = tally.get(key, 0) + int(count)
+        except Exception:  # noqa: BLE001 - reporting never raises into the loop
+            pass
+
     def population(
         self,
         size: int,
@@ -735,7 +807,7 @@ class Iteration:
     ) -> None:
         """The population now: its size, distinct members, diversity (0-1), champion."""
         try:
-            _put(("population", int(size), int(unique), diversity, champion))
+            self._population = (int(size), int(unique), diversity, champion)
         except (TypeError, ValueError):
             pass
 
@@ -744,9 +816,16 @@ class Iteration:
         seconds, for an iteration reported after the fact; default now."""
         if not self._ended:
             self._ended = True
-            if self._sharpes or self._failures:
-                _put(("outcomes", self._sharpes, self._drawdowns, self._failures))
-            _put(("iteration_end", _now() if at is None else at))
+            _put(
+                (
+                    "iteration_end",
+                    _now() if at is None else at,
+                    self._sharpes,
+                    self._drawdowns,
+                    self._failures,
+                    self._population,
+                )
+            )
 
     def __enter__(self) -> "Iteration":
         return self

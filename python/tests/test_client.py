@@ -137,6 +137,36 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(lines[4]["name"], "llm_tokens")
         server.close()
 
+    def test_outcomes_at_once_are_the_same_as_one_call_each(self) -> None:
+        server = Server(self.path)
+        fresh_client(self.path)
+        sharpes, drawdowns = [1.5, float("nan"), 0.25, 3.0], [0.1, -0.2, 0.3]
+        with loopwatch.iteration() as it:
+            for i, sharpe in enumerate(sharpes):
+                it.success(sharpe, drawdowns[i] if i < len(drawdowns) else None)
+            for reason in ["no trades", "no trades", "timeout"]:
+                it.failure(reason)
+            it.population(8, 5, 0.5, champion="c")
+        with loopwatch.iteration() as it:
+            it.outcomes(sharpes=sharpes, drawdowns=drawdowns, failures={"no trades": 2, "timeout": 1})
+            it.population(8, 5, 0.5, champion="c")
+        with loopwatch.iteration() as it:
+            it.outcomes(sharpes=iter([2.0]), failures={"x": "many"})  # type: ignore[dict-item]
+        loopwatch.done()
+        server.wait_for(11)
+        outcomes = [line for line in server.lines if line["type"] == "outcomes"]
+        self.assertEqual(outcomes[0], outcomes[1])
+        self.assertEqual(outcomes[0]["failures"], {"no trades": 2, "timeout": 1})
+        self.assertEqual(outcomes[0]["rejected_drawdown"], [-0.2])
+        # A bad failure count is dropped, never raised; the values before it are kept.
+        self.assertEqual(outcomes[2]["sharpe"], [1, 2.0, 2.0])
+        self.assertEqual(
+            server.types(),
+            ["iteration_start", "population", "outcomes", "iteration_end"] * 2
+            + ["iteration_start", "outcomes", "iteration_end", "done"],
+        )
+        server.close()
+
     def test_llm_calls_are_written_and_kept_when_iterations_are_merged(self) -> None:
         class RateLimitError(Exception):
             status_code = 429

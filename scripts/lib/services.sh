@@ -100,9 +100,9 @@ ensure_python_env() {
     python3 -m venv "$LOOPWATCH_VENV"
   fi
   local pip=("$LOOPWATCH_TEST_PYTHON" -m pip --disable-pip-version-check -q)
-  if ! "$LOOPWATCH_TEST_PYTHON" -c "import deap, optuna, prometheus_client, mypy, openai, anthropic, openevolve" 2>/dev/null; then
-    log "installing deap, optuna, prometheus_client, mypy, openai, anthropic and openevolve into the test environment"
-    "${pip[@]}" install deap optuna prometheus_client mypy openai anthropic openevolve
+  if ! "$LOOPWATCH_TEST_PYTHON" -c "import deap, optuna, prometheus_client, psutil, mypy, openai, anthropic, openevolve" 2>/dev/null; then
+    log "installing deap, optuna, prometheus_client, psutil, mypy, openai, anthropic and openevolve into the test environment"
+    "${pip[@]}" install deap optuna prometheus_client psutil mypy openai anthropic openevolve
   fi
   log "pip install . (the loopwatch command and the Python client)"
   MATURIN_PEP517_ARGS="--profile dev" "${pip[@]}" install --force-reinstall --no-deps .
