@@ -98,9 +98,6 @@ pub enum CollectError {
     /// The collection returned without loopwatch's metrics (the SDK failed internally).
     #[error("the metrics collection came back without loopwatch's own metrics")]
     Incomplete,
-    /// The collected families could not be encoded as text.
-    #[error("encoding the exposition failed: {0}")]
-    Encode(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The collection did not finish (its task was cancelled or panicked).
     #[error("the collection task did not finish")]
     Aborted,

@@ -13,7 +13,7 @@ use opentelemetry::metrics::{Meter, MeterProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::proto::MetricFamily;
-use prometheus::{Registry, TextEncoder};
+use prometheus::Registry;
 
 use crate::alerts::{AlertName, Watched};
 use crate::catalog::{self, Instruments, MetricSpec};
@@ -35,6 +35,8 @@ pub(crate) struct Pipeline {
     user_meter: Meter,
     /// loopwatch's own instruments, on the core provider.
     pub(crate) instruments: Instruments,
+    /// The text exposition's writer, with the families' header lines it keeps.
+    pub(crate) text: crate::export::text::TextWriter,
     user_poisoned: std::sync::atomic::AtomicBool,
 }
 
@@ -120,6 +122,7 @@ impl Pipeline {
             core_registry,
             user_registry,
             instruments,
+            text: Default::default(),
             user_poisoned: Default::default(),
         })
     }
@@ -194,13 +197,6 @@ impl Pipeline {
 
 /// The Content-Type of the Prometheus text exposition format.
 pub(crate) const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Encodes metric families in the Prometheus text exposition format.
-pub(crate) fn encode_text(families: &[MetricFamily]) -> Result<String, CollectError> {
-    TextEncoder::new()
-        .encode_to_string(families)
-        .map_err(|e| CollectError::Encode(std::sync::Arc::new(e)))
-}
 
 /// The label sets of a labelled metric that exist from start-up, each exported at zero
 /// before anything happens, so rules and dashboards resolve at once.

@@ -147,9 +147,8 @@ pub(crate) fn write(
             };
         }
     };
-    let prometheus_text = crate::pipeline::encode_text(&families)
-        .map_err(Error::Collect)
-        .and_then(|text| write_atomically(dir, PROMETHEUS_FINAL_FILE, text.as_bytes()));
+    let text = crate::export::text::TextWriter::default().encode(&families);
+    let prometheus_text = write_atomically(dir, PROMETHEUS_FINAL_FILE, text.as_bytes());
     let alert_history: Vec<_> = snapshot
         .events
         .iter()

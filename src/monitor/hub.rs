@@ -46,7 +46,7 @@ use crate::error::CollectError;
 use crate::evaluate::Findings;
 use crate::export::alertmanager::AlertSink;
 use crate::export::{Evaluation, Snapshot, Source};
-use crate::pipeline::{encode_text, Pipeline};
+use crate::pipeline::Pipeline;
 use crate::record::Rejections;
 use crate::run::{HistoryPoint, IterationSummary, LoopExit, RunIdentity, RunSummary};
 use crate::sample::{CgroupMemory, HostSampler};
@@ -556,7 +556,8 @@ impl Source for Shared {
 
     fn exposition(&self) -> Result<String, CollectError> {
         self.settle();
-        encode_text(&self.pipeline().gather()?)
+        let families = self.pipeline().gather()?;
+        Ok(self.pipeline().text.encode(&families))
     }
 
     fn snapshot(&self) -> Snapshot {
