@@ -24,6 +24,9 @@ fn render_scrape(c: &mut Criterion) {
         iteration.record_failure("too few trades");
         iteration.record_population(Population::new(20, 15, 0.7).with_champion("c"));
     }
+    // The families a render holds, for the per-family comparison.
+    let families = monitor.render_metrics().unwrap().matches("# TYPE ").count();
+    eprintln!("render_scrape families={families}");
     c.bench_function("render_full_catalog", |b| {
         b.iter(|| black_box(monitor.render_metrics().unwrap()))
     });

@@ -38,7 +38,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use crate::alerts::AlertName;
 use crate::config::Settings;
@@ -52,7 +52,7 @@ use crate::run::{HistoryPoint, IterationSummary, LoopExit, RunIdentity, RunSumma
 use crate::sample::{CgroupMemory, HostSampler};
 
 use super::findings::{dispatch, FindingSink, Log};
-use super::judge::{lock, Judge, Judged, WallClock};
+use super::judge::{lock, Judge, Judged};
 use super::ledger::{Books, Latest, Ledger, RunLedger};
 use super::reasons::ReasonCounts;
 
@@ -76,8 +76,8 @@ pub(super) struct Completed {
     pub(super) reasons: ReasonCounts,
     /// The best Sharpe ratio reported in it.
     pub(super) best_sharpe: Option<f64>,
-    /// When it ended.
-    pub(super) ended: Instant,
+    /// When it ended, as a stamp of the judge's clock.
+    pub(super) ended: u64,
 }
 use super::publish::Publisher;
 
@@ -91,8 +91,6 @@ pub(super) struct Shared {
     pub(super) rejections: Rejections,
     pub(super) local_addr: SocketAddr,
     pub(super) next_iteration: AtomicU64,
-    /// The wall-clock time of the loop's monotonic instants.
-    pub(super) clock: WallClock,
     /// The [`fingerprint`] of the champion the books hold; 0 before any.
     pub(super) champion_fingerprint: AtomicU64,
     /// Completed iterations since the champion last changed.
@@ -152,7 +150,6 @@ impl Shared {
             rejections,
             local_addr: parts.local_addr,
             next_iteration: AtomicU64::new(1),
-            clock: WallClock::new(),
             champion_fingerprint: AtomicU64::new(0),
             staleness: AtomicU64::new(0),
             pending: Mutex::new(Vec::with_capacity(64)),
@@ -241,7 +238,7 @@ impl Shared {
     /// One completed iteration, settled.
     fn apply(&self, completed: &Completed) {
         let summary = &completed.summary;
-        let at = self.clock.unix_seconds(completed.ended);
+        let at = self.judge.clock.unix_seconds(completed.ended);
         let (findings, judged) = {
             let mut books = self.ledger.books();
             let books = &mut *books;
@@ -264,11 +261,11 @@ impl Shared {
         self.deliver(&findings);
     }
 
-    /// An iteration starts at `at`: stamps it, and re-evaluates LoopStalled if it
-    /// fires (a loop stuck between iterations is stuck no more).
-    pub(super) fn iteration_started(&self, number: u64, at: Instant) {
+    /// An iteration starts at clock stamp `at`: stamps it, and re-evaluates
+    /// LoopStalled if it fires (a loop stuck between iterations is stuck no more).
+    pub(super) fn iteration_started(&self, number: u64, at: u64) {
         self.publisher
-            .iteration_started(number, self.clock.unix_seconds(at));
+            .iteration_started(number, self.judge.clock.unix_seconds(at));
         if self.judge.iteration_started(at) {
             self.check_liveness();
         }
@@ -283,7 +280,7 @@ impl Shared {
     /// What the background task evaluates about once a second: LoopStalled, and
     /// LoopCrashLooping as restarts leave the window.
     pub(super) fn check_clock(&self) {
-        self.clock.resync();
+        self.judge.clock.resync();
         self.settle();
         self.check_liveness();
         let (calls, oldest) = self.llm.in_flight();
@@ -589,11 +586,48 @@ impl Source for Shared {
     }
 }
 
-/// A champion's fingerprint: 64 bits of a hash of its name, never 0. The iteration
-/// compares it with the books' champion's without a lock; only a different one takes
-/// the lock and compares the names themselves.
+/// A champion's fingerprint: a 64-bit hash of its name (eight bytes at a time, then
+/// mixed as MurmurHash3's finaliser does), never 0. The iteration compares it with the
+/// books' champion's without a lock; only a different one takes the lock and compares
+/// the names themselves, so a change is missed only if two names share all 64 bits.
 pub(super) fn fingerprint(champion: &str) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault};
-    let hash = BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(champion);
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes = champion.as_bytes();
+    let mut hash = (bytes.len() as u64).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        hash = (hash ^ word).wrapping_mul(K).rotate_left(31);
+    }
+    let mut last = [0u8; 8];
+    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    hash = (hash ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^= hash >> 33;
     hash | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+
+    #[test]
+    fn fingerprints_tell_similar_names_apart() {
+        let names: Vec<String> = (0..20_000)
+            .map(|i| format!("ma-cross-{}-{}", i % 200, i / 200))
+            .chain((0..64).map(|n| "x".repeat(n)))
+            .collect();
+        let mut prints: Vec<u64> = names.iter().map(|n| fingerprint(n)).collect();
+        assert!(prints.iter().all(|p| p & 1 == 1));
+        prints.sort_unstable();
+        prints.dedup();
+        assert_eq!(
+            prints.len(),
+            names.len(),
+            "no two names share a fingerprint"
+        );
+    }
 }

@@ -1,7 +1,6 @@
 //! One iteration of the loop, as the loop reports it: outcomes, population, timing.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use crate::record::{Observations, Population, Rejection};
 use crate::run::{EventKind, IterationSummary};
@@ -28,7 +27,8 @@ pub struct Iteration<'m> {
 #[derive(Debug)]
 pub(super) struct IterationState {
     number: u64,
-    started: Instant,
+    /// When it started, as a stamp of the judge's clock.
+    started: u64,
     observations: Observations,
     /// The best Sharpe ratio reported in this iteration.
     best_sharpe: Option<f64>,
@@ -50,7 +50,7 @@ impl std::fmt::Debug for Iteration<'_> {
 impl IterationState {
     #[inline]
     pub(super) fn start(shared: &Shared, number: u64) -> Self {
-        let started = Instant::now();
+        let started = shared.judge.clock.now();
         shared.iteration_started(number, started);
         IterationState {
             number,
@@ -175,7 +175,13 @@ impl IterationState {
         }
         let duration = std::time::Duration::try_from_secs_f64(batch.seconds).unwrap_or_default();
         let since_change = changed_at.map(|at| self.number - at);
-        self.complete(shared, batch.count, duration, since_change, Instant::now())
+        self.complete(
+            shared,
+            batch.count,
+            duration,
+            since_change,
+            shared.judge.clock.now(),
+        )
     }
 
     /// Ends `count` completed iterations of `duration` in all (this one, or a batch
@@ -189,7 +195,7 @@ impl IterationState {
         count: u64,
         duration: std::time::Duration,
         since_change: Option<u64>,
-        ended: Instant,
+        ended: u64,
     ) -> IterationSummary {
         let o = &self.observations;
         // Completed iterations since the champion last changed; 0 until there is one.
@@ -242,8 +248,8 @@ impl IterationState {
     }
 
     pub(super) fn finish(&self, shared: &Shared) -> IterationSummary {
-        let ended = Instant::now();
-        let duration = ended.saturating_duration_since(self.started);
+        let ended = shared.judge.clock.now();
+        let duration = std::time::Duration::from_nanos(ended.saturating_sub(self.started));
         let since_change = self.champion_changed.then_some(0);
         self.complete(shared, 1, duration, since_change, ended)
     }
@@ -255,7 +261,7 @@ impl IterationState {
         duration: std::time::Duration,
     ) -> IterationSummary {
         let since_change = self.champion_changed.then_some(0);
-        self.complete(shared, 1, duration, since_change, Instant::now())
+        self.complete(shared, 1, duration, since_change, shared.judge.clock.now())
     }
 }
 

@@ -24,20 +24,21 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Wall-clock time of a monotonic instant, without reading the wall clock: the offset
+/// The monitor's clock: monotonic instants as stamps (nanoseconds since the clock's
+/// epoch), and their wall-clock time without reading the wall clock. The offset
 /// between the two clocks is taken at start-up and again about once a second (by
-/// [`WallClock::resync`]), so a stepped system clock is followed within a second
-/// while the loop's thread reads one monotonic clock per event.
+/// [`Clock::resync`]), so a stepped system clock is followed within a second while
+/// the loop's thread reads one monotonic clock per event.
 #[derive(Debug)]
-pub(super) struct WallClock {
+pub(super) struct Clock {
     epoch: Instant,
     /// Unix time of `epoch` in nanoseconds, as of the last resync.
     offset_ns: AtomicI64,
 }
 
-impl WallClock {
+impl Clock {
     pub(super) fn new() -> Self {
-        let clock = WallClock {
+        let clock = Clock {
             epoch: Instant::now(),
             offset_ns: AtomicI64::new(0),
         };
@@ -47,28 +48,39 @@ impl WallClock {
 
     /// Takes the offset between the monotonic and the wall clock again.
     pub(super) fn resync(&self) {
-        let now = Instant::now();
+        let mono = i64::try_from(self.now()).unwrap_or(i64::MAX);
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        let mono = i64::try_from(now.duration_since(self.epoch).as_nanos()).unwrap_or(i64::MAX);
         self.offset_ns
             .store(wall.saturating_sub(mono), Ordering::Relaxed);
     }
 
-    /// Seconds since the Unix epoch at `at`.
+    /// The stamp of now: nanoseconds since the epoch.
     #[inline]
-    pub(super) fn unix_seconds(&self, at: Instant) -> f64 {
-        let mono = at.saturating_duration_since(self.epoch).as_nanos() as i64;
-        (self.offset_ns.load(Ordering::Relaxed) + mono) as f64 / 1e9
+    pub(super) fn now(&self) -> u64 {
+        self.stamp(Instant::now())
+    }
+
+    /// The stamp of `at`.
+    #[inline]
+    pub(super) fn stamp(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.epoch);
+        since.as_secs() * 1_000_000_000 + u64::from(since.subsec_nanos())
+    }
+
+    /// Seconds since the Unix epoch at `stamp`.
+    #[inline]
+    pub(super) fn unix_seconds(&self, stamp: u64) -> f64 {
+        let mono = i64::try_from(stamp).unwrap_or(i64::MAX);
+        self.offset_ns.load(Ordering::Relaxed).saturating_add(mono) as f64 / 1e9
     }
 }
 
-/// When iterations start and end, for LoopStalled: nanoseconds since `epoch`, plus
-/// one so that 0 means "never" (atomics, so the loop's thread takes no lock).
+/// When iterations start and end, for LoopStalled: clock stamps plus one, so that 0
+/// means "never" (atomics, so the loop's thread takes no lock).
 #[derive(Debug)]
 struct Liveness {
-    epoch: Instant,
     running_since: AtomicU64,
     last_end: AtomicU64,
     done: AtomicBool,
@@ -78,26 +90,17 @@ struct Liveness {
 }
 
 impl Liveness {
-    fn stamp(&self, at: Instant) -> u64 {
-        u64::try_from(at.duration_since(self.epoch).as_nanos())
-            .unwrap_or(u64::MAX - 1)
-            .saturating_add(1)
+    fn since(stamp: u64, now: u64) -> Option<Duration> {
+        (stamp != 0).then(|| Duration::from_nanos(now.saturating_sub(stamp - 1)))
     }
 
-    fn since(&self, stamp: u64, now: Instant) -> Option<Duration> {
-        (stamp != 0).then(|| {
-            now.duration_since(self.epoch)
-                .saturating_sub(Duration::from_nanos(stamp - 1))
-        })
-    }
-
-    fn activity(&self, now: Instant) -> Activity {
-        let running = self.since(self.running_since.load(Ordering::Relaxed), now);
+    fn activity(&self, now: u64) -> Activity {
+        let running = Self::since(self.running_since.load(Ordering::Relaxed), now);
         Activity {
             running_for: running,
             idle_for: running
                 .is_none()
-                .then(|| self.since(self.last_end.load(Ordering::Relaxed), now))
+                .then(|| Self::since(self.last_end.load(Ordering::Relaxed), now))
                 .flatten(),
             done: self.done.load(Ordering::Relaxed),
         }
@@ -124,6 +127,8 @@ pub(super) struct Judge {
     /// The evaluator, in the books it shares a lock with.
     books: Arc<Mutex<Books>>,
     liveness: Liveness,
+    /// The clock of liveness, iterations and the history.
+    pub(super) clock: Clock,
 }
 
 impl Judge {
@@ -132,8 +137,8 @@ impl Judge {
         Judge {
             books,
             thresholds,
+            clock: Clock::new(),
             liveness: Liveness {
-                epoch: Instant::now(),
                 running_since: AtomicU64::new(0),
                 last_end: AtomicU64::new(0),
                 done: AtomicBool::new(false),
@@ -155,19 +160,21 @@ impl Judge {
         self.liveness.stalled.store(stalled, Ordering::Relaxed);
     }
 
-    /// An iteration starts at `at`; returns whether LoopStalled fires and so needs a
-    /// look now (a loop stuck between iterations is stuck no more).
-    pub(super) fn iteration_started(&self, at: Instant) -> bool {
-        let stamp = self.liveness.stamp(at);
-        self.liveness.running_since.store(stamp, Ordering::Relaxed);
+    /// An iteration starts at clock stamp `at`; returns whether LoopStalled fires and
+    /// so needs a look now (a loop stuck between iterations is stuck no more).
+    pub(super) fn iteration_started(&self, at: u64) -> bool {
+        self.liveness
+            .running_since
+            .store(at.saturating_add(1), Ordering::Relaxed);
         self.liveness.stalled.load(Ordering::Relaxed)
     }
 
-    /// An iteration ended at `ended`: the loop is between iterations from then on.
-    pub(super) fn iteration_ended(&self, ended: Instant) {
+    /// An iteration ended at clock stamp `ended`: the loop is between iterations
+    /// from then on.
+    pub(super) fn iteration_ended(&self, ended: u64) {
         self.liveness
             .last_end
-            .store(self.liveness.stamp(ended), Ordering::Relaxed);
+            .store(ended.saturating_add(1), Ordering::Relaxed);
         self.liveness.running_since.store(0, Ordering::Relaxed);
     }
 
@@ -183,7 +190,7 @@ impl Judge {
         let evaluator = &mut books.evaluator;
         let mut findings = evaluator.on_iteration(summary, th);
         if evaluator.state(AlertName::LoopStalled) != AlertState::Inactive {
-            let activity = self.liveness.activity(Instant::now());
+            let activity = self.liveness.activity(self.clock.now());
             findings
                 .transitions
                 .extend(evaluator.on_clock(activity, th).transitions);
@@ -201,7 +208,7 @@ impl Judge {
 
     /// LoopStalled, now.
     pub(super) fn clock(&self) -> Findings {
-        let activity = self.liveness.activity(Instant::now());
+        let activity = self.liveness.activity(self.clock.now());
         self.evaluate(|evaluator, th| evaluator.on_clock(activity, th))
     }
 
@@ -225,7 +232,7 @@ impl Judge {
     /// A supervised loop's new process started: not done, and waiting from now on
     /// (for its first iteration) counts toward a stall.
     pub(super) fn loop_started(&self) {
-        let now = self.liveness.stamp(Instant::now());
+        let now = self.clock.now().saturating_add(1);
         self.liveness.running_since.store(0, Ordering::Relaxed);
         self.liveness.last_end.store(now, Ordering::Relaxed);
         self.liveness.done.store(false, Ordering::Relaxed);
