@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// The underlying error of a dependency (the OpenTelemetry SDK, Docker's client,
 /// the Prometheus encoder), kept as a source so that its type is not part of
@@ -110,7 +109,7 @@ pub enum CollectError {
 pub enum SandboxError {
     /// No Docker client could be configured (see `loopwatch_docker_up`).
     #[error("no Docker client could be configured: {0}")]
-    NoDocker(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    NoDocker(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// Docker refused or failed a step.
     #[error("sandbox container {step} failed: {source}")]
     Docker {
