@@ -21,6 +21,10 @@ use crate::error::{CollectError, Error};
 use crate::record::Rejection;
 use crate::run::RunIdentity;
 
+mod text;
+
+pub(crate) use text::TextWriter;
+
 /// Name of the instrumentation scope of loopwatch's own instruments.
 pub(crate) const CORE_SCOPE: &str = "loopwatch";
 /// Name of the instrumentation scope handed to users.
@@ -36,7 +40,7 @@ pub(crate) struct Pipeline {
     /// loopwatch's own instruments, on the core provider.
     pub(crate) instruments: Instruments,
     /// The text exposition's writer, with the families' header lines it keeps.
-    pub(crate) text: crate::export::text::TextWriter,
+    pub(crate) text: TextWriter,
     user_poisoned: std::sync::atomic::AtomicBool,
 }
 

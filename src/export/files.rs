@@ -147,7 +147,7 @@ pub(crate) fn write(
             };
         }
     };
-    let text = crate::export::text::TextWriter::default().encode(&families);
+    let text = crate::pipeline::TextWriter::default().encode(&families);
     let prometheus_text = write_atomically(dir, PROMETHEUS_FINAL_FILE, text.as_bytes());
     let alert_history: Vec<_> = snapshot
         .events

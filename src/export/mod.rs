@@ -9,7 +9,6 @@ pub(crate) mod alertmanager;
 pub(crate) mod files;
 pub(crate) mod http;
 pub(crate) mod register;
-pub(crate) mod text;
 pub(crate) mod view;
 
 use enum_map::EnumMap;

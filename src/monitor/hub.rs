@@ -8,8 +8,9 @@
 //!
 //! The run's books (the ledger's run and latest readings with the judge's evaluator),
 //! the ledger's housekeeping, and the host sampler are each behind their own mutex.
-//! No step holds two at once: each takes one, copies or decides what it needs, and
-//! lets it go before the next. Findings are dispatched with no lock held (the event
+//! No step holds two at once (settling, below, holds only its own ordering lock
+//! besides): each takes one, copies or decides what it needs, and lets it go before
+//! the next. Findings are dispatched with no lock held (the event
 //! log takes the books' lock for itself). So there is no lock order to keep, and none
 //! can deadlock.
 //!
@@ -54,6 +55,7 @@ use crate::sample::{CgroupMemory, HostSampler};
 use super::findings::{dispatch, FindingSink, Log};
 use super::judge::{lock, Judge, Judged};
 use super::ledger::{Books, Latest, Ledger, RunLedger};
+use super::publish::Publisher;
 use super::reasons::ReasonCounts;
 
 /// How often the background clock settles completed iterations.
@@ -79,7 +81,6 @@ pub(super) struct Completed {
     /// When it ended, as a stamp of the judge's clock.
     pub(super) ended: u64,
 }
-use super::publish::Publisher;
 
 /// Shared between the loop's handle, the endpoint and the background tasks.
 pub(super) struct Shared {
