@@ -260,8 +260,19 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>
 
 #[derive(Deserialize)]
 struct MomentBody {
+    /// Unix seconds.
     #[serde(default)]
     t: Option<f64>,
+    /// Unix nanoseconds, as a whole number (cheaper for a client to write).
+    #[serde(default)]
+    t_ns: Option<u64>,
+}
+
+impl MomentBody {
+    /// The moment in Unix seconds: `t`, else `t_ns`.
+    fn at(&self) -> Option<f64> {
+        self.t.or(self.t_ns.map(|ns| ns as f64 / 1e9))
+    }
 }
 
 #[derive(Deserialize)]
@@ -439,10 +450,10 @@ pub fn parse_line(line: &[u8]) -> Result<Message, LineError> {
     }
     Ok(match envelope.kind.as_ref() {
         "iteration_start" => Message::IterationStart {
-            at: body::<MomentBody>(line)?.t,
+            at: body::<MomentBody>(line)?.at(),
         },
         "iteration_end" => Message::IterationEnd {
-            at: body::<MomentBody>(line)?.t,
+            at: body::<MomentBody>(line)?.at(),
         },
         "done" => Message::Done,
         "success" => {

@@ -133,7 +133,7 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(outcomes["rejected_sharpe"], 1)
         self.assertEqual(outcomes["failures"], {'too "few" trades': 2})
         self.assertEqual(lines[1]["champion"], "ma-1")
-        self.assertLessEqual(lines[0]["t"], lines[3]["t"])
+        self.assertLessEqual(lines[0]["t_ns"], lines[3]["t_ns"])
         self.assertEqual(lines[4]["name"], "llm_tokens")
         server.close()
 
