@@ -59,7 +59,7 @@ use super::publish::Publisher;
 use super::reasons::ReasonCounts;
 
 /// How often the background clock settles completed iterations.
-pub(super) const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+pub(super) const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Completed iterations queued at most before the loop's thread settles them itself.
 const MAX_PENDING: usize = 256;
