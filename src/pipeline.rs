@@ -23,7 +23,7 @@ use crate::run::RunIdentity;
 
 mod text;
 
-pub(crate) use text::TextWriter;
+pub(crate) use text::{type_name, TextWriter};
 
 /// Name of the instrumentation scope of loopwatch's own instruments.
 pub(crate) const CORE_SCOPE: &str = "loopwatch";

@@ -86,13 +86,7 @@ pub(crate) fn families_to_json(families: &[MetricFamily]) -> Value {
                 json!({ "labels": labels, "value": value })
             })
             .collect();
-        let kind = match family.get_field_type() {
-            MetricType::COUNTER => "counter",
-            MetricType::GAUGE => "gauge",
-            MetricType::HISTOGRAM => "histogram",
-            MetricType::SUMMARY => "summary",
-            MetricType::UNTYPED => "untyped",
-        };
+        let kind = crate::pipeline::type_name(family.get_field_type());
         metrics.insert(
             family.name().to_string(),
             json!({

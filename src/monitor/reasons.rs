@@ -77,96 +77,82 @@ impl ReasonNames {
     }
 }
 
-/// Failures counted by reason number, for one iteration or the run (32-bit counts
-/// keep an iteration's tally small to carry; they saturate).
+/// A count a [`Tally`] keeps: 32 bits for an iteration (small to carry), 64 for
+/// the run.
+pub(crate) trait Count: Copy + Default + Into<u64> {
+    /// `self + n`, saturating at the type's maximum.
+    fn plus(self, n: u64) -> Self;
+}
+
+impl Count for u32 {
+    fn plus(self, n: u64) -> Self {
+        self.saturating_add(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+}
+
+impl Count for u64 {
+    fn plus(self, n: u64) -> Self {
+        self.saturating_add(n)
+    }
+}
+
+/// Failures counted by reason number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ReasonCounts {
-    counts: [u32; MAX_FAILURE_REASONS + 1],
-    /// Which numbers have a count, one bit each, so that folding and clearing visit
+pub(crate) struct Tally<C> {
+    counts: [C; MAX_FAILURE_REASONS + 1],
+    /// Which numbers have a count, one bit each, so that folding and naming visit
     /// only those.
     present: u64,
 }
 
-impl Default for ReasonCounts {
+/// One iteration's failures by reason number.
+pub(crate) type ReasonCounts = Tally<u32>;
+/// The run's failures by reason number.
+pub(crate) type ReasonTotals = Tally<u64>;
+
+impl<C: Count> Default for Tally<C> {
     fn default() -> Self {
-        ReasonCounts {
-            counts: [0; MAX_FAILURE_REASONS + 1],
+        Tally {
+            counts: [C::default(); MAX_FAILURE_REASONS + 1],
             present: 0,
         }
     }
 }
 
-impl ReasonCounts {
+impl<C: Count> Tally<C> {
     /// Counts `n` failures of reason number `id`.
     #[inline]
     pub(crate) fn add(&mut self, id: usize, n: u64) {
         let id = id.min(OTHER);
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        self.counts[id] = self.counts[id].saturating_add(n);
+        self.counts[id] = self.counts[id].plus(n);
         self.present |= 1 << id;
     }
 
     /// Adds every count of `other`.
-    pub(crate) fn add_all(&mut self, other: &ReasonCounts) {
-        let mut present = other.present;
-        while present != 0 {
-            let id = present.trailing_zeros() as usize;
-            present &= present - 1;
-            self.add(id, u64::from(other.counts[id]));
+    pub(crate) fn add_all<D: Count>(&mut self, other: &Tally<D>) {
+        for (id, count) in other.iter() {
+            self.add(id, count);
         }
+    }
+
+    /// The reason numbers with a count, and their counts.
+    fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let mut present = self.present;
+        std::iter::from_fn(move || {
+            (present != 0).then(|| {
+                let id = present.trailing_zeros() as usize;
+                present &= present - 1;
+                (id, self.counts[id].into())
+            })
+        })
     }
 
     /// The counts by name (a reason named "other" shares the overflow's row).
     pub(crate) fn by_name(&self, names: &ReasonNames) -> BTreeMap<String, u64> {
         let mut named = BTreeMap::new();
-        let mut present = self.present;
-        while present != 0 {
-            let id = present.trailing_zeros() as usize;
-            present &= present - 1;
-            let count: &mut u64 = named.entry(names.name(id).to_string()).or_default();
-            *count = count.saturating_add(u64::from(self.counts[id]));
-        }
-        named
-    }
-}
-
-/// Failures over the whole run by reason number, in 64-bit counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ReasonTotals {
-    counts: [u64; MAX_FAILURE_REASONS + 1],
-    present: u64,
-}
-
-impl Default for ReasonTotals {
-    fn default() -> Self {
-        ReasonTotals {
-            counts: [0; MAX_FAILURE_REASONS + 1],
-            present: 0,
-        }
-    }
-}
-
-impl ReasonTotals {
-    /// Adds an iteration's counts.
-    pub(crate) fn add_all(&mut self, iteration: &ReasonCounts) {
-        let mut present = iteration.present;
-        self.present |= present;
-        while present != 0 {
-            let id = present.trailing_zeros() as usize;
-            present &= present - 1;
-            self.counts[id] = self.counts[id].saturating_add(u64::from(iteration.counts[id]));
-        }
-    }
-
-    /// The counts by name (a reason named "other" shares the overflow's row).
-    pub(crate) fn by_name(&self, names: &ReasonNames) -> BTreeMap<String, u64> {
-        let mut named = BTreeMap::new();
-        let mut present = self.present;
-        while present != 0 {
-            let id = present.trailing_zeros() as usize;
-            present &= present - 1;
-            let count: &mut u64 = named.entry(names.name(id).to_string()).or_default();
-            *count = count.saturating_add(self.counts[id]);
+        for (id, count) in self.iter() {
+            let total: &mut u64 = named.entry(names.name(id).to_string()).or_default();
+            *total = total.saturating_add(count);
         }
         named
     }

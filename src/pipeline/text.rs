@@ -61,15 +61,20 @@ fn header_lines(family: &MetricFamily) -> String {
     if !family.help().is_empty() {
         let _ = writeln!(lines, "# HELP {name} {}", escape(family.help(), false));
     }
-    let kind = match family.get_field_type() {
+    let kind = type_name(family.get_field_type());
+    let _ = writeln!(lines, "# TYPE {name} {kind}");
+    lines
+}
+
+/// The exposition's word for a family's type.
+pub(crate) fn type_name(kind: MetricType) -> &'static str {
+    match kind {
         MetricType::COUNTER => "counter",
         MetricType::GAUGE => "gauge",
         MetricType::HISTOGRAM => "histogram",
         MetricType::SUMMARY => "summary",
         MetricType::UNTYPED => "untyped",
-    };
-    let _ = writeln!(lines, "# TYPE {name} {kind}");
-    lines
+    }
 }
 
 fn write_metric(out: &mut String, name: &str, kind: MetricType, metric: &Metric) {
