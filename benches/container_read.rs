@@ -3,7 +3,7 @@
 //! cgroup files, with no request to Docker. Needs a running Docker Engine
 //! (`scripts/test` starts one).
 //!
-//! Target: 20 µs per container per sample. Reproduce with
+//! Target: 10 µs per container per sample. Reproduce with
 //! `cargo bench --bench container_read`; `scripts/container-cost N` measures the same
 //! in a live loop beside dockerd's own CPU.
 //!
