@@ -10,12 +10,11 @@
 //! reads a sample.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::time::Instant;
 
 use crate::containers::stats::ContainerStat;
-use crate::sample::{CgroupCpu, CgroupMemory, CGROUP_ROOT};
+use crate::sample::{read_whole, CgroupCpu, CgroupMemory, CGROUP_ROOT};
 
 /// Samples after which `memory.stat` is read again even if usage has not changed
 /// (pages can move between the active and inactive lists with usage unchanged).
@@ -38,12 +37,6 @@ pub(crate) struct CgroupStats {
     /// showed, and samples since.
     stat_read_at: Option<(u64, u64)>,
     stat_age: u32,
-}
-
-/// Reads a whole small file from its start into `buffer`.
-fn read_whole<'b>(file: &File, buffer: &'b mut [u8]) -> Option<&'b [u8]> {
-    let read = file.read_at(buffer, 0).ok()?;
-    (read > 0).then(|| &buffer[..read])
 }
 
 /// The number at the start of `text` (trailing newline allowed).

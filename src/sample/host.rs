@@ -5,8 +5,9 @@
 //! does not change (the page size, the process's start time) is read once.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt as _;
 use std::time::Instant;
+
+use super::procfs::{parse_stat, read_whole};
 
 /// One reading of the host, of this process and of the loop.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -94,41 +95,6 @@ impl std::fmt::Debug for HostSampler {
 /// Linux's `USER_HZ`: process times are in hundredths of a second.
 const TICKS_PER_SECOND: u64 = 100;
 
-/// The fields of a `/proc/<pid>/stat` line a tick uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct StatFields {
-    cpu_ticks: u64,
-    start_ticks: u64,
-    virtual_bytes: u64,
-    rss_pages: u64,
-}
-
-/// Parses the fields after the command name, which is in parentheses and may itself
-/// hold spaces and parentheses, without allocating.
-fn parse_stat(line: &[u8]) -> Option<StatFields> {
-    let close = line.iter().rposition(|&b| b == b')')?;
-    // Field 3 (state) follows the name; field n is the (n - 3)th after it.
-    let mut fields = line[close + 1..]
-        .split(|&b| b == b' ')
-        .filter(|f| !f.is_empty());
-    let mut number = |skip: usize| -> Option<u64> {
-        let text = fields.nth(skip)?;
-        let text = text.strip_suffix(b"\n").unwrap_or(text);
-        std::str::from_utf8(text).ok()?.trim_end().parse().ok()
-    };
-    let utime = number(14 - 3)?;
-    let stime = number(0)?;
-    let start_ticks = number(22 - 16)?;
-    let virtual_bytes = number(0)?;
-    let rss_pages = number(0)?;
-    Some(StatFields {
-        cpu_ticks: utime.saturating_add(stime),
-        start_ticks,
-        virtual_bytes,
-        rss_pages,
-    })
-}
-
 /// `MemTotal` and `MemAvailable` of a `/proc/meminfo` text, in bytes.
 fn parse_meminfo(text: &[u8]) -> Option<(u64, u64)> {
     let (mut total, mut available) = (None, None);
@@ -157,12 +123,6 @@ fn boot_time_seconds() -> Option<u64> {
     text.lines()
         .find_map(|line| line.strip_prefix("btime "))
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// Reads a whole small file from its start into `buffer`.
-fn read_whole<'b>(file: &File, buffer: &'b mut [u8]) -> Option<&'b [u8]> {
-    let read = file.read_at(buffer, 0).ok()?;
-    (read > 0).then(|| &buffer[..read])
 }
 
 impl HostSampler {
@@ -205,7 +165,7 @@ impl HostSampler {
             .stat
             .as_ref()
             .and_then(|file| read_whole(file, &mut self.buffer[..]))
-            .and_then(parse_stat);
+            .and_then(|line| parse_stat(std::str::from_utf8(line).ok()?));
         if let Some(fields) = fields {
             let now = Instant::now();
             let percent = match self.previous_cpu.replace((now, fields.cpu_ticks)) {
@@ -274,19 +234,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stat_and_meminfo_parse() {
-        let line = b"4242 (my (odd) loop) S 17 4242 17 0 -1 4194560 900 0 0 0 \
-                    150 50 0 0 20 0 3 0 98765 123456789 2048 18446744073709551615\n";
-        assert_eq!(
-            parse_stat(line),
-            Some(StatFields {
-                cpu_ticks: 200,
-                start_ticks: 98765,
-                virtual_bytes: 123456789,
-                rss_pages: 2048,
-            })
-        );
-        assert_eq!(parse_stat(b"12 (short) S 1"), None);
+    fn meminfo_parses() {
         let meminfo =
             b"MemTotal:       24000000 kB\nMemFree:         1000 kB\nMemAvailable:   12000000 kB\n";
         assert_eq!(

@@ -12,4 +12,6 @@ pub(crate) use cgroup::{CgroupCpu, CGROUP_ROOT};
 pub(crate) use host::file_descriptors;
 pub use host::{HostSample, HostSampler};
 pub(crate) use procfs::{process_ids, read_stat};
+#[cfg(feature = "docker")]
+pub(crate) use procfs::read_whole;
 pub use tree::process_tree;

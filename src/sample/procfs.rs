@@ -12,21 +12,43 @@ pub(crate) struct ProcStat {
     pub(crate) start_ticks: u64,
     /// Dead and waiting to be reaped by its parent (state Z or X).
     pub(crate) zombie: bool,
+    /// Virtual memory size, in bytes.
+    pub(crate) virtual_bytes: u64,
+    /// Resident set size, in pages.
+    pub(crate) rss_pages: u64,
 }
 
 /// Parses a `/proc/<pid>/stat` line. The command name is in parentheses and may
 /// itself hold spaces and parentheses, so fields are counted from the last `)`.
+/// Reads without allocating (the host sampler parses its own line every tick).
 pub(crate) fn parse_stat(line: &str) -> Option<ProcStat> {
     let rest = &line[line.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): field n is at index n - 3.
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    // `rest` starts at field 3 (state); each `nth` skips to the field named.
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    let mut number = |skip: usize| fields.nth(skip)?.parse::<u64>().ok();
+    let parent = u32::try_from(number(0)?).ok()?;
+    let utime = number(14 - 5)?;
+    let stime = number(0)?;
+    let start_ticks = number(22 - 16)?;
+    let virtual_bytes = number(0)?;
+    let rss_pages = number(0)?;
     Some(ProcStat {
-        parent: u32::try_from(field(4)?).ok()?,
-        cpu_ticks: field(14)?.saturating_add(field(15)?),
-        start_ticks: field(22)?,
-        zombie: matches!(fields.first(), Some(&"Z") | Some(&"X")),
+        parent,
+        cpu_ticks: utime.saturating_add(stime),
+        start_ticks,
+        zombie: matches!(state, "Z" | "X"),
+        virtual_bytes,
+        rss_pages,
     })
+}
+
+/// Reads a whole small file from its start into `buffer` (`pread` at offset 0, so a
+/// file kept open reads afresh each time).
+pub(crate) fn read_whole<'b>(file: &std::fs::File, buffer: &'b mut [u8]) -> Option<&'b [u8]> {
+    use std::os::unix::fs::FileExt as _;
+    let read = file.read_at(buffer, 0).ok()?;
+    (read > 0).then(|| &buffer[..read])
 }
 
 /// The `stat` of process `pid`, if it exists.
@@ -55,6 +77,7 @@ mod tests {
         assert_eq!(stat.parent, 17);
         assert_eq!(stat.cpu_ticks, 200);
         assert_eq!(stat.start_ticks, 98765);
+        assert_eq!((stat.virtual_bytes, stat.rss_pages), (123456789, 2048));
         assert!(!stat.zombie);
         assert!(parse_stat(&line.replace(") S ", ") Z ")).unwrap().zombie);
         assert_eq!(parse_stat("12 (short) S 1"), None);
