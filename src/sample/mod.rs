@@ -11,7 +11,7 @@ pub(crate) use cgroup::CgroupMemory;
 pub(crate) use cgroup::{CgroupCpu, CGROUP_ROOT};
 pub(crate) use host::file_descriptors;
 pub use host::{HostSample, HostSampler};
-pub(crate) use procfs::{process_ids, read_stat};
 #[cfg(feature = "docker")]
 pub(crate) use procfs::read_whole;
+pub(crate) use procfs::{process_ids, read_stat};
 pub use tree::process_tree;
