@@ -53,6 +53,23 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An upstream URL of the LLM metering proxy cannot be used: it does not parse,
+    /// is the proxy's own address, or is reached through a proxy loopwatch cannot
+    /// speak to.
+    #[error("cannot use {url:?} as the LLM proxy's {api} upstream (from {from}): {reason}")]
+    ProxyUpstream {
+        /// Which upstream: `OpenAI` or `Anthropic`.
+        api: &'static str,
+        /// Where the URL came from: `--llm-upstream`, `OPENAI_BASE_URL` …
+        from: &'static str,
+        /// The URL, any credentials in it hidden.
+        url: String,
+        /// What is wrong with it, and what to do.
+        reason: String,
+    },
+    /// The LLM metering proxy's TLS client could not be set up.
+    #[error("cannot set up the LLM metering proxy's TLS client: {0}")]
+    ProxyTls(#[source] ErrorSource),
     /// The background runtime (threads for the endpoint and samplers) did not start.
     #[error("cannot start loopwatch's background runtime: {0}")]
     Runtime(#[source] std::io::Error),

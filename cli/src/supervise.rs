@@ -141,26 +141,29 @@ pub struct LlmProxyOptions {
     pub upstream: Option<String>,
 }
 
-/// Starts the metering proxy; a failure is said and the loop runs unmetered.
+/// Starts the metering proxy. A setting it cannot use (an upstream URL that does not
+/// parse or is the proxy's own address, a proxy variable or `SSL_CERT_FILE` that
+/// cannot be used) is an error, and the loop is not started; a port in use is said,
+/// and the loop runs with its LLM calls unmetered.
 fn start_llm_proxy(
     monitor: &Monitor,
     options: &LlmProxyOptions,
-) -> Option<loopwatch::llm::proxy::LlmProxy> {
+) -> Result<Option<loopwatch::llm::proxy::LlmProxy>, loopwatch::Error> {
     let mut config = loopwatch::llm::proxy::ProxyConfig::default()
         .upstreams(options.upstream.as_deref(), |key| std::env::var(key).ok());
     if let Some(listen) = options.listen {
         config = config.with_listen(listen);
     }
-    let (openai, anthropic) = (config.openai_base.clone(), config.anthropic_base.clone());
     match loopwatch::llm::proxy::LlmProxy::start(monitor.llm_recorder(), config) {
         Ok(proxy) => {
-            tracing::info!(proxy = %proxy.base_url(), openai_upstream = %openai, anthropic_upstream = %anthropic, "metering the loop's LLM calls");
-            Some(proxy)
+            tracing::info!(proxy = %proxy.base_url(), "metering the loop's LLM calls");
+            Ok(Some(proxy))
         }
-        Err(e) => {
+        Err(e @ (loopwatch::Error::ProxyBind { .. } | loopwatch::Error::Runtime(_))) => {
             tracing::error!(error = %e, "the LLM metering proxy did not start; the loop runs with its LLM calls unmetered");
-            None
+            Ok(None)
         }
+        Err(e) => Err(e),
     }
 }
 
@@ -453,10 +456,17 @@ pub fn run(options: RunOptions) -> u8 {
         drop(monitor.shutdown());
         return 2;
     };
-    let llm_proxy = options
-        .llm_proxy
-        .as_ref()
-        .and_then(|proxy| start_llm_proxy(&monitor, proxy));
+    let llm_proxy = match options.llm_proxy.as_ref() {
+        None => None,
+        Some(proxy) => match start_llm_proxy(&monitor, proxy) {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                eprintln!("error: {e}");
+                drop(monitor.shutdown());
+                return 2;
+            }
+        },
+    };
     let child = Child {
         monitor: &monitor,
         options: &options,

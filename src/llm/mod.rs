@@ -22,6 +22,10 @@ pub(crate) mod meter;
 pub use meter::{LlmSummary, MinuteTally, ModelTally};
 #[cfg(feature = "llm-proxy")]
 pub mod proxy;
+#[cfg(feature = "llm-proxy")]
+pub mod route;
+#[cfg(feature = "llm-proxy")]
+pub mod upstream;
 pub mod usage;
 
 use std::collections::BTreeMap;

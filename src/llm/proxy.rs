@@ -5,16 +5,23 @@
 //! (`OPENAI_BASE_URL`, `ANTHROPIC_BASE_URL`), so the openai and anthropic SDKs, and
 //! anything that takes an `api_base`, are metered with no change to the loop.
 //!
-//! - **Routes.** `/v1/messages…` goes to the Anthropic upstream, every other `/v1/…`
-//!   path to the OpenAI-compatible one. Chat completions, completions, the Responses
-//!   API, embeddings and Anthropic's messages are metered; other paths (`/v1/models`
-//!   …) are forwarded unmetered.
+//! - **Routes.** By the API a request speaks, read from its headers, never guessed
+//!   from its path ([`super::route`]): `anthropic-version` or `x-api-key` to the
+//!   Anthropic upstream, any other bearer token to the OpenAI-compatible one, a
+//!   request without a credential by its path; a request that cannot be placed is
+//!   refused with a 4xx naming the reason and never forwarded. Chat completions,
+//!   completions, the Responses API, embeddings and Anthropic's messages are
+//!   metered; other paths (`/v1/models` …) are forwarded unmetered.
 //! - **Forwarding.** Method, path, query, headers and body go on as they came (the
-//!   hop-by-hop headers aside), over TLS (rustls, the webpki roots) with connections
-//!   pooled. `Authorization` and `x-api-key` pass through and are never logged or
-//!   kept; neither are bodies. The one change: `Accept-Encoding` is dropped, so that
-//!   answers come uncompressed and their usage can be read. Answers go back frame by
-//!   frame as they arrive: a stream is never held back.
+//!   hop-by-hop headers aside), over TLS with connections pooled, through the
+//!   network's proxy where it has one ([`super::upstream`]). `Authorization` and
+//!   `x-api-key` pass through and are never logged or kept; neither are bodies. The
+//!   one change: `Accept-Encoding: identity` replaces the loop's, so that answers
+//!   come uncompressed and their usage can be read. Answers go back frame by frame as
+//!   they arrive: a stream is never held back.
+//! - **Start.** Each upstream URL is checked ([`super::upstream`]): one that does not
+//!   parse, or is the proxy's own address, is an error, and the proxy does not
+//!   start.
 //! - **Metering.** The request's `model` is read from the first 1 MiB of its body;
 //!   the answer's model and usage as [`super::usage`] reads them. Each call is
 //!   recorded once, when its answer ends, fails, or the client goes away.
@@ -35,13 +42,12 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
+use super::route::{place, Api, Refusal};
+use super::upstream::{chain, Network, Upstream, UpstreamClient};
 use super::usage::UsageReader;
-use super::{CallRecorder, LlmCall, LlmError, Operation};
+use super::{CallRecorder, LlmCall, LlmError};
 use crate::error::Error;
 
 /// The public OpenAI endpoint, when neither `--llm-upstream` nor `OPENAI_BASE_URL`
@@ -70,7 +76,17 @@ pub struct ProxyConfig {
     /// The Anthropic base URL (`https://api.anthropic.com`): a request for
     /// `/v1/messages` goes to `<base>/v1/messages`.
     pub anthropic_base: String,
+    /// Where `openai_base` came from (`--llm-upstream`, `OPENAI_BASE_URL`,
+    /// `OPENAI_API_BASE`, `the default`), named when it cannot be used.
+    pub openai_from: &'static str,
+    /// Where `anthropic_base` came from (`--llm-upstream`, `ANTHROPIC_BASE_URL`,
+    /// `the default`), named when it cannot be used.
+    pub anthropic_from: &'static str,
 }
+
+/// How [`ProxyConfig::openai_from`] and [`ProxyConfig::anthropic_from`] name a public
+/// endpoint that nothing chose.
+pub const DEFAULT_UPSTREAM: &str = "the default";
 
 impl Default for ProxyConfig {
     fn default() -> Self {
@@ -78,6 +94,8 @@ impl Default for ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             openai_base: OPENAI_DEFAULT_BASE.to_string(),
             anthropic_base: ANTHROPIC_DEFAULT_BASE.to_string(),
+            openai_from: DEFAULT_UPSTREAM,
+            anthropic_from: DEFAULT_UPSTREAM,
         }
     }
 }
@@ -92,21 +110,30 @@ impl ProxyConfig {
         upstream: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Self {
-        let trimmed = |url: String| url.trim_end_matches('/').to_string();
+        let trimmed = |url: String| url.trim().trim_end_matches('/').to_string();
+        let first = |names: &[&'static str], default: &str| {
+            names
+                .iter()
+                .find_map(|name| {
+                    env(name)
+                        .filter(|u| !u.trim().is_empty())
+                        .map(|u| (trimmed(u), *name))
+                })
+                .unwrap_or_else(|| (default.to_string(), DEFAULT_UPSTREAM))
+        };
         match upstream {
             Some(url) => {
                 let url = trimmed(url.to_string());
                 self.openai_base = format!("{url}/v1");
                 self.anthropic_base = url;
+                self.openai_from = "--llm-upstream";
+                self.anthropic_from = "--llm-upstream";
             }
             None => {
-                self.openai_base = env("OPENAI_BASE_URL")
-                    .filter(|u| !u.is_empty())
-                    .or_else(|| env("OPENAI_API_BASE").filter(|u| !u.is_empty()))
-                    .map_or_else(|| OPENAI_DEFAULT_BASE.to_string(), trimmed);
-                self.anthropic_base = env("ANTHROPIC_BASE_URL")
-                    .filter(|u| !u.is_empty())
-                    .map_or_else(|| ANTHROPIC_DEFAULT_BASE.to_string(), trimmed);
+                (self.openai_base, self.openai_from) =
+                    first(&["OPENAI_BASE_URL", "OPENAI_API_BASE"], OPENAI_DEFAULT_BASE);
+                (self.anthropic_base, self.anthropic_from) =
+                    first(&["ANTHROPIC_BASE_URL"], ANTHROPIC_DEFAULT_BASE);
             }
         }
         self
@@ -129,7 +156,15 @@ pub struct LlmProxy {
 
 impl LlmProxy {
     /// Starts the proxy on a runtime of its own (two worker threads), recording into
-    /// `recorder` (a run's [`crate::LlmRecorder`]). A port in use is an error; nothing else is started then.
+    /// `recorder` (a run's [`crate::LlmRecorder`]), reaching its upstreams through the
+    /// proxy of the process's `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` and trusting
+    /// the system's roots (or `SSL_CERT_FILE`) beside the bundled ones
+    /// ([`super::upstream`]).
+    ///
+    /// A port in use is [`Error::ProxyBind`]; an upstream URL that does not parse, is
+    /// the proxy's own address or sits behind a proxy loopwatch cannot speak to is
+    /// [`Error::ProxyUpstream`]; a proxy variable or `SSL_CERT_FILE` that cannot be
+    /// used is [`Error::InvalidSetting`]. Nothing is started then.
     pub fn start(recorder: impl CallRecorder, config: ProxyConfig) -> Result<LlmProxy, Error> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -147,22 +182,42 @@ impl LlmProxy {
             addr: config.listen,
             source,
         })?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let env = |name: &str| std::env::var(name).ok();
+        let network = Network::from_env(env)?;
+        let openai = Upstream::check(
+            "OpenAI",
+            config.openai_from,
+            &config.openai_base,
+            local_addr,
+            &network,
+        )?;
+        let anthropic = Upstream::check(
+            "Anthropic",
+            config.anthropic_from,
+            &config.anthropic_base,
+            local_addr,
+            &network,
+        )?;
+        let (tls, trusted) = super::upstream::tls_config(env)?;
+        let client = super::upstream::client(&network, tls);
+        let direct = || "direct".to_string();
+        tracing::info!(
+            addr = %local_addr,
+            openai_upstream = %openai.shown,
+            openai_via = %openai.via.clone().unwrap_or_else(direct),
+            anthropic_upstream = %anthropic.shown,
+            anthropic_via = %anthropic.via.clone().unwrap_or_else(direct),
+            trusted_certificates = trusted,
+            "LLM metering proxy listening"
+        );
         let forwarder = Arc::new(Forwarder {
             client,
             recorder: Arc::new(recorder),
-            config,
+            openai,
+            anthropic,
         });
         let stop = tokio_util::sync::CancellationToken::new();
         runtime.spawn(serve(listener, forwarder, stop.clone()));
-        tracing::info!(addr = %local_addr, "LLM metering proxy listening");
         Ok(LlmProxy {
             local_addr,
             runtime: Some(runtime),
@@ -208,9 +263,10 @@ impl Drop for LlmProxy {
 
 /// What forwards and meters one request.
 struct Forwarder {
-    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    client: UpstreamClient<RequestBody>,
     recorder: Arc<dyn CallRecorder>,
-    config: ProxyConfig,
+    openai: Upstream,
+    anthropic: Upstream,
 }
 
 /// Accepts connections until stopped, each served on a task of its own.
@@ -261,38 +317,8 @@ async fn serve(
     }
 }
 
-/// What a path is, for metering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    /// An Anthropic path; metered when it is `/v1/messages`.
-    Anthropic(Option<Operation>),
-    /// An OpenAI-compatible path; metered when it is one of the four APIs.
-    OpenAi(Option<Operation>),
-    /// Not under `/v1/`.
-    Unknown,
-}
-
-fn route(path: &str) -> Route {
-    let Some(rest) = path.strip_prefix("/v1/") else {
-        return Route::Unknown;
-    };
-    if rest == "messages" {
-        return Route::Anthropic(Some(Operation::Chat));
-    }
-    if rest.starts_with("messages/") {
-        return Route::Anthropic(None);
-    }
-    Route::OpenAi(match rest {
-        "chat/completions" => Some(Operation::Chat),
-        "completions" => Some(Operation::TextCompletion),
-        "responses" => Some(Operation::GenerateContent),
-        "embeddings" => Some(Operation::Embeddings),
-        _ => None,
-    })
-}
-
 /// Headers that belong to one connection, not to the request, and are not passed on;
-/// `accept-encoding` is dropped so that answers can be read.
+/// `accept-encoding` is replaced by `identity`, so that answers can be read.
 fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -360,25 +386,21 @@ impl Forwarder {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let route = route(parts.uri.path());
-        let (base, suffix, provider, operation) = match route {
-            Route::Anthropic(op) => (
-                &self.config.anthropic_base,
-                path_and_query.as_str(),
-                "anthropic",
-                op,
-            ),
-            Route::OpenAi(op) => (
-                &self.config.openai_base,
-                &path_and_query["/v1".len()..],
-                "openai",
-                op,
-            ),
-            Route::Unknown => {
-                return Ok(not_here());
+        let placement = match place(parts.uri.path(), &parts.headers) {
+            Ok(placement) => placement,
+            Err(refusal) => {
+                if refusal != Refusal::NotApi {
+                    tracing::warn!(path = parts.uri.path(), reason = %refusal, "the LLM proxy refused a request it cannot place");
+                }
+                return Ok(refused(refusal));
             }
         };
-        let uri: hyper::Uri = format!("{base}{suffix}")
+        let (target, suffix) = match placement.api {
+            Api::Anthropic => (&self.anthropic, path_and_query.as_str()),
+            Api::OpenAi => (&self.openai, &path_and_query["/v1".len()..]),
+        };
+        let (provider, operation) = (placement.api.provider(), placement.operation);
+        let uri: hyper::Uri = format!("{}{suffix}", target.base)
             .parse()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let (prefix, rest) = read_prefix(body).await?;
@@ -386,6 +408,21 @@ impl Forwarder {
         let mut upstream = Request::builder().method(parts.method).uri(uri);
         if let Some(headers) = upstream.headers_mut() {
             copy_headers(&parts.headers, headers);
+            headers.insert(
+                hyper::header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+            if let Some(basic) = &target.basic {
+                headers
+                    .entry(hyper::header::AUTHORIZATION)
+                    .or_insert_with(|| basic.clone());
+            }
+            if let Some(proxy_authorization) = &target.proxy_authorization {
+                headers.insert(
+                    hyper::header::PROXY_AUTHORIZATION,
+                    proxy_authorization.clone(),
+                );
+            }
         }
         let upstream = upstream
             .body(RequestBody {
@@ -416,7 +453,12 @@ impl Forwarder {
                 if let Some(mut metering) = metering {
                     metering.finish(Some(LlmError::Connection));
                 }
-                tracing::warn!(error = %e, "the LLM upstream could not be reached");
+                tracing::warn!(
+                    upstream = %target.shown,
+                    via = target.via.as_deref().unwrap_or("direct"),
+                    error = %chain(&e),
+                    "the LLM upstream could not be reached"
+                );
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::ConnectionAborted,
                     e,
@@ -453,15 +495,29 @@ impl Forwarder {
     }
 }
 
-/// A 404 for paths the proxy does not forward.
-fn not_here() -> Response<MeteredBody> {
+/// The answer to a request the proxy does not forward: its status, and an error body
+/// both SDKs read (`error.message`, `error.type`), naming the reason.
+fn refused(refusal: Refusal) -> Response<MeteredBody> {
+    let body = serde_json::json!({
+        "type": "error",
+        "error": {
+            "type": if refusal == Refusal::NotApi { "not_found_error" } else { "invalid_request_error" },
+            "message": refusal.to_string(),
+        },
+    });
     let mut response = Response::new(MeteredBody {
-        inner: BodySource::Fixed(Some(Bytes::from_static(
-            b"{\"error\":\"loopwatch's LLM proxy forwards /v1/... only\"}",
-        ))),
+        inner: BodySource::Fixed(Some(Bytes::from(body.to_string()))),
         metering: None,
     });
-    *response.status_mut() = StatusCode::NOT_FOUND;
+    *response.status_mut() =
+        StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // Sent again, it would be refused again.
+    headers.insert("x-should-retry", HeaderValue::from_static("false"));
     response
 }
 
@@ -665,25 +721,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_follow_the_two_apis() {
-        assert_eq!(
-            route("/v1/chat/completions"),
-            Route::OpenAi(Some(Operation::Chat))
-        );
-        assert_eq!(
-            route("/v1/responses"),
-            Route::OpenAi(Some(Operation::GenerateContent))
-        );
-        assert_eq!(route("/v1/models"), Route::OpenAi(None));
-        assert_eq!(
-            route("/v1/messages"),
-            Route::Anthropic(Some(Operation::Chat))
-        );
-        assert_eq!(route("/v1/messages/count_tokens"), Route::Anthropic(None));
-        assert_eq!(route("/metrics"), Route::Unknown);
-    }
-
-    #[test]
     fn the_model_is_read_from_whole_or_cut_bodies() {
         assert_eq!(
             asked_model(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#).as_deref(),
@@ -705,10 +742,13 @@ mod tests {
             |key: &str| (key == "OPENAI_BASE_URL").then(|| "http://litellm:4000/".to_string());
         let config = ProxyConfig::default().upstreams(None, env);
         assert_eq!(config.openai_base, "http://litellm:4000");
+        assert_eq!(config.openai_from, "OPENAI_BASE_URL");
         assert_eq!(config.anthropic_base, ANTHROPIC_DEFAULT_BASE);
+        assert_eq!(config.anthropic_from, DEFAULT_UPSTREAM);
         let config = ProxyConfig::default().upstreams(Some("http://127.0.0.1:9/"), env);
         assert_eq!(config.openai_base, "http://127.0.0.1:9/v1");
         assert_eq!(config.anthropic_base, "http://127.0.0.1:9");
+        assert_eq!(config.anthropic_from, "--llm-upstream");
         assert_eq!(
             retry_after(Some(&HeaderValue::from_static("7"))),
             Some(Duration::from_secs(7))
