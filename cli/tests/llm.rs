@@ -2,8 +2,11 @@
 //! the test virtual environment) call through the metering proxy to a stand-in
 //! provider on loopback (`llm_upstream`, the only fake: no provider fails on cue).
 //! Checked: exact tokens, costs and error types; bodies and streams passed through
-//! unchanged; secrets never kept; LLMErrors and LLMBudget at a real Alertmanager;
-//! hostile traffic; a real OpenEvolve run.
+//! unchanged; secrets never kept; each provider's key reaching only that provider
+//! (two stand-ins on two ports); the network's proxy (a forward proxy on loopback,
+//! `llm_upstream::network`), a private CA through `SSL_CERT_FILE`, upstream URLs
+//! checked at start; LLMErrors and LLMBudget at a real Alertmanager; hostile traffic;
+//! a real OpenEvolve run.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -32,11 +35,45 @@ struct Run {
     dir: PathBuf,
 }
 
+/// Variables of the network and the providers that loopwatch would read: each test
+/// sets its own, none leaks in from the machine.
+const NETWORK_VARIABLES: [&str; 13] = [
+    "OPENAI_BASE_URL",
+    "OPENAI_API_BASE",
+    "ANTHROPIC_BASE_URL",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
 impl Run {
     fn start(dir: &Path, flags: &[&str], script: &Path, args: &[&str]) -> Self {
+        Self::start_with(dir, flags, &[], script, args)
+    }
+
+    /// As [`Run::start`], with `env` set for loopwatch (and so for the loop).
+    fn start_with(
+        dir: &Path,
+        flags: &[&str],
+        env: &[(&str, &str)],
+        script: &Path,
+        args: &[&str],
+    ) -> Self {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = std::fs::File::create(dir.join("loopwatch.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_loopwatch"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_loopwatch"));
+        for name in NETWORK_VARIABLES {
+            command.env_remove(name);
+        }
+        command.envs(env.iter().copied());
+        let child = command
             .arg("run")
             .arg(format!("--listen={addr}"))
             .arg(format!("--output-dir={}", dir.display()))
@@ -47,8 +84,6 @@ impl Run {
             .arg(script)
             .args(args)
             .env("RUST_LOG", "info")
-            .env_remove("OPENAI_BASE_URL")
-            .env_remove("ANTHROPIC_BASE_URL")
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(log)
@@ -227,7 +262,11 @@ fn the_sdks_calls_are_metered_exactly_and_passed_through_unchanged() {
                 || bearer.as_deref() == Some("Bearer sk-ant-test-secret")),
         "{anthropic_keys:?}"
     );
-    assert!(seen.iter().all(|s| s.accept_encoding.is_none()), "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|s| s.accept_encoding.as_deref() == Some("identity")),
+        "{seen:?}"
+    );
     let final_text = std::fs::read_to_string(dir.path().join("metrics_final.json")).unwrap()
         + &std::fs::read_to_string(dir.path().join("prometheus_metrics_final.txt")).unwrap()
         + &log;
@@ -784,5 +823,453 @@ loopwatch.done()
         Some(0),
         "{}",
         run.log()
+    );
+}
+
+/// The keys that reached an upstream: every `Authorization` and `x-api-key` value.
+fn keys(seen: &[llm_upstream::Seen]) -> Vec<String> {
+    seen.iter()
+        .flat_map(|s| [s.authorization.clone(), s.api_key.clone()])
+        .flatten()
+        .collect()
+}
+
+/// Two providers on two ports, the real SDKs calling every kind of request through the
+/// proxy: each key reaches only its own provider, whichever header carries it, and a
+/// request the proxy cannot place reaches neither.
+#[test]
+fn each_providers_key_reaches_only_that_provider() {
+    let openai = Upstream::start();
+    let anthropic = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("received.json");
+    let openai_base = format!("{}/v1", openai.url());
+    let anthropic_base = anthropic.url();
+    let mut run = Run::start_with(
+        dir.path(),
+        &[],
+        &[
+            ("OPENAI_BASE_URL", &openai_base),
+            ("ANTHROPIC_BASE_URL", &anthropic_base),
+        ],
+        &script("routing.py"),
+        &[out.to_str().unwrap()],
+    );
+    let status = run.wait(Duration::from_secs(120));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let received: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let (to_openai, to_anthropic) = (openai.seen(), anthropic.seen());
+
+    // Every SDK call succeeded, each at its own provider.
+    for name in [
+        "anthropic_messages",
+        "anthropic_models",
+        "anthropic_count_tokens",
+        "anthropic_complete",
+        "anthropic_files",
+        "anthropic_batches",
+        "openai_chat",
+        "openai_models",
+        "openai_files",
+        "openai_batches",
+        "x_api_key_messages",
+        "x_api_key_models",
+    ] {
+        assert_eq!(received[name]["ok"], true, "{name}: {}", received[name]);
+    }
+    let paths = |seen: &[llm_upstream::Seen]| {
+        let mut paths: Vec<String> = seen
+            .iter()
+            .map(|s| s.path.split('?').next().unwrap().to_string())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    };
+    assert_eq!(
+        paths(&to_anthropic),
+        [
+            "/v1/complete",
+            "/v1/files",
+            "/v1/messages",
+            "/v1/messages/batches",
+            "/v1/messages/count_tokens",
+            "/v1/models",
+        ],
+        "{to_anthropic:?}"
+    );
+    assert_eq!(
+        paths(&to_openai),
+        [
+            "/v1/batches",
+            "/v1/chat/completions",
+            "/v1/files",
+            "/v1/models"
+        ],
+        "{to_openai:?}"
+    );
+    // The keys: the OpenAI one only at the OpenAI-side provider, the Anthropic one
+    // only at Anthropic's, in the header the SDK chose.
+    let openai_keys = keys(&to_openai);
+    assert!(
+        openai_keys.iter().all(|k| k == "Bearer sk-openai-secret"),
+        "{openai_keys:?}"
+    );
+    let anthropic_keys = keys(&to_anthropic);
+    assert!(
+        anthropic_keys
+            .iter()
+            .all(|k| k == "Bearer sk-ant-secret" || k == "sk-ant-secret"),
+        "{anthropic_keys:?}"
+    );
+    // Both styles of Anthropic key were exercised: the installed SDK's bearer token
+    // beside anthropic-version, and an older SDK's x-api-key.
+    assert!(to_anthropic.iter().any(|s| s.path == "/v1/models"
+        && s.authorization.as_deref() == Some("Bearer sk-ant-secret")
+        && s.anthropic_version.is_some()));
+    assert!(to_anthropic.iter().any(|s| s.path == "/v1/models"
+        && s.api_key.as_deref() == Some("sk-ant-secret")
+        && s.anthropic_version.is_none()));
+
+    // Refused with a 400 naming the reason, not to be retried, sent nowhere.
+    for (name, reason) in [
+        ("two_keys", "both x-api-key and Authorization"),
+        ("basic", "not a Bearer token"),
+        ("azure_key", "api-key header"),
+    ] {
+        let answer = &received[name];
+        assert_eq!(answer["status"], 400, "{name}: {answer}");
+        assert_eq!(answer["should_retry"], "false", "{name}: {answer}");
+        let body: serde_json::Value =
+            serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{name}: {message}");
+    }
+    for key in openai_keys.iter().chain(&anthropic_keys) {
+        assert!(
+            !key.contains("refused") && !key.contains("c2stcmVmdXNlZDp4"),
+            "a refused request's key was forwarded: {key}"
+        );
+    }
+    assert!(log.contains("cannot place"), "{log}");
+    for secret in ["sk-openai-secret", "sk-ant-secret", "sk-refused"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+    // Metered under the API each call spoke.
+    let json = run.final_json();
+    let by_provider = |provider: &str| {
+        samples(
+            &json,
+            "gen_ai_client_token_usage",
+            &[
+                ("gen_ai_token_type", "input"),
+                ("gen_ai_provider_name", provider),
+            ],
+        )
+        .iter()
+        .map(|s| {
+            s["labels"]["gen_ai_response_model"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(by_provider("openai"), ["ok/chat-2025"]);
+    assert_eq!(by_provider("anthropic"), ["ok/messages-2025"]);
+}
+
+/// A loop making one OpenAI and one Anthropic call, then done.
+fn two_calls(dir: &Path) -> PathBuf {
+    let path = dir.join("two_calls.py");
+    std::fs::write(
+        &path,
+        r#"import anthropic, openai, loopwatch
+with loopwatch.iteration() as it:
+    openai.OpenAI(api_key="sk-openai-secret", max_retries=0, timeout=10).chat.completions.create(
+        model="ok/chat", messages=[{"role": "user", "content": "x"}])
+    anthropic.Anthropic(api_key="sk-ant-secret", max_retries=0, timeout=10).messages.create(
+        model="ok/messages", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+    it.success(1.0)
+loopwatch.done()
+"#,
+    )
+    .unwrap();
+    path
+}
+
+/// An upstream whose certificate a private CA issued: not trusted by the bundled
+/// roots (the loop sees a connection error and the log says why, in full), trusted
+/// once `SSL_CERT_FILE` names the CA.
+#[test]
+fn a_private_ca_is_trusted_through_ssl_cert_file_and_tls_failures_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = llm_upstream::network::ServerCertificate::make(dir.path());
+    let upstream = Upstream::start_tls(&certificate);
+    let url = upstream.url_at("localhost");
+    let calls = calling_loop(dir.path(), "ok/chat", 1, 0.0);
+
+    let untrusted = dir.path().join("untrusted");
+    std::fs::create_dir(&untrusted).unwrap();
+    let mut run = Run::start(&untrusted, &[&format!("--llm-upstream={url}")], &calls, &[]);
+    assert_eq!(run.wait(Duration::from_secs(60)).code(), Some(0));
+    let log = run.log();
+    let json = run.final_json();
+    assert_eq!(
+        json["summary"]["failure_reasons"]["APIConnectionError"], 1,
+        "{log}"
+    );
+    // The cause, not just "client error (Connect)".
+    assert!(
+        log.contains("invalid peer certificate") && log.contains("UnknownIssuer"),
+        "{log}"
+    );
+
+    let trusted = dir.path().join("trusted");
+    std::fs::create_dir(&trusted).unwrap();
+    let ca = certificate.ca.to_str().unwrap();
+    let mut run = Run::start_with(
+        &trusted,
+        &[&format!("--llm-upstream={url}")],
+        &[("SSL_CERT_FILE", ca)],
+        &calls,
+        &[],
+    );
+    assert_eq!(run.wait(Duration::from_secs(60)).code(), Some(0));
+    let json = run.final_json();
+    let tally = &json["summary"]["llm"]["by_model"]["ok/chat-2025"];
+    assert_eq!(tally["calls"], 1, "{}", run.log());
+    assert_eq!(tally["errors"], 0, "{}", run.log());
+    // The refused handshake never became a request.
+    assert_eq!(keys(&upstream.seen()), ["Bearer k"]);
+}
+
+/// HTTPS upstreams through `HTTPS_PROXY` (a `CONNECT` tunnel with the proxy's
+/// credential), except those `NO_PROXY` names, which are reached directly.
+#[test]
+fn https_upstreams_go_through_https_proxy_unless_no_proxy_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = llm_upstream::network::ServerCertificate::make(dir.path());
+    let behind_proxy = Upstream::start_tls(&certificate);
+    let direct = Upstream::start_tls(&certificate);
+    let proxy = llm_upstream::network::ForwardProxy::start();
+    let proxy_url = proxy.url("proxyuser:proxy-s3cret");
+    let openai_base = format!("{}/v1", behind_proxy.url_at("localhost"));
+    let anthropic_base = direct.url_at("127.0.0.1");
+    let mut run = Run::start_with(
+        dir.path(),
+        &[],
+        &[
+            ("OPENAI_BASE_URL", &openai_base),
+            ("ANTHROPIC_BASE_URL", &anthropic_base),
+            ("HTTPS_PROXY", &proxy_url),
+            ("NO_PROXY", "127.0.0.1"),
+            ("SSL_CERT_FILE", certificate.ca.to_str().unwrap()),
+        ],
+        &two_calls(dir.path()),
+        &[],
+    );
+    let status = run.wait(Duration::from_secs(60));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let at_proxy = proxy.seen();
+    let tunnel = format!("CONNECT localhost:{} HTTP/1.1", behind_proxy.addr.port());
+    assert!(
+        !at_proxy.is_empty() && at_proxy.iter().all(|s| s.request_line == tunnel),
+        "{at_proxy:?}"
+    );
+    // Basic base64("proxyuser:proxy-s3cret")
+    assert_eq!(
+        at_proxy[0].proxy_authorization.as_deref(),
+        Some("Basic cHJveHl1c2VyOnByb3h5LXMzY3JldA==")
+    );
+    assert_eq!(keys(&behind_proxy.seen()), ["Bearer sk-openai-secret"]);
+    assert_eq!(keys(&direct.seen()), ["Bearer sk-ant-secret"]);
+    assert!(log.contains("openai_via=http://127.0.0.1:"), "{log}");
+    assert!(log.contains("anthropic_via=direct"), "{log}");
+    assert!(!log.contains("proxy-s3cret"), "{log}");
+    let json = run.final_json();
+    assert_eq!(json["summary"]["llm"]["calls"], 2, "{log}");
+    assert_eq!(json["summary"]["llm"]["errors"], 0, "{log}");
+}
+
+/// Plain-HTTP upstreams through `HTTP_PROXY`: the request goes to the proxy whole, in
+/// absolute form, with the proxy's credential; `NO_PROXY` ones directly.
+#[test]
+fn http_upstreams_go_through_http_proxy_in_absolute_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let behind_proxy = Upstream::start();
+    let direct = Upstream::start();
+    let proxy = llm_upstream::network::ForwardProxy::start();
+    let proxy_url = proxy.url("proxyuser:proxy-s3cret");
+    let openai_base = format!("{}/v1", behind_proxy.url_at("localhost"));
+    let anthropic_base = direct.url_at("127.0.0.1");
+    let mut run = Run::start_with(
+        dir.path(),
+        &[],
+        &[
+            ("OPENAI_BASE_URL", &openai_base),
+            ("ANTHROPIC_BASE_URL", &anthropic_base),
+            ("http_proxy", &proxy_url),
+            ("no_proxy", "127.0.0.1"),
+        ],
+        &two_calls(dir.path()),
+        &[],
+    );
+    let status = run.wait(Duration::from_secs(60));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let at_proxy = proxy.seen();
+    let request = format!(
+        "POST http://localhost:{}/v1/chat/completions HTTP/1.1",
+        behind_proxy.addr.port()
+    );
+    assert_eq!(at_proxy.len(), 1, "{at_proxy:?}");
+    assert_eq!(at_proxy[0].request_line, request);
+    assert_eq!(
+        at_proxy[0].proxy_authorization.as_deref(),
+        Some("Basic cHJveHl1c2VyOnByb3h5LXMzY3JldA==")
+    );
+    assert_eq!(keys(&behind_proxy.seen()), ["Bearer sk-openai-secret"]);
+    assert_eq!(keys(&direct.seen()), ["Bearer sk-ant-secret"]);
+    // Only requests through the proxy carry its credential.
+    assert!(direct.seen()[0].proxy_authorization.is_none());
+    assert!(!log.contains("proxy-s3cret"), "{log}");
+}
+
+/// Upstream URLs that cannot work stop `loopwatch run` before the loop starts, with a
+/// message naming the URL, where it came from, and why.
+#[test]
+fn bad_upstream_urls_stop_loopwatch_run_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cases: [(Vec<String>, Vec<(&str, &str)>, &[&str]); 4] = [
+        (
+            vec!["--llm-upstream=http://exa mple.com".into()],
+            vec![],
+            &["--llm-upstream", "is not a URL"],
+        ),
+        (
+            vec![
+                format!("--llm-proxy-listen=127.0.0.1:{port}"),
+                format!("--llm-upstream=http://127.0.0.1:{port}"),
+            ],
+            vec![],
+            &["--llm-upstream", "the proxy's own address"],
+        ),
+        (
+            vec![],
+            vec![("OPENAI_BASE_URL", "localhost:8000/v1")],
+            &["OPENAI_BASE_URL", "no scheme"],
+        ),
+        (
+            vec![],
+            vec![("ANTHROPIC_BASE_URL", "ftp://user:url-s3cret@models.example")],
+            &["ANTHROPIC_BASE_URL", "scheme is ftp", "***@models.example"],
+        ),
+    ];
+    for (flags, env, expected) in cases {
+        let started = dir.path().join("started");
+        let output = Command::new(env!("CARGO_BIN_EXE_loopwatch"))
+            .arg("run")
+            .arg(format!("--listen=127.0.0.1:{}", free_port()))
+            .arg(format!("--output-dir={}", dir.path().display()))
+            .arg("--llm-proxy")
+            .args(&flags)
+            .arg("--")
+            .args(["touch", started.to_str().unwrap()])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flags:?} {env:?}: {stderr}");
+        assert!(!started.exists(), "{flags:?} {env:?}: the loop was started");
+        for text in expected {
+            assert!(
+                stderr.contains(text),
+                "{flags:?} {env:?}: no {text:?} in {stderr}"
+            );
+        }
+        assert!(!stderr.contains("url-s3cret"), "{stderr}");
+    }
+}
+
+/// Credentials in an upstream URL are sent as the upstream's Basic credential to
+/// requests without one of their own, and never appear in the log: not when the
+/// proxy starts, not when the upstream cannot be reached.
+#[test]
+fn credentials_in_upstream_urls_never_reach_the_log() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("calls.py");
+    std::fs::write(
+        &script,
+        r#"import json, os, urllib.request, openai, loopwatch
+with loopwatch.iteration() as it:
+    try:
+        openai.OpenAI(api_key="sk-openai-secret", max_retries=0, timeout=5).chat.completions.create(
+            model="ok/chat", messages=[{"role": "user", "content": "x"}])
+        request = urllib.request.Request(os.environ["LOOPWATCH_LLM_PROXY"] + "/v1/models")
+        urllib.request.urlopen(request, timeout=5).read()
+        it.success(1.0)
+    except Exception as e:
+        it.failure(type(e).__name__)
+loopwatch.done()
+"#,
+    )
+    .unwrap();
+    let reachable = dir.path().join("reachable");
+    std::fs::create_dir(&reachable).unwrap();
+    let with_credentials = format!(
+        "http://lwuser:url-s3cret@127.0.0.1:{}",
+        upstream.addr.port()
+    );
+    let mut run = Run::start(
+        &reachable,
+        &[&format!("--llm-upstream={with_credentials}")],
+        &script,
+        &[],
+    );
+    assert_eq!(run.wait(Duration::from_secs(60)).code(), Some(0));
+    let log = run.log();
+    let seen = upstream.seen();
+    // The SDK's own key goes unchanged; the request without one gets the URL's,
+    // as Basic base64("lwuser:url-s3cret"); no request line carries it.
+    assert_eq!(
+        keys(&seen),
+        ["Bearer sk-openai-secret", "Basic bHd1c2VyOnVybC1zM2NyZXQ="],
+        "{log}"
+    );
+    assert!(
+        seen.iter().all(|s| !s.target.contains("s3cret")),
+        "{seen:?}"
+    );
+    assert!(log.contains("***@127.0.0.1"), "{log}");
+    assert!(
+        !log.contains("url-s3cret") && !log.contains("lwuser"),
+        "{log}"
+    );
+
+    let unreachable = dir.path().join("unreachable");
+    std::fs::create_dir(&unreachable).unwrap();
+    let closed = format!("http://lwuser:url-s3cret@127.0.0.1:{}", free_port());
+    let mut run = Run::start(
+        &unreachable,
+        &[&format!("--llm-upstream={closed}")],
+        &script,
+        &[],
+    );
+    assert_eq!(run.wait(Duration::from_secs(60)).code(), Some(0));
+    let log = run.log();
+    // The failure is logged with its cause and the upstream, credentials hidden.
+    assert!(log.contains("could not be reached"), "{log}");
+    assert!(log.contains("Connection refused"), "{log}");
+    assert!(
+        !log.contains("url-s3cret") && !log.contains("lwuser"),
+        "{log}"
     );
 }

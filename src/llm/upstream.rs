@@ -273,7 +273,11 @@ impl Upstream {
             .filter(|_| target.scheme_str() == Some("http"))
             .and_then(|proxy| proxy.basic_auth().cloned());
         Ok(Upstream {
-            shown: redact(&base).into_owned(),
+            shown: redact(&format!(
+                "{}://{authority}{path}",
+                uri.scheme_str().unwrap_or("http")
+            ))
+            .into_owned(),
             via: proxy.as_ref().map(|proxy| proxy.uri().to_string()),
             base,
             basic,
@@ -592,7 +596,7 @@ mod tests {
         assert!(upstream.basic.is_none() && upstream.via.is_none());
         let upstream = check("http://user:p%40ss@127.0.0.1:8000/v1").unwrap();
         assert_eq!(upstream.base, "http://127.0.0.1:8000/v1");
-        assert_eq!(upstream.shown, "http://127.0.0.1:8000/v1");
+        assert_eq!(upstream.shown, "http://***@127.0.0.1:8000/v1");
         // base64("user:p@ss")
         assert_eq!(upstream.basic.unwrap(), "Basic dXNlcjpwQHNz");
         // The proxy's own port on another host is another server.

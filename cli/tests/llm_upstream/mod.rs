@@ -1,7 +1,11 @@
 //! A stand-in for an LLM provider on a loopback port: OpenAI's chat completions,
 //! completions, Responses API and embeddings, and Anthropic's messages, plain and
-//! streamed. It is the one fake of the LLM tests (no provider can be made to fail on
-//! cue); the SDKs, the proxy and the monitor in front of it are real.
+//! streamed; the models, files and batches lists of both APIs, Anthropic's
+//! `count_tokens` and legacy `complete`. It is the one fake of the LLM tests (no
+//! provider can be made to fail on cue); the SDKs, the proxy and the monitor in front
+//! of it are real. It speaks plain HTTP, or HTTPS with a certificate of the test's
+//! own CA ([`Upstream::start_tls`]); `network` has the rest of the network a proxy
+//! meets (a CA, a forward proxy).
 //!
 //! The request's `model` picks the behaviour, by its part before `/`:
 //! `ok` (usage as below), `stream` (server-sent events with usage),
@@ -9,6 +13,8 @@
 //! `down` (503), `slow` (first byte after 600 ms), `hang` (no answer for a minute),
 //! `cut` (a stream that stops half-way), `garbage-usage` (a usage object of the wrong
 //! types), `garbage` (bytes that are not HTTP).
+
+pub mod network;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -18,10 +24,16 @@ use std::time::Duration;
 /// One request as the upstream saw it, and what it answered.
 #[derive(Debug, Clone, Default)]
 pub struct Seen {
+    /// The request's path (an absolute-form target, as a forward proxy sends it, is
+    /// read for its path).
     pub path: String,
+    /// The request target as it came.
+    pub target: String,
     pub model: String,
     pub authorization: Option<String>,
     pub api_key: Option<String>,
+    pub anthropic_version: Option<String>,
+    pub proxy_authorization: Option<String>,
     pub accept_encoding: Option<String>,
     pub body_len: usize,
     /// The answer's body as sent (the events of a stream, concatenated).
@@ -40,25 +52,61 @@ pub const ANTHROPIC_STREAM_USAGE: (u64, u64) = (17, 15);
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    tls: bool,
 }
 
 impl Upstream {
     pub fn start() -> Self {
+        Self::listen(None)
+    }
+
+    /// An upstream speaking HTTPS with `certificate` (for `localhost` and
+    /// 127.0.0.1, issued by the test's CA).
+    pub fn start_tls(certificate: &network::ServerCertificate) -> Self {
+        Self::listen(Some(certificate.server_config()))
+    }
+
+    fn listen(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let record = Arc::clone(&seen);
+        let is_tls = tls.is_some();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let record = Arc::clone(&record);
-                std::thread::spawn(move || serve(stream, &record));
+                let tls = tls.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_nodelay(true);
+                    match tls {
+                        None => serve(BufReader::new(stream), &record),
+                        Some(config) => {
+                            let Ok(connection) = rustls::ServerConnection::new(config) else {
+                                return;
+                            };
+                            let tls = rustls::StreamOwned::new(connection, stream);
+                            serve(BufReader::new(tls), &record)
+                        }
+                    }
+                });
             }
         });
-        Upstream { addr, seen }
+        Upstream {
+            addr,
+            seen,
+            tls: is_tls,
+        }
     }
 
+    /// Its base URL on 127.0.0.1.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.url_at("127.0.0.1")
+    }
+
+    /// Its base URL with `host` (`localhost`, `127.0.0.1`) for its address.
+    pub fn url_at(&self, host: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{host}:{}", self.addr.port())
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -66,21 +114,39 @@ impl Upstream {
     }
 }
 
-fn serve(stream: TcpStream, record: &Mutex<Vec<Seen>>) {
-    let _ = stream.set_nodelay(true);
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
+/// A connection the upstream answers on: plain TCP or TLS over it.
+pub trait Wire: Read + Write {
+    /// Ends the connection abruptly, mid-answer.
+    fn cut(&mut self);
+}
+
+impl Wire for TcpStream {
+    fn cut(&mut self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Wire for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn cut(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+fn serve<W: Wire>(mut reader: BufReader<W>, record: &Mutex<Vec<Seen>>) {
     // Keep-alive: requests one after another on the connection.
     loop {
         let mut request_line = String::new();
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
             return;
         }
-        let path = request_line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("/")
-            .to_string();
+        let mut words = request_line.split_whitespace();
+        let _method = words.next();
+        let target = words.next().unwrap_or("/").to_string();
+        // An absolute-form target (from a forward proxy) names the same path.
+        let path = match target.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("/", |at| &rest[at..]).to_string(),
+            None => target.clone(),
+        };
         let mut headers = Vec::new();
         loop {
             let mut line = String::new();
@@ -116,15 +182,24 @@ fn serve(stream: TcpStream, record: &Mutex<Vec<Seen>>) {
         let model = model_of(&body);
         let mut seen = Seen {
             path: path.clone(),
+            target,
             model: model.clone(),
             authorization: header("authorization"),
             api_key: header("x-api-key"),
+            anthropic_version: header("anthropic-version"),
+            proxy_authorization: header("proxy-authorization"),
             accept_encoding: header("accept-encoding"),
             body_len: body.len(),
             answered: String::new(),
         };
         let scenario = model.split('/').next().unwrap_or("").to_string();
-        let keep = answer(&mut writer, &path, &model, &scenario, &mut seen);
+        let keep = match listing(&path, seen.anthropic_version.is_some()) {
+            Some(body) => {
+                seen.answered = body.clone();
+                write_json(reader.get_mut(), "200 OK", "", &body)
+            }
+            None => answer(reader.get_mut(), &path, &model, &scenario, &mut seen),
+        };
         record.lock().unwrap().push(seen);
         if !keep {
             return;
@@ -132,7 +207,7 @@ fn serve(stream: TcpStream, record: &Mutex<Vec<Seen>>) {
     }
 }
 
-fn read_chunked(reader: &mut BufReader<TcpStream>) -> Vec<u8> {
+pub fn read_chunked(reader: &mut impl BufRead) -> Vec<u8> {
     let mut body = Vec::new();
     loop {
         let mut size = String::new();
@@ -241,7 +316,33 @@ fn stream_events(path: &str, model: &str, with_usage: bool) -> Vec<String> {
     events
 }
 
-fn write_json(writer: &mut TcpStream, status: &str, extra: &str, body: &str) -> bool {
+/// The answers to the APIs' other requests (lists, token counts, Anthropic's legacy
+/// completions), in the shape of the API the request speaks (`anthropic`: it carried
+/// `anthropic-version`); `None` for the metered paths.
+fn listing(path: &str, anthropic: bool) -> Option<String> {
+    let path = path.split('?').next().unwrap_or(path);
+    Some(match (path, anthropic) {
+        ("/v1/models", false) => {
+            r#"{"object":"list","data":[{"id":"ok/chat","object":"model","created":1,"owned_by":"stand-in"}]}"#.to_string()
+        }
+        ("/v1/models", true) => {
+            r#"{"data":[{"type":"model","id":"ok/messages","display_name":"Stand-in","created_at":"2025-01-01T00:00:00Z"}],"has_more":false,"first_id":"ok/messages","last_id":"ok/messages"}"#.to_string()
+        }
+        ("/v1/messages/count_tokens", _) => r#"{"input_tokens":42}"#.to_string(),
+        ("/v1/complete", _) => {
+            r#"{"type":"completion","id":"compl_1","completion":" hi","stop_reason":"stop_sequence","model":"ok/complete"}"#.to_string()
+        }
+        ("/v1/files", false) | ("/v1/batches", false) => {
+            r#"{"object":"list","data":[],"first_id":null,"last_id":null,"has_more":false}"#.to_string()
+        }
+        ("/v1/files", true) | ("/v1/messages/batches", true) => {
+            r#"{"data":[],"has_more":false,"first_id":null,"last_id":null}"#.to_string()
+        }
+        _ => return None,
+    })
+}
+
+fn write_json(writer: &mut impl Write, status: &str, extra: &str, body: &str) -> bool {
     let head = format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n",
         body.len()
@@ -249,7 +350,7 @@ fn write_json(writer: &mut TcpStream, status: &str, extra: &str, body: &str) -> 
     writer.write_all(head.as_bytes()).is_ok() && writer.write_all(body.as_bytes()).is_ok()
 }
 
-fn write_chunk(writer: &mut TcpStream, data: &str) -> bool {
+fn write_chunk(writer: &mut impl Write, data: &str) -> bool {
     writer
         .write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())
         .is_ok()
@@ -258,7 +359,7 @@ fn write_chunk(writer: &mut TcpStream, data: &str) -> bool {
 
 /// Answers one request; false when the connection is to be closed.
 fn answer(
-    writer: &mut TcpStream,
+    writer: &mut impl Wire,
     path: &str,
     model: &str,
     scenario: &str,
@@ -304,7 +405,7 @@ fn answer(
             }
             if scenario == "cut" {
                 // Gone mid-stream: no closing event, no last chunk.
-                let _ = writer.shutdown(std::net::Shutdown::Both);
+                writer.cut();
                 return false;
             }
             writer.write_all(b"0\r\n\r\n").is_ok()
