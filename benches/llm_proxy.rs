@@ -76,5 +76,35 @@ fn proxy_cost(c: &mut Criterion) {
     monitor.shutdown();
 }
 
-criterion_group!(benches, proxy_cost);
+/// The routing of one request: which upstream its headers send it to (an Anthropic
+/// SDK's request, its bearer key beside `anthropic-version` and a dozen other headers,
+/// as the SDK sends them).
+fn routing(c: &mut Criterion) {
+    use hyper::header::{HeaderMap, HeaderValue};
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("host", "127.0.0.1:4001"),
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, deflate"),
+        ("connection", "keep-alive"),
+        ("content-type", "application/json"),
+        ("user-agent", "Anthropic/Python 2.17.0"),
+        ("x-stainless-lang", "python"),
+        ("x-stainless-package-version", "2.17.0"),
+        ("x-stainless-os", "Linux"),
+        ("x-stainless-arch", "x64"),
+        ("x-stainless-runtime", "CPython"),
+        ("x-stainless-retry-count", "0"),
+        ("anthropic-version", "2023-06-01"),
+        ("authorization", "Bearer sk-ant-bench"),
+        ("content-length", "120"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    c.bench_function("llm_proxy/route", |b| {
+        b.iter(|| loopwatch::llm::route::place(black_box("/v1/messages"), black_box(&headers)))
+    });
+}
+
+criterion_group!(benches, proxy_cost, routing);
 criterion_main!(benches);

@@ -1273,3 +1273,146 @@ loopwatch.done()
         "{log}"
     );
 }
+
+/// The upstream side of loopwatch's TCP connections to `port` in `/proc/net/tcp`:
+/// each one's `tr` column (0: no timer, 2: the keepalive timer armed).
+fn connections_to(port: u16) -> Vec<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = u16::from_str_radix(fields[2].rsplit(':').next()?, 16).ok()?;
+            let established = fields[3] == "01";
+            let timer = fields[5].split(':').next()?.parse::<u8>().ok()?;
+            (remote_port == port && established).then_some(timer)
+        })
+        .collect()
+}
+
+/// A pooled connection to an upstream stays open between calls, with TCP keepalive
+/// armed, so that a NAT or firewall on the way does not drop it unseen.
+#[test]
+fn pooled_upstream_connections_have_tcp_keepalive() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("call_and_wait.py");
+    std::fs::write(
+        &script,
+        r#"import os, time, openai, loopwatch
+openai.OpenAI(api_key="k", max_retries=0, timeout=10).chat.completions.create(
+    model="ok/chat", messages=[{"role": "user", "content": "x"}])
+open("called", "w").close()
+while not os.path.exists("checked"):
+    time.sleep(0.05)
+loopwatch.done()
+"#,
+    )
+    .unwrap();
+    let mut run = Run::start(
+        dir.path(),
+        &[&format!("--llm-upstream={}", upstream.url())],
+        &script,
+        &[],
+    );
+    wait_until(Duration::from_secs(60), "the loop's call", || {
+        dir.path().join("called").exists()
+    });
+    let timers = connections_to(upstream.addr.port());
+    std::fs::write(dir.path().join("checked"), "").unwrap();
+    assert_eq!(
+        run.wait(Duration::from_secs(60)).code(),
+        Some(0),
+        "{}",
+        run.log()
+    );
+    assert_eq!(timers, [2], "loopwatch's pooled connection and its timer");
+}
+
+/// An upstream that never answers a connection attempt (its accept queue full: the
+/// kernel drops the SYNs) is given up after the connect timeout, as a connection
+/// error, long before the loop's own 60 s timeout would call it a timeout.
+#[test]
+fn a_connection_attempt_that_hangs_is_given_up_after_the_connect_timeout() {
+    // A listener with a backlog of 0 that never accepts: one connection fills it.
+    let mut listener = Command::new(python())
+        .args([
+            "-c",
+            "import socket, sys\n\
+             s = socket.socket()\n\
+             s.bind(('127.0.0.1', 0))\n\
+             s.listen(0)\n\
+             print(s.getsockname()[1], flush=True)\n\
+             sys.stdin.read()\n",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(listener.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", port.trim()).parse().unwrap();
+    // Fill its queue until a connection attempt is no longer answered.
+    let mut held = Vec::new();
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(stream) => held.push(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+            Err(e) => panic!("connecting to the full listener: {e}"),
+        }
+        assert!(held.len() < 64, "the listener's queue never filled");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("one_call.py");
+    std::fs::write(
+        &script,
+        r#"import openai, loopwatch
+with loopwatch.iteration() as it:
+    try:
+        openai.OpenAI(api_key="k", max_retries=0, timeout=60).chat.completions.create(
+            model="ok/chat", messages=[{"role": "user", "content": "x"}])
+        it.success(1.0)
+    except openai.APIError as e:
+        it.failure(type(e).__name__)
+loopwatch.done()
+"#,
+    )
+    .unwrap();
+    let mut run = Run::start(
+        dir.path(),
+        &[&format!("--llm-upstream=http://{addr}")],
+        &script,
+        &[],
+    );
+    assert_eq!(
+        run.wait(Duration::from_secs(120)).code(),
+        Some(0),
+        "{}",
+        run.log()
+    );
+    let log = run.log();
+    let json = run.final_json();
+    assert_eq!(
+        json["summary"]["failure_reasons"]["APIConnectionError"], 1,
+        "{log}"
+    );
+    let calls = samples(
+        &json,
+        "loopwatch_llm_calls_total",
+        &[("outcome", "connection")],
+    );
+    assert_eq!(calls[0]["value"], 1.0, "{log}");
+    // The connect timeout's error, with its cause.
+    assert!(
+        log.contains("tcp connect error: deadline has elapsed"),
+        "{log}"
+    );
+    drop(held);
+    let _ = listener.kill();
+    let _ = listener.wait();
+}

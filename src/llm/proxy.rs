@@ -455,7 +455,7 @@ impl Forwarder {
                 }
                 tracing::warn!(
                     upstream = %target.shown,
-                    via = target.via.as_deref().unwrap_or("direct"),
+                    via = %target.via.as_deref().unwrap_or("direct"),
                     error = %chain(&e),
                     "the LLM upstream could not be reached"
                 );
