@@ -1145,7 +1145,13 @@ fn http_upstreams_go_through_http_proxy_in_absolute_form() {
 fn bad_upstream_urls_stop_loopwatch_run_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cases: [(Vec<String>, Vec<(&str, &str)>, &[&str]); 4] = [
+    /// Flags, environment, and what the error must say.
+    type Case = (
+        Vec<String>,
+        Vec<(&'static str, &'static str)>,
+        &'static [&'static str],
+    );
+    let cases: [Case; 4] = [
         (
             vec!["--llm-upstream=http://exa mple.com".into()],
             vec![],
