@@ -637,6 +637,16 @@ impl Child<'_> {
                 .env("OPENAI_API_BASE", proxy.openai_base_url())
                 .env("ANTHROPIC_BASE_URL", proxy.base_url())
                 .env(ENV_LLM_PROXY, proxy.base_url());
+            // The loop reaches the proxy directly, whatever HTTP_PROXY says: a
+            // network's proxy cannot reach this host's loopback.
+            let ip = proxy.local_addr().ip().to_string();
+            for name in ["NO_PROXY", "no_proxy"] {
+                let value = match std::env::var(name) {
+                    Ok(list) if !list.trim().is_empty() => format!("{list},{ip}"),
+                    _ => ip.clone(),
+                };
+                command.env(name, value);
+            }
         }
         let mut child = match command.spawn() {
             Ok(child) => child,

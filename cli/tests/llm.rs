@@ -1422,3 +1422,38 @@ loopwatch.done()
     let _ = listener.kill();
     let _ = listener.wait();
 }
+
+/// Under a network's `HTTP_PROXY`, the loop still reaches the metering proxy
+/// directly: loopwatch adds the proxy's address to the loop's `NO_PROXY`, since the
+/// network's proxy cannot reach this host's loopback. Only loopwatch's own requests
+/// to the upstream go through the network's proxy.
+#[test]
+fn the_loop_reaches_the_metering_proxy_directly_under_http_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start();
+    let proxy = llm_upstream::network::ForwardProxy::start();
+    let proxy_url = proxy.url("proxyuser:proxy-s3cret");
+    let mut run = Run::start_with(
+        dir.path(),
+        &[&format!("--llm-upstream={}", upstream.url_at("localhost"))],
+        &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "example.invalid")],
+        &two_calls(dir.path()),
+        &[],
+    );
+    let status = run.wait(Duration::from_secs(60));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let upstream_prefix = format!("POST http://localhost:{}/v1/", upstream.addr.port());
+    let at_proxy = proxy.seen();
+    assert!(!at_proxy.is_empty());
+    assert!(
+        at_proxy
+            .iter()
+            .all(|s| s.request_line.starts_with(&upstream_prefix)),
+        "the loop's own requests went through the network's proxy: {at_proxy:?}"
+    );
+    assert_eq!(
+        keys(&upstream.seen()),
+        ["Bearer sk-openai-secret", "Bearer sk-ant-secret"]
+    );
+}
