@@ -131,7 +131,7 @@ impl Network {
                     });
                 }
             }
-            Ok(value)
+            Ok(trimmed.to_string())
         };
         // A CGI program's HTTP_PROXY may come from a request's `Proxy:` header.
         let matcher = if env("REQUEST_METHOD").is_some() {
@@ -619,6 +619,18 @@ mod tests {
         // The tunnel's CONNECT carries the credential, not the requests inside it.
         assert!(https.proxy_authorization.is_none());
         let http = at("http://gateway.example:4000/v1");
+        // Spaces around a value are not part of it.
+        let spaced = network(&[("HTTPS_PROXY", " http://proxy.internal:3128 ")]).unwrap();
+        assert!(Upstream::check(
+            "OpenAI",
+            "OPENAI_BASE_URL",
+            "https://api.openai.com",
+            OWN.parse().unwrap(),
+            &spaced
+        )
+        .unwrap()
+        .via
+        .is_some());
         assert_eq!(http.via.as_deref(), Some("http://proxy.internal:8080/"));
         assert!(http.proxy_authorization.is_none());
         assert!(at("https://localhost:8443").via.is_none());
