@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 import loopwatch
 import loopwatch.deap
 import loopwatch.optuna
+from loopwatch import _api, _encoding, _merging, _writer
 
 
 class Server:
@@ -103,7 +104,7 @@ class ClientTest(unittest.TestCase):
         loopwatch.counter("y")
         loopwatch.done()
         self.assertEqual(loopwatch.labels(), {})
-        self.assertIsNone(loopwatch._client)
+        self.assertIsNone(_api._client)
         self.assertTrue(loopwatch.flush(0.1))
 
     def test_events_arrive_in_order_as_protocol_lines(self) -> None:
@@ -193,13 +194,13 @@ class ClientTest(unittest.TestCase):
         # A call inside iterations that are merged is sent after them, as it was.
         start, end = ("iteration_start", 1.0), ("iteration_end", 2.0)
         call = ("llm_call", "m", 1, 2, 0.5, None, None, None, None, "chat")
-        merged = loopwatch._merge([start, call, end, start, end])
+        merged = _merging.merge([start, call, end, start, end])
         self.assertEqual([e[0] for e in merged], ["iterations", "llm_call"])
         self.assertEqual(merged[1], call)
 
     def test_odd_values_are_summarised_for_the_monitor_to_reject(self) -> None:
         line = json.loads(
-            loopwatch._encode(
+            _encoding.encode(
                 ("outcomes", [1.0, float("nan"), "x", 2, float("-inf")], [0.1, -0.5, float("inf"), None], {})
             )
         )
@@ -240,8 +241,8 @@ class ClientTest(unittest.TestCase):
 
     def test_events_while_the_socket_is_away_are_merged_not_lost(self) -> None:
         fresh_client(self.path)  # nothing listens yet
-        limit = loopwatch.MAX_BUFFERED
-        loopwatch.MAX_BUFFERED = 50
+        limit = _writer.MAX_BUFFERED
+        _writer.MAX_BUFFERED = 50
         try:
             started = time.monotonic()
             for i in range(500):
@@ -253,9 +254,9 @@ class ClientTest(unittest.TestCase):
                     it.population(4, 2, 0.5, champion="c%d" % (i // 100))
             # Never blocks: 500 iterations against a missing socket return at once.
             self.assertLess(time.monotonic() - started, 5.0)
-            client = loopwatch._client
+            client = _api._client
             assert client is not None
-            self.assertLessEqual(len(client.buffer), 2 * loopwatch.MAX_BUFFERED)
+            self.assertLessEqual(len(client.buffer), 2 * _writer.MAX_BUFFERED)
             server = Server(self.path)
             loopwatch.counter("after_total", 1)
             self.assertTrue(loopwatch.flush(10))
@@ -283,7 +284,7 @@ class ClientTest(unittest.TestCase):
             self.assertEqual(best, 500.0)
             server.close()
         finally:
-            loopwatch.MAX_BUFFERED = limit
+            _writer.MAX_BUFFERED = limit
 
     def test_a_reader_that_stops_reading_does_not_block_the_loop(self) -> None:
         server = Server(self.path, read=False)
@@ -292,9 +293,9 @@ class ClientTest(unittest.TestCase):
         for i in range(50_000):
             loopwatch.gauge("g", i, description="x" * 200)
         self.assertLess(time.monotonic() - started, 30.0)
-        client = loopwatch._client
+        client = _api._client
         assert client is not None
-        self.assertLessEqual(len(client.buffer), 2 * loopwatch.MAX_BUFFERED)
+        self.assertLessEqual(len(client.buffer), 2 * _writer.MAX_BUFFERED)
         server.close()
 
     def test_labels_come_from_the_environment(self) -> None:
@@ -337,7 +338,7 @@ class ProtocolVectorTest(unittest.TestCase):
         self.assertGreaterEqual(len(vectors), 10)
         for vector in vectors:
             with self.subTest(vector["name"]):
-                encoded = loopwatch._encode(tuple(vector["event"]))
+                encoded = _encoding.encode(tuple(vector["event"]))
                 self.assertEqual(encoded, vector["line"] + "\n")
 
     def test_merged_events_are_written_as_the_valid_lines(self) -> None:
@@ -345,8 +346,8 @@ class ProtocolVectorTest(unittest.TestCase):
         self.assertGreaterEqual(len(vectors), 1)
         for vector in vectors:
             with self.subTest(vector["name"]):
-                merged = loopwatch._merge([tuple(e) for e in vector["events"]])
-                self.assertEqual("".join(map(loopwatch._encode, merged)), vector["line"] + "\n")
+                merged = _merging.merge([tuple(e) for e in vector["events"]])
+                self.assertEqual("".join(map(_encoding.encode, merged)), vector["line"] + "\n")
 
     def test_inputs_that_would_make_a_line_too_long_are_cut(self) -> None:
         vectors = [v for v in _vectors("invalid.jsonl") if "event" in v]
@@ -355,14 +356,14 @@ class ProtocolVectorTest(unittest.TestCase):
             with self.subTest(vector["name"]):
                 self.assertEqual(vector["error"], "too_long")
                 event = tuple(_padded(vector["event"], vector["pad"]))
-                encoded = loopwatch._encode(event)
+                encoded = _encoding.encode(event)
                 self.assertLess(len(encoded.encode("utf-8")), MAX_LINE_BYTES)
                 line = json.loads(encoded)
                 self.assertEqual(line["v"], 1)
 
     def test_many_distinct_reasons_fold_into_other(self) -> None:
         failures = {"reason %d" % i: 2 for i in range(100)}
-        line = json.loads(loopwatch._encode(("outcomes", [], [], failures)))
+        line = json.loads(_encoding.encode(("outcomes", [], [], failures)))
         self.assertEqual(len(line["failures"]), loopwatch.MAX_REASONS_PER_LINE)
         self.assertEqual(sum(line["failures"].values()), 200)
         self.assertEqual(line["failures"]["other"], 2 * (100 - loopwatch.MAX_REASONS_PER_LINE + 1))
