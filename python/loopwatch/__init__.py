@@ -15,16 +15,17 @@ to that socket, one JSON line per event (docs/protocol.md)::
 
 Without ``LOOPWATCH_SOCKET`` every call is a no-op. No call raises into the loop or
 blocks it: events go into a bounded buffer that a background thread encodes and
-writes out, reconnecting while the socket is away. When the buffer fills (a loop
-faster than the socket, or the socket away), the complete iterations in it are merged
-into one ``iterations`` event (exact counts, time, outcomes, failure reasons, the last
-population, the champions) and each metric's updates into one (a gauge's last value,
-a counter's sum), so nothing they report is lost. Events that cannot be merged (LLM
-calls, the events of an iteration that has not ended) are kept up to twice the bound,
-then dropped; dropped events, and those a broken connection failed to write, are
+writes out, reconnecting while the socket is away. When the buffer reaches
+``MAX_BUFFERED`` events (a loop faster than the socket, or the socket away), they are
+merged, not dropped: the complete iterations in it become one ``iterations`` event
+(exact counts, time, outcomes, failure reasons, the last population, the champions)
+and each metric's updates one (a gauge's last value, a counter's sum), so nothing
+they report is lost. Events that cannot be merged (LLM calls, the events of an
+iteration that has not ended) are kept until the buffer holds about twice its bound,
+then dropped. Dropped events, and those a broken connection failed to write, are
 counted, and the count is reported once the socket is back. A process forked from a
-reporting one (a worker pool) opens its own connection. Standard library only, Python
-3.9 or later.
+reporting one (a worker pool) opens its own connection. Standard library only,
+Python 3.9 or later.
 
 The modules: :mod:`loopwatch._api` (the calls below), :mod:`loopwatch._writer` (the
 buffer and the writer thread), :mod:`loopwatch._merging` (what a full buffer folds

@@ -6,9 +6,9 @@ reconnects (with backoff) when the socket is away. When the buffer reaches
 ``MAX_BUFFERED`` events, the loop's thread merges the complete iterations and the
 metric updates in it (:mod:`loopwatch._merging`), so a loop faster than the socket
 loses none of them. Events that cannot be merged (LLM calls, the events of an
-iteration that has not ended) are kept up to twice that bound, then dropped. Dropped
-events, and those a broken connection failed to write, are counted and reported in a
-``dropped`` line once the socket takes writes again.
+iteration that has not ended) are kept until the buffer holds about twice that bound,
+then dropped. Dropped events, and those a broken connection failed to write, are
+counted and reported in a ``dropped`` line once the socket takes writes again.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from ._merging import merge
 
 #: Events buffered before the complete iterations among them are merged into one
 #: (``iterations``: exact counts, time and outcomes) and each metric's updates into
-#: one, so that a loop faster than the socket loses nothing. Events that cannot be
-#: merged (LLM calls, an unfinished iteration's) are dropped, and counted, only once
-#: the buffer holds twice this many.
+#: one, so that a loop faster than the socket loses nothing; the buffer is merged again
+#: each time a quarter of this many events have come in since. Events that cannot be
+#: merged (LLM calls, an unfinished iteration's) are dropped, and counted, once a merge
+#: is due and the buffer holds twice this many.
 MAX_BUFFERED = 10_000
 #: How long the writer gathers events after the first before it sends them: one write
 #: (and one wake-up of the supervisor) for many iterations of a fast loop. Far below

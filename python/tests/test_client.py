@@ -286,6 +286,34 @@ class ClientTest(unittest.TestCase):
         finally:
             _writer.MAX_BUFFERED = limit
 
+    def test_events_that_cannot_be_merged_are_dropped_at_twice_the_bound_and_reported(self) -> None:
+        fresh_client(self.path)  # nothing listens yet
+        limit = _writer.MAX_BUFFERED
+        _writer.MAX_BUFFERED = 50
+        try:
+            # LLM calls are never merged: each is kept as it was until the buffer holds
+            # twice the bound (checked at each merge, every quarter of the bound).
+            for i in range(300):
+                loopwatch.llm_call("m", 1, 2, 0.5)
+            client = _api._client
+            assert client is not None
+            kept = len(client.buffer)
+            self.assertGreaterEqual(kept, 2 * _writer.MAX_BUFFERED)
+            self.assertLess(kept, 2 * _writer.MAX_BUFFERED + _writer.MAX_BUFFERED // 4)
+            self.assertEqual(client.dropped, 300 - kept)
+            server = Server(self.path)
+            self.assertTrue(loopwatch.flush(10))
+            server.wait_until(lambda types: "dropped" in types)
+            server.wait_for(kept + 1)
+            lines = list(server.lines)
+            calls = sum(1 for line in lines if line["type"] == "llm_call")
+            dropped = [int(line["count"]) for line in lines if line["type"] == "dropped"]
+            self.assertEqual(calls, kept)
+            self.assertEqual(dropped, [300 - kept])
+            server.close()
+        finally:
+            _writer.MAX_BUFFERED = limit
+
     def test_a_reader_that_stops_reading_does_not_block_the_loop(self) -> None:
         server = Server(self.path, read=False)
         fresh_client(self.path)
@@ -328,6 +356,39 @@ def _padded(value: Any, pad: int) -> Any:
     if isinstance(value, dict):
         return {_padded(k, pad): _padded(v, pad) for k, v in value.items()}
     return value
+
+
+class PublicNamesTest(unittest.TestCase):
+    """The package's names: what a loop and the adapters use stays where it was."""
+
+    NAMES = {
+        "COALESCE_SECONDS", "DRAIN_TIMEOUT_SECONDS", "ENV_LABELS", "ENV_RUN_ID", "ENV_SOCKET",
+        "Event", "Iteration", "MAX_BUFFERED", "MAX_LISTED_REJECTIONS", "MAX_REASONS_PER_LINE",
+        "MAX_TEXT_CHARS", "counter", "done", "enabled", "flush", "gauge", "iteration", "labels",
+        "llm_call", "run_id",
+    }
+
+    def test_every_public_name_is_still_there(self) -> None:
+        self.assertEqual(
+            loopwatch.__all__,
+            ["Iteration", "counter", "done", "enabled", "flush", "gauge", "iteration", "labels", "llm_call", "run_id"],
+        )
+        missing = [name for name in sorted(self.NAMES) if not hasattr(loopwatch, name)]
+        self.assertEqual(missing, [])
+        self.assertEqual((loopwatch.ENV_SOCKET, loopwatch.ENV_RUN_ID, loopwatch.ENV_LABELS),
+                         ("LOOPWATCH_SOCKET", "LOOPWATCH_RUN_ID", "LOOPWATCH_LABELS"))
+        self.assertEqual((loopwatch.MAX_BUFFERED, loopwatch.MAX_TEXT_CHARS, loopwatch.MAX_REASONS_PER_LINE),
+                         (10_000, 256, 32))
+
+    def test_the_package_adds_no_public_name_of_its_own(self) -> None:
+        import types
+
+        public = {
+            name
+            for name in dir(loopwatch)
+            if not name.startswith("_") and not isinstance(getattr(loopwatch, name), types.ModuleType)
+        }
+        self.assertEqual(public, self.NAMES)
 
 
 class ProtocolVectorTest(unittest.TestCase):
