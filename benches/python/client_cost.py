@@ -25,6 +25,7 @@ import time
 import prometheus_client as pc
 
 import loopwatch
+from loopwatch import _api
 
 ITERATIONS = int(os.environ.get("BENCH_ITERATIONS", "20000"))
 ROUNDS = 5
@@ -116,7 +117,7 @@ def main() -> None:
         ours.append(cpu_per_iteration(with_loopwatch, ITERATIONS))
         bulk.append(cpu_per_iteration(with_loopwatch_bulk, ITERATIONS))
         theirs.append(cpu_per_iteration(with_prometheus_client, ITERATIONS))
-    client = loopwatch._client
+    client = _api._client
     assert client is not None and client.dropped == 0 and client.lost == 0, "events were dropped"
     a, c, b = statistics.median(ours), statistics.median(bulk), statistics.median(theirs)
     print(
