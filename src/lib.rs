@@ -93,7 +93,8 @@ pub use owner::{
     LABEL_OWNER_PID, LABEL_OWNER_START_TIME, LABEL_RUN_ID,
 };
 pub use processes::{
-    cleanup_orphaned_processes, MarkedProcess, ProcessSweepReport, ENV_OWNER, ENV_RUN_ID,
+    cleanup_orphaned_processes, descendants, zombie_children, MarkedProcess, ProcessId,
+    ProcessSweepReport, ENV_OWNER, ENV_RUN_ID,
 };
 pub use record::Population;
 pub use run::{ExitReason, IterationSummary, LoopExit, RunIdentity, RunSummary};
