@@ -1338,7 +1338,10 @@ fn the_operators_sigterm_and_sigint_reach_a_loop_behind_a_bash_wrapper_at_once()
         // bash dies of SIGTERM; after an interrupt its child handled, it goes on.
         assert_eq!(exit.code(), Some(status), "SIG{signal}: {log}");
         assert!(!log.contains("still hold its socket open"), "{log}");
-        assert!(!log.contains("restarting the loop"), "an operator's stop; {log}");
+        assert!(
+            !log.contains("restarting the loop"),
+            "an operator's stop; {log}"
+        );
         let summary = &run.final_json()["summary"];
         assert_eq!(summary["loop_exit"]["reason"], "stopped", "{summary}");
         assert_eq!(
@@ -1415,7 +1418,8 @@ time.sleep(600)
         .unwrap();
     // Lingering: the loop has ended and its processes have been cleaned up.
     wait_until(Duration::from_secs(30), "the linger", || {
-        run.log().contains("serving its final metrics a little longer")
+        run.log()
+            .contains("serving its final metrics a little longer")
     });
     let log = run.log();
     for (name, pid) in [("scrubbed", scrubbed), ("daemon", daemon)] {
@@ -1534,11 +1538,11 @@ fn a_deep_runtime_and_temporary_directory_lose_no_report() {
     let status = run.wait(Duration::from_secs(60));
     let log = run.log();
     assert_eq!(status.code(), Some(0), "{log}");
-    assert!(log.contains("fallback directory"), "{log}");
-    assert!(log.contains(&runtime.display().to_string()), "{log}");
     let summary = &run.final_json()["summary"];
     assert_eq!(summary["iterations"], 10, "{log}");
     assert_eq!(summary["strategy_successes"], 10, "{log}");
+    assert!(log.contains("fallback directory"), "{log}");
+    assert!(log.contains(&runtime.display().to_string()), "{log}");
 }
 
 /// Before: a loop without a socket could not report, LoopStalled fired after the stall
@@ -1583,8 +1587,15 @@ fn a_loop_that_cannot_report_is_said_loudly_and_never_stall_killed() {
     let log = run.log();
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("no socket could be made"), "{log}");
-    assert!(log.contains("/tmp: cannot make a private directory there"), "{log}");
-    assert_eq!(times(dir.path(), "starts").len(), 1, "never restarted; {log}");
+    assert!(
+        log.contains("/tmp: cannot make a private directory there"),
+        "{log}"
+    );
+    assert_eq!(
+        times(dir.path(), "starts").len(),
+        1,
+        "never restarted; {log}"
+    );
     assert!(!log.contains("the loop stalled"), "{log}");
     let json = run.final_json();
     assert_eq!(json["evaluation"]["alerts"]["LoopStalled"], "inactive");
@@ -1607,7 +1618,10 @@ fn a_finished_search_is_not_restarted_under_restart_always() {
     let log = run.log();
     assert_eq!(status.code(), Some(0), "{log}");
     assert_eq!(times(dir.path(), "starts").len(), 1, "{log}");
-    assert!(log.contains("its search is finished; not restarting"), "{log}");
+    assert!(
+        log.contains("its search is finished; not restarting"),
+        "{log}"
+    );
     let json = run.final_json();
     assert_eq!(json["summary"]["exits"].as_array().unwrap().len(), 1);
     assert_eq!(json["summary"]["loop_exit"]["said_done"], true);
@@ -1758,4 +1772,196 @@ loopwatch.done()
         "reaped reaped reaped reaped reaped",
         "{log}"
     );
+}
+
+/// The state letter of a process (`S`, `R`, `T` for stopped …), from `/proc/<pid>/stat`.
+fn state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// An interactive bash in a terminal of its own (util-linux `script` makes the pty),
+/// typed at through a pipe; what the terminal shows is gathered as it comes.
+struct Shell {
+    child: Child,
+    input: std::process::ChildStdin,
+    shown: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Shell {
+    /// The prompt.
+    const PROMPT: &'static str = "%% ";
+
+    fn start(dir: &Path) -> Self {
+        let rc = dir.join("bashrc");
+        std::fs::write(&rc, format!("PS1='{}'\n", Self::PROMPT)).unwrap();
+        let mut child = Command::new("script")
+            .arg("-qfec")
+            .arg(format!("bash --noprofile --rcfile {} -i", rc.display()))
+            .arg("/dev/null")
+            .current_dir(dir)
+            .env("TERM", "dumb")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let input = child.stdin.take().unwrap();
+        let mut output = child.stdout.take().unwrap();
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let gathered = std::sync::Arc::clone(&shown);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(read @ 1..) = std::io::Read::read(&mut output, &mut buffer) {
+                gathered
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..read]));
+            }
+        });
+        Shell {
+            child,
+            input,
+            shown,
+        }
+    }
+
+    fn type_in(&mut self, keys: &str) {
+        std::io::Write::write_all(&mut self.input, keys.as_bytes()).unwrap();
+        std::io::Write::flush(&mut self.input).unwrap();
+    }
+
+    fn shown(&self) -> String {
+        self.shown.lock().unwrap().clone()
+    }
+
+    /// How much the terminal has shown so far, to look for what comes after it.
+    fn mark(&self) -> usize {
+        self.shown.lock().unwrap().len()
+    }
+
+    fn wait_for(&self, text: &str) {
+        self.wait_for_after(0, text);
+    }
+
+    /// Waits for `text` to show after the `mark`.
+    fn wait_for_after(&self, mark: usize, text: &str) {
+        let mut seen = String::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !seen.get(mark..).is_some_and(|new| new.contains(text)) {
+            assert!(
+                Instant::now() < deadline,
+                "the terminal never showed {text:?}; it showed:\n{seen}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+            seen = self.shown();
+        }
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Contract 11: a loop in a process group of its own gets the terminal's foreground
+/// (it reads the terminal), Ctrl-Z and `fg` stop and continue it with loopwatch as a
+/// shell's job, and the terminal's Ctrl-C, which reaches the loop's group only, is the
+/// operator's stop: no restart, even under `--restart always`. Before, the loop ran in
+/// loopwatch's own group.
+#[test]
+fn a_loop_in_its_own_group_holds_the_terminal_and_job_control_works() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = dir.path().join("interactive.py");
+    std::fs::write(
+        &loop_file,
+        r#"import os, sys, time
+import loopwatch
+
+out = sys.argv[1]
+with open(out + "/starts", "a") as f:
+    f.write("%d %d\n" % (os.getpid(), os.getppid()))
+# Built here, so that the typed command line never shows the words looked for.
+print("OWN" + "GROUP=%s FORE" % (os.getpgrp() == os.getpid()) + "GROUND=%s" % (os.tcgetpgrp(0) == os.getpgrp()), flush=True)
+answer = sys.stdin.readline()  # only the terminal's foreground may read it
+print("READ=" + answer.strip().upper(), flush=True)
+ticks = 0
+while True:
+    with loopwatch.iteration() as it:
+        it.success(1.0)
+    ticks += 1
+    with open(out + "/ticks.tmp", "w") as f:
+        f.write(str(ticks))
+    os.rename(out + "/ticks.tmp", out + "/ticks")
+    time.sleep(0.05)
+"#,
+    )
+    .unwrap();
+    let ticks = || -> u64 {
+        std::fs::read_to_string(dir.path().join("ticks"))
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut shell = Shell::start(dir.path());
+    shell.wait_for(Shell::PROMPT);
+    shell.type_in(&format!(
+        "{} run --listen=127.0.0.1:0 --output-dir={} --restart=always --restart-delay=100ms -- {} {} {} 2>loopwatch.log\n",
+        env!("CARGO_BIN_EXE_loopwatch"),
+        dir.path().display(),
+        python().display(),
+        loop_file.display(),
+        dir.path().display(),
+    ));
+    shell.wait_for("OWNGROUP=True FOREGROUND=True");
+    shell.type_in("hello\n");
+    shell.wait_for("READ=HELLO");
+    let starts = std::fs::read_to_string(dir.path().join("starts")).unwrap();
+    let (loop_pid, loopwatch_pid): (u32, u32) = {
+        let mut parts = starts.split_whitespace().map(|p| p.parse().unwrap());
+        (parts.next().unwrap(), parts.next().unwrap())
+    };
+    wait_until(Duration::from_secs(30), "iterations", || ticks() >= 3);
+
+    // Ctrl-Z: the loop stops, and so does loopwatch, which its shell sees.
+    let stopped = shell.mark();
+    shell.type_in("\x1a");
+    shell.wait_for_after(stopped, "Stopped");
+    wait_until(Duration::from_secs(10), "both stopped", || {
+        state_of(loop_pid) == Some('T') && state_of(loopwatch_pid) == Some('T')
+    });
+    // fg: both go on, the loop in the foreground again.
+    shell.type_in("fg\n");
+    let before = ticks();
+    wait_until(Duration::from_secs(30), "the loop to go on", || {
+        ticks() > before + 2
+    });
+    assert_ne!(state_of(loopwatch_pid), Some('T'));
+
+    // Ctrl-C: the operator's stop, not a crash to restart.
+    let interrupted = shell.mark();
+    shell.type_in("\x03");
+    shell.wait_for_after(interrupted, Shell::PROMPT);
+    shell.type_in("echo STATUS=$((1000 + $?))\n");
+    shell.wait_for_after(interrupted, "STATUS=1130");
+    let log = std::fs::read_to_string(dir.path().join("loopwatch.log")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("starts"))
+            .unwrap()
+            .lines()
+            .count(),
+        1,
+        "restarted after the terminal's Ctrl-C; {log}"
+    );
+    assert!(log.contains("interrupted from the terminal"), "{log}");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("metrics_final.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["summary"]["loop_exit"]["reason"], "stopped", "{log}");
+    assert_eq!(json["summary"]["loop_exit"]["signal"], 2, "{log}");
+    shell.type_in("exit\n");
 }
