@@ -893,3 +893,38 @@ fn high_memory_compares_with_the_container_limit_not_the_host() {
     let host = e["host_memory_used_bytes"].value() / e["host_memory_total_bytes"].value();
     assert!(host < 0.8, "the host is far below 80% ({host})");
 }
+
+/// What `loopwatch run` calls before it restarts a loop: every container of this run
+/// goes, running or not, and nothing else does (a live owner's other run, an
+/// unlabelled container).
+#[test]
+fn clean_up_run_containers_removes_this_runs_containers_and_nothing_else() {
+    let _serial = serial();
+    let monitor = monitor();
+    let ours: Vec<String> = (0..3)
+        .map(|_| run_labelled(&monitor.labels(), "sleep 300"))
+        .collect();
+    // One of this run that has already exited, as a crashed sandbox's would.
+    let exited = run_labelled(&monitor.labels(), "exit 3");
+    wait_until(Duration::from_secs(30), "the short one to exit", || {
+        docker(&["inspect", "-f", "{{.State.Running}}", &exited]) == "false"
+    });
+    let me = std::process::id();
+    let other_run = run_labelled(
+        &owner_labels("another-run", &hostname(), me, start_time_of(me)),
+        "sleep 300",
+    );
+    let unlabelled = docker(&["run", "-d", "--network", "none", &image(), "sleep", "300"]);
+
+    assert_eq!(monitor.clean_up_run_containers(), 4);
+    for id in ours.iter().chain([&exited]) {
+        assert!(!exists(id), "{id} of this run is still there");
+    }
+    assert!(exists(&other_run), "another run's container was removed");
+    assert!(exists(&unlabelled), "an unlabelled container was removed");
+    // Nothing is left to remove, and the monitor goes on.
+    assert_eq!(monitor.clean_up_run_containers(), 0);
+    monitor.shutdown();
+    assert!(exists(&other_run) && exists(&unlabelled));
+    docker(&["rm", "-f", &other_run, &unlabelled]);
+}
