@@ -253,8 +253,8 @@ impl MarkedProcess {
     }
 }
 
-/// Terminates processes: SIGTERM to all, up to `grace` for them to exit, then SIGKILL
-/// to the rest. Returns the pids that ended and the failures.
+/// Terminates processes: SIGTERM (and SIGCONT) to all, up to `grace` for them to exit,
+/// then SIGKILL to the rest. Returns the pids that ended and the failures.
 pub(crate) fn terminate(
     processes: &[MarkedProcess],
     grace: Duration,
@@ -269,6 +269,12 @@ pub(crate) fn terminate(
             Ok(()) => signalled.push(process),
             Err(nix::errno::Errno::ESRCH) => {}
             Err(e) => failed.push((process.pid, e.desc().to_string())),
+        }
+    }
+    // A stopped process acts on its SIGTERM only once continued.
+    for process in &signalled {
+        if still_alive(process) {
+            let _ = kill(Pid::from_raw(process.pid as i32), Signal::SIGCONT);
         }
     }
     let deadline = Instant::now() + grace;

@@ -305,7 +305,7 @@ pub fn run(options: RunOptions) -> u8 {
         },
     };
     let socket_path = socket_dir.as_ref().map(SocketDir::socket);
-    let terminal = Terminal::foreground();
+    let terminal = Terminal::controlling();
     let child = Child {
         monitor: &monitor,
         options: &options,
@@ -499,7 +499,8 @@ struct Child<'a> {
     args: &'a [OsString],
     socket: Option<&'a Path>,
     llm_proxy: Option<&'a loopwatch::llm::proxy::LlmProxy>,
-    /// The terminal, when loopwatch had its foreground at start: the loop gets it.
+    /// loopwatch's controlling terminal: the loop gets its foreground whenever
+    /// loopwatch has it.
     terminal: Option<&'a Terminal>,
 }
 
@@ -565,7 +566,7 @@ impl Child<'_> {
         // Before anything awaits: the reaper must leave the child to its waiter.
         signals.keep = Some(leader);
         if let Some(terminal) = self.terminal {
-            terminal.give(leader);
+            terminal.pass_on(leader);
         }
         monitor.loop_started(child.id());
         tracing::info!(pid = child.id(), restarts, command = %self.program.to_string_lossy(), "started the loop");
@@ -629,9 +630,9 @@ impl Child<'_> {
             // The grace period covers the whole tree, not only the direct child.
             wait_for_the_rest(&family, signals, kill_deadline.as_mut(), killed).await;
         }
-        if let Some(terminal) = self.terminal {
-            terminal.take_back(leader);
-        }
+        let held_the_terminal = self
+            .terminal
+            .is_some_and(|terminal| terminal.take_back(leader));
         // The direct child has exited: this reaps it, and its group's id is free.
         let status = child.wait();
         family.leader_reaped();
@@ -642,7 +643,7 @@ impl Child<'_> {
             Err(e) => unknown_exit(&e.to_string()),
         };
         if ending.is_none()
-            && self.terminal.is_some()
+            && held_the_terminal
             && matches!(exit.signal, Some(s) if s == Signal::SIGINT as i32 || s == Signal::SIGQUIT as i32)
         {
             // The terminal's Ctrl-C (or Ctrl-\) reached the loop's group, which held

@@ -1965,3 +1965,64 @@ while True:
     assert_eq!(json["summary"]["loop_exit"]["signal"], 2, "{log}");
     shell.type_in("exit\n");
 }
+
+/// A loop started in the background (`&`) cannot read the terminal and stops with its
+/// job; `fg` gives loopwatch the terminal, and loopwatch passes it on to the loop.
+#[test]
+fn a_loop_started_in_the_background_gets_the_terminal_at_fg() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = dir.path().join("later.py");
+    std::fs::write(
+        &loop_file,
+        r#"import os, sys
+import loopwatch
+
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(os.getppid()))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+print("FORE" + "GROUND=%s" % (os.tcgetpgrp(0) == os.getpgrp()), flush=True)
+answer = sys.stdin.readline()  # stops the job until it is in the foreground
+print("READ=" + answer.strip().upper(), flush=True)
+with loopwatch.iteration() as it:
+    it.success(1.0)
+loopwatch.done()
+"#,
+    )
+    .unwrap();
+    let mut shell = Shell::start(dir.path());
+    shell.wait_for(Shell::PROMPT);
+    let started = shell.mark();
+    shell.type_in(&format!(
+        "{} run --listen=127.0.0.1:0 --output-dir={} -- {} {} {} 2>loopwatch.log &\n",
+        env!("CARGO_BIN_EXE_loopwatch"),
+        dir.path().display(),
+        python().display(),
+        loop_file.display(),
+        dir.path().join("supervisor").display(),
+    ));
+    shell.wait_for_after(started, "FOREGROUND=False");
+    let loopwatch_pid: u32 = read_when_written(&dir.path().join("supervisor"))
+        .parse()
+        .unwrap();
+    // Reading the terminal from the background stops the loop, and its job with it.
+    wait_until(Duration::from_secs(30), "loopwatch to stop", || {
+        state_of(loopwatch_pid) == Some('T')
+    });
+    let stopped = shell.mark();
+    shell.type_in("jobs\n");
+    shell.wait_for_after(stopped, "Stopped");
+    shell.type_in("fg\n");
+    shell.type_in("hello\n");
+    shell.wait_for_after(stopped, "READ=HELLO");
+    let finished = shell.mark();
+    shell.type_in("echo STATUS=$((1000 + $?))\n");
+    shell.wait_for_after(finished, "STATUS=1000");
+    let log = std::fs::read_to_string(dir.path().join("loopwatch.log")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("metrics_final.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["summary"]["iterations"], 1, "{log}");
+    shell.type_in("exit\n");
+}

@@ -19,7 +19,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use nix::unistd::{getpgid, Pid};
 
 /// How long processes killed with SIGKILL are waited for before they are given up
 /// (a process in uninterruptible sleep dies only when its I/O ends).
@@ -61,23 +61,29 @@ impl Family {
         self.leader
     }
 
-    /// Sends `signal` to the whole family at once: to the process group in one call
-    /// while its leader is not reaped, then to every process below loopwatch
-    /// (those that left the group), each checked by start time just before. A
-    /// terminating signal is followed by SIGCONT, so that a stopped process acts on
-    /// it. Returns how many processes below loopwatch were signalled.
+    /// Sends `signal` to the whole family at once, once to each process: to the
+    /// process group in one call while its leader is not reaped, then to every other
+    /// process below loopwatch (those that left the group), each checked by start
+    /// time just before. A terminating signal is followed by SIGCONT, so that a
+    /// stopped process acts on it. Returns how many processes were signalled one by
+    /// one.
     pub(crate) fn signal(&self, signal: Signal) -> usize {
-        if !self.leader_reaped {
-            match killpg(self.leader, signal) {
-                Ok(()) | Err(Errno::ESRCH) => {}
+        let group_signalled = !self.leader_reaped
+            && match killpg(self.leader, signal) {
+                Ok(()) => true,
+                Err(Errno::ESRCH) => false,
                 Err(e) => {
-                    tracing::debug!(error = %e, %signal, "could not signal the loop's process group")
+                    tracing::debug!(error = %e, %signal, "could not signal the loop's process group");
+                    false
                 }
-            }
-        }
+            };
         let mut signalled = 0;
         for process in loopwatch::descendants(std::process::id()) {
-            if process.is_running() && kill(pid(process.pid), signal).is_ok() {
+            let target = pid(process.pid);
+            if group_signalled && getpgid(Some(target)) == Ok(self.leader) {
+                continue; // the group's signal reached it
+            }
+            if process.is_running() && kill(target, signal).is_ok() {
                 signalled += 1;
             }
         }
@@ -92,7 +98,8 @@ impl Family {
         !loopwatch::descendants(std::process::id()).is_empty()
     }
 
-    /// Reaps the leader, which has exited (see [`wait_for_exit`]).
+    /// Notes that the leader has been reaped (its exit is waited for with
+    /// [`wait_for_exit`], which leaves it to be reaped).
     pub(crate) fn leader_reaped(&mut self) {
         self.leader_reaped = true;
     }

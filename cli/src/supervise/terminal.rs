@@ -1,7 +1,8 @@
 //! The terminal, for a loop that runs in a process group of its own.
 //!
-//! When loopwatch's stdin is a terminal and loopwatch is in its foreground, the loop's
-//! group gets the foreground while it runs (`tcsetpgrp`), as a shell gives it to a
+//! When loopwatch's stdin is its controlling terminal and loopwatch has the terminal's
+//! foreground (at start, or later from the shell's `fg`), it passes the foreground on
+//! to the loop's group while the loop runs (`tcsetpgrp`), as a shell gives it to a
 //! job: the loop reads the terminal, and the terminal's Ctrl-C and Ctrl-\ reach the
 //! loop's whole group at once. loopwatch takes the foreground back when the loop
 //! ends. Being in the background meanwhile, loopwatch blocks SIGTTOU around its own
@@ -16,10 +17,11 @@ use std::io::IsTerminal;
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, SigSet, SigmaskHow, Signal};
+use nix::sys::termios::tcgetsid;
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpgid, getpgrp, getppid, getsid, tcgetpgrp, tcsetpgrp, Pid};
 
-/// loopwatch's terminal, when it is in the terminal's foreground at start.
+/// loopwatch's controlling terminal, on its stdin.
 #[derive(Debug)]
 pub(crate) struct Terminal {
     /// loopwatch's own process group.
@@ -27,14 +29,14 @@ pub(crate) struct Terminal {
 }
 
 impl Terminal {
-    /// The terminal on stdin, when loopwatch is in its foreground.
-    pub(crate) fn foreground() -> Option<Terminal> {
+    /// The terminal on stdin, when it is loopwatch's controlling terminal.
+    pub(crate) fn controlling() -> Option<Terminal> {
         let stdin = std::io::stdin();
         if !stdin.is_terminal() {
             return None;
         }
-        let ours = getpgrp();
-        (tcgetpgrp(&stdin).ok()? == ours).then_some(Terminal { ours })
+        let session = getsid(None).ok()?;
+        (tcgetsid(&stdin).ok()? == session).then_some(Terminal { ours: getpgrp() })
     }
 
     /// Whether `group` holds the terminal's foreground now.
@@ -42,19 +44,18 @@ impl Terminal {
         tcgetpgrp(std::io::stdin()).is_ok_and(|holder| holder == group)
     }
 
-    /// Gives the foreground to `group`, then continues it: it may have stopped on
-    /// reading the terminal before it had it.
-    pub(crate) fn give(&self, group: Pid) {
-        if set_foreground(group) {
+    /// Passes the foreground on to `group` if loopwatch holds it, then continues the
+    /// group: it may have stopped on reading the terminal before it had it.
+    pub(crate) fn pass_on(&self, group: Pid) {
+        if Self::held_by(self.ours) && set_foreground(group) {
             let _ = killpg(group, Signal::SIGCONT);
         }
     }
 
-    /// Takes the foreground back for loopwatch, if the loop still holds it.
-    pub(crate) fn take_back(&self, group: Pid) {
-        if Self::held_by(group) {
-            set_foreground(self.ours);
-        }
+    /// Takes the foreground back for loopwatch if the loop's `group` holds it;
+    /// returns whether it did.
+    pub(crate) fn take_back(&self, group: Pid) -> bool {
+        Self::held_by(group) && set_foreground(self.ours)
     }
 
     /// Keeps job control working across the two groups; called while the loop runs.
@@ -71,15 +72,13 @@ impl Terminal {
             }
             tracing::info!("the loop was stopped from the terminal; stopping too");
             let _ = kill(Pid::this(), Signal::SIGSTOP);
-            // Continued by the shell: in the foreground (`fg`) or the background (`bg`).
-            if Self::held_by(self.ours) {
-                self.give(group);
-            } else {
-                let _ = killpg(group, Signal::SIGCONT);
-            }
+            // Continued by the shell: in the foreground (`fg`), where the loop gets
+            // the terminal again, or in the background (`bg`).
+            self.pass_on(group);
+            let _ = killpg(group, Signal::SIGCONT);
             tracing::info!("continued; so is the loop");
-        } else if Self::held_by(self.ours) {
-            self.give(group);
+        } else {
+            self.pass_on(group);
         }
     }
 }
