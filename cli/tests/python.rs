@@ -1,7 +1,11 @@
 //! Loops in another language under `loopwatch run`: real DEAP and Optuna loops in the
 //! test virtual environment (scripts/test makes it: `pip install .`, deap, optuna),
 //! scraped by a real Prometheus, alerting a real Alertmanager; deaths, hangs, orphaned
-//! workers, hostile socket input, and file-based discovery of two loops.
+//! workers, hostile socket input, and file-based discovery of two loops; restarts; the
+//! supervisor's hold on the whole process tree (wrappers, scrubbed and re-parented
+//! escapees, SIGKILL after the grace, PID 1 in `unshare --pid`, the terminal in a real
+//! interactive bash under `script`), and the socket's fallback directories (in a mount
+//! namespace of `unshare --mount`, as root, for none at all).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
