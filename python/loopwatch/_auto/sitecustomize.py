@@ -41,6 +41,7 @@ TRIGGERS = {
     "deap.tools": "deap",
     "deap.algorithms": "deap",
     "nevergrad": "nevergrad",
+    "shinka.core": "shinka",
 }
 #: Every framework the instrumentation knows, as ``LOOPWATCH_INSTRUMENT`` names them.
 FRAMEWORKS = ("openevolve", "shinka", "optuna", "deap", "nevergrad")

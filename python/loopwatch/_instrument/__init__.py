@@ -423,7 +423,7 @@ def wrap_method(
 
 
 def _hooks() -> Dict[str, Callable[[Any], List[Patch]]]:
-    from . import deap_hooks, nevergrad_hooks, openevolve_hooks, optuna_hooks
+    from . import deap_hooks, nevergrad_hooks, openevolve_hooks, optuna_hooks, shinka_hooks
 
     return {
         "openevolve": openevolve_hooks.plan,
@@ -431,6 +431,7 @@ def _hooks() -> Dict[str, Callable[[Any], List[Patch]]]:
         "deap.tools": deap_hooks.plan_tools,
         "deap.algorithms": deap_hooks.plan_algorithms,
         "nevergrad": nevergrad_hooks.plan,
+        "shinka.core": shinka_hooks.plan,
     }
 
 
