@@ -22,8 +22,6 @@ passing test at its installed version; ``none`` nothing; a comma-separated list
 Nothing here raises into the child: a failure is one line on standard error.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
@@ -46,7 +44,8 @@ TRIGGERS = {
 #: Every framework the instrumentation knows, as ``LOOPWATCH_INSTRUMENT`` names them.
 FRAMEWORKS = ("openevolve", "shinka", "optuna", "deap", "nevergrad")
 
-# typing costs 10 ms to import: type checkers see the names, the child does not.
+# typing costs 10 ms to import, and even __future__ costs: type checkers see these
+# names and the quoted annotations, the child does not.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
@@ -58,21 +57,21 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _PACKAGE = os.path.dirname(_HERE)
 
 
-def _warn(message: str) -> None:
+def _warn(message: "str") -> "None":
     try:
         sys.stderr.write("loopwatch instrument: %s\n" % message)
     except Exception:  # noqa: BLE001 - no standard error
         pass
 
 
-def _chain() -> None:
+def _chain() -> "None":
     """Runs the ``sitecustomize`` that Python would have found without this one."""
     others = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
     try:
-        # importlib.machinery costs nothing at start-up; importlib.util would cost ms.
-        from importlib.machinery import PathFinder
-
-        spec = PathFinder.find_spec("sitecustomize", others)
+        # Python's own path finder, as it sits on sys.meta_path: importing importlib
+        # to get it would cost start-up time.
+        path_finder = next(f for f in sys.meta_path if getattr(f, "__name__", "") == "PathFinder")
+        spec = path_finder.find_spec("sitecustomize", others)
         if spec is None or spec.loader is None:
             return
         module = type(sys)("sitecustomize")
@@ -97,7 +96,7 @@ def _chain() -> None:
             )
 
 
-def selection(value: str | None) -> tuple[bool, frozenset[str], tuple[str, ...]]:
+def selection(value: "str | None") -> "tuple[bool, frozenset[str], tuple[str, ...]]":
     """``(auto, listed, unknown)`` from a ``LOOPWATCH_INSTRUMENT`` value: whether every
     tested framework is on, the frameworks named, and names that are not frameworks."""
     text = str(value or "auto").strip().lower()
@@ -115,13 +114,13 @@ class _Finder(object):
     """A meta path finder for the trigger modules only: it finds them as Python
     would, then has their loader call the instrumentation once they have run."""
 
-    def __init__(self, triggers: dict[str, str], auto: bool, listed: frozenset[str]) -> None:
+    def __init__(self, triggers: "dict[str, str]", auto: bool, listed: "frozenset[str]") -> None:
         self.triggers = triggers
         self.auto = auto
         self.listed = listed
-        self.busy: set[str] = set()
+        self.busy: "set[str]" = set()
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> "ModuleSpec | None":
         if fullname not in self.triggers or fullname in self.busy:
             return None
         self.busy.add(fullname)
@@ -133,8 +132,8 @@ class _Finder(object):
         finally:
             self.busy.discard(fullname)
 
-    def _find(self, fullname: str, path: object, target: object) -> ModuleSpec | None:
-        spec: ModuleSpec | None = None
+    def _find(self, fullname: str, path: object, target: object) -> "ModuleSpec | None":
+        spec: "ModuleSpec | None" = None
         if fullname == "loopwatch":
             init = os.path.join(_PACKAGE, "__init__.py")
             if os.path.isfile(init):
@@ -161,7 +160,7 @@ class _Finder(object):
             return spec
         finder = self
 
-        def exec_module(module: object) -> None:
+        def exec_module(module: object) -> "None":
             try:
                 delattr(loader, "exec_module")
             except AttributeError:
@@ -175,7 +174,7 @@ class _Finder(object):
             return spec  # a loader that takes no attributes: left as it is
         return spec
 
-    def loaded(self, fullname: str, module: object) -> None:
+    def loaded(self, fullname: str, module: object) -> "None":
         framework = self.triggers[fullname]
         try:
             from loopwatch import _instrument
@@ -185,7 +184,7 @@ class _Finder(object):
             _warn("%s not instrumented: %s: %s" % (framework, type(err).__name__, err))
 
 
-def install(environ: dict[str, str] | None = None) -> _Finder | None:
+def install(environ: "dict[str, str] | None" = None) -> "_Finder | None":
     """Installs the import hook as ``environ`` (default ``os.environ``) selects;
     returns the finder, or None."""
     env = os.environ if environ is None else environ

@@ -270,6 +270,15 @@ def parse_version(text: str) -> Optional[Version]:
     return tuple(int(part) for part in match.group(1).split("."))
 
 
+def _announce(framework: str, version: str, state: str, reason: Optional[str] = None) -> None:
+    """Tells the supervisor, unless another process of the run owns the search (a
+    worker, an evaluated program: the owner has said it)."""
+    owner = os.environ.get(ENV_OWNER)
+    if owner and owner != str(os.getpid()):
+        return
+    _report.instrumented(framework, version, state, reason)
+
+
 def _installed_version(framework: Framework, module: Any) -> Optional[str]:
     try:
         from importlib.metadata import version
@@ -300,7 +309,7 @@ def _decide(framework: Framework, module: Any, auto: bool, explicit: bool) -> Op
             "loopwatch: %s is not instrumented under auto (name it in LOOPWATCH_INSTRUMENT to try it)",
             framework.name,
         )
-        _report.instrumented(framework.name, "", "off", "not instrumented under auto")
+        _announce(framework.name, "", "off", "not instrumented under auto")
         return None
     text = _installed_version(framework, module)
     version = parse_version(text) if text else None
@@ -312,7 +321,7 @@ def _decide(framework: Framework, module: Any, auto: bool, explicit: bool) -> Op
             text or "(version unknown)",
             reason,
         )
-        _report.instrumented(framework.name, text or "", "skipped", reason)
+        _announce(framework.name, text or "", "skipped", reason)
         return None
     return text
 
@@ -347,7 +356,7 @@ def loaded(framework_name: str, trigger: str, module: Any, auto: bool, explicit:
                 version_text,
                 missing,
             )
-            _report.instrumented(framework.name, version_text, "skipped", "hook point %s is missing" % missing)
+            _announce(framework.name, version_text, "skipped", "hook point %s is missing" % missing)
             _decisions[framework.name] = (False, version_text)
             return
         except Exception as error:  # noqa: BLE001
@@ -360,7 +369,7 @@ def loaded(framework_name: str, trigger: str, module: Any, auto: bool, explicit:
             _applied.append(patch)
         if announce:
             log.info("loopwatch: instrumenting %s %s", framework.name, version_text)
-            _report.instrumented(framework.name, version_text, "active")
+            _announce(framework.name, version_text, "active")
 
 
 def undo() -> None:

@@ -5,7 +5,8 @@ Inside the ``algorithms.ea*`` helpers (``eaSimple``, ``eaMuPlusLambda``,
 outcomes, diversity and champion, as :func:`loopwatch.deap.record` reports them (the
 helpers update the caller's population list in place before they record; the
 hall of fame, when given, names the champion). ``eaGenerateUpdate`` keeps its
-population to itself: its generations carry the champion only.
+population to itself: its generations carry their time only (a population reported
+empty would read as a diversity collapse).
 
 In a loop written by hand, a record is a generation with its time (from the
 previous record of the same logbook, the first from the logbook's creation) and no
@@ -54,8 +55,6 @@ def _send_generation(start: float, end: float, population: Any = None, halloffam
     try:
         if population is not None:
             loopwatch.deap.record(it, population, halloffame)
-        elif halloffame is not None and len(halloffame) > 0:
-            it.population(size=0, unique=0, diversity=0.0, champion=loopwatch.deap._name(halloffame[0]))
     finally:
         it.end(end)
 
@@ -69,6 +68,7 @@ def _flush_pending() -> None:
 
 
 def _helper_started(name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+    owns_search(FRAMEWORK)  # before the first evaluation: what it starts inherits the claim
     _flush_pending()
     population_at, halloffame_at = HELPERS[name]
     population = None

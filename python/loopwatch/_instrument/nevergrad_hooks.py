@@ -43,8 +43,8 @@ def _has_adapter(optimizer: Any) -> bool:
 
 
 def _asked(optimizer: Any, candidate: Any) -> None:
-    if _has_adapter(optimizer):
-        return
+    if not owns_search(FRAMEWORK) or _has_adapter(optimizer):
+        return  # (claimed before the candidate is evaluated: what that starts inherits it)
     _, asked = _state(optimizer)
     if len(asked) >= MAX_ASKED:
         del asked[next(iter(asked))]

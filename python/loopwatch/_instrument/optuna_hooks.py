@@ -37,6 +37,7 @@ def _is_ours(callback: Any) -> bool:
 
 def _with_callback(*args: Any, **kwargs: Any) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
     """``optimize``'s arguments with the callback added (self is ``args[0]``)."""
+    owns_search(FRAMEWORK)  # before the first trial: what its objective starts inherits the claim
     position = 1 + _CALLBACKS_POSITION
     if len(args) > position:
         callbacks = args[position]
