@@ -39,6 +39,9 @@ SHINKA_PYTHON = os.environ.get("LOOPWATCH_SHINKA_PYTHON") or os.path.join(
 CHILD_TIMEOUT = 300.0
 
 
+SENTINEL = {"sentinel": "the test's own last connection"}
+
+
 class Listener:
     """A Unix socket reading JSON lines, as ``loopwatch run`` does, that knows when
     every connection it accepted has ended."""
@@ -48,6 +51,7 @@ class Listener:
         self.lines: List[Dict[str, Any]] = []
         self.opened = 0
         self.closed = 0
+        self.sentinel = False
         self.lock = threading.Lock()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(path)
@@ -68,18 +72,28 @@ class Listener:
         try:
             with conn, conn.makefile("rb") as stream:
                 for line in stream:
+                    value = json.loads(line)
                     with self.lock:
-                        self.lines.append(json.loads(line))
+                        if value == SENTINEL:
+                            self.sentinel = True
+                        else:
+                            self.lines.append(value)
         finally:
             with self.lock:
                 self.closed += 1
 
     def drained(self, timeout: float = 30.0) -> List[Dict[str, Any]]:
-        """Every line, once every connection has ended (the child has exited)."""
+        """Every line, once every connection has ended (call it after the child has
+        exited). Connections are accepted in the order they were made: once a last
+        one of our own has been read, every one of the child's has been accepted."""
+        self.sentinel = False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as last:
+            last.connect(self.path)
+            last.sendall(json.dumps(SENTINEL).encode() + b"\n")
         deadline = time.monotonic() + timeout
         while True:
             with self.lock:
-                if self.closed == self.opened:
+                if self.sentinel and self.closed == self.opened:
                     return list(self.lines)
             if time.monotonic() > deadline:
                 raise AssertionError("connections still open: %d of %d" % (self.opened - self.closed, self.opened))
@@ -463,10 +477,12 @@ class SelectionTest(unittest.TestCase):
 
 class StandIn:
     """An OpenAI-compatible chat completions server: answer ``n`` (0-based) is a full
-    program whose score is ``10 + n``, except every fifth (``n % 5 == 3``), which has
-    no code, and the one after it, whose program raises when evaluated."""
+    program whose score is ``10 + n``, except every fifth (``n % 5 == 3``), which is
+    ``bad`` (an answer without code, or a program too long), and the one after it,
+    whose program raises when evaluated."""
 
-    def __init__(self) -> None:
+    def __init__(self, bad: str) -> None:
+        self.bad = bad
         self.requests = 0
         self.lock = threading.Lock()
         stand_in = self
@@ -502,10 +518,11 @@ class StandIn:
         self.url = "http://127.0.0.1:%d/v1" % self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    @staticmethod
-    def answer(n: int) -> str:
-        if n % 5 == 3:
+    def answer(self, n: int) -> str:
+        if n % 5 == 3 and self.bad == "no code":
             return "I would rather not change anything."
+        if n % 5 == 3 and self.bad == "too long":
+            return "```python\n# EVOLVE-BLOCK-START\ndef score():\n    return 0  # %s\n# EVOLVE-BLOCK-END\n```\n" % ("x" * 400)
         if n % 5 == 4:
             body = "def score():\n    raise ValueError('bad program %d')\n" % n
         else:
@@ -531,7 +548,7 @@ class OpenEvolveTest(unittest.TestCase):
     ITERATIONS = 12
 
     def test_a_real_run_reports_what_openevolve_itself_says(self) -> None:
-        stand_in = StandIn()
+        stand_in = StandIn(bad="too long")
         self.addCleanup(stand_in.close)
         work = tempfile.mkdtemp(prefix="lw-openevolve-")
         _write(work, "initial_program.py", INITIAL_PROGRAM)
@@ -553,6 +570,7 @@ class OpenEvolveTest(unittest.TestCase):
             "config.yaml",
             """
             max_iterations: %d
+            max_code_length: 300
             checkpoint_interval: 1000
             random_seed: 7
             diff_based_evolution: false
@@ -603,6 +621,7 @@ class OpenEvolveTest(unittest.TestCase):
         evaluator_failures = sum(n for reason, n in failures.items() if reason.startswith("evaluator: "))
         self.assertEqual(successes + evaluator_failures, len(evaluated), failures)
         self.assertIn("evaluator: ValueError", failures)
+        self.assertIn("program too long", failures)
 
         populations = run.of("population")
         self.assertEqual(populations[-1]["champion"], best["id"])
@@ -626,7 +645,7 @@ class ShinkaEvolveTest(unittest.TestCase):
     GENERATIONS = 6
 
     def test_a_real_run_reports_what_shinkaevolve_itself_says(self) -> None:
-        stand_in = StandIn()
+        stand_in = StandIn(bad="no code")
         self.addCleanup(stand_in.close)
         work = tempfile.mkdtemp(prefix="lw-shinka-")
         _write(work, "initial.py", INITIAL_PROGRAM)
@@ -661,7 +680,7 @@ class ShinkaEvolveTest(unittest.TestCase):
             from shinka.database import DatabaseConfig
 
             evo = EvolutionConfig(
-                num_generations=%d, patch_types=["full"], patch_type_probs=[1.0],
+                num_generations=%d, patch_types=["full"], patch_type_probs=[1.0], max_patch_resamples=1, max_novelty_attempts=1,
                 llm_models=["local/stand-in@%s"], llm_dynamic_selection=None, meta_rec_interval=None,
                 embedding_model=None, init_program_path="initial.py", results_dir="results",
                 llm_kwargs=dict(temperatures=[0.0], max_tokens=512),
@@ -691,6 +710,7 @@ class ShinkaEvolveTest(unittest.TestCase):
         self.assertEqual(successes, sum(1 for p in evolved if p[2]))
         self.assertEqual(sum(failures.values()), sum(1 for p in evolved if not p[2]) + failed)
         self.assertIn("evaluation: ValueError", failures)
+        self.assertIn("proposal: llm_output_invalid", failures)
         populations = run.of("population")
         self.assertEqual(populations[-1]["champion"], best_id)
         self.assertEqual(populations[-1]["size"], len(programs))
