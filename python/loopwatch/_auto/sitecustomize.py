@@ -70,10 +70,13 @@ def _chain() -> "None":
     try:
         # Python's own path finder, as it sits on sys.meta_path: importing importlib
         # to get it would cost start-up time.
-        path_finder = next((f for f in sys.meta_path if getattr(f, "__name__", "") == "PathFinder"), None)
-        if path_finder is None:  # a meta path rearranged before us
-            from importlib.machinery import PathFinder as path_finder
-        spec = path_finder.find_spec("sitecustomize", others)
+        found = [f for f in sys.meta_path if getattr(f, "__name__", "") == "PathFinder"]
+        if found:
+            spec = found[0].find_spec("sitecustomize", others)
+        else:  # a meta path rearranged before us
+            from importlib.machinery import PathFinder
+
+            spec = PathFinder.find_spec("sitecustomize", others)
         if spec is None or spec.loader is None:
             return
         module = type(sys)("sitecustomize")
