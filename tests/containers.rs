@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -251,26 +251,29 @@ fn orphans_of_dead_owners_are_removed_and_nothing_else_is_touched() {
     let _serial = serial();
     logs();
     let host = hostname();
-    // Another loop, alive, in another process: the evolve example lingering.
+    // Another loop, alive, in another process: the evolve example lingering until
+    // the test ends it.
     let dir = tempfile::tempdir().unwrap();
-    let mut live_loop: Child = Command::new(example_path("evolve"))
-        .args([
-            "--iterations",
-            "1",
-            "--population",
-            "8",
-            "--resamples",
-            "1",
-            "--linger",
-            "120s",
-        ])
-        .env("LOOPWATCH_LISTEN", "127.0.0.1:0")
-        .env("LOOPWATCH_OUTPUT_DIR", dir.path())
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut live_loop = Stopped(
+        Command::new(example_path("evolve"))
+            .args([
+                "--iterations",
+                "1",
+                "--population",
+                "8",
+                "--resamples",
+                "1",
+                "--linger",
+                "forever",
+            ])
+            .env("LOOPWATCH_LISTEN", "127.0.0.1:0")
+            .env("LOOPWATCH_OUTPUT_DIR", dir.path())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // Keep draining its stderr (it must not die of a closed pipe), and wait for its own
     // start-up sweep, so that it cannot race ours.
     let (tx, rx) = std::sync::mpsc::channel();

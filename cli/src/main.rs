@@ -220,6 +220,9 @@ enum Command {
     },
     /// Print the table of every exported metric (Markdown, as in the README).
     Metrics,
+    /// Print every setting of a monitor: the environment variables and the
+    /// loopwatch.toml keys, with their defaults (Markdown, as in the README).
+    Config,
     /// Regenerate the Prometheus rules and their promtool tests (prometheus/).
     Rules {
         /// Repository root to write under.
@@ -262,6 +265,14 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Metrics => {
             print!("{}", loopwatch::catalog::markdown_table());
+            ExitCode::SUCCESS
+        }
+        Command::Config => {
+            print!(
+                "{}\n{}",
+                loopwatch::EnvVariable::markdown_table(),
+                loopwatch::Thresholds::markdown_table()
+            );
             ExitCode::SUCCESS
         }
         Command::Rules { root, config } => match thresholds(config) {

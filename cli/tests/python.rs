@@ -43,14 +43,16 @@ fn script(name: &str) -> PathBuf {
 }
 
 /// Writes `dir/name`: a loop of `iterations` iterations of one success each, taking
-/// `pause` seconds, followed by the Python statements of `then`.
-fn steady_loop(dir: &Path, name: &str, iterations: u32, pause: f64, then: &str) -> PathBuf {
+/// `pause` seconds, followed by the Python statements of `then`; with no count, the
+/// iterations go on until the test stops the loop.
+fn steady_loop(dir: &Path, name: &str, iterations: Option<u32>, pause: f64, then: &str) -> PathBuf {
     let path = dir.join(name);
+    let iterations = iterations.map_or("itertools.count()".to_string(), |n| format!("range({n})"));
     std::fs::write(
         &path,
         format!(
-            "import loopwatch, time\n\
-             for i in range({iterations}):\n\
+            "import itertools, loopwatch, time\n\
+             for i in {iterations}:\n\
              \x20   with loopwatch.iteration() as it:\n\
              \x20       it.success(sharpe=1.0, drawdown=0.1)\n\
              \x20       time.sleep({pause})\n\
@@ -216,7 +218,9 @@ fn deap_and_optuna_loops_are_scraped_by_a_real_prometheus() {
         let script_path = script(args[0]);
         let mut script_args: Vec<&str> = vec![script_path.to_str().unwrap()];
         script_args.extend(&args[1..]);
-        let mut run = Supervised::start(dir.path(), &["--linger=8s"], &script_args);
+        // Serving after the loop's end until the test has seen every name in
+        // Prometheus; the test then stops it.
+        let mut run = Supervised::start(dir.path(), &["--linger=1h"], &script_args);
         run.wait_serving();
         let prometheus = Prometheus::start(run.addr, None);
         let iterations = |p: &Prometheus| {
@@ -232,6 +236,10 @@ fn deap_and_optuna_loops_are_scraped_by_a_real_prometheus() {
             || iterations(&prometheus) >= expected,
         );
         assert_contract_names_have_data(&prometheus, run.addr);
+        Command::new("kill")
+            .args(["-TERM", &run.child.id().to_string()])
+            .status()
+            .unwrap();
         let status = run.wait(Duration::from_secs(60));
         assert_eq!(status.code(), Some(0), "{name}: {}", run.log());
         let summary = &run.final_json()["summary"];
@@ -289,7 +297,7 @@ fn a_loop_killed_mid_run_raises_loop_exited_and_loopwatch_exits_137() {
     let _serial = serial();
     let alertmanager = Alertmanager::start();
     let dir = tempfile::tempdir().unwrap();
-    let loop_file = steady_loop(dir.path(), "loop.py", 1000, 0.05, "");
+    let loop_file = steady_loop(dir.path(), "loop.py", None, 0.05, "");
     let mut run = Supervised::start(
         dir.path(),
         &[&format!("--alertmanager={}", alertmanager.url())],
@@ -348,7 +356,7 @@ fn a_hanging_python_evaluation_raises_loop_stalled_and_a_signal_ends_it() {
     let loop_file = steady_loop(
         dir.path(),
         "hang.py",
-        5,
+        Some(5),
         0.05,
         "with loopwatch.iteration() as it:\n    time.sleep(3600)  # the evaluation that never returns",
     );
@@ -627,7 +635,7 @@ fn hostile_socket_input_is_rejected_and_counted_while_metrics_stay_valid() {
     let loop_file = dir.path().join("hostile.py");
     std::fs::write(
         &loop_file,
-        r#"import json, multiprocessing, os, random, socket, sys, time
+        r#"import json, multiprocessing, os, random, socket, sys, threading, time
 
 PATH = os.environ["LOOPWATCH_SOCKET"]
 
@@ -687,7 +695,7 @@ if __name__ == "__main__":
             f.write(str(good_total))
         os.rename(sys.argv[1] + "/round%d.tmp" % round, sys.argv[1] + "/round%d" % round)
         time.sleep(1.5)
-    time.sleep(30)
+    threading.Event().wait()  # until the test, done reading, stops it
 "#,
     )
     .unwrap();
@@ -767,7 +775,7 @@ fn two_loops_registered_in_one_directory_are_discovered_by_one_prometheus() {
     let config = config.replace("refresh_interval: 5s", "refresh_interval: 1s");
     let targets = dir.path().join("targets");
     std::fs::create_dir(&targets).unwrap();
-    let loop_file = steady_loop(dir.path(), "slow.py", 400, 0.1, "loopwatch.done()");
+    let loop_file = steady_loop(dir.path(), "slow.py", None, 0.1, "");
     let register = format!("--register={}", targets.display());
     let runs: Vec<Supervised> = (0..2)
         .map(|i| {
@@ -960,7 +968,19 @@ fn a_crashing_loop_is_restarted_with_doubling_backoff_until_the_limit() {
     let _serial = serial();
     let alertmanager = Alertmanager::start();
     let dir = tempfile::tempdir().unwrap();
-    let loop_file = logged_loop(dir.path(), "crash.py", 2.0, "sys.exit(3)");
+    // The last start waits, once it has logged its end, until the test has seen the
+    // restarts in the snapshot and on the page: the run cannot end before.
+    let loop_file = logged_loop(
+        dir.path(),
+        "crash.py",
+        2.0,
+        &format!(
+            "while os.environ['LOOPWATCH_RESTARTS'] == '3' and not os.path.exists('{}/seen'):\n\
+             \x20   time.sleep(0.05)\n\
+             sys.exit(3)",
+            dir.path().display()
+        ),
+    );
     let mut run = Supervised::start(
         dir.path(),
         &[
@@ -993,6 +1013,7 @@ fn a_crashing_loop_is_restarted_with_doubling_backoff_until_the_limit() {
         page.contains("data-lane=\"Restarts\" data-restarts=\"")
             && !page.contains("data-restarts=\"0\"")
     });
+    std::fs::write(dir.path().join("seen"), "").unwrap();
     let status = run.wait(Duration::from_secs(90));
     let log = run.log();
     // Started four times (the first start and three restarts), then given up with the
