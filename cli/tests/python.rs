@@ -1547,7 +1547,7 @@ fn a_deep_runtime_and_temporary_directory_lose_no_report() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = deep_directory(&dir.path().join("runtime"), 130);
     let temporary = deep_directory(&dir.path().join("tmp"), 130);
-    let loop_file = steady_loop(dir.path(), "loop.py", 10, 0.01, "loopwatch.done()");
+    let loop_file = steady_loop(dir.path(), "loop.py", Some(10), 0.01, "loopwatch.done()");
     let mut run = Supervised::launch(
         dir.path(),
         &Launch {
