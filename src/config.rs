@@ -23,32 +23,114 @@ pub(crate) const DEFAULT_ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(5
 /// Default directory of the final export files: the current directory.
 pub(crate) const DEFAULT_OUTPUT_DIR: &str = ".";
 
-/// Environment variable naming the metrics endpoint's address.
-pub(crate) const ENV_LISTEN: &str = "LOOPWATCH_LISTEN";
-/// Environment variable naming the final export directory.
-pub(crate) const ENV_OUTPUT_DIR: &str = "LOOPWATCH_OUTPUT_DIR";
-/// Environment variable listing Alertmanager base URLs, comma-separated.
-pub(crate) const ENV_ALERTMANAGER_URLS: &str = "LOOPWATCH_ALERTMANAGER_URLS";
-/// Environment variable giving the sampler period, e.g. `1s` or `500ms`.
-pub(crate) const ENV_SAMPLE_INTERVAL: &str = "LOOPWATCH_SAMPLE_INTERVAL";
-/// Environment variable naming the thresholds file (`loopwatch.toml`).
-pub(crate) const ENV_CONFIG: &str = "LOOPWATCH_CONFIG";
-/// Environment variable naming the web configuration file (TLS, basic auth).
-pub(crate) const ENV_WEB_CONFIG: &str = "LOOPWATCH_WEB_CONFIG";
-/// Environment override of [`MonitorBuilder::register`](crate::MonitorBuilder::register).
-pub(crate) const ENV_REGISTER_DIR: &str = "LOOPWATCH_REGISTER_DIR";
-pub(crate) const ENV_EXPERIMENT: &str = "LOOPWATCH_EXPERIMENT";
-pub(crate) const ENV_LOOP_NAME: &str = "LOOPWATCH_LOOP_NAME";
 /// The longest experiment or loop name: label values stay short.
 const MAX_LOOP_LABEL: usize = 128;
-/// Environment variable forcing where container numbers come from: `cgroup` (never
-/// fall back to the stats API) or `docker_api` (always the stats API).
-pub(crate) const ENV_CONTAINER_STATS: &str = "LOOPWATCH_CONTAINER_STATS";
+
+/// One environment variable a monitor reads, one row of [`ENVIRONMENT`]: its name, the
+/// [`MonitorBuilder`](crate::MonitorBuilder) method whose value wins over it, its
+/// default and what it sets.
+///
+/// ```
+/// let listen = loopwatch::ENVIRONMENT
+///     .iter()
+///     .find(|v| v.name == "LOOPWATCH_LISTEN")
+///     .unwrap();
+/// assert_eq!(listen.setter, Some("listen"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnvVariable {
+    /// The variable's name.
+    pub name: &'static str,
+    /// The builder method whose value wins over the variable, if there is one.
+    pub setter: Option<&'static str>,
+    /// What applies when neither is given, as the README shows it.
+    pub default: &'static str,
+    /// What it sets (Markdown, one sentence or two).
+    pub meaning: &'static str,
+}
+
+/// Declares the environment variables: one row per variable, with the constant the
+/// code reads it by, the builder method that wins over it (or `-`), its default and
+/// its meaning. The rows become the constants and [`ENVIRONMENT`], which the README's
+/// configuration table is generated from; a test checks that [`resolve`] reads
+/// exactly these variables.
+macro_rules! environment {
+    ($($constant:ident = $name:literal, setter $setter:tt, default $default:literal, $meaning:literal;)*) => {
+        $(
+            #[doc = concat!("`", $name, "`: ", $meaning)]
+            pub(crate) const $constant: &str = $name;
+        )*
+
+        /// Every environment variable a monitor reads, in the order of the README's
+        /// configuration table. A value set on the [`MonitorBuilder`](crate::MonitorBuilder)
+        /// wins over the variable, the variable over the default; an invalid value
+        /// stops start-up with an error naming the variable.
+        pub const ENVIRONMENT: &[EnvVariable] = &[$(EnvVariable {
+            name: $name,
+            setter: environment!(@setter $setter),
+            default: $default,
+            meaning: $meaning,
+        },)*];
+    };
+    (@setter -) => { None };
+    (@setter $setter:ident) => { Some(stringify!($setter)) };
+}
+
+environment! {
+    ENV_LISTEN = "LOOPWATCH_LISTEN", setter listen, default "`0.0.0.0:8000`",
+        "Address of `GET /metrics`, `GET /healthz` and the page; port 0 picks a free port.";
+    ENV_OUTPUT_DIR = "LOOPWATCH_OUTPUT_DIR", setter output_dir, default "the current directory",
+        "Where the final export files are written.";
+    ENV_ALERTMANAGER_URLS = "LOOPWATCH_ALERTMANAGER_URLS", setter alertmanager_urls, default "unset (log only)",
+        "Comma-separated Alertmanager base URLs, e.g. `http://127.0.0.1:9093`.";
+    ENV_SAMPLE_INTERVAL = "LOOPWATCH_SAMPLE_INTERVAL", setter sample_interval, default "`1s`",
+        "Period of the host, process and container samplers, e.g. `500ms` (at least `10ms`).";
+    ENV_CONFIG = "LOOPWATCH_CONFIG", setter config_file, default "unset (the defaults below)",
+        "A thresholds file, `loopwatch.toml`, with the keys below.";
+    ENV_WEB_CONFIG = "LOOPWATCH_WEB_CONFIG", setter web_config, default "unset",
+        "TLS and basic auth for the endpoint (see \"Access control\").";
+    ENV_REGISTER_DIR = "LOOPWATCH_REGISTER_DIR", setter register, default "unset",
+        "A directory of Prometheus `file_sd` targets to register this loop in (see \"Many loops, many hosts\").";
+    ENV_EXPERIMENT = "LOOPWATCH_EXPERIMENT", setter experiment, default "unset",
+        "The experiment the loop belongs to: the `experiment` label of its run info, alerts, registration and final files (at most 128 characters).";
+    ENV_LOOP_NAME = "LOOPWATCH_LOOP_NAME", setter loop_name, default "unset",
+        "The loop's name within its experiment: the `loop` label, carried like `experiment` (at most 128 characters).";
+    ENV_CONTAINER_STATS = "LOOPWATCH_CONTAINER_STATS", setter -, default "`auto`",
+        "Where container numbers come from: `auto` (the cgroup files, else Docker's stats API), `cgroup` (never the stats API) or `docker_api` (always the stats API).";
+    ENV_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT", setter otlp, default "unset",
+        "With the `otlp` feature, also export every metric over OTLP/HTTP there; the other standard `OTEL_EXPORTER_OTLP_*` variables and `OTEL_METRIC_EXPORT_INTERVAL` apply.";
+    ENV_OTLP_METRICS_ENDPOINT = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", setter otlp, default "unset",
+        "The same, for metrics alone.";
+}
+
+impl EnvVariable {
+    /// Renders [`ENVIRONMENT`] as the Markdown table the README carries
+    /// (`loopwatch config` prints it).
+    ///
+    /// ```
+    /// let table = loopwatch::EnvVariable::markdown_table();
+    /// assert!(table.contains("| `LOOPWATCH_EXPERIMENT` | `MonitorBuilder::experiment` |"));
+    /// ```
+    pub fn markdown_table() -> String {
+        let mut out =
+            String::from("| variable | builder method | default | meaning |\n|---|---|---|---|\n");
+        for v in ENVIRONMENT {
+            let setter = v
+                .setter
+                .map_or("—".to_string(), |s| format!("`MonitorBuilder::{s}`"));
+            out.push_str(&format!(
+                "| `{}` | {setter} | {} | {} |\n",
+                v.name, v.default, v.meaning
+            ));
+        }
+        out
+    }
+}
+
 /// Standard variables whose presence switches the OTLP export on.
-pub(crate) const OTLP_ENDPOINT_VARIABLES: [&str; 2] = [
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-];
+pub(crate) const OTLP_ENDPOINT_VARIABLES: [&str; 2] =
+    [ENV_OTLP_ENDPOINT, ENV_OTLP_METRICS_ENDPOINT];
 
 /// Shortest sampler period accepted; faster ticks would cost more than they tell.
 pub(crate) const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
@@ -388,6 +470,29 @@ mod value {
         }
     }
 
+    /// A value as a `loopwatch.toml` line writes it: numbers bare, durations quoted.
+    pub(crate) trait Toml {
+        fn toml(&self) -> String;
+    }
+
+    impl Toml for Written<f64> {
+        fn toml(&self) -> String {
+            self.to_string()
+        }
+    }
+
+    impl Toml for Written<u64> {
+        fn toml(&self) -> String {
+            self.to_string()
+        }
+    }
+
+    impl Toml for Written<Duration> {
+        fn toml(&self) -> String {
+            format!("\"{self}\"")
+        }
+    }
+
     impl<'de> Deserialize<'de> for Written<f64> {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             f64::deserialize(d).map(Written)
@@ -523,6 +628,20 @@ macro_rules! thresholds {
             pub const KEYS: &'static [&'static str] =
                 &[$(stringify!($key),)* $(stringify!($okey),)* "memory_clear_fraction"];
 
+            /// Each row's key, its default as `loopwatch.toml` writes it (none: off
+            /// until set) and its documentation, in the order of the rows.
+            fn documented_keys() -> Vec<(&'static str, Option<String>, &'static str)> {
+                use value::Toml as _;
+                vec![
+                    $((
+                        stringify!($key),
+                        Some(value::Written(Thresholds::default().$key()).toml()),
+                        concat!($($doc, "\n",)*),
+                    ),)*
+                    $((stringify!($okey), None, concat!($($odoc, "\n",)*)),)*
+                ]
+            }
+
             $(
                 $(#[doc = $odoc])*
                 pub fn $okey(&self) -> Option<$oplain> {
@@ -631,6 +750,46 @@ thresholds! {
 }
 
 impl Thresholds {
+    /// Renders every key of `loopwatch.toml` as the Markdown table the README carries
+    /// (`loopwatch config` prints it): its default and its documentation.
+    ///
+    /// ```
+    /// let table = loopwatch::Thresholds::markdown_table();
+    /// assert!(table.contains("| `stall_floor` | `\"1m\"` |"));
+    /// ```
+    pub fn markdown_table() -> String {
+        let mut out = String::from("| `loopwatch.toml` key | default | meaning |\n|---|---|---|\n");
+        let cell = |text: &str| {
+            text.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace('|', "\\|")
+        };
+        let mut row = |key: &str, default: &str, meaning: &str| {
+            out.push_str(&format!("| `{key}` | {default} | {} |\n", cell(meaning)));
+        };
+        for (key, default, doc) in Thresholds::documented_keys() {
+            let default = default.map_or("off until set".to_string(), |d| format!("`{d}`"));
+            row(key, &default, doc);
+            if key == "memory_fraction" {
+                row(
+                    "memory_clear_fraction",
+                    &format!("`memory_fraction` − {MEMORY_CLEAR_MARGIN}"),
+                    "HighMemoryUsage, once firing, resolves only below this fraction, so \
+                     memory that hovers at the threshold does not flap; at most \
+                     `memory_fraction`.",
+                );
+            }
+        }
+        row(
+            "[llm.prices.\"<model>\"]",
+            "none",
+            "What a model's tokens cost, per million (see \"LLM-driven loops\"); a model \
+             without a price is never guessed.",
+        );
+        out
+    }
+
     /// The `[llm]` table of `loopwatch.toml`: what each model costs.
     pub fn llm(&self) -> &crate::llm::LlmConfig {
         &self.llm
@@ -824,6 +983,90 @@ mod tests {
         let bad = |name: &str| (name == ENV_CONTAINER_STATS).then(|| "gpu".to_string());
         let err = resolve(&Choices::default(), &bad).unwrap_err().to_string();
         assert!(err.contains(ENV_CONTAINER_STATS), "{err}");
+    }
+
+    /// The table the README's configuration section is generated from is the code:
+    /// `resolve` reads exactly its variables, and its defaults are the constants'.
+    #[test]
+    fn the_environment_table_is_what_resolve_reads() {
+        let read = std::sync::Mutex::new(std::collections::BTreeSet::new());
+        resolve(&Choices::default(), &|name: &str| {
+            read.lock().unwrap().insert(name.to_string());
+            None
+        })
+        .unwrap();
+        let listed: std::collections::BTreeSet<String> =
+            ENVIRONMENT.iter().map(|v| v.name.to_string()).collect();
+        assert_eq!(read.into_inner().unwrap(), listed);
+        let row = |name: &str| ENVIRONMENT.iter().find(|v| v.name == name).unwrap();
+        assert!(row(ENV_LISTEN).default.contains(DEFAULT_LISTEN));
+        let interval = row(ENV_SAMPLE_INTERVAL);
+        assert!(interval
+            .default
+            .contains(&humantime::format_duration(DEFAULT_SAMPLE_INTERVAL).to_string()));
+        assert!(interval.meaning.contains(&format!(
+            "at least `{}`",
+            humantime::format_duration(MIN_SAMPLE_INTERVAL)
+        )));
+        // Every value the container-stats row names is accepted, its default is the
+        // default's, and nothing else is.
+        let stats = row(ENV_CONTAINER_STATS);
+        let with = |value: &str| {
+            let value = value.to_string();
+            resolve(&Choices::default(), &move |name: &str| {
+                (name == ENV_CONTAINER_STATS).then(|| value.clone())
+            })
+        };
+        let named: Vec<&str> = stats.meaning.split('`').skip(1).step_by(2).collect();
+        assert_eq!(named, ["auto", "cgroup", "docker_api"]);
+        for value in named {
+            assert!(with(value).is_ok(), "{value}");
+        }
+        assert_eq!(
+            with(stats.default.trim_matches('`'))
+                .unwrap()
+                .container_stats,
+            ContainerStats::default()
+        );
+        let table = EnvVariable::markdown_table();
+        assert_eq!(table.lines().count(), ENVIRONMENT.len() + 2, "{table}");
+    }
+
+    /// The keys' table has a row per key, and each default it shows, written in a
+    /// `loopwatch.toml`, is the default.
+    #[test]
+    fn the_keys_table_shows_every_key_with_its_default() {
+        let table = Thresholds::markdown_table();
+        let mut rows: Vec<(String, String)> = table
+            .lines()
+            .skip(2)
+            .map(|line| {
+                let cells: Vec<&str> = line.split(" | ").collect();
+                (
+                    cells[0]
+                        .trim_start_matches("| ")
+                        .trim_matches('`')
+                        .to_string(),
+                    cells[1].to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(rows.pop().unwrap().0, "[llm.prices.\"<model>\"]");
+        let mut keys: Vec<&str> = rows.iter().map(|(key, _)| key.as_str()).collect();
+        keys.sort_unstable();
+        let mut expected = Thresholds::KEYS.to_vec();
+        expected.sort_unstable();
+        assert_eq!(keys, expected);
+        for (key, default) in &rows {
+            if let Some(value) = default.strip_prefix('`').and_then(|d| d.strip_suffix('`')) {
+                let parsed: Thresholds = format!("{key} = {value}")
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{key} = {value}: {e}"));
+                assert_eq!(parsed, Thresholds::default(), "{key} = {value}");
+            } else if key != "memory_clear_fraction" {
+                assert_eq!(default, "off until set", "{key}");
+            }
+        }
     }
 
     #[test]

@@ -37,7 +37,8 @@
 //!
 //! Cargo features: `docker` (default: container sampling, orphan cleanup and the
 //! sandbox launcher), `web-config` (default: TLS and basic auth for the endpoint),
-//! `otlp` (export to an OpenTelemetry Collector).
+//! `llm-proxy` (default: the metering proxy of LLM calls, `llm::proxy`), `otlp`
+//! (export to an OpenTelemetry Collector).
 //!
 //! The public API grows without breaking: the types that may gain fields or variants
 //! are `#[non_exhaustive]` and built through constructors and `with_*` setters, and
@@ -82,7 +83,7 @@ mod export;
 mod monitor;
 
 pub use alerts::{AlertName, AlertSpec, AlertState, Evaluated, RuleSpec, Severity, ALERTS};
-pub use config::Thresholds;
+pub use config::{EnvVariable, Thresholds, ENVIRONMENT};
 pub use error::{CollectError, Error, ErrorSource};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{
@@ -93,7 +94,8 @@ pub use owner::{
     LABEL_OWNER_PID, LABEL_OWNER_START_TIME, LABEL_RUN_ID,
 };
 pub use processes::{
-    cleanup_orphaned_processes, MarkedProcess, ProcessSweepReport, ENV_OWNER, ENV_RUN_ID,
+    cleanup_orphaned_processes, descendants, zombie_children, MarkedProcess, ProcessId,
+    ProcessSweepReport, ENV_OWNER, ENV_RUN_ID,
 };
 pub use record::Population;
 pub use run::{ExitReason, IterationSummary, LoopExit, RunIdentity, RunSummary};

@@ -8,11 +8,16 @@
 //! [`Monitor::identify`](crate::Monitor::identify) sets them on a `Command`.
 //!
 //! Processes are found by reading `/proc/<pid>/environ` (readable for one's own
-//! processes, and for every process as root). A process is cleaned up (SIGTERM, a
-//! grace period, then SIGKILL) when its run is this one and the loop has exited, or
-//! when its owner is gone. Never touched: a process without the identity, one whose
-//! owner is alive or on another host, this process itself; a process that cannot be
-//! signalled is counted as a failure once and not retried.
+//! processes, and for every process as root), and, for the run of this process, by
+//! descent: every process below this one is of its run, whatever its environment
+//! (`env -i`, `subprocess(env={})` and sudo scrub it; `loopwatch run` is the subreaper
+//! of its loop, so double-forked daemons stay below it). A process is cleaned up
+//! (SIGTERM, a grace period, then SIGKILL) when its run is this one and the loop has
+//! exited, or when its owner is gone. Never touched: a process neither marked nor
+//! below this one, one whose owner is alive or on another host, this process itself;
+//! a process that cannot be signalled is counted as a failure once and not retried.
+//! Every signal goes to a process whose start time was checked just before it, so a
+//! pid reused meanwhile is never signalled.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -22,15 +27,81 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use crate::owner::{host_name, LiveProcesses, Owner, ProcessTable, SweepReport};
-use crate::sample::{process_ids, read_stat};
+use crate::sample::{children, process_ids, process_tree, read_stat};
 
 /// Environment variable carrying the run id to every process of the run.
 pub const ENV_RUN_ID: &str = "LOOPWATCH_RUN_ID";
 /// Environment variable carrying the owner identity, `<host>:<pid>:<start time>`.
 pub const ENV_OWNER: &str = "LOOPWATCH_OWNER";
 
-/// How long a process has between SIGTERM and SIGKILL.
+/// How long an orphan of a dead run has between SIGTERM and SIGKILL (the processes of
+/// this run get the grace the caller gives).
 pub(crate) const TERMINATE_GRACE: Duration = Duration::from_secs(3);
+
+/// A process told apart from any later one that reuses its pid: its pid and the start
+/// time (clock ticks after boot) the kernel gave it. A pid read a while ago is checked
+/// with [`ProcessId::is_running`] right before it is signalled.
+///
+/// ```
+/// let me = loopwatch::ProcessId::running(std::process::id()).unwrap();
+/// assert!(me.is_running());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ProcessId {
+    /// Its process id.
+    pub pid: u32,
+    /// Its start time after boot, in clock ticks (`/proc/<pid>/stat`).
+    pub start_ticks: u64,
+}
+
+impl ProcessId {
+    /// The process running under `pid` now; `None` when there is none, or when it has
+    /// exited and waits for its parent to reap it (a zombie).
+    pub fn running(pid: u32) -> Option<ProcessId> {
+        let stat = read_stat(pid)?;
+        (!stat.zombie).then_some(ProcessId {
+            pid,
+            start_ticks: stat.start_ticks,
+        })
+    }
+
+    /// Whether this very process still runs: its pid is alive, not a zombie, and not
+    /// taken by another process since.
+    pub fn is_running(&self) -> bool {
+        read_stat(self.pid).is_some_and(|stat| !stat.zombie && stat.start_ticks == self.start_ticks)
+    }
+}
+
+/// Every process below `root` that runs now (children, grandchildren …; `root`
+/// excluded), each with its start time. Below a subreaper (`loopwatch run`) this
+/// includes the orphans re-parented to it.
+///
+/// ```
+/// let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+/// let below = loopwatch::descendants(std::process::id());
+/// assert!(below.iter().any(|p| p.pid == child.id()));
+/// # child.kill().unwrap();
+/// # child.wait().unwrap();
+/// ```
+pub fn descendants(root: u32) -> Vec<ProcessId> {
+    process_tree(root)
+        .into_iter()
+        .skip(1)
+        .filter_map(ProcessId::running)
+        .collect()
+}
+
+/// The children of this process that have exited and wait to be reaped (zombies), for
+/// a subreaper to reap by pid, each on its own, leaving alone the children some other
+/// part of the program waits for.
+pub fn zombie_children() -> Vec<u32> {
+    let me = std::process::id();
+    children(me)
+        .into_iter()
+        .filter(|pid| read_stat(*pid).is_some_and(|stat| stat.zombie && stat.parent == me))
+        .collect()
+}
 
 /// A process carrying a run's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,6 +117,9 @@ pub struct MarkedProcess {
     owner: Option<Owner>,
     #[serde(skip)]
     start_ticks: u64,
+    /// Below this process: of this process's run, whatever its environment says.
+    #[serde(skip)]
+    below: bool,
 }
 
 /// What one process sweep found and did.
@@ -106,6 +180,7 @@ pub(crate) fn marked_processes() -> Vec<MarkedProcess> {
             run_id: run_id.to_string(),
             owner: environment_value(&environ, ENV_OWNER).and_then(Owner::from_env_value),
             start_ticks: stat.start_ticks,
+            below: false,
         });
     }
     found
@@ -122,15 +197,34 @@ pub(crate) enum Verdict {
     LeaveAlone,
 }
 
+/// The processes of this run: the marked ones found by [`marked_processes`], and
+/// every process below this one, marked or not (counted as of `run`).
+fn processes_of_run(mut marked: Vec<MarkedProcess>, run: &str) -> Vec<MarkedProcess> {
+    for below in descendants(std::process::id()) {
+        match marked.iter_mut().find(|p| p.pid == below.pid) {
+            Some(found) => found.below = true,
+            None => marked.push(MarkedProcess {
+                pid: below.pid,
+                command: command_of(below.pid),
+                run_id: run.to_string(),
+                owner: None,
+                start_ticks: below.start_ticks,
+                below: true,
+            }),
+        }
+    }
+    marked
+}
+
 /// Decides about one marked process. `run` is the run being cleaned up after its loop
-/// exited, if any.
+/// exited, if any: the processes below this one are of it too.
 pub(crate) fn judge(
     process: &MarkedProcess,
     run: Option<&str>,
     hostname: &str,
     table: &mut dyn ProcessTable,
 ) -> Verdict {
-    if run == Some(process.run_id.as_str()) {
+    if run.is_some() && process.below || run == Some(process.run_id.as_str()) {
         return Verdict::OfRun;
     }
     match &process.owner {
@@ -147,12 +241,20 @@ pub(crate) fn judge(
 
 /// Whether `process` (pid plus start) is still alive and not a zombie.
 fn still_alive(process: &MarkedProcess) -> bool {
-    read_stat(process.pid)
-        .is_some_and(|stat| !stat.zombie && stat.start_ticks == process.start_ticks)
+    process.id().is_running()
 }
 
-/// Terminates processes: SIGTERM to all, up to `grace` for them to exit, then SIGKILL
-/// to the rest. Returns the pids that ended and the failures.
+impl MarkedProcess {
+    fn id(&self) -> ProcessId {
+        ProcessId {
+            pid: self.pid,
+            start_ticks: self.start_ticks,
+        }
+    }
+}
+
+/// Terminates processes: SIGTERM (and SIGCONT) to all, up to `grace` for them to exit,
+/// then SIGKILL to the rest. Returns the pids that ended and the failures.
 pub(crate) fn terminate(
     processes: &[MarkedProcess],
     grace: Duration,
@@ -167,6 +269,12 @@ pub(crate) fn terminate(
             Ok(()) => signalled.push(process),
             Err(nix::errno::Errno::ESRCH) => {}
             Err(e) => failed.push((process.pid, e.desc().to_string())),
+        }
+    }
+    // A stopped process acts on its SIGTERM only once continued.
+    for process in &signalled {
+        if still_alive(process) {
+            let _ = kill(Pid::from_raw(process.pid as i32), Signal::SIGCONT);
         }
     }
     let deadline = Instant::now() + grace;
@@ -196,20 +304,26 @@ pub(crate) fn terminate(
     (cleaned, failed)
 }
 
-/// Finds the processes to clean up (of `run` once its loop has exited, and those whose
-/// owner is gone) and, unless `dry_run`, terminates them. `skip` holds processes given
+/// Finds the processes to clean up (of `run` once its loop has exited, those below this
+/// process included, and those whose owner is gone) and, unless `dry_run`, terminates
+/// them, giving each `grace` between SIGTERM and SIGKILL. `skip` holds processes given
 /// up on before (pid, start ticks): they are not signalled again.
 pub(crate) fn sweep(
     run: Option<&str>,
     dry_run: bool,
     skip: &HashSet<(u32, u64)>,
+    grace: Duration,
 ) -> ProcessSweepReport {
     let hostname = host_name();
     let mut report = ProcessSweepReport::new(dry_run);
     let Some(mut table) = LiveProcesses::new() else {
         return report;
     };
-    for process in marked_processes() {
+    let found = match run {
+        Some(run) => processes_of_run(marked_processes(), run),
+        None => marked_processes(),
+    };
+    for process in found {
         if skip.contains(&(process.pid, process.start_ticks)) {
             continue;
         }
@@ -221,7 +335,7 @@ pub(crate) fn sweep(
     if dry_run || report.orphans.is_empty() {
         return report;
     }
-    let (cleaned, failed) = terminate(&report.orphans, TERMINATE_GRACE);
+    let (cleaned, failed) = terminate(&report.orphans, grace);
     let find = |pid: u32| report.orphans.iter().find(|p| p.pid == pid).cloned();
     let cleaned: Vec<MarkedProcess> = cleaned.into_iter().filter_map(find).collect();
     let failed: Vec<(MarkedProcess, String)> = failed
@@ -262,12 +376,14 @@ pub(crate) fn given_up(report: &ProcessSweepReport) -> impl Iterator<Item = (u32
 /// }
 /// ```
 pub fn cleanup_orphaned_processes(dry_run: bool) -> ProcessSweepReport {
-    sweep(None, dry_run, &HashSet::new())
+    sweep(None, dry_run, &HashSet::new(), TERMINATE_GRACE)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::os::unix::process::ExitStatusExt;
 
     use crate::owner::FixedTable as Table;
 
@@ -278,7 +394,74 @@ mod tests {
             run_id: run_id.into(),
             owner: owner.map(|(h, p, s)| Owner::new(h, p, s)),
             start_ticks: 1,
+            below: false,
         }
+    }
+
+    fn below(mut process: MarkedProcess) -> MarkedProcess {
+        process.below = true;
+        process
+    }
+
+    /// Waits (bounded) for `found` to hold of a fresh scan.
+    fn wait_for<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(value) = found() {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "{what} not seen in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_child_with_a_scrubbed_environment_is_of_the_run_by_descent() {
+        let mut child = std::process::Command::new("env")
+            .args(["-i", "sleep", "30"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Once `env` has exec'd sleep, nothing in the environment says whose it is.
+        let process = wait_for("the scrubbed child", || {
+            processes_of_run(Vec::new(), "run-a")
+                .into_iter()
+                .find(|p| p.pid == pid && p.command.starts_with("sleep"))
+        });
+        assert!(!marked_processes().iter().any(|p| p.pid == pid));
+        assert_eq!(process.run_id, "run-a");
+        let mut table = crate::owner::FixedTable(Vec::new());
+        assert_eq!(
+            judge(&process, Some("run-a"), "h", &mut table),
+            Verdict::OfRun
+        );
+        assert_eq!(judge(&process, None, "h", &mut table), Verdict::LeaveAlone);
+        let (cleaned, failed) = terminate(&[process], Duration::from_secs(3));
+        assert_eq!((cleaned, failed), (vec![pid], vec![]));
+        assert!(child.wait().unwrap().signal().is_some());
+    }
+
+    #[test]
+    fn a_child_that_exited_is_a_zombie_child_until_reaped_and_never_running() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        wait_for("the zombie", || {
+            zombie_children().contains(&pid).then_some(())
+        });
+        assert_eq!(ProcessId::running(pid), None);
+        assert!(child.wait().unwrap().success());
+        assert!(!zombie_children().contains(&pid));
+    }
+
+    #[test]
+    fn a_process_id_is_not_running_once_its_pid_has_another_start() {
+        let me = ProcessId::running(std::process::id()).unwrap();
+        assert!(me.is_running());
+        let reused = ProcessId {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
+        assert!(!reused.is_running());
     }
 
     #[test]
@@ -307,6 +490,10 @@ mod tests {
             (marked("run-b", reused), None, Verdict::Orphan),
             (marked("run-b", remote), None, Verdict::LeaveAlone),
             (marked("run-b", None), None, Verdict::LeaveAlone),
+            // Below this process: of the run being cleaned up, whatever it says.
+            (below(marked("run-b", alive)), Some("run-a"), Verdict::OfRun),
+            (below(marked("run-b", None)), Some("run-a"), Verdict::OfRun),
+            (below(marked("run-b", alive)), None, Verdict::LeaveAlone),
         ];
         for (process, run, expected) in cases {
             assert_eq!(

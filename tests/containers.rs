@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -251,26 +251,29 @@ fn orphans_of_dead_owners_are_removed_and_nothing_else_is_touched() {
     let _serial = serial();
     logs();
     let host = hostname();
-    // Another loop, alive, in another process: the evolve example lingering.
+    // Another loop, alive, in another process: the evolve example lingering until
+    // the test ends it.
     let dir = tempfile::tempdir().unwrap();
-    let mut live_loop: Child = Command::new(example_path("evolve"))
-        .args([
-            "--iterations",
-            "1",
-            "--population",
-            "8",
-            "--resamples",
-            "1",
-            "--linger",
-            "120s",
-        ])
-        .env("LOOPWATCH_LISTEN", "127.0.0.1:0")
-        .env("LOOPWATCH_OUTPUT_DIR", dir.path())
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut live_loop = Stopped(
+        Command::new(example_path("evolve"))
+            .args([
+                "--iterations",
+                "1",
+                "--population",
+                "8",
+                "--resamples",
+                "1",
+                "--linger",
+                "forever",
+            ])
+            .env("LOOPWATCH_LISTEN", "127.0.0.1:0")
+            .env("LOOPWATCH_OUTPUT_DIR", dir.path())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // Keep draining its stderr (it must not die of a closed pipe), and wait for its own
     // start-up sweep, so that it cannot race ours.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -892,4 +895,39 @@ fn high_memory_compares_with_the_container_limit_not_the_host() {
     );
     let host = e["host_memory_used_bytes"].value() / e["host_memory_total_bytes"].value();
     assert!(host < 0.8, "the host is far below 80% ({host})");
+}
+
+/// What `loopwatch run` calls before it restarts a loop: every container of this run
+/// goes, running or not, and nothing else does (a live owner's other run, an
+/// unlabelled container).
+#[test]
+fn clean_up_run_containers_removes_this_runs_containers_and_nothing_else() {
+    let _serial = serial();
+    let monitor = monitor();
+    let ours: Vec<String> = (0..3)
+        .map(|_| run_labelled(&monitor.labels(), "sleep 300"))
+        .collect();
+    // One of this run that has already exited, as a crashed sandbox's would.
+    let exited = run_labelled(&monitor.labels(), "exit 3");
+    wait_until(Duration::from_secs(30), "the short one to exit", || {
+        docker(&["inspect", "-f", "{{.State.Running}}", &exited]) == "false"
+    });
+    let me = std::process::id();
+    let other_run = run_labelled(
+        &owner_labels("another-run", &hostname(), me, start_time_of(me)),
+        "sleep 300",
+    );
+    let unlabelled = docker(&["run", "-d", "--network", "none", &image(), "sleep", "300"]);
+
+    assert_eq!(monitor.clean_up_run_containers(), 4);
+    for id in ours.iter().chain([&exited]) {
+        assert!(!exists(id), "{id} of this run is still there");
+    }
+    assert!(exists(&other_run), "another run's container was removed");
+    assert!(exists(&unlabelled), "an unlabelled container was removed");
+    // Nothing is left to remove, and the monitor goes on.
+    assert_eq!(monitor.clean_up_run_containers(), 0);
+    monitor.shutdown();
+    assert!(exists(&other_run) && exists(&unlabelled));
+    docker(&["rm", "-f", &other_run, &unlabelled]);
 }

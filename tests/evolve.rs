@@ -173,7 +173,8 @@ fn chromium_at(url: &str, screenshot: &Path, width: u32, height: u32) -> String 
 #[test]
 fn thirty_generations_serve_metrics_and_dashboard_and_export_what_was_printed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["--iterations", "30", "--linger", "120s"];
+    // Serving after the search until the test has read it and ends it.
+    let mut args = vec!["--iterations", "30", "--linger", "forever"];
     args.extend(SMALL);
     let mut evolve = Evolve::start(dir.path(), &args);
     let addr = evolve.addr();
@@ -278,7 +279,7 @@ fn the_page_reads_at_desktop_and_phone_widths_during_alert_scenarios() {
             "--iterations",
             "30",
             "--linger",
-            "60s",
+            "forever",
         ];
         args.extend(SMALL);
         let mut evolve = Evolve::start(dir.path(), &args);
@@ -329,7 +330,7 @@ fn each_scenario_makes_its_alert_fire() {
             "--iterations",
             iterations,
             "--linger",
-            "5s",
+            "forever",
         ];
         args.extend(SMALL);
         let mut evolve = Evolve::start(dir.path(), &args);

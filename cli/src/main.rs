@@ -127,13 +127,14 @@ struct RunArgs {
     /// final values ("15s", "1m").
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     linger: Duration,
-    /// How long the loop may take to exit after a forwarded signal, or after
-    /// loopwatch terminated it, before it is killed (a second signal kills it at
-    /// once).
+    /// How long the loop's processes may take to exit after a forwarded signal, or
+    /// after loopwatch terminated them, and what it left running after it ended,
+    /// before SIGKILL (a second signal kills them at once).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     grace: Duration,
     /// Start the loop again when it ends: never, on-failure (a non-zero or
-    /// signalled exit without `done`) or always (any exit but the operator's stop).
+    /// signalled exit without `done`) or always (any exit but the operator's stop
+    /// and a finished search: `done`, then exit 0).
     #[arg(long, value_enum, default_value = "never")]
     restart: supervise::Restart,
     /// The first wait before a restart; it doubles with each restart in a row, up
@@ -219,6 +220,9 @@ enum Command {
     },
     /// Print the table of every exported metric (Markdown, as in the README).
     Metrics,
+    /// Print every setting of a monitor: the environment variables and the
+    /// loopwatch.toml keys, with their defaults (Markdown, as in the README).
+    Config,
     /// Regenerate the Prometheus rules and their promtool tests (prometheus/).
     Rules {
         /// Repository root to write under.
@@ -261,6 +265,14 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Metrics => {
             print!("{}", loopwatch::catalog::markdown_table());
+            ExitCode::SUCCESS
+        }
+        Command::Config => {
+            print!(
+                "{}\n{}",
+                loopwatch::EnvVariable::markdown_table(),
+                loopwatch::Thresholds::markdown_table()
+            );
             ExitCode::SUCCESS
         }
         Command::Rules { root, config } => match thresholds(config) {

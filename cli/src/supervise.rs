@@ -1,37 +1,46 @@
 //! `loopwatch run -- <command>`: a loop in any language, supervised.
 //!
 //! The command runs as a child with `LOOPWATCH_SOCKET` (a Unix socket in a private
-//! directory), `LOOPWATCH_RUN_ID`, `LOOPWATCH_OWNER` (see
+//! directory, [`socket`]), `LOOPWATCH_RUN_ID`, `LOOPWATCH_OWNER` (see
 //! [`loopwatch::Monitor::identify`]), `LOOPWATCH_LABELS` and `LOOPWATCH_RESTARTS` in
 //! its environment. What it writes to the socket (docs/protocol.md) feeds a
 //! [`loopwatch::Monitor`] through its [`loopwatch::Intake`]; the monitor samples the
 //! child's whole process tree, serves /metrics and the dashboard, evaluates the alerts
-//! and sweeps orphans, exactly as for a Rust loop. Signals to loopwatch are forwarded
-//! to the child.
+//! and sweeps orphans, exactly as for a Rust loop.
+//!
+//! The child runs in a process group of its own, with the terminal's foreground when
+//! loopwatch has it ([`terminal`]), and loopwatch is the subreaper of everything below
+//! it ([`family`]): signals to loopwatch reach the loop's whole process tree at once,
+//! and so do SIGTERM and, after the grace period, SIGKILL when loopwatch ends it.
 //!
 //! When the child ends, its leftover processes are cleaned up. Under a restart policy
 //! ([`RestartPolicy`]) or `--on-stall restart` it is started again after a backoff,
-//! with the same run and iteration numbers that continue; otherwise LoopExited is
-//! raised if it failed without saying it was done, the final files are written, and
-//! loopwatch exits with the child's status. A loop still running `--exit-timeout` after
-//! it said it was done is terminated, and the run counts as completed.
+//! with the same run and iteration numbers that continue, once its processes and
+//! containers are gone; otherwise LoopExited is raised if it failed without saying it
+//! was done, the final files are written, and loopwatch exits with the child's status.
+//! A loop still running `--exit-timeout` after it said it was done is terminated, and
+//! the run counts as completed.
+
+mod family;
+mod socket;
+mod terminal;
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loopwatch::protocol::MAX_LINE_BYTES;
 use loopwatch::{AlertName, ExitReason, Intake, LoopExit, Monitor, MonitorBuilder};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
+
+use family::Family;
+use socket::{Readers, SocketDir, READ_REMAINING_TIMEOUT};
+use terminal::Terminal;
 
 /// Environment variable naming the socket a supervised loop reports to.
 pub const ENV_SOCKET: &str = "LOOPWATCH_SOCKET";
@@ -49,10 +58,6 @@ pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(300);
 /// How often the supervisor looks at the monitor's verdicts (LoopStalled, `done`).
 const WATCH_PERIOD: Duration = Duration::from_millis(200);
 
-/// Most connections read at once (a loop and its worker processes); past it, new
-/// connections are closed, logged.
-const MAX_CONNECTIONS: usize = 256;
-
 /// When a loop that ended is started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Restart {
@@ -61,7 +66,8 @@ pub enum Restart {
     Never,
     /// After a non-zero or signalled exit without `done`.
     OnFailure,
-    /// After any exit, except one the operator asked for.
+    /// After any exit, except one the operator asked for and the end of a finished
+    /// search (it said `done`, then exited 0).
     Always,
 }
 
@@ -167,161 +173,6 @@ fn start_llm_proxy(
     }
 }
 
-/// A private directory holding the socket, removed when dropped.
-struct SocketDir(PathBuf);
-
-impl SocketDir {
-    /// A new 0700 directory under `$XDG_RUNTIME_DIR`, or the temporary directory,
-    /// named after this process ([`loopwatch::Owner::file_stem`]: short, as Unix socket
-    /// paths are limited to about 100 bytes, and unique).
-    fn create(identity: &loopwatch::RunIdentity) -> std::io::Result<Self> {
-        let base = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .filter(|p| p.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(identity.owner.file_stem());
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        Ok(SocketDir(dir))
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.0.join("socket")
-    }
-}
-
-impl Drop for SocketDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Reads one connection's lines into the intake until it closes. A line longer than
-/// [`MAX_LINE_BYTES`] is skipped to its newline and rejected, never buffered whole.
-fn read_connection(stream: UnixStream, intake: &Intake) {
-    let mut reader = BufReader::with_capacity(64 * 1024, stream);
-    let mut line: Vec<u8> = Vec::with_capacity(1024);
-    let mut overlong = 0usize;
-    loop {
-        let chunk = match reader.fill_buf() {
-            Ok([]) => break,
-            Ok(chunk) => chunk,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::debug!(error = %e, "a reporting connection failed");
-                break;
-            }
-        };
-        let (take, newline) = match chunk.iter().position(|b| *b == b'\n') {
-            Some(at) => (at, true),
-            None => (chunk.len(), false),
-        };
-        if overlong > 0 || line.len() + take > MAX_LINE_BYTES {
-            overlong += line.len() + take;
-            line.clear();
-        } else {
-            line.extend_from_slice(&chunk[..take]);
-        }
-        reader.consume(take + usize::from(newline));
-        if newline {
-            if overlong > 0 {
-                intake.reject_too_long(overlong);
-                overlong = 0;
-            } else if !line.iter().all(u8::is_ascii_whitespace) {
-                intake.handle_line(&line);
-            }
-            line.clear();
-        }
-    }
-    // A last line without its newline (the writer was cut off) is still read.
-    if overlong > 0 {
-        intake.reject_too_long(overlong);
-    } else if !line.iter().all(u8::is_ascii_whitespace) {
-        intake.handle_line(&line);
-    }
-}
-
-/// The reporting connections being read, so that the loop's exit waits until what it
-/// wrote before exiting has been applied.
-#[derive(Default)]
-struct Readers {
-    open: std::sync::Mutex<usize>,
-    idle: std::sync::Condvar,
-}
-
-impl Readers {
-    fn opened(&self) {
-        *self.open.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-    }
-
-    fn closed(&self) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        *open = open.saturating_sub(1);
-        if *open == 0 {
-            self.idle.notify_all();
-        }
-    }
-
-    /// Waits until every connection has been read to its end, `timeout` at most (a
-    /// process the loop left running may hold one open); returns whether they were.
-    fn wait_until_read(&self, timeout: Duration) -> bool {
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let (open, _) = self
-            .idle
-            .wait_timeout_while(open, timeout, |open| *open > 0)
-            .unwrap_or_else(|e| e.into_inner());
-        *open == 0
-    }
-}
-
-/// How long the loop's exit waits for its reports still in the socket to be read.
-const READ_REMAINING_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Accepts connections on the socket, each read on a thread of its own.
-fn serve_socket(listener: UnixListener, intake: Arc<Intake>, readers: Arc<Readers>) {
-    let open = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a reporting connection failed");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            open.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(
-                limit = MAX_CONNECTIONS,
-                "too many reporting connections; closing a new one"
-            );
-            continue;
-        }
-        let intake = Arc::clone(&intake);
-        let connections = Arc::clone(&open);
-        let reader = Arc::clone(&readers);
-        readers.opened();
-        let spawned = std::thread::Builder::new()
-            .name("loopwatch-conn".into())
-            .spawn(move || {
-                read_connection(stream, &intake);
-                connections.fetch_sub(1, Ordering::SeqCst);
-                reader.closed();
-            });
-        if let Err(e) = spawned {
-            open.fetch_sub(1, Ordering::SeqCst);
-            readers.closed();
-            tracing::warn!(error = %e, "could not start a reader for a reporting connection");
-        }
-    }
-}
-
-/// Whether SIGINT most likely reached the child already: loopwatch is in the
-/// terminal's foreground process group, which the terminal signals as a whole on ^C.
-fn terminal_signals_the_child_too() -> bool {
-    let stdin = std::io::stdin();
-    matches!(nix::unistd::tcgetpgrp(&stdin), Ok(group) if group == nix::unistd::getpgrp())
-}
-
 /// The restarts within the window and the next backoff.
 struct Restarts {
     policy: RestartPolicy,
@@ -346,15 +197,16 @@ impl Restarts {
 
     /// Whether this end of the loop calls for a restart: an operator's stop never
     /// does, a stall does under `--on-stall restart`, a loop terminated after `done`
-    /// never does, and any other exit as the policy says.
-    fn wanted(&self, end: &ChildEnd, on_stall: OnStall) -> bool {
-        match end.exit.reason {
+    /// never does, a finished search (`done`, then exit 0) never does, and any other
+    /// exit as the policy says.
+    fn wanted(&self, exit: &LoopExit, on_stall: OnStall) -> bool {
+        match exit.reason {
             ExitReason::Stopped | ExitReason::ExitTimeout => false,
             ExitReason::Stalled => on_stall == OnStall::Restart,
             _ => match self.policy.when {
                 Restart::Never => false,
-                Restart::OnFailure => end.exit.unexpected(),
-                Restart::Always => true,
+                Restart::OnFailure => exit.unexpected(),
+                Restart::Always => !(exit.said_done && exit.code == Some(0)),
             },
         }
     }
@@ -412,28 +264,13 @@ pub fn run(options: RunOptions) -> u8 {
     let readers = Arc::new(Readers::default());
 
     // The socket: without it the loop runs unreported, which is said, not fatal.
-    let socket_dir = SocketDir::create(&identity)
-        .map_err(|e| tracing::error!(error = %e, "could not create the socket directory; the loop's reports will be lost"))
-        .ok();
-    let socket_path = socket_dir.as_ref().and_then(|dir| {
-        let path = dir.socket();
-        match UnixListener::bind(&path) {
-            Ok(listener) => {
-                let intake = Arc::clone(&intake);
-                let readers = Arc::clone(&readers);
-                std::thread::Builder::new()
-                    .name("loopwatch-socket".into())
-                    .spawn(move || serve_socket(listener, intake, readers))
-                    .map_err(|e| tracing::error!(error = %e, "could not start the socket reader"))
-                    .ok()?;
-                Some(path)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, path = %path.display(), "could not listen on the socket; the loop's reports will be lost");
-                None
-            }
-        }
-    });
+    let socket_dir = open_socket(&identity, &intake, &readers);
+    if socket_dir.is_none() {
+        monitor.loop_cannot_report();
+    }
+    // Orphans of the loop are re-parented to loopwatch, not to init: signalled with
+    // the loop, and reaped here.
+    family::become_subreaper();
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -467,6 +304,8 @@ pub fn run(options: RunOptions) -> u8 {
             }
         },
     };
+    let socket_path = socket_dir.as_ref().map(SocketDir::socket);
+    let terminal = Terminal::controlling();
     let child = Child {
         monitor: &monitor,
         options: &options,
@@ -474,6 +313,7 @@ pub fn run(options: RunOptions) -> u8 {
         args,
         socket: socket_path.as_deref(),
         llm_proxy: llm_proxy.as_ref(),
+        terminal: terminal.as_ref(),
     };
     let mut restarts = Restarts::new(options.restart, monitor.thresholds());
     let mut last: Option<LoopExit> = None;
@@ -496,7 +336,13 @@ pub fn run(options: RunOptions) -> u8 {
         }
         intake.close();
         end.exit.said_done |= monitor.said_done();
-        if !restarts.wanted(&end, options.on_stall) {
+        if !restarts.wanted(&end.exit, options.on_stall) {
+            if options.restart.when == Restart::Always
+                && end.exit.said_done
+                && end.exit.code == Some(0)
+            {
+                tracing::info!("the loop said it was done and exited 0: its search is finished; not restarting it");
+            }
             break end.exit;
         }
         let Some(delay) = restarts.next(end.ran_for) else {
@@ -508,7 +354,16 @@ pub fn run(options: RunOptions) -> u8 {
             break end.exit;
         };
         monitor.loop_restarting(end.exit);
-        clean_up_after(&monitor);
+        // Nothing of the ended loop may outlive it into the next start: its
+        // processes, then (as none is left to start another) its containers.
+        clean_up_after(&monitor, options.grace);
+        let removed = monitor.clean_up_run_containers();
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed the containers of the loop before restarting it"
+            );
+        }
         tracing::info!(delay = %humantime::format_duration(delay), restarts = restarts.total + 1, "restarting the loop");
         if runtime.block_on(signals.wait(delay)) {
             tracing::info!("stopped during the wait before a restart; not restarting");
@@ -518,7 +373,7 @@ pub fn run(options: RunOptions) -> u8 {
         last = Some(end.exit);
     };
     monitor.loop_exited(exit);
-    clean_up_after(&monitor);
+    clean_up_after(&monitor, options.grace);
     // Calls still in flight (a worker left running) end here, recorded as abandoned.
     drop(llm_proxy);
     if !options.linger.is_zero() {
@@ -541,9 +396,41 @@ pub fn run(options: RunOptions) -> u8 {
     (exit.shell_status() & 0xff) as u8
 }
 
-/// Terminates what the loop left running.
-fn clean_up_after(monitor: &Monitor) {
-    let swept = monitor.clean_up_run_processes();
+/// Makes the loop's socket and starts reading it; `None`, said loudly, when no socket
+/// could be made anywhere.
+fn open_socket(
+    identity: &loopwatch::RunIdentity,
+    intake: &Arc<Intake>,
+    readers: &Arc<Readers>,
+) -> Option<SocketDir> {
+    let (made, refused) =
+        SocketDir::create(&socket::candidate_bases(), &identity.owner.file_stem());
+    let Some(mut dir) = made else {
+        let tried: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        tracing::error!(
+            tried = %tried.join("; "),
+            "no socket could be made for the loop's reports: it runs unreported (no iterations, no outcomes), LoopStalled is not evaluated and --on-stall does nothing"
+        );
+        return None;
+    };
+    for refusal in &refused {
+        tracing::warn!(place = %refusal.base.display(), reason = %refusal.reason, "the loop's socket cannot go here");
+    }
+    if !refused.is_empty() {
+        tracing::info!(socket = %dir.socket().display(), "the loop's socket is in a fallback directory");
+    }
+    if let Err(e) = dir.serve(Arc::clone(intake), Arc::clone(readers)) {
+        tracing::error!(error = %e, "could not start the socket reader: the loop runs unreported, LoopStalled is not evaluated and --on-stall does nothing");
+        return None;
+    }
+    Some(dir)
+}
+
+/// Terminates what the loop left running: every process below loopwatch and every
+/// process marked with the run's identity, SIGTERM, then SIGKILL after `grace`.
+fn clean_up_after(monitor: &Monitor, grace: Duration) {
+    let swept = monitor.clean_up_run_processes(grace);
+    family::reap_orphans(None);
     if !swept.orphans.is_empty() {
         tracing::info!(
             left_running = swept.orphans.len(),
@@ -554,11 +441,16 @@ fn clean_up_after(monitor: &Monitor) {
     }
 }
 
-/// SIGINT, SIGTERM and SIGHUP to loopwatch: the operator's.
+/// SIGINT, SIGTERM and SIGHUP to loopwatch: the operator's; and SIGCHLD, on which
+/// the zombies of orphans re-parented to loopwatch are reaped.
 struct OperatorSignals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    child: tokio::signal::unix::Signal,
+    /// The loop's direct child while it runs or waits to be reaped by its waiter:
+    /// never reaped here.
+    keep: Option<Pid>,
 }
 
 impl OperatorSignals {
@@ -568,15 +460,22 @@ impl OperatorSignals {
             int: signal(SignalKind::interrupt()).ok()?,
             term: signal(SignalKind::terminate()).ok()?,
             hup: signal(SignalKind::hangup()).ok()?,
+            child: signal(SignalKind::child()).ok()?,
+            keep: None,
         })
     }
 
-    /// The next signal.
+    /// The next signal of the operator; orphans are reaped meanwhile.
     async fn next(&mut self) -> Signal {
-        tokio::select! {
-            _ = self.int.recv() => Signal::SIGINT,
-            _ = self.term.recv() => Signal::SIGTERM,
-            _ = self.hup.recv() => Signal::SIGHUP,
+        loop {
+            tokio::select! {
+                _ = self.int.recv() => return Signal::SIGINT,
+                _ = self.term.recv() => return Signal::SIGTERM,
+                _ = self.hup.recv() => return Signal::SIGHUP,
+                _ = self.child.recv() => {
+                    family::reap_orphans(self.keep);
+                }
+            }
         }
     }
 
@@ -589,15 +488,8 @@ impl OperatorSignals {
     }
 }
 
-/// Sends `signal` to the child and every process below it.
-fn signal_tree(root: Pid, signal: Signal) {
-    // The tree is read before the first signal, so that no child is missed as its
-    // parent dies.
-    let tree = u32::try_from(root.as_raw()).map_or_else(|_| Vec::new(), loopwatch::process_tree);
-    for pid in tree {
-        let _ = kill(Pid::from_raw(pid as i32), signal);
-    }
-}
+/// How far away an unarmed deadline is.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// One start of the loop's command, and what watches it.
 struct Child<'a> {
@@ -607,17 +499,19 @@ struct Child<'a> {
     args: &'a [OsString],
     socket: Option<&'a Path>,
     llm_proxy: Option<&'a loopwatch::llm::proxy::LlmProxy>,
+    /// loopwatch's controlling terminal: the loop gets its foreground whenever
+    /// loopwatch has it.
+    terminal: Option<&'a Terminal>,
 }
 
 impl Child<'_> {
-    /// Starts the child, forwards signals to it, acts on a stall or a hang after
-    /// `done`, and waits for it; `None` when it could not be started.
-    async fn supervise(&self, signals: &mut OperatorSignals, restarts: u64) -> Option<ChildEnd> {
-        let (monitor, options) = (self.monitor, self.options);
+    /// The command with the run's environment, in a process group of its own.
+    fn command(&self, restarts: u64) -> std::process::Command {
+        let monitor = self.monitor;
         let mut command = std::process::Command::new(self.program);
         // The run's identity (LOOPWATCH_RUN_ID, LOOPWATCH_OWNER) marks the child and
-        // all it starts, so that whatever of it outlives the loop is found and cleaned
-        // up.
+        // all it starts, so that whatever of it escapes loopwatch's process tree is
+        // still found and cleaned up.
         monitor
             .identify(&mut command)
             .args(self.args)
@@ -625,7 +519,8 @@ impl Child<'_> {
                 ENV_LABELS,
                 serde_json::to_string(&monitor.labels()).unwrap_or_default(),
             )
-            .env(ENV_RESTARTS, restarts.to_string());
+            .env(ENV_RESTARTS, restarts.to_string())
+            .process_group(0);
         match self.socket {
             Some(path) => command.env(ENV_SOCKET, path),
             None => command.env_remove(ENV_SOCKET),
@@ -648,7 +543,14 @@ impl Child<'_> {
                 command.env(name, value);
             }
         }
-        let mut child = match command.spawn() {
+        command
+    }
+
+    /// Starts the child, passes signals on to its processes, acts on a stall or a
+    /// hang after `done`, and waits for it; `None` when it could not be started.
+    async fn supervise(&self, signals: &mut OperatorSignals, restarts: u64) -> Option<ChildEnd> {
+        let (monitor, options) = (self.monitor, self.options);
+        let mut child = match self.command(restarts).spawn() {
             Ok(child) => child,
             Err(e) => {
                 eprintln!(
@@ -659,37 +561,48 @@ impl Child<'_> {
             }
         };
         let started = Instant::now();
-        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        let mut family = Family::new(child.id());
+        let leader = family.leader();
+        // Before anything awaits: the reaper must leave the child to its waiter.
+        signals.keep = Some(leader);
+        if let Some(terminal) = self.terminal {
+            terminal.pass_on(leader);
+        }
         monitor.loop_started(child.id());
         tracing::info!(pid = child.id(), restarts, command = %self.program.to_string_lossy(), "started the loop");
 
         let (exited_tx, mut exited) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
-            let _ = exited_tx.send(child.wait());
+            let _ = exited_tx.send(family::wait_for_exit(leader));
         });
 
         let mut signals_seen = 0u32;
         let mut ending: Option<ExitReason> = None;
+        let mut killed = false;
         let mut done_since: Option<Instant> = None;
         let mut watch = tokio::time::interval(WATCH_PERIOD);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let kill_deadline = tokio::time::sleep(Duration::MAX / 4);
+        let kill_deadline = tokio::time::sleep(NEVER);
         tokio::pin!(kill_deadline);
-        let status = loop {
+        let waited = loop {
             let received = tokio::select! {
-                status = &mut exited => break status,
+                waited = &mut exited => break waited,
                 received = signals.next() => received,
                 () = &mut kill_deadline => {
-                    tracing::warn!(grace = ?options.grace, "the loop did not exit in time; killing it");
-                    signal_tree(pid, Signal::SIGKILL);
-                    kill_deadline.as_mut().reset(tokio::time::Instant::now() + Duration::MAX / 4);
+                    tracing::warn!(grace = ?options.grace, "the loop did not exit in time; killing its processes");
+                    family.signal(Signal::SIGKILL);
+                    killed = true;
+                    kill_deadline.as_mut().reset(tokio::time::Instant::now() + NEVER);
                     continue;
                 }
                 _ = watch.tick() => {
+                    if let Some(terminal) = self.terminal {
+                        terminal.follow(leader);
+                    }
                     if ending.is_none() {
                         ending = self.verdict(&mut done_since);
                         if ending.is_some() {
-                            signal_tree(pid, Signal::SIGTERM);
+                            family.signal(Signal::SIGTERM);
                             kill_deadline.as_mut().reset(tokio::time::Instant::now() + options.grace);
                         }
                     }
@@ -699,25 +612,45 @@ impl Child<'_> {
             ending = Some(ExitReason::Stopped);
             signals_seen += 1;
             if signals_seen > 1 {
-                tracing::warn!(signal = %received, "second signal: killing the loop");
-                signal_tree(pid, Signal::SIGKILL);
+                tracing::warn!(signal = %received, "second signal: killing the loop's processes");
+                family.signal(Signal::SIGKILL);
+                killed = true;
                 continue;
             }
-            if received == Signal::SIGINT && terminal_signals_the_child_too() {
-                tracing::info!("interrupted from the terminal, which signalled the loop too; waiting for it to exit");
-            } else {
-                tracing::info!(signal = %received, "forwarding the signal to the loop and waiting for it to exit");
-                let _ = kill(pid, received);
-            }
+            tracing::info!(signal = %received, "forwarding the signal to the loop's processes and waiting for them to exit");
+            family.signal(received);
             kill_deadline
                 .as_mut()
                 .reset(tokio::time::Instant::now() + options.grace);
         };
+        if let Ok(Err(e)) | Err(e) = waited.map_err(|_| nix::errno::Errno::ECHILD) {
+            tracing::error!(error = %e, "could not wait for the loop's exit without reaping it");
+        }
+        if ending.is_some() {
+            // The grace period covers the whole tree, not only the direct child.
+            wait_for_the_rest(&family, signals, kill_deadline.as_mut(), killed).await;
+        }
+        let held_the_terminal = self
+            .terminal
+            .is_some_and(|terminal| terminal.take_back(leader));
+        // The direct child has exited: this reaps it, and its group's id is free.
+        let status = child.wait();
+        family.leader_reaped();
+        signals.keep = None;
+        family::reap_orphans(None);
         let exit = match status {
-            Ok(Ok(status)) => LoopExit::new(status.code(), status.signal()),
-            Ok(Err(e)) => unknown_exit(&e.to_string()),
-            Err(_) => unknown_exit("the waiting thread ended"),
+            Ok(status) => LoopExit::new(status.code(), status.signal()),
+            Err(e) => unknown_exit(&e.to_string()),
         };
+        if ending.is_none()
+            && held_the_terminal
+            && matches!(exit.signal, Some(s) if s == Signal::SIGINT as i32 || s == Signal::SIGQUIT as i32)
+        {
+            // The terminal's Ctrl-C (or Ctrl-\) reached the loop's group, which held
+            // its foreground: the operator's stop.
+            tracing::info!("the loop was interrupted from the terminal");
+            ending = Some(ExitReason::Stopped);
+        }
         Some(ChildEnd {
             exit: exit.with_reason(ending.unwrap_or(ExitReason::Exited)),
             ran_for: started.elapsed(),
@@ -725,10 +658,14 @@ impl Child<'_> {
     }
 
     /// Whether loopwatch ends the child now, and why: LoopStalled fires under
-    /// `--on-stall kill|restart`, or it said it was done `--exit-timeout` ago.
+    /// `--on-stall kill|restart` (never for a loop without a socket, which cannot
+    /// report), or it said it was done `--exit-timeout` ago.
     fn verdict(&self, done_since: &mut Option<Instant>) -> Option<ExitReason> {
         let (monitor, options) = (self.monitor, self.options);
-        if options.on_stall != OnStall::None && monitor.is_firing(AlertName::LoopStalled) {
+        if options.on_stall != OnStall::None
+            && self.socket.is_some()
+            && monitor.is_firing(AlertName::LoopStalled)
+        {
             tracing::warn!(on_stall = ?options.on_stall, grace = ?options.grace, "the loop stalled; terminating its processes");
             return Some(ExitReason::Stalled);
         }
@@ -747,8 +684,104 @@ impl Child<'_> {
     }
 }
 
+/// How often the rest of an ending loop's processes are looked for.
+const REST_POLL: Duration = Duration::from_millis(20);
+
+/// After the direct child of a loop being ended has exited: waits for the rest of its
+/// processes until `kill_deadline` (what is left of the grace period), then kills
+/// them; an operator's further signal kills them at once. Gives up
+/// [`family::KILL_WAIT`] after the kill (the process sweep then tries again, and lists
+/// what survives).
+async fn wait_for_the_rest(
+    family: &Family,
+    signals: &mut OperatorSignals,
+    mut kill_deadline: Pin<&mut tokio::time::Sleep>,
+    mut killed: bool,
+) {
+    let mut give_up = killed.then(|| Instant::now() + family::KILL_WAIT);
+    let mut poll = tokio::time::interval(REST_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while family.any_left() {
+        if give_up.is_some_and(|at| Instant::now() >= at) {
+            tracing::warn!("processes of the loop are still there after SIGKILL");
+            return;
+        }
+        let kill = tokio::select! {
+            _ = poll.tick() => false,
+            () = &mut kill_deadline, if !killed => {
+                tracing::warn!("processes of the loop still running at the end of the grace period; killing them");
+                true
+            }
+            received = signals.next() => {
+                tracing::warn!(signal = %received, "another signal: killing the loop's processes");
+                true
+            }
+        };
+        if kill {
+            family.signal(Signal::SIGKILL);
+            killed = true;
+            give_up.get_or_insert_with(|| Instant::now() + family::KILL_WAIT);
+        }
+    }
+}
+
 /// The exit of a child whose status could not be read: a failure.
 fn unknown_exit(reason: &str) -> LoopExit {
     tracing::error!(reason, "could not wait for the loop");
     LoopExit::new(Some(1), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restarts(when: Restart) -> Restarts {
+        Restarts::new(
+            RestartPolicy {
+                when,
+                ..RestartPolicy::default()
+            },
+            &loopwatch::Thresholds::default(),
+        )
+    }
+
+    fn exit(code: Option<i32>, signal: Option<i32>, said_done: bool) -> LoopExit {
+        let mut exit = LoopExit::new(code, signal);
+        exit.said_done = said_done;
+        exit
+    }
+
+    #[test]
+    fn a_finished_search_is_not_restarted_even_under_always() {
+        let always = restarts(Restart::Always);
+        let on_failure = restarts(Restart::OnFailure);
+        let never = restarts(Restart::Never);
+        let cases = [
+            // (exit, always, on-failure, never)
+            (exit(Some(0), None, true), false, false, false),
+            (exit(Some(0), None, false), true, false, false),
+            (exit(Some(3), None, false), true, true, false),
+            (exit(None, Some(9), false), true, true, false),
+            // Done, then a failure on the way out: not a clean end.
+            (exit(Some(1), None, true), true, false, false),
+        ];
+        for (exit, under_always, under_on_failure, under_never) in cases {
+            assert_eq!(
+                always.wanted(&exit, OnStall::None),
+                under_always,
+                "{exit:?}"
+            );
+            assert_eq!(
+                on_failure.wanted(&exit, OnStall::None),
+                under_on_failure,
+                "{exit:?}"
+            );
+            assert_eq!(never.wanted(&exit, OnStall::None), under_never, "{exit:?}");
+        }
+        let stopped = exit(None, Some(15), false).with_reason(ExitReason::Stopped);
+        assert!(!always.wanted(&stopped, OnStall::Restart));
+        let stalled = exit(None, Some(15), false).with_reason(ExitReason::Stalled);
+        assert!(never.wanted(&stalled, OnStall::Restart));
+        assert!(!always.wanted(&stalled, OnStall::Kill));
+    }
 }

@@ -413,3 +413,36 @@ fn the_example_config_sets_the_llm_limits_and_prices() {
         "the longest prefix prices a dated model"
     );
 }
+
+/// The package's description, which `loopwatch --help` opens with, names every
+/// command the help lists.
+#[test]
+fn the_description_names_every_command() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_loopwatch"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    let description = env!("CARGO_PKG_DESCRIPTION");
+    assert!(help.starts_with(description), "{help}");
+    let words: HashSet<&str> = description
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+        .collect();
+    let commands: Vec<&str> = help
+        .split("Commands:\n")
+        .nth(1)
+        .expect("a list of commands")
+        .lines()
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|command| *command != "help")
+        .collect();
+    assert!(commands.len() >= 8, "{commands:?}");
+    for command in commands {
+        assert!(
+            words.contains(command),
+            "cli/Cargo.toml's description does not name `{command}`: {description}"
+        );
+    }
+}

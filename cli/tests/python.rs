@@ -1,11 +1,16 @@
 //! Loops in another language under `loopwatch run`: real DEAP and Optuna loops in the
 //! test virtual environment (scripts/test makes it: `pip install .`, deap, optuna),
 //! scraped by a real Prometheus, alerting a real Alertmanager; deaths, hangs, orphaned
-//! workers, hostile socket input, and file-based discovery of two loops.
+//! workers, hostile socket input, and file-based discovery of two loops; restarts; the
+//! supervisor's hold on the whole process tree (wrappers, scrubbed and re-parented
+//! escapees, SIGKILL after the grace, PID 1 in `unshare --pid`, the terminal in a real
+//! interactive bash under `script`), and the socket's fallback directories (in a mount
+//! namespace of `unshare --mount`, as root, for none at all).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -38,14 +43,16 @@ fn script(name: &str) -> PathBuf {
 }
 
 /// Writes `dir/name`: a loop of `iterations` iterations of one success each, taking
-/// `pause` seconds, followed by the Python statements of `then`.
-fn steady_loop(dir: &Path, name: &str, iterations: u32, pause: f64, then: &str) -> PathBuf {
+/// `pause` seconds, followed by the Python statements of `then`; with no count, the
+/// iterations go on until the test stops the loop.
+fn steady_loop(dir: &Path, name: &str, iterations: Option<u32>, pause: f64, then: &str) -> PathBuf {
     let path = dir.join(name);
+    let iterations = iterations.map_or("itertools.count()".to_string(), |n| format!("range({n})"));
     std::fs::write(
         &path,
         format!(
-            "import loopwatch, time\n\
-             for i in range({iterations}):\n\
+            "import itertools, loopwatch, time\n\
+             for i in {iterations}:\n\
              \x20   with loopwatch.iteration() as it:\n\
              \x20       it.success(sharpe=1.0, drawdown=0.1)\n\
              \x20       time.sleep({pause})\n\
@@ -65,17 +72,35 @@ struct Supervised {
 
 impl Supervised {
     fn start(dir: &Path, flags: &[&str], script_args: &[&str]) -> Self {
+        let mut command = vec![python().into_os_string()];
+        command.extend(script_args.iter().map(OsString::from));
+        Self::launch(dir, &Launch::default(), flags, &command)
+    }
+
+    /// `loopwatch run [flags] -- <command>`, started as `launch` says.
+    fn launch(dir: &Path, launch: &Launch, flags: &[&str], command: &[OsString]) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = std::fs::File::create(dir.join("loopwatch.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_loopwatch"))
+        let loopwatch = env!("CARGO_BIN_EXE_loopwatch");
+        let mut run = match launch.wrapper.split_first() {
+            None => Command::new(loopwatch),
+            Some((program, args)) => {
+                let mut wrapped = Command::new(program);
+                wrapped.args(args).arg(loopwatch);
+                wrapped
+            }
+        };
+        let child = run
             .arg("run")
             .arg(format!("--listen={addr}"))
             .arg(format!("--output-dir={}", dir.display()))
             .args(flags)
             .arg("--")
-            .arg(python())
-            .args(script_args)
+            .args(command)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
+            // Never the terminal the tests run in: the loop would take its foreground.
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -141,6 +166,14 @@ impl Supervised {
     }
 }
 
+/// How `loopwatch run` itself is started: under a wrapper command (`unshare …`), with
+/// more environment.
+#[derive(Default)]
+struct Launch {
+    wrapper: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+}
+
 impl Drop for Supervised {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -185,7 +218,9 @@ fn deap_and_optuna_loops_are_scraped_by_a_real_prometheus() {
         let script_path = script(args[0]);
         let mut script_args: Vec<&str> = vec![script_path.to_str().unwrap()];
         script_args.extend(&args[1..]);
-        let mut run = Supervised::start(dir.path(), &["--linger=8s"], &script_args);
+        // Serving after the loop's end until the test has seen every name in
+        // Prometheus; the test then stops it.
+        let mut run = Supervised::start(dir.path(), &["--linger=1h"], &script_args);
         run.wait_serving();
         let prometheus = Prometheus::start(run.addr, None);
         let iterations = |p: &Prometheus| {
@@ -201,6 +236,10 @@ fn deap_and_optuna_loops_are_scraped_by_a_real_prometheus() {
             || iterations(&prometheus) >= expected,
         );
         assert_contract_names_have_data(&prometheus, run.addr);
+        Command::new("kill")
+            .args(["-TERM", &run.child.id().to_string()])
+            .status()
+            .unwrap();
         let status = run.wait(Duration::from_secs(60));
         assert_eq!(status.code(), Some(0), "{name}: {}", run.log());
         let summary = &run.final_json()["summary"];
@@ -258,7 +297,7 @@ fn a_loop_killed_mid_run_raises_loop_exited_and_loopwatch_exits_137() {
     let _serial = serial();
     let alertmanager = Alertmanager::start();
     let dir = tempfile::tempdir().unwrap();
-    let loop_file = steady_loop(dir.path(), "loop.py", 1000, 0.05, "");
+    let loop_file = steady_loop(dir.path(), "loop.py", None, 0.05, "");
     let mut run = Supervised::start(
         dir.path(),
         &[&format!("--alertmanager={}", alertmanager.url())],
@@ -317,7 +356,7 @@ fn a_hanging_python_evaluation_raises_loop_stalled_and_a_signal_ends_it() {
     let loop_file = steady_loop(
         dir.path(),
         "hang.py",
-        5,
+        Some(5),
         0.05,
         "with loopwatch.iteration() as it:\n    time.sleep(3600)  # the evaluation that never returns",
     );
@@ -596,7 +635,7 @@ fn hostile_socket_input_is_rejected_and_counted_while_metrics_stay_valid() {
     let loop_file = dir.path().join("hostile.py");
     std::fs::write(
         &loop_file,
-        r#"import json, multiprocessing, os, random, socket, sys, time
+        r#"import json, multiprocessing, os, random, socket, sys, threading, time
 
 PATH = os.environ["LOOPWATCH_SOCKET"]
 
@@ -656,7 +695,7 @@ if __name__ == "__main__":
             f.write(str(good_total))
         os.rename(sys.argv[1] + "/round%d.tmp" % round, sys.argv[1] + "/round%d" % round)
         time.sleep(1.5)
-    time.sleep(30)
+    threading.Event().wait()  # until the test, done reading, stops it
 "#,
     )
     .unwrap();
@@ -736,7 +775,7 @@ fn two_loops_registered_in_one_directory_are_discovered_by_one_prometheus() {
     let config = config.replace("refresh_interval: 5s", "refresh_interval: 1s");
     let targets = dir.path().join("targets");
     std::fs::create_dir(&targets).unwrap();
-    let loop_file = steady_loop(dir.path(), "slow.py", 400, 0.1, "loopwatch.done()");
+    let loop_file = steady_loop(dir.path(), "slow.py", None, 0.1, "");
     let register = format!("--register={}", targets.display());
     let runs: Vec<Supervised> = (0..2)
         .map(|i| {
@@ -929,7 +968,19 @@ fn a_crashing_loop_is_restarted_with_doubling_backoff_until_the_limit() {
     let _serial = serial();
     let alertmanager = Alertmanager::start();
     let dir = tempfile::tempdir().unwrap();
-    let loop_file = logged_loop(dir.path(), "crash.py", 2.0, "sys.exit(3)");
+    // The last start waits, once it has logged its end, until the test has seen the
+    // restarts in the snapshot and on the page: the run cannot end before.
+    let loop_file = logged_loop(
+        dir.path(),
+        "crash.py",
+        2.0,
+        &format!(
+            "while os.environ['LOOPWATCH_RESTARTS'] == '3' and not os.path.exists('{}/seen'):\n\
+             \x20   time.sleep(0.05)\n\
+             sys.exit(3)",
+            dir.path().display()
+        ),
+    );
     let mut run = Supervised::start(
         dir.path(),
         &[
@@ -962,6 +1013,7 @@ fn a_crashing_loop_is_restarted_with_doubling_backoff_until_the_limit() {
         page.contains("data-lane=\"Restarts\" data-restarts=\"")
             && !page.contains("data-restarts=\"0\"")
     });
+    std::fs::write(dir.path().join("seen"), "").unwrap();
     let status = run.wait(Duration::from_secs(90));
     let log = run.log();
     // Started four times (the first start and three restarts), then given up with the
@@ -1209,4 +1261,793 @@ fn a_loop_that_exits_0_under_on_failure_is_not_restarted() {
     let json = run.final_json();
     assert_eq!(json["summary"]["exits"].as_array().unwrap().len(), 1);
     assert_eq!(json["evaluation"]["alerts"]["LoopCrashLooping"], "inactive");
+}
+
+// The supervisor holds the loop's whole process tree: its own process group, loopwatch
+// its subreaper, every descendant signalled and reaped.
+
+/// Waits for `path` to be written (atomically, by a rename) and reads it.
+fn read_when_written(path: &Path) -> String {
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{} to be written", path.display()),
+        || path.exists(),
+    );
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// The parent of a process, from `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Python that writes its pid to `argv[1]` (atomically), records a SIGTERM in
+/// `argv[1].term` and exits on it, and otherwise sleeps.
+const SLEEPER: &str = "import os, signal, sys, time\n\
+def term(*_):\n\
+\x20   open(sys.argv[1] + '.term', 'w').close()\n\
+\x20   os._exit(0)\n\
+signal.signal(signal.SIGTERM, term)\n\
+with open(sys.argv[1] + '.tmp', 'w') as f:\n\
+\x20   f.write(str(os.getpid()))\n\
+os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n\
+time.sleep(600)\n";
+
+/// A loop that stops cleanly on SIGTERM or SIGINT: it reports an iteration failed
+/// "stopped by SIG…", writes the signal's name to `<dir>/stopped`, says it is done and
+/// exits 0. `<dir>/ready` appears after three iterations.
+const STOPPABLE_LOOP: &str = r#"import os, signal, sys, time
+import loopwatch
+
+out = sys.argv[1]
+received = []
+signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+i = 0
+while not received:
+    with loopwatch.iteration() as it:
+        it.success(sharpe=1.0, drawdown=0.1)
+    i += 1
+    if i == 3:
+        open(out + "/ready", "w").close()
+    time.sleep(0.05)
+name = signal.Signals(received[0]).name
+with loopwatch.iteration() as it:
+    it.failure("stopped by " + name)
+with open(out + "/stopped.tmp", "w") as f:
+    f.write(name)
+os.rename(out + "/stopped.tmp", out + "/stopped")
+loopwatch.done()
+"#;
+
+/// Before: the operator's signal went to the wrapper only. SIGTERM killed bash and the
+/// loop ran on, holding its socket, until the exit sweep found it 5 s later; SIGINT
+/// left bash waiting for a loop that never got it, until SIGKILL after the grace.
+#[test]
+fn the_operators_sigterm_and_sigint_reach_a_loop_behind_a_bash_wrapper_at_once() {
+    let _serial = serial();
+    for (signal, status) in [("TERM", 143), ("INT", 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let loop_file = dir.path().join("loop.py");
+        std::fs::write(&loop_file, STOPPABLE_LOOP).unwrap();
+        let wrapped = format!(
+            "{} {} {}; true",
+            python().display(),
+            loop_file.display(),
+            dir.path().display()
+        );
+        let mut run = Supervised::launch(
+            dir.path(),
+            &Launch::default(),
+            // A grace long enough that only the signal itself can end the loop in time.
+            &["--grace=60s", "--restart=always"],
+            &["bash".into(), "-c".into(), wrapped.into()],
+        );
+        read_when_written(&dir.path().join("ready"));
+        Command::new("kill")
+            .args([&format!("-{signal}"), &run.child.id().to_string()])
+            .status()
+            .unwrap();
+        let exit = run.wait(Duration::from_secs(30));
+        let log = run.log();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("stopped")).ok(),
+            Some(format!("SIG{signal}")),
+            "the loop behind bash got the signal; {log}"
+        );
+        // bash dies of SIGTERM; after an interrupt its child handled, it goes on.
+        assert_eq!(exit.code(), Some(status), "SIG{signal}: {log}");
+        assert!(!log.contains("still hold its socket open"), "{log}");
+        assert!(
+            !log.contains("restarting the loop"),
+            "an operator's stop; {log}"
+        );
+        let summary = &run.final_json()["summary"];
+        assert_eq!(summary["loop_exit"]["reason"], "stopped", "{summary}");
+        assert_eq!(
+            summary["failure_reasons"][format!("stopped by SIG{signal}")],
+            1,
+            "the loop's last report was read before its exit was judged: {summary}"
+        );
+    }
+}
+
+/// Before: the operator's SIGTERM reached the direct child only, the exit sweep knew
+/// processes by their environment only, and the daemon was re-parented to init: both
+/// escapees ran on.
+#[test]
+fn a_scrubbed_grandchild_and_a_reparented_daemon_are_signalled_and_reaped() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = dir.path().join("sleeper.py");
+    std::fs::write(&sleeper, SLEEPER).unwrap();
+    let loop_file = dir.path().join("escapees.py");
+    std::fs::write(
+        &loop_file,
+        r#"import os, subprocess, sys, time
+import loopwatch
+
+out, sleeper = sys.argv[1], sys.argv[2]
+# A grandchild started with a scrubbed environment: nothing in it says whose it is.
+subprocess.Popen(["env", "-i", sys.executable, sleeper, out + "/scrubbed"])
+# A daemon: double fork, its own session, a scrubbed environment; its parent exits.
+middle = os.fork()
+if middle == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execve(sys.executable, [sys.executable, sleeper, out + "/daemon"], {})
+    os._exit(0)
+os.waitpid(middle, 0)
+while not (os.path.exists(out + "/scrubbed") and os.path.exists(out + "/daemon")):
+    time.sleep(0.01)
+with loopwatch.iteration() as it:
+    it.success(1.0)
+open(out + "/ready", "w").close()
+time.sleep(600)
+"#,
+    )
+    .unwrap();
+    let mut run = Supervised::start(
+        dir.path(),
+        &["--grace=10s", "--linger=60s"],
+        &[
+            loop_file.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+            sleeper.to_str().unwrap(),
+        ],
+    );
+    read_when_written(&dir.path().join("ready"));
+    let pid = |name: &str| -> u32 {
+        read_when_written(&dir.path().join(name))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (scrubbed, daemon) = (pid("scrubbed"), pid("daemon"));
+    assert!(alive(scrubbed) && alive(daemon));
+    // The daemon's parent exited: it is loopwatch's now, not init's.
+    assert_eq!(
+        parent_of(daemon),
+        Some(run.child.id()),
+        "re-parented to loopwatch; {}",
+        run.log()
+    );
+    Command::new("kill")
+        .args(["-TERM", &run.child.id().to_string()])
+        .status()
+        .unwrap();
+    // Lingering: the loop has ended and its processes have been cleaned up.
+    wait_until(Duration::from_secs(30), "the linger", || {
+        run.log()
+            .contains("serving its final metrics a little longer")
+    });
+    let log = run.log();
+    for (name, pid) in [("scrubbed", scrubbed), ("daemon", daemon)] {
+        assert!(
+            dir.path().join(format!("{name}.term")).exists(),
+            "the {name} process got the operator's SIGTERM; {log}"
+        );
+        assert!(!alive(pid), "{name} {pid} outlived the loop; {log}");
+    }
+    // loopwatch, still running, reaped the daemon's zombie: the pid is gone.
+    assert!(
+        !Path::new(&format!("/proc/{daemon}")).exists(),
+        "the daemon's zombie was not reaped: parent {:?}; {log}",
+        parent_of(daemon)
+    );
+    Command::new("kill")
+        .args(["-TERM", &run.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(run.wait(Duration::from_secs(30)).code(), Some(143), "{log}");
+}
+
+/// Before: the grace ran for the direct child only; a grandchild with a scrubbed
+/// environment that ignores SIGTERM was never killed.
+#[test]
+fn sigkill_after_the_grace_covers_a_grandchild_that_ignores_sigterm() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = dir.path().join("stubborn.py");
+    std::fs::write(
+        &loop_file,
+        r#"import os, subprocess, sys, time
+import loopwatch
+
+out = sys.argv[1]
+STUBBORN = (
+    "import os, signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid()))\n"
+    "os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
+    "time.sleep(600)\n"
+)
+subprocess.Popen(["env", "-i", sys.executable, "-c", STUBBORN, out + "/stubborn"])
+while not os.path.exists(out + "/stubborn"):
+    time.sleep(0.01)
+with loopwatch.iteration() as it:
+    it.success(1.0)
+open(out + "/ready", "w").close()
+time.sleep(600)  # SIGTERM ends it
+"#,
+    )
+    .unwrap();
+    let grace = Duration::from_secs(3);
+    let mut run = Supervised::start(
+        dir.path(),
+        &["--grace=3s"],
+        &[loop_file.to_str().unwrap(), dir.path().to_str().unwrap()],
+    );
+    read_when_written(&dir.path().join("ready"));
+    let stubborn: u32 = read_when_written(&dir.path().join("stubborn"))
+        .trim()
+        .parse()
+        .unwrap();
+    let signalled = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &run.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = run.wait(Duration::from_secs(30));
+    let log = run.log();
+    assert!(!alive(stubborn), "the grandchild survived; {log}");
+    assert!(
+        signalled.elapsed() >= grace,
+        "killed before its grace was over; {log}"
+    );
+    assert!(
+        log.contains("still running at the end of the grace period; killing them"),
+        "{log}"
+    );
+    // The loop itself died of the operator's SIGTERM.
+    assert_eq!(status.code(), Some(143), "{log}");
+    assert_eq!(run.final_json()["summary"]["loop_exit"]["signal"], 15);
+}
+
+/// Makes a directory whose path is longer than `length` bytes.
+fn deep_directory(root: &Path, length: usize) -> PathBuf {
+    let mut dir = root.to_path_buf();
+    while dir.as_os_str().len() <= length {
+        dir.push("a-directory-deep-down-where-no-unix-socket-fits");
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Before: no socket was made (its path was over 107 bytes), and the loop ran
+/// unreported: 0 of 10 iterations.
+#[test]
+fn a_deep_runtime_and_temporary_directory_lose_no_report() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = deep_directory(&dir.path().join("runtime"), 130);
+    let temporary = deep_directory(&dir.path().join("tmp"), 130);
+    let loop_file = steady_loop(dir.path(), "loop.py", Some(10), 0.01, "loopwatch.done()");
+    let mut run = Supervised::launch(
+        dir.path(),
+        &Launch {
+            env: vec![
+                ("XDG_RUNTIME_DIR".into(), runtime.clone().into()),
+                ("TMPDIR".into(), temporary.clone().into()),
+            ],
+            ..Launch::default()
+        },
+        &[],
+        &[python().into(), loop_file.into()],
+    );
+    let status = run.wait(Duration::from_secs(60));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let summary = &run.final_json()["summary"];
+    assert_eq!(summary["iterations"], 10, "{log}");
+    assert_eq!(summary["strategy_successes"], 10, "{log}");
+    assert!(log.contains("fallback directory"), "{log}");
+    assert!(log.contains(&runtime.display().to_string()), "{log}");
+}
+
+/// Before: a loop without a socket could not report, LoopStalled fired after the stall
+/// floor, and `--on-stall restart` restarted the healthy loop again and again.
+#[test]
+fn a_loop_that_cannot_report_is_said_loudly_and_never_stall_killed() {
+    let _serial = serial();
+    // Every place a socket could go is read-only in a mount namespace of its own; what
+    // the test keeps is outside them.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::write(
+        dir.path().join("loopwatch.toml"),
+        "stall_floor = \"1s\"\nstall_factor = 1.0\n",
+    )
+    .unwrap();
+    let loop_file = logged_loop(dir.path(), "quiet.py", 4.0, "sys.exit(0)");
+    let config = format!("--config={}", dir.path().join("loopwatch.toml").display());
+    let read_only = "for place in /tmp /dev/shm /var/tmp /run/user; do \
+                     [ -d \"$place\" ] && mount -t tmpfs -o ro tmpfs \"$place\"; done; \
+                     exec \"$@\"";
+    let mut run = Supervised::launch(
+        dir.path(),
+        &Launch {
+            wrapper: [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                read_only,
+                "sh",
+            ]
+            .map(OsString::from)
+            .to_vec(),
+            env: vec![("XDG_RUNTIME_DIR".into(), "/run/user".into())],
+        },
+        &[&config, "--on-stall=restart", "--restart-delay=100ms"],
+        &[python().into(), loop_file.into()],
+    );
+    let status = run.wait(Duration::from_secs(60));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("no socket could be made"), "{log}");
+    assert!(
+        log.contains("/tmp: cannot make a private directory there"),
+        "{log}"
+    );
+    assert_eq!(
+        times(dir.path(), "starts").len(),
+        1,
+        "never restarted; {log}"
+    );
+    assert!(!log.contains("the loop stalled"), "{log}");
+    let json = run.final_json();
+    assert_eq!(json["evaluation"]["alerts"]["LoopStalled"], "inactive");
+    assert_eq!(json["summary"]["exits"].as_array().unwrap().len(), 1);
+}
+
+/// Before: `--restart always` restarted a finished search up to `max_restarts` and
+/// then raised LoopCrashLooping.
+#[test]
+fn a_finished_search_is_not_restarted_under_restart_always() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = logged_loop(dir.path(), "done.py", 0.3, "loopwatch.done()\nsys.exit(0)");
+    let mut run = Supervised::start(
+        dir.path(),
+        &["--restart=always", "--restart-delay=100ms"],
+        &[loop_file.to_str().unwrap()],
+    );
+    let status = run.wait(Duration::from_secs(30));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert_eq!(times(dir.path(), "starts").len(), 1, "{log}");
+    assert!(
+        log.contains("its search is finished; not restarting"),
+        "{log}"
+    );
+    let json = run.final_json();
+    assert_eq!(json["summary"]["exits"].as_array().unwrap().len(), 1);
+    assert_eq!(json["summary"]["loop_exit"]["said_done"], true);
+    assert_eq!(json["evaluation"]["alerts"]["LoopCrashLooping"], "inactive");
+}
+
+/// The ids of the running containers labelled with `run_id`.
+fn run_containers(run_id: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=loopwatch.run_id={run_id}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// Before: the crashed start's three containers were still running during the second
+/// start, beside its own three.
+#[test]
+fn a_crashed_loops_containers_are_removed_before_it_is_restarted() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let image = std::env::var("LOOPWATCH_SANDBOX_IMAGE")
+        .expect("LOOPWATCH_SANDBOX_IMAGE names the sandbox image scripts/test builds");
+    let loop_file = dir.path().join("sandboxes.py");
+    std::fs::write(
+        &loop_file,
+        r#"import json, os, subprocess, sys
+import loopwatch
+
+out, image = sys.argv[1], sys.argv[2]
+labels = loopwatch.labels()
+args = ["docker", "run", "-d"]
+for key, value in labels.items():
+    args += ["--label", "%s=%s" % (key, value)]
+for _ in range(3):
+    subprocess.check_output(args + [image, "sleep", "300"])
+running = subprocess.check_output(
+    ["docker", "ps", "-q", "--filter", "label=loopwatch.run_id=" + labels["loopwatch.run_id"]]
+).split()
+start = os.environ["LOOPWATCH_RESTARTS"]
+with open(out + "/running-" + start, "w") as f:
+    f.write(str(len(running)))
+with loopwatch.iteration() as it:
+    it.success(1.0)
+if start == "0":
+    sys.exit(3)  # crashes, its containers left running
+loopwatch.done()
+"#,
+    )
+    .unwrap();
+    let mut run = Supervised::start(
+        dir.path(),
+        &["--restart=on-failure", "--restart-delay=100ms"],
+        &[
+            loop_file.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+            &image,
+        ],
+    );
+    let status = run.wait(Duration::from_secs(90));
+    let log = run.log();
+    let running = |start: u32| std::fs::read_to_string(dir.path().join(format!("running-{start}")));
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert_eq!(running(0).unwrap(), "3", "{log}");
+    assert_eq!(
+        running(1).unwrap(),
+        "3",
+        "the second start saw the first one's containers too; {log}"
+    );
+    assert!(
+        log.contains("removed the containers of the loop before restarting it"),
+        "{log}"
+    );
+    assert!(run_containers(&run.run_id()).is_empty(), "{log}");
+}
+
+/// Before: loopwatch as PID 1 (a container's entrypoint) never reaped the zombies of
+/// orphans re-parented to it.
+#[test]
+fn as_pid_1_loopwatch_reaps_orphans_zombies() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = dir.path().join("orphans.py");
+    std::fs::write(
+        &loop_file,
+        r#"import os, sys, time
+import loopwatch
+
+out = sys.argv[1]
+assert os.getppid() == 1, "loopwatch is PID 1"
+pids = []
+for _ in range(5):
+    read, write = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        orphan = os.fork()
+        if orphan == 0:
+            # Exits once it is an orphan, re-parented to PID 1.
+            while os.getppid() != 1:
+                time.sleep(0.001)
+            os._exit(0)
+        os.write(write, str(orphan).encode())
+        os._exit(0)
+    os.waitpid(middle, 0)
+    pids.append(int(os.read(read, 32)))
+def state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "reaped"
+deadline = time.time() + 20
+while any(state(p) != "reaped" for p in pids) and time.time() < deadline:
+    time.sleep(0.01)
+with open(out + "/orphans.tmp", "w") as f:
+    f.write(" ".join(state(p) for p in pids))
+os.rename(out + "/orphans.tmp", out + "/orphans")
+with loopwatch.iteration() as it:
+    it.success(1.0)
+loopwatch.done()
+"#,
+    )
+    .unwrap();
+    let mut run = Supervised::launch(
+        dir.path(),
+        &Launch {
+            wrapper: ["unshare", "--pid", "--fork", "--mount-proc"]
+                .map(OsString::from)
+                .to_vec(),
+            ..Launch::default()
+        },
+        &[],
+        &[python().into(), loop_file.into(), dir.path().into()],
+    );
+    let status = run.wait(Duration::from_secs(60));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert_eq!(
+        read_when_written(&dir.path().join("orphans")),
+        "reaped reaped reaped reaped reaped",
+        "{log}"
+    );
+}
+
+/// The state letter of a process (`S`, `R`, `T` for stopped …), from `/proc/<pid>/stat`.
+fn state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// An interactive bash in a terminal of its own (util-linux `script` makes the pty),
+/// typed at through a pipe; what the terminal shows is gathered as it comes.
+struct Shell {
+    child: Child,
+    input: std::process::ChildStdin,
+    shown: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Shell {
+    /// The prompt.
+    const PROMPT: &'static str = "%% ";
+
+    fn start(dir: &Path) -> Self {
+        let rc = dir.join("bashrc");
+        std::fs::write(&rc, format!("PS1='{}'\n", Self::PROMPT)).unwrap();
+        let mut child = Command::new("script")
+            .arg("-qfec")
+            .arg(format!("bash --noprofile --rcfile {} -i", rc.display()))
+            .arg("/dev/null")
+            .current_dir(dir)
+            .env("TERM", "dumb")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let input = child.stdin.take().unwrap();
+        let mut output = child.stdout.take().unwrap();
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let gathered = std::sync::Arc::clone(&shown);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(read @ 1..) = std::io::Read::read(&mut output, &mut buffer) {
+                gathered
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..read]));
+            }
+        });
+        Shell {
+            child,
+            input,
+            shown,
+        }
+    }
+
+    fn type_in(&mut self, keys: &str) {
+        std::io::Write::write_all(&mut self.input, keys.as_bytes()).unwrap();
+        std::io::Write::flush(&mut self.input).unwrap();
+    }
+
+    fn shown(&self) -> String {
+        self.shown.lock().unwrap().clone()
+    }
+
+    /// How much the terminal has shown so far, to look for what comes after it.
+    fn mark(&self) -> usize {
+        self.shown.lock().unwrap().len()
+    }
+
+    fn wait_for(&self, text: &str) {
+        self.wait_for_after(0, text);
+    }
+
+    /// Waits for `text` to show after the `mark`.
+    fn wait_for_after(&self, mark: usize, text: &str) {
+        let mut seen = String::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !seen.get(mark..).is_some_and(|new| new.contains(text)) {
+            assert!(
+                Instant::now() < deadline,
+                "the terminal never showed {text:?}; it showed:\n{seen}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+            seen = self.shown();
+        }
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Contract 11: a loop in a process group of its own gets the terminal's foreground
+/// (it reads the terminal), Ctrl-Z and `fg` stop and continue it with loopwatch as a
+/// shell's job, and the terminal's Ctrl-C, which reaches the loop's group only, is the
+/// operator's stop: no restart, even under `--restart always`. Before, the loop ran in
+/// loopwatch's own group.
+#[test]
+fn a_loop_in_its_own_group_holds_the_terminal_and_job_control_works() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = dir.path().join("interactive.py");
+    std::fs::write(
+        &loop_file,
+        r#"import os, sys, time
+import loopwatch
+
+out = sys.argv[1]
+with open(out + "/starts", "a") as f:
+    f.write("%d %d\n" % (os.getpid(), os.getppid()))
+# Built here, so that the typed command line never shows the words looked for.
+print("OWN" + "GROUP=%s FORE" % (os.getpgrp() == os.getpid()) + "GROUND=%s" % (os.tcgetpgrp(0) == os.getpgrp()), flush=True)
+answer = sys.stdin.readline()  # only the terminal's foreground may read it
+print("READ=" + answer.strip().upper(), flush=True)
+ticks = 0
+while True:
+    with loopwatch.iteration() as it:
+        it.success(1.0)
+    ticks += 1
+    with open(out + "/ticks.tmp", "w") as f:
+        f.write(str(ticks))
+    os.rename(out + "/ticks.tmp", out + "/ticks")
+    time.sleep(0.05)
+"#,
+    )
+    .unwrap();
+    let ticks = || -> u64 {
+        std::fs::read_to_string(dir.path().join("ticks"))
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut shell = Shell::start(dir.path());
+    shell.wait_for(Shell::PROMPT);
+    shell.type_in(&format!(
+        "{} run --listen=127.0.0.1:0 --output-dir={} --restart=always --restart-delay=100ms -- {} {} {} 2>loopwatch.log\n",
+        env!("CARGO_BIN_EXE_loopwatch"),
+        dir.path().display(),
+        python().display(),
+        loop_file.display(),
+        dir.path().display(),
+    ));
+    shell.wait_for("OWNGROUP=True FOREGROUND=True");
+    shell.type_in("hello\n");
+    shell.wait_for("READ=HELLO");
+    let starts = std::fs::read_to_string(dir.path().join("starts")).unwrap();
+    let (loop_pid, loopwatch_pid): (u32, u32) = {
+        let mut parts = starts.split_whitespace().map(|p| p.parse().unwrap());
+        (parts.next().unwrap(), parts.next().unwrap())
+    };
+    wait_until(Duration::from_secs(30), "iterations", || ticks() >= 3);
+
+    // Ctrl-Z: the loop stops, and so does loopwatch, which its shell sees.
+    let stopped = shell.mark();
+    shell.type_in("\x1a");
+    shell.wait_for_after(stopped, "Stopped");
+    wait_until(Duration::from_secs(10), "both stopped", || {
+        state_of(loop_pid) == Some('T') && state_of(loopwatch_pid) == Some('T')
+    });
+    // fg: both go on, the loop in the foreground again.
+    shell.type_in("fg\n");
+    let before = ticks();
+    wait_until(Duration::from_secs(30), "the loop to go on", || {
+        ticks() > before + 2
+    });
+    assert_ne!(state_of(loopwatch_pid), Some('T'));
+
+    // Ctrl-C: the operator's stop, not a crash to restart.
+    let interrupted = shell.mark();
+    shell.type_in("\x03");
+    shell.wait_for_after(interrupted, Shell::PROMPT);
+    shell.type_in("echo STATUS=$((1000 + $?))\n");
+    shell.wait_for_after(interrupted, "STATUS=1130");
+    let log = std::fs::read_to_string(dir.path().join("loopwatch.log")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("starts"))
+            .unwrap()
+            .lines()
+            .count(),
+        1,
+        "restarted after the terminal's Ctrl-C; {log}"
+    );
+    assert!(log.contains("interrupted from the terminal"), "{log}");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("metrics_final.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["summary"]["loop_exit"]["reason"], "stopped", "{log}");
+    assert_eq!(json["summary"]["loop_exit"]["signal"], 2, "{log}");
+    shell.type_in("exit\n");
+}
+
+/// A loop started in the background (`&`) cannot read the terminal and stops with its
+/// job; `fg` gives loopwatch the terminal, and loopwatch passes it on to the loop.
+#[test]
+fn a_loop_started_in_the_background_gets_the_terminal_at_fg() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = dir.path().join("later.py");
+    std::fs::write(
+        &loop_file,
+        r#"import os, sys
+import loopwatch
+
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(os.getppid()))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+print("FORE" + "GROUND=%s" % (os.tcgetpgrp(0) == os.getpgrp()), flush=True)
+answer = sys.stdin.readline()  # stops the job until it is in the foreground
+print("READ=" + answer.strip().upper(), flush=True)
+with loopwatch.iteration() as it:
+    it.success(1.0)
+loopwatch.done()
+"#,
+    )
+    .unwrap();
+    let mut shell = Shell::start(dir.path());
+    shell.wait_for(Shell::PROMPT);
+    let started = shell.mark();
+    shell.type_in(&format!(
+        "{} run --listen=127.0.0.1:0 --output-dir={} -- {} {} {} 2>loopwatch.log &\n",
+        env!("CARGO_BIN_EXE_loopwatch"),
+        dir.path().display(),
+        python().display(),
+        loop_file.display(),
+        dir.path().join("supervisor").display(),
+    ));
+    shell.wait_for_after(started, "FOREGROUND=False");
+    let loopwatch_pid: u32 = read_when_written(&dir.path().join("supervisor"))
+        .parse()
+        .unwrap();
+    // Reading the terminal from the background stops the loop, and its job with it.
+    wait_until(Duration::from_secs(30), "loopwatch to stop", || {
+        state_of(loopwatch_pid) == Some('T')
+    });
+    let stopped = shell.mark();
+    shell.type_in("jobs\n");
+    shell.wait_for_after(stopped, "Stopped");
+    shell.type_in("fg\n");
+    shell.type_in("hello\n");
+    shell.wait_for_after(stopped, "READ=HELLO");
+    let finished = shell.mark();
+    shell.type_in("echo STATUS=$((1000 + $?))\n");
+    shell.wait_for_after(finished, "STATUS=1000");
+    let log = std::fs::read_to_string(dir.path().join("loopwatch.log")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("metrics_final.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["summary"]["iterations"], 1, "{log}");
+    shell.type_in("exit\n");
 }

@@ -6,7 +6,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use loopwatch::Thresholds;
@@ -14,17 +14,20 @@ use loopwatch_cli::generate::{dashboard_expressions, grafana_dashboard, with_var
 use support::services::{free_port, Alertmanager, Prometheus};
 use support::*;
 
-/// Starts the evolve example on a chosen port, lingering so it stays scrapeable.
-fn evolve(addr: SocketAddr, args: &[&str], dir: &std::path::Path) -> Child {
-    Command::new(example_path("evolve"))
-        .args(args)
-        .args(["--linger", "180s"])
-        .env("LOOPWATCH_LISTEN", addr.to_string())
-        .env("LOOPWATCH_OUTPUT_DIR", dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// Starts the evolve example on a chosen port, serving after its search until the test
+/// ends it, so it stays scrapeable whatever the machine's speed.
+fn evolve(addr: SocketAddr, args: &[&str], dir: &std::path::Path) -> Stopped {
+    Stopped(
+        Command::new(example_path("evolve"))
+            .args(args)
+            .args(["--linger", "forever"])
+            .env("LOOPWATCH_LISTEN", addr.to_string())
+            .env("LOOPWATCH_OUTPUT_DIR", dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn eventually(
@@ -49,9 +52,9 @@ fn every_dashboard_query_returns_data_from_a_real_scrape() {
     let dir = tempfile::tempdir().unwrap();
     let loop_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let prometheus = Prometheus::start(loop_addr, None);
-    // The default search (about 15 s here) spans several 5 s scrapes while the
-    // champion keeps changing.
-    let mut child = evolve(loop_addr, &["--iterations", "100"], dir.path());
+    // A search without end: it runs, its champion changing now and then, until every
+    // query below has had its data.
+    let _child = evolve(loop_addr, &["--iterations", "0"], dir.path());
     eventually(
         &prometheus,
         "the loop to be scraped",
@@ -105,8 +108,6 @@ fn every_dashboard_query_returns_data_from_a_real_scrape() {
             })
         },
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
@@ -116,8 +117,9 @@ fn prometheus_rules_fire_on_a_collapsing_loop_and_reach_alertmanager() {
     let loop_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let prometheus = Prometheus::start(loop_addr, Some(alertmanager.addr));
     // loopwatch itself is not given the Alertmanager: what arrives there comes from
-    // Prometheus's rules.
-    let mut child = evolve(
+    // Prometheus's rules. The alerts hold on the gauges the search leaves, and the
+    // loop serves them until the test is done.
+    let _child = evolve(
         loop_addr,
         &[
             "--scenario",
@@ -178,8 +180,6 @@ fn prometheus_rules_fire_on_a_collapsing_loop_and_reach_alertmanager() {
         Duration::from_secs(30),
         || !prometheus.query(&alerts_annotation).is_empty(),
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn tool(program: &str, args: &[&str], dir: &std::path::Path) {
@@ -698,17 +698,30 @@ fn memory_tests() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A loop on the shipped configuration's target: `iterations` generations of a small
-/// search, then `linger` before it exits.
-fn short_loop(addr: SocketAddr, dir: &std::path::Path, iterations: &str, linger: &str) -> Child {
-    Command::new(example_path("evolve"))
-        .args(["--iterations", iterations, "--linger", linger])
-        .env("LOOPWATCH_LISTEN", addr.to_string())
-        .env("LOOPWATCH_OUTPUT_DIR", dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// A loop on the shipped configuration's target: a search that runs until the test
+/// stops it (SIGTERM: it ends after its generation, says it is done and exits 0) or
+/// kills it.
+fn endless_loop(addr: SocketAddr, dir: &std::path::Path) -> Stopped {
+    Stopped(
+        Command::new(example_path("evolve"))
+            .args(["--iterations", "0"])
+            .env("LOOPWATCH_LISTEN", addr.to_string())
+            .env("LOOPWATCH_OUTPUT_DIR", dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// At least two successful scrapes of each target of `job`, `targets` of them: the
+/// loops have been seen running, and each has seen the scrape interval, so that a
+/// clean end waits for the scrape that carries `loopwatch_loop_done` away.
+fn scraped_twice(prometheus: &Prometheus, job: &str, targets: usize) -> bool {
+    prometheus
+        .query(&format!("sum_over_time(up{{job=\"{job}\"}}[1m]) >= 2"))
+        .len()
+        == targets
 }
 
 /// Whether Prometheus has LoopDown pending or firing.
@@ -723,15 +736,17 @@ fn a_loop_that_ends_cleanly_raises_no_loop_down() {
     let dir = tempfile::tempdir().unwrap();
     let loop_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let prometheus = Prometheus::start(loop_addr, None);
-    // About 10 s of search (generations of 0.2 s in a debug build): several scrapes.
-    let mut child = short_loop(loop_addr, dir.path(), "50", "0s");
+    // Running until Prometheus has scraped it, then ended cleanly: however fast or
+    // slow the search, it is seen running before it ends.
+    let mut child = endless_loop(loop_addr, dir.path());
     eventually(
         &prometheus,
         "the loop to be scraped",
         Duration::from_secs(60),
-        || !prometheus.query("up{job=\"loopwatch\"} == 1").is_empty(),
+        || scraped_twice(&prometheus, "loopwatch", 1),
     );
-    assert!(child.wait().unwrap().success());
+    let status = child.terminate();
+    assert!(status.success(), "a clean end: {status:?}");
     let ended = Instant::now();
     eventually(
         &prometheus,
@@ -739,6 +754,10 @@ fn a_loop_that_ends_cleanly_raises_no_loop_down() {
         Duration::from_secs(30),
         || !prometheus.query("up{job=\"loopwatch\"} == 0").is_empty(),
     );
+    // The last scrape carried the end, which is what keeps LoopDown quiet.
+    let done = prometheus.query("last_over_time(loopwatch_loop_done{job=\"loopwatch\"}[1d])");
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0]["value"][1], "1", "{done:?}");
     // Two minutes after a clean end: never pending, never firing.
     while ended.elapsed() < Duration::from_secs(120) {
         assert!(
@@ -756,7 +775,7 @@ fn a_killed_loop_raises_loop_down_within_seventy_seconds() {
     let alertmanager = Alertmanager::start();
     let loop_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let prometheus = Prometheus::start(loop_addr, Some(alertmanager.addr));
-    let mut child = short_loop(loop_addr, dir.path(), "100000", "180s");
+    let mut child = endless_loop(loop_addr, dir.path());
     eventually(
         &prometheus,
         "the loop to be scraped",
@@ -1074,30 +1093,34 @@ fn registered_loops_killed_raise_loop_down_and_clean_ones_do_not() {
         .replace("targets/*.json", &format!("{}/*.json", targets.display()));
     let rules = loopwatch_cli::generate::prometheus_rules(&Thresholds::default());
     let prometheus = Prometheus::start_with(&config, &[("loopwatch.rules.yml", rules.as_bytes())]);
-    let registered = |iterations: &str, linger: &str| {
-        Command::new(example_path("evolve"))
-            .args(["--iterations", iterations, "--linger", linger])
-            .env("LOOPWATCH_LISTEN", "127.0.0.1:0")
-            .env("LOOPWATCH_REGISTER_DIR", &targets)
-            .env("LOOPWATCH_OUTPUT_DIR", dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+    // Both run until the test has seen them scraped, then one is killed and the other
+    // stopped cleanly.
+    let registered = || {
+        Stopped(
+            Command::new(example_path("evolve"))
+                .args(["--iterations", "0"])
+                .env("LOOPWATCH_LISTEN", "127.0.0.1:0")
+                .env("LOOPWATCH_REGISTER_DIR", &targets)
+                .env("LOOPWATCH_OUTPUT_DIR", dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     };
-    let mut clean = registered("50", "0s");
-    let mut killed = registered("100000", "180s");
-    let discovered_up = "up{job=\"loopwatch-discovered\"} == 1";
+    let mut clean = registered();
+    let mut killed = registered();
     eventually(
         &prometheus,
         "both loops discovered and scraped",
         Duration::from_secs(60),
-        || prometheus.query(discovered_up).len() == 2,
+        || scraped_twice(&prometheus, "loopwatch-discovered", 2),
     );
     killed.kill().unwrap();
     let killed_at = Instant::now();
     killed.wait().unwrap();
-    assert!(clean.wait().unwrap().success());
+    let status = clean.terminate();
+    assert!(status.success(), "a clean end: {status:?}");
     eventually(
         &prometheus,
         "LoopDown at Alertmanager",

@@ -12,6 +12,8 @@
 //! cargo run --example evolve                               # 100 generations
 //! cargo run --example evolve -- --scenario diversity-collapse
 //! cargo run --example evolve -- --prices prices.csv --iterations 50
+//! cargo run --example evolve -- --iterations 0             # until Ctrl-C
+//! cargo run --example evolve -- --linger forever           # the dashboard stays up
 //! ```
 //! Prometheus, Alertmanager and Grafana can watch it with the files in `prometheus/`
 //! and `grafana/`; see the README.
@@ -37,7 +39,8 @@ use search::{Backtests, Generation, Scenario, Search};
     about = "An evolutionary search over trading strategies, watched by loopwatch"
 )]
 struct Args {
-    /// Generations to run.
+    /// Generations to run; 0 runs until stopped (Ctrl-C or SIGTERM ends the search
+    /// after its generation, cleanly).
     #[arg(long, default_value_t = 100)]
     iterations: u64,
     /// Strategies per generation.
@@ -85,9 +88,23 @@ struct Args {
     /// Concurrent sandbox containers per generation.
     #[arg(long, default_value_t = 4)]
     sandbox_workers: usize,
-    /// Keep serving /metrics and the dashboard this long after the last generation.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    /// Keep serving /metrics and the dashboard this long after the last generation
+    /// ("5m"), or `forever`: until Ctrl-C or SIGTERM.
+    #[arg(long, value_parser = parse_linger, default_value = "0s")]
     linger: Duration,
+}
+
+/// `--linger`: a duration, or `forever` (read as [`Duration::MAX`]).
+fn parse_linger(text: &str) -> Result<Duration, String> {
+    if text == "forever" {
+        return Ok(Duration::MAX);
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (or `forever`)"))
+}
+
+/// The generation numbers of a run: 1 to `iterations`, or without end for 0.
+fn generations(iterations: u64) -> impl Iterator<Item = u64> {
+    (1..).take_while(move |number| iterations == 0 || *number <= iterations)
 }
 
 fn main() {
@@ -197,7 +214,7 @@ fn run(args: &Args) -> Result<(), String> {
     );
     let started = Instant::now();
     let mut completed = 0;
-    for number in 1..=args.iterations {
+    for number in generations(args.iterations) {
         if monitor.stop_requested() {
             eprintln!("stopping after generation {completed} as requested");
             break;
@@ -238,9 +255,13 @@ fn run(args: &Args) -> Result<(), String> {
     monitor.done();
 
     if !args.linger.is_zero() && !monitor.stop_requested() {
-        eprintln!("serving for {:?} more (Ctrl-C to end now)", args.linger);
-        let until = Instant::now() + args.linger;
-        while Instant::now() < until && !monitor.stop_requested() {
+        // `forever` (or any duration past the clock's range) lingers until stopped.
+        let until = Instant::now().checked_add(args.linger);
+        match until {
+            Some(_) => eprintln!("serving for {:?} more (Ctrl-C to end now)", args.linger),
+            None => eprintln!("serving until stopped (Ctrl-C to end)"),
+        }
+        while until.is_none_or(|until| Instant::now() < until) && !monitor.stop_requested() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -263,11 +284,13 @@ fn run_unmonitored(args: &Args) -> Result<(), String> {
     }
     let mut search = new_search(args)?;
     let started = Instant::now();
-    for number in 1..=args.iterations {
+    let mut completed = 0;
+    for number in generations(args.iterations) {
         let generation = search.generation(number, &Backtests::Local);
         println!("{}", progress(number, &generation));
+        completed = number;
     }
-    report_end(&search, args.iterations, started);
+    report_end(&search, completed, started);
     Ok(())
 }
 

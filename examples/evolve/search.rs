@@ -139,8 +139,11 @@ impl Search {
     ) -> Search {
         let mut rng = Rng::new(seed ^ 0xA5A5);
         let window = window.clamp(300, prices.len());
+        // A search without end (0 generations) walks at the pace of the default 100
+        // and starts over at the beginning of the prices when it reaches their end.
+        let pace = if generations == 0 { 100 } else { generations };
         Search {
-            step: (prices.len() - window) / generations.max(1) as usize,
+            step: (prices.len() - window) / pace as usize,
             knobs: Knobs::for_scenario(scenario, population),
             population: (0..population).map(|_| Rule::random(&mut rng)).collect(),
             prices,
@@ -165,7 +168,7 @@ impl Search {
         let start = if frozen {
             0
         } else {
-            (number as usize - 1) * self.step
+            (number as usize - 1) * self.step % (self.prices.len() - self.window + 1)
         };
         let data = &self.prices[start..start + self.window];
         let resample_seed = self.seed ^ if frozen { 0 } else { number };

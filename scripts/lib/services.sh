@@ -87,12 +87,36 @@ ensure_sandbox_image() {
 }
 
 # The Python side: a virtual environment (target/venv) with the real libraries the
-# client's adapters are tested against (and the LLM SDKs and OpenEvolve the metering
-# proxy is tested with), type checking, and loopwatch itself installed
-# the way users install it (`pip install .`: the CLI built by maturin beside the client;
-# a dev build here, so it reuses the test build's artefacts).
+# client's adapters and the zero-code instrumentation are tested against (and the LLM
+# SDKs and OpenEvolve the metering proxy is tested with), type checking, and loopwatch
+# itself installed the way users install it (`pip install .`: the CLI built by maturin
+# beside the client; a dev build here, so it reuses the test build's artefacts).
 LOOPWATCH_VENV="${LOOPWATCH_VENV:-$PWD/target/venv}"
 export LOOPWATCH_TEST_PYTHON="$LOOPWATCH_VENV/bin/python"
+# ShinkaEvolve pins its own openai (through instructor) below the one the proxy's tests
+# use: it gets an environment of its own.
+LOOPWATCH_SHINKA_VENV="${LOOPWATCH_SHINKA_VENV:-$PWD/target/venv-shinka}"
+export LOOPWATCH_SHINKA_PYTHON="$LOOPWATCH_SHINKA_VENV/bin/python"
+# A real Optuna older than the instrumentation's tested range, kept apart (pip
+# --target) for the test that an untested version is left alone.
+export LOOPWATCH_OUTSIDE_RANGE_DIR="$LOOPWATCH_VENV/outside-range"
+
+# The frameworks the instrumentation is tested against, at the versions its tested
+# ranges name (python/loopwatch/_instrument/__init__.py, FRAMEWORKS; docs/frameworks.md).
+PYTHON_FRAMEWORK_PINS=(deap==1.4.4 optuna==5.1.0 nevergrad==1.0.12 openevolve==0.4.1)
+SHINKA_PIN=shinka-evolve==0.0.7
+OUTSIDE_RANGE_PIN=optuna==3.6.1
+
+# Whether every `name==version` given is installed for the Python $1.
+pins_installed() {
+  local python=$1
+  shift
+  "$python" - "$@" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+sys.exit(0 if all(version(p.split("==")[0]) == p.split("==")[1] for p in sys.argv[1:]) else 1)
+PY
+}
 
 ensure_python_env() {
   if [ ! -x "$LOOPWATCH_TEST_PYTHON" ]; then
@@ -100,9 +124,23 @@ ensure_python_env() {
     python3 -m venv "$LOOPWATCH_VENV"
   fi
   local pip=("$LOOPWATCH_TEST_PYTHON" -m pip --disable-pip-version-check -q)
-  if ! "$LOOPWATCH_TEST_PYTHON" -c "import deap, optuna, prometheus_client, psutil, mypy, openai, anthropic, openevolve" 2>/dev/null; then
-    log "installing deap, optuna, prometheus_client, psutil, mypy, openai, anthropic and openevolve into the test environment"
-    "${pip[@]}" install deap optuna prometheus_client psutil mypy openai anthropic openevolve
+  if ! "$LOOPWATCH_TEST_PYTHON" -c "import prometheus_client, psutil, mypy, openai, anthropic" 2>/dev/null \
+    || ! pins_installed "$LOOPWATCH_TEST_PYTHON" "${PYTHON_FRAMEWORK_PINS[@]}"; then
+    log "installing prometheus_client, psutil, mypy, openai, anthropic and ${PYTHON_FRAMEWORK_PINS[*]} into the test environment"
+    "${pip[@]}" install prometheus_client psutil mypy openai anthropic "${PYTHON_FRAMEWORK_PINS[@]}"
+  fi
+  if ! PYTHONPATH="$LOOPWATCH_OUTSIDE_RANGE_DIR" pins_installed "$LOOPWATCH_TEST_PYTHON" "$OUTSIDE_RANGE_PIN"; then
+    log "installing $OUTSIDE_RANGE_PIN apart, at $LOOPWATCH_OUTSIDE_RANGE_DIR"
+    rm -rf "$LOOPWATCH_OUTSIDE_RANGE_DIR"
+    "${pip[@]}" install --no-deps --target "$LOOPWATCH_OUTSIDE_RANGE_DIR" "$OUTSIDE_RANGE_PIN"
+  fi
+  if [ ! -x "$LOOPWATCH_SHINKA_PYTHON" ]; then
+    log "creating the ShinkaEvolve environment at $LOOPWATCH_SHINKA_VENV"
+    python3 -m venv "$LOOPWATCH_SHINKA_VENV"
+  fi
+  if ! pins_installed "$LOOPWATCH_SHINKA_PYTHON" "$SHINKA_PIN"; then
+    log "installing $SHINKA_PIN into its environment"
+    "$LOOPWATCH_SHINKA_PYTHON" -m pip --disable-pip-version-check -q install "$SHINKA_PIN"
   fi
   log "pip install . (the loopwatch command and the Python client)"
   MATURIN_PEP517_ARGS="--profile dev" "${pip[@]}" install --force-reinstall --no-deps .

@@ -691,7 +691,7 @@ impl Containers {
                 ids.extend(list.into_iter().map(|(id, ..)| id));
             }
             Err(e) => {
-                tracing::error!(error = %e, containers = ids.len(), "cannot verify this run's containers at shutdown: Docker is unreachable");
+                tracing::error!(error = %e, containers = ids.len(), "cannot remove this run's remaining containers: Docker is unreachable");
                 report.left_behind = ids.into_iter().map(|id| (id, e.to_string())).collect();
                 return report;
             }

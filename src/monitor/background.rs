@@ -119,7 +119,10 @@ async fn sweep_processes_periodically(shared: Arc<Shared>, cancel: CancellationT
             _ = ticker.tick() => {}
         }
         let sweeping = Arc::clone(&shared);
-        let report = tokio::task::spawn_blocking(move || sweeping.sweep_processes(None)).await;
+        let report = tokio::task::spawn_blocking(move || {
+            sweeping.sweep_processes(None, crate::processes::TERMINATE_GRACE)
+        })
+        .await;
         if let Ok(report) = report {
             if !report.orphans.is_empty() {
                 tracing::info!(

@@ -11,12 +11,17 @@ use crate::monitor::Monitor;
 
 /// Configures and starts a [`Monitor`].
 ///
-/// Every setting has a documented default. Four have an environment override, which
-/// a value set here wins over: `LOOPWATCH_LISTEN`, `LOOPWATCH_OUTPUT_DIR`,
-/// `LOOPWATCH_ALERTMANAGER_URLS` and `LOOPWATCH_SAMPLE_INTERVAL`; so do the thresholds
-/// file (`LOOPWATCH_CONFIG`), the web configuration (`LOOPWATCH_WEB_CONFIG`) and the
-/// OTLP export (the standard `OTEL_EXPORTER_OTLP_*` variables). The others (signals,
-/// final export, containers, sweep period) are the program's choice.
+/// Every setting has a documented default. These have an environment override, which
+/// a value set here wins over (the variables are the rows of [`ENVIRONMENT`](crate::ENVIRONMENT)):
+/// the address (`LOOPWATCH_LISTEN`), the output directory (`LOOPWATCH_OUTPUT_DIR`),
+/// Alertmanager (`LOOPWATCH_ALERTMANAGER_URLS`), the sampler period
+/// (`LOOPWATCH_SAMPLE_INTERVAL`), the thresholds file (`LOOPWATCH_CONFIG`), the web
+/// configuration (`LOOPWATCH_WEB_CONFIG`), the registration directory
+/// (`LOOPWATCH_REGISTER_DIR`), the experiment (`LOOPWATCH_EXPERIMENT`), the loop's
+/// name (`LOOPWATCH_LOOP_NAME`) and the OTLP export (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+/// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`). Where container numbers come from is the
+/// environment's alone (`LOOPWATCH_CONTAINER_STATS`). The others (signals, final
+/// export, containers, sweep period) are the program's choice.
 ///
 /// ```
 /// use std::time::Duration;
@@ -178,5 +183,44 @@ impl MonitorBuilder {
     /// the background runtime. Fails with a clear error on a bad setting or a busy port.
     pub fn build(self) -> Result<Monitor, Error> {
         Monitor::start(self.settings()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The builder's documentation, above, and each method's documentation name the
+    /// environment variables as `config::ENVIRONMENT` has them: none is left out when
+    /// one is added.
+    #[test]
+    fn the_documentation_names_every_environment_variable() {
+        let source = include_str!("builder.rs");
+        let struct_doc = &source[..source.find("pub struct MonitorBuilder").unwrap()];
+        for variable in crate::ENVIRONMENT {
+            assert!(
+                struct_doc.contains(&format!("`{}`", variable.name)),
+                "the MonitorBuilder documentation does not name {}",
+                variable.name
+            );
+            let Some(setter) = variable.setter else {
+                continue;
+            };
+            let at = ["(", "<"]
+                .iter()
+                .find_map(|after| source.find(&format!("    pub fn {setter}{after}")))
+                .unwrap_or_else(|| panic!("no MonitorBuilder::{setter} for {}", variable.name));
+            let doc: Vec<&str> = source[..at]
+                .lines()
+                .rev()
+                .take_while(|line| line.trim_start().starts_with("///"))
+                .collect();
+            let names = |name: &str| doc.iter().any(|line| line.contains(name));
+            assert!(
+                names(variable.name)
+                    || (variable.name.starts_with("OTEL_EXPORTER_OTLP_")
+                        && names("OTEL_EXPORTER_OTLP_")),
+                "MonitorBuilder::{setter} does not name {}",
+                variable.name
+            );
+        }
     }
 }

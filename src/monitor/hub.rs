@@ -345,6 +345,13 @@ impl Shared {
         tracing::warn!(code = ?exit.code, signal = ?exit.signal, reason = ?exit.reason, "the loop ended; it will be started again");
     }
 
+    /// The supervised loop has no way to report: no stall checks for it, and a
+    /// LoopStalled already raised resolves.
+    pub(super) fn loop_cannot_report(&self) {
+        self.judge.loop_unreported();
+        self.check_liveness();
+    }
+
     /// A supervised loop's process started (again, after [`Shared::loop_restarting`]):
     /// publishes its start, counts the restart and evaluates LoopCrashLooping.
     pub(super) fn loop_started(&self) {
@@ -401,9 +408,10 @@ impl Shared {
     pub(super) fn sweep_processes(
         &self,
         run: Option<&str>,
+        grace: std::time::Duration,
     ) -> crate::processes::ProcessSweepReport {
         let skip = self.ledger.processes_given_up();
-        let report = crate::processes::sweep(run, false, &skip);
+        let report = crate::processes::sweep(run, false, &skip, grace);
         let (cleaned, failed) = (report.cleaned.len(), report.failed.len());
         self.publisher
             .process_sweep(cleaned, failed, report.remaining());

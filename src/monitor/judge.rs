@@ -84,6 +84,9 @@ struct Liveness {
     running_since: AtomicU64,
     last_end: AtomicU64,
     done: AtomicBool,
+    /// Whether the loop has no way to report (a supervised loop without a socket):
+    /// its silence then says nothing, and no wait counts toward a stall.
+    unreported: AtomicBool,
     /// Whether LoopStalled fires, so that starting an iteration re-evaluates it only
     /// then (the loop's thread takes the evaluator's lock no more than it must).
     stalled: AtomicBool,
@@ -95,6 +98,13 @@ impl Liveness {
     }
 
     fn activity(&self, now: u64) -> Activity {
+        if self.unreported.load(Ordering::Relaxed) {
+            return Activity {
+                running_for: None,
+                idle_for: None,
+                done: self.done.load(Ordering::Relaxed),
+            };
+        }
         let running = Self::since(self.running_since.load(Ordering::Relaxed), now);
         Activity {
             running_for: running,
@@ -142,6 +152,7 @@ impl Judge {
                 running_since: AtomicU64::new(0),
                 last_end: AtomicU64::new(0),
                 done: AtomicBool::new(false),
+                unreported: AtomicBool::new(false),
                 stalled: AtomicBool::new(false),
             },
         }
@@ -229,6 +240,12 @@ impl Judge {
         self.liveness.running_since.store(0, Ordering::Relaxed);
     }
 
+    /// The supervised loop has no way to report: LoopStalled is not evaluated from
+    /// now on (a restarted process cannot report either).
+    pub(super) fn loop_unreported(&self) {
+        self.liveness.unreported.store(true, Ordering::Relaxed);
+    }
+
     /// A supervised loop's new process started: not done, and waiting from now on
     /// (for its first iteration) counts toward a stall.
     pub(super) fn loop_started(&self) {
@@ -293,5 +310,40 @@ impl Judge {
     /// Whether the alert is firing now.
     pub(super) fn is_firing(&self, alert: AlertName) -> bool {
         lock(&self.books).evaluator.state(alert) == AlertState::Firing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn liveness() -> Liveness {
+        Liveness {
+            running_since: AtomicU64::new(0),
+            last_end: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+            unreported: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn a_loop_that_cannot_report_never_waits_toward_a_stall() {
+        let liveness = liveness();
+        // Started at stamp 1 s (stored plus one), looked at an hour later.
+        liveness.last_end.store(1_000_000_001, Ordering::Relaxed);
+        let hour_later = 3_601_000_000_000;
+        assert_eq!(
+            liveness.activity(hour_later).idle_for,
+            Some(Duration::from_secs(3600))
+        );
+        liveness
+            .running_since
+            .store(2_000_000_001, Ordering::Relaxed);
+        assert!(liveness.activity(hour_later).running_for.is_some());
+        liveness.unreported.store(true, Ordering::Relaxed);
+        let activity = liveness.activity(hour_later);
+        assert_eq!((activity.running_for, activity.idle_for), (None, None));
+        assert!(!activity.done, "not done: only silent");
     }
 }

@@ -367,6 +367,24 @@ impl Monitor {
         self.shared.loop_started();
     }
 
+    /// Says that the supervised loop has no way to report (`loopwatch run` could make
+    /// no socket for it): its silence then says nothing about its progress, so
+    /// LoopStalled is not evaluated from now on, restarts included, and cannot set
+    /// off a stall action. Every other rule stays.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let monitor = loopwatch::Monitor::builder()
+    /// #     .listen("127.0.0.1:0".parse().unwrap()).output_dir(dir.path()).build().unwrap();
+    /// monitor.loop_cannot_report();
+    /// monitor.loop_started(std::process::id());
+    /// assert!(!monitor.is_firing(loopwatch::AlertName::LoopStalled));
+    /// # monitor.shutdown();
+    /// ```
+    pub fn loop_cannot_report(&self) {
+        self.shared.loop_cannot_report();
+    }
+
     /// Records how a supervised loop's process ended when the supervisor is going to
     /// start it again: the exit joins `summary.exits`, LoopExited is not raised (a
     /// restart answers it; LoopCrashLooping watches the restarts), and stall checks
@@ -425,13 +443,18 @@ impl Monitor {
             )
     }
 
-    /// Terminates the processes of this run that are still alive (SIGTERM, a grace
-    /// period, SIGKILL): what `loopwatch run` does once its loop has exited, since
-    /// anything of the run left running then is an orphan. Each is logged and counted;
-    /// any that survive are listed in the final export.
-    pub fn clean_up_run_processes(&self) -> crate::processes::ProcessSweepReport {
+    /// Terminates the processes of this run that are still alive (SIGTERM, `grace`,
+    /// then SIGKILL): those marked with its identity, and every process below this one
+    /// whatever its environment. What `loopwatch run` does once its loop has exited,
+    /// since anything of the run left running then is an orphan. Each is logged and
+    /// counted; any that survive are listed in the final export. Blocks until they are
+    /// gone or given up on (`grace` and 2 s at most).
+    pub fn clean_up_run_processes(
+        &self,
+        grace: std::time::Duration,
+    ) -> crate::processes::ProcessSweepReport {
         let run_id = self.shared.identity.run_id.clone();
-        self.shared.sweep_processes(Some(&run_id))
+        self.shared.sweep_processes(Some(&run_id), grace)
     }
 
     /// The exposition `GET /metrics` would serve now.

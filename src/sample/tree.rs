@@ -61,6 +61,11 @@ fn children_of(pid: u32) -> Option<Vec<u32>> {
     any.then_some(children)
 }
 
+/// The direct children of `pid` (zombies included, until their parent reaps them).
+pub(crate) fn children(pid: u32) -> Vec<u32> {
+    children_of(pid).unwrap_or_else(|| all_parents().remove(&pid).unwrap_or_default())
+}
+
 /// Every process on the host with its parent, for kernels without `children` files.
 fn all_parents() -> HashMap<u32, Vec<u32>> {
     let mut by_parent: HashMap<u32, Vec<u32>> = HashMap::new();

@@ -312,6 +312,44 @@ pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> 
     }
 }
 
+/// A child process killed and reaped when dropped, pass or fail. A test holds what an
+/// observer (Prometheus, Alertmanager, Chromium, the test itself) waits for open until
+/// the observation is made and then ends it; this guard ends it on a failure too, so a
+/// loop that runs until stopped never outlives its test.
+pub struct Stopped(pub std::process::Child);
+
+impl Stopped {
+    /// Sends SIGTERM (a clean stop, for a loop that handles it) and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "SIGTERM to {}", self.0.id());
+        self.0.wait().unwrap()
+    }
+}
+
+impl std::ops::Deref for Stopped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Stopped {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Path of a compiled example binary (`cargo test` builds them; `cargo test
 /// --all-targets` does not, which is why scripts/test runs `cargo build --examples`).
 pub fn example_path(name: &str) -> PathBuf {
