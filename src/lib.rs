@@ -63,6 +63,7 @@ pub mod catalog;
 mod config;
 mod error;
 mod owner;
+mod progress;
 mod run;
 
 pub mod diversity;

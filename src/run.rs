@@ -234,6 +234,8 @@ pub struct RunSummary {
     pub champion_staleness_iterations: u64,
     /// Times the champion changed (the first report included).
     pub champion_changes: u64,
+    /// The best Sharpe ratio of any strategy so far, if one was reported.
+    pub best_sharpe: Option<f64>,
     /// Failures by reason (at most 32 names, then `other`).
     pub failure_reasons: BTreeMap<String, u64>,
     /// How the supervised loop ended; `None` for a loop that links loopwatch, or one

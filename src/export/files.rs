@@ -152,6 +152,7 @@ pub(crate) fn write(
         "loopwatch_version": env!("CARGO_PKG_VERSION"),
         "identity": snapshot.identity,
         "summary": snapshot.summary,
+        "best_so_far": snapshot.progress,
         "evaluation": evaluation_json(snapshot),
         "containers": snapshot.containers,
         "processes": snapshot.processes,

@@ -161,6 +161,8 @@ pub(crate) struct LlmMeter {
     in_flight: Mutex<BTreeMap<u64, Instant>>,
     next_call: AtomicU64,
     any_calls: std::sync::atomic::AtomicBool,
+    /// The spend so far (the bits of an `f64`), read without the books' lock.
+    spend_bits: AtomicU64,
 }
 
 impl Default for LlmMeter {
@@ -171,6 +173,7 @@ impl Default for LlmMeter {
             in_flight: Mutex::default(),
             next_call: AtomicU64::new(0),
             any_calls: std::sync::atomic::AtomicBool::new(false),
+            spend_bits: AtomicU64::new(0f64.to_bits()),
         }
     }
 }
@@ -221,6 +224,8 @@ impl LlmMeter {
         }
         let cost = cost.unwrap_or(0.0);
         books.spend_usd += cost;
+        self.spend_bits
+            .store(books.spend_usd.to_bits(), Ordering::Relaxed);
         let minute = now.duration_since(self.epoch).as_secs() / MINUTE.as_secs();
         if books.minutes.back().is_none_or(|(m, _)| *m != minute) {
             books.minutes.push_back((minute, MinuteTally::default()));
@@ -245,6 +250,11 @@ impl LlmMeter {
             books.recent.pop_front();
         }
         (labels, self.evidence_of(&mut books, now))
+    }
+
+    /// The spend so far in US dollars, without a lock (the iteration's path reads it).
+    pub(crate) fn spend_usd(&self) -> f64 {
+        f64::from_bits(self.spend_bits.load(Ordering::Relaxed))
     }
 
     /// Whether any call was recorded (the LLM alerts have nothing to judge before).

@@ -78,6 +78,8 @@ pub(super) struct Completed {
     pub(super) reasons: ReasonCounts,
     /// The best Sharpe ratio reported in it.
     pub(super) best_sharpe: Option<f64>,
+    /// The run's LLM spend when it ended, in US dollars.
+    pub(super) spend_usd: f64,
     /// When it ended, as a stamp of the judge's clock.
     pub(super) ended: u64,
 }
@@ -244,7 +246,9 @@ impl Shared {
             let mut books = self.ledger.books();
             let books = &mut *books;
             if let Some(best) = completed.best_sharpe {
-                books.run.observe_sharpe(best);
+                books
+                    .run
+                    .observe_sharpe(best, summary.number, at, completed.spend_usd);
             }
             books.run.complete(
                 completed.count,
@@ -568,11 +572,12 @@ impl Source for Shared {
 
     fn snapshot(&self) -> Snapshot {
         let evaluation = self.evaluation();
-        let (mut summary, history, (events, events_dropped), recent_failure_reasons) = {
+        let (mut summary, history, progress, (events, events_dropped), recent_failure_reasons) = {
             let run = self.ledger.run();
             (
                 run.summary(&self.identity.run_id),
                 run.history(),
+                run.progress.clone(),
                 run.events(),
                 run.recent_failure_reasons(),
             )
@@ -584,6 +589,7 @@ impl Source for Shared {
             thresholds: self.settings.thresholds.clone(),
             evaluation,
             history,
+            progress,
             events,
             events_dropped,
             containers: self.containers_json(),

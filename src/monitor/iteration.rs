@@ -228,6 +228,7 @@ impl IterationState {
             duration,
             reasons: self.reasons,
             best_sharpe: self.best_sharpe,
+            spend_usd: shared.llm.spend_usd(),
             ended,
         });
         summary

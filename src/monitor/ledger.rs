@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::evaluate::{Evaluator, Transition, WarningChange};
 use crate::export::{LiveContainer, ProcessTally};
+use crate::progress::{Progress, ProgressPoint};
 use crate::run::{Event, EventKind, HistoryPoint, RunSummary, HISTORY_LEN, MAX_EVENTS};
 use crate::sample::HostSample;
 
@@ -211,6 +212,8 @@ pub(crate) struct RunLedger {
     reasons: Arc<ReasonNames>,
     /// The best Sharpe ratio of any strategy so far.
     pub(crate) best_sharpe: Option<f64>,
+    /// Its improvements, for the final export's best-so-far curve.
+    pub(crate) progress: Progress,
     /// How a supervised loop ended, once it has.
     pub(crate) loop_exit: Option<crate::run::LoopExit>,
     /// Every exit of a supervised loop (the last [`MAX_EXITS`]), oldest first.
@@ -247,6 +250,7 @@ impl RunLedger {
             failure_reasons: ReasonTotals::default(),
             reasons: Arc::default(),
             best_sharpe: None,
+            progress: Progress::default(),
             loop_exit: None,
             exits: VecDeque::new(),
             restart_pending: false,
@@ -313,10 +317,18 @@ impl RunLedger {
         self.failure_reasons.by_name(&self.reasons)
     }
 
-    /// Folds a strategy's Sharpe ratio into the best so far.
-    pub(crate) fn observe_sharpe(&mut self, sharpe: f64) {
+    /// Folds the best Sharpe ratio of iteration `iteration`, which ended at `at`
+    /// (seconds since the Unix epoch) with the run's LLM spend at `spend_usd`, into the
+    /// best so far; an improvement is kept as a point of the best-so-far curve.
+    pub(crate) fn observe_sharpe(&mut self, sharpe: f64, iteration: u64, at: f64, spend_usd: f64) {
         if self.best_sharpe.is_none_or(|best| sharpe > best) {
             self.best_sharpe = Some(sharpe);
+            self.progress.push(ProgressPoint {
+                iteration,
+                elapsed_seconds: (at - crate::run::unix_seconds(self.started_at)).max(0.0),
+                llm_cost_usd: spend_usd,
+                best_sharpe: sharpe,
+            });
         }
     }
 
@@ -389,6 +401,7 @@ impl RunLedger {
             champion_since_iteration: self.champion_since,
             champion_staleness_iterations: self.champion_staleness,
             champion_changes: self.champion_changes,
+            best_sharpe: self.best_sharpe,
             failure_reasons: self.failure_reasons(),
             loop_exit: self.loop_exit,
             exits: self.exits.iter().copied().collect(),
