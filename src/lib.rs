@@ -86,6 +86,7 @@ mod monitor;
 pub use alerts::{AlertName, AlertSpec, AlertState, Evaluated, RuleSpec, Severity, ALERTS};
 pub use config::{EnvVariable, Thresholds, ENVIRONMENT};
 pub use error::{CollectError, Error, ErrorSource};
+pub use export::compare::{CompareError, Comparison, FinalRun, RunFigures};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{
     Intake, Iteration, LlmRecorder, Monitor, MonitorBuilder, ShutdownReport, Signals,

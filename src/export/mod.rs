@@ -6,6 +6,7 @@
 //! which the monitor implements.
 
 pub(crate) mod alertmanager;
+pub(crate) mod compare;
 pub(crate) mod files;
 pub(crate) mod http;
 pub(crate) mod register;

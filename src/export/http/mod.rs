@@ -11,7 +11,7 @@
 
 #[cfg(feature = "web-config")]
 pub(crate) mod auth;
-mod page;
+pub(crate) mod page;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -25,11 +25,11 @@ const BOTTOM: f64 = 22.0;
 /// Points drawn per line at most (the history holds up to 600).
 const MAX_LINE_POINTS: usize = 200;
 /// Characters of a champion id, failure reason or container name shown on the page.
-const MAX_TEXT: usize = 120;
+pub(crate) const MAX_TEXT: usize = 120;
 /// Points per line carrying a hover label.
-const MAX_HOVER_POINTS: usize = 30;
+pub(crate) const MAX_HOVER_POINTS: usize = 30;
 
-const STYLE: &str = concat!(
+pub(crate) const STYLE: &str = concat!(
     "body{font:14px system-ui,sans-serif;margin:12px;background:#111418;color:#d8dee9}",
     "h1{font-size:18px;margin:0 0 4px}.meta{color:#8a93a3;margin-bottom:8px}",
     ".grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,460px),1fr));gap:12px}",
@@ -51,7 +51,7 @@ const STYLE: &str = concat!(
 
 /// How a chart's numbers read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unit {
+pub(crate) enum Unit {
     Bytes,
     Percent,
     Seconds,
@@ -62,7 +62,7 @@ enum Unit {
 
 impl Unit {
     /// A value with its unit, humanised: 13.2 MiB, 87%, 350 ms.
-    fn format(self, value: f64) -> String {
+    pub(crate) fn format(self, value: f64) -> String {
         match self {
             Unit::Bytes => {
                 let units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -91,7 +91,7 @@ impl Unit {
 }
 
 /// Three significant digits at most, no trailing noise.
-fn short(value: f64) -> String {
+pub(crate) fn short(value: f64) -> String {
     if !value.is_finite() {
         return "—".into();
     }
@@ -106,7 +106,7 @@ fn short(value: f64) -> String {
 }
 
 /// Text from the loop, cut to `MAX_TEXT` characters for the page (the JSON has it all).
-fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn clip(text: &str) -> std::borrow::Cow<'_, str> {
     match text.char_indices().nth(MAX_TEXT) {
         Some((end, _)) => format!("{}…", &text[..end]).into(),
         None => text.into(),
@@ -154,13 +154,13 @@ fn series(
 }
 
 /// Every `step`-th index of `len`, the last always included.
-fn thinned(len: usize, most: usize) -> impl Iterator<Item = usize> {
+pub(crate) fn thinned(len: usize, most: usize) -> impl Iterator<Item = usize> {
     let step = len.div_ceil(most.max(1)).max(1);
     (0..len).filter(move |i| i % step == 0 || *i + 1 == len)
 }
 
 /// Round tick positions between `from` and `to`, about `count` of them.
-fn ticks(from: f64, to: f64, count: usize) -> Vec<f64> {
+pub(crate) fn ticks(from: f64, to: f64, count: usize) -> Vec<f64> {
     let span = (to - from).max(1e-9);
     let raw = span / count.max(1) as f64;
     let magnitude = 10f64.powf(raw.log10().floor());
