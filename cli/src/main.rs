@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use loopwatch_cli::{fleet, generate, supervise};
+use loopwatch_cli::{compare, fleet, generate, supervise};
 
 /// Operator tools for loops watched by loopwatch.
 #[derive(Debug, Parser)]
@@ -179,6 +179,22 @@ struct RunArgs {
     command: Vec<OsString>,
 }
 
+/// The runs and outputs of `loopwatch compare`.
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// The runs: each a metrics_final.json, or the output directory holding one
+    /// (the run's --output-dir, LOOPWATCH_OUTPUT_DIR).
+    #[arg(required = true, value_name = "RUN")]
+    runs: Vec<PathBuf>,
+    /// Where to write the page (default compare.html in the current directory;
+    /// with --json, a page is written only when this is given).
+    #[arg(long, short, value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Print the table of final figures as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a loop in any language under loopwatch: its reports arrive on a Unix socket
@@ -218,6 +234,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8100")]
         listen: SocketAddr,
     },
+    /// Compare finished runs: one self-contained HTML page (it opens offline) that
+    /// overlays each run's best Sharpe so far against iterations, wall time and LLM
+    /// spend, labelled by experiment, loop and run id, above a table of their final
+    /// figures. Exits 2 when a run cannot be read (the message names the file), 1 when
+    /// the page cannot be written.
+    Compare(CompareArgs),
     /// Print the table of every exported metric (Markdown, as in the README).
     Metrics,
     /// Print every setting of a monitor: the environment variables and the
@@ -291,6 +313,9 @@ fn main() -> ExitCode {
         },
         Command::Cleanup { dry_run } => cleanup(dry_run),
         Command::Ps { register, json } => ps(&register, json),
+        Command::Compare(CompareArgs { runs, output, json }) => {
+            ExitCode::from(compare::run(&runs, json, output.as_deref()))
+        }
         Command::Fleet { register, listen } => match fleet::serve(register, listen) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
