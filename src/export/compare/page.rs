@@ -129,11 +129,12 @@ fn chart(axis: Axis, runs: &[FinalRun]) -> Markup {
     let view_box = format!("0 0 {WIDTH} {HEIGHT}");
     let points = || drawn.iter().flat_map(|(_, _, c)| c.iter());
     let body = if drawn.is_empty() {
-        html! {
-            svg viewBox=(view_box) role="img" aria-label=(axis.title()) {
-                text x="60" y="60" class="empty" { "no run to draw" }
-            }
-        }
+        let why = if axis == Axis::Spend && runs.iter().any(FinalRun::has_curve) {
+            "No run spent anything on LLM calls."
+        } else {
+            "No run has a best-so-far curve."
+        };
+        html! { div class="key" { (why) } }
     } else {
         let (mut x0, mut x1) = (0.0f64, f64::NEG_INFINITY);
         let (mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY);
