@@ -14,9 +14,10 @@ use serde_json::Value;
 use support::example_path;
 
 /// Runs the example search to its end (30 small generations) into `dir`.
-fn evolve(dir: &Path, seed: u64) {
+fn evolve(dir: &Path, seed: u64, extra: &[&str]) {
     let status = Command::new(example_path("evolve"))
         .args(["--seed", &seed.to_string(), "--iterations", "30"])
+        .args(extra)
         .args(["--population", "24", "--resamples", "4", "--window", "400"])
         .env("LOOPWATCH_LISTEN", "127.0.0.1:0")
         .env("LOOPWATCH_OUTPUT_DIR", dir)
@@ -73,6 +74,16 @@ fn expected_row(json: &Value) -> Vec<(&'static str, Value)> {
         ("llm_calls", s["llm"]["calls"].clone()),
         ("llm_cost_usd", s["llm"]["cost_usd"].clone()),
         ("alerts_fired", Value::from(fired)),
+        (
+            "alerts_firing_at_end",
+            json["evaluation"]["alerts"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(_, state)| *state == "firing")
+                .map(|(name, _)| Value::from(name.as_str()))
+                .collect(),
+        ),
     ]
 }
 
@@ -129,7 +140,13 @@ fn three_seeds_compared_with_each_final_jsons_figures_and_checked_in_chromium() 
         .collect();
     for (dir, seed) in dirs.iter().zip(1..) {
         std::fs::create_dir(dir).unwrap();
-        evolve(dir, seed);
+        // The third search collapses, so that a run has alerts to count.
+        let scenario: &[&str] = if seed == 3 {
+            &["--scenario", "diversity-collapse"]
+        } else {
+            &[]
+        };
+        evolve(dir, seed, scenario);
     }
     let files: Vec<Value> = dirs.iter().map(|d| final_json(d)).collect();
     // A directory, a file, a directory: both are accepted.
@@ -172,6 +189,12 @@ fn three_seeds_compared_with_each_final_jsons_figures_and_checked_in_chromium() 
         let points = json["best_so_far"]["points"].as_array().unwrap();
         assert_eq!(points.last().unwrap()["best_sharpe"], row["best_sharpe"]);
     }
+    assert_eq!(rows[0]["alerts_fired"], 0, "{}", rows[0]);
+    assert!(
+        rows[2]["alerts_fired"].as_u64().unwrap() >= 1,
+        "the collapsing search fired DiversityCollapse: {}",
+        rows[2]
+    );
     let best: Vec<&Value> = rows.iter().map(|r| &r["best_sharpe"]).collect();
     assert!(
         best[0] != best[1] || best[1] != best[2],
