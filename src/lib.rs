@@ -63,7 +63,6 @@ pub mod catalog;
 mod config;
 mod error;
 mod owner;
-mod progress;
 mod run;
 
 pub mod diversity;

@@ -9,6 +9,8 @@ use serde::Serialize;
 use crate::alerts::{AlertName, AlertState};
 use crate::owner::Owner;
 
+pub(crate) mod progress;
+
 /// Who this run is: the identity carried by its labels, alerts and exports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]

@@ -71,7 +71,7 @@ pub(crate) struct Snapshot {
     /// Recent iterations, oldest first.
     pub(crate) history: Vec<HistoryPoint>,
     /// The best-so-far curve over the whole run, bounded.
-    pub(crate) progress: crate::progress::Progress,
+    pub(crate) progress: crate::run::progress::Progress,
     /// Recent events, oldest first, and how many older ones were dropped.
     pub(crate) events: Vec<Event>,
     pub(crate) events_dropped: u64,

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::evaluate::{Evaluator, Transition, WarningChange};
 use crate::export::{LiveContainer, ProcessTally};
-use crate::progress::{Progress, ProgressPoint};
+use crate::run::progress::{Progress, ProgressPoint};
 use crate::run::{Event, EventKind, HistoryPoint, RunSummary, HISTORY_LEN, MAX_EVENTS};
 use crate::sample::HostSample;
 
