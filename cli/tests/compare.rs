@@ -6,10 +6,12 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 use support::example_path;
 
@@ -43,14 +45,55 @@ fn compare(cwd: &Path, args: &[&Path]) -> Output {
     output
 }
 
-fn final_json(dir: &Path) -> Value {
-    let text = std::fs::read_to_string(dir.join(loopwatch::JSON_FINAL_FILE)).unwrap();
-    serde_json::from_str(&text).unwrap()
+fn final_text(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(loopwatch::JSON_FINAL_FILE)).unwrap()
 }
 
-/// What the table must say of a run: each figure as its final JSON holds it.
-fn expected_row(json: &Value) -> Vec<(&'static str, Value)> {
-    let s = &json["summary"];
+fn final_json(dir: &Path) -> Value {
+    serde_json::from_str(&final_text(dir)).unwrap()
+}
+
+/// Each value of a JSON object, as written (numbers to the last digit: serde_json's
+/// own float parsing may land one ulp away, so figures are compared as text).
+fn as_written(map: BTreeMap<String, Box<RawValue>>) -> BTreeMap<String, String> {
+    map.into_iter()
+        .map(|(k, v)| (k, v.get().to_string()))
+        .collect()
+}
+
+/// The alerts firing at the end of a run, as its final JSON says.
+fn firing_at_end(json: &Value) -> Value {
+    json["evaluation"]["alerts"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, state)| *state == "firing")
+        .map(|(name, _)| Value::from(name.as_str()))
+        .collect()
+}
+
+/// The object at `path` in a JSON text, each value as written.
+fn written(text: &str, path: &[&str]) -> BTreeMap<String, String> {
+    let mut text = text.to_string();
+    for key in path {
+        let map: BTreeMap<String, Box<RawValue>> = serde_json::from_str(&text).unwrap();
+        text = map[*key].get().to_string();
+    }
+    as_written(serde_json::from_str(&text).unwrap())
+}
+
+/// The rows of `loopwatch compare --json`, each value as written.
+fn table_rows(stdout: &[u8]) -> Vec<BTreeMap<String, String>> {
+    let rows: Vec<BTreeMap<String, Box<RawValue>>> = serde_json::from_slice(stdout).unwrap();
+    rows.into_iter().map(as_written).collect()
+}
+
+/// What the table must say of a run: each figure as its final JSON writes it.
+fn expected_row(text: &str) -> Vec<(&'static str, String)> {
+    let json: Value = serde_json::from_str(text).unwrap();
+    let s = written(text, &["summary"]);
+    let llm = written(text, &["summary", "llm"]);
+    let identity = written(text, &["identity"]);
     let fired = json["alert_history"]
         .as_array()
         .unwrap()
@@ -59,8 +102,8 @@ fn expected_row(json: &Value) -> Vec<(&'static str, Value)> {
         .count();
     vec![
         ("run_id", s["run_id"].clone()),
-        ("experiment", json["identity"]["experiment"].clone()),
-        ("loop", json["identity"]["loop"].clone()),
+        ("experiment", identity["experiment"].clone()),
+        ("loop", identity["loop"].clone()),
         ("started_at", s["started_at"].clone()),
         ("iterations", s["iterations"].clone()),
         ("success_rate", s["success_rate"].clone()),
@@ -71,19 +114,9 @@ fn expected_row(json: &Value) -> Vec<(&'static str, Value)> {
             "mean_iteration_seconds",
             s["mean_execution_time_seconds"].clone(),
         ),
-        ("llm_calls", s["llm"]["calls"].clone()),
-        ("llm_cost_usd", s["llm"]["cost_usd"].clone()),
-        ("alerts_fired", Value::from(fired)),
-        (
-            "alerts_firing_at_end",
-            json["evaluation"]["alerts"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .filter(|(_, state)| *state == "firing")
-                .map(|(name, _)| Value::from(name.as_str()))
-                .collect(),
-        ),
+        ("llm_calls", llm["calls"].clone()),
+        ("llm_cost_usd", llm["cost_usd"].clone()),
+        ("alerts_fired", fired.to_string()),
     ]
 }
 
@@ -148,6 +181,7 @@ fn three_seeds_compared_with_each_final_jsons_figures_and_checked_in_chromium() 
         };
         evolve(dir, seed, scenario);
     }
+    let texts: Vec<String> = dirs.iter().map(|d| final_text(d)).collect();
     let files: Vec<Value> = dirs.iter().map(|d| final_json(d)).collect();
     // A directory, a file, a directory: both are accepted.
     let second_file = dirs[1].join(loopwatch::JSON_FINAL_FILE);
@@ -171,31 +205,40 @@ fn three_seeds_compared_with_each_final_jsons_figures_and_checked_in_chromium() 
     );
 
     // (1) The table: each run's figures, exactly as its final JSON holds them.
-    let table: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let rows = table.as_array().unwrap();
+    let rows = table_rows(&output.stdout);
     assert_eq!(rows.len(), 3);
-    for (row, json) in rows.iter().zip(&files) {
-        for (field, expected) in expected_row(json) {
+    for ((row, text), dir) in rows.iter().zip(&texts).zip(&dirs) {
+        for (field, expected) in expected_row(text) {
             assert_eq!(row[field], expected, "{field} of {}", row["run_id"]);
         }
-        assert!(row["best_sharpe"].is_f64(), "a strategy succeeded: {row}");
-        assert_eq!(row["llm_calls"], 0, "the example makes no LLM calls");
-        assert_eq!(
-            row["notes"],
-            serde_json::json!([]),
-            "a current file lacks nothing"
+        assert!(
+            row["best_sharpe"].parse::<f64>().is_ok(),
+            "a strategy succeeded: {row:?}"
         );
+        assert_eq!(row["llm_calls"], "0", "the example makes no LLM calls");
+        assert_eq!(row["notes"], "[]", "a current file lacks nothing");
+        let firing: Value = serde_json::from_str(&row["alerts_firing_at_end"]).unwrap();
+        assert_eq!(firing, firing_at_end(&serde_json::from_str(text).unwrap()));
         // The curve ends at the run's best.
-        let points = json["best_so_far"]["points"].as_array().unwrap();
-        assert_eq!(points.last().unwrap()["best_sharpe"], row["best_sharpe"]);
+        let points: Vec<BTreeMap<String, Box<RawValue>>> =
+            serde_json::from_str(&written(text, &["best_so_far"])["points"]).unwrap();
+        assert_eq!(
+            points.last().unwrap()["best_sharpe"].get(),
+            row["best_sharpe"]
+        );
+        assert!(
+            row["file"].contains(&*dir.to_string_lossy()),
+            "{}",
+            row["file"]
+        );
     }
-    assert_eq!(rows[0]["alerts_fired"], 0, "{}", rows[0]);
+    assert_eq!(rows[0]["alerts_fired"], "0", "{:?}", rows[0]);
     assert!(
-        rows[2]["alerts_fired"].as_u64().unwrap() >= 1,
-        "the collapsing search fired DiversityCollapse: {}",
+        rows[2]["alerts_fired"].parse::<u64>().unwrap() >= 1,
+        "the collapsing search fired DiversityCollapse: {:?}",
         rows[2]
     );
-    let best: Vec<&Value> = rows.iter().map(|r| &r["best_sharpe"]).collect();
+    let best: Vec<&String> = rows.iter().map(|r| &r["best_sharpe"]).collect();
     assert!(
         best[0] != best[1] || best[1] != best[2],
         "three seeds, three searches: {best:?}"
@@ -235,19 +278,21 @@ fn three_seeds_compared_with_each_final_jsons_figures_and_checked_in_chromium() 
     assert_eq!(attribute(spend, "data-panel", "data-curves"), "0");
     assert_eq!(spend.matches("data-left-out=").count(), 3);
     let figures = element(&dom, "data-panel=\"Final figures\"", "</section>");
-    for json in &files {
+    for (json, text) in files.iter().zip(&texts) {
         let run_id = json["summary"]["run_id"].as_str().unwrap();
         let row = element(figures, &format!("<tr data-run=\"{run_id}\""), "</tr>");
         assert!(row.contains("seeds · evolve-seed-"), "labelled: {row}");
-        for (field, expected) in expected_row(json) {
-            let Some(expected) = expected.as_f64() else {
+        let mut numbers = 0;
+        for (field, expected) in expected_row(text) {
+            // The numbers, each cell holding the file's to the last digit.
+            if expected.parse::<f64>().is_err() || field == "run_id" {
                 continue;
-            };
-            let shown: f64 = attribute(row, &format!("data-field=\"{field}\""), "data-value")
-                .parse()
-                .unwrap();
+            }
+            let shown = attribute(row, &format!("data-field=\"{field}\""), "data-value");
             assert_eq!(shown, expected, "{field} of {run_id} on the page");
+            numbers += 1;
         }
+        assert_eq!(numbers, 9, "every figure is on the page: {row}");
         let iterations = json["summary"]["iterations"].to_string();
         assert!(row.contains(&format!(">{iterations}</td>")), "shown: {row}");
     }
@@ -328,14 +373,15 @@ fn loops_that_pay_for_llm_calls_are_drawn_against_their_spend() {
         &[Path::new("--json"), Path::new("-o"), &page, &a, &b],
     );
     assert_eq!(output.status.code(), Some(0), "{output:?}");
-    let table: Value = serde_json::from_slice(&output.stdout).unwrap();
-    for (row, json) in table.as_array().unwrap().iter().zip([&json_a, &json_b]) {
-        for (field, expected) in expected_row(json) {
+    let rows = table_rows(&output.stdout);
+    for (row, dir) in rows.iter().zip([&a, &b]) {
+        for (field, expected) in expected_row(&final_text(dir)) {
             assert_eq!(row[field], expected, "{field}");
         }
+        assert_eq!(row["alerts_firing_at_end"], "[]");
     }
-    assert_eq!(table[0]["llm_cost_usd"], 1.5);
-    assert_eq!(table[1]["llm_calls"], 3);
+    assert_eq!(rows[0]["llm_cost_usd"], "1.5");
+    assert_eq!(rows[1]["llm_calls"], "3");
     let dom = chromium_dom(&page);
     let spend = element(
         &dom,

@@ -9,9 +9,11 @@
 
 mod page;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::export::files::JSON_FINAL_FILE;
@@ -153,30 +155,98 @@ fn wrong(key: &str, expected: &str) -> String {
     format!("`{key}` is missing or not {expected}")
 }
 
-fn optional_f64(value: &Value, key: &str) -> Result<Option<f64>, String> {
-    match value {
-        Value::Null => Ok(None),
-        v => v.as_f64().map(Some).ok_or_else(|| wrong(key, "a number")),
-    }
+/// A JSON object whose values are kept as written, so that numbers are parsed with
+/// `str::parse`, exactly (serde_json's own float parsing may land one ulp away): the
+/// figures are the file's numbers to the last digit.
+struct Fields<'a> {
+    /// The object's key path, for messages (empty at the root).
+    path: String,
+    map: BTreeMap<String, &'a RawValue>,
 }
 
-fn optional_u64(value: &Value, key: &str) -> Result<Option<u64>, String> {
-    match value {
-        Value::Null => Ok(None),
-        v => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| wrong(key, "a whole number")),
+impl<'a> Fields<'a> {
+    /// The object in `text`, found at `path`.
+    fn parse(text: &'a str, path: String) -> Result<Fields<'a>, String> {
+        let map = serde_json::from_str(text).map_err(|_| {
+            if path.is_empty() {
+                "it is not a JSON object".to_string()
+            } else {
+                wrong(&path, "an object")
+            }
+        })?;
+        Ok(Fields { path, map })
     }
-}
 
-fn optional_string(value: &Value, key: &str) -> Result<Option<String>, String> {
-    match value {
-        Value::Null => Ok(None),
-        v => v
-            .as_str()
-            .map(|s| Some(s.to_string()))
-            .ok_or_else(|| wrong(key, "a string")),
+    fn key(&self, name: &str) -> String {
+        if self.path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.path)
+        }
+    }
+
+    /// Whether the key is there (`null` included).
+    fn has(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    /// The value's text, when it is there and not `null`.
+    fn raw(&self, name: &str) -> Option<&'a str> {
+        self.map
+            .get(name)
+            .map(|raw| raw.get().trim())
+            .filter(|text| *text != "null")
+    }
+
+    fn object(&self, name: &str) -> Result<Option<Fields<'a>>, String> {
+        self.raw(name)
+            .map(|text| Fields::parse(text, self.key(name)))
+            .transpose()
+    }
+
+    fn list(&self, name: &str) -> Result<Option<Vec<&'a RawValue>>, String> {
+        self.raw(name)
+            .map(|text| serde_json::from_str(text).map_err(|_| wrong(&self.key(name), "a list")))
+            .transpose()
+    }
+
+    fn f64(&self, name: &str) -> Result<Option<f64>, String> {
+        self.raw(name)
+            .map(|text| {
+                text.parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && !text.starts_with(['+', 'i', 'I', 'n', 'N']))
+                    .ok_or_else(|| wrong(&self.key(name), "a number"))
+            })
+            .transpose()
+    }
+
+    fn u64(&self, name: &str) -> Result<Option<u64>, String> {
+        self.raw(name)
+            .map(|text| {
+                text.parse::<u64>()
+                    .ok()
+                    .filter(|_| !text.starts_with('+'))
+                    .ok_or_else(|| wrong(&self.key(name), "a whole number"))
+            })
+            .transpose()
+    }
+
+    fn string(&self, name: &str) -> Result<Option<String>, String> {
+        self.raw(name)
+            .map(|text| serde_json::from_str(text).map_err(|_| wrong(&self.key(name), "a string")))
+            .transpose()
+    }
+
+    /// Any value (`null` when it is not there).
+    fn value(&self, name: &str) -> Value {
+        self.raw(name)
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    fn required<T>(&self, name: &str, expected: &str, value: Option<T>) -> Result<T, String> {
+        value.ok_or_else(|| wrong(&self.key(name), expected))
     }
 }
 
@@ -205,73 +275,64 @@ impl FinalRun {
         } else {
             (path.to_path_buf(), read(path)?)
         };
-        let json: Value = serde_json::from_slice(&bytes).map_err(|e| CompareError::NotJson {
+        let not_json = |reason: String| CompareError::NotJson {
             path: file.clone(),
-            reason: e.to_string(),
-        })?;
-        FinalRun::from_json(&json, &file).map_err(|reason| CompareError::NotFinalJson {
+            reason,
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|e| not_json(e.to_string()))?;
+        serde_json::from_str::<&RawValue>(text).map_err(|e| not_json(e.to_string()))?;
+        FinalRun::from_text(text, &file).map_err(|reason| CompareError::NotFinalJson {
             path: file.clone(),
             reason,
         })
     }
 
-    /// Reads a run from the JSON of its `metrics_final.json`, read from `file`.
-    fn from_json(json: &Value, file: &Path) -> Result<FinalRun, String> {
-        if !json.is_object() {
-            return Err("it is not a JSON object".into());
-        }
-        if !json["loopwatch_version"].is_string() {
+    /// Reads a run from the text of its `metrics_final.json` (JSON), read from `file`.
+    fn from_text(text: &str, file: &Path) -> Result<FinalRun, String> {
+        let root = Fields::parse(text, String::new())?;
+        if root.string("loopwatch_version").ok().flatten().is_none() {
             return Err(format!(
                 "{} (is it another tool's file?)",
                 wrong("loopwatch_version", "a string")
             ));
         }
-        let summary = &json["summary"];
-        if !summary.is_object() {
-            return Err(wrong("summary", "an object"));
-        }
-        let run_id = optional_string(&summary["run_id"], "summary.run_id")?
-            .ok_or_else(|| wrong("summary.run_id", "a string"))?;
-        let iterations = optional_u64(&summary["iterations"], "summary.iterations")?
-            .ok_or_else(|| wrong("summary.iterations", "a whole number"))?;
-        let wall_time_seconds =
-            optional_f64(&summary["elapsed_seconds"], "summary.elapsed_seconds")?
-                .ok_or_else(|| wrong("summary.elapsed_seconds", "a number"))?;
+        let summary = root
+            .object("summary")?
+            .ok_or_else(|| wrong("summary", "an object"))?;
+        let run_id = summary.required("run_id", "a string", summary.string("run_id")?)?;
+        let iterations =
+            summary.required("iterations", "a whole number", summary.u64("iterations")?)?;
+        let wall_time_seconds = summary.required(
+            "elapsed_seconds",
+            "a number",
+            summary.f64("elapsed_seconds")?,
+        )?;
         let mut notes = Vec::new();
-        let llm = &summary["llm"];
-        let (llm_calls, llm_cost_usd) = if llm.is_null() {
-            notes.push("no LLM figures (written before loopwatch metered LLM calls)".into());
-            (None, None)
-        } else {
-            (
-                optional_u64(&llm["calls"], "summary.llm.calls")?,
-                optional_f64(&llm["cost_usd"], "summary.llm.cost_usd")?,
-            )
-        };
-        let best_sharpe = match summary.get("best_sharpe") {
-            Some(v) => optional_f64(v, "summary.best_sharpe")?,
+        let (llm_calls, llm_cost_usd) = match summary.object("llm")? {
             None => {
-                notes.push(
-                    "no best Sharpe (written before loopwatch kept summary.best_sharpe)".into(),
-                );
-                None
+                notes.push("no LLM figures (written before loopwatch metered LLM calls)".into());
+                (None, None)
             }
+            Some(llm) => (llm.u64("calls")?, llm.f64("cost_usd")?),
         };
-        let alert_history = &json["alert_history"];
-        let alerts_fired = match alert_history {
-            Value::Null => 0,
-            Value::Array(entries) => {
-                entries.iter().filter(|e| e["state"] == "firing").count() as u64
-            }
-            _ => return Err(wrong("alert_history", "a list")),
+        if !summary.has("best_sharpe") {
+            notes.push("no best Sharpe (written before loopwatch kept summary.best_sharpe)".into());
+        }
+        let alerts_fired = match root.list("alert_history")? {
+            None => 0,
+            Some(entries) => entries
+                .iter()
+                .filter(|e| {
+                    serde_json::from_str::<Value>(e.get()).is_ok_and(|e| e["state"] == "firing")
+                })
+                .count() as u64,
         };
-        if json["events_dropped"].as_u64().is_some_and(|n| n > 0) {
+        if let Some(dropped) = root.u64("events_dropped").ok().flatten().filter(|n| *n > 0) {
             notes.push(format!(
-                "alerts fired counts the events kept; {} older events were dropped",
-                json["events_dropped"]
+                "alerts fired counts the events kept; {dropped} older events were dropped"
             ));
         }
-        let alerts_firing_at_end = json["evaluation"]["alerts"]
+        let alerts_firing_at_end = root.value("evaluation")["alerts"]
             .as_object()
             .map(|alerts| {
                 alerts
@@ -281,24 +342,22 @@ impl FinalRun {
                     .collect()
             })
             .unwrap_or_default();
-        let identity = &json["identity"];
+        let identity = root.object("identity")?;
+        let name = |key: &str| match &identity {
+            Some(identity) => identity.string(key),
+            None => Ok(None),
+        };
         let figures = RunFigures {
-            experiment: optional_string(&identity["experiment"], "identity.experiment")?,
-            loop_name: optional_string(&identity["loop"], "identity.loop")?,
+            experiment: name("experiment")?,
+            loop_name: name("loop")?,
             file: file.to_path_buf(),
-            started_at: optional_string(&summary["started_at"], "summary.started_at")?,
+            started_at: summary.string("started_at")?,
             iterations,
-            success_rate: optional_f64(&summary["success_rate"], "summary.success_rate")?,
-            best_sharpe,
-            champion_changes: optional_u64(
-                &summary["champion_changes"],
-                "summary.champion_changes",
-            )?,
+            success_rate: summary.f64("success_rate")?,
+            best_sharpe: summary.f64("best_sharpe")?,
+            champion_changes: summary.u64("champion_changes")?,
             wall_time_seconds,
-            mean_iteration_seconds: optional_f64(
-                &summary["mean_execution_time_seconds"],
-                "summary.mean_execution_time_seconds",
-            )?,
+            mean_iteration_seconds: summary.f64("mean_execution_time_seconds")?,
             llm_calls,
             llm_cost_usd,
             alerts_fired,
@@ -310,40 +369,39 @@ impl FinalRun {
             figures,
             curve: None,
         };
-        run.curve = run.read_curve(&json["best_so_far"])?;
+        run.curve = run.read_curve(root.object("best_so_far")?)?;
         Ok(run)
     }
 
     /// The best-so-far curve of `best_so_far`, closed by the run's end; notes what is
     /// missing.
-    fn read_curve(&mut self, progress: &Value) -> Result<Option<Vec<CurvePoint>>, String> {
+    fn read_curve(
+        &mut self,
+        progress: Option<Fields<'_>>,
+    ) -> Result<Option<Vec<CurvePoint>>, String> {
         let f = &mut self.figures;
-        if progress.is_null() {
+        let Some(progress) = progress else {
             f.notes.push(
                 "no best-so-far curve (written before loopwatch kept best_so_far): table row only"
                     .into(),
             );
             return Ok(None);
-        }
-        let points = progress["points"]
-            .as_array()
+        };
+        let points = progress
+            .list("points")?
             .ok_or_else(|| wrong("best_so_far.points", "a list"))?;
         let mut curve = Vec::with_capacity(points.len() + 1);
-        for (i, p) in points.iter().enumerate() {
-            let key = |field: &str| format!("best_so_far.points[{i}].{field}");
-            let number = |field: &str| {
-                optional_f64(&p[field], &key(field))?.ok_or_else(|| wrong(&key(field), "a number"))
-            };
-            let iteration = optional_u64(&p["iteration"], &key("iteration"))?
-                .ok_or_else(|| wrong(&key("iteration"), "a whole number"))?;
+        for (i, raw) in points.iter().enumerate() {
+            let p = Fields::parse(raw.get(), format!("best_so_far.points[{i}]"))?;
+            let number = |name: &str| p.required(name, "a number", p.f64(name)?);
             curve.push(CurvePoint {
-                iteration: iteration as f64,
+                iteration: p.required("iteration", "a whole number", p.u64("iteration")?)? as f64,
                 seconds: number("elapsed_seconds")?,
                 spend_usd: number("llm_cost_usd")?,
                 best: number("best_sharpe")?,
             });
         }
-        if let Some(dropped) = progress["points_dropped"].as_u64().filter(|n| *n > 0) {
+        if let Some(dropped) = progress.u64("points_dropped")?.filter(|n| *n > 0) {
             f.notes.push(format!(
                 "{dropped} improvements thinned out of its curve (it keeps 512 at most)"
             ));

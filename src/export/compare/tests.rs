@@ -39,7 +39,7 @@ fn points() -> Value {
 }
 
 fn run(json: &Value) -> Result<FinalRun, String> {
-    FinalRun::from_json(json, Path::new("runs/a/metrics_final.json"))
+    FinalRun::from_text(&json.to_string(), Path::new("runs/a/metrics_final.json"))
 }
 
 #[test]
@@ -202,4 +202,37 @@ fn steps_hold_each_value_until_the_next() {
         |p| p.best,
     );
     assert_eq!(line, "1.0,5.0 3.0,5.0 3.0,7.0 9.0,7.0 9.0,7.0");
+}
+
+#[test]
+fn figures_are_read_to_the_last_digit() {
+    // Numbers serde_json's own float parsing reads one ulp off (2.597639773290682,
+    // 0.104940354630095): the figures must be the file's, exactly.
+    let mut json = final_json("exact", points(), 1.0047215172171107);
+    json["summary"]["best_sharpe"] = json!(2.5976397732906826);
+    json["summary"]["elapsed_seconds"] = json!(0.10494035463009499);
+    let text = json.to_string();
+    assert!(text.contains("2.5976397732906826") && text.contains("0.10494035463009499"));
+    let lossy: Value = serde_json::from_str(&text).unwrap();
+    assert_ne!(
+        lossy["summary"]["best_sharpe"].as_f64(),
+        Some(2.5976397732906826),
+        "serde_json's default parsing is still lossy here; pick other numbers"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(JSON_FINAL_FILE);
+    std::fs::write(&file, &text).unwrap();
+    let f = FinalRun::read(dir.path()).unwrap().figures;
+    assert_eq!(f.file, file);
+    assert_eq!(f.best_sharpe, Some(2.5976397732906826));
+    assert_eq!(f.wall_time_seconds, 0.10494035463009499);
+    assert_eq!(f.llm_cost_usd, Some(1.0047215172171107));
+    let table = serde_json::to_string(&f).unwrap();
+    for written in [
+        "2.5976397732906826",
+        "0.10494035463009499",
+        "1.0047215172171107",
+    ] {
+        assert!(table.contains(written), "{written} in {table}");
+    }
 }
