@@ -35,7 +35,8 @@ fn style() -> String {
     for (i, colour) in COLOURS.iter().enumerate() {
         let _ = write!(
             style,
-            ".r{i}{{stroke:{colour}}}.s{i}{{background:{colour}}}.d{i}{{fill:{colour}}}"
+            ".r{i}{{stroke:{colour}}}.s{i}{{background:{colour}}}.d{i}{{fill:{colour}}}\
+             .s{i}.dashed{{background:repeating-linear-gradient(90deg,{colour} 0 5px,transparent 5px 8px)}}"
         );
     }
     style
@@ -44,6 +45,11 @@ fn style() -> String {
 /// A run's colour class and whether its line is dashed.
 fn colour(i: usize) -> (usize, bool) {
     (i % COLOURS.len(), (i / COLOURS.len()) % 2 == 1)
+}
+
+/// The classes of a run's swatch in the legend and the table.
+fn swatch(colour: usize, dashed: bool) -> String {
+    format!("swatch s{colour}{}", if dashed { " dashed" } else { "" })
 }
 
 /// The x axis of a chart.
@@ -79,11 +85,26 @@ impl Axis {
         }
     }
 
-    fn format(self, x: f64) -> String {
+    /// The unit an axis reaching `max` reads in, in the axis's own units: seconds,
+    /// minutes or hours on the wall-time axis, 1 elsewhere.
+    fn tick_unit(self, max: f64) -> f64 {
         match self {
-            Axis::Iterations => Unit::Count.format(x),
-            Axis::WallTime => duration(x),
-            Axis::Spend => usd(x),
+            Axis::WallTime if max >= 7200.0 => 3600.0,
+            Axis::WallTime if max >= 120.0 => 60.0,
+            _ => 1.0,
+        }
+    }
+
+    /// A tick's label, every tick of an axis reaching `max` in one unit.
+    fn format_tick(self, x: f64, max: f64) -> String {
+        match (self, self.tick_unit(max)) {
+            (Axis::Iterations, _) => Unit::Count.format(x),
+            (Axis::WallTime, unit) if unit >= 3600.0 => format!("{} h", short(x / 3600.0)),
+            (Axis::WallTime, unit) if unit >= 60.0 => format!("{} min", short(x / 60.0)),
+            (Axis::WallTime, _) if max < 1.0 => format!("{} ms", short(x * 1000.0)),
+            (Axis::WallTime, _) => format!("{} s", short(x)),
+            (Axis::Spend, _) if max < 0.1 => format!("${x:.3}"),
+            (Axis::Spend, _) => usd(x),
         }
     }
 }
@@ -168,21 +189,23 @@ fn chart(axis: Axis, runs: &[FinalRun]) -> Markup {
                 y = sy(tick),
             );
         }
-        let x_ticks = ticks(x0, x1, 6);
-        let x_ticks: Vec<f64> = if axis == Axis::Iterations {
-            let mut whole: Vec<f64> = x_ticks.iter().map(|t| t.round()).collect();
-            whole.dedup();
-            whole
-        } else {
-            x_ticks
-        };
+        // Round ticks in the unit the axis reads in (minutes for a 30-minute run).
+        let scale = axis.tick_unit(x1);
+        let mut x_ticks: Vec<f64> = ticks(x0 / scale, x1 / scale, 6)
+            .into_iter()
+            .map(|t| t * scale)
+            .collect();
+        if axis == Axis::Iterations {
+            x_ticks = x_ticks.iter().map(|t| t.round()).collect();
+            x_ticks.dedup();
+        }
         for tick in x_ticks {
             let _ = write!(
                 grid,
                 r#"<text class="axis axis-x" x="{:.1}" y="{:.0}" text-anchor="middle">{}</text>"#,
                 sx(tick),
                 HEIGHT - BOTTOM + 14.0,
-                axis.format(tick),
+                axis.format_tick(tick, x1),
             );
         }
         let _ = write!(
@@ -277,10 +300,10 @@ fn table(runs: &[FinalRun]) -> Markup {
                     }
                     @for (i, run) in runs.iter().enumerate() {
                         @let f: &RunFigures = &run.figures;
-                        @let (c, _) = colour(i);
+                        @let (c, dashed) = colour(i);
                         tr data-run=(f.run_id) {
                             td data-field="label" title=(f.file.display().to_string()) {
-                                span class=(format!("swatch s{c}")) {} (clip(&f.label()))
+                                span class=(swatch(c, dashed)) {} (clip(&f.label()))
                             }
                             (cell("iterations", Some(f.iterations.to_string()), Some(f.iterations.to_string())))
                             (cell("success_rate", exact(&f.success_rate), f.success_rate.map(|r| format!("{:.1}%", r * 100.0))))
@@ -331,9 +354,9 @@ pub(super) fn render(runs: &[FinalRun]) -> String {
                 }
                 ul class="runs" {
                     @for (i, run) in runs.iter().enumerate() {
-                        @let (c, _) = colour(i);
+                        @let (c, dashed) = colour(i);
                         li data-run=(run.figures.run_id) {
-                            span class=(format!("swatch s{c}")) {} (clip(&run.figures.label()))
+                            span class=(swatch(c, dashed)) {} (clip(&run.figures.label()))
                         }
                     }
                 }
