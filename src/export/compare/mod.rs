@@ -433,6 +433,29 @@ impl FinalRun {
 }
 
 /// Runs to compare: at least one, each run once.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let monitor = loopwatch::Monitor::builder()
+///     .listen("127.0.0.1:0".parse().unwrap())
+///     .output_dir(dir.path())
+///     .build()
+///     .unwrap();
+/// for sharpe in [0.8, 1.5, 1.2] {
+///     let mut iteration = monitor.start_iteration();
+///     iteration.record_success(sharpe, 0.1);
+///     iteration.finish();
+/// }
+/// monitor.shutdown(); // writes metrics_final.json into dir
+///
+/// let comparison = loopwatch::Comparison::read(&[dir.path()]).unwrap();
+/// let row = comparison.table()[0];
+/// assert_eq!(row.iterations, 3);
+/// assert_eq!(row.best_sharpe, Some(1.5));
+/// assert!(row.notes.is_empty());
+/// let page = comparison.html();
+/// assert!(page.contains(r#"data-panel="Best Sharpe so far by iteration" data-curves="1""#));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Comparison {
     runs: Vec<FinalRun>,
