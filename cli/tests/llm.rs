@@ -154,13 +154,48 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-12
 }
 
+/// The stand-in answers `<model>-2025`: each priced by its name, a date suffix apart.
 const PRICES: &str = r#"
-[llm.prices."ok/"]
+[llm.prices."ok/chat"]
 input_per_million = 2.0
 output_per_million = 8.0
 cached_input_per_million = 0.5
 
-[llm.prices."stream/"]
+[llm.prices."ok/complete"]
+input_per_million = 2.0
+output_per_million = 8.0
+cached_input_per_million = 0.5
+
+[llm.prices."ok/messages"]
+input_per_million = 2.0
+output_per_million = 8.0
+cached_input_per_million = 0.5
+
+[llm.prices."ok/embed"]
+input_per_million = 2.0
+output_per_million = 8.0
+cached_input_per_million = 0.5
+
+[llm.prices."ok/responses"]
+input_per_million = 2.0
+output_per_million = 8.0
+cached_input_per_million = 0.5
+
+[llm.prices."ok/parsed"]
+input_per_million = 2.0
+output_per_million = 8.0
+cached_input_per_million = 0.5
+
+[llm.prices."ok/big"]
+input_per_million = 2.0
+output_per_million = 8.0
+cached_input_per_million = 0.5
+
+[llm.prices."stream/chat"]
+input_per_million = 1.0
+output_per_million = 4.0
+
+[llm.prices."stream/messages"]
 input_per_million = 1.0
 output_per_million = 4.0
 "#;
@@ -379,7 +414,7 @@ fn the_sdks_calls_are_metered_exactly_and_passed_through_unchanged() {
     // Durations within tolerance: the slow answer's first byte came after 600 ms.
     let slow = samples(
         &json,
-        "gen_ai_client_operation_duration",
+        "gen_ai_client_operation_duration_seconds",
         &[("gen_ai_request_model", "slow/chat")],
     );
     let seconds = slow[0]["value"]["sum"].as_f64().unwrap();

@@ -303,9 +303,9 @@ impl Shared {
     /// One LLM call: priced, booked, published and judged.
     pub(super) fn llm_call(&self, call: &crate::llm::LlmCall) {
         let thresholds = &self.settings.thresholds;
-        let cost = thresholds.llm().cost(call);
-        let (labels, evidence) = self.llm.record(call, cost, thresholds.llm_error_calls());
-        self.publisher.llm_call(call, &labels, cost, &evidence);
+        let pricing = thresholds.llm().pricing(call);
+        let (labels, evidence) = self.llm.record(call, pricing, thresholds.llm_error_calls());
+        self.publisher.llm_call(call, &labels, pricing, &evidence);
         self.judge_llm(&evidence);
     }
 
