@@ -692,8 +692,7 @@ fn exporter_name(spec: &MetricSpec) -> String {
 /// assert_eq!(catalog::exposition_name("gen_ai_client_token_usage"), None);
 /// ```
 pub fn exposition_name(written: &str) -> Option<&'static str> {
-    static RENAMED: std::sync::OnceLock<Vec<(String, &'static str)>> =
-        std::sync::OnceLock::new();
+    static RENAMED: std::sync::OnceLock<Vec<(String, &'static str)>> = std::sync::OnceLock::new();
     if !written.starts_with("gen_ai_") {
         return None;
     }

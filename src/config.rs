@@ -554,8 +554,8 @@ mod value {
 }
 
 use value::{
-    Amount, AtLeastOne, Checked, Count, ErrorWindow, FactorAboveOne, FactorAtLeastOne, Fraction, NonNegative,
-    Positive,
+    Amount, AtLeastOne, Checked, Count, ErrorWindow, FactorAboveOne, FactorAtLeastOne, Fraction,
+    NonNegative, Positive,
 };
 
 /// Declares the thresholds: one row per key, with its checked type, plain type,

@@ -325,7 +325,9 @@ mod tests {
         assert!(!names.contains(&"gen_ai_client_operation_duration"));
         let text = crate::pipeline::TextWriter::default().encode(&families);
         assert!(
-            text.contains("gen_ai_client_operation_duration_seconds_count{gen_ai_operation_name=\"chat\"} 1"),
+            text.contains(
+                "gen_ai_client_operation_duration_seconds_count{gen_ai_operation_name=\"chat\"} 1"
+            ),
             "{text}"
         );
         pipeline.shutdown();

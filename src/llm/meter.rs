@@ -258,7 +258,10 @@ impl LlmMeter {
         add(&mut tally.input_tokens, call.input_tokens);
         add(&mut tally.output_tokens, call.output_tokens);
         add(&mut tally.cached_input_tokens, call.cached_input_tokens);
-        add(&mut tally.cache_write_input_tokens, call.cache_write_input_tokens);
+        add(
+            &mut tally.cache_write_input_tokens,
+            call.cache_write_input_tokens,
+        );
         add(&mut tally.reasoning_tokens, call.reasoning_tokens);
         add(&mut tally.unpriced_tokens, Some(pricing.unpriced_tokens));
         let cost = pricing.cost_usd.unwrap_or(0.0);

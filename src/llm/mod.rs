@@ -24,6 +24,7 @@ pub use meter::{LlmSummary, MinuteTally, ModelTally};
 pub mod proxy;
 #[cfg(feature = "llm-proxy")]
 pub mod route;
+mod scan;
 #[cfg(feature = "llm-proxy")]
 pub mod upstream;
 pub mod usage;
@@ -110,25 +111,75 @@ pub enum LlmError {
     Connection,
     /// A streamed answer stopped before its end.
     StreamCut,
+    /// The provider said the call failed inside an answer whose status was a
+    /// success (a Responses API `response.failed`, an `error` event mid-stream):
+    /// its error type, one of [`PROVIDER_ERRORS`] or `provider_error`.
+    Provider(&'static str),
     /// Any other failure the loop reported.
     Other,
 }
 
+/// The error types a provider names inside an answer ([`LlmError::Provider`]), and
+/// whether each is an outage (the provider's fault) rather than the request's.
+/// Others are `provider_error`, an outage.
+pub const PROVIDER_ERRORS: [(&str, bool); 15] = [
+    // OpenAI (error objects, and the Responses API's error codes).
+    ("server_error", true),
+    ("rate_limit_exceeded", true),
+    ("vector_store_timeout", true),
+    ("invalid_prompt", false),
+    ("invalid_request_error", false),
+    ("context_length_exceeded", false),
+    // Anthropic.
+    ("api_error", true),
+    ("overloaded_error", true),
+    ("rate_limit_error", true),
+    ("timeout_error", true),
+    ("authentication_error", false),
+    ("permission_error", false),
+    ("not_found_error", false),
+    ("request_too_large", false),
+    ("billing_error", false),
+];
+
+/// The error type of a provider's failure it did not name, or named otherwise.
+const PROVIDER_ERROR: &str = "provider_error";
+
 impl LlmError {
-    /// The `error.type` value: the status code (`"429"`, `"503"`), or `timeout`,
-    /// `connection`, `stream_cut`, `other`.
+    /// The `error.type` value: the status code (`"429"`, `"503"`), the provider's
+    /// error type (`server_error`, `overloaded_error`), or `timeout`, `connection`,
+    /// `stream_cut`, `other`.
     pub fn as_label(self) -> std::borrow::Cow<'static, str> {
         match self {
             LlmError::Status(code) => code.to_string().into(),
             LlmError::Timeout => "timeout".into(),
             LlmError::Connection => "connection".into(),
             LlmError::StreamCut => "stream_cut".into(),
+            LlmError::Provider(kind) => kind.into(),
             LlmError::Other => "other".into(),
         }
     }
 
+    /// The failure a provider named inside an answer: its type when it is one of
+    /// [`PROVIDER_ERRORS`], else `provider_error` (labels stay bounded).
+    ///
+    /// ```
+    /// use loopwatch::llm::LlmError;
+    /// assert_eq!(LlmError::provider("server_error").as_label(), "server_error");
+    /// assert_eq!(LlmError::provider("something new").as_label(), "provider_error");
+    /// ```
+    pub fn provider(kind: &str) -> Self {
+        LlmError::Provider(
+            PROVIDER_ERRORS
+                .iter()
+                .find(|(name, _)| *name == kind)
+                .map_or(PROVIDER_ERROR, |(name, _)| name),
+        )
+    }
+
     /// Reads an `error.type` as a loop reports it: a status code, `timeout`,
-    /// `connection`, `stream_cut`, `rate_limit` (429); anything else is `other`.
+    /// `connection`, `stream_cut`, `rate_limit` (429), a provider's error type of
+    /// [`PROVIDER_ERRORS`]; anything else is `other`.
     ///
     /// ```
     /// use loopwatch::llm::LlmError;
@@ -142,8 +193,12 @@ impl LlmError {
             "connection" | "connection_error" => LlmError::Connection,
             "stream_cut" => LlmError::StreamCut,
             "rate_limit" | "rate_limited" => LlmError::Status(429),
+            PROVIDER_ERROR => LlmError::Provider(PROVIDER_ERROR),
             other => match other.parse::<u16>() {
                 Ok(code) if (400..=599).contains(&code) => LlmError::Status(code),
+                _ if PROVIDER_ERRORS.iter().any(|(name, _)| *name == other) => {
+                    LlmError::provider(other)
+                }
                 _ => LlmError::Other,
             },
         }
@@ -156,6 +211,10 @@ impl LlmError {
     pub fn is_outage(self) -> bool {
         match self {
             LlmError::Status(code) => code == 429 || code >= 500,
+            LlmError::Provider(kind) => PROVIDER_ERRORS
+                .iter()
+                .find(|(name, _)| *name == kind)
+                .is_none_or(|(_, outage)| *outage),
             _ => true,
         }
     }
@@ -633,8 +692,7 @@ mod tests {
 
     #[test]
     fn a_call_without_usage_has_no_cost_not_a_zero_one() {
-        let config =
-            LlmConfig::default().with_price("gpt-4o", Price::per_million(2.5, 10.0));
+        let config = LlmConfig::default().with_price("gpt-4o", Price::per_million(2.5, 10.0));
         let call = LlmCall::new("gpt-4o", Duration::ZERO);
         assert_eq!(config.pricing(&call), Pricing::default());
         assert!(call.usage_missing());

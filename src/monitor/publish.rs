@@ -207,7 +207,8 @@ impl Publisher {
                 .add(pricing.unpriced_tokens, &model);
         }
         if let Some(reasoning) = call.reasoning_tokens {
-            i.loopwatch_llm_reasoning_tokens_total.add(reasoning, &model);
+            i.loopwatch_llm_reasoning_tokens_total
+                .add(reasoning, &model);
         }
         if call.usage_missing() {
             i.loopwatch_llm_usage_missing_total.add(1, &model);
