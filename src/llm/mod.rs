@@ -46,6 +46,12 @@ pub const OTHER_MODEL: &str = "other";
 /// failure out of one call is not an outage.
 pub const LLM_ERRORS_MIN_FAILURES: u64 = 3;
 
+/// What LLMBudget and LLMSpendWithoutProgress say beside their message, and the
+/// page beside the spend, when some call's usage was unknown or some tokens had no
+/// price: the spend they judge counts neither.
+pub const SPEND_LOWER_BOUND: &str =
+    "the spend is a lower bound: some LLM calls reported no usage or had tokens without a price";
+
 /// The longest model or provider name kept; longer ones are cut.
 const MAX_NAME_CHARS: usize = 128;
 
