@@ -1651,9 +1651,14 @@ fn calls_in_flight_at_a_stop_are_abandoned_not_an_outage() {
     );
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let in_flight = std::panic::catch_unwind(|| scrape(run.addr))
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            run.addr
+        );
+        // Not listening yet is not an answer yet.
+        let in_flight = http_raw(run.addr, request.as_bytes())
             .ok()
-            .and_then(|text| parse(&text).ok())
+            .and_then(|response| parse(&response.body).ok())
             .and_then(|m| {
                 m.get("loopwatch_llm_in_flight")
                     .and_then(|f| f.value_with(&[]))
