@@ -1636,80 +1636,90 @@ fn finished_calls_are_booked_as_finished_whatever_the_loop_read() {
     );
 }
 
-/// Calls in flight when loopwatch is stopped are abandoned, not an outage: four
-/// calls waiting on the provider and a SIGTERM to `loopwatch run` leave no LLMErrors
-/// in the alert history, and four abandoned calls.
+/// Calls in flight when loopwatch stops the loop are abandoned, not an outage: four
+/// calls waiting on the provider and a SIGTERM to `loopwatch run`, or the loop's
+/// `--exit-timeout` after it said it was done, leave no LLMErrors in the alert
+/// history, and four abandoned calls.
 #[test]
 fn calls_in_flight_at_a_stop_are_abandoned_not_an_outage() {
-    let upstream = Upstream::start();
-    let dir = tempfile::tempdir().unwrap();
-    let mut run = Run::start(
-        dir.path(),
-        &[&format!("--llm-upstream={}", upstream.url()), "--linger=0s"],
-        &script("in_flight.py"),
-        &[],
-    );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let request = format!(
-            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            run.addr
-        );
-        // Not listening yet is not an answer yet.
-        let in_flight = http_raw(run.addr, request.as_bytes())
-            .ok()
-            .and_then(|response| parse(&response.body).ok())
-            .and_then(|m| {
-                m.get("loopwatch_llm_in_flight")
-                    .and_then(|f| f.value_with(&[]))
-            });
-        if in_flight == Some(4.0) {
-            break;
+    for exit_timeout in [false, true] {
+        let upstream = Upstream::start();
+        let dir = tempfile::tempdir().unwrap();
+        let upstream_flag = format!("--llm-upstream={}", upstream.url());
+        let mut flags = vec![upstream_flag.as_str(), "--linger=0s"];
+        let mut args = vec![];
+        if exit_timeout {
+            flags.push("--exit-timeout=1s");
+            args = vec!["done", "{metrics}"];
         }
+        let mut run = Run::start(dir.path(), &flags, &script("in_flight.py"), &args);
+        if !exit_timeout {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let request = format!(
+                    "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                    run.addr
+                );
+                // Not listening yet is not an answer yet.
+                let in_flight = http_raw(run.addr, request.as_bytes())
+                    .ok()
+                    .and_then(|response| parse(&response.body).ok())
+                    .and_then(|m| {
+                        m.get("loopwatch_llm_in_flight")
+                            .and_then(|f| f.value_with(&[]))
+                    });
+                if in_flight == Some(4.0) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "never four calls in flight; log:\n{}",
+                    run.log()
+                );
+                assert!(
+                    run.child.try_wait().unwrap().is_none(),
+                    "loopwatch ended; log:\n{}",
+                    run.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(run.child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+        }
+        let status = run.wait(Duration::from_secs(120));
+        if exit_timeout {
+            assert_eq!(status.code(), Some(0), "a completed run; {}", run.log());
+        }
+        let json = run.final_json();
+        let llm = &json["summary"]["llm"];
+        assert_eq!(
+            (&llm["calls"], &llm["abandoned"], &llm["errors"]),
+            (&4.into(), &4.into(), &0.into()),
+            "exit timeout {exit_timeout}: {llm}"
+        );
+        let history = json["alert_history"].as_array().unwrap();
         assert!(
-            Instant::now() < deadline,
-            "never four calls in flight; log:\n{}",
-            run.log()
+            history.iter().all(|e| e["alertname"] != "LLMErrors"),
+            "{history:#?}"
+        );
+        let abandoned = samples(
+            &json,
+            "loopwatch_llm_calls_total",
+            &[("model", "hang/chat"), ("outcome", "abandoned")],
+        );
+        assert_eq!(abandoned[0]["value"], 4.0);
+        assert_eq!(
+            json["metrics"]["loopwatch_llm_recent_failures"]["samples"][0]["value"],
+            0.0
         );
         assert!(
-            run.child.try_wait().unwrap().is_none(),
-            "loopwatch ended; log:\n{}",
-            run.log()
+            samples(&json, "gen_ai_client_operation_duration_seconds", &[]).is_empty(),
+            "abandoned calls did not end: no operation duration"
         );
-        std::thread::sleep(Duration::from_millis(50));
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(run.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    run.wait(Duration::from_secs(60));
-    let json = run.final_json();
-    let llm = &json["summary"]["llm"];
-    assert_eq!(
-        (&llm["calls"], &llm["abandoned"], &llm["errors"]),
-        (&4.into(), &4.into(), &0.into()),
-        "{llm}"
-    );
-    let history = json["alert_history"].as_array().unwrap();
-    assert!(
-        history.iter().all(|e| e["alertname"] != "LLMErrors"),
-        "{history:#?}"
-    );
-    let abandoned = samples(
-        &json,
-        "loopwatch_llm_calls_total",
-        &[("model", "hang/chat"), ("outcome", "abandoned")],
-    );
-    assert_eq!(abandoned[0]["value"], 4.0);
-    assert_eq!(
-        json["metrics"]["loopwatch_llm_recent_failures"]["samples"][0]["value"],
-        0.0
-    );
-    assert!(
-        samples(&json, "gen_ai_client_operation_duration_seconds", &[]).is_empty(),
-        "abandoned calls did not end: no operation duration"
-    );
 }
 
 /// `--llm-request-usage` asks a streamed chat request that lacks

@@ -1,7 +1,12 @@
 """An OpenEvolve-style loop with several LLM calls in flight at once: four threads,
-each waiting on a call the stand-in never answers, until the loop is stopped."""
+each waiting on a call the stand-in never answers, until the loop is stopped. With
+`done` as sys.argv[1], once loopwatch counts the four calls in flight (its /metrics,
+sys.argv[2]) the loop says it is done and goes on waiting, for `--exit-timeout`."""
 
+import sys
 import threading
+import time
+import urllib.request
 
 import openai
 
@@ -15,9 +20,14 @@ def call() -> None:
 
 
 with loopwatch.iteration() as it:
-    threads = [threading.Thread(target=call) for _ in range(4)]
+    threads = [threading.Thread(target=call, daemon=True) for _ in range(4)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
-    it.success(1.0)
+    if sys.argv[1:2] == ["done"]:
+        while "\nloopwatch_llm_in_flight 4\n" not in urllib.request.urlopen(sys.argv[2]).read().decode():
+            time.sleep(0.05)
+        it.success(1.0)
+if sys.argv[1:2] == ["done"]:
+    loopwatch.done()
+for thread in threads:
+    thread.join()
