@@ -89,7 +89,7 @@ impl<'a> Marks<'a> {
     /// only once `from` has passed the one found before; the length when there is
     /// none.
     fn next(&mut self, from: usize, which: Mark) -> usize {
-        let (cached, find): (&mut Option<usize>, fn(&[u8]) -> Option<usize>) = match which {
+        let (cached, find): (&mut Option<usize>, Find) = match which {
             Mark::Quote => (&mut self.quote, |b| memchr::memchr(b'"', b)),
             Mark::Backslash => (&mut self.backslash, |b| memchr::memchr(b'\\', b)),
             Mark::Square => (&mut self.square, |b| memchr::memchr2(b'[', b']', b)),
@@ -105,6 +105,9 @@ impl<'a> Marks<'a> {
         }
     }
 }
+
+/// Finds the first byte of a set.
+type Find = fn(&[u8]) -> Option<usize>;
 
 #[derive(Clone, Copy)]
 enum Mark {
@@ -127,10 +130,18 @@ pub(crate) struct JsonScan {
     in_key: bool,
     /// The last byte was a backslash inside a string.
     escaped: bool,
-    /// The value being kept: its key (with its parent's) and bytes; `None` in the
-    /// bytes once it passed the bound.
-    keeping: Option<(Option<&'static str>, &'static str, Option<Vec<u8>>)>,
-    kept: Vec<(Option<&'static str>, &'static str, Vec<u8>)>,
+    /// The value being kept.
+    keeping: Option<Kept>,
+    kept: Vec<Kept>,
+}
+
+/// A value kept: its key, the key of the object it is in (`None` at the top level),
+/// and its bytes (`None` once they passed [`MAX_CAPTURED_VALUE`]).
+#[derive(Debug)]
+struct Kept {
+    parent: Option<&'static str>,
+    key: &'static str,
+    bytes: Option<Vec<u8>>,
 }
 
 fn is_space(b: u8) -> bool {
@@ -314,7 +325,11 @@ impl JsonScan {
             }
         }
         if let Some(kept) = name(&KEPT) {
-            self.keeping = Some((frame.parent, kept, Some(Vec::new())));
+            self.keeping = Some(Kept {
+                parent: frame.parent,
+                key: kept,
+                bytes: Some(Vec::new()),
+            });
         }
         frame.at = match b {
             b'"' => {
@@ -339,16 +354,16 @@ impl JsonScan {
 
     /// A value ended: what was kept of it is put aside.
     fn end_value(&mut self) {
-        if let Some((parent, key, Some(bytes))) = self.keeping.take() {
-            self.kept.push((parent, key, bytes));
+        if let Some(kept) = self.keeping.take().filter(|k| k.bytes.is_some()) {
+            self.kept.push(kept);
         }
     }
 
     fn keep(&mut self, bytes: &[u8]) {
-        if let Some((_, _, kept)) = self.keeping.as_mut() {
-            if let Some(buffer) = kept {
+        if let Some(kept) = self.keeping.as_mut() {
+            if let Some(buffer) = kept.bytes.as_mut() {
                 if buffer.len() + bytes.len() > MAX_CAPTURED_VALUE {
-                    *kept = None;
+                    kept.bytes = None;
                 } else {
                     buffer.extend_from_slice(bytes);
                 }
@@ -363,8 +378,8 @@ impl JsonScan {
             return None;
         }
         let mut top = Map::new();
-        for (parent, key, bytes) in self.kept {
-            let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
+        for Kept { parent, key, bytes } in self.kept {
+            let Some(Ok(value)) = bytes.map(|b| serde_json::from_slice::<Value>(&b)) else {
                 continue;
             };
             match parent {
@@ -388,17 +403,9 @@ impl JsonScan {
     /// was fed.
     #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
-        let keeping = self
-            .keeping
-            .as_ref()
-            .and_then(|(_, _, b)| b.as_ref())
-            .map_or(0, Vec::capacity);
-        keeping
-            + self
-                .kept
-                .iter()
-                .map(|(_, _, b)| b.capacity())
-                .sum::<usize>()
+        let capacity = |kept: &Kept| kept.bytes.as_ref().map_or(0, Vec::capacity);
+        self.keeping.as_ref().map_or(0, capacity)
+            + self.kept.iter().map(capacity).sum::<usize>()
             + self.frames.iter().map(|f| f.key.capacity()).sum::<usize>()
     }
 }
