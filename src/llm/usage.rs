@@ -124,7 +124,7 @@ impl UsageReader {
 
     /// Whether it scans a plain JSON answer (one worth reading to its end for its
     /// usage).
-    pub(crate) fn scanning_plain(&self) -> bool {
+    pub fn scanning_plain(&self) -> bool {
         matches!(self.reading, Reading::Plain(_))
     }
 
