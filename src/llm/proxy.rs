@@ -294,10 +294,13 @@ impl LlmProxy {
     fn stop_now(&mut self) {
         self.stop.cancel();
         if let Some(runtime) = self.runtime.take() {
-            let tasks = Arc::clone(&self.tasks);
-            runtime.block_on(async move {
-                let _ = tokio::time::timeout(SHUTDOWN_WAIT, tasks.idle()).await;
-            });
+            // Blocking is not allowed on a runtime's thread: there, nothing is awaited.
+            if tokio::runtime::Handle::try_current().is_err() {
+                let tasks = Arc::clone(&self.tasks);
+                runtime.block_on(async move {
+                    let _ = tokio::time::timeout(SHUTDOWN_WAIT, tasks.idle()).await;
+                });
+            }
             // What is still open ends here, recorded as abandoned.
             runtime.shutdown_timeout(Duration::from_secs(1));
         }
