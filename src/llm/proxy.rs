@@ -778,8 +778,9 @@ impl Metering {
         let (mut streaming, mut complete, mut failure) = (false, false, None);
         if let Some(reader) = self.reader.take() {
             streaming = reader.streaming();
-            complete = reader.complete();
             let usage = reader.finish();
+            // Once finished: a stream's last line may lack its newline.
+            complete = usage.complete;
             call.response_model = usage.response_model;
             call.input_tokens = usage.input_tokens;
             call.output_tokens = usage.output_tokens;
@@ -972,6 +973,98 @@ mod tests {
             Some("claude-sonnet-4")
         );
         assert_eq!(asked_model(b"\xff\xfe not json"), None);
+    }
+
+    /// A recorder keeping what it is given, for the booking of one call.
+    #[derive(Default)]
+    struct Kept(std::sync::Mutex<Vec<LlmCall>>);
+
+    impl CallRecorder for Arc<Kept> {
+        fn record(&self, call: &LlmCall) {
+            self.0.lock().unwrap().push(call.clone());
+        }
+        fn started(&self) -> u64 {
+            0
+        }
+        fn ended(&self, _: u64) {}
+    }
+
+    fn booked(reader: UsageReader, bytes: &[u8], end: End) -> LlmCall {
+        let kept = Arc::new(Kept::default());
+        let mut metering = Metering {
+            recorder: Arc::new(Arc::clone(&kept)),
+            id: 0,
+            call: Some(LlmCall::new("m", Duration::ZERO)),
+            started: Instant::now(),
+            first_chunk: None,
+            reader: Some(reader),
+            tasks: Arc::default(),
+        };
+        if let Some(reader) = metering.reader.as_mut() {
+            reader.feed(bytes);
+        }
+        metering.finish(end);
+        drop(metering);
+        let calls = kept.0.lock().unwrap();
+        assert_eq!(calls.len(), 1, "booked once");
+        calls[0].clone()
+    }
+
+    #[test]
+    fn each_end_of_an_answer_is_booked_as_what_it_was() {
+        let stream = || UsageReader::new(true);
+        let plain = || UsageReader::new(false);
+        let done =
+            b"data: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}\n\ndata: [DONE]";
+        // The closing event, even without its newline: ok, however the answer ended.
+        for end in [End::Ended, End::Left, End::Failed(LlmError::StreamCut)] {
+            let call = booked(stream(), done, end);
+            assert_eq!((call.error, call.abandoned), (None, false), "{end:?}");
+            assert_eq!(call.input_tokens, Some(2));
+        }
+        let half = b"data: {\"choices\":[]}\n\n";
+        assert_eq!(
+            booked(stream(), half, End::Ended).error,
+            Some(LlmError::StreamCut)
+        );
+        let left = booked(stream(), half, End::Left);
+        assert!(left.abandoned && left.error.is_none());
+        // A plain answer that ended is ok, JSON or not; left half-way, abandoned.
+        let html = booked(plain(), b"<html>", End::Ended);
+        assert_eq!((html.error, html.input_tokens), (None, None));
+        assert!(booked(plain(), b"{\"usage\":", End::Left).abandoned);
+        assert!(!booked(UsageReader::unreadable(), b"\x1f\x8b", End::Ended).abandoned);
+        let failed = booked(
+            stream(),
+            b"data: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"server_error\"}}}\n\n",
+            End::Ended,
+        );
+        assert_eq!(failed.error, Some(LlmError::Provider("server_error")));
+        assert!(failed.error.unwrap().is_outage());
+    }
+
+    #[test]
+    fn usage_is_asked_for_only_where_a_stream_says_nothing_of_it() {
+        let asked = |body: &str| {
+            with_usage_requested(body.as_bytes()).map(|b| String::from_utf8(b.to_vec()).unwrap())
+        };
+        assert_eq!(
+            asked(r#" {"model":"m","stream":true}"#).as_deref(),
+            Some(r#" {"stream_options":{"include_usage":true},"model":"m","stream":true}"#)
+        );
+        let options: serde_json::Value =
+            serde_json::from_str(&asked(r#"{"stream":true,"stream_options":{}}"#).unwrap())
+                .unwrap();
+        assert_eq!(options["stream_options"]["include_usage"], true);
+        for unchanged in [
+            r#"{"stream":true,"stream_options":{"include_usage":false}}"#,
+            r#"{"stream":false}"#,
+            r#"{"model":"m"}"#,
+            "not json",
+            "[1]",
+        ] {
+            assert_eq!(asked(unchanged), None, "{unchanged}");
+        }
     }
 
     #[test]
