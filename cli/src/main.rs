@@ -174,6 +174,13 @@ struct RunArgs {
     /// public endpoints. Implies --llm-proxy.
     #[arg(long)]
     llm_upstream: Option<String>,
+    /// Ask streamed chat and completion requests to the OpenAI-compatible API for
+    /// their usage: add "stream_options": {"include_usage": true} where the request
+    /// lacks include_usage (vLLM, Ollama and LiteLLM streams otherwise carry none).
+    /// Off by default: the loop's stream then ends with one more chunk, without
+    /// choices. Implies --llm-proxy.
+    #[arg(long)]
+    llm_request_usage: bool,
     /// The loop's command and arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<OsString>,
@@ -338,6 +345,7 @@ fn main() -> ExitCode {
                 llm_proxy,
                 llm_proxy_listen,
                 llm_upstream,
+                llm_request_usage,
                 command,
             } = *run;
             let monitor = match monitor.builder_with_restart_limits(max_restarts, restart_window) {
@@ -355,10 +363,14 @@ fn main() -> ExitCode {
                 },
                 on_stall,
                 exit_timeout: (!exit_timeout.is_zero()).then_some(exit_timeout),
-                llm_proxy: (llm_proxy || llm_proxy_listen.is_some() || llm_upstream.is_some())
+                llm_proxy: (llm_proxy
+                    || llm_proxy_listen.is_some()
+                    || llm_upstream.is_some()
+                    || llm_request_usage)
                     .then_some(supervise::LlmProxyOptions {
                         listen: llm_proxy_listen,
                         upstream: llm_upstream,
+                        request_usage: llm_request_usage,
                     }),
                 command,
             }))

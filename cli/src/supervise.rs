@@ -145,6 +145,9 @@ pub struct LlmProxyOptions {
     /// default: the loop's own `OPENAI_BASE_URL` and `ANTHROPIC_BASE_URL`, else the
     /// providers' public endpoints.
     pub upstream: Option<String>,
+    /// Whether streamed chat and completion requests are asked for their usage
+    /// (`--llm-request-usage`).
+    pub request_usage: bool,
 }
 
 /// Starts the metering proxy. A setting it cannot use (an upstream URL that does not
@@ -156,7 +159,8 @@ fn start_llm_proxy(
     options: &LlmProxyOptions,
 ) -> Result<Option<loopwatch::llm::proxy::LlmProxy>, loopwatch::Error> {
     let mut config = loopwatch::llm::proxy::ProxyConfig::default()
-        .upstreams(options.upstream.as_deref(), |key| std::env::var(key).ok());
+        .upstreams(options.upstream.as_deref(), |key| std::env::var(key).ok())
+        .with_request_usage(options.request_usage);
     if let Some(listen) = options.listen {
         config = config.with_listen(listen);
     }
@@ -374,7 +378,8 @@ pub fn run(options: RunOptions) -> u8 {
     };
     monitor.loop_exited(exit);
     clean_up_after(&monitor, options.grace);
-    // Calls still in flight (a worker left running) end here, recorded as abandoned.
+    // Calls still in flight (a worker left running) end here: plain answers that came
+    // whole are read for their usage, the rest recorded as abandoned.
     drop(llm_proxy);
     if !options.linger.is_zero() {
         tracing::info!(
