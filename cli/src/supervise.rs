@@ -574,6 +574,7 @@ impl Child<'_> {
             terminal.pass_on(leader);
         }
         monitor.loop_started(child.id());
+        self.loop_ending(false);
         tracing::info!(pid = child.id(), restarts, command = %self.program.to_string_lossy(), "started the loop");
 
         let (exited_tx, mut exited) = tokio::sync::oneshot::channel();
@@ -607,6 +608,7 @@ impl Child<'_> {
                     if ending.is_none() {
                         ending = self.verdict(&mut done_since);
                         if ending.is_some() {
+                            self.loop_ending(true);
                             family.signal(Signal::SIGTERM);
                             kill_deadline.as_mut().reset(tokio::time::Instant::now() + options.grace);
                         }
@@ -615,6 +617,7 @@ impl Child<'_> {
                 }
             };
             ending = Some(ExitReason::Stopped);
+            self.loop_ending(true);
             signals_seen += 1;
             if signals_seen > 1 {
                 tracing::warn!(signal = %received, "second signal: killing the loop's processes");
@@ -660,6 +663,14 @@ impl Child<'_> {
             exit: exit.with_reason(ending.unwrap_or(ExitReason::Exited)),
             ran_for: started.elapsed(),
         })
+    }
+
+    /// Tells the metering proxy whether loopwatch is ending the loop, so that the
+    /// calls it cuts are booked as abandoned, not as the provider's timeouts.
+    fn loop_ending(&self, ending: bool) {
+        if let Some(proxy) = self.llm_proxy {
+            proxy.loop_ending(ending);
+        }
     }
 
     /// Whether loopwatch ends the child now, and why: LoopStalled fires under

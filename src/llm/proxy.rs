@@ -36,8 +36,11 @@
 //!   - when the loop hangs up on a plain (not streamed) answer, the rest of it is
 //!     still read from the upstream, for at most [`DRAIN_TIMEOUT`] and
 //!     [`DRAIN_MAX_BYTES`], to learn its usage: the provider bills it;
-//!   - a call left before its answer ended — the loop hung up, or loopwatch stopped
-//!     the loop or the proxy — is `abandoned`: not a failure.
+//!   - a call the loop gave up on before the provider answered at all (no status
+//!     line yet: its client's timeout ran out) is a `timeout`, an outage's sign,
+//!     unless loopwatch was ending the loop then ([`LlmProxy::loop_ending`]);
+//!   - any other call left before its answer ended — the loop hung up mid-answer, or
+//!     loopwatch stopped the loop or the proxy — is `abandoned`: not a failure.
 //! - **Faults.** An upstream that cannot be reached closes the loop's connection, as
 //!   the upstream itself would have: the loop sees a connection error, and the call is
 //!   counted as one. An error status passes through unchanged and is counted by its
@@ -45,7 +48,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -191,6 +194,7 @@ pub struct LlmProxy {
     runtime: Option<tokio::runtime::Runtime>,
     stop: tokio_util::sync::CancellationToken,
     tasks: Arc<Tasks>,
+    ending: Arc<AtomicBool>,
 }
 
 impl LlmProxy {
@@ -250,7 +254,9 @@ impl LlmProxy {
             "LLM metering proxy listening"
         );
         let tasks = Arc::new(Tasks::default());
+        let ending = Arc::new(AtomicBool::new(false));
         let forwarder = Arc::new(Forwarder {
+            ending: Arc::clone(&ending),
             client,
             recorder: Arc::new(recorder),
             openai,
@@ -265,7 +271,17 @@ impl LlmProxy {
             runtime: Some(runtime),
             stop,
             tasks,
+            ending,
         })
+    }
+
+    /// Says whether loopwatch is ending the loop (an operator's stop, a stall or
+    /// exit-timeout kill, a restart): while it is, a call the loop leaves before the
+    /// provider answered is `abandoned`, since loopwatch cut it; otherwise the loop
+    /// gave up waiting for the provider, and the call is a `timeout`. Set before the
+    /// loop is signalled, cleared when it is started again.
+    pub fn loop_ending(&self, ending: bool) {
+        self.ending.store(ending, Ordering::Release);
     }
 
     /// The address it listens on.
@@ -292,6 +308,7 @@ impl LlmProxy {
     }
 
     fn stop_now(&mut self) {
+        self.ending.store(true, Ordering::Release);
         self.stop.cancel();
         if let Some(runtime) = self.runtime.take() {
             // Blocking is not allowed on a runtime's thread: there, nothing is awaited.
@@ -322,6 +339,8 @@ struct Forwarder {
     /// See [`ProxyConfig::request_usage`].
     request_usage: bool,
     tasks: Arc<Tasks>,
+    /// See [`LlmProxy::loop_ending`].
+    ending: Arc<AtomicBool>,
 }
 
 /// The proxy's tasks that a stop waits for: the loop's connections, and the plain
@@ -581,6 +600,8 @@ impl Forwarder {
                 first_chunk: None,
                 reader: None,
                 tasks: Arc::clone(&self.tasks),
+                answered: false,
+                ending: Arc::clone(&self.ending),
             }
         });
         let answer = match self.client.request(upstream).await {
@@ -604,6 +625,7 @@ impl Forwarder {
         };
         let (parts, body) = answer.into_parts();
         let metering = metering.map(|mut metering| {
+            metering.answered = true;
             let status = parts.status;
             let streaming = parts
                 .headers
@@ -761,13 +783,19 @@ struct Metering {
     first_chunk: Option<Duration>,
     reader: Option<UsageReader>,
     tasks: Arc<Tasks>,
+    /// Whether the provider's status line came.
+    answered: bool,
+    /// See [`LlmProxy::loop_ending`].
+    ending: Arc<AtomicBool>,
 }
 
 impl Metering {
     /// Records the call. An error status stays the call's error; a failure the
     /// answer named is an error of its type; an answer read whole is `ok` however it
     /// ended; else an upstream failure is an error, a stream that ended without its
-    /// closing event was cut, and a call left before its end is abandoned.
+    /// closing event was cut, a call the loop gave up on before the provider answered
+    /// is a timeout (unless loopwatch was ending the loop), and any other call left
+    /// before its end is abandoned.
     fn finish(&mut self, end: End) {
         let Some(mut call) = self.call.take() else {
             return;
@@ -795,6 +823,9 @@ impl Metering {
                 (None, _) if complete => None,
                 (None, End::Failed(error)) => Some(error),
                 (None, End::Ended) => streaming.then_some(LlmError::StreamCut),
+                (None, End::Left) if !self.answered && !self.ending.load(Ordering::Acquire) => {
+                    Some(LlmError::Timeout)
+                }
                 (None, End::Left) => {
                     call.abandoned = true;
                     None
@@ -999,6 +1030,8 @@ mod tests {
             first_chunk: None,
             reader: Some(reader),
             tasks: Arc::default(),
+            answered: true,
+            ending: Arc::default(),
         };
         if let Some(reader) = metering.reader.as_mut() {
             reader.feed(bytes);
@@ -1041,6 +1074,30 @@ mod tests {
         );
         assert_eq!(failed.error, Some(LlmError::Provider("server_error")));
         assert!(failed.error.unwrap().is_outage());
+    }
+
+    /// A call left before the provider's status line: the loop gave up waiting (a
+    /// timeout, an outage's sign), unless loopwatch was ending the loop.
+    #[test]
+    fn a_call_left_unanswered_is_a_timeout_unless_loopwatch_ended_the_loop() {
+        for (ending, expected) in [(false, Some(LlmError::Timeout)), (true, None)] {
+            let kept = Arc::new(Kept::default());
+            let mut metering = Metering {
+                recorder: Arc::new(Arc::clone(&kept)),
+                id: 0,
+                call: Some(LlmCall::new("m", Duration::ZERO)),
+                started: Instant::now(),
+                first_chunk: None,
+                reader: None,
+                tasks: Arc::default(),
+                answered: false,
+                ending: Arc::new(AtomicBool::new(ending)),
+            };
+            metering.finish(End::Left);
+            let calls = kept.0.lock().unwrap();
+            assert_eq!(calls[0].error, expected, "ending: {ending}");
+            assert_eq!(calls[0].abandoned, ending, "ending: {ending}");
+        }
     }
 
     #[test]
