@@ -6,6 +6,7 @@
 #![warn(missing_docs, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod args;
 pub mod compare;
 pub mod fleet;
 pub mod generate;
