@@ -1,4 +1,5 @@
 //! The `loopwatch` command: operator tools around the loopwatch SDK.
+#![warn(clippy::too_many_lines)]
 
 use std::process::ExitCode;
 
