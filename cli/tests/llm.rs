@@ -8,32 +8,18 @@
 //! checked at start; LLMErrors and LLMBudget at a real Alertmanager; hostile traffic;
 //! a real OpenEvolve run.
 
-#[path = "../../tests/support/mod.rs"]
 mod support;
 
 mod llm_upstream;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use llm_upstream::Upstream;
 use support::services::{free_port, Alertmanager, Prometheus};
 use support::*;
-
-fn python() -> PathBuf {
-    PathBuf::from(std::env::var_os("LOOPWATCH_TEST_PYTHON").expect(
-        "LOOPWATCH_TEST_PYTHON names the test virtual environment's python; scripts/test makes it",
-    ))
-}
-
-/// A `loopwatch run --llm-proxy` of a Python script; its stderr goes to
-/// `dir/loopwatch.log`.
-struct Run {
-    child: Child,
-    addr: std::net::SocketAddr,
-    dir: PathBuf,
-}
 
 /// Variables of the network and the providers that loopwatch would read: each test
 /// sets its own, none leaks in from the machine.
@@ -53,79 +39,34 @@ const NETWORK_VARIABLES: [&str; 13] = [
     "SSL_CERT_DIR",
 ];
 
-impl Run {
-    fn start(dir: &Path, flags: &[&str], script: &Path, args: &[&str]) -> Self {
-        Self::start_with(dir, flags, &[], script, args)
-    }
-
-    /// As [`Run::start`], with `env` set for loopwatch (and so for the loop).
-    fn start_with(
-        dir: &Path,
-        flags: &[&str],
-        env: &[(&str, &str)],
-        script: &Path,
-        args: &[&str],
-    ) -> Self {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = std::fs::File::create(dir.join("loopwatch.log")).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_loopwatch"));
-        for name in NETWORK_VARIABLES {
-            command.env_remove(name);
-        }
-        command.envs(env.iter().copied());
-        let child = command
-            .arg("run")
-            .arg(format!("--listen={addr}"))
-            .arg(format!("--output-dir={}", dir.display()))
-            .arg("--llm-proxy")
-            .args(flags)
-            .arg("--")
-            .arg(python())
-            .arg(script)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Run {
-            child,
-            addr,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("loopwatch run did not exit in time; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("loopwatch.log")).unwrap_or_default()
-    }
-
-    fn final_json(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.dir.join("metrics_final.json"))
-            .unwrap_or_else(|e| panic!("no metrics_final.json ({e}); log:\n{}", self.log()));
-        serde_json::from_str(&text).unwrap()
-    }
+/// `loopwatch run --llm-proxy [flags] -- python <script> <args>`, none of the
+/// machine's [`NETWORK_VARIABLES`] passed on, in `dir`.
+fn metered(dir: &Path, flags: &[&str], script: &Path, args: &[&str]) -> Supervised {
+    metered_with(dir, flags, &[], script, args)
 }
 
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// As [`metered`], with `env` set for loopwatch (and so for the loop).
+fn metered_with(
+    dir: &Path,
+    flags: &[&str],
+    env: &[(&str, &str)],
+    script: &Path,
+    args: &[&str],
+) -> Supervised {
+    let launch = Launch {
+        env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        env_remove: NETWORK_VARIABLES.iter().map(OsString::from).collect(),
+        current_dir: Some(dir.to_path_buf()),
+        ..Launch::default()
+    };
+    let flags: Vec<&str> = std::iter::once("--llm-proxy")
+        .chain(flags.iter().copied())
+        .collect();
+    let command: Vec<OsString> = [python().into_os_string(), script.into()]
+        .into_iter()
+        .chain(args.iter().map(OsString::from))
+        .collect();
+    Supervised::launch(dir, &launch, &flags, &command)
 }
 
 fn script(name: &str) -> PathBuf {
@@ -172,7 +113,7 @@ fn the_sdks_calls_are_metered_exactly_and_passed_through_unchanged() {
     let config = dir.path().join("loopwatch.toml");
     std::fs::write(&config, PRICES).unwrap();
     let out = dir.path().join("received.json");
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -446,7 +387,7 @@ fn an_outage_raises_llm_errors_at_alertmanager_within_ten_seconds() {
     let alertmanager = Alertmanager::start();
     let dir = tempfile::tempdir().unwrap();
     let script = calling_loop(dir.path(), "down/chat", 200, 0.2);
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -494,7 +435,7 @@ fn spending_past_the_budget_raises_llm_budget() {
     )
     .unwrap();
     let script = calling_loop(dir.path(), "ok/chat", 6, 0.05);
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -536,7 +477,7 @@ fn an_unreachable_upstream_is_a_connection_error_for_the_loop_and_the_meter() {
     let closed = free_port();
     let dir = tempfile::tempdir().unwrap();
     let script = calling_loop(dir.path(), "ok/chat", 2, 0.0);
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[&format!("--llm-upstream=http://127.0.0.1:{closed}")],
         &script,
@@ -557,17 +498,6 @@ fn an_unreachable_upstream_is_a_connection_error_for_the_loop_and_the_meter() {
     assert_eq!(calls[0]["value"], 2.0, "{}", run.log());
     // The loop saw the failure as its own: APIConnectionError, a failed strategy.
     assert_eq!(json["summary"]["failure_reasons"]["APIConnectionError"], 2);
-}
-
-/// Resident memory of a process, from `/proc/<pid>/status`.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap()
-        * 1024
 }
 
 #[test]
@@ -601,7 +531,7 @@ loopwatch.done()
 "#,
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[&format!("--llm-upstream={}", upstream.url())],
         &script,
@@ -694,7 +624,7 @@ evaluator:
         "import sys\nfrom openevolve.cli import main\nsys.exit(main())\n",
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -773,7 +703,7 @@ loopwatch.done()
 "#,
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -845,7 +775,7 @@ fn each_providers_key_reaches_only_that_provider() {
     let out = dir.path().join("received.json");
     let openai_base = format!("{}/v1", openai.url());
     let anthropic_base = anthropic.url();
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         dir.path(),
         &[],
         &[
@@ -1013,7 +943,7 @@ fn a_private_ca_is_trusted_through_ssl_cert_file_and_tls_failures_say_why() {
 
     let untrusted = dir.path().join("untrusted");
     std::fs::create_dir(&untrusted).unwrap();
-    let mut run = Run::start(&untrusted, &[&format!("--llm-upstream={url}")], &calls, &[]);
+    let mut run = metered(&untrusted, &[&format!("--llm-upstream={url}")], &calls, &[]);
     assert_eq!(run.wait(Duration::from_secs(60)).code(), Some(0));
     let log = run.log();
     let json = run.final_json();
@@ -1030,7 +960,7 @@ fn a_private_ca_is_trusted_through_ssl_cert_file_and_tls_failures_say_why() {
     let trusted = dir.path().join("trusted");
     std::fs::create_dir(&trusted).unwrap();
     let ca = certificate.ca.to_str().unwrap();
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         &trusted,
         &[&format!("--llm-upstream={url}")],
         &[("SSL_CERT_FILE", ca)],
@@ -1058,7 +988,7 @@ fn https_upstreams_go_through_https_proxy_unless_no_proxy_names_them() {
     let proxy_url = proxy.url("proxyuser:proxy-s3cret");
     let openai_base = format!("{}/v1", behind_proxy.url_at("localhost"));
     let anthropic_base = direct.url_at("127.0.0.1");
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         dir.path(),
         &[],
         &[
@@ -1106,7 +1036,7 @@ fn http_upstreams_go_through_http_proxy_in_absolute_form() {
     let proxy_url = proxy.url("proxyuser:proxy-s3cret");
     let openai_base = format!("{}/v1", behind_proxy.url_at("localhost"));
     let anthropic_base = direct.url_at("127.0.0.1");
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         dir.path(),
         &[],
         &[
@@ -1234,7 +1164,7 @@ loopwatch.done()
         "http://lwuser:url-s3cret@127.0.0.1:{}",
         upstream.addr.port()
     );
-    let mut run = Run::start(
+    let mut run = metered(
         &reachable,
         &[&format!("--llm-upstream={with_credentials}")],
         &script,
@@ -1263,7 +1193,7 @@ loopwatch.done()
     let unreachable = dir.path().join("unreachable");
     std::fs::create_dir(&unreachable).unwrap();
     let closed = format!("http://lwuser:url-s3cret@127.0.0.1:{}", free_port());
-    let mut run = Run::start(
+    let mut run = metered(
         &unreachable,
         &[&format!("--llm-upstream={closed}")],
         &script,
@@ -1316,7 +1246,7 @@ loopwatch.done()
 "#,
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[&format!("--llm-upstream={}", upstream.url())],
         &script,
@@ -1389,7 +1319,7 @@ loopwatch.done()
 "#,
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[&format!("--llm-upstream=http://{addr}")],
         &script,
@@ -1433,7 +1363,7 @@ fn the_loop_reaches_the_metering_proxy_directly_under_http_proxy() {
     let upstream = Upstream::start();
     let proxy = llm_upstream::network::ForwardProxy::start();
     let proxy_url = proxy.url("proxyuser:proxy-s3cret");
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         dir.path(),
         &[&format!("--llm-upstream={}", upstream.url_at("localhost"))],
         &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "example.invalid")],
