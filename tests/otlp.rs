@@ -13,12 +13,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use loopwatch::Population;
-use support::quiet_monitor;
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
 use prost::Message as _;
+use support::quiet_monitor;
 use support::wait_until;
 
 type Received = Arc<Mutex<Vec<ExportMetricsServiceRequest>>>;

@@ -11,6 +11,8 @@ use clap::Args;
 use crate::supervise::{LlmProxyOptions, OnStall, Restart, RestartPolicy, RunOptions};
 
 /// The flags and command of `loopwatch run`.
+// A new flag goes into one of the groups below (or a new group with its own heading):
+// one placed here after them would be listed under the last group's heading.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     // First, so that no group's help heading takes it.
@@ -269,6 +271,23 @@ mod tests {
             Command::Run(run) => *run,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn every_flag_sits_under_a_heading() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").unwrap();
+        let loose: Vec<String> = run
+            .get_arguments()
+            .filter(|arg| !arg.is_positional() && arg.get_id() != "help")
+            .filter(|arg| arg.get_help_heading().is_none())
+            .map(|arg| arg.get_id().to_string())
+            .collect();
+        assert!(
+            loose.is_empty(),
+            "flags of loopwatch run without a heading: {loose:?}"
+        );
     }
 
     #[test]
