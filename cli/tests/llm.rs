@@ -8,32 +8,18 @@
 //! checked at start; LLMErrors and LLMBudget at a real Alertmanager; hostile traffic;
 //! a real OpenEvolve run.
 
-#[path = "../../tests/support/mod.rs"]
 mod support;
 
 mod llm_upstream;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use llm_upstream::Upstream;
 use support::services::{free_port, Alertmanager, Prometheus};
 use support::*;
-
-fn python() -> PathBuf {
-    PathBuf::from(std::env::var_os("LOOPWATCH_TEST_PYTHON").expect(
-        "LOOPWATCH_TEST_PYTHON names the test virtual environment's python; scripts/test makes it",
-    ))
-}
-
-/// A `loopwatch run --llm-proxy` of a Python script; its stderr goes to
-/// `dir/loopwatch.log`.
-struct Run {
-    child: Child,
-    addr: std::net::SocketAddr,
-    dir: PathBuf,
-}
 
 /// Variables of the network and the providers that loopwatch would read: each test
 /// sets its own, none leaks in from the machine.
@@ -53,83 +39,34 @@ const NETWORK_VARIABLES: [&str; 13] = [
     "SSL_CERT_DIR",
 ];
 
-impl Run {
-    fn start(dir: &Path, flags: &[&str], script: &Path, args: &[&str]) -> Self {
-        Self::start_with(dir, flags, &[], script, args)
-    }
-
-    /// As [`Run::start`], with `env` set for loopwatch (and so for the loop). An
-    /// argument `{metrics}` becomes the URL of loopwatch's /metrics.
-    fn start_with(
-        dir: &Path,
-        flags: &[&str],
-        env: &[(&str, &str)],
-        script: &Path,
-        args: &[&str],
-    ) -> Self {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = std::fs::File::create(dir.join("loopwatch.log")).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_loopwatch"));
-        for name in NETWORK_VARIABLES {
-            command.env_remove(name);
-        }
-        command.envs(env.iter().copied());
-        let child = command
-            .arg("run")
-            .arg(format!("--listen={addr}"))
-            .arg(format!("--output-dir={}", dir.display()))
-            .arg("--llm-proxy")
-            .args(flags)
-            .arg("--")
-            .arg(python())
-            .arg(script)
-            .args(
-                args.iter()
-                    .map(|a| a.replace("{metrics}", &format!("http://{addr}/metrics"))),
-            )
-            .env("RUST_LOG", "info")
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Run {
-            child,
-            addr,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("loopwatch run did not exit in time; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("loopwatch.log")).unwrap_or_default()
-    }
-
-    fn final_json(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.dir.join("metrics_final.json"))
-            .unwrap_or_else(|e| panic!("no metrics_final.json ({e}); log:\n{}", self.log()));
-        serde_json::from_str(&text).unwrap()
-    }
+/// `loopwatch run --llm-proxy [flags] -- python <script> <args>`, none of the
+/// machine's [`NETWORK_VARIABLES`] passed on, in `dir`.
+fn metered(dir: &Path, flags: &[&str], script: &Path, args: &[&str]) -> Supervised {
+    metered_with(dir, flags, &[], script, args)
 }
 
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// As [`metered`], with `env` set for loopwatch (and so for the loop).
+fn metered_with(
+    dir: &Path,
+    flags: &[&str],
+    env: &[(&str, &str)],
+    script: &Path,
+    args: &[&str],
+) -> Supervised {
+    let launch = Launch {
+        env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        env_remove: NETWORK_VARIABLES.iter().map(OsString::from).collect(),
+        current_dir: Some(dir.to_path_buf()),
+        ..Launch::default()
+    };
+    let flags: Vec<&str> = std::iter::once("--llm-proxy")
+        .chain(flags.iter().copied())
+        .collect();
+    let command: Vec<OsString> = [python().into_os_string(), script.into()]
+        .into_iter()
+        .chain(args.iter().map(OsString::from))
+        .collect();
+    Supervised::launch(dir, &launch, &flags, &command)
 }
 
 fn script(name: &str) -> PathBuf {
@@ -211,7 +148,7 @@ fn the_sdks_calls_are_metered_exactly_and_passed_through_unchanged() {
     let config = dir.path().join("loopwatch.toml");
     std::fs::write(&config, PRICES).unwrap();
     let out = dir.path().join("received.json");
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -489,7 +426,7 @@ fn an_outage_raises_llm_errors_at_alertmanager_within_ten_seconds() {
     let alertmanager = Alertmanager::start();
     let dir = tempfile::tempdir().unwrap();
     let script = calling_loop(dir.path(), "down/chat", 200, 0.2);
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -545,7 +482,7 @@ fn spending_past_the_budget_raises_llm_budget() {
         1,
     );
     std::fs::write(&script, text).unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -610,7 +547,7 @@ fn an_unreachable_upstream_is_a_connection_error_for_the_loop_and_the_meter() {
     let closed = free_port();
     let dir = tempfile::tempdir().unwrap();
     let script = calling_loop(dir.path(), "ok/chat", 2, 0.0);
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[&format!("--llm-upstream=http://127.0.0.1:{closed}")],
         &script,
@@ -631,17 +568,6 @@ fn an_unreachable_upstream_is_a_connection_error_for_the_loop_and_the_meter() {
     assert_eq!(calls[0]["value"], 2.0, "{}", run.log());
     // The loop saw the failure as its own: APIConnectionError, a failed strategy.
     assert_eq!(json["summary"]["failure_reasons"]["APIConnectionError"], 2);
-}
-
-/// Resident memory of a process, from `/proc/<pid>/status`.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap()
-        * 1024
 }
 
 #[test]
@@ -675,7 +601,7 @@ loopwatch.done()
 "#,
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[&format!("--llm-upstream={}", upstream.url())],
         &script,
@@ -768,7 +694,7 @@ evaluator:
         "import sys\nfrom openevolve.cli import main\nsys.exit(main())\n",
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -847,7 +773,7 @@ loopwatch.done()
 "#,
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -919,7 +845,7 @@ fn each_providers_key_reaches_only_that_provider() {
     let out = dir.path().join("received.json");
     let openai_base = format!("{}/v1", openai.url());
     let anthropic_base = anthropic.url();
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         dir.path(),
         &[],
         &[
@@ -1087,7 +1013,7 @@ fn a_private_ca_is_trusted_through_ssl_cert_file_and_tls_failures_say_why() {
 
     let untrusted = dir.path().join("untrusted");
     std::fs::create_dir(&untrusted).unwrap();
-    let mut run = Run::start(&untrusted, &[&format!("--llm-upstream={url}")], &calls, &[]);
+    let mut run = metered(&untrusted, &[&format!("--llm-upstream={url}")], &calls, &[]);
     assert_eq!(run.wait(Duration::from_secs(60)).code(), Some(0));
     let log = run.log();
     let json = run.final_json();
@@ -1104,7 +1030,7 @@ fn a_private_ca_is_trusted_through_ssl_cert_file_and_tls_failures_say_why() {
     let trusted = dir.path().join("trusted");
     std::fs::create_dir(&trusted).unwrap();
     let ca = certificate.ca.to_str().unwrap();
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         &trusted,
         &[&format!("--llm-upstream={url}")],
         &[("SSL_CERT_FILE", ca)],
@@ -1132,7 +1058,7 @@ fn https_upstreams_go_through_https_proxy_unless_no_proxy_names_them() {
     let proxy_url = proxy.url("proxyuser:proxy-s3cret");
     let openai_base = format!("{}/v1", behind_proxy.url_at("localhost"));
     let anthropic_base = direct.url_at("127.0.0.1");
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         dir.path(),
         &[],
         &[
@@ -1180,7 +1106,7 @@ fn http_upstreams_go_through_http_proxy_in_absolute_form() {
     let proxy_url = proxy.url("proxyuser:proxy-s3cret");
     let openai_base = format!("{}/v1", behind_proxy.url_at("localhost"));
     let anthropic_base = direct.url_at("127.0.0.1");
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         dir.path(),
         &[],
         &[
@@ -1308,7 +1234,7 @@ loopwatch.done()
         "http://lwuser:url-s3cret@127.0.0.1:{}",
         upstream.addr.port()
     );
-    let mut run = Run::start(
+    let mut run = metered(
         &reachable,
         &[&format!("--llm-upstream={with_credentials}")],
         &script,
@@ -1337,7 +1263,7 @@ loopwatch.done()
     let unreachable = dir.path().join("unreachable");
     std::fs::create_dir(&unreachable).unwrap();
     let closed = format!("http://lwuser:url-s3cret@127.0.0.1:{}", free_port());
-    let mut run = Run::start(
+    let mut run = metered(
         &unreachable,
         &[&format!("--llm-upstream={closed}")],
         &script,
@@ -1390,7 +1316,7 @@ loopwatch.done()
 "#,
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[&format!("--llm-upstream={}", upstream.url())],
         &script,
@@ -1463,7 +1389,7 @@ loopwatch.done()
 "#,
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[&format!("--llm-upstream=http://{addr}")],
         &script,
@@ -1507,7 +1433,7 @@ fn the_loop_reaches_the_metering_proxy_directly_under_http_proxy() {
     let upstream = Upstream::start();
     let proxy = llm_upstream::network::ForwardProxy::start();
     let proxy_url = proxy.url("proxyuser:proxy-s3cret");
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         dir.path(),
         &[&format!("--llm-upstream={}", upstream.url_at("localhost"))],
         &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "example.invalid")],
@@ -1554,7 +1480,7 @@ fn finished_calls_are_booked_as_finished_whatever_the_loop_read() {
     let upstream = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("seen.json");
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[&format!("--llm-upstream={}", upstream.url())],
         &script("accounting.py"),
@@ -1653,7 +1579,7 @@ fn calls_in_flight_at_a_stop_are_abandoned_not_an_outage() {
             flags.push("--exit-timeout=1s");
             args = vec!["done", "{metrics}"];
         }
-        let mut run = Run::start(dir.path(), &flags, &script("in_flight.py"), &args);
+        let mut run = metered(dir.path(), &flags, &script("in_flight.py"), &args);
         if !exit_timeout {
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
@@ -1746,7 +1672,7 @@ fn llm_request_usage_asks_streams_for_their_usage_only_when_set() {
         if asked {
             flags.push("--llm-request-usage");
         }
-        let mut run = Run::start(
+        let mut run = metered(
             dir.path(),
             &flags,
             &script("stream_usage.py"),
