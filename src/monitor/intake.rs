@@ -188,6 +188,9 @@ impl Intake {
                 shared.done();
             }
             Message::LlmCall(call) => shared.llm_call(&call),
+            // Evaluations are parsed and validated, but not applied until the monitor's
+            // state takes events: accepted quietly, neither applied nor rejected.
+            Message::EvaluationStart(_) | Message::EvaluationEnd(_) => {}
             Message::Dropped { count } => {
                 let i = &shared.pipeline().instruments;
                 i.loopwatch_client_dropped_events_total.add(count, &[]);
