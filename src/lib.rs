@@ -73,9 +73,13 @@ pub mod protocol;
 mod record;
 mod sample;
 
+// Containers on Docker, or their stand-in without the `docker` feature: the same
+// interface either way, so that nothing above carries a `cfg`.
 #[cfg(feature = "docker")]
 mod containers;
-#[cfg(feature = "docker")]
+#[cfg(not(feature = "docker"))]
+#[path = "containers/stub.rs"]
+mod containers;
 mod sandbox;
 
 mod evaluate;
@@ -88,7 +92,7 @@ pub use error::{CollectError, Error, ErrorSource};
 pub use export::compare::{CompareError, Comparison, FinalRun, RunFigures};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{
-    Intake, Iteration, LlmRecorder, Monitor, MonitorBuilder, ShutdownReport, Signals,
+    Intake, Iteration, LlmRecorder, Monitor, MonitorBuilder, ShutdownReport, Signals, Supervision,
 };
 pub use owner::{
     LiveProcesses, Owner, ProcessTable, SweepReport, LABEL_MANAGED, LABEL_OWNER_HOST,
@@ -102,14 +106,8 @@ pub use record::Population;
 pub use run::{ExitReason, IterationSummary, LoopExit, RunIdentity, RunSummary};
 pub use sample::{process_tree, HostSample, HostSampler};
 
-#[cfg(feature = "docker")]
-#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
-pub use containers::{cleanup_orphans, sweep::ContainerSweepReport};
-#[cfg(feature = "docker")]
-#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
+pub use containers::{cleanup_orphans, ContainerSweepReport};
 pub use error::SandboxError;
-#[cfg(feature = "docker")]
-#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
 pub use sandbox::{Sandbox, SandboxOutput, SandboxSpec};
 
 /// Re-exported so users can add their own instruments ([`Monitor::meter`]) without a

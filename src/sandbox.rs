@@ -1,20 +1,12 @@
 //! The sandbox launcher: run a command in a labelled, resource-limited container,
-//! collect its exit code and output, and remove it.
+//! collect its exit code and output, and remove it. Built without the `docker`
+//! feature, every run fails with [`SandboxError::WithoutDocker`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    CreateContainerOptions, KillContainerOptions, LogsOptions, WaitContainerOptions,
-};
-use bollard::Docker;
-use futures_util::StreamExt as _;
-
-use crate::containers::labels::ownership_labels;
-use crate::containers::sweep::remove_container;
-use crate::containers::{block_on, Containers};
+use crate::containers::Containers;
 use crate::error::SandboxError;
 
 /// Default memory limit: 256 MiB.
@@ -167,128 +159,11 @@ impl std::fmt::Debug for Sandbox {
 impl Sandbox {
     /// Runs the spec to completion, blocking the calling thread (not the monitor).
     pub fn run(&self, spec: &SandboxSpec) -> Result<SandboxOutput, SandboxError> {
-        block_on(self.containers.runtime(), run(&self.containers, spec))
+        crate::containers::run_sandbox(&self.containers, spec)
     }
 
     /// Runs the spec to completion from async code.
     pub async fn run_async(&self, spec: &SandboxSpec) -> Result<SandboxOutput, SandboxError> {
-        let containers = Arc::clone(&self.containers);
-        let spec = spec.clone();
-        self.containers
-            .runtime()
-            .spawn(async move { run(&containers, &spec).await })
-            .await
-            .unwrap_or_else(|e| Err(SandboxError::Task(Box::new(e))))
+        crate::containers::run_sandbox_async(Arc::clone(&self.containers), spec.clone()).await
     }
-}
-
-fn docker_step(step: &'static str) -> impl Fn(bollard::errors::Error) -> SandboxError {
-    move |source| SandboxError::Docker {
-        step,
-        source: Box::new(source),
-    }
-}
-
-async fn collect_logs(docker: &Docker, id: &str) -> (String, String) {
-    let mut logs = docker.logs(
-        id,
-        Some(LogsOptions {
-            stdout: true,
-            stderr: true,
-            ..Default::default()
-        }),
-    );
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    while let Some(Ok(chunk)) = logs.next().await {
-        match chunk {
-            bollard::container::LogOutput::StdErr { message } => {
-                stderr.push_str(&String::from_utf8_lossy(&message))
-            }
-            other => stdout.push_str(&String::from_utf8_lossy(&other.into_bytes())),
-        }
-    }
-    (stdout, stderr)
-}
-
-async fn run(containers: &Containers, spec: &SandboxSpec) -> Result<SandboxOutput, SandboxError> {
-    let docker = containers
-        .client()
-        .map_err(|e| SandboxError::NoDocker(e as Arc<dyn std::error::Error + Send + Sync>))?;
-    let name = containers.next_name();
-    let mut labels = ownership_labels(containers.identity());
-    labels.extend(spec.labels.clone());
-    let body = ContainerCreateBody {
-        image: Some(spec.image.clone()),
-        cmd: Some(spec.command.clone()),
-        env: Some(spec.env.clone()),
-        labels: Some(labels),
-        network_disabled: Some(!spec.network),
-        host_config: Some(HostConfig {
-            memory: Some(spec.memory_bytes),
-            nano_cpus: Some((spec.cpus * 1e9) as i64),
-            pids_limit: Some(spec.pids),
-            network_mode: Some(if spec.network { "bridge" } else { "none" }.to_string()),
-            binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let created = docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            body,
-        )
-        .await
-        .map_err(|e| {
-            containers.mark_down_if_unreachable(&e);
-            docker_step("create")(e)
-        })?;
-    let id = created.id;
-    containers.track(&id);
-    let outcome = async {
-        docker.start_container(&id, None).await.map_err(docker_step("start"))?;
-        let started = Instant::now();
-        let mut wait = docker.wait_container(
-            &id,
-            Some(WaitContainerOptions {
-                condition: "not-running".into(),
-            }),
-        );
-        let (exit_code, timed_out) = match tokio::time::timeout(spec.timeout, wait.next()).await {
-            Ok(Some(Ok(response))) => (response.status_code, false),
-            // A non-zero exit arrives as an error carrying the code.
-            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => (code, false),
-            Ok(Some(Err(e))) => return Err(docker_step("wait")(e)),
-            Ok(None) => return Err(SandboxError::NoExitCode),
-            Err(_) => {
-                tracing::warn!(container = %name, timeout = ?spec.timeout, "sandbox container exceeded its timeout; killing it");
-                let _ = docker
-                    .kill_container(&id, Some(KillContainerOptions { signal: "SIGKILL".into() }))
-                    .await;
-                (137, true)
-            }
-        };
-        let duration = started.elapsed();
-        let (stdout, stderr) = collect_logs(&docker, &id).await;
-        Ok(SandboxOutput {
-            name: name.clone(),
-            exit_code,
-            stdout,
-            stderr,
-            duration,
-            timed_out,
-        })
-    }
-    .await;
-    match remove_container(&docker, &id).await {
-        Ok(()) => containers.own_removed(&id),
-        Err(reason) => {
-            tracing::error!(container = %name, error = %reason, "could not remove a sandbox container; it counts as an orphan and is retried by every sweep");
-            containers.own_removal_failed(&id, &reason);
-        }
-    }
-    outcome
 }

@@ -91,6 +91,7 @@ macro_rules! alert_table {
             $variant:ident {
                 severity: $severity:ident,
                 message: $message:literal,
+                $(pending_message: $pending:literal,)?
                 runbook: $runbook:literal,
                 thresholds: [$($key:literal),*],
                 threshold: $threshold:expr,
@@ -130,6 +131,15 @@ macro_rules! alert_table {
                     $(AlertName::$variant => &ALERTS[AlertName::$variant as usize],)*
                 }
             }
+
+            /// What the log warns when the alert becomes pending, for an alert whose
+            /// pending state is news of its own (a budget about to be passed); the
+            /// others' pending states are logged at debug level.
+            pub(crate) const fn pending_message(self) -> Option<&'static str> {
+                match self {
+                    $(AlertName::$variant => optional!($($pending)?),)*
+                }
+            }
         }
 
         /// Every alert, raised in process or by Prometheus alone, in a fixed order:
@@ -156,6 +166,16 @@ macro_rules! alert_table {
                 threshold: |_| 0.0,
             },)*
         ];
+    };
+}
+
+/// `Some` of the literal given, else `None`.
+macro_rules! optional {
+    () => {
+        None
+    };
+    ($value:literal) => {
+        Some($value)
     };
 }
 
@@ -277,6 +297,7 @@ alert_table! {
     LLMBudget {
         severity: Critical,
         message: "LLM budget exceeded",
+        pending_message: "LLM budget will be exceeded within the horizon at the last hour's rate",
         runbook: "README.md#llmbudget",
         thresholds: ["llm_budget_usd", "llm_budget_horizon"],
         threshold: |t| t.llm_budget_usd().unwrap_or(f64::INFINITY),

@@ -1,0 +1,1 @@
+//! `apply`, tested as the evaluator is: events in, findings and state out.
