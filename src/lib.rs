@@ -71,7 +71,7 @@ mod pipeline;
 mod processes;
 pub mod protocol;
 mod record;
-mod sample;
+pub mod sample;
 
 // Containers on Docker, or their stand-in without the `docker` feature: the same
 // interface either way, so that nothing above carries a `cfg`.
@@ -80,36 +80,54 @@ mod containers;
 #[cfg(not(feature = "docker"))]
 #[path = "containers/stub.rs"]
 mod containers;
-mod sandbox;
+pub mod sandbox;
 
 mod evaluate;
 mod export;
 mod monitor;
 
+// Monitoring: what a loop that holds a monitor uses.
 pub use alerts::{AlertName, AlertSpec, AlertState, Evaluated, RuleSpec, Severity, ALERTS};
 pub use config::{EnvVariable, Thresholds, ENVIRONMENT};
 pub use error::{CollectError, Error, ErrorSource};
-pub use export::compare::{CompareError, Comparison, FinalRun, RunFigures};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{
-    Intake, Iteration, LlmRecorder, Monitor, MonitorBuilder, ShutdownReport, Signals, Supervision,
-};
-pub use owner::{
-    LiveProcesses, Owner, ProcessTable, SweepReport, LABEL_MANAGED, LABEL_OWNER_HOST,
-    LABEL_OWNER_PID, LABEL_OWNER_START_TIME, LABEL_RUN_ID,
-};
-pub use processes::{
-    cleanup_orphaned_processes, descendants, zombie_children, MarkedProcess, ProcessId,
-    ProcessSweepReport, ENV_OWNER, ENV_RUN_ID,
+    Iteration, LlmRecorder, Monitor, MonitorBuilder, ShutdownReport, Signals,
 };
 pub use record::Population;
-pub use run::{ExitReason, IterationSummary, LoopExit, RunIdentity, RunSummary};
-pub use sample::{process_tree, HostSample, HostSampler};
-
-pub use containers::{cleanup_orphans, ContainerSweepReport};
-pub use error::SandboxError;
-pub use sandbox::{Sandbox, SandboxOutput, SandboxSpec};
+pub use run::{IterationSummary, RunIdentity, RunSummary};
 
 /// Re-exported so users can add their own instruments ([`Monitor::meter`]) without a
 /// separate dependency, and with the same version loopwatch uses (0.33).
 pub use opentelemetry;
+
+pub mod supervise {
+    //! Running a loop as a child process, as `loopwatch run` does: the
+    //! [`Supervision`] handle of a monitor ([`Monitor::supervision`](crate::Monitor::supervision))
+    //! for the child's starts, exits and restarts, the [`Intake`] for what it writes
+    //! to its socket, and how a process ended ([`LoopExit`]).
+    pub use crate::monitor::{Intake, Supervision};
+    pub use crate::run::{ExitReason, LoopExit};
+}
+
+pub mod cleanup {
+    //! What a run leaves behind, and how it is found: orphaned containers and
+    //! processes of loops that died, the ownership that tells them apart (the
+    //! labels and environment a run marks them with), and the sweeps' reports.
+    //! `loopwatch cleanup` runs [`orphaned_containers`] and [`orphaned_processes`].
+    pub use crate::containers::{cleanup_orphans as orphaned_containers, ContainerSweepReport};
+    pub use crate::owner::{
+        LiveProcesses, Owner, ProcessTable, SweepReport, LABEL_MANAGED, LABEL_OWNER_HOST,
+        LABEL_OWNER_PID, LABEL_OWNER_START_TIME, LABEL_RUN_ID,
+    };
+    pub use crate::processes::{
+        cleanup_orphaned_processes as orphaned_processes, descendants, zombie_children,
+        MarkedProcess, ProcessId, ProcessSweepReport, ENV_OWNER, ENV_RUN_ID,
+    };
+}
+
+pub mod compare {
+    //! Runs side by side, from their final export files: what `loopwatch compare`
+    //! reads ([`Comparison`]) and the figures it compares.
+    pub use crate::export::compare::{CompareError, Comparison, FinalRun, RunFigures};
+}

@@ -43,7 +43,7 @@ pub(crate) const TERMINATE_GRACE: Duration = Duration::from_secs(3);
 /// with [`ProcessId::is_running`] right before it is signalled.
 ///
 /// ```
-/// let me = loopwatch::ProcessId::running(std::process::id()).unwrap();
+/// let me = loopwatch::cleanup::ProcessId::running(std::process::id()).unwrap();
 /// assert!(me.is_running());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,7 +79,7 @@ impl ProcessId {
 ///
 /// ```
 /// let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
-/// let below = loopwatch::descendants(std::process::id());
+/// let below = loopwatch::cleanup::descendants(std::process::id());
 /// assert!(below.iter().any(|p| p.pid == child.id()));
 /// # child.kill().unwrap();
 /// # child.wait().unwrap();
@@ -370,7 +370,7 @@ pub(crate) fn given_up(report: &ProcessSweepReport) -> impl Iterator<Item = (u32
 /// after a crash. With `dry_run` it only reports them.
 ///
 /// ```no_run
-/// let report = loopwatch::cleanup_orphaned_processes(true);
+/// let report = loopwatch::cleanup::orphaned_processes(true);
 /// for process in &report.orphans {
 ///     println!("would terminate {} ({})", process.pid, process.command);
 /// }

@@ -213,7 +213,7 @@ impl LoopExit {
     /// The status a shell reports for it: the code, or 128 + the signal.
     ///
     /// ```
-    /// let killed = loopwatch::LoopExit::new(None, Some(9));
+    /// let killed = loopwatch::supervise::LoopExit::new(None, Some(9));
     /// assert_eq!(killed.shell_status(), 137);
     /// assert!(killed.unexpected());
     /// ```

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::containers::Containers;
-use crate::error::SandboxError;
+pub use crate::error::SandboxError;
 
 /// Default memory limit: 256 MiB.
 const DEFAULT_MEMORY_BYTES: i64 = 256 << 20;
@@ -22,7 +22,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 ///
 /// ```
 /// use std::time::Duration;
-/// let spec = loopwatch::SandboxSpec::new("loopwatch-sandbox:1", ["sh", "-c", "echo hi"])
+/// let spec = loopwatch::sandbox::SandboxSpec::new("loopwatch-sandbox:1", ["sh", "-c", "echo hi"])
 ///     .with_memory_bytes(64 << 20)
 ///     .with_cpus(0.5)
 ///     .with_timeout(Duration::from_secs(30))

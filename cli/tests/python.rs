@@ -435,8 +435,8 @@ fn workers_of_a_crashed_run_are_removed_by_the_next_start_and_by_cleanup() {
             script_file.to_str().unwrap(),
             unrelated_dir.to_str().unwrap(),
         ])
-        .env_remove(loopwatch::ENV_RUN_ID)
-        .env_remove(loopwatch::ENV_OWNER)
+        .env_remove(loopwatch::cleanup::ENV_RUN_ID)
+        .env_remove(loopwatch::cleanup::ENV_OWNER)
         .env_remove("LOOPWATCH_SOCKET")
         .process_group(0)
         .spawn()
