@@ -91,9 +91,7 @@ pub use alerts::{AlertName, AlertSpec, AlertState, Evaluated, RuleSpec, Severity
 pub use config::{EnvVariable, Thresholds, ENVIRONMENT};
 pub use error::{CollectError, Error, ErrorSource};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
-pub use monitor::{
-    Iteration, LlmRecorder, Monitor, MonitorBuilder, ShutdownReport, Signals,
-};
+pub use monitor::{Iteration, LlmRecorder, Monitor, MonitorBuilder, ShutdownReport, Signals};
 pub use record::Population;
 pub use run::{IterationSummary, RunIdentity, RunSummary};
 

@@ -10,6 +10,7 @@ mod cgroup;
 mod common;
 mod labels;
 mod sandbox;
+mod spec;
 mod stats;
 mod sweep;
 mod tasks;
@@ -20,6 +21,7 @@ pub(crate) use common::{
     Reports, StatsSource,
 };
 pub(crate) use sandbox::{run_sandbox, run_sandbox_async};
+pub use spec::{SandboxOutput, SandboxSpec};
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -14,8 +14,8 @@ use futures_util::StreamExt as _;
 
 use super::sweep::remove_container;
 use super::{block_on, Containers};
+use super::{SandboxOutput, SandboxSpec};
 use crate::error::SandboxError;
-use crate::sandbox::{SandboxOutput, SandboxSpec};
 
 /// Runs `spec` to completion, blocking the calling thread.
 pub(crate) fn run_sandbox(

@@ -5,6 +5,7 @@
 //! that loopwatch was built without Docker.
 
 mod common;
+mod spec;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +17,10 @@ pub(crate) use common::{
     CleanupCounters, ContainerReading, ContainerSample, ContainerShutdownReport, ContainerStat,
     Reports, StatsSource,
 };
+pub use spec::{SandboxOutput, SandboxSpec};
 
 use crate::error::SandboxError;
 use crate::run::RunIdentity;
-use crate::sandbox::{SandboxOutput, SandboxSpec};
 
 /// The containers feature of a run, built without Docker.
 #[derive(Debug)]
