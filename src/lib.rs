@@ -63,14 +63,14 @@ pub mod catalog;
 mod config;
 mod error;
 mod owner;
-mod run;
+mod records;
 
 pub mod diversity;
 pub mod llm;
 mod pipeline;
 mod processes;
 pub mod protocol;
-mod record;
+mod reported;
 pub mod sample;
 
 // Containers on Docker, or their stand-in without the `docker` feature: the same
@@ -92,8 +92,8 @@ pub use config::{EnvVariable, Thresholds, ENVIRONMENT};
 pub use error::{CollectError, Error, ErrorSource};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{Iteration, LlmRecorder, Monitor, MonitorBuilder, ShutdownReport, Signals};
-pub use record::Population;
-pub use run::{IterationSummary, RunIdentity, RunSummary};
+pub use reported::Population;
+pub use records::{IterationSummary, RunIdentity, RunSummary};
 
 /// Re-exported so users can add their own instruments ([`Monitor::meter`]) without a
 /// separate dependency, and with the same version loopwatch uses (0.33).
@@ -105,7 +105,7 @@ pub mod supervise {
     //! for the child's starts, exits and restarts, the [`Intake`] for what it writes
     //! to its socket, and how a process ended ([`LoopExit`]).
     pub use crate::monitor::{Intake, Supervision};
-    pub use crate::run::{ExitReason, LoopExit};
+    pub use crate::records::{ExitReason, LoopExit};
 }
 
 pub mod cleanup {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::owner::{Owner, ProcessTable, LABEL_MANAGED, LABEL_RUN_ID};
-use crate::run::RunIdentity;
+use crate::records::RunIdentity;
 
 /// Whose a container is, as far as cleanup is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]

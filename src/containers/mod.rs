@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::owner::{LiveProcesses, Owner, LABEL_RUN_ID};
-use crate::run::RunIdentity;
+use crate::records::RunIdentity;
 use bollard::Docker;
 use cgroup::CgroupStats;
 use stats::StatsSampler;

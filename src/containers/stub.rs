@@ -20,7 +20,7 @@ pub(crate) use common::{
 pub use spec::{SandboxOutput, SandboxSpec};
 
 use crate::error::SandboxError;
-use crate::run::RunIdentity;
+use crate::records::RunIdentity;
 
 /// The containers feature of a run, built without Docker.
 #[derive(Debug)]

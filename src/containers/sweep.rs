@@ -11,7 +11,7 @@ use super::labels::{classify, Ownership};
 use crate::owner::{LiveProcesses, Owner, LABEL_MANAGED};
 
 use super::ContainerSweepReport;
-use crate::run::RunIdentity;
+use crate::records::RunIdentity;
 
 /// Longest wait for any one Docker request, so a stuck daemon cannot hang cleanup.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);

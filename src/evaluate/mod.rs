@@ -19,7 +19,7 @@ pub(crate) use tracker::Transition;
 
 use crate::alerts::{AlertName, AlertState, Watched};
 use crate::config::Thresholds;
-use crate::run::{IterationSummary, Moment};
+use crate::records::{IterationSummary, Moment};
 use tracker::{AlertTracker, Verdict};
 use window::{Entry, RollingWindow};
 
@@ -178,7 +178,7 @@ impl Evaluator {
     /// unexpected exit (value: its shell status), else clear.
     pub(crate) fn on_exit(
         &mut self,
-        exit: &crate::run::LoopExit,
+        exit: &crate::records::LoopExit,
         th: &Thresholds,
         at: Moment,
     ) -> Findings {

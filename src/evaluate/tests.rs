@@ -409,7 +409,7 @@ fn every_alert_fires_in_process() {
                 now(),
             ),
             AlertName::LoopExited => {
-                evaluator.on_exit(&crate::run::LoopExit::new(None, Some(9)), &th, now())
+                evaluator.on_exit(&crate::records::LoopExit::new(None, Some(9)), &th, now())
             }
             AlertName::LLMErrors => evaluator.on_llm(
                 &crate::llm::meter::LlmEvidence {

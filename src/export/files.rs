@@ -12,7 +12,7 @@ use crate::alerts::{AlertName, Watched};
 use crate::catalog;
 use crate::error::{CollectError, Error};
 use crate::export::Snapshot;
-use crate::run::LogEntryKind;
+use crate::records::LogEntryKind;
 
 /// File name of the final Prometheus text exposition.
 pub const PROMETHEUS_FINAL_FILE: &str = "prometheus_metrics_final.txt";

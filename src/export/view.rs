@@ -10,12 +10,12 @@ use serde_json::{json, Value};
 
 use crate::alerts::{AlertName, AlertState};
 use crate::export::Snapshot;
-use crate::run::LogEntryKind;
+use crate::records::LogEntryKind;
 
 /// Failure reasons shown by name; the rest are summed as `other`.
 pub(crate) const TOP_REASONS: usize = 8;
 
-use crate::run::unix_seconds as unix;
+use crate::records::unix_seconds as unix;
 
 /// One stretch of iterations during which an alert fired.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -77,7 +77,7 @@ pub(crate) struct Restart {
     /// When it happened, Unix seconds.
     pub(crate) at: f64,
     /// Why the previous process ended.
-    pub(crate) reason: crate::run::ExitReason,
+    pub(crate) reason: crate::records::ExitReason,
     /// The previous process's exit status.
     pub(crate) status: i32,
 }

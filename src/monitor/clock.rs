@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::run::Moment;
+use crate::records::Moment;
 
 /// Monotonic time since the clock started, with the wall-clock time of that start.
 #[derive(Debug)]

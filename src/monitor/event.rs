@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::llm::LlmCall;
-use crate::run::{IterationSummary, LoopExit, Moment};
+use crate::records::{IterationSummary, LoopExit, Moment};
 use crate::sample::HostSample;
 
 use super::reasons::ReasonCounts;

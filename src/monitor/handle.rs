@@ -13,7 +13,7 @@ use crate::error::CollectError;
 use crate::export::files::FinalExport;
 use crate::export::http;
 use crate::export::Source as _;
-use crate::run::{RunIdentity, RunSummary};
+use crate::records::{RunIdentity, RunSummary};
 
 use super::background;
 use super::event::Event;

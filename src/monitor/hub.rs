@@ -42,8 +42,8 @@ use crate::evaluate::Findings;
 use crate::export::alertmanager::AlertSink;
 use crate::export::{Evaluation, Snapshot, Source};
 use crate::pipeline::Pipeline;
-use crate::record::{Rejection, Rejections};
-use crate::run::{RunIdentity, RunSummary};
+use crate::reported::{Rejection, Rejections};
+use crate::records::{RunIdentity, RunSummary};
 use crate::sample::{CgroupMemory, HostSampler};
 
 use super::clock::Clock;
@@ -327,7 +327,7 @@ impl Hub {
         grace: std::time::Duration,
     ) -> crate::processes::ProcessSweepReport {
         let skip = self.read(RunState::processes_given_up);
-        let report = crate::processes::sweep(run, false, &skip, grace);
+        let report = crate::processes::sweep_processes(run, false, &skip, grace);
         self.send(Event::ProcessSweep(ProcessSweep {
             given_up: crate::processes::given_up(&report).collect(),
             cleaned: report.cleaned.len(),

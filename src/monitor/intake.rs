@@ -15,7 +15,7 @@ use super::hub::Hub;
 use super::iteration::IterationState;
 use super::sync::lock;
 use crate::protocol::{self, LineError, Message, MetricKind};
-use crate::record::{Population, Rejection};
+use crate::reported::{Population, Rejection};
 
 /// The rejection counted for a line that did not parse.
 fn rejection_of(error: LineError) -> Rejection {

@@ -8,8 +8,8 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::record::{Observations, Population, Rejection};
-use crate::run::{IterationSummary, Moment};
+use crate::reported::{Observations, Population, Rejection};
+use crate::records::{IterationSummary, Moment};
 
 use super::event::{ChampionChange, Completed, Event};
 use super::hub::Hub;

@@ -10,7 +10,7 @@ use crate::alerts::AlertState;
 use crate::containers::{ContainerReading, StatsSource};
 use crate::evaluate::{Transition, WarningChange};
 use crate::pipeline::Pipeline;
-use crate::run::{unix_seconds, IterationSummary, LoopExit};
+use crate::records::{unix_seconds, IterationSummary, LoopExit};
 
 use super::deliver::FindingSink;
 use super::event::{ChampionChange, HostReading};

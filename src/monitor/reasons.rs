@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use crate::run::MAX_FAILURE_REASONS;
+use crate::records::MAX_FAILURE_REASONS;
 
 use super::sync::lock;
 

@@ -15,7 +15,7 @@ use crate::export::alertmanager::{self, AlertIdentity};
 use crate::export::http::{self, EndpointCounters};
 use crate::export::Source;
 use crate::pipeline::Pipeline;
-use crate::run::RunIdentity;
+use crate::records::RunIdentity;
 use crate::sample::HostSampler;
 
 use super::background;

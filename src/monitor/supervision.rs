@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::processes::ProcessSweepReport;
-use crate::run::LoopExit;
+use crate::records::LoopExit;
 
 use super::event::Event;
 use super::hub::Hub;

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use crate::evaluate::Findings;
-use crate::run::progress::{Progress, ProgressPoint};
-use crate::run::{
+use crate::records::progress::{Progress, ProgressPoint};
+use crate::records::{
     HistoryPoint, IterationSummary, LogEntry, LogEntryKind, LoopExit, RunSummary, HISTORY_LEN,
     MAX_EVENTS,
 };
@@ -148,7 +148,7 @@ impl RunLedger {
             self.best_sharpe = Some(sharpe);
             self.progress.push(ProgressPoint {
                 iteration,
-                elapsed_seconds: (at - crate::run::unix_seconds(self.started_at)).max(0.0),
+                elapsed_seconds: (at - crate::records::unix_seconds(self.started_at)).max(0.0),
                 llm_cost_usd: spend_usd,
                 best_sharpe: sharpe,
             });

@@ -23,8 +23,8 @@ use crate::evaluate::{Evaluator, Findings, RollingValues};
 use crate::export::{Evaluation, LiveContainer, ProcessTally};
 use crate::llm::meter::{CallLabels, LlmEvidence, LlmMeter};
 use crate::llm::{LlmCall, Pricing};
-use crate::run::progress::Progress;
-use crate::run::{
+use crate::records::progress::Progress;
+use crate::records::{
     unix_seconds, ExitReason, HistoryPoint, IterationSummary, LogEntry, LogEntryKind, LoopExit,
     Moment, RunSummary,
 };
