@@ -5,7 +5,7 @@
 //! | where | encoding |
 //! |---|---|
 //! | worker processes' environment (`LOOPWATCH_OWNER`) | `<host>:<pid>:<start time>` |
-//! | container labels (Contract 4) | `loopwatch.owner.host`, `.pid`, `.start_time` |
+//! | container labels | `loopwatch.owner.host`, `.pid`, `.start_time` |
 //! | file_sd registration files | `loopwatch-<pid>-<start time>-<port>.json` |
 //! | `loopwatch run`'s socket directory | `loopwatch-<pid>-<start time>` |
 //!

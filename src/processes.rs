@@ -3,7 +3,7 @@
 //!
 //! Every process of a run carries the run's identity in its environment:
 //! `LOOPWATCH_RUN_ID` and `LOOPWATCH_OWNER` (`<host>:<pid>:<start time>` of the process
-//! that owns the run, as for containers, Contract 4). `loopwatch run` sets both on its
+//! that owns the run, as the containers' ownership labels hold it: [`crate::owner`]). `loopwatch run` sets both on its
 //! child, and children inherit them (forked workers, double-forked daemons, shells);
 //! [`Monitor::identify`](crate::Monitor::identify) sets them on a `Command`.
 //!

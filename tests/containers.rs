@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use loopwatch::sandbox::SandboxSpec;
 use loopwatch::{AlertName, Monitor};
 
-/// The ownership labels of Contract 4.
+/// The ownership labels every managed container carries.
 const LABEL_MANAGED: &str = "loopwatch.managed";
 const LABEL_RUN_ID: &str = "loopwatch.run_id";
 use support::services::{logs, Alertmanager};

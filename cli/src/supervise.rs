@@ -46,7 +46,7 @@ use terminal::Terminal;
 
 /// Environment variable naming the socket a supervised loop reports to.
 pub const ENV_SOCKET: &str = "LOOPWATCH_SOCKET";
-/// Environment variable carrying the container ownership labels (Contract 4) as a
+/// Environment variable carrying the container ownership labels ([`loopwatch::cleanup::Owner`]) as a
 /// JSON object, for the loop's `docker run --label` or docker-py's `labels=`.
 pub const ENV_LABELS: &str = "LOOPWATCH_LABELS";
 

@@ -62,7 +62,7 @@ fn assert_contract_names_have_data(prometheus: &Prometheus, addr: SocketAddr) {
     use loopwatch::catalog::Presence;
     for spec in loopwatch::catalog::CATALOG
         .iter()
-        .filter(|s| s.requirement.is_some() && s.presence != Presence::PerContainer)
+        .filter(|s| s.has_fixed_name() && s.presence != Presence::PerContainer)
     {
         let query = format!("{}{{instance=\"{addr}\"}}", spec.name);
         let result = prometheus.query(&query);

@@ -1,4 +1,4 @@
-//! The alert table (Contract 2): every alert loopwatch or its Prometheus rules raise,
+//! The alert table (the README's alert table is generated from it): every alert loopwatch or its Prometheus rules raise,
 //! one row each with its name, severity, message, threshold keys, runbook and rule,
 //! plus the alert states and the watched rolling values. Every layer speaks this
 //! vocabulary: the evaluator decides, the exporters label and deliver, the generated
@@ -67,7 +67,7 @@ pub struct AlertSpec {
     pub name: &'static str,
     /// Its `severity` label.
     pub severity: Severity,
-    /// The fixed message: log text and the Alertmanager summary (Contract 2).
+    /// The fixed message: log text and the Alertmanager summary, the same everywhere.
     pub message: &'static str,
     /// The [`Thresholds`] keys it reads.
     pub threshold_keys: &'static [&'static str],
@@ -113,7 +113,7 @@ macro_rules! alert_table {
         }
     ) => {
         /// The alerts loopwatch's evaluator raises, with their fixed names and
-        /// messages (Contract 2). New alerts may be added: match with a wildcard arm.
+        /// messages. New alerts may be added: match with a wildcard arm.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Enum)]
         #[non_exhaustive]
         pub enum AlertName {
@@ -412,7 +412,7 @@ impl Watched {
         }
     }
 
-    /// The fixed warning text (Contract 2).
+    /// The fixed warning text.
     pub(crate) const fn warning(self) -> &'static str {
         match self {
             Watched::ExecutionTime => "Performance slowdown detected",

@@ -1,5 +1,5 @@
-//! The decision of whose a container is, from its ownership labels (Contract 4; the
-//! labels themselves are [`Owner`]'s encoding).
+//! The decision of whose a container is, from its ownership labels (the labels themselves
+//! are [`Owner`]'s encoding, tabled in `owner.rs`).
 
 use std::collections::HashMap;
 

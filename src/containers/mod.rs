@@ -78,7 +78,7 @@ pub(crate) struct Containers {
     /// that each is counted in `loopwatch_container_cleanup_failures_total` once and
     /// logged at its 1st, 2nd, 4th, 8th … attempt rather than at every sweep.
     failed_removals: Mutex<std::collections::HashMap<String, u64>>,
-    /// This run's own containers whose removal failed: orphans too (requirement 4.4),
+    /// This run's own containers whose removal failed: orphans too,
     /// retried by every sweep until they go.
     stuck: Mutex<HashSet<String>>,
     /// Wakes the sweeper early: one of this run's containers could not be removed.

@@ -141,7 +141,7 @@ async fn every(
     }
 }
 
-/// Logs the long-run statistics (requirement 5.4) every `stats_interval`.
+/// Logs the long-run statistics (iterations, rates, memory, uptime) every `stats_interval`.
 async fn log_long_run_statistics(hub: Arc<Hub>, cancel: CancellationToken) {
     let period = hub.settings.thresholds.stats_interval();
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
