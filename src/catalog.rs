@@ -97,6 +97,8 @@ pub enum Presence {
     PerContainer,
     /// Series per model (and outcome) once an LLM call was recorded; none before.
     PerLlmCall,
+    /// A histogram of evaluations, whose series appear with its first observation.
+    WithEvaluations,
 }
 
 /// A counter row: counts events as they happen.
@@ -121,9 +123,19 @@ const SECONDS_BOUNDARIES: [f64; 14] = [
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 ];
 
-/// The bucket boundaries of a histogram row: by its unit, tokens or seconds.
+/// Evaluation seconds: 10 ms to an hour, about three steps a decade, with OpenEvolve's
+/// default evaluator timeout (300 s) and the default `evaluation_floor` (600 s) as
+/// boundaries.
+const EVALUATION_SECONDS_BOUNDARIES: [f64; 15] = [
+    0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+];
+
+/// The bucket boundaries of a histogram row: evaluations' seconds, other seconds, or
+/// tokens.
 pub fn histogram_boundaries(spec: &MetricSpec) -> &'static [f64] {
-    if spec.unit == "s" {
+    if spec.presence == Presence::WithEvaluations {
+        &EVALUATION_SECONDS_BOUNDARIES
+    } else if spec.unit == "s" {
         &SECONDS_BOUNDARIES
     } else {
         &TOKEN_BOUNDARIES
@@ -686,6 +698,33 @@ catalog! {
     /// Restarts within the restart window, for LoopCrashLooping.
     LOOP_RESTARTS_RECENT / loopwatch_loop_restarts_recent: Gauge = "loopwatch_loop_restarts_recent", "{restart}", [], None, Always,
         "Restarts of the loop within the last restart_window (1 h by default), as LoopCrashLooping counts them (restarts).";
+    /// Evaluations in flight.
+    EVALUATIONS_IN_FLIGHT / loopwatch_evaluations_in_flight: Gauge = "loopwatch_evaluations_in_flight", "{evaluation}", [], None, Always,
+        "Evaluations (a candidate's back-test, a program's run) started and not yet ended; at most 10,000 are tracked, and starts past that are rejected (evaluations).";
+    /// Age of the oldest evaluation in flight.
+    EVALUATION_OLDEST_SECONDS / loopwatch_evaluation_oldest_seconds: Gauge = "loopwatch_evaluation_oldest_seconds", "s", [], None, Always,
+        "Age of the oldest evaluation in flight, as of the last start, end or clock tick (about once a second); 0 with none (seconds).";
+    /// How long an evaluation may run before EvaluationHung.
+    EVALUATION_HUNG_LIMIT_SECONDS / loopwatch_evaluation_hung_limit_seconds: Gauge = "loopwatch_evaluation_hung_limit_seconds", "s", [], None, Always,
+        "How long an evaluation may run before EvaluationHung fires: evaluation_factor times the 95th percentile duration of the last 1,000 finished evaluations once 20 have finished, never less than evaluation_floor (seconds).";
+    /// Duration of each finished evaluation.
+    EVALUATION_DURATION_SECONDS / loopwatch_evaluation_duration_seconds: Histogram = "loopwatch_evaluation_duration_seconds", "s", [], None, WithEvaluations,
+        "Duration of each evaluation that ended, from its start to its end, by the loop's clock when both ends carry a time (seconds).";
+    /// Evaluations by outcome.
+    EVALUATIONS_TOTAL / loopwatch_evaluations_total: Counter = "loopwatch_evaluations_total", "{evaluation}", ["outcome"], None, Always,
+        "Evaluations that ended, by outcome: ok, failed, timeout (the loop's own timeout ended it) or killed (loopwatch ended it) (evaluations).";
+    /// Time evaluations waited in a queue before they started.
+    EVALUATION_QUEUE_WAIT_SECONDS / loopwatch_evaluation_queue_wait_seconds: Histogram = "loopwatch_evaluation_queue_wait_seconds", "s", [], None, WithEvaluations,
+        "Time from an evaluation's queueing to its start, for evaluations whose start reported when they were queued (seconds).";
+    /// Workers seen in the last minute.
+    EVALUATION_WORKERS / loopwatch_evaluation_workers: Gauge = "loopwatch_evaluation_workers", "{worker}", [], None, Always,
+        "Workers that ran an evaluation in the last minute or run one now, each known by the worker name, else the pid, its evaluations reported; at most 1,024 are tracked (workers).";
+    /// Busy workers over the workers seen in the last minute.
+    EVALUATION_WORKER_OCCUPANCY / loopwatch_evaluation_worker_occupancy: Gauge = "loopwatch_evaluation_worker_occupancy", "1", [], None, Always,
+        "Workers running an evaluation now over loopwatch_evaluation_workers; 0 with none (ratio 0-1).";
+    /// Evaluations loopwatch ended.
+    EVALUATIONS_KILLED_TOTAL / loopwatch_evaluations_killed_total: Counter = "loopwatch_evaluations_killed_total", "{evaluation}", [], None, Always,
+        "Hung evaluations whose processes loopwatch ended; 0 while nothing asks loopwatch to end them (evaluations).";
 }
 
 /// The name the OpenTelemetry Prometheus exporter writes an instrument under: its
@@ -774,6 +813,10 @@ pub fn markdown_table() -> String {
                     format!("{} One series per running container.", spec.description),
                 Presence::PerLlmCall => format!(
                     "{} Series appear with the first LLM call.",
+                    spec.description
+                ),
+                Presence::WithEvaluations => format!(
+                    "{} Series appear with the first observation.",
                     spec.description
                 ),
             }

@@ -34,6 +34,36 @@ impl Moment {
     }
 }
 
+/// How an evaluation ended: the `outcome` label of `loopwatch_evaluations_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Ended {
+    /// It completed, whatever the candidate scored.
+    Ok,
+    /// It failed: the evaluator raised, or the candidate could not be run (a guard
+    /// dropped without an outcome included).
+    Failed,
+    /// The loop's own timeout ended it.
+    Timeout,
+    /// loopwatch ended it because it hung.
+    Killed,
+}
+
+impl Ended {
+    /// Every outcome, in a fixed order.
+    pub(crate) const ALL: [Ended; 4] = [Ended::Ok, Ended::Failed, Ended::Timeout, Ended::Killed];
+
+    /// The `outcome` label.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Ended::Ok => "ok",
+            Ended::Failed => "failed",
+            Ended::Timeout => "timeout",
+            Ended::Killed => "killed",
+        }
+    }
+}
+
 /// Who this run is: the identity carried by its labels, alerts and exports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -361,6 +391,10 @@ pub(crate) enum LogEntryKind {
         /// What qualifies the value (the LLM spend alerts': a lower bound).
         #[serde(skip_serializing_if = "Option::is_none")]
         note: Option<&'static str>,
+        /// What the alert is about, when it is one thing among many (EvaluationHung:
+        /// the evaluation).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
     },
     /// `loopwatch run` started the loop again after it ended.
     Restarted {

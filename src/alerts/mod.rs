@@ -303,6 +303,19 @@ alert_table! {
         threshold: |t| t.llm_budget_usd().unwrap_or(f64::INFINITY),
         rule: rule!(promql::llm_budget, promql::llm_budget_description),
     }
+    /// An evaluation (a candidate's back-test, a program's run) running longer than
+    /// `evaluation_factor` (5) times the 95th percentile of the finished evaluations'
+    /// durations, at least `evaluation_floor` (10 min, twice OpenEvolve's default
+    /// evaluator timeout), while the loop may go on. Resolves once no evaluation is
+    /// over the limit.
+    EvaluationHung {
+        severity: Warning,
+        message: "Evaluation hang detected",
+        runbook: "README.md#evaluationhung",
+        thresholds: ["evaluation_factor", "evaluation_floor"],
+        threshold: |t| t.evaluation_floor().as_secs_f64(),
+        rule: rule!(promql::evaluation_hung, promql::evaluation_hung_description),
+    }
     @prometheus_only {
         /// Prometheus cannot scrape a loop that was running and never said it was done.
         LoopDown {
