@@ -18,8 +18,8 @@ use prometheus::Registry;
 use crate::alerts::{AlertName, Watched};
 use crate::catalog::{self, Instruments, MetricSpec};
 use crate::error::{CollectError, Error};
-use crate::reported::Rejection;
 use crate::records::RunIdentity;
+use crate::reported::Rejection;
 
 mod text;
 
@@ -285,7 +285,10 @@ mod tests {
         let families = pipeline.gather().unwrap();
         for spec in CATALOG {
             let family = families.iter().find(|f| f.name() == spec.name);
-            if matches!(spec.presence, Presence::PerContainer | Presence::PerLlmCall | Presence::WithEvaluations) {
+            if matches!(
+                spec.presence,
+                Presence::PerContainer | Presence::PerLlmCall | Presence::WithEvaluations
+            ) {
                 assert!(family.is_none(), "{} has no series yet", spec.name);
                 continue;
             }
@@ -303,7 +306,10 @@ mod tests {
             families.len(),
             CATALOG
                 .iter()
-                .filter(|s| !matches!(s.presence, Presence::PerContainer | Presence::PerLlmCall | Presence::WithEvaluations))
+                .filter(|s| !matches!(
+                    s.presence,
+                    Presence::PerContainer | Presence::PerLlmCall | Presence::WithEvaluations
+                ))
                 .count(),
             "nothing outside the catalog"
         );

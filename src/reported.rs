@@ -75,6 +75,12 @@ pub(crate) enum Rejection {
     MetricInvalid,
     /// A loop's own metric past the limit of series.
     MetricOverLimit,
+    /// An evaluation's start while the most evaluations are in flight.
+    EvaluationOverLimit,
+    /// An evaluation's start with the id of one in flight.
+    EvaluationDuplicate,
+    /// An evaluation's end with an id not in flight.
+    EvaluationUnknown,
 }
 
 impl Rejection {
@@ -95,6 +101,9 @@ impl Rejection {
             | Rejection::MessageTooLong
             | Rejection::MessageOutsideIteration => "message",
             Rejection::MetricInvalid | Rejection::MetricOverLimit => "metric",
+            Rejection::EvaluationOverLimit
+            | Rejection::EvaluationDuplicate
+            | Rejection::EvaluationUnknown => "evaluation",
         }
     }
 
@@ -113,7 +122,9 @@ impl Rejection {
             Rejection::MessageTooLong => "too_long",
             Rejection::MessageOutsideIteration => "outside_iteration",
             Rejection::MetricInvalid => "invalid",
-            Rejection::MetricOverLimit => "over_limit",
+            Rejection::MetricOverLimit | Rejection::EvaluationOverLimit => "over_limit",
+            Rejection::EvaluationDuplicate => "duplicate_id",
+            Rejection::EvaluationUnknown => "unknown_id",
         }
     }
 
@@ -152,6 +163,11 @@ impl Rejection {
                 "a Prometheus name not loopwatch's own, one kind per name, a finite value (non-negative for a counter)"
             }
             Rejection::MetricOverLimit => "at most 100 series of the loop's own",
+            Rejection::EvaluationOverLimit => "at most 10,000 evaluations in flight",
+            Rejection::EvaluationDuplicate => "ids unique among the evaluations in flight",
+            Rejection::EvaluationUnknown => {
+                "an end for an evaluation in flight (its start accepted, not yet ended)"
+            }
         }
     }
 }

@@ -7,10 +7,11 @@
 //!
 //! Adding a kind of event is one variant here and one arm in `apply`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::llm::LlmCall;
-use crate::records::{IterationSummary, LoopExit, Moment};
+use crate::records::{Ended, IterationSummary, LoopExit, Moment};
 use crate::sample::HostSample;
 
 use super::reasons::ReasonCounts;
@@ -95,6 +96,49 @@ pub(crate) enum Event {
         /// The call's id.
         id: u64,
         /// When.
+        at: Moment,
+    },
+    /// An evaluation (a candidate's back-test, a program's run) started: it is in
+    /// flight until [`Event::EvaluationEnded`] with its id.
+    EvaluationStarted {
+        /// Its id, unique among the evaluations in flight.
+        id: Arc<str>,
+        /// The process that runs it, if said.
+        pid: Option<u32>,
+        /// The worker that runs it, if said.
+        worker: Option<Arc<str>>,
+        /// How long it waited in a queue before it started, if said.
+        queued: Option<Duration>,
+        /// When it started by the loop's clock (Unix seconds), if said.
+        reported: Option<f64>,
+        /// When it was reported.
+        at: Moment,
+    },
+    /// An evaluation in flight runs on this worker or process (each if said), or
+    /// waited this long in a queue.
+    EvaluationAssigned {
+        /// Its id.
+        id: Arc<str>,
+        /// The process that runs it, if said.
+        pid: Option<u32>,
+        /// The worker that runs it, if said.
+        worker: Option<Arc<str>>,
+        /// How long it waited in a queue before it started, if said.
+        queued: Option<Duration>,
+        /// When it was reported.
+        at: Moment,
+    },
+    /// An evaluation ended.
+    EvaluationEnded {
+        /// Its id.
+        id: Arc<str>,
+        /// How.
+        outcome: Ended,
+        /// Why it failed, if it did and the loop said.
+        reason: Option<Box<str>>,
+        /// When it ended by the loop's clock (Unix seconds), if said.
+        reported: Option<f64>,
+        /// When it was reported.
         at: Moment,
     },
     /// The background clock: what changes with time alone (a stall, windows that

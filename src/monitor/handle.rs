@@ -16,6 +16,7 @@ use crate::export::Source as _;
 use crate::records::{RunIdentity, RunSummary};
 
 use super::background;
+use super::evaluation::Evaluation;
 use super::event::Event;
 use super::hub::Hub;
 use super::iteration::Iteration;
@@ -106,6 +107,15 @@ impl Monitor {
     pub fn start_iteration(&self) -> Iteration<'_> {
         let number = self.hub.next_iteration.fetch_add(1, Ordering::Relaxed);
         Iteration::start(&self.hub, number)
+    }
+
+    /// Starts evaluation `id` (a candidate's back-test, a program's run) now, for an
+    /// evaluation that may outlive an iteration; end it through the guard (see
+    /// [`Evaluation`]). Ids must be unique among the evaluations in flight; at most
+    /// 10,000 are in flight, and starts past that are counted and logged as rejected.
+    #[inline]
+    pub fn evaluation(&self, id: &str) -> Evaluation<'_> {
+        Evaluation::start(&self.hub, id)
     }
 
     /// A meter for the loop's own instruments; they are served on the same endpoint.

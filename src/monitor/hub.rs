@@ -42,8 +42,8 @@ use crate::evaluate::Findings;
 use crate::export::alertmanager::AlertSink;
 use crate::export::{Evaluation, Snapshot, Source};
 use crate::pipeline::Pipeline;
-use crate::reported::{Rejection, Rejections};
 use crate::records::{RunIdentity, RunSummary};
+use crate::reported::{Rejection, Rejections};
 use crate::sample::{CgroupMemory, HostSampler};
 
 use super::clock::Clock;
@@ -191,6 +191,10 @@ impl Hub {
             let applied = lock(&self.state).apply(event, &self.settings.thresholds);
             self.publisher.publish(&applied.publish);
             self.deliver(&applied.findings);
+            if let Some((kind, value)) = applied.rejected {
+                let iteration = self.next_iteration.load(Ordering::Relaxed) - 1;
+                self.reject(kind, value, iteration);
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Gauge};
 
@@ -14,7 +15,8 @@ use super::event::Event;
 use super::hub::Hub;
 use super::iteration::IterationState;
 use super::sync::lock;
-use crate::protocol::{self, LineError, Message, MetricKind};
+use crate::protocol::{self, EvaluationOutcome, LineError, Message, MetricKind};
+use crate::records::{unix_seconds, Ended};
 use crate::reported::{Population, Rejection};
 
 /// The rejection counted for a line that did not parse.
@@ -25,6 +27,41 @@ fn rejection_of(error: LineError) -> Rejection {
         LineError::UnknownType => Rejection::MessageUnknownType,
         LineError::TooLong => Rejection::MessageTooLong,
     }
+}
+
+/// An `evaluation_start` line, as the event a Rust guard's start sends: its queue
+/// wait from the loop's clock (its start's time, else the time it arrived, less when
+/// it was queued).
+fn evaluation_started(hub: &Hub, start: protocol::EvaluationStart) {
+    let at = hub.clock.now();
+    let queued = start.queued.map(|queued| {
+        let began = start.at.unwrap_or_else(|| unix_seconds(at.wall));
+        Duration::try_from_secs_f64(began - queued).unwrap_or_default()
+    });
+    hub.send(Event::EvaluationStarted {
+        id: start.id.into(),
+        pid: start.pid,
+        worker: start.worker.map(Arc::from),
+        queued,
+        reported: start.at,
+        at,
+    });
+}
+
+/// An `evaluation_end` line, as the event a Rust guard's outcome sends.
+fn evaluation_ended(hub: &Hub, end: protocol::EvaluationEnd) {
+    let (outcome, reason) = match end.outcome {
+        EvaluationOutcome::Ok => (Ended::Ok, None),
+        EvaluationOutcome::Timeout => (Ended::Timeout, None),
+        EvaluationOutcome::Failed { reason } => (Ended::Failed, reason.map(String::into_boxed_str)),
+    };
+    hub.send(Event::EvaluationEnded {
+        id: end.id.into(),
+        outcome,
+        reason,
+        reported: end.at,
+        at: hub.clock.now(),
+    });
 }
 
 /// One of the loop's own instruments, created on its first `metric` message.
@@ -194,9 +231,8 @@ impl Intake {
                 call,
                 at: hub.clock.now(),
             }),
-            // Evaluations are parsed and validated, but not applied until the monitor's
-            // state takes events: accepted quietly, neither applied nor rejected.
-            Message::EvaluationStart(_) | Message::EvaluationEnd(_) => {}
+            Message::EvaluationStart(start) => evaluation_started(hub, start),
+            Message::EvaluationEnd(end) => evaluation_ended(hub, end),
             Message::Dropped { count } => {
                 let i = &hub.pipeline().instruments;
                 i.loopwatch_client_dropped_events_total.add(count, &[]);

@@ -8,9 +8,10 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::reported::{Observations, Population, Rejection};
 use crate::records::{IterationSummary, Moment};
+use crate::reported::{Observations, Population, Rejection};
 
+use super::evaluation::Evaluation;
 use super::event::{ChampionChange, Completed, Event};
 use super::hub::Hub;
 use super::reasons::ReasonCounts;
@@ -262,6 +263,14 @@ impl<'m> Iteration<'m> {
     pub fn record_success(&mut self, sharpe_ratio: f64, max_drawdown: f64) {
         let hub = self.hub;
         self.state.success(hub, sharpe_ratio, Some(max_drawdown));
+    }
+
+    /// Starts evaluation `id` of this iteration's candidates now (see
+    /// [`Monitor::evaluation`](crate::Monitor::evaluation)); the guard may outlive the
+    /// iteration.
+    #[inline]
+    pub fn evaluation(&self, id: &str) -> Evaluation<'m> {
+        Evaluation::start(self.hub, id)
     }
 
     /// Reports a strategy that failed, with a short reason ("too few trades").

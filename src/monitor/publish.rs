@@ -10,11 +10,11 @@ use crate::alerts::AlertState;
 use crate::containers::{ContainerReading, StatsSource};
 use crate::evaluate::{Transition, WarningChange};
 use crate::pipeline::Pipeline;
-use crate::records::{unix_seconds, IterationSummary, LoopExit};
+use crate::records::{unix_seconds, Ended, IterationSummary, LoopExit};
 
 use super::deliver::FindingSink;
 use super::event::{ChampionChange, HostReading};
-use super::state::{Judged, Publish};
+use super::state::{EvaluationGauges, Judged, Publish};
 
 /// loopwatch's instruments and the pipeline that serves them.
 #[derive(Debug)]
@@ -73,17 +73,20 @@ impl Publisher {
                 evidence,
             } => self.llm_call(call, labels, *pricing, evidence),
             Publish::InFlight { calls, oldest } => self.llm_in_flight(*calls, *oldest),
+            Publish::Evaluations(gauges) => self.evaluations(gauges),
             Publish::Tick {
                 calls,
                 oldest,
                 llm,
                 recent_restarts,
+                evaluations,
             } => {
                 self.llm_in_flight(*calls, *oldest);
                 if let Some(evidence) = llm {
                     self.llm_evidence(evidence);
                 }
                 self.recent_restarts(*recent_restarts);
+                self.evaluations(evaluations);
             }
         }
     }
@@ -319,6 +322,45 @@ impl Publisher {
         i.loopwatch_llm_in_flight.record(calls as f64, &[]);
         i.loopwatch_llm_oldest_in_flight_seconds
             .record(oldest.as_secs_f64(), &[]);
+    }
+
+    /// The evaluations in flight, their workers and limit, and what an event added:
+    /// an evaluation that ended (its duration and outcome), a queue wait.
+    fn evaluations(&self, gauges: &EvaluationGauges) {
+        let i = &self.pipeline.instruments;
+        i.loopwatch_evaluations_in_flight
+            .record(gauges.in_flight as f64, &[]);
+        i.loopwatch_evaluation_oldest_seconds
+            .record(gauges.oldest.as_secs_f64(), &[]);
+        let (workers, busy) = gauges.workers;
+        i.loopwatch_evaluation_workers.record(workers as f64, &[]);
+        let occupancy = if workers == 0 {
+            0.0
+        } else {
+            busy as f64 / workers as f64
+        };
+        i.loopwatch_evaluation_worker_occupancy
+            .record(occupancy, &[]);
+        if let Some(limit) = gauges.limit {
+            i.loopwatch_evaluation_hung_limit_seconds
+                .record(limit.as_secs_f64(), &[]);
+        }
+        if let Some((finished, reason)) = &gauges.finished {
+            i.loopwatch_evaluation_duration_seconds
+                .record(finished.duration.as_secs_f64(), &[]);
+            i.loopwatch_evaluations_total
+                .add(1, &[KeyValue::new("outcome", finished.outcome.as_str())]);
+            if finished.outcome == Ended::Killed {
+                i.loopwatch_evaluations_killed_total.add(1, &[]);
+            }
+            if let Some(reason) = reason {
+                tracing::debug!(reason = &**reason, "an evaluation failed");
+            }
+        }
+        if let Some(wait) = gauges.queued {
+            i.loopwatch_evaluation_queue_wait_seconds
+                .record(wait.as_secs_f64(), &[]);
+        }
     }
 
     /// One container sample (or Docker being down).

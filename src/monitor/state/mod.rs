@@ -5,13 +5,15 @@
 //!
 //! The parts: the [`ledger`] (totals, champion, history, event log, exits), the
 //! evaluator (windows, baselines, alert states), the samplers' latest readings and the
-//! sweeps' housekeeping ([`housekeeping`]), the LLM meter, and the loop's
-//! [`liveness`].
+//! sweeps' housekeeping ([`housekeeping`]), the LLM meter, the loop's [`liveness`],
+//! and the [`evaluations`] in flight.
 
+mod evaluations;
 mod housekeeping;
 mod ledger;
 mod liveness;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use enum_map::EnumMap;
@@ -19,22 +21,25 @@ use enum_map::EnumMap;
 use crate::alerts::{AlertName, AlertState, Watched};
 use crate::config::Thresholds;
 use crate::containers::ContainerReading;
-use crate::evaluate::{Evaluator, Findings, RollingValues};
+use crate::evaluate::{evaluation_limit, Evaluator, Findings, RollingValues};
 use crate::export::{Evaluation, LiveContainer, ProcessTally};
 use crate::llm::meter::{CallLabels, LlmEvidence, LlmMeter};
 use crate::llm::{LlmCall, Pricing};
 use crate::records::progress::Progress;
 use crate::records::{
-    unix_seconds, ExitReason, HistoryPoint, IterationSummary, LogEntry, LogEntryKind, LoopExit,
-    Moment, RunSummary,
+    unix_seconds, Ended, ExitReason, HistoryPoint, IterationSummary, LogEntry, LogEntryKind,
+    LoopExit, Moment, RunSummary,
 };
+use crate::reported::Rejection;
 
 use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep};
 use super::reasons::ReasonNames;
+use evaluations::{Evaluations, Oldest, Refused};
 use housekeeping::{Housekeeping, Latest};
 use ledger::RunLedger;
 use liveness::Liveness;
 
+pub(super) use evaluations::Finished;
 pub(super) use ledger::RECENT_ITERATIONS;
 
 /// The evaluator's published quantities after an iteration: rolling values,
@@ -57,6 +62,26 @@ pub(super) struct Applied {
     pub(super) findings: Findings,
     /// What the instruments (and the log) are to show of it.
     pub(super) publish: Publish,
+    /// An observation the event carried that was turned away, with the value to log,
+    /// for the hub to count.
+    pub(super) rejected: Option<(Rejection, f64)>,
+}
+
+/// The evaluations' gauges after an evaluation event or a tick, and what an event
+/// added: an evaluation that ended, a queue wait.
+#[derive(Debug)]
+pub(super) struct EvaluationGauges {
+    pub(super) in_flight: usize,
+    /// The age of the oldest in flight; zero with none.
+    pub(super) oldest: Duration,
+    /// Workers seen, and those busy.
+    pub(super) workers: (usize, usize),
+    /// How long an evaluation may run before EvaluationHung (computed on a tick).
+    pub(super) limit: Option<Duration>,
+    /// An evaluation that ended, and why it failed if it did and the loop said.
+    pub(super) finished: Option<(Finished, Option<Box<str>>)>,
+    /// A queue wait reported.
+    pub(super) queued: Option<Duration>,
 }
 
 /// What the instruments are to show of an applied event: its values, as the state
@@ -112,19 +137,35 @@ pub(super) enum Publish {
     },
     /// LLM calls in flight, and the age of the oldest.
     InFlight { calls: usize, oldest: Duration },
+    /// The evaluations' gauges, and what the event added.
+    Evaluations(EvaluationGauges),
     /// The background clock's tick: calls in flight, the LLM evidence (when calls
-    /// were made) and the restarts within the window.
+    /// were made), the restarts within the window and the evaluations.
     Tick {
         calls: usize,
         oldest: Duration,
         llm: Option<LlmEvidence>,
         recent_restarts: u64,
+        evaluations: EvaluationGauges,
     },
 }
 
 impl Applied {
     fn new(findings: Findings, publish: Publish) -> Self {
-        Applied { findings, publish }
+        Applied {
+            findings,
+            publish,
+            rejected: None,
+        }
+    }
+
+    /// An event turned away, changing nothing.
+    fn rejected(kind: Rejection, value: f64) -> Self {
+        Applied {
+            findings: Findings::default(),
+            publish: Publish::Nothing,
+            rejected: Some((kind, value)),
+        }
     }
 
     fn just(publish: Publish) -> Self {
@@ -141,6 +182,7 @@ pub(super) struct RunState {
     housekeeping: Housekeeping,
     llm: LlmMeter,
     liveness: Liveness,
+    evaluations: Evaluations,
 }
 
 impl RunState {
@@ -153,6 +195,7 @@ impl RunState {
             housekeeping: Housekeeping::default(),
             llm: LlmMeter::default(),
             liveness: Liveness::default(),
+            evaluations: Evaluations::default(),
         }
     }
 
@@ -197,6 +240,44 @@ impl RunState {
                 self.llm.call_ended(id);
                 (self.in_flight(at), at)
             }
+            Event::EvaluationStarted {
+                id,
+                pid,
+                worker,
+                queued,
+                reported,
+                at,
+            } => {
+                let started = self.evaluations.start(&id, pid, worker, reported, at.mono);
+                let applied = match started {
+                    Ok(()) => Applied::just(Publish::Evaluations(
+                        self.evaluation_gauges(at, None, None, queued),
+                    )),
+                    Err(refused) => self.refused(refused),
+                };
+                (applied, at)
+            }
+            Event::EvaluationAssigned {
+                id,
+                pid,
+                worker,
+                queued,
+                at,
+            } => {
+                self.evaluations.assign(&id, pid, worker, at.mono);
+                let gauges = self.evaluation_gauges(at, None, None, queued);
+                (Applied::just(Publish::Evaluations(gauges)), at)
+            }
+            Event::EvaluationEnded {
+                id,
+                outcome,
+                reason,
+                reported,
+                at,
+            } => (
+                self.evaluation_ended(&id, outcome, reason, reported, th, at),
+                at,
+            ),
             Event::Tick { at } => (self.tick(th, at), at),
         };
         self.ledger.log_findings(&applied.findings, at.wall);
@@ -396,9 +477,87 @@ impl RunState {
         Applied::just(Publish::InFlight { calls, oldest })
     }
 
-    /// What changes with time alone: a stall, the LLM windows, the restart window.
+    /// An evaluation ended: EvaluationHung again when it is raised (the hung
+    /// evaluation may be the one that ended).
+    fn evaluation_ended(
+        &mut self,
+        id: &str,
+        outcome: Ended,
+        reason: Option<Box<str>>,
+        reported: Option<f64>,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Applied {
+        let finished = match self.evaluations.end(id, outcome, reported, at.mono) {
+            Ok(finished) => finished,
+            Err(refused) => return self.refused(refused),
+        };
+        let (findings, limit) =
+            if self.evaluator.state(AlertName::EvaluationHung) == AlertState::Inactive {
+                (Findings::default(), None)
+            } else {
+                let (findings, limit) = self.hung(th, at);
+                (findings, Some(limit))
+            };
+        let gauges = self.evaluation_gauges(at, limit, Some((finished, reason)), None);
+        Applied::new(findings, Publish::Evaluations(gauges))
+    }
+
+    /// An evaluation event turned away.
+    fn refused(&self, refused: Refused) -> Applied {
+        match refused {
+            Refused::OverLimit => Applied::rejected(
+                Rejection::EvaluationOverLimit,
+                self.evaluations.in_flight() as f64,
+            ),
+            Refused::Duplicate => Applied::rejected(Rejection::EvaluationDuplicate, f64::NAN),
+            Refused::Unknown => Applied::rejected(Rejection::EvaluationUnknown, f64::NAN),
+        }
+    }
+
+    /// EvaluationHung at `at`, and the limit it was judged against.
+    fn hung(&mut self, th: &Thresholds, at: Moment) -> (Findings, Duration) {
+        let limit = evaluation_limit(self.evaluations.p95(), th);
+        let oldest = self.evaluations.oldest(at.mono);
+        let findings = self.evaluator.on_evaluations(
+            oldest.as_ref().map(|o| o.age),
+            limit,
+            || {
+                oldest
+                    .as_ref()
+                    .map_or_else(|| Arc::from("evaluation"), Oldest::subject)
+            },
+            at,
+        );
+        (findings, limit)
+    }
+
+    /// The evaluations' gauges at `at`, with what an event added.
+    fn evaluation_gauges(
+        &self,
+        at: Moment,
+        limit: Option<Duration>,
+        finished: Option<(Finished, Option<Box<str>>)>,
+        queued: Option<Duration>,
+    ) -> EvaluationGauges {
+        EvaluationGauges {
+            in_flight: self.evaluations.in_flight(),
+            oldest: self.evaluations.oldest_age(at.mono).unwrap_or_default(),
+            workers: self.evaluations.workers(),
+            limit,
+            finished,
+            queued,
+        }
+    }
+
+    /// What changes with time alone: a stall, the LLM windows, the restart window,
+    /// the evaluations' ages and workers.
     fn tick(&mut self, th: &Thresholds, at: Moment) -> Applied {
         let mut findings = self.stall(th, at);
+        self.evaluations.forget_idle_workers(at.mono);
+        let (hung, limit) = self.hung(th, at);
+        findings.extend(hung);
+        let evaluations = self.evaluation_gauges(at, Some(limit), None, None);
         let (calls, oldest) = self.llm.in_flight(at.mono);
         let llm = self.llm.any_calls().then(|| {
             let evidence = self.llm.evidence(at.mono);
@@ -413,6 +572,7 @@ impl RunState {
                 oldest,
                 llm,
                 recent_restarts: self.evaluator.recent_restarts(),
+                evaluations,
             },
         )
     }
