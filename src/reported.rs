@@ -47,7 +47,7 @@ impl<'a> Population<'a> {
 }
 
 /// A kind of invalid observation: which field, and what was wrong with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum)]
 pub(crate) enum Rejection {
     /// A Sharpe ratio that is NaN or infinite.
     SharpeNotFinite,

@@ -466,7 +466,9 @@ mod tests {
         e.end("c", Ended::Ok, None, secs(2)).unwrap();
         assert_eq!(e.workers(), (2, 1));
         e.forget_idle_workers(secs(62));
-        assert_eq!(e.workers(), (1, 1), "w1 was last seen a minute ago");
+        assert_eq!(e.workers(), (2, 1), "w1 was seen a minute ago");
+        e.forget_idle_workers(secs(63));
+        assert_eq!(e.workers(), (1, 1), "w1 was last seen over a minute ago");
         // A worker assigned later moves the evaluation's count.
         e.assign("d", None, Some(id("w2")), secs(63));
         e.assign("b", None, Some(id("w2")), secs(63));

@@ -679,4 +679,6 @@ fn history_point(
 }
 
 #[cfg(test)]
+mod evaluation_tests;
+#[cfg(test)]
 mod tests;
