@@ -430,7 +430,8 @@ fn evaluation_hung_tests(
     let mut at_floor = case(floor, 0);
     at_floor.name = "EvaluationHung fires past the floor (the limit not yet exported), and resolves when the evaluation ends".into();
     let mut above = case(lifted, lifted);
-    above.name = "EvaluationHung fires past a limit the p95 lifted above the floor, not before".into();
+    above.name =
+        "EvaluationHung fires past a limit the p95 lifted above the floor, not before".into();
     vec![at_floor, above]
 }
 
