@@ -234,9 +234,15 @@ pub(crate) struct Observed {
 }
 
 impl Observed {
-    /// Publishes the single, unlabelled series.
+    /// Publishes the single, unlabelled series: in place once it exists, so that a
+    /// sample published on the loop's thread (which settles the monitor's queue when
+    /// it finds it full) allocates nothing.
     pub(crate) fn set(&self, value: f64) {
-        self.set_series(vec![(Vec::new(), value)]);
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        match series.as_mut_slice() {
+            [(labels, current)] if labels.is_empty() => *current = value,
+            _ => *series = vec![(Vec::new(), value)],
+        }
     }
 
     /// Publishes every series at once, replacing the previous ones.
@@ -624,7 +630,7 @@ catalog! {
     HTTP_REJECTED_TOTAL / loopwatch_http_rejected_total: Counter = "loopwatch_http_rejected_total", "{request}", ["reason"], None, Always,
         "HTTP requests or connections refused, by reason: overload (503 past the in-flight cap) or connections (past the connection cap) (requests).";
     /// Sampler ticks run.
-    SAMPLER_TICKS_TOTAL / loopwatch_sampler_ticks_total: Counter = "loopwatch_sampler_ticks_total", "{tick}", [], None, Always,
+    SAMPLER_TICKS_TOTAL / loopwatch_sampler_ticks_total: AtomicCounter = "loopwatch_sampler_ticks_total", "{tick}", [], None, Always,
         "Host and process sampler ticks completed (ticks).";
     /// When the iteration in progress, or the last one, started.
     ITERATION_START_TIMESTAMP_SECONDS / loopwatch_iteration_start_timestamp_seconds: AtomicGauge = "loopwatch_iteration_start_timestamp_seconds", "s", [], None, Always,

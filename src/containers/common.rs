@@ -81,6 +81,8 @@ pub(crate) struct ContainerShutdownReport {
 
 /// The counters container cleanup adds to, wherever it happens.
 #[derive(Debug, Clone)]
+// Built without Docker, nothing reads these: the stand-in does no container work.
+#[cfg_attr(not(feature = "docker"), allow(dead_code))]
 pub(crate) struct CleanupCounters {
     /// `loopwatch_container_cleanup_failures_total`.
     pub(crate) failures: Counter<u64>,
@@ -102,6 +104,8 @@ impl CleanupCounters {
 
 /// Where the periodic work reports: each sample, and the orphans left after each
 /// sweep.
+// Built without Docker, nothing reads these: the stand-in does no container work.
+#[cfg_attr(not(feature = "docker"), allow(dead_code))]
 pub(crate) struct Reports {
     /// A sample was read (or Docker is down).
     pub(crate) reading: Box<dyn Fn(ContainerReading) + Send + Sync>,

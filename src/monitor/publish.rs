@@ -177,7 +177,7 @@ impl Publisher {
             i.process_open_fds.set(open as f64);
             i.process_max_fds.set(max as f64);
         }
-        i.loopwatch_sampler_ticks_total.add(1, &[]);
+        i.loopwatch_sampler_ticks_total.add(1);
         i.loopwatch_memory_used_bytes
             .set(reading.memory_used as f64);
         i.loopwatch_memory_limit_bytes
