@@ -632,7 +632,7 @@ catalog! {
         "Reasoning tokens of LLM calls as the answer reported them (completion_tokens_details or output_tokens_details); already counted in the output tokens (tokens).";
     /// Answers whose usage could not be read.
     LLM_USAGE_MISSING_TOTAL / loopwatch_llm_usage_missing_total: Counter = "loopwatch_llm_usage_missing_total", "{call}", ["model"], None, PerLlmCall,
-        "LLM calls the provider may have billed whose usage is unknown: answers without readable usage (a stream without include_usage, an answer that is not JSON or is compressed, a malformed usage object) and abandoned calls; they have no cost, so while this is above zero the spend is a lower bound (calls).";
+        "LLM calls the provider may have billed whose usage is unknown: answers without readable usage (a stream without include_usage, an answer that is not JSON or is compressed, a malformed usage object), abandoned calls, and timeouts and cut streams (a provider may bill those); they have no cost, so while this is above zero the spend is a lower bound (calls).";
     /// 429 answers.
     LLM_RATE_LIMITED_TOTAL / loopwatch_llm_rate_limited_total: Counter = "loopwatch_llm_rate_limited_total", "{call}", ["model"], None, PerLlmCall,
         "LLM calls answered 429 Too Many Requests (calls).";
