@@ -63,10 +63,27 @@ pub struct MetricSpec {
     pub description: &'static str,
     /// Label names the metric's series carry (empty for a single series).
     pub labels: &'static [&'static str],
-    /// The requirement of the original specification this metric answers, if any.
-    pub requirement: Option<&'static str>,
+    /// The numbered requirement of loopwatch's original specification that fixed this
+    /// metric's name, if one did; see [`MetricSpec::has_fixed_name`].
+    pub(crate) requirement: Option<&'static str>,
     /// When the metric is exported.
     pub presence: Presence,
+}
+
+impl MetricSpec {
+    /// Whether the metric's name is one that dashboards and queries were written
+    /// against before loopwatch existed (`sharpe_ratio`, `memory_usage_bytes`, …):
+    /// such a name is kept exactly, without the `loopwatch_` prefix loopwatch's own
+    /// metrics carry, and never changes.
+    ///
+    /// ```
+    /// use loopwatch::catalog::{find, SHARPE_RATIO};
+    /// assert!(SHARPE_RATIO.has_fixed_name());
+    /// assert!(!find("loopwatch_docker_up").unwrap().has_fixed_name());
+    /// ```
+    pub const fn has_fixed_name(&self) -> bool {
+        self.requirement.is_some()
+    }
 }
 
 /// When a metric is exported.
@@ -205,9 +222,15 @@ pub(crate) struct Observed {
 }
 
 impl Observed {
-    /// Publishes the single, unlabelled series.
+    /// Publishes the single, unlabelled series: in place once it exists, so that a
+    /// sample published on the loop's thread (which settles the monitor's queue when
+    /// it finds it full) allocates nothing.
     pub(crate) fn set(&self, value: f64) {
-        self.set_series(vec![(Vec::new(), value)]);
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        match series.as_mut_slice() {
+            [(labels, current)] if labels.is_empty() => *current = value,
+            _ => *series = vec![(Vec::new(), value)],
+        }
     }
 
     /// Publishes every series at once, replacing the previous ones.
@@ -595,7 +618,7 @@ catalog! {
     HTTP_REJECTED_TOTAL / loopwatch_http_rejected_total: Counter = "loopwatch_http_rejected_total", "{request}", ["reason"], None, Always,
         "HTTP requests or connections refused, by reason: overload (503 past the in-flight cap) or connections (past the connection cap) (requests).";
     /// Sampler ticks run.
-    SAMPLER_TICKS_TOTAL / loopwatch_sampler_ticks_total: Counter = "loopwatch_sampler_ticks_total", "{tick}", [], None, Always,
+    SAMPLER_TICKS_TOTAL / loopwatch_sampler_ticks_total: AtomicCounter = "loopwatch_sampler_ticks_total", "{tick}", [], None, Always,
         "Host and process sampler ticks completed (ticks).";
     /// When the iteration in progress, or the last one, started.
     ITERATION_START_TIMESTAMP_SECONDS / loopwatch_iteration_start_timestamp_seconds: AtomicGauge = "loopwatch_iteration_start_timestamp_seconds", "s", [], None, Always,
@@ -727,9 +750,8 @@ pub fn find(name: &str) -> Option<&'static MetricSpec> {
 /// assert!(table.contains("| `sharpe_ratio` | gauge |"));
 /// ```
 pub fn markdown_table() -> String {
-    let mut out = String::from(
-        "| metric | type | unit | labels | requirement | description |\n|---|---|---|---|---|---|\n",
-    );
+    let mut out =
+        String::from("| metric | type | unit | labels | description |\n|---|---|---|---|---|\n");
     for spec in CATALOG {
         let labels = if spec.labels.is_empty() {
             "—".to_string()
@@ -742,12 +764,11 @@ pub fn markdown_table() -> String {
         };
         let _ = writeln!(
             out,
-            "| `{}` | {} | `{}` | {} | {} | {} |",
+            "| `{}` | {} | `{}` | {} | {} |",
             spec.name,
             spec.kind.prometheus_type(),
             spec.unit,
             labels,
-            spec.requirement.unwrap_or("—"),
             match spec.presence {
                 Presence::Always => spec.description.to_string(),
                 Presence::WithAlertmanager => format!(
