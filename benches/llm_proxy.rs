@@ -4,7 +4,7 @@
 //! event). The difference is what `loopwatch run --llm-proxy` adds to a call: parsing
 //! the request's model, forwarding, reading the usage, and recording into a monitor.
 //!
-//! Results and the machine are in the README (Performance). Percentiles, CPU per call
+//! Results and the machine are in docs/performance.md. Percentiles, CPU per call
 //! and memory at 200 concurrent streams come from the load run,
 //! `cargo run --release --example llm_proxy_load`. Reproduce with
 //! `cargo bench --bench llm_proxy`.

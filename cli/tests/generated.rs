@@ -394,7 +394,7 @@ fn every_threshold_key_can_be_set_alone_in_the_file_and_on_the_builder() {
 }
 
 /// The example configuration of an LLM-driven loop parses, sets the spending limits and
-/// prices the models the README names.
+/// prices the models it lists (a dated model by its longest prefix).
 #[test]
 fn the_example_config_sets_the_llm_limits_and_prices() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
