@@ -9,10 +9,13 @@
 //! apart from reading the socket; `scripts/python-bench` measures the process end to
 //! end. Reproduce with `cargo bench --bench intake`.
 
+#[path = "../tests/support/quiet.rs"]
+mod quiet;
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use loopwatch::Monitor;
+use quiet::quiet_monitor;
 
 fn python_client_lines() -> Vec<Vec<u8>> {
     vec![
@@ -47,12 +50,7 @@ fn line_per_strategy() -> Vec<Vec<u8>> {
 }
 
 fn intake(c: &mut Criterion) {
-    let monitor = Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .final_export(false)
-        .containers(false)
-        .build()
-        .unwrap();
+    let monitor = quiet_monitor().build().unwrap();
     let intake = monitor.intake();
     for (name, lines) in [
         ("intake_iteration_python_client", python_client_lines()),

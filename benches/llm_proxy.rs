@@ -4,7 +4,9 @@
 //! event). The difference is what `loopwatch run --llm-proxy` adds to a call: parsing
 //! the request's model, forwarding, reading the usage, and recording into a monitor.
 //!
-//! Results and the machine are in docs/performance.md. Percentiles, CPU per call
+//! `llm_proxy/usage` times reading an answer's usage as it passes (the scan every
+//! answer gets). Results and the machine are in docs/performance.md and
+//! docs/llm-proxy.md. Percentiles, CPU per call
 //! and memory at 200 concurrent streams come from the load run,
 //! `cargo run --release --example llm_proxy_load`. Reproduce with
 //! `cargo bench --bench llm_proxy`.
@@ -106,5 +108,49 @@ fn routing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, proxy_cost, routing);
+/// Reading an answer's usage as it passes (the scan the proxy runs on every answer,
+/// in the frames hyper hands it): a plain chat answer of 1 KiB, a streamed chat answer
+/// of 40 events, and 700 embeddings of 1536 dimensions (10 MiB, usage at the end).
+fn usage(c: &mut Criterion) {
+    use loopwatch::llm::usage::UsageReader;
+    let read = |streaming: bool, frames: &[Vec<u8>]| {
+        let mut reader = UsageReader::new(streaming);
+        for frame in frames {
+            reader.feed(black_box(frame));
+        }
+        reader.finish().input_tokens
+    };
+    let chat = format!(
+        r#"{{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-2024-08-06","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18,"prompt_tokens_details":{{"cached_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0}}}}}}"#,
+        "def f(x):\n    return x * 2\n".repeat(32)
+    );
+    let chat = vec![chat.into_bytes()];
+    let mut events: Vec<Vec<u8>> = (0..40)
+        .map(|i| format!("data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"token {i} \"}},\"finish_reason\":null}}]}}\n\n").into_bytes())
+        .collect();
+    events.push(b"data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":40}}\n\ndata: [DONE]\n\n".to_vec());
+    let vector = vec!["-0.012345678"; 1536].join(",");
+    let mut embeddings = br#"{"object":"list","data":["#.to_vec();
+    for i in 0..700 {
+        if i > 0 {
+            embeddings.push(b',');
+        }
+        embeddings.extend_from_slice(
+            format!(r#"{{"object":"embedding","index":{i},"embedding":[{vector}]}}"#).as_bytes(),
+        );
+    }
+    embeddings.extend_from_slice(
+        br#"],"model":"text-embedding-3-small","usage":{"prompt_tokens":700,"total_tokens":700}}"#,
+    );
+    // As hyper hands a body over: frames of 16 KiB.
+    let embeddings: Vec<Vec<u8>> = embeddings.chunks(16 * 1024).map(<[u8]>::to_vec).collect();
+    let mut group = c.benchmark_group("llm_proxy/usage");
+    group.bench_function("plain_chat_1k", |b| b.iter(|| read(false, &chat)));
+    group.bench_function("stream_41_events", |b| b.iter(|| read(true, &events)));
+    group.sample_size(20);
+    group.bench_function("embeddings_10mib", |b| b.iter(|| read(false, &embeddings)));
+    group.finish();
+}
+
+criterion_group!(benches, proxy_cost, routing, usage);
 criterion_main!(benches);

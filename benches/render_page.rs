@@ -8,11 +8,15 @@
 //! Measured on 2 vCPU AMD EPYC (Linux 6.18, Rust 1.95, release): see
 //! docs/performance.md.
 
+#[path = "../tests/support/quiet.rs"]
+mod quiet;
+
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use loopwatch::{Monitor, Population};
+use loopwatch::Population;
+use quiet::quiet_monitor;
 
 fn get_page(addr: std::net::SocketAddr) -> usize {
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -27,12 +31,7 @@ fn get_page(addr: std::net::SocketAddr) -> usize {
 }
 
 fn render_page(c: &mut Criterion) {
-    let monitor = Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .final_export(false)
-        .containers(false)
-        .build()
-        .unwrap();
+    let monitor = quiet_monitor().build().unwrap();
     for i in 0..600u64 {
         let mut it = monitor.start_iteration();
         for k in 0..10 {

@@ -613,23 +613,26 @@ catalog! {
     GEN_AI_CLIENT_TOKEN_USAGE / gen_ai_client_token_usage: Histogram = "gen_ai_client_token_usage" as "gen_ai.client.token.usage", "{token}", ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_type", "gen_ai_request_model", "gen_ai_response_model"], None, PerLlmCall,
         "Tokens used by each LLM call, by token type (input, output), as the answer reported them (tokens).";
     /// Duration of each LLM call (OpenTelemetry GenAI).
-    GEN_AI_CLIENT_OPERATION_DURATION / gen_ai_client_operation_duration: Histogram = "gen_ai_client_operation_duration" as "gen_ai.client.operation.duration", "s", ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"], None, PerLlmCall,
-        "Duration of each LLM call from the request to the end of the answer; error_type is the HTTP status or timeout, connection, stream_cut, other on failures, empty otherwise (seconds).";
+    GEN_AI_CLIENT_OPERATION_DURATION_SECONDS / gen_ai_client_operation_duration_seconds: Histogram = "gen_ai_client_operation_duration_seconds" as "gen_ai.client.operation.duration", "s", ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"], None, PerLlmCall,
+        "Duration of each LLM call that ended, from the request to the end of the answer (abandoned calls are not in it); error_type is the HTTP status, the provider's error type, or timeout, connection, stream_cut, other on failures, empty otherwise (seconds).";
     /// Time to the first chunk of a streamed LLM answer.
     LLM_TIME_TO_FIRST_CHUNK_SECONDS / loopwatch_llm_time_to_first_chunk_seconds: Histogram = "loopwatch_llm_time_to_first_chunk_seconds", "s", ["model"], None, PerLlmCall,
         "Time from an LLM request to the first chunk of its streamed answer (seconds).";
     /// LLM calls by outcome.
     LLM_CALLS_TOTAL / loopwatch_llm_calls_total: Counter = "loopwatch_llm_calls_total", "{call}", ["model", "outcome"], None, PerLlmCall,
-        "LLM calls by model and outcome: ok, or the error type (an HTTP status such as 429 or 503, timeout, connection, stream_cut, other) (calls).";
+        "LLM calls by model and outcome: ok, abandoned (cut short by the loop or by loopwatch before the answer ended: not a failure), or the error type (an HTTP status such as 429 or 503, the provider's error type, timeout, connection, stream_cut, other) (calls).";
     /// Spend on LLM calls.
     LLM_COST_USD_TOTAL / loopwatch_llm_cost_usd_total: CounterF64 = "loopwatch_llm_cost_usd_total", "USD", ["model"], None, PerLlmCall,
         "Cost of LLM calls by model, from the tokens at the [llm.prices] of loopwatch.toml or the cost the loop reported (US dollars).";
     /// Tokens of models without a price.
     LLM_UNPRICED_TOKENS_TOTAL / loopwatch_llm_unpriced_tokens_total: Counter = "loopwatch_llm_unpriced_tokens_total", "{token}", ["model"], None, PerLlmCall,
-        "Tokens of LLM calls whose model has no price in loopwatch.toml; their cost is not guessed (tokens).";
+        "Tokens of LLM calls without a price in loopwatch.toml: all of a model without one, and cache writes when cache_write_input_per_million is not set; their cost is not guessed, so the spend is a lower bound (tokens).";
+    /// Reasoning tokens.
+    LLM_REASONING_TOKENS_TOTAL / loopwatch_llm_reasoning_tokens_total: Counter = "loopwatch_llm_reasoning_tokens_total", "{token}", ["model"], None, PerLlmCall,
+        "Reasoning tokens of LLM calls as the answer reported them (completion_tokens_details or output_tokens_details); already counted in the output tokens (tokens).";
     /// Answers whose usage could not be read.
     LLM_USAGE_MISSING_TOTAL / loopwatch_llm_usage_missing_total: Counter = "loopwatch_llm_usage_missing_total", "{call}", ["model"], None, PerLlmCall,
-        "Successful LLM answers that carried no readable token usage (a stream without include_usage, a malformed usage object) (calls).";
+        "LLM calls the provider may have billed whose usage is unknown: answers without readable usage (a stream without include_usage, an answer that is not JSON or is compressed, a malformed usage object) and abandoned calls; they have no cost, so while this is above zero the spend is a lower bound (calls).";
     /// 429 answers.
     LLM_RATE_LIMITED_TOTAL / loopwatch_llm_rate_limited_total: Counter = "loopwatch_llm_rate_limited_total", "{call}", ["model"], None, PerLlmCall,
         "LLM calls answered 429 Too Many Requests (calls).";
@@ -647,10 +650,10 @@ catalog! {
         "LLM calls in the error window: the last llm_error_calls (20) calls of the last 15 minutes (calls).";
     /// Recent failed LLM calls, for LLMErrors.
     LLM_RECENT_FAILURES / loopwatch_llm_recent_failures: Gauge = "loopwatch_llm_recent_failures", "{call}", [], None, Always,
-        "Failed LLM calls in the error window (HTTP 5xx, 429, timeouts, connection errors, cut-off streams) (calls).";
+        "Failed LLM calls in the error window (HTTP 5xx, 429, timeouts, connection errors, cut-off streams, the provider's server errors); abandoned calls are not in the window (calls).";
     /// Spend on LLM calls so far.
     LLM_SPEND_USD / loopwatch_llm_spend_usd: Gauge = "loopwatch_llm_spend_usd", "USD", [], None, Always,
-        "Cost of all LLM calls of the run so far, for LLMBudget (US dollars).";
+        "Cost of all LLM calls of the run so far, for LLMBudget; a lower bound while loopwatch_llm_usage_missing_total or loopwatch_llm_unpriced_tokens_total is above zero (US dollars).";
     /// Spend on LLM calls in the last hour.
     LLM_SPEND_LAST_HOUR_USD / loopwatch_llm_spend_last_hour_usd: Gauge = "loopwatch_llm_spend_last_hour_usd", "USD", [], None, Always,
         "Cost of the LLM calls of the last hour: the rate LLMBudget projects (US dollars).";
@@ -666,6 +669,44 @@ catalog! {
     /// Restarts within the restart window, for LoopCrashLooping.
     LOOP_RESTARTS_RECENT / loopwatch_loop_restarts_recent: Gauge = "loopwatch_loop_restarts_recent", "{restart}", [], None, Always,
         "Restarts of the loop within the last restart_window (1 h by default), as LoopCrashLooping counts them (restarts).";
+}
+
+/// The name the OpenTelemetry Prometheus exporter writes an instrument under: its
+/// name with dots made underscores (it is configured to append no unit suffix).
+fn exporter_name(spec: &MetricSpec) -> String {
+    spec.instrument.replace('.', "_")
+}
+
+/// The exposition name of a family the exporter wrote as `written`, where the two
+/// differ: a semantic convention's instrument whose unit the OpenTelemetry to
+/// Prometheus translation appends (`gen_ai.client.operation.duration`, unit `s`, is
+/// `gen_ai_client_operation_duration_seconds`, as the collector and the shared design
+/// write it). The instrument keeps its own name for OTLP.
+///
+/// ```
+/// use loopwatch::catalog;
+/// assert_eq!(
+///     catalog::exposition_name("gen_ai_client_operation_duration"),
+///     Some(catalog::GEN_AI_CLIENT_OPERATION_DURATION_SECONDS.name)
+/// );
+/// assert_eq!(catalog::exposition_name("gen_ai_client_token_usage"), None);
+/// ```
+pub fn exposition_name(written: &str) -> Option<&'static str> {
+    static RENAMED: std::sync::OnceLock<Vec<(String, &'static str)>> = std::sync::OnceLock::new();
+    if !written.starts_with("gen_ai_") {
+        return None;
+    }
+    RENAMED
+        .get_or_init(|| {
+            CATALOG
+                .iter()
+                .filter(|spec| exporter_name(spec) != spec.name)
+                .map(|spec| (exporter_name(spec), spec.name))
+                .collect()
+        })
+        .iter()
+        .find(|(from, _)| from == written)
+        .map(|(_, to)| *to)
 }
 
 /// Looks a metric up by its exact Prometheus name.
@@ -781,13 +822,22 @@ mod tests {
                     spec.name
                 );
             }
-            assert_eq!(
-                spec.instrument.replace('.', "_"),
-                spec.name,
-                "the exporter writes {} as {}",
-                spec.instrument,
-                spec.name
-            );
+            // The exporter's name, else (renamed on collection) the OpenTelemetry to
+            // Prometheus translation's: a dotted instrument of unit `s` with `_seconds`.
+            let written = exporter_name(spec);
+            if written == spec.name {
+                assert_eq!(exposition_name(&written), None);
+            } else {
+                assert!(
+                    spec.instrument.contains('.')
+                        && spec.unit == "s"
+                        && spec.name == format!("{written}_seconds"),
+                    "the exporter writes {} as {written}, not {}",
+                    spec.instrument,
+                    spec.name
+                );
+                assert_eq!(exposition_name(&written), Some(spec.name));
+            }
         }
     }
 }

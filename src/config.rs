@@ -439,6 +439,11 @@ mod value {
         AtLeastOne(u64) as "Written<u64>", |v| *v >= 1, "at least 1"
     );
     checked!(
+        /// LLMErrors' window: at least the failures it needs before it fires.
+        ErrorWindow(u64) as "Written<u64>", |v| *v >= crate::llm::LLM_ERRORS_MIN_FAILURES,
+        "at least 3: LLMErrors fires only once three calls in its window have failed, so a window of fewer calls could never fire"
+    );
+    checked!(
         /// Any count, zero included.
         Count(u64) as "Written<u64>", |_| true, "a count"
     );
@@ -549,8 +554,8 @@ mod value {
 }
 
 use value::{
-    Amount, AtLeastOne, Checked, Count, FactorAboveOne, FactorAtLeastOne, Fraction, NonNegative,
-    Positive,
+    Amount, AtLeastOne, Checked, Count, ErrorWindow, FactorAboveOne, FactorAtLeastOne, Fraction,
+    NonNegative, Positive,
 };
 
 /// Declares the thresholds: one row per key, with its checked type, plain type,
@@ -735,8 +740,9 @@ thresholds! {
     /// LLMErrors: the share of failed LLM calls (HTTP 5xx, 429, timeouts, connection
     /// errors, cut-off streams) among the recent ones at which it fires (0.5) …
     llm_error_rate, with_llm_error_rate: Fraction(f64) = 0.5;
-    /// … over the last this many calls (20), at least three of them failed.
-    llm_error_calls, with_llm_error_calls: AtLeastOne(u64) = 20;
+    /// … over the last this many calls (20), at least three of them failed; so at
+    /// least 3 (a window of fewer calls could never fire).
+    llm_error_calls, with_llm_error_calls: ErrorWindow(u64) = 20;
     /// LLMBudget warns (pending) when the last hour's spending rate would pass the
     /// budget within this horizon (1 h).
     llm_budget_horizon, with_llm_budget_horizon: Positive(Duration) = Duration::from_secs(3600);
@@ -1166,5 +1172,28 @@ mod tests {
             let err = text.parse::<Thresholds>().unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
+    }
+
+    /// A setting under which an alert could never fire is refused, and the reason
+    /// says why.
+    #[test]
+    fn settings_that_would_silence_an_alert_are_refused_with_the_reason() {
+        for calls in [1, 2] {
+            let err = format!("llm_error_calls = {calls}")
+                .parse::<Thresholds>()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("llm_error_calls") && err.contains("could never fire"),
+                "{calls}: {err}"
+            );
+            let err = Thresholds::default()
+                .with_llm_error_calls(calls)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("could never fire"), "{calls}: {err}");
+        }
+        let t: Thresholds = "llm_error_calls = 3".parse().unwrap();
+        assert_eq!(t.llm_error_calls(), 3);
     }
 }

@@ -155,6 +155,11 @@ impl Pipeline {
                 return Err(CollectError::Panicked);
             }
         };
+        for family in &mut families {
+            if let Some(name) = catalog::exposition_name(family.name()) {
+                family.set_name(name.to_string());
+            }
+        }
         if !families
             .iter()
             .any(|f| f.name() == catalog::ITERATION_NUMBER.name)
@@ -297,6 +302,33 @@ mod tests {
                 .filter(|s| !matches!(s.presence, Presence::PerContainer | Presence::PerLlmCall))
                 .count(),
             "nothing outside the catalog"
+        );
+        pipeline.shutdown();
+    }
+
+    /// `gen_ai.client.operation.duration` (unit `s`) is exposed as the OpenTelemetry
+    /// to Prometheus translation names it, its unit appended; its buckets, sum and
+    /// count follow.
+    #[test]
+    fn the_genai_duration_is_exposed_with_its_unit_suffix() {
+        let pipeline = Pipeline::new(false, &[], &RunIdentity::of_this_process()).unwrap();
+        pipeline
+            .instruments
+            .gen_ai_client_operation_duration_seconds
+            .record(0.5, &[KeyValue::new("gen_ai.operation.name", "chat")]);
+        let families = pipeline.gather().unwrap();
+        let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
+        assert!(
+            names.contains(&"gen_ai_client_operation_duration_seconds"),
+            "{names:?}"
+        );
+        assert!(!names.contains(&"gen_ai_client_operation_duration"));
+        let text = crate::pipeline::TextWriter::default().encode(&families);
+        assert!(
+            text.contains(
+                "gen_ai_client_operation_duration_seconds_count{gen_ai_operation_name=\"chat\"} 1"
+            ),
+            "{text}"
         );
         pipeline.shutdown();
     }

@@ -318,6 +318,9 @@ pub(crate) enum EventKind {
         value: Option<f64>,
         /// Its threshold.
         threshold: f64,
+        /// What qualifies the value (the LLM spend alerts': a lower bound).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<&'static str>,
     },
     /// `loopwatch run` started the loop again after it ended.
     Restarted {

@@ -90,13 +90,7 @@ fn secured(dir: &Path, cost: u32) -> (Monitor, PathBuf) {
         format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS12\nbasic_auth_users:\n  {USER}: {hash}\n"),
     )
     .unwrap();
-    let monitor = Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .final_export(false)
-        .containers(false)
-        .web_config(&config)
-        .build()
-        .unwrap();
+    let monitor = quiet_monitor().web_config(&config).build().unwrap();
     (monitor, ca)
 }
 

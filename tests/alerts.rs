@@ -356,10 +356,7 @@ fn long_run_statistics_are_logged_every_interval() {
 fn a_hung_iteration_fires_loop_stalled_within_the_limit_and_two_seconds() {
     let am = Alertmanager::start();
     // Default sampler period (1 s), so the liveness check runs at its default pace.
-    let monitor = Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .final_export(false)
-        .containers(false)
+    let monitor = quiet_monitor()
         .alertmanager_urls([am.url()])
         .thresholds(
             Thresholds::default()
@@ -435,10 +432,7 @@ fn a_slow_but_healthy_loop_is_never_called_stalled() {
 /// Run as a child process by the test below: an alert fires and the loop panics at
 /// once, so only the final word of the dropped monitor can deliver it.
 fn panicking_loop(alertmanager: &str) -> ! {
-    let monitor = Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .final_export(false)
-        .containers(false)
+    let monitor = quiet_monitor()
         .alertmanager_urls([alertmanager])
         .build()
         .unwrap();

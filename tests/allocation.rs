@@ -9,10 +9,14 @@
 //! steady after the warm-up (the slowdown warning, which a loaded machine's timing
 //! could flip, is set out of reach).
 
+#[path = "support/quiet.rs"]
+mod quiet;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use loopwatch::{Monitor, Population, Thresholds};
+use quiet::quiet_monitor;
 
 /// The system allocator, counting the allocations of the calling thread.
 struct Counting;
@@ -64,13 +68,7 @@ fn record(monitor: &Monitor, iterations: u64) {
 #[test]
 fn recording_allocates_nothing_in_steady_state() {
     let thresholds = Thresholds::default().with_slowdown_factor(1e9).unwrap();
-    let monitor = Monitor::builder()
-        .thresholds(thresholds)
-        .listen("127.0.0.1:0".parse().unwrap())
-        .final_export(false)
-        .containers(false)
-        .build()
-        .unwrap();
+    let monitor = quiet_monitor().thresholds(thresholds).build().unwrap();
     // Warm-up: the reasons are interned, the champion booked, the windows filled and
     // the queue grown (the loop's thread settles it itself past 256 iterations).
     record(&monitor, 1_000);

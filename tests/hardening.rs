@@ -17,12 +17,7 @@ const MAX_IN_FLIGHT: usize = 128;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn monitor() -> Monitor {
-    Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .final_export(false)
-        .containers(false)
-        .build()
-        .unwrap()
+    quiet_monitor().build().unwrap()
 }
 
 /// A user gauge whose callback takes `delay`: every render takes at least that long.

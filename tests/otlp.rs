@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
-use loopwatch::{Monitor, Population};
+use loopwatch::Population;
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
 use prost::Message as _;
+use support::quiet_monitor;
 use support::wait_until;
 
 type Received = Arc<Mutex<Vec<ExportMetricsServiceRequest>>>;
@@ -91,12 +92,7 @@ fn metrics_arrive_over_otlp_with_names_units_and_values() {
     // The standard variables configure the exporter; the endpoint switches it on.
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
     std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "300");
-    let monitor = Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .final_export(false)
-        .containers(false)
-        .build()
-        .unwrap();
+    let monitor = quiet_monitor().build().unwrap();
     let user = monitor
         .meter()
         .u64_counter("backtests_run_total")
@@ -154,13 +150,7 @@ fn a_collector_that_is_down_never_holds_the_loop() {
         .unwrap();
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{closed}"));
     std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "50");
-    let monitor = Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .final_export(false)
-        .containers(false)
-        .otlp(true)
-        .build()
-        .unwrap();
+    let monitor = quiet_monitor().otlp(true).build().unwrap();
     let started = Instant::now();
     for _ in 0..2000 {
         let mut it = monitor.start_iteration();

@@ -140,3 +140,67 @@ fn the_page_size_with_600_iterations_is_printed_for_the_readme() {
     assert!(page.body.len() <= 150_000);
     monitor.shutdown();
 }
+
+/// Calls cut short are shown apart from failures, and the spend is said to be a
+/// lower bound, on the page, in its JSON and in the final file, once a call's usage
+/// is unknown.
+#[test]
+fn the_llm_panel_shows_abandoned_calls_and_a_spend_that_is_a_lower_bound() {
+    use loopwatch::llm::LlmCall;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let monitor = monitor_in(dir.path());
+    let priced = LlmCall::new("m", Duration::from_secs(1))
+        .with_tokens(10, 5)
+        .with_cost_usd(0.5);
+    monitor.llm_call(&priced);
+    let panel = |body: &str| {
+        let at = body.find("data-panel=\"LLM calls\"").expect("an LLM panel");
+        body[at..at + body[at..].find("</section>").unwrap()].to_string()
+    };
+    let page = http_get(monitor.local_addr(), "/").body;
+    assert!(panel(&page).contains("data-spend-lower-bound=\"false\""));
+    assert!(!panel(&page).contains("a lower bound"));
+    // A call whose answer carried no usage, and one the loop hung up on.
+    monitor.llm_call(&LlmCall::new("m", Duration::from_secs(1)));
+    monitor.llm_call(&LlmCall::new("m", Duration::from_secs(1)).with_abandoned());
+    let page = http_get(monitor.local_addr(), "/").body;
+    let panel = panel(&page);
+    for expected in [
+        "data-abandoned=\"1\"",
+        "data-usage-missing=\"2\"",
+        "data-spend-lower-bound=\"true\"",
+        "1 abandoned",
+        "a lower bound: 2 calls without usage",
+    ] {
+        assert!(panel.contains(expected), "{expected} in {panel}");
+    }
+    let json: Value =
+        serde_json::from_str(&http_get(monitor.local_addr(), "/api/v1/snapshot").body).unwrap();
+    let llm = &json["summary"]["llm"];
+    assert_eq!(
+        (&llm["calls"], &llm["errors"], &llm["abandoned"]),
+        (&Value::from(3), &Value::from(0), &Value::from(1))
+    );
+    assert_eq!(llm["spend_is_lower_bound"], true);
+    monitor.shutdown();
+    let final_json: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("metrics_final.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(final_json["summary"]["llm"]["spend_is_lower_bound"], true);
+    assert_eq!(final_json["summary"]["llm"]["usage_missing"], 2);
+    let outcomes = final_json["metrics"]["loopwatch_llm_calls_total"]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["labels"]["outcome"].as_str().unwrap().to_string(),
+                s["value"].as_f64().unwrap(),
+            )
+        })
+        .collect::<std::collections::BTreeMap<_, _>>();
+    assert_eq!(outcomes["abandoned"], 1.0, "{outcomes:?}");
+    assert_eq!(outcomes["ok"], 2.0, "{outcomes:?}");
+}

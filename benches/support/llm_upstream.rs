@@ -2,6 +2,9 @@
 //! OpenAI-style chat completion, plain (JSON with usage) or streamed (four events and
 //! `[DONE]`); a stream of model `hold` stays open until `release` is notified.
 
+#[path = "../../tests/support/quiet.rs"]
+mod quiet;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -118,11 +121,8 @@ pub fn metered_proxy(
     upstream: SocketAddr,
     output_dir: &std::path::Path,
 ) -> (loopwatch::Monitor, loopwatch::llm::proxy::LlmProxy) {
-    let monitor = loopwatch::Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
+    let monitor = quiet::quiet_monitor()
         .output_dir(output_dir)
-        .containers(false)
-        .final_export(false)
         .build()
         .unwrap();
     let proxy = loopwatch::llm::proxy::LlmProxy::start(

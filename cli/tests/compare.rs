@@ -3,7 +3,6 @@
 //! LLM calls compared against their spend; and bad input, each refused with the file
 //! named and status 2.
 
-#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;

@@ -4,7 +4,6 @@
 //! remote-write receiver and the shipped `central.yml`; a real Alertmanager with the
 //! shipped routing. Needs root (`ip netns`, `unshare`), as scripts/test runs.
 
-#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,12 +22,6 @@ fn repo() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-fn python() -> PathBuf {
-    PathBuf::from(std::env::var_os("LOOPWATCH_TEST_PYTHON").expect(
-        "LOOPWATCH_TEST_PYTHON names the test virtual environment's python; scripts/test makes it",
-    ))
 }
 
 fn ip(args: &[&str]) {

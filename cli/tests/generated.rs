@@ -2,6 +2,8 @@
 //! exist (each expression parsed by promql-parser, an independent PromQL parser), and
 //! valid for Grafana 9+. promtool and amtool judge them in `stack.rs`.
 
+mod support;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 
@@ -9,6 +11,7 @@ use loopwatch::{catalog, AlertName, RuleSpec, Thresholds, ALERTS};
 use loopwatch_cli::generate::{self, DASHBOARD_FILE, RULES_FILE, RULES_TEST_FILE};
 use promql_parser::parser::{self, Expr};
 use promql_parser::util::{walk_expr, ExprVisitor};
+use support::quiet_monitor;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -275,13 +278,7 @@ fn a_threshold_in_a_config_file_moves_the_alert_the_rule_and_the_dashboard_line(
     .unwrap();
 
     // The in-process alert: stale for 7 iterations fires, 6 does not.
-    let monitor = loopwatch::Monitor::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .final_export(false)
-        .containers(false)
-        .config_file(&config)
-        .build()
-        .unwrap();
+    let monitor = quiet_monitor().config_file(&config).build().unwrap();
     for i in 0..=7 {
         let mut it = monitor.start_iteration();
         it.record_success(1.0, 0.1);
@@ -370,10 +367,7 @@ fn every_threshold_key_can_be_set_alone_in_the_file_and_on_the_builder() {
         std::fs::write(&config, &text).unwrap();
         let from_file = Thresholds::from_file(&config).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_ne!(from_file, Thresholds::default(), "{text} was applied");
-        let monitor = loopwatch::Monitor::builder()
-            .listen("127.0.0.1:0".parse().unwrap())
-            .final_export(false)
-            .containers(false)
+        let monitor = quiet_monitor()
             .thresholds(from_file)
             .build()
             .unwrap_or_else(|e| panic!("the builder refused {text}: {e}"));

@@ -8,32 +8,18 @@
 //! checked at start; LLMErrors and LLMBudget at a real Alertmanager; hostile traffic;
 //! a real OpenEvolve run.
 
-#[path = "../../tests/support/mod.rs"]
 mod support;
 
 mod llm_upstream;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use llm_upstream::Upstream;
 use support::services::{free_port, Alertmanager, Prometheus};
 use support::*;
-
-fn python() -> PathBuf {
-    PathBuf::from(std::env::var_os("LOOPWATCH_TEST_PYTHON").expect(
-        "LOOPWATCH_TEST_PYTHON names the test virtual environment's python; scripts/test makes it",
-    ))
-}
-
-/// A `loopwatch run --llm-proxy` of a Python script; its stderr goes to
-/// `dir/loopwatch.log`.
-struct Run {
-    child: Child,
-    addr: std::net::SocketAddr,
-    dir: PathBuf,
-}
 
 /// Variables of the network and the providers that loopwatch would read: each test
 /// sets its own, none leaks in from the machine.
@@ -53,79 +39,34 @@ const NETWORK_VARIABLES: [&str; 13] = [
     "SSL_CERT_DIR",
 ];
 
-impl Run {
-    fn start(dir: &Path, flags: &[&str], script: &Path, args: &[&str]) -> Self {
-        Self::start_with(dir, flags, &[], script, args)
-    }
-
-    /// As [`Run::start`], with `env` set for loopwatch (and so for the loop).
-    fn start_with(
-        dir: &Path,
-        flags: &[&str],
-        env: &[(&str, &str)],
-        script: &Path,
-        args: &[&str],
-    ) -> Self {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = std::fs::File::create(dir.join("loopwatch.log")).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_loopwatch"));
-        for name in NETWORK_VARIABLES {
-            command.env_remove(name);
-        }
-        command.envs(env.iter().copied());
-        let child = command
-            .arg("run")
-            .arg(format!("--listen={addr}"))
-            .arg(format!("--output-dir={}", dir.display()))
-            .arg("--llm-proxy")
-            .args(flags)
-            .arg("--")
-            .arg(python())
-            .arg(script)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Run {
-            child,
-            addr,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("loopwatch run did not exit in time; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("loopwatch.log")).unwrap_or_default()
-    }
-
-    fn final_json(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.dir.join("metrics_final.json"))
-            .unwrap_or_else(|e| panic!("no metrics_final.json ({e}); log:\n{}", self.log()));
-        serde_json::from_str(&text).unwrap()
-    }
+/// `loopwatch run --llm-proxy [flags] -- python <script> <args>`, none of the
+/// machine's [`NETWORK_VARIABLES`] passed on, in `dir`.
+fn metered(dir: &Path, flags: &[&str], script: &Path, args: &[&str]) -> Supervised {
+    metered_with(dir, flags, &[], script, args)
 }
 
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// As [`metered`], with `env` set for loopwatch (and so for the loop).
+fn metered_with(
+    dir: &Path,
+    flags: &[&str],
+    env: &[(&str, &str)],
+    script: &Path,
+    args: &[&str],
+) -> Supervised {
+    let launch = Launch {
+        env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        env_remove: NETWORK_VARIABLES.iter().map(OsString::from).collect(),
+        current_dir: Some(dir.to_path_buf()),
+        ..Launch::default()
+    };
+    let flags: Vec<&str> = std::iter::once("--llm-proxy")
+        .chain(flags.iter().copied())
+        .collect();
+    let command: Vec<OsString> = [python().into_os_string(), script.into()]
+        .into_iter()
+        .chain(args.iter().map(OsString::from))
+        .collect();
+    Supervised::launch(dir, &launch, &flags, &command)
 }
 
 fn script(name: &str) -> PathBuf {
@@ -154,13 +95,48 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-12
 }
 
+/// The stand-in answers `<model>-2025`: each priced by its name, a date suffix apart.
 const PRICES: &str = r#"
-[llm.prices."ok/"]
+[llm.prices."ok/chat"]
 input_per_million = 2.0
 output_per_million = 8.0
 cached_input_per_million = 0.5
 
-[llm.prices."stream/"]
+[llm.prices."ok/complete"]
+input_per_million = 2.0
+output_per_million = 8.0
+cached_input_per_million = 0.5
+
+[llm.prices."ok/messages"]
+input_per_million = 2.0
+output_per_million = 8.0
+cached_input_per_million = 0.5
+
+[llm.prices."ok/embed"]
+input_per_million = 2.0
+output_per_million = 8.0
+cached_input_per_million = 0.5
+
+[llm.prices."ok/responses"]
+input_per_million = 2.0
+output_per_million = 8.0
+cached_input_per_million = 0.5
+
+[llm.prices."ok/parsed"]
+input_per_million = 2.0
+output_per_million = 8.0
+cached_input_per_million = 0.5
+
+[llm.prices."ok/big"]
+input_per_million = 2.0
+output_per_million = 8.0
+cached_input_per_million = 0.5
+
+[llm.prices."stream/chat"]
+input_per_million = 1.0
+output_per_million = 4.0
+
+[llm.prices."stream/messages"]
 input_per_million = 1.0
 output_per_million = 4.0
 "#;
@@ -172,7 +148,7 @@ fn the_sdks_calls_are_metered_exactly_and_passed_through_unchanged() {
     let config = dir.path().join("loopwatch.toml");
     std::fs::write(&config, PRICES).unwrap();
     let out = dir.path().join("received.json");
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -362,7 +338,10 @@ fn the_sdks_calls_are_metered_exactly_and_passed_through_unchanged() {
         errors("server-error/messages"),
         serde_json::json!({"500": 1})
     );
+    // The loop gave up on a call the provider never answered: a timeout, the sign of
+    // a hung provider (when loopwatch stops the loop, such calls are abandoned).
     assert_eq!(errors("hang/chat"), serde_json::json!({"timeout": 1}));
+    assert_eq!(tally("hang/chat")["abandoned"], 0);
     assert_eq!(
         errors("cut/chat-2025"),
         serde_json::json!({"stream_cut": 1})
@@ -376,10 +355,11 @@ fn the_sdks_calls_are_metered_exactly_and_passed_through_unchanged() {
     assert_eq!(retry[0]["value"], 2.0);
     assert_eq!(llm["calls"], 17, "{llm}");
     assert_eq!(llm["errors"], 5, "{llm}");
+    assert_eq!(llm["abandoned"], 0, "{llm}");
     // Durations within tolerance: the slow answer's first byte came after 600 ms.
     let slow = samples(
         &json,
-        "gen_ai_client_operation_duration",
+        "gen_ai_client_operation_duration_seconds",
         &[("gen_ai_request_model", "slow/chat")],
     );
     let seconds = slow[0]["value"]["sum"].as_f64().unwrap();
@@ -446,7 +426,7 @@ fn an_outage_raises_llm_errors_at_alertmanager_within_ten_seconds() {
     let alertmanager = Alertmanager::start();
     let dir = tempfile::tempdir().unwrap();
     let script = calling_loop(dir.path(), "down/chat", 200, 0.2);
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -494,7 +474,15 @@ fn spending_past_the_budget_raises_llm_budget() {
     )
     .unwrap();
     let script = calling_loop(dir.path(), "ok/chat", 6, 0.05);
-    let mut run = Run::start(
+    // First a priced call whose answer's usage cannot be read: the spend is a lower
+    // bound from then on.
+    let text = std::fs::read_to_string(&script).unwrap().replacen(
+        "for i in",
+        "client.chat.completions.with_raw_response.create(model=\"garbage-usage/chat\", messages=[{\"role\": \"user\", \"content\": \"x\"}])\nfor i in",
+        1,
+    );
+    std::fs::write(&script, text).unwrap();
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -523,6 +511,29 @@ fn spending_past_the_budget_raises_llm_budget() {
         .alert("LLMBudget")
         .unwrap_or_else(|| panic!("no LLMBudget at Alertmanager; log:\n{}", run.log()));
     assert_eq!(budget["annotations"]["summary"], "LLM budget exceeded");
+    // Its spend is a lower bound, and it says so: at Alertmanager, in the alert
+    // history, the summary and the log.
+    let description = budget["annotations"]["description"].as_str().unwrap();
+    assert!(description.contains("lower bound"), "{description}");
+    assert_eq!(json["summary"]["llm"]["spend_is_lower_bound"], true);
+    assert_eq!(json["summary"]["llm"]["usage_missing"], 1);
+    for alert in ["LLMBudget", "LLMSpendWithoutProgress"] {
+        let fired = json["alert_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["alertname"] == alert && e["state"] == "firing")
+            .unwrap_or_else(|| panic!("{alert} never fired: {}", json["alert_history"]));
+        assert!(
+            fired["note"].as_str().unwrap().contains("lower bound"),
+            "{fired}"
+        );
+    }
+    assert!(
+        run.log().contains("the spend is a lower bound"),
+        "{}",
+        run.log()
+    );
     // Before it fired, the projection warned (it was pending).
     assert!(
         run.log().contains("LLM budget will be exceeded"),
@@ -536,7 +547,7 @@ fn an_unreachable_upstream_is_a_connection_error_for_the_loop_and_the_meter() {
     let closed = free_port();
     let dir = tempfile::tempdir().unwrap();
     let script = calling_loop(dir.path(), "ok/chat", 2, 0.0);
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[&format!("--llm-upstream=http://127.0.0.1:{closed}")],
         &script,
@@ -557,17 +568,6 @@ fn an_unreachable_upstream_is_a_connection_error_for_the_loop_and_the_meter() {
     assert_eq!(calls[0]["value"], 2.0, "{}", run.log());
     // The loop saw the failure as its own: APIConnectionError, a failed strategy.
     assert_eq!(json["summary"]["failure_reasons"]["APIConnectionError"], 2);
-}
-
-/// Resident memory of a process, from `/proc/<pid>/status`.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap()
-        * 1024
 }
 
 #[test]
@@ -601,7 +601,7 @@ loopwatch.done()
 "#,
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[&format!("--llm-upstream={}", upstream.url())],
         &script,
@@ -694,7 +694,7 @@ evaluator:
         "import sys\nfrom openevolve.cli import main\nsys.exit(main())\n",
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -773,7 +773,7 @@ loopwatch.done()
 "#,
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -845,7 +845,7 @@ fn each_providers_key_reaches_only_that_provider() {
     let out = dir.path().join("received.json");
     let openai_base = format!("{}/v1", openai.url());
     let anthropic_base = anthropic.url();
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         dir.path(),
         &[],
         &[
@@ -1013,7 +1013,7 @@ fn a_private_ca_is_trusted_through_ssl_cert_file_and_tls_failures_say_why() {
 
     let untrusted = dir.path().join("untrusted");
     std::fs::create_dir(&untrusted).unwrap();
-    let mut run = Run::start(&untrusted, &[&format!("--llm-upstream={url}")], &calls, &[]);
+    let mut run = metered(&untrusted, &[&format!("--llm-upstream={url}")], &calls, &[]);
     assert_eq!(run.wait(Duration::from_secs(60)).code(), Some(0));
     let log = run.log();
     let json = run.final_json();
@@ -1030,7 +1030,7 @@ fn a_private_ca_is_trusted_through_ssl_cert_file_and_tls_failures_say_why() {
     let trusted = dir.path().join("trusted");
     std::fs::create_dir(&trusted).unwrap();
     let ca = certificate.ca.to_str().unwrap();
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         &trusted,
         &[&format!("--llm-upstream={url}")],
         &[("SSL_CERT_FILE", ca)],
@@ -1058,7 +1058,7 @@ fn https_upstreams_go_through_https_proxy_unless_no_proxy_names_them() {
     let proxy_url = proxy.url("proxyuser:proxy-s3cret");
     let openai_base = format!("{}/v1", behind_proxy.url_at("localhost"));
     let anthropic_base = direct.url_at("127.0.0.1");
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         dir.path(),
         &[],
         &[
@@ -1106,7 +1106,7 @@ fn http_upstreams_go_through_http_proxy_in_absolute_form() {
     let proxy_url = proxy.url("proxyuser:proxy-s3cret");
     let openai_base = format!("{}/v1", behind_proxy.url_at("localhost"));
     let anthropic_base = direct.url_at("127.0.0.1");
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         dir.path(),
         &[],
         &[
@@ -1234,7 +1234,7 @@ loopwatch.done()
         "http://lwuser:url-s3cret@127.0.0.1:{}",
         upstream.addr.port()
     );
-    let mut run = Run::start(
+    let mut run = metered(
         &reachable,
         &[&format!("--llm-upstream={with_credentials}")],
         &script,
@@ -1263,7 +1263,7 @@ loopwatch.done()
     let unreachable = dir.path().join("unreachable");
     std::fs::create_dir(&unreachable).unwrap();
     let closed = format!("http://lwuser:url-s3cret@127.0.0.1:{}", free_port());
-    let mut run = Run::start(
+    let mut run = metered(
         &unreachable,
         &[&format!("--llm-upstream={closed}")],
         &script,
@@ -1316,7 +1316,7 @@ loopwatch.done()
 "#,
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[&format!("--llm-upstream={}", upstream.url())],
         &script,
@@ -1389,7 +1389,7 @@ loopwatch.done()
 "#,
     )
     .unwrap();
-    let mut run = Run::start(
+    let mut run = metered(
         dir.path(),
         &[&format!("--llm-upstream=http://{addr}")],
         &script,
@@ -1433,7 +1433,7 @@ fn the_loop_reaches_the_metering_proxy_directly_under_http_proxy() {
     let upstream = Upstream::start();
     let proxy = llm_upstream::network::ForwardProxy::start();
     let proxy_url = proxy.url("proxyuser:proxy-s3cret");
-    let mut run = Run::start_with(
+    let mut run = metered_with(
         dir.path(),
         &[&format!("--llm-upstream={}", upstream.url_at("localhost"))],
         &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "example.invalid")],
@@ -1456,4 +1456,275 @@ fn the_loop_reaches_the_metering_proxy_directly_under_http_proxy() {
         keys(&upstream.seen()),
         ["Bearer sk-openai-secret", "Bearer sk-ant-secret"]
     );
+}
+
+/// The final JSON's `summary.llm.by_model[model]`, or a panic naming what there is.
+fn model_tally<'a>(json: &'a serde_json::Value, model: &str) -> &'a serde_json::Value {
+    let tally = &json["summary"]["llm"]["by_model"][model];
+    assert!(
+        !tally.is_null(),
+        "no {model} in {}",
+        json["summary"]["llm"]["by_model"]
+    );
+    tally
+}
+
+/// What the provider finished is booked as finished, whatever the loop read of it:
+/// answers dropped unread (32 MiB each, more than any socket holds, so the loop hangs
+/// up long before their end), 10 MiB of embeddings, 200s that are not JSON or come
+/// compressed (usage missing, not errors), a Responses stream cut by
+/// `max_output_tokens` (ok, with its usage) and one that failed (an error of its type).
+#[test]
+fn finished_calls_are_booked_as_finished_whatever_the_loop_read() {
+    use llm_upstream::*;
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("seen.json");
+    let mut run = metered(
+        dir.path(),
+        &[&format!("--llm-upstream={}", upstream.url())],
+        &script("accounting.py"),
+        &[out.to_str().unwrap(), "{metrics}"],
+    );
+    let status = run.wait(Duration::from_secs(180));
+    assert_eq!(status.code(), Some(0), "{}", run.log());
+    let seen: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(seen["status_only"], serde_json::json!([200, 200, 200]));
+    assert_eq!(
+        seen["big"],
+        serde_json::json!([BIG_EMBEDDINGS, BIG_DIMENSIONS])
+    );
+    assert_eq!(seen["html"][0], 200);
+    // The compressed answer reached the loop as the upstream sent it.
+    assert_eq!(seen["gzip"]["prompt_tokens"], CHAT_USAGE.0);
+    assert_eq!(
+        seen["incomplete"].as_array().unwrap().last().unwrap(),
+        "response.incomplete",
+        "{seen}"
+    );
+    let json = run.final_json();
+    let llm = &json["summary"]["llm"];
+    // The unread answers: read to their end by the proxy, their usage booked.
+    let huge = model_tally(&json, "huge/chat-2025");
+    assert_eq!(
+        (&huge["calls"], &huge["errors"], &huge["abandoned"]),
+        (&3.into(), &0.into(), &0.into()),
+        "{huge}"
+    );
+    assert_eq!(huge["input_tokens"], 3 * HUGE_USAGE.0);
+    assert_eq!(huge["output_tokens"], 3 * HUGE_USAGE.1);
+    let big = model_tally(&json, "big/embed-2025");
+    assert_eq!(
+        (&big["errors"], &big["input_tokens"]),
+        (&0.into(), &BIG_EMBEDDINGS.into()),
+        "{big}"
+    );
+    for model in ["html/chat", "gzip/chat"] {
+        let t = model_tally(&json, model);
+        assert_eq!(
+            (&t["calls"], &t["errors"], &t["usage_missing"]),
+            (&1.into(), &0.into(), &1.into()),
+            "{model}: {t}"
+        );
+        let missing = samples(
+            &json,
+            "loopwatch_llm_usage_missing_total",
+            &[("model", model)],
+        );
+        assert_eq!(missing[0]["value"], 1.0, "{model}");
+    }
+    let incomplete = model_tally(&json, "incomplete/responses-2025");
+    assert_eq!(incomplete["errors"], 0, "{incomplete}");
+    assert_eq!(incomplete["input_tokens"], INCOMPLETE_USAGE.0);
+    assert_eq!(incomplete["output_tokens"], INCOMPLETE_USAGE.1);
+    assert_eq!(incomplete["reasoning_tokens"], INCOMPLETE_USAGE.2);
+    let reasoning = samples(
+        &json,
+        "loopwatch_llm_reasoning_tokens_total",
+        &[("model", "incomplete/responses-2025")],
+    );
+    assert_eq!(reasoning[0]["value"], INCOMPLETE_USAGE.2 as f64);
+    assert_eq!(
+        model_tally(&json, "failed/responses-2025")["errors_by_type"],
+        serde_json::json!({"server_error": 1})
+    );
+    assert_eq!(llm["errors"], 1, "{llm}");
+    assert_eq!(llm["abandoned"], 0, "{llm}");
+    assert_eq!(
+        llm["spend_is_lower_bound"], true,
+        "two answers had no usage"
+    );
+    // Nothing of the answers was kept.
+    assert!(
+        !std::fs::read_to_string(dir.path().join("metrics_final.json"))
+            .unwrap()
+            .contains("xxxxxxxx")
+    );
+}
+
+/// Calls in flight when loopwatch stops the loop are abandoned, not an outage: four
+/// calls waiting on the provider and a SIGTERM to `loopwatch run`, or the loop's
+/// `--exit-timeout` after it said it was done, leave no LLMErrors in the alert
+/// history, and four abandoned calls.
+#[test]
+fn calls_in_flight_at_a_stop_are_abandoned_not_an_outage() {
+    for exit_timeout in [false, true] {
+        let upstream = Upstream::start();
+        let dir = tempfile::tempdir().unwrap();
+        let upstream_flag = format!("--llm-upstream={}", upstream.url());
+        let mut flags = vec![upstream_flag.as_str(), "--linger=0s"];
+        let mut args = vec![];
+        if exit_timeout {
+            flags.push("--exit-timeout=1s");
+            args = vec!["done", "{metrics}"];
+        }
+        let mut run = metered(dir.path(), &flags, &script("in_flight.py"), &args);
+        if !exit_timeout {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let request = format!(
+                    "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                    run.addr
+                );
+                // Not listening yet is not an answer yet.
+                let in_flight = http_raw(run.addr, request.as_bytes())
+                    .ok()
+                    .and_then(|response| parse(&response.body).ok())
+                    .and_then(|m| {
+                        m.get("loopwatch_llm_in_flight")
+                            .and_then(|f| f.value_with(&[]))
+                    });
+                if in_flight == Some(4.0) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "never four calls in flight; log:\n{}",
+                    run.log()
+                );
+                assert!(
+                    run.child.try_wait().unwrap().is_none(),
+                    "loopwatch ended; log:\n{}",
+                    run.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(run.child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+        }
+        let status = run.wait(Duration::from_secs(120));
+        if exit_timeout {
+            assert_eq!(status.code(), Some(0), "a completed run; {}", run.log());
+        }
+        let json = run.final_json();
+        let llm = &json["summary"]["llm"];
+        assert_eq!(
+            (&llm["calls"], &llm["abandoned"], &llm["errors"]),
+            (&4.into(), &4.into(), &0.into()),
+            "exit timeout {exit_timeout}: {llm}"
+        );
+        let history = json["alert_history"].as_array().unwrap();
+        assert!(
+            history.iter().all(|e| e["alertname"] != "LLMErrors"),
+            "{history:#?}"
+        );
+        let abandoned = samples(
+            &json,
+            "loopwatch_llm_calls_total",
+            &[("model", "hang/chat"), ("outcome", "abandoned")],
+        );
+        assert_eq!(abandoned[0]["value"], 4.0);
+        assert_eq!(
+            json["metrics"]["loopwatch_llm_recent_failures"]["samples"][0]["value"],
+            0.0
+        );
+        assert!(
+            samples(&json, "gen_ai_client_operation_duration_seconds", &[]).is_empty(),
+            "abandoned calls did not end: no operation duration"
+        );
+    }
+}
+
+/// `--llm-request-usage` asks a streamed chat request that lacks
+/// `stream_options.include_usage` for its usage, and leaves alone one that declined
+/// it and a plain request; without the flag nothing is added and such a stream's usage
+/// is missing.
+#[test]
+fn llm_request_usage_asks_streams_for_their_usage_only_when_set() {
+    use llm_upstream::*;
+    let options = |seen: &[llm_upstream::Seen], model: &str| {
+        seen.iter()
+            .find(|s| s.model == model)
+            .unwrap_or_else(|| panic!("{model} never arrived: {seen:?}"))
+            .stream_options
+            .clone()
+    };
+    for asked in [false, true] {
+        let upstream = Upstream::start();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("seen.json");
+        let upstream_flag = format!("--llm-upstream={}", upstream.url());
+        let mut flags = vec![upstream_flag.as_str()];
+        if asked {
+            flags.push("--llm-request-usage");
+        }
+        let mut run = metered(
+            dir.path(),
+            &flags,
+            &script("stream_usage.py"),
+            &[out.to_str().unwrap()],
+        );
+        assert_eq!(
+            run.wait(Duration::from_secs(60)).code(),
+            Some(0),
+            "{}",
+            run.log()
+        );
+        let loop_saw: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let seen = upstream.seen();
+        let json = run.final_json();
+        let usage_missing = |model: &str| model_tally(&json, model)["usage_missing"].clone();
+        // The text of every stream reaches the loop whole either way.
+        for name in ["bare", "declined", "options"] {
+            assert_eq!(loop_saw[name]["text"], "hello", "{name}: {loop_saw}");
+        }
+        assert_eq!(
+            options(&seen, "stream-asked/declined"),
+            Some(serde_json::json!({"include_usage": false}))
+        );
+        assert_eq!(options(&seen, "ok/chat"), None);
+        assert_eq!(loop_saw["plain"], CHAT_USAGE.0);
+        if asked {
+            assert_eq!(
+                options(&seen, "stream-asked/bare"),
+                Some(serde_json::json!({"include_usage": true}))
+            );
+            assert_eq!(
+                options(&seen, "stream-asked/options"),
+                Some(serde_json::json!({"include_usage": true}))
+            );
+            assert_eq!(loop_saw["bare"]["usage"], STREAM_USAGE.0);
+            let bare = model_tally(&json, "stream-asked/bare-2025");
+            assert_eq!(
+                (&bare["input_tokens"], &bare["output_tokens"]),
+                (&STREAM_USAGE.0.into(), &STREAM_USAGE.1.into()),
+                "{bare}"
+            );
+            assert_eq!(usage_missing("stream-asked/bare-2025"), 0);
+        } else {
+            assert_eq!(options(&seen, "stream-asked/bare"), None);
+            assert_eq!(
+                options(&seen, "stream-asked/options"),
+                Some(serde_json::json!({}))
+            );
+            assert_eq!(loop_saw["bare"]["usage"], serde_json::Value::Null);
+            assert_eq!(usage_missing("stream-asked/bare-2025"), 1);
+        }
+        assert_eq!(usage_missing("stream-asked/declined-2025"), 1);
+    }
 }

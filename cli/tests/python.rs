@@ -7,17 +7,16 @@
 //! interactive bash under `script`), and the socket's fallback directories (in a mount
 //! namespace of `unshare --mount`, as root, for none at all).
 
-#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::services::{free_port, Alertmanager, Prometheus};
+use support::services::{Alertmanager, Prometheus};
 use support::*;
 
 /// The tests of this file run one at a time: every loopwatch sweeps the host for
@@ -28,14 +27,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The virtual environment's Python, with loopwatch, deap and optuna installed.
-fn python() -> PathBuf {
-    let path = std::env::var_os("LOOPWATCH_TEST_PYTHON").expect(
-        "LOOPWATCH_TEST_PYTHON names the test virtual environment's python; scripts/test makes it",
-    );
-    PathBuf::from(path)
 }
 
 fn script(name: &str) -> PathBuf {
@@ -61,124 +52,6 @@ fn steady_loop(dir: &Path, name: &str, iterations: Option<u32>, pause: f64, then
     )
     .unwrap();
     path
-}
-
-/// A `loopwatch run` of a Python script; its stderr goes to `dir/loopwatch.log`.
-struct Supervised {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Supervised {
-    fn start(dir: &Path, flags: &[&str], script_args: &[&str]) -> Self {
-        let mut command = vec![python().into_os_string()];
-        command.extend(script_args.iter().map(OsString::from));
-        Self::launch(dir, &Launch::default(), flags, &command)
-    }
-
-    /// `loopwatch run [flags] -- <command>`, started as `launch` says.
-    fn launch(dir: &Path, launch: &Launch, flags: &[&str], command: &[OsString]) -> Self {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = std::fs::File::create(dir.join("loopwatch.log")).unwrap();
-        let loopwatch = env!("CARGO_BIN_EXE_loopwatch");
-        let mut run = match launch.wrapper.split_first() {
-            None => Command::new(loopwatch),
-            Some((program, args)) => {
-                let mut wrapped = Command::new(program);
-                wrapped.args(args).arg(loopwatch);
-                wrapped
-            }
-        };
-        let child = run
-            .arg("run")
-            .arg(format!("--listen={addr}"))
-            .arg(format!("--output-dir={}", dir.display()))
-            .args(flags)
-            .arg("--")
-            .args(command)
-            .envs(launch.env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info")
-            // Never the terminal the tests run in: the loop would take its foreground.
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Supervised {
-            child,
-            addr,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn wait_serving(&self) {
-        wait_until(Duration::from_secs(30), "loopwatch run to serve", || {
-            http_raw(
-                self.addr,
-                format!(
-                    "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                    self.addr
-                )
-                .as_bytes(),
-            )
-            .is_ok()
-        });
-    }
-
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("loopwatch run did not exit in time; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("loopwatch.log")).unwrap_or_default()
-    }
-
-    fn final_json(&self) -> serde_json::Value {
-        let text = std::fs::read_to_string(self.dir.join("metrics_final.json"))
-            .unwrap_or_else(|e| panic!("no metrics_final.json ({e}); log:\n{}", self.log()));
-        serde_json::from_str(&text).unwrap()
-    }
-
-    fn run_id(&self) -> String {
-        self.final_json()["summary"]["run_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    /// A metric's single value in the live exposition.
-    fn metric(&self, name: &str) -> Option<f64> {
-        let text = scrape(self.addr);
-        text.lines()
-            .find(|line| line.split([' ', '{']).next() == Some(name))
-            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-    }
-}
-
-/// How `loopwatch run` itself is started: under a wrapper command (`unshare …`), with
-/// more environment.
-#[derive(Default)]
-struct Launch {
-    wrapper: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
-}
-
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Every metric of Contract 1 (the catalog's rows that answer a requirement) has data
@@ -455,17 +328,6 @@ if __name__ == "__main__":
         .as_f64()
         .unwrap();
     assert!(cleaned >= 3.0, "{cleaned}");
-}
-
-/// Resident memory of a process now, from `/proc/<pid>/status`.
-fn rss_bytes(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap();
-    kb * 1024.0
 }
 
 /// Alive and not a zombie waiting to be reaped.
@@ -753,7 +615,7 @@ if __name__ == "__main__":
     assert!(run.metric("flood_total").unwrap() > 1000.0);
     let rss_after_second = rss_bytes(loopwatch_pid);
     assert!(
-        rss_after_second < rss_after_first + 8.0 * 1024.0 * 1024.0,
+        rss_after_second < rss_after_first + 8 * 1024 * 1024,
         "memory grew from {rss_after_first} to {rss_after_second} bytes over a second flood"
     );
     Command::new("kill")
@@ -1604,6 +1466,7 @@ fn a_loop_that_cannot_report_is_said_loudly_and_never_stall_killed() {
             .map(OsString::from)
             .to_vec(),
             env: vec![("XDG_RUNTIME_DIR".into(), "/run/user".into())],
+            ..Launch::default()
         },
         &[&config, "--on-stall=restart", "--restart-delay=100ms"],
         &[python().into(), loop_file.into()],

@@ -2,7 +2,6 @@
 //! committed prometheus.yml scrapes the example loop, every dashboard query returns
 //! data, and the committed rules fire and reach Alertmanager.
 
-#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;
@@ -437,11 +436,7 @@ impl BothPaths {
 
 #[test]
 fn both_alert_paths_notify_once_when_a_problem_fires_and_once_when_it_resolves() {
-    const BALLAST: usize = 2 << 30;
-    let _memory = memory_tests();
-    let probe = loopwatch::HostSampler::for_current_process().tick();
-    let ballast_fraction = BALLAST as f64 / probe.host_memory_total_bytes as f64;
-    let fire_at = probe.host_memory_fraction() + ballast_fraction / 2.0;
+    let (_memory, fire_at) = memory_test();
     // Thresholds a test reaches quickly; the stall floor is out of reach here (the
     // next test covers LoopStalled).
     let t = Thresholds::default()
@@ -570,10 +565,7 @@ impl RulesPath {
 /// configurations.
 #[test]
 fn every_rule_reaches_alertmanager_within_ten_seconds_through_prometheus() {
-    const BALLAST: usize = 2 << 30;
-    let probe = loopwatch::HostSampler::for_current_process().tick();
-    let ballast_fraction = BALLAST as f64 / probe.host_memory_total_bytes as f64;
-    let fire_at = probe.host_memory_fraction() + ballast_fraction / 2.0;
+    let (_memory, fire_at) = memory_test();
     let t = Thresholds::default()
         .with_window(5)
         .unwrap()
@@ -591,7 +583,6 @@ fn every_rule_reaches_alertmanager_within_ten_seconds_through_prometheus() {
         .unwrap()
         .with_llm_budget_usd(2.0)
         .unwrap();
-    let _memory = memory_tests();
     let path = RulesPath::start(&t);
     let mut latencies = Vec::new();
 
@@ -689,13 +680,21 @@ fn a_stall_reaches_alertmanager_within_ten_seconds_through_prometheus() {
     );
 }
 
-/// The tests that allocate gigabytes to move host memory run one at a time, so that
-/// one's ballast does not fire the other's HighMemoryUsage.
-fn memory_tests() -> std::sync::MutexGuard<'static, ()> {
+/// What a memory test allocates to move host memory past its threshold.
+const BALLAST: usize = 2 << 30;
+
+/// The start of a test that allocates [`BALLAST`] to fire HighMemoryUsage: its turn
+/// (they run one at a time, so that one's ballast does not fire the other's alert,
+/// nor count in the other's probe), and the host memory fraction halfway between now
+/// and with the ballast, probed once the turn is taken.
+fn memory_test() -> (std::sync::MutexGuard<'static, ()>, f64) {
     static MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    MEMORY
+    let turn = MEMORY
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let probe = loopwatch::HostSampler::for_current_process().tick();
+    let ballast_fraction = BALLAST as f64 / probe.host_memory_total_bytes as f64;
+    (turn, probe.host_memory_fraction() + ballast_fraction / 2.0)
 }
 
 /// A loop on the shipped configuration's target: a search that runs until the test

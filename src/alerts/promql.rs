@@ -204,7 +204,7 @@ pub(super) fn llm_errors(t: &Thresholds) -> String {
 
 pub(super) fn llm_errors_description(t: &Thresholds) -> String {
     format!(
-        "{{{{ $value | humanizePercentage }}}} of the last LLM calls failed (HTTP 5xx, 429, timeouts, connection errors; threshold {}% of the last {} calls of 15 minutes, three at least).",
+        "{{{{ $value | humanizePercentage }}}} of the last LLM calls failed (HTTP 5xx, 429, timeouts, connection errors, the provider's server errors; abandoned calls are not counted; threshold {}% of the last {} calls of 15 minutes, three at least).",
         t.llm_error_rate() * 100.0,
         t.llm_error_calls()
     )
@@ -221,7 +221,9 @@ pub(super) fn llm_spend_without_progress(t: &Thresholds) -> String {
 pub(super) fn llm_spend_without_progress_description(t: &Thresholds) -> String {
     match t.llm_spend_without_progress_usd() {
         Some(limit) => format!(
-            "US${{{{ $value | printf \"%.2f\" }}}} spent on LLM calls since the champion last changed (limit US${limit})."
+            "US${{{{ $value | printf \"%.2f\" }}}} spent on LLM calls since the champion last changed (limit US${limit}); a lower bound while {} or {} is above zero.",
+            catalog::LLM_USAGE_MISSING_TOTAL.name,
+            catalog::LLM_UNPRICED_TOKENS_TOTAL.name,
         ),
         None => "Off: llm_spend_without_progress_usd is not set in loopwatch.toml.".to_string(),
     }
@@ -238,7 +240,9 @@ pub(super) fn llm_budget(t: &Thresholds) -> String {
 pub(super) fn llm_budget_description(t: &Thresholds) -> String {
     match t.llm_budget_usd() {
         Some(budget) => format!(
-            "US${{{{ $value | printf \"%.2f\" }}}} spent on LLM calls (budget US${budget})."
+            "US${{{{ $value | printf \"%.2f\" }}}} spent on LLM calls (budget US${budget}); a lower bound while {} or {} is above zero.",
+            catalog::LLM_USAGE_MISSING_TOTAL.name,
+            catalog::LLM_UNPRICED_TOKENS_TOTAL.name,
         ),
         None => "Off: llm_budget_usd is not set in loopwatch.toml.".to_string(),
     }

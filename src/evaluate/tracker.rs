@@ -29,6 +29,9 @@ pub(crate) struct Transition {
     pub(crate) at: SystemTime,
     /// When the alert started firing (set on firing and resolved transitions).
     pub(crate) firing_since: Option<SystemTime>,
+    /// A qualification of the value, said beside the fixed message (the LLM spend
+    /// alerts' [`crate::llm::SPEND_LOWER_BOUND`]).
+    pub(crate) note: Option<&'static str>,
 }
 
 impl Transition {
@@ -94,6 +97,7 @@ impl AlertTracker {
             iteration,
             at,
             firing_since,
+            note: None,
         })
     }
 }

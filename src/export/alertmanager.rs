@@ -44,6 +44,7 @@ struct AlertRecord {
     value: f64,
     threshold: f64,
     iteration: u64,
+    note: Option<&'static str>,
     /// Bumped on every change, so each receiver knows what it has not yet accepted.
     generation: u64,
 }
@@ -100,6 +101,7 @@ impl AlertSink {
                             value: transition.value,
                             threshold: transition.threshold,
                             iteration: transition.iteration,
+                            note: transition.note,
                             generation,
                         },
                     );
@@ -265,8 +267,9 @@ fn payload(
             "annotations": {
                 "summary": name.message(),
                 "description": format!(
-                    "{}: value {value} against threshold {} at iteration {}",
-                    name.message(), record.threshold, record.iteration
+                    "{}: value {value} against threshold {} at iteration {}{}",
+                    name.message(), record.threshold, record.iteration,
+                    record.note.map(|note| format!(" ({note})")).unwrap_or_default()
                 ),
                 "value": value.to_string(),
                 "threshold": record.threshold.to_string(),

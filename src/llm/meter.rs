@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{bounded_name, LlmCall, LlmError, MAX_MODELS, OTHER_MODEL};
+use super::{bounded_name, LlmCall, LlmError, Pricing, MAX_MODELS, OTHER_MODEL};
 
 /// Calls older than this leave the error window, so an outage the loop stopped
 /// calling into does not keep LLMErrors firing forever.
@@ -19,42 +19,64 @@ pub(crate) const ERROR_WINDOW_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR_MINUTES: usize = 60;
 
-/// One model's calls, tokens and spend.
+/// One model's calls, tokens and spend. Token counts saturate at `u64::MAX`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ModelTally {
     /// Calls made.
     pub calls: u64,
     /// Calls that failed, for any reason.
     pub errors: u64,
-    /// Failures by error type (`429`, `503`, `timeout` …).
+    /// Failures by error type (`429`, `503`, `stream_cut` …).
     pub errors_by_type: BTreeMap<String, u64>,
+    /// Calls cut short by the loop or by loopwatch before their answer ended:
+    /// neither successes nor failures.
+    pub abandoned: u64,
+    /// Calls the provider may have billed whose usage is unknown (no usage in the
+    /// answer, or abandoned before it): their cost is not in `cost_usd`.
+    pub usage_missing: u64,
     /// Input tokens, cached ones included.
     pub input_tokens: u64,
-    /// Output tokens.
+    /// Output tokens, reasoning ones included.
     pub output_tokens: u64,
     /// Input tokens read from the provider's cache.
     pub cached_input_tokens: u64,
-    /// Cost in US dollars of the priced calls.
+    /// Input tokens written to the provider's cache.
+    pub cache_write_input_tokens: u64,
+    /// Reasoning tokens (a part of the output tokens).
+    pub reasoning_tokens: u64,
+    /// Cost in US dollars of the priced tokens.
     pub cost_usd: f64,
-    /// Tokens of calls that had no price.
+    /// Tokens without a price: those of a model without one, and cache writes whose
+    /// price is not set.
     pub unpriced_tokens: u64,
 }
 
 /// The LLM calls of a run, as `summary.llm` in the snapshot and the final files.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct LlmSummary {
     /// Calls made.
     pub calls: u64,
     /// Calls that failed.
     pub errors: u64,
+    /// Calls cut short by the loop or by loopwatch: not failures.
+    pub abandoned: u64,
+    /// Calls the provider may have billed whose usage is unknown.
+    pub usage_missing: u64,
     /// Input tokens.
     pub input_tokens: u64,
     /// Output tokens.
     pub output_tokens: u64,
-    /// Cost in US dollars of the priced calls.
+    /// Reasoning tokens (a part of the output tokens).
+    pub reasoning_tokens: u64,
+    /// Cost in US dollars of the priced tokens.
     pub cost_usd: f64,
-    /// Tokens of calls whose model had no price.
+    /// Tokens without a price.
     pub unpriced_tokens: u64,
+    /// Whether the spend is a lower bound: some calls had no usage to price, or some
+    /// tokens no price.
+    pub spend_is_lower_bound: bool,
     /// Spend since the champion last changed (or the start).
     pub spend_since_champion_usd: f64,
     /// Spend divided by the champion's changes (the first report included), when it
@@ -73,6 +95,7 @@ pub struct LlmSummary {
 
 /// One minute of LLM calls, for the page's per-minute view.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct MinuteTally {
     /// Minutes before now (0: the current minute).
     pub minutes_ago: u64,
@@ -80,6 +103,8 @@ pub struct MinuteTally {
     pub ok: u64,
     /// Calls that failed.
     pub errors: u64,
+    /// Calls abandoned.
+    pub abandoned: u64,
     /// Input tokens.
     pub input_tokens: u64,
     /// Output tokens.
@@ -104,6 +129,9 @@ pub(crate) struct LlmEvidence {
     pub(crate) spend_last_hour_usd: f64,
     /// Spend since the champion last changed.
     pub(crate) spend_since_champion_usd: f64,
+    /// Whether the spend is a lower bound (calls without usage, tokens without a
+    /// price).
+    pub(crate) spend_is_lower_bound: bool,
 }
 
 /// The label values a call is published under, each bounded.
@@ -130,6 +158,8 @@ struct Books {
     /// The error window: when each recent call ended and whether it failed.
     recent: VecDeque<(Instant, bool)>,
     spend_usd: f64,
+    /// Calls without usage or tokens without a price so far.
+    spend_is_lower_bound: bool,
     spend_at_champion_usd: f64,
     champion_changes: u64,
     /// The last hour, per minute: the minute's number since the meter's start, and
@@ -183,12 +213,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl LlmMeter {
-    /// Books one call with its cost (`None`: no price); returns the label its model
-    /// is published under and the evidence after it.
+    /// Books one call at its price; returns the label its model is published
+    /// under and the evidence after it. An abandoned call stays out of the error
+    /// window and the durations; token sums saturate.
     pub(crate) fn record(
         &self,
         call: &LlmCall,
-        cost: Option<f64>,
+        pricing: Pricing,
         window_calls: u64,
     ) -> (CallLabels, LlmEvidence) {
         let now = Instant::now();
@@ -204,26 +235,39 @@ impl LlmMeter {
             model: model.clone(),
         };
         self.any_calls.store(true, Ordering::Relaxed);
-        let tally = books.by_model.entry(model).or_default();
-        tally.calls += 1;
-        if let Some(error) = call.error {
-            tally.errors += 1;
-            *tally
-                .errors_by_type
-                .entry(error.as_label().into_owned())
-                .or_default() += 1;
-        }
         let input = call.input_tokens.unwrap_or(0);
         let output = call.output_tokens.unwrap_or(0);
-        tally.input_tokens += input;
-        tally.output_tokens += output;
-        tally.cached_input_tokens += call.cached_input_tokens.unwrap_or(0);
-        match cost {
-            Some(cost) => tally.cost_usd += cost,
-            None => tally.unpriced_tokens += input + output,
+        let usage_missing = call.usage_missing();
+        let abandoned = call.abandoned && call.error.is_none();
+        let tally = books.by_model.entry(model).or_default();
+        tally.calls = tally.calls.saturating_add(1);
+        if let Some(error) = call.error {
+            tally.errors = tally.errors.saturating_add(1);
+            let by_type = tally
+                .errors_by_type
+                .entry(error.as_label().into_owned())
+                .or_default();
+            *by_type = by_type.saturating_add(1);
+        } else if abandoned {
+            tally.abandoned = tally.abandoned.saturating_add(1);
         }
-        let cost = cost.unwrap_or(0.0);
+        if usage_missing {
+            tally.usage_missing = tally.usage_missing.saturating_add(1);
+        }
+        let add = |sum: &mut u64, n: Option<u64>| *sum = sum.saturating_add(n.unwrap_or(0));
+        add(&mut tally.input_tokens, call.input_tokens);
+        add(&mut tally.output_tokens, call.output_tokens);
+        add(&mut tally.cached_input_tokens, call.cached_input_tokens);
+        add(
+            &mut tally.cache_write_input_tokens,
+            call.cache_write_input_tokens,
+        );
+        add(&mut tally.reasoning_tokens, call.reasoning_tokens);
+        add(&mut tally.unpriced_tokens, Some(pricing.unpriced_tokens));
+        let cost = pricing.cost_usd.unwrap_or(0.0);
+        tally.cost_usd += cost;
         books.spend_usd += cost;
+        books.spend_is_lower_bound |= usage_missing || pricing.unpriced_tokens > 0;
         self.spend_bits
             .store(books.spend_usd.to_bits(), Ordering::Relaxed);
         let minute = now.duration_since(self.epoch).as_secs() / MINUTE.as_secs();
@@ -232,22 +276,27 @@ impl LlmMeter {
         }
         if let Some((_, tally)) = books.minutes.back_mut() {
             tally.cost_usd += cost;
-            tally.input_tokens += input;
-            tally.output_tokens += output;
-            if call.error.is_some() {
-                tally.errors += 1;
+            tally.input_tokens = tally.input_tokens.saturating_add(input);
+            tally.output_tokens = tally.output_tokens.saturating_add(output);
+            let count = if call.error.is_some() {
+                &mut tally.errors
+            } else if abandoned {
+                &mut tally.abandoned
             } else {
-                tally.ok += 1;
+                &mut tally.ok
+            };
+            *count = count.saturating_add(1);
+        }
+        if !abandoned {
+            if books.durations.len() == DURATIONS_KEPT {
+                books.durations.pop_front();
             }
-        }
-        if books.durations.len() == DURATIONS_KEPT {
-            books.durations.pop_front();
-        }
-        books.durations.push_back(call.duration.as_secs_f64());
-        let failed = call.error.is_some_and(LlmError::is_outage);
-        books.recent.push_back((now, failed));
-        while books.recent.len() as u64 > window_calls {
-            books.recent.pop_front();
+            books.durations.push_back(call.duration.as_secs_f64());
+            let failed = call.error.is_some_and(LlmError::is_outage);
+            books.recent.push_back((now, failed));
+            while books.recent.len() as u64 > window_calls {
+                books.recent.pop_front();
+            }
         }
         (labels, self.evidence_of(&mut books, now))
     }
@@ -297,6 +346,7 @@ impl LlmMeter {
             spend_usd: books.spend_usd,
             spend_last_hour_usd: books.minutes.iter().map(|(_, m)| m.cost_usd).sum(),
             spend_since_champion_usd: books.spend_usd - books.spend_at_champion_usd,
+            spend_is_lower_bound: books.spend_is_lower_bound,
         }
     }
 
@@ -330,15 +380,23 @@ impl LlmMeter {
             spend_per_champion_change_usd: (books.champion_changes > 0)
                 .then(|| books.spend_usd / books.champion_changes as f64),
             by_model: books.by_model.clone(),
+            spend_is_lower_bound: books.spend_is_lower_bound,
             ..LlmSummary::default()
         };
         for tally in books.by_model.values() {
-            summary.calls += tally.calls;
-            summary.errors += tally.errors;
-            summary.input_tokens += tally.input_tokens;
-            summary.output_tokens += tally.output_tokens;
+            for (sum, n) in [
+                (&mut summary.calls, tally.calls),
+                (&mut summary.errors, tally.errors),
+                (&mut summary.abandoned, tally.abandoned),
+                (&mut summary.usage_missing, tally.usage_missing),
+                (&mut summary.input_tokens, tally.input_tokens),
+                (&mut summary.output_tokens, tally.output_tokens),
+                (&mut summary.reasoning_tokens, tally.reasoning_tokens),
+                (&mut summary.unpriced_tokens, tally.unpriced_tokens),
+            ] {
+                *sum = sum.saturating_add(n);
+            }
             summary.cost_usd += tally.cost_usd;
-            summary.unpriced_tokens += tally.unpriced_tokens;
         }
         summary
     }
@@ -370,6 +428,13 @@ impl LlmMeter {
 mod tests {
     use super::*;
 
+    fn cost(cost_usd: Option<f64>) -> Pricing {
+        Pricing {
+            cost_usd,
+            unpriced_tokens: 0,
+        }
+    }
+
     #[test]
     fn the_error_window_holds_the_last_calls_and_only_outages_fail() {
         let meter = LlmMeter::default();
@@ -381,11 +446,11 @@ mod tests {
             }
         };
         for _ in 0..25 {
-            meter.record(&call(None), None, 20);
+            meter.record(&call(None), cost(None), 20);
         }
-        let (_, e) = meter.record(&call(Some(LlmError::Status(400))), None, 20);
+        let (_, e) = meter.record(&call(Some(LlmError::Status(400))), cost(None), 20);
         assert_eq!((e.recent_calls, e.recent_failures), (20, 0));
-        let (_, e) = meter.record(&call(Some(LlmError::Status(503))), None, 20);
+        let (_, e) = meter.record(&call(Some(LlmError::Status(503))), cost(None), 20);
         assert_eq!((e.recent_calls, e.recent_failures), (20, 1));
         assert_eq!(meter.summary().errors, 2);
     }
@@ -394,10 +459,10 @@ mod tests {
     fn spend_since_the_champion_restarts_at_each_change() {
         let meter = LlmMeter::default();
         let call = LlmCall::new("m", Duration::ZERO).with_tokens(10, 10);
-        meter.record(&call, Some(1.5), 20);
+        meter.record(&call, cost(Some(1.5)), 20);
         let e = meter.champion_changed();
         assert_eq!(e.spend_since_champion_usd, 0.0);
-        let (_, e) = meter.record(&call, Some(0.5), 20);
+        let (_, e) = meter.record(&call, cost(Some(0.5)), 20);
         assert_eq!(
             (
                 e.spend_usd,
@@ -406,8 +471,13 @@ mod tests {
             ),
             (2.0, 0.5, 2.0)
         );
-        let (_, e) = meter.record(&call, None, 20);
+        let unpriced = Pricing {
+            cost_usd: None,
+            unpriced_tokens: 20,
+        };
+        let (_, e) = meter.record(&call, unpriced, 20);
         assert_eq!(e.spend_usd, 2.0);
+        assert!(e.spend_is_lower_bound);
         let summary = meter.summary();
         assert_eq!(summary.unpriced_tokens, 20);
         assert_eq!(summary.spend_per_champion_change_usd, Some(2.0));
@@ -418,10 +488,69 @@ mod tests {
         let meter = LlmMeter::default();
         for i in 0..(MAX_MODELS + 5) {
             let call = LlmCall::new(format!("model-{i}"), Duration::ZERO);
-            meter.record(&call, None, 20);
+            meter.record(&call, cost(None), 20);
         }
         let summary = meter.summary();
         assert_eq!(summary.by_model.len(), MAX_MODELS + 1);
         assert_eq!(summary.by_model[OTHER_MODEL].calls, 5);
+    }
+
+    #[test]
+    fn abandoned_calls_are_counted_apart_and_stay_out_of_the_error_window() {
+        let meter = LlmMeter::default();
+        let ok = LlmCall::new("m", Duration::from_secs(1)).with_tokens(1, 1);
+        meter.record(&ok, cost(Some(0.0)), 20);
+        for _ in 0..4 {
+            let abandoned = LlmCall::new("m", Duration::from_millis(1)).with_abandoned();
+            let (_, e) = meter.record(&abandoned, cost(None), 20);
+            assert_eq!((e.recent_calls, e.recent_failures), (1, 0));
+            assert!(e.spend_is_lower_bound, "its usage is unknown");
+        }
+        let summary = meter.summary();
+        assert_eq!(
+            (summary.calls, summary.errors, summary.abandoned),
+            (5, 0, 4)
+        );
+        assert_eq!(summary.usage_missing, 4);
+        assert_eq!(summary.by_model["m"].errors_by_type.len(), 0);
+        assert_eq!(summary.last_hour[0].abandoned, 4);
+        assert_eq!(summary.last_hour[0].ok, 1);
+        // The durations are those of calls that ended.
+        assert_eq!(summary.p50_seconds, Some(1.0));
+    }
+
+    proptest::proptest! {
+        /// Absurd token counts neither wrap nor panic: the sums stop at the top.
+        #[test]
+        fn token_sums_saturate(
+            counts in proptest::collection::vec(
+                (proptest::option::of(proptest::num::u64::ANY), proptest::option::of(proptest::num::u64::ANY), proptest::num::u64::ANY),
+                1..6,
+            )
+        ) {
+            let meter = LlmMeter::default();
+            let mut input = 0u128;
+            let mut output = 0u128;
+            for (i, o, reasoning) in &counts {
+                let mut call = LlmCall::new("m", Duration::ZERO);
+                call.input_tokens = *i;
+                call.output_tokens = *o;
+                call.reasoning_tokens = Some(*reasoning);
+                call.cached_input_tokens = *i;
+                call.cache_write_input_tokens = *o;
+                let pricing = crate::llm::LlmConfig::default()
+                    .with_price("m", crate::llm::Price::per_million(1.0, 1.0))
+                    .pricing(&call);
+                meter.record(&call, pricing, 20);
+                input += u128::from(i.unwrap_or(0));
+                output += u128::from(o.unwrap_or(0));
+            }
+            let summary = meter.summary();
+            let top = |sum: u128| u64::try_from(sum).unwrap_or(u64::MAX);
+            proptest::prop_assert_eq!(summary.input_tokens, top(input));
+            proptest::prop_assert_eq!(summary.output_tokens, top(output));
+            proptest::prop_assert_eq!(summary.last_hour[0].input_tokens, top(input));
+            proptest::prop_assert!(summary.cost_usd.is_finite());
+        }
     }
 }

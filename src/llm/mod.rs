@@ -24,6 +24,7 @@ pub use meter::{LlmSummary, MinuteTally, ModelTally};
 pub mod proxy;
 #[cfg(feature = "llm-proxy")]
 pub mod route;
+mod scan;
 #[cfg(feature = "llm-proxy")]
 pub mod upstream;
 pub mod usage;
@@ -44,6 +45,12 @@ pub const OTHER_MODEL: &str = "other";
 /// LLMErrors needs at least this many failed calls in its window, so that one early
 /// failure out of one call is not an outage.
 pub const LLM_ERRORS_MIN_FAILURES: u64 = 3;
+
+/// What LLMBudget and LLMSpendWithoutProgress say beside their message, and the
+/// page beside the spend, when some call's usage was unknown or some tokens had no
+/// price: the spend they judge counts neither.
+pub const SPEND_LOWER_BOUND: &str =
+    "the spend is a lower bound: some LLM calls reported no usage or had tokens without a price";
 
 /// The longest model or provider name kept; longer ones are cut.
 const MAX_NAME_CHARS: usize = 128;
@@ -110,25 +117,75 @@ pub enum LlmError {
     Connection,
     /// A streamed answer stopped before its end.
     StreamCut,
+    /// The provider said the call failed inside an answer whose status was a
+    /// success (a Responses API `response.failed`, an `error` event mid-stream):
+    /// its error type, one of [`PROVIDER_ERRORS`] or `provider_error`.
+    Provider(&'static str),
     /// Any other failure the loop reported.
     Other,
 }
 
+/// The error types a provider names inside an answer ([`LlmError::Provider`]), and
+/// whether each is an outage (the provider's fault) rather than the request's.
+/// Others are `provider_error`, an outage.
+pub const PROVIDER_ERRORS: [(&str, bool); 15] = [
+    // OpenAI (error objects, and the Responses API's error codes).
+    ("server_error", true),
+    ("rate_limit_exceeded", true),
+    ("vector_store_timeout", true),
+    ("invalid_prompt", false),
+    ("invalid_request_error", false),
+    ("context_length_exceeded", false),
+    // Anthropic.
+    ("api_error", true),
+    ("overloaded_error", true),
+    ("rate_limit_error", true),
+    ("timeout_error", true),
+    ("authentication_error", false),
+    ("permission_error", false),
+    ("not_found_error", false),
+    ("request_too_large", false),
+    ("billing_error", false),
+];
+
+/// The error type of a provider's failure it did not name, or named otherwise.
+const PROVIDER_ERROR: &str = "provider_error";
+
 impl LlmError {
-    /// The `error.type` value: the status code (`"429"`, `"503"`), or `timeout`,
-    /// `connection`, `stream_cut`, `other`.
+    /// The `error.type` value: the status code (`"429"`, `"503"`), the provider's
+    /// error type (`server_error`, `overloaded_error`), or `timeout`, `connection`,
+    /// `stream_cut`, `other`.
     pub fn as_label(self) -> std::borrow::Cow<'static, str> {
         match self {
             LlmError::Status(code) => code.to_string().into(),
             LlmError::Timeout => "timeout".into(),
             LlmError::Connection => "connection".into(),
             LlmError::StreamCut => "stream_cut".into(),
+            LlmError::Provider(kind) => kind.into(),
             LlmError::Other => "other".into(),
         }
     }
 
+    /// The failure a provider named inside an answer: its type when it is one of
+    /// [`PROVIDER_ERRORS`], else `provider_error` (labels stay bounded).
+    ///
+    /// ```
+    /// use loopwatch::llm::LlmError;
+    /// assert_eq!(LlmError::provider("server_error").as_label(), "server_error");
+    /// assert_eq!(LlmError::provider("something new").as_label(), "provider_error");
+    /// ```
+    pub fn provider(kind: &str) -> Self {
+        LlmError::Provider(
+            PROVIDER_ERRORS
+                .iter()
+                .find(|(name, _)| *name == kind)
+                .map_or(PROVIDER_ERROR, |(name, _)| name),
+        )
+    }
+
     /// Reads an `error.type` as a loop reports it: a status code, `timeout`,
-    /// `connection`, `stream_cut`, `rate_limit` (429); anything else is `other`.
+    /// `connection`, `stream_cut`, `rate_limit` (429), a provider's error type of
+    /// [`PROVIDER_ERRORS`]; anything else is `other`.
     ///
     /// ```
     /// use loopwatch::llm::LlmError;
@@ -142,8 +199,12 @@ impl LlmError {
             "connection" | "connection_error" => LlmError::Connection,
             "stream_cut" => LlmError::StreamCut,
             "rate_limit" | "rate_limited" => LlmError::Status(429),
+            PROVIDER_ERROR => LlmError::Provider(PROVIDER_ERROR),
             other => match other.parse::<u16>() {
                 Ok(code) if (400..=599).contains(&code) => LlmError::Status(code),
+                _ if PROVIDER_ERRORS.iter().any(|(name, _)| *name == other) => {
+                    LlmError::provider(other)
+                }
                 _ => LlmError::Other,
             },
         }
@@ -156,6 +217,10 @@ impl LlmError {
     pub fn is_outage(self) -> bool {
         match self {
             LlmError::Status(code) => code == 429 || code >= 500,
+            LlmError::Provider(kind) => PROVIDER_ERRORS
+                .iter()
+                .find(|(name, _)| *name == kind)
+                .is_none_or(|(_, outage)| *outage),
             _ => true,
         }
     }
@@ -180,6 +245,11 @@ pub struct LlmCall {
     /// Input tokens read from the provider's cache (a part of `input_tokens`), when
     /// the answer says.
     pub cached_input_tokens: Option<u64>,
+    /// Input tokens written to the provider's cache (a part of `input_tokens`;
+    /// Anthropic's `cache_creation_input_tokens`), billed at a price of their own.
+    pub cache_write_input_tokens: Option<u64>,
+    /// Reasoning tokens (a part of `output_tokens`), when the answer says.
+    pub reasoning_tokens: Option<u64>,
     /// From the request to the end of the answer (or the failure).
     pub duration: Duration,
     /// From the request to the first chunk of a streamed answer.
@@ -191,6 +261,10 @@ pub struct LlmCall {
     /// Its cost in US dollars when the caller knows it; otherwise it is priced from
     /// the `[llm.prices]` table.
     pub cost_usd: Option<f64>,
+    /// Cut short before its answer ended, by the loop (it hung up) or by loopwatch
+    /// (a stop, kill, restart or exit timeout of the loop, the proxy's end): neither
+    /// a success nor a failure, and outside LLMErrors. `error` is `None` then.
+    pub abandoned: bool,
 }
 
 impl LlmCall {
@@ -204,11 +278,14 @@ impl LlmCall {
             input_tokens: None,
             output_tokens: None,
             cached_input_tokens: None,
+            cache_write_input_tokens: None,
+            reasoning_tokens: None,
             duration,
             time_to_first_chunk: None,
             error: None,
             retry_after: None,
             cost_usd: None,
+            abandoned: false,
         }
     }
 
@@ -243,6 +320,42 @@ impl LlmCall {
         self
     }
 
+    /// As cut short before its answer ended (see [`LlmCall::abandoned`]).
+    pub fn with_abandoned(mut self) -> Self {
+        self.abandoned = true;
+        self
+    }
+
+    /// The `outcome` label of `loopwatch_llm_calls_total`: `ok`, `abandoned`, or the
+    /// error type.
+    pub fn outcome(&self) -> std::borrow::Cow<'static, str> {
+        match self.error {
+            Some(error) => error.as_label(),
+            None if self.abandoned => "abandoned".into(),
+            None => "ok".into(),
+        }
+    }
+
+    /// Whether the provider may have billed the call while its usage is unknown: it
+    /// did not fail, reported no cost, and lacks its input or output count (an
+    /// embedding has no output). Its spend is not known, so the run's is a lower
+    /// bound.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use loopwatch::llm::LlmCall;
+    /// let call = LlmCall::new("llama3", Duration::ZERO);
+    /// assert!(call.usage_missing());
+    /// assert!(!call.clone().with_tokens(3, 4).usage_missing());
+    /// assert!(call.clone().with_abandoned().usage_missing());
+    /// assert!(!call.with_error(loopwatch::llm::LlmError::Status(503)).usage_missing());
+    /// ```
+    pub fn usage_missing(&self) -> bool {
+        let counted = self.input_tokens.is_some()
+            && (self.output_tokens.is_some() || self.operation == Operation::Embeddings);
+        self.error.is_none() && self.cost_usd.is_none() && !counted
+    }
+
     /// The model it is priced and labelled by: the one that answered, else the one
     /// asked for.
     pub fn model(&self) -> &str {
@@ -266,6 +379,11 @@ pub struct Price {
     /// not set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_input_per_million: Option<f64>,
+    /// Per million input tokens written to the provider's cache (Anthropic bills them
+    /// at 1.25 or 2 times the input price). Without it, such tokens are counted as
+    /// unpriced, never as plain input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_input_per_million: Option<f64>,
 }
 
 impl Price {
@@ -275,6 +393,7 @@ impl Price {
             input_per_million: input,
             output_per_million: output,
             cached_input_per_million: None,
+            cache_write_input_per_million: None,
         }
     }
 
@@ -284,26 +403,47 @@ impl Price {
         self
     }
 
+    /// With a price per million input tokens written to the cache.
+    pub fn with_cache_write_input(mut self, per_million: f64) -> Self {
+        self.cache_write_input_per_million = Some(per_million);
+        self
+    }
+
     fn valid(&self) -> bool {
         [self.input_per_million, self.output_per_million]
             .into_iter()
             .chain(self.cached_input_per_million)
+            .chain(self.cache_write_input_per_million)
             .all(|p| p.is_finite() && p >= 0.0)
     }
+}
+
+/// What a call cost at the table's prices.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Pricing {
+    /// Its cost in US dollars: the caller's figure, or its priced tokens at their
+    /// prices; `None` when its model has no price or it reported no usage.
+    pub cost_usd: Option<f64>,
+    /// Tokens it reported that have no price: all of them when its model has none,
+    /// else its cache writes when the model's price has no key for them.
+    pub unpriced_tokens: u64,
 }
 
 /// The `[llm]` table of `loopwatch.toml`:
 ///
 /// ```toml
-/// [llm.prices."gpt-4o"]
-/// input_per_million = 2.50
-/// output_per_million = 10.00
-/// cached_input_per_million = 1.25
+/// [llm.prices."claude-sonnet-4"]
+/// input_per_million = 3.00
+/// output_per_million = 15.00
+/// cached_input_per_million = 0.30
+/// cache_write_input_per_million = 3.75
 /// ```
 ///
-/// A model is priced by its exact name, else by the longest priced name it starts
-/// with (`gpt-4o` prices `gpt-4o-2024-08-06`). A model without a price is never
-/// guessed: its tokens are counted in `loopwatch_llm_unpriced_tokens_total`.
+/// A model is priced by its exact name, else by the longest priced name it extends
+/// with a date or version suffix only (`gpt-4o` prices `gpt-4o-2024-08-06`, not
+/// `gpt-4o-mini`). A model without a price is never guessed: its tokens are counted
+/// in `loopwatch_llm_unpriced_tokens_total`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "LlmConfigFile")]
 #[non_exhaustive]
@@ -335,6 +475,39 @@ impl TryFrom<LlmConfigFile> for LlmConfig {
     }
 }
 
+/// Whether `rest`, what a model's name adds to a priced name, is a date or version
+/// suffix only: segments after `-`, `@` or `:`, each a date or build number (three
+/// digits or more: `-20250514`, `-0125`, `-001`, and the month and day of
+/// `-2024-08-06`), `v` and digits (`-v1`), a number after `:` (`-v2:0`) or `latest`.
+/// A short number (`claude-3` and `-5`) or a word (`gpt-4o` and `-mini`, `o1` and
+/// `-mini`) names another model.
+fn version_suffix(rest: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let mut rest = rest;
+    let mut after_digits = false;
+    let mut any = false;
+    while let Some(separator) = rest.chars().next() {
+        if !matches!(separator, '-' | '@' | ':') {
+            return false;
+        }
+        let tail = &rest[1..];
+        let end = tail.find(['-', '@', ':']).unwrap_or(tail.len());
+        let segment = &tail[..end];
+        let ok = if digits(segment) {
+            segment.len() >= 3 || separator == ':' || after_digits
+        } else {
+            segment == "latest" || segment.strip_prefix('v').is_some_and(digits)
+        };
+        if !ok {
+            return false;
+        }
+        after_digits = digits(segment);
+        any = true;
+        rest = &tail[end..];
+    }
+    any
+}
+
 impl LlmConfig {
     /// With a price for `model`.
     pub fn with_price(mut self, model: impl Into<String>, price: Price) -> Self {
@@ -342,40 +515,84 @@ impl LlmConfig {
         self
     }
 
-    /// The price of a model: its own, else that of the longest priced name it starts
-    /// with.
+    /// The price of a model: its own, else that of the longest priced name it extends
+    /// with a date or version suffix only (`gpt-4o` prices `gpt-4o-2024-08-06` but
+    /// not `gpt-4o-mini`; `o1` prices `o1-2024-12-17` but not `o1-mini`).
+    ///
+    /// ```
+    /// use loopwatch::llm::{LlmConfig, Price};
+    /// let config = LlmConfig::default().with_price("gpt-4o", Price::per_million(2.5, 10.0));
+    /// assert!(config.price("gpt-4o-2024-08-06").is_some());
+    /// assert!(config.price("gpt-4o-mini").is_none());
+    /// ```
     pub fn price(&self, model: &str) -> Option<&Price> {
         self.prices.get(model).or_else(|| {
             self.prices
                 .iter()
-                .filter(|(name, _)| model.starts_with(name.as_str()))
+                .filter(|(name, _)| {
+                    model
+                        .strip_prefix(name.as_str())
+                        .is_some_and(version_suffix)
+                })
                 .max_by_key(|(name, _)| name.len())
                 .map(|(_, price)| price)
         })
     }
 
-    /// The cost of a call in US dollars: the caller's own figure, else its tokens at
-    /// its model's price; `None` when its model has no price (or it reported no
-    /// tokens and no cost).
+    /// The cost of a call in US dollars: [`LlmConfig::pricing`]'s `cost_usd`.
     pub fn cost(&self, call: &LlmCall) -> Option<f64> {
+        self.pricing(call).cost_usd
+    }
+
+    /// What a call cost: the caller's own figure, else its tokens at its model's
+    /// price (cache reads and writes at theirs); `None` when its model has no price,
+    /// or it reported neither tokens nor a cost (unknown is not zero). Tokens without
+    /// a price (all of an unpriced model's, or cache writes whose price is not set)
+    /// are counted apart, never priced as something else.
+    pub fn pricing(&self, call: &LlmCall) -> Pricing {
         if let Some(cost) = call.cost_usd.filter(|c| c.is_finite() && *c >= 0.0) {
-            return Some(cost);
+            return Pricing {
+                cost_usd: Some(cost),
+                unpriced_tokens: 0,
+            };
         }
-        let price = self
-            .price(call.model())
-            .or_else(|| self.price(&call.request_model))?;
+        if call.input_tokens.is_none() && call.output_tokens.is_none() {
+            return Pricing::default();
+        }
         let input = call.input_tokens.unwrap_or(0);
-        let cached = call.cached_input_tokens.unwrap_or(0).min(input);
         let output = call.output_tokens.unwrap_or(0);
+        let Some(price) = self
+            .price(call.model())
+            .or_else(|| self.price(&call.request_model))
+        else {
+            return Pricing {
+                cost_usd: None,
+                unpriced_tokens: input.saturating_add(output),
+            };
+        };
+        let cached = call.cached_input_tokens.unwrap_or(0).min(input);
+        let written = call
+            .cache_write_input_tokens
+            .unwrap_or(0)
+            .min(input - cached);
+        let plain = input - cached - written;
         let cached_price = price
             .cached_input_per_million
             .unwrap_or(price.input_per_million);
-        Some(
-            ((input - cached) as f64 * price.input_per_million
-                + cached as f64 * cached_price
-                + output as f64 * price.output_per_million)
-                / 1e6,
-        )
+        let (written_cost, unpriced_tokens) = match price.cache_write_input_per_million {
+            Some(per_million) => (written as f64 * per_million, 0),
+            None => (0.0, written),
+        };
+        Pricing {
+            cost_usd: Some(
+                (plain as f64 * price.input_per_million
+                    + cached as f64 * cached_price
+                    + written_cost
+                    + output as f64 * price.output_per_million)
+                    / 1e6,
+            ),
+            unpriced_tokens,
+        }
     }
 }
 
@@ -412,6 +629,82 @@ mod tests {
         assert_eq!(config.cost(&unknown), None);
         let known = unknown.with_cost_usd(0.25);
         assert_eq!(config.cost(&known), Some(0.25));
+    }
+
+    #[test]
+    fn a_prefix_price_crosses_only_a_date_or_version_suffix() {
+        let config = LlmConfig::default()
+            .with_price("gpt-4o", Price::per_million(2.5, 10.0))
+            .with_price("o1", Price::per_million(15.0, 60.0))
+            .with_price("claude-3", Price::per_million(1.0, 1.0))
+            .with_price("claude-sonnet-4", Price::per_million(3.0, 15.0))
+            .with_price("anthropic.claude-3-sonnet", Price::per_million(3.0, 15.0))
+            .with_price("llama3", Price::per_million(0.0, 0.0));
+        for (model, priced_as) in [
+            ("gpt-4o-2024-08-06", Some("gpt-4o")),
+            ("gpt-4o-mini", None),
+            ("gpt-4o-mini-2024-07-18", None),
+            ("o1-2024-12-17", Some("o1")),
+            ("o1-mini", None),
+            ("o1-preview", None),
+            ("o1pro", None),
+            ("claude-3-5", None),
+            ("claude-3-haiku-20240307", None),
+            ("claude-sonnet-4-20250514", Some("claude-sonnet-4")),
+            ("claude-sonnet-4@20250514", Some("claude-sonnet-4")),
+            ("claude-sonnet-4-5", None),
+            ("claude-sonnet-4-latest", Some("claude-sonnet-4")),
+            (
+                "anthropic.claude-3-sonnet-20240229-v1:0",
+                Some("anthropic.claude-3-sonnet"),
+            ),
+            ("llama3:latest", Some("llama3")),
+            ("llama3:70b", None),
+            ("gpt-4o.1", None),
+        ] {
+            assert_eq!(
+                config.price(model),
+                priced_as.map(|name| &config.prices[name]),
+                "{model}"
+            );
+        }
+    }
+
+    #[test]
+    fn cache_writes_have_their_own_price_or_none_never_the_input_price() {
+        let mut call = LlmCall::new("claude-sonnet-4-20250514", Duration::ZERO)
+            .with_tokens(1_000_000 + 200_000 + 400_000, 0);
+        call.cached_input_tokens = Some(200_000);
+        call.cache_write_input_tokens = Some(400_000);
+        let base = Price::per_million(3.0, 15.0).with_cached_input(0.3);
+        let priced = LlmConfig::default()
+            .with_price("claude-sonnet-4", base.with_cache_write_input(3.75))
+            .pricing(&call);
+        assert_eq!(priced.unpriced_tokens, 0);
+        assert!((priced.cost_usd.unwrap() - (3.0 + 0.06 + 1.5)).abs() < 1e-9);
+        let unpriced = LlmConfig::default()
+            .with_price("claude-sonnet-4", base)
+            .pricing(&call);
+        assert_eq!(unpriced.unpriced_tokens, 400_000);
+        assert!((unpriced.cost_usd.unwrap() - (3.0 + 0.06)).abs() < 1e-9);
+        let t: crate::Thresholds = "[llm.prices.m]\ninput_per_million = 3\noutput_per_million = 15\ncache_write_input_per_million = 3.75\n"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            t.llm().price("m").unwrap().cache_write_input_per_million,
+            Some(3.75)
+        );
+    }
+
+    #[test]
+    fn a_call_without_usage_has_no_cost_not_a_zero_one() {
+        let config = LlmConfig::default().with_price("gpt-4o", Price::per_million(2.5, 10.0));
+        let call = LlmCall::new("gpt-4o", Duration::ZERO);
+        assert_eq!(config.pricing(&call), Pricing::default());
+        assert!(call.usage_missing());
+        let mut embedding = LlmCall::new("e", Duration::ZERO).with_operation(Operation::Embeddings);
+        embedding.input_tokens = Some(5);
+        assert!(!embedding.usage_missing());
     }
 
     #[test]

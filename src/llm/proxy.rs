@@ -17,14 +17,30 @@
 //!   network's proxy where it has one ([`super::upstream`]). `Authorization` and
 //!   `x-api-key` pass through and are never logged or kept; neither are bodies. The
 //!   one change: `Accept-Encoding: identity` replaces the loop's, so that answers
-//!   come uncompressed and their usage can be read. Answers go back frame by frame as
-//!   they arrive: a stream is never held back.
+//!   come uncompressed and their usage can be read; and, only when asked
+//!   ([`ProxyConfig::request_usage`], `--llm-request-usage`), a streamed chat or
+//!   completion request to the OpenAI-compatible API without
+//!   `stream_options.include_usage` gets `"stream_options": {"include_usage": true}`,
+//!   so that its stream ends with its usage. Answers go back frame by frame as they
+//!   arrive: a stream is never held back.
 //! - **Start.** Each upstream URL is checked ([`super::upstream`]): one that does not
 //!   parse, or is the proxy's own address, is an error, and the proxy does not
 //!   start.
 //! - **Metering.** The request's `model` is read from the first 1 MiB of its body;
-//!   the answer's model and usage as [`super::usage`] reads them. Each call is
-//!   recorded once, when its answer ends, fails, or the client goes away.
+//!   the answer's model and usage as [`super::usage`] reads them, scanning answers of
+//!   any size without keeping them. Each call is recorded once, when its answer ends,
+//!   fails, or is left:
+//!   - a call whose whole answer came from the upstream is `ok`, with its usage,
+//!     whether or not the loop read it all; an answer that is not JSON, or is
+//!     compressed, is `ok` with its usage missing;
+//!   - when the loop hangs up on a plain (not streamed) answer, the rest of it is
+//!     still read from the upstream, for at most [`DRAIN_TIMEOUT`] and
+//!     [`DRAIN_MAX_BYTES`], to learn its usage: the provider bills it;
+//!   - a call the loop gave up on before the provider answered at all (no status
+//!     line yet: its client's timeout ran out) is a `timeout`, an outage's sign,
+//!     unless loopwatch was ending the loop then ([`LlmProxy::loop_ending`]);
+//!   - any other call left before its answer ended — the loop hung up mid-answer, or
+//!     loopwatch stopped the loop or the proxy — is `abandoned`: not a failure.
 //! - **Faults.** An upstream that cannot be reached closes the loop's connection, as
 //!   the upstream itself would have: the loop sees a connection error, and the call is
 //!   counted as one. An error status passes through unchanged and is counted by its
@@ -32,7 +48,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -47,7 +63,7 @@ use hyper_util::rt::TokioIo;
 use super::route::{place, Api, Refusal};
 use super::upstream::{chain, Network, Upstream, UpstreamClient};
 use super::usage::UsageReader;
-use super::{CallRecorder, LlmCall, LlmError};
+use super::{CallRecorder, LlmCall, LlmError, Operation};
 use crate::error::Error;
 
 /// The public OpenAI endpoint, when neither `--llm-upstream` nor `OPENAI_BASE_URL`
@@ -62,6 +78,18 @@ pub const MODEL_SCAN_BYTES: usize = 1024 * 1024;
 
 /// Most connections from the loop served at once; past it, new ones are closed.
 pub const MAX_CONNECTIONS: usize = 4096;
+
+/// How long the rest of a plain answer the loop hung up on is still read for its
+/// usage.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most bytes of a plain answer the loop hung up on that are still read for its
+/// usage (they are scanned, not kept).
+pub const DRAIN_MAX_BYTES: usize = 256 * 1024 * 1024;
+
+/// How long a stopping proxy waits for its connections to close and the answers
+/// being read for their usage to end; calls still open then are abandoned.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
 /// Where the proxy listens and forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +110,11 @@ pub struct ProxyConfig {
     /// Where `anthropic_base` came from (`--llm-upstream`, `ANTHROPIC_BASE_URL`,
     /// `the default`), named when it cannot be used.
     pub anthropic_from: &'static str,
+    /// Whether a streamed chat or completion request to the OpenAI-compatible API
+    /// that lacks `stream_options.include_usage` gets
+    /// `"stream_options": {"include_usage": true}` (`--llm-request-usage`; off by
+    /// default: it adds a last chunk, with no choices, to the loop's stream).
+    pub request_usage: bool,
 }
 
 /// How [`ProxyConfig::openai_from`] and [`ProxyConfig::anthropic_from`] name a public
@@ -96,6 +129,7 @@ impl Default for ProxyConfig {
             anthropic_base: ANTHROPIC_DEFAULT_BASE.to_string(),
             openai_from: DEFAULT_UPSTREAM,
             anthropic_from: DEFAULT_UPSTREAM,
+            request_usage: false,
         }
     }
 }
@@ -144,6 +178,13 @@ impl ProxyConfig {
         self.listen = listen;
         self
     }
+
+    /// Asking streamed chat and completion requests for their usage (see
+    /// [`ProxyConfig::request_usage`]).
+    pub fn with_request_usage(mut self, request_usage: bool) -> Self {
+        self.request_usage = request_usage;
+        self
+    }
 }
 
 /// A running proxy; stops when dropped or shut down.
@@ -152,6 +193,8 @@ pub struct LlmProxy {
     local_addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
     stop: tokio_util::sync::CancellationToken,
+    tasks: Arc<Tasks>,
+    ending: Arc<AtomicBool>,
 }
 
 impl LlmProxy {
@@ -210,11 +253,16 @@ impl LlmProxy {
             trusted_certificates = trusted,
             "LLM metering proxy listening"
         );
+        let tasks = Arc::new(Tasks::default());
+        let ending = Arc::new(AtomicBool::new(false));
         let forwarder = Arc::new(Forwarder {
+            ending: Arc::clone(&ending),
             client,
             recorder: Arc::new(recorder),
             openai,
             anthropic,
+            request_usage: config.request_usage,
+            tasks: Arc::clone(&tasks),
         });
         let stop = tokio_util::sync::CancellationToken::new();
         runtime.spawn(serve(listener, forwarder, stop.clone()));
@@ -222,7 +270,18 @@ impl LlmProxy {
             local_addr,
             runtime: Some(runtime),
             stop,
+            tasks,
+            ending,
         })
+    }
+
+    /// Says whether loopwatch is ending the loop (an operator's stop, a stall or
+    /// exit-timeout kill, a restart): while it is, a call the loop leaves before the
+    /// provider answered is `abandoned`, since loopwatch cut it; otherwise the loop
+    /// gave up waiting for the provider, and the call is a `timeout`. Set before the
+    /// loop is signalled, cleared when it is started again.
+    pub fn loop_ending(&self, ending: bool) {
+        self.ending.store(ending, Ordering::Release);
     }
 
     /// The address it listens on.
@@ -241,15 +300,25 @@ impl LlmProxy {
         format!("{}/v1", self.base_url())
     }
 
-    /// Stops accepting and ends the calls in flight (each recorded as abandoned:
-    /// `timeout`, as when the loop gives up on a call).
+    /// Stops accepting and closes the loop's connections. Plain answers that had
+    /// come whole are still read for their usage (for at most [`SHUTDOWN_WAIT`]);
+    /// every other call in flight is recorded as abandoned.
     pub fn shutdown(mut self) {
         self.stop_now();
     }
 
     fn stop_now(&mut self) {
+        self.ending.store(true, Ordering::Release);
         self.stop.cancel();
         if let Some(runtime) = self.runtime.take() {
+            // Blocking is not allowed on a runtime's thread: there, nothing is awaited.
+            if tokio::runtime::Handle::try_current().is_err() {
+                let tasks = Arc::clone(&self.tasks);
+                runtime.block_on(async move {
+                    let _ = tokio::time::timeout(SHUTDOWN_WAIT, tasks.idle()).await;
+                });
+            }
+            // What is still open ends here, recorded as abandoned.
             runtime.shutdown_timeout(Duration::from_secs(1));
         }
     }
@@ -267,6 +336,50 @@ struct Forwarder {
     recorder: Arc<dyn CallRecorder>,
     openai: Upstream,
     anthropic: Upstream,
+    /// See [`ProxyConfig::request_usage`].
+    request_usage: bool,
+    tasks: Arc<Tasks>,
+    /// See [`LlmProxy::loop_ending`].
+    ending: Arc<AtomicBool>,
+}
+
+/// The proxy's tasks that a stop waits for: the loop's connections, and the plain
+/// answers still read for their usage after the loop hung up.
+#[derive(Debug, Default)]
+struct Tasks {
+    running: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One task counted in [`Tasks`] while it lives.
+struct TaskGuard(Arc<Tasks>);
+
+impl Tasks {
+    fn enter(self: &Arc<Self>) -> TaskGuard {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        TaskGuard(Arc::clone(self))
+    }
+
+    /// Once no task runs.
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// Accepts connections until stopped, each served on a task of its own.
@@ -298,10 +411,12 @@ async fn serve(
             continue;
         }
         let _ = stream.set_nodelay(true);
+        let guard = forwarder.tasks.enter();
         let forwarder = Arc::clone(&forwarder);
         let open = Arc::clone(&open);
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _guard = guard;
             let service = hyper::service::service_fn(move |request| {
                 let forwarder = Arc::clone(&forwarder);
                 async move { forwarder.forward(request).await }
@@ -372,6 +487,34 @@ fn text_field(text: &str, key: &str) -> Option<String> {
     quoted.find('"').map(|end| quoted[..end].to_string())
 }
 
+/// A streamed request's body with `"stream_options": {"include_usage": true}` added,
+/// when it is a JSON object with `"stream": true` and says nothing of
+/// `include_usage`; `None` otherwise (the body then goes on as it came). Without
+/// `stream_options`, the field is put first and every other byte kept; a
+/// `stream_options` without `include_usage` gets it (the body is written again).
+fn with_usage_requested(body: &[u8]) -> Option<Bytes> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let request = value.as_object_mut()?;
+    if request.get("stream") != Some(&serde_json::Value::Bool(true)) {
+        return None;
+    }
+    match request.get_mut("stream_options") {
+        None | Some(serde_json::Value::Null) => {
+            let open = body.iter().position(|b| *b == b'{')?;
+            let mut with = Vec::with_capacity(body.len() + 48);
+            with.extend_from_slice(&body[..=open]);
+            with.extend_from_slice(br#""stream_options":{"include_usage":true},"#);
+            with.extend_from_slice(&body[open + 1..]);
+            Some(Bytes::from(with))
+        }
+        Some(serde_json::Value::Object(options)) if !options.contains_key("include_usage") => {
+            options.insert("include_usage".into(), serde_json::Value::Bool(true));
+            serde_json::to_vec(&value).ok().map(Bytes::from)
+        }
+        Some(_) => None,
+    }
+}
+
 impl Forwarder {
     /// Forwards one request; an upstream that cannot be reached becomes an error, on
     /// which hyper closes the loop's connection.
@@ -403,11 +546,23 @@ impl Forwarder {
         let uri: hyper::Uri = format!("{}{suffix}", target.base)
             .parse()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let (prefix, rest) = read_prefix(body).await?;
+        let (mut prefix, rest) = read_prefix(body).await?;
         let model = operation.and_then(|_| asked_model(&prefix));
+        let usage_asked = match (placement.api, operation, &rest) {
+            (Api::OpenAi, Some(Operation::Chat | Operation::TextCompletion), None)
+                if self.request_usage =>
+            {
+                with_usage_requested(&prefix)
+            }
+            _ => None,
+        };
         let mut upstream = Request::builder().method(parts.method).uri(uri);
         if let Some(headers) = upstream.headers_mut() {
             copy_headers(&parts.headers, headers);
+            if let Some(body) = usage_asked {
+                headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                prefix = body;
+            }
             headers.insert(
                 hyper::header::ACCEPT_ENCODING,
                 HeaderValue::from_static("identity"),
@@ -444,6 +599,9 @@ impl Forwarder {
                 started,
                 first_chunk: None,
                 reader: None,
+                tasks: Arc::clone(&self.tasks),
+                answered: false,
+                ending: Arc::clone(&self.ending),
             }
         });
         let answer = match self.client.request(upstream).await {
@@ -451,7 +609,7 @@ impl Forwarder {
             Err(e) => {
                 // Refused, reset, or not HTTP: no answer came, as for the loop.
                 if let Some(mut metering) = metering {
-                    metering.finish(Some(LlmError::Connection));
+                    metering.finish(End::Failed(LlmError::Connection));
                 }
                 tracing::warn!(
                     upstream = %target.shown,
@@ -467,19 +625,34 @@ impl Forwarder {
         };
         let (parts, body) = answer.into_parts();
         let metering = metering.map(|mut metering| {
+            metering.answered = true;
             let status = parts.status;
             let streaming = parts
                 .headers
                 .get(hyper::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
+            // An upstream that compressed its answer anyway: its usage cannot be read.
+            let encoded = parts
+                .headers
+                .get(hyper::header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("identity")
+                });
             if let Some(call) = metering.call.as_mut() {
                 if status.as_u16() >= 400 {
                     call.error = Some(LlmError::Status(status.as_u16()));
                     call.retry_after = retry_after(parts.headers.get(hyper::header::RETRY_AFTER));
                 }
             }
-            metering.reader = status.is_success().then(|| UsageReader::new(streaming));
+            metering.reader = status.is_success().then(|| {
+                if encoded {
+                    UsageReader::unreadable()
+                } else {
+                    UsageReader::new(streaming)
+                }
+            });
             metering
         });
         let mut response = Response::builder().status(parts.status);
@@ -589,7 +762,19 @@ impl Body for RequestBody {
     }
 }
 
-/// One metered call, recorded once: when its answer ends, fails, or is dropped.
+/// How a metered answer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Its last byte came from the upstream.
+    Ended,
+    /// The upstream failed.
+    Failed(LlmError),
+    /// It was left before its end: the loop hung up, or loopwatch stopped the loop
+    /// or the proxy.
+    Left,
+}
+
+/// One metered call, recorded once: when its answer ends, fails, or is left.
 struct Metering {
     recorder: Arc<dyn CallRecorder>,
     id: u64,
@@ -597,38 +782,104 @@ struct Metering {
     started: Instant,
     first_chunk: Option<Duration>,
     reader: Option<UsageReader>,
+    tasks: Arc<Tasks>,
+    /// Whether the provider's status line came.
+    answered: bool,
+    /// See [`LlmProxy::loop_ending`].
+    ending: Arc<AtomicBool>,
 }
 
 impl Metering {
-    fn finish(&mut self, error: Option<LlmError>) {
+    /// Records the call. An error status stays the call's error; a failure the
+    /// answer named is an error of its type; an answer read whole is `ok` however it
+    /// ended; else an upstream failure is an error, a stream that ended without its
+    /// closing event was cut, a call the loop gave up on before the provider answered
+    /// is a timeout (unless loopwatch was ending the loop), and any other call left
+    /// before its end is abandoned.
+    fn finish(&mut self, end: End) {
         let Some(mut call) = self.call.take() else {
             return;
         };
         self.recorder.ended(self.id);
         call.duration = self.started.elapsed();
         call.time_to_first_chunk = self.first_chunk;
+        let (mut streaming, mut complete, mut failure) = (false, false, None);
         if let Some(reader) = self.reader.take() {
+            streaming = reader.streaming();
             let usage = reader.finish();
+            // Once finished: a stream's last line may lack its newline.
+            complete = usage.complete;
             call.response_model = usage.response_model;
             call.input_tokens = usage.input_tokens;
             call.output_tokens = usage.output_tokens;
             call.cached_input_tokens = usage.cached_input_tokens;
-            if call.error.is_none() && error.is_none() && (!usage.complete || usage.stream_error) {
-                call.error = Some(LlmError::StreamCut);
-            }
+            call.cache_write_input_tokens = usage.cache_write_input_tokens;
+            call.reasoning_tokens = usage.reasoning_tokens;
+            failure = usage.failure;
         }
         if call.error.is_none() {
-            call.error = error;
+            call.error = match (failure, end) {
+                (Some(kind), _) => Some(LlmError::provider(&kind)),
+                (None, _) if complete => None,
+                (None, End::Failed(error)) => Some(error),
+                (None, End::Ended) => streaming.then_some(LlmError::StreamCut),
+                (None, End::Left) if !self.answered && !self.ending.load(Ordering::Acquire) => {
+                    Some(LlmError::Timeout)
+                }
+                (None, End::Left) => {
+                    call.abandoned = true;
+                    None
+                }
+            };
         }
         self.recorder.record(&call);
+    }
+
+    /// Whether what is left of the answer is worth reading for its usage after the
+    /// loop hung up: a plain JSON answer not read whole yet.
+    fn worth_draining(&self) -> bool {
+        self.call.is_some()
+            && self
+                .reader
+                .as_ref()
+                .is_some_and(|reader| reader.scanning_plain() && !reader.complete())
     }
 }
 
 impl Drop for Metering {
-    /// The client went away before the answer ended: it gave up waiting.
+    /// Dropped unrecorded: the call was left before its answer ended.
     fn drop(&mut self) {
-        self.finish(Some(LlmError::Timeout));
+        self.finish(End::Left);
     }
+}
+
+/// Reads the rest of a plain answer the loop hung up on, for its usage: until its
+/// end, its JSON closes, [`DRAIN_TIMEOUT`] or [`DRAIN_MAX_BYTES`]; then records the
+/// call (`ok` when read whole, else abandoned).
+async fn drain(mut body: Incoming, mut metering: Metering) {
+    let read = async {
+        let mut read = 0usize;
+        loop {
+            match body.frame().await {
+                None => return End::Ended,
+                Some(Ok(frame)) => {
+                    if let (Some(data), Some(reader)) = (frame.data_ref(), metering.reader.as_mut())
+                    {
+                        read = read.saturating_add(data.len());
+                        reader.feed(data);
+                        if reader.complete() || read > DRAIN_MAX_BYTES {
+                            return End::Left;
+                        }
+                    }
+                }
+                Some(Err(_)) => return End::Left,
+            }
+        }
+    };
+    let end = tokio::time::timeout(DRAIN_TIMEOUT, read)
+        .await
+        .unwrap_or(End::Left);
+    metering.finish(end);
 }
 
 /// Where an answer's bytes come from.
@@ -644,13 +895,32 @@ struct MeteredBody {
 }
 
 impl Drop for MeteredBody {
-    /// Dropped with all of the answer read: it ended; else the client went away.
+    /// Dropped with all of the answer read: it ended. Else the loop hung up: the rest
+    /// of a plain answer is read for its usage on a task of its own; any other call
+    /// is recorded as left.
     fn drop(&mut self) {
-        if let Some(metering) = self.metering.as_mut() {
-            if self.inner.is_end_stream() {
-                metering.finish(None);
+        let Some(mut metering) = self.metering.take() else {
+            return;
+        };
+        if self.inner.is_end_stream() {
+            metering.finish(End::Ended);
+            return;
+        }
+        if metering.worth_draining() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                if let BodySource::Upstream(body) =
+                    std::mem::replace(&mut self.inner, BodySource::Fixed(None))
+                {
+                    let guard = metering.tasks.enter();
+                    runtime.spawn(async move {
+                        let _guard = guard;
+                        drain(body, metering).await;
+                    });
+                    return;
+                }
             }
         }
+        metering.finish(End::Left);
     }
 }
 
@@ -691,11 +961,11 @@ impl Body for MeteredBody {
                         // A body of known length ends with its last bytes: the server
                         // may not ask for more.
                         if this.inner.is_end_stream() {
-                            metering.finish(None);
+                            metering.finish(End::Ended);
                         }
                     }
-                    Some(Err(_)) => metering.finish(Some(LlmError::StreamCut)),
-                    None => metering.finish(None),
+                    Some(Err(_)) => metering.finish(End::Failed(LlmError::StreamCut)),
+                    None => metering.finish(End::Ended),
                 }
             }
         }
@@ -734,6 +1004,124 @@ mod tests {
             Some("claude-sonnet-4")
         );
         assert_eq!(asked_model(b"\xff\xfe not json"), None);
+    }
+
+    /// A recorder keeping what it is given, for the booking of one call.
+    #[derive(Default)]
+    struct Kept(std::sync::Mutex<Vec<LlmCall>>);
+
+    impl CallRecorder for Arc<Kept> {
+        fn record(&self, call: &LlmCall) {
+            self.0.lock().unwrap().push(call.clone());
+        }
+        fn started(&self) -> u64 {
+            0
+        }
+        fn ended(&self, _: u64) {}
+    }
+
+    fn booked(reader: UsageReader, bytes: &[u8], end: End) -> LlmCall {
+        let kept = Arc::new(Kept::default());
+        let mut metering = Metering {
+            recorder: Arc::new(Arc::clone(&kept)),
+            id: 0,
+            call: Some(LlmCall::new("m", Duration::ZERO)),
+            started: Instant::now(),
+            first_chunk: None,
+            reader: Some(reader),
+            tasks: Arc::default(),
+            answered: true,
+            ending: Arc::default(),
+        };
+        if let Some(reader) = metering.reader.as_mut() {
+            reader.feed(bytes);
+        }
+        metering.finish(end);
+        drop(metering);
+        let calls = kept.0.lock().unwrap();
+        assert_eq!(calls.len(), 1, "booked once");
+        calls[0].clone()
+    }
+
+    #[test]
+    fn each_end_of_an_answer_is_booked_as_what_it_was() {
+        let stream = || UsageReader::new(true);
+        let plain = || UsageReader::new(false);
+        let done =
+            b"data: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}\n\ndata: [DONE]";
+        // The closing event, even without its newline: ok, however the answer ended.
+        for end in [End::Ended, End::Left, End::Failed(LlmError::StreamCut)] {
+            let call = booked(stream(), done, end);
+            assert_eq!((call.error, call.abandoned), (None, false), "{end:?}");
+            assert_eq!(call.input_tokens, Some(2));
+        }
+        let half = b"data: {\"choices\":[]}\n\n";
+        assert_eq!(
+            booked(stream(), half, End::Ended).error,
+            Some(LlmError::StreamCut)
+        );
+        let left = booked(stream(), half, End::Left);
+        assert!(left.abandoned && left.error.is_none());
+        // A plain answer that ended is ok, JSON or not; left half-way, abandoned.
+        let html = booked(plain(), b"<html>", End::Ended);
+        assert_eq!((html.error, html.input_tokens), (None, None));
+        assert!(booked(plain(), b"{\"usage\":", End::Left).abandoned);
+        assert!(!booked(UsageReader::unreadable(), b"\x1f\x8b", End::Ended).abandoned);
+        let failed = booked(
+            stream(),
+            b"data: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"server_error\"}}}\n\n",
+            End::Ended,
+        );
+        assert_eq!(failed.error, Some(LlmError::Provider("server_error")));
+        assert!(failed.error.unwrap().is_outage());
+    }
+
+    /// A call left before the provider's status line: the loop gave up waiting (a
+    /// timeout, an outage's sign), unless loopwatch was ending the loop.
+    #[test]
+    fn a_call_left_unanswered_is_a_timeout_unless_loopwatch_ended_the_loop() {
+        for (ending, expected) in [(false, Some(LlmError::Timeout)), (true, None)] {
+            let kept = Arc::new(Kept::default());
+            let mut metering = Metering {
+                recorder: Arc::new(Arc::clone(&kept)),
+                id: 0,
+                call: Some(LlmCall::new("m", Duration::ZERO)),
+                started: Instant::now(),
+                first_chunk: None,
+                reader: None,
+                tasks: Arc::default(),
+                answered: false,
+                ending: Arc::new(AtomicBool::new(ending)),
+            };
+            metering.finish(End::Left);
+            let calls = kept.0.lock().unwrap();
+            assert_eq!(calls[0].error, expected, "ending: {ending}");
+            assert_eq!(calls[0].abandoned, ending, "ending: {ending}");
+        }
+    }
+
+    #[test]
+    fn usage_is_asked_for_only_where_a_stream_says_nothing_of_it() {
+        let asked = |body: &str| {
+            with_usage_requested(body.as_bytes()).map(|b| String::from_utf8(b.to_vec()).unwrap())
+        };
+        assert_eq!(
+            asked(r#" {"model":"m","stream":true}"#).as_deref(),
+            Some(r#" {"stream_options":{"include_usage":true},"model":"m","stream":true}"#)
+        );
+        let options: serde_json::Value =
+            serde_json::from_str(&asked(r#"{"stream":true,"stream_options":{}}"#).unwrap())
+                .unwrap();
+        assert_eq!(options["stream_options"]["include_usage"], true);
+        for unchanged in [
+            r#"{"stream":true,"stream_options":{"include_usage":false}}"#,
+            r#"{"stream":false}"#,
+            r#"{"model":"m"}"#,
+            "not json",
+            "[1]",
+        ] {
+            assert_eq!(asked(unchanged), None, "{unchanged}");
+        }
     }
 
     #[test]

@@ -1,13 +1,18 @@
-//! Reading what an LLM answer says about itself — the model that answered and the
-//! tokens it counted — from the bytes passing through, without holding them back.
+//! Reading what an LLM answer says about itself — the model that answered, the
+//! tokens it counted, whether it failed — from the bytes passing through, without
+//! holding them back and without keeping them.
 //!
-//! A plain JSON answer is copied aside (up to [`MAX_COPIED_BODY`]) and read when it
-//! ends. A streamed answer (server-sent events) is read event by event as it passes:
-//! OpenAI's last chunk carries `usage` (with `stream_options.include_usage`), the
-//! Responses API's `response.completed` event carries the response's, and Anthropic's
-//! `message_start` and `message_delta` carry the input and the running output counts.
-//! A stream that ends without its closing event (`data: [DONE]`, `message_stop`,
-//! `response.completed`) was cut off.
+//! A plain JSON answer is scanned as it passes for its top-level `model`, `usage`,
+//! `status` and `error` (an embeddings batch of 10 MiB is read in a few kilobytes of
+//! memory). A streamed answer (server-sent events) is read event by event the same
+//! way: OpenAI's last chunk carries `usage` (with `stream_options.include_usage`),
+//! the Responses API's `response.completed` and `response.incomplete` events carry
+//! the response's, and Anthropic's `message_start` and `message_delta` carry the
+//! input and the running output counts. A stream that ends without its closing event
+//! (`data: [DONE]`, `message_stop`, `response.completed`, `response.incomplete`) was
+//! cut off; one that carries an error event (`response.failed`, Anthropic's `error`,
+//! an `error` object) failed, with the provider's error type. A compressed answer is
+//! not read ([`UsageReader::unreadable`]).
 //!
 //! ```
 //! use loopwatch::llm::usage::UsageReader;
@@ -23,13 +28,10 @@
 
 use serde_json::Value;
 
-/// The most of a plain (not streamed) answer copied aside to read its usage; the
-/// rest passes through unread.
-pub const MAX_COPIED_BODY: usize = 8 * 1024 * 1024;
+use super::scan::JsonScan;
 
-/// The longest server-sent-event line read; longer ones (a huge content delta) pass
-/// through unread.
-pub const MAX_EVENT_LINE: usize = 1024 * 1024;
+/// The longest provider error type kept (`overloaded_error`, `server_error`).
+const MAX_ERROR_TYPE: usize = 64;
 
 /// What an answer said about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,31 +39,59 @@ pub const MAX_EVENT_LINE: usize = 1024 * 1024;
 pub struct Usage {
     /// The model that answered.
     pub response_model: Option<String>,
-    /// Input tokens, cached ones included.
+    /// Input tokens, cached ones (read and written) included.
     pub input_tokens: Option<u64>,
-    /// Output tokens.
+    /// Output tokens, reasoning ones included.
     pub output_tokens: Option<u64>,
     /// Input tokens read from the provider's cache.
     pub cached_input_tokens: Option<u64>,
-    /// Whether the answer ended as it should: a plain answer that parsed, a stream
-    /// with its closing event.
+    /// Input tokens written to the provider's cache.
+    pub cache_write_input_tokens: Option<u64>,
+    /// Reasoning tokens.
+    pub reasoning_tokens: Option<u64>,
+    /// Whether the answer ended as it should: a plain answer that is a whole JSON
+    /// object, a stream with its closing event.
     pub complete: bool,
-    /// Whether a stream carried an error event.
-    pub stream_error: bool,
+    /// The error type the answer carried although its status was a success (a
+    /// stream's `response.failed` or `error` event, a plain answer's `error` object
+    /// or failed status): the provider's own (`server_error`, `overloaded_error`),
+    /// or `error` when it named none.
+    pub failure: Option<String>,
     /// Whether a usage object was present but could not be read.
     pub malformed: bool,
 }
 
+/// How the answer is read.
+#[derive(Debug)]
+enum Reading {
+    /// A plain JSON answer.
+    Plain(JsonScan),
+    /// Server-sent events.
+    Stream(Events),
+    /// Bytes that cannot be read (compressed).
+    Unreadable,
+}
+
+/// Where a stream's reading is: the start of the current line (to tell its field),
+/// and the scan of a `data:` line's JSON.
+#[derive(Debug, Default)]
+struct Events {
+    /// The first bytes of the current line, until its field is known.
+    start: Vec<u8>,
+    /// The line is a `data:` line whose JSON is being scanned.
+    data: Option<JsonScan>,
+    /// The line is one whose rest is stepped over (another field, or data that is
+    /// not JSON).
+    skipping: bool,
+}
+
+/// Bytes of a line's start looked at to tell its field: `data: [DONE]`.
+const LINE_START: usize = 16;
+
 /// Reads an answer's usage from its bytes as they pass.
 #[derive(Debug)]
 pub struct UsageReader {
-    streaming: bool,
-    /// A plain answer's bytes, or a stream's current line.
-    buffer: Vec<u8>,
-    /// The current stream line is too long and is being skipped to its end.
-    skipping: bool,
-    /// A plain answer longer than [`MAX_COPIED_BODY`].
-    overflowed: bool,
+    reading: Reading,
     usage: Usage,
 }
 
@@ -69,91 +99,203 @@ impl UsageReader {
     /// A reader for a streamed (server-sent events) or a plain JSON answer.
     pub fn new(streaming: bool) -> Self {
         UsageReader {
-            streaming,
-            buffer: Vec::new(),
-            skipping: false,
-            overflowed: false,
+            reading: if streaming {
+                Reading::Stream(Events::default())
+            } else {
+                Reading::Plain(JsonScan::default())
+            },
             usage: Usage::default(),
         }
     }
 
-    /// Reads the next bytes of the answer.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
-        if !self.streaming {
-            let room = MAX_COPIED_BODY.saturating_sub(self.buffer.len());
-            if bytes.len() > room {
-                self.overflowed = true;
-            }
-            self.buffer
-                .extend_from_slice(&bytes[..bytes.len().min(room)]);
-            return;
-        }
-        while !bytes.is_empty() {
-            let (line, rest, ended) = match bytes.iter().position(|b| *b == b'\n') {
-                Some(at) => (&bytes[..at], &bytes[at + 1..], true),
-                None => (bytes, &[][..], false),
-            };
-            if !self.skipping {
-                if self.buffer.len() + line.len() > MAX_EVENT_LINE {
-                    self.skipping = true;
-                    self.buffer.clear();
-                } else {
-                    self.buffer.extend_from_slice(line);
-                }
-            }
-            if ended {
-                if !self.skipping {
-                    let line = std::mem::take(&mut self.buffer);
-                    self.event_line(&line);
-                    self.buffer = line;
-                    self.buffer.clear();
-                }
-                self.skipping = false;
-            }
-            bytes = rest;
+    /// A reader of an answer whose bytes cannot be read (compressed): it finds no
+    /// usage.
+    pub fn unreadable() -> Self {
+        UsageReader {
+            reading: Reading::Unreadable,
+            usage: Usage::default(),
         }
     }
 
-    /// The usage, once the answer has ended.
-    pub fn finish(mut self) -> Usage {
-        if self.streaming {
-            if !self.skipping && !self.buffer.is_empty() {
-                let line = std::mem::take(&mut self.buffer);
-                self.event_line(&line);
+    /// Whether the answer is streamed.
+    pub fn streaming(&self) -> bool {
+        matches!(self.reading, Reading::Stream(_))
+    }
+
+    /// Whether it scans a plain JSON answer (one worth reading to its end for its
+    /// usage).
+    pub fn scanning_plain(&self) -> bool {
+        matches!(self.reading, Reading::Plain(_))
+    }
+
+    /// Whether all the answer says has been read: a plain answer's object closed, a
+    /// stream's closing event passed.
+    pub fn complete(&self) -> bool {
+        match &self.reading {
+            Reading::Plain(scan) => scan.closed(),
+            Reading::Stream(_) => self.usage.complete,
+            Reading::Unreadable => false,
+        }
+    }
+
+    /// Reads the next bytes of the answer.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        match &mut self.reading {
+            Reading::Plain(scan) => scan.feed(bytes),
+            Reading::Stream(events) => {
+                let mut bytes = bytes;
+                while !bytes.is_empty() {
+                    let (line, rest, ended) = match memchr::memchr(b'\n', bytes) {
+                        Some(at) => (&bytes[..at], &bytes[at + 1..], true),
+                        None => (bytes, &[][..], false),
+                    };
+                    events.line_bytes(line);
+                    if ended {
+                        if let Some(value) = events.end_line(&mut self.usage) {
+                            event(&value, &mut self.usage);
+                        }
+                    }
+                    bytes = rest;
+                }
             }
-        } else if !self.overflowed {
-            match serde_json::from_slice::<Value>(&self.buffer) {
-                Ok(value) => {
+            Reading::Unreadable => {}
+        }
+    }
+
+    /// The usage, once the answer has ended (or been left).
+    pub fn finish(mut self) -> Usage {
+        match self.reading {
+            Reading::Plain(scan) => {
+                if let Some(value) = scan.finish() {
                     self.usage.complete = true;
                     read_json(&value, &mut self.usage);
+                    if let Some(kind) = plain_failure(&value) {
+                        self.usage.failure = Some(kind);
+                    }
                 }
-                Err(_) => self.usage.malformed = true,
             }
+            Reading::Stream(mut events) => {
+                // A last line without its newline.
+                if let Some(value) = events.end_line(&mut self.usage) {
+                    event(&value, &mut self.usage);
+                }
+            }
+            Reading::Unreadable => {}
         }
         self.usage
     }
+}
 
-    /// One line of a stream: a `data:` line's JSON is read; other fields are skipped.
-    fn event_line(&mut self, line: &[u8]) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(data) = line.strip_prefix(b"data:") else {
+impl Events {
+    /// More bytes of the current line.
+    fn line_bytes(&mut self, bytes: &[u8]) {
+        if self.skipping || bytes.is_empty() {
+            return;
+        }
+        if let Some(scan) = self.data.as_mut() {
+            scan.feed(bytes);
+            if scan.not_an_object() {
+                self.data = None;
+                self.skipping = true;
+            }
+            return;
+        }
+        let room = LINE_START - self.start.len();
+        let (head, tail) = bytes.split_at(bytes.len().min(room));
+        self.start.extend_from_slice(head);
+        let Some(data) = self.start.strip_prefix(b"data:") else {
+            // Another field (`event:`, `id:`, a comment), or not yet known.
+            if !b"data:".starts_with(&self.start[..self.start.len().min(5)]) {
+                self.skipping = true;
+            }
             return;
         };
         let data = data.strip_prefix(b" ").unwrap_or(data);
-        if data == b"[DONE]" {
-            self.usage.complete = true;
-            return;
+        // `[DONE]` is told at the line's end; JSON is scanned from its first byte.
+        if data.first().is_some_and(|b| *b != b'[') || !tail.is_empty() {
+            let mut scan = JsonScan::default();
+            scan.feed(data);
+            scan.feed(tail);
+            self.start.clear();
+            if scan.not_an_object() {
+                self.skipping = true;
+            } else {
+                self.data = Some(scan);
+            }
         }
-        let Ok(value) = serde_json::from_slice::<Value>(data) else {
-            return;
-        };
-        match value.get("type").and_then(Value::as_str) {
-            Some("message_stop" | "response.completed") => self.usage.complete = true,
-            Some("error" | "response.failed") => self.usage.stream_error = true,
-            _ => {}
-        }
-        read_json(&value, &mut self.usage);
     }
+
+    /// The current line ended: the event it carried, if it was JSON; `[DONE]` marks
+    /// the stream complete.
+    fn end_line(&mut self, usage: &mut Usage) -> Option<Value> {
+        let start = std::mem::take(&mut self.start);
+        let scan = self.data.take();
+        self.skipping = false;
+        if let Some(data) = start.strip_prefix(b"data:") {
+            let data = data.strip_prefix(b" ").unwrap_or(data);
+            let data = data.strip_suffix(b"\r").unwrap_or(data);
+            if data == b"[DONE]" {
+                usage.complete = true;
+                return None;
+            }
+            if !data.is_empty() {
+                // A short line not yet handed to a scan.
+                let mut scan = JsonScan::default();
+                scan.feed(data);
+                return scan.finish();
+            }
+        }
+        scan.and_then(JsonScan::finish)
+    }
+}
+
+/// One event of a stream: its closing or failing type, and its model and usage.
+fn event(value: &Value, usage: &mut Usage) {
+    match value.get("type").and_then(Value::as_str) {
+        Some("message_stop" | "response.completed" | "response.incomplete") => {
+            usage.complete = true;
+        }
+        Some("response.failed") => {
+            usage.failure = Some(error_type(
+                value.get("response").and_then(|r| r.get("error")),
+            ));
+        }
+        Some("error") => {
+            // Anthropic: `error.type`; the Responses API: `code` beside the type.
+            let named = value.get("error").or(Some(value));
+            usage.failure = Some(error_type(named));
+        }
+        _ => {
+            if let Some(error) = value.get("error").filter(|e| e.is_object()) {
+                usage.failure = Some(error_type(Some(error)));
+            }
+        }
+    }
+    read_json(value, usage);
+}
+
+/// A plain answer's failure despite its success status: an `error` object, or a
+/// Responses API answer whose status is `failed`.
+fn plain_failure(value: &Value) -> Option<String> {
+    let error = value.get("error").filter(|e| e.is_object());
+    let failed = value.get("status").and_then(Value::as_str) == Some("failed");
+    (error.is_some() || failed).then(|| error_type(error))
+}
+
+/// The provider's name for an error: its `type`, else its `code`; `error` without.
+fn error_type(error: Option<&Value>) -> String {
+    let named = |key: &str| {
+        error
+            .and_then(|e| e.get(key))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty() && *t != "error")
+    };
+    named("type")
+        .or_else(|| named("code"))
+        .unwrap_or("error")
+        .chars()
+        .take(MAX_ERROR_TYPE)
+        .collect()
 }
 
 /// Reads a model and a usage object from an answer or one of its events: at the top,
@@ -194,10 +336,10 @@ fn count(fields: &serde_json::Map<String, Value>, key: &str, malformed: &mut boo
 /// the one read before (Anthropic's running output count).
 fn read_usage(fields: &serde_json::Map<String, Value>, usage: &mut Usage) {
     let mut malformed = false;
-    let nested_cached = |key: &str| {
+    let nested = |holder: &str, key: &str| {
         fields
-            .get(key)
-            .and_then(|d| d.get("cached_tokens"))
+            .get(holder)
+            .and_then(|d| d.get(key))
             .and_then(Value::as_u64)
     };
     // OpenAI chat, completions and embeddings.
@@ -213,7 +355,9 @@ fn read_usage(fields: &serde_json::Map<String, Value>, usage: &mut Usage) {
         usage.input_tokens = Some(prompt);
     }
     if let Some(input) = input {
-        let anthropic_extra = cache_read.unwrap_or(0) + cache_write.unwrap_or(0);
+        let anthropic_extra = cache_read
+            .unwrap_or(0)
+            .saturating_add(cache_write.unwrap_or(0));
         usage.input_tokens = Some(input.saturating_add(anthropic_extra));
     }
     if let Some(output) = completion.or(output) {
@@ -224,10 +368,18 @@ fn read_usage(fields: &serde_json::Map<String, Value>, usage: &mut Usage) {
         usage.output_tokens.get_or_insert(0);
     }
     let cached = cache_read
-        .or_else(|| nested_cached("prompt_tokens_details"))
-        .or_else(|| nested_cached("input_tokens_details"));
+        .or_else(|| nested("prompt_tokens_details", "cached_tokens"))
+        .or_else(|| nested("input_tokens_details", "cached_tokens"));
     if let Some(cached) = cached {
         usage.cached_input_tokens = Some(cached);
+    }
+    if let Some(written) = cache_write {
+        usage.cache_write_input_tokens = Some(written);
+    }
+    let reasoning = nested("completion_tokens_details", "reasoning_tokens")
+        .or_else(|| nested("output_tokens_details", "reasoning_tokens"));
+    if let Some(reasoning) = reasoning {
+        usage.reasoning_tokens = Some(reasoning);
     }
     usage.malformed |= malformed;
 }
@@ -312,7 +464,7 @@ mod tests {
             (Some(7), Some(0))
         );
         let garbage = read("<html>bad gateway</html>");
-        assert!(garbage.malformed && !garbage.complete);
+        assert!(!garbage.complete && garbage.input_tokens.is_none());
         let bad_usage =
             read(r#"{"model":"m","usage":{"prompt_tokens":"many","completion_tokens":-1}}"#);
         assert!(bad_usage.malformed);
@@ -322,18 +474,83 @@ mod tests {
     }
 
     #[test]
-    fn overlong_lines_and_bodies_are_skipped_not_kept() {
+    fn answers_of_any_size_are_read_without_keeping_them() {
+        // A stream event far over any line bound: a Responses API completion echoing
+        // a long text.
         let mut reader = UsageReader::new(true);
-        let long = vec![b'x'; MAX_EVENT_LINE + 10];
-        reader.feed(b"data: ");
-        reader.feed(&long);
-        reader.feed(b"\ndata: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n");
-        assert!(reader.buffer.capacity() <= MAX_EVENT_LINE + 64 * 1024);
-        assert_eq!(reader.finish().input_tokens, Some(1));
+        reader.feed(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"output\":[{\"text\":\"");
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..64 {
+            reader.feed(&chunk);
+        }
+        reader.feed(b"\"}],\"model\":\"gpt-4.1\",\"usage\":{\"input_tokens\":3,\"output_tokens\":4194304}}}\n\n");
+        let usage = reader.finish();
+        assert!(usage.complete);
+        assert_eq!(usage.output_tokens, Some(4_194_304));
 
         let mut plain = UsageReader::new(false);
-        plain.feed(&vec![b' '; MAX_COPIED_BODY + 1]);
-        assert!(plain.buffer.len() <= MAX_COPIED_BODY);
-        assert!(!plain.finish().complete);
+        plain.feed(b"{\"data\":[");
+        let floats = vec!["0.25"; 256 * 1024].join(",");
+        for _ in 0..10 {
+            plain.feed(floats.as_bytes());
+            plain.feed(b",");
+        }
+        plain.feed(b"1],\"model\":\"e\",\"usage\":{\"prompt_tokens\":700,\"total_tokens\":700}}");
+        assert!(plain.complete());
+        let usage = plain.finish();
+        assert_eq!(
+            (usage.input_tokens, usage.output_tokens),
+            (Some(700), Some(0))
+        );
+    }
+
+    #[test]
+    fn incomplete_responses_end_their_stream_and_failed_ones_carry_their_type() {
+        let incomplete = stream(&[
+            b"data: {\"type\":\"response.created\",\"response\":{\"model\":\"gpt-4.1\",\"usage\":null}}\n\n",
+            b"data: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",\"incomplete_details\":{\"reason\":\"max_output_tokens\"},\"model\":\"gpt-4.1\",\"usage\":{\"input_tokens\":9,\"output_tokens\":16,\"output_tokens_details\":{\"reasoning_tokens\":12}}}}\n\n",
+        ]);
+        assert!(incomplete.complete);
+        assert_eq!(incomplete.failure, None);
+        assert_eq!(
+            (incomplete.output_tokens, incomplete.reasoning_tokens),
+            (Some(16), Some(12))
+        );
+        let failed = stream(&[
+            b"data: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"boom\"},\"usage\":null}}\n\n",
+        ]);
+        assert_eq!(failed.failure.as_deref(), Some("server_error"));
+        let overloaded = stream(&[
+            b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+        ]);
+        assert_eq!(overloaded.failure.as_deref(), Some("overloaded_error"));
+        let chat =
+            stream(&[b"data: {\"error\":{\"message\":\"x\",\"type\":\"server_error\"}}\n\n"]);
+        assert_eq!(chat.failure.as_deref(), Some("server_error"));
+    }
+
+    #[test]
+    fn anthropic_cache_writes_are_counted_apart() {
+        let mut reader = UsageReader::new(false);
+        reader.feed(br#"{"type":"message","model":"claude-sonnet-4-20250514","content":[],"usage":{"input_tokens":10,"cache_creation_input_tokens":300,"cache_read_input_tokens":200,"output_tokens":5}}"#);
+        let usage = reader.finish();
+        assert_eq!(usage.input_tokens, Some(510));
+        assert_eq!(usage.cached_input_tokens, Some(200));
+        assert_eq!(usage.cache_write_input_tokens, Some(300));
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_neither_usage_nor_a_failure() {
+        let mut html = UsageReader::new(false);
+        html.feed(b"<html>ok</html>");
+        assert!(!html.complete());
+        let usage = html.finish();
+        assert_eq!((usage.input_tokens, usage.failure), (None, None));
+        let mut gzip = UsageReader::unreadable();
+        gzip.feed(b"\x1f\x8b\x08\x00");
+        assert_eq!(gzip.finish(), Usage::default());
+        // A stream line of data that is not JSON is stepped over.
+        let odd = stream(&[b"data: hello\n\n: comment\nid: 7\ndata: [DONE]\n\n"]);
+        assert!(odd.complete);
     }
 }

@@ -52,6 +52,7 @@ impl FindingSink for Log<'_> {
                 value = t.value,
                 threshold = t.threshold,
                 iteration = t.iteration,
+                note = t.note.unwrap_or_default(),
                 "{}",
                 t.alert.message()
             ),

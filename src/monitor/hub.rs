@@ -303,9 +303,9 @@ impl Shared {
     /// One LLM call: priced, booked, published and judged.
     pub(super) fn llm_call(&self, call: &crate::llm::LlmCall) {
         let thresholds = &self.settings.thresholds;
-        let cost = thresholds.llm().cost(call);
-        let (labels, evidence) = self.llm.record(call, cost, thresholds.llm_error_calls());
-        self.publisher.llm_call(call, &labels, cost, &evidence);
+        let pricing = thresholds.llm().pricing(call);
+        let (labels, evidence) = self.llm.record(call, pricing, thresholds.llm_error_calls());
+        self.publisher.llm_call(call, &labels, pricing, &evidence);
         self.judge_llm(&evidence);
     }
 
@@ -322,7 +322,17 @@ impl Shared {
 
     /// The LLM alerts on this evidence; a budget about to be passed is said in the log.
     fn judge_llm(&self, evidence: &crate::llm::meter::LlmEvidence) {
-        let findings = self.judge.llm(evidence);
+        let mut findings = self.judge.llm(evidence);
+        if evidence.spend_is_lower_bound {
+            for t in &mut findings.transitions {
+                if matches!(
+                    t.alert,
+                    AlertName::LLMBudget | AlertName::LLMSpendWithoutProgress
+                ) {
+                    t.note = Some(crate::llm::SPEND_LOWER_BOUND);
+                }
+            }
+        }
         for t in &findings.transitions {
             if t.alert == AlertName::LLMBudget && t.state == crate::alerts::AlertState::Pending {
                 tracing::warn!(
@@ -331,6 +341,7 @@ impl Shared {
                     projected_usd = t.value,
                     budget_usd = t.threshold,
                     horizon = %humantime::format_duration(self.settings.thresholds.llm_budget_horizon()),
+                    note = t.note.unwrap_or_default(),
                     "LLM budget will be exceeded within the horizon at the last hour's rate"
                 );
             }

@@ -177,6 +177,7 @@ impl FindingSink for Ledger {
                 message: t.alert.message(),
                 value: t.value.is_finite().then_some(t.value),
                 threshold: t.threshold,
+                note: t.note,
             },
         );
     }

@@ -155,12 +155,13 @@ impl Publisher {
     }
 
     /// One LLM call: the GenAI histograms, the calls, cost, token and rate-limit
-    /// counters, and the evidence gauges after it.
+    /// counters, and the evidence gauges after it. An abandoned call did not end, so
+    /// it has no operation duration; it is counted under its own outcome.
     pub(super) fn llm_call(
         &self,
         call: &crate::llm::LlmCall,
         labels: &crate::llm::meter::CallLabels,
-        cost: Option<f64>,
+        pricing: crate::llm::Pricing,
         evidence: &crate::llm::meter::LlmEvidence,
     ) {
         let i = &self.pipeline.instruments;
@@ -179,16 +180,14 @@ impl Publisher {
                     .record(tokens as f64, &attributes);
             }
         }
-        let outcome = match call.error {
-            Some(error) => {
-                let label = error.as_label().into_owned();
-                genai.push(KeyValue::new("error.type", label.clone()));
-                label
-            }
-            None => "ok".to_string(),
-        };
-        i.gen_ai_client_operation_duration
-            .record(call.duration.as_secs_f64(), &genai);
+        let outcome = call.outcome().into_owned();
+        if let Some(error) = call.error {
+            genai.push(KeyValue::new("error.type", error.as_label().into_owned()));
+        }
+        if !call.abandoned || call.error.is_some() {
+            i.gen_ai_client_operation_duration_seconds
+                .record(call.duration.as_secs_f64(), &genai);
+        }
         if let Some(first) = call.time_to_first_chunk {
             i.loopwatch_llm_time_to_first_chunk_seconds
                 .record(first.as_secs_f64(), &model);
@@ -200,13 +199,18 @@ impl Publisher {
                 KeyValue::new("outcome", outcome),
             ],
         );
-        let tokens = call.input_tokens.unwrap_or(0) + call.output_tokens.unwrap_or(0);
-        match cost {
-            Some(cost) => i.loopwatch_llm_cost_usd_total.add(cost, &model),
-            None => i.loopwatch_llm_unpriced_tokens_total.add(tokens, &model),
+        if let Some(cost) = pricing.cost_usd {
+            i.loopwatch_llm_cost_usd_total.add(cost, &model);
         }
-        let usage_read = call.input_tokens.is_some() || call.output_tokens.is_some();
-        if call.error.is_none() && !usage_read && call.cost_usd.is_none() {
+        if pricing.unpriced_tokens > 0 {
+            i.loopwatch_llm_unpriced_tokens_total
+                .add(pricing.unpriced_tokens, &model);
+        }
+        if let Some(reasoning) = call.reasoning_tokens {
+            i.loopwatch_llm_reasoning_tokens_total
+                .add(reasoning, &model);
+        }
+        if call.usage_missing() {
             i.loopwatch_llm_usage_missing_total.add(1, &model);
         }
         if call.error == Some(crate::llm::LlmError::Status(429)) {

@@ -2,7 +2,11 @@
 //! text-format parser, and `promtool` as an independent judge of the exposition.
 #![allow(dead_code, unreachable_pub)]
 
+mod quiet;
 pub mod services;
+
+#[allow(unused_imports)] // not every test target builds one
+pub use quiet::quiet_monitor;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -277,7 +277,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
         panel(
             5,
             "LLM Calls",
-            "LLM calls per minute by outcome (ok, or the error type), tokens per minute by type, and the failed share of the recent calls against LLMErrors' threshold. Empty for a loop that makes no metered LLM call.",
+            "LLM calls per minute by outcome (ok, abandoned, or the error type), tokens per minute by type, and the failed share of the recent calls against LLMErrors' threshold. Empty for a loop that makes no metered LLM call.",
             0,
             20,
             vec![
@@ -336,7 +336,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 q(
                     of_runs(format!(
                         "histogram_quantile(0.5, sum by (instance, job, le) (rate({}_bucket{{{LOOP}}}[5m])))",
-                        catalog::GEN_AI_CLIENT_OPERATION_DURATION.name
+                        catalog::GEN_AI_CLIENT_OPERATION_DURATION_SECONDS.name
                     )),
                     "p50 call duration",
                     "s",
@@ -344,7 +344,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 q(
                     of_runs(format!(
                         "histogram_quantile(0.95, sum by (instance, job, le) (rate({}_bucket{{{LOOP}}}[5m])))",
-                        catalog::GEN_AI_CLIENT_OPERATION_DURATION.name
+                        catalog::GEN_AI_CLIENT_OPERATION_DURATION_SECONDS.name
                     )),
                     "p95 call duration",
                     "s",

@@ -32,6 +32,35 @@ const MAX_CONNECTIONS: usize = 256;
 /// How long the loop's exit waits for its reports still in the socket to be read.
 pub(crate) const READ_REMAINING_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Makes the loop's socket and starts reading it; `None`, said loudly, when no socket
+/// could be made anywhere.
+pub(crate) fn open(
+    identity: &loopwatch::RunIdentity,
+    intake: &Arc<Intake>,
+    readers: &Arc<Readers>,
+) -> Option<SocketDir> {
+    let (made, refused) = SocketDir::create(&candidate_bases(), &identity.owner.file_stem());
+    let Some(mut dir) = made else {
+        let tried: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        tracing::error!(
+            tried = %tried.join("; "),
+            "no socket could be made for the loop's reports: it runs unreported (no iterations, no outcomes), LoopStalled is not evaluated and --on-stall does nothing"
+        );
+        return None;
+    };
+    for refusal in &refused {
+        tracing::warn!(place = %refusal.base.display(), reason = %refusal.reason, "the loop's socket cannot go here");
+    }
+    if !refused.is_empty() {
+        tracing::info!(socket = %dir.socket().display(), "the loop's socket is in a fallback directory");
+    }
+    if let Err(e) = dir.serve(Arc::clone(intake), Arc::clone(readers)) {
+        tracing::error!(error = %e, "could not start the socket reader: the loop runs unreported, LoopStalled is not evaluated and --on-stall does nothing");
+        return None;
+    }
+    Some(dir)
+}
+
 /// The places to try for the socket's directory, best first, each once.
 pub(crate) fn candidate_bases() -> Vec<PathBuf> {
     let mut bases: Vec<PathBuf> = Vec::new();

@@ -12,7 +12,14 @@
 //! `stream-no-usage`, `rate-limited` (429, Retry-After: 2), `server-error` (500),
 //! `down` (503), `slow` (first byte after 600 ms), `hang` (no answer for a minute),
 //! `cut` (a stream that stops half-way), `garbage-usage` (a usage object of the wrong
-//! types), `garbage` (bytes that are not HTTP).
+//! types), `garbage` (bytes that are not HTTP); `huge` (a chat answer of
+//! [`HUGE_ANSWER_BYTES`], more than any socket buffers, its usage at the end), `big`
+//! (700 embeddings of 1536 dimensions, about 10 MiB, usage at the end), `html` (a 200
+//! that is not JSON), `gzip` (a JSON answer compressed although `identity` was asked
+//! for), `incomplete` and `failed` (Responses API streams ending in
+//! `response.incomplete`, cut by `max_output_tokens`, and `response.failed`),
+//! `stream-asked` (a chat stream that carries usage only when the request asked for
+//! it with `stream_options.include_usage`, as OpenAI's does).
 
 pub mod network;
 
@@ -36,6 +43,8 @@ pub struct Seen {
     pub proxy_authorization: Option<String>,
     pub accept_encoding: Option<String>,
     pub body_len: usize,
+    /// The request's `stream_options`, as it came.
+    pub stream_options: Option<serde_json::Value>,
     /// The answer's body as sent (the events of a stream, concatenated).
     pub answered: String,
 }
@@ -45,6 +54,14 @@ pub const CHAT_USAGE: (u64, u64) = (11, 7);
 pub const ANTHROPIC_USAGE: (u64, u64) = (13, 5);
 pub const RESPONSES_USAGE: (u64, u64, u64) = (9, 4, 3);
 pub const EMBEDDING_TOKENS: u64 = 6;
+/// The usage a `huge` answer carries at its end, and its size.
+pub const HUGE_USAGE: (u64, u64) = (31, 4_000_000);
+pub const HUGE_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+/// The embeddings of a `big` answer, and their dimensions.
+pub const BIG_EMBEDDINGS: u64 = 700;
+pub const BIG_DIMENSIONS: usize = 1536;
+/// The usage an `incomplete` Responses stream ends with.
+pub const INCOMPLETE_USAGE: (u64, u64, u64) = (19, 64, 48);
 /// The usage a `stream` answers with.
 pub const STREAM_USAGE: (u64, u64) = (21, 3);
 pub const ANTHROPIC_STREAM_USAGE: (u64, u64) = (17, 15);
@@ -180,6 +197,9 @@ fn serve<W: Wire>(mut reader: BufReader<W>, record: &Mutex<Vec<Seen>>) {
             body
         };
         let model = model_of(&body);
+        let stream_options = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("stream_options").cloned());
         let mut seen = Seen {
             path: path.clone(),
             target,
@@ -190,6 +210,7 @@ fn serve<W: Wire>(mut reader: BufReader<W>, record: &Mutex<Vec<Seen>>) {
             proxy_authorization: header("proxy-authorization"),
             accept_encoding: header("accept-encoding"),
             body_len: body.len(),
+            stream_options,
             answered: String::new(),
         };
         let scenario = model.split('/').next().unwrap_or("").to_string();
@@ -316,6 +337,106 @@ fn stream_events(path: &str, model: &str, with_usage: bool) -> Vec<String> {
     events
 }
 
+/// A plain chat answer of [`HUGE_ANSWER_BYTES`] (its text), usage at the end.
+fn huge_answer(model: &str) -> String {
+    let m = answered_model(model);
+    let text = "x".repeat(HUGE_ANSWER_BYTES);
+    let (input, output) = HUGE_USAGE;
+    format!(
+        r#"{{"id":"chatcmpl-h","object":"chat.completion","created":1,"model":"{m}","choices":[{{"index":0,"message":{{"role":"assistant","content":"{text}"}},"finish_reason":"length"}}],"usage":{{"prompt_tokens":{input},"completion_tokens":{output},"total_tokens":{}}}}}"#,
+        input + output
+    )
+}
+
+/// [`BIG_EMBEDDINGS`] embeddings of [`BIG_DIMENSIONS`], usage at the end, as OpenAI
+/// orders the fields.
+fn big_embeddings(model: &str) -> String {
+    let m = answered_model(model);
+    let vector = vec!["-0.012345678"; BIG_DIMENSIONS].join(",");
+    let data: Vec<String> = (0..BIG_EMBEDDINGS)
+        .map(|i| format!(r#"{{"object":"embedding","index":{i},"embedding":[{vector}]}}"#))
+        .collect();
+    format!(
+        r#"{{"object":"list","data":[{}],"model":"{m}","usage":{{"prompt_tokens":{BIG_EMBEDDINGS},"total_tokens":{BIG_EMBEDDINGS}}}}}"#,
+        data.join(",")
+    )
+}
+
+/// A Responses API stream ending in `response.incomplete` (with usage) or
+/// `response.failed` (a server error).
+fn responses_events(model: &str, incomplete: bool) -> Vec<String> {
+    let m = answered_model(model);
+    let (input, output, reasoning) = INCOMPLETE_USAGE;
+    let end = if incomplete {
+        format!(
+            r#"{{"type":"response.incomplete","sequence_number":3,"response":{{"id":"resp_1","object":"response","created_at":1,"status":"incomplete","incomplete_details":{{"reason":"max_output_tokens"}},"error":null,"model":"{m}","output":[],"usage":{{"input_tokens":{input},"input_tokens_details":{{"cached_tokens":0}},"output_tokens":{output},"output_tokens_details":{{"reasoning_tokens":{reasoning}}},"total_tokens":{}}}}}}}"#,
+            input + output
+        )
+    } else {
+        format!(
+            r#"{{"type":"response.failed","sequence_number":3,"response":{{"id":"resp_1","object":"response","created_at":1,"status":"failed","error":{{"code":"server_error","message":"The model failed"}},"incomplete_details":null,"model":"{m}","output":[],"usage":null}}}}"#
+        )
+    };
+    let end_name = if incomplete {
+        "response.incomplete"
+    } else {
+        "response.failed"
+    };
+    vec![
+        format!("event: response.created\ndata: {{\"type\":\"response.created\",\"sequence_number\":0,\"response\":{{\"id\":\"resp_1\",\"object\":\"response\",\"created_at\":1,\"status\":\"in_progress\",\"model\":\"{m}\",\"output\":[],\"usage\":null}}}}\n\n"),
+        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"item_id\":\"m1\",\"output_index\":0,\"content_index\":0,\"delta\":\"def f\"}\n\n".to_string(),
+        format!("event: {end_name}\ndata: {end}\n\n"),
+    ]
+}
+
+/// Writes a streamed answer's events, 20 ms apart.
+fn write_events(writer: &mut impl Wire, events: &[String], seen: &mut Seen) -> bool {
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
+    if writer.write_all(head.as_bytes()).is_err() {
+        return false;
+    }
+    for event in events {
+        std::thread::sleep(Duration::from_millis(20));
+        seen.answered.push_str(event);
+        if !write_chunk(writer, event) {
+            return false;
+        }
+    }
+    writer.write_all(b"0\r\n\r\n").is_ok()
+}
+
+/// `data` as a gzip member of stored (uncompressed) deflate blocks: a real gzip
+/// stream, made without a compressor.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    let blocks: Vec<&[u8]> = if data.is_empty() {
+        vec![&[][..]]
+    } else {
+        data.chunks(65_535).collect()
+    };
+    for (i, block) in blocks.iter().enumerate() {
+        out.push(u8::from(i + 1 == blocks.len()));
+        let len = block.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    let mut crc = !0u32;
+    for byte in data {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    out.extend_from_slice(&(!crc).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
+}
+
 /// The answers to the APIs' other requests (lists, token counts, Anthropic's legacy
 /// completions), in the shape of the API the request speaks (`anthropic`: it carried
 /// `anthropic-version`); `None` for the metered paths.
@@ -388,6 +509,48 @@ fn answer(
         "garbage" => {
             let _ = writer.write_all(b"GARBAGE\x00\xff not http at all\r\n\r\n");
             false
+        }
+        "incomplete" | "failed" => {
+            let events = responses_events(model, scenario == "incomplete");
+            write_events(writer, &events, seen)
+        }
+        "huge" => {
+            let body = huge_answer(model);
+            seen.answered = format!("{} bytes", body.len());
+            write_json(writer, "200 OK", "", &body)
+        }
+        "big" => {
+            let body = big_embeddings(model);
+            seen.answered = format!("{} bytes", body.len());
+            write_json(writer, "200 OK", "", &body)
+        }
+        "html" => {
+            let body = "<html><body>maintenance</body></html>";
+            seen.answered = body.to_string();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            writer.write_all(head.as_bytes()).is_ok() && writer.write_all(body.as_bytes()).is_ok()
+        }
+        "gzip" => {
+            let json = json_answer(path, model, None);
+            seen.answered = json.clone();
+            let body = gzip(json.as_bytes());
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            writer.write_all(head.as_bytes()).is_ok() && writer.write_all(&body).is_ok()
+        }
+        "stream-asked" => {
+            let asked = seen
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.get("include_usage"))
+                == Some(&serde_json::Value::Bool(true));
+            let events = stream_events(path, model, asked);
+            write_events(writer, &events, seen)
         }
         "stream" | "stream-no-usage" | "cut" => {
             let events = stream_events(path, model, scenario == "stream");

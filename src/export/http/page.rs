@@ -354,24 +354,36 @@ fn timeline(
     }
 }
 
-/// The LLM calls: totals against the alerts' thresholds, the last hour minute by
-/// minute (calls, ok and failed), and each model's calls, tokens, errors and cost.
+/// The LLM calls: totals against the alerts' thresholds (the spend said to be a lower
+/// bound when some calls had no usage or tokens no price), the last hour minute by
+/// minute (calls ok, failed and abandoned), and each model's calls, tokens, errors
+/// and cost.
 fn llm_calls(llm: &crate::llm::LlmSummary, t: &crate::config::Thresholds) -> Markup {
     let usd = |v: f64| format!("${v:.4}");
     let seconds = |v: Option<f64>| v.map_or("—".to_string(), |s| format!("{s:.2} s"));
     let most = llm
         .last_hour
         .iter()
-        .map(|m| m.ok + m.errors)
+        .map(|m| m.ok.saturating_add(m.errors).saturating_add(m.abandoned))
         .max()
         .unwrap_or(1)
         .max(1);
     let (bar_width, height) = (WIDTH / 60.0, 60.0);
     html! {
         div class="key" {
-            (llm.calls) " calls, " (llm.errors) " failed · tokens " (llm.input_tokens) " in, "
-            (llm.output_tokens) " out · spend " (usd(llm.cost_usd))
+            (llm.calls) " calls, " (llm.errors) " failed"
+            @if llm.abandoned > 0 { ", " (llm.abandoned) " abandoned (cut short, not failures)" }
+            " · tokens " (llm.input_tokens) " in, "
+            (llm.output_tokens) " out"
+            @if llm.reasoning_tokens > 0 { " (" (llm.reasoning_tokens) " reasoning)" }
+            " · spend " (usd(llm.cost_usd))
             @if let Some(budget) = t.llm_budget_usd() { " of " (usd(budget)) }
+            @if llm.spend_is_lower_bound {
+                b class="lower-bound" {
+                    " — a lower bound: " (llm.usage_missing) " calls without usage, "
+                    (llm.unpriced_tokens) " tokens without a price"
+                }
+            }
             " · since the champion changed " (usd(llm.spend_since_champion_usd))
             @if let Some(per) = llm.spend_per_champion_change_usd { " · per champion change " (usd(per)) }
             " · p50 " (seconds(llm.p50_seconds)) ", p95 " (seconds(llm.p95_seconds))
@@ -382,22 +394,28 @@ fn llm_calls(llm: &crate::llm::LlmSummary, t: &crate::config::Thresholds) -> Mar
                 @let x = WIDTH - (m.minutes_ago as f64 + 1.0) * bar_width;
                 @let ok_h = m.ok as f64 / most as f64 * height;
                 @let err_h = m.errors as f64 / most as f64 * height;
+                @let left_h = m.abandoned as f64 / most as f64 * height;
                 g data-minute=(m.minutes_ago) {
                     rect class="ok" fill="#4c9a6a" x=(format!("{x:.1}")) y=(format!("{:.1}", height - ok_h)) width=(format!("{:.1}", bar_width - 1.0)) height=(format!("{ok_h:.1}")) {}
                     rect class="err" fill="#c0504d" x=(format!("{x:.1}")) y=(format!("{:.1}", height - ok_h - err_h)) width=(format!("{:.1}", bar_width - 1.0)) height=(format!("{err_h:.1}")) {}
-                    title { (m.minutes_ago) " min ago: " (m.ok) " ok, " (m.errors) " failed, " (m.input_tokens + m.output_tokens) " tokens, " (usd(m.cost_usd)) }
+                    rect class="abandoned" fill="#9a9a9a" x=(format!("{x:.1}")) y=(format!("{:.1}", height - ok_h - err_h - left_h)) width=(format!("{:.1}", bar_width - 1.0)) height=(format!("{left_h:.1}")) {}
+                    title { (m.minutes_ago) " min ago: " (m.ok) " ok, " (m.errors) " failed, " (m.abandoned) " abandoned, " (m.input_tokens.saturating_add(m.output_tokens)) " tokens, " (usd(m.cost_usd)) }
                 }
             }
-            text class="axis" x="0" y=(format!("{:.0}", height + 12.0)) { "calls per minute, last hour (green ok, red failed); now at the right" }
+            text class="axis" x="0" y=(format!("{:.0}", height + 12.0)) { "calls per minute, last hour (green ok, red failed, grey abandoned); now at the right" }
         }
         table class="containers" {
-            tr { th { "model" } th { "calls" } th { "errors" } th { "tokens in / out" } th { "cost" } }
+            tr { th { "model" } th { "calls" } th { "errors" } th { "abandoned" } th { "tokens in / out" } th { "cost" } }
             @for (model, m) in &llm.by_model {
                 tr data-model=(clip(model)) {
                     td { (clip(model)) } td { (m.calls) }
                     td { (m.errors) @for (kind, n) in &m.errors_by_type { " · " (kind) " ×" (n) } }
+                    td { (m.abandoned) }
                     td { (m.input_tokens) " / " (m.output_tokens) }
-                    td { @if m.unpriced_tokens > 0 && m.cost_usd == 0.0 { "no price" } @else { (usd(m.cost_usd)) } }
+                    td {
+                        @if m.unpriced_tokens > 0 && m.cost_usd == 0.0 { "no price" } @else { (usd(m.cost_usd)) }
+                        @if m.usage_missing > 0 || (m.unpriced_tokens > 0 && m.cost_usd > 0.0) { " or more" }
+                    }
                 }
             }
         }
@@ -672,7 +690,9 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                         (bars(format!("last {} iterations", snapshot.recent_iterations), &view::top_reasons(&snapshot.recent_failure_reasons)))
                     }
                     @if summary.llm.calls > 0 {
-                        section class="panel" data-panel="LLM calls" data-calls=(summary.llm.calls) {
+                        section class="panel" data-panel="LLM calls" data-calls=(summary.llm.calls)
+                            data-abandoned=(summary.llm.abandoned) data-usage-missing=(summary.llm.usage_missing)
+                            data-spend-lower-bound=(summary.llm.spend_is_lower_bound) {
                             h2 { "LLM calls" }
                             (llm_calls(&summary.llm, t))
                         }
