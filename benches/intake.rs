@@ -51,7 +51,7 @@ fn line_per_strategy() -> Vec<Vec<u8>> {
 
 fn intake(c: &mut Criterion) {
     let monitor = quiet_monitor().build().unwrap();
-    let intake = monitor.intake();
+    let intake = monitor.supervision().intake();
     for (name, lines) in [
         ("intake_iteration_python_client", python_client_lines()),
         ("intake_iteration_line_per_strategy", line_per_strategy()),

@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use loopwatch::HostSampler;
+use loopwatch::sample::HostSampler;
 
 fn sampler_tick(c: &mut Criterion) {
     let mut sampler = HostSampler::for_current_process();

@@ -10,7 +10,8 @@
 
 use std::time::Duration;
 
-use loopwatch::{Monitor, SandboxSpec};
+use loopwatch::sandbox::SandboxSpec;
+use loopwatch::Monitor;
 
 fn main() {
     let image = std::env::var("LOOPWATCH_SANDBOX_IMAGE").unwrap_or("loopwatch-sandbox:1".into());

@@ -11,7 +11,9 @@ fn main() -> Result<(), loopwatch::Error> {
         .with_env_filter("info")
         .with_writer(std::io::stderr)
         .init();
-    let monitor = Monitor::builder().handle_signals(true).build()?;
+    let monitor = Monitor::builder()
+        .signals(loopwatch::Signals::Graceful)
+        .build()?;
     let mut rng: u64 = 42;
     let mut next = move || {
         rng ^= rng << 13;

@@ -63,10 +63,27 @@ pub struct MetricSpec {
     pub description: &'static str,
     /// Label names the metric's series carry (empty for a single series).
     pub labels: &'static [&'static str],
-    /// The requirement of the original specification this metric answers, if any.
-    pub requirement: Option<&'static str>,
+    /// The numbered requirement of loopwatch's original specification that fixed this
+    /// metric's name, if one did; see [`MetricSpec::has_fixed_name`].
+    pub(crate) requirement: Option<&'static str>,
     /// When the metric is exported.
     pub presence: Presence,
+}
+
+impl MetricSpec {
+    /// Whether the metric's name is one that dashboards and queries were written
+    /// against before loopwatch existed (`sharpe_ratio`, `memory_usage_bytes`, …):
+    /// such a name is kept exactly, without the `loopwatch_` prefix loopwatch's own
+    /// metrics carry, and never changes.
+    ///
+    /// ```
+    /// use loopwatch::catalog::{find, SHARPE_RATIO};
+    /// assert!(SHARPE_RATIO.has_fixed_name());
+    /// assert!(!find("loopwatch_docker_up").unwrap().has_fixed_name());
+    /// ```
+    pub const fn has_fixed_name(&self) -> bool {
+        self.requirement.is_some()
+    }
 }
 
 /// When a metric is exported.
@@ -728,7 +745,7 @@ pub fn find(name: &str) -> Option<&'static MetricSpec> {
 /// ```
 pub fn markdown_table() -> String {
     let mut out = String::from(
-        "| metric | type | unit | labels | requirement | description |\n|---|---|---|---|---|---|\n",
+        "| metric | type | unit | labels | description |\n|---|---|---|---|---|\n",
     );
     for spec in CATALOG {
         let labels = if spec.labels.is_empty() {
@@ -742,12 +759,11 @@ pub fn markdown_table() -> String {
         };
         let _ = writeln!(
             out,
-            "| `{}` | {} | `{}` | {} | {} | {} |",
+            "| `{}` | {} | `{}` | {} | {} |",
             spec.name,
             spec.kind.prometheus_type(),
             spec.unit,
             labels,
-            spec.requirement.unwrap_or("—"),
             match spec.presence {
                 Presence::Always => spec.description.to_string(),
                 Presence::WithAlertmanager => format!(

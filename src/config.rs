@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 
-/// Default address of the metrics endpoint (requirement 1.1: port 8000).
+/// Default address of the metrics endpoint (port 8000, where Prometheus expects it).
 pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:8000";
 /// Default period of the host, process and container samplers.
 pub(crate) const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);

@@ -93,6 +93,12 @@ pub enum Error {
     #[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
     #[error("Docker is unreachable: {0}; is dockerd running and DOCKER_HOST right?")]
     Docker(#[source] ErrorSource),
+    /// What was asked for needs a cargo feature loopwatch was built without.
+    #[error("loopwatch was built without the `{feature}` feature; rebuild it with `--features {feature}`")]
+    WithoutFeature {
+        /// The cargo feature.
+        feature: &'static str,
+    },
     /// A final export file could not be written.
     #[error("cannot write {path}: {source}; check that the directory exists and is writable, or set LOOPWATCH_OUTPUT_DIR")]
     Write {
@@ -120,7 +126,6 @@ pub enum CollectError {
 }
 
 /// Why a sandbox run failed.
-#[cfg(feature = "docker")]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SandboxError {
@@ -142,4 +147,7 @@ pub enum SandboxError {
     /// The sandbox task on loopwatch's runtime did not finish (the monitor shut down).
     #[error("the sandbox task did not finish: {0}")]
     Task(#[source] ErrorSource),
+    /// loopwatch was built without the `docker` feature: there is no sandbox.
+    #[error("loopwatch was built without the `docker` feature; rebuild it with `--features docker` to run sandboxes")]
+    WithoutDocker,
 }

@@ -63,55 +63,69 @@ pub mod catalog;
 mod config;
 mod error;
 mod owner;
-mod run;
+mod records;
 
 pub mod diversity;
 pub mod llm;
 mod pipeline;
 mod processes;
 pub mod protocol;
-mod record;
-mod sample;
+mod reported;
+pub mod sample;
 
+// Containers on Docker, or their stand-in without the `docker` feature: the same
+// interface either way, so that nothing above carries a `cfg`.
 #[cfg(feature = "docker")]
 mod containers;
-#[cfg(feature = "docker")]
-mod sandbox;
+#[cfg(not(feature = "docker"))]
+#[path = "containers/stub.rs"]
+mod containers;
+pub mod sandbox;
 
 mod evaluate;
 mod export;
 mod monitor;
 
+// Monitoring: what a loop that holds a monitor uses.
 pub use alerts::{AlertName, AlertSpec, AlertState, Evaluated, RuleSpec, Severity, ALERTS};
 pub use config::{EnvVariable, Thresholds, ENVIRONMENT};
 pub use error::{CollectError, Error, ErrorSource};
-pub use export::compare::{CompareError, Comparison, FinalRun, RunFigures};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
-pub use monitor::{
-    Intake, Iteration, LlmRecorder, Monitor, MonitorBuilder, ShutdownReport, Signals,
-};
-pub use owner::{
-    LiveProcesses, Owner, ProcessTable, SweepReport, LABEL_MANAGED, LABEL_OWNER_HOST,
-    LABEL_OWNER_PID, LABEL_OWNER_START_TIME, LABEL_RUN_ID,
-};
-pub use processes::{
-    cleanup_orphaned_processes, descendants, zombie_children, MarkedProcess, ProcessId,
-    ProcessSweepReport, ENV_OWNER, ENV_RUN_ID,
-};
-pub use record::Population;
-pub use run::{ExitReason, IterationSummary, LoopExit, RunIdentity, RunSummary};
-pub use sample::{process_tree, HostSample, HostSampler};
-
-#[cfg(feature = "docker")]
-#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
-pub use containers::{cleanup_orphans, sweep::ContainerSweepReport};
-#[cfg(feature = "docker")]
-#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
-pub use error::SandboxError;
-#[cfg(feature = "docker")]
-#[cfg_attr(docsrs, doc(cfg(feature = "docker")))]
-pub use sandbox::{Sandbox, SandboxOutput, SandboxSpec};
+pub use monitor::{Iteration, LlmRecorder, Monitor, MonitorBuilder, ShutdownReport, Signals};
+pub use reported::Population;
+pub use records::{IterationSummary, RunIdentity, RunSummary};
 
 /// Re-exported so users can add their own instruments ([`Monitor::meter`]) without a
 /// separate dependency, and with the same version loopwatch uses (0.33).
 pub use opentelemetry;
+
+pub mod supervise {
+    //! Running a loop as a child process, as `loopwatch run` does: the
+    //! [`Supervision`] handle of a monitor ([`Monitor::supervision`](crate::Monitor::supervision))
+    //! for the child's starts, exits and restarts, the [`Intake`] for what it writes
+    //! to its socket, and how a process ended ([`LoopExit`]).
+    pub use crate::monitor::{Intake, Supervision};
+    pub use crate::records::{ExitReason, LoopExit};
+}
+
+pub mod cleanup {
+    //! What a run leaves behind, and how it is found: orphaned containers and
+    //! processes of loops that died, the ownership that tells them apart (the
+    //! labels and environment a run marks them with), and the sweeps' reports.
+    //! `loopwatch cleanup` runs [`orphaned_containers`] and [`orphaned_processes`].
+    pub use crate::containers::{cleanup_orphans as orphaned_containers, ContainerSweepReport};
+    pub use crate::owner::{
+        LiveProcesses, Owner, ProcessTable, SweepReport, LABEL_MANAGED, LABEL_OWNER_HOST,
+        LABEL_OWNER_PID, LABEL_OWNER_START_TIME, LABEL_RUN_ID,
+    };
+    pub use crate::processes::{
+        cleanup_orphaned_processes as orphaned_processes, descendants, zombie_children,
+        MarkedProcess, ProcessId, ProcessSweepReport, ENV_OWNER, ENV_RUN_ID,
+    };
+}
+
+pub mod compare {
+    //! Runs side by side, from their final export files: what `loopwatch compare`
+    //! reads ([`Comparison`]) and the figures it compares.
+    pub use crate::export::compare::{CompareError, Comparison, FinalRun, RunFigures};
+}

@@ -5,7 +5,7 @@
 //! | where | encoding |
 //! |---|---|
 //! | worker processes' environment (`LOOPWATCH_OWNER`) | `<host>:<pid>:<start time>` |
-//! | container labels (Contract 4) | `loopwatch.owner.host`, `.pid`, `.start_time` |
+//! | container labels | `loopwatch.owner.host`, `.pid`, `.start_time` |
 //! | file_sd registration files | `loopwatch-<pid>-<start time>-<port>.json` |
 //! | `loopwatch run`'s socket directory | `loopwatch-<pid>-<start time>` |
 //!
@@ -39,9 +39,9 @@ const NAME_PREFIX: &str = "loopwatch-";
 /// The process that owns a run.
 ///
 /// ```
-/// let owner = loopwatch::Owner::new("box-1", 4242, 1_700_000_000);
+/// let owner = loopwatch::cleanup::Owner::new("box-1", 4242, 1_700_000_000);
 /// assert_eq!(owner.env_value(), "box-1:4242:1700000000");
-/// assert_eq!(loopwatch::Owner::from_env_value("box-1:4242:1700000000"), Some(owner.clone()));
+/// assert_eq!(loopwatch::cleanup::Owner::from_env_value("box-1:4242:1700000000"), Some(owner.clone()));
 /// assert_eq!(owner.file_stem(), "loopwatch-4242-1700000000");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

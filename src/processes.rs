@@ -3,7 +3,7 @@
 //!
 //! Every process of a run carries the run's identity in its environment:
 //! `LOOPWATCH_RUN_ID` and `LOOPWATCH_OWNER` (`<host>:<pid>:<start time>` of the process
-//! that owns the run, as for containers, Contract 4). `loopwatch run` sets both on its
+//! that owns the run, as the containers' ownership labels hold it: [`crate::owner`]). `loopwatch run` sets both on its
 //! child, and children inherit them (forked workers, double-forked daemons, shells);
 //! [`Monitor::identify`](crate::Monitor::identify) sets them on a `Command`.
 //!
@@ -43,7 +43,7 @@ pub(crate) const TERMINATE_GRACE: Duration = Duration::from_secs(3);
 /// with [`ProcessId::is_running`] right before it is signalled.
 ///
 /// ```
-/// let me = loopwatch::ProcessId::running(std::process::id()).unwrap();
+/// let me = loopwatch::cleanup::ProcessId::running(std::process::id()).unwrap();
 /// assert!(me.is_running());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,7 +79,7 @@ impl ProcessId {
 ///
 /// ```
 /// let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
-/// let below = loopwatch::descendants(std::process::id());
+/// let below = loopwatch::cleanup::descendants(std::process::id());
 /// assert!(below.iter().any(|p| p.pid == child.id()));
 /// # child.kill().unwrap();
 /// # child.wait().unwrap();
@@ -188,7 +188,7 @@ pub(crate) fn marked_processes() -> Vec<MarkedProcess> {
 
 /// Whose a marked process is, for cleanup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub(crate) enum Disposition {
     /// Of the given run: cleaned up once that run's loop has exited.
     OfRun,
     /// Owner gone: an orphan.
@@ -218,24 +218,24 @@ fn processes_of_run(mut marked: Vec<MarkedProcess>, run: &str) -> Vec<MarkedProc
 
 /// Decides about one marked process. `run` is the run being cleaned up after its loop
 /// exited, if any: the processes below this one are of it too.
-pub(crate) fn judge(
+pub(crate) fn disposition(
     process: &MarkedProcess,
     run: Option<&str>,
     hostname: &str,
     table: &mut dyn ProcessTable,
-) -> Verdict {
+) -> Disposition {
     if run.is_some() && process.below || run == Some(process.run_id.as_str()) {
-        return Verdict::OfRun;
+        return Disposition::OfRun;
     }
     match &process.owner {
         Some(owner) if owner.is_on(hostname) => {
             if owner.is_alive(table) {
-                Verdict::LeaveAlone
+                Disposition::LeaveAlone
             } else {
-                Verdict::Orphan
+                Disposition::Orphan
             }
         }
-        _ => Verdict::LeaveAlone,
+        _ => Disposition::LeaveAlone,
     }
 }
 
@@ -308,7 +308,7 @@ pub(crate) fn terminate(
 /// process included, and those whose owner is gone) and, unless `dry_run`, terminates
 /// them, giving each `grace` between SIGTERM and SIGKILL. `skip` holds processes given
 /// up on before (pid, start ticks): they are not signalled again.
-pub(crate) fn sweep(
+pub(crate) fn sweep_processes(
     run: Option<&str>,
     dry_run: bool,
     skip: &HashSet<(u32, u64)>,
@@ -327,9 +327,9 @@ pub(crate) fn sweep(
         if skip.contains(&(process.pid, process.start_ticks)) {
             continue;
         }
-        match judge(&process, run, &hostname, &mut table) {
-            Verdict::OfRun | Verdict::Orphan => report.orphans.push(process),
-            Verdict::LeaveAlone => report.left_alone += 1,
+        match disposition(&process, run, &hostname, &mut table) {
+            Disposition::OfRun | Disposition::Orphan => report.orphans.push(process),
+            Disposition::LeaveAlone => report.left_alone += 1,
         }
     }
     if dry_run || report.orphans.is_empty() {
@@ -370,13 +370,13 @@ pub(crate) fn given_up(report: &ProcessSweepReport) -> impl Iterator<Item = (u32
 /// after a crash. With `dry_run` it only reports them.
 ///
 /// ```no_run
-/// let report = loopwatch::cleanup_orphaned_processes(true);
+/// let report = loopwatch::cleanup::orphaned_processes(true);
 /// for process in &report.orphans {
 ///     println!("would terminate {} ({})", process.pid, process.command);
 /// }
 /// ```
 pub fn cleanup_orphaned_processes(dry_run: bool) -> ProcessSweepReport {
-    sweep(None, dry_run, &HashSet::new(), TERMINATE_GRACE)
+    sweep_processes(None, dry_run, &HashSet::new(), TERMINATE_GRACE)
 }
 
 #[cfg(test)]
@@ -432,10 +432,10 @@ mod tests {
         assert_eq!(process.run_id, "run-a");
         let mut table = crate::owner::FixedTable(Vec::new());
         assert_eq!(
-            judge(&process, Some("run-a"), "h", &mut table),
-            Verdict::OfRun
+            disposition(&process, Some("run-a"), "h", &mut table),
+            Disposition::OfRun
         );
-        assert_eq!(judge(&process, None, "h", &mut table), Verdict::LeaveAlone);
+        assert_eq!(disposition(&process, None, "h", &mut table), Disposition::LeaveAlone);
         let (cleaned, failed) = terminate(&[process], Duration::from_secs(3));
         assert_eq!((cleaned, failed), (vec![pid], vec![]));
         assert!(child.wait().unwrap().signal().is_some());
@@ -484,20 +484,20 @@ mod tests {
         let reused = Some(("h", 10, 9999));
         let remote = Some(("other", 11, 1000));
         let cases = [
-            (marked("run-a", alive), Some("run-a"), Verdict::OfRun),
-            (marked("run-b", alive), Some("run-a"), Verdict::LeaveAlone),
-            (marked("run-b", dead), None, Verdict::Orphan),
-            (marked("run-b", reused), None, Verdict::Orphan),
-            (marked("run-b", remote), None, Verdict::LeaveAlone),
-            (marked("run-b", None), None, Verdict::LeaveAlone),
+            (marked("run-a", alive), Some("run-a"), Disposition::OfRun),
+            (marked("run-b", alive), Some("run-a"), Disposition::LeaveAlone),
+            (marked("run-b", dead), None, Disposition::Orphan),
+            (marked("run-b", reused), None, Disposition::Orphan),
+            (marked("run-b", remote), None, Disposition::LeaveAlone),
+            (marked("run-b", None), None, Disposition::LeaveAlone),
             // Below this process: of the run being cleaned up, whatever it says.
-            (below(marked("run-b", alive)), Some("run-a"), Verdict::OfRun),
-            (below(marked("run-b", None)), Some("run-a"), Verdict::OfRun),
-            (below(marked("run-b", alive)), None, Verdict::LeaveAlone),
+            (below(marked("run-b", alive)), Some("run-a"), Disposition::OfRun),
+            (below(marked("run-b", None)), Some("run-a"), Disposition::OfRun),
+            (below(marked("run-b", alive)), None, Disposition::LeaveAlone),
         ];
         for (process, run, expected) in cases {
             assert_eq!(
-                judge(&process, run, "h", &mut table),
+                disposition(&process, run, "h", &mut table),
                 expected,
                 "{process:?}"
             );

@@ -25,6 +25,11 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// The most series of its own a loop may declare with `metric` messages.
 pub const MAX_USER_SERIES: usize = 100;
 
+/// The longest evaluation id, worker name or failure reason an `evaluation_start` or
+/// `evaluation_end` line may carry, in characters (the Python client's bound on every
+/// text it sends).
+pub const MAX_EVALUATION_TEXT: usize = 256;
+
 /// The kind of a loop's own metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,6 +111,71 @@ pub enum Message {
         /// How many since its previous report.
         count: u64,
     },
+    /// One evaluation (a candidate's back-test, a program's run) begins.
+    EvaluationStart(EvaluationStart),
+    /// An evaluation ends, with its outcome.
+    EvaluationEnd(EvaluationEnd),
+}
+
+/// An evaluation begins (docs/protocol.md, `evaluation_start`).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct EvaluationStart {
+    /// Its id: 1 to [`MAX_EVALUATION_TEXT`] characters, unique among the run's
+    /// evaluations in flight.
+    pub id: String,
+    /// The process that runs it, if the loop said.
+    pub pid: Option<u32>,
+    /// The worker that runs it (a pool worker's or a thread's name), if the loop said.
+    pub worker: Option<String>,
+    /// When it was queued (Unix seconds, by the loop's clock), if the loop said: never
+    /// after `at`.
+    pub queued: Option<f64>,
+    /// When it began (Unix seconds, by the loop's clock), if the line says.
+    pub at: Option<f64>,
+}
+
+/// An evaluation ends (docs/protocol.md, `evaluation_end`).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct EvaluationEnd {
+    /// The id its `evaluation_start` carried.
+    pub id: String,
+    /// The process that ran it, if the loop said.
+    pub pid: Option<u32>,
+    /// The worker that ran it, if the loop said.
+    pub worker: Option<String>,
+    /// How it ended.
+    pub outcome: EvaluationOutcome,
+    /// When it ended (Unix seconds, by the loop's clock), if the line says.
+    pub at: Option<f64>,
+}
+
+/// How an evaluation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EvaluationOutcome {
+    /// It completed (whatever the candidate scored).
+    Ok,
+    /// It failed: the evaluator raised, or the candidate could not be run.
+    Failed {
+        /// Why, from a small fixed vocabulary (the Python client sends the exception's
+        /// type), at most [`MAX_EVALUATION_TEXT`] characters.
+        reason: Option<String>,
+    },
+    /// It ran out of its time.
+    Timeout,
+}
+
+impl EvaluationOutcome {
+    /// The outcome as the protocol writes it: `ok`, `failed` or `timeout`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EvaluationOutcome::Ok => "ok",
+            EvaluationOutcome::Failed { .. } => "failed",
+            EvaluationOutcome::Timeout => "timeout",
+        }
+    }
 }
 
 /// A batch of outcomes, summarised: the counts and sums the monitor keeps, with the
@@ -435,6 +505,113 @@ struct DroppedBody {
     count: u64,
 }
 
+/// The fields `evaluation_start` and `evaluation_end` share, and their own.
+#[derive(Deserialize)]
+struct EvaluationBody {
+    id: String,
+    #[serde(default)]
+    pid: Option<u32>,
+    #[serde(default)]
+    worker: Option<String>,
+    /// When it began or ended, in Unix seconds …
+    #[serde(default)]
+    t: Option<f64>,
+    /// … or in whole Unix nanoseconds.
+    #[serde(default)]
+    t_ns: Option<u64>,
+    /// `evaluation_start`: when it was queued, in Unix seconds …
+    #[serde(default)]
+    queued: Option<f64>,
+    /// … or in whole Unix nanoseconds.
+    #[serde(default)]
+    queued_ns: Option<u64>,
+    /// `evaluation_end`: `ok`, `failed` or `timeout`.
+    #[serde(default)]
+    outcome: Option<String>,
+    /// `evaluation_end` with `failed`: why.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Whether `text` is at most [`MAX_EVALUATION_TEXT`] characters.
+fn within_evaluation_bound(text: &str) -> bool {
+    // Cheap first: a string of at most that many bytes has at most that many characters.
+    text.len() <= MAX_EVALUATION_TEXT || text.chars().count() <= MAX_EVALUATION_TEXT
+}
+
+/// A time a line carries: finite and not before the Unix epoch.
+fn valid_time(at: Option<f64>) -> bool {
+    at.is_none_or(|t| t.is_finite() && t >= 0.0)
+}
+
+impl EvaluationBody {
+    /// When it began or ended, in Unix seconds: `t`, else `t_ns`.
+    fn at(&self) -> Option<f64> {
+        self.t.or(self.t_ns.map(|ns| ns as f64 / 1e9))
+    }
+
+    /// The id, pid and worker, or `None` when one is out of range: an empty or too
+    /// long id or worker name, pid 0, a time that is not a finite Unix time.
+    fn common(&self) -> Option<()> {
+        let id_ok = !self.id.is_empty() && within_evaluation_bound(&self.id);
+        let worker_ok = self
+            .worker
+            .as_deref()
+            .is_none_or(|w| !w.is_empty() && within_evaluation_bound(w));
+        (id_ok && worker_ok && self.pid != Some(0) && valid_time(self.at())).then_some(())
+    }
+
+    fn start(self) -> Option<EvaluationStart> {
+        self.common()?;
+        if self.outcome.is_some() || self.reason.is_some() {
+            return None; // an end's fields on a start: a client mixing the two up
+        }
+        let queued = self.queued.or(self.queued_ns.map(|ns| ns as f64 / 1e9));
+        let at = self.at();
+        if !valid_time(queued) || matches!((queued, at), (Some(q), Some(t)) if q > t) {
+            return None;
+        }
+        Some(EvaluationStart {
+            id: self.id,
+            pid: self.pid,
+            worker: self.worker,
+            queued,
+            at,
+        })
+    }
+
+    fn end(self) -> Option<EvaluationEnd> {
+        self.common()?;
+        if self.queued.is_some() || self.queued_ns.is_some() {
+            return None; // a start's field on an end
+        }
+        let at = self.at();
+        let outcome = match (self.outcome.as_deref()?, self.reason) {
+            ("ok", None) => EvaluationOutcome::Ok,
+            ("timeout", None) => EvaluationOutcome::Timeout,
+            ("failed", reason) => {
+                if reason
+                    .as_deref()
+                    .is_some_and(|r| !within_evaluation_bound(r))
+                {
+                    return None;
+                }
+                EvaluationOutcome::Failed {
+                    reason: reason.filter(|r| !r.is_empty()),
+                }
+            }
+            _ => return None,
+        };
+        Some(EvaluationEnd {
+            id: self.id,
+            pid: self.pid,
+            worker: self.worker,
+            outcome,
+            at,
+        })
+    }
+}
+
 fn body<'a, T: Deserialize<'a>>(line: &'a [u8]) -> Result<T, LineError> {
     serde_json::from_slice(line).map_err(|_| LineError::Malformed)
 }
@@ -534,6 +711,16 @@ pub fn parse_line(line: &[u8]) -> Result<Message, LineError> {
                 .call()
                 .ok_or(LineError::Malformed)?,
         )),
+        "evaluation_start" => Message::EvaluationStart(
+            body::<EvaluationBody>(line)?
+                .start()
+                .ok_or(LineError::Malformed)?,
+        ),
+        "evaluation_end" => Message::EvaluationEnd(
+            body::<EvaluationBody>(line)?
+                .end()
+                .ok_or(LineError::Malformed)?,
+        ),
         _ => return Err(LineError::UnknownType),
     })
 }
@@ -646,6 +833,26 @@ mod tests {
                 "description": description,
             }),
             Message::Dropped { count } => json!({"type": "dropped", "count": count}),
+            Message::EvaluationStart(e) => json!({
+                "type": "evaluation_start",
+                "id": e.id,
+                "pid": e.pid,
+                "worker": e.worker,
+                "queued": e.queued,
+                "at": e.at,
+            }),
+            Message::EvaluationEnd(e) => json!({
+                "type": "evaluation_end",
+                "id": e.id,
+                "pid": e.pid,
+                "worker": e.worker,
+                "outcome": e.outcome.as_str(),
+                "reason": match &e.outcome {
+                    EvaluationOutcome::Failed { reason } => json!(reason),
+                    _ => json!("absent"),
+                },
+                "at": e.at,
+            }),
             Message::LlmCall(call) => json!({
                 "type": "llm_call",
                 "model": call.request_model,
@@ -865,6 +1072,41 @@ mod tests {
     }
 
     #[test]
+    fn evaluation_texts_are_bounded_in_characters_not_bytes() {
+        let line = |field: &str, text: &str| {
+            let mut value =
+                json!({"v": 1, "type": "evaluation_end", "id": "a", "outcome": "failed"});
+            value[field] = json!(text);
+            parse_line(value.to_string().as_bytes())
+        };
+        for field in ["id", "worker", "reason"] {
+            for unit in ["x", "é", "🦀"] {
+                let at_bound = unit.repeat(MAX_EVALUATION_TEXT);
+                assert!(line(field, &at_bound).is_ok(), "{field} of {unit}");
+                let past = unit.repeat(MAX_EVALUATION_TEXT + 1);
+                assert_eq!(
+                    line(field, &past),
+                    Err(LineError::Malformed),
+                    "{field} of {unit}"
+                );
+            }
+        }
+        let Ok(Message::EvaluationEnd(end)) = line("reason", "") else {
+            panic!("an empty reason is a failure without one");
+        };
+        assert_eq!(end.outcome, EvaluationOutcome::Failed { reason: None });
+        // A start queued and begun at the same moment is fine; 1 ns later is not.
+        let start = |queued_ns: u64| {
+            parse_line(
+                format!(r#"{{"v":1,"type":"evaluation_start","id":"a","queued_ns":{queued_ns},"t_ns":1764380000125000000}}"#)
+                    .as_bytes(),
+            )
+        };
+        assert!(start(1764380000125000000).is_ok());
+        assert_eq!(start(1764380001125000000), Err(LineError::Malformed));
+    }
+
+    #[test]
     fn metric_names_follow_prometheus_and_stay_clear_of_loopwatch() {
         for good in ["llm_tokens", "_private", "evals_total", "a1"] {
             assert!(valid_metric_name(good), "{good}");
@@ -889,6 +1131,23 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(line in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse_line(&line);
+        }
+
+        #[test]
+        fn arbitrary_evaluation_fields_never_panic(
+            id in ".{0,300}",
+            pid in any::<i64>(),
+            t in any::<f64>(),
+            queued in any::<f64>(),
+            outcome in prop_oneof![Just("ok".to_string()), Just("failed".to_string()), Just("timeout".to_string()), ".*"],
+        ) {
+            for kind in ["evaluation_start", "evaluation_end"] {
+                let line = serde_json::json!({
+                    "v": 1, "type": kind, "id": id, "pid": pid, "t": t, "queued": queued,
+                    "outcome": outcome,
+                });
+                let _ = parse_line(line.to_string().as_bytes());
+            }
         }
 
         #[test]

@@ -6,7 +6,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use loopwatch::llm::{LlmCall, LlmError};
-use loopwatch::{AlertName, HostSampler, Monitor, Population, Thresholds};
+use loopwatch::sample::HostSampler;
+use loopwatch::{AlertName, Monitor, Population, Thresholds};
 use support::services::{logs, Alertmanager};
 use support::*;
 
@@ -110,8 +111,9 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
     }
     monitor.llm_call(&LlmCall::new("m", Duration::from_secs(1)).with_cost_usd(1.5));
     // A supervisor's restart.
-    monitor.loop_restarting(loopwatch::LoopExit::new(Some(1), None));
-    monitor.loop_started(std::process::id());
+    let supervision = monitor.supervision();
+    supervision.loop_restarting(loopwatch::supervise::LoopExit::new(Some(1), None));
+    supervision.loop_started(std::process::id());
 
     for alert in provoked.iter().copied() {
         wait_for(&am, alert.as_str(), |am| am.alert(alert.as_str()).is_some());

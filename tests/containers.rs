@@ -13,9 +13,10 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use loopwatch::{AlertName, Monitor, SandboxSpec};
+use loopwatch::sandbox::SandboxSpec;
+use loopwatch::{AlertName, Monitor};
 
-/// The ownership labels of Contract 4.
+/// The ownership labels every managed container carries.
 const LABEL_MANAGED: &str = "loopwatch.managed";
 const LABEL_RUN_ID: &str = "loopwatch.run_id";
 use support::services::{logs, Alertmanager};
@@ -931,14 +932,14 @@ fn clean_up_run_containers_removes_this_runs_containers_and_nothing_else() {
     );
     let unlabelled = docker(&["run", "-d", "--network", "none", &image(), "sleep", "300"]);
 
-    assert_eq!(monitor.clean_up_run_containers(), 4);
+    assert_eq!(monitor.supervision().clean_up_run_containers(), 4);
     for id in ours.iter().chain([&exited]) {
         assert!(!exists(id), "{id} of this run is still there");
     }
     assert!(exists(&other_run), "another run's container was removed");
     assert!(exists(&unlabelled), "an unlabelled container was removed");
     // Nothing is left to remove, and the monitor goes on.
-    assert_eq!(monitor.clean_up_run_containers(), 0);
+    assert_eq!(monitor.supervision().clean_up_run_containers(), 0);
     monitor.shutdown();
     assert!(exists(&other_run) && exists(&unlabelled));
     docker(&["rm", "-f", &other_run, &unlabelled]);

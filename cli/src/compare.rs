@@ -3,7 +3,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use loopwatch::Comparison;
+use loopwatch::compare::Comparison;
 
 /// The page's file name when `--output` is not given.
 pub const DEFAULT_OUTPUT: &str = "compare.html";

@@ -75,18 +75,18 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<LoopEntry>> {
         })
         .collect();
     files.sort();
-    let mut processes = loopwatch::LiveProcesses::new();
+    let mut processes = loopwatch::cleanup::LiveProcesses::new();
     Ok(files
         .into_iter()
         .map(|file| entry(file, processes.as_mut()))
         .collect())
 }
 
-fn entry(file: PathBuf, processes: Option<&mut loopwatch::LiveProcesses>) -> LoopEntry {
+fn entry(file: PathBuf, processes: Option<&mut loopwatch::cleanup::LiveProcesses>) -> LoopEntry {
     let owner = file
         .file_stem()
         .and_then(|s| s.to_str())
-        .and_then(loopwatch::Owner::from_file_stem);
+        .and_then(loopwatch::cleanup::Owner::from_file_stem);
     let alive = match (&owner, processes) {
         (Some(owner), Some(processes)) => owner.is_alive(processes),
         _ => false,

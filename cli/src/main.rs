@@ -92,14 +92,14 @@ fn ps(register: &std::path::Path, json: bool) -> ExitCode {
 }
 
 fn cleanup(dry_run: bool) -> ExitCode {
-    let processes = loopwatch::cleanup_orphaned_processes(dry_run);
+    let processes = loopwatch::cleanup::orphaned_processes(dry_run);
     print_sweep(
         &processes,
         ("would terminate process", "terminated process"),
         "orphaned processes",
         "live or remote owners",
     );
-    let containers = match loopwatch::cleanup_orphans(dry_run) {
+    let containers = match loopwatch::cleanup::orphaned_containers(dry_run) {
         Ok(report) => report,
         Err(err) => {
             eprintln!("error: containers not swept: {err}");
@@ -121,7 +121,7 @@ fn cleanup(dry_run: bool) -> ExitCode {
 
 /// Prints what one sweep did with each orphan, then its totals.
 fn print_sweep<T: PartialEq + std::fmt::Display>(
-    report: &loopwatch::SweepReport<T>,
+    report: &loopwatch::cleanup::SweepReport<T>,
     (would, did): (&str, &str),
     what: &str,
     alone: &str,

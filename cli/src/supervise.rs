@@ -4,7 +4,7 @@
 //! directory, [`socket`]), `LOOPWATCH_RUN_ID`, `LOOPWATCH_OWNER` (see
 //! [`loopwatch::Monitor::identify`]), `LOOPWATCH_LABELS` and `LOOPWATCH_RESTARTS` in
 //! its environment. What it writes to the socket (docs/protocol.md) feeds a
-//! [`loopwatch::Monitor`] through its [`loopwatch::Intake`]; the monitor samples the
+//! [`loopwatch::Monitor`] through its [`loopwatch::supervise::Intake`]; the monitor samples the
 //! child's whole process tree, serves /metrics and the dashboard, evaluates the alerts
 //! and sweeps orphans, exactly as for a Rust loop.
 //!
@@ -34,7 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loopwatch::llm::proxy::LlmProxy;
-use loopwatch::{ExitReason, Intake, LoopExit, Monitor, MonitorBuilder};
+use loopwatch::supervise::{ExitReason, Intake, LoopExit, Supervision};
+use loopwatch::{Monitor, MonitorBuilder};
 
 pub use restarts::{OnStall, Restart, RestartPolicy, MAX_RESTART_DELAY};
 
@@ -45,7 +46,7 @@ use terminal::Terminal;
 
 /// Environment variable naming the socket a supervised loop reports to.
 pub const ENV_SOCKET: &str = "LOOPWATCH_SOCKET";
-/// Environment variable carrying the container ownership labels (Contract 4) as a
+/// Environment variable carrying the container ownership labels ([`loopwatch::cleanup::Owner`]) as a
 /// JSON object, for the loop's `docker run --label` or docker-py's `labels=`.
 pub const ENV_LABELS: &str = "LOOPWATCH_LABELS";
 
@@ -109,6 +110,7 @@ pub fn run(options: RunOptions) -> u8 {
     let socket = session.socket_dir.as_ref().map(SocketDir::socket);
     let launch = Launch {
         monitor: &session.monitor,
+        supervision: &session.supervision,
         options: &options,
         program,
         args,
@@ -131,6 +133,8 @@ pub fn run(options: RunOptions) -> u8 {
 /// and the terminal.
 struct Session {
     monitor: Monitor,
+    /// The monitor's supervisor-only calls.
+    supervision: Supervision,
     intake: Arc<Intake>,
     readers: Arc<Readers>,
     socket_dir: Option<SocketDir>,
@@ -149,11 +153,12 @@ impl Session {
             eprintln!("error: {e}");
             2u8
         })?;
-        let intake = Arc::new(monitor.intake());
+        let supervision = monitor.supervision();
+        let intake = Arc::new(supervision.intake());
         let readers = Arc::new(Readers::default());
         let socket_dir = socket::open(monitor.identity(), &intake, &readers);
         if socket_dir.is_none() {
-            monitor.loop_cannot_report();
+            supervision.loop_cannot_report();
         }
         // Orphans of the loop are re-parented to loopwatch, not to init: signalled
         // with the loop, and reaped here.
@@ -189,6 +194,7 @@ impl Session {
         };
         let session = Session {
             monitor,
+            supervision,
             intake,
             readers,
             socket_dir,
@@ -212,8 +218,8 @@ impl Session {
     /// Nothing of the ended loop may outlive it into the next start: its processes,
     /// then (as none is left to start another) its containers.
     fn clear_for_a_restart(&self, grace: Duration) {
-        clean_up_after(&self.monitor, grace);
-        let removed = self.monitor.clean_up_run_containers();
+        clean_up_after(&self.supervision, grace);
+        let removed = self.supervision.clean_up_run_containers();
         if removed > 0 {
             tracing::info!(
                 removed,
@@ -228,13 +234,14 @@ impl Session {
     fn close(self, exit: LoopExit, options: &RunOptions, signals: &mut OperatorSignals) -> u8 {
         let Session {
             monitor,
+            supervision,
             runtime,
             llm_proxy,
             socket_dir,
             ..
         } = self;
-        monitor.loop_exited(exit);
-        clean_up_after(&monitor, options.grace);
+        supervision.loop_exited(exit);
+        clean_up_after(&supervision, options.grace);
         // Calls still in flight (a worker left running) end here: plain answers that came
         // whole are read for their usage, the rest recorded as abandoned.
         drop(llm_proxy);
@@ -261,8 +268,8 @@ impl Session {
 
 /// Terminates what the loop left running: every process below loopwatch and every
 /// process marked with the run's identity, SIGTERM, then SIGKILL after `grace`.
-fn clean_up_after(monitor: &Monitor, grace: Duration) {
-    let swept = monitor.clean_up_run_processes(grace);
+fn clean_up_after(supervision: &Supervision, grace: Duration) {
+    let swept = supervision.clean_up_run_processes(grace);
     family::reap_orphans(None);
     if !swept.orphans.is_empty() {
         tracing::info!(

@@ -62,7 +62,7 @@ fn assert_contract_names_have_data(prometheus: &Prometheus, addr: SocketAddr) {
     use loopwatch::catalog::Presence;
     for spec in loopwatch::catalog::CATALOG
         .iter()
-        .filter(|s| s.requirement.is_some() && s.presence != Presence::PerContainer)
+        .filter(|s| s.has_fixed_name() && s.presence != Presence::PerContainer)
     {
         let query = format!("{}{{instance=\"{addr}\"}}", spec.name);
         let result = prometheus.query(&query);
@@ -435,8 +435,8 @@ fn workers_of_a_crashed_run_are_removed_by_the_next_start_and_by_cleanup() {
             script_file.to_str().unwrap(),
             unrelated_dir.to_str().unwrap(),
         ])
-        .env_remove(loopwatch::ENV_RUN_ID)
-        .env_remove(loopwatch::ENV_OWNER)
+        .env_remove(loopwatch::cleanup::ENV_RUN_ID)
+        .env_remove(loopwatch::cleanup::ENV_OWNER)
         .env_remove("LOOPWATCH_SOCKET")
         .process_group(0)
         .spawn()

@@ -633,16 +633,15 @@ fn every_rule_reaches_alertmanager_within_ten_seconds_through_prometheus() {
         latencies.push((alert, path.delivered(alert, condition)));
     }
     // A restart by the supervisor: one fewer than max_restarts (2) is crash-looping.
-    path.monitor
-        .loop_restarting(loopwatch::LoopExit::new(Some(1), None));
-    path.monitor.loop_started(std::process::id());
+    let supervision = path.monitor.supervision();
+    supervision.loop_restarting(loopwatch::supervise::LoopExit::new(Some(1), None));
+    supervision.loop_started(std::process::id());
     let condition = Instant::now();
     latencies.push((
         "LoopCrashLooping",
         path.delivered("LoopCrashLooping", condition),
     ));
-    path.monitor
-        .loop_exited(loopwatch::LoopExit::new(None, Some(9)));
+    supervision.loop_exited(loopwatch::supervise::LoopExit::new(None, Some(9)));
     let condition = Instant::now();
     latencies.push(("LoopExited", path.delivered("LoopExited", condition)));
 
@@ -692,7 +691,7 @@ fn memory_test() -> (std::sync::MutexGuard<'static, ()>, f64) {
     let turn = MEMORY
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let probe = loopwatch::HostSampler::for_current_process().tick();
+    let probe = loopwatch::sample::HostSampler::for_current_process().tick();
     let ballast_fraction = BALLAST as f64 / probe.host_memory_total_bytes as f64;
     (turn, probe.host_memory_fraction() + ballast_fraction / 2.0)
 }

@@ -27,7 +27,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use loopwatch::{HostSampler, Monitor, Population, Thresholds};
+use loopwatch::sample::HostSampler;
+use loopwatch::{Monitor, Population, Thresholds};
 
 use search::{Backtests, Generation, Scenario, Search};
 
@@ -155,7 +156,7 @@ fn new_search(args: &Args) -> Result<Search, String> {
 
 /// The monitor: the flags that override loopwatch's settings, signals handled.
 fn build_monitor(args: &Args) -> Result<Monitor, loopwatch::Error> {
-    let mut builder = Monitor::builder().handle_signals(true);
+    let mut builder = Monitor::builder().signals(loopwatch::Signals::Graceful);
     if let Some(listen) = args.listen {
         builder = builder.listen(listen);
     }

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use loopwatch::{Sandbox, SandboxSpec};
+use loopwatch::sandbox::{Sandbox, SandboxSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::prices::Rng;

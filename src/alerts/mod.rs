@@ -1,4 +1,4 @@
-//! The alert table (Contract 2): every alert loopwatch or its Prometheus rules raise,
+//! The alert table (the README's alert table is generated from it): every alert loopwatch or its Prometheus rules raise,
 //! one row each with its name, severity, message, threshold keys, runbook and rule,
 //! plus the alert states and the watched rolling values. Every layer speaks this
 //! vocabulary: the evaluator decides, the exporters label and deliver, the generated
@@ -67,7 +67,7 @@ pub struct AlertSpec {
     pub name: &'static str,
     /// Its `severity` label.
     pub severity: Severity,
-    /// The fixed message: log text and the Alertmanager summary (Contract 2).
+    /// The fixed message: log text and the Alertmanager summary, the same everywhere.
     pub message: &'static str,
     /// The [`Thresholds`] keys it reads.
     pub threshold_keys: &'static [&'static str],
@@ -92,6 +92,7 @@ macro_rules! alert_table {
             $variant:ident {
                 severity: $severity:ident,
                 message: $message:literal,
+                $(pending_message: $pending:literal,)?
                 runbook: $runbook:literal,
                 thresholds: [$($key:literal),*],
                 threshold: $threshold:expr,
@@ -113,7 +114,7 @@ macro_rules! alert_table {
         }
     ) => {
         /// The alerts loopwatch's evaluator raises, with their fixed names and
-        /// messages (Contract 2). New alerts may be added: match with a wildcard arm.
+        /// messages. New alerts may be added: match with a wildcard arm.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Enum)]
         #[non_exhaustive]
         pub enum AlertName {
@@ -129,6 +130,15 @@ macro_rules! alert_table {
             pub const fn spec(self) -> &'static AlertSpec {
                 match self {
                     $(AlertName::$variant => &ALERTS[AlertName::$variant as usize],)*
+                }
+            }
+
+            /// What the log warns when the alert becomes pending, for an alert whose
+            /// pending state is news of its own (a budget about to be passed); the
+            /// others' pending states are logged at debug level.
+            pub(crate) const fn pending_message(self) -> Option<&'static str> {
+                match self {
+                    $(AlertName::$variant => optional!($($pending)?),)*
                 }
             }
         }
@@ -157,6 +167,16 @@ macro_rules! alert_table {
                 threshold: |_| 0.0,
             },)*
         ];
+    };
+}
+
+/// `Some` of the literal given, else `None`.
+macro_rules! optional {
+    () => {
+        None
+    };
+    ($value:literal) => {
+        Some($value)
     };
 }
 
@@ -278,6 +298,7 @@ alert_table! {
     LLMBudget {
         severity: Critical,
         message: "LLM budget exceeded",
+        pending_message: "LLM budget will be exceeded within the horizon at the last hour's rate",
         runbook: "docs/runbooks.md#llmbudget",
         thresholds: ["llm_budget_usd", "llm_budget_horizon"],
         threshold: |t| t.llm_budget_usd().unwrap_or(f64::INFINITY),
@@ -392,7 +413,7 @@ impl Watched {
         }
     }
 
-    /// The fixed warning text (Contract 2).
+    /// The fixed warning text.
     pub(crate) const fn warning(self) -> &'static str {
         match self {
             Watched::ExecutionTime => "Performance slowdown detected",

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::containers::stats::ContainerStat;
+use super::ContainerStat;
 use crate::sample::{read_whole, CgroupCpu, CgroupMemory, CGROUP_ROOT};
 
 /// Samples after which `memory.stat` is read again even if usage has not changed

@@ -1,25 +1,10 @@
-//! The decision of whose a container is, from its ownership labels (Contract 4; the
-//! labels themselves are [`Owner`]'s encoding).
+//! The decision of whose a container is, from its ownership labels (the labels themselves
+//! are [`Owner`]'s encoding, tabled in `owner.rs`).
 
 use std::collections::HashMap;
 
 use crate::owner::{Owner, ProcessTable, LABEL_MANAGED, LABEL_RUN_ID};
-use crate::run::RunIdentity;
-
-/// The labels every container of this run carries (Contract 4).
-pub(crate) fn ownership_labels(identity: &RunIdentity) -> HashMap<String, String> {
-    let mut labels = HashMap::from([
-        (LABEL_MANAGED.to_string(), "true".to_string()),
-        (LABEL_RUN_ID.to_string(), identity.run_id.clone()),
-    ]);
-    labels.extend(
-        identity
-            .owner
-            .labels()
-            .map(|(key, value)| (key.to_string(), value)),
-    );
-    labels
-}
+use crate::records::RunIdentity;
 
 /// Whose a container is, as far as cleanup is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,14 +81,14 @@ mod tests {
         let mut table = FakeTable(HashMap::from([(10, 1000), (20, 2000), (30, 5000)]));
         let cases: Vec<(HashMap<String, String>, Ownership)> = vec![
             (HashMap::new(), Ownership::Unmanaged),
-            (ownership_labels(&us), Ownership::Ours),
-            (ownership_labels(&identity(20, 2000)), Ownership::LiveOwner),
-            (ownership_labels(&identity(20, 2001)), Ownership::LiveOwner),
-            (ownership_labels(&identity(30, 3000)), Ownership::Orphan),
-            (ownership_labels(&identity(40, 4000)), Ownership::Orphan),
+            (us.container_labels(), Ownership::Ours),
+            (identity(20, 2000).container_labels(), Ownership::LiveOwner),
+            (identity(20, 2001).container_labels(), Ownership::LiveOwner),
+            (identity(30, 3000).container_labels(), Ownership::Orphan),
+            (identity(40, 4000).container_labels(), Ownership::Orphan),
             (
                 {
-                    let mut l = ownership_labels(&identity(40, 4000));
+                    let mut l = identity(40, 4000).container_labels();
                     l.insert(LABEL_OWNER_HOST.into(), "elsewhere".into());
                     l
                 },
@@ -124,7 +109,7 @@ mod tests {
         // Our own pid with another start time: a previous process that had our pid.
         assert_eq!(
             classify(
-                &ownership_labels(&identity(10, 900)),
+                &identity(10, 900).container_labels(),
                 Some(&us),
                 "h",
                 &mut table

@@ -7,63 +7,31 @@
 //! its own when the daemon answers again.
 
 mod cgroup;
-pub(crate) mod labels;
-pub(crate) mod stats;
-pub(crate) mod sweep;
+mod common;
+mod labels;
+mod sandbox;
+mod spec;
+mod stats;
+mod sweep;
+mod tasks;
+
+pub use common::ContainerSweepReport;
+pub(crate) use common::{
+    CleanupCounters, ContainerReading, ContainerSample, ContainerShutdownReport, ContainerStat,
+    Reports, StatsSource,
+};
+pub(crate) use sandbox::{run_sandbox, run_sandbox_async};
+pub use spec::{SandboxOutput, SandboxSpec};
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bollard::Docker;
-use opentelemetry::metrics::Counter;
-use serde::Serialize;
-
 use crate::owner::{LiveProcesses, Owner, LABEL_RUN_ID};
-use crate::run::RunIdentity;
+use crate::records::RunIdentity;
+use bollard::Docker;
 use cgroup::CgroupStats;
-use stats::{ContainerStat, StatsSampler};
-use sweep::ContainerSweepReport;
-
-/// What shutdown found of this run's containers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub(crate) struct ContainerShutdownReport {
-    /// Containers of this run still present at shutdown and removed then.
-    pub(crate) removed: Vec<String>,
-    /// Containers of this run that could not be removed (also logged).
-    pub(crate) left_behind: Vec<(String, String)>,
-    /// Whether Docker could be asked at all.
-    pub(crate) docker_reachable: bool,
-}
-
-/// This run's running containers at one sample.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct ContainerSample {
-    /// Running containers of this run.
-    pub(crate) active: u64,
-    /// The latest reading of each container that has one.
-    pub(crate) stats: Vec<ContainerStat>,
-}
-
-/// Where container numbers come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StatsSource {
-    /// The kernel's cgroup files, read by loopwatch: no work for dockerd.
-    Cgroup,
-    /// Docker's stats API, one stream per container: where the cgroup files cannot be
-    /// seen from here (a remote or rootless daemon), or when asked for.
-    DockerApi,
-}
-
-impl StatsSource {
-    /// The `source` label of `loopwatch_container_stats_source`.
-    pub(crate) const fn label(self) -> &'static str {
-        match self {
-            StatsSource::Cgroup => "cgroup",
-            StatsSource::DockerApi => "docker_api",
-        }
-    }
-}
+use stats::StatsSampler;
 
 /// Period of the safety-net re-list beside the events stream.
 const RELIST_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -74,27 +42,6 @@ struct Tracked {
     name: String,
     /// Its cgroup files; `None` when its numbers come from the Docker stats API.
     cgroup: Option<CgroupStats>,
-}
-
-/// The counters container cleanup adds to, wherever it happens.
-#[derive(Debug, Clone)]
-pub(crate) struct CleanupCounters {
-    /// `loopwatch_container_cleanup_failures_total`.
-    pub(crate) failures: Counter<u64>,
-    /// `loopwatch_containers_cleaned_total`.
-    pub(crate) cleaned: Counter<u64>,
-}
-
-impl CleanupCounters {
-    /// The counters among loopwatch's instruments.
-    pub(crate) fn of(instruments: &crate::catalog::Instruments) -> Self {
-        CleanupCounters {
-            failures: instruments
-                .loopwatch_container_cleanup_failures_total
-                .clone(),
-            cleaned: instruments.loopwatch_containers_cleaned_total.clone(),
-        }
-    }
 }
 
 /// The containers feature's state, shared by the sampler, the sweeps and the sandbox.
@@ -131,7 +78,7 @@ pub(crate) struct Containers {
     /// that each is counted in `loopwatch_container_cleanup_failures_total` once and
     /// logged at its 1st, 2nd, 4th, 8th … attempt rather than at every sweep.
     failed_removals: Mutex<std::collections::HashMap<String, u64>>,
-    /// This run's own containers whose removal failed: orphans too (requirement 4.4),
+    /// This run's own containers whose removal failed: orphans too,
     /// retried by every sweep until they go.
     stuck: Mutex<HashSet<String>>,
     /// Wakes the sweeper early: one of this run's containers could not be removed.
@@ -223,7 +170,7 @@ impl Containers {
     }
 
     /// Whether the last request to Docker succeeded.
-    pub(crate) fn is_up(&self) -> bool {
+    fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
 
@@ -322,13 +269,13 @@ impl Containers {
     }
 
     /// Waits until one of this run's containers could not be removed.
-    pub(crate) async fn own_removal_failure(&self) {
+    async fn own_removal_failure(&self) {
         self.sweep_soon.notified().await;
     }
 
     /// The orphans left now: a sweep's that could not be removed, and this run's own
     /// containers whose removal failed.
-    pub(crate) fn orphans_left(&self, report: &ContainerSweepReport) -> u64 {
+    fn orphans_left(&self, report: &ContainerSweepReport) -> u64 {
         let stuck = self
             .stuck
             .lock()
@@ -338,12 +285,12 @@ impl Containers {
     }
 
     /// Containers whose removal failed, each counted once (for the page's history).
-    pub(crate) fn cleanup_failures(&self) -> u64 {
+    fn cleanup_failures(&self) -> u64 {
         self.cleanup_failures_seen.load(Ordering::Relaxed)
     }
 
     /// Where this run's container numbers come from.
-    pub(crate) fn stats_source(&self) -> StatsSource {
+    fn stats_source(&self) -> StatsSource {
         if self.use_docker_api.load(Ordering::Relaxed) {
             StatsSource::DockerApi
         } else {
@@ -427,7 +374,7 @@ impl Containers {
     /// stream (start, die, destroy of this run's containers), re-listing every 30 s ([`RELIST_EVERY`])
     /// as a safety net and after any break in the stream. Docker is asked for no
     /// numbers here; `loopwatch_docker_up` follows its answers.
-    pub(crate) async fn watch(&self, cancel: tokio_util::sync::CancellationToken) {
+    async fn watch(&self, cancel: tokio_util::sync::CancellationToken) {
         use futures_util::StreamExt as _;
         let Ok(docker) = self.client.clone() else {
             return;
@@ -507,7 +454,7 @@ impl Containers {
 
     /// One sampler tick: the tracked containers' numbers, from their cgroup files
     /// (microseconds, no Docker request) or, on the fallback, the stats streams.
-    pub(crate) async fn sample(&self) -> Option<ContainerSample> {
+    async fn sample(&self) -> Option<ContainerSample> {
         let mut stats = Vec::new();
         let mut via_api: Vec<(String, String)> = Vec::new();
         let active = {
@@ -541,12 +488,12 @@ impl Containers {
 
     /// Claims the sweep lock now, before the start-up sweep's task is scheduled, so
     /// a shutdown that comes first still waits for that sweep.
-    pub(crate) fn claim_sweep(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    fn claim_sweep(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         Arc::clone(&self.sweeping).try_lock_owned().ok()
     }
 
     /// One orphan sweep; returns what it found and did, or `None` if Docker is down.
-    pub(crate) async fn sweep(
+    async fn sweep_orphans(
         &self,
         claimed: Option<tokio::sync::OwnedMutexGuard<()>>,
     ) -> Option<ContainerSweepReport> {
@@ -555,7 +502,7 @@ impl Containers {
             Some(guard) => guard,
             None => Arc::clone(&self.sweeping).lock_owned().await,
         };
-        match sweep::sweep(
+        match sweep::remove_orphans(
             docker,
             Some(&self.identity),
             &self.identity.owner.host,
@@ -631,7 +578,7 @@ impl Containers {
 
     /// Whether the owner of another loop's container has died since it was seen
     /// alive: a question for the process table, not for Docker.
-    pub(crate) fn an_owner_died(&self) -> bool {
+    fn an_owner_died(&self) -> bool {
         let owners: Vec<Owner> = self
             .foreign_owners
             .lock()
@@ -651,7 +598,7 @@ impl Containers {
     }
 
     /// The last sweep's report.
-    pub(crate) fn last_sweep(&self) -> Option<ContainerSweepReport> {
+    fn last_sweep(&self) -> Option<ContainerSweepReport> {
         self.last_sweep
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -660,7 +607,7 @@ impl Containers {
 
     /// At shutdown: removes every container of this run still present and reports
     /// what could not be removed.
-    pub(crate) async fn verify_cleaned_up(&self) -> ContainerShutdownReport {
+    async fn verify_cleaned_up(&self) -> ContainerShutdownReport {
         let report = self.remove_run_containers().await;
         *self.shutdown.lock().unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
         report
@@ -668,7 +615,7 @@ impl Containers {
 
     /// Removes every container of this run still present (those it created and those
     /// Docker lists with its run id) and reports what could not be removed.
-    pub(crate) async fn remove_run_containers(&self) -> ContainerShutdownReport {
+    async fn remove_run_containers(&self) -> ContainerShutdownReport {
         let mut report = ContainerShutdownReport::default();
         let Ok(docker) = &self.client else {
             return report;
@@ -722,7 +669,7 @@ impl Containers {
     }
 
     /// What shutdown verification found, once it ran.
-    pub(crate) fn shutdown_report(&self) -> Option<ContainerShutdownReport> {
+    fn shutdown_report(&self) -> Option<ContainerShutdownReport> {
         self.shutdown
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -743,7 +690,7 @@ pub fn cleanup_orphans(dry_run: bool) -> Result<ContainerSweepReport, crate::Err
         .map_err(crate::Error::Runtime)?;
     let docker = connect().map_err(|e| crate::Error::Docker(Box::new(e)))?;
     let report = runtime
-        .block_on(sweep::sweep(
+        .block_on(sweep::remove_orphans(
             &docker,
             None,
             &crate::owner::host_name(),

@@ -10,20 +10,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::StreamExt as _;
 
+use super::ContainerStat;
+
 /// A stream silent this long is ended (and restarted on the next tick if the
 /// container still runs): Docker sends a reading every second.
 const STREAM_SILENCE: Duration = Duration::from_secs(10);
-
-/// One container's reading.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ContainerStat {
-    /// Container name (the metrics' `name` label).
-    pub(crate) name: String,
-    /// Working-set memory: usage minus inactive file cache, in bytes.
-    pub(crate) memory_bytes: u64,
-    /// CPU since the previous sample, 100 = one core; `None` on a first sample.
-    pub(crate) cpu_percent: Option<f64>,
-}
 
 /// CPU counters of one sample, to difference against the next.
 #[derive(Debug, Clone, Copy)]

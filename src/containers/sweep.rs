@@ -7,17 +7,16 @@ use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use bollard::Docker;
 
-use crate::containers::labels::{classify, Ownership};
-use crate::owner::{LiveProcesses, Owner, SweepReport, LABEL_MANAGED};
-use crate::run::RunIdentity;
+use super::labels::{classify, Ownership};
+use crate::owner::{LiveProcesses, Owner, LABEL_MANAGED};
+
+use super::ContainerSweepReport;
+use crate::records::RunIdentity;
 
 /// Longest wait for any one Docker request, so a stuck daemon cannot hang cleanup.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Attempts at a removal Docker reports as already in progress (HTTP 409).
 const REMOVAL_ATTEMPTS: u32 = 6;
-
-/// What one container sweep found and did: orphans are container ids.
-pub type ContainerSweepReport = SweepReport<String>;
 
 /// A sweep's report, with the owners of the live loops' containers it left alone (by
 /// container), so that their deaths can be noticed without asking Docker.
@@ -113,7 +112,7 @@ pub(crate) async fn managed_containers(
 /// No creation-time rule is needed to protect a live loop: its containers are judged
 /// by their owner's pid and start time, which a container created while the sweep runs
 /// names just as well.
-pub(crate) async fn sweep(
+pub(crate) async fn remove_orphans(
     docker: &Docker,
     us: Option<&RunIdentity>,
     hostname: &str,

@@ -9,7 +9,7 @@ mod verdicts;
 mod window;
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use enum_map::EnumMap;
 
@@ -19,7 +19,7 @@ pub(crate) use tracker::Transition;
 
 use crate::alerts::{AlertName, AlertState, Watched};
 use crate::config::Thresholds;
-use crate::run::IterationSummary;
+use crate::records::{IterationSummary, Moment};
 use tracker::{AlertTracker, Verdict};
 use window::{Entry, RollingWindow};
 
@@ -58,6 +58,27 @@ pub(crate) struct Findings {
     pub(crate) warnings: Vec<WarningChange>,
 }
 
+impl Findings {
+    /// Adds what another evaluation found (no allocation when it found nothing).
+    pub(crate) fn extend(&mut self, other: Findings) {
+        if self.transitions.is_empty() {
+            self.transitions = other.transitions;
+        } else {
+            self.transitions.extend(other.transitions);
+        }
+        if self.warnings.is_empty() {
+            self.warnings = other.warnings;
+        } else {
+            self.warnings.extend(other.warnings);
+        }
+    }
+
+    /// Whether it found nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.transitions.is_empty() && self.warnings.is_empty()
+    }
+}
+
 /// The evaluator's state: windows, baselines, streaks and the alert trackers.
 #[derive(Debug)]
 pub(crate) struct Evaluator {
@@ -70,8 +91,9 @@ pub(crate) struct Evaluator {
     memory_streak: u64,
     trackers: EnumMap<AlertName, AlertTracker>,
     last_iteration: u64,
-    /// When the supervisor restarted the loop, within the restart window, oldest first.
-    restarts: VecDeque<Instant>,
+    /// When the supervisor restarted the loop (monotonic), within the restart window,
+    /// oldest first.
+    restarts: VecDeque<Duration>,
 }
 
 impl Evaluator {
@@ -90,24 +112,29 @@ impl Evaluator {
         }
     }
 
-    fn judge(
+    /// Moves `alert` along its lifecycle by a rule's verdict, against the alert's
+    /// threshold.
+    fn settle_alert(
         &mut self,
         alert: AlertName,
         verdict: Verdict,
         thresholds: &Thresholds,
+        at: Moment,
         findings: &mut Findings,
     ) {
-        self.judge_against(alert, verdict, alert.threshold(thresholds), findings);
+        self.settle_alert_against(alert, verdict, alert.threshold(thresholds), at, findings);
     }
 
-    fn judge_against(
+    fn settle_alert_against(
         &mut self,
         alert: AlertName,
         verdict: Verdict,
         threshold: f64,
+        at: Moment,
         findings: &mut Findings,
     ) {
-        if let Some(t) = self.trackers[alert].update(verdict, threshold, self.last_iteration) {
+        let tracker = &mut self.trackers[alert];
+        if let Some(t) = tracker.update(verdict, threshold, self.last_iteration, at.wall) {
             findings.transitions.push(t);
         }
     }
@@ -128,7 +155,7 @@ impl Evaluator {
 
     /// Evaluates LoopStalled on the clock: the background task calls this about once a
     /// second, and the monitor at each iteration's start and end.
-    pub(crate) fn on_clock(&mut self, activity: Activity, th: &Thresholds) -> Findings {
+    pub(crate) fn on_clock(&mut self, activity: Activity, th: &Thresholds, at: Moment) -> Findings {
         let mut findings = Findings::default();
         let limit = self.stall_limit(th);
         let waited = if activity.done {
@@ -137,10 +164,11 @@ impl Evaluator {
             activity.running_for.or(activity.idle_for)
         };
         let verdict = verdicts::loop_stalled(waited, limit);
-        self.judge_against(
+        self.settle_alert_against(
             AlertName::LoopStalled,
             verdict,
             limit.as_secs_f64(),
+            at,
             &mut findings,
         );
         findings
@@ -148,48 +176,68 @@ impl Evaluator {
 
     /// Evaluates LoopExited when a supervised loop's process ends: firing for an
     /// unexpected exit (value: its shell status), else clear.
-    pub(crate) fn on_exit(&mut self, exit: &crate::run::LoopExit, th: &Thresholds) -> Findings {
+    pub(crate) fn on_exit(
+        &mut self,
+        exit: &crate::records::LoopExit,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Findings {
         let mut findings = Findings::default();
         let verdict = verdicts::loop_exited(exit);
-        self.judge(AlertName::LoopExited, verdict, th, &mut findings);
+        self.settle_alert(AlertName::LoopExited, verdict, th, at, &mut findings);
         findings
     }
 
-    /// Evaluates LoopCrashLooping when the supervisor restarts the loop at `now`.
-    pub(crate) fn on_restart(&mut self, now: Instant, th: &Thresholds) -> Findings {
-        self.restarts.push_back(now);
-        self.on_restart_window(now, th)
+    /// Evaluates LoopCrashLooping when the supervisor restarts the loop `at`.
+    pub(crate) fn on_restart(&mut self, th: &Thresholds, at: Moment) -> Findings {
+        self.restarts.push_back(at.mono);
+        self.on_restart_window(th, at)
     }
 
-    /// Evaluates LoopCrashLooping at `now`: restarts older than the window no longer
-    /// count (the background task calls this about once a second).
-    pub(crate) fn on_restart_window(&mut self, now: Instant, th: &Thresholds) -> Findings {
+    /// Evaluates LoopCrashLooping `at`: restarts older than the window no longer
+    /// count (the background clock calls this about once a second).
+    pub(crate) fn on_restart_window(&mut self, th: &Thresholds, at: Moment) -> Findings {
         let mut findings = Findings::default();
         while let Some(oldest) = self.restarts.front() {
-            if now.saturating_duration_since(*oldest) < th.restart_window() {
+            if at.since(*oldest) < th.restart_window() {
                 break;
             }
             self.restarts.pop_front();
         }
         let verdict = verdicts::crash_looping(self.recent_restarts(), th);
-        self.judge(AlertName::LoopCrashLooping, verdict, th, &mut findings);
+        self.settle_alert(AlertName::LoopCrashLooping, verdict, th, at, &mut findings);
         findings
     }
 
     /// Evaluates LLMErrors, LLMSpendWithoutProgress and LLMBudget on the LLM calls'
-    /// evidence (after a call, a champion change, or on the clock).
+    /// evidence (after a call, a champion change, or on the clock). The spend alerts
+    /// say so when the spend is a lower bound (calls without usage, tokens without a
+    /// price).
     pub(crate) fn on_llm(
         &mut self,
         evidence: &crate::llm::meter::LlmEvidence,
         th: &Thresholds,
+        at: Moment,
     ) -> Findings {
         let mut findings = Findings::default();
         let errors = verdicts::llm_errors(evidence.recent_failures, evidence.recent_calls, th);
-        self.judge(AlertName::LLMErrors, errors, th, &mut findings);
+        self.settle_alert(AlertName::LLMErrors, errors, th, at, &mut findings);
+        let spending = findings.transitions.len();
         let stuck = verdicts::llm_spend_without_progress(evidence.spend_since_champion_usd, th);
-        self.judge(AlertName::LLMSpendWithoutProgress, stuck, th, &mut findings);
+        self.settle_alert(
+            AlertName::LLMSpendWithoutProgress,
+            stuck,
+            th,
+            at,
+            &mut findings,
+        );
         let budget = verdicts::llm_budget(evidence.spend_usd, evidence.spend_last_hour_usd, th);
-        self.judge(AlertName::LLMBudget, budget, th, &mut findings);
+        self.settle_alert(AlertName::LLMBudget, budget, th, at, &mut findings);
+        if evidence.spend_is_lower_bound {
+            for t in &mut findings.transitions[spending..] {
+                t.note = Some(crate::llm::SPEND_LOWER_BOUND);
+            }
+        }
         findings
     }
 
@@ -244,7 +292,12 @@ impl Evaluator {
     }
 
     /// Evaluates the iteration-based rules and warnings after an iteration ends.
-    pub(crate) fn on_iteration(&mut self, summary: &IterationSummary, th: &Thresholds) -> Findings {
+    pub(crate) fn on_iteration(
+        &mut self,
+        summary: &IterationSummary,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Findings {
         let mut findings = Findings::default();
         self.last_iteration = summary.number;
         self.window.push(Entry {
@@ -264,17 +317,17 @@ impl Evaluator {
                 self.low_diversity_streak = 0;
             }
             let verdict = verdicts::diversity_collapse(self.low_diversity_streak, diversity, th);
-            self.judge(AlertName::DiversityCollapse, verdict, th, &mut findings);
+            self.settle_alert(AlertName::DiversityCollapse, verdict, th, at, &mut findings);
         }
 
         // ChampionStaleness: N iterations since the champion last changed.
         let verdict = verdicts::champion_staleness(summary.champion_staleness, th);
-        self.judge(AlertName::ChampionStaleness, verdict, th, &mut findings);
+        self.settle_alert(AlertName::ChampionStaleness, verdict, th, at, &mut findings);
 
         // LowSuccessRate: below the floor over a full window; pending while filling.
         let rolling = self.window.values();
         let verdict = verdicts::low_success_rate(rolling.success_rate, self.window.is_full(), th);
-        self.judge(AlertName::LowSuccessRate, verdict, th, &mut findings);
+        self.settle_alert(AlertName::LowSuccessRate, verdict, th, at, &mut findings);
 
         self.compare_with_baselines(&rolling, th, &mut findings);
         findings
@@ -339,7 +392,13 @@ impl Evaluator {
     }
 
     /// Evaluates HighMemoryUsage on a host sample, with hysteresis.
-    pub(crate) fn on_host_memory(&mut self, used: u64, total: u64, th: &Thresholds) -> Findings {
+    pub(crate) fn on_host_memory(
+        &mut self,
+        used: u64,
+        total: u64,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Findings {
         let mut findings = Findings::default();
         if total == 0 {
             return findings;
@@ -352,18 +411,19 @@ impl Evaluator {
             0
         };
         let verdict = verdicts::high_memory(fraction, self.memory_streak, firing, th);
-        self.judge(AlertName::HighMemoryUsage, verdict, th, &mut findings);
+        self.settle_alert(AlertName::HighMemoryUsage, verdict, th, at, &mut findings);
         findings
     }
 
     /// Evaluates ContainerCleanupFailures on the count of orphans left after a sweep.
-    pub(crate) fn on_orphans(&mut self, orphans: u64, th: &Thresholds) -> Findings {
+    pub(crate) fn on_orphans(&mut self, orphans: u64, th: &Thresholds, at: Moment) -> Findings {
         let mut findings = Findings::default();
         let verdict = verdicts::cleanup_failures(orphans, th);
-        self.judge(
+        self.settle_alert(
             AlertName::ContainerCleanupFailures,
             verdict,
             th,
+            at,
             &mut findings,
         );
         findings

@@ -8,6 +8,11 @@ fn defaults() -> Thresholds {
     Thresholds::default()
 }
 
+/// A moment for rules that do not look at the clock.
+fn now() -> Moment {
+    Moment::new(Duration::ZERO, std::time::SystemTime::UNIX_EPOCH)
+}
+
 fn summary(number: u64) -> IterationSummary {
     IterationSummary {
         number,
@@ -38,7 +43,7 @@ fn run(alert: AlertName, n: u64, shape: impl Fn(u64, &mut IterationSummary)) -> 
     for i in 1..=n {
         let mut s = summary(i);
         shape(i, &mut s);
-        ever |= fired(&evaluator.on_iteration(&s, &defaults()), alert);
+        ever |= fired(&evaluator.on_iteration(&s, &defaults(), now()), alert);
     }
     (ever, evaluator.states()[alert])
 }
@@ -113,32 +118,32 @@ fn high_memory_fires_above_eighty_percent_with_hysteresis() {
     let mut evaluator = Evaluator::new(&defaults());
     assert!(
         !fired(
-            &evaluator.on_host_memory(79_900, total, &defaults()),
+            &evaluator.on_host_memory(79_900, total, &defaults(), now()),
             AlertName::HighMemoryUsage
         ),
         "79.9%"
     );
     assert!(
         fired(
-            &evaluator.on_host_memory(80_100, total, &defaults()),
+            &evaluator.on_host_memory(80_100, total, &defaults(), now()),
             AlertName::HighMemoryUsage
         ),
         "80.1%"
     );
     // Hovering just below the threshold does not resolve it …
     assert!(evaluator
-        .on_host_memory(79_000, total, &defaults())
+        .on_host_memory(79_000, total, &defaults(), now())
         .transitions
         .is_empty());
     assert!(
         evaluator
-            .on_host_memory(80_500, total, &defaults())
+            .on_host_memory(80_500, total, &defaults(), now())
             .transitions
             .is_empty(),
         "fires once"
     );
     // … falling below the clear fraction does.
-    let resolved = evaluator.on_host_memory(77_000, total, &defaults());
+    let resolved = evaluator.on_host_memory(77_000, total, &defaults(), now());
     assert!(resolved.transitions[0].is_resolution());
     assert_eq!(
         evaluator.states()[AlertName::HighMemoryUsage],
@@ -152,7 +157,7 @@ fn cleanup_failures_fire_above_three_orphans() {
         let mut evaluator = Evaluator::new(&defaults());
         assert_eq!(
             fired(
-                &evaluator.on_orphans(orphans, &defaults()),
+                &evaluator.on_orphans(orphans, &defaults(), now()),
                 AlertName::ContainerCleanupFailures
             ),
             expect,
@@ -169,7 +174,7 @@ fn warnings_after(values: &[(f64, f64)]) -> Vec<WarningChange> {
         let mut s = summary(i as u64 + 1);
         s.mean_sharpe = Some(sharpe);
         s.duration = Duration::from_secs_f64(seconds);
-        out.extend(evaluator.on_iteration(&s, &defaults()).warnings);
+        out.extend(evaluator.on_iteration(&s, &defaults(), now()).warnings);
     }
     out
 }
@@ -243,9 +248,9 @@ fn thresholds_are_configurable() {
     let mut s = summary(1);
     s.champion_staleness = 3;
     s.diversity = Some(0.0);
-    evaluator.on_iteration(&s, &thresholds);
+    evaluator.on_iteration(&s, &thresholds, now());
     s.number = 2;
-    let findings = evaluator.on_iteration(&s, &thresholds);
+    let findings = evaluator.on_iteration(&s, &thresholds, now());
     assert!(fired(&findings, AlertName::DiversityCollapse));
     assert_eq!(
         evaluator.states()[AlertName::ChampionStaleness],
@@ -263,14 +268,14 @@ fn a_stall_is_a_wait_beyond_ten_times_the_mean_and_at_least_the_floor() {
     };
     // No iteration completed yet: the floor alone.
     assert!(!fired(
-        &evaluator.on_clock(running(1.9), &th),
+        &evaluator.on_clock(running(1.9), &th, now()),
         AlertName::LoopStalled
     ));
     assert!(fired(
-        &evaluator.on_clock(running(2.1), &th),
+        &evaluator.on_clock(running(2.1), &th, now()),
         AlertName::LoopStalled
     ));
-    let resolved = evaluator.on_clock(Activity::default(), &th);
+    let resolved = evaluator.on_clock(Activity::default(), &th, now());
     assert!(
         resolved.transitions[0].is_resolution(),
         "resolves when it finishes"
@@ -279,18 +284,18 @@ fn a_stall_is_a_wait_beyond_ten_times_the_mean_and_at_least_the_floor() {
     for i in 1..=10 {
         let mut s = summary(i);
         s.duration = Duration::from_millis(500);
-        evaluator.on_iteration(&s, &th);
+        evaluator.on_iteration(&s, &th, now());
     }
     assert_eq!(evaluator.stall_limit(&th), Duration::from_secs(5));
     assert!(!fired(
-        &evaluator.on_clock(running(4.9), &th),
+        &evaluator.on_clock(running(4.9), &th, now()),
         AlertName::LoopStalled
     ));
     let stuck_between = Activity {
         idle_for: Some(Duration::from_secs(6)),
         ..Activity::default()
     };
-    let findings = evaluator.on_clock(stuck_between, &th);
+    let findings = evaluator.on_clock(stuck_between, &th, now());
     assert!(
         fired(&findings, AlertName::LoopStalled),
         "stuck between iterations"
@@ -301,7 +306,7 @@ fn a_stall_is_a_wait_beyond_ten_times_the_mean_and_at_least_the_floor() {
         done: true,
         ..stuck_between
     };
-    assert!(evaluator.on_clock(done, &th).transitions[0].is_resolution());
+    assert!(evaluator.on_clock(done, &th, now()).transitions[0].is_resolution());
 }
 
 /// Warnings on diversity after a baseline window at `baseline` and a window at `then`.
@@ -311,7 +316,7 @@ fn diversity_warnings(baseline: f64, then: f64) -> Vec<WarningChange> {
     for i in 1..=20 {
         let mut s = summary(i);
         s.diversity = Some(if i <= 10 { baseline } else { then });
-        out.extend(evaluator.on_iteration(&s, &defaults()).warnings);
+        out.extend(evaluator.on_iteration(&s, &defaults(), now()).warnings);
     }
     out.retain(|w| w.watched == Watched::AvgDiversity);
     out
@@ -338,7 +343,7 @@ fn success_rate_degrades_at_twenty_percent_of_its_own_baseline() {
             let mut s = summary(i);
             s.successes = if i <= 10 { 80 } else { then_ok };
             s.failures = 100 - s.successes;
-            out.extend(evaluator.on_iteration(&s, &defaults()).warnings);
+            out.extend(evaluator.on_iteration(&s, &defaults(), now()).warnings);
         }
         out.retain(|w| w.watched == Watched::SuccessRate);
         out
@@ -368,40 +373,43 @@ fn every_alert_fires_in_process() {
     for alert in AlertName::ALL {
         let mut evaluator = Evaluator::new(&th);
         let findings = match alert {
-            AlertName::HighMemoryUsage => evaluator.on_host_memory(90, 100, &th),
+            AlertName::HighMemoryUsage => evaluator.on_host_memory(90, 100, &th, now()),
             AlertName::DiversityCollapse => {
                 let mut last = Findings::default();
                 for i in 1..=th.diversity_iterations() {
                     let mut s = summary(i);
                     s.diversity = Some(0.0);
-                    last = evaluator.on_iteration(&s, &th);
+                    last = evaluator.on_iteration(&s, &th, now());
                 }
                 last
             }
             AlertName::ChampionStaleness => {
                 let mut s = summary(1);
                 s.champion_staleness = th.staleness_iterations();
-                evaluator.on_iteration(&s, &th)
+                evaluator.on_iteration(&s, &th, now())
             }
             AlertName::LowSuccessRate => {
                 let mut last = Findings::default();
                 for i in 1..=th.window() {
                     let mut s = summary(i);
                     s.successes = 0;
-                    last = evaluator.on_iteration(&s, &th);
+                    last = evaluator.on_iteration(&s, &th, now());
                 }
                 last
             }
-            AlertName::ContainerCleanupFailures => evaluator.on_orphans(th.orphan_limit() + 1, &th),
+            AlertName::ContainerCleanupFailures => {
+                evaluator.on_orphans(th.orphan_limit() + 1, &th, now())
+            }
             AlertName::LoopStalled => evaluator.on_clock(
                 Activity {
                     running_for: Some(th.stall_floor() * 2),
                     ..Activity::default()
                 },
                 &th,
+                now(),
             ),
             AlertName::LoopExited => {
-                evaluator.on_exit(&crate::run::LoopExit::new(None, Some(9)), &th)
+                evaluator.on_exit(&crate::records::LoopExit::new(None, Some(9)), &th, now())
             }
             AlertName::LLMErrors => evaluator.on_llm(
                 &crate::llm::meter::LlmEvidence {
@@ -410,6 +418,7 @@ fn every_alert_fires_in_process() {
                     ..Default::default()
                 },
                 &th,
+                now(),
             ),
             AlertName::LLMSpendWithoutProgress => {
                 let th = th.clone().with_llm_spend_without_progress_usd(5.0).unwrap();
@@ -420,6 +429,7 @@ fn every_alert_fires_in_process() {
                         ..Default::default()
                     },
                     &th,
+                    now(),
                 )
             }
             AlertName::LLMBudget => {
@@ -430,15 +440,15 @@ fn every_alert_fires_in_process() {
                         ..Default::default()
                     },
                     &th,
+                    now(),
                 )
             }
             AlertName::LoopCrashLooping => {
-                let now = std::time::Instant::now();
                 for _ in 1..th.crash_loop_restarts() {
-                    let findings = evaluator.on_restart(now, &th);
+                    let findings = evaluator.on_restart(&th, now());
                     assert!(!fired(&findings, alert), "fired below the threshold");
                 }
-                evaluator.on_restart(now, &th)
+                evaluator.on_restart(&th, now())
             }
         };
         assert!(fired(&findings, alert), "{alert:?} did not fire");

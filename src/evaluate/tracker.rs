@@ -35,6 +35,12 @@ pub(crate) struct Transition {
 }
 
 impl Transition {
+    /// Whether this transition is news beyond the log: the alert fired, or a firing
+    /// alert resolved (pending states and quiet clears are not).
+    pub(crate) fn fires_or_resolves(&self) -> bool {
+        self.state == AlertState::Firing || self.is_resolution()
+    }
+
     /// Whether this transition resolves a firing alert.
     pub(crate) fn is_resolution(&self) -> bool {
         self.state == AlertState::Inactive && self.firing_since.is_some()
@@ -58,12 +64,14 @@ impl AlertTracker {
         }
     }
 
-    /// Applies a verdict; returns the transition when the state changed.
+    /// Applies a verdict reached at `at`; returns the transition when the state
+    /// changed.
     pub(crate) fn update(
         &mut self,
         verdict: Verdict,
         threshold: f64,
         iteration: u64,
+        at: SystemTime,
     ) -> Option<Transition> {
         let (next, value) = match verdict {
             Verdict::Clear => (AlertState::Inactive, f64::NAN),
@@ -79,7 +87,6 @@ impl AlertTracker {
         if next == self.state {
             return None;
         }
-        let at = SystemTime::now();
         let firing_since = match next {
             AlertState::Firing => {
                 self.firing_since = Some(at);
@@ -109,31 +116,45 @@ mod tests {
     #[test]
     fn lifecycle_fires_once_and_resolves_once() {
         let mut t = AlertTracker::new(AlertName::DiversityCollapse);
-        let p = t.update(Verdict::Pending(0.05), 0.1, 1).unwrap();
+        let p = t
+            .update(Verdict::Pending(0.05), 0.1, 1, SystemTime::UNIX_EPOCH)
+            .unwrap();
         assert_eq!(p.state, AlertState::Pending);
-        assert!(t.update(Verdict::Pending(0.04), 0.1, 2).is_none());
-        let f = t.update(Verdict::Firing(0.03), 0.1, 5).unwrap();
+        assert!(t
+            .update(Verdict::Pending(0.04), 0.1, 2, SystemTime::UNIX_EPOCH)
+            .is_none());
+        let f = t
+            .update(Verdict::Firing(0.03), 0.1, 5, SystemTime::UNIX_EPOCH)
+            .unwrap();
         assert_eq!(f.state, AlertState::Firing);
         assert!(f.firing_since.is_some());
         assert!(
-            t.update(Verdict::Firing(0.02), 0.1, 6).is_none(),
+            t.update(Verdict::Firing(0.02), 0.1, 6, SystemTime::UNIX_EPOCH)
+                .is_none(),
             "fires once"
         );
         assert!(
-            t.update(Verdict::Pending(0.02), 0.1, 7).is_none(),
+            t.update(Verdict::Pending(0.02), 0.1, 7, SystemTime::UNIX_EPOCH)
+                .is_none(),
             "stays firing"
         );
-        let r = t.update(Verdict::Clear, 0.1, 8).unwrap();
+        let r = t
+            .update(Verdict::Clear, 0.1, 8, SystemTime::UNIX_EPOCH)
+            .unwrap();
         assert!(r.is_resolution());
         assert_eq!(r.firing_since, f.firing_since);
-        assert!(t.update(Verdict::Clear, 0.1, 9).is_none());
+        assert!(t
+            .update(Verdict::Clear, 0.1, 9, SystemTime::UNIX_EPOCH)
+            .is_none());
     }
 
     #[test]
     fn a_pending_alert_that_clears_is_not_a_resolution() {
         let mut t = AlertTracker::new(AlertName::LowSuccessRate);
-        t.update(Verdict::Pending(0.1), 0.2, 3);
-        let cleared = t.update(Verdict::Clear, 0.2, 4).unwrap();
+        t.update(Verdict::Pending(0.1), 0.2, 3, SystemTime::UNIX_EPOCH);
+        let cleared = t
+            .update(Verdict::Clear, 0.2, 4, SystemTime::UNIX_EPOCH)
+            .unwrap();
         assert!(!cleared.is_resolution());
     }
 }

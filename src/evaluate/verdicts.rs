@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::tracker::Verdict;
 use crate::config::Thresholds;
-use crate::run::LoopExit;
+use crate::records::LoopExit;
 
 /// HighMemoryUsage, with hysteresis: above `memory_fraction` for `memory_samples`
 /// consecutive samples fires; once firing, it clears only below

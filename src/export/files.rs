@@ -12,7 +12,7 @@ use crate::alerts::{AlertName, Watched};
 use crate::catalog;
 use crate::error::{CollectError, Error};
 use crate::export::Snapshot;
-use crate::run::EventKind;
+use crate::records::LogEntryKind;
 
 /// File name of the final Prometheus text exposition.
 pub const PROMETHEUS_FINAL_FILE: &str = "prometheus_metrics_final.txt";
@@ -146,7 +146,7 @@ pub(crate) fn write(
     let alert_history: Vec<_> = snapshot
         .events
         .iter()
-        .filter(|e| matches!(e.kind, EventKind::Alert { .. }))
+        .filter(|e| matches!(e.kind, LogEntryKind::Alert { .. }))
         .collect();
     let document = json!({
         "loopwatch_version": env!("CARGO_PKG_VERSION"),

@@ -18,7 +18,7 @@ use crate::alerts::{AlertName, AlertState, Watched};
 use crate::config::Thresholds;
 use crate::error::CollectError;
 use crate::evaluate::RollingValues;
-use crate::run::{Event, HistoryPoint, RunIdentity, RunSummary};
+use crate::records::{HistoryPoint, LogEntry, RunIdentity, RunSummary};
 
 /// The evaluator's state at one instant.
 #[derive(Debug, Clone, Default)]
@@ -71,9 +71,9 @@ pub(crate) struct Snapshot {
     /// Recent iterations, oldest first.
     pub(crate) history: Vec<HistoryPoint>,
     /// The best-so-far curve over the whole run, bounded.
-    pub(crate) progress: crate::run::progress::Progress,
+    pub(crate) progress: crate::records::progress::Progress,
     /// Recent events, oldest first, and how many older ones were dropped.
-    pub(crate) events: Vec<Event>,
+    pub(crate) events: Vec<LogEntry>,
     pub(crate) events_dropped: u64,
     /// The containers feature's state (enabled, Docker reachable, last sweep,
     /// shutdown verification), as written to `metrics_final.json`.

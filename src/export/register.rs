@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::owner::{LiveProcesses, Owner, ProcessTable};
-use crate::run::RunIdentity;
+use crate::records::RunIdentity;
 
 /// One file_sd target group.
 #[derive(Serialize)]

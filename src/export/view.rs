@@ -10,12 +10,12 @@ use serde_json::{json, Value};
 
 use crate::alerts::{AlertName, AlertState};
 use crate::export::Snapshot;
-use crate::run::EventKind;
+use crate::records::LogEntryKind;
 
 /// Failure reasons shown by name; the rest are summed as `other`.
 pub(crate) const TOP_REASONS: usize = 8;
 
-use crate::run::unix_seconds as unix;
+use crate::records::unix_seconds as unix;
 
 /// One stretch of iterations during which an alert fired.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -43,7 +43,7 @@ pub(crate) fn intervals(snapshot: &Snapshot) -> BTreeMap<AlertName, Vec<Interval
     let mut lanes: BTreeMap<AlertName, Vec<Interval>> =
         AlertName::ALL.iter().map(|a| (*a, Vec::new())).collect();
     for event in &snapshot.events {
-        let EventKind::Alert {
+        let LogEntryKind::Alert {
             alertname, state, ..
         } = &event.kind
         else {
@@ -77,7 +77,7 @@ pub(crate) struct Restart {
     /// When it happened, Unix seconds.
     pub(crate) at: f64,
     /// Why the previous process ended.
-    pub(crate) reason: crate::run::ExitReason,
+    pub(crate) reason: crate::records::ExitReason,
     /// The previous process's exit status.
     pub(crate) status: i32,
 }
@@ -88,7 +88,7 @@ pub(crate) fn restarts(snapshot: &Snapshot) -> Vec<Restart> {
         .events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Restarted { reason, status, .. } => Some(Restart {
+            LogEntryKind::Restarted { reason, status, .. } => Some(Restart {
                 iteration: e.iteration,
                 at: unix(e.at),
                 reason: *reason,
@@ -107,7 +107,7 @@ pub(crate) fn firing(snapshot: &Snapshot) -> Vec<Firing> {
         .into_iter()
         .map(|alert| {
             let started = snapshot.events.iter().rev().find_map(|e| match &e.kind {
-                EventKind::Alert {
+                LogEntryKind::Alert {
                     alertname,
                     state: AlertState::Firing,
                     value,

@@ -3,9 +3,7 @@
 //! LLMSpendWithoutProgress judge, and the calls in flight.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -148,22 +146,24 @@ pub(crate) struct CallLabels {
 /// Most distinct provider names kept as label values; further ones are `other`.
 const MAX_PROVIDERS: usize = 8;
 
+/// The tallies of the calls that ended.
 #[derive(Debug, Default)]
-struct Books {
+struct CallBooks {
     by_model: BTreeMap<String, ModelTally>,
     /// The names kept as label values, each set bounded (see [`bounded_label`]).
     models: BTreeSet<String>,
     request_models: BTreeSet<String>,
     providers: BTreeSet<String>,
-    /// The error window: when each recent call ended and whether it failed.
-    recent: VecDeque<(Instant, bool)>,
+    /// The error window: when each recent call ended (monotonic) and whether it
+    /// failed.
+    recent: VecDeque<(Duration, bool)>,
     spend_usd: f64,
     /// Calls without usage or tokens without a price so far.
     spend_is_lower_bound: bool,
     spend_at_champion_usd: f64,
     champion_changes: u64,
-    /// The last hour, per minute: the minute's number since the meter's start, and
-    /// its tally.
+    /// The last hour, per minute: the minute's number since the monitor's clock
+    /// started, and its tally.
     minutes: VecDeque<(u64, MinuteTally)>,
     /// Durations of the recent calls, in seconds.
     durations: VecDeque<f64>,
@@ -183,33 +183,20 @@ fn bounded_label(known: &mut BTreeSet<String>, name: &str, max: usize) -> String
     OTHER_MODEL.to_string()
 }
 
-/// The books, and the calls in flight.
-#[derive(Debug)]
+/// The run's LLM calls: the books of those that ended, and those in flight. Plain
+/// state: time comes in as the monitor clock's monotonic reading (`now`, time since
+/// the clock started), and whoever owns the meter keeps it behind its own lock.
+#[derive(Debug, Default)]
 pub(crate) struct LlmMeter {
-    epoch: Instant,
-    books: Mutex<Books>,
-    in_flight: Mutex<BTreeMap<u64, Instant>>,
-    next_call: AtomicU64,
-    any_calls: std::sync::atomic::AtomicBool,
-    /// The spend so far (the bits of an `f64`), read without the books' lock.
-    spend_bits: AtomicU64,
+    books: CallBooks,
+    /// Calls in flight by id, with when each started.
+    in_flight: BTreeMap<u64, Duration>,
+    any_calls: bool,
 }
 
-impl Default for LlmMeter {
-    fn default() -> Self {
-        LlmMeter {
-            epoch: Instant::now(),
-            books: Mutex::default(),
-            in_flight: Mutex::default(),
-            next_call: AtomicU64::new(0),
-            any_calls: std::sync::atomic::AtomicBool::new(false),
-            spend_bits: AtomicU64::new(0f64.to_bits()),
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+/// The minute of `now` since the clock started.
+fn minute_of(now: Duration) -> u64 {
+    now.as_secs() / MINUTE.as_secs()
 }
 
 impl LlmMeter {
@@ -217,13 +204,14 @@ impl LlmMeter {
     /// under and the evidence after it. An abandoned call stays out of the error
     /// window and the durations; token sums saturate.
     pub(crate) fn record(
-        &self,
+        &mut self,
         call: &LlmCall,
         pricing: Pricing,
         window_calls: u64,
+        now: Duration,
     ) -> (CallLabels, LlmEvidence) {
-        let now = Instant::now();
-        let mut books = lock(&self.books);
+        self.any_calls = true;
+        let books = &mut self.books;
         let model = bounded_label(&mut books.models, call.model(), MAX_MODELS);
         let labels = CallLabels {
             request_model: bounded_label(
@@ -234,7 +222,6 @@ impl LlmMeter {
             provider: bounded_label(&mut books.providers, &call.provider, MAX_PROVIDERS),
             model: model.clone(),
         };
-        self.any_calls.store(true, Ordering::Relaxed);
         let input = call.input_tokens.unwrap_or(0);
         let output = call.output_tokens.unwrap_or(0);
         let usage_missing = call.usage_missing();
@@ -268,9 +255,7 @@ impl LlmMeter {
         tally.cost_usd += cost;
         books.spend_usd += cost;
         books.spend_is_lower_bound |= usage_missing || pricing.unpriced_tokens > 0;
-        self.spend_bits
-            .store(books.spend_usd.to_bits(), Ordering::Relaxed);
-        let minute = now.duration_since(self.epoch).as_secs() / MINUTE.as_secs();
+        let minute = minute_of(now);
         if books.minutes.back().is_none_or(|(m, _)| *m != minute) {
             books.minutes.push_back((minute, MinuteTally::default()));
         }
@@ -298,41 +283,39 @@ impl LlmMeter {
                 books.recent.pop_front();
             }
         }
-        (labels, self.evidence_of(&mut books, now))
+        (labels, self.evidence(now))
     }
 
-    /// The spend so far in US dollars, without a lock (the iteration's path reads it).
+    /// The spend so far in US dollars.
     pub(crate) fn spend_usd(&self) -> f64 {
-        f64::from_bits(self.spend_bits.load(Ordering::Relaxed))
+        self.books.spend_usd
     }
 
     /// Whether any call was recorded (the LLM alerts have nothing to judge before).
     pub(crate) fn any_calls(&self) -> bool {
-        self.any_calls.load(Ordering::Relaxed)
+        self.any_calls
     }
 
-    /// The champion changed: spending without progress starts again from zero.
-    pub(crate) fn champion_changed(&self) -> LlmEvidence {
-        let mut books = lock(&self.books);
+    /// The champion changed at `now`: spending without progress starts again from
+    /// zero.
+    pub(crate) fn champion_changed(&mut self, now: Duration) -> LlmEvidence {
+        let books = &mut self.books;
         books.spend_at_champion_usd = books.spend_usd;
         books.champion_changes += 1;
-        self.evidence_of(&mut books, Instant::now())
+        self.evidence(now)
     }
 
-    /// The evidence now (calls and spending age out of their windows).
-    pub(crate) fn evidence(&self) -> LlmEvidence {
-        self.evidence_of(&mut lock(&self.books), Instant::now())
-    }
-
-    fn evidence_of(&self, books: &mut Books, now: Instant) -> LlmEvidence {
+    /// The evidence at `now`: calls and spending age out of their windows.
+    pub(crate) fn evidence(&mut self, now: Duration) -> LlmEvidence {
+        let books = &mut self.books;
         while books
             .recent
             .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > ERROR_WINDOW_MAX_AGE)
+            .is_some_and(|(at, _)| now.saturating_sub(*at) > ERROR_WINDOW_MAX_AGE)
         {
             books.recent.pop_front();
         }
-        let minute = now.duration_since(self.epoch).as_secs() / MINUTE.as_secs();
+        let minute = minute_of(now);
         while books
             .minutes
             .front()
@@ -350,12 +333,11 @@ impl LlmMeter {
         }
     }
 
-    /// The run's calls so far.
-    pub(crate) fn summary(&self) -> LlmSummary {
-        let mut books = lock(&self.books);
-        let now = Instant::now();
-        self.evidence_of(&mut books, now);
-        let minute = now.duration_since(self.epoch).as_secs() / MINUTE.as_secs();
+    /// The run's calls so far, as of `now` (a reader's look: the last hour is read
+    /// from the minutes still in it, nothing is aged out).
+    pub(crate) fn summary(&self, now: Duration) -> LlmSummary {
+        let books = &self.books;
+        let minute = minute_of(now);
         let mut durations: Vec<f64> = books.durations.iter().copied().collect();
         durations.sort_by(f64::total_cmp);
         let quantile = |q: f64| {
@@ -371,6 +353,7 @@ impl LlmMeter {
                 .minutes
                 .iter()
                 .rev()
+                .filter(|(m, _)| minute.saturating_sub(*m) < HOUR_MINUTES as u64)
                 .map(|(m, tally)| MinuteTally {
                     minutes_ago: minute.saturating_sub(*m),
                     ..*tally
@@ -401,26 +384,24 @@ impl LlmMeter {
         summary
     }
 
-    /// A call starts; the returned id ends it.
-    pub(crate) fn call_started(&self) -> u64 {
-        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
-        lock(&self.in_flight).insert(id, Instant::now());
-        id
+    /// Call `id` started at `now`.
+    pub(crate) fn call_started(&mut self, id: u64, now: Duration) {
+        self.in_flight.insert(id, now);
     }
 
-    /// A call ended (however it did).
-    pub(crate) fn call_ended(&self, id: u64) {
-        lock(&self.in_flight).remove(&id);
+    /// Call `id` is no longer in flight (however it ended).
+    pub(crate) fn call_ended(&mut self, id: u64) {
+        self.in_flight.remove(&id);
     }
 
-    /// Calls in flight and the age of the oldest.
-    pub(crate) fn in_flight(&self) -> (usize, Duration) {
-        let in_flight = lock(&self.in_flight);
-        let oldest = in_flight
+    /// Calls in flight at `now`, and the age of the oldest.
+    pub(crate) fn in_flight(&self, now: Duration) -> (usize, Duration) {
+        let oldest = self
+            .in_flight
             .values()
             .min()
-            .map_or(Duration::ZERO, Instant::elapsed);
-        (in_flight.len(), oldest)
+            .map_or(Duration::ZERO, |started| now.saturating_sub(*started));
+        (self.in_flight.len(), oldest)
     }
 }
 
@@ -437,7 +418,7 @@ mod tests {
 
     #[test]
     fn the_error_window_holds_the_last_calls_and_only_outages_fail() {
-        let meter = LlmMeter::default();
+        let mut meter = LlmMeter::default();
         let call = |error| {
             let call = LlmCall::new("m", Duration::ZERO);
             match error {
@@ -446,23 +427,33 @@ mod tests {
             }
         };
         for _ in 0..25 {
-            meter.record(&call(None), cost(None), 20);
+            meter.record(&call(None), cost(None), 20, Duration::ZERO);
         }
-        let (_, e) = meter.record(&call(Some(LlmError::Status(400))), cost(None), 20);
+        let (_, e) = meter.record(
+            &call(Some(LlmError::Status(400))),
+            cost(None),
+            20,
+            Duration::ZERO,
+        );
         assert_eq!((e.recent_calls, e.recent_failures), (20, 0));
-        let (_, e) = meter.record(&call(Some(LlmError::Status(503))), cost(None), 20);
+        let (_, e) = meter.record(
+            &call(Some(LlmError::Status(503))),
+            cost(None),
+            20,
+            Duration::ZERO,
+        );
         assert_eq!((e.recent_calls, e.recent_failures), (20, 1));
-        assert_eq!(meter.summary().errors, 2);
+        assert_eq!(meter.summary(Duration::ZERO).errors, 2);
     }
 
     #[test]
     fn spend_since_the_champion_restarts_at_each_change() {
-        let meter = LlmMeter::default();
+        let mut meter = LlmMeter::default();
         let call = LlmCall::new("m", Duration::ZERO).with_tokens(10, 10);
-        meter.record(&call, cost(Some(1.5)), 20);
-        let e = meter.champion_changed();
+        meter.record(&call, cost(Some(1.5)), 20, Duration::ZERO);
+        let e = meter.champion_changed(Duration::ZERO);
         assert_eq!(e.spend_since_champion_usd, 0.0);
-        let (_, e) = meter.record(&call, cost(Some(0.5)), 20);
+        let (_, e) = meter.record(&call, cost(Some(0.5)), 20, Duration::ZERO);
         assert_eq!(
             (
                 e.spend_usd,
@@ -475,38 +466,74 @@ mod tests {
             cost_usd: None,
             unpriced_tokens: 20,
         };
-        let (_, e) = meter.record(&call, unpriced, 20);
+        let (_, e) = meter.record(&call, unpriced, 20, Duration::ZERO);
         assert_eq!(e.spend_usd, 2.0);
         assert!(e.spend_is_lower_bound);
-        let summary = meter.summary();
+        let summary = meter.summary(Duration::ZERO);
         assert_eq!(summary.unpriced_tokens, 20);
         assert_eq!(summary.spend_per_champion_change_usd, Some(2.0));
     }
 
     #[test]
+    fn windows_age_by_the_time_they_are_given() {
+        let mut meter = LlmMeter::default();
+        let failed = LlmCall::new("m", Duration::ZERO).with_error(LlmError::Status(503));
+        meter.record(&failed, cost(Some(2.0)), 20, Duration::from_secs(30));
+        let e = meter.evidence(Duration::from_secs(30) + ERROR_WINDOW_MAX_AGE);
+        assert_eq!((e.recent_calls, e.recent_failures), (1, 1));
+        assert_eq!(e.spend_last_hour_usd, 2.0);
+        let later = Duration::from_secs(31) + ERROR_WINDOW_MAX_AGE;
+        assert_eq!(meter.evidence(later).recent_calls, 0, "out of the window");
+        // A reader an hour later sees no spend in the last hour; the total stays.
+        let hour_later = Duration::from_secs(3600 + 60);
+        let summary = meter.summary(hour_later);
+        assert!(summary.last_hour.is_empty());
+        assert_eq!(summary.cost_usd, 2.0);
+        let e = meter.evidence(hour_later);
+        assert_eq!((e.spend_last_hour_usd, e.spend_usd), (0.0, 2.0));
+    }
+
+    #[test]
+    fn calls_in_flight_age_from_their_start() {
+        let mut meter = LlmMeter::default();
+        meter.call_started(1, Duration::from_secs(10));
+        meter.call_started(2, Duration::from_secs(12));
+        assert_eq!(
+            meter.in_flight(Duration::from_secs(15)),
+            (2, Duration::from_secs(5))
+        );
+        meter.call_ended(1);
+        meter.call_ended(7);
+        assert_eq!(
+            meter.in_flight(Duration::from_secs(15)),
+            (1, Duration::from_secs(3))
+        );
+    }
+
+    #[test]
     fn model_labels_are_bounded() {
-        let meter = LlmMeter::default();
+        let mut meter = LlmMeter::default();
         for i in 0..(MAX_MODELS + 5) {
             let call = LlmCall::new(format!("model-{i}"), Duration::ZERO);
-            meter.record(&call, cost(None), 20);
+            meter.record(&call, cost(None), 20, Duration::ZERO);
         }
-        let summary = meter.summary();
+        let summary = meter.summary(Duration::ZERO);
         assert_eq!(summary.by_model.len(), MAX_MODELS + 1);
         assert_eq!(summary.by_model[OTHER_MODEL].calls, 5);
     }
 
     #[test]
     fn abandoned_calls_are_counted_apart_and_stay_out_of_the_error_window() {
-        let meter = LlmMeter::default();
+        let mut meter = LlmMeter::default();
         let ok = LlmCall::new("m", Duration::from_secs(1)).with_tokens(1, 1);
-        meter.record(&ok, cost(Some(0.0)), 20);
+        meter.record(&ok, cost(Some(0.0)), 20, Duration::ZERO);
         for _ in 0..4 {
             let abandoned = LlmCall::new("m", Duration::from_millis(1)).with_abandoned();
-            let (_, e) = meter.record(&abandoned, cost(None), 20);
+            let (_, e) = meter.record(&abandoned, cost(None), 20, Duration::ZERO);
             assert_eq!((e.recent_calls, e.recent_failures), (1, 0));
             assert!(e.spend_is_lower_bound, "its usage is unknown");
         }
-        let summary = meter.summary();
+        let summary = meter.summary(Duration::ZERO);
         assert_eq!(
             (summary.calls, summary.errors, summary.abandoned),
             (5, 0, 4)
@@ -528,7 +555,7 @@ mod tests {
                 1..6,
             )
         ) {
-            let meter = LlmMeter::default();
+            let mut meter = LlmMeter::default();
             let mut input = 0u128;
             let mut output = 0u128;
             for (i, o, reasoning) in &counts {
@@ -541,11 +568,11 @@ mod tests {
                 let pricing = crate::llm::LlmConfig::default()
                     .with_price("m", crate::llm::Price::per_million(1.0, 1.0))
                     .pricing(&call);
-                meter.record(&call, pricing, 20);
+                meter.record(&call, pricing, 20, Duration::ZERO);
                 input += u128::from(i.unwrap_or(0));
                 output += u128::from(o.unwrap_or(0));
             }
-            let summary = meter.summary();
+            let summary = meter.summary(Duration::ZERO);
             let top = |sum: u128| u64::try_from(sum).unwrap_or(u64::MAX);
             proptest::prop_assert_eq!(summary.input_tokens, top(input));
             proptest::prop_assert_eq!(summary.output_tokens, top(output));

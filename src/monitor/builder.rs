@@ -1,4 +1,5 @@
-//! [`MonitorBuilder`]: settings with documented defaults and environment overrides.
+//! [`MonitorBuilder`]: settings with documented defaults and environment overrides,
+//! and [`Monitor::builder`], where every monitor starts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +8,16 @@ use std::time::Duration;
 pub use crate::config::Signals;
 use crate::config::{self, Choices, Settings, Thresholds};
 use crate::error::Error;
-use crate::monitor::Monitor;
+
+use super::handle::Monitor;
+use super::start::start;
+
+impl Monitor {
+    /// A builder with every setting at its default or environment override.
+    pub fn builder() -> MonitorBuilder {
+        MonitorBuilder::default()
+    }
+}
 
 /// Configures and starts a [`Monitor`].
 ///
@@ -72,18 +82,11 @@ impl MonitorBuilder {
         self
     }
 
-    /// The graceful mode: `true` makes the first SIGINT or SIGTERM ask the loop to
-    /// stop (see [`Monitor::stop_requested`]), so it finishes its iteration and shuts
-    /// down; a second (or one while the loop is stalled) writes the final export and
-    /// exits with the signal's status. `false` leaves the signals to the program
-    /// ([`Signals::Off`]). Without either, a signal writes the final export and exits
-    /// at once ([`Signals::Exit`]).
-    pub fn handle_signals(mut self, on: bool) -> Self {
-        self.choices.signals = Some(if on { Signals::Graceful } else { Signals::Off });
-        self
-    }
-
-    /// What SIGINT and SIGTERM do (default [`Signals::Exit`]).
+    /// What SIGINT and SIGTERM do (default [`Signals::Exit`]: the final export, then
+    /// exit with the signal's status). [`Signals::Graceful`] makes the first signal
+    /// ask the loop to stop (see [`Monitor::stop_requested`]), so it finishes its
+    /// iteration and shuts down; a second (or one while the loop is stalled) writes
+    /// the final export and exits. [`Signals::Off`] leaves the signals to the program.
     pub fn signals(mut self, signals: Signals) -> Self {
         self.choices.signals = Some(signals);
         self
@@ -182,7 +185,7 @@ impl MonitorBuilder {
     /// Starts the monitor: binds the endpoint, takes a first host sample, and starts
     /// the background runtime. Fails with a clear error on a bad setting or a busy port.
     pub fn build(self) -> Result<Monitor, Error> {
-        Monitor::start(self.settings()?)
+        start(self.settings()?)
     }
 }
 

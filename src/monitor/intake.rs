@@ -1,6 +1,8 @@
 //! [`Intake`]: reports from a loop in another process, one protocol line at a time.
 //! `loopwatch run` feeds it what its child (and the child's workers) write to the
-//! socket; each message becomes the call a Rust loop would have made.
+//! socket. Each message about the run becomes the event a Rust loop's calls would
+//! have sent; the loop's own metrics, and what its client dropped, go straight to
+//! their instruments (they are not the run's state).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -8,11 +10,12 @@ use std::sync::{Arc, Mutex};
 
 use opentelemetry::metrics::{Counter, Gauge};
 
-use super::hub::Shared;
+use super::event::Event;
+use super::hub::Hub;
 use super::iteration::IterationState;
-use super::judge::lock;
+use super::sync::lock;
 use crate::protocol::{self, LineError, Message, MetricKind};
-use crate::record::{Population, Rejection};
+use crate::reported::{Population, Rejection};
 
 /// The rejection counted for a line that did not parse.
 fn rejection_of(error: LineError) -> Rejection {
@@ -105,7 +108,7 @@ struct IntakeState {
 /// # monitor.shutdown();
 /// ```
 pub struct Intake {
-    shared: Arc<Shared>,
+    hub: Arc<Hub>,
     state: Mutex<IntakeState>,
 }
 
@@ -116,16 +119,16 @@ impl std::fmt::Debug for Intake {
 }
 
 impl Intake {
-    pub(super) fn new(shared: Arc<Shared>) -> Self {
+    pub(super) fn new(hub: Arc<Hub>) -> Self {
         Intake {
-            shared,
+            hub,
             state: Mutex::new(IntakeState::default()),
         }
     }
 
     fn reject(&self, kind: Rejection, value: f64) {
-        let iteration = self.shared.next_iteration.load(Ordering::Relaxed) - 1;
-        self.shared.rejections.reject(kind, value, iteration);
+        let iteration = self.hub.next_iteration.load(Ordering::Relaxed) - 1;
+        self.hub.reject(kind, value, iteration);
     }
 
     /// Applies one line (without its newline), or rejects it.
@@ -152,22 +155,22 @@ impl Intake {
     }
 
     fn apply(&self, state: &mut IntakeState, message: Message) -> Result<(), (Rejection, f64)> {
-        let shared = &*self.shared;
+        let hub = &*self.hub;
         let outside = |value: f64| (Rejection::MessageOutsideIteration, value);
         match message {
             Message::IterationStart { at } => self.start_iteration(state, at),
             Message::IterationEnd { at } => self.end_iteration(state, at)?,
             Message::Success { sharpe, drawdown } => {
                 let open = state.current.as_mut().ok_or(outside(sharpe))?;
-                open.success(shared, sharpe, drawdown);
+                open.success(hub, sharpe, drawdown);
             }
             Message::Outcomes(summary) => {
                 let open = state.current.as_mut().ok_or(outside(f64::NAN))?;
-                open.outcomes(shared, summary);
+                open.outcomes(hub, summary);
             }
             Message::Failure { reason } => {
                 let open = state.current.as_mut().ok_or(outside(f64::NAN))?;
-                open.failure(shared, &reason);
+                open.failure(hub, &reason);
             }
             Message::Population {
                 size,
@@ -178,18 +181,24 @@ impl Intake {
                 let open = state.current.as_mut().ok_or(outside(diversity))?;
                 let mut population = Population::new(size, unique, diversity);
                 population.champion = champion.as_deref();
-                open.population(shared, population);
+                open.population(hub, population);
             }
             Message::Iterations(batch) => self.batch(state, batch),
             Message::Done => {
                 if let Some(open) = state.current.take() {
-                    open.finish(shared);
+                    open.finish(hub);
                 }
-                shared.done();
+                hub.done();
             }
-            Message::LlmCall(call) => shared.llm_call(&call),
+            Message::LlmCall(call) => hub.send(Event::Llm {
+                call,
+                at: hub.clock.now(),
+            }),
+            // Evaluations are parsed and validated, but not applied until the monitor's
+            // state takes events: accepted quietly, neither applied nor rejected.
+            Message::EvaluationStart(_) | Message::EvaluationEnd(_) => {}
             Message::Dropped { count } => {
-                let i = &shared.pipeline().instruments;
+                let i = &hub.pipeline().instruments;
                 i.loopwatch_client_dropped_events_total.add(count, &[]);
                 tracing::warn!(
                     count,
@@ -212,35 +221,33 @@ impl Intake {
 
     /// An iteration starts (ending one left open).
     fn start_iteration(&self, state: &mut IntakeState, at: Option<f64>) {
-        let shared = &*self.shared;
+        let hub = &*self.hub;
         if let Some(open) = state.current.take() {
             tracing::warn!(
                 iteration = open.number(),
                 "a new iteration started before this one ended; ending it now"
             );
-            open.finish(shared);
+            open.finish(hub);
         }
-        let number = shared.next_iteration.fetch_add(1, Ordering::Relaxed);
-        state.current = Some(IterationState::start(shared, number));
+        let number = hub.next_iteration.fetch_add(1, Ordering::Relaxed);
+        state.current = Some(IterationState::start(hub, number));
         state.started_at = at.filter(|t| t.is_finite());
     }
 
     /// Complete iterations merged by the client: numbered, counted and timed exactly,
     /// judged as one (the last of them).
     fn batch(&self, state: &mut IntakeState, batch: protocol::IterationBatch) {
-        let shared = &*self.shared;
+        let hub = &*self.hub;
         if let Some(open) = state.current.take() {
             tracing::warn!(
                 iteration = open.number(),
                 "merged iterations arrived before this one ended; ending it now"
             );
-            open.finish(shared);
+            open.finish(hub);
         }
         state.started_at = None;
-        let first = shared
-            .next_iteration
-            .fetch_add(batch.count, Ordering::Relaxed);
-        IterationState::start(shared, first + batch.count - 1).finish_batch(shared, first, batch);
+        let first = hub.next_iteration.fetch_add(batch.count, Ordering::Relaxed);
+        IterationState::start(hub, first + batch.count - 1).finish_batch(hub, first, batch);
     }
 
     /// The iteration in progress ends, timed by the loop's clock when both ends carry
@@ -261,8 +268,8 @@ impl Intake {
             _ => None,
         };
         match measured {
-            Some(duration) => open.finish_after(&self.shared, duration),
-            None => open.finish(&self.shared),
+            Some(duration) => open.finish_after(&self.hub, duration),
+            None => open.finish(&self.hub),
         };
         Ok(())
     }
@@ -299,7 +306,7 @@ impl Intake {
         if state.metrics.len() >= protocol::MAX_USER_SERIES {
             return Err(Rejection::MetricOverLimit);
         }
-        let meter = self.shared.pipeline().user_meter();
+        let meter = self.hub.pipeline().user_meter();
         let instrument = UserInstrument::new(meter, name.clone(), kind, unit, description);
         instrument.record(value);
         state.metrics.insert(name, instrument);
@@ -309,7 +316,7 @@ impl Intake {
     /// Ends the iteration in progress, if any, with what it has: the loop has exited.
     pub fn close(&self) {
         if let Some(open) = lock(&self.state).current.take() {
-            open.finish(&self.shared);
+            open.finish(&self.hub);
         }
     }
 }

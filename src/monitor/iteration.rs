@@ -1,11 +1,18 @@
 //! One iteration of the loop, as the loop reports it: outcomes, population, timing.
+//!
+//! The loop's thread keeps the iteration's observations itself and sends events to
+//! the hub — the iteration started, the champion changed, the iteration completed —
+//! with a clock reading each. Its only shared state is a few atomics (the iteration's
+//! number, the champion's fingerprint, the staleness), so the loop is told its
+//! iteration's summary at once; everything derived follows when the hub settles.
 
 use std::sync::atomic::Ordering;
 
-use crate::record::{Observations, Population, Rejection};
-use crate::run::{EventKind, IterationSummary};
+use crate::reported::{Observations, Population, Rejection};
+use crate::records::{IterationSummary, Moment};
 
-use super::hub::{fingerprint, Completed, Shared};
+use super::event::{ChampionChange, Completed, Event};
+use super::hub::Hub;
 use super::reasons::ReasonCounts;
 
 /// An iteration in progress, started by [`Monitor::start_iteration`](crate::Monitor::start_iteration).
@@ -16,7 +23,7 @@ use super::reasons::ReasonCounts;
 /// never blocks on the endpoint or the samplers.
 #[must_use = "an iteration is timed until it is finished or dropped"]
 pub struct Iteration<'m> {
-    shared: &'m Shared,
+    hub: &'m Hub,
     state: IterationState,
     /// Whether it has been finished (so that dropping it does not finish it again).
     finished: bool,
@@ -27,8 +34,8 @@ pub struct Iteration<'m> {
 #[derive(Debug)]
 pub(super) struct IterationState {
     number: u64,
-    /// When it started, as a stamp of the judge's clock.
-    started: u64,
+    /// When it started.
+    started: Moment,
     observations: Observations,
     /// The best Sharpe ratio reported in this iteration.
     best_sharpe: Option<f64>,
@@ -49,9 +56,12 @@ impl std::fmt::Debug for Iteration<'_> {
 
 impl IterationState {
     #[inline]
-    pub(super) fn start(shared: &Shared, number: u64) -> Self {
-        let started = shared.judge.clock.now();
-        shared.iteration_started(number, started);
+    pub(super) fn start(hub: &Hub, number: u64) -> Self {
+        let started = hub.clock.now();
+        hub.send(Event::IterationStarted {
+            number,
+            at: started,
+        });
         IterationState {
             number,
             started,
@@ -67,18 +77,13 @@ impl IterationState {
         self.number
     }
 
-    fn rejecter(shared: &Shared, number: u64) -> impl FnMut(Rejection, f64) + '_ {
-        move |kind, value| shared.rejections.reject(kind, value, number)
+    fn rejecter(hub: &Hub, number: u64) -> impl FnMut(Rejection, f64) + '_ {
+        move |kind, value| hub.reject(kind, value, number)
     }
 
     #[inline]
-    pub(super) fn success(
-        &mut self,
-        shared: &Shared,
-        sharpe_ratio: f64,
-        max_drawdown: Option<f64>,
-    ) {
-        let mut reject = Self::rejecter(shared, self.number);
+    pub(super) fn success(&mut self, hub: &Hub, sharpe_ratio: f64, max_drawdown: Option<f64>) {
+        let mut reject = Self::rejecter(hub, self.number);
         self.observations
             .success(sharpe_ratio, max_drawdown, &mut reject);
         if sharpe_ratio.is_finite() && self.best_sharpe.is_none_or(|best| sharpe_ratio > best) {
@@ -87,15 +92,15 @@ impl IterationState {
     }
 
     #[inline]
-    pub(super) fn failure(&mut self, shared: &Shared, reason: &str) {
+    pub(super) fn failure(&mut self, hub: &Hub, reason: &str) {
         self.observations.failure();
-        self.reasons.add(shared.ledger.reasons.id(reason), 1);
+        self.reasons.add(hub.reasons.id(reason), 1);
     }
 
     /// A batch of outcomes summarised by a client: the same counts, sums and
     /// rejections as reporting each one.
-    pub(super) fn outcomes(&mut self, shared: &Shared, summary: crate::protocol::OutcomeSummary) {
-        let mut reject = Self::rejecter(shared, self.number);
+    pub(super) fn outcomes(&mut self, hub: &Hub, summary: crate::protocol::OutcomeSummary) {
+        let mut reject = Self::rejecter(hub, self.number);
         self.observations.summarised(&summary, &mut reject);
         if let Some(max) = summary.sharpe.2 {
             if self.best_sharpe.is_none_or(|best| max > best) {
@@ -103,39 +108,26 @@ impl IterationState {
             }
         }
         for (reason, n) in &summary.failures {
-            self.failures(shared, reason, *n);
+            self.failures(hub, reason, *n);
         }
     }
 
     /// `n` failures with the same reason, tallied at once.
-    pub(super) fn failures(&mut self, shared: &Shared, reason: &str, n: u64) {
+    pub(super) fn failures(&mut self, hub: &Hub, reason: &str, n: u64) {
         self.observations.failures(n);
-        self.reasons.add(shared.ledger.reasons.id(reason), n);
+        self.reasons.add(hub.reasons.id(reason), n);
     }
 
-    pub(super) fn population(&mut self, shared: &Shared, population: Population<'_>) {
-        let mut reject = Self::rejecter(shared, self.number);
+    pub(super) fn population(&mut self, hub: &Hub, population: Population<'_>) {
+        let mut reject = Self::rejecter(hub, self.number);
         self.observations.population(&population, &mut reject);
         let Some(champion) = population.champion else {
             return;
         };
-        if Self::observe_champion(shared, champion, self.number) {
-            self.champion_changed(shared, champion, self.number, 1);
+        // The same champion as last time is recognised by its fingerprint.
+        if hub.new_champion(champion) {
+            self.champion_changed(hub, champion, self.number, 1);
         }
-    }
-
-    /// Records the champion reported in iteration `iteration`; true when it changed.
-    /// The same champion as last time is recognised by its fingerprint, without a
-    /// lock.
-    fn observe_champion(shared: &Shared, champion: &str, iteration: u64) -> bool {
-        let print = fingerprint(champion);
-        if shared.champion_fingerprint.load(Ordering::Relaxed) == print {
-            return false;
-        }
-        let mut run = shared.ledger.run();
-        let changed = run.observe_champion(champion, iteration);
-        shared.champion_fingerprint.store(print, Ordering::Relaxed);
-        changed
     }
 
     /// Applies a batch of merged iterations numbered from `first` (this state is the
@@ -143,45 +135,33 @@ impl IterationState {
     /// reported, the evaluation on the batch as one iteration.
     pub(super) fn finish_batch(
         mut self,
-        shared: &Shared,
+        hub: &Hub,
         first: u64,
         batch: crate::protocol::IterationBatch,
     ) -> IterationSummary {
-        self.outcomes(shared, batch.outcomes);
+        self.outcomes(hub, batch.outcomes);
         if let Some(p) = batch.population {
             let population = Population::new(p.size, p.unique, p.diversity);
-            let mut reject = Self::rejecter(shared, self.number);
+            let mut reject = Self::rejecter(hub, self.number);
             self.observations.population(&population, &mut reject);
         }
         let mut changed_at = None;
         if let Some(c) = batch.champions {
             let at = first + c.first_at;
-            if Self::observe_champion(shared, &c.first, at) {
-                self.champion_changed(shared, &c.first, at, 1);
+            if hub.new_champion(&c.first) {
+                self.champion_changed(hub, &c.first, at, 1);
                 changed_at = Some(at);
             }
             if let Some(last_at) = c.last_change_at {
                 let at = first + last_at;
-                {
-                    let mut run = shared.ledger.run();
-                    run.champion_changed_within(&c.last, at, c.changes);
-                    shared
-                        .champion_fingerprint
-                        .store(fingerprint(&c.last), Ordering::Relaxed);
-                }
-                self.champion_changed(shared, &c.last, at, c.changes);
+                hub.new_champion(&c.last);
+                self.champion_changed(hub, &c.last, at, c.changes);
                 changed_at = Some(at);
             }
         }
         let duration = std::time::Duration::try_from_secs_f64(batch.seconds).unwrap_or_default();
         let since_change = changed_at.map(|at| self.number - at);
-        self.complete(
-            shared,
-            batch.count,
-            duration,
-            since_change,
-            shared.judge.clock.now(),
-        )
+        self.complete(hub, batch.count, duration, since_change, hub.clock.now())
     }
 
     /// Ends `count` completed iterations of `duration` in all (this one, or a batch
@@ -191,24 +171,24 @@ impl IterationState {
     /// settles it.
     fn complete(
         &self,
-        shared: &Shared,
+        hub: &Hub,
         count: u64,
         duration: std::time::Duration,
         since_change: Option<u64>,
-        ended: u64,
+        ended: Moment,
     ) -> IterationSummary {
         let o = &self.observations;
         // Completed iterations since the champion last changed; 0 until there is one.
         let staleness = match since_change {
             Some(since) => {
-                shared.staleness.store(since, Ordering::Relaxed);
+                hub.staleness.store(since, Ordering::Relaxed);
                 since
             }
-            None if shared.champion_fingerprint.load(Ordering::Relaxed) != 0 => shared
+            None if hub.has_champion() => hub
                 .staleness
                 .fetch_add(count, Ordering::Relaxed)
                 .saturating_add(count),
-            None => shared.staleness.load(Ordering::Relaxed),
+            None => hub.staleness.load(Ordering::Relaxed),
         };
         let summary = IterationSummary {
             number: self.number,
@@ -222,56 +202,52 @@ impl IterationState {
             champion_changed: since_change.is_some(),
             champion_staleness: staleness,
         };
-        shared.iteration_completed(Completed {
+        hub.send(Event::Iteration(Completed {
             summary,
             count,
             duration,
             reasons: self.reasons,
             best_sharpe: self.best_sharpe,
-            spend_usd: shared.llm.spend_usd(),
             ended,
-        });
+        }));
         summary
     }
 
-    /// Publishes `changes` champion changes, the last to `champion` at `iteration`.
-    fn champion_changed(&mut self, shared: &Shared, champion: &str, iteration: u64, changes: u64) {
+    /// Sends `changes` champion changes, the last to `champion` at `iteration`.
+    fn champion_changed(&mut self, hub: &Hub, champion: &str, iteration: u64, changes: u64) {
         self.champion_changed = true;
-        shared.publisher.champion_changed(changes);
-        shared.llm_champion_changed();
-        tracing::info!(iteration, champion, "champion changed");
-        shared.ledger.push_event(
+        hub.send(Event::ChampionChanged(ChampionChange {
+            champion: champion.into(),
             iteration,
-            EventKind::ChampionChanged {
-                champion: champion.to_string(),
-            },
-        );
+            changes,
+            at: hub.clock.now(),
+        }));
     }
 
-    pub(super) fn finish(&self, shared: &Shared) -> IterationSummary {
-        let ended = shared.judge.clock.now();
-        let duration = std::time::Duration::from_nanos(ended.saturating_sub(self.started));
+    pub(super) fn finish(&self, hub: &Hub) -> IterationSummary {
+        let ended = hub.clock.now();
+        let duration = ended.since(self.started.mono);
         let since_change = self.champion_changed.then_some(0);
-        self.complete(shared, 1, duration, since_change, ended)
+        self.complete(hub, 1, duration, since_change, ended)
     }
 
     /// Ends the iteration with a duration measured elsewhere (the loop's own clock).
     pub(super) fn finish_after(
         &self,
-        shared: &Shared,
+        hub: &Hub,
         duration: std::time::Duration,
     ) -> IterationSummary {
         let since_change = self.champion_changed.then_some(0);
-        self.complete(shared, 1, duration, since_change, shared.judge.clock.now())
+        self.complete(hub, 1, duration, since_change, hub.clock.now())
     }
 }
 
 impl<'m> Iteration<'m> {
     #[inline]
-    pub(super) fn start(shared: &'m Shared, number: u64) -> Self {
+    pub(super) fn start(hub: &'m Hub, number: u64) -> Self {
         Iteration {
-            shared,
-            state: IterationState::start(shared, number),
+            hub,
+            state: IterationState::start(hub, number),
             finished: false,
         }
     }
@@ -284,8 +260,8 @@ impl<'m> Iteration<'m> {
     /// `loopwatch_rejected_observations_total` and logged.
     #[inline]
     pub fn record_success(&mut self, sharpe_ratio: f64, max_drawdown: f64) {
-        let shared = self.shared;
-        self.state.success(shared, sharpe_ratio, Some(max_drawdown));
+        let hub = self.hub;
+        self.state.success(hub, sharpe_ratio, Some(max_drawdown));
     }
 
     /// Reports a strategy that failed, with a short reason ("too few trades").
@@ -294,8 +270,8 @@ impl<'m> Iteration<'m> {
     /// keep them to a small fixed vocabulary rather than embedding ids or numbers.
     #[inline]
     pub fn record_failure(&mut self, reason: &str) {
-        let shared = self.shared;
-        self.state.failure(shared, reason);
+        let hub = self.hub;
+        self.state.failure(hub, reason);
     }
 
     /// Reports the population: its diversity, distinct strategies and champion.
@@ -303,22 +279,22 @@ impl<'m> Iteration<'m> {
     /// A diversity that is not finite or outside 0–1, or more distinct strategies than
     /// the population holds, is rejected (counted and logged); the rest is kept.
     pub fn record_population(&mut self, population: Population<'_>) {
-        let shared = self.shared;
-        self.state.population(shared, population);
+        let hub = self.hub;
+        self.state.population(hub, population);
     }
 
     /// Ends the iteration: records its duration and averages, updates staleness and
     /// returns what happened.
     pub fn finish(mut self) -> IterationSummary {
         self.finished = true;
-        self.state.finish(self.shared)
+        self.state.finish(self.hub)
     }
 }
 
 impl Drop for Iteration<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.state.finish(self.shared);
+            self.state.finish(self.hub);
         }
     }
 }

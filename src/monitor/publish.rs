@@ -1,19 +1,20 @@
 //! The part of the monitor that publishes: loopwatch's instruments, recorded from
-//! what the loop reported, what the samplers read and what the judge decided. It
-//! holds no state of its own beyond the pipeline.
+//! what applying an event returned ([`Publish`]), and the log lines that go with it.
+//! It holds no state of its own beyond the pipeline.
 
 use std::time::SystemTime;
 
 use opentelemetry::KeyValue;
 
 use crate::alerts::AlertState;
+use crate::containers::{ContainerReading, StatsSource};
 use crate::evaluate::{Transition, WarningChange};
 use crate::pipeline::Pipeline;
-use crate::run::{unix_seconds, IterationSummary};
-use crate::sample::HostSample;
+use crate::records::{unix_seconds, IterationSummary, LoopExit};
 
-use super::findings::FindingSink;
-use super::judge::Judged;
+use super::deliver::FindingSink;
+use super::event::{ChampionChange, HostReading};
+use super::state::{Judged, Publish};
 
 /// loopwatch's instruments and the pipeline that serves them.
 #[derive(Debug)]
@@ -22,17 +23,84 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
-    /// An iteration starts, at `at` (Unix seconds).
-    pub(super) fn iteration_started(&self, number: u64, at: f64) {
-        let i = &self.pipeline.instruments;
-        i.iteration_number.set(number as f64);
-        i.loopwatch_iteration_start_timestamp_seconds.set(at);
+    /// Shows what applying one event changed.
+    pub(super) fn publish(&self, publish: &Publish) {
+        match publish {
+            Publish::Nothing => {}
+            Publish::IterationStarted { number, at } => self.iteration_started(*number, *at),
+            Publish::Iteration {
+                summary,
+                at,
+                judged,
+            } => {
+                self.iteration(summary, *at);
+                self.judged(judged);
+            }
+            Publish::ChampionChanged { change, llm } => {
+                self.champion_changed(change);
+                if let Some(evidence) = llm {
+                    self.llm_evidence(evidence);
+                }
+            }
+            Publish::Host(reading) => self.host(reading),
+            Publish::Containers(reading) => self.containers(reading),
+            Publish::Orphans(orphans) => self.orphaned_containers(*orphans),
+            Publish::ProcessSweep {
+                cleaned,
+                failed,
+                remaining,
+            } => self.process_sweep(*cleaned, *failed, *remaining),
+            Publish::LoopStarted { at, restart } => {
+                self.loop_started(*at);
+                if let Some((reason, recent)) = restart {
+                    self.restarted(reason.restart_label(), *recent);
+                }
+            }
+            Publish::LoopRestarting(exit) => {
+                tracing::warn!(code = ?exit.code, signal = ?exit.signal, reason = ?exit.reason, "the loop ended; it will be started again");
+            }
+            Publish::LoopExited { exit, newly_done } => {
+                log_exit(exit);
+                if *newly_done {
+                    self.done();
+                }
+            }
+            Publish::Done => self.done(),
+            Publish::Llm {
+                call,
+                labels,
+                pricing,
+                evidence,
+            } => self.llm_call(call, labels, *pricing, evidence),
+            Publish::InFlight { calls, oldest } => self.llm_in_flight(*calls, *oldest),
+            Publish::Tick {
+                calls,
+                oldest,
+                llm,
+                recent_restarts,
+            } => {
+                self.llm_in_flight(*calls, *oldest);
+                if let Some(evidence) = llm {
+                    self.llm_evidence(evidence);
+                }
+                self.recent_restarts(*recent_restarts);
+            }
+        }
     }
 
-    /// A completed iteration's values; it ended at `at` (Unix seconds).
-    pub(super) fn iteration(&self, summary: &IterationSummary, at: f64) {
+    /// An iteration starts, at `at`.
+    fn iteration_started(&self, number: u64, at: SystemTime) {
         let i = &self.pipeline.instruments;
-        i.loopwatch_iteration_end_timestamp_seconds.set(at);
+        i.iteration_number.set(number as f64);
+        i.loopwatch_iteration_start_timestamp_seconds
+            .set(unix_seconds(at));
+    }
+
+    /// A completed iteration's values; it ended at `at`.
+    fn iteration(&self, summary: &IterationSummary, at: SystemTime) {
+        let i = &self.pipeline.instruments;
+        i.loopwatch_iteration_end_timestamp_seconds
+            .set(unix_seconds(at));
         i.execution_time_seconds.set(summary.duration.as_secs_f64());
         i.strategy_success_total.add(summary.successes);
         i.strategy_failure_total.add(summary.failures);
@@ -46,16 +114,21 @@ impl Publisher {
             .set(summary.champion_staleness as f64);
     }
 
-    /// The champion changed `changes` times, the last just now.
-    pub(super) fn champion_changed(&self, changes: u64) {
+    /// The champion changed (`changes` times, the last as the change says).
+    fn champion_changed(&self, change: &ChampionChange) {
         let i = &self.pipeline.instruments;
-        i.loopwatch_champion_changes_total.add(changes);
+        i.loopwatch_champion_changes_total.add(change.changes);
         i.loopwatch_champion_changed_timestamp_seconds
-            .set(unix_seconds(SystemTime::now()));
+            .set(unix_seconds(change.at.wall));
+        tracing::info!(
+            iteration = change.iteration,
+            champion = &*change.champion,
+            "champion changed"
+        );
     }
 
     /// The evaluator's rolling values, streak, and baselines when one was captured.
-    pub(super) fn judged(&self, judged: &Judged) {
+    fn judged(&self, judged: &Judged) {
         let i = &self.pipeline.instruments;
         let rolling = &judged.rolling;
         i.loopwatch_rolling_window_iterations
@@ -80,8 +153,9 @@ impl Publisher {
     }
 
     /// One host and process sample, and the memory HighMemoryUsage compares.
-    pub(super) fn host(&self, sample: &HostSample, memory_used: u64, memory_limit: u64) {
+    fn host(&self, reading: &HostReading) {
         let i = &self.pipeline.instruments;
+        let sample = &reading.sample;
         i.memory_usage_bytes.set(sample.loop_rss_bytes as f64);
         i.cpu_usage_percent.set(sample.loop_cpu_percent);
         i.loopwatch_loop_processes.set(sample.loop_processes as f64);
@@ -96,17 +170,19 @@ impl Publisher {
             .set(sample.process_virtual_memory_bytes as f64);
         i.process_start_time_seconds
             .set(sample.process_start_time_seconds as f64);
-        if let Some((open, max)) = crate::sample::file_descriptors() {
+        if let Some((open, max)) = reading.file_descriptors {
             i.process_open_fds.set(open as f64);
             i.process_max_fds.set(max as f64);
         }
         i.loopwatch_sampler_ticks_total.add(1, &[]);
-        i.loopwatch_memory_used_bytes.set(memory_used as f64);
-        i.loopwatch_memory_limit_bytes.set(memory_limit as f64);
+        i.loopwatch_memory_used_bytes
+            .set(reading.memory_used as f64);
+        i.loopwatch_memory_limit_bytes
+            .set(reading.memory_limit as f64);
     }
 
     /// What a process sweep found and did.
-    pub(super) fn process_sweep(&self, cleaned: usize, failed: usize, remaining: usize) {
+    fn process_sweep(&self, cleaned: usize, failed: usize, remaining: usize) {
         let i = &self.pipeline.instruments;
         i.loopwatch_processes_cleaned_total.add(cleaned as u64, &[]);
         i.loopwatch_process_cleanup_failures_total
@@ -115,7 +191,7 @@ impl Publisher {
     }
 
     /// The orphaned containers left after a sweep.
-    pub(super) fn orphaned_containers(&self, orphans: u64) {
+    fn orphaned_containers(&self, orphans: u64) {
         self.pipeline
             .instruments
             .orphaned_containers
@@ -123,7 +199,7 @@ impl Publisher {
     }
 
     /// The loop has said it is done.
-    pub(super) fn done(&self) {
+    fn done(&self) {
         self.pipeline
             .instruments
             .loopwatch_loop_done
@@ -139,7 +215,7 @@ impl Publisher {
     }
 
     /// The supervisor restarted the loop; `recent` restarts are within the window.
-    pub(super) fn restarted(&self, reason: &'static str, recent: u64) {
+    fn restarted(&self, reason: &'static str, recent: u64) {
         let i = &self.pipeline.instruments;
         i.loopwatch_loop_restarts_total
             .add(1, &[KeyValue::new("reason", reason)]);
@@ -147,7 +223,7 @@ impl Publisher {
     }
 
     /// Restarts within the restart window.
-    pub(super) fn recent_restarts(&self, recent: u64) {
+    fn recent_restarts(&self, recent: u64) {
         self.pipeline
             .instruments
             .loopwatch_loop_restarts_recent
@@ -157,7 +233,7 @@ impl Publisher {
     /// One LLM call: the GenAI histograms, the calls, cost, token and rate-limit
     /// counters, and the evidence gauges after it. An abandoned call did not end, so
     /// it has no operation duration; it is counted under its own outcome.
-    pub(super) fn llm_call(
+    fn llm_call(
         &self,
         call: &crate::llm::LlmCall,
         labels: &crate::llm::meter::CallLabels,
@@ -224,7 +300,7 @@ impl Publisher {
     }
 
     /// What the LLM alerts judge.
-    pub(super) fn llm_evidence(&self, evidence: &crate::llm::meter::LlmEvidence) {
+    fn llm_evidence(&self, evidence: &crate::llm::meter::LlmEvidence) {
         let i = &self.pipeline.instruments;
         i.loopwatch_llm_recent_calls
             .record(evidence.recent_calls as f64, &[]);
@@ -238,27 +314,20 @@ impl Publisher {
     }
 
     /// LLM calls in flight and the age of the oldest.
-    pub(super) fn llm_in_flight(&self, calls: usize, oldest: std::time::Duration) {
+    fn llm_in_flight(&self, calls: usize, oldest: std::time::Duration) {
         let i = &self.pipeline.instruments;
         i.loopwatch_llm_in_flight.record(calls as f64, &[]);
         i.loopwatch_llm_oldest_in_flight_seconds
             .record(oldest.as_secs_f64(), &[]);
     }
 
-    /// One container sample (or Docker being down: `None`).
-    #[cfg(feature = "docker")]
-    pub(super) fn containers(
-        &self,
-        containers: &crate::containers::Containers,
-        sample: Option<&crate::containers::ContainerSample>,
-    ) {
-        use crate::containers::StatsSource;
+    /// One container sample (or Docker being down).
+    fn containers(&self, reading: &ContainerReading) {
         let i = &self.pipeline.instruments;
-        i.loopwatch_docker_up
-            .set(f64::from(u8::from(containers.is_up())));
-        let source = containers.stats_source();
+        i.loopwatch_docker_up.set(f64::from(u8::from(reading.up)));
+        let source = reading.source;
         i.loopwatch_container_stats_source.set_series(
-            [StatsSource::Cgroup, StatsSource::DockerApi]
+            StatsSource::ALL
                 .map(|s| {
                     (
                         vec![KeyValue::new("source", s.label())],
@@ -267,14 +336,14 @@ impl Publisher {
                 })
                 .to_vec(),
         );
-        let Some(sample) = sample else {
+        let Some(sample) = &reading.sample else {
             // Docker is down: the per-container series go, the count keeps its last.
             i.container_memory_usage.set_series(Vec::new());
             i.container_cpu_usage.set_series(Vec::new());
             return;
         };
         i.active_containers.set(sample.active as f64);
-        let name = |stat: &crate::containers::stats::ContainerStat| {
+        let name = |stat: &crate::containers::ContainerStat| {
             vec![KeyValue::new("name", stat.name.clone())]
         };
         i.container_memory_usage.set_series(
@@ -291,6 +360,15 @@ impl Publisher {
                 .filter_map(|s| s.cpu_percent.map(|cpu| (name(s), cpu)))
                 .collect(),
         );
+    }
+}
+
+/// Logs how a supervised loop's process ended for good.
+fn log_exit(exit: &LoopExit) {
+    if exit.unexpected() {
+        tracing::error!(code = ?exit.code, signal = ?exit.signal, "the loop exited before it said it was done");
+    } else {
+        tracing::info!(code = ?exit.code, signal = ?exit.signal, said_done = exit.said_done, "the loop exited");
     }
 }
 

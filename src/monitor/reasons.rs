@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use crate::run::MAX_FAILURE_REASONS;
+use crate::records::MAX_FAILURE_REASONS;
 
-use super::judge::lock;
+use super::sync::lock;
 
 /// The number of every reason past the first [`MAX_FAILURE_REASONS`].
 pub(crate) const OTHER: usize = MAX_FAILURE_REASONS;

@@ -44,7 +44,7 @@ impl HostSample {
     /// Host memory in use as a fraction of the total (0.0–1.0).
     ///
     /// ```
-    /// let sample = loopwatch::HostSampler::for_current_process().tick();
+    /// let sample = loopwatch::sample::HostSampler::for_current_process().tick();
     /// let fraction = sample.host_memory_fraction();
     /// assert!(fraction > 0.0 && fraction < 1.0);
     /// ```
@@ -63,7 +63,7 @@ impl HostSample {
 /// two ticks, and the files stay open between them.
 ///
 /// ```
-/// let mut sampler = loopwatch::HostSampler::for_current_process();
+/// let mut sampler = loopwatch::sample::HostSampler::for_current_process();
 /// let sample = sampler.tick();
 /// assert!(sample.host_memory_total_bytes > 0);
 /// assert!(sample.process_rss_bytes > 0);

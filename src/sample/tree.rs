@@ -81,7 +81,7 @@ fn all_parents() -> HashMap<u32, Vec<u32>> {
 /// root first: what `loopwatch run` signals when it ends a loop's whole tree.
 ///
 /// ```
-/// let tree = loopwatch::process_tree(std::process::id());
+/// let tree = loopwatch::sample::process_tree(std::process::id());
 /// assert_eq!(tree[0], std::process::id());
 /// ```
 pub fn process_tree(root: u32) -> Vec<u32> {

@@ -274,8 +274,8 @@ pub fn promtool_check_metrics(text: &str) -> (bool, String) {
     (output.status.success(), report)
 }
 
-/// promtool lint findings that are accepted: the names are fixed by the requirements
-/// (requirement 1.4 names `unique_strategy_count`, a gauge that ends in `_count`).
+/// promtool lint findings that are accepted: the names are fixed by the exported
+/// contract (`unique_strategy_count` is a gauge that ends in `_count`).
 pub const ACCEPTED_LINT: &[&str] = &[
     r#"unique_strategy_count non-histogram and non-summary metrics should not have "_count" suffix"#,
 ];

@@ -1,4 +1,5 @@
-//! The Grafana dashboard (Grafana 9+): the four panels of requirement 2 and two of LLM
+//! The Grafana dashboard (Grafana 9+): resource usage, strategy performance, diversity
+//! and container stats, and two of LLM
 //! calls, with units,
 //! threshold lines at the alert thresholds, a 5 s refresh, a Prometheus datasource
 //! variable, and annotations for champion changes and alerts.

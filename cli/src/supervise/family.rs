@@ -78,7 +78,7 @@ impl Family {
                 }
             };
         let mut signalled = 0;
-        for process in loopwatch::descendants(std::process::id()) {
+        for process in loopwatch::cleanup::descendants(std::process::id()) {
             let target = pid(process.pid);
             if group_signalled && getpgid(Some(target)) == Ok(self.leader) {
                 continue; // the group's signal reached it
@@ -95,7 +95,7 @@ impl Family {
 
     /// Whether any process below loopwatch still runs.
     pub(crate) fn any_left(&self) -> bool {
-        !loopwatch::descendants(std::process::id()).is_empty()
+        !loopwatch::cleanup::descendants(std::process::id()).is_empty()
     }
 
     /// Notes that the leader has been reaped (its exit is waited for with
@@ -123,7 +123,7 @@ pub(crate) fn wait_for_exit(leader: Pid) -> nix::Result<()> {
 /// Returns how many were reaped.
 pub(crate) fn reap_orphans(keep: Option<Pid>) -> usize {
     let mut reaped = 0;
-    for zombie in loopwatch::zombie_children() {
+    for zombie in loopwatch::cleanup::zombie_children() {
         let zombie = pid(zombie);
         if Some(zombie) == keep {
             continue;

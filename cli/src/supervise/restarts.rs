@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use loopwatch::{ExitReason, LoopExit};
+use loopwatch::supervise::{ExitReason, LoopExit};
 
 use super::signals::OperatorSignals;
 use super::spawning::{ChildEnd, Launch};
@@ -87,7 +87,7 @@ pub(super) fn until_the_last_end(
         let Some(delay) = restarts.after(&end, options.on_stall) else {
             return Some(end.exit);
         };
-        session.monitor.loop_restarting(end.exit);
+        session.supervision.loop_restarting(end.exit);
         session.clear_for_a_restart(options.grace);
         tracing::info!(delay = %humantime::format_duration(delay), restarts = restarts.total + 1, "restarting the loop");
         if session.runtime.block_on(signals.wait(delay)) {

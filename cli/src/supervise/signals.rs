@@ -11,7 +11,8 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use loopwatch::llm::proxy::LlmProxy;
-use loopwatch::{AlertName, ExitReason};
+use loopwatch::supervise::ExitReason;
+use loopwatch::AlertName;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};

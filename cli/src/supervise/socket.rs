@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loopwatch::protocol::MAX_LINE_BYTES;
-use loopwatch::Intake;
+use loopwatch::supervise::Intake;
 
 /// The longest path a Unix socket can be bound at: `sun_path` holds 108 bytes, the
 /// last a NUL.

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use loopwatch::llm::proxy::{LlmProxy, ProxyConfig};
-use loopwatch::{ExitReason, LoopExit, Monitor};
+use loopwatch::supervise::{ExitReason, LoopExit, Supervision};
+use loopwatch::Monitor;
 use nix::sys::signal::Signal;
 
 use super::family::{self, Family};
@@ -56,6 +57,7 @@ pub(super) fn start_llm_proxy(
 /// The loop's command, and what each of its starts is given.
 pub(super) struct Launch<'a> {
     pub(super) monitor: &'a Monitor,
+    pub(super) supervision: &'a Supervision,
     pub(super) options: &'a RunOptions,
     pub(super) program: &'a OsString,
     pub(super) args: &'a [OsString],
@@ -104,7 +106,7 @@ impl Launch<'_> {
         // The run's identity (LOOPWATCH_RUN_ID, LOOPWATCH_OWNER) marks the child and
         // all it starts, so that whatever of it escapes loopwatch's process tree is
         // still found and cleaned up.
-        monitor
+        self.supervision
             .identify(&mut command)
             .args(self.args)
             .env(
@@ -144,7 +146,7 @@ impl Launch<'_> {
         if let Some(terminal) = self.terminal {
             terminal.pass_on(leader);
         }
-        self.monitor.loop_started(child.id());
+        self.supervision.loop_started(child.id());
         if let Some(proxy) = self.llm_proxy {
             // A new start: a call it gives up on before its provider answers is a timeout.
             proxy.loop_ending(false);

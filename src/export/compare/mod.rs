@@ -448,7 +448,7 @@ impl FinalRun {
 /// }
 /// monitor.shutdown(); // writes metrics_final.json into dir
 ///
-/// let comparison = loopwatch::Comparison::read(&[dir.path()]).unwrap();
+/// let comparison = loopwatch::compare::Comparison::read(&[dir.path()]).unwrap();
 /// let row = comparison.table()[0];
 /// assert_eq!(row.iterations, 3);
 /// assert_eq!(row.best_sharpe, Some(1.5));

@@ -14,7 +14,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use crate::alerts::AlertName;
 use crate::export::view::{self, Interval, Restart};
 use crate::export::Snapshot;
-use crate::run::HistoryPoint;
+use crate::records::HistoryPoint;
 
 const WIDTH: f64 = 440.0;
 const HEIGHT: f64 = 130.0;
@@ -341,7 +341,7 @@ fn timeline(
                         y=(restart_y) width="3" height=(lane_height - 4.0) {
                         title {
                             "restarted after iteration " (r.iteration) " (" (clock(r.at)) "): "
-                            (match r.reason { crate::run::ExitReason::Stalled => "stalled", _ => "exited" })
+                            (match r.reason { crate::records::ExitReason::Stalled => "stalled", _ => "exited" })
                             ", status " (r.status)
                         }
                     }

@@ -11,6 +11,29 @@ use crate::owner::Owner;
 
 pub(crate) mod progress;
 
+/// An instant as the monitor's clock read it: monotonic (time since the clock
+/// started) for durations and windows, and the wall clock for what is shown, kept
+/// and sent. Events carry it, so that what applies them never reads a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Moment {
+    /// Time since the monitor's clock started: never steps back.
+    pub(crate) mono: Duration,
+    /// The wall-clock time.
+    pub(crate) wall: SystemTime,
+}
+
+impl Moment {
+    /// The moment `mono` after a clock's start, at wall-clock time `wall`.
+    pub(crate) const fn new(mono: Duration, wall: SystemTime) -> Self {
+        Moment { mono, wall }
+    }
+
+    /// Time from `earlier` to this moment (zero if `earlier` is later).
+    pub(crate) fn since(self, earlier: Duration) -> Duration {
+        self.mono.saturating_sub(earlier)
+    }
+}
+
 /// Who this run is: the identity carried by its labels, alerts and exports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -40,6 +63,22 @@ impl RunIdentity {
             experiment: None,
             loop_name: None,
         }
+    }
+
+    /// The ownership labels every container of this run carries (`README.md`,
+    /// "Containers"): `loopwatch.managed`, `loopwatch.run_id` and the owner's
+    /// identity.
+    pub(crate) fn container_labels(&self) -> std::collections::HashMap<String, String> {
+        let mut labels = std::collections::HashMap::from([
+            (crate::owner::LABEL_MANAGED.to_string(), "true".to_string()),
+            (crate::owner::LABEL_RUN_ID.to_string(), self.run_id.clone()),
+        ]);
+        labels.extend(
+            self.owner
+                .labels()
+                .map(|(key, value)| (key.to_string(), value)),
+        );
+        labels
     }
 
     /// The loop labels (`experiment`, `loop`) that are set, as label pairs.
@@ -174,7 +213,7 @@ impl LoopExit {
     /// The status a shell reports for it: the code, or 128 + the signal.
     ///
     /// ```
-    /// let killed = loopwatch::LoopExit::new(None, Some(9));
+    /// let killed = loopwatch::supervise::LoopExit::new(None, Some(9));
     /// assert_eq!(killed.shell_status(), 137);
     /// assert!(killed.unexpected());
     /// ```
@@ -294,13 +333,14 @@ pub(crate) struct HistoryPoint {
     pub(crate) alerts_firing: u8,
 }
 
-/// Events kept in memory; the oldest are dropped first (and counted).
+/// Entries of the event log kept in memory; the oldest are dropped first (and
+/// counted).
 pub(crate) const MAX_EVENTS: usize = 1024;
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub(crate) enum EventKind {
+pub(crate) enum LogEntryKind {
     /// The champion changed.
     ChampionChanged {
         /// The new champion's identity.
@@ -346,9 +386,10 @@ pub(crate) enum EventKind {
     },
 }
 
-/// One event, for dashboard annotations and `metrics_final.json`.
+/// One entry of the run's event log, for dashboard annotations and
+/// `metrics_final.json` (its `events`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub(crate) struct Event {
+pub(crate) struct LogEntry {
     /// When it happened.
     #[serde(serialize_with = "serialize_time")]
     pub(crate) at: SystemTime,
@@ -356,7 +397,7 @@ pub(crate) struct Event {
     pub(crate) iteration: u64,
     /// What happened.
     #[serde(flatten)]
-    pub(crate) kind: EventKind,
+    pub(crate) kind: LogEntryKind,
 }
 
 /// Seconds since the Unix epoch.

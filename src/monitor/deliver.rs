@@ -1,6 +1,7 @@
-//! How an evaluation's findings reach their consumers. The judge decides; each
-//! consumer — the log, the gauges, Alertmanager, the event ledger — implements
-//! [`FindingSink`] and is handed every transition that matters to it by [`dispatch`].
+//! How an evaluation's findings reach their consumers. The run's state decides (and
+//! keeps them in its event log); each consumer — the log, the gauges, Alertmanager —
+//! implements [`FindingSink`] and is handed every transition that matters to it by
+//! [`dispatch`].
 
 use crate::alerts::AlertState;
 use crate::evaluate::{Findings, Transition, WarningChange};
@@ -20,7 +21,7 @@ pub(super) trait FindingSink {
 pub(super) fn dispatch(findings: &Findings, log: &Log<'_>, sinks: &[Option<&dyn FindingSink>]) {
     for transition in &findings.transitions {
         log.transition(transition);
-        if transition.state == AlertState::Firing || transition.is_resolution() {
+        if transition.fires_or_resolves() {
             for sink in sinks.iter().flatten() {
                 sink.transition(transition);
             }
@@ -55,6 +56,16 @@ impl FindingSink for Log<'_> {
                 note = t.note.unwrap_or_default(),
                 "{}",
                 t.alert.message()
+            ),
+            AlertState::Pending if t.alert.pending_message().is_some() => tracing::warn!(
+                run_id = %self.run_id,
+                alertname = name,
+                value = t.value,
+                threshold = t.threshold,
+                iteration = t.iteration,
+                note = t.note.unwrap_or_default(),
+                "{}",
+                t.alert.pending_message().unwrap_or_default()
             ),
             AlertState::Inactive if t.is_resolution() => tracing::info!(
                 run_id = %self.run_id,

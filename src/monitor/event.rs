@@ -1,0 +1,171 @@
+//! [`Event`]: everything that happens to a run, as the producers report it. The
+//! loop's thread, the intake, the samplers, the background clock, the supervisor and
+//! the LLM recorder only send events; [`RunState::apply`](super::state::RunState::apply)
+//! alone changes the run's state from them, one event at a time, in the order they
+//! were sent. Time arrives in the events (a [`Moment`] each), so applying one never
+//! reads a clock.
+//!
+//! Adding a kind of event is one variant here and one arm in `apply`.
+
+use std::time::Duration;
+
+use crate::llm::LlmCall;
+use crate::records::{IterationSummary, LoopExit, Moment};
+use crate::sample::HostSample;
+
+use super::reasons::ReasonCounts;
+
+/// Something that happened to the run.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The loop started iteration `number`.
+    IterationStarted {
+        /// Its number.
+        number: u64,
+        /// When it started.
+        at: Moment,
+    },
+    /// The loop completed an iteration (or a merged batch of them).
+    Iteration(Completed),
+    /// The champion changed (`changes` times within a merged batch).
+    ChampionChanged(ChampionChange),
+    /// A host and process sample.
+    Host(HostReading),
+    /// A container sample, or Docker being down.
+    Containers {
+        /// What the containers feature read.
+        reading: crate::containers::ContainerReading,
+        /// When.
+        at: Moment,
+    },
+    /// Orphaned containers left after a cleanup sweep.
+    Orphans {
+        /// How many.
+        count: u64,
+        /// When the sweep ended.
+        at: Moment,
+    },
+    /// A sweep for orphaned processes ended.
+    ProcessSweep(ProcessSweep),
+    /// A supervised loop's process started (again, after a restart).
+    LoopStarted {
+        /// When.
+        at: Moment,
+    },
+    /// A supervised loop's process ended, and the supervisor will start it again.
+    LoopRestarting {
+        /// How it ended.
+        exit: LoopExit,
+        /// When the supervisor said so.
+        at: Moment,
+    },
+    /// A supervised loop's process ended for good.
+    LoopExited {
+        /// How it ended.
+        exit: LoopExit,
+        /// When the supervisor said so.
+        at: Moment,
+    },
+    /// The supervised loop has no way to report: its silence says nothing.
+    LoopCannotReport {
+        /// When the supervisor said so.
+        at: Moment,
+    },
+    /// The loop said it is done: no more iterations are coming.
+    Done {
+        /// When.
+        at: Moment,
+    },
+    /// An LLM call ended (or was abandoned).
+    Llm {
+        /// The call, as the proxy or the loop reported it.
+        call: Box<LlmCall>,
+        /// When it was reported.
+        at: Moment,
+    },
+    /// An LLM call started: it is in flight until [`Event::LlmEnded`] with its id.
+    LlmStarted {
+        /// The call's id.
+        id: u64,
+        /// When it started.
+        at: Moment,
+    },
+    /// An LLM call is no longer in flight.
+    LlmEnded {
+        /// The call's id.
+        id: u64,
+        /// When.
+        at: Moment,
+    },
+    /// The background clock: what changes with time alone (a stall, windows that
+    /// move on) is evaluated at `at`.
+    Tick {
+        /// Now.
+        at: Moment,
+    },
+}
+
+/// A completed iteration (or a merged batch of them), as the loop's thread sends it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Completed {
+    /// What the loop is told about it.
+    pub(crate) summary: IterationSummary,
+    /// Iterations it stands for (more than one for a merged batch).
+    pub(crate) count: u64,
+    /// Their wall-clock time in all.
+    pub(crate) duration: Duration,
+    /// Its failures by reason.
+    pub(crate) reasons: ReasonCounts,
+    /// The best Sharpe ratio reported in it.
+    pub(crate) best_sharpe: Option<f64>,
+    /// When it ended.
+    pub(crate) ended: Moment,
+}
+
+/// The champion changed.
+#[derive(Debug, Clone)]
+pub(crate) struct ChampionChange {
+    /// The new champion's identity.
+    pub(crate) champion: Box<str>,
+    /// The iteration it was reported in.
+    pub(crate) iteration: u64,
+    /// Changes it stands for (more than one within a merged batch; the last to
+    /// `champion`).
+    pub(crate) changes: u64,
+    /// When it was reported.
+    pub(crate) at: Moment,
+}
+
+/// One host and process sample, with the memory HighMemoryUsage compares.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostReading {
+    /// The sample.
+    pub(crate) sample: HostSample,
+    /// Memory in use against the limit that kills: the cgroup's working set, when
+    /// the cgroup's limit is below host memory, else the host's.
+    pub(crate) memory_used: u64,
+    /// That limit.
+    pub(crate) memory_limit: u64,
+    /// This process's open and most file descriptors, when they can be read.
+    pub(crate) file_descriptors: Option<(u64, u64)>,
+    /// When it was taken.
+    pub(crate) at: Moment,
+}
+
+/// What a sweep for orphaned processes found and did.
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessSweep {
+    /// Processes (pid, start ticks) it gave up on: not to be signalled again.
+    pub(crate) given_up: Vec<(u32, u64)>,
+    /// Processes terminated.
+    pub(crate) cleaned: usize,
+    /// Processes that could not be terminated.
+    pub(crate) failed: usize,
+    /// Orphans found and not removed.
+    pub(crate) remaining: usize,
+    /// For the sweep of this run's own processes once its loop has exited: those
+    /// still alive, for the final export.
+    pub(crate) left_behind: Option<Vec<crate::processes::MarkedProcess>>,
+    /// When it ended.
+    pub(crate) at: Moment,
+}

@@ -1,0 +1,522 @@
+//! [`RunState`]: everything the monitor knows about the run, changed only by
+//! [`RunState::apply`], one [`Event`] at a time. `apply` is pure: no locks, no I/O, no
+//! clock (time arrives in the events). It returns what changed — the alerts' and
+//! warnings' [`Findings`] and what to [`Publish`] — for the hub to publish and deliver.
+//!
+//! The parts: the [`ledger`] (totals, champion, history, event log, exits), the
+//! evaluator (windows, baselines, alert states), the samplers' latest readings and the
+//! sweeps' housekeeping ([`housekeeping`]), the LLM meter, and the loop's
+//! [`liveness`].
+
+mod housekeeping;
+mod ledger;
+mod liveness;
+
+use std::time::{Duration, SystemTime};
+
+use enum_map::EnumMap;
+
+use crate::alerts::{AlertName, AlertState, Watched};
+use crate::config::Thresholds;
+use crate::containers::ContainerReading;
+use crate::evaluate::{Evaluator, Findings, RollingValues};
+use crate::export::{Evaluation, LiveContainer, ProcessTally};
+use crate::llm::meter::{CallLabels, LlmEvidence, LlmMeter};
+use crate::llm::{LlmCall, Pricing};
+use crate::records::progress::Progress;
+use crate::records::{
+    unix_seconds, ExitReason, HistoryPoint, IterationSummary, LogEntry, LogEntryKind, LoopExit,
+    Moment, RunSummary,
+};
+
+use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep};
+use super::reasons::ReasonNames;
+use housekeeping::{Housekeeping, Latest};
+use ledger::RunLedger;
+use liveness::Liveness;
+
+pub(super) use ledger::RECENT_ITERATIONS;
+
+/// The evaluator's published quantities after an iteration: rolling values,
+/// baselines and the low-diversity streak.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Judged {
+    pub(super) rolling: RollingValues,
+    pub(super) baselines: EnumMap<Watched, Option<f64>>,
+    /// Whether a baseline was captured in this iteration.
+    pub(super) new_baseline: bool,
+    pub(super) low_diversity_streak: u64,
+    /// Alerts firing after the iteration.
+    pub(super) firing: u8,
+}
+
+/// What applying one event changed, for the hub to publish and deliver.
+#[derive(Debug)]
+pub(super) struct Applied {
+    /// Alerts that changed state and warnings that started or cleared.
+    pub(super) findings: Findings,
+    /// What the instruments (and the log) are to show of it.
+    pub(super) publish: Publish,
+}
+
+/// What the instruments are to show of an applied event: its values, as the state
+/// holds them after it. The publisher keeps no state of its own.
+#[derive(Debug)]
+pub(super) enum Publish {
+    /// Nothing beyond the findings.
+    Nothing,
+    /// An iteration started.
+    IterationStarted { number: u64, at: SystemTime },
+    /// An iteration (or a batch) completed, and what the evaluator made of it.
+    Iteration {
+        summary: IterationSummary,
+        at: SystemTime,
+        judged: Judged,
+    },
+    /// The champion changed; the LLM evidence after it when calls were made.
+    ChampionChanged {
+        change: ChampionChange,
+        llm: Option<LlmEvidence>,
+    },
+    /// A host and process sample.
+    Host(HostReading),
+    /// A container sample (or Docker down).
+    Containers(ContainerReading),
+    /// The orphaned containers a sweep left.
+    Orphans(u64),
+    /// What a process sweep did.
+    ProcessSweep {
+        cleaned: usize,
+        failed: usize,
+        remaining: usize,
+    },
+    /// A supervised loop's process started; `restart` when it was a restart: why the
+    /// previous one ended, and the restarts within the window.
+    LoopStarted {
+        at: SystemTime,
+        restart: Option<(ExitReason, u64)>,
+    },
+    /// A supervised loop's process ended and will be started again.
+    LoopRestarting(LoopExit),
+    /// A supervised loop's process ended for good; `newly_done` when that is what
+    /// made the run done.
+    LoopExited { exit: LoopExit, newly_done: bool },
+    /// The loop said it is done (the first time).
+    Done,
+    /// An LLM call, its label values, price and the evidence after it.
+    Llm {
+        call: Box<LlmCall>,
+        labels: CallLabels,
+        pricing: Pricing,
+        evidence: LlmEvidence,
+    },
+    /// LLM calls in flight, and the age of the oldest.
+    InFlight { calls: usize, oldest: Duration },
+    /// The background clock's tick: calls in flight, the LLM evidence (when calls
+    /// were made) and the restarts within the window.
+    Tick {
+        calls: usize,
+        oldest: Duration,
+        llm: Option<LlmEvidence>,
+        recent_restarts: u64,
+    },
+}
+
+impl Applied {
+    fn new(findings: Findings, publish: Publish) -> Self {
+        Applied { findings, publish }
+    }
+
+    fn just(publish: Publish) -> Self {
+        Applied::new(Findings::default(), publish)
+    }
+}
+
+/// Everything the monitor knows about the run.
+#[derive(Debug)]
+pub(super) struct RunState {
+    ledger: RunLedger,
+    evaluator: Evaluator,
+    latest: Latest,
+    housekeeping: Housekeeping,
+    llm: LlmMeter,
+    liveness: Liveness,
+}
+
+impl RunState {
+    /// A run started at `started_at`, its windows sized by `thresholds`.
+    pub(super) fn new(started_at: SystemTime, thresholds: &Thresholds) -> Self {
+        RunState {
+            ledger: RunLedger::new(started_at),
+            evaluator: Evaluator::new(thresholds),
+            latest: Latest::default(),
+            housekeeping: Housekeeping::default(),
+            llm: LlmMeter::default(),
+            liveness: Liveness::default(),
+        }
+    }
+
+    /// Applies one event: the only way the run's state changes. Pure: what it
+    /// returns is all it did besides changing the state.
+    pub(super) fn apply(&mut self, event: Event, th: &Thresholds) -> Applied {
+        let (applied, at) = match event {
+            Event::IterationStarted { number, at } => (self.iteration_started(number, at, th), at),
+            Event::Iteration(completed) => (self.iteration(completed, th), completed.ended),
+            Event::ChampionChanged(change) => {
+                let at = change.at;
+                (self.champion_changed(change, th), at)
+            }
+            Event::Host(reading) => (self.host(reading, th), reading.at),
+            Event::Containers { reading, at } => {
+                self.latest.containers(&reading);
+                self.housekeeping.containers(&reading, at.wall);
+                (Applied::just(Publish::Containers(reading)), at)
+            }
+            Event::Orphans { count, at } => {
+                let findings = self.evaluator.on_orphans(count, th, at);
+                (Applied::new(findings, Publish::Orphans(count)), at)
+            }
+            Event::ProcessSweep(sweep) => {
+                let at = sweep.at;
+                (self.process_sweep(sweep), at)
+            }
+            Event::LoopStarted { at } => (self.loop_started(at, th), at),
+            Event::LoopRestarting { exit, at } => (self.loop_restarting(exit), at),
+            Event::LoopExited { exit, at } => (self.loop_exited(exit, th, at), at),
+            Event::LoopCannotReport { at } => {
+                self.liveness.unreported();
+                (Applied::new(self.stall(th, at), Publish::Nothing), at)
+            }
+            Event::Done { at } => (self.done(th, at), at),
+            Event::Llm { call, at } => (self.llm_call(call, th, at), at),
+            Event::LlmStarted { id, at } => {
+                self.llm.call_started(id, at.mono);
+                (self.in_flight(at), at)
+            }
+            Event::LlmEnded { id, at } => {
+                self.llm.call_ended(id);
+                (self.in_flight(at), at)
+            }
+            Event::Tick { at } => (self.tick(th, at), at),
+        };
+        self.ledger.log_findings(&applied.findings, at.wall);
+        applied
+    }
+
+    /// LoopStalled on the liveness at `at`.
+    fn stall(&mut self, th: &Thresholds, at: Moment) -> Findings {
+        self.evaluator
+            .on_clock(self.liveness.activity(at.mono), th, at)
+    }
+
+    /// LoopStalled again after an iteration started or ended, when it is raised: a
+    /// loop that moves has not stalled. (Quiet otherwise, to keep the loop's events
+    /// cheap; the clock evaluates it anyway.)
+    fn stall_over(&mut self, th: &Thresholds, at: Moment) -> Findings {
+        if self.evaluator.state(AlertName::LoopStalled) == AlertState::Inactive {
+            return Findings::default();
+        }
+        self.stall(th, at)
+    }
+
+    fn iteration_started(&mut self, number: u64, at: Moment, th: &Thresholds) -> Applied {
+        self.liveness.iteration_started(at.mono);
+        self.ledger.last_iteration = self.ledger.last_iteration.max(number);
+        let findings = self.stall_over(th, at);
+        Applied::new(
+            findings,
+            Publish::IterationStarted {
+                number,
+                at: at.wall,
+            },
+        )
+    }
+
+    fn iteration(&mut self, completed: Completed, th: &Thresholds) -> Applied {
+        let summary = completed.summary;
+        let at = completed.ended;
+        let unix = unix_seconds(at.wall);
+        if let Some(best) = completed.best_sharpe {
+            let spend = self.llm.spend_usd();
+            self.ledger
+                .observe_sharpe(best, summary.number, unix, spend);
+        }
+        self.ledger.complete(
+            completed.count,
+            completed.duration,
+            &summary,
+            &completed.reasons,
+        );
+        self.ledger.last_iteration = self.ledger.last_iteration.max(summary.number);
+        self.liveness.iteration_ended(at.mono);
+        let mut findings = self.evaluator.on_iteration(&summary, th, at);
+        findings.extend(self.stall_over(th, at));
+        let evaluator = &mut self.evaluator;
+        let judged = Judged {
+            rolling: evaluator.rolling(),
+            baselines: evaluator.baselines(),
+            new_baseline: evaluator.take_new_baseline(),
+            low_diversity_streak: evaluator.low_diversity_streak(),
+            firing: evaluator.firing(),
+        };
+        let point = history_point(
+            &summary,
+            &judged,
+            &self.latest,
+            self.ledger.best_sharpe,
+            unix,
+        );
+        self.ledger.push_history(point);
+        Applied::new(
+            findings,
+            Publish::Iteration {
+                summary,
+                at: at.wall,
+                judged,
+            },
+        )
+    }
+
+    fn champion_changed(&mut self, change: ChampionChange, th: &Thresholds) -> Applied {
+        let at = change.at;
+        self.ledger
+            .champion_changed(&change.champion, change.iteration, change.changes, at.wall);
+        let evidence = self.llm.champion_changed(at.mono);
+        let mut findings = Findings::default();
+        let llm = self.llm.any_calls().then(|| {
+            findings = self.evaluator.on_llm(&evidence, th, at);
+            evidence
+        });
+        Applied::new(findings, Publish::ChampionChanged { change, llm })
+    }
+
+    fn host(&mut self, reading: HostReading, th: &Thresholds) -> Applied {
+        self.latest.host = Some(reading.sample);
+        let findings = self.evaluator.on_host_memory(
+            reading.memory_used,
+            reading.memory_limit,
+            th,
+            reading.at,
+        );
+        Applied::new(findings, Publish::Host(reading))
+    }
+
+    fn process_sweep(&mut self, sweep: ProcessSweep) -> Applied {
+        self.housekeeping.process_sweep(
+            sweep.given_up,
+            sweep.cleaned,
+            sweep.failed,
+            sweep.remaining,
+        );
+        if let Some(left_behind) = sweep.left_behind {
+            self.ledger.processes_left_behind = left_behind;
+        }
+        Applied::just(Publish::ProcessSweep {
+            cleaned: sweep.cleaned,
+            failed: sweep.failed,
+            remaining: sweep.remaining,
+        })
+    }
+
+    fn loop_started(&mut self, at: Moment, th: &Thresholds) -> Applied {
+        self.liveness.loop_started(at.mono);
+        // A stall of the previous process is over.
+        let mut findings = self.stall(th, at);
+        let restart = self.ledger.exits_pending_restart().map(|exit| {
+            findings.extend(self.evaluator.on_restart(th, at));
+            let recent = self.evaluator.recent_restarts();
+            self.ledger.push_event(LogEntry {
+                at: at.wall,
+                iteration: self.ledger.last_iteration,
+                kind: LogEntryKind::Restarted {
+                    reason: exit.reason,
+                    status: exit.shell_status(),
+                    recent_restarts: recent,
+                },
+            });
+            (exit.reason, recent)
+        });
+        Applied::new(
+            findings,
+            Publish::LoopStarted {
+                at: at.wall,
+                restart,
+            },
+        )
+    }
+
+    fn loop_restarting(&mut self, mut exit: LoopExit) -> Applied {
+        exit.said_done |= self.liveness.is_done();
+        exit.restarted = true;
+        self.liveness.loop_down();
+        self.ledger.record_exit(exit);
+        Applied::just(Publish::LoopRestarting(exit))
+    }
+
+    fn loop_exited(&mut self, mut exit: LoopExit, th: &Thresholds, at: Moment) -> Applied {
+        exit.said_done |= self.liveness.is_done();
+        let mut findings = self.evaluator.on_exit(&exit, th, at);
+        exit.restarted = false;
+        self.ledger.loop_exit = Some(exit);
+        self.ledger.record_exit(exit);
+        // Nothing more is coming.
+        let newly_done = self.liveness.say_done();
+        if newly_done {
+            findings.extend(self.stall(th, at));
+        }
+        Applied::new(findings, Publish::LoopExited { exit, newly_done })
+    }
+
+    fn done(&mut self, th: &Thresholds, at: Moment) -> Applied {
+        if !self.liveness.say_done() {
+            return Applied::just(Publish::Nothing);
+        }
+        Applied::new(self.stall(th, at), Publish::Done)
+    }
+
+    fn llm_call(&mut self, call: Box<LlmCall>, th: &Thresholds, at: Moment) -> Applied {
+        let pricing = th.llm().pricing(&call);
+        let (labels, evidence) = self
+            .llm
+            .record(&call, pricing, th.llm_error_calls(), at.mono);
+        let findings = self.evaluator.on_llm(&evidence, th, at);
+        Applied::new(
+            findings,
+            Publish::Llm {
+                call,
+                labels,
+                pricing,
+                evidence,
+            },
+        )
+    }
+
+    fn in_flight(&self, at: Moment) -> Applied {
+        let (calls, oldest) = self.llm.in_flight(at.mono);
+        Applied::just(Publish::InFlight { calls, oldest })
+    }
+
+    /// What changes with time alone: a stall, the LLM windows, the restart window.
+    fn tick(&mut self, th: &Thresholds, at: Moment) -> Applied {
+        let mut findings = self.stall(th, at);
+        let (calls, oldest) = self.llm.in_flight(at.mono);
+        let llm = self.llm.any_calls().then(|| {
+            let evidence = self.llm.evidence(at.mono);
+            findings.extend(self.evaluator.on_llm(&evidence, th, at));
+            evidence
+        });
+        findings.extend(self.evaluator.on_restart_window(th, at));
+        Applied::new(
+            findings,
+            Publish::Tick {
+                calls,
+                oldest,
+                llm,
+                recent_restarts: self.evaluator.recent_restarts(),
+            },
+        )
+    }
+
+    // What readers see. None of these changes the state.
+
+    /// The run so far, summarised at `now`, failure reasons named by `names`.
+    pub(super) fn summary(&self, run_id: &str, names: &ReasonNames, now: Moment) -> RunSummary {
+        let mut summary = self.ledger.summary(run_id, names, now.wall);
+        summary.llm = self.llm.summary(now.mono);
+        summary
+    }
+
+    /// The evaluator's whole state.
+    pub(super) fn evaluation(&self) -> Evaluation {
+        let evaluator = &self.evaluator;
+        Evaluation {
+            rolling: evaluator.rolling(),
+            alerts: evaluator.states(),
+            baselines: evaluator.baselines(),
+            warnings: evaluator.warnings_active(),
+            low_diversity_streak: evaluator.low_diversity_streak(),
+        }
+    }
+
+    /// Whether the alert is firing.
+    pub(super) fn is_firing(&self, alert: AlertName) -> bool {
+        self.evaluator.state(alert) == AlertState::Firing
+    }
+
+    /// Whether the loop has said it is done.
+    pub(super) fn is_done(&self) -> bool {
+        self.liveness.is_done()
+    }
+
+    /// The recent iterations' points, oldest first.
+    pub(super) fn history(&self) -> Vec<HistoryPoint> {
+        self.ledger.history()
+    }
+
+    /// The best-so-far curve.
+    pub(super) fn progress(&self) -> Progress {
+        self.ledger.progress.clone()
+    }
+
+    /// The event log, oldest first, and how many entries were dropped for its bound.
+    pub(super) fn events(&self) -> (Vec<LogEntry>, u64) {
+        self.ledger.events()
+    }
+
+    /// Failure reasons over the last completed iterations, named by `names`.
+    pub(super) fn recent_failure_reasons(
+        &self,
+        names: &ReasonNames,
+    ) -> std::collections::BTreeMap<String, u64> {
+        self.ledger.recent_failure_reasons(names)
+    }
+
+    /// This run's running containers at the last sample.
+    pub(super) fn live_containers(&self) -> Vec<LiveContainer> {
+        self.housekeeping.containers.clone()
+    }
+
+    /// What the process sweeps found and did.
+    pub(super) fn process_tally(&self) -> ProcessTally {
+        self.housekeeping.tally
+    }
+
+    /// The processes the sweeps gave up on: not to be signalled again.
+    pub(super) fn processes_given_up(&self) -> std::collections::HashSet<(u32, u64)> {
+        self.housekeeping.given_up.clone()
+    }
+}
+
+/// The point the page draws for a completed iteration, which ended at `at` (Unix
+/// seconds).
+fn history_point(
+    summary: &IterationSummary,
+    judged: &Judged,
+    latest: &Latest,
+    best_sharpe: Option<f64>,
+    at: f64,
+) -> HistoryPoint {
+    let host = latest.host.unwrap_or_default();
+    HistoryPoint {
+        iteration: summary.number,
+        at,
+        best_sharpe,
+        execution_time_seconds: summary.duration.as_secs_f64(),
+        memory_usage_bytes: host.loop_rss_bytes as f64,
+        cpu_usage_percent: host.loop_cpu_percent,
+        success_rate_10iter: judged.rolling.success_rate,
+        sharpe_ratio: summary.mean_sharpe,
+        max_drawdown: summary.mean_max_drawdown,
+        population_diversity: summary.diversity,
+        unique_strategy_count: summary.unique_strategies,
+        champion_staleness_iterations: summary.champion_staleness,
+        champion_changed: summary.champion_changed,
+        active_containers: latest.active_containers as f64,
+        container_memory_bytes: latest.container_memory_bytes as f64,
+        cleanup_failures: latest.cleanup_failures as f64,
+        alerts_firing: judged.firing,
+    }
+}
+
+#[cfg(test)]
+mod tests;

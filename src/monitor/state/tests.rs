@@ -1,0 +1,531 @@
+//! `apply`, tested as the evaluator is: a sequence of events in, the findings and the
+//! state out. No monitor, no threads, no clock: every time is the events'.
+
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::llm::{LlmConfig, LlmError, Price};
+use crate::monitor::reasons::ReasonCounts;
+
+/// The moment `secs` seconds after the clock started (wall clock: a fixed day).
+fn at(secs: f64) -> Moment {
+    let mono = Duration::from_secs_f64(secs);
+    Moment::new(
+        mono,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000) + mono,
+    )
+}
+
+fn started() -> SystemTime {
+    at(0.0).wall
+}
+
+/// An iteration `number` that ran from `from` to `to` seconds, with 3 successes and
+/// 1 failure.
+fn iteration(number: u64, to: f64, duration: f64) -> Completed {
+    Completed {
+        summary: IterationSummary {
+            number,
+            duration: Duration::from_secs_f64(duration),
+            successes: 3,
+            failures: 1,
+            mean_sharpe: Some(1.0),
+            mean_max_drawdown: Some(0.1),
+            diversity: Some(0.5),
+            unique_strategies: Some(4),
+            champion_changed: false,
+            champion_staleness: 0,
+        },
+        count: 1,
+        duration: Duration::from_secs_f64(duration),
+        reasons: ReasonCounts::default(),
+        best_sharpe: Some(1.5),
+        ended: at(to),
+    }
+}
+
+/// Applies the events in order; returns every transition as (alert, state).
+fn apply_all(
+    state: &mut RunState,
+    th: &Thresholds,
+    events: impl IntoIterator<Item = Event>,
+) -> Vec<(AlertName, AlertState)> {
+    events
+        .into_iter()
+        .flat_map(|event| state.apply(event, th).findings.transitions)
+        .map(|t| (t.alert, t.state))
+        .collect()
+}
+
+/// Iterations 1..=n of one second each, back to back from 0 s.
+fn iterations(n: u64) -> Vec<Event> {
+    (1..=n)
+        .flat_map(|i| {
+            [
+                Event::IterationStarted {
+                    number: i,
+                    at: at(i as f64 - 1.0),
+                },
+                Event::Iteration(iteration(i, i as f64, 1.0)),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn an_iteration_is_booked_judged_kept_and_published() {
+    let th = Thresholds::default();
+    let mut state = RunState::new(started(), &th);
+    let applied = state.apply(
+        Event::IterationStarted {
+            number: 1,
+            at: at(0.0),
+        },
+        &th,
+    );
+    assert!(matches!(
+        applied.publish,
+        Publish::IterationStarted { number: 1, .. }
+    ));
+    let applied = state.apply(Event::Iteration(iteration(1, 2.0, 2.0)), &th);
+    let Publish::Iteration {
+        summary,
+        at: ended,
+        judged,
+    } = applied.publish
+    else {
+        panic!("an iteration publishes its values: {:?}", applied.publish);
+    };
+    assert_eq!((summary.number, ended), (1, at(2.0).wall));
+    assert_eq!(judged.rolling.iterations, 1);
+    let names = ReasonNames::default();
+    let summary = state.summary("run", &names, at(10.0));
+    assert_eq!(summary.iterations, 1);
+    assert_eq!(
+        (summary.strategy_successes, summary.strategy_failures),
+        (3, 1)
+    );
+    assert_eq!(summary.best_sharpe, Some(1.5));
+    assert_eq!(summary.elapsed_seconds, 10.0, "as of the reader's moment");
+    let history = state.history();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].at, unix_seconds(at(2.0).wall));
+}
+
+#[test]
+fn a_stall_fires_on_the_clock_and_ends_when_the_loop_moves() {
+    let th = Thresholds::default()
+        .with_stall_floor(Duration::from_secs(5))
+        .unwrap()
+        .with_stall_factor(1.0)
+        .unwrap();
+    let mut state = RunState::new(started(), &th);
+    apply_all(&mut state, &th, iterations(2));
+    // Waiting between iterations: 4.9 s is no stall, 5.1 s is (the floor, above the
+    // mean iteration of 1 s times the factor).
+    assert!(apply_all(&mut state, &th, [Event::Tick { at: at(6.9) }]).is_empty());
+    let stalled = state.apply(Event::Tick { at: at(7.1) }, &th);
+    let fired = &stalled.findings.transitions;
+    assert_eq!(
+        fired
+            .iter()
+            .map(|t| (t.alert, t.state, t.at))
+            .collect::<Vec<_>>(),
+        [(AlertName::LoopStalled, AlertState::Firing, at(7.1).wall)],
+        "fired at the tick's moment"
+    );
+    assert!(state.is_firing(AlertName::LoopStalled));
+    // The loop starts an iteration: the stall is over, at once.
+    let resolved = apply_all(
+        &mut state,
+        &th,
+        [Event::IterationStarted {
+            number: 3,
+            at: at(8.0),
+        }],
+    );
+    assert_eq!(resolved, [(AlertName::LoopStalled, AlertState::Inactive)]);
+    // Both are in the event log, at their events' moments.
+    let (events, _) = state.events();
+    let alerts: Vec<(SystemTime, AlertState)> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            LogEntryKind::Alert { state, .. } => Some((e.at, state)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            (at(7.1).wall, AlertState::Firing),
+            (at(8.0).wall, AlertState::Inactive)
+        ]
+    );
+}
+
+#[test]
+fn a_loop_that_said_it_is_done_or_cannot_report_never_stalls() {
+    let th = Thresholds::default()
+        .with_stall_floor(Duration::from_secs(5))
+        .unwrap();
+    for last in [
+        Event::Done { at: at(2.0) },
+        Event::LoopCannotReport { at: at(2.0) },
+    ] {
+        let mut state = RunState::new(started(), &th);
+        apply_all(&mut state, &th, iterations(1));
+        apply_all(&mut state, &th, [last]);
+        assert!(
+            apply_all(&mut state, &th, [Event::Tick { at: at(3600.0) }]).is_empty(),
+            "an hour of silence is no stall"
+        );
+    }
+    let mut state = RunState::new(started(), &th);
+    let applied = state.apply(Event::Done { at: at(1.0) }, &th);
+    assert!(matches!(applied.publish, Publish::Done));
+    assert!(state.is_done());
+    let again = state.apply(Event::Done { at: at(2.0) }, &th);
+    assert!(matches!(again.publish, Publish::Nothing), "done once");
+}
+
+#[test]
+fn restarts_are_counted_exits_kept_and_a_failing_exit_fires() {
+    let th = Thresholds::default().with_max_restarts(2).unwrap();
+    let mut state = RunState::new(started(), &th);
+    apply_all(&mut state, &th, [Event::LoopStarted { at: at(0.0) }]);
+    apply_all(&mut state, &th, iterations(1));
+    let crashed = LoopExit::new(Some(1), None);
+    let applied = state.apply(
+        Event::LoopRestarting {
+            exit: crashed,
+            at: at(2.0),
+        },
+        &th,
+    );
+    assert!(matches!(applied.publish, Publish::LoopRestarting(e) if e.restarted));
+    // Between the processes: waiting is the supervisor's, not a stall.
+    assert!(state.liveness.activity(at(500.0).mono).done);
+    let applied = state.apply(Event::LoopStarted { at: at(3.0) }, &th);
+    assert_eq!(
+        applied
+            .findings
+            .transitions
+            .iter()
+            .map(|t| (t.alert, t.state))
+            .collect::<Vec<_>>(),
+        [(AlertName::LoopCrashLooping, AlertState::Firing)],
+        "one restart fires with two allowed"
+    );
+    let Publish::LoopStarted {
+        restart: Some((reason, recent)),
+        ..
+    } = applied.publish
+    else {
+        panic!("a restart is published: {:?}", applied.publish);
+    };
+    assert_eq!((reason, recent), (ExitReason::Exited, 1));
+    // The restart leaves the window an hour later.
+    let window = apply_all(&mut state, &th, [Event::Tick { at: at(3604.0) }]);
+    assert!(window.contains(&(AlertName::LoopCrashLooping, AlertState::Inactive)));
+    // The new process dies by a signal without having said it was done.
+    let killed = LoopExit::new(None, Some(9));
+    let applied = state.apply(
+        Event::LoopExited {
+            exit: killed,
+            at: at(3700.0),
+        },
+        &th,
+    );
+    assert!(applied
+        .findings
+        .transitions
+        .iter()
+        .any(|t| t.alert == AlertName::LoopExited && t.state == AlertState::Firing));
+    assert!(matches!(
+        applied.publish,
+        Publish::LoopExited {
+            newly_done: true,
+            ..
+        }
+    ));
+    let summary = state.summary("run", &ReasonNames::default(), at(3701.0));
+    assert_eq!(summary.exits.len(), 2);
+    assert_eq!(summary.loop_exit.map(|e| e.signal), Some(Some(9)));
+    let (events, _) = state.events();
+    assert!(events.iter().any(|e| matches!(
+        e.kind,
+        LogEntryKind::Restarted {
+            recent_restarts: 1,
+            ..
+        }
+    ) && e.iteration == 1));
+}
+
+#[test]
+fn an_exit_after_done_is_expected() {
+    let th = Thresholds::default();
+    let mut state = RunState::new(started(), &th);
+    apply_all(&mut state, &th, [Event::Done { at: at(1.0) }]);
+    let findings = apply_all(
+        &mut state,
+        &th,
+        [Event::LoopExited {
+            exit: LoopExit::new(Some(1), None),
+            at: at(2.0),
+        }],
+    );
+    assert!(findings.is_empty(), "{findings:?}");
+    assert_eq!(
+        state
+            .summary("run", &ReasonNames::default(), at(2.0))
+            .loop_exit
+            .map(|e| e.said_done),
+        Some(true)
+    );
+}
+
+#[test]
+fn llm_calls_are_priced_booked_and_judged_by_their_moments() {
+    let th = Thresholds::default()
+        .with_llm(LlmConfig::default().with_price("m", Price::per_million(1.0, 2.0)))
+        .with_llm_budget_usd(5.0)
+        .unwrap();
+    let mut state = RunState::new(started(), &th);
+    let call = |error: Option<LlmError>| {
+        let call = LlmCall::new("m", Duration::from_secs(1)).with_tokens(1_000_000, 1_000_000);
+        Box::new(match error {
+            Some(e) => call.with_error(e),
+            None => call,
+        })
+    };
+    let applied = state.apply(
+        Event::Llm {
+            call: call(None),
+            at: at(1.0),
+        },
+        &th,
+    );
+    let Publish::Llm {
+        pricing, evidence, ..
+    } = &applied.publish
+    else {
+        panic!("a call is published: {:?}", applied.publish);
+    };
+    assert_eq!(pricing.cost_usd, Some(3.0));
+    assert_eq!(evidence.spend_usd, 3.0);
+    // $3 in the first minute: at that rate the $5 budget goes within the hour.
+    assert_eq!(
+        applied
+            .findings
+            .transitions
+            .iter()
+            .map(|t| (t.alert, t.state))
+            .collect::<Vec<_>>(),
+        [(AlertName::LLMBudget, AlertState::Pending)]
+    );
+    // Outages: three failed of four is above the half that fires LLMErrors.
+    let mut transitions = Vec::new();
+    for i in 0..3 {
+        transitions.extend(apply_all(
+            &mut state,
+            &th,
+            [Event::Llm {
+                call: call(Some(LlmError::Status(503))),
+                at: at(2.0 + f64::from(i)),
+            }],
+        ));
+    }
+    assert!(transitions.contains(&(AlertName::LLMErrors, AlertState::Firing)));
+    assert!(transitions.contains(&(AlertName::LLMBudget, AlertState::Firing)));
+    // Fifteen minutes later the failures have left the window: the clock resolves it.
+    let later = apply_all(
+        &mut state,
+        &th,
+        [Event::Tick {
+            at: at(16.0 * 60.0),
+        }],
+    );
+    assert!(later.contains(&(AlertName::LLMErrors, AlertState::Inactive)));
+    let summary = state.summary("run", &ReasonNames::default(), at(16.0 * 60.0));
+    assert_eq!((summary.llm.calls, summary.llm.errors), (4, 3));
+}
+
+#[test]
+fn spend_alerts_say_when_the_spend_is_a_lower_bound() {
+    let th = Thresholds::default().with_llm_budget_usd(1.0).unwrap();
+    let mut state = RunState::new(started(), &th);
+    let priced = LlmCall::new("m", Duration::ZERO).with_cost_usd(2.0);
+    let applied = state.apply(
+        Event::Llm {
+            call: Box::new(priced),
+            at: at(1.0),
+        },
+        &th,
+    );
+    assert_eq!(applied.findings.transitions[0].note, None);
+    let mut state = RunState::new(started(), &th);
+    state.apply(
+        Event::Llm {
+            call: Box::new(LlmCall::new("m", Duration::ZERO).with_abandoned()),
+            at: at(0.5),
+        },
+        &th,
+    );
+    let applied = state.apply(
+        Event::Llm {
+            call: Box::new(LlmCall::new("m", Duration::ZERO).with_cost_usd(2.0)),
+            at: at(1.0),
+        },
+        &th,
+    );
+    let budget = &applied.findings.transitions[0];
+    assert_eq!(budget.alert, AlertName::LLMBudget);
+    assert_eq!(budget.note, Some(crate::llm::SPEND_LOWER_BOUND));
+}
+
+#[test]
+fn the_champion_changes_in_the_ledger_and_the_llm_spend_starts_again() {
+    let th = Thresholds::default();
+    let mut state = RunState::new(started(), &th);
+    state.apply(
+        Event::Llm {
+            call: Box::new(LlmCall::new("m", Duration::ZERO).with_cost_usd(4.0)),
+            at: at(1.0),
+        },
+        &th,
+    );
+    let applied = state.apply(
+        Event::ChampionChanged(ChampionChange {
+            champion: "momentum-20".into(),
+            iteration: 7,
+            changes: 3,
+            at: at(2.0),
+        }),
+        &th,
+    );
+    let Publish::ChampionChanged { llm: Some(llm), .. } = applied.publish else {
+        panic!("the LLM evidence after the change: {:?}", applied.publish);
+    };
+    assert_eq!(llm.spend_since_champion_usd, 0.0);
+    let summary = state.summary("run", &ReasonNames::default(), at(3.0));
+    assert_eq!(summary.champion.as_deref(), Some("momentum-20"));
+    assert_eq!(
+        (summary.champion_since_iteration, summary.champion_changes),
+        (Some(7), 3)
+    );
+    assert_eq!(summary.llm.spend_since_champion_usd, 0.0);
+}
+
+#[test]
+fn host_memory_fires_on_a_sample_above_the_limit_and_history_carries_it() {
+    let th = Thresholds::default();
+    let mut state = RunState::new(started(), &th);
+    let sample = crate::sample::HostSample {
+        loop_rss_bytes: 123,
+        ..Default::default()
+    };
+    let reading = |used: u64, secs: f64| {
+        Event::Host(HostReading {
+            sample,
+            memory_used: used,
+            memory_limit: 100,
+            file_descriptors: None,
+            at: at(secs),
+        })
+    };
+    assert!(apply_all(&mut state, &th, [reading(79, 1.0)]).is_empty());
+    assert_eq!(
+        apply_all(&mut state, &th, [reading(81, 2.0)]),
+        [(AlertName::HighMemoryUsage, AlertState::Firing)]
+    );
+    apply_all(&mut state, &th, iterations(1));
+    assert_eq!(state.history()[0].memory_usage_bytes, 123.0);
+}
+
+#[test]
+fn sweeps_and_samples_keep_the_housekeeping() {
+    let th = Thresholds::default();
+    let mut state = RunState::new(started(), &th);
+    let sweep = |given_up: Vec<(u32, u64)>, left_behind| {
+        Event::ProcessSweep(ProcessSweep {
+            given_up,
+            cleaned: 2,
+            failed: 1,
+            remaining: 1,
+            left_behind,
+            at: at(1.0),
+        })
+    };
+    state.apply(sweep(vec![(42, 7)], None), &th);
+    state.apply(sweep(vec![], Some(vec![])), &th);
+    let tally = state.process_tally();
+    assert_eq!(
+        (
+            tally.cleaned_total,
+            tally.failures_total,
+            tally.orphaned_now
+        ),
+        (4, 2, 1)
+    );
+    assert!(state.processes_given_up().contains(&(42, 7)));
+    let reading = |secs: f64| Event::Containers {
+        reading: ContainerReading {
+            up: true,
+            source: crate::containers::StatsSource::Cgroup,
+            sample: Some(crate::containers::ContainerSample {
+                active: 1,
+                stats: vec![crate::containers::ContainerStat {
+                    name: "c1".into(),
+                    memory_bytes: 5,
+                    cpu_percent: None,
+                }],
+            }),
+            cleanup_failures: 0,
+        },
+        at: at(secs),
+    };
+    state.apply(reading(10.0), &th);
+    state.apply(reading(25.0), &th);
+    let live = state.live_containers();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].age_seconds, 15.0, "aged by the samples' moments");
+    assert_eq!(
+        apply_all(
+            &mut state,
+            &th,
+            [Event::Orphans {
+                count: 4,
+                at: at(26.0)
+            }]
+        ),
+        [(AlertName::ContainerCleanupFailures, AlertState::Firing)]
+    );
+}
+
+/// The same events give the same state and findings, whenever they are applied:
+/// `apply` reads no clock.
+#[test]
+fn apply_is_a_function_of_the_events() {
+    let th = Thresholds::default()
+        .with_stall_floor(Duration::from_secs(1))
+        .unwrap();
+    let events = || {
+        let mut events = iterations(12);
+        events.push(Event::Tick { at: at(100.0) });
+        events.push(Event::Llm {
+            call: Box::new(LlmCall::new("m", Duration::ZERO).with_error(LlmError::Status(500))),
+            at: at(101.0),
+        });
+        events
+    };
+    let run = || {
+        let mut state = RunState::new(started(), &th);
+        let findings: Vec<_> = events()
+            .into_iter()
+            .flat_map(|e| state.apply(e, &th).findings.transitions)
+            .collect();
+        let summary = state.summary("run", &ReasonNames::default(), at(200.0));
+        (findings, summary, state.history(), state.events().0)
+    };
+    assert_eq!(run(), run());
+}
