@@ -638,3 +638,21 @@ fn anchors_follow_githubs_rules() {
         vec![(1, "b.md#c".to_string()), (1, "p.png".to_string())]
     );
 }
+
+/// The README and every page of docs/ are compiled as doc tests (the `documentation`
+/// module of src/lib.rs), so a Rust snippet that names a moved or renamed item fails.
+#[test]
+fn every_page_is_a_doc_test() {
+    let lib = repository_file("src/lib.rs");
+    let root = root();
+    let missing: Vec<String> = markdown_files(root)
+        .into_iter()
+        .filter(|page| !page.ends_with("CHANGELOG.md"))
+        .map(|page| page.strip_prefix(root).unwrap().display().to_string())
+        .filter(|page| !lib.contains(&format!("= \"../{page}\";")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in src/lib.rs's documentation module: {missing:?}"
+    );
+}

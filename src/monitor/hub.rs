@@ -42,8 +42,8 @@ use crate::evaluate::Findings;
 use crate::export::alertmanager::AlertSink;
 use crate::export::{Evaluation, Snapshot, Source};
 use crate::pipeline::Pipeline;
-use crate::reported::{Rejection, Rejections};
 use crate::records::{RunIdentity, RunSummary};
+use crate::reported::{Rejection, Rejections};
 use crate::sample::{CgroupMemory, HostSampler};
 
 use super::clock::Clock;
