@@ -201,7 +201,7 @@ impl LoopExit {
     /// The same exit, with why it ended.
     ///
     /// ```
-    /// use loopwatch::{ExitReason, LoopExit};
+    /// use loopwatch::supervise::{ExitReason, LoopExit};
     /// let exit = LoopExit::new(None, Some(15)).with_reason(ExitReason::Stalled);
     /// assert_eq!(exit.reason.restart_label(), "stall");
     /// ```

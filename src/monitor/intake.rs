@@ -97,7 +97,7 @@ struct IntakeState {
 ///     .output_dir(dir.path())
 ///     .build()
 ///     .unwrap();
-/// let intake = monitor.intake();
+/// let intake = monitor.supervision().intake();
 /// intake.handle_line(br#"{"v":1,"type":"iteration_start","t":1764380000.0}"#);
 /// intake.handle_line(br#"{"v":1,"type":"success","sharpe":1.5,"drawdown":0.1}"#);
 /// intake.handle_line(br#"{"v":1,"type":"iteration_end","t":1764380000.25}"#);
