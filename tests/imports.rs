@@ -106,14 +106,13 @@ fn without_tests(code: &str) -> &str {
     while let Some(found) = code[at..].find("#[cfg(test)]") {
         let start = at + found;
         let after = code[start + "#[cfg(test)]".len()..].trim_start();
-        if after.starts_with("mod ") && !after.split(['{', ';']).next().unwrap_or("").contains('\n')
-        {
-            if after
+        if after.starts_with("mod ")
+            && !after.split(['{', ';']).next().unwrap_or("").contains('\n')
+            && after
                 .find('{')
-                .is_some_and(|b| after.find(';').map_or(true, |s| b < s))
-            {
-                return &code[..start];
-            }
+                .is_some_and(|b| after.find(';').is_none_or(|s| b < s))
+        {
+            return &code[..start];
         }
         at = start + 1;
     }
@@ -276,7 +275,7 @@ fn resolve(
         first if interfaces[from].children.contains(first) => from.clone(),
         _ => return None,
     };
-    while let Some(segment) = segments.next() {
+    for segment in segments.by_ref() {
         let mut deeper = module.clone();
         deeper.push(segment.to_string());
         if interfaces.contains_key(&deeper) {
