@@ -3,7 +3,7 @@
 //! The table is the single source of the exported names, kinds, units, descriptions and
 //! labels. From it come the public [`MetricSpec`] constants and [`CATALOG`], the
 //! crate's instruments struct with one field per row (created, registered and given its
-//! start-up value in one place), the README's metric table, and the checks that the
+//! start-up value in one place), the metric table of docs/metrics.md, and the checks that the
 //! generated Prometheus rules and Grafana dashboard name only metrics that exist.
 //!
 //! Names here are the exact Prometheus names: the exporter is configured not to append
@@ -419,7 +419,7 @@ macro_rules! catalog {
             };
         )*
 
-        /// Every metric loopwatch exports, in README order.
+        /// Every metric loopwatch exports, in the order of docs/metrics.md.
         pub const CATALOG: &[MetricSpec] = &[$($konst),*];
 
         /// Each row's field in [`Instruments`] and its metric name, which must agree.
@@ -743,7 +743,7 @@ pub fn find(name: &str) -> Option<&'static MetricSpec> {
     CATALOG.iter().find(|spec| spec.name == name)
 }
 
-/// Renders the catalog as the Markdown table the README carries.
+/// Renders the catalog as the Markdown table docs/metrics.md carries.
 ///
 /// ```
 /// let table = loopwatch::catalog::markdown_table();
