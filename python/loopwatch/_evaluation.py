@@ -162,6 +162,31 @@ class Evaluation:
             self.failed("not ended")
 
 
+def _seconds_or_now(at: Any) -> Any:
+    """A time passed in, in Unix seconds (finite, not before the epoch); now, in
+    nanoseconds, for anything else."""
+    try:
+        seconds = float(at)
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return _api._now_ns()
+
+
+def _reported(ident: str, started: Any, ended: Any, outcome: str, reason: Optional[str] = None) -> None:
+    """An evaluation this process ran, reported once it has ended, with its own start
+    and end in Unix seconds (an adapter's: a finished Optuna trial). Never raises."""
+    try:
+        if not _api._reporting():
+            return
+        pid = os.getpid()
+        _api._put(("evaluation_start", ident, pid, None, None, _seconds_or_now(started)))
+        _api._put(("evaluation_end", ident, pid, None, outcome, reason, _seconds_or_now(ended)))
+    except Exception:  # noqa: BLE001 - reporting never raises into the loop
+        pass
+
+
 def evaluation(id: Any, worker: Optional[str] = None, queued: Optional[float] = None) -> Evaluation:
     """Starts an evaluation; use it with ``with``.
 
@@ -258,7 +283,7 @@ def _evaluated_async(func: Callable[..., Any], ident: Optional[Callable[..., Any
 
 
 @overload
-def evaluated(func: F) -> F: ...
+def evaluated(func: F, *, id: Optional[Callable[..., Any]] = None, worker: Naming = None) -> F: ...
 
 
 @overload
@@ -282,7 +307,8 @@ def evaluated(
     that is a str or a path (``evaluate(program_path)``), else ``<name>-<pid>-<n>``.
     ``worker`` is a name, or a function of the call's arguments that returns one.
     Coroutine functions and methods work too; a decorated module-level function, or
-    ``loopwatch.evaluated(f)``, can be sent to a process pool.
+    ``loopwatch.evaluated(f, id=…)`` (an ``id`` and ``worker`` that pickle), can be
+    sent to a process pool.
     """
 
     def decorate(target: Callable[..., Any]) -> Any:

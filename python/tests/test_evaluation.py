@@ -17,6 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Dict, List, Tuple
 
 import loopwatch
+import loopwatch.deap
+import loopwatch.optuna
 from loopwatch import _api
 from test_client import Server, fresh_client
 
@@ -258,6 +260,100 @@ class EvaluationTest(unittest.TestCase):
         self.assertNotEqual(result["pid"], os.getpid())
         self.assertIsNone(_api._client)
         self.assertEqual(self.server.connections, 0)
+
+
+class AdapterEvaluationTest(unittest.TestCase):
+    """The Optuna and DEAP adapters' evaluations, against the real libraries."""
+
+    def setUp(self) -> None:
+        self.server = Server(os.path.join(tempfile.mkdtemp(), "socket"))
+        fresh_client(self.server.path)
+
+    def tearDown(self) -> None:
+        fresh_client(None)
+        self.server.close()
+
+    def ends(self, count: int) -> List[Dict[str, Any]]:
+        loopwatch.flush()
+        self.server.wait_until(lambda types: types.count("evaluation_end") >= count)
+        with self.server.lock:
+            return [dict(line) for line in self.server.lines if str(line["type"]).startswith("evaluation")]
+
+    def study(self, wrapped: bool) -> Any:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+        def objective(trial: "optuna.Trial") -> float:
+            x = trial.suggest_float("x", -10, 10)
+            if x > 6:
+                raise optuna.TrialPruned()
+            if x < -6:
+                raise RuntimeError("diverged")
+            return (x - 2) ** 2
+
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+        study.optimize(
+            loopwatch.optuna.objective(objective) if wrapped else objective,
+            n_trials=30,
+            callbacks=[loopwatch.optuna.Callback()],
+            catch=(RuntimeError,),
+        )
+        return study
+
+    def test_each_finished_trial_is_an_evaluation_with_its_own_times(self) -> None:
+        study = self.study(wrapped=False)
+        lines = self.ends(30)
+        ends = {l["id"]: l for l in lines if l["type"] == "evaluation_end"}
+        starts = {l["id"]: l for l in lines if l["type"] == "evaluation_start"}
+        self.assertEqual(len(ends), 30)
+        for trial in study.trials:
+            ident = "trial-%d" % trial.number
+            expected = {"COMPLETE": ("ok", None), "PRUNED": ("failed", "pruned"), "FAIL": ("failed", "fail")}
+            self.assertEqual((ends[ident]["outcome"], ends[ident].get("reason")), expected[trial.state.name])
+            self.assertEqual(starts[ident]["t"], trial.datetime_start.timestamp())
+            self.assertEqual(ends[ident]["t"], trial.datetime_complete.timestamp())
+        self.assertEqual({t.state.name for t in study.trials}, {"COMPLETE", "PRUNED", "FAIL"})
+
+    def test_a_wrapped_objective_reports_each_trial_while_it_runs_and_once(self) -> None:
+        study = self.study(wrapped=True)
+        lines = self.ends(30)
+        self.assertEqual([l["type"] for l in lines], ["evaluation_start", "evaluation_end"] * 30)
+        self.assertEqual([l["id"] for l in lines[::2]], ["trial-%d" % t.number for t in study.trials])
+        reasons = {"COMPLETE": None, "PRUNED": "TrialPruned", "FAIL": "RuntimeError"}
+        self.assertEqual([l.get("reason") for l in lines[1::2]], [reasons[t.state.name] for t in study.trials])
+        self.assertTrue(all("t_ns" in l and l["pid"] == os.getpid() for l in lines))
+
+    def test_each_individual_the_toolbox_evaluates_is_an_evaluation(self) -> None:
+        from deap import algorithms, base, creator, tools
+
+        if not hasattr(creator, "LwEvalFitness"):
+            creator.create("LwEvalFitness", base.Fitness, weights=(1.0,))
+            creator.create("LwEvalIndividual", list, fitness=creator.LwEvalFitness)
+        import random
+
+        random.seed(7)
+        toolbox = base.Toolbox()
+        toolbox.register("bit", random.randint, 0, 1)
+        toolbox.register("individual", tools.initRepeat, creator.LwEvalIndividual, toolbox.bit, 12)
+        toolbox.register("population", tools.initRepeat, list, toolbox.individual)
+        toolbox.register("evaluate", lambda ind: (float(sum(ind)),))
+        toolbox.register("mate", tools.cxTwoPoint)
+        toolbox.register("mutate", tools.mutFlipBit, indpb=0.05)
+        toolbox.register("select", tools.selTournament, tournsize=3)
+        loopwatch.deap.evaluations(toolbox)
+        loopwatch.deap.evaluations(toolbox)  # once
+        stats = tools.Statistics(lambda ind: ind.fitness.values)
+        stats.register("max", max)
+        _, logbook = algorithms.eaSimple(
+            toolbox.population(n=20), toolbox, cxpb=0.5, mutpb=0.2, ngen=4, stats=stats, verbose=False
+        )
+        evaluated = sum(logbook.select("nevals"))
+        lines = self.ends(evaluated)
+        self.assertEqual(sum(1 for l in lines if l["type"] == "evaluation_end"), evaluated)
+        ends = [l for l in lines if l["type"] == "evaluation_end"]
+        self.assertTrue(all(l["outcome"] == "ok" and l["pid"] == os.getpid() for l in ends))
+        self.assertEqual(len({l["id"] for l in ends}), evaluated)
 
 
 if __name__ == "__main__":
