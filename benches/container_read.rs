@@ -8,7 +8,7 @@
 //! in a live loop beside dockerd's own CPU.
 //!
 //! Measured on 2 vCPU AMD EPYC (Linux 6.18, Rust 1.95, release, cgroup v1): see the
-//! README's "Containers" section.
+//! docs/containers.md.
 
 use std::hint::black_box;
 use std::process::Command;

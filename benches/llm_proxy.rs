@@ -5,7 +5,7 @@
 //! the request's model, forwarding, reading the usage, and recording into a monitor.
 //!
 //! `llm_proxy/usage` times reading an answer's usage as it passes (the scan every
-//! answer gets). Results and the machine are in the README (Performance) and
+//! answer gets). Results and the machine are in docs/performance.md and
 //! docs/llm-proxy.md. Percentiles, CPU per call
 //! and memory at 200 concurrent streams come from the load run,
 //! `cargo run --release --example llm_proxy_load`. Reproduce with

@@ -12,7 +12,7 @@
 //! - `settle_iteration`: what settling one of those iterations costs the thread that
 //!   does it (the evaluator included), timed over the same batches.
 //!
-//! Results are in the README's "Performance" section with the machine they ran on;
+//! Results are in docs/performance.md with the machine they ran on;
 //! reproduce with `cargo bench --bench record_iteration`, or `scripts/yardstick` for
 //! the side-by-side comparison with the Python stack.
 

@@ -5,8 +5,8 @@
 //! Target: 5 ms per render, a page of at most 150 KB. Reproduce with
 //! `cargo bench --bench render_page`.
 //!
-//! Measured on 2 vCPU AMD EPYC (Linux 6.18, Rust 1.95, release): see the README's
-//! "Performance" section.
+//! Measured on 2 vCPU AMD EPYC (Linux 6.18, Rust 1.95, release): see
+//! docs/performance.md.
 
 #[path = "../tests/support/quiet.rs"]
 mod quiet;

@@ -2,7 +2,7 @@
 //! CPU time, read from `/proc/self/stat` and `/proc/meminfo` through files kept open.
 //!
 //! Target: under 200 µs of CPU, and 4× cheaper than the Python stack's psutil tick.
-//! Results are in the README's "Performance" section; reproduce with
+//! Results are in docs/performance.md; reproduce with
 //! `cargo bench --bench sampler_tick`, or `scripts/yardstick` for the comparison.
 
 use std::hint::black_box;

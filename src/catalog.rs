@@ -3,7 +3,7 @@
 //! The table is the single source of the exported names, kinds, units, descriptions and
 //! labels. From it come the public [`MetricSpec`] constants and [`CATALOG`], the
 //! crate's instruments struct with one field per row (created, registered and given its
-//! start-up value in one place), the README's metric table, and the checks that the
+//! start-up value in one place), the metric table of docs/metrics.md, and the checks that the
 //! generated Prometheus rules and Grafana dashboard name only metrics that exist.
 //!
 //! Names here are the exact Prometheus names: the exporter is configured not to append
@@ -431,7 +431,7 @@ macro_rules! catalog {
             };
         )*
 
-        /// Every metric loopwatch exports, in README order.
+        /// Every metric loopwatch exports, in the order of docs/metrics.md.
         pub const CATALOG: &[MetricSpec] = &[$($konst),*];
 
         /// Each row's field in [`Instruments`] and its metric name, which must agree.
@@ -667,7 +667,7 @@ catalog! {
         "Reasoning tokens of LLM calls as the answer reported them (completion_tokens_details or output_tokens_details); already counted in the output tokens (tokens).";
     /// Answers whose usage could not be read.
     LLM_USAGE_MISSING_TOTAL / loopwatch_llm_usage_missing_total: Counter = "loopwatch_llm_usage_missing_total", "{call}", ["model"], None, PerLlmCall,
-        "LLM calls the provider may have billed whose usage is unknown: answers without readable usage (a stream without include_usage, an answer that is not JSON or is compressed, a malformed usage object) and abandoned calls; they have no cost, so while this is above zero the spend is a lower bound (calls).";
+        "LLM calls the provider may have billed whose usage is unknown: answers without readable usage (a stream without include_usage, an answer that is not JSON or is compressed, a malformed usage object), abandoned calls, and timeouts and cut streams (a provider may bill those); they have no cost, so while this is above zero the spend is a lower bound (calls).";
     /// 429 answers.
     LLM_RATE_LIMITED_TOTAL / loopwatch_llm_rate_limited_total: Counter = "loopwatch_llm_rate_limited_total", "{call}", ["model"], None, PerLlmCall,
         "LLM calls answered 429 Too Many Requests (calls).";
@@ -782,7 +782,7 @@ pub fn find(name: &str) -> Option<&'static MetricSpec> {
     CATALOG.iter().find(|spec| spec.name == name)
 }
 
-/// Renders the catalog as the Markdown table the README carries.
+/// Renders the catalog as the Markdown table docs/metrics.md carries.
 ///
 /// ```
 /// let table = loopwatch::catalog::markdown_table();

@@ -44,7 +44,7 @@ pub struct EnvVariable {
     pub name: &'static str,
     /// The builder method whose value wins over the variable, if there is one.
     pub setter: Option<&'static str>,
-    /// What applies when neither is given, as the README shows it.
+    /// What applies when neither is given, as docs/configuration.md shows it.
     pub default: &'static str,
     /// What it sets (Markdown, one sentence or two).
     pub meaning: &'static str,
@@ -52,8 +52,8 @@ pub struct EnvVariable {
 
 /// Declares the environment variables: one row per variable, with the constant the
 /// code reads it by, the builder method that wins over it (or `-`), its default and
-/// its meaning. The rows become the constants and [`ENVIRONMENT`], which the README's
-/// configuration table is generated from; a test checks that [`resolve`] reads
+/// its meaning. The rows become the constants and [`ENVIRONMENT`], which the environment
+/// table of docs/configuration.md is generated from; a test checks that [`resolve`] reads
 /// exactly these variables.
 macro_rules! environment {
     ($($constant:ident = $name:literal, setter $setter:tt, default $default:literal, $meaning:literal;)*) => {
@@ -62,8 +62,8 @@ macro_rules! environment {
             pub(crate) const $constant: &str = $name;
         )*
 
-        /// Every environment variable a monitor reads, in the order of the README's
-        /// configuration table. A value set on the [`MonitorBuilder`](crate::MonitorBuilder)
+        /// Every environment variable a monitor reads, in the order of the environment
+        /// table of docs/configuration.md. A value set on the [`MonitorBuilder`](crate::MonitorBuilder)
         /// wins over the variable, the variable over the default; an invalid value
         /// stops start-up with an error naming the variable.
         pub const ENVIRONMENT: &[EnvVariable] = &[$(EnvVariable {
@@ -89,9 +89,9 @@ environment! {
     ENV_CONFIG = "LOOPWATCH_CONFIG", setter config_file, default "unset (the defaults below)",
         "A thresholds file, `loopwatch.toml`, with the keys below.";
     ENV_WEB_CONFIG = "LOOPWATCH_WEB_CONFIG", setter web_config, default "unset",
-        "TLS and basic auth for the endpoint (see \"Access control\").";
+        "TLS and basic auth for the endpoint (see \"Access control\" in docs/endpoint.md).";
     ENV_REGISTER_DIR = "LOOPWATCH_REGISTER_DIR", setter register, default "unset",
-        "A directory of Prometheus `file_sd` targets to register this loop in (see \"Many loops, many hosts\").";
+        "A directory of Prometheus `file_sd` targets to register this loop in (see docs/fleets.md).";
     ENV_EXPERIMENT = "LOOPWATCH_EXPERIMENT", setter experiment, default "unset",
         "The experiment the loop belongs to: the `experiment` label of its run info, alerts, registration and final files (at most 128 characters).";
     ENV_LOOP_NAME = "LOOPWATCH_LOOP_NAME", setter loop_name, default "unset",
@@ -105,7 +105,7 @@ environment! {
 }
 
 impl EnvVariable {
-    /// Renders [`ENVIRONMENT`] as the Markdown table the README carries
+    /// Renders [`ENVIRONMENT`] as the Markdown table docs/configuration.md carries
     /// (`loopwatch config` prints it).
     ///
     /// ```
@@ -764,7 +764,7 @@ thresholds! {
 }
 
 impl Thresholds {
-    /// Renders every key of `loopwatch.toml` as the Markdown table the README carries
+    /// Renders every key of `loopwatch.toml` as the Markdown table docs/configuration.md carries
     /// (`loopwatch config` prints it): its default and its documentation.
     ///
     /// ```
@@ -798,7 +798,7 @@ impl Thresholds {
         row(
             "[llm.prices.\"<model>\"]",
             "none",
-            "What a model's tokens cost, per million (see \"LLM-driven loops\"); a model \
+            "What a model's tokens cost, per million (see \"Prices\" in docs/llm-proxy.md); a model \
              without a price is never guessed.",
         );
         out
@@ -999,7 +999,7 @@ mod tests {
         assert!(err.contains(ENV_CONTAINER_STATS), "{err}");
     }
 
-    /// The table the README's configuration section is generated from is the code:
+    /// The table docs/configuration.md is generated from is the code:
     /// `resolve` reads exactly its variables, and its defaults are the constants'.
     #[test]
     fn the_environment_table_is_what_resolve_reads() {

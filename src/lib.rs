@@ -131,3 +131,42 @@ pub mod compare {
     //! reads ([`Comparison`]) and the figures it compares.
     pub use crate::export::compare::{CompareError, Comparison, FinalRun, RunFigures};
 }
+
+/// The Rust snippets of the README and of the pages of docs/, compiled (and run unless
+/// marked `no_run`) as doc tests, so that they name the API as it is; a test in
+/// `tests/readme.rs` checks that every page is listed here.
+#[cfg(doctest)]
+mod documentation {
+    macro_rules! pages {
+        ($($page:ident = $path:literal;)*) => {
+            $(
+                #[doc = include_str!($path)]
+                struct $page;
+            )*
+        };
+    }
+    pages! {
+        Readme = "../README.md";
+        Alerts = "../docs/alerts.md";
+        Architecture = "../docs/architecture.md";
+        Compare = "../docs/compare.md";
+        Configuration = "../docs/configuration.md";
+        Containers = "../docs/containers.md";
+        Endpoint = "../docs/endpoint.md";
+        Evolve = "../docs/evolve.md";
+        Fleets = "../docs/fleets.md";
+        Frameworks = "../docs/frameworks.md";
+        Index = "../docs/README.md";
+        Kubernetes = "../docs/kubernetes.md";
+        LlmProxy = "../docs/llm-proxy.md";
+        Metrics = "../docs/metrics.md";
+        Performance = "../docs/performance.md";
+        Protocol = "../docs/protocol.md";
+        Python = "../docs/python.md";
+        Restarts = "../docs/restarts.md";
+        Runbooks = "../docs/runbooks.md";
+        Rust = "../docs/rust.md";
+        Stack = "../docs/stack.md";
+        Testing = "../docs/testing.md";
+    }
+}

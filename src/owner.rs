@@ -194,7 +194,7 @@ pub(crate) fn host_name() -> String {
 }
 
 /// What one sweep for orphans (containers or processes) found and did. `T` is what was
-/// swept: a container id, or a [`MarkedProcess`](crate::MarkedProcess).
+/// swept: a container id, or a [`MarkedProcess`](crate::cleanup::MarkedProcess).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct SweepReport<T> {

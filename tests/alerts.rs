@@ -407,7 +407,10 @@ fn a_hung_iteration_fires_loop_stalled_within_the_limit_and_two_seconds() {
     );
     let delivered = am.alert("LoopStalled").unwrap();
     assert_eq!(delivered["annotations"]["summary"], "Loop stall detected");
-    assert_eq!(delivered["annotations"]["runbook"], "README.md#loopstalled");
+    assert_eq!(
+        delivered["annotations"]["runbook"],
+        "docs/runbooks.md#loopstalled"
+    );
     // The iteration finishing resolves it.
     hung.finish();
     assert!(!monitor.firing_alerts().contains(&AlertName::LoopStalled));

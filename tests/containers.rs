@@ -820,7 +820,7 @@ fn a_stats_sweep_of_twenty_containers_is_concurrent() {
     assert_eq!(e["active_containers"].value(), 20.0);
     assert_eq!(e["container_memory_usage"].samples.len(), 20);
     timings.sort();
-    // A measurement for the README, not a pass/fail threshold.
+    // A measurement for docs/containers.md, not a pass/fail threshold.
     println!(
         "stats sweep of 20 running containers: median {:?}, max {:?}",
         timings[2], timings[4]

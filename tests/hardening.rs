@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use support::*;
 
-/// The endpoint's documented limits (README, "Reliability and access control").
+/// The endpoint's documented limits (docs/endpoint.md, "Reliability").
 const MAX_IN_FLIGHT: usize = 128;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 

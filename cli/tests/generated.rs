@@ -167,21 +167,25 @@ fn rules_mirror_the_evaluator() {
             .is_some_and(|e| e.contains("(champion_staleness_iterations >= 33)"))));
 }
 
-/// Every row of the alert table has what an operator needs: a runbook section in the
-/// README and, for a rule, a promtool boundary test (the in-process evaluator's test
+/// Every row of the alert table has what an operator needs: a runbook section in
+/// docs/runbooks.md and, for a rule, a promtool boundary test (the in-process evaluator's test
 /// per alert is `evaluate::tests::every_alert_fires_in_process`).
 #[test]
 fn every_alert_has_a_runbook_and_a_boundary_test() {
-    let readme = committed("README.md");
+    let runbooks = committed("docs/runbooks.md");
     let tests = generate::promtool_tests(&Thresholds::default());
     for spec in ALERTS {
-        let anchor = spec.runbook.strip_prefix("README.md#").unwrap();
+        assert_eq!(
+            spec.runbook,
+            format!("docs/runbooks.md#{}", spec.name.to_ascii_lowercase()),
+            "{}'s runbook is its section of docs/runbooks.md",
+            spec.name
+        );
         assert!(
-            readme.lines().any(
-                |line| line.strip_prefix("#### ").map(str::to_ascii_lowercase)
-                    == Some(anchor.to_string())
-            ),
-            "README.md has no runbook section for {}",
+            runbooks
+                .lines()
+                .any(|line| line.strip_prefix("## ") == Some(spec.name)),
+            "docs/runbooks.md has no section for {}",
             spec.name
         );
         if matches!(spec.rule, RuleSpec::Rule { .. }) {
@@ -384,7 +388,7 @@ fn every_threshold_key_can_be_set_alone_in_the_file_and_on_the_builder() {
 }
 
 /// The example configuration of an LLM-driven loop parses, sets the spending limits and
-/// prices the models the README names.
+/// prices the models it lists (a dated model by its longest prefix).
 #[test]
 fn the_example_config_sets_the_llm_limits_and_prices() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -155,7 +155,7 @@ fn the_sdks_calls_are_metered_exactly_and_passed_through_unchanged() {
             &format!("--config={}", config.display()),
         ],
         &script("sdk_calls.py"),
-        &[out.to_str().unwrap()],
+        &[out.to_str().unwrap(), "{metrics}"],
     );
     let status = run.wait(Duration::from_secs(120));
     let log = run.log();
@@ -1563,13 +1563,14 @@ fn finished_calls_are_booked_as_finished_whatever_the_loop_read() {
     );
 }
 
-/// Calls in flight when loopwatch stops the loop are abandoned, not an outage: four
-/// calls waiting on the provider and a SIGTERM to `loopwatch run`, or the loop's
-/// `--exit-timeout` after it said it was done, leave no LLMErrors in the alert
-/// history, and four abandoned calls.
+/// Calls in flight when the loop is stopped are abandoned, not an outage: four calls
+/// waiting on the provider and a SIGTERM to `loopwatch run`, the loop's
+/// `--exit-timeout` after it said it was done, or the loop dying on its own (a crash:
+/// loopwatch learns of it only as its process exits, after the calls were cut) leave
+/// no LLMErrors in the alert history, and four abandoned calls.
 #[test]
 fn calls_in_flight_at_a_stop_are_abandoned_not_an_outage() {
-    for exit_timeout in [false, true] {
+    for (exit_timeout, crash) in [(false, false), (true, false), (false, true)] {
         let upstream = Upstream::start();
         let dir = tempfile::tempdir().unwrap();
         let upstream_flag = format!("--llm-upstream={}", upstream.url());
@@ -1579,8 +1580,11 @@ fn calls_in_flight_at_a_stop_are_abandoned_not_an_outage() {
             flags.push("--exit-timeout=1s");
             args = vec!["done", "{metrics}"];
         }
+        if crash {
+            args = vec!["crash", "{metrics}"];
+        }
         let mut run = metered(dir.path(), &flags, &script("in_flight.py"), &args);
-        if !exit_timeout {
+        if !exit_timeout && !crash {
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
                 let request = format!(
@@ -1625,7 +1629,7 @@ fn calls_in_flight_at_a_stop_are_abandoned_not_an_outage() {
         assert_eq!(
             (&llm["calls"], &llm["abandoned"], &llm["errors"]),
             (&4.into(), &4.into(), &0.into()),
-            "exit timeout {exit_timeout}: {llm}"
+            "exit timeout {exit_timeout}, crash {crash}: {llm}"
         );
         let history = json["alert_history"].as_array().unwrap();
         assert!(

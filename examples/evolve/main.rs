@@ -16,7 +16,7 @@
 //! cargo run --example evolve -- --linger forever           # the dashboard stays up
 //! ```
 //! Prometheus, Alertmanager and Grafana can watch it with the files in `prometheus/`
-//! and `grafana/`; see the README.
+//! and `grafana/`; see docs/evolve.md.
 
 mod prices;
 mod sandbox;

@@ -13,6 +13,15 @@ to that socket, one JSON line per event (docs/protocol.md)::
     loopwatch.gauge("llm_tokens", 1234, unit="{token}", description="Tokens used")
     loopwatch.done()
 
+Each candidate's evaluation, in the loop or in a worker of a process pool (which
+inherits ``LOOPWATCH_SOCKET`` and reports its own pid)::
+
+    with loopwatch.evaluation(program_path) as e:   # ok, or failed with the exception's type
+        run(program_path)                           # e.timeout() / e.failed("reason") / e.ok()
+
+    @loopwatch.evaluated                             # every call an evaluation, its id the path
+    def evaluate(program_path): ...
+
 Without ``LOOPWATCH_SOCKET`` every call is a no-op. No call raises into the loop or
 blocks it: events go into a bounded buffer that a background thread encodes and
 writes out, reconnecting while the socket is away. When the buffer reaches
@@ -27,7 +36,8 @@ counted, and the count is reported once the socket is back. A process forked fro
 reporting one (a worker pool) opens its own connection. Standard library only,
 Python 3.9 or later.
 
-The modules: :mod:`loopwatch._api` (the calls below), :mod:`loopwatch._writer` (the
+The modules: :mod:`loopwatch._api` (the calls below), :mod:`loopwatch._evaluation`
+(evaluations), :mod:`loopwatch._writer` (the
 buffer and the writer thread), :mod:`loopwatch._merging` (what a full buffer folds
 into one event) and :mod:`loopwatch._encoding` (the protocol's lines).
 """
@@ -50,15 +60,21 @@ from ._api import run_id as run_id
 from ._encoding import MAX_REASONS_PER_LINE as MAX_REASONS_PER_LINE
 from ._encoding import MAX_TEXT_CHARS as MAX_TEXT_CHARS
 from ._encoding import Event as Event
+from ._evaluation import Evaluation as Evaluation
+from ._evaluation import evaluated as evaluated
+from ._evaluation import evaluation as evaluation
 from ._merging import MAX_LISTED_REJECTIONS as MAX_LISTED_REJECTIONS
 from ._writer import COALESCE_SECONDS as COALESCE_SECONDS
 from ._writer import MAX_BUFFERED as MAX_BUFFERED
 
 __all__ = [
+    "Evaluation",
     "Iteration",
     "counter",
     "done",
     "enabled",
+    "evaluated",
+    "evaluation",
     "flush",
     "gauge",
     "iteration",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import sys
 import threading
 import time
 from types import TracebackType
@@ -65,7 +66,28 @@ def _get() -> Optional[Client]:
     with _lock:
         if _client is None or _client.pid != os.getpid():
             _client = Client(path)
+            _watch_pool_worker(_client)
         return _client
+
+
+def _watch_pool_worker(client: Client) -> None:
+    """In a worker of a multiprocessing pool (fork, spawn or forkserver, as
+    concurrent.futures' process pools are): drains the buffer when the worker ends,
+    which it does through ``os._exit`` after multiprocessing's own finalizers, never
+    through ``atexit``, and sends evaluations' ends at once (its pool may end it as
+    soon as its results are back). Nothing is imported for this: a worker has
+    multiprocessing loaded already."""
+    multiprocessing = sys.modules.get("multiprocessing")
+    util = sys.modules.get("multiprocessing.util")
+    if multiprocessing is None or util is None:
+        return
+    try:
+        if multiprocessing.parent_process() is None:
+            return
+        client.prompt = True
+        util.Finalize(None, _drain_at_exit, exitpriority=10)
+    except Exception:  # noqa: BLE001 - reporting never raises into the loop
+        pass
 
 
 def _put(event: Event) -> None:
@@ -81,6 +103,33 @@ def _put(event: Event) -> None:
         client.put(event)
     except Exception:  # noqa: BLE001 - reporting never raises into the loop
         pass
+
+
+def _put_soon(event: Event) -> None:
+    """As :func:`_put`, for an event a pool worker sends at once (an evaluation's end)."""
+    try:
+        client = _client
+        if client is None:
+            if _disabled:
+                return
+            client = _get()
+            if client is None:
+                return
+        client.put_soon(event)
+    except Exception:  # noqa: BLE001 - reporting never raises into the loop
+        pass
+
+
+def _reporting() -> bool:
+    """Whether this process reports to a supervisor (its client made on first use)."""
+    if _client is not None:
+        return True
+    if _disabled:
+        return False
+    try:
+        return _get() is not None
+    except Exception:  # noqa: BLE001 - reporting never raises into the loop
+        return False
 
 
 def enabled() -> bool:

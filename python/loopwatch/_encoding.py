@@ -21,7 +21,10 @@ MAX_TEXT_CHARS = 256
 MAX_REASONS_PER_LINE = 32
 
 # An event is a tuple whose first item says how to encode the rest; encoding happens
-# on the writer thread, so the loop pays only for building a tuple.
+# on the writer thread, so the loop pays only for building a tuple. An evaluation's are
+# ("evaluation_start", id, pid, worker, queued, t) and
+# ("evaluation_end", id, pid, worker, outcome, reason, t), None for what is not known;
+# a time is Unix seconds (a float) or whole nanoseconds (an int), as for iterations.
 Event = Tuple[Any, ...]
 
 _encode_string = json.encoder.encode_basestring
@@ -46,6 +49,16 @@ def _moment(at: Any) -> str:
     if type(at) is int:
         return '"t_ns":%d' % at
     return '"t":%r' % (at,)
+
+
+def _time_field(name: str, at: Any) -> str:
+    """A time as the field ``name`` (whole nanoseconds as ``name_ns``), after a comma;
+    nothing for None."""
+    if at is None:
+        return ""
+    if type(at) is int:
+        return ',"%s_ns":%d' % (name, at)
+    return ',"%s":%s' % (name, number(at))
 
 
 def number(value: Any) -> str:
@@ -184,6 +197,36 @@ def _count(value: Any) -> str:
     return "null" if value is None else "%d" % int(value)
 
 
+def _evaluation_fields(ident: Any, pid: Any, worker: Any) -> str:
+    """The fields an evaluation's start and end share: its id, and the pid and worker
+    that run it when known (a pid out of range, or an empty worker, is left out)."""
+    fields = '"id":%s' % text(ident)
+    if pid is not None and 0 < pid < 1 << 32:
+        fields += ',"pid":%d' % pid
+    if worker is not None and worker != "":
+        fields += ',"worker":%s' % text(worker)
+    return fields
+
+
+def _encode_evaluation_start(ident: Any, pid: Any, worker: Any, queued: Any, at: Any) -> str:
+    return '{"v":1,"type":"evaluation_start",%s%s%s}\n' % (
+        _evaluation_fields(ident, pid, worker),
+        _time_field("queued", queued),
+        _time_field("t", at),
+    )
+
+
+def _encode_evaluation_end(ident: Any, pid: Any, worker: Any, outcome: str, reason: Any, at: Any) -> str:
+    # A reason goes only with `failed` (the monitor rejects it on another outcome).
+    because = ',"reason":%s' % text(reason) if reason is not None and outcome == "failed" else ""
+    return '{"v":1,"type":"evaluation_end",%s,"outcome":"%s"%s%s}\n' % (
+        _evaluation_fields(ident, pid, worker),
+        outcome,
+        because,
+        _time_field("t", at),
+    )
+
+
 def encode(event: Event) -> str:
     """The protocol line(s) of one event, each ending in a newline.
 
@@ -238,6 +281,10 @@ def encode(event: Event) -> str:
                 "null" if cost is None else number(cost),
             )
         )
+    if kind == "evaluation_start":
+        return _encode_evaluation_start(*event[1:])
+    if kind == "evaluation_end":
+        return _encode_evaluation_end(*event[1:])
     if kind == "iteration_end":
         return '{"v":1,"type":"iteration_end",%s}\n' % _moment(event[1])
     return '{"v":1,"type":"%s"}\n' % kind

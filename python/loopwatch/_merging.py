@@ -175,13 +175,14 @@ def merge(events: List[Event]) -> List[Event]:
     them) folded into one ``iterations`` event, and every run of metrics into one
     event per metric (a gauge its last value, a counter its summed increments, after
     the iterations of the run); an unfinished iteration, and everything else (LLM
-    calls, ``done``), stays as it is."""
+    calls, evaluations' starts and ends, ``done``), stays as it is: each one written,
+    in its order among its kind."""
     out: List[Event] = []
     merged: Optional[Merged] = None
     gauges: Dict[str, Event] = {}
     counters: Dict[str, List[Any]] = {}
-    # Events of merged iterations that are not folded into them (LLM calls): sent
-    # after the run, each as it was.
+    # Events of merged iterations that are not folded into them (LLM calls,
+    # evaluations): sent after the run, each as it was.
     kept: List[Event] = []
 
     def close_run() -> None:
@@ -234,7 +235,9 @@ def merge(events: List[Event]) -> List[Event]:
                 merged.add_population(inner[1], inner[2], inner[3], inner[4])
             elif inner_kind == "metric":
                 _fold_metric(inner, gauges, counters)
-            elif inner_kind == "llm_call":
+            else:
+                # Everything else (LLM calls, evaluations' starts and ends) is sent
+                # after the run, each as it was and in its order.
                 kept.append(inner)
         end = events[j]
         if len(end) > 2:

@@ -57,6 +57,10 @@ class Client:
         self.reported = 0
         self.wake = threading.Event()
         self.urgent = False
+        # Whether an evaluation's end is sent at once rather than gathered for
+        # COALESCE_SECONDS: set in a pool worker, which its pool may end (or kill) as
+        # soon as the result is back, before a gathered write would go out.
+        self.prompt = False
         self.sending = False
         self.closed = False
         self.thread: Optional[threading.Thread] = None
@@ -81,6 +85,17 @@ class Client:
         if buffered == 0:
             # The writer sleeps only on an empty buffer: wake it for the first event.
             self.wake.set()
+
+    def put_soon(self, event: Event) -> None:
+        """Buffers an event that is sent at once when ``prompt`` is set (on the loop's
+        thread): never blocks, never raises."""
+        if self.prompt:
+            # Before the event goes in, so that the writer it wakes does not wait.
+            self.urgent = True
+            self.put(event)
+            self.wake.set()
+        else:
+            self.put(event)
 
     def _merge(self) -> None:
         """Folds the complete iterations buffered into one event each run (on the

@@ -19,6 +19,13 @@ span of gene values (``bounds``, or the population's own span), so bit strings g
 the normalised Hamming distance and a population of clones reads 0. The champion is
 the hall of fame's best (else the fittest individual). Large populations are sampled
 (``max_pairs``) so that recording stays cheap.
+
+Each individual's evaluation, as it runs (in the loop's process or in a pool's
+worker, through ``toolbox.map``), is reported once the toolbox's ``evaluate`` is
+wrapped::
+
+    toolbox.register("evaluate", evaluate)
+    loopwatch.deap.evaluations(toolbox)    # each call an evaluation: ok, or failed
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ import random
 from typing import Any, Optional, Sequence, Tuple
 
 import loopwatch
+from loopwatch._evaluation import _Evaluated
 
-__all__ = ["genome_diversity", "record"]
+__all__ = ["evaluations", "genome_diversity", "record"]
 
 
 def _genes(individual: Any) -> Tuple[Any, ...]:
@@ -117,5 +125,20 @@ def record(
             diversity=genome_diversity(population, bounds),
             champion=champion,
         )
+    except Exception:  # noqa: BLE001 - monitoring never breaks the algorithm
+        pass
+
+
+def evaluations(toolbox: Any, alias: str = "evaluate") -> None:
+    """Wraps the toolbox's ``evaluate`` (or ``alias``) so that each individual's
+    evaluation is reported while it runs (``loopwatch.evaluated``: ``ok`` when it
+    returns, ``failed`` with the exception's type when it raises; the id
+    ``evaluate-<pid>-<n>``), in this process or in a pool's worker. Wrapping twice
+    wraps once; a toolbox without it is left as it is."""
+    try:
+        function = getattr(toolbox, alias, None)
+        if function is None or isinstance(function, _Evaluated):
+            return
+        setattr(toolbox, alias, loopwatch.evaluated(function))
     except Exception:  # noqa: BLE001 - monitoring never breaks the algorithm
         pass

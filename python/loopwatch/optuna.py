@@ -17,17 +17,64 @@ parameters (each scaled to its distribution's range, categorical ones 0 or 1), s
 sampler that has converged on one corner of the space reads near 0; the champion is
 the best trial. This module imports nothing from Optuna: it reads the objects Optuna
 passes to callbacks.
+
+Each finished trial is also an evaluation (``trial-<number>``, with the trial's own
+start and end): ``ok`` when COMPLETE, ``failed`` with ``pruned`` or ``fail`` as the
+reason otherwise. The callback runs once a trial has finished, so a trial that hangs
+is seen only when the objective is wrapped, which reports each trial as it starts
+(the callback then adds no second one)::
+
+    study.optimize(loopwatch.optuna.objective(objective), n_trials=200,
+                   callbacks=[loopwatch.optuna.Callback()])
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import itertools
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 import loopwatch
+from loopwatch._evaluation import _reported
 
-__all__ = ["Callback", "parameter_diversity"]
+__all__ = ["Callback", "objective", "parameter_diversity"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Trials the wrapped objective reported while they ran, until the callback sees
+#: them end (at most this many kept: an objective wrapped without the callback).
+_MAX_LIVE = 4096
+_live: "collections.OrderedDict[Any, None]" = collections.OrderedDict()
+
+
+def _trial_key(trial: Any) -> Any:
+    """A trial's key in its storage (its number within one study, else)."""
+    return getattr(trial, "_trial_id", None), getattr(trial, "number", None)
+
+
+def _trial_id(trial: Any, *args: Any, **kwargs: Any) -> str:
+    return "trial-%d" % trial.number
+
+
+def objective(func: F) -> F:
+    """The objective ``func``, each trial reported as an evaluation while it runs
+    (``trial-<number>``: ``ok`` when it returns, ``failed`` with the exception's type
+    when it raises, ``TrialPruned`` included), so that one that hangs is seen."""
+    evaluated = loopwatch.evaluated(func, id=_trial_id)
+
+    @functools.wraps(func)
+    def run(trial: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            _live[_trial_key(trial)] = None
+            while len(_live) > _MAX_LIVE:
+                _live.popitem(last=False)
+        except Exception:  # noqa: BLE001 - monitoring never breaks the study
+            pass
+        return evaluated(trial, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 def _span(distribution: Any) -> Optional[float]:
@@ -110,6 +157,18 @@ class Callback:
                 )
         finally:
             it.end(ended.timestamp() if ended is not None else None)
+        key = _trial_key(trial)
+        reported_live = key in _live
+        _live.pop(key, None)
+        if not reported_live:
+            # Not reported while it ran: reported now, with its own times.
+            _reported(
+                "trial-%d" % trial.number,
+                started.timestamp() if started is not None else None,
+                ended.timestamp() if ended is not None else None,
+                "ok" if state == "COMPLETE" else "failed",
+                None if state == "COMPLETE" else state.lower(),
+            )
 
     @staticmethod
     def _score(study: Any, value: float) -> float:

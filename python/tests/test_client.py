@@ -17,6 +17,7 @@ import loopwatch
 import loopwatch.deap
 import loopwatch.optuna
 from loopwatch import _api, _encoding, _merging, _writer
+from loopwatch._encoding import Event
 
 
 class Server:
@@ -198,6 +199,52 @@ class ClientTest(unittest.TestCase):
         self.assertEqual([e[0] for e in merged], ["iterations", "llm_call"])
         self.assertEqual(merged[1], call)
 
+    def test_evaluations_are_never_merged_away(self) -> None:
+        start, end = ("iteration_start", 1.0), ("iteration_end", 2.0)
+
+        def evaluation(ident: str) -> List[Event]:
+            return [
+                ("evaluation_start", ident, 4242, None, None, 1.25),
+                ("evaluation_end", ident, 4242, None, "ok", None, 1.5),
+            ]
+
+        a, b = evaluation("a"), evaluation("b")
+        events = [start, a[0], end, start, a[1], b[0], end, b[1], start, end]
+        merged = _merging.merge(events)
+        # Each evaluation event is written as it was, in its order; the iterations
+        # around them are merged.
+        self.assertEqual([e for e in merged if e[0].startswith("evaluation")], a + b)
+        self.assertEqual(sum(e[1].count for e in merged if e[0] == "iterations"), 3)
+        self.assertEqual(
+            [e[0] for e in merged],
+            ["iterations", "evaluation_start", "evaluation_end", "evaluation_start", "evaluation_end", "iterations"],
+        )
+
+    def test_evaluations_inside_merged_iterations_all_arrive(self) -> None:
+        fresh_client(self.path)  # nothing listens yet
+        limit = _writer.MAX_BUFFERED
+        _writer.MAX_BUFFERED = 50
+        try:
+            for i in range(40):
+                with loopwatch.iteration() as it:
+                    with loopwatch.evaluation("prog-%d" % i):
+                        it.success(float(i))
+            server = Server(self.path)
+            self.assertTrue(loopwatch.flush(10))
+            server.wait_until(lambda types: types.count("evaluation_end") == 40)
+            lines = list(server.lines)
+            self.assertTrue([l for l in lines if l["type"] == "iterations"], "iterations were merged")
+            self.assertFalse([l for l in lines if l["type"] == "dropped"], "nothing dropped")
+            starts = [l["id"] for l in lines if l["type"] == "evaluation_start"]
+            ends = [l["id"] for l in lines if l["type"] == "evaluation_end"]
+            self.assertEqual(starts, ["prog-%d" % i for i in range(40)])
+            self.assertEqual(ends, starts)
+            counted = sum(int(l["count"]) for l in lines if l["type"] == "iterations")
+            self.assertEqual(counted + sum(1 for l in lines if l["type"] == "iteration_end"), 40)
+            server.close()
+        finally:
+            _writer.MAX_BUFFERED = limit
+
     def test_odd_values_are_summarised_for_the_monitor_to_reject(self) -> None:
         line = json.loads(
             _encoding.encode(
@@ -363,15 +410,16 @@ class PublicNamesTest(unittest.TestCase):
 
     NAMES = {
         "COALESCE_SECONDS", "DRAIN_TIMEOUT_SECONDS", "ENV_LABELS", "ENV_RUN_ID", "ENV_SOCKET",
-        "Event", "Iteration", "MAX_BUFFERED", "MAX_LISTED_REJECTIONS", "MAX_REASONS_PER_LINE",
-        "MAX_TEXT_CHARS", "counter", "done", "enabled", "flush", "gauge", "iteration", "labels",
-        "llm_call", "run_id",
+        "Evaluation", "Event", "Iteration", "MAX_BUFFERED", "MAX_LISTED_REJECTIONS",
+        "MAX_REASONS_PER_LINE", "MAX_TEXT_CHARS", "counter", "done", "enabled", "evaluated",
+        "evaluation", "flush", "gauge", "iteration", "labels", "llm_call", "run_id",
     }
 
     def test_every_public_name_is_still_there(self) -> None:
         self.assertEqual(
             loopwatch.__all__,
-            ["Iteration", "counter", "done", "enabled", "flush", "gauge", "iteration", "labels", "llm_call", "run_id"],
+            ["Evaluation", "Iteration", "counter", "done", "enabled", "evaluated", "evaluation", "flush", "gauge",
+             "iteration", "labels", "llm_call", "run_id"],
         )
         missing = [name for name in sorted(self.NAMES) if not hasattr(loopwatch, name)]
         self.assertEqual(missing, [])
@@ -411,16 +459,30 @@ class ProtocolVectorTest(unittest.TestCase):
                 self.assertEqual("".join(map(_encoding.encode, merged)), vector["line"] + "\n")
 
     def test_inputs_that_would_make_a_line_too_long_are_cut(self) -> None:
-        vectors = [v for v in _vectors("invalid.jsonl") if "event" in v]
+        vectors = [v for v in _vectors("invalid.jsonl") if "event" in v and v["error"] == "too_long"]
         self.assertGreaterEqual(len(vectors), 3)
         for vector in vectors:
             with self.subTest(vector["name"]):
-                self.assertEqual(vector["error"], "too_long")
                 event = tuple(_padded(vector["event"], vector["pad"]))
                 encoded = _encoding.encode(event)
                 self.assertLess(len(encoded.encode("utf-8")), MAX_LINE_BYTES)
                 line = json.loads(encoded)
                 self.assertEqual(line["v"], 1)
+
+    def test_texts_past_the_monitors_bound_are_cut_to_it(self) -> None:
+        # The monitor rejects an evaluation whose id, worker or reason is over 256
+        # characters: the client writes the first 256, where the vector's line has
+        # them all.
+        vectors = [v for v in _vectors("invalid.jsonl") if "event" in v and v["error"] == "malformed"]
+        self.assertGreaterEqual(len(vectors), 3)
+        for vector in vectors:
+            with self.subTest(vector["name"]):
+                encoded = _encoding.encode(tuple(_padded(vector["event"], vector["pad"])))
+                self.assertGreater(vector["pad"], loopwatch.MAX_TEXT_CHARS)
+                prefix = vector["line_prefix"]
+                self.assertTrue(encoded.startswith(prefix), encoded)
+                self.assertTrue(encoded[len(prefix):].startswith("x" * loopwatch.MAX_TEXT_CHARS + '"'), encoded)
+                self.assertEqual(json.loads(encoded)["v"], 1)
 
     def test_many_distinct_reasons_fold_into_other(self) -> None:
         failures = {"reason %d" % i: 2 for i in range(100)}

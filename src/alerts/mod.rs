@@ -71,7 +71,8 @@ pub struct AlertSpec {
     pub message: &'static str,
     /// The [`Thresholds`] keys it reads.
     pub threshold_keys: &'static [&'static str],
-    /// Its runbook: a section of the README (`README.md#<anchor>`).
+    /// Its runbook: a section of docs/runbooks.md (`docs/runbooks.md#<anchor>`, the
+    /// alert's name in lower case), relative to the repository's root.
     pub runbook: &'static str,
     /// Its Prometheus rule, or why it has none.
     pub rule: RuleSpec,
@@ -199,7 +200,7 @@ alert_table! {
     HighMemoryUsage {
         severity: Critical,
         message: "High memory usage detected",
-        runbook: "README.md#highmemoryusage",
+        runbook: "docs/runbooks.md#highmemoryusage",
         thresholds: ["memory_fraction", "memory_clear_fraction", "memory_samples"],
         threshold: Thresholds::memory_fraction,
         rule: rule!(promql::high_memory, promql::high_memory_description),
@@ -208,7 +209,7 @@ alert_table! {
     DiversityCollapse {
         severity: Warning,
         message: "Diversity collapse detected",
-        runbook: "README.md#diversitycollapse",
+        runbook: "docs/runbooks.md#diversitycollapse",
         thresholds: ["diversity_floor", "diversity_iterations"],
         threshold: Thresholds::diversity_floor,
         rule: rule!(promql::diversity_collapse, promql::diversity_collapse_description),
@@ -217,7 +218,7 @@ alert_table! {
     ChampionStaleness {
         severity: Warning,
         message: "Champion staleness detected",
-        runbook: "README.md#championstaleness",
+        runbook: "docs/runbooks.md#championstaleness",
         thresholds: ["staleness_iterations"],
         threshold: |t| t.staleness_iterations() as f64,
         rule: rule!(promql::champion_staleness, promql::champion_staleness_description),
@@ -226,7 +227,7 @@ alert_table! {
     LowSuccessRate {
         severity: Warning,
         message: "Low success rate detected",
-        runbook: "README.md#lowsuccessrate",
+        runbook: "docs/runbooks.md#lowsuccessrate",
         thresholds: ["success_rate_floor", "window"],
         threshold: Thresholds::success_rate_floor,
         rule: rule!(promql::low_success_rate, promql::low_success_rate_description),
@@ -235,7 +236,7 @@ alert_table! {
     ContainerCleanupFailures {
         severity: Critical,
         message: "Container cleanup failures detected",
-        runbook: "README.md#containercleanupfailures",
+        runbook: "docs/runbooks.md#containercleanupfailures",
         thresholds: ["orphan_limit"],
         threshold: |t| t.orphan_limit() as f64,
         rule: rule!(promql::cleanup_failures, promql::cleanup_failures_description),
@@ -245,7 +246,7 @@ alert_table! {
     LoopStalled {
         severity: Critical,
         message: "Loop stall detected",
-        runbook: "README.md#loopstalled",
+        runbook: "docs/runbooks.md#loopstalled",
         thresholds: ["stall_factor", "stall_floor"],
         threshold: |t| t.stall_floor().as_secs_f64(),
         rule: rule!(promql::loop_stalled, promql::loop_stalled_description),
@@ -255,7 +256,7 @@ alert_table! {
     LoopExited {
         severity: Critical,
         message: "Unexpected loop exit detected",
-        runbook: "README.md#loopexited",
+        runbook: "docs/runbooks.md#loopexited",
         thresholds: [],
         // Any failing exit status.
         threshold: |_| 0.0,
@@ -267,7 +268,7 @@ alert_table! {
     LoopCrashLooping {
         severity: Critical,
         message: "Loop restarting repeatedly",
-        runbook: "README.md#loopcrashlooping",
+        runbook: "docs/runbooks.md#loopcrashlooping",
         thresholds: ["max_restarts", "restart_window"],
         threshold: |t| t.crash_loop_restarts() as f64,
         rule: rule!(promql::crash_looping, promql::crash_looping_description),
@@ -277,7 +278,7 @@ alert_table! {
     LLMErrors {
         severity: Critical,
         message: "LLM error rate high",
-        runbook: "README.md#llmerrors",
+        runbook: "docs/runbooks.md#llmerrors",
         thresholds: ["llm_error_rate", "llm_error_calls"],
         threshold: Thresholds::llm_error_rate,
         rule: rule!(promql::llm_errors, promql::llm_errors_description),
@@ -287,7 +288,7 @@ alert_table! {
     LLMSpendWithoutProgress {
         severity: Warning,
         message: "LLM spend without progress",
-        runbook: "README.md#llmspendwithoutprogress",
+        runbook: "docs/runbooks.md#llmspendwithoutprogress",
         thresholds: ["llm_spend_without_progress_usd"],
         threshold: |t| t.llm_spend_without_progress_usd().unwrap_or(f64::INFINITY),
         rule: rule!(promql::llm_spend_without_progress, promql::llm_spend_without_progress_description),
@@ -298,7 +299,7 @@ alert_table! {
         severity: Critical,
         message: "LLM budget exceeded",
         pending_message: "LLM budget will be exceeded within the horizon at the last hour's rate",
-        runbook: "README.md#llmbudget",
+        runbook: "docs/runbooks.md#llmbudget",
         thresholds: ["llm_budget_usd", "llm_budget_horizon"],
         threshold: |t| t.llm_budget_usd().unwrap_or(f64::INFINITY),
         rule: rule!(promql::llm_budget, promql::llm_budget_description),
@@ -321,7 +322,7 @@ alert_table! {
         LoopDown {
             severity: Critical,
             message: "Loop target down",
-            runbook: "README.md#loopdown",
+            runbook: "docs/runbooks.md#loopdown",
             thresholds: [],
             rule: rule!(promql::loop_down, promql::loop_down_description, "30s"),
             why: "a loop that died cannot report its own death; only its scraper can",
@@ -331,7 +332,7 @@ alert_table! {
         LoopVanished {
             severity: Critical,
             message: "Loop vanished",
-            runbook: "README.md#loopvanished",
+            runbook: "docs/runbooks.md#loopvanished",
             thresholds: [],
             rule: rule!(promql::loop_vanished, promql::loop_vanished_description, "30s"),
             why: "a loop whose host is gone cannot report anything; only the store its series went to can",

@@ -76,11 +76,6 @@ pub(crate) struct Pacing {
     pub(crate) resolve_hold: Duration,
 }
 
-/// The README section explaining an alert: what it means, what to check first.
-pub(crate) fn runbook(alert: AlertName) -> String {
-    format!("README.md#{}", alert.as_str().to_ascii_lowercase())
-}
-
 /// The loop-side handle: records transitions, wakes the senders.
 #[derive(Debug, Clone)]
 pub(crate) struct AlertSink {
@@ -284,7 +279,7 @@ fn payload(
                 "value": value.to_string(),
                 "threshold": record.threshold.to_string(),
                 "iteration": record.iteration.to_string(),
-                "runbook": runbook(*name),
+                "runbook": name.spec().runbook,
             },
             "startsAt": rfc3339(record.firing_since),
             "endsAt": rfc3339(ends_at),

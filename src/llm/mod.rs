@@ -337,8 +337,9 @@ impl LlmCall {
     }
 
     /// Whether the provider may have billed the call while its usage is unknown: it
-    /// did not fail, reported no cost, and lacks its input or output count (an
-    /// embedding has no output). Its spend is not known, so the run's is a lower
+    /// did not fail, or failed in a way a provider still bills (a timeout: the
+    /// provider may have finished it; a cut stream: what was generated), reported no
+    /// cost, and lacks its input or output count (an embedding has no output). Its spend is not known, so the run's is a lower
     /// bound.
     ///
     /// ```
@@ -348,12 +349,19 @@ impl LlmCall {
     /// assert!(call.usage_missing());
     /// assert!(!call.clone().with_tokens(3, 4).usage_missing());
     /// assert!(call.clone().with_abandoned().usage_missing());
+    /// assert!(call.clone().with_error(loopwatch::llm::LlmError::Timeout).usage_missing());
     /// assert!(!call.with_error(loopwatch::llm::LlmError::Status(503)).usage_missing());
     /// ```
     pub fn usage_missing(&self) -> bool {
         let counted = self.input_tokens.is_some()
             && (self.output_tokens.is_some() || self.operation == Operation::Embeddings);
-        self.error.is_none() && self.cost_usd.is_none() && !counted
+        // A call that timed out or whose stream was cut may have been billed (the
+        // provider finished it, or billed what it generated): unknown, not free.
+        let billable = matches!(
+            self.error,
+            None | Some(LlmError::Timeout | LlmError::StreamCut)
+        );
+        billable && self.cost_usd.is_none() && !counted
     }
 
     /// The model it is priced and labelled by: the one that answered, else the one

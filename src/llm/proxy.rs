@@ -48,7 +48,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -90,6 +90,62 @@ pub const DRAIN_MAX_BYTES: usize = 256 * 1024 * 1024;
 /// How long a stopping proxy waits for its connections to close and the answers
 /// being read for their usage to end; calls still open then are abandoned.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a call the loop hung up on without its answer waits to be booked: if the
+/// loop ends within it (its process exited: a crash, a Ctrl-C at the terminal, an
+/// `asyncio.run` cancelling its tasks at exit; or loopwatch ended it), the call was
+/// cut by that end and is `abandoned`; otherwise the loop gave up on the provider and
+/// the call is a `timeout`.
+pub const SETTLE_WAIT: Duration = Duration::from_secs(2);
+
+/// Silence of the upstream, after its status line, past which a loop that hangs up
+/// gave up on a stalled provider (a `timeout`) rather than leaving an answer that was
+/// still coming (`abandoned`).
+pub const STALLED_ANSWER: Duration = Duration::from_secs(30);
+
+/// When the loop was ended: set by the supervisor before it signals the loop and when
+/// the loop's process exits, so that calls the loop leaves then are not taken for a
+/// provider's outage.
+#[derive(Debug)]
+struct LoopEnds {
+    /// The instant the times below count from.
+    base: Instant,
+    /// Whether the loop is being ended, or has ended, and not started again.
+    ending: AtomicBool,
+    /// The last end, in nanoseconds after `base` plus one; 0 before any.
+    last_end: AtomicU64,
+}
+
+impl Default for LoopEnds {
+    fn default() -> Self {
+        LoopEnds {
+            base: Instant::now(),
+            ending: AtomicBool::new(false),
+            last_end: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LoopEnds {
+    fn set(&self, ending: bool) {
+        if ending {
+            let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.last_end
+                .store(nanos.saturating_add(1), Ordering::Release);
+        }
+        self.ending.store(ending, Ordering::Release);
+    }
+
+    /// Whether the loop was ended at any time after `start`, or is being ended now.
+    fn ended_since(&self, start: Instant) -> bool {
+        if self.ending.load(Ordering::Acquire) {
+            return true;
+        }
+        let since = u64::try_from(start.saturating_duration_since(self.base).as_nanos())
+            .unwrap_or(u64::MAX);
+        self.last_end.load(Ordering::Acquire) > since
+    }
+}
 
 /// Where the proxy listens and forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +250,7 @@ pub struct LlmProxy {
     runtime: Option<tokio::runtime::Runtime>,
     stop: tokio_util::sync::CancellationToken,
     tasks: Arc<Tasks>,
-    ending: Arc<AtomicBool>,
+    ending: Arc<LoopEnds>,
 }
 
 impl LlmProxy {
@@ -254,7 +310,7 @@ impl LlmProxy {
             "LLM metering proxy listening"
         );
         let tasks = Arc::new(Tasks::default());
-        let ending = Arc::new(AtomicBool::new(false));
+        let ending = Arc::new(LoopEnds::default());
         let forwarder = Arc::new(Forwarder {
             ending: Arc::clone(&ending),
             client,
@@ -275,13 +331,16 @@ impl LlmProxy {
         })
     }
 
-    /// Says whether loopwatch is ending the loop (an operator's stop, a stall or
-    /// exit-timeout kill, a restart): while it is, a call the loop leaves before the
-    /// provider answered is `abandoned`, since loopwatch cut it; otherwise the loop
-    /// gave up waiting for the provider, and the call is a `timeout`. Set before the
-    /// loop is signalled, cleared when it is started again.
+    /// Says whether the loop is ending: set it before loopwatch signals the loop (an
+    /// operator's stop, a stall or exit-timeout kill, a restart) and when the loop's
+    /// process has exited; clear it when the loop is started again. A call the loop
+    /// leaves before its provider answered (or after the provider fell silent for
+    /// [`STALLED_ANSWER`]) is `abandoned` when the loop was ended while the call was
+    /// in flight or within [`SETTLE_WAIT`] after the loop left it, since that end cut
+    /// it; otherwise the loop gave up waiting for the provider, and the call is a
+    /// `timeout`.
     pub fn loop_ending(&self, ending: bool) {
-        self.ending.store(ending, Ordering::Release);
+        self.ending.set(ending);
     }
 
     /// The address it listens on.
@@ -308,7 +367,7 @@ impl LlmProxy {
     }
 
     fn stop_now(&mut self) {
-        self.ending.store(true, Ordering::Release);
+        self.ending.set(true);
         self.stop.cancel();
         if let Some(runtime) = self.runtime.take() {
             // Blocking is not allowed on a runtime's thread: there, nothing is awaited.
@@ -318,8 +377,13 @@ impl LlmProxy {
                     let _ = tokio::time::timeout(SHUTDOWN_WAIT, tasks.idle()).await;
                 });
             }
-            // What is still open ends here, recorded as abandoned.
-            runtime.shutdown_timeout(Duration::from_secs(1));
+            // What is still open ends here, recorded as abandoned. On a runtime's
+            // thread a runtime may not be dropped blocking: it is let go instead.
+            if tokio::runtime::Handle::try_current().is_err() {
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            } else {
+                runtime.shutdown_background();
+            }
         }
     }
 }
@@ -340,7 +404,7 @@ struct Forwarder {
     request_usage: bool,
     tasks: Arc<Tasks>,
     /// See [`LlmProxy::loop_ending`].
-    ending: Arc<AtomicBool>,
+    ending: Arc<LoopEnds>,
 }
 
 /// The proxy's tasks that a stop waits for: the loop's connections, and the plain
@@ -601,6 +665,7 @@ impl Forwarder {
                 reader: None,
                 tasks: Arc::clone(&self.tasks),
                 answered: false,
+                last_byte: started,
                 ending: Arc::clone(&self.ending),
             }
         });
@@ -626,6 +691,7 @@ impl Forwarder {
         let (parts, body) = answer.into_parts();
         let metering = metering.map(|mut metering| {
             metering.answered = true;
+            metering.last_byte = Instant::now();
             let status = parts.status;
             let streaming = parts
                 .headers
@@ -785,8 +851,10 @@ struct Metering {
     tasks: Arc<Tasks>,
     /// Whether the provider's status line came.
     answered: bool,
+    /// When the upstream last sent something (its status line or a chunk).
+    last_byte: Instant,
     /// See [`LlmProxy::loop_ending`].
-    ending: Arc<AtomicBool>,
+    ending: Arc<LoopEnds>,
 }
 
 impl Metering {
@@ -823,16 +891,42 @@ impl Metering {
                 (None, _) if complete => None,
                 (None, End::Failed(error)) => Some(error),
                 (None, End::Ended) => streaming.then_some(LlmError::StreamCut),
-                (None, End::Left) if !self.answered && !self.ending.load(Ordering::Acquire) => {
-                    Some(LlmError::Timeout)
-                }
                 (None, End::Left) => {
+                    let waiting = !self.answered || self.last_byte.elapsed() >= STALLED_ANSWER;
+                    if waiting && !self.ending.ended_since(self.started) {
+                        // Left waiting on the provider: a timeout, unless the loop
+                        // turns out to have ended then.
+                        return self.settle(call);
+                    }
                     call.abandoned = true;
                     None
                 }
             };
         }
         self.recorder.record(&call);
+    }
+
+    /// Books a call the loop left waiting on its provider once [`SETTLE_WAIT`] has
+    /// shown whether the loop ended then: `abandoned` if it did, else a `timeout`.
+    /// Outside a runtime, or with the proxy stopping, it is booked now.
+    fn settle(&self, call: LlmCall) {
+        let mut settling = Settling {
+            recorder: Arc::clone(&self.recorder),
+            call: Some(call),
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            settling.book(false);
+            return;
+        };
+        let (ending, started, guard) = (Arc::clone(&self.ending), self.started, self.tasks.enter());
+        runtime.spawn(async move {
+            let _guard = guard;
+            let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+            while tokio::time::Instant::now() < deadline && !ending.ended_since(started) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            settling.book(ending.ended_since(started));
+        });
     }
 
     /// Whether what is left of the answer is worth reading for its usage after the
@@ -843,6 +937,32 @@ impl Metering {
                 .reader
                 .as_ref()
                 .is_some_and(|reader| reader.scanning_plain() && !reader.complete())
+    }
+}
+
+/// A call left waiting on its provider, booked once it is known whether the loop
+/// ended then; dropped unbooked (the proxy's runtime stopping), it is abandoned.
+struct Settling {
+    recorder: Arc<dyn CallRecorder>,
+    call: Option<LlmCall>,
+}
+
+impl Settling {
+    fn book(&mut self, abandoned: bool) {
+        if let Some(mut call) = self.call.take() {
+            if abandoned {
+                call.abandoned = true;
+            } else {
+                call.error = Some(LlmError::Timeout);
+            }
+            self.recorder.record(&call);
+        }
+    }
+}
+
+impl Drop for Settling {
+    fn drop(&mut self) {
+        self.book(true);
     }
 }
 
@@ -866,6 +986,7 @@ async fn drain(mut body: Incoming, mut metering: Metering) {
                     if let (Some(data), Some(reader)) = (frame.data_ref(), metering.reader.as_mut())
                     {
                         read = read.saturating_add(data.len());
+                        metering.last_byte = Instant::now();
                         reader.feed(data);
                         if reader.complete() || read > DRAIN_MAX_BYTES {
                             return End::Left;
@@ -951,6 +1072,7 @@ impl Body for MeteredBody {
                 match ready {
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
+                            metering.last_byte = Instant::now();
                             metering
                                 .first_chunk
                                 .get_or_insert_with(|| metering.started.elapsed());
@@ -1031,6 +1153,7 @@ mod tests {
             reader: Some(reader),
             tasks: Arc::default(),
             answered: true,
+            last_byte: Instant::now(),
             ending: Arc::default(),
         };
         if let Some(reader) = metering.reader.as_mut() {
@@ -1081,22 +1204,90 @@ mod tests {
     #[test]
     fn a_call_left_unanswered_is_a_timeout_unless_loopwatch_ended_the_loop() {
         for (ending, expected) in [(false, Some(LlmError::Timeout)), (true, None)] {
-            let kept = Arc::new(Kept::default());
-            let mut metering = Metering {
-                recorder: Arc::new(Arc::clone(&kept)),
-                id: 0,
-                call: Some(LlmCall::new("m", Duration::ZERO)),
-                started: Instant::now(),
-                first_chunk: None,
-                reader: None,
-                tasks: Arc::default(),
-                answered: false,
-                ending: Arc::new(AtomicBool::new(ending)),
-            };
+            let (kept, mut metering) = left_call(false);
+            metering.ending.set(ending);
             metering.finish(End::Left);
             let calls = kept.0.lock().unwrap();
             assert_eq!(calls[0].error, expected, "ending: {ending}");
             assert_eq!(calls[0].abandoned, ending, "ending: {ending}");
+        }
+    }
+
+    /// A metered call in flight, its status line come (`answered`) or not.
+    fn left_call(answered: bool) -> (Arc<Kept>, Metering) {
+        let kept = Arc::new(Kept::default());
+        let metering = Metering {
+            recorder: Arc::new(Arc::clone(&kept)),
+            id: 0,
+            call: Some(LlmCall::new("m", Duration::ZERO)),
+            started: Instant::now(),
+            first_chunk: None,
+            reader: None,
+            tasks: Arc::default(),
+            answered,
+            last_byte: Instant::now(),
+            ending: Arc::default(),
+        };
+        (kept, metering)
+    }
+
+    /// The loop's process exits just after its calls were cut (a crash, a Ctrl-C
+    /// at the terminal): the calls were cut by that end, not by the provider. An end
+    /// before the call started says nothing of it: the loop gave up on the provider.
+    #[test]
+    fn a_call_cut_as_the_loop_exits_is_abandoned_and_one_given_up_on_is_a_timeout() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (kept, mut metering) = left_call(false);
+            let ending = Arc::clone(&metering.ending);
+            metering.finish(End::Left);
+            assert!(
+                kept.0.lock().unwrap().is_empty(),
+                "booked before it settled"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ending.set(true); // the supervisor saw the loop's process exit
+            metering.tasks.idle().await;
+            let calls = kept.0.lock().unwrap();
+            assert_eq!((calls[0].error, calls[0].abandoned), (None, true));
+        });
+        runtime.block_on(async {
+            let (kept, mut metering) = left_call(false);
+            metering.ending.set(true); // a crash before this call: restarted since
+            metering.ending.set(false);
+            metering.started = Instant::now() + Duration::from_millis(1);
+            metering.finish(End::Left);
+            metering.tasks.idle().await;
+            let calls = kept.0.lock().unwrap();
+            assert_eq!(calls[0].error, Some(LlmError::Timeout));
+        });
+    }
+
+    /// A provider that sent its status line, then fell silent: the loop that hangs up
+    /// after [`STALLED_ANSWER`] of silence gave up on it (a timeout); one that hangs up
+    /// on an answer still coming left it (abandoned).
+    #[test]
+    fn a_provider_silent_after_its_status_line_is_a_timeout_when_the_loop_gives_up() {
+        for (silent, expected) in [
+            (
+                STALLED_ANSWER + Duration::from_secs(1),
+                Some(LlmError::Timeout),
+            ),
+            (Duration::from_millis(10), None),
+        ] {
+            let (kept, mut metering) = left_call(true);
+            let Some(then) = Instant::now().checked_sub(silent) else {
+                return; // a clock too young to look back: nothing to check
+            };
+            metering.started = then;
+            metering.last_byte = then;
+            metering.finish(End::Left);
+            let calls = kept.0.lock().unwrap();
+            assert_eq!(calls[0].error, expected, "silent for {silent:?}");
+            assert_eq!(calls[0].abandoned, expected.is_none());
         }
     }
 

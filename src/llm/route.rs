@@ -8,7 +8,8 @@
 //! | `x-api-key`, no `Authorization` | the Anthropic upstream |
 //! | `Authorization: Bearer …`, no `anthropic-version`, no `x-api-key` | the OpenAI-compatible upstream |
 //! | no credential at all (a local vLLM or Ollama) | by path: `/v1/messages…` to the Anthropic upstream, the rest to the OpenAI-compatible one |
-//! | anything else with a credential (`x-api-key` beside `Authorization`, an `Authorization` scheme other than `Bearer`, Azure's `api-key`, Gemini's `x-goog-api-key`) | refused, 400, with the reason |
+//! | Azure's `api-key` or Gemini's `x-goog-api-key`, whatever else it carries | refused, 400, with the reason |
+//! | anything else with a credential (`x-api-key` beside `Authorization`, an `Authorization` scheme other than `Bearer`) | refused, 400, with the reason |
 //! | a path outside `/v1/` | refused, 404 |
 //!
 //! So the Anthropic SDK's `models.list()`, `messages.count_tokens`, `/v1/complete`,
@@ -109,6 +110,13 @@ const FOREIGN_CREDENTIALS: [&str; 2] = ["api-key", "x-goog-api-key"];
 /// Where a request for `path` with `headers` goes, or why it is refused.
 pub fn place(path: &str, headers: &HeaderMap) -> Result<Placement, Refusal> {
     let rest = path.strip_prefix("/v1/").ok_or(Refusal::NotApi)?;
+    // A key for another provider is never sent on, whatever else the request carries.
+    if let Some(name) = FOREIGN_CREDENTIALS
+        .into_iter()
+        .find(|name| headers.contains_key(*name))
+    {
+        return Err(Refusal::ForeignCredential(name));
+    }
     let api = if headers.contains_key("anthropic-version") {
         Api::Anthropic
     } else if headers.contains_key("x-api-key") {
@@ -121,11 +129,6 @@ pub fn place(path: &str, headers: &HeaderMap) -> Result<Placement, Refusal> {
             return Err(Refusal::NotBearer);
         }
         Api::OpenAi
-    } else if let Some(name) = FOREIGN_CREDENTIALS
-        .into_iter()
-        .find(|name| headers.contains_key(*name))
-    {
-        return Err(Refusal::ForeignCredential(name));
     } else if rest == "messages" || rest.starts_with("messages/") {
         // No credential: a local server, placed by its path.
         Api::Anthropic
@@ -256,6 +259,18 @@ mod tests {
         );
         assert_eq!(
             api("/v1/models", &[("x-goog-api-key", "g")]),
+            Err(Refusal::ForeignCredential("x-goog-api-key"))
+        );
+        // Beside a key that would place it, a foreign key is still never sent on.
+        assert_eq!(
+            api(
+                "/v1/chat/completions",
+                &[("authorization", "Bearer sk-x"), ("api-key", "azure")]
+            ),
+            Err(Refusal::ForeignCredential("api-key"))
+        );
+        assert_eq!(
+            api("/v1/messages", &[("x-goog-api-key", "g"), VERSION]),
             Err(Refusal::ForeignCredential("x-goog-api-key"))
         );
         assert_eq!(api("/metrics", &[BEARER_ANT]), Err(Refusal::NotApi));

@@ -352,9 +352,13 @@ impl JsonScan {
         }
     }
 
-    /// A value ended: what was kept of it is put aside.
+    /// A value ended: what was kept of it is put aside, in place of an earlier value
+    /// of the same key (the last one counts, as for a parser), so that an answer
+    /// repeating a key however often keeps one value of it.
     fn end_value(&mut self) {
         if let Some(kept) = self.keeping.take().filter(|k| k.bytes.is_some()) {
+            self.kept
+                .retain(|k| (k.parent, k.key) != (kept.parent, kept.key));
             self.kept.push(kept);
         }
     }
@@ -475,6 +479,19 @@ mod tests {
         let mut scan = JsonScan::default();
         scan.feed(b"<html>");
         assert!(scan.not_an_object());
+    }
+
+    #[test]
+    fn a_key_repeated_however_often_keeps_one_value_the_last() {
+        let mut scan = JsonScan::default();
+        scan.feed(b"{");
+        for i in 0..100_000 {
+            scan.feed(format!("\"model\":\"m{i}\",").as_bytes());
+        }
+        scan.feed(br#""usage":{"prompt_tokens":1}}"#);
+        assert!(scan.held() < 1024, "{} bytes held", scan.held());
+        let value = scan.finish().unwrap();
+        assert_eq!(value["model"], "m99999");
     }
 
     #[test]

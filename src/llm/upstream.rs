@@ -73,14 +73,11 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// A URL as it may be shown: any `user:pass@` replaced by `***@`. Works on text that
-/// does not parse, and errs towards hiding: everything between the scheme and the
-/// last `@` before any `?` or `#` is hidden.
+/// does not parse (a password holding `?`, `#` or `/`), and errs towards hiding:
+/// everything between the scheme and the last `@` is hidden.
 pub fn redact(url: &str) -> Cow<'_, str> {
     let start = url.find("://").map_or(0, |i| i + 3);
-    let end = url[start..]
-        .find(['?', '#'])
-        .map_or(url.len(), |i| start + i);
-    match url[start..end].rfind('@') {
+    match url[start..].rfind('@') {
         Some(at) => Cow::Owned(format!("{}***{}", &url[..start], &url[start + at..])),
         None => Cow::Borrowed(url),
     }
@@ -546,7 +543,9 @@ mod tests {
         assert_eq!(redact("https://host/v1"), "https://host/v1");
         assert_eq!(redact("http://u:pa/ss@host/v1"), "http://***@host/v1");
         assert_eq!(redact("u:p@host"), "***@host");
-        assert_eq!(redact("http://host/v1?x=a@b"), "http://host/v1?x=a@b");
+        // A password that makes the URL unparsable is hidden all the same.
+        assert_eq!(redact("http://user:pa?ss@gw/v1"), "http://***@gw/v1");
+        assert_eq!(redact("http://user:p#w/x@gw/v1"), "http://***@gw/v1");
     }
 
     #[test]

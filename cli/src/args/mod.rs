@@ -56,10 +56,10 @@ pub enum Command {
     /// figures. Exits 2 when a run cannot be read (the message names the file), 1 when
     /// the page cannot be written.
     Compare(CompareArgs),
-    /// Print the table of every exported metric (Markdown, as in the README).
+    /// Print the table of every exported metric (Markdown, as in docs/metrics.md).
     Metrics,
     /// Print every setting of a monitor: the environment variables and the
-    /// loopwatch.toml keys, with their defaults (Markdown, as in the README).
+    /// loopwatch.toml keys, with their defaults (Markdown, as in docs/configuration.md).
     Config,
     /// Regenerate the Prometheus rules and their promtool tests (prometheus/).
     Rules(GenerateArgs),

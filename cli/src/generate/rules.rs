@@ -46,11 +46,6 @@ enum Rule {
     },
 }
 
-/// The README section explaining an alert.
-fn runbook(alertname: &str) -> String {
-    format!("README.md#{}", alertname.to_ascii_lowercase())
-}
-
 /// The description annotation of an alert with a rule.
 fn description(alert: AlertName, t: &Thresholds) -> String {
     match alert.spec().rule {
@@ -182,7 +177,7 @@ fn boundary(
             exp_annotations: BTreeMap::from([
                 ("summary", alert.message().to_string()),
                 ("description", described),
-                ("runbook", runbook(alert.as_str())),
+                ("runbook", alert.spec().runbook.to_string()),
             ]),
         }],
     });

@@ -92,6 +92,11 @@ impl Launch<'_> {
             at,
         } = self.start(signals, restarts)?;
         let ending = signals::watch(self, &family, exited, signals).await;
+        if let Some(proxy) = self.llm_proxy {
+            // The loop's process has exited: calls cut by its end (a crash, a Ctrl-C
+            // at the terminal, its workers swept) are abandoned, not timeouts.
+            proxy.loop_ending(true);
+        }
         let exit = self.reap(child, &mut family, signals, ending);
         Some(ChildEnd {
             exit,
