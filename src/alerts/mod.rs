@@ -312,7 +312,7 @@ alert_table! {
     EvaluationHung {
         severity: Warning,
         message: "Evaluation hang detected",
-        runbook: "README.md#evaluationhung",
+        runbook: "docs/runbooks.md#evaluationhung",
         thresholds: ["evaluation_factor", "evaluation_floor"],
         threshold: |t| t.evaluation_floor().as_secs_f64(),
         rule: rule!(promql::evaluation_hung, promql::evaluation_hung_description),
