@@ -744,9 +744,8 @@ pub fn find(name: &str) -> Option<&'static MetricSpec> {
 /// assert!(table.contains("| `sharpe_ratio` | gauge |"));
 /// ```
 pub fn markdown_table() -> String {
-    let mut out = String::from(
-        "| metric | type | unit | labels | description |\n|---|---|---|---|---|\n",
-    );
+    let mut out =
+        String::from("| metric | type | unit | labels | description |\n|---|---|---|---|---|\n");
     for spec in CATALOG {
         let labels = if spec.labels.is_empty() {
             "—".to_string()

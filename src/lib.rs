@@ -92,8 +92,8 @@ pub use config::{EnvVariable, Thresholds, ENVIRONMENT};
 pub use error::{CollectError, Error, ErrorSource};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{Iteration, LlmRecorder, Monitor, MonitorBuilder, ShutdownReport, Signals};
-pub use reported::Population;
 pub use records::{IterationSummary, RunIdentity, RunSummary};
+pub use reported::Population;
 
 /// Re-exported so users can add their own instruments ([`Monitor::meter`]) without a
 /// separate dependency, and with the same version loopwatch uses (0.33).

@@ -18,8 +18,8 @@ use prometheus::Registry;
 use crate::alerts::{AlertName, Watched};
 use crate::catalog::{self, Instruments, MetricSpec};
 use crate::error::{CollectError, Error};
-use crate::reported::Rejection;
 use crate::records::RunIdentity;
+use crate::reported::Rejection;
 
 mod text;
 

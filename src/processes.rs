@@ -435,7 +435,10 @@ mod tests {
             disposition(&process, Some("run-a"), "h", &mut table),
             Disposition::OfRun
         );
-        assert_eq!(disposition(&process, None, "h", &mut table), Disposition::LeaveAlone);
+        assert_eq!(
+            disposition(&process, None, "h", &mut table),
+            Disposition::LeaveAlone
+        );
         let (cleaned, failed) = terminate(&[process], Duration::from_secs(3));
         assert_eq!((cleaned, failed), (vec![pid], vec![]));
         assert!(child.wait().unwrap().signal().is_some());
@@ -485,14 +488,26 @@ mod tests {
         let remote = Some(("other", 11, 1000));
         let cases = [
             (marked("run-a", alive), Some("run-a"), Disposition::OfRun),
-            (marked("run-b", alive), Some("run-a"), Disposition::LeaveAlone),
+            (
+                marked("run-b", alive),
+                Some("run-a"),
+                Disposition::LeaveAlone,
+            ),
             (marked("run-b", dead), None, Disposition::Orphan),
             (marked("run-b", reused), None, Disposition::Orphan),
             (marked("run-b", remote), None, Disposition::LeaveAlone),
             (marked("run-b", None), None, Disposition::LeaveAlone),
             // Below this process: of the run being cleaned up, whatever it says.
-            (below(marked("run-b", alive)), Some("run-a"), Disposition::OfRun),
-            (below(marked("run-b", None)), Some("run-a"), Disposition::OfRun),
+            (
+                below(marked("run-b", alive)),
+                Some("run-a"),
+                Disposition::OfRun,
+            ),
+            (
+                below(marked("run-b", None)),
+                Some("run-a"),
+                Disposition::OfRun,
+            ),
             (below(marked("run-b", alive)), None, Disposition::LeaveAlone),
         ];
         for (process, run, expected) in cases {

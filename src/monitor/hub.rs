@@ -42,8 +42,8 @@ use crate::evaluate::Findings;
 use crate::export::alertmanager::AlertSink;
 use crate::export::{Evaluation, Snapshot, Source};
 use crate::pipeline::Pipeline;
-use crate::reported::{Rejection, Rejections};
 use crate::records::{RunIdentity, RunSummary};
+use crate::reported::{Rejection, Rejections};
 use crate::sample::{CgroupMemory, HostSampler};
 
 use super::clock::Clock;
@@ -372,6 +372,7 @@ impl Source for Hub {
             summary,
             evaluation,
             history,
+            (samples, samples_dropped),
             progress,
             (events, events_dropped),
             recent_failure_reasons,
@@ -382,6 +383,7 @@ impl Source for Hub {
                 state.summary(&self.identity.run_id, &self.reasons, now),
                 state.evaluation(),
                 state.history(),
+                state.samples(),
                 state.progress(),
                 state.events(),
                 state.recent_failure_reasons(&self.reasons),
@@ -395,6 +397,8 @@ impl Source for Hub {
             thresholds: self.settings.thresholds.clone(),
             evaluation,
             history,
+            samples,
+            samples_dropped,
             progress,
             events,
             events_dropped,

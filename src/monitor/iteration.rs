@@ -8,8 +8,8 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::reported::{Observations, Population, Rejection};
 use crate::records::{IterationSummary, Moment};
+use crate::reported::{Observations, Population, Rejection};
 
 use super::event::{ChampionChange, Completed, Event};
 use super::hub::Hub;
