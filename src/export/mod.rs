@@ -68,6 +68,8 @@ pub(crate) struct Snapshot {
     pub(crate) summary: RunSummary,
     pub(crate) thresholds: Thresholds,
     pub(crate) evaluation: Evaluation,
+    /// When the run started, Unix seconds.
+    pub(crate) started_at: f64,
     /// Recent iterations, oldest first.
     pub(crate) history: Vec<HistoryPoint>,
     /// One point per host sample over the whole run, thinned evenly to a bound,

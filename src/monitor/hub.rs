@@ -371,6 +371,7 @@ impl Source for Hub {
         let (
             summary,
             evaluation,
+            started_at,
             history,
             (samples, samples_dropped),
             progress,
@@ -382,6 +383,7 @@ impl Source for Hub {
             (
                 state.summary(&self.identity.run_id, &self.reasons, now),
                 state.evaluation(),
+                state.started_at(),
                 state.history(),
                 state.samples(),
                 state.progress(),
@@ -396,6 +398,7 @@ impl Source for Hub {
             summary,
             thresholds: self.settings.thresholds.clone(),
             evaluation,
+            started_at: crate::records::unix_seconds(started_at),
             history,
             samples,
             samples_dropped,

@@ -479,6 +479,11 @@ impl RunState {
         self.liveness.is_done()
     }
 
+    /// When the run started.
+    pub(super) fn started_at(&self) -> SystemTime {
+        self.ledger.started_at
+    }
+
     /// The recent iterations' points, oldest first.
     pub(super) fn history(&self) -> Vec<HistoryPoint> {
         self.ledger.history()
