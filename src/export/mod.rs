@@ -18,7 +18,7 @@ use crate::alerts::{AlertName, AlertState, Watched};
 use crate::config::Thresholds;
 use crate::error::CollectError;
 use crate::evaluate::RollingValues;
-use crate::records::{HistoryPoint, LogEntry, RunIdentity, RunSummary};
+use crate::records::{HistoryPoint, LogEntry, RunIdentity, RunSummary, TimePoint};
 
 /// The evaluator's state at one instant.
 #[derive(Debug, Clone, Default)]
@@ -68,8 +68,15 @@ pub(crate) struct Snapshot {
     pub(crate) summary: RunSummary,
     pub(crate) thresholds: Thresholds,
     pub(crate) evaluation: Evaluation,
+    /// When the run started, Unix seconds.
+    pub(crate) started_at: f64,
     /// Recent iterations, oldest first.
     pub(crate) history: Vec<HistoryPoint>,
+    /// One point per host sample over the whole run, thinned evenly to a bound,
+    /// oldest first: what the page draws on its time axis.
+    pub(crate) samples: Vec<TimePoint>,
+    /// Host samples left out of `samples` to keep the bound.
+    pub(crate) samples_dropped: u64,
     /// The best-so-far curve over the whole run, bounded.
     pub(crate) progress: crate::records::progress::Progress,
     /// Recent events, oldest first, and how many older ones were dropped.

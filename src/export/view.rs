@@ -192,6 +192,8 @@ pub(crate) fn snapshot_json(snapshot: &Snapshot) -> Value {
             "state": snapshot.containers,
         },
         "history": snapshot.history,
+        "samples": snapshot.samples,
+        "samples_dropped": snapshot.samples_dropped,
         "events": snapshot.events,
     })
 }

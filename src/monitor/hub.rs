@@ -151,6 +151,13 @@ impl Hub {
             cgroup: CgroupMemory::of_current_process(),
         };
         hub.publisher.loop_started(parts.started_at);
+        // The limit EvaluationHung compares with, from the start: the floor, until
+        // enough evaluations have finished for their p95 to count.
+        hub.publisher
+            .evaluation_limit(crate::evaluate::evaluation_limit(
+                None,
+                &hub.settings.thresholds,
+            ));
         hub.sample_host();
         hub
     }
@@ -375,7 +382,9 @@ impl Source for Hub {
         let (
             summary,
             evaluation,
+            started_at,
             history,
+            (samples, samples_dropped),
             progress,
             (events, events_dropped),
             recent_failure_reasons,
@@ -385,7 +394,9 @@ impl Source for Hub {
             (
                 state.summary(&self.identity.run_id, &self.reasons, now),
                 state.evaluation(),
+                state.started_at(),
                 state.history(),
+                state.samples(),
                 state.progress(),
                 state.events(),
                 state.recent_failure_reasons(&self.reasons),
@@ -398,7 +409,10 @@ impl Source for Hub {
             summary,
             thresholds: self.settings.thresholds.clone(),
             evaluation,
+            started_at: crate::records::unix_seconds(started_at),
             history,
+            samples,
+            samples_dropped,
             progress,
             events,
             events_dropped,

@@ -23,6 +23,14 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
+    /// How long an evaluation may run before EvaluationHung fires.
+    pub(super) fn evaluation_limit(&self, limit: std::time::Duration) {
+        self.pipeline
+            .instruments
+            .loopwatch_evaluation_hung_limit_seconds
+            .record(limit.as_secs_f64(), &[]);
+    }
+
     /// Shows what applying one event changed.
     pub(super) fn publish(&self, publish: &Publish) {
         match publish {
@@ -342,8 +350,7 @@ impl Publisher {
         i.loopwatch_evaluation_worker_occupancy
             .record(occupancy, &[]);
         if let Some(limit) = gauges.limit {
-            i.loopwatch_evaluation_hung_limit_seconds
-                .record(limit.as_secs_f64(), &[]);
+            self.evaluation_limit(limit);
         }
         if let Some((finished, reason)) = &gauges.finished {
             i.loopwatch_evaluation_duration_seconds

@@ -26,9 +26,10 @@ use crate::export::{Evaluation, LiveContainer, ProcessTally};
 use crate::llm::meter::{CallLabels, LlmEvidence, LlmMeter};
 use crate::llm::{LlmCall, Pricing};
 use crate::records::progress::Progress;
+use crate::records::thinned::Thinned;
 use crate::records::{
     unix_seconds, Ended, ExitReason, HistoryPoint, IterationSummary, LogEntry, LogEntryKind,
-    LoopExit, Moment, RunSummary,
+    LoopExit, Moment, RunSummary, TimePoint, MAX_TIME_POINTS,
 };
 use crate::reported::Rejection;
 
@@ -183,6 +184,9 @@ pub(super) struct RunState {
     llm: LlmMeter,
     liveness: Liveness,
     evaluations: Evaluations,
+    /// One point per host sample over the whole run, thinned to [`MAX_TIME_POINTS`]:
+    /// the page's time axis, which needs no iterations.
+    samples: Thinned<TimePoint>,
 }
 
 impl RunState {
@@ -196,6 +200,7 @@ impl RunState {
             llm: LlmMeter::default(),
             liveness: Liveness::default(),
             evaluations: Evaluations::default(),
+            samples: Thinned::with_capacity(MAX_TIME_POINTS),
         }
     }
 
@@ -379,7 +384,33 @@ impl RunState {
             th,
             reading.at,
         );
+        let point = self.time_point(&reading);
+        self.samples.push(point);
         Applied::new(findings, Publish::Host(reading))
+    }
+
+    /// The point the page's time axis draws for a host reading: the reading, and the
+    /// containers, LLM calls, iterations and alerts as they stand.
+    fn time_point(&self, reading: &HostReading) -> TimePoint {
+        let at = reading.at.wall;
+        let latest = &self.latest;
+        TimePoint {
+            elapsed_seconds: at
+                .duration_since(self.ledger.started_at)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            at: unix_seconds(at),
+            memory_usage_bytes: reading.sample.loop_rss_bytes as f64,
+            cpu_usage_percent: reading.sample.loop_cpu_percent,
+            active_containers: latest.active_containers,
+            container_memory_bytes: latest.container_memory_bytes,
+            container_cpu_percent: latest.container_cpu_percent,
+            cleanup_failures: latest.cleanup_failures,
+            llm_calls: self.llm.calls(),
+            llm_cost_usd: self.llm.spend_usd(),
+            iterations: self.ledger.iterations,
+            alerts_firing: self.evaluator.firing(),
+        }
     }
 
     fn process_sweep(&mut self, sweep: ProcessSweep) -> Applied {
@@ -608,9 +639,20 @@ impl RunState {
         self.liveness.is_done()
     }
 
+    /// When the run started.
+    pub(super) fn started_at(&self) -> SystemTime {
+        self.ledger.started_at
+    }
+
     /// The recent iterations' points, oldest first.
     pub(super) fn history(&self) -> Vec<HistoryPoint> {
         self.ledger.history()
+    }
+
+    /// The host samples over the whole run, thinned, oldest first; and how many were
+    /// left out to keep the bound.
+    pub(super) fn samples(&self) -> (Vec<TimePoint>, u64) {
+        (self.samples.points(), self.samples.dropped())
     }
 
     /// The best-so-far curve.
