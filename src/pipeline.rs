@@ -233,6 +233,12 @@ fn start_series(
         name if name == catalog::LOOP_RESTARTS_TOTAL.name => {
             vec![one("reason", "exit"), one("reason", "stall")]
         }
+        name if name == catalog::INSTRUMENTATION_ERRORS_TOTAL.name => {
+            crate::protocol::Framework::ALL
+                .iter()
+                .map(|f| one("framework", f.as_str()))
+                .collect()
+        }
         name if name == catalog::HTTP_REJECTED_TOTAL.name => {
             vec![one("reason", "overload"), one("reason", "connections")]
         }

@@ -377,6 +377,7 @@ impl Source for Hub {
             recent_failure_reasons,
             live_containers,
             processes,
+            instrumentation,
         ) = self.read(|state| {
             (
                 state.summary(&self.identity.run_id, &self.reasons, now),
@@ -387,6 +388,7 @@ impl Source for Hub {
                 state.recent_failure_reasons(&self.reasons),
                 state.live_containers(),
                 state.process_tally(),
+                state.instrumentation(),
             )
         });
         Snapshot {
@@ -403,6 +405,7 @@ impl Source for Hub {
             processes,
             recent_failure_reasons,
             recent_iterations: RECENT_ITERATIONS,
+            instrumentation,
         }
     }
 }

@@ -197,6 +197,17 @@ impl Intake {
             // Evaluations are parsed and validated, but not applied until the monitor's
             // state takes events: accepted quietly, neither applied nor rejected.
             Message::EvaluationStart(_) | Message::EvaluationEnd(_) => {}
+            Message::Instrumentation(report) => hub.send(Event::Instrumentation {
+                report,
+                at: hub.clock.now(),
+            }),
+            Message::InstrumentationError { framework, count } => {
+                hub.send(Event::InstrumentationErrors {
+                    framework,
+                    count,
+                    at: hub.clock.now(),
+                });
+            }
             Message::Dropped { count } => {
                 let i = &hub.pipeline().instruments;
                 i.loopwatch_client_dropped_events_total.add(count, &[]);

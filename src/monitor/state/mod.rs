@@ -5,9 +5,11 @@
 //!
 //! The parts: the [`ledger`] (totals, champion, history, event log, exits), the
 //! evaluator (windows, baselines, alert states), the samplers' latest readings and the
-//! sweeps' housekeeping ([`housekeeping`]), the LLM meter, and the loop's
-//! [`liveness`].
+//! sweeps' housekeeping ([`housekeeping`]), the LLM meter, the loop's
+//! [`liveness`], and what the zero-code instrumentation said of the loop's
+//! [`frameworks`].
 
+mod frameworks;
 mod housekeeping;
 mod ledger;
 mod liveness;
@@ -31,6 +33,7 @@ use crate::run::{
 
 use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep};
 use super::reasons::ReasonNames;
+use frameworks::Frameworks;
 use housekeeping::{Housekeeping, Latest};
 use ledger::RunLedger;
 use liveness::Liveness;
@@ -112,6 +115,18 @@ pub(super) enum Publish {
     },
     /// LLM calls in flight, and the age of the oldest.
     InFlight { calls: usize, oldest: Duration },
+    /// The zero-code instrumentation reported on a framework; `news` when its state
+    /// is new (to be logged).
+    Instrumentation {
+        report: crate::protocol::Instrumentation,
+        news: bool,
+    },
+    /// Errors caught inside a framework's instrumentation, and its total so far.
+    InstrumentationErrors {
+        framework: crate::protocol::Framework,
+        count: u64,
+        total: u64,
+    },
     /// The background clock's tick: calls in flight, the LLM evidence (when calls
     /// were made) and the restarts within the window.
     Tick {
@@ -141,6 +156,7 @@ pub(super) struct RunState {
     housekeeping: Housekeeping,
     llm: LlmMeter,
     liveness: Liveness,
+    frameworks: Frameworks,
 }
 
 impl RunState {
@@ -153,6 +169,7 @@ impl RunState {
             housekeeping: Housekeeping::default(),
             llm: LlmMeter::default(),
             liveness: Liveness::default(),
+            frameworks: Frameworks::default(),
         }
     }
 
@@ -196,6 +213,28 @@ impl RunState {
             Event::LlmEnded { id, at } => {
                 self.llm.call_ended(id);
                 (self.in_flight(at), at)
+            }
+            Event::Instrumentation { report, at } => {
+                let news = self.frameworks.report(&report);
+                (
+                    Applied::just(Publish::Instrumentation { report, news }),
+                    at,
+                )
+            }
+            Event::InstrumentationErrors {
+                framework,
+                count,
+                at,
+            } => {
+                let total = self.frameworks.errors(framework, count);
+                (
+                    Applied::just(Publish::InstrumentationErrors {
+                        framework,
+                        count,
+                        total,
+                    }),
+                    at,
+                )
             }
             Event::Tick { at } => (self.tick(th, at), at),
         };
@@ -479,6 +518,11 @@ impl RunState {
     /// What the process sweeps found and did.
     pub(super) fn process_tally(&self) -> ProcessTally {
         self.housekeeping.tally
+    }
+
+    /// The frameworks the zero-code instrumentation reported on.
+    pub(super) fn instrumentation(&self) -> Vec<crate::export::InstrumentedFramework> {
+        self.frameworks.list()
     }
 
     /// The processes the sweeps gave up on: not to be signalled again.
