@@ -61,6 +61,24 @@ pub(crate) struct ProcessTally {
     pub(crate) failures_total: u64,
 }
 
+/// A framework the zero-code instrumentation (`loopwatch run --instrument`) reported
+/// on, as the page's header and `metrics_final.json` show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct InstrumentedFramework {
+    /// Its name (`optuna`, or `other`).
+    pub(crate) framework: &'static str,
+    /// Its version, as last reported (empty when unknown); `None` when only errors
+    /// were reported.
+    pub(crate) version: Option<String>,
+    /// Whether it was instrumented (`active`), left alone (`skipped`) or not selected
+    /// (`off`), as last reported.
+    pub(crate) state: Option<crate::protocol::InstrumentationState>,
+    /// Why it was left alone.
+    pub(crate) reason: Option<String>,
+    /// Errors its instrumentation caught.
+    pub(crate) errors: u64,
+}
+
 /// Everything the exporters show of a run, taken at one instant.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
@@ -93,6 +111,8 @@ pub(crate) struct Snapshot {
     pub(crate) recent_failure_reasons: std::collections::BTreeMap<String, u64>,
     /// How many completed iterations `recent_failure_reasons` covers, at most.
     pub(crate) recent_iterations: usize,
+    /// The frameworks the zero-code instrumentation reported on.
+    pub(crate) instrumentation: Vec<InstrumentedFramework>,
 }
 
 /// What the exporters read a run through.

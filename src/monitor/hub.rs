@@ -390,6 +390,7 @@ impl Source for Hub {
             recent_failure_reasons,
             live_containers,
             processes,
+            instrumentation,
         ) = self.read(|state| {
             (
                 state.summary(&self.identity.run_id, &self.reasons, now),
@@ -402,6 +403,7 @@ impl Source for Hub {
                 state.recent_failure_reasons(&self.reasons),
                 state.live_containers(),
                 state.process_tally(),
+                state.instrumentation(),
             )
         });
         Snapshot {
@@ -421,6 +423,7 @@ impl Source for Hub {
             processes,
             recent_failure_reasons,
             recent_iterations: RECENT_ITERATIONS,
+            instrumentation,
         }
     }
 }

@@ -679,6 +679,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
     let firing = view::firing(snapshot);
     let lanes = view::intervals(snapshot);
     let latest_time = history.last().map(|p| clock(p.at));
+    let (instrumented, instrumentation_errors) = view::instrumented(snapshot);
     let success_rate = summary
         .success_rate
         .map_or("—".to_string(), |r| format!("{:.1}%", r * 100.0));
@@ -895,6 +896,14 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     code { (clip(summary.champion.as_deref().unwrap_or("—"))) }
                     " · staleness " (summary.champion_staleness_iterations)
                     " · success rate " (success_rate)
+                    @if !instrumented.is_empty() {
+                        " · instrumented: " span data-instrumented=(instrumented) { (instrumented) }
+                    }
+                    @if instrumentation_errors > 0 {
+                        " · " span data-instrumentation-errors=(instrumentation_errors) {
+                            (instrumentation_errors) " instrumentation errors"
+                        }
+                    }
                     @if let Some(at) = &latest_time { " · latest iteration at " (at) " UTC" }
                     " · refreshes every 5 s · " a href="/metrics" { "/metrics" } " · " a href="/api/v1/snapshot" { "JSON" }
                 }

@@ -6,9 +6,11 @@
 //! The parts: the [`ledger`] (totals, champion, history, event log, exits), the
 //! evaluator (windows, baselines, alert states), the samplers' latest readings and the
 //! sweeps' housekeeping ([`housekeeping`]), the LLM meter, the loop's [`liveness`],
-//! and the [`evaluations`] in flight.
+//! the [`evaluations`] in flight, and what the zero-code instrumentation said of the
+//! loop's [`frameworks`].
 
 mod evaluations;
+mod frameworks;
 mod housekeeping;
 mod ledger;
 mod liveness;
@@ -36,6 +38,7 @@ use crate::reported::Rejection;
 use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep};
 use super::reasons::ReasonNames;
 use evaluations::{Evaluations, Oldest, Refused};
+use frameworks::Frameworks;
 use housekeeping::{Housekeeping, Latest};
 use ledger::RunLedger;
 use liveness::Liveness;
@@ -140,6 +143,18 @@ pub(super) enum Publish {
     InFlight { calls: usize, oldest: Duration },
     /// The evaluations' gauges, and what the event added.
     Evaluations(EvaluationGauges),
+    /// The zero-code instrumentation reported on a framework; `news` when its state
+    /// is new (to be logged).
+    Instrumentation {
+        report: crate::protocol::Instrumentation,
+        news: bool,
+    },
+    /// Errors caught inside a framework's instrumentation, and its total so far.
+    InstrumentationErrors {
+        framework: crate::protocol::Framework,
+        count: u64,
+        total: u64,
+    },
     /// The background clock's tick: calls in flight, the LLM evidence (when calls
     /// were made), the restarts within the window and the evaluations.
     Tick {
@@ -187,6 +202,7 @@ pub(super) struct RunState {
     /// One point per host sample over the whole run, thinned to [`MAX_TIME_POINTS`]:
     /// the page's time axis, which needs no iterations.
     samples: Thinned<TimePoint>,
+    frameworks: Frameworks,
 }
 
 impl RunState {
@@ -201,6 +217,7 @@ impl RunState {
             liveness: Liveness::default(),
             evaluations: Evaluations::default(),
             samples: Thinned::with_capacity(MAX_TIME_POINTS),
+            frameworks: Frameworks::default(),
         }
     }
 
@@ -283,6 +300,25 @@ impl RunState {
                 self.evaluation_ended(&id, outcome, reason, reported, th, at),
                 at,
             ),
+            Event::Instrumentation { report, at } => {
+                let news = self.frameworks.report(&report);
+                (Applied::just(Publish::Instrumentation { report, news }), at)
+            }
+            Event::InstrumentationErrors {
+                framework,
+                count,
+                at,
+            } => {
+                let total = self.frameworks.errors(framework, count);
+                (
+                    Applied::just(Publish::InstrumentationErrors {
+                        framework,
+                        count,
+                        total,
+                    }),
+                    at,
+                )
+            }
             Event::Tick { at } => (self.tick(th, at), at),
         };
         self.ledger.log_findings(&applied.findings, at.wall);
@@ -681,6 +717,11 @@ impl RunState {
     /// What the process sweeps found and did.
     pub(super) fn process_tally(&self) -> ProcessTally {
         self.housekeeping.tally
+    }
+
+    /// The frameworks the zero-code instrumentation reported on.
+    pub(super) fn instrumentation(&self) -> Vec<crate::export::InstrumentedFramework> {
+        self.frameworks.list()
     }
 
     /// The processes the sweeps gave up on: not to be signalled again.

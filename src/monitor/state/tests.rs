@@ -633,3 +633,78 @@ fn apply_is_a_function_of_the_events() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn instrumented_frameworks_are_kept_news_said_once_and_errors_summed() {
+    use crate::protocol::{Framework, Instrumentation, InstrumentationState};
+    let th = Thresholds::default();
+    let mut state = RunState::new(started(), &th);
+    let report = |framework, version: &str, state| Instrumentation {
+        framework,
+        version: version.into(),
+        state,
+        reason: (state != InstrumentationState::Active).then(|| "version outside".into()),
+    };
+    let news = |state: &mut RunState, r: Instrumentation, secs: f64| match state
+        .apply(
+            Event::Instrumentation {
+                report: r,
+                at: at(secs),
+            },
+            &th,
+        )
+        .publish
+    {
+        Publish::Instrumentation { news, .. } => news,
+        other => panic!("{other:?}"),
+    };
+    let optuna = report(Framework::Optuna, "5.1.0", InstrumentationState::Active);
+    assert!(
+        news(&mut state, optuna.clone(), 1.0),
+        "a first report is news"
+    );
+    assert!(
+        !news(&mut state, optuna, 2.0),
+        "the same report again (a restarted loop) is not"
+    );
+    let deap = report(Framework::Deap, "1.3.0", InstrumentationState::Skipped);
+    assert!(news(&mut state, deap.clone(), 3.0));
+    assert!(!news(&mut state, deap, 4.0));
+    assert!(state.frameworks.is_active(Framework::Optuna));
+    assert!(!state.frameworks.is_active(Framework::Deap));
+
+    for (count, expected_total) in [(2, 2), (u64::MAX, u64::MAX)] {
+        let applied = state.apply(
+            Event::InstrumentationErrors {
+                framework: Framework::Other,
+                count,
+                at: at(5.0),
+            },
+            &th,
+        );
+        match applied.publish {
+            Publish::InstrumentationErrors {
+                count: c, total, ..
+            } => {
+                assert_eq!((c, total), (count, expected_total), "summed, saturating");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let list = state.instrumentation();
+    let names: Vec<&str> = list.iter().map(|f| f.framework).collect();
+    assert_eq!(
+        names,
+        ["optuna", "deap", "other"],
+        "in Framework::ALL order"
+    );
+    assert_eq!(list[0].version.as_deref(), Some("5.1.0"));
+    assert_eq!(list[0].state, Some(InstrumentationState::Active));
+    assert_eq!(list[1].reason.as_deref(), Some("version outside"));
+    assert_eq!(
+        (list[2].version.as_deref(), list[2].errors),
+        (None, u64::MAX)
+    );
+    // Nothing of it touches the run's iterations.
+    assert_eq!(state.history().len(), 0);
+}
