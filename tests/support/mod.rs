@@ -442,3 +442,25 @@ pub fn is_time_label(label: &str) -> bool {
     }
     !digits && units > 0
 }
+
+/// The DOM headless Chromium renders for `url` (`chromium` on PATH: `scripts/test`
+/// installs Debian's).
+pub fn chromium_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium is installed (scripts/test installs Debian's chromium)");
+    assert!(output.status.success(), "chromium --dump-dom failed");
+    String::from_utf8(output.stdout).unwrap()
+}
