@@ -18,10 +18,7 @@ fn a_plain_command_shows_memory_and_cpu_on_a_time_axis() {
     let dir = tempfile::tempdir().unwrap();
     let stop = dir.path().join("stop");
     // Alive until the test creates `stop`.
-    let script = format!(
-        "while [ ! -e '{}' ]; do sleep 0.05; done",
-        stop.display()
-    );
+    let script = format!("while [ ! -e '{}' ]; do sleep 0.05; done", stop.display());
     let launch = Launch {
         env: vec![("LOOPWATCH_SAMPLE_INTERVAL".into(), "100ms".into())],
         ..Launch::default()
@@ -72,7 +69,10 @@ fn a_plain_command_shows_memory_and_cpu_on_a_time_axis() {
     let dom = chromium_dom(&format!("http://{}/", run.addr));
     served(&dom, "memory usage");
     served(&dom, "CPU usage");
-    assert!(dom.contains("no iterations yet"), "time per iteration waits");
+    assert!(
+        dom.contains("no iterations yet"),
+        "time per iteration waits"
+    );
 
     // Seen: the command ends, and `loopwatch run` with it.
     std::fs::write(&stop, b"").unwrap();
