@@ -646,11 +646,16 @@ fn every_rule_reaches_alertmanager_within_ten_seconds_through_prometheus() {
     latencies.push(("LoopExited", path.delivered("LoopExited", condition)));
 
     // LoopStalled: its own test below (a short stall floor would fire it here).
+    // EvaluationHung: not measured through Prometheus here yet (its floor is minutes);
+    // its rule's boundaries are promtool tests, and tests/alerts.rs sends it to a real
+    // Alertmanager.
     let rules: Vec<&str> = loopwatch::ALERTS
         .iter()
         .filter(|spec| matches!(spec.rule, loopwatch::RuleSpec::Rule { .. }))
         .map(|spec| spec.name)
-        .filter(|name| !["LoopDown", "LoopVanished", "LoopStalled"].contains(name))
+        .filter(|name| {
+            !["LoopDown", "LoopVanished", "LoopStalled", "EvaluationHung"].contains(name)
+        })
         .collect();
     for rule in &rules {
         assert!(
