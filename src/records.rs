@@ -361,6 +361,9 @@ pub(crate) struct HistoryPoint {
     pub(crate) cleanup_failures: f64,
     /// Alerts firing at the end of the iteration.
     pub(crate) alerts_firing: u8,
+    /// Evaluation workers busy over those seen in the last minute, at the end of the
+    /// iteration; `None` while no worker has been seen.
+    pub(crate) evaluation_occupancy: Option<f64>,
 }
 
 /// Entries of the event log kept in memory; the oldest are dropped first (and

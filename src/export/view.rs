@@ -191,6 +191,7 @@ pub(crate) fn snapshot_json(snapshot: &Snapshot) -> Value {
             "live": snapshot.live_containers,
             "state": snapshot.containers,
         },
+        "evaluations": snapshot.evaluations,
         "history": snapshot.history,
         "events": snapshot.events,
     })

@@ -12,7 +12,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::export::EvaluationRow;
 use crate::records::Ended;
+
+use super::super::supervision::HungEvaluation;
 
 /// Evaluations in flight at most; starts past it are refused.
 pub(crate) const MAX_IN_FLIGHT: usize = 10_000;
@@ -29,6 +32,10 @@ pub(crate) const MIN_FINISHED_FOR_P95: usize = 20;
 
 /// How long a worker counts as seen after its last evaluation started or ended.
 pub(crate) const WORKER_WINDOW: Duration = Duration::from_secs(60);
+
+/// Evaluations each view keeps at most: the oldest in flight, the slowest ended, the
+/// last killed.
+pub(crate) const VIEW_LIMIT: usize = 10;
 
 /// Why an evaluation event changed nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +134,17 @@ pub(crate) struct Evaluations {
     p95: Option<Option<Duration>>,
     scratch: Vec<f64>,
     ended: [u64; 4],
+    /// The slowest ended evaluations, slowest first, at most [`VIEW_LIMIT`].
+    slowest: Vec<EvaluationRow>,
+    /// The last evaluations loopwatch killed, oldest first, at most [`VIEW_LIMIT`].
+    killed: VecDeque<EvaluationRow>,
+    /// Ended evaluations by duration, over [`crate::catalog::EVALUATION_SECONDS_BOUNDARIES`]
+    /// (the last bucket: above the largest boundary).
+    buckets: [u64; BUCKETS],
 }
+
+/// Buckets of the duration distribution.
+pub(crate) const BUCKETS: usize = crate::catalog::EVALUATION_SECONDS_BOUNDARIES.len() + 1;
 
 impl Default for Evaluations {
     fn default() -> Self {
@@ -141,6 +158,9 @@ impl Default for Evaluations {
             p95: Some(None),
             scratch: Vec::new(),
             ended: [0; 4],
+            slowest: Vec::with_capacity(VIEW_LIMIT + 1),
+            killed: VecDeque::with_capacity(VIEW_LIMIT + 1),
+            buckets: [0; BUCKETS],
         }
     }
 }
@@ -219,7 +239,7 @@ impl Evaluations {
         now: Duration,
     ) -> Result<Finished, Refused> {
         let evaluation = self.in_flight.remove(id).ok_or(Refused::Unknown)?;
-        self.release(evaluation.counted_on, now);
+        self.release(evaluation.counted_on.clone(), now);
         let duration = match (evaluation.reported, reported) {
             (Some(start), Some(end)) if end >= start => {
                 Duration::try_from_secs_f64(end - start).ok()
@@ -236,8 +256,49 @@ impl Evaluations {
             self.p95 = None;
         }
         self.ended[outcome as usize] += 1;
+        self.keep_for_the_views(id, evaluation, outcome, duration);
         self.pop_ended();
         Ok(Finished { outcome, duration })
+    }
+
+    /// Books an ended evaluation in the duration distribution, and among the slowest
+    /// and the killed when it is one of them.
+    fn keep_for_the_views(
+        &mut self,
+        id: &str,
+        evaluation: InFlight,
+        outcome: Ended,
+        duration: Duration,
+    ) {
+        let seconds = duration.as_secs_f64();
+        let bucket = crate::catalog::EVALUATION_SECONDS_BOUNDARIES
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS - 1);
+        self.buckets[bucket] += 1;
+        let slow_enough = self.slowest.len() < VIEW_LIMIT
+            || self.slowest.last().is_some_and(|s| s.seconds < seconds);
+        if !slow_enough && outcome != Ended::Killed {
+            return;
+        }
+        let row = EvaluationRow {
+            id: id.to_string(),
+            worker: evaluation.worker.as_deref().map(str::to_string),
+            pid: evaluation.pid,
+            seconds,
+            outcome: Some(outcome.as_str()),
+        };
+        if outcome == Ended::Killed {
+            if self.killed.len() == VIEW_LIMIT {
+                self.killed.pop_front();
+            }
+            self.killed.push_back(row.clone());
+        }
+        if slow_enough {
+            let at = self.slowest.partition_point(|s| s.seconds >= seconds);
+            self.slowest.insert(at, row);
+            self.slowest.truncate(VIEW_LIMIT);
+        }
     }
 
     /// Counts `key` busy from `now`, when it is tracked or there is room; the key it
@@ -309,6 +370,64 @@ impl Evaluations {
             worker: evaluation.worker.clone(),
             pid: evaluation.pid,
         })
+    }
+
+    /// The evaluations in flight at `now` that have run longer than `limit`, oldest
+    /// first.
+    pub(crate) fn over(&self, limit: Duration, now: Duration) -> Vec<HungEvaluation> {
+        let mut hung = Vec::new();
+        for (seq, id) in &self.order {
+            let Some(evaluation) = self.in_flight.get(id).filter(|e| e.seq == *seq) else {
+                continue; // ended
+            };
+            let age = now.saturating_sub(evaluation.started);
+            if age <= limit {
+                break; // the rest started later
+            }
+            hung.push(HungEvaluation {
+                id: id.to_string(),
+                pid: evaluation.pid,
+                worker: evaluation.worker.as_deref().map(str::to_string),
+                age,
+            });
+        }
+        hung
+    }
+
+    /// The oldest evaluations in flight at `now`, oldest first, at most [`VIEW_LIMIT`].
+    pub(crate) fn oldest_rows(&self, now: Duration) -> Vec<EvaluationRow> {
+        self.order
+            .iter()
+            .filter_map(|(seq, id)| {
+                let e = self.in_flight.get(id).filter(|e| e.seq == *seq)?;
+                Some(EvaluationRow {
+                    id: id.to_string(),
+                    worker: e.worker.as_deref().map(str::to_string),
+                    pid: e.pid,
+                    seconds: now.saturating_sub(e.started).as_secs_f64(),
+                    outcome: None,
+                })
+            })
+            .take(VIEW_LIMIT)
+            .collect()
+    }
+
+    /// The slowest ended evaluations, slowest first.
+    pub(crate) fn slowest(&self) -> Vec<EvaluationRow> {
+        self.slowest.clone()
+    }
+
+    /// The last evaluations loopwatch killed, oldest first, and how many it killed.
+    pub(crate) fn killed(&self) -> (Vec<EvaluationRow>, u64) {
+        (
+            self.killed.iter().cloned().collect(),
+            self.ended[Ended::Killed as usize],
+        )
+    }
+
+    /// Ended evaluations by duration bucket.
+    pub(crate) fn buckets(&self) -> [u64; BUCKETS] {
+        self.buckets
     }
 
     /// The age of the oldest evaluation in flight at `now`, if any.

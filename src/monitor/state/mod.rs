@@ -22,7 +22,7 @@ use crate::alerts::{AlertName, AlertState, Watched};
 use crate::config::Thresholds;
 use crate::containers::ContainerReading;
 use crate::evaluate::{evaluation_limit, Evaluator, Findings, RollingValues};
-use crate::export::{Evaluation, LiveContainer, ProcessTally};
+use crate::export::{DurationBucket, Evaluation, EvaluationsView, LiveContainer, ProcessTally};
 use crate::llm::meter::{CallLabels, LlmEvidence, LlmMeter};
 use crate::llm::{LlmCall, Pricing};
 use crate::records::progress::Progress;
@@ -34,6 +34,7 @@ use crate::reported::Rejection;
 
 use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep};
 use super::reasons::ReasonNames;
+use super::supervision::HungEvaluation;
 use evaluations::{Evaluations, Oldest, Refused};
 use housekeeping::{Housekeeping, Latest};
 use ledger::RunLedger;
@@ -183,6 +184,8 @@ pub(super) struct RunState {
     llm: LlmMeter,
     liveness: Liveness,
     evaluations: Evaluations,
+    /// How long an evaluation may run before EvaluationHung, as last judged.
+    hung_limit: Duration,
 }
 
 impl RunState {
@@ -196,6 +199,7 @@ impl RunState {
             llm: LlmMeter::default(),
             liveness: Liveness::default(),
             evaluations: Evaluations::default(),
+            hung_limit: thresholds.evaluation_floor(),
         }
     }
 
@@ -347,6 +351,10 @@ impl RunState {
             self.ledger.best_sharpe,
             unix,
         );
+        let point = HistoryPoint {
+            evaluation_occupancy: self.occupancy(),
+            ..point
+        };
         self.ledger.push_history(point);
         Applied::new(
             findings,
@@ -518,6 +526,7 @@ impl RunState {
     /// EvaluationHung at `at`, and the limit it was judged against.
     fn hung(&mut self, th: &Thresholds, at: Moment) -> (Findings, Duration) {
         let limit = evaluation_limit(self.evaluations.p95(), th);
+        self.hung_limit = limit;
         let oldest = self.evaluations.oldest(at.mono);
         let findings = self.evaluator.on_evaluations(
             oldest.as_ref().map(|o| o.age),
@@ -598,6 +607,49 @@ impl RunState {
         }
     }
 
+    /// Evaluation workers busy over those seen; `None` with none seen.
+    fn occupancy(&self) -> Option<f64> {
+        let (seen, busy) = self.evaluations.workers();
+        (seen > 0).then(|| busy as f64 / seen as f64)
+    }
+
+    /// While EvaluationHung fires: the evaluations in flight at `now` past its limit,
+    /// oldest first.
+    pub(super) fn hung_evaluations(&self, now: Moment) -> Vec<HungEvaluation> {
+        if !self.is_firing(AlertName::EvaluationHung) {
+            return Vec::new();
+        }
+        self.evaluations.over(self.hung_limit, now.mono)
+    }
+
+    /// The evaluations, as the page and the JSON show them, at `now`.
+    pub(super) fn evaluations_view(&self, now: Moment) -> EvaluationsView {
+        let (workers, busy_workers) = self.evaluations.workers();
+        let (killed, killed_total) = self.evaluations.killed();
+        let bounds = crate::catalog::EVALUATION_SECONDS_BOUNDARIES;
+        let durations = self
+            .evaluations
+            .buckets()
+            .into_iter()
+            .enumerate()
+            .map(|(i, count)| DurationBucket {
+                le: bounds.get(i).copied(),
+                count,
+            })
+            .collect();
+        EvaluationsView {
+            in_flight: self.evaluations.in_flight(),
+            oldest: self.evaluations.oldest_rows(now.mono),
+            hung_limit_seconds: self.hung_limit.as_secs_f64(),
+            workers,
+            busy_workers,
+            slowest: self.evaluations.slowest(),
+            killed,
+            killed_total,
+            durations,
+        }
+    }
+
     /// Whether the alert is firing.
     pub(super) fn is_firing(&self, alert: AlertName) -> bool {
         self.evaluator.state(alert) == AlertState::Firing
@@ -675,6 +727,7 @@ fn history_point(
         container_memory_bytes: latest.container_memory_bytes as f64,
         cleanup_failures: latest.cleanup_failures as f64,
         alerts_firing: judged.firing,
+        evaluation_occupancy: None,
     }
 }
 
