@@ -361,8 +361,8 @@ pub(crate) struct HistoryPoint {
     pub(crate) cleanup_failures: f64,
     /// Alerts firing at the end of the iteration.
     pub(crate) alerts_firing: u8,
-    /// Evaluation workers busy over those seen in the last minute, at the end of the
-    /// iteration; `None` while no worker has been seen.
+    /// The highest evaluation worker occupancy during the iteration (workers busy at
+    /// once over those seen in the last minute); `None` while no worker has been seen.
     pub(crate) evaluation_occupancy: Option<f64>,
 }
 

@@ -128,6 +128,8 @@ pub(crate) struct Evaluations {
     workers: HashMap<WorkerKey, Worker>,
     /// Workers with an evaluation in flight.
     busy_workers: usize,
+    /// The most workers busy at once since [`Evaluations::take_peak_occupancy`].
+    peak_busy: usize,
     /// The last finished durations, in seconds, oldest first.
     finished: VecDeque<f64>,
     /// The 95th percentile of `finished`, when it changed since last computed: `None`.
@@ -154,6 +156,7 @@ impl Default for Evaluations {
             next_seq: 0,
             workers: HashMap::new(),
             busy_workers: 0,
+            peak_busy: 0,
             finished: VecDeque::with_capacity(FINISHED_WINDOW),
             p95: Some(None),
             scratch: Vec::new(),
@@ -316,6 +319,7 @@ impl Evaluations {
         };
         if worker.busy == 0 {
             self.busy_workers += 1;
+            self.peak_busy = self.peak_busy.max(self.busy_workers);
         }
         worker.busy += 1;
         worker.last_seen = now;
@@ -465,6 +469,16 @@ impl Evaluations {
         (self.workers.len(), self.busy_workers)
     }
 
+    /// The highest occupancy (busy workers over workers seen) since the last call,
+    /// `None` while no worker is seen; the next period starts with the workers busy
+    /// now.
+    pub(crate) fn take_peak_occupancy(&mut self) -> Option<f64> {
+        let seen = self.workers.len();
+        let peak = self.peak_busy.max(self.busy_workers).min(seen);
+        self.peak_busy = self.busy_workers;
+        (seen > 0).then(|| peak as f64 / seen as f64)
+    }
+
     /// Evaluations ended, by outcome.
     #[cfg(test)]
     pub(crate) fn ended(&self, outcome: Ended) -> u64 {
@@ -592,6 +606,57 @@ mod tests {
         e.assign("d", None, Some(id("w2")), secs(63));
         e.assign("b", None, Some(id("w2")), secs(63));
         assert_eq!(e.workers(), (2, 1), "pid 12 is idle now, w2 busy");
+    }
+
+    #[test]
+    fn the_peak_occupancy_of_a_period_is_kept_until_taken() {
+        let mut e = Evaluations::default();
+        assert_eq!(e.take_peak_occupancy(), None, "no worker seen");
+        for (i, w) in ["w1", "w2", "w3"].into_iter().enumerate() {
+            e.start(&id(&format!("a{i}")), None, Some(id(w)), None, secs(0))
+                .unwrap();
+        }
+        for i in 0..3 {
+            e.end(&format!("a{i}"), Ended::Ok, None, secs(1)).unwrap();
+        }
+        e.start(&id("b"), None, Some(id("w1")), None, secs(2)).unwrap();
+        assert_eq!(e.take_peak_occupancy(), Some(1.0), "all three were busy");
+        assert_eq!(e.take_peak_occupancy(), Some(1.0 / 3.0), "w1 still busy");
+        e.end("b", Ended::Ok, None, secs(3)).unwrap();
+        assert_eq!(e.take_peak_occupancy(), Some(1.0 / 3.0), "w1 was busy in it");
+        assert_eq!(e.take_peak_occupancy(), Some(0.0));
+    }
+
+    #[test]
+    fn the_views_keep_the_slowest_the_killed_and_the_distribution_bounded() {
+        let mut e = Evaluations::default();
+        for i in 0..100u64 {
+            e.start(&id(&format!("e{i}")), Some(7), None, None, secs(0))
+                .unwrap();
+            let outcome = if i % 10 == 0 { Ended::Killed } else { Ended::Ok };
+            e.end(&format!("e{i}"), outcome, None, secs(i)).unwrap();
+        }
+        let slowest: Vec<_> = e.slowest().into_iter().map(|r| r.id).collect();
+        assert_eq!(slowest, (90..100).rev().map(|i| format!("e{i}")).collect::<Vec<_>>());
+        let (killed, total) = e.killed();
+        assert_eq!(total, 10);
+        assert_eq!(killed.len(), VIEW_LIMIT);
+        assert_eq!(killed[0].id, "e0");
+        assert_eq!(killed[9].outcome, Some("killed"));
+        assert_eq!(e.buckets().iter().sum::<u64>(), 100);
+        // 0 s falls in the first bucket; 61..=99 s in (60, 120].
+        assert_eq!(e.buckets()[0], 1);
+        assert_eq!(e.buckets()[9], 39);
+        e.start(&id("late"), Some(8), Some(id("w")), None, secs(100))
+            .unwrap();
+        e.start(&id("later"), None, None, None, secs(105)).unwrap();
+        let hung = e.over(secs(3), secs(107));
+        assert_eq!(hung.len(), 1, "only the one past the limit: {hung:?}");
+        assert_eq!((hung[0].id.as_str(), hung[0].pid), ("late", Some(8)));
+        assert_eq!(hung[0].age, secs(7));
+        let rows = e.oldest_rows(secs(107));
+        assert_eq!(rows[0].worker.as_deref(), Some("w"));
+        assert_eq!((rows[1].seconds, rows[1].outcome), (2.0, None));
     }
 
     #[test]

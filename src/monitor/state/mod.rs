@@ -352,7 +352,7 @@ impl RunState {
             unix,
         );
         let point = HistoryPoint {
-            evaluation_occupancy: self.occupancy(),
+            evaluation_occupancy: self.evaluations.take_peak_occupancy(),
             ..point
         };
         self.ledger.push_history(point);
@@ -605,12 +605,6 @@ impl RunState {
             warnings: evaluator.warnings_active(),
             low_diversity_streak: evaluator.low_diversity_streak(),
         }
-    }
-
-    /// Evaluation workers busy over those seen; `None` with none seen.
-    fn occupancy(&self) -> Option<f64> {
-        let (seen, busy) = self.evaluations.workers();
-        (seen > 0).then(|| busy as f64 / seen as f64)
     }
 
     /// While EvaluationHung fires: the evaluations in flight at `now` past its limit,
