@@ -233,16 +233,32 @@ fn the_evaluations_panel_shows_the_oldest_in_flight_the_durations_and_the_killed
         it.finish();
     }
     for i in 0..12 {
-        hanging.push(monitor.evaluation(&format!("<b>late-{i}</b>")).pid(2000 + i));
+        hanging.push(
+            monitor
+                .evaluation(&format!("<b>late-{i}</b>"))
+                .pid(2000 + i),
+        );
     }
     supervision.evaluation_killed("prog-2-3");
     let page = http_get(monitor.local_addr(), "/").body;
-    assert!(page.contains("data-panel=\"Evaluations\" data-in-flight=\"15\" data-killed=\"1\""), "{page}");
-    assert!(page.contains("data-evaluations=\"in-flight\" data-rows=\"10\""), "at most ten");
+    assert!(
+        page.contains("data-panel=\"Evaluations\" data-in-flight=\"15\" data-killed=\"1\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("data-evaluations=\"in-flight\" data-rows=\"10\""),
+        "at most ten"
+    );
     assert!(page.contains("data-evaluation=\"prog-2-0\""));
-    assert!(page.contains("<td>pool-0</td><td>1000</td>"), "worker and pid");
+    assert!(
+        page.contains("<td>pool-0</td><td>1000</td>"),
+        "worker and pid"
+    );
     assert!(page.contains("data-evaluations=\"killed\" data-rows=\"1\""));
-    assert!(page.contains("data-bucket=\"≤10 ms\""), "the distribution's bars");
+    assert!(
+        page.contains("data-bucket=\"≤10 ms\""),
+        "the distribution's bars"
+    );
     assert!(page.contains("data-lane=\"EvaluationHung\""));
     assert!(!page.contains("<b>late"), "escaped");
     let json: Value =

@@ -151,10 +151,19 @@ evaluator:
     )
     .unwrap();
     let launch = Launch {
-        env_remove: ["OPENAI_BASE_URL", "OPENAI_API_BASE", "HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy"]
-            .iter()
-            .map(OsString::from)
-            .collect(),
+        env_remove: [
+            "OPENAI_BASE_URL",
+            "OPENAI_API_BASE",
+            "HTTPS_PROXY",
+            "HTTP_PROXY",
+            "https_proxy",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect(),
         current_dir: Some(dir.to_path_buf()),
         ..Launch::default()
     };
@@ -207,9 +216,10 @@ fn first_hang(dir: &Path, run: &Supervised) -> (Instant, u32) {
 
 /// The EvaluationHung alert of `run_id` at Alertmanager, if it holds one.
 fn evaluation_hung(alertmanager: &Alertmanager, run_id: &str) -> Option<serde_json::Value> {
-    alertmanager.alerts().into_iter().find(|a| {
-        a["labels"]["alertname"] == "EvaluationHung" && a["labels"]["run_id"] == run_id
-    })
+    alertmanager
+        .alerts()
+        .into_iter()
+        .find(|a| a["labels"]["alertname"] == "EvaluationHung" && a["labels"]["run_id"] == run_id)
 }
 
 /// The run id of a live `loopwatch run`, from its exposition.
@@ -244,7 +254,10 @@ fn a_hung_openevolve_evaluation_reaches_alertmanager_and_is_ended_under_kill() {
             .is_some_and(|s| s.contains(&format!("pid {worker}"))),
         "{alert}"
     );
-    assert!(loopwatch::cleanup::ProcessId::running(worker).is_some(), "nothing ended it");
+    assert!(
+        loopwatch::cleanup::ProcessId::running(worker).is_some(),
+        "nothing ended it"
+    );
     eprintln!("EvaluationHung at Alertmanager {latency:?} after the hang (floor {FLOOR:?})");
     // Released, the evaluations end and the run completes all its iterations.
     std::fs::write(watched.path().join("release"), "").unwrap();
@@ -282,7 +295,11 @@ fn a_hung_openevolve_evaluation_reaches_alertmanager_and_is_ended_under_kill() {
         total as f64
     );
     assert_eq!(
-        final_value(&json, "loopwatch_evaluations_total", &[("outcome", "killed")]),
+        final_value(
+            &json,
+            "loopwatch_evaluations_total",
+            &[("outcome", "killed")]
+        ),
         total as f64
     );
     assert!(
@@ -303,7 +320,11 @@ fn a_hung_openevolve_evaluation_reaches_alertmanager_and_is_ended_under_kill() {
         "OpenEvolve's log:\n{openevolve_log}\nloopwatch's:\n{log}"
     );
     // No worker survives the run.
-    assert_eq!(json["processes"]["orphaned_now"], 0, "{}", json["processes"]);
+    assert_eq!(
+        json["processes"]["orphaned_now"], 0,
+        "{}",
+        json["processes"]
+    );
     assert_eq!(processes_of_run(&run_id), Vec::<u32>::new());
 }
 
@@ -355,26 +376,45 @@ fn a_deap_pools_occupancy_is_full_while_every_worker_is_busy_and_falls_when_star
     run.wait_serving();
     let in_flight = |n: f64| live(&run, "loopwatch_evaluations_in_flight", &[]) == Some(n);
     // Generation 1: six evaluations for three workers, none of which can end.
-    wait_until(Duration::from_secs(60), "three evaluations in flight", || {
-        in_flight(3.0)
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "three evaluations in flight",
+        || in_flight(3.0),
+    );
     assert_eq!(live(&run, "loopwatch_evaluation_workers", &[]), Some(3.0));
-    assert_eq!(live(&run, "loopwatch_evaluation_worker_occupancy", &[]), Some(1.0));
+    assert_eq!(
+        live(&run, "loopwatch_evaluation_worker_occupancy", &[]),
+        Some(1.0)
+    );
     std::fs::write(dir.path().join("release-1"), "").unwrap();
     // Generation 2: one evaluation; the three workers were all seen within the minute.
-    wait_until(Duration::from_secs(60), "generation 2's evaluation alone", || {
-        live(&run, "iteration_number", &[]) == Some(1.0) && in_flight(1.0)
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "generation 2's evaluation alone",
+        || live(&run, "iteration_number", &[]) == Some(1.0) && in_flight(1.0),
+    );
     assert_eq!(live(&run, "loopwatch_evaluation_workers", &[]), Some(3.0));
     let occupancy = live(&run, "loopwatch_evaluation_worker_occupancy", &[]).unwrap();
     assert!((occupancy - 1.0 / 3.0).abs() < 1e-9, "{occupancy}");
     // The page's line: generation 1 had every worker busy at once.
     let snapshot: serde_json::Value =
         serde_json::from_str(&http_get(run.addr, "/api/v1/snapshot").body).unwrap();
-    assert_eq!(snapshot["history"][0]["evaluation_occupancy"], 1.0, "{}", snapshot["history"]);
-    assert_eq!(snapshot["evaluations"]["oldest"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        snapshot["history"][0]["evaluation_occupancy"], 1.0,
+        "{}",
+        snapshot["history"]
+    );
+    assert_eq!(
+        snapshot["evaluations"]["oldest"].as_array().unwrap().len(),
+        1
+    );
     std::fs::write(dir.path().join("release-2"), "").unwrap();
-    assert_eq!(run.wait(Duration::from_secs(60)).code(), Some(0), "{}", run.log());
+    assert_eq!(
+        run.wait(Duration::from_secs(60)).code(),
+        Some(0),
+        "{}",
+        run.log()
+    );
     let json = run.final_json();
     assert_eq!(
         final_value(&json, "loopwatch_evaluations_total", &[("outcome", "ok")]),
@@ -412,7 +452,11 @@ fn a_hung_evaluations_pid_outside_the_loops_tree_is_never_signalled() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("foreign.py"), FOREIGN).unwrap();
-    std::fs::write(dir.path().join("loopwatch.toml"), "evaluation_floor = \"1s\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("loopwatch.toml"),
+        "evaluation_floor = \"1s\"\n",
+    )
+    .unwrap();
     // The test's own process, not the loop's.
     let mut outsider = std::process::Command::new("sleep")
         .arg("600")
@@ -431,7 +475,11 @@ fn a_hung_evaluations_pid_outside_the_loops_tree_is_never_signalled() {
     let mut run = Supervised::launch(
         dir.path(),
         &launch,
-        &["--config=loopwatch.toml", "--on-hung-evaluation=kill", "--grace=2s"],
+        &[
+            "--config=loopwatch.toml",
+            "--on-hung-evaluation=kill",
+            "--grace=2s",
+        ],
         &command,
     );
     let refused = [("field", "evaluation"), ("reason", "pid_outside_tree")];
@@ -445,7 +493,12 @@ fn a_hung_evaluations_pid_outside_the_loops_tree_is_never_signalled() {
     );
     assert!(before.is_running(), "the outsider was signalled");
     std::fs::write(dir.path().join("may-exit"), "").unwrap();
-    assert_eq!(run.wait(Duration::from_secs(60)).code(), Some(0), "{}", run.log());
+    assert_eq!(
+        run.wait(Duration::from_secs(60)).code(),
+        Some(0),
+        "{}",
+        run.log()
+    );
     assert!(before.is_running(), "the outsider was signalled");
     let status = std::fs::read_to_string(dir.path().join("worker-status")).unwrap();
     assert_eq!(status, "-15", "the worker ended by SIGTERM");
@@ -455,13 +508,19 @@ fn a_hung_evaluations_pid_outside_the_loops_tree_is_never_signalled() {
         1.0,
         "refused once, not on every look"
     );
-    assert_eq!(final_value(&json, "loopwatch_evaluations_killed_total", &[]), 1.0);
+    assert_eq!(
+        final_value(&json, "loopwatch_evaluations_killed_total", &[]),
+        1.0
+    );
     let evaluations = &json["evaluations"];
     assert_eq!(evaluations["killed"][0]["id"], "in-tree", "{evaluations}");
     assert_eq!(evaluations["oldest"][0]["id"], "foreign", "{evaluations}");
     let log = run.log();
     assert!(log.contains("outside the loop's process tree"), "{log}");
-    assert!(log.contains("evaluation=\"in-tree\"") || log.contains("evaluation=in-tree"), "{log}");
+    assert!(
+        log.contains("evaluation=\"in-tree\"") || log.contains("evaluation=in-tree"),
+        "{log}"
+    );
     outsider.kill().unwrap();
     outsider.wait().unwrap();
 }

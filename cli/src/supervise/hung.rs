@@ -134,7 +134,11 @@ impl HungEvaluations {
         let mut processes = vec![root];
         processes.extend(descendants(root.pid));
         if signal_each(&processes, Signal::SIGTERM) == 0 {
-            tracing::info!(evaluation = id, pid, "a hung evaluation's process ended before it could be signalled");
+            tracing::info!(
+                evaluation = id,
+                pid,
+                "a hung evaluation's process ended before it could be signalled"
+            );
             return;
         }
         signal_each(&processes, Signal::SIGCONT);

@@ -446,7 +446,13 @@ fn bars(title: String, reasons: &[(String, u64)]) -> Markup {
 fn evaluations(snapshot: &Snapshot, x_range: (f64, f64)) -> Markup {
     let e = &snapshot.evaluations;
     let limit = e.hung_limit_seconds;
-    let most = e.durations.iter().map(|b| b.count).max().unwrap_or(1).max(1);
+    let most = e
+        .durations
+        .iter()
+        .map(|b| b.count)
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let (height, bar_width) = (60.0, WIDTH / e.durations.len().max(1) as f64);
     let occupancy = Chart {
         title: "worker occupancy (highest in each iteration)",
@@ -458,7 +464,11 @@ fn evaluations(snapshot: &Snapshot, x_range: (f64, f64)) -> Markup {
         fixed_max: Some(100.0),
         marks: &[],
     };
-    let bound = |le: Option<f64>| le.map_or("more".to_string(), |le| format!("≤{}", Unit::Seconds.format(le)));
+    let bound = |le: Option<f64>| {
+        le.map_or("more".to_string(), |le| {
+            format!("≤{}", Unit::Seconds.format(le))
+        })
+    };
     let rows = |title: &str, rows: &[crate::export::EvaluationRow], kind: &str| {
         html! {
             table class="containers" data-evaluations=(kind) data-rows=(rows.len()) {

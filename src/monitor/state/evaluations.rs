@@ -619,11 +619,16 @@ mod tests {
         for i in 0..3 {
             e.end(&format!("a{i}"), Ended::Ok, None, secs(1)).unwrap();
         }
-        e.start(&id("b"), None, Some(id("w1")), None, secs(2)).unwrap();
+        e.start(&id("b"), None, Some(id("w1")), None, secs(2))
+            .unwrap();
         assert_eq!(e.take_peak_occupancy(), Some(1.0), "all three were busy");
         assert_eq!(e.take_peak_occupancy(), Some(1.0 / 3.0), "w1 still busy");
         e.end("b", Ended::Ok, None, secs(3)).unwrap();
-        assert_eq!(e.take_peak_occupancy(), Some(1.0 / 3.0), "w1 was busy in it");
+        assert_eq!(
+            e.take_peak_occupancy(),
+            Some(1.0 / 3.0),
+            "w1 was busy in it"
+        );
         assert_eq!(e.take_peak_occupancy(), Some(0.0));
     }
 
@@ -633,11 +638,18 @@ mod tests {
         for i in 0..100u64 {
             e.start(&id(&format!("e{i}")), Some(7), None, None, secs(0))
                 .unwrap();
-            let outcome = if i % 10 == 0 { Ended::Killed } else { Ended::Ok };
+            let outcome = if i % 10 == 0 {
+                Ended::Killed
+            } else {
+                Ended::Ok
+            };
             e.end(&format!("e{i}"), outcome, None, secs(i)).unwrap();
         }
         let slowest: Vec<_> = e.slowest().into_iter().map(|r| r.id).collect();
-        assert_eq!(slowest, (90..100).rev().map(|i| format!("e{i}")).collect::<Vec<_>>());
+        assert_eq!(
+            slowest,
+            (90..100).rev().map(|i| format!("e{i}")).collect::<Vec<_>>()
+        );
         let (killed, total) = e.killed();
         assert_eq!(total, 10);
         assert_eq!(killed.len(), VIEW_LIMIT);
