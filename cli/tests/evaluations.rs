@@ -391,7 +391,10 @@ fn a_deap_pools_occupancy_is_full_while_every_worker_is_busy_and_falls_when_star
     wait_until(
         Duration::from_secs(60),
         "generation 2's evaluation alone",
-        || live(&run, "iteration_number", &[]) == Some(1.0) && in_flight(1.0),
+        || {
+            live(&run, "loopwatch_evaluations_total", &[("outcome", "ok")]) == Some(6.0)
+                && in_flight(1.0)
+        },
     );
     assert_eq!(live(&run, "loopwatch_evaluation_workers", &[]), Some(3.0));
     let occupancy = live(&run, "loopwatch_evaluation_worker_occupancy", &[]).unwrap();
