@@ -101,13 +101,52 @@ def evaluate(program_path):
     return {"combined_score": float(module.f())}
 "#;
 
+/// The evaluator of the recipe under which OpenEvolve goes on after a kill: each
+/// candidate runs in a child process of the pool's worker, which reports the
+/// evaluation itself (so its own pid); one in five hangs, as in [`EVALUATOR`]. A
+/// killed child is a failed evaluation to OpenEvolve, whose worker goes on.
+const EVALUATOR_IN_CHILD: &str = r#"import multiprocessing, os, subprocess, sys
+
+CHILD = '''
+import importlib.util, os, sys, time
+import loopwatch
+path, n = sys.argv[1], int(sys.argv[2])
+with loopwatch.evaluation(path):
+    if n % 5 == 1:
+        with open("hung-%d" % n, "w") as f:
+            f.write(str(os.getpid()))
+        while not os.path.exists("release"):
+            time.sleep(0.05)
+    spec = importlib.util.spec_from_file_location("candidate", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    print(float(module.f()))
+'''
+
+def _claim():
+    n = 1
+    while True:
+        try:
+            os.close(os.open("slots/%d" % n, os.O_CREAT | os.O_EXCL))
+            return n
+        except FileExistsError:
+            n += 1
+
+def evaluate(program_path):
+    n = _claim() if multiprocessing.parent_process() is not None else 0
+    run = subprocess.run([sys.executable, "-c", CHILD, program_path, str(n)], capture_output=True, text=True)
+    if run.returncode != 0:
+        return {"combined_score": 0.0, "error": 1.0}
+    return {"combined_score": float(run.stdout)}
+"#;
+
 /// An OpenEvolve run of `iterations` under `loopwatch run --llm-proxy`, alerting
-/// `alertmanager`, with `flags`.
+/// `alertmanager`, with `evaluator` and `flags`.
 fn openevolve(
     dir: &Path,
     upstream: &Upstream,
     alertmanager: &Alertmanager,
-    iterations: u32,
+    (iterations, evaluator): (u32, &str),
     flags: &[&str],
 ) -> Supervised {
     let port = free_port();
@@ -117,7 +156,7 @@ fn openevolve(
         "# EVOLVE-BLOCK-START\ndef f():\n    return 0\n# EVOLVE-BLOCK-END\n",
     )
     .unwrap();
-    std::fs::write(dir.join("evaluator.py"), EVALUATOR).unwrap();
+    std::fs::write(dir.join("evaluator.py"), evaluator).unwrap();
     std::fs::write(
         dir.join("config.yaml"),
         format!(
@@ -257,7 +296,13 @@ fn a_hung_openevolve_evaluation_reaches_alertmanager_and_is_ended_under_kill() {
     // Without an action: EvaluationHung reaches Alertmanager within the floor and
     // 10 s of the hang, and stays while the evaluation hangs.
     let watched = tempfile::tempdir().unwrap();
-    let mut run = openevolve(watched.path(), &upstream, &alertmanager, 6, &[]);
+    let mut run = openevolve(
+        watched.path(),
+        &upstream,
+        &alertmanager,
+        (6, EVALUATOR),
+        &[],
+    );
     let (hung_at, worker) = first_hang(watched.path(), &mut run);
     let run_id = live_run_id(&run);
     wait_until(
@@ -293,7 +338,7 @@ fn a_hung_openevolve_evaluation_reaches_alertmanager_and_is_ended_under_kill() {
         killing.path(),
         &upstream,
         &alertmanager,
-        6,
+        (6, EVALUATOR),
         &["--on-hung-evaluation=kill", "--grace=2s"],
     );
     let (_, worker) = first_hang(killing.path(), &mut run);
@@ -348,6 +393,42 @@ fn a_hung_openevolve_evaluation_reaches_alertmanager_and_is_ended_under_kill() {
         json["processes"]
     );
     assert_eq!(processes_of_run(&run_id), Vec::<u32>::new());
+
+    // The recipe under which OpenEvolve goes on: the candidate runs in a child of the
+    // worker, which reports its own evaluation. The child is ended, the evaluation
+    // fails in OpenEvolve's eyes, and the run completes all its iterations.
+    let recipe = tempfile::tempdir().unwrap();
+    let mut run = openevolve(
+        recipe.path(),
+        &upstream,
+        &alertmanager,
+        (6, EVALUATOR_IN_CHILD),
+        &["--on-hung-evaluation=kill", "--grace=2s"],
+    );
+    let (_, child) = first_hang(recipe.path(), &mut run);
+    let status = run.wait(Duration::from_secs(180));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let json = run.final_json();
+    assert_eq!(
+        json["evaluations"]["killed"][0]["pid"], child,
+        "{}",
+        json["evaluations"]
+    );
+    let said = self::openevolve_log(recipe.path());
+    assert!(
+        said.contains("Evolution completed - Maximum iterations reached")
+            && !said.contains("Evolution stopped due to shutdown request"),
+        "OpenEvolve's log:\n{said}\nloopwatch's:\n{log}"
+    );
+    for k in 1..=6 {
+        assert!(
+            said.contains(&format!("Iteration {k}: Program"))
+                || said.contains(&format!("Iteration {k} error")),
+            "iteration {k} not accounted for; OpenEvolve's log:\n{said}"
+        );
+    }
+    assert_eq!(processes_of_run(&run.run_id()), Vec::<u32>::new());
 }
 
 // --- A DEAP loop with a multiprocessing pool ----------------------------------------
