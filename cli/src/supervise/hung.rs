@@ -96,19 +96,25 @@ impl HungEvaluations {
             false
         });
         let hung = supervision.hung_evaluations();
-        self.handled.retain(|id| hung.iter().any(|h| h.id == *id));
-        for evaluation in hung {
-            if !self.handled.insert(evaluation.id.clone()) {
-                continue;
+        let ids: HashSet<&str> = hung.iter().map(|h| h.id.as_str()).collect();
+        self.handled.retain(|id| ids.contains(id.as_str()));
+        // The loop's processes, read once per look and only when there is news.
+        let mut tree: Option<Vec<ProcessId>> = None;
+        for evaluation in &hung {
+            if self.handled.insert(evaluation.id.clone()) {
+                let tree = tree.get_or_insert_with(|| descendants(std::process::id()));
+                self.act_on(supervision, evaluation, tree, leader, grace);
             }
-            self.act_on(supervision, &evaluation, leader, grace);
         }
     }
 
+    /// Ends `evaluation`'s processes, or refuses to; `tree` is every process below
+    /// loopwatch.
     fn act_on(
         &mut self,
         supervision: &Supervision,
         evaluation: &HungEvaluation,
+        tree: &[ProcessId],
         leader: Pid,
         grace: Duration,
     ) {
@@ -119,7 +125,7 @@ impl HungEvaluations {
             return;
         };
         let leader = u32::try_from(leader.as_raw()).unwrap_or(0);
-        let root = match decide(pid, &descendants(std::process::id()), leader) {
+        let root = match decide(pid, tree, leader) {
             Decision::End(root) => root,
             Decision::TheLoop => {
                 tracing::warn!(evaluation = id, %age, pid, "a hung evaluation runs in the loop's own process; not ending it (see --on-stall)");
