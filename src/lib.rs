@@ -106,8 +106,8 @@ pub mod supervise {
     //! [`Supervision`] handle of a monitor ([`Monitor::supervision`](crate::Monitor::supervision))
     //! for the child's starts, exits and restarts, the [`Intake`] for what it writes
     //! to its socket, and how a process ended ([`LoopExit`]).
-    pub use crate::monitor::{HungEvaluation, Intake, Supervision};
-    pub use crate::records::{ExitReason, LoopExit};
+    pub use crate::monitor::{Intake, Supervision};
+    pub use crate::records::{ExitReason, HungEvaluation, LoopExit};
 }
 
 pub mod cleanup {

@@ -64,6 +64,21 @@ impl Ended {
     }
 }
 
+/// An evaluation in flight past the EvaluationHung limit, from
+/// `Supervision::hung_evaluations`, for `loopwatch run --on-hung-evaluation kill`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HungEvaluation {
+    /// Its id.
+    pub id: String,
+    /// The process that runs it, when reported.
+    pub pid: Option<u32>,
+    /// The worker that runs it, when reported.
+    pub worker: Option<String>,
+    /// How long it has run.
+    pub age: std::time::Duration,
+}
+
 /// Who this run is: the identity carried by its labels, alerts and exports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]

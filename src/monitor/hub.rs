@@ -266,7 +266,7 @@ impl Hub {
     }
 
     /// While EvaluationHung fires: the evaluations in flight past its limit.
-    pub(super) fn hung_evaluations(&self) -> Vec<super::supervision::HungEvaluation> {
+    pub(super) fn hung_evaluations(&self) -> Vec<crate::records::HungEvaluation> {
         let now = self.clock.now();
         self.read(|state| state.hung_evaluations(now))
     }

@@ -50,4 +50,4 @@ pub use handle::{Monitor, ShutdownReport};
 pub use intake::Intake;
 pub use iteration::Iteration;
 pub use recorder::LlmRecorder;
-pub use supervision::{HungEvaluation, Supervision};
+pub use supervision::Supervision;

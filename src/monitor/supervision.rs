@@ -6,26 +6,11 @@
 use std::sync::Arc;
 
 use crate::processes::ProcessSweepReport;
-use crate::records::LoopExit;
+use crate::records::{HungEvaluation, LoopExit};
 
 use super::event::Event;
 use super::hub::Hub;
 use super::intake::Intake;
-
-/// An evaluation in flight past the EvaluationHung limit, from
-/// [`Supervision::hung_evaluations`], for `loopwatch run --on-hung-evaluation kill`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct HungEvaluation {
-    /// Its id.
-    pub id: String,
-    /// The process that runs it, when reported.
-    pub pid: Option<u32>,
-    /// The worker that runs it, when reported.
-    pub worker: Option<String>,
-    /// How long it has run.
-    pub age: std::time::Duration,
-}
 
 /// A supervisor's handle on a monitor, from
 /// [`Monitor::supervision`](crate::Monitor::supervision); cheap to clone.

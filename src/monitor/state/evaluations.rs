@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::export::EvaluationRow;
-use crate::records::Ended;
-
-use super::super::supervision::HungEvaluation;
+use crate::records::{Ended, HungEvaluation};
 
 /// Evaluations in flight at most; starts past it are refused.
 pub(crate) const MAX_IN_FLIGHT: usize = 10_000;

@@ -27,14 +27,13 @@ use crate::llm::meter::{CallLabels, LlmEvidence, LlmMeter};
 use crate::llm::{LlmCall, Pricing};
 use crate::records::progress::Progress;
 use crate::records::{
-    unix_seconds, Ended, ExitReason, HistoryPoint, IterationSummary, LogEntry, LogEntryKind,
-    LoopExit, Moment, RunSummary,
+    unix_seconds, Ended, ExitReason, HistoryPoint, HungEvaluation, IterationSummary, LogEntry,
+    LogEntryKind, LoopExit, Moment, RunSummary,
 };
 use crate::reported::Rejection;
 
 use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep};
 use super::reasons::ReasonNames;
-use super::supervision::HungEvaluation;
 use evaluations::{Evaluations, Oldest, Refused};
 use housekeeping::{Housekeeping, Latest};
 use ledger::RunLedger;
