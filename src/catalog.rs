@@ -587,6 +587,9 @@ catalog! {
     /// Events a client dropped.
     CLIENT_DROPPED_EVENTS_TOTAL / loopwatch_client_dropped_events_total: Counter = "loopwatch_client_dropped_events_total", "{event}", [], None, Always,
         "Events a loop's client library dropped rather than block the loop (its buffer full, the socket away), as the client reported them (events).";
+    /// Errors caught inside the zero-code instrumentation, by framework.
+    INSTRUMENTATION_ERRORS_TOTAL / loopwatch_instrumentation_errors_total: Counter = "loopwatch_instrumentation_errors_total", "{error}", ["framework"], None, Always,
+        "Exceptions raised inside the zero-code instrumentation of loopwatch run --instrument and caught before they reached the loop, by framework: openevolve, shinka, optuna, deap, nevergrad or other; what the instrumentation would have reported may be missing (errors).";
     /// Iterations in the rolling window.
     ROLLING_WINDOW_ITERATIONS / loopwatch_rolling_window_iterations: AtomicGauge = "loopwatch_rolling_window_iterations", "{iteration}", [], None, Always,
         "Completed iterations in the rolling window, up to its size; rules on rolling values wait for a full window (iterations).";

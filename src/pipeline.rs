@@ -237,6 +237,12 @@ fn start_series(
             .iter()
             .map(|outcome| one("outcome", outcome.as_str()))
             .collect(),
+        name if name == catalog::INSTRUMENTATION_ERRORS_TOTAL.name => {
+            crate::protocol::Framework::ALL
+                .iter()
+                .map(|f| one("framework", f.as_str()))
+                .collect()
+        }
         name if name == catalog::HTTP_REJECTED_TOTAL.name => {
             vec![one("reason", "overload"), one("reason", "connections")]
         }

@@ -10,6 +10,7 @@ use crate::alerts::{AlertName, AlertState};
 use crate::owner::Owner;
 
 pub(crate) mod progress;
+pub(crate) mod thinned;
 
 /// An instant as the monitor's clock read it: monotonic (time since the clock
 /// started) for durations and windows, and the wall clock for what is shown, kept
@@ -379,6 +380,42 @@ pub(crate) struct HistoryPoint {
     /// The highest evaluation worker occupancy during the iteration (workers busy at
     /// once over those seen in the last minute); `None` while no worker has been seen.
     pub(crate) evaluation_occupancy: Option<f64>,
+}
+
+/// Samples kept for the dashboard's time axis, at most: thinned evenly over the
+/// whole run once there are more (see [`thinned::Thinned`]), and the latest besides.
+pub(crate) const MAX_TIME_POINTS: usize = 600;
+
+/// What the dashboard draws on its time axis for one host sample: the loop's
+/// resources, the containers and the LLM calls as they stood at that moment. A run
+/// has them from its first second, iterations or not.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct TimePoint {
+    /// Seconds since the run started.
+    pub(crate) elapsed_seconds: f64,
+    /// When the sample was taken, seconds since the Unix epoch.
+    pub(crate) at: f64,
+    /// Resident memory of the loop (a supervised loop's whole process tree), in bytes.
+    pub(crate) memory_usage_bytes: f64,
+    /// CPU of the loop since the previous sample, 100 = one core.
+    pub(crate) cpu_usage_percent: f64,
+    /// Running loopwatch-managed containers at the last container sample.
+    pub(crate) active_containers: u64,
+    /// Memory of those containers, summed, in bytes.
+    pub(crate) container_memory_bytes: u64,
+    /// CPU of those containers, summed, 100 = one core; `None` before any reading
+    /// of it.
+    pub(crate) container_cpu_percent: Option<f64>,
+    /// Containers whose removal failed, so far.
+    pub(crate) cleanup_failures: u64,
+    /// LLM calls that ended, so far.
+    pub(crate) llm_calls: u64,
+    /// Their cost so far, in US dollars.
+    pub(crate) llm_cost_usd: f64,
+    /// Iterations completed so far.
+    pub(crate) iterations: u64,
+    /// Alerts firing.
+    pub(crate) alerts_firing: u8,
 }
 
 /// Entries of the event log kept in memory; the oldest are dropped first (and

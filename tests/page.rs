@@ -293,3 +293,87 @@ fn the_evaluations_panel_shows_the_oldest_in_flight_the_durations_and_the_killed
     let json: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(json["evaluations"]["killed"][0]["id"], "prog-2-3");
 }
+
+/// A loop that reports no iterations (a plain command under `loopwatch run`, or any
+/// loop before its first iteration) still has its memory and CPU drawn, against the
+/// time since the run started; the per-iteration charts wait for iterations, and
+/// switch to the iteration axis (whole numbers, each once) when they come, while the
+/// samples stay on time.
+#[test]
+fn without_iterations_memory_and_cpu_are_drawn_on_a_time_axis() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    // Samples every 50 ms: the page is read once it has drawn three.
+    let monitor = monitor_in(dir.path());
+    let addr = monitor.local_addr();
+    let mut page = String::new();
+    wait_until(Duration::from_secs(30), "three samples on the page", || {
+        page = http_get(addr, "/").body;
+        page_chart(&page, "memory usage").is_some_and(|c| c.points >= 3)
+    });
+    for title in ["memory usage", "CPU usage"] {
+        let chart = page_chart(&page, title).unwrap();
+        assert_eq!(chart.axis, "time", "{title}: {}", chart.markup);
+        assert_eq!(chart.lines.len(), 1, "{title}: one line");
+        assert!(chart.lines[0] > 1, "{title}: a line, not a dot: {chart:?}");
+        assert!(!chart.x_labels.is_empty(), "{title}: an x axis");
+        assert!(
+            chart.x_labels.iter().all(|l| is_time_label(l)),
+            "{title}: times since the start: {:?}",
+            chart.x_labels
+        );
+        assert_eq!(chart.x_labels[0], "0s", "{title}: from the start");
+    }
+    let memory = page_chart(&page, "memory usage").unwrap();
+    assert!(
+        !memory.markup.contains("no data yet"),
+        "memory is drawn: {}",
+        memory.markup
+    );
+    assert!(
+        memory.markup.contains("since the start"),
+        "hover labels say when"
+    );
+    // The panels carry the samples; the per-iteration charts wait for iterations.
+    let time_per_iteration = page_chart(&page, "time per iteration").unwrap();
+    assert_eq!(time_per_iteration.axis, "iteration");
+    assert!(time_per_iteration.markup.contains("no iterations yet"));
+    assert!(page_chart(&page, "active containers").unwrap().axis == "time");
+    assert!(
+        page.contains("class=\"timeline\" data-axis=\"time\""),
+        "the alert timeline on time before the first iteration"
+    );
+    let json: Value = serde_json::from_str(&http_get(addr, "/api/v1/snapshot").body).unwrap();
+    let samples = json["samples"].as_array().unwrap();
+    assert!(samples.len() >= 3, "{samples:?}");
+    assert!(samples
+        .windows(2)
+        .all(|w| w[0]["elapsed_seconds"].as_f64() <= w[1]["elapsed_seconds"].as_f64()));
+    assert!(samples
+        .iter()
+        .all(|s| s["memory_usage_bytes"].as_f64() > Some(0.0)));
+    assert_eq!(json["history"].as_array().unwrap().len(), 0);
+
+    // Seven iterations: the per-iteration charts and the timeline go to the
+    // iteration axis, whole numbers each once; memory and CPU stay on time.
+    for _ in 0..7 {
+        let mut it = monitor.start_iteration();
+        it.record_success(1.0, 0.1);
+        it.finish();
+    }
+    let page = http_get(addr, "/").body;
+    let time_per_iteration = page_chart(&page, "time per iteration").unwrap();
+    assert_eq!(time_per_iteration.axis, "iteration");
+    assert_eq!(time_per_iteration.points, 7);
+    let labels = &time_per_iteration.x_labels;
+    assert!(
+        labels.iter().all(|l| l.parse::<u64>().is_ok()),
+        "whole iterations: {labels:?}"
+    );
+    let mut unique = labels.clone();
+    unique.dedup();
+    assert_eq!(&unique, labels, "each iteration once");
+    assert!(page.contains("class=\"timeline\" data-axis=\"iteration\""));
+    assert_eq!(page_chart(&page, "memory usage").unwrap().axis, "time");
+    monitor.shutdown();
+}

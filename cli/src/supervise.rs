@@ -24,6 +24,7 @@
 
 mod family;
 mod hung;
+pub(crate) mod instrument;
 mod restarts;
 mod signals;
 mod socket;
@@ -78,6 +79,9 @@ pub struct RunOptions {
     pub exit_timeout: Option<Duration>,
     /// The LLM metering proxy, when the loop's LLM calls are to be metered.
     pub llm_proxy: Option<LlmProxyOptions>,
+    /// `--instrument`: the frameworks to instrument (`LOOPWATCH_INSTRUMENT`), `None`
+    /// for none.
+    pub instrument: Option<String>,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -120,6 +124,7 @@ pub fn run(options: RunOptions) -> u8 {
         args,
         socket: socket.as_deref(),
         llm_proxy: session.llm_proxy.as_ref(),
+        instrumentation: session.instrumentation.as_ref(),
         terminal: session.terminal.as_ref(),
     };
     match restarts::until_the_last_end(&session, &launch, &mut signals) {
@@ -144,6 +149,8 @@ struct Session {
     socket_dir: Option<SocketDir>,
     runtime: tokio::runtime::Runtime,
     llm_proxy: Option<LlmProxy>,
+    /// The zero-code instrumentation, installed in the socket's directory.
+    instrumentation: Option<instrument::Instrumentation>,
     terminal: Option<Terminal>,
 }
 
@@ -196,6 +203,7 @@ impl Session {
                 }
             },
         };
+        let instrumentation = instrument(options, socket_dir.as_ref());
         let session = Session {
             monitor,
             supervision,
@@ -204,6 +212,7 @@ impl Session {
             socket_dir,
             runtime,
             llm_proxy,
+            instrumentation,
             terminal: Terminal::controlling(),
         };
         Ok((session, signals))
@@ -282,5 +291,23 @@ fn clean_up_after(supervision: &Supervision, grace: Duration) {
             failed = swept.failed.len(),
             "processes of the loop were still running after it exited"
         );
+    }
+}
+
+/// Installs the instrumentation `--instrument` asks for in the run's private
+/// directory; none without a socket (it reports through it), and none, said, when the
+/// directory cannot be written: the loop then runs uninstrumented.
+fn instrument(
+    options: &RunOptions,
+    socket_dir: Option<&SocketDir>,
+) -> Option<instrument::Instrumentation> {
+    let selection = options.instrument.clone()?;
+    let dir = socket_dir?.dir().join("python");
+    match instrument::Instrumentation::install(&dir, selection) {
+        Ok(installed) => Some(installed),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "the zero-code instrumentation could not be written; the loop runs uninstrumented");
+            None
+        }
     }
 }

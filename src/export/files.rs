@@ -157,6 +157,7 @@ pub(crate) fn write(
         "containers": snapshot.containers,
         "processes": snapshot.processes,
         "evaluations": snapshot.evaluations,
+        "instrumentation": snapshot.instrumentation,
         "alert_history": alert_history,
         "events": snapshot.events,
         "events_dropped": snapshot.events_dropped,

@@ -18,7 +18,7 @@ use crate::alerts::{AlertName, AlertState, Watched};
 use crate::config::Thresholds;
 use crate::error::CollectError;
 use crate::evaluate::RollingValues;
-use crate::records::{HistoryPoint, LogEntry, RunIdentity, RunSummary};
+use crate::records::{HistoryPoint, LogEntry, RunIdentity, RunSummary, TimePoint};
 
 /// The evaluator's state at one instant.
 #[derive(Debug, Clone, Default)]
@@ -106,6 +106,24 @@ pub(crate) struct EvaluationsView {
     pub(crate) durations: Vec<DurationBucket>,
 }
 
+/// A framework the zero-code instrumentation (`loopwatch run --instrument`) reported
+/// on, as the page's header and `metrics_final.json` show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct InstrumentedFramework {
+    /// Its name (`optuna`, or `other`).
+    pub(crate) framework: &'static str,
+    /// Its version, as last reported (empty when unknown); `None` when only errors
+    /// were reported.
+    pub(crate) version: Option<String>,
+    /// Whether it was instrumented (`active`), left alone (`skipped`) or not selected
+    /// (`off`), as last reported.
+    pub(crate) state: Option<crate::protocol::InstrumentationState>,
+    /// Why it was left alone.
+    pub(crate) reason: Option<String>,
+    /// Errors its instrumentation caught.
+    pub(crate) errors: u64,
+}
+
 /// Everything the exporters show of a run, taken at one instant.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
@@ -113,8 +131,15 @@ pub(crate) struct Snapshot {
     pub(crate) summary: RunSummary,
     pub(crate) thresholds: Thresholds,
     pub(crate) evaluation: Evaluation,
+    /// When the run started, Unix seconds.
+    pub(crate) started_at: f64,
     /// Recent iterations, oldest first.
     pub(crate) history: Vec<HistoryPoint>,
+    /// One point per host sample over the whole run, thinned evenly to a bound,
+    /// oldest first: what the page draws on its time axis.
+    pub(crate) samples: Vec<TimePoint>,
+    /// Host samples left out of `samples` to keep the bound.
+    pub(crate) samples_dropped: u64,
     /// The best-so-far curve over the whole run, bounded.
     pub(crate) progress: crate::records::progress::Progress,
     /// Recent events, oldest first, and how many older ones were dropped.
@@ -133,6 +158,8 @@ pub(crate) struct Snapshot {
     pub(crate) recent_iterations: usize,
     /// The evaluations in flight, the slowest and the killed.
     pub(crate) evaluations: EvaluationsView,
+    /// The frameworks the zero-code instrumentation reported on.
+    pub(crate) instrumentation: Vec<InstrumentedFramework>,
 }
 
 /// What the exporters read a run through.

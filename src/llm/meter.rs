@@ -157,6 +157,8 @@ struct CallBooks {
     /// The error window: when each recent call ended (monotonic) and whether it
     /// failed.
     recent: VecDeque<(Duration, bool)>,
+    /// Calls that ended, of every model.
+    calls: u64,
     spend_usd: f64,
     /// Calls without usage or tokens without a price so far.
     spend_is_lower_bound: bool,
@@ -228,6 +230,7 @@ impl LlmMeter {
         let abandoned = call.abandoned && call.error.is_none();
         let tally = books.by_model.entry(model).or_default();
         tally.calls = tally.calls.saturating_add(1);
+        books.calls = books.calls.saturating_add(1);
         if let Some(error) = call.error {
             tally.errors = tally.errors.saturating_add(1);
             let by_type = tally
@@ -289,6 +292,11 @@ impl LlmMeter {
     /// The spend so far in US dollars.
     pub(crate) fn spend_usd(&self) -> f64 {
         self.books.spend_usd
+    }
+
+    /// The calls that ended so far, of every model.
+    pub(crate) fn calls(&self) -> u64 {
+        self.books.calls
     }
 
     /// Whether any call was recorded (the LLM alerts have nothing to judge before).

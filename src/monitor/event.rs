@@ -141,6 +141,22 @@ pub(crate) enum Event {
         /// When it was reported.
         at: Moment,
     },
+    /// The zero-code instrumentation said what it did with a framework.
+    Instrumentation {
+        /// What it said.
+        report: crate::protocol::Instrumentation,
+        /// When it was received.
+        at: Moment,
+    },
+    /// Errors caught inside a framework's instrumentation.
+    InstrumentationErrors {
+        /// The framework.
+        framework: crate::protocol::Framework,
+        /// How many, since its previous report.
+        count: u64,
+        /// When they were reported.
+        at: Moment,
+    },
     /// The background clock: what changes with time alone (a stall, windows that
     /// move on) is evaluated at `at`.
     Tick {

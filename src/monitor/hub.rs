@@ -151,6 +151,13 @@ impl Hub {
             cgroup: CgroupMemory::of_current_process(),
         };
         hub.publisher.loop_started(parts.started_at);
+        // The limit EvaluationHung compares with, from the start: the floor, until
+        // enough evaluations have finished for their p95 to count.
+        hub.publisher
+            .evaluation_limit(crate::evaluate::evaluation_limit(
+                None,
+                &hub.settings.thresholds,
+            ));
         hub.sample_host();
         hub
     }
@@ -381,24 +388,30 @@ impl Source for Hub {
         let (
             summary,
             evaluation,
+            started_at,
             history,
+            (samples, samples_dropped),
             progress,
             (events, events_dropped),
             recent_failure_reasons,
             live_containers,
             processes,
             evaluations,
+            instrumentation,
         ) = self.read(|state| {
             (
                 state.summary(&self.identity.run_id, &self.reasons, now),
                 state.evaluation(),
+                state.started_at(),
                 state.history(),
+                state.samples(),
                 state.progress(),
                 state.events(),
                 state.recent_failure_reasons(&self.reasons),
                 state.live_containers(),
                 state.process_tally(),
                 state.evaluations_view(now),
+                state.instrumentation(),
             )
         });
         Snapshot {
@@ -406,7 +419,10 @@ impl Source for Hub {
             summary,
             thresholds: self.settings.thresholds.clone(),
             evaluation,
+            started_at: crate::records::unix_seconds(started_at),
             history,
+            samples,
+            samples_dropped,
             progress,
             events,
             events_dropped,
@@ -416,6 +432,7 @@ impl Source for Hub {
             recent_failure_reasons,
             recent_iterations: RECENT_ITERATIONS,
             evaluations,
+            instrumentation,
         }
     }
 }

@@ -233,6 +233,17 @@ impl Intake {
             }),
             Message::EvaluationStart(start) => evaluation_started(hub, start),
             Message::EvaluationEnd(end) => evaluation_ended(hub, end),
+            Message::Instrumentation(report) => hub.send(Event::Instrumentation {
+                report,
+                at: hub.clock.now(),
+            }),
+            Message::InstrumentationError { framework, count } => {
+                hub.send(Event::InstrumentationErrors {
+                    framework,
+                    count,
+                    at: hub.clock.now(),
+                });
+            }
             Message::Dropped { count } => {
                 let i = &hub.pipeline().instruments;
                 i.loopwatch_client_dropped_events_total.add(count, &[]);

@@ -15,6 +15,7 @@ use crate::records::{unix_seconds, Ended, IterationSummary, LoopExit};
 use super::deliver::FindingSink;
 use super::event::{ChampionChange, HostReading};
 use super::state::{EvaluationGauges, Judged, Publish};
+use crate::protocol::{Framework, Instrumentation, InstrumentationState};
 
 /// loopwatch's instruments and the pipeline that serves them.
 #[derive(Debug)]
@@ -23,6 +24,14 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
+    /// How long an evaluation may run before EvaluationHung fires.
+    pub(super) fn evaluation_limit(&self, limit: std::time::Duration) {
+        self.pipeline
+            .instruments
+            .loopwatch_evaluation_hung_limit_seconds
+            .record(limit.as_secs_f64(), &[]);
+    }
+
     /// Shows what applying one event changed.
     pub(super) fn publish(&self, publish: &Publish) {
         match publish {
@@ -74,6 +83,16 @@ impl Publisher {
             } => self.llm_call(call, labels, *pricing, evidence),
             Publish::InFlight { calls, oldest } => self.llm_in_flight(*calls, *oldest),
             Publish::Evaluations(gauges) => self.evaluations(gauges),
+            Publish::Instrumentation { report, news } => {
+                if *news {
+                    log_instrumentation(report);
+                }
+            }
+            Publish::InstrumentationErrors {
+                framework,
+                count,
+                total,
+            } => self.instrumentation_errors(*framework, *count, *total),
             Publish::Tick {
                 calls,
                 oldest,
@@ -88,6 +107,21 @@ impl Publisher {
                 self.recent_restarts(*recent_restarts);
                 self.evaluations(evaluations);
             }
+        }
+    }
+
+    /// Errors caught inside a framework's instrumentation: counted, and logged the
+    /// first time (the child logs each of its own once too).
+    fn instrumentation_errors(&self, framework: Framework, count: u64, total: u64) {
+        let i = &self.pipeline.instruments;
+        i.loopwatch_instrumentation_errors_total
+            .add(count, &[KeyValue::new("framework", framework.as_str())]);
+        if total == count {
+            tracing::warn!(
+                framework = framework.as_str(),
+                count,
+                "the loop's {framework} instrumentation raised (caught: the loop runs on, what it would have reported may be missing); counted in loopwatch_instrumentation_errors_total"
+            );
         }
     }
 
@@ -342,8 +376,7 @@ impl Publisher {
         i.loopwatch_evaluation_worker_occupancy
             .record(occupancy, &[]);
         if let Some(limit) = gauges.limit {
-            i.loopwatch_evaluation_hung_limit_seconds
-                .record(limit.as_secs_f64(), &[]);
+            self.evaluation_limit(limit);
         }
         if let Some((finished, reason)) = &gauges.finished {
             i.loopwatch_evaluation_duration_seconds
@@ -432,5 +465,31 @@ impl FindingSink for Publisher {
                 f64::from(u8::from(w.started)),
                 &[KeyValue::new("metric", w.watched.metric())],
             );
+    }
+}
+
+/// What the instrumentation did with a framework, said once per state.
+fn log_instrumentation(report: &Instrumentation) {
+    let framework = report.framework.as_str();
+    let version = if report.version.is_empty() {
+        "(version unknown)"
+    } else {
+        report.version.as_str()
+    };
+    let reason = report.reason.as_deref().unwrap_or("no reason given");
+    match report.state {
+        InstrumentationState::Active => {
+            tracing::info!(
+                framework,
+                version,
+                "the loop's {framework} {version} is instrumented"
+            );
+        }
+        InstrumentationState::Skipped => {
+            tracing::warn!(framework, version, reason, "the loop's {framework} {version} is not instrumented ({reason}); it runs as it is, unreported");
+        }
+        InstrumentationState::Off => {
+            tracing::info!(framework, reason, "the loop's {framework} is not instrumented ({reason}); --instrument {framework} turns it on");
+        }
     }
 }

@@ -36,6 +36,9 @@ pub struct RunArgs {
     /// Metering the loop's LLM calls.
     #[command(flatten)]
     pub llm: LlmProxyFlags,
+    /// Instrumenting a Python loop's framework with no change to its code.
+    #[command(flatten)]
+    pub instrumentation: InstrumentationFlags,
 }
 
 impl RunArgs {
@@ -59,6 +62,8 @@ impl RunArgs {
             on_hung_evaluation: self.supervision.on_hung_evaluation,
             exit_timeout: self.supervision.exit_timeout(),
             llm_proxy: self.llm.options(),
+            instrument: (self.instrumentation.instrument != "none")
+                .then_some(self.instrumentation.instrument),
             command: self.command,
         })
     }
@@ -275,6 +280,19 @@ impl LlmProxyFlags {
                 request_usage: self.llm_request_usage,
             })
     }
+}
+
+/// Zero-code instrumentation of the frameworks a Python loop imports.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Instrumentation")]
+pub struct InstrumentationFlags {
+    /// Instrument the frameworks a Python child imports (OpenEvolve, ShinkaEvolve,
+    /// Optuna, DEAP, Nevergrad), with no change to its code: auto (every framework at
+    /// a tested version), none, or a comma-separated list (optuna,deap; auto,NAME
+    /// adds one to auto). Puts loopwatch's instrumentation directory on the child's
+    /// PYTHONPATH (its sitecustomize runs the one it shadows); see docs/frameworks.md.
+    #[arg(long, default_value = "auto", value_parser = crate::supervise::instrument::flag)]
+    pub instrument: String,
 }
 
 #[cfg(test)]

@@ -141,6 +141,11 @@ impl SocketDir {
         Ok(made)
     }
 
+    /// The run's private directory the socket is in.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The socket's path: what `LOOPWATCH_SOCKET` names.
     pub(crate) fn socket(&self) -> PathBuf {
         self.dir.join("socket")

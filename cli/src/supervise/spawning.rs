@@ -63,6 +63,8 @@ pub(super) struct Launch<'a> {
     pub(super) args: &'a [OsString],
     pub(super) socket: Option<&'a Path>,
     pub(super) llm_proxy: Option<&'a LlmProxy>,
+    /// The zero-code instrumentation, when a Python child gets it.
+    pub(super) instrumentation: Option<&'a super::instrument::Instrumentation>,
     /// loopwatch's controlling terminal: the loop gets its foreground whenever
     /// loopwatch has it.
     pub(super) terminal: Option<&'a Terminal>,
@@ -126,6 +128,9 @@ impl Launch<'_> {
         };
         if let Some(proxy) = self.llm_proxy {
             through_the_proxy(&mut command, proxy);
+        }
+        if let Some(instrumentation) = self.instrumentation {
+            instrumentation.apply(&mut command);
         }
         command
     }

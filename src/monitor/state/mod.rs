@@ -6,9 +6,11 @@
 //! The parts: the [`ledger`] (totals, champion, history, event log, exits), the
 //! evaluator (windows, baselines, alert states), the samplers' latest readings and the
 //! sweeps' housekeeping ([`housekeeping`]), the LLM meter, the loop's [`liveness`],
-//! and the [`evaluations`] in flight.
+//! the [`evaluations`] in flight, and what the zero-code instrumentation said of the
+//! loop's [`frameworks`].
 
 mod evaluations;
+mod frameworks;
 mod housekeeping;
 mod ledger;
 mod liveness;
@@ -26,15 +28,17 @@ use crate::export::{DurationBucket, Evaluation, EvaluationsView, LiveContainer, 
 use crate::llm::meter::{CallLabels, LlmEvidence, LlmMeter};
 use crate::llm::{LlmCall, Pricing};
 use crate::records::progress::Progress;
+use crate::records::thinned::Thinned;
 use crate::records::{
     unix_seconds, Ended, ExitReason, HistoryPoint, HungEvaluation, IterationSummary, LogEntry,
-    LogEntryKind, LoopExit, Moment, RunSummary,
+    LogEntryKind, LoopExit, Moment, RunSummary, TimePoint, MAX_TIME_POINTS,
 };
 use crate::reported::Rejection;
 
 use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep};
 use super::reasons::ReasonNames;
 use evaluations::{Evaluations, Oldest, Refused};
+use frameworks::Frameworks;
 use housekeeping::{Housekeeping, Latest};
 use ledger::RunLedger;
 use liveness::Liveness;
@@ -139,6 +143,18 @@ pub(super) enum Publish {
     InFlight { calls: usize, oldest: Duration },
     /// The evaluations' gauges, and what the event added.
     Evaluations(EvaluationGauges),
+    /// The zero-code instrumentation reported on a framework; `news` when its state
+    /// is new (to be logged).
+    Instrumentation {
+        report: crate::protocol::Instrumentation,
+        news: bool,
+    },
+    /// Errors caught inside a framework's instrumentation, and its total so far.
+    InstrumentationErrors {
+        framework: crate::protocol::Framework,
+        count: u64,
+        total: u64,
+    },
     /// The background clock's tick: calls in flight, the LLM evidence (when calls
     /// were made), the restarts within the window and the evaluations.
     Tick {
@@ -185,6 +201,10 @@ pub(super) struct RunState {
     evaluations: Evaluations,
     /// How long an evaluation may run before EvaluationHung, as last judged.
     hung_limit: Duration,
+    /// One point per host sample over the whole run, thinned to [`MAX_TIME_POINTS`]:
+    /// the page's time axis, which needs no iterations.
+    samples: Thinned<TimePoint>,
+    frameworks: Frameworks,
 }
 
 impl RunState {
@@ -199,6 +219,8 @@ impl RunState {
             liveness: Liveness::default(),
             evaluations: Evaluations::default(),
             hung_limit: thresholds.evaluation_floor(),
+            samples: Thinned::with_capacity(MAX_TIME_POINTS),
+            frameworks: Frameworks::default(),
         }
     }
 
@@ -281,6 +303,25 @@ impl RunState {
                 self.evaluation_ended(&id, outcome, reason, reported, th, at),
                 at,
             ),
+            Event::Instrumentation { report, at } => {
+                let news = self.frameworks.report(&report);
+                (Applied::just(Publish::Instrumentation { report, news }), at)
+            }
+            Event::InstrumentationErrors {
+                framework,
+                count,
+                at,
+            } => {
+                let total = self.frameworks.errors(framework, count);
+                (
+                    Applied::just(Publish::InstrumentationErrors {
+                        framework,
+                        count,
+                        total,
+                    }),
+                    at,
+                )
+            }
             Event::Tick { at } => (self.tick(th, at), at),
         };
         self.ledger.log_findings(&applied.findings, at.wall);
@@ -386,7 +427,33 @@ impl RunState {
             th,
             reading.at,
         );
+        let point = self.time_point(&reading);
+        self.samples.push(point);
         Applied::new(findings, Publish::Host(reading))
+    }
+
+    /// The point the page's time axis draws for a host reading: the reading, and the
+    /// containers, LLM calls, iterations and alerts as they stand.
+    fn time_point(&self, reading: &HostReading) -> TimePoint {
+        let at = reading.at.wall;
+        let latest = &self.latest;
+        TimePoint {
+            elapsed_seconds: at
+                .duration_since(self.ledger.started_at)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            at: unix_seconds(at),
+            memory_usage_bytes: reading.sample.loop_rss_bytes as f64,
+            cpu_usage_percent: reading.sample.loop_cpu_percent,
+            active_containers: latest.active_containers,
+            container_memory_bytes: latest.container_memory_bytes,
+            container_cpu_percent: latest.container_cpu_percent,
+            cleanup_failures: latest.cleanup_failures,
+            llm_calls: self.llm.calls(),
+            llm_cost_usd: self.llm.spend_usd(),
+            iterations: self.ledger.iterations,
+            alerts_firing: self.evaluator.firing(),
+        }
     }
 
     fn process_sweep(&mut self, sweep: ProcessSweep) -> Applied {
@@ -653,9 +720,20 @@ impl RunState {
         self.liveness.is_done()
     }
 
+    /// When the run started.
+    pub(super) fn started_at(&self) -> SystemTime {
+        self.ledger.started_at
+    }
+
     /// The recent iterations' points, oldest first.
     pub(super) fn history(&self) -> Vec<HistoryPoint> {
         self.ledger.history()
+    }
+
+    /// The host samples over the whole run, thinned, oldest first; and how many were
+    /// left out to keep the bound.
+    pub(super) fn samples(&self) -> (Vec<TimePoint>, u64) {
+        (self.samples.points(), self.samples.dropped())
     }
 
     /// The best-so-far curve.
@@ -684,6 +762,11 @@ impl RunState {
     /// What the process sweeps found and did.
     pub(super) fn process_tally(&self) -> ProcessTally {
         self.housekeeping.tally
+    }
+
+    /// The frameworks the zero-code instrumentation reported on.
+    pub(super) fn instrumentation(&self) -> Vec<crate::export::InstrumentedFramework> {
+        self.frameworks.list()
     }
 
     /// The processes the sweeps gave up on: not to be signalled again.
