@@ -126,7 +126,7 @@ const SECONDS_BOUNDARIES: [f64; 14] = [
 /// Evaluation seconds: 10 ms to an hour, about three steps a decade, with OpenEvolve's
 /// default evaluator timeout (300 s) and the default `evaluation_floor` (600 s) as
 /// boundaries.
-const EVALUATION_SECONDS_BOUNDARIES: [f64; 15] = [
+pub(crate) const EVALUATION_SECONDS_BOUNDARIES: [f64; 15] = [
     0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
 ];
 

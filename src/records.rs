@@ -65,6 +65,21 @@ impl Ended {
     }
 }
 
+/// An evaluation in flight past the EvaluationHung limit, from
+/// `Supervision::hung_evaluations`, for `loopwatch run --on-hung-evaluation kill`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HungEvaluation {
+    /// Its id.
+    pub id: String,
+    /// The process that runs it, when reported.
+    pub pid: Option<u32>,
+    /// The worker that runs it, when reported.
+    pub worker: Option<String>,
+    /// How long it has run.
+    pub age: std::time::Duration,
+}
+
 /// Who this run is: the identity carried by its labels, alerts and exports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -362,6 +377,9 @@ pub(crate) struct HistoryPoint {
     pub(crate) cleanup_failures: f64,
     /// Alerts firing at the end of the iteration.
     pub(crate) alerts_firing: u8,
+    /// The highest evaluation worker occupancy during the iteration (workers busy at
+    /// once over those seen in the last minute); `None` while no worker has been seen.
+    pub(crate) evaluation_occupancy: Option<f64>,
 }
 
 /// Samples kept for the dashboard's time axis, at most: thinned evenly over the

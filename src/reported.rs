@@ -81,6 +81,8 @@ pub(crate) enum Rejection {
     EvaluationDuplicate,
     /// An evaluation's end with an id not in flight.
     EvaluationUnknown,
+    /// A hung evaluation's pid outside the loop's process tree: not signalled.
+    EvaluationPidOutsideTree,
 }
 
 impl Rejection {
@@ -103,7 +105,8 @@ impl Rejection {
             Rejection::MetricInvalid | Rejection::MetricOverLimit => "metric",
             Rejection::EvaluationOverLimit
             | Rejection::EvaluationDuplicate
-            | Rejection::EvaluationUnknown => "evaluation",
+            | Rejection::EvaluationUnknown
+            | Rejection::EvaluationPidOutsideTree => "evaluation",
         }
     }
 
@@ -125,6 +128,7 @@ impl Rejection {
             Rejection::MetricOverLimit | Rejection::EvaluationOverLimit => "over_limit",
             Rejection::EvaluationDuplicate => "duplicate_id",
             Rejection::EvaluationUnknown => "unknown_id",
+            Rejection::EvaluationPidOutsideTree => "pid_outside_tree",
         }
     }
 
@@ -167,6 +171,9 @@ impl Rejection {
             Rejection::EvaluationDuplicate => "ids unique among the evaluations in flight",
             Rejection::EvaluationUnknown => {
                 "an end for an evaluation in flight (its start accepted, not yet ended)"
+            }
+            Rejection::EvaluationPidOutsideTree => {
+                "the pid of a process in the loop's own tree, for --on-hung-evaluation kill"
             }
         }
     }

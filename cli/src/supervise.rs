@@ -23,6 +23,7 @@
 //! the run counts as completed.
 
 mod family;
+mod hung;
 pub(crate) mod instrument;
 mod restarts;
 mod signals;
@@ -38,6 +39,7 @@ use loopwatch::llm::proxy::LlmProxy;
 use loopwatch::supervise::{ExitReason, Intake, LoopExit, Supervision};
 use loopwatch::{Monitor, MonitorBuilder};
 
+pub use hung::OnHungEvaluation;
 pub use restarts::{OnStall, Restart, RestartPolicy, MAX_RESTART_DELAY};
 
 use signals::OperatorSignals;
@@ -70,6 +72,8 @@ pub struct RunOptions {
     pub restart: RestartPolicy,
     /// What to do once LoopStalled has fired.
     pub on_stall: OnStall,
+    /// What to do with the evaluations EvaluationHung finds.
+    pub on_hung_evaluation: OnHungEvaluation,
     /// How long a child may keep running after it said it was done before it is
     /// terminated; `None` never.
     pub exit_timeout: Option<Duration>,

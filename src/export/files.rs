@@ -156,6 +156,7 @@ pub(crate) fn write(
         "evaluation": evaluation_json(snapshot),
         "containers": snapshot.containers,
         "processes": snapshot.processes,
+        "evaluations": snapshot.evaluations,
         "instrumentation": snapshot.instrumentation,
         "alert_history": alert_history,
         "events": snapshot.events,

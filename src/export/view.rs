@@ -211,6 +211,7 @@ pub(crate) fn snapshot_json(snapshot: &Snapshot) -> Value {
             "live": snapshot.live_containers,
             "state": snapshot.containers,
         },
+        "evaluations": snapshot.evaluations,
         "history": snapshot.history,
         "samples": snapshot.samples,
         "samples_dropped": snapshot.samples_dropped,

@@ -272,6 +272,12 @@ impl Hub {
         self.read(|state| state.is_firing(alert))
     }
 
+    /// While EvaluationHung fires: the evaluations in flight past its limit.
+    pub(super) fn hung_evaluations(&self) -> Vec<crate::records::HungEvaluation> {
+        let now = self.clock.now();
+        self.read(|state| state.hung_evaluations(now))
+    }
+
     /// Whether the loop has said it is done.
     pub(super) fn said_done(&self) -> bool {
         self.read(RunState::is_done)
@@ -390,6 +396,7 @@ impl Source for Hub {
             recent_failure_reasons,
             live_containers,
             processes,
+            evaluations,
             instrumentation,
         ) = self.read(|state| {
             (
@@ -403,6 +410,7 @@ impl Source for Hub {
                 state.recent_failure_reasons(&self.reasons),
                 state.live_containers(),
                 state.process_tally(),
+                state.evaluations_view(now),
                 state.instrumentation(),
             )
         });
@@ -423,6 +431,7 @@ impl Source for Hub {
             processes,
             recent_failure_reasons,
             recent_iterations: RECENT_ITERATIONS,
+            evaluations,
             instrumentation,
         }
     }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::processes::ProcessSweepReport;
-use crate::records::LoopExit;
+use crate::records::{HungEvaluation, LoopExit};
 
 use super::event::Event;
 use super::hub::Hub;
@@ -121,6 +121,55 @@ impl Supervision {
             exit,
             at: self.hub.clock.now(),
         });
+    }
+
+    /// While EvaluationHung fires: the evaluations in flight that have run past its
+    /// limit, oldest first (none while it does not fire).
+    pub fn hung_evaluations(&self) -> Vec<HungEvaluation> {
+        self.hub.hung_evaluations()
+    }
+
+    /// The supervisor ended hung evaluation `id` (its processes were signalled): it
+    /// ends with outcome `killed`, counted in `loopwatch_evaluations_total` and
+    /// `loopwatch_evaluations_killed_total`, kept out of the 95th percentile, and
+    /// listed among the killed evaluations of the page and the final JSON. An id no
+    /// longer in flight (it ended meanwhile) is a counted rejection, as any end of an
+    /// unknown id.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let monitor = loopwatch::Monitor::builder()
+    /// #     .listen("127.0.0.1:0".parse().unwrap()).output_dir(dir.path()).build().unwrap();
+    /// let evaluation = monitor.evaluation("prog-17");
+    /// monitor.supervision().evaluation_killed("prog-17");
+    /// drop(evaluation); // its own end comes too late and is turned away
+    /// # monitor.shutdown();
+    /// ```
+    pub fn evaluation_killed(&self, id: &str) {
+        self.hub.send(Event::EvaluationEnded {
+            id: id.into(),
+            outcome: crate::records::Ended::Killed,
+            reason: None,
+            reported: None,
+            at: self.hub.clock.now(),
+        });
+    }
+
+    /// The supervisor refused to end a hung evaluation because the pid it reported is
+    /// not a process of the loop's own tree: counted in
+    /// `loopwatch_rejected_observations_total{field="evaluation",reason="pid_outside_tree"}`
+    /// and logged (thinned as every rejection is).
+    pub fn evaluation_kill_refused(&self, pid: u32) {
+        let iteration = self
+            .hub
+            .next_iteration
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(1);
+        self.hub.reject(
+            crate::reported::Rejection::EvaluationPidOutsideTree,
+            f64::from(pid),
+            iteration,
+        );
     }
 
     /// Removes every container of this run (`loopwatch run` does it before it

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::supervise::{LlmProxyOptions, OnStall, Restart, RestartPolicy, RunOptions};
+use crate::supervise::{
+    LlmProxyOptions, OnHungEvaluation, OnStall, Restart, RestartPolicy, RunOptions,
+};
 
 /// The flags and command of `loopwatch run`.
 // A new flag goes into one of the groups below (or a new group with its own heading):
@@ -57,6 +59,7 @@ impl RunArgs {
             grace: self.supervision.grace,
             restart,
             on_stall: self.supervision.on_stall,
+            on_hung_evaluation: self.supervision.on_hung_evaluation,
             exit_timeout: self.supervision.exit_timeout(),
             llm_proxy: self.llm.options(),
             instrument: (self.instrumentation.instrument != "none")
@@ -161,6 +164,11 @@ pub struct SupervisionFlags {
     /// restart (terminate and start again, whatever --restart says).
     #[arg(long, value_enum, default_value = "none")]
     pub on_stall: OnStall,
+    /// Once EvaluationHung fires: none, or kill (terminate the process subtree of each
+    /// hung evaluation that reported a pid inside the loop's own process tree; the
+    /// loop goes on without it).
+    #[arg(long, value_enum, default_value = "none")]
+    pub on_hung_evaluation: OnHungEvaluation,
     /// How long the loop may keep running after it said it was done before its
     /// processes are terminated (the run counts as completed); 0 turns it off.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
@@ -326,6 +334,7 @@ mod tests {
         assert_eq!(options.linger, Duration::ZERO);
         assert_eq!(options.grace, Duration::from_secs(10));
         assert_eq!(options.on_stall, OnStall::None);
+        assert_eq!(options.on_hung_evaluation, OnHungEvaluation::None);
         assert_eq!(options.exit_timeout, Some(Duration::from_secs(300)));
         assert_eq!(options.llm_proxy, None);
         assert_eq!(options.command, [OsString::from("true")]);
@@ -337,6 +346,7 @@ mod tests {
             "--linger=15s",
             "--grace=3s",
             "--on-stall=restart",
+            "--on-hung-evaluation=kill",
             "--exit-timeout=0",
             "--restart=on-failure",
             "--restart-delay=2s",
@@ -359,6 +369,7 @@ mod tests {
         assert_eq!(options.linger, Duration::from_secs(15));
         assert_eq!(options.grace, Duration::from_secs(3));
         assert_eq!(options.on_stall, OnStall::Restart);
+        assert_eq!(options.on_hung_evaluation, OnHungEvaluation::Kill);
         assert_eq!(options.exit_timeout, None, "0 turns it off");
         assert_eq!(
             options.llm_proxy,

@@ -46,7 +46,7 @@ pub(crate) const STYLE: &str = concat!(
     ".bar .fill{background:#f0883e;height:10px;border-radius:2px}",
     ".bar .reason{flex:0 0 45%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}",
     "table{border-collapse:collapse;font-size:12px;width:100%}td,th{text-align:left;padding:2px 6px}",
-    "th{color:#8a93a3}.key{color:#8a93a3;font-size:12px}",
+    "th{color:#8a93a3}.key{color:#8a93a3;font-size:12px}tr.hung td{color:#f85149}",
 );
 
 /// How a chart's numbers read.
@@ -632,6 +632,79 @@ fn bars(title: String, reasons: &[(String, u64)]) -> Markup {
     }
 }
 
+/// The evaluations: in flight against the EvaluationHung limit, the oldest in flight
+/// (id, age, worker, pid), the duration distribution, occupancy over the iterations,
+/// and the slowest and killed ones.
+fn evaluations(snapshot: &Snapshot, ranges: Ranges) -> Markup {
+    let e = &snapshot.evaluations;
+    let limit = e.hung_limit_seconds;
+    let most = e
+        .durations
+        .iter()
+        .map(|b| b.count)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let (height, bar_width) = (60.0, WIDTH / e.durations.len().max(1) as f64);
+    let occupancy = Chart {
+        title: "worker occupancy (highest in each iteration)",
+        axis: Axis::Iteration,
+        unit: Unit::Percent,
+        series: vec![series("occupancy", &snapshot.history, |p| {
+            p.evaluation_occupancy.map(|o| o * 100.0)
+        })],
+        threshold: None,
+        fixed_max: Some(100.0),
+        marks: &[],
+    };
+    let bound = |le: Option<f64>| {
+        le.map_or("more".to_string(), |le| {
+            format!("≤{}", Unit::Seconds.format(le))
+        })
+    };
+    let rows = |title: &str, rows: &[crate::export::EvaluationRow], kind: &str| {
+        html! {
+            table class="containers" data-evaluations=(kind) data-rows=(rows.len()) {
+                tr { th { (title) } th { "seconds" } th { "worker" } th { "pid" } }
+                @for r in rows {
+                    tr data-evaluation=(clip(&r.id)) class=[(r.outcome.is_none() && r.seconds > limit).then_some("hung")] {
+                        td { (clip(&r.id)) @if let Some(outcome) = r.outcome { " (" (outcome) ")" } }
+                        td { (age(r.seconds)) }
+                        td { (clip(r.worker.as_deref().unwrap_or("—"))) }
+                        td { (r.pid.map_or("—".to_string(), |p| p.to_string())) }
+                    }
+                }
+                @if rows.is_empty() { tr { td colspan="4" class="key" { "none" } } }
+            }
+        }
+    };
+    html! {
+        div class="key" {
+            (e.in_flight) " in flight · EvaluationHung past " (age(limit))
+            " · workers " (e.busy_workers) " busy of " (e.workers) " seen in the last minute"
+            " · " (e.killed_total) " killed by loopwatch"
+        }
+        (rows("oldest in flight", &e.oldest, "in-flight"))
+        svg class="durations" viewBox=(format!("0 0 {WIDTH} {}", height + 26.0)) role="img" aria-label="evaluation durations" {
+            @for (i, b) in e.durations.iter().enumerate() {
+                @let h = b.count as f64 / most as f64 * height;
+                @let x = i as f64 * bar_width;
+                g data-bucket=(bound(b.le)) data-count=(b.count) {
+                    rect class="ok" fill="#5ab0f0" x=(format!("{x:.1}")) y=(format!("{:.1}", height - h)) width=(format!("{:.1}", bar_width - 2.0)) height=(format!("{h:.1}")) {}
+                    title { (b.count) " evaluations " (bound(b.le)) }
+                    @if i % 2 == 0 {
+                        text class="axis" x=(format!("{x:.1}")) y=(format!("{:.0}", height + 11.0)) { (bound(b.le)) }
+                    }
+                }
+            }
+            text class="axis" x="0" y=(format!("{:.0}", height + 24.0)) { "ended evaluations by duration" }
+        }
+        (chart(&occupancy, ranges))
+        (rows("slowest", &e.slowest, "slowest"))
+        (rows("killed", &e.killed, "killed"))
+    }
+}
+
 fn age(seconds: f64) -> String {
     match seconds {
         s if s < 90.0 => format!("{s:.0} s"),
@@ -877,6 +950,9 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         },
     ];
     let last_sweep = &snapshot.containers["last_sweep"];
+    let evaluations_seen = snapshot.evaluations.in_flight > 0
+        || snapshot.evaluations.workers > 0
+        || snapshot.evaluations.durations.iter().any(|b| b.count > 0);
     let orphans_found = last_sweep["orphans"].as_array().map_or(0, Vec::len);
     let orphans_removed = last_sweep["removed"].as_array().map_or(0, Vec::len);
     let page = html! {
@@ -962,6 +1038,13 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                             h2 { "LLM calls" }
                             (llm_calls(&summary.llm, t))
                             @for c in &llm_charts { (chart(c, ranges)) }
+                        }
+                    }
+                    @if evaluations_seen {
+                        section class="panel" data-panel="Evaluations" data-in-flight=(snapshot.evaluations.in_flight)
+                            data-killed=(snapshot.evaluations.killed_total) {
+                            h2 { "Evaluations" }
+                            (evaluations(snapshot, ranges))
                         }
                     }
                     section class="panel" data-panel="Alert timeline" {

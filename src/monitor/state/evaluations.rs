@@ -12,7 +12,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::records::Ended;
+use crate::export::EvaluationRow;
+use crate::records::{Ended, HungEvaluation};
 
 /// Evaluations in flight at most; starts past it are refused.
 pub(crate) const MAX_IN_FLIGHT: usize = 10_000;
@@ -29,6 +30,10 @@ pub(crate) const MIN_FINISHED_FOR_P95: usize = 20;
 
 /// How long a worker counts as seen after its last evaluation started or ended.
 pub(crate) const WORKER_WINDOW: Duration = Duration::from_secs(60);
+
+/// Evaluations each view keeps at most: the oldest in flight, the slowest ended, the
+/// last killed.
+pub(crate) const VIEW_LIMIT: usize = 10;
 
 /// Why an evaluation event changed nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,13 +126,25 @@ pub(crate) struct Evaluations {
     workers: HashMap<WorkerKey, Worker>,
     /// Workers with an evaluation in flight.
     busy_workers: usize,
+    /// The most workers busy at once since [`Evaluations::take_peak_occupancy`].
+    peak_busy: usize,
     /// The last finished durations, in seconds, oldest first.
     finished: VecDeque<f64>,
     /// The 95th percentile of `finished`, when it changed since last computed: `None`.
     p95: Option<Option<Duration>>,
     scratch: Vec<f64>,
     ended: [u64; 4],
+    /// The slowest ended evaluations, slowest first, at most [`VIEW_LIMIT`].
+    slowest: Vec<EvaluationRow>,
+    /// The last evaluations loopwatch killed, oldest first, at most [`VIEW_LIMIT`].
+    killed: VecDeque<EvaluationRow>,
+    /// Ended evaluations by duration, over [`crate::catalog::EVALUATION_SECONDS_BOUNDARIES`]
+    /// (the last bucket: above the largest boundary).
+    buckets: [u64; BUCKETS],
 }
+
+/// Buckets of the duration distribution.
+pub(crate) const BUCKETS: usize = crate::catalog::EVALUATION_SECONDS_BOUNDARIES.len() + 1;
 
 impl Default for Evaluations {
     fn default() -> Self {
@@ -137,10 +154,14 @@ impl Default for Evaluations {
             next_seq: 0,
             workers: HashMap::new(),
             busy_workers: 0,
+            peak_busy: 0,
             finished: VecDeque::with_capacity(FINISHED_WINDOW),
             p95: Some(None),
             scratch: Vec::new(),
             ended: [0; 4],
+            slowest: Vec::with_capacity(VIEW_LIMIT + 1),
+            killed: VecDeque::with_capacity(VIEW_LIMIT + 1),
+            buckets: [0; BUCKETS],
         }
     }
 }
@@ -219,7 +240,7 @@ impl Evaluations {
         now: Duration,
     ) -> Result<Finished, Refused> {
         let evaluation = self.in_flight.remove(id).ok_or(Refused::Unknown)?;
-        self.release(evaluation.counted_on, now);
+        self.release(evaluation.counted_on.clone(), now);
         let duration = match (evaluation.reported, reported) {
             (Some(start), Some(end)) if end >= start => {
                 Duration::try_from_secs_f64(end - start).ok()
@@ -236,8 +257,49 @@ impl Evaluations {
             self.p95 = None;
         }
         self.ended[outcome as usize] += 1;
+        self.keep_for_the_views(id, evaluation, outcome, duration);
         self.pop_ended();
         Ok(Finished { outcome, duration })
+    }
+
+    /// Books an ended evaluation in the duration distribution, and among the slowest
+    /// and the killed when it is one of them.
+    fn keep_for_the_views(
+        &mut self,
+        id: &str,
+        evaluation: InFlight,
+        outcome: Ended,
+        duration: Duration,
+    ) {
+        let seconds = duration.as_secs_f64();
+        let bucket = crate::catalog::EVALUATION_SECONDS_BOUNDARIES
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS - 1);
+        self.buckets[bucket] += 1;
+        let slow_enough = self.slowest.len() < VIEW_LIMIT
+            || self.slowest.last().is_some_and(|s| s.seconds < seconds);
+        if !slow_enough && outcome != Ended::Killed {
+            return;
+        }
+        let row = EvaluationRow {
+            id: id.to_string(),
+            worker: evaluation.worker.as_deref().map(str::to_string),
+            pid: evaluation.pid,
+            seconds,
+            outcome: Some(outcome.as_str()),
+        };
+        if outcome == Ended::Killed {
+            if self.killed.len() == VIEW_LIMIT {
+                self.killed.pop_front();
+            }
+            self.killed.push_back(row.clone());
+        }
+        if slow_enough {
+            let at = self.slowest.partition_point(|s| s.seconds >= seconds);
+            self.slowest.insert(at, row);
+            self.slowest.truncate(VIEW_LIMIT);
+        }
     }
 
     /// Counts `key` busy from `now`, when it is tracked or there is room; the key it
@@ -255,6 +317,7 @@ impl Evaluations {
         };
         if worker.busy == 0 {
             self.busy_workers += 1;
+            self.peak_busy = self.peak_busy.max(self.busy_workers);
         }
         worker.busy += 1;
         worker.last_seen = now;
@@ -311,6 +374,64 @@ impl Evaluations {
         })
     }
 
+    /// The evaluations in flight at `now` that have run longer than `limit`, oldest
+    /// first.
+    pub(crate) fn over(&self, limit: Duration, now: Duration) -> Vec<HungEvaluation> {
+        let mut hung = Vec::new();
+        for (seq, id) in &self.order {
+            let Some(evaluation) = self.in_flight.get(id).filter(|e| e.seq == *seq) else {
+                continue; // ended
+            };
+            let age = now.saturating_sub(evaluation.started);
+            if age <= limit {
+                break; // the rest started later
+            }
+            hung.push(HungEvaluation {
+                id: id.to_string(),
+                pid: evaluation.pid,
+                worker: evaluation.worker.as_deref().map(str::to_string),
+                age,
+            });
+        }
+        hung
+    }
+
+    /// The oldest evaluations in flight at `now`, oldest first, at most [`VIEW_LIMIT`].
+    pub(crate) fn oldest_rows(&self, now: Duration) -> Vec<EvaluationRow> {
+        self.order
+            .iter()
+            .filter_map(|(seq, id)| {
+                let e = self.in_flight.get(id).filter(|e| e.seq == *seq)?;
+                Some(EvaluationRow {
+                    id: id.to_string(),
+                    worker: e.worker.as_deref().map(str::to_string),
+                    pid: e.pid,
+                    seconds: now.saturating_sub(e.started).as_secs_f64(),
+                    outcome: None,
+                })
+            })
+            .take(VIEW_LIMIT)
+            .collect()
+    }
+
+    /// The slowest ended evaluations, slowest first.
+    pub(crate) fn slowest(&self) -> Vec<EvaluationRow> {
+        self.slowest.clone()
+    }
+
+    /// The last evaluations loopwatch killed, oldest first, and how many it killed.
+    pub(crate) fn killed(&self) -> (Vec<EvaluationRow>, u64) {
+        (
+            self.killed.iter().cloned().collect(),
+            self.ended[Ended::Killed as usize],
+        )
+    }
+
+    /// Ended evaluations by duration bucket.
+    pub(crate) fn buckets(&self) -> [u64; BUCKETS] {
+        self.buckets
+    }
+
     /// The age of the oldest evaluation in flight at `now`, if any.
     pub(crate) fn oldest_age(&self, now: Duration) -> Option<Duration> {
         let (_, id) = self.order.front()?;
@@ -344,6 +465,16 @@ impl Evaluations {
     /// busy.
     pub(crate) fn workers(&self) -> (usize, usize) {
         (self.workers.len(), self.busy_workers)
+    }
+
+    /// The highest occupancy (busy workers over workers seen) since the last call,
+    /// `None` while no worker is seen; the next period starts with the workers busy
+    /// now.
+    pub(crate) fn take_peak_occupancy(&mut self) -> Option<f64> {
+        let seen = self.workers.len();
+        let peak = self.peak_busy.max(self.busy_workers).min(seen);
+        self.peak_busy = self.busy_workers;
+        (seen > 0).then(|| peak as f64 / seen as f64)
     }
 
     /// Evaluations ended, by outcome.
@@ -473,6 +604,69 @@ mod tests {
         e.assign("d", None, Some(id("w2")), secs(63));
         e.assign("b", None, Some(id("w2")), secs(63));
         assert_eq!(e.workers(), (2, 1), "pid 12 is idle now, w2 busy");
+    }
+
+    #[test]
+    fn the_peak_occupancy_of_a_period_is_kept_until_taken() {
+        let mut e = Evaluations::default();
+        assert_eq!(e.take_peak_occupancy(), None, "no worker seen");
+        for (i, w) in ["w1", "w2", "w3"].into_iter().enumerate() {
+            e.start(&id(&format!("a{i}")), None, Some(id(w)), None, secs(0))
+                .unwrap();
+        }
+        for i in 0..3 {
+            e.end(&format!("a{i}"), Ended::Ok, None, secs(1)).unwrap();
+        }
+        e.start(&id("b"), None, Some(id("w1")), None, secs(2))
+            .unwrap();
+        assert_eq!(e.take_peak_occupancy(), Some(1.0), "all three were busy");
+        assert_eq!(e.take_peak_occupancy(), Some(1.0 / 3.0), "w1 still busy");
+        e.end("b", Ended::Ok, None, secs(3)).unwrap();
+        assert_eq!(
+            e.take_peak_occupancy(),
+            Some(1.0 / 3.0),
+            "w1 was busy in it"
+        );
+        assert_eq!(e.take_peak_occupancy(), Some(0.0));
+    }
+
+    #[test]
+    fn the_views_keep_the_slowest_the_killed_and_the_distribution_bounded() {
+        let mut e = Evaluations::default();
+        for i in 0..100u64 {
+            e.start(&id(&format!("e{i}")), Some(7), None, None, secs(0))
+                .unwrap();
+            let outcome = if i % 10 == 0 {
+                Ended::Killed
+            } else {
+                Ended::Ok
+            };
+            e.end(&format!("e{i}"), outcome, None, secs(i)).unwrap();
+        }
+        let slowest: Vec<_> = e.slowest().into_iter().map(|r| r.id).collect();
+        assert_eq!(
+            slowest,
+            (90..100).rev().map(|i| format!("e{i}")).collect::<Vec<_>>()
+        );
+        let (killed, total) = e.killed();
+        assert_eq!(total, 10);
+        assert_eq!(killed.len(), VIEW_LIMIT);
+        assert_eq!(killed[0].id, "e0");
+        assert_eq!(killed[9].outcome, Some("killed"));
+        assert_eq!(e.buckets().iter().sum::<u64>(), 100);
+        // 0 s falls in the first bucket; 61..=99 s in (60, 120].
+        assert_eq!(e.buckets()[0], 1);
+        assert_eq!(e.buckets()[9], 39);
+        e.start(&id("late"), Some(8), Some(id("w")), None, secs(100))
+            .unwrap();
+        e.start(&id("later"), None, None, None, secs(105)).unwrap();
+        let hung = e.over(secs(3), secs(107));
+        assert_eq!(hung.len(), 1, "only the one past the limit: {hung:?}");
+        assert_eq!((hung[0].id.as_str(), hung[0].pid), ("late", Some(8)));
+        assert_eq!(hung[0].age, secs(7));
+        let rows = e.oldest_rows(secs(107));
+        assert_eq!(rows[0].worker.as_deref(), Some("w"));
+        assert_eq!((rows[1].seconds, rows[1].outcome), (2.0, None));
     }
 
     #[test]

@@ -24,14 +24,14 @@ use crate::alerts::{AlertName, AlertState, Watched};
 use crate::config::Thresholds;
 use crate::containers::ContainerReading;
 use crate::evaluate::{evaluation_limit, Evaluator, Findings, RollingValues};
-use crate::export::{Evaluation, LiveContainer, ProcessTally};
+use crate::export::{DurationBucket, Evaluation, EvaluationsView, LiveContainer, ProcessTally};
 use crate::llm::meter::{CallLabels, LlmEvidence, LlmMeter};
 use crate::llm::{LlmCall, Pricing};
 use crate::records::progress::Progress;
 use crate::records::thinned::Thinned;
 use crate::records::{
-    unix_seconds, Ended, ExitReason, HistoryPoint, IterationSummary, LogEntry, LogEntryKind,
-    LoopExit, Moment, RunSummary, TimePoint, MAX_TIME_POINTS,
+    unix_seconds, Ended, ExitReason, HistoryPoint, HungEvaluation, IterationSummary, LogEntry,
+    LogEntryKind, LoopExit, Moment, RunSummary, TimePoint, MAX_TIME_POINTS,
 };
 use crate::reported::Rejection;
 
@@ -199,6 +199,8 @@ pub(super) struct RunState {
     llm: LlmMeter,
     liveness: Liveness,
     evaluations: Evaluations,
+    /// How long an evaluation may run before EvaluationHung, as last judged.
+    hung_limit: Duration,
     /// One point per host sample over the whole run, thinned to [`MAX_TIME_POINTS`]:
     /// the page's time axis, which needs no iterations.
     samples: Thinned<TimePoint>,
@@ -216,6 +218,7 @@ impl RunState {
             llm: LlmMeter::default(),
             liveness: Liveness::default(),
             evaluations: Evaluations::default(),
+            hung_limit: thresholds.evaluation_floor(),
             samples: Thinned::with_capacity(MAX_TIME_POINTS),
             frameworks: Frameworks::default(),
         }
@@ -388,6 +391,10 @@ impl RunState {
             self.ledger.best_sharpe,
             unix,
         );
+        let point = HistoryPoint {
+            evaluation_occupancy: self.evaluations.take_peak_occupancy(),
+            ..point
+        };
         self.ledger.push_history(point);
         Applied::new(
             findings,
@@ -585,6 +592,7 @@ impl RunState {
     /// EvaluationHung at `at`, and the limit it was judged against.
     fn hung(&mut self, th: &Thresholds, at: Moment) -> (Findings, Duration) {
         let limit = evaluation_limit(self.evaluations.p95(), th);
+        self.hung_limit = limit;
         let oldest = self.evaluations.oldest(at.mono);
         let findings = self.evaluator.on_evaluations(
             oldest.as_ref().map(|o| o.age),
@@ -662,6 +670,43 @@ impl RunState {
             baselines: evaluator.baselines(),
             warnings: evaluator.warnings_active(),
             low_diversity_streak: evaluator.low_diversity_streak(),
+        }
+    }
+
+    /// While EvaluationHung fires: the evaluations in flight at `now` past its limit,
+    /// oldest first.
+    pub(super) fn hung_evaluations(&self, now: Moment) -> Vec<HungEvaluation> {
+        if !self.is_firing(AlertName::EvaluationHung) {
+            return Vec::new();
+        }
+        self.evaluations.over(self.hung_limit, now.mono)
+    }
+
+    /// The evaluations, as the page and the JSON show them, at `now`.
+    pub(super) fn evaluations_view(&self, now: Moment) -> EvaluationsView {
+        let (workers, busy_workers) = self.evaluations.workers();
+        let (killed, killed_total) = self.evaluations.killed();
+        let bounds = crate::catalog::EVALUATION_SECONDS_BOUNDARIES;
+        let durations = self
+            .evaluations
+            .buckets()
+            .into_iter()
+            .enumerate()
+            .map(|(i, count)| DurationBucket {
+                le: bounds.get(i).copied(),
+                count,
+            })
+            .collect();
+        EvaluationsView {
+            in_flight: self.evaluations.in_flight(),
+            oldest: self.evaluations.oldest_rows(now.mono),
+            hung_limit_seconds: self.hung_limit.as_secs_f64(),
+            workers,
+            busy_workers,
+            slowest: self.evaluations.slowest(),
+            killed,
+            killed_total,
+            durations,
         }
     }
 
@@ -758,6 +803,7 @@ fn history_point(
         container_memory_bytes: latest.container_memory_bytes as f64,
         cleanup_failures: latest.cleanup_failures as f64,
         alerts_firing: judged.firing,
+        evaluation_occupancy: None,
     }
 }
 
