@@ -51,8 +51,21 @@ pub struct Seen {
     pub answered: String,
 }
 
-/// The `evolve` requests answered so far, by every stand-in of the process.
-static EVOLVE_REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// The `evolve` requests answered so far by every stand-in of the process, by model
+/// (so that runs of different models beside each other each get every fifth program
+/// raising).
+static EVOLVE_REQUESTS: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+
+/// The number of this `evolve` request of `model`, from 0.
+fn next_evolve_request(model: &str) -> u64 {
+    let mut requests = EVOLVE_REQUESTS.lock().unwrap();
+    if let Some((_, n)) = requests.iter_mut().find(|(m, _)| m == model) {
+        *n += 1;
+        return *n;
+    }
+    requests.push((model.to_string(), 0));
+    0
+}
 
 /// The program of the `n`th `evolve` answer, in OpenEvolve's evolve block: `f()`
 /// returns `10 + n`, except every fifth (`n % 5 == 3`), which raises.
@@ -590,7 +603,7 @@ fn answer(
             writer.write_all(b"0\r\n\r\n").is_ok()
         }
         "evolve" => {
-            let n = EVOLVE_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let n = next_evolve_request(model);
             let content = format!("```python\n{}```", evolved_program(n));
             let answer = serde_json::json!({
                 "id": format!("chatcmpl-evolve-{n}"),
