@@ -19,7 +19,10 @@ use super::reasons::ReasonCounts;
 /// Something that happened to the run.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// The loop started iteration `number`.
+    /// Iteration `number` started (or is the latest started): not sent by the loop's
+    /// thread, which only notes the start in the hub; the hub applies the latest one
+    /// each time it settles, after the queue, and the state ignores it once that
+    /// iteration has ended.
     IterationStarted {
         /// Its number.
         number: u64,

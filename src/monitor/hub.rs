@@ -6,8 +6,9 @@
 //!
 //! # The path of an event
 //!
-//! Producers only send events: the loop's thread (an iteration starting, a champion
-//! changing, an iteration ending), the intake, the samplers, the background clock,
+//! Producers only send events: the loop's thread (a champion changing, an iteration
+//! ending; an iteration's start is only noted, in two atomics, and applied when the
+//! hub settles), the intake, the samplers, the background clock,
 //! the supervisor and the LLM recorder. Sending is a lock-free push into a bounded
 //! queue, with no allocation.
 //!
@@ -80,6 +81,12 @@ pub(super) struct Hub {
     pub(super) reasons: ReasonNames,
     /// The id the next LLM call in flight gets.
     next_llm_call: AtomicU64,
+    /// The iteration started last (0 before any), noted without an event: settling
+    /// applies it after the queue, so an iteration that starts and ends between two
+    /// settles costs the loop's thread one event, not two.
+    started_number: AtomicU64,
+    /// When it started: nanoseconds of the monitor's clock, stored before the number.
+    started_at_ns: AtomicU64,
     pub(super) stop_requested: AtomicBool,
     pub(super) closed: AtomicBool,
 
@@ -137,6 +144,8 @@ impl Hub {
             staleness: AtomicU64::new(0),
             reasons: ReasonNames::default(),
             next_llm_call: AtomicU64::new(0),
+            started_number: AtomicU64::new(0),
+            started_at_ns: AtomicU64::new(0),
             stop_requested: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             sender,
@@ -185,8 +194,20 @@ impl Hub {
         }
     }
 
+    /// Notes that iteration `number` started `at`: lock-free, no event. The state
+    /// learns of it when the hub next settles (if it has not ended by then, it is the
+    /// iteration in progress).
+    #[inline]
+    pub(super) fn iteration_started(&self, number: u64, at: crate::records::Moment) {
+        let nanos = u64::try_from(at.mono.as_nanos()).unwrap_or(u64::MAX);
+        self.started_at_ns.store(nanos, Ordering::Relaxed);
+        // Release: whoever reads this number reads this start time, or a later one.
+        self.started_number.store(number, Ordering::Release);
+    }
+
     /// Applies the events queued so far, in order: each is applied to the state,
-    /// then published, then what the rules found is dispatched.
+    /// then published, then what the rules found is dispatched. Then the iteration
+    /// started last, which the state ignores once it has ended.
     pub(super) fn settle(&self) {
         let receiver = lock(&self.receiver);
         // At most one queue's worth: everything queued when settling began, without
@@ -195,13 +216,27 @@ impl Hub {
             let Ok(event) = receiver.try_recv() else {
                 break;
             };
-            let applied = lock(&self.state).apply(event, &self.settings.thresholds);
-            self.publisher.publish(&applied.publish);
-            self.deliver(&applied.findings);
-            if let Some((kind, value)) = applied.rejected {
-                let iteration = self.next_iteration.load(Ordering::Relaxed) - 1;
-                self.reject(kind, value, iteration);
-            }
+            self.apply(event);
+        }
+        let number = self.started_number.load(Ordering::Acquire);
+        if number != 0 {
+            let since = std::time::Duration::from_nanos(self.started_at_ns.load(Ordering::Relaxed));
+            self.apply(Event::IterationStarted {
+                number,
+                at: self.clock.moment_at(since),
+            });
+        }
+    }
+
+    /// Applies one event to the state, publishes what changed and dispatches what
+    /// the rules found.
+    fn apply(&self, event: Event) {
+        let applied = lock(&self.state).apply(event, &self.settings.thresholds);
+        self.publisher.publish(&applied.publish);
+        self.deliver(&applied.findings);
+        if let Some((kind, value)) = applied.rejected {
+            let iteration = self.next_iteration.load(Ordering::Relaxed) - 1;
+            self.reject(kind, value, iteration);
         }
     }
 

@@ -1,8 +1,8 @@
 //! One iteration of the loop, as the loop reports it: outcomes, population, timing.
 //!
-//! The loop's thread keeps the iteration's observations itself and sends events to
-//! the hub — the iteration started, the champion changed, the iteration completed —
-//! with a clock reading each. Its only shared state is a few atomics (the iteration's
+//! The loop's thread keeps the iteration's observations itself, notes the start in
+//! the hub (two atomic stores) and sends events — the champion changed, the iteration
+//! completed — with a clock reading each. Its only shared state is a few atomics (the iteration's
 //! number, the champion's fingerprint, the staleness), so the loop is told its
 //! iteration's summary at once; everything derived follows when the hub settles.
 
@@ -59,10 +59,7 @@ impl IterationState {
     #[inline]
     pub(super) fn start(hub: &Hub, number: u64) -> Self {
         let started = hub.clock.now();
-        hub.send(Event::IterationStarted {
-            number,
-            at: started,
-        });
+        hub.iteration_started(number, started);
         IterationState {
             number,
             started,

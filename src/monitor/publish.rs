@@ -38,10 +38,15 @@ impl Publisher {
             Publish::Nothing => {}
             Publish::IterationStarted { number, at } => self.iteration_started(*number, *at),
             Publish::Iteration {
+                latest,
                 summary,
                 at,
                 judged,
             } => {
+                self.pipeline
+                    .instruments
+                    .iteration_number
+                    .set(*latest as f64);
                 self.iteration(summary, *at);
                 self.judged(judged);
             }

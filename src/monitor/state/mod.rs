@@ -96,8 +96,10 @@ pub(super) enum Publish {
     Nothing,
     /// An iteration started.
     IterationStarted { number: u64, at: SystemTime },
-    /// An iteration (or a batch) completed, and what the evaluator made of it.
+    /// An iteration (or a batch) completed, and what the evaluator made of it;
+    /// `latest` is the highest iteration number seen (this one, or one started since).
     Iteration {
+        latest: u64,
         summary: IterationSummary,
         at: SystemTime,
         judged: Judged,
@@ -345,8 +347,13 @@ impl RunState {
     }
 
     fn iteration_started(&mut self, number: u64, at: Moment, th: &Thresholds) -> Applied {
-        self.liveness.iteration_started(at.mono);
-        self.ledger.last_iteration = self.ledger.last_iteration.max(number);
+        // Seen already, or ended already: the hub notes the latest start whenever it
+        // settles, whether or not its iteration has ended since.
+        if number <= self.ledger.last_iteration {
+            return Applied::just(Publish::Nothing);
+        }
+        self.liveness.iteration_started(number, at.mono);
+        self.ledger.last_iteration = number;
         let findings = self.stall_over(th, at);
         Applied::new(
             findings,
@@ -373,7 +380,7 @@ impl RunState {
             &completed.reasons,
         );
         self.ledger.last_iteration = self.ledger.last_iteration.max(summary.number);
-        self.liveness.iteration_ended(at.mono);
+        self.liveness.iteration_ended(summary.number, at.mono);
         let mut findings = self.evaluator.on_iteration(&summary, th, at);
         findings.extend(self.stall_over(th, at));
         let evaluator = &mut self.evaluator;
@@ -399,6 +406,7 @@ impl RunState {
         Applied::new(
             findings,
             Publish::Iteration {
+                latest: self.ledger.last_iteration,
                 summary,
                 at: at.wall,
                 judged,

@@ -92,6 +92,7 @@ fn an_iteration_is_booked_judged_kept_and_published() {
         summary,
         at: ended,
         judged,
+        ..
     } = applied.publish
     else {
         panic!("an iteration publishes its values: {:?}", applied.publish);
@@ -110,6 +111,59 @@ fn an_iteration_is_booked_judged_kept_and_published() {
     let history = state.history();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].at, unix_seconds(at(2.0).wall));
+}
+
+/// The hub notes the latest start whenever it settles, after the queue: a start
+/// noted after its iteration ended, or noted again, changes nothing; a later one
+/// seen before an earlier iteration's end stays in progress after it.
+#[test]
+fn a_start_noted_late_or_twice_changes_nothing() {
+    let th = Thresholds::default()
+        .with_stall_floor(Duration::from_secs(5))
+        .unwrap();
+    let mut state = RunState::new(started(), &th);
+    state.apply(Event::Iteration(iteration(1, 1.0, 1.0)), &th);
+    let late = state.apply(
+        Event::IterationStarted {
+            number: 1,
+            at: at(0.0),
+        },
+        &th,
+    );
+    assert!(
+        matches!(late.publish, Publish::Nothing),
+        "{:?}",
+        late.publish
+    );
+    let idle = state.liveness.activity(at(3.0).mono);
+    assert_eq!(idle.idle_for, Some(Duration::from_secs(2)), "{idle:?}");
+    // Iteration 3 seen running before iteration 2's end was applied.
+    let started = Event::IterationStarted {
+        number: 3,
+        at: at(4.0),
+    };
+    assert!(matches!(
+        state.apply(started, &th).publish,
+        Publish::IterationStarted { number: 3, .. }
+    ));
+    let again = Event::IterationStarted {
+        number: 3,
+        at: at(4.0),
+    };
+    assert!(matches!(state.apply(again, &th).publish, Publish::Nothing));
+    let Publish::Iteration { latest, .. } = state
+        .apply(Event::Iteration(iteration(2, 3.9, 1.0)), &th)
+        .publish
+    else {
+        panic!("iteration 2 is published");
+    };
+    assert_eq!(latest, 3, "the iteration number shown does not go back");
+    let running = state.liveness.activity(at(10.0).mono);
+    assert_eq!(
+        running.running_for,
+        Some(Duration::from_secs(6)),
+        "{running:?}"
+    );
 }
 
 #[test]
