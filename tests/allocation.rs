@@ -83,3 +83,17 @@ fn recording_allocates_nothing_in_steady_state() {
     assert_eq!(monitor.summary().iterations, 6_000);
     monitor.shutdown();
 }
+
+#[test]
+fn an_evaluation_allocates_only_its_id() {
+    let monitor = quiet_monitor().build().unwrap();
+    monitor.evaluation("warm-up").ok();
+    let before = allocations();
+    let evaluation = monitor.evaluation("prog-17");
+    evaluation.ok();
+    let made = allocations() - before;
+    // Its id, shared by the start and the end; the guard's drop, after `ok`, adds
+    // nothing.
+    assert_eq!(made, 1, "an evaluation allocated {made} times");
+    monitor.shutdown();
+}
