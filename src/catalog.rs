@@ -315,8 +315,8 @@ impl Instrument for Observed {
     }
 }
 
-/// A gauge recorded on the loop's thread as iterations run: the value lives in an
-/// atomic that setting stores to (no lock, no attribute lookup, no allocation), and
+/// A gauge recorded once per iteration when the monitor settles it: the value lives in
+/// an atomic that setting stores to (no lock, no attribute lookup, no allocation), and
 /// the SDK reads it through an observable gauge at collection time. The OTel
 /// instrument, its unit and its description are the same as a synchronous gauge's.
 pub(crate) struct AtomicGauge {
@@ -364,8 +364,9 @@ impl Instrument for AtomicGauge {
     fn start(&self, _series: &[Vec<KeyValue>]) {}
 }
 
-/// A counter counted on the loop's thread: one atomic add, read through an
-/// observable counter at collection time (see [`AtomicGauge`]).
+/// A counter added to often (as each iteration is settled, on every sampler tick): one
+/// atomic add, read through an observable counter at collection time (see
+/// [`AtomicGauge`]).
 pub(crate) struct AtomicCounter {
     count: Arc<AtomicU64>,
     _counter: otel::ObservableCounter<u64>,
