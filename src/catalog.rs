@@ -63,8 +63,13 @@ pub struct MetricSpec {
     pub description: &'static str,
     /// Label names the metric's series carry (empty for a single series).
     pub labels: &'static [&'static str],
-    /// The numbered requirement of loopwatch's original specification that fixed this
-    /// metric's name, if one did; see [`MetricSpec::has_fixed_name`].
+    /// Set when the metric's name is fixed by the specification loopwatch was first
+    /// written to, which existing dashboards and queries follow; the value is the
+    /// number of that specification's section, kept for the record (the document is
+    /// not in this repository). Only whether it is set matters: it is what
+    /// [`MetricSpec::has_fixed_name`] reports, and a test holds every metric without it
+    /// to loopwatch's own prefix (`loopwatch_`), a standard process metric's
+    /// (`process_`) or an OpenTelemetry convention's name.
     pub(crate) requirement: Option<&'static str>,
     /// When the metric is exported.
     pub presence: Presence,
@@ -73,8 +78,8 @@ pub struct MetricSpec {
 impl MetricSpec {
     /// Whether the metric's name is one that dashboards and queries were written
     /// against before loopwatch existed (`sharpe_ratio`, `memory_usage_bytes`, …):
-    /// such a name is kept exactly, without the `loopwatch_` prefix loopwatch's own
-    /// metrics carry, and never changes.
+    /// such a name is kept exactly, most without the `loopwatch_` prefix loopwatch's
+    /// own metrics carry, and never changes.
     ///
     /// ```
     /// use loopwatch::catalog::{find, SHARPE_RATIO};
