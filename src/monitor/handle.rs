@@ -222,7 +222,7 @@ impl Monitor {
     }
 
     /// The ownership labels (`loopwatch.managed`, `loopwatch.run_id`, the owner's
-    /// identity; see the README's "Containers") for containers this loop creates
+    /// identity; see docs/containers.md, "Orphan cleanup") for containers this loop creates
     /// itself; containers carrying them are sampled, and removed at shutdown.
     pub fn labels(&self) -> std::collections::HashMap<String, String> {
         self.hub.identity.container_labels()
