@@ -220,9 +220,8 @@ impl Hub {
             let applied = lock(&self.state).apply(event, &self.settings.thresholds);
             self.publisher.publish(&applied.publish);
             self.deliver(&applied.findings);
-            if let Some((kind, value)) = applied.rejected {
-                let iteration = self.next_iteration.load(Ordering::Relaxed) - 1;
-                self.reject(kind, value, iteration);
+            if let Some(rejected) = applied.rejected {
+                self.reject(rejected.kind, rejected.value, rejected.iteration);
             }
         }
     }
