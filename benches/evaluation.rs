@@ -4,7 +4,7 @@
 //! (`settle_evaluation`: the bounded map, the workers, the durations, the gauges) is
 //! timed apart, as the background clock pays it.
 //!
-//! Results are in the README's "Performance" section with the machine they ran on;
+//! Results are in docs/performance.md ("The benches") with the machine they ran on;
 //! reproduce with `cargo bench --bench evaluation`.
 
 use std::hint::black_box;

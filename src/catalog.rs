@@ -63,8 +63,13 @@ pub struct MetricSpec {
     pub description: &'static str,
     /// Label names the metric's series carry (empty for a single series).
     pub labels: &'static [&'static str],
-    /// The numbered requirement of loopwatch's original specification that fixed this
-    /// metric's name, if one did; see [`MetricSpec::has_fixed_name`].
+    /// Set when the metric's name is fixed by the specification loopwatch was first
+    /// written to, which existing dashboards and queries follow; the value is the
+    /// number of that specification's section, kept for the record (the document is
+    /// not in this repository). Only whether it is set matters: it is what
+    /// [`MetricSpec::has_fixed_name`] reports, and a test holds every metric without it
+    /// to loopwatch's own prefix (`loopwatch_`), a standard process metric's
+    /// (`process_`) or an OpenTelemetry convention's name.
     pub(crate) requirement: Option<&'static str>,
     /// When the metric is exported.
     pub presence: Presence,
@@ -73,8 +78,8 @@ pub struct MetricSpec {
 impl MetricSpec {
     /// Whether the metric's name is one that dashboards and queries were written
     /// against before loopwatch existed (`sharpe_ratio`, `memory_usage_bytes`, …):
-    /// such a name is kept exactly, without the `loopwatch_` prefix loopwatch's own
-    /// metrics carry, and never changes.
+    /// such a name is kept exactly, most without the `loopwatch_` prefix loopwatch's
+    /// own metrics carry, and never changes.
     ///
     /// ```
     /// use loopwatch::catalog::{find, SHARPE_RATIO};
@@ -315,8 +320,8 @@ impl Instrument for Observed {
     }
 }
 
-/// A gauge recorded on the loop's thread as iterations run: the value lives in an
-/// atomic that setting stores to (no lock, no attribute lookup, no allocation), and
+/// A gauge recorded once per iteration when the monitor settles it: the value lives in
+/// an atomic that setting stores to (no lock, no attribute lookup, no allocation), and
 /// the SDK reads it through an observable gauge at collection time. The OTel
 /// instrument, its unit and its description are the same as a synchronous gauge's.
 pub(crate) struct AtomicGauge {
@@ -364,8 +369,9 @@ impl Instrument for AtomicGauge {
     fn start(&self, _series: &[Vec<KeyValue>]) {}
 }
 
-/// A counter counted on the loop's thread: one atomic add, read through an
-/// observable counter at collection time (see [`AtomicGauge`]).
+/// A counter added to often (as each iteration is settled, on every sampler tick): one
+/// atomic add, read through an observable counter at collection time (see
+/// [`AtomicGauge`]).
 pub(crate) struct AtomicCounter {
     count: Arc<AtomicU64>,
     _counter: otel::ObservableCounter<u64>,

@@ -111,8 +111,8 @@ impl RunIdentity {
         }
     }
 
-    /// The ownership labels every container of this run carries (`README.md`,
-    /// "Containers"): `loopwatch.managed`, `loopwatch.run_id` and the owner's
+    /// The ownership labels every container of this run carries (docs/containers.md,
+    /// "Orphan cleanup"): `loopwatch.managed`, `loopwatch.run_id` and the owner's
     /// identity.
     pub(crate) fn container_labels(&self) -> std::collections::HashMap<String, String> {
         let mut labels = std::collections::HashMap::from([

@@ -1,8 +1,9 @@
-//! The alert table (the README's alert table is generated from it): every alert loopwatch or its Prometheus rules raise,
-//! one row each with its name, severity, message, threshold keys, runbook and rule,
+//! The alert table: every alert loopwatch or its Prometheus rules raise, one row each
+//! with its name, severity, message, threshold keys, runbook and rule,
 //! plus the alert states and the watched rolling values. Every layer speaks this
 //! vocabulary: the evaluator decides, the exporters label and deliver, the generated
-//! rules come from the rows.
+//! rules come from the rows. docs/alerts.md lists the alerts for readers in a table of
+//! its own, written by hand and checked against these rows (`tests/readme.rs`).
 
 mod promql;
 

@@ -1,6 +1,8 @@
 //! [`Evaluation`]: one evaluation (a candidate's back-test, a program's run) in
 //! flight, from the loop's thread or a worker's. Starting and ending one each send an
-//! event; the id is the only allocation, shared by both.
+//! event; the id is the only allocation, shared by both (a worker's name and a
+//! failure's reason, when given, are one more each). Once ended, dropping the guard
+//! allocates nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,6 +141,10 @@ impl<'m> Evaluation<'m> {
 
 impl Drop for Evaluation<'_> {
     fn drop(&mut self) {
-        self.end(Ended::Failed, Some("dropped".into()));
+        // Checked first: the reason is built (allocated) only for an evaluation that
+        // did not end.
+        if self.id.is_some() {
+            self.end(Ended::Failed, Some("dropped".into()));
+        }
     }
 }

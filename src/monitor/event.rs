@@ -5,7 +5,11 @@
 //! were sent. Time arrives in the events (a [`Moment`] each), so applying one never
 //! reads a clock.
 //!
-//! Adding a kind of event is one variant here and one arm in `apply`.
+//! Adding a kind of event is one variant here and one arm in
+//! [`RunState::apply`](super::state::RunState::apply). When applying it changes what is
+//! published (an instrument, a log line), it also needs a variant of
+//! [`Publish`](super::state::Publish) (in `state/mod.rs`) and an arm in
+//! `Publisher::publish` (`publish.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;

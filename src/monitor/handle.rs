@@ -41,7 +41,8 @@ pub struct ShutdownReport {
 ///
 /// Building a monitor starts the metrics endpoint and the samplers on a small
 /// background runtime of its own, so a plain synchronous loop needs no async code, and
-/// an async loop can use it from any task (recording never blocks). Shutting down, or
+/// an async loop can use it from any task (recording waits only when it finds the
+/// event queue full and settles it: see [`Iteration`]). Shutting down, or
 /// dropping the monitor (also while unwinding from a panic), writes the final export.
 ///
 /// ```
@@ -221,7 +222,7 @@ impl Monitor {
     }
 
     /// The ownership labels (`loopwatch.managed`, `loopwatch.run_id`, the owner's
-    /// identity; see the README's "Containers") for containers this loop creates
+    /// identity; see docs/containers.md, "Orphan cleanup") for containers this loop creates
     /// itself; containers carrying them are sampled, and removed at shutdown.
     pub fn labels(&self) -> std::collections::HashMap<String, String> {
         self.hub.identity.container_labels()

@@ -10,23 +10,45 @@
 //! ending; an iteration's start is only noted, in two atomics, and applied when the
 //! hub settles), the intake, the samplers, the background clock,
 //! the supervisor and the LLM recorder. Sending is a lock-free push into a bounded
-//! queue, with no allocation.
+//! queue, with no allocation, unless the queue is full (see the last caller below).
 //!
 //! [`Hub::settle`] then drains the queue in order and, for each event, applies it to
 //! the [`RunState`] (`apply`: pure), publishes what changed ([`Publisher`]) and
 //! dispatches what the rules found (the log, the alert gauges, Alertmanager). One
-//! path settles, with three callers: the background clock every [`SETTLE_EVERY`],
-//! every reader (a scrape, the page, a snapshot, the summary, the alert state) before
-//! it reads, so nothing anyone reads lags the loop, and a producer whose event finds
-//! the queue full, so the queue stays bounded however fast the loop runs and nothing
-//! is dropped.
+//! path settles, with four callers:
+//!
+//! - the background clock, every [`SETTLE_EVERY`];
+//! - the background tick ([`Hub::tick`], at least once a second): it sends a
+//!   [`Event::Tick`] and settles at once, so what only the clock drives (LoopStalled,
+//!   an evaluation hung) is judged on time;
+//! - every reader (a scrape, the page, a snapshot, the summary, the alert state),
+//!   before it reads, so nothing anyone reads lags the loop;
+//! - a producer whose event finds the queue full, so the queue stays bounded however
+//!   fast the loop runs and nothing is dropped. That producer may be the loop's
+//!   thread: recording then waits for the settle (its own, or one in progress).
 //!
 //! # Locks
 //!
-//! The queue's receiving end is held for a whole settle (so events are applied in
-//! the order they were sent); the state's lock for one event's `apply`, or for one
-//! reader's look. Publishing and dispatching happen with the state unlocked, and
-//! neither sends an event, so there is no lock order to keep.
+//! Taken in this order, never the other way round:
+//!
+//! 1. An [`Intake`](super::Intake)'s own lock, held while it handles one message,
+//!    sends included (its events go out in the order of its messages, against the
+//!    iteration in progress it keeps). A send may settle, so the next two locks may be
+//!    taken inside it.
+//! 2. The queue's receiving end, held for a whole settle: every event drained is
+//!    applied, published and delivered under it, so events are applied in the order
+//!    they were sent and two settles never interleave. A producer that finds the
+//!    queue full, or a reader, waits here for a settle in progress.
+//! 3. Inside a settle, for each event: the state's lock, for its `apply` only
+//!    (released before publishing); then the sinks' own locks while publishing and
+//!    delivering (the OpenTelemetry SDK's and the observed gauges', the Alertmanager
+//!    table's), each held briefly and alone.
+//!
+//! A reader takes the state's lock once its settle has released the receiving end.
+//! Nothing that holds the state's lock or a sink's lock sends an event or settles:
+//! publishing and delivering send nothing, and a reader's look at the state calls
+//! nothing of the hub. The host sampler's lock and the failure reasons' (interning a
+//! new reason) are leaves, released before anything is sent.
 
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -59,7 +81,8 @@ use super::sync::lock;
 pub(super) const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Events queued at most before the producer whose event finds the queue full
-/// settles it itself (the loop's thread sends two per iteration).
+/// settles it itself (the loop's thread sends one per iteration, two when the champion
+/// changes).
 const QUEUE_CAPACITY: usize = 512;
 
 /// Shared between the loop's handle, the intake, the supervisor, the endpoint and the
@@ -234,9 +257,8 @@ impl Hub {
         let applied = lock(&self.state).apply(event, &self.settings.thresholds);
         self.publisher.publish(&applied.publish);
         self.deliver(&applied.findings);
-        if let Some((kind, value)) = applied.rejected {
-            let iteration = self.next_iteration.load(Ordering::Relaxed) - 1;
-            self.reject(kind, value, iteration);
+        if let Some(rejected) = applied.rejected {
+            self.reject(rejected.kind, rejected.value, rejected.iteration);
         }
     }
 

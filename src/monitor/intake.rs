@@ -184,6 +184,8 @@ impl Intake {
 
     /// Applies one parsed message, or rejects it.
     pub fn handle(&self, message: Message) {
+        // The intake's lock is held across the message's sends, which may settle the
+        // hub's queue: the intake's lock comes first in the hub's lock order (hub.rs).
         let verdict = self.apply(&mut lock(&self.state), message);
         // Rejections are counted and logged with the intake unlocked.
         if let Err((kind, value)) = verdict {

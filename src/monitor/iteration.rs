@@ -20,8 +20,12 @@ use super::reasons::ReasonCounts;
 ///
 /// Report each strategy's outcome and the population, then call
 /// [`finish`](Self::finish). Dropping it unfinished (an early return, a `?`) finishes it
-/// too, so the iteration is never lost. Recording costs a few nanoseconds per call and
-/// never blocks on the endpoint or the samplers.
+/// too, so the iteration is never lost. Recording costs a few nanoseconds per call:
+/// atomics, and events pushed into the monitor's bounded queue. An event that finds the
+/// queue full (512 events, about 512 iterations not yet settled) makes the calling
+/// thread settle the queue itself, after waiting for a settle already in progress (the
+/// background clock's, or a reader's such as a scrape's); it never waits for a
+/// scrape's rendering or for a sampler.
 #[must_use = "an iteration is timed until it is finished or dropped"]
 pub struct Iteration<'m> {
     hub: &'m Hub,

@@ -189,14 +189,14 @@ fn bad_evaluation_events_are_rejected_and_change_nothing() {
     let mut state = RunState::new(at(0.0).wall, &th);
     let orphan = state.apply(end("never-started", 1.0), &th);
     assert_eq!(
-        orphan.rejected.map(|r| r.0),
+        orphan.rejected.map(|r| r.kind),
         Some(Rejection::EvaluationUnknown)
     );
     assert!(matches!(orphan.publish, Publish::Nothing));
     state.apply(start("a", 0.0), &th);
     let twice = state.apply(start("a", 500.0), &th);
     assert_eq!(
-        twice.rejected.map(|r| r.0),
+        twice.rejected.map(|r| r.kind),
         Some(Rejection::EvaluationDuplicate)
     );
     // Still aged from its first start: past the floor at 600.5 s, not at 1100 s.
@@ -204,11 +204,39 @@ fn bad_evaluation_events_are_rejected_and_change_nothing() {
     assert!(state.apply(end("a", 601.0), &th).rejected.is_none());
     let again = state.apply(end("a", 602.0), &th);
     assert_eq!(
-        again.rejected.map(|r| r.0),
+        again.rejected.map(|r| r.kind),
         Some(Rejection::EvaluationUnknown),
         "an evaluation ends once"
     );
     assert_eq!(state.evaluations.ended(Ended::Ok), 1);
+}
+
+/// A rejection carries the iteration its event was sent in (the last started before
+/// it in the queue), not the one current when the queue is settled.
+#[test]
+fn a_rejection_names_the_iteration_its_event_was_sent_in() {
+    let th = Thresholds::default();
+    let mut state = RunState::new(at(0.0).wall, &th);
+    let before_any = state.apply(end("ghost", 0.5), &th).rejected;
+    assert_eq!(before_any.map(|r| r.iteration), Some(0));
+    let started = |number: u64, secs: f64| Event::IterationStarted {
+        number,
+        at: at(secs),
+    };
+    // Queued in this order: iteration 7 starts, a bad end is sent during it, then
+    // iterations 8 and 9 start before anything is settled.
+    let events = [
+        started(7, 1.0),
+        end("ghost", 1.5),
+        started(8, 2.0),
+        started(9, 3.0),
+    ];
+    let rejected: Vec<_> = events
+        .into_iter()
+        .filter_map(|event| state.apply(event, &th).rejected)
+        .map(|r| (r.kind, r.iteration))
+        .collect();
+    assert_eq!(rejected, [(Rejection::EvaluationUnknown, 7)]);
 }
 
 /// 100,000 evaluations with unique ids, a third never ended, some of whose ends
@@ -235,7 +263,7 @@ fn a_hundred_thousand_unique_ids_keep_the_state_bounded() {
             events.push(end(&format!("ghost-{i}"), t));
         }
         for event in events {
-            if let Some((kind, _)) = state.apply(event, &th).rejected {
+            if let Some(Rejected { kind, .. }) = state.apply(event, &th).rejected {
                 *rejected.entry(kind).or_insert(0u32) += 1;
             }
         }

@@ -66,9 +66,22 @@ pub(super) struct Applied {
     pub(super) findings: Findings,
     /// What the instruments (and the log) are to show of it.
     pub(super) publish: Publish,
-    /// An observation the event carried that was turned away, with the value to log,
-    /// for the hub to count.
-    pub(super) rejected: Option<(Rejection, f64)>,
+    /// An observation the event carried that was turned away, for the hub to count
+    /// and log.
+    pub(super) rejected: Option<Rejected>,
+}
+
+/// An observation an event carried that was turned away.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rejected {
+    pub(super) kind: Rejection,
+    /// The value to log.
+    pub(super) value: f64,
+    /// The iteration the event belonged to, as the state knew it when applying the
+    /// event: the last one completed before it (events are applied in the order they
+    /// were sent), or a later one the hub had noted running; 0 before the first. Not
+    /// the iteration current when the queue is settled, which may be hundreds later.
+    pub(super) iteration: u64,
 }
 
 /// The evaluations' gauges after an evaluation event or a tick, and what an event
@@ -178,11 +191,11 @@ impl Applied {
     }
 
     /// An event turned away, changing nothing.
-    fn rejected(kind: Rejection, value: f64) -> Self {
+    fn rejected(rejected: Rejected) -> Self {
         Applied {
             findings: Findings::default(),
             publish: Publish::Nothing,
-            rejected: Some((kind, value)),
+            rejected: Some(rejected),
         }
     }
 
@@ -585,16 +598,21 @@ impl RunState {
         Applied::new(findings, Publish::Evaluations(gauges))
     }
 
-    /// An evaluation event turned away.
+    /// An evaluation event turned away, in the iteration it was sent in.
     fn refused(&self, refused: Refused) -> Applied {
-        match refused {
-            Refused::OverLimit => Applied::rejected(
+        let (kind, value) = match refused {
+            Refused::OverLimit => (
                 Rejection::EvaluationOverLimit,
                 self.evaluations.in_flight() as f64,
             ),
-            Refused::Duplicate => Applied::rejected(Rejection::EvaluationDuplicate, f64::NAN),
-            Refused::Unknown => Applied::rejected(Rejection::EvaluationUnknown, f64::NAN),
-        }
+            Refused::Duplicate => (Rejection::EvaluationDuplicate, f64::NAN),
+            Refused::Unknown => (Rejection::EvaluationUnknown, f64::NAN),
+        };
+        Applied::rejected(Rejected {
+            kind,
+            value,
+            iteration: self.ledger.last_iteration,
+        })
     }
 
     /// EvaluationHung at `at`, and the limit it was judged against.
