@@ -141,6 +141,15 @@ pub(crate) enum Event {
         /// When it was reported.
         at: Moment,
     },
+    /// The supervisor found that the process an evaluation in flight reported is
+    /// gone (it exited, or its pid now belongs to another process): the evaluation
+    /// ends as failed, reason `process gone`.
+    EvaluationGone {
+        /// Its id.
+        id: Arc<str>,
+        /// When the supervisor said so.
+        at: Moment,
+    },
     /// The zero-code instrumentation said what it did with a framework.
     Instrumentation {
         /// What it said.

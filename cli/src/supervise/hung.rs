@@ -11,6 +11,11 @@
 //! (`loopwatch_rejected_observations_total{field="evaluation",reason="pid_outside_tree"}`)
 //! and logged. Each kill ends the evaluation with outcome `killed`, and is logged
 //! with the evaluation's id and age.
+//!
+//! A hung evaluation whose pid no longer runs (its process exited without the
+//! evaluation's end, before or while it was being signalled) is not outside the
+//! tree: it ends as failed with the reason `process gone`
+//! ([`Supervision::evaluation_process_gone`]), which resolves EvaluationHung.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -38,8 +43,10 @@ pub(crate) enum Decision {
     End(ProcessId),
     /// The loop's direct child: the loop itself, never ended for one evaluation.
     TheLoop,
-    /// Not a running process of the loop's tree: never signalled.
+    /// A running process outside the loop's tree: never signalled.
     Outside,
+    /// No process runs under the pid any more: the evaluation's process is gone.
+    Gone,
 }
 
 /// Decides on `pid`, reported by a hung evaluation: `tree` is every process below
@@ -48,9 +55,13 @@ pub(crate) fn decide(pid: u32, tree: &[ProcessId], leader: u32) -> Decision {
     if pid == leader {
         return Decision::TheLoop;
     }
-    tree.iter()
-        .find(|process| process.pid == pid)
-        .map_or(Decision::Outside, |process| Decision::End(*process))
+    if let Some(process) = tree.iter().find(|process| process.pid == pid) {
+        return Decision::End(*process);
+    }
+    if ProcessId::running(pid).is_none() {
+        return Decision::Gone;
+    }
+    Decision::Outside
 }
 
 /// One hung evaluation being ended: its processes, and when what is left of them is
@@ -136,15 +147,22 @@ impl HungEvaluations {
                 supervision.evaluation_kill_refused(pid);
                 return;
             }
+            Decision::Gone => {
+                tracing::warn!(evaluation = id, %age, pid, "a hung evaluation's process is gone without its end; it ends as failed (process gone)");
+                supervision.evaluation_process_gone(id);
+                return;
+            }
         };
         let mut processes = vec![root];
         processes.extend(descendants(root.pid));
         if signal_each(&processes, Signal::SIGTERM) == 0 {
-            tracing::info!(
+            tracing::warn!(
                 evaluation = id,
+                %age,
                 pid,
-                "a hung evaluation's process ended before it could be signalled"
+                "a hung evaluation's process ended before it could be signalled; it ends as failed (process gone)"
             );
+            supervision.evaluation_process_gone(id);
             return;
         }
         signal_each(&processes, Signal::SIGCONT);
@@ -206,12 +224,82 @@ mod tests {
         assert_eq!(decide(std::process::id(), &tree, 1), Decision::Outside);
         worker.kill().unwrap();
         worker.wait().unwrap();
-        // Gone: no longer in the tree, so not signalled whatever reuses its pid.
+        // Gone: not outside the tree, and not signalled whatever reuses its pid.
         assert_eq!(
             decide(worker.id(), &descendants(std::process::id()), 1),
-            Decision::Outside
+            Decision::Gone
         );
         assert!(!listed.is_running());
         assert_eq!(signal_each(&[listed], Signal::SIGTERM), 0);
+    }
+
+    /// A monitor whose evaluations hang after 1 ms, settled every 20 ms.
+    fn monitor() -> (loopwatch::Monitor, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let thresholds = loopwatch::Thresholds::default()
+            .with_evaluation_floor(Duration::from_millis(1))
+            .unwrap();
+        let monitor = loopwatch::Monitor::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .output_dir(dir.path())
+            .final_export(false)
+            .signals(loopwatch::Signals::Off)
+            .containers(false)
+            .sample_interval(Duration::from_millis(20))
+            .thresholds(thresholds)
+            .build()
+            .unwrap();
+        (monitor, dir)
+    }
+
+    /// Waits (10 s at most) until `condition` holds.
+    fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A series' value in the monitor's exposition, 0 when absent.
+    fn value(monitor: &loopwatch::Monitor, series: &str) -> f64 {
+        let text = monitor.render_metrics().unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
+
+    #[test]
+    fn a_hung_evaluation_whose_process_exited_ends_as_failed_not_outside_the_tree() {
+        let (monitor, _dir) = monitor();
+        let supervision = monitor.supervision();
+        let mut worker = std::process::Command::new("true").spawn().unwrap();
+        let gone = worker.id();
+        worker.wait().unwrap();
+        let evaluation = monitor.evaluation("prog-1").pid(gone);
+        wait_for("EvaluationHung", || {
+            !supervision.hung_evaluations().is_empty()
+        });
+        let mut hung = HungEvaluations::default();
+        hung.tick(&supervision, Pid::from_raw(1), Duration::from_secs(1));
+        assert!(supervision.hung_evaluations().is_empty(), "it ended");
+        assert!(hung.ending.is_empty(), "nothing signalled");
+        hung.tick(&supervision, Pid::from_raw(1), Duration::from_secs(1));
+        assert!(hung.handled.is_empty(), "not kept once it ended");
+        assert_eq!(
+            value(&monitor, r#"loopwatch_evaluations_total{outcome="failed"}"#),
+            1.0
+        );
+        assert_eq!(value(&monitor, "loopwatch_evaluations_in_flight"), 0.0);
+        assert_eq!(
+            value(
+                &monitor,
+                r#"loopwatch_rejected_observations_total{field="evaluation",reason="pid_outside_tree"}"#
+            ),
+            0.0
+        );
+        assert!(!monitor.is_firing(loopwatch::AlertName::EvaluationHung));
+        drop(evaluation);
+        monitor.shutdown();
     }
 }

@@ -328,3 +328,126 @@ fn a_loop_whose_evaluations_all_hang_raises_both_alerts_each_with_its_message() 
         ]
     );
 }
+
+/// The loop's process ends while evaluations are in flight (a crash, an exit): they
+/// end with it, as failed with the reason `process gone`, so EvaluationHung resolves
+/// and the gauges drop. Their durations stay out of the p95; an end arriving
+/// afterwards is an unknown id.
+#[test]
+fn evaluations_in_flight_end_as_failed_when_the_loops_process_ends() {
+    let th = Thresholds::default();
+    for restarting in [true, false] {
+        let mut state = RunState::new(at(0.0).wall, &th);
+        state.apply(Event::LoopStarted { at: at(0.0) }, &th);
+        state.apply(start("hung", 0.0), &th);
+        state.apply(start("young", 650.0), &th);
+        assert_eq!(hung(&mut state, &th, tick(700.0)).len(), 1);
+        let exit = LoopExit::new(Some(1), None);
+        let event = if restarting {
+            Event::LoopRestarting {
+                exit,
+                at: at(701.0),
+            }
+        } else {
+            Event::LoopExited {
+                exit,
+                at: at(701.0),
+            }
+        };
+        let applied = state.apply(event, &th);
+        assert_eq!(
+            applied
+                .findings
+                .transitions
+                .iter()
+                .filter(|t| t.alert == AlertName::EvaluationHung)
+                .map(|t| t.state)
+                .collect::<Vec<_>>(),
+            [AlertState::Inactive],
+            "restarting: {restarting}"
+        );
+        let gauges = match applied.publish {
+            Publish::LoopRestarting { evaluations, .. }
+            | Publish::LoopExited { evaluations, .. } => evaluations.expect("published"),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((gauges.in_flight, gauges.oldest), (0, Duration::ZERO));
+        assert_eq!(gauges.workers.1, 0);
+        assert_eq!(
+            gauges.gone,
+            [Duration::from_secs(701), Duration::from_secs(51)],
+            "oldest first"
+        );
+        assert!(gauges.finished.is_none());
+        assert_eq!(state.evaluations.ended(Ended::Failed), 2);
+        assert_eq!(state.evaluations.ended(Ended::Killed), 0, "not killed");
+        assert_eq!(state.evaluations.sizes()[..2], [0, 0]);
+        assert_eq!(state.evaluations.sizes()[3], 0, "kept out of the p95");
+        let view = state.evaluations_view(at(702.0));
+        assert_eq!(view.slowest[0].outcome, Some("failed"));
+        assert!(view.killed.is_empty());
+        assert!(!state.is_firing(AlertName::EvaluationHung));
+        let late = state.apply(end("hung", 702.0), &th);
+        assert_eq!(
+            late.rejected.map(|r| r.0),
+            Some(Rejection::EvaluationUnknown)
+        );
+        // With none in flight, nothing evaluation-wise is published.
+        let again = state.apply(
+            Event::LoopRestarting {
+                exit,
+                at: at(710.0),
+            },
+            &th,
+        );
+        assert!(matches!(
+            again.publish,
+            Publish::LoopRestarting {
+                evaluations: None,
+                ..
+            }
+        ));
+    }
+}
+
+/// The supervisor found one evaluation's process gone: it alone ends, as failed,
+/// resolving EvaluationHung; an id no longer in flight is not a rejection.
+#[test]
+fn an_evaluation_whose_process_is_gone_ends_as_failed() {
+    let th = Thresholds::default();
+    let mut state = RunState::new(at(0.0).wall, &th);
+    state.apply(start("hung", 0.0), &th);
+    state.apply(start("other", 600.0), &th);
+    assert_eq!(hung(&mut state, &th, tick(601.0)).len(), 1);
+    let gone = Event::EvaluationGone {
+        id: "hung".into(),
+        at: at(602.0),
+    };
+    let applied = state.apply(gone, &th);
+    assert!(applied.rejected.is_none());
+    assert_eq!(
+        applied
+            .findings
+            .transitions
+            .iter()
+            .map(|t| (t.alert, t.state))
+            .collect::<Vec<_>>(),
+        [(AlertName::EvaluationHung, AlertState::Inactive)]
+    );
+    let Publish::Evaluations(gauges) = applied.publish else {
+        panic!("{:?}", applied.publish);
+    };
+    assert_eq!(gauges.in_flight, 1);
+    assert_eq!(gauges.gone, [Duration::from_secs(602)]);
+    assert_eq!(state.evaluations.ended(Ended::Failed), 1);
+    let again = state.apply(
+        Event::EvaluationGone {
+            id: "hung".into(),
+            at: at(603.0),
+        },
+        &th,
+    );
+    assert!(again.rejected.is_none());
+    assert!(matches!(again.publish, Publish::Nothing));
+    assert_eq!(state.evaluations.in_flight(), 1);
+}

@@ -35,6 +35,10 @@ pub(crate) const WORKER_WINDOW: Duration = Duration::from_secs(60);
 /// last killed.
 pub(crate) const VIEW_LIMIT: usize = 10;
 
+/// Why an evaluation whose process is gone failed: the loop's process ended, or the
+/// process it reported exited, without the evaluation's end.
+pub(crate) const PROCESS_GONE: &str = "process gone";
+
 /// Why an evaluation event changed nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
@@ -239,6 +243,45 @@ impl Evaluations {
         reported: Option<f64>,
         now: Duration,
     ) -> Result<Finished, Refused> {
+        // loopwatch's own kills are cut short: they would only lift the limit.
+        self.finish(id, outcome, reported, now, outcome != Ended::Killed)
+    }
+
+    /// Evaluation `id`'s process is gone: it ends at `now` as failed ([`PROCESS_GONE`]).
+    /// Its duration says when loopwatch found out, not how long it ran, so it is kept
+    /// out of the 95th percentile, as a kill is.
+    pub(crate) fn gone(&mut self, id: &str, now: Duration) -> Result<Finished, Refused> {
+        self.finish(id, Ended::Failed, None, now, false)
+    }
+
+    /// The loop's process ended: every evaluation in flight ends at `now` as failed, its
+    /// process gone (see [`Evaluations::gone`]). Their durations, oldest first.
+    pub(crate) fn all_gone(&mut self, now: Duration) -> Vec<Duration> {
+        let ids: Vec<Arc<str>> = self
+            .order
+            .iter()
+            .filter(|(seq, id)| self.in_flight.get(id).is_some_and(|e| e.seq == *seq))
+            .map(|(_, id)| Arc::clone(id))
+            .collect();
+        let gone = ids
+            .iter()
+            .filter_map(|id| self.gone(id, now).ok())
+            .map(|finished| finished.duration)
+            .collect();
+        debug_assert!(self.in_flight.is_empty() && self.order.is_empty());
+        gone
+    }
+
+    /// Ends evaluation `id` at `now`; its duration joins the 95th percentile's when
+    /// `timed`.
+    fn finish(
+        &mut self,
+        id: &str,
+        outcome: Ended,
+        reported: Option<f64>,
+        now: Duration,
+        timed: bool,
+    ) -> Result<Finished, Refused> {
         let evaluation = self.in_flight.remove(id).ok_or(Refused::Unknown)?;
         self.release(evaluation.counted_on.clone(), now);
         let duration = match (evaluation.reported, reported) {
@@ -248,8 +291,7 @@ impl Evaluations {
             _ => None,
         }
         .unwrap_or_else(|| now.saturating_sub(evaluation.started));
-        // loopwatch's own kills are cut short: they would only lift the limit.
-        if outcome != Ended::Killed {
+        if timed {
             if self.finished.len() == FINISHED_WINDOW {
                 self.finished.pop_front();
             }
