@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use crate::processes::ProcessSweepReport;
-use crate::records::{HungEvaluation, LoopExit};
+use crate::records::{HungEvaluation, KillRefused, LoopExit};
+use crate::reported::Rejection;
 
 use super::event::Event;
 use super::hub::Hub;
@@ -187,21 +188,22 @@ impl Supervision {
         });
     }
 
-    /// The supervisor refused to end a hung evaluation because the pid it reported is
-    /// not a process of the loop's own tree: counted in
-    /// `loopwatch_rejected_observations_total{field="evaluation",reason="pid_outside_tree"}`
-    /// and logged (thinned as every rejection is).
-    pub fn evaluation_kill_refused(&self, pid: u32) {
+    /// The supervisor refused to end a hung evaluation for `why`, leaving `pid`
+    /// unsignalled: counted in `loopwatch_rejected_observations_total{field="evaluation"}`
+    /// with the reason `pid_outside_tree`, `loop_process` or `shared_process`, and
+    /// logged (thinned as every rejection is).
+    pub fn evaluation_kill_refused(&self, pid: u32, why: KillRefused) {
         let iteration = self
             .hub
             .next_iteration
             .load(std::sync::atomic::Ordering::Relaxed)
             .saturating_sub(1);
-        self.hub.reject(
-            crate::reported::Rejection::EvaluationPidOutsideTree,
-            f64::from(pid),
-            iteration,
-        );
+        let kind = match why {
+            KillRefused::OutsideTree => Rejection::EvaluationPidOutsideTree,
+            KillRefused::LoopProcess => Rejection::EvaluationLoopProcess,
+            KillRefused::SharedProcess => Rejection::EvaluationSharedProcess,
+        };
+        self.hub.reject(kind, f64::from(pid), iteration);
     }
 
     /// Removes every container of this run (`loopwatch run` does it before it

@@ -417,8 +417,29 @@ impl Evaluations {
     }
 
     /// The evaluations in flight at `now` that have run longer than `limit`, oldest
-    /// first.
+    /// first, each with how many others in flight reported its pid.
     pub(crate) fn over(&self, limit: Duration, now: Duration) -> Vec<HungEvaluation> {
+        let mut hung = self.past(limit, now);
+        let mut pids: HashMap<u32, usize> = hung.iter().filter_map(|h| Some((h.pid?, 0))).collect();
+        if pids.is_empty() {
+            return hung;
+        }
+        for pid in self.in_flight.values().filter_map(|e| e.pid) {
+            if let Some(count) = pids.get_mut(&pid) {
+                *count += 1;
+            }
+        }
+        for evaluation in &mut hung {
+            if let Some(pid) = evaluation.pid {
+                evaluation.sharing_pid = pids.get(&pid).map_or(0, |n| n.saturating_sub(1));
+            }
+        }
+        hung
+    }
+
+    /// The evaluations in flight at `now` that have run longer than `limit`, oldest
+    /// first.
+    fn past(&self, limit: Duration, now: Duration) -> Vec<HungEvaluation> {
         let mut hung = Vec::new();
         for (seq, id) in &self.order {
             let Some(evaluation) = self.in_flight.get(id).filter(|e| e.seq == *seq) else {
@@ -433,6 +454,7 @@ impl Evaluations {
                 pid: evaluation.pid,
                 worker: evaluation.worker.as_deref().map(str::to_string),
                 age,
+                sharing_pid: 0,
             });
         }
         hung
@@ -704,11 +726,32 @@ mod tests {
         e.start(&id("later"), None, None, None, secs(105)).unwrap();
         let hung = e.over(secs(3), secs(107));
         assert_eq!(hung.len(), 1, "only the one past the limit: {hung:?}");
+        assert_eq!(hung[0].sharing_pid, 0);
         assert_eq!((hung[0].id.as_str(), hung[0].pid), ("late", Some(8)));
         assert_eq!(hung[0].age, secs(7));
         let rows = e.oldest_rows(secs(107));
         assert_eq!(rows[0].worker.as_deref(), Some("w"));
         assert_eq!((rows[1].seconds, rows[1].outcome), (2.0, None));
+    }
+
+    #[test]
+    fn a_hung_evaluation_says_how_many_others_in_flight_share_its_pid() {
+        let mut e = Evaluations::default();
+        e.start(&id("hung"), Some(7), None, None, secs(0)).unwrap();
+        e.start(&id("alone"), Some(8), None, None, secs(0)).unwrap();
+        e.start(&id("no-pid"), None, None, None, secs(0)).unwrap();
+        e.start(&id("young"), Some(7), None, None, secs(50))
+            .unwrap();
+        e.start(&id("ended"), Some(8), None, None, secs(1)).unwrap();
+        e.end("ended", Ended::Ok, None, secs(2)).unwrap();
+        let hung = e.over(secs(10), secs(60));
+        let sharing: Vec<(&str, usize)> = hung
+            .iter()
+            .map(|h| (h.id.as_str(), h.sharing_pid))
+            .collect();
+        assert_eq!(sharing, [("hung", 1), ("alone", 0), ("no-pid", 0)]);
+        e.end("young", Ended::Ok, None, secs(61)).unwrap();
+        assert_eq!(e.over(secs(10), secs(62))[0].sharing_pid, 0);
     }
 
     #[test]
