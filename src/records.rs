@@ -74,6 +74,11 @@ pub struct HungEvaluation {
     pub id: String,
     /// The process that runs it, when reported.
     pub pid: Option<u32>,
+    /// The start time (clock ticks after boot, as `/proc/<pid>/stat` says) of the
+    /// process that ran under `pid` when the evaluation reported it; `None` when none
+    /// did. A process under `pid` with another start time is another process that
+    /// reuses the pid, never to be signalled for this evaluation.
+    pub pid_start_ticks: Option<u64>,
     /// The worker that runs it, when reported.
     pub worker: Option<String>,
     /// How long it has run.

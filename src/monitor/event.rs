@@ -105,6 +105,9 @@ pub(crate) enum Event {
         id: Arc<str>,
         /// The process that runs it, if said.
         pid: Option<u32>,
+        /// The start time (clock ticks after boot) of the process that ran under
+        /// `pid` when the start was received; `None` when none did (or no pid).
+        pid_start: Option<u64>,
         /// The worker that runs it, if said.
         worker: Option<Arc<str>>,
         /// How long it waited in a queue before it started, if said.
@@ -121,6 +124,8 @@ pub(crate) enum Event {
         id: Arc<str>,
         /// The process that runs it, if said.
         pid: Option<u32>,
+        /// The start time of the process that ran under `pid` when it was said.
+        pid_start: Option<u64>,
         /// The worker that runs it, if said.
         worker: Option<Arc<str>>,
         /// How long it waited in a queue before it started, if said.

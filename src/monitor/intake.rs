@@ -36,7 +36,8 @@ fn rejection_of(error: LineError) -> Rejection {
 
 /// An `evaluation_start` line, as the event a Rust guard's start sends: its queue
 /// wait from the loop's clock (its start's time, else the time it arrived, less when
-/// it was queued).
+/// it was queued), and the start time of the process its pid names, read now (so
+/// that a supervisor never signals another process that reuses the pid later).
 fn evaluation_started(hub: &Hub, start: protocol::EvaluationStart) {
     let at = hub.clock.now();
     let queued = start.queued.map(|queued| {
@@ -46,6 +47,10 @@ fn evaluation_started(hub: &Hub, start: protocol::EvaluationStart) {
     hub.send(Event::EvaluationStarted {
         id: start.id.into(),
         pid: start.pid,
+        pid_start: start
+            .pid
+            .and_then(ProcessId::running)
+            .map(|p| p.start_ticks),
         worker: start.worker.map(Arc::from),
         queued,
         reported: start.at,

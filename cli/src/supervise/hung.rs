@@ -4,8 +4,10 @@
 //!
 //! Only a pid the evaluation reported is acted on, and only when that pid is a
 //! process of the loop's own tree (below loopwatch, which is the subreaper of the
-//! loop). Each process is checked by its start time right before each signal, so a
-//! pid reused meanwhile is never signalled. Never signalled, each refusal counted in
+//! loop) and still the process it named: the monitor read that process's start time
+//! when the evaluation reported the pid ([`HungEvaluation::pid_start_ticks`]), and
+//! each process is checked by its start time right before each signal, so a pid
+//! reused meanwhile is never signalled. Never signalled, each refusal counted in
 //! `loopwatch_rejected_observations_total{field="evaluation"}` and logged:
 //! - a pid outside the tree (`reason="pid_outside_tree"`);
 //! - the loop itself (`reason="loop_process"`): its direct child, a process that
@@ -19,8 +21,9 @@
 //! evaluation's id and age.
 //!
 //! A hung evaluation whose pid no longer runs (its process exited without the
-//! evaluation's end, before or while it was being signalled) is not outside the
-//! tree: it ends as failed with the reason `process gone`
+//! evaluation's end, before or while it was being signalled), or runs a process
+//! with another start time than the one reported, is not outside the tree: it ends
+//! as failed with the reason `process gone`
 //! ([`Supervision::evaluation_process_gone`]), which resolves EvaluationHung.
 
 use std::collections::HashSet;
@@ -54,7 +57,8 @@ pub(crate) enum Decision {
     Outside,
     /// A process that other evaluations in flight run in too: not signalled.
     Shared,
-    /// No process runs under the pid any more: the evaluation's process is gone.
+    /// The evaluation's process is gone: no process runs under the pid any more, or
+    /// one with another start time than when the evaluation reported it.
     Gone,
 }
 
@@ -79,19 +83,25 @@ impl LoopProcesses {
         }
     }
 
-    /// Decides on `pid`, reported by a hung evaluation that `sharing` other
-    /// evaluations in flight reported too.
-    pub(crate) fn decide(&self, pid: u32, sharing: usize) -> Decision {
+    /// Decides on `pid`, reported by a hung evaluation when the process under it had
+    /// started at `started` (clock ticks after boot; `None`: no process ran under it
+    /// then), and that `sharing` other evaluations in flight reported too.
+    pub(crate) fn decide(&self, pid: u32, started: Option<u64>, sharing: usize) -> Decision {
         if pid == self.leader {
             return Decision::TheLoop;
         }
-        let Some(root) = self.tree.iter().find(|process| process.pid == pid) else {
-            if ProcessId::running(pid).is_none() {
-                return Decision::Gone;
-            }
-            return Decision::Outside;
+        let listed = self.tree.iter().find(|process| process.pid == pid).copied();
+        let Some(root) = listed.or_else(|| ProcessId::running(pid)) else {
+            return Decision::Gone;
         };
-        let mut processes = vec![*root];
+        if Some(root.start_ticks) != started {
+            // Another process took the pid since: the evaluation's is gone.
+            return Decision::Gone;
+        }
+        if listed.is_none() {
+            return Decision::Outside;
+        }
+        let mut processes = vec![root];
         processes.extend(descendants(root.pid));
         if processes.iter().any(|p| self.reporters.contains(p)) {
             return Decision::TheLoop;
@@ -187,7 +197,8 @@ impl HungEvaluations {
             tracing::warn!(evaluation = id, %age, "a hung evaluation reported no pid; not ending it");
             return;
         };
-        let processes = match processes.decide(pid, evaluation.sharing_pid) {
+        let started = evaluation.pid_start_ticks;
+        let processes = match processes.decide(pid, started, evaluation.sharing_pid) {
             Decision::End(processes) => processes,
             Decision::TheLoop => {
                 tracing::warn!(evaluation = id, %age, pid, "a hung evaluation runs in the loop's own process, or above it; not ending it (see --on-stall)");
@@ -209,7 +220,7 @@ impl HungEvaluations {
                 return;
             }
             Decision::Gone => {
-                tracing::warn!(evaluation = id, %age, pid, "a hung evaluation's process is gone without its end; it ends as failed (process gone)");
+                tracing::warn!(evaluation = id, %age, pid, "a hung evaluation's process is gone without its end (the pid no longer runs, or runs another process since); it ends as failed (process gone)");
                 supervision.evaluation_process_gone(id);
                 return;
             }
@@ -264,6 +275,11 @@ fn signal_each(processes: &[ProcessId], signal: Signal) -> usize {
 mod tests {
     use super::*;
 
+    /// The start time of the process under `pid` now.
+    fn started(pid: u32) -> Option<u64> {
+        ProcessId::running(pid).map(|p| p.start_ticks)
+    }
+
     /// The loop's processes as seen now, `leader` its direct child.
     fn seen(leader: u32, reporters: &[ProcessId]) -> LoopProcesses {
         LoopProcesses {
@@ -302,47 +318,86 @@ mod tests {
             .unwrap();
         let tree = descendants(std::process::id());
         let listed = *tree.iter().find(|p| p.pid == worker.id()).unwrap();
+        let since = Some(listed.start_ticks);
         assert_eq!(
-            seen(1, &[]).decide(worker.id(), 0),
+            seen(1, &[]).decide(worker.id(), since, 0),
             Decision::End(vec![listed]),
             "below this process"
         );
         assert_eq!(
-            seen(worker.id(), &[]).decide(worker.id(), 0),
+            seen(worker.id(), &[]).decide(worker.id(), since, 0),
             Decision::TheLoop
         );
         // This process's parent runs, and is not below it.
         let parent = std::os::unix::process::parent_id();
         assert!(ProcessId::running(parent).is_some());
-        assert_eq!(seen(1, &[]).decide(parent, 0), Decision::Outside);
         assert_eq!(
-            seen(1, &[]).decide(std::process::id(), 0),
+            seen(1, &[]).decide(parent, started(parent), 0),
             Decision::Outside
         );
+        let me = std::process::id();
+        assert_eq!(seen(1, &[]).decide(me, started(me), 0), Decision::Outside);
         worker.kill().unwrap();
         worker.wait().unwrap();
         // Gone: not outside the tree, and not signalled whatever reuses its pid.
-        assert_eq!(seen(1, &[]).decide(worker.id(), 0), Decision::Gone);
+        assert_eq!(seen(1, &[]).decide(worker.id(), since, 0), Decision::Gone);
         assert!(!listed.is_running());
         assert_eq!(signal_each(&[listed], Signal::SIGTERM), 0);
+    }
+
+    /// A process that runs under a pid the evaluation reported for another (its pid
+    /// reused since: another start time), or that ran under none when it was
+    /// reported, is never signalled: the evaluation's process is gone.
+    #[test]
+    fn a_pid_is_signalled_only_while_its_start_time_is_the_one_reported() {
+        let mut worker = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let running = ProcessId::running(worker.id()).unwrap();
+        let loop_now = seen(1, &[]);
+        let pid = worker.id();
+        assert_eq!(
+            loop_now.decide(pid, Some(running.start_ticks), 0),
+            Decision::End(vec![running])
+        );
+        for reported in [
+            Some(running.start_ticks - 1),
+            Some(running.start_ticks + 1),
+            None,
+        ] {
+            assert_eq!(
+                loop_now.decide(pid, reported, 0),
+                Decision::Gone,
+                "reported with {reported:?}"
+            );
+        }
+        // Outside the tree too.
+        let parent = std::os::unix::process::parent_id();
+        let other = started(parent).map(|t| t + 1);
+        assert_eq!(loop_now.decide(parent, other, 0), Decision::Gone);
+        worker.kill().unwrap();
+        worker.wait().unwrap();
     }
 
     #[test]
     fn a_process_reporting_iterations_and_every_process_above_it_are_never_ended() {
         let (parent, child) = parent_and_child();
         let above = ProcessId::running(parent.id()).unwrap();
+        let (sh, sleep) = (Some(above.start_ticks), Some(child.start_ticks));
         assert_eq!(
-            seen(1, &[]).decide(parent.id(), 0),
+            seen(1, &[]).decide(parent.id(), sh, 0),
             Decision::End(vec![above, child]),
             "a worker with a child of its own"
         );
         // The sleep reports the loop's iterations: neither it nor the sh is ended.
-        assert_eq!(seen(1, &[child]).decide(child.pid, 0), Decision::TheLoop);
-        assert_eq!(seen(1, &[child]).decide(parent.id(), 0), Decision::TheLoop);
+        let the_loop = seen(1, &[child]);
+        assert_eq!(the_loop.decide(child.pid, sleep, 0), Decision::TheLoop);
+        assert_eq!(the_loop.decide(parent.id(), sh, 0), Decision::TheLoop);
         // Other evaluations in flight on the same pid: not signalled.
-        assert_eq!(seen(1, &[]).decide(child.pid, 1), Decision::Shared);
+        assert_eq!(seen(1, &[]).decide(child.pid, sleep, 1), Decision::Shared);
         assert_eq!(
-            seen(1, &[]).decide(child.pid, 0),
+            seen(1, &[]).decide(child.pid, sleep, 0),
             Decision::End(vec![child])
         );
         end(parent, child);

@@ -18,6 +18,7 @@ fn start(id: &str, secs: f64) -> Event {
     Event::EvaluationStarted {
         id: id.into(),
         pid: None,
+        pid_start: None,
         worker: None,
         queued: None,
         reported: None,
@@ -64,6 +65,7 @@ fn a_hung_evaluation_fires_past_the_floor_naming_itself_and_resolves_when_it_end
         Event::EvaluationStarted {
             id: "prog-17".into(),
             pid: Some(4242),
+            pid_start: None,
             worker: Some("pool-3".into()),
             queued: Some(Duration::from_millis(1500)),
             reported: None,
@@ -224,6 +226,7 @@ fn a_hundred_thousand_unique_ids_keep_the_state_bounded() {
         let mut events = vec![Event::EvaluationStarted {
             id: id.as_str().into(),
             pid: Some(1000 + i % 3000),
+            pid_start: None,
             worker: None,
             queued: None,
             reported: None,
@@ -280,6 +283,7 @@ fn a_loop_whose_evaluations_all_hang_raises_both_alerts_each_with_its_message() 
             Event::EvaluationStarted {
                 id: format!("gen-1-{worker}").into(),
                 pid: Some(100 + worker),
+                pid_start: None,
                 worker: None,
                 queued: None,
                 reported: None,
@@ -450,4 +454,66 @@ fn an_evaluation_whose_process_is_gone_ends_as_failed() {
     assert!(again.rejected.is_none());
     assert!(matches!(again.publish, Publish::Nothing));
     assert_eq!(state.evaluations.in_flight(), 1);
+}
+
+/// The start time read with an evaluation's pid (at receipt, by the intake or the
+/// guard) is what its hung evaluation carries, so that a supervisor signals that
+/// process only; a pid assigned later replaces it with its own start time.
+#[test]
+fn a_hung_evaluation_carries_the_start_time_of_its_reported_process() {
+    let th = Thresholds::default();
+    let mut state = RunState::new(at(0.0).wall, &th);
+    for (id, pid, pid_start) in [("a", 4242, Some(777)), ("b", 4243, None)] {
+        state.apply(
+            Event::EvaluationStarted {
+                id: id.into(),
+                pid: Some(pid),
+                pid_start,
+                worker: None,
+                queued: None,
+                reported: None,
+                at: at(0.0),
+            },
+            &th,
+        );
+    }
+    assert_eq!(hung(&mut state, &th, tick(601.0)).len(), 1);
+    let carried = |state: &RunState| -> Vec<(String, Option<u32>, Option<u64>)> {
+        state
+            .hung_evaluations(at(602.0))
+            .into_iter()
+            .map(|h| (h.id, h.pid, h.pid_start_ticks))
+            .collect()
+    };
+    assert_eq!(
+        carried(&state),
+        [
+            ("a".to_string(), Some(4242), Some(777)),
+            ("b".to_string(), Some(4243), None)
+        ]
+    );
+    let assign = |pid: Option<u32>, pid_start: Option<u64>, worker: Option<&str>| {
+        Event::EvaluationAssigned {
+            id: "a".into(),
+            pid,
+            pid_start,
+            worker: worker.map(Into::into),
+            queued: None,
+            at: at(601.5),
+        }
+    };
+    state.apply(assign(Some(5000), Some(888), None), &th);
+    assert_eq!(carried(&state)[0], ("a".to_string(), Some(5000), Some(888)));
+    state.apply(assign(None, None, Some("w1")), &th);
+    assert_eq!(
+        carried(&state)[0],
+        ("a".to_string(), Some(5000), Some(888)),
+        "a worker alone leaves the process as it was"
+    );
+    state.apply(assign(Some(5001), None, None), &th);
+    assert_eq!(
+        carried(&state)[0],
+        ("a".to_string(), Some(5001), None),
+        "a new pid's start time, not the old one's"
+    );
 }

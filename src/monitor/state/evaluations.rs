@@ -84,10 +84,16 @@ struct InFlight {
     /// When it started by the loop's clock (Unix seconds), if the start said.
     reported: Option<f64>,
     pid: Option<u32>,
+    /// The start time of the process under `pid` when it was reported, if one ran.
+    pid_start: Option<u64>,
     worker: Option<Arc<str>>,
     /// The worker it is counted on, when tracked.
     counted_on: Option<WorkerKey>,
 }
+
+/// The process an evaluation reported: its pid, and the start time (clock ticks
+/// after boot) of the process that ran under it then, when one did.
+pub(crate) type Process = (u32, Option<u64>);
 
 /// The oldest evaluation in flight: its id, age, worker and pid.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,11 +177,11 @@ impl Default for Evaluations {
 }
 
 impl Evaluations {
-    /// Evaluation `id` started at `now` (monotonic), on `worker` or `pid` if said.
+    /// Evaluation `id` started at `now` (monotonic), on `worker` or `process` if said.
     pub(crate) fn start(
         &mut self,
         id: &Arc<str>,
-        pid: Option<u32>,
+        process: Option<Process>,
         worker: Option<Arc<str>>,
         reported: Option<f64>,
         now: Duration,
@@ -188,6 +194,7 @@ impl Evaluations {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        let pid = process.map(|(pid, _)| pid);
         let counted_on = self.occupy(WorkerKey::of(worker.as_ref(), pid), now);
         self.in_flight.insert(
             Arc::clone(id),
@@ -196,6 +203,7 @@ impl Evaluations {
                 started: now,
                 reported,
                 pid,
+                pid_start: process.and_then(|(_, start)| start),
                 worker,
                 counted_on,
             },
@@ -205,20 +213,21 @@ impl Evaluations {
         Ok(())
     }
 
-    /// Evaluation `id` (in flight) runs on `worker` or `pid` (each if said); unknown
-    /// ids are ignored (their start was refused, and counted, already).
+    /// Evaluation `id` (in flight) runs on `worker` or `process` (each if said);
+    /// unknown ids are ignored (their start was refused, and counted, already).
     pub(crate) fn assign(
         &mut self,
         id: &str,
-        pid: Option<u32>,
+        process: Option<Process>,
         worker: Option<Arc<str>>,
         now: Duration,
     ) {
         let Some(evaluation) = self.in_flight.get_mut(id) else {
             return;
         };
-        if pid.is_some() {
-            evaluation.pid = pid;
+        if let Some((pid, start)) = process {
+            evaluation.pid = Some(pid);
+            evaluation.pid_start = start;
         }
         if worker.is_some() {
             evaluation.worker = worker;
@@ -452,6 +461,7 @@ impl Evaluations {
             hung.push(HungEvaluation {
                 id: id.to_string(),
                 pid: evaluation.pid,
+                pid_start_ticks: evaluation.pid_start,
                 worker: evaluation.worker.as_deref().map(str::to_string),
                 age,
                 sharing_pid: 0,
@@ -575,7 +585,8 @@ mod tests {
     #[test]
     fn the_oldest_in_flight_ages_from_its_start_and_leaves_when_it_ends() {
         let mut e = Evaluations::default();
-        e.start(&id("a"), Some(7), None, None, secs(10)).unwrap();
+        e.start(&id("a"), Some((7, None)), None, None, secs(10))
+            .unwrap();
         e.start(&id("b"), None, Some(id("w1")), None, secs(12))
             .unwrap();
         let oldest = e.oldest(secs(15)).unwrap();
@@ -649,10 +660,11 @@ mod tests {
     #[test]
     fn occupancy_counts_busy_workers_among_those_seen_in_the_last_minute() {
         let mut e = Evaluations::default();
-        e.start(&id("a"), Some(11), Some(id("w1")), None, secs(0))
+        e.start(&id("a"), Some((11, None)), Some(id("w1")), None, secs(0))
             .unwrap();
-        e.start(&id("b"), Some(12), None, None, secs(0)).unwrap();
-        e.start(&id("c"), Some(13), Some(id("w1")), None, secs(0))
+        e.start(&id("b"), Some((12, None)), None, None, secs(0))
+            .unwrap();
+        e.start(&id("c"), Some((13, None)), Some(id("w1")), None, secs(0))
             .unwrap();
         e.start(&id("d"), None, None, None, secs(0)).unwrap();
         assert_eq!(e.workers(), (2, 2), "w1 (by name) and pid 12");
@@ -698,7 +710,7 @@ mod tests {
     fn the_views_keep_the_slowest_the_killed_and_the_distribution_bounded() {
         let mut e = Evaluations::default();
         for i in 0..100u64 {
-            e.start(&id(&format!("e{i}")), Some(7), None, None, secs(0))
+            e.start(&id(&format!("e{i}")), Some((7, None)), None, None, secs(0))
                 .unwrap();
             let outcome = if i % 10 == 0 {
                 Ended::Killed
@@ -721,7 +733,7 @@ mod tests {
         // 0 s falls in the first bucket; 61..=99 s in (60, 120].
         assert_eq!(e.buckets()[0], 1);
         assert_eq!(e.buckets()[9], 39);
-        e.start(&id("late"), Some(8), Some(id("w")), None, secs(100))
+        e.start(&id("late"), Some((8, None)), Some(id("w")), None, secs(100))
             .unwrap();
         e.start(&id("later"), None, None, None, secs(105)).unwrap();
         let hung = e.over(secs(3), secs(107));
@@ -737,12 +749,15 @@ mod tests {
     #[test]
     fn a_hung_evaluation_says_how_many_others_in_flight_share_its_pid() {
         let mut e = Evaluations::default();
-        e.start(&id("hung"), Some(7), None, None, secs(0)).unwrap();
-        e.start(&id("alone"), Some(8), None, None, secs(0)).unwrap();
-        e.start(&id("no-pid"), None, None, None, secs(0)).unwrap();
-        e.start(&id("young"), Some(7), None, None, secs(50))
+        e.start(&id("hung"), Some((7, None)), None, None, secs(0))
             .unwrap();
-        e.start(&id("ended"), Some(8), None, None, secs(1)).unwrap();
+        e.start(&id("alone"), Some((8, None)), None, None, secs(0))
+            .unwrap();
+        e.start(&id("no-pid"), None, None, None, secs(0)).unwrap();
+        e.start(&id("young"), Some((7, None)), None, None, secs(50))
+            .unwrap();
+        e.start(&id("ended"), Some((8, None)), None, None, secs(1))
+            .unwrap();
         e.end("ended", Ended::Ok, None, secs(2)).unwrap();
         let hung = e.over(secs(10), secs(60));
         let sharing: Vec<(&str, usize)> = hung
@@ -765,7 +780,7 @@ mod tests {
             // Past the bound, starts are refused.
             let _ = e.start(
                 &id(&name),
-                Some(1 + (i % 7_000) as u32),
+                Some((1 + (i % 7_000) as u32, None)),
                 Some(worker),
                 None,
                 secs(i),

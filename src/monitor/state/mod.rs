@@ -280,12 +280,16 @@ impl RunState {
             Event::EvaluationStarted {
                 id,
                 pid,
+                pid_start,
                 worker,
                 queued,
                 reported,
                 at,
             } => {
-                let started = self.evaluations.start(&id, pid, worker, reported, at.mono);
+                let process = pid.map(|pid| (pid, pid_start));
+                let started = self
+                    .evaluations
+                    .start(&id, process, worker, reported, at.mono);
                 let applied = match started {
                     Ok(()) => Applied::just(Publish::Evaluations(
                         self.evaluation_gauges(at, None, None, queued),
@@ -297,11 +301,13 @@ impl RunState {
             Event::EvaluationAssigned {
                 id,
                 pid,
+                pid_start,
                 worker,
                 queued,
                 at,
             } => {
-                self.evaluations.assign(&id, pid, worker, at.mono);
+                let process = pid.map(|pid| (pid, pid_start));
+                self.evaluations.assign(&id, process, worker, at.mono);
                 let gauges = self.evaluation_gauges(at, None, None, queued);
                 (Applied::just(Publish::Evaluations(gauges)), at)
             }
