@@ -246,22 +246,52 @@ fn a_hundred_thousand_unique_ids_keep_the_state_bounded() {
             state.apply(tick(t), &th);
         }
     }
-    let [in_flight, order, workers, finished] = state.evaluations.sizes();
+    let [in_flight, order, workers, finished, refused] = state.evaluations.sizes();
     assert_eq!(in_flight, evaluations::MAX_IN_FLIGHT);
+    assert!(refused <= evaluations::REFUSED_REMEMBERED, "{refused}");
     assert!(order <= 2 * evaluations::MAX_IN_FLIGHT + 64, "{order}");
     assert!(workers <= evaluations::MAX_WORKERS, "{workers}");
     assert_eq!(finished, evaluations::FINISHED_WINDOW);
     // The 10,000th never-ended evaluation starts at i = 29,997; every start after it
-    // is refused, and so is its end. Ghost ends: every sixth i.
+    // is refused, and counted once: its end is not counted again. Ghost ends: every
+    // sixth i.
     assert_eq!(
         rejected.get(&Rejection::EvaluationOverLimit).copied(),
         Some(70_002)
     );
     assert_eq!(
         rejected.get(&Rejection::EvaluationUnknown).copied(),
-        Some(16_667 + 46_668)
+        Some(16_667)
     );
     assert_eq!(state.evaluations.ended(Ended::Ok), 19_998);
+}
+
+/// A start refused because the most evaluations are in flight is counted once: its
+/// end, when it comes, is no second rejection (an unknown id), and changes nothing.
+#[test]
+fn the_end_of_a_start_refused_past_the_bound_is_not_counted_again() {
+    let th = Thresholds::default();
+    let mut state = RunState::new(at(0.0).wall, &th);
+    for i in 0..evaluations::MAX_IN_FLIGHT {
+        let applied = state.apply(start(&format!("x{i}"), 0.0), &th);
+        assert!(applied.rejected.is_none());
+    }
+    let refused = state.apply(start("one-too-many", 1.0), &th);
+    assert_eq!(
+        refused.rejected.map(|r| r.0),
+        Some(Rejection::EvaluationOverLimit)
+    );
+    let its_end = state.apply(end("one-too-many", 2.0), &th);
+    assert!(its_end.rejected.is_none(), "{:?}", its_end.rejected);
+    assert!(matches!(its_end.publish, Publish::Nothing));
+    assert_eq!(state.evaluations.in_flight(), evaluations::MAX_IN_FLIGHT);
+    assert_eq!(state.evaluations.ended(Ended::Ok), 0);
+    let again = state.apply(end("one-too-many", 3.0), &th);
+    assert_eq!(
+        again.rejected.map(|r| r.0),
+        Some(Rejection::EvaluationUnknown),
+        "a second end is one too many"
+    );
 }
 
 /// A loop whose evaluations all hang: its iteration never ends either. LoopStalled

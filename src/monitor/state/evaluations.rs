@@ -7,6 +7,8 @@
 //! [`MAX_WORKERS`] workers, the last [`FINISHED_WINDOW`] durations. A start past the
 //! bound, a second start of an id in flight and an end of an id not in flight are
 //! turned away, each as a [`Refused`] for the hub to count; none changes anything.
+//! The ids of the last [`REFUSED_REMEMBERED`] starts refused past the bound are kept,
+//! so that the end of such an evaluation is not counted a second time.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -35,6 +37,10 @@ pub(crate) const WORKER_WINDOW: Duration = Duration::from_secs(60);
 /// last killed.
 pub(crate) const VIEW_LIMIT: usize = 10;
 
+/// Ids of starts refused past [`MAX_IN_FLIGHT`] remembered at most (the latest), so
+/// that their ends are not counted as ends of unknown ids.
+pub(crate) const REFUSED_REMEMBERED: usize = 1_024;
+
 /// Why an evaluation whose process is gone failed: the loop's process ended, or the
 /// process it reported exited, without the evaluation's end.
 pub(crate) const PROCESS_GONE: &str = "process gone";
@@ -46,8 +52,12 @@ pub(crate) enum Refused {
     OverLimit,
     /// A start of an id already in flight.
     Duplicate,
-    /// An end of an id not in flight (never started, already ended, or refused).
+    /// An end of an id not in flight (never started, already ended, or its start
+    /// refused longer ago than the last [`REFUSED_REMEMBERED`] refusals).
     Unknown,
+    /// The end of an evaluation whose start was refused past the bound: counted
+    /// already, with its start.
+    EndOfOverLimit,
 }
 
 /// A worker: its reported name, else its pid.
@@ -151,6 +161,14 @@ pub(crate) struct Evaluations {
     /// Ended evaluations by duration, over [`crate::catalog::EVALUATION_SECONDS_BOUNDARIES`]
     /// (the last bucket: above the largest boundary).
     buckets: [u64; BUCKETS],
+    /// Ids whose start was refused past the bound, each with the number of its last
+    /// refusal; forgotten when their end arrives or past [`REFUSED_REMEMBERED`].
+    refused: HashMap<Arc<str>, u64>,
+    /// The refusals, oldest first, at most [`REFUSED_REMEMBERED`] (an id forgotten
+    /// already, or refused again since, stays until it leaves the front).
+    refusals: VecDeque<(u64, Arc<str>)>,
+    /// The number of the next refusal.
+    next_refusal: u64,
 }
 
 /// Buckets of the duration distribution.
@@ -172,6 +190,9 @@ impl Default for Evaluations {
             slowest: Vec::with_capacity(VIEW_LIMIT + 1),
             killed: VecDeque::with_capacity(VIEW_LIMIT + 1),
             buckets: [0; BUCKETS],
+            refused: HashMap::new(),
+            refusals: VecDeque::new(),
+            next_refusal: 0,
         }
     }
 }
@@ -190,7 +211,12 @@ impl Evaluations {
             return Err(Refused::Duplicate);
         }
         if self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.remember_refused(id);
             return Err(Refused::OverLimit);
+        }
+        if !self.refused.is_empty() {
+            // Started after all: its end is this start's.
+            self.refused.remove(id);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -244,6 +270,22 @@ impl Evaluations {
         }
     }
 
+    /// Remembers that the start of `id` was refused past the bound, forgetting the
+    /// oldest refusal past [`REFUSED_REMEMBERED`].
+    fn remember_refused(&mut self, id: &Arc<str>) {
+        if self.refusals.len() == REFUSED_REMEMBERED {
+            if let Some((number, forgotten)) = self.refusals.pop_front() {
+                if self.refused.get(&forgotten) == Some(&number) {
+                    self.refused.remove(&forgotten);
+                }
+            }
+        }
+        let number = self.next_refusal;
+        self.next_refusal += 1;
+        self.refused.insert(Arc::clone(id), number);
+        self.refusals.push_back((number, Arc::clone(id)));
+    }
+
     /// Evaluation `id` ended at `now` (`reported`: by the loop's clock, if said).
     pub(crate) fn end(
         &mut self,
@@ -253,7 +295,11 @@ impl Evaluations {
         now: Duration,
     ) -> Result<Finished, Refused> {
         // loopwatch's own kills are cut short: they would only lift the limit.
-        self.finish(id, outcome, reported, now, outcome != Ended::Killed)
+        let ended = self.finish(id, outcome, reported, now, outcome != Ended::Killed);
+        if ended == Err(Refused::Unknown) && self.refused.remove(id).is_some() {
+            return Err(Refused::EndOfOverLimit);
+        }
+        ended
     }
 
     /// Evaluation `id`'s process is gone: it ends at `now` as failed ([`PROCESS_GONE`]).
@@ -557,15 +603,16 @@ impl Evaluations {
         self.ended[outcome as usize]
     }
 
-    /// The sizes of what is kept: evaluations in flight, the order of starts, workers
-    /// and finished durations.
+    /// The sizes of what is kept: evaluations in flight, the order of starts, workers,
+    /// finished durations and refused ids remembered.
     #[cfg(test)]
-    pub(crate) fn sizes(&self) -> [usize; 4] {
+    pub(crate) fn sizes(&self) -> [usize; 5] {
         [
             self.in_flight.len(),
             self.order.len(),
             self.workers.len(),
             self.finished.len(),
+            self.refused.len().max(self.refusals.len()),
         ]
     }
 }
@@ -598,7 +645,7 @@ mod tests {
         assert_eq!(e.end("a", Ended::Ok, None, secs(16)), Err(Refused::Unknown));
         e.end("b", Ended::Timeout, None, secs(21)).unwrap();
         assert_eq!(e.oldest(secs(30)), None);
-        assert_eq!(e.sizes(), [0, 0, 2, 2]);
+        assert_eq!(e.sizes(), [0, 0, 2, 2, 0]);
     }
 
     #[test]
@@ -632,8 +679,61 @@ mod tests {
             Err(Refused::OverLimit)
         );
         assert_eq!(e.in_flight(), MAX_IN_FLIGHT);
+        // Its end was counted with its start: not an unknown id besides.
         assert_eq!(
             e.end("one-too-many", Ended::Ok, None, secs(4)),
+            Err(Refused::EndOfOverLimit)
+        );
+        assert_eq!(
+            e.end("one-too-many", Ended::Ok, None, secs(4)),
+            Err(Refused::Unknown),
+            "once"
+        );
+    }
+
+    #[test]
+    fn the_ids_of_refused_starts_are_remembered_within_their_bound() {
+        let mut e = Evaluations::default();
+        for i in 0..MAX_IN_FLIGHT {
+            e.start(&id(&format!("x{i}")), None, None, None, secs(0))
+                .unwrap();
+        }
+        let refused = |i: usize| format!("refused-{i}");
+        for i in 0..REFUSED_REMEMBERED + 10 {
+            assert_eq!(
+                e.start(&id(&refused(i)), None, None, None, secs(1)),
+                Err(Refused::OverLimit)
+            );
+        }
+        // Refused again: remembered from its latest refusal.
+        e.start(&id(&refused(0)), None, None, None, secs(1))
+            .unwrap_err();
+        assert_eq!(e.sizes()[4], REFUSED_REMEMBERED);
+        assert_eq!(
+            e.end(&refused(5), Ended::Ok, None, secs(2)),
+            Err(Refused::Unknown),
+            "forgotten: over the bound"
+        );
+        assert_eq!(
+            e.end(&refused(10), Ended::Ok, None, secs(2)),
+            Err(Refused::Unknown),
+            "forgotten for the second refusal of refused-0"
+        );
+        for i in [0, 11, REFUSED_REMEMBERED + 9] {
+            assert_eq!(
+                e.end(&refused(i), Ended::Ok, None, secs(2)),
+                Err(Refused::EndOfOverLimit),
+                "{i}"
+            );
+        }
+        // An id refused, then started once there is room, ends as any other.
+        e.start(&id("again"), None, None, None, secs(3))
+            .unwrap_err();
+        e.end("x0", Ended::Ok, None, secs(3)).unwrap();
+        e.start(&id("again"), None, None, None, secs(3)).unwrap();
+        assert!(e.end("again", Ended::Ok, None, secs(4)).is_ok());
+        assert_eq!(
+            e.end("again", Ended::Ok, None, secs(4)),
             Err(Refused::Unknown)
         );
     }
@@ -792,8 +892,9 @@ mod tests {
                 let _ = e.end(&format!("ghost-{i}"), Ended::Ok, None, secs(i));
             }
         }
-        let [in_flight, order, workers, finished] = e.sizes();
+        let [in_flight, order, workers, finished, refused] = e.sizes();
         assert_eq!(in_flight, MAX_IN_FLIGHT);
+        assert!(refused <= REFUSED_REMEMBERED, "{refused}");
         assert!(order <= 2 * MAX_IN_FLIGHT + 64, "{order}");
         assert!(workers <= MAX_WORKERS, "{workers}");
         assert_eq!(finished, FINISHED_WINDOW);

@@ -650,6 +650,8 @@ impl RunState {
             ),
             Refused::Duplicate => Applied::rejected(Rejection::EvaluationDuplicate, f64::NAN),
             Refused::Unknown => Applied::rejected(Rejection::EvaluationUnknown, f64::NAN),
+            // Counted with its start.
+            Refused::EndOfOverLimit => Applied::just(Publish::Nothing),
         }
     }
 
