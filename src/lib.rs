@@ -107,7 +107,7 @@ pub mod supervise {
     //! for the child's starts, exits and restarts, the [`Intake`] for what it writes
     //! to its socket, and how a process ended ([`LoopExit`]).
     pub use crate::monitor::{Intake, Supervision};
-    pub use crate::records::{ExitReason, HungEvaluation, LoopExit};
+    pub use crate::records::{ExitReason, HungEvaluation, KillRefused, LoopExit};
 }
 
 pub mod cleanup {

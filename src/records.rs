@@ -74,10 +74,34 @@ pub struct HungEvaluation {
     pub id: String,
     /// The process that runs it, when reported.
     pub pid: Option<u32>,
+    /// The start time (clock ticks after boot, as `/proc/<pid>/stat` says) of the
+    /// process that ran under `pid` when the evaluation reported it; `None` when none
+    /// did. A process under `pid` with another start time is another process that
+    /// reuses the pid, never to be signalled for this evaluation.
+    pub pid_start_ticks: Option<u64>,
     /// The worker that runs it, when reported.
     pub worker: Option<String>,
     /// How long it has run.
     pub age: std::time::Duration,
+    /// How many other evaluations in flight reported the same pid: ending its
+    /// process would end them too.
+    pub sharing_pid: usize,
+}
+
+/// Why a supervisor did not signal the pid a hung evaluation reported
+/// (`Supervision::evaluation_kill_refused`): the `reason` of
+/// `loopwatch_rejected_observations_total{field="evaluation"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KillRefused {
+    /// The pid is not a process of the loop's own tree (`pid_outside_tree`).
+    OutsideTree,
+    /// The pid is the loop's own process: its direct child, a process that reported
+    /// the loop's iterations, or one above such a process (`loop_process`).
+    LoopProcess,
+    /// Other evaluations in flight reported the same pid, and would end with it
+    /// (`shared_process`).
+    SharedProcess,
 }
 
 /// Who this run is: the identity carried by its labels, alerts and exports.

@@ -83,6 +83,11 @@ pub(crate) enum Rejection {
     EvaluationUnknown,
     /// A hung evaluation's pid outside the loop's process tree: not signalled.
     EvaluationPidOutsideTree,
+    /// A hung evaluation's pid is the loop's own process, or above a process that
+    /// reports the loop's iterations: not signalled.
+    EvaluationLoopProcess,
+    /// A hung evaluation's pid runs other evaluations in flight too: not signalled.
+    EvaluationSharedProcess,
 }
 
 impl Rejection {
@@ -106,7 +111,9 @@ impl Rejection {
             Rejection::EvaluationOverLimit
             | Rejection::EvaluationDuplicate
             | Rejection::EvaluationUnknown
-            | Rejection::EvaluationPidOutsideTree => "evaluation",
+            | Rejection::EvaluationPidOutsideTree
+            | Rejection::EvaluationLoopProcess
+            | Rejection::EvaluationSharedProcess => "evaluation",
         }
     }
 
@@ -129,6 +136,8 @@ impl Rejection {
             Rejection::EvaluationDuplicate => "duplicate_id",
             Rejection::EvaluationUnknown => "unknown_id",
             Rejection::EvaluationPidOutsideTree => "pid_outside_tree",
+            Rejection::EvaluationLoopProcess => "loop_process",
+            Rejection::EvaluationSharedProcess => "shared_process",
         }
     }
 
@@ -174,6 +183,12 @@ impl Rejection {
             }
             Rejection::EvaluationPidOutsideTree => {
                 "the pid of a process in the loop's own tree, for --on-hung-evaluation kill"
+            }
+            Rejection::EvaluationLoopProcess => {
+                "the pid of a worker, not of the loop's own process or one above it, for --on-hung-evaluation kill"
+            }
+            Rejection::EvaluationSharedProcess => {
+                "the pid of a process running no other evaluation in flight, for --on-hung-evaluation kill"
             }
         }
     }

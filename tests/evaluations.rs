@@ -203,3 +203,56 @@ fn a_hundred_thousand_unique_ids_leave_the_series_fixed() {
     drop(hung);
     monitor.shutdown();
 }
+
+/// The start time of the process an evaluation names is read when its start (or
+/// its pid) arrives, and carried by the hung evaluation a supervisor acts on: none
+/// for a pid under which nothing ran then.
+#[test]
+fn a_reported_pid_is_pinned_to_its_process_by_start_time_on_receipt() {
+    let thresholds = loopwatch::Thresholds::default()
+        .with_evaluation_floor(std::time::Duration::from_millis(1))
+        .unwrap();
+    let monitor = quiet_monitor()
+        .sample_interval(std::time::Duration::from_millis(20))
+        .thresholds(thresholds)
+        .build()
+        .unwrap();
+    let supervision = monitor.supervision();
+    let intake = supervision.intake();
+    let me = std::process::id();
+    let mut exited = std::process::Command::new("true").spawn().unwrap();
+    let gone = exited.id();
+    exited.wait().unwrap();
+    for (id, pid) in [("mine", me), ("gone", gone)] {
+        intake.handle_line(
+            format!(r#"{{"v":1,"type":"evaluation_start","id":"{id}","pid":{pid}}}"#).as_bytes(),
+        );
+    }
+    let guarded = monitor.evaluation("guarded").pid(me);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let hung = loop {
+        let hung = supervision.hung_evaluations();
+        if hung.len() == 3 {
+            break hung;
+        }
+        assert!(std::time::Instant::now() < deadline, "{hung:?}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mine = loopwatch::cleanup::ProcessId::running(me)
+        .unwrap()
+        .start_ticks;
+    let pinned: Vec<(&str, Option<u64>)> = hung
+        .iter()
+        .map(|h| (h.id.as_str(), h.pid_start_ticks))
+        .collect();
+    assert_eq!(
+        pinned,
+        [
+            ("mine", Some(mine)),
+            ("gone", None),
+            ("guarded", Some(mine))
+        ]
+    );
+    drop(guarded);
+    monitor.shutdown();
+}

@@ -119,6 +119,7 @@ pub fn run(options: RunOptions) -> u8 {
     let launch = Launch {
         monitor: &session.monitor,
         supervision: &session.supervision,
+        intake: &session.intake,
         options: &options,
         program,
         args,

@@ -61,6 +61,7 @@ impl<'m> Evaluation<'m> {
         hub.send(Event::EvaluationStarted {
             id: Arc::clone(&id),
             pid: None,
+            pid_start: None,
             worker: None,
             queued: None,
             reported: None,
@@ -82,7 +83,9 @@ impl<'m> Evaluation<'m> {
     }
 
     /// Says which process runs it: the worker when no name was given, and what
-    /// EvaluationHung names.
+    /// EvaluationHung names. The process's start time is read now, so that a
+    /// supervisor ending hung evaluations never signals another process that reuses
+    /// the pid later.
     pub fn pid(self, pid: u32) -> Self {
         self.assign(Some(pid), None, None);
         self
@@ -102,6 +105,9 @@ impl<'m> Evaluation<'m> {
         self.hub.send(Event::EvaluationAssigned {
             id: Arc::clone(id),
             pid,
+            pid_start: pid
+                .and_then(crate::processes::ProcessId::running)
+                .map(|p| p.start_ticks),
             worker,
             queued,
             at: self.hub.clock.now(),

@@ -112,6 +112,9 @@ pub(crate) enum Event {
         id: Arc<str>,
         /// The process that runs it, if said.
         pid: Option<u32>,
+        /// The start time (clock ticks after boot) of the process that ran under
+        /// `pid` when the start was received; `None` when none did (or no pid).
+        pid_start: Option<u64>,
         /// The worker that runs it, if said.
         worker: Option<Arc<str>>,
         /// How long it waited in a queue before it started, if said.
@@ -128,6 +131,8 @@ pub(crate) enum Event {
         id: Arc<str>,
         /// The process that runs it, if said.
         pid: Option<u32>,
+        /// The start time of the process that ran under `pid` when it was said.
+        pid_start: Option<u64>,
         /// The worker that runs it, if said.
         worker: Option<Arc<str>>,
         /// How long it waited in a queue before it started, if said.
@@ -146,6 +151,15 @@ pub(crate) enum Event {
         /// When it ended by the loop's clock (Unix seconds), if said.
         reported: Option<f64>,
         /// When it was reported.
+        at: Moment,
+    },
+    /// The supervisor found that the process an evaluation in flight reported is
+    /// gone (it exited, or its pid now belongs to another process): the evaluation
+    /// ends as failed, reason `process gone`.
+    EvaluationGone {
+        /// Its id.
+        id: Arc<str>,
+        /// When the supervisor said so.
         at: Moment,
     },
     /// The zero-code instrumentation said what it did with a framework.

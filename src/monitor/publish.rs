@@ -14,7 +14,7 @@ use crate::records::{unix_seconds, Ended, IterationSummary, LoopExit};
 
 use super::deliver::FindingSink;
 use super::event::{ChampionChange, HostReading};
-use super::state::{EvaluationGauges, Judged, Publish};
+use super::state::{EvaluationGauges, Judged, Publish, PROCESS_GONE};
 use crate::protocol::{Framework, Instrumentation, InstrumentationState};
 
 /// loopwatch's instruments and the pipeline that serves them.
@@ -70,13 +70,23 @@ impl Publisher {
                     self.restarted(reason.restart_label(), *recent);
                 }
             }
-            Publish::LoopRestarting(exit) => {
+            Publish::LoopRestarting { exit, evaluations } => {
                 tracing::warn!(code = ?exit.code, signal = ?exit.signal, reason = ?exit.reason, "the loop ended; it will be started again");
+                if let Some(gauges) = evaluations {
+                    self.evaluations(gauges);
+                }
             }
-            Publish::LoopExited { exit, newly_done } => {
+            Publish::LoopExited {
+                exit,
+                newly_done,
+                evaluations,
+            } => {
                 log_exit(exit);
                 if *newly_done {
                     self.done();
+                }
+                if let Some(gauges) = evaluations {
+                    self.evaluations(gauges);
                 }
             }
             Publish::Done => self.done(),
@@ -394,6 +404,21 @@ impl Publisher {
             if let Some(reason) = reason {
                 tracing::debug!(reason = &**reason, "an evaluation failed");
             }
+        }
+        if !gauges.gone.is_empty() {
+            for duration in &gauges.gone {
+                i.loopwatch_evaluation_duration_seconds
+                    .record(duration.as_secs_f64(), &[]);
+            }
+            i.loopwatch_evaluations_total.add(
+                gauges.gone.len() as u64,
+                &[KeyValue::new("outcome", Ended::Failed.as_str())],
+            );
+            tracing::warn!(
+                evaluations = gauges.gone.len(),
+                reason = PROCESS_GONE,
+                "evaluations in flight ended as failed: the process that ran them ended without their end"
+            );
         }
         if let Some(wait) = gauges.queued {
             i.loopwatch_evaluation_queue_wait_seconds

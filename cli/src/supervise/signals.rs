@@ -107,7 +107,12 @@ pub(super) async fn watch(
                     if let Some(reason) = verdict(launch, &mut done_since) {
                         ending.terminate(reason);
                     } else if launch.options.on_hung_evaluation == OnHungEvaluation::Kill {
-                        hung.tick(launch.supervision, family.leader(), launch.options.grace);
+                        hung.tick(
+                            launch.supervision,
+                            launch.intake,
+                            family.leader(),
+                            launch.options.grace,
+                        );
                     }
                 }
             }

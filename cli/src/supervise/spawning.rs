@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use loopwatch::llm::proxy::{LlmProxy, ProxyConfig};
-use loopwatch::supervise::{ExitReason, LoopExit, Supervision};
+use loopwatch::supervise::{ExitReason, Intake, LoopExit, Supervision};
 use loopwatch::Monitor;
 use nix::sys::signal::Signal;
 
@@ -58,6 +58,9 @@ pub(super) fn start_llm_proxy(
 pub(super) struct Launch<'a> {
     pub(super) monitor: &'a Monitor,
     pub(super) supervision: &'a Supervision,
+    /// What the loop writes to its socket is applied through it; it knows the
+    /// processes that reported the loop's iterations.
+    pub(super) intake: &'a Intake,
     pub(super) options: &'a RunOptions,
     pub(super) program: &'a OsString,
     pub(super) args: &'a [OsString],

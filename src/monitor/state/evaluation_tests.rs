@@ -18,6 +18,7 @@ fn start(id: &str, secs: f64) -> Event {
     Event::EvaluationStarted {
         id: id.into(),
         pid: None,
+        pid_start: None,
         worker: None,
         queued: None,
         reported: None,
@@ -64,6 +65,7 @@ fn a_hung_evaluation_fires_past_the_floor_naming_itself_and_resolves_when_it_end
         Event::EvaluationStarted {
             id: "prog-17".into(),
             pid: Some(4242),
+            pid_start: None,
             worker: Some("pool-3".into()),
             queued: Some(Duration::from_millis(1500)),
             reported: None,
@@ -252,6 +254,7 @@ fn a_hundred_thousand_unique_ids_keep_the_state_bounded() {
         let mut events = vec![Event::EvaluationStarted {
             id: id.as_str().into(),
             pid: Some(1000 + i % 3000),
+            pid_start: None,
             worker: None,
             queued: None,
             reported: None,
@@ -271,22 +274,52 @@ fn a_hundred_thousand_unique_ids_keep_the_state_bounded() {
             state.apply(tick(t), &th);
         }
     }
-    let [in_flight, order, workers, finished] = state.evaluations.sizes();
+    let [in_flight, order, workers, finished, refused] = state.evaluations.sizes();
     assert_eq!(in_flight, evaluations::MAX_IN_FLIGHT);
+    assert!(refused <= evaluations::REFUSED_REMEMBERED, "{refused}");
     assert!(order <= 2 * evaluations::MAX_IN_FLIGHT + 64, "{order}");
     assert!(workers <= evaluations::MAX_WORKERS, "{workers}");
     assert_eq!(finished, evaluations::FINISHED_WINDOW);
     // The 10,000th never-ended evaluation starts at i = 29,997; every start after it
-    // is refused, and so is its end. Ghost ends: every sixth i.
+    // is refused, and counted once: its end is not counted again. Ghost ends: every
+    // sixth i.
     assert_eq!(
         rejected.get(&Rejection::EvaluationOverLimit).copied(),
         Some(70_002)
     );
     assert_eq!(
         rejected.get(&Rejection::EvaluationUnknown).copied(),
-        Some(16_667 + 46_668)
+        Some(16_667)
     );
     assert_eq!(state.evaluations.ended(Ended::Ok), 19_998);
+}
+
+/// A start refused because the most evaluations are in flight is counted once: its
+/// end, when it comes, is no second rejection (an unknown id), and changes nothing.
+#[test]
+fn the_end_of_a_start_refused_past_the_bound_is_not_counted_again() {
+    let th = Thresholds::default();
+    let mut state = RunState::new(at(0.0).wall, &th);
+    for i in 0..evaluations::MAX_IN_FLIGHT {
+        let applied = state.apply(start(&format!("x{i}"), 0.0), &th);
+        assert!(applied.rejected.is_none());
+    }
+    let refused = state.apply(start("one-too-many", 1.0), &th);
+    assert_eq!(
+        refused.rejected.map(|r| r.kind),
+        Some(Rejection::EvaluationOverLimit)
+    );
+    let its_end = state.apply(end("one-too-many", 2.0), &th);
+    assert!(its_end.rejected.is_none(), "{:?}", its_end.rejected);
+    assert!(matches!(its_end.publish, Publish::Nothing));
+    assert_eq!(state.evaluations.in_flight(), evaluations::MAX_IN_FLIGHT);
+    assert_eq!(state.evaluations.ended(Ended::Ok), 0);
+    let again = state.apply(end("one-too-many", 3.0), &th);
+    assert_eq!(
+        again.rejected.map(|r| r.kind),
+        Some(Rejection::EvaluationUnknown),
+        "a second end is one too many"
+    );
 }
 
 /// A loop whose evaluations all hang: its iteration never ends either. LoopStalled
@@ -308,6 +341,7 @@ fn a_loop_whose_evaluations_all_hang_raises_both_alerts_each_with_its_message() 
             Event::EvaluationStarted {
                 id: format!("gen-1-{worker}").into(),
                 pid: Some(100 + worker),
+                pid_start: None,
                 worker: None,
                 queued: None,
                 reported: None,
@@ -354,5 +388,190 @@ fn a_loop_whose_evaluations_all_hang_raises_both_alerts_each_with_its_message() 
             AlertName::LoopStalled.message(),
             AlertName::EvaluationHung.message()
         ]
+    );
+}
+
+/// The loop's process ends while evaluations are in flight (a crash, an exit): they
+/// end with it, as failed with the reason `process gone`, so EvaluationHung resolves
+/// and the gauges drop. Their durations stay out of the p95; an end arriving
+/// afterwards is an unknown id.
+#[test]
+fn evaluations_in_flight_end_as_failed_when_the_loops_process_ends() {
+    let th = Thresholds::default();
+    for restarting in [true, false] {
+        let mut state = RunState::new(at(0.0).wall, &th);
+        state.apply(Event::LoopStarted { at: at(0.0) }, &th);
+        state.apply(start("hung", 0.0), &th);
+        state.apply(start("young", 650.0), &th);
+        assert_eq!(hung(&mut state, &th, tick(700.0)).len(), 1);
+        let exit = LoopExit::new(Some(1), None);
+        let event = if restarting {
+            Event::LoopRestarting {
+                exit,
+                at: at(701.0),
+            }
+        } else {
+            Event::LoopExited {
+                exit,
+                at: at(701.0),
+            }
+        };
+        let applied = state.apply(event, &th);
+        assert_eq!(
+            applied
+                .findings
+                .transitions
+                .iter()
+                .filter(|t| t.alert == AlertName::EvaluationHung)
+                .map(|t| t.state)
+                .collect::<Vec<_>>(),
+            [AlertState::Inactive],
+            "restarting: {restarting}"
+        );
+        let gauges = match applied.publish {
+            Publish::LoopRestarting { evaluations, .. }
+            | Publish::LoopExited { evaluations, .. } => evaluations.expect("published"),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((gauges.in_flight, gauges.oldest), (0, Duration::ZERO));
+        assert_eq!(gauges.workers.1, 0);
+        assert_eq!(
+            gauges.gone,
+            [Duration::from_secs(701), Duration::from_secs(51)],
+            "oldest first"
+        );
+        assert!(gauges.finished.is_none());
+        assert_eq!(state.evaluations.ended(Ended::Failed), 2);
+        assert_eq!(state.evaluations.ended(Ended::Killed), 0, "not killed");
+        assert_eq!(state.evaluations.sizes()[..2], [0, 0]);
+        assert_eq!(state.evaluations.sizes()[3], 0, "kept out of the p95");
+        let view = state.evaluations_view(at(702.0));
+        assert_eq!(view.slowest[0].outcome, Some("failed"));
+        assert!(view.killed.is_empty());
+        assert!(!state.is_firing(AlertName::EvaluationHung));
+        let late = state.apply(end("hung", 702.0), &th);
+        assert_eq!(
+            late.rejected.map(|r| r.kind),
+            Some(Rejection::EvaluationUnknown)
+        );
+        // With none in flight, nothing evaluation-wise is published.
+        let again = state.apply(
+            Event::LoopRestarting {
+                exit,
+                at: at(710.0),
+            },
+            &th,
+        );
+        assert!(matches!(
+            again.publish,
+            Publish::LoopRestarting {
+                evaluations: None,
+                ..
+            }
+        ));
+    }
+}
+
+/// The supervisor found one evaluation's process gone: it alone ends, as failed,
+/// resolving EvaluationHung; an id no longer in flight is not a rejection.
+#[test]
+fn an_evaluation_whose_process_is_gone_ends_as_failed() {
+    let th = Thresholds::default();
+    let mut state = RunState::new(at(0.0).wall, &th);
+    state.apply(start("hung", 0.0), &th);
+    state.apply(start("other", 600.0), &th);
+    assert_eq!(hung(&mut state, &th, tick(601.0)).len(), 1);
+    let gone = Event::EvaluationGone {
+        id: "hung".into(),
+        at: at(602.0),
+    };
+    let applied = state.apply(gone, &th);
+    assert!(applied.rejected.is_none());
+    assert_eq!(
+        applied
+            .findings
+            .transitions
+            .iter()
+            .map(|t| (t.alert, t.state))
+            .collect::<Vec<_>>(),
+        [(AlertName::EvaluationHung, AlertState::Inactive)]
+    );
+    let Publish::Evaluations(gauges) = applied.publish else {
+        panic!("{:?}", applied.publish);
+    };
+    assert_eq!(gauges.in_flight, 1);
+    assert_eq!(gauges.gone, [Duration::from_secs(602)]);
+    assert_eq!(state.evaluations.ended(Ended::Failed), 1);
+    let again = state.apply(
+        Event::EvaluationGone {
+            id: "hung".into(),
+            at: at(603.0),
+        },
+        &th,
+    );
+    assert!(again.rejected.is_none());
+    assert!(matches!(again.publish, Publish::Nothing));
+    assert_eq!(state.evaluations.in_flight(), 1);
+}
+
+/// The start time read with an evaluation's pid (at receipt, by the intake or the
+/// guard) is what its hung evaluation carries, so that a supervisor signals that
+/// process only; a pid assigned later replaces it with its own start time.
+#[test]
+fn a_hung_evaluation_carries_the_start_time_of_its_reported_process() {
+    let th = Thresholds::default();
+    let mut state = RunState::new(at(0.0).wall, &th);
+    for (id, pid, pid_start) in [("a", 4242, Some(777)), ("b", 4243, None)] {
+        state.apply(
+            Event::EvaluationStarted {
+                id: id.into(),
+                pid: Some(pid),
+                pid_start,
+                worker: None,
+                queued: None,
+                reported: None,
+                at: at(0.0),
+            },
+            &th,
+        );
+    }
+    assert_eq!(hung(&mut state, &th, tick(601.0)).len(), 1);
+    let carried = |state: &RunState| -> Vec<(String, Option<u32>, Option<u64>)> {
+        state
+            .hung_evaluations(at(602.0))
+            .into_iter()
+            .map(|h| (h.id, h.pid, h.pid_start_ticks))
+            .collect()
+    };
+    assert_eq!(
+        carried(&state),
+        [
+            ("a".to_string(), Some(4242), Some(777)),
+            ("b".to_string(), Some(4243), None)
+        ]
+    );
+    let assign = |pid: Option<u32>, pid_start: Option<u64>, worker: Option<&str>| {
+        Event::EvaluationAssigned {
+            id: "a".into(),
+            pid,
+            pid_start,
+            worker: worker.map(Into::into),
+            queued: None,
+            at: at(601.5),
+        }
+    };
+    state.apply(assign(Some(5000), Some(888), None), &th);
+    assert_eq!(carried(&state)[0], ("a".to_string(), Some(5000), Some(888)));
+    state.apply(assign(None, None, Some("w1")), &th);
+    assert_eq!(
+        carried(&state)[0],
+        ("a".to_string(), Some(5000), Some(888)),
+        "a worker alone leaves the process as it was"
+    );
+    state.apply(assign(Some(5001), None, None), &th);
+    assert_eq!(
+        carried(&state)[0],
+        ("a".to_string(), Some(5001), None),
+        "a new pid's start time, not the old one's"
     );
 }

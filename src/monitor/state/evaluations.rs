@@ -7,6 +7,8 @@
 //! [`MAX_WORKERS`] workers, the last [`FINISHED_WINDOW`] durations. A start past the
 //! bound, a second start of an id in flight and an end of an id not in flight are
 //! turned away, each as a [`Refused`] for the hub to count; none changes anything.
+//! The ids of the last [`REFUSED_REMEMBERED`] starts refused past the bound are kept,
+//! so that the end of such an evaluation is not counted a second time.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -35,6 +37,14 @@ pub(crate) const WORKER_WINDOW: Duration = Duration::from_secs(60);
 /// last killed.
 pub(crate) const VIEW_LIMIT: usize = 10;
 
+/// Ids of starts refused past [`MAX_IN_FLIGHT`] remembered at most (the latest), so
+/// that their ends are not counted as ends of unknown ids.
+pub(crate) const REFUSED_REMEMBERED: usize = 1_024;
+
+/// Why an evaluation whose process is gone failed: the loop's process ended, or the
+/// process it reported exited, without the evaluation's end.
+pub(crate) const PROCESS_GONE: &str = "process gone";
+
 /// Why an evaluation event changed nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
@@ -42,8 +52,12 @@ pub(crate) enum Refused {
     OverLimit,
     /// A start of an id already in flight.
     Duplicate,
-    /// An end of an id not in flight (never started, already ended, or refused).
+    /// An end of an id not in flight (never started, already ended, or its start
+    /// refused longer ago than the last [`REFUSED_REMEMBERED`] refusals).
     Unknown,
+    /// The end of an evaluation whose start was refused past the bound: counted
+    /// already, with its start.
+    EndOfOverLimit,
 }
 
 /// A worker: its reported name, else its pid.
@@ -80,10 +94,16 @@ struct InFlight {
     /// When it started by the loop's clock (Unix seconds), if the start said.
     reported: Option<f64>,
     pid: Option<u32>,
+    /// The start time of the process under `pid` when it was reported, if one ran.
+    pid_start: Option<u64>,
     worker: Option<Arc<str>>,
     /// The worker it is counted on, when tracked.
     counted_on: Option<WorkerKey>,
 }
+
+/// The process an evaluation reported: its pid, and the start time (clock ticks
+/// after boot) of the process that ran under it then, when one did.
+pub(crate) type Process = (u32, Option<u64>);
 
 /// The oldest evaluation in flight: its id, age, worker and pid.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +161,14 @@ pub(crate) struct Evaluations {
     /// Ended evaluations by duration, over [`crate::catalog::EVALUATION_SECONDS_BOUNDARIES`]
     /// (the last bucket: above the largest boundary).
     buckets: [u64; BUCKETS],
+    /// Ids whose start was refused past the bound, each with the number of its last
+    /// refusal; forgotten when their end arrives or past [`REFUSED_REMEMBERED`].
+    refused: HashMap<Arc<str>, u64>,
+    /// The refusals, oldest first, at most [`REFUSED_REMEMBERED`] (an id forgotten
+    /// already, or refused again since, stays until it leaves the front).
+    refusals: VecDeque<(u64, Arc<str>)>,
+    /// The number of the next refusal.
+    next_refusal: u64,
 }
 
 /// Buckets of the duration distribution.
@@ -162,16 +190,19 @@ impl Default for Evaluations {
             slowest: Vec::with_capacity(VIEW_LIMIT + 1),
             killed: VecDeque::with_capacity(VIEW_LIMIT + 1),
             buckets: [0; BUCKETS],
+            refused: HashMap::new(),
+            refusals: VecDeque::new(),
+            next_refusal: 0,
         }
     }
 }
 
 impl Evaluations {
-    /// Evaluation `id` started at `now` (monotonic), on `worker` or `pid` if said.
+    /// Evaluation `id` started at `now` (monotonic), on `worker` or `process` if said.
     pub(crate) fn start(
         &mut self,
         id: &Arc<str>,
-        pid: Option<u32>,
+        process: Option<Process>,
         worker: Option<Arc<str>>,
         reported: Option<f64>,
         now: Duration,
@@ -180,10 +211,16 @@ impl Evaluations {
             return Err(Refused::Duplicate);
         }
         if self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.remember_refused(id);
             return Err(Refused::OverLimit);
+        }
+        if !self.refused.is_empty() {
+            // Started after all: its end is this start's.
+            self.refused.remove(id);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        let pid = process.map(|(pid, _)| pid);
         let counted_on = self.occupy(WorkerKey::of(worker.as_ref(), pid), now);
         self.in_flight.insert(
             Arc::clone(id),
@@ -192,6 +229,7 @@ impl Evaluations {
                 started: now,
                 reported,
                 pid,
+                pid_start: process.and_then(|(_, start)| start),
                 worker,
                 counted_on,
             },
@@ -201,20 +239,21 @@ impl Evaluations {
         Ok(())
     }
 
-    /// Evaluation `id` (in flight) runs on `worker` or `pid` (each if said); unknown
-    /// ids are ignored (their start was refused, and counted, already).
+    /// Evaluation `id` (in flight) runs on `worker` or `process` (each if said);
+    /// unknown ids are ignored (their start was refused, and counted, already).
     pub(crate) fn assign(
         &mut self,
         id: &str,
-        pid: Option<u32>,
+        process: Option<Process>,
         worker: Option<Arc<str>>,
         now: Duration,
     ) {
         let Some(evaluation) = self.in_flight.get_mut(id) else {
             return;
         };
-        if pid.is_some() {
-            evaluation.pid = pid;
+        if let Some((pid, start)) = process {
+            evaluation.pid = Some(pid);
+            evaluation.pid_start = start;
         }
         if worker.is_some() {
             evaluation.worker = worker;
@@ -231,6 +270,22 @@ impl Evaluations {
         }
     }
 
+    /// Remembers that the start of `id` was refused past the bound, forgetting the
+    /// oldest refusal past [`REFUSED_REMEMBERED`].
+    fn remember_refused(&mut self, id: &Arc<str>) {
+        if self.refusals.len() == REFUSED_REMEMBERED {
+            if let Some((number, forgotten)) = self.refusals.pop_front() {
+                if self.refused.get(&forgotten) == Some(&number) {
+                    self.refused.remove(&forgotten);
+                }
+            }
+        }
+        let number = self.next_refusal;
+        self.next_refusal += 1;
+        self.refused.insert(Arc::clone(id), number);
+        self.refusals.push_back((number, Arc::clone(id)));
+    }
+
     /// Evaluation `id` ended at `now` (`reported`: by the loop's clock, if said).
     pub(crate) fn end(
         &mut self,
@@ -238,6 +293,49 @@ impl Evaluations {
         outcome: Ended,
         reported: Option<f64>,
         now: Duration,
+    ) -> Result<Finished, Refused> {
+        // loopwatch's own kills are cut short: they would only lift the limit.
+        let ended = self.finish(id, outcome, reported, now, outcome != Ended::Killed);
+        if ended == Err(Refused::Unknown) && self.refused.remove(id).is_some() {
+            return Err(Refused::EndOfOverLimit);
+        }
+        ended
+    }
+
+    /// Evaluation `id`'s process is gone: it ends at `now` as failed ([`PROCESS_GONE`]).
+    /// Its duration says when loopwatch found out, not how long it ran, so it is kept
+    /// out of the 95th percentile, as a kill is.
+    pub(crate) fn gone(&mut self, id: &str, now: Duration) -> Result<Finished, Refused> {
+        self.finish(id, Ended::Failed, None, now, false)
+    }
+
+    /// The loop's process ended: every evaluation in flight ends at `now` as failed, its
+    /// process gone (see [`Evaluations::gone`]). Their durations, oldest first.
+    pub(crate) fn all_gone(&mut self, now: Duration) -> Vec<Duration> {
+        let ids: Vec<Arc<str>> = self
+            .order
+            .iter()
+            .filter(|(seq, id)| self.in_flight.get(id).is_some_and(|e| e.seq == *seq))
+            .map(|(_, id)| Arc::clone(id))
+            .collect();
+        let gone = ids
+            .iter()
+            .filter_map(|id| self.gone(id, now).ok())
+            .map(|finished| finished.duration)
+            .collect();
+        debug_assert!(self.in_flight.is_empty() && self.order.is_empty());
+        gone
+    }
+
+    /// Ends evaluation `id` at `now`; its duration joins the 95th percentile's when
+    /// `timed`.
+    fn finish(
+        &mut self,
+        id: &str,
+        outcome: Ended,
+        reported: Option<f64>,
+        now: Duration,
+        timed: bool,
     ) -> Result<Finished, Refused> {
         let evaluation = self.in_flight.remove(id).ok_or(Refused::Unknown)?;
         self.release(evaluation.counted_on.clone(), now);
@@ -248,8 +346,7 @@ impl Evaluations {
             _ => None,
         }
         .unwrap_or_else(|| now.saturating_sub(evaluation.started));
-        // loopwatch's own kills are cut short: they would only lift the limit.
-        if outcome != Ended::Killed {
+        if timed {
             if self.finished.len() == FINISHED_WINDOW {
                 self.finished.pop_front();
             }
@@ -375,8 +472,29 @@ impl Evaluations {
     }
 
     /// The evaluations in flight at `now` that have run longer than `limit`, oldest
-    /// first.
+    /// first, each with how many others in flight reported its pid.
     pub(crate) fn over(&self, limit: Duration, now: Duration) -> Vec<HungEvaluation> {
+        let mut hung = self.past(limit, now);
+        let mut pids: HashMap<u32, usize> = hung.iter().filter_map(|h| Some((h.pid?, 0))).collect();
+        if pids.is_empty() {
+            return hung;
+        }
+        for pid in self.in_flight.values().filter_map(|e| e.pid) {
+            if let Some(count) = pids.get_mut(&pid) {
+                *count += 1;
+            }
+        }
+        for evaluation in &mut hung {
+            if let Some(pid) = evaluation.pid {
+                evaluation.sharing_pid = pids.get(&pid).map_or(0, |n| n.saturating_sub(1));
+            }
+        }
+        hung
+    }
+
+    /// The evaluations in flight at `now` that have run longer than `limit`, oldest
+    /// first.
+    fn past(&self, limit: Duration, now: Duration) -> Vec<HungEvaluation> {
         let mut hung = Vec::new();
         for (seq, id) in &self.order {
             let Some(evaluation) = self.in_flight.get(id).filter(|e| e.seq == *seq) else {
@@ -389,8 +507,10 @@ impl Evaluations {
             hung.push(HungEvaluation {
                 id: id.to_string(),
                 pid: evaluation.pid,
+                pid_start_ticks: evaluation.pid_start,
                 worker: evaluation.worker.as_deref().map(str::to_string),
                 age,
+                sharing_pid: 0,
             });
         }
         hung
@@ -483,15 +603,16 @@ impl Evaluations {
         self.ended[outcome as usize]
     }
 
-    /// The sizes of what is kept: evaluations in flight, the order of starts, workers
-    /// and finished durations.
+    /// The sizes of what is kept: evaluations in flight, the order of starts, workers,
+    /// finished durations and refused ids remembered.
     #[cfg(test)]
-    pub(crate) fn sizes(&self) -> [usize; 4] {
+    pub(crate) fn sizes(&self) -> [usize; 5] {
         [
             self.in_flight.len(),
             self.order.len(),
             self.workers.len(),
             self.finished.len(),
+            self.refused.len().max(self.refusals.len()),
         ]
     }
 }
@@ -511,7 +632,8 @@ mod tests {
     #[test]
     fn the_oldest_in_flight_ages_from_its_start_and_leaves_when_it_ends() {
         let mut e = Evaluations::default();
-        e.start(&id("a"), Some(7), None, None, secs(10)).unwrap();
+        e.start(&id("a"), Some((7, None)), None, None, secs(10))
+            .unwrap();
         e.start(&id("b"), None, Some(id("w1")), None, secs(12))
             .unwrap();
         let oldest = e.oldest(secs(15)).unwrap();
@@ -523,7 +645,7 @@ mod tests {
         assert_eq!(e.end("a", Ended::Ok, None, secs(16)), Err(Refused::Unknown));
         e.end("b", Ended::Timeout, None, secs(21)).unwrap();
         assert_eq!(e.oldest(secs(30)), None);
-        assert_eq!(e.sizes(), [0, 0, 2, 2]);
+        assert_eq!(e.sizes(), [0, 0, 2, 2, 0]);
     }
 
     #[test]
@@ -557,8 +679,61 @@ mod tests {
             Err(Refused::OverLimit)
         );
         assert_eq!(e.in_flight(), MAX_IN_FLIGHT);
+        // Its end was counted with its start: not an unknown id besides.
         assert_eq!(
             e.end("one-too-many", Ended::Ok, None, secs(4)),
+            Err(Refused::EndOfOverLimit)
+        );
+        assert_eq!(
+            e.end("one-too-many", Ended::Ok, None, secs(4)),
+            Err(Refused::Unknown),
+            "once"
+        );
+    }
+
+    #[test]
+    fn the_ids_of_refused_starts_are_remembered_within_their_bound() {
+        let mut e = Evaluations::default();
+        for i in 0..MAX_IN_FLIGHT {
+            e.start(&id(&format!("x{i}")), None, None, None, secs(0))
+                .unwrap();
+        }
+        let refused = |i: usize| format!("refused-{i}");
+        for i in 0..REFUSED_REMEMBERED + 10 {
+            assert_eq!(
+                e.start(&id(&refused(i)), None, None, None, secs(1)),
+                Err(Refused::OverLimit)
+            );
+        }
+        // Refused again: remembered from its latest refusal.
+        e.start(&id(&refused(0)), None, None, None, secs(1))
+            .unwrap_err();
+        assert_eq!(e.sizes()[4], REFUSED_REMEMBERED);
+        assert_eq!(
+            e.end(&refused(5), Ended::Ok, None, secs(2)),
+            Err(Refused::Unknown),
+            "forgotten: over the bound"
+        );
+        assert_eq!(
+            e.end(&refused(10), Ended::Ok, None, secs(2)),
+            Err(Refused::Unknown),
+            "forgotten for the second refusal of refused-0"
+        );
+        for i in [0, 11, REFUSED_REMEMBERED + 9] {
+            assert_eq!(
+                e.end(&refused(i), Ended::Ok, None, secs(2)),
+                Err(Refused::EndOfOverLimit),
+                "{i}"
+            );
+        }
+        // An id refused, then started once there is room, ends as any other.
+        e.start(&id("again"), None, None, None, secs(3))
+            .unwrap_err();
+        e.end("x0", Ended::Ok, None, secs(3)).unwrap();
+        e.start(&id("again"), None, None, None, secs(3)).unwrap();
+        assert!(e.end("again", Ended::Ok, None, secs(4)).is_ok());
+        assert_eq!(
+            e.end("again", Ended::Ok, None, secs(4)),
             Err(Refused::Unknown)
         );
     }
@@ -585,10 +760,11 @@ mod tests {
     #[test]
     fn occupancy_counts_busy_workers_among_those_seen_in_the_last_minute() {
         let mut e = Evaluations::default();
-        e.start(&id("a"), Some(11), Some(id("w1")), None, secs(0))
+        e.start(&id("a"), Some((11, None)), Some(id("w1")), None, secs(0))
             .unwrap();
-        e.start(&id("b"), Some(12), None, None, secs(0)).unwrap();
-        e.start(&id("c"), Some(13), Some(id("w1")), None, secs(0))
+        e.start(&id("b"), Some((12, None)), None, None, secs(0))
+            .unwrap();
+        e.start(&id("c"), Some((13, None)), Some(id("w1")), None, secs(0))
             .unwrap();
         e.start(&id("d"), None, None, None, secs(0)).unwrap();
         assert_eq!(e.workers(), (2, 2), "w1 (by name) and pid 12");
@@ -634,7 +810,7 @@ mod tests {
     fn the_views_keep_the_slowest_the_killed_and_the_distribution_bounded() {
         let mut e = Evaluations::default();
         for i in 0..100u64 {
-            e.start(&id(&format!("e{i}")), Some(7), None, None, secs(0))
+            e.start(&id(&format!("e{i}")), Some((7, None)), None, None, secs(0))
                 .unwrap();
             let outcome = if i % 10 == 0 {
                 Ended::Killed
@@ -657,16 +833,40 @@ mod tests {
         // 0 s falls in the first bucket; 61..=99 s in (60, 120].
         assert_eq!(e.buckets()[0], 1);
         assert_eq!(e.buckets()[9], 39);
-        e.start(&id("late"), Some(8), Some(id("w")), None, secs(100))
+        e.start(&id("late"), Some((8, None)), Some(id("w")), None, secs(100))
             .unwrap();
         e.start(&id("later"), None, None, None, secs(105)).unwrap();
         let hung = e.over(secs(3), secs(107));
         assert_eq!(hung.len(), 1, "only the one past the limit: {hung:?}");
+        assert_eq!(hung[0].sharing_pid, 0);
         assert_eq!((hung[0].id.as_str(), hung[0].pid), ("late", Some(8)));
         assert_eq!(hung[0].age, secs(7));
         let rows = e.oldest_rows(secs(107));
         assert_eq!(rows[0].worker.as_deref(), Some("w"));
         assert_eq!((rows[1].seconds, rows[1].outcome), (2.0, None));
+    }
+
+    #[test]
+    fn a_hung_evaluation_says_how_many_others_in_flight_share_its_pid() {
+        let mut e = Evaluations::default();
+        e.start(&id("hung"), Some((7, None)), None, None, secs(0))
+            .unwrap();
+        e.start(&id("alone"), Some((8, None)), None, None, secs(0))
+            .unwrap();
+        e.start(&id("no-pid"), None, None, None, secs(0)).unwrap();
+        e.start(&id("young"), Some((7, None)), None, None, secs(50))
+            .unwrap();
+        e.start(&id("ended"), Some((8, None)), None, None, secs(1))
+            .unwrap();
+        e.end("ended", Ended::Ok, None, secs(2)).unwrap();
+        let hung = e.over(secs(10), secs(60));
+        let sharing: Vec<(&str, usize)> = hung
+            .iter()
+            .map(|h| (h.id.as_str(), h.sharing_pid))
+            .collect();
+        assert_eq!(sharing, [("hung", 1), ("alone", 0), ("no-pid", 0)]);
+        e.end("young", Ended::Ok, None, secs(61)).unwrap();
+        assert_eq!(e.over(secs(10), secs(62))[0].sharing_pid, 0);
     }
 
     #[test]
@@ -680,7 +880,7 @@ mod tests {
             // Past the bound, starts are refused.
             let _ = e.start(
                 &id(&name),
-                Some(1 + (i % 7_000) as u32),
+                Some((1 + (i % 7_000) as u32, None)),
                 Some(worker),
                 None,
                 secs(i),
@@ -692,8 +892,9 @@ mod tests {
                 let _ = e.end(&format!("ghost-{i}"), Ended::Ok, None, secs(i));
             }
         }
-        let [in_flight, order, workers, finished] = e.sizes();
+        let [in_flight, order, workers, finished, refused] = e.sizes();
         assert_eq!(in_flight, MAX_IN_FLIGHT);
+        assert!(refused <= REFUSED_REMEMBERED, "{refused}");
         assert!(order <= 2 * MAX_IN_FLIGHT + 64, "{order}");
         assert!(workers <= MAX_WORKERS, "{workers}");
         assert_eq!(finished, FINISHED_WINDOW);

@@ -43,7 +43,7 @@ use housekeeping::{Housekeeping, Latest};
 use ledger::RunLedger;
 use liveness::Liveness;
 
-pub(super) use evaluations::Finished;
+pub(super) use evaluations::{Finished, PROCESS_GONE};
 pub(super) use ledger::RECENT_ITERATIONS;
 
 /// The evaluator's published quantities after an iteration: rolling values,
@@ -99,6 +99,9 @@ pub(super) struct EvaluationGauges {
     pub(super) finished: Option<(Finished, Option<Box<str>>)>,
     /// A queue wait reported.
     pub(super) queued: Option<Duration>,
+    /// Evaluations that ended as failed because their process is gone, their
+    /// durations.
+    pub(super) gone: Vec<Duration>,
 }
 
 /// What the instruments are to show of an applied event: its values, as the state
@@ -140,11 +143,20 @@ pub(super) enum Publish {
         at: SystemTime,
         restart: Option<(ExitReason, u64)>,
     },
-    /// A supervised loop's process ended and will be started again.
-    LoopRestarting(LoopExit),
+    /// A supervised loop's process ended and will be started again; `evaluations`
+    /// when evaluations were in flight (they ended with it).
+    LoopRestarting {
+        exit: LoopExit,
+        evaluations: Option<EvaluationGauges>,
+    },
     /// A supervised loop's process ended for good; `newly_done` when that is what
-    /// made the run done.
-    LoopExited { exit: LoopExit, newly_done: bool },
+    /// made the run done; `evaluations` when evaluations were in flight (they ended
+    /// with it).
+    LoopExited {
+        exit: LoopExit,
+        newly_done: bool,
+        evaluations: Option<EvaluationGauges>,
+    },
     /// The loop said it is done (the first time).
     Done,
     /// An LLM call, its label values, price and the evidence after it.
@@ -264,7 +276,7 @@ impl RunState {
                 (self.process_sweep(sweep), at)
             }
             Event::LoopStarted { at } => (self.loop_started(at, th), at),
-            Event::LoopRestarting { exit, at } => (self.loop_restarting(exit), at),
+            Event::LoopRestarting { exit, at } => (self.loop_restarting(exit, th, at), at),
             Event::LoopExited { exit, at } => (self.loop_exited(exit, th, at), at),
             Event::LoopCannotReport { at } => {
                 self.liveness.unreported();
@@ -283,12 +295,16 @@ impl RunState {
             Event::EvaluationStarted {
                 id,
                 pid,
+                pid_start,
                 worker,
                 queued,
                 reported,
                 at,
             } => {
-                let started = self.evaluations.start(&id, pid, worker, reported, at.mono);
+                let process = pid.map(|pid| (pid, pid_start));
+                let started = self
+                    .evaluations
+                    .start(&id, process, worker, reported, at.mono);
                 let applied = match started {
                     Ok(()) => Applied::just(Publish::Evaluations(
                         self.evaluation_gauges(at, None, None, queued),
@@ -300,11 +316,13 @@ impl RunState {
             Event::EvaluationAssigned {
                 id,
                 pid,
+                pid_start,
                 worker,
                 queued,
                 at,
             } => {
-                self.evaluations.assign(&id, pid, worker, at.mono);
+                let process = pid.map(|pid| (pid, pid_start));
+                self.evaluations.assign(&id, process, worker, at.mono);
                 let gauges = self.evaluation_gauges(at, None, None, queued);
                 (Applied::just(Publish::Evaluations(gauges)), at)
             }
@@ -318,6 +336,7 @@ impl RunState {
                 self.evaluation_ended(&id, outcome, reason, reported, th, at),
                 at,
             ),
+            Event::EvaluationGone { id, at } => (self.evaluation_gone(&id, th, at), at),
             Event::Instrumentation { report, at } => {
                 let news = self.frameworks.report(&report);
                 (Applied::just(Publish::Instrumentation { report, news }), at)
@@ -521,12 +540,13 @@ impl RunState {
         )
     }
 
-    fn loop_restarting(&mut self, mut exit: LoopExit) -> Applied {
+    fn loop_restarting(&mut self, mut exit: LoopExit, th: &Thresholds, at: Moment) -> Applied {
         exit.said_done |= self.liveness.is_done();
         exit.restarted = true;
         self.liveness.loop_down();
         self.ledger.record_exit(exit);
-        Applied::just(Publish::LoopRestarting(exit))
+        let (findings, evaluations) = self.all_evaluations_gone(th, at);
+        Applied::new(findings, Publish::LoopRestarting { exit, evaluations })
     }
 
     fn loop_exited(&mut self, mut exit: LoopExit, th: &Thresholds, at: Moment) -> Applied {
@@ -540,7 +560,47 @@ impl RunState {
         if newly_done {
             findings.extend(self.stall(th, at));
         }
-        Applied::new(findings, Publish::LoopExited { exit, newly_done })
+        let (gone, evaluations) = self.all_evaluations_gone(th, at);
+        findings.extend(gone);
+        Applied::new(
+            findings,
+            Publish::LoopExited {
+                exit,
+                newly_done,
+                evaluations,
+            },
+        )
+    }
+
+    /// The loop's process ended, and its evaluations in flight with it: each ends as
+    /// failed, its process gone. EvaluationHung again when it is raised; the gauges
+    /// when any evaluation ended.
+    fn all_evaluations_gone(
+        &mut self,
+        th: &Thresholds,
+        at: Moment,
+    ) -> (Findings, Option<EvaluationGauges>) {
+        let gone = self.evaluations.all_gone(at.mono);
+        if gone.is_empty() {
+            return (Findings::default(), None);
+        }
+        let (findings, limit) = self.hung_again(th, at);
+        let mut gauges = self.evaluation_gauges(at, limit, None, None);
+        gauges.gone = gone;
+        (findings, Some(gauges))
+    }
+
+    /// The supervisor found evaluation `id`'s process gone: it ends as failed. An id
+    /// no longer in flight (it ended meanwhile) changes nothing and is not counted:
+    /// the loop sent nothing wrong.
+    fn evaluation_gone(&mut self, id: &str, th: &Thresholds, at: Moment) -> Applied {
+        let Ok(finished) = self.evaluations.gone(id, at.mono) else {
+            return Applied::just(Publish::Nothing);
+        };
+        let (findings, limit) = self.hung_again(th, at);
+        let mut gauges = self.evaluation_gauges(at, limit, None, None);
+        gauges.gone = vec![finished.duration];
+        Applied::new(findings, Publish::Evaluations(gauges))
     }
 
     fn done(&mut self, th: &Thresholds, at: Moment) -> Applied {
@@ -587,15 +647,19 @@ impl RunState {
             Ok(finished) => finished,
             Err(refused) => return self.refused(refused),
         };
-        let (findings, limit) =
-            if self.evaluator.state(AlertName::EvaluationHung) == AlertState::Inactive {
-                (Findings::default(), None)
-            } else {
-                let (findings, limit) = self.hung(th, at);
-                (findings, Some(limit))
-            };
+        let (findings, limit) = self.hung_again(th, at);
         let gauges = self.evaluation_gauges(at, limit, Some((finished, reason)), None);
         Applied::new(findings, Publish::Evaluations(gauges))
+    }
+
+    /// EvaluationHung again after evaluations ended, when it is raised (the hung
+    /// evaluation may be one that ended), and the limit it was judged against.
+    fn hung_again(&mut self, th: &Thresholds, at: Moment) -> (Findings, Option<Duration>) {
+        if self.evaluator.state(AlertName::EvaluationHung) == AlertState::Inactive {
+            return (Findings::default(), None);
+        }
+        let (findings, limit) = self.hung(th, at);
+        (findings, Some(limit))
     }
 
     /// An evaluation event turned away, in the iteration it was sent in.
@@ -607,6 +671,8 @@ impl RunState {
             ),
             Refused::Duplicate => (Rejection::EvaluationDuplicate, f64::NAN),
             Refused::Unknown => (Rejection::EvaluationUnknown, f64::NAN),
+            // Counted with its start.
+            Refused::EndOfOverLimit => return Applied::just(Publish::Nothing),
         };
         Applied::rejected(Rejected {
             kind,
@@ -648,6 +714,7 @@ impl RunState {
             limit,
             finished,
             queued,
+            gone: Vec::new(),
         }
     }
 

@@ -256,7 +256,9 @@ fn restarts_are_counted_exits_kept_and_a_failing_exit_fires() {
         },
         &th,
     );
-    assert!(matches!(applied.publish, Publish::LoopRestarting(e) if e.restarted));
+    assert!(
+        matches!(applied.publish, Publish::LoopRestarting { exit, evaluations: None } if exit.restarted)
+    );
     // Between the processes: waiting is the supervisor's, not a stall.
     assert!(state.liveness.activity(at(500.0).mono).done);
     let applied = state.apply(Event::LoopStarted { at: at(3.0) }, &th);
