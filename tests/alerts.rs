@@ -102,7 +102,6 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
         .filter(|alert| *alert != AlertName::LoopExited)
         .collect();
     let ballast = vec![1u8; BALLAST];
-    let hung = monitor.evaluation("prog-hung").worker("pool-1").pid(4242);
     for _ in 0..21 {
         iterate(&monitor, 1, 9, 0.05, "same-champion");
     }
@@ -117,6 +116,9 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
     let supervision = monitor.supervision();
     supervision.loop_restarting(loopwatch::supervise::LoopExit::new(Some(1), None));
     supervision.loop_started(std::process::id());
+    // An evaluation of the restarted loop hangs (a restart ends the evaluations of the
+    // process before it as "process gone").
+    let hung = monitor.evaluation("prog-hung").worker("pool-1").pid(4242);
 
     for alert in provoked.iter().copied() {
         wait_for(&am, alert.as_str(), |am| am.alert(alert.as_str()).is_some());
