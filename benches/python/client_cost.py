@@ -1,5 +1,7 @@
 """Cost of recording one iteration from Python: the loopwatch client against
-prometheus_client doing the same recording in-process, in one run, side by side.
+prometheus_client doing the same recording in-process, in one run, side by side;
+and the cost of one evaluation (``with loopwatch.evaluation(id):``, its start and
+its end) with the client's writer.
 
 One iteration is what an evolutionary loop reports: a start, 20 strategy outcomes
 (16 successes with a Sharpe ratio and a drawdown, 4 failures with a reason), the
@@ -65,6 +67,17 @@ def with_loopwatch_bulk(n: int) -> None:
     loopwatch.flush(30)
 
 
+def with_evaluations(n: int) -> None:
+    """One evaluation per candidate, as an evaluator decorated or wrapped by the
+    client reports it: its start and its end, with this process's pid."""
+    for g in range(n):
+        with loopwatch.evaluation("prog-%d" % g, worker="worker-1"):
+            pass
+        if g % 100 == 99:
+            loopwatch.flush(30)
+    loopwatch.flush(30)
+
+
 registry = pc.CollectorRegistry()
 successes = pc.Counter("strategy_success", "Successful strategies", registry=registry)
 failures = pc.Counter("strategy_failure", "Failed strategies", registry=registry)
@@ -112,18 +125,21 @@ def main() -> None:
     with_loopwatch(200)  # warm up: connection, writer thread
     with_loopwatch_bulk(200)
     with_prometheus_client(200)
-    ours, bulk, theirs = [], [], []
+    with_evaluations(200)
+    ours, bulk, theirs, evaluations = [], [], [], []
     for _ in range(ROUNDS):
         ours.append(cpu_per_iteration(with_loopwatch, ITERATIONS))
         bulk.append(cpu_per_iteration(with_loopwatch_bulk, ITERATIONS))
         theirs.append(cpu_per_iteration(with_prometheus_client, ITERATIONS))
+        evaluations.append(cpu_per_iteration(with_evaluations, ITERATIONS))
     client = _api._client
     assert client is not None and client.dropped == 0 and client.lost == 0, "events were dropped"
     a, c, b = statistics.median(ours), statistics.median(bulk), statistics.median(theirs)
+    e = statistics.median(evaluations)
     print(
         "python-client-cost iterations=%d rounds=%d loopwatch_us=%.1f loopwatch_bulk_us=%.1f "
-        "prometheus_client_us=%.1f ratio=%.2f ratio_bulk=%.2f"
-        % (ITERATIONS, ROUNDS, a * 1e6, c * 1e6, b * 1e6, b / a, b / c)
+        "prometheus_client_us=%.1f ratio=%.2f ratio_bulk=%.2f evaluation_us=%.1f"
+        % (ITERATIONS, ROUNDS, a * 1e6, c * 1e6, b * 1e6, b / a, b / c, e * 1e6)
     )
     loopwatch.done()
 
