@@ -652,10 +652,8 @@ fn every_rule_reaches_alertmanager_within_ten_seconds_through_prometheus() {
     let condition = Instant::now();
     latencies.push(("LoopExited", path.delivered("LoopExited", condition)));
 
-    // LoopStalled: its own test below (a short stall floor would fire it here).
-    // EvaluationHung: not measured through Prometheus here yet (its floor is minutes);
-    // its rule's boundaries are promtool tests, and tests/alerts.rs sends it to a real
-    // Alertmanager.
+    // LoopStalled and EvaluationHung: their own tests below (a short stall or
+    // evaluation floor would fire them here).
     let rules: Vec<&str> = loopwatch::ALERTS
         .iter()
         .filter(|spec| matches!(spec.rule, loopwatch::RuleSpec::Rule { .. }))
@@ -689,6 +687,42 @@ fn a_stall_reaches_alertmanager_within_ten_seconds_through_prometheus() {
         latency <= Duration::from_secs(10),
         "LoopStalled: {latency:?}"
     );
+}
+
+#[test]
+fn an_evaluation_hang_reaches_alertmanager_within_ten_seconds_through_prometheus() {
+    let t = Thresholds::default()
+        .with_evaluation_floor(Duration::from_secs(3))
+        .unwrap();
+    let path = RulesPath::start(&t);
+    // In flight past the 3 s floor from now; ended only once delivered.
+    let hung = path.monitor.evaluation("prog-hung").worker("pool-1");
+    let condition = Instant::now() + Duration::from_secs(3);
+    let latency = path.delivered("EvaluationHung", condition);
+    assert!(
+        latency <= Duration::from_secs(10),
+        "EvaluationHung: {latency:?}"
+    );
+    hung.ok();
+}
+
+#[test]
+fn a_hung_evaluation_is_notified_once_by_both_paths() {
+    let t = Thresholds::default()
+        .with_evaluation_floor(Duration::from_secs(4))
+        .unwrap();
+    let paths = BothPaths::start(&t);
+    let hung = std::sync::Mutex::new(None);
+    paths.phase(
+        &["EvaluationHung"],
+        &|| *hung.lock().unwrap() = Some(paths.monitor.evaluation("prog-hung").worker("pool-1")),
+        &|| {
+            if let Some(evaluation) = hung.lock().unwrap().take() {
+                evaluation.ok();
+            }
+        },
+    );
+    paths.assert_notified_once(&["EvaluationHung"]);
 }
 
 /// What a memory test allocates to move host memory past its threshold.
