@@ -547,11 +547,13 @@ def _write(directory: str, name: str, text: str) -> str:
 class OpenEvolveTest(unittest.TestCase):
     ITERATIONS = 12
 
-    def test_a_real_run_reports_what_openevolve_itself_says(self) -> None:
+    def openevolve(self, iterations: int, initial: str = INITIAL_PROGRAM) -> Tuple[Run, Dict[str, Any], str]:
+        """A real OpenEvolve run of ``iterations`` from ``initial`` against the stand-in:
+        what was reported, OpenEvolve's best_program_info.json, and its log."""
         stand_in = StandIn(bad="too long")
         self.addCleanup(stand_in.close)
         work = tempfile.mkdtemp(prefix="lw-openevolve-")
-        _write(work, "initial_program.py", INITIAL_PROGRAM)
+        _write(work, "initial_program.py", initial)
         _write(
             work,
             "evaluator.py",
@@ -591,7 +593,7 @@ class OpenEvolveTest(unittest.TestCase):
               population_size: 50
               num_islands: 2
             """
-            % (self.ITERATIONS, stand_in.url),
+            % (iterations, stand_in.url),
         )
         run = run_child(
             self,
@@ -605,6 +607,10 @@ class OpenEvolveTest(unittest.TestCase):
         log_files = sorted(os.listdir(os.path.join(out, "logs")))
         with open(os.path.join(out, "logs", log_files[-1]), encoding="utf-8") as f:
             log = f.read()
+        return run, best, log
+
+    def test_a_real_run_reports_what_openevolve_itself_says(self) -> None:
+        run, best, log = self.openevolve(self.ITERATIONS)
         # OpenEvolve's own account, from its log: every iteration it collected, the
         # programs it evaluated, and those whose evaluation failed.
         evaluated = set(int(n) for n in re.findall(r"Iteration (\d+): Program ", log))
@@ -612,18 +618,22 @@ class OpenEvolveTest(unittest.TestCase):
         evaluation_failures = len(re.findall(r"All evaluation attempts failed", log))
         iterations = evaluated | failed_iterations
         self.assertEqual(len(iterations), self.ITERATIONS)
+        children = set(re.findall(r"Iteration \d+: Program (\S+) ", log))
 
         self.assertEqual(run.count("iteration_start"), len(iterations))
         self.assertEqual(run.count("iteration_end"), len(iterations))
+        populations = run.of("population")
+        # The initial program's score is one more success when it was the champion
+        # of an iteration (the first ones failed).
+        seed = int(any(p["champion"] not in children for p in populations))
         successes, failures = run.outcomes()
-        self.assertEqual(successes + sum(failures.values()), len(iterations))
-        self.assertEqual(successes, len(evaluated) - evaluation_failures)
+        self.assertEqual(successes - seed + sum(failures.values()), len(iterations))
+        self.assertEqual(successes - seed, len(evaluated) - evaluation_failures)
         evaluator_failures = sum(n for reason, n in failures.items() if reason.startswith("evaluator: "))
-        self.assertEqual(successes + evaluator_failures, len(evaluated), failures)
+        self.assertEqual(successes - seed + evaluator_failures, len(evaluated), failures)
         self.assertIn("evaluator: ValueError", failures)
         self.assertIn("program too long", failures)
 
-        populations = run.of("population")
         self.assertEqual(populations[-1]["champion"], best["id"])
         best_score = max(line["sharpe"][2] for line in run.of("outcomes") if line["sharpe"][0])
         self.assertEqual(best_score, best["metrics"]["combined_score"])
@@ -640,15 +650,36 @@ class OpenEvolveTest(unittest.TestCase):
         self.assertEqual(int(cost.group(1)), len(iterations))
         print("\nOpenEvolve: %s ms added per iteration" % cost.group(2), file=sys.stderr)
 
+    def test_an_initial_program_better_than_every_child_is_champion_with_its_score(self) -> None:
+        # Every child scores 10 + n; the initial program 1000.
+        run, best, log = self.openevolve(4, INITIAL_PROGRAM.replace("return 1", "return 1000"))
+        self.assertEqual(best["metrics"]["combined_score"], 1000.0, "OpenEvolve's best is the initial program")
+        children = set(re.findall(r"Iteration \d+: Program (\S+) ", log))
+        self.assertNotIn(best["id"], children)
+        populations = run.of("population")
+        self.assertEqual({p["champion"] for p in populations}, {best["id"]})
+        best_score = max(line["sharpe"][2] for line in run.of("outcomes") if line["sharpe"][0])
+        self.assertEqual(best_score, 1000.0)
+        # Reported once, with the first iteration.
+        self.assertEqual(run.of("outcomes")[0]["sharpe"][2], 1000.0)
+        self.assertEqual(sum(1 for line in run.of("outcomes") if line["sharpe"][0] and line["sharpe"][2] == 1000.0), 1)
+        self.assertEqual(run.count("iteration_end"), 4)
+
 
 class ShinkaEvolveTest(unittest.TestCase):
     GENERATIONS = 6
 
-    def test_a_real_run_reports_what_shinkaevolve_itself_says(self) -> None:
+    def shinka(
+        self, generations: int, initial: str = INITIAL_PROGRAM
+    ) -> Tuple[Run, List[Tuple[str, int, int, float]], str, int]:
+        """A real ShinkaEvolve run of ``generations`` from ``initial`` against the
+        stand-in: what was reported, and ShinkaEvolve's database: its programs (id,
+        generation, correct, combined_score), its best program and its failed
+        proposals."""
         stand_in = StandIn(bad="no code")
         self.addCleanup(stand_in.close)
         work = tempfile.mkdtemp(prefix="lw-shinka-")
-        _write(work, "initial.py", INITIAL_PROGRAM)
+        _write(work, "initial.py", initial)
         # The evaluation job writes the two files ShinkaEvolve reads (what its
         # run_shinka_eval writes), with the standard library only.
         _write(
@@ -691,7 +722,7 @@ class ShinkaEvolveTest(unittest.TestCase):
                 db_config=DatabaseConfig(db_path="evolution_db.sqlite", num_islands=1, archive_size=20),
                 max_evaluation_jobs=2, max_proposal_jobs=2, verbose=False,
             ).run()
-        """ % (self.GENERATIONS, stand_in.url)
+        """ % (generations, stand_in.url)
         if not os.access(SHINKA_PYTHON, os.X_OK):
             self.fail(
                 "no ShinkaEvolve environment at %s: run "
@@ -703,15 +734,22 @@ class ShinkaEvolveTest(unittest.TestCase):
         programs = db.execute("SELECT id, generation, correct, combined_score FROM programs").fetchall()
         best_id = db.execute("SELECT value FROM metadata_store WHERE key = 'best_program_id'").fetchone()[0]
         failed = db.execute("SELECT COUNT(*) FROM attempt_log WHERE status = 'failed'").fetchone()[0]
+        return run, programs, best_id, failed
+
+    def test_a_real_run_reports_what_shinkaevolve_itself_says(self) -> None:
+        run, programs, best_id, failed = self.shinka(self.GENERATIONS)
         evolved = [p for p in programs if p[1] > 0]
+        populations = run.of("population")
+        # The initial program's score is one more success when it was the champion
+        # of an iteration (the first ones failed).
+        seed = int(any(p["champion"] in {q[0] for q in programs if q[1] == 0} for p in populations))
 
         self.assertEqual(run.count("iteration_end"), len(evolved) + failed)
         successes, failures = run.outcomes()
-        self.assertEqual(successes, sum(1 for p in evolved if p[2]))
+        self.assertEqual(successes - seed, sum(1 for p in evolved if p[2]))
         self.assertEqual(sum(failures.values()), sum(1 for p in evolved if not p[2]) + failed)
         self.assertIn("evaluation: ValueError", failures)
         self.assertIn("proposal: llm_output_invalid", failures)
-        populations = run.of("population")
         self.assertEqual(populations[-1]["champion"], best_id)
         self.assertEqual(populations[-1]["size"], len(programs))
         best_score = max(line["sharpe"][2] for line in run.of("outcomes") if line["sharpe"][0])
@@ -719,6 +757,19 @@ class ShinkaEvolveTest(unittest.TestCase):
         self.assertTrue(all(0.0 <= p["diversity"] <= 1.0 for p in populations))
         self.assertEqual(run.count("done"), 1)
         self.assertEqual(run.errors(), 0)
+
+    def test_an_initial_program_better_than_every_child_is_champion_with_its_score(self) -> None:
+        # Every child scores 10 + n; the initial program 1000.
+        run, programs, best_id, _ = self.shinka(3, INITIAL_PROGRAM.replace("return 1", "return 1000"))
+        seed = [p for p in programs if p[1] == 0]
+        self.assertEqual([(p[0], p[3]) for p in seed], [(best_id, 1000.0)], "ShinkaEvolve's best is the initial program")
+        populations = run.of("population")
+        self.assertEqual({p["champion"] for p in populations}, {best_id})
+        best_score = max(line["sharpe"][2] for line in run.of("outcomes") if line["sharpe"][0])
+        self.assertEqual(best_score, 1000.0)
+        # Reported once, with the first iteration.
+        self.assertEqual(run.of("outcomes")[0]["sharpe"][2], 1000.0)
+        self.assertEqual(sum(1 for line in run.of("outcomes") if line["sharpe"][0] and line["sharpe"][2] == 1000.0), 1)
 
 
 # --- the parts, without a child ---------------------------------------------------------
