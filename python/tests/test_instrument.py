@@ -472,6 +472,36 @@ class SelectionTest(unittest.TestCase):
         self.assertEqual(run.count("iteration_end"), 1)
 
 
+    def test_a_childs_own_loopwatch_of_another_version_is_not_shadowed(self) -> None:
+        import loopwatch
+
+        own = tempfile.mkdtemp(prefix="lw-own-")
+        os.mkdir(os.path.join(own, "loopwatch"))
+        init = os.path.join(own, "loopwatch", "__init__.py")
+        with open(init, "w", encoding="utf-8") as f:
+            f.write("__version__ = '0.0.1'\nOWN = True\n")
+        script = (
+            "import json, loopwatch\n"
+            "print(json.dumps({'file': loopwatch.__file__, 'own': getattr(loopwatch, 'OWN', False)}))\n"
+        )
+        run = run_child(self, script, pythonpath=(AUTO, own))
+        self.assertEqual(run.printed(), {"file": init, "own": True})
+        # A framework imported then is not instrumented by the directory's package
+        # behind the child's loopwatch: one line says so.
+        run = run_child(self, OPTUNA_LOOP, pythonpath=(AUTO, own))
+        self.assertEqual(run.count("iteration_end"), 0)
+        lines = [line for line in run.stderr.splitlines() if "loopwatch" in line]
+        self.assertEqual(len(lines), 1, run.stderr)
+        self.assertIn("the loopwatch package imported (%s) has no instrumentation" % init, lines[0])
+
+        # One of the same version is the directory's own: it matches the supervisor.
+        with open(init, "w", encoding="utf-8") as f:
+            f.write("__version__ = %r\nOWN = True\n" % loopwatch.__version__)
+        run = run_child(self, script, pythonpath=(AUTO, own))
+        self.assertEqual(run.printed()["own"], False)
+        self.assertTrue(run.printed()["file"].startswith(os.path.join(PYTHON_DIR, "loopwatch")))
+
+
 # --- OpenEvolve and ShinkaEvolve, with a stand-in LLM -------------------------------------
 
 
@@ -806,6 +836,22 @@ class TablesTest(unittest.TestCase):
         self.assertEqual(selection(" None "), (False, frozenset(), ()))
         self.assertEqual(selection("optuna, deap"), (False, frozenset({"optuna", "deap"}), ()))
         self.assertEqual(selection("auto,shinka,foo"), (True, frozenset({"shinka"}), ("foo",)))
+
+    def test_the_version_of_another_loopwatch(self) -> None:
+        from loopwatch._auto import sitecustomize
+
+        site = tempfile.mkdtemp(prefix="lw-site-")
+        os.mkdir(os.path.join(site, "loopwatch"))
+        init = os.path.join(site, "loopwatch", "__init__.py")
+        with open(init, "w", encoding="utf-8") as f:
+            f.write('"""A loopwatch without __version__, installed by pip."""\n')
+        self.assertIsNone(sitecustomize.package_version(init))
+        os.mkdir(os.path.join(site, "loopwatch-9.9.dist-info"))
+        with open(os.path.join(site, "loopwatch-9.9.dist-info", "METADATA"), "w", encoding="utf-8") as f:
+            f.write("Metadata-Version: 2.4\nName: loopwatch\nVersion: 9.9\n\nVersion: 1.0 in the description\n")
+        self.assertEqual(sitecustomize.package_version(init), "9.9")
+        self.assertFalse(sitecustomize.embedded([site]))
+        self.assertTrue(sitecustomize.embedded([tempfile.mkdtemp(prefix="lw-empty-")]))
 
     def test_a_missing_hook_point_leaves_the_framework_alone(self) -> None:
         # A fault no tested version shows: a module object without Optuna's hook point.

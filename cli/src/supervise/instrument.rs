@@ -231,6 +231,18 @@ mod tests {
         }
     }
 
+    /// The package's `__version__` is this binary's: the child's own `loopwatch` of
+    /// the same version is taken for it.
+    #[test]
+    fn the_package_has_the_binarys_version() {
+        let init = PACKAGE.iter().find(|(p, _)| *p == "__init__.py").unwrap().1;
+        let line = format!("__version__ = \"{}\"", env!("CARGO_PKG_VERSION"));
+        assert!(
+            init.lines().any(|l| l == line),
+            "{line} in python/loopwatch/__init__.py"
+        );
+    }
+
     #[test]
     fn the_selection_is_auto_none_or_known_frameworks() {
         assert_eq!(selection("auto"), Ok(Some("auto".into())));

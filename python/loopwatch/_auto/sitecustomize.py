@@ -15,6 +15,11 @@ this module at start-up (``site``). It
    dictionary look-up per import, and this module imports nothing that Python has not
    already imported at start-up.
 
+``import loopwatch`` gets the package this directory ships in (the client that matches
+the supervisor) when the child has no other ``loopwatch`` on ``sys.path``, or one of the
+same version; a different ``loopwatch`` the child has (pip-installed, or on its own
+path) is the one it gets, and the instrumentation runs from it.
+
 ``LOOPWATCH_INSTRUMENT``: ``auto`` (or unset) instruments every framework that has a
 passing test at its installed version; ``none`` nothing; a comma-separated list
 (``optuna,deap``) those frameworks only, including one that ``auto`` leaves off.
@@ -53,7 +58,7 @@ if TYPE_CHECKING:
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: The ``loopwatch`` package this directory ships in: the client the instrumentation
 #: reports through (the one that matches the supervisor), and the one a child's
-#: ``import loopwatch`` gets.
+#: ``import loopwatch`` gets unless it has another (:func:`embedded`).
 _PACKAGE = os.path.dirname(_HERE)
 
 
@@ -115,6 +120,51 @@ def selection(value: "str | None") -> "tuple[bool, frozenset[str], tuple[str, ..
     return "auto" in names, listed, unknown
 
 
+def package_version(init: "str") -> "str | None":
+    """The version of the ``loopwatch`` whose ``__init__.py`` is ``init``: its
+    ``__version__``, else the version of the distribution installed beside it."""
+    import re
+
+    try:
+        with open(init, encoding="utf-8") as f:
+            found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", f.read(), re.M)
+        if found:
+            return found.group(1)
+        import glob
+
+        site = os.path.dirname(os.path.dirname(init))
+        for metadata in sorted(glob.glob(os.path.join(glob.escape(site), "loopwatch-*.dist-info", "METADATA"))):
+            with open(metadata, encoding="utf-8") as f:
+                for line in f:
+                    if not line.strip():
+                        break  # the end of the headers
+                    if line.startswith("Version:"):
+                        return line.split(":", 1)[1].strip()
+    except (OSError, UnicodeDecodeError, ValueError):
+        pass
+    return None
+
+
+def embedded(path: "list[str] | None" = None) -> bool:
+    """Whether ``import loopwatch`` gets the package this directory ships in: when no
+    other ``loopwatch`` is importable from ``path`` (default ``sys.path``), or the
+    other is the same version."""
+    init = os.path.join(_PACKAGE, "__init__.py")
+    if not os.path.isfile(init):
+        return False
+    from importlib.machinery import PathFinder
+
+    here = os.path.realpath(_HERE)
+    search = [p for p in (sys.path if path is None else path) if os.path.realpath(p or os.curdir) != here]
+    spec = PathFinder.find_spec("loopwatch", search)
+    if spec is None or spec.origin is None or not os.path.isfile(spec.origin):
+        return True  # none, or a namespace package: nothing of the user's to shadow
+    if os.path.realpath(os.path.dirname(spec.origin)) == os.path.realpath(_PACKAGE):
+        return True
+    ours = package_version(init)
+    return ours is not None and ours == package_version(spec.origin)
+
+
 class _Finder(object):
     """A meta path finder for the trigger modules only: it finds them as Python
     would, then has their loader call the instrumentation once they have run."""
@@ -124,6 +174,7 @@ class _Finder(object):
         self.auto = auto
         self.listed = listed
         self.busy: "set[str]" = set()
+        self.said_missing = False
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> "ModuleSpec | None":
         if fullname not in self.triggers or fullname in self.busy:
@@ -139,7 +190,7 @@ class _Finder(object):
 
     def _find(self, fullname: str, path: object, target: object) -> "ModuleSpec | None":
         spec: "ModuleSpec | None" = None
-        if fullname == "loopwatch":
+        if fullname == "loopwatch" and embedded():
             init = os.path.join(_PACKAGE, "__init__.py")
             if os.path.isfile(init):
                 from importlib.machinery import ModuleSpec, SourceFileLoader
@@ -182,8 +233,18 @@ class _Finder(object):
     def loaded(self, fullname: str, module: object) -> "None":
         framework = self.triggers[fullname]
         try:
-            from loopwatch import _instrument
-
+            try:
+                from loopwatch import _instrument
+            except ImportError as err:
+                # The child's own loopwatch, without an instrumentation of its own.
+                if not self.said_missing:
+                    self.said_missing = True
+                    found = getattr(sys.modules.get("loopwatch"), "__file__", None)
+                    _warn(
+                        "nothing instrumented: the loopwatch package imported (%s) has no instrumentation (%s)"
+                        % (found or "unknown", err)
+                    )
+                return
             _instrument.loaded(framework, fullname, module, self.auto, framework in self.listed)
         except Exception as err:  # noqa: BLE001 - instrumentation never reaches the loop
             _warn("%s not instrumented: %s: %s" % (framework, type(err).__name__, err))
