@@ -453,6 +453,32 @@ class SelectionTest(unittest.TestCase):
         run = run_child(self, script, pythonpath=(AUTO, site), socket_set=False)
         self.assertEqual(run.printed()["customized"], "yes")
 
+    def test_a_nested_run_instruments_once(self) -> None:
+        # An outer run's instrumentation directory (another copy of the package)
+        # behind this one's on PYTHONPATH, and a site's sitecustomize behind both.
+        import shutil
+
+        outer = tempfile.mkdtemp(prefix="lw-outer-")
+        shutil.copytree(
+            os.path.join(PYTHON_DIR, "loopwatch"),
+            os.path.join(outer, "loopwatch"),
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        site = tempfile.mkdtemp(prefix="lw-site-")
+        with open(os.path.join(site, "sitecustomize.py"), "w", encoding="utf-8") as f:
+            f.write("import builtins\nbuiltins.SITE_CUSTOMIZED = 'yes'\n")
+        script = OPTUNA_LOOP.replace(
+            "print(json.dumps({",
+            "import sys\n    hooks = sum(bool(getattr(f, 'loopwatch_instrumentation', False)) for f in sys.meta_path)\n"
+            "    print(json.dumps({'customized': SITE_CUSTOMIZED, 'hooks': hooks, ",
+        )
+        run = run_child(self, script, pythonpath=(AUTO, os.path.join(outer, "loopwatch", "_auto"), site))
+        study = run.printed()
+        self.assertEqual(study["customized"], "yes")
+        self.assertEqual(study["hooks"], 1)
+        self.assertEqual(run.count("iteration_end"), study["trials"])
+        self.assertEqual(run.count("instrumentation"), 1)
+
     def test_a_child_that_imports_no_framework_loads_nothing_more(self) -> None:
         script = "import json, sys\nprint(json.dumps({'modules': sorted(sys.modules)}))\n"
         plain = set(run_child(self, script, pythonpath=()).printed()["modules"])
@@ -852,6 +878,43 @@ class TablesTest(unittest.TestCase):
         self.assertEqual(sitecustomize.package_version(init), "9.9")
         self.assertFalse(sitecustomize.embedded([site]))
         self.assertTrue(sitecustomize.embedded([tempfile.mkdtemp(prefix="lw-empty-")]))
+
+    def test_one_import_hook_per_process(self) -> None:
+        from loopwatch._auto import sitecustomize
+
+        class Installed:
+            """Another copy's import hook, as install() recognises it."""
+
+            loopwatch_instrumentation = True
+
+            def find_spec(self, *args: Any) -> None:
+                return None
+
+        installed = Installed()
+        sys.meta_path.append(installed)
+        self.addCleanup(sys.meta_path.remove, installed)
+        environ = {"LOOPWATCH_SOCKET": "/nonexistent/socket", "LOOPWATCH_INSTRUMENT": "auto"}
+        self.assertIsNone(sitecustomize.install(environ))
+        self.assertEqual(sys.meta_path.count(installed), 1)
+        self.assertFalse(any(isinstance(f, sitecustomize._Finder) for f in sys.meta_path))
+
+    def test_a_trigger_module_is_patched_once(self) -> None:
+        # As two import hooks in one process (two copies of the package) would call it.
+        import deap.tools
+
+        from loopwatch import _instrument
+
+        original = deap.tools.Logbook.record
+        self.addCleanup(_instrument.undo)
+        _instrument.loaded("deap", "deap.tools", deap.tools, True, False)
+        patched = deap.tools.Logbook.record
+        self.assertIsNot(patched, original)
+        _instrument.loaded("deap", "deap.tools", deap.tools, True, False)
+        self.assertIs(deap.tools.Logbook.record, patched, "not wrapped twice")
+        self.assertEqual(_instrument.state()["deap"][0], True)
+        _instrument.undo()
+        self.assertIs(deap.tools.Logbook.record, original)
+        self.assertFalse(hasattr(deap.tools, _instrument.PATCHED))
 
     def test_a_missing_hook_point_leaves_the_framework_alone(self) -> None:
         # A fault no tested version shows: a module object without Optuna's hook point.

@@ -5,7 +5,9 @@
 this module at start-up (``site``). It
 
 1. runs the ``sitecustomize`` that would have run without it (the next one on
-   ``sys.path``), so a site's or a virtual environment's own stays in force;
+   ``sys.path``), so a site's or a virtual environment's own stays in force; another
+   copy of this one (an outer ``loopwatch run``'s, under a nested run) is passed over,
+   as is a second install in the same process: one import hook per process;
 2. when the child reports to a supervisor (``LOOPWATCH_SOCKET`` is set) and
    ``LOOPWATCH_INSTRUMENT`` is not ``none``, installs an import hook: a
    ``sys.meta_path`` finder that answers for nothing but the few modules listed in
@@ -30,6 +32,8 @@ Nothing here raises into the child: a failure is one line on standard error.
 import os
 import sys
 
+#: In every copy of this file: how another one is recognised (and not chained to).
+MARKER = "loopwatch-instrumentation-sitecustomize"
 #: The environment variable that selects the frameworks: ``auto``, ``none`` or a list.
 ENV_INSTRUMENT = "LOOPWATCH_INSTRUMENT"
 #: Instrumentation only runs in a child that reports to a supervisor.
@@ -69,21 +73,41 @@ def _warn(message: "str") -> "None":
         pass
 
 
+def _is_copy(origin: "str | None") -> bool:
+    """Whether the file at ``origin`` is a copy of this one (another loopwatch's)."""
+    if not origin:
+        return False
+    try:
+        with open(origin, "rb") as f:
+            return MARKER.encode() in f.read()
+    except OSError:
+        return False
+
+
 def _chain() -> "None":
-    """Runs the ``sitecustomize`` that Python would have found without this one."""
+    """Runs the ``sitecustomize`` that Python would have found without this one (and
+    without any other copy of it)."""
     others = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
     try:
         # Python's own path finder, as it sits on sys.meta_path: importing importlib
         # to get it would cost start-up time.
         found = [f for f in sys.meta_path if getattr(f, "__name__", "") == "PathFinder"]
         if found:
-            spec = found[0].find_spec("sitecustomize", others)
+            finder = found[0]
         else:  # a meta path rearranged before us
-            from importlib.machinery import PathFinder
-
-            spec = PathFinder.find_spec("sitecustomize", others)
-        if spec is None or spec.loader is None:
-            return
+            from importlib.machinery import PathFinder as finder
+        while True:
+            spec = finder.find_spec("sitecustomize", others)
+            if spec is None or spec.loader is None:
+                return
+            if not _is_copy(spec.origin):
+                break
+            # Another loopwatch's: its directory is passed over, and the search goes on.
+            skip = os.path.dirname(os.path.abspath(str(spec.origin)))
+            rest = [p for p in others if os.path.abspath(p or os.curdir) != skip]
+            if len(rest) == len(others):
+                return  # found through an entry that does not name its directory
+            others = rest
         module = type(sys)("sitecustomize")
         module.__spec__ = spec
         module.__loader__ = spec.loader
@@ -169,6 +193,9 @@ class _Finder(object):
     """A meta path finder for the trigger modules only: it finds them as Python
     would, then has their loader call the instrumentation once they have run."""
 
+    #: How :func:`install` recognises one already installed, by any copy of this file.
+    loopwatch_instrumentation = True
+
     def __init__(self, triggers: "dict[str, str]", auto: bool, listed: "frozenset[str]") -> None:
         self.triggers = triggers
         self.auto = auto
@@ -252,9 +279,12 @@ class _Finder(object):
 
 def install(environ: "dict[str, str] | None" = None) -> "_Finder | None":
     """Installs the import hook as ``environ`` (default ``os.environ``) selects;
-    returns the finder, or None."""
+    returns the finder, or None (also when one is installed already, by this or
+    another copy of this file)."""
     env = os.environ if environ is None else environ
     if not env.get(ENV_SOCKET):
+        return None
+    if any(getattr(f, "loopwatch_instrumentation", False) is True for f in sys.meta_path):
         return None
     auto, listed, unknown = selection(env.get(ENV_INSTRUMENT))
     if unknown:

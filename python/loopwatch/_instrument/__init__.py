@@ -259,6 +259,10 @@ def _once(key: str, level: int, message: str, *args: Any) -> None:
 #: A framework's decision: None while undecided, else (instrumented, version).
 _decisions: Dict[str, Tuple[bool, str]] = {}
 _applied: List[Patch] = []
+#: Set on a trigger module once its hook points are patched, by any copy of this
+#: package in the process (a nested run's and an outer one's): patched once only.
+PATCHED = "__loopwatch_instrumented__"
+_marked: List[Any] = []
 _decide_lock = threading.RLock()
 
 
@@ -333,6 +337,8 @@ def loaded(framework_name: str, trigger: str, module: Any, auto: bool, explicit:
         return
     framework = FRAMEWORKS[framework_name]
     with _decide_lock:
+        if getattr(module, PATCHED, False):
+            return
         decision = _decisions.get(framework.name)
         if decision is None:
             version = _decide(framework, module, auto, explicit)
@@ -367,6 +373,11 @@ def loaded(framework_name: str, trigger: str, module: Any, auto: bool, explicit:
         for patch in patches:
             setattr(patch.owner, patch.name, patch.replacement)
             _applied.append(patch)
+        try:
+            setattr(module, PATCHED, True)
+            _marked.append(module)
+        except (AttributeError, TypeError):
+            pass
         if announce:
             log.info("loopwatch: instrumenting %s %s", framework.name, version_text)
             _announce(framework.name, version_text, "active")
@@ -378,6 +389,11 @@ def undo() -> None:
         while _applied:
             patch = _applied.pop()
             setattr(patch.owner, patch.name, patch.original)
+        while _marked:
+            try:
+                delattr(_marked.pop(), PATCHED)
+            except AttributeError:
+                pass
         _decisions.clear()
 
 
