@@ -603,9 +603,12 @@ def _write(directory: str, name: str, text: str) -> str:
 class OpenEvolveTest(unittest.TestCase):
     ITERATIONS = 12
 
-    def openevolve(self, iterations: int, initial: str = INITIAL_PROGRAM) -> Tuple[Run, Dict[str, Any], str]:
+    def openevolve(
+        self, iterations: int, initial: str = INITIAL_PROGRAM, on_evaluate: str = ""
+    ) -> Tuple[Run, Dict[str, Any], str]:
         """A real OpenEvolve run of ``iterations`` from ``initial`` against the stand-in:
-        what was reported, OpenEvolve's best_program_info.json, and its log."""
+        what was reported, OpenEvolve's best_program_info.json, and its log.
+        ``on_evaluate`` is code the evaluator runs with the program's ``score``."""
         stand_in = StandIn(bad="too long")
         self.addCleanup(stand_in.close)
         work = tempfile.mkdtemp(prefix="lw-openevolve-")
@@ -614,14 +617,17 @@ class OpenEvolveTest(unittest.TestCase):
             work,
             "evaluator.py",
             """
-            import importlib.util
+            import importlib.util, os
 
             def evaluate(program_path):
                 spec = importlib.util.spec_from_file_location("candidate", program_path)
                 module = importlib.util.module_from_spec(spec)
                 spec.loader.exec_module(module)
-                return {"combined_score": float(module.score())}
-            """,
+                score = float(module.score())
+                %s
+                return {"combined_score": score}
+            """
+            % on_evaluate,
         )
         _write(
             work,
@@ -653,7 +659,7 @@ class OpenEvolveTest(unittest.TestCase):
         )
         run = run_child(
             self,
-            "import sys\nfrom openevolve.cli import main\nsys.exit(main())\n",
+            "import os, sys\nfrom openevolve.cli import main\nos.environ['LOOP_PID'] = str(os.getpid())\nsys.exit(main())\n",
             args=("initial_program.py", "evaluator.py", "--config", "config.yaml", "--output", "out"),
             cwd=work,
         )
@@ -705,6 +711,20 @@ class OpenEvolveTest(unittest.TestCase):
         assert cost is not None, "the run's log gives the instrumentation's cost"
         self.assertEqual(int(cost.group(1)), len(iterations))
         print("\nOpenEvolve: %s ms added per iteration" % cost.group(2), file=sys.stderr)
+
+    def test_a_run_shut_down_by_sigterm_is_not_done(self) -> None:
+        # The evaluation of the third answer's program (in a worker of OpenEvolve's
+        # pool) sends the loop SIGTERM, as an operator would: OpenEvolve shuts down
+        # gracefully and its run returns.
+        run, _, log = self.openevolve(
+            self.ITERATIONS,
+            on_evaluate="if score == 12: import signal; os.kill(int(os.environ['LOOP_PID']), signal.SIGTERM)",
+        )
+        self.assertIn("Evolution completed - Shutdown requested", log)
+        collected = len(re.findall(r"Iteration \d+: Program |Iteration \d+ error", log))
+        self.assertLess(collected, self.ITERATIONS)
+        self.assertEqual(run.count("iteration_end"), collected)
+        self.assertEqual(run.count("done"), 0, "an interrupted run is not done")
 
     def test_an_initial_program_better_than_every_child_is_champion_with_its_score(self) -> None:
         # Every child scores 10 + n; the initial program 1000.

@@ -17,8 +17,11 @@ the child program to the ``ProgramDatabase``. The hooks, all in that process:
   when the champion is a program whose score was not reported yet (the initial
   program, better than every child so far), its score is one more success of the
   iteration, so that the best score is always the champion's;
-* ``ProcessParallelController.run_evolution``: the run's start and end;
-* ``OpenEvolve.run``: ``done`` when the run returns.
+* ``ProcessParallelController.run_evolution``: the run's start and end, and whether
+  it ended on a shutdown request (its ``shutdown_event`` set: OpenEvolve's handler of
+  SIGINT and SIGTERM sets it);
+* ``OpenEvolve.run``: ``done`` when the run returns, unless it was shut down (the
+  run was interrupted, not finished: its exit is not the loop's end of work).
 
 An iteration runs from its submission to the pool to its result back in the
 controller (with more iterations queued than workers, as OpenEvolve queues, that
@@ -29,6 +32,7 @@ is reported (once) in the first iteration whose champion it is.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import re
 import time
@@ -55,6 +59,8 @@ ITERATION_ERRORS: Tuple[Tuple[str, str], ...] = (
 )
 
 _trackers: MutableMapping[Any, "Tracker"] = weakref.WeakKeyDictionary()
+#: The ``OpenEvolve.run`` in progress in this task: whether its evolution was shut down.
+_run_state: "contextvars.ContextVar[Dict[str, bool]]" = contextvars.ContextVar("loopwatch_openevolve_run")
 _by_database: MutableMapping[Any, "Tracker"] = weakref.WeakKeyDictionary()
 
 
@@ -249,6 +255,8 @@ def _run_evolution(original: Any) -> Any:
         try:
             return await original(self, *args, **kwargs)
         finally:
+            # Read before OpenEvolve's stop() sets the event as part of its cleanup.
+            safely(FRAMEWORK, _shut_down, self)
             safely(FRAMEWORK, _finished, self)
 
     return run_evolution
@@ -287,7 +295,17 @@ def _claim(*args: Any, **kwargs: Any) -> None:
     owns_search(FRAMEWORK)  # before the pool starts: its workers inherit the claim
 
 
-def _completed(best: Any, *args: Any, **kwargs: Any) -> None:
+def _shut_down(controller: Any) -> None:
+    """Notes whether the evolution ended on a shutdown request (SIGINT, SIGTERM)."""
+    state = _run_state.get(None)
+    if state is not None and controller.shutdown_event.is_set():
+        state["shut_down"] = True
+
+
+def _completed(state: Dict[str, bool]) -> None:
+    if state.get("shut_down"):
+        log.info("loopwatch: openevolve was shut down before its last iteration: no done")
+        return
     if owns_search(FRAMEWORK) and not stood_down(FRAMEWORK):
         import loopwatch
 
@@ -298,8 +316,16 @@ def _run(original: Any) -> Any:
     @functools.wraps(original)
     async def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         safely(FRAMEWORK, _claim)
-        best = await original(self, *args, **kwargs)
-        safely(FRAMEWORK, _completed, best)
+        state: Dict[str, bool] = {}
+        token = _run_state.set(state)
+        try:
+            best = await original(self, *args, **kwargs)
+        finally:
+            try:
+                _run_state.reset(token)
+            except ValueError:  # noqa: BLE001 - a context changed under us: nothing to undo
+                pass
+        safely(FRAMEWORK, _completed, state)
         return best
 
     return run
