@@ -868,12 +868,35 @@ class TablesTest(unittest.TestCase):
         self.assertIsNone(parse_version("dev"))
         openevolve = FRAMEWORKS["openevolve"]
         self.assertTrue(in_range(openevolve, (0, 4, 1)))
-        self.assertTrue(in_range(openevolve, (0, 4, 9)))
+        self.assertTrue(in_range(openevolve, (0, 4, 1, 1)))
+        self.assertFalse(in_range(openevolve, (0, 4, 2)))
         self.assertFalse(in_range(openevolve, (0, 4)))
-        self.assertFalse(in_range(openevolve, (0, 5)))
         self.assertTrue(in_range(FRAMEWORKS["deap"], (1, 4)))
         self.assertFalse(in_range(FRAMEWORKS["optuna"], (3, 6, 1)))
         self.assertTrue(in_range(FRAMEWORKS["optuna"], (5, 1, 0)))
+        self.assertFalse(in_range(FRAMEWORKS["optuna"], (5, 2)))
+        self.assertFalse(in_range(FRAMEWORKS["nevergrad"], (1, 1)))
+
+    def test_each_range_is_the_tested_minor_version_as_pinned_and_documented(self) -> None:
+        from loopwatch._instrument import FRAMEWORKS, in_range, parse_version
+
+        root = os.path.dirname(PYTHON_DIR)
+        with open(os.path.join(root, "scripts", "lib", "services.sh"), encoding="utf-8") as f:
+            lines = [line for line in f if line.startswith(("PYTHON_FRAMEWORK_PINS=", "SHINKA_PIN="))]
+        pins = dict(re.findall(r"([a-z-]+)==([\d.]+)", "".join(lines)))
+        with open(os.path.join(root, "docs", "frameworks.md"), encoding="utf-8") as f:
+            docs = f.read()
+        for framework in FRAMEWORKS.values():
+            with self.subTest(framework.name):
+                self.assertEqual(pins[framework.distribution], framework.tested)
+                tested = parse_version(framework.tested)
+                assert tested is not None
+                # The minor version; for a 0.x version, the patch version.
+                minor = tested[:3] if tested[0] == 0 else tested[:2]
+                self.assertTrue(in_range(framework, tested))
+                self.assertEqual(framework.below, minor[:-1] + (minor[-1] + 1,))
+                self.assertLessEqual(framework.minimum, tested)
+                self.assertIn("| %s | `%s` |" % (framework.tested, framework.range_text()), docs)
 
     def test_selection(self) -> None:
         from loopwatch._auto.sitecustomize import selection

@@ -22,9 +22,11 @@ the supervisor) when the child has no other ``loopwatch`` on ``sys.path``, or on
 same version; a different ``loopwatch`` the child has (pip-installed, or on its own
 path) is the one it gets, and the instrumentation runs from it.
 
-``LOOPWATCH_INSTRUMENT``: ``auto`` (or unset) instruments every framework that has a
-passing test at its installed version; ``none`` nothing; a comma-separated list
-(``optuna,deap``) those frameworks only, including one that ``auto`` leaves off.
+``LOOPWATCH_INSTRUMENT``: ``auto`` (or unset) instruments every framework whose
+installed version is inside its tested range, the minor version the tests pass at (a
+0.x version's patch version: ``loopwatch._instrument.FRAMEWORKS``); ``none`` nothing;
+a comma-separated list (``optuna,deap``) those frameworks only, including one that
+``auto`` leaves off, each inside its range too.
 
 Nothing here raises into the child: a failure is one line on standard error.
 """

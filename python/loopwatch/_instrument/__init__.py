@@ -75,25 +75,27 @@ class Framework:
     minimum: Version
     #: First version not instrumented (exclusive).
     below: Version
-    #: The versions the tests run against.
+    #: The version the tests run against.
     tested: str
     #: Whether ``auto`` instruments it: only frameworks with a passing test.
     auto: bool = True
 
     def range_text(self) -> str:
-        """The range as pip writes it: ``>=0.4.1,<0.5``."""
+        """The range as pip writes it: ``>=5.1,<5.2``."""
         return ">=%s,<%s" % (".".join(map(str, self.minimum)), ".".join(map(str, self.below)))
 
 
-#: Every framework, with its tested range (the versions scripts/lib/services.sh pins).
+#: Every framework, with its tested range: the minor version of the version the tests
+#: run against (scripts/lib/services.sh pins it), for a 0.x version its patch version
+#: (0.x minor releases may break anything). docs/frameworks.md states the same.
 FRAMEWORKS: Dict[str, Framework] = {
     f.name: f
     for f in (
-        Framework("openevolve", "openevolve", (0, 4, 1), (0, 5), "0.4.1"),
+        Framework("openevolve", "openevolve", (0, 4, 1), (0, 4, 2), "0.4.1"),
         Framework("shinka", "shinka-evolve", (0, 0, 7), (0, 0, 8), "0.0.7"),
-        Framework("optuna", "optuna", (5, 0), (6,), "5.1.0"),
+        Framework("optuna", "optuna", (5, 1), (5, 2), "5.1.0"),
         Framework("deap", "deap", (1, 4), (1, 5), "1.4.4"),
-        Framework("nevergrad", "nevergrad", (1, 0), (2,), "1.0.12"),
+        Framework("nevergrad", "nevergrad", (1, 0), (1, 1), "1.0.12"),
     )
 }
 
