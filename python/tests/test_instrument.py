@@ -212,6 +212,39 @@ class OptunaTest(unittest.TestCase):
         self.assertEqual(run.errors(), 0)
         self.assertEqual(run.count("done"), 0, "a study may be followed by more work: no done")
 
+    def test_a_multi_objective_study_is_scored_by_its_first_objective(self) -> None:
+        run = run_child(
+            self,
+            """
+    import json, optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial):
+        x = trial.suggest_float("x", -10, 10)
+        if x < -7:
+            raise RuntimeError("diverged")
+        return (x - 2) ** 2, x
+
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=3))
+    study.optimize(objective, n_trials=30, catch=(RuntimeError,))
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    best = min(complete, key=lambda t: t.values[0])
+    print(json.dumps({"trials": len(study.trials), "complete": len(complete), "best": best.number,
+                      "best_value": best.values[0], "pareto": [t.number for t in study.best_trials]}))
+""",
+        )
+        study = run.printed()
+        self.assertEqual(run.errors(), 0, run.stderr)
+        self.assertEqual(run.count("iteration_end"), study["trials"])
+        successes, failures = run.outcomes()
+        self.assertEqual(successes, study["complete"])
+        self.assertEqual(dict(failures), {"fail": study["trials"] - study["complete"]} if failures else {})
+        best_score = max(line["sharpe"][2] for line in run.of("outcomes") if line["sharpe"][0])
+        self.assertEqual(best_score, -study["best_value"], "the first objective, minimised")
+        champion = run.of("population")[-1]["champion"]
+        self.assertEqual(champion, "trial-%d" % study["best"])
+        self.assertIn(study["best"], study["pareto"])
+
     def test_a_loop_that_reports_by_hand_is_not_counted_twice(self) -> None:
         by_hand = OPTUNA_LOOP.replace(
             "def objective(trial):\n",
