@@ -317,13 +317,22 @@ class OptunaTest(unittest.TestCase):
                 "no Optuna outside the tested range at %s: run "
                 "`bash -c 'source scripts/lib/services.sh; ensure_python_env'`" % OUTSIDE_RANGE
             )
-        run = run_child(self, OPTUNA_LOOP, pythonpath=(AUTO, OUTSIDE_RANGE))
+        # Workers started after the decision import it too: they say nothing more.
+        script = OPTUNA_LOOP.replace(
+            "study = optuna.create_study(",
+            "import subprocess, sys\n"
+            "    for _ in range(2):\n"
+            "        subprocess.run([sys.executable, '-c', 'import optuna'], check=True)\n"
+            "    study = optuna.create_study(",
+        )
+        run = run_child(self, script, pythonpath=(AUTO, OUTSIDE_RANGE))
         study = run.printed()
         self.assertTrue(study["version"].startswith("3."), study["version"])
         self.assertEqual(run.count("iteration_start"), 0)
         lines = [line for line in run.stderr.splitlines() if "loopwatch" in line]
         self.assertEqual(len(lines), 1, run.stderr)
         self.assertIn("optuna %s is not instrumented" % study["version"], lines[0])
+        self.assertEqual(run.count("instrumentation"), 1)
         self.assertEqual(run.of("instrumentation")[0]["state"], "skipped")
         self.assertEqual(run.of("instrumentation")[0]["version"], study["version"])
 

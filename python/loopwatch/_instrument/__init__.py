@@ -56,6 +56,11 @@ log = logging.getLogger("loopwatch.instrument")
 #: Set by the first process of the run that reports through an instrumentation, to
 #: its pid; inherited by every process it starts after that.
 ENV_OWNER = "LOOPWATCH_INSTRUMENT_OWNER"
+#: Each decision said (logged and announced) so far in the run, ``name=state:version``
+#: comma-separated: set by the process that said it, inherited by the processes it
+#: starts after, which do not say the same decision again (a framework left alone is
+#: one log line, not one per worker).
+ENV_SAID = "LOOPWATCH_INSTRUMENT_SAID"
 #: Created beside ``LOOPWATCH_SOCKET`` by the first iteration a loop reports itself,
 #: so that the instrumentation of every process of the run stands down.
 MANUAL_MARKER = "instrument-manual"
@@ -306,28 +311,42 @@ def in_range(framework: Framework, version: Version) -> bool:
     return pad(framework.minimum) <= pad(version) < pad(framework.below)
 
 
+def _first_to_say(framework: str, state: str, version: str) -> bool:
+    """Whether this process is the first of the run to reach this decision (and
+    notes it for the processes it starts): only the first logs and announces it."""
+    entry = "%s=%s:%s" % (framework, state, version.replace(",", " "))
+    said = [e for e in os.environ.get(ENV_SAID, "").split(",") if e]
+    if entry in said:
+        return False
+    os.environ[ENV_SAID] = ",".join(said + [entry])
+    return True
+
+
 def _decide(framework: Framework, module: Any, auto: bool, explicit: bool) -> Optional[str]:
-    """The installed version when ``framework`` may be instrumented, else None (logged)."""
+    """The installed version when ``framework`` may be instrumented, else None (logged,
+    by the first process of the run that decides so)."""
     if not explicit and not (auto and framework.auto):
-        _once(
-            "off:" + framework.name,
-            logging.INFO,
-            "loopwatch: %s is not instrumented under auto (name it in LOOPWATCH_INSTRUMENT to try it)",
-            framework.name,
-        )
-        _announce(framework.name, "", "off", "not instrumented under auto")
+        if _first_to_say(framework.name, "off", ""):
+            _once(
+                "off:" + framework.name,
+                logging.INFO,
+                "loopwatch: %s is not instrumented under auto (name it in LOOPWATCH_INSTRUMENT to try it)",
+                framework.name,
+            )
+            _announce(framework.name, "", "off", "not instrumented under auto")
         return None
     text = _installed_version(framework, module)
     version = parse_version(text) if text else None
     if version is None or not in_range(framework, version):
         reason = "version outside the tested range %s" % framework.range_text()
-        log.warning(
-            "loopwatch: %s %s is not instrumented (%s); the loop runs as it is",
-            framework.name,
-            text or "(version unknown)",
-            reason,
-        )
-        _announce(framework.name, text or "", "skipped", reason)
+        if _first_to_say(framework.name, "skipped", text or ""):
+            log.warning(
+                "loopwatch: %s %s is not instrumented (%s); the loop runs as it is",
+                framework.name,
+                text or "(version unknown)",
+                reason,
+            )
+            _announce(framework.name, text or "", "skipped", reason)
         return None
     return text
 
@@ -358,13 +377,14 @@ def loaded(framework_name: str, trigger: str, module: Any, auto: bool, explicit:
         try:
             patches = plan(module)
         except MissingHookPoint as missing:
-            log.warning(
-                "loopwatch: %s %s is not instrumented: its hook point %s is missing; the loop runs as it is",
-                framework.name,
-                version_text,
-                missing,
-            )
-            _announce(framework.name, version_text, "skipped", "hook point %s is missing" % missing)
+            if _first_to_say(framework.name, "missing", version_text):
+                log.warning(
+                    "loopwatch: %s %s is not instrumented: its hook point %s is missing; the loop runs as it is",
+                    framework.name,
+                    version_text,
+                    missing,
+                )
+                _announce(framework.name, version_text, "skipped", "hook point %s is missing" % missing)
             _decisions[framework.name] = (False, version_text)
             return
         except Exception as error:  # noqa: BLE001
@@ -380,7 +400,7 @@ def loaded(framework_name: str, trigger: str, module: Any, auto: bool, explicit:
             _marked.append(module)
         except (AttributeError, TypeError):
             pass
-        if announce:
+        if announce and _first_to_say(framework.name, "active", version_text):
             log.info("loopwatch: instrumenting %s %s", framework.name, version_text)
             _announce(framework.name, version_text, "active")
 
@@ -397,6 +417,7 @@ def undo() -> None:
             except AttributeError:
                 pass
         _decisions.clear()
+        os.environ.pop(ENV_SAID, None)
 
 
 def state() -> Dict[str, Tuple[bool, str]]:
