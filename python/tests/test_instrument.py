@@ -379,6 +379,25 @@ class DeapTest(unittest.TestCase):
         self.assertEqual(successes, deap["size"] * deap["generations"])
         self.assertEqual(sum(failures.values()), 0)
 
+    def test_deap_imported_from_its_algorithms_first_is_instrumented(self) -> None:
+        # deap.algorithms imports deap.tools while it runs: the two are patched once
+        # the first has run too.
+        run = run_child(
+            self,
+            "import deap.algorithms\n"
+            + textwrap.dedent(DEAP_SETUP)
+            + textwrap.dedent(
+                """
+    population = toolbox.population(n=12)
+    population, logbook = algorithms.eaSimple(population, toolbox, 0.5, 0.2, 3, verbose=False)
+    print(json.dumps({"generations": len(logbook)}))
+"""
+            ),
+        )
+        self.assertEqual(run.count("iteration_end"), run.printed()["generations"])
+        self.assertEqual(run.count("population"), run.printed()["generations"])
+        self.assertEqual(run.of("instrumentation")[0]["state"], "active")
+
     def test_a_hand_written_loop_reports_each_logbook_record(self) -> None:
         run = run_child(
             self,
@@ -1000,6 +1019,40 @@ class TablesTest(unittest.TestCase):
         _instrument.undo()
         self.assertIs(deap.tools.Logbook.record, original)
         self.assertFalse(hasattr(deap.tools, _instrument.PATCHED))
+
+    def test_deap_is_decided_for_both_its_modules_before_either_is_patched(self) -> None:
+        # A fault no tested version shows: deap.algorithms without one of its helpers.
+        import deap.algorithms
+        import deap.tools
+
+        from loopwatch import _instrument
+
+        helper = deap.algorithms.eaGenerateUpdate
+        del deap.algorithms.eaGenerateUpdate
+        self.addCleanup(setattr, deap.algorithms, "eaGenerateUpdate", helper)
+        self.addCleanup(_instrument.undo)
+        record = deap.tools.Logbook.record
+        with self.assertLogs("loopwatch.instrument", "WARNING") as logs:
+            _instrument.loaded("deap", "deap.tools", deap.tools, True, False)
+        self.assertIn("hook point eaGenerateUpdate is missing", logs.output[0])
+        self.assertIs(deap.tools.Logbook.record, record, "deap.tools left alone too")
+        self.assertEqual(_instrument.state()["deap"][0], False)
+
+    def test_the_deap_helpers_parameter_positions(self) -> None:
+        import inspect
+
+        import deap.algorithms
+
+        from loopwatch._instrument.deap_hooks import HELPERS
+
+        for name, (population_at, halloffame_at) in HELPERS.items():
+            with self.subTest(name):
+                parameters = list(inspect.signature(getattr(deap.algorithms, name)).parameters)
+                self.assertEqual(parameters[halloffame_at], "halloffame")
+                if population_at is None:
+                    self.assertNotIn("population", parameters)
+                else:
+                    self.assertEqual(parameters[population_at], "population")
 
     def test_a_missing_hook_point_leaves_the_framework_alone(self) -> None:
         # A fault no tested version shows: a module object without Optuna's hook point.

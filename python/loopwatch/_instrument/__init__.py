@@ -4,9 +4,10 @@ DEAP, Nevergrad), installed by ``loopwatch/_auto/sitecustomize.py``.
 When a framework's trigger module has been imported, :func:`loaded` decides once per
 framework whether to instrument it: selected (``LOOPWATCH_INSTRUMENT``), a passing
 test behind it (or named explicitly), its installed version inside the tested range,
-and every hook point of the hook set present. Then it patches the hook points, all of
-them or none. Otherwise it logs one line naming the framework and its version and
-leaves the loop untouched.
+and every hook point of the hook set present, in every trigger module of the
+framework (:data:`GROUPS`: DEAP's ``deap.tools`` and ``deap.algorithms``). Then it
+patches the hook points, all of them or none. Otherwise it logs one line naming the
+framework and its version and leaves the loop untouched.
 
 Rules every instrumentation here keeps:
 
@@ -351,6 +352,39 @@ def _decide(framework: Framework, module: Any, auto: bool, explicit: bool) -> Op
     return text
 
 
+#: Frameworks whose hook points lie in several trigger modules: decided and patched
+#: together (all of them or none), once every one of those modules has been imported.
+GROUPS: Dict[str, Tuple[str, ...]] = {"deap": ("deap.tools", "deap.algorithms")}
+
+
+def _initializing(module: Any) -> bool:
+    """Whether ``module`` is still being executed (an import in progress)."""
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
+def _group(framework: str, trigger: str, module: Any) -> Optional[Dict[str, Any]]:
+    """Every trigger module of ``framework`` → the module (one not imported yet is
+    imported now), or None while another one is being imported: its own trigger,
+    once it has run, completes the group."""
+    found: Dict[str, Any] = {}
+    for name in GROUPS.get(framework, (trigger,)):
+        if name == trigger:
+            found[name] = module
+            continue
+        other = sys.modules.get(name)
+        if other is None:
+            import importlib
+
+            try:
+                other = importlib.import_module(name)
+            except ImportError:
+                raise MissingHookPoint(name) from None
+        elif _initializing(other):
+            return None
+        found[name] = other
+    return found
+
+
 def loaded(framework_name: str, trigger: str, module: Any, auto: bool, explicit: bool) -> None:
     """Called by the import hook once ``trigger`` (a module of ``framework_name``) ran."""
     if framework_name == "loopwatch":
@@ -365,17 +399,20 @@ def loaded(framework_name: str, trigger: str, module: Any, auto: bool, explicit:
             version = _decide(framework, module, auto, explicit)
             decision = (version is not None, version or "")
             _decisions[framework.name] = decision
-            announce = True
-        else:
-            announce = False
         instrumented, version_text = decision
         if not instrumented:
             return
-        plan = HOOKS.get(trigger)
-        if plan is None:
-            return
         try:
-            patches = plan(module)
+            group = _group(framework.name, trigger, module)
+            if group is None:
+                return
+            # Every hook point of every module of the framework looked up before any
+            # is patched: all of them, or none.
+            patches: List[Patch] = []
+            for name, member in group.items():
+                plan = HOOKS.get(name)
+                if plan is not None and not getattr(member, PATCHED, False):
+                    patches.extend(plan(member))
         except MissingHookPoint as missing:
             if _first_to_say(framework.name, "missing", version_text):
                 log.warning(
@@ -390,17 +427,20 @@ def loaded(framework_name: str, trigger: str, module: Any, auto: bool, explicit:
         except Exception as error:  # noqa: BLE001
             failed(framework.name, error)
             return
+        if not _decisions.get(framework.name, (False, ""))[0]:
+            return  # decided against while the group was imported
         for patch in patches:
             patch.original = getattr(patch.owner, patch.name)
         for patch in patches:
             setattr(patch.owner, patch.name, patch.replacement)
             _applied.append(patch)
-        try:
-            setattr(module, PATCHED, True)
-            _marked.append(module)
-        except (AttributeError, TypeError):
-            pass
-        if announce and _first_to_say(framework.name, "active", version_text):
+        for member in group.values():
+            try:
+                setattr(member, PATCHED, True)
+                _marked.append(member)
+            except (AttributeError, TypeError):
+                pass
+        if patches and _first_to_say(framework.name, "active", version_text):
             log.info("loopwatch: instrumenting %s %s", framework.name, version_text)
             _announce(framework.name, version_text, "active")
 
