@@ -540,6 +540,22 @@ class SelectionTest(unittest.TestCase):
         self.assertEqual(run.count("iteration_end"), study["trials"])
         self.assertEqual(run.count("instrumentation"), 1)
 
+    def test_a_process_that_replaces_its_pythonpath_is_not_instrumented(self) -> None:
+        # What docs/frameworks.md says: the directory reaches a process through
+        # PYTHONPATH only; extended, it stays; replaced, it is gone.
+        inner = "import optuna; optuna.logging.set_verbosity(optuna.logging.WARNING); " \
+            "optuna.create_study().optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=%d)"
+        script = (
+            "import json, os, subprocess, sys\n"
+            "extended = dict(os.environ, PYTHONPATH='/nonexistent' + os.pathsep + os.environ['PYTHONPATH'])\n"
+            "replaced = dict(os.environ, PYTHONPATH='/nonexistent')\n"
+            "subprocess.run([sys.executable, '-c', %r], env=extended, check=True)\n"
+            "subprocess.run([sys.executable, '-c', %r], env=replaced, check=True)\n"
+            "print(json.dumps({}))\n" % (inner % 3, inner % 5)
+        )
+        run = run_child(self, script)
+        self.assertEqual(run.count("iteration_end"), 3, "the trials of the process that kept the directory")
+
     def test_a_child_that_imports_no_framework_loads_nothing_more(self) -> None:
         script = "import json, sys\nprint(json.dumps({'modules': sorted(sys.modules)}))\n"
         plain = set(run_child(self, script, pythonpath=()).printed()["modules"])
@@ -1053,6 +1069,30 @@ class TablesTest(unittest.TestCase):
                     self.assertNotIn("population", parameters)
                 else:
                     self.assertEqual(parameters[population_at], "population")
+
+    def test_the_docs_say_how_to_turn_each_framework_off_and_the_labels_as_parsed(self) -> None:
+        from loopwatch._instrument import FRAMEWORKS
+
+        root = os.path.dirname(PYTHON_DIR)
+        with open(os.path.join(root, "docs", "frameworks.md"), encoding="utf-8") as f:
+            docs = f.read()
+        headings = {"openevolve": "OpenEvolve", "shinka": "ShinkaEvolve", "optuna": "Optuna", "deap": "DEAP", "nevergrad": "Nevergrad"}
+        for name, heading in headings.items():
+            with self.subTest(name):
+                section = docs.split("\n### %s\n" % heading, 1)[1].split("\n#", 1)[0]
+                others = ",".join(n for n in FRAMEWORKS if n != name)
+                self.assertIn("`loopwatch run --instrument none`", section)
+                self.assertIn("`LOOPWATCH_INSTRUMENT=none`", section)
+                self.assertIn("`--instrument %s`" % others, section)
+        # The framework label's values: what the protocol's Framework::parse accepts,
+        # and other.
+        with open(os.path.join(root, "src", "protocol.rs"), encoding="utf-8") as f:
+            parsed = re.findall(r'Framework::\w+ => "(\w+)",', f.read())
+        self.assertEqual(set(parsed), set(FRAMEWORKS) | {"other"})
+        sentence = docs.split("`framework` is one of", 1)[1].split("`instrumentation_error`'s", 1)[0]
+        listed = re.findall(r"`(\w+)`", sentence.split("exactly as written", 1)[0])
+        self.assertEqual(listed, [n for n in parsed if n != "other"])
+        self.assertIn("is read as `other`", sentence)
 
     def test_a_missing_hook_point_leaves_the_framework_alone(self) -> None:
         # A fault no tested version shows: a module object without Optuna's hook point.
