@@ -1,8 +1,9 @@
 //! `loopwatch run --instrument`: a Python loop written without any loopwatch import,
 //! on the real Optuna of the test environment, reports its trials through the
 //! instrumentation that `loopwatch run` writes and puts on its `PYTHONPATH`; `none`
-//! reports nothing; an error inside the instrumentation is counted and the loop
-//! finishes; a site's own `sitecustomize` still runs.
+//! (the flag, or `LOOPWATCH_INSTRUMENT` in loopwatch's environment) reports nothing;
+//! an error inside the instrumentation is counted and the loop finishes; a site's own
+//! `sitecustomize` still runs.
 
 mod support;
 
@@ -92,6 +93,28 @@ fn none_instruments_nothing() {
     let json = run.final_json();
     assert_eq!(json["summary"]["iterations"], 0, "{}", run.log());
     assert_eq!(json["instrumentation"], serde_json::json!([]));
+}
+
+#[test]
+fn loopwatch_instrument_in_the_environment_is_the_flags_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let launch = Launch {
+        env: vec![(
+            OsString::from("LOOPWATCH_INSTRUMENT"),
+            OsString::from("none"),
+        )],
+        ..Launch::default()
+    };
+    let study = STUDY.replace("{prelude}", "");
+    let json = run(dir.path(), &[], &launch, &study).final_json();
+    assert_eq!(json["summary"]["iterations"], 0, "{json:#}");
+    assert_eq!(json["instrumentation"], serde_json::json!([]));
+
+    // The flag, given, wins over the variable.
+    let dir = tempfile::tempdir().unwrap();
+    let json = run(dir.path(), &["--instrument=optuna"], &launch, &study).final_json();
+    assert_eq!(json["summary"]["iterations"], 12, "{json:#}");
+    assert_eq!(framework(&json, "optuna").unwrap()["state"], "active");
 }
 
 #[test]

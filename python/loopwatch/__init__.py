@@ -74,6 +74,9 @@ from ._merging import MAX_LISTED_REJECTIONS as MAX_LISTED_REJECTIONS
 from ._writer import COALESCE_SECONDS as COALESCE_SECONDS
 from ._writer import MAX_BUFFERED as MAX_BUFFERED
 
+#: The version of this package (the ``loopwatch`` command's it ships with).
+__version__ = "0.1.0"
+
 __all__ = [
     "Evaluation",
     "Iteration",

@@ -15,8 +15,10 @@ PRUNED trials are failures with the state as the reason. The population is the l
 ``window`` finished trials: its diversity is the mean pairwise distance of their
 parameters (each scaled to its distribution's range, categorical ones 0 or 1), so a
 sampler that has converged on one corner of the space reads near 0; the champion is
-the best trial. This module imports nothing from Optuna: it reads the objects Optuna
-passes to callbacks.
+the best trial. A multi-objective study's trial is scored by its first objective
+(signed by that objective's direction), and its champion is the trial best at that
+objective so far (one of the Pareto front). This module imports nothing from Optuna:
+it reads the objects Optuna passes to callbacks.
 
 Each finished trial is also an evaluation (``trial-<number>``, with the trial's own
 start and end): ``ok`` when COMPLETE, ``failed`` with ``pruned`` or ``fail`` as the
@@ -34,7 +36,7 @@ import collections
 import functools
 import itertools
 import math
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 import loopwatch
 from loopwatch._evaluation import _reported
@@ -126,6 +128,9 @@ class Callback:
     def __init__(self, window: int = 20) -> None:
         self.window = max(2, int(window))
         self._recent: List[Any] = []
+        #: The best score so far and its trial's number (a multi-objective study's
+        #: champion: Optuna has no single best trial there).
+        self._best: Optional[Tuple[float, int]] = None
 
     def __call__(self, study: Any, trial: Any) -> None:
         try:
@@ -140,8 +145,11 @@ class Callback:
         ended = getattr(trial, "datetime_complete", None)
         it = loopwatch.iteration(started.timestamp() if started is not None else None)
         try:
-            if state == "COMPLETE" and trial.value is not None:
-                it.success(sharpe=self._score(study, trial.value))
+            score = self._score(study, trial) if state == "COMPLETE" else None
+            if score is not None:
+                it.success(sharpe=score)
+                if self._best is None or score > self._best[0]:
+                    self._best = (score, trial.number)
             else:
                 it.failure(state.lower())
             if state == "COMPLETE":
@@ -171,12 +179,21 @@ class Callback:
             )
 
     @staticmethod
-    def _score(study: Any, value: float) -> float:
-        direction = getattr(getattr(study, "direction", None), "name", "MAXIMIZE")
+    def _score(study: Any, trial: Any) -> Optional[float]:
+        """The trial's (first) objective value, negated when that objective is
+        minimised; None without one. ``values`` and ``directions``, which a
+        multi-objective study has (``value`` and ``direction`` raise there)."""
+        values = getattr(trial, "values", None)
+        if not values or values[0] is None:
+            return None
+        value = float(values[0])
+        directions = getattr(study, "directions", None) or ()
+        direction = getattr(directions[0], "name", "MAXIMIZE") if directions else "MAXIMIZE"
         return -value if direction == "MINIMIZE" else value
 
-    @staticmethod
-    def _champion(study: Any) -> Optional[str]:
+    def _champion(self, study: Any) -> Optional[str]:
+        if len(getattr(study, "directions", None) or ()) > 1:
+            return None if self._best is None else "trial-%d" % self._best[1]
         try:
             return "trial-%d" % study.best_trial.number
         except (ValueError, RuntimeError, AttributeError):

@@ -212,6 +212,39 @@ class OptunaTest(unittest.TestCase):
         self.assertEqual(run.errors(), 0)
         self.assertEqual(run.count("done"), 0, "a study may be followed by more work: no done")
 
+    def test_a_multi_objective_study_is_scored_by_its_first_objective(self) -> None:
+        run = run_child(
+            self,
+            """
+    import json, optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial):
+        x = trial.suggest_float("x", -10, 10)
+        if x < -7:
+            raise RuntimeError("diverged")
+        return (x - 2) ** 2, x
+
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=3))
+    study.optimize(objective, n_trials=30, catch=(RuntimeError,))
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    best = min(complete, key=lambda t: t.values[0])
+    print(json.dumps({"trials": len(study.trials), "complete": len(complete), "best": best.number,
+                      "best_value": best.values[0], "pareto": [t.number for t in study.best_trials]}))
+""",
+        )
+        study = run.printed()
+        self.assertEqual(run.errors(), 0, run.stderr)
+        self.assertEqual(run.count("iteration_end"), study["trials"])
+        successes, failures = run.outcomes()
+        self.assertEqual(successes, study["complete"])
+        self.assertEqual(dict(failures), {"fail": study["trials"] - study["complete"]} if failures else {})
+        best_score = max(line["sharpe"][2] for line in run.of("outcomes") if line["sharpe"][0])
+        self.assertEqual(best_score, -study["best_value"], "the first objective, minimised")
+        champion = run.of("population")[-1]["champion"]
+        self.assertEqual(champion, "trial-%d" % study["best"])
+        self.assertIn(study["best"], study["pareto"])
+
     def test_a_loop_that_reports_by_hand_is_not_counted_twice(self) -> None:
         by_hand = OPTUNA_LOOP.replace(
             "def objective(trial):\n",
@@ -284,13 +317,22 @@ class OptunaTest(unittest.TestCase):
                 "no Optuna outside the tested range at %s: run "
                 "`bash -c 'source scripts/lib/services.sh; ensure_python_env'`" % OUTSIDE_RANGE
             )
-        run = run_child(self, OPTUNA_LOOP, pythonpath=(AUTO, OUTSIDE_RANGE))
+        # Workers started after the decision import it too: they say nothing more.
+        script = OPTUNA_LOOP.replace(
+            "study = optuna.create_study(",
+            "import subprocess, sys\n"
+            "    for _ in range(2):\n"
+            "        subprocess.run([sys.executable, '-c', 'import optuna'], check=True)\n"
+            "    study = optuna.create_study(",
+        )
+        run = run_child(self, script, pythonpath=(AUTO, OUTSIDE_RANGE))
         study = run.printed()
         self.assertTrue(study["version"].startswith("3."), study["version"])
         self.assertEqual(run.count("iteration_start"), 0)
         lines = [line for line in run.stderr.splitlines() if "loopwatch" in line]
         self.assertEqual(len(lines), 1, run.stderr)
         self.assertIn("optuna %s is not instrumented" % study["version"], lines[0])
+        self.assertEqual(run.count("instrumentation"), 1)
         self.assertEqual(run.of("instrumentation")[0]["state"], "skipped")
         self.assertEqual(run.of("instrumentation")[0]["version"], study["version"])
 
@@ -336,6 +378,25 @@ class DeapTest(unittest.TestCase):
         successes, failures = run.outcomes()
         self.assertEqual(successes, deap["size"] * deap["generations"])
         self.assertEqual(sum(failures.values()), 0)
+
+    def test_deap_imported_from_its_algorithms_first_is_instrumented(self) -> None:
+        # deap.algorithms imports deap.tools while it runs: the two are patched once
+        # the first has run too.
+        run = run_child(
+            self,
+            "import deap.algorithms\n"
+            + textwrap.dedent(DEAP_SETUP)
+            + textwrap.dedent(
+                """
+    population = toolbox.population(n=12)
+    population, logbook = algorithms.eaSimple(population, toolbox, 0.5, 0.2, 3, verbose=False)
+    print(json.dumps({"generations": len(logbook)}))
+"""
+            ),
+        )
+        self.assertEqual(run.count("iteration_end"), run.printed()["generations"])
+        self.assertEqual(run.count("population"), run.printed()["generations"])
+        self.assertEqual(run.of("instrumentation")[0]["state"], "active")
 
     def test_a_hand_written_loop_reports_each_logbook_record(self) -> None:
         run = run_child(
@@ -453,6 +514,48 @@ class SelectionTest(unittest.TestCase):
         run = run_child(self, script, pythonpath=(AUTO, site), socket_set=False)
         self.assertEqual(run.printed()["customized"], "yes")
 
+    def test_a_nested_run_instruments_once(self) -> None:
+        # An outer run's instrumentation directory (another copy of the package)
+        # behind this one's on PYTHONPATH, and a site's sitecustomize behind both.
+        import shutil
+
+        outer = tempfile.mkdtemp(prefix="lw-outer-")
+        shutil.copytree(
+            os.path.join(PYTHON_DIR, "loopwatch"),
+            os.path.join(outer, "loopwatch"),
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        site = tempfile.mkdtemp(prefix="lw-site-")
+        with open(os.path.join(site, "sitecustomize.py"), "w", encoding="utf-8") as f:
+            f.write("import builtins\nbuiltins.SITE_CUSTOMIZED = 'yes'\n")
+        script = OPTUNA_LOOP.replace(
+            "print(json.dumps({",
+            "import sys\n    hooks = sum(bool(getattr(f, 'loopwatch_instrumentation', False)) for f in sys.meta_path)\n"
+            "    print(json.dumps({'customized': SITE_CUSTOMIZED, 'hooks': hooks, ",
+        )
+        run = run_child(self, script, pythonpath=(AUTO, os.path.join(outer, "loopwatch", "_auto"), site))
+        study = run.printed()
+        self.assertEqual(study["customized"], "yes")
+        self.assertEqual(study["hooks"], 1)
+        self.assertEqual(run.count("iteration_end"), study["trials"])
+        self.assertEqual(run.count("instrumentation"), 1)
+
+    def test_a_process_that_replaces_its_pythonpath_is_not_instrumented(self) -> None:
+        # What docs/frameworks.md says: the directory reaches a process through
+        # PYTHONPATH only; extended, it stays; replaced, it is gone.
+        inner = "import optuna; optuna.logging.set_verbosity(optuna.logging.WARNING); " \
+            "optuna.create_study().optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=%d)"
+        script = (
+            "import json, os, subprocess, sys\n"
+            "extended = dict(os.environ, PYTHONPATH='/nonexistent' + os.pathsep + os.environ['PYTHONPATH'])\n"
+            "replaced = dict(os.environ, PYTHONPATH='/nonexistent')\n"
+            "subprocess.run([sys.executable, '-c', %r], env=extended, check=True)\n"
+            "subprocess.run([sys.executable, '-c', %r], env=replaced, check=True)\n"
+            "print(json.dumps({}))\n" % (inner % 3, inner % 5)
+        )
+        run = run_child(self, script)
+        self.assertEqual(run.count("iteration_end"), 3, "the trials of the process that kept the directory")
+
     def test_a_child_that_imports_no_framework_loads_nothing_more(self) -> None:
         script = "import json, sys\nprint(json.dumps({'modules': sorted(sys.modules)}))\n"
         plain = set(run_child(self, script, pythonpath=()).printed()["modules"])
@@ -470,6 +573,36 @@ class SelectionTest(unittest.TestCase):
         run = run_child(self, script)
         self.assertTrue(run.printed()["file"].startswith(os.path.join(PYTHON_DIR, "loopwatch")))
         self.assertEqual(run.count("iteration_end"), 1)
+
+
+    def test_a_childs_own_loopwatch_of_another_version_is_not_shadowed(self) -> None:
+        import loopwatch
+
+        own = tempfile.mkdtemp(prefix="lw-own-")
+        os.mkdir(os.path.join(own, "loopwatch"))
+        init = os.path.join(own, "loopwatch", "__init__.py")
+        with open(init, "w", encoding="utf-8") as f:
+            f.write("__version__ = '0.0.1'\nOWN = True\n")
+        script = (
+            "import json, loopwatch\n"
+            "print(json.dumps({'file': loopwatch.__file__, 'own': getattr(loopwatch, 'OWN', False)}))\n"
+        )
+        run = run_child(self, script, pythonpath=(AUTO, own))
+        self.assertEqual(run.printed(), {"file": init, "own": True})
+        # A framework imported then is not instrumented by the directory's package
+        # behind the child's loopwatch: one line says so.
+        run = run_child(self, OPTUNA_LOOP, pythonpath=(AUTO, own))
+        self.assertEqual(run.count("iteration_end"), 0)
+        lines = [line for line in run.stderr.splitlines() if "loopwatch" in line]
+        self.assertEqual(len(lines), 1, run.stderr)
+        self.assertIn("the loopwatch package imported (%s) has no instrumentation" % init, lines[0])
+
+        # One of the same version is the directory's own: it matches the supervisor.
+        with open(init, "w", encoding="utf-8") as f:
+            f.write("__version__ = %r\nOWN = True\n" % loopwatch.__version__)
+        run = run_child(self, script, pythonpath=(AUTO, own))
+        self.assertEqual(run.printed()["own"], False)
+        self.assertTrue(run.printed()["file"].startswith(os.path.join(PYTHON_DIR, "loopwatch")))
 
 
 # --- OpenEvolve and ShinkaEvolve, with a stand-in LLM -------------------------------------
@@ -547,23 +680,31 @@ def _write(directory: str, name: str, text: str) -> str:
 class OpenEvolveTest(unittest.TestCase):
     ITERATIONS = 12
 
-    def test_a_real_run_reports_what_openevolve_itself_says(self) -> None:
+    def openevolve(
+        self, iterations: int, initial: str = INITIAL_PROGRAM, on_evaluate: str = ""
+    ) -> Tuple[Run, Dict[str, Any], str]:
+        """A real OpenEvolve run of ``iterations`` from ``initial`` against the stand-in:
+        what was reported, OpenEvolve's best_program_info.json, and its log.
+        ``on_evaluate`` is code the evaluator runs with the program's ``score``."""
         stand_in = StandIn(bad="too long")
         self.addCleanup(stand_in.close)
         work = tempfile.mkdtemp(prefix="lw-openevolve-")
-        _write(work, "initial_program.py", INITIAL_PROGRAM)
+        _write(work, "initial_program.py", initial)
         _write(
             work,
             "evaluator.py",
             """
-            import importlib.util
+            import importlib.util, os
 
             def evaluate(program_path):
                 spec = importlib.util.spec_from_file_location("candidate", program_path)
                 module = importlib.util.module_from_spec(spec)
                 spec.loader.exec_module(module)
-                return {"combined_score": float(module.score())}
-            """,
+                score = float(module.score())
+                %s
+                return {"combined_score": score}
+            """
+            % on_evaluate,
         )
         _write(
             work,
@@ -591,11 +732,11 @@ class OpenEvolveTest(unittest.TestCase):
               population_size: 50
               num_islands: 2
             """
-            % (self.ITERATIONS, stand_in.url),
+            % (iterations, stand_in.url),
         )
         run = run_child(
             self,
-            "import sys\nfrom openevolve.cli import main\nsys.exit(main())\n",
+            "import os, sys\nfrom openevolve.cli import main\nos.environ['LOOP_PID'] = str(os.getpid())\nsys.exit(main())\n",
             args=("initial_program.py", "evaluator.py", "--config", "config.yaml", "--output", "out"),
             cwd=work,
         )
@@ -605,6 +746,10 @@ class OpenEvolveTest(unittest.TestCase):
         log_files = sorted(os.listdir(os.path.join(out, "logs")))
         with open(os.path.join(out, "logs", log_files[-1]), encoding="utf-8") as f:
             log = f.read()
+        return run, best, log
+
+    def test_a_real_run_reports_what_openevolve_itself_says(self) -> None:
+        run, best, log = self.openevolve(self.ITERATIONS)
         # OpenEvolve's own account, from its log: every iteration it collected, the
         # programs it evaluated, and those whose evaluation failed.
         evaluated = set(int(n) for n in re.findall(r"Iteration (\d+): Program ", log))
@@ -612,18 +757,22 @@ class OpenEvolveTest(unittest.TestCase):
         evaluation_failures = len(re.findall(r"All evaluation attempts failed", log))
         iterations = evaluated | failed_iterations
         self.assertEqual(len(iterations), self.ITERATIONS)
+        children = set(re.findall(r"Iteration \d+: Program (\S+) ", log))
 
         self.assertEqual(run.count("iteration_start"), len(iterations))
         self.assertEqual(run.count("iteration_end"), len(iterations))
+        populations = run.of("population")
+        # The initial program's score is one more success when it was the champion
+        # of an iteration (the first ones failed).
+        seed = int(any(p["champion"] not in children for p in populations))
         successes, failures = run.outcomes()
-        self.assertEqual(successes + sum(failures.values()), len(iterations))
-        self.assertEqual(successes, len(evaluated) - evaluation_failures)
+        self.assertEqual(successes - seed + sum(failures.values()), len(iterations))
+        self.assertEqual(successes - seed, len(evaluated) - evaluation_failures)
         evaluator_failures = sum(n for reason, n in failures.items() if reason.startswith("evaluator: "))
-        self.assertEqual(successes + evaluator_failures, len(evaluated), failures)
+        self.assertEqual(successes - seed + evaluator_failures, len(evaluated), failures)
         self.assertIn("evaluator: ValueError", failures)
         self.assertIn("program too long", failures)
 
-        populations = run.of("population")
         self.assertEqual(populations[-1]["champion"], best["id"])
         best_score = max(line["sharpe"][2] for line in run.of("outcomes") if line["sharpe"][0])
         self.assertEqual(best_score, best["metrics"]["combined_score"])
@@ -640,15 +789,50 @@ class OpenEvolveTest(unittest.TestCase):
         self.assertEqual(int(cost.group(1)), len(iterations))
         print("\nOpenEvolve: %s ms added per iteration" % cost.group(2), file=sys.stderr)
 
+    def test_a_run_shut_down_by_sigterm_is_not_done(self) -> None:
+        # The evaluation of the third answer's program (in a worker of OpenEvolve's
+        # pool) sends the loop SIGTERM, as an operator would: OpenEvolve shuts down
+        # gracefully and its run returns.
+        run, _, log = self.openevolve(
+            self.ITERATIONS,
+            on_evaluate="if score == 12: import signal; os.kill(int(os.environ['LOOP_PID']), signal.SIGTERM)",
+        )
+        self.assertIn("Evolution completed - Shutdown requested", log)
+        collected = len(re.findall(r"Iteration \d+: Program |Iteration \d+ error", log))
+        self.assertLess(collected, self.ITERATIONS)
+        self.assertEqual(run.count("iteration_end"), collected)
+        self.assertEqual(run.count("done"), 0, "an interrupted run is not done")
+
+    def test_an_initial_program_better_than_every_child_is_champion_with_its_score(self) -> None:
+        # Every child scores 10 + n; the initial program 1000.
+        run, best, log = self.openevolve(4, INITIAL_PROGRAM.replace("return 1", "return 1000"))
+        self.assertEqual(best["metrics"]["combined_score"], 1000.0, "OpenEvolve's best is the initial program")
+        children = set(re.findall(r"Iteration \d+: Program (\S+) ", log))
+        self.assertNotIn(best["id"], children)
+        populations = run.of("population")
+        self.assertEqual({p["champion"] for p in populations}, {best["id"]})
+        best_score = max(line["sharpe"][2] for line in run.of("outcomes") if line["sharpe"][0])
+        self.assertEqual(best_score, 1000.0)
+        # Reported once, with the first iteration.
+        self.assertEqual(run.of("outcomes")[0]["sharpe"][2], 1000.0)
+        self.assertEqual(sum(1 for line in run.of("outcomes") if line["sharpe"][0] and line["sharpe"][2] == 1000.0), 1)
+        self.assertEqual(run.count("iteration_end"), 4)
+
 
 class ShinkaEvolveTest(unittest.TestCase):
     GENERATIONS = 6
 
-    def test_a_real_run_reports_what_shinkaevolve_itself_says(self) -> None:
+    def shinka(
+        self, generations: int, initial: str = INITIAL_PROGRAM
+    ) -> Tuple[Run, List[Tuple[str, int, int, float]], str, int]:
+        """A real ShinkaEvolve run of ``generations`` from ``initial`` against the
+        stand-in: what was reported, and ShinkaEvolve's database: its programs (id,
+        generation, correct, combined_score), its best program and its failed
+        proposals."""
         stand_in = StandIn(bad="no code")
         self.addCleanup(stand_in.close)
         work = tempfile.mkdtemp(prefix="lw-shinka-")
-        _write(work, "initial.py", INITIAL_PROGRAM)
+        _write(work, "initial.py", initial)
         # The evaluation job writes the two files ShinkaEvolve reads (what its
         # run_shinka_eval writes), with the standard library only.
         _write(
@@ -691,7 +875,7 @@ class ShinkaEvolveTest(unittest.TestCase):
                 db_config=DatabaseConfig(db_path="evolution_db.sqlite", num_islands=1, archive_size=20),
                 max_evaluation_jobs=2, max_proposal_jobs=2, verbose=False,
             ).run()
-        """ % (self.GENERATIONS, stand_in.url)
+        """ % (generations, stand_in.url)
         if not os.access(SHINKA_PYTHON, os.X_OK):
             self.fail(
                 "no ShinkaEvolve environment at %s: run "
@@ -703,15 +887,22 @@ class ShinkaEvolveTest(unittest.TestCase):
         programs = db.execute("SELECT id, generation, correct, combined_score FROM programs").fetchall()
         best_id = db.execute("SELECT value FROM metadata_store WHERE key = 'best_program_id'").fetchone()[0]
         failed = db.execute("SELECT COUNT(*) FROM attempt_log WHERE status = 'failed'").fetchone()[0]
+        return run, programs, best_id, failed
+
+    def test_a_real_run_reports_what_shinkaevolve_itself_says(self) -> None:
+        run, programs, best_id, failed = self.shinka(self.GENERATIONS)
         evolved = [p for p in programs if p[1] > 0]
+        populations = run.of("population")
+        # The initial program's score is one more success when it was the champion
+        # of an iteration (the first ones failed).
+        seed = int(any(p["champion"] in {q[0] for q in programs if q[1] == 0} for p in populations))
 
         self.assertEqual(run.count("iteration_end"), len(evolved) + failed)
         successes, failures = run.outcomes()
-        self.assertEqual(successes, sum(1 for p in evolved if p[2]))
+        self.assertEqual(successes - seed, sum(1 for p in evolved if p[2]))
         self.assertEqual(sum(failures.values()), sum(1 for p in evolved if not p[2]) + failed)
         self.assertIn("evaluation: ValueError", failures)
         self.assertIn("proposal: llm_output_invalid", failures)
-        populations = run.of("population")
         self.assertEqual(populations[-1]["champion"], best_id)
         self.assertEqual(populations[-1]["size"], len(programs))
         best_score = max(line["sharpe"][2] for line in run.of("outcomes") if line["sharpe"][0])
@@ -719,6 +910,19 @@ class ShinkaEvolveTest(unittest.TestCase):
         self.assertTrue(all(0.0 <= p["diversity"] <= 1.0 for p in populations))
         self.assertEqual(run.count("done"), 1)
         self.assertEqual(run.errors(), 0)
+
+    def test_an_initial_program_better_than_every_child_is_champion_with_its_score(self) -> None:
+        # Every child scores 10 + n; the initial program 1000.
+        run, programs, best_id, _ = self.shinka(3, INITIAL_PROGRAM.replace("return 1", "return 1000"))
+        seed = [p for p in programs if p[1] == 0]
+        self.assertEqual([(p[0], p[3]) for p in seed], [(best_id, 1000.0)], "ShinkaEvolve's best is the initial program")
+        populations = run.of("population")
+        self.assertEqual({p["champion"] for p in populations}, {best_id})
+        best_score = max(line["sharpe"][2] for line in run.of("outcomes") if line["sharpe"][0])
+        self.assertEqual(best_score, 1000.0)
+        # Reported once, with the first iteration.
+        self.assertEqual(run.of("outcomes")[0]["sharpe"][2], 1000.0)
+        self.assertEqual(sum(1 for line in run.of("outcomes") if line["sharpe"][0] and line["sharpe"][2] == 1000.0), 1)
 
 
 # --- the parts, without a child ---------------------------------------------------------
@@ -741,12 +945,35 @@ class TablesTest(unittest.TestCase):
         self.assertIsNone(parse_version("dev"))
         openevolve = FRAMEWORKS["openevolve"]
         self.assertTrue(in_range(openevolve, (0, 4, 1)))
-        self.assertTrue(in_range(openevolve, (0, 4, 9)))
+        self.assertTrue(in_range(openevolve, (0, 4, 1, 1)))
+        self.assertFalse(in_range(openevolve, (0, 4, 2)))
         self.assertFalse(in_range(openevolve, (0, 4)))
-        self.assertFalse(in_range(openevolve, (0, 5)))
         self.assertTrue(in_range(FRAMEWORKS["deap"], (1, 4)))
         self.assertFalse(in_range(FRAMEWORKS["optuna"], (3, 6, 1)))
         self.assertTrue(in_range(FRAMEWORKS["optuna"], (5, 1, 0)))
+        self.assertFalse(in_range(FRAMEWORKS["optuna"], (5, 2)))
+        self.assertFalse(in_range(FRAMEWORKS["nevergrad"], (1, 1)))
+
+    def test_each_range_is_the_tested_minor_version_as_pinned_and_documented(self) -> None:
+        from loopwatch._instrument import FRAMEWORKS, in_range, parse_version
+
+        root = os.path.dirname(PYTHON_DIR)
+        with open(os.path.join(root, "scripts", "lib", "services.sh"), encoding="utf-8") as f:
+            lines = [line for line in f if line.startswith(("PYTHON_FRAMEWORK_PINS=", "SHINKA_PIN="))]
+        pins = dict(re.findall(r"([a-z-]+)==([\d.]+)", "".join(lines)))
+        with open(os.path.join(root, "docs", "frameworks.md"), encoding="utf-8") as f:
+            docs = f.read()
+        for framework in FRAMEWORKS.values():
+            with self.subTest(framework.name):
+                self.assertEqual(pins[framework.distribution], framework.tested)
+                tested = parse_version(framework.tested)
+                assert tested is not None
+                # The minor version; for a 0.x version, the patch version.
+                minor = tested[:3] if tested[0] == 0 else tested[:2]
+                self.assertTrue(in_range(framework, tested))
+                self.assertEqual(framework.below, minor[:-1] + (minor[-1] + 1,))
+                self.assertLessEqual(framework.minimum, tested)
+                self.assertIn("| %s | `%s` |" % (framework.tested, framework.range_text()), docs)
 
     def test_selection(self) -> None:
         from loopwatch._auto.sitecustomize import selection
@@ -755,6 +982,117 @@ class TablesTest(unittest.TestCase):
         self.assertEqual(selection(" None "), (False, frozenset(), ()))
         self.assertEqual(selection("optuna, deap"), (False, frozenset({"optuna", "deap"}), ()))
         self.assertEqual(selection("auto,shinka,foo"), (True, frozenset({"shinka"}), ("foo",)))
+
+    def test_the_version_of_another_loopwatch(self) -> None:
+        from loopwatch._auto import sitecustomize
+
+        site = tempfile.mkdtemp(prefix="lw-site-")
+        os.mkdir(os.path.join(site, "loopwatch"))
+        init = os.path.join(site, "loopwatch", "__init__.py")
+        with open(init, "w", encoding="utf-8") as f:
+            f.write('"""A loopwatch without __version__, installed by pip."""\n')
+        self.assertIsNone(sitecustomize.package_version(init))
+        os.mkdir(os.path.join(site, "loopwatch-9.9.dist-info"))
+        with open(os.path.join(site, "loopwatch-9.9.dist-info", "METADATA"), "w", encoding="utf-8") as f:
+            f.write("Metadata-Version: 2.4\nName: loopwatch\nVersion: 9.9\n\nVersion: 1.0 in the description\n")
+        self.assertEqual(sitecustomize.package_version(init), "9.9")
+        self.assertFalse(sitecustomize.embedded([site]))
+        self.assertTrue(sitecustomize.embedded([tempfile.mkdtemp(prefix="lw-empty-")]))
+
+    def test_one_import_hook_per_process(self) -> None:
+        from loopwatch._auto import sitecustomize
+
+        class Installed:
+            """Another copy's import hook, as install() recognises it."""
+
+            loopwatch_instrumentation = True
+
+            def find_spec(self, *args: Any) -> None:
+                return None
+
+        installed = Installed()
+        sys.meta_path.append(installed)
+        self.addCleanup(sys.meta_path.remove, installed)
+        environ = {"LOOPWATCH_SOCKET": "/nonexistent/socket", "LOOPWATCH_INSTRUMENT": "auto"}
+        self.assertIsNone(sitecustomize.install(environ))
+        self.assertEqual(sys.meta_path.count(installed), 1)
+        self.assertFalse(any(isinstance(f, sitecustomize._Finder) for f in sys.meta_path))
+
+    def test_a_trigger_module_is_patched_once(self) -> None:
+        # As two import hooks in one process (two copies of the package) would call it.
+        import deap.tools
+
+        from loopwatch import _instrument
+
+        original = deap.tools.Logbook.record
+        self.addCleanup(_instrument.undo)
+        _instrument.loaded("deap", "deap.tools", deap.tools, True, False)
+        patched = deap.tools.Logbook.record
+        self.assertIsNot(patched, original)
+        _instrument.loaded("deap", "deap.tools", deap.tools, True, False)
+        self.assertIs(deap.tools.Logbook.record, patched, "not wrapped twice")
+        self.assertEqual(_instrument.state()["deap"][0], True)
+        _instrument.undo()
+        self.assertIs(deap.tools.Logbook.record, original)
+        self.assertFalse(hasattr(deap.tools, _instrument.PATCHED))
+
+    def test_deap_is_decided_for_both_its_modules_before_either_is_patched(self) -> None:
+        # A fault no tested version shows: deap.algorithms without one of its helpers.
+        import deap.algorithms
+        import deap.tools
+
+        from loopwatch import _instrument
+
+        helper = deap.algorithms.eaGenerateUpdate
+        del deap.algorithms.eaGenerateUpdate
+        self.addCleanup(setattr, deap.algorithms, "eaGenerateUpdate", helper)
+        self.addCleanup(_instrument.undo)
+        record = deap.tools.Logbook.record
+        with self.assertLogs("loopwatch.instrument", "WARNING") as logs:
+            _instrument.loaded("deap", "deap.tools", deap.tools, True, False)
+        self.assertIn("hook point eaGenerateUpdate is missing", logs.output[0])
+        self.assertIs(deap.tools.Logbook.record, record, "deap.tools left alone too")
+        self.assertEqual(_instrument.state()["deap"][0], False)
+
+    def test_the_deap_helpers_parameter_positions(self) -> None:
+        import inspect
+
+        import deap.algorithms
+
+        from loopwatch._instrument.deap_hooks import HELPERS
+
+        for name, (population_at, halloffame_at) in HELPERS.items():
+            with self.subTest(name):
+                parameters = list(inspect.signature(getattr(deap.algorithms, name)).parameters)
+                self.assertEqual(parameters[halloffame_at], "halloffame")
+                if population_at is None:
+                    self.assertNotIn("population", parameters)
+                else:
+                    self.assertEqual(parameters[population_at], "population")
+
+    def test_the_docs_say_how_to_turn_each_framework_off_and_the_labels_as_parsed(self) -> None:
+        from loopwatch._instrument import FRAMEWORKS
+
+        root = os.path.dirname(PYTHON_DIR)
+        with open(os.path.join(root, "docs", "frameworks.md"), encoding="utf-8") as f:
+            docs = f.read()
+        headings = {"openevolve": "OpenEvolve", "shinka": "ShinkaEvolve", "optuna": "Optuna", "deap": "DEAP", "nevergrad": "Nevergrad"}
+        for name, heading in headings.items():
+            with self.subTest(name):
+                section = docs.split("\n### %s\n" % heading, 1)[1].split("\n#", 1)[0]
+                others = ",".join(n for n in FRAMEWORKS if n != name)
+                self.assertIn("`loopwatch run --instrument none`", section)
+                self.assertIn("`LOOPWATCH_INSTRUMENT=none`", section)
+                self.assertIn("`--instrument %s`" % others, section)
+        # The framework label's values: what the protocol's Framework::parse accepts,
+        # and other.
+        with open(os.path.join(root, "src", "protocol.rs"), encoding="utf-8") as f:
+            parsed = re.findall(r'Framework::\w+ => "(\w+)",', f.read())
+        self.assertEqual(set(parsed), set(FRAMEWORKS) | {"other"})
+        sentence = docs.split("`framework` is one of", 1)[1].split("`instrumentation_error`'s", 1)[0]
+        listed = re.findall(r"`(\w+)`", sentence.split("exactly as written", 1)[0])
+        self.assertEqual(listed, [n for n in parsed if n != "other"])
+        self.assertIn("is read as `other`", sentence)
 
     def test_a_missing_hook_point_leaves_the_framework_alone(self) -> None:
         # A fault no tested version shows: a module object without Optuna's hook point.

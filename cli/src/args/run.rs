@@ -291,7 +291,12 @@ pub struct InstrumentationFlags {
     /// a tested version), none, or a comma-separated list (optuna,deap; auto,NAME
     /// adds one to auto). Puts loopwatch's instrumentation directory on the child's
     /// PYTHONPATH (its sitecustomize runs the one it shadows); see docs/frameworks.md.
-    #[arg(long, default_value = "auto", value_parser = crate::supervise::instrument::flag)]
+    #[arg(
+        long,
+        env = crate::supervise::instrument::ENV_INSTRUMENT,
+        default_value = "auto",
+        value_parser = crate::supervise::instrument::flag
+    )]
     pub instrument: String,
 }
 

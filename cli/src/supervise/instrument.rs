@@ -18,6 +18,9 @@ pub const ENV_INSTRUMENT: &str = "LOOPWATCH_INSTRUMENT";
 /// The frameworks the instrumentation knows, as `--instrument` names them.
 pub const FRAMEWORKS: [&str; 5] = ["openevolve", "shinka", "optuna", "deap", "nevergrad"];
 
+/// The values that turn the instrumentation off (the Python side reads the same).
+const NONE: [&str; 4] = ["none", "off", "0", "false"];
+
 /// The package's files, by their path under `python/loopwatch`.
 const PACKAGE: &[(&str, &str)] = &[
     (
@@ -96,9 +99,11 @@ const PACKAGE: &[(&str, &str)] = &[
     ),
 ];
 
-/// `--instrument`'s value, checked and normalised (`" Optuna, deap"` is
-/// `optuna,deap`): `auto`, `none`, or a comma-separated list of [`FRAMEWORKS`] (with
-/// `auto` to add them to it); a name that is not a framework is refused.
+/// `--instrument`'s value (or `LOOPWATCH_INSTRUMENT`'s, its default), checked and
+/// normalised (`" Optuna, deap"` is `optuna,deap`): `auto`, `none` (or `off`, `0`,
+/// `false`, as the Python side reads the variable), or a comma-separated list of
+/// [`FRAMEWORKS`] (with `auto` to add them to it); empty is `auto`; a name that is not
+/// a framework is refused.
 pub fn flag(value: &str) -> Result<String, String> {
     selection(value).map(|s| s.unwrap_or_else(|| "none".into()))
 }
@@ -111,8 +116,9 @@ pub fn selection(value: &str) -> Result<Option<String>, String> {
         .filter(|n| !n.is_empty())
         .collect();
     match names.as_slice() {
-        [] => Err("name frameworks, or auto or none".into()),
-        [only] if only == "none" => Ok(None),
+        // Empty, as the Python side reads it: an exported but empty variable.
+        [] => Ok(Some("auto".into())),
+        [only] if NONE.contains(&only.as_str()) => Ok(None),
         _ => {
             if let Some(unknown) = names
                 .iter()
@@ -158,6 +164,20 @@ impl Instrumentation {
             selection,
             auto_dir: package.join("_auto"),
         })
+    }
+
+    /// Sets the child's `LOOPWATCH_INSTRUMENT`, and its `PYTHONPATH` to the
+    /// instrumentation directory followed by the `PYTHONPATH` it would have had.
+    /// Without an instrumentation (`None`: `--instrument none`, or none could be
+    /// written) the child's `LOOPWATCH_INSTRUMENT` is `none`, so that an
+    /// instrumentation directory it inherits (an outer `loopwatch run`'s) stays idle.
+    pub fn apply_to(this: Option<&Self>, command: &mut std::process::Command) {
+        match this {
+            Some(instrumentation) => instrumentation.apply(command),
+            None => {
+                command.env(ENV_INSTRUMENT, "none");
+            }
+        }
     }
 
     /// Sets the child's `LOOPWATCH_INSTRUMENT`, and its `PYTHONPATH` to the
@@ -211,16 +231,30 @@ mod tests {
         }
     }
 
+    /// The package's `__version__` is this binary's: the child's own `loopwatch` of
+    /// the same version is taken for it.
+    #[test]
+    fn the_package_has_the_binarys_version() {
+        let init = PACKAGE.iter().find(|(p, _)| *p == "__init__.py").unwrap().1;
+        let line = format!("__version__ = \"{}\"", env!("CARGO_PKG_VERSION"));
+        assert!(
+            init.lines().any(|l| l == line),
+            "{line} in python/loopwatch/__init__.py"
+        );
+    }
+
     #[test]
     fn the_selection_is_auto_none_or_known_frameworks() {
         assert_eq!(selection("auto"), Ok(Some("auto".into())));
         assert_eq!(selection("none"), Ok(None));
+        assert_eq!(selection(" Off "), Ok(None));
+        assert_eq!(selection("0"), Ok(None));
         assert_eq!(selection(" Optuna, deap "), Ok(Some("optuna,deap".into())));
         assert_eq!(selection("auto,shinka"), Ok(Some("auto,shinka".into())));
         assert!(selection("pytorch")
             .unwrap_err()
             .contains("pytorch is not a framework"));
-        assert!(selection("").is_err());
+        assert_eq!(selection(" "), Ok(Some("auto".into())));
     }
 
     #[test]
@@ -243,5 +277,15 @@ mod tests {
         assert!(path
             .to_string_lossy()
             .starts_with(&*installed.auto_dir.to_string_lossy()));
+
+        // None: the child is told so, and its PYTHONPATH is left alone.
+        let mut command = std::process::Command::new("true");
+        Instrumentation::apply_to(None, &mut command);
+        let env: std::collections::HashMap<_, _> = command.get_envs().collect();
+        assert_eq!(
+            env[std::ffi::OsStr::new(ENV_INSTRUMENT)],
+            Some(std::ffi::OsStr::new("none"))
+        );
+        assert!(!env.contains_key(std::ffi::OsStr::new("PYTHONPATH")));
     }
 }

@@ -132,9 +132,7 @@ impl Launch<'_> {
         if let Some(proxy) = self.llm_proxy {
             through_the_proxy(&mut command, proxy);
         }
-        if let Some(instrumentation) = self.instrumentation {
-            instrumentation.apply(&mut command);
-        }
+        super::instrument::Instrumentation::apply_to(self.instrumentation, &mut command);
         command
     }
 

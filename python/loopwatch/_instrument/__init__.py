@@ -4,9 +4,10 @@ DEAP, Nevergrad), installed by ``loopwatch/_auto/sitecustomize.py``.
 When a framework's trigger module has been imported, :func:`loaded` decides once per
 framework whether to instrument it: selected (``LOOPWATCH_INSTRUMENT``), a passing
 test behind it (or named explicitly), its installed version inside the tested range,
-and every hook point of the hook set present. Then it patches the hook points, all of
-them or none. Otherwise it logs one line naming the framework and its version and
-leaves the loop untouched.
+and every hook point of the hook set present, in every trigger module of the
+framework (:data:`GROUPS`: DEAP's ``deap.tools`` and ``deap.algorithms``). Then it
+patches the hook points, all of them or none. Otherwise it logs one line naming the
+framework and its version and leaves the loop untouched.
 
 Rules every instrumentation here keeps:
 
@@ -56,6 +57,11 @@ log = logging.getLogger("loopwatch.instrument")
 #: Set by the first process of the run that reports through an instrumentation, to
 #: its pid; inherited by every process it starts after that.
 ENV_OWNER = "LOOPWATCH_INSTRUMENT_OWNER"
+#: Each decision said (logged and announced) so far in the run, ``name=state:version``
+#: comma-separated: set by the process that said it, inherited by the processes it
+#: starts after, which do not say the same decision again (a framework left alone is
+#: one log line, not one per worker).
+ENV_SAID = "LOOPWATCH_INSTRUMENT_SAID"
 #: Created beside ``LOOPWATCH_SOCKET`` by the first iteration a loop reports itself,
 #: so that the instrumentation of every process of the run stands down.
 MANUAL_MARKER = "instrument-manual"
@@ -75,25 +81,27 @@ class Framework:
     minimum: Version
     #: First version not instrumented (exclusive).
     below: Version
-    #: The versions the tests run against.
+    #: The version the tests run against.
     tested: str
     #: Whether ``auto`` instruments it: only frameworks with a passing test.
     auto: bool = True
 
     def range_text(self) -> str:
-        """The range as pip writes it: ``>=0.4.1,<0.5``."""
+        """The range as pip writes it: ``>=5.1,<5.2``."""
         return ">=%s,<%s" % (".".join(map(str, self.minimum)), ".".join(map(str, self.below)))
 
 
-#: Every framework, with its tested range (the versions scripts/lib/services.sh pins).
+#: Every framework, with its tested range: the minor version of the version the tests
+#: run against (scripts/lib/services.sh pins it), for a 0.x version its patch version
+#: (0.x minor releases may break anything). docs/frameworks.md states the same.
 FRAMEWORKS: Dict[str, Framework] = {
     f.name: f
     for f in (
-        Framework("openevolve", "openevolve", (0, 4, 1), (0, 5), "0.4.1"),
+        Framework("openevolve", "openevolve", (0, 4, 1), (0, 4, 2), "0.4.1"),
         Framework("shinka", "shinka-evolve", (0, 0, 7), (0, 0, 8), "0.0.7"),
-        Framework("optuna", "optuna", (5, 0), (6,), "5.1.0"),
+        Framework("optuna", "optuna", (5, 1), (5, 2), "5.1.0"),
         Framework("deap", "deap", (1, 4), (1, 5), "1.4.4"),
-        Framework("nevergrad", "nevergrad", (1, 0), (2,), "1.0.12"),
+        Framework("nevergrad", "nevergrad", (1, 0), (1, 1), "1.0.12"),
     )
 }
 
@@ -259,6 +267,10 @@ def _once(key: str, level: int, message: str, *args: Any) -> None:
 #: A framework's decision: None while undecided, else (instrumented, version).
 _decisions: Dict[str, Tuple[bool, str]] = {}
 _applied: List[Patch] = []
+#: Set on a trigger module once its hook points are patched, by any copy of this
+#: package in the process (a nested run's and an outer one's): patched once only.
+PATCHED = "__loopwatch_instrumented__"
+_marked: List[Any] = []
 _decide_lock = threading.RLock()
 
 
@@ -300,30 +312,77 @@ def in_range(framework: Framework, version: Version) -> bool:
     return pad(framework.minimum) <= pad(version) < pad(framework.below)
 
 
+def _first_to_say(framework: str, state: str, version: str) -> bool:
+    """Whether this process is the first of the run to reach this decision (and
+    notes it for the processes it starts): only the first logs and announces it."""
+    entry = "%s=%s:%s" % (framework, state, version.replace(",", " "))
+    said = [e for e in os.environ.get(ENV_SAID, "").split(",") if e]
+    if entry in said:
+        return False
+    os.environ[ENV_SAID] = ",".join(said + [entry])
+    return True
+
+
 def _decide(framework: Framework, module: Any, auto: bool, explicit: bool) -> Optional[str]:
-    """The installed version when ``framework`` may be instrumented, else None (logged)."""
+    """The installed version when ``framework`` may be instrumented, else None (logged,
+    by the first process of the run that decides so)."""
     if not explicit and not (auto and framework.auto):
-        _once(
-            "off:" + framework.name,
-            logging.INFO,
-            "loopwatch: %s is not instrumented under auto (name it in LOOPWATCH_INSTRUMENT to try it)",
-            framework.name,
-        )
-        _announce(framework.name, "", "off", "not instrumented under auto")
+        if _first_to_say(framework.name, "off", ""):
+            _once(
+                "off:" + framework.name,
+                logging.INFO,
+                "loopwatch: %s is not instrumented under auto (name it in LOOPWATCH_INSTRUMENT to try it)",
+                framework.name,
+            )
+            _announce(framework.name, "", "off", "not instrumented under auto")
         return None
     text = _installed_version(framework, module)
     version = parse_version(text) if text else None
     if version is None or not in_range(framework, version):
         reason = "version outside the tested range %s" % framework.range_text()
-        log.warning(
-            "loopwatch: %s %s is not instrumented (%s); the loop runs as it is",
-            framework.name,
-            text or "(version unknown)",
-            reason,
-        )
-        _announce(framework.name, text or "", "skipped", reason)
+        if _first_to_say(framework.name, "skipped", text or ""):
+            log.warning(
+                "loopwatch: %s %s is not instrumented (%s); the loop runs as it is",
+                framework.name,
+                text or "(version unknown)",
+                reason,
+            )
+            _announce(framework.name, text or "", "skipped", reason)
         return None
     return text
+
+
+#: Frameworks whose hook points lie in several trigger modules: decided and patched
+#: together (all of them or none), once every one of those modules has been imported.
+GROUPS: Dict[str, Tuple[str, ...]] = {"deap": ("deap.tools", "deap.algorithms")}
+
+
+def _initializing(module: Any) -> bool:
+    """Whether ``module`` is still being executed (an import in progress)."""
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
+def _group(framework: str, trigger: str, module: Any) -> Optional[Dict[str, Any]]:
+    """Every trigger module of ``framework`` → the module (one not imported yet is
+    imported now), or None while another one is being imported: its own trigger,
+    once it has run, completes the group."""
+    found: Dict[str, Any] = {}
+    for name in GROUPS.get(framework, (trigger,)):
+        if name == trigger:
+            found[name] = module
+            continue
+        other = sys.modules.get(name)
+        if other is None:
+            import importlib
+
+            try:
+                other = importlib.import_module(name)
+            except ImportError:
+                raise MissingHookPoint(name) from None
+        elif _initializing(other):
+            return None
+        found[name] = other
+    return found
 
 
 def loaded(framework_name: str, trigger: str, module: Any, auto: bool, explicit: bool) -> None:
@@ -333,41 +392,55 @@ def loaded(framework_name: str, trigger: str, module: Any, auto: bool, explicit:
         return
     framework = FRAMEWORKS[framework_name]
     with _decide_lock:
+        if getattr(module, PATCHED, False):
+            return
         decision = _decisions.get(framework.name)
         if decision is None:
             version = _decide(framework, module, auto, explicit)
             decision = (version is not None, version or "")
             _decisions[framework.name] = decision
-            announce = True
-        else:
-            announce = False
         instrumented, version_text = decision
         if not instrumented:
             return
-        plan = HOOKS.get(trigger)
-        if plan is None:
-            return
         try:
-            patches = plan(module)
+            group = _group(framework.name, trigger, module)
+            if group is None:
+                return
+            # Every hook point of every module of the framework looked up before any
+            # is patched: all of them, or none.
+            patches: List[Patch] = []
+            for name, member in group.items():
+                plan = HOOKS.get(name)
+                if plan is not None and not getattr(member, PATCHED, False):
+                    patches.extend(plan(member))
         except MissingHookPoint as missing:
-            log.warning(
-                "loopwatch: %s %s is not instrumented: its hook point %s is missing; the loop runs as it is",
-                framework.name,
-                version_text,
-                missing,
-            )
-            _announce(framework.name, version_text, "skipped", "hook point %s is missing" % missing)
+            if _first_to_say(framework.name, "missing", version_text):
+                log.warning(
+                    "loopwatch: %s %s is not instrumented: its hook point %s is missing; the loop runs as it is",
+                    framework.name,
+                    version_text,
+                    missing,
+                )
+                _announce(framework.name, version_text, "skipped", "hook point %s is missing" % missing)
             _decisions[framework.name] = (False, version_text)
             return
         except Exception as error:  # noqa: BLE001
             failed(framework.name, error)
             return
+        if not _decisions.get(framework.name, (False, ""))[0]:
+            return  # decided against while the group was imported
         for patch in patches:
             patch.original = getattr(patch.owner, patch.name)
         for patch in patches:
             setattr(patch.owner, patch.name, patch.replacement)
             _applied.append(patch)
-        if announce:
+        for member in group.values():
+            try:
+                setattr(member, PATCHED, True)
+                _marked.append(member)
+            except (AttributeError, TypeError):
+                pass
+        if patches and _first_to_say(framework.name, "active", version_text):
             log.info("loopwatch: instrumenting %s %s", framework.name, version_text)
             _announce(framework.name, version_text, "active")
 
@@ -378,7 +451,13 @@ def undo() -> None:
         while _applied:
             patch = _applied.pop()
             setattr(patch.owner, patch.name, patch.original)
+        while _marked:
+            try:
+                delattr(_marked.pop(), PATCHED)
+            except AttributeError:
+                pass
         _decisions.clear()
+        os.environ.pop(ENV_SAID, None)
 
 
 def state() -> Dict[str, Tuple[bool, str]]:

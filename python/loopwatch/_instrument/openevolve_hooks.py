@@ -14,22 +14,30 @@ the child program to the ``ProgramDatabase``. The hooks, all in that process:
   (``error`` or ``timeout`` in its metrics); the population after it: its size,
   distinct programs and diversity (:func:`loopwatch.diversity.code_diversity` over
   every program's code), and the champion (the database's tracked best program);
-* ``ProcessParallelController.run_evolution``: the run's start and end;
-* ``OpenEvolve.run``: ``done`` when the run returns.
+  when the champion is a program whose score was not reported yet (the initial
+  program, better than every child so far), its score is one more success of the
+  iteration, so that the best score is always the champion's;
+* ``ProcessParallelController.run_evolution``: the run's start and end, and whether
+  it ended on a shutdown request (its ``shutdown_event`` set: OpenEvolve's handler of
+  SIGINT and SIGTERM sets it);
+* ``OpenEvolve.run``: ``done`` when the run returns, unless it was shut down (the
+  run was interrupted, not finished: its exit is not the loop's end of work).
 
 An iteration runs from its submission to the pool to its result back in the
 controller (with more iterations queued than workers, as OpenEvolve queues, that
 includes the wait for a worker). The initial program is not an iteration (OpenEvolve
-counts it as iteration 0): it is in the first iteration's population.
+counts it as iteration 0): it is in the first iteration's population, and its score
+is reported (once) in the first iteration whose champion it is.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import re
 import time
 import weakref
-from typing import Any, Dict, List, MutableMapping, Optional, Tuple
+from typing import Any, Dict, List, MutableMapping, Optional, Set, Tuple
 
 from . import Patch, hook_point, log, owns_search, safely, stood_down, wrap_method
 
@@ -51,6 +59,8 @@ ITERATION_ERRORS: Tuple[Tuple[str, str], ...] = (
 )
 
 _trackers: MutableMapping[Any, "Tracker"] = weakref.WeakKeyDictionary()
+#: The ``OpenEvolve.run`` in progress in this task: whether its evolution was shut down.
+_run_state: "contextvars.ContextVar[Dict[str, bool]]" = contextvars.ContextVar("loopwatch_openevolve_run")
 _by_database: MutableMapping[Any, "Tracker"] = weakref.WeakKeyDictionary()
 
 
@@ -113,10 +123,36 @@ class Tracker:
         #: Child program id → (iteration, submitted, collected, artifacts).
         self.pending: Dict[str, Tuple[int, float, float, Any]] = {}
         self.shingles = ShingleCache()
+        #: Programs whose score has been reported as a success.
+        self.scored: Set[str] = set()
         self.iterations = 0
         self.cost = 0.0
 
-    def _report(self, start: float, end: float, success: Optional[float], reason: Optional[str]) -> None:
+    def _champion(self, it: Any) -> Optional[str]:
+        """The database's best program, its score reported with ``it`` if it has not
+        been yet (the initial program), so that the best score is the champion's."""
+        best = getattr(self.database, "best_program_id", None)
+        if best is None:
+            return None
+        champion = str(best)
+        if champion in self.scored:
+            return champion
+        program = self.database.programs.get(best)
+        metrics = dict(getattr(program, "metrics", None) or {})
+        value = score(metrics) if evaluator_reason(metrics, None) is None else None
+        if value is not None:
+            it.success(sharpe=value)
+            self.scored.add(champion)
+        return champion
+
+    def _report(
+        self,
+        start: float,
+        end: float,
+        success: Optional[float],
+        reason: Optional[str],
+        program_id: Optional[str] = None,
+    ) -> None:
         if stood_down(FRAMEWORK):
             return
         import loopwatch
@@ -127,8 +163,11 @@ class Tracker:
         try:
             if reason is None and success is not None:
                 it.success(sharpe=success)
+                if program_id is not None:
+                    self.scored.add(program_id)
             else:
                 it.failure(reason or "no score")
+            champion = self._champion(it)
             programs = list(self.database.programs.items())
             found = [self.shingles.get(pid, program.code) for pid, program in programs]
             self.shingles.retain(pid for pid, _ in programs)
@@ -136,7 +175,7 @@ class Tracker:
                 size=len(programs),
                 unique=lwd.unique_count(fingerprint for _, fingerprint in found),
                 diversity=lwd.code_diversity((), shingles=[shingles for shingles, _ in found]),
-                champion=getattr(self.database, "best_program_id", None),
+                champion=champion,
             )
         finally:
             it.end(end)
@@ -182,7 +221,7 @@ class Tracker:
             return
         metrics = dict(getattr(program, "metrics", None) or {})
         reason = evaluator_reason(metrics, artifacts if isinstance(artifacts, dict) else None)
-        self._report(start, end, score(metrics) if reason is None else None, reason)
+        self._report(start, end, score(metrics) if reason is None else None, reason, str(program.id))
 
     def finish(self) -> None:
         self._flush_stale()
@@ -216,6 +255,8 @@ def _run_evolution(original: Any) -> Any:
         try:
             return await original(self, *args, **kwargs)
         finally:
+            # Read before OpenEvolve's stop() sets the event as part of its cleanup.
+            safely(FRAMEWORK, _shut_down, self)
             safely(FRAMEWORK, _finished, self)
 
     return run_evolution
@@ -254,7 +295,17 @@ def _claim(*args: Any, **kwargs: Any) -> None:
     owns_search(FRAMEWORK)  # before the pool starts: its workers inherit the claim
 
 
-def _completed(best: Any, *args: Any, **kwargs: Any) -> None:
+def _shut_down(controller: Any) -> None:
+    """Notes whether the evolution ended on a shutdown request (SIGINT, SIGTERM)."""
+    state = _run_state.get(None)
+    if state is not None and controller.shutdown_event.is_set():
+        state["shut_down"] = True
+
+
+def _completed(state: Dict[str, bool]) -> None:
+    if state.get("shut_down"):
+        log.info("loopwatch: openevolve was shut down before its last iteration: no done")
+        return
     if owns_search(FRAMEWORK) and not stood_down(FRAMEWORK):
         import loopwatch
 
@@ -265,8 +316,16 @@ def _run(original: Any) -> Any:
     @functools.wraps(original)
     async def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         safely(FRAMEWORK, _claim)
-        best = await original(self, *args, **kwargs)
-        safely(FRAMEWORK, _completed, best)
+        state: Dict[str, bool] = {}
+        token = _run_state.set(state)
+        try:
+            best = await original(self, *args, **kwargs)
+        finally:
+            try:
+                _run_state.reset(token)
+            except ValueError:  # noqa: BLE001 - a context changed under us: nothing to undo
+                pass
+        safely(FRAMEWORK, _completed, state)
         return best
 
     return run

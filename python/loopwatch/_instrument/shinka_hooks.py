@@ -16,10 +16,12 @@ loop, in the process that owns the search. The hooks, all in that process:
 The population is every program of the run's database (read once, then followed as
 the runner adds programs): its size, distinct programs and diversity
 (:func:`loopwatch.diversity.code_diversity`), and the champion: the correct program
-with the highest ``combined_score``, as ShinkaEvolve ranks its best. An iteration runs
-from the start of its proposal to its program's results (or its proposal's failure).
-The initial program is not an iteration (ShinkaEvolve's generation 0): it is in the
-first iteration's population.
+with the highest ``combined_score``, as ShinkaEvolve ranks its best; when the champion
+is a program whose score was not reported yet (the initial program, better than every
+child so far), its score is one more success of the iteration, so that the best score
+is always the champion's. An iteration runs from the start of its proposal to its
+program's results (or its proposal's failure). The initial program is not an
+iteration (ShinkaEvolve's generation 0): it is in the first iteration's population.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import os
 import re
 import time
 import weakref
-from typing import Any, Dict, List, MutableMapping, Optional, Tuple
+from typing import Any, Dict, List, MutableMapping, Optional, Set, Tuple
 
 from . import Patch, hook_point, log, owns_search, safely, stood_down
 
@@ -69,6 +71,8 @@ class Tracker:
         #: Program id → code, for every program of the run's database.
         self.codes: Dict[str, str] = {}
         self.best: Optional[Tuple[float, str]] = None
+        #: Programs whose score has been reported as a success.
+        self.scored: Set[str] = set()
         self.shingles = ShingleCache()
         self.iterations = 0
         self.cost = 0.0
@@ -103,8 +107,13 @@ class Tracker:
                 self._program(str(program.id), program.code or "", bool(program.correct), program.combined_score)
             if reason is None and program is not None:
                 it.success(sharpe=float(program.combined_score or 0.0))
+                self.scored.add(str(program.id))
             else:
                 it.failure(reason or "incorrect")
+            if self.best is not None and self.best[1] not in self.scored:
+                # The champion's score, not reported yet (the initial program's).
+                it.success(sharpe=self.best[0])
+                self.scored.add(self.best[1])
             found = [self.shingles.get(pid, code) for pid, code in self.codes.items()]
             it.population(
                 size=len(found),
