@@ -296,9 +296,10 @@ fn the_evaluations_panel_shows_the_oldest_in_flight_the_durations_and_the_killed
 
 /// A loop that reports no iterations (a plain command under `loopwatch run`, or any
 /// loop before its first iteration) still has its memory and CPU drawn, against the
-/// time since the run started; the per-iteration charts wait for iterations, and
-/// switch to the iteration axis (whole numbers, each once) when they come, while the
-/// samples stay on time.
+/// time since the run started; the per-iteration charts wait for iterations. When
+/// iterations come, every chart and the alert timeline switch to the iteration axis
+/// (whole numbers, each once): the samples are drawn at the iterations completed when
+/// each was taken.
 #[test]
 fn without_iterations_memory_and_cpu_are_drawn_on_a_time_axis() {
     use std::time::Duration;
@@ -354,8 +355,8 @@ fn without_iterations_memory_and_cpu_are_drawn_on_a_time_axis() {
         .all(|s| s["memory_usage_bytes"].as_f64() > Some(0.0)));
     assert_eq!(json["history"].as_array().unwrap().len(), 0);
 
-    // Seven iterations: the per-iteration charts and the timeline go to the
-    // iteration axis, whole numbers each once; memory and CPU stay on time.
+    // Seven iterations: every chart and the timeline go to the iteration axis, whole
+    // numbers each once; memory and CPU are drawn once a sample has seen them.
     for _ in 0..7 {
         let mut it = monitor.start_iteration();
         it.record_success(1.0, 0.1);
@@ -374,6 +375,26 @@ fn without_iterations_memory_and_cpu_are_drawn_on_a_time_axis() {
     unique.dedup();
     assert_eq!(&unique, labels, "each iteration once");
     assert!(page.contains("class=\"timeline\" data-axis=\"iteration\""));
-    assert_eq!(page_chart(&page, "memory usage").unwrap().axis, "time");
+    let mut page = page;
+    wait_until(
+        Duration::from_secs(30),
+        "a sample after the iterations",
+        || {
+            page = http_get(addr, "/").body;
+            page_chart(&page, "memory usage").is_some_and(|c| c.points >= 1)
+        },
+    );
+    for title in ["memory usage", "CPU usage", "active containers"] {
+        let chart = page_chart(&page, title).unwrap();
+        assert_eq!(chart.axis, "iteration", "{title}: {}", chart.markup);
+        let labels = &chart.x_labels;
+        assert!(
+            labels.iter().all(|l| l.parse::<u64>().is_ok()),
+            "{title}: whole iterations: {labels:?}"
+        );
+        let mut unique = labels.clone();
+        unique.dedup();
+        assert_eq!(&unique, labels, "{title}: each iteration once");
+    }
     monitor.shutdown();
 }

@@ -18,7 +18,7 @@ use crate::llm::LlmCall;
 use crate::records::{Ended, IterationSummary, LoopExit, Moment};
 use crate::sample::HostSample;
 
-use super::reasons::ReasonCounts;
+use super::reasons::ReasonChunk;
 
 /// Something that happened to the run.
 #[derive(Debug)]
@@ -33,6 +33,9 @@ pub(crate) enum Event {
         /// When it started.
         at: Moment,
     },
+    /// Failure reasons of the iteration the next [`Event::Iteration`] completes,
+    /// beyond the [`ReasonChunk::CAPACITY`] it carries itself.
+    Reasons(ReasonChunk),
     /// The loop completed an iteration (or a merged batch of them).
     Iteration(Completed),
     /// The champion changed (`changes` times within a merged batch).
@@ -195,8 +198,9 @@ pub(crate) struct Completed {
     pub(crate) count: u64,
     /// Their wall-clock time in all.
     pub(crate) duration: Duration,
-    /// Its failures by reason.
-    pub(crate) reasons: ReasonCounts,
+    /// Its failures by reason: the first [`ReasonChunk::CAPACITY`] reasons (the rest
+    /// came before it, in [`Event::Reasons`]).
+    pub(crate) reasons: ReasonChunk,
     /// The best Sharpe ratio reported in it.
     pub(crate) best_sharpe: Option<f64>,
     /// When it ended.

@@ -14,7 +14,7 @@ use crate::reported::{Observations, Population, Rejection};
 use super::evaluation::Evaluation;
 use super::event::{ChampionChange, Completed, Event};
 use super::hub::Hub;
-use super::reasons::ReasonCounts;
+use super::reasons::{ReasonChunk, ReasonCounts};
 
 /// An iteration in progress, started by [`Monitor::start_iteration`](crate::Monitor::start_iteration).
 ///
@@ -204,11 +204,15 @@ impl IterationState {
             champion_changed: since_change.is_some(),
             champion_staleness: staleness,
         };
+        let (reasons, more) = ReasonChunk::split(&self.reasons);
+        for chunk in more {
+            hub.send(Event::Reasons(chunk));
+        }
         hub.send(Event::Iteration(Completed {
             summary,
             count,
             duration,
-            reasons: self.reasons,
+            reasons,
             best_sharpe: self.best_sharpe,
             ended,
         }));

@@ -136,7 +136,7 @@ impl<C: Count> Tally<C> {
     }
 
     /// The reason numbers with a count, and their counts.
-    fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
         let mut present = self.present;
         std::iter::from_fn(move || {
             (present != 0).then(|| {
@@ -158,9 +158,83 @@ impl<C: Count> Tally<C> {
     }
 }
 
+/// Failure reasons an event carries: at most [`ReasonChunk::CAPACITY`] of them (a
+/// reason's number and its count), so that a completed iteration stays small on its
+/// way through the queue. An iteration with more distinct reasons sends the rest in
+/// chunks of their own ([`ReasonChunk::split`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ReasonChunk {
+    ids: [u8; ReasonChunk::CAPACITY],
+    counts: [u32; ReasonChunk::CAPACITY],
+    len: u8,
+}
+
+// A reason's number fits the chunk's byte: the interned reasons and `other`.
+const _: () = assert!(MAX_FAILURE_REASONS < u8::MAX as usize);
+
+impl ReasonChunk {
+    /// Reasons one chunk carries.
+    pub(crate) const CAPACITY: usize = 4;
+
+    /// The reasons of `counts` in chunks: the first (possibly empty) and the rest, in
+    /// as few further chunks as they need.
+    pub(crate) fn split(
+        counts: &ReasonCounts,
+    ) -> (ReasonChunk, impl Iterator<Item = ReasonChunk> + '_) {
+        let mut reasons = counts.iter();
+        let first = ReasonChunk::fill(&mut reasons);
+        let rest = std::iter::from_fn(move || {
+            let chunk = ReasonChunk::fill(&mut reasons);
+            (chunk.len > 0).then_some(chunk)
+        });
+        (first, rest)
+    }
+
+    fn fill(reasons: &mut impl Iterator<Item = (usize, u64)>) -> ReasonChunk {
+        let mut chunk = ReasonChunk::default();
+        for (id, count) in reasons.take(Self::CAPACITY) {
+            let at = usize::from(chunk.len);
+            chunk.ids[at] = u8::try_from(id).unwrap_or(OTHER as u8);
+            chunk.counts[at] = u32::try_from(count).unwrap_or(u32::MAX);
+            chunk.len += 1;
+        }
+        chunk
+    }
+
+    /// Adds its reasons to `counts`.
+    pub(crate) fn add_to(&self, counts: &mut ReasonCounts) {
+        for at in 0..usize::from(self.len) {
+            counts.add(usize::from(self.ids[at]), u64::from(self.counts[at]));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_travel_in_chunks_and_add_up_to_the_same_counts() {
+        for distinct in [0, 1, 4, 5, 9, MAX_FAILURE_REASONS + 1] {
+            let mut counts = ReasonCounts::default();
+            for id in 0..distinct {
+                counts.add(id, id as u64 + 1);
+            }
+            let (first, rest) = ReasonChunk::split(&counts);
+            let rest: Vec<ReasonChunk> = rest.collect();
+            assert_eq!(
+                rest.len(),
+                distinct.saturating_sub(1) / ReasonChunk::CAPACITY,
+                "{distinct}"
+            );
+            let mut again = ReasonCounts::default();
+            first.add_to(&mut again);
+            for chunk in &rest {
+                chunk.add_to(&mut again);
+            }
+            assert_eq!(again, counts, "{distinct} reasons");
+        }
+    }
 
     #[test]
     fn reasons_past_the_limit_count_as_other() {

@@ -124,16 +124,14 @@ fn clock(unix: f64) -> String {
 
 /// What a chart's x axis counts.
 ///
-/// Quantities the samplers read on the clock — the loop's memory and CPU, the
-/// containers, the LLM calls — are drawn against time since the run started, always:
-/// that is how they are measured (one point per sample, whether or not the loop
-/// reports iterations), the samples cover the whole run (thinned evenly) where the
-/// iterations kept are only the latest 600, and a leak or a busy spell is growth
-/// against wall time, which an iteration axis would stretch and squeeze with each
-/// iteration's length. What exists only per iteration (time per iteration, the
-/// strategies' performance, diversity) is drawn against the iteration. The alert
-/// timeline is on the time axis until the first iteration and on the iteration axis
-/// from then on, lined up with the per-iteration charts.
+/// Until the first iteration, what the samplers read on the clock — the loop's memory
+/// and CPU, the containers, the LLM calls — and the alert timeline are drawn against
+/// the time since the run started: a plain command, or a loop before its first
+/// iteration, has nothing else to be drawn against. Once iterations arrive every chart
+/// is on the iteration axis, lined up with the per-iteration charts (time per
+/// iteration, the strategies' performance, diversity): each sample at the number of
+/// iterations completed when it was taken, from the first iteration the page still
+/// draws (the latest 600).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Axis {
     /// Iteration numbers: whole, each label once.
@@ -227,6 +225,44 @@ fn over_time(
                     .map(|v| (p.elapsed_seconds, v, p.at))
             })
             .collect(),
+    }
+}
+
+/// A line over the samples kept, against the iterations completed when each was
+/// taken, from `first` on (the first iteration the page still draws).
+fn over_iterations(
+    label: &'static str,
+    samples: &[TimePoint],
+    first: f64,
+    value: impl Fn(&TimePoint) -> Option<f64>,
+) -> Series {
+    Series {
+        label,
+        points: samples
+            .iter()
+            .filter(|p| p.iterations as f64 >= first)
+            .filter_map(|p| {
+                value(p)
+                    .filter(|v| v.is_finite())
+                    .map(|v| (p.iterations as f64, v, p.at))
+            })
+            .collect(),
+    }
+}
+
+/// A line over the samples kept, on `axis`: against the time since the start, or
+/// against the iterations completed (from the first the page draws, whose range is
+/// `ranges`).
+fn sampled(
+    label: &'static str,
+    samples: &[TimePoint],
+    axis: Axis,
+    ranges: Ranges,
+    value: impl Fn(&TimePoint) -> Option<f64>,
+) -> Series {
+    match axis {
+        Axis::Time => over_time(label, samples, value),
+        Axis::Iteration => over_iterations(label, samples, ranges.iteration.0, value),
     }
 }
 
@@ -738,11 +774,14 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         ),
         iterations: !history.is_empty(),
     };
+    // The alert timeline and the charts of the samples (resources, containers, LLM
+    // calls) are on time until the first iteration, then on iterations like the rest.
     let timeline_axis = if ranges.iterations {
         Axis::Iteration
     } else {
         Axis::Time
     };
+    let sample_axis = timeline_axis;
     let champions: Vec<u64> = history
         .iter()
         .filter(|p| p.champion_changed)
@@ -762,18 +801,22 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
             vec![
                 Chart {
                     title: "memory usage",
-                    axis: Axis::Time,
+                    axis: sample_axis,
                     unit: Unit::Bytes,
-                    series: vec![over_time("memory", samples, |p| Some(p.memory_usage_bytes))],
+                    series: vec![sampled("memory", samples, sample_axis, ranges, |p| {
+                        Some(p.memory_usage_bytes)
+                    })],
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
                 },
                 Chart {
                     title: "CPU usage",
-                    axis: Axis::Time,
+                    axis: sample_axis,
                     unit: Unit::Percent,
-                    series: vec![over_time("CPU", samples, |p| Some(p.cpu_usage_percent))],
+                    series: vec![sampled("CPU", samples, sample_axis, ranges, |p| {
+                        Some(p.cpu_usage_percent)
+                    })],
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
@@ -881,9 +924,9 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
             vec![
                 Chart {
                     title: "active containers",
-                    axis: Axis::Time,
+                    axis: sample_axis,
                     unit: Unit::Count,
-                    series: vec![over_time("active", samples, |p| {
+                    series: vec![sampled("active", samples, sample_axis, ranges, |p| {
                         Some(p.active_containers as f64)
                     })],
                     threshold: None,
@@ -892,9 +935,9 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                 },
                 Chart {
                     title: "container memory",
-                    axis: Axis::Time,
+                    axis: sample_axis,
                     unit: Unit::Bytes,
-                    series: vec![over_time("memory", samples, |p| {
+                    series: vec![sampled("memory", samples, sample_axis, ranges, |p| {
                         Some(p.container_memory_bytes as f64)
                     })],
                     threshold: None,
@@ -903,18 +946,20 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                 },
                 Chart {
                     title: "container CPU",
-                    axis: Axis::Time,
+                    axis: sample_axis,
                     unit: Unit::Percent,
-                    series: vec![over_time("CPU", samples, |p| p.container_cpu_percent)],
+                    series: vec![sampled("CPU", samples, sample_axis, ranges, |p| {
+                        p.container_cpu_percent
+                    })],
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
                 },
                 Chart {
                     title: "cleanup failures",
-                    axis: Axis::Time,
+                    axis: sample_axis,
                     unit: Unit::Count,
-                    series: vec![over_time("failures", samples, |p| {
+                    series: vec![sampled("failures", samples, sample_axis, ranges, |p| {
                         Some(p.cleanup_failures as f64)
                     })],
                     threshold: Some((
@@ -930,18 +975,22 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
     let llm_charts = [
         Chart {
             title: "LLM calls so far",
-            axis: Axis::Time,
+            axis: sample_axis,
             unit: Unit::Count,
-            series: vec![over_time("calls", samples, |p| Some(p.llm_calls as f64))],
+            series: vec![sampled("calls", samples, sample_axis, ranges, |p| {
+                Some(p.llm_calls as f64)
+            })],
             threshold: None,
             fixed_max: None,
             marks: &none,
         },
         Chart {
             title: "LLM spend so far",
-            axis: Axis::Time,
+            axis: sample_axis,
             unit: Unit::Usd,
-            series: vec![over_time("spend", samples, |p| Some(p.llm_cost_usd))],
+            series: vec![sampled("spend", samples, sample_axis, ranges, |p| {
+                Some(p.llm_cost_usd)
+            })],
             threshold: t
                 .llm_budget_usd()
                 .map(|budget| (budget, format!("LLMBudget at {}", Unit::Usd.format(budget)))),
@@ -1053,8 +1102,8 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     }
                 }
                 p class="meta" {
-                    "x: time since the run started for what is sampled on the clock (memory, CPU, containers, LLM calls), "
-                    "iteration for what each iteration reports; the alert timeline is on time until the first iteration. "
+                    "x: the iteration (for samples: the iterations completed when each was taken); "
+                    "before the first iteration, the time since the run started. "
                     "Green dashed lines: champion changes. Yellow dashed lines: alert thresholds. "
                     "Hover a point for its value, place and time."
                 }

@@ -36,7 +36,7 @@ use crate::records::{
 use crate::reported::Rejection;
 
 use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep};
-use super::reasons::ReasonNames;
+use super::reasons::{ReasonCounts, ReasonNames};
 use evaluations::{Evaluations, Oldest, Refused};
 use frameworks::Frameworks;
 use housekeeping::{Housekeeping, Latest};
@@ -232,6 +232,8 @@ pub(super) struct RunState {
     /// the page's time axis, which needs no iterations.
     samples: Thinned<TimePoint>,
     frameworks: Frameworks,
+    /// Failure reasons sent ahead of the iteration they belong to ([`Event::Reasons`]).
+    more_reasons: ReasonCounts,
 }
 
 impl RunState {
@@ -248,6 +250,7 @@ impl RunState {
             hung_limit: thresholds.evaluation_floor(),
             samples: Thinned::with_capacity(MAX_TIME_POINTS),
             frameworks: Frameworks::default(),
+            more_reasons: ReasonCounts::default(),
         }
     }
 
@@ -256,6 +259,10 @@ impl RunState {
     pub(super) fn apply(&mut self, event: Event, th: &Thresholds) -> Applied {
         let (applied, at) = match event {
             Event::IterationStarted { number, at } => (self.iteration_started(number, at, th), at),
+            Event::Reasons(chunk) => {
+                chunk.add_to(&mut self.more_reasons);
+                return Applied::just(Publish::Nothing);
+            }
             Event::Iteration(completed) => (self.iteration(completed, th), completed.ended),
             Event::ChampionChanged(change) => {
                 let at = change.at;
@@ -405,12 +412,10 @@ impl RunState {
             self.ledger
                 .observe_sharpe(best, summary.number, unix, spend);
         }
-        self.ledger.complete(
-            completed.count,
-            completed.duration,
-            &summary,
-            &completed.reasons,
-        );
+        let mut reasons = std::mem::take(&mut self.more_reasons);
+        completed.reasons.add_to(&mut reasons);
+        self.ledger
+            .complete(completed.count, completed.duration, &summary, &reasons);
         self.ledger.last_iteration = self.ledger.last_iteration.max(summary.number);
         self.liveness.iteration_ended(summary.number, at.mono);
         let mut findings = self.evaluator.on_iteration(&summary, th, at);

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::llm::{LlmConfig, LlmError, Price};
-use crate::monitor::reasons::ReasonCounts;
+use crate::monitor::reasons::ReasonChunk;
 
 /// The moment `secs` seconds after the clock started (wall clock: a fixed day).
 fn at(secs: f64) -> Moment {
@@ -38,7 +38,7 @@ fn iteration(number: u64, to: f64, duration: f64) -> Completed {
         },
         count: 1,
         duration: Duration::from_secs_f64(duration),
-        reasons: ReasonCounts::default(),
+        reasons: ReasonChunk::default(),
         best_sharpe: Some(1.5),
         ended: at(to),
     }
@@ -763,4 +763,40 @@ fn instrumented_frameworks_are_kept_news_said_once_and_errors_summed() {
     );
     // Nothing of it touches the run's iterations.
     assert_eq!(state.history().len(), 0);
+}
+
+/// An iteration with more distinct failure reasons than one event carries sends the
+/// rest ahead of it: the run's reasons are the same as if they had come in one.
+#[test]
+fn failure_reasons_sent_ahead_of_their_iteration_are_booked_with_it() {
+    use crate::monitor::reasons::ReasonCounts;
+    let th = Thresholds::default();
+    let mut state = RunState::new(started(), &th);
+    let names = ReasonNames::default();
+    let mut counts = ReasonCounts::default();
+    for i in 0..9u64 {
+        counts.add(names.id(&format!("reason {i}")), i + 1);
+    }
+    let (first, rest) = ReasonChunk::split(&counts);
+    let mut events: Vec<Event> = rest.map(Event::Reasons).collect();
+    assert_eq!(
+        events.len(),
+        2,
+        "9 reasons: 4 with the iteration, 5 ahead of it"
+    );
+    let mut completed = iteration(1, 1.0, 1.0);
+    completed.reasons = first;
+    events.push(Event::Iteration(completed));
+    apply_all(&mut state, &th, events);
+    // The next iteration carries only its own.
+    apply_all(&mut state, &th, [Event::Iteration(iteration(2, 2.0, 1.0))]);
+    let summary = state.summary("run", &names, at(3.0));
+    assert_eq!(summary.failure_reasons.len(), 9);
+    for i in 0..9u64 {
+        assert_eq!(
+            summary.failure_reasons[&format!("reason {i}")],
+            i + 1,
+            "reason {i}"
+        );
+    }
 }
