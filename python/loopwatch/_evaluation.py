@@ -6,6 +6,19 @@ back-test), often in a worker of a process pool; each reports its own start and 
 A worker inherits ``LOOPWATCH_SOCKET`` and opens its own connection (a forked one
 drops its parent's, :func:`loopwatch._api._reset_after_fork`). Without the socket
 nothing is written and a decorated function is called as it is.
+
+Under ``loopwatch run --on-hung-evaluation kill`` a hung evaluation is interrupted
+before its process is ended: the first evaluation started in a process's main thread,
+or the first function decorated there, installs a handler for ``SIGUSR2`` (only where
+``SIGUSR2`` has its default action: a handler of the program's own is never
+replaced). Each evaluation then says ``interruptible`` when it starts, and on
+``SIGUSR2`` the oldest evaluation of the process in progress raises
+:class:`EvaluationInterrupted` (a ``TimeoutError``) where it runs: in the main
+thread, from the handler; in another thread, as an asynchronous exception (CPython's
+``PyThreadState_SetAsyncExc``, where the thread next runs Python code). The
+evaluation ends ``timeout``, the evaluator raises as after the loop's own timeout,
+and the process (a pool's worker) goes on. Without an evaluation in progress the
+signal does nothing; nothing is ever raised outside one.
 """
 
 from __future__ import annotations
@@ -14,7 +27,10 @@ import functools
 import itertools
 import math
 import os
+import signal
 import sys
+import threading
+import weakref
 from types import TracebackType
 from typing import Any, Callable, Dict, Literal, Optional, Tuple, Type, TypeVar, Union, overload
 
@@ -63,6 +79,137 @@ def _queued_time(queued: Any, started_ns: int) -> Any:
     return at
 
 
+class EvaluationInterrupted(TimeoutError):
+    """Raised in an evaluation that ``loopwatch run --on-hung-evaluation kill``
+    interrupted because it hung (``SIGUSR2`` to its process).
+
+    A ``TimeoutError``: the evaluation ends ``timeout`` (loopwatch counts it as killed),
+    and a loop that handles its own evaluations' timeouts (OpenEvolve's
+    ``asyncio.TimeoutError`` is a ``TimeoutError`` since Python 3.11) goes on as after
+    one of them.
+    """
+
+
+#: The signal a supervisor interrupts a hung evaluation with (none on Windows).
+INTERRUPT_SIGNAL: Optional[signal.Signals] = getattr(signal, "SIGUSR2", None)
+
+#: How long the handler waits for an evaluation of another thread that is ending
+#: (holding the lock for a moment) before it lets the signal go.
+_LOCK_SECONDS = 0.2
+
+#: This process's evaluations that can be interrupted, in the order they started.
+#: Weak: one left unended is still garbage (and ended ``failed`` then).
+_interruptible: "Dict[int, weakref.ReferenceType[Evaluation]]" = {}
+_interruptible_seq = itertools.count()
+#: Held while an interrupt is sent to another thread, and while an evaluation of
+#: another thread than the main one ends: none is raised in one that has ended.
+_interrupt_lock = threading.Lock()
+#: Whether this process tried to install the handler (once; a forked child inherits
+#: the handler and this with it).
+_handler_tried = False
+#: Raises an exception in another thread, or clears one not raised yet (None): looked
+#: up on first use; False where it cannot be (not CPython, no ctypes).
+_thread_interrupter: Any = None
+
+
+def _reset_after_fork() -> None:
+    # The parent's evaluations are not the child's to interrupt; the lock may have
+    # been held by a thread that does not exist in the child.
+    global _interrupt_lock
+    _interruptible.clear()
+    _interrupt_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _install_handler() -> None:
+    """In the main thread: installs the handler, once per process, when ``SIGUSR2``
+    has its default action. Never raises."""
+    global _handler_tried
+    if _handler_tried or INTERRUPT_SIGNAL is None:
+        return
+    _handler_tried = True
+    try:
+        if signal.getsignal(INTERRUPT_SIGNAL) is signal.SIG_DFL:
+            signal.signal(INTERRUPT_SIGNAL, _on_interrupt)
+    except (ValueError, OSError, RuntimeError, TypeError):
+        pass  # not the main interpreter's main thread, or no such signal here
+
+
+def _interrupter() -> Any:
+    """The function raising an exception in another thread (None clears it), once it
+    is looked up; False where there is none."""
+    global _thread_interrupter
+    if _thread_interrupter is None:
+        try:
+            if sys.implementation.name != "cpython":
+                raise ImportError
+            import ctypes
+
+            # A function object of its own (not pythonapi's shared attribute, whose
+            # argtypes others may set); None is passed as NULL.
+            set_async_exc = ctypes.pythonapi["PyThreadState_SetAsyncExc"]
+            set_async_exc.restype = ctypes.c_int
+
+            def interrupt(thread: int, exception: Optional[type]) -> int:
+                raised = None if exception is None else ctypes.py_object(exception)
+                return int(set_async_exc(ctypes.c_ulong(thread), raised))
+
+            _thread_interrupter = interrupt
+        except Exception:  # noqa: BLE001 - no interrupting threads here
+            _thread_interrupter = False
+    return _thread_interrupter
+
+
+def _can_interrupt(main: bool) -> bool:
+    """Whether an evaluation starting now in this thread (``main``: the main thread)
+    can be interrupted: the handler is this module's, no event loop runs in this
+    thread (whose other tasks the exception would reach), and, outside the main
+    thread, exceptions can be raised in another thread. Never raises."""
+    if INTERRUPT_SIGNAL is None:
+        return False
+    try:
+        if main and not _handler_tried:
+            _install_handler()
+        if signal.getsignal(INTERRUPT_SIGNAL) is not _on_interrupt:
+            return False
+        asyncio = sys.modules.get("asyncio")
+        if asyncio is not None and asyncio.events._get_running_loop() is not None:
+            return False
+        return main or bool(_interrupter())
+    except Exception:  # noqa: BLE001 - reporting never raises into the loop
+        return False
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    """``SIGUSR2``: the oldest evaluation of this process in progress raises
+    :class:`EvaluationInterrupted` in its thread. Nothing without one."""
+    if not _interrupt_lock.acquire(timeout=_LOCK_SECONDS):
+        return
+    here = False
+    try:
+        pid = os.getpid()
+        for ref in list(_interruptible.values()):
+            evaluation = ref()
+            if evaluation is None or evaluation._ended or evaluation._pid != pid:
+                continue
+            if evaluation._interrupted:
+                break  # interrupted already: the next signal is not for a younger one
+            if evaluation._thread == threading.get_ident():
+                here = evaluation._interrupted = True
+            else:
+                interrupt = _interrupter()
+                if interrupt and interrupt(evaluation._thread, EvaluationInterrupted) == 1:
+                    evaluation._interrupted = True
+            break
+    finally:
+        _interrupt_lock.release()
+    if here:
+        raise EvaluationInterrupted("the evaluation hung; loopwatch interrupted it")
+
+
 def _is_timeout(exc_type: Type[BaseException]) -> bool:
     """Whether an exception says the evaluation ran out of time: a ``TimeoutError``
     (asyncio's and concurrent.futures' are one since Python 3.11) or
@@ -84,16 +231,23 @@ class Evaluation:
     :meth:`timeout` end it at once with that outcome; the block's end then adds
     nothing. One left unended is ended ``failed`` (reason ``not ended``) when it is
     garbage-collected. Only the process that started it ends it: a forked child
-    leaving the block writes nothing.
+    leaving the block writes nothing. Interrupted by ``loopwatch run
+    --on-hung-evaluation kill``, the block raises :class:`EvaluationInterrupted` (see
+    the module's doc) and the evaluation ends ``timeout``.
     """
 
-    __slots__ = ("_id", "_pid", "_worker", "_ended")
+    __slots__ = ("_id", "_pid", "_worker", "_ended", "_seq", "_thread", "_interrupted", "__weakref__")
 
     def __init__(self, id: Any, worker: Optional[str] = None, queued: Optional[float] = None) -> None:
         self._ended = True
         self._id = ""
         self._pid = 0
         self._worker: Optional[str] = None
+        #: Its place among the interruptible evaluations, -1 when it is not one.
+        self._seq = -1
+        #: The thread it started in, when it can be interrupted.
+        self._thread = 0
+        self._interrupted = False
         if not _api._reporting():
             return
         try:
@@ -103,9 +257,19 @@ class Evaluation:
             self._id = ident if ident is not None else _counted_id("evaluation")
             self._worker = None if worker is None else (str(worker) or None)
             self._pid = os.getpid()
+            thread = threading.get_ident()
+            interruptible = _can_interrupt(thread == threading.main_thread().ident)
             at = _api._now_ns()
             self._ended = False
-            _api._put(("evaluation_start", self._id, self._pid, self._worker, _queued_time(queued, at), at))
+            if interruptible:
+                self._thread = thread
+                self._seq = next(_interruptible_seq)
+                _interruptible[self._seq] = weakref.ref(self)
+            _api._put(
+                ("evaluation_start", self._id, self._pid, self._worker, _queued_time(queued, at), at, interruptible)
+            )
+        except EvaluationInterrupted:
+            raise  # an evaluation this one is nested in was interrupted
         except Exception:  # noqa: BLE001 - reporting never raises into the loop
             pass
 
@@ -133,10 +297,29 @@ class Evaluation:
         try:
             if os.getpid() != self._pid:
                 return  # a forked child: the evaluation is its parent's to end
+            if self._seq >= 0:
+                self._no_more_interrupts()
             self._ended = True
             _api._put_soon(("evaluation_end", self._id, self._pid, self._worker, outcome, reason, _api._now_ns()))
+        except EvaluationInterrupted:
+            raise  # interrupted before it ended: it still runs, and ends as interrupted
         except Exception:  # noqa: BLE001 - reporting never raises into the loop
             pass
+
+    def _no_more_interrupts(self) -> None:
+        """Ends it for the handler: from now on no interrupt raises in it. One of
+        another thread than the main one ends under the lock the handler holds while
+        it interrupts, and an interrupt sent but not raised yet is taken back."""
+        _interruptible.pop(self._seq, None)
+        if self._thread == threading.main_thread().ident:
+            self._ended = True  # the handler runs in this thread: never meanwhile
+            return
+        with _interrupt_lock:
+            if self._interrupted:
+                interrupt = _interrupter()
+                if interrupt:
+                    interrupt(self._thread, None)
+            self._ended = True
 
     def __enter__(self) -> "Evaluation":
         return self
@@ -147,14 +330,20 @@ class Evaluation:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> Literal[False]:
-        if self._ended:
-            return False
-        if exc_type is None:
-            self.ok()
-        elif _is_timeout(exc_type):
+        try:
+            if self._ended:
+                return False
+            if exc_type is None:
+                self.ok()
+            elif _is_timeout(exc_type):
+                self.timeout()
+            else:
+                self.failed(exc_type.__name__)
+        except EvaluationInterrupted:
+            # Interrupted as it was ending: it ends timed out, and the block raises as
+            # it would have a moment earlier.
             self.timeout()
-        else:
-            self.failed(exc_type.__name__)
+            raise
         return False
 
     def __del__(self) -> None:
@@ -181,7 +370,7 @@ def _reported(ident: str, started: Any, ended: Any, outcome: str, reason: Option
         if not _api._reporting():
             return
         pid = os.getpid()
-        _api._put(("evaluation_start", ident, pid, None, None, _seconds_or_now(started)))
+        _api._put(("evaluation_start", ident, pid, None, None, _seconds_or_now(started), False))
         _api._put(("evaluation_end", ident, pid, None, outcome, reason, _seconds_or_now(ended)))
     except Exception:  # noqa: BLE001 - reporting never raises into the loop
         pass
@@ -310,7 +499,11 @@ def evaluated(
     ``worker`` is a name, or a function of the call's arguments that returns one.
     Coroutine functions and methods work too; a decorated module-level function, or
     ``loopwatch.evaluated(f, id=…)`` (an ``id`` and ``worker`` that pickle), can be
-    sent to a process pool.
+    sent to a process pool. Decorating a function in a process's main thread under
+    ``loopwatch run`` installs the ``SIGUSR2`` handler (see the module's doc), so that
+    its calls in other threads of that process can be interrupted too; a coroutine
+    function's calls never are (the exception would reach its event loop's other
+    tasks).
     """
 
     def decorate(target: Callable[..., Any]) -> Any:
@@ -318,6 +511,10 @@ def evaluated(
 
         if inspect.iscoroutinefunction(target):
             return _evaluated_async(target, id, worker)
+        if _api.enabled() and threading.current_thread() is threading.main_thread():
+            # Its calls may run in other threads (OpenEvolve's evaluator runs in a
+            # thread of its pool's worker), where no handler can be installed.
+            _install_handler()
         return _Evaluated(target, id, worker)
 
     if func is None:
