@@ -102,10 +102,11 @@ def evaluate(program_path):
     return {"combined_score": float(module.f())}
 "#;
 
-/// The evaluator of the recipe under which OpenEvolve goes on after a kill: each
+/// The evaluator of the recipe for candidates that may not be interruptible: each
 /// candidate runs in a child process of the pool's worker, which reports the
 /// evaluation itself (so its own pid); one in five hangs, as in [`EVALUATOR`]. A
-/// killed child is a failed evaluation to OpenEvolve, whose worker goes on.
+/// child interrupted or ended is a failed evaluation to OpenEvolve, whose worker goes
+/// on.
 const EVALUATOR_IN_CHILD: &str = r#"import multiprocessing, os, subprocess, sys
 
 CHILD = '''

@@ -92,15 +92,21 @@ class EvaluationInterrupted(TimeoutError):
 
 #: The signal a supervisor interrupts a hung evaluation with (none on Windows).
 INTERRUPT_SIGNAL: Optional[signal.Signals] = getattr(signal, "SIGUSR2", None)
+#: A signal's handler, as ``_signal`` (in C) reads it: ``signal.getsignal`` wraps it in
+#: an enum, at a hundred times the cost of the read, for every evaluation's start.
+_getsignal: Callable[[int], Any] = getattr(sys.modules.get("_signal"), "getsignal", signal.getsignal)
+#: Its number, 0 where there is none.
+_SIGNUM = 0 if INTERRUPT_SIGNAL is None else int(INTERRUPT_SIGNAL)
 
 #: How long the handler waits for an evaluation of another thread that is ending
 #: (holding the lock for a moment) before it lets the signal go.
 _LOCK_SECONDS = 0.2
 
-#: This process's evaluations that can be interrupted, in the order they started.
-#: Weak: one left unended is still garbage (and ended ``failed`` then).
+#: This process's evaluations that can be interrupted, by ``id()``, in the order they
+#: started. Weak: one left unended is still garbage (and ended ``failed`` then).
 _interruptible: "Dict[int, weakref.ReferenceType[Evaluation]]" = {}
-_interruptible_seq = itertools.count()
+#: ``id()``, where an argument named ``id`` hides it.
+_key = id
 #: Held while an interrupt is sent to another thread, and while an evaluation of
 #: another thread than the main one ends: none is raised in one that has ended.
 _interrupt_lock = threading.Lock()
@@ -110,14 +116,20 @@ _handler_tried = False
 #: Raises an exception in another thread, or clears one not raised yet (None): looked
 #: up on first use; False where it cannot be (not CPython, no ctypes).
 _thread_interrupter: Any = None
+#: The main thread's id: the one the handler runs in.
+_main_thread = threading.main_thread().ident
+#: ``asyncio``'s running loop of this thread, once ``asyncio`` is imported.
+_running_loop: Any = None
 
 
 def _reset_after_fork() -> None:
     # The parent's evaluations are not the child's to interrupt; the lock may have
-    # been held by a thread that does not exist in the child.
-    global _interrupt_lock
+    # been held by a thread that does not exist in the child, whose main thread is
+    # the one that forked.
+    global _interrupt_lock, _main_thread
     _interruptible.clear()
     _interrupt_lock = threading.Lock()
+    _main_thread = threading.get_ident()
 
 
 if hasattr(os, "register_at_fork"):
@@ -132,7 +144,7 @@ def _install_handler() -> None:
         return
     _handler_tried = True
     try:
-        if signal.getsignal(INTERRUPT_SIGNAL) is signal.SIG_DFL:
+        if _getsignal(INTERRUPT_SIGNAL) == signal.SIG_DFL:
             signal.signal(INTERRUPT_SIGNAL, _on_interrupt)
     except (ValueError, OSError, RuntimeError, TypeError):
         pass  # not the main interpreter's main thread, or no such signal here
@@ -163,20 +175,27 @@ def _interrupter() -> Any:
     return _thread_interrupter
 
 
-def _can_interrupt(main: bool) -> bool:
-    """Whether an evaluation starting now in this thread (``main``: the main thread)
-    can be interrupted: the handler is this module's, no event loop runs in this
-    thread (whose other tasks the exception would reach), and, outside the main
-    thread, exceptions can be raised in another thread. Never raises."""
-    if INTERRUPT_SIGNAL is None:
+def _can_interrupt(thread: int) -> bool:
+    """Whether an evaluation starting now in ``thread`` (this one) can be interrupted:
+    the handler is this module's (installed now, in the main thread, if it was never
+    tried), no event loop runs in this thread (whose other tasks the exception would
+    reach), and, outside the main thread, exceptions can be raised in another thread.
+    Never raises."""
+    global _running_loop
+    if not _SIGNUM:
         return False
     try:
+        main = thread == _main_thread
         if main and not _handler_tried:
             _install_handler()
-        if signal.getsignal(INTERRUPT_SIGNAL) is not _on_interrupt:
+        if _getsignal(_SIGNUM) is not _on_interrupt:
             return False
-        asyncio = sys.modules.get("asyncio")
-        if asyncio is not None and asyncio.events._get_running_loop() is not None:
+        running = _running_loop
+        if running is None:
+            asyncio = sys.modules.get("asyncio")
+            if asyncio is not None:
+                running = _running_loop = asyncio.events._get_running_loop
+        if running is not None and running() is not None:
             return False
         return main or bool(_interrupter())
     except Exception:  # noqa: BLE001 - reporting never raises into the loop
@@ -236,16 +255,14 @@ class Evaluation:
     the module's doc) and the evaluation ends ``timeout``.
     """
 
-    __slots__ = ("_id", "_pid", "_worker", "_ended", "_seq", "_thread", "_interrupted", "__weakref__")
+    __slots__ = ("_id", "_pid", "_worker", "_ended", "_thread", "_interrupted", "__weakref__")
 
     def __init__(self, id: Any, worker: Optional[str] = None, queued: Optional[float] = None) -> None:
         self._ended = True
         self._id = ""
         self._pid = 0
         self._worker: Optional[str] = None
-        #: Its place among the interruptible evaluations, -1 when it is not one.
-        self._seq = -1
-        #: The thread it started in, when it can be interrupted.
+        #: The thread it started in, when it can be interrupted (0: it cannot).
         self._thread = 0
         self._interrupted = False
         if not _api._reporting():
@@ -258,13 +275,12 @@ class Evaluation:
             self._worker = None if worker is None else (str(worker) or None)
             self._pid = os.getpid()
             thread = threading.get_ident()
-            interruptible = _can_interrupt(thread == threading.main_thread().ident)
+            interruptible = _can_interrupt(thread)
             at = _api._now_ns()
             self._ended = False
             if interruptible:
                 self._thread = thread
-                self._seq = next(_interruptible_seq)
-                _interruptible[self._seq] = weakref.ref(self)
+                _interruptible[_key(self)] = weakref.ref(self)
             _api._put(
                 ("evaluation_start", self._id, self._pid, self._worker, _queued_time(queued, at), at, interruptible)
             )
@@ -297,8 +313,10 @@ class Evaluation:
         try:
             if os.getpid() != self._pid:
                 return  # a forked child: the evaluation is its parent's to end
-            if self._seq >= 0:
-                self._no_more_interrupts()
+            if self._thread:
+                _interruptible.pop(_key(self), None)
+                if self._thread != _main_thread:
+                    self._end_under_lock()
             self._ended = True
             _api._put_soon(("evaluation_end", self._id, self._pid, self._worker, outcome, reason, _api._now_ns()))
         except EvaluationInterrupted:
@@ -306,14 +324,11 @@ class Evaluation:
         except Exception:  # noqa: BLE001 - reporting never raises into the loop
             pass
 
-    def _no_more_interrupts(self) -> None:
-        """Ends it for the handler: from now on no interrupt raises in it. One of
-        another thread than the main one ends under the lock the handler holds while
-        it interrupts, and an interrupt sent but not raised yet is taken back."""
-        _interruptible.pop(self._seq, None)
-        if self._thread == threading.main_thread().ident:
-            self._ended = True  # the handler runs in this thread: never meanwhile
-            return
+    def _end_under_lock(self) -> None:
+        """Ends one started in another thread than the main one for the handler: under
+        the lock it holds while it interrupts, so that no interrupt raises in it from
+        now on, one sent but not raised yet taken back. (One of the main thread needs
+        no lock: the handler runs in that thread, never meanwhile.)"""
         with _interrupt_lock:
             if self._interrupted:
                 interrupt = _interrupter()
