@@ -278,14 +278,17 @@ class Evaluation:
             interruptible = _can_interrupt(thread)
             at = _api._now_ns()
             self._ended = False
-            if interruptible:
-                self._thread = thread
-                _interruptible[_key(self)] = weakref.ref(self)
             _api._put(
                 ("evaluation_start", self._id, self._pid, self._worker, _queued_time(queued, at), at, interruptible)
             )
+            if interruptible:
+                self._thread = thread
+                _interruptible[_key(self)] = weakref.ref(self)
         except EvaluationInterrupted:
-            raise  # an evaluation this one is nested in was interrupted
+            # An evaluation this one is nested in was interrupted as this one started:
+            # this one ends with it.
+            self._end("timeout", None)
+            raise
         except Exception:  # noqa: BLE001 - reporting never raises into the loop
             pass
 
