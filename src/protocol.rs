@@ -257,6 +257,10 @@ pub struct EvaluationStart {
     pub queued: Option<f64>,
     /// When it began (Unix seconds, by the loop's clock), if the line says.
     pub at: Option<f64>,
+    /// Whether the process `pid` ends the evaluation, as timed out, on `SIGUSR2` (the
+    /// Python client's handler), so that a supervisor may interrupt it before it ends
+    /// the process; `false` unless the line says `true`.
+    pub interruptible: bool,
 }
 
 /// An evaluation ends (docs/protocol.md, `evaluation_end`).
@@ -655,6 +659,9 @@ struct EvaluationBody {
     /// `evaluation_end` with `failed`: why.
     #[serde(default)]
     reason: Option<String>,
+    /// `evaluation_start`: whether its process ends it on `SIGUSR2`.
+    #[serde(default)]
+    interruptible: Option<bool>,
 }
 
 /// Whether `text` is at most [`MAX_EVALUATION_TEXT`] characters.
@@ -700,12 +707,13 @@ impl EvaluationBody {
             worker: self.worker,
             queued,
             at,
+            interruptible: self.interruptible.unwrap_or(false),
         })
     }
 
     fn end(self) -> Option<EvaluationEnd> {
         self.common()?;
-        if self.queued.is_some() || self.queued_ns.is_some() {
+        if self.queued.is_some() || self.queued_ns.is_some() || self.interruptible.is_some() {
             return None; // a start's field on an end
         }
         let at = self.at();
@@ -1020,6 +1028,7 @@ mod tests {
                 "worker": e.worker,
                 "queued": e.queued,
                 "at": e.at,
+                "interruptible": e.interruptible,
             }),
             Message::EvaluationEnd(e) => json!({
                 "type": "evaluation_end",

@@ -86,6 +86,9 @@ pub struct HungEvaluation {
     /// How many other evaluations in flight reported the same pid: ending its
     /// process would end them too.
     pub sharing_pid: usize,
+    /// Whether its process said it ends the evaluation on `SIGUSR2` (as timed out,
+    /// the process going on): a supervisor interrupts it so before it ends the process.
+    pub interruptible: bool,
 }
 
 /// Why a supervisor did not signal the pid a hung evaluation reported

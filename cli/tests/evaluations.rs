@@ -1,9 +1,10 @@
 //! Evaluations under `loopwatch run`: a real OpenEvolve 0.4.1 run whose decorated
 //! evaluator hangs in its own process pool (OpenEvolve #409 in miniature) raising
 //! EvaluationHung at a real Alertmanager and, under `--on-hung-evaluation kill`, its
-//! hung workers ended while the loop goes on; a real DEAP loop with a
-//! `multiprocessing` pool, whose worker occupancy loopwatch follows; and a pid outside
-//! the loop's process tree, which is never signalled. The LLM provider is the one
+//! hung evaluations interrupted in their workers while the loop goes on; a real DEAP
+//! loop with a `multiprocessing` pool, whose worker occupancy loopwatch follows; and a
+//! pid outside the loop's process tree, which is never signalled, beside a worker
+//! that cannot be interrupted and is ended. The LLM provider is the one
 //! stand-in (`llm_upstream`); everything else is real.
 
 mod support;
@@ -101,10 +102,11 @@ def evaluate(program_path):
     return {"combined_score": float(module.f())}
 "#;
 
-/// The evaluator of the recipe under which OpenEvolve goes on after a kill: each
+/// The evaluator of the recipe for candidates that may not be interruptible: each
 /// candidate runs in a child process of the pool's worker, which reports the
 /// evaluation itself (so its own pid); one in five hangs, as in [`EVALUATOR`]. A
-/// killed child is a failed evaluation to OpenEvolve, whose worker goes on.
+/// child interrupted or ended is a failed evaluation to OpenEvolve, whose worker goes
+/// on.
 const EVALUATOR_IN_CHILD: &str = r#"import multiprocessing, os, subprocess, sys
 
 CHILD = '''
@@ -248,6 +250,43 @@ fn openevolve_log(dir: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The pids of every hung evaluation of a run in `dir` (its `hung-<n>` files), by `n`.
+fn hung_pids(dir: &Path) -> Vec<u32> {
+    let mut hung: Vec<(u32, u32)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let n = entry
+                .file_name()
+                .to_str()?
+                .strip_prefix("hung-")?
+                .parse()
+                .ok()?;
+            let pid = std::fs::read_to_string(entry.path()).ok()?.parse().ok()?;
+            Some((n, pid))
+        })
+        .collect();
+    hung.sort_unstable();
+    hung.into_iter().map(|(_, pid)| pid).collect()
+}
+
+/// Asserts that OpenEvolve's log `said` it completed all its `iterations`, each
+/// accounted for.
+fn assert_completed(said: &str, iterations: u32, log: &str) {
+    assert!(
+        said.contains("Evolution completed - Maximum iterations reached")
+            && !said.contains("Evolution stopped due to shutdown request"),
+        "OpenEvolve's log:\n{said}\nloopwatch's:\n{log}"
+    );
+    for k in 1..=iterations {
+        assert!(
+            said.contains(&format!("Iteration {k}: Program"))
+                || said.contains(&format!("Iteration {k} error")),
+            "iteration {k} not accounted for; OpenEvolve's log:\n{said}"
+        );
+    }
+}
+
 /// The first hung evaluation of a run in `dir`: when the test saw it hang, and its
 /// worker's pid.
 fn first_hang(dir: &Path, run: &mut Supervised) -> (Instant, u32) {
@@ -331,8 +370,10 @@ fn a_hung_openevolve_evaluation_reaches_alertmanager_and_is_ended_under_kill() {
     assert_eq!(json["evaluations"]["killed_total"], 0);
     assert_eq!(json["evaluation"]["alerts"]["EvaluationHung"], "inactive");
 
-    // With --on-hung-evaluation kill: the hung worker is ended, the evaluation ends
-    // as killed, OpenEvolve sees its pool broken and ends its run by itself.
+    // With --on-hung-evaluation kill: each hung evaluation is interrupted in its
+    // worker (SIGUSR2, on which the decorated evaluator raises EvaluationInterrupted, a
+    // TimeoutError), which OpenEvolve takes as its own timeout; the worker and the
+    // pool go on, and OpenEvolve completes all its iterations.
     let killing = tempfile::tempdir().unwrap();
     let mut run = openevolve(
         killing.path(),
@@ -341,19 +382,27 @@ fn a_hung_openevolve_evaluation_reaches_alertmanager_and_is_ended_under_kill() {
         (6, EVALUATOR),
         &["--on-hung-evaluation=kill", "--grace=2s"],
     );
-    let (_, worker) = first_hang(killing.path(), &mut run);
+    first_hang(killing.path(), &mut run);
     let status = run.wait(Duration::from_secs(180));
     let log = run.log();
     assert_eq!(status.code(), Some(0), "{log}");
     let json = run.final_json();
     let run_id = run.run_id();
-    assert!(loopwatch::cleanup::ProcessId::running(worker).is_none());
+    let said = openevolve_log(killing.path());
+    assert_completed(&said, 6, &log);
+    // Every hung evaluation ended, interrupted: counted as killed, with its worker's
+    // pid, and taken by OpenEvolve as timed out; no process was ended for it.
+    let hung = hung_pids(killing.path());
+    assert!(!hung.is_empty());
     let killed = json["evaluations"]["killed"].as_array().unwrap();
-    assert!(!killed.is_empty(), "{}", json["evaluations"]);
-    assert_eq!(killed[0]["pid"], worker, "{}", json["evaluations"]);
-    assert!(killed[0]["seconds"].as_f64().unwrap() >= FLOOR.as_secs_f64());
     let total = json["evaluations"]["killed_total"].as_u64().unwrap();
-    assert_eq!(total as usize, killed.len());
+    assert_eq!(total as usize, hung.len(), "{}", json["evaluations"]);
+    assert_eq!(killed.len(), hung.len(), "{}", json["evaluations"]);
+    for (row, pid) in killed.iter().zip(&hung) {
+        assert_eq!(row["pid"], *pid, "{}", json["evaluations"]);
+        assert_eq!(row["outcome"], "killed", "{}", json["evaluations"]);
+        assert!(row["seconds"].as_f64().unwrap() >= FLOOR.as_secs_f64());
+    }
     assert_eq!(
         final_value(&json, "loopwatch_evaluations_killed_total", &[]),
         total as f64
@@ -366,27 +415,28 @@ fn a_hung_openevolve_evaluation_reaches_alertmanager_and_is_ended_under_kill() {
         ),
         total as f64
     );
-    assert!(
-        log.contains("ending a hung evaluation") && log.contains(&format!("pid={worker}")),
-        "{log}"
+    assert_eq!(
+        said.matches("Evaluation timed out").count(),
+        hung.len(),
+        "OpenEvolve's log:\n{said}"
     );
-    // What OpenEvolve 0.4.1 does: its pool's workers are forked after its controller
-    // installed its SIGTERM handler, so the hung worker's SIGTERM asks the whole run
-    // for a graceful shutdown (through the event its processes share) while the
-    // worker itself hangs on, until OpenEvolve's pool shutdown or loopwatch's SIGKILL
-    // ends it; the run ends by itself, with the iterations it completed saved.
-    let openevolve_log = openevolve_log(killing.path());
-    for said in [
-        "Received signal 15, initiating graceful shutdown",
-        "Evolution stopped due to shutdown request",
-        "Saved best program",
-    ] {
+    for pid in &hung {
         assert!(
-            openevolve_log.contains(said),
-            "{said:?} not in OpenEvolve's log:\n{openevolve_log}\nloopwatch's:\n{log}"
+            log.contains("interrupting a hung evaluation") && log.contains(&format!("pid={pid}")),
+            "{log}"
         );
     }
+    assert_eq!(
+        log.matches("a hung evaluation ended after loopwatch interrupted it")
+            .count(),
+        hung.len(),
+        "{log}"
+    );
+    assert!(!log.contains("ending a hung evaluation"), "{log}");
     // No worker survives the run.
+    for pid in &hung {
+        assert!(loopwatch::cleanup::ProcessId::running(*pid).is_none());
+    }
     assert_eq!(
         json["processes"]["orphaned_now"], 0,
         "{}",
@@ -394,9 +444,10 @@ fn a_hung_openevolve_evaluation_reaches_alertmanager_and_is_ended_under_kill() {
     );
     assert_eq!(processes_of_run(&run_id), Vec::<u32>::new());
 
-    // The recipe under which OpenEvolve goes on: the candidate runs in a child of the
-    // worker, which reports its own evaluation. The child is ended, the evaluation
-    // fails in OpenEvolve's eyes, and the run completes all its iterations.
+    // The recipe for an evaluator whose candidate runs in a child process of the
+    // worker, which reports its own evaluation: the child is interrupted (it exits,
+    // raising), the evaluation fails in OpenEvolve's eyes, and the run completes all
+    // its iterations.
     let recipe = tempfile::tempdir().unwrap();
     let mut run = openevolve(
         recipe.path(),
@@ -416,18 +467,7 @@ fn a_hung_openevolve_evaluation_reaches_alertmanager_and_is_ended_under_kill() {
         json["evaluations"]
     );
     let said = self::openevolve_log(recipe.path());
-    assert!(
-        said.contains("Evolution completed - Maximum iterations reached")
-            && !said.contains("Evolution stopped due to shutdown request"),
-        "OpenEvolve's log:\n{said}\nloopwatch's:\n{log}"
-    );
-    for k in 1..=6 {
-        assert!(
-            said.contains(&format!("Iteration {k}: Program"))
-                || said.contains(&format!("Iteration {k} error")),
-            "iteration {k} not accounted for; OpenEvolve's log:\n{said}"
-        );
-    }
+    assert_completed(&said, 6, &log);
     assert_eq!(processes_of_run(&run.run_id()), Vec::<u32>::new());
 }
 
@@ -533,15 +573,17 @@ fn a_deap_pools_occupancy_is_full_while_every_worker_is_busy_and_falls_when_star
 
 // --- A pid outside the loop's tree --------------------------------------------------
 
-/// A loop with two hung evaluations: one in a worker of its own, one that names a
-/// process outside its tree (written as the protocol says). It waits for its worker
-/// to end, then for `may-exit`.
+/// A loop with two hung evaluations: one in a worker of its own, which says it can be
+/// interrupted but blocks `SIGUSR2` (as a worker stuck where the interrupt cannot
+/// land), one that names a process outside its tree (written as the protocol says).
+/// It waits for its worker to end, then for `may-exit`.
 const FOREIGN: &str = r#"import json, os, socket, subprocess, sys, time
 import loopwatch
 
 foreign = int(sys.argv[1])
 worker = subprocess.Popen([sys.executable, "-c",
-    "import loopwatch, time\nwith loopwatch.evaluation('in-tree'):\n    time.sleep(3600)\n"])
+    "import loopwatch, signal, time\nwith loopwatch.evaluation('in-tree'):\n"
+    "    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2])\n    time.sleep(3600)\n"])
 line = {"v": 1, "type": "evaluation_start", "id": "foreign", "pid": foreign, "t": time.time()}
 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
     s.connect(os.environ["LOOPWATCH_SOCKET"])
@@ -553,6 +595,8 @@ with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
 loopwatch.done()
 "#;
 
+/// The foreign pid is never signalled; the worker is interrupted first, and its
+/// processes ended once the grace period passed without the evaluation's end.
 #[test]
 fn a_hung_evaluations_pid_outside_the_loops_tree_is_never_signalled() {
     let _serial = serial();
@@ -631,6 +675,14 @@ fn a_hung_evaluations_pid_outside_the_loops_tree_is_never_signalled() {
     assert_eq!(foreign["outcome"], "failed", "{evaluations}");
     let log = run.log();
     assert!(log.contains("outside the loop's process tree"), "{log}");
+    let interrupting = log
+        .find("interrupting a hung evaluation")
+        .unwrap_or_else(|| panic!("{log}"));
+    let ending = log
+        .find("ending a hung evaluation")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(interrupting < ending, "{log}");
+    assert!(log[ending..].contains("interrupted=true"), "{log}");
     assert!(
         log.contains("evaluation=\"in-tree\"") || log.contains("evaluation=in-tree"),
         "{log}"

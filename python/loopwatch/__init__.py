@@ -68,6 +68,7 @@ from ._encoding import MAX_REASONS_PER_LINE as MAX_REASONS_PER_LINE
 from ._encoding import MAX_TEXT_CHARS as MAX_TEXT_CHARS
 from ._encoding import Event as Event
 from ._evaluation import Evaluation as Evaluation
+from ._evaluation import EvaluationInterrupted as EvaluationInterrupted
 from ._evaluation import evaluated as evaluated
 from ._evaluation import evaluation as evaluation
 from ._merging import MAX_LISTED_REJECTIONS as MAX_LISTED_REJECTIONS
@@ -79,6 +80,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Evaluation",
+    "EvaluationInterrupted",
     "Iteration",
     "counter",
     "done",

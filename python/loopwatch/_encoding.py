@@ -22,9 +22,10 @@ MAX_REASONS_PER_LINE = 32
 
 # An event is a tuple whose first item says how to encode the rest; encoding happens
 # on the writer thread, so the loop pays only for building a tuple. An evaluation's are
-# ("evaluation_start", id, pid, worker, queued, t) and
-# ("evaluation_end", id, pid, worker, outcome, reason, t), None for what is not known;
-# a time is Unix seconds (a float) or whole nanoseconds (an int), as for iterations.
+# ("evaluation_start", id, pid, worker, queued, t, interruptible) and
+# ("evaluation_end", id, pid, worker, outcome, reason, t), None for what is not known
+# (a start without its last item is not interruptible); a time is Unix seconds (a
+# float) or whole nanoseconds (an int), as for iterations.
 Event = Tuple[Any, ...]
 
 _encode_string = json.encoder.encode_basestring
@@ -208,11 +209,12 @@ def _evaluation_fields(ident: Any, pid: Any, worker: Any) -> str:
     return fields
 
 
-def _encode_evaluation_start(ident: Any, pid: Any, worker: Any, queued: Any, at: Any) -> str:
-    return '{"v":1,"type":"evaluation_start",%s%s%s}\n' % (
+def _encode_evaluation_start(ident: Any, pid: Any, worker: Any, queued: Any, at: Any, interruptible: Any = False) -> str:
+    return '{"v":1,"type":"evaluation_start",%s%s%s%s}\n' % (
         _evaluation_fields(ident, pid, worker),
         _time_field("queued", queued),
         _time_field("t", at),
+        ',"interruptible":true' if interruptible is True else "",
     )
 
 

@@ -433,7 +433,7 @@ class PublicNamesTest(unittest.TestCase):
 
     NAMES = {
         "COALESCE_SECONDS", "DRAIN_TIMEOUT_SECONDS", "ENV_LABELS", "ENV_RUN_ID", "ENV_SOCKET",
-        "Evaluation", "Event", "Iteration", "MAX_BUFFERED", "MAX_LISTED_REJECTIONS",
+        "Evaluation", "EvaluationInterrupted", "Event", "Iteration", "MAX_BUFFERED", "MAX_LISTED_REJECTIONS",
         "MAX_REASONS_PER_LINE", "MAX_TEXT_CHARS", "counter", "done", "enabled", "evaluated",
         "evaluation", "flush", "gauge", "iteration", "labels", "llm_call", "run_id",
     }
@@ -441,8 +441,8 @@ class PublicNamesTest(unittest.TestCase):
     def test_every_public_name_is_still_there(self) -> None:
         self.assertEqual(
             loopwatch.__all__,
-            ["Evaluation", "Iteration", "counter", "done", "enabled", "evaluated", "evaluation", "flush", "gauge",
-             "iteration", "labels", "llm_call", "run_id"],
+            ["Evaluation", "EvaluationInterrupted", "Iteration", "counter", "done", "enabled", "evaluated", "evaluation",
+             "flush", "gauge", "iteration", "labels", "llm_call", "run_id"],
         )
         missing = [name for name in sorted(self.NAMES) if not hasattr(loopwatch, name)]
         self.assertEqual(missing, [])

@@ -10,10 +10,13 @@ import multiprocessing
 import os
 import pathlib
 import pickle
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import unittest
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Dict, List, Tuple
 
 import loopwatch
@@ -45,6 +48,55 @@ def gauge_and_return() -> int:
 
 def evaluate_without_a_supervisor() -> Tuple[Dict[str, Any], bool]:
     return evaluate_program("gen_1/main.py"), _api._client is None
+
+
+@loopwatch.evaluated
+def evaluate_forever(marker: str) -> None:
+    """An evaluation that never ends by itself: it says its pid in ``marker``, then
+    computes on (no sleep for a signal to cut short)."""
+    with open(marker + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(marker + ".tmp", marker)
+    n = 0
+    while True:
+        n = (n + 1) % 1000
+
+
+#: The evaluator a worker loaded (:func:`load_evaluator`).
+_loaded: Any = None
+
+
+def load_evaluator() -> None:
+    """A pool's initializer, as OpenEvolve's loads the evaluator's module in each
+    worker: the decorator runs in the worker's main thread."""
+    global _loaded
+    _loaded = loopwatch.evaluated(evaluate_forever.__wrapped__)
+
+
+def evaluate_forever_in_a_thread(marker: str) -> None:
+    """As OpenEvolve's pool workers run their evaluator: in a thread of the worker,
+    while its main thread waits."""
+    with ThreadPoolExecutor(max_workers=1) as threads:
+        threads.submit(_loaded, marker).result()
+
+
+def interrupt_outside_an_evaluation() -> int:
+    """SIGUSR2 to this worker while no evaluation is in progress: nothing happens."""
+    os.kill(os.getpid(), signal.SIGUSR2)
+    for _ in range(1000):
+        pass  # the handler has run by now, between these bytecodes
+    return os.getpid()
+
+
+def wait_for_pid(marker: str, timeout: float = 30.0) -> int:
+    """The pid an evaluation wrote to ``marker``, once it has."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(marker):
+        if time.monotonic() > deadline:
+            raise AssertionError("no evaluation started")
+        time.sleep(0.01)
+    with open(marker) as f:
+        return int(f.read())
 
 
 class EvaluationTest(unittest.TestCase):
@@ -260,6 +312,119 @@ class EvaluationTest(unittest.TestCase):
         self.assertNotEqual(result["pid"], os.getpid())
         self.assertIsNone(_api._client)
         self.assertEqual(self.server.connections, 0)
+
+
+class InterruptTest(unittest.TestCase):
+    """A hung evaluation interrupted by ``SIGUSR2`` (what ``loopwatch run
+    --on-hung-evaluation kill`` sends first), in the workers of real process pools."""
+
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp()
+        self.path = os.path.join(self.dir, "socket")
+        self.server = Server(self.path)
+        fresh_client(self.path)
+
+    def tearDown(self) -> None:
+        fresh_client(None)
+        self.server.close()
+
+    def evaluation_lines(self, ends: int) -> List[Dict[str, Any]]:
+        loopwatch.flush()
+        self.server.wait_until(lambda types: types.count("evaluation_end") >= ends)
+        with self.server.lock:
+            return [dict(line) for line in self.server.lines if str(line["type"]).startswith("evaluation")]
+
+    def test_a_hung_evaluation_in_a_pool_worker_is_interrupted_and_the_pool_goes_on(self) -> None:
+        for method in ("fork", "spawn"):
+            for target in (evaluate_forever, evaluate_forever_in_a_thread):
+                with self.subTest(method=method, thread=target is evaluate_forever_in_a_thread):
+                    self.interrupted_in_a_pool(method, target)
+
+    def interrupted_in_a_pool(self, method: str, target: Any) -> None:
+        fresh_client(self.path)
+        with self.server.lock:
+            self.server.lines.clear()
+        marker = os.path.join(self.dir, "%s-%s" % (method, target.__name__))
+        context = multiprocessing.get_context(method)
+        # In the main thread the first evaluation installs the handler; a thread needs
+        # it installed before, by the decorator in the main thread.
+        initializer = load_evaluator if target is evaluate_forever_in_a_thread else None
+        with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=initializer) as pool:
+            hung = pool.submit(target, marker)
+            worker = wait_for_pid(marker)
+            os.kill(worker, signal.SIGUSR2)
+            with self.assertRaises(loopwatch.EvaluationInterrupted):
+                hung.result(timeout=30)
+            # The same worker goes on: outside an evaluation the signal does nothing,
+            # and its next evaluations run as any.
+            self.assertEqual(pool.submit(interrupt_outside_an_evaluation).result(timeout=30), worker)
+            result = pool.submit(evaluate_program, "gen_9/main.py").result(timeout=30)
+            self.assertEqual(result["pid"], worker)
+        lines = self.evaluation_lines(2)
+        starts = {l["id"]: l for l in lines if l["type"] == "evaluation_start"}
+        ends = {l["id"]: l for l in lines if l["type"] == "evaluation_end"}
+        self.assertEqual((starts[marker]["pid"], starts[marker]["interruptible"]), (worker, True))
+        self.assertEqual(ends[marker]["outcome"], "timeout")
+        self.assertEqual(ends["gen_9/main.py"]["outcome"], "ok")
+
+    def test_the_signal_outside_an_evaluation_raises_nothing_in_this_process(self) -> None:
+        with loopwatch.evaluation("installs the handler"):
+            pass
+        self.assertIs(signal.getsignal(signal.SIGUSR2), _evaluation_handler())
+        os.kill(os.getpid(), signal.SIGUSR2)
+        for _ in range(1000):
+            pass
+        with self.assertRaises(loopwatch.EvaluationInterrupted):
+            with loopwatch.evaluation("interrupted here"):
+                os.kill(os.getpid(), signal.SIGUSR2)
+                while True:
+                    pass
+        ends = [l for l in self.evaluation_lines(2) if l["type"] == "evaluation_end"]
+        self.assertEqual([(e["id"], e["outcome"]) for e in ends],
+                         [("installs the handler", "ok"), ("interrupted here", "timeout")])
+
+    def test_a_handler_of_the_programs_own_is_never_replaced(self) -> None:
+        program = (
+            "import signal, loopwatch\n"
+            "def own(signum, frame):\n"
+            "    print('own handler')\n"
+            "signal.signal(signal.SIGUSR2, own)\n"
+            "@loopwatch.evaluated\n"
+            "def evaluate(path):\n"
+            "    return path\n"
+            "with loopwatch.evaluation('own-handler'):\n"
+            "    evaluate('decorated')\n"
+            "    signal.raise_signal(signal.SIGUSR2)\n"
+            "print(signal.getsignal(signal.SIGUSR2) is own)\n"
+            "loopwatch.flush(5)\n"
+        )
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(loopwatch.__file__)))
+        env[loopwatch.ENV_SOCKET] = self.path
+        run = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual((run.returncode, run.stdout), (0, "own handler\nTrue\n"), run.stderr)
+        lines = self.evaluation_lines(2)
+        starts = [l for l in lines if l["type"] == "evaluation_start"]
+        self.assertEqual([s["id"] for s in starts], ["own-handler", "decorated"])
+        self.assertTrue(all("interruptible" not in s for s in starts), starts)
+        self.assertEqual([l["outcome"] for l in lines if l["type"] == "evaluation_end"], ["ok", "ok"])
+
+    def test_an_evaluation_of_a_coroutine_is_never_interruptible(self) -> None:
+        @loopwatch.evaluated
+        async def evaluate_async(program_path: str) -> str:
+            return program_path
+
+        self.assertEqual(asyncio.run(evaluate_async("async")), "async")
+        with loopwatch.evaluation("sync"):
+            pass
+        starts = {l["id"]: l for l in self.evaluation_lines(2) if l["type"] == "evaluation_start"}
+        self.assertNotIn("interruptible", starts["async"])
+        self.assertTrue(starts["sync"]["interruptible"])
+
+
+def _evaluation_handler() -> Any:
+    from loopwatch import _evaluation
+
+    return _evaluation._on_interrupt
 
 
 class AdapterEvaluationTest(unittest.TestCase):

@@ -65,6 +65,7 @@ impl<'m> Evaluation<'m> {
             worker: None,
             queued: None,
             reported: None,
+            interruptible: false,
             at: hub.clock.now(),
         });
         Evaluation { hub, id: Some(id) }

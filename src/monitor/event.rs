@@ -124,6 +124,9 @@ pub(crate) enum Event {
         queued: Option<Duration>,
         /// When it started by the loop's clock (Unix seconds), if said.
         reported: Option<f64>,
+        /// Whether the process `pid` ends it, as timed out, on `SIGUSR2` (the Python
+        /// client's handler): a supervisor may interrupt it before ending the process.
+        interruptible: bool,
         /// When it was reported.
         at: Moment,
     },
@@ -154,6 +157,14 @@ pub(crate) enum Event {
         /// When it ended by the loop's clock (Unix seconds), if said.
         reported: Option<f64>,
         /// When it was reported.
+        at: Moment,
+    },
+    /// The supervisor interrupted an evaluation in flight (`SIGUSR2` to its process):
+    /// however it ends from now on, it counts as killed by loopwatch.
+    EvaluationInterrupted {
+        /// Its id.
+        id: Arc<str>,
+        /// When the supervisor said so.
         at: Moment,
     },
     /// The supervisor found that the process an evaluation in flight reported is

@@ -54,6 +54,7 @@ fn evaluation_started(hub: &Hub, start: protocol::EvaluationStart) {
         worker: start.worker.map(Arc::from),
         queued,
         reported: start.at,
+        interruptible: start.interruptible,
         at,
     });
 }

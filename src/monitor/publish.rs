@@ -2,7 +2,7 @@
 //! what applying an event returned ([`Publish`]), and the log lines that go with it.
 //! It holds no state of its own beyond the pipeline.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use opentelemetry::KeyValue;
 
@@ -405,19 +405,32 @@ impl Publisher {
                 tracing::debug!(reason = &**reason, "an evaluation failed");
             }
         }
-        if !gauges.gone.is_empty() {
-            for duration in &gauges.gone {
-                i.loopwatch_evaluation_duration_seconds
-                    .record(duration.as_secs_f64(), &[]);
+        let mut failed = 0;
+        for finished in &gauges.gone {
+            i.loopwatch_evaluation_duration_seconds
+                .record(finished.duration.as_secs_f64(), &[]);
+            i.loopwatch_evaluations_total
+                .add(1, &[KeyValue::new("outcome", finished.outcome.as_str())]);
+            if finished.outcome == Ended::Killed {
+                i.loopwatch_evaluations_killed_total.add(1, &[]);
+            } else {
+                failed += 1;
             }
-            i.loopwatch_evaluations_total.add(
-                gauges.gone.len() as u64,
-                &[KeyValue::new("outcome", Ended::Failed.as_str())],
-            );
+        }
+        if failed > 0 {
             tracing::warn!(
-                evaluations = gauges.gone.len(),
+                evaluations = failed,
                 reason = PROCESS_GONE,
                 "evaluations in flight ended as failed: the process that ran them ended without their end"
+            );
+        }
+        for (id, duration) in &gauges.interrupted {
+            let age = humantime::format_duration(Duration::from_secs(duration.as_secs()));
+            tracing::warn!(
+                evaluation = &**id,
+                %age,
+                ended = "interrupted",
+                "a hung evaluation ended after loopwatch interrupted it; counted as killed"
             );
         }
         if let Some(wait) = gauges.queued {

@@ -160,11 +160,38 @@ impl Supervision {
         });
     }
 
+    /// The supervisor interrupted hung evaluation `id` (`SIGUSR2` to the process that
+    /// said it ends the evaluation on it, [`HungEvaluation::interruptible`]): however
+    /// the evaluation ends from now on (its own end, usually `timeout`, its process
+    /// gone, or [`Supervision::evaluation_killed`]), it ends with outcome `killed`,
+    /// counted and listed as that method says, and logged with its id, its age and
+    /// `interrupted`. An id no longer in flight (it ended meanwhile) changes nothing.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let monitor = loopwatch::Monitor::builder()
+    /// #     .listen("127.0.0.1:0".parse().unwrap()).output_dir(dir.path()).build().unwrap();
+    /// let evaluation = monitor.evaluation("prog-17");
+    /// monitor.supervision().evaluation_interrupted("prog-17");
+    /// evaluation.timeout(); // its end, once interrupted
+    /// let text = monitor.render_metrics().unwrap();
+    /// assert!(text.contains("loopwatch_evaluations_total{outcome=\"killed\"} 1"));
+    /// assert!(text.contains("loopwatch_evaluations_killed_total 1"));
+    /// # monitor.shutdown();
+    /// ```
+    pub fn evaluation_interrupted(&self, id: &str) {
+        self.hub.send(Event::EvaluationInterrupted {
+            id: id.into(),
+            at: self.hub.clock.now(),
+        });
+    }
+
     /// The supervisor found that the process evaluation `id` reported is gone: it
     /// exited (or its pid now belongs to another process) without the evaluation's
     /// end. The evaluation ends as failed with the reason `process gone`, counted in
-    /// `loopwatch_evaluations_total{outcome="failed"}` and kept out of the 95th
-    /// percentile (its duration says when the supervisor found out), and
+    /// `loopwatch_evaluations_total{outcome="failed"}` (as killed when the supervisor
+    /// had interrupted it, [`Supervision::evaluation_interrupted`]) and kept out of the
+    /// 95th percentile (its duration says when the supervisor found out), and
     /// EvaluationHung resolves when it was the one hung. An id no longer in flight
     /// changes nothing. ([`Supervision::loop_restarting`] and
     /// [`Supervision::loop_exited`] end every evaluation in flight so.)

@@ -164,9 +164,10 @@ pub struct SupervisionFlags {
     /// restart (terminate and start again, whatever --restart says).
     #[arg(long, value_enum, default_value = "none")]
     pub on_stall: OnStall,
-    /// Once EvaluationHung fires: none, or kill (terminate the process subtree of each
-    /// hung evaluation that reported a pid inside the loop's own process tree; the
-    /// loop goes on without it).
+    /// Once EvaluationHung fires: none, or kill (end each hung evaluation that
+    /// reported a pid inside the loop's own process tree: SIGUSR2 to its process first
+    /// when it said it can be interrupted, then, if it has not ended within --grace,
+    /// SIGTERM to its process subtree; the loop goes on without it).
     #[arg(long, value_enum, default_value = "none")]
     pub on_hung_evaluation: OnHungEvaluation,
     /// How long the loop may keep running after it said it was done before its

@@ -1,6 +1,12 @@
-//! `--on-hung-evaluation kill`: once EvaluationHung fires, the process subtree of each
-//! hung evaluation is ended (SIGTERM, then SIGKILL after `--grace`), and the loop goes
-//! on without it, as after its own timeout.
+//! `--on-hung-evaluation kill`: once EvaluationHung fires, each hung evaluation is
+//! ended, and the loop goes on without it, as after its own timeout.
+//!
+//! An evaluation whose process said it ends it on `SIGUSR2`
+//! ([`HungEvaluation::interruptible`]: the Python client's handler raises a
+//! `TimeoutError` in the evaluation, and the process, a pool's worker, goes on) is
+//! interrupted first: `SIGUSR2` to that process alone. If it has not ended within
+//! `--grace`, or it is not interruptible, its process subtree is ended (SIGTERM, then
+//! SIGKILL after `--grace`).
 //!
 //! Only a pid the evaluation reported is acted on, and only when that pid is a
 //! process of the loop's own tree (below loopwatch, which is the subreaper of the
@@ -18,7 +24,9 @@
 //!   they would end with it. This one is looked at again once the others have ended.
 //!
 //! Each kill ends the evaluation with outcome `killed`, and is logged with the
-//! evaluation's id and age.
+//! evaluation's id and age. An interrupted evaluation counts as killed too however it
+//! ends ([`Supervision::evaluation_interrupted`]): the interrupt is logged with its
+//! id and age, and its end by the monitor with its id, age and `interrupted`.
 //!
 //! A hung evaluation whose pid no longer runs (its process exited without the
 //! evaluation's end, before or while it was being signalled), or runs a process
@@ -40,8 +48,11 @@ pub enum OnHungEvaluation {
     /// Nothing beyond the alert (the default).
     #[default]
     None,
-    /// Terminate each hung evaluation's process subtree (SIGTERM, SIGKILL after the
-    /// grace period) when it reported a pid inside the loop's own process tree.
+    /// End each hung evaluation that reported a pid inside the loop's own process
+    /// tree: `SIGUSR2` to that process first when it said it ends the evaluation on
+    /// it (the Python client's handler), then, if the evaluation has not ended within
+    /// the grace period or cannot be interrupted, its process subtree (SIGTERM,
+    /// SIGKILL after the grace period).
     Kill,
 }
 
@@ -122,11 +133,22 @@ struct Ending {
     kill_at: Instant,
 }
 
-/// The hung evaluations of one start of the loop: those being ended, and those
-/// already acted on (each is acted on once).
+/// One hung evaluation interrupted: its processes are ended if it is still in flight
+/// at `fallback_at`.
+#[derive(Debug)]
+struct Interrupting {
+    id: String,
+    fallback_at: Instant,
+}
+
+/// The hung evaluations of one start of the loop: those being interrupted and ended,
+/// and those already acted on (each is interrupted once, and ended once).
 #[derive(Debug, Default)]
 pub(super) struct HungEvaluations {
     ending: Vec<Ending>,
+    interrupting: Vec<Interrupting>,
+    /// Ids interrupted, while they stay hung: never interrupted again.
+    interrupted: HashSet<String>,
     /// Ids acted on (ended, refused, or without a pid), while they stay hung.
     handled: HashSet<String>,
     /// Ids refused because others share their pid, while they stay hung: looked at
@@ -170,6 +192,20 @@ impl HungEvaluations {
         let ids: HashSet<&str> = hung.iter().map(|h| h.id.as_str()).collect();
         self.handled.retain(|id| ids.contains(id.as_str()));
         self.shared.retain(|id| ids.contains(id.as_str()));
+        self.interrupted.retain(|id| ids.contains(id.as_str()));
+        let handled = &mut self.handled;
+        self.interrupting.retain(|interrupting| {
+            if !ids.contains(interrupting.id.as_str()) {
+                return false; // it ended
+            }
+            if interrupting.fallback_at > now {
+                return true;
+            }
+            // Still in flight a grace period after its interrupt: looked at again
+            // below, and ended the hard way.
+            handled.remove(&interrupting.id);
+            false
+        });
         // The loop's processes, read once per look and only when there is news.
         let mut processes: Option<LoopProcesses> = None;
         for evaluation in &hung {
@@ -182,7 +218,7 @@ impl HungEvaluations {
         }
     }
 
-    /// Ends `evaluation`'s processes, or refuses to.
+    /// Interrupts `evaluation` or ends its processes, or refuses to.
     fn act_on(
         &mut self,
         supervision: &Supervision,
@@ -199,6 +235,12 @@ impl HungEvaluations {
         };
         let started = evaluation.pid_start_ticks;
         let processes = match processes.decide(pid, started, evaluation.sharing_pid) {
+            Decision::End(processes)
+                if evaluation.interruptible && !self.interrupted.contains(id) =>
+            {
+                self.interrupt(supervision, evaluation, processes[0], grace);
+                return;
+            }
             Decision::End(processes) => processes,
             Decision::TheLoop => {
                 tracing::warn!(evaluation = id, %age, pid, "a hung evaluation runs in the loop's own process, or above it; not ending it (see --on-stall)");
@@ -225,6 +267,21 @@ impl HungEvaluations {
                 return;
             }
         };
+        self.terminate(supervision, evaluation, processes, grace);
+    }
+
+    /// Ends `evaluation`'s `processes` (its own first): SIGTERM now, SIGKILL to what
+    /// is left after the grace period.
+    fn terminate(
+        &mut self,
+        supervision: &Supervision,
+        evaluation: &HungEvaluation,
+        processes: Vec<ProcessId>,
+        grace: Duration,
+    ) {
+        let age = humantime::format_duration(Duration::from_secs(evaluation.age.as_secs()));
+        let id = evaluation.id.as_str();
+        let pid = processes[0].pid;
         // The evaluation's own process first: the rest are its.
         if signal_each(&processes[..1], Signal::SIGTERM) == 0 {
             tracing::warn!(
@@ -245,12 +302,53 @@ impl HungEvaluations {
             worker = evaluation.worker.as_deref().unwrap_or(""),
             processes = processes.len(),
             grace = %humantime::format_duration(grace),
+            interrupted = self.interrupted.contains(id),
             "ending a hung evaluation: SIGTERM to its processes, SIGKILL after the grace period"
         );
         supervision.evaluation_killed(id);
         self.ending.push(Ending {
             processes,
             kill_at: Instant::now() + grace,
+        });
+    }
+
+    /// Interrupts `evaluation`, whose process said it ends it on `SIGUSR2`: that
+    /// signal to `process` alone. Its processes are ended if it is still in flight a
+    /// grace period later.
+    fn interrupt(
+        &mut self,
+        supervision: &Supervision,
+        evaluation: &HungEvaluation,
+        process: ProcessId,
+        grace: Duration,
+    ) {
+        let age = humantime::format_duration(Duration::from_secs(evaluation.age.as_secs()));
+        let id = evaluation.id.as_str();
+        if !process.is_running() {
+            tracing::warn!(evaluation = id, %age, pid = process.pid, "a hung evaluation's process ended before it could be signalled; it ends as failed (process gone)");
+            supervision.evaluation_process_gone(id);
+            return;
+        }
+        // Said before the signal: the evaluation's end may follow it at once, and
+        // counts as killed.
+        supervision.evaluation_interrupted(id);
+        if signal_each(&[process], Signal::SIGUSR2) == 0 {
+            // It exited in the moment since: ended, as interrupted evaluations do.
+            supervision.evaluation_process_gone(id);
+            return;
+        }
+        tracing::warn!(
+            evaluation = id,
+            %age,
+            pid = process.pid,
+            worker = evaluation.worker.as_deref().unwrap_or(""),
+            grace = %humantime::format_duration(grace),
+            "interrupting a hung evaluation: SIGUSR2 to its process, which ends it as timed out and goes on; its processes are ended if it has not ended after the grace period"
+        );
+        self.interrupted.insert(evaluation.id.clone());
+        self.interrupting.push(Interrupting {
+            id: evaluation.id.clone(),
+            fallback_at: Instant::now() + grace,
         });
     }
 }
@@ -543,6 +641,134 @@ mod tests {
         assert_eq!(value(&monitor, "loopwatch_evaluations_killed_total"), 1.0);
         assert_eq!(refused(&monitor, "shared_process"), 2.0);
         drop(first);
+        monitor.shutdown();
+    }
+
+    /// Starts evaluation `id` through the intake, as the Python client reports it: run
+    /// by `pid`, which ends it on `SIGUSR2`.
+    fn interruptible(intake: &Intake, id: &str, pid: u32) {
+        let line = format!(
+            r#"{{"v":1,"type":"evaluation_start","id":"{id}","pid":{pid},"interruptible":true}}"#
+        );
+        intake.handle_line(line.as_bytes());
+    }
+
+    /// Ticks until `condition` holds.
+    fn tick_until(
+        what: &str,
+        hung: &mut HungEvaluations,
+        supervision: &Supervision,
+        grace: Duration,
+        mut condition: impl FnMut(&HungEvaluations) -> bool,
+    ) {
+        let intake = supervision.intake();
+        wait_for(what, || {
+            hung.tick(supervision, &intake, LEADER, grace);
+            condition(hung)
+        });
+    }
+
+    /// An interruptible evaluation gets `SIGUSR2`, to its process alone (a `sh`, which
+    /// dies of it, while the `sleep` below it runs on); its end then counts as killed,
+    /// and nothing more is signalled once it has ended.
+    #[test]
+    fn an_interruptible_evaluation_is_interrupted_first_and_its_end_counts_as_killed() {
+        let (monitor, _dir) = monitor();
+        let supervision = monitor.supervision();
+        let intake = supervision.intake();
+        let (mut parent, child) = parent_and_child();
+        interruptible(&intake, "prog-1", parent.id());
+        wait_for("EvaluationHung", || {
+            !supervision.hung_evaluations().is_empty()
+        });
+        assert!(supervision.hung_evaluations()[0].interruptible);
+        let mut hung = HungEvaluations::default();
+        let grace = Duration::from_millis(100);
+        hung.tick(&supervision, &intake, LEADER, grace);
+        assert!(hung.ending.is_empty(), "no SIGTERM");
+        assert_eq!(hung.interrupting.len(), 1);
+        let status = parent.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(nix::libc::SIGUSR2)
+        );
+        assert!(child.is_running(), "only its process was signalled");
+        hung.tick(&supervision, &intake, LEADER, grace);
+        assert_eq!(hung.interrupting.len(), 1, "interrupted once");
+        assert_eq!(
+            value(&monitor, "loopwatch_evaluations_killed_total"),
+            0.0,
+            "in flight until it ends"
+        );
+        intake.handle_line(br#"{"v":1,"type":"evaluation_end","id":"prog-1","outcome":"timeout"}"#);
+        wait_for("the evaluation's end", || {
+            supervision.hung_evaluations().is_empty()
+        });
+        let started = Instant::now();
+        tick_until("a grace period", &mut hung, &supervision, grace, |_| {
+            started.elapsed() > 2 * grace
+        });
+        assert!(hung.interrupting.is_empty() && hung.ending.is_empty());
+        assert!(child.is_running(), "never signalled");
+        assert_eq!(value(&monitor, "loopwatch_evaluations_killed_total"), 1.0);
+        assert_eq!(
+            value(&monitor, r#"loopwatch_evaluations_total{outcome="killed"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &monitor,
+                r#"loopwatch_evaluations_total{outcome="timeout"}"#
+            ),
+            0.0
+        );
+        signal_each(&[child], Signal::SIGKILL);
+        monitor.shutdown();
+    }
+
+    /// An interruptible evaluation still in flight a grace period after its
+    /// interrupt (its process ignores `SIGUSR2`) has its processes ended as any
+    /// other: SIGTERM to the whole subtree; it counts as killed once.
+    #[test]
+    fn an_interrupted_evaluation_that_does_not_end_within_the_grace_period_is_ended() {
+        let (monitor, _dir) = monitor();
+        let supervision = monitor.supervision();
+        let intake = supervision.intake();
+        let mut parent = std::process::Command::new("sh")
+            .args(["-c", "trap '' USR2; sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        // The trap is set once the sleep runs.
+        let mut child = None;
+        wait_for("the sleep below sh", || {
+            child = descendants(parent.id()).first().copied();
+            child.is_some()
+        });
+        let child = child.unwrap();
+        interruptible(&intake, "ignores-it", parent.id());
+        wait_for("EvaluationHung", || {
+            !supervision.hung_evaluations().is_empty()
+        });
+        let mut hung = HungEvaluations::default();
+        let grace = Duration::from_millis(200);
+        hung.tick(&supervision, &intake, LEADER, grace);
+        let interrupted = Instant::now();
+        assert_eq!((hung.interrupting.len(), hung.ending.len()), (1, 0));
+        tick_until("SIGTERM", &mut hung, &supervision, grace, |hung| {
+            !hung.ending.is_empty()
+        });
+        assert!(
+            interrupted.elapsed() >= grace,
+            "not before the grace period"
+        );
+        let status = parent.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(nix::libc::SIGTERM)
+        );
+        wait_for("the sleep ended", || !child.is_running());
+        assert_eq!(value(&monitor, "loopwatch_evaluations_killed_total"), 1.0);
+        assert!(supervision.hung_evaluations().is_empty());
         monitor.shutdown();
     }
 }

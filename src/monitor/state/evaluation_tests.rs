@@ -22,6 +22,7 @@ fn start(id: &str, secs: f64) -> Event {
         worker: None,
         queued: None,
         reported: None,
+        interruptible: false,
         at: at(secs),
     }
 }
@@ -69,6 +70,7 @@ fn a_hung_evaluation_fires_past_the_floor_naming_itself_and_resolves_when_it_end
             worker: Some("pool-3".into()),
             queued: Some(Duration::from_millis(1500)),
             reported: None,
+            interruptible: false,
             at: at(0.0),
         },
         &th,
@@ -258,6 +260,7 @@ fn a_hundred_thousand_unique_ids_keep_the_state_bounded() {
             worker: None,
             queued: None,
             reported: None,
+            interruptible: false,
             at: at(t),
         }];
         if i % 3 != 0 {
@@ -345,6 +348,7 @@ fn a_loop_whose_evaluations_all_hang_raises_both_alerts_each_with_its_message() 
                 worker: None,
                 queued: None,
                 reported: None,
+                interruptible: false,
                 at: at(1.0),
             },
             &th,
@@ -436,7 +440,7 @@ fn evaluations_in_flight_end_as_failed_when_the_loops_process_ends() {
         assert_eq!((gauges.in_flight, gauges.oldest), (0, Duration::ZERO));
         assert_eq!(gauges.workers.1, 0);
         assert_eq!(
-            gauges.gone,
+            gauges.gone.iter().map(|f| f.duration).collect::<Vec<_>>(),
             [Duration::from_secs(701), Duration::from_secs(51)],
             "oldest first"
         );
@@ -500,7 +504,14 @@ fn an_evaluation_whose_process_is_gone_ends_as_failed() {
         panic!("{:?}", applied.publish);
     };
     assert_eq!(gauges.in_flight, 1);
-    assert_eq!(gauges.gone, [Duration::from_secs(602)]);
+    assert_eq!(
+        gauges.gone,
+        [Finished {
+            outcome: Ended::Failed,
+            duration: Duration::from_secs(602),
+            interrupted: false
+        }]
+    );
     assert_eq!(state.evaluations.ended(Ended::Failed), 1);
     let again = state.apply(
         Event::EvaluationGone {
@@ -530,6 +541,7 @@ fn a_hung_evaluation_carries_the_start_time_of_its_reported_process() {
                 worker: None,
                 queued: None,
                 reported: None,
+                interruptible: false,
                 at: at(0.0),
             },
             &th,
@@ -574,4 +586,95 @@ fn a_hung_evaluation_carries_the_start_time_of_its_reported_process() {
         ("a".to_string(), Some(5001), None),
         "a new pid's start time, not the old one's"
     );
+}
+
+/// An evaluation started by a process that ends it on `SIGUSR2`: once the supervisor
+/// interrupted it, its own end (`timeout`, as the Python client sends it) counts as
+/// killed, kept out of the 95th percentile, and is published for the log with its id
+/// and age; so does one whose process is then gone, or that ends with the loop's
+/// process. An interrupt of an id no longer in flight changes nothing.
+#[test]
+fn an_interrupted_evaluation_ends_as_killed_and_says_so() {
+    let th = Thresholds::default();
+    let mut state = RunState::new(at(0.0).wall, &th);
+    let interruptible = |id: &str, pid: u32| Event::EvaluationStarted {
+        id: id.into(),
+        pid: Some(pid),
+        pid_start: Some(u64::from(pid) * 10),
+        worker: None,
+        queued: None,
+        reported: None,
+        interruptible: true,
+        at: at(0.0),
+    };
+    for (id, pid) in [("hung", 7), ("gone", 8), ("with-the-loop", 9)] {
+        state.apply(interruptible(id, pid), &th);
+    }
+    assert_eq!(hung(&mut state, &th, tick(601.0)).len(), 1);
+    let hung_now = state.hung_evaluations(at(601.0));
+    assert!(hung_now.iter().all(|h| h.interruptible), "{hung_now:?}");
+    let interrupt = |id: &str, secs: f64| Event::EvaluationInterrupted {
+        id: id.into(),
+        at: at(secs),
+    };
+    for id in ["hung", "gone", "with-the-loop", "never-started"] {
+        let applied = state.apply(interrupt(id, 601.5), &th);
+        assert!(applied.rejected.is_none());
+        assert!(matches!(applied.publish, Publish::Nothing));
+    }
+    let applied = state.apply(
+        Event::EvaluationEnded {
+            id: "hung".into(),
+            outcome: Ended::Timeout,
+            reason: None,
+            reported: None,
+            at: at(602.0),
+        },
+        &th,
+    );
+    let Publish::Evaluations(gauges) = applied.publish else {
+        panic!("{:?}", applied.publish);
+    };
+    let (finished, _) = gauges.finished.unwrap();
+    assert_eq!(
+        (finished.outcome, finished.interrupted),
+        (Ended::Killed, true)
+    );
+    assert_eq!(
+        gauges.interrupted,
+        [(Arc::from("hung"), Duration::from_secs(602))]
+    );
+    let applied = state.apply(
+        Event::EvaluationGone {
+            id: "gone".into(),
+            at: at(603.0),
+        },
+        &th,
+    );
+    let Publish::Evaluations(gauges) = applied.publish else {
+        panic!("{:?}", applied.publish);
+    };
+    assert_eq!(gauges.gone[0].outcome, Ended::Killed);
+    assert_eq!(gauges.interrupted[0].0.as_ref(), "gone");
+    let exit = LoopExit::new(Some(0), None);
+    let applied = state.apply(
+        Event::LoopExited {
+            exit,
+            at: at(604.0),
+        },
+        &th,
+    );
+    let Publish::LoopExited { evaluations, .. } = applied.publish else {
+        panic!("{:?}", applied.publish);
+    };
+    let gauges = evaluations.expect("published");
+    assert_eq!(gauges.gone[0].outcome, Ended::Killed);
+    assert_eq!(
+        gauges.interrupted,
+        [(Arc::from("with-the-loop"), Duration::from_secs(604))]
+    );
+    assert_eq!(state.evaluations.ended(Ended::Killed), 3);
+    assert_eq!(state.evaluations.ended(Ended::Timeout), 0);
+    assert_eq!(state.evaluations.ended(Ended::Failed), 0);
+    assert_eq!(state.evaluations.killed().1, 3);
 }

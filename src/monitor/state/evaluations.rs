@@ -99,6 +99,10 @@ struct InFlight {
     worker: Option<Arc<str>>,
     /// The worker it is counted on, when tracked.
     counted_on: Option<WorkerKey>,
+    /// Whether the process under `pid` ends it on `SIGUSR2` (it said so with its start).
+    interruptible: bool,
+    /// Whether the supervisor interrupted it: however it ends, it counts as killed.
+    interrupted: bool,
 }
 
 /// The process an evaluation reported: its pid, and the start time (clock ticks
@@ -131,8 +135,12 @@ impl Oldest {
 /// What an evaluation that ended leaves for the instruments.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Finished {
+    /// How it ended: [`Ended::Killed`] for one the supervisor had interrupted, whatever
+    /// the loop said.
     pub(crate) outcome: Ended,
     pub(crate) duration: Duration,
+    /// Whether it ended after the supervisor interrupted it.
+    pub(crate) interrupted: bool,
 }
 
 /// The evaluations in flight, their workers, and the finished ones' durations.
@@ -198,13 +206,15 @@ impl Default for Evaluations {
 }
 
 impl Evaluations {
-    /// Evaluation `id` started at `now` (monotonic), on `worker` or `process` if said.
+    /// Evaluation `id` started at `now` (monotonic), on `worker` or `process` if said;
+    /// `interruptible` when that process ends it on `SIGUSR2`.
     pub(crate) fn start(
         &mut self,
         id: &Arc<str>,
         process: Option<Process>,
         worker: Option<Arc<str>>,
         reported: Option<f64>,
+        interruptible: bool,
         now: Duration,
     ) -> Result<(), Refused> {
         if self.in_flight.contains_key(id) {
@@ -232,6 +242,8 @@ impl Evaluations {
                 pid_start: process.and_then(|(_, start)| start),
                 worker,
                 counted_on,
+                interruptible: interruptible && pid.is_some(),
+                interrupted: false,
             },
         );
         self.order.push_back((seq, Arc::clone(id)));
@@ -252,6 +264,9 @@ impl Evaluations {
             return;
         };
         if let Some((pid, start)) = process {
+            // What its start said of interrupting it was said of its process then.
+            evaluation.interruptible &=
+                evaluation.pid == Some(pid) && evaluation.pid_start == start;
             evaluation.pid = Some(pid);
             evaluation.pid_start = start;
         }
@@ -302,16 +317,26 @@ impl Evaluations {
         ended
     }
 
-    /// Evaluation `id`'s process is gone: it ends at `now` as failed ([`PROCESS_GONE`]).
-    /// Its duration says when loopwatch found out, not how long it ran, so it is kept
-    /// out of the 95th percentile, as a kill is.
+    /// The supervisor interrupted evaluation `id` (in flight): however it ends from
+    /// now on, it ends as [`Ended::Killed`]. Whether it was in flight.
+    pub(crate) fn interrupt(&mut self, id: &str) -> bool {
+        self.in_flight
+            .get_mut(id)
+            .map(|evaluation| evaluation.interrupted = true)
+            .is_some()
+    }
+
+    /// Evaluation `id`'s process is gone: it ends at `now` as failed ([`PROCESS_GONE`]),
+    /// or killed when the supervisor had interrupted it. Its duration says when
+    /// loopwatch found out, not how long it ran, so it is kept out of the 95th
+    /// percentile, as a kill is.
     pub(crate) fn gone(&mut self, id: &str, now: Duration) -> Result<Finished, Refused> {
         self.finish(id, Ended::Failed, None, now, false)
     }
 
     /// The loop's process ended: every evaluation in flight ends at `now` as failed, its
-    /// process gone (see [`Evaluations::gone`]). Their durations, oldest first.
-    pub(crate) fn all_gone(&mut self, now: Duration) -> Vec<Duration> {
+    /// process gone (see [`Evaluations::gone`]). Each, oldest first.
+    pub(crate) fn all_gone(&mut self, now: Duration) -> Vec<(Arc<str>, Finished)> {
         let ids: Vec<Arc<str>> = self
             .order
             .iter()
@@ -319,16 +344,15 @@ impl Evaluations {
             .map(|(_, id)| Arc::clone(id))
             .collect();
         let gone = ids
-            .iter()
-            .filter_map(|id| self.gone(id, now).ok())
-            .map(|finished| finished.duration)
+            .into_iter()
+            .filter_map(|id| Some((Arc::clone(&id), self.gone(&id, now).ok()?)))
             .collect();
         debug_assert!(self.in_flight.is_empty() && self.order.is_empty());
         gone
     }
 
     /// Ends evaluation `id` at `now`; its duration joins the 95th percentile's when
-    /// `timed`.
+    /// `timed`. One the supervisor interrupted ends as killed, untimed.
     fn finish(
         &mut self,
         id: &str,
@@ -338,6 +362,12 @@ impl Evaluations {
         timed: bool,
     ) -> Result<Finished, Refused> {
         let evaluation = self.in_flight.remove(id).ok_or(Refused::Unknown)?;
+        let interrupted = evaluation.interrupted;
+        let (outcome, timed) = if interrupted {
+            (Ended::Killed, false)
+        } else {
+            (outcome, timed)
+        };
         self.release(evaluation.counted_on.clone(), now);
         let duration = match (evaluation.reported, reported) {
             (Some(start), Some(end)) if end >= start => {
@@ -356,7 +386,11 @@ impl Evaluations {
         self.ended[outcome as usize] += 1;
         self.keep_for_the_views(id, evaluation, outcome, duration);
         self.pop_ended();
-        Ok(Finished { outcome, duration })
+        Ok(Finished {
+            outcome,
+            duration,
+            interrupted,
+        })
     }
 
     /// Books an ended evaluation in the duration distribution, and among the slowest
@@ -511,6 +545,7 @@ impl Evaluations {
                 worker: evaluation.worker.as_deref().map(str::to_string),
                 age,
                 sharing_pid: 0,
+                interruptible: evaluation.interruptible,
             });
         }
         hung
@@ -632,9 +667,9 @@ mod tests {
     #[test]
     fn the_oldest_in_flight_ages_from_its_start_and_leaves_when_it_ends() {
         let mut e = Evaluations::default();
-        e.start(&id("a"), Some((7, None)), None, None, secs(10))
+        e.start(&id("a"), Some((7, None)), None, None, false, secs(10))
             .unwrap();
-        e.start(&id("b"), None, Some(id("w1")), None, secs(12))
+        e.start(&id("b"), None, Some(id("w1")), None, false, secs(12))
             .unwrap();
         let oldest = e.oldest(secs(15)).unwrap();
         assert_eq!((&*oldest.id, oldest.age), ("a", secs(5)));
@@ -651,11 +686,12 @@ mod tests {
     #[test]
     fn the_loops_clock_times_an_evaluation_when_both_ends_carry_it() {
         let mut e = Evaluations::default();
-        e.start(&id("a"), None, None, Some(100.0), secs(1)).unwrap();
+        e.start(&id("a"), None, None, Some(100.0), false, secs(1))
+            .unwrap();
         let ended = e.end("a", Ended::Ok, Some(100.25), secs(9)).unwrap();
         assert_eq!(ended.duration, Duration::from_millis(250));
         // An end before its start (a clock stepped back) falls back to receipt times.
-        e.start(&id("b"), None, None, Some(100.0), secs(10))
+        e.start(&id("b"), None, None, Some(100.0), false, secs(10))
             .unwrap();
         let ended = e.end("b", Ended::Ok, Some(99.0), secs(12)).unwrap();
         assert_eq!(ended.duration, secs(2));
@@ -664,18 +700,18 @@ mod tests {
     #[test]
     fn duplicates_and_starts_past_the_bound_are_refused_and_change_nothing() {
         let mut e = Evaluations::default();
-        e.start(&id("a"), None, None, None, secs(1)).unwrap();
+        e.start(&id("a"), None, None, None, false, secs(1)).unwrap();
         assert_eq!(
-            e.start(&id("a"), None, None, None, secs(50)),
+            e.start(&id("a"), None, None, None, false, secs(50)),
             Err(Refused::Duplicate)
         );
         assert_eq!(e.oldest_age(secs(60)), Some(secs(59)), "not restarted");
         for i in 1..MAX_IN_FLIGHT {
-            e.start(&id(&format!("x{i}")), None, None, None, secs(2))
+            e.start(&id(&format!("x{i}")), None, None, None, false, secs(2))
                 .unwrap();
         }
         assert_eq!(
-            e.start(&id("one-too-many"), None, None, None, secs(3)),
+            e.start(&id("one-too-many"), None, None, None, false, secs(3)),
             Err(Refused::OverLimit)
         );
         assert_eq!(e.in_flight(), MAX_IN_FLIGHT);
@@ -695,18 +731,18 @@ mod tests {
     fn the_ids_of_refused_starts_are_remembered_within_their_bound() {
         let mut e = Evaluations::default();
         for i in 0..MAX_IN_FLIGHT {
-            e.start(&id(&format!("x{i}")), None, None, None, secs(0))
+            e.start(&id(&format!("x{i}")), None, None, None, false, secs(0))
                 .unwrap();
         }
         let refused = |i: usize| format!("refused-{i}");
         for i in 0..REFUSED_REMEMBERED + 10 {
             assert_eq!(
-                e.start(&id(&refused(i)), None, None, None, secs(1)),
+                e.start(&id(&refused(i)), None, None, None, false, secs(1)),
                 Err(Refused::OverLimit)
             );
         }
         // Refused again: remembered from its latest refusal.
-        e.start(&id(&refused(0)), None, None, None, secs(1))
+        e.start(&id(&refused(0)), None, None, None, false, secs(1))
             .unwrap_err();
         assert_eq!(e.sizes()[4], REFUSED_REMEMBERED);
         assert_eq!(
@@ -727,10 +763,11 @@ mod tests {
             );
         }
         // An id refused, then started once there is room, ends as any other.
-        e.start(&id("again"), None, None, None, secs(3))
+        e.start(&id("again"), None, None, None, false, secs(3))
             .unwrap_err();
         e.end("x0", Ended::Ok, None, secs(3)).unwrap();
-        e.start(&id("again"), None, None, None, secs(3)).unwrap();
+        e.start(&id("again"), None, None, None, false, secs(3))
+            .unwrap();
         assert!(e.end("again", Ended::Ok, None, secs(4)).is_ok());
         assert_eq!(
             e.end("again", Ended::Ok, None, secs(4)),
@@ -742,16 +779,18 @@ mod tests {
     fn the_p95_needs_twenty_finished_and_leaves_out_loopwatchs_kills() {
         let mut e = Evaluations::default();
         for i in 0..(MIN_FINISHED_FOR_P95 as u64 - 1) {
-            e.start(&id(&format!("e{i}")), None, None, None, secs(0))
+            e.start(&id(&format!("e{i}")), None, None, None, false, secs(0))
                 .unwrap();
             e.end(&format!("e{i}"), Ended::Ok, None, secs(i + 1))
                 .unwrap();
         }
         assert_eq!(e.p95(), None);
-        e.start(&id("killed"), None, None, None, secs(0)).unwrap();
+        e.start(&id("killed"), None, None, None, false, secs(0))
+            .unwrap();
         e.end("killed", Ended::Killed, None, secs(5000)).unwrap();
         assert_eq!(e.p95(), None, "a kill is no finished evaluation");
-        e.start(&id("last"), None, None, None, secs(0)).unwrap();
+        e.start(&id("last"), None, None, None, false, secs(0))
+            .unwrap();
         e.end("last", Ended::Failed, None, secs(20)).unwrap();
         // Durations 1..=20 s: the nearest rank of the 95th percentile is the 19th.
         assert_eq!(e.p95(), Some(secs(19)));
@@ -760,13 +799,27 @@ mod tests {
     #[test]
     fn occupancy_counts_busy_workers_among_those_seen_in_the_last_minute() {
         let mut e = Evaluations::default();
-        e.start(&id("a"), Some((11, None)), Some(id("w1")), None, secs(0))
+        e.start(
+            &id("a"),
+            Some((11, None)),
+            Some(id("w1")),
+            None,
+            false,
+            secs(0),
+        )
+        .unwrap();
+        e.start(&id("b"), Some((12, None)), None, None, false, secs(0))
             .unwrap();
-        e.start(&id("b"), Some((12, None)), None, None, secs(0))
-            .unwrap();
-        e.start(&id("c"), Some((13, None)), Some(id("w1")), None, secs(0))
-            .unwrap();
-        e.start(&id("d"), None, None, None, secs(0)).unwrap();
+        e.start(
+            &id("c"),
+            Some((13, None)),
+            Some(id("w1")),
+            None,
+            false,
+            secs(0),
+        )
+        .unwrap();
+        e.start(&id("d"), None, None, None, false, secs(0)).unwrap();
         assert_eq!(e.workers(), (2, 2), "w1 (by name) and pid 12");
         e.end("a", Ended::Ok, None, secs(1)).unwrap();
         assert_eq!(e.workers(), (2, 2), "w1 still runs c");
@@ -787,13 +840,20 @@ mod tests {
         let mut e = Evaluations::default();
         assert_eq!(e.take_peak_occupancy(), None, "no worker seen");
         for (i, w) in ["w1", "w2", "w3"].into_iter().enumerate() {
-            e.start(&id(&format!("a{i}")), None, Some(id(w)), None, secs(0))
-                .unwrap();
+            e.start(
+                &id(&format!("a{i}")),
+                None,
+                Some(id(w)),
+                None,
+                false,
+                secs(0),
+            )
+            .unwrap();
         }
         for i in 0..3 {
             e.end(&format!("a{i}"), Ended::Ok, None, secs(1)).unwrap();
         }
-        e.start(&id("b"), None, Some(id("w1")), None, secs(2))
+        e.start(&id("b"), None, Some(id("w1")), None, false, secs(2))
             .unwrap();
         assert_eq!(e.take_peak_occupancy(), Some(1.0), "all three were busy");
         assert_eq!(e.take_peak_occupancy(), Some(1.0 / 3.0), "w1 still busy");
@@ -810,8 +870,15 @@ mod tests {
     fn the_views_keep_the_slowest_the_killed_and_the_distribution_bounded() {
         let mut e = Evaluations::default();
         for i in 0..100u64 {
-            e.start(&id(&format!("e{i}")), Some((7, None)), None, None, secs(0))
-                .unwrap();
+            e.start(
+                &id(&format!("e{i}")),
+                Some((7, None)),
+                None,
+                None,
+                false,
+                secs(0),
+            )
+            .unwrap();
             let outcome = if i % 10 == 0 {
                 Ended::Killed
             } else {
@@ -833,9 +900,17 @@ mod tests {
         // 0 s falls in the first bucket; 61..=99 s in (60, 120].
         assert_eq!(e.buckets()[0], 1);
         assert_eq!(e.buckets()[9], 39);
-        e.start(&id("late"), Some((8, None)), Some(id("w")), None, secs(100))
+        e.start(
+            &id("late"),
+            Some((8, None)),
+            Some(id("w")),
+            None,
+            false,
+            secs(100),
+        )
+        .unwrap();
+        e.start(&id("later"), None, None, None, false, secs(105))
             .unwrap();
-        e.start(&id("later"), None, None, None, secs(105)).unwrap();
         let hung = e.over(secs(3), secs(107));
         assert_eq!(hung.len(), 1, "only the one past the limit: {hung:?}");
         assert_eq!(hung[0].sharing_pid, 0);
@@ -849,14 +924,15 @@ mod tests {
     #[test]
     fn a_hung_evaluation_says_how_many_others_in_flight_share_its_pid() {
         let mut e = Evaluations::default();
-        e.start(&id("hung"), Some((7, None)), None, None, secs(0))
+        e.start(&id("hung"), Some((7, None)), None, None, false, secs(0))
             .unwrap();
-        e.start(&id("alone"), Some((8, None)), None, None, secs(0))
+        e.start(&id("alone"), Some((8, None)), None, None, false, secs(0))
             .unwrap();
-        e.start(&id("no-pid"), None, None, None, secs(0)).unwrap();
-        e.start(&id("young"), Some((7, None)), None, None, secs(50))
+        e.start(&id("no-pid"), None, None, None, false, secs(0))
             .unwrap();
-        e.start(&id("ended"), Some((8, None)), None, None, secs(1))
+        e.start(&id("young"), Some((7, None)), None, None, false, secs(50))
+            .unwrap();
+        e.start(&id("ended"), Some((8, None)), None, None, false, secs(1))
             .unwrap();
         e.end("ended", Ended::Ok, None, secs(2)).unwrap();
         let hung = e.over(secs(10), secs(60));
@@ -870,10 +946,80 @@ mod tests {
     }
 
     #[test]
+    fn an_evaluation_the_supervisor_interrupted_ends_as_killed_whatever_it_says() {
+        let mut e = Evaluations::default();
+        for i in 0..MIN_FINISHED_FOR_P95 as u64 {
+            e.start(&id(&format!("e{i}")), None, None, None, false, secs(0))
+                .unwrap();
+            e.end(&format!("e{i}"), Ended::Ok, None, secs(1)).unwrap();
+        }
+        assert_eq!(e.p95(), Some(secs(1)));
+        e.start(&id("hung"), Some((7, Some(70))), None, None, true, secs(0))
+            .unwrap();
+        e.start(&id("no-pid"), None, None, None, true, secs(0))
+            .unwrap();
+        let hung = e.over(secs(5), secs(10));
+        let said: Vec<(&str, bool)> = hung
+            .iter()
+            .map(|h| (h.id.as_str(), h.interruptible))
+            .collect();
+        assert_eq!(
+            said,
+            [("hung", true), ("no-pid", false)],
+            "only a process can be interrupted"
+        );
+        assert!(e.interrupt("hung"));
+        assert!(!e.interrupt("never-started"));
+        // Its own end says timeout (the Python client's, once interrupted).
+        let ended = e.end("hung", Ended::Timeout, None, secs(3600)).unwrap();
+        assert_eq!(
+            ended,
+            Finished {
+                outcome: Ended::Killed,
+                duration: secs(3600),
+                interrupted: true
+            }
+        );
+        assert_eq!(e.ended(Ended::Killed), 1);
+        assert_eq!(e.ended(Ended::Timeout), 0);
+        assert_eq!(e.p95(), Some(secs(1)), "kept out of the 95th percentile");
+        let (killed, total) = e.killed();
+        assert_eq!(
+            (killed[0].id.as_str(), killed[0].pid, total),
+            ("hung", Some(7), 1)
+        );
+        // Interrupted, then gone: killed too.
+        e.start(&id("gone"), Some((8, Some(80))), None, None, true, secs(0))
+            .unwrap();
+        e.interrupt("gone");
+        assert_eq!(e.gone("gone", secs(20)).unwrap().outcome, Ended::Killed);
+        // Not interrupted: as it says.
+        let ended = e.end("no-pid", Ended::Timeout, None, secs(20)).unwrap();
+        assert_eq!((ended.outcome, ended.interrupted), (Ended::Timeout, false));
+    }
+
+    #[test]
+    fn what_a_start_said_of_interrupting_it_holds_for_its_process_only() {
+        let mut e = Evaluations::default();
+        e.start(&id("a"), Some((7, Some(70))), None, None, true, secs(0))
+            .unwrap();
+        e.assign("a", None, Some(id("w1")), secs(1));
+        e.assign("a", Some((7, Some(70))), None, secs(1));
+        assert!(
+            e.over(secs(1), secs(10))[0].interruptible,
+            "the same process"
+        );
+        e.assign("a", Some((8, Some(80))), None, secs(2));
+        let hung = e.over(secs(1), secs(10));
+        assert_eq!((hung[0].pid, hung[0].interruptible), (Some(8), false));
+    }
+
+    #[test]
     fn a_hundred_thousand_unique_ids_keep_every_map_bounded() {
         let mut e = Evaluations::default();
         // One evaluation hangs at the front while the others start and end behind it.
-        e.start(&id("hung"), None, None, None, secs(0)).unwrap();
+        e.start(&id("hung"), None, None, None, false, secs(0))
+            .unwrap();
         for i in 0..100_000u64 {
             let name = format!("prog-{i}");
             let worker: Arc<str> = format!("w{}", i % 5_000).into();
@@ -883,6 +1029,7 @@ mod tests {
                 Some((1 + (i % 7_000) as u32, None)),
                 Some(worker),
                 None,
+                false,
                 secs(i),
             );
             if i % 3 != 0 {

@@ -99,9 +99,12 @@ pub(super) struct EvaluationGauges {
     pub(super) finished: Option<(Finished, Option<Box<str>>)>,
     /// A queue wait reported.
     pub(super) queued: Option<Duration>,
-    /// Evaluations that ended as failed because their process is gone, their
-    /// durations.
-    pub(super) gone: Vec<Duration>,
+    /// Evaluations that ended because their process is gone: as failed, or as
+    /// killed when the supervisor had interrupted them.
+    pub(super) gone: Vec<Finished>,
+    /// Evaluations that ended after the supervisor interrupted them (each counted
+    /// as killed, in `finished` or `gone`): their ids and durations, for the log.
+    pub(super) interrupted: Vec<(Arc<str>, Duration)>,
 }
 
 /// What the instruments are to show of an applied event: its values, as the state
@@ -306,12 +309,13 @@ impl RunState {
                 worker,
                 queued,
                 reported,
+                interruptible,
                 at,
             } => {
                 let process = pid.map(|pid| (pid, pid_start));
-                let started = self
-                    .evaluations
-                    .start(&id, process, worker, reported, at.mono);
+                let started =
+                    self.evaluations
+                        .start(&id, process, worker, reported, interruptible, at.mono);
                 let applied = match started {
                     Ok(()) => Applied::just(Publish::Evaluations(
                         self.evaluation_gauges(at, None, None, queued),
@@ -344,6 +348,11 @@ impl RunState {
                 at,
             ),
             Event::EvaluationGone { id, at } => (self.evaluation_gone(&id, th, at), at),
+            Event::EvaluationInterrupted { id, at } => {
+                // Nothing to show until it ends; an id no longer in flight ended first.
+                self.evaluations.interrupt(&id);
+                (Applied::just(Publish::Nothing), at)
+            }
             Event::Instrumentation { report, at } => {
                 let news = self.frameworks.report(&report);
                 (Applied::just(Publish::Instrumentation { report, news }), at)
@@ -591,7 +600,12 @@ impl RunState {
         }
         let (findings, limit) = self.hung_again(th, at);
         let mut gauges = self.evaluation_gauges(at, limit, None, None);
-        gauges.gone = gone;
+        for (id, finished) in gone {
+            if finished.interrupted {
+                gauges.interrupted.push((id, finished.duration));
+            }
+            gauges.gone.push(finished);
+        }
         (findings, Some(gauges))
     }
 
@@ -604,7 +618,10 @@ impl RunState {
         };
         let (findings, limit) = self.hung_again(th, at);
         let mut gauges = self.evaluation_gauges(at, limit, None, None);
-        gauges.gone = vec![finished.duration];
+        if finished.interrupted {
+            gauges.interrupted.push((id.into(), finished.duration));
+        }
+        gauges.gone = vec![finished];
         Applied::new(findings, Publish::Evaluations(gauges))
     }
 
@@ -653,7 +670,10 @@ impl RunState {
             Err(refused) => return self.refused(refused),
         };
         let (findings, limit) = self.hung_again(th, at);
-        let gauges = self.evaluation_gauges(at, limit, Some((finished, reason)), None);
+        let mut gauges = self.evaluation_gauges(at, limit, Some((finished, reason)), None);
+        if finished.interrupted {
+            gauges.interrupted.push((id.into(), finished.duration));
+        }
         Applied::new(findings, Publish::Evaluations(gauges))
     }
 
@@ -720,6 +740,7 @@ impl RunState {
             finished,
             queued,
             gone: Vec::new(),
+            interrupted: Vec::new(),
         }
     }
 
