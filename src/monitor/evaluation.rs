@@ -138,6 +138,7 @@ impl<'m> Evaluation<'m> {
         };
         self.hub.send(Event::EvaluationEnded {
             id,
+            pid: None,
             outcome,
             reason,
             reported: None,
