@@ -8,6 +8,8 @@ machinery costs more than the few fields of a line.
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import math
 from typing import Any, Dict, List, Optional, Tuple
@@ -198,10 +200,29 @@ def _count(value: Any) -> str:
     return "null" if value is None else "%d" % int(value)
 
 
+def evaluation_id(ident: Any) -> str:
+    """An evaluation's id as sent: its str, and for one longer than
+    ``MAX_TEXT_CHARS`` its start with a hash of the whole in place of the rest, so
+    that long ids sharing a start (paths in one deep directory) stay apart.
+
+    >>> evaluation_id("prog-17")
+    'prog-17'
+    >>> a, b = evaluation_id("/x" * 200 + "/a.py"), evaluation_id("/x" * 200 + "/b.py")
+    >>> len(a) == MAX_TEXT_CHARS and a != b
+    True
+    """
+    string = ident if type(ident) is str else str(ident)
+    if len(string) <= MAX_TEXT_CHARS:
+        return string
+    digest = hashlib.blake2b(string.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return string[: MAX_TEXT_CHARS - len(digest) - 1] + "#" + digest
+
+
 def _evaluation_fields(ident: Any, pid: Any, worker: Any) -> str:
-    """The fields an evaluation's start and end share: its id, and the pid and worker
-    that run it when known (a pid out of range, or an empty worker, is left out)."""
-    fields = '"id":%s' % text(ident)
+    """The fields an evaluation's start and end share: its id (see
+    :func:`evaluation_id`), and the pid and worker that run it when known (a pid out of
+    range, or an empty worker, is left out)."""
+    fields = '"id":%s' % _encode_string(evaluation_id(ident))
     if pid is not None and 0 < pid < 1 << 32:
         fields += ',"pid":%d' % pid
     if worker is not None and worker != "":

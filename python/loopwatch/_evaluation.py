@@ -398,7 +398,8 @@ def evaluation(id: Any, worker: Optional[str] = None, queued: Optional[float] = 
     """Starts an evaluation; use it with ``with``.
 
     ``id`` names it, unique among the evaluations in flight: a program's path, a
-    trial's number (a path is sent as its str; at most 256 characters are sent).
+    trial's number (a path is sent as its str; one longer than 256 characters is sent
+    as its start and a hash of the whole).
     ``worker`` names what runs it (a pool worker, a thread); ``queued`` is when it
     was queued, in Unix seconds (``time.time()``), for the time it waited. The pid
     sent is this process's.

@@ -494,8 +494,8 @@ class ProtocolVectorTest(unittest.TestCase):
 
     def test_texts_past_the_monitors_bound_are_cut_to_it(self) -> None:
         # The monitor rejects an evaluation whose id, worker or reason is over 256
-        # characters: the client writes the first 256, where the vector's line has
-        # them all.
+        # characters: the client writes the first 256 of a worker or reason, and an
+        # id's start with a hash of the whole, where the vector's line has them all.
         vectors = [v for v in _vectors("invalid.jsonl") if "event" in v and v["error"] == "malformed"]
         self.assertGreaterEqual(len(vectors), 3)
         for vector in vectors:
@@ -504,7 +504,13 @@ class ProtocolVectorTest(unittest.TestCase):
                 self.assertGreater(vector["pad"], loopwatch.MAX_TEXT_CHARS)
                 prefix = vector["line_prefix"]
                 self.assertTrue(encoded.startswith(prefix), encoded)
-                self.assertTrue(encoded[len(prefix):].startswith("x" * loopwatch.MAX_TEXT_CHARS + '"'), encoded)
+                sent = encoded[len(prefix):]
+                if prefix.endswith('"id":"'):
+                    sent_id = json.loads(encoded)["id"]
+                    self.assertEqual(len(sent_id), loopwatch.MAX_TEXT_CHARS, encoded)
+                    self.assertEqual(sent_id, _encoding.evaluation_id("x" * vector["pad"]))
+                else:
+                    self.assertTrue(sent.startswith("x" * loopwatch.MAX_TEXT_CHARS + '"'), encoded)
                 self.assertEqual(json.loads(encoded)["v"], 1)
 
     def test_many_distinct_reasons_fold_into_other(self) -> None:

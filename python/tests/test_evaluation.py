@@ -238,6 +238,18 @@ class EvaluationTest(unittest.TestCase):
         self.assertEqual(starts[1]["worker"], "pool-1")
         self.assertEqual([s["id"] for s in starts[2:]], ["gen_4/main.py", "gen_5/main.py"])
 
+    def test_long_ids_sharing_a_start_stay_apart_and_end_their_own_evaluation(self) -> None:
+        deep = "/runs/" + "gen/" * 80
+        with loopwatch.evaluation(deep + "a.py"):
+            with loopwatch.evaluation(deep + "b.py"):
+                pass
+        lines = self.lines(2)
+        starts = [l["id"] for l in lines if l["type"] == "evaluation_start"]
+        ends = [l["id"] for l in lines if l["type"] == "evaluation_end"]
+        self.assertEqual(len(set(starts)), 2, starts)
+        self.assertTrue(all(len(i) <= 256 for i in starts), starts)
+        self.assertEqual(sorted(starts), sorted(ends))
+
     def test_a_forked_child_leaving_the_block_does_not_end_the_parents_evaluation(self) -> None:
         with loopwatch.evaluation("parent's") as e:
             pid = os.fork()
