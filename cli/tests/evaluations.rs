@@ -113,7 +113,7 @@ CHILD = '''
 import importlib.util, os, sys, time
 import loopwatch
 path, n = sys.argv[1], int(sys.argv[2])
-with loopwatch.evaluation(path):
+with loopwatch.evaluation(path, worker=str(os.getppid())):
     if n % 5 == 1:
         with open("hung-%d" % n, "w") as f:
             f.write(str(os.getpid()))
