@@ -57,6 +57,11 @@ pub const ENV_LABELS: &str = "LOOPWATCH_LABELS";
 /// the first start), so that it can resume from its own checkpoint.
 pub const ENV_RESTARTS: &str = "LOOPWATCH_RESTARTS";
 
+/// Environment variable set to `kill` under `--on-hung-evaluation kill` (and unset
+/// otherwise): the Python client then makes its evaluations interruptible, with a
+/// `SIGUSR2` handler that ends a hung one before its process is.
+pub const ENV_ON_HUNG_EVALUATION: &str = "LOOPWATCH_ON_HUNG_EVALUATION";
+
 /// How `loopwatch run` runs its command.
 #[derive(Debug)]
 pub struct RunOptions {

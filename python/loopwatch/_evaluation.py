@@ -136,11 +136,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
+def _interrupts_wanted() -> bool:
+    """Whether ``loopwatch run`` acts on hung evaluations (``--on-hung-evaluation
+    kill`` sets ``LOOPWATCH_ON_HUNG_EVALUATION=kill``): only then is the handler
+    installed and an evaluation said to be interruptible."""
+    return os.environ.get("LOOPWATCH_ON_HUNG_EVALUATION") == "kill"
+
+
 def _install_handler() -> None:
     """In the main thread: installs the handler, once per process, when ``SIGUSR2``
-    has its default action. Never raises."""
+    has its default action and ``loopwatch run`` acts on hung evaluations. Never
+    raises."""
     global _handler_tried
-    if _handler_tried or INTERRUPT_SIGNAL is None:
+    if _handler_tried or INTERRUPT_SIGNAL is None or not _interrupts_wanted():
         return
     _handler_tried = True
     try:
@@ -182,7 +190,7 @@ def _can_interrupt(thread: int) -> bool:
     reach), and, outside the main thread, exceptions can be raised in another thread.
     Never raises."""
     global _running_loop
-    if not _SIGNUM:
+    if not _SIGNUM or not _interrupts_wanted():
         return False
     try:
         main = thread == _main_thread

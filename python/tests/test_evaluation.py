@@ -326,6 +326,14 @@ class EvaluationTest(unittest.TestCase):
         self.assertEqual(self.server.connections, 0)
 
 
+def _sigusr2_after_an_evaluation() -> str:
+    """In a pool worker: one evaluation, then what SIGUSR2's handler is."""
+    with loopwatch.evaluation("prog-plain"):
+        pass
+    loopwatch.flush()
+    return "default" if signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL else "set"
+
+
 class InterruptTest(unittest.TestCase):
     """A hung evaluation interrupted by ``SIGUSR2`` (what ``loopwatch run
     --on-hung-evaluation kill`` sends first), in the workers of real process pools."""
@@ -334,11 +342,22 @@ class InterruptTest(unittest.TestCase):
         self.dir = tempfile.mkdtemp()
         self.path = os.path.join(self.dir, "socket")
         self.server = Server(self.path)
+        # What `loopwatch run --on-hung-evaluation kill` gives its child.
+        os.environ["LOOPWATCH_ON_HUNG_EVALUATION"] = "kill"
         fresh_client(self.path)
 
     def tearDown(self) -> None:
+        os.environ.pop("LOOPWATCH_ON_HUNG_EVALUATION", None)
         fresh_client(None)
         self.server.close()
+
+    def test_without_kill_nothing_is_interruptible_and_no_handler_is_installed(self) -> None:
+        os.environ.pop("LOOPWATCH_ON_HUNG_EVALUATION", None)
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            handler = pool.submit(_sigusr2_after_an_evaluation).result()
+        self.assertEqual(handler, "default")
+        starts = [l for l in self.evaluation_lines(1) if l["type"] == "evaluation_start"]
+        self.assertNotIn("interruptible", starts[0])
 
     def evaluation_lines(self, ends: int) -> List[Dict[str, Any]]:
         loopwatch.flush()

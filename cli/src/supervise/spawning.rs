@@ -16,7 +16,10 @@ use nix::sys::signal::Signal;
 use super::family::{self, Family};
 use super::signals::{self, OperatorSignals};
 use super::terminal::Terminal;
-use super::{LlmProxyOptions, RunOptions, ENV_LABELS, ENV_LLM_PROXY, ENV_RESTARTS, ENV_SOCKET};
+use super::{
+    LlmProxyOptions, RunOptions, ENV_LABELS, ENV_LLM_PROXY, ENV_ON_HUNG_EVALUATION, ENV_RESTARTS,
+    ENV_SOCKET,
+};
 
 /// The waiter's word that the loop's direct child has exited (not yet reaped).
 pub(super) type Exited = tokio::sync::oneshot::Receiver<nix::Result<()>>;
@@ -128,6 +131,12 @@ impl Launch<'_> {
         match self.socket {
             Some(path) => command.env(ENV_SOCKET, path),
             None => command.env_remove(ENV_SOCKET),
+        };
+        // The Python client makes its evaluations interruptible (its SIGUSR2 handler)
+        // only when loopwatch will act on a hung one.
+        match self.options.on_hung_evaluation {
+            super::OnHungEvaluation::Kill => command.env(ENV_ON_HUNG_EVALUATION, "kill"),
+            _ => command.env_remove(ENV_ON_HUNG_EVALUATION),
         };
         if let Some(proxy) = self.llm_proxy {
             through_the_proxy(&mut command, proxy);
