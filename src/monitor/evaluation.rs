@@ -138,7 +138,6 @@ impl<'m> Evaluation<'m> {
         };
         self.hub.send(Event::EvaluationEnded {
             id,
-            pid: None,
             outcome,
             reason,
             reported: None,

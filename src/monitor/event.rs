@@ -150,9 +150,6 @@ pub(crate) enum Event {
     EvaluationEnded {
         /// Its id.
         id: Arc<str>,
-        /// The process that ended it, if said: an end from another process than the
-        /// one its start reported is not its end (a refused duplicate's).
-        pid: Option<u32>,
         /// How.
         outcome: Ended,
         /// Why it failed, if it did and the loop said.

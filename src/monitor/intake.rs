@@ -68,7 +68,6 @@ fn evaluation_ended(hub: &Hub, end: protocol::EvaluationEnd) {
     };
     hub.send(Event::EvaluationEnded {
         id: end.id.into(),
-        pid: end.pid,
         outcome,
         reason,
         reported: end.at,

@@ -153,7 +153,6 @@ impl Supervision {
     pub fn evaluation_killed(&self, id: &str) {
         self.hub.send(Event::EvaluationEnded {
             id: id.into(),
-            pid: None,
             outcome: crate::records::Ended::Killed,
             reason: None,
             reported: None,

@@ -30,7 +30,6 @@ fn start(id: &str, secs: f64) -> Event {
 fn end(id: &str, secs: f64) -> Event {
     Event::EvaluationEnded {
         id: id.into(),
-        pid: None,
         outcome: Ended::Ok,
         reason: None,
         reported: None,
@@ -626,7 +625,6 @@ fn an_interrupted_evaluation_ends_as_killed_and_says_so() {
     let applied = state.apply(
         Event::EvaluationEnded {
             id: "hung".into(),
-            pid: None,
             outcome: Ended::Timeout,
             reason: None,
             reported: None,

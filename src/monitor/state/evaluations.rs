@@ -305,22 +305,10 @@ impl Evaluations {
     pub(crate) fn end(
         &mut self,
         id: &str,
-        pid: Option<u32>,
         outcome: Ended,
         reported: Option<f64>,
         now: Duration,
     ) -> Result<Finished, Refused> {
-        // An end from another process than the one the start reported is the end of
-        // a start refused as a duplicate (the same id run twice at once): the
-        // evaluation in flight goes on, to its own end.
-        if let (Some(ending), Some(running)) = (
-            pid,
-            self.in_flight.get(id).and_then(|evaluation| evaluation.pid),
-        ) {
-            if ending != running {
-                return Err(Refused::Duplicate);
-            }
-        }
         // loopwatch's own kills are cut short: they would only lift the limit.
         let ended = self.finish(id, outcome, reported, now, outcome != Ended::Killed);
         if ended == Err(Refused::Unknown) && self.refused.remove(id).is_some() {
@@ -686,14 +674,11 @@ mod tests {
         let oldest = e.oldest(secs(15)).unwrap();
         assert_eq!((&*oldest.id, oldest.age), ("a", secs(5)));
         assert_eq!(&*oldest.subject(), "evaluation a (pid 7)");
-        let ended = e.end("a", None, Ended::Ok, None, secs(16)).unwrap();
+        let ended = e.end("a", Ended::Ok, None, secs(16)).unwrap();
         assert_eq!(ended.duration, secs(6));
         assert_eq!(e.oldest_age(secs(20)), Some(secs(8)));
-        assert_eq!(
-            e.end("a", None, Ended::Ok, None, secs(16)),
-            Err(Refused::Unknown)
-        );
-        e.end("b", None, Ended::Timeout, None, secs(21)).unwrap();
+        assert_eq!(e.end("a", Ended::Ok, None, secs(16)), Err(Refused::Unknown));
+        e.end("b", Ended::Timeout, None, secs(21)).unwrap();
         assert_eq!(e.oldest(secs(30)), None);
         assert_eq!(e.sizes(), [0, 0, 2, 2, 0]);
     }
@@ -703,45 +688,13 @@ mod tests {
         let mut e = Evaluations::default();
         e.start(&id("a"), None, None, Some(100.0), false, secs(1))
             .unwrap();
-        let ended = e.end("a", None, Ended::Ok, Some(100.25), secs(9)).unwrap();
+        let ended = e.end("a", Ended::Ok, Some(100.25), secs(9)).unwrap();
         assert_eq!(ended.duration, Duration::from_millis(250));
         // An end before its start (a clock stepped back) falls back to receipt times.
         e.start(&id("b"), None, None, Some(100.0), false, secs(10))
             .unwrap();
-        let ended = e.end("b", None, Ended::Ok, Some(99.0), secs(12)).unwrap();
+        let ended = e.end("b", Ended::Ok, Some(99.0), secs(12)).unwrap();
         assert_eq!(ended.duration, secs(2));
-    }
-
-    /// The same id run by two processes at once: the second start is refused, and so
-    /// is its end, which names the second process; the first ends at its own end.
-    #[test]
-    fn a_refused_duplicates_end_does_not_end_the_evaluation_in_flight() {
-        let mut e = Evaluations::default();
-        e.start(&id("prog"), Some((100, None)), None, None, false, secs(1))
-            .unwrap();
-        assert_eq!(
-            e.start(&id("prog"), Some((200, None)), None, None, false, secs(2)),
-            Err(Refused::Duplicate)
-        );
-        assert_eq!(
-            e.end("prog", Some(200), Ended::Failed, None, secs(3)),
-            Err(Refused::Duplicate),
-            "the duplicate's end"
-        );
-        assert_eq!(e.in_flight(), 1);
-        let ended = e.end("prog", Some(100), Ended::Ok, None, secs(9)).unwrap();
-        assert_eq!((ended.outcome, ended.duration), (Ended::Ok, secs(8)));
-        // An end without a pid (the Rust guard's) ends it whatever its process.
-        e.start(
-            &id("guarded"),
-            Some((100, None)),
-            None,
-            None,
-            false,
-            secs(10),
-        )
-        .unwrap();
-        assert!(e.end("guarded", None, Ended::Ok, None, secs(11)).is_ok());
     }
 
     #[test]
@@ -764,11 +717,11 @@ mod tests {
         assert_eq!(e.in_flight(), MAX_IN_FLIGHT);
         // Its end was counted with its start: not an unknown id besides.
         assert_eq!(
-            e.end("one-too-many", None, Ended::Ok, None, secs(4)),
+            e.end("one-too-many", Ended::Ok, None, secs(4)),
             Err(Refused::EndOfOverLimit)
         );
         assert_eq!(
-            e.end("one-too-many", None, Ended::Ok, None, secs(4)),
+            e.end("one-too-many", Ended::Ok, None, secs(4)),
             Err(Refused::Unknown),
             "once"
         );
@@ -793,18 +746,18 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.sizes()[4], REFUSED_REMEMBERED);
         assert_eq!(
-            e.end(&refused(5), None, Ended::Ok, None, secs(2)),
+            e.end(&refused(5), Ended::Ok, None, secs(2)),
             Err(Refused::Unknown),
             "forgotten: over the bound"
         );
         assert_eq!(
-            e.end(&refused(10), None, Ended::Ok, None, secs(2)),
+            e.end(&refused(10), Ended::Ok, None, secs(2)),
             Err(Refused::Unknown),
             "forgotten for the second refusal of refused-0"
         );
         for i in [0, 11, REFUSED_REMEMBERED + 9] {
             assert_eq!(
-                e.end(&refused(i), None, Ended::Ok, None, secs(2)),
+                e.end(&refused(i), Ended::Ok, None, secs(2)),
                 Err(Refused::EndOfOverLimit),
                 "{i}"
             );
@@ -812,12 +765,12 @@ mod tests {
         // An id refused, then started once there is room, ends as any other.
         e.start(&id("again"), None, None, None, false, secs(3))
             .unwrap_err();
-        e.end("x0", None, Ended::Ok, None, secs(3)).unwrap();
+        e.end("x0", Ended::Ok, None, secs(3)).unwrap();
         e.start(&id("again"), None, None, None, false, secs(3))
             .unwrap();
-        assert!(e.end("again", None, Ended::Ok, None, secs(4)).is_ok());
+        assert!(e.end("again", Ended::Ok, None, secs(4)).is_ok());
         assert_eq!(
-            e.end("again", None, Ended::Ok, None, secs(4)),
+            e.end("again", Ended::Ok, None, secs(4)),
             Err(Refused::Unknown)
         );
     }
@@ -828,18 +781,17 @@ mod tests {
         for i in 0..(MIN_FINISHED_FOR_P95 as u64 - 1) {
             e.start(&id(&format!("e{i}")), None, None, None, false, secs(0))
                 .unwrap();
-            e.end(&format!("e{i}"), None, Ended::Ok, None, secs(i + 1))
+            e.end(&format!("e{i}"), Ended::Ok, None, secs(i + 1))
                 .unwrap();
         }
         assert_eq!(e.p95(), None);
         e.start(&id("killed"), None, None, None, false, secs(0))
             .unwrap();
-        e.end("killed", None, Ended::Killed, None, secs(5000))
-            .unwrap();
+        e.end("killed", Ended::Killed, None, secs(5000)).unwrap();
         assert_eq!(e.p95(), None, "a kill is no finished evaluation");
         e.start(&id("last"), None, None, None, false, secs(0))
             .unwrap();
-        e.end("last", None, Ended::Failed, None, secs(20)).unwrap();
+        e.end("last", Ended::Failed, None, secs(20)).unwrap();
         // Durations 1..=20 s: the nearest rank of the 95th percentile is the 19th.
         assert_eq!(e.p95(), Some(secs(19)));
     }
@@ -869,9 +821,9 @@ mod tests {
         .unwrap();
         e.start(&id("d"), None, None, None, false, secs(0)).unwrap();
         assert_eq!(e.workers(), (2, 2), "w1 (by name) and pid 12");
-        e.end("a", None, Ended::Ok, None, secs(1)).unwrap();
+        e.end("a", Ended::Ok, None, secs(1)).unwrap();
         assert_eq!(e.workers(), (2, 2), "w1 still runs c");
-        e.end("c", None, Ended::Ok, None, secs(2)).unwrap();
+        e.end("c", Ended::Ok, None, secs(2)).unwrap();
         assert_eq!(e.workers(), (2, 1));
         e.forget_idle_workers(secs(62));
         assert_eq!(e.workers(), (2, 1), "w1 was seen a minute ago");
@@ -899,14 +851,13 @@ mod tests {
             .unwrap();
         }
         for i in 0..3 {
-            e.end(&format!("a{i}"), None, Ended::Ok, None, secs(1))
-                .unwrap();
+            e.end(&format!("a{i}"), Ended::Ok, None, secs(1)).unwrap();
         }
         e.start(&id("b"), None, Some(id("w1")), None, false, secs(2))
             .unwrap();
         assert_eq!(e.take_peak_occupancy(), Some(1.0), "all three were busy");
         assert_eq!(e.take_peak_occupancy(), Some(1.0 / 3.0), "w1 still busy");
-        e.end("b", None, Ended::Ok, None, secs(3)).unwrap();
+        e.end("b", Ended::Ok, None, secs(3)).unwrap();
         assert_eq!(
             e.take_peak_occupancy(),
             Some(1.0 / 3.0),
@@ -933,8 +884,7 @@ mod tests {
             } else {
                 Ended::Ok
             };
-            e.end(&format!("e{i}"), None, outcome, None, secs(i))
-                .unwrap();
+            e.end(&format!("e{i}"), outcome, None, secs(i)).unwrap();
         }
         let slowest: Vec<_> = e.slowest().into_iter().map(|r| r.id).collect();
         assert_eq!(
@@ -984,14 +934,14 @@ mod tests {
             .unwrap();
         e.start(&id("ended"), Some((8, None)), None, None, false, secs(1))
             .unwrap();
-        e.end("ended", None, Ended::Ok, None, secs(2)).unwrap();
+        e.end("ended", Ended::Ok, None, secs(2)).unwrap();
         let hung = e.over(secs(10), secs(60));
         let sharing: Vec<(&str, usize)> = hung
             .iter()
             .map(|h| (h.id.as_str(), h.sharing_pid))
             .collect();
         assert_eq!(sharing, [("hung", 1), ("alone", 0), ("no-pid", 0)]);
-        e.end("young", None, Ended::Ok, None, secs(61)).unwrap();
+        e.end("young", Ended::Ok, None, secs(61)).unwrap();
         assert_eq!(e.over(secs(10), secs(62))[0].sharing_pid, 0);
     }
 
@@ -1001,8 +951,7 @@ mod tests {
         for i in 0..MIN_FINISHED_FOR_P95 as u64 {
             e.start(&id(&format!("e{i}")), None, None, None, false, secs(0))
                 .unwrap();
-            e.end(&format!("e{i}"), None, Ended::Ok, None, secs(1))
-                .unwrap();
+            e.end(&format!("e{i}"), Ended::Ok, None, secs(1)).unwrap();
         }
         assert_eq!(e.p95(), Some(secs(1)));
         e.start(&id("hung"), Some((7, Some(70))), None, None, true, secs(0))
@@ -1022,9 +971,7 @@ mod tests {
         assert!(e.interrupt("hung"));
         assert!(!e.interrupt("never-started"));
         // Its own end says timeout (the Python client's, once interrupted).
-        let ended = e
-            .end("hung", None, Ended::Timeout, None, secs(3600))
-            .unwrap();
+        let ended = e.end("hung", Ended::Timeout, None, secs(3600)).unwrap();
         assert_eq!(
             ended,
             Finished {
@@ -1047,9 +994,7 @@ mod tests {
         e.interrupt("gone");
         assert_eq!(e.gone("gone", secs(20)).unwrap().outcome, Ended::Killed);
         // Not interrupted: as it says.
-        let ended = e
-            .end("no-pid", None, Ended::Timeout, None, secs(20))
-            .unwrap();
+        let ended = e.end("no-pid", Ended::Timeout, None, secs(20)).unwrap();
         assert_eq!((ended.outcome, ended.interrupted), (Ended::Timeout, false));
     }
 
@@ -1088,10 +1033,10 @@ mod tests {
                 secs(i),
             );
             if i % 3 != 0 {
-                let _ = e.end(&name, None, Ended::Ok, None, secs(i + 1));
+                let _ = e.end(&name, Ended::Ok, None, secs(i + 1));
             } else {
                 // Ends that never started, and starts never ended past the bound.
-                let _ = e.end(&format!("ghost-{i}"), None, Ended::Ok, None, secs(i));
+                let _ = e.end(&format!("ghost-{i}"), Ended::Ok, None, secs(i));
             }
         }
         let [in_flight, order, workers, finished, refused] = e.sizes();

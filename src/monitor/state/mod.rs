@@ -339,13 +339,12 @@ impl RunState {
             }
             Event::EvaluationEnded {
                 id,
-                pid,
                 outcome,
                 reason,
                 reported,
                 at,
             } => (
-                self.evaluation_ended(&id, pid, (outcome, reason), reported, th, at),
+                self.evaluation_ended(&id, outcome, reason, reported, th, at),
                 at,
             ),
             Event::EvaluationGone { id, at } => (self.evaluation_gone(&id, th, at), at),
@@ -660,13 +659,13 @@ impl RunState {
     fn evaluation_ended(
         &mut self,
         id: &str,
-        pid: Option<u32>,
-        (outcome, reason): (Ended, Option<Box<str>>),
+        outcome: Ended,
+        reason: Option<Box<str>>,
         reported: Option<f64>,
         th: &Thresholds,
         at: Moment,
     ) -> Applied {
-        let finished = match self.evaluations.end(id, pid, outcome, reported, at.mono) {
+        let finished = match self.evaluations.end(id, outcome, reported, at.mono) {
             Ok(finished) => finished,
             Err(refused) => return self.refused(refused),
         };
