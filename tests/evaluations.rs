@@ -256,3 +256,49 @@ fn a_reported_pid_is_pinned_to_its_process_by_start_time_on_receipt() {
     drop(guarded);
     monitor.shutdown();
 }
+
+/// An evaluation is interruptible only when the process that sent its start is the
+/// one its pid names: a line passed on by another process (or a pid of another pid
+/// namespace) never has a signal meant for a handler sent to a process that may
+/// have none.
+#[test]
+fn only_the_process_an_evaluation_names_can_say_it_is_interruptible() {
+    let thresholds = loopwatch::Thresholds::default()
+        .with_evaluation_floor(std::time::Duration::from_millis(1))
+        .unwrap();
+    let monitor = quiet_monitor().thresholds(thresholds).build().unwrap();
+    let supervision = monitor.supervision();
+    let intake = supervision.intake();
+    let me = loopwatch::cleanup::ProcessId::running(std::process::id());
+    let other = std::process::id() + 1;
+    for (id, pid) in [
+        ("said-by-itself", std::process::id()),
+        ("said-for-another", other),
+    ] {
+        intake.handle_line_from(
+            format!(
+                r#"{{"v":1,"type":"evaluation_start","id":"{id}","pid":{pid},"interruptible":true}}"#
+            )
+            .as_bytes(),
+            me,
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let hung = loop {
+        let hung = supervision.hung_evaluations();
+        if hung.len() == 2 {
+            break hung;
+        }
+        assert!(std::time::Instant::now() < deadline, "{hung:?}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let interruptible: Vec<(&str, bool)> = hung
+        .iter()
+        .map(|h| (h.id.as_str(), h.interruptible))
+        .collect();
+    assert_eq!(
+        interruptible,
+        [("said-by-itself", true), ("said-for-another", false)]
+    );
+    monitor.shutdown();
+}

@@ -259,6 +259,19 @@ impl Intake {
         ) {
             state.reports_iterations(sender);
         }
+        let message = match message {
+            // Said by the process that runs it, or not taken: a signal meant for a
+            // handler is never sent to a process that may not have one (a pid of
+            // another pid namespace, a line passed on by another process).
+            Message::EvaluationStart(mut start) => {
+                if start.interruptible && sender.is_some_and(|sender| start.pid != Some(sender.pid))
+                {
+                    start.interruptible = false;
+                }
+                Message::EvaluationStart(start)
+            }
+            message => message,
+        };
         let verdict = self.apply(&mut state, message);
         drop(state);
         // Rejections are counted and logged with the intake unlocked.
