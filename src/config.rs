@@ -750,7 +750,9 @@ thresholds! {
         /// LLMSpendWithoutProgress: US dollars spent on LLM calls since the champion last
         /// changed (or since the start) at which it fires; off until set.
         llm_spend_without_progress_usd, with_llm_spend_without_progress_usd: Amount(f64);
-        /// LLMBudget: US dollars spent on LLM calls at which it fires; off until set.
+        /// The LLM budget in US dollars: LLMBudget fires when it is spent, and
+        /// `[llm.budget] action` says what else happens; off until set. The same as
+        /// `usd` under `[llm.budget]`, the documented spelling: set one of them.
         llm_budget_usd, with_llm_budget_usd: Amount(f64);
     }
 }
@@ -788,6 +790,22 @@ impl Thresholds {
             }
         }
         row(
+            "[llm.budget] usd",
+            "off until set",
+            "The LLM budget in US dollars: LLMBudget fires when it is spent, with one-time \
+             warnings at 50% and 80% before it (see \"Budget\" in docs/llm-proxy.md); \
+             `loopwatch run --llm-budget-usd` goes over it. `llm_budget_usd` at the top \
+             level is the same key: set one of them.",
+        );
+        row(
+            "[llm.budget] action",
+            "`\"warn\"`",
+            "What happens when the budget is spent: `\"warn\"` (LLMBudget and the \
+             warnings), `\"block\"` (the metering proxy refuses new calls in the \
+             provider's error format; calls in flight finish) or `\"stop\"` (`loopwatch \
+             run` stops the loop and exits with status 3); `--llm-budget-action` goes over it.",
+        );
+        row(
             "[llm.prices.\"<model>\"]",
             "none",
             "What a model's tokens cost, per million (see \"Prices\" in docs/llm-proxy.md); a model \
@@ -805,6 +823,36 @@ impl Thresholds {
     pub fn with_llm(mut self, llm: crate::llm::LlmConfig) -> Self {
         self.llm = llm;
         self
+    }
+
+    /// The LLM budget: `usd` under `[llm.budget]` (or the top-level
+    /// `llm_budget_usd`, the same key), with its `action`; `None` while no amount is
+    /// set.
+    ///
+    /// ```
+    /// use loopwatch::llm::BudgetAction;
+    /// let t: loopwatch::Thresholds = "[llm.budget]\nusd = 5.0\naction = \"block\"\n".parse().unwrap();
+    /// let budget = t.llm_budget().unwrap();
+    /// assert_eq!((budget.usd, budget.action), (5.0, BudgetAction::Block));
+    /// assert_eq!(t.llm_budget_usd(), Some(5.0));
+    /// let err = "llm_budget_usd = 5\n[llm.budget]\nusd = 6\n".parse::<loopwatch::Thresholds>().unwrap_err();
+    /// assert!(err.to_string().contains("set the LLM budget once"), "{err}");
+    /// ```
+    pub fn llm_budget(&self) -> Option<crate::llm::Budget> {
+        self.llm_budget_usd()
+            .map(|usd| crate::llm::Budget::new(usd, self.llm.budget_action))
+    }
+
+    /// Sets what happens when the LLM budget is spent (`[llm.budget] action`). An
+    /// action other than `warn` needs an amount: set [`Thresholds::with_llm_budget_usd`]
+    /// first.
+    pub fn with_llm_budget_action(
+        mut self,
+        action: crate::llm::BudgetAction,
+    ) -> Result<Self, Error> {
+        self.llm.budget_action = action;
+        self.check_relations()?;
+        Ok(self)
     }
 
     /// LoopCrashLooping fires at this many restarts within `restart_window`: one fewer
@@ -846,6 +894,17 @@ impl Thresholds {
     /// The checks between values, in one place (each value's own range is checked
     /// by its type).
     pub(crate) fn check_relations(&self) -> Result<(), Error> {
+        if self.llm_budget_usd.is_none()
+            && self.llm.budget_action != crate::llm::BudgetAction::Warn
+        {
+            return Err(Error::InvalidSetting {
+                variable: "llm.budget.action",
+                value: self.llm.budget_action.to_string(),
+                reason: "a budget action needs an amount: set `usd` under [llm.budget] in \
+                         loopwatch.toml, or `loopwatch run --llm-budget-usd`"
+                    .to_string(),
+            });
+        }
         if self.memory_clear_fraction() > self.memory_fraction() {
             return Err(Error::InvalidSetting {
                 variable: "memory_clear_fraction",
@@ -900,8 +959,30 @@ impl std::str::FromStr for Thresholds {
                 },
             }
         })?;
+        let thresholds = thresholds.with_budget_table()?;
         thresholds.check_relations()?;
         Ok(thresholds)
+    }
+}
+
+impl Thresholds {
+    /// Takes `usd` of `[llm.budget]` as the budget's amount: one amount, read by
+    /// [`Thresholds::llm_budget`]; set both ways, it is refused.
+    fn with_budget_table(mut self) -> Result<Thresholds, Error> {
+        let Some(usd) = self.llm.budget_usd.take() else {
+            return Ok(self);
+        };
+        if let Some(top) = self.llm_budget_usd() {
+            return Err(Error::InvalidSetting {
+                variable: "llm.budget.usd",
+                value: usd.to_string(),
+                reason: format!(
+                    "set the LLM budget once: `usd` under [llm.budget], or the older \
+                     top-level llm_budget_usd (here {top}), not both"
+                ),
+            });
+        }
+        self.with_llm_budget_usd(usd)
     }
 }
 
@@ -1058,6 +1139,8 @@ mod tests {
             })
             .collect();
         assert_eq!(rows.pop().unwrap().0, "[llm.prices.\"<model>\"]");
+        assert_eq!(rows.pop().unwrap().0, "[llm.budget] action");
+        assert_eq!(rows.pop().unwrap().0, "[llm.budget] usd");
         let mut keys: Vec<&str> = rows.iter().map(|(key, _)| key.as_str()).collect();
         keys.sort_unstable();
         let mut expected = Thresholds::KEYS.to_vec();

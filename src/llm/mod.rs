@@ -18,7 +18,9 @@
 //! assert!((cost - (1_000.0 * 2.5 + 200.0 * 10.0) / 1e6).abs() < 1e-12);
 //! ```
 
+pub mod budget;
 pub(crate) mod meter;
+pub use budget::{Admission, Budget, BudgetAction, BudgetRefusal, BudgetSummary, CallRequest};
 pub use meter::{LlmSummary, MinuteTally, ModelTally};
 #[cfg(feature = "llm-proxy")]
 pub mod proxy;
@@ -60,9 +62,12 @@ const MAX_NAME_CHARS: usize = 128;
 pub trait CallRecorder: Send + Sync + 'static {
     /// Records one finished call.
     fn record(&self, call: &LlmCall);
-    /// A call starts; the returned id ends it.
-    fn started(&self) -> u64;
-    /// A call is no longer in flight.
+    /// A call asks to start: admitted (its id ends it, and its worst case is
+    /// reserved against the budget until then) or, under a budget that blocks and is
+    /// spent, refused (it is then counted as `blocked` and must not be sent).
+    fn started(&self, request: &CallRequest) -> Admission;
+    /// A call is no longer in flight: call it after the call was recorded, so that
+    /// its reservation is released once its cost is booked.
     fn ended(&self, id: u64);
 }
 
@@ -265,6 +270,9 @@ pub struct LlmCall {
     /// (a stop, kill, restart or exit timeout of the loop, the proxy's end): neither
     /// a success nor a failure, and outside LLMErrors. `error` is `None` then.
     pub abandoned: bool,
+    /// Refused by the budget (`[llm.budget] action = "block"`) and never sent: not a
+    /// failure, outside LLMErrors, free. `error` is `None` then.
+    pub blocked: bool,
 }
 
 impl LlmCall {
@@ -286,6 +294,7 @@ impl LlmCall {
             retry_after: None,
             cost_usd: None,
             abandoned: false,
+            blocked: false,
         }
     }
 
@@ -326,11 +335,18 @@ impl LlmCall {
         self
     }
 
-    /// The `outcome` label of `loopwatch_llm_calls_total`: `ok`, `abandoned`, or the
-    /// error type.
+    /// As refused by the budget (see [`LlmCall::blocked`]).
+    pub fn with_blocked(mut self) -> Self {
+        self.blocked = true;
+        self
+    }
+
+    /// The `outcome` label of `loopwatch_llm_calls_total`: `ok`, `abandoned`,
+    /// `blocked`, or the error type.
     pub fn outcome(&self) -> std::borrow::Cow<'static, str> {
         match self.error {
             Some(error) => error.as_label(),
+            None if self.blocked => "blocked".into(),
             None if self.abandoned => "abandoned".into(),
             None => "ok".into(),
         }
@@ -361,7 +377,7 @@ impl LlmCall {
             self.error,
             None | Some(LlmError::Timeout | LlmError::StreamCut)
         );
-        billable && self.cost_usd.is_none() && !counted
+        billable && !self.blocked && self.cost_usd.is_none() && !counted
     }
 
     /// The model it is priced and labelled by: the one that answered, else the one
@@ -458,6 +474,17 @@ pub struct Pricing {
 pub struct LlmConfig {
     /// Prices by model name.
     pub prices: BTreeMap<String, Price>,
+    /// `[llm.budget] action`: what happens when the budget is spent. The amount is
+    /// the thresholds' (see [`crate::Thresholds::llm_budget`]).
+    #[serde(skip_serializing_if = "is_warn")]
+    pub(crate) budget_action: BudgetAction,
+    /// `[llm.budget] usd` as written, until the thresholds take it over.
+    #[serde(skip)]
+    pub(crate) budget_usd: Option<f64>,
+}
+
+fn is_warn(action: &BudgetAction) -> bool {
+    *action == BudgetAction::Warn
 }
 
 /// [`LlmConfig`] as written, checked on the way in.
@@ -466,6 +493,17 @@ pub struct LlmConfig {
 struct LlmConfigFile {
     #[serde(default)]
     prices: BTreeMap<String, Price>,
+    #[serde(default)]
+    budget: Option<BudgetFile>,
+}
+
+/// `[llm.budget]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetFile {
+    usd: Option<f64>,
+    #[serde(default)]
+    action: Option<String>,
 }
 
 impl TryFrom<LlmConfigFile> for LlmConfig {
@@ -477,8 +515,26 @@ impl TryFrom<LlmConfigFile> for LlmConfig {
                 "llm.prices.\"{model}\": prices must be finite and zero or more"
             ));
         }
+        let (mut budget_usd, mut budget_action) = (None, BudgetAction::Warn);
+        if let Some(budget) = file.budget {
+            if let Some(usd) = budget.usd {
+                if !(usd.is_finite() && usd > 0.0) {
+                    return Err(format!(
+                        "llm.budget.usd: expected a positive amount of US dollars, not {usd}"
+                    ));
+                }
+                budget_usd = Some(usd);
+            }
+            if let Some(action) = budget.action {
+                budget_action = action
+                    .parse()
+                    .map_err(|e: String| format!("llm.budget.action: {e}"))?;
+            }
+        }
         Ok(LlmConfig {
             prices: file.prices,
+            budget_action,
+            budget_usd,
         })
     }
 }

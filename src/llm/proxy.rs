@@ -63,7 +63,7 @@ use hyper_util::rt::TokioIo;
 use super::route::{place, Api, Refusal};
 use super::upstream::{chain, Network, Upstream, UpstreamClient};
 use super::usage::UsageReader;
-use super::{CallRecorder, LlmCall, LlmError, Operation};
+use super::{Admission, BudgetRefusal, CallRecorder, CallRequest, LlmCall, LlmError, Operation};
 use crate::error::Error;
 
 /// The public OpenAI endpoint, when neither `--llm-upstream` nor `OPENAI_BASE_URL`
@@ -525,19 +525,68 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
 
 /// The `model` a request asks for, from the start of its body: its JSON, or, for a
 /// body longer than the scan (or not JSON), the field found as text.
+#[cfg(test)]
 fn asked_model(prefix: &[u8]) -> Option<String> {
+    asked(prefix).0
+}
+
+/// The keys a request names its most output tokens by: OpenAI's chat completions
+/// (`max_tokens`, `max_completion_tokens`), the Responses API (`max_output_tokens`),
+/// Anthropic's messages (`max_tokens`).
+const MAX_OUTPUT_KEYS: [&str; 3] = ["max_completion_tokens", "max_output_tokens", "max_tokens"];
+
+/// The `model` and the most output tokens a request asks for, from the start of its
+/// body: its JSON, or, for a body longer than the scan (or not JSON), the fields
+/// found as text. The largest maximum wins where a request names several.
+fn asked(prefix: &[u8]) -> (Option<String>, Option<u64>) {
     #[derive(serde::Deserialize)]
     struct Fields {
         model: Option<serde_json::Value>,
+        max_tokens: Option<serde_json::Value>,
+        max_completion_tokens: Option<serde_json::Value>,
+        max_output_tokens: Option<serde_json::Value>,
     }
     match serde_json::from_slice::<Fields>(prefix) {
-        Ok(fields) => fields
-            .model
-            .as_ref()
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_string),
-        Err(_) => text_field(&String::from_utf8_lossy(prefix), "model"),
+        Ok(fields) => (
+            fields
+                .model
+                .as_ref()
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string),
+            [
+                fields.max_tokens,
+                fields.max_completion_tokens,
+                fields.max_output_tokens,
+            ]
+            .iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_u64)
+            .max(),
+        ),
+        Err(_) => {
+            let text = String::from_utf8_lossy(prefix);
+            (
+                text_field(&text, "model"),
+                MAX_OUTPUT_KEYS
+                    .iter()
+                    .filter_map(|key| text_number(&text, key))
+                    .max(),
+            )
+        }
     }
+}
+
+/// The whole-number value of `"key": 123` in JSON text.
+fn text_number(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(&format!("\"{key}\""))?;
+    let rest = text[at + key.len() + 2..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// The string value of `"key": "value"` in JSON text.
@@ -610,8 +659,49 @@ impl Forwarder {
         let uri: hyper::Uri = format!("{}{suffix}", target.base)
             .parse()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let body_bytes = parts
+            .headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
         let (mut prefix, rest) = read_prefix(body).await?;
-        let model = operation.and_then(|_| asked_model(&prefix));
+        let (model, max_output_tokens) = match operation {
+            Some(_) => asked(&prefix),
+            None => (None, None),
+        };
+        let model = model.unwrap_or_else(|| super::OTHER_MODEL.to_string());
+        // Admitted (its worst case reserved against the budget) or refused, before
+        // anything is sent.
+        let metering = match operation {
+            None => None,
+            Some(operation) => {
+                let mut request =
+                    CallRequest::new(model.clone(), body_bytes.unwrap_or(prefix.len() as u64))
+                        .with_provider(provider, operation);
+                request.max_output_tokens = max_output_tokens;
+                let id = match self.recorder.started(&request) {
+                    Admission::Admitted(id) => id,
+                    Admission::Blocked(refusal) => {
+                        return Ok(budget_refusal(placement.api, &refusal));
+                    }
+                };
+                Some(Metering {
+                    recorder: Arc::clone(&self.recorder),
+                    id,
+                    call: Some(
+                        LlmCall::new(model, Duration::ZERO)
+                            .with_provider(provider)
+                            .with_operation(operation),
+                    ),
+                    started,
+                    first_chunk: None,
+                    reader: None,
+                    tasks: Arc::clone(&self.tasks),
+                    answered: false,
+                    last_byte: started,
+                    ending: Arc::clone(&self.ending),
+                })
+            }
+        };
         let usage_asked = match (placement.api, operation, &rest) {
             (Api::OpenAi, Some(Operation::Chat | Operation::TextCompletion), None)
                 if self.request_usage =>
@@ -649,26 +739,6 @@ impl Forwarder {
                 rest,
             })
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let metering = operation.map(|operation| {
-            let call = LlmCall::new(
-                model.unwrap_or_else(|| super::OTHER_MODEL.to_string()),
-                Duration::ZERO,
-            )
-            .with_provider(provider)
-            .with_operation(operation);
-            Metering {
-                recorder: Arc::clone(&self.recorder),
-                id: self.recorder.started(),
-                call: Some(call),
-                started,
-                first_chunk: None,
-                reader: None,
-                tasks: Arc::clone(&self.tasks),
-                answered: false,
-                last_byte: started,
-                ending: Arc::clone(&self.ending),
-            }
-        });
         let answer = match self.client.request(upstream).await {
             Ok(answer) => answer,
             Err(e) => {
@@ -756,6 +826,55 @@ fn refused(refusal: Refusal) -> Response<MeteredBody> {
         HeaderValue::from_static("application/json"),
     );
     // Sent again, it would be refused again.
+    headers.insert("x-should-retry", HeaderValue::from_static("false"));
+    response
+}
+
+/// The answer to a call the budget refused, in the format of the API it speaks, so
+/// that the loop's SDK raises its usual error with the budget's message; never
+/// forwarded. `x-should-retry: false` tells the openai and anthropic SDKs not to
+/// send it again (both read that header before their status rules).
+///
+/// - OpenAI-compatible: 429 with `insufficient_quota`, what OpenAI answers when an
+///   account's quota or budget is spent; its SDK raises `RateLimitError` and, told
+///   not to retry, gives up at once.
+/// - Anthropic: 400 `invalid_request_error`, what Anthropic answers when an
+///   organization's or workspace's spend limit is reached ("You have reached your
+///   specified API usage limits"); its SDK raises `BadRequestError` and never retries
+///   a 400. A 429 `rate_limit_error` would say "wait and retry", which a spent budget
+///   does not allow, and `billing_error` has no status of its own in the SDK.
+fn budget_refusal(api: Api, refusal: &BudgetRefusal) -> Response<MeteredBody> {
+    let message = refusal.to_string();
+    let (status, body) = match api {
+        Api::OpenAi => (
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({
+                "error": {
+                    "message": message,
+                    "type": "insufficient_quota",
+                    "param": null,
+                    "code": "insufficient_quota",
+                },
+            }),
+        ),
+        Api::Anthropic => (
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({
+                "type": "error",
+                "error": {"type": "invalid_request_error", "message": message},
+            }),
+        ),
+    };
+    let mut response = Response::new(MeteredBody {
+        inner: BodySource::Fixed(Some(Bytes::from(body.to_string()))),
+        metering: None,
+    });
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert("x-should-retry", HeaderValue::from_static("false"));
     response
 }
@@ -868,7 +987,6 @@ impl Metering {
         let Some(mut call) = self.call.take() else {
             return;
         };
-        self.recorder.ended(self.id);
         call.duration = self.started.elapsed();
         call.time_to_first_chunk = self.first_chunk;
         let (mut streaming, mut complete, mut failure) = (false, false, None);
@@ -903,7 +1021,9 @@ impl Metering {
                 }
             };
         }
+        // Booked, then ended: its reservation is released once its cost counts.
         self.recorder.record(&call);
+        self.recorder.ended(self.id);
     }
 
     /// Books a call the loop left waiting on its provider once [`SETTLE_WAIT`] has
@@ -912,6 +1032,7 @@ impl Metering {
     fn settle(&self, call: LlmCall) {
         let mut settling = Settling {
             recorder: Arc::clone(&self.recorder),
+            id: self.id,
             call: Some(call),
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -944,6 +1065,8 @@ impl Metering {
 /// ended then; dropped unbooked (the proxy's runtime stopping), it is abandoned.
 struct Settling {
     recorder: Arc<dyn CallRecorder>,
+    /// The call's id: it is in flight, its worst case reserved, until booked.
+    id: u64,
     call: Option<LlmCall>,
 }
 
@@ -956,6 +1079,7 @@ impl Settling {
                 call.error = Some(LlmError::Timeout);
             }
             self.recorder.record(&call);
+            self.recorder.ended(self.id);
         }
     }
 }
@@ -1136,8 +1260,8 @@ mod tests {
         fn record(&self, call: &LlmCall) {
             self.0.lock().unwrap().push(call.clone());
         }
-        fn started(&self) -> u64 {
-            0
+        fn started(&self, _: &CallRequest) -> Admission {
+            Admission::Admitted(0)
         }
         fn ended(&self, _: u64) {}
     }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::llm::LlmCall;
+use crate::llm::{CallRequest, LlmCall};
 use crate::records::{IterationSummary, LoopExit, Moment};
 use crate::sample::HostSample;
 
@@ -83,10 +83,14 @@ pub(crate) enum Event {
         /// When it was reported.
         at: Moment,
     },
-    /// An LLM call started: it is in flight until [`Event::LlmEnded`] with its id.
+    /// An LLM call asks to start: admitted, it is in flight (its worst case reserved
+    /// against the budget) until [`Event::LlmEnded`] with its id; refused by a budget
+    /// that blocks, it is booked as `blocked`.
     LlmStarted {
         /// The call's id.
         id: u64,
+        /// What it asks for.
+        request: Box<CallRequest>,
         /// When it started.
         at: Moment,
     },

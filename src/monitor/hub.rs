@@ -182,6 +182,11 @@ impl Hub {
     /// then published, then what the rules found is dispatched.
     pub(super) fn settle(&self) {
         let receiver = lock(&self.receiver);
+        self.drain(&receiver);
+    }
+
+    /// Applies what is queued, with the receiving end held.
+    fn drain(&self, receiver: &Receiver<Event>) {
         // At most one queue's worth: everything queued when settling began, without
         // chasing a producer that keeps sending.
         for _ in 0..QUEUE_CAPACITY {
@@ -192,6 +197,23 @@ impl Hub {
             self.publisher.publish(&applied.publish);
             self.deliver(&applied.findings);
         }
+    }
+
+    /// Applies `event` now, after everything queued before it, and returns what
+    /// `look` reads of the state just after it: for a producer that must know what
+    /// the state decided (an LLM call a budget may refuse). Events are still applied
+    /// in the order they were sent.
+    pub(super) fn apply_now<R>(&self, event: Event, look: impl FnOnce(&RunState) -> R) -> R {
+        let receiver = lock(&self.receiver);
+        self.drain(&receiver);
+        let (applied, seen) = {
+            let mut state = lock(&self.state);
+            let applied = state.apply(event, &self.settings.thresholds);
+            (applied, look(&state))
+        };
+        self.publisher.publish(&applied.publish);
+        self.deliver(&applied.findings);
+        seen
     }
 
     /// Hands what the rules found to the log, the alert gauges and Alertmanager.

@@ -41,15 +41,28 @@ impl crate::llm::CallRecorder for LlmRecorder {
         self.call(call.clone());
     }
 
-    /// A call starts: it counts in `loopwatch_llm_in_flight` until the returned id
-    /// is passed to `ended`.
-    fn started(&self) -> u64 {
+    /// A call asks to start: it counts in `loopwatch_llm_in_flight`, its worst case
+    /// reserved against the budget, until the returned id is passed to `ended`. Under
+    /// a budget that blocks, its start is applied at once and the state's decision
+    /// returned; otherwise nothing refuses it and its start is only queued.
+    fn started(&self, request: &crate::llm::CallRequest) -> crate::llm::Admission {
         let id = self.hub.next_llm_call();
-        self.hub.send(Event::LlmStarted {
+        let event = Event::LlmStarted {
             id,
+            request: Box::new(request.clone()),
             at: self.hub.clock.now(),
-        });
-        id
+        };
+        let blocks = self
+            .hub
+            .settings
+            .thresholds
+            .llm_budget()
+            .is_some_and(|b| b.action == crate::llm::BudgetAction::Block);
+        if blocks {
+            return self.hub.apply_now(event, |state| state.llm_admission(id));
+        }
+        self.hub.send(event);
+        crate::llm::Admission::Admitted(id)
     }
 
     /// A call is no longer in flight (answered, failed or abandoned).

@@ -22,7 +22,8 @@ use crate::containers::ContainerReading;
 use crate::evaluate::{Evaluator, Findings, RollingValues};
 use crate::export::{Evaluation, LiveContainer, ProcessTally};
 use crate::llm::meter::{CallLabels, LlmEvidence, LlmMeter};
-use crate::llm::{LlmCall, Pricing};
+use crate::llm::budget::{worst_case_usd, BudgetEvent, BudgetMark};
+use crate::llm::{CallRequest, LlmCall, Pricing};
 use crate::records::progress::Progress;
 use crate::records::{
     unix_seconds, ExitReason, HistoryPoint, IterationSummary, LogEntry, LogEntryKind, LoopExit,
@@ -103,12 +104,14 @@ pub(super) enum Publish {
     LoopExited { exit: LoopExit, newly_done: bool },
     /// The loop said it is done (the first time).
     Done,
-    /// An LLM call, its label values, price and the evidence after it.
+    /// An LLM call, its label values, price and the evidence after it, and the
+    /// budget's marks it made (warnings reached, the first refusal).
     Llm {
         call: Box<LlmCall>,
         labels: CallLabels,
         pricing: Pricing,
         evidence: LlmEvidence,
+        budget: Vec<BudgetMark>,
     },
     /// LLM calls in flight, and the age of the oldest.
     InFlight { calls: usize, oldest: Duration },
@@ -151,7 +154,7 @@ impl RunState {
             evaluator: Evaluator::new(thresholds),
             latest: Latest::default(),
             housekeeping: Housekeeping::default(),
-            llm: LlmMeter::default(),
+            llm: LlmMeter::new(thresholds.llm_budget()),
             liveness: Liveness::default(),
         }
     }
@@ -189,10 +192,7 @@ impl RunState {
             }
             Event::Done { at } => (self.done(th, at), at),
             Event::Llm { call, at } => (self.llm_call(call, th, at), at),
-            Event::LlmStarted { id, at } => {
-                self.llm.call_started(id, at.mono);
-                (self.in_flight(at), at)
-            }
+            Event::LlmStarted { id, request, at } => (self.llm_started(id, request, th, at), at),
             Event::LlmEnded { id, at } => {
                 self.llm.call_ended(id);
                 (self.in_flight(at), at)
@@ -380,6 +380,20 @@ impl RunState {
             .llm
             .record(&call, pricing, th.llm_error_calls(), at.mono);
         let findings = self.evaluator.on_llm(&evidence, th, at);
+        let (warnings, budget) = self.llm.new_budget_warnings();
+        let marks: Vec<BudgetMark> = budget
+            .into_iter()
+            .flat_map(|budget| {
+                warnings.iter().map(move |percent| BudgetMark {
+                    event: BudgetEvent::Warning,
+                    percent: Some(*percent),
+                    spent_usd: evidence.spend_usd,
+                    budget_usd: budget.usd,
+                    action: budget.action,
+                })
+            })
+            .collect();
+        self.budget_marks(&marks, at);
         Applied::new(
             findings,
             Publish::Llm {
@@ -387,8 +401,79 @@ impl RunState {
                 labels,
                 pricing,
                 evidence,
+                budget: marks,
             },
         )
+    }
+
+    /// A call asks to start: in flight, its worst case reserved, or refused by a
+    /// budget that blocks and booked as `blocked` (the first refusal marked).
+    fn llm_started(
+        &mut self,
+        id: u64,
+        request: Box<CallRequest>,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Applied {
+        let worst = worst_case_usd(&request, th.llm());
+        let Err(refusal) = self.llm.call_started(id, at.mono, worst) else {
+            return self.in_flight(at);
+        };
+        let CallRequest {
+            provider,
+            operation,
+            model,
+            ..
+        } = *request;
+        let call = LlmCall::new(model, Duration::ZERO)
+            .with_provider(provider)
+            .with_operation(operation)
+            .with_blocked();
+        let first = self
+            .llm
+            .budget_summary()
+            .is_some_and(|b| b.blocked_calls == 1);
+        let mut applied = self.llm_call(Box::new(call), th, at);
+        if first {
+            let mark = BudgetMark {
+                event: BudgetEvent::Blocking,
+                percent: None,
+                spent_usd: refusal.spent_usd,
+                budget_usd: refusal.budget_usd,
+                action: crate::llm::BudgetAction::Block,
+            };
+            self.budget_marks(&[mark], at);
+            if let Publish::Llm { budget, .. } = &mut applied.publish {
+                budget.push(mark);
+            }
+        }
+        applied
+    }
+
+    /// Keeps the budget's marks in the event log.
+    fn budget_marks(&mut self, marks: &[BudgetMark], at: Moment) {
+        for mark in marks {
+            self.ledger.push_event(LogEntry {
+                at: at.wall,
+                iteration: self.ledger.last_iteration,
+                kind: LogEntryKind::LlmBudget(*mark),
+            });
+        }
+    }
+
+    /// Whether call `id` was admitted (it is in flight) or refused (a refused call
+    /// never is), as its start was just applied.
+    pub(super) fn llm_admission(&self, id: u64) -> crate::llm::Admission {
+        match self.llm.budget_summary() {
+            Some(budget) if !self.llm.is_in_flight(id) => {
+                crate::llm::Admission::Blocked(crate::llm::BudgetRefusal {
+                    budget_usd: budget.usd,
+                    spent_usd: budget.spent_usd,
+                    reserved_usd: budget.reserved_usd,
+                })
+            }
+            _ => crate::llm::Admission::Admitted(id),
+        }
     }
 
     fn in_flight(&self, at: Moment) -> Applied {
