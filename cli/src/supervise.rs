@@ -117,9 +117,19 @@ pub fn run(options: RunOptions) -> u8 {
         socket: socket.as_deref(),
         llm_proxy: session.llm_proxy.as_ref(),
         terminal: session.terminal.as_ref(),
+        budget_stopped: std::cell::Cell::new(false),
     };
     match restarts::until_the_last_end(&session, &launch, &mut signals) {
-        Some(exit) => session.close(exit, &options, &mut signals),
+        Some(exit) => {
+            let budget_stopped = launch.budget_stopped.get();
+            let status = session.close(exit, &options, &mut signals);
+            if budget_stopped {
+                let status = loopwatch::llm::budget::BUDGET_EXIT_STATUS;
+                tracing::warn!(status, "the LLM budget was spent and stopped the run");
+                return status;
+            }
+            status
+        }
         None => {
             // The command could not be started.
             drop(session.monitor.shutdown());

@@ -44,6 +44,7 @@ impl RunArgs {
     pub fn into_options(self) -> Result<RunOptions, loopwatch::Error> {
         let restart = self.restarts.policy();
         let limits = self.restarts.thresholds(self.monitor.config.clone())?;
+        let limits = self.llm.budget(limits, self.monitor.config.clone())?;
         let mut monitor = self.monitor.builder(self.output.output_dir);
         if let Some(thresholds) = limits {
             monitor = monitor.thresholds(thresholds);
@@ -252,9 +253,79 @@ pub struct LlmProxyFlags {
     /// choices. Implies --llm-proxy.
     #[arg(long)]
     pub llm_request_usage: bool,
+    /// The LLM budget in US dollars (over `usd` under [llm.budget] in
+    /// loopwatch.toml): LLMBudget fires when it is spent, with warnings at 50% and
+    /// 80%, and --llm-budget-action says what else happens.
+    #[arg(long, value_name = "USD", value_parser = budget_usd)]
+    pub llm_budget_usd: Option<f64>,
+    /// What happens when the LLM budget is spent (over `action` under [llm.budget]):
+    /// warn (the default: LLMBudget), block (the proxy refuses new calls with the
+    /// provider's error; calls in flight finish) or stop (the loop is stopped as by
+    /// SIGTERM, then --grace; the final files are written and loopwatch exits with
+    /// status 3).
+    #[arg(long, value_name = "ACTION", value_parser = budget_action)]
+    pub llm_budget_action: Option<loopwatch::llm::BudgetAction>,
+}
+
+/// `--llm-budget-usd`: a positive, finite amount.
+fn budget_usd(text: &str) -> Result<f64, String> {
+    match text.trim().trim_start_matches('$').parse::<f64>() {
+        Ok(usd) if usd.is_finite() && usd > 0.0 => Ok(usd),
+        _ => Err(format!(
+            "expected a positive amount of US dollars such as 5 or 12.50, not {text:?}"
+        )),
+    }
+}
+
+/// `--llm-budget-action`: warn, block or stop.
+fn budget_action(text: &str) -> Result<loopwatch::llm::BudgetAction, String> {
+    text.parse()
 }
 
 impl LlmProxyFlags {
+    /// `thresholds` (or, when nothing else went over them, those of `config`, else
+    /// `LOOPWATCH_CONFIG`, else the defaults) with `--llm-budget-usd` and
+    /// `--llm-budget-action` over them; unchanged when neither is given. An action
+    /// without an amount anywhere is an error.
+    fn budget(
+        &self,
+        thresholds: Option<loopwatch::Thresholds>,
+        config: Option<PathBuf>,
+    ) -> Result<Option<loopwatch::Thresholds>, loopwatch::Error> {
+        if self.llm_budget_usd.is_none() && self.llm_budget_action.is_none() {
+            return Ok(thresholds);
+        }
+        let mut thresholds = match thresholds {
+            Some(thresholds) => thresholds,
+            None => {
+                let config =
+                    config.or_else(|| std::env::var_os("LOOPWATCH_CONFIG").map(PathBuf::from));
+                super::thresholds(config.as_deref())?
+            }
+        };
+        if let Some(usd) = self.llm_budget_usd {
+            thresholds = thresholds.with_llm_budget_usd(usd)?;
+        }
+        if let Some(action) = self.llm_budget_action {
+            thresholds = thresholds.with_llm_budget_action(action)?;
+        }
+        if thresholds
+            .llm_budget()
+            .is_some_and(|b| b.action == loopwatch::llm::BudgetAction::Block)
+            && self.options_none()
+        {
+            tracing::warn!("--llm-budget-action block refuses calls at the metering proxy: without --llm-proxy, calls are only counted");
+        }
+        Ok(Some(thresholds))
+    }
+
+    fn options_none(&self) -> bool {
+        !(self.llm_proxy
+            || self.llm_proxy_listen.is_some()
+            || self.llm_upstream.is_some()
+            || self.llm_request_usage)
+    }
+
     /// The proxy's settings, when any of its flags asks for it.
     fn options(self) -> Option<LlmProxyOptions> {
         (self.llm_proxy

@@ -66,6 +66,9 @@ pub(super) struct Launch<'a> {
     /// loopwatch's controlling terminal: the loop gets its foreground whenever
     /// loopwatch has it.
     pub(super) terminal: Option<&'a Terminal>,
+    /// Set when the LLM budget (`action = "stop"`) ended the loop: the run exits
+    /// with [`loopwatch::llm::budget::BUDGET_EXIT_STATUS`].
+    pub(super) budget_stopped: std::cell::Cell<bool>,
 }
 
 /// One start of the loop, running.

@@ -301,16 +301,20 @@ fn chart(c: &Chart<'_>, x_range: (f64, f64)) -> Markup {
 }
 
 /// The alert timeline: one lane per alert, its firing intervals over the iterations.
-/// A last lane marks each restart of the loop by `loopwatch run`.
+/// A lane marks each restart of the loop by `loopwatch run`, and, when the run has an
+/// LLM budget, a last one its warnings and its first refusal.
 fn timeline(
     lanes: &std::collections::BTreeMap<AlertName, Vec<Interval>>,
     restarts: &[Restart],
+    budget: Option<&[view::BudgetMarkView]>,
     x_range: (f64, f64),
 ) -> Markup {
     let (x0, x1) = x_range;
     let lane_height = 16.0;
-    let height = lane_height * (lanes.len() + 1) as f64 + 22.0;
+    let extra = 1 + usize::from(budget.is_some());
+    let height = lane_height * (lanes.len() + extra) as f64 + 22.0;
     let restart_y = lanes.len() as f64 * lane_height + 4.0;
+    let budget_y = restart_y + lane_height;
     let left = 150.0;
     let sx = |x: f64| left + (x.clamp(x0, x1) - x0) / (x1 - x0).max(1.0) * (WIDTH - left - RIGHT);
     html! {
@@ -347,6 +351,26 @@ fn timeline(
                     }
                 }
             }
+            @if let Some(marks) = budget {
+                g data-lane="LLM budget" data-budget-marks=(marks.len()) {
+                    text class="axis" x="0" y=(format!("{:.0}", budget_y + 10.0)) { "LLM budget" }
+                    rect class="lane-bg" x=(left) y=(budget_y) width=(WIDTH - left - RIGHT) height=(lane_height - 4.0) {}
+                    @for m in marks {
+                        @let (event, label) = match m.mark.event {
+                            crate::llm::budget::BudgetEvent::Warning => ("warning", format!("{}% of the LLM budget spent", m.mark.percent.unwrap_or(0))),
+                            crate::llm::budget::BudgetEvent::Blocking => ("blocking", "LLM budget spent: new calls refused".to_string()),
+                        };
+                        rect class=(format!("lane budget-{event}")) data-budget-event=(event) data-percent=[m.mark.percent]
+                            x=(format!("{:.1}", sx(m.iteration as f64) - 1.0))
+                            y=(budget_y) width="3" height=(lane_height - 4.0) {
+                            title {
+                                (label) " at iteration " (m.iteration) " (" (clock(m.at)) "): $"
+                                (format!("{:.4}", m.mark.spent_usd)) " of $" (format!("{:.4}", m.mark.budget_usd))
+                            }
+                        }
+                    }
+                }
+            }
             @for tick in ticks(x0, x1, 5) {
                 text class="axis axis-x" x=(format!("{:.1}", sx(tick))) y=(format!("{:.0}", height - 4.0)) text-anchor="middle" { (tick.round()) }
             }
@@ -373,11 +397,17 @@ fn llm_calls(llm: &crate::llm::LlmSummary, t: &crate::config::Thresholds) -> Mar
         div class="key" {
             (llm.calls) " calls, " (llm.errors) " failed"
             @if llm.abandoned > 0 { ", " (llm.abandoned) " abandoned (cut short, not failures)" }
+            @if llm.blocked > 0 { ", " (llm.blocked) " blocked by the budget (never sent)" }
             " · tokens " (llm.input_tokens) " in, "
             (llm.output_tokens) " out"
             @if llm.reasoning_tokens > 0 { " (" (llm.reasoning_tokens) " reasoning)" }
             " · spend " (usd(llm.cost_usd))
-            @if let Some(budget) = t.llm_budget_usd() { " of " (usd(budget)) }
+            @if let Some(budget) = &llm.budget {
+                " of " (usd(budget.usd)) " (" (budget.action.as_str()) ")"
+                @if budget.reserved_usd > 0.0 { ", " (usd(budget.reserved_usd)) " reserved by calls in flight" }
+                @for percent in &budget.warned_at_percent { b class="budget-warning" data-percent=(percent) { " · " (percent) "% reached" } }
+                @if budget.blocked_calls > 0 { b class="budget-blocked" { " · " (budget.blocked_calls) " calls refused" } }
+            }
             @if llm.spend_is_lower_bound {
                 b class="lower-bound" {
                     " — a lower bound: " (llm.usage_missing) " calls without usage, "
@@ -699,7 +729,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     }
                     section class="panel" data-panel="Alert timeline" {
                         h2 { "Alert timeline" }
-                        (timeline(&lanes, &view::restarts(snapshot), x_range))
+                        (timeline(&lanes, &view::restarts(snapshot), summary.llm.budget.is_some().then_some(view::budget_marks(snapshot).as_slice()), x_range))
                     }
                 }
                 p class="meta" {
