@@ -63,8 +63,13 @@ pub struct MetricSpec {
     pub description: &'static str,
     /// Label names the metric's series carry (empty for a single series).
     pub labels: &'static [&'static str],
-    /// The numbered requirement of loopwatch's original specification that fixed this
-    /// metric's name, if one did; see [`MetricSpec::has_fixed_name`].
+    /// Set when the metric's name is fixed by the specification loopwatch was first
+    /// written to, which existing dashboards and queries follow; the value is the
+    /// number of that specification's section, kept for the record (the document is
+    /// not in this repository). Only whether it is set matters: it is what
+    /// [`MetricSpec::has_fixed_name`] reports, and a test holds every metric without it
+    /// to loopwatch's own prefix (`loopwatch_`), a standard process metric's
+    /// (`process_`) or an OpenTelemetry convention's name.
     pub(crate) requirement: Option<&'static str>,
     /// When the metric is exported.
     pub presence: Presence,
@@ -73,8 +78,8 @@ pub struct MetricSpec {
 impl MetricSpec {
     /// Whether the metric's name is one that dashboards and queries were written
     /// against before loopwatch existed (`sharpe_ratio`, `memory_usage_bytes`, …):
-    /// such a name is kept exactly, without the `loopwatch_` prefix loopwatch's own
-    /// metrics carry, and never changes.
+    /// such a name is kept exactly, most without the `loopwatch_` prefix loopwatch's
+    /// own metrics carry, and never changes.
     ///
     /// ```
     /// use loopwatch::catalog::{find, SHARPE_RATIO};
@@ -97,6 +102,8 @@ pub enum Presence {
     PerContainer,
     /// Series per model (and outcome) once an LLM call was recorded; none before.
     PerLlmCall,
+    /// A histogram of evaluations, whose series appear with its first observation.
+    WithEvaluations,
 }
 
 /// A counter row: counts events as they happen.
@@ -121,9 +128,19 @@ const SECONDS_BOUNDARIES: [f64; 14] = [
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 ];
 
-/// The bucket boundaries of a histogram row: by its unit, tokens or seconds.
+/// Evaluation seconds: 10 ms to an hour, about three steps a decade, with OpenEvolve's
+/// default evaluator timeout (300 s) and the default `evaluation_floor` (600 s) as
+/// boundaries.
+pub(crate) const EVALUATION_SECONDS_BOUNDARIES: [f64; 15] = [
+    0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+];
+
+/// The bucket boundaries of a histogram row: evaluations' seconds, other seconds, or
+/// tokens.
 pub fn histogram_boundaries(spec: &MetricSpec) -> &'static [f64] {
-    if spec.unit == "s" {
+    if spec.presence == Presence::WithEvaluations {
+        &EVALUATION_SECONDS_BOUNDARIES
+    } else if spec.unit == "s" {
         &SECONDS_BOUNDARIES
     } else {
         &TOKEN_BOUNDARIES
@@ -303,8 +320,8 @@ impl Instrument for Observed {
     }
 }
 
-/// A gauge recorded on the loop's thread as iterations run: the value lives in an
-/// atomic that setting stores to (no lock, no attribute lookup, no allocation), and
+/// A gauge recorded once per iteration when the monitor settles it: the value lives in
+/// an atomic that setting stores to (no lock, no attribute lookup, no allocation), and
 /// the SDK reads it through an observable gauge at collection time. The OTel
 /// instrument, its unit and its description are the same as a synchronous gauge's.
 pub(crate) struct AtomicGauge {
@@ -352,8 +369,9 @@ impl Instrument for AtomicGauge {
     fn start(&self, _series: &[Vec<KeyValue>]) {}
 }
 
-/// A counter counted on the loop's thread: one atomic add, read through an
-/// observable counter at collection time (see [`AtomicGauge`]).
+/// A counter added to often (as each iteration is settled, on every sampler tick): one
+/// atomic add, read through an observable counter at collection time (see
+/// [`AtomicGauge`]).
 pub(crate) struct AtomicCounter {
     count: Arc<AtomicU64>,
     _counter: otel::ObservableCounter<u64>,
@@ -575,6 +593,9 @@ catalog! {
     /// Events a client dropped.
     CLIENT_DROPPED_EVENTS_TOTAL / loopwatch_client_dropped_events_total: Counter = "loopwatch_client_dropped_events_total", "{event}", [], None, Always,
         "Events a loop's client library dropped rather than block the loop (its buffer full, the socket away), as the client reported them (events).";
+    /// Errors caught inside the zero-code instrumentation, by framework.
+    INSTRUMENTATION_ERRORS_TOTAL / loopwatch_instrumentation_errors_total: Counter = "loopwatch_instrumentation_errors_total", "{error}", ["framework"], None, Always,
+        "Exceptions raised inside the zero-code instrumentation of loopwatch run --instrument and caught before they reached the loop, by framework: openevolve, shinka, optuna, deap, nevergrad or other; what the instrumentation would have reported may be missing (errors).";
     /// Iterations in the rolling window.
     ROLLING_WINDOW_ITERATIONS / loopwatch_rolling_window_iterations: AtomicGauge = "loopwatch_rolling_window_iterations", "{iteration}", [], None, Always,
         "Completed iterations in the rolling window, up to its size; rules on rolling values wait for a full window (iterations).";
@@ -692,6 +713,33 @@ catalog! {
     /// Restarts within the restart window, for LoopCrashLooping.
     LOOP_RESTARTS_RECENT / loopwatch_loop_restarts_recent: Gauge = "loopwatch_loop_restarts_recent", "{restart}", [], None, Always,
         "Restarts of the loop within the last restart_window (1 h by default), as LoopCrashLooping counts them (restarts).";
+    /// Evaluations in flight.
+    EVALUATIONS_IN_FLIGHT / loopwatch_evaluations_in_flight: Gauge = "loopwatch_evaluations_in_flight", "{evaluation}", [], None, Always,
+        "Evaluations (a candidate's back-test, a program's run) started and not yet ended; at most 10,000 are tracked, and starts past that are rejected (evaluations).";
+    /// Age of the oldest evaluation in flight.
+    EVALUATION_OLDEST_SECONDS / loopwatch_evaluation_oldest_seconds: Gauge = "loopwatch_evaluation_oldest_seconds", "s", [], None, Always,
+        "Age of the oldest evaluation in flight, as of the last start, end or clock tick (about once a second); 0 with none (seconds).";
+    /// How long an evaluation may run before EvaluationHung.
+    EVALUATION_HUNG_LIMIT_SECONDS / loopwatch_evaluation_hung_limit_seconds: Gauge = "loopwatch_evaluation_hung_limit_seconds", "s", [], None, Always,
+        "How long an evaluation may run before EvaluationHung fires: evaluation_factor times the 95th percentile duration of the last 1,000 finished evaluations once 20 have finished, never less than evaluation_floor (seconds).";
+    /// Duration of each finished evaluation.
+    EVALUATION_DURATION_SECONDS / loopwatch_evaluation_duration_seconds: Histogram = "loopwatch_evaluation_duration_seconds", "s", [], None, WithEvaluations,
+        "Duration of each evaluation that ended, from its start to its end, by the loop's clock when both ends carry a time (seconds).";
+    /// Evaluations by outcome.
+    EVALUATIONS_TOTAL / loopwatch_evaluations_total: Counter = "loopwatch_evaluations_total", "{evaluation}", ["outcome"], None, Always,
+        "Evaluations that ended, by outcome: ok, failed, timeout (the loop's own timeout ended it) or killed (loopwatch ended it) (evaluations).";
+    /// Time evaluations waited in a queue before they started.
+    EVALUATION_QUEUE_WAIT_SECONDS / loopwatch_evaluation_queue_wait_seconds: Histogram = "loopwatch_evaluation_queue_wait_seconds", "s", [], None, WithEvaluations,
+        "Time from an evaluation's queueing to its start, for evaluations whose start reported when they were queued (seconds).";
+    /// Workers seen in the last minute.
+    EVALUATION_WORKERS / loopwatch_evaluation_workers: Gauge = "loopwatch_evaluation_workers", "{worker}", [], None, Always,
+        "Workers that ran an evaluation in the last minute or run one now, each known by the worker name, else the pid, its evaluations reported; at most 1,024 are tracked (workers).";
+    /// Busy workers over the workers seen in the last minute.
+    EVALUATION_WORKER_OCCUPANCY / loopwatch_evaluation_worker_occupancy: Gauge = "loopwatch_evaluation_worker_occupancy", "1", [], None, Always,
+        "Workers running an evaluation now over loopwatch_evaluation_workers; 0 with none (ratio 0-1).";
+    /// Evaluations loopwatch ended.
+    EVALUATIONS_KILLED_TOTAL / loopwatch_evaluations_killed_total: Counter = "loopwatch_evaluations_killed_total", "{evaluation}", [], None, Always,
+        "Hung evaluations whose processes loopwatch ended; 0 while nothing asks loopwatch to end them (evaluations).";
 }
 
 /// The name the OpenTelemetry Prometheus exporter writes an instrument under: its
@@ -779,6 +827,10 @@ pub fn markdown_table() -> String {
                     format!("{} One series per running container.", spec.description),
                 Presence::PerLlmCall => format!(
                     "{} Series appear with the first LLM call.",
+                    spec.description
+                ),
+                Presence::WithEvaluations => format!(
+                    "{} Series appear with the first observation.",
                     spec.description
                 ),
             }

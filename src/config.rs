@@ -721,6 +721,14 @@ thresholds! {
     /// … or than this floor, whichever is longer (60 s), so that a loop of very fast
     /// iterations is not called stalled by a garbage-collection pause.
     stall_floor, with_stall_floor: Positive(Duration) = Duration::from_secs(60);
+    /// EvaluationHung: an evaluation running longer than this multiple (5) of the
+    /// 95th percentile duration of the last finished evaluations (once 20 have
+    /// finished) …
+    evaluation_factor, with_evaluation_factor: FactorAtLeastOne(f64) = 5.0;
+    /// … or than this floor, whichever is longer (10 min): twice OpenEvolve's default
+    /// evaluator timeout (300 s), so an evaluation past it is one whose own timeout
+    /// did not end it.
+    evaluation_floor, with_evaluation_floor: Positive(Duration) = Duration::from_secs(600);
     /// LoopCrashLooping and `loopwatch run --restart`: restarts allowed within
     /// `restart_window` (5); the alert fires one before the limit, and past the limit
     /// the supervisor gives up.
@@ -1217,6 +1225,8 @@ mod tests {
             ("slowdown_factor", "3"),
             ("stall_factor", "1"),
             ("stall_floor", "\"5s\""),
+            ("evaluation_factor", "2.5"),
+            ("evaluation_floor", "\"90s\""),
             ("max_restarts", "2"),
             ("llm_error_rate", "0.3"),
             ("llm_error_calls", "5"),
@@ -1248,6 +1258,8 @@ mod tests {
         for (text, key) in [
             ("window = 0", "window"),
             ("stall_floor = \"0s\"", "stall_floor"),
+            ("evaluation_floor = \"0s\"", "evaluation_floor"),
+            ("evaluation_factor = 0.5", "evaluation_factor"),
             ("alert_resolve_hold = 0", "alert_resolve_hold"),
             ("slowdown_factor = 1.0", "slowdown_factor"),
             ("nonsense = 1", "nonsense"),

@@ -91,7 +91,9 @@ pub use alerts::{AlertName, AlertSpec, AlertState, Evaluated, RuleSpec, Severity
 pub use config::{EnvVariable, Thresholds, ENVIRONMENT};
 pub use error::{CollectError, Error, ErrorSource};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
-pub use monitor::{Iteration, LlmRecorder, Monitor, MonitorBuilder, ShutdownReport, Signals};
+pub use monitor::{
+    Evaluation, Iteration, LlmRecorder, Monitor, MonitorBuilder, ShutdownReport, Signals,
+};
 pub use records::{IterationSummary, RunIdentity, RunSummary};
 pub use reported::Population;
 
@@ -105,7 +107,7 @@ pub mod supervise {
     //! for the child's starts, exits and restarts, the [`Intake`] for what it writes
     //! to its socket, and how a process ended ([`LoopExit`]).
     pub use crate::monitor::{Intake, Supervision};
-    pub use crate::records::{ExitReason, LoopExit};
+    pub use crate::records::{ExitReason, HungEvaluation, KillRefused, LoopExit};
 }
 
 pub mod cleanup {

@@ -233,6 +233,16 @@ fn start_series(
         name if name == catalog::LOOP_RESTARTS_TOTAL.name => {
             vec![one("reason", "exit"), one("reason", "stall")]
         }
+        name if name == catalog::EVALUATIONS_TOTAL.name => crate::records::Ended::ALL
+            .iter()
+            .map(|outcome| one("outcome", outcome.as_str()))
+            .collect(),
+        name if name == catalog::INSTRUMENTATION_ERRORS_TOTAL.name => {
+            crate::protocol::Framework::ALL
+                .iter()
+                .map(|f| one("framework", f.as_str()))
+                .collect()
+        }
         name if name == catalog::HTTP_REJECTED_TOTAL.name => {
             vec![one("reason", "overload"), one("reason", "connections")]
         }
@@ -281,7 +291,10 @@ mod tests {
         let families = pipeline.gather().unwrap();
         for spec in CATALOG {
             let family = families.iter().find(|f| f.name() == spec.name);
-            if matches!(spec.presence, Presence::PerContainer | Presence::PerLlmCall) {
+            if matches!(
+                spec.presence,
+                Presence::PerContainer | Presence::PerLlmCall | Presence::WithEvaluations
+            ) {
                 assert!(family.is_none(), "{} has no series yet", spec.name);
                 continue;
             }
@@ -299,7 +312,10 @@ mod tests {
             families.len(),
             CATALOG
                 .iter()
-                .filter(|s| !matches!(s.presence, Presence::PerContainer | Presence::PerLlmCall))
+                .filter(|s| !matches!(
+                    s.presence,
+                    Presence::PerContainer | Presence::PerLlmCall | Presence::WithEvaluations
+                ))
                 .count(),
             "nothing outside the catalog"
         );

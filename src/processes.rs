@@ -5,7 +5,8 @@
 //! `LOOPWATCH_RUN_ID` and `LOOPWATCH_OWNER` (`<host>:<pid>:<start time>` of the process
 //! that owns the run, as the containers' ownership labels hold it: [`crate::owner`]). `loopwatch run` sets both on its
 //! child, and children inherit them (forked workers, double-forked daemons, shells);
-//! [`Monitor::identify`](crate::Monitor::identify) sets them on a `Command`.
+//! [`Supervision::identify`](crate::supervise::Supervision::identify) sets them on a
+//! `Command`.
 //!
 //! Processes are found by reading `/proc/<pid>/environ` (readable for one's own
 //! processes, and for every process as root), and, for the run of this process, by

@@ -30,6 +30,13 @@ pub const MAX_USER_SERIES: usize = 100;
 /// text it sends).
 pub const MAX_EVALUATION_TEXT: usize = 256;
 
+/// The longest framework version an `instrumentation` line may carry, in characters.
+pub const MAX_INSTRUMENTATION_VERSION: usize = 64;
+
+/// The most errors one `instrumentation_error` line counts; a larger count is taken
+/// as this many.
+pub const MAX_INSTRUMENTATION_ERRORS: u64 = 1_000_000;
+
 /// The kind of a loop's own metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -115,6 +122,123 @@ pub enum Message {
     EvaluationStart(EvaluationStart),
     /// An evaluation ends, with its outcome.
     EvaluationEnd(EvaluationEnd),
+    /// A framework was instrumented by `loopwatch run --instrument`, or left alone.
+    Instrumentation(Instrumentation),
+    /// Errors caught inside a framework's instrumentation since its previous report.
+    InstrumentationError {
+        /// The framework whose instrumentation raised.
+        framework: Framework,
+        /// How many errors, 1 to [`MAX_INSTRUMENTATION_ERRORS`].
+        count: u64,
+    },
+}
+
+/// A framework the zero-code instrumentation knows (`loopwatch run --instrument`);
+/// any other name a line carries reads [`Framework::Other`], so that the label it
+/// becomes stays bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, enum_map::Enum)]
+#[non_exhaustive]
+pub enum Framework {
+    /// OpenEvolve.
+    OpenEvolve,
+    /// ShinkaEvolve.
+    Shinka,
+    /// Optuna.
+    Optuna,
+    /// DEAP.
+    Deap,
+    /// Nevergrad.
+    Nevergrad,
+    /// A name the protocol does not know.
+    Other,
+}
+
+impl Framework {
+    /// Every framework, [`Framework::Other`] last.
+    pub const ALL: [Framework; 6] = [
+        Framework::OpenEvolve,
+        Framework::Shinka,
+        Framework::Optuna,
+        Framework::Deap,
+        Framework::Nevergrad,
+        Framework::Other,
+    ];
+
+    /// The framework's name as the protocol, `--instrument` and the
+    /// `framework` label write it.
+    ///
+    /// ```
+    /// use loopwatch::protocol::Framework;
+    /// assert_eq!(Framework::parse("openevolve").as_str(), "openevolve");
+    /// assert_eq!(Framework::parse("Optuna"), Framework::Other);
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Framework::OpenEvolve => "openevolve",
+            Framework::Shinka => "shinka",
+            Framework::Optuna => "optuna",
+            Framework::Deap => "deap",
+            Framework::Nevergrad => "nevergrad",
+            Framework::Other => "other",
+        }
+    }
+
+    /// The framework a name stands for: one of the known names exactly, else
+    /// [`Framework::Other`].
+    pub fn parse(name: &str) -> Framework {
+        Framework::ALL
+            .into_iter()
+            .find(|f| *f != Framework::Other && f.as_str() == name)
+            .unwrap_or(Framework::Other)
+    }
+}
+
+impl std::fmt::Display for Framework {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the instrumentation did with a framework (docs/protocol.md,
+/// `instrumentation`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Instrumentation {
+    /// The framework.
+    pub framework: Framework,
+    /// Its installed version, at most [`MAX_INSTRUMENTATION_VERSION`] characters;
+    /// empty when unknown.
+    pub version: String,
+    /// Whether it was instrumented.
+    pub state: InstrumentationState,
+    /// Why it was left alone, at most [`MAX_EVALUATION_TEXT`] characters.
+    pub reason: Option<String>,
+}
+
+/// Whether a framework was instrumented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum InstrumentationState {
+    /// Its hook points are patched: it reports.
+    Active,
+    /// Imported, but left alone: a version outside the tested range, or a hook point
+    /// missing.
+    Skipped,
+    /// Imported, and not selected: `auto` leaves a framework without a passing test
+    /// off.
+    Off,
+}
+
+impl InstrumentationState {
+    /// The state as the protocol writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            InstrumentationState::Active => "active",
+            InstrumentationState::Skipped => "skipped",
+            InstrumentationState::Off => "off",
+        }
+    }
 }
 
 /// An evaluation begins (docs/protocol.md, `evaluation_start`).
@@ -535,8 +659,7 @@ struct EvaluationBody {
 
 /// Whether `text` is at most [`MAX_EVALUATION_TEXT`] characters.
 fn within_evaluation_bound(text: &str) -> bool {
-    // Cheap first: a string of at most that many bytes has at most that many characters.
-    text.len() <= MAX_EVALUATION_TEXT || text.chars().count() <= MAX_EVALUATION_TEXT
+    within(text, MAX_EVALUATION_TEXT)
 }
 
 /// A time a line carries: finite and not before the Unix epoch.
@@ -610,6 +733,48 @@ impl EvaluationBody {
             at,
         })
     }
+}
+
+#[derive(Deserialize)]
+struct InstrumentationBody {
+    framework: String,
+    #[serde(default)]
+    version: String,
+    state: InstrumentationState,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Whether `text` is at most `bound` characters.
+fn within(text: &str, bound: usize) -> bool {
+    // Cheap first: a string of at most that many bytes has at most that many characters.
+    text.len() <= bound || text.chars().count() <= bound
+}
+
+impl InstrumentationBody {
+    /// The message, or `None` when a text is over its bound.
+    fn instrumentation(self) -> Option<Instrumentation> {
+        if !within(&self.version, MAX_INSTRUMENTATION_VERSION)
+            || self
+                .reason
+                .as_deref()
+                .is_some_and(|r| !within(r, MAX_EVALUATION_TEXT))
+        {
+            return None;
+        }
+        Some(Instrumentation {
+            framework: Framework::parse(&self.framework),
+            version: self.version,
+            state: self.state,
+            reason: self.reason.filter(|r| !r.is_empty()),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct InstrumentationErrorBody {
+    framework: String,
+    count: u64,
 }
 
 fn body<'a, T: Deserialize<'a>>(line: &'a [u8]) -> Result<T, LineError> {
@@ -721,6 +886,21 @@ pub fn parse_line(line: &[u8]) -> Result<Message, LineError> {
                 .end()
                 .ok_or(LineError::Malformed)?,
         ),
+        "instrumentation" => Message::Instrumentation(
+            body::<InstrumentationBody>(line)?
+                .instrumentation()
+                .ok_or(LineError::Malformed)?,
+        ),
+        "instrumentation_error" => {
+            let b: InstrumentationErrorBody = body(line)?;
+            if b.count == 0 {
+                return Err(LineError::Malformed);
+            }
+            Message::InstrumentationError {
+                framework: Framework::parse(&b.framework),
+                count: b.count.min(MAX_INSTRUMENTATION_ERRORS),
+            }
+        }
         _ => return Err(LineError::UnknownType),
     })
 }
@@ -852,6 +1032,18 @@ mod tests {
                     _ => json!("absent"),
                 },
                 "at": e.at,
+            }),
+            Message::Instrumentation(i) => json!({
+                "type": "instrumentation",
+                "framework": i.framework.as_str(),
+                "version": i.version,
+                "state": i.state.as_str(),
+                "reason": i.reason,
+            }),
+            Message::InstrumentationError { framework, count } => json!({
+                "type": "instrumentation_error",
+                "framework": framework.as_str(),
+                "count": count,
             }),
             Message::LlmCall(call) => json!({
                 "type": "llm_call",

@@ -10,6 +10,7 @@ use crate::alerts::{AlertName, AlertState};
 use crate::owner::Owner;
 
 pub(crate) mod progress;
+pub(crate) mod thinned;
 
 /// An instant as the monitor's clock read it: monotonic (time since the clock
 /// started) for durations and windows, and the wall clock for what is shown, kept
@@ -32,6 +33,75 @@ impl Moment {
     pub(crate) fn since(self, earlier: Duration) -> Duration {
         self.mono.saturating_sub(earlier)
     }
+}
+
+/// How an evaluation ended: the `outcome` label of `loopwatch_evaluations_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Ended {
+    /// It completed, whatever the candidate scored.
+    Ok,
+    /// It failed: the evaluator raised, or the candidate could not be run (a guard
+    /// dropped without an outcome included).
+    Failed,
+    /// The loop's own timeout ended it.
+    Timeout,
+    /// loopwatch ended it because it hung.
+    Killed,
+}
+
+impl Ended {
+    /// Every outcome, in a fixed order.
+    pub(crate) const ALL: [Ended; 4] = [Ended::Ok, Ended::Failed, Ended::Timeout, Ended::Killed];
+
+    /// The `outcome` label.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Ended::Ok => "ok",
+            Ended::Failed => "failed",
+            Ended::Timeout => "timeout",
+            Ended::Killed => "killed",
+        }
+    }
+}
+
+/// An evaluation in flight past the EvaluationHung limit, from
+/// `Supervision::hung_evaluations`, for `loopwatch run --on-hung-evaluation kill`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HungEvaluation {
+    /// Its id.
+    pub id: String,
+    /// The process that runs it, when reported.
+    pub pid: Option<u32>,
+    /// The start time (clock ticks after boot, as `/proc/<pid>/stat` says) of the
+    /// process that ran under `pid` when the evaluation reported it; `None` when none
+    /// did. A process under `pid` with another start time is another process that
+    /// reuses the pid, never to be signalled for this evaluation.
+    pub pid_start_ticks: Option<u64>,
+    /// The worker that runs it, when reported.
+    pub worker: Option<String>,
+    /// How long it has run.
+    pub age: std::time::Duration,
+    /// How many other evaluations in flight reported the same pid: ending its
+    /// process would end them too.
+    pub sharing_pid: usize,
+}
+
+/// Why a supervisor did not signal the pid a hung evaluation reported
+/// (`Supervision::evaluation_kill_refused`): the `reason` of
+/// `loopwatch_rejected_observations_total{field="evaluation"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KillRefused {
+    /// The pid is not a process of the loop's own tree (`pid_outside_tree`).
+    OutsideTree,
+    /// The pid is the loop's own process: its direct child, a process that reported
+    /// the loop's iterations, or one above such a process (`loop_process`).
+    LoopProcess,
+    /// Other evaluations in flight reported the same pid, and would end with it
+    /// (`shared_process`).
+    SharedProcess,
 }
 
 /// Who this run is: the identity carried by its labels, alerts and exports.
@@ -65,8 +135,8 @@ impl RunIdentity {
         }
     }
 
-    /// The ownership labels every container of this run carries (`README.md`,
-    /// "Containers"): `loopwatch.managed`, `loopwatch.run_id` and the owner's
+    /// The ownership labels every container of this run carries (docs/containers.md,
+    /// "Orphan cleanup"): `loopwatch.managed`, `loopwatch.run_id` and the owner's
     /// identity.
     pub(crate) fn container_labels(&self) -> std::collections::HashMap<String, String> {
         let mut labels = std::collections::HashMap::from([
@@ -331,6 +401,45 @@ pub(crate) struct HistoryPoint {
     pub(crate) cleanup_failures: f64,
     /// Alerts firing at the end of the iteration.
     pub(crate) alerts_firing: u8,
+    /// The highest evaluation worker occupancy during the iteration (workers busy at
+    /// once over those seen in the last minute); `None` while no worker has been seen.
+    pub(crate) evaluation_occupancy: Option<f64>,
+}
+
+/// Samples kept for the dashboard's time axis, at most: thinned evenly over the
+/// whole run once there are more (see [`thinned::Thinned`]), and the latest besides.
+pub(crate) const MAX_TIME_POINTS: usize = 600;
+
+/// What the dashboard draws on its time axis for one host sample: the loop's
+/// resources, the containers and the LLM calls as they stood at that moment. A run
+/// has them from its first second, iterations or not.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct TimePoint {
+    /// Seconds since the run started.
+    pub(crate) elapsed_seconds: f64,
+    /// When the sample was taken, seconds since the Unix epoch.
+    pub(crate) at: f64,
+    /// Resident memory of the loop (a supervised loop's whole process tree), in bytes.
+    pub(crate) memory_usage_bytes: f64,
+    /// CPU of the loop since the previous sample, 100 = one core.
+    pub(crate) cpu_usage_percent: f64,
+    /// Running loopwatch-managed containers at the last container sample.
+    pub(crate) active_containers: u64,
+    /// Memory of those containers, summed, in bytes.
+    pub(crate) container_memory_bytes: u64,
+    /// CPU of those containers, summed, 100 = one core; `None` before any reading
+    /// of it.
+    pub(crate) container_cpu_percent: Option<f64>,
+    /// Containers whose removal failed, so far.
+    pub(crate) cleanup_failures: u64,
+    /// LLM calls that ended, so far.
+    pub(crate) llm_calls: u64,
+    /// Their cost so far, in US dollars.
+    pub(crate) llm_cost_usd: f64,
+    /// Iterations completed so far.
+    pub(crate) iterations: u64,
+    /// Alerts firing.
+    pub(crate) alerts_firing: u8,
 }
 
 /// Entries of the event log kept in memory; the oldest are dropped first (and
@@ -361,6 +470,10 @@ pub(crate) enum LogEntryKind {
         /// What qualifies the value (the LLM spend alerts': a lower bound).
         #[serde(skip_serializing_if = "Option::is_none")]
         note: Option<&'static str>,
+        /// What the alert is about, when it is one thing among many (EvaluationHung:
+        /// the evaluation).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
     },
     /// `loopwatch run` started the loop again after it ended.
     Restarted {

@@ -47,7 +47,7 @@ impl<'a> Population<'a> {
 }
 
 /// A kind of invalid observation: which field, and what was wrong with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum)]
 pub(crate) enum Rejection {
     /// A Sharpe ratio that is NaN or infinite.
     SharpeNotFinite,
@@ -75,6 +75,19 @@ pub(crate) enum Rejection {
     MetricInvalid,
     /// A loop's own metric past the limit of series.
     MetricOverLimit,
+    /// An evaluation's start while the most evaluations are in flight.
+    EvaluationOverLimit,
+    /// An evaluation's start with the id of one in flight.
+    EvaluationDuplicate,
+    /// An evaluation's end with an id not in flight.
+    EvaluationUnknown,
+    /// A hung evaluation's pid outside the loop's process tree: not signalled.
+    EvaluationPidOutsideTree,
+    /// A hung evaluation's pid is the loop's own process, or above a process that
+    /// reports the loop's iterations: not signalled.
+    EvaluationLoopProcess,
+    /// A hung evaluation's pid runs other evaluations in flight too: not signalled.
+    EvaluationSharedProcess,
 }
 
 impl Rejection {
@@ -95,6 +108,12 @@ impl Rejection {
             | Rejection::MessageTooLong
             | Rejection::MessageOutsideIteration => "message",
             Rejection::MetricInvalid | Rejection::MetricOverLimit => "metric",
+            Rejection::EvaluationOverLimit
+            | Rejection::EvaluationDuplicate
+            | Rejection::EvaluationUnknown
+            | Rejection::EvaluationPidOutsideTree
+            | Rejection::EvaluationLoopProcess
+            | Rejection::EvaluationSharedProcess => "evaluation",
         }
     }
 
@@ -113,7 +132,12 @@ impl Rejection {
             Rejection::MessageTooLong => "too_long",
             Rejection::MessageOutsideIteration => "outside_iteration",
             Rejection::MetricInvalid => "invalid",
-            Rejection::MetricOverLimit => "over_limit",
+            Rejection::MetricOverLimit | Rejection::EvaluationOverLimit => "over_limit",
+            Rejection::EvaluationDuplicate => "duplicate_id",
+            Rejection::EvaluationUnknown => "unknown_id",
+            Rejection::EvaluationPidOutsideTree => "pid_outside_tree",
+            Rejection::EvaluationLoopProcess => "loop_process",
+            Rejection::EvaluationSharedProcess => "shared_process",
         }
     }
 
@@ -152,6 +176,20 @@ impl Rejection {
                 "a Prometheus name not loopwatch's own, one kind per name, a finite value (non-negative for a counter)"
             }
             Rejection::MetricOverLimit => "at most 100 series of the loop's own",
+            Rejection::EvaluationOverLimit => "at most 10,000 evaluations in flight",
+            Rejection::EvaluationDuplicate => "ids unique among the evaluations in flight",
+            Rejection::EvaluationUnknown => {
+                "an end for an evaluation in flight (its start accepted, not yet ended)"
+            }
+            Rejection::EvaluationPidOutsideTree => {
+                "the pid of a process in the loop's own tree, for --on-hung-evaluation kill"
+            }
+            Rejection::EvaluationLoopProcess => {
+                "the pid of a worker, not of the loop's own process or one above it, for --on-hung-evaluation kill"
+            }
+            Rejection::EvaluationSharedProcess => {
+                "the pid of a process running no other evaluation in flight, for --on-hung-evaluation kill"
+            }
         }
     }
 }

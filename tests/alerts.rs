@@ -83,6 +83,8 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
         .and_then(|t| t.with_alert_resolve_hold(Duration::from_secs(1)))
         // Iterations here take microseconds: the loop is stalled after 2 s idle.
         .and_then(|t| t.with_stall_floor(Duration::from_secs(2)))
+        // An evaluation is hung after 1 s.
+        .and_then(|t| t.with_evaluation_floor(Duration::from_secs(1)))
         // One restart is crash-looping; it leaves the window 10 s later.
         .and_then(|t| t.with_max_restarts(2))
         .and_then(|t| t.with_restart_window(Duration::from_secs(10)))
@@ -114,6 +116,9 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
     let supervision = monitor.supervision();
     supervision.loop_restarting(loopwatch::supervise::LoopExit::new(Some(1), None));
     supervision.loop_started(std::process::id());
+    // An evaluation of the restarted loop hangs (a restart ends the evaluations of the
+    // process before it as "process gone").
+    let hung = monitor.evaluation("prog-hung").worker("pool-1").pid(4242);
 
     for alert in provoked.iter().copied() {
         wait_for(&am, alert.as_str(), |am| am.alert(alert.as_str()).is_some());
@@ -134,6 +139,21 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
         );
         assert!(logged[0].contains("threshold="), "{}", logged[0]);
     }
+    // The hung evaluation is named, in the log and in Alertmanager.
+    let named = "evaluation prog-hung (worker pool-1, pid 4242)";
+    let delivered = am.alert(AlertName::EvaluationHung.as_str()).unwrap();
+    assert!(
+        delivered["annotations"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains(named)),
+        "{delivered:#}"
+    );
+    assert_eq!(
+        logs()
+            .lines_with(&[&run_id, AlertName::EvaluationHung.message(), named])
+            .len(),
+        1
+    );
     let firing = parse(&scrape(monitor.local_addr())).unwrap();
     for alert in provoked.iter().copied() {
         assert_eq!(
@@ -150,6 +170,7 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
         iterate(&monitor, 9, 1, 0.6, &format!("champion-{i}"));
     }
     monitor.report_orphaned_containers(0);
+    hung.ok();
     for _ in 0..20 {
         monitor.llm_call(&LlmCall::new("m", Duration::from_secs(1)));
     }

@@ -1,5 +1,5 @@
 //! Recording an iteration allocates nothing in steady state: once the reasons have been
-//! seen and the queue has grown to its working size, the loop's thread records
+//! seen and the run's windows filled, the loop's thread records
 //! iterations — start, outcomes, failures, the population and its champion, finish —
 //! without a single heap allocation. An allocator that counts the calls made by each
 //! thread proves it.
@@ -69,8 +69,9 @@ fn record(monitor: &Monitor, iterations: u64) {
 fn recording_allocates_nothing_in_steady_state() {
     let thresholds = Thresholds::default().with_slowdown_factor(1e9).unwrap();
     let monitor = quiet_monitor().thresholds(thresholds).build().unwrap();
-    // Warm-up: the reasons are interned, the champion booked, the windows filled and
-    // the queue grown (the loop's thread settles it itself past 256 iterations).
+    // Warm-up: the reasons are interned, the champion booked and the windows filled.
+    // The queue holds 512 events, one an iteration (two with a new champion): whenever an event finds it full,
+    // the loop's thread settles it itself, so the count includes those settles.
     record(&monitor, 1_000);
     let before = allocations();
     record(&monitor, 5_000);
@@ -81,5 +82,19 @@ fn recording_allocates_nothing_in_steady_state() {
     );
     // And the iterations are all there.
     assert_eq!(monitor.summary().iterations, 6_000);
+    monitor.shutdown();
+}
+
+#[test]
+fn an_evaluation_allocates_only_its_id() {
+    let monitor = quiet_monitor().build().unwrap();
+    monitor.evaluation("warm-up").ok();
+    let before = allocations();
+    let evaluation = monitor.evaluation("prog-17");
+    evaluation.ok();
+    let made = allocations() - before;
+    // Its id, shared by the start and the end; the guard's drop, after `ok`, adds
+    // nothing.
+    assert_eq!(made, 1, "an evaluation allocated {made} times");
     monitor.shutdown();
 }

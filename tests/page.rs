@@ -204,3 +204,176 @@ fn the_llm_panel_shows_abandoned_calls_and_a_spend_that_is_a_lower_bound() {
     assert_eq!(outcomes["abandoned"], 1.0, "{outcomes:?}");
     assert_eq!(outcomes["ok"], 2.0, "{outcomes:?}");
 }
+
+/// Evaluations on the page and in the JSON: the oldest in flight with age, worker and
+/// pid (at most ten), the duration distribution, occupancy over the iterations, the
+/// slowest and the killed, and EvaluationHung's lane in the alert timeline.
+#[test]
+fn the_evaluations_panel_shows_the_oldest_in_flight_the_durations_and_the_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let monitor = monitor_in(dir.path());
+    let supervision = monitor.supervision();
+    let mut hanging = Vec::new();
+    for i in 0..3u32 {
+        let it = monitor.start_iteration();
+        // Four workers busy at once.
+        let batch: Vec<_> = (0..4u32)
+            .map(|k| {
+                monitor
+                    .evaluation(&format!("prog-{i}-{k}"))
+                    .worker(&format!("pool-{k}"))
+                    .pid(1000 + k)
+            })
+            .collect();
+        if i == 2 {
+            hanging.extend(batch);
+        } else {
+            batch.into_iter().for_each(|e| e.ok());
+        }
+        it.finish();
+    }
+    for i in 0..12 {
+        hanging.push(
+            monitor
+                .evaluation(&format!("<b>late-{i}</b>"))
+                .pid(2000 + i),
+        );
+    }
+    supervision.evaluation_killed("prog-2-3");
+    let page = http_get(monitor.local_addr(), "/").body;
+    assert!(
+        page.contains("data-panel=\"Evaluations\" data-in-flight=\"15\" data-killed=\"1\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("data-evaluations=\"in-flight\" data-rows=\"10\""),
+        "at most ten"
+    );
+    assert!(page.contains("data-evaluation=\"prog-2-0\""));
+    assert!(
+        page.contains("<td>pool-0</td><td>1000</td>"),
+        "worker and pid"
+    );
+    assert!(page.contains("data-evaluations=\"killed\" data-rows=\"1\""));
+    assert!(
+        page.contains("data-bucket=\"≤10 ms\""),
+        "the distribution's bars"
+    );
+    assert!(page.contains("data-lane=\"EvaluationHung\""));
+    assert!(!page.contains("<b>late"), "escaped");
+    let json: Value =
+        serde_json::from_str(&http_get(monitor.local_addr(), "/api/v1/snapshot").body).unwrap();
+    let e = &json["evaluations"];
+    assert_eq!(e["in_flight"], 15);
+    assert_eq!(e["oldest"][0]["id"], "prog-2-0");
+    assert_eq!(e["oldest"][0]["worker"], "pool-0");
+    assert_eq!(e["killed"][0]["id"], "prog-2-3");
+    assert_eq!(e["killed"][0]["outcome"], "killed");
+    assert_eq!(e["killed_total"], 1);
+    let ended: u64 = e["durations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(ended, 9, "eight ok and one killed: {e}");
+    assert_eq!(e["slowest"].as_array().unwrap().len(), 9);
+    assert_eq!(e["workers"], 4 + 12);
+    // The highest occupancy of each iteration: the four workers were busy at once.
+    let occupancy: Vec<_> = json["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["evaluation_occupancy"].clone())
+        .collect();
+    assert_eq!(occupancy, [1.0, 1.0, 1.0], "{occupancy:?}");
+    drop(hanging);
+    monitor.shutdown();
+    let text = std::fs::read_to_string(dir.path().join("metrics_final.json")).unwrap();
+    let json: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["evaluations"]["killed"][0]["id"], "prog-2-3");
+}
+
+/// A loop that reports no iterations (a plain command under `loopwatch run`, or any
+/// loop before its first iteration) still has its memory and CPU drawn, against the
+/// time since the run started; the per-iteration charts wait for iterations, and
+/// switch to the iteration axis (whole numbers, each once) when they come, while the
+/// samples stay on time.
+#[test]
+fn without_iterations_memory_and_cpu_are_drawn_on_a_time_axis() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    // Samples every 50 ms: the page is read once it has drawn three.
+    let monitor = monitor_in(dir.path());
+    let addr = monitor.local_addr();
+    let mut page = String::new();
+    wait_until(Duration::from_secs(30), "three samples on the page", || {
+        page = http_get(addr, "/").body;
+        page_chart(&page, "memory usage").is_some_and(|c| c.points >= 3)
+    });
+    for title in ["memory usage", "CPU usage"] {
+        let chart = page_chart(&page, title).unwrap();
+        assert_eq!(chart.axis, "time", "{title}: {}", chart.markup);
+        assert_eq!(chart.lines.len(), 1, "{title}: one line");
+        assert!(chart.lines[0] > 1, "{title}: a line, not a dot: {chart:?}");
+        assert!(!chart.x_labels.is_empty(), "{title}: an x axis");
+        assert!(
+            chart.x_labels.iter().all(|l| is_time_label(l)),
+            "{title}: times since the start: {:?}",
+            chart.x_labels
+        );
+        assert_eq!(chart.x_labels[0], "0s", "{title}: from the start");
+    }
+    let memory = page_chart(&page, "memory usage").unwrap();
+    assert!(
+        !memory.markup.contains("no data yet"),
+        "memory is drawn: {}",
+        memory.markup
+    );
+    assert!(
+        memory.markup.contains("since the start"),
+        "hover labels say when"
+    );
+    // The panels carry the samples; the per-iteration charts wait for iterations.
+    let time_per_iteration = page_chart(&page, "time per iteration").unwrap();
+    assert_eq!(time_per_iteration.axis, "iteration");
+    assert!(time_per_iteration.markup.contains("no iterations yet"));
+    assert!(page_chart(&page, "active containers").unwrap().axis == "time");
+    assert!(
+        page.contains("class=\"timeline\" data-axis=\"time\""),
+        "the alert timeline on time before the first iteration"
+    );
+    let json: Value = serde_json::from_str(&http_get(addr, "/api/v1/snapshot").body).unwrap();
+    let samples = json["samples"].as_array().unwrap();
+    assert!(samples.len() >= 3, "{samples:?}");
+    assert!(samples
+        .windows(2)
+        .all(|w| w[0]["elapsed_seconds"].as_f64() <= w[1]["elapsed_seconds"].as_f64()));
+    assert!(samples
+        .iter()
+        .all(|s| s["memory_usage_bytes"].as_f64() > Some(0.0)));
+    assert_eq!(json["history"].as_array().unwrap().len(), 0);
+
+    // Seven iterations: the per-iteration charts and the timeline go to the
+    // iteration axis, whole numbers each once; memory and CPU stay on time.
+    for _ in 0..7 {
+        let mut it = monitor.start_iteration();
+        it.record_success(1.0, 0.1);
+        it.finish();
+    }
+    let page = http_get(addr, "/").body;
+    let time_per_iteration = page_chart(&page, "time per iteration").unwrap();
+    assert_eq!(time_per_iteration.axis, "iteration");
+    assert_eq!(time_per_iteration.points, 7);
+    let labels = &time_per_iteration.x_labels;
+    assert!(
+        labels.iter().all(|l| l.parse::<u64>().is_ok()),
+        "whole iterations: {labels:?}"
+    );
+    let mut unique = labels.clone();
+    unique.dedup();
+    assert_eq!(&unique, labels, "each iteration once");
+    assert!(page.contains("class=\"timeline\" data-axis=\"iteration\""));
+    assert_eq!(page_chart(&page, "memory usage").unwrap().axis, "time");
+    monitor.shutdown();
+}

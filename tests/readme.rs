@@ -166,6 +166,39 @@ fn between_markers<'a>(text: &'a str, name: &str) -> &'a str {
     &text[from..to]
 }
 
+/// docs/alerts.md's table, written by hand, lists every row of `loopwatch::ALERTS`
+/// once, with its severity and message, and nothing else.
+#[test]
+fn the_alert_table_is_the_alert_rows() {
+    let page = repository_file("docs/alerts.md");
+    let mut listed = BTreeMap::new();
+    // After the header and its separator: one alert a line.
+    for line in between_markers(&page, "alerts-table").lines().skip(2) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(
+            cells.len(),
+            4,
+            "docs/alerts.md: not a row of four cells: {line}"
+        );
+        let name = cells[0]
+            .split('`')
+            .nth(1)
+            .unwrap_or_else(|| panic!("docs/alerts.md: no alert name in backticks: {line}"));
+        assert!(
+            listed.insert(name, (cells[2], cells[3])).is_none(),
+            "docs/alerts.md lists {name} twice"
+        );
+    }
+    let rows: BTreeMap<&str, (&str, &str)> = loopwatch::ALERTS
+        .iter()
+        .map(|spec| (spec.name, (spec.severity.as_str(), spec.message)))
+        .collect();
+    assert_eq!(
+        listed, rows,
+        "docs/alerts.md's alert table differs from the rows of src/alerts/mod.rs (name, severity, message)"
+    );
+}
+
 #[test]
 fn the_configuration_tables_are_config_rs() {
     let configuration = repository_file("docs/configuration.md");

@@ -23,6 +23,8 @@
 //! the run counts as completed.
 
 mod family;
+mod hung;
+pub(crate) mod instrument;
 mod restarts;
 mod signals;
 mod socket;
@@ -37,6 +39,7 @@ use loopwatch::llm::proxy::LlmProxy;
 use loopwatch::supervise::{ExitReason, Intake, LoopExit, Supervision};
 use loopwatch::{Monitor, MonitorBuilder};
 
+pub use hung::OnHungEvaluation;
 pub use restarts::{OnStall, Restart, RestartPolicy, MAX_RESTART_DELAY};
 
 use signals::OperatorSignals;
@@ -69,11 +72,16 @@ pub struct RunOptions {
     pub restart: RestartPolicy,
     /// What to do once LoopStalled has fired.
     pub on_stall: OnStall,
+    /// What to do with the evaluations EvaluationHung finds.
+    pub on_hung_evaluation: OnHungEvaluation,
     /// How long a child may keep running after it said it was done before it is
     /// terminated; `None` never.
     pub exit_timeout: Option<Duration>,
     /// The LLM metering proxy, when the loop's LLM calls are to be metered.
     pub llm_proxy: Option<LlmProxyOptions>,
+    /// `--instrument`: the frameworks to instrument (`LOOPWATCH_INSTRUMENT`), `None`
+    /// for none.
+    pub instrument: Option<String>,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -111,11 +119,13 @@ pub fn run(options: RunOptions) -> u8 {
     let launch = Launch {
         monitor: &session.monitor,
         supervision: &session.supervision,
+        intake: &session.intake,
         options: &options,
         program,
         args,
         socket: socket.as_deref(),
         llm_proxy: session.llm_proxy.as_ref(),
+        instrumentation: session.instrumentation.as_ref(),
         terminal: session.terminal.as_ref(),
         budget_stopped: std::cell::Cell::new(false),
     };
@@ -150,6 +160,8 @@ struct Session {
     socket_dir: Option<SocketDir>,
     runtime: tokio::runtime::Runtime,
     llm_proxy: Option<LlmProxy>,
+    /// The zero-code instrumentation, installed in the socket's directory.
+    instrumentation: Option<instrument::Instrumentation>,
     terminal: Option<Terminal>,
 }
 
@@ -202,6 +214,7 @@ impl Session {
                 }
             },
         };
+        let instrumentation = instrument(options, socket_dir.as_ref());
         let session = Session {
             monitor,
             supervision,
@@ -210,6 +223,7 @@ impl Session {
             socket_dir,
             runtime,
             llm_proxy,
+            instrumentation,
             terminal: Terminal::controlling(),
         };
         Ok((session, signals))
@@ -288,5 +302,23 @@ fn clean_up_after(supervision: &Supervision, grace: Duration) {
             failed = swept.failed.len(),
             "processes of the loop were still running after it exited"
         );
+    }
+}
+
+/// Installs the instrumentation `--instrument` asks for in the run's private
+/// directory; none without a socket (it reports through it), and none, said, when the
+/// directory cannot be written: the loop then runs uninstrumented.
+fn instrument(
+    options: &RunOptions,
+    socket_dir: Option<&SocketDir>,
+) -> Option<instrument::Instrumentation> {
+    let selection = options.instrument.clone()?;
+    let dir = socket_dir?.dir().join("python");
+    match instrument::Instrumentation::install(&dir, selection) {
+        Ok(installed) => Some(installed),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "the zero-code instrumentation could not be written; the loop runs uninstrumented");
+            None
+        }
     }
 }

@@ -609,27 +609,6 @@ fn a_fleet_of_two_hosts_reports_to_one_central_prometheus_and_alertmanager() {
         .any(|l| l["loop"] == "l4" && l["alive"] == false));
 }
 
-/// The DOM headless Chromium renders for `url`.
-fn chromium_dom(url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let output = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(url)
-        .stderr(Stdio::null())
-        .output()
-        .expect("chromium is installed (scripts/test installs Debian's chromium)");
-    assert!(output.status.success(), "chromium --dump-dom failed");
-    String::from_utf8(output.stdout).unwrap()
-}
-
 /// SIGKILL to a process group (never this process's own).
 fn nix_kill_group(group: u32) -> std::io::Result<()> {
     use nix::sys::signal::{killpg, Signal};

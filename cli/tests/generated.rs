@@ -222,7 +222,8 @@ fn the_dashboard_is_valid_for_grafana_9() {
             "Diversity Metrics",
             "Container Stats",
             "LLM Calls",
-            "LLM Spend and Latency"
+            "LLM Spend and Latency",
+            "Evaluations"
         ]
     );
     let ids: HashSet<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();

@@ -155,7 +155,7 @@ fn the_sdks_calls_are_metered_exactly_and_passed_through_unchanged() {
             &format!("--config={}", config.display()),
         ],
         &script("sdk_calls.py"),
-        &[out.to_str().unwrap()],
+        &[out.to_str().unwrap(), "{metrics}"],
     );
     let status = run.wait(Duration::from_secs(120));
     let log = run.log();

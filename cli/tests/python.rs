@@ -54,11 +54,12 @@ fn steady_loop(dir: &Path, name: &str, iterations: Option<u32>, pause: f64, then
     path
 }
 
-/// Every metric of Contract 1 (the catalog's rows that answer a requirement) has data
-/// in Prometheus for this target; the per-container rows have a series per running
+/// Every metric with a fixed name (`MetricSpec::has_fixed_name`: the names of
+/// docs/metrics.md that dashboards and queries were written against) has data in
+/// Prometheus for this target; the per-container rows have a series per running
 /// sandbox container, and these loops start none (the evolve example's stack test
 /// covers them).
-fn assert_contract_names_have_data(prometheus: &Prometheus, addr: SocketAddr) {
+fn assert_fixed_names_have_data(prometheus: &Prometheus, addr: SocketAddr) {
     use loopwatch::catalog::Presence;
     for spec in loopwatch::catalog::CATALOG
         .iter()
@@ -108,7 +109,7 @@ fn deap_and_optuna_loops_are_scraped_by_a_real_prometheus() {
             "Prometheus to scrape the last iteration",
             || iterations(&prometheus) >= expected,
         );
-        assert_contract_names_have_data(&prometheus, run.addr);
+        assert_fixed_names_have_data(&prometheus, run.addr);
         Command::new("kill")
             .args(["-TERM", &run.child.id().to_string()])
             .status()
@@ -1754,9 +1755,9 @@ impl Drop for Shell {
     }
 }
 
-/// Contract 11: a loop in a process group of its own gets the terminal's foreground
-/// (it reads the terminal), Ctrl-Z and `fg` stop and continue it with loopwatch as a
-/// shell's job, and the terminal's Ctrl-C, which reaches the loop's group only, is the
+/// The terminal's foreground (docs/python.md, "The whole process tree"): a loop in a
+/// process group of its own gets the terminal's foreground (it reads the terminal),
+/// Ctrl-Z and `fg` stop and continue it with loopwatch as a shell's job, and the terminal's Ctrl-C, which reaches the loop's group only, is the
 /// operator's stop: no restart, even under `--restart always`. Before, the loop ran in
 /// loopwatch's own group.
 #[test]

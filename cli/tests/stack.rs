@@ -72,15 +72,22 @@ fn every_dashboard_query_returns_data_from_a_real_scrape() {
         .map(|p| p["targets"].as_array().unwrap().len())
         .sum();
     // The LLM panels read the calls of a metered loop, which this one is not: the
-    // LLM tests query them (`llm.rs`).
-    let llm_queries: usize = dashboard["panels"]
+    // LLM tests query them (`llm.rs`). The expressions come panel by panel, target by
+    // target.
+    let of_llm_panels: Vec<bool> = dashboard["panels"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["title"].as_str().unwrap().starts_with("LLM"))
-        .map(|p| p["targets"].as_array().unwrap().len())
-        .sum();
-    for expr in expressions.iter().take(panel_count - llm_queries) {
+        .flat_map(|p| {
+            let llm = p["title"].as_str().unwrap().starts_with("LLM");
+            vec![llm; p["targets"].as_array().unwrap().len()]
+        })
+        .collect();
+    for (expr, _) in expressions
+        .iter()
+        .zip(&of_llm_panels)
+        .filter(|(_, llm)| !**llm)
+    {
         eventually(
             &prometheus,
             &format!("data for `{expr}`"),
@@ -646,11 +653,16 @@ fn every_rule_reaches_alertmanager_within_ten_seconds_through_prometheus() {
     latencies.push(("LoopExited", path.delivered("LoopExited", condition)));
 
     // LoopStalled: its own test below (a short stall floor would fire it here).
+    // EvaluationHung: not measured through Prometheus here yet (its floor is minutes);
+    // its rule's boundaries are promtool tests, and tests/alerts.rs sends it to a real
+    // Alertmanager.
     let rules: Vec<&str> = loopwatch::ALERTS
         .iter()
         .filter(|spec| matches!(spec.rule, loopwatch::RuleSpec::Rule { .. }))
         .map(|spec| spec.name)
-        .filter(|name| !["LoopDown", "LoopVanished", "LoopStalled"].contains(name))
+        .filter(|name| {
+            !["LoopDown", "LoopVanished", "LoopStalled", "EvaluationHung"].contains(name)
+        })
         .collect();
     for rule in &rules {
         assert!(

@@ -36,6 +36,13 @@ counted, and the count is reported once the socket is back. A process forked fro
 reporting one (a worker pool) opens its own connection. Standard library only,
 Python 3.9 or later.
 
+The tunables are set on the package and read when they are used:
+``loopwatch.MAX_BUFFERED`` (the buffer's bound), ``loopwatch.COALESCE_SECONDS`` (how
+long the writer gathers events before a write) and ``loopwatch.DRAIN_TIMEOUT_SECONDS``
+(the wait of ``flush()``, ``done()`` and the exit). ``MAX_TEXT_CHARS``,
+``MAX_REASONS_PER_LINE`` and ``MAX_LISTED_REJECTIONS`` are the protocol's limits, for
+reading only.
+
 The modules: :mod:`loopwatch._api` (the calls below), :mod:`loopwatch._evaluation`
 (evaluations), :mod:`loopwatch._writer` (the
 buffer and the writer thread), :mod:`loopwatch._merging` (what a full buffer folds

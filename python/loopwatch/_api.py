@@ -27,8 +27,13 @@ ENV_RUN_ID = "LOOPWATCH_RUN_ID"
 #: The run's container ownership labels, a JSON object (:func:`labels`).
 ENV_LABELS = "LOOPWATCH_LABELS"
 
-#: Longest wait for the buffer to drain at ``done()`` and at interpreter exit.
+#: Longest wait for the buffer to drain at ``done()``, at ``flush()`` without a
+#: timeout and at interpreter exit; read as ``loopwatch.DRAIN_TIMEOUT_SECONDS`` holds it
+#: when it is used.
 DRAIN_TIMEOUT_SECONDS = 2.0
+
+#: The package, whose ``DRAIN_TIMEOUT_SECONDS`` is the one used (see :mod:`loopwatch._writer`).
+_settings = sys.modules[__name__.rpartition(".")[0]]
 
 #: Event times read by the client itself are whole nanoseconds (an int, sent as
 #: ``t_ns``: formatting an int costs a third of a float's); times a loop passes in are
@@ -344,11 +349,14 @@ def _llm_error(error: Any) -> Optional[str]:
     return str(error)[:64]
 
 
-def flush(timeout: float = DRAIN_TIMEOUT_SECONDS) -> bool:
-    """Waits up to ``timeout`` seconds for buffered events to be written."""
+def flush(timeout: Optional[float] = None) -> bool:
+    """Waits up to ``timeout`` seconds (``loopwatch.DRAIN_TIMEOUT_SECONDS`` when not
+    given) for buffered events to be written."""
     try:
         client = _get()
-        return True if client is None else client.drain(timeout)
+        if client is None:
+            return True
+        return client.drain(_settings.DRAIN_TIMEOUT_SECONDS if timeout is None else timeout)
     except Exception:  # noqa: BLE001
         return False
 
@@ -365,6 +373,6 @@ def _drain_at_exit() -> None:
     client = _client
     if client is not None and client.pid == os.getpid():
         try:
-            client.drain(DRAIN_TIMEOUT_SECONDS)
+            client.drain(_settings.DRAIN_TIMEOUT_SECONDS)
         except Exception:  # noqa: BLE001
             pass

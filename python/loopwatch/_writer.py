@@ -16,12 +16,19 @@ from __future__ import annotations
 import collections
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Deque, List, Optional
 
 from ._encoding import Event, encode
 from ._merging import merge
+
+# The tunables below are the defaults the package re-exports; the writer reads them
+# through the package when it uses them, so that assigning ``loopwatch.MAX_BUFFERED``
+# or ``loopwatch.COALESCE_SECONDS`` changes the writer (the package is in
+# ``sys.modules`` before this module is imported).
+_settings = sys.modules[__name__.rpartition(".")[0]]
 
 #: Events buffered before the complete iterations among them are merged into one
 #: (``iterations``: exact counts, time and outcomes) and each metric's updates into
@@ -68,8 +75,11 @@ class Client:
     def put(self, event: Event) -> None:
         """Buffers an event (on the loop's thread): never blocks, never raises."""
         buffered = len(self.buffer)
-        if buffered >= MAX_BUFFERED and buffered >= self.merge_at:
-            if buffered >= 2 * MAX_BUFFERED:
+        # Read as the package holds it now (one module attribute: the loop's thread
+        # pays next to nothing for it).
+        limit: int = _settings.MAX_BUFFERED
+        if buffered >= limit and buffered >= self.merge_at:
+            if buffered >= 2 * limit:
                 # Nothing left to merge (LLM calls, one iteration of endless
                 # events): drop, and count.
                 self.dropped += 1
@@ -78,7 +88,7 @@ class Client:
             buffered = len(self.buffer)
             # The next merge once a quarter of the limit has come in: merging stays
             # amortised to a constant per event.
-            self.merge_at = max(MAX_BUFFERED, buffered + MAX_BUFFERED // 4)
+            self.merge_at = max(limit, buffered + limit // 4)
         self.buffer.append(event)
         if self.thread is None:
             self._start()
@@ -127,7 +137,7 @@ class Client:
             self.wake.wait(0.5)
             self.wake.clear()
             if self.buffer and not self.urgent:
-                time.sleep(COALESCE_SECONDS)
+                time.sleep(_settings.COALESCE_SECONDS)
             while self.buffer and not self.closed:
                 if sock is None:
                     sock = self._connect()

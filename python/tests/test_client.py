@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 import loopwatch
 import loopwatch.deap
 import loopwatch.optuna
-from loopwatch import _api, _encoding, _merging, _writer
+from loopwatch import _api, _encoding, _merging
 from loopwatch._encoding import Event
 
 
@@ -222,8 +222,8 @@ class ClientTest(unittest.TestCase):
 
     def test_evaluations_inside_merged_iterations_all_arrive(self) -> None:
         fresh_client(self.path)  # nothing listens yet
-        limit = _writer.MAX_BUFFERED
-        _writer.MAX_BUFFERED = 50
+        limit = loopwatch.MAX_BUFFERED
+        loopwatch.MAX_BUFFERED = 50
         try:
             for i in range(40):
                 with loopwatch.iteration() as it:
@@ -243,7 +243,7 @@ class ClientTest(unittest.TestCase):
             self.assertEqual(counted + sum(1 for l in lines if l["type"] == "iteration_end"), 40)
             server.close()
         finally:
-            _writer.MAX_BUFFERED = limit
+            loopwatch.MAX_BUFFERED = limit
 
     def test_odd_values_are_summarised_for_the_monitor_to_reject(self) -> None:
         line = json.loads(
@@ -288,8 +288,8 @@ class ClientTest(unittest.TestCase):
 
     def test_events_while_the_socket_is_away_are_merged_not_lost(self) -> None:
         fresh_client(self.path)  # nothing listens yet
-        limit = _writer.MAX_BUFFERED
-        _writer.MAX_BUFFERED = 50
+        limit = loopwatch.MAX_BUFFERED
+        loopwatch.MAX_BUFFERED = 50
         try:
             started = time.monotonic()
             for i in range(500):
@@ -303,7 +303,7 @@ class ClientTest(unittest.TestCase):
             self.assertLess(time.monotonic() - started, 5.0)
             client = _api._client
             assert client is not None
-            self.assertLessEqual(len(client.buffer), 2 * _writer.MAX_BUFFERED)
+            self.assertLessEqual(len(client.buffer), 2 * loopwatch.MAX_BUFFERED)
             server = Server(self.path)
             loopwatch.counter("after_total", 1)
             self.assertTrue(loopwatch.flush(10))
@@ -331,12 +331,12 @@ class ClientTest(unittest.TestCase):
             self.assertEqual(best, 500.0)
             server.close()
         finally:
-            _writer.MAX_BUFFERED = limit
+            loopwatch.MAX_BUFFERED = limit
 
     def test_events_that_cannot_be_merged_are_dropped_at_twice_the_bound_and_reported(self) -> None:
         fresh_client(self.path)  # nothing listens yet
-        limit = _writer.MAX_BUFFERED
-        _writer.MAX_BUFFERED = 50
+        limit = loopwatch.MAX_BUFFERED
+        loopwatch.MAX_BUFFERED = 50
         try:
             # LLM calls are never merged: each is kept as it was until the buffer holds
             # twice the bound (checked at each merge, every quarter of the bound).
@@ -345,8 +345,8 @@ class ClientTest(unittest.TestCase):
             client = _api._client
             assert client is not None
             kept = len(client.buffer)
-            self.assertGreaterEqual(kept, 2 * _writer.MAX_BUFFERED)
-            self.assertLess(kept, 2 * _writer.MAX_BUFFERED + _writer.MAX_BUFFERED // 4)
+            self.assertGreaterEqual(kept, 2 * loopwatch.MAX_BUFFERED)
+            self.assertLess(kept, 2 * loopwatch.MAX_BUFFERED + loopwatch.MAX_BUFFERED // 4)
             self.assertEqual(client.dropped, 300 - kept)
             server = Server(self.path)
             self.assertTrue(loopwatch.flush(10))
@@ -359,7 +359,30 @@ class ClientTest(unittest.TestCase):
             self.assertEqual(dropped, [300 - kept])
             server.close()
         finally:
-            _writer.MAX_BUFFERED = limit
+            loopwatch.MAX_BUFFERED = limit
+
+    def test_the_package_tunables_change_the_client_when_assigned(self) -> None:
+        # Assigning the package's tunables changes the client, as it did before the
+        # client became a package: MAX_BUFFERED bounds the buffer, DRAIN_TIMEOUT_SECONDS
+        # the wait of flush() (and done()) without a timeout.
+        fresh_client(self.path)  # nothing listens
+        defaults = (loopwatch.MAX_BUFFERED, loopwatch.DRAIN_TIMEOUT_SECONDS)
+        loopwatch.MAX_BUFFERED = 20
+        loopwatch.DRAIN_TIMEOUT_SECONDS = 0.01
+        try:
+            for _ in range(100):
+                loopwatch.llm_call("m", 1, 2, 0.5)
+            client = _api._client
+            assert client is not None
+            kept = len(client.buffer)
+            self.assertGreaterEqual(kept, 2 * 20)
+            self.assertLess(kept, 2 * 20 + 20 // 4)
+            self.assertEqual(client.dropped, 100 - kept)
+            started = time.monotonic()
+            self.assertFalse(loopwatch.flush())  # the socket is away: 0.01 s, not 2 s
+            self.assertLess(time.monotonic() - started, 1.0)
+        finally:
+            loopwatch.MAX_BUFFERED, loopwatch.DRAIN_TIMEOUT_SECONDS = defaults
 
     def test_a_reader_that_stops_reading_does_not_block_the_loop(self) -> None:
         server = Server(self.path, read=False)
@@ -370,7 +393,7 @@ class ClientTest(unittest.TestCase):
         self.assertLess(time.monotonic() - started, 30.0)
         client = _api._client
         assert client is not None
-        self.assertLessEqual(len(client.buffer), 2 * _writer.MAX_BUFFERED)
+        self.assertLessEqual(len(client.buffer), 2 * loopwatch.MAX_BUFFERED)
         server.close()
 
     def test_labels_come_from_the_environment(self) -> None:

@@ -1,8 +1,9 @@
-//! The alert table (the README's alert table is generated from it): every alert loopwatch or its Prometheus rules raise,
-//! one row each with its name, severity, message, threshold keys, runbook and rule,
+//! The alert table: every alert loopwatch or its Prometheus rules raise, one row each
+//! with its name, severity, message, threshold keys, runbook and rule,
 //! plus the alert states and the watched rolling values. Every layer speaks this
 //! vocabulary: the evaluator decides, the exporters label and deliver, the generated
-//! rules come from the rows.
+//! rules come from the rows. docs/alerts.md lists the alerts for readers in a table of
+//! its own, written by hand and checked against these rows (`tests/readme.rs`).
 
 mod promql;
 
@@ -303,6 +304,19 @@ alert_table! {
         thresholds: ["llm_budget_usd", "llm_budget_horizon"],
         threshold: |t| t.llm_budget_usd().unwrap_or(f64::INFINITY),
         rule: rule!(promql::llm_budget, promql::llm_budget_description),
+    }
+    /// An evaluation (a candidate's back-test, a program's run) running longer than
+    /// `evaluation_factor` (5) times the 95th percentile of the finished evaluations'
+    /// durations, at least `evaluation_floor` (10 min, twice OpenEvolve's default
+    /// evaluator timeout), while the loop may go on. Resolves once no evaluation is
+    /// over the limit.
+    EvaluationHung {
+        severity: Warning,
+        message: "Evaluation hang detected",
+        runbook: "docs/runbooks.md#evaluationhung",
+        thresholds: ["evaluation_factor", "evaluation_floor"],
+        threshold: |t| t.evaluation_floor().as_secs_f64(),
+        rule: rule!(promql::evaluation_hung, promql::evaluation_hung_description),
     }
     @prometheus_only {
         /// Prometheus cannot scrape a loop that was running and never said it was done.

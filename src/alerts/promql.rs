@@ -184,6 +184,26 @@ pub(super) fn crash_looping_description(t: &Thresholds) -> String {
     )
 }
 
+/// The oldest evaluation in flight has run longer than the limit the loop exports (the
+/// factor times the p95 of its finished evaluations, which only the loop knows), never
+/// less than the floor configured here.
+pub(super) fn evaluation_hung(t: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "{} > on(instance, job) clamp_min({}, {})",
+        catalog::EVALUATION_OLDEST_SECONDS.name,
+        catalog::EVALUATION_HUNG_LIMIT_SECONDS.name,
+        t.evaluation_floor().as_secs_f64()
+    ))
+}
+
+pub(super) fn evaluation_hung_description(t: &Thresholds) -> String {
+    format!(
+        "The oldest evaluation in flight has run {{{{ $value }}}} s (limit: {} times the 95th percentile of the finished evaluations' durations, at least {} s); loopwatch's log and its own alert name its id, worker and pid.",
+        t.evaluation_factor(),
+        t.evaluation_floor().as_secs_f64()
+    )
+}
+
 /// A limit that may be off: the number, or `+Inf` (a comparison that never holds).
 fn limit_or_off(limit: Option<f64>) -> String {
     limit.map_or_else(|| "+Inf".to_string(), |v| v.to_string())

@@ -51,6 +51,16 @@ pub(crate) struct Activity {
     pub(crate) done: bool,
 }
 
+/// How long an evaluation may run before EvaluationHung: `evaluation_factor` times
+/// the 95th percentile of the finished evaluations' durations (`None` until there are
+/// enough of them), never less than `evaluation_floor`.
+pub(crate) fn evaluation_limit(p95: Option<Duration>, th: &Thresholds) -> Duration {
+    let typical = p95.map_or(Duration::ZERO, |p95| {
+        Duration::from_secs_f64((p95.as_secs_f64() * th.evaluation_factor()).min(1e9))
+    });
+    typical.max(th.evaluation_floor())
+}
+
 /// What one evaluation produced.
 #[derive(Debug, Default)]
 pub(crate) struct Findings {
@@ -171,6 +181,35 @@ impl Evaluator {
             at,
             &mut findings,
         );
+        findings
+    }
+
+    /// Evaluates EvaluationHung: the oldest evaluation in flight (its age, or `None`
+    /// with none) against `limit` ([`evaluation_limit`]); a firing transition names
+    /// the evaluation by `subject`.
+    pub(crate) fn on_evaluations(
+        &mut self,
+        oldest: Option<Duration>,
+        limit: Duration,
+        subject: impl FnOnce() -> std::sync::Arc<str>,
+        at: Moment,
+    ) -> Findings {
+        let mut findings = Findings::default();
+        let verdict = verdicts::evaluation_hung(oldest, limit);
+        self.settle_alert_against(
+            AlertName::EvaluationHung,
+            verdict,
+            limit.as_secs_f64(),
+            at,
+            &mut findings,
+        );
+        if let Some(firing) = findings
+            .transitions
+            .iter_mut()
+            .find(|t| t.state == AlertState::Firing)
+        {
+            firing.subject = Some(subject());
+        }
         findings
     }
 

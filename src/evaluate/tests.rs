@@ -450,8 +450,50 @@ fn every_alert_fires_in_process() {
                 }
                 evaluator.on_restart(&th, now())
             }
+            AlertName::EvaluationHung => {
+                let limit = super::evaluation_limit(None, &th);
+                let at_limit = evaluator.on_evaluations(Some(limit), limit, || "e".into(), now());
+                assert!(!fired(&at_limit, alert), "fired at the limit");
+                evaluator.on_evaluations(
+                    Some(limit + Duration::from_millis(1)),
+                    limit,
+                    || "e".into(),
+                    now(),
+                )
+            }
         };
         assert!(fired(&findings, alert), "{alert:?} did not fire");
         assert_eq!(evaluator.states()[alert], AlertState::Firing);
     }
+}
+
+/// The limit of EvaluationHung: the floor until the p95 is known, then the factor
+/// times the p95 when that is longer.
+#[test]
+fn the_evaluation_limit_is_the_factor_times_the_p95_at_least_the_floor() {
+    let th = defaults();
+    let floor = th.evaluation_floor();
+    assert_eq!(super::evaluation_limit(None, &th), floor);
+    assert_eq!(
+        super::evaluation_limit(Some(Duration::from_secs(10)), &th),
+        floor,
+        "5 × 10 s is below the floor"
+    );
+    assert_eq!(
+        super::evaluation_limit(Some(Duration::from_secs(200)), &th),
+        Duration::from_secs(1000)
+    );
+    let mut evaluator = Evaluator::new(&th);
+    let fired = evaluator.on_evaluations(
+        Some(floor * 2),
+        floor,
+        || "evaluation prog-1 (pid 9)".into(),
+        now(),
+    );
+    assert_eq!(
+        fired.transitions[0].subject.as_deref(),
+        Some("evaluation prog-1 (pid 9)")
+    );
+    let resolved = evaluator.on_evaluations(None, floor, || unreachable!(), now());
+    assert!(resolved.transitions[0].is_resolution());
 }

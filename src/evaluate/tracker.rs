@@ -13,7 +13,7 @@ pub(crate) enum Verdict {
 }
 
 /// A change of an alert's state, with the evidence behind it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Transition {
     /// Which alert.
     pub(crate) alert: AlertName,
@@ -32,6 +32,9 @@ pub(crate) struct Transition {
     /// A qualification of the value, said beside the fixed message (the LLM spend
     /// alerts' [`crate::llm::SPEND_LOWER_BOUND`]).
     pub(crate) note: Option<&'static str>,
+    /// What the alert is about, when it is about one thing among many (EvaluationHung:
+    /// the evaluation's id, worker and pid), said beside the fixed message.
+    pub(crate) subject: Option<std::sync::Arc<str>>,
 }
 
 impl Transition {
@@ -105,6 +108,7 @@ impl AlertTracker {
             at,
             firing_since,
             note: None,
+            subject: None,
         })
     }
 }

@@ -136,3 +136,12 @@ pub(crate) fn llm_budget(spend: f64, spend_last_hour: f64, th: &Thresholds) -> V
         Verdict::Clear
     }
 }
+
+/// EvaluationHung: the oldest evaluation in flight has run longer than the limit; its
+/// value is that evaluation's age. `oldest` is `None` with none in flight.
+pub(crate) fn evaluation_hung(oldest: Option<Duration>, limit: Duration) -> Verdict {
+    match oldest {
+        Some(age) if age > limit => Verdict::Firing(age.as_secs_f64()),
+        _ => Verdict::Clear,
+    }
+}

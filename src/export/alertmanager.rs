@@ -45,6 +45,8 @@ struct AlertRecord {
     threshold: f64,
     iteration: u64,
     note: Option<&'static str>,
+    /// What the alert is about, when it is one thing among many.
+    subject: Option<Arc<str>>,
     /// Bumped on every change, so each receiver knows what it has not yet accepted.
     generation: u64,
 }
@@ -102,6 +104,7 @@ impl AlertSink {
                             threshold: transition.threshold,
                             iteration: transition.iteration,
                             note: transition.note,
+                            subject: transition.subject.clone(),
                             generation,
                         },
                     );
@@ -267,8 +270,10 @@ fn payload(
             "annotations": {
                 "summary": name.message(),
                 "description": format!(
-                    "{}: value {value} against threshold {} at iteration {}{}",
-                    name.message(), record.threshold, record.iteration,
+                    "{}{}: value {value} against threshold {} at iteration {}{}",
+                    name.message(),
+                    record.subject.as_deref().map(|subject| format!(" ({subject})")).unwrap_or_default(),
+                    record.threshold, record.iteration,
                     record.note.map(|note| format!(" ({note})")).unwrap_or_default()
                 ),
                 "value": value.to_string(),

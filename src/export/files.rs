@@ -156,6 +156,8 @@ pub(crate) fn write(
         "evaluation": evaluation_json(snapshot),
         "containers": snapshot.containers,
         "processes": snapshot.processes,
+        "evaluations": snapshot.evaluations,
+        "instrumentation": snapshot.instrumentation,
         "alert_history": alert_history,
         "events": snapshot.events,
         "events_dropped": snapshot.events_dropped,

@@ -18,7 +18,7 @@ use crate::alerts::{AlertName, AlertState, Watched};
 use crate::config::Thresholds;
 use crate::error::CollectError;
 use crate::evaluate::RollingValues;
-use crate::records::{HistoryPoint, LogEntry, RunIdentity, RunSummary};
+use crate::records::{HistoryPoint, LogEntry, RunIdentity, RunSummary, TimePoint};
 
 /// The evaluator's state at one instant.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +61,69 @@ pub(crate) struct ProcessTally {
     pub(crate) failures_total: u64,
 }
 
+/// An evaluation as the page, `/api/v1/snapshot` and the final JSON show it: in
+/// flight (its age so far, no outcome) or ended (its duration and outcome).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub(crate) struct EvaluationRow {
+    pub(crate) id: String,
+    pub(crate) worker: Option<String>,
+    pub(crate) pid: Option<u32>,
+    /// Its age (in flight) or duration (ended), in seconds.
+    pub(crate) seconds: f64,
+    /// `ok`, `failed`, `timeout` or `killed`; `None` in flight.
+    pub(crate) outcome: Option<&'static str>,
+}
+
+/// One bucket of the evaluations' duration distribution: ended evaluations that
+/// took more than the previous bucket's `le` and at most this one's (`None`: above
+/// the largest boundary).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub(crate) struct DurationBucket {
+    pub(crate) le: Option<f64>,
+    pub(crate) count: u64,
+}
+
+/// The evaluations: those in flight (the oldest few), the limit EvaluationHung
+/// judges them against, the workers, the slowest and the killed ones, and the
+/// duration distribution. Every list is bounded.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub(crate) struct EvaluationsView {
+    pub(crate) in_flight: usize,
+    /// The oldest in flight, oldest first.
+    pub(crate) oldest: Vec<EvaluationRow>,
+    /// How long an evaluation may run before EvaluationHung, as last judged.
+    pub(crate) hung_limit_seconds: f64,
+    /// Workers seen in the last minute, and those busy now.
+    pub(crate) workers: usize,
+    pub(crate) busy_workers: usize,
+    /// The slowest ended evaluations, slowest first.
+    pub(crate) slowest: Vec<EvaluationRow>,
+    /// The last evaluations loopwatch killed, oldest first.
+    pub(crate) killed: Vec<EvaluationRow>,
+    /// Evaluations loopwatch killed over the run.
+    pub(crate) killed_total: u64,
+    /// Ended evaluations by duration.
+    pub(crate) durations: Vec<DurationBucket>,
+}
+
+/// A framework the zero-code instrumentation (`loopwatch run --instrument`) reported
+/// on, as the page's header and `metrics_final.json` show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct InstrumentedFramework {
+    /// Its name (`optuna`, or `other`).
+    pub(crate) framework: &'static str,
+    /// Its version, as last reported (empty when unknown); `None` when only errors
+    /// were reported.
+    pub(crate) version: Option<String>,
+    /// Whether it was instrumented (`active`), left alone (`skipped`) or not selected
+    /// (`off`), as last reported.
+    pub(crate) state: Option<crate::protocol::InstrumentationState>,
+    /// Why it was left alone.
+    pub(crate) reason: Option<String>,
+    /// Errors its instrumentation caught.
+    pub(crate) errors: u64,
+}
+
 /// Everything the exporters show of a run, taken at one instant.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
@@ -68,8 +131,15 @@ pub(crate) struct Snapshot {
     pub(crate) summary: RunSummary,
     pub(crate) thresholds: Thresholds,
     pub(crate) evaluation: Evaluation,
+    /// When the run started, Unix seconds.
+    pub(crate) started_at: f64,
     /// Recent iterations, oldest first.
     pub(crate) history: Vec<HistoryPoint>,
+    /// One point per host sample over the whole run, thinned evenly to a bound,
+    /// oldest first: what the page draws on its time axis.
+    pub(crate) samples: Vec<TimePoint>,
+    /// Host samples left out of `samples` to keep the bound.
+    pub(crate) samples_dropped: u64,
     /// The best-so-far curve over the whole run, bounded.
     pub(crate) progress: crate::records::progress::Progress,
     /// Recent events, oldest first, and how many older ones were dropped.
@@ -86,6 +156,10 @@ pub(crate) struct Snapshot {
     pub(crate) recent_failure_reasons: std::collections::BTreeMap<String, u64>,
     /// How many completed iterations `recent_failure_reasons` covers, at most.
     pub(crate) recent_iterations: usize,
+    /// The evaluations in flight, the slowest and the killed.
+    pub(crate) evaluations: EvaluationsView,
+    /// The frameworks the zero-code instrumentation reported on.
+    pub(crate) instrumentation: Vec<InstrumentedFramework>,
 }
 
 /// What the exporters read a run through.

@@ -180,6 +180,25 @@ pub(crate) fn top_reasons(reasons: &BTreeMap<String, u64>) -> Vec<(String, u64)>
     top
 }
 
+/// The frameworks instrumented now, as the page's header names them ("optuna
+/// 5.1.0, deap 1.4.4"), and the errors their instrumentation caught in all.
+pub(crate) fn instrumented(snapshot: &Snapshot) -> (String, u64) {
+    let active: Vec<String> = snapshot
+        .instrumentation
+        .iter()
+        .filter(|f| f.state == Some(crate::protocol::InstrumentationState::Active))
+        .map(|f| match f.version.as_deref() {
+            Some(version) if !version.is_empty() => format!("{} {version}", f.framework),
+            _ => f.framework.to_string(),
+        })
+        .collect();
+    let errors = snapshot
+        .instrumentation
+        .iter()
+        .fold(0u64, |sum, f| sum.saturating_add(f.errors));
+    (active.join(", "), errors)
+}
+
 /// `GET /api/v1/snapshot`: the data the page draws.
 pub(crate) fn snapshot_json(snapshot: &Snapshot) -> Value {
     let reasons = |map: &BTreeMap<String, u64>| -> Vec<Value> {
@@ -214,11 +233,15 @@ pub(crate) fn snapshot_json(snapshot: &Snapshot) -> Value {
             "recent_iterations": snapshot.recent_iterations,
         },
         "processes": snapshot.processes,
+        "instrumentation": snapshot.instrumentation,
         "containers": {
             "live": snapshot.live_containers,
             "state": snapshot.containers,
         },
+        "evaluations": snapshot.evaluations,
         "history": snapshot.history,
+        "samples": snapshot.samples,
+        "samples_dropped": snapshot.samples_dropped,
         "events": snapshot.events,
     })
 }

@@ -166,6 +166,8 @@ struct CallBooks {
     /// The error window: when each recent call ended (monotonic) and whether it
     /// failed.
     recent: VecDeque<(Duration, bool)>,
+    /// Calls that ended, of every model.
+    calls: u64,
     spend_usd: f64,
     /// Calls without usage or tokens without a price so far.
     spend_is_lower_bound: bool,
@@ -247,6 +249,7 @@ impl LlmMeter {
         let abandoned = call.abandoned && call.error.is_none();
         let tally = books.by_model.entry(model).or_default();
         tally.calls = tally.calls.saturating_add(1);
+        books.calls = books.calls.saturating_add(1);
         if call.blocked && call.error.is_none() {
             // Never sent: no tokens, no cost, no duration, outside the error window.
             tally.blocked = tally.blocked.saturating_add(1);
@@ -313,6 +316,11 @@ impl LlmMeter {
     /// The spend so far in US dollars.
     pub(crate) fn spend_usd(&self) -> f64 {
         self.books.spend_usd
+    }
+
+    /// The calls that ended so far, of every model.
+    pub(crate) fn calls(&self) -> u64 {
+        self.books.calls
     }
 
     /// Whether any call was recorded (the LLM alerts have nothing to judge before).

@@ -41,7 +41,12 @@ impl Clock {
     /// Now: one monotonic reading, and its wall-clock time.
     #[inline]
     pub(super) fn now(&self) -> Moment {
-        let mono = self.epoch.elapsed();
+        self.moment_at(self.epoch.elapsed())
+    }
+
+    /// The moment `mono` after the clock started, with its wall-clock time.
+    #[inline]
+    pub(super) fn moment_at(&self, mono: Duration) -> Moment {
         let wall_ns = self
             .offset_ns
             .load(Ordering::Relaxed)

@@ -54,6 +54,7 @@ impl FindingSink for Log<'_> {
                 threshold = t.threshold,
                 iteration = t.iteration,
                 note = t.note.unwrap_or_default(),
+                subject = t.subject.as_deref().unwrap_or_default(),
                 "{}",
                 t.alert.message()
             ),

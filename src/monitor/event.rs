@@ -5,12 +5,17 @@
 //! were sent. Time arrives in the events (a [`Moment`] each), so applying one never
 //! reads a clock.
 //!
-//! Adding a kind of event is one variant here and one arm in `apply`.
+//! Adding a kind of event is one variant here and one arm in
+//! [`RunState::apply`](super::state::RunState::apply). When applying it changes what is
+//! published (an instrument, a log line), it also needs a variant of
+//! [`Publish`](super::state::Publish) (in `state/mod.rs`) and an arm in
+//! `Publisher::publish` (`publish.rs`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::llm::{CallRequest, LlmCall};
-use crate::records::{IterationSummary, LoopExit, Moment};
+use crate::records::{Ended, IterationSummary, LoopExit, Moment};
 use crate::sample::HostSample;
 
 use super::reasons::ReasonCounts;
@@ -18,7 +23,10 @@ use super::reasons::ReasonCounts;
 /// Something that happened to the run.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// The loop started iteration `number`.
+    /// Iteration `number` started (or is the latest started): not sent by the loop's
+    /// thread, which only notes the start in the hub; the hub applies the latest one
+    /// each time it settles, after the queue, and the state ignores it once that
+    /// iteration has ended.
     IterationStarted {
         /// Its number.
         number: u64,
@@ -99,6 +107,79 @@ pub(crate) enum Event {
         /// The call's id.
         id: u64,
         /// When.
+        at: Moment,
+    },
+    /// An evaluation (a candidate's back-test, a program's run) started: it is in
+    /// flight until [`Event::EvaluationEnded`] with its id.
+    EvaluationStarted {
+        /// Its id, unique among the evaluations in flight.
+        id: Arc<str>,
+        /// The process that runs it, if said.
+        pid: Option<u32>,
+        /// The start time (clock ticks after boot) of the process that ran under
+        /// `pid` when the start was received; `None` when none did (or no pid).
+        pid_start: Option<u64>,
+        /// The worker that runs it, if said.
+        worker: Option<Arc<str>>,
+        /// How long it waited in a queue before it started, if said.
+        queued: Option<Duration>,
+        /// When it started by the loop's clock (Unix seconds), if said.
+        reported: Option<f64>,
+        /// When it was reported.
+        at: Moment,
+    },
+    /// An evaluation in flight runs on this worker or process (each if said), or
+    /// waited this long in a queue.
+    EvaluationAssigned {
+        /// Its id.
+        id: Arc<str>,
+        /// The process that runs it, if said.
+        pid: Option<u32>,
+        /// The start time of the process that ran under `pid` when it was said.
+        pid_start: Option<u64>,
+        /// The worker that runs it, if said.
+        worker: Option<Arc<str>>,
+        /// How long it waited in a queue before it started, if said.
+        queued: Option<Duration>,
+        /// When it was reported.
+        at: Moment,
+    },
+    /// An evaluation ended.
+    EvaluationEnded {
+        /// Its id.
+        id: Arc<str>,
+        /// How.
+        outcome: Ended,
+        /// Why it failed, if it did and the loop said.
+        reason: Option<Box<str>>,
+        /// When it ended by the loop's clock (Unix seconds), if said.
+        reported: Option<f64>,
+        /// When it was reported.
+        at: Moment,
+    },
+    /// The supervisor found that the process an evaluation in flight reported is
+    /// gone (it exited, or its pid now belongs to another process): the evaluation
+    /// ends as failed, reason `process gone`.
+    EvaluationGone {
+        /// Its id.
+        id: Arc<str>,
+        /// When the supervisor said so.
+        at: Moment,
+    },
+    /// The zero-code instrumentation said what it did with a framework.
+    Instrumentation {
+        /// What it said.
+        report: crate::protocol::Instrumentation,
+        /// When it was received.
+        at: Moment,
+    },
+    /// Errors caught inside a framework's instrumentation.
+    InstrumentationErrors {
+        /// The framework.
+        framework: crate::protocol::Framework,
+        /// How many, since its previous report.
+        count: u64,
+        /// When they were reported.
         at: Moment,
     },
     /// The background clock: what changes with time alone (a stall, windows that

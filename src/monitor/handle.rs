@@ -16,6 +16,7 @@ use crate::export::Source as _;
 use crate::records::{RunIdentity, RunSummary};
 
 use super::background;
+use super::evaluation::Evaluation;
 use super::event::Event;
 use super::hub::Hub;
 use super::iteration::Iteration;
@@ -40,7 +41,8 @@ pub struct ShutdownReport {
 ///
 /// Building a monitor starts the metrics endpoint and the samplers on a small
 /// background runtime of its own, so a plain synchronous loop needs no async code, and
-/// an async loop can use it from any task (recording never blocks). Shutting down, or
+/// an async loop can use it from any task (recording waits only when it finds the
+/// event queue full and settles it: see [`Iteration`]). Shutting down, or
 /// dropping the monitor (also while unwinding from a panic), writes the final export.
 ///
 /// ```
@@ -106,6 +108,15 @@ impl Monitor {
     pub fn start_iteration(&self) -> Iteration<'_> {
         let number = self.hub.next_iteration.fetch_add(1, Ordering::Relaxed);
         Iteration::start(&self.hub, number)
+    }
+
+    /// Starts evaluation `id` (a candidate's back-test, a program's run) now, for an
+    /// evaluation that may outlive an iteration; end it through the guard (see
+    /// [`Evaluation`]). Ids must be unique among the evaluations in flight; at most
+    /// 10,000 are in flight, and starts past that are counted and logged as rejected.
+    #[inline]
+    pub fn evaluation(&self, id: &str) -> Evaluation<'_> {
+        Evaluation::start(&self.hub, id)
     }
 
     /// A meter for the loop's own instruments; they are served on the same endpoint.
@@ -211,7 +222,7 @@ impl Monitor {
     }
 
     /// The ownership labels (`loopwatch.managed`, `loopwatch.run_id`, the owner's
-    /// identity; see the README's "Containers") for containers this loop creates
+    /// identity; see docs/containers.md, "Orphan cleanup") for containers this loop creates
     /// itself; containers carrying them are sampled, and removed at shutdown.
     pub fn labels(&self) -> std::collections::HashMap<String, String> {
         self.hub.identity.container_labels()

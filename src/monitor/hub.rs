@@ -6,26 +6,49 @@
 //!
 //! # The path of an event
 //!
-//! Producers only send events: the loop's thread (an iteration starting, a champion
-//! changing, an iteration ending), the intake, the samplers, the background clock,
+//! Producers only send events: the loop's thread (a champion changing, an iteration
+//! ending; an iteration's start is only noted, in two atomics, and applied when the
+//! hub settles), the intake, the samplers, the background clock,
 //! the supervisor and the LLM recorder. Sending is a lock-free push into a bounded
-//! queue, with no allocation.
+//! queue, with no allocation, unless the queue is full (see the last caller below).
 //!
 //! [`Hub::settle`] then drains the queue in order and, for each event, applies it to
 //! the [`RunState`] (`apply`: pure), publishes what changed ([`Publisher`]) and
 //! dispatches what the rules found (the log, the alert gauges, Alertmanager). One
-//! path settles, with three callers: the background clock every [`SETTLE_EVERY`],
-//! every reader (a scrape, the page, a snapshot, the summary, the alert state) before
-//! it reads, so nothing anyone reads lags the loop, and a producer whose event finds
-//! the queue full, so the queue stays bounded however fast the loop runs and nothing
-//! is dropped.
+//! path settles, with four callers:
+//!
+//! - the background clock, every [`SETTLE_EVERY`];
+//! - the background tick ([`Hub::tick`], at least once a second): it sends a
+//!   [`Event::Tick`] and settles at once, so what only the clock drives (LoopStalled,
+//!   an evaluation hung) is judged on time;
+//! - every reader (a scrape, the page, a snapshot, the summary, the alert state),
+//!   before it reads, so nothing anyone reads lags the loop;
+//! - a producer whose event finds the queue full, so the queue stays bounded however
+//!   fast the loop runs and nothing is dropped. That producer may be the loop's
+//!   thread: recording then waits for the settle (its own, or one in progress).
 //!
 //! # Locks
 //!
-//! The queue's receiving end is held for a whole settle (so events are applied in
-//! the order they were sent); the state's lock for one event's `apply`, or for one
-//! reader's look. Publishing and dispatching happen with the state unlocked, and
-//! neither sends an event, so there is no lock order to keep.
+//! Taken in this order, never the other way round:
+//!
+//! 1. An [`Intake`](super::Intake)'s own lock, held while it handles one message,
+//!    sends included (its events go out in the order of its messages, against the
+//!    iteration in progress it keeps). A send may settle, so the next two locks may be
+//!    taken inside it.
+//! 2. The queue's receiving end, held for a whole settle: every event drained is
+//!    applied, published and delivered under it, so events are applied in the order
+//!    they were sent and two settles never interleave. A producer that finds the
+//!    queue full, or a reader, waits here for a settle in progress.
+//! 3. Inside a settle, for each event: the state's lock, for its `apply` only
+//!    (released before publishing); then the sinks' own locks while publishing and
+//!    delivering (the OpenTelemetry SDK's and the observed gauges', the Alertmanager
+//!    table's), each held briefly and alone.
+//!
+//! A reader takes the state's lock once its settle has released the receiving end.
+//! Nothing that holds the state's lock or a sink's lock sends an event or settles:
+//! publishing and delivering send nothing, and a reader's look at the state calls
+//! nothing of the hub. The host sampler's lock and the failure reasons' (interning a
+//! new reason) are leaves, released before anything is sent.
 
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -58,7 +81,8 @@ use super::sync::lock;
 pub(super) const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Events queued at most before the producer whose event finds the queue full
-/// settles it itself (the loop's thread sends two per iteration).
+/// settles it itself (the loop's thread sends one per iteration, two when the champion
+/// changes).
 const QUEUE_CAPACITY: usize = 512;
 
 /// Shared between the loop's handle, the intake, the supervisor, the endpoint and the
@@ -80,6 +104,12 @@ pub(super) struct Hub {
     pub(super) reasons: ReasonNames,
     /// The id the next LLM call in flight gets.
     next_llm_call: AtomicU64,
+    /// The iteration started last (0 before any), noted without an event: settling
+    /// applies it after the queue, so an iteration that starts and ends between two
+    /// settles costs the loop's thread one event, not two.
+    started_number: AtomicU64,
+    /// When it started: nanoseconds of the monitor's clock, stored before the number.
+    started_at_ns: AtomicU64,
     pub(super) stop_requested: AtomicBool,
     pub(super) closed: AtomicBool,
 
@@ -137,6 +167,8 @@ impl Hub {
             staleness: AtomicU64::new(0),
             reasons: ReasonNames::default(),
             next_llm_call: AtomicU64::new(0),
+            started_number: AtomicU64::new(0),
+            started_at_ns: AtomicU64::new(0),
             stop_requested: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             sender,
@@ -151,6 +183,13 @@ impl Hub {
             cgroup: CgroupMemory::of_current_process(),
         };
         hub.publisher.loop_started(parts.started_at);
+        // The limit EvaluationHung compares with, from the start: the floor, until
+        // enough evaluations have finished for their p95 to count.
+        hub.publisher
+            .evaluation_limit(crate::evaluate::evaluation_limit(
+                None,
+                &hub.settings.thresholds,
+            ));
         hub.sample_host();
         hub
     }
@@ -178,8 +217,20 @@ impl Hub {
         }
     }
 
+    /// Notes that iteration `number` started `at`: lock-free, no event. The state
+    /// learns of it when the hub next settles (if it has not ended by then, it is the
+    /// iteration in progress).
+    #[inline]
+    pub(super) fn iteration_started(&self, number: u64, at: crate::records::Moment) {
+        let nanos = u64::try_from(at.mono.as_nanos()).unwrap_or(u64::MAX);
+        self.started_at_ns.store(nanos, Ordering::Relaxed);
+        // Release: whoever reads this number reads this start time, or a later one.
+        self.started_number.store(number, Ordering::Release);
+    }
+
     /// Applies the events queued so far, in order: each is applied to the state,
-    /// then published, then what the rules found is dispatched.
+    /// then published, then what the rules found is dispatched. Then the iteration
+    /// started last, which the state ignores once it has ended.
     pub(super) fn settle(&self) {
         let receiver = lock(&self.receiver);
         self.drain(&receiver);
@@ -193,9 +244,26 @@ impl Hub {
             let Ok(event) = receiver.try_recv() else {
                 break;
             };
-            let applied = lock(&self.state).apply(event, &self.settings.thresholds);
-            self.publisher.publish(&applied.publish);
-            self.deliver(&applied.findings);
+            self.apply(event);
+        }
+        let number = self.started_number.load(Ordering::Acquire);
+        if number != 0 {
+            let since = std::time::Duration::from_nanos(self.started_at_ns.load(Ordering::Relaxed));
+            self.apply(Event::IterationStarted {
+                number,
+                at: self.clock.moment_at(since),
+            });
+        }
+    }
+
+    /// Applies one event to the state, publishes what changed and dispatches what
+    /// the rules found.
+    fn apply(&self, event: Event) {
+        let applied = lock(&self.state).apply(event, &self.settings.thresholds);
+        self.publisher.publish(&applied.publish);
+        self.deliver(&applied.findings);
+        if let Some(rejected) = applied.rejected {
+            self.reject(rejected.kind, rejected.value, rejected.iteration);
         }
     }
 
@@ -281,6 +349,12 @@ impl Hub {
     /// Whether the alert is firing now.
     pub(super) fn is_firing(&self, alert: AlertName) -> bool {
         self.read(|state| state.is_firing(alert))
+    }
+
+    /// While EvaluationHung fires: the evaluations in flight past its limit.
+    pub(super) fn hung_evaluations(&self) -> Vec<crate::records::HungEvaluation> {
+        let now = self.clock.now();
+        self.read(|state| state.hung_evaluations(now))
     }
 
     /// Whether the loop has said it is done.
@@ -393,22 +467,30 @@ impl Source for Hub {
         let (
             summary,
             evaluation,
+            started_at,
             history,
+            (samples, samples_dropped),
             progress,
             (events, events_dropped),
             recent_failure_reasons,
             live_containers,
             processes,
+            evaluations,
+            instrumentation,
         ) = self.read(|state| {
             (
                 state.summary(&self.identity.run_id, &self.reasons, now),
                 state.evaluation(),
+                state.started_at(),
                 state.history(),
+                state.samples(),
                 state.progress(),
                 state.events(),
                 state.recent_failure_reasons(&self.reasons),
                 state.live_containers(),
                 state.process_tally(),
+                state.evaluations_view(now),
+                state.instrumentation(),
             )
         });
         Snapshot {
@@ -416,7 +498,10 @@ impl Source for Hub {
             summary,
             thresholds: self.settings.thresholds.clone(),
             evaluation,
+            started_at: crate::records::unix_seconds(started_at),
             history,
+            samples,
+            samples_dropped,
             progress,
             events,
             events_dropped,
@@ -425,6 +510,8 @@ impl Source for Hub {
             processes,
             recent_failure_reasons,
             recent_iterations: RECENT_ITERATIONS,
+            evaluations,
+            instrumentation,
         }
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Gauge};
 
@@ -14,8 +15,14 @@ use super::event::Event;
 use super::hub::Hub;
 use super::iteration::IterationState;
 use super::sync::lock;
-use crate::protocol::{self, LineError, Message, MetricKind};
+use crate::processes::ProcessId;
+use crate::protocol::{self, EvaluationOutcome, LineError, Message, MetricKind};
+use crate::records::{unix_seconds, Ended};
 use crate::reported::{Population, Rejection};
+
+/// Processes that reported the loop's iterations, remembered at most (the loop's
+/// process and its restarts; the oldest is forgotten first).
+pub(crate) const MAX_LOOP_PROCESSES: usize = 16;
 
 /// The rejection counted for a line that did not parse.
 fn rejection_of(error: LineError) -> Rejection {
@@ -25,6 +32,46 @@ fn rejection_of(error: LineError) -> Rejection {
         LineError::UnknownType => Rejection::MessageUnknownType,
         LineError::TooLong => Rejection::MessageTooLong,
     }
+}
+
+/// An `evaluation_start` line, as the event a Rust guard's start sends: its queue
+/// wait from the loop's clock (its start's time, else the time it arrived, less when
+/// it was queued), and the start time of the process its pid names, read now (so
+/// that a supervisor never signals another process that reuses the pid later).
+fn evaluation_started(hub: &Hub, start: protocol::EvaluationStart) {
+    let at = hub.clock.now();
+    let queued = start.queued.map(|queued| {
+        let began = start.at.unwrap_or_else(|| unix_seconds(at.wall));
+        Duration::try_from_secs_f64(began - queued).unwrap_or_default()
+    });
+    hub.send(Event::EvaluationStarted {
+        id: start.id.into(),
+        pid: start.pid,
+        pid_start: start
+            .pid
+            .and_then(ProcessId::running)
+            .map(|p| p.start_ticks),
+        worker: start.worker.map(Arc::from),
+        queued,
+        reported: start.at,
+        at,
+    });
+}
+
+/// An `evaluation_end` line, as the event a Rust guard's outcome sends.
+fn evaluation_ended(hub: &Hub, end: protocol::EvaluationEnd) {
+    let (outcome, reason) = match end.outcome {
+        EvaluationOutcome::Ok => (Ended::Ok, None),
+        EvaluationOutcome::Timeout => (Ended::Timeout, None),
+        EvaluationOutcome::Failed { reason } => (Ended::Failed, reason.map(String::into_boxed_str)),
+    };
+    hub.send(Event::EvaluationEnded {
+        id: end.id.into(),
+        outcome,
+        reason,
+        reported: end.at,
+        at: hub.clock.now(),
+    });
 }
 
 /// One of the loop's own instruments, created on its first `metric` message.
@@ -82,6 +129,25 @@ struct IntakeState {
     started_at: Option<f64>,
     /// The loop's own metrics by name, at most [`protocol::MAX_USER_SERIES`].
     metrics: HashMap<String, UserInstrument>,
+    /// The processes that reported iterations, oldest first, at most
+    /// [`MAX_LOOP_PROCESSES`].
+    loop_processes: Vec<ProcessId>,
+}
+
+impl IntakeState {
+    /// `sender`, when known, reported an iteration: it is the loop's process.
+    fn reports_iterations(&mut self, sender: Option<ProcessId>) {
+        let Some(sender) = sender else {
+            return;
+        };
+        if self.loop_processes.contains(&sender) {
+            return;
+        }
+        if self.loop_processes.len() == MAX_LOOP_PROCESSES {
+            self.loop_processes.remove(0);
+        }
+        self.loop_processes.push(sender);
+    }
 }
 
 /// Turns protocol lines into monitor calls; shared by every connection of a run.
@@ -133,10 +199,40 @@ impl Intake {
 
     /// Applies one line (without its newline), or rejects it.
     pub fn handle_line(&self, line: &[u8]) {
+        self.handle_line_from(line, None);
+    }
+
+    /// Applies one line (without its newline) written by `sender`, the process at the
+    /// other end of its connection when known (`SO_PEERCRED`), or rejects it. A
+    /// sender that reports iterations is one of the [`Intake::loop_processes`].
+    pub fn handle_line_from(&self, line: &[u8], sender: Option<ProcessId>) {
         match protocol::parse_line(line) {
-            Ok(message) => self.handle(message),
+            Ok(message) => self.handle_from(message, sender),
             Err(error) => self.reject(rejection_of(error), line.len() as f64),
         }
+    }
+
+    /// The processes that reported the loop's iterations (`iteration_start`,
+    /// `iteration_end`, `iterations`) over a connection whose sender was known, oldest
+    /// first, the last 16: a supervisor ending one evaluation
+    /// never signals one of them, nor a process above one, which would end the loop.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let monitor = loopwatch::Monitor::builder()
+    /// #     .listen("127.0.0.1:0".parse().unwrap()).output_dir(dir.path()).build().unwrap();
+    /// use loopwatch::cleanup::ProcessId;
+    ///
+    /// let intake = monitor.supervision().intake();
+    /// let me = ProcessId::running(std::process::id());
+    /// intake.handle_line_from(br#"{"v":1,"type":"evaluation_start","id":"a"}"#, me);
+    /// assert!(intake.loop_processes().is_empty(), "evaluations come from workers");
+    /// intake.handle_line_from(br#"{"v":1,"type":"iteration_start"}"#, me);
+    /// assert_eq!(intake.loop_processes(), Vec::from_iter(me));
+    /// # monitor.shutdown();
+    /// ```
+    pub fn loop_processes(&self) -> Vec<ProcessId> {
+        lock(&self.state).loop_processes.clone()
     }
 
     /// Rejects a line that was cut off for being longer than
@@ -147,7 +243,23 @@ impl Intake {
 
     /// Applies one parsed message, or rejects it.
     pub fn handle(&self, message: Message) {
-        let verdict = self.apply(&mut lock(&self.state), message);
+        self.handle_from(message, None);
+    }
+
+    /// Applies one parsed message written by `sender` (see
+    /// [`Intake::handle_line_from`]), or rejects it.
+    pub fn handle_from(&self, message: Message, sender: Option<ProcessId>) {
+        // The intake's lock is held across the message's sends, which may settle the
+        // hub's queue: the intake's lock comes first in the hub's lock order (hub.rs).
+        let mut state = lock(&self.state);
+        if matches!(
+            message,
+            Message::IterationStart { .. } | Message::IterationEnd { .. } | Message::Iterations(_)
+        ) {
+            state.reports_iterations(sender);
+        }
+        let verdict = self.apply(&mut state, message);
+        drop(state);
         // Rejections are counted and logged with the intake unlocked.
         if let Err((kind, value)) = verdict {
             self.reject(kind, value);
@@ -194,9 +306,19 @@ impl Intake {
                 call,
                 at: hub.clock.now(),
             }),
-            // Evaluations are parsed and validated, but not applied until the monitor's
-            // state takes events: accepted quietly, neither applied nor rejected.
-            Message::EvaluationStart(_) | Message::EvaluationEnd(_) => {}
+            Message::EvaluationStart(start) => evaluation_started(hub, start),
+            Message::EvaluationEnd(end) => evaluation_ended(hub, end),
+            Message::Instrumentation(report) => hub.send(Event::Instrumentation {
+                report,
+                at: hub.clock.now(),
+            }),
+            Message::InstrumentationError { framework, count } => {
+                hub.send(Event::InstrumentationErrors {
+                    framework,
+                    count,
+                    at: hub.clock.now(),
+                });
+            }
             Message::Dropped { count } => {
                 let i = &hub.pipeline().instruments;
                 i.loopwatch_client_dropped_events_total.add(count, &[]);

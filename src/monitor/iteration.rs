@@ -1,8 +1,8 @@
 //! One iteration of the loop, as the loop reports it: outcomes, population, timing.
 //!
-//! The loop's thread keeps the iteration's observations itself and sends events to
-//! the hub — the iteration started, the champion changed, the iteration completed —
-//! with a clock reading each. Its only shared state is a few atomics (the iteration's
+//! The loop's thread keeps the iteration's observations itself, notes the start in
+//! the hub (two atomic stores) and sends events — the champion changed, the iteration
+//! completed — with a clock reading each. Its only shared state is a few atomics (the iteration's
 //! number, the champion's fingerprint, the staleness), so the loop is told its
 //! iteration's summary at once; everything derived follows when the hub settles.
 
@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use crate::records::{IterationSummary, Moment};
 use crate::reported::{Observations, Population, Rejection};
 
+use super::evaluation::Evaluation;
 use super::event::{ChampionChange, Completed, Event};
 use super::hub::Hub;
 use super::reasons::ReasonCounts;
@@ -19,8 +20,12 @@ use super::reasons::ReasonCounts;
 ///
 /// Report each strategy's outcome and the population, then call
 /// [`finish`](Self::finish). Dropping it unfinished (an early return, a `?`) finishes it
-/// too, so the iteration is never lost. Recording costs a few nanoseconds per call and
-/// never blocks on the endpoint or the samplers.
+/// too, so the iteration is never lost. Recording costs a few nanoseconds per call:
+/// atomics, and events pushed into the monitor's bounded queue. An event that finds the
+/// queue full (512 events, about 512 iterations not yet settled) makes the calling
+/// thread settle the queue itself, after waiting for a settle already in progress (the
+/// background clock's, or a reader's such as a scrape's); it never waits for a
+/// scrape's rendering or for a sampler.
 #[must_use = "an iteration is timed until it is finished or dropped"]
 pub struct Iteration<'m> {
     hub: &'m Hub,
@@ -58,10 +63,7 @@ impl IterationState {
     #[inline]
     pub(super) fn start(hub: &Hub, number: u64) -> Self {
         let started = hub.clock.now();
-        hub.send(Event::IterationStarted {
-            number,
-            at: started,
-        });
+        hub.iteration_started(number, started);
         IterationState {
             number,
             started,
@@ -262,6 +264,14 @@ impl<'m> Iteration<'m> {
     pub fn record_success(&mut self, sharpe_ratio: f64, max_drawdown: f64) {
         let hub = self.hub;
         self.state.success(hub, sharpe_ratio, Some(max_drawdown));
+    }
+
+    /// Starts evaluation `id` of this iteration's candidates now (see
+    /// [`Monitor::evaluation`](crate::Monitor::evaluation)); the guard may outlive the
+    /// iteration.
+    #[inline]
+    pub fn evaluation(&self, id: &str) -> Evaluation<'m> {
+        Evaluation::start(self.hub, id)
     }
 
     /// Reports a strategy that failed, with a short reason ("too few trades").

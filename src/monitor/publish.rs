@@ -10,11 +10,12 @@ use crate::alerts::AlertState;
 use crate::containers::{ContainerReading, StatsSource};
 use crate::evaluate::{Transition, WarningChange};
 use crate::pipeline::Pipeline;
-use crate::records::{unix_seconds, IterationSummary, LoopExit};
+use crate::records::{unix_seconds, Ended, IterationSummary, LoopExit};
 
 use super::deliver::FindingSink;
 use super::event::{ChampionChange, HostReading};
-use super::state::{Judged, Publish};
+use super::state::{EvaluationGauges, Judged, Publish, PROCESS_GONE};
+use crate::protocol::{Framework, Instrumentation, InstrumentationState};
 
 /// loopwatch's instruments and the pipeline that serves them.
 #[derive(Debug)]
@@ -23,16 +24,29 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
+    /// How long an evaluation may run before EvaluationHung fires.
+    pub(super) fn evaluation_limit(&self, limit: std::time::Duration) {
+        self.pipeline
+            .instruments
+            .loopwatch_evaluation_hung_limit_seconds
+            .record(limit.as_secs_f64(), &[]);
+    }
+
     /// Shows what applying one event changed.
     pub(super) fn publish(&self, publish: &Publish) {
         match publish {
             Publish::Nothing => {}
             Publish::IterationStarted { number, at } => self.iteration_started(*number, *at),
             Publish::Iteration {
+                latest,
                 summary,
                 at,
                 judged,
             } => {
+                self.pipeline
+                    .instruments
+                    .iteration_number
+                    .set(*latest as f64);
                 self.iteration(summary, *at);
                 self.judged(judged);
             }
@@ -56,13 +70,23 @@ impl Publisher {
                     self.restarted(reason.restart_label(), *recent);
                 }
             }
-            Publish::LoopRestarting(exit) => {
+            Publish::LoopRestarting { exit, evaluations } => {
                 tracing::warn!(code = ?exit.code, signal = ?exit.signal, reason = ?exit.reason, "the loop ended; it will be started again");
+                if let Some(gauges) = evaluations {
+                    self.evaluations(gauges);
+                }
             }
-            Publish::LoopExited { exit, newly_done } => {
+            Publish::LoopExited {
+                exit,
+                newly_done,
+                evaluations,
+            } => {
                 log_exit(exit);
                 if *newly_done {
                     self.done();
+                }
+                if let Some(gauges) = evaluations {
+                    self.evaluations(gauges);
                 }
             }
             Publish::Done => self.done(),
@@ -77,18 +101,46 @@ impl Publisher {
                 budget.iter().for_each(log_budget_mark);
             }
             Publish::InFlight { calls, oldest } => self.llm_in_flight(*calls, *oldest),
+            Publish::Evaluations(gauges) => self.evaluations(gauges),
+            Publish::Instrumentation { report, news } => {
+                if *news {
+                    log_instrumentation(report);
+                }
+            }
+            Publish::InstrumentationErrors {
+                framework,
+                count,
+                total,
+            } => self.instrumentation_errors(*framework, *count, *total),
             Publish::Tick {
                 calls,
                 oldest,
                 llm,
                 recent_restarts,
+                evaluations,
             } => {
                 self.llm_in_flight(*calls, *oldest);
                 if let Some(evidence) = llm {
                     self.llm_evidence(evidence);
                 }
                 self.recent_restarts(*recent_restarts);
+                self.evaluations(evaluations);
             }
+        }
+    }
+
+    /// Errors caught inside a framework's instrumentation: counted, and logged the
+    /// first time (the child logs each of its own once too).
+    fn instrumentation_errors(&self, framework: Framework, count: u64, total: u64) {
+        let i = &self.pipeline.instruments;
+        i.loopwatch_instrumentation_errors_total
+            .add(count, &[KeyValue::new("framework", framework.as_str())]);
+        if total == count {
+            tracing::warn!(
+                framework = framework.as_str(),
+                count,
+                "the loop's {framework} instrumentation raised (caught: the loop runs on, what it would have reported may be missing); counted in loopwatch_instrumentation_errors_total"
+            );
         }
     }
 
@@ -325,6 +377,59 @@ impl Publisher {
             .record(oldest.as_secs_f64(), &[]);
     }
 
+    /// The evaluations in flight, their workers and limit, and what an event added:
+    /// an evaluation that ended (its duration and outcome), a queue wait.
+    fn evaluations(&self, gauges: &EvaluationGauges) {
+        let i = &self.pipeline.instruments;
+        i.loopwatch_evaluations_in_flight
+            .record(gauges.in_flight as f64, &[]);
+        i.loopwatch_evaluation_oldest_seconds
+            .record(gauges.oldest.as_secs_f64(), &[]);
+        let (workers, busy) = gauges.workers;
+        i.loopwatch_evaluation_workers.record(workers as f64, &[]);
+        let occupancy = if workers == 0 {
+            0.0
+        } else {
+            busy as f64 / workers as f64
+        };
+        i.loopwatch_evaluation_worker_occupancy
+            .record(occupancy, &[]);
+        if let Some(limit) = gauges.limit {
+            self.evaluation_limit(limit);
+        }
+        if let Some((finished, reason)) = &gauges.finished {
+            i.loopwatch_evaluation_duration_seconds
+                .record(finished.duration.as_secs_f64(), &[]);
+            i.loopwatch_evaluations_total
+                .add(1, &[KeyValue::new("outcome", finished.outcome.as_str())]);
+            if finished.outcome == Ended::Killed {
+                i.loopwatch_evaluations_killed_total.add(1, &[]);
+            }
+            if let Some(reason) = reason {
+                tracing::debug!(reason = &**reason, "an evaluation failed");
+            }
+        }
+        if !gauges.gone.is_empty() {
+            for duration in &gauges.gone {
+                i.loopwatch_evaluation_duration_seconds
+                    .record(duration.as_secs_f64(), &[]);
+            }
+            i.loopwatch_evaluations_total.add(
+                gauges.gone.len() as u64,
+                &[KeyValue::new("outcome", Ended::Failed.as_str())],
+            );
+            tracing::warn!(
+                evaluations = gauges.gone.len(),
+                reason = PROCESS_GONE,
+                "evaluations in flight ended as failed: the process that ran them ended without their end"
+            );
+        }
+        if let Some(wait) = gauges.queued {
+            i.loopwatch_evaluation_queue_wait_seconds
+                .record(wait.as_secs_f64(), &[]);
+        }
+    }
+
     /// One container sample (or Docker being down).
     fn containers(&self, reading: &ContainerReading) {
         let i = &self.pipeline.instruments;
@@ -416,5 +521,31 @@ impl FindingSink for Publisher {
                 f64::from(u8::from(w.started)),
                 &[KeyValue::new("metric", w.watched.metric())],
             );
+    }
+}
+
+/// What the instrumentation did with a framework, said once per state.
+fn log_instrumentation(report: &Instrumentation) {
+    let framework = report.framework.as_str();
+    let version = if report.version.is_empty() {
+        "(version unknown)"
+    } else {
+        report.version.as_str()
+    };
+    let reason = report.reason.as_deref().unwrap_or("no reason given");
+    match report.state {
+        InstrumentationState::Active => {
+            tracing::info!(
+                framework,
+                version,
+                "the loop's {framework} {version} is instrumented"
+            );
+        }
+        InstrumentationState::Skipped => {
+            tracing::warn!(framework, version, reason, "the loop's {framework} {version} is not instrumented ({reason}); it runs as it is, unreported");
+        }
+        InstrumentationState::Off => {
+            tracing::info!(framework, reason, "the loop's {framework} is not instrumented ({reason}); --instrument {framework} turns it on");
+        }
     }
 }

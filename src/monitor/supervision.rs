@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use crate::processes::ProcessSweepReport;
-use crate::records::LoopExit;
+use crate::records::{HungEvaluation, KillRefused, LoopExit};
+use crate::reported::Rejection;
 
 use super::event::Event;
 use super::hub::Hub;
@@ -102,7 +103,9 @@ impl Supervision {
     }
 
     /// Records how the loop's process ended when the supervisor is going to start it
-    /// again: the exit joins `summary.exits`, LoopExited is not raised (a restart
+    /// again: the exit joins `summary.exits`, every evaluation still in flight ends as
+    /// failed with the reason `process gone` (see
+    /// [`Supervision::evaluation_process_gone`]), LoopExited is not raised (a restart
     /// answers it; LoopCrashLooping watches the restarts), and stall checks pause
     /// until [`Supervision::loop_started`]. Should the restart be called off,
     /// [`Supervision::loop_exited`] with the same exit records it as the last.
@@ -115,12 +118,92 @@ impl Supervision {
 
     /// Records how the loop's process ended for good, and raises LoopExited when it
     /// failed (non-zero, or by a signal) without having said it was done. The exit is
-    /// in the final export; stall checks stop.
+    /// in the final export; stall checks stop; every evaluation still in flight ends
+    /// as failed with the reason `process gone` (see
+    /// [`Supervision::evaluation_process_gone`]).
     pub fn loop_exited(&self, exit: LoopExit) {
         self.hub.send(Event::LoopExited {
             exit,
             at: self.hub.clock.now(),
         });
+    }
+
+    /// While EvaluationHung fires: the evaluations in flight that have run past its
+    /// limit, oldest first (none while it does not fire).
+    pub fn hung_evaluations(&self) -> Vec<HungEvaluation> {
+        self.hub.hung_evaluations()
+    }
+
+    /// The supervisor ended hung evaluation `id` (its processes were signalled): it
+    /// ends with outcome `killed`, counted in `loopwatch_evaluations_total` and
+    /// `loopwatch_evaluations_killed_total`, kept out of the 95th percentile, and
+    /// listed among the killed evaluations of the page and the final JSON. An id no
+    /// longer in flight (it ended meanwhile) is a counted rejection, as any end of an
+    /// unknown id.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let monitor = loopwatch::Monitor::builder()
+    /// #     .listen("127.0.0.1:0".parse().unwrap()).output_dir(dir.path()).build().unwrap();
+    /// let evaluation = monitor.evaluation("prog-17");
+    /// monitor.supervision().evaluation_killed("prog-17");
+    /// drop(evaluation); // its own end comes too late and is turned away
+    /// # monitor.shutdown();
+    /// ```
+    pub fn evaluation_killed(&self, id: &str) {
+        self.hub.send(Event::EvaluationEnded {
+            id: id.into(),
+            outcome: crate::records::Ended::Killed,
+            reason: None,
+            reported: None,
+            at: self.hub.clock.now(),
+        });
+    }
+
+    /// The supervisor found that the process evaluation `id` reported is gone: it
+    /// exited (or its pid now belongs to another process) without the evaluation's
+    /// end. The evaluation ends as failed with the reason `process gone`, counted in
+    /// `loopwatch_evaluations_total{outcome="failed"}` and kept out of the 95th
+    /// percentile (its duration says when the supervisor found out), and
+    /// EvaluationHung resolves when it was the one hung. An id no longer in flight
+    /// changes nothing. ([`Supervision::loop_restarting`] and
+    /// [`Supervision::loop_exited`] end every evaluation in flight so.)
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let monitor = loopwatch::Monitor::builder()
+    /// #     .listen("127.0.0.1:0".parse().unwrap()).output_dir(dir.path()).build().unwrap();
+    /// let evaluation = monitor.evaluation("prog-17").pid(4242);
+    /// monitor.supervision().evaluation_process_gone("prog-17");
+    /// let text = monitor.render_metrics().unwrap();
+    /// assert!(text.contains("loopwatch_evaluations_total{outcome=\"failed\"} 1"));
+    /// assert!(text.contains("loopwatch_evaluations_in_flight 0"));
+    /// drop(evaluation); // its own end comes too late and is turned away
+    /// # monitor.shutdown();
+    /// ```
+    pub fn evaluation_process_gone(&self, id: &str) {
+        self.hub.send(Event::EvaluationGone {
+            id: id.into(),
+            at: self.hub.clock.now(),
+        });
+    }
+
+    /// The supervisor refused to end a hung evaluation for `why`, leaving `pid`
+    /// unsignalled: counted in `loopwatch_rejected_observations_total{field="evaluation"}`
+    /// with the reason `pid_outside_tree`, `loop_process` or `shared_process`, and
+    /// logged (thinned as every rejection is).
+    pub fn evaluation_kill_refused(&self, pid: u32, why: KillRefused) {
+        let iteration = self
+            .hub
+            .next_iteration
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(1);
+        let kind = match why {
+            KillRefused::OutsideTree => Rejection::EvaluationPidOutsideTree,
+            KillRefused::LoopProcess => Rejection::EvaluationLoopProcess,
+            KillRefused::SharedProcess => Rejection::EvaluationSharedProcess,
+        };
+        self.hub.reject(kind, f64::from(pid), iteration);
     }
 
     /// Removes every container of this run (`loopwatch run` does it before it

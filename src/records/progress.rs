@@ -9,9 +9,11 @@
 //! every second improvement is kept (then every fourth, and so on), while the latest
 //! improvement is always there. So a run that improves on every one of a million
 //! iterations still keeps the curve's shape evenly over its whole length, at a coarser
-//! step, and says how many points it dropped.
+//! step, and says how many points it dropped ([`Thinned`] keeps them).
 
 use serde::Serialize;
+
+use super::thinned::Thinned;
 
 /// Points of the best-so-far curve kept at most (the latest improvement besides).
 pub(crate) const MAX_PROGRESS_POINTS: usize = 512;
@@ -29,26 +31,17 @@ pub(crate) struct ProgressPoint {
     pub(crate) best_sharpe: f64,
 }
 
-/// The improvements of a run, bounded to [`MAX_PROGRESS_POINTS`] and the latest.
+/// The improvements of a run, bounded to [`MAX_PROGRESS_POINTS`] and the latest,
+/// thinned as [`Thinned`] thins.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Progress {
-    /// Every `stride`-th improvement (the 0th, the `stride`-th …), oldest first.
-    kept: Vec<ProgressPoint>,
-    /// The latest improvement, when `kept` does not end with it.
-    latest: Option<ProgressPoint>,
-    /// Improvements seen.
-    seen: u64,
-    /// Keep one improvement in this many (a power of two).
-    stride: u64,
+    points: Thinned<ProgressPoint>,
 }
 
 impl Default for Progress {
     fn default() -> Self {
         Progress {
-            kept: Vec::new(),
-            latest: None,
-            seen: 0,
-            stride: 1,
+            points: Thinned::with_capacity(MAX_PROGRESS_POINTS),
         }
     }
 }
@@ -56,37 +49,17 @@ impl Default for Progress {
 impl Progress {
     /// Keeps an improvement: each `stride`-th one, and always the latest.
     pub(crate) fn push(&mut self, point: ProgressPoint) {
-        let ordinal = self.seen;
-        self.seen += 1;
-        if ordinal % self.stride != 0 {
-            self.latest = Some(point);
-            return;
-        }
-        if self.kept.len() == MAX_PROGRESS_POINTS {
-            // Kept are the ordinals 0, stride, 2·stride …: keep every second one.
-            self.stride *= 2;
-            let mut index = 0;
-            self.kept.retain(|_| {
-                index += 1;
-                index % 2 == 1
-            });
-            if ordinal % self.stride != 0 {
-                self.latest = Some(point);
-                return;
-            }
-        }
-        self.kept.push(point);
-        self.latest = None;
+        self.points.push(point);
     }
 
     /// The points of the curve, oldest first: the kept ones and the latest.
     pub(crate) fn points(&self) -> Vec<ProgressPoint> {
-        self.kept.iter().copied().chain(self.latest).collect()
+        self.points.points()
     }
 
     /// Improvements left out of [`points`](Self::points) to keep the bound.
     pub(crate) fn points_dropped(&self) -> u64 {
-        self.seen - (self.kept.len() + usize::from(self.latest.is_some())) as u64
+        self.points.dropped()
     }
 }
 

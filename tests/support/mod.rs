@@ -370,3 +370,97 @@ pub fn example_path(name: &str) -> PathBuf {
     );
     path
 }
+
+/// One chart of the embedded page, as served: what it says of itself and draws.
+#[derive(Debug, Clone)]
+pub struct PageChart {
+    /// Its `data-axis`: `time` or `iteration`.
+    pub axis: String,
+    /// Its `data-points`: the points of its lines.
+    pub points: usize,
+    /// The points of each line drawn (`<polyline points="…">`), in order.
+    pub lines: Vec<usize>,
+    /// The labels of its x axis, left to right.
+    pub x_labels: Vec<String>,
+    /// Its markup, from its `data-series` to the end of its SVG.
+    pub markup: String,
+}
+
+/// The chart titled `title` on the page `body` (served by `GET /` or dumped by
+/// Chromium), if there is one.
+pub fn page_chart(body: &str, title: &str) -> Option<PageChart> {
+    let start = body.find(&format!("data-series=\"{title}\""))?;
+    let rest = &body[start..];
+    let markup = &rest[..rest.find("</svg>")?];
+    let attribute = |name: &str| -> Option<String> {
+        let at = markup.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(markup[at..at + markup[at..].find('"')?].to_string())
+    };
+    let between = |open: &str, close: &str| -> Vec<String> {
+        markup
+            .split(open)
+            .skip(1)
+            .filter_map(|part| Some(part[..part.find(close)?].to_string()))
+            .collect()
+    };
+    Some(PageChart {
+        axis: attribute("data-axis")?,
+        points: attribute("data-points")?.parse().ok()?,
+        lines: between("<polyline", ">")
+            .iter()
+            .filter_map(|tag| {
+                let at = tag.find("points=\"")? + "points=\"".len();
+                Some(
+                    tag[at..at + tag[at..].find('"')?]
+                        .split_whitespace()
+                        .count(),
+                )
+            })
+            .collect(),
+        x_labels: between("class=\"axis axis-x\"", "</text>")
+            .iter()
+            .filter_map(|tag| Some(tag[tag.find('>')? + 1..].to_string()))
+            .collect(),
+        markup: markup.to_string(),
+    })
+}
+
+/// Whether `label` reads as a time since the start on a page's axis: `0s`, `30s`,
+/// `1m30s`, `2h`, `1d6h`.
+pub fn is_time_label(label: &str) -> bool {
+    let mut digits = false;
+    let mut units = 0;
+    for c in label.chars() {
+        match c {
+            '0'..='9' => digits = true,
+            'd' | 'h' | 'm' | 's' if digits => {
+                digits = false;
+                units += 1;
+            }
+            _ => return false,
+        }
+    }
+    !digits && units > 0
+}
+
+/// The DOM headless Chromium renders for `url` (`chromium` on PATH: `scripts/test`
+/// installs Debian's).
+pub fn chromium_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium is installed (scripts/test installs Debian's chromium)");
+    assert!(output.status.success(), "chromium --dump-dom failed");
+    String::from_utf8(output.stdout).unwrap()
+}

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::supervise::{LlmProxyOptions, OnStall, Restart, RestartPolicy, RunOptions};
+use crate::supervise::{
+    LlmProxyOptions, OnHungEvaluation, OnStall, Restart, RestartPolicy, RunOptions,
+};
 
 /// The flags and command of `loopwatch run`.
 // A new flag goes into one of the groups below (or a new group with its own heading):
@@ -34,6 +36,9 @@ pub struct RunArgs {
     /// Metering the loop's LLM calls.
     #[command(flatten)]
     pub llm: LlmProxyFlags,
+    /// Instrumenting a Python loop's framework with no change to its code.
+    #[command(flatten)]
+    pub instrumentation: InstrumentationFlags,
 }
 
 impl RunArgs {
@@ -55,8 +60,11 @@ impl RunArgs {
             grace: self.supervision.grace,
             restart,
             on_stall: self.supervision.on_stall,
+            on_hung_evaluation: self.supervision.on_hung_evaluation,
             exit_timeout: self.supervision.exit_timeout(),
             llm_proxy: self.llm.options(),
+            instrument: (self.instrumentation.instrument != "none")
+                .then_some(self.instrumentation.instrument),
             command: self.command,
         })
     }
@@ -157,6 +165,11 @@ pub struct SupervisionFlags {
     /// restart (terminate and start again, whatever --restart says).
     #[arg(long, value_enum, default_value = "none")]
     pub on_stall: OnStall,
+    /// Once EvaluationHung fires: none, or kill (terminate the process subtree of each
+    /// hung evaluation that reported a pid inside the loop's own process tree; the
+    /// loop goes on without it).
+    #[arg(long, value_enum, default_value = "none")]
+    pub on_hung_evaluation: OnHungEvaluation,
     /// How long the loop may keep running after it said it was done before its
     /// processes are terminated (the run counts as completed); 0 turns it off.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
@@ -340,6 +353,19 @@ impl LlmProxyFlags {
     }
 }
 
+/// Zero-code instrumentation of the frameworks a Python loop imports.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Instrumentation")]
+pub struct InstrumentationFlags {
+    /// Instrument the frameworks a Python child imports (OpenEvolve, ShinkaEvolve,
+    /// Optuna, DEAP, Nevergrad), with no change to its code: auto (every framework at
+    /// a tested version), none, or a comma-separated list (optuna,deap; auto,NAME
+    /// adds one to auto). Puts loopwatch's instrumentation directory on the child's
+    /// PYTHONPATH (its sitecustomize runs the one it shadows); see docs/frameworks.md.
+    #[arg(long, default_value = "auto", value_parser = crate::supervise::instrument::flag)]
+    pub instrument: String,
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -379,6 +405,7 @@ mod tests {
         assert_eq!(options.linger, Duration::ZERO);
         assert_eq!(options.grace, Duration::from_secs(10));
         assert_eq!(options.on_stall, OnStall::None);
+        assert_eq!(options.on_hung_evaluation, OnHungEvaluation::None);
         assert_eq!(options.exit_timeout, Some(Duration::from_secs(300)));
         assert_eq!(options.llm_proxy, None);
         assert_eq!(options.command, [OsString::from("true")]);
@@ -390,6 +417,7 @@ mod tests {
             "--linger=15s",
             "--grace=3s",
             "--on-stall=restart",
+            "--on-hung-evaluation=kill",
             "--exit-timeout=0",
             "--restart=on-failure",
             "--restart-delay=2s",
@@ -412,6 +440,7 @@ mod tests {
         assert_eq!(options.linger, Duration::from_secs(15));
         assert_eq!(options.grace, Duration::from_secs(3));
         assert_eq!(options.on_stall, OnStall::Restart);
+        assert_eq!(options.on_hung_evaluation, OnHungEvaluation::Kill);
         assert_eq!(options.exit_timeout, None, "0 turns it off");
         assert_eq!(
             options.llm_proxy,

@@ -352,6 +352,21 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 ),
             ],
         ),
+        panel(
+            7,
+            "Evaluations",
+            "Evaluations in flight, the age of the oldest against the limit past which EvaluationHung fires (s), worker occupancy (busy workers over those seen in the last minute) and the hung evaluations loopwatch ended (--on-hung-evaluation kill). Empty for a loop that reports no evaluation.",
+            0,
+            30,
+            vec![
+                q(c(&catalog::EVALUATIONS_IN_FLIGHT), "in flight", "short"),
+                q(c(&catalog::EVALUATION_OLDEST_SECONDS), "oldest in flight (s)", "s"),
+                q(c(&catalog::EVALUATION_HUNG_LIMIT_SECONDS), "EvaluationHung past (s)", "s"),
+                q(c(&catalog::EVALUATION_WORKER_OCCUPANCY), "worker occupancy", "percentunit")
+                    .range(0.0, 1.0),
+                q(c(&catalog::EVALUATIONS_KILLED_TOTAL), "killed by loopwatch", "short"),
+            ],
+        ),
     ];
     json!({
         "title": "loopwatch",

@@ -324,6 +324,7 @@ pub fn promtool_tests(t: &Thresholds) -> String {
         ),
     ];
     let mut tests = tests;
+    tests.extend(evaluation_hung_tests(t, &described));
     tests.extend(llm_tests(t, &described));
     tests.push(memory_hysteresis_test(t, &described));
     tests.push(no_outcomes_test(t));
@@ -381,6 +382,52 @@ fn stall_test(t: &Thresholds, described: &dyn Fn(AlertName, &str, String) -> Str
     case.interval = "1s";
     case.input_series.last_mut().unwrap().values = format!("1+0x{samples}");
     case
+}
+
+/// EvaluationHung: the oldest evaluation's age against the limit the loop exports,
+/// never below the floor. With the limit at the floor: quiet at it, firing a second
+/// past it; with a limit the p95 lifted above the floor: quiet past the floor, firing
+/// past the limit; and quiet again once the evaluation has ended.
+fn evaluation_hung_tests(
+    t: &Thresholds,
+    described: &dyn Fn(AlertName, &str, String) -> String,
+) -> Vec<TestCase> {
+    let floor = t.evaluation_floor().as_secs_f64() as u64;
+    let lifted = floor * 2;
+    let case = |limit: u64, exported: u64| {
+        let mut case = boundary(
+            AlertName::EvaluationHung,
+            vec![
+                series(
+                    catalog::EVALUATION_OLDEST_SECONDS.name,
+                    format!("{limit} {} 0", limit + 1),
+                ),
+                series(
+                    catalog::EVALUATION_HUNG_LIMIT_SECONDS.name,
+                    format!("{exported} {exported} {exported}"),
+                ),
+            ],
+            &["0m"],
+            "1m",
+            described(
+                AlertName::EvaluationHung,
+                "{{ $value }}",
+                (limit + 1).to_string(),
+            ),
+        );
+        case.alert_rule_test.push(AlertTest {
+            eval_time: "2m".into(),
+            alertname: AlertName::EvaluationHung.as_str(),
+            exp_alerts: Vec::new(),
+        });
+        case
+    };
+    let mut at_floor = case(floor, 0);
+    at_floor.name = "EvaluationHung fires past the floor (the limit not yet exported), and resolves when the evaluation ends".into();
+    let mut above = case(lifted, lifted);
+    above.name =
+        "EvaluationHung fires past a limit the p95 lifted above the floor, not before".into();
+    vec![at_floor, above]
 }
 
 /// HighMemoryUsage, once firing, holds until memory falls below the clear fraction,

@@ -20,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Sleep;
 
 use super::family::{self, Family};
+use super::hung::{HungEvaluations, OnHungEvaluation};
 use super::restarts::OnStall;
 use super::spawning::{Exited, Launch};
 
@@ -91,6 +92,7 @@ pub(super) async fn watch(
 ) -> Option<ExitReason> {
     let mut ending = Ending::new(family, launch.options.grace, launch.llm_proxy);
     let mut done_since: Option<Instant> = None;
+    let mut hung = HungEvaluations::default();
     let mut ticks = tokio::time::interval(WATCH_PERIOD);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let waited = loop {
@@ -105,6 +107,13 @@ pub(super) async fn watch(
                 if ending.reason.is_none() {
                     if let Some(reason) = verdict(launch, &mut done_since) {
                         ending.terminate(reason);
+                    } else if launch.options.on_hung_evaluation == OnHungEvaluation::Kill {
+                        hung.tick(
+                            launch.supervision,
+                            launch.intake,
+                            family.leader(),
+                            launch.options.grace,
+                        );
                     }
                 }
             }

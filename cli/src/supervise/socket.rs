@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use loopwatch::cleanup::ProcessId;
 use loopwatch::protocol::MAX_LINE_BYTES;
 use loopwatch::supervise::Intake;
 
@@ -141,6 +142,11 @@ impl SocketDir {
         Ok(made)
     }
 
+    /// The run's private directory the socket is in.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The socket's path: what `LOOPWATCH_SOCKET` names.
     pub(crate) fn socket(&self) -> PathBuf {
         self.dir.join("socket")
@@ -169,9 +175,24 @@ impl Drop for SocketDir {
     }
 }
 
-/// Reads one connection's lines into the intake until it closes. A line longer than
-/// [`MAX_LINE_BYTES`] is skipped to its newline and rejected, never buffered whole.
+/// The process at the other end of `stream` (the one that connected), as the kernel
+/// says (`SO_PEERCRED`), with its start time; `None` when it cannot be told or has
+/// already exited.
+pub(crate) fn sender(stream: &UnixStream) -> Option<ProcessId> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let credentials = getsockopt(stream, PeerCredentials)
+        .inspect_err(
+            |e| tracing::debug!(error = %e, "could not read a reporting connection's sender"),
+        )
+        .ok()?;
+    ProcessId::running(u32::try_from(credentials.pid()).ok()?)
+}
+
+/// Reads one connection's lines into the intake until it closes, each as written by
+/// the process that connected. A line longer than [`MAX_LINE_BYTES`] is skipped to
+/// its newline and rejected, never buffered whole.
 fn read_connection(stream: UnixStream, intake: &Intake) {
+    let sender = sender(&stream);
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut line: Vec<u8> = Vec::with_capacity(1024);
     let mut overlong = 0usize;
@@ -201,7 +222,7 @@ fn read_connection(stream: UnixStream, intake: &Intake) {
                 intake.reject_too_long(overlong);
                 overlong = 0;
             } else if !line.iter().all(u8::is_ascii_whitespace) {
-                intake.handle_line(&line);
+                intake.handle_line_from(&line, sender);
             }
             line.clear();
         }
@@ -210,7 +231,7 @@ fn read_connection(stream: UnixStream, intake: &Intake) {
     if overlong > 0 {
         intake.reject_too_long(overlong);
     } else if !line.iter().all(u8::is_ascii_whitespace) {
-        intake.handle_line(&line);
+        intake.handle_line_from(&line, sender);
     }
 }
 
@@ -371,6 +392,17 @@ mod tests {
         );
         assert_eq!(refused[1].base, missing);
         assert!(refused[2].reason.contains("bytes"), "{}", refused[2]);
+    }
+
+    #[test]
+    fn a_connections_sender_is_the_process_that_connected() {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let path = dir.path().join("socket");
+        let listener = UnixListener::bind(&path).unwrap();
+        let _client = UnixStream::connect(&path).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let me = ProcessId::running(std::process::id()).unwrap();
+        assert_eq!(sender(&accepted), Some(me));
     }
 
     #[test]

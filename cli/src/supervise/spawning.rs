@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use loopwatch::llm::proxy::{LlmProxy, ProxyConfig};
-use loopwatch::supervise::{ExitReason, LoopExit, Supervision};
+use loopwatch::supervise::{ExitReason, Intake, LoopExit, Supervision};
 use loopwatch::Monitor;
 use nix::sys::signal::Signal;
 
@@ -58,11 +58,16 @@ pub(super) fn start_llm_proxy(
 pub(super) struct Launch<'a> {
     pub(super) monitor: &'a Monitor,
     pub(super) supervision: &'a Supervision,
+    /// What the loop writes to its socket is applied through it; it knows the
+    /// processes that reported the loop's iterations.
+    pub(super) intake: &'a Intake,
     pub(super) options: &'a RunOptions,
     pub(super) program: &'a OsString,
     pub(super) args: &'a [OsString],
     pub(super) socket: Option<&'a Path>,
     pub(super) llm_proxy: Option<&'a LlmProxy>,
+    /// The zero-code instrumentation, when a Python child gets it.
+    pub(super) instrumentation: Option<&'a super::instrument::Instrumentation>,
     /// loopwatch's controlling terminal: the loop gets its foreground whenever
     /// loopwatch has it.
     pub(super) terminal: Option<&'a Terminal>,
@@ -129,6 +134,9 @@ impl Launch<'_> {
         };
         if let Some(proxy) = self.llm_proxy {
             through_the_proxy(&mut command, proxy);
+        }
+        if let Some(instrumentation) = self.instrumentation {
+            instrumentation.apply(&mut command);
         }
         command
     }

@@ -19,7 +19,9 @@
 //! for), `incomplete` and `failed` (Responses API streams ending in
 //! `response.incomplete`, cut by `max_output_tokens`, and `response.failed`),
 //! `stream-asked` (a chat stream that carries usage only when the request asked for
-//! it with `stream_options.include_usage`, as OpenAI's does).
+//! it with `stream_options.include_usage`, as OpenAI's does), `evolve` (a chat answer
+//! whose program, in OpenEvolve's evolve block, returns a number that rises with each
+//! such request: [`evolved_program`]).
 
 pub mod network;
 
@@ -47,6 +49,33 @@ pub struct Seen {
     pub stream_options: Option<serde_json::Value>,
     /// The answer's body as sent (the events of a stream, concatenated).
     pub answered: String,
+}
+
+/// The `evolve` requests answered so far by every stand-in of the process, by model
+/// (so that runs of different models beside each other each get every fifth program
+/// raising).
+static EVOLVE_REQUESTS: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+
+/// The number of this `evolve` request of `model`, from 0.
+fn next_evolve_request(model: &str) -> u64 {
+    let mut requests = EVOLVE_REQUESTS.lock().unwrap();
+    if let Some((_, n)) = requests.iter_mut().find(|(m, _)| m == model) {
+        *n += 1;
+        return *n;
+    }
+    requests.push((model.to_string(), 0));
+    0
+}
+
+/// The program of the `n`th `evolve` answer, in OpenEvolve's evolve block: `f()`
+/// returns `10 + n`, except every fifth (`n % 5 == 3`), which raises.
+pub fn evolved_program(n: u64) -> String {
+    let body = if n % 5 == 3 {
+        format!("def f():\n    raise ValueError('bad program {n}')\n")
+    } else {
+        format!("def f():\n    return {}\n", 10 + n)
+    };
+    format!("# EVOLVE-BLOCK-START\n{body}# EVOLVE-BLOCK-END\n")
 }
 
 /// The usage each API answers with for `ok`.
@@ -572,6 +601,23 @@ fn answer(
                 return false;
             }
             writer.write_all(b"0\r\n\r\n").is_ok()
+        }
+        "evolve" => {
+            let n = next_evolve_request(model);
+            let content = format!("```python\n{}```", evolved_program(n));
+            let answer = serde_json::json!({
+                "id": format!("chatcmpl-evolve-{n}"),
+                "object": "chat.completion",
+                "created": 1,
+                "model": answered_model(model),
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": content}}],
+                "usage": {"prompt_tokens": CHAT_USAGE.0, "completion_tokens": CHAT_USAGE.1,
+                          "total_tokens": CHAT_USAGE.0 + CHAT_USAGE.1},
+            });
+            let body = answer.to_string();
+            seen.answered = body.clone();
+            write_json(writer, "200 OK", "", &body)
         }
         _ => {
             if scenario == "slow" {

@@ -1,10 +1,14 @@
 """Calls through loopwatch's metering proxy with the real openai and anthropic SDKs,
 one per behaviour of the stand-in upstream; writes what the loop received to
-sys.argv[1] (JSON) for the test to compare with what the upstream sent."""
+sys.argv[1] (JSON) for the test to compare with what the upstream sent. sys.argv[2]
+is loopwatch's /metrics: after giving up on the hung provider, the loop goes on until
+loopwatch has booked that call (a loop that exits at once after giving up on a call
+has that call booked as cut by its exit: abandoned)."""
 
 import json
 import sys
 import time
+import urllib.request
 from typing import Any, Callable, Dict
 
 import anthropic
@@ -68,6 +72,12 @@ with loopwatch.iteration() as it:
     attempt("server_error", lambda: an.messages.create(model="server-error/messages", max_tokens=8, messages=MESSAGES))
     attempt("slow", lambda: text(oa.chat.completions.with_raw_response.create(model="slow/chat", messages=MESSAGES)))
     attempt("hang", lambda: oa.chat.completions.create(model="hang/chat", messages=MESSAGES))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(
+        'model="hang/chat"' in line and 'outcome="timeout"' in line
+        for line in urllib.request.urlopen(sys.argv[2]).read().decode().splitlines()
+    ):
+        time.sleep(0.05)
     attempt("cut", lambda: chat_stream("cut/chat"))
     attempt("garbage_usage", lambda: text(oa.chat.completions.with_raw_response.create(model="garbage-usage/chat", messages=MESSAGES)))
     attempt("garbage", lambda: oa.chat.completions.create(model="garbage/chat", messages=MESSAGES))

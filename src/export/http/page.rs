@@ -14,7 +14,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use crate::alerts::AlertName;
 use crate::export::view::{self, Interval, Restart};
 use crate::export::Snapshot;
-use crate::records::HistoryPoint;
+use crate::records::{HistoryPoint, TimePoint};
 
 const WIDTH: f64 = 440.0;
 const HEIGHT: f64 = 130.0;
@@ -46,7 +46,7 @@ pub(crate) const STYLE: &str = concat!(
     ".bar .fill{background:#f0883e;height:10px;border-radius:2px}",
     ".bar .reason{flex:0 0 45%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}",
     "table{border-collapse:collapse;font-size:12px;width:100%}td,th{text-align:left;padding:2px 6px}",
-    "th{color:#8a93a3}.key{color:#8a93a3;font-size:12px}",
+    "th{color:#8a93a3}.key{color:#8a93a3;font-size:12px}tr.hung td{color:#f85149}",
 );
 
 /// How a chart's numbers read.
@@ -58,6 +58,8 @@ pub(crate) enum Unit {
     Count,
     Ratio,
     Plain,
+    /// US dollars.
+    Usd,
 }
 
 impl Unit {
@@ -81,6 +83,7 @@ impl Unit {
             Unit::Seconds => format!("{} s", short(value)),
             Unit::Count => format!("{}", value.round()),
             Unit::Ratio | Unit::Plain => short(value),
+            Unit::Usd => format!("${}", short(value)),
         }
     }
 
@@ -119,15 +122,69 @@ fn clock(unix: f64) -> String {
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
-/// One line of a chart.
-struct Series {
-    label: &'static str,
-    points: Vec<(u64, f64, f64)>,
+/// What a chart's x axis counts.
+///
+/// Quantities the samplers read on the clock — the loop's memory and CPU, the
+/// containers, the LLM calls — are drawn against time since the run started, always:
+/// that is how they are measured (one point per sample, whether or not the loop
+/// reports iterations), the samples cover the whole run (thinned evenly) where the
+/// iterations kept are only the latest 600, and a leak or a busy spell is growth
+/// against wall time, which an iteration axis would stretch and squeeze with each
+/// iteration's length. What exists only per iteration (time per iteration, the
+/// strategies' performance, diversity) is drawn against the iteration. The alert
+/// timeline is on the time axis until the first iteration and on the iteration axis
+/// from then on, lined up with the per-iteration charts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Axis {
+    /// Iteration numbers: whole, each label once.
+    Iteration,
+    /// Seconds since the run started, labelled `0s 30s 1m 1m30s … 2h`.
+    Time,
 }
 
-/// One chart: its lines, unit, threshold and the champion changes to mark.
+impl Axis {
+    /// Its name, as the page's `data-axis` says it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Axis::Iteration => "iteration",
+            Axis::Time => "time",
+        }
+    }
+
+    /// About `count` tick positions between `from` and `to`, with their labels: whole
+    /// iterations, or round times since the start. No label is printed twice.
+    pub(crate) fn ticks(self, from: f64, to: f64, count: usize) -> Vec<(f64, String)> {
+        match self {
+            Axis::Iteration => iteration_ticks(from, to, count)
+                .into_iter()
+                .map(|i| (i as f64, i.to_string()))
+                .collect(),
+            Axis::Time => time_ticks(from, to, count)
+                .into_iter()
+                .map(|t| (t, elapsed(t)))
+                .collect(),
+        }
+    }
+
+    /// Where a point at `x` is, for its hover label.
+    fn place(self, x: f64) -> String {
+        match self {
+            Axis::Iteration => format!("iteration {}", x.round()),
+            Axis::Time => format!("{} since the start", elapsed(x)),
+        }
+    }
+}
+
+/// One line of a chart: (x on its axis, value, Unix time) per point.
+struct Series {
+    label: &'static str,
+    points: Vec<(f64, f64, f64)>,
+}
+
+/// One chart: its axis, lines, unit, threshold and the champion changes to mark.
 struct Chart<'a> {
     title: &'static str,
+    axis: Axis,
     unit: Unit,
     series: Vec<Series>,
     threshold: Option<(f64, String)>,
@@ -135,6 +192,7 @@ struct Chart<'a> {
     marks: &'a [u64],
 }
 
+/// A line over the iterations kept.
 fn series(
     label: &'static str,
     history: &[HistoryPoint],
@@ -147,9 +205,45 @@ fn series(
             .filter_map(|p| {
                 value(p)
                     .filter(|v| v.is_finite())
-                    .map(|v| (p.iteration, v, p.at))
+                    .map(|v| (p.iteration as f64, v, p.at))
             })
             .collect(),
+    }
+}
+
+/// A line over the samples kept, against seconds since the start.
+fn over_time(
+    label: &'static str,
+    samples: &[TimePoint],
+    value: impl Fn(&TimePoint) -> Option<f64>,
+) -> Series {
+    Series {
+        label,
+        points: samples
+            .iter()
+            .filter_map(|p| {
+                value(p)
+                    .filter(|v| v.is_finite())
+                    .map(|v| (p.elapsed_seconds, v, p.at))
+            })
+            .collect(),
+    }
+}
+
+/// The x ranges of the page's two axes, and whether any iteration was kept.
+#[derive(Debug, Clone, Copy)]
+struct Ranges {
+    iteration: (f64, f64),
+    time: (f64, f64),
+    iterations: bool,
+}
+
+impl Ranges {
+    fn of(self, axis: Axis) -> (f64, f64) {
+        match axis {
+            Axis::Iteration => self.iteration,
+            Axis::Time => self.time,
+        }
     }
 }
 
@@ -159,16 +253,23 @@ pub(crate) fn thinned(len: usize, most: usize) -> impl Iterator<Item = usize> {
     (0..len).filter(move |i| i % step == 0 || *i + 1 == len)
 }
 
-/// Round tick positions between `from` and `to`, about `count` of them.
-pub(crate) fn ticks(from: f64, to: f64, count: usize) -> Vec<f64> {
-    let span = (to - from).max(1e-9);
-    let raw = span / count.max(1) as f64;
+/// The round step (1, 2 or 5 times a power of ten) at least `raw`.
+fn nice_step(raw: f64) -> f64 {
+    if !(raw > 0.0 && raw.is_finite()) {
+        return 1.0;
+    }
     let magnitude = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
+    [1.0, 2.0, 5.0, 10.0]
         .iter()
         .map(|m| m * magnitude)
         .find(|s| *s >= raw)
-        .unwrap_or(raw);
+        .unwrap_or(raw)
+}
+
+/// Round tick positions between `from` and `to`, about `count` of them.
+pub(crate) fn ticks(from: f64, to: f64, count: usize) -> Vec<f64> {
+    let span = (to - from).max(1e-9);
+    let step = nice_step(span / count.max(1) as f64);
     let mut tick = (from / step).ceil() * step;
     let mut out = Vec::new();
     while tick <= to + step * 1e-9 && out.len() < 12 {
@@ -178,7 +279,81 @@ pub(crate) fn ticks(from: f64, to: f64, count: usize) -> Vec<f64> {
     out
 }
 
-fn chart(c: &Chart<'_>, x_range: (f64, f64)) -> Markup {
+/// Whole iteration numbers between `from` and `to`, about `count` of them, a round
+/// step (1, 2, 5, 10, 20 …) apart: never a fraction, never one twice.
+pub(crate) fn iteration_ticks(from: f64, to: f64, count: usize) -> Vec<u64> {
+    if !(from.is_finite() && to.is_finite()) {
+        return Vec::new();
+    }
+    let (first, last) = (from.max(0.0).ceil() as u64, to.max(0.0).floor() as u64);
+    if last < first {
+        return Vec::new();
+    }
+    let step = nice_step((last - first) as f64 / count.max(1) as f64).max(1.0) as u64;
+    let start = first.div_ceil(step) * step;
+    (start..=last)
+        .step_by(step as usize)
+        .take(2 * count + 2)
+        .collect()
+}
+
+/// Round steps of a time axis, in seconds: seconds, minutes and hours a clock reads.
+const TIME_STEPS: [f64; 18] = [
+    1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+    10_800.0, 21_600.0, 43_200.0, 86_400.0,
+];
+
+/// Times between `from` and `to` seconds, about `count` of them, a round step (1 s,
+/// 5 s, 30 s, 1 min, 5 min, 1 h … then whole days) apart: whole seconds, never one
+/// twice.
+pub(crate) fn time_ticks(from: f64, to: f64, count: usize) -> Vec<f64> {
+    if !(from.is_finite() && to.is_finite()) || to < from {
+        return Vec::new();
+    }
+    let raw = (to - from) / count.max(1) as f64;
+    let step = TIME_STEPS
+        .iter()
+        .copied()
+        .find(|s| *s >= raw)
+        .unwrap_or_else(|| nice_step(raw / 86_400.0).max(1.0).round() * 86_400.0);
+    let mut tick = (from / step).ceil() * step;
+    let mut out = Vec::new();
+    while tick <= to && out.len() < 2 * count + 2 {
+        out.push(tick);
+        tick += step;
+    }
+    out
+}
+
+/// Seconds since the start, as a clock's reader says them: `0s`, `45s`, `1m30s`,
+/// `2h`, `1d6h` (rounded to the second; each whole second reads differently).
+pub(crate) fn elapsed(seconds: f64) -> String {
+    let total = if seconds.is_finite() {
+        seconds.max(0.0).round() as u64
+    } else {
+        0
+    };
+    let parts = [
+        (total / 86_400, 'd'),
+        (total / 3600 % 24, 'h'),
+        (total / 60 % 60, 'm'),
+        (total % 60, 's'),
+    ];
+    let (Some(first), Some(last)) = (
+        parts.iter().position(|(n, _)| *n > 0),
+        parts.iter().rposition(|(n, _)| *n > 0),
+    ) else {
+        return "0s".into();
+    };
+    parts[first..=last]
+        .iter()
+        .fold(String::new(), |mut out, (n, unit)| {
+            let _ = write!(out, "{n}{unit}");
+            out
+        })
+}
+
+fn chart(c: &Chart<'_>, ranges: Ranges) -> Markup {
     let points: usize = c.series.iter().map(|s| s.points.len()).sum();
     let latest = |s: &Series| {
         s.points
@@ -196,11 +371,15 @@ fn chart(c: &Chart<'_>, x_range: (f64, f64)) -> Markup {
     };
     let view_box = format!("0 0 {WIDTH} {HEIGHT}");
     if points == 0 {
+        let empty = match (c.axis, ranges.iterations) {
+            (Axis::Iteration, false) => "no iterations yet",
+            _ => "no data yet",
+        };
         return html! {
-            div class="series" data-series=(c.title) data-points="0" {
+            div class="series" data-series=(c.title) data-axis=(c.axis.as_str()) data-points="0" {
                 (legend)
                 svg viewBox=(view_box) role="img" aria-label=(c.title) {
-                    text x="60" y="60" class="empty" { "no data yet" }
+                    text x="60" y="60" class="empty" { (empty) }
                 }
             }
         };
@@ -234,7 +413,7 @@ fn chart(c: &Chart<'_>, x_range: (f64, f64)) -> Markup {
     } else if c.fixed_max.is_none() {
         y_max += (y_max - y_min) * 0.08;
     }
-    let (x0, x1) = x_range;
+    let (x0, x1) = ranges.of(c.axis);
     let sx = |x: f64| LEFT + (x - x0) / (x1 - x0).max(1.0) * (WIDTH - LEFT - RIGHT);
     let sy = |y: f64| HEIGHT - BOTTOM - (y - y_min) / (y_max - y_min) * (HEIGHT - TOP - BOTTOM);
     let mut grid = String::new();
@@ -258,17 +437,16 @@ fn chart(c: &Chart<'_>, x_range: (f64, f64)) -> Markup {
             y = sy(tick),
         );
     }
-    for tick in ticks(x0, x1, 5) {
+    for (tick, label) in c.axis.ticks(x0, x1, 5) {
         let _ = write!(
             grid,
-            r#"<text class="axis axis-x" x="{:.1}" y="{:.0}" text-anchor="middle">{}</text>"#,
+            r#"<text class="axis axis-x" x="{:.1}" y="{:.0}" text-anchor="middle">{label}</text>"#,
             sx(tick),
             HEIGHT - 6.0,
-            tick.round()
         );
     }
     html! {
-        div class="series" data-series=(c.title) data-points=(points) {
+        div class="series" data-series=(c.title) data-axis=(c.axis.as_str()) data-points=(points) {
             (legend)
             svg viewBox=(view_box) role="img" aria-label=(c.title) {
                 (PreEscaped(grid))
@@ -284,14 +462,14 @@ fn chart(c: &Chart<'_>, x_range: (f64, f64)) -> Markup {
                 @for (i, s) in c.series.iter().enumerate() {
                     polyline class=(format!("l{}", i.min(1))) points=(
                         thinned(s.points.len(), MAX_LINE_POINTS)
-                            .map(|k| format!("{:.1},{:.1}", sx(s.points[k].0 as f64), sy(s.points[k].1)))
+                            .map(|k| format!("{:.1},{:.1}", sx(s.points[k].0), sy(s.points[k].1)))
                             .collect::<Vec<_>>()
                             .join(" ")
                     ) {}
                     @for k in thinned(s.points.len(), MAX_HOVER_POINTS) {
                         @let (x, y, at) = s.points[k];
-                        circle class="dot" cx=(format!("{:.1}", sx(x as f64))) cy=(format!("{:.1}", sy(y))) r="3" {
-                            title { (s.label) ": " (c.unit.format(y)) " · iteration " (x) " · " (clock(at)) }
+                        circle class="dot" cx=(format!("{:.1}", sx(x))) cy=(format!("{:.1}", sy(y))) r="3" {
+                            title { (s.label) ": " (c.unit.format(y)) " · " (c.axis.place(x)) " · " (clock(at)) }
                         }
                     }
                 }
@@ -300,14 +478,17 @@ fn chart(c: &Chart<'_>, x_range: (f64, f64)) -> Markup {
     }
 }
 
-/// The alert timeline: one lane per alert, its firing intervals over the iterations.
-/// A lane marks each restart of the loop by `loopwatch run`, and, when the run has an
-/// LLM budget, a last one its warnings and its first refusal.
+/// The alert timeline: one lane per alert, its firing intervals over `axis` (the
+/// iterations, or the time since the run started at `start`, Unix seconds). A lane
+/// marks each restart of the loop by `loopwatch run`, and, when the run has an LLM
+/// budget, a last one its warnings and its first refusal.
 fn timeline(
     lanes: &std::collections::BTreeMap<AlertName, Vec<Interval>>,
     restarts: &[Restart],
     budget: Option<&[view::BudgetMarkView]>,
+    axis: Axis,
     x_range: (f64, f64),
+    start: f64,
 ) -> Markup {
     let (x0, x1) = x_range;
     let lane_height = 16.0;
@@ -317,21 +498,32 @@ fn timeline(
     let budget_y = restart_y + lane_height;
     let left = 150.0;
     let sx = |x: f64| left + (x.clamp(x0, x1) - x0) / (x1 - x0).max(1.0) * (WIDTH - left - RIGHT);
+    // Where something that happened in iteration `iteration` at `at` is on the axis,
+    // and how its hover label says when.
+    let x = |iteration: u64, at: f64| match axis {
+        Axis::Iteration => iteration as f64,
+        Axis::Time => at - start,
+    };
+    let when = |iteration: u64, at: f64| match axis {
+        Axis::Iteration => format!("iteration {iteration} ({})", clock(at)),
+        Axis::Time => format!("{} ({})", elapsed(at - start), clock(at)),
+    };
     html! {
-        svg class="timeline" viewBox=(format!("0 0 {WIDTH} {height}")) role="img" aria-label="alert timeline" {
+        svg class="timeline" data-axis=(axis.as_str()) viewBox=(format!("0 0 {WIDTH} {height}")) role="img" aria-label="alert timeline" {
             @for (row, (alert, intervals)) in lanes.iter().enumerate() {
                 @let y = row as f64 * lane_height + 4.0;
                 g data-lane=(alert.as_str()) data-intervals=(intervals.len()) {
                     text class="axis" x="0" y=(format!("{:.0}", y + 10.0)) { (alert.as_str()) }
                     rect class="lane-bg" x=(left) y=(y) width=(WIDTH - left - RIGHT) height=(lane_height - 4.0) {}
                     @for i in intervals {
-                        @let to = i.to_iteration.map_or(x1, |t| t as f64);
-                        rect class="lane" x=(format!("{:.1}", sx(i.from_iteration as f64)))
-                            y=(y) width=(format!("{:.1}", (sx(to) - sx(i.from_iteration as f64)).max(2.0)))
+                        @let from = x(i.from_iteration, i.from);
+                        @let to = match (i.to_iteration, i.to) { (Some(t), Some(at)) => x(t, at), _ => x1 };
+                        rect class="lane" x=(format!("{:.1}", sx(from)))
+                            y=(y) width=(format!("{:.1}", (sx(to) - sx(from)).max(2.0)))
                             height=(lane_height - 4.0) {
                             title {
-                                (alert.as_str()) " from iteration " (i.from_iteration) " (" (clock(i.from)) ")"
-                                @if let (Some(t), Some(at)) = (i.to_iteration, i.to) { " to " (t) " (" (clock(at)) ")" } @else { ", still firing" }
+                                (alert.as_str()) " from " (when(i.from_iteration, i.from))
+                                @if let (Some(t), Some(at)) = (i.to_iteration, i.to) { " to " (when(t, at)) } @else { ", still firing" }
                             }
                         }
                     }
@@ -341,7 +533,7 @@ fn timeline(
                 text class="axis" x="0" y=(format!("{:.0}", restart_y + 10.0)) { "Restarts" }
                 rect class="lane-bg" x=(left) y=(restart_y) width=(WIDTH - left - RIGHT) height=(lane_height - 4.0) {}
                 @for r in restarts {
-                    rect class="lane restart" x=(format!("{:.1}", sx(r.iteration as f64) - 1.0))
+                    rect class="lane restart" x=(format!("{:.1}", sx(x(r.iteration, r.at)) - 1.0))
                         y=(restart_y) width="3" height=(lane_height - 4.0) {
                         title {
                             "restarted after iteration " (r.iteration) " (" (clock(r.at)) "): "
@@ -361,18 +553,18 @@ fn timeline(
                             crate::llm::budget::BudgetEvent::Blocking => ("blocking", "LLM budget spent: new calls refused".to_string()),
                         };
                         rect class=(format!("lane budget-{event}")) data-budget-event=(event) data-percent=[m.mark.percent]
-                            x=(format!("{:.1}", sx(m.iteration as f64) - 1.0))
+                            x=(format!("{:.1}", sx(x(m.iteration, m.at)) - 1.0))
                             y=(budget_y) width="3" height=(lane_height - 4.0) {
                             title {
-                                (label) " at iteration " (m.iteration) " (" (clock(m.at)) "): $"
+                                (label) " at " (when(m.iteration, m.at)) ": $"
                                 (format!("{:.4}", m.mark.spent_usd)) " of $" (format!("{:.4}", m.mark.budget_usd))
                             }
                         }
                     }
                 }
             }
-            @for tick in ticks(x0, x1, 5) {
-                text class="axis axis-x" x=(format!("{:.1}", sx(tick))) y=(format!("{:.0}", height - 4.0)) text-anchor="middle" { (tick.round()) }
+            @for (tick, label) in axis.ticks(x0, x1, 5) {
+                text class="axis axis-x" x=(format!("{:.1}", sx(tick))) y=(format!("{:.0}", height - 4.0)) text-anchor="middle" { (label) }
             }
         }
     }
@@ -470,6 +662,79 @@ fn bars(title: String, reasons: &[(String, u64)]) -> Markup {
     }
 }
 
+/// The evaluations: in flight against the EvaluationHung limit, the oldest in flight
+/// (id, age, worker, pid), the duration distribution, occupancy over the iterations,
+/// and the slowest and killed ones.
+fn evaluations(snapshot: &Snapshot, ranges: Ranges) -> Markup {
+    let e = &snapshot.evaluations;
+    let limit = e.hung_limit_seconds;
+    let most = e
+        .durations
+        .iter()
+        .map(|b| b.count)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let (height, bar_width) = (60.0, WIDTH / e.durations.len().max(1) as f64);
+    let occupancy = Chart {
+        title: "worker occupancy (highest in each iteration)",
+        axis: Axis::Iteration,
+        unit: Unit::Percent,
+        series: vec![series("occupancy", &snapshot.history, |p| {
+            p.evaluation_occupancy.map(|o| o * 100.0)
+        })],
+        threshold: None,
+        fixed_max: Some(100.0),
+        marks: &[],
+    };
+    let bound = |le: Option<f64>| {
+        le.map_or("more".to_string(), |le| {
+            format!("≤{}", Unit::Seconds.format(le))
+        })
+    };
+    let rows = |title: &str, rows: &[crate::export::EvaluationRow], kind: &str| {
+        html! {
+            table class="containers" data-evaluations=(kind) data-rows=(rows.len()) {
+                tr { th { (title) } th { "seconds" } th { "worker" } th { "pid" } }
+                @for r in rows {
+                    tr data-evaluation=(clip(&r.id)) class=[(r.outcome.is_none() && r.seconds > limit).then_some("hung")] {
+                        td { (clip(&r.id)) @if let Some(outcome) = r.outcome { " (" (outcome) ")" } }
+                        td { (age(r.seconds)) }
+                        td { (clip(r.worker.as_deref().unwrap_or("—"))) }
+                        td { (r.pid.map_or("—".to_string(), |p| p.to_string())) }
+                    }
+                }
+                @if rows.is_empty() { tr { td colspan="4" class="key" { "none" } } }
+            }
+        }
+    };
+    html! {
+        div class="key" {
+            (e.in_flight) " in flight · EvaluationHung past " (age(limit))
+            " · workers " (e.busy_workers) " busy of " (e.workers) " seen in the last minute"
+            " · " (e.killed_total) " killed by loopwatch"
+        }
+        (rows("oldest in flight", &e.oldest, "in-flight"))
+        svg class="durations" viewBox=(format!("0 0 {WIDTH} {}", height + 26.0)) role="img" aria-label="evaluation durations" {
+            @for (i, b) in e.durations.iter().enumerate() {
+                @let h = b.count as f64 / most as f64 * height;
+                @let x = i as f64 * bar_width;
+                g data-bucket=(bound(b.le)) data-count=(b.count) {
+                    rect class="ok" fill="#5ab0f0" x=(format!("{x:.1}")) y=(format!("{:.1}", height - h)) width=(format!("{:.1}", bar_width - 2.0)) height=(format!("{h:.1}")) {}
+                    title { (b.count) " evaluations " (bound(b.le)) }
+                    @if i % 2 == 0 {
+                        text class="axis" x=(format!("{x:.1}")) y=(format!("{:.0}", height + 11.0)) { (bound(b.le)) }
+                    }
+                }
+            }
+            text class="axis" x="0" y=(format!("{:.0}", height + 24.0)) { "ended evaluations by duration" }
+        }
+        (chart(&occupancy, ranges))
+        (rows("slowest", &e.slowest, "slowest"))
+        (rows("killed", &e.killed, "killed"))
+    }
+}
+
 fn age(seconds: f64) -> String {
     match seconds {
         s if s < 90.0 => format!("{s:.0} s"),
@@ -483,12 +748,30 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
     let history = &snapshot.history;
     let summary = &snapshot.summary;
     let t = &snapshot.thresholds;
+    let samples = &snapshot.samples;
     let x_range = match (history.first(), history.last()) {
         (Some(a), Some(b)) => (
             a.iteration as f64,
             (b.iteration as f64).max(a.iteration as f64 + 1.0),
         ),
         _ => (0.0, 1.0),
+    };
+    let ranges = Ranges {
+        iteration: x_range,
+        // From the start to now.
+        time: (
+            0.0,
+            summary
+                .elapsed_seconds
+                .max(samples.last().map_or(0.0, |p| p.elapsed_seconds))
+                .max(1.0),
+        ),
+        iterations: !history.is_empty(),
+    };
+    let timeline_axis = if ranges.iterations {
+        Axis::Iteration
+    } else {
+        Axis::Time
     };
     let champions: Vec<u64> = history
         .iter()
@@ -499,6 +782,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
     let firing = view::firing(snapshot);
     let lanes = view::intervals(snapshot);
     let latest_time = history.last().map(|p| clock(p.at));
+    let (instrumented, instrumentation_errors) = view::instrumented(snapshot);
     let success_rate = summary
         .success_rate
         .map_or("—".to_string(), |r| format!("{:.1}%", r * 100.0));
@@ -508,22 +792,25 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
             vec![
                 Chart {
                     title: "memory usage",
+                    axis: Axis::Time,
                     unit: Unit::Bytes,
-                    series: vec![series("memory", history, |p| Some(p.memory_usage_bytes))],
+                    series: vec![over_time("memory", samples, |p| Some(p.memory_usage_bytes))],
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
                 },
                 Chart {
                     title: "CPU usage",
+                    axis: Axis::Time,
                     unit: Unit::Percent,
-                    series: vec![series("CPU", history, |p| Some(p.cpu_usage_percent))],
+                    series: vec![over_time("CPU", samples, |p| Some(p.cpu_usage_percent))],
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
                 },
                 Chart {
                     title: "time per iteration",
+                    axis: Axis::Iteration,
                     unit: Unit::Seconds,
                     series: vec![series("time", history, |p| Some(p.execution_time_seconds))],
                     threshold: None,
@@ -537,6 +824,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
             vec![
                 Chart {
                     title: "success rate (10 iterations)",
+                    axis: Axis::Iteration,
                     unit: Unit::Percent,
                     series: vec![series("success rate", history, |p| {
                         p.success_rate_10iter.map(|r| r * 100.0)
@@ -553,6 +841,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                 },
                 Chart {
                     title: "Sharpe ratio",
+                    axis: Axis::Iteration,
                     unit: Unit::Plain,
                     series: vec![
                         series("mean", history, |p| p.sharpe_ratio),
@@ -564,6 +853,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                 },
                 Chart {
                     title: "max drawdown",
+                    axis: Axis::Iteration,
                     unit: Unit::Percent,
                     series: vec![series("max drawdown", history, |p| {
                         p.max_drawdown.map(|d| d * 100.0)
@@ -579,6 +869,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
             vec![
                 Chart {
                     title: "population diversity",
+                    axis: Axis::Iteration,
                     unit: Unit::Ratio,
                     series: vec![series("diversity", history, |p| p.population_diversity)],
                     threshold: Some((
@@ -590,6 +881,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                 },
                 Chart {
                     title: "unique strategies",
+                    axis: Axis::Iteration,
                     unit: Unit::Count,
                     series: vec![series("unique", history, |p| {
                         p.unique_strategy_count.map(|u| u as f64)
@@ -600,6 +892,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                 },
                 Chart {
                     title: "champion age (iterations)",
+                    axis: Axis::Iteration,
                     unit: Unit::Count,
                     series: vec![series("champion age", history, |p| {
                         Some(p.champion_staleness_iterations as f64)
@@ -618,26 +911,42 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
             vec![
                 Chart {
                     title: "active containers",
+                    axis: Axis::Time,
                     unit: Unit::Count,
-                    series: vec![series("active", history, |p| Some(p.active_containers))],
-                    threshold: None,
-                    fixed_max: None,
-                    marks: &none,
-                },
-                Chart {
-                    title: "container memory",
-                    unit: Unit::Bytes,
-                    series: vec![series("memory", history, |p| {
-                        Some(p.container_memory_bytes)
+                    series: vec![over_time("active", samples, |p| {
+                        Some(p.active_containers as f64)
                     })],
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
                 },
                 Chart {
+                    title: "container memory",
+                    axis: Axis::Time,
+                    unit: Unit::Bytes,
+                    series: vec![over_time("memory", samples, |p| {
+                        Some(p.container_memory_bytes as f64)
+                    })],
+                    threshold: None,
+                    fixed_max: None,
+                    marks: &none,
+                },
+                Chart {
+                    title: "container CPU",
+                    axis: Axis::Time,
+                    unit: Unit::Percent,
+                    series: vec![over_time("CPU", samples, |p| p.container_cpu_percent)],
+                    threshold: None,
+                    fixed_max: None,
+                    marks: &none,
+                },
+                Chart {
                     title: "cleanup failures",
+                    axis: Axis::Time,
                     unit: Unit::Count,
-                    series: vec![series("failures", history, |p| Some(p.cleanup_failures))],
+                    series: vec![over_time("failures", samples, |p| {
+                        Some(p.cleanup_failures as f64)
+                    })],
                     threshold: Some((
                         t.orphan_limit() as f64,
                         format!("alert above {}", t.orphan_limit()),
@@ -648,7 +957,32 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
             ],
         ),
     ];
+    let llm_charts = [
+        Chart {
+            title: "LLM calls so far",
+            axis: Axis::Time,
+            unit: Unit::Count,
+            series: vec![over_time("calls", samples, |p| Some(p.llm_calls as f64))],
+            threshold: None,
+            fixed_max: None,
+            marks: &none,
+        },
+        Chart {
+            title: "LLM spend so far",
+            axis: Axis::Time,
+            unit: Unit::Usd,
+            series: vec![over_time("spend", samples, |p| Some(p.llm_cost_usd))],
+            threshold: t
+                .llm_budget_usd()
+                .map(|budget| (budget, format!("LLMBudget at {}", Unit::Usd.format(budget)))),
+            fixed_max: None,
+            marks: &none,
+        },
+    ];
     let last_sweep = &snapshot.containers["last_sweep"];
+    let evaluations_seen = snapshot.evaluations.in_flight > 0
+        || snapshot.evaluations.workers > 0
+        || snapshot.evaluations.durations.iter().any(|b| b.count > 0);
     let orphans_found = last_sweep["orphans"].as_array().map_or(0, Vec::len);
     let orphans_removed = last_sweep["removed"].as_array().map_or(0, Vec::len);
     let page = html! {
@@ -668,6 +1002,14 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     code { (clip(summary.champion.as_deref().unwrap_or("—"))) }
                     " · staleness " (summary.champion_staleness_iterations)
                     " · success rate " (success_rate)
+                    @if !instrumented.is_empty() {
+                        " · instrumented: " span data-instrumented=(instrumented) { (instrumented) }
+                    }
+                    @if instrumentation_errors > 0 {
+                        " · " span data-instrumentation-errors=(instrumentation_errors) {
+                            (instrumentation_errors) " instrumentation errors"
+                        }
+                    }
                     @if let Some(at) = &latest_time { " · latest iteration at " (at) " UTC" }
                     " · refreshes every 5 s · " a href="/metrics" { "/metrics" } " · " a href="/api/v1/snapshot" { "JSON" }
                 }
@@ -692,7 +1034,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                         section class="panel" data-panel=(title)
                             data-points=(charts.iter().flat_map(|c| &c.series).map(|s| s.points.len()).sum::<usize>()) {
                             h2 { (title) }
-                            @for c in charts { (chart(c, x_range)) }
+                            @for c in charts { (chart(c, ranges)) }
                             @if *title == "Container Stats" {
                                 table class="containers" {
                                     tr { th { "container" } th { "memory" } th { "CPU" } th { "age" } }
@@ -725,19 +1067,147 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                             data-spend-lower-bound=(summary.llm.spend_is_lower_bound) {
                             h2 { "LLM calls" }
                             (llm_calls(&summary.llm, t))
+                            @for c in &llm_charts { (chart(c, ranges)) }
+                        }
+                    }
+                    @if evaluations_seen {
+                        section class="panel" data-panel="Evaluations" data-in-flight=(snapshot.evaluations.in_flight)
+                            data-killed=(snapshot.evaluations.killed_total) {
+                            h2 { "Evaluations" }
+                            (evaluations(snapshot, ranges))
                         }
                     }
                     section class="panel" data-panel="Alert timeline" {
                         h2 { "Alert timeline" }
-                        (timeline(&lanes, &view::restarts(snapshot), summary.llm.budget.is_some().then_some(view::budget_marks(snapshot).as_slice()), x_range))
+                        (timeline(
+                            &lanes,
+                            &view::restarts(snapshot),
+                            summary.llm.budget.is_some().then_some(view::budget_marks(snapshot).as_slice()),
+                            timeline_axis,
+                            ranges.of(timeline_axis),
+                            snapshot.started_at,
+                        ))
                     }
                 }
                 p class="meta" {
-                    "x: iteration. Green dashed lines: champion changes. Yellow dashed lines: alert thresholds. "
-                    "Hover a point for its iteration, value and time."
+                    "x: time since the run started for what is sampled on the clock (memory, CPU, containers, LLM calls), "
+                    "iteration for what each iteration reports; the alert timeline is on time until the first iteration. "
+                    "Green dashed lines: champion changes. Yellow dashed lines: alert thresholds. "
+                    "Hover a point for its value, place and time."
                 }
             }
         }
     };
     page.into_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The labels an axis prints between `from` and `to`.
+    fn labels(axis: Axis, from: f64, to: f64) -> Vec<String> {
+        axis.ticks(from, to, 5)
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect()
+    }
+
+    fn assert_unique(labels: &[String]) {
+        let mut seen = labels.to_vec();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), labels.len(), "a label twice: {labels:?}");
+    }
+
+    #[test]
+    fn iteration_axes_print_whole_numbers_each_once() {
+        for (to, expected) in [
+            (1.0, vec!["0", "1"]),
+            (3.0, vec!["0", "1", "2", "3"]),
+            (7.0, vec!["0", "2", "4", "6"]),
+            (1000.0, vec!["0", "200", "400", "600", "800", "1000"]),
+        ] {
+            assert_eq!(labels(Axis::Iteration, 0.0, to), expected, "0..{to}");
+        }
+        // Any range the page can draw: a kept window of iterations, one iteration, a
+        // long run.
+        for (from, to) in [(1.0, 2.0), (5.0, 6.0), (1.0, 601.0), (401.0, 1000.0)]
+            .into_iter()
+            .chain((1..=2000).map(|n| (0.0, n as f64)))
+            .chain((1..=50).map(|n| (n as f64 * 37.0, n as f64 * 37.0 + 600.0)))
+        {
+            let ticks = Axis::Iteration.ticks(from, to, 5);
+            let labels: Vec<String> = ticks.iter().map(|(_, l)| l.clone()).collect();
+            assert!(
+                !ticks.is_empty() && ticks.len() <= 12,
+                "{from}..{to}: {labels:?}"
+            );
+            assert!(
+                labels.iter().all(|l| l.parse::<u64>().is_ok()),
+                "{from}..{to}: a fraction in {labels:?}"
+            );
+            assert!(
+                ticks.iter().all(|(x, _)| *x >= from && *x <= to),
+                "{from}..{to}: {labels:?}"
+            );
+            assert_unique(&labels);
+        }
+    }
+
+    #[test]
+    fn time_axes_read_as_a_clock_does() {
+        assert_eq!(labels(Axis::Time, 0.0, 1.0), ["0s", "1s"]);
+        assert_eq!(labels(Axis::Time, 0.0, 7.0), ["0s", "2s", "4s", "6s"]);
+        assert_eq!(
+            labels(Axis::Time, 0.0, 150.0),
+            ["0s", "30s", "1m", "1m30s", "2m", "2m30s"]
+        );
+        assert_eq!(
+            labels(Axis::Time, 0.0, 600.0),
+            ["0s", "2m", "4m", "6m", "8m", "10m"]
+        );
+        assert_eq!(
+            labels(Axis::Time, 0.0, 4.0 * 3600.0),
+            ["0s", "1h", "2h", "3h", "4h"]
+        );
+        assert_eq!(
+            labels(Axis::Time, 0.0, 10.0 * 86_400.0),
+            ["0s", "2d", "4d", "6d", "8d", "10d"]
+        );
+        for to in (1..=5000)
+            .map(f64::from)
+            .chain([0.3, 59.9, 3599.5, 86_399.0, 1e7])
+        {
+            let labels = labels(Axis::Time, 0.0, to);
+            assert!(
+                !labels.is_empty() && labels.len() <= 12,
+                "0..{to}: {labels:?}"
+            );
+            assert!(
+                labels.iter().all(|l| !l.contains('.')),
+                "0..{to}: a fraction in {labels:?}"
+            );
+            assert_unique(&labels);
+        }
+    }
+
+    #[test]
+    fn elapsed_times_read_in_their_largest_units() {
+        for (seconds, expected) in [
+            (0.0, "0s"),
+            (0.4, "0s"),
+            (45.0, "45s"),
+            (60.0, "1m"),
+            (90.0, "1m30s"),
+            (3600.0, "1h"),
+            (3605.0, "1h0m5s"),
+            (5400.0, "1h30m"),
+            (86_400.0 + 6.0 * 3600.0, "1d6h"),
+            (-3.0, "0s"),
+            (f64::NAN, "0s"),
+        ] {
+            assert_eq!(elapsed(seconds), expected, "{seconds}");
+        }
+    }
 }

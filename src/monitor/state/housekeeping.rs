@@ -16,6 +16,8 @@ pub(crate) struct Latest {
     pub(crate) host: Option<HostSample>,
     pub(crate) active_containers: u64,
     pub(crate) container_memory_bytes: u64,
+    /// CPU of the containers, summed; `None` until a sample has read any.
+    pub(crate) container_cpu_percent: Option<f64>,
     pub(crate) cleanup_failures: u64,
 }
 
@@ -77,6 +79,11 @@ impl Latest {
         if let Some(sample) = &reading.sample {
             self.active_containers = sample.active;
             self.container_memory_bytes = sample.stats.iter().map(|s| s.memory_bytes).sum();
+            self.container_cpu_percent = sample
+                .stats
+                .iter()
+                .filter_map(|s| s.cpu_percent)
+                .fold(None, |sum, cpu| Some(sum.unwrap_or(0.0) + cpu));
         }
     }
 }

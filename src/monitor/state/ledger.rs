@@ -186,6 +186,7 @@ impl RunLedger {
                     value: t.value.is_finite().then_some(t.value),
                     threshold: t.threshold,
                     note: t.note,
+                    subject: t.subject.as_deref().map(str::to_string),
                 },
             });
         }

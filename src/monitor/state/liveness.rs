@@ -10,8 +10,8 @@ use crate::evaluate::Activity;
 /// When iterations start and end (monotonic), and what the loop said.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Liveness {
-    /// When the iteration in progress started, if one is.
-    running_since: Option<Duration>,
+    /// The iteration in progress, if one is, and when it started.
+    running: Option<(u64, Duration)>,
     /// When the loop was last seen between iterations: the last iteration's end, or
     /// a supervised loop's (re)start.
     waiting_since: Option<Duration>,
@@ -24,21 +24,25 @@ pub(crate) struct Liveness {
 }
 
 impl Liveness {
-    /// An iteration started `at`.
-    pub(crate) fn iteration_started(&mut self, at: Duration) {
-        self.running_since = Some(at);
+    /// Iteration `number` started `at`.
+    pub(crate) fn iteration_started(&mut self, number: u64, at: Duration) {
+        self.running = Some((number, at));
     }
 
-    /// An iteration ended `at`: the loop is between iterations from then on.
-    pub(crate) fn iteration_ended(&mut self, at: Duration) {
-        self.running_since = None;
+    /// Iteration `number` (or a batch up to it) ended `at`: the loop is between
+    /// iterations from then on, unless a later iteration was already seen running.
+    pub(crate) fn iteration_ended(&mut self, number: u64, at: Duration) {
+        if self.running.is_some_and(|(running, _)| running > number) {
+            return;
+        }
+        self.running = None;
         self.waiting_since = Some(at);
     }
 
     /// A supervised loop's process started `at`: not done, and waiting from then on
     /// (for its first iteration) counts toward a stall.
     pub(crate) fn loop_started(&mut self, at: Duration) {
-        self.running_since = None;
+        self.running = None;
         self.waiting_since = Some(at);
         self.done = false;
     }
@@ -47,7 +51,7 @@ impl Liveness {
     /// checks until it is (the wait in between is the supervisor's, not a stall).
     pub(crate) fn loop_down(&mut self) {
         self.done = true;
-        self.running_since = None;
+        self.running = None;
     }
 
     /// The loop has no way to report: no wait counts toward a stall from now on (a
@@ -75,7 +79,7 @@ impl Liveness {
                 done: self.done,
             };
         }
-        let running_for = self.running_since.map(|since| now.saturating_sub(since));
+        let running_for = self.running.map(|(_, since)| now.saturating_sub(since));
         Activity {
             running_for,
             idle_for: running_for
@@ -99,9 +103,9 @@ mod tests {
     fn a_loop_waits_between_iterations_and_runs_within_them() {
         let mut liveness = Liveness::default();
         assert_eq!(liveness.activity(secs(100)), Activity::default());
-        liveness.iteration_started(secs(1));
+        liveness.iteration_started(1, secs(1));
         assert_eq!(liveness.activity(secs(4)).running_for, Some(secs(3)));
-        liveness.iteration_ended(secs(5));
+        liveness.iteration_ended(1, secs(5));
         let activity = liveness.activity(secs(65));
         assert_eq!(
             (activity.running_for, activity.idle_for),
@@ -115,11 +119,21 @@ mod tests {
     }
 
     #[test]
+    fn the_end_of_an_earlier_iteration_leaves_a_later_one_running() {
+        let mut liveness = Liveness::default();
+        liveness.iteration_started(8, secs(10));
+        liveness.iteration_ended(7, secs(11));
+        assert_eq!(liveness.activity(secs(20)).running_for, Some(secs(10)));
+        liveness.iteration_ended(8, secs(21));
+        assert_eq!(liveness.activity(secs(31)).idle_for, Some(secs(10)));
+    }
+
+    #[test]
     fn a_loop_that_cannot_report_never_waits_toward_a_stall() {
         let mut liveness = Liveness::default();
         liveness.loop_started(secs(1));
         assert_eq!(liveness.activity(secs(3601)).idle_for, Some(secs(3600)));
-        liveness.iteration_started(secs(2));
+        liveness.iteration_started(1, secs(2));
         assert!(liveness.activity(secs(3601)).running_for.is_some());
         liveness.unreported();
         let activity = liveness.activity(secs(3601));

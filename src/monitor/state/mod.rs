@@ -5,13 +5,17 @@
 //!
 //! The parts: the [`ledger`] (totals, champion, history, event log, exits), the
 //! evaluator (windows, baselines, alert states), the samplers' latest readings and the
-//! sweeps' housekeeping ([`housekeeping`]), the LLM meter, and the loop's
-//! [`liveness`].
+//! sweeps' housekeeping ([`housekeeping`]), the LLM meter, the loop's [`liveness`],
+//! the [`evaluations`] in flight, and what the zero-code instrumentation said of the
+//! loop's [`frameworks`].
 
+mod evaluations;
+mod frameworks;
 mod housekeeping;
 mod ledger;
 mod liveness;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use enum_map::EnumMap;
@@ -19,23 +23,28 @@ use enum_map::EnumMap;
 use crate::alerts::{AlertName, AlertState, Watched};
 use crate::config::Thresholds;
 use crate::containers::ContainerReading;
-use crate::evaluate::{Evaluator, Findings, RollingValues};
-use crate::export::{Evaluation, LiveContainer, ProcessTally};
+use crate::evaluate::{evaluation_limit, Evaluator, Findings, RollingValues};
+use crate::export::{DurationBucket, Evaluation, EvaluationsView, LiveContainer, ProcessTally};
 use crate::llm::meter::{CallLabels, LlmEvidence, LlmMeter};
 use crate::llm::budget::{worst_case_usd, BudgetEvent, BudgetMark};
 use crate::llm::{CallRequest, LlmCall, Pricing};
 use crate::records::progress::Progress;
+use crate::records::thinned::Thinned;
 use crate::records::{
-    unix_seconds, ExitReason, HistoryPoint, IterationSummary, LogEntry, LogEntryKind, LoopExit,
-    Moment, RunSummary,
+    unix_seconds, Ended, ExitReason, HistoryPoint, HungEvaluation, IterationSummary, LogEntry,
+    LogEntryKind, LoopExit, Moment, RunSummary, TimePoint, MAX_TIME_POINTS,
 };
+use crate::reported::Rejection;
 
 use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep};
 use super::reasons::ReasonNames;
+use evaluations::{Evaluations, Oldest, Refused};
+use frameworks::Frameworks;
 use housekeeping::{Housekeeping, Latest};
 use ledger::RunLedger;
 use liveness::Liveness;
 
+pub(super) use evaluations::{Finished, PROCESS_GONE};
 pub(super) use ledger::RECENT_ITERATIONS;
 
 /// The evaluator's published quantities after an iteration: rolling values,
@@ -58,6 +67,42 @@ pub(super) struct Applied {
     pub(super) findings: Findings,
     /// What the instruments (and the log) are to show of it.
     pub(super) publish: Publish,
+    /// An observation the event carried that was turned away, for the hub to count
+    /// and log.
+    pub(super) rejected: Option<Rejected>,
+}
+
+/// An observation an event carried that was turned away.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rejected {
+    pub(super) kind: Rejection,
+    /// The value to log.
+    pub(super) value: f64,
+    /// The iteration the event belonged to, as the state knew it when applying the
+    /// event: the last one completed before it (events are applied in the order they
+    /// were sent), or a later one the hub had noted running; 0 before the first. Not
+    /// the iteration current when the queue is settled, which may be hundreds later.
+    pub(super) iteration: u64,
+}
+
+/// The evaluations' gauges after an evaluation event or a tick, and what an event
+/// added: an evaluation that ended, a queue wait.
+#[derive(Debug)]
+pub(super) struct EvaluationGauges {
+    pub(super) in_flight: usize,
+    /// The age of the oldest in flight; zero with none.
+    pub(super) oldest: Duration,
+    /// Workers seen, and those busy.
+    pub(super) workers: (usize, usize),
+    /// How long an evaluation may run before EvaluationHung (computed on a tick).
+    pub(super) limit: Option<Duration>,
+    /// An evaluation that ended, and why it failed if it did and the loop said.
+    pub(super) finished: Option<(Finished, Option<Box<str>>)>,
+    /// A queue wait reported.
+    pub(super) queued: Option<Duration>,
+    /// Evaluations that ended as failed because their process is gone, their
+    /// durations.
+    pub(super) gone: Vec<Duration>,
 }
 
 /// What the instruments are to show of an applied event: its values, as the state
@@ -68,8 +113,10 @@ pub(super) enum Publish {
     Nothing,
     /// An iteration started.
     IterationStarted { number: u64, at: SystemTime },
-    /// An iteration (or a batch) completed, and what the evaluator made of it.
+    /// An iteration (or a batch) completed, and what the evaluator made of it;
+    /// `latest` is the highest iteration number seen (this one, or one started since).
     Iteration {
+        latest: u64,
         summary: IterationSummary,
         at: SystemTime,
         judged: Judged,
@@ -97,11 +144,20 @@ pub(super) enum Publish {
         at: SystemTime,
         restart: Option<(ExitReason, u64)>,
     },
-    /// A supervised loop's process ended and will be started again.
-    LoopRestarting(LoopExit),
+    /// A supervised loop's process ended and will be started again; `evaluations`
+    /// when evaluations were in flight (they ended with it).
+    LoopRestarting {
+        exit: LoopExit,
+        evaluations: Option<EvaluationGauges>,
+    },
     /// A supervised loop's process ended for good; `newly_done` when that is what
-    /// made the run done.
-    LoopExited { exit: LoopExit, newly_done: bool },
+    /// made the run done; `evaluations` when evaluations were in flight (they ended
+    /// with it).
+    LoopExited {
+        exit: LoopExit,
+        newly_done: bool,
+        evaluations: Option<EvaluationGauges>,
+    },
     /// The loop said it is done (the first time).
     Done,
     /// An LLM call, its label values, price and the evidence after it, and the
@@ -115,19 +171,47 @@ pub(super) enum Publish {
     },
     /// LLM calls in flight, and the age of the oldest.
     InFlight { calls: usize, oldest: Duration },
+    /// The evaluations' gauges, and what the event added.
+    Evaluations(EvaluationGauges),
+    /// The zero-code instrumentation reported on a framework; `news` when its state
+    /// is new (to be logged).
+    Instrumentation {
+        report: crate::protocol::Instrumentation,
+        news: bool,
+    },
+    /// Errors caught inside a framework's instrumentation, and its total so far.
+    InstrumentationErrors {
+        framework: crate::protocol::Framework,
+        count: u64,
+        total: u64,
+    },
     /// The background clock's tick: calls in flight, the LLM evidence (when calls
-    /// were made) and the restarts within the window.
+    /// were made), the restarts within the window and the evaluations.
     Tick {
         calls: usize,
         oldest: Duration,
         llm: Option<LlmEvidence>,
         recent_restarts: u64,
+        evaluations: EvaluationGauges,
     },
 }
 
 impl Applied {
     fn new(findings: Findings, publish: Publish) -> Self {
-        Applied { findings, publish }
+        Applied {
+            findings,
+            publish,
+            rejected: None,
+        }
+    }
+
+    /// An event turned away, changing nothing.
+    fn rejected(rejected: Rejected) -> Self {
+        Applied {
+            findings: Findings::default(),
+            publish: Publish::Nothing,
+            rejected: Some(rejected),
+        }
     }
 
     fn just(publish: Publish) -> Self {
@@ -144,6 +228,13 @@ pub(super) struct RunState {
     housekeeping: Housekeeping,
     llm: LlmMeter,
     liveness: Liveness,
+    evaluations: Evaluations,
+    /// How long an evaluation may run before EvaluationHung, as last judged.
+    hung_limit: Duration,
+    /// One point per host sample over the whole run, thinned to [`MAX_TIME_POINTS`]:
+    /// the page's time axis, which needs no iterations.
+    samples: Thinned<TimePoint>,
+    frameworks: Frameworks,
 }
 
 impl RunState {
@@ -156,6 +247,10 @@ impl RunState {
             housekeeping: Housekeeping::default(),
             llm: LlmMeter::new(thresholds.llm_budget()),
             liveness: Liveness::default(),
+            evaluations: Evaluations::default(),
+            hung_limit: thresholds.evaluation_floor(),
+            samples: Thinned::with_capacity(MAX_TIME_POINTS),
+            frameworks: Frameworks::default(),
         }
     }
 
@@ -184,7 +279,7 @@ impl RunState {
                 (self.process_sweep(sweep), at)
             }
             Event::LoopStarted { at } => (self.loop_started(at, th), at),
-            Event::LoopRestarting { exit, at } => (self.loop_restarting(exit), at),
+            Event::LoopRestarting { exit, at } => (self.loop_restarting(exit, th, at), at),
             Event::LoopExited { exit, at } => (self.loop_exited(exit, th, at), at),
             Event::LoopCannotReport { at } => {
                 self.liveness.unreported();
@@ -196,6 +291,70 @@ impl RunState {
             Event::LlmEnded { id, at } => {
                 self.llm.call_ended(id);
                 (self.in_flight(at), at)
+            }
+            Event::EvaluationStarted {
+                id,
+                pid,
+                pid_start,
+                worker,
+                queued,
+                reported,
+                at,
+            } => {
+                let process = pid.map(|pid| (pid, pid_start));
+                let started = self
+                    .evaluations
+                    .start(&id, process, worker, reported, at.mono);
+                let applied = match started {
+                    Ok(()) => Applied::just(Publish::Evaluations(
+                        self.evaluation_gauges(at, None, None, queued),
+                    )),
+                    Err(refused) => self.refused(refused),
+                };
+                (applied, at)
+            }
+            Event::EvaluationAssigned {
+                id,
+                pid,
+                pid_start,
+                worker,
+                queued,
+                at,
+            } => {
+                let process = pid.map(|pid| (pid, pid_start));
+                self.evaluations.assign(&id, process, worker, at.mono);
+                let gauges = self.evaluation_gauges(at, None, None, queued);
+                (Applied::just(Publish::Evaluations(gauges)), at)
+            }
+            Event::EvaluationEnded {
+                id,
+                outcome,
+                reason,
+                reported,
+                at,
+            } => (
+                self.evaluation_ended(&id, outcome, reason, reported, th, at),
+                at,
+            ),
+            Event::EvaluationGone { id, at } => (self.evaluation_gone(&id, th, at), at),
+            Event::Instrumentation { report, at } => {
+                let news = self.frameworks.report(&report);
+                (Applied::just(Publish::Instrumentation { report, news }), at)
+            }
+            Event::InstrumentationErrors {
+                framework,
+                count,
+                at,
+            } => {
+                let total = self.frameworks.errors(framework, count);
+                (
+                    Applied::just(Publish::InstrumentationErrors {
+                        framework,
+                        count,
+                        total,
+                    }),
+                    at,
+                )
             }
             Event::Tick { at } => (self.tick(th, at), at),
         };
@@ -220,8 +379,13 @@ impl RunState {
     }
 
     fn iteration_started(&mut self, number: u64, at: Moment, th: &Thresholds) -> Applied {
-        self.liveness.iteration_started(at.mono);
-        self.ledger.last_iteration = self.ledger.last_iteration.max(number);
+        // Seen already, or ended already: the hub notes the latest start whenever it
+        // settles, whether or not its iteration has ended since.
+        if number <= self.ledger.last_iteration {
+            return Applied::just(Publish::Nothing);
+        }
+        self.liveness.iteration_started(number, at.mono);
+        self.ledger.last_iteration = number;
         let findings = self.stall_over(th, at);
         Applied::new(
             findings,
@@ -248,7 +412,7 @@ impl RunState {
             &completed.reasons,
         );
         self.ledger.last_iteration = self.ledger.last_iteration.max(summary.number);
-        self.liveness.iteration_ended(at.mono);
+        self.liveness.iteration_ended(summary.number, at.mono);
         let mut findings = self.evaluator.on_iteration(&summary, th, at);
         findings.extend(self.stall_over(th, at));
         let evaluator = &mut self.evaluator;
@@ -266,10 +430,15 @@ impl RunState {
             self.ledger.best_sharpe,
             unix,
         );
+        let point = HistoryPoint {
+            evaluation_occupancy: self.evaluations.take_peak_occupancy(),
+            ..point
+        };
         self.ledger.push_history(point);
         Applied::new(
             findings,
             Publish::Iteration {
+                latest: self.ledger.last_iteration,
                 summary,
                 at: at.wall,
                 judged,
@@ -298,7 +467,33 @@ impl RunState {
             th,
             reading.at,
         );
+        let point = self.time_point(&reading);
+        self.samples.push(point);
         Applied::new(findings, Publish::Host(reading))
+    }
+
+    /// The point the page's time axis draws for a host reading: the reading, and the
+    /// containers, LLM calls, iterations and alerts as they stand.
+    fn time_point(&self, reading: &HostReading) -> TimePoint {
+        let at = reading.at.wall;
+        let latest = &self.latest;
+        TimePoint {
+            elapsed_seconds: at
+                .duration_since(self.ledger.started_at)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            at: unix_seconds(at),
+            memory_usage_bytes: reading.sample.loop_rss_bytes as f64,
+            cpu_usage_percent: reading.sample.loop_cpu_percent,
+            active_containers: latest.active_containers,
+            container_memory_bytes: latest.container_memory_bytes,
+            container_cpu_percent: latest.container_cpu_percent,
+            cleanup_failures: latest.cleanup_failures,
+            llm_calls: self.llm.calls(),
+            llm_cost_usd: self.llm.spend_usd(),
+            iterations: self.ledger.iterations,
+            alerts_firing: self.evaluator.firing(),
+        }
     }
 
     fn process_sweep(&mut self, sweep: ProcessSweep) -> Applied {
@@ -345,12 +540,13 @@ impl RunState {
         )
     }
 
-    fn loop_restarting(&mut self, mut exit: LoopExit) -> Applied {
+    fn loop_restarting(&mut self, mut exit: LoopExit, th: &Thresholds, at: Moment) -> Applied {
         exit.said_done |= self.liveness.is_done();
         exit.restarted = true;
         self.liveness.loop_down();
         self.ledger.record_exit(exit);
-        Applied::just(Publish::LoopRestarting(exit))
+        let (findings, evaluations) = self.all_evaluations_gone(th, at);
+        Applied::new(findings, Publish::LoopRestarting { exit, evaluations })
     }
 
     fn loop_exited(&mut self, mut exit: LoopExit, th: &Thresholds, at: Moment) -> Applied {
@@ -364,7 +560,47 @@ impl RunState {
         if newly_done {
             findings.extend(self.stall(th, at));
         }
-        Applied::new(findings, Publish::LoopExited { exit, newly_done })
+        let (gone, evaluations) = self.all_evaluations_gone(th, at);
+        findings.extend(gone);
+        Applied::new(
+            findings,
+            Publish::LoopExited {
+                exit,
+                newly_done,
+                evaluations,
+            },
+        )
+    }
+
+    /// The loop's process ended, and its evaluations in flight with it: each ends as
+    /// failed, its process gone. EvaluationHung again when it is raised; the gauges
+    /// when any evaluation ended.
+    fn all_evaluations_gone(
+        &mut self,
+        th: &Thresholds,
+        at: Moment,
+    ) -> (Findings, Option<EvaluationGauges>) {
+        let gone = self.evaluations.all_gone(at.mono);
+        if gone.is_empty() {
+            return (Findings::default(), None);
+        }
+        let (findings, limit) = self.hung_again(th, at);
+        let mut gauges = self.evaluation_gauges(at, limit, None, None);
+        gauges.gone = gone;
+        (findings, Some(gauges))
+    }
+
+    /// The supervisor found evaluation `id`'s process gone: it ends as failed. An id
+    /// no longer in flight (it ended meanwhile) changes nothing and is not counted:
+    /// the loop sent nothing wrong.
+    fn evaluation_gone(&mut self, id: &str, th: &Thresholds, at: Moment) -> Applied {
+        let Ok(finished) = self.evaluations.gone(id, at.mono) else {
+            return Applied::just(Publish::Nothing);
+        };
+        let (findings, limit) = self.hung_again(th, at);
+        let mut gauges = self.evaluation_gauges(at, limit, None, None);
+        gauges.gone = vec![finished.duration];
+        Applied::new(findings, Publish::Evaluations(gauges))
     }
 
     fn done(&mut self, th: &Thresholds, at: Moment) -> Applied {
@@ -481,9 +717,100 @@ impl RunState {
         Applied::just(Publish::InFlight { calls, oldest })
     }
 
-    /// What changes with time alone: a stall, the LLM windows, the restart window.
+    /// An evaluation ended: EvaluationHung again when it is raised (the hung
+    /// evaluation may be the one that ended).
+    fn evaluation_ended(
+        &mut self,
+        id: &str,
+        outcome: Ended,
+        reason: Option<Box<str>>,
+        reported: Option<f64>,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Applied {
+        let finished = match self.evaluations.end(id, outcome, reported, at.mono) {
+            Ok(finished) => finished,
+            Err(refused) => return self.refused(refused),
+        };
+        let (findings, limit) = self.hung_again(th, at);
+        let gauges = self.evaluation_gauges(at, limit, Some((finished, reason)), None);
+        Applied::new(findings, Publish::Evaluations(gauges))
+    }
+
+    /// EvaluationHung again after evaluations ended, when it is raised (the hung
+    /// evaluation may be one that ended), and the limit it was judged against.
+    fn hung_again(&mut self, th: &Thresholds, at: Moment) -> (Findings, Option<Duration>) {
+        if self.evaluator.state(AlertName::EvaluationHung) == AlertState::Inactive {
+            return (Findings::default(), None);
+        }
+        let (findings, limit) = self.hung(th, at);
+        (findings, Some(limit))
+    }
+
+    /// An evaluation event turned away, in the iteration it was sent in.
+    fn refused(&self, refused: Refused) -> Applied {
+        let (kind, value) = match refused {
+            Refused::OverLimit => (
+                Rejection::EvaluationOverLimit,
+                self.evaluations.in_flight() as f64,
+            ),
+            Refused::Duplicate => (Rejection::EvaluationDuplicate, f64::NAN),
+            Refused::Unknown => (Rejection::EvaluationUnknown, f64::NAN),
+            // Counted with its start.
+            Refused::EndOfOverLimit => return Applied::just(Publish::Nothing),
+        };
+        Applied::rejected(Rejected {
+            kind,
+            value,
+            iteration: self.ledger.last_iteration,
+        })
+    }
+
+    /// EvaluationHung at `at`, and the limit it was judged against.
+    fn hung(&mut self, th: &Thresholds, at: Moment) -> (Findings, Duration) {
+        let limit = evaluation_limit(self.evaluations.p95(), th);
+        self.hung_limit = limit;
+        let oldest = self.evaluations.oldest(at.mono);
+        let findings = self.evaluator.on_evaluations(
+            oldest.as_ref().map(|o| o.age),
+            limit,
+            || {
+                oldest
+                    .as_ref()
+                    .map_or_else(|| Arc::from("evaluation"), Oldest::subject)
+            },
+            at,
+        );
+        (findings, limit)
+    }
+
+    /// The evaluations' gauges at `at`, with what an event added.
+    fn evaluation_gauges(
+        &self,
+        at: Moment,
+        limit: Option<Duration>,
+        finished: Option<(Finished, Option<Box<str>>)>,
+        queued: Option<Duration>,
+    ) -> EvaluationGauges {
+        EvaluationGauges {
+            in_flight: self.evaluations.in_flight(),
+            oldest: self.evaluations.oldest_age(at.mono).unwrap_or_default(),
+            workers: self.evaluations.workers(),
+            limit,
+            finished,
+            queued,
+            gone: Vec::new(),
+        }
+    }
+
+    /// What changes with time alone: a stall, the LLM windows, the restart window,
+    /// the evaluations' ages and workers.
     fn tick(&mut self, th: &Thresholds, at: Moment) -> Applied {
         let mut findings = self.stall(th, at);
+        self.evaluations.forget_idle_workers(at.mono);
+        let (hung, limit) = self.hung(th, at);
+        findings.extend(hung);
+        let evaluations = self.evaluation_gauges(at, Some(limit), None, None);
         let (calls, oldest) = self.llm.in_flight(at.mono);
         let llm = self.llm.any_calls().then(|| {
             let evidence = self.llm.evidence(at.mono);
@@ -498,6 +825,7 @@ impl RunState {
                 oldest,
                 llm,
                 recent_restarts: self.evaluator.recent_restarts(),
+                evaluations,
             },
         )
     }
@@ -523,6 +851,43 @@ impl RunState {
         }
     }
 
+    /// While EvaluationHung fires: the evaluations in flight at `now` past its limit,
+    /// oldest first.
+    pub(super) fn hung_evaluations(&self, now: Moment) -> Vec<HungEvaluation> {
+        if !self.is_firing(AlertName::EvaluationHung) {
+            return Vec::new();
+        }
+        self.evaluations.over(self.hung_limit, now.mono)
+    }
+
+    /// The evaluations, as the page and the JSON show them, at `now`.
+    pub(super) fn evaluations_view(&self, now: Moment) -> EvaluationsView {
+        let (workers, busy_workers) = self.evaluations.workers();
+        let (killed, killed_total) = self.evaluations.killed();
+        let bounds = crate::catalog::EVALUATION_SECONDS_BOUNDARIES;
+        let durations = self
+            .evaluations
+            .buckets()
+            .into_iter()
+            .enumerate()
+            .map(|(i, count)| DurationBucket {
+                le: bounds.get(i).copied(),
+                count,
+            })
+            .collect();
+        EvaluationsView {
+            in_flight: self.evaluations.in_flight(),
+            oldest: self.evaluations.oldest_rows(now.mono),
+            hung_limit_seconds: self.hung_limit.as_secs_f64(),
+            workers,
+            busy_workers,
+            slowest: self.evaluations.slowest(),
+            killed,
+            killed_total,
+            durations,
+        }
+    }
+
     /// Whether the alert is firing.
     pub(super) fn is_firing(&self, alert: AlertName) -> bool {
         self.evaluator.state(alert) == AlertState::Firing
@@ -533,9 +898,20 @@ impl RunState {
         self.liveness.is_done()
     }
 
+    /// When the run started.
+    pub(super) fn started_at(&self) -> SystemTime {
+        self.ledger.started_at
+    }
+
     /// The recent iterations' points, oldest first.
     pub(super) fn history(&self) -> Vec<HistoryPoint> {
         self.ledger.history()
+    }
+
+    /// The host samples over the whole run, thinned, oldest first; and how many were
+    /// left out to keep the bound.
+    pub(super) fn samples(&self) -> (Vec<TimePoint>, u64) {
+        (self.samples.points(), self.samples.dropped())
     }
 
     /// The best-so-far curve.
@@ -564,6 +940,11 @@ impl RunState {
     /// What the process sweeps found and did.
     pub(super) fn process_tally(&self) -> ProcessTally {
         self.housekeeping.tally
+    }
+
+    /// The frameworks the zero-code instrumentation reported on.
+    pub(super) fn instrumentation(&self) -> Vec<crate::export::InstrumentedFramework> {
+        self.frameworks.list()
     }
 
     /// The processes the sweeps gave up on: not to be signalled again.
@@ -600,8 +981,11 @@ fn history_point(
         container_memory_bytes: latest.container_memory_bytes as f64,
         cleanup_failures: latest.cleanup_failures as f64,
         alerts_firing: judged.firing,
+        evaluation_occupancy: None,
     }
 }
 
+#[cfg(test)]
+mod evaluation_tests;
 #[cfg(test)]
 mod tests;

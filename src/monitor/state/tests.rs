@@ -92,6 +92,7 @@ fn an_iteration_is_booked_judged_kept_and_published() {
         summary,
         at: ended,
         judged,
+        ..
     } = applied.publish
     else {
         panic!("an iteration publishes its values: {:?}", applied.publish);
@@ -110,6 +111,59 @@ fn an_iteration_is_booked_judged_kept_and_published() {
     let history = state.history();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].at, unix_seconds(at(2.0).wall));
+}
+
+/// The hub notes the latest start whenever it settles, after the queue: a start
+/// noted after its iteration ended, or noted again, changes nothing; a later one
+/// seen before an earlier iteration's end stays in progress after it.
+#[test]
+fn a_start_noted_late_or_twice_changes_nothing() {
+    let th = Thresholds::default()
+        .with_stall_floor(Duration::from_secs(5))
+        .unwrap();
+    let mut state = RunState::new(started(), &th);
+    state.apply(Event::Iteration(iteration(1, 1.0, 1.0)), &th);
+    let late = state.apply(
+        Event::IterationStarted {
+            number: 1,
+            at: at(0.0),
+        },
+        &th,
+    );
+    assert!(
+        matches!(late.publish, Publish::Nothing),
+        "{:?}",
+        late.publish
+    );
+    let idle = state.liveness.activity(at(3.0).mono);
+    assert_eq!(idle.idle_for, Some(Duration::from_secs(2)), "{idle:?}");
+    // Iteration 3 seen running before iteration 2's end was applied.
+    let started = Event::IterationStarted {
+        number: 3,
+        at: at(4.0),
+    };
+    assert!(matches!(
+        state.apply(started, &th).publish,
+        Publish::IterationStarted { number: 3, .. }
+    ));
+    let again = Event::IterationStarted {
+        number: 3,
+        at: at(4.0),
+    };
+    assert!(matches!(state.apply(again, &th).publish, Publish::Nothing));
+    let Publish::Iteration { latest, .. } = state
+        .apply(Event::Iteration(iteration(2, 3.9, 1.0)), &th)
+        .publish
+    else {
+        panic!("iteration 2 is published");
+    };
+    assert_eq!(latest, 3, "the iteration number shown does not go back");
+    let running = state.liveness.activity(at(10.0).mono);
+    assert_eq!(
+        running.running_for,
+        Some(Duration::from_secs(6)),
+        "{running:?}"
+    );
 }
 
 #[test]
@@ -202,7 +256,9 @@ fn restarts_are_counted_exits_kept_and_a_failing_exit_fires() {
         },
         &th,
     );
-    assert!(matches!(applied.publish, Publish::LoopRestarting(e) if e.restarted));
+    assert!(
+        matches!(applied.publish, Publish::LoopRestarting { exit, evaluations: None } if exit.restarted)
+    );
     // Between the processes: waiting is the supervisor's, not a stall.
     assert!(state.liveness.activity(at(500.0).mono).done);
     let applied = state.apply(Event::LoopStarted { at: at(3.0) }, &th);
@@ -442,6 +498,110 @@ fn host_memory_fires_on_a_sample_above_the_limit_and_history_carries_it() {
     assert_eq!(state.history()[0].memory_usage_bytes, 123.0);
 }
 
+/// A run with no iterations still has its samples: one time point per host reading,
+/// with the containers, the LLM calls and the alerts as they stood, seconds since the
+/// start; bounded over a long run and spread over all of it.
+#[test]
+fn host_samples_make_a_bounded_time_series_without_iterations() {
+    let th = Thresholds::default();
+    let mut state = RunState::new(started(), &th);
+    let reading = |rss: u64, cpu: f64, secs: f64| {
+        Event::Host(HostReading {
+            sample: crate::sample::HostSample {
+                loop_rss_bytes: rss,
+                loop_cpu_percent: cpu,
+                ..Default::default()
+            },
+            memory_used: 10,
+            memory_limit: 100,
+            file_descriptors: None,
+            at: at(secs),
+        })
+    };
+    state.apply(reading(1_000, 5.0, 0.5), &th);
+    state.apply(
+        Event::Containers {
+            reading: ContainerReading {
+                up: true,
+                source: crate::containers::StatsSource::Cgroup,
+                sample: Some(crate::containers::ContainerSample {
+                    active: 2,
+                    stats: vec![
+                        crate::containers::ContainerStat {
+                            name: "a".into(),
+                            memory_bytes: 5,
+                            cpu_percent: Some(10.0),
+                        },
+                        crate::containers::ContainerStat {
+                            name: "b".into(),
+                            memory_bytes: 7,
+                            cpu_percent: Some(20.0),
+                        },
+                    ],
+                }),
+                cleanup_failures: 1,
+            },
+            at: at(0.7),
+        },
+        &th,
+    );
+    let priced = LlmCall::new("m", Duration::from_secs(1))
+        .with_tokens(10, 5)
+        .with_cost_usd(0.25);
+    state.apply(
+        Event::Llm {
+            call: Box::new(priced),
+            at: at(0.8),
+        },
+        &th,
+    );
+    state.apply(reading(2_000, 50.0, 1.5), &th);
+    let (samples, dropped) = state.samples();
+    assert_eq!(dropped, 0);
+    assert_eq!(state.history().len(), 0, "no iterations");
+    assert_eq!(samples.len(), 2);
+    let (first, second) = (samples[0], samples[1]);
+    assert_eq!(
+        (
+            first.elapsed_seconds,
+            first.memory_usage_bytes,
+            first.cpu_usage_percent
+        ),
+        (0.5, 1_000.0, 5.0)
+    );
+    assert_eq!((first.active_containers, first.llm_calls), (0, 0));
+    assert_eq!(second.elapsed_seconds, 1.5);
+    assert_eq!(second.at, unix_seconds(at(1.5).wall));
+    assert_eq!(
+        (second.memory_usage_bytes, second.cpu_usage_percent),
+        (2_000.0, 50.0)
+    );
+    assert_eq!(
+        (
+            second.active_containers,
+            second.container_memory_bytes,
+            second.container_cpu_percent,
+            second.cleanup_failures
+        ),
+        (2, 12, Some(30.0), 1)
+    );
+    assert_eq!((second.llm_calls, second.llm_cost_usd), (1, 0.25));
+
+    // A day of samples a second: bounded, the first and the latest kept, evenly.
+    for s in 2..86_400u64 {
+        state.apply(reading(s, 1.0, s as f64), &th);
+    }
+    let (samples, dropped) = state.samples();
+    assert!(samples.len() <= MAX_TIME_POINTS + 1, "{}", samples.len());
+    assert!(samples.len() > MAX_TIME_POINTS / 2, "{}", samples.len());
+    assert_eq!(samples.len() as u64 + dropped, 86_400);
+    assert_eq!(samples[0].elapsed_seconds, 0.5);
+    assert_eq!(samples.last().unwrap().elapsed_seconds, 86_399.0);
+    assert!(samples
+        .windows(2)
+        .all(|w| w[0].elapsed_seconds < w[1].elapsed_seconds));
+}
+
 #[test]
 fn sweeps_and_samples_keep_the_housekeeping() {
     let th = Thresholds::default();
@@ -528,4 +688,79 @@ fn apply_is_a_function_of_the_events() {
         (findings, summary, state.history(), state.events().0)
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn instrumented_frameworks_are_kept_news_said_once_and_errors_summed() {
+    use crate::protocol::{Framework, Instrumentation, InstrumentationState};
+    let th = Thresholds::default();
+    let mut state = RunState::new(started(), &th);
+    let report = |framework, version: &str, state| Instrumentation {
+        framework,
+        version: version.into(),
+        state,
+        reason: (state != InstrumentationState::Active).then(|| "version outside".into()),
+    };
+    let news = |state: &mut RunState, r: Instrumentation, secs: f64| match state
+        .apply(
+            Event::Instrumentation {
+                report: r,
+                at: at(secs),
+            },
+            &th,
+        )
+        .publish
+    {
+        Publish::Instrumentation { news, .. } => news,
+        other => panic!("{other:?}"),
+    };
+    let optuna = report(Framework::Optuna, "5.1.0", InstrumentationState::Active);
+    assert!(
+        news(&mut state, optuna.clone(), 1.0),
+        "a first report is news"
+    );
+    assert!(
+        !news(&mut state, optuna, 2.0),
+        "the same report again (a restarted loop) is not"
+    );
+    let deap = report(Framework::Deap, "1.3.0", InstrumentationState::Skipped);
+    assert!(news(&mut state, deap.clone(), 3.0));
+    assert!(!news(&mut state, deap, 4.0));
+    assert!(state.frameworks.is_active(Framework::Optuna));
+    assert!(!state.frameworks.is_active(Framework::Deap));
+
+    for (count, expected_total) in [(2, 2), (u64::MAX, u64::MAX)] {
+        let applied = state.apply(
+            Event::InstrumentationErrors {
+                framework: Framework::Other,
+                count,
+                at: at(5.0),
+            },
+            &th,
+        );
+        match applied.publish {
+            Publish::InstrumentationErrors {
+                count: c, total, ..
+            } => {
+                assert_eq!((c, total), (count, expected_total), "summed, saturating");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let list = state.instrumentation();
+    let names: Vec<&str> = list.iter().map(|f| f.framework).collect();
+    assert_eq!(
+        names,
+        ["optuna", "deap", "other"],
+        "in Framework::ALL order"
+    );
+    assert_eq!(list[0].version.as_deref(), Some("5.1.0"));
+    assert_eq!(list[0].state, Some(InstrumentationState::Active));
+    assert_eq!(list[1].reason.as_deref(), Some("version outside"));
+    assert_eq!(
+        (list[2].version.as_deref(), list[2].errors),
+        (None, u64::MAX)
+    );
+    // Nothing of it touches the run's iterations.
+    assert_eq!(state.history().len(), 0);
 }
