@@ -902,8 +902,7 @@ impl Thresholds {
     /// The checks between values, in one place (each value's own range is checked
     /// by its type).
     pub(crate) fn check_relations(&self) -> Result<(), Error> {
-        if self.llm_budget_usd.is_none()
-            && self.llm.budget_action != crate::llm::BudgetAction::Warn
+        if self.llm_budget_usd.is_none() && self.llm.budget_action != crate::llm::BudgetAction::Warn
         {
             return Err(Error::InvalidSetting {
                 variable: "llm.budget.action",

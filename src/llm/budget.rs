@@ -84,7 +84,9 @@ impl std::str::FromStr for BudgetAction {
             "warn" => Ok(BudgetAction::Warn),
             "block" => Ok(BudgetAction::Block),
             "stop" => Ok(BudgetAction::Stop),
-            other => Err(format!("{other:?} is not a budget action: expected warn, block or stop")),
+            other => Err(format!(
+                "{other:?} is not a budget action: expected warn, block or stop"
+            )),
         }
     }
 }
@@ -379,15 +381,20 @@ mod tests {
 
     #[test]
     fn the_worst_case_is_the_input_estimate_and_the_maximum_output_at_their_prices() {
-        let prices = LlmConfig::default().with_price("claude-sonnet-4", Price::per_million(3.0, 15.0));
-        let request = CallRequest::new("claude-sonnet-4-20250514", 401).with_max_output_tokens(1_000);
+        let prices =
+            LlmConfig::default().with_price("claude-sonnet-4", Price::per_million(3.0, 15.0));
+        let request =
+            CallRequest::new("claude-sonnet-4-20250514", 401).with_max_output_tokens(1_000);
         // 401 bytes are 101 tokens (rounded up).
         assert_eq!(request.estimated_input_tokens(), 101);
         let expected = (101.0 * 3.0 + 1_000.0 * 15.0) / 1e6;
         assert!((worst_case_usd(&request, &prices) - expected).abs() < 1e-15);
         let without_maximum = CallRequest::new("claude-sonnet-4", 400);
         assert!((worst_case_usd(&without_maximum, &prices) - 100.0 * 3.0 / 1e6).abs() < 1e-15);
-        assert_eq!(worst_case_usd(&CallRequest::new("unpriced", 1 << 20), &prices), 0.0);
+        assert_eq!(
+            worst_case_usd(&CallRequest::new("unpriced", 1 << 20), &prices),
+            0.0
+        );
     }
 
     /// Parallel calls: each admitted while spend plus reservations is below the
@@ -399,13 +406,20 @@ mod tests {
         let admitted: Vec<u64> = (0..10)
             .filter(|id| book.admit(*id, worst, 0.0).is_ok())
             .collect();
-        assert_eq!(admitted, [0, 1, 2, 3], "0.9 reserved admits a fourth, 1.2 none");
+        assert_eq!(
+            admitted,
+            [0, 1, 2, 3],
+            "0.9 reserved admits a fourth, 1.2 none"
+        );
         assert!(book.reserved_usd() < 1.0 + worst);
         assert_eq!(book.blocked, 6);
         // The first ends, having cost 0.1: its reservation is released, its cost booked.
         book.release(0);
         assert!((book.reserved_usd() - 0.9).abs() < 1e-12);
-        assert!(book.admit(10, worst, 0.1).is_err(), "0.1 + 0.9 reaches the budget");
+        assert!(
+            book.admit(10, worst, 0.1).is_err(),
+            "0.1 + 0.9 reaches the budget"
+        );
         book.release(1);
         let refusal = book.admit(11, worst, 0.2).map(|()| 11);
         assert_eq!(refusal, Ok(11), "0.2 + 0.6 is below it");

@@ -260,9 +260,15 @@ impl Hub {
     /// the rules found.
     fn apply(&self, event: Event) {
         let applied = lock(&self.state).apply(event, &self.settings.thresholds);
+        self.hand_on(&applied);
+    }
+
+    /// Publishes what applying an event changed, dispatches what the rules found and
+    /// counts what it rejected.
+    fn hand_on(&self, applied: &super::state::Applied) {
         self.publisher.publish(&applied.publish);
         self.deliver(&applied.findings);
-        if let Some(rejected) = applied.rejected {
+        if let Some(rejected) = &applied.rejected {
             self.reject(rejected.kind, rejected.value, rejected.iteration);
         }
     }
@@ -279,8 +285,7 @@ impl Hub {
             let applied = state.apply(event, &self.settings.thresholds);
             (applied, look(&state))
         };
-        self.publisher.publish(&applied.publish);
-        self.deliver(&applied.findings);
+        self.hand_on(&applied);
         seen
     }
 

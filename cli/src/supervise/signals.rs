@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use loopwatch::llm::proxy::LlmProxy;
-use loopwatch::llm::BudgetAction;
 use loopwatch::supervise::ExitReason;
 use loopwatch::AlertName;
 use nix::sys::signal::Signal;
@@ -219,20 +218,14 @@ impl<'a> Ending<'a> {
 /// ago.
 fn verdict(launch: &Launch<'_>, done_since: &mut Option<Instant>) -> Option<ExitReason> {
     let (monitor, options) = (launch.monitor, launch.options);
-    if let Some(budget) = monitor
-        .thresholds()
-        .llm_budget()
-        .filter(|b| b.action == BudgetAction::Stop)
-    {
-        if monitor.is_firing(AlertName::LLMBudget) {
-            tracing::warn!(
-                budget_usd = budget.usd,
-                grace = ?options.grace,
-                "the LLM budget is spent; stopping the loop (action = \"stop\")"
-            );
-            launch.budget_stopped.set(true);
-            return Some(ExitReason::Stopped);
-        }
+    if let Some(budget) = launch.budget_spent_stops() {
+        tracing::warn!(
+            budget_usd = budget.usd,
+            grace = ?options.grace,
+            "the LLM budget is spent; stopping the loop (action = \"stop\")"
+        );
+        launch.budget_stopped.set(true);
+        return Some(ExitReason::Stopped);
     }
     if options.on_stall != OnStall::None
         && launch.socket.is_some()

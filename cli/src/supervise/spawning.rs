@@ -85,6 +85,16 @@ struct Started {
 }
 
 impl Launch<'_> {
+    /// The LLM budget, when its action is `stop` and it is spent (LLMBudget fires):
+    /// the loop is to be ended, and not started again.
+    pub(super) fn budget_spent_stops(&self) -> Option<loopwatch::llm::Budget> {
+        self.monitor
+            .thresholds()
+            .llm_budget()
+            .filter(|b| b.action == loopwatch::llm::BudgetAction::Stop)
+            .filter(|_| self.monitor.is_firing(loopwatch::AlertName::LLMBudget))
+    }
+
     /// One start: starts the child, watches it until it and (when loopwatch ended it)
     /// the rest of its processes have exited, and reads its end; `None` when it could
     /// not be started.

@@ -1,21 +1,23 @@
 """A loop spending an LLM budget through the metering proxy with the real SDKs, their
-retries left at the SDKs' defaults.
+retries left at the SDKs' defaults. Each mode writes what the loop saw to
+`outcomes.json` (written whole, then renamed).
 
-- `sequential N`: N chat calls one after another (each `max_tokens=10`), then one
-  Anthropic message; each outcome written to `outcomes.json` as it happens.
-- `parallel N METRICS`: N chat calls at once to a model the stand-in never answers;
-  once every call has either come back refused or is counted in flight by loopwatch
-  (its /metrics, METRICS), the outcomes are written and the loop exits, leaving the
-  calls in flight.
-- `forever`: chat calls until loopwatch stops the loop.
+- `parallel WORKERS METRICS`: WORKERS threads call `slow/chat` (answered after
+  600 ms, so that the calls overlap) one call after another until the proxy refuses
+  one; then one Anthropic message (refused too). Then the loop reads loopwatch's
+  /metrics (METRICS), runs two more iterations and says it is done.
+- `restarted FIRST`: the first start (LOOPWATCH_RESTARTS 0) makes FIRST `ok/chat`
+  calls, one iteration each, and exits 1; a later start calls `ok/chat` until
+  loopwatch stops it.
+- `sequential CALLS METRICS`: CALLS `ok/chat` calls, one iteration each; then the
+  loop saves loopwatch's page (METRICS without `/metrics`) to `page.html` and says it
+  is done.
 """
 
 import json
 import os
-import re
 import sys
 import threading
-import time
 import urllib.request
 
 import anthropic
@@ -25,17 +27,16 @@ import loopwatch
 
 oa = openai.OpenAI(api_key="sk-test", timeout=30)
 an = anthropic.Anthropic(api_key="sk-ant-test", timeout=30)
-outcomes = []
 
 
-def outcome(error: Exception) -> dict:
-    body = getattr(error, "body", None)
+def refusal(error: Exception) -> dict:
+    """What the SDK raised, as the loop's code sees it."""
     return {
         "error": type(error).__name__,
         "status": getattr(error, "status_code", None),
         "code": getattr(error, "code", None),
         "type": getattr(error, "type", None),
-        "body": body,
+        "body": getattr(error, "body", None),
         "message": str(error),
     }
 
@@ -47,64 +48,78 @@ def chat(model: str) -> dict:
         )
         return {"ok": True}
     except openai.APIError as e:
-        return outcome(e)
+        return refusal(e)
 
 
-def write() -> None:
+def write(outcomes) -> None:
     with open("outcomes.json.tmp", "w") as f:
         json.dump(outcomes, f)
     os.replace("outcomes.json.tmp", "outcomes.json")
 
 
+def read(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return answer.read().decode()
+
+
 mode = sys.argv[1]
-if mode == "sequential":
-    for i in range(int(sys.argv[2])):
-        with loopwatch.iteration() as it:
-            result = chat("ok/chat")
-            outcomes.append(result)
-            if result.get("ok"):
-                it.success(1.0)
-            else:
-                it.failure(result["error"])
+if mode == "parallel":
+    workers, metrics = int(sys.argv[2]), sys.argv[3]
+    lock = threading.Lock()
+    calls = {"chat": [], "messages": None, "metrics": None}
+
+    def worker() -> None:
+        # Bounded, so that a budget that never refuses fails the test, not hangs it.
+        for _ in range(100):
+            result = chat("slow/chat")
+            with lock:
+                calls["chat"].append(result)
+            if not result.get("ok"):
+                return
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     try:
         an.messages.create(
             model="ok/messages", max_tokens=10, messages=[{"role": "user", "content": "x"}]
         )
-        outcomes.append({"ok": True})
+        calls["messages"] = {"ok": True}
     except anthropic.APIError as e:
-        outcomes.append(outcome(e))
-    write()
+        calls["messages"] = refusal(e)
+    calls["metrics"] = read(metrics)
+    # The loop goes on after the refusals, and loopwatch with it.
+    for _ in range(2):
+        with loopwatch.iteration() as it:
+            it.success(1.0)
+    write(calls)
     loopwatch.done()
-elif mode == "parallel":
-    calls = int(sys.argv[2])
-    lock = threading.Lock()
-
-    def call() -> None:
-        result = chat("hang/chat")
-        with lock:
-            outcomes.append(result)
-
-    for _ in range(calls):
-        threading.Thread(target=call, daemon=True).start()
-    # The calls admitted hang; those refused come back. Wait until each is one or
-    # the other: the budget decides how many of each, not the timing.
-    pattern = re.compile(r"^loopwatch_llm_in_flight (\d+)", re.M)
-    while True:
-        text = urllib.request.urlopen(sys.argv[3]).read().decode()
-        found = pattern.search(text)
-        in_flight = int(found.group(1)) if found else 0
-        with lock:
-            if len(outcomes) + in_flight == calls:
-                write()
-                break
-        time.sleep(0.05)
-    loopwatch.done()
-    os._exit(0)
-elif mode == "forever":
+elif mode == "restarted":
+    first = int(sys.argv[2])
+    if os.environ.get("LOOPWATCH_RESTARTS", "0") == "0":
+        for _ in range(first):
+            with loopwatch.iteration() as it:
+                result = chat("ok/chat")
+                it.success(1.0) if result.get("ok") else it.failure(result["error"])
+        loopwatch.flush(5)
+        sys.exit(1)
     while True:
         with loopwatch.iteration() as it:
             result = chat("ok/chat")
-            if result.get("ok"):
-                it.success(1.0)
-            else:
-                it.failure(result["error"])
+            it.success(1.0) if result.get("ok") else it.failure(result["error"])
+elif mode == "sequential":
+    count, metrics = int(sys.argv[2]), sys.argv[3]
+    outcomes = []
+    for _ in range(count):
+        with loopwatch.iteration() as it:
+            result = chat("ok/chat")
+            outcomes.append(result)
+            it.success(1.0) if result.get("ok") else it.failure(result["error"])
+    loopwatch.flush(5)
+    page = read(metrics[: -len("/metrics")] + "/")
+    with open("page.html", "w") as f:
+        f.write(page)
+    write(outcomes)
+    loopwatch.done()

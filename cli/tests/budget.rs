@@ -1,0 +1,461 @@
+//! The LLM budget under `loopwatch run --llm-proxy`: a loop using the real openai and
+//! anthropic SDKs (in the test virtual environment, their retries at their defaults)
+//! spends through the metering proxy at a stand-in provider that bills known tokens
+//! (`llm_upstream`, the only fake), with a budget that runs out after a few calls.
+//! Checked, for each action:
+//! - `block`: with calls in parallel, the provider's own ledger never passes the
+//!   budget by more than one call's worst case; the loop gets each SDK's error with
+//!   the budget's message, never a retry, and goes on; the refusals are `blocked`,
+//!   free and outside LLMErrors;
+//! - `stop`: the spend of a start before a restart counts; the loop is stopped once,
+//!   not restarted, and loopwatch writes both final files and exits with status 3;
+//! - `warn`: the warnings at 50% and 80% (event, log line, page mark), then LLMBudget
+//!   at a real Alertmanager.
+
+mod support;
+
+#[allow(dead_code)]
+mod llm_upstream;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use llm_upstream::{Upstream, CHAT_USAGE};
+use support::services::Alertmanager;
+use support::*;
+
+/// The price of the stand-in's chat models, per million input and output tokens:
+/// a call of [`CHAT_USAGE`] (11 in, 7 out) costs $0.039.
+const PRICE: (f64, f64) = (1_000.0, 4_000.0);
+
+/// The cost of one call answered with [`CHAT_USAGE`].
+fn call_usd() -> f64 {
+    (CHAT_USAGE.0 as f64 * PRICE.0 + CHAT_USAGE.1 as f64 * PRICE.1) / 1e6
+}
+
+/// `loopwatch.toml`: the stand-in's chat models priced at [`PRICE`], then `more`.
+fn config(dir: &Path, more: &str) -> PathBuf {
+    let path = dir.join("loopwatch.toml");
+    let mut text = String::new();
+    for model in ["ok/chat", "slow/chat", "ok/messages"] {
+        text.push_str(&format!(
+            "[llm.prices.\"{model}\"]\ninput_per_million = {}\noutput_per_million = {}\n\n",
+            PRICE.0, PRICE.1
+        ));
+    }
+    text.push_str(more);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `loopwatch run --llm-proxy --llm-upstream=<upstream> --config=<config> [flags] --
+/// python budget.py <args>` in `dir`, none of the machine's provider or network
+/// variables passed on.
+fn metered(
+    dir: &Path,
+    upstream: &Upstream,
+    config: &Path,
+    flags: &[&str],
+    args: &[&str],
+) -> Supervised {
+    let launch = Launch {
+        env_remove: [
+            "OPENAI_BASE_URL",
+            "ANTHROPIC_BASE_URL",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect(),
+        current_dir: Some(dir.to_path_buf()),
+        ..Launch::default()
+    };
+    let upstream = format!("--llm-upstream={}", upstream.url());
+    let config = format!("--config={}", config.display());
+    let flags: Vec<&str> = ["--llm-proxy", &upstream, &config]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .collect();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/llm_upstream/budget.py");
+    let command: Vec<OsString> = [python().into_os_string(), script.into()]
+        .into_iter()
+        .chain(args.iter().map(OsString::from))
+        .collect();
+    Supervised::launch(dir, &launch, &flags, &command)
+}
+
+/// What the loop wrote of what it saw.
+fn outcomes(dir: &Path) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(dir.join("outcomes.json")).expect("the loop wrote outcomes.json");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The value of a counter's sample in the final JSON whose labels include `labels`
+/// (0 when there is none).
+fn final_sum(json: &serde_json::Value, name: &str, labels: &[(&str, &str)]) -> f64 {
+    json["metrics"][name]["samples"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+                .filter_map(|s| s["value"].as_f64())
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+/// The budget's marks in the final event log: (event, percent).
+fn budget_marks(json: &serde_json::Value) -> Vec<(String, Option<u64>)> {
+    json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "llm_budget")
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_string(),
+                e["percent"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn block_refuses_new_calls_in_the_providers_format_and_parallel_calls_overshoot_by_one_worst_case()
+{
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Eight workers at once against a budget of about two and a half calls: only
+    // the reservations of the calls in flight keep the first wave from all going out.
+    let budget = 0.1;
+    let config = config(
+        dir.path(),
+        &format!("[llm.budget]\nusd = {budget}\naction = \"block\"\n"),
+    );
+    let workers = 8;
+    let mut run = metered(
+        dir.path(),
+        &upstream,
+        &config,
+        &[],
+        &["parallel", &workers.to_string(), "{metrics}"],
+    );
+    let status = run.wait(Duration::from_secs(120));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let seen = outcomes(dir.path());
+    let json = run.final_json();
+
+    // Each worker's calls went through until one was refused: a 429 with
+    // `insufficient_quota` naming the budget and how to raise it, raised by the SDK
+    // without a retry (the provider never saw more calls than went through).
+    let chat = seen["chat"].as_array().unwrap();
+    let (ok, refused): (Vec<_>, Vec<_>) = chat.iter().partition(|c| c["ok"] == true);
+    assert_eq!(refused.len(), workers, "one refusal per worker: {chat:?}");
+    for r in &refused {
+        assert_eq!(r["error"], "RateLimitError", "{r}");
+        assert_eq!(r["status"], 429, "{r}");
+        assert_eq!(r["code"], "insufficient_quota", "{r}");
+        assert_eq!(r["body"]["type"], "insufficient_quota", "{r}");
+        let message = r["body"]["message"].as_str().unwrap();
+        for part in ["LLM budget of $0.1000", "--llm-budget-usd", "[llm.budget]"] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+    }
+    // Anthropic's own shape: a 400 `invalid_request_error`, as for a spend limit.
+    let messages = &seen["messages"];
+    assert_eq!(messages["error"], "BadRequestError", "{messages}");
+    assert_eq!(messages["status"], 400, "{messages}");
+    assert_eq!(messages["body"]["type"], "error", "{messages}");
+    assert_eq!(
+        messages["body"]["error"]["type"], "invalid_request_error",
+        "{messages}"
+    );
+    assert!(
+        messages["body"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--llm-budget-usd"),
+        "{messages}"
+    );
+
+    // The provider's ledger: every call it answered, billed at its usage. The calls
+    // it saw are those that went through (none refused reached it), and they passed
+    // the budget by at most one call's worst case: its request's size at the input
+    // price and its max_tokens (10) at the output price.
+    let ledger: Vec<_> = upstream
+        .seen()
+        .into_iter()
+        .filter(|s| s.path == "/v1/chat/completions")
+        .collect();
+    assert_eq!(ledger.len(), ok.len(), "{ledger:?}");
+    assert!(upstream.seen().iter().all(|s| s.path != "/v1/messages"));
+    let billed = ledger.len() as f64 * call_usd();
+    let worst = ledger
+        .iter()
+        .map(|s| ((s.body_len as u64).div_ceil(4) as f64 * PRICE.0 + 10.0 * PRICE.1) / 1e6)
+        .fold(0.0, f64::max);
+    assert!(
+        billed <= budget + worst + 1e-9,
+        "billed ${billed} for a budget of ${budget}, one worst case ${worst}: {} calls",
+        ledger.len()
+    );
+    assert!(billed >= budget - worst, "the budget was spent: ${billed}");
+    // The calls overlapped: some were refused for what the calls in flight had
+    // reserved (without reservations, the first wave alone, eight calls, would have
+    // passed the budget by more than one worst case).
+    assert!(workers as f64 * call_usd() > budget + worst);
+    let reserved = |message: &str| -> f64 {
+        let (before, _) = message.split_once(" reserved by calls in flight").unwrap();
+        before.rsplit_once('$').unwrap().1.parse().unwrap()
+    };
+    assert!(
+        refused
+            .iter()
+            .any(|r| reserved(r["body"]["message"].as_str().unwrap()) > 0.0),
+        "{refused:?}"
+    );
+
+    // loopwatch booked the same spend; the refusals as `blocked`: free, not errors.
+    let llm = &json["summary"]["llm"];
+    assert!(close(llm["cost_usd"].as_f64().unwrap(), billed), "{llm}");
+    assert_eq!(llm["blocked"], workers as u64 + 1, "{llm}");
+    assert_eq!(llm["errors"], 0, "{llm}");
+    assert_eq!(llm["budget"]["action"], "block", "{llm}");
+    assert_eq!(llm["budget"]["blocked_calls"], workers as u64 + 1, "{llm}");
+    assert!(
+        close(llm["budget"]["spent_usd"].as_f64().unwrap(), billed),
+        "{llm}"
+    );
+    assert_eq!(llm["budget"]["reserved_usd"], 0.0, "{llm}");
+    assert_eq!(
+        final_sum(
+            &json,
+            "loopwatch_llm_calls_total",
+            &[("outcome", "blocked")]
+        ),
+        (workers + 1) as f64
+    );
+    assert_eq!(json["evaluation"]["alerts"]["LLMErrors"], "inactive");
+    assert_eq!(json["evaluation"]["alerts"]["LLMBudget"], "firing");
+    // The first refusal is marked once, in the events and the log.
+    let blocking: Vec<_> = budget_marks(&json)
+        .into_iter()
+        .filter(|(event, _)| event == "blocking")
+        .collect();
+    assert_eq!(blocking.len(), 1, "{}", json["events"]);
+    assert_eq!(
+        log.matches("LLM budget spent: the proxy refuses new LLM calls")
+            .count(),
+        1,
+        "{log}"
+    );
+    // loopwatch kept serving while the loop went on after its refusals.
+    let metrics = seen["metrics"].as_str().unwrap();
+    assert!(metrics.contains("outcome=\"blocked\""), "{metrics}");
+    assert_eq!(json["summary"]["iterations"], 2);
+    assert_eq!(json["summary"]["loop_exit"]["code"], 0);
+}
+
+#[test]
+fn stop_ends_the_run_with_status_3_counting_the_spend_before_a_restart() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Five calls' worth and a bit: the sixth call spends it. The first start makes
+    // three calls and crashes; the restarted start calls until it is stopped.
+    let budget = 0.2;
+    let config = config(dir.path(), "");
+    let mut run = metered(
+        dir.path(),
+        &upstream,
+        &config,
+        &[
+            &format!("--llm-budget-usd={budget}"),
+            "--llm-budget-action=stop",
+            "--restart=always",
+            "--restart-delay=100ms",
+            "--grace=5s",
+        ],
+        &["restarted", "3"],
+    );
+    let status = run.wait(Duration::from_secs(120));
+    let log = run.log();
+    assert_eq!(
+        status.code(),
+        Some(i32::from(loopwatch::llm::budget::BUDGET_EXIT_STATUS)),
+        "{log}"
+    );
+    assert_eq!(status.code(), Some(3));
+    for file in ["metrics_final.json", "prometheus_metrics_final.txt"] {
+        assert!(dir.path().join(file).is_file(), "{file}; {log}");
+    }
+    let json = run.final_json();
+    // Two starts: the crash restarted, the stop not, although --restart=always.
+    let exits = json["summary"]["exits"].as_array().unwrap();
+    assert_eq!(exits.len(), 2, "{exits:?}");
+    assert_eq!(exits[0]["restarted"], true, "{exits:?}");
+    assert_eq!(exits[0]["status"], 1, "{exits:?}");
+    assert_eq!(exits[1]["restarted"], false, "{exits:?}");
+    assert_eq!(exits[1]["reason"], "stopped", "{exits:?}");
+    assert_eq!(
+        log.matches("the LLM budget is spent; stopping the loop")
+            .count(),
+        1,
+        "{log}"
+    );
+    // The spend is the whole run's, the first start's calls included: every call
+    // the provider answered, and at least the budget.
+    let answered = upstream
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/v1/chat/completions")
+        .count();
+    let llm = &json["summary"]["llm"];
+    let spent = llm["budget"]["spent_usd"].as_f64().unwrap();
+    assert!(spent >= budget, "{llm}");
+    assert!(close(llm["cost_usd"].as_f64().unwrap(), spent), "{llm}");
+    let booked = llm["calls"].as_u64().unwrap() - llm["abandoned"].as_u64().unwrap();
+    assert!(close(spent, booked as f64 * call_usd()), "{llm}");
+    assert!(answered as u64 >= booked && booked >= 6, "{answered} {llm}");
+    assert_eq!(llm["budget"]["action"], "stop", "{llm}");
+    // The warnings: 50% in the first start (the third call), 80% in the second.
+    assert_eq!(
+        budget_marks(&json),
+        [
+            ("warning".to_string(), Some(50)),
+            ("warning".to_string(), Some(80))
+        ]
+    );
+    // In the event log, the restart comes between them; each warning's spend is
+    // that of the call that reached it: the third, then the fifth.
+    let events = json["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .filter(|k| ["llm_budget", "restarted"].contains(k))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["llm_budget", "restarted", "llm_budget"],
+        "{events:?}"
+    );
+    let spent_at: Vec<f64> = events
+        .iter()
+        .filter(|e| e["kind"] == "llm_budget")
+        .map(|e| e["spent_usd"].as_f64().unwrap())
+        .collect();
+    assert!(
+        close(spent_at[0], 3.0 * call_usd()) && close(spent_at[1], 5.0 * call_usd()),
+        "{spent_at:?}"
+    );
+}
+
+#[test]
+fn warn_gives_both_warnings_then_llm_budget_at_alertmanager() {
+    let upstream = Upstream::start();
+    let alertmanager = Alertmanager::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Ten calls' worth: 50% at the fifth call, 80% at the eighth, spent at the tenth
+    // (the default action: warn). Twelve calls, all answered.
+    let budget = 10.0 * call_usd() - 1e-6;
+    let config = config(dir.path(), &format!("[llm.budget]\nusd = {budget}\n"));
+    let mut run = metered(
+        dir.path(),
+        &upstream,
+        &config,
+        &[&format!("--alertmanager={}", alertmanager.url())],
+        &["sequential", "12", "{metrics}"],
+    );
+    let status = run.wait(Duration::from_secs(120));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let calls = outcomes(dir.path());
+    assert!(
+        calls.as_array().unwrap().iter().all(|c| c["ok"] == true),
+        "warn never refuses: {calls}"
+    );
+    let json = run.final_json();
+
+    // The event log: the warnings in order, then LLMBudget firing.
+    let events = json["events"].as_array().unwrap();
+    let position = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        events
+            .iter()
+            .position(pred)
+            .unwrap_or_else(|| panic!("not in the events: {events:?}"))
+    };
+    let at_50 = position(&|e| e["kind"] == "llm_budget" && e["percent"] == 50);
+    let at_80 = position(&|e| e["kind"] == "llm_budget" && e["percent"] == 80);
+    let fired = position(&|e| {
+        e["kind"] == "alert" && e["alertname"] == "LLMBudget" && e["state"] == "firing"
+    });
+    assert!(at_50 < at_80 && at_80 < fired, "{events:?}");
+    assert_eq!(
+        budget_marks(&json),
+        [
+            ("warning".to_string(), Some(50)),
+            ("warning".to_string(), Some(80))
+        ]
+    );
+    // Each at the call that reached it: the fifth, then the eighth.
+    for (at, calls) in [(at_50, 5.0), (at_80, 8.0)] {
+        assert_eq!(events[at]["action"], "warn");
+        assert!(close(events[at]["budget_usd"].as_f64().unwrap(), budget));
+        let spent = events[at]["spent_usd"].as_f64().unwrap();
+        assert!(close(spent, calls * call_usd()), "{}", events[at]);
+    }
+    // The log: each warning once, before LLMBudget fired.
+    let line = |needle: &str| {
+        let lines: Vec<usize> = log
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(needle))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(lines.len(), 1, "{needle}: {log}");
+        lines[0]
+    };
+    let logged_50 = line("LLM budget warning: 50% of the budget is spent");
+    let logged_80 = line("LLM budget warning: 80% of the budget is spent");
+    let logged_fired = line("LLM budget exceeded");
+    assert!(logged_50 < logged_80 && logged_80 < logged_fired, "{log}");
+    // The page: both marks on the alert timeline's budget lane.
+    let page = std::fs::read_to_string(dir.path().join("page.html")).unwrap();
+    assert!(page.contains("data-budget-marks=\"2\""), "{page}");
+    for percent in [50, 80] {
+        assert!(
+            page.contains(&format!(
+                "data-budget-event=\"warning\" data-percent=\"{percent}\""
+            )),
+            "{percent}"
+        );
+    }
+    // LLMBudget reached Alertmanager.
+    wait_until(Duration::from_secs(10), "LLMBudget at Alertmanager", || {
+        alertmanager.alert("LLMBudget").is_some()
+    });
+    let alert = alertmanager.alert("LLMBudget").unwrap();
+    assert_eq!(alert["annotations"]["summary"], "LLM budget exceeded");
+    let llm = &json["summary"]["llm"];
+    assert_eq!(
+        llm["budget"]["warned_at_percent"],
+        serde_json::json!([50, 80])
+    );
+    assert_eq!(llm["budget"]["spent"], true);
+    assert_eq!(llm["blocked"], 0);
+    assert!(close(
+        llm["budget"]["spent_usd"].as_f64().unwrap(),
+        12.0 * call_usd()
+    ));
+}
