@@ -1252,6 +1252,92 @@ mod tests {
         assert_eq!(asked_model(b"\xff\xfe not json"), None);
     }
 
+    #[test]
+    fn the_most_output_tokens_are_read_by_each_apis_name_from_whole_or_cut_bodies() {
+        for (body, expected) in [
+            (
+                &br#"{"model":"m","max_tokens":10,"messages":[]}"#[..],
+                Some(10),
+            ),
+            (br#"{"model":"m","max_completion_tokens":64}"#, Some(64)),
+            (
+                br#"{"model":"m","max_output_tokens":512,"input":"x"}"#,
+                Some(512),
+            ),
+            (
+                br#"{"model":"m","max_tokens":10,"max_completion_tokens":20}"#,
+                Some(20),
+            ),
+            (br#"{"model":"m","max_tokens":null}"#, None),
+            (br#"{"model":"m","max_tokens":-3}"#, None),
+            (br#"{"model":"m"}"#, None),
+            // Cut: read as text.
+            (
+                br#"{"max_tokens" : 300, "model":"m","messages":[{"content":"x"#,
+                Some(300),
+            ),
+            (br#"{"model":"m","max_tokens":"many","messages":[{"#, None),
+        ] {
+            let (model, max) = asked(body);
+            assert_eq!(
+                model.as_deref(),
+                Some("m"),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(max, expected, "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(asked(b"\xff\xfe not json"), (None, None));
+    }
+
+    /// A refusal in each API's own error format, the budget's message in it, told
+    /// not to be retried.
+    #[test]
+    fn a_budget_refusal_speaks_each_apis_error_format() {
+        let refusal = BudgetRefusal {
+            budget_usd: 2.0,
+            spent_usd: 1.5,
+            reserved_usd: 0.5,
+        };
+        for (api, status) in [
+            (Api::OpenAi, StatusCode::TOO_MANY_REQUESTS),
+            (Api::Anthropic, StatusCode::BAD_REQUEST),
+        ] {
+            let response = budget_refusal(api, &refusal);
+            assert_eq!(response.status(), status);
+            assert_eq!(response.headers()["x-should-retry"], "false");
+            assert_eq!(response.headers()["content-type"], "application/json");
+            let BodySource::Fixed(Some(bytes)) = &response.body().inner else {
+                panic!("a whole body");
+            };
+            let body: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+            let (message, kind) = match api {
+                Api::OpenAi => {
+                    assert_eq!(body["error"]["code"], "insufficient_quota");
+                    (&body["error"]["message"], &body["error"]["type"])
+                }
+                Api::Anthropic => {
+                    assert_eq!(body["type"], "error");
+                    (&body["error"]["message"], &body["error"]["type"])
+                }
+            };
+            let expected_kind = match api {
+                Api::OpenAi => "insufficient_quota",
+                Api::Anthropic => "invalid_request_error",
+            };
+            assert_eq!(kind, expected_kind);
+            let message = message.as_str().unwrap();
+            for part in [
+                "$2.0000",
+                "$1.5000 spent",
+                "$0.5000 reserved",
+                "--llm-budget-usd",
+            ] {
+                assert!(message.contains(part), "{part}: {message}");
+            }
+        }
+    }
+
     /// A recorder keeping what it is given, for the booking of one call.
     #[derive(Default)]
     struct Kept(std::sync::Mutex<Vec<LlmCall>>);

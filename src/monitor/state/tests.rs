@@ -764,3 +764,131 @@ fn instrumented_frameworks_are_kept_news_said_once_and_errors_summed() {
     // Nothing of it touches the run's iterations.
     assert_eq!(state.history().len(), 0);
 }
+
+/// A budget that blocks: calls in flight reserve their worst case, a call that would
+/// pass the budget is refused and booked as `blocked` (free, not an error, the first
+/// refusal marked once), an ended call's reservation gives way to its cost; a
+/// restart of the loop keeps all of it.
+#[test]
+fn a_blocking_budget_reserves_refuses_and_outlives_a_restart() {
+    use crate::llm::{Admission, BudgetAction, CallRequest};
+    let th = Thresholds::default()
+        .with_llm(LlmConfig::default().with_price("m", Price::per_million(1.0, 1.0)))
+        .with_llm_budget_usd(1.0)
+        .and_then(|t| t.with_llm_budget_action(BudgetAction::Block))
+        .unwrap();
+    let mut state = RunState::new(started(), &th);
+    // 400 bytes (100 tokens) and at most 374 999 out: 0.375 each at most.
+    let request = || Box::new(CallRequest::new("m", 400).with_max_output_tokens(374_900));
+    let start = |state: &mut RunState, id: u64, secs: f64| {
+        state.apply(
+            Event::LlmStarted {
+                id,
+                request: request(),
+                at: at(secs),
+            },
+            &th,
+        );
+        state.llm_admission(id)
+    };
+    assert_eq!(start(&mut state, 1, 1.0), Admission::Admitted(1));
+    assert_eq!(start(&mut state, 2, 1.1), Admission::Admitted(2));
+    assert_eq!(start(&mut state, 3, 1.2), Admission::Admitted(3));
+    let Admission::Blocked(refusal) = start(&mut state, 4, 1.3) else {
+        panic!("1.125 reserved refuses a fourth");
+    };
+    assert_eq!((refusal.spent_usd, refusal.reserved_usd), (0.0, 1.125));
+    // The first call ends: 0.25 booked, its reservation released.
+    let cost = LlmCall::new("m", Duration::from_secs(1)).with_tokens(125_000, 125_000);
+    state.apply(
+        Event::Llm {
+            call: Box::new(cost),
+            at: at(2.0),
+        },
+        &th,
+    );
+    state.apply(Event::LlmEnded { id: 1, at: at(2.0) }, &th);
+    assert!(
+        matches!(start(&mut state, 5, 2.1), Admission::Blocked(_)),
+        "0.25 + 0.75"
+    );
+    // The loop crashes and is restarted: its calls in flight end, the books stay.
+    state.apply(
+        Event::LoopRestarting {
+            exit: LoopExit::new(Some(1), None),
+            at: at(3.0),
+        },
+        &th,
+    );
+    for id in [2, 3] {
+        state.apply(Event::LlmEnded { id, at: at(3.0) }, &th);
+    }
+    state.apply(Event::LoopStarted { at: at(3.5) }, &th);
+    assert_eq!(
+        start(&mut state, 6, 4.0),
+        Admission::Admitted(6),
+        "0.25 + 0"
+    );
+    assert_eq!(
+        start(&mut state, 7, 4.1),
+        Admission::Admitted(7),
+        "0.25 + 0.375"
+    );
+    assert!(
+        matches!(start(&mut state, 8, 4.2), Admission::Blocked(_)),
+        "0.25 + 0.75"
+    );
+    let summary = state.summary("run", &ReasonNames::default(), at(5.0)).llm;
+    assert_eq!((summary.calls, summary.blocked, summary.errors), (4, 3, 0));
+    assert_eq!(summary.cost_usd, 0.25);
+    let budget = summary.budget.unwrap();
+    assert_eq!(
+        (budget.spent_usd, budget.reserved_usd, budget.blocked_calls),
+        (0.25, 0.75, 3)
+    );
+    assert_eq!(budget.warned_at_percent, Vec::<u8>::new());
+    let (events, _) = state.events();
+    let marks: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            LogEntryKind::LlmBudget(mark) => Some(mark.event),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(marks, [BudgetEvent::Blocking], "the first refusal, once");
+}
+
+/// The warnings at 50% and 80%, each once, whatever the action, in the event log
+/// and published with the call that reached them.
+#[test]
+fn budget_warnings_are_given_once_at_half_and_four_fifths() {
+    let th = Thresholds::default().with_llm_budget_usd(1.0).unwrap();
+    let mut state = RunState::new(started(), &th);
+    let mut published = Vec::new();
+    for (i, cost) in [0.25, 0.25, 0.125, 0.25, 0.25].into_iter().enumerate() {
+        let applied = state.apply(
+            Event::Llm {
+                call: Box::new(LlmCall::new("m", Duration::ZERO).with_cost_usd(cost)),
+                at: at(1.0 + i as f64),
+            },
+            &th,
+        );
+        let Publish::Llm { budget, .. } = applied.publish else {
+            panic!("a call is published");
+        };
+        published.push(budget.iter().map(|m| m.percent).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        published,
+        [vec![], vec![Some(50)], vec![], vec![Some(80)], vec![]]
+    );
+    let (events, _) = state.events();
+    let spent: Vec<f64> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            LogEntryKind::LlmBudget(mark) => Some(mark.spent_usd),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spent, [0.5, 0.875]);
+}
