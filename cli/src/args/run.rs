@@ -274,8 +274,8 @@ pub struct LlmProxyFlags {
     /// What happens when the LLM budget is spent (over `action` under [llm.budget]):
     /// warn (the default: LLMBudget), block (the proxy refuses new calls with the
     /// provider's error; calls in flight finish) or stop (the loop is stopped as by
-    /// SIGTERM, then --grace; the final files are written and loopwatch exits with
-    /// status 3).
+    /// SIGTERM, then --grace, and not restarted; the final files are written and
+    /// loopwatch exits with status 3).
     #[arg(long, value_name = "ACTION", value_parser = budget_action)]
     pub llm_budget_action: Option<loopwatch::llm::BudgetAction>,
 }
@@ -492,5 +492,48 @@ mod tests {
         assert!(none.is_none(), "the monitor reads its own thresholds");
         let zero = run_args(&["--max-restarts=0", "--", "true"]).into_options();
         assert!(zero.is_err(), "{zero:?}");
+    }
+
+    #[test]
+    fn budget_flags_go_over_the_config_and_an_action_needs_an_amount() {
+        use loopwatch::llm::BudgetAction;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("loopwatch.toml");
+        std::fs::write(&config, "max_restarts = 7\n[llm.budget]\nusd = 5.0\n").unwrap();
+        let budget = |args: &[&str], config: Option<PathBuf>| {
+            let args = run_args(args);
+            let limits = args.restarts.thresholds(config.clone()).unwrap();
+            args.llm.budget(limits, config)
+        };
+        // The config's amount, the flag's action; the rest of the config kept.
+        let t = budget(
+            &["--llm-budget-action=stop", "--", "true"],
+            Some(config.clone()),
+        )
+        .unwrap()
+        .unwrap();
+        let b = t.llm_budget().unwrap();
+        assert_eq!((b.usd, b.action), (5.0, BudgetAction::Stop));
+        assert_eq!(t.max_restarts(), 7);
+        // The flag's amount over the config's.
+        let t = budget(&["--llm-budget-usd=$2.50", "--", "true"], Some(config))
+            .unwrap()
+            .unwrap();
+        let b = t.llm_budget().unwrap();
+        assert_eq!((b.usd, b.action), (2.5, BudgetAction::Warn));
+        // Without either flag the monitor reads its own thresholds.
+        assert!(budget(&["--", "true"], None).unwrap().is_none());
+        // An action without an amount anywhere, and amounts that are not, are refused.
+        let empty = dir.path().join("empty.toml");
+        std::fs::write(&empty, "").unwrap();
+        assert!(budget(&["--llm-budget-action=block", "--", "true"], Some(empty)).is_err());
+        for bad in ["0", "-1", "nan", "inf", "five"] {
+            let parsed =
+                Cli::try_parse_from(["loopwatch", "run", "--llm-budget-usd", bad, "--", "true"]);
+            assert!(parsed.is_err(), "{bad}");
+        }
+        let parsed =
+            Cli::try_parse_from(["loopwatch", "run", "--llm-budget-action=halt", "--", "true"]);
+        assert!(parsed.is_err());
     }
 }
