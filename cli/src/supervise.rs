@@ -214,6 +214,14 @@ impl Session {
                 }
             },
         };
+        if llm_proxy.is_none()
+            && monitor
+                .thresholds()
+                .llm_budget()
+                .is_some_and(|b| b.action == loopwatch::llm::BudgetAction::Block)
+        {
+            tracing::warn!("the LLM budget's action is block, but no metering proxy runs (--llm-proxy): calls are not refused, only counted, and LLMBudget fires when they are spent");
+        }
         let instrumentation = instrument(options, socket_dir.as_ref());
         let session = Session {
             monitor,

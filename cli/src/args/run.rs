@@ -322,21 +322,7 @@ impl LlmProxyFlags {
         if let Some(action) = self.llm_budget_action {
             thresholds = thresholds.with_llm_budget_action(action)?;
         }
-        if thresholds
-            .llm_budget()
-            .is_some_and(|b| b.action == loopwatch::llm::BudgetAction::Block)
-            && self.options_none()
-        {
-            tracing::warn!("--llm-budget-action block refuses calls at the metering proxy: without --llm-proxy, calls are only counted");
-        }
         Ok(Some(thresholds))
-    }
-
-    fn options_none(&self) -> bool {
-        !(self.llm_proxy
-            || self.llm_proxy_listen.is_some()
-            || self.llm_upstream.is_some()
-            || self.llm_request_usage)
     }
 
     /// The proxy's settings, when any of its flags asks for it.
