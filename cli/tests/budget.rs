@@ -3,7 +3,7 @@
 //! spends through the metering proxy at a stand-in provider that bills known tokens
 //! (`llm_upstream`, the only fake), with a budget that runs out after a few calls.
 //! Checked, for each action:
-//! - `block`: with calls in parallel, the provider's own ledger never passes the
+//! - `block`: with calls in parallel (the SDK's, and a real OpenEvolve run's), the provider's own ledger never passes the
 //!   budget by more than one call's worst case; the loop gets each SDK's error with
 //!   the budget's message, never a retry, and goes on; the refusals are `blocked`,
 //!   free and outside LLMErrors;
@@ -266,6 +266,142 @@ fn block_refuses_new_calls_in_the_providers_format_and_parallel_calls_overshoot_
     assert!(metrics.contains("outcome=\"blocked\""), "{metrics}");
     assert_eq!(json["summary"]["iterations"], 2);
     assert_eq!(json["summary"]["loop_exit"]["code"], 0);
+}
+
+/// A real OpenEvolve run (pip `openevolve`, its own retries off, four workers)
+/// through the proxy under `block`: OpenEvolve gets the refusals as errors of its
+/// iterations, finishes its run, and loopwatch with it; the provider's ledger stays
+/// within the budget and one call's worst case.
+#[test]
+fn openevolve_under_block_sees_the_refusals_and_finishes_its_run() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::services::free_port();
+    std::fs::write(
+        dir.path().join("initial.py"),
+        "# EVOLVE-BLOCK-START\ndef f():\n    return 0\n# EVOLVE-BLOCK-END\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("evaluator.py"),
+        r#"import importlib.util
+
+def evaluate(program_path):
+    spec = importlib.util.spec_from_file_location("candidate", program_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {"combined_score": float(module.f())}
+"#,
+    )
+    .unwrap();
+    let max_tokens = 10;
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!(
+            r#"max_iterations: 12
+checkpoint_interval: 100
+diff_based_evolution: false
+llm:
+  api_base: "http://127.0.0.1:{port}/v1"
+  api_key: "sk-openevolve"
+  models:
+    - name: "slow/openevolve"
+      weight: 1.0
+  timeout: 20
+  retries: 0
+  max_tokens: {max_tokens}
+database:
+  population_size: 10
+  num_islands: 1
+evaluator:
+  parallel_evaluations: 4
+  cascade_evaluation: false
+"#
+        ),
+    )
+    .unwrap();
+    let wrapper = dir.path().join("openevolve_run.py");
+    std::fs::write(
+        &wrapper,
+        "import sys\nfrom openevolve.cli import main\nsys.exit(main())\n",
+    )
+    .unwrap();
+    // Input cheap, output dear: OpenEvolve's prompts are kilobytes, its answers
+    // (as the stand-in bills them) 11 tokens in and 7 out.
+    let price = (1.0, 4_000.0);
+    let call_usd = (CHAT_USAGE.0 as f64 * price.0 + CHAT_USAGE.1 as f64 * price.1) / 1e6;
+    let budget = 0.1;
+    let config = dir.path().join("loopwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[llm.budget]\nusd = {budget}\naction = \"block\"\n\n[llm.prices.\"slow/openevolve\"]\ninput_per_million = {}\noutput_per_million = {}\n",
+            price.0, price.1
+        ),
+    )
+    .unwrap();
+    let launch = Launch {
+        env_remove: ["OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"]
+            .iter()
+            .map(OsString::from)
+            .collect(),
+        current_dir: Some(dir.path().to_path_buf()),
+        ..Launch::default()
+    };
+    let command: Vec<OsString> = [
+        python().into_os_string(),
+        wrapper.into_os_string(),
+        "initial.py".into(),
+        "evaluator.py".into(),
+        "--config".into(),
+        "config.yaml".into(),
+        "--output".into(),
+        "out".into(),
+    ]
+    .into();
+    let mut run = Supervised::launch(
+        dir.path(),
+        &launch,
+        &[
+            &format!("--llm-upstream={}", upstream.url()),
+            &format!("--llm-proxy-listen=127.0.0.1:{port}"),
+            &format!("--config={}", config.display()),
+        ],
+        &command,
+    );
+    let status = run.wait(Duration::from_secs(300));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "OpenEvolve finished its run: {log}");
+    // OpenEvolve saw the refusal, the budget's message in its error, and went on.
+    assert!(
+        log.contains("Error code: 429 - loopwatch LLM budget of $0.1000 reached"),
+        "{log}"
+    );
+    assert!(log.contains("Evolution completed"), "{log}");
+    let ledger: Vec<_> = upstream
+        .seen()
+        .into_iter()
+        .filter(|s| s.model == "slow/openevolve")
+        .collect();
+    assert!(!ledger.is_empty(), "{log}");
+    let billed = ledger.len() as f64 * call_usd;
+    let worst = ledger
+        .iter()
+        .map(|s| {
+            ((s.body_len as u64).div_ceil(4) as f64 * price.0 + f64::from(max_tokens) * price.1)
+                / 1e6
+        })
+        .fold(0.0, f64::max);
+    assert!(
+        billed <= budget + worst + 1e-9,
+        "billed ${billed} for ${budget}, one worst case ${worst}"
+    );
+    let json = run.final_json();
+    let llm = &json["summary"]["llm"];
+    assert!(close(llm["cost_usd"].as_f64().unwrap(), billed), "{llm}");
+    assert!(llm["blocked"].as_u64().unwrap() >= 1, "{llm}");
+    assert_eq!(llm["errors"], 0, "{llm}");
+    assert_eq!(json["evaluation"]["alerts"]["LLMErrors"], "inactive");
 }
 
 #[test]
