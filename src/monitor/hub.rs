@@ -27,6 +27,12 @@
 //!   fast the loop runs and nothing is dropped. That producer may be the loop's
 //!   thread: recording then waits for the settle (its own, or one in progress).
 //!
+//! One producer must know what the state decided: the LLM recorder, when an LLM
+//! budget blocks, for each call that asks to start (admitted, or refused).
+//! [`Hub::apply_now`] settles what is queued and then applies that event at once,
+//! under the same locks in the same order, and reads the decision before letting go of
+//! the state.
+//!
 //! # Locks
 //!
 //! Taken in this order, never the other way round:
