@@ -1292,4 +1292,49 @@ mod tests {
         let t: Thresholds = "llm_error_calls = 3".parse().unwrap();
         assert_eq!(t.llm_error_calls(), 3);
     }
+
+    /// `[llm.budget]`: its amount and action read, bad ones refused with the key
+    /// named, never a panic.
+    #[test]
+    fn the_llm_budget_table_is_read_and_bad_values_are_refused() {
+        use crate::llm::BudgetAction;
+        let t: Thresholds = "[llm.budget]\nusd = 2.5\naction = \"stop\"\n"
+            .parse()
+            .unwrap();
+        let budget = t.llm_budget().unwrap();
+        assert_eq!((budget.usd, budget.action), (2.5, BudgetAction::Stop));
+        // The amount alone: warn. The older spelling: the same budget.
+        let t: Thresholds = "[llm.budget]\nusd = 1\n".parse().unwrap();
+        assert_eq!(t.llm_budget().unwrap().action, BudgetAction::Warn);
+        let t: Thresholds = "llm_budget_usd = 1\n".parse().unwrap();
+        assert_eq!(t.llm_budget().unwrap().usd, 1.0);
+        assert!(Thresholds::default().llm_budget().is_none());
+        for (text, names) in [
+            ("[llm.budget]\nusd = 0\n", "llm.budget.usd"),
+            ("[llm.budget]\nusd = -3\n", "llm.budget.usd"),
+            ("[llm.budget]\nusd = nan\n", "llm.budget.usd"),
+            ("[llm.budget]\nusd = inf\n", "llm.budget.usd"),
+            ("[llm.budget]\nusd = \"five\"\n", "usd"),
+            (
+                "[llm.budget]\nusd = 1\naction = \"halt\"\n",
+                "llm.budget.action",
+            ),
+            ("[llm.budget]\nusd = 1\naction = 3\n", "action"),
+            ("[llm.budget]\nusd = 1\nlimit = 3\n", "limit"),
+            ("[llm.budget]\naction = \"block\"\n", "llm.budget.action"),
+            (
+                "llm_budget_usd = 1\n[llm.budget]\nusd = 1\n",
+                "llm.budget.usd",
+            ),
+        ] {
+            let err = text.parse::<Thresholds>().unwrap_err().to_string();
+            assert!(err.contains(names), "{text:?}: {err}");
+        }
+        // An action without an amount through the builder too.
+        let err = Thresholds::default()
+            .with_llm_budget_action(BudgetAction::Block)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs an amount"), "{err}");
+    }
 }
