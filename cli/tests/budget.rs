@@ -21,7 +21,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use llm_upstream::{Upstream, CHAT_USAGE};
+use llm_upstream::{Upstream, CHAT_USAGE, STREAM_USAGE};
 use support::services::Alertmanager;
 use support::*;
 
@@ -38,7 +38,13 @@ fn call_usd() -> f64 {
 fn config(dir: &Path, more: &str) -> PathBuf {
     let path = dir.join("loopwatch.toml");
     let mut text = String::new();
-    for model in ["ok/chat", "slow/chat", "ok/messages"] {
+    for model in [
+        "ok/chat",
+        "slow/chat",
+        "ok/messages",
+        "stream-asked/chat",
+        "stream-no-usage/chat",
+    ] {
         text.push_str(&format!(
             "[llm.prices.\"{model}\"]\ninput_per_million = {}\noutput_per_million = {}\n\n",
             PRICE.0, PRICE.1
@@ -266,6 +272,79 @@ fn block_refuses_new_calls_in_the_providers_format_and_parallel_calls_overshoot_
     assert!(metrics.contains("outcome=\"blocked\""), "{metrics}");
     assert_eq!(json["summary"]["iterations"], 2);
     assert_eq!(json["summary"]["loop_exit"]["code"], 0);
+}
+
+/// Under a budget, streamed calls are asked for their usage (as
+/// `--llm-request-usage` does); a call that still ends without it (here a provider
+/// that never sends it) is charged its worst case against the budget, so `block`
+/// refuses once those charges reach it. The reported cost stays a lower bound.
+#[test]
+fn a_streamed_call_without_usage_counts_its_worst_case_against_the_budget() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 0.2;
+    let config = config(
+        dir.path(),
+        &format!("[llm.budget]\nusd = {budget}\naction = \"block\"\n"),
+    );
+    let mut run = metered(dir.path(), &upstream, &config, &[], &["streamed"]);
+    let status = run.wait(Duration::from_secs(120));
+    let log = run.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let seen = outcomes(dir.path());
+    let json = run.final_json();
+
+    // The first stream was asked for its usage, without --llm-request-usage, and
+    // its usage booked.
+    assert_eq!(seen["asked"]["ok"], true, "{seen}");
+    let asked: Vec<_> = upstream
+        .seen()
+        .into_iter()
+        .filter(|s| s.model == "stream-asked/chat")
+        .collect();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(
+        asked[0].stream_options,
+        Some(serde_json::json!({"include_usage": true}))
+    );
+    let asked_usd = (STREAM_USAGE.0 as f64 * PRICE.0 + STREAM_USAGE.1 as f64 * PRICE.1) / 1e6;
+    // The streams that never carry usage: each charged its worst case, its request's
+    // size as the loop sent it (before the proxy added stream_options) at the input
+    // price and its max_tokens (10) at the output price; refused once the budget is
+    // spent, as the provider's ledger shows.
+    let without = seen["without"].as_array().unwrap();
+    let (last, answered) = without.split_last().unwrap();
+    assert!(answered.iter().all(|c| c["ok"] == true), "{seen}");
+    assert_eq!(last["code"], "insufficient_quota", "refused: {seen}");
+    let added = r#""stream_options":{"include_usage":true},"#.len();
+    let worst: Vec<f64> = upstream
+        .seen()
+        .iter()
+        .filter(|s| s.model == "stream-no-usage/chat")
+        .map(|s| ((s.body_len - added).div_ceil(4) as f64 * PRICE.0 + 10.0 * PRICE.1) / 1e6)
+        .collect();
+    assert_eq!(worst.len(), answered.len(), "the refused call was not sent");
+    let estimated: f64 = worst.iter().sum();
+    assert!(asked_usd + estimated >= budget, "{estimated}");
+    assert!(
+        asked_usd + estimated - worst[worst.len() - 1] < budget,
+        "refused at the first call past the budget: {estimated}"
+    );
+    let llm = &json["summary"]["llm"];
+    assert!(close(llm["cost_usd"].as_f64().unwrap(), asked_usd), "{llm}");
+    assert_eq!(llm["spend_is_lower_bound"], true, "{llm}");
+    assert_eq!(llm["usage_missing"], answered.len() as u64, "{llm}");
+    let b = &llm["budget"];
+    assert!(
+        close(b["estimated_usd"].as_f64().unwrap(), estimated),
+        "{b}"
+    );
+    assert!(
+        close(b["spent_usd"].as_f64().unwrap(), asked_usd + estimated),
+        "{b}"
+    );
+    assert_eq!(b["spent"], true, "{b}");
+    assert_eq!(json["evaluation"]["alerts"]["LLMBudget"], "firing");
 }
 
 /// A real OpenEvolve run (pip `openevolve`, its own retries off, four workers)

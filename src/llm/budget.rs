@@ -15,6 +15,12 @@
 //! refused once the spend booked plus the reservations of the calls in flight reaches the
 //! budget, so parallel calls overshoot it by at most one call's worst case.
 //!
+//! A call that ends with its usage unknown (a stream without usage, a call cut short,
+//! a timeout) is charged its reservation, its worst case, against the budget: the
+//! budget's spend is the cost booked plus these estimates, while the reported cost
+//! stays a lower bound without them. Under a budget, the proxy asks streamed
+//! requests for their usage, so that few calls end without it.
+//!
 //! ```
 //! use loopwatch::llm::{budget::{worst_case_usd, CallRequest}, LlmConfig, Price};
 //!
@@ -247,6 +253,9 @@ pub(crate) struct BudgetBook {
     pub(crate) budget: Option<Budget>,
     /// Reservations of the calls in flight, by id, in US dollars.
     reserved: BTreeMap<u64, f64>,
+    /// The reservations charged for calls that ended with their usage unknown: the
+    /// part of the budget's spend that is an estimate, not a booked cost.
+    estimated_usd: f64,
     /// The warnings of [`BUDGET_WARNINGS`] given so far.
     warned: Vec<u8>,
     /// Calls refused.
@@ -267,14 +276,21 @@ impl BudgetBook {
         self.reserved.values().sum()
     }
 
-    /// A call asks to start, worth at most `worst_usd`, with `spent_usd` booked:
+    /// The spend counted against the budget with `booked_usd` booked: that and the
+    /// reservations charged for calls whose usage is unknown.
+    pub(crate) fn spent_usd(&self, booked_usd: f64) -> f64 {
+        booked_usd + self.estimated_usd
+    }
+
+    /// A call asks to start, worth at most `worst_usd`, with `booked_usd` booked:
     /// `Ok` (its reservation kept under `id`) or the refusal.
     pub(crate) fn admit(
         &mut self,
         id: u64,
         worst_usd: f64,
-        spent_usd: f64,
+        booked_usd: f64,
     ) -> Result<(), BudgetRefusal> {
+        let spent_usd = self.spent_usd(booked_usd);
         let reserved_usd = self.reserved_usd();
         if let Some(budget) = self.budget.filter(|b| b.blocks(spent_usd, reserved_usd)) {
             self.blocked = self.blocked.saturating_add(1);
@@ -293,18 +309,33 @@ impl BudgetBook {
         self.reserved.remove(&id);
     }
 
+    /// Call `id` is booked: its reservation is released, its cost counting instead;
+    /// but when its usage is unknown (`usage_missing`) and a budget is set, the
+    /// reservation, its worst case, is charged to the budget's spend as an estimate.
+    /// Returns what was charged.
+    pub(crate) fn settle(&mut self, id: u64, usage_missing: bool) -> f64 {
+        let reserved = self.reserved.remove(&id).unwrap_or(0.0);
+        if usage_missing && self.budget.is_some() {
+            self.estimated_usd += reserved;
+            reserved
+        } else {
+            0.0
+        }
+    }
+
     /// Whether call `id` holds a reservation (it was admitted and has not ended).
     #[cfg(test)]
     pub(crate) fn holds(&self, id: u64) -> bool {
         self.reserved.contains_key(&id)
     }
 
-    /// The warnings a spend of `spent_usd` reaches that were not given yet; each is
-    /// given once.
-    pub(crate) fn new_warnings(&mut self, spent_usd: f64) -> Vec<u8> {
+    /// The warnings the spend reaches, with `booked_usd` booked, that were not given
+    /// yet; each is given once.
+    pub(crate) fn new_warnings(&mut self, booked_usd: f64) -> Vec<u8> {
         let Some(budget) = self.budget else {
             return Vec::new();
         };
+        let spent_usd = self.spent_usd(booked_usd);
         let new: Vec<u8> = budget
             .warnings_reached(spent_usd)
             .filter(|p| !self.warned.contains(p))
@@ -313,12 +344,14 @@ impl BudgetBook {
         new
     }
 
-    /// The budget's figures for the summary, with `spent_usd` booked.
-    pub(crate) fn summary(&self, spent_usd: f64) -> Option<BudgetSummary> {
+    /// The budget's figures for the summary, with `booked_usd` booked.
+    pub(crate) fn summary(&self, booked_usd: f64) -> Option<BudgetSummary> {
+        let spent_usd = self.spent_usd(booked_usd);
         self.budget.map(|budget| BudgetSummary {
             usd: budget.usd,
             action: budget.action,
             spent_usd,
+            estimated_usd: self.estimated_usd,
             reserved_usd: self.reserved_usd(),
             spent: spent_usd >= budget.usd,
             warned_at_percent: self.warned.clone(),
@@ -362,8 +395,13 @@ pub struct BudgetSummary {
     pub usd: f64,
     /// What happens when it is spent.
     pub action: BudgetAction,
-    /// The spend booked so far (a lower bound when `spend_is_lower_bound`).
+    /// The spend counted against the budget: the cost booked (`summary.llm.cost_usd`)
+    /// and `estimated_usd`.
     pub spent_usd: f64,
+    /// Of `spent_usd`, the worst cases charged for calls that ended with their usage
+    /// unknown (a stream without usage, a call cut short, a timeout): an estimate,
+    /// not in `summary.llm.cost_usd`, which stays a lower bound.
+    pub estimated_usd: f64,
     /// The reservations of the calls in flight.
     pub reserved_usd: f64,
     /// Whether the spend has reached the budget.

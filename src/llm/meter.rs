@@ -132,6 +132,9 @@ pub(crate) struct LlmEvidence {
     pub(crate) recent_failures: u64,
     /// Spend so far.
     pub(crate) spend_usd: f64,
+    /// The spend counted against the budget: `spend_usd` and the worst cases charged
+    /// for calls that ended with their usage unknown (none without a budget).
+    pub(crate) budget_spend_usd: f64,
     /// Spend in the last hour.
     pub(crate) spend_last_hour_usd: f64,
     /// Spend since the champion last changed.
@@ -359,6 +362,7 @@ impl LlmMeter {
             recent_calls: books.recent.len() as u64,
             recent_failures: books.recent.iter().filter(|(_, failed)| *failed).count() as u64,
             spend_usd: books.spend_usd,
+            budget_spend_usd: self.budget.spent_usd(books.spend_usd),
             spend_last_hour_usd: books.minutes.iter().map(|(_, m)| m.cost_usd).sum(),
             spend_since_champion_usd: books.spend_usd - books.spend_at_champion_usd,
             spend_is_lower_bound: books.spend_is_lower_bound,
@@ -429,6 +433,12 @@ impl LlmMeter {
         self.budget.admit(id, worst_usd, self.books.spend_usd)?;
         self.in_flight.insert(id, now);
         Ok(())
+    }
+
+    /// Call `id` is booked: its reservation gives way to its cost, or, when its
+    /// usage is unknown and a budget is set, is charged to the budget's spend.
+    pub(crate) fn settle_reservation(&mut self, id: u64, usage_missing: bool) {
+        self.budget.settle(id, usage_missing);
     }
 
     /// Whether call `id` was admitted and is still in flight.

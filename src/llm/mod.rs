@@ -60,15 +60,22 @@ const MAX_NAME_CHARS: usize = 128;
 /// Where measured calls go: the run's books and instruments
 /// ([`crate::LlmRecorder`], from [`crate::Monitor::llm_recorder`]).
 pub trait CallRecorder: Send + Sync + 'static {
-    /// Records one finished call.
-    fn record(&self, call: &LlmCall);
     /// A call asks to start: admitted (its id ends it, and its worst case is
     /// reserved against the budget until then) or, under a budget that blocks and is
     /// spent, refused (it is then counted as `blocked` and must not be sent).
     fn started(&self, request: &CallRequest) -> Admission;
-    /// A call is no longer in flight: call it after the call was recorded, so that
-    /// its reservation is released once its cost is booked.
-    fn ended(&self, id: u64);
+    /// Call `id` is over, as `call` says: it is booked and no longer in flight. Its
+    /// reservation gives way to its cost; when its usage is unknown
+    /// ([`LlmCall::usage_missing`]) and a budget is set, the reservation, its worst
+    /// case, is charged against the budget instead (an estimate: the reported cost
+    /// stays without it).
+    fn ended(&self, id: u64, call: &LlmCall);
+    /// Whether the metering proxy asks streamed requests for their usage, as
+    /// `--llm-request-usage` does: a budget is set, and a call whose usage is unknown
+    /// would count at its worst case. No by default.
+    fn asks_for_usage(&self) -> bool {
+        false
+    }
 }
 
 /// What kind of request a call was (`gen_ai.operation.name`).

@@ -18,7 +18,8 @@
 //!   `x-api-key` pass through and are never logged or kept; neither are bodies. The
 //!   one change: `Accept-Encoding: identity` replaces the loop's, so that answers
 //!   come uncompressed and their usage can be read; and, only when asked
-//!   ([`ProxyConfig::request_usage`], `--llm-request-usage`), a streamed chat or
+//!   ([`ProxyConfig::request_usage`], `--llm-request-usage`), or always when the run
+//!   has an LLM budget ([`CallRecorder::asks_for_usage`]), a streamed chat or
 //!   completion request to the OpenAI-compatible API without
 //!   `stream_options.include_usage` gets `"stream_options": {"include_usage": true}`,
 //!   so that its stream ends with its usage. Answers go back frame by frame as they
@@ -169,7 +170,9 @@ pub struct ProxyConfig {
     /// Whether a streamed chat or completion request to the OpenAI-compatible API
     /// that lacks `stream_options.include_usage` gets
     /// `"stream_options": {"include_usage": true}` (`--llm-request-usage`; off by
-    /// default: it adds a last chunk, with no choices, to the loop's stream).
+    /// default: it adds a last chunk, with no choices, to the loop's stream). A
+    /// recorder whose run has an LLM budget turns it on whatever this says
+    /// ([`CallRecorder::asks_for_usage`]).
     pub request_usage: bool,
 }
 
@@ -311,13 +314,16 @@ impl LlmProxy {
         );
         let tasks = Arc::new(Tasks::default());
         let ending = Arc::new(LoopEnds::default());
+        // Under a budget, a stream's usage is asked for: a call without it would
+        // count at its worst case.
+        let request_usage = config.request_usage || recorder.asks_for_usage();
         let forwarder = Arc::new(Forwarder {
             ending: Arc::clone(&ending),
             client,
             recorder: Arc::new(recorder),
             openai,
             anthropic,
-            request_usage: config.request_usage,
+            request_usage,
             tasks: Arc::clone(&tasks),
         });
         let stop = tokio_util::sync::CancellationToken::new();
@@ -400,7 +406,8 @@ struct Forwarder {
     recorder: Arc<dyn CallRecorder>,
     openai: Upstream,
     anthropic: Upstream,
-    /// See [`ProxyConfig::request_usage`].
+    /// See [`ProxyConfig::request_usage`]; on too under a budget
+    /// ([`CallRecorder::asks_for_usage`]).
     request_usage: bool,
     tasks: Arc<Tasks>,
     /// See [`LlmProxy::loop_ending`].
@@ -1021,9 +1028,9 @@ impl Metering {
                 }
             };
         }
-        // Booked, then ended: its reservation is released once its cost counts.
-        self.recorder.record(&call);
-        self.recorder.ended(self.id);
+        // Booked and ended at once: its reservation gives way to its cost (or, its
+        // usage unknown, is charged to the budget).
+        self.recorder.ended(self.id, &call);
     }
 
     /// Books a call the loop left waiting on its provider once [`SETTLE_WAIT`] has
@@ -1078,8 +1085,7 @@ impl Settling {
             } else {
                 call.error = Some(LlmError::Timeout);
             }
-            self.recorder.record(&call);
-            self.recorder.ended(self.id);
+            self.recorder.ended(self.id, &call);
         }
     }
 }
@@ -1343,13 +1349,12 @@ mod tests {
     struct Kept(std::sync::Mutex<Vec<LlmCall>>);
 
     impl CallRecorder for Arc<Kept> {
-        fn record(&self, call: &LlmCall) {
-            self.0.lock().unwrap().push(call.clone());
-        }
         fn started(&self, _: &CallRequest) -> Admission {
             Admission::Admitted(0)
         }
-        fn ended(&self, _: u64) {}
+        fn ended(&self, _: u64, call: &LlmCall) {
+            self.0.lock().unwrap().push(call.clone());
+        }
     }
 
     fn booked(reader: UsageReader, bytes: &[u8], end: End) -> LlmCall {

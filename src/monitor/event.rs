@@ -91,6 +91,17 @@ pub(crate) enum Event {
         /// When it was reported.
         at: Moment,
     },
+    /// An LLM call the metering proxy started as `id` is over: it is booked, and its
+    /// reservation gives way to its cost, or is charged against the budget when its
+    /// usage is unknown. [`Event::LlmEnded`] follows.
+    LlmFinished {
+        /// The call's id.
+        id: u64,
+        /// The call.
+        call: Box<LlmCall>,
+        /// When it was booked.
+        at: Moment,
+    },
     /// An LLM call asks to start: admitted, it is in flight (its worst case reserved
     /// against the budget) until [`Event::LlmEnded`] with its id; refused by a budget
     /// that blocks, it is booked as `blocked`.

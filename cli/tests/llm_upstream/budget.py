@@ -9,6 +9,9 @@ retries left at the SDKs' defaults. Each mode writes what the loop saw to
 - `restarted FIRST`: the first start (LOOPWATCH_RESTARTS 0) makes FIRST `ok/chat`
   calls, one iteration each, and exits 1; a later start calls `ok/chat` until
   loopwatch stops it.
+- `streamed`: one streamed `stream-asked/chat` call (its stream carries usage only
+  when asked for it), then streamed `stream-no-usage/chat` calls (never with usage)
+  one after another until the proxy refuses one (at most 50).
 - `sequential CALLS METRICS`: CALLS `ok/chat` calls, one iteration each; then the
   loop saves loopwatch's page (METRICS without `/metrics`) to `page.html` and says it
   is done.
@@ -46,6 +49,21 @@ def chat(model: str) -> dict:
         oa.chat.completions.create(
             model=model, max_tokens=10, messages=[{"role": "user", "content": "x"}]
         )
+        return {"ok": True}
+    except openai.APIError as e:
+        return refusal(e)
+
+
+def streamed(model: str) -> dict:
+    try:
+        stream = oa.chat.completions.create(
+            model=model,
+            max_tokens=10,
+            messages=[{"role": "user", "content": "x"}],
+            stream=True,
+        )
+        for _ in stream:
+            pass
         return {"ok": True}
     except openai.APIError as e:
         return refusal(e)
@@ -109,6 +127,15 @@ elif mode == "restarted":
         with loopwatch.iteration() as it:
             result = chat("ok/chat")
             it.success(1.0) if result.get("ok") else it.failure(result["error"])
+elif mode == "streamed":
+    outcomes = {"asked": streamed("stream-asked/chat"), "without": []}
+    for _ in range(50):
+        result = streamed("stream-no-usage/chat")
+        outcomes["without"].append(result)
+        if not result.get("ok"):
+            break
+    write(outcomes)
+    loopwatch.done()
 elif mode == "sequential":
     count, metrics = int(sys.argv[2]), sys.argv[3]
     outcomes = []

@@ -596,6 +596,7 @@ fn llm_calls(llm: &crate::llm::LlmSummary, t: &crate::config::Thresholds) -> Mar
             " · spend " (usd(llm.cost_usd))
             @if let Some(budget) = &llm.budget {
                 " of " (usd(budget.usd)) " (" (budget.action.as_str()) ")"
+                @if budget.estimated_usd > 0.0 { ", " (usd(budget.spent_usd)) " counted against it with " (usd(budget.estimated_usd)) " estimated for calls without usage" }
                 @if budget.reserved_usd > 0.0 { ", " (usd(budget.reserved_usd)) " reserved by calls in flight" }
                 @for percent in &budget.warned_at_percent { b class="budget-warning" data-percent=(percent) { " · " (percent) "% reached" } }
                 @if budget.blocked_calls > 0 { b class="budget-blocked" { " · " (budget.blocked_calls) " calls refused" } }

@@ -286,7 +286,8 @@ impl RunState {
                 (Applied::new(self.stall(th, at), Publish::Nothing), at)
             }
             Event::Done { at } => (self.done(th, at), at),
-            Event::Llm { call, at } => (self.llm_call(call, th, at), at),
+            Event::Llm { call, at } => (self.llm_call(call, None, th, at), at),
+            Event::LlmFinished { id, call, at } => (self.llm_call(call, Some(id), th, at), at),
             Event::LlmStarted { id, request, at } => (self.llm_started(id, request, th, at), at),
             Event::LlmEnded { id, at } => {
                 self.llm.call_ended(id);
@@ -610,7 +611,20 @@ impl RunState {
         Applied::new(self.stall(th, at), Publish::Done)
     }
 
-    fn llm_call(&mut self, call: Box<LlmCall>, th: &Thresholds, at: Moment) -> Applied {
+    /// Books an LLM call: one the loop reported (`started` is `None`), one the proxy
+    /// refused, or one the proxy started as `started`, whose reservation is settled
+    /// first (given way to its cost, or charged to the budget when its usage is
+    /// unknown), so that the evidence and the warnings count it.
+    fn llm_call(
+        &mut self,
+        call: Box<LlmCall>,
+        started: Option<u64>,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Applied {
+        if let Some(id) = started {
+            self.llm.settle_reservation(id, call.usage_missing());
+        }
         let pricing = th.llm().pricing(&call);
         let (labels, evidence) = self
             .llm
@@ -623,7 +637,7 @@ impl RunState {
                 warnings.iter().map(move |percent| BudgetMark {
                     event: BudgetEvent::Warning,
                     percent: Some(*percent),
-                    spent_usd: evidence.spend_usd,
+                    spent_usd: evidence.budget_spend_usd,
                     budget_usd: budget.usd,
                     action: budget.action,
                 })
@@ -669,7 +683,7 @@ impl RunState {
             .llm
             .budget_summary()
             .is_some_and(|b| b.blocked_calls == 1);
-        let mut applied = self.llm_call(Box::new(call), th, at);
+        let mut applied = self.llm_call(Box::new(call), None, th, at);
         if first {
             let mark = BudgetMark {
                 event: BudgetEvent::Blocking,

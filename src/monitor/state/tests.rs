@@ -892,3 +892,102 @@ fn budget_warnings_are_given_once_at_half_and_four_fifths() {
         .collect();
     assert_eq!(spent, [0.5, 0.875]);
 }
+
+/// A call the proxy started whose usage is unknown (a stream without usage, a call
+/// cut short, a timeout) is charged its reservation, its worst case, against the
+/// budget: the budget's spend grows, its warnings and LLMBudget count it, and a
+/// blocking budget refuses once it is spent. The reported cost stays a lower bound,
+/// without it. A call with its usage gives way to its cost; without a budget nothing
+/// is charged.
+#[test]
+fn a_call_without_usage_is_charged_its_worst_case_against_the_budget() {
+    use crate::llm::{Admission, BudgetAction, CallRequest};
+    let prices = LlmConfig::default().with_price("m", Price::per_million(1.0, 1.0));
+    let th = Thresholds::default()
+        .with_llm(prices.clone())
+        .with_llm_budget_usd(1.0)
+        .and_then(|t| t.with_llm_budget_action(BudgetAction::Block))
+        .unwrap();
+    let mut state = RunState::new(started(), &th);
+    // 400 bytes (100 tokens) and at most 374 900 out: 0.375 each at most.
+    let request = || Box::new(CallRequest::new("m", 400).with_max_output_tokens(374_900));
+    let call = |state: &mut RunState, id: u64, secs: f64, answer: LlmCall| {
+        state.apply(
+            Event::LlmStarted {
+                id,
+                request: request(),
+                at: at(secs),
+            },
+            &th,
+        );
+        if state.llm_admission(id) != Admission::Admitted(id) {
+            return false;
+        }
+        state.apply(
+            Event::LlmFinished {
+                id,
+                call: Box::new(answer),
+                at: at(secs + 0.5),
+            },
+            &th,
+        );
+        state.apply(
+            Event::LlmEnded {
+                id,
+                at: at(secs + 0.5),
+            },
+            &th,
+        );
+        true
+    };
+    // A stream that ended without its usage, then one with it (0.25), then a timeout.
+    let no_usage = || LlmCall::new("m", Duration::from_secs(1));
+    assert!(call(&mut state, 1, 1.0, no_usage()));
+    let budget = state.summary("run", &ReasonNames::default(), at(2.0)).llm;
+    let b = budget.budget.unwrap();
+    assert_eq!(
+        (b.spent_usd, b.estimated_usd, b.reserved_usd),
+        (0.375, 0.375, 0.0)
+    );
+    assert_eq!(budget.cost_usd, 0.0, "the reported cost is without it");
+    assert!(budget.spend_is_lower_bound);
+    let with_usage = LlmCall::new("m", Duration::from_secs(1)).with_tokens(125_000, 125_000);
+    assert!(call(&mut state, 2, 2.0, with_usage));
+    let timeout = no_usage().with_error(LlmError::Timeout);
+    assert!(call(&mut state, 3, 3.0, timeout));
+    // 0.375 + 0.25 + 0.375: the budget is spent; the next call is refused.
+    let summary = state.summary("run", &ReasonNames::default(), at(4.0)).llm;
+    let b = summary.budget.unwrap();
+    assert_eq!((b.spent_usd, b.estimated_usd), (1.0, 0.75));
+    assert!(b.spent);
+    assert_eq!(b.warned_at_percent, [50, 80]);
+    assert_eq!(summary.cost_usd, 0.25);
+    assert!(!call(&mut state, 4, 4.0, no_usage()), "refused once spent");
+    assert_eq!(
+        state.evaluator.state(crate::AlertName::LLMBudget),
+        crate::AlertState::Firing
+    );
+
+    // Without a budget, nothing is charged.
+    let th = Thresholds::default().with_llm(prices);
+    let mut state = RunState::new(started(), &th);
+    state.apply(
+        Event::LlmStarted {
+            id: 1,
+            request: request(),
+            at: at(1.0),
+        },
+        &th,
+    );
+    state.apply(
+        Event::LlmFinished {
+            id: 1,
+            call: Box::new(no_usage()),
+            at: at(1.5),
+        },
+        &th,
+    );
+    let summary = state.summary("run", &ReasonNames::default(), at(2.0)).llm;
+    assert_eq!((summary.cost_usd, summary.budget), (0.0, None));
+    assert_eq!(state.llm.evidence(at(2.0).mono).budget_spend_usd, 0.0);
+}
