@@ -163,12 +163,23 @@ fn block_refuses_new_calls_in_the_providers_format_and_parallel_calls_overshoot_
     let seen = outcomes(dir.path());
     let json = run.final_json();
 
-    // Each worker's calls went through until one was refused: a 429 with
+    // Each worker's calls went through until one was refused for good: a 429 with
     // `insufficient_quota` naming the budget and how to raise it, raised by the SDK
-    // without a retry (the provider never saw more calls than went through).
+    // without a retry (the provider never saw more calls than went through), and
+    // only once the spend itself had reached the budget. Before that, a call the
+    // reservations of the calls in flight turned away was deferred: a retriable 429
+    // the SDK retried after its Retry-After; one still deferred after the SDK's
+    // retries reached the worker as `rate_limit_exceeded`, and it went on.
     let chat = seen["chat"].as_array().unwrap();
-    let (ok, refused): (Vec<_>, Vec<_>) = chat.iter().partition(|c| c["ok"] == true);
+    let (ok, not_ok): (Vec<_>, Vec<_>) = chat.iter().partition(|c| c["ok"] == true);
+    let (deferred, refused): (Vec<_>, Vec<_>) = not_ok
+        .into_iter()
+        .partition(|c| c["code"] == "rate_limit_exceeded");
     assert_eq!(refused.len(), workers, "one refusal per worker: {chat:?}");
+    let spent_then = |message: &str| -> f64 {
+        let (before, _) = message.split_once(" spent,").unwrap();
+        before.rsplit_once('$').unwrap().1.parse().unwrap()
+    };
     for r in &refused {
         assert_eq!(r["error"], "RateLimitError", "{r}");
         assert_eq!(r["status"], 429, "{r}");
@@ -178,6 +189,23 @@ fn block_refuses_new_calls_in_the_providers_format_and_parallel_calls_overshoot_
         for part in ["LLM budget of $0.1000", "--llm-budget-usd", "[llm.budget]"] {
             assert!(message.contains(part), "{part}: {message}");
         }
+        assert!(
+            spent_then(message) >= budget,
+            "refused before the spend: {message}"
+        );
+    }
+    for d in &deferred {
+        assert_eq!(
+            (&d["error"], &d["status"]),
+            (&"RateLimitError".into(), &429.into()),
+            "{d}"
+        );
+        let message = d["body"]["message"].as_str().unwrap();
+        assert!(message.contains("LLM budget of $0.1000"), "{message}");
+        assert!(
+            spent_then(message) < budget,
+            "deferred although spent: {message}"
+        );
     }
     // Anthropic's own shape: a 400 `invalid_request_error`, as for a spend limit.
     let messages = &seen["messages"];
@@ -218,28 +246,34 @@ fn block_refuses_new_calls_in_the_providers_format_and_parallel_calls_overshoot_
         ledger.len()
     );
     assert!(billed >= budget - worst, "the budget was spent: ${billed}");
-    // The calls overlapped: some were refused for what the calls in flight had
+    // The calls overlapped: some were deferred for what the calls in flight had
     // reserved (without reservations, the first wave alone, eight calls, would have
     // passed the budget by more than one worst case).
     assert!(workers as f64 * call_usd() > budget + worst);
-    let reserved = |message: &str| -> f64 {
-        let (before, _) = message.split_once(" reserved by calls in flight").unwrap();
-        before.rsplit_once('$').unwrap().1.parse().unwrap()
-    };
+    let llm = &json["summary"]["llm"];
+    let deferrals = llm["deferred"].as_u64().unwrap();
+    assert!(deferrals >= 1, "{llm}");
     assert!(
-        refused
-            .iter()
-            .any(|r| reserved(r["body"]["message"].as_str().unwrap()) > 0.0),
-        "{refused:?}"
+        deferrals >= deferred.len() as u64 * 3,
+        "each raised after three tries"
     );
 
-    // loopwatch booked the same spend; the refusals as `blocked`: free, not errors.
-    let llm = &json["summary"]["llm"];
+    // loopwatch booked the same spend; the refusals as `blocked`, the deferrals as
+    // `deferred`: free, not errors.
     assert!(close(llm["cost_usd"].as_f64().unwrap(), billed), "{llm}");
     assert_eq!(llm["blocked"], workers as u64 + 1, "{llm}");
     assert_eq!(llm["errors"], 0, "{llm}");
     assert_eq!(llm["budget"]["action"], "block", "{llm}");
     assert_eq!(llm["budget"]["blocked_calls"], workers as u64 + 1, "{llm}");
+    assert_eq!(llm["budget"]["deferred_calls"], deferrals, "{llm}");
+    assert_eq!(
+        final_sum(
+            &json,
+            "loopwatch_llm_calls_total",
+            &[("outcome", "deferred")]
+        ),
+        deferrals as f64
+    );
     assert!(
         close(llm["budget"]["spent_usd"].as_f64().unwrap(), billed),
         "{llm}"
@@ -347,8 +381,10 @@ fn a_streamed_call_without_usage_counts_its_worst_case_against_the_budget() {
     assert_eq!(json["evaluation"]["alerts"]["LLMBudget"], "firing");
 }
 
-/// A real OpenEvolve run (pip `openevolve`, its own retries off, four workers)
-/// through the proxy under `block`: OpenEvolve gets the refusals as errors of its
+/// A real OpenEvolve run (pip `openevolve`, its retries at its default, three, one
+/// second apart, four workers) through the proxy under `block`: the calls deferred
+/// while others are in flight are retried (by the SDK, after their Retry-After) and
+/// go through; once the budget is spent OpenEvolve gets the refusals as errors of its
 /// iterations, finishes its run, and loopwatch with it; the provider's ledger stays
 /// within the budget and one call's worst case.
 #[test]
@@ -387,7 +423,8 @@ llm:
     - name: "slow/openevolve"
       weight: 1.0
   timeout: 20
-  retries: 0
+  retries: 3
+  retry_delay: 1
   max_tokens: {max_tokens}
 database:
   population_size: 10

@@ -12,8 +12,10 @@
 //! The block decision counts the calls in flight at their worst case ([`worst_case_usd`]):
 //! the request's maximum output at the model's output price, plus its input, estimated
 //! from the request body's size at [`BYTES_PER_TOKEN`], at the input price. A new call is
-//! refused once the spend booked plus the reservations of the calls in flight reaches the
-//! budget, so parallel calls overshoot it by at most one call's worst case.
+//! refused for good once the spend alone has reached the budget; while it is only the
+//! reservations of the calls in flight that would pass it, the call is deferred (a
+//! retriable refusal: sent again once those calls settle, it may go through). So
+//! parallel calls overshoot the budget by at most one call's worst case.
 //!
 //! A call that ends with its usage unknown (a stream without usage, a call cut short,
 //! a timeout) is charged its reservation, its worst case, against the budget: the
@@ -119,18 +121,27 @@ impl Budget {
         Budget { usd, action }
     }
 
-    /// Whether a new call is refused: the action is `block`, and the spend booked
-    /// plus the reservations of the calls in flight has reached the budget.
+    /// What a new call gets with `spent_usd` counted against the budget and
+    /// `reserved_usd` reserved by the calls in flight. Under `block`: refused once
+    /// the spend alone has reached the budget; deferred while it is only the
+    /// reservations that would pass it; admitted otherwise. Under `warn` every call
+    /// is admitted.
     ///
     /// ```
-    /// use loopwatch::llm::budget::{Budget, BudgetAction};
+    /// use loopwatch::llm::budget::{Budget, BudgetAction, BudgetDecision};
     /// let budget = Budget::new(1.0, BudgetAction::Block);
-    /// assert!(!budget.blocks(0.6, 0.3));
-    /// assert!(budget.blocks(0.6, 0.4));
-    /// assert!(!Budget::new(1.0, BudgetAction::Warn).blocks(5.0, 0.0));
+    /// assert_eq!(budget.decide(0.6, 0.3), BudgetDecision::Admit);
+    /// assert_eq!(budget.decide(0.6, 0.4), BudgetDecision::Defer);
+    /// assert_eq!(budget.decide(1.0, 0.0), BudgetDecision::Refuse);
+    /// assert_eq!(Budget::new(1.0, BudgetAction::Warn).decide(5.0, 0.0), BudgetDecision::Admit);
     /// ```
-    pub fn blocks(&self, spent_usd: f64, reserved_usd: f64) -> bool {
-        self.action == BudgetAction::Block && spent_usd + reserved_usd >= self.usd
+    pub fn decide(&self, spent_usd: f64, reserved_usd: f64) -> BudgetDecision {
+        match self.action {
+            BudgetAction::Warn | BudgetAction::Stop => BudgetDecision::Admit,
+            BudgetAction::Block if spent_usd >= self.usd => BudgetDecision::Refuse,
+            BudgetAction::Block if spent_usd + reserved_usd >= self.usd => BudgetDecision::Defer,
+            BudgetAction::Block => BudgetDecision::Admit,
+        }
     }
 
     /// The warnings of [`BUDGET_WARNINGS`] that a spend of `spent_usd` has reached.
@@ -139,6 +150,19 @@ impl Budget {
             .into_iter()
             .filter(move |percent| spent_usd >= self.usd * f64::from(*percent) / 100.0)
     }
+}
+
+/// What a budget makes of a new call ([`Budget::decide`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BudgetDecision {
+    /// It goes on, its worst case reserved.
+    Admit,
+    /// Not now: with what the calls in flight reserved it could pass the budget. It is
+    /// refused with a retriable error, and may go through once they settle.
+    Defer,
+    /// The spend has reached the budget: refused for good.
+    Refuse,
 }
 
 /// What a metered call asks for, read from its request before it is forwarded: what
@@ -216,25 +240,41 @@ pub fn worst_case_usd(request: &CallRequest, prices: &LlmConfig) -> f64 {
 pub enum Admission {
     /// It goes on; its id ends it ([`super::CallRecorder::ended`]).
     Admitted(u64),
-    /// The budget refuses it: it is not forwarded.
+    /// The budget refuses it: it is not forwarded. For good, or, when
+    /// [`BudgetRefusal::deferred`], until the calls in flight settle.
     Blocked(BudgetRefusal),
 }
 
-/// Why a call was refused: the budget, the spend and the reservations then.
+/// Why a call was refused: the budget, the spend and the reservations then, and
+/// whether it is only deferred.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct BudgetRefusal {
     /// The budget, in US dollars.
     pub budget_usd: f64,
-    /// The spend booked, in US dollars.
+    /// The spend counted against the budget, in US dollars.
     pub spent_usd: f64,
     /// The reservations of the calls in flight, in US dollars.
     pub reserved_usd: f64,
+    /// Deferred, not refused for good: the spend is below the budget, but the
+    /// reservations of the calls in flight could take it past. Sent again once they
+    /// settle, the call may go through.
+    pub deferred: bool,
 }
 
 impl std::fmt::Display for BudgetRefusal {
-    /// The message the loop's SDK shows: the budget, and how to raise it.
+    /// The message the loop's SDK shows: the budget, and how to raise it (refused),
+    /// or why to wait (deferred).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.deferred {
+            return write!(
+                f,
+                "loopwatch LLM budget of ${:.4}: ${:.4} spent and ${:.4} reserved by calls in \
+                 flight could pass it, so this call was not sent to the provider yet. Retry \
+                 it once the calls in flight have ended (Retry-After: 1).",
+                self.budget_usd, self.spent_usd, self.reserved_usd
+            );
+        }
         write!(
             f,
             "loopwatch LLM budget of ${:.4} reached (${:.4} spent, ${:.4} reserved by calls in flight): \
@@ -258,8 +298,12 @@ pub(crate) struct BudgetBook {
     estimated_usd: f64,
     /// The warnings of [`BUDGET_WARNINGS`] given so far.
     warned: Vec<u8>,
-    /// Calls refused.
+    /// Calls refused for good.
     pub(crate) blocked: u64,
+    /// Calls deferred (refused for now, retriable).
+    pub(crate) deferred: u64,
+    /// The last call refused, and how: what its start decided.
+    last_refused: Option<(u64, BudgetRefusal)>,
 }
 
 impl BudgetBook {
@@ -292,16 +336,35 @@ impl BudgetBook {
     ) -> Result<(), BudgetRefusal> {
         let spent_usd = self.spent_usd(booked_usd);
         let reserved_usd = self.reserved_usd();
-        if let Some(budget) = self.budget.filter(|b| b.blocks(spent_usd, reserved_usd)) {
-            self.blocked = self.blocked.saturating_add(1);
-            return Err(BudgetRefusal {
-                budget_usd: budget.usd,
-                spent_usd,
-                reserved_usd,
-            });
+        if let Some(budget) = self.budget {
+            let decision = budget.decide(spent_usd, reserved_usd);
+            if decision != BudgetDecision::Admit {
+                let deferred = decision == BudgetDecision::Defer;
+                let count = if deferred {
+                    &mut self.deferred
+                } else {
+                    &mut self.blocked
+                };
+                *count = count.saturating_add(1);
+                let refusal = BudgetRefusal {
+                    budget_usd: budget.usd,
+                    spent_usd,
+                    reserved_usd,
+                    deferred,
+                };
+                self.last_refused = Some((id, refusal));
+                return Err(refusal);
+            }
         }
         self.reserved.insert(id, worst_usd.max(0.0));
         Ok(())
+    }
+
+    /// How call `id` was refused, if it was the last call refused.
+    pub(crate) fn refusal_of(&self, id: u64) -> Option<BudgetRefusal> {
+        self.last_refused
+            .filter(|(refused, _)| *refused == id)
+            .map(|(_, refusal)| refusal)
     }
 
     /// Call `id` is over (booked, or given up): its reservation is released.
@@ -356,6 +419,7 @@ impl BudgetBook {
             spent: spent_usd >= budget.usd,
             warned_at_percent: self.warned.clone(),
             blocked_calls: self.blocked,
+            deferred_calls: self.deferred,
         })
     }
 }
@@ -408,8 +472,12 @@ pub struct BudgetSummary {
     pub spent: bool,
     /// The warnings given (percent of the budget).
     pub warned_at_percent: Vec<u8>,
-    /// Calls the proxy refused (under `block`).
+    /// Calls the proxy refused for good (under `block`, once the spend reached the
+    /// budget).
     pub blocked_calls: u64,
+    /// Calls the proxy deferred (under `block`, while the reservations of the calls
+    /// in flight could have passed the budget): answered with a retriable error.
+    pub deferred_calls: u64,
 }
 
 #[cfg(test)]
@@ -437,6 +505,8 @@ mod tests {
 
     /// Parallel calls: each admitted while spend plus reservations is below the
     /// budget, so what is committed passes it by at most the last call's worst case.
+    /// Those the reservations alone turn away are deferred; refusals for good start
+    /// only once the spend has reached the budget.
     #[test]
     fn parallel_calls_overshoot_by_at_most_one_worst_case() {
         // Amounts exact in binary, so that the sums are too.
@@ -451,19 +521,30 @@ mod tests {
             "0.75 reserved admits a third, 1.125 none"
         );
         assert!(book.reserved_usd() < 1.0 + worst);
-        assert_eq!(book.blocked, 7);
+        assert_eq!((book.blocked, book.deferred), (0, 7), "nothing spent yet");
+        let refusal = book.refusal_of(9).unwrap();
+        assert!(refusal.deferred);
+        assert_eq!((refusal.spent_usd, refusal.reserved_usd), (0.0, 1.125));
+        assert_eq!(book.refusal_of(8), None, "only the last is kept");
         // The first ends, having cost 0.25: its reservation is released, its cost
         // booked.
         book.release(0);
         assert_eq!(book.reserved_usd(), 0.75);
         assert!(
-            book.admit(10, worst, 0.25).is_err(),
-            "0.25 + 0.75 reaches the budget"
+            book.admit(10, worst, 0.25).is_err_and(|r| r.deferred),
+            "0.25 + 0.75 reaches the budget: deferred"
         );
         book.release(1);
         let admitted = book.admit(11, worst, 0.375).map(|()| 11);
         assert_eq!(admitted, Ok(11), "0.375 + 0.375 is below it");
         assert!(book.holds(11) && !book.holds(10));
+        // Spent: refused for good, whatever is in flight.
+        for id in [2, 11] {
+            book.release(id);
+        }
+        let refusal = book.admit(12, worst, 1.0).unwrap_err();
+        assert!(!refusal.deferred);
+        assert_eq!((book.blocked, book.deferred), (1, 8));
     }
 
     #[test]
@@ -480,6 +561,16 @@ mod tests {
         for part in ["$2.5000", "--llm-budget-usd", "[llm.budget]", "not sent"] {
             assert!(message.contains(part), "{part}: {message}");
         }
+        // A deferral names the budget and says to wait, not to raise it.
+        book.release(0);
+        book.admit(1, 2.0, 0.0).unwrap();
+        let deferral = book.admit(2, 1.0, 1.0).unwrap_err();
+        assert!(deferral.deferred);
+        let message = deferral.to_string();
+        for part in ["$2.5000", "$1.0000 spent", "$2.0000 reserved", "Retry"] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+        assert!(!message.contains("reached"), "{message}");
     }
 
     #[test]

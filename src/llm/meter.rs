@@ -31,8 +31,12 @@ pub struct ModelTally {
     /// Calls cut short by the loop or by loopwatch before their answer ended:
     /// neither successes nor failures.
     pub abandoned: u64,
-    /// Calls the budget refused: never sent, neither successes nor failures.
+    /// Calls the budget refused for good: never sent, neither successes nor
+    /// failures.
     pub blocked: u64,
+    /// Calls the budget deferred (a retriable refusal while the calls in flight could
+    /// pass it): never sent, neither successes nor failures.
+    pub deferred: u64,
     /// Calls the provider may have billed whose usage is unknown (no usage in the
     /// answer, or abandoned before it): their cost is not in `cost_usd`.
     pub usage_missing: u64,
@@ -63,8 +67,12 @@ pub struct LlmSummary {
     pub errors: u64,
     /// Calls cut short by the loop or by loopwatch: not failures.
     pub abandoned: u64,
-    /// Calls the budget refused (`[llm.budget] action = "block"`): never sent.
+    /// Calls the budget refused for good (`[llm.budget] action = "block"`): never
+    /// sent.
     pub blocked: u64,
+    /// Calls the budget deferred: refused with a retriable error while the calls in
+    /// flight could have passed it; never sent.
+    pub deferred: u64,
     /// Calls the provider may have billed whose usage is unknown.
     pub usage_missing: u64,
     /// Input tokens.
@@ -253,9 +261,14 @@ impl LlmMeter {
         let tally = books.by_model.entry(model).or_default();
         tally.calls = tally.calls.saturating_add(1);
         books.calls = books.calls.saturating_add(1);
-        if call.blocked && call.error.is_none() {
+        if call.refused() {
             // Never sent: no tokens, no cost, no duration, outside the error window.
-            tally.blocked = tally.blocked.saturating_add(1);
+            let count = if call.blocked {
+                &mut tally.blocked
+            } else {
+                &mut tally.deferred
+            };
+            *count = count.saturating_add(1);
             return (labels, self.evidence(now));
         }
         if let Some(error) = call.error {
@@ -409,6 +422,7 @@ impl LlmMeter {
                 (&mut summary.errors, tally.errors),
                 (&mut summary.abandoned, tally.abandoned),
                 (&mut summary.blocked, tally.blocked),
+                (&mut summary.deferred, tally.deferred),
                 (&mut summary.usage_missing, tally.usage_missing),
                 (&mut summary.input_tokens, tally.input_tokens),
                 (&mut summary.output_tokens, tally.output_tokens),
@@ -439,6 +453,11 @@ impl LlmMeter {
     /// usage is unknown and a budget is set, is charged to the budget's spend.
     pub(crate) fn settle_reservation(&mut self, id: u64, usage_missing: bool) {
         self.budget.settle(id, usage_missing);
+    }
+
+    /// How call `id` was refused, if it was the last call refused.
+    pub(crate) fn refusal_of(&self, id: u64) -> Option<BudgetRefusal> {
+        self.budget.refusal_of(id)
     }
 
     /// Whether call `id` was admitted and is still in flight.

@@ -280,6 +280,10 @@ pub struct LlmCall {
     /// Refused by the budget (`[llm.budget] action = "block"`) and never sent: not a
     /// failure, outside LLMErrors, free. `error` is `None` then.
     pub blocked: bool,
+    /// Deferred by the budget and never sent: refused for now with a retriable
+    /// error, because the calls in flight could take the spend past the budget. Not a
+    /// failure, outside LLMErrors, free. `error` is `None` then.
+    pub deferred: bool,
 }
 
 impl LlmCall {
@@ -302,6 +306,7 @@ impl LlmCall {
             cost_usd: None,
             abandoned: false,
             blocked: false,
+            deferred: false,
         }
     }
 
@@ -348,12 +353,24 @@ impl LlmCall {
         self
     }
 
+    /// As deferred by the budget (see [`LlmCall::deferred`]).
+    pub fn with_deferred(mut self) -> Self {
+        self.deferred = true;
+        self
+    }
+
+    /// Whether the budget turned it away (blocked or deferred): it was never sent.
+    pub fn refused(&self) -> bool {
+        (self.blocked || self.deferred) && self.error.is_none()
+    }
+
     /// The `outcome` label of `loopwatch_llm_calls_total`: `ok`, `abandoned`,
-    /// `blocked`, or the error type.
+    /// `blocked`, `deferred`, or the error type.
     pub fn outcome(&self) -> std::borrow::Cow<'static, str> {
         match self.error {
             Some(error) => error.as_label(),
             None if self.blocked => "blocked".into(),
+            None if self.deferred => "deferred".into(),
             None if self.abandoned => "abandoned".into(),
             None => "ok".into(),
         }
@@ -384,7 +401,7 @@ impl LlmCall {
             self.error,
             None | Some(LlmError::Timeout | LlmError::StreamCut)
         );
-        billable && !self.blocked && self.cost_usd.is_none() && !counted
+        billable && !self.blocked && !self.deferred && self.cost_usd.is_none() && !counted
     }
 
     /// The model it is priced and labelled by: the one that answered, else the one

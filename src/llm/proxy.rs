@@ -850,10 +850,16 @@ fn refused(refusal: Refusal) -> Response<MeteredBody> {
 ///   specified API usage limits"); its SDK raises `BadRequestError` and never retries
 ///   a 400. A 429 `rate_limit_error` would say "wait and retry", which a spent budget
 ///   does not allow, and `billing_error` has no status of its own in the SDK.
+///
+/// A deferred call ([`BudgetRefusal::deferred`]: the spend is below the budget, the
+/// calls in flight could take it past) is told to wait and retry instead: a 429 in
+/// each API's rate-limit format (OpenAI-compatible: `rate_limit_exceeded`; Anthropic:
+/// `rate_limit_error`) with `Retry-After: 1` and `x-should-retry: true`, which both
+/// SDKs retry on their own, so that the call goes through once those calls settle.
 fn budget_refusal(api: Api, refusal: &BudgetRefusal) -> Response<MeteredBody> {
     let message = refusal.to_string();
-    let (status, body) = match api {
-        Api::OpenAi => (
+    let (status, body) = match (api, refusal.deferred) {
+        (Api::OpenAi, false) => (
             StatusCode::TOO_MANY_REQUESTS,
             serde_json::json!({
                 "error": {
@@ -864,11 +870,29 @@ fn budget_refusal(api: Api, refusal: &BudgetRefusal) -> Response<MeteredBody> {
                 },
             }),
         ),
-        Api::Anthropic => (
+        (Api::OpenAi, true) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({
+                "error": {
+                    "message": message,
+                    "type": "requests",
+                    "param": null,
+                    "code": "rate_limit_exceeded",
+                },
+            }),
+        ),
+        (Api::Anthropic, false) => (
             StatusCode::BAD_REQUEST,
             serde_json::json!({
                 "type": "error",
                 "error": {"type": "invalid_request_error", "message": message},
+            }),
+        ),
+        (Api::Anthropic, true) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({
+                "type": "error",
+                "error": {"type": "rate_limit_error", "message": message},
             }),
         ),
     };
@@ -882,7 +906,12 @@ fn budget_refusal(api: Api, refusal: &BudgetRefusal) -> Response<MeteredBody> {
         hyper::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert("x-should-retry", HeaderValue::from_static("false"));
+    if refusal.deferred {
+        headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        headers.insert("x-should-retry", HeaderValue::from_static("true"));
+    } else {
+        headers.insert("x-should-retry", HeaderValue::from_static("false"));
+    }
     response
 }
 
@@ -1304,6 +1333,7 @@ mod tests {
             budget_usd: 2.0,
             spent_usd: 1.5,
             reserved_usd: 0.5,
+            deferred: false,
         };
         for (api, status) in [
             (Api::OpenAi, StatusCode::TOO_MANY_REQUESTS),
@@ -1312,6 +1342,7 @@ mod tests {
             let response = budget_refusal(api, &refusal);
             assert_eq!(response.status(), status);
             assert_eq!(response.headers()["x-should-retry"], "false");
+            assert!(response.headers().get("retry-after").is_none());
             assert_eq!(response.headers()["content-type"], "application/json");
             let BodySource::Fixed(Some(bytes)) = &response.body().inner else {
                 panic!("a whole body");
@@ -1341,6 +1372,40 @@ mod tests {
             ] {
                 assert!(message.contains(part), "{part}: {message}");
             }
+        }
+    }
+
+    /// A deferral in each API's rate-limit format: a 429 both SDKs retry, after
+    /// `Retry-After: 1`, the budget named and no word of raising it.
+    #[test]
+    fn a_budget_deferral_is_each_apis_retriable_rate_limit() {
+        let deferral = BudgetRefusal {
+            budget_usd: 2.0,
+            spent_usd: 0.5,
+            reserved_usd: 1.5,
+            deferred: true,
+        };
+        for api in [Api::OpenAi, Api::Anthropic] {
+            let response = budget_refusal(api, &deferral);
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(response.headers()["retry-after"], "1");
+            assert_eq!(response.headers()["x-should-retry"], "true");
+            let BodySource::Fixed(Some(bytes)) = &response.body().inner else {
+                panic!("a whole body");
+            };
+            let body: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+            match api {
+                Api::OpenAi => assert_eq!(body["error"]["code"], "rate_limit_exceeded"),
+                Api::Anthropic => {
+                    assert_eq!(body["type"], "error");
+                    assert_eq!(body["error"]["type"], "rate_limit_error");
+                }
+            }
+            let message = body["error"]["message"].as_str().unwrap();
+            for part in ["$2.0000", "$0.5000 spent", "$1.5000 reserved", "Retry"] {
+                assert!(message.contains(part), "{part}: {message}");
+            }
+            assert!(!message.contains("insufficient"), "{message}");
         }
     }
 

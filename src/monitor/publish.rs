@@ -316,7 +316,7 @@ impl Publisher {
         if let Some(error) = call.error {
             genai.push(KeyValue::new("error.type", error.as_label().into_owned()));
         }
-        if !(call.abandoned || call.blocked) || call.error.is_some() {
+        if !(call.abandoned || call.blocked || call.deferred) || call.error.is_some() {
             i.gen_ai_client_operation_duration_seconds
                 .record(call.duration.as_secs_f64(), &genai);
         }

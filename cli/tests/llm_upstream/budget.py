@@ -4,7 +4,8 @@ retries left at the SDKs' defaults. Each mode writes what the loop saw to
 
 - `parallel WORKERS METRICS`: WORKERS threads call `slow/chat` (answered after
   600 ms, so that the calls overlap) one call after another until the proxy refuses
-  one; then one Anthropic message (refused too). Then the loop reads loopwatch's
+  one for good (a deferral the SDK still raised after its retries is written down and
+  the worker goes on); then one Anthropic message (refused too). Then the loop reads loopwatch's
   /metrics (METRICS), runs two more iterations and says it is done.
 - `restarted FIRST`: the first start (LOOPWATCH_RESTARTS 0) makes FIRST `ok/chat`
   calls, one iteration each, and exits 1; a later start calls `ok/chat` until
@@ -92,7 +93,7 @@ if mode == "parallel":
             result = chat("slow/chat")
             with lock:
                 calls["chat"].append(result)
-            if not result.get("ok"):
+            if not result.get("ok") and result.get("code") != "rate_limit_exceeded":
                 return
 
     threads = [threading.Thread(target=worker) for _ in range(workers)]

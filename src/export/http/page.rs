@@ -590,6 +590,7 @@ fn llm_calls(llm: &crate::llm::LlmSummary, t: &crate::config::Thresholds) -> Mar
             (llm.calls) " calls, " (llm.errors) " failed"
             @if llm.abandoned > 0 { ", " (llm.abandoned) " abandoned (cut short, not failures)" }
             @if llm.blocked > 0 { ", " (llm.blocked) " blocked by the budget (never sent)" }
+            @if llm.deferred > 0 { ", " (llm.deferred) " deferred by the budget (never sent, retriable)" }
             " · tokens " (llm.input_tokens) " in, "
             (llm.output_tokens) " out"
             @if llm.reasoning_tokens > 0 { " (" (llm.reasoning_tokens) " reasoning)" }

@@ -657,7 +657,8 @@ impl RunState {
     }
 
     /// A call asks to start: in flight, its worst case reserved, or refused by a
-    /// budget that blocks and booked as `blocked` (the first refusal marked).
+    /// budget that blocks and booked as `blocked` (the first refusal for good marked)
+    /// or `deferred`.
     fn llm_started(
         &mut self,
         id: u64,
@@ -677,12 +678,17 @@ impl RunState {
         } = *request;
         let call = LlmCall::new(model, Duration::ZERO)
             .with_provider(provider)
-            .with_operation(operation)
-            .with_blocked();
-        let first = self
-            .llm
-            .budget_summary()
-            .is_some_and(|b| b.blocked_calls == 1);
+            .with_operation(operation);
+        let call = if refusal.deferred {
+            call.with_deferred()
+        } else {
+            call.with_blocked()
+        };
+        let first = !refusal.deferred
+            && self
+                .llm
+                .budget_summary()
+                .is_some_and(|b| b.blocked_calls == 1);
         let mut applied = self.llm_call(Box::new(call), None, th, at);
         if first {
             let mark = BudgetMark {
@@ -714,14 +720,8 @@ impl RunState {
     /// Whether call `id` was admitted (it is in flight) or refused (a refused call
     /// never is), as its start was just applied.
     pub(super) fn llm_admission(&self, id: u64) -> crate::llm::Admission {
-        match self.llm.budget_summary() {
-            Some(budget) if !self.llm.is_in_flight(id) => {
-                crate::llm::Admission::Blocked(crate::llm::BudgetRefusal {
-                    budget_usd: budget.usd,
-                    spent_usd: budget.spent_usd,
-                    reserved_usd: budget.reserved_usd,
-                })
-            }
+        match self.llm.refusal_of(id) {
+            Some(refusal) if !self.llm.is_in_flight(id) => crate::llm::Admission::Blocked(refusal),
             _ => crate::llm::Admission::Admitted(id),
         }
     }

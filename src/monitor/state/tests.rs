@@ -765,10 +765,11 @@ fn instrumented_frameworks_are_kept_news_said_once_and_errors_summed() {
     assert_eq!(state.history().len(), 0);
 }
 
-/// A budget that blocks: calls in flight reserve their worst case, a call that would
-/// pass the budget is refused and booked as `blocked` (free, not an error, the first
-/// refusal marked once), an ended call's reservation gives way to its cost; a
-/// restart of the loop keeps all of it.
+/// A budget that blocks: calls in flight reserve their worst case, a call that
+/// would pass the budget with them is deferred (free, not an error, not marked), an
+/// ended call's reservation gives way to its cost; once the spend itself reaches the
+/// budget, calls are refused for good and booked as `blocked` (the first refusal
+/// marked once); a restart of the loop keeps all of it.
 #[test]
 fn a_blocking_budget_reserves_refuses_and_outlives_a_restart() {
     use crate::llm::{Admission, BudgetAction, CallRequest};
@@ -791,25 +792,30 @@ fn a_blocking_budget_reserves_refuses_and_outlives_a_restart() {
         );
         state.llm_admission(id)
     };
+    let end = |state: &mut RunState, id: u64, secs: f64, tokens: u64| {
+        let cost = LlmCall::new("m", Duration::from_secs(1)).with_tokens(tokens, tokens);
+        state.apply(
+            Event::LlmFinished {
+                id,
+                call: Box::new(cost),
+                at: at(secs),
+            },
+            &th,
+        );
+        state.apply(Event::LlmEnded { id, at: at(secs) }, &th);
+    };
     assert_eq!(start(&mut state, 1, 1.0), Admission::Admitted(1));
     assert_eq!(start(&mut state, 2, 1.1), Admission::Admitted(2));
     assert_eq!(start(&mut state, 3, 1.2), Admission::Admitted(3));
     let Admission::Blocked(refusal) = start(&mut state, 4, 1.3) else {
-        panic!("1.125 reserved refuses a fourth");
+        panic!("1.125 reserved turns a fourth away");
     };
+    assert!(refusal.deferred, "nothing is spent yet: deferred");
     assert_eq!((refusal.spent_usd, refusal.reserved_usd), (0.0, 1.125));
     // The first call ends: 0.25 booked, its reservation released.
-    let cost = LlmCall::new("m", Duration::from_secs(1)).with_tokens(125_000, 125_000);
-    state.apply(
-        Event::Llm {
-            call: Box::new(cost),
-            at: at(2.0),
-        },
-        &th,
-    );
-    state.apply(Event::LlmEnded { id: 1, at: at(2.0) }, &th);
+    end(&mut state, 1, 2.0, 125_000);
     assert!(
-        matches!(start(&mut state, 5, 2.1), Admission::Blocked(_)),
+        matches!(start(&mut state, 5, 2.1), Admission::Blocked(r) if r.deferred),
         "0.25 + 0.75"
     );
     // The loop crashes and is restarted: its calls in flight end, the books stay.
@@ -835,27 +841,48 @@ fn a_blocking_budget_reserves_refuses_and_outlives_a_restart() {
         "0.25 + 0.375"
     );
     assert!(
-        matches!(start(&mut state, 8, 4.2), Admission::Blocked(_)),
+        matches!(start(&mut state, 8, 4.2), Admission::Blocked(r) if r.deferred),
         "0.25 + 0.75"
     );
     let summary = state.summary("run", &ReasonNames::default(), at(5.0)).llm;
-    assert_eq!((summary.calls, summary.blocked, summary.errors), (4, 3, 0));
+    assert_eq!(
+        (
+            summary.calls,
+            summary.blocked,
+            summary.deferred,
+            summary.errors
+        ),
+        (4, 0, 3, 0)
+    );
     assert_eq!(summary.cost_usd, 0.25);
     let budget = summary.budget.unwrap();
-    assert_eq!(
-        (budget.spent_usd, budget.reserved_usd, budget.blocked_calls),
-        (0.25, 0.75, 3)
-    );
+    assert_eq!((budget.spent_usd, budget.reserved_usd), (0.25, 0.75));
+    assert_eq!((budget.blocked_calls, budget.deferred_calls), (0, 3));
     assert_eq!(budget.warned_at_percent, Vec::<u8>::new());
+    // The calls in flight end at 0.375 and 0.5: the spend, 1.125, has reached the
+    // budget; from now on calls are refused for good, with nothing in flight.
+    end(&mut state, 6, 5.0, 187_500);
+    end(&mut state, 7, 5.0, 250_000);
+    for (id, secs) in [(9, 6.0), (10, 6.1)] {
+        let Admission::Blocked(refusal) = start(&mut state, id, secs) else {
+            panic!("spent");
+        };
+        assert!(!refusal.deferred);
+        assert_eq!((refusal.spent_usd, refusal.reserved_usd), (1.125, 0.0));
+    }
+    let summary = state.summary("run", &ReasonNames::default(), at(7.0)).llm;
+    assert_eq!((summary.blocked, summary.deferred), (2, 3));
     let (events, _) = state.events();
     let marks: Vec<_> = events
         .iter()
         .filter_map(|e| match &e.kind {
-            LogEntryKind::LlmBudget(mark) => Some(mark.event),
+            LogEntryKind::LlmBudget(mark) if mark.event == BudgetEvent::Blocking => {
+                Some(mark.spent_usd)
+            }
             _ => None,
         })
         .collect();
-    assert_eq!(marks, [BudgetEvent::Blocking], "the first refusal, once");
+    assert_eq!(marks, [1.125], "the first refusal for good, once");
 }
 
 /// The warnings at 50% and 80%, each once, whatever the action, in the event log
