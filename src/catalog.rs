@@ -664,7 +664,7 @@ catalog! {
         "Time from an LLM request to the first chunk of its streamed answer (seconds).";
     /// LLM calls by outcome.
     LLM_CALLS_TOTAL / loopwatch_llm_calls_total: Counter = "loopwatch_llm_calls_total", "{call}", ["model", "outcome"], None, PerLlmCall,
-        "LLM calls by model and outcome: ok, abandoned (cut short by the loop or by loopwatch before the answer ended: not a failure), blocked (refused for good by a spent LLM budget under action = \"block\" and never sent: free, not a failure), deferred (refused with a retriable 429 while the calls in flight could take the spend past such a budget, never sent: free, not a failure), or the error type (an HTTP status such as 429 or 503, the provider's error type, timeout, connection, stream_cut, other) (calls).";
+        "LLM calls by model and outcome: ok, abandoned (cut short by the loop or by loopwatch before the answer ended: not a failure), blocked (refused for good by a spent LLM budget under action = \"block\" or \"stop\" and never sent: free, not a failure), deferred (refused with a retriable 429 while the calls in flight could take the spend past such a budget, never sent: free, not a failure), or the error type (an HTTP status such as 429 or 503, the provider's error type, timeout, connection, stream_cut, other) (calls).";
     /// Spend on LLM calls.
     LLM_COST_USD_TOTAL / loopwatch_llm_cost_usd_total: CounterF64 = "loopwatch_llm_cost_usd_total", "USD", ["model"], None, PerLlmCall,
         "Cost of LLM calls by model, from the tokens at the [llm.prices] of loopwatch.toml or the cost the loop reported (US dollars).";

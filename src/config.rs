@@ -812,8 +812,9 @@ impl Thresholds {
              warnings), `\"block\"` (the metering proxy refuses new calls in the \
              provider's error format; calls in flight finish) or `\"stop\"` (`loopwatch \
              run` stops the loop as the operator's SIGTERM would, never restarts it, writes \
-             the final files and exits with status 3); `--llm-budget-action` goes over it. \
-             `\"block\"` and `\"stop\"` need an amount.",
+             the final files and exits with status 3; the proxy refuses new calls \
+             meanwhile); `--llm-budget-action` goes over it. `\"block\"` and `\"stop\"` \
+             need an amount.",
         );
         row(
             "[llm.prices.\"<model>\"]",

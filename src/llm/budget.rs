@@ -7,7 +7,9 @@
 //! - `block`: the metering proxy answers new calls with an error in the provider's own
 //!   format, without forwarding them; calls already in flight finish.
 //! - `stop`: `loopwatch run` ends the loop as an operator's SIGTERM would, writes the
-//!   final files and exits with [`BUDGET_EXIT_STATUS`].
+//!   final files and exits with [`BUDGET_EXIT_STATUS`]; until the loop has ended, the
+//!   metering proxy refuses its new calls as under `block`, so that nothing more is
+//!   sent once the budget is spent.
 //!
 //! The block decision counts the calls in flight at their worst case ([`worst_case_usd`]):
 //! the request's maximum output at the model's output price, plus its input, estimated
@@ -62,7 +64,8 @@ pub enum BudgetAction {
     Warn,
     /// The metering proxy refuses new calls; calls in flight finish.
     Block,
-    /// `loopwatch run` stops the loop and exits with [`BUDGET_EXIT_STATUS`].
+    /// `loopwatch run` stops the loop and exits with [`BUDGET_EXIT_STATUS`]; the
+    /// metering proxy refuses new calls from then on.
     Stop,
 }
 
@@ -124,8 +127,9 @@ impl Budget {
     /// What a new call gets with `spent_usd` counted against the budget and
     /// `reserved_usd` reserved by the calls in flight. Under `block`: refused once
     /// the spend alone has reached the budget; deferred while it is only the
-    /// reservations that would pass it; admitted otherwise. Under `warn` every call
-    /// is admitted.
+    /// reservations that would pass it; admitted otherwise. Under `stop`: refused
+    /// once the spend has reached the budget (the loop is being stopped), admitted
+    /// before. Under `warn` every call is admitted.
     ///
     /// ```
     /// use loopwatch::llm::budget::{Budget, BudgetAction, BudgetDecision};
@@ -133,12 +137,18 @@ impl Budget {
     /// assert_eq!(budget.decide(0.6, 0.3), BudgetDecision::Admit);
     /// assert_eq!(budget.decide(0.6, 0.4), BudgetDecision::Defer);
     /// assert_eq!(budget.decide(1.0, 0.0), BudgetDecision::Refuse);
+    /// let stop = Budget::new(1.0, BudgetAction::Stop);
+    /// assert_eq!(stop.decide(0.6, 0.4), BudgetDecision::Admit);
+    /// assert_eq!(stop.decide(1.0, 0.0), BudgetDecision::Refuse);
     /// assert_eq!(Budget::new(1.0, BudgetAction::Warn).decide(5.0, 0.0), BudgetDecision::Admit);
     /// ```
     pub fn decide(&self, spent_usd: f64, reserved_usd: f64) -> BudgetDecision {
         match self.action {
-            BudgetAction::Warn | BudgetAction::Stop => BudgetDecision::Admit,
-            BudgetAction::Block if spent_usd >= self.usd => BudgetDecision::Refuse,
+            BudgetAction::Warn => BudgetDecision::Admit,
+            BudgetAction::Block | BudgetAction::Stop if spent_usd >= self.usd => {
+                BudgetDecision::Refuse
+            }
+            BudgetAction::Stop => BudgetDecision::Admit,
             BudgetAction::Block if spent_usd + reserved_usd >= self.usd => BudgetDecision::Defer,
             BudgetAction::Block => BudgetDecision::Admit,
         }
@@ -447,7 +457,7 @@ pub(crate) struct BudgetMark {
 pub(crate) enum BudgetEvent {
     /// A share of the budget ([`BUDGET_WARNINGS`]) is spent.
     Warning,
-    /// The first call was refused: the proxy blocks new calls from now on.
+    /// The first call was refused for good: the proxy refuses new calls from now on.
     Blocking,
 }
 
@@ -472,8 +482,8 @@ pub struct BudgetSummary {
     pub spent: bool,
     /// The warnings given (percent of the budget).
     pub warned_at_percent: Vec<u8>,
-    /// Calls the proxy refused for good (under `block`, once the spend reached the
-    /// budget).
+    /// Calls the proxy refused for good (under `block` or `stop`, once the spend
+    /// reached the budget).
     pub blocked_calls: u64,
     /// Calls the proxy deferred (under `block`, while the reservations of the calls
     /// in flight could have passed the budget): answered with a retriable error.
@@ -547,12 +557,18 @@ mod tests {
         assert_eq!((book.blocked, book.deferred), (1, 8));
     }
 
+    /// `warn` never refuses; `stop` refuses for good once the budget is spent (the
+    /// loop is being stopped), never defers; `block` does both.
     #[test]
-    fn only_block_refuses_and_a_refusal_names_the_budget_and_how_to_raise_it() {
-        for action in [BudgetAction::Warn, BudgetAction::Stop] {
-            let mut book = BudgetBook::new(Some(Budget::new(1.0, action)));
-            assert!(book.admit(0, 5.0, 10.0).is_ok(), "{action}");
-        }
+    fn block_and_stop_refuse_and_a_refusal_names_the_budget_and_how_to_raise_it() {
+        let mut warn = BudgetBook::new(Some(Budget::new(1.0, BudgetAction::Warn)));
+        assert!(warn.admit(0, 5.0, 10.0).is_ok());
+        let mut stop = BudgetBook::new(Some(Budget::new(1.0, BudgetAction::Stop)));
+        assert!(stop.admit(0, 5.0, 0.5).is_ok(), "reservations never defer");
+        assert!(stop.admit(1, 5.0, 0.5).is_ok());
+        let refusal = stop.admit(2, 0.1, 1.0).unwrap_err();
+        assert!(!refusal.deferred);
+        assert_eq!((stop.blocked, stop.deferred), (1, 0));
         let mut none = BudgetBook::new(None);
         assert!(none.admit(0, 5.0, 10.0).is_ok());
         let mut book = BudgetBook::new(Some(Budget::new(2.5, BudgetAction::Block)));

@@ -67,8 +67,8 @@ pub struct LlmSummary {
     pub errors: u64,
     /// Calls cut short by the loop or by loopwatch: not failures.
     pub abandoned: u64,
-    /// Calls the budget refused for good (`[llm.budget] action = "block"`): never
-    /// sent.
+    /// Calls the budget refused for good (`[llm.budget] action = "block"` or
+    /// `"stop"`, once spent): never sent.
     pub blocked: u64,
     /// Calls the budget deferred: refused with a retriable error while the calls in
     /// flight could have passed it; never sent.

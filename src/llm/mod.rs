@@ -277,8 +277,8 @@ pub struct LlmCall {
     /// (a stop, kill, restart or exit timeout of the loop, the proxy's end): neither
     /// a success nor a failure, and outside LLMErrors. `error` is `None` then.
     pub abandoned: bool,
-    /// Refused by the budget (`[llm.budget] action = "block"`) and never sent: not a
-    /// failure, outside LLMErrors, free. `error` is `None` then.
+    /// Refused by a spent budget (`[llm.budget] action = "block"` or `"stop"`) and
+    /// never sent: not a failure, outside LLMErrors, free. `error` is `None` then.
     pub blocked: bool,
     /// Deferred by the budget and never sent: refused for now with a retriable
     /// error, because the calls in flight could take the spend past the budget. Not a

@@ -489,6 +489,7 @@ fn log_budget_mark(mark: &crate::llm::budget::BudgetMark) {
         BudgetEvent::Blocking => tracing::warn!(
             spent_usd = spent,
             budget_usd = budget,
+            action = %mark.action,
             "LLM budget spent: the proxy refuses new LLM calls (calls in flight finish); raise it with --llm-budget-usd or usd under [llm.budget]"
         ),
     }

@@ -38,8 +38,9 @@ impl std::fmt::Debug for LlmRecorder {
 impl crate::llm::CallRecorder for LlmRecorder {
     /// A call asks to start: it counts in `loopwatch_llm_in_flight`, its worst case
     /// reserved against the budget, until the returned id is passed to `ended`. Under
-    /// a budget that blocks, its start is applied at once and the state's decision
-    /// returned; otherwise nothing refuses it and its start is only queued.
+    /// a budget that may refuse (`block`, `stop`), its start is applied at once and
+    /// the state's decision returned; otherwise nothing refuses it and its start is
+    /// only queued.
     fn started(&self, request: &crate::llm::CallRequest) -> crate::llm::Admission {
         let id = self.hub.next_llm_call();
         let event = Event::LlmStarted {
@@ -47,13 +48,13 @@ impl crate::llm::CallRecorder for LlmRecorder {
             request: Box::new(request.clone()),
             at: self.hub.clock.now(),
         };
-        let blocks = self
+        let may_refuse = self
             .hub
             .settings
             .thresholds
             .llm_budget()
-            .is_some_and(|b| b.action == crate::llm::BudgetAction::Block);
-        if blocks {
+            .is_some_and(|b| b.action != crate::llm::BudgetAction::Warn);
+        if may_refuse {
             return self.hub.apply_now(event, |state| state.llm_admission(id));
         }
         self.hub.send(event);

@@ -274,8 +274,8 @@ pub struct LlmProxyFlags {
     /// What happens when the LLM budget is spent (over `action` under [llm.budget]):
     /// warn (the default: LLMBudget), block (the proxy refuses new calls with the
     /// provider's error; calls in flight finish) or stop (the loop is stopped as by
-    /// SIGTERM, then --grace, and not restarted; the final files are written and
-    /// loopwatch exits with status 3).
+    /// SIGTERM, then --grace, and not restarted, the proxy refusing its new calls
+    /// meanwhile; the final files are written and loopwatch exits with status 3).
     #[arg(long, value_name = "ACTION", value_parser = budget_action)]
     pub llm_budget_action: Option<loopwatch::llm::BudgetAction>,
 }

@@ -696,7 +696,9 @@ impl RunState {
                 percent: None,
                 spent_usd: refusal.spent_usd,
                 budget_usd: refusal.budget_usd,
-                action: crate::llm::BudgetAction::Block,
+                action: th
+                    .llm_budget()
+                    .map_or(crate::llm::BudgetAction::Block, |b| b.action),
             };
             self.budget_marks(&[mark], at);
             if let Publish::Llm { budget, .. } = &mut applied.publish {

@@ -1018,3 +1018,62 @@ fn a_call_without_usage_is_charged_its_worst_case_against_the_budget() {
     assert_eq!((summary.cost_usd, summary.budget), (0.0, None));
     assert_eq!(state.llm.evidence(at(2.0).mono).budget_spend_usd, 0.0);
 }
+
+/// Under `stop`, calls are admitted whatever is in flight until the spend reaches
+/// the budget; from then on, while the loop is being stopped, they are refused for
+/// good, booked as `blocked`, the first marked with the action.
+#[test]
+fn a_stop_budget_refuses_new_calls_once_spent() {
+    use crate::llm::{Admission, BudgetAction, CallRequest};
+    let th = Thresholds::default()
+        .with_llm(LlmConfig::default().with_price("m", Price::per_million(1.0, 1.0)))
+        .with_llm_budget_usd(1.0)
+        .and_then(|t| t.with_llm_budget_action(BudgetAction::Stop))
+        .unwrap();
+    let mut state = RunState::new(started(), &th);
+    let start = |state: &mut RunState, id: u64| {
+        let request = CallRequest::new("m", 400).with_max_output_tokens(374_900);
+        state.apply(
+            Event::LlmStarted {
+                id,
+                request: Box::new(request),
+                at: at(1.0),
+            },
+            &th,
+        );
+        state.llm_admission(id)
+    };
+    for id in 1..=4 {
+        assert_eq!(
+            start(&mut state, id),
+            Admission::Admitted(id),
+            "never deferred"
+        );
+    }
+    state.apply(
+        Event::LlmFinished {
+            id: 1,
+            call: Box::new(LlmCall::new("m", Duration::ZERO).with_cost_usd(1.0)),
+            at: at(2.0),
+        },
+        &th,
+    );
+    let Admission::Blocked(refusal) = start(&mut state, 5) else {
+        panic!("spent");
+    };
+    assert!(!refusal.deferred);
+    assert!(matches!(start(&mut state, 6), Admission::Blocked(_)));
+    let summary = state.summary("run", &ReasonNames::default(), at(3.0)).llm;
+    assert_eq!((summary.blocked, summary.deferred), (2, 0));
+    let (events, _) = state.events();
+    let blocking: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            LogEntryKind::LlmBudget(mark) if mark.event == BudgetEvent::Blocking => {
+                Some(mark.action)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(blocking, [BudgetAction::Stop]);
+}
