@@ -311,13 +311,11 @@ pub(crate) fn resolve(
         .clone()
         .or_else(|| env(ENV_CONFIG).map(PathBuf::from));
     let thresholds = match (&choices.thresholds, config_file) {
-        (Some(thresholds), _) => {
-            thresholds.check_relations()?;
-            thresholds.clone()
-        }
+        (Some(thresholds), _) => thresholds.clone(),
         (None, Some(path)) => Thresholds::from_file(&path)?,
         (None, None) => Thresholds::default(),
     };
+    thresholds.check()?;
     let container_stats = match env(ENV_CONTAINER_STATS).as_deref() {
         None | Some("auto") => ContainerStats::Automatic,
         Some("cgroup") => ContainerStats::CgroupOnly,
@@ -862,7 +860,7 @@ impl Thresholds {
         action: crate::llm::BudgetAction,
     ) -> Result<Self, Error> {
         self.llm.budget_action = action;
-        self.check_relations()?;
+        self.check()?;
         Ok(self)
     }
 
@@ -902,9 +900,21 @@ impl Thresholds {
         Ok(self)
     }
 
-    /// The checks between values, in one place (each value's own range is checked
-    /// by its type).
-    pub(crate) fn check_relations(&self) -> Result<(), Error> {
+    /// Checks thresholds as a monitor will use them: the checks between values, and
+    /// that an LLM budget action other than `warn` has an amount. A file, and every
+    /// setter but [`Thresholds::with_llm_budget_action`], leave the second to this,
+    /// since the amount may come after them (`loopwatch run --llm-budget-usd` over a
+    /// file that sets the action); the monitor's builder runs it on the thresholds
+    /// it is given or reads.
+    ///
+    /// ```
+    /// let t: loopwatch::Thresholds = "[llm.budget]\naction = \"block\"\n".parse().unwrap();
+    /// let err = t.check().unwrap_err().to_string();
+    /// assert!(err.contains("needs an amount"), "{err}");
+    /// assert!(t.with_llm_budget_usd(5.0).unwrap().check().is_ok());
+    /// ```
+    pub fn check(&self) -> Result<(), Error> {
+        self.check_relations()?;
         if self.llm_budget_usd.is_none() && self.llm.budget_action != crate::llm::BudgetAction::Warn
         {
             return Err(Error::InvalidSetting {
@@ -915,6 +925,13 @@ impl Thresholds {
                     .to_string(),
             });
         }
+        Ok(())
+    }
+
+    /// The checks between values that hold whatever is set later, in one place (each
+    /// value's own range is checked by its type): run by every setter and when a
+    /// file is read. See [`Thresholds::check`] for the rest.
+    pub(crate) fn check_relations(&self) -> Result<(), Error> {
         if self.memory_clear_fraction() > self.memory_fraction() {
             return Err(Error::InvalidSetting {
                 variable: "memory_clear_fraction",
@@ -1322,7 +1339,6 @@ mod tests {
             ),
             ("[llm.budget]\nusd = 1\naction = 3\n", "action"),
             ("[llm.budget]\nusd = 1\nlimit = 3\n", "limit"),
-            ("[llm.budget]\naction = \"block\"\n", "llm.budget.action"),
             (
                 "llm_budget_usd = 1\n[llm.budget]\nusd = 1\n",
                 "llm.budget.usd",
@@ -1331,11 +1347,29 @@ mod tests {
             let err = text.parse::<Thresholds>().unwrap_err().to_string();
             assert!(err.contains(names), "{text:?}: {err}");
         }
-        // An action without an amount through the builder too.
+        // An action without an amount through its setter too.
         let err = Thresholds::default()
             .with_llm_budget_action(BudgetAction::Block)
             .unwrap_err()
             .to_string();
         assert!(err.contains("needs an amount"), "{err}");
+        // In a file it is read, since the amount may come later (a flag), and other
+        // setters leave it; a monitor's settings refuse it while no amount came.
+        let t: Thresholds = "[llm.budget]\naction = \"block\"\n".parse().unwrap();
+        let t = t.with_max_restarts(3).unwrap();
+        let choices = Choices {
+            thresholds: Some(t.clone()),
+            ..Choices::default()
+        };
+        let err = resolve(&choices, &|_: &str| None).unwrap_err().to_string();
+        assert!(err.contains("llm.budget.action"), "{err}");
+        assert!(err.contains("needs an amount"), "{err}");
+        let t = t.with_llm_budget_usd(2.0).unwrap();
+        assert_eq!(t.llm_budget().unwrap().action, BudgetAction::Block);
+        let choices = Choices {
+            thresholds: Some(t),
+            ..Choices::default()
+        };
+        assert!(resolve(&choices, &|_: &str| None).is_ok());
     }
 }

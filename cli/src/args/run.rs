@@ -299,13 +299,18 @@ impl LlmProxyFlags {
     /// `thresholds` (or, when nothing else went over them, those of `config`, else
     /// `LOOPWATCH_CONFIG`, else the defaults) with `--llm-budget-usd` and
     /// `--llm-budget-action` over them; unchanged when neither is given. An action
-    /// without an amount anywhere is an error.
+    /// without an amount anywhere is an error, checked once the flags are applied (a
+    /// file may set the action and the flag the amount); when the monitor is left to
+    /// read its thresholds itself, it checks them.
     fn budget(
         &self,
         thresholds: Option<loopwatch::Thresholds>,
         config: Option<PathBuf>,
     ) -> Result<Option<loopwatch::Thresholds>, loopwatch::Error> {
         if self.llm_budget_usd.is_none() && self.llm_budget_action.is_none() {
+            if let Some(thresholds) = &thresholds {
+                thresholds.check()?;
+            }
             return Ok(thresholds);
         }
         let mut thresholds = match thresholds {
@@ -322,6 +327,7 @@ impl LlmProxyFlags {
         if let Some(action) = self.llm_budget_action {
             thresholds = thresholds.with_llm_budget_action(action)?;
         }
+        thresholds.check()?;
         Ok(Some(thresholds))
     }
 
@@ -521,5 +527,38 @@ mod tests {
         let parsed =
             Cli::try_parse_from(["loopwatch", "run", "--llm-budget-action=halt", "--", "true"]);
         assert!(parsed.is_err());
+    }
+
+    /// A loopwatch.toml that sets the budget's action and no amount is read; the
+    /// amount may come from --llm-budget-usd, and only when it comes from nowhere is
+    /// it refused (by the monitor, as the file's own thresholds are).
+    #[test]
+    fn a_files_budget_action_takes_its_amount_from_the_flag() {
+        use loopwatch::llm::BudgetAction;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("loopwatch.toml");
+        std::fs::write(&config, "[llm.budget]\naction = \"block\"\n").unwrap();
+        let options = |args: &[&str]| {
+            let args = run_args(args);
+            let limits = args.restarts.thresholds(Some(config.clone()))?;
+            args.llm.budget(limits, Some(config.clone()))
+        };
+        for flags in [
+            &["--llm-budget-usd=2", "--", "true"][..],
+            &["--max-restarts=3", "--llm-budget-usd=2", "--", "true"],
+        ] {
+            let t = options(flags)
+                .unwrap_or_else(|e| panic!("{flags:?}: {e}"))
+                .unwrap();
+            let b = t.llm_budget().unwrap();
+            assert_eq!((b.usd, b.action), (2.0, BudgetAction::Block), "{flags:?}");
+        }
+        // No amount anywhere: refused once the flags are applied, or, when the monitor
+        // reads the file itself, by the monitor's check.
+        let err = options(&["--max-restarts=3", "--", "true"]).unwrap_err();
+        assert!(err.to_string().contains("needs an amount"), "{err}");
+        assert!(options(&["--", "true"]).unwrap().is_none());
+        let file = super::super::thresholds(Some(&config)).unwrap();
+        assert!(file.check().is_err());
     }
 }
