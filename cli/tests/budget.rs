@@ -383,6 +383,22 @@ fn a_streamed_call_without_usage_counts_its_worst_case_against_the_budget() {
     );
     assert_eq!(b["spent"], true, "{b}");
     assert_eq!(json["evaluation"]["alerts"]["LLMBudget"], "firing");
+    // With the budget spent, a GET of the chat path (the list of stored
+    // completions) went to the provider untouched, neither refused nor metered.
+    assert_eq!(seen["stored"]["ok"], true, "{seen}");
+    assert!(
+        upstream
+            .seen()
+            .iter()
+            .any(|s| s.method == "GET" && s.path.starts_with("/v1/chat/completions")),
+        "the GET reached the provider"
+    );
+    assert_eq!(llm["blocked"], 1, "{llm}");
+    assert_eq!(
+        llm["calls"].as_u64().unwrap(),
+        1 + without.len() as u64,
+        "the GET is not a call: {llm}"
+    );
 }
 
 /// A real OpenEvolve run (pip `openevolve`, its retries at its default, three, one

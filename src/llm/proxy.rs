@@ -649,7 +649,7 @@ impl Forwarder {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let placement = match place(parts.uri.path(), &parts.headers) {
+        let placement = match place(&parts.method, parts.uri.path(), &parts.headers) {
             Ok(placement) => placement,
             Err(refusal) => {
                 if refusal != Refusal::NotApi {

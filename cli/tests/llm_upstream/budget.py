@@ -12,7 +12,8 @@ retries left at the SDKs' defaults. Each mode writes what the loop saw to
   loopwatch stops it.
 - `streamed`: one streamed `stream-asked/chat` call (its stream carries usage only
   when asked for it), then streamed `stream-no-usage/chat` calls (never with usage)
-  one after another until the proxy refuses one (at most 50).
+  one after another until the proxy refuses one (at most 50); then, the budget
+  spent, the list of stored chat completions (a GET of the chat path).
 - `sequential CALLS METRICS`: CALLS `ok/chat` calls, one iteration each; then the
   loop saves loopwatch's page (METRICS without `/metrics`) to `page.html` and says it
   is done.
@@ -135,6 +136,11 @@ elif mode == "streamed":
         outcomes["without"].append(result)
         if not result.get("ok"):
             break
+    try:
+        oa.chat.completions.list()
+        outcomes["stored"] = {"ok": True}
+    except openai.APIError as e:
+        outcomes["stored"] = refusal(e)
     write(outcomes)
     loopwatch.done()
 elif mode == "sequential":

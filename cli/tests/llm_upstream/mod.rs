@@ -33,6 +33,8 @@ use std::time::Duration;
 /// One request as the upstream saw it, and what it answered.
 #[derive(Debug, Clone, Default)]
 pub struct Seen {
+    /// The request's method.
+    pub method: String,
     /// The request's path (an absolute-form target, as a forward proxy sends it, is
     /// read for its path).
     pub path: String,
@@ -186,7 +188,7 @@ fn serve<W: Wire>(mut reader: BufReader<W>, record: &Mutex<Vec<Seen>>) {
             return;
         }
         let mut words = request_line.split_whitespace();
-        let _method = words.next();
+        let method = words.next().unwrap_or("").to_string();
         let target = words.next().unwrap_or("/").to_string();
         // An absolute-form target (from a forward proxy) names the same path.
         let path = match target.split_once("://") {
@@ -230,6 +232,7 @@ fn serve<W: Wire>(mut reader: BufReader<W>, record: &Mutex<Vec<Seen>>) {
             .ok()
             .and_then(|v| v.get("stream_options").cloned());
         let mut seen = Seen {
+            method: method.clone(),
             path: path.clone(),
             target,
             model: model.clone(),
@@ -243,7 +246,7 @@ fn serve<W: Wire>(mut reader: BufReader<W>, record: &Mutex<Vec<Seen>>) {
             answered: String::new(),
         };
         let scenario = model.split('/').next().unwrap_or("").to_string();
-        let keep = match listing(&path, seen.anthropic_version.is_some()) {
+        let keep = match listing(&method, &path, seen.anthropic_version.is_some()) {
             Some(body) => {
                 seen.answered = body.clone();
                 write_json(reader.get_mut(), "200 OK", "", &body)
@@ -467,10 +470,17 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 /// The answers to the APIs' other requests (lists, token counts, Anthropic's legacy
-/// completions), in the shape of the API the request speaks (`anthropic`: it carried
-/// `anthropic-version`); `None` for the metered paths.
-fn listing(path: &str, anthropic: bool) -> Option<String> {
+/// completions, OpenAI's stored chat completions: a GET of its chat path), in the
+/// shape of the API the request speaks (`anthropic`: it carried `anthropic-version`);
+/// `None` for the metered paths.
+fn listing(method: &str, path: &str, anthropic: bool) -> Option<String> {
     let path = path.split('?').next().unwrap_or(path);
+    if method == "GET" && path == "/v1/chat/completions" && !anthropic {
+        return Some(
+            r#"{"object":"list","data":[],"first_id":null,"last_id":null,"has_more":false}"#
+                .to_string(),
+        );
+    }
     Some(match (path, anthropic) {
         ("/v1/models", false) => {
             r#"{"object":"list","data":[{"id":"ok/chat","object":"model","created":1,"owned_by":"stand-in"}]}"#.to_string()
