@@ -325,9 +325,10 @@ impl BudgetBook {
         }
     }
 
-    /// The reservations of the calls in flight.
+    /// The reservations of the calls in flight (0, not -0, with none: a float sum of
+    /// nothing is -0, which a message would show as `$-0.0000`).
     pub(crate) fn reserved_usd(&self) -> f64 {
-        self.reserved.values().sum()
+        self.reserved.values().fold(0.0, |sum, usd| sum + usd)
     }
 
     /// The spend counted against the budget with `booked_usd` booked: that and the
@@ -574,7 +575,14 @@ mod tests {
         let mut book = BudgetBook::new(Some(Budget::new(2.5, BudgetAction::Block)));
         let refusal = book.admit(0, 0.0, 2.5).unwrap_err();
         let message = refusal.to_string();
-        for part in ["$2.5000", "--llm-budget-usd", "[llm.budget]", "not sent"] {
+        assert!(refusal.reserved_usd.is_sign_positive(), "{message}");
+        for part in [
+            "$2.5000",
+            "$0.0000 reserved",
+            "--llm-budget-usd",
+            "[llm.budget]",
+            "not sent",
+        ] {
             assert!(message.contains(part), "{part}: {message}");
         }
         // A deferral names the budget and says to wait, not to raise it.
