@@ -44,7 +44,7 @@ fn config(dir: &Path, more: &str) -> PathBuf {
     let mut text = String::new();
     for model in [
         "ok/chat",
-        "slow/chat",
+        "held/chat",
         "ok/messages",
         "stream-asked/chat",
         "stream-no-usage/chat",
@@ -161,6 +161,25 @@ fn block_refuses_new_calls_in_the_providers_format_and_parallel_calls_overshoot_
         &[],
         &["parallel", &workers.to_string(), "{metrics}"],
     );
+    // The stand-in holds the first calls. Two are admitted at once (each reserves
+    // about $0.06 of the $0.10); while they are held, the other workers' calls can
+    // only be deferred. Once loopwatch has counted a deferral, the held calls go.
+    assert!(
+        upstream.gate.wait_open(2, Duration::from_secs(60)),
+        "two calls in flight at the stand-in; log:\n{}",
+        run.log()
+    );
+    wait_until(Duration::from_secs(60), "a deferred call", || {
+        scrape(run.addr).lines().any(|line| {
+            line.starts_with("loopwatch_llm_calls_total{") && line.contains("outcome=\"deferred\"")
+        })
+    });
+    assert_eq!(
+        upstream.gate.most_open(),
+        2,
+        "reservations held the rest back"
+    );
+    upstream.gate.release();
     let status = run.wait(Duration::from_secs(120));
     let log = run.log();
     assert_eq!(status.code(), Some(0), "{log}");
@@ -250,9 +269,9 @@ fn block_refuses_new_calls_in_the_providers_format_and_parallel_calls_overshoot_
         ledger.len()
     );
     assert!(billed >= budget - worst, "the budget was spent: ${billed}");
-    // The calls overlapped: some were deferred for what the calls in flight had
-    // reserved (without reservations, the first wave alone, eight calls, would have
-    // passed the budget by more than one worst case).
+    // The calls overlapped (the stand-in held two while the others were deferred):
+    // without reservations, the first wave alone, eight calls, would have passed the
+    // budget by more than one worst case.
     assert!(workers as f64 * call_usd() > budget + worst);
     let llm = &json["summary"]["llm"];
     let deferrals = llm["deferred"].as_u64().unwrap();

@@ -2,9 +2,9 @@
 retries left at the SDKs' defaults. Each mode writes what the loop saw to
 `outcomes.json` (written whole, then renamed).
 
-- `parallel WORKERS METRICS`: WORKERS threads call `slow/chat` (answered after
-  600 ms, so that the calls overlap) one call after another until the proxy refuses
-  one for good (a deferral the SDK still raised after its retries is written down and
+- `parallel WORKERS METRICS`: WORKERS threads call `held/chat` (answered once the
+  test releases the stand-in, so that the calls overlap) one call after another until
+  the proxy refuses one for good (a deferral the SDK still raised after its retries is written down and
   the worker goes on); then one Anthropic message (refused too). Then the loop reads loopwatch's
   /metrics (METRICS), runs two more iterations and says it is done.
 - `restarted FIRST`: the first start (LOOPWATCH_RESTARTS 0) makes FIRST `ok/chat`
@@ -91,7 +91,7 @@ if mode == "parallel":
     def worker() -> None:
         # Bounded, so that a budget that never refuses fails the test, not hangs it.
         for _ in range(100):
-            result = chat("slow/chat")
+            result = chat("held/chat")
             with lock:
                 calls["chat"].append(result)
             if not result.get("ok") and result.get("code") != "rate_limit_exceeded":
