@@ -104,7 +104,13 @@ fn routing(c: &mut Criterion) {
         headers.insert(name, HeaderValue::from_static(value));
     }
     c.bench_function("llm_proxy/route", |b| {
-        b.iter(|| loopwatch::llm::route::place(black_box("/v1/messages"), black_box(&headers)))
+        b.iter(|| {
+            loopwatch::llm::route::place(
+                black_box(&hyper::Method::POST),
+                black_box("/v1/messages"),
+                black_box(&headers),
+            )
+        })
     });
 }
 

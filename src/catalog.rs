@@ -658,13 +658,13 @@ catalog! {
         "Tokens used by each LLM call, by token type (input, output), as the answer reported them (tokens).";
     /// Duration of each LLM call (OpenTelemetry GenAI).
     GEN_AI_CLIENT_OPERATION_DURATION_SECONDS / gen_ai_client_operation_duration_seconds: Histogram = "gen_ai_client_operation_duration_seconds" as "gen_ai.client.operation.duration", "s", ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"], None, PerLlmCall,
-        "Duration of each LLM call that ended, from the request to the end of the answer (abandoned calls are not in it); error_type is the HTTP status, the provider's error type, or timeout, connection, stream_cut, other on failures, empty otherwise (seconds).";
+        "Duration of each LLM call that ended, from the request to the end of the answer (abandoned calls and those the budget blocked or deferred are not in it); error_type is the HTTP status, the provider's error type, or timeout, connection, stream_cut, other on failures, empty otherwise (seconds).";
     /// Time to the first chunk of a streamed LLM answer.
     LLM_TIME_TO_FIRST_CHUNK_SECONDS / loopwatch_llm_time_to_first_chunk_seconds: Histogram = "loopwatch_llm_time_to_first_chunk_seconds", "s", ["model"], None, PerLlmCall,
         "Time from an LLM request to the first chunk of its streamed answer (seconds).";
     /// LLM calls by outcome.
     LLM_CALLS_TOTAL / loopwatch_llm_calls_total: Counter = "loopwatch_llm_calls_total", "{call}", ["model", "outcome"], None, PerLlmCall,
-        "LLM calls by model and outcome: ok, abandoned (cut short by the loop or by loopwatch before the answer ended: not a failure), or the error type (an HTTP status such as 429 or 503, the provider's error type, timeout, connection, stream_cut, other) (calls).";
+        "LLM calls by model and outcome: ok, abandoned (cut short by the loop or by loopwatch before the answer ended: not a failure), blocked (refused for good by a spent LLM budget under action = \"block\" or \"stop\" and never sent: free, not a failure), deferred (refused with a retriable 429 while the calls in flight could take the spend past such a budget, never sent: free, not a failure), or the error type (an HTTP status such as 429 or 503, the provider's error type, timeout, connection, stream_cut, other) (calls).";
     /// Spend on LLM calls.
     LLM_COST_USD_TOTAL / loopwatch_llm_cost_usd_total: CounterF64 = "loopwatch_llm_cost_usd_total", "USD", ["model"], None, PerLlmCall,
         "Cost of LLM calls by model, from the tokens at the [llm.prices] of loopwatch.toml or the cost the loop reported (US dollars).";

@@ -311,13 +311,11 @@ pub(crate) fn resolve(
         .clone()
         .or_else(|| env(ENV_CONFIG).map(PathBuf::from));
     let thresholds = match (&choices.thresholds, config_file) {
-        (Some(thresholds), _) => {
-            thresholds.check_relations()?;
-            thresholds.clone()
-        }
+        (Some(thresholds), _) => thresholds.clone(),
         (None, Some(path)) => Thresholds::from_file(&path)?,
         (None, None) => Thresholds::default(),
     };
+    thresholds.check()?;
     let container_stats = match env(ENV_CONTAINER_STATS).as_deref() {
         None | Some("auto") => ContainerStats::Automatic,
         Some("cgroup") => ContainerStats::CgroupOnly,
@@ -758,7 +756,9 @@ thresholds! {
         /// LLMSpendWithoutProgress: US dollars spent on LLM calls since the champion last
         /// changed (or since the start) at which it fires; off until set.
         llm_spend_without_progress_usd, with_llm_spend_without_progress_usd: Amount(f64);
-        /// LLMBudget: US dollars spent on LLM calls at which it fires; off until set.
+        /// The LLM budget in US dollars: LLMBudget fires when it is spent, and
+        /// `[llm.budget] action` says what else happens; off until set. The same as
+        /// `usd` under `[llm.budget]`, the documented spelling: set one of them.
         llm_budget_usd, with_llm_budget_usd: Amount(f64);
     }
 }
@@ -796,6 +796,25 @@ impl Thresholds {
             }
         }
         row(
+            "[llm.budget] usd",
+            "off until set",
+            "The LLM budget in US dollars: LLMBudget fires when it is spent, with one-time \
+             warnings at 50% and 80% before it (see \"Budget\" in docs/llm-proxy.md); \
+             `loopwatch run --llm-budget-usd` goes over it. `llm_budget_usd` at the top \
+             level is the same key: set one of them.",
+        );
+        row(
+            "[llm.budget] action",
+            "`\"warn\"`",
+            "What happens when the budget is spent: `\"warn\"` (LLMBudget and the \
+             warnings), `\"block\"` (the metering proxy refuses new calls in the \
+             provider's error format; calls in flight finish) or `\"stop\"` (`loopwatch \
+             run` stops the loop as the operator's SIGTERM would, never restarts it, writes \
+             the final files and exits with status 3; the proxy refuses new calls \
+             meanwhile); `--llm-budget-action` goes over it. `\"block\"` and `\"stop\"` \
+             need an amount.",
+        );
+        row(
             "[llm.prices.\"<model>\"]",
             "none",
             "What a model's tokens cost, per million (see \"Prices\" in docs/llm-proxy.md); a model \
@@ -813,6 +832,36 @@ impl Thresholds {
     pub fn with_llm(mut self, llm: crate::llm::LlmConfig) -> Self {
         self.llm = llm;
         self
+    }
+
+    /// The LLM budget: `usd` under `[llm.budget]` (or the top-level
+    /// `llm_budget_usd`, the same key), with its `action`; `None` while no amount is
+    /// set.
+    ///
+    /// ```
+    /// use loopwatch::llm::BudgetAction;
+    /// let t: loopwatch::Thresholds = "[llm.budget]\nusd = 5.0\naction = \"block\"\n".parse().unwrap();
+    /// let budget = t.llm_budget().unwrap();
+    /// assert_eq!((budget.usd, budget.action), (5.0, BudgetAction::Block));
+    /// assert_eq!(t.llm_budget_usd(), Some(5.0));
+    /// let err = "llm_budget_usd = 5\n[llm.budget]\nusd = 6\n".parse::<loopwatch::Thresholds>().unwrap_err();
+    /// assert!(err.to_string().contains("set the LLM budget once"), "{err}");
+    /// ```
+    pub fn llm_budget(&self) -> Option<crate::llm::Budget> {
+        self.llm_budget_usd()
+            .map(|usd| crate::llm::Budget::new(usd, self.llm.budget_action))
+    }
+
+    /// Sets what happens when the LLM budget is spent (`[llm.budget] action`). An
+    /// action other than `warn` needs an amount: set [`Thresholds::with_llm_budget_usd`]
+    /// first.
+    pub fn with_llm_budget_action(
+        mut self,
+        action: crate::llm::BudgetAction,
+    ) -> Result<Self, Error> {
+        self.llm.budget_action = action;
+        self.check()?;
+        Ok(self)
     }
 
     /// LoopCrashLooping fires at this many restarts within `restart_window`: one fewer
@@ -851,8 +900,37 @@ impl Thresholds {
         Ok(self)
     }
 
-    /// The checks between values, in one place (each value's own range is checked
-    /// by its type).
+    /// Checks thresholds as a monitor will use them: the checks between values, and
+    /// that an LLM budget action other than `warn` has an amount. A file, and every
+    /// setter but [`Thresholds::with_llm_budget_action`], leave the second to this,
+    /// since the amount may come after them (`loopwatch run --llm-budget-usd` over a
+    /// file that sets the action); the monitor's builder runs it on the thresholds
+    /// it is given or reads.
+    ///
+    /// ```
+    /// let t: loopwatch::Thresholds = "[llm.budget]\naction = \"block\"\n".parse().unwrap();
+    /// let err = t.check().unwrap_err().to_string();
+    /// assert!(err.contains("needs an amount"), "{err}");
+    /// assert!(t.with_llm_budget_usd(5.0).unwrap().check().is_ok());
+    /// ```
+    pub fn check(&self) -> Result<(), Error> {
+        self.check_relations()?;
+        if self.llm_budget_usd.is_none() && self.llm.budget_action != crate::llm::BudgetAction::Warn
+        {
+            return Err(Error::InvalidSetting {
+                variable: "llm.budget.action",
+                value: self.llm.budget_action.to_string(),
+                reason: "a budget action needs an amount: set `usd` under [llm.budget] in \
+                         loopwatch.toml, or `loopwatch run --llm-budget-usd`"
+                    .to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The checks between values that hold whatever is set later, in one place (each
+    /// value's own range is checked by its type): run by every setter and when a
+    /// file is read. See [`Thresholds::check`] for the rest.
     pub(crate) fn check_relations(&self) -> Result<(), Error> {
         if self.memory_clear_fraction() > self.memory_fraction() {
             return Err(Error::InvalidSetting {
@@ -908,8 +986,30 @@ impl std::str::FromStr for Thresholds {
                 },
             }
         })?;
+        let thresholds = thresholds.with_budget_table()?;
         thresholds.check_relations()?;
         Ok(thresholds)
+    }
+}
+
+impl Thresholds {
+    /// Takes `usd` of `[llm.budget]` as the budget's amount: one amount, read by
+    /// [`Thresholds::llm_budget`]; set both ways, it is refused.
+    fn with_budget_table(mut self) -> Result<Thresholds, Error> {
+        let Some(usd) = self.llm.budget_usd.take() else {
+            return Ok(self);
+        };
+        if let Some(top) = self.llm_budget_usd() {
+            return Err(Error::InvalidSetting {
+                variable: "llm.budget.usd",
+                value: usd.to_string(),
+                reason: format!(
+                    "set the LLM budget once: `usd` under [llm.budget], or the older \
+                     top-level llm_budget_usd (here {top}), not both"
+                ),
+            });
+        }
+        self.with_llm_budget_usd(usd)
     }
 }
 
@@ -1066,6 +1166,8 @@ mod tests {
             })
             .collect();
         assert_eq!(rows.pop().unwrap().0, "[llm.prices.\"<model>\"]");
+        assert_eq!(rows.pop().unwrap().0, "[llm.budget] action");
+        assert_eq!(rows.pop().unwrap().0, "[llm.budget] usd");
         let mut keys: Vec<&str> = rows.iter().map(|(key, _)| key.as_str()).collect();
         keys.sort_unstable();
         let mut expected = Thresholds::KEYS.to_vec();
@@ -1207,5 +1309,67 @@ mod tests {
         }
         let t: Thresholds = "llm_error_calls = 3".parse().unwrap();
         assert_eq!(t.llm_error_calls(), 3);
+    }
+
+    /// `[llm.budget]`: its amount and action read, bad ones refused with the key
+    /// named, never a panic.
+    #[test]
+    fn the_llm_budget_table_is_read_and_bad_values_are_refused() {
+        use crate::llm::BudgetAction;
+        let t: Thresholds = "[llm.budget]\nusd = 2.5\naction = \"stop\"\n"
+            .parse()
+            .unwrap();
+        let budget = t.llm_budget().unwrap();
+        assert_eq!((budget.usd, budget.action), (2.5, BudgetAction::Stop));
+        // The amount alone: warn. The older spelling: the same budget.
+        let t: Thresholds = "[llm.budget]\nusd = 1\n".parse().unwrap();
+        assert_eq!(t.llm_budget().unwrap().action, BudgetAction::Warn);
+        let t: Thresholds = "llm_budget_usd = 1\n".parse().unwrap();
+        assert_eq!(t.llm_budget().unwrap().usd, 1.0);
+        assert!(Thresholds::default().llm_budget().is_none());
+        for (text, names) in [
+            ("[llm.budget]\nusd = 0\n", "llm.budget.usd"),
+            ("[llm.budget]\nusd = -3\n", "llm.budget.usd"),
+            ("[llm.budget]\nusd = nan\n", "llm.budget.usd"),
+            ("[llm.budget]\nusd = inf\n", "llm.budget.usd"),
+            ("[llm.budget]\nusd = \"five\"\n", "usd"),
+            (
+                "[llm.budget]\nusd = 1\naction = \"halt\"\n",
+                "llm.budget.action",
+            ),
+            ("[llm.budget]\nusd = 1\naction = 3\n", "action"),
+            ("[llm.budget]\nusd = 1\nlimit = 3\n", "limit"),
+            (
+                "llm_budget_usd = 1\n[llm.budget]\nusd = 1\n",
+                "llm.budget.usd",
+            ),
+        ] {
+            let err = text.parse::<Thresholds>().unwrap_err().to_string();
+            assert!(err.contains(names), "{text:?}: {err}");
+        }
+        // An action without an amount through its setter too.
+        let err = Thresholds::default()
+            .with_llm_budget_action(BudgetAction::Block)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs an amount"), "{err}");
+        // In a file it is read, since the amount may come later (a flag), and other
+        // setters leave it; a monitor's settings refuse it while no amount came.
+        let t: Thresholds = "[llm.budget]\naction = \"block\"\n".parse().unwrap();
+        let t = t.with_max_restarts(3).unwrap();
+        let choices = Choices {
+            thresholds: Some(t.clone()),
+            ..Choices::default()
+        };
+        let err = resolve(&choices, &|_: &str| None).unwrap_err().to_string();
+        assert!(err.contains("llm.budget.action"), "{err}");
+        assert!(err.contains("needs an amount"), "{err}");
+        let t = t.with_llm_budget_usd(2.0).unwrap();
+        assert_eq!(t.llm_budget().unwrap().action, BudgetAction::Block);
+        let choices = Choices {
+            thresholds: Some(t),
+            ..Choices::default()
+        };
+        assert!(resolve(&choices, &|_: &str| None).is_ok());
     }
 }

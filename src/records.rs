@@ -487,6 +487,8 @@ pub(crate) enum LogEntryKind {
         /// Restarts within the restart window, this one included.
         recent_restarts: u64,
     },
+    /// The LLM budget: a warning at a share of it, or the first call it refused.
+    LlmBudget(crate::llm::budget::BudgetMark),
     /// A degradation or slowdown warning started or cleared.
     Warning {
         /// The quantity.

@@ -132,9 +132,19 @@ pub fn run(options: RunOptions) -> u8 {
         llm_proxy: session.llm_proxy.as_ref(),
         instrumentation: session.instrumentation.as_ref(),
         terminal: session.terminal.as_ref(),
+        budget_stopped: std::cell::Cell::new(false),
     };
     match restarts::until_the_last_end(&session, &launch, &mut signals) {
-        Some(exit) => session.close(exit, &options, &mut signals),
+        Some(exit) => {
+            let budget_stopped = launch.budget_stopped.get();
+            let status = session.close(exit, &options, &mut signals);
+            if budget_stopped {
+                let status = loopwatch::llm::budget::BUDGET_EXIT_STATUS;
+                tracing::warn!(status, "the LLM budget was spent and stopped the run");
+                return status;
+            }
+            status
+        }
         None => {
             // The command could not be started.
             drop(session.monitor.shutdown());
@@ -209,6 +219,14 @@ impl Session {
                 }
             },
         };
+        if llm_proxy.is_none()
+            && monitor
+                .thresholds()
+                .llm_budget()
+                .is_some_and(|b| b.action == loopwatch::llm::BudgetAction::Block)
+        {
+            tracing::warn!("the LLM budget's action is block, but no metering proxy runs (--llm-proxy): calls are not refused, only counted, and LLMBudget fires when they are spent");
+        }
         let instrumentation = instrument(options, socket_dir.as_ref());
         let session = Session {
             monitor,

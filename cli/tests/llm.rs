@@ -932,6 +932,14 @@ fn each_providers_key_reaches_only_that_provider() {
     assert!(to_anthropic.iter().any(|s| s.path == "/v1/models"
         && s.api_key.as_deref() == Some("sk-ant-secret")
         && s.anthropic_version.is_none()));
+    // Each went with its own method: the lists as GETs, the generations as POSTs.
+    for s in to_anthropic.iter().chain(&to_openai) {
+        let generates = ["/v1/messages", "/v1/chat/completions", "/v1/complete"]
+            .contains(&s.path.as_str())
+            || s.path == "/v1/messages/count_tokens";
+        let expected = if generates { "POST" } else { "GET" };
+        assert_eq!(s.method, expected, "{s:?}");
+    }
 
     // Refused with a 400 naming the reason, not to be retried, sent nowhere.
     for (name, reason) in [

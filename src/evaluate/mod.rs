@@ -270,7 +270,8 @@ impl Evaluator {
             at,
             &mut findings,
         );
-        let budget = verdicts::llm_budget(evidence.spend_usd, evidence.spend_last_hour_usd, th);
+        let budget =
+            verdicts::llm_budget(evidence.budget_spend_usd, evidence.spend_last_hour_usd, th);
         self.settle_alert(AlertName::LLMBudget, budget, th, at, &mut findings);
         if evidence.spend_is_lower_bound {
             for t in &mut findings.transitions[spending..] {

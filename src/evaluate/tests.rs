@@ -437,6 +437,7 @@ fn every_alert_fires_in_process() {
                 evaluator.on_llm(
                     &crate::llm::meter::LlmEvidence {
                         spend_usd: 10.0,
+                        budget_spend_usd: 10.0,
                         ..Default::default()
                     },
                     &th,

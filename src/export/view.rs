@@ -99,6 +99,33 @@ pub(crate) fn restarts(snapshot: &Snapshot) -> Vec<Restart> {
         .collect()
 }
 
+/// A mark of the LLM budget, for the alert timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct BudgetMarkView {
+    /// The iteration it belongs to.
+    pub(crate) iteration: u64,
+    /// When it happened, Unix seconds.
+    pub(crate) at: f64,
+    /// What it marks.
+    pub(crate) mark: crate::llm::budget::BudgetMark,
+}
+
+/// The budget's marks (warnings, the first refusal), from the events.
+pub(crate) fn budget_marks(snapshot: &Snapshot) -> Vec<BudgetMarkView> {
+    snapshot
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            LogEntryKind::LlmBudget(mark) => Some(BudgetMarkView {
+                iteration: e.iteration,
+                at: unix(e.at),
+                mark: *mark,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The alerts firing now, with the event that started each.
 pub(crate) fn firing(snapshot: &Snapshot) -> Vec<Firing> {
     snapshot

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::budget::{Budget, BudgetBook, BudgetRefusal, BudgetSummary};
 use super::{bounded_name, LlmCall, LlmError, Pricing, MAX_MODELS, OTHER_MODEL};
 
 /// Calls older than this leave the error window, so an outage the loop stopped
@@ -30,6 +31,12 @@ pub struct ModelTally {
     /// Calls cut short by the loop or by loopwatch before their answer ended:
     /// neither successes nor failures.
     pub abandoned: u64,
+    /// Calls the budget refused for good: never sent, neither successes nor
+    /// failures.
+    pub blocked: u64,
+    /// Calls the budget deferred (a retriable refusal while the calls in flight could
+    /// pass it): never sent, neither successes nor failures.
+    pub deferred: u64,
     /// Calls the provider may have billed whose usage is unknown (no usage in the
     /// answer, or abandoned before it): their cost is not in `cost_usd`.
     pub usage_missing: u64,
@@ -60,6 +67,12 @@ pub struct LlmSummary {
     pub errors: u64,
     /// Calls cut short by the loop or by loopwatch: not failures.
     pub abandoned: u64,
+    /// Calls the budget refused for good (`[llm.budget] action = "block"` or
+    /// `"stop"`, once spent): never sent.
+    pub blocked: u64,
+    /// Calls the budget deferred: refused with a retriable error while the calls in
+    /// flight could have passed it; never sent.
+    pub deferred: u64,
     /// Calls the provider may have billed whose usage is unknown.
     pub usage_missing: u64,
     /// Input tokens.
@@ -89,6 +102,10 @@ pub struct LlmSummary {
     /// The last hour's calls, tokens and spend, minute by minute (minutes without a
     /// call left out), most recent first.
     pub last_hour: Vec<MinuteTally>,
+    /// The budget, when one is set: its amount and action, the spend against it, the
+    /// reservations of the calls in flight, the warnings given and the calls refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSummary>,
 }
 
 /// One minute of LLM calls, for the page's per-minute view.
@@ -123,6 +140,9 @@ pub(crate) struct LlmEvidence {
     pub(crate) recent_failures: u64,
     /// Spend so far.
     pub(crate) spend_usd: f64,
+    /// The spend counted against the budget: `spend_usd` and the worst cases charged
+    /// for calls that ended with their usage unknown (none without a budget).
+    pub(crate) budget_spend_usd: f64,
     /// Spend in the last hour.
     pub(crate) spend_last_hour_usd: f64,
     /// Spend since the champion last changed.
@@ -194,6 +214,8 @@ pub(crate) struct LlmMeter {
     /// Calls in flight by id, with when each started.
     in_flight: BTreeMap<u64, Duration>,
     any_calls: bool,
+    /// The budget, the reservations of the calls in flight, the warnings given.
+    budget: BudgetBook,
 }
 
 /// The minute of `now` since the clock started.
@@ -202,6 +224,14 @@ fn minute_of(now: Duration) -> u64 {
 }
 
 impl LlmMeter {
+    /// The books of a run with `budget`.
+    pub(crate) fn new(budget: Option<Budget>) -> Self {
+        LlmMeter {
+            budget: BudgetBook::new(budget),
+            ..LlmMeter::default()
+        }
+    }
+
     /// Books one call at its price; returns the label its model is published
     /// under and the evidence after it. An abandoned call stays out of the error
     /// window and the durations; token sums saturate.
@@ -231,6 +261,16 @@ impl LlmMeter {
         let tally = books.by_model.entry(model).or_default();
         tally.calls = tally.calls.saturating_add(1);
         books.calls = books.calls.saturating_add(1);
+        if call.refused() {
+            // Never sent: no tokens, no cost, no duration, outside the error window.
+            let count = if call.blocked {
+                &mut tally.blocked
+            } else {
+                &mut tally.deferred
+            };
+            *count = count.saturating_add(1);
+            return (labels, self.evidence(now));
+        }
         if let Some(error) = call.error {
             tally.errors = tally.errors.saturating_add(1);
             let by_type = tally
@@ -335,6 +375,7 @@ impl LlmMeter {
             recent_calls: books.recent.len() as u64,
             recent_failures: books.recent.iter().filter(|(_, failed)| *failed).count() as u64,
             spend_usd: books.spend_usd,
+            budget_spend_usd: self.budget.spent_usd(books.spend_usd),
             spend_last_hour_usd: books.minutes.iter().map(|(_, m)| m.cost_usd).sum(),
             spend_since_champion_usd: books.spend_usd - books.spend_at_champion_usd,
             spend_is_lower_bound: books.spend_is_lower_bound,
@@ -374,11 +415,14 @@ impl LlmMeter {
             spend_is_lower_bound: books.spend_is_lower_bound,
             ..LlmSummary::default()
         };
+        summary.budget = self.budget.summary(books.spend_usd);
         for tally in books.by_model.values() {
             for (sum, n) in [
                 (&mut summary.calls, tally.calls),
                 (&mut summary.errors, tally.errors),
                 (&mut summary.abandoned, tally.abandoned),
+                (&mut summary.blocked, tally.blocked),
+                (&mut summary.deferred, tally.deferred),
                 (&mut summary.usage_missing, tally.usage_missing),
                 (&mut summary.input_tokens, tally.input_tokens),
                 (&mut summary.output_tokens, tally.output_tokens),
@@ -392,14 +436,54 @@ impl LlmMeter {
         summary
     }
 
-    /// Call `id` started at `now`.
-    pub(crate) fn call_started(&mut self, id: u64, now: Duration) {
+    /// Call `id` asks to start at `now`, worth at most `worst_usd`: in flight, its
+    /// worst case reserved against the budget, or refused by a budget that blocks.
+    pub(crate) fn call_started(
+        &mut self,
+        id: u64,
+        now: Duration,
+        worst_usd: f64,
+    ) -> Result<(), BudgetRefusal> {
+        self.budget.admit(id, worst_usd, self.books.spend_usd)?;
         self.in_flight.insert(id, now);
+        Ok(())
     }
 
-    /// Call `id` is no longer in flight (however it ended).
+    /// Call `id` is booked: its reservation gives way to its cost, or, when its
+    /// usage is unknown and a budget is set, is charged to the budget's spend.
+    pub(crate) fn settle_reservation(&mut self, id: u64, usage_missing: bool) {
+        self.budget.settle(id, usage_missing);
+    }
+
+    /// How call `id` was refused, if it was the last call refused.
+    pub(crate) fn refusal_of(&self, id: u64) -> Option<BudgetRefusal> {
+        self.budget.refusal_of(id)
+    }
+
+    /// Whether call `id` was admitted and is still in flight.
+    pub(crate) fn is_in_flight(&self, id: u64) -> bool {
+        self.in_flight.contains_key(&id)
+    }
+
+    /// Call `id` is no longer in flight (however it ended): its reservation is
+    /// released (its cost, once booked, counts instead).
     pub(crate) fn call_ended(&mut self, id: u64) {
         self.in_flight.remove(&id);
+        self.budget.release(id);
+    }
+
+    /// The budget's warnings that the spend so far reaches and that were not given
+    /// yet (each once), with the budget.
+    pub(crate) fn new_budget_warnings(&mut self) -> (Vec<u8>, Option<Budget>) {
+        (
+            self.budget.new_warnings(self.books.spend_usd),
+            self.budget.budget,
+        )
+    }
+
+    /// The budget's figures now.
+    pub(crate) fn budget_summary(&self) -> Option<BudgetSummary> {
+        self.budget.summary(self.books.spend_usd)
     }
 
     /// Calls in flight at `now`, and the age of the oldest.
@@ -504,8 +588,8 @@ mod tests {
     #[test]
     fn calls_in_flight_age_from_their_start() {
         let mut meter = LlmMeter::default();
-        meter.call_started(1, Duration::from_secs(10));
-        meter.call_started(2, Duration::from_secs(12));
+        meter.call_started(1, Duration::from_secs(10), 0.0).unwrap();
+        meter.call_started(2, Duration::from_secs(12), 0.0).unwrap();
         assert_eq!(
             meter.in_flight(Duration::from_secs(15)),
             (2, Duration::from_secs(5))

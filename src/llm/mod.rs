@@ -18,7 +18,9 @@
 //! assert!((cost - (1_000.0 * 2.5 + 200.0 * 10.0) / 1e6).abs() < 1e-12);
 //! ```
 
+pub mod budget;
 pub(crate) mod meter;
+pub use budget::{Admission, Budget, BudgetAction, BudgetRefusal, BudgetSummary, CallRequest};
 pub use meter::{LlmSummary, MinuteTally, ModelTally};
 #[cfg(feature = "llm-proxy")]
 pub mod proxy;
@@ -58,12 +60,22 @@ const MAX_NAME_CHARS: usize = 128;
 /// Where measured calls go: the run's books and instruments
 /// ([`crate::LlmRecorder`], from [`crate::Monitor::llm_recorder`]).
 pub trait CallRecorder: Send + Sync + 'static {
-    /// Records one finished call.
-    fn record(&self, call: &LlmCall);
-    /// A call starts; the returned id ends it.
-    fn started(&self) -> u64;
-    /// A call is no longer in flight.
-    fn ended(&self, id: u64);
+    /// A call asks to start: admitted (its id ends it, and its worst case is
+    /// reserved against the budget until then) or, under a budget that blocks and is
+    /// spent, refused (it is then counted as `blocked` and must not be sent).
+    fn started(&self, request: &CallRequest) -> Admission;
+    /// Call `id` is over, as `call` says: it is booked and no longer in flight. Its
+    /// reservation gives way to its cost; when its usage is unknown
+    /// ([`LlmCall::usage_missing`]) and a budget is set, the reservation, its worst
+    /// case, is charged against the budget instead (an estimate: the reported cost
+    /// stays without it).
+    fn ended(&self, id: u64, call: &LlmCall);
+    /// Whether the metering proxy asks streamed requests for their usage, as
+    /// `--llm-request-usage` does: a budget is set, and a call whose usage is unknown
+    /// would count at its worst case. No by default.
+    fn asks_for_usage(&self) -> bool {
+        false
+    }
 }
 
 /// What kind of request a call was (`gen_ai.operation.name`).
@@ -265,6 +277,13 @@ pub struct LlmCall {
     /// (a stop, kill, restart or exit timeout of the loop, the proxy's end): neither
     /// a success nor a failure, and outside LLMErrors. `error` is `None` then.
     pub abandoned: bool,
+    /// Refused by a spent budget (`[llm.budget] action = "block"` or `"stop"`) and
+    /// never sent: not a failure, outside LLMErrors, free. `error` is `None` then.
+    pub blocked: bool,
+    /// Deferred by the budget and never sent: refused for now with a retriable
+    /// error, because the calls in flight could take the spend past the budget. Not a
+    /// failure, outside LLMErrors, free. `error` is `None` then.
+    pub deferred: bool,
 }
 
 impl LlmCall {
@@ -286,6 +305,8 @@ impl LlmCall {
             retry_after: None,
             cost_usd: None,
             abandoned: false,
+            blocked: false,
+            deferred: false,
         }
     }
 
@@ -326,11 +347,30 @@ impl LlmCall {
         self
     }
 
-    /// The `outcome` label of `loopwatch_llm_calls_total`: `ok`, `abandoned`, or the
-    /// error type.
+    /// As refused by the budget (see [`LlmCall::blocked`]).
+    pub fn with_blocked(mut self) -> Self {
+        self.blocked = true;
+        self
+    }
+
+    /// As deferred by the budget (see [`LlmCall::deferred`]).
+    pub fn with_deferred(mut self) -> Self {
+        self.deferred = true;
+        self
+    }
+
+    /// Whether the budget turned it away (blocked or deferred): it was never sent.
+    pub fn refused(&self) -> bool {
+        (self.blocked || self.deferred) && self.error.is_none()
+    }
+
+    /// The `outcome` label of `loopwatch_llm_calls_total`: `ok`, `abandoned`,
+    /// `blocked`, `deferred`, or the error type.
     pub fn outcome(&self) -> std::borrow::Cow<'static, str> {
         match self.error {
             Some(error) => error.as_label(),
+            None if self.blocked => "blocked".into(),
+            None if self.deferred => "deferred".into(),
             None if self.abandoned => "abandoned".into(),
             None => "ok".into(),
         }
@@ -361,7 +401,7 @@ impl LlmCall {
             self.error,
             None | Some(LlmError::Timeout | LlmError::StreamCut)
         );
-        billable && self.cost_usd.is_none() && !counted
+        billable && !self.blocked && !self.deferred && self.cost_usd.is_none() && !counted
     }
 
     /// The model it is priced and labelled by: the one that answered, else the one
@@ -458,6 +498,17 @@ pub struct Pricing {
 pub struct LlmConfig {
     /// Prices by model name.
     pub prices: BTreeMap<String, Price>,
+    /// `[llm.budget] action`: what happens when the budget is spent. The amount is
+    /// the thresholds' (see [`crate::Thresholds::llm_budget`]).
+    #[serde(skip_serializing_if = "is_warn")]
+    pub(crate) budget_action: BudgetAction,
+    /// `[llm.budget] usd` as written, until the thresholds take it over.
+    #[serde(skip)]
+    pub(crate) budget_usd: Option<f64>,
+}
+
+fn is_warn(action: &BudgetAction) -> bool {
+    *action == BudgetAction::Warn
 }
 
 /// [`LlmConfig`] as written, checked on the way in.
@@ -466,6 +517,17 @@ pub struct LlmConfig {
 struct LlmConfigFile {
     #[serde(default)]
     prices: BTreeMap<String, Price>,
+    #[serde(default)]
+    budget: Option<BudgetFile>,
+}
+
+/// `[llm.budget]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetFile {
+    usd: Option<f64>,
+    #[serde(default)]
+    action: Option<String>,
 }
 
 impl TryFrom<LlmConfigFile> for LlmConfig {
@@ -477,8 +539,26 @@ impl TryFrom<LlmConfigFile> for LlmConfig {
                 "llm.prices.\"{model}\": prices must be finite and zero or more"
             ));
         }
+        let (mut budget_usd, mut budget_action) = (None, BudgetAction::Warn);
+        if let Some(budget) = file.budget {
+            if let Some(usd) = budget.usd {
+                if !(usd.is_finite() && usd > 0.0) {
+                    return Err(format!(
+                        "llm.budget.usd: expected a positive amount of US dollars, not {usd}"
+                    ));
+                }
+                budget_usd = Some(usd);
+            }
+            if let Some(action) = budget.action {
+                budget_action = action
+                    .parse()
+                    .map_err(|e: String| format!("llm.budget.action: {e}"))?;
+            }
+        }
         Ok(LlmConfig {
             prices: file.prices,
+            budget_action,
+            budget_usd,
         })
     }
 }

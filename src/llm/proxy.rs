@@ -18,7 +18,8 @@
 //!   `x-api-key` pass through and are never logged or kept; neither are bodies. The
 //!   one change: `Accept-Encoding: identity` replaces the loop's, so that answers
 //!   come uncompressed and their usage can be read; and, only when asked
-//!   ([`ProxyConfig::request_usage`], `--llm-request-usage`), a streamed chat or
+//!   ([`ProxyConfig::request_usage`], `--llm-request-usage`), or always when the run
+//!   has an LLM budget ([`CallRecorder::asks_for_usage`]), a streamed chat or
 //!   completion request to the OpenAI-compatible API without
 //!   `stream_options.include_usage` gets `"stream_options": {"include_usage": true}`,
 //!   so that its stream ends with its usage. Answers go back frame by frame as they
@@ -63,7 +64,7 @@ use hyper_util::rt::TokioIo;
 use super::route::{place, Api, Refusal};
 use super::upstream::{chain, Network, Upstream, UpstreamClient};
 use super::usage::UsageReader;
-use super::{CallRecorder, LlmCall, LlmError, Operation};
+use super::{Admission, BudgetRefusal, CallRecorder, CallRequest, LlmCall, LlmError, Operation};
 use crate::error::Error;
 
 /// The public OpenAI endpoint, when neither `--llm-upstream` nor `OPENAI_BASE_URL`
@@ -169,7 +170,9 @@ pub struct ProxyConfig {
     /// Whether a streamed chat or completion request to the OpenAI-compatible API
     /// that lacks `stream_options.include_usage` gets
     /// `"stream_options": {"include_usage": true}` (`--llm-request-usage`; off by
-    /// default: it adds a last chunk, with no choices, to the loop's stream).
+    /// default: it adds a last chunk, with no choices, to the loop's stream). A
+    /// recorder whose run has an LLM budget turns it on whatever this says
+    /// ([`CallRecorder::asks_for_usage`]).
     pub request_usage: bool,
 }
 
@@ -311,13 +314,16 @@ impl LlmProxy {
         );
         let tasks = Arc::new(Tasks::default());
         let ending = Arc::new(LoopEnds::default());
+        // Under a budget, a stream's usage is asked for: a call without it would
+        // count at its worst case.
+        let request_usage = config.request_usage || recorder.asks_for_usage();
         let forwarder = Arc::new(Forwarder {
             ending: Arc::clone(&ending),
             client,
             recorder: Arc::new(recorder),
             openai,
             anthropic,
-            request_usage: config.request_usage,
+            request_usage,
             tasks: Arc::clone(&tasks),
         });
         let stop = tokio_util::sync::CancellationToken::new();
@@ -400,7 +406,8 @@ struct Forwarder {
     recorder: Arc<dyn CallRecorder>,
     openai: Upstream,
     anthropic: Upstream,
-    /// See [`ProxyConfig::request_usage`].
+    /// See [`ProxyConfig::request_usage`]; on too under a budget
+    /// ([`CallRecorder::asks_for_usage`]).
     request_usage: bool,
     tasks: Arc<Tasks>,
     /// See [`LlmProxy::loop_ending`].
@@ -525,19 +532,68 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
 
 /// The `model` a request asks for, from the start of its body: its JSON, or, for a
 /// body longer than the scan (or not JSON), the field found as text.
+#[cfg(test)]
 fn asked_model(prefix: &[u8]) -> Option<String> {
+    asked(prefix).0
+}
+
+/// The keys a request names its most output tokens by: OpenAI's chat completions
+/// (`max_tokens`, `max_completion_tokens`), the Responses API (`max_output_tokens`),
+/// Anthropic's messages (`max_tokens`).
+const MAX_OUTPUT_KEYS: [&str; 3] = ["max_completion_tokens", "max_output_tokens", "max_tokens"];
+
+/// The `model` and the most output tokens a request asks for, from the start of its
+/// body: its JSON, or, for a body longer than the scan (or not JSON), the fields
+/// found as text. The largest maximum wins where a request names several.
+fn asked(prefix: &[u8]) -> (Option<String>, Option<u64>) {
     #[derive(serde::Deserialize)]
     struct Fields {
         model: Option<serde_json::Value>,
+        max_tokens: Option<serde_json::Value>,
+        max_completion_tokens: Option<serde_json::Value>,
+        max_output_tokens: Option<serde_json::Value>,
     }
     match serde_json::from_slice::<Fields>(prefix) {
-        Ok(fields) => fields
-            .model
-            .as_ref()
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_string),
-        Err(_) => text_field(&String::from_utf8_lossy(prefix), "model"),
+        Ok(fields) => (
+            fields
+                .model
+                .as_ref()
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string),
+            [
+                fields.max_tokens,
+                fields.max_completion_tokens,
+                fields.max_output_tokens,
+            ]
+            .iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_u64)
+            .max(),
+        ),
+        Err(_) => {
+            let text = String::from_utf8_lossy(prefix);
+            (
+                text_field(&text, "model"),
+                MAX_OUTPUT_KEYS
+                    .iter()
+                    .filter_map(|key| text_number(&text, key))
+                    .max(),
+            )
+        }
     }
+}
+
+/// The whole-number value of `"key": 123` in JSON text.
+fn text_number(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(&format!("\"{key}\""))?;
+    let rest = text[at + key.len() + 2..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// The string value of `"key": "value"` in JSON text.
@@ -593,7 +649,7 @@ impl Forwarder {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let placement = match place(parts.uri.path(), &parts.headers) {
+        let placement = match place(&parts.method, parts.uri.path(), &parts.headers) {
             Ok(placement) => placement,
             Err(refusal) => {
                 if refusal != Refusal::NotApi {
@@ -610,8 +666,49 @@ impl Forwarder {
         let uri: hyper::Uri = format!("{}{suffix}", target.base)
             .parse()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let body_bytes = parts
+            .headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
         let (mut prefix, rest) = read_prefix(body).await?;
-        let model = operation.and_then(|_| asked_model(&prefix));
+        let (model, max_output_tokens) = match operation {
+            Some(_) => asked(&prefix),
+            None => (None, None),
+        };
+        let model = model.unwrap_or_else(|| super::OTHER_MODEL.to_string());
+        // Admitted (its worst case reserved against the budget) or refused, before
+        // anything is sent.
+        let metering = match operation {
+            None => None,
+            Some(operation) => {
+                let mut request =
+                    CallRequest::new(model.clone(), body_bytes.unwrap_or(prefix.len() as u64))
+                        .with_provider(provider, operation);
+                request.max_output_tokens = max_output_tokens;
+                let id = match self.recorder.started(&request) {
+                    Admission::Admitted(id) => id,
+                    Admission::Blocked(refusal) => {
+                        return Ok(budget_refusal(placement.api, &refusal));
+                    }
+                };
+                Some(Metering {
+                    recorder: Arc::clone(&self.recorder),
+                    id,
+                    call: Some(
+                        LlmCall::new(model, Duration::ZERO)
+                            .with_provider(provider)
+                            .with_operation(operation),
+                    ),
+                    started,
+                    first_chunk: None,
+                    reader: None,
+                    tasks: Arc::clone(&self.tasks),
+                    answered: false,
+                    last_byte: started,
+                    ending: Arc::clone(&self.ending),
+                })
+            }
+        };
         let usage_asked = match (placement.api, operation, &rest) {
             (Api::OpenAi, Some(Operation::Chat | Operation::TextCompletion), None)
                 if self.request_usage =>
@@ -649,26 +746,6 @@ impl Forwarder {
                 rest,
             })
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let metering = operation.map(|operation| {
-            let call = LlmCall::new(
-                model.unwrap_or_else(|| super::OTHER_MODEL.to_string()),
-                Duration::ZERO,
-            )
-            .with_provider(provider)
-            .with_operation(operation);
-            Metering {
-                recorder: Arc::clone(&self.recorder),
-                id: self.recorder.started(),
-                call: Some(call),
-                started,
-                first_chunk: None,
-                reader: None,
-                tasks: Arc::clone(&self.tasks),
-                answered: false,
-                last_byte: started,
-                ending: Arc::clone(&self.ending),
-            }
-        });
         let answer = match self.client.request(upstream).await {
             Ok(answer) => answer,
             Err(e) => {
@@ -757,6 +834,84 @@ fn refused(refusal: Refusal) -> Response<MeteredBody> {
     );
     // Sent again, it would be refused again.
     headers.insert("x-should-retry", HeaderValue::from_static("false"));
+    response
+}
+
+/// The answer to a call the budget refused, in the format of the API it speaks, so
+/// that the loop's SDK raises its usual error with the budget's message; never
+/// forwarded. `x-should-retry: false` tells the openai and anthropic SDKs not to
+/// send it again (both read that header before their status rules).
+///
+/// - OpenAI-compatible: 429 with `insufficient_quota`, what OpenAI answers when an
+///   account's quota or budget is spent; its SDK raises `RateLimitError` and, told
+///   not to retry, gives up at once.
+/// - Anthropic: 400 `invalid_request_error`, what Anthropic answers when an
+///   organization's or workspace's spend limit is reached ("You have reached your
+///   specified API usage limits"); its SDK raises `BadRequestError` and never retries
+///   a 400. A 429 `rate_limit_error` would say "wait and retry", which a spent budget
+///   does not allow, and `billing_error` has no status of its own in the SDK.
+///
+/// A deferred call ([`BudgetRefusal::deferred`]: the spend is below the budget, the
+/// calls in flight could take it past) is told to wait and retry instead: a 429 in
+/// each API's rate-limit format (OpenAI-compatible: `rate_limit_exceeded`; Anthropic:
+/// `rate_limit_error`) with `Retry-After: 1` and `x-should-retry: true`, which both
+/// SDKs retry on their own, so that the call goes through once those calls settle.
+fn budget_refusal(api: Api, refusal: &BudgetRefusal) -> Response<MeteredBody> {
+    let message = refusal.to_string();
+    let (status, body) = match (api, refusal.deferred) {
+        (Api::OpenAi, false) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({
+                "error": {
+                    "message": message,
+                    "type": "insufficient_quota",
+                    "param": null,
+                    "code": "insufficient_quota",
+                },
+            }),
+        ),
+        (Api::OpenAi, true) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({
+                "error": {
+                    "message": message,
+                    "type": "requests",
+                    "param": null,
+                    "code": "rate_limit_exceeded",
+                },
+            }),
+        ),
+        (Api::Anthropic, false) => (
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({
+                "type": "error",
+                "error": {"type": "invalid_request_error", "message": message},
+            }),
+        ),
+        (Api::Anthropic, true) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({
+                "type": "error",
+                "error": {"type": "rate_limit_error", "message": message},
+            }),
+        ),
+    };
+    let mut response = Response::new(MeteredBody {
+        inner: BodySource::Fixed(Some(Bytes::from(body.to_string()))),
+        metering: None,
+    });
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if refusal.deferred {
+        headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        headers.insert("x-should-retry", HeaderValue::from_static("true"));
+    } else {
+        headers.insert("x-should-retry", HeaderValue::from_static("false"));
+    }
     response
 }
 
@@ -868,7 +1023,6 @@ impl Metering {
         let Some(mut call) = self.call.take() else {
             return;
         };
-        self.recorder.ended(self.id);
         call.duration = self.started.elapsed();
         call.time_to_first_chunk = self.first_chunk;
         let (mut streaming, mut complete, mut failure) = (false, false, None);
@@ -903,7 +1057,9 @@ impl Metering {
                 }
             };
         }
-        self.recorder.record(&call);
+        // Booked and ended at once: its reservation gives way to its cost (or, its
+        // usage unknown, is charged to the budget).
+        self.recorder.ended(self.id, &call);
     }
 
     /// Books a call the loop left waiting on its provider once [`SETTLE_WAIT`] has
@@ -912,6 +1068,7 @@ impl Metering {
     fn settle(&self, call: LlmCall) {
         let mut settling = Settling {
             recorder: Arc::clone(&self.recorder),
+            id: self.id,
             call: Some(call),
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -944,6 +1101,8 @@ impl Metering {
 /// ended then; dropped unbooked (the proxy's runtime stopping), it is abandoned.
 struct Settling {
     recorder: Arc<dyn CallRecorder>,
+    /// The call's id: it is in flight, its worst case reserved, until booked.
+    id: u64,
     call: Option<LlmCall>,
 }
 
@@ -955,7 +1114,7 @@ impl Settling {
             } else {
                 call.error = Some(LlmError::Timeout);
             }
-            self.recorder.record(&call);
+            self.recorder.ended(self.id, &call);
         }
     }
 }
@@ -1128,18 +1287,139 @@ mod tests {
         assert_eq!(asked_model(b"\xff\xfe not json"), None);
     }
 
+    #[test]
+    fn the_most_output_tokens_are_read_by_each_apis_name_from_whole_or_cut_bodies() {
+        for (body, expected) in [
+            (
+                &br#"{"model":"m","max_tokens":10,"messages":[]}"#[..],
+                Some(10),
+            ),
+            (br#"{"model":"m","max_completion_tokens":64}"#, Some(64)),
+            (
+                br#"{"model":"m","max_output_tokens":512,"input":"x"}"#,
+                Some(512),
+            ),
+            (
+                br#"{"model":"m","max_tokens":10,"max_completion_tokens":20}"#,
+                Some(20),
+            ),
+            (br#"{"model":"m","max_tokens":null}"#, None),
+            (br#"{"model":"m","max_tokens":-3}"#, None),
+            (br#"{"model":"m"}"#, None),
+            // Cut: read as text.
+            (
+                br#"{"max_tokens" : 300, "model":"m","messages":[{"content":"x"#,
+                Some(300),
+            ),
+            (br#"{"model":"m","max_tokens":"many","messages":[{"#, None),
+        ] {
+            let (model, max) = asked(body);
+            assert_eq!(
+                model.as_deref(),
+                Some("m"),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(max, expected, "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(asked(b"\xff\xfe not json"), (None, None));
+    }
+
+    /// A refusal in each API's own error format, the budget's message in it, told
+    /// not to be retried.
+    #[test]
+    fn a_budget_refusal_speaks_each_apis_error_format() {
+        let refusal = BudgetRefusal {
+            budget_usd: 2.0,
+            spent_usd: 1.5,
+            reserved_usd: 0.5,
+            deferred: false,
+        };
+        for (api, status) in [
+            (Api::OpenAi, StatusCode::TOO_MANY_REQUESTS),
+            (Api::Anthropic, StatusCode::BAD_REQUEST),
+        ] {
+            let response = budget_refusal(api, &refusal);
+            assert_eq!(response.status(), status);
+            assert_eq!(response.headers()["x-should-retry"], "false");
+            assert!(response.headers().get("retry-after").is_none());
+            assert_eq!(response.headers()["content-type"], "application/json");
+            let BodySource::Fixed(Some(bytes)) = &response.body().inner else {
+                panic!("a whole body");
+            };
+            let body: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+            let (message, kind) = match api {
+                Api::OpenAi => {
+                    assert_eq!(body["error"]["code"], "insufficient_quota");
+                    (&body["error"]["message"], &body["error"]["type"])
+                }
+                Api::Anthropic => {
+                    assert_eq!(body["type"], "error");
+                    (&body["error"]["message"], &body["error"]["type"])
+                }
+            };
+            let expected_kind = match api {
+                Api::OpenAi => "insufficient_quota",
+                Api::Anthropic => "invalid_request_error",
+            };
+            assert_eq!(kind, expected_kind);
+            let message = message.as_str().unwrap();
+            for part in [
+                "$2.0000",
+                "$1.5000 spent",
+                "$0.5000 reserved",
+                "--llm-budget-usd",
+            ] {
+                assert!(message.contains(part), "{part}: {message}");
+            }
+        }
+    }
+
+    /// A deferral in each API's rate-limit format: a 429 both SDKs retry, after
+    /// `Retry-After: 1`, the budget named and no word of raising it.
+    #[test]
+    fn a_budget_deferral_is_each_apis_retriable_rate_limit() {
+        let deferral = BudgetRefusal {
+            budget_usd: 2.0,
+            spent_usd: 0.5,
+            reserved_usd: 1.5,
+            deferred: true,
+        };
+        for api in [Api::OpenAi, Api::Anthropic] {
+            let response = budget_refusal(api, &deferral);
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(response.headers()["retry-after"], "1");
+            assert_eq!(response.headers()["x-should-retry"], "true");
+            let BodySource::Fixed(Some(bytes)) = &response.body().inner else {
+                panic!("a whole body");
+            };
+            let body: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+            match api {
+                Api::OpenAi => assert_eq!(body["error"]["code"], "rate_limit_exceeded"),
+                Api::Anthropic => {
+                    assert_eq!(body["type"], "error");
+                    assert_eq!(body["error"]["type"], "rate_limit_error");
+                }
+            }
+            let message = body["error"]["message"].as_str().unwrap();
+            for part in ["$2.0000", "$0.5000 spent", "$1.5000 reserved", "Retry"] {
+                assert!(message.contains(part), "{part}: {message}");
+            }
+            assert!(!message.contains("insufficient"), "{message}");
+        }
+    }
+
     /// A recorder keeping what it is given, for the booking of one call.
     #[derive(Default)]
     struct Kept(std::sync::Mutex<Vec<LlmCall>>);
 
     impl CallRecorder for Arc<Kept> {
-        fn record(&self, call: &LlmCall) {
+        fn started(&self, _: &CallRequest) -> Admission {
+            Admission::Admitted(0)
+        }
+        fn ended(&self, _: u64, call: &LlmCall) {
             self.0.lock().unwrap().push(call.clone());
         }
-        fn started(&self) -> u64 {
-            0
-        }
-        fn ended(&self, _: u64) {}
     }
 
     fn booked(reader: UsageReader, bytes: &[u8], end: End) -> LlmCall {

@@ -16,19 +16,25 @@
 //! files and batches reach Anthropic with its key, and the OpenAI SDK's `/v1/models`,
 //! files and batches reach the OpenAI-compatible upstream with its own.
 //!
+//! Only a `POST` to a generating path is metered (and may be refused by a budget):
+//! a `GET /v1/chat/completions`, OpenAI's list of stored completions, goes through
+//! unmetered like `/v1/models`.
+//!
 //! ```
 //! use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+//! use hyper::Method;
 //! use loopwatch::llm::route::{place, Api};
 //!
 //! let mut headers = HeaderMap::new();
 //! headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer sk-ant-key"));
 //! headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
-//! assert_eq!(place("/v1/models", &headers).unwrap().api, Api::Anthropic);
+//! assert_eq!(place(&Method::GET, "/v1/models", &headers).unwrap().api, Api::Anthropic);
 //! headers.remove("anthropic-version");
-//! assert_eq!(place("/v1/models", &headers).unwrap().api, Api::OpenAi);
+//! assert_eq!(place(&Method::GET, "/v1/models", &headers).unwrap().api, Api::OpenAi);
 //! ```
 
 use hyper::header::{HeaderMap, AUTHORIZATION};
+use hyper::Method;
 
 use super::Operation;
 
@@ -58,8 +64,9 @@ impl Api {
 pub struct Placement {
     /// The upstream it goes to.
     pub api: Api,
-    /// What it is metered as; `None` for paths that are forwarded unmetered
-    /// (`/v1/models`, `/v1/messages/count_tokens`, files, batches …).
+    /// What it is metered as; `None` for requests that are forwarded unmetered
+    /// (`/v1/models`, `/v1/messages/count_tokens`, files, batches …, and any method
+    /// but `POST`).
     pub operation: Option<Operation>,
 }
 
@@ -107,8 +114,9 @@ impl Refusal {
 /// Headers that carry a key for an API the proxy does not serve.
 const FOREIGN_CREDENTIALS: [&str; 2] = ["api-key", "x-goog-api-key"];
 
-/// Where a request for `path` with `headers` goes, or why it is refused.
-pub fn place(path: &str, headers: &HeaderMap) -> Result<Placement, Refusal> {
+/// Where a `method` request for `path` with `headers` goes, and what it is metered
+/// as, or why it is refused.
+pub fn place(method: &Method, path: &str, headers: &HeaderMap) -> Result<Placement, Refusal> {
     let rest = path.strip_prefix("/v1/").ok_or(Refusal::NotApi)?;
     // A key for another provider is never sent on, whatever else the request carries.
     if let Some(name) = FOREIGN_CREDENTIALS
@@ -137,7 +145,8 @@ pub fn place(path: &str, headers: &HeaderMap) -> Result<Placement, Refusal> {
     };
     Ok(Placement {
         api,
-        operation: operation(rest),
+        // Only a POST generates: a GET of the same path reads what is stored.
+        operation: operation(rest).filter(|_| method == Method::POST),
     })
 }
 
@@ -173,7 +182,7 @@ mod tests {
     }
 
     fn api(path: &str, pairs: &[(&'static str, &'static str)]) -> Result<Api, Refusal> {
-        place(path, &headers(pairs)).map(|p| p.api)
+        place(&Method::POST, path, &headers(pairs)).map(|p| p.api)
     }
 
     const BEARER_ANT: (&str, &str) = ("authorization", "Bearer sk-ant-k");
@@ -285,7 +294,9 @@ mod tests {
     #[test]
     fn operations_follow_the_path_whichever_upstream_serves_it() {
         let op = |path: &str, pairs: &[(&'static str, &'static str)]| {
-            place(path, &headers(pairs)).unwrap().operation
+            place(&Method::POST, path, &headers(pairs))
+                .unwrap()
+                .operation
         };
         assert_eq!(
             op("/v1/messages", &[BEARER_ANT, VERSION]),
@@ -306,5 +317,33 @@ mod tests {
         );
         assert_eq!(op("/v1/embeddings", &[]), Some(Operation::Embeddings));
         assert_eq!(op("/v1/completions", &[]), Some(Operation::TextCompletion));
+    }
+
+    /// Only a POST is metered: a GET of a generating path (OpenAI's list of stored
+    /// completions), or any other method, goes to the same upstream unmetered.
+    #[test]
+    fn only_a_post_is_metered() {
+        let bearer = headers(&[("authorization", "Bearer k")]);
+        for method in [Method::GET, Method::DELETE, Method::HEAD, Method::OPTIONS] {
+            let placement = place(&method, "/v1/chat/completions", &bearer).unwrap();
+            assert_eq!(
+                (placement.api, placement.operation),
+                (Api::OpenAi, None),
+                "{method}"
+            );
+        }
+        let anthropic = headers(&[BEARER_ANT, VERSION]);
+        assert_eq!(
+            place(&Method::GET, "/v1/messages", &anthropic)
+                .unwrap()
+                .operation,
+            None
+        );
+        assert_eq!(
+            place(&Method::POST, "/v1/chat/completions", &bearer)
+                .unwrap()
+                .operation,
+            Some(Operation::Chat)
+        );
     }
 }

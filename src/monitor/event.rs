@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::llm::LlmCall;
+use crate::llm::{CallRequest, LlmCall};
 use crate::records::{Ended, IterationSummary, LoopExit, Moment};
 use crate::sample::HostSample;
 
@@ -94,10 +94,25 @@ pub(crate) enum Event {
         /// When it was reported.
         at: Moment,
     },
-    /// An LLM call started: it is in flight until [`Event::LlmEnded`] with its id.
+    /// An LLM call the metering proxy started as `id` is over: it is booked, and its
+    /// reservation gives way to its cost, or is charged against the budget when its
+    /// usage is unknown. [`Event::LlmEnded`] follows.
+    LlmFinished {
+        /// The call's id.
+        id: u64,
+        /// The call.
+        call: Box<LlmCall>,
+        /// When it was booked.
+        at: Moment,
+    },
+    /// An LLM call asks to start: admitted, it is in flight (its worst case reserved
+    /// against the budget) until [`Event::LlmEnded`] with its id; refused by a budget
+    /// that blocks, it is booked as `blocked`.
     LlmStarted {
         /// The call's id.
         id: u64,
+        /// What it asks for.
+        request: Box<CallRequest>,
         /// When it started.
         at: Moment,
     },

@@ -27,6 +27,12 @@
 //!   fast the loop runs and nothing is dropped. That producer may be the loop's
 //!   thread: recording then waits for the settle (its own, or one in progress).
 //!
+//! One producer must know what the state decided: the LLM recorder, when an LLM
+//! budget blocks, for each call that asks to start (admitted, or refused).
+//! [`Hub::apply_now`] settles what is queued and then applies that event at once,
+//! under the same locks in the same order, and reads the decision before letting go of
+//! the state.
+//!
 //! # Locks
 //!
 //! Taken in this order, never the other way round:
@@ -233,6 +239,11 @@ impl Hub {
     /// started last, which the state ignores once it has ended.
     pub(super) fn settle(&self) {
         let receiver = lock(&self.receiver);
+        self.drain(&receiver);
+    }
+
+    /// Applies what is queued, with the receiving end held.
+    fn drain(&self, receiver: &Receiver<Event>) {
         // At most one queue's worth: everything queued when settling began, without
         // chasing a producer that keeps sending.
         for _ in 0..QUEUE_CAPACITY {
@@ -255,11 +266,33 @@ impl Hub {
     /// the rules found.
     fn apply(&self, event: Event) {
         let applied = lock(&self.state).apply(event, &self.settings.thresholds);
+        self.hand_on(&applied);
+    }
+
+    /// Publishes what applying an event changed, dispatches what the rules found and
+    /// counts what it rejected.
+    fn hand_on(&self, applied: &super::state::Applied) {
         self.publisher.publish(&applied.publish);
         self.deliver(&applied.findings);
-        if let Some(rejected) = applied.rejected {
+        if let Some(rejected) = &applied.rejected {
             self.reject(rejected.kind, rejected.value, rejected.iteration);
         }
+    }
+
+    /// Applies `event` now, after everything queued before it, and returns what
+    /// `look` reads of the state just after it: for a producer that must know what
+    /// the state decided (an LLM call a budget may refuse). Events are still applied
+    /// in the order they were sent.
+    pub(super) fn apply_now<R>(&self, event: Event, look: impl FnOnce(&RunState) -> R) -> R {
+        let receiver = lock(&self.receiver);
+        self.drain(&receiver);
+        let (applied, seen) = {
+            let mut state = lock(&self.state);
+            let applied = state.apply(event, &self.settings.thresholds);
+            (applied, look(&state))
+        };
+        self.hand_on(&applied);
+        seen
     }
 
     /// Hands what the rules found to the log, the alert gauges and Alertmanager.

@@ -95,7 +95,11 @@ impl Publisher {
                 labels,
                 pricing,
                 evidence,
-            } => self.llm_call(call, labels, *pricing, evidence),
+                budget,
+            } => {
+                self.llm_call(call, labels, *pricing, evidence);
+                budget.iter().for_each(log_budget_mark);
+            }
             Publish::InFlight { calls, oldest } => self.llm_in_flight(*calls, *oldest),
             Publish::Evaluations(gauges) => self.evaluations(gauges),
             Publish::Instrumentation { report, news } => {
@@ -312,7 +316,7 @@ impl Publisher {
         if let Some(error) = call.error {
             genai.push(KeyValue::new("error.type", error.as_label().into_owned()));
         }
-        if !call.abandoned || call.error.is_some() {
+        if !(call.abandoned || call.blocked || call.deferred) || call.error.is_some() {
             i.gen_ai_client_operation_duration_seconds
                 .record(call.duration.as_secs_f64(), &genai);
         }
@@ -478,6 +482,29 @@ impl Publisher {
                 .filter_map(|s| s.cpu_percent.map(|cpu| (name(s), cpu)))
                 .collect(),
         );
+    }
+}
+
+/// Logs a mark of the LLM budget: a warning at a share of it, or the first call it
+/// refused.
+fn log_budget_mark(mark: &crate::llm::budget::BudgetMark) {
+    use crate::llm::budget::BudgetEvent;
+    let (spent, budget) = (mark.spent_usd, mark.budget_usd);
+    match mark.event {
+        BudgetEvent::Warning => tracing::warn!(
+            percent = mark.percent.unwrap_or(0),
+            spent_usd = spent,
+            budget_usd = budget,
+            action = %mark.action,
+            "LLM budget warning: {}% of the budget is spent",
+            mark.percent.unwrap_or(0)
+        ),
+        BudgetEvent::Blocking => tracing::warn!(
+            spent_usd = spent,
+            budget_usd = budget,
+            action = %mark.action,
+            "LLM budget spent: the proxy refuses new LLM calls (calls in flight finish); raise it with --llm-budget-usd or usd under [llm.budget]"
+        ),
     }
 }
 

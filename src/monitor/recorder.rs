@@ -36,27 +36,46 @@ impl std::fmt::Debug for LlmRecorder {
 }
 
 impl crate::llm::CallRecorder for LlmRecorder {
-    /// Records one finished call (see [`Monitor::llm_call`](crate::Monitor::llm_call)).
-    fn record(&self, call: &crate::llm::LlmCall) {
-        self.call(call.clone());
-    }
-
-    /// A call starts: it counts in `loopwatch_llm_in_flight` until the returned id
-    /// is passed to `ended`.
-    fn started(&self) -> u64 {
+    /// A call asks to start: it counts in `loopwatch_llm_in_flight`, its worst case
+    /// reserved against the budget, until the returned id is passed to `ended`. Under
+    /// a budget that may refuse (`block`, `stop`), its start is applied at once and
+    /// the state's decision returned; otherwise nothing refuses it and its start is
+    /// only queued.
+    fn started(&self, request: &crate::llm::CallRequest) -> crate::llm::Admission {
         let id = self.hub.next_llm_call();
-        self.hub.send(Event::LlmStarted {
+        let event = Event::LlmStarted {
             id,
+            request: Box::new(request.clone()),
             at: self.hub.clock.now(),
-        });
-        id
+        };
+        let may_refuse = self
+            .hub
+            .settings
+            .thresholds
+            .llm_budget()
+            .is_some_and(|b| b.action != crate::llm::BudgetAction::Warn);
+        if may_refuse {
+            return self.hub.apply_now(event, |state| state.llm_admission(id));
+        }
+        self.hub.send(event);
+        crate::llm::Admission::Admitted(id)
     }
 
-    /// A call is no longer in flight (answered, failed or abandoned).
-    fn ended(&self, id: u64) {
-        self.hub.send(Event::LlmEnded {
+    /// A call is over (answered, failed or abandoned): booked, its reservation
+    /// settled (given way to its cost, or charged when its usage is unknown), then no
+    /// longer in flight.
+    fn ended(&self, id: u64, call: &crate::llm::LlmCall) {
+        let at = self.hub.clock.now();
+        self.hub.send(Event::LlmFinished {
             id,
-            at: self.hub.clock.now(),
+            call: Box::new(call.clone()),
+            at,
         });
+        self.hub.send(Event::LlmEnded { id, at });
+    }
+
+    /// Yes when the run has an LLM budget, whatever its action.
+    fn asks_for_usage(&self) -> bool {
+        self.hub.settings.thresholds.llm_budget().is_some()
     }
 }

@@ -39,7 +39,8 @@ pub enum Command {
     /// Run a loop in any language under loopwatch: its reports arrive on a Unix socket
     /// (LOOPWATCH_SOCKET), its process tree is sampled, /metrics and the dashboard are
     /// served, alerts raised, and the final files written when it exits. Exits with
-    /// the loop's status (128 + signal when a signal ended it).
+    /// the loop's status (128 + signal when a signal ended it), or 3 when an LLM
+    /// budget under --llm-budget-action stop ended the run.
     Run(Box<RunArgs>),
     /// List the loops registered on this host: pid, experiment, loop, run id,
     /// iteration, iterations per second, success rate, alerts firing, uptime and

@@ -49,6 +49,7 @@ impl RunArgs {
     pub fn into_options(self) -> Result<RunOptions, loopwatch::Error> {
         let restart = self.restarts.policy();
         let limits = self.restarts.thresholds(self.monitor.config.clone())?;
+        let limits = self.llm.budget(limits, self.monitor.config.clone())?;
         let mut monitor = self.monitor.builder(self.output.output_dir);
         if let Some(thresholds) = limits {
             monitor = monitor.thresholds(thresholds);
@@ -266,9 +267,71 @@ pub struct LlmProxyFlags {
     /// choices. Implies --llm-proxy.
     #[arg(long)]
     pub llm_request_usage: bool,
+    /// The LLM budget in US dollars (over `usd` under [llm.budget] in
+    /// loopwatch.toml): LLMBudget fires when it is spent, with warnings at 50% and
+    /// 80%, and --llm-budget-action says what else happens.
+    #[arg(long, value_name = "USD", value_parser = budget_usd)]
+    pub llm_budget_usd: Option<f64>,
+    /// What happens when the LLM budget is spent (over `action` under [llm.budget]):
+    /// warn (the default: LLMBudget), block (the proxy refuses new calls with the
+    /// provider's error; calls in flight finish) or stop (the loop is stopped as by
+    /// SIGTERM, then --grace, and not restarted, the proxy refusing its new calls
+    /// meanwhile; the final files are written and loopwatch exits with status 3).
+    #[arg(long, value_name = "ACTION", value_parser = budget_action)]
+    pub llm_budget_action: Option<loopwatch::llm::BudgetAction>,
+}
+
+/// `--llm-budget-usd`: a positive, finite amount.
+fn budget_usd(text: &str) -> Result<f64, String> {
+    match text.trim().trim_start_matches('$').parse::<f64>() {
+        Ok(usd) if usd.is_finite() && usd > 0.0 => Ok(usd),
+        _ => Err(format!(
+            "expected a positive amount of US dollars such as 5 or 12.50, not {text:?}"
+        )),
+    }
+}
+
+/// `--llm-budget-action`: warn, block or stop.
+fn budget_action(text: &str) -> Result<loopwatch::llm::BudgetAction, String> {
+    text.parse()
 }
 
 impl LlmProxyFlags {
+    /// `thresholds` (or, when nothing else went over them, those of `config`, else
+    /// `LOOPWATCH_CONFIG`, else the defaults) with `--llm-budget-usd` and
+    /// `--llm-budget-action` over them; unchanged when neither is given. An action
+    /// without an amount anywhere is an error, checked once the flags are applied (a
+    /// file may set the action and the flag the amount); when the monitor is left to
+    /// read its thresholds itself, it checks them.
+    fn budget(
+        &self,
+        thresholds: Option<loopwatch::Thresholds>,
+        config: Option<PathBuf>,
+    ) -> Result<Option<loopwatch::Thresholds>, loopwatch::Error> {
+        if self.llm_budget_usd.is_none() && self.llm_budget_action.is_none() {
+            if let Some(thresholds) = &thresholds {
+                thresholds.check()?;
+            }
+            return Ok(thresholds);
+        }
+        let mut thresholds = match thresholds {
+            Some(thresholds) => thresholds,
+            None => {
+                let config =
+                    config.or_else(|| std::env::var_os("LOOPWATCH_CONFIG").map(PathBuf::from));
+                super::thresholds(config.as_deref())?
+            }
+        };
+        if let Some(usd) = self.llm_budget_usd {
+            thresholds = thresholds.with_llm_budget_usd(usd)?;
+        }
+        if let Some(action) = self.llm_budget_action {
+            thresholds = thresholds.with_llm_budget_action(action)?;
+        }
+        thresholds.check()?;
+        Ok(Some(thresholds))
+    }
+
     /// The proxy's settings, when any of its flags asks for it.
     fn options(self) -> Option<LlmProxyOptions> {
         (self.llm_proxy
@@ -427,5 +490,81 @@ mod tests {
         assert!(none.is_none(), "the monitor reads its own thresholds");
         let zero = run_args(&["--max-restarts=0", "--", "true"]).into_options();
         assert!(zero.is_err(), "{zero:?}");
+    }
+
+    #[test]
+    fn budget_flags_go_over_the_config_and_an_action_needs_an_amount() {
+        use loopwatch::llm::BudgetAction;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("loopwatch.toml");
+        std::fs::write(&config, "max_restarts = 7\n[llm.budget]\nusd = 5.0\n").unwrap();
+        let budget = |args: &[&str], config: Option<PathBuf>| {
+            let args = run_args(args);
+            let limits = args.restarts.thresholds(config.clone()).unwrap();
+            args.llm.budget(limits, config)
+        };
+        // The config's amount, the flag's action; the rest of the config kept.
+        let t = budget(
+            &["--llm-budget-action=stop", "--", "true"],
+            Some(config.clone()),
+        )
+        .unwrap()
+        .unwrap();
+        let b = t.llm_budget().unwrap();
+        assert_eq!((b.usd, b.action), (5.0, BudgetAction::Stop));
+        assert_eq!(t.max_restarts(), 7);
+        // The flag's amount over the config's.
+        let t = budget(&["--llm-budget-usd=$2.50", "--", "true"], Some(config))
+            .unwrap()
+            .unwrap();
+        let b = t.llm_budget().unwrap();
+        assert_eq!((b.usd, b.action), (2.5, BudgetAction::Warn));
+        // Without either flag the monitor reads its own thresholds.
+        assert!(budget(&["--", "true"], None).unwrap().is_none());
+        // An action without an amount anywhere, and amounts that are not, are refused.
+        let empty = dir.path().join("empty.toml");
+        std::fs::write(&empty, "").unwrap();
+        assert!(budget(&["--llm-budget-action=block", "--", "true"], Some(empty)).is_err());
+        for bad in ["0", "-1", "nan", "inf", "five"] {
+            let parsed =
+                Cli::try_parse_from(["loopwatch", "run", "--llm-budget-usd", bad, "--", "true"]);
+            assert!(parsed.is_err(), "{bad}");
+        }
+        let parsed =
+            Cli::try_parse_from(["loopwatch", "run", "--llm-budget-action=halt", "--", "true"]);
+        assert!(parsed.is_err());
+    }
+
+    /// A loopwatch.toml that sets the budget's action and no amount is read; the
+    /// amount may come from --llm-budget-usd, and only when it comes from nowhere is
+    /// it refused (by the monitor, as the file's own thresholds are).
+    #[test]
+    fn a_files_budget_action_takes_its_amount_from_the_flag() {
+        use loopwatch::llm::BudgetAction;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("loopwatch.toml");
+        std::fs::write(&config, "[llm.budget]\naction = \"block\"\n").unwrap();
+        let options = |args: &[&str]| {
+            let args = run_args(args);
+            let limits = args.restarts.thresholds(Some(config.clone()))?;
+            args.llm.budget(limits, Some(config.clone()))
+        };
+        for flags in [
+            &["--llm-budget-usd=2", "--", "true"][..],
+            &["--max-restarts=3", "--llm-budget-usd=2", "--", "true"],
+        ] {
+            let t = options(flags)
+                .unwrap_or_else(|e| panic!("{flags:?}: {e}"))
+                .unwrap();
+            let b = t.llm_budget().unwrap();
+            assert_eq!((b.usd, b.action), (2.0, BudgetAction::Block), "{flags:?}");
+        }
+        // No amount anywhere: refused once the flags are applied, or, when the monitor
+        // reads the file itself, by the monitor's check.
+        let err = options(&["--max-restarts=3", "--", "true"]).unwrap_err();
+        assert!(err.to_string().contains("needs an amount"), "{err}");
+        assert!(options(&["--", "true"]).unwrap().is_none());
+        let file = super::super::thresholds(Some(&config)).unwrap();
+        assert!(file.check().is_err());
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Between two starts, what the ended loop wrote is applied, its exit is recorded as a
 //! restart, and its processes and then its containers are cleaned up; an operator's
-//! signal during the wait ends the run instead.
+//! signal during the wait ends the run instead. A loop is never started again once an
+//! LLM budget under `action = "stop"` is spent.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -84,6 +85,16 @@ pub(super) fn until_the_last_end(
             return last;
         };
         session.apply_what_was_written(&mut end.exit);
+        if restarts.wanted(&end.exit, options.on_stall) {
+            if let Some(budget) = launch.budget_spent_stops() {
+                tracing::warn!(
+                    budget_usd = budget.usd,
+                    "the LLM budget is spent (action = \"stop\"); not restarting the loop"
+                );
+                launch.budget_stopped.set(true);
+                return Some(end.exit);
+            }
+        }
         let Some(delay) = restarts.after(&end, options.on_stall) else {
             return Some(end.exit);
         };

@@ -211,11 +211,22 @@ impl<'a> Ending<'a> {
     }
 }
 
-/// Whether loopwatch ends the child now, and why: LoopStalled fires under
-/// `--on-stall kill|restart` (never for a loop without a socket, which cannot
-/// report), or it said it was done `--exit-timeout` ago.
+/// Whether loopwatch ends the child now, and why: the LLM budget under
+/// `action = "stop"` is spent (booked as an operator's stop: never restarted, not
+/// LoopExited), LoopStalled fires under `--on-stall kill|restart` (never for a loop
+/// without a socket, which cannot report), or it said it was done `--exit-timeout`
+/// ago.
 fn verdict(launch: &Launch<'_>, done_since: &mut Option<Instant>) -> Option<ExitReason> {
     let (monitor, options) = (launch.monitor, launch.options);
+    if let Some(budget) = launch.budget_spent_stops() {
+        tracing::warn!(
+            budget_usd = budget.usd,
+            grace = ?options.grace,
+            "the LLM budget is spent; stopping the loop (action = \"stop\")"
+        );
+        launch.budget_stopped.set(true);
+        return Some(ExitReason::Stopped);
+    }
     if options.on_stall != OnStall::None
         && launch.socket.is_some()
         && monitor.is_firing(AlertName::LoopStalled)

@@ -74,6 +74,9 @@ pub(super) struct Launch<'a> {
     /// loopwatch's controlling terminal: the loop gets its foreground whenever
     /// loopwatch has it.
     pub(super) terminal: Option<&'a Terminal>,
+    /// Set when the LLM budget (`action = "stop"`) ended the loop: the run exits
+    /// with [`loopwatch::llm::budget::BUDGET_EXIT_STATUS`].
+    pub(super) budget_stopped: std::cell::Cell<bool>,
 }
 
 /// One start of the loop, running.
@@ -85,6 +88,16 @@ struct Started {
 }
 
 impl Launch<'_> {
+    /// The LLM budget, when its action is `stop` and it is spent (LLMBudget fires):
+    /// the loop is to be ended, and not started again.
+    pub(super) fn budget_spent_stops(&self) -> Option<loopwatch::llm::Budget> {
+        self.monitor
+            .thresholds()
+            .llm_budget()
+            .filter(|b| b.action == loopwatch::llm::BudgetAction::Stop)
+            .filter(|_| self.monitor.is_firing(loopwatch::AlertName::LLMBudget))
+    }
+
     /// One start: starts the child, watches it until it and (when loopwatch ended it)
     /// the rest of its processes have exited, and reads its end; `None` when it could
     /// not be started.

@@ -19,7 +19,9 @@
 //! for), `incomplete` and `failed` (Responses API streams ending in
 //! `response.incomplete`, cut by `max_output_tokens`, and `response.failed`),
 //! `stream-asked` (a chat stream that carries usage only when the request asked for
-//! it with `stream_options.include_usage`, as OpenAI's does), `evolve` (a chat answer
+//! it with `stream_options.include_usage`, as OpenAI's does), `held` (answered as
+//! `ok` once the test releases the upstream's [`Gate`]: the test sees how many
+//! requests are open at once), `evolve` (a chat answer
 //! whose program, in OpenEvolve's evolve block, returns a number that rises with each
 //! such request: [`evolved_program`]).
 
@@ -33,6 +35,8 @@ use std::time::Duration;
 /// One request as the upstream saw it, and what it answered.
 #[derive(Debug, Clone, Default)]
 pub struct Seen {
+    /// The request's method.
+    pub method: String,
     /// The request's path (an absolute-form target, as a forward proxy sends it, is
     /// read for its path).
     pub path: String,
@@ -98,7 +102,68 @@ pub const ANTHROPIC_STREAM_USAGE: (u64, u64) = (17, 15);
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Where `held` requests wait.
+    #[allow(dead_code)] // held only by the budget tests
+    pub gate: Arc<Gate>,
     tls: bool,
+}
+
+/// Holds the `held` requests until the test releases them, counting those open.
+#[derive(Debug, Default)]
+pub struct Gate {
+    state: Mutex<GateState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// Requests held now.
+    open: usize,
+    /// The most held at once.
+    most: usize,
+    released: bool,
+}
+
+/// How long a `held` request waits at most: a test that never releases it fails
+/// on its answer instead of hanging.
+const HELD_AT_MOST: Duration = Duration::from_secs(60);
+
+#[allow(dead_code)] // waited on and released only by the budget tests
+impl Gate {
+    /// Holds one request until released.
+    fn pass(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.open += 1;
+        state.most = state.most.max(state.open);
+        self.changed.notify_all();
+        let (mut state, _) = self
+            .changed
+            .wait_timeout_while(state, HELD_AT_MOST, |s| !s.released)
+            .unwrap();
+        state.open -= 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until `n` requests are held at once (false past `timeout`).
+    pub fn wait_open(&self, n: usize, timeout: Duration) -> bool {
+        let state = self.state.lock().unwrap();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.open < n)
+            .unwrap();
+        state.open >= n
+    }
+
+    /// The most requests held at once so far.
+    pub fn most_open(&self) -> usize {
+        self.state.lock().unwrap().most
+    }
+
+    /// Lets the held requests, and every later one, through.
+    pub fn release(&self) {
+        self.state.lock().unwrap().released = true;
+        self.changed.notify_all();
+    }
 }
 
 impl Upstream {
@@ -116,22 +181,25 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let gate: Arc<Gate> = Arc::default();
         let record = Arc::clone(&seen);
+        let held = Arc::clone(&gate);
         let is_tls = tls.is_some();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let record = Arc::clone(&record);
+                let held = Arc::clone(&held);
                 let tls = tls.clone();
                 std::thread::spawn(move || {
                     let _ = stream.set_nodelay(true);
                     match tls {
-                        None => serve(BufReader::new(stream), &record),
+                        None => serve(BufReader::new(stream), &record, &held),
                         Some(config) => {
                             let Ok(connection) = rustls::ServerConnection::new(config) else {
                                 return;
                             };
                             let tls = rustls::StreamOwned::new(connection, stream);
-                            serve(BufReader::new(tls), &record)
+                            serve(BufReader::new(tls), &record, &held)
                         }
                     }
                 });
@@ -140,6 +208,7 @@ impl Upstream {
         Upstream {
             addr,
             seen,
+            gate,
             tls: is_tls,
         }
     }
@@ -178,7 +247,7 @@ impl Wire for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
     }
 }
 
-fn serve<W: Wire>(mut reader: BufReader<W>, record: &Mutex<Vec<Seen>>) {
+fn serve<W: Wire>(mut reader: BufReader<W>, record: &Mutex<Vec<Seen>>, gate: &Gate) {
     // Keep-alive: requests one after another on the connection.
     loop {
         let mut request_line = String::new();
@@ -186,7 +255,7 @@ fn serve<W: Wire>(mut reader: BufReader<W>, record: &Mutex<Vec<Seen>>) {
             return;
         }
         let mut words = request_line.split_whitespace();
-        let _method = words.next();
+        let method = words.next().unwrap_or("").to_string();
         let target = words.next().unwrap_or("/").to_string();
         // An absolute-form target (from a forward proxy) names the same path.
         let path = match target.split_once("://") {
@@ -230,6 +299,7 @@ fn serve<W: Wire>(mut reader: BufReader<W>, record: &Mutex<Vec<Seen>>) {
             .ok()
             .and_then(|v| v.get("stream_options").cloned());
         let mut seen = Seen {
+            method: method.clone(),
             path: path.clone(),
             target,
             model: model.clone(),
@@ -243,12 +313,17 @@ fn serve<W: Wire>(mut reader: BufReader<W>, record: &Mutex<Vec<Seen>>) {
             answered: String::new(),
         };
         let scenario = model.split('/').next().unwrap_or("").to_string();
-        let keep = match listing(&path, seen.anthropic_version.is_some()) {
+        let keep = match listing(&method, &path, seen.anthropic_version.is_some()) {
             Some(body) => {
                 seen.answered = body.clone();
                 write_json(reader.get_mut(), "200 OK", "", &body)
             }
-            None => answer(reader.get_mut(), &path, &model, &scenario, &mut seen),
+            None => {
+                if scenario == "held" {
+                    gate.pass();
+                }
+                answer(reader.get_mut(), &path, &model, &scenario, &mut seen)
+            }
         };
         record.lock().unwrap().push(seen);
         if !keep {
@@ -467,10 +542,17 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 /// The answers to the APIs' other requests (lists, token counts, Anthropic's legacy
-/// completions), in the shape of the API the request speaks (`anthropic`: it carried
-/// `anthropic-version`); `None` for the metered paths.
-fn listing(path: &str, anthropic: bool) -> Option<String> {
+/// completions, OpenAI's stored chat completions: a GET of its chat path), in the
+/// shape of the API the request speaks (`anthropic`: it carried `anthropic-version`);
+/// `None` for the metered paths.
+fn listing(method: &str, path: &str, anthropic: bool) -> Option<String> {
     let path = path.split('?').next().unwrap_or(path);
+    if method == "GET" && path == "/v1/chat/completions" && !anthropic {
+        return Some(
+            r#"{"object":"list","data":[],"first_id":null,"last_id":null,"has_more":false}"#
+                .to_string(),
+        );
+    }
     Some(match (path, anthropic) {
         ("/v1/models", false) => {
             r#"{"object":"list","data":[{"id":"ok/chat","object":"model","created":1,"owned_by":"stand-in"}]}"#.to_string()

@@ -515,19 +515,23 @@ fn chart(c: &Chart<'_>, ranges: Ranges) -> Markup {
 }
 
 /// The alert timeline: one lane per alert, its firing intervals over `axis` (the
-/// iterations, or the time since the run started at `start`, Unix seconds). A last
-/// lane marks each restart of the loop by `loopwatch run`.
+/// iterations, or the time since the run started at `start`, Unix seconds). A lane
+/// marks each restart of the loop by `loopwatch run`, and, when the run has an LLM
+/// budget, a last one its warnings and its first refusal.
 fn timeline(
     lanes: &std::collections::BTreeMap<AlertName, Vec<Interval>>,
     restarts: &[Restart],
+    budget: Option<&[view::BudgetMarkView]>,
     axis: Axis,
     x_range: (f64, f64),
     start: f64,
 ) -> Markup {
     let (x0, x1) = x_range;
     let lane_height = 16.0;
-    let height = lane_height * (lanes.len() + 1) as f64 + 22.0;
+    let extra = 1 + usize::from(budget.is_some());
+    let height = lane_height * (lanes.len() + extra) as f64 + 22.0;
     let restart_y = lanes.len() as f64 * lane_height + 4.0;
+    let budget_y = restart_y + lane_height;
     let left = 150.0;
     let sx = |x: f64| left + (x.clamp(x0, x1) - x0) / (x1 - x0).max(1.0) * (WIDTH - left - RIGHT);
     // Where something that happened in iteration `iteration` at `at` is on the axis,
@@ -575,6 +579,26 @@ fn timeline(
                     }
                 }
             }
+            @if let Some(marks) = budget {
+                g data-lane="LLM budget" data-budget-marks=(marks.len()) {
+                    text class="axis" x="0" y=(format!("{:.0}", budget_y + 10.0)) { "LLM budget" }
+                    rect class="lane-bg" x=(left) y=(budget_y) width=(WIDTH - left - RIGHT) height=(lane_height - 4.0) {}
+                    @for m in marks {
+                        @let (event, label) = match m.mark.event {
+                            crate::llm::budget::BudgetEvent::Warning => ("warning", format!("{}% of the LLM budget spent", m.mark.percent.unwrap_or(0))),
+                            crate::llm::budget::BudgetEvent::Blocking => ("blocking", "LLM budget spent: new calls refused".to_string()),
+                        };
+                        rect class=(format!("lane budget-{event}")) data-budget-event=(event) data-percent=[m.mark.percent]
+                            x=(format!("{:.1}", sx(x(m.iteration, m.at)) - 1.0))
+                            y=(budget_y) width="3" height=(lane_height - 4.0) {
+                            title {
+                                (label) " at " (when(m.iteration, m.at)) ": $"
+                                (format!("{:.4}", m.mark.spent_usd)) " of $" (format!("{:.4}", m.mark.budget_usd))
+                            }
+                        }
+                    }
+                }
+            }
             @for (tick, label) in axis.ticks(x0, x1, 5) {
                 text class="axis axis-x" x=(format!("{:.1}", sx(tick))) y=(format!("{:.0}", height - 4.0)) text-anchor="middle" { (label) }
             }
@@ -601,11 +625,19 @@ fn llm_calls(llm: &crate::llm::LlmSummary, t: &crate::config::Thresholds) -> Mar
         div class="key" {
             (llm.calls) " calls, " (llm.errors) " failed"
             @if llm.abandoned > 0 { ", " (llm.abandoned) " abandoned (cut short, not failures)" }
+            @if llm.blocked > 0 { ", " (llm.blocked) " blocked by the budget (never sent)" }
+            @if llm.deferred > 0 { ", " (llm.deferred) " deferred by the budget (never sent, retriable)" }
             " · tokens " (llm.input_tokens) " in, "
             (llm.output_tokens) " out"
             @if llm.reasoning_tokens > 0 { " (" (llm.reasoning_tokens) " reasoning)" }
             " · spend " (usd(llm.cost_usd))
-            @if let Some(budget) = t.llm_budget_usd() { " of " (usd(budget)) }
+            @if let Some(budget) = &llm.budget {
+                " of " (usd(budget.usd)) " (" (budget.action.as_str()) ")"
+                @if budget.estimated_usd > 0.0 { ", " (usd(budget.spent_usd)) " counted against it with " (usd(budget.estimated_usd)) " estimated for calls without usage" }
+                @if budget.reserved_usd > 0.0 { ", " (usd(budget.reserved_usd)) " reserved by calls in flight" }
+                @for percent in &budget.warned_at_percent { b class="budget-warning" data-percent=(percent) { " · " (percent) "% reached" } }
+                @if budget.blocked_calls > 0 { b class="budget-blocked" { " · " (budget.blocked_calls) " calls refused" } }
+            }
             @if llm.spend_is_lower_bound {
                 b class="lower-bound" {
                     " — a lower bound: " (llm.usage_missing) " calls without usage, "
@@ -1098,7 +1130,14 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     }
                     section class="panel" data-panel="Alert timeline" {
                         h2 { "Alert timeline" }
-                        (timeline(&lanes, &view::restarts(snapshot), timeline_axis, ranges.of(timeline_axis), snapshot.started_at))
+                        (timeline(
+                            &lanes,
+                            &view::restarts(snapshot),
+                            summary.llm.budget.is_some().then_some(view::budget_marks(snapshot).as_slice()),
+                            timeline_axis,
+                            ranges.of(timeline_axis),
+                            snapshot.started_at,
+                        ))
                     }
                 }
                 p class="meta" {

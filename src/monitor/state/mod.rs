@@ -25,8 +25,9 @@ use crate::config::Thresholds;
 use crate::containers::ContainerReading;
 use crate::evaluate::{evaluation_limit, Evaluator, Findings, RollingValues};
 use crate::export::{DurationBucket, Evaluation, EvaluationsView, LiveContainer, ProcessTally};
+use crate::llm::budget::{worst_case_usd, BudgetEvent, BudgetMark};
 use crate::llm::meter::{CallLabels, LlmEvidence, LlmMeter};
-use crate::llm::{LlmCall, Pricing};
+use crate::llm::{CallRequest, LlmCall, Pricing};
 use crate::records::progress::Progress;
 use crate::records::thinned::Thinned;
 use crate::records::{
@@ -162,12 +163,14 @@ pub(super) enum Publish {
     },
     /// The loop said it is done (the first time).
     Done,
-    /// An LLM call, its label values, price and the evidence after it.
+    /// An LLM call, its label values, price and the evidence after it, and the
+    /// budget's marks it made (warnings reached, the first refusal).
     Llm {
         call: Box<LlmCall>,
         labels: CallLabels,
         pricing: Pricing,
         evidence: LlmEvidence,
+        budget: Vec<BudgetMark>,
     },
     /// LLM calls in flight, and the age of the oldest.
     InFlight { calls: usize, oldest: Duration },
@@ -247,7 +250,7 @@ impl RunState {
             evaluator: Evaluator::new(thresholds),
             latest: Latest::default(),
             housekeeping: Housekeeping::default(),
-            llm: LlmMeter::default(),
+            llm: LlmMeter::new(thresholds.llm_budget()),
             liveness: Liveness::default(),
             evaluations: Evaluations::default(),
             hung_limit: thresholds.evaluation_floor(),
@@ -293,11 +296,9 @@ impl RunState {
                 (Applied::new(self.stall(th, at), Publish::Nothing), at)
             }
             Event::Done { at } => (self.done(th, at), at),
-            Event::Llm { call, at } => (self.llm_call(call, th, at), at),
-            Event::LlmStarted { id, at } => {
-                self.llm.call_started(id, at.mono);
-                (self.in_flight(at), at)
-            }
+            Event::Llm { call, at } => (self.llm_call(call, None, th, at), at),
+            Event::LlmFinished { id, call, at } => (self.llm_call(call, Some(id), th, at), at),
+            Event::LlmStarted { id, request, at } => (self.llm_started(id, request, th, at), at),
             Event::LlmEnded { id, at } => {
                 self.llm.call_ended(id);
                 (self.in_flight(at), at)
@@ -632,12 +633,39 @@ impl RunState {
         Applied::new(self.stall(th, at), Publish::Done)
     }
 
-    fn llm_call(&mut self, call: Box<LlmCall>, th: &Thresholds, at: Moment) -> Applied {
+    /// Books an LLM call: one the loop reported (`started` is `None`), one the proxy
+    /// refused, or one the proxy started as `started`, whose reservation is settled
+    /// first (given way to its cost, or charged to the budget when its usage is
+    /// unknown), so that the evidence and the warnings count it.
+    fn llm_call(
+        &mut self,
+        call: Box<LlmCall>,
+        started: Option<u64>,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Applied {
+        if let Some(id) = started {
+            self.llm.settle_reservation(id, call.usage_missing());
+        }
         let pricing = th.llm().pricing(&call);
         let (labels, evidence) = self
             .llm
             .record(&call, pricing, th.llm_error_calls(), at.mono);
         let findings = self.evaluator.on_llm(&evidence, th, at);
+        let (warnings, budget) = self.llm.new_budget_warnings();
+        let marks: Vec<BudgetMark> = budget
+            .into_iter()
+            .flat_map(|budget| {
+                warnings.iter().map(move |percent| BudgetMark {
+                    event: BudgetEvent::Warning,
+                    percent: Some(*percent),
+                    spent_usd: evidence.budget_spend_usd,
+                    budget_usd: budget.usd,
+                    action: budget.action,
+                })
+            })
+            .collect();
+        self.budget_marks(&marks, at);
         Applied::new(
             findings,
             Publish::Llm {
@@ -645,8 +673,81 @@ impl RunState {
                 labels,
                 pricing,
                 evidence,
+                budget: marks,
             },
         )
+    }
+
+    /// A call asks to start: in flight, its worst case reserved, or refused by a
+    /// budget that blocks and booked as `blocked` (the first refusal for good marked)
+    /// or `deferred`.
+    fn llm_started(
+        &mut self,
+        id: u64,
+        request: Box<CallRequest>,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Applied {
+        let worst = worst_case_usd(&request, th.llm());
+        let Err(refusal) = self.llm.call_started(id, at.mono, worst) else {
+            return self.in_flight(at);
+        };
+        let CallRequest {
+            provider,
+            operation,
+            model,
+            ..
+        } = *request;
+        let call = LlmCall::new(model, Duration::ZERO)
+            .with_provider(provider)
+            .with_operation(operation);
+        let call = if refusal.deferred {
+            call.with_deferred()
+        } else {
+            call.with_blocked()
+        };
+        let first = !refusal.deferred
+            && self
+                .llm
+                .budget_summary()
+                .is_some_and(|b| b.blocked_calls == 1);
+        let mut applied = self.llm_call(Box::new(call), None, th, at);
+        if first {
+            let mark = BudgetMark {
+                event: BudgetEvent::Blocking,
+                percent: None,
+                spent_usd: refusal.spent_usd,
+                budget_usd: refusal.budget_usd,
+                action: th
+                    .llm_budget()
+                    .map_or(crate::llm::BudgetAction::Block, |b| b.action),
+            };
+            self.budget_marks(&[mark], at);
+            if let Publish::Llm { budget, .. } = &mut applied.publish {
+                budget.push(mark);
+            }
+        }
+        applied
+    }
+
+    /// Keeps the budget's marks in the event log.
+    fn budget_marks(&mut self, marks: &[BudgetMark], at: Moment) {
+        for mark in marks {
+            self.ledger.push_event(LogEntry {
+                at: at.wall,
+                iteration: self.ledger.last_iteration,
+                kind: LogEntryKind::LlmBudget(*mark),
+            });
+        }
+    }
+
+    /// Whether call `id` was admitted (it is in flight) or refused (a refused call
+    /// never is), as its start was just applied.
+    pub(super) fn llm_admission(&self, id: u64) -> crate::llm::Admission {
+        match self.llm.refusal_of(id) {
+            Some(refusal) if !self.llm.is_in_flight(id) => crate::llm::Admission::Blocked(refusal),
+            _ => crate::llm::Admission::Admitted(id),
+        }
     }
 
     fn in_flight(&self, at: Moment) -> Applied {

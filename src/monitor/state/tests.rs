@@ -800,3 +800,316 @@ fn failure_reasons_sent_ahead_of_their_iteration_are_booked_with_it() {
         );
     }
 }
+
+/// A budget that blocks: calls in flight reserve their worst case, a call that
+/// would pass the budget with them is deferred (free, not an error, not marked), an
+/// ended call's reservation gives way to its cost; once the spend itself reaches the
+/// budget, calls are refused for good and booked as `blocked` (the first refusal
+/// marked once); a restart of the loop keeps all of it.
+#[test]
+fn a_blocking_budget_reserves_refuses_and_outlives_a_restart() {
+    use crate::llm::{Admission, BudgetAction, CallRequest};
+    let th = Thresholds::default()
+        .with_llm(LlmConfig::default().with_price("m", Price::per_million(1.0, 1.0)))
+        .with_llm_budget_usd(1.0)
+        .and_then(|t| t.with_llm_budget_action(BudgetAction::Block))
+        .unwrap();
+    let mut state = RunState::new(started(), &th);
+    // 400 bytes (100 tokens) and at most 374 999 out: 0.375 each at most.
+    let request = || Box::new(CallRequest::new("m", 400).with_max_output_tokens(374_900));
+    let start = |state: &mut RunState, id: u64, secs: f64| {
+        state.apply(
+            Event::LlmStarted {
+                id,
+                request: request(),
+                at: at(secs),
+            },
+            &th,
+        );
+        state.llm_admission(id)
+    };
+    let end = |state: &mut RunState, id: u64, secs: f64, tokens: u64| {
+        let cost = LlmCall::new("m", Duration::from_secs(1)).with_tokens(tokens, tokens);
+        state.apply(
+            Event::LlmFinished {
+                id,
+                call: Box::new(cost),
+                at: at(secs),
+            },
+            &th,
+        );
+        state.apply(Event::LlmEnded { id, at: at(secs) }, &th);
+    };
+    assert_eq!(start(&mut state, 1, 1.0), Admission::Admitted(1));
+    assert_eq!(start(&mut state, 2, 1.1), Admission::Admitted(2));
+    assert_eq!(start(&mut state, 3, 1.2), Admission::Admitted(3));
+    let Admission::Blocked(refusal) = start(&mut state, 4, 1.3) else {
+        panic!("1.125 reserved turns a fourth away");
+    };
+    assert!(refusal.deferred, "nothing is spent yet: deferred");
+    assert_eq!((refusal.spent_usd, refusal.reserved_usd), (0.0, 1.125));
+    // The first call ends: 0.25 booked, its reservation released.
+    end(&mut state, 1, 2.0, 125_000);
+    assert!(
+        matches!(start(&mut state, 5, 2.1), Admission::Blocked(r) if r.deferred),
+        "0.25 + 0.75"
+    );
+    // The loop crashes and is restarted: its calls in flight end, the books stay.
+    state.apply(
+        Event::LoopRestarting {
+            exit: LoopExit::new(Some(1), None),
+            at: at(3.0),
+        },
+        &th,
+    );
+    for id in [2, 3] {
+        state.apply(Event::LlmEnded { id, at: at(3.0) }, &th);
+    }
+    state.apply(Event::LoopStarted { at: at(3.5) }, &th);
+    assert_eq!(
+        start(&mut state, 6, 4.0),
+        Admission::Admitted(6),
+        "0.25 + 0"
+    );
+    assert_eq!(
+        start(&mut state, 7, 4.1),
+        Admission::Admitted(7),
+        "0.25 + 0.375"
+    );
+    assert!(
+        matches!(start(&mut state, 8, 4.2), Admission::Blocked(r) if r.deferred),
+        "0.25 + 0.75"
+    );
+    let summary = state.summary("run", &ReasonNames::default(), at(5.0)).llm;
+    assert_eq!(
+        (
+            summary.calls,
+            summary.blocked,
+            summary.deferred,
+            summary.errors
+        ),
+        (4, 0, 3, 0)
+    );
+    assert_eq!(summary.cost_usd, 0.25);
+    let budget = summary.budget.unwrap();
+    assert_eq!((budget.spent_usd, budget.reserved_usd), (0.25, 0.75));
+    assert_eq!((budget.blocked_calls, budget.deferred_calls), (0, 3));
+    assert_eq!(budget.warned_at_percent, Vec::<u8>::new());
+    // The calls in flight end at 0.375 and 0.5: the spend, 1.125, has reached the
+    // budget; from now on calls are refused for good, with nothing in flight.
+    end(&mut state, 6, 5.0, 187_500);
+    end(&mut state, 7, 5.0, 250_000);
+    for (id, secs) in [(9, 6.0), (10, 6.1)] {
+        let Admission::Blocked(refusal) = start(&mut state, id, secs) else {
+            panic!("spent");
+        };
+        assert!(!refusal.deferred);
+        assert_eq!((refusal.spent_usd, refusal.reserved_usd), (1.125, 0.0));
+    }
+    let summary = state.summary("run", &ReasonNames::default(), at(7.0)).llm;
+    assert_eq!((summary.blocked, summary.deferred), (2, 3));
+    let (events, _) = state.events();
+    let marks: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            LogEntryKind::LlmBudget(mark) if mark.event == BudgetEvent::Blocking => {
+                Some(mark.spent_usd)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(marks, [1.125], "the first refusal for good, once");
+}
+
+/// The warnings at 50% and 80%, each once, whatever the action, in the event log
+/// and published with the call that reached them.
+#[test]
+fn budget_warnings_are_given_once_at_half_and_four_fifths() {
+    let th = Thresholds::default().with_llm_budget_usd(1.0).unwrap();
+    let mut state = RunState::new(started(), &th);
+    let mut published = Vec::new();
+    for (i, cost) in [0.25, 0.25, 0.125, 0.25, 0.25].into_iter().enumerate() {
+        let applied = state.apply(
+            Event::Llm {
+                call: Box::new(LlmCall::new("m", Duration::ZERO).with_cost_usd(cost)),
+                at: at(1.0 + i as f64),
+            },
+            &th,
+        );
+        let Publish::Llm { budget, .. } = applied.publish else {
+            panic!("a call is published");
+        };
+        published.push(budget.iter().map(|m| m.percent).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        published,
+        [vec![], vec![Some(50)], vec![], vec![Some(80)], vec![]]
+    );
+    let (events, _) = state.events();
+    let spent: Vec<f64> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            LogEntryKind::LlmBudget(mark) => Some(mark.spent_usd),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spent, [0.5, 0.875]);
+}
+
+/// A call the proxy started whose usage is unknown (a stream without usage, a call
+/// cut short, a timeout) is charged its reservation, its worst case, against the
+/// budget: the budget's spend grows, its warnings and LLMBudget count it, and a
+/// blocking budget refuses once it is spent. The reported cost stays a lower bound,
+/// without it. A call with its usage gives way to its cost; without a budget nothing
+/// is charged.
+#[test]
+fn a_call_without_usage_is_charged_its_worst_case_against_the_budget() {
+    use crate::llm::{Admission, BudgetAction, CallRequest};
+    let prices = LlmConfig::default().with_price("m", Price::per_million(1.0, 1.0));
+    let th = Thresholds::default()
+        .with_llm(prices.clone())
+        .with_llm_budget_usd(1.0)
+        .and_then(|t| t.with_llm_budget_action(BudgetAction::Block))
+        .unwrap();
+    let mut state = RunState::new(started(), &th);
+    // 400 bytes (100 tokens) and at most 374 900 out: 0.375 each at most.
+    let request = || Box::new(CallRequest::new("m", 400).with_max_output_tokens(374_900));
+    let call = |state: &mut RunState, id: u64, secs: f64, answer: LlmCall| {
+        state.apply(
+            Event::LlmStarted {
+                id,
+                request: request(),
+                at: at(secs),
+            },
+            &th,
+        );
+        if state.llm_admission(id) != Admission::Admitted(id) {
+            return false;
+        }
+        state.apply(
+            Event::LlmFinished {
+                id,
+                call: Box::new(answer),
+                at: at(secs + 0.5),
+            },
+            &th,
+        );
+        state.apply(
+            Event::LlmEnded {
+                id,
+                at: at(secs + 0.5),
+            },
+            &th,
+        );
+        true
+    };
+    // A stream that ended without its usage, then one with it (0.25), then a timeout.
+    let no_usage = || LlmCall::new("m", Duration::from_secs(1));
+    assert!(call(&mut state, 1, 1.0, no_usage()));
+    let budget = state.summary("run", &ReasonNames::default(), at(2.0)).llm;
+    let b = budget.budget.unwrap();
+    assert_eq!(
+        (b.spent_usd, b.estimated_usd, b.reserved_usd),
+        (0.375, 0.375, 0.0)
+    );
+    assert_eq!(budget.cost_usd, 0.0, "the reported cost is without it");
+    assert!(budget.spend_is_lower_bound);
+    let with_usage = LlmCall::new("m", Duration::from_secs(1)).with_tokens(125_000, 125_000);
+    assert!(call(&mut state, 2, 2.0, with_usage));
+    let timeout = no_usage().with_error(LlmError::Timeout);
+    assert!(call(&mut state, 3, 3.0, timeout));
+    // 0.375 + 0.25 + 0.375: the budget is spent; the next call is refused.
+    let summary = state.summary("run", &ReasonNames::default(), at(4.0)).llm;
+    let b = summary.budget.unwrap();
+    assert_eq!((b.spent_usd, b.estimated_usd), (1.0, 0.75));
+    assert!(b.spent);
+    assert_eq!(b.warned_at_percent, [50, 80]);
+    assert_eq!(summary.cost_usd, 0.25);
+    assert!(!call(&mut state, 4, 4.0, no_usage()), "refused once spent");
+    assert_eq!(
+        state.evaluator.state(crate::AlertName::LLMBudget),
+        crate::AlertState::Firing
+    );
+
+    // Without a budget, nothing is charged.
+    let th = Thresholds::default().with_llm(prices);
+    let mut state = RunState::new(started(), &th);
+    state.apply(
+        Event::LlmStarted {
+            id: 1,
+            request: request(),
+            at: at(1.0),
+        },
+        &th,
+    );
+    state.apply(
+        Event::LlmFinished {
+            id: 1,
+            call: Box::new(no_usage()),
+            at: at(1.5),
+        },
+        &th,
+    );
+    let summary = state.summary("run", &ReasonNames::default(), at(2.0)).llm;
+    assert_eq!((summary.cost_usd, summary.budget), (0.0, None));
+    assert_eq!(state.llm.evidence(at(2.0).mono).budget_spend_usd, 0.0);
+}
+
+/// Under `stop`, calls are admitted whatever is in flight until the spend reaches
+/// the budget; from then on, while the loop is being stopped, they are refused for
+/// good, booked as `blocked`, the first marked with the action.
+#[test]
+fn a_stop_budget_refuses_new_calls_once_spent() {
+    use crate::llm::{Admission, BudgetAction, CallRequest};
+    let th = Thresholds::default()
+        .with_llm(LlmConfig::default().with_price("m", Price::per_million(1.0, 1.0)))
+        .with_llm_budget_usd(1.0)
+        .and_then(|t| t.with_llm_budget_action(BudgetAction::Stop))
+        .unwrap();
+    let mut state = RunState::new(started(), &th);
+    let start = |state: &mut RunState, id: u64| {
+        let request = CallRequest::new("m", 400).with_max_output_tokens(374_900);
+        state.apply(
+            Event::LlmStarted {
+                id,
+                request: Box::new(request),
+                at: at(1.0),
+            },
+            &th,
+        );
+        state.llm_admission(id)
+    };
+    for id in 1..=4 {
+        assert_eq!(
+            start(&mut state, id),
+            Admission::Admitted(id),
+            "never deferred"
+        );
+    }
+    state.apply(
+        Event::LlmFinished {
+            id: 1,
+            call: Box::new(LlmCall::new("m", Duration::ZERO).with_cost_usd(1.0)),
+            at: at(2.0),
+        },
+        &th,
+    );
+    let Admission::Blocked(refusal) = start(&mut state, 5) else {
+        panic!("spent");
+    };
+    assert!(!refusal.deferred);
+    assert!(matches!(start(&mut state, 6), Admission::Blocked(_)));
+    let summary = state.summary("run", &ReasonNames::default(), at(3.0)).llm;
+    assert_eq!((summary.blocked, summary.deferred), (2, 0));
+    let (events, _) = state.events();
+    let blocking: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            LogEntryKind::LlmBudget(mark) if mark.event == BudgetEvent::Blocking => {
+                Some(mark.action)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(blocking, [BudgetAction::Stop]);
+}
