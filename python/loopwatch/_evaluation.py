@@ -210,6 +210,17 @@ def _can_interrupt(thread: int) -> bool:
         return False
 
 
+def _still_runs(evaluation: "Evaluation") -> bool:
+    """Whether the thread an evaluation started in still runs, as the same thread (a
+    new thread may have taken its id)."""
+    try:
+        active = getattr(threading, "_active", None)
+        current = active.get(evaluation._thread) if active is not None else None
+        return current is not None and current is evaluation._runner and current.is_alive()
+    except Exception:  # noqa: BLE001 - when in doubt, interrupt nothing
+        return False
+
+
 def _on_interrupt(signum: int, frame: Any) -> None:
     """``SIGUSR2``: the oldest evaluation of this process in progress raises
     :class:`EvaluationInterrupted` in its thread. Nothing without one."""
@@ -226,6 +237,8 @@ def _on_interrupt(signum: int, frame: Any) -> None:
                 break  # interrupted already: the next signal is not for a younger one
             if evaluation._thread == threading.get_ident():
                 here = evaluation._interrupted = True
+            elif not _still_runs(evaluation):
+                continue  # its thread ended without ending it: nothing to interrupt
             else:
                 interrupt = _interrupter()
                 if interrupt and interrupt(evaluation._thread, EvaluationInterrupted) == 1:
@@ -263,7 +276,7 @@ class Evaluation:
     the module's doc) and the evaluation ends ``timeout``.
     """
 
-    __slots__ = ("_id", "_pid", "_worker", "_ended", "_thread", "_interrupted", "__weakref__")
+    __slots__ = ("_id", "_pid", "_worker", "_ended", "_thread", "_runner", "_interrupted", "__weakref__")
 
     def __init__(self, id: Any, worker: Optional[str] = None, queued: Optional[float] = None) -> None:
         self._ended = True
@@ -272,6 +285,9 @@ class Evaluation:
         self._worker: Optional[str] = None
         #: The thread it started in, when it can be interrupted (0: it cannot).
         self._thread = 0
+        #: The thread object it started in: an interrupt goes to that thread only
+        #: while it still runs (a thread id is reused once its thread has ended).
+        self._runner: Any = None
         self._interrupted = False
         if not _api._reporting():
             return
@@ -291,6 +307,7 @@ class Evaluation:
             )
             if interruptible:
                 self._thread = thread
+                self._runner = threading.current_thread()
                 _interruptible[_key(self)] = weakref.ref(self)
         except EvaluationInterrupted:
             # An evaluation this one is nested in was interrupted as this one started:

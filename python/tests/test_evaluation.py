@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -350,6 +351,38 @@ class InterruptTest(unittest.TestCase):
         os.environ.pop("LOOPWATCH_ON_HUNG_EVALUATION", None)
         fresh_client(None)
         self.server.close()
+
+    def test_an_interrupt_goes_only_to_the_thread_an_evaluation_started_in(self) -> None:
+        from loopwatch import _evaluation
+
+        class Started:
+            def __init__(self) -> None:
+                self._thread = threading.get_ident()
+                self._runner = threading.current_thread()
+
+        ended: List[Started] = []
+        gone = threading.Thread(target=lambda: ended.append(Started()))
+        gone.start()
+        gone.join()
+        self.assertFalse(_evaluation._still_runs(ended[0]), "its thread has ended")  # type: ignore[arg-type]
+        release = threading.Event()
+        running: List[Started] = []
+
+        def run() -> None:
+            running.append(Started())
+            release.wait(30)
+
+        alive = threading.Thread(target=run)
+        alive.start()
+        while not running:
+            time.sleep(0.01)
+        self.assertTrue(_evaluation._still_runs(running[0]))  # type: ignore[arg-type]
+        # A thread that took an ended thread's id is not the evaluation's.
+        impostor = Started()
+        impostor._runner = gone
+        self.assertFalse(_evaluation._still_runs(impostor))  # type: ignore[arg-type]
+        release.set()
+        alive.join()
 
     def test_without_kill_nothing_is_interruptible_and_no_handler_is_installed(self) -> None:
         os.environ.pop("LOOPWATCH_ON_HUNG_EVALUATION", None)
