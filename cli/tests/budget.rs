@@ -69,23 +69,7 @@ fn metered(
     flags: &[&str],
     args: &[&str],
 ) -> Supervised {
-    let launch = Launch {
-        env_remove: [
-            "OPENAI_BASE_URL",
-            "ANTHROPIC_BASE_URL",
-            "HTTPS_PROXY",
-            "https_proxy",
-            "HTTP_PROXY",
-            "http_proxy",
-            "ALL_PROXY",
-            "all_proxy",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect(),
-        current_dir: Some(dir.to_path_buf()),
-        ..Launch::default()
-    };
+    let launch = Launch::without_network_settings(dir);
     let upstream = format!("--llm-upstream={}", upstream.url());
     let config = format!("--config={}", config.display());
     let flags: Vec<&str> = ["--llm-proxy", &upstream, &config]

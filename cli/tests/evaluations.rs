@@ -194,23 +194,7 @@ evaluator:
         "import sys\nfrom openevolve.cli import main\nsys.exit(main())\n",
     )
     .unwrap();
-    let launch = Launch {
-        env_remove: [
-            "OPENAI_BASE_URL",
-            "OPENAI_API_BASE",
-            "HTTPS_PROXY",
-            "HTTP_PROXY",
-            "https_proxy",
-            "http_proxy",
-            "ALL_PROXY",
-            "all_proxy",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect(),
-        current_dir: Some(dir.to_path_buf()),
-        ..Launch::default()
-    };
+    let launch = Launch::without_network_settings(dir);
     let mut all_flags = vec![
         "--llm-proxy".to_string(),
         format!("--llm-upstream={}", upstream.url()),

@@ -21,24 +21,6 @@ use llm_upstream::Upstream;
 use support::services::{free_port, Alertmanager, Prometheus};
 use support::*;
 
-/// Variables of the network and the providers that loopwatch would read: each test
-/// sets its own, none leaks in from the machine.
-const NETWORK_VARIABLES: [&str; 13] = [
-    "OPENAI_BASE_URL",
-    "OPENAI_API_BASE",
-    "ANTHROPIC_BASE_URL",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-];
-
 /// `loopwatch run --llm-proxy [flags] -- python <script> <args>`, none of the
 /// machine's [`NETWORK_VARIABLES`] passed on, in `dir`.
 fn metered(dir: &Path, flags: &[&str], script: &Path, args: &[&str]) -> Supervised {
@@ -55,9 +37,7 @@ fn metered_with(
 ) -> Supervised {
     let launch = Launch {
         env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
-        env_remove: NETWORK_VARIABLES.iter().map(OsString::from).collect(),
-        current_dir: Some(dir.to_path_buf()),
-        ..Launch::default()
+        ..Launch::without_network_settings(dir)
     };
     let flags: Vec<&str> = std::iter::once("--llm-proxy")
         .chain(flags.iter().copied())

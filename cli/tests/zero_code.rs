@@ -98,24 +98,9 @@ fn installed_version(python: &Path, package: &str) -> String {
 /// The environment of a framework's run: no proxy or base URL of the test's own, and
 /// no instrumentation choice but `loopwatch run`'s default (`auto`).
 fn launch_in(dir: &Path) -> Launch {
-    Launch {
-        env_remove: [
-            "OPENAI_BASE_URL",
-            "OPENAI_API_BASE",
-            "HTTPS_PROXY",
-            "HTTP_PROXY",
-            "https_proxy",
-            "http_proxy",
-            "ALL_PROXY",
-            "all_proxy",
-            "LOOPWATCH_INSTRUMENT",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect(),
-        current_dir: Some(dir.to_path_buf()),
-        ..Launch::default()
-    }
+    let mut launch = Launch::without_network_settings(dir);
+    launch.env_remove.push("LOOPWATCH_INSTRUMENT".into());
+    launch
 }
 
 /// `loopwatch run --llm-proxy` of `command` in `dir`, its proxy on `port` in front of

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 pub use common::*;
 #[allow(unused_imports)] // not every test target starts `loopwatch run`
-pub use supervised::{Launch, Supervised};
+pub use supervised::{Launch, Supervised, NETWORK_VARIABLES};
 
 /// The test virtual environment's Python, with loopwatch, deap, optuna, openai and
 /// anthropic installed (`scripts/test` makes it).

@@ -21,6 +21,24 @@ pub struct Supervised {
     pub dir: PathBuf,
 }
 
+/// Variables of the network and the providers that loopwatch would read: a test of
+/// the LLM proxy sets its own, none leaks in from the machine.
+pub const NETWORK_VARIABLES: [&str; 13] = [
+    "OPENAI_BASE_URL",
+    "OPENAI_API_BASE",
+    "ANTHROPIC_BASE_URL",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
 /// How `loopwatch run` itself is started.
 #[derive(Debug, Default)]
 pub struct Launch {
@@ -32,6 +50,17 @@ pub struct Launch {
     pub env_remove: Vec<OsString>,
     /// Its working directory; the tests' own when `None`.
     pub current_dir: Option<PathBuf>,
+}
+
+impl Launch {
+    /// In `dir`, with none of the machine's [`NETWORK_VARIABLES`] passed on.
+    pub fn without_network_settings(dir: &Path) -> Self {
+        Launch {
+            env_remove: NETWORK_VARIABLES.iter().map(OsString::from).collect(),
+            current_dir: Some(dir.to_path_buf()),
+            ..Launch::default()
+        }
+    }
 }
 
 impl Supervised {
