@@ -96,6 +96,8 @@ environment! {
         "The experiment the loop belongs to: the `experiment` label of its run info, alerts, registration and final files (at most 128 characters).";
     ENV_LOOP_NAME = "LOOPWATCH_LOOP_NAME", setter loop_name, default "unset",
         "The loop's name within its experiment: the `loop` label, carried like `experiment` (at most 128 characters).";
+    ENV_GPU_LIBRARY = "LOOPWATCH_GPU_LIBRARY", setter gpu_library, default "`[gpu] library`, else `libnvidia-ml.so.1`",
+        "With the `gpu` feature, the NVIDIA management library (NVML) the GPU sampler loads: a path, or a file name the dynamic linker looks up (see docs/gpu.md).";
     ENV_CONTAINER_STATS = "LOOPWATCH_CONTAINER_STATS", setter -, default "`auto`",
         "Where container numbers come from: `auto` (the cgroup files, else Docker's stats API), `cgroup` (never the stats API) or `docker_api` (always the stats API).";
     ENV_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT", setter otlp, default "unset",
@@ -126,6 +128,21 @@ impl EnvVariable {
         }
         out
     }
+}
+
+/// The `[gpu]` table of `loopwatch.toml`.
+///
+/// ```
+/// let gpu = loopwatch::GpuConfig::default();
+/// assert!(gpu.library.is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GpuConfig {
+    /// The NVML library to load (`library`): a path, or a file name the dynamic
+    /// linker looks up; unset for the driver's `libnvidia-ml.so.1`.
+    pub library: Option<PathBuf>,
 }
 
 /// Standard variables whose presence switches the OTLP export on.
@@ -170,6 +187,10 @@ pub(crate) struct Settings {
     pub(crate) experiment: Option<String>,
     /// The loop's name within it (the `loop` label), if named.
     pub(crate) loop_name: Option<String>,
+    /// Whether the GPU sampler runs; always false without the `gpu` cargo feature.
+    pub(crate) gpu: bool,
+    /// The NVML library the GPU sampler loads; `None` for the system's.
+    pub(crate) gpu_library: Option<PathBuf>,
 }
 
 /// What SIGINT and SIGTERM do to a process holding a [`Monitor`](crate::Monitor).
@@ -235,6 +256,8 @@ pub(crate) struct Choices {
     pub(crate) register_dir: Option<PathBuf>,
     pub(crate) experiment: Option<String>,
     pub(crate) loop_name: Option<String>,
+    pub(crate) gpu: Option<bool>,
+    pub(crate) gpu_library: Option<PathBuf>,
 }
 
 /// A loop label's value: the builder's, else the variable's; at most 128 characters,
@@ -339,7 +362,6 @@ pub(crate) fn resolve(
         sample_interval,
         signals: choices.signals.unwrap_or_default(),
         final_export: choices.final_export.unwrap_or(true),
-        thresholds,
         containers: cfg!(feature = "docker") && choices.containers.unwrap_or(true),
         orphan_sweep_interval: choices
             .orphan_sweep_interval
@@ -353,6 +375,10 @@ pub(crate) fn resolve(
         container_stats,
         experiment: loop_label(&choices.experiment, ENV_EXPERIMENT, env)?,
         loop_name: loop_label(&choices.loop_name, ENV_LOOP_NAME, env)?,
+        gpu: cfg!(feature = "gpu") && choices.gpu.unwrap_or(true),
+        gpu_library: path_setting(&choices.gpu_library, ENV_GPU_LIBRARY)
+            .or_else(|| thresholds.gpu().library.clone()),
+        thresholds,
     })
 }
 
@@ -600,6 +626,8 @@ macro_rules! thresholds {
             memory_clear_fraction: Option<Fraction>,
             /// The `[llm]` table: prices of the models.
             llm: crate::llm::LlmConfig,
+            /// The `[gpu]` table: where NVML is loaded from.
+            gpu: GpuConfig,
         }
 
         impl Default for Thresholds {
@@ -609,6 +637,7 @@ macro_rules! thresholds {
                     $($okey: None,)*
                     memory_clear_fraction: None,
                     llm: crate::llm::LlmConfig::default(),
+                    gpu: GpuConfig::default(),
                 }
             }
         }
@@ -622,6 +651,7 @@ macro_rules! thresholds {
                 $(map.serialize_entry(stringify!($okey), &self.$okey)?;)*
                 map.serialize_entry("memory_clear_fraction", &self.memory_clear_fraction())?;
                 map.serialize_entry("llm", &self.llm)?;
+                map.serialize_entry("gpu", &self.gpu)?;
                 map.end()
             }
         }
@@ -815,12 +845,36 @@ impl Thresholds {
              need an amount.",
         );
         row(
+            "[gpu] library",
+            "`\"libnvidia-ml.so.1\"`",
+            "With the `gpu` feature, the NVIDIA management library the GPU sampler \
+             loads: a path, or a file name the dynamic linker looks up; \
+             `LOOPWATCH_GPU_LIBRARY` and `MonitorBuilder::gpu_library` go over it (see \
+             docs/gpu.md).",
+        );
+        row(
             "[llm.prices.\"<model>\"]",
             "none",
             "What a model's tokens cost, per million (see \"Prices\" in docs/llm-proxy.md); a model \
              without a price is never guessed.",
         );
         out
+    }
+
+    /// The `[gpu]` table of `loopwatch.toml`: where the GPU sampler loads NVML from.
+    ///
+    /// ```
+    /// let t: loopwatch::Thresholds = "[gpu]\nlibrary = \"/opt/nvidia/libnvidia-ml.so.1\"\n".parse().unwrap();
+    /// assert_eq!(t.gpu().library.as_deref(), Some(std::path::Path::new("/opt/nvidia/libnvidia-ml.so.1")));
+    /// ```
+    pub fn gpu(&self) -> &GpuConfig {
+        &self.gpu
+    }
+
+    /// Sets the `[gpu]` table.
+    pub fn with_gpu(mut self, gpu: GpuConfig) -> Self {
+        self.gpu = gpu;
+        self
     }
 
     /// The `[llm]` table of `loopwatch.toml`: what each model costs.
@@ -1166,6 +1220,7 @@ mod tests {
             })
             .collect();
         assert_eq!(rows.pop().unwrap().0, "[llm.prices.\"<model>\"]");
+        assert_eq!(rows.pop().unwrap().0, "[gpu] library");
         assert_eq!(rows.pop().unwrap().0, "[llm.budget] action");
         assert_eq!(rows.pop().unwrap().0, "[llm.budget] usd");
         let mut keys: Vec<&str> = rows.iter().map(|(key, _)| key.as_str()).collect();
