@@ -18,8 +18,13 @@ pub enum Standin {
 /// Builds the stand-in into `dir` and returns its path; its script is the path with
 /// `.script` appended (see [`write_script`]).
 pub fn build_standin(dir: &Path, which: Standin) -> PathBuf {
-    let source =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nvml-standin/standin.c");
+    // The library's package, or the command's one level below it.
+    let fixture = "tests/fixtures/nvml-standin/standin.c";
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = [manifest.join(fixture), manifest.join("..").join(fixture)]
+        .into_iter()
+        .find(|path| path.exists())
+        .expect("the stand-in's source is in the repository");
     let library = dir.join("libnvidia-ml-standin.so");
     let mut cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".to_string()));
     cc.args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
