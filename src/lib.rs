@@ -157,6 +157,7 @@ mod documentation {
         Evolve = "../docs/evolve.md";
         Fleets = "../docs/fleets.md";
         Frameworks = "../docs/frameworks.md";
+        Gpu = "../docs/gpu.md";
         Index = "../docs/README.md";
         Kubernetes = "../docs/kubernetes.md";
         LlmProxy = "../docs/llm-proxy.md";
