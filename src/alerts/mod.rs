@@ -241,12 +241,13 @@ macro_rules! optional {
     };
 }
 
-/// A generated rule from the condition and description functions of [`promql`].
+/// A generated rule from its condition and description: functions of [`promql`], or
+/// closures in the row (`|t| promql::as_loop_alert(format!(..))`) for a short one.
 macro_rules! rule {
-    ($expr:path, $description:path) => {
+    ($expr:expr, $description:expr) => {
         rule!($expr, $description, "0s")
     };
-    ($expr:path, $description:path, $for:literal) => {
+    ($expr:expr, $description:expr, $for:literal) => {
         RuleSpec::Rule {
             expr: $expr,
             description: $description,
