@@ -782,6 +782,13 @@ thresholds! {
     /// LLMBudget warns (pending) when the last hour's spending rate would pass the
     /// budget within this horizon (1 h).
     llm_budget_horizon, with_llm_budget_horizon: Positive(Duration) = Duration::from_secs(3600);
+    /// GPUMemoryHigh: video memory in use above this fraction (0.95) of a GPU's own,
+    /// on a GPU the loop's processes use (feature `gpu`); above vLLM's default
+    /// preallocation of 0.9 …
+    gpu_memory_fraction, with_gpu_memory_fraction: Fraction(f64) = 0.95;
+    /// … for this long (1 min). The generated Prometheus rule waits 1 min (its `for`)
+    /// whatever this says.
+    gpu_memory_for, with_gpu_memory_for: Positive(Duration) = Duration::from_secs(60);
     @optional {
         /// LLMSpendWithoutProgress: US dollars spent on LLM calls since the champion last
         /// changed (or since the start) at which it fires; off until set.
@@ -1311,6 +1318,8 @@ mod tests {
             ("stats_interval", "\"1h\""),
             ("alert_resolve_hold", "\"1s\""),
             ("alert_resend_interval", "\"2m\""),
+            ("gpu_memory_fraction", "0.8"),
+            ("gpu_memory_for", "\"5m\""),
         ];
         let mut covered: Vec<&str> = values.iter().map(|(key, _)| *key).collect();
         covered.sort_unstable();

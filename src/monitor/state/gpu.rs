@@ -173,6 +173,16 @@ impl GpuBooks {
         })
     }
 
+    /// The highest fraction of video memory in use on a device still answering that
+    /// the loop's processes use; `None` when they use none.
+    pub(crate) fn loop_memory_fraction(&self) -> Option<f64> {
+        self.devices
+            .iter()
+            .filter(|b| !b.latest.lost && b.latest.loop_memory_bytes > 0)
+            .filter_map(|b| b.latest.memory_fraction())
+            .reduce(f64::max)
+    }
+
     /// Every device seen, as the page and the JSON show them.
     pub(crate) fn view(&self) -> Vec<LiveGpu> {
         self.devices

@@ -295,11 +295,12 @@ impl RunState {
                 self.housekeeping.containers(&reading, at.wall);
                 (Applied::just(Publish::Containers(reading)), at)
             }
-            Event::Gpu { sample, at } => (self.gpu_sample(&sample, at), at),
+            Event::Gpu { sample, at } => (self.gpu_sample(&sample, th, at), at),
             Event::GpuXid { xid, at } => {
                 let errors = self.gpus.xid(&xid);
                 self.gpu_events(std::slice::from_ref(&errors), at);
-                (Applied::just(Publish::GpuXid(errors)), at)
+                let findings = self.evaluator.on_gpu(None, 1, th, at);
+                (Applied::new(findings, Publish::GpuXid(errors)), at)
             }
             Event::Orphans { count, at } => {
                 let findings = self.evaluator.on_orphans(count, th, at);
@@ -534,10 +535,24 @@ impl RunState {
     }
 
     /// Keeps a GPU sample: the new ECC errors are counted (the uncorrected ones
-    /// also in the event log), and a device newly lost goes to the event log.
-    fn gpu_sample(&mut self, sample: &crate::sample::GpuSample, at: Moment) -> Applied {
+    /// also in the event log), a device newly lost goes to the event log, and
+    /// GPUMemoryHigh and GPUErrors are judged on it.
+    fn gpu_sample(
+        &mut self,
+        sample: &crate::sample::GpuSample,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Applied {
         let (errors, lost) = self.gpus.sample(sample);
         self.gpu_events(&errors, at);
+        let uncorrected = errors
+            .iter()
+            .filter(|e| e.kind == GpuErrorKind::Uncorrected)
+            .map(|e| e.count)
+            .sum();
+        let findings =
+            self.evaluator
+                .on_gpu(Some(self.gpus.loop_memory_fraction()), uncorrected, th, at);
         for device in &lost {
             self.ledger.push_event(LogEntry {
                 at: at.wall,
@@ -548,11 +563,14 @@ impl RunState {
                 },
             });
         }
-        Applied::just(Publish::Gpu {
-            devices: self.gpus.answering(),
-            errors,
-            lost,
-        })
+        Applied::new(
+            findings,
+            Publish::Gpu {
+                devices: self.gpus.answering(),
+                errors,
+                lost,
+            },
+        )
     }
 
     /// Keeps Xid errors and uncorrected ECC errors in the event log (corrected ones
