@@ -463,8 +463,14 @@ impl RunState {
 
     fn champion_changed(&mut self, change: ChampionChange, th: &Thresholds) -> Applied {
         let at = change.at;
-        self.ledger
-            .champion_changed(&change.champion, change.iteration, change.changes, at.wall);
+        let spend = self.llm.spend_usd();
+        self.ledger.champion_changed(
+            &change.champion,
+            change.iteration,
+            change.changes,
+            at.wall,
+            spend,
+        );
         let evidence = self.llm.champion_changed(at.mono);
         let mut findings = Findings::default();
         let llm = self.llm.any_calls().then(|| {
