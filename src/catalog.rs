@@ -626,6 +626,9 @@ catalog! {
     /// When the champion last changed.
     CHAMPION_CHANGED_TIMESTAMP_SECONDS / loopwatch_champion_changed_timestamp_seconds: AtomicGauge = "loopwatch_champion_changed_timestamp_seconds", "s", [], None, Always,
         "Unix time of the last champion change, so that each change is one dashboard annotation at its moment; 0 before the first (seconds).";
+    /// The best Sharpe ratio of any strategy so far.
+    BEST_SHARPE / loopwatch_best_sharpe: AtomicGauge = "loopwatch_best_sharpe", "1", [], None, Always,
+        "The best Sharpe ratio of any successful strategy so far, as summary.best_sharpe and the best-so-far curve have it: it changes only when a strategy beats every one before it; 0 before the first (dimensionless ratio).";
     /// Observations rejected as invalid.
     REJECTED_OBSERVATIONS_TOTAL / loopwatch_rejected_observations_total: Counter = "loopwatch_rejected_observations_total", "{observation}", ["field", "reason"], None, Always,
         "Observations rejected as invalid, by field and reason (observations).";

@@ -286,6 +286,14 @@ fn progress_per_dollar_is_drawn_point_for_point_from_the_runs_figures() {
         spend_after(6) / 4.0
     ));
 
+    // The best so far is exported too, for the dashboard's chart by spend.
+    let exposition = http_get(addr, "/metrics").body;
+    let best = exposition
+        .lines()
+        .find_map(|l| l.strip_prefix("loopwatch_best_sharpe "))
+        .unwrap_or_else(|| panic!("no loopwatch_best_sharpe:\n{exposition}"));
+    assert_eq!(best.parse::<f64>().unwrap(), 1.5);
+
     // As a browser renders it.
     let dom = chromium_dom(&format!("http://{addr}/"));
     check(&dom, &snapshot);

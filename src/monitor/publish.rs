@@ -42,11 +42,11 @@ impl Publisher {
                 summary,
                 at,
                 judged,
+                best_sharpe,
             } => {
-                self.pipeline
-                    .instruments
-                    .iteration_number
-                    .set(*latest as f64);
+                let i = &self.pipeline.instruments;
+                i.iteration_number.set(*latest as f64);
+                i.loopwatch_best_sharpe.set_present(*best_sharpe);
                 self.iteration(summary, *at);
                 self.judged(judged);
             }

@@ -123,6 +123,8 @@ pub(super) enum Publish {
         summary: IterationSummary,
         at: SystemTime,
         judged: Judged,
+        /// The best Sharpe ratio of any strategy so far.
+        best_sharpe: Option<f64>,
     },
     /// The champion changed; the LLM evidence after it when calls were made.
     ChampionChanged {
@@ -457,6 +459,7 @@ impl RunState {
                 summary,
                 at: at.wall,
                 judged,
+                best_sharpe: self.ledger.best_sharpe,
             },
         )
     }
