@@ -126,6 +126,8 @@ pub(super) enum Publish {
         summary: IterationSummary,
         at: SystemTime,
         judged: Judged,
+        /// The best Sharpe ratio of any strategy so far.
+        best_sharpe: Option<f64>,
     },
     /// The champion changed; the LLM evidence after it when calls were made.
     ChampionChanged {
@@ -479,14 +481,21 @@ impl RunState {
                 summary,
                 at: at.wall,
                 judged,
+                best_sharpe: self.ledger.best_sharpe,
             },
         )
     }
 
     fn champion_changed(&mut self, change: ChampionChange, th: &Thresholds) -> Applied {
         let at = change.at;
-        self.ledger
-            .champion_changed(&change.champion, change.iteration, change.changes, at.wall);
+        let spend = self.llm.spend_usd();
+        self.ledger.champion_changed(
+            &change.champion,
+            change.iteration,
+            change.changes,
+            at.wall,
+            spend,
+        );
         let evidence = self.llm.champion_changed(at.mono);
         let mut findings = Findings::default();
         let llm = self.llm.any_calls().then(|| {
