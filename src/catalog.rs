@@ -108,6 +108,9 @@ pub enum Presence {
     PerLlmCall,
     /// A histogram of evaluations, whose series appear with its first observation.
     WithEvaluations,
+    /// One series per GPU (and error type) once the GPU sampler read a device; none
+    /// without one.
+    PerGpu,
 }
 
 /// A counter row: counts events as they happen.
@@ -766,6 +769,30 @@ catalog! {
     /// Evaluations loopwatch ended.
     EVALUATIONS_KILLED_TOTAL / loopwatch_evaluations_killed_total: Counter = "loopwatch_evaluations_killed_total", "{evaluation}", [], None, Always,
         "Hung evaluations whose processes loopwatch ended; 0 while nothing asks loopwatch to end them (evaluations).";
+    /// GPUs the sampler reads.
+    GPU_DEVICES / loopwatch_gpu_devices: Observed = "loopwatch_gpu_devices", "{gpu}", [], None, Always,
+        "GPUs the GPU sampler reads (feature gpu): those NVML found at start-up that still answer; 0 without the feature, an NVIDIA driver or a device (GPUs).";
+    /// Utilisation per GPU.
+    HW_GPU_UTILIZATION_RATIO / hw_gpu_utilization_ratio: Observed = "hw_gpu_utilization_ratio" as "hw.gpu.utilization", "1", ["hw_id", "gpu_index"], None, PerGpu,
+        "Fraction of NVML's last sample period in which a kernel ran on the GPU, by device UUID (hw_id) and NVML index (ratio 0-1).";
+    /// Video memory in use per GPU.
+    HW_GPU_MEMORY_USAGE_BYTES / hw_gpu_memory_usage_bytes: Observed = "hw_gpu_memory_usage_bytes" as "hw.gpu.memory.usage", "By", ["hw_id", "gpu_index"], None, PerGpu,
+        "Video memory in use on the GPU, by every process on it, the loop's or not (bytes).";
+    /// Video memory per GPU.
+    HW_GPU_MEMORY_LIMIT_BYTES / hw_gpu_memory_limit_bytes: Observed = "hw_gpu_memory_limit_bytes" as "hw.gpu.memory.limit", "By", ["hw_id", "gpu_index"], None, PerGpu,
+        "Video memory of the GPU in all (bytes).";
+    /// Power per GPU.
+    HW_POWER_WATTS / hw_power_watts: Observed = "hw_power_watts" as "hw.power", "W", ["hw_id", "gpu_index", "hw_type"], None, PerGpu,
+        "Power the GPU draws now, as NVML reads it; hw_type is gpu (watts).";
+    /// Temperature per GPU.
+    HW_TEMPERATURE_CELSIUS / hw_temperature_celsius: Observed = "hw_temperature_celsius" as "hw.temperature", "Cel", ["hw_id", "gpu_index"], None, PerGpu,
+        "Temperature of the GPU's die (degrees Celsius).";
+    /// Errors per GPU.
+    HW_ERRORS_TOTAL / hw_errors_total: Counter = "hw_errors_total" as "hw.errors", "{error}", ["hw_id", "gpu_index", "hw_type", "error_type"], None, PerGpu,
+        "Errors on the GPU since loopwatch started, by error_type: xid (critical Xid errors NVML reported), uncorrected and corrected (ECC errors the driver's volatile counts grew by); hw_type is gpu (errors).";
+    /// Video memory of the loop's processes per GPU.
+    GPU_LOOP_MEMORY_BYTES / loopwatch_gpu_loop_memory_bytes: Observed = "loopwatch_gpu_loop_memory_bytes", "By", ["hw_id", "gpu_index"], None, PerGpu,
+        "Video memory of the loop's own processes on the GPU: NVML's compute and graphics processes whose pids are in the loop's process tree, summed; 0 in a pid namespace other than the host's, whose pids NVML's never match (bytes).";
 }
 
 /// A metric of the newest experimental OpenTelemetry GenAI conventions: exported,
@@ -1207,13 +1234,38 @@ fn exporter_name(spec: &MetricSpec) -> String {
     spec.instrument.replace('.', "_")
 }
 
+/// The name the OpenTelemetry to Prometheus translation (the collector's, with its
+/// suffixes on) gives a semantic convention's instrument: dots made underscores, the
+/// unit appended in words (`s` seconds, `By` bytes, `W` watts, `Cel` celsius, `1`
+/// ratio for a gauge; an annotation such as `{error}` is dropped), and `_total` for
+/// a counter.
+#[cfg(test)]
+fn translated_name(spec: &MetricSpec) -> String {
+    let mut name = exporter_name(spec);
+    let unit = match (spec.unit, spec.kind) {
+        ("s", _) => "seconds",
+        ("By", _) => "bytes",
+        ("W", _) => "watts",
+        ("Cel", _) => "celsius",
+        ("1", MetricKind::Gauge) => "ratio",
+        _ => "",
+    };
+    if !unit.is_empty() {
+        name = format!("{name}_{unit}");
+    }
+    if spec.kind == MetricKind::Counter {
+        name.push_str("_total");
+    }
+    name
+}
+
 /// The exposition name of a family the exporter wrote as `written`, where the two
 /// differ: a semantic convention's instrument whose unit or counter suffix the
 /// OpenTelemetry to Prometheus translation appends (`gen_ai.client.operation.duration`,
 /// unit `s`, is `gen_ai_client_operation_duration_seconds`, as the collector and the
 /// shared design write it; the counter `gen_ai.client.inference.usage.input_tokens` is
-/// `gen_ai_client_inference_usage_input_tokens_total`). The instrument keeps its own
-/// name for OTLP.
+/// `gen_ai_client_inference_usage_input_tokens_total`; `hw.gpu.memory.usage`, unit
+/// `By`, is `hw_gpu_memory_usage_bytes`). The instrument keeps its own name for OTLP.
 ///
 /// ```
 /// use loopwatch::catalog;
@@ -1221,11 +1273,12 @@ fn exporter_name(spec: &MetricSpec) -> String {
 ///     catalog::exposition_name("gen_ai_client_operation_duration"),
 ///     Some(catalog::GEN_AI_CLIENT_OPERATION_DURATION_SECONDS.name)
 /// );
+/// assert_eq!(catalog::exposition_name("hw_errors"), Some("hw_errors_total"));
 /// assert_eq!(catalog::exposition_name("gen_ai_client_token_usage"), None);
 /// ```
 pub fn exposition_name(written: &str) -> Option<&'static str> {
     static RENAMED: std::sync::OnceLock<Vec<(String, &'static str)>> = std::sync::OnceLock::new();
-    if !written.starts_with("gen_ai_") {
+    if !written.starts_with("gen_ai_") && !written.starts_with("hw_") {
         return None;
     }
     RENAMED
@@ -1307,6 +1360,10 @@ pub fn markdown_table() -> String {
                     "{} Series appear with the first observation.",
                     spec.description
                 ),
+                Presence::PerGpu => format!(
+                    "{} One series per GPU, with the feature gpu and a driver (see docs/gpu.md).",
+                    spec.description
+                ),
             }
         );
     }
@@ -1364,25 +1421,23 @@ mod tests {
                 assert!(
                     spec.name.starts_with("loopwatch_")
                         || spec.name.starts_with("process_")
-                        || spec.instrument.starts_with("gen_ai."),
+                        || spec.instrument.starts_with("gen_ai.")
+                        || spec.instrument.starts_with("hw."),
                     "{}",
                     spec.name
                 );
             }
             // The exporter's name, else (renamed on collection) the OpenTelemetry to
-            // Prometheus translation's: a dotted instrument of unit `s` with `_seconds`,
-            // a dotted counter with `_total`.
+            // Prometheus translation's: a dotted instrument with its unit's suffix.
             let written = exporter_name(spec);
+            if spec.instrument.contains('.') {
+                assert_eq!(spec.name, translated_name(spec), "{}", spec.instrument);
+            }
             if written == spec.name {
                 assert_eq!(exposition_name(&written), None);
             } else {
-                let suffix = match (spec.unit, spec.kind) {
-                    ("s", _) => "_seconds",
-                    (_, MetricKind::Counter) => "_total",
-                    _ => panic!("{} needs no renaming", spec.name),
-                };
                 assert!(
-                    spec.instrument.contains('.') && spec.name == format!("{written}{suffix}"),
+                    spec.instrument.contains('.') && spec.name == translated_name(spec),
                     "the exporter writes {} as {written}, not {}",
                     spec.instrument,
                     spec.name

@@ -97,6 +97,8 @@ environment! {
         "The experiment the loop belongs to: the `experiment` label of its run info, alerts, registration and final files (at most 128 characters).";
     ENV_LOOP_NAME = "LOOPWATCH_LOOP_NAME", setter loop_name, default "unset",
         "The loop's name within its experiment: the `loop` label, carried like `experiment` (at most 128 characters).";
+    ENV_GPU_LIBRARY = "LOOPWATCH_GPU_LIBRARY", setter gpu_library, default "`[gpu] library`, else `libnvidia-ml.so.1`",
+        "With the `gpu` feature, the NVIDIA management library (NVML) the GPU sampler loads: a path, or a file name the dynamic linker looks up (see docs/gpu.md).";
     ENV_CONTAINER_STATS = "LOOPWATCH_CONTAINER_STATS", setter -, default "`auto`",
         "Where container numbers come from: `auto` (the cgroup files, else Docker's stats API), `cgroup` (never the stats API) or `docker_api` (always the stats API).";
     ENV_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT", setter otlp, default "unset",
@@ -129,6 +131,21 @@ impl EnvVariable {
         }
         out
     }
+}
+
+/// The `[gpu]` table of `loopwatch.toml`.
+///
+/// ```
+/// let gpu = loopwatch::GpuConfig::default();
+/// assert!(gpu.library.is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GpuConfig {
+    /// The NVML library to load (`library`): a path, or a file name the dynamic
+    /// linker looks up; unset for the driver's `libnvidia-ml.so.1`.
+    pub library: Option<PathBuf>,
 }
 
 /// Standard variables whose presence switches the OTLP export on.
@@ -173,6 +190,10 @@ pub(crate) struct Settings {
     pub(crate) experiment: Option<String>,
     /// The loop's name within it (the `loop` label), if named.
     pub(crate) loop_name: Option<String>,
+    /// Whether the GPU sampler runs; always false without the `gpu` cargo feature.
+    pub(crate) gpu: bool,
+    /// The NVML library the GPU sampler loads; `None` for the system's.
+    pub(crate) gpu_library: Option<PathBuf>,
     /// The OpenTelemetry GenAI conventions the instruments of LLM calls follow.
     pub(crate) genai: GenAiConventions,
 }
@@ -240,6 +261,8 @@ pub(crate) struct Choices {
     pub(crate) register_dir: Option<PathBuf>,
     pub(crate) experiment: Option<String>,
     pub(crate) loop_name: Option<String>,
+    pub(crate) gpu: Option<bool>,
+    pub(crate) gpu_library: Option<PathBuf>,
     pub(crate) genai: Option<GenAiConventions>,
 }
 
@@ -345,7 +368,6 @@ pub(crate) fn resolve(
         sample_interval,
         signals: choices.signals.unwrap_or_default(),
         final_export: choices.final_export.unwrap_or(true),
-        thresholds,
         containers: cfg!(feature = "docker") && choices.containers.unwrap_or(true),
         orphan_sweep_interval: choices
             .orphan_sweep_interval
@@ -359,11 +381,15 @@ pub(crate) fn resolve(
         container_stats,
         experiment: loop_label(&choices.experiment, ENV_EXPERIMENT, env)?,
         loop_name: loop_label(&choices.loop_name, ENV_LOOP_NAME, env)?,
+        gpu: cfg!(feature = "gpu") && choices.gpu.unwrap_or(true),
+        gpu_library: path_setting(&choices.gpu_library, ENV_GPU_LIBRARY)
+            .or_else(|| thresholds.gpu().library.clone()),
         genai: choices.genai.unwrap_or_else(|| {
             env(ENV_SEMCONV_STABILITY_OPT_IN).map_or_else(GenAiConventions::default, |v| {
                 GenAiConventions::from_opt_in(&v)
             })
         }),
+        thresholds,
     })
 }
 
@@ -611,6 +637,8 @@ macro_rules! thresholds {
             memory_clear_fraction: Option<Fraction>,
             /// The `[llm]` table: prices of the models.
             llm: crate::llm::LlmConfig,
+            /// The `[gpu]` table: where NVML is loaded from.
+            gpu: GpuConfig,
         }
 
         impl Default for Thresholds {
@@ -620,6 +648,7 @@ macro_rules! thresholds {
                     $($okey: None,)*
                     memory_clear_fraction: None,
                     llm: crate::llm::LlmConfig::default(),
+                    gpu: GpuConfig::default(),
                 }
             }
         }
@@ -633,6 +662,7 @@ macro_rules! thresholds {
                 $(map.serialize_entry(stringify!($okey), &self.$okey)?;)*
                 map.serialize_entry("memory_clear_fraction", &self.memory_clear_fraction())?;
                 map.serialize_entry("llm", &self.llm)?;
+                map.serialize_entry("gpu", &self.gpu)?;
                 map.end()
             }
         }
@@ -763,6 +793,13 @@ thresholds! {
     /// LLMBudget warns (pending) when the last hour's spending rate would pass the
     /// budget within this horizon (1 h).
     llm_budget_horizon, with_llm_budget_horizon: Positive(Duration) = Duration::from_secs(3600);
+    /// GPUMemoryHigh: video memory in use above this fraction (0.95) of a GPU's own,
+    /// on a GPU the loop's processes use (feature `gpu`); above vLLM's default
+    /// preallocation of 0.9 …
+    gpu_memory_fraction, with_gpu_memory_fraction: Fraction(f64) = 0.95;
+    /// … for this long (1 min). The generated Prometheus rule waits 1 min (its `for`)
+    /// whatever this says.
+    gpu_memory_for, with_gpu_memory_for: Positive(Duration) = Duration::from_secs(60);
     @optional {
         /// LLMSpendWithoutProgress: US dollars spent on LLM calls since the champion last
         /// changed (or since the start) at which it fires; off until set.
@@ -826,12 +863,36 @@ impl Thresholds {
              need an amount.",
         );
         row(
+            "[gpu] library",
+            "`\"libnvidia-ml.so.1\"`",
+            "With the `gpu` feature, the NVIDIA management library the GPU sampler \
+             loads: a path, or a file name the dynamic linker looks up; \
+             `LOOPWATCH_GPU_LIBRARY` and `MonitorBuilder::gpu_library` go over it (see \
+             docs/gpu.md).",
+        );
+        row(
             "[llm.prices.\"<model>\"]",
             "none",
             "What a model's tokens cost, per million (see \"Prices\" in docs/llm-proxy.md); a model \
              without a price is never guessed.",
         );
         out
+    }
+
+    /// The `[gpu]` table of `loopwatch.toml`: where the GPU sampler loads NVML from.
+    ///
+    /// ```
+    /// let t: loopwatch::Thresholds = "[gpu]\nlibrary = \"/opt/nvidia/libnvidia-ml.so.1\"\n".parse().unwrap();
+    /// assert_eq!(t.gpu().library.as_deref(), Some(std::path::Path::new("/opt/nvidia/libnvidia-ml.so.1")));
+    /// ```
+    pub fn gpu(&self) -> &GpuConfig {
+        &self.gpu
+    }
+
+    /// Sets the `[gpu]` table.
+    pub fn with_gpu(mut self, gpu: GpuConfig) -> Self {
+        self.gpu = gpu;
+        self
     }
 
     /// The `[llm]` table of `loopwatch.toml`: what each model costs.
@@ -1229,6 +1290,7 @@ mod tests {
             })
             .collect();
         assert_eq!(rows.pop().unwrap().0, "[llm.prices.\"<model>\"]");
+        assert_eq!(rows.pop().unwrap().0, "[gpu] library");
         assert_eq!(rows.pop().unwrap().0, "[llm.budget] action");
         assert_eq!(rows.pop().unwrap().0, "[llm.budget] usd");
         let mut keys: Vec<&str> = rows.iter().map(|(key, _)| key.as_str()).collect();
@@ -1319,6 +1381,8 @@ mod tests {
             ("stats_interval", "\"1h\""),
             ("alert_resolve_hold", "\"1s\""),
             ("alert_resend_interval", "\"2m\""),
+            ("gpu_memory_fraction", "0.8"),
+            ("gpu_memory_for", "\"5m\""),
         ];
         let mut covered: Vec<&str> = values.iter().map(|(key, _)| *key).collect();
         covered.sort_unstable();

@@ -392,7 +392,10 @@ mod tests {
             let family = families.iter().find(|f| f.name() == spec.name);
             if matches!(
                 spec.presence,
-                Presence::PerContainer | Presence::PerLlmCall | Presence::WithEvaluations
+                Presence::PerContainer
+                    | Presence::PerLlmCall
+                    | Presence::WithEvaluations
+                    | Presence::PerGpu
             ) {
                 assert!(family.is_none(), "{} has no series yet", spec.name);
                 continue;
@@ -413,7 +416,10 @@ mod tests {
                 .iter()
                 .filter(|s| !matches!(
                     s.presence,
-                    Presence::PerContainer | Presence::PerLlmCall | Presence::WithEvaluations
+                    Presence::PerContainer
+                        | Presence::PerLlmCall
+                        | Presence::WithEvaluations
+                        | Presence::PerGpu
                 ))
                 .count(),
             "nothing outside the catalog"

@@ -224,7 +224,8 @@ fn the_dashboard_is_valid_for_grafana_9() {
             "LLM Calls",
             "LLM Spend and Latency",
             "Evaluations",
-            "LLM Progress per Dollar"
+            "LLM Progress per Dollar",
+            "GPUs"
         ]
     );
     // Progress per dollar is an XY chart: its queries joined on their time into one
@@ -253,8 +254,21 @@ fn the_dashboard_is_valid_for_grafana_9() {
         .as_str()
         .unwrap()
         .starts_with("(loopwatch_best_sharpe{"));
-    let ids: HashSet<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
-    assert_eq!(ids.len(), panels.len(), "unique panel ids");
+    // The GPU panels are in a collapsed row: queried only once it is opened.
+    let row = panels.last().unwrap();
+    assert_eq!(
+        (&row["type"], &row["collapsed"]),
+        (&"row".into(), &true.into())
+    );
+    let panels = generate::dashboard_panels(&dashboard);
+    let titles: Vec<&str> = panels[8..]
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["GPU Memory", "GPU Load and Errors"]);
+    let mut ids: HashSet<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    ids.insert(row["id"].as_u64().unwrap());
+    assert_eq!(ids.len(), panels.len() + 1, "unique panel ids");
     let datasource = format!("${{{}}}", variable["name"].as_str().unwrap());
     for panel in panels {
         for key in ["h", "w", "x", "y"] {

@@ -352,6 +352,75 @@ pub(super) fn spend(metric: &str, limit: Option<f64>) -> Vec<BoundaryCase> {
     }]
 }
 
+/// A GPU's series of the test loop: its labels and the scrape's.
+fn gpu_series(metric: &str, extra: &str) -> String {
+    format!("{metric}{{{SCRAPED}, hw_id=\"GPU-0\", gpu_index=\"0\"{extra}}}")
+}
+
+/// GPUMemoryHigh: above the fraction on a GPU the loop uses fires after its `for`
+/// (1 min), not before; as full a GPU the loop does not use raises nothing.
+pub(super) fn gpu_memory_high(t: &Thresholds) -> Vec<BoundaryCase> {
+    let limit = 1_000_000_000u64;
+    let used = |fraction: f64| ((fraction * limit as f64) as u64).to_string();
+    let (below, above) = (
+        t.gpu_memory_fraction() - 0.001,
+        t.gpu_memory_fraction() + 0.001,
+    );
+    let case = |shows: &str, ours: &str| {
+        BoundaryCase::new(shows)
+            .series_selector(
+                gpu_series(catalog::HW_GPU_MEMORY_USAGE_BYTES.name, ""),
+                format!(
+                    "{} {} {} {}",
+                    used(below),
+                    used(above),
+                    used(above),
+                    used(above)
+                ),
+            )
+            .series_selector(
+                gpu_series(catalog::HW_GPU_MEMORY_LIMIT_BYTES.name, ""),
+                format!("{limit} {limit} {limit} {limit}"),
+            )
+            .series_selector(gpu_series(catalog::GPU_LOOP_MEMORY_BYTES.name, ""), ours)
+    };
+    let above_value = used(above).parse::<f64>().unwrap_or(0.0) / limit as f64;
+    vec![
+        case(
+            "fires at its threshold held for a minute, not before",
+            "1 1 1 1",
+        )
+        .quiet_at("0m")
+        .quiet_at("1m")
+        .fires_at("2m", above_value),
+        case("stays quiet on a GPU the loop does not use", "0 0 0 0").quiet_at("3m"),
+    ]
+}
+
+/// GPUErrors: an Xid error fires at once, with the count; five minutes without a
+/// new one resolve it; corrected ECC errors raise nothing.
+pub(super) fn gpu_errors(_: &Thresholds) -> Vec<BoundaryCase> {
+    let errors = |kind: &str| {
+        gpu_series(
+            catalog::HW_ERRORS_TOTAL.name,
+            &format!(", hw_type=\"gpu\", error_type=\"{kind}\""),
+        )
+    };
+    vec![
+        BoundaryCase::new("fires at a new Xid error, and resolves five minutes after it")
+            .series_selector(errors("xid"), "0 0 1 1 1 1 1 1 1 1")
+            .run_info("1+0x10")
+            .quiet_at("1m")
+            .fires_at("2m", 1.0)
+            .quiet_at("8m"),
+        BoundaryCase::new("counts uncorrected ECC errors, not corrected ones")
+            .series_selector(errors("uncorrected"), "0 0 2 2")
+            .series_selector(errors("corrected"), "0 5 9 9")
+            .quiet_at("1m")
+            .fires_at("2m", 2.0),
+    ]
+}
+
 /// LoopDown: a loop killed mid-run fires once down for 30 s; one that said it was
 /// done, and a target where no loop ever ran, never do; nor does a first run that
 /// ended cleanly, while a second that died does.

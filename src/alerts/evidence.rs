@@ -35,6 +35,9 @@ pub(crate) enum Trigger {
     Restarts,
     /// An LLM call, a champion change, and the clock: `llm`.
     Llm,
+    /// A GPU sample (each sampler tick) and a GPU's Xid error: `gpu_memory_fraction`,
+    /// `gpu_memory_high_for` and `gpu_errors`.
+    Gpu,
 }
 
 /// Everything the verdicts read, as of the last event of each [`Trigger`]. Plain
@@ -82,4 +85,16 @@ pub(crate) struct Evidence {
     pub(crate) recent_restarts: u64,
     /// The LLM calls' counts and spends ([`Trigger::Llm`]).
     pub(crate) llm: LlmEvidence,
+    /// The highest fraction of its video memory in use on a GPU the loop's processes
+    /// use; `None` while they use none ([`Trigger::Gpu`]).
+    pub(crate) gpu_memory_fraction: Option<f64>,
+    /// How long that fraction has been above `gpu_memory_fraction`, without a break
+    /// ([`Trigger::Gpu`]).
+    pub(crate) gpu_memory_high_for: Duration,
+    /// Xid and uncorrected ECC errors on the GPUs within the last
+    /// [`GPU_ERRORS_WINDOW`] ([`Trigger::Gpu`]).
+    pub(crate) gpu_errors: u64,
 }
+
+/// How long a GPU's error keeps GPUErrors firing: 5 minutes, as the rule's window.
+pub(crate) const GPU_ERRORS_WINDOW: Duration = Duration::from_secs(300);

@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::catalog;
 use crate::config::Thresholds;
 pub use boundary::{BoundaryCase, BoundaryCheck, BoundarySeries};
-pub(crate) use evidence::{Evidence, Trigger};
+pub(crate) use evidence::{Evidence, Trigger, GPU_ERRORS_WINDOW};
 pub(crate) use rolling::{RollingValues, Watched};
 pub(crate) use verdicts::Verdict;
 
@@ -465,6 +465,33 @@ alert_table! {
         against: |e| e.evaluation_limit.as_secs_f64(),
         rule: rule!(promql::evaluation_hung, promql::evaluation_hung_description),
         boundary: boundary::evaluation_hung,
+    }
+    /// Video memory in use above `gpu_memory_fraction` (0.95) of a GPU's own, on a
+    /// GPU the loop's processes use, for `gpu_memory_for` (1 min) (feature `gpu`).
+    GPUMemoryHigh {
+        severity: Warning,
+        message: "GPU memory nearly full",
+        runbook: "docs/runbooks.md#gpumemoryhigh",
+        thresholds: ["gpu_memory_fraction", "gpu_memory_for"],
+        threshold: Thresholds::gpu_memory_fraction,
+        on: Gpu,
+        verdict: verdicts::gpu_memory_high,
+        rule: rule!(promql::gpu_memory_high, promql::gpu_memory_high_description, "1m"),
+        boundary: boundary::gpu_memory_high,
+    }
+    /// A critical Xid error or an uncorrected ECC error on a GPU within the last 5
+    /// minutes (feature `gpu`); resolves 5 minutes after the last.
+    GPUErrors {
+        severity: Critical,
+        message: "GPU errors detected",
+        runbook: "docs/runbooks.md#gpuerrors",
+        thresholds: [],
+        // Any new error.
+        threshold: |_| 0.0,
+        on: Gpu,
+        verdict: |e, _| Verdict::firing_if(e.gpu_errors > 0, e.gpu_errors as f64),
+        rule: rule!(promql::gpu_errors, promql::gpu_errors_description),
+        boundary: boundary::gpu_errors,
     }
     @prometheus_only {
         /// Prometheus cannot scrape a loop that was running and never said it was done.

@@ -140,6 +140,22 @@ pub(crate) fn spend_note(e: &Evidence) -> Option<&'static str> {
         .then_some(crate::llm::SPEND_LOWER_BOUND)
 }
 
+/// GPUMemoryHigh: a GPU the loop's processes use has had more than
+/// `gpu_memory_fraction` of its video memory in use for `gpu_memory_for`; pending
+/// before that. Its value is the fraction.
+pub(crate) fn gpu_memory_high(e: &Evidence, th: &Thresholds) -> Verdict {
+    match e.gpu_memory_fraction {
+        Some(fraction) if fraction > th.gpu_memory_fraction() => {
+            if e.gpu_memory_high_for >= th.gpu_memory_for() {
+                Verdict::Firing(fraction)
+            } else {
+                Verdict::Pending(fraction)
+            }
+        }
+        _ => Verdict::Clear,
+    }
+}
+
 /// EvaluationHung: the oldest evaluation in flight has run longer than the limit; its
 /// value is that evaluation's age.
 pub(crate) fn evaluation_hung(e: &Evidence, _: &Thresholds) -> Verdict {

@@ -105,6 +105,12 @@ pub(crate) struct Evaluator {
     /// When the supervisor restarted the loop (monotonic), within the restart window,
     /// oldest first.
     restarts: VecDeque<Duration>,
+    /// Since when (monotonic) a GPU the loop uses has been above
+    /// `gpu_memory_fraction`, without a break.
+    gpu_high_since: Option<Duration>,
+    /// When (monotonic) GPU errors came, and how many, within the error window,
+    /// oldest first.
+    gpu_errors: VecDeque<(Duration, u64)>,
 }
 
 impl Evaluator {
@@ -119,6 +125,8 @@ impl Evaluator {
             trackers: EnumMap::from_fn(AlertTracker::new),
             last_iteration: 0,
             restarts: VecDeque::new(),
+            gpu_high_since: None,
+            gpu_errors: VecDeque::new(),
         }
     }
 
@@ -247,6 +255,44 @@ impl Evaluator {
         let mut findings = Findings::default();
         self.evidence.llm = *evidence;
         self.judge(Trigger::Llm, th, at, &mut findings);
+        findings
+    }
+
+    /// Judges the alerts on [`Trigger::Gpu`] after a GPU sample or an Xid error: the
+    /// highest fraction of video memory in use on the GPUs the loop uses (`None`
+    /// when it uses none, or for an Xid error, which leaves it as it was), and the
+    /// GPU errors it brought (Xid, uncorrected ECC).
+    pub(crate) fn on_gpu(
+        &mut self,
+        memory_fraction: Option<Option<f64>>,
+        new_errors: u64,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Findings {
+        let mut findings = Findings::default();
+        if let Some(fraction) = memory_fraction {
+            let high = fraction.is_some_and(|f| f > th.gpu_memory_fraction());
+            self.gpu_high_since = match (high, self.gpu_high_since) {
+                (true, Some(since)) => Some(since),
+                (true, None) => Some(at.mono),
+                (false, _) => None,
+            };
+            self.evidence.gpu_memory_fraction = fraction;
+            self.evidence.gpu_memory_high_for = self
+                .gpu_high_since
+                .map_or(Duration::ZERO, |since| at.since(since));
+        }
+        if new_errors > 0 {
+            self.gpu_errors.push_back((at.mono, new_errors));
+        }
+        while let Some((when, _)) = self.gpu_errors.front() {
+            if at.since(*when) < crate::alerts::GPU_ERRORS_WINDOW {
+                break;
+            }
+            self.gpu_errors.pop_front();
+        }
+        self.evidence.gpu_errors = self.gpu_errors.iter().map(|(_, n)| n).sum();
+        self.judge(Trigger::Gpu, th, at, &mut findings);
         findings
     }
 

@@ -158,6 +158,7 @@ pub(crate) fn write(
         "processes": snapshot.processes,
         "evaluations": snapshot.evaluations,
         "instrumentation": snapshot.instrumentation,
+        "gpus": snapshot.gpus,
         "alert_history": alert_history,
         "events": snapshot.events,
         "events_dropped": snapshot.events_dropped,

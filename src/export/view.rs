@@ -234,6 +234,7 @@ pub(crate) fn snapshot_json(snapshot: &Snapshot) -> Value {
         },
         "processes": snapshot.processes,
         "instrumentation": snapshot.instrumentation,
+        "gpus": snapshot.gpus,
         "containers": {
             "live": snapshot.live_containers,
             "state": snapshot.containers,

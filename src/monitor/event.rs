@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::llm::{CallRequest, LlmCall};
 use crate::records::{Ended, IterationSummary, LoopExit, Moment};
-use crate::sample::HostSample;
+use crate::sample::{GpuSample, GpuXid, HostSample};
 
 use super::reasons::ReasonChunk;
 
@@ -42,6 +42,22 @@ pub(crate) enum Event {
     ChampionChanged(ChampionChange),
     /// A host and process sample.
     Host(HostReading),
+    /// A GPU sample: every device found when NVML was opened.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    Gpu {
+        /// The sample.
+        sample: GpuSample,
+        /// When it was taken.
+        at: Moment,
+    },
+    /// A critical Xid error NVML reported.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    GpuXid {
+        /// The device and the code.
+        xid: GpuXid,
+        /// When it arrived.
+        at: Moment,
+    },
     /// A container sample, or Docker being down.
     Containers {
         /// What the containers feature read.

@@ -58,7 +58,7 @@
 
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -118,6 +118,9 @@ pub(super) struct Hub {
     started_at_ns: AtomicU64,
     pub(super) stop_requested: AtomicBool,
     pub(super) closed: AtomicBool,
+    /// The root of the loop's process tree: a supervised loop's process, or 0 for
+    /// this process (the GPU sampler sums the video memory of the tree below it).
+    loop_root: AtomicU32,
 
     // The queue and the state.
     sender: SyncSender<Event>,
@@ -177,6 +180,7 @@ impl Hub {
             started_at_ns: AtomicU64::new(0),
             stop_requested: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            loop_root: AtomicU32::new(0),
             sender,
             receiver: Mutex::new(receiver),
             publisher: Publisher {
@@ -423,6 +427,17 @@ impl Hub {
     /// Watches a supervised loop's process tree instead of this process.
     pub(super) fn watch_process_tree(&self, root_pid: u32) {
         *lock(&self.host_sampler) = HostSampler::for_process_tree(root_pid);
+        self.loop_root.store(root_pid, Ordering::Relaxed);
+    }
+
+    /// The root of the loop's process tree: the supervised loop's process, else this
+    /// one.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    pub(super) fn loop_root(&self) -> u32 {
+        match self.loop_root.load(Ordering::Relaxed) {
+            0 => std::process::id(),
+            pid => pid,
+        }
     }
 
     /// Runs a process sweep (blocking: it waits out the grace period of any process it
@@ -488,6 +503,7 @@ impl Source for Hub {
             processes,
             evaluations,
             instrumentation,
+            gpus,
         ) = self.read(|state| {
             (
                 state.summary(&self.identity.run_id, &self.reasons, now),
@@ -502,6 +518,7 @@ impl Source for Hub {
                 state.process_tally(),
                 state.evaluations_view(now),
                 state.instrumentation(),
+                state.gpus(),
             )
         });
         Snapshot {
@@ -523,6 +540,7 @@ impl Source for Hub {
             recent_iterations: RECENT_ITERATIONS,
             evaluations,
             instrumentation,
+            gpus,
         }
     }
 }

@@ -32,6 +32,8 @@ mod clock;
 mod deliver;
 mod evaluation;
 mod event;
+#[cfg(feature = "gpu")]
+mod gpu;
 mod handle;
 mod hub;
 mod intake;

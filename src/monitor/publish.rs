@@ -15,7 +15,7 @@ use crate::records::{unix_seconds, Ended, IterationSummary, LoopExit};
 
 use super::deliver::FindingSink;
 use super::event::{ChampionChange, HostReading};
-use super::state::{EvaluationGauges, Judged, Publish, PROCESS_GONE};
+use super::state::{EvaluationGauges, GpuErrorKind, GpuErrors, Judged, Publish, PROCESS_GONE};
 use crate::protocol::{Framework, Instrumentation, InstrumentationState};
 
 /// loopwatch's instruments and the pipeline that serves them.
@@ -59,6 +59,22 @@ impl Publisher {
             }
             Publish::Host(reading) => self.host(reading),
             Publish::Containers(reading) => self.containers(reading),
+            Publish::Gpu {
+                devices,
+                errors,
+                lost,
+            } => {
+                self.gpus(devices);
+                errors.iter().for_each(|e| self.gpu_errors(e));
+                for device in lost {
+                    tracing::error!(
+                        gpu = device.index,
+                        uuid = &*device.uuid,
+                        "a GPU stopped answering (NVML: GPU is lost); its series are dropped, the other GPUs are still sampled"
+                    );
+                }
+            }
+            Publish::GpuXid(errors) => self.gpu_errors(errors),
             Publish::Orphans(orphans) => self.orphaned_containers(*orphans),
             Publish::ProcessSweep {
                 cleaned,
@@ -438,6 +454,79 @@ impl Publisher {
         }
     }
 
+    /// The GPUs still answering: each one's series, from its latest reading.
+    fn gpus(&self, devices: &[crate::sample::GpuDevice]) {
+        let i = &self.pipeline.instruments;
+        i.loopwatch_gpu_devices.set(devices.len() as f64);
+        let labels = |d: &crate::sample::GpuDevice| {
+            vec![
+                KeyValue::new("hw.id", d.uuid.to_string()),
+                KeyValue::new("gpu.index", d.index.to_string()),
+            ]
+        };
+        let series = |value: &dyn Fn(&crate::sample::GpuDevice) -> Option<f64>| {
+            devices
+                .iter()
+                .filter_map(|d| value(d).map(|v| (labels(d), v)))
+                .collect::<Vec<_>>()
+        };
+        i.hw_gpu_utilization_ratio
+            .set_series(series(&|d| d.utilization));
+        i.hw_gpu_memory_usage_bytes
+            .set_series(series(&|d| d.memory_used_bytes.map(|b| b as f64)));
+        i.hw_gpu_memory_limit_bytes
+            .set_series(series(&|d| d.memory_total_bytes.map(|b| b as f64)));
+        i.hw_temperature_celsius
+            .set_series(series(&|d| d.temperature_celsius));
+        i.loopwatch_gpu_loop_memory_bytes
+            .set_series(series(&|d| Some(d.loop_memory_bytes as f64)));
+        i.hw_power_watts.set_series(
+            devices
+                .iter()
+                .filter_map(|d| {
+                    let mut labels = labels(d);
+                    labels.push(KeyValue::new("hw.type", "gpu"));
+                    d.power_watts.map(|w| (labels, w))
+                })
+                .collect(),
+        );
+        // Each error series from zero, so that its first error is an increase.
+        for d in devices {
+            for kind in [
+                GpuErrorKind::Xid,
+                GpuErrorKind::Uncorrected,
+                GpuErrorKind::Corrected,
+            ] {
+                i.hw_errors_total
+                    .add(0, &error_labels(d.index, &d.uuid, kind));
+            }
+        }
+    }
+
+    /// New errors of a GPU: counted, and logged when they are Xid or uncorrected
+    /// ECC errors.
+    fn gpu_errors(&self, errors: &GpuErrors) {
+        self.pipeline.instruments.hw_errors_total.add(
+            errors.count,
+            &error_labels(errors.index, &errors.uuid, errors.kind),
+        );
+        match errors.kind {
+            GpuErrorKind::Xid => tracing::error!(
+                gpu = errors.index,
+                uuid = &*errors.uuid,
+                xid = errors.code,
+                "a critical Xid error on a GPU"
+            ),
+            GpuErrorKind::Uncorrected => tracing::error!(
+                gpu = errors.index,
+                uuid = &*errors.uuid,
+                count = errors.count,
+                "uncorrected ECC errors on a GPU"
+            ),
+            GpuErrorKind::Corrected => {}
+        }
+    }
+
     /// One container sample (or Docker being down).
     fn containers(&self, reading: &ContainerReading) {
         let i = &self.pipeline.instruments;
@@ -478,6 +567,16 @@ impl Publisher {
                 .collect(),
         );
     }
+}
+
+/// The labels of a GPU's error series.
+fn error_labels(index: u32, uuid: &str, kind: GpuErrorKind) -> [KeyValue; 4] {
+    [
+        KeyValue::new("hw.id", uuid.to_string()),
+        KeyValue::new("gpu.index", index.to_string()),
+        KeyValue::new("hw.type", "gpu"),
+        KeyValue::new("error.type", kind.as_str()),
+    ]
 }
 
 /// What the GenAI conventions measure of a call, when it has it: the one place their

@@ -1,6 +1,6 @@
 //! The Grafana dashboard (Grafana 9+): resource usage, strategy performance, diversity
-//! and container stats, and three of LLM
-//! calls (the last, progress per dollar, an XY chart), with units,
+//! and container stats, three of LLM calls (the last, progress per dollar, an XY
+//! chart), evaluations, and a collapsed row of GPU panels, with units,
 //! threshold lines at the alert thresholds, a 5 s refresh, a Prometheus datasource
 //! variable, and annotations for champion changes and alerts.
 
@@ -251,10 +251,36 @@ fn xy_panel(
     })
 }
 
-/// Every PromQL expression of the dashboard's panels and annotations.
-pub fn dashboard_expressions(dashboard: &Value) -> Vec<String> {
+/// A row, collapsed, holding `panels`: Grafana queries them only once it is opened.
+fn collapsed_row(id: u64, title: &str, y: u64, panels: Vec<Value>) -> Value {
+    json!({
+        "id": id,
+        "type": "row",
+        "title": title,
+        "collapsed": true,
+        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+        "panels": panels,
+    })
+}
+
+/// The panels of a dashboard, those inside collapsed rows included (the rows not).
+pub fn dashboard_panels(dashboard: &Value) -> Vec<&Value> {
     let mut out = Vec::new();
     for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        if panel["type"] == "row" {
+            out.extend(panel["panels"].as_array().into_iter().flatten());
+        } else {
+            out.push(panel);
+        }
+    }
+    out
+}
+
+/// Every PromQL expression of the dashboard's panels (those in rows included) and
+/// annotations, panel by panel, then the annotations.
+pub fn dashboard_expressions(dashboard: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for panel in dashboard_panels(dashboard) {
         for target in panel["targets"].as_array().into_iter().flatten() {
             if let Some(expr) = target["expr"].as_str() {
                 out.push(expr.to_string());
@@ -450,6 +476,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 spend_per_change(),
             ],
         ),
+        collapsed_row(11, "GPUs", 40, gpu_panels(t)),
     ];
     json!({
         "title": "loopwatch",
@@ -501,6 +528,70 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
         ]},
         "panels": panels,
     })
+}
+
+/// The GPU panels, in the collapsed row "GPUs" (open it for a loop on a GPU machine;
+/// without a GPU, the feature `gpu` or a driver they are empty): each device's memory
+/// in use against its size and the loop's own share, and its load, power,
+/// temperature and errors.
+fn gpu_panels(_t: &Thresholds) -> Vec<Value> {
+    let c = |spec: &catalog::MetricSpec| of_runs(metric(spec));
+    vec![
+        panel(
+            9,
+            "GPU Memory",
+            "Per GPU (index): video memory in use of its size (%), the video memory of the loop's own processes (GB) and the size (GB). The loop's share is 0 in a pid namespace other than the host's (see docs/gpu.md).",
+            0,
+            41,
+            vec![
+                q(
+                    of_runs(format!(
+                        "100 * {} / {}",
+                        metric(&catalog::HW_GPU_MEMORY_USAGE_BYTES),
+                        metric(&catalog::HW_GPU_MEMORY_LIMIT_BYTES)
+                    )),
+                    "GPU {{gpu_index}} in use (%)",
+                    "percent",
+                )
+                .range(0.0, 100.0),
+                q(
+                    of_runs(format!("{} / 1e9", metric(&catalog::GPU_LOOP_MEMORY_BYTES))),
+                    "GPU {{gpu_index}} the loop's (GB)",
+                    "decgbytes",
+                ),
+                q(
+                    of_runs(format!("{} / 1e9", metric(&catalog::HW_GPU_MEMORY_LIMIT_BYTES))),
+                    "GPU {{gpu_index}} size (GB)",
+                    "decgbytes",
+                ),
+            ],
+        ),
+        panel(
+            10,
+            "GPU Load and Errors",
+            "Per GPU (index): the share of time a kernel ran (%), power (W), temperature (°C), and errors over the last 5 minutes by type: xid (critical Xid errors), uncorrected and corrected ECC errors.",
+            12,
+            41,
+            vec![
+                q(
+                    of_runs(format!("100 * {}", metric(&catalog::HW_GPU_UTILIZATION_RATIO))),
+                    "GPU {{gpu_index}} busy (%)",
+                    "percent",
+                )
+                .range(0.0, 100.0),
+                q(c(&catalog::HW_POWER_WATTS), "GPU {{gpu_index}} power (W)", "watt"),
+                q(c(&catalog::HW_TEMPERATURE_CELSIUS), "GPU {{gpu_index}} temperature", "celsius"),
+                q(
+                    of_runs(format!(
+                        "sum by (instance, job, gpu_index, error_type) (increase({}{{{LOOP}}}[5m]))",
+                        catalog::HW_ERRORS_TOTAL.name
+                    )),
+                    "GPU {{gpu_index}} {{error_type}} errors (5 min)",
+                    "short",
+                ),
+            ],
+        ),
+    ]
 }
 
 /// Path of the fleet overview dashboard, relative to the repository.

@@ -867,6 +867,49 @@ fn evaluations(snapshot: &Snapshot, ranges: Ranges) -> Markup {
     }
 }
 
+/// The GPUs: each device's latest reading and errors over the run, the loop's
+/// share of its memory, and the loop's video memory over the samples.
+fn gpus(snapshot: &Snapshot, axis: Axis, ranges: Ranges) -> Markup {
+    let none: [Mark; 0] = [];
+    let memory = Chart {
+        title: "video memory of the loop's processes",
+        axis,
+        unit: Unit::Bytes,
+        series: vec![sampled("loop", &snapshot.samples, axis, ranges, |p| {
+            p.gpu_loop_memory_bytes
+        })],
+        threshold: None,
+        fixed_max: None,
+        marks: &none,
+        step: false,
+    };
+    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "—".to_string());
+    html! {
+        table class="containers" data-gpus=(snapshot.gpus.len()) {
+            tr { th { "GPU" } th { "busy" } th { "memory" } th { "the loop's" } th { "power" } th { "temp." } th { "errors" } }
+            @for g in &snapshot.gpus {
+                tr data-gpu=(clip(&g.uuid)) class=[(g.lost || g.xid_errors > 0 || g.ecc_uncorrected > 0).then_some("hung")] {
+                    td title=(clip(&g.uuid)) { (g.index) @if g.lost { " (lost)" } }
+                    td { (or_dash(g.utilization.map(|u| Unit::Percent.format(u * 100.0)))) }
+                    td {
+                        (or_dash(g.memory_used_bytes.map(|b| Unit::Bytes.format(b as f64))))
+                        " of " (or_dash(g.memory_total_bytes.map(|b| Unit::Bytes.format(b as f64))))
+                    }
+                    td { (Unit::Bytes.format(g.loop_memory_bytes as f64)) " (" (g.loop_processes) " processes)" }
+                    td { (or_dash(g.power_watts.map(|w| format!("{w:.0} W")))) }
+                    td { (or_dash(g.temperature_celsius.map(|c| format!("{c:.0} °C")))) }
+                    td data-xid=(g.xid_errors) {
+                        (g.xid_errors) " Xid"
+                        @if let Some(code) = g.last_xid { " (last " (code) ")" }
+                        " · ECC " (g.ecc_uncorrected) " uncorrected, " (g.ecc_corrected) " corrected"
+                    }
+                }
+            }
+        }
+        (chart(&memory, ranges))
+    }
+}
+
 fn age(seconds: f64) -> String {
     match seconds {
         s if s < 90.0 => format!("{s:.0} s"),
@@ -1298,6 +1341,12 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                             h2 { "LLM calls" }
                             (llm_calls(&summary.llm, t))
                             @for c in &llm_charts { (chart(c, ranges)) }
+                        }
+                    }
+                    @if !snapshot.gpus.is_empty() {
+                        section class="panel" data-panel="GPUs" {
+                            h2 { "GPUs" }
+                            (gpus(snapshot, sample_axis, ranges))
                         }
                     }
                     @if evaluations_seen {

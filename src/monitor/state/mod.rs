@@ -11,6 +11,7 @@
 
 mod evaluations;
 mod frameworks;
+mod gpu;
 mod housekeeping;
 mod ledger;
 mod liveness;
@@ -40,11 +41,13 @@ use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep};
 use super::reasons::{ReasonCounts, ReasonNames};
 use evaluations::{Evaluations, Oldest, Refused};
 use frameworks::Frameworks;
+use gpu::GpuBooks;
 use housekeeping::{Housekeeping, Latest};
 use ledger::RunLedger;
 use liveness::Liveness;
 
 pub(super) use evaluations::{Finished, PROCESS_GONE};
+pub(crate) use gpu::{GpuErrorKind, GpuErrors};
 pub(super) use ledger::RECENT_ITERATIONS;
 
 /// The evaluator's published quantities after an iteration: rolling values,
@@ -135,6 +138,15 @@ pub(super) enum Publish {
     Host(HostReading),
     /// A container sample (or Docker down).
     Containers(ContainerReading),
+    /// A GPU sample: the devices still answering (their latest readings), the
+    /// errors it found and the devices it found lost.
+    Gpu {
+        devices: Vec<crate::sample::GpuDevice>,
+        errors: Vec<GpuErrors>,
+        lost: Vec<crate::sample::GpuDevice>,
+    },
+    /// A critical Xid error.
+    GpuXid(GpuErrors),
     /// The orphaned containers a sweep left.
     Orphans(u64),
     /// What a process sweep did.
@@ -240,6 +252,8 @@ pub(super) struct RunState {
     /// the page's time axis, which needs no iterations.
     samples: Thinned<TimePoint>,
     frameworks: Frameworks,
+    /// The GPUs the sampler read.
+    gpus: GpuBooks,
     /// Failure reasons sent ahead of the iteration they belong to ([`Event::Reasons`]).
     more_reasons: ReasonCounts,
 }
@@ -258,6 +272,7 @@ impl RunState {
             hung_limit: thresholds.evaluation_floor(),
             samples: Thinned::with_capacity(MAX_TIME_POINTS),
             frameworks: Frameworks::default(),
+            gpus: GpuBooks::default(),
             more_reasons: ReasonCounts::default(),
         }
     }
@@ -281,6 +296,13 @@ impl RunState {
                 self.latest.containers(&reading);
                 self.housekeeping.containers(&reading, at.wall);
                 (Applied::just(Publish::Containers(reading)), at)
+            }
+            Event::Gpu { sample, at } => (self.gpu_sample(&sample, th, at), at),
+            Event::GpuXid { xid, at } => {
+                let errors = self.gpus.xid(&xid);
+                self.gpu_events(std::slice::from_ref(&errors), at);
+                let findings = self.evaluator.on_gpu(None, 1, th, at);
+                (Applied::new(findings, Publish::GpuXid(errors)), at)
             }
             Event::Orphans { count, at } => {
                 let findings = self.evaluator.on_orphans(count, th, at);
@@ -517,6 +539,64 @@ impl RunState {
             llm_cost_usd: self.llm.spend_usd(),
             iterations: self.ledger.iterations,
             alerts_firing: self.evaluator.firing(),
+            gpu_loop_memory_bytes: self.gpus.loop_memory_bytes().map(|b| b as f64),
+        }
+    }
+
+    /// Keeps a GPU sample: the new ECC errors are counted (the uncorrected ones
+    /// also in the event log), a device newly lost goes to the event log, and
+    /// GPUMemoryHigh and GPUErrors are judged on it.
+    fn gpu_sample(
+        &mut self,
+        sample: &crate::sample::GpuSample,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Applied {
+        let (errors, lost) = self.gpus.sample(sample);
+        self.gpu_events(&errors, at);
+        let uncorrected = errors
+            .iter()
+            .filter(|e| e.kind == GpuErrorKind::Uncorrected)
+            .map(|e| e.count)
+            .sum();
+        let findings =
+            self.evaluator
+                .on_gpu(Some(self.gpus.loop_memory_fraction()), uncorrected, th, at);
+        for device in &lost {
+            self.ledger.push_event(LogEntry {
+                at: at.wall,
+                iteration: self.ledger.last_iteration,
+                kind: LogEntryKind::GpuLost {
+                    gpu: device.index,
+                    uuid: device.uuid.to_string(),
+                },
+            });
+        }
+        Applied::new(
+            findings,
+            Publish::Gpu {
+                devices: self.gpus.answering(),
+                errors,
+                lost,
+            },
+        )
+    }
+
+    /// Keeps Xid errors and uncorrected ECC errors in the event log (corrected ones
+    /// are only counted: a device may correct many, and each is harmless).
+    fn gpu_events(&mut self, errors: &[GpuErrors], at: Moment) {
+        for e in errors.iter().filter(|e| e.kind != GpuErrorKind::Corrected) {
+            self.ledger.push_event(LogEntry {
+                at: at.wall,
+                iteration: self.ledger.last_iteration,
+                kind: LogEntryKind::GpuError {
+                    gpu: e.index,
+                    uuid: e.uuid.to_string(),
+                    error: e.kind.as_str(),
+                    count: e.count,
+                    code: e.code,
+                },
+            });
         }
     }
 
@@ -985,6 +1065,11 @@ impl RunState {
     }
 
     /// This run's running containers at the last sample.
+    /// Every GPU the sampler read.
+    pub(super) fn gpus(&self) -> Vec<crate::export::LiveGpu> {
+        self.gpus.view()
+    }
+
     pub(super) fn live_containers(&self) -> Vec<LiveContainer> {
         self.housekeeping.containers.clone()
     }
