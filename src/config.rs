@@ -820,6 +820,26 @@ impl Thresholds {
             "What a model's tokens cost, per million (see \"Prices\" in docs/llm-proxy.md); a model \
              without a price is never guessed.",
         );
+        row(
+            "[[llm.servers]] kind",
+            "none",
+            "A local model server to read at the sampling interval (see docs/model-servers.md): \
+             `\"vllm\"` or `\"sglang\"` (its Prometheus `/metrics`) or `\"ollama\"` (its \
+             `/api/ps`); one `[[llm.servers]]` table per server, at most 8; `loopwatch run \
+             --llm-server KIND=URL` adds one.",
+        );
+        row(
+            "[[llm.servers]] url",
+            "none",
+            "The server's base URL, plain `http://HOST:PORT` with any path prefix (a trailing \
+             `/metrics` or `/api/ps` is taken off).",
+        );
+        row(
+            "[[llm.servers]] name",
+            "the URL's `host:port`",
+            "The `server` label of its series, at most 64 characters; each server's name must \
+             differ from the others'.",
+        );
         out
     }
 
@@ -1165,6 +1185,9 @@ mod tests {
                 )
             })
             .collect();
+        assert_eq!(rows.pop().unwrap().0, "[[llm.servers]] name");
+        assert_eq!(rows.pop().unwrap().0, "[[llm.servers]] url");
+        assert_eq!(rows.pop().unwrap().0, "[[llm.servers]] kind");
         assert_eq!(rows.pop().unwrap().0, "[llm.prices.\"<model>\"]");
         assert_eq!(rows.pop().unwrap().0, "[llm.budget] action");
         assert_eq!(rows.pop().unwrap().0, "[llm.budget] usd");
@@ -1309,6 +1332,64 @@ mod tests {
         }
         let t: Thresholds = "llm_error_calls = 3".parse().unwrap();
         assert_eq!(t.llm_error_calls(), 3);
+    }
+
+    /// `[[llm.servers]]`: each server read with its kind, base URL and name; bad ones
+    /// refused with what is wrong, never a panic.
+    #[test]
+    fn model_servers_are_read_and_bad_ones_refused() {
+        let t: Thresholds = "[[llm.servers]]\nkind = \"vllm\"\nurl = \"http://127.0.0.1:8000/metrics\"\n\
+                             [[llm.servers]]\nkind = \"ollama\"\nurl = \"http://127.0.0.1:11434\"\nname = \"local\"\n"
+            .parse()
+            .unwrap();
+        let servers = &t.llm().servers;
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[0].kind().as_str(), "vllm");
+        assert_eq!(servers[0].endpoint(), "http://127.0.0.1:8000/metrics");
+        assert_eq!(servers[0].name(), "127.0.0.1:8000");
+        assert_eq!(
+            (servers[1].kind().as_str(), servers[1].name()),
+            ("ollama", "local")
+        );
+        let server = |body: &str| format!("[[llm.servers]]\n{body}\n");
+        for (text, says) in [
+            (
+                server("kind = \"tgi\"\nurl = \"http://a:1\""),
+                "unknown model server kind",
+            ),
+            (
+                server("kind = \"vllm\"\nurl = \"https://a:1\""),
+                "https is not read",
+            ),
+            (
+                server("kind = \"vllm\"\nurl = \"a:1\""),
+                "expected a base URL",
+            ),
+            (server("kind = \"vllm\""), "url"),
+            (server("url = \"http://a:1\""), "kind"),
+            (
+                server("kind = \"vllm\"\nurl = \"http://a:1\"\nport = 3"),
+                "port",
+            ),
+            (
+                server("kind = \"vllm\"\nurl = \"http://a:1\"\nname = \"\""),
+                "model server name",
+            ),
+            (server("kind = 3\nurl = \"http://a:1\""), "kind"),
+            (
+                server("kind = \"vllm\"\nurl = \"http://a:1\"").repeat(2),
+                "give each its own name",
+            ),
+            (
+                (0..9)
+                    .map(|i| server(&format!("kind = \"vllm\"\nurl = \"http://a:{i}\"")))
+                    .collect::<String>(),
+                "at most 8",
+            ),
+        ] {
+            let err = text.parse::<Thresholds>().unwrap_err().to_string();
+            assert!(err.contains(says), "{text:?}: {err}");
+        }
     }
 
     /// `[llm.budget]`: its amount and action read, bad ones refused with the key

@@ -72,6 +72,7 @@ mod processes;
 pub mod protocol;
 mod reported;
 pub mod sample;
+pub mod servers;
 
 // Containers on Docker, or their stand-in without the `docker` feature: the same
 // interface either way, so that nothing above carries a `cfg`.
