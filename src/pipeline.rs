@@ -293,7 +293,10 @@ mod tests {
             let family = families.iter().find(|f| f.name() == spec.name);
             if matches!(
                 spec.presence,
-                Presence::PerContainer | Presence::PerLlmCall | Presence::WithEvaluations
+                Presence::PerContainer
+                    | Presence::PerLlmCall
+                    | Presence::WithEvaluations
+                    | Presence::PerModelServer
             ) {
                 assert!(family.is_none(), "{} has no series yet", spec.name);
                 continue;
@@ -314,7 +317,10 @@ mod tests {
                 .iter()
                 .filter(|s| !matches!(
                     s.presence,
-                    Presence::PerContainer | Presence::PerLlmCall | Presence::WithEvaluations
+                    Presence::PerContainer
+                        | Presence::PerLlmCall
+                        | Presence::WithEvaluations
+                        | Presence::PerModelServer
                 ))
                 .count(),
             "nothing outside the catalog"

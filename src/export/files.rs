@@ -158,6 +158,7 @@ pub(crate) fn write(
         "processes": snapshot.processes,
         "evaluations": snapshot.evaluations,
         "instrumentation": snapshot.instrumentation,
+        "model_servers": snapshot.model_servers.servers,
         "alert_history": alert_history,
         "events": snapshot.events,
         "events_dropped": snapshot.events_dropped,

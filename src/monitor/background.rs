@@ -68,6 +68,7 @@ pub(super) fn spawn_all(
             },
         );
     }
+    super::servers::spawn_readers(runtime, hub, cancel);
     if settings.signals != crate::config::Signals::Off {
         runtime.spawn(watch_signals(Arc::clone(hub)));
     }

@@ -137,6 +137,8 @@ pub(super) struct Hub {
     /// The loop's memory cgroup, whose limit HighMemoryUsage uses when it is lower
     /// than host memory.
     cgroup: Option<CgroupMemory>,
+    /// The model servers to read, and their client.
+    pub(super) model_servers: super::servers::Readers,
 }
 
 /// The parts a [`Hub`] is assembled from.
@@ -162,6 +164,10 @@ impl Hub {
                 .clone(),
         );
         let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
+        let model_servers = super::servers::Readers::new(
+            &parts.settings.thresholds.llm().servers,
+            parts.settings.sample_interval,
+        );
         let hub = Hub {
             state: Mutex::new(RunState::new(parts.started_at, &parts.settings.thresholds)),
             settings: parts.settings,
@@ -187,8 +193,11 @@ impl Hub {
             containers: parts.containers,
             host_sampler: Mutex::new(parts.host_sampler),
             cgroup: CgroupMemory::of_current_process(),
+            model_servers,
         };
         hub.publisher.loop_started(parts.started_at);
+        hub.publisher
+            .model_servers_configured(&lock(&hub.state).model_servers().servers);
         // The limit EvaluationHung compares with, from the start: the floor, until
         // enough evaluations have finished for their p95 to count.
         hub.publisher
@@ -488,6 +497,7 @@ impl Source for Hub {
             processes,
             evaluations,
             instrumentation,
+            model_servers,
         ) = self.read(|state| {
             (
                 state.summary(&self.identity.run_id, &self.reasons, now),
@@ -502,6 +512,7 @@ impl Source for Hub {
                 state.process_tally(),
                 state.evaluations_view(now),
                 state.instrumentation(),
+                state.model_servers(),
             )
         });
         Snapshot {
@@ -523,6 +534,7 @@ impl Source for Hub {
             recent_iterations: RECENT_ITERATIONS,
             evaluations,
             instrumentation,
+            model_servers,
         }
     }
 }

@@ -29,6 +29,14 @@
 //! each server's latest reading and turns the cumulative numbers into what is
 //! republished.
 
+pub mod book;
+pub mod exposition;
+pub(crate) mod fetch;
+pub mod ollama;
+mod reading;
+
+pub use reading::{LoadedModel, PrefixCache, ReadFailure, Reading, SumCount};
+
 use serde::{Deserialize, Serialize};
 
 /// Model servers a monitor reads at most: the `server` label stays bounded.

@@ -14,6 +14,7 @@ mod frameworks;
 mod housekeeping;
 mod ledger;
 mod liveness;
+mod servers;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -36,13 +37,14 @@ use crate::records::{
 };
 use crate::reported::Rejection;
 
-use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep};
+use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep, ServerRead};
 use super::reasons::{ReasonCounts, ReasonNames};
 use evaluations::{Evaluations, Oldest, Refused};
 use frameworks::Frameworks;
 use housekeeping::{Housekeeping, Latest};
 use ledger::RunLedger;
 use liveness::Liveness;
+use servers::Servers;
 
 pub(super) use evaluations::{Finished, PROCESS_GONE};
 pub(super) use ledger::RECENT_ITERATIONS;
@@ -188,6 +190,12 @@ pub(super) enum Publish {
         count: u64,
         total: u64,
     },
+    /// A model server was read (or could not be): what changed, and every server
+    /// as it now stands.
+    ModelServer {
+        change: crate::servers::book::Change,
+        servers: Vec<crate::servers::book::ServerView>,
+    },
     /// The background clock's tick: calls in flight, the LLM evidence (when calls
     /// were made), the restarts within the window and the evaluations.
     Tick {
@@ -240,6 +248,8 @@ pub(super) struct RunState {
     frameworks: Frameworks,
     /// Failure reasons sent ahead of the iteration they belong to ([`Event::Reasons`]).
     more_reasons: ReasonCounts,
+    /// The model servers read.
+    servers: Servers,
 }
 
 impl RunState {
@@ -257,6 +267,7 @@ impl RunState {
             samples: Thinned::with_capacity(MAX_TIME_POINTS),
             frameworks: Frameworks::default(),
             more_reasons: ReasonCounts::default(),
+            servers: Servers::new(&thresholds.llm().servers),
         }
     }
 
@@ -372,6 +383,10 @@ impl RunState {
                     }),
                     at,
                 )
+            }
+            Event::ModelServer(read) => {
+                let at = read.at;
+                (self.model_server(*read), at)
             }
             Event::Tick { at } => (self.tick(th, at), at),
         };
@@ -511,6 +526,23 @@ impl RunState {
         }
     }
 
+    /// A read of a model server, placed on the page's axes as the run stands.
+    fn model_server(&mut self, read: ServerRead) -> Applied {
+        let at = read.at.wall;
+        let when = crate::servers::book::When {
+            at: unix_seconds(at),
+            elapsed_seconds: at
+                .duration_since(self.ledger.started_at)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            iterations: self.ledger.iterations,
+        };
+        match self.servers.read(read.index, read.outcome, when) {
+            Some((change, servers)) => Applied::just(Publish::ModelServer { change, servers }),
+            None => Applied::just(Publish::Nothing),
+        }
+    }
+
     fn process_sweep(&mut self, sweep: ProcessSweep) -> Applied {
         self.housekeeping.process_sweep(
             sweep.given_up,
@@ -646,6 +678,9 @@ impl RunState {
     ) -> Applied {
         if let Some(id) = started {
             self.llm.settle_reservation(id, call.usage_missing());
+        }
+        if let Some(first) = call.time_to_first_chunk {
+            self.servers.proxy_first_chunk(first.as_secs_f64());
         }
         let pricing = th.llm().pricing(&call);
         let (labels, evidence) = self
@@ -982,6 +1017,11 @@ impl RunState {
     /// What the process sweeps found and did.
     pub(super) fn process_tally(&self) -> ProcessTally {
         self.housekeeping.tally
+    }
+
+    /// The model servers and their histories.
+    pub(super) fn model_servers(&self) -> crate::export::ModelServersView {
+        self.servers.view()
     }
 
     /// The frameworks the zero-code instrumentation reported on.

@@ -1,0 +1,171 @@
+//! Stand-ins for local model servers on loopback: a vLLM or SGLang `/metrics` page,
+//! Ollama's `/api/ps`, each the servers' own format (the pages in
+//! `tests/data/model_servers/`, written after vLLM's `vllm/v1/metrics/loggers.py` and
+//! `vllm/engine/metrics.py`, SGLang's `collector.py` and production metrics page, and
+//! Ollama's `docs/api.md`). They are the fake of these tests: no model server runs
+//! here (no GPU), and none fails on cue. What the stand-in answers can be changed
+//! while it runs: another page, an HTTP error, garbage, no answer at all.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A page of `tests/data/model_servers/`.
+pub fn page(name: &str) -> String {
+    let path = super::repo_root()
+        .join("tests/data/model_servers")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// What a stand-in answers.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// 200 with this body (Prometheus text, or JSON for Ollama).
+    Body(String),
+    /// This HTTP status, with a short text body.
+    Status(u16),
+    /// 200 with these bytes as the body.
+    Bytes(Vec<u8>),
+    /// Bytes that are not HTTP at all, then the connection closed.
+    NotHttp(Vec<u8>),
+    /// No answer: the connection is held open until the stand-in stops.
+    Hang,
+}
+
+/// A model server's stand-in on a loopback port; stopped when dropped.
+pub struct StandIn {
+    addr: SocketAddr,
+    answer: Arc<Mutex<Answer>>,
+    requests: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl StandIn {
+    /// Serves `answer` on `path` (404 elsewhere).
+    pub fn start(path: &'static str, answer: Answer) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let addr = listener.local_addr().unwrap();
+        let answer = Arc::new(Mutex::new(answer));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (served, counted, stopping) = (
+            Arc::clone(&answer),
+            Arc::clone(&requests),
+            Arc::clone(&stop),
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let (served, counted, stopping) = (
+                    Arc::clone(&served),
+                    Arc::clone(&counted),
+                    Arc::clone(&stopping),
+                );
+                std::thread::spawn(move || serve(stream, path, &served, &counted, &stopping));
+            }
+        });
+        StandIn {
+            addr,
+            answer,
+            requests,
+            stop,
+        }
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Answers `answer` from now on.
+    pub fn set(&self, answer: Answer) {
+        *self.answer.lock().unwrap() = answer;
+    }
+
+    /// Requests it has read so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accepting thread, which then sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
+}
+
+/// Answers the requests of one connection (kept alive, as loopwatch's client keeps
+/// it), until it closes or the stand-in stops.
+fn serve(
+    mut stream: TcpStream,
+    path: &str,
+    answer: &Mutex<Answer>,
+    requests: &AtomicUsize,
+    stop: &AtomicBool,
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buffer = Vec::new();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+        buffer.drain(..end + 4);
+        requests.fetch_add(1, Ordering::SeqCst);
+        let target = head.split_whitespace().nth(1).unwrap_or("");
+        let current = answer.lock().unwrap().clone();
+        let (status, body): (u16, Vec<u8>) = if target != path {
+            (404, b"not found\n".to_vec())
+        } else {
+            match current {
+                Answer::Body(text) => (200, text.into_bytes()),
+                Answer::Bytes(bytes) => (200, bytes),
+                Answer::Status(status) => (status, format!("status {status}\n").into_bytes()),
+                Answer::NotHttp(bytes) => {
+                    let _ = stream.write_all(&bytes);
+                    return;
+                }
+                Answer::Hang => {
+                    while !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    return;
+                }
+            }
+        };
+        let content_type = if path == "/api/ps" {
+            "application/json; charset=utf-8"
+        } else {
+            "text/plain; version=0.0.4; charset=utf-8"
+        };
+        let head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&body).is_err() {
+            return;
+        }
+    }
+}
