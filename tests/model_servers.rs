@@ -166,6 +166,13 @@ fn each_servers_readings_are_republished_exactly() {
         }
     }
 
+    // Two streamed calls through the proxy meanwhile: their first chunks go beside
+    // the server's queue time of the same interval.
+    for first_chunk in [0.75, 1.25] {
+        let mut call = loopwatch::llm::LlmCall::new("qwen", Duration::from_secs(2));
+        call.time_to_first_chunk = Some(Duration::from_secs_f64(first_chunk));
+        monitor.llm_call(&call);
+    }
     // The next page: gauges as they are, the counters' interval since the first read.
     vllm.set(Answer::Body(page("vllm-current-2.txt")));
     monitor.read_model_servers_now();
@@ -333,9 +340,14 @@ fn a_server_down_or_answering_garbage_degrades_its_own_readings_only() {
             .len(),
         1
     );
-    // The page still renders, each server in its table.
+    // The page says which cannot be read, and why.
     let page = http_get(monitor.local_addr(), "/");
     assert_eq!(page.status, 200);
+    assert!(page.body.contains(r#"data-server="ok" data-health="up""#));
+    assert!(page
+        .body
+        .contains(r#"data-server="down" data-health="down""#));
+    assert!(page.body.contains("cannot be read: no connection"));
     drop(hanging);
     monitor.shutdown();
 }

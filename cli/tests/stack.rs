@@ -72,14 +72,17 @@ fn every_dashboard_query_returns_data_from_a_real_scrape() {
         .map(|p| p["targets"].as_array().unwrap().len())
         .sum();
     // The LLM panels read the calls of a metered loop, which this one is not: the
-    // LLM tests query them (`llm.rs`). The expressions come panel by panel, target by
-    // target.
+    // LLM tests query them (`llm.rs`); the model servers' panel reads the servers of a
+    // loop that has some (`model_servers.rs`). The expressions come panel by panel,
+    // target by target.
     let of_llm_panels: Vec<bool> = dashboard["panels"]
         .as_array()
         .unwrap()
         .iter()
         .flat_map(|p| {
-            let llm = p["title"].as_str().unwrap().starts_with("LLM");
+            let title = p["title"].as_str().unwrap();
+            let llm =
+                title.starts_with("LLM") || title == loopwatch_cli::generate::MODEL_SERVERS_PANEL;
             vec![llm; p["targets"].as_array().unwrap().len()]
         })
         .collect();

@@ -1,6 +1,6 @@
 //! The Grafana dashboard (Grafana 9+): resource usage, strategy performance, diversity
-//! and container stats, and two of LLM
-//! calls, with units,
+//! and container stats, two of LLM calls, the evaluations and the local model
+//! servers, with units,
 //! threshold lines at the alert thresholds, a 5 s refresh, a Prometheus datasource
 //! variable, and annotations for champion changes and alerts.
 
@@ -8,6 +8,10 @@ use serde_json::{json, Value};
 
 use loopwatch::catalog;
 use loopwatch::Thresholds;
+
+/// The title of the panel of the local model servers, which reads only loops that
+/// have some.
+pub const MODEL_SERVERS_PANEL: &str = "Model Servers";
 
 /// Path of the dashboard, relative to the repository.
 pub const DASHBOARD_FILE: &str = "grafana/dashboards/loopwatch.json";
@@ -365,6 +369,27 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 q(c(&catalog::EVALUATION_WORKER_OCCUPANCY), "worker occupancy", "percentunit")
                     .range(0.0, 1.0),
                 q(c(&catalog::EVALUATIONS_KILLED_TOTAL), "killed by loopwatch", "short"),
+            ],
+        ),
+        panel(
+            8,
+            MODEL_SERVERS_PANEL,
+            "Each local model server's mean queue time beside the metering proxy's mean time to first chunk (s): a slow first chunk with a long queue is a busy server, with a short queue a slow model; requests waiting at each server, and the fraction of its KV cache in use. Empty for a loop without model servers ([[llm.servers]], loopwatch run --llm-server).",
+            12,
+            30,
+            vec![
+                q(c(&catalog::LLM_SERVER_QUEUE_TIME_SECONDS), "{{server}} queue time", "s"),
+                q(
+                    of_runs(format!(
+                        "sum by (instance, job) (rate({name}_sum{{{LOOP}}}[5m])) / sum by (instance, job) (rate({name}_count{{{LOOP}}}[5m]))",
+                        name = catalog::LLM_TIME_TO_FIRST_CHUNK_SECONDS.name
+                    )),
+                    "proxy: first chunk",
+                    "s",
+                ),
+                q(c(&catalog::LLM_SERVER_REQUESTS_WAITING), "{{server}} waiting", "short"),
+                q(c(&catalog::LLM_SERVER_KV_CACHE_USAGE_RATIO), "{{server}} KV cache", "percentunit")
+                    .range(0.0, 1.0),
             ],
         ),
     ];
