@@ -161,6 +161,7 @@ mod documentation {
         Kubernetes = "../docs/kubernetes.md";
         LlmProxy = "../docs/llm-proxy.md";
         Metrics = "../docs/metrics.md";
+        ModelServers = "../docs/model-servers.md";
         Performance = "../docs/performance.md";
         Protocol = "../docs/protocol.md";
         Python = "../docs/python.md";
