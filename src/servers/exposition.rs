@@ -297,9 +297,42 @@ fn prefixes(kind: ServerKind) -> &'static [&'static str] {
     }
 }
 
+/// Adds a sample's value to its slot: summed, or the largest kept.
+fn accumulate(slots: &mut [Option<f64>; SLOTS], slot: Slot, value: f64) {
+    if !(value.is_finite() && value >= 0.0) {
+        return;
+    }
+    let held = &mut slots[slot as usize];
+    *held = Some(match *held {
+        None => value,
+        Some(v) if sums(slot) => v + value,
+        Some(v) => v.max(value),
+    });
+}
+
+/// The slot of a sample named `name` (its kind's prefix taken off), if loopwatch
+/// reads it.
+fn slot(table: &[(&str, Slot)], name: &str) -> Option<Slot> {
+    table
+        .iter()
+        .find(|(n, _)| n.len() == name.len() && *n == name)
+        .map(|&(_, slot)| slot)
+}
+
+/// The length of the metric name at the start of `text`.
+fn name_length(text: &str) -> usize {
+    text.bytes()
+        .position(|b| !(b == b'_' || b == b':' || b.is_ascii_alphanumeric()))
+        .unwrap_or(text.len())
+}
+
 /// Reads a `/metrics` page of a vLLM or SGLang server. A page with no sample of
 /// the server's own, or with no readable line at all, is [`ReadFailure::Garbage`];
 /// values that are not finite and zero or more are left out.
+///
+/// Only the lines of the samples loopwatch reads are parsed whole (a vLLM page has
+/// some 600 lines, mostly histogram buckets): the others are passed over by their
+/// name.
 pub fn read(kind: ServerKind, text: &str) -> Result<Reading, ReadFailure> {
     let table = match kind {
         ServerKind::Vllm => VLLM,
@@ -312,25 +345,21 @@ pub fn read(kind: ServerKind, text: &str) -> Result<Reading, ReadFailure> {
     };
     let mut slots = [None::<f64>; SLOTS];
     let mut own = 0usize;
-    let lines = samples(text, |s| {
-        let Some(name) = prefixes(kind).iter().find_map(|p| s.name.strip_prefix(p)) else {
-            return;
+    for line in text.split('\n') {
+        let line = line.trim_matches([' ', '\t', '\r']);
+        let Some(rest) = prefixes(kind).iter().find_map(|p| line.strip_prefix(p)) else {
+            continue;
         };
         own += 1;
-        let Some(&(_, slot)) = table.iter().find(|(n, _)| *n == name) else {
-            return;
+        let Some(slot) = slot(table, &rest[..name_length(rest)]) else {
+            continue;
         };
-        if !(s.value.is_finite() && s.value >= 0.0) {
-            return;
+        if let Some(sample) = sample(line) {
+            accumulate(&mut slots, slot, sample.value);
         }
-        let held = &mut slots[slot as usize];
-        *held = Some(match *held {
-            None => s.value,
-            Some(v) if sums(slot) => v + s.value,
-            Some(v) => v.max(s.value),
-        });
-    });
+    }
     if own == 0 {
+        let lines = samples(text, |_| {});
         let why = if lines.samples == 0 {
             "not Prometheus text".to_string()
         } else {
@@ -342,6 +371,11 @@ pub fn read(kind: ServerKind, text: &str) -> Result<Reading, ReadFailure> {
         };
         return Err(ReadFailure::Garbage(why));
     }
+    Ok(reading(&slots))
+}
+
+/// The reading the slots make: current names over older ones.
+fn reading(slots: &[Option<f64>; SLOTS]) -> Reading {
     let get = |slot: Slot| slots[slot as usize];
     let pair = |sum: Slot, count: Slot| match (get(sum), get(count)) {
         (Some(sum), Some(count)) => Some(SumCount { sum, count }),
@@ -351,7 +385,7 @@ pub fn read(kind: ServerKind, text: &str) -> Result<Reading, ReadFailure> {
         (Some(hits), Some(queries)) => Some(PrefixCache::Counters { hits, queries }),
         _ => None,
     };
-    Ok(Reading {
+    Reading {
         running: get(Slot::Running),
         waiting: get(Slot::Waiting),
         kv_cache_usage: get(Slot::Kv).or(get(Slot::KvOlder)),
@@ -363,7 +397,7 @@ pub fn read(kind: ServerKind, text: &str) -> Result<Reading, ReadFailure> {
         queue_time: pair(Slot::QueueSum, Slot::QueueCount)
             .or_else(|| pair(Slot::QueueOlderSum, Slot::QueueOlderCount)),
         models: None,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -481,7 +515,105 @@ mod tests {
         ]
     }
 
+    /// The reading of a page as every sample line parsed whole would make it: what
+    /// [`read`], which parses only the lines it reads, must agree with.
+    fn reference(kind: ServerKind, text: &str) -> Option<Reading> {
+        let table = if kind == ServerKind::Vllm {
+            VLLM
+        } else {
+            SGLANG
+        };
+        let mut slots = [None::<f64>; SLOTS];
+        let mut own = 0;
+        samples(text, |s| {
+            let Some(name) = prefixes(kind).iter().find_map(|p| s.name.strip_prefix(p)) else {
+                return;
+            };
+            own += 1;
+            if let Some(slot) = slot(table, name) {
+                accumulate(&mut slots, slot, s.value);
+            }
+        });
+        (own > 0).then(|| reading(&slots))
+    }
+
+    #[test]
+    fn the_stand_in_pages_read_as_every_line_parsed_whole_would() {
+        for (kind, name) in [
+            (ServerKind::Vllm, "vllm-current-1.txt"),
+            (ServerKind::Vllm, "vllm-current-2.txt"),
+            (ServerKind::Vllm, "vllm-older.txt"),
+            (ServerKind::Sglang, "sglang.txt"),
+        ] {
+            let path = format!(
+                "{}/tests/data/model_servers/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let text = std::fs::read_to_string(path).unwrap();
+            let read = read(kind, &text).unwrap();
+            assert_eq!(Some(read.clone()), reference(kind, &text), "{name}");
+            assert!(
+                read.waiting.is_some() && read.queue_time.is_some(),
+                "{name}: {read:?}"
+            );
+        }
+    }
+
+    /// Samples of the names loopwatch reads, and of others, in odd spellings.
+    fn page_lines() -> impl Strategy<Value = String> {
+        let names: Vec<&str> = VLLM.iter().chain(SGLANG).map(|(n, _)| *n).collect();
+        proptest::collection::vec(
+            (
+                prop_oneof![
+                    Just("vllm:"),
+                    Just("sglang:"),
+                    Just("sglang_"),
+                    Just("other_")
+                ],
+                prop_oneof![
+                    proptest::sample::select(names),
+                    Just("something_else"),
+                    Just("")
+                ],
+                prop_oneof![
+                    Just(String::new()),
+                    Just("{engine=\"0\"}".to_string()),
+                    Just("{a=\"} 9\",b=\"x\"}".to_string()),
+                    Just("{bad".to_string()),
+                ],
+                prop_oneof![
+                    value().prop_map(|v| format!(" {v:?}")),
+                    Just(" NaN".to_string()),
+                    Just(" x".to_string()),
+                    Just(String::new())
+                ],
+            )
+                .prop_map(|(prefix, name, labels, value)| format!("{prefix}{name}{labels}{value}")),
+            0..40,
+        )
+        .prop_map(|lines| lines.join("\n"))
+    }
+
     proptest! {
+        /// Reading only the lines it needs gives what parsing every line would.
+        #[test]
+        fn reading_agrees_with_every_line_parsed_whole(text in page_lines(), sglang in any::<bool>()) {
+            let kind = if sglang { ServerKind::Sglang } else { ServerKind::Vllm };
+            let fast = read(kind, &text).ok();
+            let slow = reference(kind, &text);
+            match (&fast, &slow) {
+                (Some(f), Some(s)) => {
+                    // NaN never reaches a slot: plain equality holds.
+                    prop_assert_eq!(f, s);
+                }
+                (None, None) => {}
+                // A line of the server's prefix that is not a sample counts as its own
+                // for `read` (it is not garbage), not for the reference.
+                (Some(f), None) => prop_assert_eq!(f, &reading(&[None; SLOTS])),
+                (None, Some(_)) => prop_assert!(false, "read refused a page with own samples"),
+            }
+        }
+
         /// Whatever arrives, reading it ends without a panic, every line either a
         /// sample or counted as unreadable.
         #[test]

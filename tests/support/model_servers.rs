@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,7 +39,6 @@ pub enum Answer {
 pub struct StandIn {
     addr: SocketAddr,
     answer: Arc<Mutex<Answer>>,
-    requests: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -49,33 +48,19 @@ impl StandIn {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let addr = listener.local_addr().unwrap();
         let answer = Arc::new(Mutex::new(answer));
-        let requests = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (served, counted, stopping) = (
-            Arc::clone(&answer),
-            Arc::clone(&requests),
-            Arc::clone(&stop),
-        );
+        let (served, stopping) = (Arc::clone(&answer), Arc::clone(&stop));
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
-                let (served, counted, stopping) = (
-                    Arc::clone(&served),
-                    Arc::clone(&counted),
-                    Arc::clone(&stopping),
-                );
-                std::thread::spawn(move || serve(stream, path, &served, &counted, &stopping));
+                let (served, stopping) = (Arc::clone(&served), Arc::clone(&stopping));
+                std::thread::spawn(move || serve(stream, path, &served, &stopping));
             }
         });
-        StandIn {
-            addr,
-            answer,
-            requests,
-            stop,
-        }
+        StandIn { addr, answer, stop }
     }
 
     /// Its base URL.
@@ -86,11 +71,6 @@ impl StandIn {
     /// Answers `answer` from now on.
     pub fn set(&self, answer: Answer) {
         *self.answer.lock().unwrap() = answer;
-    }
-
-    /// Requests it has read so far.
-    pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
     }
 }
 
@@ -104,14 +84,9 @@ impl Drop for StandIn {
 
 /// Answers the requests of one connection (kept alive, as loopwatch's client keeps
 /// it), until it closes or the stand-in stops.
-fn serve(
-    mut stream: TcpStream,
-    path: &str,
-    answer: &Mutex<Answer>,
-    requests: &AtomicUsize,
-    stop: &AtomicBool,
-) {
+fn serve(mut stream: TcpStream, path: &str, answer: &Mutex<Answer>, stop: &AtomicBool) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = stream.set_nodelay(true);
     let mut buffer = Vec::new();
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -133,7 +108,6 @@ fn serve(
         };
         let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
         buffer.drain(..end + 4);
-        requests.fetch_add(1, Ordering::SeqCst);
         let target = head.split_whitespace().nth(1).unwrap_or("");
         let current = answer.lock().unwrap().clone();
         let (status, body): (u16, Vec<u8>) = if target != path {
@@ -160,11 +134,15 @@ fn serve(
         } else {
             "text/plain; version=0.0.4; charset=utf-8"
         };
-        let head = format!(
+        // One write of head and body, so that no delayed acknowledgement holds the
+        // answer back.
+        let mut answer = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
             body.len()
-        );
-        if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&body).is_err() {
+        )
+        .into_bytes();
+        answer.extend_from_slice(&body);
+        if stream.write_all(&answer).is_err() {
             return;
         }
     }
