@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::catalog::GenAiConventions;
 use crate::error::Error;
 
 /// Default address of the metrics endpoint (port 8000, where Prometheus expects it).
@@ -102,6 +103,8 @@ environment! {
         "With the `otlp` feature, also export every metric over OTLP/HTTP there; the other standard `OTEL_EXPORTER_OTLP_*` variables and `OTEL_METRIC_EXPORT_INTERVAL` apply.";
     ENV_OTLP_METRICS_ENDPOINT = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", setter otlp, default "unset",
         "The same, for metrics alone.";
+    ENV_SEMCONV_STABILITY_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN", setter genai_conventions, default "unset (loopwatch's GenAI names)",
+        "Comma-separated; with `gen_ai_latest_experimental` among its values, the instruments of LLM calls take the names of the newest OpenTelemetry GenAI conventions (the mapping is in docs/metrics.md); other values are ignored.";
 }
 
 impl EnvVariable {
@@ -170,6 +173,8 @@ pub(crate) struct Settings {
     pub(crate) experiment: Option<String>,
     /// The loop's name within it (the `loop` label), if named.
     pub(crate) loop_name: Option<String>,
+    /// The OpenTelemetry GenAI conventions the instruments of LLM calls follow.
+    pub(crate) genai: GenAiConventions,
 }
 
 /// What SIGINT and SIGTERM do to a process holding a [`Monitor`](crate::Monitor).
@@ -235,6 +240,7 @@ pub(crate) struct Choices {
     pub(crate) register_dir: Option<PathBuf>,
     pub(crate) experiment: Option<String>,
     pub(crate) loop_name: Option<String>,
+    pub(crate) genai: Option<GenAiConventions>,
 }
 
 /// A loop label's value: the builder's, else the variable's; at most 128 characters,
@@ -353,6 +359,11 @@ pub(crate) fn resolve(
         container_stats,
         experiment: loop_label(&choices.experiment, ENV_EXPERIMENT, env)?,
         loop_name: loop_label(&choices.loop_name, ENV_LOOP_NAME, env)?,
+        genai: choices.genai.unwrap_or_else(|| {
+            env(ENV_SEMCONV_STABILITY_OPT_IN).map_or_else(GenAiConventions::default, |v| {
+                GenAiConventions::from_opt_in(&v)
+            })
+        }),
     })
 }
 
@@ -1117,6 +1128,58 @@ mod tests {
         let bad = |name: &str| (name == ENV_CONTAINER_STATS).then(|| "gpu".to_string());
         let err = resolve(&Choices::default(), &bad).unwrap_err().to_string();
         assert!(err.contains(ENV_CONTAINER_STATS), "{err}");
+    }
+
+    /// `gen_ai_latest_experimental` anywhere in `OTEL_SEMCONV_STABILITY_OPT_IN`
+    /// chooses the newest GenAI conventions; other values, none, or the builder's
+    /// choice keep (or choose) what they say.
+    #[test]
+    fn the_semconv_opt_in_chooses_the_newest_genai_conventions() {
+        let with = |value: &'static str, chosen: Option<GenAiConventions>| {
+            let choices = Choices {
+                genai: chosen,
+                ..Choices::default()
+            };
+            resolve(&choices, &move |name: &str| {
+                (name == ENV_SEMCONV_STABILITY_OPT_IN && !value.is_empty())
+                    .then(|| value.to_string())
+            })
+            .unwrap()
+            .genai
+        };
+        for (value, expected) in [
+            ("", GenAiConventions::Default),
+            (
+                "gen_ai_latest_experimental",
+                GenAiConventions::LatestExperimental,
+            ),
+            (
+                "http, gen_ai_latest_experimental",
+                GenAiConventions::LatestExperimental,
+            ),
+            (
+                "http,gen_ai_latest_experimental,database",
+                GenAiConventions::LatestExperimental,
+            ),
+            ("http/dup", GenAiConventions::Default),
+            ("gen_ai_latest_experimental_not", GenAiConventions::Default),
+            ("GEN_AI_LATEST_EXPERIMENTAL", GenAiConventions::Default),
+            (",,,", GenAiConventions::Default),
+        ] {
+            assert_eq!(with(value, None), expected, "{value:?}");
+        }
+        assert_eq!(
+            with(
+                "gen_ai_latest_experimental",
+                Some(GenAiConventions::Default)
+            ),
+            GenAiConventions::Default,
+            "the builder's choice wins"
+        );
+        assert_eq!(
+            with("", Some(GenAiConventions::LatestExperimental)),
+            GenAiConventions::LatestExperimental
+        );
     }
 
     /// The table docs/configuration.md is generated from is the code:

@@ -224,9 +224,36 @@ fn the_dashboard_is_valid_for_grafana_9() {
             "LLM Calls",
             "LLM Spend and Latency",
             "Evaluations",
+            "LLM Progress per Dollar",
             "Model Servers"
         ]
     );
+    // Progress per dollar is an XY chart: its queries joined on their time into one
+    // frame, the spend on x (one of its queries' legends), the rest on y.
+    let xy = &panels[7];
+    assert_eq!(xy["type"], "xychart");
+    assert_eq!(xy["transformations"][0]["id"], "seriesToColumns");
+    assert_eq!(xy["transformations"][0]["options"]["byField"], "Time");
+    assert_eq!(xy["options"]["seriesMapping"], "auto");
+    let x = xy["options"]["dims"]["x"].as_str().unwrap();
+    let legends: Vec<&str> = xy["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["legendFormat"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        legends,
+        [x, "best Sharpe so far", "spend per champion change (USD)"]
+    );
+    assert!(xy["targets"][0]["expr"]
+        .as_str()
+        .unwrap()
+        .starts_with("(loopwatch_llm_spend_usd{"));
+    assert!(xy["targets"][1]["expr"]
+        .as_str()
+        .unwrap()
+        .starts_with("(loopwatch_best_sharpe{"));
     let ids: HashSet<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
     assert_eq!(ids.len(), panels.len(), "unique panel ids");
     let datasource = format!("${{{}}}", variable["name"].as_str().unwrap());

@@ -92,7 +92,7 @@ pub(crate) fn families_to_json(families: &[MetricFamily]) -> Value {
             json!({
                 "type": kind,
                 "help": family.help(),
-                "unit": catalog::find(family.name()).map(|spec| spec.unit),
+                "unit": catalog::find_exported(family.name()).map(|spec| spec.unit),
                 "samples": samples,
             }),
         );

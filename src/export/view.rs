@@ -243,6 +243,7 @@ pub(crate) fn snapshot_json(snapshot: &Snapshot) -> Value {
         "history": snapshot.history,
         "samples": snapshot.samples,
         "samples_dropped": snapshot.samples_dropped,
+        "best_so_far": snapshot.progress,
         "events": snapshot.events,
     })
 }

@@ -28,8 +28,9 @@ impl Monitor {
 /// (`LOOPWATCH_SAMPLE_INTERVAL`), the thresholds file (`LOOPWATCH_CONFIG`), the web
 /// configuration (`LOOPWATCH_WEB_CONFIG`), the registration directory
 /// (`LOOPWATCH_REGISTER_DIR`), the experiment (`LOOPWATCH_EXPERIMENT`), the loop's
-/// name (`LOOPWATCH_LOOP_NAME`) and the OTLP export (`OTEL_EXPORTER_OTLP_ENDPOINT`,
-/// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`). Where container numbers come from is the
+/// name (`LOOPWATCH_LOOP_NAME`), the OTLP export (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+/// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`) and the GenAI conventions of LLM calls'
+/// instruments (`OTEL_SEMCONV_STABILITY_OPT_IN`). Where container numbers come from is the
 /// environment's alone (`LOOPWATCH_CONTAINER_STATS`). The others (signals, final
 /// export, containers, sweep period) are the program's choice.
 ///
@@ -140,6 +141,16 @@ impl MonitorBuilder {
     /// `OTEL_EXPORTER_OTLP_*` variables and `OTEL_METRIC_EXPORT_INTERVAL` apply.
     pub fn otlp(mut self, on: bool) -> Self {
         self.choices.otlp = Some(on);
+        self
+    }
+
+    /// The OpenTelemetry GenAI conventions that name the instruments of LLM calls, over
+    /// OTLP and in the exposition alike. Default: the newest experimental ones when
+    /// `OTEL_SEMCONV_STABILITY_OPT_IN` holds `gen_ai_latest_experimental`, else
+    /// loopwatch's (`gen_ai.client.token.usage`, `gen_ai.client.operation.duration`);
+    /// the mapping is [`GenAiConventions::rows`](crate::catalog::GenAiConventions::rows).
+    pub fn genai_conventions(mut self, conventions: crate::catalog::GenAiConventions) -> Self {
+        self.choices.genai = Some(conventions);
         self
     }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::KeyValue;
 
 use crate::alerts::AlertState;
+use crate::catalog::GenAiMeasure;
 use crate::containers::{ContainerReading, StatsSource};
 use crate::evaluate::{Transition, WarningChange};
 use crate::pipeline::Pipeline;
@@ -42,11 +43,11 @@ impl Publisher {
                 summary,
                 at,
                 judged,
+                best_sharpe,
             } => {
-                self.pipeline
-                    .instruments
-                    .iteration_number
-                    .set(*latest as f64);
+                let i = &self.pipeline.instruments;
+                i.iteration_number.set(*latest as f64);
+                i.loopwatch_best_sharpe.set_present(*best_sharpe);
                 self.iteration(summary, *at);
                 self.judged(judged);
             }
@@ -299,28 +300,22 @@ impl Publisher {
     ) {
         let i = &self.pipeline.instruments;
         let model = [KeyValue::new("model", labels.model.clone())];
-        let mut genai = vec![
+        let genai = [
             KeyValue::new("gen_ai.operation.name", call.operation.as_str()),
             KeyValue::new("gen_ai.provider.name", labels.provider.clone()),
             KeyValue::new("gen_ai.request.model", labels.request_model.clone()),
             KeyValue::new("gen_ai.response.model", labels.model.clone()),
         ];
-        for (kind, tokens) in [("input", call.input_tokens), ("output", call.output_tokens)] {
-            if let Some(tokens) = tokens {
-                let mut attributes = genai.clone();
-                attributes.push(KeyValue::new("gen_ai.token.type", kind));
-                i.gen_ai_client_token_usage
-                    .record(tokens as f64, &attributes);
-            }
-        }
+        let error = call
+            .error
+            .map(|e| KeyValue::new("error.type", e.as_label().into_owned()));
+        self.pipeline.genai.record(
+            call.operation == crate::llm::Operation::Embeddings,
+            &genai,
+            error.as_ref(),
+            |measure| genai_measure(call, measure),
+        );
         let outcome = call.outcome().into_owned();
-        if let Some(error) = call.error {
-            genai.push(KeyValue::new("error.type", error.as_label().into_owned()));
-        }
-        if !(call.abandoned || call.blocked || call.deferred) || call.error.is_some() {
-            i.gen_ai_client_operation_duration_seconds
-                .record(call.duration.as_secs_f64(), &genai);
-        }
         if let Some(first) = call.time_to_first_chunk {
             i.loopwatch_llm_time_to_first_chunk_seconds
                 .record(first.as_secs_f64(), &model);
@@ -483,6 +478,26 @@ impl Publisher {
                 .filter_map(|s| s.cpu_percent.map(|cpu| (name(s), cpu)))
                 .collect(),
         );
+    }
+}
+
+/// What the GenAI conventions measure of a call, when it has it: the one place their
+/// mapping ([`GenAiConventions::rows`](crate::catalog::GenAiConventions::rows)) meets
+/// the call. An abandoned call did not end, and a call the budget blocked or deferred
+/// was never sent: neither has a duration, unless it failed.
+fn genai_measure(call: &crate::llm::LlmCall, measure: GenAiMeasure) -> Option<f64> {
+    let tokens = |t: Option<u64>| t.map(|t| t as f64);
+    match measure {
+        GenAiMeasure::Duration => {
+            let ended = !(call.abandoned || call.blocked || call.deferred) || call.error.is_some();
+            ended.then_some(call.duration.as_secs_f64())
+        }
+        GenAiMeasure::TimeToFirstChunk => call.time_to_first_chunk.map(|d| d.as_secs_f64()),
+        GenAiMeasure::InputTokens => tokens(call.input_tokens),
+        GenAiMeasure::OutputTokens => tokens(call.output_tokens),
+        GenAiMeasure::CacheReadInputTokens => tokens(call.cached_input_tokens),
+        GenAiMeasure::CacheWriteInputTokens => tokens(call.cache_write_input_tokens),
+        GenAiMeasure::ReasoningOutputTokens => tokens(call.reasoning_tokens),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The Grafana dashboard (Grafana 9+): resource usage, strategy performance, diversity
-//! and container stats, two of LLM calls, the evaluations and the local model
-//! servers, with units,
+//! and container stats, three of LLM calls (the last, progress per dollar, an XY
+//! chart), the evaluations and the local model servers, with units,
 //! threshold lines at the alert thresholds, a 5 s refresh, a Prometheus datasource
 //! variable, and annotations for champion changes and alerts.
 
@@ -189,6 +189,72 @@ fn panel(id: u64, title: &str, description: &str, x: u64, y: u64, queries: Vec<Q
     })
 }
 
+/// The legends of the progress-per-dollar chart's x field and its y fields.
+const SPEND_FIELD: &str = "spend (USD)";
+const BEST_FIELD: &str = "best Sharpe so far";
+const PER_CHANGE_FIELD: &str = "spend per champion change (USD)";
+
+/// An XY chart (Grafana's `xychart`, 9+): the queries joined on their time into one
+/// frame, the field named `x` on the x axis and every other one on y, each with its
+/// unit. Grafana 10.4 and later migrate these options to their own.
+fn xy_panel(
+    id: u64,
+    title: &str,
+    description: &str,
+    (x, y): (u64, u64),
+    x_field: &'static str,
+    queries: Vec<Query>,
+) -> Value {
+    let ref_ids = ["A", "B", "C", "D"];
+    let targets: Vec<Value> = queries
+        .iter()
+        .zip(ref_ids)
+        .map(|(query, ref_id)| {
+            json!({
+                "datasource": {"type": "prometheus", "uid": DATASOURCE},
+                "expr": query.expr,
+                "legendFormat": query.legend,
+                "refId": ref_id,
+            })
+        })
+        .collect();
+    let overrides: Vec<Value> = queries
+        .iter()
+        .map(|query| {
+            json!({
+                "matcher": {"id": "byName", "options": query.legend},
+                "properties": [{"id": "unit", "value": query.unit}],
+            })
+        })
+        .collect();
+    json!({
+        "id": id,
+        "type": "xychart",
+        "title": title,
+        "description": description,
+        "datasource": {"type": "prometheus", "uid": DATASOURCE},
+        "gridPos": {"h": 10, "w": 12, "x": x, "y": y},
+        "transformations": [
+            // One frame, a row per scrape: what an XY chart reads.
+            {"id": "seriesToColumns", "options": {"byField": "Time"}},
+        ],
+        "fieldConfig": {
+            "defaults": {
+                "custom": {"show": "points+lines", "lineWidth": 1, "pointSize": {"fixed": 3}},
+            },
+            "overrides": overrides,
+        },
+        "options": {
+            "seriesMapping": "auto",
+            "dims": {"frame": 0, "x": x_field, "exclude": []},
+            "series": [],
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": true},
+            "tooltip": {"mode": "single", "sort": "none"},
+        },
+        "targets": targets,
+    })
+}
+
 /// Every PromQL expression of the dashboard's panels and annotations.
 pub fn dashboard_expressions(dashboard: &Value) -> Vec<String> {
     let mut out = Vec::new();
@@ -214,6 +280,19 @@ pub fn dashboard_expressions(dashboard: &Value) -> Vec<String> {
 /// The dashboard, as Grafana's JSON model.
 pub fn grafana_dashboard(t: &Thresholds) -> Value {
     let c = |spec: &catalog::MetricSpec| of_runs(metric(spec));
+    // The spend over the champion's changes (as summary.llm.spend_per_champion_change_usd
+    // has it, the spend alone before the first change).
+    let spend_per_change = || {
+        q(
+            of_runs(format!(
+                "{} / clamp_min({}, 1)",
+                metric(&catalog::LLM_SPEND_USD),
+                metric(&catalog::CHAMPION_CHANGES_TOTAL)
+            )),
+            PER_CHANGE_FIELD,
+            "currencyUSD",
+        )
+    };
     let panels = vec![
         panel(
             1,
@@ -329,15 +408,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                         None => spend,
                     }
                 },
-                q(
-                    of_runs(format!(
-                        "{} / clamp_min({}, 1)",
-                        metric(&catalog::LLM_SPEND_USD),
-                        metric(&catalog::CHAMPION_CHANGES_TOTAL)
-                    )),
-                    "spend per champion change (USD)",
-                    "currencyUSD",
-                ),
+                spend_per_change(),
                 q(
                     of_runs(format!(
                         "histogram_quantile(0.5, sum by (instance, job, le) (rate({}_bucket{{{LOOP}}}[5m])))",
@@ -371,12 +442,24 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 q(c(&catalog::EVALUATIONS_KILLED_TOTAL), "killed by loopwatch", "short"),
             ],
         ),
-        panel(
+        xy_panel(
             8,
+            "LLM Progress per Dollar",
+            "Progress per dollar, one loop at a time (choose it with the variables): the best Sharpe ratio of any strategy so far and the spend per champion change (US dollars) against the cumulative LLM spend (US dollars), one point per scrape. A flat best while the spend grows is money that bought no progress. The embedded page draws the same curve exactly, with the champion's changes marked. Empty for a loop that makes no metered LLM call.",
+            (12, 30),
+            SPEND_FIELD,
+            vec![
+                q(c(&catalog::LLM_SPEND_USD), SPEND_FIELD, "currencyUSD"),
+                q(c(&catalog::BEST_SHARPE), BEST_FIELD, "none"),
+                spend_per_change(),
+            ],
+        ),
+        panel(
+            9,
             MODEL_SERVERS_PANEL,
             "Each local model server's mean queue time beside the metering proxy's mean time to first chunk (s): a slow first chunk with a long queue is a busy server, with a short queue a slow model; requests waiting at each server, and the fraction of its KV cache in use. Empty for a loop without model servers ([[llm.servers]], loopwatch run --llm-server).",
-            12,
-            30,
+            0,
+            40,
             vec![
                 q(c(&catalog::LLM_SERVER_QUEUE_TIME_SECONDS), "{{server}} queue time", "s"),
                 q(

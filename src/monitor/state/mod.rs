@@ -21,10 +21,10 @@ use std::time::{Duration, SystemTime};
 
 use enum_map::EnumMap;
 
-use crate::alerts::{AlertName, AlertState, Watched};
+use crate::alerts::{AlertName, AlertState, RollingValues, Watched};
 use crate::config::Thresholds;
 use crate::containers::ContainerReading;
-use crate::evaluate::{evaluation_limit, Evaluator, Findings, RollingValues};
+use crate::evaluate::{evaluation_limit, Evaluator, Findings};
 use crate::export::{DurationBucket, Evaluation, EvaluationsView, LiveContainer, ProcessTally};
 use crate::llm::budget::{worst_case_usd, BudgetEvent, BudgetMark};
 use crate::llm::meter::{CallLabels, LlmEvidence, LlmMeter};
@@ -125,6 +125,8 @@ pub(super) enum Publish {
         summary: IterationSummary,
         at: SystemTime,
         judged: Judged,
+        /// The best Sharpe ratio of any strategy so far.
+        best_sharpe: Option<f64>,
     },
     /// The champion changed; the LLM evidence after it when calls were made.
     ChampionChanged {
@@ -472,14 +474,21 @@ impl RunState {
                 summary,
                 at: at.wall,
                 judged,
+                best_sharpe: self.ledger.best_sharpe,
             },
         )
     }
 
     fn champion_changed(&mut self, change: ChampionChange, th: &Thresholds) -> Applied {
         let at = change.at;
-        self.ledger
-            .champion_changed(&change.champion, change.iteration, change.changes, at.wall);
+        let spend = self.llm.spend_usd();
+        self.ledger.champion_changed(
+            &change.champion,
+            change.iteration,
+            change.changes,
+            at.wall,
+            spend,
+        );
         let evidence = self.llm.champion_changed(at.mono);
         let mut findings = Findings::default();
         let llm = self.llm.any_calls().then(|| {
@@ -855,6 +864,7 @@ impl RunState {
                     .as_ref()
                     .map_or_else(|| Arc::from("evaluation"), Oldest::subject)
             },
+            th,
             at,
         );
         (findings, limit)

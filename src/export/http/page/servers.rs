@@ -6,7 +6,7 @@
 
 use maud::{html, Markup};
 
-use super::{chart, clip, Axis, Chart, Ranges, Series, Unit};
+use super::{chart, clip, Axis, Chart, Mark, Ranges, Series, Unit};
 use crate::export::ModelServersView;
 use crate::servers::book::{Health, ServerPoint, ServerView};
 use crate::servers::ServerKind;
@@ -26,7 +26,9 @@ fn over_reads(
             .filter(|p| axis == Axis::Time || p.iterations as f64 >= ranges.iteration.0)
             .filter_map(|p| {
                 let x = match axis {
-                    Axis::Time => p.elapsed_seconds,
+                    // The servers' charts are drawn on the samples' axis: the time, then
+                    // the iterations; never the spend.
+                    Axis::Time | Axis::Spend => p.elapsed_seconds,
                     Axis::Iteration => p.iterations as f64,
                 };
                 value(p).filter(|v| v.is_finite()).map(|v| (x, v, p.at))
@@ -80,7 +82,7 @@ pub(super) fn panel(
     ranges: Ranges,
     kv_threshold: Option<f64>,
 ) -> Markup {
-    let none: [u64; 0] = [];
+    let none: [Mark; 0] = [];
     html! {
         table class="containers servers" {
             tr { th { "server" } th { "requests" } th { "KV cache" } th { "queue time" } th { "first token" } th { "prefix hits" } th { "preemptions" } }
@@ -101,6 +103,7 @@ pub(super) fn panel(
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
+                    step: false,
                 }, ranges))
             } @else {
                 (chart(&Chart {
@@ -114,6 +117,7 @@ pub(super) fn panel(
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
+                    step: false,
                 }, ranges))
                 (chart(&Chart {
                     title: "requests waiting",
@@ -123,6 +127,7 @@ pub(super) fn panel(
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
+                    step: false,
                 }, ranges))
                 (chart(&Chart {
                     title: "KV-cache usage",
@@ -132,6 +137,7 @@ pub(super) fn panel(
                     threshold: kv_threshold.map(|t| (t * 100.0, format!("nearly full at {}%", super::short(t * 100.0)))),
                     fixed_max: Some(100.0),
                     marks: &none,
+                    step: false,
                 }, ranges))
             }
         }
