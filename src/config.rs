@@ -763,6 +763,12 @@ thresholds! {
     /// LLMBudget warns (pending) when the last hour's spending rate would pass the
     /// budget within this horizon (1 h).
     llm_budget_horizon, with_llm_budget_horizon: Positive(Duration) = Duration::from_secs(3600);
+    /// LLMServerSaturated: a local model server's KV cache at least this full (0.9)
+    /// while requests wait in its queue, or preemptions within the minute before, at
+    /// every read …
+    llm_server_kv_cache_fraction, with_llm_server_kv_cache_fraction: Fraction(f64) = 0.9;
+    /// … for this long (2 min): the rule's `for`.
+    llm_server_saturated_for, with_llm_server_saturated_for: Positive(Duration) = Duration::from_secs(120);
     @optional {
         /// LLMSpendWithoutProgress: US dollars spent on LLM calls since the champion last
         /// changed (or since the start) at which it fires; off until set.
@@ -1336,6 +1342,8 @@ mod tests {
             ("llm_error_rate", "0.3"),
             ("llm_error_calls", "5"),
             ("llm_budget_horizon", "\"30m\""),
+            ("llm_server_kv_cache_fraction", "0.75"),
+            ("llm_server_saturated_for", "\"30s\""),
             ("llm_spend_without_progress_usd", "2.5"),
             ("llm_budget_usd", "40"),
             ("restart_window", "\"10m\""),

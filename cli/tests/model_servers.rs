@@ -237,3 +237,97 @@ fn the_shipped_prometheus_config_scrapes_a_server_directly() {
         .query(r#"up{job=~"loopwatch.*", instance="qwen"}"#)
         .is_empty());
 }
+
+/// A vLLM page of `name` with no request waiting and its KV cache at `kv`: the server
+/// idle, its counters as they were.
+fn idle_page(name: &str, kv: f64) -> String {
+    page(name)
+        .lines()
+        .map(|line| {
+            let value = |v: String| format!("{} {v}", line.rsplit_once(' ').unwrap().0);
+            if line.starts_with("vllm:num_requests_waiting{") {
+                value("0.0".into())
+            } else if line.starts_with("vllm:kv_cache_usage_perc{")
+                || line.starts_with("vllm:gpu_cache_usage_perc{")
+            {
+                value(kv.to_string())
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// LLMServerSaturated from loopwatch's own evaluator at a real Alertmanager: a vLLM
+/// server with requests waiting and its KV cache 93% full, held for
+/// `llm_server_saturated_for`, fires naming the server; idle again, it resolves.
+#[test]
+fn llm_server_saturated_fires_at_alertmanager_and_resolves() {
+    let alertmanager = support::services::Alertmanager::start();
+    let vllm = StandIn::start(
+        "/metrics",
+        Answer::Body(idle_page("vllm-current-1.txt", 0.2)),
+    );
+    let llm = LlmConfig::default()
+        .with_server(format!("qwen:vllm={}", vllm.url()).parse().unwrap())
+        .unwrap();
+    let thresholds = Thresholds::default()
+        .with_llm(llm)
+        .with_llm_server_saturated_for(Duration::from_secs(3))
+        .unwrap()
+        .with_alert_resolve_hold(Duration::from_secs(1))
+        .unwrap();
+    let monitor = quiet_monitor()
+        .sample_interval(Duration::from_millis(250))
+        .alertmanager_urls([alertmanager.url()])
+        .thresholds(thresholds)
+        .build()
+        .unwrap();
+    let firing = || {
+        parse(&monitor.render_metrics().unwrap()).unwrap()["loopwatch_alert_firing"]
+            .value_with(&[("alertname", "LLMServerSaturated")])
+    };
+    wait_until(Duration::from_secs(20), "the idle server read", || {
+        parse(&monitor.render_metrics().unwrap()).unwrap()["loopwatch_llm_server_up"].value() == 1.0
+    });
+    assert_eq!(firing(), Some(0.0), "an idle server is not saturated");
+    // Requests waiting with the cache 93% full (the page's two engines: 0.93, 0.71).
+    let saturated_at = Instant::now();
+    vllm.set(Answer::Body(page("vllm-current-1.txt")));
+    wait_until(
+        Duration::from_secs(30),
+        "LLMServerSaturated at Alertmanager",
+        || alertmanager.alert("LLMServerSaturated").is_some(),
+    );
+    assert!(
+        saturated_at.elapsed() >= Duration::from_secs(3),
+        "not before it was held for llm_server_saturated_for"
+    );
+    let alert = alertmanager.alert("LLMServerSaturated").unwrap();
+    assert_eq!(alert["labels"]["severity"], "warning");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "LLM model server saturated"
+    );
+    let description = alert["annotations"]["description"].as_str().unwrap();
+    assert!(
+        description.contains("qwen"),
+        "the server is named: {description}"
+    );
+    assert!(
+        description.contains("0.93"),
+        "its KV-cache usage: {description}"
+    );
+    assert_eq!(firing(), Some(1.0));
+    // Idle again: the alert resolves at Alertmanager.
+    vllm.set(Answer::Body(idle_page("vllm-current-1.txt", 0.2)));
+    wait_until(
+        Duration::from_secs(30),
+        "LLMServerSaturated resolved",
+        || alertmanager.alert("LLMServerSaturated").is_none(),
+    );
+    assert_eq!(firing(), Some(0.0));
+    monitor.shutdown();
+}

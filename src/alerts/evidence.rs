@@ -35,7 +35,14 @@ pub(crate) enum Trigger {
     Restarts,
     /// An LLM call, a champion change, and the clock: `llm`.
     Llm,
+    /// A model server read (or one that failed): `server_saturated_for` and
+    /// `server_kv_cache_usage`.
+    ModelServers,
 }
+
+/// Preemptions within this window before a read count as preemptions rising: the
+/// range of its rule's `increase`.
+pub(crate) const LLM_SERVER_PREEMPTION_WINDOW: Duration = Duration::from_secs(60);
 
 /// Everything the verdicts read, as of the last event of each [`Trigger`]. Plain
 /// values, copied in: judging reads them and allocates nothing.
@@ -82,4 +89,12 @@ pub(crate) struct Evidence {
     pub(crate) recent_restarts: u64,
     /// The LLM calls' counts and spends ([`Trigger::Llm`]).
     pub(crate) llm: LlmEvidence,
+    /// How long the model server saturated the longest has been saturated: requests
+    /// waiting while its KV cache is at least `llm_server_kv_cache_fraction` full, or
+    /// preemptions within [`LLM_SERVER_PREEMPTION_WINDOW`], at each read since; `None`
+    /// while no server is ([`Trigger::ModelServers`]).
+    pub(crate) server_saturated_for: Option<Duration>,
+    /// That server's KV-cache usage at its last read, 0 to 1
+    /// ([`Trigger::ModelServers`]).
+    pub(crate) server_kv_cache_usage: f64,
 }

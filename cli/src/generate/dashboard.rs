@@ -457,7 +457,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
         panel(
             9,
             MODEL_SERVERS_PANEL,
-            "Each local model server's mean queue time beside the metering proxy's mean time to first chunk (s): a slow first chunk with a long queue is a busy server, with a short queue a slow model; requests waiting at each server, and the fraction of its KV cache in use. Empty for a loop without model servers ([[llm.servers]], loopwatch run --llm-server).",
+            "Each local model server's mean queue time beside the metering proxy's mean time to first chunk (s): a slow first chunk with a long queue is a busy server, with a short queue a slow model; requests waiting at each server, and the fraction of its KV cache in use against LLMServerSaturated's threshold. Empty for a loop without model servers ([[llm.servers]], loopwatch run --llm-server).",
             0,
             40,
             vec![
@@ -472,6 +472,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 ),
                 q(c(&catalog::LLM_SERVER_REQUESTS_WAITING), "{{server}} waiting", "short"),
                 q(c(&catalog::LLM_SERVER_KV_CACHE_USAGE_RATIO), "{{server}} KV cache", "percentunit")
+                    .threshold(t.llm_server_kv_cache_fraction())
                     .range(0.0, 1.0),
             ],
         ),

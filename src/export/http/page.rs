@@ -1307,7 +1307,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                         section class="panel" data-panel="Model servers"
                             data-servers=(snapshot.model_servers.servers.len()) {
                             h2 { "Model servers" }
-                            (servers::panel(&snapshot.model_servers, sample_axis, ranges, None))
+                            (servers::panel(&snapshot.model_servers, sample_axis, ranges, Some(t.llm_server_kv_cache_fraction())))
                         }
                     }
                     @if evaluations_seen {

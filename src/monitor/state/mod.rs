@@ -388,7 +388,7 @@ impl RunState {
             }
             Event::ModelServer(read) => {
                 let at = read.at;
-                (self.model_server(*read), at)
+                (self.model_server(*read, th), at)
             }
             Event::Tick { at } => (self.tick(th, at), at),
         };
@@ -535,8 +535,9 @@ impl RunState {
         }
     }
 
-    /// A read of a model server, placed on the page's axes as the run stands.
-    fn model_server(&mut self, read: ServerRead) -> Applied {
+    /// A read of a model server, placed on the page's axes as the run stands; then
+    /// LLMServerSaturated on the servers' saturation.
+    fn model_server(&mut self, read: ServerRead, th: &Thresholds) -> Applied {
         let at = read.at.wall;
         let when = crate::servers::book::When {
             at: unix_seconds(at),
@@ -546,10 +547,21 @@ impl RunState {
                 .as_secs_f64(),
             iterations: self.ledger.iterations,
         };
-        match self.servers.read(read.index, read.outcome, when) {
-            Some((change, servers)) => Applied::just(Publish::ModelServer { change, servers }),
-            None => Applied::just(Publish::Nothing),
-        }
+        let Some((change, servers)) =
+            self.servers
+                .read(read.index, read.outcome, when, read.at.mono, th)
+        else {
+            return Applied::just(Publish::Nothing);
+        };
+        let saturated = self.servers.most_saturated(read.at.mono);
+        let subject = saturated.as_ref().map(|(name, _, _)| Arc::clone(name));
+        let findings = self.evaluator.on_model_servers(
+            saturated.map(|(_, held, usage)| (held, usage)),
+            || subject.unwrap_or_else(|| Arc::from("model server")),
+            th,
+            read.at,
+        );
+        Applied::new(findings, Publish::ModelServer { change, servers })
     }
 
     fn process_sweep(&mut self, sweep: ProcessSweep) -> Applied {

@@ -134,7 +134,7 @@ pub(super) fn panel(
                     axis,
                     unit: Unit::Percent,
                     series: vec![over_reads("KV cache", points, axis, ranges, |p| p.kv_cache_usage.map(|k| k * 100.0))],
-                    threshold: kv_threshold.map(|t| (t * 100.0, format!("nearly full at {}%", super::short(t * 100.0)))),
+                    threshold: kv_threshold.map(|t| (t * 100.0, format!("LLMServerSaturated at {}% with requests waiting", super::short(t * 100.0)))),
                     fixed_max: Some(100.0),
                     marks: &none,
                     step: false,
