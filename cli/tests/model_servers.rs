@@ -14,7 +14,7 @@ use loopwatch::Thresholds;
 use loopwatch_cli::generate::{
     dashboard_expressions, grafana_dashboard, with_variables, MODEL_SERVERS_PANEL,
 };
-use support::model_servers::{page, Answer, StandIn};
+use support::model_servers::{idle_vllm_page, page, Answer, StandIn};
 use support::services::Prometheus;
 use support::*;
 
@@ -238,28 +238,6 @@ fn the_shipped_prometheus_config_scrapes_a_server_directly() {
         .is_empty());
 }
 
-/// A vLLM page of `name` with no request waiting and its KV cache at `kv`: the server
-/// idle, its counters as they were.
-fn idle_page(name: &str, kv: f64) -> String {
-    page(name)
-        .lines()
-        .map(|line| {
-            let value = |v: String| format!("{} {v}", line.rsplit_once(' ').unwrap().0);
-            if line.starts_with("vllm:num_requests_waiting{") {
-                value("0.0".into())
-            } else if line.starts_with("vllm:kv_cache_usage_perc{")
-                || line.starts_with("vllm:gpu_cache_usage_perc{")
-            {
-                value(kv.to_string())
-            } else {
-                line.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
-}
-
 /// LLMServerSaturated from loopwatch's own evaluator at a real Alertmanager: a vLLM
 /// server with requests waiting and its KV cache 93% full, held for
 /// `llm_server_saturated_for`, fires naming the server; idle again, it resolves.
@@ -268,7 +246,7 @@ fn llm_server_saturated_fires_at_alertmanager_and_resolves() {
     let alertmanager = support::services::Alertmanager::start();
     let vllm = StandIn::start(
         "/metrics",
-        Answer::Body(idle_page("vllm-current-1.txt", 0.2)),
+        Answer::Body(idle_vllm_page("vllm-current-1.txt", 0.2)),
     );
     let llm = LlmConfig::default()
         .with_server(format!("qwen:vllm={}", vllm.url()).parse().unwrap())
@@ -322,7 +300,7 @@ fn llm_server_saturated_fires_at_alertmanager_and_resolves() {
     );
     assert_eq!(firing(), Some(1.0));
     // Idle again: the alert resolves at Alertmanager.
-    vllm.set(Answer::Body(idle_page("vllm-current-1.txt", 0.2)));
+    vllm.set(Answer::Body(idle_vllm_page("vllm-current-1.txt", 0.2)));
     wait_until(
         Duration::from_secs(30),
         "LLMServerSaturated resolved",

@@ -20,6 +20,28 @@ pub fn page(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The vLLM page `name` with no request waiting and its KV cache at `kv` on every
+/// engine: the server idle, its counters as they were.
+pub fn idle_vllm_page(name: &str, kv: f64) -> String {
+    page(name)
+        .lines()
+        .map(|line| {
+            let value = |v: String| format!("{} {v}", line.rsplit_once(' ').unwrap().0);
+            if line.starts_with("vllm:num_requests_waiting{") {
+                value("0.0".into())
+            } else if line.starts_with("vllm:kv_cache_usage_perc{")
+                || line.starts_with("vllm:gpu_cache_usage_perc{")
+            {
+                value(kv.to_string())
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
 /// What a stand-in answers.
 #[derive(Debug, Clone)]
 pub enum Answer {
