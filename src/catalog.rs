@@ -111,6 +111,8 @@ pub enum Presence {
     /// One series per GPU (and error type) once the GPU sampler read a device; none
     /// without one.
     PerGpu,
+    /// Series per model server configured (`[[llm.servers]]`); none without.
+    PerModelServer,
 }
 
 /// A counter row: counts events as they happen.
@@ -733,6 +735,39 @@ catalog! {
     /// Spend on LLM calls since the champion last changed.
     LLM_SPEND_SINCE_CHAMPION_USD / loopwatch_llm_spend_since_champion_usd: Gauge = "loopwatch_llm_spend_since_champion_usd", "USD", [], None, Always,
         "Cost of the LLM calls since the champion last changed (or the start), for LLMSpendWithoutProgress (US dollars).";
+    /// Whether a model server could be read.
+    LLM_SERVER_UP / loopwatch_llm_server_up: Observed = "loopwatch_llm_server_up", "1", ["server", "kind"], None, PerModelServer,
+        "1 while the last read of a local model server ([[llm.servers]], loopwatch run --llm-server) succeeded, 0 before the first and while it cannot be read (down, timing out, or answering what loopwatch cannot read), by server name and kind: vllm, sglang or ollama (boolean).";
+    /// Failed reads of a model server.
+    LLM_SERVER_READ_ERRORS_TOTAL / loopwatch_llm_server_read_errors_total: Counter = "loopwatch_llm_server_read_errors_total", "{error}", ["server", "kind", "reason"], None, PerModelServer,
+        "Reads of a model server that failed, by reason: connection, timeout, status (an HTTP status other than 200), too_large (over 8 MiB) or garbage (not the server's format); its readings are left out until it answers again (errors).";
+    /// Requests a model server is processing.
+    LLM_SERVER_REQUESTS_RUNNING / loopwatch_llm_server_requests_running: Observed = "loopwatch_llm_server_requests_running", "{request}", ["server", "kind"], None, PerModelServer,
+        "Requests a vLLM or SGLang server is processing, at its last read, summed over its engines (vllm:num_requests_running, sglang:num_running_reqs) (requests).";
+    /// Requests waiting in a model server's queue.
+    LLM_SERVER_REQUESTS_WAITING / loopwatch_llm_server_requests_waiting: Observed = "loopwatch_llm_server_requests_waiting", "{request}", ["server", "kind"], None, PerModelServer,
+        "Requests waiting in a vLLM or SGLang server's queue, at its last read, summed over its engines (vllm:num_requests_waiting, sglang:num_queue_reqs) (requests).";
+    /// KV-cache usage of a model server.
+    LLM_SERVER_KV_CACHE_USAGE_RATIO / loopwatch_llm_server_kv_cache_usage_ratio: Observed = "loopwatch_llm_server_kv_cache_usage_ratio", "1", ["server", "kind"], None, PerModelServer,
+        "Fraction of a vLLM or SGLang server's KV cache in use at its last read, its fullest engine's (vllm:kv_cache_usage_perc, older vllm:gpu_cache_usage_perc; sglang:token_usage) (ratio 0-1).";
+    /// Preemptions of a model server.
+    LLM_SERVER_PREEMPTIONS_TOTAL / loopwatch_llm_server_preemptions_total: Counter = "loopwatch_llm_server_preemptions_total", "{preemption}", ["server", "kind"], None, PerModelServer,
+        "Requests a vLLM server preempted (vllm:num_preemptions_total) or an SGLang server retracted (sglang:num_retracted_requests_total) to make room in its KV cache, as it reported them while loopwatch read it; it goes on rising across the server's restarts (preemptions).";
+    /// Prefix-cache hit rate of a model server.
+    LLM_SERVER_PREFIX_CACHE_HIT_RATIO / loopwatch_llm_server_prefix_cache_hit_ratio: Observed = "loopwatch_llm_server_prefix_cache_hit_ratio", "1", ["server", "kind"], None, PerModelServer,
+        "Prefix-cache hits over lookups of a vLLM or SGLang server, in tokens, over the lookups since the previous read that had any (vllm:prefix_cache_hits_total over vllm:prefix_cache_queries_total, older vllm:gpu_prefix_cache_hit_rate; sglang:cached_tokens_total over sglang:prompt_tokens_total, else sglang:cache_hit_rate) (ratio 0-1).";
+    /// Time to first token at a model server.
+    LLM_SERVER_TIME_TO_FIRST_TOKEN_SECONDS / loopwatch_llm_server_time_to_first_token_seconds: Observed = "loopwatch_llm_server_time_to_first_token_seconds", "s", ["server", "kind"], None, PerModelServer,
+        "Mean time to first token a vLLM or SGLang server measured for the requests since its previous read that had any (its time_to_first_token_seconds histogram); compare with loopwatch_llm_time_to_first_chunk_seconds, the proxy's view (seconds).";
+    /// Queue time at a model server.
+    LLM_SERVER_QUEUE_TIME_SECONDS / loopwatch_llm_server_queue_time_seconds: Observed = "loopwatch_llm_server_queue_time_seconds", "s", ["server", "kind"], None, PerModelServer,
+        "Mean time requests waited in a vLLM or SGLang server's queue, for the requests since its previous read that had any (vllm:request_queue_time_seconds, older vllm:time_in_queue_requests; sglang:queue_time_seconds): a slow first token with a long queue is a busy server, with a short one a slow model (seconds).";
+    /// Models an Ollama server has loaded.
+    LLM_SERVER_MODELS_LOADED / loopwatch_llm_server_models_loaded: Observed = "loopwatch_llm_server_models_loaded", "{model}", ["server", "kind"], None, PerModelServer,
+        "Models an Ollama server has loaded, from its /api/ps at the last read (models).";
+    /// Memory of the models an Ollama server has loaded.
+    LLM_SERVER_MODEL_MEMORY_BYTES / loopwatch_llm_server_model_memory_bytes: Observed = "loopwatch_llm_server_model_memory_bytes", "By", ["server", "kind", "model", "memory"], None, PerModelServer,
+        "Memory of a model an Ollama server has loaded, from its /api/ps at the last read, by model (at most 8 by name, the rest as other) and memory: total (size) or vram (size_vram, the part in GPU memory; the rest runs from host memory, slower) (bytes).";
     /// When the loop (its current process, under `loopwatch run`) started.
     LOOP_START_TIMESTAMP_SECONDS / loopwatch_loop_start_timestamp_seconds: Gauge = "loopwatch_loop_start_timestamp_seconds", "s", [], None, Always,
         "Unix time at which the loop started: the monitor's start, or under loopwatch run the start of its current process, restarts included (seconds).";
@@ -1364,6 +1399,8 @@ pub fn markdown_table() -> String {
                     "{} One series per GPU, with the feature gpu and a driver (see docs/gpu.md).",
                     spec.description
                 ),
+                Presence::PerModelServer =>
+                    format!("{} Series per model server configured.", spec.description),
             }
         );
     }

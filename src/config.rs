@@ -800,6 +800,12 @@ thresholds! {
     /// … for this long (1 min). The generated Prometheus rule waits 1 min (its `for`)
     /// whatever this says.
     gpu_memory_for, with_gpu_memory_for: Positive(Duration) = Duration::from_secs(60);
+    /// LLMServerSaturated: a local model server's KV cache at least this full (0.9)
+    /// while requests wait in its queue, or preemptions within the minute before, at
+    /// every read …
+    llm_server_kv_cache_fraction, with_llm_server_kv_cache_fraction: Fraction(f64) = 0.9;
+    /// … for this long (2 min): the rule's `for`.
+    llm_server_saturated_for, with_llm_server_saturated_for: Positive(Duration) = Duration::from_secs(120);
     @optional {
         /// LLMSpendWithoutProgress: US dollars spent on LLM calls since the champion last
         /// changed (or since the start) at which it fires; off until set.
@@ -875,6 +881,26 @@ impl Thresholds {
             "none",
             "What a model's tokens cost, per million (see \"Prices\" in docs/llm-proxy.md); a model \
              without a price is never guessed.",
+        );
+        row(
+            "[[llm.servers]] kind",
+            "none",
+            "A local model server to read at the sampling interval (see docs/model-servers.md): \
+             `\"vllm\"` or `\"sglang\"` (its Prometheus `/metrics`) or `\"ollama\"` (its \
+             `/api/ps`); one `[[llm.servers]]` table per server, at most 8; `loopwatch run \
+             --llm-server KIND=URL` adds one.",
+        );
+        row(
+            "[[llm.servers]] url",
+            "none",
+            "The server's base URL, plain `http://HOST:PORT` with any path prefix (a trailing \
+             `/metrics` or `/api/ps` is taken off).",
+        );
+        row(
+            "[[llm.servers]] name",
+            "the URL's `host:port`",
+            "The `server` label of its series, at most 64 characters; each server's name must \
+             differ from the others'.",
         );
         out
     }
@@ -1289,6 +1315,9 @@ mod tests {
                 )
             })
             .collect();
+        assert_eq!(rows.pop().unwrap().0, "[[llm.servers]] name");
+        assert_eq!(rows.pop().unwrap().0, "[[llm.servers]] url");
+        assert_eq!(rows.pop().unwrap().0, "[[llm.servers]] kind");
         assert_eq!(rows.pop().unwrap().0, "[llm.prices.\"<model>\"]");
         assert_eq!(rows.pop().unwrap().0, "[gpu] library");
         assert_eq!(rows.pop().unwrap().0, "[llm.budget] action");
@@ -1375,6 +1404,8 @@ mod tests {
             ("llm_error_rate", "0.3"),
             ("llm_error_calls", "5"),
             ("llm_budget_horizon", "\"30m\""),
+            ("llm_server_kv_cache_fraction", "0.75"),
+            ("llm_server_saturated_for", "\"30s\""),
             ("llm_spend_without_progress_usd", "2.5"),
             ("llm_budget_usd", "40"),
             ("restart_window", "\"10m\""),
@@ -1436,6 +1467,64 @@ mod tests {
         }
         let t: Thresholds = "llm_error_calls = 3".parse().unwrap();
         assert_eq!(t.llm_error_calls(), 3);
+    }
+
+    /// `[[llm.servers]]`: each server read with its kind, base URL and name; bad ones
+    /// refused with what is wrong, never a panic.
+    #[test]
+    fn model_servers_are_read_and_bad_ones_refused() {
+        let t: Thresholds = "[[llm.servers]]\nkind = \"vllm\"\nurl = \"http://127.0.0.1:8000/metrics\"\n\
+                             [[llm.servers]]\nkind = \"ollama\"\nurl = \"http://127.0.0.1:11434\"\nname = \"local\"\n"
+            .parse()
+            .unwrap();
+        let servers = &t.llm().servers;
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[0].kind().as_str(), "vllm");
+        assert_eq!(servers[0].endpoint(), "http://127.0.0.1:8000/metrics");
+        assert_eq!(servers[0].name(), "127.0.0.1:8000");
+        assert_eq!(
+            (servers[1].kind().as_str(), servers[1].name()),
+            ("ollama", "local")
+        );
+        let server = |body: &str| format!("[[llm.servers]]\n{body}\n");
+        for (text, says) in [
+            (
+                server("kind = \"tgi\"\nurl = \"http://a:1\""),
+                "unknown model server kind",
+            ),
+            (
+                server("kind = \"vllm\"\nurl = \"https://a:1\""),
+                "https is not read",
+            ),
+            (
+                server("kind = \"vllm\"\nurl = \"a:1\""),
+                "expected a base URL",
+            ),
+            (server("kind = \"vllm\""), "url"),
+            (server("url = \"http://a:1\""), "kind"),
+            (
+                server("kind = \"vllm\"\nurl = \"http://a:1\"\nport = 3"),
+                "port",
+            ),
+            (
+                server("kind = \"vllm\"\nurl = \"http://a:1\"\nname = \"\""),
+                "model server name",
+            ),
+            (server("kind = 3\nurl = \"http://a:1\""), "kind"),
+            (
+                server("kind = \"vllm\"\nurl = \"http://a:1\"").repeat(2),
+                "give each its own name",
+            ),
+            (
+                (0..9)
+                    .map(|i| server(&format!("kind = \"vllm\"\nurl = \"http://a:{i}\"")))
+                    .collect::<String>(),
+                "at most 8",
+            ),
+        ] {
+            let err = text.parse::<Thresholds>().unwrap_err().to_string();
+            assert!(err.contains(says), "{text:?}: {err}");
+        }
     }
 
     /// `[llm.budget]`: its amount and action read, bad ones refused with the key

@@ -73,6 +73,7 @@ mod processes;
 pub mod protocol;
 mod reported;
 pub mod sample;
+pub mod servers;
 
 // Containers on Docker, or their stand-in without the `docker` feature: the same
 // interface either way, so that nothing above carries a `cfg`.
@@ -165,6 +166,7 @@ mod documentation {
         Kubernetes = "../docs/kubernetes.md";
         LlmProxy = "../docs/llm-proxy.md";
         Metrics = "../docs/metrics.md";
+        ModelServers = "../docs/model-servers.md";
         Performance = "../docs/performance.md";
         Protocol = "../docs/protocol.md";
         Python = "../docs/python.md";

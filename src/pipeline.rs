@@ -396,6 +396,7 @@ mod tests {
                     | Presence::PerLlmCall
                     | Presence::WithEvaluations
                     | Presence::PerGpu
+                    | Presence::PerModelServer
             ) {
                 assert!(family.is_none(), "{} has no series yet", spec.name);
                 continue;
@@ -420,6 +421,7 @@ mod tests {
                         | Presence::PerLlmCall
                         | Presence::WithEvaluations
                         | Presence::PerGpu
+                        | Presence::PerModelServer
                 ))
                 .count(),
             "nothing outside the catalog"

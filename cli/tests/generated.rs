@@ -225,6 +225,7 @@ fn the_dashboard_is_valid_for_grafana_9() {
             "LLM Spend and Latency",
             "Evaluations",
             "LLM Progress per Dollar",
+            "Model Servers",
             "GPUs"
         ]
     );
@@ -261,7 +262,7 @@ fn the_dashboard_is_valid_for_grafana_9() {
         (&"row".into(), &true.into())
     );
     let panels = generate::dashboard_panels(&dashboard);
-    let titles: Vec<&str> = panels[8..]
+    let titles: Vec<&str> = panels[9..]
         .iter()
         .map(|p| p["title"].as_str().unwrap())
         .collect();

@@ -71,15 +71,18 @@ fn every_dashboard_query_returns_data_from_a_real_scrape() {
         .iter()
         .map(|p| p["targets"].as_array().unwrap().len())
         .sum();
-    // The LLM panels read the calls of a metered loop, and the GPU panels the GPUs of
-    // a loop with a GPU, which this one is neither: the LLM tests (`llm.rs`) and the
-    // GPU tests (`gpu.rs`) query them. The expressions come panel by panel, target by
-    // target.
+    // The LLM panels read the calls of a metered loop, the GPU panels the GPUs of a
+    // loop with a GPU and the model servers' panel the servers of a loop that has
+    // some, which this one is none of: the LLM tests (`llm.rs`), the GPU tests
+    // (`gpu.rs`) and the model servers' tests (`model_servers.rs`) query them. The
+    // expressions come panel by panel, target by target.
     let of_llm_panels: Vec<bool> = dashboard_panels(&dashboard)
         .iter()
         .flat_map(|p| {
             let title = p["title"].as_str().unwrap();
-            let elsewhere = title.starts_with("LLM") || title.starts_with("GPU");
+            let elsewhere = title.starts_with("LLM")
+                || title.starts_with("GPU")
+                || title == loopwatch_cli::generate::MODEL_SERVERS_PANEL;
             vec![elsewhere; p["targets"].as_array().unwrap().len()]
         })
         .collect();

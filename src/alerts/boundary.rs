@@ -502,3 +502,63 @@ pub(super) fn loop_vanished(_: &Thresholds) -> Vec<BoundaryCase> {
         .quiet_at("9m"),
     ]
 }
+
+/// LLMServerSaturated: a server's series, labelled as loopwatch publishes them.
+fn server_series(metric: &str) -> String {
+    format!("{metric}{{{SCRAPED}, server=\"qwen\", kind=\"vllm\"}}")
+}
+
+/// LLMServerSaturated, sampled every 30 s: requests waiting with the cache at the
+/// fraction fire once held for `llm_server_saturated_for`, not 30 s before; just below
+/// the fraction, or with none waiting, nothing; preemptions rising alone (from the
+/// second sample) fire too, with the cache's usage as the value.
+pub(super) fn llm_server_saturated(t: &Thresholds) -> Vec<BoundaryCase> {
+    let fraction = t.llm_server_kv_cache_fraction();
+    let held = t.llm_server_saturated_for().as_secs().div_ceil(30) * 30;
+    // Samples enough to go a minute past the firing of the last check.
+    let samples = held / 30 + 4;
+    let series = |kv: f64, waiting: u64, preemptions_step: u64| {
+        [
+            (
+                catalog::LLM_SERVER_KV_CACHE_USAGE_RATIO.name,
+                format!("{kv}+0x{samples}"),
+            ),
+            (
+                catalog::LLM_SERVER_REQUESTS_WAITING.name,
+                format!("{waiting}+0x{samples}"),
+            ),
+            (
+                catalog::LLM_SERVER_PREEMPTIONS_TOTAL.name,
+                format!("0+{preemptions_step}x{samples}"),
+            ),
+        ]
+    };
+    let with = |shows: &str, series: [(&str, String); 3]| {
+        series.into_iter().fold(
+            BoundaryCase::new(shows)
+                .every("30s")
+                .run_info(format!("1+0x{samples}")),
+            |case, (metric, values)| case.series_selector(server_series(metric), values),
+        )
+    };
+    let at_fraction = with(
+        "fires once held at the fraction, not before",
+        series(fraction, 3, 0),
+    )
+    .quiet_at(format!("{}s", held.saturating_sub(30)))
+    .fires_at(format!("{}s", held + 30), fraction);
+    let below = with(
+        "stays quiet just below the fraction",
+        series(fraction - 0.001, 3, 0),
+    )
+    .quiet_at(format!("{}s", held + 60));
+    let idle = with(
+        "stays quiet with a full cache and no request waiting",
+        series(1.0, 0, 0),
+    )
+    .quiet_at(format!("{}s", held + 60));
+    let preempting = with("fires on preemptions rising alone", series(0.5, 0, 5))
+        .quiet_at(format!("{held}s"))
+        .fires_at(format!("{}s", held + 60), 0.5);
+    vec![at_fraction, below, idle, preempting]
+}

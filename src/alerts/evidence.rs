@@ -38,7 +38,14 @@ pub(crate) enum Trigger {
     /// A GPU sample (each sampler tick) and a GPU's Xid error: `gpu_memory_fraction`,
     /// `gpu_memory_high_for` and `gpu_errors`.
     Gpu,
+    /// A model server read (or one that failed): `server_saturated_for` and
+    /// `server_kv_cache_usage`.
+    ModelServers,
 }
+
+/// Preemptions within this window before a read count as preemptions rising: the
+/// range of its rule's `increase`.
+pub(crate) const LLM_SERVER_PREEMPTION_WINDOW: Duration = Duration::from_secs(60);
 
 /// Everything the verdicts read, as of the last event of each [`Trigger`]. Plain
 /// values, copied in: judging reads them and allocates nothing.
@@ -94,6 +101,14 @@ pub(crate) struct Evidence {
     /// Xid and uncorrected ECC errors on the GPUs within the last
     /// [`GPU_ERRORS_WINDOW`] ([`Trigger::Gpu`]).
     pub(crate) gpu_errors: u64,
+    /// How long the model server saturated the longest has been saturated: requests
+    /// waiting while its KV cache is at least `llm_server_kv_cache_fraction` full, or
+    /// preemptions within [`LLM_SERVER_PREEMPTION_WINDOW`], at each read since; `None`
+    /// while no server is ([`Trigger::ModelServers`]).
+    pub(crate) server_saturated_for: Option<Duration>,
+    /// That server's KV-cache usage at its last read, 0 to 1
+    /// ([`Trigger::ModelServers`]).
+    pub(crate) server_kv_cache_usage: f64,
 }
 
 /// How long a GPU's error keeps GPUErrors firing: 5 minutes, as the rule's window.

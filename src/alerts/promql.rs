@@ -268,6 +268,41 @@ pub(super) fn llm_budget_description(t: &Thresholds) -> String {
     }
 }
 
+/// A duration as Prometheus writes one (`90s`, `2m`, `1500ms`): no spaces.
+pub(super) fn duration(d: std::time::Duration) -> String {
+    let millis = d.as_millis();
+    match millis {
+        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
+        m if m % 1000 == 0 => format!("{}s", m / 1000),
+        m => format!("{m}ms"),
+    }
+}
+
+/// A model server saturated, as the evaluator judges it at each read: requests waiting
+/// while its KV cache is at least `llm_server_kv_cache_fraction` full, or preemptions
+/// within the last minute; held for the rule's `for` (`llm_server_saturated_for`). Its value is the
+/// KV-cache usage of the fullest server so saturated; the servers' labels are
+/// aggregated away, so that the alert is labelled as loopwatch's own is (which names
+/// the server beside its value).
+pub(super) fn llm_server_saturated(t: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "max without (server, kind) ({kv} and (({waiting} > 0 and {kv} >= {fraction}) or increase({preemptions}[{window}s]) > 0))",
+        kv = catalog::LLM_SERVER_KV_CACHE_USAGE_RATIO.name,
+        waiting = catalog::LLM_SERVER_REQUESTS_WAITING.name,
+        preemptions = catalog::LLM_SERVER_PREEMPTIONS_TOTAL.name,
+        fraction = t.llm_server_kv_cache_fraction(),
+        window = super::LLM_SERVER_PREEMPTION_WINDOW.as_secs(),
+    ))
+}
+
+pub(super) fn llm_server_saturated_description(t: &Thresholds) -> String {
+    format!(
+        "A local model server has been saturated for {}: requests waiting while its KV cache is {{{{ $value | humanizePercentage }}}} full (threshold {}%), or preempting requests; loopwatch's own alert names the server.",
+        humantime::format_duration(t.llm_server_saturated_for()),
+        t.llm_server_kv_cache_fraction() * 100.0
+    )
+}
+
 /// The jobs whose targets are loops: the one on the default port, and the registered.
 const LOOP_JOBS: &str = "job=~\"loopwatch|loopwatch-discovered\"";
 

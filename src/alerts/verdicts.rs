@@ -164,3 +164,15 @@ pub(crate) fn evaluation_hung(e: &Evidence, _: &Thresholds) -> Verdict {
         None => Verdict::Clear,
     }
 }
+
+/// LLMServerSaturated: a model server saturated at every read for
+/// `llm_server_saturated_for` fires, pending before; its value is that server's
+/// KV-cache usage.
+pub(crate) fn llm_server_saturated(e: &Evidence, th: &Thresholds) -> Verdict {
+    let usage = e.server_kv_cache_usage;
+    match e.server_saturated_for {
+        Some(held) if held >= th.llm_server_saturated_for() => Verdict::Firing(usage),
+        Some(_) => Verdict::Pending(usage),
+        None => Verdict::Clear,
+    }
+}

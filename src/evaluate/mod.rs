@@ -296,6 +296,31 @@ impl Evaluator {
         findings
     }
 
+    /// Judges the alerts on [`Trigger::ModelServers`] after a model server's read:
+    /// `saturated` is how long the server saturated the longest has been so, and its
+    /// KV-cache usage (`None` while no server is); a firing transition names that
+    /// server by `subject`.
+    pub(crate) fn on_model_servers(
+        &mut self,
+        saturated: Option<(Duration, f64)>,
+        subject: impl FnOnce() -> std::sync::Arc<str>,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Findings {
+        let mut findings = Findings::default();
+        self.evidence.server_saturated_for = saturated.map(|(held, _)| held);
+        self.evidence.server_kv_cache_usage = saturated.map_or(0.0, |(_, usage)| usage);
+        self.judge(Trigger::ModelServers, th, at, &mut findings);
+        if let Some(firing) = findings
+            .transitions
+            .iter_mut()
+            .find(|t| t.state == AlertState::Firing)
+        {
+            firing.subject = Some(subject());
+        }
+        findings
+    }
+
     /// Restarts within the restart window, as of the last evaluation.
     pub(crate) fn recent_restarts(&self) -> u64 {
         self.restarts.len() as u64

@@ -539,6 +539,28 @@ fn every_alert_fires_in_process() {
                 evaluator.on_gpu(full, 0, &th, held)
             }
             AlertName::GPUErrors => evaluator.on_gpu(None, 1, &th, now()),
+            AlertName::LLMServerSaturated => {
+                let held = th.llm_server_saturated_for();
+                let short = evaluator.on_model_servers(
+                    Some((held - Duration::from_millis(1), 0.95)),
+                    || "qwen".into(),
+                    &th,
+                    now(),
+                );
+                assert!(
+                    !fired(&short, alert),
+                    "fired before it was held long enough"
+                );
+                assert_eq!(evaluator.states()[alert], AlertState::Pending);
+                let findings =
+                    evaluator.on_model_servers(Some((held, 0.95)), || "qwen".into(), &th, now());
+                assert_eq!(
+                    findings.transitions[0].subject.as_deref(),
+                    Some("qwen"),
+                    "the server is named"
+                );
+                findings
+            }
         };
         assert!(fired(&findings, alert), "{alert:?} did not fire");
         assert_eq!(evaluator.states()[alert], AlertState::Firing);

@@ -159,6 +159,7 @@ pub(crate) fn write(
         "evaluations": snapshot.evaluations,
         "instrumentation": snapshot.instrumentation,
         "gpus": snapshot.gpus,
+        "model_servers": snapshot.model_servers.servers,
         "alert_history": alert_history,
         "events": snapshot.events,
         "events_dropped": snapshot.events_dropped,

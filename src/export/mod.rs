@@ -148,6 +148,14 @@ pub(crate) struct InstrumentedFramework {
     pub(crate) errors: u64,
 }
 
+/// The model servers read (`[[llm.servers]]`): each as it stands, and each one's
+/// history of reads (thinned, oldest first), in the configuration's order.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub(crate) struct ModelServersView {
+    pub(crate) servers: Vec<crate::servers::book::ServerView>,
+    pub(crate) points: Vec<Vec<crate::servers::book::ServerPoint>>,
+}
+
 /// Everything the exporters show of a run, taken at one instant.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
@@ -186,6 +194,8 @@ pub(crate) struct Snapshot {
     pub(crate) instrumentation: Vec<InstrumentedFramework>,
     /// Every GPU the sampler read, in NVML's order; empty when none was.
     pub(crate) gpus: Vec<LiveGpu>,
+    /// The model servers read, and their histories.
+    pub(crate) model_servers: ModelServersView,
 }
 
 /// What the exporters read a run through.

@@ -240,6 +240,7 @@ pub(crate) fn snapshot_json(snapshot: &Snapshot) -> Value {
             "state": snapshot.containers,
         },
         "evaluations": snapshot.evaluations,
+        "model_servers": snapshot.model_servers,
         "history": snapshot.history,
         "samples": snapshot.samples,
         "samples_dropped": snapshot.samples_dropped,

@@ -223,6 +223,8 @@ pub(crate) enum Event {
         /// When they were reported.
         at: Moment,
     },
+    /// A model server was read, or could not be.
+    ModelServer(Box<ServerRead>),
     /// The background clock: what changes with time alone (a stall, windows that
     /// move on) is evaluated at `at`.
     Tick {
@@ -294,5 +296,16 @@ pub(crate) struct ProcessSweep {
     /// still alive, for the final export.
     pub(crate) left_behind: Option<Vec<crate::processes::MarkedProcess>>,
     /// When it ended.
+    pub(crate) at: Moment,
+}
+
+/// One read of a model server.
+#[derive(Debug)]
+pub(crate) struct ServerRead {
+    /// The server's position in `[[llm.servers]]`.
+    pub(crate) index: usize,
+    /// What it said, or why it could not be read.
+    pub(crate) outcome: Result<crate::servers::Reading, crate::servers::ReadFailure>,
+    /// When the read ended.
     pub(crate) at: Moment,
 }

@@ -140,6 +140,8 @@ pub(super) struct Hub {
     /// The loop's memory cgroup, whose limit HighMemoryUsage uses when it is lower
     /// than host memory.
     cgroup: Option<CgroupMemory>,
+    /// The model servers to read, and their client.
+    pub(super) model_servers: super::servers::Readers,
 }
 
 /// The parts a [`Hub`] is assembled from.
@@ -165,6 +167,10 @@ impl Hub {
                 .clone(),
         );
         let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
+        let model_servers = super::servers::Readers::new(
+            &parts.settings.thresholds.llm().servers,
+            parts.settings.sample_interval,
+        );
         let hub = Hub {
             state: Mutex::new(RunState::new(parts.started_at, &parts.settings.thresholds)),
             settings: parts.settings,
@@ -191,8 +197,11 @@ impl Hub {
             containers: parts.containers,
             host_sampler: Mutex::new(parts.host_sampler),
             cgroup: CgroupMemory::of_current_process(),
+            model_servers,
         };
         hub.publisher.loop_started(parts.started_at);
+        hub.publisher
+            .model_servers_configured(&lock(&hub.state).model_servers().servers);
         // The limit EvaluationHung compares with, from the start: the floor, until
         // enough evaluations have finished for their p95 to count.
         hub.publisher
@@ -504,6 +513,7 @@ impl Source for Hub {
             evaluations,
             instrumentation,
             gpus,
+            model_servers,
         ) = self.read(|state| {
             (
                 state.summary(&self.identity.run_id, &self.reasons, now),
@@ -519,6 +529,7 @@ impl Source for Hub {
                 state.evaluations_view(now),
                 state.instrumentation(),
                 state.gpus(),
+                state.model_servers(),
             )
         });
         Snapshot {
@@ -541,6 +552,7 @@ impl Source for Hub {
             evaluations,
             instrumentation,
             gpus,
+            model_servers,
         }
     }
 }

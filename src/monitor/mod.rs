@@ -41,6 +41,7 @@ mod iteration;
 mod publish;
 mod reasons;
 mod recorder;
+mod servers;
 mod start;
 mod state;
 mod supervision;

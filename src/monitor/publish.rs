@@ -129,6 +129,7 @@ impl Publisher {
                 count,
                 total,
             } => self.instrumentation_errors(*framework, *count, *total),
+            Publish::ModelServer { change, servers } => self.model_server(change, servers),
             Publish::Tick {
                 calls,
                 oldest,

@@ -2,6 +2,7 @@
 //! text-format parser, and `promtool` as an independent judge of the exposition.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod model_servers;
 mod quiet;
 pub mod services;
 

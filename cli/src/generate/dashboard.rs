@@ -1,6 +1,7 @@
 //! The Grafana dashboard (Grafana 9+): resource usage, strategy performance, diversity
 //! and container stats, three of LLM calls (the last, progress per dollar, an XY
-//! chart), evaluations, and a collapsed row of GPU panels, with units,
+//! chart), the evaluations, the local model servers, and a collapsed row of GPU
+//! panels, with units,
 //! threshold lines at the alert thresholds, a 5 s refresh, a Prometheus datasource
 //! variable, and annotations for champion changes and alerts.
 
@@ -8,6 +9,10 @@ use serde_json::{json, Value};
 
 use loopwatch::catalog;
 use loopwatch::Thresholds;
+
+/// The title of the panel of the local model servers, which reads only loops that
+/// have some.
+pub const MODEL_SERVERS_PANEL: &str = "Model Servers";
 
 /// Path of the dashboard, relative to the repository.
 pub const DASHBOARD_FILE: &str = "grafana/dashboards/loopwatch.json";
@@ -476,7 +481,29 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 spend_per_change(),
             ],
         ),
-        collapsed_row(11, "GPUs", 40, gpu_panels(t)),
+        panel(
+            12,
+            MODEL_SERVERS_PANEL,
+            "Each local model server's mean queue time beside the metering proxy's mean time to first chunk (s): a slow first chunk with a long queue is a busy server, with a short queue a slow model; requests waiting at each server, and the fraction of its KV cache in use against LLMServerSaturated's threshold. Empty for a loop without model servers ([[llm.servers]], loopwatch run --llm-server).",
+            0,
+            40,
+            vec![
+                q(c(&catalog::LLM_SERVER_QUEUE_TIME_SECONDS), "{{server}} queue time", "s"),
+                q(
+                    of_runs(format!(
+                        "sum by (instance, job) (rate({name}_sum{{{LOOP}}}[5m])) / sum by (instance, job) (rate({name}_count{{{LOOP}}}[5m]))",
+                        name = catalog::LLM_TIME_TO_FIRST_CHUNK_SECONDS.name
+                    )),
+                    "proxy: first chunk",
+                    "s",
+                ),
+                q(c(&catalog::LLM_SERVER_REQUESTS_WAITING), "{{server}} waiting", "short"),
+                q(c(&catalog::LLM_SERVER_KV_CACHE_USAGE_RATIO), "{{server}} KV cache", "percentunit")
+                    .threshold(t.llm_server_kv_cache_fraction())
+                    .range(0.0, 1.0),
+            ],
+        ),
+        collapsed_row(11, "GPUs", 50, gpu_panels(t)),
     ];
     json!({
         "title": "loopwatch",
@@ -542,7 +569,7 @@ fn gpu_panels(_t: &Thresholds) -> Vec<Value> {
             "GPU Memory",
             "Per GPU (index): video memory in use of its size (%), the video memory of the loop's own processes (GB) and the size (GB). The loop's share is 0 in a pid namespace other than the host's (see docs/gpu.md).",
             0,
-            41,
+            51,
             vec![
                 q(
                     of_runs(format!(
@@ -571,7 +598,7 @@ fn gpu_panels(_t: &Thresholds) -> Vec<Value> {
             "GPU Load and Errors",
             "Per GPU (index): the share of time a kernel ran (%), power (W), temperature (°C), and errors over the last 5 minutes by type: xid (critical Xid errors), uncorrected and corrected ECC errors.",
             12,
-            41,
+            51,
             vec![
                 q(
                     of_runs(format!("100 * {}", metric(&catalog::HW_GPU_UTILIZATION_RATIO))),

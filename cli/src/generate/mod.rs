@@ -14,7 +14,7 @@ use loopwatch::Thresholds;
 
 pub use dashboard::{
     dashboard_expressions, dashboard_panels, grafana_dashboard, grafana_fleet_dashboard,
-    with_variables, DASHBOARD_FILE, FLEET_DASHBOARD_FILE,
+    with_variables, DASHBOARD_FILE, FLEET_DASHBOARD_FILE, MODEL_SERVERS_PANEL,
 };
 pub use rules::{
     expected_description, prometheus_rules, promtool_tests, MEMORY_RATIO_RECORD, RULES_FILE,

@@ -16,6 +16,8 @@ use crate::export::view::{self, Interval, Restart};
 use crate::export::Snapshot;
 use crate::records::{HistoryPoint, TimePoint};
 
+mod servers;
+
 const WIDTH: f64 = 440.0;
 const HEIGHT: f64 = 130.0;
 const LEFT: f64 = 58.0;
@@ -47,6 +49,7 @@ pub(crate) const STYLE: &str = concat!(
     ".bar .reason{flex:0 0 45%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}",
     "table{border-collapse:collapse;font-size:12px;width:100%}td,th{text-align:left;padding:2px 6px}",
     "th{color:#8a93a3}.key{color:#8a93a3;font-size:12px}tr.hung td{color:#f85149}",
+    ".panel h3{font-size:13px;margin:8px 0 2px}td.down{color:#f85149}",
 );
 
 /// How a chart's numbers read.
@@ -1347,6 +1350,13 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                         section class="panel" data-panel="GPUs" {
                             h2 { "GPUs" }
                             (gpus(snapshot, sample_axis, ranges))
+                        }
+                    }
+                    @if !snapshot.model_servers.servers.is_empty() {
+                        section class="panel" data-panel="Model servers"
+                            data-servers=(snapshot.model_servers.servers.len()) {
+                            h2 { "Model servers" }
+                            (servers::panel(&snapshot.model_servers, sample_axis, ranges, Some(t.llm_server_kv_cache_fraction())))
                         }
                     }
                     @if evaluations_seen {

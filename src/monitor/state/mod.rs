@@ -15,6 +15,7 @@ mod gpu;
 mod housekeeping;
 mod ledger;
 mod liveness;
+mod servers;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -37,7 +38,7 @@ use crate::records::{
 };
 use crate::reported::Rejection;
 
-use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep};
+use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep, ServerRead};
 use super::reasons::{ReasonCounts, ReasonNames};
 use evaluations::{Evaluations, Oldest, Refused};
 use frameworks::Frameworks;
@@ -45,6 +46,7 @@ use gpu::GpuBooks;
 use housekeeping::{Housekeeping, Latest};
 use ledger::RunLedger;
 use liveness::Liveness;
+use servers::Servers;
 
 pub(super) use evaluations::{Finished, PROCESS_GONE};
 pub(crate) use gpu::{GpuErrorKind, GpuErrors};
@@ -202,6 +204,12 @@ pub(super) enum Publish {
         count: u64,
         total: u64,
     },
+    /// A model server was read (or could not be): what changed, and every server
+    /// as it now stands.
+    ModelServer {
+        change: crate::servers::book::Change,
+        servers: Vec<crate::servers::book::ServerView>,
+    },
     /// The background clock's tick: calls in flight, the LLM evidence (when calls
     /// were made), the restarts within the window and the evaluations.
     Tick {
@@ -256,6 +264,8 @@ pub(super) struct RunState {
     gpus: GpuBooks,
     /// Failure reasons sent ahead of the iteration they belong to ([`Event::Reasons`]).
     more_reasons: ReasonCounts,
+    /// The model servers read.
+    servers: Servers,
 }
 
 impl RunState {
@@ -274,6 +284,7 @@ impl RunState {
             frameworks: Frameworks::default(),
             gpus: GpuBooks::default(),
             more_reasons: ReasonCounts::default(),
+            servers: Servers::new(&thresholds.llm().servers),
         }
     }
 
@@ -396,6 +407,10 @@ impl RunState {
                     }),
                     at,
                 )
+            }
+            Event::ModelServer(read) => {
+                let at = read.at;
+                (self.model_server(*read, th), at)
             }
             Event::Tick { at } => (self.tick(th, at), at),
         };
@@ -600,6 +615,35 @@ impl RunState {
         }
     }
 
+    /// A read of a model server, placed on the page's axes as the run stands; then
+    /// LLMServerSaturated on the servers' saturation.
+    fn model_server(&mut self, read: ServerRead, th: &Thresholds) -> Applied {
+        let at = read.at.wall;
+        let when = crate::servers::book::When {
+            at: unix_seconds(at),
+            elapsed_seconds: at
+                .duration_since(self.ledger.started_at)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            iterations: self.ledger.iterations,
+        };
+        let Some((change, servers)) =
+            self.servers
+                .read(read.index, read.outcome, when, read.at.mono, th)
+        else {
+            return Applied::just(Publish::Nothing);
+        };
+        let saturated = self.servers.most_saturated(read.at.mono);
+        let subject = saturated.as_ref().map(|(name, _, _)| Arc::clone(name));
+        let findings = self.evaluator.on_model_servers(
+            saturated.map(|(_, held, usage)| (held, usage)),
+            || subject.unwrap_or_else(|| Arc::from("model server")),
+            th,
+            read.at,
+        );
+        Applied::new(findings, Publish::ModelServer { change, servers })
+    }
+
     fn process_sweep(&mut self, sweep: ProcessSweep) -> Applied {
         self.housekeeping.process_sweep(
             sweep.given_up,
@@ -735,6 +779,9 @@ impl RunState {
     ) -> Applied {
         if let Some(id) = started {
             self.llm.settle_reservation(id, call.usage_missing());
+        }
+        if let Some(first) = call.time_to_first_chunk {
+            self.servers.proxy_first_chunk(first.as_secs_f64());
         }
         let pricing = th.llm().pricing(&call);
         let (labels, evidence) = self
@@ -1077,6 +1124,11 @@ impl RunState {
     /// What the process sweeps found and did.
     pub(super) fn process_tally(&self) -> ProcessTally {
         self.housekeeping.tally
+    }
+
+    /// The model servers and their histories.
+    pub(super) fn model_servers(&self) -> crate::export::ModelServersView {
+        self.servers.view()
     }
 
     /// The frameworks the zero-code instrumentation reported on.
