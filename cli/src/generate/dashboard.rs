@@ -128,8 +128,12 @@ pub fn with_variables(expr: &str, values: &[(&str, &str)]) -> String {
     out
 }
 
+/// The queries' `refId`s, in order: a panel holds at most this many queries.
+const REF_IDS: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
+
 fn panel(id: u64, title: &str, description: &str, x: u64, y: u64, queries: Vec<Query>) -> Value {
-    let ref_ids = ["A", "B", "C", "D"];
+    assert!(queries.len() <= REF_IDS.len(), "{title}: too many queries");
+    let ref_ids = REF_IDS;
     let targets: Vec<Value> = queries
         .iter()
         .zip(ref_ids)
@@ -206,7 +210,8 @@ fn xy_panel(
     x_field: &'static str,
     queries: Vec<Query>,
 ) -> Value {
-    let ref_ids = ["A", "B", "C", "D"];
+    assert!(queries.len() <= REF_IDS.len(), "{title}: too many queries");
+    let ref_ids = REF_IDS;
     let targets: Vec<Value> = queries
         .iter()
         .zip(ref_ids)
