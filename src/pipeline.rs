@@ -396,6 +396,7 @@ mod tests {
                     | Presence::PerLlmCall
                     | Presence::WithEvaluations
                     | Presence::PerGpu
+                    | Presence::OnceSet
             ) {
                 assert!(family.is_none(), "{} has no series yet", spec.name);
                 continue;
@@ -420,6 +421,7 @@ mod tests {
                         | Presence::PerLlmCall
                         | Presence::WithEvaluations
                         | Presence::PerGpu
+                        | Presence::OnceSet
                 ))
                 .count(),
             "nothing outside the catalog"
