@@ -9,7 +9,7 @@
 //!
 //! ```
 //! # let limit = 3;
-//! use loopwatch::{catalog, BoundaryCase};
+//! use loopwatch::{alerts::BoundaryCase, catalog};
 //! let case = BoundaryCase::at_threshold()
 //!     .series(catalog::ORPHANED_CONTAINERS.name, format!("{limit} {}", limit + 1))
 //!     .quiet_at("0m")

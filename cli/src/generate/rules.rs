@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use loopwatch::{catalog, AlertName, AlertSpec, BoundaryCase, RuleSpec, Thresholds, ALERTS};
+use loopwatch::alerts::BoundaryCase;
+use loopwatch::{catalog, AlertName, AlertSpec, RuleSpec, Thresholds, ALERTS};
 use serde::Serialize;
 
 /// Path of the rules file, relative to the repository.
