@@ -224,7 +224,7 @@ fn the_dashboard_is_valid_for_grafana_9() {
             "LLM Calls",
             "LLM Spend and Latency",
             "Evaluations",
-            "LLM Progress per Dollar",
+            "LLM Progress per Dollar ($instance)",
             "GPUs"
         ]
     );
@@ -232,6 +232,35 @@ fn the_dashboard_is_valid_for_grafana_9() {
     // frame, the spend on x (one of its queries' legends), the rest on y.
     let xy = &panels[7];
     assert_eq!(xy["type"], "xychart");
+    // The join pairs rows by time alone, so one loop per chart: the panel repeats for
+    // each value of the instance variable, across the full width, and each query
+    // gives one series of the one instance a copy selects.
+    assert_eq!(xy["repeat"], "instance");
+    assert_eq!(xy["repeatDirection"], "h");
+    assert!(dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == "instance" && v["includeAll"] == true));
+    assert_eq!(
+        (&xy["gridPos"]["x"], &xy["gridPos"]["w"]),
+        (&0.into(), &24.into())
+    );
+    for target in xy["targets"].as_array().unwrap() {
+        let expr = target["expr"].as_str().unwrap();
+        assert!(
+            expr.starts_with("max by (instance) (") && expr.contains("instance=~\"$instance\""),
+            "{expr}"
+        );
+    }
+    assert!(
+        xy["description"]
+            .as_str()
+            .unwrap()
+            .contains("cannot mark the champion's changes"),
+        "{}",
+        xy["description"]
+    );
     assert_eq!(xy["transformations"][0]["id"], "seriesToColumns");
     assert_eq!(xy["transformations"][0]["options"]["byField"], "Time");
     assert_eq!(xy["options"]["seriesMapping"], "auto");
@@ -249,11 +278,25 @@ fn the_dashboard_is_valid_for_grafana_9() {
     assert!(xy["targets"][0]["expr"]
         .as_str()
         .unwrap()
-        .starts_with("(loopwatch_llm_spend_usd{"));
+        .starts_with("max by (instance) ((loopwatch_llm_spend_usd{"));
     assert!(xy["targets"][1]["expr"]
         .as_str()
         .unwrap()
-        .starts_with("(loopwatch_best_sharpe{"));
+        .starts_with("max by (instance) ((loopwatch_best_sharpe{"));
+    // No two panels share a cell of the grid; Grafana lays a panel repeated across
+    // from x 0 over the whole width, so nothing else is on its rows.
+    let cells = |p: &serde_json::Value| {
+        let g = &p["gridPos"];
+        let at = |k: &str| g[k].as_u64().unwrap();
+        (at("x"), at("y"), at("w"), at("h"))
+    };
+    for (i, a) in panels.iter().enumerate() {
+        for b in &panels[i + 1..] {
+            let ((ax, ay, aw, ah), (bx, by, bw, bh)) = (cells(a), cells(b));
+            let apart = ax + aw <= bx || bx + bw <= ax || ay + ah <= by || by + bh <= ay;
+            assert!(apart, "{} overlaps {}", a["title"], b["title"]);
+        }
+    }
     // The GPU panels are in a collapsed row: queried only once it is opened.
     let row = panels.last().unwrap();
     assert_eq!(

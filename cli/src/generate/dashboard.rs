@@ -1,6 +1,6 @@
 //! The Grafana dashboard (Grafana 9+): resource usage, strategy performance, diversity
 //! and container stats, three of LLM calls (the last, progress per dollar, an XY
-//! chart), evaluations, and a collapsed row of GPU panels, with units,
+//! chart repeated for each loop), evaluations, and a collapsed row of GPU panels, with units,
 //! threshold lines at the alert thresholds, a 5 s refresh, a Prometheus datasource
 //! variable, and annotations for champion changes and alerts.
 
@@ -190,14 +190,29 @@ const SPEND_FIELD: &str = "spend (USD)";
 const BEST_FIELD: &str = "best Sharpe so far";
 const PER_CHANGE_FIELD: &str = "spend per champion change (USD)";
 
+/// The variable an XY chart repeats over: the `instance` (Target) of each loop.
+pub const XY_REPEAT: &str = "instance";
+
+/// An expression of one series per loop the panel shows: in a panel repeated over
+/// [`XY_REPEAT`], one series (the same loop scraped by two jobs gives the same values).
+fn one_per_loop(expr: String) -> String {
+    format!("max by ({XY_REPEAT}) ({expr})")
+}
+
 /// An XY chart (Grafana's `xychart`, 9+): the queries joined on their time into one
 /// frame, the field named `x` on the x axis and every other one on y, each with its
 /// unit. Grafana 10.4 and later migrate these options to their own.
+///
+/// The join pairs the fields of a row by time alone: with two loops in one frame it
+/// would hold two x fields, and one loop's y against the other's x. So the chart is
+/// repeated for each value of the [`XY_REPEAT`] variable, its copies side by side, two
+/// to a row of the dashboard's full width (Grafana lays repeated panels out across
+/// the whole width from `x` 0): each copy queries one loop, one series a query.
 fn xy_panel(
     id: u64,
     title: &str,
     description: &str,
-    (x, y): (u64, u64),
+    y: u64,
     x_field: &'static str,
     queries: Vec<Query>,
 ) -> Value {
@@ -208,7 +223,7 @@ fn xy_panel(
         .map(|(query, ref_id)| {
             json!({
                 "datasource": {"type": "prometheus", "uid": DATASOURCE},
-                "expr": query.expr,
+                "expr": one_per_loop(query.expr.clone()),
                 "legendFormat": query.legend,
                 "refId": ref_id,
             })
@@ -226,10 +241,13 @@ fn xy_panel(
     json!({
         "id": id,
         "type": "xychart",
-        "title": title,
+        "title": format!("{title} (${XY_REPEAT})"),
         "description": description,
         "datasource": {"type": "prometheus", "uid": DATASOURCE},
-        "gridPos": {"h": 10, "w": 12, "x": x, "y": y},
+        "gridPos": {"h": 10, "w": 24, "x": 0, "y": y},
+        "repeat": XY_REPEAT,
+        "repeatDirection": "h",
+        "maxPerRow": 2,
         "transformations": [
             // One frame, a row per scrape: what an XY chart reads.
             {"id": "seriesToColumns", "options": {"byField": "Time"}},
@@ -249,6 +267,12 @@ fn xy_panel(
         },
         "targets": targets,
     })
+}
+
+/// `panel` across the dashboard's whole width.
+fn full_width(mut panel: Value) -> Value {
+    panel["gridPos"]["w"] = json!(24);
+    panel
 }
 
 /// A row, collapsed, holding `panels`: Grafana queries them only once it is opened.
@@ -449,7 +473,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 ),
             ],
         ),
-        panel(
+        full_width(panel(
             7,
             "Evaluations",
             "Evaluations in flight, the age of the oldest against the limit past which EvaluationHung fires (s), worker occupancy (busy workers over those seen in the last minute) and the hung evaluations loopwatch ended (--on-hung-evaluation kill). Empty for a loop that reports no evaluation.",
@@ -463,12 +487,12 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                     .range(0.0, 1.0),
                 q(c(&catalog::EVALUATIONS_KILLED_TOTAL), "killed by loopwatch", "short"),
             ],
-        ),
+        )),
         xy_panel(
             8,
             "LLM Progress per Dollar",
-            "Progress per dollar, one loop at a time (choose it with the variables): the best Sharpe ratio of any strategy so far and the spend per champion change (US dollars) against the cumulative LLM spend (US dollars), one point per scrape. A flat best while the spend grows is money that bought no progress. The embedded page draws the same curve exactly, with the champion's changes marked. Empty for a loop that makes no metered LLM call.",
-            (12, 30),
+            "Progress per dollar, one chart per loop (the panel repeats for each Target the variables select): the best Sharpe ratio of any strategy so far and the spend per champion change (US dollars) against the loop's own cumulative LLM spend (US dollars), one point per scrape. A flat best while the spend grows is money that bought no progress. Grafana's XY chart cannot mark the champion's changes (annotations belong to time axes): the embedded page draws the same curve exactly, with them marked. Empty for a loop that makes no metered LLM call, or before its first strategy succeeded.",
+            40,
             SPEND_FIELD,
             vec![
                 q(c(&catalog::LLM_SPEND_USD), SPEND_FIELD, "currencyUSD"),
@@ -476,7 +500,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 spend_per_change(),
             ],
         ),
-        collapsed_row(11, "GPUs", 40, gpu_panels(t)),
+        collapsed_row(11, "GPUs", 50, gpu_panels(t)),
     ];
     json!({
         "title": "loopwatch",
@@ -542,7 +566,7 @@ fn gpu_panels(_t: &Thresholds) -> Vec<Value> {
             "GPU Memory",
             "Per GPU (index): video memory in use of its size (%), the video memory of the loop's own processes (GB) and the size (GB). The loop's share is 0 in a pid namespace other than the host's (see docs/gpu.md).",
             0,
-            41,
+            51,
             vec![
                 q(
                     of_runs(format!(
@@ -571,7 +595,7 @@ fn gpu_panels(_t: &Thresholds) -> Vec<Value> {
             "GPU Load and Errors",
             "Per GPU (index): the share of time a kernel ran (%), power (W), temperature (°C), and errors over the last 5 minutes by type: xid (critical Xid errors), uncorrected and corrected ECC errors.",
             12,
-            41,
+            51,
             vec![
                 q(
                     of_runs(format!("100 * {}", metric(&catalog::HW_GPU_UTILIZATION_RATIO))),
