@@ -112,12 +112,14 @@ fn every_expression_names_only_metrics_that_exist() {
         assert!(!names.is_empty(), "{expr} reads no metric");
         for name in names {
             // A histogram's series: `_bucket`, `_sum` and `_count` of its name.
+            // Names of the newest GenAI conventions count: loopwatch exports them
+            // instead of the default ones under OTEL_SEMCONV_STABILITY_OPT_IN.
             let histogram = ["_bucket", "_sum", "_count"].iter().any(|suffix| {
                 name.strip_suffix(suffix)
-                    .and_then(catalog::find)
+                    .and_then(catalog::find_exported)
                     .is_some_and(|spec| spec.kind == catalog::MetricKind::Histogram)
             });
-            let known = catalog::find(&name).is_some()
+            let known = catalog::find_exported(&name).is_some()
                 || histogram
                 || recorded.contains(name.as_str())
                 // Series Prometheus itself makes: alert states and scrape health.
@@ -127,6 +129,32 @@ fn every_expression_names_only_metrics_that_exist() {
                 known,
                 "`{expr}` reads `{name}`, which loopwatch does not export"
             );
+        }
+    }
+    // The tokens and durations of LLM calls are read under either GenAI conventions.
+    let reads = |expr: &str, spec: &catalog::MetricSpec| {
+        metric_names(expr).iter().any(|n| n.starts_with(spec.name))
+    };
+    for expr in &expressions {
+        for (default, latest) in [
+            (
+                &catalog::GEN_AI_CLIENT_TOKEN_USAGE,
+                &[
+                    &catalog::GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_TOTAL,
+                    &catalog::GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS_TOTAL,
+                ],
+            ),
+            (
+                &catalog::GEN_AI_CLIENT_OPERATION_DURATION_SECONDS,
+                &[
+                    &catalog::GEN_AI_CLIENT_INFERENCE_DURATION_SECONDS,
+                    &catalog::GEN_AI_CLIENT_EMBEDDINGS_DURATION_SECONDS,
+                ],
+            ),
+        ] {
+            if reads(expr, default) {
+                assert!(latest.iter().all(|spec| reads(expr, spec)), "{expr}");
+            }
         }
     }
     // And the check itself can fail.

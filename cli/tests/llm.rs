@@ -725,8 +725,8 @@ evaluator:
 
 /// A loop that calls an LLM on every iteration (every fourth call fails) and reports
 /// `sign` times the iteration's number as its Sharpe ratio, until a file `stop`
-/// appears in `dir`.
-fn steady_loop(dir: &Path, upstream: &Upstream, sign: &str) -> Supervised {
+/// appears in `dir`; `env` is set for loopwatch.
+fn steady_loop(dir: &Path, upstream: &Upstream, sign: &str, env: &[(&str, &str)]) -> Supervised {
     let config = dir.join("loopwatch.toml");
     std::fs::write(&config, PRICES).unwrap();
     let script = dir.join("steady.py");
@@ -751,29 +751,36 @@ loopwatch.done()
         .replace("SIGN", sign),
     )
     .unwrap();
-    metered(
+    metered_with(
         dir,
         &[
             &format!("--llm-upstream={}", upstream.url()),
             &format!("--config={}", config.display()),
         ],
+        env,
         &script,
         &[],
     )
 }
 
 /// The dashboard's LLM panels over two metered loops scraped by one real Prometheus
-/// (the repository's configuration, both loops its static targets): every query
-/// returns data, and each copy of the progress-per-dollar XY chart (repeated for
-/// each `instance`) gets one series a query, its own loop's.
+/// (the repository's configuration, both loops its static targets), one under the
+/// default GenAI names and one under the newest (`OTEL_SEMCONV_STABILITY_OPT_IN`):
+/// every query returns data for each loop, and each copy of the progress-per-dollar
+/// XY chart (repeated for each `instance`) gets one series a query, its own loop's.
 #[test]
 fn every_llm_panel_query_returns_data_from_a_real_scrape() {
     use loopwatch_cli::generate::{dashboard_expressions, grafana_dashboard, with_variables};
     let upstream = Upstream::start();
     let (dir, other_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    // One loop whose strategies all score above zero, one whose all score below.
-    let mut run = steady_loop(dir.path(), &upstream, "");
-    let mut other = steady_loop(other_dir.path(), &upstream, "-");
+    // One loop whose strategies all score above zero, one whose all score below, the
+    // latter's LLM calls under the newest GenAI names.
+    let mut run = steady_loop(dir.path(), &upstream, "", &[]);
+    let opt_in = [(
+        "OTEL_SEMCONV_STABILITY_OPT_IN",
+        loopwatch::catalog::GenAiConventions::OPT_IN,
+    )];
+    let mut other = steady_loop(other_dir.path(), &upstream, "-", &opt_in);
     let repo = repo_root().join("prometheus");
     let config = std::fs::read_to_string(repo.join("prometheus.yml")).unwrap();
     assert!(config.contains(r#"["127.0.0.1:8000"]"#));
@@ -856,6 +863,38 @@ fn every_llm_panel_query_returns_data_from_a_real_scrape() {
             if legend["legendFormat"] == "best Sharpe so far" {
                 let best: f64 = result[0]["value"][1].as_str().unwrap().parse().unwrap();
                 assert_eq!(best > 0.0, above_zero, "{instance}'s best: {best}");
+            }
+        }
+    }
+    // Each loop's LLM panels have data, under the default GenAI names or the newest;
+    // the tokens by type under both.
+    let token_usage = loopwatch::catalog::GEN_AI_CLIENT_TOKEN_USAGE.name;
+    let latest_tokens = loopwatch::catalog::GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_TOTAL.name;
+    for (loop_run, exported, absent) in [
+        (&run, token_usage, latest_tokens),
+        (&other, latest_tokens, token_usage),
+    ] {
+        let instance = loop_run.addr.to_string();
+        let selected = instance.replace('.', r"\\.");
+        // A histogram's series are its name's `_bucket`, `_sum` and `_count`.
+        data(&format!(
+            "{{__name__=~\"{exported}.*\", instance=\"{instance}\"}}"
+        ));
+        assert!(prometheus
+            .query(&format!(
+                "{{__name__=~\"{absent}.*\", instance=\"{instance}\"}}"
+            ))
+            .is_empty());
+        for expr in dashboard_expressions(&serde_json::json!({ "panels": llm_panels })) {
+            let expr = with_variables(&expr, &[("instance", &selected)]);
+            let result = data(&expr);
+            if expr.contains(token_usage) {
+                let mut types: Vec<&str> = result
+                    .iter()
+                    .map(|s| s["metric"]["gen_ai_token_type"].as_str().unwrap())
+                    .collect();
+                types.sort_unstable();
+                assert_eq!(types, ["input", "output"], "`{expr}`: {result:?}");
             }
         }
     }

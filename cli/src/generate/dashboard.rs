@@ -323,6 +323,49 @@ pub fn dashboard_expressions(dashboard: &Value) -> Vec<String> {
     out
 }
 
+/// The rate over `window` of the tokens of the LLM calls, by `gen_ai_token_type`
+/// (input, output), under either GenAI conventions (`OTEL_SEMCONV_STABILITY_OPT_IN`):
+/// the default histogram's sum, or the newest ones' counters of inference calls and
+/// embeddings' input histogram, which carry no token type (`label_replace` gives it).
+/// A loop exports one of the two; rates drop the metric's name, so `or` joins them.
+fn token_rates(window: &str) -> String {
+    let typed = |name: &str, kind: &str| {
+        format!("label_replace(rate({name}{{{LOOP}}}[{window}]), \"gen_ai_token_type\", \"{kind}\", \"\", \"\")")
+    };
+    format!(
+        "rate({}_sum{{{LOOP}}}[{window}]) or {} or {} or {}",
+        catalog::GEN_AI_CLIENT_TOKEN_USAGE.name,
+        typed(
+            catalog::GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_TOTAL.name,
+            "input"
+        ),
+        typed(
+            catalog::GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS_TOTAL.name,
+            "output"
+        ),
+        typed(
+            &format!(
+                "{}_sum",
+                catalog::GEN_AI_CLIENT_EMBEDDINGS_OPERATION_INPUT_TOKENS.name
+            ),
+            "input"
+        ),
+    )
+}
+
+/// The rate over `window` of the buckets of the LLM calls' durations under either
+/// GenAI conventions: the default histogram, or the newest ones' of inference calls
+/// and of embeddings.
+fn duration_bucket_rates(window: &str) -> String {
+    [
+        &catalog::GEN_AI_CLIENT_OPERATION_DURATION_SECONDS,
+        &catalog::GEN_AI_CLIENT_INFERENCE_DURATION_SECONDS,
+        &catalog::GEN_AI_CLIENT_EMBEDDINGS_DURATION_SECONDS,
+    ]
+    .map(|spec| format!("rate({}_bucket{{{LOOP}}}[{window}])", spec.name))
+    .join(" or ")
+}
+
 /// The dashboard, as Grafana's JSON model.
 pub fn grafana_dashboard(t: &Thresholds) -> Value {
     let c = |spec: &catalog::MetricSpec| of_runs(metric(spec));
@@ -407,7 +450,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
         panel(
             5,
             "LLM Calls",
-            "LLM calls per minute by outcome (ok, abandoned, or the error type), tokens per minute by type, and the failed share of the recent calls against LLMErrors' threshold. Empty for a loop that makes no metered LLM call.",
+            "LLM calls per minute by outcome (ok, abandoned, or the error type), tokens per minute by type (from the default GenAI names or the newest, whichever the loop exports), and the failed share of the recent calls against LLMErrors' threshold. Empty for a loop that makes no metered LLM call.",
             0,
             20,
             vec![
@@ -421,8 +464,8 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 ),
                 q(
                     of_runs(format!(
-                        "60 * sum by (instance, job, gen_ai_token_type) (rate({}_sum{{{LOOP}}}[2m]))",
-                        catalog::GEN_AI_CLIENT_TOKEN_USAGE.name
+                        "60 * sum by (instance, job, gen_ai_token_type) ({})",
+                        token_rates("2m")
                     )),
                     "{{gen_ai_token_type}} tokens/min",
                     "short",
@@ -443,7 +486,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
         panel(
             6,
             "LLM Spend and Latency",
-            "Spend on LLM calls (US dollars), spend per champion improvement, and the p50 and p95 duration of the calls (s). Empty for a loop that makes no metered LLM call.",
+            "Spend on LLM calls (US dollars), spend per champion improvement, and the p50 and p95 duration of the calls (s; from the default GenAI names or the newest, whichever the loop exports). Empty for a loop that makes no metered LLM call.",
             12,
             20,
             vec![
@@ -457,16 +500,16 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 spend_per_change(),
                 q(
                     of_runs(format!(
-                        "histogram_quantile(0.5, sum by (instance, job, le) (rate({}_bucket{{{LOOP}}}[5m])))",
-                        catalog::GEN_AI_CLIENT_OPERATION_DURATION_SECONDS.name
+                        "histogram_quantile(0.5, sum by (instance, job, le) ({}))",
+                        duration_bucket_rates("5m")
                     )),
                     "p50 call duration",
                     "s",
                 ),
                 q(
                     of_runs(format!(
-                        "histogram_quantile(0.95, sum by (instance, job, le) (rate({}_bucket{{{LOOP}}}[5m])))",
-                        catalog::GEN_AI_CLIENT_OPERATION_DURATION_SECONDS.name
+                        "histogram_quantile(0.95, sum by (instance, job, le) ({}))",
+                        duration_bucket_rates("5m")
                     )),
                     "p95 call duration",
                     "s",
