@@ -113,6 +113,9 @@ pub enum Presence {
     PerGpu,
     /// Series per model server configured (`[[llm.servers]]`); none without.
     PerModelServer,
+    /// Its one series from the first value set; absent before, where no value would
+    /// be true (a best so far before anything was scored).
+    OnceSet,
 }
 
 /// A counter row: counts events as they happen.
@@ -333,10 +336,16 @@ impl Instrument for Observed {
 /// an atomic that setting stores to (no lock, no attribute lookup, no allocation), and
 /// the SDK reads it through an observable gauge at collection time. The OTel
 /// instrument, its unit and its description are the same as a synchronous gauge's.
+/// A row of [`Presence::OnceSet`] starts at [`UNSET`], which the collection skips:
+/// its series appears with the first value set.
 pub(crate) struct AtomicGauge {
     bits: Arc<AtomicU64>,
     _gauge: ObservableGauge<f64>,
 }
+
+/// The bits of an [`AtomicGauge`] not yet set: a NaN whose payload no arithmetic
+/// makes (theirs is the quiet NaN's), so no value set is mistaken for it.
+const UNSET: u64 = 0x7ff8_0000_dead_beef;
 
 impl AtomicGauge {
     /// Sets the value.
@@ -358,14 +367,21 @@ impl Instrument for AtomicGauge {
     const KIND: MetricKind = MetricKind::Gauge;
 
     fn create(meter: &Meter, spec: &'static MetricSpec) -> Self {
-        let bits = Arc::new(AtomicU64::new(0.0f64.to_bits()));
+        let start = match spec.presence {
+            Presence::OnceSet => UNSET,
+            _ => 0.0f64.to_bits(),
+        };
+        let bits = Arc::new(AtomicU64::new(start));
         let read = Arc::clone(&bits);
         let gauge = meter
             .f64_observable_gauge(spec.instrument)
             .with_unit(spec.unit)
             .with_description(spec.description)
             .with_callback(move |observer| {
-                observer.observe(f64::from_bits(read.load(Ordering::Relaxed)), &[]);
+                let bits = read.load(Ordering::Relaxed);
+                if bits != UNSET {
+                    observer.observe(f64::from_bits(bits), &[]);
+                }
             })
             .build();
         AtomicGauge {
@@ -374,7 +390,8 @@ impl Instrument for AtomicGauge {
         }
     }
 
-    /// Exported at zero from start-up: the callback always observes.
+    /// Exported at zero from start-up (the callback observes it), or, for a row of
+    /// [`Presence::OnceSet`], from its first value.
     fn start(&self, _series: &[Vec<KeyValue>]) {}
 }
 
@@ -655,8 +672,8 @@ catalog! {
     CHAMPION_CHANGED_TIMESTAMP_SECONDS / loopwatch_champion_changed_timestamp_seconds: AtomicGauge = "loopwatch_champion_changed_timestamp_seconds", "s", [], None, Always,
         "Unix time of the last champion change, so that each change is one dashboard annotation at its moment; 0 before the first (seconds).";
     /// The best Sharpe ratio of any strategy so far.
-    BEST_SHARPE / loopwatch_best_sharpe: AtomicGauge = "loopwatch_best_sharpe", "1", [], None, Always,
-        "The best Sharpe ratio of any successful strategy so far, as summary.best_sharpe and the best-so-far curve have it: it changes only when a strategy beats every one before it; 0 before the first (dimensionless ratio).";
+    BEST_SHARPE / loopwatch_best_sharpe: AtomicGauge = "loopwatch_best_sharpe", "1", [], None, OnceSet,
+        "The best Sharpe ratio of any successful strategy so far, as summary.best_sharpe and the best-so-far curve have it: it changes only when a strategy beats every one before it (dimensionless ratio).";
     /// Observations rejected as invalid.
     REJECTED_OBSERVATIONS_TOTAL / loopwatch_rejected_observations_total: Counter = "loopwatch_rejected_observations_total", "{observation}", ["field", "reason"], None, Always,
         "Observations rejected as invalid, by field and reason (observations).";
@@ -1401,6 +1418,7 @@ pub fn markdown_table() -> String {
                 ),
                 Presence::PerModelServer =>
                     format!("{} Series per model server configured.", spec.description),
+                Presence::OnceSet => format!("{} Absent until its first value.", spec.description),
             }
         );
     }

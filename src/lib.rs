@@ -59,7 +59,7 @@
 
 // The data flow, bottom up: shared records and vocabulary; what the loop reports and
 // what is sampled; the pure evaluator; the exporters; the monitor that joins them.
-mod alerts;
+pub mod alerts;
 pub mod catalog;
 mod config;
 mod error;
@@ -89,10 +89,7 @@ mod export;
 mod monitor;
 
 // Monitoring: what a loop that holds a monitor uses.
-pub use alerts::{
-    AlertName, AlertSpec, AlertState, BoundaryCase, BoundaryCheck, BoundarySeries, Evaluated,
-    RuleSpec, Severity, ALERTS,
-};
+pub use alerts::{AlertName, AlertSpec, AlertState, Evaluated, RuleSpec, Severity, ALERTS};
 pub use config::{EnvVariable, GpuConfig, Thresholds, ENVIRONMENT};
 pub use error::{CollectError, Error, ErrorSource};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};

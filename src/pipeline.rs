@@ -397,6 +397,7 @@ mod tests {
                     | Presence::WithEvaluations
                     | Presence::PerGpu
                     | Presence::PerModelServer
+                    | Presence::OnceSet
             ) {
                 assert!(family.is_none(), "{} has no series yet", spec.name);
                 continue;
@@ -422,6 +423,7 @@ mod tests {
                         | Presence::WithEvaluations
                         | Presence::PerGpu
                         | Presence::PerModelServer
+                        | Presence::OnceSet
                 ))
                 .count(),
             "nothing outside the catalog"

@@ -108,6 +108,33 @@ fn scraped_values_match_what_the_loop_reported() {
     assert_eq!(summary.failure_reasons["too few trades"], 1);
 }
 
+/// `loopwatch_best_sharpe` is absent until a strategy succeeds, then the best so far:
+/// a loop whose Sharpe ratios are all negative never sees a best of 0 it did not reach.
+#[test]
+fn the_best_sharpe_appears_with_the_first_success_and_never_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let monitor = monitor_in(dir.path());
+    let addr = monitor.local_addr();
+    let best = || {
+        parse(&scrape(addr))
+            .unwrap()
+            .get("loopwatch_best_sharpe")
+            .map(Family::value)
+    };
+    assert_eq!(best(), None, "no best before any strategy");
+    let mut failed = monitor.start_iteration();
+    failed.record_failure("too few trades");
+    failed.finish();
+    assert_eq!(best(), None, "no best before a success");
+    for (sharpe, expected) in [(-2.0, -2.0), (-3.0, -2.0), (-0.5, -0.5)] {
+        let mut iteration = monitor.start_iteration();
+        iteration.record_success(sharpe, 0.1);
+        iteration.finish();
+        assert_eq!(best(), Some(expected), "after {sharpe}");
+    }
+    monitor.shutdown();
+}
+
 #[test]
 fn exposition_shape_matches_the_golden_file() {
     // Names, HELP, TYPE and label sets of the start-up exposition, values left out.

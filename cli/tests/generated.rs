@@ -112,12 +112,14 @@ fn every_expression_names_only_metrics_that_exist() {
         assert!(!names.is_empty(), "{expr} reads no metric");
         for name in names {
             // A histogram's series: `_bucket`, `_sum` and `_count` of its name.
+            // Names of the newest GenAI conventions count: loopwatch exports them
+            // instead of the default ones under OTEL_SEMCONV_STABILITY_OPT_IN.
             let histogram = ["_bucket", "_sum", "_count"].iter().any(|suffix| {
                 name.strip_suffix(suffix)
-                    .and_then(catalog::find)
+                    .and_then(catalog::find_exported)
                     .is_some_and(|spec| spec.kind == catalog::MetricKind::Histogram)
             });
-            let known = catalog::find(&name).is_some()
+            let known = catalog::find_exported(&name).is_some()
                 || histogram
                 || recorded.contains(name.as_str())
                 // Series Prometheus itself makes: alert states and scrape health.
@@ -127,6 +129,32 @@ fn every_expression_names_only_metrics_that_exist() {
                 known,
                 "`{expr}` reads `{name}`, which loopwatch does not export"
             );
+        }
+    }
+    // The tokens and durations of LLM calls are read under either GenAI conventions.
+    let reads = |expr: &str, spec: &catalog::MetricSpec| {
+        metric_names(expr).iter().any(|n| n.starts_with(spec.name))
+    };
+    for expr in &expressions {
+        for (default, latest) in [
+            (
+                &catalog::GEN_AI_CLIENT_TOKEN_USAGE,
+                &[
+                    &catalog::GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_TOTAL,
+                    &catalog::GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS_TOTAL,
+                ],
+            ),
+            (
+                &catalog::GEN_AI_CLIENT_OPERATION_DURATION_SECONDS,
+                &[
+                    &catalog::GEN_AI_CLIENT_INFERENCE_DURATION_SECONDS,
+                    &catalog::GEN_AI_CLIENT_EMBEDDINGS_DURATION_SECONDS,
+                ],
+            ),
+        ] {
+            if reads(expr, default) {
+                assert!(latest.iter().all(|spec| reads(expr, spec)), "{expr}");
+            }
         }
     }
     // And the check itself can fail.
@@ -224,7 +252,7 @@ fn the_dashboard_is_valid_for_grafana_9() {
             "LLM Calls",
             "LLM Spend and Latency",
             "Evaluations",
-            "LLM Progress per Dollar",
+            "LLM Progress per Dollar ($instance)",
             "Model Servers",
             "GPUs"
         ]
@@ -233,6 +261,35 @@ fn the_dashboard_is_valid_for_grafana_9() {
     // frame, the spend on x (one of its queries' legends), the rest on y.
     let xy = &panels[7];
     assert_eq!(xy["type"], "xychart");
+    // The join pairs rows by time alone, so one loop per chart: the panel repeats for
+    // each value of the instance variable, across the full width, and each query
+    // gives one series of the one instance a copy selects.
+    assert_eq!(xy["repeat"], "instance");
+    assert_eq!(xy["repeatDirection"], "h");
+    assert!(dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == "instance" && v["includeAll"] == true));
+    assert_eq!(
+        (&xy["gridPos"]["x"], &xy["gridPos"]["w"]),
+        (&0.into(), &24.into())
+    );
+    for target in xy["targets"].as_array().unwrap() {
+        let expr = target["expr"].as_str().unwrap();
+        assert!(
+            expr.starts_with("max by (instance) (") && expr.contains("instance=~\"$instance\""),
+            "{expr}"
+        );
+    }
+    assert!(
+        xy["description"]
+            .as_str()
+            .unwrap()
+            .contains("cannot mark the champion's changes"),
+        "{}",
+        xy["description"]
+    );
     assert_eq!(xy["transformations"][0]["id"], "seriesToColumns");
     assert_eq!(xy["transformations"][0]["options"]["byField"], "Time");
     assert_eq!(xy["options"]["seriesMapping"], "auto");
@@ -250,11 +307,25 @@ fn the_dashboard_is_valid_for_grafana_9() {
     assert!(xy["targets"][0]["expr"]
         .as_str()
         .unwrap()
-        .starts_with("(loopwatch_llm_spend_usd{"));
+        .starts_with("max by (instance) ((loopwatch_llm_spend_usd{"));
     assert!(xy["targets"][1]["expr"]
         .as_str()
         .unwrap()
-        .starts_with("(loopwatch_best_sharpe{"));
+        .starts_with("max by (instance) ((loopwatch_best_sharpe{"));
+    // No two panels share a cell of the grid; Grafana lays a panel repeated across
+    // from x 0 over the whole width, so nothing else is on its rows.
+    let cells = |p: &serde_json::Value| {
+        let g = &p["gridPos"];
+        let at = |k: &str| g[k].as_u64().unwrap();
+        (at("x"), at("y"), at("w"), at("h"))
+    };
+    for (i, a) in panels.iter().enumerate() {
+        for b in &panels[i + 1..] {
+            let ((ax, ay, aw, ah), (bx, by, bw, bh)) = (cells(a), cells(b));
+            let apart = ax + aw <= bx || bx + bw <= ax || ay + ah <= by || by + bh <= ay;
+            assert!(apart, "{} overlaps {}", a["title"], b["title"]);
+        }
+    }
     // The GPU panels are in a collapsed row: queried only once it is opened.
     let row = panels.last().unwrap();
     assert_eq!(

@@ -723,16 +723,13 @@ evaluator:
     assert_eq!(tally["errors"], 0);
 }
 
-/// The dashboard's LLM panels over a metered loop scraped by a real Prometheus: every
-/// query returns data.
-#[test]
-fn every_llm_panel_query_returns_data_from_a_real_scrape() {
-    use loopwatch_cli::generate::{dashboard_expressions, grafana_dashboard, with_variables};
-    let upstream = Upstream::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("loopwatch.toml");
+/// A loop that calls an LLM on every iteration (every fourth call fails) and reports
+/// `sign` times the iteration's number as its Sharpe ratio, until a file `stop`
+/// appears in `dir`; `env` is set for loopwatch.
+fn steady_loop(dir: &Path, upstream: &Upstream, sign: &str, env: &[(&str, &str)]) -> Supervised {
+    let config = dir.join("loopwatch.toml");
     std::fs::write(&config, PRICES).unwrap();
-    let script = dir.path().join("steady.py");
+    let script = dir.join("steady.py");
     std::fs::write(
         &script,
         r#"import os, time, openai, loopwatch
@@ -744,25 +741,79 @@ while not os.path.exists("stop"):
         model = "server-error/chat" if i % 4 == 0 else "ok/chat"
         try:
             client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
-            it.success(float(i))
+            it.success(SIGN float(i))
         except openai.APIError:
             it.failure("llm")
         it.population(size=4, unique=4, diversity=0.5, champion="c%d" % (i // 5))
         time.sleep(0.1)
 loopwatch.done()
-"#,
+"#
+        .replace("SIGN", sign),
     )
     .unwrap();
-    let mut run = metered(
-        dir.path(),
+    metered_with(
+        dir,
         &[
             &format!("--llm-upstream={}", upstream.url()),
             &format!("--config={}", config.display()),
         ],
+        env,
         &script,
         &[],
+    )
+}
+
+/// The dashboard's LLM panels over two metered loops scraped by one real Prometheus
+/// (the repository's configuration, both loops its static targets), one under the
+/// default GenAI names and one under the newest (`OTEL_SEMCONV_STABILITY_OPT_IN`):
+/// every query returns data for each loop, and each copy of the progress-per-dollar
+/// XY chart (repeated for each `instance`) gets one series a query, its own loop's.
+#[test]
+fn every_llm_panel_query_returns_data_from_a_real_scrape() {
+    use loopwatch_cli::generate::{dashboard_expressions, grafana_dashboard, with_variables};
+    let upstream = Upstream::start();
+    let (dir, other_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // One loop whose strategies all score above zero, one whose all score below, the
+    // latter's LLM calls under the newest GenAI names.
+    let mut run = steady_loop(dir.path(), &upstream, "", &[]);
+    let opt_in = [(
+        "OTEL_SEMCONV_STABILITY_OPT_IN",
+        loopwatch::catalog::GenAiConventions::OPT_IN,
+    )];
+    let mut other = steady_loop(other_dir.path(), &upstream, "-", &opt_in);
+    let repo = repo_root().join("prometheus");
+    let config = std::fs::read_to_string(repo.join("prometheus.yml")).unwrap();
+    assert!(config.contains(r#"["127.0.0.1:8000"]"#));
+    let config = config.replace(
+        r#"["127.0.0.1:8000"]"#,
+        &format!(r#"["{}", "{}"]"#, run.addr, other.addr),
     );
-    let prometheus = Prometheus::start(run.addr, None);
+    let rules = std::fs::read(repo.join("loopwatch.rules.yml")).unwrap();
+    let prometheus = Prometheus::start_with(&config, &[("loopwatch.rules.yml", &rules)]);
+    let logs = || {
+        format!(
+            "Prometheus log:\n{}\nloopwatch logs:\n{}\n{}",
+            prometheus.log(),
+            run.log(),
+            other.log()
+        )
+    };
+    // The first answer of `expr` that has data.
+    let data = |expr: &str| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let result = prometheus.query(expr);
+            if !result.is_empty() {
+                return result;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no data for `{expr}`; {}",
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
     let dashboard = grafana_dashboard(&loopwatch::Thresholds::default());
     let llm_panels: Vec<&serde_json::Value> = dashboard["panels"]
         .as_array()
@@ -774,16 +825,77 @@ loopwatch.done()
     let panel_expressions = dashboard_expressions(&serde_json::json!({ "panels": llm_panels }));
     assert_eq!(panel_expressions.len(), 10);
     for expr in panel_expressions {
-        let expr = with_variables(&expr, &[]);
+        data(&with_variables(&expr, &[]));
+    }
+    // Progress per dollar: with every loop selected each query has a series per loop,
+    // which one XY frame would pair by time alone; each copy of the repeated panel
+    // selects one instance (as Grafana writes a repeated value: its regex escaped),
+    // and each of its queries gives that loop's one series.
+    let xy = llm_panels
+        .iter()
+        .find(|p| p["type"] == "xychart")
+        .expect("the XY chart");
+    assert_eq!(xy["repeat"], "instance");
+    let xy_expressions = dashboard_expressions(&serde_json::json!({ "panels": [xy] }));
+    for expr in &xy_expressions {
         let deadline = Instant::now() + Duration::from_secs(90);
-        while prometheus.query(&expr).is_empty() {
+        while prometheus.query(&with_variables(expr, &[])).len() < 2 {
             assert!(
                 Instant::now() < deadline,
-                "no data for `{expr}`; Prometheus log:\n{}\nloopwatch log:\n{}",
-                prometheus.log(),
-                run.log()
+                "not both loops in `{expr}`; {}",
+                logs()
             );
             std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    for (loop_run, above_zero) in [(&run, true), (&other, false)] {
+        let instance = loop_run.addr.to_string();
+        let selected = instance.replace('.', r"\\.");
+        for (expr, legend) in xy_expressions.iter().zip(xy["targets"].as_array().unwrap()) {
+            let expr = with_variables(expr, &[("instance", &selected)]);
+            let result = data(&expr);
+            assert_eq!(result.len(), 1, "`{expr}`: {result:?}");
+            assert_eq!(
+                result[0]["metric"]["instance"],
+                instance.as_str(),
+                "`{expr}`"
+            );
+            if legend["legendFormat"] == "best Sharpe so far" {
+                let best: f64 = result[0]["value"][1].as_str().unwrap().parse().unwrap();
+                assert_eq!(best > 0.0, above_zero, "{instance}'s best: {best}");
+            }
+        }
+    }
+    // Each loop's LLM panels have data, under the default GenAI names or the newest;
+    // the tokens by type under both.
+    let token_usage = loopwatch::catalog::GEN_AI_CLIENT_TOKEN_USAGE.name;
+    let latest_tokens = loopwatch::catalog::GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_TOTAL.name;
+    for (loop_run, exported, absent) in [
+        (&run, token_usage, latest_tokens),
+        (&other, latest_tokens, token_usage),
+    ] {
+        let instance = loop_run.addr.to_string();
+        let selected = instance.replace('.', r"\\.");
+        // A histogram's series are its name's `_bucket`, `_sum` and `_count`.
+        data(&format!(
+            "{{__name__=~\"{exported}.*\", instance=\"{instance}\"}}"
+        ));
+        assert!(prometheus
+            .query(&format!(
+                "{{__name__=~\"{absent}.*\", instance=\"{instance}\"}}"
+            ))
+            .is_empty());
+        for expr in dashboard_expressions(&serde_json::json!({ "panels": llm_panels })) {
+            let expr = with_variables(&expr, &[("instance", &selected)]);
+            let result = data(&expr);
+            if expr.contains(token_usage) {
+                let mut types: Vec<&str> = result
+                    .iter()
+                    .map(|s| s["metric"]["gen_ai_token_type"].as_str().unwrap())
+                    .collect();
+                types.sort_unstable();
+                assert_eq!(types, ["input", "output"], "`{expr}`: {result:?}");
+            }
         }
     }
     // The embedded page has the same section, by model.
@@ -797,13 +909,15 @@ loopwatch.done()
     assert!(llm["calls"].as_u64().unwrap() > 0, "{llm}");
     assert!(llm["p95_seconds"].as_f64().is_some(), "{llm}");
     assert!(!llm["last_hour"].as_array().unwrap().is_empty(), "{llm}");
-    std::fs::write(dir.path().join("stop"), "").unwrap();
-    assert_eq!(
-        run.wait(Duration::from_secs(30)).code(),
-        Some(0),
-        "{}",
-        run.log()
-    );
+    for (loop_run, dir) in [(&mut run, dir.path()), (&mut other, other_dir.path())] {
+        std::fs::write(dir.join("stop"), "").unwrap();
+        assert_eq!(
+            loop_run.wait(Duration::from_secs(30)).code(),
+            Some(0),
+            "{}",
+            loop_run.log()
+        );
+    }
 }
 
 /// The keys that reached an upstream: every `Authorization` and `x-api-key` value.

@@ -9,7 +9,7 @@
 //!
 //! ```
 //! # let limit = 3;
-//! use loopwatch::{catalog, BoundaryCase};
+//! use loopwatch::{alerts::BoundaryCase, catalog};
 //! let case = BoundaryCase::at_threshold()
 //!     .series(catalog::ORPHANED_CONTAINERS.name, format!("{limit} {}", limit + 1))
 //!     .quiet_at("0m")
@@ -222,6 +222,7 @@ pub(super) fn high_memory(t: &Thresholds) -> Vec<BoundaryCase> {
                 "1000000000 1000000000 1000000000 1000000000",
             )
             .quiet_at("0m")
+            .fires_at("1m", above)
             .fires_at("2m", between)
             .quiet_at("3m");
     vec![crossing, hysteresis]
@@ -421,21 +422,21 @@ pub(super) fn gpu_errors(_: &Thresholds) -> Vec<BoundaryCase> {
     ]
 }
 
-/// LoopDown: a loop killed mid-run fires once down for 30 s; one that said it was
-/// done, and a target where no loop ever ran, never do; nor does a first run that
-/// ended cleanly, while a second that died does.
+/// LoopDown: a loop killed mid-run fires once down for 30 s (its `for`), not a
+/// sample before; one that said it was done, and a target where no loop ever ran,
+/// never do; nor does a first run that ended cleanly, while a second that died does.
 pub(super) fn loop_down(_: &Thresholds) -> Vec<BoundaryCase> {
     let target = [("instance", "loop:8000"), ("job", "loopwatch")];
     let done = catalog::LOOP_DONE.name;
     let case = |shows: &str| BoundaryCase::new(shows).every("15s").without_run_info();
     vec![
-        // Up for a minute, not done, then gone.
+        // Up for a minute, not done, then gone: down from 60 s, firing at 90 s.
         case("fires for a loop killed mid-run")
             .series("up", "1 1 1 1 0 0 0 0 0")
             .series(done, "0 0 0 0")
             .quiet_at("1m")
             .quiet_at("75s")
-            .fires_with_labels("105s", 0.0, &target),
+            .fires_with_labels("90s", 0.0, &target),
         case("stays quiet for a loop that said it was done")
             .series("up", "1 1 1 1 0 0 0 0 0 0 0 0")
             .series(done, "0 0 0 1")
@@ -445,11 +446,12 @@ pub(super) fn loop_down(_: &Thresholds) -> Vec<BoundaryCase> {
             .series("up", "0 0 0 0 0 0 0 0 0 0 0 0")
             .quiet_at("1m")
             .quiet_at("3m"),
-        // A first run that ended cleanly, a second that died.
+        // A first run that ended cleanly, a second that died: down from 75 s, seen
+        // by the evaluation at 76 s (the rules run every 2 s), firing from 106 s.
         case("fires for a restarted loop that crashed")
             .series("up", "1 1 0 1 1 0 0 0 0")
             .series(done, "0 1 _ 0 0")
-            .quiet_at("90s")
+            .quiet_at("105s")
             .fires_with_labels("2m", 0.0, &target),
     ]
 }
@@ -474,11 +476,13 @@ pub(super) fn loop_vanished(_: &Thresholds) -> Vec<BoundaryCase> {
             .series_selector(format!("up{{{DISCOVERED}}}"), up)
     };
     vec![
-        // Samples for three minutes, then none: stale after the 5 min lookback.
+        // Samples for three minutes, then none: stale after the 5 min lookback (at
+        // 7 m), firing 30 s later (its `for`), by the next sample's time.
         case("fires when a loop's series stop arriving", "0 0 0", "1 1 1")
             .quiet_at("6m")
+            .quiet_at("7m")
             .fires_with_labels(
-                "9m",
+                "8m",
                 1.0,
                 &[
                     ("instance", TEST_HOST),
@@ -546,7 +550,7 @@ pub(super) fn llm_server_saturated(t: &Thresholds) -> Vec<BoundaryCase> {
         series(fraction, 3, 0),
     )
     .quiet_at(format!("{}s", held.saturating_sub(30)))
-    .fires_at(format!("{}s", held + 30), fraction);
+    .fires_at(format!("{held}s"), fraction);
     let below = with(
         "stays quiet just below the fraction",
         series(fraction - 0.001, 3, 0),

@@ -1,13 +1,18 @@
-//! The alert table: every alert loopwatch or its Prometheus rules raise, one row each
-//! with all there is to know about it: its name, severity, message, threshold keys and
-//! runbook; how loopwatch's own evaluator judges it (the [`Trigger`] that brings its
-//! [`Evidence`] up to date, and its [`Verdict`] over that evidence); its Prometheus rule;
-//! and the boundary cases promtool checks the rule against. Every layer speaks this
-//! vocabulary: the evaluator judges each row on its trigger, the exporters label and
-//! deliver, the generated rules and their tests come from the rows. Also here: the
-//! alert states and the watched rolling values. docs/alerts.md lists the alerts for
-//! readers in a table of its own, written by hand and checked against these rows
-//! (`tests/readme.rs`).
+//! The alert table ([`ALERTS`]): every alert loopwatch or its Prometheus rules raise,
+//! one row ([`AlertSpec`]) each with all there is to know about it: its name,
+//! severity, message, threshold keys and runbook; how loopwatch's own evaluator judges
+//! it (the `Trigger` that brings its `Evidence` up to date, and its `Verdict` over that
+//! evidence); its Prometheus rule ([`RuleSpec`]); and the boundary cases promtool
+//! checks the rule against ([`BoundaryCase`], its [`BoundarySeries`] and
+//! [`BoundaryCheck`]s, which `loopwatch rules` writes as the promtool tests). Every
+//! layer speaks this vocabulary: the evaluator judges each row on its trigger, the
+//! exporters label and deliver, the generated rules and their tests come from the
+//! rows. Also here: the alert states and the watched rolling values. docs/alerts.md
+//! lists the alerts for readers in a table of its own, written by hand and checked
+//! against these rows (`tests/readme.rs`).
+//!
+//! The crate root re-exports what a loop meets (the rows, names, states and
+//! severities); the boundary cases are only here.
 
 mod boundary;
 mod evidence;

@@ -344,12 +344,12 @@ impl LlmMeter {
         self.any_calls
     }
 
-    /// The champion changed at `now`: spending without progress starts again from
-    /// zero.
-    pub(crate) fn champion_changed(&mut self, now: Duration) -> LlmEvidence {
+    /// The champion changed `changes` times (more than once for a merged batch), the
+    /// last at `now`: spending without progress starts again from zero.
+    pub(crate) fn champion_changed(&mut self, changes: u64, now: Duration) -> LlmEvidence {
         let books = &mut self.books;
         books.spend_at_champion_usd = books.spend_usd;
-        books.champion_changes += 1;
+        books.champion_changes = books.champion_changes.saturating_add(changes);
         self.evidence(now)
     }
 
@@ -543,7 +543,7 @@ mod tests {
         let mut meter = LlmMeter::default();
         let call = LlmCall::new("m", Duration::ZERO).with_tokens(10, 10);
         meter.record(&call, cost(Some(1.5)), 20, Duration::ZERO);
-        let e = meter.champion_changed(Duration::ZERO);
+        let e = meter.champion_changed(1, Duration::ZERO);
         assert_eq!(e.spend_since_champion_usd, 0.0);
         let (_, e) = meter.record(&call, cost(Some(0.5)), 20, Duration::ZERO);
         assert_eq!(

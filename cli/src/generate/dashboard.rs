@@ -1,7 +1,7 @@
 //! The Grafana dashboard (Grafana 9+): resource usage, strategy performance, diversity
 //! and container stats, three of LLM calls (the last, progress per dollar, an XY
-//! chart), the evaluations, the local model servers, and a collapsed row of GPU
-//! panels, with units,
+//! chart repeated for each loop), the evaluations, the local model servers, and a
+//! collapsed row of GPU panels, with units,
 //! threshold lines at the alert thresholds, a 5 s refresh, a Prometheus datasource
 //! variable, and annotations for champion changes and alerts.
 
@@ -199,14 +199,29 @@ const SPEND_FIELD: &str = "spend (USD)";
 const BEST_FIELD: &str = "best Sharpe so far";
 const PER_CHANGE_FIELD: &str = "spend per champion change (USD)";
 
+/// The variable an XY chart repeats over: the `instance` (Target) of each loop.
+pub const XY_REPEAT: &str = "instance";
+
+/// An expression of one series per loop the panel shows: in a panel repeated over
+/// [`XY_REPEAT`], one series (the same loop scraped by two jobs gives the same values).
+fn one_per_loop(expr: String) -> String {
+    format!("max by ({XY_REPEAT}) ({expr})")
+}
+
 /// An XY chart (Grafana's `xychart`, 9+): the queries joined on their time into one
 /// frame, the field named `x` on the x axis and every other one on y, each with its
 /// unit. Grafana 10.4 and later migrate these options to their own.
+///
+/// The join pairs the fields of a row by time alone: with two loops in one frame it
+/// would hold two x fields, and one loop's y against the other's x. So the chart is
+/// repeated for each value of the [`XY_REPEAT`] variable, its copies side by side, two
+/// to a row of the dashboard's full width (Grafana lays repeated panels out across
+/// the whole width from `x` 0): each copy queries one loop, one series a query.
 fn xy_panel(
     id: u64,
     title: &str,
     description: &str,
-    (x, y): (u64, u64),
+    y: u64,
     x_field: &'static str,
     queries: Vec<Query>,
 ) -> Value {
@@ -218,7 +233,7 @@ fn xy_panel(
         .map(|(query, ref_id)| {
             json!({
                 "datasource": {"type": "prometheus", "uid": DATASOURCE},
-                "expr": query.expr,
+                "expr": one_per_loop(query.expr.clone()),
                 "legendFormat": query.legend,
                 "refId": ref_id,
             })
@@ -236,10 +251,13 @@ fn xy_panel(
     json!({
         "id": id,
         "type": "xychart",
-        "title": title,
+        "title": format!("{title} (${XY_REPEAT})"),
         "description": description,
         "datasource": {"type": "prometheus", "uid": DATASOURCE},
-        "gridPos": {"h": 10, "w": 12, "x": x, "y": y},
+        "gridPos": {"h": 10, "w": 24, "x": 0, "y": y},
+        "repeat": XY_REPEAT,
+        "repeatDirection": "h",
+        "maxPerRow": 2,
         "transformations": [
             // One frame, a row per scrape: what an XY chart reads.
             {"id": "seriesToColumns", "options": {"byField": "Time"}},
@@ -259,6 +277,12 @@ fn xy_panel(
         },
         "targets": targets,
     })
+}
+
+/// `panel` across the dashboard's whole width.
+fn full_width(mut panel: Value) -> Value {
+    panel["gridPos"]["w"] = json!(24);
+    panel
 }
 
 /// A row, collapsed, holding `panels`: Grafana queries them only once it is opened.
@@ -307,6 +331,49 @@ pub fn dashboard_expressions(dashboard: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// The rate over `window` of the tokens of the LLM calls, by `gen_ai_token_type`
+/// (input, output), under either GenAI conventions (`OTEL_SEMCONV_STABILITY_OPT_IN`):
+/// the default histogram's sum, or the newest ones' counters of inference calls and
+/// embeddings' input histogram, which carry no token type (`label_replace` gives it).
+/// A loop exports one of the two; rates drop the metric's name, so `or` joins them.
+fn token_rates(window: &str) -> String {
+    let typed = |name: &str, kind: &str| {
+        format!("label_replace(rate({name}{{{LOOP}}}[{window}]), \"gen_ai_token_type\", \"{kind}\", \"\", \"\")")
+    };
+    format!(
+        "rate({}_sum{{{LOOP}}}[{window}]) or {} or {} or {}",
+        catalog::GEN_AI_CLIENT_TOKEN_USAGE.name,
+        typed(
+            catalog::GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_TOTAL.name,
+            "input"
+        ),
+        typed(
+            catalog::GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS_TOTAL.name,
+            "output"
+        ),
+        typed(
+            &format!(
+                "{}_sum",
+                catalog::GEN_AI_CLIENT_EMBEDDINGS_OPERATION_INPUT_TOKENS.name
+            ),
+            "input"
+        ),
+    )
+}
+
+/// The rate over `window` of the buckets of the LLM calls' durations under either
+/// GenAI conventions: the default histogram, or the newest ones' of inference calls
+/// and of embeddings.
+fn duration_bucket_rates(window: &str) -> String {
+    [
+        &catalog::GEN_AI_CLIENT_OPERATION_DURATION_SECONDS,
+        &catalog::GEN_AI_CLIENT_INFERENCE_DURATION_SECONDS,
+        &catalog::GEN_AI_CLIENT_EMBEDDINGS_DURATION_SECONDS,
+    ]
+    .map(|spec| format!("rate({}_bucket{{{LOOP}}}[{window}])", spec.name))
+    .join(" or ")
 }
 
 /// The dashboard, as Grafana's JSON model.
@@ -393,7 +460,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
         panel(
             5,
             "LLM Calls",
-            "LLM calls per minute by outcome (ok, abandoned, or the error type), tokens per minute by type, and the failed share of the recent calls against LLMErrors' threshold. Empty for a loop that makes no metered LLM call.",
+            "LLM calls per minute by outcome (ok, abandoned, or the error type), tokens per minute by type (from the default GenAI names or the newest, whichever the loop exports), and the failed share of the recent calls against LLMErrors' threshold. Empty for a loop that makes no metered LLM call.",
             0,
             20,
             vec![
@@ -407,8 +474,8 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 ),
                 q(
                     of_runs(format!(
-                        "60 * sum by (instance, job, gen_ai_token_type) (rate({}_sum{{{LOOP}}}[2m]))",
-                        catalog::GEN_AI_CLIENT_TOKEN_USAGE.name
+                        "60 * sum by (instance, job, gen_ai_token_type) ({})",
+                        token_rates("2m")
                     )),
                     "{{gen_ai_token_type}} tokens/min",
                     "short",
@@ -429,7 +496,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
         panel(
             6,
             "LLM Spend and Latency",
-            "Spend on LLM calls (US dollars), spend per champion improvement, and the p50 and p95 duration of the calls (s). Empty for a loop that makes no metered LLM call.",
+            "Spend on LLM calls (US dollars), spend per champion improvement, and the p50 and p95 duration of the calls (s; from the default GenAI names or the newest, whichever the loop exports). Empty for a loop that makes no metered LLM call.",
             12,
             20,
             vec![
@@ -443,23 +510,23 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 spend_per_change(),
                 q(
                     of_runs(format!(
-                        "histogram_quantile(0.5, sum by (instance, job, le) (rate({}_bucket{{{LOOP}}}[5m])))",
-                        catalog::GEN_AI_CLIENT_OPERATION_DURATION_SECONDS.name
+                        "histogram_quantile(0.5, sum by (instance, job, le) ({}))",
+                        duration_bucket_rates("5m")
                     )),
                     "p50 call duration",
                     "s",
                 ),
                 q(
                     of_runs(format!(
-                        "histogram_quantile(0.95, sum by (instance, job, le) (rate({}_bucket{{{LOOP}}}[5m])))",
-                        catalog::GEN_AI_CLIENT_OPERATION_DURATION_SECONDS.name
+                        "histogram_quantile(0.95, sum by (instance, job, le) ({}))",
+                        duration_bucket_rates("5m")
                     )),
                     "p95 call duration",
                     "s",
                 ),
             ],
         ),
-        panel(
+        full_width(panel(
             7,
             "Evaluations",
             "Evaluations in flight, the age of the oldest against the limit past which EvaluationHung fires (s), worker occupancy (busy workers over those seen in the last minute) and the hung evaluations loopwatch ended (--on-hung-evaluation kill). Empty for a loop that reports no evaluation.",
@@ -473,12 +540,12 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                     .range(0.0, 1.0),
                 q(c(&catalog::EVALUATIONS_KILLED_TOTAL), "killed by loopwatch", "short"),
             ],
-        ),
+        )),
         xy_panel(
             8,
             "LLM Progress per Dollar",
-            "Progress per dollar, one loop at a time (choose it with the variables): the best Sharpe ratio of any strategy so far and the spend per champion change (US dollars) against the cumulative LLM spend (US dollars), one point per scrape. A flat best while the spend grows is money that bought no progress. The embedded page draws the same curve exactly, with the champion's changes marked. Empty for a loop that makes no metered LLM call.",
-            (12, 30),
+            "Progress per dollar, one chart per loop (the panel repeats for each Target the variables select): the best Sharpe ratio of any strategy so far and the spend per champion change (US dollars) against the loop's own cumulative LLM spend (US dollars), one point per scrape. A flat best while the spend grows is money that bought no progress. Grafana's XY chart cannot mark the champion's changes (annotations belong to time axes): the embedded page draws the same curve exactly, with them marked. Empty for a loop that makes no metered LLM call, or before its first strategy succeeded.",
+            40,
             SPEND_FIELD,
             vec![
                 q(c(&catalog::LLM_SPEND_USD), SPEND_FIELD, "currencyUSD"),
@@ -486,12 +553,12 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 spend_per_change(),
             ],
         ),
-        panel(
+        full_width(panel(
             12,
             MODEL_SERVERS_PANEL,
             "Each local model server's mean queue time beside the metering proxy's mean time to first chunk (s): a slow first chunk with a long queue is a busy server, with a short queue a slow model; requests waiting at each server, and the fraction of its KV cache in use against LLMServerSaturated's threshold. Empty for a loop without model servers ([[llm.servers]], loopwatch run --llm-server).",
             0,
-            40,
+            50,
             vec![
                 q(c(&catalog::LLM_SERVER_QUEUE_TIME_SECONDS), "{{server}} queue time", "s"),
                 q(
@@ -507,8 +574,8 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                     .threshold(t.llm_server_kv_cache_fraction())
                     .range(0.0, 1.0),
             ],
-        ),
-        collapsed_row(11, "GPUs", 50, gpu_panels(t)),
+        )),
+        collapsed_row(11, "GPUs", 60, gpu_panels(t)),
     ];
     json!({
         "title": "loopwatch",
@@ -574,7 +641,7 @@ fn gpu_panels(_t: &Thresholds) -> Vec<Value> {
             "GPU Memory",
             "Per GPU (index): video memory in use of its size (%), the video memory of the loop's own processes (GB) and the size (GB). The loop's share is 0 in a pid namespace other than the host's (see docs/gpu.md).",
             0,
-            51,
+            61,
             vec![
                 q(
                     of_runs(format!(
@@ -603,7 +670,7 @@ fn gpu_panels(_t: &Thresholds) -> Vec<Value> {
             "GPU Load and Errors",
             "Per GPU (index): the share of time a kernel ran (%), power (W), temperature (°C), and errors over the last 5 minutes by type: xid (critical Xid errors), uncorrected and corrected ECC errors.",
             12,
-            51,
+            61,
             vec![
                 q(
                     of_runs(format!("100 * {}", metric(&catalog::HW_GPU_UTILIZATION_RATIO))),

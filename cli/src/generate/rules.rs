@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use loopwatch::{catalog, AlertName, AlertSpec, BoundaryCase, RuleSpec, Thresholds, ALERTS};
+use loopwatch::alerts::BoundaryCase;
+use loopwatch::{catalog, AlertName, AlertSpec, RuleSpec, Thresholds, ALERTS};
 use serde::Serialize;
 
 /// Path of the rules file, relative to the repository.
@@ -15,6 +16,9 @@ pub const RULES_TEST_FILE: &str = "prometheus/tests/loopwatch.rules_test.yml";
 
 /// Name of the recording rule for the memory fraction HighMemoryUsage watches.
 pub const MEMORY_RATIO_RECORD: &str = "loopwatch:memory_used:ratio";
+
+/// How often the rules are evaluated, in the rules file and in their promtool tests.
+const EVALUATION_INTERVAL: &str = "2s";
 
 #[derive(Serialize)]
 struct RuleFile {
@@ -86,7 +90,7 @@ pub fn prometheus_rules(t: &Thresholds) -> String {
         &RuleFile {
             groups: vec![RuleGroup {
                 name: "loopwatch",
-                interval: "2s",
+                interval: EVALUATION_INTERVAL,
                 rules,
             }],
         },
@@ -183,7 +187,7 @@ pub fn promtool_tests(t: &Thresholds) -> String {
          # Each alert at its boundary: quiet one step before the threshold, firing at it.\n",
         &TestFile {
             rule_files: vec!["../loopwatch.rules.yml"],
-            evaluation_interval: "2s",
+            evaluation_interval: EVALUATION_INTERVAL,
             tests,
         },
     )
@@ -245,8 +249,65 @@ mod tests {
             .unwrap()
     }
 
-    /// Every rule is tested at its boundary: a case of its row checks it quiet, then
-    /// firing; an alert without a rule has no case.
+    /// A promtool duration (`90s`, `1m`, `1m30s`, `2h`) in milliseconds.
+    fn millis(duration: &str) -> u64 {
+        let (mut total, mut number) = (0, String::new());
+        let mut chars = duration.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c.is_ascii_digit() {
+                number.push(c);
+                continue;
+            }
+            let unit = match (c, chars.peek()) {
+                ('m', Some('s')) => {
+                    chars.next();
+                    1
+                }
+                ('s', _) => 1_000,
+                ('m', _) => 60_000,
+                ('h', _) => 3_600_000,
+                ('d', _) => 86_400_000,
+                _ => panic!("not a duration: {duration}"),
+            };
+            total += number.parse::<u64>().expect(duration) * unit;
+            number.clear();
+        }
+        assert!(number.is_empty(), "a number without a unit: {duration}");
+        total
+    }
+
+    /// The shortest time in which a case's rule can change its answer: the time
+    /// between two of its samples, or between two evaluations of the rules when that
+    /// is longer.
+    fn step(case: &BoundaryCase) -> u64 {
+        millis(case.interval).max(millis(EVALUATION_INTERVAL))
+    }
+
+    #[test]
+    fn durations_are_read_as_promtool_reads_them() {
+        assert_eq!(millis("0m"), 0);
+        assert_eq!(millis("75s"), 75_000);
+        assert_eq!(millis("1m30s"), 90_000);
+        assert_eq!(millis("500ms"), 500);
+        assert_eq!(millis("2h"), 7_200_000);
+    }
+
+    /// Whether `case` shows its rule cross its boundary: the check just before its
+    /// first firing one is quiet, and one step earlier.
+    fn crosses(case: &BoundaryCase) -> bool {
+        let Some(first) = case.checks.iter().position(|c| c.fires_with.is_some()) else {
+            return true;
+        };
+        first > 0 && {
+            let (before, firing) = (&case.checks[first - 1], &case.checks[first]);
+            before.fires_with.is_none() && millis(&firing.at) == millis(&before.at) + step(case)
+        }
+    }
+
+    /// Every rule is tested at its boundary: a case of its row fires, and in every
+    /// case that fires the check just before its first firing one is quiet and one
+    /// step earlier (the rule could not have fired in between); an alert without a
+    /// rule has no case.
     #[test]
     fn every_rule_has_a_case_quiet_then_firing() {
         let t = all_on();
@@ -256,13 +317,42 @@ mod tests {
                 assert!(cases.is_empty(), "{} has no rule to test", spec.name);
                 continue;
             }
-            let crossed = cases.iter().any(|case| {
-                let quiet = case.checks.iter().position(|c| c.fires_with.is_none());
-                let fires = case.checks.iter().rposition(|c| c.fires_with.is_some());
-                matches!((quiet, fires), (Some(q), Some(f)) if q < f)
-            });
-            assert!(crossed, "{}: no case quiet, then firing", spec.name);
+            assert!(
+                cases
+                    .iter()
+                    .any(|case| case.checks.iter().any(|c| c.fires_with.is_some())),
+                "{}: no case fires",
+                spec.name
+            );
+            for case in &cases {
+                assert!(
+                    crosses(case),
+                    "{} {}: the check before the first firing one is not quiet one step ({} ms) earlier: {:?}",
+                    spec.name,
+                    case.shows,
+                    step(case),
+                    case.checks
+                );
+            }
         }
+    }
+
+    /// A case quiet long before it fires shows no boundary, and fails.
+    #[test]
+    fn a_case_quiet_long_before_it_fires_is_no_boundary() {
+        let case = |quiet: &str, fires: &str| {
+            BoundaryCase::at_threshold()
+                .series("orphaned_containers", "3 3 3 3 3 4")
+                .quiet_at(quiet)
+                .fires_at(fires, 4.0)
+        };
+        assert!(crosses(&case("4m", "5m")));
+        assert!(!crosses(&case("0m", "5m")));
+        assert!(!crosses(&BoundaryCase::at_threshold().fires_at("1m", 4.0)));
+        let fires_first = BoundaryCase::at_threshold()
+            .fires_at("4m", 4.0)
+            .fires_at("5m", 4.0);
+        assert!(!crosses(&fires_first));
     }
 
     /// Each case becomes one promtool test, named after its alert, with the alert's

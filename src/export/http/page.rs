@@ -190,6 +190,27 @@ impl Axis {
     }
 }
 
+/// The axis of what is drawn over the run rather than at an iteration (the samples'
+/// charts and the alert timeline): the time since the start until the first
+/// iteration, then the iterations. Never the spend: the spend axis is the best Sharpe
+/// so far's alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SampleAxis {
+    /// The iterations completed.
+    Iteration,
+    /// Seconds since the run started.
+    Time,
+}
+
+impl From<SampleAxis> for Axis {
+    fn from(axis: SampleAxis) -> Axis {
+        match axis {
+            SampleAxis::Iteration => Axis::Iteration,
+            SampleAxis::Time => Axis::Time,
+        }
+    }
+}
+
 /// Round amounts of dollars between `from` and `to`, about `count` of them, each
 /// printed with the decimals its step needs (`$0.05`, `$0.00002`, `$20`): never one
 /// label twice.
@@ -301,30 +322,19 @@ fn over_iterations(
     }
 }
 
-/// A line over the samples kept, on `axis`: against the time since the start,
+/// A line over the samples kept, on `axis`: against the time since the start, or
 /// against the iterations completed (from the first the page draws, whose range is
-/// `ranges`), or against the LLM spend when each was taken.
+/// `ranges`).
 fn sampled(
     label: &'static str,
     samples: &[TimePoint],
-    axis: Axis,
+    axis: SampleAxis,
     ranges: Ranges,
     value: impl Fn(&TimePoint) -> Option<f64>,
 ) -> Series {
     match axis {
-        Axis::Time => over_time(label, samples, value),
-        Axis::Iteration => over_iterations(label, samples, ranges.iteration.0, value),
-        Axis::Spend => Series {
-            label,
-            points: samples
-                .iter()
-                .filter_map(|p| {
-                    value(p)
-                        .filter(|v| v.is_finite())
-                        .map(|v| (p.llm_cost_usd, v, p.at))
-                })
-                .collect(),
-        },
+        SampleAxis::Time => over_time(label, samples, value),
+        SampleAxis::Iteration => over_iterations(label, samples, ranges.iteration.0, value),
     }
 }
 
@@ -616,7 +626,7 @@ fn timeline(
     lanes: &std::collections::BTreeMap<AlertName, Vec<Interval>>,
     restarts: &[Restart],
     budget: Option<&[view::BudgetMarkView]>,
-    axis: Axis,
+    axis: SampleAxis,
     x_range: (f64, f64),
     start: f64,
 ) -> Markup {
@@ -630,16 +640,15 @@ fn timeline(
     let sx = |x: f64| left + (x.clamp(x0, x1) - x0) / (x1 - x0).max(1.0) * (WIDTH - left - RIGHT);
     // Where something that happened in iteration `iteration` at `at` is on the axis,
     // and how its hover label says when.
-    // The timeline is drawn on the iterations, or on the time before the first; what
-    // it shows carries no spend, so the spend axis would draw it by time.
     let x = |iteration: u64, at: f64| match axis {
-        Axis::Iteration => iteration as f64,
-        Axis::Time | Axis::Spend => at - start,
+        SampleAxis::Iteration => iteration as f64,
+        SampleAxis::Time => at - start,
     };
     let when = |iteration: u64, at: f64| match axis {
-        Axis::Iteration => format!("iteration {iteration} ({})", clock(at)),
-        Axis::Time | Axis::Spend => format!("{} ({})", elapsed(at - start), clock(at)),
+        SampleAxis::Iteration => format!("iteration {iteration} ({})", clock(at)),
+        SampleAxis::Time => format!("{} ({})", elapsed(at - start), clock(at)),
     };
+    let axis = Axis::from(axis);
     html! {
         svg class="timeline" data-axis=(axis.as_str()) viewBox=(format!("0 0 {WIDTH} {height}")) role="img" aria-label="alert timeline" {
             @for (row, (alert, intervals)) in lanes.iter().enumerate() {
@@ -872,11 +881,11 @@ fn evaluations(snapshot: &Snapshot, ranges: Ranges) -> Markup {
 
 /// The GPUs: each device's latest reading and errors over the run, the loop's
 /// share of its memory, and the loop's video memory over the samples.
-fn gpus(snapshot: &Snapshot, axis: Axis, ranges: Ranges) -> Markup {
+fn gpus(snapshot: &Snapshot, axis: SampleAxis, ranges: Ranges) -> Markup {
     let none: [Mark; 0] = [];
     let memory = Chart {
         title: "video memory of the loop's processes",
-        axis,
+        axis: axis.into(),
         unit: Unit::Bytes,
         series: vec![sampled("loop", &snapshot.samples, axis, ranges, |p| {
             p.gpu_loop_memory_bytes
@@ -1003,12 +1012,11 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
     };
     // The alert timeline and the charts of the samples (resources, containers, LLM
     // calls) are on time until the first iteration, then on iterations like the rest.
-    let timeline_axis = if ranges.iterations {
-        Axis::Iteration
+    let sample_axis = if ranges.iterations {
+        SampleAxis::Iteration
     } else {
-        Axis::Time
+        SampleAxis::Time
     };
-    let sample_axis = timeline_axis;
     let champions: Vec<Mark> = history
         .iter()
         .filter(|p| p.champion_changed)
@@ -1032,7 +1040,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
             vec![
                 Chart {
                     title: "memory usage",
-                    axis: sample_axis,
+                    axis: sample_axis.into(),
                     unit: Unit::Bytes,
                     series: vec![sampled("memory", samples, sample_axis, ranges, |p| {
                         Some(p.memory_usage_bytes)
@@ -1044,7 +1052,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                 },
                 Chart {
                     title: "CPU usage",
-                    axis: sample_axis,
+                    axis: sample_axis.into(),
                     unit: Unit::Percent,
                     series: vec![sampled("CPU", samples, sample_axis, ranges, |p| {
                         Some(p.cpu_usage_percent)
@@ -1164,7 +1172,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
             vec![
                 Chart {
                     title: "active containers",
-                    axis: sample_axis,
+                    axis: sample_axis.into(),
                     unit: Unit::Count,
                     series: vec![sampled("active", samples, sample_axis, ranges, |p| {
                         Some(p.active_containers as f64)
@@ -1176,7 +1184,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                 },
                 Chart {
                     title: "container memory",
-                    axis: sample_axis,
+                    axis: sample_axis.into(),
                     unit: Unit::Bytes,
                     series: vec![sampled("memory", samples, sample_axis, ranges, |p| {
                         Some(p.container_memory_bytes as f64)
@@ -1188,7 +1196,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                 },
                 Chart {
                     title: "container CPU",
-                    axis: sample_axis,
+                    axis: sample_axis.into(),
                     unit: Unit::Percent,
                     series: vec![sampled("CPU", samples, sample_axis, ranges, |p| {
                         p.container_cpu_percent
@@ -1200,7 +1208,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                 },
                 Chart {
                     title: "cleanup failures",
-                    axis: sample_axis,
+                    axis: sample_axis.into(),
                     unit: Unit::Count,
                     series: vec![sampled("failures", samples, sample_axis, ranges, |p| {
                         Some(p.cleanup_failures as f64)
@@ -1219,7 +1227,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
     let llm_charts = [
         Chart {
             title: "LLM calls so far",
-            axis: sample_axis,
+            axis: sample_axis.into(),
             unit: Unit::Count,
             series: vec![sampled("calls", samples, sample_axis, ranges, |p| {
                 Some(p.llm_calls as f64)
@@ -1231,7 +1239,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         },
         Chart {
             title: "LLM spend so far",
-            axis: sample_axis,
+            axis: sample_axis.into(),
             unit: Unit::Usd,
             series: vec![sampled("spend", samples, sample_axis, ranges, |p| {
                 Some(p.llm_cost_usd)
@@ -1372,8 +1380,8 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                             &lanes,
                             &view::restarts(snapshot),
                             summary.llm.budget.is_some().then_some(view::budget_marks(snapshot).as_slice()),
-                            timeline_axis,
-                            ranges.of(timeline_axis),
+                            sample_axis,
+                            ranges.of(sample_axis.into()),
                             snapshot.started_at,
                         ))
                     }

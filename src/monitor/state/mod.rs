@@ -511,7 +511,7 @@ impl RunState {
             at.wall,
             spend,
         );
-        let evidence = self.llm.champion_changed(at.mono);
+        let evidence = self.llm.champion_changed(change.changes, at.mono);
         let mut findings = Findings::default();
         let llm = self.llm.any_calls().then(|| {
             findings = self.evaluator.on_llm(&evidence, th, at);

@@ -470,6 +470,9 @@ fn the_champion_changes_in_the_ledger_and_the_llm_spend_starts_again() {
         (Some(7), 3)
     );
     assert_eq!(summary.llm.spend_since_champion_usd, 0.0);
+    // A merged batch's three changes are three in the spend per change too, as in
+    // summary.champion_changes and loopwatch_champion_changes_total.
+    assert_eq!(summary.llm.spend_per_champion_change_usd, Some(4.0 / 3.0));
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 use maud::{html, Markup};
 
-use super::{chart, clip, Axis, Chart, Mark, Ranges, Series, Unit};
+use super::{chart, clip, Chart, Mark, Ranges, SampleAxis, Series, Unit};
 use crate::export::ModelServersView;
 use crate::servers::book::{Health, ServerPoint, ServerView};
 use crate::servers::ServerKind;
@@ -15,7 +15,7 @@ use crate::servers::ServerKind;
 fn over_reads(
     label: &'static str,
     points: &[ServerPoint],
-    axis: Axis,
+    axis: SampleAxis,
     ranges: Ranges,
     value: impl Fn(&ServerPoint) -> Option<f64>,
 ) -> Series {
@@ -23,13 +23,11 @@ fn over_reads(
         label,
         points: points
             .iter()
-            .filter(|p| axis == Axis::Time || p.iterations as f64 >= ranges.iteration.0)
+            .filter(|p| axis == SampleAxis::Time || p.iterations as f64 >= ranges.iteration.0)
             .filter_map(|p| {
                 let x = match axis {
-                    // The servers' charts are drawn on the samples' axis: the time, then
-                    // the iterations; never the spend.
-                    Axis::Time | Axis::Spend => p.elapsed_seconds,
-                    Axis::Iteration => p.iterations as f64,
+                    SampleAxis::Time => p.elapsed_seconds,
+                    SampleAxis::Iteration => p.iterations as f64,
                 };
                 value(p).filter(|v| v.is_finite()).map(|v| (x, v, p.at))
             })
@@ -78,7 +76,7 @@ fn row(s: &ServerView) -> Markup {
 /// The panel's content.
 pub(super) fn panel(
     view: &ModelServersView,
-    axis: Axis,
+    axis: SampleAxis,
     ranges: Ranges,
     kv_threshold: Option<f64>,
 ) -> Markup {
@@ -97,7 +95,7 @@ pub(super) fn panel(
             @if s.kind == ServerKind::Ollama {
                 (chart(&Chart {
                     title: "GPU memory of the loaded models",
-                    axis,
+                    axis: axis.into(),
                     unit: Unit::Bytes,
                     series: vec![over_reads("GPU memory", points, axis, ranges, |p| p.vram_bytes)],
                     threshold: None,
@@ -108,7 +106,7 @@ pub(super) fn panel(
             } @else {
                 (chart(&Chart {
                     title: "proxy first chunk vs server queue time",
-                    axis,
+                    axis: axis.into(),
                     unit: Unit::Seconds,
                     series: vec![
                         over_reads("proxy: first chunk", points, axis, ranges, |p| p.proxy_first_chunk_seconds),
@@ -121,7 +119,7 @@ pub(super) fn panel(
                 }, ranges))
                 (chart(&Chart {
                     title: "requests waiting",
-                    axis,
+                    axis: axis.into(),
                     unit: Unit::Count,
                     series: vec![over_reads("waiting", points, axis, ranges, |p| p.waiting)],
                     threshold: None,
@@ -131,7 +129,7 @@ pub(super) fn panel(
                 }, ranges))
                 (chart(&Chart {
                     title: "KV-cache usage",
-                    axis,
+                    axis: axis.into(),
                     unit: Unit::Percent,
                     series: vec![over_reads("KV cache", points, axis, ranges, |p| p.kv_cache_usage.map(|k| k * 100.0))],
                     threshold: kv_threshold.map(|t| (t * 100.0, format!("LLMServerSaturated at {}% with requests waiting", super::short(t * 100.0)))),
