@@ -561,8 +561,9 @@ pub(super) fn llm_server_saturated(t: &Thresholds) -> Vec<BoundaryCase> {
         series(1.0, 0, 0),
     )
     .quiet_at(format!("{}s", held + 60));
+    // The first rise is seen at the second sample: held from there.
     let preempting = with("fires on preemptions rising alone", series(0.5, 0, 5))
         .quiet_at(format!("{held}s"))
-        .fires_at(format!("{}s", held + 60), 0.5);
+        .fires_at(format!("{}s", held + 30), 0.5);
     vec![at_fraction, below, idle, preempting]
 }
