@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::budget::{Budget, BudgetBook, BudgetRefusal, BudgetSummary};
-use super::{bounded_name, LlmCall, LlmError, Pricing, MAX_MODELS, OTHER_MODEL};
+use super::{
+    bounded_name, valid_role, LlmCall, LlmError, Pricing, INVALID_ROLE, MAX_MODELS, MAX_ROLES,
+    NO_ROLE, OTHER_MODEL, OTHER_ROLE,
+};
 
 /// Calls older than this leave the error window, so an outage the loop stopped
 /// calling into does not keep LLMErrors firing forever.
@@ -18,7 +21,8 @@ pub(crate) const ERROR_WINDOW_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR_MINUTES: usize = 60;
 
-/// One model's calls, tokens and spend. Token counts saturate at `u64::MAX`.
+/// One model's (or one role's) calls, tokens and spend. Token counts saturate at
+/// `u64::MAX`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct ModelTally {
@@ -95,6 +99,13 @@ pub struct LlmSummary {
     pub spend_per_champion_change_usd: Option<f64>,
     /// By model (at most 32 names, then `other`).
     pub by_model: BTreeMap<String, ModelTally>,
+    /// By role (`X-Loopwatch-Role`, `loopwatch.llm_role`): at most 16 names, then
+    /// `other`; `none` for calls without one, `invalid` for calls whose role was not
+    /// a role name.
+    pub by_role: BTreeMap<String, ModelTally>,
+    /// Calls whose role was turned into a fallback label: `invalid` (not a role
+    /// name) and `overflow` (past the 16 role names kept, labelled `other`).
+    pub role_fallbacks: BTreeMap<String, u64>,
     /// The median duration of the last 512 calls, in seconds.
     pub p50_seconds: Option<f64>,
     /// The 95th percentile duration of the last 512 calls, in seconds.
@@ -161,6 +172,32 @@ pub(crate) struct CallLabels {
     pub(crate) request_model: String,
     /// The provider.
     pub(crate) provider: String,
+    /// The role (see [`role_label`]).
+    pub(crate) role: String,
+    /// Why the role is a fallback label, when it is: [`RoleFallback`].
+    pub(crate) role_fallback: Option<RoleFallback>,
+}
+
+/// Why a call's role was not kept as its own label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum RoleFallback {
+    /// Not a role name ([`valid_role`]): labelled [`INVALID_ROLE`].
+    Invalid,
+    /// A role name past the [`MAX_ROLES`] kept: labelled [`OTHER_ROLE`].
+    Overflow,
+}
+
+impl RoleFallback {
+    /// Both, for the series that exist from start-up.
+    pub(crate) const ALL: [RoleFallback; 2] = [RoleFallback::Invalid, RoleFallback::Overflow];
+
+    /// The `reason` label of `loopwatch_llm_role_fallbacks_total`.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            RoleFallback::Invalid => "invalid",
+            RoleFallback::Overflow => "overflow",
+        }
+    }
 }
 
 /// Most distinct provider names kept as label values; further ones are `other`.
@@ -170,10 +207,13 @@ const MAX_PROVIDERS: usize = 8;
 #[derive(Debug, Default)]
 struct CallBooks {
     by_model: BTreeMap<String, ModelTally>,
+    by_role: BTreeMap<String, ModelTally>,
+    role_fallbacks: BTreeMap<String, u64>,
     /// The names kept as label values, each set bounded (see [`bounded_label`]).
     models: BTreeSet<String>,
     request_models: BTreeSet<String>,
     providers: BTreeSet<String>,
+    roles: BTreeSet<String>,
     /// The error window: when each recent call ended (monotonic) and whether it
     /// failed.
     recent: VecDeque<(Duration, bool)>,
@@ -203,6 +243,72 @@ fn bounded_label(known: &mut BTreeSet<String>, name: &str, max: usize) -> String
         return name;
     }
     OTHER_MODEL.to_string()
+}
+
+/// The label of a call's role: [`NO_ROLE`] without one; its name when it is a role
+/// name ([`valid_role`], leading and trailing spaces aside) and one of the first
+/// [`MAX_ROLES`] seen; else a fallback, and why: [`OTHER_ROLE`] past them,
+/// [`INVALID_ROLE`] for what is not a role name.
+fn role_label(known: &mut BTreeSet<String>, role: Option<&str>) -> (String, Option<RoleFallback>) {
+    let Some(role) = role else {
+        return (NO_ROLE.to_string(), None);
+    };
+    let role = role.trim();
+    if !valid_role(role) {
+        return (INVALID_ROLE.to_string(), Some(RoleFallback::Invalid));
+    }
+    if known.contains(role) {
+        return (role.to_string(), None);
+    }
+    if known.len() < MAX_ROLES {
+        known.insert(role.to_string());
+        return (role.to_string(), None);
+    }
+    (OTHER_ROLE.to_string(), Some(RoleFallback::Overflow))
+}
+
+/// Adds one call to a tally (of its model, or of its role); token sums saturate.
+fn tally_call(
+    tally: &mut ModelTally,
+    call: &LlmCall,
+    pricing: Pricing,
+    usage_missing: bool,
+    abandoned: bool,
+) {
+    tally.calls = tally.calls.saturating_add(1);
+    if call.refused() {
+        let count = if call.blocked {
+            &mut tally.blocked
+        } else {
+            &mut tally.deferred
+        };
+        *count = count.saturating_add(1);
+        return;
+    }
+    if let Some(error) = call.error {
+        tally.errors = tally.errors.saturating_add(1);
+        let by_type = tally
+            .errors_by_type
+            .entry(error.as_label().into_owned())
+            .or_default();
+        *by_type = by_type.saturating_add(1);
+    } else if abandoned {
+        tally.abandoned = tally.abandoned.saturating_add(1);
+    }
+    if usage_missing {
+        tally.usage_missing = tally.usage_missing.saturating_add(1);
+    }
+    let add = |sum: &mut u64, n: Option<u64>| *sum = sum.saturating_add(n.unwrap_or(0));
+    add(&mut tally.input_tokens, call.input_tokens);
+    add(&mut tally.output_tokens, call.output_tokens);
+    add(&mut tally.cached_input_tokens, call.cached_input_tokens);
+    add(
+        &mut tally.cache_write_input_tokens,
+        call.cache_write_input_tokens,
+    );
+    add(&mut tally.reasoning_tokens, call.reasoning_tokens);
+    add(&mut tally.unpriced_tokens, Some(pricing.unpriced_tokens));
+    tally.cost_usd += pricing.cost_usd.unwrap_or(0.0);
 }
 
 /// The run's LLM calls: the books of those that ended, and those in flight. Plain
@@ -245,6 +351,7 @@ impl LlmMeter {
         self.any_calls = true;
         let books = &mut self.books;
         let model = bounded_label(&mut books.models, call.model(), MAX_MODELS);
+        let (role, role_fallback) = role_label(&mut books.roles, call.role.as_deref());
         let labels = CallLabels {
             request_model: bounded_label(
                 &mut books.request_models,
@@ -253,49 +360,32 @@ impl LlmMeter {
             ),
             provider: bounded_label(&mut books.providers, &call.provider, MAX_PROVIDERS),
             model: model.clone(),
+            role: role.clone(),
+            role_fallback,
         };
+        if let Some(fallback) = role_fallback {
+            let count = books
+                .role_fallbacks
+                .entry(fallback.as_str().to_string())
+                .or_default();
+            *count = count.saturating_add(1);
+        }
         let input = call.input_tokens.unwrap_or(0);
         let output = call.output_tokens.unwrap_or(0);
         let usage_missing = call.usage_missing();
         let abandoned = call.abandoned && call.error.is_none();
-        let tally = books.by_model.entry(model).or_default();
-        tally.calls = tally.calls.saturating_add(1);
+        for tally in [
+            books.by_model.entry(model).or_default(),
+            books.by_role.entry(role).or_default(),
+        ] {
+            tally_call(tally, call, pricing, usage_missing, abandoned);
+        }
         books.calls = books.calls.saturating_add(1);
         if call.refused() {
             // Never sent: no tokens, no cost, no duration, outside the error window.
-            let count = if call.blocked {
-                &mut tally.blocked
-            } else {
-                &mut tally.deferred
-            };
-            *count = count.saturating_add(1);
             return (labels, self.evidence(now));
         }
-        if let Some(error) = call.error {
-            tally.errors = tally.errors.saturating_add(1);
-            let by_type = tally
-                .errors_by_type
-                .entry(error.as_label().into_owned())
-                .or_default();
-            *by_type = by_type.saturating_add(1);
-        } else if abandoned {
-            tally.abandoned = tally.abandoned.saturating_add(1);
-        }
-        if usage_missing {
-            tally.usage_missing = tally.usage_missing.saturating_add(1);
-        }
-        let add = |sum: &mut u64, n: Option<u64>| *sum = sum.saturating_add(n.unwrap_or(0));
-        add(&mut tally.input_tokens, call.input_tokens);
-        add(&mut tally.output_tokens, call.output_tokens);
-        add(&mut tally.cached_input_tokens, call.cached_input_tokens);
-        add(
-            &mut tally.cache_write_input_tokens,
-            call.cache_write_input_tokens,
-        );
-        add(&mut tally.reasoning_tokens, call.reasoning_tokens);
-        add(&mut tally.unpriced_tokens, Some(pricing.unpriced_tokens));
         let cost = pricing.cost_usd.unwrap_or(0.0);
-        tally.cost_usd += cost;
         books.spend_usd += cost;
         books.spend_is_lower_bound |= usage_missing || pricing.unpriced_tokens > 0;
         let minute = minute_of(now);
@@ -412,6 +502,8 @@ impl LlmMeter {
             spend_per_champion_change_usd: (books.champion_changes > 0)
                 .then(|| books.spend_usd / books.champion_changes as f64),
             by_model: books.by_model.clone(),
+            by_role: books.by_role.clone(),
+            role_fallbacks: books.role_fallbacks.clone(),
             spend_is_lower_bound: books.spend_is_lower_bound,
             ..LlmSummary::default()
         };
@@ -612,6 +704,81 @@ mod tests {
         let summary = meter.summary(Duration::ZERO);
         assert_eq!(summary.by_model.len(), MAX_MODELS + 1);
         assert_eq!(summary.by_model[OTHER_MODEL].calls, 5);
+    }
+
+    #[test]
+    fn roles_are_bounded_and_what_is_not_a_role_name_is_a_counted_fallback() {
+        fn labels(meter: &mut LlmMeter, role: Option<&str>) -> (String, Option<RoleFallback>) {
+            let mut call = LlmCall::new("m", Duration::ZERO).with_tokens(3, 2);
+            call.role = role.map(str::to_string);
+            let (labels, _) = meter.record(&call, cost(Some(1.0)), 20, Duration::ZERO);
+            (labels.role, labels.role_fallback)
+        }
+        let mut meter = LlmMeter::default();
+        assert_eq!(labels(&mut meter, None), ("none".into(), None));
+        assert_eq!(
+            labels(&mut meter, Some(" mutation ")),
+            ("mutation".into(), None)
+        );
+        for garbage in [
+            "",
+            "two words",
+            "a,b",
+            "none",
+            "Other",
+            "\u{0}",
+            "é",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(
+                labels(&mut meter, Some(garbage)),
+                (INVALID_ROLE.into(), Some(RoleFallback::Invalid)),
+                "{garbage:?}"
+            );
+        }
+        for i in 1..MAX_ROLES {
+            assert_eq!(labels(&mut meter, Some(&format!("r{i}"))).1, None);
+        }
+        assert_eq!(
+            labels(&mut meter, Some("one-too-many")),
+            (OTHER_ROLE.into(), Some(RoleFallback::Overflow))
+        );
+        assert_eq!(
+            labels(&mut meter, Some("mutation")),
+            ("mutation".into(), None)
+        );
+        let summary = meter.summary(Duration::ZERO);
+        assert_eq!(summary.by_role["mutation"].calls, 2);
+        assert_eq!(summary.by_role["mutation"].input_tokens, 6);
+        assert_eq!(summary.by_role["mutation"].output_tokens, 4);
+        assert_eq!(summary.by_role["mutation"].cost_usd, 2.0);
+        assert_eq!(summary.by_role[INVALID_ROLE].calls, 8);
+        assert_eq!(summary.by_role[OTHER_ROLE].calls, 1);
+        assert_eq!(
+            summary.by_role.len(),
+            MAX_ROLES + 3,
+            "kept, none, invalid, other"
+        );
+        assert_eq!(summary.role_fallbacks["invalid"], 8);
+        assert_eq!(summary.role_fallbacks["overflow"], 1);
+        let by_role: u64 = summary.by_role.values().map(|t| t.calls).sum();
+        assert_eq!(by_role, summary.calls);
+    }
+
+    proptest::proptest! {
+        /// Any role, however odd, books a call under a bounded label and never
+        /// panics.
+        #[test]
+        fn any_role_is_booked_under_a_bounded_label(roles in proptest::collection::vec(".{0,80}", 1..40)) {
+            let mut meter = LlmMeter::default();
+            for role in &roles {
+                let call = LlmCall::new("m", Duration::ZERO).with_role(role.clone());
+                let (labels, _) = meter.record(&call, cost(None), 20, Duration::ZERO);
+                proptest::prop_assert!(labels.role.len() <= crate::llm::MAX_ROLE_CHARS);
+                proptest::prop_assert!(valid_role(&labels.role) || labels.role_fallback.is_some());
+            }
+            proptest::prop_assert!(meter.summary(Duration::ZERO).by_role.len() <= MAX_ROLES + 2);
+        }
     }
 
     #[test]

@@ -519,7 +519,29 @@ fn hop_by_hop(name: &HeaderName) -> bool {
             | "upgrade"
             | "host"
             | "accept-encoding"
+            | super::ROLE_HEADER
     )
+}
+
+/// The role a request names in [`super::ROLE_HEADER`], as it came (the books judge
+/// it: [`super::valid_role`]): at most [`super::MAX_ROLE_CHARS`] bytes and one more,
+/// so that a longer one stays too long; several values joined with commas, which no
+/// role name holds. `None` without the header.
+fn role_of(headers: &HeaderMap) -> Option<String> {
+    let mut role = String::new();
+    for (i, value) in headers.get_all(super::ROLE_HEADER).iter().enumerate() {
+        if i > 0 {
+            role.push(',');
+        }
+        let bytes = value.as_bytes();
+        role.push_str(&String::from_utf8_lossy(
+            &bytes[..bytes.len().min(super::MAX_ROLE_CHARS + 1)],
+        ));
+        if role.len() > super::MAX_ROLE_CHARS {
+            break;
+        }
+    }
+    headers.contains_key(super::ROLE_HEADER).then_some(role)
 }
 
 fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
@@ -676,6 +698,7 @@ impl Forwarder {
             None => (None, None),
         };
         let model = model.unwrap_or_else(|| super::OTHER_MODEL.to_string());
+        let role = operation.and_then(|_| role_of(&parts.headers));
         // Admitted (its worst case reserved against the budget) or refused, before
         // anything is sent.
         let metering = match operation {
@@ -683,7 +706,8 @@ impl Forwarder {
             Some(operation) => {
                 let mut request =
                     CallRequest::new(model.clone(), body_bytes.unwrap_or(prefix.len() as u64))
-                        .with_provider(provider, operation);
+                        .with_provider(provider, operation)
+                        .with_role(role.clone());
                 request.max_output_tokens = max_output_tokens;
                 let id = match self.recorder.started(&request) {
                     Admission::Admitted(id) => id,
@@ -694,11 +718,13 @@ impl Forwarder {
                 Some(Metering {
                     recorder: Arc::clone(&self.recorder),
                     id,
-                    call: Some(
-                        LlmCall::new(model, Duration::ZERO)
+                    call: Some({
+                        let mut call = LlmCall::new(model, Duration::ZERO)
                             .with_provider(provider)
-                            .with_operation(operation),
-                    ),
+                            .with_operation(operation);
+                        call.role = role;
+                        call
+                    }),
                     started,
                     first_chunk: None,
                     reader: None,
@@ -1569,6 +1595,29 @@ mod tests {
             assert_eq!(calls[0].error, expected, "silent for {silent:?}");
             assert_eq!(calls[0].abandoned, expected.is_none());
         }
+    }
+
+    #[test]
+    fn the_role_header_is_read_as_it_came_and_never_forwarded() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(role_of(&headers), None);
+        headers.insert("x-loopwatch-role", HeaderValue::from_static("mutation"));
+        assert_eq!(role_of(&headers).as_deref(), Some("mutation"));
+        headers.append("X-Loopwatch-Role", HeaderValue::from_static("judge"));
+        assert_eq!(role_of(&headers).as_deref(), Some("mutation,judge"));
+        let long = HeaderValue::from_str(&"r".repeat(10_000)).unwrap();
+        headers.insert("x-loopwatch-role", long);
+        assert_eq!(role_of(&headers).map(|r| r.len()), Some(65));
+        headers.insert(
+            "x-loopwatch-role",
+            HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        );
+        assert!(!crate::llm::valid_role(&role_of(&headers).unwrap()));
+        headers.insert("authorization", HeaderValue::from_static("Bearer k"));
+        let mut forwarded = HeaderMap::new();
+        copy_headers(&headers, &mut forwarded);
+        assert!(forwarded.get("x-loopwatch-role").is_none());
+        assert_eq!(forwarded["authorization"], "Bearer k");
     }
 
     #[test]

@@ -287,7 +287,8 @@ impl Publisher {
     }
 
     /// One LLM call: the GenAI histograms, the calls, cost, token and rate-limit
-    /// counters, and the evidence gauges after it. An abandoned call did not end, so
+    /// counters (calls, cost and tokens by role too), and the evidence gauges after
+    /// it. An abandoned call did not end, so
     /// it has no operation duration; it is counted under its own outcome.
     fn llm_call(
         &self,
@@ -298,6 +299,7 @@ impl Publisher {
     ) {
         let i = &self.pipeline.instruments;
         let model = [KeyValue::new("model", labels.model.clone())];
+        let role = KeyValue::new("role", labels.role.clone());
         let mut genai = vec![
             KeyValue::new("gen_ai.operation.name", call.operation.as_str()),
             KeyValue::new("gen_ai.provider.name", labels.provider.clone()),
@@ -329,10 +331,24 @@ impl Publisher {
             &[
                 KeyValue::new("model", labels.model.clone()),
                 KeyValue::new("outcome", outcome),
+                role.clone(),
             ],
         );
         if let Some(cost) = pricing.cost_usd {
-            i.loopwatch_llm_cost_usd_total.add(cost, &model);
+            i.loopwatch_llm_cost_usd_total
+                .add(cost, &[model[0].clone(), role.clone()]);
+        }
+        for (kind, tokens) in [("input", call.input_tokens), ("output", call.output_tokens)] {
+            if let Some(tokens) = tokens {
+                i.loopwatch_llm_tokens_total.add(
+                    tokens,
+                    &[model[0].clone(), role.clone(), KeyValue::new("type", kind)],
+                );
+            }
+        }
+        if let Some(fallback) = labels.role_fallback {
+            i.loopwatch_llm_role_fallbacks_total
+                .add(1, &[KeyValue::new("reason", fallback.as_str())]);
         }
         if pricing.unpriced_tokens > 0 {
             i.loopwatch_llm_unpriced_tokens_total

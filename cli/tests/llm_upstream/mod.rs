@@ -48,6 +48,9 @@ pub struct Seen {
     pub anthropic_version: Option<String>,
     pub proxy_authorization: Option<String>,
     pub accept_encoding: Option<String>,
+    /// Every header name the request carried, lower-case.
+    #[allow(dead_code)] // read by the roles test
+    pub header_names: Vec<String>,
     pub body_len: usize,
     /// The request's `stream_options`, as it came.
     pub stream_options: Option<serde_json::Value>,
@@ -308,6 +311,7 @@ fn serve<W: Wire>(mut reader: BufReader<W>, record: &Mutex<Vec<Seen>>, gate: &Ga
             anthropic_version: header("anthropic-version"),
             proxy_authorization: header("proxy-authorization"),
             accept_encoding: header("accept-encoding"),
+            header_names: headers.iter().map(|(k, _)| k.clone()).collect(),
             body_len: body.len(),
             stream_options,
             answered: String::new(),

@@ -696,11 +696,13 @@ impl RunState {
             provider,
             operation,
             model,
+            role,
             ..
         } = *request;
-        let call = LlmCall::new(model, Duration::ZERO)
+        let mut call = LlmCall::new(model, Duration::ZERO)
             .with_provider(provider)
             .with_operation(operation);
+        call.role = role;
         let call = if refusal.deferred {
             call.with_deferred()
         } else {
