@@ -689,6 +689,24 @@ catalog! {
     /// The last Retry-After.
     LLM_RETRY_AFTER_SECONDS / loopwatch_llm_retry_after_seconds: Gauge = "loopwatch_llm_retry_after_seconds", "s", ["model"], None, PerLlmCall,
         "The wait the last 429 answer asked for in its Retry-After header (seconds).";
+    /// Requests left before a provider's rate limit.
+    LLM_RATELIMIT_REMAINING_REQUESTS / loopwatch_llm_ratelimit_remaining_requests: Gauge = "loopwatch_llm_ratelimit_remaining_requests", "{request}", ["provider", "model"], None, PerLlmCall,
+        "Requests the provider will still take before its request limit resets, as its last answer for the model stated them (x-ratelimit-remaining-requests, anthropic-ratelimit-requests-remaining) (requests).";
+    /// A provider's request limit.
+    LLM_RATELIMIT_LIMIT_REQUESTS / loopwatch_llm_ratelimit_limit_requests: Gauge = "loopwatch_llm_ratelimit_limit_requests", "{request}", ["provider", "model"], None, PerLlmCall,
+        "The provider's request limit per window, as its last answer for the model stated it (x-ratelimit-limit-requests, anthropic-ratelimit-requests-limit) (requests).";
+    /// Tokens left before a provider's rate limit.
+    LLM_RATELIMIT_REMAINING_TOKENS / loopwatch_llm_ratelimit_remaining_tokens: Gauge = "loopwatch_llm_ratelimit_remaining_tokens", "{token}", ["provider", "model", "limit"], None, PerLlmCall,
+        "Tokens the provider will still take before a token limit resets, as its last answer for the model stated them, by limit: tokens (OpenAI's tokens per minute, Anthropic's most restrictive token limit), input_tokens or output_tokens (Anthropic's) (tokens).";
+    /// A provider's token limits.
+    LLM_RATELIMIT_LIMIT_TOKENS / loopwatch_llm_ratelimit_limit_tokens: Gauge = "loopwatch_llm_ratelimit_limit_tokens", "{token}", ["provider", "model", "limit"], None, PerLlmCall,
+        "The provider's token limit per window, as its last answer for the model stated it, by limit: tokens, input_tokens or output_tokens (tokens).";
+    /// Time to a rate limit's reset.
+    LLM_RATELIMIT_RESET_SECONDS / loopwatch_llm_ratelimit_reset_seconds: Gauge = "loopwatch_llm_ratelimit_reset_seconds", "s", ["provider", "model", "limit"], None, PerLlmCall,
+        "Time until a rate limit is whole again, as the provider's last answer for the model stated it (a duration such as 6m0s, or an RFC 3339 time taken against the answer's Date), by limit: requests, tokens, input_tokens or output_tokens (seconds).";
+    /// The least rate-limit headroom, for LLMRateLimitNear.
+    LLM_RATELIMIT_HEADROOM_RATIO / loopwatch_llm_ratelimit_headroom_ratio: Gauge = "loopwatch_llm_ratelimit_headroom_ratio", "1", [], None, PerLlmCall,
+        "The least rate-limit headroom of any provider and model, for LLMRateLimitNear: remaining over limit of each limit their last answers stated that has not reset since (a limit stated without a reset counts for a minute); 1 while none is known; exported from the first LLM call (ratio 0-1).";
     /// LLM calls in flight.
     LLM_IN_FLIGHT / loopwatch_llm_in_flight: Gauge = "loopwatch_llm_in_flight", "{call}", [], None, Always,
         "LLM calls in flight through the metering proxy now (calls).";

@@ -223,7 +223,8 @@ fn the_dashboard_is_valid_for_grafana_9() {
             "Container Stats",
             "LLM Calls",
             "LLM Spend and Latency",
-            "Evaluations"
+            "Evaluations",
+            "LLM Rate Limits"
         ]
     );
     let ids: HashSet<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();

@@ -770,9 +770,9 @@ loopwatch.done()
         .iter()
         .filter(|p| p["title"].as_str().unwrap().starts_with("LLM"))
         .collect();
-    assert_eq!(llm_panels.len(), 2);
+    assert_eq!(llm_panels.len(), 3);
     let panel_expressions = dashboard_expressions(&serde_json::json!({ "panels": llm_panels }));
-    assert_eq!(panel_expressions.len(), 7);
+    assert_eq!(panel_expressions.len(), 11);
     for expr in panel_expressions {
         let expr = with_variables(&expr, &[]);
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -791,6 +791,12 @@ loopwatch.done()
     assert!(page.contains("data-panel=\"LLM calls\""), "{page}");
     assert!(page.contains("data-model=\"ok/chat-2025\""), "{page}");
     assert!(page.contains("500 ×"), "the 500s by model: {page}");
+    // Beside them, the rate limits the stand-in stated.
+    assert!(page.contains("data-panel=\"LLM rate limits\""), "{page}");
+    assert!(
+        page.contains("data-provider=\"openai\"") && page.contains("9999 / 10000"),
+        "{page}"
+    );
     let snapshot: serde_json::Value =
         serde_json::from_str(&http_get(run.addr, "/api/v1/snapshot").body).unwrap();
     let llm = &snapshot["summary"]["llm"];

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::budget::{Budget, BudgetBook, BudgetRefusal, BudgetSummary};
+use super::headroom::{Headroom, HeadroomReading};
 use super::{
     bounded_name, valid_role, LlmCall, LlmError, Pricing, INVALID_ROLE, MAX_MODELS, MAX_ROLES,
     NO_ROLE, OTHER_MODEL, OTHER_ROLE,
@@ -117,6 +118,45 @@ pub struct LlmSummary {
     /// reservations of the calls in flight, the warnings given and the calls refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetSummary>,
+    /// The rate limits the providers stated on their last answer, by provider and
+    /// model (the model asked for), most constrained first.
+    pub rate_limits: Vec<RateLimitTally>,
+    /// The least headroom (remaining over limit, 0 to 1) of the limits still in force:
+    /// what LLMRateLimitNear judges; `None` when no answer stated one.
+    pub rate_limit_headroom: Option<f64>,
+}
+
+/// The rate limits one provider stated for one model on its last answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct RateLimitTally {
+    /// The provider.
+    pub provider: String,
+    /// The model asked for.
+    pub model: String,
+    /// Seconds since that answer.
+    pub age_seconds: f64,
+    /// The least headroom of its limits still in force (0 to 1); `None` when none
+    /// is (all reset since, or none stated both figures).
+    pub headroom: Option<f64>,
+    /// Each limit it stated: `requests`, `tokens`, `input_tokens`, `output_tokens`.
+    pub limits: BTreeMap<String, LimitTally>,
+    /// The wait it asked for (`retry-after-ms`, `Retry-After`), in seconds.
+    pub retry_after_seconds: Option<f64>,
+}
+
+/// One limit as an answer stated it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct LimitTally {
+    /// The limit (requests or tokens per window).
+    pub limit: Option<u64>,
+    /// What was left of it.
+    pub remaining: Option<u64>,
+    /// Seconds until it resets, as the answer said.
+    pub reset_seconds: Option<f64>,
+    /// Seconds until it resets from now (0 once it has).
+    pub resets_in_seconds: Option<f64>,
 }
 
 /// One minute of LLM calls, for the page's per-minute view.
@@ -161,6 +201,18 @@ pub(crate) struct LlmEvidence {
     /// Whether the spend is a lower bound (calls without usage, tokens without a
     /// price).
     pub(crate) spend_is_lower_bound: bool,
+    /// The least rate-limit headroom (remaining over limit, 0 to 1) of the limits
+    /// the providers stated that are still in force; `None` when there is none.
+    pub(crate) headroom: Option<f64>,
+}
+
+/// The label values a rate-limit reading is published under, each bounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeadroomLabels {
+    /// The provider.
+    pub(crate) provider: String,
+    /// The model asked for.
+    pub(crate) model: String,
 }
 
 /// The label values a call is published under, each bounded.
@@ -229,6 +281,9 @@ struct CallBooks {
     minutes: VecDeque<(u64, MinuteTally)>,
     /// Durations of the recent calls, in seconds.
     durations: VecDeque<f64>,
+    /// The last rate-limit reading of each provider and model (bounded labels), and
+    /// when it came.
+    headroom: BTreeMap<(String, String), (Headroom, Duration)>,
 }
 
 /// A name kept as a label value if already known or while fewer than `max` are;
@@ -419,6 +474,35 @@ impl LlmMeter {
         (labels, self.evidence(now))
     }
 
+    /// Keeps what an answer said of its rate limits at `now`, as the last word of its
+    /// provider and model; returns the labels it is published under and the evidence
+    /// after it.
+    pub(crate) fn headroom(
+        &mut self,
+        reading: &HeadroomReading,
+        now: Duration,
+    ) -> (HeadroomLabels, LlmEvidence) {
+        let books = &mut self.books;
+        let labels = HeadroomLabels {
+            provider: bounded_label(&mut books.providers, &reading.provider, MAX_PROVIDERS),
+            model: bounded_label(&mut books.request_models, &reading.model, MAX_MODELS),
+        };
+        books.headroom.insert(
+            (labels.provider.clone(), labels.model.clone()),
+            (reading.headroom.clone(), now),
+        );
+        (labels, self.evidence(now))
+    }
+
+    /// The least headroom at `now` of the limits still in force.
+    fn least_headroom(&self, now: Duration) -> Option<f64> {
+        self.books
+            .headroom
+            .values()
+            .filter_map(|(headroom, at)| headroom.fraction_after(now.saturating_sub(*at)))
+            .min_by(f64::total_cmp)
+    }
+
     /// The spend so far in US dollars.
     pub(crate) fn spend_usd(&self) -> f64 {
         self.books.spend_usd
@@ -461,7 +545,10 @@ impl LlmMeter {
         {
             books.minutes.pop_front();
         }
+        let headroom = self.least_headroom(now);
+        let books = &mut self.books;
         LlmEvidence {
+            headroom,
             recent_calls: books.recent.len() as u64,
             recent_failures: books.recent.iter().filter(|(_, failed)| *failed).count() as u64,
             spend_usd: books.spend_usd,
@@ -508,6 +595,44 @@ impl LlmMeter {
             ..LlmSummary::default()
         };
         summary.budget = self.budget.summary(books.spend_usd);
+        summary.rate_limit_headroom = self.least_headroom(now);
+        summary.rate_limits = books
+            .headroom
+            .iter()
+            .map(|((provider, model), (headroom, at))| {
+                let age = now.saturating_sub(*at);
+                RateLimitTally {
+                    provider: provider.clone(),
+                    model: model.clone(),
+                    age_seconds: age.as_secs_f64(),
+                    headroom: headroom.fraction_after(age),
+                    limits: headroom
+                        .limits
+                        .iter()
+                        .map(|(resource, limit)| {
+                            (
+                                resource.as_str().to_string(),
+                                LimitTally {
+                                    limit: limit.limit,
+                                    remaining: limit.remaining,
+                                    reset_seconds: limit.reset.map(|r| r.as_secs_f64()),
+                                    resets_in_seconds: limit
+                                        .reset
+                                        .map(|r| r.saturating_sub(age).as_secs_f64()),
+                                },
+                            )
+                        })
+                        .collect(),
+                    retry_after_seconds: headroom.retry_after.map(|r| r.as_secs_f64()),
+                }
+            })
+            .collect();
+        summary.rate_limits.sort_by(|a, b| {
+            a.headroom
+                .unwrap_or(f64::INFINITY)
+                .total_cmp(&b.headroom.unwrap_or(f64::INFINITY))
+                .then_with(|| (&a.provider, &a.model).cmp(&(&b.provider, &b.model)))
+        });
         for tally in books.by_model.values() {
             for (sum, n) in [
                 (&mut summary.calls, tally.calls),
@@ -779,6 +904,52 @@ mod tests {
             }
             proptest::prop_assert!(meter.summary(Duration::ZERO).by_role.len() <= MAX_ROLES + 2);
         }
+    }
+
+    /// Each provider's and model's last word counts until its limits reset; the
+    /// least headroom of what still counts is the evidence.
+    #[test]
+    fn the_least_headroom_in_force_is_the_evidence() {
+        use crate::llm::headroom::{Headroom, HeadroomReading};
+        let reading = |model: &str, remaining: &str, reset: &str| {
+            let mut headers = hyper::HeaderMap::new();
+            for (name, value) in [
+                ("x-ratelimit-limit-requests", "100"),
+                ("x-ratelimit-remaining-requests", remaining),
+                ("x-ratelimit-reset-requests", reset),
+            ] {
+                headers.insert(name, value.parse().unwrap());
+            }
+            let headroom = Headroom::read(&headers, std::time::UNIX_EPOCH).unwrap();
+            HeadroomReading::new("openai", model, headroom)
+        };
+        let mut meter = LlmMeter::default();
+        assert_eq!(meter.evidence(Duration::ZERO).headroom, None);
+        let at = Duration::from_secs(100);
+        let (labels, e) = meter.headroom(&reading("a", "50", "10s"), at);
+        assert_eq!(
+            (labels.provider.as_str(), labels.model.as_str()),
+            ("openai", "a")
+        );
+        assert_eq!(e.headroom, Some(0.5));
+        let (_, e) = meter.headroom(&reading("b", "5", "30s"), at);
+        assert_eq!(e.headroom, Some(0.05));
+        // The next answer of `b` is its last word.
+        let (_, e) = meter.headroom(&reading("b", "20", "30s"), at);
+        assert_eq!(e.headroom, Some(0.2));
+        // `a` resets after 10 s, `b` after 30 s: then all is whole again.
+        assert_eq!(
+            meter.evidence(at + Duration::from_secs(11)).headroom,
+            Some(0.2)
+        );
+        assert_eq!(meter.evidence(at + Duration::from_secs(31)).headroom, None);
+        let summary = meter.summary(at + Duration::from_secs(5));
+        assert_eq!(summary.rate_limits.len(), 2);
+        assert_eq!(summary.rate_limits[0].model, "b", "most constrained first");
+        let requests = summary.rate_limits[0].limits["requests"];
+        assert_eq!((requests.limit, requests.remaining), (Some(100), Some(20)));
+        assert_eq!(requests.resets_in_seconds, Some(25.0));
+        assert_eq!(summary.rate_limit_headroom, Some(0.2));
     }
 
     #[test]

@@ -19,9 +19,11 @@
 //! ```
 
 pub mod budget;
+pub mod headroom;
 pub(crate) mod meter;
 pub use budget::{Admission, Budget, BudgetAction, BudgetRefusal, BudgetSummary, CallRequest};
-pub use meter::{LlmSummary, MinuteTally, ModelTally};
+pub use headroom::{Headroom, HeadroomReading};
+pub use meter::{LimitTally, LlmSummary, MinuteTally, ModelTally, RateLimitTally};
 #[cfg(feature = "llm-proxy")]
 pub mod proxy;
 #[cfg(feature = "llm-proxy")]
@@ -116,6 +118,12 @@ pub trait CallRecorder: Send + Sync + 'static {
     /// case, is charged against the budget instead (an estimate: the reported cost
     /// stays without it).
     fn ended(&self, id: u64, call: &LlmCall);
+    /// An answer of a metered call stated its provider's rate limits (or asked for a
+    /// wait): the last word of its provider and model, until the next. Nothing by
+    /// default.
+    fn headroom(&self, reading: &HeadroomReading) {
+        let _ = reading;
+    }
     /// Whether the metering proxy asks streamed requests for their usage, as
     /// `--llm-request-usage` does: a budget is set, and a call whose usage is unknown
     /// would count at its worst case. No by default.

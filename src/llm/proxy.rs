@@ -61,6 +61,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use super::headroom::{Headroom, HeadroomReading};
 use super::route::{place, Api, Refusal};
 use super::upstream::{chain, Network, Upstream, UpstreamClient};
 use super::usage::UsageReader;
@@ -174,6 +175,11 @@ pub struct ProxyConfig {
     /// recorder whose run has an LLM budget turns it on whatever this says
     /// ([`CallRecorder::asks_for_usage`]).
     pub request_usage: bool,
+    /// Whether each answer of a metered call is read for its provider's rate-limit
+    /// headroom ([`super::headroom`]) and the reading given to the recorder
+    /// ([`CallRecorder::headroom`]). On by default; off only to measure what it
+    /// costs.
+    pub headroom: bool,
 }
 
 /// How [`ProxyConfig::openai_from`] and [`ProxyConfig::anthropic_from`] name a public
@@ -189,6 +195,7 @@ impl Default for ProxyConfig {
             openai_from: DEFAULT_UPSTREAM,
             anthropic_from: DEFAULT_UPSTREAM,
             request_usage: false,
+            headroom: true,
         }
     }
 }
@@ -242,6 +249,13 @@ impl ProxyConfig {
     /// [`ProxyConfig::request_usage`]).
     pub fn with_request_usage(mut self, request_usage: bool) -> Self {
         self.request_usage = request_usage;
+        self
+    }
+
+    /// Reading answers for their rate-limit headroom, or not (see
+    /// [`ProxyConfig::headroom`]).
+    pub fn with_headroom(mut self, headroom: bool) -> Self {
+        self.headroom = headroom;
         self
     }
 }
@@ -324,6 +338,7 @@ impl LlmProxy {
             openai,
             anthropic,
             request_usage,
+            headroom: config.headroom,
             tasks: Arc::clone(&tasks),
         });
         let stop = tokio_util::sync::CancellationToken::new();
@@ -409,6 +424,8 @@ struct Forwarder {
     /// See [`ProxyConfig::request_usage`]; on too under a budget
     /// ([`CallRecorder::asks_for_usage`]).
     request_usage: bool,
+    /// See [`ProxyConfig::headroom`].
+    headroom: bool,
     tasks: Arc<Tasks>,
     /// See [`LlmProxy::loop_ending`].
     ending: Arc<LoopEnds>,
@@ -792,6 +809,19 @@ impl Forwarder {
             }
         };
         let (parts, body) = answer.into_parts();
+        let headroom = match (&metering, self.headroom) {
+            (Some(metering), true) => Headroom::read(&parts.headers, std::time::SystemTime::now())
+                .map(|headroom| {
+                    let model = metering
+                        .call
+                        .as_ref()
+                        .map_or(super::OTHER_MODEL, |call| call.request_model.as_str());
+                    let reading = HeadroomReading::new(provider, model, headroom);
+                    self.recorder.headroom(&reading);
+                    reading.headroom.retry_after
+                }),
+            _ => None,
+        };
         let metering = metering.map(|mut metering| {
             metering.answered = true;
             metering.last_byte = Instant::now();
@@ -812,7 +842,9 @@ impl Forwarder {
             if let Some(call) = metering.call.as_mut() {
                 if status.as_u16() >= 400 {
                     call.error = Some(LlmError::Status(status.as_u16()));
-                    call.retry_after = retry_after(parts.headers.get(hyper::header::RETRY_AFTER));
+                    call.retry_after = headroom.flatten().or_else(|| {
+                        super::headroom::retry_after(&parts.headers, std::time::SystemTime::now())
+                    });
                 }
             }
             metering.reader = status.is_success().then(|| {
@@ -939,12 +971,6 @@ fn budget_refusal(api: Api, refusal: &BudgetRefusal) -> Response<MeteredBody> {
         headers.insert("x-should-retry", HeaderValue::from_static("false"));
     }
     response
-}
-
-/// A `Retry-After` in seconds (an HTTP date is not read).
-fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
-    let seconds: f64 = value?.to_str().ok()?.trim().parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)))
 }
 
 /// Reads the first [`MODEL_SCAN_BYTES`] of a request body; the rest, if any, is
@@ -1657,9 +1683,5 @@ mod tests {
         assert_eq!(config.openai_base, "http://127.0.0.1:9/v1");
         assert_eq!(config.anthropic_base, "http://127.0.0.1:9");
         assert_eq!(config.anthropic_from, "--llm-upstream");
-        assert_eq!(
-            retry_after(Some(&HeaderValue::from_static("7"))),
-            Some(Duration::from_secs(7))
-        );
     }
 }

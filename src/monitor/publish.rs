@@ -100,6 +100,14 @@ impl Publisher {
                 self.llm_call(call, labels, *pricing, evidence);
                 budget.iter().for_each(log_budget_mark);
             }
+            Publish::Headroom {
+                labels,
+                headroom,
+                evidence,
+            } => {
+                self.llm_headroom(labels, headroom);
+                self.llm_evidence(evidence);
+            }
             Publish::InFlight { calls, oldest } => self.llm_in_flight(*calls, *oldest),
             Publish::Evaluations(gauges) => self.evaluations(gauges),
             Publish::Instrumentation { report, news } => {
@@ -371,9 +379,55 @@ impl Publisher {
         self.llm_evidence(evidence);
     }
 
+    /// The rate limits an answer stated: each figure it gave, by provider and model.
+    fn llm_headroom(
+        &self,
+        labels: &crate::llm::meter::HeadroomLabels,
+        headroom: &crate::llm::Headroom,
+    ) {
+        use crate::llm::headroom::Resource;
+        let i = &self.pipeline.instruments;
+        let who = [
+            KeyValue::new("provider", labels.provider.clone()),
+            KeyValue::new("model", labels.model.clone()),
+        ];
+        for (resource, limit) in &headroom.limits {
+            let mut attributes = who.to_vec();
+            attributes.push(KeyValue::new("limit", resource.as_str()));
+            if let Some(reset) = limit.reset {
+                i.loopwatch_llm_ratelimit_reset_seconds
+                    .record(reset.as_secs_f64(), &attributes);
+            }
+            let (remaining, of) = if *resource == Resource::Requests {
+                (
+                    &i.loopwatch_llm_ratelimit_remaining_requests,
+                    &i.loopwatch_llm_ratelimit_limit_requests,
+                )
+            } else {
+                (
+                    &i.loopwatch_llm_ratelimit_remaining_tokens,
+                    &i.loopwatch_llm_ratelimit_limit_tokens,
+                )
+            };
+            let attributes = if *resource == Resource::Requests {
+                &who[..]
+            } else {
+                &attributes[..]
+            };
+            if let Some(n) = limit.remaining {
+                remaining.record(n as f64, attributes);
+            }
+            if let Some(n) = limit.limit {
+                of.record(n as f64, attributes);
+            }
+        }
+    }
+
     /// What the LLM alerts judge.
     fn llm_evidence(&self, evidence: &crate::llm::meter::LlmEvidence) {
         let i = &self.pipeline.instruments;
+        i.loopwatch_llm_ratelimit_headroom_ratio
+            .record(evidence.headroom.unwrap_or(1.0), &[]);
         i.loopwatch_llm_recent_calls
             .record(evidence.recent_calls as f64, &[]);
         i.loopwatch_llm_recent_failures

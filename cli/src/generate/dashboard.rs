@@ -1,6 +1,6 @@
 //! The Grafana dashboard (Grafana 9+): resource usage, strategy performance, diversity
-//! and container stats, and two of LLM
-//! calls, with units,
+//! and container stats, three of LLM calls (calls, spend and latency, rate limits),
+//! evaluations, with units,
 //! threshold lines at the alert thresholds, a 5 s refresh, a Prometheus datasource
 //! variable, and annotations for champion changes and alerts.
 
@@ -365,6 +365,46 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 q(c(&catalog::EVALUATION_WORKER_OCCUPANCY), "worker occupancy", "percentunit")
                     .range(0.0, 1.0),
                 q(c(&catalog::EVALUATIONS_KILLED_TOTAL), "killed by loopwatch", "short"),
+            ],
+        ),
+        panel(
+            8,
+            "LLM Rate Limits",
+            "Rate-limit headroom, beside the 429s: the least headroom (remaining over limit) of the limits the providers' answers stated that have not reset, each provider's and model's requests and tokens left over its limit, and the calls answered 429 per minute. Empty for a loop whose providers state no limits.",
+            12,
+            30,
+            vec![
+                q(c(&catalog::LLM_RATELIMIT_HEADROOM_RATIO), "least headroom", "percentunit")
+                    .range(0.0, 1.0),
+                q(
+                    of_runs(format!(
+                        "{} / ({} > 0)",
+                        metric(&catalog::LLM_RATELIMIT_REMAINING_REQUESTS),
+                        metric(&catalog::LLM_RATELIMIT_LIMIT_REQUESTS)
+                    )),
+                    "{{provider}} {{model}} requests left",
+                    "percentunit",
+                ),
+                q(
+                    of_runs(format!(
+                        "{} / ({} > 0)",
+                        metric(&catalog::LLM_RATELIMIT_REMAINING_TOKENS),
+                        metric(&catalog::LLM_RATELIMIT_LIMIT_TOKENS)
+                    )),
+                    "{{provider}} {{model}} {{limit}} left",
+                    "percentunit",
+                ),
+                q(
+                    format!(
+                        "{} or on() vector(0)",
+                        of_runs(format!(
+                            "60 * sum by (instance, job) (rate({}{{{LOOP}}}[2m]))",
+                            catalog::LLM_RATE_LIMITED_TOTAL.name
+                        ))
+                    ),
+                    "429 answers/min",
+                    "short",
+                ),
             ],
         ),
     ];

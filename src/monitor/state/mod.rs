@@ -172,6 +172,13 @@ pub(super) enum Publish {
         evidence: LlmEvidence,
         budget: Vec<BudgetMark>,
     },
+    /// An answer's rate limits, the labels they are published under, and the
+    /// evidence after them.
+    Headroom {
+        labels: crate::llm::meter::HeadroomLabels,
+        headroom: crate::llm::Headroom,
+        evidence: LlmEvidence,
+    },
     /// LLM calls in flight, and the age of the oldest.
     InFlight { calls: usize, oldest: Duration },
     /// The evaluations' gauges, and what the event added.
@@ -299,6 +306,7 @@ impl RunState {
             Event::Llm { call, at } => (self.llm_call(call, None, th, at), at),
             Event::LlmFinished { id, call, at } => (self.llm_call(call, Some(id), th, at), at),
             Event::LlmStarted { id, request, at } => (self.llm_started(id, request, th, at), at),
+            Event::LlmHeadroom { reading, at } => (self.llm_headroom(&reading, th, at), at),
             Event::LlmEnded { id, at } => {
                 self.llm.call_ended(id);
                 (self.in_flight(at), at)
@@ -674,6 +682,26 @@ impl RunState {
                 pricing,
                 evidence,
                 budget: marks,
+            },
+        )
+    }
+
+    /// An answer stated its provider's rate limits: kept as that provider's and
+    /// model's last word, and the LLM alerts judged on the evidence after it.
+    fn llm_headroom(
+        &mut self,
+        reading: &crate::llm::HeadroomReading,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Applied {
+        let (labels, evidence) = self.llm.headroom(reading, at.mono);
+        let findings = self.evaluator.on_llm(&evidence, th, at);
+        Applied::new(
+            findings,
+            Publish::Headroom {
+                labels,
+                headroom: reading.headroom.clone(),
+                evidence,
             },
         )
     }
