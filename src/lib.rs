@@ -87,7 +87,10 @@ mod export;
 mod monitor;
 
 // Monitoring: what a loop that holds a monitor uses.
-pub use alerts::{AlertName, AlertSpec, AlertState, Evaluated, RuleSpec, Severity, ALERTS};
+pub use alerts::{
+    AlertName, AlertSpec, AlertState, BoundaryCase, BoundaryCheck, BoundarySeries, Evaluated,
+    RuleSpec, Severity, ALERTS,
+};
 pub use config::{EnvVariable, Thresholds, ENVIRONMENT};
 pub use error::{CollectError, Error, ErrorSource};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};

@@ -1438,8 +1438,9 @@ fn a_deep_runtime_and_temporary_directory_lose_no_report() {
 #[test]
 fn a_loop_that_cannot_report_is_said_loudly_and_never_stall_killed() {
     let _serial = serial();
-    // Every place a socket could go is read-only in a mount namespace of its own; what
-    // the test keeps is outside them.
+    // Every place a socket could go is made read-only in a mount namespace of its own,
+    // in place (a checkout under /tmp stays visible); the test's own directory is then
+    // bound writable again on top.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     std::fs::write(
         dir.path().join("loopwatch.toml"),
@@ -1448,8 +1449,13 @@ fn a_loop_that_cannot_report_is_said_loudly_and_never_stall_killed() {
     .unwrap();
     let loop_file = logged_loop(dir.path(), "quiet.py", 4.0, "sys.exit(0)");
     let config = format!("--config={}", dir.path().join("loopwatch.toml").display());
-    let read_only = "for place in /tmp /dev/shm /var/tmp /run/user; do \
-                     [ -d \"$place\" ] && mount -t tmpfs -o ro tmpfs \"$place\"; done; \
+    let read_only = "keep=$1; shift; \
+                     for place in /tmp /dev/shm /var/tmp /run/user; do \
+                     [ -d \"$place\" ] || continue; \
+                     mount --bind \"$place\" \"$place\" && \
+                     mount -o remount,bind,ro \"$place\" || exit 97; done; \
+                     mount --bind \"$keep\" \"$keep\" && \
+                     mount -o remount,bind,rw \"$keep\" || exit 98; \
                      exec \"$@\"";
     let mut run = Supervised::launch(
         dir.path(),
@@ -1465,7 +1471,9 @@ fn a_loop_that_cannot_report_is_said_loudly_and_never_stall_killed() {
                 "sh",
             ]
             .map(OsString::from)
-            .to_vec(),
+            .into_iter()
+            .chain([dir.path().as_os_str().to_owned()])
+            .collect(),
             env: vec![("XDG_RUNTIME_DIR".into(), "/run/user".into())],
             ..Launch::default()
         },

@@ -1,16 +1,29 @@
 //! The alert table: every alert loopwatch or its Prometheus rules raise, one row each
-//! with its name, severity, message, threshold keys, runbook and rule,
-//! plus the alert states and the watched rolling values. Every layer speaks this
-//! vocabulary: the evaluator decides, the exporters label and deliver, the generated
-//! rules come from the rows. docs/alerts.md lists the alerts for readers in a table of
-//! its own, written by hand and checked against these rows (`tests/readme.rs`).
+//! with all there is to know about it: its name, severity, message, threshold keys and
+//! runbook; how loopwatch's own evaluator judges it (the [`Trigger`] that brings its
+//! [`Evidence`] up to date, and its [`Verdict`] over that evidence); its Prometheus rule;
+//! and the boundary cases promtool checks the rule against. Every layer speaks this
+//! vocabulary: the evaluator judges each row on its trigger, the exporters label and
+//! deliver, the generated rules and their tests come from the rows. Also here: the
+//! alert states and the watched rolling values. docs/alerts.md lists the alerts for
+//! readers in a table of its own, written by hand and checked against these rows
+//! (`tests/readme.rs`).
 
+mod boundary;
+mod evidence;
 mod promql;
+mod rolling;
+mod verdicts;
 
 use enum_map::Enum;
 use serde::Serialize;
 
+use crate::catalog;
 use crate::config::Thresholds;
+pub use boundary::{BoundaryCase, BoundaryCheck, BoundarySeries};
+pub(crate) use evidence::{Evidence, Trigger};
+pub(crate) use rolling::{RollingValues, Watched};
+pub(crate) use verdicts::Verdict;
 
 /// How urgent an alert is: its `severity` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -77,15 +90,38 @@ pub struct AlertSpec {
     pub runbook: &'static str,
     /// Its Prometheus rule, or why it has none.
     pub rule: RuleSpec,
+    /// Its rule's boundary cases: the promtool unit tests `loopwatch rules` writes
+    /// (none for an alert without a rule).
+    pub boundary: fn(&Thresholds) -> Vec<BoundaryCase>,
     /// Whether the in-process evaluator raises it.
     pub evaluated: Evaluated,
     /// The threshold shown beside its value.
     pub threshold: fn(&Thresholds) -> f64,
 }
 
+/// How the evaluator judges an alert raised in process: from its row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Judge {
+    /// What brings its evidence up to date, and so when it is judged.
+    pub(crate) on: Trigger,
+    /// What its condition concludes from the evidence.
+    pub(crate) verdict: fn(&Evidence, &Thresholds) -> Verdict,
+    /// The limit a transition shows when the evidence moves it (a stall limit that
+    /// follows the mean iteration time); else the row's threshold.
+    pub(crate) against: Option<fn(&Evidence) -> f64>,
+    /// A qualification of the value said beside the fixed message, when the evidence
+    /// calls for one.
+    pub(crate) note: Option<fn(&Evidence) -> Option<&'static str>>,
+}
+
 /// The alert table: one row per alert. A row with a variant name becomes an
-/// [`AlertName`] (raised in process); a row under `@prometheus_only` is a rule alone.
-/// Each row also becomes an entry of [`ALERTS`].
+/// [`AlertName`] (raised in process) and its [`Judge`]; a row under
+/// `@prometheus_only` is a rule alone. Each row also becomes an entry of [`ALERTS`].
+///
+/// A row raised in process says `on:` which [`Trigger`] judges it and gives its
+/// `verdict:` over the [`Evidence`] (a closure for one comparison, else a function of
+/// `verdicts`), optionally `against:` (a limit the evidence moves) and `note:`. Every
+/// row gives its `rule:` and the `boundary:` cases that test it.
 macro_rules! alert_table {
     (
         $(
@@ -97,7 +133,12 @@ macro_rules! alert_table {
                 runbook: $runbook:literal,
                 thresholds: [$($key:literal),*],
                 threshold: $threshold:expr,
+                on: $trigger:ident,
+                verdict: $verdict:expr,
+                $(against: $against:expr,)?
+                $(note: $note:expr,)?
                 rule: $rule:expr,
+                boundary: $boundary:expr,
             }
         )*
         @prometheus_only {
@@ -109,6 +150,7 @@ macro_rules! alert_table {
                     runbook: $prunbook:literal,
                     thresholds: [$($pkey:literal),*],
                     rule: $prule:expr,
+                    boundary: $pboundary:expr,
                     why: $why:literal,
                 }
             )*
@@ -134,6 +176,11 @@ macro_rules! alert_table {
                 }
             }
 
+            /// How the evaluator judges it.
+            pub(crate) const fn judge(self) -> &'static Judge {
+                &JUDGES[self as usize]
+            }
+
             /// What the log warns when the alert becomes pending, for an alert whose
             /// pending state is news of its own (a budget about to be passed); the
             /// others' pending states are logged at debug level.
@@ -143,6 +190,17 @@ macro_rules! alert_table {
                 }
             }
         }
+
+        /// How the evaluator judges each alert raised in process, in [`AlertName`]
+        /// order.
+        const JUDGES: [Judge; AlertName::ALL.len()] = [
+            $(Judge {
+                on: Trigger::$trigger,
+                verdict: $verdict,
+                against: optional!($($against)?),
+                note: optional!($($note)?),
+            },)*
+        ];
 
         /// Every alert, raised in process or by Prometheus alone, in a fixed order:
         /// the in-process ones first, in [`AlertName`] order.
@@ -154,6 +212,7 @@ macro_rules! alert_table {
                 threshold_keys: &[$($key),*],
                 runbook: $runbook,
                 rule: $rule,
+                boundary: $boundary,
                 evaluated: Evaluated::InProcess(AlertName::$variant),
                 threshold: $threshold,
             },)*
@@ -164,6 +223,7 @@ macro_rules! alert_table {
                 threshold_keys: &[$($pkey),*],
                 runbook: $prunbook,
                 rule: $prule,
+                boundary: $pboundary,
                 evaluated: Evaluated::PrometheusOnly($why),
                 threshold: |_| 0.0,
             },)*
@@ -171,22 +231,23 @@ macro_rules! alert_table {
     };
 }
 
-/// `Some` of the literal given, else `None`.
+/// `Some` of the value given, else `None`.
 macro_rules! optional {
     () => {
         None
     };
-    ($value:literal) => {
+    ($value:expr) => {
         Some($value)
     };
 }
 
-/// A generated rule from the condition and description functions of [`promql`].
+/// A generated rule from its condition and description: functions of [`promql`], or
+/// closures in the row (`|t| promql::as_loop_alert(format!(..))`) for a short one.
 macro_rules! rule {
-    ($expr:path, $description:path) => {
+    ($expr:expr, $description:expr) => {
         rule!($expr, $description, "0s")
     };
-    ($expr:path, $description:path, $for:literal) => {
+    ($expr:expr, $description:expr, $for:literal) => {
         RuleSpec::Rule {
             expr: $expr,
             description: $description,
@@ -204,7 +265,10 @@ alert_table! {
         runbook: "docs/runbooks.md#highmemoryusage",
         thresholds: ["memory_fraction", "memory_clear_fraction", "memory_samples"],
         threshold: Thresholds::memory_fraction,
+        on: HostSample,
+        verdict: verdicts::high_memory,
         rule: rule!(promql::high_memory, promql::high_memory_description),
+        boundary: boundary::high_memory,
     }
     /// Diversity below the floor for N consecutive iterations (default 0.1 for 5).
     DiversityCollapse {
@@ -213,7 +277,16 @@ alert_table! {
         runbook: "docs/runbooks.md#diversitycollapse",
         thresholds: ["diversity_floor", "diversity_iterations"],
         threshold: Thresholds::diversity_floor,
+        on: Iteration,
+        verdict: verdicts::diversity_collapse,
         rule: rule!(promql::diversity_collapse, promql::diversity_collapse_description),
+        boundary: |t| {
+            let n = t.diversity_iterations();
+            vec![BoundaryCase::at_threshold()
+                .series(catalog::LOW_DIVERSITY_STREAK_ITERATIONS.name, format!("{} {n}", n - 1))
+                .quiet_at("0m")
+                .fires_at("1m", n as f64)]
+        },
     }
     /// The champion unchanged for N iterations (default 20).
     ChampionStaleness {
@@ -222,7 +295,19 @@ alert_table! {
         runbook: "docs/runbooks.md#championstaleness",
         thresholds: ["staleness_iterations"],
         threshold: |t| t.staleness_iterations() as f64,
+        on: Iteration,
+        verdict: |e, t| Verdict::firing_if(
+            e.champion_staleness >= t.staleness_iterations(),
+            e.champion_staleness as f64,
+        ),
         rule: rule!(promql::champion_staleness, promql::champion_staleness_description),
+        boundary: |t| {
+            let s = t.staleness_iterations();
+            vec![BoundaryCase::at_threshold()
+                .series(catalog::CHAMPION_STALENESS_ITERATIONS.name, format!("{} {s}", s - 1))
+                .quiet_at("0m")
+                .fires_at("1m", s as f64)]
+        },
     }
     /// Success rate below the floor over a full window (default 20% over 10).
     LowSuccessRate {
@@ -231,7 +316,10 @@ alert_table! {
         runbook: "docs/runbooks.md#lowsuccessrate",
         thresholds: ["success_rate_floor", "window"],
         threshold: Thresholds::success_rate_floor,
+        on: Iteration,
+        verdict: verdicts::low_success_rate,
         rule: rule!(promql::low_success_rate, promql::low_success_rate_description),
+        boundary: boundary::low_success_rate,
     }
     /// More orphaned containers than the limit (default 3).
     ContainerCleanupFailures {
@@ -240,7 +328,16 @@ alert_table! {
         runbook: "docs/runbooks.md#containercleanupfailures",
         thresholds: ["orphan_limit"],
         threshold: |t| t.orphan_limit() as f64,
+        on: OrphanSweep,
+        verdict: |e, t| Verdict::firing_if(e.orphans > t.orphan_limit(), e.orphans as f64),
         rule: rule!(promql::cleanup_failures, promql::cleanup_failures_description),
+        boundary: |t| {
+            let limit = t.orphan_limit();
+            vec![BoundaryCase::at_threshold()
+                .series(catalog::ORPHANED_CONTAINERS.name, format!("{limit} {}", limit + 1))
+                .quiet_at("0m")
+                .fires_at("1m", (limit + 1) as f64)]
+        },
     }
     /// An iteration running, or no new one started after the last ended, far longer
     /// than usual (default: 10 × the rolling mean iteration time, at least 60 s).
@@ -250,7 +347,11 @@ alert_table! {
         runbook: "docs/runbooks.md#loopstalled",
         thresholds: ["stall_factor", "stall_floor"],
         threshold: |t| t.stall_floor().as_secs_f64(),
+        on: Activity,
+        verdict: verdicts::loop_stalled,
+        against: |e| e.stall_limit.as_secs_f64(),
         rule: rule!(promql::loop_stalled, promql::loop_stalled_description),
+        boundary: boundary::loop_stalled,
     }
     /// A supervised loop (`loopwatch run`) exited non-zero or by a signal without
     /// having said it was done.
@@ -261,7 +362,24 @@ alert_table! {
         thresholds: [],
         // Any failing exit status.
         threshold: |_| 0.0,
+        on: Exit,
+        // Its value is the shell status.
+        verdict: |e, _| match e.unexpected_exit {
+            Some(status) => Verdict::Firing(f64::from(status)),
+            None => Verdict::Clear,
+        },
         rule: rule!(promql::loop_exited, promql::loop_exited_description),
+        // The supervisor's own verdict, exported while it lingers.
+        boundary: |_| vec![BoundaryCase::at_threshold()
+            .series_selector(
+                format!(
+                    "{}{{alertname=\"LoopExited\", instance=\"loop:8000\", job=\"loopwatch\"}}",
+                    catalog::ALERT_FIRING.name
+                ),
+                "0 1",
+            )
+            .quiet_at("0m")
+            .fires_at("1m", 1.0)],
     }
     /// `loopwatch run --restart` restarted the loop one time fewer than
     /// `max_restarts` within `restart_window` (default 4 within 1 h): one more crash
@@ -272,7 +390,19 @@ alert_table! {
         runbook: "docs/runbooks.md#loopcrashlooping",
         thresholds: ["max_restarts", "restart_window"],
         threshold: |t| t.crash_loop_restarts() as f64,
+        on: Restarts,
+        verdict: |e, t| Verdict::firing_if(
+            e.recent_restarts >= t.crash_loop_restarts(),
+            e.recent_restarts as f64,
+        ),
         rule: rule!(promql::crash_looping, promql::crash_looping_description),
+        boundary: |t| {
+            let n = t.crash_loop_restarts();
+            vec![BoundaryCase::at_threshold()
+                .series(catalog::LOOP_RESTARTS_RECENT.name, format!("{} {n}", n - 1))
+                .quiet_at("0m")
+                .fires_at("1m", n as f64)]
+        },
     }
     /// At least half of the last 20 LLM calls failed (HTTP 5xx, 429, timeouts,
     /// connection errors, cut-off streams), three at least.
@@ -282,7 +412,10 @@ alert_table! {
         runbook: "docs/runbooks.md#llmerrors",
         thresholds: ["llm_error_rate", "llm_error_calls"],
         threshold: Thresholds::llm_error_rate,
+        on: Llm,
+        verdict: verdicts::llm_errors,
         rule: rule!(promql::llm_errors, promql::llm_errors_description),
+        boundary: boundary::llm_errors,
     }
     /// LLM spend since the champion last changed reached
     /// `llm_spend_without_progress_usd` (off until set).
@@ -292,7 +425,14 @@ alert_table! {
         runbook: "docs/runbooks.md#llmspendwithoutprogress",
         thresholds: ["llm_spend_without_progress_usd"],
         threshold: |t| t.llm_spend_without_progress_usd().unwrap_or(f64::INFINITY),
+        on: Llm,
+        verdict: verdicts::llm_spend_without_progress,
+        note: verdicts::spend_note,
         rule: rule!(promql::llm_spend_without_progress, promql::llm_spend_without_progress_description),
+        boundary: |t| boundary::spend(
+            catalog::LLM_SPEND_SINCE_CHAMPION_USD.name,
+            t.llm_spend_without_progress_usd(),
+        ),
     }
     /// LLM spend reached `llm_budget_usd` (off until set); pending while the last
     /// hour's rate would reach it within `llm_budget_horizon`.
@@ -303,7 +443,11 @@ alert_table! {
         runbook: "docs/runbooks.md#llmbudget",
         thresholds: ["llm_budget_usd", "llm_budget_horizon"],
         threshold: |t| t.llm_budget_usd().unwrap_or(f64::INFINITY),
+        on: Llm,
+        verdict: verdicts::llm_budget,
+        note: verdicts::spend_note,
         rule: rule!(promql::llm_budget, promql::llm_budget_description),
+        boundary: |t| boundary::spend(catalog::LLM_SPEND_USD.name, t.llm_budget_usd()),
     }
     /// An evaluation (a candidate's back-test, a program's run) running longer than
     /// `evaluation_factor` (5) times the 95th percentile of the finished evaluations'
@@ -316,7 +460,11 @@ alert_table! {
         runbook: "docs/runbooks.md#evaluationhung",
         thresholds: ["evaluation_factor", "evaluation_floor"],
         threshold: |t| t.evaluation_floor().as_secs_f64(),
+        on: Evaluations,
+        verdict: verdicts::evaluation_hung,
+        against: |e| e.evaluation_limit.as_secs_f64(),
         rule: rule!(promql::evaluation_hung, promql::evaluation_hung_description),
+        boundary: boundary::evaluation_hung,
     }
     @prometheus_only {
         /// Prometheus cannot scrape a loop that was running and never said it was done.
@@ -326,6 +474,7 @@ alert_table! {
             runbook: "docs/runbooks.md#loopdown",
             thresholds: [],
             rule: rule!(promql::loop_down, promql::loop_down_description, "30s"),
+            boundary: boundary::loop_down,
             why: "a loop that died cannot report its own death; only its scraper can",
         }
         /// The dead-man of a fleet: a loop's series stopped arriving (its host, or the
@@ -336,6 +485,7 @@ alert_table! {
             runbook: "docs/runbooks.md#loopvanished",
             thresholds: [],
             rule: rule!(promql::loop_vanished, promql::loop_vanished_description, "30s"),
+            boundary: boundary::loop_vanished,
             why: "a loop whose host is gone cannot report anything; only the store its series went to can",
         }
     }
@@ -390,50 +540,6 @@ pub enum AlertState {
     Pending,
     /// The condition holds: the alert has fired and stays firing until it clears.
     Firing,
-}
-
-/// A rolling quantity compared against its baseline, and so the subject of a
-/// degradation or slowdown warning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Enum)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Watched {
-    /// `success_rate_10iter`: lower is worse.
-    SuccessRate,
-    /// `avg_sharpe_10iter`: lower is worse.
-    AvgSharpe,
-    /// `avg_diversity_10iter`: lower is worse.
-    AvgDiversity,
-    /// Mean iteration time over the window: higher is worse (the slowdown warning).
-    ExecutionTime,
-}
-
-impl Watched {
-    /// Every watched quantity, in a fixed order.
-    pub(crate) const ALL: [Watched; 4] = [
-        Watched::SuccessRate,
-        Watched::AvgSharpe,
-        Watched::AvgDiversity,
-        Watched::ExecutionTime,
-    ];
-
-    /// The `metric` label: the exported metric the quantity is published as.
-    pub(crate) const fn metric(self) -> &'static str {
-        use crate::catalog;
-        match self {
-            Watched::SuccessRate => catalog::SUCCESS_RATE_10ITER.name,
-            Watched::AvgSharpe => catalog::AVG_SHARPE_10ITER.name,
-            Watched::AvgDiversity => catalog::AVG_DIVERSITY_10ITER.name,
-            Watched::ExecutionTime => catalog::EXECUTION_TIME_SECONDS.name,
-        }
-    }
-
-    /// The fixed warning text.
-    pub(crate) const fn warning(self) -> &'static str {
-        match self {
-            Watched::ExecutionTime => "Performance slowdown detected",
-            _ => "Performance degradation detected",
-        }
-    }
 }
 
 #[cfg(test)]

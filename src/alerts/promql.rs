@@ -15,7 +15,7 @@ const SCRAPE_ONLY_LABELS: &str = "hostname, host, loopwatch_run_id";
 /// `loop`, `instance` becomes the loop's host name and `job` is `loopwatch` whichever
 /// job scraped it, so with both paths pointed at one Alertmanager the two are one alert
 /// there and notify once.
-fn as_loop_alert(condition: String) -> String {
+pub(super) fn as_loop_alert(condition: String) -> String {
     format!(
         "max without ({SCRAPE_ONLY_LABELS}) (label_replace(label_replace(({condition}) * on(instance, job) group_left(run_id, hostname, experiment, loop) {}, \"instance\", \"$1\", \"hostname\", \"(.*)\"), \"job\", \"loopwatch\", \"job\", \".*\"))",
         catalog::RUN_INFO.name

@@ -1,11 +1,14 @@
-//! The in-process evaluator: rolling windows and baselines, the alerts of the table
-//! raised in process (one pure function each, in `verdicts`), and the
-//! degradation and slowdown warnings. Pure logic: evidence and thresholds in,
-//! transitions out; no locks, no I/O. The monitor logs, exports and delivers what comes
-//! out.
+//! The in-process evaluator: rolling windows and baselines, the [`Evidence`] the
+//! alerts are judged on, each alert's lifecycle, and the degradation and slowdown
+//! warnings. Pure logic: events and thresholds in, transitions out; no locks, no I/O.
+//! The monitor logs, exports and delivers what comes out.
+//!
+//! Each hook (`on_iteration`, `on_host_memory`, `on_clock`...) brings its part of the
+//! evidence up to date, then judges every alert whose row of the alert table names
+//! that hook's [`Trigger`], by the row's verdict. An alert over evidence kept here
+//! needs nothing in this file: its row is enough.
 
 mod tracker;
-mod verdicts;
 mod window;
 
 use std::collections::VecDeque;
@@ -13,14 +16,12 @@ use std::time::Duration;
 
 use enum_map::EnumMap;
 
-pub(crate) use window::RollingValues;
-
 pub(crate) use tracker::Transition;
 
-use crate::alerts::{AlertName, AlertState, Watched};
+use crate::alerts::{AlertName, AlertState, Evidence, RollingValues, Trigger, Watched};
 use crate::config::Thresholds;
 use crate::records::{IterationSummary, Moment};
-use tracker::{AlertTracker, Verdict};
+use tracker::AlertTracker;
 use window::{Entry, RollingWindow};
 
 /// A degradation or slowdown warning that started or cleared.
@@ -89,7 +90,7 @@ impl Findings {
     }
 }
 
-/// The evaluator's state: windows, baselines, streaks and the alert trackers.
+/// The evaluator's state: windows, baselines, the evidence and the alert trackers.
 #[derive(Debug)]
 pub(crate) struct Evaluator {
     window: RollingWindow,
@@ -97,8 +98,8 @@ pub(crate) struct Evaluator {
     warned: EnumMap<Watched, bool>,
     /// Whether a baseline was captured since [`Evaluator::take_new_baseline`].
     new_baseline: bool,
-    low_diversity_streak: u64,
-    memory_streak: u64,
+    /// What the alerts are judged on, as of each trigger's last event.
+    evidence: Evidence,
     trackers: EnumMap<AlertName, AlertTracker>,
     last_iteration: u64,
     /// When the supervisor restarted the loop (monotonic), within the restart window,
@@ -114,38 +115,34 @@ impl Evaluator {
             baselines: EnumMap::default(),
             warned: EnumMap::default(),
             new_baseline: false,
-            low_diversity_streak: 0,
-            memory_streak: 0,
+            evidence: Evidence::default(),
             trackers: EnumMap::from_fn(AlertTracker::new),
             last_iteration: 0,
             restarts: VecDeque::new(),
         }
     }
 
-    /// Moves `alert` along its lifecycle by a rule's verdict, against the alert's
-    /// threshold.
-    fn settle_alert(
-        &mut self,
-        alert: AlertName,
-        verdict: Verdict,
-        thresholds: &Thresholds,
-        at: Moment,
-        findings: &mut Findings,
-    ) {
-        self.settle_alert_against(alert, verdict, alert.threshold(thresholds), at, findings);
-    }
-
-    fn settle_alert_against(
-        &mut self,
-        alert: AlertName,
-        verdict: Verdict,
-        threshold: f64,
-        at: Moment,
-        findings: &mut Findings,
-    ) {
-        let tracker = &mut self.trackers[alert];
-        if let Some(t) = tracker.update(verdict, threshold, self.last_iteration, at.wall) {
-            findings.transitions.push(t);
+    /// Judges every alert whose row names `trigger`, on the evidence as it now
+    /// stands: its verdict moves it along its lifecycle, and a change of state is a
+    /// transition, against the limit the evidence gives it or else its threshold.
+    /// Allocates only to keep a transition.
+    fn judge(&mut self, trigger: Trigger, th: &Thresholds, at: Moment, findings: &mut Findings) {
+        for alert in AlertName::ALL {
+            let judge = alert.judge();
+            if judge.on != trigger {
+                continue;
+            }
+            let evidence = &self.evidence;
+            let verdict = (judge.verdict)(evidence, th);
+            let threshold = match judge.against {
+                Some(limit) => limit(evidence),
+                None => alert.threshold(th),
+            };
+            let tracker = &mut self.trackers[alert];
+            if let Some(mut t) = tracker.update(verdict, threshold, self.last_iteration, at.wall) {
+                t.note = judge.note.and_then(|note| note(evidence));
+                findings.transitions.push(t);
+            }
         }
     }
 
@@ -163,46 +160,36 @@ impl Evaluator {
         typical.max(th.stall_floor())
     }
 
-    /// Evaluates LoopStalled on the clock: the background task calls this about once a
-    /// second, and the monitor at each iteration's start and end.
+    /// Judges the alerts on [`Trigger::Activity`] (a stall) by the loop's `activity`
+    /// and the stall limit: the background task calls this about once a second, and
+    /// the monitor at each iteration's start and end.
     pub(crate) fn on_clock(&mut self, activity: Activity, th: &Thresholds, at: Moment) -> Findings {
         let mut findings = Findings::default();
-        let limit = self.stall_limit(th);
-        let waited = if activity.done {
+        self.evidence.stall_limit = self.stall_limit(th);
+        self.evidence.waited = if activity.done {
             None
         } else {
             activity.running_for.or(activity.idle_for)
         };
-        let verdict = verdicts::loop_stalled(waited, limit);
-        self.settle_alert_against(
-            AlertName::LoopStalled,
-            verdict,
-            limit.as_secs_f64(),
-            at,
-            &mut findings,
-        );
+        self.judge(Trigger::Activity, th, at, &mut findings);
         findings
     }
 
-    /// Evaluates EvaluationHung: the oldest evaluation in flight (its age, or `None`
-    /// with none) against `limit` ([`evaluation_limit`]); a firing transition names
-    /// the evaluation by `subject`.
+    /// Judges the alerts on [`Trigger::Evaluations`] (a hang) by the oldest evaluation
+    /// in flight (its age, or `None` with none) and `limit` ([`evaluation_limit`]); a
+    /// firing transition names that evaluation by `subject`.
     pub(crate) fn on_evaluations(
         &mut self,
         oldest: Option<Duration>,
         limit: Duration,
         subject: impl FnOnce() -> std::sync::Arc<str>,
+        th: &Thresholds,
         at: Moment,
     ) -> Findings {
         let mut findings = Findings::default();
-        let verdict = verdicts::evaluation_hung(oldest, limit);
-        self.settle_alert_against(
-            AlertName::EvaluationHung,
-            verdict,
-            limit.as_secs_f64(),
-            at,
-            &mut findings,
-        );
+        self.evidence.oldest_evaluation = oldest;
+        self.evidence.evaluation_limit = limit;
+        self.judge(Trigger::Evaluations, th, at, &mut findings);
         if let Some(firing) = findings
             .transitions
             .iter_mut()
@@ -213,8 +200,8 @@ impl Evaluator {
         findings
     }
 
-    /// Evaluates LoopExited when a supervised loop's process ends: firing for an
-    /// unexpected exit (value: its shell status), else clear.
+    /// Judges the alerts on [`Trigger::Exit`] when a supervised loop's process ends
+    /// with `exit`.
     pub(crate) fn on_exit(
         &mut self,
         exit: &crate::records::LoopExit,
@@ -222,19 +209,20 @@ impl Evaluator {
         at: Moment,
     ) -> Findings {
         let mut findings = Findings::default();
-        let verdict = verdicts::loop_exited(exit);
-        self.settle_alert(AlertName::LoopExited, verdict, th, at, &mut findings);
+        self.evidence.unexpected_exit = exit.unexpected().then(|| exit.shell_status());
+        self.judge(Trigger::Exit, th, at, &mut findings);
         findings
     }
 
-    /// Evaluates LoopCrashLooping when the supervisor restarts the loop `at`.
+    /// Counts a restart of the supervised loop `at`, and judges the alerts on
+    /// [`Trigger::Restarts`].
     pub(crate) fn on_restart(&mut self, th: &Thresholds, at: Moment) -> Findings {
         self.restarts.push_back(at.mono);
         self.on_restart_window(th, at)
     }
 
-    /// Evaluates LoopCrashLooping `at`: restarts older than the window no longer
-    /// count (the background clock calls this about once a second).
+    /// Judges the alerts on [`Trigger::Restarts`] `at`: restarts older than the window
+    /// no longer count (the background clock calls this about once a second).
     pub(crate) fn on_restart_window(&mut self, th: &Thresholds, at: Moment) -> Findings {
         let mut findings = Findings::default();
         while let Some(oldest) = self.restarts.front() {
@@ -243,15 +231,13 @@ impl Evaluator {
             }
             self.restarts.pop_front();
         }
-        let verdict = verdicts::crash_looping(self.recent_restarts(), th);
-        self.settle_alert(AlertName::LoopCrashLooping, verdict, th, at, &mut findings);
+        self.evidence.recent_restarts = self.restarts.len() as u64;
+        self.judge(Trigger::Restarts, th, at, &mut findings);
         findings
     }
 
-    /// Evaluates LLMErrors, LLMSpendWithoutProgress and LLMBudget on the LLM calls'
-    /// evidence (after a call, a champion change, or on the clock). The spend alerts
-    /// say so when the spend is a lower bound (calls without usage, tokens without a
-    /// price).
+    /// Judges the alerts on [`Trigger::Llm`] by the LLM calls' evidence (after a
+    /// call, a champion change, or on the clock).
     pub(crate) fn on_llm(
         &mut self,
         evidence: &crate::llm::meter::LlmEvidence,
@@ -259,25 +245,8 @@ impl Evaluator {
         at: Moment,
     ) -> Findings {
         let mut findings = Findings::default();
-        let errors = verdicts::llm_errors(evidence.recent_failures, evidence.recent_calls, th);
-        self.settle_alert(AlertName::LLMErrors, errors, th, at, &mut findings);
-        let spending = findings.transitions.len();
-        let stuck = verdicts::llm_spend_without_progress(evidence.spend_since_champion_usd, th);
-        self.settle_alert(
-            AlertName::LLMSpendWithoutProgress,
-            stuck,
-            th,
-            at,
-            &mut findings,
-        );
-        let budget =
-            verdicts::llm_budget(evidence.budget_spend_usd, evidence.spend_last_hour_usd, th);
-        self.settle_alert(AlertName::LLMBudget, budget, th, at, &mut findings);
-        if evidence.spend_is_lower_bound {
-            for t in &mut findings.transitions[spending..] {
-                t.note = Some(crate::llm::SPEND_LOWER_BOUND);
-            }
-        }
+        self.evidence.llm = *evidence;
+        self.judge(Trigger::Llm, th, at, &mut findings);
         findings
     }
 
@@ -318,7 +287,7 @@ impl Evaluator {
 
     /// Consecutive completed iterations whose diversity was below the floor.
     pub(crate) fn low_diversity_streak(&self) -> u64 {
-        self.low_diversity_streak
+        self.evidence.low_diversity_streak
     }
 
     /// Current state of one alert.
@@ -331,7 +300,8 @@ impl Evaluator {
         EnumMap::from_fn(|alert| self.trackers[alert].state)
     }
 
-    /// Evaluates the iteration-based rules and warnings after an iteration ends.
+    /// Judges the alerts on [`Trigger::Iteration`] and the warnings after an
+    /// iteration ends.
     pub(crate) fn on_iteration(
         &mut self,
         summary: &IterationSummary,
@@ -348,26 +318,22 @@ impl Evaluator {
             seconds: summary.duration.as_secs_f64(),
         });
 
-        // DiversityCollapse: below the floor in each of the last N iterations. An
-        // iteration without a diversity report neither extends nor breaks the streak.
+        // The streak of low diversity: an iteration without a diversity report neither
+        // extends nor breaks it.
+        let evidence = &mut self.evidence;
         if let Some(diversity) = summary.diversity {
             if diversity < th.diversity_floor() {
-                self.low_diversity_streak += 1;
+                evidence.low_diversity_streak += 1;
             } else {
-                self.low_diversity_streak = 0;
+                evidence.low_diversity_streak = 0;
             }
-            let verdict = verdicts::diversity_collapse(self.low_diversity_streak, diversity, th);
-            self.settle_alert(AlertName::DiversityCollapse, verdict, th, at, &mut findings);
         }
-
-        // ChampionStaleness: N iterations since the champion last changed.
-        let verdict = verdicts::champion_staleness(summary.champion_staleness, th);
-        self.settle_alert(AlertName::ChampionStaleness, verdict, th, at, &mut findings);
-
-        // LowSuccessRate: below the floor over a full window; pending while filling.
-        let rolling = self.window.values();
-        let verdict = verdicts::low_success_rate(rolling.success_rate, self.window.is_full(), th);
-        self.settle_alert(AlertName::LowSuccessRate, verdict, th, at, &mut findings);
+        evidence.diversity = summary.diversity;
+        evidence.champion_staleness = summary.champion_staleness;
+        evidence.rolling = self.window.values();
+        evidence.window_full = self.window.is_full();
+        let rolling = evidence.rolling;
+        self.judge(Trigger::Iteration, th, at, &mut findings);
 
         self.compare_with_baselines(&rolling, th, &mut findings);
         findings
@@ -431,7 +397,8 @@ impl Evaluator {
         }
     }
 
-    /// Evaluates HighMemoryUsage on a host sample, with hysteresis.
+    /// Judges the alerts on [`Trigger::HostSample`] by a sample's memory in use and
+    /// its limit (none without a limit).
     pub(crate) fn on_host_memory(
         &mut self,
         used: u64,
@@ -444,28 +411,23 @@ impl Evaluator {
             return findings;
         }
         let fraction = used as f64 / total as f64;
-        let firing = self.trackers[AlertName::HighMemoryUsage].state == AlertState::Firing;
-        self.memory_streak = if fraction > th.memory_fraction() {
-            self.memory_streak.saturating_add(1)
+        let evidence = &mut self.evidence;
+        evidence.memory_fraction = fraction;
+        evidence.memory_streak = if fraction > th.memory_fraction() {
+            evidence.memory_streak.saturating_add(1)
         } else {
             0
         };
-        let verdict = verdicts::high_memory(fraction, self.memory_streak, firing, th);
-        self.settle_alert(AlertName::HighMemoryUsage, verdict, th, at, &mut findings);
+        self.judge(Trigger::HostSample, th, at, &mut findings);
         findings
     }
 
-    /// Evaluates ContainerCleanupFailures on the count of orphans left after a sweep.
+    /// Judges the alerts on [`Trigger::OrphanSweep`] by the count of orphans left
+    /// after a sweep.
     pub(crate) fn on_orphans(&mut self, orphans: u64, th: &Thresholds, at: Moment) -> Findings {
         let mut findings = Findings::default();
-        let verdict = verdicts::cleanup_failures(orphans, th);
-        self.settle_alert(
-            AlertName::ContainerCleanupFailures,
-            verdict,
-            th,
-            at,
-            &mut findings,
-        );
+        self.evidence.orphans = orphans;
+        self.judge(Trigger::OrphanSweep, th, at, &mut findings);
         findings
     }
 }

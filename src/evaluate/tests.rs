@@ -453,12 +453,14 @@ fn every_alert_fires_in_process() {
             }
             AlertName::EvaluationHung => {
                 let limit = super::evaluation_limit(None, &th);
-                let at_limit = evaluator.on_evaluations(Some(limit), limit, || "e".into(), now());
+                let at_limit =
+                    evaluator.on_evaluations(Some(limit), limit, || "e".into(), &th, now());
                 assert!(!fired(&at_limit, alert), "fired at the limit");
                 evaluator.on_evaluations(
                     Some(limit + Duration::from_millis(1)),
                     limit,
                     || "e".into(),
+                    &th,
                     now(),
                 )
             }
@@ -489,12 +491,13 @@ fn the_evaluation_limit_is_the_factor_times_the_p95_at_least_the_floor() {
         Some(floor * 2),
         floor,
         || "evaluation prog-1 (pid 9)".into(),
+        &th,
         now(),
     );
     assert_eq!(
         fired.transitions[0].subject.as_deref(),
         Some("evaluation prog-1 (pid 9)")
     );
-    let resolved = evaluator.on_evaluations(None, floor, || unreachable!(), now());
+    let resolved = evaluator.on_evaluations(None, floor, || unreachable!(), &th, now());
     assert!(resolved.transitions[0].is_resolution());
 }

@@ -2,15 +2,7 @@
 
 use std::time::SystemTime;
 
-use crate::alerts::{AlertName, AlertState};
-
-/// What a rule concluded from the latest evidence.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Verdict {
-    Clear,
-    Pending(f64),
-    Firing(f64),
-}
+use crate::alerts::{AlertName, AlertState, Verdict};
 
 /// A change of an alert's state, with the evidence behind it.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,16 +68,17 @@ impl AlertTracker {
         iteration: u64,
         at: SystemTime,
     ) -> Option<Transition> {
+        let firing = self.state == AlertState::Firing;
         let (next, value) = match verdict {
+            Verdict::Unchanged => return None,
             Verdict::Clear => (AlertState::Inactive, f64::NAN),
+            // A firing alert whose rule says "pending" has not cleared: it stays firing.
+            Verdict::Pending(v) if firing => (AlertState::Firing, v),
             Verdict::Pending(v) => (AlertState::Pending, v),
             Verdict::Firing(v) => (AlertState::Firing, v),
-        };
-        // A firing alert whose rule says "pending" has not cleared: it stays firing.
-        let next = if self.state == AlertState::Firing && next == AlertState::Pending {
-            AlertState::Firing
-        } else {
-            next
+            // Past the clear level, short of the firing one: a firing alert holds.
+            Verdict::Holding(v) if firing => (AlertState::Firing, v),
+            Verdict::Holding(_) => (AlertState::Inactive, f64::NAN),
         };
         if next == self.state {
             return None;

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use crate::alerts::Watched;
+use crate::alerts::RollingValues;
 
 /// One iteration's contribution to the rolling averages.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -14,36 +14,6 @@ pub(crate) struct Entry {
     pub(crate) sharpe: Option<f64>,
     pub(crate) diversity: Option<f64>,
     pub(crate) seconds: f64,
-}
-
-/// The rolling values of a window (each `None` when the window holds no data for it).
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub(crate) struct RollingValues {
-    /// Iterations currently in the window (up to its size).
-    pub(crate) iterations: usize,
-    /// Outcomes (successes and failures) in the window: without any, the window has
-    /// no success rate.
-    pub(crate) outcomes: u64,
-    /// successes / (successes + failures) over the window.
-    pub(crate) success_rate: Option<f64>,
-    /// Mean of the per-iteration mean Sharpe ratios in the window.
-    pub(crate) avg_sharpe: Option<f64>,
-    /// Mean of the per-iteration diversities in the window.
-    pub(crate) avg_diversity: Option<f64>,
-    /// Mean wall-clock iteration time in the window, in seconds.
-    pub(crate) mean_seconds: Option<f64>,
-}
-
-impl RollingValues {
-    /// The rolling value a warning watches.
-    pub(crate) fn of(&self, watched: Watched) -> Option<f64> {
-        match watched {
-            Watched::SuccessRate => self.success_rate,
-            Watched::AvgSharpe => self.avg_sharpe,
-            Watched::AvgDiversity => self.avg_diversity,
-            Watched::ExecutionTime => self.mean_seconds,
-        }
-    }
 }
 
 /// The last `size` iterations.

@@ -14,10 +14,9 @@ pub(crate) mod view;
 
 use enum_map::EnumMap;
 
-use crate::alerts::{AlertName, AlertState, Watched};
+use crate::alerts::{AlertName, AlertState, RollingValues, Watched};
 use crate::config::Thresholds;
 use crate::error::CollectError;
-use crate::evaluate::RollingValues;
 use crate::records::{HistoryPoint, LogEntry, RunIdentity, RunSummary, TimePoint};
 
 /// The evaluator's state at one instant.

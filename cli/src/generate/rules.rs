@@ -5,8 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use loopwatch::llm::LLM_ERRORS_MIN_FAILURES;
-use loopwatch::{catalog, AlertName, AlertSpec, RuleSpec, Thresholds, ALERTS};
+use loopwatch::{catalog, AlertName, AlertSpec, BoundaryCase, RuleSpec, Thresholds, ALERTS};
 use serde::Serialize;
 
 /// Path of the rules file, relative to the repository.
@@ -44,14 +43,6 @@ enum Rule {
         labels: BTreeMap<&'static str, &'static str>,
         annotations: BTreeMap<&'static str, String>,
     },
-}
-
-/// The description annotation of an alert with a rule.
-fn description(alert: AlertName, t: &Thresholds) -> String {
-    match alert.spec().rule {
-        RuleSpec::Rule { description, .. } => description(t),
-        _ => String::new(),
-    }
 }
 
 fn yaml(header: &str, value: &impl Serialize) -> String {
@@ -136,200 +127,57 @@ struct ExpectedAlert {
     exp_annotations: BTreeMap<&'static str, String>,
 }
 
-/// The run identity the test series carry, and the labels the alerts get from it.
-const TEST_RUN_ID: &str = "run-1";
-const TEST_HOST: &str = "host-a";
+/// One promtool test from a boundary case of the row `spec`: named after the alert,
+/// each check quiet or firing with the alert's labels and annotations.
+fn test_case(spec: &AlertSpec, t: &Thresholds, case: &BoundaryCase) -> TestCase {
+    TestCase {
+        name: format!("{} {}", spec.name, case.shows),
+        interval: case.interval,
+        input_series: case
+            .input_series()
+            .into_iter()
+            .map(|s| InputSeries {
+                series: s.series,
+                values: s.values,
+            })
+            .collect(),
+        alert_rule_test: case
+            .checks
+            .iter()
+            .map(|check| AlertTest {
+                eval_time: check.at.clone(),
+                alertname: spec.name,
+                exp_alerts: check
+                    .fires_with
+                    .map(|value| ExpectedAlert {
+                        exp_labels: std::iter::once(("severity", spec.severity.as_str()))
+                            .chain(check.labels.iter().copied())
+                            .collect(),
+                        exp_annotations: BTreeMap::from([
+                            ("summary", spec.message.to_string()),
+                            ("description", rendered(spec, t, value)),
+                            ("runbook", spec.runbook.to_string()),
+                        ]),
+                    })
+                    .into_iter()
+                    .collect(),
+            })
+            .collect(),
+    }
+}
 
-/// One boundary test: quiet at each of `quiet_at`, firing with `value` at `fire_at`,
-/// labelled with the loop's run id and host name as loopwatch's own alert is.
-fn boundary(
-    alert: AlertName,
-    mut input_series: Vec<InputSeries>,
-    quiet_at: &[&str],
-    fire_at: &str,
-    described: String,
-) -> TestCase {
-    input_series.push(InputSeries {
-        series: format!(
-            "{}{{instance=\"loop:8000\", job=\"loopwatch\", run_id=\"{TEST_RUN_ID}\", hostname=\"{TEST_HOST}\"}}",
-            catalog::RUN_INFO.name
-        ),
-        values: "1+0x10".into(),
-    });
-    let mut checks: Vec<AlertTest> = quiet_at
+/// The promtool tests of every row of the alert table: each row's boundary cases
+/// (`AlertSpec::boundary`), in the table's order.
+pub fn promtool_tests(t: &Thresholds) -> String {
+    let tests = ALERTS
         .iter()
-        .map(|at| AlertTest {
-            eval_time: at.to_string(),
-            alertname: alert.as_str(),
-            exp_alerts: Vec::new(),
+        .flat_map(|spec| {
+            (spec.boundary)(t)
+                .iter()
+                .map(|case| test_case(spec, t, case))
+                .collect::<Vec<_>>()
         })
         .collect();
-    checks.push(AlertTest {
-        eval_time: fire_at.to_string(),
-        alertname: alert.as_str(),
-        exp_alerts: vec![ExpectedAlert {
-            exp_labels: BTreeMap::from([
-                ("severity", alert.severity()),
-                ("instance", TEST_HOST),
-                ("job", "loopwatch"),
-                ("run_id", TEST_RUN_ID),
-            ]),
-            exp_annotations: BTreeMap::from([
-                ("summary", alert.message().to_string()),
-                ("description", described),
-                ("runbook", alert.spec().runbook.to_string()),
-            ]),
-        }],
-    });
-    TestCase {
-        name: format!("{} fires at its threshold, not before", alert.as_str()),
-        interval: "1m",
-        input_series,
-        alert_rule_test: checks,
-    }
-}
-
-fn series(name: &str, values: String) -> InputSeries {
-    InputSeries {
-        series: format!("{name}{{instance=\"loop:8000\", job=\"loopwatch\"}}"),
-        values,
-    }
-}
-
-/// Boundary tests for every alert: it fires at its threshold and not one step before.
-pub fn promtool_tests(t: &Thresholds) -> String {
-    let below_memory = t.memory_fraction() - 0.001;
-    let above_memory = t.memory_fraction() + 0.001;
-    let n = t.diversity_iterations();
-    let s = t.staleness_iterations();
-    let w = t.window();
-    let low_rate = t.success_rate_floor() - 0.01;
-    let described = |alert, placeholder: &str, value: String| {
-        description(alert, t).replace(placeholder, &value)
-    };
-    let tests = vec![
-        // Memory: just below, then just above the fraction (total 1e9 bytes).
-        boundary(
-            AlertName::HighMemoryUsage,
-            vec![
-                series(
-                    catalog::MEMORY_USED_BYTES.name,
-                    format!(
-                        "{} {}",
-                        (below_memory * 1e9) as u64,
-                        (above_memory * 1e9) as u64
-                    ),
-                ),
-                series(
-                    catalog::MEMORY_LIMIT_BYTES.name,
-                    "1000000000 1000000000".into(),
-                ),
-            ],
-            &["0m"],
-            "1m",
-            described(
-                AlertName::HighMemoryUsage,
-                "{{ $value | humanizePercentage }}",
-                format!("{}%", trim(above_memory * 100.0)),
-            ),
-        ),
-        boundary(
-            AlertName::DiversityCollapse,
-            vec![series(
-                catalog::LOW_DIVERSITY_STREAK_ITERATIONS.name,
-                format!("{} {}", n - 1, n),
-            )],
-            &["0m"],
-            "1m",
-            described(AlertName::DiversityCollapse, "{{ $value }}", n.to_string()),
-        ),
-        boundary(
-            AlertName::ChampionStaleness,
-            vec![series(
-                catalog::CHAMPION_STALENESS_ITERATIONS.name,
-                format!("{} {}", s - 1, s),
-            )],
-            &["0m"],
-            "1m",
-            described(AlertName::ChampionStaleness, "{{ $value }}", s.to_string()),
-        ),
-        // Success rate: exactly at the floor is quiet; below it fires only with a full
-        // window.
-        boundary(
-            AlertName::LowSuccessRate,
-            vec![
-                series(
-                    catalog::SUCCESS_RATE_10ITER.name,
-                    format!("{} {} {}", t.success_rate_floor(), low_rate, low_rate),
-                ),
-                series(
-                    catalog::ROLLING_WINDOW_ITERATIONS.name,
-                    format!("{w} {} {w}", w - 1),
-                ),
-                series(catalog::ROLLING_WINDOW_OUTCOMES.name, "10 10 10".into()),
-            ],
-            &["0m", "1m"],
-            "2m",
-            described(
-                AlertName::LowSuccessRate,
-                "{{ $value | humanizePercentage }}",
-                format!("{}%", trim(low_rate * 100.0)),
-            ),
-        ),
-        boundary(
-            AlertName::ContainerCleanupFailures,
-            vec![series(
-                catalog::ORPHANED_CONTAINERS.name,
-                format!("{} {}", t.orphan_limit(), t.orphan_limit() + 1),
-            )],
-            &["0m"],
-            "1m",
-            described(
-                AlertName::ContainerCleanupFailures,
-                "{{ $value }}",
-                (t.orphan_limit() + 1).to_string(),
-            ),
-        ),
-        stall_test(t, &described),
-        boundary(
-            AlertName::LoopExited,
-            vec![InputSeries {
-                series: format!(
-                    "{}{{alertname=\"LoopExited\", instance=\"loop:8000\", job=\"loopwatch\"}}",
-                    catalog::ALERT_FIRING.name
-                ),
-                values: "0 1".into(),
-            }],
-            &["0m"],
-            "1m",
-            description(AlertName::LoopExited, t),
-        ),
-        boundary(
-            AlertName::LoopCrashLooping,
-            vec![series(
-                catalog::LOOP_RESTARTS_RECENT.name,
-                format!(
-                    "{} {}",
-                    t.crash_loop_restarts() - 1,
-                    t.crash_loop_restarts()
-                ),
-            )],
-            &["0m"],
-            "1m",
-            described(
-                AlertName::LoopCrashLooping,
-                "{{ $value }}",
-                t.crash_loop_restarts().to_string(),
-            ),
-        ),
-    ];
-    let mut tests = tests;
-    tests.extend(evaluation_hung_tests(t, &described));
-    tests.extend(llm_tests(t, &described));
-    tests.push(memory_hysteresis_test(t, &described));
-    tests.push(no_outcomes_test(t));
-    tests.extend(loop_down_tests(t));
-    tests.extend(loop_vanished_tests(t));
     yaml(
         "# Generated by `loopwatch rules` from loopwatch::Thresholds; do not edit.\n\
          # Each alert at its boundary: quiet one step before the threshold, firing at it.\n",
@@ -341,409 +189,37 @@ pub fn promtool_tests(t: &Thresholds) -> String {
     )
 }
 
-/// LoopStalled: an iteration that started at t = 60 s and never ends, after
-/// iterations of 1 s. The limit is the larger of the factor times 1 s and the floor;
-/// quiet at the limit, firing at the next evaluation (rules run every 2 s).
-fn stall_test(t: &Thresholds, described: &dyn Fn(AlertName, &str, String) -> String) -> TestCase {
-    let limit = (t.stall_factor() * 1.0)
-        .max(t.stall_floor().as_secs_f64())
-        .ceil() as u64;
-    let started = 60u64;
-    let at_limit = format!("{}s", started + limit);
-    // The first evaluation past the limit (rules run every 2 s).
-    let past_by = 2;
-    let past = format!("{}s", started + limit + past_by);
-    let samples = started + limit + past_by + 1;
-    let mut case = boundary(
-        AlertName::LoopStalled,
-        vec![
-            series(
-                catalog::ITERATION_START_TIMESTAMP_SECONDS.name,
-                format!("{started}+0x{samples}"),
-            ),
-            series(
-                catalog::ITERATION_END_TIMESTAMP_SECONDS.name,
-                format!("{}+0x{samples}", started - 1),
-            ),
-            series(
-                catalog::ROLLING_EXECUTION_TIME_SECONDS.name,
-                format!("1+0x{samples}"),
-            ),
-            series(catalog::LOOP_DONE.name, format!("0+0x{samples}")),
-        ],
-        &[&at_limit],
-        &past,
-        described(
-            AlertName::LoopStalled,
-            "{{ $value }}",
-            (limit + past_by).to_string(),
-        ),
-    );
-    case.interval = "1s";
-    case.input_series.last_mut().unwrap().values = format!("1+0x{samples}");
-    case
-}
-
-/// EvaluationHung: the oldest evaluation's age against the limit the loop exports,
-/// never below the floor. With the limit at the floor: quiet at it, firing a second
-/// past it; with a limit the p95 lifted above the floor: quiet past the floor, firing
-/// past the limit; and quiet again once the evaluation has ended.
-fn evaluation_hung_tests(
-    t: &Thresholds,
-    described: &dyn Fn(AlertName, &str, String) -> String,
-) -> Vec<TestCase> {
-    let floor = t.evaluation_floor().as_secs_f64() as u64;
-    let lifted = floor * 2;
-    let case = |limit: u64, exported: u64| {
-        let mut case = boundary(
-            AlertName::EvaluationHung,
-            vec![
-                series(
-                    catalog::EVALUATION_OLDEST_SECONDS.name,
-                    format!("{limit} {} 0", limit + 1),
-                ),
-                series(
-                    catalog::EVALUATION_HUNG_LIMIT_SECONDS.name,
-                    format!("{exported} {exported} {exported}"),
-                ),
-            ],
-            &["0m"],
-            "1m",
-            described(
-                AlertName::EvaluationHung,
-                "{{ $value }}",
-                (limit + 1).to_string(),
-            ),
-        );
-        case.alert_rule_test.push(AlertTest {
-            eval_time: "2m".into(),
-            alertname: AlertName::EvaluationHung.as_str(),
-            exp_alerts: Vec::new(),
-        });
-        case
-    };
-    let mut at_floor = case(floor, 0);
-    at_floor.name = "EvaluationHung fires past the floor (the limit not yet exported), and resolves when the evaluation ends".into();
-    let mut above = case(lifted, lifted);
-    above.name =
-        "EvaluationHung fires past a limit the p95 lifted above the floor, not before".into();
-    vec![at_floor, above]
-}
-
-/// HighMemoryUsage, once firing, holds until memory falls below the clear fraction,
-/// as in process.
-fn memory_hysteresis_test(
-    t: &Thresholds,
-    described: &dyn Fn(AlertName, &str, String) -> String,
-) -> TestCase {
-    let (fire, clear) = (t.memory_fraction(), t.memory_clear_fraction());
-    let between = (fire + clear) / 2.0;
-    let above = fire + 0.001;
-    let below = clear - 0.001;
-    let bytes = |fraction: f64| ((fraction * 1e9) as u64).to_string();
-    let mut case = boundary(
-        AlertName::HighMemoryUsage,
-        vec![
-            series(
-                catalog::MEMORY_USED_BYTES.name,
-                [between, above, between, below].map(bytes).join(" "),
-            ),
-            series(
-                catalog::MEMORY_LIMIT_BYTES.name,
-                "1000000000 1000000000 1000000000 1000000000".into(),
-            ),
-        ],
-        &["0m"],
-        "2m",
-        described(
-            AlertName::HighMemoryUsage,
-            "{{ $value | humanizePercentage }}",
-            format!("{}%", trim(between * 100.0)),
-        ),
-    );
-    case.name =
-        "HighMemoryUsage holds between the clear fraction and the threshold, and resolves below"
-            .into();
-    case.alert_rule_test.push(AlertTest {
-        eval_time: "3m".into(),
-        alertname: AlertName::HighMemoryUsage.as_str(),
-        exp_alerts: Vec::new(),
-    });
-    case
-}
-
-/// LowSuccessRate: a full window without outcomes has no rate, and raises nothing,
-/// whatever the gauge kept from before.
-fn no_outcomes_test(t: &Thresholds) -> TestCase {
-    let w = t.window();
-    let low = t.success_rate_floor() / 2.0;
-    TestCase {
-        name: "LowSuccessRate stays quiet over a window without outcomes".into(),
-        interval: "1m",
-        input_series: vec![
-            series(catalog::SUCCESS_RATE_10ITER.name, format!("{low} {low}")),
-            series(catalog::ROLLING_WINDOW_ITERATIONS.name, format!("{w} {w}")),
-            series(catalog::ROLLING_WINDOW_OUTCOMES.name, "0 0".into()),
-            InputSeries {
-                series: format!(
-                    "{}{{instance=\"loop:8000\", job=\"loopwatch\", run_id=\"{TEST_RUN_ID}\", hostname=\"{TEST_HOST}\"}}",
-                    catalog::RUN_INFO.name
-                ),
-                values: "1+0x10".into(),
-            },
-        ],
-        alert_rule_test: vec![AlertTest {
-            eval_time: "1m".into(),
-            alertname: AlertName::LowSuccessRate.as_str(),
-            exp_alerts: Vec::new(),
-        }],
-    }
-}
-
-/// LLMErrors at its share (calls and failures in the window); LLMSpendWithoutProgress
-/// and LLMBudget at their limits when set, and quiet however much is spent while off.
-fn llm_tests(
-    t: &Thresholds,
-    described: &dyn Fn(AlertName, &str, String) -> String,
-) -> Vec<TestCase> {
-    let calls = t.llm_error_calls().max(LLM_ERRORS_MIN_FAILURES * 2);
-    let firing_failures =
-        ((t.llm_error_rate() * calls as f64).ceil() as u64).max(LLM_ERRORS_MIN_FAILURES);
-    let share = firing_failures as f64 / calls as f64;
-    let mut tests = vec![boundary(
-        AlertName::LLMErrors,
-        vec![
-            series(catalog::LLM_RECENT_CALLS.name, format!("{calls} {calls}")),
-            series(
-                catalog::LLM_RECENT_FAILURES.name,
-                format!("{} {firing_failures}", firing_failures - 1),
-            ),
-        ],
-        &["0m"],
-        "1m",
-        described(
-            AlertName::LLMErrors,
-            "{{ $value | humanizePercentage }}",
-            format!("{}%", trim(share * 100.0)),
-        ),
-    )];
-    let spend = |alert: AlertName, metric: &str, limit: Option<f64>| match limit {
-        Some(limit) => boundary(
-            alert,
-            vec![series(metric, format!("{} {limit}", limit * 0.99))],
-            &["0m"],
-            "1m",
-            described(
-                alert,
-                "{{ $value | printf \"%.2f\" }}",
-                format!("{limit:.2}"),
-            ),
-        ),
-        None => quiet(alert, vec![series(metric, "1e12 1e12".into())]),
-    };
-    tests.push(spend(
-        AlertName::LLMSpendWithoutProgress,
-        catalog::LLM_SPEND_SINCE_CHAMPION_USD.name,
-        t.llm_spend_without_progress_usd(),
-    ));
-    tests.push(spend(
-        AlertName::LLMBudget,
-        catalog::LLM_SPEND_USD.name,
-        t.llm_budget_usd(),
-    ));
-    tests
-}
-
-/// An alert that is off stays quiet whatever its series say.
-fn quiet(alert: AlertName, mut input_series: Vec<InputSeries>) -> TestCase {
-    input_series.push(InputSeries {
-        series: format!(
-            "{}{{instance=\"loop:8000\", job=\"loopwatch\", run_id=\"{TEST_RUN_ID}\", hostname=\"{TEST_HOST}\"}}",
-            catalog::RUN_INFO.name
-        ),
-        values: "1+0x10".into(),
-    });
-    TestCase {
-        name: format!("{} stays quiet while its limit is not set", alert.as_str()),
-        interval: "1m",
-        input_series,
-        alert_rule_test: vec![AlertTest {
-            eval_time: "1m".into(),
-            alertname: alert.as_str(),
-            exp_alerts: Vec::new(),
-        }],
-    }
-}
-
-/// The Prometheus-only row of the table named `name`.
-fn prometheus_only(name: &str) -> &'static AlertSpec {
-    ALERTS
-        .iter()
-        .find(|spec| spec.name == name)
-        .expect("a row of the alert table")
-}
-
-/// LoopDown: a loop killed mid-run fires once down for 30 s; one that said it was
-/// done, and a target where no loop ever ran, never do.
-fn loop_down_tests(t: &Thresholds) -> Vec<TestCase> {
-    let spec = prometheus_only("LoopDown");
-    let RuleSpec::Rule { description, .. } = spec.rule else {
-        unreachable!("LoopDown is a rule")
-    };
-    let quiet = |at: &str| AlertTest {
-        eval_time: at.into(),
-        alertname: spec.name,
-        exp_alerts: Vec::new(),
-    };
-    let firing = |at: &str| AlertTest {
-        eval_time: at.into(),
-        alertname: spec.name,
-        exp_alerts: vec![ExpectedAlert {
-            exp_labels: BTreeMap::from([
-                ("severity", spec.severity.as_str()),
-                ("instance", "loop:8000"),
-                ("job", "loopwatch"),
-            ]),
-            exp_annotations: BTreeMap::from([
-                ("summary", spec.message.to_string()),
-                ("description", description(t)),
-                ("runbook", spec.runbook.to_string()),
-            ]),
-        }],
-    };
-    let done = catalog::LOOP_DONE.name;
-    vec![
-        TestCase {
-            name: format!("{} fires for a loop killed mid-run", spec.name),
-            interval: "15s",
-            // Up for a minute, not done, then gone.
-            input_series: vec![
-                series("up", "1 1 1 1 0 0 0 0 0".into()),
-                series(done, "0 0 0 0".into()),
-            ],
-            alert_rule_test: vec![quiet("1m"), quiet("75s"), firing("105s")],
-        },
-        TestCase {
-            name: format!("{} stays quiet for a loop that said it was done", spec.name),
-            interval: "15s",
-            input_series: vec![
-                series("up", "1 1 1 1 0 0 0 0 0 0 0 0".into()),
-                series(done, "0 0 0 1".into()),
-            ],
-            alert_rule_test: vec![quiet("2m"), quiet("3m")],
-        },
-        TestCase {
-            name: format!("{} stays quiet where no loop ever ran", spec.name),
-            interval: "15s",
-            input_series: vec![series("up", "0 0 0 0 0 0 0 0 0 0 0 0".into())],
-            alert_rule_test: vec![quiet("1m"), quiet("3m")],
-        },
-        TestCase {
-            name: format!("{} fires for a restarted loop that crashed", spec.name),
-            interval: "15s",
-            // A first run that ended cleanly, a second that died.
-            input_series: vec![
-                series("up", "1 1 0 1 1 0 0 0 0".into()),
-                series(done, "0 1 _ 0 0".into()),
-            ],
-            alert_rule_test: vec![quiet("90s"), firing("2m")],
-        },
-    ]
-}
-
-/// LoopVanished: a loop's series stop arriving (no failed scrape: none at all) without
-/// its saying it was done; a loop that said so, and one whose scrapes fail (LoopDown's
-/// case), raise nothing.
-fn loop_vanished_tests(t: &Thresholds) -> Vec<TestCase> {
-    let spec = prometheus_only("LoopVanished");
-    let RuleSpec::Rule { description, .. } = spec.rule else {
-        unreachable!("LoopVanished is a rule")
-    };
-    let quiet = |at: &str| AlertTest {
-        eval_time: at.into(),
-        alertname: spec.name,
-        exp_alerts: Vec::new(),
-    };
-    let info = |values: &str| {
-        InputSeries {
-        series: format!(
-            "{}{{instance=\"loop:8000\", job=\"loopwatch-discovered\", run_id=\"{TEST_RUN_ID}\", hostname=\"{TEST_HOST}\", experiment=\"e1\", loop=\"l1\"}}",
-            catalog::RUN_INFO.name
-        ),
-        values: values.into(),
-    }
-    };
-    let discovered = |name: &str, values: &str| InputSeries {
-        series: format!("{name}{{instance=\"loop:8000\", job=\"loopwatch-discovered\"}}"),
-        values: values.into(),
-    };
-    let done = catalog::LOOP_DONE.name;
-    vec![
-        TestCase {
-            name: format!("{} fires when a loop's series stop arriving", spec.name),
-            interval: "1m",
-            // Samples for three minutes, then none: stale after the 5 min lookback.
-            input_series: vec![
-                info("1 1 1"),
-                discovered(done, "0 0 0"),
-                discovered("up", "1 1 1"),
-            ],
-            alert_rule_test: vec![
-                quiet("6m"),
-                AlertTest {
-                    eval_time: "9m".into(),
-                    alertname: spec.name,
-                    exp_alerts: vec![ExpectedAlert {
-                        exp_labels: BTreeMap::from([
-                            ("severity", spec.severity.as_str()),
-                            ("instance", TEST_HOST),
-                            ("job", "loopwatch"),
-                            ("run_id", TEST_RUN_ID),
-                            ("experiment", "e1"),
-                            ("loop", "l1"),
-                        ]),
-                        exp_annotations: BTreeMap::from([
-                            ("summary", spec.message.to_string()),
-                            ("description", description(t)),
-                            ("runbook", spec.runbook.to_string()),
-                        ]),
-                    }],
-                },
-            ],
-        },
-        TestCase {
-            name: format!("{} stays quiet for a loop that said it was done", spec.name),
-            interval: "1m",
-            input_series: vec![
-                info("1 1 1"),
-                discovered(done, "0 0 1"),
-                discovered("up", "1 1 1"),
-            ],
-            alert_rule_test: vec![quiet("9m")],
-        },
-        TestCase {
-            name: format!("{} leaves a failed scrape to LoopDown", spec.name),
-            interval: "1m",
-            input_series: vec![
-                info("1 1 1"),
-                discovered(done, "0 0 0"),
-                discovered("up", "1 1 1 0 0 0 0 0 0 0 0 0"),
-            ],
-            alert_rule_test: vec![quiet("9m")],
-        },
-    ]
-}
-
 /// The description a rule's alert carries when it fires with `value`: its template
 /// with `{{ $value }}` rendered as Prometheus renders it (for the values the tests
-/// use: integers, and fractions as percentages with up to four decimals).
+/// use: integers, fractions as percentages with up to four decimals, and amounts with
+/// two).
 pub fn expected_description(alert: AlertName, t: &Thresholds, value: f64) -> String {
-    description(alert, t)
+    rendered(alert.spec(), t, value)
+}
+
+/// The description of the row `spec` rendered with `value`.
+///
+/// # Panics
+///
+/// When the description uses a template this function does not render: add it here,
+/// or the promtool tests would expect the template itself.
+fn rendered(spec: &AlertSpec, t: &Thresholds, value: f64) -> String {
+    let RuleSpec::Rule { description, .. } = spec.rule else {
+        return String::new();
+    };
+    let text = description(t)
         .replace(
             "{{ $value | humanizePercentage }}",
             &format!("{}%", trim(value * 100.0)),
         )
-        .replace("{{ $value }}", &trim(value))
+        .replace("{{ $value | printf \"%.2f\" }}", &format!("{value:.2}"))
+        .replace("{{ $value }}", &trim(value));
+    assert!(
+        !text.contains("{{"),
+        "{}'s description uses a template the promtool tests cannot render yet: {text}",
+        spec.name
+    );
+    text
 }
 
 /// Formats a percentage as Prometheus's humanizePercentage does for these values.
@@ -756,4 +232,64 @@ fn trim(percent: f64) -> String {
         text.pop();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Thresholds with every alert on: the LLM spend limits set.
+    fn all_on() -> Thresholds {
+        "llm_spend_without_progress_usd = 5\nllm_budget_usd = 20\n"
+            .parse()
+            .unwrap()
+    }
+
+    /// Every rule is tested at its boundary: a case of its row checks it quiet, then
+    /// firing; an alert without a rule has no case.
+    #[test]
+    fn every_rule_has_a_case_quiet_then_firing() {
+        let t = all_on();
+        for spec in ALERTS {
+            let cases = (spec.boundary)(&t);
+            if !matches!(spec.rule, RuleSpec::Rule { .. }) {
+                assert!(cases.is_empty(), "{} has no rule to test", spec.name);
+                continue;
+            }
+            let crossed = cases.iter().any(|case| {
+                let quiet = case.checks.iter().position(|c| c.fires_with.is_none());
+                let fires = case.checks.iter().rposition(|c| c.fires_with.is_some());
+                matches!((quiet, fires), (Some(q), Some(f)) if q < f)
+            });
+            assert!(crossed, "{}: no case quiet, then firing", spec.name);
+        }
+    }
+
+    /// Each case becomes one promtool test, named after its alert, with the alert's
+    /// annotations rendered for the value it fires with.
+    #[test]
+    fn each_case_becomes_a_test_with_rendered_annotations() {
+        for t in [Thresholds::default(), all_on()] {
+            let file: serde_yaml_ng::Value = serde_yaml_ng::from_str(&promtool_tests(&t)).unwrap();
+            let tests = file["tests"].as_sequence().unwrap();
+            let cases: usize = ALERTS.iter().map(|spec| (spec.boundary)(&t).len()).sum();
+            assert_eq!(tests.len(), cases);
+            for test in tests {
+                let name = test["name"].as_str().unwrap();
+                let alert = name.split(' ').next().unwrap();
+                assert!(ALERTS.iter().any(|spec| spec.name == alert), "{name}");
+                for check in test["alert_rule_test"].as_sequence().unwrap() {
+                    for expected in check["exp_alerts"].as_sequence().unwrap() {
+                        let description =
+                            expected["exp_annotations"]["description"].as_str().unwrap();
+                        assert!(!description.is_empty() && !description.contains("{{"));
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            expected_description(AlertName::LLMBudget, &all_on(), 20.0),
+            "US$20.00 spent on LLM calls (budget US$20); a lower bound while loopwatch_llm_usage_missing_total or loopwatch_llm_unpriced_tokens_total is above zero."
+        );
+    }
 }

@@ -20,10 +20,10 @@ use std::time::{Duration, SystemTime};
 
 use enum_map::EnumMap;
 
-use crate::alerts::{AlertName, AlertState, Watched};
+use crate::alerts::{AlertName, AlertState, RollingValues, Watched};
 use crate::config::Thresholds;
 use crate::containers::ContainerReading;
-use crate::evaluate::{evaluation_limit, Evaluator, Findings, RollingValues};
+use crate::evaluate::{evaluation_limit, Evaluator, Findings};
 use crate::export::{DurationBucket, Evaluation, EvaluationsView, LiveContainer, ProcessTally};
 use crate::llm::budget::{worst_case_usd, BudgetEvent, BudgetMark};
 use crate::llm::meter::{CallLabels, LlmEvidence, LlmMeter};
@@ -850,6 +850,7 @@ impl RunState {
                     .as_ref()
                     .map_or_else(|| Arc::from("evaluation"), Oldest::subject)
             },
+            th,
             at,
         );
         (findings, limit)
