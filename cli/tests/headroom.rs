@@ -5,7 +5,8 @@
 //! RFC 3339 times), then answer 429. Checked: the gauges of remaining requests and
 //! tokens, limits and seconds to reset, exactly as the last answer of each provider
 //! and model stated them; the least headroom as the evidence; the wait of a 429 from
-//! `retry-after-ms` before `Retry-After`; the page's panel beside the 429s.
+//! `retry-after-ms` before `Retry-After`; the page's panel beside the 429s; and
+//! LLMRateLimitNear at a real Alertmanager before the provider's first 429.
 
 mod support;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 use llm_upstream::{
     Upstream, COUNTDOWN_REQUESTS, COUNTDOWN_RETRY_MS, COUNTDOWN_TOKENS, COUNTDOWN_TOKENS_PER_CALL,
 };
+use support::services::Alertmanager;
 use support::*;
 
 /// The value of the final JSON's one sample of `name` whose labels include `labels`.
@@ -204,4 +206,113 @@ with urllib.request.urlopen(sys.argv[1][: -len("/metrics")] + "/") as page:
     assert!(page.contains("data-rate-limited=\"1\""), "{page}");
     assert!(page.contains("data-rate-limits=\"3\""), "{page}");
     assert!(page.contains("6 / 10, resets in"), "{page}");
+}
+
+#[test]
+fn llm_rate_limit_near_reaches_alertmanager_before_the_first_429() {
+    let upstream = Upstream::start();
+    let alertmanager = Alertmanager::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("loopwatch.toml");
+    // Less than a quarter of a limit left, for two seconds.
+    std::fs::write(
+        &config,
+        "llm_headroom_fraction = 0.25\nllm_headroom_for = \"2s\"\n",
+    )
+    .unwrap();
+    let script = dir.path().join("calls.py");
+    std::fs::write(
+        &script,
+        r#"import os, time, openai
+MESSAGES = [{"role": "user", "content": "x"}]
+oa = openai.OpenAI(api_key="sk-test", max_retries=0)
+log = open("calls.txt", "a")
+
+def call():
+    try:
+        oa.chat.completions.create(model="countdown/chat", messages=MESSAGES)
+        log.write("ok\n")
+    except openai.RateLimitError:
+        log.write("429\n")
+    log.flush()
+
+# Eight of the ten requests: two left, 20% of the limit.
+for _ in range(8):
+    call()
+# The test says when to go on.
+while not os.path.exists("go"):
+    time.sleep(0.05)
+# The last two, then a 429.
+for _ in range(3):
+    call()
+"#,
+    )
+    .unwrap();
+    let launch = Launch::without_network_settings(dir.path());
+    let mut run = Supervised::launch(
+        dir.path(),
+        &launch,
+        &[
+            "--llm-proxy",
+            &format!("--llm-upstream={}", upstream.url()),
+            &format!("--config={}", config.display()),
+            &format!("--alertmanager={}", alertmanager.url()),
+        ],
+        &[python().into_os_string(), OsString::from(&script)],
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "LLMRateLimitNear at Alertmanager",
+        || alertmanager.alert("LLMRateLimitNear").is_some(),
+    );
+    // It fired on the headroom alone: the provider had answered no 429 yet.
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 8, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|s| !s.answered.contains("Rate limit reached")),
+        "{seen:?}"
+    );
+    assert!(
+        !scrape(run.addr).contains("loopwatch_llm_rate_limited_total{"),
+        "no 429 was booked yet"
+    );
+    let alert = alertmanager.alert("LLMRateLimitNear").unwrap();
+    assert_eq!(alert["annotations"]["summary"], "LLM rate limit near");
+    assert_eq!(alert["labels"]["severity"], "warning");
+    let value: f64 = alert["annotations"]["value"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((value - 0.2).abs() < 1e-9, "{alert}");
+
+    // Then the 429 the alert warned of.
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let status = run.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{}", run.log());
+    let calls = std::fs::read_to_string(dir.path().join("calls.txt")).unwrap();
+    assert_eq!(calls.lines().filter(|l| *l == "ok").count(), 10, "{calls}");
+    assert_eq!(calls.lines().last(), Some("429"), "{calls}");
+    let json = run.final_json();
+    assert_eq!(
+        final_value(
+            &json,
+            "loopwatch_llm_rate_limited_total",
+            &[("model", "countdown/chat")]
+        ),
+        1.0
+    );
+    // The event log has it firing, with the headroom as its value.
+    let events = json["events"].as_array().unwrap();
+    let fired = events
+        .iter()
+        .find(|e| {
+            e["kind"] == "alert" && e["alertname"] == "LLMRateLimitNear" && e["state"] == "firing"
+        })
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert!(
+        (fired["value"].as_f64().unwrap() - 0.2).abs() < 1e-9,
+        "{fired}"
+    );
 }

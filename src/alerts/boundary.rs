@@ -338,6 +338,26 @@ pub(super) fn llm_errors(t: &Thresholds) -> Vec<BoundaryCase> {
         .fires_at("1m", failures as f64 / calls as f64)]
 }
 
+/// LLMRateLimitNear, sampled every second: the least headroom at the fraction, then
+/// below it from 1 s to `llm_headroom_for` + 4 s, then whole again. Quiet while it has
+/// been below for less than `llm_headroom_for` (rules run every 2 s), firing with the
+/// headroom once it has been below that long, quiet again once it is back.
+pub(super) fn llm_rate_limit_near(t: &Thresholds) -> Vec<BoundaryCase> {
+    let fraction = t.llm_headroom_fraction();
+    let sustained = t.llm_headroom_for().as_secs().max(1);
+    let low = fraction / 2.0;
+    vec![BoundaryCase::at_threshold()
+        .every("1s")
+        .series(
+            catalog::LLM_RATELIMIT_HEADROOM_RATIO.name,
+            format!("{fraction} {low}+0x{} 1+0x5", sustained + 3),
+        )
+        .run_info(format!("1+0x{}", sustained + 10))
+        .quiet_at(format!("{sustained}s"))
+        .fires_at(format!("{}s", sustained + 2), low)
+        .quiet_at(format!("{}s", sustained + 8))]
+}
+
 /// An LLM spend alert over `metric`: at its limit when set (just under it is quiet),
 /// and quiet however much is spent while it is off.
 pub(super) fn spend(metric: &str, limit: Option<f64>) -> Vec<BoundaryCase> {

@@ -130,6 +130,26 @@ pub(super) fn cleanup_failures_description(t: &Thresholds) -> String {
     )
 }
 
+/// The least headroom below the fraction at every sample of the last
+/// `llm_headroom_for`, and already at its start: below it that long without a break,
+/// as the evaluator asks.
+pub(super) fn llm_rate_limit_near(t: &Thresholds) -> String {
+    let headroom = catalog::LLM_RATELIMIT_HEADROOM_RATIO.name;
+    let fraction = t.llm_headroom_fraction();
+    let sustained = t.llm_headroom_for().as_secs().max(1);
+    as_loop_alert(format!(
+        "max_over_time({headroom}[{sustained}s]) < {fraction} and on(instance, job) ({headroom} offset {sustained}s) < {fraction}"
+    ))
+}
+
+pub(super) fn llm_rate_limit_near_description(t: &Thresholds) -> String {
+    format!(
+        "A provider's rate limit has had at most {{{{ $value | humanizePercentage }}}} of it left for {} s: 429s are near (threshold {}%).",
+        t.llm_headroom_for().as_secs().max(1),
+        t.llm_headroom_fraction() * 100.0
+    )
+}
+
 pub(super) fn loop_stalled(t: &Thresholds) -> String {
     let start = catalog::ITERATION_START_TIMESTAMP_SECONDS.name;
     let end = catalog::ITERATION_END_TIMESTAMP_SECONDS.name;

@@ -370,11 +370,12 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
         panel(
             8,
             "LLM Rate Limits",
-            "Rate-limit headroom, beside the 429s: the least headroom (remaining over limit) of the limits the providers' answers stated that have not reset, each provider's and model's requests and tokens left over its limit, and the calls answered 429 per minute. Empty for a loop whose providers state no limits.",
+            "Rate-limit headroom, beside the 429s: the least headroom (remaining over limit) of the limits the providers' answers stated that have not reset, against LLMRateLimitNear's threshold, each provider's and model's requests and tokens left over its limit, and the calls answered 429 per minute. Empty for a loop whose providers state no limits.",
             12,
             30,
             vec![
                 q(c(&catalog::LLM_RATELIMIT_HEADROOM_RATIO), "least headroom", "percentunit")
+                    .threshold(t.llm_headroom_fraction())
                     .range(0.0, 1.0),
                 q(
                     of_runs(format!(

@@ -703,9 +703,9 @@ fn rate_limited(llm: &crate::llm::LlmSummary) -> u64 {
 }
 
 /// The rate limits the providers stated, beside the 429s: the least headroom still
-/// in force, and each provider's and model's last word (each limit's remaining over
+/// in force against LLMRateLimitNear's threshold, and each provider's and model's last word (each limit's remaining over
 /// its limit and when it resets, the wait asked for), most constrained first.
-fn rate_limits(llm: &crate::llm::LlmSummary) -> Markup {
+fn rate_limits(llm: &crate::llm::LlmSummary, t: &crate::config::Thresholds) -> Markup {
     use crate::llm::headroom::Resource;
     let percent = |h: Option<f64>| h.map_or("—".to_string(), |h| format!("{:.1}%", h * 100.0));
     let figures = |limits: &std::collections::BTreeMap<String, crate::llm::LimitTally>,
@@ -723,6 +723,8 @@ fn rate_limits(llm: &crate::llm::LlmSummary) -> Markup {
         div class="key" {
             (rate_limited(llm)) " calls answered 429"
             " · least headroom in force " (percent(llm.rate_limit_headroom))
+            " · LLMRateLimitNear below " (short(t.llm_headroom_fraction() * 100.0)) "% for "
+            (age(t.llm_headroom_for().as_secs_f64()))
         }
         @if !llm.rate_limits.is_empty() {
             table class="containers" data-rate-limits=(llm.rate_limits.len()) {
@@ -1189,7 +1191,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                             data-rate-limited=(rate_limited(&summary.llm))
                             data-headroom=(summary.llm.rate_limit_headroom.map_or("none".to_string(), |h| format!("{h:.4}"))) {
                             h2 { "LLM rate limits" }
-                            (rate_limits(&summary.llm))
+                            (rate_limits(&summary.llm, t))
                         }
                     }
                     @if evaluations_seen {
