@@ -1,6 +1,7 @@
 //! A stand-in LLM upstream on loopback for the proxy's benchmarks and load run: an
-//! OpenAI-style chat completion, plain (JSON with usage) or streamed (four events and
-//! `[DONE]`); a stream of model `hold` stays open until `release` is notified.
+//! OpenAI-style chat completion, plain (JSON with usage and OpenAI's six rate-limit
+//! headers) or streamed (four events and `[DONE]`); a stream of model `hold` stays
+//! open until `release` is notified.
 
 #[path = "../../tests/support/quiet.rs"]
 mod quiet;
@@ -64,10 +65,23 @@ pub fn start(runtime: &tokio::runtime::Runtime, release: Arc<tokio::sync::Notify
     addr
 }
 
+/// The rate-limit headers of a plain answer, as OpenAI sends them.
+pub const RATE_LIMITS: [(&str, &str); 6] = [
+    ("x-ratelimit-limit-requests", "10000"),
+    ("x-ratelimit-remaining-requests", "9999"),
+    ("x-ratelimit-reset-requests", "6ms"),
+    ("x-ratelimit-limit-tokens", "30000000"),
+    ("x-ratelimit-remaining-tokens", "29999840"),
+    ("x-ratelimit-reset-tokens", "0s"),
+];
+
 fn answer(request: &str, release: Arc<tokio::sync::Notify>) -> Response<Body> {
     if !request.contains("\"stream\":true") {
-        return Response::builder()
-            .header("content-type", "application/json")
+        let mut response = Response::builder().header("content-type", "application/json");
+        for (name, value) in RATE_LIMITS {
+            response = response.header(name, value);
+        }
+        return response
             .body(Full::new(Bytes::from_static(PLAIN.as_bytes())).boxed())
             .unwrap();
     }
@@ -125,11 +139,23 @@ pub fn metered_proxy(
         .output_dir(output_dir)
         .build()
         .unwrap();
-    let proxy = loopwatch::llm::proxy::LlmProxy::start(
+    let proxy = proxy_of(&monitor, upstream, true);
+    (monitor, proxy)
+}
+
+/// Another metering proxy recording into `monitor`, forwarding to `upstream`, reading
+/// answers for their rate-limit headroom or not.
+#[allow(dead_code)] // the load run has one proxy
+pub fn proxy_of(
+    monitor: &loopwatch::Monitor,
+    upstream: SocketAddr,
+    headroom: bool,
+) -> loopwatch::llm::proxy::LlmProxy {
+    loopwatch::llm::proxy::LlmProxy::start(
         monitor.llm_recorder(),
         loopwatch::llm::proxy::ProxyConfig::default()
-            .upstreams(Some(&format!("http://{upstream}")), |_| None),
+            .upstreams(Some(&format!("http://{upstream}")), |_| None)
+            .with_headroom(headroom),
     )
-    .unwrap();
-    (monitor, proxy)
+    .unwrap()
 }

@@ -61,13 +61,50 @@ impl Resource {
         }
     }
 
-    /// The headers that carry it: OpenAI's suffix, and Anthropic's word.
-    const fn names(self) -> (Option<&'static str>, &'static str) {
+    /// The headers that carry it, each a limit, what remains and the reset:
+    /// OpenAI's (for requests and tokens), then Anthropic's.
+    const fn names(self) -> (Option<[&'static str; 3]>, [&'static str; 3]) {
         match self {
-            Resource::Requests => (Some("requests"), "requests"),
-            Resource::Tokens => (Some("tokens"), "tokens"),
-            Resource::InputTokens => (None, "input-tokens"),
-            Resource::OutputTokens => (None, "output-tokens"),
+            Resource::Requests => (
+                Some([
+                    "x-ratelimit-limit-requests",
+                    "x-ratelimit-remaining-requests",
+                    "x-ratelimit-reset-requests",
+                ]),
+                [
+                    "anthropic-ratelimit-requests-limit",
+                    "anthropic-ratelimit-requests-remaining",
+                    "anthropic-ratelimit-requests-reset",
+                ],
+            ),
+            Resource::Tokens => (
+                Some([
+                    "x-ratelimit-limit-tokens",
+                    "x-ratelimit-remaining-tokens",
+                    "x-ratelimit-reset-tokens",
+                ]),
+                [
+                    "anthropic-ratelimit-tokens-limit",
+                    "anthropic-ratelimit-tokens-remaining",
+                    "anthropic-ratelimit-tokens-reset",
+                ],
+            ),
+            Resource::InputTokens => (
+                None,
+                [
+                    "anthropic-ratelimit-input-tokens-limit",
+                    "anthropic-ratelimit-input-tokens-remaining",
+                    "anthropic-ratelimit-input-tokens-reset",
+                ],
+            ),
+            Resource::OutputTokens => (
+                None,
+                [
+                    "anthropic-ratelimit-output-tokens-limit",
+                    "anthropic-ratelimit-output-tokens-remaining",
+                    "anthropic-ratelimit-output-tokens-reset",
+                ],
+            ),
         }
     }
 }
@@ -138,37 +175,41 @@ impl Headroom {
         }) {
             return None;
         }
-        let now = one(headers, "date")
-            .and_then(|date| httpdate::parse_http_date(date).ok())
-            .unwrap_or(now);
+        // The answer's own clock, read only for a time it states (Anthropic's resets,
+        // a dated Retry-After).
+        let mut reference = None;
+        let mut now = || {
+            *reference.get_or_insert_with(|| {
+                one(headers, "date")
+                    .and_then(|date| httpdate::parse_http_date(date).ok())
+                    .unwrap_or(now)
+            })
+        };
         let mut limits = Vec::new();
         for resource in Resource::ALL {
-            let (openai, anthropic) = resource.names();
+            let (openai, [limit_of, remaining_of, reset_of]) = resource.names();
             let mut limit = Limit::default();
-            if let Some(suffix) = openai {
-                limit.limit = one(headers, &format!("x-ratelimit-limit-{suffix}")).and_then(count);
-                limit.remaining =
-                    one(headers, &format!("x-ratelimit-remaining-{suffix}")).and_then(count);
-                limit.reset =
-                    one(headers, &format!("x-ratelimit-reset-{suffix}")).and_then(go_duration);
+            if let Some([limit_of, remaining_of, reset_of]) = openai {
+                limit.limit = one(headers, limit_of).and_then(count);
+                limit.remaining = one(headers, remaining_of).and_then(count);
+                limit.reset = one(headers, reset_of).and_then(go_duration);
             }
-            let prefix = format!("anthropic-ratelimit-{anthropic}");
             limit.limit = limit
                 .limit
-                .or_else(|| one(headers, &format!("{prefix}-limit")).and_then(count));
+                .or_else(|| one(headers, limit_of).and_then(count));
             limit.remaining = limit
                 .remaining
-                .or_else(|| one(headers, &format!("{prefix}-remaining")).and_then(count));
-            limit.reset = limit.reset.or_else(|| {
-                one(headers, &format!("{prefix}-reset"))
+                .or_else(|| one(headers, remaining_of).and_then(count));
+            if limit.reset.is_none() {
+                limit.reset = one(headers, reset_of)
                     .and_then(rfc3339)
-                    .map(|at| until(now, at))
-            });
+                    .map(|at| until(now(), at));
+            }
             if !limit.is_empty() {
                 limits.push((resource, limit));
             }
         }
-        let retry_after = retry_after(headers, now);
+        let retry_after = wait_asked(headers, &mut now);
         (!limits.is_empty() || retry_after.is_some()).then_some(Headroom {
             limits,
             retry_after,
@@ -242,6 +283,11 @@ impl HeadroomReading {
 /// assert_eq!(retry_after(&headers, UNIX_EPOCH), Some(Duration::from_millis(1500)));
 /// ```
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    wait_asked(headers, &mut || now)
+}
+
+/// [`retry_after`], its reference time asked for only for an HTTP date.
+fn wait_asked(headers: &HeaderMap, now: &mut impl FnMut() -> SystemTime) -> Option<Duration> {
     if let Some(ms) = one(headers, "retry-after-ms").and_then(seconds_of) {
         return Some(capped(ms / 1000.0));
     }
@@ -250,7 +296,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         Some(seconds) => Some(capped(seconds)),
         None => httpdate::parse_http_date(text)
             .ok()
-            .map(|at| until(now, at)),
+            .map(|at| until(now(), at)),
     }
 }
 
