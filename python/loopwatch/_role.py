@@ -142,31 +142,43 @@ def _install() -> None:
     if proxy == _proxy:
         return
     with _lock:
-        _proxy = proxy
+        if proxy == _proxy:
+            return
         _target = _address(proxy) if proxy else None
         if _target is None:
+            _proxy = proxy
             return
-        import importlib
-        import importlib.util
+        try:
+            _wrap_clients()
+        finally:
+            # Read as done only once tried: another thread's first block waits above,
+            # and a client that cannot be imported is not tried again.
+            _proxy = proxy
 
-        for name in CLIENT_MODULES:
-            module = sys.modules.get(name)
-            if module is None:
-                try:
-                    if importlib.util.find_spec(name) is None:
-                        continue
-                except (ImportError, ValueError):
-                    continue
-                module = importlib.import_module(name)
-            for cls_name, asynchronous in (("Client", False), ("AsyncClient", True)):
-                cls = getattr(module, cls_name, None)
-                send = getattr(cls, "send", None)
-                if send is None or getattr(send, _MARK, False):
-                    continue
-                wrapped = _wrap_async(send) if asynchronous else _wrap(send)
-                setattr(wrapped, _MARK, True)
-                setattr(cls, "send", wrapped)
 
+def _wrap_clients() -> None:
+    """Wraps ``send`` of ``Client`` and ``AsyncClient`` of each installed HTTP client
+    module of :data:`CLIENT_MODULES`, once."""
+    import importlib
+    import importlib.util
+
+    for name in CLIENT_MODULES:
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                if importlib.util.find_spec(name) is None:
+                    continue
+            except (ImportError, ValueError):
+                continue
+            module = importlib.import_module(name)
+        for cls_name, asynchronous in (("Client", False), ("AsyncClient", True)):
+            cls = getattr(module, cls_name, None)
+            send = getattr(cls, "send", None)
+            if send is None or getattr(send, _MARK, False):
+                continue
+            wrapped = _wrap_async(send) if asynchronous else _wrap(send)
+            setattr(wrapped, _MARK, True)
+            setattr(cls, "send", wrapped)
 
 def _to_proxy(url: Any) -> bool:
     """Whether a request's URL is the proxy's address."""
