@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use loopwatch::llm::{CallRecorder, Headroom, HeadroomReading, LlmCall, LlmError};
+use loopwatch::llm::{Headroom, LlmCall, LlmError};
 use loopwatch::sample::HostSampler;
 use loopwatch::{AlertName, Monitor, Population, Thresholds};
 use support::services::{logs, Alertmanager};
@@ -52,15 +52,17 @@ fn wait_for(am: &Alertmanager, what: &str, mut present: impl FnMut(&Alertmanager
     }
 }
 
-/// What a provider's answer says of its limits: `remaining` of 100 requests left,
-/// for ten minutes.
-fn rate_limits(remaining: &str) -> HeadroomReading {
+/// A call whose answer said of its provider's limits: `remaining` of 100 requests
+/// left, for ten minutes.
+fn rate_limited_call(remaining: &str) -> LlmCall {
     let mut headers = hyper::HeaderMap::new();
     headers.insert("x-ratelimit-limit-requests", "100".parse().unwrap());
     headers.insert("x-ratelimit-remaining-requests", remaining.parse().unwrap());
     headers.insert("x-ratelimit-reset-requests", "10m0s".parse().unwrap());
     let headroom = Headroom::read(&headers, std::time::SystemTime::now()).unwrap();
-    HeadroomReading::new("openai", "m", headroom)
+    LlmCall::new("m", Duration::from_secs(1))
+        .with_provider("openai")
+        .with_headroom(headroom)
 }
 
 /// The two tests that read host memory run one at a time: one holds 4 GiB of ballast.
@@ -126,8 +128,7 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
     }
     monitor.llm_call(&LlmCall::new("m", Duration::from_secs(1)).with_cost_usd(1.5));
     // A provider's answer: 3 requests of 100 left for ten minutes.
-    let recorder = monitor.llm_recorder();
-    recorder.headroom(&rate_limits("3"));
+    monitor.llm_call(&rate_limited_call("3"));
     // A supervisor's restart.
     let supervision = monitor.supervision();
     supervision.loop_restarting(loopwatch::supervise::LoopExit::new(Some(1), None));
@@ -190,7 +191,7 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
     for _ in 0..20 {
         monitor.llm_call(&LlmCall::new("m", Duration::from_secs(1)));
     }
-    recorder.headroom(&rate_limits("100"));
+    monitor.llm_call(&rate_limited_call("100"));
     // No more iterations are coming: waiting for the resolutions is not a stall.
     monitor.done();
     // Spending never goes down: a budget once passed stays passed for the run.

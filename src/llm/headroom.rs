@@ -232,6 +232,27 @@ impl Headroom {
             .min_by(f64::total_cmp)
     }
 
+    /// The same, `elapsed` later: each reset that much nearer (none below zero); the
+    /// wait asked for stays as it was asked. A call is booked when its answer ends;
+    /// its headers came before.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use hyper::header::{HeaderMap, HeaderValue};
+    /// use loopwatch::llm::headroom::{Headroom, Resource};
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("x-ratelimit-reset-requests", HeaderValue::from_static("6s"));
+    /// let later = Headroom::read(&headers, UNIX_EPOCH).unwrap().aged(Duration::from_secs(4));
+    /// assert_eq!(later.limit(Resource::Requests).unwrap().reset, Some(Duration::from_secs(2)));
+    /// ```
+    pub fn aged(mut self, elapsed: Duration) -> Headroom {
+        for (_, limit) in &mut self.limits {
+            limit.reset = limit.reset.map(|reset| reset.saturating_sub(elapsed));
+        }
+        self
+    }
+
     /// The least headroom of the limits that still hold `age` after the answer:
     /// those whose reset has not come (or, stated without a reset, for
     /// [`UNDATED_READING`]). A limit past its reset is whole again.
@@ -241,29 +262,6 @@ impl Headroom {
             .filter(|(_, limit)| age < limit.reset.unwrap_or(UNDATED_READING))
             .filter_map(|(_, limit)| limit.fraction())
             .min_by(f64::total_cmp)
-    }
-}
-
-/// What one answer of a metered call said of its limits, with who said it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct HeadroomReading {
-    /// The provider (`gen_ai.provider.name`).
-    pub provider: String,
-    /// The model the call asked for.
-    pub model: String,
-    /// What the answer said.
-    pub headroom: Headroom,
-}
-
-impl HeadroomReading {
-    /// A reading of `provider` and `model`.
-    pub fn new(provider: impl Into<String>, model: impl Into<String>, headroom: Headroom) -> Self {
-        HeadroomReading {
-            provider: provider.into(),
-            model: model.into(),
-            headroom,
-        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::budget::{Budget, BudgetBook, BudgetRefusal, BudgetSummary};
-use super::headroom::{Headroom, HeadroomReading};
+use super::headroom::Headroom;
 use super::{
     bounded_name, valid_role, LlmCall, LlmError, Pricing, INVALID_ROLE, MAX_MODELS, MAX_ROLES,
     NO_ROLE, OTHER_MODEL, OTHER_ROLE,
@@ -474,24 +474,25 @@ impl LlmMeter {
         (labels, self.evidence(now))
     }
 
-    /// Keeps what an answer said of its rate limits at `now`, as the last word of its
-    /// provider and model; returns the labels it is published under and the evidence
-    /// after it.
+    /// Keeps what an answer of `provider` for `model` said of its rate limits, as of
+    /// `now`, as their last word; returns the labels it is published under.
     pub(crate) fn headroom(
         &mut self,
-        reading: &HeadroomReading,
+        provider: &str,
+        model: &str,
+        headroom: &Headroom,
         now: Duration,
-    ) -> (HeadroomLabels, LlmEvidence) {
+    ) -> HeadroomLabels {
         let books = &mut self.books;
         let labels = HeadroomLabels {
-            provider: bounded_label(&mut books.providers, &reading.provider, MAX_PROVIDERS),
-            model: bounded_label(&mut books.request_models, &reading.model, MAX_MODELS),
+            provider: bounded_label(&mut books.providers, provider, MAX_PROVIDERS),
+            model: bounded_label(&mut books.request_models, model, MAX_MODELS),
         };
         books.headroom.insert(
             (labels.provider.clone(), labels.model.clone()),
-            (reading.headroom.clone(), now),
+            (headroom.clone(), now),
         );
-        (labels, self.evidence(now))
+        labels
     }
 
     /// The least headroom at `now` of the limits still in force.
@@ -910,8 +911,8 @@ mod tests {
     /// least headroom of what still counts is the evidence.
     #[test]
     fn the_least_headroom_in_force_is_the_evidence() {
-        use crate::llm::headroom::{Headroom, HeadroomReading};
-        let reading = |model: &str, remaining: &str, reset: &str| {
+        use crate::llm::headroom::Headroom;
+        let reading = |remaining: &str, reset: &str| {
             let mut headers = hyper::HeaderMap::new();
             for (name, value) in [
                 ("x-ratelimit-limit-requests", "100"),
@@ -920,23 +921,22 @@ mod tests {
             ] {
                 headers.insert(name, value.parse().unwrap());
             }
-            let headroom = Headroom::read(&headers, std::time::UNIX_EPOCH).unwrap();
-            HeadroomReading::new("openai", model, headroom)
+            Headroom::read(&headers, std::time::UNIX_EPOCH).unwrap()
         };
         let mut meter = LlmMeter::default();
         assert_eq!(meter.evidence(Duration::ZERO).headroom, None);
         let at = Duration::from_secs(100);
-        let (labels, e) = meter.headroom(&reading("a", "50", "10s"), at);
+        let labels = meter.headroom("openai", "a", &reading("50", "10s"), at);
         assert_eq!(
             (labels.provider.as_str(), labels.model.as_str()),
             ("openai", "a")
         );
-        assert_eq!(e.headroom, Some(0.5));
-        let (_, e) = meter.headroom(&reading("b", "5", "30s"), at);
-        assert_eq!(e.headroom, Some(0.05));
+        assert_eq!(meter.evidence(at).headroom, Some(0.5));
+        meter.headroom("openai", "b", &reading("5", "30s"), at);
+        assert_eq!(meter.evidence(at).headroom, Some(0.05));
         // The next answer of `b` is its last word.
-        let (_, e) = meter.headroom(&reading("b", "20", "30s"), at);
-        assert_eq!(e.headroom, Some(0.2));
+        meter.headroom("openai", "b", &reading("20", "30s"), at);
+        assert_eq!(meter.evidence(at).headroom, Some(0.2));
         // `a` resets after 10 s, `b` after 30 s: then all is whole again.
         assert_eq!(
             meter.evidence(at + Duration::from_secs(11)).headroom,

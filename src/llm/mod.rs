@@ -22,7 +22,7 @@ pub mod budget;
 pub mod headroom;
 pub(crate) mod meter;
 pub use budget::{Admission, Budget, BudgetAction, BudgetRefusal, BudgetSummary, CallRequest};
-pub use headroom::{Headroom, HeadroomReading};
+pub use headroom::Headroom;
 pub use meter::{LimitTally, LlmSummary, MinuteTally, ModelTally, RateLimitTally};
 #[cfg(feature = "llm-proxy")]
 pub mod proxy;
@@ -118,12 +118,6 @@ pub trait CallRecorder: Send + Sync + 'static {
     /// case, is charged against the budget instead (an estimate: the reported cost
     /// stays without it).
     fn ended(&self, id: u64, call: &LlmCall);
-    /// An answer of a metered call stated its provider's rate limits (or asked for a
-    /// wait): the last word of its provider and model, until the next. Nothing by
-    /// default.
-    fn headroom(&self, reading: &HeadroomReading) {
-        let _ = reading;
-    }
     /// Whether the metering proxy asks streamed requests for their usage, as
     /// `--llm-request-usage` does: a budget is set, and a call whose usage is unknown
     /// would count at its worst case. No by default.
@@ -342,6 +336,10 @@ pub struct LlmCall {
     /// `loopwatch.llm_role`), as given: the books label it by it when it is a role
     /// name ([`valid_role`]), else by [`INVALID_ROLE`]; [`NO_ROLE`] when `None`.
     pub role: Option<String>,
+    /// What its answer stated of the provider's rate limits, as of when the call is
+    /// booked (see [`Headroom::aged`]): the last word of its provider and the model it
+    /// asked for, until the next.
+    pub headroom: Option<Headroom>,
 }
 
 impl LlmCall {
@@ -366,7 +364,14 @@ impl LlmCall {
             blocked: false,
             deferred: false,
             role: None,
+            headroom: None,
         }
+    }
+
+    /// With what its answer stated of the provider's rate limits.
+    pub fn with_headroom(mut self, headroom: Headroom) -> Self {
+        self.headroom = Some(headroom);
+        self
     }
 
     /// With the role the caller gave it (see [`LlmCall::role`]).

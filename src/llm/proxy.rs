@@ -29,8 +29,9 @@
 //!   start.
 //! - **Metering.** The request's `model` is read from the first 1 MiB of its body;
 //!   the answer's model and usage as [`super::usage`] reads them, scanning answers of
-//!   any size without keeping them. Each call is recorded once, when its answer ends,
-//!   fails, or is left:
+//!   any size without keeping them; the answer's rate-limit headers as
+//!   [`super::headroom`] reads them, booked with the call. Each call is recorded once,
+//!   when its answer ends, fails, or is left:
 //!   - a call whose whole answer came from the upstream is `ok`, with its usage,
 //!     whether or not the loop read it all; an answer that is not JSON, or is
 //!     compressed, is `ok` with its usage missing;
@@ -61,7 +62,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use super::headroom::{Headroom, HeadroomReading};
+use super::headroom::Headroom;
 use super::route::{place, Api, Refusal};
 use super::upstream::{chain, Network, Upstream, UpstreamClient};
 use super::usage::UsageReader;
@@ -176,9 +177,8 @@ pub struct ProxyConfig {
     /// ([`CallRecorder::asks_for_usage`]).
     pub request_usage: bool,
     /// Whether each answer of a metered call is read for its provider's rate-limit
-    /// headroom ([`super::headroom`]) and the reading given to the recorder
-    /// ([`CallRecorder::headroom`]). On by default; off only to measure what it
-    /// costs.
+    /// headroom ([`super::headroom`]), booked with the call ([`LlmCall::headroom`], as
+    /// of its end). On by default; off only to measure what it costs.
     pub headroom: bool,
 }
 
@@ -749,6 +749,7 @@ impl Forwarder {
                     answered: false,
                     last_byte: started,
                     ending: Arc::clone(&self.ending),
+                    headroom: None,
                 })
             }
         };
@@ -809,20 +810,14 @@ impl Forwarder {
             }
         };
         let (parts, body) = answer.into_parts();
+        // Its rate limits, booked with the call when it ends (as of then).
         let headroom = match (&metering, self.headroom) {
-            (Some(metering), true) => Headroom::read(&parts.headers, std::time::SystemTime::now())
-                .map(|headroom| {
-                    let model = metering
-                        .call
-                        .as_ref()
-                        .map_or(super::OTHER_MODEL, |call| call.request_model.as_str());
-                    let reading = HeadroomReading::new(provider, model, headroom);
-                    self.recorder.headroom(&reading);
-                    reading.headroom.retry_after
-                }),
+            (Some(_), true) => Headroom::read(&parts.headers, std::time::SystemTime::now()),
             _ => None,
         };
+        let wait_asked = headroom.as_ref().and_then(|h| h.retry_after);
         let metering = metering.map(|mut metering| {
+            metering.headroom = headroom.map(|headroom| (headroom, Instant::now()));
             metering.answered = true;
             metering.last_byte = Instant::now();
             let status = parts.status;
@@ -842,7 +837,7 @@ impl Forwarder {
             if let Some(call) = metering.call.as_mut() {
                 if status.as_u16() >= 400 {
                     call.error = Some(LlmError::Status(status.as_u16()));
-                    call.retry_after = headroom.flatten().or_else(|| {
+                    call.retry_after = wait_asked.or_else(|| {
                         super::headroom::retry_after(&parts.headers, std::time::SystemTime::now())
                     });
                 }
@@ -1062,6 +1057,8 @@ struct Metering {
     last_byte: Instant,
     /// See [`LlmProxy::loop_ending`].
     ending: Arc<LoopEnds>,
+    /// The rate limits its answer's headers stated, and when they came.
+    headroom: Option<(super::Headroom, Instant)>,
 }
 
 impl Metering {
@@ -1077,6 +1074,10 @@ impl Metering {
         };
         call.duration = self.started.elapsed();
         call.time_to_first_chunk = self.first_chunk;
+        call.headroom = self
+            .headroom
+            .take()
+            .map(|(headroom, read)| headroom.aged(read.elapsed()));
         let (mut streaming, mut complete, mut failure) = (false, false, None);
         if let Some(reader) = self.reader.take() {
             streaming = reader.streaming();
@@ -1487,6 +1488,7 @@ mod tests {
             answered: true,
             last_byte: Instant::now(),
             ending: Arc::default(),
+            headroom: None,
         };
         if let Some(reader) = metering.reader.as_mut() {
             reader.feed(bytes);
@@ -1559,6 +1561,7 @@ mod tests {
             answered,
             last_byte: Instant::now(),
             ending: Arc::default(),
+            headroom: None,
         };
         (kept, metering)
     }

@@ -116,13 +116,6 @@ pub(crate) enum Event {
         /// When it started.
         at: Moment,
     },
-    /// An answer of a metered LLM call stated its provider's rate limits.
-    LlmHeadroom {
-        /// What it stated, of which provider and model.
-        reading: Box<crate::llm::HeadroomReading>,
-        /// When the answer came.
-        at: Moment,
-    },
     /// An LLM call is no longer in flight.
     LlmEnded {
         /// The call's id.

@@ -96,17 +96,13 @@ impl Publisher {
                 pricing,
                 evidence,
                 budget,
+                headroom,
             } => {
+                if let (Some(labels), Some(headroom)) = (headroom, &call.headroom) {
+                    self.llm_headroom(labels, headroom);
+                }
                 self.llm_call(call, labels, *pricing, evidence);
                 budget.iter().for_each(log_budget_mark);
-            }
-            Publish::Headroom {
-                labels,
-                headroom,
-                evidence,
-            } => {
-                self.llm_headroom(labels, headroom);
-                self.llm_evidence(evidence);
             }
             Publish::InFlight { calls, oldest } => self.llm_in_flight(*calls, *oldest),
             Publish::Evaluations(gauges) => self.evaluations(gauges),

@@ -74,14 +74,6 @@ impl crate::llm::CallRecorder for LlmRecorder {
         self.hub.send(Event::LlmEnded { id, at });
     }
 
-    /// An answer's rate limits: an event, applied as the rest.
-    fn headroom(&self, reading: &crate::llm::HeadroomReading) {
-        self.hub.send(Event::LlmHeadroom {
-            reading: Box::new(reading.clone()),
-            at: self.hub.clock.now(),
-        });
-    }
-
     /// Yes when the run has an LLM budget, whatever its action.
     fn asks_for_usage(&self) -> bool {
         self.hub.settings.thresholds.llm_budget().is_some()

@@ -163,21 +163,16 @@ pub(super) enum Publish {
     },
     /// The loop said it is done (the first time).
     Done,
-    /// An LLM call, its label values, price and the evidence after it, and the
-    /// budget's marks it made (warnings reached, the first refusal).
+    /// An LLM call, its label values, price and the evidence after it, the
+    /// budget's marks it made (warnings reached, the first refusal), and the labels
+    /// of the rate limits its answer stated (`call.headroom`), when it did.
     Llm {
         call: Box<LlmCall>,
         labels: CallLabels,
         pricing: Pricing,
         evidence: LlmEvidence,
         budget: Vec<BudgetMark>,
-    },
-    /// An answer's rate limits, the labels they are published under, and the
-    /// evidence after them.
-    Headroom {
-        labels: crate::llm::meter::HeadroomLabels,
-        headroom: crate::llm::Headroom,
-        evidence: LlmEvidence,
+        headroom: Option<crate::llm::meter::HeadroomLabels>,
     },
     /// LLM calls in flight, and the age of the oldest.
     InFlight { calls: usize, oldest: Duration },
@@ -306,7 +301,6 @@ impl RunState {
             Event::Llm { call, at } => (self.llm_call(call, None, th, at), at),
             Event::LlmFinished { id, call, at } => (self.llm_call(call, Some(id), th, at), at),
             Event::LlmStarted { id, request, at } => (self.llm_started(id, request, th, at), at),
-            Event::LlmHeadroom { reading, at } => (self.llm_headroom(&reading, th, at), at),
             Event::LlmEnded { id, at } => {
                 self.llm.call_ended(id);
                 (self.in_flight(at), at)
@@ -655,6 +649,11 @@ impl RunState {
         if let Some(id) = started {
             self.llm.settle_reservation(id, call.usage_missing());
         }
+        // What its answer said of the rate limits, first: the evidence counts it.
+        let headroom = call.headroom.as_ref().map(|headroom| {
+            self.llm
+                .headroom(&call.provider, &call.request_model, headroom, at.mono)
+        });
         let pricing = th.llm().pricing(&call);
         let (labels, evidence) = self
             .llm
@@ -682,26 +681,7 @@ impl RunState {
                 pricing,
                 evidence,
                 budget: marks,
-            },
-        )
-    }
-
-    /// An answer stated its provider's rate limits: kept as that provider's and
-    /// model's last word, and the LLM alerts judged on the evidence after it.
-    fn llm_headroom(
-        &mut self,
-        reading: &crate::llm::HeadroomReading,
-        th: &Thresholds,
-        at: Moment,
-    ) -> Applied {
-        let (labels, evidence) = self.llm.headroom(reading, at.mono);
-        let findings = self.evaluator.on_llm(&evidence, th, at);
-        Applied::new(
-            findings,
-            Publish::Headroom {
-                labels,
-                headroom: reading.headroom.clone(),
-                evidence,
+                headroom,
             },
         )
     }
