@@ -6,11 +6,12 @@
 //!
 //! `llm_proxy/usage` times reading an answer's usage as it passes (the scan every
 //! answer gets). `llm_proxy/spend_control` sets spend by role and rate-limit headroom
-//! side by side: the same plain call direct, through a proxy with both off (no
-//! `X-Loopwatch-Role`, answers not read for their rate limits) and through one with
-//! both on (the request names its role, the answer's six `x-ratelimit-*` headers are
-//! read and booked), in criterion's groups and then as p50 and p99 over calls made in
-//! turn (`SPEND_CONTROL_CALLS` each); `llm_proxy/headroom` times reading the headers
+//! side by side through one proxy: the same plain call direct, proxied with both off
+//! (no `X-Loopwatch-Role`, an answer without rate-limit headers: what every call cost
+//! before them, the check for the headers aside) and proxied with both on (the request
+//! names its role, the answer's six `x-ratelimit-*` headers are read and booked), in
+//! criterion's groups and then as p50, p90 and p99 over calls made in turn
+//! (`SPEND_CONTROL_CALLS` each); `llm_proxy/headroom` times reading the headers
 //! alone. Results and the machine are in docs/performance.md and
 //! docs/llm-proxy.md. Percentiles, CPU per call
 //! and memory at 200 concurrent streams come from the load run,
@@ -180,17 +181,23 @@ fn spend_control(c: &mut Criterion) {
         .unwrap();
     let upstream = llm_upstream::start(&runtime, Arc::new(tokio::sync::Notify::new()));
     let dir = tempfile::tempdir().unwrap();
-    let (monitor, on) = llm_upstream::metered_proxy(upstream, dir.path());
-    let off = llm_upstream::proxy_of(&monitor, upstream, false);
+    let (monitor, proxy) = llm_upstream::metered_proxy(upstream, dir.path());
     let client = llm_upstream::client();
+    // The way, its base URL, and its role (`None`: off, and the answer states no
+    // rate limits; a role: on, and the answer states them).
     let ways = [
         ("direct", format!("http://{upstream}"), None),
-        ("off", off.base_url(), None),
-        ("on", on.base_url(), Some("mutation")),
+        ("off", proxy.base_url(), None),
+        ("on", proxy.base_url(), Some("mutation")),
     ];
     let call = |base: &str, role: Option<&'static str>| {
         runtime.block_on(async {
-            let mut request = llm_upstream::request(base, false, "bench");
+            let model = if role.is_some() {
+                "bench-limits"
+            } else {
+                "bench"
+            };
+            let mut request = llm_upstream::request(base, false, model);
             if let Some(role) = role {
                 request.headers_mut().insert(
                     "x-loopwatch-role",
@@ -261,7 +268,7 @@ fn spend_control(c: &mut Criterion) {
             paired[paired.len() / 2]
         );
     }
-    drop((on, off));
+    drop(proxy);
     monitor.shutdown();
 }
 

@@ -1,7 +1,7 @@
 //! A stand-in LLM upstream on loopback for the proxy's benchmarks and load run: an
-//! OpenAI-style chat completion, plain (JSON with usage and OpenAI's six rate-limit
-//! headers) or streamed (four events and `[DONE]`); a stream of model `hold` stays
-//! open until `release` is notified.
+//! OpenAI-style chat completion, plain (JSON with usage; with OpenAI's six rate-limit
+//! headers for a model whose name has `limits` in it) or streamed (four events and
+//! `[DONE]`); a stream of model `hold` stays open until `release` is notified.
 
 #[path = "../../tests/support/quiet.rs"]
 mod quiet;
@@ -78,8 +78,10 @@ pub const RATE_LIMITS: [(&str, &str); 6] = [
 fn answer(request: &str, release: Arc<tokio::sync::Notify>) -> Response<Body> {
     if !request.contains("\"stream\":true") {
         let mut response = Response::builder().header("content-type", "application/json");
-        for (name, value) in RATE_LIMITS {
-            response = response.header(name, value);
+        if request.contains("limits") {
+            for (name, value) in RATE_LIMITS {
+                response = response.header(name, value);
+            }
         }
         return response
             .body(Full::new(Bytes::from_static(PLAIN.as_bytes())).boxed())
@@ -139,23 +141,11 @@ pub fn metered_proxy(
         .output_dir(output_dir)
         .build()
         .unwrap();
-    let proxy = proxy_of(&monitor, upstream, true);
-    (monitor, proxy)
-}
-
-/// Another metering proxy recording into `monitor`, forwarding to `upstream`, reading
-/// answers for their rate-limit headroom or not.
-#[allow(dead_code)] // the load run has one proxy
-pub fn proxy_of(
-    monitor: &loopwatch::Monitor,
-    upstream: SocketAddr,
-    headroom: bool,
-) -> loopwatch::llm::proxy::LlmProxy {
-    loopwatch::llm::proxy::LlmProxy::start(
+    let proxy = loopwatch::llm::proxy::LlmProxy::start(
         monitor.llm_recorder(),
         loopwatch::llm::proxy::ProxyConfig::default()
-            .upstreams(Some(&format!("http://{upstream}")), |_| None)
-            .with_headroom(headroom),
+            .upstreams(Some(&format!("http://{upstream}")), |_| None),
     )
-    .unwrap()
+    .unwrap();
+    (monitor, proxy)
 }

@@ -176,10 +176,6 @@ pub struct ProxyConfig {
     /// recorder whose run has an LLM budget turns it on whatever this says
     /// ([`CallRecorder::asks_for_usage`]).
     pub request_usage: bool,
-    /// Whether each answer of a metered call is read for its provider's rate-limit
-    /// headroom ([`super::headroom`]), booked with the call ([`LlmCall::headroom`], as
-    /// of its end). On by default; off only to measure what it costs.
-    pub headroom: bool,
 }
 
 /// How [`ProxyConfig::openai_from`] and [`ProxyConfig::anthropic_from`] name a public
@@ -195,7 +191,6 @@ impl Default for ProxyConfig {
             openai_from: DEFAULT_UPSTREAM,
             anthropic_from: DEFAULT_UPSTREAM,
             request_usage: false,
-            headroom: true,
         }
     }
 }
@@ -249,13 +244,6 @@ impl ProxyConfig {
     /// [`ProxyConfig::request_usage`]).
     pub fn with_request_usage(mut self, request_usage: bool) -> Self {
         self.request_usage = request_usage;
-        self
-    }
-
-    /// Reading answers for their rate-limit headroom, or not (see
-    /// [`ProxyConfig::headroom`]).
-    pub fn with_headroom(mut self, headroom: bool) -> Self {
-        self.headroom = headroom;
         self
     }
 }
@@ -338,7 +326,6 @@ impl LlmProxy {
             openai,
             anthropic,
             request_usage,
-            headroom: config.headroom,
             tasks: Arc::clone(&tasks),
         });
         let stop = tokio_util::sync::CancellationToken::new();
@@ -424,8 +411,6 @@ struct Forwarder {
     /// See [`ProxyConfig::request_usage`]; on too under a budget
     /// ([`CallRecorder::asks_for_usage`]).
     request_usage: bool,
-    /// See [`ProxyConfig::headroom`].
-    headroom: bool,
     tasks: Arc<Tasks>,
     /// See [`LlmProxy::loop_ending`].
     ending: Arc<LoopEnds>,
@@ -811,9 +796,9 @@ impl Forwarder {
         };
         let (parts, body) = answer.into_parts();
         // Its rate limits, booked with the call when it ends (as of then).
-        let headroom = match (&metering, self.headroom) {
-            (Some(_), true) => Headroom::read(&parts.headers, std::time::SystemTime::now()),
-            _ => None,
+        let headroom = match &metering {
+            Some(_) => Headroom::read(&parts.headers, std::time::SystemTime::now()),
+            None => None,
         };
         let wait_asked = headroom.as_ref().and_then(|h| h.retry_after);
         let metering = metering.map(|mut metering| {
