@@ -703,7 +703,7 @@ catalog! {
         "The provider's token limit per window, as its last answer for the model stated it, by limit: tokens, input_tokens or output_tokens (tokens).";
     /// Time to a rate limit's reset.
     LLM_RATELIMIT_RESET_SECONDS / loopwatch_llm_ratelimit_reset_seconds: Gauge = "loopwatch_llm_ratelimit_reset_seconds", "s", ["provider", "model", "limit"], None, PerLlmCall,
-        "Time until a rate limit is whole again, as the provider's last answer for the model stated it (a duration such as 6m0s, or an RFC 3339 time taken against the answer's Date), by limit: requests, tokens, input_tokens or output_tokens (seconds).";
+        "Time until a rate limit is whole again, as the provider's last answer for the model stated it (a duration such as 6m0s, or an RFC 3339 time taken against the answer's Date) and counted down to the end of that call, by limit: requests, tokens, input_tokens or output_tokens (seconds).";
     /// The least rate-limit headroom, for LLMRateLimitNear.
     LLM_RATELIMIT_HEADROOM_RATIO / loopwatch_llm_ratelimit_headroom_ratio: Gauge = "loopwatch_llm_ratelimit_headroom_ratio", "1", [], None, PerLlmCall,
         "The least rate-limit headroom of any provider and model, for LLMRateLimitNear: remaining over limit of each limit their last answers stated that has not reset since (a limit stated without a reset counts for a minute); 1 while none is known; exported from the first LLM call (ratio 0-1).";
