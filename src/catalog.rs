@@ -10,6 +10,10 @@
 //! unit or `_total` suffixes, so the OTel instrument and the exposition share one name
 //! while the instrument still carries its UCUM unit for OTLP.
 //!
+//! The instruments of LLM calls follow the OpenTelemetry GenAI conventions: by default
+//! the two GenAI rows of the table, or, on request, the newest experimental ones
+//! ([`GEN_AI_LATEST`]); [`GenAiConventions::rows`] maps what of a call each records.
+//!
 //! ```
 //! use loopwatch::catalog::{self, MetricKind};
 //! assert_eq!(catalog::STRATEGY_SUCCESS_TOTAL.kind, MetricKind::Counter);
@@ -104,6 +108,11 @@ pub enum Presence {
     PerLlmCall,
     /// A histogram of evaluations, whose series appear with its first observation.
     WithEvaluations,
+    /// One series per GPU (and error type) once the GPU sampler read a device; none
+    /// without one.
+    PerGpu,
+    /// Series per model server configured (`[[llm.servers]]`); none without.
+    PerModelServer,
 }
 
 /// A counter row: counts events as they happen.
@@ -406,6 +415,23 @@ impl Instrument for AtomicCounter {
     fn start(&self, _series: &[Vec<KeyValue>]) {}
 }
 
+/// The place of a GenAI row in the instruments struct: its instrument is not made
+/// there but by [`GenAiInstruments`](crate::pipeline::GenAiInstruments), under the
+/// conventions the monitor was given ([`GenAiConventions`]): the default names are
+/// these rows', the latest experimental ones [`GEN_AI_LATEST`]'s. Its kind is the
+/// histogram of both default rows.
+pub(crate) struct GenAiSlot;
+
+impl Instrument for GenAiSlot {
+    const KIND: MetricKind = MetricKind::Histogram;
+
+    fn create(_meter: &Meter, _spec: &'static MetricSpec) -> Self {
+        GenAiSlot
+    }
+
+    fn start(&self, _series: &[Vec<KeyValue>]) {}
+}
+
 /// A row's instrument name: its OpenTelemetry name when it has one, else its
 /// Prometheus name.
 macro_rules! instrument_name {
@@ -480,7 +506,9 @@ macro_rules! catalog {
 // Kinds: `Counter`, `CounterF64`, `Gauge` and `Histogram` are recorded by loopwatch as
 // events happen; `AtomicGauge` and `AtomicCounter` are the unlabelled ones recorded on
 // every iteration, kept in atomics and read at collection time; `Observed` gauges are
-// published by the samplers and read at collection time.
+// published by the samplers and read at collection time; `GenAiSlot` rows are the
+// OpenTelemetry GenAI instruments, made under the conventions chosen (see
+// [`GenAiConventions`]).
 catalog! {
     /// Number of the iteration in progress (1-based).
     ITERATION_NUMBER / iteration_number: AtomicGauge = "iteration_number", "{iteration}", [], Some("1.2"), Always,
@@ -626,6 +654,9 @@ catalog! {
     /// When the champion last changed.
     CHAMPION_CHANGED_TIMESTAMP_SECONDS / loopwatch_champion_changed_timestamp_seconds: AtomicGauge = "loopwatch_champion_changed_timestamp_seconds", "s", [], None, Always,
         "Unix time of the last champion change, so that each change is one dashboard annotation at its moment; 0 before the first (seconds).";
+    /// The best Sharpe ratio of any strategy so far.
+    BEST_SHARPE / loopwatch_best_sharpe: AtomicGauge = "loopwatch_best_sharpe", "1", [], None, Always,
+        "The best Sharpe ratio of any successful strategy so far, as summary.best_sharpe and the best-so-far curve have it: it changes only when a strategy beats every one before it; 0 before the first (dimensionless ratio).";
     /// Observations rejected as invalid.
     REJECTED_OBSERVATIONS_TOTAL / loopwatch_rejected_observations_total: Counter = "loopwatch_rejected_observations_total", "{observation}", ["field", "reason"], None, Always,
         "Observations rejected as invalid, by field and reason (observations).";
@@ -654,10 +685,10 @@ catalog! {
     LOOP_DONE / loopwatch_loop_done: Gauge = "loopwatch_loop_done", "1", [], None, Always,
         "1 once the loop has said it is done (Monitor::done, or shutdown), after which it is not called stalled, else 0 (boolean).";
     /// Tokens of each LLM call (OpenTelemetry GenAI).
-    GEN_AI_CLIENT_TOKEN_USAGE / gen_ai_client_token_usage: Histogram = "gen_ai_client_token_usage" as "gen_ai.client.token.usage", "{token}", ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_type", "gen_ai_request_model", "gen_ai_response_model"], None, PerLlmCall,
+    GEN_AI_CLIENT_TOKEN_USAGE / gen_ai_client_token_usage: GenAiSlot = "gen_ai_client_token_usage" as "gen_ai.client.token.usage", "{token}", ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_type", "gen_ai_request_model", "gen_ai_response_model"], None, PerLlmCall,
         "Tokens used by each LLM call, by token type (input, output), as the answer reported them (tokens).";
     /// Duration of each LLM call (OpenTelemetry GenAI).
-    GEN_AI_CLIENT_OPERATION_DURATION_SECONDS / gen_ai_client_operation_duration_seconds: Histogram = "gen_ai_client_operation_duration_seconds" as "gen_ai.client.operation.duration", "s", ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"], None, PerLlmCall,
+    GEN_AI_CLIENT_OPERATION_DURATION_SECONDS / gen_ai_client_operation_duration_seconds: GenAiSlot = "gen_ai_client_operation_duration_seconds" as "gen_ai.client.operation.duration", "s", ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"], None, PerLlmCall,
         "Duration of each LLM call that ended, from the request to the end of the answer (abandoned calls and those the budget blocked or deferred are not in it); error_type is the HTTP status, the provider's error type, or timeout, connection, stream_cut, other on failures, empty otherwise (seconds).";
     /// Time to the first chunk of a streamed LLM answer.
     LLM_TIME_TO_FIRST_CHUNK_SECONDS / loopwatch_llm_time_to_first_chunk_seconds: Histogram = "loopwatch_llm_time_to_first_chunk_seconds", "s", ["model"], None, PerLlmCall,
@@ -728,6 +759,39 @@ catalog! {
     /// Spend on LLM calls since the champion last changed.
     LLM_SPEND_SINCE_CHAMPION_USD / loopwatch_llm_spend_since_champion_usd: Gauge = "loopwatch_llm_spend_since_champion_usd", "USD", [], None, Always,
         "Cost of the LLM calls since the champion last changed (or the start), for LLMSpendWithoutProgress (US dollars).";
+    /// Whether a model server could be read.
+    LLM_SERVER_UP / loopwatch_llm_server_up: Observed = "loopwatch_llm_server_up", "1", ["server", "kind"], None, PerModelServer,
+        "1 while the last read of a local model server ([[llm.servers]], loopwatch run --llm-server) succeeded, 0 before the first and while it cannot be read (down, timing out, or answering what loopwatch cannot read), by server name and kind: vllm, sglang or ollama (boolean).";
+    /// Failed reads of a model server.
+    LLM_SERVER_READ_ERRORS_TOTAL / loopwatch_llm_server_read_errors_total: Counter = "loopwatch_llm_server_read_errors_total", "{error}", ["server", "kind", "reason"], None, PerModelServer,
+        "Reads of a model server that failed, by reason: connection, timeout, status (an HTTP status other than 200), too_large (over 8 MiB) or garbage (not the server's format); its readings are left out until it answers again (errors).";
+    /// Requests a model server is processing.
+    LLM_SERVER_REQUESTS_RUNNING / loopwatch_llm_server_requests_running: Observed = "loopwatch_llm_server_requests_running", "{request}", ["server", "kind"], None, PerModelServer,
+        "Requests a vLLM or SGLang server is processing, at its last read, summed over its engines (vllm:num_requests_running, sglang:num_running_reqs) (requests).";
+    /// Requests waiting in a model server's queue.
+    LLM_SERVER_REQUESTS_WAITING / loopwatch_llm_server_requests_waiting: Observed = "loopwatch_llm_server_requests_waiting", "{request}", ["server", "kind"], None, PerModelServer,
+        "Requests waiting in a vLLM or SGLang server's queue, at its last read, summed over its engines (vllm:num_requests_waiting, sglang:num_queue_reqs) (requests).";
+    /// KV-cache usage of a model server.
+    LLM_SERVER_KV_CACHE_USAGE_RATIO / loopwatch_llm_server_kv_cache_usage_ratio: Observed = "loopwatch_llm_server_kv_cache_usage_ratio", "1", ["server", "kind"], None, PerModelServer,
+        "Fraction of a vLLM or SGLang server's KV cache in use at its last read, its fullest engine's (vllm:kv_cache_usage_perc, older vllm:gpu_cache_usage_perc; sglang:token_usage) (ratio 0-1).";
+    /// Preemptions of a model server.
+    LLM_SERVER_PREEMPTIONS_TOTAL / loopwatch_llm_server_preemptions_total: Counter = "loopwatch_llm_server_preemptions_total", "{preemption}", ["server", "kind"], None, PerModelServer,
+        "Requests a vLLM server preempted (vllm:num_preemptions_total) or an SGLang server retracted (sglang:num_retracted_requests_total) to make room in its KV cache, as it reported them while loopwatch read it; it goes on rising across the server's restarts (preemptions).";
+    /// Prefix-cache hit rate of a model server.
+    LLM_SERVER_PREFIX_CACHE_HIT_RATIO / loopwatch_llm_server_prefix_cache_hit_ratio: Observed = "loopwatch_llm_server_prefix_cache_hit_ratio", "1", ["server", "kind"], None, PerModelServer,
+        "Prefix-cache hits over lookups of a vLLM or SGLang server, in tokens, over the lookups since the previous read that had any (vllm:prefix_cache_hits_total over vllm:prefix_cache_queries_total, older vllm:gpu_prefix_cache_hit_rate; sglang:cached_tokens_total over sglang:prompt_tokens_total, else sglang:cache_hit_rate) (ratio 0-1).";
+    /// Time to first token at a model server.
+    LLM_SERVER_TIME_TO_FIRST_TOKEN_SECONDS / loopwatch_llm_server_time_to_first_token_seconds: Observed = "loopwatch_llm_server_time_to_first_token_seconds", "s", ["server", "kind"], None, PerModelServer,
+        "Mean time to first token a vLLM or SGLang server measured for the requests since its previous read that had any (its time_to_first_token_seconds histogram); compare with loopwatch_llm_time_to_first_chunk_seconds, the proxy's view (seconds).";
+    /// Queue time at a model server.
+    LLM_SERVER_QUEUE_TIME_SECONDS / loopwatch_llm_server_queue_time_seconds: Observed = "loopwatch_llm_server_queue_time_seconds", "s", ["server", "kind"], None, PerModelServer,
+        "Mean time requests waited in a vLLM or SGLang server's queue, for the requests since its previous read that had any (vllm:request_queue_time_seconds, older vllm:time_in_queue_requests; sglang:queue_time_seconds): a slow first token with a long queue is a busy server, with a short one a slow model (seconds).";
+    /// Models an Ollama server has loaded.
+    LLM_SERVER_MODELS_LOADED / loopwatch_llm_server_models_loaded: Observed = "loopwatch_llm_server_models_loaded", "{model}", ["server", "kind"], None, PerModelServer,
+        "Models an Ollama server has loaded, from its /api/ps at the last read (models).";
+    /// Memory of the models an Ollama server has loaded.
+    LLM_SERVER_MODEL_MEMORY_BYTES / loopwatch_llm_server_model_memory_bytes: Observed = "loopwatch_llm_server_model_memory_bytes", "By", ["server", "kind", "model", "memory"], None, PerModelServer,
+        "Memory of a model an Ollama server has loaded, from its /api/ps at the last read, by model (at most 8 by name, the rest as other) and memory: total (size) or vram (size_vram, the part in GPU memory; the rest runs from host memory, slower) (bytes).";
     /// When the loop (its current process, under `loopwatch run`) started.
     LOOP_START_TIMESTAMP_SECONDS / loopwatch_loop_start_timestamp_seconds: Gauge = "loopwatch_loop_start_timestamp_seconds", "s", [], None, Always,
         "Unix time at which the loop started: the monitor's start, or under loopwatch run the start of its current process, restarts included (seconds).";
@@ -764,6 +828,463 @@ catalog! {
     /// Evaluations loopwatch ended.
     EVALUATIONS_KILLED_TOTAL / loopwatch_evaluations_killed_total: Counter = "loopwatch_evaluations_killed_total", "{evaluation}", [], None, Always,
         "Hung evaluations whose processes loopwatch ended; 0 while nothing asks loopwatch to end them (evaluations).";
+    /// GPUs the sampler reads.
+    GPU_DEVICES / loopwatch_gpu_devices: Observed = "loopwatch_gpu_devices", "{gpu}", [], None, Always,
+        "GPUs the GPU sampler reads (feature gpu): those NVML found at start-up that still answer; 0 without the feature, an NVIDIA driver or a device (GPUs).";
+    /// Utilisation per GPU.
+    HW_GPU_UTILIZATION_RATIO / hw_gpu_utilization_ratio: Observed = "hw_gpu_utilization_ratio" as "hw.gpu.utilization", "1", ["hw_id", "gpu_index"], None, PerGpu,
+        "Fraction of NVML's last sample period in which a kernel ran on the GPU, by device UUID (hw_id) and NVML index (ratio 0-1).";
+    /// Video memory in use per GPU.
+    HW_GPU_MEMORY_USAGE_BYTES / hw_gpu_memory_usage_bytes: Observed = "hw_gpu_memory_usage_bytes" as "hw.gpu.memory.usage", "By", ["hw_id", "gpu_index"], None, PerGpu,
+        "Video memory in use on the GPU, by every process on it, the loop's or not (bytes).";
+    /// Video memory per GPU.
+    HW_GPU_MEMORY_LIMIT_BYTES / hw_gpu_memory_limit_bytes: Observed = "hw_gpu_memory_limit_bytes" as "hw.gpu.memory.limit", "By", ["hw_id", "gpu_index"], None, PerGpu,
+        "Video memory of the GPU in all (bytes).";
+    /// Power per GPU.
+    HW_POWER_WATTS / hw_power_watts: Observed = "hw_power_watts" as "hw.power", "W", ["hw_id", "gpu_index", "hw_type"], None, PerGpu,
+        "Power the GPU draws now, as NVML reads it; hw_type is gpu (watts).";
+    /// Temperature per GPU.
+    HW_TEMPERATURE_CELSIUS / hw_temperature_celsius: Observed = "hw_temperature_celsius" as "hw.temperature", "Cel", ["hw_id", "gpu_index"], None, PerGpu,
+        "Temperature of the GPU's die (degrees Celsius).";
+    /// Errors per GPU.
+    HW_ERRORS_TOTAL / hw_errors_total: Counter = "hw_errors_total" as "hw.errors", "{error}", ["hw_id", "gpu_index", "hw_type", "error_type"], None, PerGpu,
+        "Errors on the GPU since loopwatch started, by error_type: xid (critical Xid errors NVML reported), uncorrected and corrected (ECC errors the driver's volatile counts grew by); hw_type is gpu (errors).";
+    /// Video memory of the loop's processes per GPU.
+    GPU_LOOP_MEMORY_BYTES / loopwatch_gpu_loop_memory_bytes: Observed = "loopwatch_gpu_loop_memory_bytes", "By", ["hw_id", "gpu_index"], None, PerGpu,
+        "Video memory of the loop's own processes on the GPU: NVML's compute and graphics processes whose pids are in the loop's process tree, summed; 0 in a pid namespace other than the host's, whose pids NVML's never match (bytes).";
+}
+
+/// A metric of the newest experimental OpenTelemetry GenAI conventions: exported,
+/// when they are chosen, instead of the GenAI rows of [`CATALOG`].
+macro_rules! genai_latest {
+    ($(
+        $(#[$doc:meta])*
+        $konst:ident = $name:literal as $otel:literal, $kind:ident, $unit:literal, [$($label:literal),*], $desc:literal;
+    )*) => {
+        $(
+            $(#[$doc])*
+            pub const $konst: MetricSpec = MetricSpec {
+                name: $name,
+                instrument: $otel,
+                kind: MetricKind::$kind,
+                unit: $unit,
+                description: $desc,
+                labels: &[$($label),*],
+                requirement: None,
+                presence: Presence::PerLlmCall,
+            };
+        )*
+
+        /// The metrics of LLM calls under the newest experimental OpenTelemetry GenAI
+        /// conventions ([`GenAiConventions::LatestExperimental`]), exported instead of
+        /// [`GEN_AI_CLIENT_TOKEN_USAGE`] and [`GEN_AI_CLIENT_OPERATION_DURATION_SECONDS`].
+        pub const GEN_AI_LATEST: &[MetricSpec] = &[$($konst),*];
+    };
+}
+
+genai_latest! {
+    /// Duration of each inference call (latest GenAI conventions).
+    GEN_AI_CLIENT_INFERENCE_DURATION_SECONDS = "gen_ai_client_inference_duration_seconds" as "gen_ai.client.inference.duration", Histogram, "s",
+        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"],
+        "Duration of each LLM inference call (chat, text completion, responses) that ended, from the request to the end of the answer (abandoned calls and those the budget blocked or deferred are not in it); error_type is the HTTP status, the provider's error type, or timeout, connection, stream_cut, other on failures (seconds).";
+    /// Time to the first chunk of a streamed inference answer (latest GenAI conventions).
+    GEN_AI_CLIENT_INFERENCE_TIME_TO_FIRST_CHUNK_SECONDS = "gen_ai_client_inference_time_to_first_chunk_seconds" as "gen_ai.client.inference.time_to_first_chunk", Histogram, "s",
+        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model"],
+        "Time from the request to the first chunk of each streamed LLM answer (seconds).";
+    /// Input tokens of each inference call (latest GenAI conventions).
+    GEN_AI_CLIENT_INFERENCE_OPERATION_INPUT_TOKENS = "gen_ai_client_inference_operation_input_tokens" as "gen_ai.client.inference.operation.input_tokens", Histogram, "{token}",
+        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"],
+        "Input tokens of each LLM inference call whose answer reported them, cache reads and writes included: their distribution, not their total (tokens).";
+    /// Output tokens of each inference call (latest GenAI conventions).
+    GEN_AI_CLIENT_INFERENCE_OPERATION_OUTPUT_TOKENS = "gen_ai_client_inference_operation_output_tokens" as "gen_ai.client.inference.operation.output_tokens", Histogram, "{token}",
+        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"],
+        "Output tokens of each LLM inference call whose answer reported them, reasoning included: their distribution, not their total (tokens).";
+    /// Input tokens of inference calls (latest GenAI conventions).
+    GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_TOTAL = "gen_ai_client_inference_usage_input_tokens_total" as "gen_ai.client.inference.usage.input_tokens", Counter, "{token}",
+        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_modality", "gen_ai_request_model", "gen_ai_response_model"],
+        "Input tokens of LLM inference calls as the answers reported them, cache reads and writes included; gen_ai_token_modality is unknown, as the answers are not broken down by modality (tokens).";
+    /// Output tokens of inference calls (latest GenAI conventions).
+    GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS_TOTAL = "gen_ai_client_inference_usage_output_tokens_total" as "gen_ai.client.inference.usage.output_tokens", Counter, "{token}",
+        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_modality", "gen_ai_request_model", "gen_ai_response_model"],
+        "Output tokens of LLM inference calls as the answers reported them, reasoning included; gen_ai_token_modality is unknown (tokens).";
+    /// Input tokens read from the provider's cache (latest GenAI conventions).
+    GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS_TOTAL = "gen_ai_client_inference_usage_cache_read_input_tokens_total" as "gen_ai.client.inference.usage.cache_read.input_tokens", Counter, "{token}",
+        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_modality", "gen_ai_request_model", "gen_ai_response_model"],
+        "Input tokens of LLM inference calls served from the provider's cache (cached_tokens, cache_read_input_tokens), a part of the input tokens (tokens).";
+    /// Input tokens written to the provider's cache (latest GenAI conventions).
+    GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS_TOTAL = "gen_ai_client_inference_usage_cache_write_input_tokens_total" as "gen_ai.client.inference.usage.cache_write.input_tokens", Counter, "{token}",
+        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_modality", "gen_ai_request_model", "gen_ai_response_model"],
+        "Input tokens of LLM inference calls written to the provider's cache (cache_creation_input_tokens), a part of the input tokens (tokens).";
+    /// Reasoning tokens (latest GenAI conventions).
+    GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS_TOTAL = "gen_ai_client_inference_usage_reasoning_output_tokens_total" as "gen_ai.client.inference.usage.reasoning.output_tokens", Counter, "{token}",
+        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_modality", "gen_ai_request_model", "gen_ai_response_model"],
+        "Output tokens of LLM inference calls spent on reasoning (reasoning_tokens), a part of the output tokens (tokens).";
+    /// Duration of each embeddings call (latest GenAI conventions).
+    GEN_AI_CLIENT_EMBEDDINGS_DURATION_SECONDS = "gen_ai_client_embeddings_duration_seconds" as "gen_ai.client.embeddings.duration", Histogram, "s",
+        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"],
+        "Duration of each embeddings call that ended, from the request to the end of the answer; error_type as for inference calls (seconds).";
+    /// Input tokens of each embeddings call (latest GenAI conventions).
+    GEN_AI_CLIENT_EMBEDDINGS_OPERATION_INPUT_TOKENS = "gen_ai_client_embeddings_operation_input_tokens" as "gen_ai.client.embeddings.operation.input_tokens", Histogram, "{token}",
+        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"],
+        "Input tokens of each embeddings call whose answer reported them (tokens).";
+}
+
+/// Which OpenTelemetry GenAI semantic conventions name the instruments of LLM calls.
+///
+/// The default is the names loopwatch has always exported, those of the conventions
+/// as last published in open-telemetry/semantic-conventions (v1.41):
+/// `gen_ai.client.token.usage` and `gen_ai.client.operation.duration`. The GenAI
+/// conventions have since moved to their own repository
+/// (open-telemetry/semantic-conventions-genai) and renamed and split these; with
+/// `gen_ai_latest_experimental` in `OTEL_SEMCONV_STABILITY_OPT_IN` (or
+/// [`MonitorBuilder::genai_conventions`](crate::MonitorBuilder::genai_conventions))
+/// loopwatch exports those instead ([`GEN_AI_LATEST`]). [`GenAiConventions::rows`]
+/// is the mapping: which instrument records what of a call, in each.
+///
+/// ```
+/// use loopwatch::catalog::GenAiConventions;
+/// assert_eq!(GenAiConventions::from_opt_in("http, gen_ai_latest_experimental"), GenAiConventions::LatestExperimental);
+/// assert_eq!(GenAiConventions::from_opt_in("http/dup"), GenAiConventions::Default);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum GenAiConventions {
+    /// `gen_ai.client.token.usage` and `gen_ai.client.operation.duration`, as
+    /// [`CATALOG`] lists them.
+    #[default]
+    Default,
+    /// The newest experimental names, [`GEN_AI_LATEST`]: `gen_ai.client.inference.*`
+    /// (duration, time to the first chunk, tokens per call, and the usage counters of
+    /// input, output, cache-read, cache-write and reasoning tokens) and
+    /// `gen_ai.client.embeddings.*`.
+    LatestExperimental,
+}
+
+impl GenAiConventions {
+    /// The value of `OTEL_SEMCONV_STABILITY_OPT_IN` that chooses the newest
+    /// experimental GenAI conventions.
+    pub const OPT_IN: &'static str = "gen_ai_latest_experimental";
+
+    /// The conventions `OTEL_SEMCONV_STABILITY_OPT_IN` chooses: the newest when one of
+    /// its comma-separated values is [`OPT_IN`](Self::OPT_IN), else the default (the
+    /// values of other signals, such as `http`, are not loopwatch's and are ignored).
+    pub fn from_opt_in(value: &str) -> Self {
+        if value.split(',').any(|v| v.trim() == Self::OPT_IN) {
+            GenAiConventions::LatestExperimental
+        } else {
+            GenAiConventions::Default
+        }
+    }
+
+    /// The mapping under these conventions: one row per instrument a call's
+    /// measurement is recorded on.
+    pub fn rows(self) -> &'static [GenAiRow] {
+        match self {
+            GenAiConventions::Default => DEFAULT_GENAI_ROWS,
+            GenAiConventions::LatestExperimental => LATEST_GENAI_ROWS,
+        }
+    }
+
+    /// The metrics of LLM calls these conventions export (each once).
+    pub fn metrics(self) -> Vec<&'static MetricSpec> {
+        let mut specs: Vec<&'static MetricSpec> = Vec::new();
+        for row in self.rows() {
+            if !specs.iter().any(|s| s.name == row.metric.name) {
+                specs.push(row.metric);
+            }
+        }
+        specs
+    }
+}
+
+/// What of an LLM call a row of the GenAI mapping records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GenAiMeasure {
+    /// The call's duration, from the request to the end of the answer: for a call that
+    /// ended (failed ones included), not for one abandoned, blocked or deferred.
+    Duration,
+    /// Time to the first chunk of a streamed answer.
+    TimeToFirstChunk,
+    /// Input tokens, as the answer reported them (cache reads and writes included).
+    InputTokens,
+    /// Output tokens, as the answer reported them (reasoning included).
+    OutputTokens,
+    /// Input tokens read from the provider's cache.
+    CacheReadInputTokens,
+    /// Input tokens written to the provider's cache.
+    CacheWriteInputTokens,
+    /// Output tokens spent on reasoning.
+    ReasoningOutputTokens,
+}
+
+impl GenAiMeasure {
+    /// In words, for the mapping's table.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            GenAiMeasure::Duration => "duration",
+            GenAiMeasure::TimeToFirstChunk => "time to the first chunk",
+            GenAiMeasure::InputTokens => "input tokens",
+            GenAiMeasure::OutputTokens => "output tokens",
+            GenAiMeasure::CacheReadInputTokens => "cache-read input tokens",
+            GenAiMeasure::CacheWriteInputTokens => "cache-write input tokens",
+            GenAiMeasure::ReasoningOutputTokens => "reasoning output tokens",
+        }
+    }
+}
+
+/// Which calls a row of the GenAI mapping records (`gen_ai.operation.name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GenAiCalls {
+    /// Every call.
+    All,
+    /// Inference calls: chat, text completions, the Responses API.
+    Inference,
+    /// Embeddings calls.
+    Embeddings,
+}
+
+impl GenAiCalls {
+    /// Whether a call (an embeddings call, or not) is among these.
+    pub const fn include(self, embeddings: bool) -> bool {
+        match self {
+            GenAiCalls::All => true,
+            GenAiCalls::Inference => !embeddings,
+            GenAiCalls::Embeddings => embeddings,
+        }
+    }
+
+    const fn describe(self) -> &'static str {
+        match self {
+            GenAiCalls::All => "every call",
+            GenAiCalls::Inference => "inference calls",
+            GenAiCalls::Embeddings => "embeddings calls",
+        }
+    }
+}
+
+/// One row of the GenAI mapping: what of which calls is recorded on which metric, with
+/// which attributes beside the call's own (`gen_ai.operation.name`,
+/// `gen_ai.provider.name`, `gen_ai.request.model`, `gen_ai.response.model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GenAiRow {
+    /// What of the call.
+    pub measure: GenAiMeasure,
+    /// Which calls.
+    pub calls: GenAiCalls,
+    /// The metric (its OpenTelemetry instrument, and its Prometheus name).
+    pub metric: &'static MetricSpec,
+    /// Attributes of fixed value the row adds (`gen_ai.token.type = input`).
+    pub attributes: &'static [(&'static str, &'static str)],
+    /// Whether a failed call's `error.type` is among its attributes.
+    pub error_type: bool,
+}
+
+const fn row(
+    measure: GenAiMeasure,
+    calls: GenAiCalls,
+    metric: &'static MetricSpec,
+    attributes: &'static [(&'static str, &'static str)],
+    error_type: bool,
+) -> GenAiRow {
+    GenAiRow {
+        measure,
+        calls,
+        metric,
+        attributes,
+        error_type,
+    }
+}
+
+/// The token counters' modality: the answers read do not break usage down by it.
+const UNKNOWN_MODALITY: &[(&str, &str)] = &[("gen_ai.token.modality", "unknown")];
+
+/// The default names: what loopwatch has always exported.
+const DEFAULT_GENAI_ROWS: &[GenAiRow] = {
+    use GenAiCalls::All;
+    use GenAiMeasure::*;
+    &[
+        row(
+            Duration,
+            All,
+            &GEN_AI_CLIENT_OPERATION_DURATION_SECONDS,
+            &[],
+            true,
+        ),
+        row(
+            InputTokens,
+            All,
+            &GEN_AI_CLIENT_TOKEN_USAGE,
+            &[("gen_ai.token.type", "input")],
+            false,
+        ),
+        row(
+            OutputTokens,
+            All,
+            &GEN_AI_CLIENT_TOKEN_USAGE,
+            &[("gen_ai.token.type", "output")],
+            false,
+        ),
+    ]
+};
+
+/// The newest experimental names (`gen_ai_latest_experimental`).
+const LATEST_GENAI_ROWS: &[GenAiRow] = {
+    use GenAiCalls::{Embeddings, Inference};
+    use GenAiMeasure::*;
+    &[
+        row(
+            Duration,
+            Inference,
+            &GEN_AI_CLIENT_INFERENCE_DURATION_SECONDS,
+            &[],
+            true,
+        ),
+        row(
+            TimeToFirstChunk,
+            Inference,
+            &GEN_AI_CLIENT_INFERENCE_TIME_TO_FIRST_CHUNK_SECONDS,
+            &[],
+            false,
+        ),
+        row(
+            InputTokens,
+            Inference,
+            &GEN_AI_CLIENT_INFERENCE_OPERATION_INPUT_TOKENS,
+            &[],
+            true,
+        ),
+        row(
+            OutputTokens,
+            Inference,
+            &GEN_AI_CLIENT_INFERENCE_OPERATION_OUTPUT_TOKENS,
+            &[],
+            true,
+        ),
+        row(
+            InputTokens,
+            Inference,
+            &GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_TOTAL,
+            UNKNOWN_MODALITY,
+            false,
+        ),
+        row(
+            OutputTokens,
+            Inference,
+            &GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS_TOTAL,
+            UNKNOWN_MODALITY,
+            false,
+        ),
+        row(
+            CacheReadInputTokens,
+            Inference,
+            &GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS_TOTAL,
+            UNKNOWN_MODALITY,
+            false,
+        ),
+        row(
+            CacheWriteInputTokens,
+            Inference,
+            &GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS_TOTAL,
+            UNKNOWN_MODALITY,
+            false,
+        ),
+        row(
+            ReasoningOutputTokens,
+            Inference,
+            &GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS_TOTAL,
+            UNKNOWN_MODALITY,
+            false,
+        ),
+        row(
+            Duration,
+            Embeddings,
+            &GEN_AI_CLIENT_EMBEDDINGS_DURATION_SECONDS,
+            &[],
+            true,
+        ),
+        row(
+            InputTokens,
+            Embeddings,
+            &GEN_AI_CLIENT_EMBEDDINGS_OPERATION_INPUT_TOKENS,
+            &[],
+            true,
+        ),
+    ]
+};
+
+/// Renders the GenAI mapping as the Markdown table docs/metrics.md carries
+/// (`loopwatch metrics --genai-mapping` prints it): for each measurement of a call,
+/// the metric it is recorded on by default and under `gen_ai_latest_experimental`.
+///
+/// ```
+/// let table = loopwatch::catalog::genai_mapping_table();
+/// assert!(table.contains("`gen_ai.client.inference.usage.cache_read.input_tokens`"));
+/// ```
+pub fn genai_mapping_table() -> String {
+    let cell = |rows: &[&GenAiRow]| -> String {
+        if rows.is_empty() {
+            return "—".to_string();
+        }
+        rows.iter()
+            .map(|r| {
+                let mut attributes: Vec<String> = r
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| format!("`{k}={v}`"))
+                    .collect();
+                if r.error_type {
+                    attributes.push("`error.type` on failures".to_string());
+                }
+                let scope = if r.calls == GenAiCalls::All {
+                    String::new()
+                } else {
+                    format!(" ({})", r.calls.describe())
+                };
+                let with = if attributes.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", attributes.join(", "))
+                };
+                format!(
+                    "`{}` {} → `{}`{scope}{with}",
+                    r.metric.instrument,
+                    r.metric.kind.prometheus_type(),
+                    r.metric.name
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("<br>")
+    };
+    let mut out =
+        String::from("| of a call | default | `gen_ai_latest_experimental` |\n|---|---|---|\n");
+    for measure in [
+        GenAiMeasure::Duration,
+        GenAiMeasure::TimeToFirstChunk,
+        GenAiMeasure::InputTokens,
+        GenAiMeasure::OutputTokens,
+        GenAiMeasure::CacheReadInputTokens,
+        GenAiMeasure::CacheWriteInputTokens,
+        GenAiMeasure::ReasoningOutputTokens,
+    ] {
+        let of = |conventions: GenAiConventions| -> Vec<&GenAiRow> {
+            conventions
+                .rows()
+                .iter()
+                .filter(|r| r.measure == measure)
+                .collect()
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            measure.describe(),
+            cell(&of(GenAiConventions::Default)),
+            cell(&of(GenAiConventions::LatestExperimental))
+        );
+    }
+    out
 }
 
 /// The name the OpenTelemetry Prometheus exporter writes an instrument under: its
@@ -772,11 +1293,38 @@ fn exporter_name(spec: &MetricSpec) -> String {
     spec.instrument.replace('.', "_")
 }
 
+/// The name the OpenTelemetry to Prometheus translation (the collector's, with its
+/// suffixes on) gives a semantic convention's instrument: dots made underscores, the
+/// unit appended in words (`s` seconds, `By` bytes, `W` watts, `Cel` celsius, `1`
+/// ratio for a gauge; an annotation such as `{error}` is dropped), and `_total` for
+/// a counter.
+#[cfg(test)]
+fn translated_name(spec: &MetricSpec) -> String {
+    let mut name = exporter_name(spec);
+    let unit = match (spec.unit, spec.kind) {
+        ("s", _) => "seconds",
+        ("By", _) => "bytes",
+        ("W", _) => "watts",
+        ("Cel", _) => "celsius",
+        ("1", MetricKind::Gauge) => "ratio",
+        _ => "",
+    };
+    if !unit.is_empty() {
+        name = format!("{name}_{unit}");
+    }
+    if spec.kind == MetricKind::Counter {
+        name.push_str("_total");
+    }
+    name
+}
+
 /// The exposition name of a family the exporter wrote as `written`, where the two
-/// differ: a semantic convention's instrument whose unit the OpenTelemetry to
-/// Prometheus translation appends (`gen_ai.client.operation.duration`, unit `s`, is
-/// `gen_ai_client_operation_duration_seconds`, as the collector and the shared design
-/// write it). The instrument keeps its own name for OTLP.
+/// differ: a semantic convention's instrument whose unit or counter suffix the
+/// OpenTelemetry to Prometheus translation appends (`gen_ai.client.operation.duration`,
+/// unit `s`, is `gen_ai_client_operation_duration_seconds`, as the collector and the
+/// shared design write it; the counter `gen_ai.client.inference.usage.input_tokens` is
+/// `gen_ai_client_inference_usage_input_tokens_total`; `hw.gpu.memory.usage`, unit
+/// `By`, is `hw_gpu_memory_usage_bytes`). The instrument keeps its own name for OTLP.
 ///
 /// ```
 /// use loopwatch::catalog;
@@ -784,17 +1332,19 @@ fn exporter_name(spec: &MetricSpec) -> String {
 ///     catalog::exposition_name("gen_ai_client_operation_duration"),
 ///     Some(catalog::GEN_AI_CLIENT_OPERATION_DURATION_SECONDS.name)
 /// );
+/// assert_eq!(catalog::exposition_name("hw_errors"), Some("hw_errors_total"));
 /// assert_eq!(catalog::exposition_name("gen_ai_client_token_usage"), None);
 /// ```
 pub fn exposition_name(written: &str) -> Option<&'static str> {
     static RENAMED: std::sync::OnceLock<Vec<(String, &'static str)>> = std::sync::OnceLock::new();
-    if !written.starts_with("gen_ai_") {
+    if !written.starts_with("gen_ai_") && !written.starts_with("hw_") {
         return None;
     }
     RENAMED
         .get_or_init(|| {
             CATALOG
                 .iter()
+                .chain(GEN_AI_LATEST)
                 .filter(|spec| exporter_name(spec) != spec.name)
                 .map(|spec| (exporter_name(spec), spec.name))
                 .collect()
@@ -813,6 +1363,18 @@ pub fn exposition_name(written: &str) -> Option<&'static str> {
 /// ```
 pub fn find(name: &str) -> Option<&'static MetricSpec> {
     CATALOG.iter().find(|spec| spec.name == name)
+}
+
+/// Looks a metric up by its exact Prometheus name among every name loopwatch may
+/// export: [`CATALOG`]'s and, under the newest GenAI conventions, [`GEN_AI_LATEST`]'s.
+///
+/// ```
+/// use loopwatch::catalog;
+/// assert!(catalog::find("gen_ai_client_inference_duration_seconds").is_none());
+/// assert!(catalog::find_exported("gen_ai_client_inference_duration_seconds").is_some());
+/// ```
+pub fn find_exported(name: &str) -> Option<&'static MetricSpec> {
+    find(name).or_else(|| GEN_AI_LATEST.iter().find(|spec| spec.name == name))
 }
 
 /// Renders the catalog as the Markdown table docs/metrics.md carries.
@@ -857,6 +1419,12 @@ pub fn markdown_table() -> String {
                     "{} Series appear with the first observation.",
                     spec.description
                 ),
+                Presence::PerGpu => format!(
+                    "{} One series per GPU, with the feature gpu and a driver (see docs/gpu.md).",
+                    spec.description
+                ),
+                Presence::PerModelServer =>
+                    format!("{} Series per model server configured.", spec.description),
             }
         );
     }
@@ -896,7 +1464,7 @@ mod tests {
     #[test]
     fn names_are_unique_snake_case_and_counters_end_in_total() {
         let mut seen = HashSet::new();
-        for spec in CATALOG {
+        for spec in CATALOG.iter().chain(GEN_AI_LATEST) {
             assert!(seen.insert(spec.name), "duplicate {}", spec.name);
             assert!(
                 spec.name
@@ -914,27 +1482,98 @@ mod tests {
                 assert!(
                     spec.name.starts_with("loopwatch_")
                         || spec.name.starts_with("process_")
-                        || spec.instrument.starts_with("gen_ai."),
+                        || spec.instrument.starts_with("gen_ai.")
+                        || spec.instrument.starts_with("hw."),
                     "{}",
                     spec.name
                 );
             }
             // The exporter's name, else (renamed on collection) the OpenTelemetry to
-            // Prometheus translation's: a dotted instrument of unit `s` with `_seconds`.
+            // Prometheus translation's: a dotted instrument with its unit's suffix.
             let written = exporter_name(spec);
+            if spec.instrument.contains('.') {
+                assert_eq!(spec.name, translated_name(spec), "{}", spec.instrument);
+            }
             if written == spec.name {
                 assert_eq!(exposition_name(&written), None);
             } else {
                 assert!(
-                    spec.instrument.contains('.')
-                        && spec.unit == "s"
-                        && spec.name == format!("{written}_seconds"),
+                    spec.instrument.contains('.') && spec.name == translated_name(spec),
                     "the exporter writes {} as {written}, not {}",
                     spec.instrument,
                     spec.name
                 );
                 assert_eq!(exposition_name(&written), Some(spec.name));
             }
+        }
+    }
+
+    /// The mapping: each convention's rows name only its own metrics, each metric's
+    /// labels are the call's own, its fixed attributes' and `error_type` when the row
+    /// carries it, and each metric of the latest conventions is recorded.
+    #[test]
+    fn the_genai_mapping_names_each_conventions_metrics_with_their_labels() {
+        let label = |key: &str| key.replace('.', "_");
+        let call = [
+            "gen_ai_operation_name",
+            "gen_ai_provider_name",
+            "gen_ai_request_model",
+            "gen_ai_response_model",
+        ];
+        for (conventions, metrics) in [
+            (
+                GenAiConventions::Default,
+                vec![
+                    &GEN_AI_CLIENT_TOKEN_USAGE,
+                    &GEN_AI_CLIENT_OPERATION_DURATION_SECONDS,
+                ],
+            ),
+            (
+                GenAiConventions::LatestExperimental,
+                GEN_AI_LATEST.iter().collect(),
+            ),
+        ] {
+            let mut named = conventions.metrics();
+            named.sort_by_key(|s| s.name);
+            let mut expected = metrics.clone();
+            expected.sort_by_key(|s| s.name);
+            assert_eq!(named, expected, "{conventions:?}");
+            for spec in metrics {
+                let rows: Vec<&GenAiRow> = conventions
+                    .rows()
+                    .iter()
+                    .filter(|r| r.metric.name == spec.name)
+                    .collect();
+                let mut labels: Vec<String> = call.iter().map(|l| l.to_string()).collect();
+                for r in &rows {
+                    labels.extend(r.attributes.iter().map(|(k, _)| label(k)));
+                    if r.error_type {
+                        labels.push("error_type".to_string());
+                    }
+                }
+                labels.sort();
+                labels.dedup();
+                let mut declared: Vec<String> = spec.labels.iter().map(|l| l.to_string()).collect();
+                declared.sort();
+                assert_eq!(labels, declared, "{}", spec.name);
+                assert!(rows.iter().all(|r| r.metric.kind == spec.kind));
+            }
+        }
+        // The kinds the conventions give: counters of usage, histograms of a call.
+        for spec in GEN_AI_LATEST {
+            let usage = spec
+                .instrument
+                .starts_with("gen_ai.client.inference.usage.");
+            assert_eq!(
+                spec.kind,
+                if usage {
+                    MetricKind::Counter
+                } else {
+                    MetricKind::Histogram
+                },
+                "{}",
+                spec.name
+            );
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::catalog::GenAiConventions;
 use crate::error::Error;
 
 /// Default address of the metrics endpoint (port 8000, where Prometheus expects it).
@@ -96,12 +97,16 @@ environment! {
         "The experiment the loop belongs to: the `experiment` label of its run info, alerts, registration and final files (at most 128 characters).";
     ENV_LOOP_NAME = "LOOPWATCH_LOOP_NAME", setter loop_name, default "unset",
         "The loop's name within its experiment: the `loop` label, carried like `experiment` (at most 128 characters).";
+    ENV_GPU_LIBRARY = "LOOPWATCH_GPU_LIBRARY", setter gpu_library, default "`[gpu] library`, else `libnvidia-ml.so.1`",
+        "With the `gpu` feature, the NVIDIA management library (NVML) the GPU sampler loads: a path, or a file name the dynamic linker looks up (see docs/gpu.md).";
     ENV_CONTAINER_STATS = "LOOPWATCH_CONTAINER_STATS", setter -, default "`auto`",
         "Where container numbers come from: `auto` (the cgroup files, else Docker's stats API), `cgroup` (never the stats API) or `docker_api` (always the stats API).";
     ENV_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT", setter otlp, default "unset",
         "With the `otlp` feature, also export every metric over OTLP/HTTP there; the other standard `OTEL_EXPORTER_OTLP_*` variables and `OTEL_METRIC_EXPORT_INTERVAL` apply.";
     ENV_OTLP_METRICS_ENDPOINT = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", setter otlp, default "unset",
         "The same, for metrics alone.";
+    ENV_SEMCONV_STABILITY_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN", setter genai_conventions, default "unset (loopwatch's GenAI names)",
+        "Comma-separated; with `gen_ai_latest_experimental` among its values, the instruments of LLM calls take the names of the newest OpenTelemetry GenAI conventions (the mapping is in docs/metrics.md); other values are ignored.";
 }
 
 impl EnvVariable {
@@ -126,6 +131,21 @@ impl EnvVariable {
         }
         out
     }
+}
+
+/// The `[gpu]` table of `loopwatch.toml`.
+///
+/// ```
+/// let gpu = loopwatch::GpuConfig::default();
+/// assert!(gpu.library.is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GpuConfig {
+    /// The NVML library to load (`library`): a path, or a file name the dynamic
+    /// linker looks up; unset for the driver's `libnvidia-ml.so.1`.
+    pub library: Option<PathBuf>,
 }
 
 /// Standard variables whose presence switches the OTLP export on.
@@ -170,6 +190,12 @@ pub(crate) struct Settings {
     pub(crate) experiment: Option<String>,
     /// The loop's name within it (the `loop` label), if named.
     pub(crate) loop_name: Option<String>,
+    /// Whether the GPU sampler runs; always false without the `gpu` cargo feature.
+    pub(crate) gpu: bool,
+    /// The NVML library the GPU sampler loads; `None` for the system's.
+    pub(crate) gpu_library: Option<PathBuf>,
+    /// The OpenTelemetry GenAI conventions the instruments of LLM calls follow.
+    pub(crate) genai: GenAiConventions,
 }
 
 /// What SIGINT and SIGTERM do to a process holding a [`Monitor`](crate::Monitor).
@@ -235,6 +261,9 @@ pub(crate) struct Choices {
     pub(crate) register_dir: Option<PathBuf>,
     pub(crate) experiment: Option<String>,
     pub(crate) loop_name: Option<String>,
+    pub(crate) gpu: Option<bool>,
+    pub(crate) gpu_library: Option<PathBuf>,
+    pub(crate) genai: Option<GenAiConventions>,
 }
 
 /// A loop label's value: the builder's, else the variable's; at most 128 characters,
@@ -339,7 +368,6 @@ pub(crate) fn resolve(
         sample_interval,
         signals: choices.signals.unwrap_or_default(),
         final_export: choices.final_export.unwrap_or(true),
-        thresholds,
         containers: cfg!(feature = "docker") && choices.containers.unwrap_or(true),
         orphan_sweep_interval: choices
             .orphan_sweep_interval
@@ -353,6 +381,15 @@ pub(crate) fn resolve(
         container_stats,
         experiment: loop_label(&choices.experiment, ENV_EXPERIMENT, env)?,
         loop_name: loop_label(&choices.loop_name, ENV_LOOP_NAME, env)?,
+        gpu: cfg!(feature = "gpu") && choices.gpu.unwrap_or(true),
+        gpu_library: path_setting(&choices.gpu_library, ENV_GPU_LIBRARY)
+            .or_else(|| thresholds.gpu().library.clone()),
+        genai: choices.genai.unwrap_or_else(|| {
+            env(ENV_SEMCONV_STABILITY_OPT_IN).map_or_else(GenAiConventions::default, |v| {
+                GenAiConventions::from_opt_in(&v)
+            })
+        }),
+        thresholds,
     })
 }
 
@@ -600,6 +637,8 @@ macro_rules! thresholds {
             memory_clear_fraction: Option<Fraction>,
             /// The `[llm]` table: prices of the models.
             llm: crate::llm::LlmConfig,
+            /// The `[gpu]` table: where NVML is loaded from.
+            gpu: GpuConfig,
         }
 
         impl Default for Thresholds {
@@ -609,6 +648,7 @@ macro_rules! thresholds {
                     $($okey: None,)*
                     memory_clear_fraction: None,
                     llm: crate::llm::LlmConfig::default(),
+                    gpu: GpuConfig::default(),
                 }
             }
         }
@@ -622,6 +662,7 @@ macro_rules! thresholds {
                 $(map.serialize_entry(stringify!($okey), &self.$okey)?;)*
                 map.serialize_entry("memory_clear_fraction", &self.memory_clear_fraction())?;
                 map.serialize_entry("llm", &self.llm)?;
+                map.serialize_entry("gpu", &self.gpu)?;
                 map.end()
             }
         }
@@ -758,6 +799,19 @@ thresholds! {
     /// … without a break for this long (30 s), so that one answer near a limit that
     /// resets at once raises nothing.
     llm_headroom_for, with_llm_headroom_for: Positive(Duration) = Duration::from_secs(30);
+    /// GPUMemoryHigh: video memory in use above this fraction (0.95) of a GPU's own,
+    /// on a GPU the loop's processes use (feature `gpu`); above vLLM's default
+    /// preallocation of 0.9 …
+    gpu_memory_fraction, with_gpu_memory_fraction: Fraction(f64) = 0.95;
+    /// … for this long (1 min). The generated Prometheus rule waits 1 min (its `for`)
+    /// whatever this says.
+    gpu_memory_for, with_gpu_memory_for: Positive(Duration) = Duration::from_secs(60);
+    /// LLMServerSaturated: a local model server's KV cache at least this full (0.9)
+    /// while requests wait in its queue, or preemptions within the minute before, at
+    /// every read …
+    llm_server_kv_cache_fraction, with_llm_server_kv_cache_fraction: Fraction(f64) = 0.9;
+    /// … for this long (2 min): the rule's `for`.
+    llm_server_saturated_for, with_llm_server_saturated_for: Positive(Duration) = Duration::from_secs(120);
     @optional {
         /// LLMSpendWithoutProgress: US dollars spent on LLM calls since the champion last
         /// changed (or since the start) at which it fires; off until set.
@@ -821,12 +875,56 @@ impl Thresholds {
              need an amount.",
         );
         row(
+            "[gpu] library",
+            "`\"libnvidia-ml.so.1\"`",
+            "With the `gpu` feature, the NVIDIA management library the GPU sampler \
+             loads: a path, or a file name the dynamic linker looks up; \
+             `LOOPWATCH_GPU_LIBRARY` and `MonitorBuilder::gpu_library` go over it (see \
+             docs/gpu.md).",
+        );
+        row(
             "[llm.prices.\"<model>\"]",
             "none",
             "What a model's tokens cost, per million (see \"Prices\" in docs/llm-proxy.md); a model \
              without a price is never guessed.",
         );
+        row(
+            "[[llm.servers]] kind",
+            "none",
+            "A local model server to read at the sampling interval (see docs/model-servers.md): \
+             `\"vllm\"` or `\"sglang\"` (its Prometheus `/metrics`) or `\"ollama\"` (its \
+             `/api/ps`); one `[[llm.servers]]` table per server, at most 8; `loopwatch run \
+             --llm-server KIND=URL` adds one.",
+        );
+        row(
+            "[[llm.servers]] url",
+            "none",
+            "The server's base URL, plain `http://HOST:PORT` with any path prefix (a trailing \
+             `/metrics` or `/api/ps` is taken off).",
+        );
+        row(
+            "[[llm.servers]] name",
+            "the URL's `host:port`",
+            "The `server` label of its series, at most 64 characters; each server's name must \
+             differ from the others'.",
+        );
         out
+    }
+
+    /// The `[gpu]` table of `loopwatch.toml`: where the GPU sampler loads NVML from.
+    ///
+    /// ```
+    /// let t: loopwatch::Thresholds = "[gpu]\nlibrary = \"/opt/nvidia/libnvidia-ml.so.1\"\n".parse().unwrap();
+    /// assert_eq!(t.gpu().library.as_deref(), Some(std::path::Path::new("/opt/nvidia/libnvidia-ml.so.1")));
+    /// ```
+    pub fn gpu(&self) -> &GpuConfig {
+        &self.gpu
+    }
+
+    /// Sets the `[gpu]` table.
+    pub fn with_gpu(mut self, gpu: GpuConfig) -> Self {
+        self.gpu = gpu;
+        self
     }
 
     /// The `[llm]` table of `loopwatch.toml`: what each model costs.
@@ -1105,6 +1203,58 @@ mod tests {
         assert!(err.contains(ENV_CONTAINER_STATS), "{err}");
     }
 
+    /// `gen_ai_latest_experimental` anywhere in `OTEL_SEMCONV_STABILITY_OPT_IN`
+    /// chooses the newest GenAI conventions; other values, none, or the builder's
+    /// choice keep (or choose) what they say.
+    #[test]
+    fn the_semconv_opt_in_chooses_the_newest_genai_conventions() {
+        let with = |value: &'static str, chosen: Option<GenAiConventions>| {
+            let choices = Choices {
+                genai: chosen,
+                ..Choices::default()
+            };
+            resolve(&choices, &move |name: &str| {
+                (name == ENV_SEMCONV_STABILITY_OPT_IN && !value.is_empty())
+                    .then(|| value.to_string())
+            })
+            .unwrap()
+            .genai
+        };
+        for (value, expected) in [
+            ("", GenAiConventions::Default),
+            (
+                "gen_ai_latest_experimental",
+                GenAiConventions::LatestExperimental,
+            ),
+            (
+                "http, gen_ai_latest_experimental",
+                GenAiConventions::LatestExperimental,
+            ),
+            (
+                "http,gen_ai_latest_experimental,database",
+                GenAiConventions::LatestExperimental,
+            ),
+            ("http/dup", GenAiConventions::Default),
+            ("gen_ai_latest_experimental_not", GenAiConventions::Default),
+            ("GEN_AI_LATEST_EXPERIMENTAL", GenAiConventions::Default),
+            (",,,", GenAiConventions::Default),
+        ] {
+            assert_eq!(with(value, None), expected, "{value:?}");
+        }
+        assert_eq!(
+            with(
+                "gen_ai_latest_experimental",
+                Some(GenAiConventions::Default)
+            ),
+            GenAiConventions::Default,
+            "the builder's choice wins"
+        );
+        assert_eq!(
+            with("", Some(GenAiConventions::LatestExperimental)),
+            GenAiConventions::LatestExperimental
+        );
+    }
+
     /// The table docs/configuration.md is generated from is the code:
     /// `resolve` reads exactly its variables, and its defaults are the constants'.
     #[test]
@@ -1171,7 +1321,11 @@ mod tests {
                 )
             })
             .collect();
+        assert_eq!(rows.pop().unwrap().0, "[[llm.servers]] name");
+        assert_eq!(rows.pop().unwrap().0, "[[llm.servers]] url");
+        assert_eq!(rows.pop().unwrap().0, "[[llm.servers]] kind");
         assert_eq!(rows.pop().unwrap().0, "[llm.prices.\"<model>\"]");
+        assert_eq!(rows.pop().unwrap().0, "[gpu] library");
         assert_eq!(rows.pop().unwrap().0, "[llm.budget] action");
         assert_eq!(rows.pop().unwrap().0, "[llm.budget] usd");
         let mut keys: Vec<&str> = rows.iter().map(|(key, _)| key.as_str()).collect();
@@ -1258,12 +1412,16 @@ mod tests {
             ("llm_budget_horizon", "\"30m\""),
             ("llm_headroom_fraction", "0.25"),
             ("llm_headroom_for", "\"5s\""),
+            ("llm_server_kv_cache_fraction", "0.75"),
+            ("llm_server_saturated_for", "\"30s\""),
             ("llm_spend_without_progress_usd", "2.5"),
             ("llm_budget_usd", "40"),
             ("restart_window", "\"10m\""),
             ("stats_interval", "\"1h\""),
             ("alert_resolve_hold", "\"1s\""),
             ("alert_resend_interval", "\"2m\""),
+            ("gpu_memory_fraction", "0.8"),
+            ("gpu_memory_for", "\"5m\""),
         ];
         let mut covered: Vec<&str> = values.iter().map(|(key, _)| *key).collect();
         covered.sort_unstable();
@@ -1317,6 +1475,64 @@ mod tests {
         }
         let t: Thresholds = "llm_error_calls = 3".parse().unwrap();
         assert_eq!(t.llm_error_calls(), 3);
+    }
+
+    /// `[[llm.servers]]`: each server read with its kind, base URL and name; bad ones
+    /// refused with what is wrong, never a panic.
+    #[test]
+    fn model_servers_are_read_and_bad_ones_refused() {
+        let t: Thresholds = "[[llm.servers]]\nkind = \"vllm\"\nurl = \"http://127.0.0.1:8000/metrics\"\n\
+                             [[llm.servers]]\nkind = \"ollama\"\nurl = \"http://127.0.0.1:11434\"\nname = \"local\"\n"
+            .parse()
+            .unwrap();
+        let servers = &t.llm().servers;
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[0].kind().as_str(), "vllm");
+        assert_eq!(servers[0].endpoint(), "http://127.0.0.1:8000/metrics");
+        assert_eq!(servers[0].name(), "127.0.0.1:8000");
+        assert_eq!(
+            (servers[1].kind().as_str(), servers[1].name()),
+            ("ollama", "local")
+        );
+        let server = |body: &str| format!("[[llm.servers]]\n{body}\n");
+        for (text, says) in [
+            (
+                server("kind = \"tgi\"\nurl = \"http://a:1\""),
+                "unknown model server kind",
+            ),
+            (
+                server("kind = \"vllm\"\nurl = \"https://a:1\""),
+                "https is not read",
+            ),
+            (
+                server("kind = \"vllm\"\nurl = \"a:1\""),
+                "expected a base URL",
+            ),
+            (server("kind = \"vllm\""), "url"),
+            (server("url = \"http://a:1\""), "kind"),
+            (
+                server("kind = \"vllm\"\nurl = \"http://a:1\"\nport = 3"),
+                "port",
+            ),
+            (
+                server("kind = \"vllm\"\nurl = \"http://a:1\"\nname = \"\""),
+                "model server name",
+            ),
+            (server("kind = 3\nurl = \"http://a:1\""), "kind"),
+            (
+                server("kind = \"vllm\"\nurl = \"http://a:1\"").repeat(2),
+                "give each its own name",
+            ),
+            (
+                (0..9)
+                    .map(|i| server(&format!("kind = \"vllm\"\nurl = \"http://a:{i}\"")))
+                    .collect::<String>(),
+                "at most 8",
+            ),
+        ] {
+            let err = text.parse::<Thresholds>().unwrap_err().to_string();
+            assert!(err.contains(says), "{text:?}: {err}");
+        }
     }
 
     /// `[llm.budget]`: its amount and action read, bad ones refused with the key

@@ -38,7 +38,8 @@
 //! Cargo features: `docker` (default: container sampling, orphan cleanup and the
 //! sandbox launcher), `web-config` (default: TLS and basic auth for the endpoint),
 //! `llm-proxy` (default: the metering proxy of LLM calls, `llm::proxy`), `otlp`
-//! (export to an OpenTelemetry Collector).
+//! (export to an OpenTelemetry Collector), `gpu` (the GPU sampler, NVML loaded at run
+//! time through nvml-wrapper: `sample::GpuSampler`; on in the `loopwatch` command).
 //!
 //! The public API grows without breaking: the types that may gain fields or variants
 //! are `#[non_exhaustive]` and built through constructors and `with_*` setters, and
@@ -72,6 +73,7 @@ mod processes;
 pub mod protocol;
 mod reported;
 pub mod sample;
+pub mod servers;
 
 // Containers on Docker, or their stand-in without the `docker` feature: the same
 // interface either way, so that nothing above carries a `cfg`.
@@ -91,7 +93,7 @@ pub use alerts::{
     AlertName, AlertSpec, AlertState, BoundaryCase, BoundaryCheck, BoundarySeries, Evaluated,
     RuleSpec, Severity, ALERTS,
 };
-pub use config::{EnvVariable, Thresholds, ENVIRONMENT};
+pub use config::{EnvVariable, GpuConfig, Thresholds, ENVIRONMENT};
 pub use error::{CollectError, Error, ErrorSource};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{
@@ -159,10 +161,12 @@ mod documentation {
         Evolve = "../docs/evolve.md";
         Fleets = "../docs/fleets.md";
         Frameworks = "../docs/frameworks.md";
+        Gpu = "../docs/gpu.md";
         Index = "../docs/README.md";
         Kubernetes = "../docs/kubernetes.md";
         LlmProxy = "../docs/llm-proxy.md";
         Metrics = "../docs/metrics.md";
+        ModelServers = "../docs/model-servers.md";
         Performance = "../docs/performance.md";
         Protocol = "../docs/protocol.md";
         Python = "../docs/python.md";

@@ -940,7 +940,7 @@ pub fn valid_metric_name(name: &str) -> bool {
     well_formed
         && !name.starts_with("loopwatch_")
         && !name.starts_with("process_")
-        && crate::catalog::find(name).is_none()
+        && crate::catalog::find_exported(name).is_none()
 }
 
 #[cfg(test)]

@@ -443,6 +443,10 @@ pub(crate) struct TimePoint {
     pub(crate) iterations: u64,
     /// Alerts firing.
     pub(crate) alerts_firing: u8,
+    /// Video memory of the loop's processes over every GPU still answering, in
+    /// bytes; `None` before the GPU sampler read a device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) gpu_loop_memory_bytes: Option<f64>,
 }
 
 /// Entries of the event log kept in memory; the oldest are dropped first (and
@@ -489,6 +493,28 @@ pub(crate) enum LogEntryKind {
     },
     /// The LLM budget: a warning at a share of it, or the first call it refused.
     LlmBudget(crate::llm::budget::BudgetMark),
+    /// Errors on a GPU: a critical Xid error, or uncorrected ECC errors the driver
+    /// counted since the previous sample.
+    GpuError {
+        /// NVML's index of the device.
+        gpu: u32,
+        /// Its UUID.
+        uuid: String,
+        /// `xid` or `uncorrected`.
+        error: &'static str,
+        /// How many.
+        count: u64,
+        /// The Xid code, for an Xid error NVML could name.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<u64>,
+    },
+    /// A GPU stopped answering (NVML: "GPU is lost").
+    GpuLost {
+        /// NVML's index of the device.
+        gpu: u32,
+        /// Its UUID.
+        uuid: String,
+    },
     /// A degradation or slowdown warning started or cleared.
     Warning {
         /// The quantity.

@@ -5,9 +5,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use loopwatch::llm::{Headroom, LlmCall, LlmError};
+use loopwatch::llm::{Headroom, LlmCall, LlmConfig, LlmError};
 use loopwatch::sample::HostSampler;
 use loopwatch::{AlertName, Monitor, Population, Thresholds};
+use support::model_servers::{idle_vllm_page, page, Answer, StandIn};
 use support::services::{logs, Alertmanager};
 use support::*;
 
@@ -89,7 +90,13 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
         .host_memory_total_bytes as f64;
     let ballast_fraction = BALLAST as f64 / total;
     let base = current_memory_fraction();
+    // A vLLM server (a stand-in on loopback) with requests waiting at a full cache.
+    let vllm = StandIn::start("/metrics", Answer::Body(page("vllm-current-1.txt")));
+    let servers = LlmConfig::default()
+        .with_server(format!("qwen:vllm={}", vllm.url()).parse().unwrap())
+        .unwrap();
     let thresholds = Thresholds::default()
+        .with_llm(servers)
         .with_memory_fraction(base + ballast_fraction / 2.0)
         .and_then(|t| t.with_memory_clear_fraction(base + ballast_fraction / 4.0))
         .and_then(|t| t.with_alert_resend_interval(Duration::from_secs(30)))
@@ -105,16 +112,25 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
         .and_then(|t| t.with_llm_budget_usd(1.0))
         // A rate limit near for 1 s is LLMRateLimitNear.
         .and_then(|t| t.with_llm_headroom_for(Duration::from_secs(1)))
+        // The server is saturated once it has been for a second.
+        .and_then(|t| t.with_llm_server_saturated_for(Duration::from_secs(1)))
         .unwrap();
     let monitor = monitor_with(thresholds, &[&am]);
     let run_id = monitor.identity().run_id.clone();
 
-    // Provoke every in-process alert but LoopExited; LoopStalled comes by itself once the loop
+    // Provoke every in-process alert but LoopExited and the GPUs'; LoopStalled comes by itself once the loop
     // sits idle. All resolve but LLMBudget (spending never goes down). LoopExited ends a supervised run and never resolves within it:
-    // cli/tests/python.rs has it reach Alertmanager from a killed loop.
+    // cli/tests/python.rs has it reach Alertmanager from a killed loop. GPUMemoryHigh and
+    // GPUErrors need a GPU: cli/tests/gpu.rs has them reach Alertmanager from a stand-in
+    // NVML's devices.
     let provoked: Vec<AlertName> = AlertName::ALL
         .into_iter()
-        .filter(|alert| *alert != AlertName::LoopExited)
+        .filter(|alert| {
+            !matches!(
+                alert,
+                AlertName::LoopExited | AlertName::GPUMemoryHigh | AlertName::GPUErrors
+            )
+        })
         .collect();
     let ballast = vec![1u8; BALLAST];
     for _ in 0..21 {
@@ -188,6 +204,7 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
     }
     monitor.report_orphaned_containers(0);
     hung.ok();
+    vllm.set(Answer::Body(idle_vllm_page("vllm-current-1.txt", 0.2)));
     for _ in 0..20 {
         monitor.llm_call(&LlmCall::new("m", Duration::from_secs(1)));
     }

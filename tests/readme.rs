@@ -16,7 +16,16 @@ fn the_metrics_table_is_the_catalog() {
     assert_eq!(
         between_markers(&repository_file("docs/metrics.md"), "metrics-table"),
         loopwatch::catalog::markdown_table(),
-        "docs/metrics.md's metric table differs from the catalog; paste `cargo run -p loopwatch-cli -- metrics` between the markers"
+        "docs/metrics.md's metric table differs from the catalog; paste the first table of `cargo run -p loopwatch-cli -- metrics` between the markers"
+    );
+}
+
+#[test]
+fn the_genai_mapping_is_the_catalogs() {
+    assert_eq!(
+        between_markers(&repository_file("docs/metrics.md"), "genai-mapping"),
+        loopwatch::catalog::genai_mapping_table(),
+        "docs/metrics.md's GenAI mapping differs from the catalog's; paste the second table of `cargo run -p loopwatch-cli -- metrics` between the markers"
     );
 }
 

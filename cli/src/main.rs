@@ -17,7 +17,11 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Metrics => {
-            print!("{}", loopwatch::catalog::markdown_table());
+            print!(
+                "{}\n{}",
+                loopwatch::catalog::markdown_table(),
+                loopwatch::catalog::genai_mapping_table()
+            );
             ExitCode::SUCCESS
         }
         Command::Config => {

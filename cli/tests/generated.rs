@@ -224,11 +224,53 @@ fn the_dashboard_is_valid_for_grafana_9() {
             "LLM Calls",
             "LLM Spend and Latency",
             "Evaluations",
-            "LLM Rate Limits"
+            "LLM Progress per Dollar",
+            "Model Servers",
+            "LLM Rate Limits",
+            "GPUs"
         ]
     );
-    let ids: HashSet<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
-    assert_eq!(ids.len(), panels.len(), "unique panel ids");
+    // Progress per dollar is an XY chart: its queries joined on their time into one
+    // frame, the spend on x (one of its queries' legends), the rest on y.
+    let xy = &panels[7];
+    assert_eq!(xy["type"], "xychart");
+    assert_eq!(xy["transformations"][0]["id"], "seriesToColumns");
+    assert_eq!(xy["transformations"][0]["options"]["byField"], "Time");
+    assert_eq!(xy["options"]["seriesMapping"], "auto");
+    let x = xy["options"]["dims"]["x"].as_str().unwrap();
+    let legends: Vec<&str> = xy["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["legendFormat"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        legends,
+        [x, "best Sharpe so far", "spend per champion change (USD)"]
+    );
+    assert!(xy["targets"][0]["expr"]
+        .as_str()
+        .unwrap()
+        .starts_with("(loopwatch_llm_spend_usd{"));
+    assert!(xy["targets"][1]["expr"]
+        .as_str()
+        .unwrap()
+        .starts_with("(loopwatch_best_sharpe{"));
+    // The GPU panels are in a collapsed row: queried only once it is opened.
+    let row = panels.last().unwrap();
+    assert_eq!(
+        (&row["type"], &row["collapsed"]),
+        (&"row".into(), &true.into())
+    );
+    let panels = generate::dashboard_panels(&dashboard);
+    let titles: Vec<&str> = panels[10..]
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["GPU Memory", "GPU Load and Errors"]);
+    let mut ids: HashSet<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    ids.insert(row["id"].as_u64().unwrap());
+    assert_eq!(ids.len(), panels.len() + 1, "unique panel ids");
     let datasource = format!("${{{}}}", variable["name"].as_str().unwrap());
     for panel in panels {
         for key in ["h", "w", "x", "y"] {

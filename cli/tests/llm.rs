@@ -770,9 +770,9 @@ loopwatch.done()
         .iter()
         .filter(|p| p["title"].as_str().unwrap().starts_with("LLM"))
         .collect();
-    assert_eq!(llm_panels.len(), 3);
+    assert_eq!(llm_panels.len(), 4);
     let panel_expressions = dashboard_expressions(&serde_json::json!({ "panels": llm_panels }));
-    assert_eq!(panel_expressions.len(), 11);
+    assert_eq!(panel_expressions.len(), 14);
     for expr in panel_expressions {
         let expr = with_variables(&expr, &[]);
         let deadline = Instant::now() + Duration::from_secs(90);

@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use loopwatch::Thresholds;
-use loopwatch_cli::generate::{dashboard_expressions, grafana_dashboard, with_variables};
+use loopwatch_cli::generate::{
+    dashboard_expressions, dashboard_panels, grafana_dashboard, with_variables,
+};
 use support::services::{free_port, Alertmanager, Prometheus};
 use support::*;
 
@@ -65,22 +67,23 @@ fn every_dashboard_query_returns_data_from_a_real_scrape() {
         .iter()
         .map(|expr| with_variables(expr, &[]))
         .collect();
-    let panel_count: usize = dashboard["panels"]
-        .as_array()
-        .unwrap()
+    let panel_count: usize = dashboard_panels(&dashboard)
         .iter()
         .map(|p| p["targets"].as_array().unwrap().len())
         .sum();
-    // The LLM panels read the calls of a metered loop, which this one is not: the
-    // LLM tests query them (`llm.rs`). The expressions come panel by panel, target by
-    // target.
-    let of_llm_panels: Vec<bool> = dashboard["panels"]
-        .as_array()
-        .unwrap()
+    // The LLM panels read the calls of a metered loop, the GPU panels the GPUs of a
+    // loop with a GPU and the model servers' panel the servers of a loop that has
+    // some, which this one is none of: the LLM tests (`llm.rs`), the GPU tests
+    // (`gpu.rs`) and the model servers' tests (`model_servers.rs`) query them. The
+    // expressions come panel by panel, target by target.
+    let of_llm_panels: Vec<bool> = dashboard_panels(&dashboard)
         .iter()
         .flat_map(|p| {
-            let llm = p["title"].as_str().unwrap().starts_with("LLM");
-            vec![llm; p["targets"].as_array().unwrap().len()]
+            let title = p["title"].as_str().unwrap();
+            let elsewhere = title.starts_with("LLM")
+                || title.starts_with("GPU")
+                || title == loopwatch_cli::generate::MODEL_SERVERS_PANEL;
+            vec![elsewhere; p["targets"].as_array().unwrap().len()]
         })
         .collect();
     for (expr, _) in expressions
@@ -911,8 +914,7 @@ fn dashboard_variables_select_one_loop_of_two() {
         },
     );
     let dashboard = grafana_dashboard(&Thresholds::default());
-    let panels = dashboard["panels"].as_array().unwrap();
-    let panel_queries: Vec<String> = panels
+    let panel_queries: Vec<String> = dashboard_panels(&dashboard)
         .iter()
         .flat_map(|p| p["targets"].as_array().unwrap().iter())
         .map(|t| t["expr"].as_str().unwrap().to_string())

@@ -31,6 +31,8 @@ ensure_packages() {
   # Two hosts on one machine for the fleet test: network namespaces and UTS namespaces.
   command -v ip >/dev/null || missing+=(iproute2)
   command -v unshare >/dev/null || missing+=(util-linux)
+  # The stand-in NVML of the GPU tests and bench is a C library they build.
+  command -v cc >/dev/null || missing+=(gcc libc6-dev)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root apt-get update -qq

@@ -338,24 +338,24 @@ pub(super) fn llm_errors(t: &Thresholds) -> Vec<BoundaryCase> {
         .fires_at("1m", failures as f64 / calls as f64)]
 }
 
-/// LLMRateLimitNear, sampled every second: the least headroom at the fraction, then
-/// below it from 1 s to `llm_headroom_for` + 4 s, then whole again. Quiet while it has
-/// been below for less than `llm_headroom_for` (rules run every 2 s), firing with the
-/// headroom once it has been below that long, quiet again once it is back.
+/// LLMRateLimitNear, sampled every second (rules run every 2 s): the least headroom
+/// at the fraction, then below it from 1 s on, then whole again. Pending while below
+/// for less than `llm_headroom_for` (the rule's `for`), firing with the headroom once
+/// it has been, quiet again once it is back.
 pub(super) fn llm_rate_limit_near(t: &Thresholds) -> Vec<BoundaryCase> {
     let fraction = t.llm_headroom_fraction();
-    let sustained = t.llm_headroom_for().as_secs().max(1);
+    let held = t.llm_headroom_for().as_secs().max(1);
     let low = fraction / 2.0;
     vec![BoundaryCase::at_threshold()
         .every("1s")
         .series(
             catalog::LLM_RATELIMIT_HEADROOM_RATIO.name,
-            format!("{fraction} {low}+0x{} 1+0x5", sustained + 3),
+            format!("{fraction} {low}+0x{} 1+0x5", held + 10),
         )
-        .run_info(format!("1+0x{}", sustained + 10))
-        .quiet_at(format!("{sustained}s"))
-        .fires_at(format!("{}s", sustained + 2), low)
-        .quiet_at(format!("{}s", sustained + 8))]
+        .run_info(format!("1+0x{}", held + 20))
+        .quiet_at(format!("{held}s"))
+        .fires_at(format!("{}s", held + 4), low)
+        .quiet_at(format!("{}s", held + 14))]
 }
 
 /// An LLM spend alert over `metric`: at its limit when set (just under it is quiet),
@@ -370,6 +370,75 @@ pub(super) fn spend(metric: &str, limit: Option<f64>) -> Vec<BoundaryCase> {
             .series(metric, "1e12 1e12")
             .quiet_at("1m"),
     }]
+}
+
+/// A GPU's series of the test loop: its labels and the scrape's.
+fn gpu_series(metric: &str, extra: &str) -> String {
+    format!("{metric}{{{SCRAPED}, hw_id=\"GPU-0\", gpu_index=\"0\"{extra}}}")
+}
+
+/// GPUMemoryHigh: above the fraction on a GPU the loop uses fires after its `for`
+/// (1 min), not before; as full a GPU the loop does not use raises nothing.
+pub(super) fn gpu_memory_high(t: &Thresholds) -> Vec<BoundaryCase> {
+    let limit = 1_000_000_000u64;
+    let used = |fraction: f64| ((fraction * limit as f64) as u64).to_string();
+    let (below, above) = (
+        t.gpu_memory_fraction() - 0.001,
+        t.gpu_memory_fraction() + 0.001,
+    );
+    let case = |shows: &str, ours: &str| {
+        BoundaryCase::new(shows)
+            .series_selector(
+                gpu_series(catalog::HW_GPU_MEMORY_USAGE_BYTES.name, ""),
+                format!(
+                    "{} {} {} {}",
+                    used(below),
+                    used(above),
+                    used(above),
+                    used(above)
+                ),
+            )
+            .series_selector(
+                gpu_series(catalog::HW_GPU_MEMORY_LIMIT_BYTES.name, ""),
+                format!("{limit} {limit} {limit} {limit}"),
+            )
+            .series_selector(gpu_series(catalog::GPU_LOOP_MEMORY_BYTES.name, ""), ours)
+    };
+    let above_value = used(above).parse::<f64>().unwrap_or(0.0) / limit as f64;
+    vec![
+        case(
+            "fires at its threshold held for a minute, not before",
+            "1 1 1 1",
+        )
+        .quiet_at("0m")
+        .quiet_at("1m")
+        .fires_at("2m", above_value),
+        case("stays quiet on a GPU the loop does not use", "0 0 0 0").quiet_at("3m"),
+    ]
+}
+
+/// GPUErrors: an Xid error fires at once, with the count; five minutes without a
+/// new one resolve it; corrected ECC errors raise nothing.
+pub(super) fn gpu_errors(_: &Thresholds) -> Vec<BoundaryCase> {
+    let errors = |kind: &str| {
+        gpu_series(
+            catalog::HW_ERRORS_TOTAL.name,
+            &format!(", hw_type=\"gpu\", error_type=\"{kind}\""),
+        )
+    };
+    vec![
+        BoundaryCase::new("fires at a new Xid error, and resolves five minutes after it")
+            .series_selector(errors("xid"), "0 0 1 1 1 1 1 1 1 1")
+            .run_info("1+0x10")
+            .quiet_at("1m")
+            .fires_at("2m", 1.0)
+            .quiet_at("8m"),
+        BoundaryCase::new("counts uncorrected ECC errors, not corrected ones")
+            .series_selector(errors("uncorrected"), "0 0 2 2")
+            .series_selector(errors("corrected"), "0 5 9 9")
+            .quiet_at("1m")
+            .fires_at("2m", 2.0),
+    ]
 }
 
 /// LoopDown: a loop killed mid-run fires once down for 30 s; one that said it was
@@ -452,4 +521,64 @@ pub(super) fn loop_vanished(_: &Thresholds) -> Vec<BoundaryCase> {
         )
         .quiet_at("9m"),
     ]
+}
+
+/// LLMServerSaturated: a server's series, labelled as loopwatch publishes them.
+fn server_series(metric: &str) -> String {
+    format!("{metric}{{{SCRAPED}, server=\"qwen\", kind=\"vllm\"}}")
+}
+
+/// LLMServerSaturated, sampled every 30 s: requests waiting with the cache at the
+/// fraction fire once held for `llm_server_saturated_for`, not 30 s before; just below
+/// the fraction, or with none waiting, nothing; preemptions rising alone (from the
+/// second sample) fire too, with the cache's usage as the value.
+pub(super) fn llm_server_saturated(t: &Thresholds) -> Vec<BoundaryCase> {
+    let fraction = t.llm_server_kv_cache_fraction();
+    let held = t.llm_server_saturated_for().as_secs().div_ceil(30) * 30;
+    // Samples enough to go a minute past the firing of the last check.
+    let samples = held / 30 + 4;
+    let series = |kv: f64, waiting: u64, preemptions_step: u64| {
+        [
+            (
+                catalog::LLM_SERVER_KV_CACHE_USAGE_RATIO.name,
+                format!("{kv}+0x{samples}"),
+            ),
+            (
+                catalog::LLM_SERVER_REQUESTS_WAITING.name,
+                format!("{waiting}+0x{samples}"),
+            ),
+            (
+                catalog::LLM_SERVER_PREEMPTIONS_TOTAL.name,
+                format!("0+{preemptions_step}x{samples}"),
+            ),
+        ]
+    };
+    let with = |shows: &str, series: [(&str, String); 3]| {
+        series.into_iter().fold(
+            BoundaryCase::new(shows)
+                .every("30s")
+                .run_info(format!("1+0x{samples}")),
+            |case, (metric, values)| case.series_selector(server_series(metric), values),
+        )
+    };
+    let at_fraction = with(
+        "fires once held at the fraction, not before",
+        series(fraction, 3, 0),
+    )
+    .quiet_at(format!("{}s", held.saturating_sub(30)))
+    .fires_at(format!("{}s", held + 30), fraction);
+    let below = with(
+        "stays quiet just below the fraction",
+        series(fraction - 0.001, 3, 0),
+    )
+    .quiet_at(format!("{}s", held + 60));
+    let idle = with(
+        "stays quiet with a full cache and no request waiting",
+        series(1.0, 0, 0),
+    )
+    .quiet_at(format!("{}s", held + 60));
+    let preempting = with("fires on preemptions rising alone", series(0.5, 0, 5))
+        .quiet_at(format!("{held}s"))
+        .fires_at(format!("{}s", held + 60), 0.5);
+    vec![at_fraction, below, idle, preempting]
 }

@@ -36,7 +36,17 @@ pub(crate) enum Trigger {
     /// An LLM call, an answer's rate limits, a champion change, and the clock: `llm`
     /// and `headroom_low_for`.
     Llm,
+    /// A GPU sample (each sampler tick) and a GPU's Xid error: `gpu_memory_fraction`,
+    /// `gpu_memory_high_for` and `gpu_errors`.
+    Gpu,
+    /// A model server read (or one that failed): `server_saturated_for` and
+    /// `server_kv_cache_usage`.
+    ModelServers,
 }
+
+/// Preemptions within this window before a read count as preemptions rising: the
+/// range of its rule's `increase`.
+pub(crate) const LLM_SERVER_PREEMPTION_WINDOW: Duration = Duration::from_secs(60);
 
 /// Everything the verdicts read, as of the last event of each [`Trigger`]. Plain
 /// values, copied in: judging reads them and allocates nothing.
@@ -87,4 +97,24 @@ pub(crate) struct Evidence {
     /// How long the least rate-limit headroom has been below `llm_headroom_fraction`
     /// without a break, `None` while it is not ([`Trigger::Llm`]).
     pub(crate) headroom_low_for: Option<Duration>,
+    /// The highest fraction of its video memory in use on a GPU the loop's processes
+    /// use; `None` while they use none ([`Trigger::Gpu`]).
+    pub(crate) gpu_memory_fraction: Option<f64>,
+    /// How long that fraction has been above `gpu_memory_fraction`, without a break
+    /// ([`Trigger::Gpu`]).
+    pub(crate) gpu_memory_high_for: Duration,
+    /// Xid and uncorrected ECC errors on the GPUs within the last
+    /// [`GPU_ERRORS_WINDOW`] ([`Trigger::Gpu`]).
+    pub(crate) gpu_errors: u64,
+    /// How long the model server saturated the longest has been saturated: requests
+    /// waiting while its KV cache is at least `llm_server_kv_cache_fraction` full, or
+    /// preemptions within [`LLM_SERVER_PREEMPTION_WINDOW`], at each read since; `None`
+    /// while no server is ([`Trigger::ModelServers`]).
+    pub(crate) server_saturated_for: Option<Duration>,
+    /// That server's KV-cache usage at its last read, 0 to 1
+    /// ([`Trigger::ModelServers`]).
+    pub(crate) server_kv_cache_usage: f64,
 }
+
+/// How long a GPU's error keeps GPUErrors firing: 5 minutes, as the rule's window.
+pub(crate) const GPU_ERRORS_WINDOW: Duration = Duration::from_secs(300);

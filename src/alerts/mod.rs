@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::catalog;
 use crate::config::Thresholds;
 pub use boundary::{BoundaryCase, BoundaryCheck, BoundarySeries};
-pub(crate) use evidence::{Evidence, Trigger};
+pub(crate) use evidence::{Evidence, Trigger, GPU_ERRORS_WINDOW, LLM_SERVER_PREEMPTION_WINDOW};
 pub(crate) use rolling::{RollingValues, Watched};
 pub(crate) use verdicts::Verdict;
 
@@ -56,8 +56,9 @@ pub enum RuleSpec {
         expr: fn(&Thresholds) -> String,
         /// The `description` annotation (may use `{{ $value }}`).
         description: fn(&Thresholds) -> String,
-        /// The rule's `for`.
-        pending_for: &'static str,
+        /// The rule's `for`, a Prometheus duration (`30s`, `2m`): fixed, or from the
+        /// thresholds.
+        pending_for: fn(&Thresholds) -> String,
     },
     /// Only loopwatch's own evaluator raises it, for this reason.
     InProcessOnly(&'static str),
@@ -242,12 +243,16 @@ macro_rules! optional {
 }
 
 /// A generated rule from its condition and description: functions of [`promql`], or
-/// closures in the row (`|t| promql::as_loop_alert(format!(..))`) for a short one.
+/// closures in the row (`|t| promql::as_loop_alert(format!(..))`) for a short one; and
+/// its `for`, `0s` unless given: a literal (`"30s"`) or a function of the thresholds.
 macro_rules! rule {
     ($expr:expr, $description:expr) => {
         rule!($expr, $description, "0s")
     };
     ($expr:expr, $description:expr, $for:literal) => {
+        rule!($expr, $description, |_| $for.to_string())
+    };
+    ($expr:expr, $description:expr, $for:expr) => {
         RuleSpec::Rule {
             expr: $expr,
             description: $description,
@@ -460,7 +465,11 @@ alert_table! {
         threshold: Thresholds::llm_headroom_fraction,
         on: Llm,
         verdict: verdicts::llm_rate_limit_near,
-        rule: rule!(promql::llm_rate_limit_near, promql::llm_rate_limit_near_description),
+        rule: rule!(
+            promql::llm_rate_limit_near,
+            promql::llm_rate_limit_near_description,
+            |t| promql::duration(t.llm_headroom_for())
+        ),
         boundary: boundary::llm_rate_limit_near,
     }
     /// An evaluation (a candidate's back-test, a program's run) running longer than
@@ -479,6 +488,53 @@ alert_table! {
         against: |e| e.evaluation_limit.as_secs_f64(),
         rule: rule!(promql::evaluation_hung, promql::evaluation_hung_description),
         boundary: boundary::evaluation_hung,
+    }
+    /// Video memory in use above `gpu_memory_fraction` (0.95) of a GPU's own, on a
+    /// GPU the loop's processes use, for `gpu_memory_for` (1 min) (feature `gpu`).
+    GPUMemoryHigh {
+        severity: Warning,
+        message: "GPU memory nearly full",
+        runbook: "docs/runbooks.md#gpumemoryhigh",
+        thresholds: ["gpu_memory_fraction", "gpu_memory_for"],
+        threshold: Thresholds::gpu_memory_fraction,
+        on: Gpu,
+        verdict: verdicts::gpu_memory_high,
+        rule: rule!(promql::gpu_memory_high, promql::gpu_memory_high_description, "1m"),
+        boundary: boundary::gpu_memory_high,
+    }
+    /// A critical Xid error or an uncorrected ECC error on a GPU within the last 5
+    /// minutes (feature `gpu`); resolves 5 minutes after the last.
+    GPUErrors {
+        severity: Critical,
+        message: "GPU errors detected",
+        runbook: "docs/runbooks.md#gpuerrors",
+        thresholds: [],
+        // Any new error.
+        threshold: |_| 0.0,
+        on: Gpu,
+        verdict: |e, _| Verdict::firing_if(e.gpu_errors > 0, e.gpu_errors as f64),
+        rule: rule!(promql::gpu_errors, promql::gpu_errors_description),
+        boundary: boundary::gpu_errors,
+    }
+    /// A local model server (`[[llm.servers]]`) saturated at every read for
+    /// `llm_server_saturated_for` (2 min): requests waiting while its KV cache is at
+    /// least `llm_server_kv_cache_fraction` (0.9) full, or requests preempted (SGLang:
+    /// retracted) within the minute before. Its value is that server's KV-cache usage;
+    /// the server is named beside it.
+    LLMServerSaturated {
+        severity: Warning,
+        message: "LLM model server saturated",
+        runbook: "docs/runbooks.md#llmserversaturated",
+        thresholds: ["llm_server_kv_cache_fraction", "llm_server_saturated_for"],
+        threshold: Thresholds::llm_server_kv_cache_fraction,
+        on: ModelServers,
+        verdict: verdicts::llm_server_saturated,
+        rule: rule!(
+            promql::llm_server_saturated,
+            promql::llm_server_saturated_description,
+            |t| promql::duration(t.llm_server_saturated_for())
+        ),
+        boundary: boundary::llm_server_saturated,
     }
     @prometheus_only {
         /// Prometheus cannot scrape a loop that was running and never said it was done.

@@ -130,22 +130,20 @@ pub(super) fn cleanup_failures_description(t: &Thresholds) -> String {
     )
 }
 
-/// The least headroom below the fraction at every sample of the last
-/// `llm_headroom_for`, and already at its start: below it that long without a break,
-/// as the evaluator asks.
+/// The least rate-limit headroom below the fraction, held for the rule's `for`
+/// (`llm_headroom_for`), as the evaluator asks; its value is the headroom.
 pub(super) fn llm_rate_limit_near(t: &Thresholds) -> String {
-    let headroom = catalog::LLM_RATELIMIT_HEADROOM_RATIO.name;
-    let fraction = t.llm_headroom_fraction();
-    let sustained = t.llm_headroom_for().as_secs().max(1);
     as_loop_alert(format!(
-        "max_over_time({headroom}[{sustained}s]) < {fraction} and on(instance, job) ({headroom} offset {sustained}s) < {fraction}"
+        "{} < {}",
+        catalog::LLM_RATELIMIT_HEADROOM_RATIO.name,
+        t.llm_headroom_fraction()
     ))
 }
 
 pub(super) fn llm_rate_limit_near_description(t: &Thresholds) -> String {
     format!(
-        "A provider's rate limit has had at most {{{{ $value | humanizePercentage }}}} of it left for {} s: 429s are near (threshold {}%).",
-        t.llm_headroom_for().as_secs().max(1),
+        "A provider's rate limit has had at most {{{{ $value | humanizePercentage }}}} of it left for {}: 429s are near (threshold {}%).",
+        humantime::format_duration(t.llm_headroom_for()),
         t.llm_headroom_fraction() * 100.0
     )
 }
@@ -288,6 +286,41 @@ pub(super) fn llm_budget_description(t: &Thresholds) -> String {
     }
 }
 
+/// A duration as Prometheus writes one (`90s`, `2m`, `1500ms`): no spaces.
+pub(super) fn duration(d: std::time::Duration) -> String {
+    let millis = d.as_millis();
+    match millis {
+        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
+        m if m % 1000 == 0 => format!("{}s", m / 1000),
+        m => format!("{m}ms"),
+    }
+}
+
+/// A model server saturated, as the evaluator judges it at each read: requests waiting
+/// while its KV cache is at least `llm_server_kv_cache_fraction` full, or preemptions
+/// within the last minute; held for the rule's `for` (`llm_server_saturated_for`). Its value is the
+/// KV-cache usage of the fullest server so saturated; the servers' labels are
+/// aggregated away, so that the alert is labelled as loopwatch's own is (which names
+/// the server beside its value).
+pub(super) fn llm_server_saturated(t: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "max without (server, kind) ({kv} and (({waiting} > 0 and {kv} >= {fraction}) or increase({preemptions}[{window}s]) > 0))",
+        kv = catalog::LLM_SERVER_KV_CACHE_USAGE_RATIO.name,
+        waiting = catalog::LLM_SERVER_REQUESTS_WAITING.name,
+        preemptions = catalog::LLM_SERVER_PREEMPTIONS_TOTAL.name,
+        fraction = t.llm_server_kv_cache_fraction(),
+        window = super::LLM_SERVER_PREEMPTION_WINDOW.as_secs(),
+    ))
+}
+
+pub(super) fn llm_server_saturated_description(t: &Thresholds) -> String {
+    format!(
+        "A local model server has been saturated for {}: requests waiting while its KV cache is {{{{ $value | humanizePercentage }}}} full (threshold {}%), or preempting requests; loopwatch's own alert names the server.",
+        humantime::format_duration(t.llm_server_saturated_for()),
+        t.llm_server_kv_cache_fraction() * 100.0
+    )
+}
+
 /// The jobs whose targets are loops: the one on the default port, and the registered.
 const LOOP_JOBS: &str = "job=~\"loopwatch|loopwatch-discovered\"";
 
@@ -296,6 +329,43 @@ const LOOP_JOBS: &str = "job=~\"loopwatch|loopwatch-discovered\"";
 /// scraped `loopwatch_loop_done` not 1 (a loop that ended after `done`, which a
 /// monitor shutting down lets its scraper see, raises nothing). A registered loop
 /// that ends cleanly removes its target file, so its target goes rather than down.
+/// The highest fraction of video memory in use on the GPUs the loop's processes use
+/// (those where `loopwatch_gpu_loop_memory_bytes` is above 0); the rule's `for` (1 min)
+/// is the default `gpu_memory_for`.
+pub(super) fn gpu_memory_high(t: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "max by (instance, job) ({used} / {limit} and on(instance, job, hw_id, gpu_index) {ours} > 0) > {}",
+        t.gpu_memory_fraction(),
+        used = catalog::HW_GPU_MEMORY_USAGE_BYTES.name,
+        limit = catalog::HW_GPU_MEMORY_LIMIT_BYTES.name,
+        ours = catalog::GPU_LOOP_MEMORY_BYTES.name,
+    ))
+}
+
+pub(super) fn gpu_memory_high_description(t: &Thresholds) -> String {
+    format!(
+        "A GPU the loop uses has {{{{ $value | humanizePercentage }}}} of its video memory in use (threshold {}%, for 1 minute).",
+        t.gpu_memory_fraction() * 100.0
+    )
+}
+
+/// Xid and uncorrected ECC errors within the last 5 minutes, counted exactly (the
+/// counter's rise over the window, not `increase`'s extrapolation); a series whose
+/// counter started again (loopwatch restarted) is left out for that window.
+pub(super) fn gpu_errors(_: &Thresholds) -> String {
+    let errors = format!(
+        "{}{{error_type=~\"xid|uncorrected\"}}",
+        catalog::HW_ERRORS_TOTAL.name
+    );
+    as_loop_alert(format!(
+        "sum by (instance, job) ((max_over_time({errors}[5m]) - min_over_time({errors}[5m])) unless resets({errors}[5m]) > 0) > 0"
+    ))
+}
+
+pub(super) fn gpu_errors_description(_: &Thresholds) -> String {
+    "{{ $value }} critical Xid or uncorrected ECC errors on the loop's host's GPUs within the last 5 minutes.".to_string()
+}
+
 pub(super) fn loop_down(_: &Thresholds) -> String {
     format!(
         "(up{{{LOOP_JOBS}}} == 0) \

@@ -153,11 +153,39 @@ pub(crate) fn spend_note(e: &Evidence) -> Option<&'static str> {
         .then_some(crate::llm::SPEND_LOWER_BOUND)
 }
 
+/// GPUMemoryHigh: a GPU the loop's processes use has had more than
+/// `gpu_memory_fraction` of its video memory in use for `gpu_memory_for`; pending
+/// before that. Its value is the fraction.
+pub(crate) fn gpu_memory_high(e: &Evidence, th: &Thresholds) -> Verdict {
+    match e.gpu_memory_fraction {
+        Some(fraction) if fraction > th.gpu_memory_fraction() => {
+            if e.gpu_memory_high_for >= th.gpu_memory_for() {
+                Verdict::Firing(fraction)
+            } else {
+                Verdict::Pending(fraction)
+            }
+        }
+        _ => Verdict::Clear,
+    }
+}
+
 /// EvaluationHung: the oldest evaluation in flight has run longer than the limit; its
 /// value is that evaluation's age.
 pub(crate) fn evaluation_hung(e: &Evidence, _: &Thresholds) -> Verdict {
     match e.oldest_evaluation {
         Some(age) => Verdict::firing_if(age > e.evaluation_limit, age.as_secs_f64()),
+        None => Verdict::Clear,
+    }
+}
+
+/// LLMServerSaturated: a model server saturated at every read for
+/// `llm_server_saturated_for` fires, pending before; its value is that server's
+/// KV-cache usage.
+pub(crate) fn llm_server_saturated(e: &Evidence, th: &Thresholds) -> Verdict {
+    let usage = e.server_kv_cache_usage;
+    match e.server_saturated_for {
+        Some(held) if held >= th.llm_server_saturated_for() => Verdict::Firing(usage),
+        Some(_) => Verdict::Pending(usage),
         None => Verdict::Clear,
     }
 }

@@ -108,6 +108,12 @@ pub(crate) struct Evaluator {
     /// Since when (monotonic) the least rate-limit headroom has been below
     /// `llm_headroom_fraction`, without a break.
     headroom_low_since: Option<Duration>,
+    /// Since when (monotonic) a GPU the loop uses has been above
+    /// `gpu_memory_fraction`, without a break.
+    gpu_high_since: Option<Duration>,
+    /// When (monotonic) GPU errors came, and how many, within the error window,
+    /// oldest first.
+    gpu_errors: VecDeque<(Duration, u64)>,
 }
 
 impl Evaluator {
@@ -123,6 +129,8 @@ impl Evaluator {
             last_iteration: 0,
             restarts: VecDeque::new(),
             headroom_low_since: None,
+            gpu_high_since: None,
+            gpu_errors: VecDeque::new(),
         }
     }
 
@@ -261,6 +269,69 @@ impl Evaluator {
         };
         self.evidence.headroom_low_for = self.headroom_low_since.map(|since| at.since(since));
         self.judge(Trigger::Llm, th, at, &mut findings);
+        findings
+    }
+
+    /// Judges the alerts on [`Trigger::Gpu`] after a GPU sample or an Xid error: the
+    /// highest fraction of video memory in use on the GPUs the loop uses (`None`
+    /// when it uses none, or for an Xid error, which leaves it as it was), and the
+    /// GPU errors it brought (Xid, uncorrected ECC).
+    pub(crate) fn on_gpu(
+        &mut self,
+        memory_fraction: Option<Option<f64>>,
+        new_errors: u64,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Findings {
+        let mut findings = Findings::default();
+        if let Some(fraction) = memory_fraction {
+            let high = fraction.is_some_and(|f| f > th.gpu_memory_fraction());
+            self.gpu_high_since = match (high, self.gpu_high_since) {
+                (true, Some(since)) => Some(since),
+                (true, None) => Some(at.mono),
+                (false, _) => None,
+            };
+            self.evidence.gpu_memory_fraction = fraction;
+            self.evidence.gpu_memory_high_for = self
+                .gpu_high_since
+                .map_or(Duration::ZERO, |since| at.since(since));
+        }
+        if new_errors > 0 {
+            self.gpu_errors.push_back((at.mono, new_errors));
+        }
+        while let Some((when, _)) = self.gpu_errors.front() {
+            if at.since(*when) < crate::alerts::GPU_ERRORS_WINDOW {
+                break;
+            }
+            self.gpu_errors.pop_front();
+        }
+        self.evidence.gpu_errors = self.gpu_errors.iter().map(|(_, n)| n).sum();
+        self.judge(Trigger::Gpu, th, at, &mut findings);
+        findings
+    }
+
+    /// Judges the alerts on [`Trigger::ModelServers`] after a model server's read:
+    /// `saturated` is how long the server saturated the longest has been so, and its
+    /// KV-cache usage (`None` while no server is); a firing transition names that
+    /// server by `subject`.
+    pub(crate) fn on_model_servers(
+        &mut self,
+        saturated: Option<(Duration, f64)>,
+        subject: impl FnOnce() -> std::sync::Arc<str>,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Findings {
+        let mut findings = Findings::default();
+        self.evidence.server_saturated_for = saturated.map(|(held, _)| held);
+        self.evidence.server_kv_cache_usage = saturated.map_or(0.0, |(_, usage)| usage);
+        self.judge(Trigger::ModelServers, th, at, &mut findings);
+        if let Some(firing) = findings
+            .transitions
+            .iter_mut()
+            .find(|t| t.state == AlertState::Firing)
+        {
+            firing.subject = Some(subject());
+        }
         findings
     }
 

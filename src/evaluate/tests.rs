@@ -8,6 +8,73 @@ fn defaults() -> Thresholds {
     Thresholds::default()
 }
 
+/// `seconds` after the clock's start.
+fn at(seconds: u64) -> Moment {
+    Moment::new(
+        Duration::from_secs(seconds),
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(seconds),
+    )
+}
+
+/// GPUMemoryHigh: held above the fraction for `gpu_memory_for` on a GPU the loop
+/// uses fires; a dip below starts the wait again; a GPU the loop does not use (no
+/// fraction) clears it.
+#[test]
+fn gpu_memory_high_fires_once_held_and_a_dip_starts_the_wait_again() {
+    let th = defaults();
+    let (full, ok) = (Some(Some(0.97)), Some(Some(0.5)));
+    let mut e = Evaluator::new(&th);
+    let state = |e: &Evaluator| e.states()[AlertName::GPUMemoryHigh];
+    e.on_gpu(full, 0, &th, at(0));
+    assert_eq!(state(&e), AlertState::Pending);
+    e.on_gpu(ok, 0, &th, at(30));
+    assert_eq!(state(&e), AlertState::Inactive);
+    e.on_gpu(full, 0, &th, at(40));
+    e.on_gpu(full, 0, &th, at(99));
+    assert_eq!(state(&e), AlertState::Pending, "59 s since the dip");
+    e.on_gpu(None, 3, &th, at(100));
+    assert_eq!(
+        state(&e),
+        AlertState::Pending,
+        "an Xid error brings no memory reading"
+    );
+    e.on_gpu(full, 0, &th, at(101));
+    assert_eq!(state(&e), AlertState::Firing, "held for 61 s");
+    e.on_gpu(Some(None), 0, &th, at(102));
+    assert_eq!(state(&e), AlertState::Inactive, "the loop left the GPU");
+}
+
+/// GPUErrors: fires with the count of errors in the window, resolves once the last
+/// is five minutes old.
+#[test]
+fn gpu_errors_fire_with_the_count_and_resolve_after_the_window() {
+    let th = defaults();
+    let mut e = Evaluator::new(&th);
+    let state = |e: &Evaluator| e.states()[AlertName::GPUErrors];
+    e.on_gpu(Some(None), 0, &th, at(0));
+    assert_eq!(state(&e), AlertState::Inactive);
+    let fired = e.on_gpu(None, 1, &th, at(10));
+    let transition = fired
+        .transitions
+        .iter()
+        .find(|t| t.alert == AlertName::GPUErrors)
+        .expect("GPUErrors fired");
+    assert_eq!(
+        (transition.state, transition.value),
+        (AlertState::Firing, 1.0)
+    );
+    e.on_gpu(Some(None), 2, &th, at(100));
+    assert_eq!(state(&e), AlertState::Firing);
+    e.on_gpu(Some(None), 0, &th, at(309));
+    assert_eq!(
+        state(&e),
+        AlertState::Firing,
+        "the errors at 100 s are in the window"
+    );
+    e.on_gpu(Some(None), 0, &th, at(400));
+    assert_eq!(state(&e), AlertState::Inactive);
+}
+
 /// A moment for rules that do not look at the clock.
 fn now() -> Moment {
     Moment::new(Duration::ZERO, std::time::SystemTime::UNIX_EPOCH)
@@ -473,6 +540,36 @@ fn every_alert_fires_in_process() {
                     &th,
                     now(),
                 )
+            }
+            AlertName::GPUMemoryHigh => {
+                let full = Some(Some(th.gpu_memory_fraction() + 0.01));
+                let first = evaluator.on_gpu(full, 0, &th, now());
+                assert!(!fired(&first, alert), "fired before it was held");
+                let held = Moment::new(th.gpu_memory_for(), std::time::SystemTime::UNIX_EPOCH);
+                evaluator.on_gpu(full, 0, &th, held)
+            }
+            AlertName::GPUErrors => evaluator.on_gpu(None, 1, &th, now()),
+            AlertName::LLMServerSaturated => {
+                let held = th.llm_server_saturated_for();
+                let short = evaluator.on_model_servers(
+                    Some((held - Duration::from_millis(1), 0.95)),
+                    || "qwen".into(),
+                    &th,
+                    now(),
+                );
+                assert!(
+                    !fired(&short, alert),
+                    "fired before it was held long enough"
+                );
+                assert_eq!(evaluator.states()[alert], AlertState::Pending);
+                let findings =
+                    evaluator.on_model_servers(Some((held, 0.95)), || "qwen".into(), &th, now());
+                assert_eq!(
+                    findings.transitions[0].subject.as_deref(),
+                    Some("qwen"),
+                    "the server is named"
+                );
+                findings
             }
         };
         assert!(fired(&findings, alert), "{alert:?} did not fire");

@@ -92,7 +92,7 @@ pub(crate) fn families_to_json(families: &[MetricFamily]) -> Value {
             json!({
                 "type": kind,
                 "help": family.help(),
-                "unit": catalog::find(family.name()).map(|spec| spec.unit),
+                "unit": catalog::find_exported(family.name()).map(|spec| spec.unit),
                 "samples": samples,
             }),
         );
@@ -158,6 +158,8 @@ pub(crate) fn write(
         "processes": snapshot.processes,
         "evaluations": snapshot.evaluations,
         "instrumentation": snapshot.instrumentation,
+        "gpus": snapshot.gpus,
+        "model_servers": snapshot.model_servers.servers,
         "alert_history": alert_history,
         "events": snapshot.events,
         "events_dropped": snapshot.events_dropped,

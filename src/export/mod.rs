@@ -49,6 +49,31 @@ pub(crate) struct LiveContainer {
     pub(crate) age_seconds: f64,
 }
 
+/// A GPU as the page's panel, `/api/v1/snapshot` and the final JSON show it: its
+/// latest reading and its errors over the run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub(crate) struct LiveGpu {
+    pub(crate) index: u32,
+    pub(crate) uuid: String,
+    /// It stopped answering; the readings are the last it gave.
+    pub(crate) lost: bool,
+    /// Fraction of the last sample period a kernel ran (0–1).
+    pub(crate) utilization: Option<f64>,
+    pub(crate) memory_used_bytes: Option<u64>,
+    pub(crate) memory_total_bytes: Option<u64>,
+    pub(crate) power_watts: Option<f64>,
+    pub(crate) temperature_celsius: Option<f64>,
+    /// Video memory of the loop's own processes on it.
+    pub(crate) loop_memory_bytes: u64,
+    pub(crate) loop_processes: u32,
+    /// Critical Xid errors reported over the run, and the code of the last.
+    pub(crate) xid_errors: u64,
+    pub(crate) last_xid: Option<u64>,
+    /// ECC errors counted since the first sample.
+    pub(crate) ecc_corrected: u64,
+    pub(crate) ecc_uncorrected: u64,
+}
+
 /// Orphaned processes: what the sweeps found and did (see `loopwatch run`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct ProcessTally {
@@ -123,6 +148,14 @@ pub(crate) struct InstrumentedFramework {
     pub(crate) errors: u64,
 }
 
+/// The model servers read (`[[llm.servers]]`): each as it stands, and each one's
+/// history of reads (thinned, oldest first), in the configuration's order.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub(crate) struct ModelServersView {
+    pub(crate) servers: Vec<crate::servers::book::ServerView>,
+    pub(crate) points: Vec<Vec<crate::servers::book::ServerPoint>>,
+}
+
 /// Everything the exporters show of a run, taken at one instant.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
@@ -159,6 +192,10 @@ pub(crate) struct Snapshot {
     pub(crate) evaluations: EvaluationsView,
     /// The frameworks the zero-code instrumentation reported on.
     pub(crate) instrumentation: Vec<InstrumentedFramework>,
+    /// Every GPU the sampler read, in NVML's order; empty when none was.
+    pub(crate) gpus: Vec<LiveGpu>,
+    /// The model servers read, and their histories.
+    pub(crate) model_servers: ModelServersView,
 }
 
 /// What the exporters read a run through.

@@ -234,14 +234,17 @@ pub(crate) fn snapshot_json(snapshot: &Snapshot) -> Value {
         },
         "processes": snapshot.processes,
         "instrumentation": snapshot.instrumentation,
+        "gpus": snapshot.gpus,
         "containers": {
             "live": snapshot.live_containers,
             "state": snapshot.containers,
         },
         "evaluations": snapshot.evaluations,
+        "model_servers": snapshot.model_servers,
         "history": snapshot.history,
         "samples": snapshot.samples,
         "samples_dropped": snapshot.samples_dropped,
+        "best_so_far": snapshot.progress,
         "events": snapshot.events,
     })
 }

@@ -575,6 +575,9 @@ pub struct LlmConfig {
     /// `[llm.budget] usd` as written, until the thresholds take it over.
     #[serde(skip)]
     pub(crate) budget_usd: Option<f64>,
+    /// `[[llm.servers]]`: the local model servers read at the sampling interval.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<crate::servers::ModelServer>,
 }
 
 fn is_warn(action: &BudgetAction) -> bool {
@@ -589,6 +592,8 @@ struct LlmConfigFile {
     prices: BTreeMap<String, Price>,
     #[serde(default)]
     budget: Option<BudgetFile>,
+    #[serde(default)]
+    servers: Vec<crate::servers::ModelServer>,
 }
 
 /// `[llm.budget]` as written.
@@ -625,10 +630,12 @@ impl TryFrom<LlmConfigFile> for LlmConfig {
                     .map_err(|e: String| format!("llm.budget.action: {e}"))?;
             }
         }
+        crate::servers::check(&file.servers).map_err(|e| format!("llm.servers: {e}"))?;
         Ok(LlmConfig {
             prices: file.prices,
             budget_action,
             budget_usd,
+            servers: file.servers,
         })
     }
 }
@@ -667,6 +674,34 @@ fn version_suffix(rest: &str) -> bool {
 }
 
 impl LlmConfig {
+    /// With one more model server to read (`[[llm.servers]]`): at most
+    /// [`MAX_SERVERS`](crate::servers::MAX_SERVERS), each name once.
+    ///
+    /// ```
+    /// use loopwatch::llm::LlmConfig;
+    /// let config = LlmConfig::default()
+    ///     .with_server("vllm=http://127.0.0.1:8000".parse().unwrap())
+    ///     .unwrap();
+    /// assert_eq!(config.servers.len(), 1);
+    /// let again = config.with_server("sglang=http://127.0.0.1:8000".parse().unwrap());
+    /// assert!(again.unwrap_err().to_string().contains("own name"));
+    /// ```
+    pub fn with_server(
+        mut self,
+        server: crate::servers::ModelServer,
+    ) -> Result<Self, crate::error::Error> {
+        let value = server.endpoint();
+        self.servers.push(server);
+        crate::servers::check(&self.servers).map_err(|reason| {
+            crate::error::Error::InvalidSetting {
+                variable: "llm.servers",
+                value,
+                reason,
+            }
+        })?;
+        Ok(self)
+    }
+
     /// With a price for `model`.
     pub fn with_price(mut self, model: impl Into<String>, price: Price) -> Self {
         self.prices.insert(model.into(), price);

@@ -1278,8 +1278,11 @@ impl Body for MeteredBody {
                             }
                         }
                         // A body of known length ends with its last bytes: the server
-                        // may not ask for more.
-                        if this.inner.is_end_stream() {
+                        // may not ask for more. An answer read whole (a stream's closing
+                        // event passed) is booked before its last bytes go on, so that
+                        // the loop's next call never finds this one still reserved.
+                        let read_whole = metering.reader.as_ref().is_some_and(|r| r.complete());
+                        if this.inner.is_end_stream() || read_whole {
                             metering.finish(End::Ended);
                         }
                     }

@@ -68,6 +68,11 @@ pub(super) fn spawn_all(
             },
         );
     }
+    #[cfg(feature = "gpu")]
+    if settings.gpu {
+        super::gpu::spawn(runtime, hub, cancel);
+    }
+    super::servers::spawn_readers(runtime, hub, cancel);
     if settings.signals != crate::config::Signals::Off {
         runtime.spawn(watch_signals(Arc::clone(hub)));
     }

@@ -28,10 +28,12 @@ impl Monitor {
 /// (`LOOPWATCH_SAMPLE_INTERVAL`), the thresholds file (`LOOPWATCH_CONFIG`), the web
 /// configuration (`LOOPWATCH_WEB_CONFIG`), the registration directory
 /// (`LOOPWATCH_REGISTER_DIR`), the experiment (`LOOPWATCH_EXPERIMENT`), the loop's
-/// name (`LOOPWATCH_LOOP_NAME`) and the OTLP export (`OTEL_EXPORTER_OTLP_ENDPOINT`,
-/// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`). Where container numbers come from is the
+/// name (`LOOPWATCH_LOOP_NAME`), the GPU sampler's NVML library
+/// (`LOOPWATCH_GPU_LIBRARY`), the OTLP export (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+/// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`) and the GenAI conventions of LLM calls'
+/// instruments (`OTEL_SEMCONV_STABILITY_OPT_IN`). Where container numbers come from is the
 /// environment's alone (`LOOPWATCH_CONTAINER_STATS`). The others (signals, final
-/// export, containers, sweep period) are the program's choice.
+/// export, containers, sweep period, GPU sampling) are the program's choice.
 ///
 /// ```
 /// use std::time::Duration;
@@ -123,6 +125,23 @@ impl MonitorBuilder {
         self
     }
 
+    /// Whether the GPU sampler runs (needs the `gpu` cargo feature; default on with
+    /// it): each GPU's utilisation, memory, power, temperature and errors, and the
+    /// video memory of the loop's own processes, at the sampling interval. Without an
+    /// NVIDIA driver it says so once in the log and costs nothing else.
+    pub fn gpu(mut self, on: bool) -> Self {
+        self.choices.gpu = Some(on);
+        self
+    }
+
+    /// The NVIDIA management library (NVML) the GPU sampler loads: a path, or a file
+    /// name the dynamic linker looks up (default `[gpu] library` of the config file,
+    /// else the driver's `libnvidia-ml.so.1`; env `LOOPWATCH_GPU_LIBRARY`).
+    pub fn gpu_library(mut self, path: impl Into<PathBuf>) -> Self {
+        self.choices.gpu_library = Some(path.into());
+        self
+    }
+
     /// Period at which the owners of other loops' containers are checked in the
     /// process table (default 5 s, no Docker request): a full orphan sweep follows
     /// when one has died, so ContainerCleanupFailures fires within 10 s of orphans
@@ -140,6 +159,16 @@ impl MonitorBuilder {
     /// `OTEL_EXPORTER_OTLP_*` variables and `OTEL_METRIC_EXPORT_INTERVAL` apply.
     pub fn otlp(mut self, on: bool) -> Self {
         self.choices.otlp = Some(on);
+        self
+    }
+
+    /// The OpenTelemetry GenAI conventions that name the instruments of LLM calls, over
+    /// OTLP and in the exposition alike. Default: the newest experimental ones when
+    /// `OTEL_SEMCONV_STABILITY_OPT_IN` holds `gen_ai_latest_experimental`, else
+    /// loopwatch's (`gen_ai.client.token.usage`, `gen_ai.client.operation.duration`);
+    /// the mapping is [`GenAiConventions::rows`](crate::catalog::GenAiConventions::rows).
+    pub fn genai_conventions(mut self, conventions: crate::catalog::GenAiConventions) -> Self {
+        self.choices.genai = Some(conventions);
         self
     }
 

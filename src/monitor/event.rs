@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::llm::{CallRequest, LlmCall};
 use crate::records::{Ended, IterationSummary, LoopExit, Moment};
-use crate::sample::HostSample;
+use crate::sample::{GpuSample, GpuXid, HostSample};
 
 use super::reasons::ReasonChunk;
 
@@ -42,6 +42,22 @@ pub(crate) enum Event {
     ChampionChanged(ChampionChange),
     /// A host and process sample.
     Host(HostReading),
+    /// A GPU sample: every device found when NVML was opened.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    Gpu {
+        /// The sample.
+        sample: GpuSample,
+        /// When it was taken.
+        at: Moment,
+    },
+    /// A critical Xid error NVML reported.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    GpuXid {
+        /// The device and the code.
+        xid: GpuXid,
+        /// When it arrived.
+        at: Moment,
+    },
     /// A container sample, or Docker being down.
     Containers {
         /// What the containers feature read.
@@ -207,6 +223,8 @@ pub(crate) enum Event {
         /// When they were reported.
         at: Moment,
     },
+    /// A model server was read, or could not be.
+    ModelServer(Box<ServerRead>),
     /// The background clock: what changes with time alone (a stall, windows that
     /// move on) is evaluated at `at`.
     Tick {
@@ -278,5 +296,16 @@ pub(crate) struct ProcessSweep {
     /// still alive, for the final export.
     pub(crate) left_behind: Option<Vec<crate::processes::MarkedProcess>>,
     /// When it ended.
+    pub(crate) at: Moment,
+}
+
+/// One read of a model server.
+#[derive(Debug)]
+pub(crate) struct ServerRead {
+    /// The server's position in `[[llm.servers]]`.
+    pub(crate) index: usize,
+    /// What it said, or why it could not be read.
+    pub(crate) outcome: Result<crate::servers::Reading, crate::servers::ReadFailure>,
+    /// When the read ended.
     pub(crate) at: Moment,
 }

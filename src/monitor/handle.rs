@@ -247,6 +247,18 @@ impl Monitor {
         }
     }
 
+    /// Reads every model server configured (`[[llm.servers]]`) once now, concurrently,
+    /// and waits until what they said is applied (the readers do this at every
+    /// sampling interval). Each read is bounded by its time limit (twice the sampling
+    /// interval, 2 to 10 s); nothing happens without servers. Call it from a thread
+    /// outside loopwatch's runtime, as a loop's own thread is.
+    pub fn read_model_servers_now(&self) {
+        if let Some(runtime) = &self.runtime {
+            super::servers::read_all_now(&self.hub, runtime);
+            self.hub.settle();
+        }
+    }
+
     /// The exposition `GET /metrics` would serve now.
     pub fn render_metrics(&self) -> Result<String, CollectError> {
         self.hub.exposition()

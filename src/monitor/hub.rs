@@ -58,7 +58,7 @@
 
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -118,6 +118,9 @@ pub(super) struct Hub {
     started_at_ns: AtomicU64,
     pub(super) stop_requested: AtomicBool,
     pub(super) closed: AtomicBool,
+    /// The root of the loop's process tree: a supervised loop's process, or 0 for
+    /// this process (the GPU sampler sums the video memory of the tree below it).
+    loop_root: AtomicU32,
 
     // The queue and the state.
     sender: SyncSender<Event>,
@@ -137,6 +140,8 @@ pub(super) struct Hub {
     /// The loop's memory cgroup, whose limit HighMemoryUsage uses when it is lower
     /// than host memory.
     cgroup: Option<CgroupMemory>,
+    /// The model servers to read, and their client.
+    pub(super) model_servers: super::servers::Readers,
 }
 
 /// The parts a [`Hub`] is assembled from.
@@ -162,6 +167,10 @@ impl Hub {
                 .clone(),
         );
         let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
+        let model_servers = super::servers::Readers::new(
+            &parts.settings.thresholds.llm().servers,
+            parts.settings.sample_interval,
+        );
         let hub = Hub {
             state: Mutex::new(RunState::new(parts.started_at, &parts.settings.thresholds)),
             settings: parts.settings,
@@ -177,6 +186,7 @@ impl Hub {
             started_at_ns: AtomicU64::new(0),
             stop_requested: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            loop_root: AtomicU32::new(0),
             sender,
             receiver: Mutex::new(receiver),
             publisher: Publisher {
@@ -187,8 +197,11 @@ impl Hub {
             containers: parts.containers,
             host_sampler: Mutex::new(parts.host_sampler),
             cgroup: CgroupMemory::of_current_process(),
+            model_servers,
         };
         hub.publisher.loop_started(parts.started_at);
+        hub.publisher
+            .model_servers_configured(&lock(&hub.state).model_servers().servers);
         // The limit EvaluationHung compares with, from the start: the floor, until
         // enough evaluations have finished for their p95 to count.
         hub.publisher
@@ -423,6 +436,17 @@ impl Hub {
     /// Watches a supervised loop's process tree instead of this process.
     pub(super) fn watch_process_tree(&self, root_pid: u32) {
         *lock(&self.host_sampler) = HostSampler::for_process_tree(root_pid);
+        self.loop_root.store(root_pid, Ordering::Relaxed);
+    }
+
+    /// The root of the loop's process tree: the supervised loop's process, else this
+    /// one.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    pub(super) fn loop_root(&self) -> u32 {
+        match self.loop_root.load(Ordering::Relaxed) {
+            0 => std::process::id(),
+            pid => pid,
+        }
     }
 
     /// Runs a process sweep (blocking: it waits out the grace period of any process it
@@ -488,6 +512,8 @@ impl Source for Hub {
             processes,
             evaluations,
             instrumentation,
+            gpus,
+            model_servers,
         ) = self.read(|state| {
             (
                 state.summary(&self.identity.run_id, &self.reasons, now),
@@ -502,6 +528,8 @@ impl Source for Hub {
                 state.process_tally(),
                 state.evaluations_view(now),
                 state.instrumentation(),
+                state.gpus(),
+                state.model_servers(),
             )
         });
         Snapshot {
@@ -523,6 +551,8 @@ impl Source for Hub {
             recent_iterations: RECENT_ITERATIONS,
             evaluations,
             instrumentation,
+            gpus,
+            model_servers,
         }
     }
 }

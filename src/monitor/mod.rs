@@ -32,6 +32,8 @@ mod clock;
 mod deliver;
 mod evaluation;
 mod event;
+#[cfg(feature = "gpu")]
+mod gpu;
 mod handle;
 mod hub;
 mod intake;
@@ -39,6 +41,7 @@ mod iteration;
 mod publish;
 mod reasons;
 mod recorder;
+mod servers;
 mod start;
 mod state;
 mod supervision;

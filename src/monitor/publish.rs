@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::KeyValue;
 
 use crate::alerts::AlertState;
+use crate::catalog::GenAiMeasure;
 use crate::containers::{ContainerReading, StatsSource};
 use crate::evaluate::{Transition, WarningChange};
 use crate::pipeline::Pipeline;
@@ -14,7 +15,7 @@ use crate::records::{unix_seconds, Ended, IterationSummary, LoopExit};
 
 use super::deliver::FindingSink;
 use super::event::{ChampionChange, HostReading};
-use super::state::{EvaluationGauges, Judged, Publish, PROCESS_GONE};
+use super::state::{EvaluationGauges, GpuErrorKind, GpuErrors, Judged, Publish, PROCESS_GONE};
 use crate::protocol::{Framework, Instrumentation, InstrumentationState};
 
 /// loopwatch's instruments and the pipeline that serves them.
@@ -42,11 +43,11 @@ impl Publisher {
                 summary,
                 at,
                 judged,
+                best_sharpe,
             } => {
-                self.pipeline
-                    .instruments
-                    .iteration_number
-                    .set(*latest as f64);
+                let i = &self.pipeline.instruments;
+                i.iteration_number.set(*latest as f64);
+                i.loopwatch_best_sharpe.set_present(*best_sharpe);
                 self.iteration(summary, *at);
                 self.judged(judged);
             }
@@ -58,6 +59,22 @@ impl Publisher {
             }
             Publish::Host(reading) => self.host(reading),
             Publish::Containers(reading) => self.containers(reading),
+            Publish::Gpu {
+                devices,
+                errors,
+                lost,
+            } => {
+                self.gpus(devices);
+                errors.iter().for_each(|e| self.gpu_errors(e));
+                for device in lost {
+                    tracing::error!(
+                        gpu = device.index,
+                        uuid = &*device.uuid,
+                        "a GPU stopped answering (NVML: GPU is lost); its series are dropped, the other GPUs are still sampled"
+                    );
+                }
+            }
+            Publish::GpuXid(errors) => self.gpu_errors(errors),
             Publish::Orphans(orphans) => self.orphaned_containers(*orphans),
             Publish::ProcessSweep {
                 cleaned,
@@ -116,6 +133,7 @@ impl Publisher {
                 count,
                 total,
             } => self.instrumentation_errors(*framework, *count, *total),
+            Publish::ModelServer { change, servers } => self.model_server(change, servers),
             Publish::Tick {
                 calls,
                 oldest,
@@ -304,28 +322,22 @@ impl Publisher {
         let i = &self.pipeline.instruments;
         let model = [KeyValue::new("model", labels.model.clone())];
         let role = KeyValue::new("role", labels.role.clone());
-        let mut genai = vec![
+        let genai = [
             KeyValue::new("gen_ai.operation.name", call.operation.as_str()),
             KeyValue::new("gen_ai.provider.name", labels.provider.clone()),
             KeyValue::new("gen_ai.request.model", labels.request_model.clone()),
             KeyValue::new("gen_ai.response.model", labels.model.clone()),
         ];
-        for (kind, tokens) in [("input", call.input_tokens), ("output", call.output_tokens)] {
-            if let Some(tokens) = tokens {
-                let mut attributes = genai.clone();
-                attributes.push(KeyValue::new("gen_ai.token.type", kind));
-                i.gen_ai_client_token_usage
-                    .record(tokens as f64, &attributes);
-            }
-        }
+        let error = call
+            .error
+            .map(|e| KeyValue::new("error.type", e.as_label().into_owned()));
+        self.pipeline.genai.record(
+            call.operation == crate::llm::Operation::Embeddings,
+            &genai,
+            error.as_ref(),
+            |measure| genai_measure(call, measure),
+        );
         let outcome = call.outcome().into_owned();
-        if let Some(error) = call.error {
-            genai.push(KeyValue::new("error.type", error.as_label().into_owned()));
-        }
-        if !(call.abandoned || call.blocked || call.deferred) || call.error.is_some() {
-            i.gen_ai_client_operation_duration_seconds
-                .record(call.duration.as_secs_f64(), &genai);
-        }
         if let Some(first) = call.time_to_first_chunk {
             i.loopwatch_llm_time_to_first_chunk_seconds
                 .record(first.as_secs_f64(), &model);
@@ -509,6 +521,79 @@ impl Publisher {
         }
     }
 
+    /// The GPUs still answering: each one's series, from its latest reading.
+    fn gpus(&self, devices: &[crate::sample::GpuDevice]) {
+        let i = &self.pipeline.instruments;
+        i.loopwatch_gpu_devices.set(devices.len() as f64);
+        let labels = |d: &crate::sample::GpuDevice| {
+            vec![
+                KeyValue::new("hw.id", d.uuid.to_string()),
+                KeyValue::new("gpu.index", d.index.to_string()),
+            ]
+        };
+        let series = |value: &dyn Fn(&crate::sample::GpuDevice) -> Option<f64>| {
+            devices
+                .iter()
+                .filter_map(|d| value(d).map(|v| (labels(d), v)))
+                .collect::<Vec<_>>()
+        };
+        i.hw_gpu_utilization_ratio
+            .set_series(series(&|d| d.utilization));
+        i.hw_gpu_memory_usage_bytes
+            .set_series(series(&|d| d.memory_used_bytes.map(|b| b as f64)));
+        i.hw_gpu_memory_limit_bytes
+            .set_series(series(&|d| d.memory_total_bytes.map(|b| b as f64)));
+        i.hw_temperature_celsius
+            .set_series(series(&|d| d.temperature_celsius));
+        i.loopwatch_gpu_loop_memory_bytes
+            .set_series(series(&|d| Some(d.loop_memory_bytes as f64)));
+        i.hw_power_watts.set_series(
+            devices
+                .iter()
+                .filter_map(|d| {
+                    let mut labels = labels(d);
+                    labels.push(KeyValue::new("hw.type", "gpu"));
+                    d.power_watts.map(|w| (labels, w))
+                })
+                .collect(),
+        );
+        // Each error series from zero, so that its first error is an increase.
+        for d in devices {
+            for kind in [
+                GpuErrorKind::Xid,
+                GpuErrorKind::Uncorrected,
+                GpuErrorKind::Corrected,
+            ] {
+                i.hw_errors_total
+                    .add(0, &error_labels(d.index, &d.uuid, kind));
+            }
+        }
+    }
+
+    /// New errors of a GPU: counted, and logged when they are Xid or uncorrected
+    /// ECC errors.
+    fn gpu_errors(&self, errors: &GpuErrors) {
+        self.pipeline.instruments.hw_errors_total.add(
+            errors.count,
+            &error_labels(errors.index, &errors.uuid, errors.kind),
+        );
+        match errors.kind {
+            GpuErrorKind::Xid => tracing::error!(
+                gpu = errors.index,
+                uuid = &*errors.uuid,
+                xid = errors.code,
+                "a critical Xid error on a GPU"
+            ),
+            GpuErrorKind::Uncorrected => tracing::error!(
+                gpu = errors.index,
+                uuid = &*errors.uuid,
+                count = errors.count,
+                "uncorrected ECC errors on a GPU"
+            ),
+            GpuErrorKind::Corrected => {}
+        }
+    }
+
     /// One container sample (or Docker being down).
     fn containers(&self, reading: &ContainerReading) {
         let i = &self.pipeline.instruments;
@@ -548,6 +633,36 @@ impl Publisher {
                 .filter_map(|s| s.cpu_percent.map(|cpu| (name(s), cpu)))
                 .collect(),
         );
+    }
+}
+
+/// The labels of a GPU's error series.
+fn error_labels(index: u32, uuid: &str, kind: GpuErrorKind) -> [KeyValue; 4] {
+    [
+        KeyValue::new("hw.id", uuid.to_string()),
+        KeyValue::new("gpu.index", index.to_string()),
+        KeyValue::new("hw.type", "gpu"),
+        KeyValue::new("error.type", kind.as_str()),
+    ]
+}
+
+/// What the GenAI conventions measure of a call, when it has it: the one place their
+/// mapping ([`GenAiConventions::rows`](crate::catalog::GenAiConventions::rows)) meets
+/// the call. An abandoned call did not end, and a call the budget blocked or deferred
+/// was never sent: neither has a duration, unless it failed.
+fn genai_measure(call: &crate::llm::LlmCall, measure: GenAiMeasure) -> Option<f64> {
+    let tokens = |t: Option<u64>| t.map(|t| t as f64);
+    match measure {
+        GenAiMeasure::Duration => {
+            let ended = !(call.abandoned || call.blocked || call.deferred) || call.error.is_some();
+            ended.then_some(call.duration.as_secs_f64())
+        }
+        GenAiMeasure::TimeToFirstChunk => call.time_to_first_chunk.map(|d| d.as_secs_f64()),
+        GenAiMeasure::InputTokens => tokens(call.input_tokens),
+        GenAiMeasure::OutputTokens => tokens(call.output_tokens),
+        GenAiMeasure::CacheReadInputTokens => tokens(call.cached_input_tokens),
+        GenAiMeasure::CacheWriteInputTokens => tokens(call.cache_write_input_tokens),
+        GenAiMeasure::ReasoningOutputTokens => tokens(call.reasoning_tokens),
     }
 }
 

@@ -94,7 +94,12 @@ pub(super) fn start(settings: Settings) -> Result<Monitor, Error> {
     let mut identity = RunIdentity::of_this_process();
     identity.experiment = settings.experiment.clone();
     identity.loop_name = settings.loop_name.clone();
-    let pipeline = Pipeline::new(settings.otlp, &settings.alertmanager_urls, &identity)?;
+    let pipeline = Pipeline::new(
+        settings.otlp,
+        &settings.alertmanager_urls,
+        &identity,
+        settings.genai,
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("loopwatch")

@@ -1,7 +1,8 @@
-//! Samplers: periodic readings of the host and the loop's process. The monitor
+//! Samplers: periodic readings of the host, the loop's process and the GPUs. The monitor
 //! publishes each sample to observable gauges and feeds it to the evaluator.
 
 mod cgroup;
+mod gpu;
 mod host;
 mod procfs;
 mod tree;
@@ -9,6 +10,11 @@ mod tree;
 pub(crate) use cgroup::CgroupMemory;
 #[cfg(feature = "docker")]
 pub(crate) use cgroup::{CgroupCpu, CGROUP_ROOT};
+#[cfg(feature = "gpu")]
+pub(crate) use gpu::in_nested_pid_namespace;
+pub use gpu::{GpuDevice, GpuSample, GpuXid, DEFAULT_GPU_LIBRARY};
+#[cfg(feature = "gpu")]
+pub use gpu::{GpuSampler, GpuUnavailable, XidWatch};
 pub(crate) use host::file_descriptors;
 pub use host::{HostSample, HostSampler};
 #[cfg(feature = "docker")]

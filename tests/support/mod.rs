@@ -2,6 +2,7 @@
 //! text-format parser, and `promtool` as an independent judge of the exposition.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod model_servers;
 mod quiet;
 pub mod services;
 
@@ -464,3 +465,5 @@ pub fn chromium_dom(url: &str) -> String {
     assert!(output.status.success(), "chromium --dump-dom failed");
     String::from_utf8(output.stdout).unwrap()
 }
+
+pub mod nvml_standin;

@@ -226,12 +226,15 @@ impl Prometheus {
     }
 
     /// Starts one with the given configuration text (files it names resolve relative
-    /// to a fresh directory, where `extra` files are written first).
+    /// to a fresh directory, where `extra` files, and their directories, are written
+    /// first).
     pub fn start_with(config: &str, extra: &[(&str, &[u8])]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         for (name, bytes) in extra {
-            std::fs::write(dir.path().join(name), bytes).unwrap();
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
         }
         Self::launch(dir)
     }

@@ -57,7 +57,9 @@ pub enum Command {
     /// figures. Exits 2 when a run cannot be read (the message names the file), 1 when
     /// the page cannot be written.
     Compare(CompareArgs),
-    /// Print the table of every exported metric (Markdown, as in docs/metrics.md).
+    /// Print the table of every exported metric, then the names of the LLM calls'
+    /// metrics under the default and the newest OpenTelemetry GenAI conventions
+    /// (Markdown, as in docs/metrics.md).
     Metrics,
     /// Print every setting of a monitor: the environment variables and the
     /// loopwatch.toml keys, with their defaults (Markdown, as in docs/configuration.md).

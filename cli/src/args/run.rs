@@ -36,6 +36,9 @@ pub struct RunArgs {
     /// Metering the loop's LLM calls.
     #[command(flatten)]
     pub llm: LlmProxyFlags,
+    /// Reading the local model servers.
+    #[command(flatten)]
+    pub servers: ModelServerFlags,
     /// Instrumenting a Python loop's framework with no change to its code.
     #[command(flatten)]
     pub instrumentation: InstrumentationFlags,
@@ -50,6 +53,7 @@ impl RunArgs {
         let restart = self.restarts.policy();
         let limits = self.restarts.thresholds(self.monitor.config.clone())?;
         let limits = self.llm.budget(limits, self.monitor.config.clone())?;
+        let limits = self.servers.add_to(limits, self.monitor.config.clone())?;
         let mut monitor = self.monitor.builder(self.output.output_dir);
         if let Some(thresholds) = limits {
             monitor = monitor.thresholds(thresholds);
@@ -346,6 +350,52 @@ impl LlmProxyFlags {
     }
 }
 
+/// The local model servers loopwatch reads.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Model servers")]
+pub struct ModelServerFlags {
+    /// Read a local model server at the sampling interval, repeatable: KIND=URL
+    /// with KIND vllm, sglang (its /metrics) or ollama (its /api/ps), e.g.
+    /// vllm=http://127.0.0.1:8000; NAME:KIND=URL names its `server` label (default
+    /// the URL's host:port). Added to the [[llm.servers]] of loopwatch.toml.
+    #[arg(long, value_name = "KIND=URL", value_parser = model_server)]
+    pub llm_server: Vec<loopwatch::servers::ModelServer>,
+}
+
+/// `--llm-server`: KIND=URL (or NAME:KIND=URL).
+fn model_server(text: &str) -> Result<loopwatch::servers::ModelServer, String> {
+    text.parse()
+}
+
+impl ModelServerFlags {
+    /// `thresholds` (or, when nothing else went over them, those of `config`, else
+    /// `LOOPWATCH_CONFIG`, else the defaults) with the `--llm-server` servers added
+    /// after the file's; unchanged when none is given. Too many servers, or two of
+    /// one name, are an error.
+    fn add_to(
+        self,
+        thresholds: Option<loopwatch::Thresholds>,
+        config: Option<PathBuf>,
+    ) -> Result<Option<loopwatch::Thresholds>, loopwatch::Error> {
+        if self.llm_server.is_empty() {
+            return Ok(thresholds);
+        }
+        let thresholds = match thresholds {
+            Some(thresholds) => thresholds,
+            None => {
+                let config =
+                    config.or_else(|| std::env::var_os("LOOPWATCH_CONFIG").map(PathBuf::from));
+                super::thresholds(config.as_deref())?
+            }
+        };
+        let mut llm = thresholds.llm().clone();
+        for server in self.llm_server {
+            llm = llm.with_server(server)?;
+        }
+        Ok(Some(thresholds.with_llm(llm)))
+    }
+}
+
 /// Zero-code instrumentation of the frameworks a Python loop imports.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Instrumentation")]
@@ -533,6 +583,69 @@ mod tests {
         let parsed =
             Cli::try_parse_from(["loopwatch", "run", "--llm-budget-action=halt", "--", "true"]);
         assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn model_servers_are_added_to_the_configs_and_bad_ones_refused() {
+        use loopwatch::servers::ServerKind;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("loopwatch.toml");
+        std::fs::write(
+            &config,
+            "max_restarts = 7\n[[llm.servers]]\nkind = \"ollama\"\nurl = \"http://127.0.0.1:11434\"\n",
+        )
+        .unwrap();
+        let servers = |args: &[&str], config: Option<PathBuf>| {
+            let args = run_args(args);
+            let limits = args.restarts.thresholds(config.clone()).unwrap();
+            args.servers.add_to(limits, config)
+        };
+        let t = servers(
+            &[
+                "--llm-server=vllm=http://127.0.0.1:8000",
+                "--llm-server",
+                "b:sglang=http://127.0.0.1:30000/",
+                "--",
+                "true",
+            ],
+            Some(config.clone()),
+        )
+        .unwrap()
+        .unwrap();
+        let read: Vec<(ServerKind, &str)> = t
+            .llm()
+            .servers
+            .iter()
+            .map(|s| (s.kind(), s.name()))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (ServerKind::Ollama, "127.0.0.1:11434"),
+                (ServerKind::Vllm, "127.0.0.1:8000"),
+                (ServerKind::Sglang, "b"),
+            ]
+        );
+        assert_eq!(t.max_restarts(), 7, "the rest of the config kept");
+        assert!(servers(&["--", "true"], None).unwrap().is_none());
+        // The same host:port as the file's server, unnamed: refused, saying why.
+        let err = servers(
+            &["--llm-server=vllm=http://127.0.0.1:11434", "--", "true"],
+            Some(config),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("own name"), "{err}");
+        for bad in [
+            "vllm",
+            "tgi=http://127.0.0.1:1",
+            "vllm=https://127.0.0.1:1",
+            "vllm=127.0.0.1:8000",
+        ] {
+            let parsed =
+                Cli::try_parse_from(["loopwatch", "run", "--llm-server", bad, "--", "true"]);
+            let err = parsed.unwrap_err().to_string();
+            assert!(err.contains("--llm-server"), "{bad}: {err}");
+        }
     }
 
     /// A loopwatch.toml that sets the budget's action and no amount is read; the

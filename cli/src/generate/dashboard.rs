@@ -1,6 +1,7 @@
 //! The Grafana dashboard (Grafana 9+): resource usage, strategy performance, diversity
-//! and container stats, three of LLM calls (calls, spend and latency, rate limits),
-//! evaluations, with units,
+//! and container stats, three of LLM calls (the last, progress per dollar, an XY
+//! chart), the evaluations, the local model servers beside the LLM rate limits, and a
+//! collapsed row of GPU panels, with units,
 //! threshold lines at the alert thresholds, a 5 s refresh, a Prometheus datasource
 //! variable, and annotations for champion changes and alerts.
 
@@ -8,6 +9,10 @@ use serde_json::{json, Value};
 
 use loopwatch::catalog;
 use loopwatch::Thresholds;
+
+/// The title of the panel of the local model servers, which reads only loops that
+/// have some.
+pub const MODEL_SERVERS_PANEL: &str = "Model Servers";
 
 /// Path of the dashboard, relative to the repository.
 pub const DASHBOARD_FILE: &str = "grafana/dashboards/loopwatch.json";
@@ -123,8 +128,12 @@ pub fn with_variables(expr: &str, values: &[(&str, &str)]) -> String {
     out
 }
 
+/// The queries' `refId`s, in order: a panel holds at most this many queries.
+const REF_IDS: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
+
 fn panel(id: u64, title: &str, description: &str, x: u64, y: u64, queries: Vec<Query>) -> Value {
-    let ref_ids = ["A", "B", "C", "D"];
+    assert!(queries.len() <= REF_IDS.len(), "{title}: too many queries");
+    let ref_ids = REF_IDS;
     let targets: Vec<Value> = queries
         .iter()
         .zip(ref_ids)
@@ -185,10 +194,103 @@ fn panel(id: u64, title: &str, description: &str, x: u64, y: u64, queries: Vec<Q
     })
 }
 
-/// Every PromQL expression of the dashboard's panels and annotations.
-pub fn dashboard_expressions(dashboard: &Value) -> Vec<String> {
+/// The legends of the progress-per-dollar chart's x field and its y fields.
+const SPEND_FIELD: &str = "spend (USD)";
+const BEST_FIELD: &str = "best Sharpe so far";
+const PER_CHANGE_FIELD: &str = "spend per champion change (USD)";
+
+/// An XY chart (Grafana's `xychart`, 9+): the queries joined on their time into one
+/// frame, the field named `x` on the x axis and every other one on y, each with its
+/// unit. Grafana 10.4 and later migrate these options to their own.
+fn xy_panel(
+    id: u64,
+    title: &str,
+    description: &str,
+    (x, y): (u64, u64),
+    x_field: &'static str,
+    queries: Vec<Query>,
+) -> Value {
+    assert!(queries.len() <= REF_IDS.len(), "{title}: too many queries");
+    let ref_ids = REF_IDS;
+    let targets: Vec<Value> = queries
+        .iter()
+        .zip(ref_ids)
+        .map(|(query, ref_id)| {
+            json!({
+                "datasource": {"type": "prometheus", "uid": DATASOURCE},
+                "expr": query.expr,
+                "legendFormat": query.legend,
+                "refId": ref_id,
+            })
+        })
+        .collect();
+    let overrides: Vec<Value> = queries
+        .iter()
+        .map(|query| {
+            json!({
+                "matcher": {"id": "byName", "options": query.legend},
+                "properties": [{"id": "unit", "value": query.unit}],
+            })
+        })
+        .collect();
+    json!({
+        "id": id,
+        "type": "xychart",
+        "title": title,
+        "description": description,
+        "datasource": {"type": "prometheus", "uid": DATASOURCE},
+        "gridPos": {"h": 10, "w": 12, "x": x, "y": y},
+        "transformations": [
+            // One frame, a row per scrape: what an XY chart reads.
+            {"id": "seriesToColumns", "options": {"byField": "Time"}},
+        ],
+        "fieldConfig": {
+            "defaults": {
+                "custom": {"show": "points+lines", "lineWidth": 1, "pointSize": {"fixed": 3}},
+            },
+            "overrides": overrides,
+        },
+        "options": {
+            "seriesMapping": "auto",
+            "dims": {"frame": 0, "x": x_field, "exclude": []},
+            "series": [],
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": true},
+            "tooltip": {"mode": "single", "sort": "none"},
+        },
+        "targets": targets,
+    })
+}
+
+/// A row, collapsed, holding `panels`: Grafana queries them only once it is opened.
+fn collapsed_row(id: u64, title: &str, y: u64, panels: Vec<Value>) -> Value {
+    json!({
+        "id": id,
+        "type": "row",
+        "title": title,
+        "collapsed": true,
+        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+        "panels": panels,
+    })
+}
+
+/// The panels of a dashboard, those inside collapsed rows included (the rows not).
+pub fn dashboard_panels(dashboard: &Value) -> Vec<&Value> {
     let mut out = Vec::new();
     for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        if panel["type"] == "row" {
+            out.extend(panel["panels"].as_array().into_iter().flatten());
+        } else {
+            out.push(panel);
+        }
+    }
+    out
+}
+
+/// Every PromQL expression of the dashboard's panels (those in rows included) and
+/// annotations, panel by panel, then the annotations.
+pub fn dashboard_expressions(dashboard: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for panel in dashboard_panels(dashboard) {
         for target in panel["targets"].as_array().into_iter().flatten() {
             if let Some(expr) = target["expr"].as_str() {
                 out.push(expr.to_string());
@@ -210,6 +312,19 @@ pub fn dashboard_expressions(dashboard: &Value) -> Vec<String> {
 /// The dashboard, as Grafana's JSON model.
 pub fn grafana_dashboard(t: &Thresholds) -> Value {
     let c = |spec: &catalog::MetricSpec| of_runs(metric(spec));
+    // The spend over the champion's changes (as summary.llm.spend_per_champion_change_usd
+    // has it, the spend alone before the first change).
+    let spend_per_change = || {
+        q(
+            of_runs(format!(
+                "{} / clamp_min({}, 1)",
+                metric(&catalog::LLM_SPEND_USD),
+                metric(&catalog::CHAMPION_CHANGES_TOTAL)
+            )),
+            PER_CHANGE_FIELD,
+            "currencyUSD",
+        )
+    };
     let panels = vec![
         panel(
             1,
@@ -325,15 +440,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                         None => spend,
                     }
                 },
-                q(
-                    of_runs(format!(
-                        "{} / clamp_min({}, 1)",
-                        metric(&catalog::LLM_SPEND_USD),
-                        metric(&catalog::CHAMPION_CHANGES_TOTAL)
-                    )),
-                    "spend per champion change (USD)",
-                    "currencyUSD",
-                ),
+                spend_per_change(),
                 q(
                     of_runs(format!(
                         "histogram_quantile(0.5, sum by (instance, job, le) (rate({}_bucket{{{LOOP}}}[5m])))",
@@ -367,12 +474,46 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 q(c(&catalog::EVALUATIONS_KILLED_TOTAL), "killed by loopwatch", "short"),
             ],
         ),
-        panel(
+        xy_panel(
             8,
+            "LLM Progress per Dollar",
+            "Progress per dollar, one loop at a time (choose it with the variables): the best Sharpe ratio of any strategy so far and the spend per champion change (US dollars) against the cumulative LLM spend (US dollars), one point per scrape. A flat best while the spend grows is money that bought no progress. The embedded page draws the same curve exactly, with the champion's changes marked. Empty for a loop that makes no metered LLM call.",
+            (12, 30),
+            SPEND_FIELD,
+            vec![
+                q(c(&catalog::LLM_SPEND_USD), SPEND_FIELD, "currencyUSD"),
+                q(c(&catalog::BEST_SHARPE), BEST_FIELD, "none"),
+                spend_per_change(),
+            ],
+        ),
+        panel(
+            12,
+            MODEL_SERVERS_PANEL,
+            "Each local model server's mean queue time beside the metering proxy's mean time to first chunk (s): a slow first chunk with a long queue is a busy server, with a short queue a slow model; requests waiting at each server, and the fraction of its KV cache in use against LLMServerSaturated's threshold. Empty for a loop without model servers ([[llm.servers]], loopwatch run --llm-server).",
+            0,
+            40,
+            vec![
+                q(c(&catalog::LLM_SERVER_QUEUE_TIME_SECONDS), "{{server}} queue time", "s"),
+                q(
+                    of_runs(format!(
+                        "sum by (instance, job) (rate({name}_sum{{{LOOP}}}[5m])) / sum by (instance, job) (rate({name}_count{{{LOOP}}}[5m]))",
+                        name = catalog::LLM_TIME_TO_FIRST_CHUNK_SECONDS.name
+                    )),
+                    "proxy: first chunk",
+                    "s",
+                ),
+                q(c(&catalog::LLM_SERVER_REQUESTS_WAITING), "{{server}} waiting", "short"),
+                q(c(&catalog::LLM_SERVER_KV_CACHE_USAGE_RATIO), "{{server}} KV cache", "percentunit")
+                    .threshold(t.llm_server_kv_cache_fraction())
+                    .range(0.0, 1.0),
+            ],
+        ),
+        panel(
+            13,
             "LLM Rate Limits",
             "Rate-limit headroom, beside the 429s: the least headroom (remaining over limit) of the limits the providers' answers stated that have not reset, against LLMRateLimitNear's threshold, each provider's and model's requests and tokens left over its limit, and the calls answered 429 per minute. Empty for a loop whose providers state no limits.",
             12,
-            30,
+            40,
             vec![
                 q(c(&catalog::LLM_RATELIMIT_HEADROOM_RATIO), "least headroom", "percentunit")
                     .threshold(t.llm_headroom_fraction())
@@ -408,6 +549,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 ),
             ],
         ),
+        collapsed_row(11, "GPUs", 50, gpu_panels(t)),
     ];
     json!({
         "title": "loopwatch",
@@ -459,6 +601,70 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
         ]},
         "panels": panels,
     })
+}
+
+/// The GPU panels, in the collapsed row "GPUs" (open it for a loop on a GPU machine;
+/// without a GPU, the feature `gpu` or a driver they are empty): each device's memory
+/// in use against its size and the loop's own share, and its load, power,
+/// temperature and errors.
+fn gpu_panels(_t: &Thresholds) -> Vec<Value> {
+    let c = |spec: &catalog::MetricSpec| of_runs(metric(spec));
+    vec![
+        panel(
+            9,
+            "GPU Memory",
+            "Per GPU (index): video memory in use of its size (%), the video memory of the loop's own processes (GB) and the size (GB). The loop's share is 0 in a pid namespace other than the host's (see docs/gpu.md).",
+            0,
+            51,
+            vec![
+                q(
+                    of_runs(format!(
+                        "100 * {} / {}",
+                        metric(&catalog::HW_GPU_MEMORY_USAGE_BYTES),
+                        metric(&catalog::HW_GPU_MEMORY_LIMIT_BYTES)
+                    )),
+                    "GPU {{gpu_index}} in use (%)",
+                    "percent",
+                )
+                .range(0.0, 100.0),
+                q(
+                    of_runs(format!("{} / 1e9", metric(&catalog::GPU_LOOP_MEMORY_BYTES))),
+                    "GPU {{gpu_index}} the loop's (GB)",
+                    "decgbytes",
+                ),
+                q(
+                    of_runs(format!("{} / 1e9", metric(&catalog::HW_GPU_MEMORY_LIMIT_BYTES))),
+                    "GPU {{gpu_index}} size (GB)",
+                    "decgbytes",
+                ),
+            ],
+        ),
+        panel(
+            10,
+            "GPU Load and Errors",
+            "Per GPU (index): the share of time a kernel ran (%), power (W), temperature (°C), and errors over the last 5 minutes by type: xid (critical Xid errors), uncorrected and corrected ECC errors.",
+            12,
+            51,
+            vec![
+                q(
+                    of_runs(format!("100 * {}", metric(&catalog::HW_GPU_UTILIZATION_RATIO))),
+                    "GPU {{gpu_index}} busy (%)",
+                    "percent",
+                )
+                .range(0.0, 100.0),
+                q(c(&catalog::HW_POWER_WATTS), "GPU {{gpu_index}} power (W)", "watt"),
+                q(c(&catalog::HW_TEMPERATURE_CELSIUS), "GPU {{gpu_index}} temperature", "celsius"),
+                q(
+                    of_runs(format!(
+                        "sum by (instance, job, gpu_index, error_type) (increase({}{{{LOOP}}}[5m]))",
+                        catalog::HW_ERRORS_TOTAL.name
+                    )),
+                    "GPU {{gpu_index}} {{error_type}} errors (5 min)",
+                    "short",
+                ),
+            ],
+        ),
+    ]
 }
 
 /// Path of the fleet overview dashboard, relative to the repository.

@@ -13,8 +13,8 @@ use std::path::Path;
 use loopwatch::Thresholds;
 
 pub use dashboard::{
-    dashboard_expressions, grafana_dashboard, grafana_fleet_dashboard, with_variables,
-    DASHBOARD_FILE, FLEET_DASHBOARD_FILE,
+    dashboard_expressions, dashboard_panels, grafana_dashboard, grafana_fleet_dashboard,
+    with_variables, DASHBOARD_FILE, FLEET_DASHBOARD_FILE, MODEL_SERVERS_PANEL,
 };
 pub use rules::{
     expected_description, prometheus_rules, promtool_tests, MEMORY_RATIO_RECORD, RULES_FILE,

@@ -39,7 +39,7 @@ enum Rule {
         alert: &'static str,
         expr: String,
         #[serde(rename = "for")]
-        pending_for: &'static str,
+        pending_for: String,
         labels: BTreeMap<&'static str, &'static str>,
         annotations: BTreeMap<&'static str, String>,
     },
@@ -69,7 +69,7 @@ pub fn prometheus_rules(t: &Thresholds) -> String {
         } => Some(Rule::Alert {
             alert: spec.name,
             expr: expr(t),
-            pending_for,
+            pending_for: pending_for(t),
             labels: BTreeMap::from([("severity", spec.severity.as_str())]),
             annotations: BTreeMap::from([
                 ("summary", spec.message.to_string()),

@@ -16,6 +16,8 @@ use crate::export::view::{self, Interval, Restart};
 use crate::export::Snapshot;
 use crate::records::{HistoryPoint, TimePoint};
 
+mod servers;
+
 const WIDTH: f64 = 440.0;
 const HEIGHT: f64 = 130.0;
 const LEFT: f64 = 58.0;
@@ -47,6 +49,7 @@ pub(crate) const STYLE: &str = concat!(
     ".bar .reason{flex:0 0 45%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}",
     "table{border-collapse:collapse;font-size:12px;width:100%}td,th{text-align:left;padding:2px 6px}",
     "th{color:#8a93a3}.key{color:#8a93a3;font-size:12px}tr.hung td{color:#f85149}",
+    ".panel h3{font-size:13px;margin:8px 0 2px}td.down{color:#f85149}",
 );
 
 /// How a chart's numbers read.
@@ -138,6 +141,8 @@ pub(crate) enum Axis {
     Iteration,
     /// Seconds since the run started, labelled `0s 30s 1m 1m30s … 2h`.
     Time,
+    /// The run's cumulative LLM spend, in US dollars, labelled `$0 $0.05 $0.10 …`.
+    Spend,
 }
 
 impl Axis {
@@ -146,6 +151,16 @@ impl Axis {
         match self {
             Axis::Iteration => "iteration",
             Axis::Time => "time",
+            Axis::Spend => "spend",
+        }
+    }
+
+    /// The narrowest range of x the axis spreads over its width: one iteration or one
+    /// second, a billionth of a dollar.
+    fn min_span(self) -> f64 {
+        match self {
+            Axis::Iteration | Axis::Time => 1.0,
+            Axis::Spend => 1e-9,
         }
     }
 
@@ -161,6 +176,7 @@ impl Axis {
                 .into_iter()
                 .map(|t| (t, elapsed(t)))
                 .collect(),
+            Axis::Spend => spend_ticks(from, to, count),
         }
     }
 
@@ -169,8 +185,32 @@ impl Axis {
         match self {
             Axis::Iteration => format!("iteration {}", x.round()),
             Axis::Time => format!("{} since the start", elapsed(x)),
+            Axis::Spend => format!("{} spent", Unit::Usd.format(x)),
         }
     }
+}
+
+/// Round amounts of dollars between `from` and `to`, about `count` of them, each
+/// printed with the decimals its step needs (`$0.05`, `$0.00002`, `$20`): never one
+/// label twice.
+pub(crate) fn spend_ticks(from: f64, to: f64, count: usize) -> Vec<(f64, String)> {
+    if !(from.is_finite() && to.is_finite()) || to < from {
+        return Vec::new();
+    }
+    let positions = ticks(from, to, count);
+    let step = match positions.as_slice() {
+        [a, b, ..] => b - a,
+        _ => (to - from).max(1e-9),
+    };
+    let decimals = (-step.log10()).ceil().clamp(0.0, 12.0) as usize;
+    positions
+        .into_iter()
+        .map(|x| {
+            // No "$-0.00" for a tick a rounding error below zero.
+            let x = if x.abs() < step * 1e-6 { 0.0 } else { x };
+            (x, format!("${x:.decimals$}"))
+        })
+        .collect()
 }
 
 /// One line of a chart: (x on its axis, value, Unix time) per point.
@@ -179,7 +219,17 @@ struct Series {
     points: Vec<(f64, f64, f64)>,
 }
 
-/// One chart: its axis, lines, unit, threshold and the champion changes to mark.
+/// A change of the champion, marked on a chart: where it is on the chart's axis, and
+/// the iteration it came in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Mark {
+    x: f64,
+    iteration: u64,
+}
+
+/// One chart: its axis, lines, unit, threshold and the champion changes to mark, and
+/// whether its lines are steps (each value held until the next point: a best so far
+/// known at its improvements) or join their points.
 struct Chart<'a> {
     title: &'static str,
     axis: Axis,
@@ -187,7 +237,8 @@ struct Chart<'a> {
     series: Vec<Series>,
     threshold: Option<(f64, String)>,
     fixed_max: Option<f64>,
-    marks: &'a [u64],
+    marks: &'a [Mark],
+    step: bool,
 }
 
 /// A line over the iterations kept.
@@ -250,9 +301,9 @@ fn over_iterations(
     }
 }
 
-/// A line over the samples kept, on `axis`: against the time since the start, or
+/// A line over the samples kept, on `axis`: against the time since the start,
 /// against the iterations completed (from the first the page draws, whose range is
-/// `ranges`).
+/// `ranges`), or against the LLM spend when each was taken.
 fn sampled(
     label: &'static str,
     samples: &[TimePoint],
@@ -263,14 +314,26 @@ fn sampled(
     match axis {
         Axis::Time => over_time(label, samples, value),
         Axis::Iteration => over_iterations(label, samples, ranges.iteration.0, value),
+        Axis::Spend => Series {
+            label,
+            points: samples
+                .iter()
+                .filter_map(|p| {
+                    value(p)
+                        .filter(|v| v.is_finite())
+                        .map(|v| (p.llm_cost_usd, v, p.at))
+                })
+                .collect(),
+        },
     }
 }
 
-/// The x ranges of the page's two axes, and whether any iteration was kept.
+/// The x ranges of the page's axes, and whether any iteration was kept.
 #[derive(Debug, Clone, Copy)]
 struct Ranges {
     iteration: (f64, f64),
     time: (f64, f64),
+    spend: (f64, f64),
     iterations: bool,
 }
 
@@ -279,6 +342,7 @@ impl Ranges {
         match axis {
             Axis::Iteration => self.iteration,
             Axis::Time => self.time,
+            Axis::Spend => self.spend,
         }
     }
 }
@@ -287,6 +351,22 @@ impl Ranges {
 pub(crate) fn thinned(len: usize, most: usize) -> impl Iterator<Item = usize> {
     let step = len.div_ceil(most.max(1)).max(1);
     (0..len).filter(move |i| i % step == 0 || *i + 1 == len)
+}
+
+/// The points of a step line through `points` (x, value, time), on the chart's scales:
+/// each value holds until the next point's x, then steps to its value.
+fn steps(points: &[(f64, f64, f64)], sx: impl Fn(f64) -> f64, sy: impl Fn(f64) -> f64) -> String {
+    let mut out = String::with_capacity(points.len() * 24);
+    let mut held: Option<f64> = None;
+    for &(x, y, _) in points {
+        if let Some(held) = held {
+            let _ = write!(out, "{:.1},{:.1} ", sx(x), sy(held));
+        }
+        let _ = write!(out, "{:.1},{:.1} ", sx(x), sy(y));
+        held = Some(y);
+    }
+    out.truncate(out.trim_end().len());
+    out
 }
 
 /// The round step (1, 2 or 5 times a power of ten) at least `raw`.
@@ -409,6 +489,7 @@ fn chart(c: &Chart<'_>, ranges: Ranges) -> Markup {
     if points == 0 {
         let empty = match (c.axis, ranges.iterations) {
             (Axis::Iteration, false) => "no iterations yet",
+            (Axis::Spend, _) => "no spend or no Sharpe ratio yet",
             _ => "no data yet",
         };
         return html! {
@@ -450,7 +531,8 @@ fn chart(c: &Chart<'_>, ranges: Ranges) -> Markup {
         y_max += (y_max - y_min) * 0.08;
     }
     let (x0, x1) = ranges.of(c.axis);
-    let sx = |x: f64| LEFT + (x - x0) / (x1 - x0).max(1.0) * (WIDTH - LEFT - RIGHT);
+    let span = (x1 - x0).max(c.axis.min_span());
+    let sx = |x: f64| LEFT + (x - x0) / span * (WIDTH - LEFT - RIGHT);
     let sy = |y: f64| HEIGHT - BOTTOM - (y - y_min) / (y_max - y_min) * (HEIGHT - TOP - BOTTOM);
     let mut grid = String::new();
     let y_ticks = ticks(y_min, y_max, 3);
@@ -486,9 +568,16 @@ fn chart(c: &Chart<'_>, ranges: Ranges) -> Markup {
             (legend)
             svg viewBox=(view_box) role="img" aria-label=(c.title) {
                 (PreEscaped(grid))
-                @for &m in c.marks.iter().filter(|m| **m as f64 >= x0) {
-                    line class="champion" x1=(format!("{:.1}", sx(m as f64))) x2=(format!("{:.1}", sx(m as f64)))
-                        y1=(TOP) y2=(HEIGHT - BOTTOM) { title { "champion changed at iteration " (m) } }
+                @for m in c.marks.iter().filter(|m| m.x >= x0) {
+                    @let exact = c.step.then_some(m.x);
+                    line class="champion" data-iteration=[exact.map(|_| m.iteration)] data-x=[exact]
+                        x1=(format!("{:.1}", sx(m.x))) x2=(format!("{:.1}", sx(m.x)))
+                        y1=(TOP) y2=(HEIGHT - BOTTOM) {
+                        title {
+                            "champion changed at iteration " (m.iteration)
+                            @if c.axis == Axis::Spend { ", " (Unit::Usd.format(m.x)) " spent" }
+                        }
+                    }
                 }
                 @if let Some((t, label)) = &c.threshold {
                     line class="threshold" x1=(LEFT) x2=(WIDTH - RIGHT)
@@ -497,14 +586,19 @@ fn chart(c: &Chart<'_>, ranges: Ranges) -> Markup {
                 }
                 @for (i, s) in c.series.iter().enumerate() {
                     polyline class=(format!("l{}", i.min(1))) points=(
-                        thinned(s.points.len(), MAX_LINE_POINTS)
-                            .map(|k| format!("{:.1},{:.1}", sx(s.points[k].0), sy(s.points[k].1)))
-                            .collect::<Vec<_>>()
-                            .join(" ")
+                        if c.step { steps(&s.points, sx, sy) } else {
+                            thinned(s.points.len(), MAX_LINE_POINTS)
+                                .map(|k| format!("{:.1},{:.1}", sx(s.points[k].0), sy(s.points[k].1)))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        }
                     ) {}
                     @for k in thinned(s.points.len(), MAX_HOVER_POINTS) {
                         @let (x, y, at) = s.points[k];
-                        circle class="dot" cx=(format!("{:.1}", sx(x))) cy=(format!("{:.1}", sy(y))) r="3" {
+                        // A step line's points are few and exact: each says its values.
+                        @let exact = c.step.then_some((x, y));
+                        circle class="dot" data-x=[exact.map(|e| e.0)] data-y=[exact.map(|e| e.1)]
+                            cx=(format!("{:.1}", sx(x))) cy=(format!("{:.1}", sy(y))) r="3" {
                             title { (s.label) ": " (c.unit.format(y)) " · " (c.axis.place(x)) " · " (clock(at)) }
                         }
                     }
@@ -536,13 +630,15 @@ fn timeline(
     let sx = |x: f64| left + (x.clamp(x0, x1) - x0) / (x1 - x0).max(1.0) * (WIDTH - left - RIGHT);
     // Where something that happened in iteration `iteration` at `at` is on the axis,
     // and how its hover label says when.
+    // The timeline is drawn on the iterations, or on the time before the first; what
+    // it shows carries no spend, so the spend axis would draw it by time.
     let x = |iteration: u64, at: f64| match axis {
         Axis::Iteration => iteration as f64,
-        Axis::Time => at - start,
+        Axis::Time | Axis::Spend => at - start,
     };
     let when = |iteration: u64, at: f64| match axis {
         Axis::Iteration => format!("iteration {iteration} ({})", clock(at)),
-        Axis::Time => format!("{} ({})", elapsed(at - start), clock(at)),
+        Axis::Time | Axis::Spend => format!("{} ({})", elapsed(at - start), clock(at)),
     };
     html! {
         svg class="timeline" data-axis=(axis.as_str()) viewBox=(format!("0 0 {WIDTH} {height}")) role="img" aria-label="alert timeline" {
@@ -789,6 +885,7 @@ fn evaluations(snapshot: &Snapshot, ranges: Ranges) -> Markup {
         threshold: None,
         fixed_max: Some(100.0),
         marks: &[],
+        step: false,
     };
     let bound = |le: Option<f64>| {
         le.map_or("more".to_string(), |le| {
@@ -838,12 +935,99 @@ fn evaluations(snapshot: &Snapshot, ranges: Ranges) -> Markup {
     }
 }
 
+/// The GPUs: each device's latest reading and errors over the run, the loop's
+/// share of its memory, and the loop's video memory over the samples.
+fn gpus(snapshot: &Snapshot, axis: Axis, ranges: Ranges) -> Markup {
+    let none: [Mark; 0] = [];
+    let memory = Chart {
+        title: "video memory of the loop's processes",
+        axis,
+        unit: Unit::Bytes,
+        series: vec![sampled("loop", &snapshot.samples, axis, ranges, |p| {
+            p.gpu_loop_memory_bytes
+        })],
+        threshold: None,
+        fixed_max: None,
+        marks: &none,
+        step: false,
+    };
+    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "—".to_string());
+    html! {
+        table class="containers" data-gpus=(snapshot.gpus.len()) {
+            tr { th { "GPU" } th { "busy" } th { "memory" } th { "the loop's" } th { "power" } th { "temp." } th { "errors" } }
+            @for g in &snapshot.gpus {
+                tr data-gpu=(clip(&g.uuid)) class=[(g.lost || g.xid_errors > 0 || g.ecc_uncorrected > 0).then_some("hung")] {
+                    td title=(clip(&g.uuid)) { (g.index) @if g.lost { " (lost)" } }
+                    td { (or_dash(g.utilization.map(|u| Unit::Percent.format(u * 100.0)))) }
+                    td {
+                        (or_dash(g.memory_used_bytes.map(|b| Unit::Bytes.format(b as f64))))
+                        " of " (or_dash(g.memory_total_bytes.map(|b| Unit::Bytes.format(b as f64))))
+                    }
+                    td { (Unit::Bytes.format(g.loop_memory_bytes as f64)) " (" (g.loop_processes) " processes)" }
+                    td { (or_dash(g.power_watts.map(|w| format!("{w:.0} W")))) }
+                    td { (or_dash(g.temperature_celsius.map(|c| format!("{c:.0} °C")))) }
+                    td data-xid=(g.xid_errors) {
+                        (g.xid_errors) " Xid"
+                        @if let Some(code) = g.last_xid { " (last " (code) ")" }
+                        " · ECC " (g.ecc_uncorrected) " uncorrected, " (g.ecc_corrected) " corrected"
+                    }
+                }
+            }
+        }
+        (chart(&memory, ranges))
+    }
+}
+
 fn age(seconds: f64) -> String {
     match seconds {
         s if s < 90.0 => format!("{s:.0} s"),
         s if s < 5400.0 => format!("{:.0} min", s / 60.0),
         s => format!("{:.1} h", s / 3600.0),
     }
+}
+
+/// Progress per dollar: the best Sharpe so far against the run's cumulative LLM spend,
+/// one point per improvement at the spend when its iteration ended (the best-so-far
+/// record's points, thinned as it thins them) and the run's end, the spend now, where
+/// the best holds; and the champion's changes at the spend when each came. No points
+/// while nothing was spent or no strategy reported a Sharpe ratio.
+fn progress_by_spend(snapshot: &Snapshot) -> (Series, Vec<Mark>) {
+    let spent = snapshot.summary.llm.cost_usd;
+    let spent_any = spent > 0.0;
+    let improvements = snapshot.progress.points();
+    let at = |elapsed: f64| snapshot.started_at + elapsed;
+    let mut points: Vec<(f64, f64, f64)> = improvements
+        .iter()
+        .map(|p| (p.llm_cost_usd, p.best_sharpe, at(p.elapsed_seconds)))
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .collect();
+    if let Some(&(x, best, then)) = points.last() {
+        points.push((
+            spent.max(x),
+            best,
+            at(snapshot.summary.elapsed_seconds).max(then),
+        ));
+    }
+    if !spent_any {
+        points.clear();
+    }
+    let marks = snapshot
+        .progress
+        .champion_changes()
+        .iter()
+        .filter(|m| spent_any && m.llm_cost_usd.is_finite())
+        .map(|m| Mark {
+            x: m.llm_cost_usd,
+            iteration: m.iteration,
+        })
+        .collect();
+    (
+        Series {
+            label: "best so far",
+            points,
+        },
+        marks,
+    )
 }
 
 /// Renders the whole page.
@@ -859,6 +1043,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         ),
         _ => (0.0, 1.0),
     };
+    let (by_spend, champions_by_spend) = progress_by_spend(snapshot);
     let ranges = Ranges {
         iteration: x_range,
         // From the start to now.
@@ -868,6 +1053,16 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                 .elapsed_seconds
                 .max(samples.last().map_or(0.0, |p| p.elapsed_seconds))
                 .max(1.0),
+        ),
+        // From nothing spent to the spend now.
+        spend: (
+            0.0,
+            by_spend
+                .points
+                .iter()
+                .map(|p| p.0)
+                .chain(champions_by_spend.iter().map(|m| m.x))
+                .fold(summary.llm.cost_usd, f64::max),
         ),
         iterations: !history.is_empty(),
     };
@@ -879,12 +1074,16 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         Axis::Time
     };
     let sample_axis = timeline_axis;
-    let champions: Vec<u64> = history
+    let champions: Vec<Mark> = history
         .iter()
         .filter(|p| p.champion_changed)
-        .map(|p| p.iteration)
+        .map(|p| Mark {
+            x: p.iteration as f64,
+            iteration: p.iteration,
+        })
         .collect();
-    let none: [u64; 0] = [];
+    let none: [Mark; 0] = [];
+
     let firing = view::firing(snapshot);
     let lanes = view::intervals(snapshot);
     let latest_time = history.last().map(|p| clock(p.at));
@@ -906,6 +1105,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
+                    step: false,
                 },
                 Chart {
                     title: "CPU usage",
@@ -917,6 +1117,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
+                    step: false,
                 },
                 Chart {
                     title: "time per iteration",
@@ -926,6 +1127,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
+                    step: false,
                 },
             ],
         ),
@@ -948,6 +1150,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     )),
                     fixed_max: Some(100.0),
                     marks: &none,
+                    step: false,
                 },
                 Chart {
                     title: "Sharpe ratio",
@@ -960,6 +1163,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     threshold: None,
                     fixed_max: None,
                     marks: &champions,
+                    step: false,
                 },
                 Chart {
                     title: "max drawdown",
@@ -971,6 +1175,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
+                    step: false,
                 },
             ],
         ),
@@ -988,6 +1193,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     )),
                     fixed_max: Some(1.0),
                     marks: &none,
+                    step: false,
                 },
                 Chart {
                     title: "unique strategies",
@@ -999,6 +1205,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
+                    step: false,
                 },
                 Chart {
                     title: "champion age (iterations)",
@@ -1013,6 +1220,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     )),
                     fixed_max: None,
                     marks: &champions,
+                    step: false,
                 },
             ],
         ),
@@ -1029,6 +1237,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
+                    step: false,
                 },
                 Chart {
                     title: "container memory",
@@ -1040,6 +1249,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
+                    step: false,
                 },
                 Chart {
                     title: "container CPU",
@@ -1051,6 +1261,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     threshold: None,
                     fixed_max: None,
                     marks: &none,
+                    step: false,
                 },
                 Chart {
                     title: "cleanup failures",
@@ -1065,6 +1276,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     )),
                     fixed_max: None,
                     marks: &none,
+                    step: false,
                 },
             ],
         ),
@@ -1080,6 +1292,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
             threshold: None,
             fixed_max: None,
             marks: &none,
+            step: false,
         },
         Chart {
             title: "LLM spend so far",
@@ -1093,6 +1306,17 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                 .map(|budget| (budget, format!("LLMBudget at {}", Unit::Usd.format(budget)))),
             fixed_max: None,
             marks: &none,
+            step: false,
+        },
+        Chart {
+            title: "best Sharpe so far by LLM spend",
+            axis: Axis::Spend,
+            unit: Unit::Plain,
+            series: vec![by_spend],
+            threshold: None,
+            fixed_max: None,
+            marks: &champions_by_spend,
+            step: true,
         },
     ];
     let last_sweep = &snapshot.containers["last_sweep"];
@@ -1180,7 +1404,8 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                     @if summary.llm.calls > 0 {
                         section class="panel" data-panel="LLM calls" data-calls=(summary.llm.calls)
                             data-abandoned=(summary.llm.abandoned) data-usage-missing=(summary.llm.usage_missing)
-                            data-spend-lower-bound=(summary.llm.spend_is_lower_bound) {
+                            data-spend-lower-bound=(summary.llm.spend_is_lower_bound)
+                            data-spend-per-champion-change=[summary.llm.spend_per_champion_change_usd] {
                             h2 { "LLM calls" }
                             (llm_calls(&summary.llm, t))
                             @for c in &llm_charts { (chart(c, ranges)) }
@@ -1192,6 +1417,19 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                             data-headroom=(summary.llm.rate_limit_headroom.map_or("none".to_string(), |h| format!("{h:.4}"))) {
                             h2 { "LLM rate limits" }
                             (rate_limits(&summary.llm, t))
+                        }
+                    }
+                    @if !snapshot.gpus.is_empty() {
+                        section class="panel" data-panel="GPUs" {
+                            h2 { "GPUs" }
+                            (gpus(snapshot, sample_axis, ranges))
+                        }
+                    }
+                    @if !snapshot.model_servers.servers.is_empty() {
+                        section class="panel" data-panel="Model servers"
+                            data-servers=(snapshot.model_servers.servers.len()) {
+                            h2 { "Model servers" }
+                            (servers::panel(&snapshot.model_servers, sample_axis, ranges, Some(t.llm_server_kv_cache_fraction())))
                         }
                     }
                     @if evaluations_seen {
@@ -1216,7 +1454,8 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                 p class="meta" {
                     "x: the iteration (for samples: the iterations completed when each was taken); "
                     "before the first iteration, the time since the run started. "
-                    "Green dashed lines: champion changes. Yellow dashed lines: alert thresholds. "
+                    "Green dashed lines: champion changes (on the chart by LLM spend, at the spend when each came). "
+                    "Yellow dashed lines: alert thresholds. "
                     "Hover a point for its value, place and time."
                 }
             }
@@ -1314,6 +1553,53 @@ mod tests {
             );
             assert_unique(&labels);
         }
+    }
+
+    #[test]
+    fn spend_axes_print_dollars_each_once() {
+        for (to, expected) in [
+            (
+                0.1,
+                vec!["$0.00", "$0.02", "$0.04", "$0.06", "$0.08", "$0.10"],
+            ),
+            (3.0, vec!["$0", "$1", "$2", "$3"]),
+            (
+                0.25,
+                vec!["$0.00", "$0.05", "$0.10", "$0.15", "$0.20", "$0.25"],
+            ),
+            (40.0, vec!["$0", "$10", "$20", "$30", "$40"]),
+        ] {
+            assert_eq!(labels(Axis::Spend, 0.0, to), expected, "0..{to}");
+        }
+        for to in (1..=400)
+            .map(|n| n as f64 * 0.000_37)
+            .chain([1e-9, 2.5e-7, 0.001, 0.0123, 7.77, 1234.5, 1e6])
+        {
+            let ticks = Axis::Spend.ticks(0.0, to, 5);
+            let labels: Vec<String> = ticks.iter().map(|(_, l)| l.clone()).collect();
+            assert!(
+                !ticks.is_empty() && ticks.len() <= 12,
+                "0..{to}: {labels:?}"
+            );
+            assert!(
+                ticks.iter().all(|(x, l)| *x >= 0.0
+                    && *x <= to * (1.0 + 1e-9)
+                    && l.starts_with('$')
+                    && !l.contains('-')),
+                "0..{to}: {labels:?}"
+            );
+            assert_unique(&labels);
+        }
+    }
+
+    #[test]
+    fn a_step_line_holds_each_value_until_the_next_point() {
+        let points = [(0.0, 1.0, 0.0), (2.0, 3.0, 0.0), (5.0, 4.0, 0.0)];
+        assert_eq!(
+            steps(&points, |x| x * 10.0, |y| y),
+            "0.0,1.0 20.0,1.0 20.0,3.0 50.0,3.0 50.0,4.0"
+        );
+        assert_eq!(steps(&[], |x| x, |y| y), "");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use crate::evaluate::Findings;
-use crate::records::progress::{Progress, ProgressPoint};
+use crate::records::progress::{ChampionMark, Progress, ProgressPoint};
 use crate::records::{
     HistoryPoint, IterationSummary, LogEntry, LogEntryKind, LoopExit, RunSummary, HISTORY_LEN,
     MAX_EVENTS,
@@ -83,18 +83,27 @@ impl RunLedger {
     }
 
     /// The champion changed `changes` times (more than once within a merged batch),
-    /// the last to `champion` in iteration `iteration`, at `at`: booked, and kept in
-    /// the event log.
+    /// the last to `champion` in iteration `iteration`, at `at`, with the run's LLM
+    /// spend at `spend_usd`: booked, marked on the best-so-far record, and kept in the
+    /// event log.
     pub(crate) fn champion_changed(
         &mut self,
         champion: &str,
         iteration: u64,
         changes: u64,
         at: SystemTime,
+        spend_usd: f64,
     ) {
         self.champion = Some(champion.to_string());
         self.champion_since = Some(iteration);
         self.champion_changes += changes;
+        self.progress.push_champion(ChampionMark {
+            iteration,
+            elapsed_seconds: (crate::records::unix_seconds(at)
+                - crate::records::unix_seconds(self.started_at))
+            .max(0.0),
+            llm_cost_usd: spend_usd,
+        });
         self.push_event(LogEntry {
             at,
             iteration,
@@ -303,9 +312,9 @@ mod tests {
         let tick = Duration::from_millis(1);
         let none = ReasonCounts::default();
         state.complete(1, tick, &iteration(1, 3, 1, 0), &none);
-        state.champion_changed("a", 2, 1, start);
+        state.champion_changed("a", 2, 1, start, 0.0);
         state.complete(2, tick * 2, &iteration(3, 4, 0, 1), &none);
-        state.champion_changed("b", 5, 1, start);
+        state.champion_changed("b", 5, 1, start, 0.5);
         let later = start + Duration::from_secs(90);
         let summary = state.summary("run", &ReasonNames::default(), later);
         assert_eq!(summary.elapsed_seconds, 90.0);
@@ -317,6 +326,15 @@ mod tests {
         assert_eq!(summary.champion.as_deref(), Some("b"));
         assert_eq!(summary.champion_since_iteration, Some(5));
         assert_eq!(summary.champion_changes, 2);
+        let marks = state.progress.champion_changes();
+        assert_eq!(
+            marks
+                .iter()
+                .map(|m| (m.iteration, m.llm_cost_usd))
+                .collect::<Vec<_>>(),
+            [(2, 0.0), (5, 0.5)],
+            "each change is marked with the spend when it came"
+        );
         assert_eq!(summary.iterations, 3);
         assert_eq!(
             (summary.strategy_successes, summary.strategy_failures),

@@ -11,9 +11,11 @@
 
 mod evaluations;
 mod frameworks;
+mod gpu;
 mod housekeeping;
 mod ledger;
 mod liveness;
+mod servers;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -36,15 +38,18 @@ use crate::records::{
 };
 use crate::reported::Rejection;
 
-use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep};
+use super::event::{ChampionChange, Completed, Event, HostReading, ProcessSweep, ServerRead};
 use super::reasons::{ReasonCounts, ReasonNames};
 use evaluations::{Evaluations, Oldest, Refused};
 use frameworks::Frameworks;
+use gpu::GpuBooks;
 use housekeeping::{Housekeeping, Latest};
 use ledger::RunLedger;
 use liveness::Liveness;
+use servers::Servers;
 
 pub(super) use evaluations::{Finished, PROCESS_GONE};
+pub(crate) use gpu::{GpuErrorKind, GpuErrors};
 pub(super) use ledger::RECENT_ITERATIONS;
 
 /// The evaluator's published quantities after an iteration: rolling values,
@@ -123,6 +128,8 @@ pub(super) enum Publish {
         summary: IterationSummary,
         at: SystemTime,
         judged: Judged,
+        /// The best Sharpe ratio of any strategy so far.
+        best_sharpe: Option<f64>,
     },
     /// The champion changed; the LLM evidence after it when calls were made.
     ChampionChanged {
@@ -133,6 +140,15 @@ pub(super) enum Publish {
     Host(HostReading),
     /// A container sample (or Docker down).
     Containers(ContainerReading),
+    /// A GPU sample: the devices still answering (their latest readings), the
+    /// errors it found and the devices it found lost.
+    Gpu {
+        devices: Vec<crate::sample::GpuDevice>,
+        errors: Vec<GpuErrors>,
+        lost: Vec<crate::sample::GpuDevice>,
+    },
+    /// A critical Xid error.
+    GpuXid(GpuErrors),
     /// The orphaned containers a sweep left.
     Orphans(u64),
     /// What a process sweep did.
@@ -190,6 +206,12 @@ pub(super) enum Publish {
         count: u64,
         total: u64,
     },
+    /// A model server was read (or could not be): what changed, and every server
+    /// as it now stands.
+    ModelServer {
+        change: crate::servers::book::Change,
+        servers: Vec<crate::servers::book::ServerView>,
+    },
     /// The background clock's tick: calls in flight, the LLM evidence (when calls
     /// were made), the restarts within the window and the evaluations.
     Tick {
@@ -240,8 +262,12 @@ pub(super) struct RunState {
     /// the page's time axis, which needs no iterations.
     samples: Thinned<TimePoint>,
     frameworks: Frameworks,
+    /// The GPUs the sampler read.
+    gpus: GpuBooks,
     /// Failure reasons sent ahead of the iteration they belong to ([`Event::Reasons`]).
     more_reasons: ReasonCounts,
+    /// The model servers read.
+    servers: Servers,
 }
 
 impl RunState {
@@ -258,7 +284,9 @@ impl RunState {
             hung_limit: thresholds.evaluation_floor(),
             samples: Thinned::with_capacity(MAX_TIME_POINTS),
             frameworks: Frameworks::default(),
+            gpus: GpuBooks::default(),
             more_reasons: ReasonCounts::default(),
+            servers: Servers::new(&thresholds.llm().servers),
         }
     }
 
@@ -281,6 +309,13 @@ impl RunState {
                 self.latest.containers(&reading);
                 self.housekeeping.containers(&reading, at.wall);
                 (Applied::just(Publish::Containers(reading)), at)
+            }
+            Event::Gpu { sample, at } => (self.gpu_sample(&sample, th, at), at),
+            Event::GpuXid { xid, at } => {
+                let errors = self.gpus.xid(&xid);
+                self.gpu_events(std::slice::from_ref(&errors), at);
+                let findings = self.evaluator.on_gpu(None, 1, th, at);
+                (Applied::new(findings, Publish::GpuXid(errors)), at)
             }
             Event::Orphans { count, at } => {
                 let findings = self.evaluator.on_orphans(count, th, at);
@@ -375,6 +410,10 @@ impl RunState {
                     at,
                 )
             }
+            Event::ModelServer(read) => {
+                let at = read.at;
+                (self.model_server(*read, th), at)
+            }
             Event::Tick { at } => (self.tick(th, at), at),
         };
         self.ledger.log_findings(&applied.findings, at.wall);
@@ -459,14 +498,21 @@ impl RunState {
                 summary,
                 at: at.wall,
                 judged,
+                best_sharpe: self.ledger.best_sharpe,
             },
         )
     }
 
     fn champion_changed(&mut self, change: ChampionChange, th: &Thresholds) -> Applied {
         let at = change.at;
-        self.ledger
-            .champion_changed(&change.champion, change.iteration, change.changes, at.wall);
+        let spend = self.llm.spend_usd();
+        self.ledger.champion_changed(
+            &change.champion,
+            change.iteration,
+            change.changes,
+            at.wall,
+            spend,
+        );
         let evidence = self.llm.champion_changed(at.mono);
         let mut findings = Findings::default();
         let llm = self.llm.any_calls().then(|| {
@@ -510,7 +556,94 @@ impl RunState {
             llm_cost_usd: self.llm.spend_usd(),
             iterations: self.ledger.iterations,
             alerts_firing: self.evaluator.firing(),
+            gpu_loop_memory_bytes: self.gpus.loop_memory_bytes().map(|b| b as f64),
         }
+    }
+
+    /// Keeps a GPU sample: the new ECC errors are counted (the uncorrected ones
+    /// also in the event log), a device newly lost goes to the event log, and
+    /// GPUMemoryHigh and GPUErrors are judged on it.
+    fn gpu_sample(
+        &mut self,
+        sample: &crate::sample::GpuSample,
+        th: &Thresholds,
+        at: Moment,
+    ) -> Applied {
+        let (errors, lost) = self.gpus.sample(sample);
+        self.gpu_events(&errors, at);
+        let uncorrected = errors
+            .iter()
+            .filter(|e| e.kind == GpuErrorKind::Uncorrected)
+            .map(|e| e.count)
+            .sum();
+        let findings =
+            self.evaluator
+                .on_gpu(Some(self.gpus.loop_memory_fraction()), uncorrected, th, at);
+        for device in &lost {
+            self.ledger.push_event(LogEntry {
+                at: at.wall,
+                iteration: self.ledger.last_iteration,
+                kind: LogEntryKind::GpuLost {
+                    gpu: device.index,
+                    uuid: device.uuid.to_string(),
+                },
+            });
+        }
+        Applied::new(
+            findings,
+            Publish::Gpu {
+                devices: self.gpus.answering(),
+                errors,
+                lost,
+            },
+        )
+    }
+
+    /// Keeps Xid errors and uncorrected ECC errors in the event log (corrected ones
+    /// are only counted: a device may correct many, and each is harmless).
+    fn gpu_events(&mut self, errors: &[GpuErrors], at: Moment) {
+        for e in errors.iter().filter(|e| e.kind != GpuErrorKind::Corrected) {
+            self.ledger.push_event(LogEntry {
+                at: at.wall,
+                iteration: self.ledger.last_iteration,
+                kind: LogEntryKind::GpuError {
+                    gpu: e.index,
+                    uuid: e.uuid.to_string(),
+                    error: e.kind.as_str(),
+                    count: e.count,
+                    code: e.code,
+                },
+            });
+        }
+    }
+
+    /// A read of a model server, placed on the page's axes as the run stands; then
+    /// LLMServerSaturated on the servers' saturation.
+    fn model_server(&mut self, read: ServerRead, th: &Thresholds) -> Applied {
+        let at = read.at.wall;
+        let when = crate::servers::book::When {
+            at: unix_seconds(at),
+            elapsed_seconds: at
+                .duration_since(self.ledger.started_at)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            iterations: self.ledger.iterations,
+        };
+        let Some((change, servers)) =
+            self.servers
+                .read(read.index, read.outcome, when, read.at.mono, th)
+        else {
+            return Applied::just(Publish::Nothing);
+        };
+        let saturated = self.servers.most_saturated(read.at.mono);
+        let subject = saturated.as_ref().map(|(name, _, _)| Arc::clone(name));
+        let findings = self.evaluator.on_model_servers(
+            saturated.map(|(_, held, usage)| (held, usage)),
+            || subject.unwrap_or_else(|| Arc::from("model server")),
+            th,
+            read.at,
+        );
+        Applied::new(findings, Publish::ModelServer { change, servers })
     }
 
     fn process_sweep(&mut self, sweep: ProcessSweep) -> Applied {
@@ -654,6 +787,9 @@ impl RunState {
             self.llm
                 .headroom(&call.provider, &call.request_model, headroom, at.mono)
         });
+        if let Some(first) = call.time_to_first_chunk {
+            self.servers.proxy_first_chunk(first.as_secs_f64());
+        }
         let pricing = th.llm().pricing(&call);
         let (labels, evidence) = self
             .llm
@@ -986,6 +1122,11 @@ impl RunState {
     }
 
     /// This run's running containers at the last sample.
+    /// Every GPU the sampler read.
+    pub(super) fn gpus(&self) -> Vec<crate::export::LiveGpu> {
+        self.gpus.view()
+    }
+
     pub(super) fn live_containers(&self) -> Vec<LiveContainer> {
         self.housekeeping.containers.clone()
     }
@@ -993,6 +1134,11 @@ impl RunState {
     /// What the process sweeps found and did.
     pub(super) fn process_tally(&self) -> ProcessTally {
         self.housekeeping.tally
+    }
+
+    /// The model servers and their histories.
+    pub(super) fn model_servers(&self) -> crate::export::ModelServersView {
+        self.servers.view()
     }
 
     /// The frameworks the zero-code instrumentation reported on.

@@ -1,0 +1,179 @@
+//! The GPUs against a real Prometheus and real Alertmanagers, from a monitor whose
+//! GPU sampler loads the stand-in NVML (no machine here has a GPU; the stand-in, a C
+//! library the test builds, serves scripted devices, processes and Xid errors): every
+//! query of the dashboard's GPU panels returns data, one series per device; and
+//! GPUMemoryHigh and GPUErrors reach Alertmanager both from loopwatch's own evaluator
+//! and from the generated rules.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use loopwatch_cli::generate::{dashboard_panels, grafana_dashboard, with_variables};
+use support::nvml_standin::{build_standin, write_script, Standin};
+use support::services::{Alertmanager, Prometheus};
+use support::*;
+
+#[test]
+fn every_gpu_panel_query_returns_a_series_per_device_from_a_real_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let me = std::process::id();
+    write_script(
+        &library,
+        &format!(
+            "device GPU-44444444-aaaa-4000-8000-000000000001 total=17179869184 used=8589934592 util=40 power_mw=120000 temp=55 ecc_corrected=0 ecc_uncorrected=0\n\
+             device GPU-44444444-bbbb-4000-8000-000000000002 total=17179869184 used=1073741824 util=5 power_mw=60000 temp=41 ecc_corrected=0 ecc_uncorrected=0\n\
+             process 0 compute {me} 2147483648\n\
+             process 1 compute {me} 268435456\n"
+        ),
+    );
+    let monitor = quiet_monitor()
+        .sample_interval(Duration::from_millis(100))
+        .gpu_library(&library)
+        .build()
+        .unwrap();
+    let prometheus = Prometheus::start(monitor.local_addr(), None);
+    let dashboard = grafana_dashboard(&loopwatch::Thresholds::default());
+    let queries: Vec<String> = dashboard_panels(&dashboard)
+        .iter()
+        .filter(|p| p["title"].as_str().unwrap().starts_with("GPU"))
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| with_variables(t["expr"].as_str().unwrap(), &[]))
+        .collect();
+    assert_eq!(queries.len(), 7, "{queries:#?}");
+    for query in &queries {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let result = prometheus.query(query);
+            let devices: std::collections::BTreeSet<&str> = result
+                .iter()
+                .filter_map(|s| s["metric"]["gpu_index"].as_str())
+                .collect();
+            // The errors' query has a series per device and error type.
+            if devices.len() == 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{query}` has no series per device: {result:?}\nPrometheus log:\n{}",
+                prometheus.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    let loop_memory = prometheus.query(&queries[1]);
+    let on = |index: &str| {
+        loop_memory
+            .iter()
+            .find(|s| s["metric"]["gpu_index"] == index)
+            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+    };
+    assert_eq!(on("0"), Some(2.147483648), "GB of this process on GPU 0");
+    assert_eq!(on("1"), Some(0.268435456));
+    monitor.shutdown();
+}
+
+/// Waits (up to `limit`) until `am` holds `alert`, and returns it.
+fn received(am: &Alertmanager, alert: &str, limit: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = am.alert(alert) {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{alert} did not reach Alertmanager; it holds {:#?}",
+            am.alerts()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn gpu_memory_high_and_gpu_errors_reach_alertmanager_from_loopwatch_and_from_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let me = std::process::id();
+    let gib: u64 = 1 << 30;
+    // GPU 0, which this process uses, 97% full; GPU 1 as full, but not the loop's.
+    let devices = |used0: u64| {
+        format!(
+            "device GPU-66666666-aaaa-4000-8000-000000000001 total={} used={used0} util=90 power_mw=250000 temp=70 ecc_corrected=0 ecc_uncorrected=0\n\
+             device GPU-66666666-bbbb-4000-8000-000000000002 total={} used={} util=90 power_mw=250000 temp=70 ecc_corrected=0 ecc_uncorrected=0\n\
+             process 0 compute {me} {}\n\
+             process 1 compute 4000001 {}\n",
+            16 * gib,
+            16 * gib,
+            16 * gib * 97 / 100,
+            2 * gib,
+            8 * gib,
+        )
+    };
+    write_script(&library, &devices(16 * gib * 97 / 100));
+    let (direct, ruled) = (Alertmanager::start(), Alertmanager::start());
+    let thresholds = loopwatch::Thresholds::default()
+        .with_gpu_memory_for(Duration::from_secs(1))
+        .unwrap()
+        .with_alert_resolve_hold(Duration::from_millis(100))
+        .unwrap();
+    let monitor = quiet_monitor()
+        .sample_interval(Duration::from_millis(100))
+        .gpu_library(&library)
+        .thresholds(thresholds)
+        .alertmanager_urls([direct.url()])
+        .build()
+        .unwrap();
+    let run_id = monitor.identity().run_id.clone();
+    let prometheus = Prometheus::start(monitor.local_addr(), Some(ruled.addr));
+
+    // In process: held a second above 95%, then an Xid error on GPU 1.
+    let memory = received(&direct, "GPUMemoryHigh", Duration::from_secs(30));
+    assert_eq!(memory["labels"]["severity"], "warning");
+    assert_eq!(memory["labels"]["run_id"], run_id.as_str());
+    assert_eq!(memory["annotations"]["summary"], "GPU memory nearly full");
+    assert!(direct.alert("GPUErrors").is_none(), "no error yet");
+    // Prometheus sees the error counters at 0 first: a counter first scraped at 1
+    // shows no rise.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while prometheus
+        .query("hw_errors_total{error_type=\"xid\", gpu_index=\"1\"} == 0")
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped the GPUs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    write_script(
+        &library,
+        &format!("{}xid 1 79\n", devices(16 * gib * 97 / 100)),
+    );
+    let errors = received(&direct, "GPUErrors", Duration::from_secs(30));
+    assert_eq!(errors["labels"]["severity"], "critical");
+    assert_eq!(errors["annotations"]["summary"], "GPU errors detected");
+
+    // Through Prometheus: the same two, from the generated rules (GPUMemoryHigh after
+    // its minute).
+    for alert in ["GPUErrors", "GPUMemoryHigh"] {
+        let from_rule = received(&ruled, alert, Duration::from_secs(150));
+        assert_eq!(from_rule["labels"]["run_id"], run_id.as_str(), "{alert}");
+        assert_eq!(from_rule["labels"]["job"], "loopwatch", "{alert}");
+    }
+    let description = ruled.alert("GPUErrors").unwrap()["annotations"]["description"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(description.starts_with("1 critical Xid"), "{description}");
+
+    // The loop's GPU frees its memory: GPUMemoryHigh resolves in process.
+    write_script(&library, &format!("{}xid 1 79\n", devices(2 * gib)));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while direct.alert("GPUMemoryHigh").is_some() {
+        assert!(Instant::now() < deadline, "GPUMemoryHigh did not resolve");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(prometheus);
+    monitor.shutdown();
+}

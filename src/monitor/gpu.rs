@@ -1,0 +1,104 @@
+//! The GPU sampler's thread (feature `gpu`): it opens NVML, then samples every GPU
+//! at the sampling interval and, in between, waits for Xid errors on NVML's event
+//! set; each reading and each error goes to the hub as an event. It has a thread of
+//! its own because NVML's wait blocks, and its handles live as long as the thread
+//! does. Without a driver or a library it says so once and ends; the rest runs on.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::sample::{in_nested_pid_namespace, process_tree, GpuSampler};
+
+use super::event::Event;
+use super::hub::Hub;
+
+/// Longest single wait on NVML's event set, so that a stop is seen within it.
+const WAIT_SLICE: Duration = Duration::from_millis(200);
+
+/// Starts the thread; it ends once `cancel` is cancelled.
+pub(super) fn spawn(runtime: &tokio::runtime::Runtime, hub: &Arc<Hub>, cancel: &CancellationToken) {
+    let (sampling, stop) = (Arc::clone(hub), cancel.clone());
+    let spawned = std::thread::Builder::new()
+        .name("loopwatch-gpu".into())
+        .spawn(move || {
+            if catch_unwind(AssertUnwindSafe(|| run(&sampling, &stop))).is_err() {
+                tracing::error!("the GPU sampler panicked; GPU series keep their last values");
+            }
+        });
+    match spawned {
+        Ok(handle) => {
+            // A thread parked between samples wakes up at once when the monitor stops.
+            let thread = handle.thread().clone();
+            let cancel = cancel.clone();
+            runtime.spawn(async move {
+                cancel.cancelled().await;
+                thread.unpark();
+            });
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the GPU sampler's thread cannot start; GPUs are not sampled")
+        }
+    }
+}
+
+fn run(hub: &Hub, cancel: &CancellationToken) {
+    let sampler = match GpuSampler::open(hub.settings.gpu_library.as_deref()) {
+        Ok(sampler) => sampler,
+        Err(e) => {
+            tracing::info!(library = %e.library, reason = %e.reason, "GPU sampling is off; everything else runs on");
+            return;
+        }
+    };
+    if sampler.device_count() == 0 {
+        tracing::info!(
+            library = sampler.library(),
+            "NVML found no GPU; GPU sampling is off"
+        );
+        return;
+    }
+    tracing::info!(
+        gpus = sampler.device_count(),
+        library = sampler.library(),
+        "sampling GPUs"
+    );
+    if in_nested_pid_namespace() {
+        tracing::warn!(
+            "this process runs in a pid namespace other than the host's (a container without --pid=host): \
+             NVML names processes by the host's pids, so the loop's video memory (loopwatch_gpu_loop_memory_bytes) reads 0 \
+             and GPUMemoryHigh never fires; each GPU's own numbers are sampled"
+        );
+    }
+    let watch = sampler.xid_watch();
+    let period = hub.settings.sample_interval;
+    while !cancel.is_cancelled() {
+        let pids = process_tree(hub.loop_root());
+        let sample = sampler.sample(&pids);
+        hub.send(Event::Gpu {
+            sample,
+            at: hub.clock.now(),
+        });
+        let next = Instant::now() + period;
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let left = next.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if watch.is_watching() {
+                if let Some(xid) = watch.wait(left.min(WAIT_SLICE)) {
+                    hub.send(Event::GpuXid {
+                        xid,
+                        at: hub.clock.now(),
+                    });
+                }
+            } else {
+                std::thread::park_timeout(left);
+            }
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The GPU sampler: NVML loaded at run time through `nvml-wrapper`, from the library
+//! configured (`[gpu] library`, `LOOPWATCH_GPU_LIBRARY`) or the driver's
+//! `libnvidia-ml.so.1`.
+//!
+//! Every call degrades alone: a device that does not support a reading leaves it
+//! `None`; a library that lacks a function leaves what that function reads `None`
+//! and says so once in the log; a device that stops answering (NVML's "GPU is lost")
+//! is reported `lost` while the others are still read.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nvml_wrapper::bitmasks::event::EventTypes;
+use nvml_wrapper::enum_wrappers::device::{EccCounter, MemoryError, TemperatureSensor};
+use nvml_wrapper::enums::device::UsedGpuMemory;
+use nvml_wrapper::enums::event::XidError;
+use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::{Device, EventSet, Nvml};
+
+use super::{GpuDevice, GpuSample, GpuXid, DEFAULT_GPU_LIBRARY};
+
+/// Why the GPU sampler could not start: the library cannot be loaded, lacks what
+/// every reading needs, or finds no driver. loopwatch logs it once and runs on.
+#[derive(Debug, thiserror::Error)]
+#[error("GPU sampling is off: {reason} (library {library})")]
+pub struct GpuUnavailable {
+    /// The library it tried.
+    pub library: String,
+    /// Why it could not be used.
+    pub reason: String,
+}
+
+/// What a device is known by, from when the sampler opened NVML.
+#[derive(Debug)]
+struct Known {
+    index: u32,
+    uuid: Arc<str>,
+}
+
+/// Samples every GPU NVML finds: utilisation, memory, power, temperature, ECC counts,
+/// and the video memory of the loop's own processes.
+///
+/// Open one with [`GpuSampler::open`], then call [`sample`](Self::sample) at the
+/// sampling interval; [`xid_watch`](Self::xid_watch) waits for Xid errors in between.
+/// Devices are the ones found when it opened: one that disappears later is reported
+/// `lost`, one that appears later is not sampled.
+pub struct GpuSampler {
+    nvml: Nvml,
+    library: String,
+    devices: Vec<Known>,
+    /// The functions found missing from the library, each logged once.
+    missing: RefCell<BTreeSet<String>>,
+    /// The readings that failed with another error, each logged once.
+    failed: RefCell<BTreeSet<&'static str>>,
+}
+
+impl std::fmt::Debug for GpuSampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuSampler")
+            .field("library", &self.library)
+            .field("devices", &self.devices)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The words of a failure to load or start NVML.
+fn unavailable(library: &str, error: &NvmlError) -> GpuUnavailable {
+    let reason = match error {
+        NvmlError::LibloadingError(e) => {
+            format!("the NVIDIA management library cannot be loaded: {e}")
+        }
+        NvmlError::FailedToLoadSymbol(e) => {
+            format!("the NVIDIA management library lacks a function every reading needs: {e}")
+        }
+        NvmlError::DriverNotLoaded => "no NVIDIA driver is loaded".to_string(),
+        NvmlError::NoPermission => "NVML has no permission to talk to the driver".to_string(),
+        other => format!("NVML did not start: {other}"),
+    };
+    GpuUnavailable {
+        library: library.to_string(),
+        reason,
+    }
+}
+
+impl GpuSampler {
+    /// Loads NVML from `library` (default [`DEFAULT_GPU_LIBRARY`], found on the
+    /// dynamic linker's search path), starts it and lists its devices.
+    ///
+    /// ```
+    /// // On a machine without an NVIDIA driver:
+    /// let missing = std::path::Path::new("/nonexistent/libnvidia-ml.so.1");
+    /// let err = loopwatch::sample::GpuSampler::open(Some(missing)).unwrap_err();
+    /// assert!(err.to_string().contains("cannot be loaded"), "{err}");
+    /// ```
+    pub fn open(library: Option<&Path>) -> Result<Self, GpuUnavailable> {
+        let path: &OsStr = library.map_or(OsStr::new(DEFAULT_GPU_LIBRARY), Path::as_os_str);
+        let shown = path.to_string_lossy().into_owned();
+        let nvml = Nvml::builder()
+            .lib_path(path)
+            .init()
+            .map_err(|e| unavailable(&shown, &e))?;
+        let count = nvml.device_count().map_err(|e| unavailable(&shown, &e))?;
+        let mut devices = Vec::new();
+        for index in 0..count {
+            let uuid = nvml
+                .device_by_index(index)
+                .and_then(|device| device.uuid())
+                .unwrap_or_else(|e| {
+                    tracing::warn!(gpu = index, error = %e, "a GPU's UUID cannot be read; it is labelled by its index");
+                    format!("GPU-index-{index}")
+                });
+            devices.push(Known {
+                index,
+                uuid: uuid.into(),
+            });
+        }
+        Ok(GpuSampler {
+            nvml,
+            library: shown,
+            devices,
+            missing: RefCell::default(),
+            failed: RefCell::default(),
+        })
+    }
+
+    /// The devices found when NVML was opened.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// The library NVML was loaded from.
+    pub fn library(&self) -> &str {
+        &self.library
+    }
+
+    /// Keeps a reading, or notes why there is none: a function the library lacks
+    /// (logged once per function), a device that is lost, a reading the device does
+    /// not support (silently `None`), another failure (logged once per reading).
+    fn keep<T>(
+        &self,
+        what: &'static str,
+        result: Result<T, NvmlError>,
+        lost: &mut bool,
+    ) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(NvmlError::GpuLost) => {
+                *lost = true;
+                None
+            }
+            Err(NvmlError::NotSupported) => None,
+            Err(NvmlError::FailedToLoadSymbol(symbol)) => {
+                if self.missing.borrow_mut().insert(symbol.clone()) {
+                    tracing::warn!(
+                        library = %self.library,
+                        reading = what,
+                        error = %symbol,
+                        "the NVIDIA management library lacks a function: this GPU reading is not sampled, the others are"
+                    );
+                }
+                None
+            }
+            Err(e) => {
+                if self.failed.borrow_mut().insert(what) {
+                    tracing::warn!(reading = what, error = %e, "a GPU reading failed; it is left out until it succeeds");
+                }
+                None
+            }
+        }
+    }
+
+    /// Reads every device, and sums the video memory of the processes whose pids
+    /// are in `loop_pids` (the loop's process tree) per device. Processes outside it
+    /// are never counted.
+    pub fn sample(&self, loop_pids: &[u32]) -> GpuSample {
+        let mut sample = GpuSample {
+            devices: Vec::with_capacity(self.devices.len()),
+        };
+        for known in &self.devices {
+            let mut device = GpuDevice::new(known.index, Arc::clone(&known.uuid));
+            match self.nvml.device_by_index(known.index) {
+                Ok(handle) => self.read_device(&handle, &mut device, loop_pids),
+                Err(NvmlError::GpuLost | NvmlError::NotFound | NvmlError::InvalidArg) => {
+                    device.lost = true;
+                }
+                Err(e) => {
+                    let mut lost = false;
+                    self.keep::<()>("handle", Err(e), &mut lost);
+                    device.lost = lost;
+                }
+            }
+            if device.lost {
+                device = GpuDevice {
+                    lost: true,
+                    ..GpuDevice::new(known.index, Arc::clone(&known.uuid))
+                };
+            }
+            sample.devices.push(device);
+        }
+        sample
+    }
+
+    fn read_device(&self, handle: &Device<'_>, device: &mut GpuDevice, loop_pids: &[u32]) {
+        let mut lost = false;
+        if let Some(rates) = self.keep("utilization", handle.utilization_rates(), &mut lost) {
+            device.utilization = Some(f64::from(rates.gpu.min(100)) / 100.0);
+        }
+        if let Some(memory) = self.keep("memory", handle.memory_info(), &mut lost) {
+            device.memory_used_bytes = Some(memory.used);
+            device.memory_total_bytes = Some(memory.total);
+        }
+        device.power_watts = self
+            .keep("power", handle.power_usage(), &mut lost)
+            .map(|milliwatts| f64::from(milliwatts) / 1000.0);
+        device.temperature_celsius = self
+            .keep(
+                "temperature",
+                handle.temperature(TemperatureSensor::Gpu),
+                &mut lost,
+            )
+            .map(f64::from);
+        device.ecc_corrected = self.keep(
+            "ecc",
+            handle.total_ecc_errors(MemoryError::Corrected, EccCounter::Volatile),
+            &mut lost,
+        );
+        device.ecc_uncorrected = self.keep(
+            "ecc",
+            handle.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile),
+            &mut lost,
+        );
+        // A process with both a compute and a graphics context is in both lists,
+        // with the same memory: counted once, at the larger.
+        let mut by_pid: HashMap<u32, u64> = HashMap::new();
+        for list in [
+            self.keep("processes", handle.running_compute_processes(), &mut lost),
+            self.keep("processes", handle.running_graphics_processes(), &mut lost),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for process in list {
+                if !loop_pids.contains(&process.pid) {
+                    continue;
+                }
+                let used = match process.used_gpu_memory {
+                    UsedGpuMemory::Used(bytes) => bytes,
+                    UsedGpuMemory::Unavailable => 0,
+                };
+                let entry = by_pid.entry(process.pid).or_default();
+                *entry = (*entry).max(used);
+            }
+        }
+        device.loop_processes = u32::try_from(by_pid.len()).unwrap_or(u32::MAX);
+        device.loop_memory_bytes = by_pid.values().fold(0u64, |sum, v| sum.saturating_add(*v));
+        device.lost = lost;
+    }
+
+    /// Registers every device for critical Xid errors in one event set. Devices or
+    /// libraries that cannot (no event support, a function missing) are left out,
+    /// said once in the log; with none registered, [`XidWatch::wait`] only waits.
+    pub fn xid_watch(&self) -> XidWatch<'_> {
+        let mut set = match self.nvml.create_event_set() {
+            Ok(set) => Some(set),
+            Err(e) => {
+                tracing::warn!(library = %self.library, error = %e, "Xid errors are not watched: NVML cannot create an event set");
+                None
+            }
+        };
+        let mut registered = 0;
+        for known in &self.devices {
+            let Some(current) = set.take() else { break };
+            let device = match self.nvml.device_by_index(known.index) {
+                Ok(device) => device,
+                Err(_) => {
+                    set = Some(current);
+                    continue;
+                }
+            };
+            match device.register_events(EventTypes::CRITICAL_XID_ERROR, current) {
+                Ok(kept) => {
+                    registered += 1;
+                    set = Some(kept);
+                }
+                Err(e) => {
+                    // The set was freed by the failed registration: start again.
+                    tracing::warn!(gpu = known.index, error = %e.error, "Xid errors of this GPU are not watched");
+                    set = self.nvml.create_event_set().ok();
+                }
+            }
+        }
+        if registered == 0 {
+            set = None;
+        }
+        XidWatch {
+            set,
+            sampler: self,
+            wait_failed: RefCell::new(false),
+        }
+    }
+}
+
+/// Waits for critical Xid errors on the devices of a [`GpuSampler`].
+pub struct XidWatch<'a> {
+    set: Option<EventSet<'a>>,
+    sampler: &'a GpuSampler,
+    /// Whether a wait failed already (logged once; the watch then only sleeps).
+    wait_failed: RefCell<bool>,
+}
+
+impl std::fmt::Debug for XidWatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XidWatch")
+            .field("watching", &self.set.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl XidWatch<'_> {
+    /// Whether any device's Xid errors are watched.
+    pub fn is_watching(&self) -> bool {
+        self.set.is_some() && !*self.wait_failed.borrow()
+    }
+
+    /// Waits up to `timeout` for the next Xid error. `None` when none came (or
+    /// nothing is watched: then it returns at once, and the caller waits its own way).
+    pub fn wait(&self, timeout: Duration) -> Option<GpuXid> {
+        if !self.is_watching() {
+            return None;
+        }
+        let set = self.set.as_ref()?;
+        let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        match set.wait(millis) {
+            Ok(event) => {
+                let uuid = event.device.uuid().ok();
+                let known = self
+                    .sampler
+                    .devices
+                    .iter()
+                    .find(|k| uuid.as_deref() == Some(&*k.uuid))
+                    .or_else(|| {
+                        let index = event.device.index().ok()?;
+                        self.sampler.devices.iter().find(|k| k.index == index)
+                    })?;
+                let code = match event.event_data {
+                    Some(XidError::Value(code)) => Some(code),
+                    _ => None,
+                };
+                Some(GpuXid {
+                    index: known.index,
+                    uuid: Arc::clone(&known.uuid),
+                    code,
+                })
+            }
+            Err(NvmlError::Timeout) => None,
+            Err(e) => {
+                *self.wait_failed.borrow_mut() = true;
+                tracing::warn!(error = %e, "waiting for Xid errors failed; they are no longer watched");
+                None
+            }
+        }
+    }
+}

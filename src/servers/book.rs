@@ -1,0 +1,538 @@
+//! [`ServerBook`]: what the monitor knows of its model servers, from their readings
+//! in the order they arrive. Pure: no I/O, no clock (times arrive with the readings).
+//!
+//! Gauges are republished as the server said them. Counters and histograms, which a
+//! server reports since its own start, are turned into what the last interval saw:
+//! the mean time to first token and queue time of the requests since the previous
+//! read that had any, and the prefix-cache hit rate of the lookups since then (the
+//! first read, or a read after the server restarted, counts from the server's start).
+//! Preemptions are kept as loopwatch's own counter, which goes on rising across a
+//! restart of the server.
+//!
+//! ```
+//! use loopwatch::servers::book::{ServerBook, Health};
+//! use loopwatch::servers::{exposition, ServerKind};
+//! let server = "vllm=http://127.0.0.1:8000".parse().unwrap();
+//! let mut book = ServerBook::new(&[server]);
+//! let page = |ttft_sum: f64, ttft_count: f64| format!(
+//!     "vllm:time_to_first_token_seconds_sum {ttft_sum}\n\
+//!      vllm:time_to_first_token_seconds_count {ttft_count}\n");
+//! book.read(0, exposition::read(ServerKind::Vllm, &page(30.0, 10.0)), 100.0);
+//! assert_eq!(book.views()[0].time_to_first_token_seconds, Some(3.0));
+//! book.read(0, exposition::read(ServerKind::Vllm, &page(31.0, 12.0)), 101.0);
+//! assert_eq!(book.views()[0].time_to_first_token_seconds, Some(0.5));
+//! book.read(0, exposition::read(ServerKind::Vllm, "<html>"), 102.0);
+//! assert_eq!(book.views()[0].health, Health::Down);
+//! assert_eq!(book.views()[0].time_to_first_token_seconds, None);
+//! ```
+
+use serde::Serialize;
+
+use super::{LoadedModel, ModelServer, PrefixCache, ReadFailure, Reading, ServerKind, SumCount};
+
+/// Models of one Ollama server published by name at most; the rest are summed
+/// under [`OTHER_MODELS`].
+pub const MAX_MODELS: usize = 8;
+
+/// The model label of an Ollama server's models past [`MAX_MODELS`].
+pub const OTHER_MODELS: &str = "other";
+
+/// Whether a server is being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Not read yet.
+    Unread,
+    /// Its last read succeeded.
+    Up,
+    /// Its last read failed: its readings are left out until it answers again.
+    Down,
+}
+
+/// A server as the page, `/api/v1/snapshot` and the final JSON show it, and as its
+/// series are published: its last reading, with the interval values worked out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ServerView {
+    /// The `server` label.
+    pub name: String,
+    /// Its kind.
+    pub kind: ServerKind,
+    /// The URL read.
+    pub endpoint: String,
+    /// Whether it is read.
+    pub health: Health,
+    /// Why its last read failed, while it is down.
+    pub error: Option<String>,
+    /// Reads that failed, over the run.
+    pub failures: u64,
+    /// When it was last read successfully, Unix seconds.
+    pub read_at: Option<f64>,
+    /// Requests being processed.
+    pub running: Option<f64>,
+    /// Requests waiting in its queue.
+    pub waiting: Option<f64>,
+    /// Fraction of its KV cache in use, 0 to 1.
+    pub kv_cache_usage: Option<f64>,
+    /// Preemptions (SGLang: retractions) it reported while loopwatch read it,
+    /// counted on across its restarts.
+    pub preemptions: Option<f64>,
+    /// Prefix-cache hits over lookups, of the lookups since the previous read that had
+    /// any (or the server's own rate).
+    pub prefix_cache_hit_ratio: Option<f64>,
+    /// Mean time to first token of the requests since the previous read that had any,
+    /// seconds.
+    pub time_to_first_token_seconds: Option<f64>,
+    /// Mean time in its queue of the requests since the previous read that had any,
+    /// seconds.
+    pub queue_time_seconds: Option<f64>,
+    /// Ollama: the models loaded (at most [`MAX_MODELS`] by name, then
+    /// [`OTHER_MODELS`]).
+    pub models: Option<Vec<LoadedModel>>,
+}
+
+/// One point of a server's history, for the page's charts: the server's numbers at
+/// a read, beside the metering proxy's time to first chunk over the same interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ServerPoint {
+    /// When, Unix seconds.
+    pub at: f64,
+    /// Seconds since the run started.
+    pub elapsed_seconds: f64,
+    /// Iterations the loop had completed.
+    pub iterations: u64,
+    /// Requests waiting.
+    pub waiting: Option<f64>,
+    /// KV-cache usage, 0 to 1.
+    pub kv_cache_usage: Option<f64>,
+    /// The server's mean queue time over the interval, seconds.
+    pub queue_time_seconds: Option<f64>,
+    /// The server's mean time to first token over the interval, seconds.
+    pub time_to_first_token_seconds: Option<f64>,
+    /// The metering proxy's mean time to first chunk of the streamed calls that
+    /// ended over the interval, seconds.
+    pub proxy_first_chunk_seconds: Option<f64>,
+    /// Ollama: GPU memory of the loaded models, bytes.
+    pub vram_bytes: Option<f64>,
+}
+
+/// What a read changed that is said once: in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum News {
+    /// The first read succeeded.
+    FirstRead,
+    /// It cannot be read (or now for another reason): why.
+    Down(String),
+    /// It answers again after it could not be read.
+    Up,
+}
+
+/// What applying one read changed.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Change {
+    /// The server's position in the configuration.
+    pub index: usize,
+    /// Preemptions to add to its counter.
+    pub preemptions_added: f64,
+    /// The `reason` of a read that failed.
+    pub failure: Option<&'static str>,
+    /// What to log, if anything.
+    pub news: Option<News>,
+    /// The point its history gains (a read that succeeded).
+    pub point: Option<ServerPoint>,
+}
+
+/// Where the run stands when a read arrives, for its point.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct When {
+    /// Unix seconds.
+    pub at: f64,
+    /// Seconds since the run started.
+    pub elapsed_seconds: f64,
+    /// Iterations completed.
+    pub iterations: u64,
+}
+
+impl From<f64> for When {
+    fn from(at: f64) -> Self {
+        When {
+            at,
+            ..When::default()
+        }
+    }
+}
+
+/// One server's books.
+#[derive(Debug, Clone)]
+struct Entry {
+    view: ServerView,
+    /// The server's cumulative numbers at its last successful read.
+    ttft: Option<SumCount>,
+    queue: Option<SumCount>,
+    prefix: Option<(f64, f64)>,
+    preemptions: Option<f64>,
+    /// The reason of the failure it is down for.
+    down_for: Option<&'static str>,
+    /// The metering proxy's time to first chunk at this server's last point.
+    proxy_mark: SumCount,
+}
+
+/// Every configured server's books, in the configuration's order.
+#[derive(Debug, Clone, Default)]
+pub struct ServerBook {
+    entries: Vec<Entry>,
+    /// Time to first chunk of the metering proxy's streamed calls, cumulative.
+    proxy: SumCount,
+}
+
+impl ServerBook {
+    /// The books of `servers`, none read yet.
+    pub fn new(servers: &[ModelServer]) -> Self {
+        ServerBook {
+            entries: servers
+                .iter()
+                .map(|server| Entry {
+                    view: ServerView {
+                        name: server.name().to_string(),
+                        kind: server.kind(),
+                        endpoint: server.endpoint(),
+                        health: Health::Unread,
+                        error: None,
+                        failures: 0,
+                        read_at: None,
+                        running: None,
+                        waiting: None,
+                        kv_cache_usage: None,
+                        preemptions: None,
+                        prefix_cache_hit_ratio: None,
+                        time_to_first_token_seconds: None,
+                        queue_time_seconds: None,
+                        models: None,
+                    },
+                    ttft: None,
+                    queue: None,
+                    prefix: None,
+                    preemptions: None,
+                    down_for: None,
+                    proxy_mark: SumCount::default(),
+                })
+                .collect(),
+            proxy: SumCount::default(),
+        }
+    }
+
+    /// Whether no server is configured.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// A streamed call through the metering proxy got its first chunk after
+    /// `seconds`.
+    pub fn proxy_first_chunk(&mut self, seconds: f64) {
+        if seconds.is_finite() && seconds >= 0.0 {
+            self.proxy.sum += seconds;
+            self.proxy.count += 1.0;
+        }
+    }
+
+    /// Applies one read of server `index` (its position in the configuration);
+    /// `None` for an index no server has.
+    pub fn read(
+        &mut self,
+        index: usize,
+        outcome: Result<Reading, ReadFailure>,
+        at: impl Into<When>,
+    ) -> Option<Change> {
+        let at = at.into();
+        let proxy = self.proxy;
+        let entry = self.entries.get_mut(index)?;
+        let change = match outcome {
+            Ok(reading) => {
+                let news = match entry.view.health {
+                    Health::Unread => Some(News::FirstRead),
+                    Health::Down => Some(News::Up),
+                    Health::Up => None,
+                };
+                let preemptions_added = entry.apply(reading, at.at);
+                let view = &entry.view;
+                let point = ServerPoint {
+                    at: at.at,
+                    elapsed_seconds: at.elapsed_seconds,
+                    iterations: at.iterations,
+                    waiting: view.waiting,
+                    kv_cache_usage: view.kv_cache_usage,
+                    queue_time_seconds: view.queue_time_seconds,
+                    time_to_first_token_seconds: view.time_to_first_token_seconds,
+                    proxy_first_chunk_seconds: proxy.mean_since(Some(entry.proxy_mark)),
+                    vram_bytes: view
+                        .models
+                        .as_ref()
+                        .map(|models| models.iter().map(|m| m.vram_bytes as f64).sum()),
+                };
+                entry.proxy_mark = proxy;
+                Change {
+                    index,
+                    preemptions_added,
+                    failure: None,
+                    news,
+                    point: Some(point),
+                }
+            }
+            Err(failure) => {
+                let reason = failure.reason();
+                let news =
+                    (entry.down_for != Some(reason)).then(|| News::Down(failure.to_string()));
+                let view = &mut entry.view;
+                view.health = Health::Down;
+                view.error = Some(failure.to_string());
+                view.failures += 1;
+                view.running = None;
+                view.waiting = None;
+                view.kv_cache_usage = None;
+                view.prefix_cache_hit_ratio = None;
+                view.time_to_first_token_seconds = None;
+                view.queue_time_seconds = None;
+                view.models = None;
+                entry.down_for = Some(reason);
+                Change {
+                    index,
+                    preemptions_added: 0.0,
+                    failure: Some(reason),
+                    news,
+                    point: None,
+                }
+            }
+        };
+        Some(change)
+    }
+
+    /// Every server, in the configuration's order.
+    pub fn views(&self) -> Vec<ServerView> {
+        self.entries.iter().map(|e| e.view.clone()).collect()
+    }
+
+    /// Each server's view, without a copy.
+    pub fn iter(&self) -> impl Iterator<Item = &ServerView> {
+        self.entries.iter().map(|e| &e.view)
+    }
+}
+
+impl Entry {
+    /// Takes a successful reading in; returns the preemptions to add.
+    fn apply(&mut self, reading: Reading, at: f64) -> f64 {
+        let view = &mut self.view;
+        view.health = Health::Up;
+        view.error = None;
+        view.read_at = Some(at);
+        view.running = reading.running;
+        view.waiting = reading.waiting;
+        view.kv_cache_usage = reading.kv_cache_usage;
+        // Interval values: kept from the previous read while nothing new happened.
+        if let Some(now) = reading.time_to_first_token {
+            if let Some(mean) = now.mean_since(self.ttft) {
+                view.time_to_first_token_seconds = Some(mean);
+            }
+            self.ttft = Some(now);
+        }
+        if let Some(now) = reading.queue_time {
+            if let Some(mean) = now.mean_since(self.queue) {
+                view.queue_time_seconds = Some(mean);
+            }
+            self.queue = Some(now);
+        }
+        match reading.prefix_cache {
+            Some(PrefixCache::Counters { hits, queries }) => {
+                let (h, q) = match self.prefix {
+                    Some((h0, q0)) if queries >= q0 && hits >= h0 => (hits - h0, queries - q0),
+                    _ => (hits, queries),
+                };
+                if q > 0.0 {
+                    view.prefix_cache_hit_ratio = Some((h / q).clamp(0.0, 1.0));
+                }
+                self.prefix = Some((hits, queries));
+            }
+            Some(PrefixCache::Rate(rate)) => view.prefix_cache_hit_ratio = Some(rate),
+            None => {}
+        }
+        view.models = reading.models.map(bounded_models);
+        let added = match (reading.preemptions, self.preemptions) {
+            (Some(now), Some(before)) if now >= before => now - before,
+            (Some(now), _) => now,
+            (None, _) => 0.0,
+        };
+        if let Some(now) = reading.preemptions {
+            self.preemptions = Some(now);
+            view.preemptions = Some(view.preemptions.unwrap_or(0.0) + added);
+        }
+        self.down_for = None;
+        added
+    }
+}
+
+/// At most [`MAX_MODELS`] models by name, those with the most GPU memory first; the
+/// rest summed under [`OTHER_MODELS`].
+fn bounded_models(mut models: Vec<LoadedModel>) -> Vec<LoadedModel> {
+    if models.len() <= MAX_MODELS {
+        return models;
+    }
+    models.sort_by(|a, b| {
+        b.vram_bytes
+            .cmp(&a.vram_bytes)
+            .then(b.size_bytes.cmp(&a.size_bytes))
+    });
+    let rest = models.split_off(MAX_MODELS - 1);
+    models.push(LoadedModel {
+        name: OTHER_MODELS.to_string(),
+        size_bytes: rest
+            .iter()
+            .map(|m| m.size_bytes)
+            .fold(0, u64::saturating_add),
+        vram_bytes: rest
+            .iter()
+            .map(|m| m.vram_bytes)
+            .fold(0, u64::saturating_add),
+    });
+    models
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::servers::{exposition, ollama};
+
+    fn book() -> ServerBook {
+        ServerBook::new(&[
+            "vllm=http://127.0.0.1:8000".parse().unwrap(),
+            "ollama=http://127.0.0.1:11434".parse().unwrap(),
+        ])
+    }
+
+    #[test]
+    fn counters_become_interval_values_and_preemptions_survive_a_restart() {
+        let mut book = book();
+        let page = |preempt: f64, hits: f64, queries: f64, qsum: f64, qcount: f64| {
+            format!(
+                "vllm:num_preemptions_total {preempt}\n\
+                 vllm:prefix_cache_hits_total {hits}\nvllm:prefix_cache_queries_total {queries}\n\
+                 vllm:request_queue_time_seconds_sum {qsum}\nvllm:request_queue_time_seconds_count {qcount}\n"
+            )
+        };
+        let read = |book: &mut ServerBook, text: String, at: f64| {
+            book.read(0, exposition::read(ServerKind::Vllm, &text), at)
+                .unwrap()
+        };
+        let first = read(&mut book, page(5.0, 50.0, 100.0, 8.0, 4.0), 1.0);
+        assert_eq!(first.news, Some(News::FirstRead));
+        assert_eq!(first.preemptions_added, 5.0);
+        let v = &book.views()[0];
+        assert_eq!(
+            (
+                v.preemptions,
+                v.prefix_cache_hit_ratio,
+                v.queue_time_seconds
+            ),
+            (Some(5.0), Some(0.5), Some(2.0))
+        );
+        let second = read(&mut book, page(7.0, 140.0, 200.0, 11.0, 5.0), 2.0);
+        assert_eq!((second.news, second.preemptions_added), (None, 2.0));
+        let v = &book.views()[0];
+        assert_eq!(
+            (
+                v.preemptions,
+                v.prefix_cache_hit_ratio,
+                v.queue_time_seconds
+            ),
+            (Some(7.0), Some(0.9), Some(3.0))
+        );
+        // Nothing new: the interval values stay.
+        read(&mut book, page(7.0, 140.0, 200.0, 11.0, 5.0), 3.0);
+        assert_eq!(book.views()[0].queue_time_seconds, Some(3.0));
+        // The server restarted: its counters start again; loopwatch's goes on.
+        let restarted = read(&mut book, page(1.0, 1.0, 4.0, 0.5, 1.0), 4.0);
+        assert_eq!(restarted.preemptions_added, 1.0);
+        let v = &book.views()[0];
+        assert_eq!(
+            (
+                v.preemptions,
+                v.prefix_cache_hit_ratio,
+                v.queue_time_seconds
+            ),
+            (Some(8.0), Some(0.25), Some(0.5))
+        );
+    }
+
+    #[test]
+    fn a_failure_degrades_that_server_only_and_is_news_once_per_reason() {
+        let mut book = book();
+        book.read(1, ollama::read(r#"{"models":[]}"#), 1.0);
+        book.read(
+            0,
+            exposition::read(ServerKind::Vllm, "vllm:num_requests_waiting 3\n"),
+            1.0,
+        );
+        let down = book.read(0, Err(ReadFailure::Timeout), 2.0).unwrap();
+        assert_eq!(down.failure, Some("timeout"));
+        assert!(matches!(down.news, Some(News::Down(_))));
+        let again = book.read(0, Err(ReadFailure::Timeout), 3.0).unwrap();
+        assert_eq!(again.news, None, "said once");
+        let other = book.read(0, Err(ReadFailure::Status(500)), 4.0).unwrap();
+        assert!(matches!(other.news, Some(News::Down(ref why)) if why.contains("500")));
+        let views = book.views();
+        assert_eq!(
+            (views[0].health, views[0].waiting, views[0].failures),
+            (Health::Down, None, 3)
+        );
+        assert_eq!(
+            views[1].health,
+            Health::Up,
+            "the other server is unaffected"
+        );
+        let up = book
+            .read(
+                0,
+                exposition::read(ServerKind::Vllm, "vllm:num_requests_waiting 1\n"),
+                5.0,
+            )
+            .unwrap();
+        assert_eq!(up.news, Some(News::Up));
+        assert_eq!(book.views()[0].waiting, Some(1.0));
+        assert!(book.read(7, Err(ReadFailure::Timeout), 6.0).is_none());
+    }
+
+    #[test]
+    fn the_proxys_first_chunks_are_averaged_over_each_servers_interval() {
+        let mut book = book();
+        book.proxy_first_chunk(1.0);
+        book.proxy_first_chunk(3.0);
+        let ok = || exposition::read(ServerKind::Vllm, "vllm:num_requests_waiting 0\n");
+        let point = book.read(0, ok(), 1.0).unwrap().point.unwrap();
+        assert_eq!(point.proxy_first_chunk_seconds, Some(2.0));
+        let point = book.read(0, ok(), 2.0).unwrap().point.unwrap();
+        assert_eq!(point.proxy_first_chunk_seconds, None, "no call since");
+        book.proxy_first_chunk(0.5);
+        let point = book.read(0, ok(), 3.0).unwrap().point.unwrap();
+        assert_eq!(point.proxy_first_chunk_seconds, Some(0.5));
+    }
+
+    #[test]
+    fn ollamas_models_are_bounded() {
+        let mut book = book();
+        let models: Vec<String> = (0..12)
+            .map(|i| format!(r#"{{"name":"m{i}","size":{},"size_vram":{}}}"#, 10 + i, i))
+            .collect();
+        let answer = format!(r#"{{"models":[{}]}}"#, models.join(","));
+        let change = book.read(1, ollama::read(&answer), 1.0).unwrap();
+        let models = book.views()[1].models.clone().unwrap();
+        assert_eq!(models.len(), MAX_MODELS);
+        assert_eq!(models[0].name, "m11");
+        let other = models.last().unwrap();
+        assert_eq!(other.name, OTHER_MODELS);
+        assert_eq!(other.vram_bytes, (0..=4).sum::<u64>());
+        assert_eq!(
+            change.point.unwrap().vram_bytes,
+            Some((0..12).sum::<u64>() as f64)
+        );
+    }
+}

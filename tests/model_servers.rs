@@ -1,0 +1,353 @@
+//! Local model servers (`[[llm.servers]]`): stand-in vLLM (its current and its older
+//! metric names), SGLang and Ollama servers on loopback serve the servers' own formats
+//! (`tests/support/model_servers.rs`; no model server runs here, and none fails on
+//! cue); the monitor, its readers and its endpoint are real. Checked: each reading
+//! republished exactly under loopwatch's names, counters turned into interval values;
+//! a server that is down, times out, answers an error, garbage or too much degrades
+//! its own readings only, with one log line and a counted error, the exposition
+//! still well formed.
+
+mod support;
+
+use std::time::Duration;
+
+use loopwatch::llm::LlmConfig;
+use loopwatch::servers::ModelServer;
+use loopwatch::{Monitor, Thresholds};
+use support::model_servers::{page, Answer, StandIn};
+use support::services::{free_port, logs};
+use support::*;
+
+/// A monitor reading `servers` every second (so each read may take 2 s); the test
+/// also reads when it wants, with `read_model_servers_now`.
+fn monitor_of(servers: &[(&str, String)]) -> Monitor {
+    let mut llm = LlmConfig::default();
+    for (spec, url) in servers {
+        let (name, kind) = spec.split_once(':').unwrap();
+        let server: ModelServer = format!("{name}:{kind}={url}").parse().unwrap();
+        llm = llm.with_server(server).unwrap();
+    }
+    quiet_monitor()
+        .sample_interval(Duration::from_secs(1))
+        .thresholds(Thresholds::default().with_llm(llm))
+        .build()
+        .unwrap()
+}
+
+/// The exposition, parsed and checked well formed.
+fn exposition(monitor: &Monitor) -> Exposition {
+    assert_well_formed(&monitor.render_metrics().unwrap())
+}
+
+/// A server's series of `metric`, if it has one.
+fn value(e: &Exposition, metric: &str, server: &str) -> Option<f64> {
+    e.get(metric)?.value_with(&[("server", server)])
+}
+
+/// Waits until every server named has been read (up or not).
+fn wait_read(monitor: &Monitor, servers: &[&str]) {
+    wait_until(Duration::from_secs(20), "the first reads", || {
+        let e = exposition(monitor);
+        servers.iter().all(|s| {
+            value(&e, "loopwatch_llm_server_up", s) == Some(1.0)
+                || e["loopwatch_llm_server_read_errors_total"]
+                    .samples
+                    .iter()
+                    .any(|(l, v)| l.get("server").map(String::as_str) == Some(s) && *v > 0.0)
+        })
+    });
+}
+
+#[test]
+fn each_servers_readings_are_republished_exactly() {
+    let vllm = StandIn::start("/metrics", Answer::Body(page("vllm-current-1.txt")));
+    let older = StandIn::start("/metrics", Answer::Body(page("vllm-older.txt")));
+    let sglang = StandIn::start("/metrics", Answer::Body(page("sglang.txt")));
+    let ollama = StandIn::start("/api/ps", Answer::Body(page("ollama-ps.json")));
+    let monitor = monitor_of(&[
+        ("vllm:vllm", vllm.url()),
+        ("older:vllm", older.url()),
+        ("sglang:sglang", sglang.url()),
+        ("ollama:ollama", ollama.url()),
+    ]);
+    wait_read(&monitor, &["vllm", "older", "sglang", "ollama"]);
+    let e = exposition(&monitor);
+    let check = |e: &Exposition, server: &str, expected: &[(&str, f64)]| {
+        for (metric, v) in expected {
+            assert_eq!(
+                value(e, &format!("loopwatch_llm_server_{metric}"), server),
+                Some(*v),
+                "{server}: {metric}"
+            );
+        }
+    };
+    for server in ["vllm", "older", "sglang", "ollama"] {
+        check(&e, server, &[("up", 1.0)]);
+    }
+    // vLLM, current names, two engines: gauges summed (the cache: the fullest),
+    // the first read's interval values since the server started.
+    check(
+        &e,
+        "vllm",
+        &[
+            ("requests_running", 8.0),
+            ("requests_waiting", 6.0),
+            ("kv_cache_usage_ratio", 0.93),
+            ("preemptions_total", 17.0),
+            ("prefix_cache_hit_ratio", 4000.0 / 10000.0),
+            ("time_to_first_token_seconds", 10.0 / 50.0),
+            ("queue_time_seconds", 30.0 / 50.0),
+        ],
+    );
+    // vLLM's older names: gpu_cache_usage_perc, gpu_prefix_cache_hit_rate.
+    check(
+        &e,
+        "older",
+        &[
+            ("requests_running", 4.0),
+            ("requests_waiting", 11.0),
+            ("kv_cache_usage_ratio", 0.985),
+            ("preemptions_total", 42.0),
+            ("prefix_cache_hit_ratio", 0.35),
+            ("time_to_first_token_seconds", 540.0 / 900.0),
+            ("queue_time_seconds", 1125.0 / 900.0),
+        ],
+    );
+    check(
+        &e,
+        "sglang",
+        &[
+            ("requests_running", 162.0),
+            ("requests_waiting", 2826.0),
+            ("kv_cache_usage_ratio", 0.28),
+            ("preemptions_total", 37.0),
+            ("prefix_cache_hit_ratio", 2032225.0 / 8128902.0),
+            ("time_to_first_token_seconds", 27520.0 / 11008.0),
+            ("queue_time_seconds", 5504.0 / 11008.0),
+        ],
+    );
+    check(&e, "ollama", &[("models_loaded", 2.0)]);
+    let memory = &e["loopwatch_llm_server_model_memory_bytes"];
+    for (model, placement, bytes) in [
+        ("qwen2.5-coder:7b", "total", 6654289920.0),
+        ("qwen2.5-coder:7b", "vram", 6654289920.0),
+        ("gemma3:27b", "total", 21718968320.0),
+        ("gemma3:27b", "vram", 14495514624.0),
+    ] {
+        assert_eq!(
+            memory.value_with(&[
+                ("server", "ollama"),
+                ("model", model),
+                ("memory", placement)
+            ]),
+            Some(bytes),
+            "{model} {placement}"
+        );
+    }
+    // Ollama reports none of the queue's numbers; vLLM and SGLang no models.
+    assert_eq!(
+        value(&e, "loopwatch_llm_server_requests_waiting", "ollama"),
+        None
+    );
+    assert_eq!(
+        value(&e, "loopwatch_llm_server_models_loaded", "vllm"),
+        None
+    );
+    for (name, family) in &e {
+        if name.starts_with("loopwatch_llm_server_") {
+            for (labels, _) in &family.samples {
+                let kind = labels.get("kind").map(String::as_str);
+                let expected = match labels["server"].as_str() {
+                    "vllm" | "older" => "vllm",
+                    other => other,
+                };
+                assert_eq!(kind, Some(expected), "{name} {labels:?}");
+            }
+        }
+    }
+
+    // Two streamed calls through the proxy meanwhile: their first chunks go beside
+    // the server's queue time of the same interval.
+    for first_chunk in [0.75, 1.25] {
+        let mut call = loopwatch::llm::LlmCall::new("qwen", Duration::from_secs(2));
+        call.time_to_first_chunk = Some(Duration::from_secs_f64(first_chunk));
+        monitor.llm_call(&call);
+    }
+    // The next page: gauges as they are, the counters' interval since the first read.
+    vllm.set(Answer::Body(page("vllm-current-2.txt")));
+    monitor.read_model_servers_now();
+    let e = exposition(&monitor);
+    check(
+        &e,
+        "vllm",
+        &[
+            ("requests_running", 8.0),
+            ("requests_waiting", 10.0),
+            ("kv_cache_usage_ratio", 0.97),
+            ("preemptions_total", 20.0),
+            ("prefix_cache_hit_ratio", 900.0 / 1000.0),
+            ("time_to_first_token_seconds", 3.0 / 10.0),
+            ("queue_time_seconds", 4.0 / 10.0),
+        ],
+    );
+    // Nothing new at the other servers: their interval values stand.
+    check(&e, "older", &[("queue_time_seconds", 1125.0 / 900.0)]);
+    check(
+        &e,
+        "sglang",
+        &[("time_to_first_token_seconds", 27520.0 / 11008.0)],
+    );
+    // The same in the snapshot the page and the JSON read.
+    let body = http_get(monitor.local_addr(), "/api/v1/snapshot").body;
+    let snapshot: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let servers = snapshot["model_servers"]["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 4);
+    assert_eq!(servers[0]["name"], "vllm");
+    assert_eq!(servers[0]["health"], "up");
+    assert_eq!(servers[0]["waiting"], 10.0);
+    assert_eq!(servers[0]["queue_time_seconds"], 0.4);
+    assert_eq!(
+        snapshot["model_servers"]["points"][0]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    monitor.shutdown();
+}
+
+#[test]
+fn a_server_down_or_answering_garbage_degrades_its_own_readings_only() {
+    logs();
+    let ok = StandIn::start("/metrics", Answer::Body(page("vllm-current-1.txt")));
+    let html = StandIn::start(
+        "/metrics",
+        Answer::Body("<html><body>Bad gateway</body></html>".into()),
+    );
+    let json = StandIn::start("/api/ps", Answer::Body("{\"error\":\"busy\"}".into()));
+    let failing = StandIn::start("/metrics", Answer::Status(500));
+    let hanging = StandIn::start("/metrics", Answer::Hang);
+    let huge = StandIn::start(
+        "/metrics",
+        Answer::Body("vllm:num_requests_waiting 1\n".repeat(400_000)),
+    );
+    let not_http = StandIn::start("/metrics", Answer::NotHttp(b"\x16\x03\x01garbage".to_vec()));
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let monitor = monitor_of(&[
+        ("ok:vllm", ok.url()),
+        ("html:sglang", html.url()),
+        ("json:ollama", json.url()),
+        ("failing:vllm", failing.url()),
+        ("hanging:vllm", hanging.url()),
+        ("huge:vllm", huge.url()),
+        ("nothttp:vllm", not_http.url()),
+        ("down:ollama", down.clone()),
+    ]);
+    let broken = [
+        ("html", "garbage"),
+        ("json", "garbage"),
+        ("failing", "status"),
+        ("hanging", "timeout"),
+        ("huge", "too_large"),
+        ("nothttp", "garbage"),
+        ("down", "connection"),
+    ];
+    wait_read(
+        &monitor,
+        &[
+            "ok", "html", "json", "failing", "hanging", "huge", "nothttp", "down",
+        ],
+    );
+    // Another round of reads: each failure counted again, logged once.
+    monitor.read_model_servers_now();
+    let e = exposition(&monitor);
+    assert_eq!(value(&e, "loopwatch_llm_server_up", "ok"), Some(1.0));
+    assert_eq!(
+        value(&e, "loopwatch_llm_server_requests_waiting", "ok"),
+        Some(6.0),
+        "the server that answers keeps its readings"
+    );
+    let errors = &e["loopwatch_llm_server_read_errors_total"];
+    for (server, reason) in broken {
+        assert_eq!(
+            value(&e, "loopwatch_llm_server_up", server),
+            Some(0.0),
+            "{server}"
+        );
+        for metric in [
+            "requests_waiting",
+            "kv_cache_usage_ratio",
+            "queue_time_seconds",
+            "models_loaded",
+        ] {
+            assert_eq!(
+                value(&e, &format!("loopwatch_llm_server_{metric}"), server),
+                None,
+                "{server} has no {metric} while it cannot be read"
+            );
+        }
+        let failed = errors.value_with(&[("server", server), ("reason", reason)]);
+        assert!(
+            failed >= Some(2.0),
+            "{server}: two reads (at least) failed for {reason}: {failed:?}"
+        );
+        let lines =
+            logs().lines_with(&["cannot read the model server", &format!("server={server}")]);
+        assert_eq!(
+            lines.len(),
+            1,
+            "{server}: one clear line, not one per read: {lines:?}"
+        );
+        assert!(lines[0].contains("WARN"), "{lines:?}");
+    }
+    assert_eq!(
+        errors.value_with(&[("server", "ok"), ("reason", "connection")]),
+        Some(0.0)
+    );
+    let said = |server: &str| {
+        logs().lines_with(&["cannot read the model server", &format!("server={server}")])[0].clone()
+    };
+    assert!(said("failing").contains("HTTP 500"), "{}", said("failing"));
+    assert!(said("down").contains("no connection"), "{}", said("down"));
+    assert!(
+        said("html").contains("not Prometheus text"),
+        "{}",
+        said("html")
+    );
+    assert!(
+        said("hanging").contains("no answer in time"),
+        "{}",
+        said("hanging")
+    );
+    assert!(said("down").contains(&down), "{}", said("down"));
+    // The servers come back: readings again, and one line saying so.
+    html.set(Answer::Body(page("sglang.txt")));
+    failing.set(Answer::Body(page("vllm-older.txt")));
+    monitor.read_model_servers_now();
+    let e = exposition(&monitor);
+    assert_eq!(value(&e, "loopwatch_llm_server_up", "html"), Some(1.0));
+    assert_eq!(
+        value(&e, "loopwatch_llm_server_requests_waiting", "html"),
+        Some(2826.0)
+    );
+    assert_eq!(
+        value(&e, "loopwatch_llm_server_requests_waiting", "failing"),
+        Some(11.0)
+    );
+    assert_eq!(
+        logs()
+            .lines_with(&["answers again", "server=failing"])
+            .len(),
+        1
+    );
+    // The page says which cannot be read, and why.
+    let page = http_get(monitor.local_addr(), "/");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(r#"data-server="ok" data-health="up""#));
+    assert!(page
+        .body
+        .contains(r#"data-server="down" data-health="down""#));
+    assert!(page.body.contains("cannot be read: no connection"));
+    drop(hanging);
+    monitor.shutdown();
+}
