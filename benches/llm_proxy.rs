@@ -5,7 +5,14 @@
 //! the request's model, forwarding, reading the usage, and recording into a monitor.
 //!
 //! `llm_proxy/usage` times reading an answer's usage as it passes (the scan every
-//! answer gets). Results and the machine are in docs/performance.md and
+//! answer gets). `llm_proxy/spend_control` sets spend by role and rate-limit headroom
+//! side by side through one proxy: the same plain call direct, proxied with both off
+//! (no `X-Loopwatch-Role`, an answer without rate-limit headers: what every call cost
+//! before them, the check for the headers aside) and proxied with both on (the request
+//! names its role, the answer's six `x-ratelimit-*` headers are read and booked), in
+//! criterion's groups and then as p50, p90 and p99 over calls made in turn
+//! (`SPEND_CONTROL_CALLS` each); `llm_proxy/headroom` times reading the headers
+//! alone. Results and the machine are in docs/performance.md and
 //! docs/llm-proxy.md. Percentiles, CPU per call
 //! and memory at 200 concurrent streams come from the load run,
 //! `cargo run --release --example llm_proxy_load`. Reproduce with
@@ -158,5 +165,180 @@ fn usage(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, proxy_cost, routing, usage);
+/// Calls each way of the percentile run, made in turn.
+const SPEND_CONTROL_CALLS: usize = 5_000;
+
+/// Spend by role and rate-limit headroom, off against on, side by side: criterion's
+/// mean for each way, then the latency each adds to a direct call at p50 and p99,
+/// over [`SPEND_CONTROL_CALLS`] calls made in turn (direct, off, on, direct …) so
+/// that the machine's drift touches the three alike.
+fn spend_control(c: &mut Criterion) {
+    use std::time::{Duration, Instant};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = llm_upstream::start(&runtime, Arc::new(tokio::sync::Notify::new()));
+    let dir = tempfile::tempdir().unwrap();
+    let (monitor, proxy) = llm_upstream::metered_proxy(upstream, dir.path());
+    let client = llm_upstream::client();
+    // The way, its base URL, and its role (`None`: off, and the answer states no
+    // rate limits; a role: on, and the answer states them).
+    let ways = [
+        ("direct", format!("http://{upstream}"), None),
+        ("off", proxy.base_url(), None),
+        ("on", proxy.base_url(), Some("mutation")),
+    ];
+    let call = |base: &str, role: Option<&'static str>| {
+        runtime.block_on(async {
+            let model = if role.is_some() {
+                "bench-limits"
+            } else {
+                "bench"
+            };
+            let mut request = llm_upstream::request(base, false, model);
+            if let Some(role) = role {
+                request.headers_mut().insert(
+                    "x-loopwatch-role",
+                    hyper::header::HeaderValue::from_static(role),
+                );
+            }
+            let response = client.request(request).await.unwrap();
+            response.into_body().collect().await.unwrap().to_bytes()
+        })
+    };
+    let mut group = c.benchmark_group("llm_proxy/spend_control");
+    for (name, base, role) in &ways {
+        group.bench_function(*name, |b| b.iter(|| call(base, *role)));
+    }
+    group.finish();
+
+    // The percentiles, unless a filter leaves this group out.
+    let wanted = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .all(|filter| "llm_proxy/spend_control".contains(filter.as_str()));
+    if wanted {
+        for (_, base, role) in &ways {
+            for _ in 0..200 {
+                call(base, *role);
+            }
+        }
+        let mut times: Vec<Vec<Duration>> = (0..3)
+            .map(|_| Vec::with_capacity(SPEND_CONTROL_CALLS))
+            .collect();
+        for _ in 0..SPEND_CONTROL_CALLS {
+            for (i, (_, base, role)) in ways.iter().enumerate() {
+                let started = Instant::now();
+                black_box(call(base, *role));
+                times[i].push(started.elapsed());
+            }
+        }
+        let at = |i: usize, q: f64| {
+            let mut sorted = times[i].clone();
+            sorted.sort_unstable();
+            sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6
+        };
+        println!(
+            "llm_proxy/spend_control over {SPEND_CONTROL_CALLS} calls each, in turn: direct p50 {:.1} µs, p99 {:.1} µs",
+            at(0, 0.5),
+            at(0, 0.99)
+        );
+        for (i, (name, _, _)) in ways.iter().enumerate().skip(1) {
+            println!(
+                "llm_proxy/spend_control {name:>3}: added p50 {:+.1} µs, p90 {:+.1} µs, p99 {:+.1} µs (p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs)",
+                at(i, 0.5) - at(0, 0.5),
+                at(i, 0.9) - at(0, 0.9),
+                at(i, 0.99) - at(0, 0.99),
+                at(i, 0.5),
+                at(i, 0.9),
+                at(i, 0.99)
+            );
+        }
+        // On against off call by call: each round's two calls came moments apart.
+        let mut paired: Vec<f64> = times[2]
+            .iter()
+            .zip(&times[1])
+            .map(|(on, off)| (on.as_secs_f64() - off.as_secs_f64()) * 1e6)
+            .collect();
+        paired.sort_by(f64::total_cmp);
+        println!(
+            "llm_proxy/spend_control on - off, call by call: median {:+.1} µs",
+            paired[paired.len() / 2]
+        );
+    }
+    drop(proxy);
+    monitor.shutdown();
+}
+
+/// Reading an answer's rate-limit headroom (the proxy does it on every answer of a
+/// metered call): OpenAI's six headers and Anthropic's twelve with its `Date`, each
+/// among a dozen others, and an answer that states none (the early way out).
+fn headroom(c: &mut Criterion) {
+    use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+    use loopwatch::llm::headroom::Headroom;
+    let headers = |pairs: &[(&str, &str)]| {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("date", "Thu, 01 May 2025 12:00:00 GMT"),
+            ("content-type", "application/json"),
+            ("transfer-encoding", "chunked"),
+            ("connection", "keep-alive"),
+            ("openai-organization", "org-bench"),
+            ("openai-processing-ms", "812"),
+            ("openai-version", "2020-10-01"),
+            ("x-request-id", "req_0123456789abcdef"),
+            ("strict-transport-security", "max-age=31536000"),
+            ("cf-cache-status", "DYNAMIC"),
+            ("server", "cloudflare"),
+            ("cf-ray", "0123456789abcdef-AMS"),
+        ]
+        .iter()
+        .chain(pairs)
+        {
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    };
+    let openai = headers(&llm_upstream::RATE_LIMITS);
+    let anthropic = headers(&[
+        ("anthropic-ratelimit-requests-limit", "4000"),
+        ("anthropic-ratelimit-requests-remaining", "3999"),
+        ("anthropic-ratelimit-requests-reset", "2025-05-01T12:00:01Z"),
+        ("anthropic-ratelimit-tokens-limit", "480000"),
+        ("anthropic-ratelimit-tokens-remaining", "479000"),
+        ("anthropic-ratelimit-tokens-reset", "2025-05-01T12:00:01Z"),
+        ("anthropic-ratelimit-input-tokens-limit", "400000"),
+        ("anthropic-ratelimit-input-tokens-remaining", "399000"),
+        (
+            "anthropic-ratelimit-input-tokens-reset",
+            "2025-05-01T12:00:01Z",
+        ),
+        ("anthropic-ratelimit-output-tokens-limit", "80000"),
+        ("anthropic-ratelimit-output-tokens-remaining", "79000"),
+        (
+            "anthropic-ratelimit-output-tokens-reset",
+            "2025-05-01T12:00:01Z",
+        ),
+    ]);
+    let none = headers(&[]);
+    let now = std::time::SystemTime::now();
+    let mut group = c.benchmark_group("llm_proxy/headroom");
+    for (name, headers) in [
+        ("openai", &openai),
+        ("anthropic", &anthropic),
+        ("none", &none),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| Headroom::read(black_box(headers), black_box(now)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, proxy_cost, routing, usage, spend_control, headroom);
 criterion_main!(benches);

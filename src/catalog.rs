@@ -711,11 +711,17 @@ catalog! {
     LLM_TIME_TO_FIRST_CHUNK_SECONDS / loopwatch_llm_time_to_first_chunk_seconds: Histogram = "loopwatch_llm_time_to_first_chunk_seconds", "s", ["model"], None, PerLlmCall,
         "Time from an LLM request to the first chunk of its streamed answer (seconds).";
     /// LLM calls by outcome.
-    LLM_CALLS_TOTAL / loopwatch_llm_calls_total: Counter = "loopwatch_llm_calls_total", "{call}", ["model", "outcome"], None, PerLlmCall,
-        "LLM calls by model and outcome: ok, abandoned (cut short by the loop or by loopwatch before the answer ended: not a failure), blocked (refused for good by a spent LLM budget under action = \"block\" or \"stop\" and never sent: free, not a failure), deferred (refused with a retriable 429 while the calls in flight could take the spend past such a budget, never sent: free, not a failure), or the error type (an HTTP status such as 429 or 503, the provider's error type, timeout, connection, stream_cut, other) (calls).";
+    LLM_CALLS_TOTAL / loopwatch_llm_calls_total: Counter = "loopwatch_llm_calls_total", "{call}", ["model", "outcome", "role"], None, PerLlmCall,
+        "LLM calls by model, outcome and role (the X-Loopwatch-Role header or Python's loopwatch.llm_role: at most 16 names, then other; none without one, invalid for what is not a role name). Outcomes: ok, abandoned (cut short by the loop or by loopwatch before the answer ended: not a failure), blocked (refused for good by a spent LLM budget under action = \"block\" or \"stop\" and never sent: free, not a failure), deferred (refused with a retriable 429 while the calls in flight could take the spend past such a budget, never sent: free, not a failure), or the error type (an HTTP status such as 429 or 503, the provider's error type, timeout, connection, stream_cut, other) (calls).";
     /// Spend on LLM calls.
-    LLM_COST_USD_TOTAL / loopwatch_llm_cost_usd_total: CounterF64 = "loopwatch_llm_cost_usd_total", "USD", ["model"], None, PerLlmCall,
-        "Cost of LLM calls by model, from the tokens at the [llm.prices] of loopwatch.toml or the cost the loop reported (US dollars).";
+    LLM_COST_USD_TOTAL / loopwatch_llm_cost_usd_total: CounterF64 = "loopwatch_llm_cost_usd_total", "USD", ["model", "role"], None, PerLlmCall,
+        "Cost of LLM calls by model and role, from the tokens at the [llm.prices] of loopwatch.toml or the cost the loop reported (US dollars).";
+    /// Tokens of LLM calls by role.
+    LLM_TOKENS_TOTAL / loopwatch_llm_tokens_total: Counter = "loopwatch_llm_tokens_total", "{token}", ["model", "role", "type"], None, PerLlmCall,
+        "Tokens of LLM calls as the answers reported them, by model, role and type: input (cached included) or output (reasoning included) (tokens).";
+    /// Roles turned into a fallback label.
+    LLM_ROLE_FALLBACKS_TOTAL / loopwatch_llm_role_fallbacks_total: Counter = "loopwatch_llm_role_fallbacks_total", "{call}", ["reason"], None, Always,
+        "LLM calls whose role was not kept as its own label, by reason: invalid (not a role name of 1 to 64 ASCII letters, digits and _ - . : /, or a reserved one: labelled invalid) or overflow (past the 16 role names kept: labelled other) (calls).";
     /// Tokens of models without a price.
     LLM_UNPRICED_TOKENS_TOTAL / loopwatch_llm_unpriced_tokens_total: Counter = "loopwatch_llm_unpriced_tokens_total", "{token}", ["model"], None, PerLlmCall,
         "Tokens of LLM calls without a price in loopwatch.toml: all of a model without one, and cache writes when cache_write_input_per_million is not set; their cost is not guessed, so the spend is a lower bound (tokens).";
@@ -731,6 +737,24 @@ catalog! {
     /// The last Retry-After.
     LLM_RETRY_AFTER_SECONDS / loopwatch_llm_retry_after_seconds: Gauge = "loopwatch_llm_retry_after_seconds", "s", ["model"], None, PerLlmCall,
         "The wait the last 429 answer asked for in its Retry-After header (seconds).";
+    /// Requests left before a provider's rate limit.
+    LLM_RATELIMIT_REMAINING_REQUESTS / loopwatch_llm_ratelimit_remaining_requests: Gauge = "loopwatch_llm_ratelimit_remaining_requests", "{request}", ["provider", "model"], None, PerLlmCall,
+        "Requests the provider will still take before its request limit resets, as its last answer for the model stated them (x-ratelimit-remaining-requests, anthropic-ratelimit-requests-remaining) (requests).";
+    /// A provider's request limit.
+    LLM_RATELIMIT_LIMIT_REQUESTS / loopwatch_llm_ratelimit_limit_requests: Gauge = "loopwatch_llm_ratelimit_limit_requests", "{request}", ["provider", "model"], None, PerLlmCall,
+        "The provider's request limit per window, as its last answer for the model stated it (x-ratelimit-limit-requests, anthropic-ratelimit-requests-limit) (requests).";
+    /// Tokens left before a provider's rate limit.
+    LLM_RATELIMIT_REMAINING_TOKENS / loopwatch_llm_ratelimit_remaining_tokens: Gauge = "loopwatch_llm_ratelimit_remaining_tokens", "{token}", ["provider", "model", "limit"], None, PerLlmCall,
+        "Tokens the provider will still take before a token limit resets, as its last answer for the model stated them, by limit: tokens (OpenAI's tokens per minute, Anthropic's most restrictive token limit), input_tokens or output_tokens (Anthropic's) (tokens).";
+    /// A provider's token limits.
+    LLM_RATELIMIT_LIMIT_TOKENS / loopwatch_llm_ratelimit_limit_tokens: Gauge = "loopwatch_llm_ratelimit_limit_tokens", "{token}", ["provider", "model", "limit"], None, PerLlmCall,
+        "The provider's token limit per window, as its last answer for the model stated it, by limit: tokens, input_tokens or output_tokens (tokens).";
+    /// Time to a rate limit's reset.
+    LLM_RATELIMIT_RESET_SECONDS / loopwatch_llm_ratelimit_reset_seconds: Gauge = "loopwatch_llm_ratelimit_reset_seconds", "s", ["provider", "model", "limit"], None, PerLlmCall,
+        "Time until a rate limit is whole again, as the provider's last answer for the model stated it (a duration such as 6m0s, or an RFC 3339 time taken against the answer's Date) and counted down to the end of that call, by limit: requests, tokens, input_tokens or output_tokens (seconds).";
+    /// The least rate-limit headroom, for LLMRateLimitNear.
+    LLM_RATELIMIT_HEADROOM_RATIO / loopwatch_llm_ratelimit_headroom_ratio: Gauge = "loopwatch_llm_ratelimit_headroom_ratio", "1", [], None, PerLlmCall,
+        "The least rate-limit headroom of any provider and model, for LLMRateLimitNear: remaining over limit of each limit their last answers stated that has not reset since (a limit stated without a reset counts for a minute); 1 while none is known; exported from the first LLM call (ratio 0-1).";
     /// LLM calls in flight.
     LLM_IN_FLIGHT / loopwatch_llm_in_flight: Gauge = "loopwatch_llm_in_flight", "{call}", [], None, Always,
         "LLM calls in flight through the metering proxy now (calls).";

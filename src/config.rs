@@ -793,6 +793,12 @@ thresholds! {
     /// LLMBudget warns (pending) when the last hour's spending rate would pass the
     /// budget within this horizon (1 h).
     llm_budget_horizon, with_llm_budget_horizon: Positive(Duration) = Duration::from_secs(3600);
+    /// LLMRateLimitNear: the least rate-limit headroom a provider's answers state
+    /// (remaining over limit, of any limit not yet reset) below this fraction (0.1) …
+    llm_headroom_fraction, with_llm_headroom_fraction: Fraction(f64) = 0.1;
+    /// … without a break for this long (30 s), so that one answer near a limit that
+    /// resets at once raises nothing.
+    llm_headroom_for, with_llm_headroom_for: Positive(Duration) = Duration::from_secs(30);
     /// GPUMemoryHigh: video memory in use above this fraction (0.95) of a GPU's own,
     /// on a GPU the loop's processes use (feature `gpu`); above vLLM's default
     /// preallocation of 0.9 …
@@ -1404,6 +1410,8 @@ mod tests {
             ("llm_error_rate", "0.3"),
             ("llm_error_calls", "5"),
             ("llm_budget_horizon", "\"30m\""),
+            ("llm_headroom_fraction", "0.25"),
+            ("llm_headroom_for", "\"5s\""),
             ("llm_server_kv_cache_fraction", "0.75"),
             ("llm_server_saturated_for", "\"30s\""),
             ("llm_spend_without_progress_usd", "2.5"),

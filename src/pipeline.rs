@@ -336,6 +336,12 @@ fn start_series(
                 .map(|f| one("framework", f.as_str()))
                 .collect()
         }
+        name if name == catalog::LLM_ROLE_FALLBACKS_TOTAL.name => {
+            crate::llm::meter::RoleFallback::ALL
+                .iter()
+                .map(|reason| one("reason", reason.as_str()))
+                .collect()
+        }
         name if name == catalog::HTTP_REJECTED_TOTAL.name => {
             vec![one("reason", "overload"), one("reason", "connections")]
         }

@@ -585,6 +585,10 @@ struct LlmCallBody {
     provider: Option<String>,
     #[serde(default)]
     operation: Option<String>,
+    /// The call's role (`loopwatch.llm_role`); one that is not a role name is booked
+    /// as `invalid`, never refused.
+    #[serde(default)]
+    role: Option<String>,
 }
 
 impl LlmCallBody {
@@ -624,6 +628,10 @@ impl LlmCallBody {
             Some(_) => return None,
             None => None,
         };
+        // Kept to a role name's length and one more: a longer one stays invalid.
+        call.role = self
+            .role
+            .map(|role| role.chars().take(crate::llm::MAX_ROLE_CHARS + 1).collect());
         Some(call)
     }
 }
@@ -1054,7 +1062,8 @@ mod tests {
                 "framework": framework.as_str(),
                 "count": count,
             }),
-            Message::LlmCall(call) => json!({
+            Message::LlmCall(call) => {
+                let mut message = json!({
                 "type": "llm_call",
                 "model": call.request_model,
                 "provider": call.provider,
@@ -1066,7 +1075,12 @@ mod tests {
                 "time_to_first_chunk": call.time_to_first_chunk.map(|t| t.as_secs_f64()),
                 "error": call.error.map(|e| e.as_label().into_owned()),
                 "cost_usd": call.cost_usd,
-            }),
+                });
+                if let Some(role) = &call.role {
+                    message["role"] = json!(role);
+                }
+                message
+            }
         }
     }
 

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use loopwatch::llm::{LlmCall, LlmConfig, LlmError};
+use loopwatch::llm::{Headroom, LlmCall, LlmConfig, LlmError};
 use loopwatch::sample::HostSampler;
 use loopwatch::{AlertName, Monitor, Population, Thresholds};
 use support::model_servers::{idle_vllm_page, page, Answer, StandIn};
@@ -53,6 +53,19 @@ fn wait_for(am: &Alertmanager, what: &str, mut present: impl FnMut(&Alertmanager
     }
 }
 
+/// A call whose answer said of its provider's limits: `remaining` of 100 requests
+/// left, for ten minutes.
+fn rate_limited_call(remaining: &str) -> LlmCall {
+    let mut headers = hyper::HeaderMap::new();
+    headers.insert("x-ratelimit-limit-requests", "100".parse().unwrap());
+    headers.insert("x-ratelimit-remaining-requests", remaining.parse().unwrap());
+    headers.insert("x-ratelimit-reset-requests", "10m0s".parse().unwrap());
+    let headroom = Headroom::read(&headers, std::time::SystemTime::now()).unwrap();
+    LlmCall::new("m", Duration::from_secs(1))
+        .with_provider("openai")
+        .with_headroom(headroom)
+}
+
 /// The two tests that read host memory run one at a time: one holds 4 GiB of ballast.
 static HOST_MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -97,6 +110,8 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
         .and_then(|t| t.with_restart_window(Duration::from_secs(10)))
         .and_then(|t| t.with_llm_spend_without_progress_usd(1.0))
         .and_then(|t| t.with_llm_budget_usd(1.0))
+        // A rate limit near for 1 s is LLMRateLimitNear.
+        .and_then(|t| t.with_llm_headroom_for(Duration::from_secs(1)))
         // The server is saturated once it has been for a second.
         .and_then(|t| t.with_llm_server_saturated_for(Duration::from_secs(1)))
         .unwrap();
@@ -128,6 +143,8 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
             .llm_call(&LlmCall::new("m", Duration::from_secs(1)).with_error(LlmError::Status(503)));
     }
     monitor.llm_call(&LlmCall::new("m", Duration::from_secs(1)).with_cost_usd(1.5));
+    // A provider's answer: 3 requests of 100 left for ten minutes.
+    monitor.llm_call(&rate_limited_call("3"));
     // A supervisor's restart.
     let supervision = monitor.supervision();
     supervision.loop_restarting(loopwatch::supervise::LoopExit::new(Some(1), None));
@@ -191,6 +208,7 @@ fn each_alert_reaches_alertmanager_with_its_exact_summary_and_resolves() {
     for _ in 0..20 {
         monitor.llm_call(&LlmCall::new("m", Duration::from_secs(1)));
     }
+    monitor.llm_call(&rate_limited_call("100"));
     // No more iterations are coming: waiting for the resolutions is not a stall.
     monitor.done();
     // Spending never goes down: a budget once passed stays passed for the run.

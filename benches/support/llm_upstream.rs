@@ -1,5 +1,6 @@
 //! A stand-in LLM upstream on loopback for the proxy's benchmarks and load run: an
-//! OpenAI-style chat completion, plain (JSON with usage) or streamed (four events and
+//! OpenAI-style chat completion, plain (JSON with usage; with OpenAI's six rate-limit
+//! headers for a model whose name has `limits` in it) or streamed (four events and
 //! `[DONE]`); a stream of model `hold` stays open until `release` is notified.
 
 #[path = "../../tests/support/quiet.rs"]
@@ -64,10 +65,25 @@ pub fn start(runtime: &tokio::runtime::Runtime, release: Arc<tokio::sync::Notify
     addr
 }
 
+/// The rate-limit headers of a plain answer, as OpenAI sends them.
+pub const RATE_LIMITS: [(&str, &str); 6] = [
+    ("x-ratelimit-limit-requests", "10000"),
+    ("x-ratelimit-remaining-requests", "9999"),
+    ("x-ratelimit-reset-requests", "6ms"),
+    ("x-ratelimit-limit-tokens", "30000000"),
+    ("x-ratelimit-remaining-tokens", "29999840"),
+    ("x-ratelimit-reset-tokens", "0s"),
+];
+
 fn answer(request: &str, release: Arc<tokio::sync::Notify>) -> Response<Body> {
     if !request.contains("\"stream\":true") {
-        return Response::builder()
-            .header("content-type", "application/json")
+        let mut response = Response::builder().header("content-type", "application/json");
+        if request.contains("limits") {
+            for (name, value) in RATE_LIMITS {
+                response = response.header(name, value);
+            }
+        }
+        return response
             .body(Full::new(Bytes::from_static(PLAIN.as_bytes())).boxed())
             .unwrap();
     }

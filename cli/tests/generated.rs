@@ -254,6 +254,7 @@ fn the_dashboard_is_valid_for_grafana_9() {
             "Evaluations",
             "LLM Progress per Dollar ($instance)",
             "Model Servers",
+            "LLM Rate Limits",
             "GPUs"
         ]
     );
@@ -333,7 +334,7 @@ fn the_dashboard_is_valid_for_grafana_9() {
         (&"row".into(), &true.into())
     );
     let panels = generate::dashboard_panels(&dashboard);
-    let titles: Vec<&str> = panels[9..]
+    let titles: Vec<&str> = panels[10..]
         .iter()
         .map(|p| p["title"].as_str().unwrap())
         .collect();

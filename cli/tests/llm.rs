@@ -821,9 +821,9 @@ fn every_llm_panel_query_returns_data_from_a_real_scrape() {
         .iter()
         .filter(|p| p["title"].as_str().unwrap().starts_with("LLM"))
         .collect();
-    assert_eq!(llm_panels.len(), 3);
+    assert_eq!(llm_panels.len(), 4);
     let panel_expressions = dashboard_expressions(&serde_json::json!({ "panels": llm_panels }));
-    assert_eq!(panel_expressions.len(), 10);
+    assert_eq!(panel_expressions.len(), 14);
     for expr in panel_expressions {
         data(&with_variables(&expr, &[]));
     }
@@ -903,6 +903,12 @@ fn every_llm_panel_query_returns_data_from_a_real_scrape() {
     assert!(page.contains("data-panel=\"LLM calls\""), "{page}");
     assert!(page.contains("data-model=\"ok/chat-2025\""), "{page}");
     assert!(page.contains("500 ×"), "the 500s by model: {page}");
+    // Beside them, the rate limits the stand-in stated.
+    assert!(page.contains("data-panel=\"LLM rate limits\""), "{page}");
+    assert!(
+        page.contains("data-provider=\"openai\"") && page.contains("9999 / 10000"),
+        "{page}"
+    );
     let snapshot: serde_json::Value =
         serde_json::from_str(&http_get(run.addr, "/api/v1/snapshot").body).unwrap();
     let llm = &snapshot["summary"]["llm"];

@@ -43,8 +43,14 @@ long the writer gathers events before a write) and ``loopwatch.DRAIN_TIMEOUT_SEC
 ``MAX_REASONS_PER_LINE`` and ``MAX_LISTED_REJECTIONS`` are the protocol's limits, for
 reading only.
 
+The role of the LLM calls a block makes through ``loopwatch run --llm-proxy``, for
+spend by role (the proxy's ``role`` label)::
+
+    with loopwatch.llm_role("mutation"):
+        client.chat.completions.create(...)
+
 The modules: :mod:`loopwatch._api` (the calls below), :mod:`loopwatch._evaluation`
-(evaluations), :mod:`loopwatch._writer` (the
+(evaluations), :mod:`loopwatch._role` (LLM call roles), :mod:`loopwatch._writer` (the
 buffer and the writer thread), :mod:`loopwatch._merging` (what a full buffer folds
 into one event) and :mod:`loopwatch._encoding` (the protocol's lines).
 """
@@ -72,6 +78,7 @@ from ._evaluation import EvaluationInterrupted as EvaluationInterrupted
 from ._evaluation import evaluated as evaluated
 from ._evaluation import evaluation as evaluation
 from ._merging import MAX_LISTED_REJECTIONS as MAX_LISTED_REJECTIONS
+from ._role import llm_role as llm_role
 from ._writer import COALESCE_SECONDS as COALESCE_SECONDS
 from ._writer import MAX_BUFFERED as MAX_BUFFERED
 
@@ -92,5 +99,6 @@ __all__ = [
     "iteration",
     "labels",
     "llm_call",
+    "llm_role",
     "run_id",
 ]

@@ -17,6 +17,7 @@ import time
 from types import TracebackType
 from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Tuple, Type
 
+from . import _role
 from ._encoding import Event
 from ._writer import Client
 
@@ -304,13 +305,15 @@ def llm_call(
     *,
     cached_input_tokens: Optional[int] = None,
     operation: str = "chat",
+    role: Optional[str] = None,
 ) -> None:
     """Records an LLM call the loop made other than through ``loopwatch run
     --llm-proxy``: its model, tokens, time in seconds and outcome. ``error`` is an
     HTTP status (``429``), ``"timeout"``, ``"connection"``, or the exception the SDK
     raised (its status code is used when it has one). ``cost_usd`` is the call's cost
     when the loop knows it; otherwise loopwatch prices the tokens from
-    ``[llm.prices]`` in loopwatch.toml."""
+    ``[llm.prices]`` in loopwatch.toml. ``role`` is the call's role; by default the one
+    :func:`loopwatch.llm_role` set for this thread or task, if any."""
     try:
         _put(
             (
@@ -324,6 +327,7 @@ def llm_call(
                 None if provider is None else str(provider)[:64],
                 cached_input_tokens,
                 operation,
+                _role.current() if role is None else _role.header_value(role),
             )
         )
     except Exception:  # noqa: BLE001 - reporting never raises into the loop

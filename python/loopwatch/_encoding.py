@@ -288,10 +288,10 @@ def encode(event: Event) -> str:
     if kind == "dropped":
         return '{"v":1,"type":"dropped","count":%d}\n' % event[1]
     if kind == "llm_call":
-        _, model, input_tokens, output_tokens, elapsed, error, cost, provider, cached, operation = event
+        _, model, input_tokens, output_tokens, elapsed, error, cost, provider, cached, operation, role = event
         return (
             '{"v":1,"type":"llm_call","model":%s,"provider":%s,"operation":%s,"input_tokens":%s,'
-            '"output_tokens":%s,"cached_input_tokens":%s,"seconds":%s,"error":%s,"cost_usd":%s}\n'
+            '"output_tokens":%s,"cached_input_tokens":%s,"seconds":%s,"error":%s,"cost_usd":%s%s}\n'
             % (
                 text(model),
                 "null" if provider is None else text(provider),
@@ -302,6 +302,7 @@ def encode(event: Event) -> str:
                 number(elapsed),
                 "null" if error is None else text(error),
                 "null" if cost is None else number(cost),
+                "" if role is None else ',"role":%s' % text(role),
             )
         )
     if kind == "evaluation_start":

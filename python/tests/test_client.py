@@ -435,14 +435,14 @@ class PublicNamesTest(unittest.TestCase):
         "COALESCE_SECONDS", "DRAIN_TIMEOUT_SECONDS", "ENV_LABELS", "ENV_RUN_ID", "ENV_SOCKET",
         "Evaluation", "EvaluationInterrupted", "Event", "Iteration", "MAX_BUFFERED", "MAX_LISTED_REJECTIONS",
         "MAX_REASONS_PER_LINE", "MAX_TEXT_CHARS", "counter", "done", "enabled", "evaluated",
-        "evaluation", "flush", "gauge", "iteration", "labels", "llm_call", "run_id",
+        "evaluation", "flush", "gauge", "iteration", "labels", "llm_call", "llm_role", "run_id",
     }
 
     def test_every_public_name_is_still_there(self) -> None:
         self.assertEqual(
             loopwatch.__all__,
             ["Evaluation", "EvaluationInterrupted", "Iteration", "counter", "done", "enabled", "evaluated", "evaluation",
-             "flush", "gauge", "iteration", "labels", "llm_call", "run_id"],
+             "flush", "gauge", "iteration", "labels", "llm_call", "llm_role", "run_id"],
         )
         missing = [name for name in sorted(self.NAMES) if not hasattr(loopwatch, name)]
         self.assertEqual(missing, [])

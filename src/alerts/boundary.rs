@@ -339,6 +339,28 @@ pub(super) fn llm_errors(t: &Thresholds) -> Vec<BoundaryCase> {
         .fires_at("1m", failures as f64 / calls as f64)]
 }
 
+/// LLMRateLimitNear, sampled every second (rules run every 2 s): the least headroom
+/// at the fraction, then below it from 1 s on, then whole again. Pending while below
+/// for less than `llm_headroom_for` (the rule's `for`), firing with the headroom once
+/// it has been, quiet again once it is back.
+pub(super) fn llm_rate_limit_near(t: &Thresholds) -> Vec<BoundaryCase> {
+    let fraction = t.llm_headroom_fraction();
+    let held = t.llm_headroom_for().as_secs().max(1);
+    let low = fraction / 2.0;
+    vec![BoundaryCase::at_threshold()
+        .every("1s")
+        .series(
+            catalog::LLM_RATELIMIT_HEADROOM_RATIO.name,
+            format!("{fraction} {low}+0x{} 1+0x5", held + 10),
+        )
+        .run_info(format!("1+0x{}", held + 20))
+        // Low from 1 s, first seen by the evaluation at 2 s: held from there, and
+        // fired by the first evaluation (every 2 s) once held.
+        .quiet_at(format!("{}s", held.div_ceil(2) * 2))
+        .fires_at(format!("{}s", held.div_ceil(2) * 2 + 2), low)
+        .quiet_at(format!("{}s", held + 14))]
+}
+
 /// An LLM spend alert over `metric`: at its limit when set (just under it is quiet),
 /// and quiet however much is spent while it is off.
 pub(super) fn spend(metric: &str, limit: Option<f64>) -> Vec<BoundaryCase> {

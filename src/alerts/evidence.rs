@@ -33,7 +33,8 @@ pub(crate) enum Trigger {
     /// The supervisor restarted the loop, and the clock (restarts leave the window):
     /// `recent_restarts`.
     Restarts,
-    /// An LLM call, a champion change, and the clock: `llm`.
+    /// An LLM call, an answer's rate limits, a champion change, and the clock: `llm`
+    /// and `headroom_low_for`.
     Llm,
     /// A GPU sample (each sampler tick) and a GPU's Xid error: `gpu_memory_fraction`,
     /// `gpu_memory_high_for` and `gpu_errors`.
@@ -90,8 +91,12 @@ pub(crate) struct Evidence {
     /// Restarts of the supervised loop within `restart_window`
     /// ([`Trigger::Restarts`]).
     pub(crate) recent_restarts: u64,
-    /// The LLM calls' counts and spends ([`Trigger::Llm`]).
+    /// The LLM calls' counts and spends, and the least rate-limit headroom
+    /// ([`Trigger::Llm`]).
     pub(crate) llm: LlmEvidence,
+    /// How long the least rate-limit headroom has been below `llm_headroom_fraction`
+    /// without a break, `None` while it is not ([`Trigger::Llm`]).
+    pub(crate) headroom_low_for: Option<Duration>,
     /// The highest fraction of its video memory in use on a GPU the loop's processes
     /// use; `None` while they use none ([`Trigger::Gpu`]).
     pub(crate) gpu_memory_fraction: Option<f64>,

@@ -459,6 +459,24 @@ alert_table! {
         rule: rule!(promql::llm_budget, promql::llm_budget_description),
         boundary: |t| boundary::spend(catalog::LLM_SPEND_USD.name, t.llm_budget_usd()),
     }
+    /// The least rate-limit headroom the providers' answers state (remaining over
+    /// limit, of any limit not yet reset) below `llm_headroom_fraction` (0.1) for
+    /// `llm_headroom_for` (30 s): the 429s are near.
+    LLMRateLimitNear {
+        severity: Warning,
+        message: "LLM rate limit near",
+        runbook: "docs/runbooks.md#llmratelimitnear",
+        thresholds: ["llm_headroom_fraction", "llm_headroom_for"],
+        threshold: Thresholds::llm_headroom_fraction,
+        on: Llm,
+        verdict: verdicts::llm_rate_limit_near,
+        rule: rule!(
+            promql::llm_rate_limit_near,
+            promql::llm_rate_limit_near_description,
+            |t| promql::duration(t.llm_headroom_for())
+        ),
+        boundary: boundary::llm_rate_limit_near,
+    }
     /// An evaluation (a candidate's back-test, a program's run) running longer than
     /// `evaluation_factor` (5) times the 95th percentile of the finished evaluations'
     /// durations, at least `evaluation_floor` (10 min, twice OpenEvolve's default

@@ -130,6 +130,24 @@ pub(super) fn cleanup_failures_description(t: &Thresholds) -> String {
     )
 }
 
+/// The least rate-limit headroom below the fraction, held for the rule's `for`
+/// (`llm_headroom_for`), as the evaluator asks; its value is the headroom.
+pub(super) fn llm_rate_limit_near(t: &Thresholds) -> String {
+    as_loop_alert(format!(
+        "{} < {}",
+        catalog::LLM_RATELIMIT_HEADROOM_RATIO.name,
+        t.llm_headroom_fraction()
+    ))
+}
+
+pub(super) fn llm_rate_limit_near_description(t: &Thresholds) -> String {
+    format!(
+        "A provider's rate limit has had at most {{{{ $value | humanizePercentage }}}} of it left for {}: 429s are near (threshold {}%).",
+        humantime::format_duration(t.llm_headroom_for()),
+        t.llm_headroom_fraction() * 100.0
+    )
+}
+
 pub(super) fn loop_stalled(t: &Thresholds) -> String {
     let start = catalog::ITERATION_START_TIMESTAMP_SECONDS.name;
     let end = catalog::ITERATION_END_TIMESTAMP_SECONDS.name;

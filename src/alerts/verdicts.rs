@@ -132,6 +132,19 @@ pub(crate) fn llm_budget(e: &Evidence, th: &Thresholds) -> Verdict {
     }
 }
 
+/// LLMRateLimitNear: the least rate-limit headroom below `llm_headroom_fraction`
+/// for `llm_headroom_for` without a break fires; below it for less, pending; its value
+/// is the headroom.
+pub(crate) fn llm_rate_limit_near(e: &Evidence, th: &Thresholds) -> Verdict {
+    match (e.llm.headroom, e.headroom_low_for) {
+        (Some(headroom), Some(low_for)) if low_for >= th.llm_headroom_for() => {
+            Verdict::Firing(headroom)
+        }
+        (Some(headroom), Some(_)) => Verdict::Pending(headroom),
+        _ => Verdict::Clear,
+    }
+}
+
 /// The note of the LLM spend alerts: their spend is a lower bound while calls came
 /// without usage or tokens without a price.
 pub(crate) fn spend_note(e: &Evidence) -> Option<&'static str> {

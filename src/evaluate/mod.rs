@@ -105,6 +105,9 @@ pub(crate) struct Evaluator {
     /// When the supervisor restarted the loop (monotonic), within the restart window,
     /// oldest first.
     restarts: VecDeque<Duration>,
+    /// Since when (monotonic) the least rate-limit headroom has been below
+    /// `llm_headroom_fraction`, without a break.
+    headroom_low_since: Option<Duration>,
     /// Since when (monotonic) a GPU the loop uses has been above
     /// `gpu_memory_fraction`, without a break.
     gpu_high_since: Option<Duration>,
@@ -125,6 +128,7 @@ impl Evaluator {
             trackers: EnumMap::from_fn(AlertTracker::new),
             last_iteration: 0,
             restarts: VecDeque::new(),
+            headroom_low_since: None,
             gpu_high_since: None,
             gpu_errors: VecDeque::new(),
         }
@@ -245,7 +249,8 @@ impl Evaluator {
     }
 
     /// Judges the alerts on [`Trigger::Llm`] by the LLM calls' evidence (after a
-    /// call, a champion change, or on the clock).
+    /// call, an answer's rate limits, a champion change, or on the clock): how long
+    /// the least headroom has been below its threshold is kept here.
     pub(crate) fn on_llm(
         &mut self,
         evidence: &crate::llm::meter::LlmEvidence,
@@ -254,6 +259,15 @@ impl Evaluator {
     ) -> Findings {
         let mut findings = Findings::default();
         self.evidence.llm = *evidence;
+        let low = evidence
+            .headroom
+            .is_some_and(|headroom| headroom < th.llm_headroom_fraction());
+        self.headroom_low_since = if low {
+            Some(self.headroom_low_since.unwrap_or(at.mono))
+        } else {
+            None
+        };
+        self.evidence.headroom_low_for = self.headroom_low_since.map(|since| at.since(since));
         self.judge(Trigger::Llm, th, at, &mut findings);
         findings
     }

@@ -511,6 +511,16 @@ fn every_alert_fires_in_process() {
                     now(),
                 )
             }
+            AlertName::LLMRateLimitNear => {
+                let low = crate::llm::meter::LlmEvidence {
+                    headroom: Some(th.llm_headroom_fraction() / 2.0),
+                    ..Default::default()
+                };
+                let first = evaluator.on_llm(&low, &th, now());
+                assert!(!fired(&first, alert), "fired before it was sustained");
+                let later = Moment::new(th.llm_headroom_for(), std::time::SystemTime::UNIX_EPOCH);
+                evaluator.on_llm(&low, &th, later)
+            }
             AlertName::LoopCrashLooping => {
                 for _ in 1..th.crash_loop_restarts() {
                     let findings = evaluator.on_restart(&th, now());
@@ -565,6 +575,46 @@ fn every_alert_fires_in_process() {
         assert!(fired(&findings, alert), "{alert:?} did not fire");
         assert_eq!(evaluator.states()[alert], AlertState::Firing);
     }
+}
+
+/// LLMRateLimitNear: below the fraction without a break for `llm_headroom_for`; a
+/// reading at the fraction or none (the limits reset) breaks it, and it starts again.
+#[test]
+fn llm_rate_limit_near_needs_its_headroom_low_without_a_break() {
+    let th = defaults();
+    let mut evaluator = Evaluator::new(&th);
+    let at = |seconds: u64| {
+        Moment::new(
+            Duration::from_secs(seconds),
+            std::time::SystemTime::UNIX_EPOCH,
+        )
+    };
+    let evidence = |headroom: Option<f64>| crate::llm::meter::LlmEvidence {
+        headroom,
+        ..Default::default()
+    };
+    let fraction = th.llm_headroom_fraction() / 2.0;
+    let low = Some(fraction);
+    let sustained = th.llm_headroom_for().as_secs();
+    let alert = AlertName::LLMRateLimitNear;
+    evaluator.on_llm(&evidence(low), &th, at(0));
+    assert_eq!(evaluator.states()[alert], AlertState::Pending);
+    // At the fraction: not below it; the streak is broken.
+    evaluator.on_llm(
+        &evidence(Some(th.llm_headroom_fraction())),
+        &th,
+        at(sustained - 1),
+    );
+    assert_eq!(evaluator.states()[alert], AlertState::Inactive);
+    evaluator.on_llm(&evidence(low), &th, at(sustained));
+    evaluator.on_llm(&evidence(low), &th, at(2 * sustained - 1));
+    assert_eq!(evaluator.states()[alert], AlertState::Pending, "not yet");
+    let fired = evaluator.on_llm(&evidence(low), &th, at(2 * sustained));
+    assert_eq!(evaluator.states()[alert], AlertState::Firing);
+    assert_eq!(fired.transitions[0].value, fraction);
+    // Every limit reset: nothing known is low; it resolves.
+    let resolved = evaluator.on_llm(&evidence(None), &th, at(3 * sustained));
+    assert!(resolved.transitions[0].is_resolution());
 }
 
 /// The limit of EvaluationHung: the floor until the p95 is known, then the factor

@@ -191,6 +191,8 @@ pub struct CallRequest {
     /// The most output tokens it allows (`max_tokens`, `max_completion_tokens`,
     /// `max_output_tokens`), when it says.
     pub max_output_tokens: Option<u64>,
+    /// The role its caller gave it (see [`super::LlmCall::role`]).
+    pub role: Option<String>,
 }
 
 impl CallRequest {
@@ -202,7 +204,14 @@ impl CallRequest {
             model: model.into(),
             body_bytes,
             max_output_tokens: None,
+            role: None,
         }
+    }
+
+    /// With the role its caller gave it.
+    pub fn with_role(mut self, role: Option<String>) -> Self {
+        self.role = role;
+        self
     }
 
     /// With the most output tokens it allows.

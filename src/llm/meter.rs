@@ -8,7 +8,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::budget::{Budget, BudgetBook, BudgetRefusal, BudgetSummary};
-use super::{bounded_name, LlmCall, LlmError, Pricing, MAX_MODELS, OTHER_MODEL};
+use super::headroom::Headroom;
+use super::{
+    bounded_name, valid_role, LlmCall, LlmError, Pricing, INVALID_ROLE, MAX_MODELS, MAX_ROLES,
+    NO_ROLE, OTHER_MODEL, OTHER_ROLE,
+};
 
 /// Calls older than this leave the error window, so an outage the loop stopped
 /// calling into does not keep LLMErrors firing forever.
@@ -18,7 +22,8 @@ pub(crate) const ERROR_WINDOW_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR_MINUTES: usize = 60;
 
-/// One model's calls, tokens and spend. Token counts saturate at `u64::MAX`.
+/// One model's (or one role's) calls, tokens and spend. Token counts saturate at
+/// `u64::MAX`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct ModelTally {
@@ -95,6 +100,13 @@ pub struct LlmSummary {
     pub spend_per_champion_change_usd: Option<f64>,
     /// By model (at most 32 names, then `other`).
     pub by_model: BTreeMap<String, ModelTally>,
+    /// By role (`X-Loopwatch-Role`, `loopwatch.llm_role`): at most 16 names, then
+    /// `other`; `none` for calls without one, `invalid` for calls whose role was not
+    /// a role name.
+    pub by_role: BTreeMap<String, ModelTally>,
+    /// Calls whose role was turned into a fallback label: `invalid` (not a role
+    /// name) and `overflow` (past the 16 role names kept, labelled `other`).
+    pub role_fallbacks: BTreeMap<String, u64>,
     /// The median duration of the last 512 calls, in seconds.
     pub p50_seconds: Option<f64>,
     /// The 95th percentile duration of the last 512 calls, in seconds.
@@ -106,6 +118,45 @@ pub struct LlmSummary {
     /// reservations of the calls in flight, the warnings given and the calls refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetSummary>,
+    /// The rate limits the providers stated on their last answer, by provider and
+    /// model (the model asked for), most constrained first.
+    pub rate_limits: Vec<RateLimitTally>,
+    /// The least headroom (remaining over limit, 0 to 1) of the limits still in force:
+    /// what LLMRateLimitNear judges; `None` when no answer stated one.
+    pub rate_limit_headroom: Option<f64>,
+}
+
+/// The rate limits one provider stated for one model on its last answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct RateLimitTally {
+    /// The provider.
+    pub provider: String,
+    /// The model asked for.
+    pub model: String,
+    /// Seconds since that answer.
+    pub age_seconds: f64,
+    /// The least headroom of its limits still in force (0 to 1); `None` when none
+    /// is (all reset since, or none stated both figures).
+    pub headroom: Option<f64>,
+    /// Each limit it stated: `requests`, `tokens`, `input_tokens`, `output_tokens`.
+    pub limits: BTreeMap<String, LimitTally>,
+    /// The wait it asked for (`retry-after-ms`, `Retry-After`), in seconds.
+    pub retry_after_seconds: Option<f64>,
+}
+
+/// One limit as an answer stated it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct LimitTally {
+    /// The limit (requests or tokens per window).
+    pub limit: Option<u64>,
+    /// What was left of it.
+    pub remaining: Option<u64>,
+    /// Seconds until it resets, as the answer said.
+    pub reset_seconds: Option<f64>,
+    /// Seconds until it resets from now (0 once it has).
+    pub resets_in_seconds: Option<f64>,
 }
 
 /// One minute of LLM calls, for the page's per-minute view.
@@ -150,6 +201,18 @@ pub(crate) struct LlmEvidence {
     /// Whether the spend is a lower bound (calls without usage, tokens without a
     /// price).
     pub(crate) spend_is_lower_bound: bool,
+    /// The least rate-limit headroom (remaining over limit, 0 to 1) of the limits
+    /// the providers stated that are still in force; `None` when there is none.
+    pub(crate) headroom: Option<f64>,
+}
+
+/// The label values a rate-limit reading is published under, each bounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeadroomLabels {
+    /// The provider.
+    pub(crate) provider: String,
+    /// The model asked for.
+    pub(crate) model: String,
 }
 
 /// The label values a call is published under, each bounded.
@@ -161,6 +224,32 @@ pub(crate) struct CallLabels {
     pub(crate) request_model: String,
     /// The provider.
     pub(crate) provider: String,
+    /// The role (see [`role_label`]).
+    pub(crate) role: String,
+    /// Why the role is a fallback label, when it is: [`RoleFallback`].
+    pub(crate) role_fallback: Option<RoleFallback>,
+}
+
+/// Why a call's role was not kept as its own label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum RoleFallback {
+    /// Not a role name ([`valid_role`]): labelled [`INVALID_ROLE`].
+    Invalid,
+    /// A role name past the [`MAX_ROLES`] kept: labelled [`OTHER_ROLE`].
+    Overflow,
+}
+
+impl RoleFallback {
+    /// Both, for the series that exist from start-up.
+    pub(crate) const ALL: [RoleFallback; 2] = [RoleFallback::Invalid, RoleFallback::Overflow];
+
+    /// The `reason` label of `loopwatch_llm_role_fallbacks_total`.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            RoleFallback::Invalid => "invalid",
+            RoleFallback::Overflow => "overflow",
+        }
+    }
 }
 
 /// Most distinct provider names kept as label values; further ones are `other`.
@@ -170,10 +259,13 @@ const MAX_PROVIDERS: usize = 8;
 #[derive(Debug, Default)]
 struct CallBooks {
     by_model: BTreeMap<String, ModelTally>,
+    by_role: BTreeMap<String, ModelTally>,
+    role_fallbacks: BTreeMap<String, u64>,
     /// The names kept as label values, each set bounded (see [`bounded_label`]).
     models: BTreeSet<String>,
     request_models: BTreeSet<String>,
     providers: BTreeSet<String>,
+    roles: BTreeSet<String>,
     /// The error window: when each recent call ended (monotonic) and whether it
     /// failed.
     recent: VecDeque<(Duration, bool)>,
@@ -189,6 +281,9 @@ struct CallBooks {
     minutes: VecDeque<(u64, MinuteTally)>,
     /// Durations of the recent calls, in seconds.
     durations: VecDeque<f64>,
+    /// The last rate-limit reading of each provider and model (bounded labels), and
+    /// when it came.
+    headroom: BTreeMap<(String, String), (Headroom, Duration)>,
 }
 
 /// A name kept as a label value if already known or while fewer than `max` are;
@@ -203,6 +298,72 @@ fn bounded_label(known: &mut BTreeSet<String>, name: &str, max: usize) -> String
         return name;
     }
     OTHER_MODEL.to_string()
+}
+
+/// The label of a call's role: [`NO_ROLE`] without one; its name when it is a role
+/// name ([`valid_role`], leading and trailing spaces aside) and one of the first
+/// [`MAX_ROLES`] seen; else a fallback, and why: [`OTHER_ROLE`] past them,
+/// [`INVALID_ROLE`] for what is not a role name.
+fn role_label(known: &mut BTreeSet<String>, role: Option<&str>) -> (String, Option<RoleFallback>) {
+    let Some(role) = role else {
+        return (NO_ROLE.to_string(), None);
+    };
+    let role = role.trim();
+    if !valid_role(role) {
+        return (INVALID_ROLE.to_string(), Some(RoleFallback::Invalid));
+    }
+    if known.contains(role) {
+        return (role.to_string(), None);
+    }
+    if known.len() < MAX_ROLES {
+        known.insert(role.to_string());
+        return (role.to_string(), None);
+    }
+    (OTHER_ROLE.to_string(), Some(RoleFallback::Overflow))
+}
+
+/// Adds one call to a tally (of its model, or of its role); token sums saturate.
+fn tally_call(
+    tally: &mut ModelTally,
+    call: &LlmCall,
+    pricing: Pricing,
+    usage_missing: bool,
+    abandoned: bool,
+) {
+    tally.calls = tally.calls.saturating_add(1);
+    if call.refused() {
+        let count = if call.blocked {
+            &mut tally.blocked
+        } else {
+            &mut tally.deferred
+        };
+        *count = count.saturating_add(1);
+        return;
+    }
+    if let Some(error) = call.error {
+        tally.errors = tally.errors.saturating_add(1);
+        let by_type = tally
+            .errors_by_type
+            .entry(error.as_label().into_owned())
+            .or_default();
+        *by_type = by_type.saturating_add(1);
+    } else if abandoned {
+        tally.abandoned = tally.abandoned.saturating_add(1);
+    }
+    if usage_missing {
+        tally.usage_missing = tally.usage_missing.saturating_add(1);
+    }
+    let add = |sum: &mut u64, n: Option<u64>| *sum = sum.saturating_add(n.unwrap_or(0));
+    add(&mut tally.input_tokens, call.input_tokens);
+    add(&mut tally.output_tokens, call.output_tokens);
+    add(&mut tally.cached_input_tokens, call.cached_input_tokens);
+    add(
+        &mut tally.cache_write_input_tokens,
+        call.cache_write_input_tokens,
+    );
+    add(&mut tally.reasoning_tokens, call.reasoning_tokens);
+    add(&mut tally.unpriced_tokens, Some(pricing.unpriced_tokens));
+    tally.cost_usd += pricing.cost_usd.unwrap_or(0.0);
 }
 
 /// The run's LLM calls: the books of those that ended, and those in flight. Plain
@@ -245,6 +406,7 @@ impl LlmMeter {
         self.any_calls = true;
         let books = &mut self.books;
         let model = bounded_label(&mut books.models, call.model(), MAX_MODELS);
+        let (role, role_fallback) = role_label(&mut books.roles, call.role.as_deref());
         let labels = CallLabels {
             request_model: bounded_label(
                 &mut books.request_models,
@@ -253,49 +415,32 @@ impl LlmMeter {
             ),
             provider: bounded_label(&mut books.providers, &call.provider, MAX_PROVIDERS),
             model: model.clone(),
+            role: role.clone(),
+            role_fallback,
         };
+        if let Some(fallback) = role_fallback {
+            let count = books
+                .role_fallbacks
+                .entry(fallback.as_str().to_string())
+                .or_default();
+            *count = count.saturating_add(1);
+        }
         let input = call.input_tokens.unwrap_or(0);
         let output = call.output_tokens.unwrap_or(0);
         let usage_missing = call.usage_missing();
         let abandoned = call.abandoned && call.error.is_none();
-        let tally = books.by_model.entry(model).or_default();
-        tally.calls = tally.calls.saturating_add(1);
+        for tally in [
+            books.by_model.entry(model).or_default(),
+            books.by_role.entry(role).or_default(),
+        ] {
+            tally_call(tally, call, pricing, usage_missing, abandoned);
+        }
         books.calls = books.calls.saturating_add(1);
         if call.refused() {
             // Never sent: no tokens, no cost, no duration, outside the error window.
-            let count = if call.blocked {
-                &mut tally.blocked
-            } else {
-                &mut tally.deferred
-            };
-            *count = count.saturating_add(1);
             return (labels, self.evidence(now));
         }
-        if let Some(error) = call.error {
-            tally.errors = tally.errors.saturating_add(1);
-            let by_type = tally
-                .errors_by_type
-                .entry(error.as_label().into_owned())
-                .or_default();
-            *by_type = by_type.saturating_add(1);
-        } else if abandoned {
-            tally.abandoned = tally.abandoned.saturating_add(1);
-        }
-        if usage_missing {
-            tally.usage_missing = tally.usage_missing.saturating_add(1);
-        }
-        let add = |sum: &mut u64, n: Option<u64>| *sum = sum.saturating_add(n.unwrap_or(0));
-        add(&mut tally.input_tokens, call.input_tokens);
-        add(&mut tally.output_tokens, call.output_tokens);
-        add(&mut tally.cached_input_tokens, call.cached_input_tokens);
-        add(
-            &mut tally.cache_write_input_tokens,
-            call.cache_write_input_tokens,
-        );
-        add(&mut tally.reasoning_tokens, call.reasoning_tokens);
-        add(&mut tally.unpriced_tokens, Some(pricing.unpriced_tokens));
         let cost = pricing.cost_usd.unwrap_or(0.0);
-        tally.cost_usd += cost;
         books.spend_usd += cost;
         books.spend_is_lower_bound |= usage_missing || pricing.unpriced_tokens > 0;
         let minute = minute_of(now);
@@ -327,6 +472,36 @@ impl LlmMeter {
             }
         }
         (labels, self.evidence(now))
+    }
+
+    /// Keeps what an answer of `provider` for `model` said of its rate limits, as of
+    /// `now`, as their last word; returns the labels it is published under.
+    pub(crate) fn headroom(
+        &mut self,
+        provider: &str,
+        model: &str,
+        headroom: &Headroom,
+        now: Duration,
+    ) -> HeadroomLabels {
+        let books = &mut self.books;
+        let labels = HeadroomLabels {
+            provider: bounded_label(&mut books.providers, provider, MAX_PROVIDERS),
+            model: bounded_label(&mut books.request_models, model, MAX_MODELS),
+        };
+        books.headroom.insert(
+            (labels.provider.clone(), labels.model.clone()),
+            (headroom.clone(), now),
+        );
+        labels
+    }
+
+    /// The least headroom at `now` of the limits still in force.
+    fn least_headroom(&self, now: Duration) -> Option<f64> {
+        self.books
+            .headroom
+            .values()
+            .filter_map(|(headroom, at)| headroom.fraction_after(now.saturating_sub(*at)))
+            .min_by(f64::total_cmp)
     }
 
     /// The spend so far in US dollars.
@@ -371,7 +546,10 @@ impl LlmMeter {
         {
             books.minutes.pop_front();
         }
+        let headroom = self.least_headroom(now);
+        let books = &mut self.books;
         LlmEvidence {
+            headroom,
             recent_calls: books.recent.len() as u64,
             recent_failures: books.recent.iter().filter(|(_, failed)| *failed).count() as u64,
             spend_usd: books.spend_usd,
@@ -412,10 +590,50 @@ impl LlmMeter {
             spend_per_champion_change_usd: (books.champion_changes > 0)
                 .then(|| books.spend_usd / books.champion_changes as f64),
             by_model: books.by_model.clone(),
+            by_role: books.by_role.clone(),
+            role_fallbacks: books.role_fallbacks.clone(),
             spend_is_lower_bound: books.spend_is_lower_bound,
             ..LlmSummary::default()
         };
         summary.budget = self.budget.summary(books.spend_usd);
+        summary.rate_limit_headroom = self.least_headroom(now);
+        summary.rate_limits = books
+            .headroom
+            .iter()
+            .map(|((provider, model), (headroom, at))| {
+                let age = now.saturating_sub(*at);
+                RateLimitTally {
+                    provider: provider.clone(),
+                    model: model.clone(),
+                    age_seconds: age.as_secs_f64(),
+                    headroom: headroom.fraction_after(age),
+                    limits: headroom
+                        .limits
+                        .iter()
+                        .map(|(resource, limit)| {
+                            (
+                                resource.as_str().to_string(),
+                                LimitTally {
+                                    limit: limit.limit,
+                                    remaining: limit.remaining,
+                                    reset_seconds: limit.reset.map(|r| r.as_secs_f64()),
+                                    resets_in_seconds: limit
+                                        .reset
+                                        .map(|r| r.saturating_sub(age).as_secs_f64()),
+                                },
+                            )
+                        })
+                        .collect(),
+                    retry_after_seconds: headroom.retry_after.map(|r| r.as_secs_f64()),
+                }
+            })
+            .collect();
+        summary.rate_limits.sort_by(|a, b| {
+            a.headroom
+                .unwrap_or(f64::INFINITY)
+                .total_cmp(&b.headroom.unwrap_or(f64::INFINITY))
+                .then_with(|| (&a.provider, &a.model).cmp(&(&b.provider, &b.model)))
+        });
         for tally in books.by_model.values() {
             for (sum, n) in [
                 (&mut summary.calls, tally.calls),
@@ -612,6 +830,126 @@ mod tests {
         let summary = meter.summary(Duration::ZERO);
         assert_eq!(summary.by_model.len(), MAX_MODELS + 1);
         assert_eq!(summary.by_model[OTHER_MODEL].calls, 5);
+    }
+
+    #[test]
+    fn roles_are_bounded_and_what_is_not_a_role_name_is_a_counted_fallback() {
+        fn labels(meter: &mut LlmMeter, role: Option<&str>) -> (String, Option<RoleFallback>) {
+            let mut call = LlmCall::new("m", Duration::ZERO).with_tokens(3, 2);
+            call.role = role.map(str::to_string);
+            let (labels, _) = meter.record(&call, cost(Some(1.0)), 20, Duration::ZERO);
+            (labels.role, labels.role_fallback)
+        }
+        let mut meter = LlmMeter::default();
+        assert_eq!(labels(&mut meter, None), ("none".into(), None));
+        assert_eq!(
+            labels(&mut meter, Some(" mutation ")),
+            ("mutation".into(), None)
+        );
+        for garbage in [
+            "",
+            "two words",
+            "a,b",
+            "none",
+            "Other",
+            "\u{0}",
+            "é",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(
+                labels(&mut meter, Some(garbage)),
+                (INVALID_ROLE.into(), Some(RoleFallback::Invalid)),
+                "{garbage:?}"
+            );
+        }
+        for i in 1..MAX_ROLES {
+            assert_eq!(labels(&mut meter, Some(&format!("r{i}"))).1, None);
+        }
+        assert_eq!(
+            labels(&mut meter, Some("one-too-many")),
+            (OTHER_ROLE.into(), Some(RoleFallback::Overflow))
+        );
+        assert_eq!(
+            labels(&mut meter, Some("mutation")),
+            ("mutation".into(), None)
+        );
+        let summary = meter.summary(Duration::ZERO);
+        assert_eq!(summary.by_role["mutation"].calls, 2);
+        assert_eq!(summary.by_role["mutation"].input_tokens, 6);
+        assert_eq!(summary.by_role["mutation"].output_tokens, 4);
+        assert_eq!(summary.by_role["mutation"].cost_usd, 2.0);
+        assert_eq!(summary.by_role[INVALID_ROLE].calls, 8);
+        assert_eq!(summary.by_role[OTHER_ROLE].calls, 1);
+        assert_eq!(
+            summary.by_role.len(),
+            MAX_ROLES + 3,
+            "kept, none, invalid, other"
+        );
+        assert_eq!(summary.role_fallbacks["invalid"], 8);
+        assert_eq!(summary.role_fallbacks["overflow"], 1);
+        let by_role: u64 = summary.by_role.values().map(|t| t.calls).sum();
+        assert_eq!(by_role, summary.calls);
+    }
+
+    proptest::proptest! {
+        /// Any role, however odd, books a call under a bounded label and never
+        /// panics.
+        #[test]
+        fn any_role_is_booked_under_a_bounded_label(roles in proptest::collection::vec(".{0,80}", 1..40)) {
+            let mut meter = LlmMeter::default();
+            for role in &roles {
+                let call = LlmCall::new("m", Duration::ZERO).with_role(role.clone());
+                let (labels, _) = meter.record(&call, cost(None), 20, Duration::ZERO);
+                proptest::prop_assert!(labels.role.len() <= crate::llm::MAX_ROLE_CHARS);
+                proptest::prop_assert!(valid_role(&labels.role) || labels.role_fallback.is_some());
+            }
+            proptest::prop_assert!(meter.summary(Duration::ZERO).by_role.len() <= MAX_ROLES + 2);
+        }
+    }
+
+    /// Each provider's and model's last word counts until its limits reset; the
+    /// least headroom of what still counts is the evidence.
+    #[test]
+    fn the_least_headroom_in_force_is_the_evidence() {
+        use crate::llm::headroom::Headroom;
+        let reading = |remaining: &str, reset: &str| {
+            let mut headers = hyper::HeaderMap::new();
+            for (name, value) in [
+                ("x-ratelimit-limit-requests", "100"),
+                ("x-ratelimit-remaining-requests", remaining),
+                ("x-ratelimit-reset-requests", reset),
+            ] {
+                headers.insert(name, value.parse().unwrap());
+            }
+            Headroom::read(&headers, std::time::UNIX_EPOCH).unwrap()
+        };
+        let mut meter = LlmMeter::default();
+        assert_eq!(meter.evidence(Duration::ZERO).headroom, None);
+        let at = Duration::from_secs(100);
+        let labels = meter.headroom("openai", "a", &reading("50", "10s"), at);
+        assert_eq!(
+            (labels.provider.as_str(), labels.model.as_str()),
+            ("openai", "a")
+        );
+        assert_eq!(meter.evidence(at).headroom, Some(0.5));
+        meter.headroom("openai", "b", &reading("5", "30s"), at);
+        assert_eq!(meter.evidence(at).headroom, Some(0.05));
+        // The next answer of `b` is its last word.
+        meter.headroom("openai", "b", &reading("20", "30s"), at);
+        assert_eq!(meter.evidence(at).headroom, Some(0.2));
+        // `a` resets after 10 s, `b` after 30 s: then all is whole again.
+        assert_eq!(
+            meter.evidence(at + Duration::from_secs(11)).headroom,
+            Some(0.2)
+        );
+        assert_eq!(meter.evidence(at + Duration::from_secs(31)).headroom, None);
+        let summary = meter.summary(at + Duration::from_secs(5));
+        assert_eq!(summary.rate_limits.len(), 2);
+        assert_eq!(summary.rate_limits[0].model, "b", "most constrained first");
+        let requests = summary.rate_limits[0].limits["requests"];
+        assert_eq!((requests.limit, requests.remaining), (Some(100), Some(20)));
+        assert_eq!(requests.resets_in_seconds, Some(25.0));
+        assert_eq!(summary.rate_limit_headroom, Some(0.2));
     }
 
     #[test]

@@ -19,9 +19,11 @@
 //! ```
 
 pub mod budget;
+pub mod headroom;
 pub(crate) mod meter;
 pub use budget::{Admission, Budget, BudgetAction, BudgetRefusal, BudgetSummary, CallRequest};
-pub use meter::{LlmSummary, MinuteTally, ModelTally};
+pub use headroom::Headroom;
+pub use meter::{LimitTally, LlmSummary, MinuteTally, ModelTally, RateLimitTally};
 #[cfg(feature = "llm-proxy")]
 pub mod proxy;
 #[cfg(feature = "llm-proxy")]
@@ -56,6 +58,52 @@ pub const SPEND_LOWER_BOUND: &str =
 
 /// The longest model or provider name kept; longer ones are cut.
 const MAX_NAME_CHARS: usize = 128;
+
+/// The request header that names a call's role (`mutation`, `judge` …) for the
+/// metering proxy, which reads it and strips it: it never reaches the provider.
+pub const ROLE_HEADER: &str = "x-loopwatch-role";
+
+/// Most distinct role names kept as label values; calls of further roles are
+/// published under [`OTHER_ROLE`] and counted as an overflow, so that a stream of odd
+/// names cannot grow the series.
+pub const MAX_ROLES: usize = 16;
+
+/// The longest role name taken; a longer one is not a role name ([`INVALID_ROLE`]).
+pub const MAX_ROLE_CHARS: usize = 64;
+
+/// The role label of calls that named none.
+pub const NO_ROLE: &str = "none";
+
+/// The role label of calls past [`MAX_ROLES`] distinct role names.
+pub const OTHER_ROLE: &str = "other";
+
+/// The role label of calls whose role is not a role name: empty, too long, characters
+/// other than ASCII letters, digits and `_ - . : /`, several values at once, or one of
+/// the reserved labels [`NO_ROLE`], [`OTHER_ROLE`] and `invalid` itself.
+pub const INVALID_ROLE: &str = "invalid";
+
+/// Whether `name` is a role name a call may carry as its label: 1 to
+/// [`MAX_ROLE_CHARS`] ASCII letters, digits, `_`, `-`, `.`, `:` or `/`, and none of
+/// the reserved labels (`none`, `other`, `invalid`, in any case).
+///
+/// ```
+/// use loopwatch::llm::valid_role;
+/// assert!(valid_role("mutation"));
+/// assert!(valid_role("judge/v2"));
+/// assert!(!valid_role(""));
+/// assert!(!valid_role("two words"));
+/// assert!(!valid_role("Other"));
+/// assert!(!valid_role(&"x".repeat(65)));
+/// ```
+pub fn valid_role(name: &str) -> bool {
+    (1..=MAX_ROLE_CHARS).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'/'))
+        && ![NO_ROLE, OTHER_ROLE, INVALID_ROLE]
+            .iter()
+            .any(|reserved| name.eq_ignore_ascii_case(reserved))
+}
 
 /// Where measured calls go: the run's books and instruments
 /// ([`crate::LlmRecorder`], from [`crate::Monitor::llm_recorder`]).
@@ -284,6 +332,14 @@ pub struct LlmCall {
     /// error, because the calls in flight could take the spend past the budget. Not a
     /// failure, outside LLMErrors, free. `error` is `None` then.
     pub deferred: bool,
+    /// The role the caller gave the call (the `X-Loopwatch-Role` header, Python's
+    /// `loopwatch.llm_role`), as given: the books label it by it when it is a role
+    /// name ([`valid_role`]), else by [`INVALID_ROLE`]; [`NO_ROLE`] when `None`.
+    pub role: Option<String>,
+    /// What its answer stated of the provider's rate limits, as of when the call is
+    /// booked (see [`Headroom::aged`]): the last word of its provider and the model it
+    /// asked for, until the next.
+    pub headroom: Option<Headroom>,
 }
 
 impl LlmCall {
@@ -307,7 +363,21 @@ impl LlmCall {
             abandoned: false,
             blocked: false,
             deferred: false,
+            role: None,
+            headroom: None,
         }
+    }
+
+    /// With what its answer stated of the provider's rate limits.
+    pub fn with_headroom(mut self, headroom: Headroom) -> Self {
+        self.headroom = Some(headroom);
+        self
+    }
+
+    /// With the role the caller gave it (see [`LlmCall::role`]).
+    pub fn with_role(mut self, role: impl Into<String>) -> Self {
+        self.role = Some(role.into());
+        self
     }
 
     /// With the input and output tokens the answer reported.

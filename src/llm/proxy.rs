@@ -29,8 +29,9 @@
 //!   start.
 //! - **Metering.** The request's `model` is read from the first 1 MiB of its body;
 //!   the answer's model and usage as [`super::usage`] reads them, scanning answers of
-//!   any size without keeping them. Each call is recorded once, when its answer ends,
-//!   fails, or is left:
+//!   any size without keeping them; the answer's rate-limit headers as
+//!   [`super::headroom`] reads them, booked with the call. Each call is recorded once,
+//!   when its answer ends, fails, or is left:
 //!   - a call whose whole answer came from the upstream is `ok`, with its usage,
 //!     whether or not the loop read it all; an answer that is not JSON, or is
 //!     compressed, is `ok` with its usage missing;
@@ -61,6 +62,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use super::headroom::Headroom;
 use super::route::{place, Api, Refusal};
 use super::upstream::{chain, Network, Upstream, UpstreamClient};
 use super::usage::UsageReader;
@@ -519,7 +521,29 @@ fn hop_by_hop(name: &HeaderName) -> bool {
             | "upgrade"
             | "host"
             | "accept-encoding"
+            | super::ROLE_HEADER
     )
+}
+
+/// The role a request names in [`super::ROLE_HEADER`], as it came (the books judge
+/// it: [`super::valid_role`]): at most [`super::MAX_ROLE_CHARS`] bytes and one more,
+/// so that a longer one stays too long; several values joined with commas, which no
+/// role name holds. `None` without the header.
+fn role_of(headers: &HeaderMap) -> Option<String> {
+    let mut role = String::new();
+    for (i, value) in headers.get_all(super::ROLE_HEADER).iter().enumerate() {
+        if i > 0 {
+            role.push(',');
+        }
+        let bytes = value.as_bytes();
+        role.push_str(&String::from_utf8_lossy(
+            &bytes[..bytes.len().min(super::MAX_ROLE_CHARS + 1)],
+        ));
+        if role.len() > super::MAX_ROLE_CHARS {
+            break;
+        }
+    }
+    headers.contains_key(super::ROLE_HEADER).then_some(role)
 }
 
 fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
@@ -676,6 +700,7 @@ impl Forwarder {
             None => (None, None),
         };
         let model = model.unwrap_or_else(|| super::OTHER_MODEL.to_string());
+        let role = operation.and_then(|_| role_of(&parts.headers));
         // Admitted (its worst case reserved against the budget) or refused, before
         // anything is sent.
         let metering = match operation {
@@ -683,7 +708,8 @@ impl Forwarder {
             Some(operation) => {
                 let mut request =
                     CallRequest::new(model.clone(), body_bytes.unwrap_or(prefix.len() as u64))
-                        .with_provider(provider, operation);
+                        .with_provider(provider, operation)
+                        .with_role(role.clone());
                 request.max_output_tokens = max_output_tokens;
                 let id = match self.recorder.started(&request) {
                     Admission::Admitted(id) => id,
@@ -694,11 +720,13 @@ impl Forwarder {
                 Some(Metering {
                     recorder: Arc::clone(&self.recorder),
                     id,
-                    call: Some(
-                        LlmCall::new(model, Duration::ZERO)
+                    call: Some({
+                        let mut call = LlmCall::new(model, Duration::ZERO)
                             .with_provider(provider)
-                            .with_operation(operation),
-                    ),
+                            .with_operation(operation);
+                        call.role = role;
+                        call
+                    }),
                     started,
                     first_chunk: None,
                     reader: None,
@@ -706,6 +734,7 @@ impl Forwarder {
                     answered: false,
                     last_byte: started,
                     ending: Arc::clone(&self.ending),
+                    headroom: None,
                 })
             }
         };
@@ -766,7 +795,14 @@ impl Forwarder {
             }
         };
         let (parts, body) = answer.into_parts();
+        // Its rate limits, booked with the call when it ends (as of then).
+        let headroom = match &metering {
+            Some(_) => Headroom::read(&parts.headers, std::time::SystemTime::now()),
+            None => None,
+        };
+        let wait_asked = headroom.as_ref().and_then(|h| h.retry_after);
         let metering = metering.map(|mut metering| {
+            metering.headroom = headroom.map(|headroom| (headroom, Instant::now()));
             metering.answered = true;
             metering.last_byte = Instant::now();
             let status = parts.status;
@@ -786,7 +822,9 @@ impl Forwarder {
             if let Some(call) = metering.call.as_mut() {
                 if status.as_u16() >= 400 {
                     call.error = Some(LlmError::Status(status.as_u16()));
-                    call.retry_after = retry_after(parts.headers.get(hyper::header::RETRY_AFTER));
+                    call.retry_after = wait_asked.or_else(|| {
+                        super::headroom::retry_after(&parts.headers, std::time::SystemTime::now())
+                    });
                 }
             }
             metering.reader = status.is_success().then(|| {
@@ -915,12 +953,6 @@ fn budget_refusal(api: Api, refusal: &BudgetRefusal) -> Response<MeteredBody> {
     response
 }
 
-/// A `Retry-After` in seconds (an HTTP date is not read).
-fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
-    let seconds: f64 = value?.to_str().ok()?.trim().parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(86_400.0)))
-}
-
 /// Reads the first [`MODEL_SCAN_BYTES`] of a request body; the rest, if any, is
 /// forwarded as it comes.
 async fn read_prefix(mut body: Incoming) -> Result<(Bytes, Option<Incoming>), std::io::Error> {
@@ -1010,6 +1042,8 @@ struct Metering {
     last_byte: Instant,
     /// See [`LlmProxy::loop_ending`].
     ending: Arc<LoopEnds>,
+    /// The rate limits its answer's headers stated, and when they came.
+    headroom: Option<(super::Headroom, Instant)>,
 }
 
 impl Metering {
@@ -1025,6 +1059,10 @@ impl Metering {
         };
         call.duration = self.started.elapsed();
         call.time_to_first_chunk = self.first_chunk;
+        call.headroom = self
+            .headroom
+            .take()
+            .map(|(headroom, read)| headroom.aged(read.elapsed()));
         let (mut streaming, mut complete, mut failure) = (false, false, None);
         if let Some(reader) = self.reader.take() {
             streaming = reader.streaming();
@@ -1438,6 +1476,7 @@ mod tests {
             answered: true,
             last_byte: Instant::now(),
             ending: Arc::default(),
+            headroom: None,
         };
         if let Some(reader) = metering.reader.as_mut() {
             reader.feed(bytes);
@@ -1510,6 +1549,7 @@ mod tests {
             answered,
             last_byte: Instant::now(),
             ending: Arc::default(),
+            headroom: None,
         };
         (kept, metering)
     }
@@ -1575,6 +1615,29 @@ mod tests {
     }
 
     #[test]
+    fn the_role_header_is_read_as_it_came_and_never_forwarded() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(role_of(&headers), None);
+        headers.insert("x-loopwatch-role", HeaderValue::from_static("mutation"));
+        assert_eq!(role_of(&headers).as_deref(), Some("mutation"));
+        headers.append("X-Loopwatch-Role", HeaderValue::from_static("judge"));
+        assert_eq!(role_of(&headers).as_deref(), Some("mutation,judge"));
+        let long = HeaderValue::from_str(&"r".repeat(10_000)).unwrap();
+        headers.insert("x-loopwatch-role", long);
+        assert_eq!(role_of(&headers).map(|r| r.len()), Some(65));
+        headers.insert(
+            "x-loopwatch-role",
+            HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        );
+        assert!(!crate::llm::valid_role(&role_of(&headers).unwrap()));
+        headers.insert("authorization", HeaderValue::from_static("Bearer k"));
+        let mut forwarded = HeaderMap::new();
+        copy_headers(&headers, &mut forwarded);
+        assert!(forwarded.get("x-loopwatch-role").is_none());
+        assert_eq!(forwarded["authorization"], "Bearer k");
+    }
+
+    #[test]
     fn usage_is_asked_for_only_where_a_stream_says_nothing_of_it() {
         let asked = |body: &str| {
             with_usage_requested(body.as_bytes()).map(|b| String::from_utf8(b.to_vec()).unwrap())
@@ -1611,9 +1674,5 @@ mod tests {
         assert_eq!(config.openai_base, "http://127.0.0.1:9/v1");
         assert_eq!(config.anthropic_base, "http://127.0.0.1:9");
         assert_eq!(config.anthropic_from, "--llm-upstream");
-        assert_eq!(
-            retry_after(Some(&HeaderValue::from_static("7"))),
-            Some(Duration::from_secs(7))
-        );
     }
 }

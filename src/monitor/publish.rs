@@ -113,7 +113,11 @@ impl Publisher {
                 pricing,
                 evidence,
                 budget,
+                headroom,
             } => {
+                if let (Some(labels), Some(headroom)) = (headroom, &call.headroom) {
+                    self.llm_headroom(labels, headroom);
+                }
                 self.llm_call(call, labels, *pricing, evidence);
                 budget.iter().for_each(log_budget_mark);
             }
@@ -305,7 +309,8 @@ impl Publisher {
     }
 
     /// One LLM call: the GenAI histograms, the calls, cost, token and rate-limit
-    /// counters, and the evidence gauges after it. An abandoned call did not end, so
+    /// counters (calls, cost and tokens by role too), and the evidence gauges after
+    /// it. An abandoned call did not end, so
     /// it has no operation duration; it is counted under its own outcome.
     fn llm_call(
         &self,
@@ -316,6 +321,7 @@ impl Publisher {
     ) {
         let i = &self.pipeline.instruments;
         let model = [KeyValue::new("model", labels.model.clone())];
+        let role = KeyValue::new("role", labels.role.clone());
         let genai = [
             KeyValue::new("gen_ai.operation.name", call.operation.as_str()),
             KeyValue::new("gen_ai.provider.name", labels.provider.clone()),
@@ -341,10 +347,24 @@ impl Publisher {
             &[
                 KeyValue::new("model", labels.model.clone()),
                 KeyValue::new("outcome", outcome),
+                role.clone(),
             ],
         );
         if let Some(cost) = pricing.cost_usd {
-            i.loopwatch_llm_cost_usd_total.add(cost, &model);
+            i.loopwatch_llm_cost_usd_total
+                .add(cost, &[model[0].clone(), role.clone()]);
+        }
+        for (kind, tokens) in [("input", call.input_tokens), ("output", call.output_tokens)] {
+            if let Some(tokens) = tokens {
+                i.loopwatch_llm_tokens_total.add(
+                    tokens,
+                    &[model[0].clone(), role.clone(), KeyValue::new("type", kind)],
+                );
+            }
+        }
+        if let Some(fallback) = labels.role_fallback {
+            i.loopwatch_llm_role_fallbacks_total
+                .add(1, &[KeyValue::new("reason", fallback.as_str())]);
         }
         if pricing.unpriced_tokens > 0 {
             i.loopwatch_llm_unpriced_tokens_total
@@ -367,9 +387,55 @@ impl Publisher {
         self.llm_evidence(evidence);
     }
 
+    /// The rate limits an answer stated: each figure it gave, by provider and model.
+    fn llm_headroom(
+        &self,
+        labels: &crate::llm::meter::HeadroomLabels,
+        headroom: &crate::llm::Headroom,
+    ) {
+        use crate::llm::headroom::Resource;
+        let i = &self.pipeline.instruments;
+        let who = [
+            KeyValue::new("provider", labels.provider.clone()),
+            KeyValue::new("model", labels.model.clone()),
+        ];
+        for (resource, limit) in &headroom.limits {
+            let mut attributes = who.to_vec();
+            attributes.push(KeyValue::new("limit", resource.as_str()));
+            if let Some(reset) = limit.reset {
+                i.loopwatch_llm_ratelimit_reset_seconds
+                    .record(reset.as_secs_f64(), &attributes);
+            }
+            let (remaining, of) = if *resource == Resource::Requests {
+                (
+                    &i.loopwatch_llm_ratelimit_remaining_requests,
+                    &i.loopwatch_llm_ratelimit_limit_requests,
+                )
+            } else {
+                (
+                    &i.loopwatch_llm_ratelimit_remaining_tokens,
+                    &i.loopwatch_llm_ratelimit_limit_tokens,
+                )
+            };
+            let attributes = if *resource == Resource::Requests {
+                &who[..]
+            } else {
+                &attributes[..]
+            };
+            if let Some(n) = limit.remaining {
+                remaining.record(n as f64, attributes);
+            }
+            if let Some(n) = limit.limit {
+                of.record(n as f64, attributes);
+            }
+        }
+    }
+
     /// What the LLM alerts judge.
     fn llm_evidence(&self, evidence: &crate::llm::meter::LlmEvidence) {
         let i = &self.pipeline.instruments;
+        i.loopwatch_llm_ratelimit_headroom_ratio
+            .record(evidence.headroom.unwrap_or(1.0), &[]);
         i.loopwatch_llm_recent_calls
             .record(evidence.recent_calls as f64, &[]);
         i.loopwatch_llm_recent_failures

@@ -1,9 +1,9 @@
 //! The Grafana dashboard (Grafana 9+): resource usage, strategy performance, diversity
 //! and container stats, three of LLM calls (the last, progress per dollar, an XY
-//! chart repeated for each loop), the evaluations, the local model servers, and a
-//! collapsed row of GPU panels, with units,
-//! threshold lines at the alert thresholds, a 5 s refresh, a Prometheus datasource
-//! variable, and annotations for champion changes and alerts.
+//! chart repeated for each loop), the evaluations, the local model servers beside
+//! the LLM rate limits, and a collapsed row of GPU panels, with units, threshold lines
+//! at the alert thresholds, a 5 s refresh, a Prometheus datasource variable, and
+//! annotations for champion changes and alerts.
 
 use serde_json::{json, Value};
 
@@ -553,7 +553,7 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 spend_per_change(),
             ],
         ),
-        full_width(panel(
+        panel(
             12,
             MODEL_SERVERS_PANEL,
             "Each local model server's mean queue time beside the metering proxy's mean time to first chunk (s): a slow first chunk with a long queue is a busy server, with a short queue a slow model; requests waiting at each server, and the fraction of its KV cache in use against LLMServerSaturated's threshold. Empty for a loop without model servers ([[llm.servers]], loopwatch run --llm-server).",
@@ -574,7 +574,48 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                     .threshold(t.llm_server_kv_cache_fraction())
                     .range(0.0, 1.0),
             ],
-        )),
+        ),
+        panel(
+            13,
+            "LLM Rate Limits",
+            "Rate-limit headroom, beside the 429s: the least headroom (remaining over limit) of the limits the providers' answers stated that have not reset, against LLMRateLimitNear's threshold, each provider's and model's requests and tokens left over its limit, and the calls answered 429 per minute. Empty for a loop whose providers state no limits.",
+            12,
+            50,
+            vec![
+                q(c(&catalog::LLM_RATELIMIT_HEADROOM_RATIO), "least headroom", "percentunit")
+                    .threshold(t.llm_headroom_fraction())
+                    .range(0.0, 1.0),
+                q(
+                    of_runs(format!(
+                        "{} / ({} > 0)",
+                        metric(&catalog::LLM_RATELIMIT_REMAINING_REQUESTS),
+                        metric(&catalog::LLM_RATELIMIT_LIMIT_REQUESTS)
+                    )),
+                    "{{provider}} {{model}} requests left",
+                    "percentunit",
+                ),
+                q(
+                    of_runs(format!(
+                        "{} / ({} > 0)",
+                        metric(&catalog::LLM_RATELIMIT_REMAINING_TOKENS),
+                        metric(&catalog::LLM_RATELIMIT_LIMIT_TOKENS)
+                    )),
+                    "{{provider}} {{model}} {{limit}} left",
+                    "percentunit",
+                ),
+                q(
+                    format!(
+                        "{} or on() vector(0)",
+                        of_runs(format!(
+                            "60 * sum by (instance, job) (rate({}{{{LOOP}}}[2m]))",
+                            catalog::LLM_RATE_LIMITED_TOTAL.name
+                        ))
+                    ),
+                    "429 answers/min",
+                    "short",
+                ),
+            ],
+        ),
         collapsed_row(11, "GPUs", 60, gpu_panels(t)),
     ];
     json!({

@@ -41,6 +41,10 @@ const PACKAGE: &[(&str, &str)] = &[
         include_str!("../../../python/loopwatch/_merging.py"),
     ),
     (
+        "_role.py",
+        include_str!("../../../python/loopwatch/_role.py"),
+    ),
+    (
         "_writer.py",
         include_str!("../../../python/loopwatch/_writer.py"),
     ),

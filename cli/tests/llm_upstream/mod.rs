@@ -23,7 +23,8 @@
 //! `ok` once the test releases the upstream's [`Gate`]: the test sees how many
 //! requests are open at once), `evolve` (a chat answer
 //! whose program, in OpenEvolve's evolve block, returns a number that rises with each
-//! such request: [`evolved_program`]).
+//! such request: [`evolved_program`]), `countdown` (rate limits that count down
+//! with each request of the model, then 429s: [`countdown`]).
 
 pub mod network;
 
@@ -48,6 +49,9 @@ pub struct Seen {
     pub anthropic_version: Option<String>,
     pub proxy_authorization: Option<String>,
     pub accept_encoding: Option<String>,
+    /// Every header name the request carried, lower-case.
+    #[allow(dead_code)] // read by the roles test
+    pub header_names: Vec<String>,
     pub body_len: usize,
     /// The request's `stream_options`, as it came.
     pub stream_options: Option<serde_json::Value>,
@@ -308,6 +312,7 @@ fn serve<W: Wire>(mut reader: BufReader<W>, record: &Mutex<Vec<Seen>>, gate: &Ga
             anthropic_version: header("anthropic-version"),
             proxy_authorization: header("proxy-authorization"),
             accept_encoding: header("accept-encoding"),
+            header_names: headers.iter().map(|(k, _)| k.clone()).collect(),
             body_len: body.len(),
             stream_options,
             answered: String::new(),
@@ -317,6 +322,15 @@ fn serve<W: Wire>(mut reader: BufReader<W>, record: &Mutex<Vec<Seen>>, gate: &Ga
             Some(body) => {
                 seen.answered = body.clone();
                 write_json(reader.get_mut(), "200 OK", "", &body)
+            }
+            None if scenario == "countdown" => {
+                let earlier = record
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|s| s.model == model)
+                    .count() as u64;
+                countdown(reader.get_mut(), &path, &model, earlier, &mut seen)
             }
             None => {
                 if scenario == "held" {
@@ -574,6 +588,86 @@ fn listing(method: &str, path: &str, anthropic: bool) -> Option<String> {
     })
 }
 
+/// The rate limits a plain answer states, as each API writes them: plenty left.
+pub const OPENAI_RATE_LIMITS: &str = "x-ratelimit-limit-requests: 10000\r\nx-ratelimit-remaining-requests: 9999\r\nx-ratelimit-reset-requests: 6ms\r\nx-ratelimit-limit-tokens: 2000000\r\nx-ratelimit-remaining-tokens: 1999000\r\nx-ratelimit-reset-tokens: 30ms\r\n";
+pub const ANTHROPIC_RATE_LIMITS: &str = "anthropic-ratelimit-requests-limit: 4000\r\nanthropic-ratelimit-requests-remaining: 3999\r\nanthropic-ratelimit-requests-reset: 2099-01-01T00:00:00Z\r\nanthropic-ratelimit-input-tokens-limit: 400000\r\nanthropic-ratelimit-input-tokens-remaining: 399000\r\nanthropic-ratelimit-input-tokens-reset: 2099-01-01T00:00:00Z\r\n";
+
+/// The rate-limit headers of a plain answer on `path`.
+fn rate_limit_headers(path: &str) -> &'static str {
+    if path == "/v1/messages" {
+        ANTHROPIC_RATE_LIMITS
+    } else {
+        OPENAI_RATE_LIMITS
+    }
+}
+
+/// The requests a `countdown` model may make in its window, and the tokens.
+pub const COUNTDOWN_REQUESTS: u64 = 10;
+pub const COUNTDOWN_TOKENS: u64 = 1000;
+/// Each `countdown` request's tokens, as the limit counts them: its usage.
+pub const COUNTDOWN_TOKENS_PER_CALL: u64 = CHAT_USAGE.0 + CHAT_USAGE.1;
+/// The wait a `countdown` 429 asks for (`retry-after-ms`).
+pub const COUNTDOWN_RETRY_MS: u64 = 2000;
+
+/// `at` as RFC 3339 (UTC, whole seconds), as Anthropic writes its resets.
+pub fn rfc3339(at: std::time::SystemTime) -> String {
+    let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// A provider whose rate limits count down: the `earlier`-th request of a
+/// `countdown` model before this one leaves `COUNTDOWN_REQUESTS - earlier - 1`
+/// requests and `COUNTDOWN_TOKENS_PER_CALL` fewer tokens, said in each API's headers
+/// (OpenAI's with Go durations, Anthropic's with RFC 3339 times a minute ahead);
+/// past the limit it answers 429, with `retry-after-ms` (and a longer `Retry-After`, which the SDKs read second).
+fn countdown(
+    writer: &mut impl Wire,
+    path: &str,
+    model: &str,
+    earlier: u64,
+    seen: &mut Seen,
+) -> bool {
+    let used = earlier + 1;
+    let requests_left = COUNTDOWN_REQUESTS.saturating_sub(used);
+    let tokens_left =
+        COUNTDOWN_TOKENS.saturating_sub(COUNTDOWN_TOKENS_PER_CALL * used.min(COUNTDOWN_REQUESTS));
+    let headers = if path == "/v1/messages" {
+        let reset = rfc3339(std::time::SystemTime::now() + Duration::from_secs(60));
+        format!(
+            "anthropic-ratelimit-requests-limit: {COUNTDOWN_REQUESTS}\r\nanthropic-ratelimit-requests-remaining: {requests_left}\r\nanthropic-ratelimit-requests-reset: {reset}\r\nanthropic-ratelimit-tokens-limit: {COUNTDOWN_TOKENS}\r\nanthropic-ratelimit-tokens-remaining: {tokens_left}\r\nanthropic-ratelimit-tokens-reset: {reset}\r\n"
+        )
+    } else {
+        format!(
+            "x-ratelimit-limit-requests: {COUNTDOWN_REQUESTS}\r\nx-ratelimit-remaining-requests: {requests_left}\r\nx-ratelimit-reset-requests: 1m0s\r\nx-ratelimit-limit-tokens: {COUNTDOWN_TOKENS}\r\nx-ratelimit-remaining-tokens: {tokens_left}\r\nx-ratelimit-reset-tokens: 6m0s\r\n"
+        )
+    };
+    if used > COUNTDOWN_REQUESTS {
+        let body = r#"{"error":{"message":"Rate limit reached for requests","type":"requests","code":"rate_limit_exceeded"}}"#;
+        seen.answered = body.to_string();
+        let extra = format!("{headers}retry-after-ms: {COUNTDOWN_RETRY_MS}\r\nretry-after: 5\r\n");
+        return write_json(writer, "429 Too Many Requests", &extra, body);
+    }
+    let body = json_answer(path, model, None);
+    seen.answered = body.clone();
+    write_json(writer, "200 OK", &headers, &body)
+}
+
 fn write_json(writer: &mut impl Write, status: &str, extra: &str, body: &str) -> bool {
     let head = format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n",
@@ -709,7 +803,7 @@ fn answer(
                 .then_some(r#"{"prompt_tokens":"many","completion_tokens":-1}"#);
             let body = json_answer(path, model, usage);
             seen.answered = body.clone();
-            write_json(writer, "200 OK", "", &body)
+            write_json(writer, "200 OK", rate_limit_headers(path), &body)
         }
     }
 }

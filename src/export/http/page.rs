@@ -784,6 +784,71 @@ fn llm_calls(llm: &crate::llm::LlmSummary, t: &crate::config::Thresholds) -> Mar
                 }
             }
         }
+        @if llm.by_role.keys().any(|role| role != crate::llm::NO_ROLE) {
+            table class="containers" data-roles=(llm.by_role.len()) {
+                tr { th { "role" } th { "calls" } th { "errors" } th { "tokens in / out" } th { "cost" } }
+                @for (role, m) in &llm.by_role {
+                    tr data-role=(clip(role)) {
+                        td { (clip(role)) } td { (m.calls) } td { (m.errors) }
+                        td { (m.input_tokens) " / " (m.output_tokens) }
+                        td { (usd(m.cost_usd)) @if m.usage_missing > 0 || m.unpriced_tokens > 0 { " or more" } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The calls answered 429 Too Many Requests, of every model.
+fn rate_limited(llm: &crate::llm::LlmSummary) -> u64 {
+    llm.by_model
+        .values()
+        .filter_map(|m| m.errors_by_type.get("429"))
+        .fold(0u64, |sum, n| sum.saturating_add(*n))
+}
+
+/// The rate limits the providers stated, beside the 429s: the least headroom still
+/// in force against LLMRateLimitNear's threshold, and each provider's and model's last word (each limit's remaining over
+/// its limit and when it resets, the wait asked for), most constrained first.
+fn rate_limits(llm: &crate::llm::LlmSummary, t: &crate::config::Thresholds) -> Markup {
+    use crate::llm::headroom::Resource;
+    let percent = |h: Option<f64>| h.map_or("—".to_string(), |h| format!("{:.1}%", h * 100.0));
+    let figures = |limits: &std::collections::BTreeMap<String, crate::llm::LimitTally>,
+                   resource: Resource| {
+        limits.get(resource.as_str()).map_or("—".to_string(), |l| {
+            let count = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+            let mut text = format!("{} / {}", count(l.remaining), count(l.limit));
+            if let Some(resets) = l.resets_in_seconds {
+                text.push_str(&format!(", resets in {}", age(resets)));
+            }
+            text
+        })
+    };
+    html! {
+        div class="key" {
+            (rate_limited(llm)) " calls answered 429"
+            " · least headroom in force " (percent(llm.rate_limit_headroom))
+            " · LLMRateLimitNear below " (short(t.llm_headroom_fraction() * 100.0)) "% for "
+            (age(t.llm_headroom_for().as_secs_f64()))
+        }
+        @if !llm.rate_limits.is_empty() {
+            table class="containers" data-rate-limits=(llm.rate_limits.len()) {
+                tr {
+                    th { "provider · model" } th { "headroom" } th { "requests left" } th { "tokens left" }
+                    th { "input tokens left" } th { "output tokens left" } th { "wait asked" } th { "said" }
+                }
+                @for r in &llm.rate_limits {
+                    tr data-model=(clip(&r.model)) data-provider=(clip(&r.provider))
+                        data-headroom=(r.headroom.map_or("none".to_string(), |h| format!("{h:.4}"))) {
+                        td { (clip(&r.provider)) " · " (clip(&r.model)) }
+                        td { (percent(r.headroom)) }
+                        @for resource in Resource::ALL { td { (figures(&r.limits, resource)) } }
+                        td { (r.retry_after_seconds.map_or("—".to_string(), |s| format!("{s:.1} s"))) }
+                        td { (age(r.age_seconds)) " ago" }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -1352,6 +1417,14 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
                             h2 { "LLM calls" }
                             (llm_calls(&summary.llm, t))
                             @for c in &llm_charts { (chart(c, ranges)) }
+                        }
+                    }
+                    @if !summary.llm.rate_limits.is_empty() || rate_limited(&summary.llm) > 0 {
+                        section class="panel" data-panel="LLM rate limits"
+                            data-rate-limited=(rate_limited(&summary.llm))
+                            data-headroom=(summary.llm.rate_limit_headroom.map_or("none".to_string(), |h| format!("{h:.4}"))) {
+                            h2 { "LLM rate limits" }
+                            (rate_limits(&summary.llm, t))
                         }
                     }
                     @if !snapshot.gpus.is_empty() {

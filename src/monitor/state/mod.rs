@@ -179,14 +179,16 @@ pub(super) enum Publish {
     },
     /// The loop said it is done (the first time).
     Done,
-    /// An LLM call, its label values, price and the evidence after it, and the
-    /// budget's marks it made (warnings reached, the first refusal).
+    /// An LLM call, its label values, price and the evidence after it, the
+    /// budget's marks it made (warnings reached, the first refusal), and the labels
+    /// of the rate limits its answer stated (`call.headroom`), when it did.
     Llm {
         call: Box<LlmCall>,
         labels: CallLabels,
         pricing: Pricing,
         evidence: LlmEvidence,
         budget: Vec<BudgetMark>,
+        headroom: Option<crate::llm::meter::HeadroomLabels>,
     },
     /// LLM calls in flight, and the age of the oldest.
     InFlight { calls: usize, oldest: Duration },
@@ -780,6 +782,11 @@ impl RunState {
         if let Some(id) = started {
             self.llm.settle_reservation(id, call.usage_missing());
         }
+        // What its answer said of the rate limits, first: the evidence counts it.
+        let headroom = call.headroom.as_ref().map(|headroom| {
+            self.llm
+                .headroom(&call.provider, &call.request_model, headroom, at.mono)
+        });
         if let Some(first) = call.time_to_first_chunk {
             self.servers.proxy_first_chunk(first.as_secs_f64());
         }
@@ -810,6 +817,7 @@ impl RunState {
                 pricing,
                 evidence,
                 budget: marks,
+                headroom,
             },
         )
     }
@@ -832,11 +840,13 @@ impl RunState {
             provider,
             operation,
             model,
+            role,
             ..
         } = *request;
-        let call = LlmCall::new(model, Duration::ZERO)
+        let mut call = LlmCall::new(model, Duration::ZERO)
             .with_provider(provider)
             .with_operation(operation);
+        call.role = role;
         let call = if refusal.deferred {
             call.with_deferred()
         } else {
