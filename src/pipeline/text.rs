@@ -2,54 +2,80 @@
 //! families into one buffer. What does not change between scrapes — each family's
 //! `# HELP` and `# TYPE` lines, with the help text escaped — is kept from the first
 //! scrape that wrote it; values are formatted in place, with no allocation per
-//! sample.
+//! sample, and the buffer is sized from the last exposition.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 
-/// A family's header lines, and the help and type they were made from.
+/// A family's header lines, and the name, help and type they were made from.
 #[derive(Debug)]
 struct Header {
+    name: String,
     help: String,
     kind: MetricType,
     lines: String,
 }
 
+impl Header {
+    fn new(family: &MetricFamily) -> Self {
+        Header {
+            name: family.name().to_string(),
+            help: family.help().to_string(),
+            kind: family.get_field_type(),
+            lines: header_lines(family),
+        }
+    }
+
+    fn made_from(&self, family: &MetricFamily) -> bool {
+        self.kind == family.get_field_type() && self.help == family.help()
+    }
+}
+
 /// Writes exposition text, keeping each family's header lines between calls.
 #[derive(Debug, Default)]
 pub(crate) struct TextWriter {
-    headers: Mutex<HashMap<String, Header>>,
+    /// The header lines written so far, sorted by family name: families come sorted
+    /// by name too, so each one's header is found where the previous one's ended.
+    headers: Mutex<Vec<Header>>,
+    /// The length of the last exposition written, which the next one's buffer is
+    /// sized from.
+    last_len: AtomicUsize,
 }
 
 impl TextWriter {
     /// The exposition of `families`, in their order.
     pub(crate) fn encode(&self, families: &[MetricFamily]) -> String {
-        let mut out = String::with_capacity(families.len() * 256);
+        let last = self.last_len.load(Ordering::Relaxed);
+        let mut out = String::with_capacity((last + last / 4).max(families.len() * 256));
         let mut headers = self.headers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = 0;
         for family in families {
             let name = family.name();
-            let kind = family.get_field_type();
-            let fresh = headers
-                .get(name)
-                .is_none_or(|h| h.kind != kind || h.help != family.help());
-            if fresh {
-                headers.insert(
-                    name.to_string(),
-                    Header {
-                        help: family.help().to_string(),
-                        kind,
-                        lines: header_lines(family),
-                    },
-                );
+            let at = match headers.get(next) {
+                Some(header) if header.name == name => next,
+                _ => match headers.binary_search_by(|h| h.name.as_str().cmp(name)) {
+                    Ok(at) => at,
+                    Err(at) => {
+                        headers.insert(at, Header::new(family));
+                        at
+                    }
+                },
+            };
+            let header = &mut headers[at];
+            if !header.made_from(family) {
+                *header = Header::new(family);
             }
-            out.push_str(&headers[name].lines);
+            out.push_str(&header.lines);
+            next = at + 1;
+            let kind = header.kind;
             for metric in family.get_metric() {
                 write_metric(&mut out, name, kind, metric);
             }
         }
+        self.last_len.store(out.len(), Ordering::Relaxed);
         out
     }
 }
@@ -153,9 +179,35 @@ fn write_value(out: &mut String, value: f64) {
         out.push_str("NaN");
     } else if value.is_infinite() {
         out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
+    } else if value.fract() == 0.0
+        && value.abs() < 1e15
+        && !(value == 0.0 && value.is_sign_negative())
+    {
+        // A whole number (most samples: counts, sizes, flags), spelled as `{value}`
+        // spells it — its digits, no fraction — without formatting a float.
+        write_whole(out, value as i64);
     } else {
         let _ = write!(out, "{value}");
     }
+}
+
+/// The decimal digits of `value`, with its sign.
+fn write_whole(out: &mut String, value: i64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.push('-');
+    }
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
 }
 
 /// Escapes backslashes and newlines (and double quotes in label values).
@@ -232,6 +284,56 @@ mod tests {
         assert!(writer
             .encode(&families)
             .contains("# HELP jobs_total Other help\n"));
+    }
+
+    #[test]
+    fn values_are_spelled_as_rusts_display_spells_them() {
+        let values = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            7.0,
+            10.0,
+            -250.0,
+            25_276_203_008.0,
+            999_999_999_999_999.0,
+            1e15,
+            -1e15,
+            9_007_199_254_740_993.0,
+            1e21,
+            0.5,
+            -0.25,
+            1e-7,
+            0.1 + 0.2,
+            1.7e308,
+            f64::MIN_POSITIVE,
+            u64::MAX as f64,
+            i64::MIN as f64,
+        ];
+        for value in values {
+            let mut out = String::new();
+            write_value(&mut out, value);
+            assert_eq!(out, format!("{value}"), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn families_out_of_order_or_new_find_their_headers() {
+        let writer = TextWriter::default();
+        let mut families = families();
+        let sorted = writer.encode(&families);
+        families.reverse();
+        let reversed = writer.encode(&families);
+        let mut expected = Vec::new();
+        TextEncoder::new().encode(&families, &mut expected).unwrap();
+        assert_eq!(reversed, String::from_utf8(expected).unwrap());
+        families.reverse();
+        assert_eq!(writer.encode(&families), sorted);
+        assert_eq!(
+            writer.encode(&families[1..]),
+            sorted[sorted.find("# HELP latency_seconds").unwrap()..]
+        );
     }
 
     #[test]
