@@ -45,10 +45,14 @@
 //!    applied, published and delivered under it, so events are applied in the order
 //!    they were sent and two settles never interleave. A producer that finds the
 //!    queue full, or a reader, waits here for a settle in progress.
-//! 3. Inside a settle, for each event: the state's lock, for its `apply` only
-//!    (released before publishing); then the sinks' own locks while publishing and
-//!    delivering (the OpenTelemetry SDK's and the observed gauges', the Alertmanager
-//!    table's), each held briefly and alone.
+//! 3. Inside a settle, for each event: the state's lock, held while it is applied
+//!    and published (the publisher reads the large values, an iteration's summary
+//!    and what the evaluator made of it, from the state by reference instead of
+//!    copying them out); let go before what the rules found or the event rejected
+//!    is delivered. Publishing and
+//!    delivering take the sinks' own locks (the OpenTelemetry SDK's and the observed
+//!    gauges', the Alertmanager table's), each held briefly and alone: no sink's
+//!    lock is held while the state's is taken, and no SDK callback reads the state.
 //!
 //! A reader takes the state's lock once its settle has released the receiving end.
 //! Nothing that holds the state's lock or a sink's lock sends an event or settles:
@@ -268,24 +272,29 @@ impl Hub {
         let number = self.started_number.load(Ordering::Acquire);
         if number != 0 {
             let since = std::time::Duration::from_nanos(self.started_at_ns.load(Ordering::Relaxed));
-            self.apply(Event::IterationStarted {
+            let started = Event::IterationStarted {
                 number,
                 at: self.clock.moment_at(since),
-            });
+            };
+            self.apply(started);
         }
     }
 
-    /// Applies one event to the state, publishes what changed and dispatches what
-    /// the rules found.
+    /// Applies one event to the state and publishes what changed, with the state
+    /// held; then dispatches what the rules found.
     fn apply(&self, event: Event) {
-        let applied = lock(&self.state).apply(event, &self.settings.thresholds);
+        let applied = {
+            let mut state = lock(&self.state);
+            let applied = state.apply(event, &self.settings.thresholds);
+            self.publisher.publish(&applied.publish, state.published());
+            applied
+        };
         self.hand_on(&applied);
     }
 
-    /// Publishes what applying an event changed, dispatches what the rules found and
-    /// counts what it rejected.
+    /// Dispatches what the rules found and counts what applying an event rejected
+    /// (what it changed is published already, under the state's lock).
     fn hand_on(&self, applied: &super::state::Applied) {
-        self.publisher.publish(&applied.publish);
         self.deliver(&applied.findings);
         if let Some(rejected) = &applied.rejected {
             self.reject(rejected.kind, rejected.value, rejected.iteration);
@@ -302,6 +311,7 @@ impl Hub {
         let (applied, seen) = {
             let mut state = lock(&self.state);
             let applied = state.apply(event, &self.settings.thresholds);
+            self.publisher.publish(&applied.publish, state.published());
             (applied, look(&state))
         };
         self.hand_on(&applied);

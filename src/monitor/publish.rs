@@ -15,7 +15,9 @@ use crate::records::{unix_seconds, Ended, IterationSummary, LoopExit};
 
 use super::deliver::FindingSink;
 use super::event::{ChampionChange, HostReading};
-use super::state::{EvaluationGauges, GpuErrorKind, GpuErrors, Judged, Publish, PROCESS_GONE};
+use super::state::{
+    EvaluationGauges, GpuErrorKind, GpuErrors, Judged, Publish, Published, PROCESS_GONE,
+};
 use crate::protocol::{Framework, Instrumentation, InstrumentationState};
 
 /// loopwatch's instruments and the pipeline that serves them.
@@ -33,40 +35,40 @@ impl Publisher {
             .record(limit.as_secs_f64(), &[]);
     }
 
-    /// Shows what applying one event changed.
-    pub(super) fn publish(&self, publish: &Publish) {
+    /// Shows what applying one event changed: `publish`, and the values it names in
+    /// `published` (the state's, read by reference while the hub holds the state).
+    pub(super) fn publish(&self, publish: &Publish, published: &Published) {
         match publish {
             Publish::Nothing => {}
             Publish::IterationStarted { number, at } => self.iteration_started(*number, *at),
-            Publish::Iteration {
-                latest,
-                summary,
-                at,
-                judged,
-                best_sharpe,
-            } => {
-                let i = &self.pipeline.instruments;
-                i.iteration_number.set(*latest as f64);
-                i.loopwatch_best_sharpe.set_present(*best_sharpe);
-                self.iteration(summary, *at);
-                self.judged(judged);
-            }
-            Publish::ChampionChanged { change, llm } => {
-                self.champion_changed(change);
-                if let Some(evidence) = llm {
-                    self.llm_evidence(evidence);
+            Publish::Iteration => {
+                if let Some(values) = &published.iteration {
+                    let i = &self.pipeline.instruments;
+                    i.iteration_number.set(values.latest as f64);
+                    i.loopwatch_best_sharpe.set_present(values.best_sharpe);
+                    self.iteration(&values.summary, values.ended);
+                    self.judged(&values.judged);
                 }
             }
-            Publish::Host(reading) => self.host(reading),
+            Publish::ChampionChanged { llm } => {
+                if let Some(change) = &published.champion {
+                    self.champion_changed(change);
+                }
+                if *llm {
+                    self.llm_evidence(&published.llm);
+                }
+            }
+            Publish::Host => {
+                if let Some(reading) = &published.host {
+                    self.host(reading);
+                }
+            }
             Publish::Containers(reading) => self.containers(reading),
-            Publish::Gpu {
-                devices,
-                errors,
-                lost,
-            } => {
-                self.gpus(devices);
-                errors.iter().for_each(|e| self.gpu_errors(e));
-                for device in lost {
+            Publish::Gpu => {
+                let gpu = &published.gpu;
+                self.gpus(&gpu.devices);
+                gpu.errors.iter().for_each(|e| self.gpu_errors(e));
+                for device in &gpu.lost {
                     tracing::error!(
                         gpu = device.index,
                         uuid = &*device.uuid,
@@ -89,8 +91,8 @@ impl Publisher {
             }
             Publish::LoopRestarting { exit, evaluations } => {
                 tracing::warn!(code = ?exit.code, signal = ?exit.signal, reason = ?exit.reason, "the loop ended; it will be started again");
-                if let Some(gauges) = evaluations {
-                    self.evaluations(gauges);
+                if *evaluations {
+                    self.evaluations(&published.evaluations);
                 }
             }
             Publish::LoopExited {
@@ -102,29 +104,22 @@ impl Publisher {
                 if *newly_done {
                     self.done();
                 }
-                if let Some(gauges) = evaluations {
-                    self.evaluations(gauges);
+                if *evaluations {
+                    self.evaluations(&published.evaluations);
                 }
             }
             Publish::Done => self.done(),
-            Publish::Llm {
-                call,
-                labels,
-                pricing,
-                evidence,
-                budget,
-                headroom,
-            } => {
-                if let (Some(labels), Some(headroom)) = (headroom, &call.headroom) {
+            Publish::Llm(llm) => {
+                if let (Some(labels), Some(headroom)) = (&llm.headroom, &llm.call.headroom) {
                     self.llm_headroom(labels, headroom);
                 }
-                self.llm_call(call, labels, *pricing, evidence);
-                budget.iter().for_each(log_budget_mark);
+                self.llm_call(&llm.call, &llm.labels, llm.pricing, &published.llm);
+                llm.budget.iter().for_each(log_budget_mark);
             }
             Publish::InFlight { calls, oldest } => self.llm_in_flight(*calls, *oldest),
-            Publish::Evaluations(gauges) => self.evaluations(gauges),
-            Publish::Instrumentation { report, news } => {
-                if *news {
+            Publish::Evaluations => self.evaluations(&published.evaluations),
+            Publish::Instrumentation(news) => {
+                if let Some(report) = news {
                     log_instrumentation(report);
                 }
             }
@@ -133,20 +128,23 @@ impl Publisher {
                 count,
                 total,
             } => self.instrumentation_errors(*framework, *count, *total),
-            Publish::ModelServer { change, servers } => self.model_server(change, servers),
+            Publish::ModelServer => {
+                if let Some(read) = &published.model_server {
+                    self.model_server(&read.change, &read.servers);
+                }
+            }
             Publish::Tick {
                 calls,
                 oldest,
                 llm,
                 recent_restarts,
-                evaluations,
             } => {
                 self.llm_in_flight(*calls, *oldest);
-                if let Some(evidence) = llm {
-                    self.llm_evidence(evidence);
+                if *llm {
+                    self.llm_evidence(&published.llm);
                 }
                 self.recent_restarts(*recent_restarts);
-                self.evaluations(evaluations);
+                self.evaluations(&published.evaluations);
             }
         }
     }
@@ -174,11 +172,11 @@ impl Publisher {
             .set(unix_seconds(at));
     }
 
-    /// A completed iteration's values; it ended at `at`.
-    fn iteration(&self, summary: &IterationSummary, at: SystemTime) {
+    /// A completed iteration's values; it ended at `ended` (seconds since the Unix
+    /// epoch).
+    fn iteration(&self, summary: &IterationSummary, ended: f64) {
         let i = &self.pipeline.instruments;
-        i.loopwatch_iteration_end_timestamp_seconds
-            .set(unix_seconds(at));
+        i.loopwatch_iteration_end_timestamp_seconds.set(ended);
         i.execution_time_seconds.set(summary.duration.as_secs_f64());
         i.strategy_success_total.add(summary.successes);
         i.strategy_failure_total.add(summary.failures);

@@ -75,9 +75,12 @@ fn a_hung_evaluation_fires_past_the_floor_naming_itself_and_resolves_when_it_end
         },
         &th,
     );
-    let Publish::Evaluations(gauges) = started.publish else {
-        panic!("{:?}", started.publish);
-    };
+    assert!(
+        matches!(started.publish, Publish::Evaluations),
+        "{:?}",
+        started.publish
+    );
+    let gauges = &state.published().evaluations;
     assert_eq!((gauges.in_flight, gauges.workers), (1, (1, 1)));
     assert_eq!(gauges.queued, Some(Duration::from_millis(1500)));
     assert!(hung(&mut state, &th, tick(599.0)).is_empty());
@@ -96,9 +99,9 @@ fn a_hung_evaluation_fires_past_the_floor_naming_itself_and_resolves_when_it_end
     );
     assert!(hung(&mut state, &th, tick(900.0)).is_empty(), "fires once");
     // The tick publishes the age and the limit the rule compares.
-    let Publish::Tick { evaluations, .. } = state.apply(tick(901.0), &th).publish else {
-        panic!("a tick publishes");
-    };
+    let ticked = state.apply(tick(901.0), &th).publish;
+    assert!(matches!(ticked, Publish::Tick { .. }), "a tick publishes");
+    let evaluations = &state.published().evaluations;
     assert_eq!(evaluations.oldest, Duration::from_secs(901));
     assert_eq!(evaluations.limit, Some(Duration::from_secs(600)));
     // It ends: resolved at once, on the end, not the next tick.
@@ -157,10 +160,9 @@ fn the_limit_is_the_factor_times_the_p95_once_twenty_have_finished() {
             [(AlertState::Firing, limit + 1.0)],
             "{finished} finished: firing past {limit} s"
         );
-        let Publish::Tick { evaluations, .. } = state.apply(tick(t0 + limit + 2.0), &th).publish
-        else {
-            panic!("a tick publishes");
-        };
+        let ticked = state.apply(tick(t0 + limit + 2.0), &th).publish;
+        assert!(matches!(ticked, Publish::Tick { .. }), "a tick publishes");
+        let evaluations = &state.published().evaluations;
         assert_eq!(evaluations.limit, Some(Duration::from_secs_f64(limit)));
     }
 }
@@ -432,11 +434,12 @@ fn evaluations_in_flight_end_as_failed_when_the_loops_process_ends() {
             [AlertState::Inactive],
             "restarting: {restarting}"
         );
-        let gauges = match applied.publish {
+        match applied.publish {
             Publish::LoopRestarting { evaluations, .. }
-            | Publish::LoopExited { evaluations, .. } => evaluations.expect("published"),
+            | Publish::LoopExited { evaluations, .. } => assert!(evaluations, "published"),
             other => panic!("{other:?}"),
-        };
+        }
+        let gauges = &state.published().evaluations;
         assert_eq!((gauges.in_flight, gauges.oldest), (0, Duration::ZERO));
         assert_eq!(gauges.workers.1, 0);
         assert_eq!(
@@ -469,7 +472,7 @@ fn evaluations_in_flight_end_as_failed_when_the_loops_process_ends() {
         assert!(matches!(
             again.publish,
             Publish::LoopRestarting {
-                evaluations: None,
+                evaluations: false,
                 ..
             }
         ));
@@ -500,9 +503,12 @@ fn an_evaluation_whose_process_is_gone_ends_as_failed() {
             .collect::<Vec<_>>(),
         [(AlertName::EvaluationHung, AlertState::Inactive)]
     );
-    let Publish::Evaluations(gauges) = applied.publish else {
-        panic!("{:?}", applied.publish);
-    };
+    assert!(
+        matches!(applied.publish, Publish::Evaluations),
+        "{:?}",
+        applied.publish
+    );
+    let gauges = &state.published().evaluations;
     assert_eq!(gauges.in_flight, 1);
     assert_eq!(
         gauges.gone,
@@ -632,10 +638,13 @@ fn an_interrupted_evaluation_ends_as_killed_and_says_so() {
         },
         &th,
     );
-    let Publish::Evaluations(gauges) = applied.publish else {
-        panic!("{:?}", applied.publish);
-    };
-    let (finished, _) = gauges.finished.unwrap();
+    assert!(
+        matches!(applied.publish, Publish::Evaluations),
+        "{:?}",
+        applied.publish
+    );
+    let gauges = &state.published().evaluations;
+    let (finished, _) = gauges.finished.as_ref().unwrap();
     assert_eq!(
         (finished.outcome, finished.interrupted),
         (Ended::Killed, true)
@@ -651,9 +660,12 @@ fn an_interrupted_evaluation_ends_as_killed_and_says_so() {
         },
         &th,
     );
-    let Publish::Evaluations(gauges) = applied.publish else {
-        panic!("{:?}", applied.publish);
-    };
+    assert!(
+        matches!(applied.publish, Publish::Evaluations),
+        "{:?}",
+        applied.publish
+    );
+    let gauges = &state.published().evaluations;
     assert_eq!(gauges.gone[0].outcome, Ended::Killed);
     assert_eq!(gauges.interrupted[0].0.as_ref(), "gone");
     let exit = LoopExit::new(Some(0), None);
@@ -667,7 +679,8 @@ fn an_interrupted_evaluation_ends_as_killed_and_says_so() {
     let Publish::LoopExited { evaluations, .. } = applied.publish else {
         panic!("{:?}", applied.publish);
     };
-    let gauges = evaluations.expect("published");
+    assert!(evaluations, "published");
+    let gauges = &state.published().evaluations;
     assert_eq!(gauges.gone[0].outcome, Ended::Killed);
     assert_eq!(
         gauges.interrupted,

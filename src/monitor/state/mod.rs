@@ -65,7 +65,11 @@ pub(super) struct Judged {
     pub(super) firing: u8,
 }
 
-/// What applying one event changed, for the hub to publish and deliver.
+/// What applying one event changed, for the hub to publish and deliver. Small, so
+/// that returning it copies little: the values an instrument shows that are large
+/// (an iteration's summary and what the evaluator made of it, a host reading, the
+/// evaluations' gauges, the LLM evidence) stay in the state's [`Published`], which
+/// the hub hands the publisher by reference while it holds the state.
 #[derive(Debug)]
 pub(super) struct Applied {
     /// Alerts that changed state and warnings that started or cleared.
@@ -92,7 +96,7 @@ pub(super) struct Rejected {
 
 /// The evaluations' gauges after an evaluation event or a tick, and what an event
 /// added: an evaluation that ended, a queue wait.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct EvaluationGauges {
     pub(super) in_flight: usize,
     /// The age of the oldest in flight; zero with none.
@@ -113,40 +117,94 @@ pub(super) struct EvaluationGauges {
     pub(super) interrupted: Vec<(Arc<str>, Duration)>,
 }
 
-/// What the instruments are to show of an applied event: its values, as the state
-/// holds them after it. The publisher keeps no state of its own.
+/// The values of the last events of each kind that the instruments show, kept in the
+/// state for the publisher to read by reference: what [`Publish`] names but does not
+/// carry.
+#[derive(Debug, Default)]
+pub(super) struct Published {
+    /// The last completed iteration (or batch) and what the evaluator made of it.
+    pub(super) iteration: Option<IterationValues>,
+    /// The last champion change.
+    pub(super) champion: Option<ChampionChange>,
+    /// The last host and process sample.
+    pub(super) host: Option<HostReading>,
+    /// The evaluations' gauges after the last evaluation event, tick or exit that
+    /// changed them, and what that event added.
+    pub(super) evaluations: EvaluationGauges,
+    /// The LLM evidence after the last call, champion change or tick that judged it.
+    pub(super) llm: LlmEvidence,
+    /// The last GPU sample.
+    pub(super) gpu: GpuPublished,
+    /// The last read of a model server that changed anything.
+    pub(super) model_server: Option<ModelServerPublished>,
+}
+
+/// A GPU sample as the instruments show it.
+#[derive(Debug, Default)]
+pub(super) struct GpuPublished {
+    /// The devices still answering (their latest readings).
+    pub(super) devices: Vec<crate::sample::GpuDevice>,
+    /// The errors the sample found.
+    pub(super) errors: Vec<GpuErrors>,
+    /// The devices the sample found lost.
+    pub(super) lost: Vec<crate::sample::GpuDevice>,
+}
+
+/// A read of a model server (or a failure to read it) as the instruments show it.
+#[derive(Debug)]
+pub(super) struct ModelServerPublished {
+    /// What changed.
+    pub(super) change: crate::servers::book::Change,
+    /// Every server as it now stands.
+    pub(super) servers: Vec<crate::servers::book::ServerView>,
+}
+
+/// A completed iteration (or batch) as the instruments show it.
+#[derive(Debug)]
+pub(super) struct IterationValues {
+    /// The highest iteration number seen (this one, or one started since).
+    pub(super) latest: u64,
+    pub(super) summary: IterationSummary,
+    /// When it ended, in seconds since the Unix epoch.
+    pub(super) ended: f64,
+    pub(super) judged: Judged,
+    /// The best Sharpe ratio of any strategy so far.
+    pub(super) best_sharpe: Option<f64>,
+}
+
+/// An LLM call as the instruments show it: its label values, price, and the budget's
+/// marks it made (warnings reached, the first refusal). The evidence after it is in
+/// [`Published::llm`].
+#[derive(Debug)]
+pub(super) struct LlmPublish {
+    pub(super) call: Box<LlmCall>,
+    pub(super) labels: CallLabels,
+    pub(super) pricing: Pricing,
+    pub(super) budget: Vec<BudgetMark>,
+    /// The labels of the rate limits its answer stated (`call.headroom`), when it did.
+    pub(super) headroom: Option<crate::llm::meter::HeadroomLabels>,
+}
+
+/// What the instruments are to show of an applied event. Small values travel in it;
+/// the large ones it names are in the state's [`Published`]. The publisher keeps no
+/// state of its own.
 #[derive(Debug)]
 pub(super) enum Publish {
     /// Nothing beyond the findings.
     Nothing,
     /// An iteration started.
     IterationStarted { number: u64, at: SystemTime },
-    /// An iteration (or a batch) completed, and what the evaluator made of it;
-    /// `latest` is the highest iteration number seen (this one, or one started since).
-    Iteration {
-        latest: u64,
-        summary: IterationSummary,
-        at: SystemTime,
-        judged: Judged,
-        /// The best Sharpe ratio of any strategy so far.
-        best_sharpe: Option<f64>,
-    },
-    /// The champion changed; the LLM evidence after it when calls were made.
-    ChampionChanged {
-        change: ChampionChange,
-        llm: Option<LlmEvidence>,
-    },
-    /// A host and process sample.
-    Host(HostReading),
+    /// An iteration (or a batch) completed: [`Published::iteration`].
+    Iteration,
+    /// The champion changed ([`Published::champion`]); `llm` when calls were made
+    /// ([`Published::llm`]).
+    ChampionChanged { llm: bool },
+    /// A host and process sample: [`Published::host`].
+    Host,
     /// A container sample (or Docker down).
     Containers(ContainerReading),
-    /// A GPU sample: the devices still answering (their latest readings), the
-    /// errors it found and the devices it found lost.
-    Gpu {
-        devices: Vec<crate::sample::GpuDevice>,
-        errors: Vec<GpuErrors>,
-        lost: Vec<crate::sample::GpuDevice>,
-    },
+    /// A GPU sample: [`Published::gpu`].
+    Gpu,
     /// A critical Xid error.
     GpuXid(GpuErrors),
     /// The orphaned containers a sweep left.
@@ -164,42 +222,28 @@ pub(super) enum Publish {
         restart: Option<(ExitReason, u64)>,
     },
     /// A supervised loop's process ended and will be started again; `evaluations`
-    /// when evaluations were in flight (they ended with it).
-    LoopRestarting {
-        exit: LoopExit,
-        evaluations: Option<EvaluationGauges>,
-    },
+    /// when evaluations were in flight (they ended with it: [`Published::evaluations`]).
+    LoopRestarting { exit: LoopExit, evaluations: bool },
     /// A supervised loop's process ended for good; `newly_done` when that is what
     /// made the run done; `evaluations` when evaluations were in flight (they ended
-    /// with it).
+    /// with it: [`Published::evaluations`]).
     LoopExited {
         exit: LoopExit,
         newly_done: bool,
-        evaluations: Option<EvaluationGauges>,
+        evaluations: bool,
     },
     /// The loop said it is done (the first time).
     Done,
-    /// An LLM call, its label values, price and the evidence after it, the
-    /// budget's marks it made (warnings reached, the first refusal), and the labels
-    /// of the rate limits its answer stated (`call.headroom`), when it did.
-    Llm {
-        call: Box<LlmCall>,
-        labels: CallLabels,
-        pricing: Pricing,
-        evidence: LlmEvidence,
-        budget: Vec<BudgetMark>,
-        headroom: Option<crate::llm::meter::HeadroomLabels>,
-    },
+    /// An LLM call, and the labels of the rate limits its answer stated
+    /// (`call.headroom`), when it did; the evidence after it is [`Published::llm`].
+    Llm(Box<LlmPublish>),
     /// LLM calls in flight, and the age of the oldest.
     InFlight { calls: usize, oldest: Duration },
-    /// The evaluations' gauges, and what the event added.
-    Evaluations(EvaluationGauges),
-    /// The zero-code instrumentation reported on a framework; `news` when its state
-    /// is new (to be logged).
-    Instrumentation {
-        report: crate::protocol::Instrumentation,
-        news: bool,
-    },
+    /// The evaluations' gauges, and what the event added: [`Published::evaluations`].
+    Evaluations,
+    /// The zero-code instrumentation reported on a framework: its report when its
+    /// state is new (to be logged).
+    Instrumentation(Option<Box<crate::protocol::Instrumentation>>),
     /// Errors caught inside a framework's instrumentation, and its total so far.
     InstrumentationErrors {
         framework: crate::protocol::Framework,
@@ -207,31 +251,20 @@ pub(super) enum Publish {
         total: u64,
     },
     /// A model server was read (or could not be): what changed, and every server
-    /// as it now stands.
-    ModelServer {
-        change: crate::servers::book::Change,
-        servers: Vec<crate::servers::book::ServerView>,
-    },
-    /// The background clock's tick: calls in flight, the LLM evidence (when calls
-    /// were made), the restarts within the window and the evaluations.
+    /// as it now stands, in [`Published::model_server`].
+    ModelServer,
+    /// The background clock's tick: calls in flight, the LLM evidence when calls
+    /// were made ([`Published::llm`]), the restarts within the window and the
+    /// evaluations ([`Published::evaluations`]).
     Tick {
         calls: usize,
         oldest: Duration,
-        llm: Option<LlmEvidence>,
+        llm: bool,
         recent_restarts: u64,
-        evaluations: EvaluationGauges,
     },
 }
 
 impl Applied {
-    fn new(findings: Findings, publish: Publish) -> Self {
-        Applied {
-            findings,
-            publish,
-            rejected: None,
-        }
-    }
-
     /// An event turned away, changing nothing.
     fn rejected(rejected: Rejected) -> Self {
         Applied {
@@ -241,8 +274,13 @@ impl Applied {
         }
     }
 
+    /// An event that found nothing.
     fn just(publish: Publish) -> Self {
-        Applied::new(Findings::default(), publish)
+        Applied {
+            findings: Findings::default(),
+            publish,
+            rejected: None,
+        }
     }
 }
 
@@ -268,6 +306,8 @@ pub(super) struct RunState {
     more_reasons: ReasonCounts,
     /// The model servers read.
     servers: Servers,
+    /// What the instruments show of the last events, for the publisher.
+    published: Published,
 }
 
 impl RunState {
@@ -287,58 +327,61 @@ impl RunState {
             gpus: GpuBooks::default(),
             more_reasons: ReasonCounts::default(),
             servers: Servers::new(&thresholds.llm().servers),
+            published: Published::default(),
         }
+    }
+
+    /// What the instruments show of the last events: what a [`Publish`] names.
+    pub(super) fn published(&self) -> &Published {
+        &self.published
     }
 
     /// Applies one event: the only way the run's state changes. Pure: what it
     /// returns is all it did besides changing the state.
     pub(super) fn apply(&mut self, event: Event, th: &Thresholds) -> Applied {
-        let (applied, at) = match event {
-            Event::IterationStarted { number, at } => (self.iteration_started(number, at, th), at),
+        // Each arm's value is the result, built where it is returned: `Applied` is not
+        // moved again after it is made.
+        match event {
+            Event::IterationStarted { number, at } => self.iteration_started(number, at, th),
             Event::Reasons(chunk) => {
                 chunk.add_to(&mut self.more_reasons);
-                return Applied::just(Publish::Nothing);
+                Applied::just(Publish::Nothing)
             }
-            Event::Iteration(completed) => (self.iteration(completed, th), completed.ended),
-            Event::ChampionChanged(change) => {
-                let at = change.at;
-                (self.champion_changed(change, th), at)
-            }
-            Event::Host(reading) => (self.host(reading, th), reading.at),
+            Event::Iteration(completed) => self.iteration(&completed, th),
+            Event::ChampionChanged(change) => self.champion_changed(change, th),
+            Event::Host(reading) => self.host(reading, th),
             Event::Containers { reading, at } => {
                 self.latest.containers(&reading);
                 self.housekeeping.containers(&reading, at.wall);
-                (Applied::just(Publish::Containers(reading)), at)
+                Applied::just(Publish::Containers(reading))
             }
-            Event::Gpu { sample, at } => (self.gpu_sample(&sample, th, at), at),
+            Event::Gpu { sample, at } => self.gpu_sample(&sample, th, at),
             Event::GpuXid { xid, at } => {
                 let errors = self.gpus.xid(&xid);
                 self.gpu_events(std::slice::from_ref(&errors), at);
                 let findings = self.evaluator.on_gpu(None, 1, th, at);
-                (Applied::new(findings, Publish::GpuXid(errors)), at)
+                self.found(findings, at, Publish::GpuXid(errors))
             }
             Event::Orphans { count, at } => {
                 let findings = self.evaluator.on_orphans(count, th, at);
-                (Applied::new(findings, Publish::Orphans(count)), at)
+                self.found(findings, at, Publish::Orphans(count))
             }
-            Event::ProcessSweep(sweep) => {
-                let at = sweep.at;
-                (self.process_sweep(sweep), at)
-            }
-            Event::LoopStarted { at } => (self.loop_started(at, th), at),
-            Event::LoopRestarting { exit, at } => (self.loop_restarting(exit, th, at), at),
-            Event::LoopExited { exit, at } => (self.loop_exited(exit, th, at), at),
+            Event::ProcessSweep(sweep) => self.process_sweep(sweep),
+            Event::LoopStarted { at } => self.loop_started(at, th),
+            Event::LoopRestarting { exit, at } => self.loop_restarting(exit, th, at),
+            Event::LoopExited { exit, at } => self.loop_exited(exit, th, at),
             Event::LoopCannotReport { at } => {
                 self.liveness.unreported();
-                (Applied::new(self.stall(th, at), Publish::Nothing), at)
+                let findings = self.stall(th, at);
+                self.found(findings, at, Publish::Nothing)
             }
-            Event::Done { at } => (self.done(th, at), at),
-            Event::Llm { call, at } => (self.llm_call(call, None, th, at), at),
-            Event::LlmFinished { id, call, at } => (self.llm_call(call, Some(id), th, at), at),
-            Event::LlmStarted { id, request, at } => (self.llm_started(id, request, th, at), at),
+            Event::Done { at } => self.done(th, at),
+            Event::Llm { call, at } => self.llm_call(call, None, None, th, at),
+            Event::LlmFinished { id, call, at } => self.llm_call(call, Some(id), None, th, at),
+            Event::LlmStarted { id, request, at } => self.llm_started(id, request, th, at),
             Event::LlmEnded { id, at } => {
                 self.llm.call_ended(id);
-                (self.in_flight(at), at)
+                self.in_flight(at)
             }
             Event::EvaluationStarted {
                 id,
@@ -354,13 +397,13 @@ impl RunState {
                 let started =
                     self.evaluations
                         .start(&id, process, worker, reported, interruptible, at.mono);
-                let applied = match started {
-                    Ok(()) => Applied::just(Publish::Evaluations(
-                        self.evaluation_gauges(at, None, None, queued),
-                    )),
+                match started {
+                    Ok(()) => {
+                        self.evaluation_gauges(at, None, None, queued);
+                        Applied::just(Publish::Evaluations)
+                    }
                     Err(refused) => self.refused(refused),
-                };
-                (applied, at)
+                }
             }
             Event::EvaluationAssigned {
                 id,
@@ -372,8 +415,8 @@ impl RunState {
             } => {
                 let process = pid.map(|pid| (pid, pid_start));
                 self.evaluations.assign(&id, process, worker, at.mono);
-                let gauges = self.evaluation_gauges(at, None, None, queued);
-                (Applied::just(Publish::Evaluations(gauges)), at)
+                self.evaluation_gauges(at, None, None, queued);
+                Applied::just(Publish::Evaluations)
             }
             Event::EvaluationEnded {
                 id,
@@ -381,19 +424,16 @@ impl RunState {
                 reason,
                 reported,
                 at,
-            } => (
-                self.evaluation_ended(&id, outcome, reason, reported, th, at),
-                at,
-            ),
-            Event::EvaluationGone { id, at } => (self.evaluation_gone(&id, th, at), at),
+            } => self.evaluation_ended(&id, outcome, reason, reported, th, at),
+            Event::EvaluationGone { id, at } => self.evaluation_gone(&id, th, at),
             Event::EvaluationInterrupted { id, at } => {
                 // Nothing to show until it ends; an id no longer in flight ended first.
                 self.evaluations.interrupt(&id);
-                (Applied::just(Publish::Nothing), at)
+                self.found(Findings::default(), at, Publish::Nothing)
             }
             Event::Instrumentation { report, at } => {
-                let news = self.frameworks.report(&report);
-                (Applied::just(Publish::Instrumentation { report, news }), at)
+                let news = self.frameworks.report(&report).then(|| Box::new(report));
+                self.found(Findings::default(), at, Publish::Instrumentation(news))
             }
             Event::InstrumentationErrors {
                 framework,
@@ -401,23 +441,31 @@ impl RunState {
                 at,
             } => {
                 let total = self.frameworks.errors(framework, count);
-                (
-                    Applied::just(Publish::InstrumentationErrors {
-                        framework,
-                        count,
-                        total,
-                    }),
-                    at,
-                )
+                let publish = Publish::InstrumentationErrors {
+                    framework,
+                    count,
+                    total,
+                };
+                self.found(Findings::default(), at, publish)
             }
-            Event::ModelServer(read) => {
-                let at = read.at;
-                (self.model_server(*read, th), at)
-            }
-            Event::Tick { at } => (self.tick(th, at), at),
-        };
-        self.ledger.log_findings(&applied.findings, at.wall);
-        applied
+            Event::ModelServer(read) => self.model_server(*read, th),
+            Event::Tick { at } => self.tick(th, at),
+        }
+    }
+
+    /// What applying an event of `at` changed: the rules' `findings`, kept in the
+    /// event log (the alerts that fired or resolved, the warnings), and `publish`.
+    /// The last step of applying an event, so that the event log keeps the order in
+    /// which things happened.
+    fn found(&mut self, findings: Findings, at: Moment, publish: Publish) -> Applied {
+        if !findings.is_empty() {
+            self.ledger.log_findings(&findings, at.wall);
+        }
+        Applied {
+            findings,
+            publish,
+            rejected: None,
+        }
     }
 
     /// LoopStalled on the liveness at `at`.
@@ -429,11 +477,10 @@ impl RunState {
     /// LoopStalled again after an iteration started or ended, when it is raised: a
     /// loop that moves has not stalled. (Quiet otherwise, to keep the loop's events
     /// cheap; the clock evaluates it anyway.)
-    fn stall_over(&mut self, th: &Thresholds, at: Moment) -> Findings {
-        if self.evaluator.state(AlertName::LoopStalled) == AlertState::Inactive {
-            return Findings::default();
+    fn stall_over(&mut self, th: &Thresholds, at: Moment, findings: &mut Findings) {
+        if self.evaluator.state(AlertName::LoopStalled) != AlertState::Inactive {
+            findings.extend(self.stall(th, at));
         }
-        self.stall(th, at)
     }
 
     fn iteration_started(&mut self, number: u64, at: Moment, th: &Thresholds) -> Applied {
@@ -444,9 +491,11 @@ impl RunState {
         }
         self.liveness.iteration_started(number, at.mono);
         self.ledger.last_iteration = number;
-        let findings = self.stall_over(th, at);
-        Applied::new(
+        let mut findings = Findings::default();
+        self.stall_over(th, at, &mut findings);
+        self.found(
             findings,
+            at,
             Publish::IterationStarted {
                 number,
                 at: at.wall,
@@ -454,8 +503,8 @@ impl RunState {
         )
     }
 
-    fn iteration(&mut self, completed: Completed, th: &Thresholds) -> Applied {
-        let summary = completed.summary;
+    fn iteration(&mut self, completed: &Completed, th: &Thresholds) -> Applied {
+        let summary = &completed.summary;
         let at = completed.ended;
         let unix = unix_seconds(at.wall);
         if let Some(best) = completed.best_sharpe {
@@ -466,11 +515,11 @@ impl RunState {
         let mut reasons = std::mem::take(&mut self.more_reasons);
         completed.reasons.add_to(&mut reasons);
         self.ledger
-            .complete(completed.count, completed.duration, &summary, &reasons);
+            .complete(completed.count, completed.duration, summary, &reasons);
         self.ledger.last_iteration = self.ledger.last_iteration.max(summary.number);
         self.liveness.iteration_ended(summary.number, at.mono);
-        let mut findings = self.evaluator.on_iteration(&summary, th, at);
-        findings.extend(self.stall_over(th, at));
+        let mut findings = self.evaluator.on_iteration(summary, th, at);
+        self.stall_over(th, at, &mut findings);
         let evaluator = &mut self.evaluator;
         let judged = Judged {
             rolling: evaluator.rolling(),
@@ -480,7 +529,7 @@ impl RunState {
             firing: evaluator.firing(),
         };
         let point = history_point(
-            &summary,
+            summary,
             &judged,
             &self.latest,
             self.ledger.best_sharpe,
@@ -491,16 +540,14 @@ impl RunState {
             ..point
         };
         self.ledger.push_history(point);
-        Applied::new(
-            findings,
-            Publish::Iteration {
-                latest: self.ledger.last_iteration,
-                summary,
-                at: at.wall,
-                judged,
-                best_sharpe: self.ledger.best_sharpe,
-            },
-        )
+        self.published.iteration = Some(IterationValues {
+            latest: self.ledger.last_iteration,
+            summary: *summary,
+            ended: unix,
+            judged,
+            best_sharpe: self.ledger.best_sharpe,
+        });
+        self.found(findings, at, Publish::Iteration)
     }
 
     fn champion_changed(&mut self, change: ChampionChange, th: &Thresholds) -> Applied {
@@ -515,11 +562,13 @@ impl RunState {
         );
         let evidence = self.llm.champion_changed(change.changes, at.mono);
         let mut findings = Findings::default();
-        let llm = self.llm.any_calls().then(|| {
+        let llm = self.llm.any_calls();
+        if llm {
             findings = self.evaluator.on_llm(&evidence, th, at);
-            evidence
-        });
-        Applied::new(findings, Publish::ChampionChanged { change, llm })
+            self.published.llm = evidence;
+        }
+        self.published.champion = Some(change);
+        self.found(findings, at, Publish::ChampionChanged { llm })
     }
 
     fn host(&mut self, reading: HostReading, th: &Thresholds) -> Applied {
@@ -532,7 +581,8 @@ impl RunState {
         );
         let point = self.time_point(&reading);
         self.samples.push(point);
-        Applied::new(findings, Publish::Host(reading))
+        self.published.host = Some(reading);
+        self.found(findings, reading.at, Publish::Host)
     }
 
     /// The point the page's time axis draws for a host reading: the reading, and the
@@ -589,14 +639,12 @@ impl RunState {
                 },
             });
         }
-        Applied::new(
-            findings,
-            Publish::Gpu {
-                devices: self.gpus.answering(),
-                errors,
-                lost,
-            },
-        )
+        self.published.gpu = GpuPublished {
+            devices: self.gpus.answering(),
+            errors,
+            lost,
+        };
+        self.found(findings, at, Publish::Gpu)
     }
 
     /// Keeps Xid errors and uncorrected ECC errors in the event log (corrected ones
@@ -643,7 +691,8 @@ impl RunState {
             th,
             read.at,
         );
-        Applied::new(findings, Publish::ModelServer { change, servers })
+        self.published.model_server = Some(ModelServerPublished { change, servers });
+        self.found(findings, read.at, Publish::ModelServer)
     }
 
     fn process_sweep(&mut self, sweep: ProcessSweep) -> Applied {
@@ -656,11 +705,12 @@ impl RunState {
         if let Some(left_behind) = sweep.left_behind {
             self.ledger.processes_left_behind = left_behind;
         }
-        Applied::just(Publish::ProcessSweep {
+        let publish = Publish::ProcessSweep {
             cleaned: sweep.cleaned,
             failed: sweep.failed,
             remaining: sweep.remaining,
-        })
+        };
+        self.found(Findings::default(), sweep.at, publish)
     }
 
     fn loop_started(&mut self, at: Moment, th: &Thresholds) -> Applied {
@@ -681,8 +731,9 @@ impl RunState {
             });
             (exit.reason, recent)
         });
-        Applied::new(
+        self.found(
             findings,
+            at,
             Publish::LoopStarted {
                 at: at.wall,
                 restart,
@@ -696,7 +747,7 @@ impl RunState {
         self.liveness.loop_down();
         self.ledger.record_exit(exit);
         let (findings, evaluations) = self.all_evaluations_gone(th, at);
-        Applied::new(findings, Publish::LoopRestarting { exit, evaluations })
+        self.found(findings, at, Publish::LoopRestarting { exit, evaluations })
     }
 
     fn loop_exited(&mut self, mut exit: LoopExit, th: &Thresholds, at: Moment) -> Applied {
@@ -712,8 +763,9 @@ impl RunState {
         }
         let (gone, evaluations) = self.all_evaluations_gone(th, at);
         findings.extend(gone);
-        Applied::new(
+        self.found(
             findings,
+            at,
             Publish::LoopExited {
                 exit,
                 newly_done,
@@ -725,24 +777,20 @@ impl RunState {
     /// The loop's process ended, and its evaluations in flight with it: each ends as
     /// failed, its process gone. EvaluationHung again when it is raised; the gauges
     /// when any evaluation ended.
-    fn all_evaluations_gone(
-        &mut self,
-        th: &Thresholds,
-        at: Moment,
-    ) -> (Findings, Option<EvaluationGauges>) {
+    fn all_evaluations_gone(&mut self, th: &Thresholds, at: Moment) -> (Findings, bool) {
         let gone = self.evaluations.all_gone(at.mono);
         if gone.is_empty() {
-            return (Findings::default(), None);
+            return (Findings::default(), false);
         }
         let (findings, limit) = self.hung_again(th, at);
-        let mut gauges = self.evaluation_gauges(at, limit, None, None);
+        let gauges = self.evaluation_gauges(at, limit, None, None);
         for (id, finished) in gone {
             if finished.interrupted {
                 gauges.interrupted.push((id, finished.duration));
             }
             gauges.gone.push(finished);
         }
-        (findings, Some(gauges))
+        (findings, true)
     }
 
     /// The supervisor found evaluation `id`'s process gone: it ends as failed. An id
@@ -753,29 +801,33 @@ impl RunState {
             return Applied::just(Publish::Nothing);
         };
         let (findings, limit) = self.hung_again(th, at);
-        let mut gauges = self.evaluation_gauges(at, limit, None, None);
+        let gauges = self.evaluation_gauges(at, limit, None, None);
         if finished.interrupted {
             gauges.interrupted.push((id.into(), finished.duration));
         }
-        gauges.gone = vec![finished];
-        Applied::new(findings, Publish::Evaluations(gauges))
+        gauges.gone.push(finished);
+        self.found(findings, at, Publish::Evaluations)
     }
 
     fn done(&mut self, th: &Thresholds, at: Moment) -> Applied {
         if !self.liveness.say_done() {
             return Applied::just(Publish::Nothing);
         }
-        Applied::new(self.stall(th, at), Publish::Done)
+        let findings = self.stall(th, at);
+        self.found(findings, at, Publish::Done)
     }
 
     /// Books an LLM call: one the loop reported (`started` is `None`), one the proxy
     /// refused, or one the proxy started as `started`, whose reservation is settled
     /// first (given way to its cost, or charged to the budget when its usage is
-    /// unknown), so that the evidence and the warnings count it.
+    /// unknown), so that the evidence and the warnings count it. `blocking` is the
+    /// mark of the budget's first refusal for good, when this call is it: kept after
+    /// the warnings it reached.
     fn llm_call(
         &mut self,
         call: Box<LlmCall>,
         started: Option<u64>,
+        blocking: Option<BudgetMark>,
         th: &Thresholds,
         at: Moment,
     ) -> Applied {
@@ -795,6 +847,7 @@ impl RunState {
             .llm
             .record(&call, pricing, th.llm_error_calls(), at.mono);
         let findings = self.evaluator.on_llm(&evidence, th, at);
+        self.published.llm = evidence;
         let (warnings, budget) = self.llm.new_budget_warnings();
         let marks: Vec<BudgetMark> = budget
             .into_iter()
@@ -807,18 +860,19 @@ impl RunState {
                     action: budget.action,
                 })
             })
+            .chain(blocking)
             .collect();
         self.budget_marks(&marks, at);
-        Applied::new(
+        self.found(
             findings,
-            Publish::Llm {
+            at,
+            Publish::Llm(Box::new(LlmPublish {
                 call,
                 labels,
                 pricing,
-                evidence,
                 budget: marks,
                 headroom,
-            },
+            })),
         )
     }
 
@@ -857,23 +911,16 @@ impl RunState {
                 .llm
                 .budget_summary()
                 .is_some_and(|b| b.blocked_calls == 1);
-        let mut applied = self.llm_call(Box::new(call), None, th, at);
-        if first {
-            let mark = BudgetMark {
-                event: BudgetEvent::Blocking,
-                percent: None,
-                spent_usd: refusal.spent_usd,
-                budget_usd: refusal.budget_usd,
-                action: th
-                    .llm_budget()
-                    .map_or(crate::llm::BudgetAction::Block, |b| b.action),
-            };
-            self.budget_marks(&[mark], at);
-            if let Publish::Llm { budget, .. } = &mut applied.publish {
-                budget.push(mark);
-            }
-        }
-        applied
+        let blocking = first.then(|| BudgetMark {
+            event: BudgetEvent::Blocking,
+            percent: None,
+            spent_usd: refusal.spent_usd,
+            budget_usd: refusal.budget_usd,
+            action: th
+                .llm_budget()
+                .map_or(crate::llm::BudgetAction::Block, |b| b.action),
+        });
+        self.llm_call(Box::new(call), None, blocking, th, at)
     }
 
     /// Keeps the budget's marks in the event log.
@@ -917,11 +964,11 @@ impl RunState {
             Err(refused) => return self.refused(refused),
         };
         let (findings, limit) = self.hung_again(th, at);
-        let mut gauges = self.evaluation_gauges(at, limit, Some((finished, reason)), None);
+        let gauges = self.evaluation_gauges(at, limit, Some((finished, reason)), None);
         if finished.interrupted {
             gauges.interrupted.push((id.into(), finished.duration));
         }
-        Applied::new(findings, Publish::Evaluations(gauges))
+        self.found(findings, at, Publish::Evaluations)
     }
 
     /// EvaluationHung again after evaluations ended, when it is raised (the hung
@@ -972,24 +1019,26 @@ impl RunState {
         (findings, limit)
     }
 
-    /// The evaluations' gauges at `at`, with what an event added.
+    /// The evaluations' gauges at `at`, with what an event added, as published (the
+    /// ones published before replaced); the caller adds the evaluations that ended.
     fn evaluation_gauges(
-        &self,
+        &mut self,
         at: Moment,
         limit: Option<Duration>,
         finished: Option<(Finished, Option<Box<str>>)>,
         queued: Option<Duration>,
-    ) -> EvaluationGauges {
-        EvaluationGauges {
-            in_flight: self.evaluations.in_flight(),
-            oldest: self.evaluations.oldest_age(at.mono).unwrap_or_default(),
-            workers: self.evaluations.workers(),
-            limit,
-            finished,
-            queued,
-            gone: Vec::new(),
-            interrupted: Vec::new(),
-        }
+    ) -> &mut EvaluationGauges {
+        let gauges = &mut self.published.evaluations;
+        gauges.in_flight = self.evaluations.in_flight();
+        gauges.oldest = self.evaluations.oldest_age(at.mono).unwrap_or_default();
+        gauges.workers = self.evaluations.workers();
+        gauges.limit = limit;
+        gauges.finished = finished;
+        gauges.queued = queued;
+        // Cleared, not replaced: their room is kept for the next.
+        gauges.gone.clear();
+        gauges.interrupted.clear();
+        gauges
     }
 
     /// What changes with time alone: a stall, the LLM windows, the restart window,
@@ -999,22 +1048,24 @@ impl RunState {
         self.evaluations.forget_idle_workers(at.mono);
         let (hung, limit) = self.hung(th, at);
         findings.extend(hung);
-        let evaluations = self.evaluation_gauges(at, Some(limit), None, None);
+        self.evaluation_gauges(at, Some(limit), None, None);
         let (calls, oldest) = self.llm.in_flight(at.mono);
-        let llm = self.llm.any_calls().then(|| {
+        let llm = self.llm.any_calls();
+        if llm {
             let evidence = self.llm.evidence(at.mono);
             findings.extend(self.evaluator.on_llm(&evidence, th, at));
-            evidence
-        });
+            self.published.llm = evidence;
+        }
         findings.extend(self.evaluator.on_restart_window(th, at));
-        Applied::new(
+        let recent_restarts = self.evaluator.recent_restarts();
+        self.found(
             findings,
+            at,
             Publish::Tick {
                 calls,
                 oldest,
                 llm,
-                recent_restarts: self.evaluator.recent_restarts(),
-                evaluations,
+                recent_restarts,
             },
         )
     }
