@@ -45,11 +45,11 @@
 //!    applied, published and delivered under it, so events are applied in the order
 //!    they were sent and two settles never interleave. A producer that finds the
 //!    queue full, or a reader, waits here for a settle in progress.
-//! 3. Inside a settle, for each event: the state's lock, held while it is applied
-//!    and published (the publisher reads the large values, an iteration's summary
-//!    and what the evaluator made of it, from the state by reference instead of
-//!    copying them out); let go before what the rules found or the event rejected
-//!    is delivered. Publishing and
+//! 3. Inside a settle: the state's lock, taken once for the events drained and held
+//!    while each is applied and published (the publisher reads the large values,
+//!    an iteration's summary and what the evaluator made of it, from the state by
+//!    reference instead of copying them out); let go before what the rules found or
+//!    an event rejected is delivered, and taken again after. Publishing and
 //!    delivering take the sinks' own locks (the OpenTelemetry SDK's and the observed
 //!    gauges', the Alertmanager table's), each held briefly and alone: no sink's
 //!    lock is held while the state's is taken, and no SDK callback reads the state.
@@ -64,7 +64,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use crate::alerts::AlertName;
@@ -259,15 +259,18 @@ impl Hub {
         self.drain(&receiver);
     }
 
-    /// Applies what is queued, with the receiving end held.
+    /// Applies what is queued, with the receiving end held. The state's lock is
+    /// taken once for all of it, and let go only to hand on what the rules found or an
+    /// event rejected.
     fn drain(&self, receiver: &Receiver<Event>) {
+        let mut state = lock(&self.state);
         // At most one queue's worth: everything queued when settling began, without
         // chasing a producer that keeps sending.
         for _ in 0..QUEUE_CAPACITY {
             let Ok(event) = receiver.try_recv() else {
                 break;
             };
-            self.apply(event);
+            state = self.apply(state, event);
         }
         let number = self.started_number.load(Ordering::Acquire);
         if number != 0 {
@@ -276,20 +279,26 @@ impl Hub {
                 number,
                 at: self.clock.moment_at(since),
             };
-            self.apply(started);
+            drop(self.apply(state, started));
         }
     }
 
     /// Applies one event to the state and publishes what changed, with the state
-    /// held; then dispatches what the rules found.
-    fn apply(&self, event: Event) {
-        let applied = {
-            let mut state = lock(&self.state);
-            let applied = state.apply(event, &self.settings.thresholds);
-            self.publisher.publish(&applied.publish, state.published());
-            applied
-        };
+    /// held; when the rules found something or the event was turned away, lets go of
+    /// the state to hand that on, and takes it again.
+    fn apply<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, RunState>,
+        event: Event,
+    ) -> MutexGuard<'a, RunState> {
+        let applied = state.apply(event, &self.settings.thresholds);
+        self.publisher.publish(&applied.publish, state.published());
+        if applied.findings.is_empty() && applied.rejected.is_none() {
+            return state;
+        }
+        drop(state);
         self.hand_on(&applied);
+        lock(&self.state)
     }
 
     /// Dispatches what the rules found and counts what applying an event rejected

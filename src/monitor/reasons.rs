@@ -128,6 +128,11 @@ impl<C: Count> Tally<C> {
         self.present |= 1 << id;
     }
 
+    /// Whether it counts no failure.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.present == 0
+    }
+
     /// Adds every count of `other`.
     pub(crate) fn add_all<D: Count>(&mut self, other: &Tally<D>) {
         for (id, count) in other.iter() {

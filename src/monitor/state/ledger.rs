@@ -40,8 +40,11 @@ pub(crate) struct RunLedger {
     restart_pending: bool,
     /// Processes of the run still alive after the cleanup at the loop's exit.
     pub(crate) processes_left_behind: Vec<crate::processes::MarkedProcess>,
-    /// Failure reasons of the last completed iterations, one entry each.
-    recent_reasons: VecDeque<ReasonCounts>,
+    /// Failure reasons of the last completed iterations, one entry each: a ring,
+    /// `recent_next` the entry the next iteration overwrites (in place: an entry is
+    /// large to copy).
+    recent_reasons: [ReasonCounts; RECENT_ITERATIONS],
+    recent_next: usize,
     history: VecDeque<HistoryPoint>,
     events: VecDeque<LogEntry>,
     events_dropped: u64,
@@ -74,7 +77,8 @@ impl RunLedger {
             exits: VecDeque::new(),
             restart_pending: false,
             processes_left_behind: Vec::new(),
-            recent_reasons: VecDeque::with_capacity(RECENT_ITERATIONS),
+            recent_reasons: [ReasonCounts::default(); RECENT_ITERATIONS],
+            recent_next: 0,
             history: VecDeque::with_capacity(HISTORY_LEN),
             events: VecDeque::new(),
             events_dropped: 0,
@@ -115,20 +119,21 @@ impl RunLedger {
 
     /// Folds `count` completed iterations of `duration` in all (the last of them
     /// summarised by `summary`, which carries their outcomes and the staleness after
-    /// them), with their failures by reason, into the totals.
+    /// them), with their failures by reason, into the totals: `reasons` counts them
+    /// into an empty tally.
     pub(crate) fn complete(
         &mut self,
         count: u64,
         duration: Duration,
         summary: &IterationSummary,
-        reasons: &ReasonCounts,
+        reasons: impl FnOnce(&mut ReasonCounts),
     ) {
         self.iterations += count;
-        if self.recent_reasons.len() == RECENT_ITERATIONS {
-            self.recent_reasons.pop_front();
-        }
-        self.recent_reasons.push_back(*reasons);
-        self.failure_reasons.add_all(reasons);
+        let entry = &mut self.recent_reasons[self.recent_next];
+        self.recent_next = (self.recent_next + 1) % RECENT_ITERATIONS;
+        *entry = ReasonCounts::default();
+        reasons(entry);
+        self.failure_reasons.add_all(entry);
         self.successes += summary.successes;
         self.failures += summary.failures;
         self.total_execution += duration;
@@ -310,10 +315,9 @@ mod tests {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut state = RunLedger::new(start);
         let tick = Duration::from_millis(1);
-        let none = ReasonCounts::default();
-        state.complete(1, tick, &iteration(1, 3, 1, 0), &none);
+        state.complete(1, tick, &iteration(1, 3, 1, 0), |_| {});
         state.champion_changed("a", 2, 1, start, 0.0);
-        state.complete(2, tick * 2, &iteration(3, 4, 0, 1), &none);
+        state.complete(2, tick * 2, &iteration(3, 4, 0, 1), |_| {});
         state.champion_changed("b", 5, 1, start, 0.5);
         let later = start + Duration::from_secs(90);
         let summary = state.summary("run", &ReasonNames::default(), later);
@@ -352,7 +356,9 @@ mod tests {
         for i in 0..(RECENT_ITERATIONS as u64 + 5) {
             let mut reasons = ReasonCounts::default();
             reasons.add(names.id(if i < 5 { "early" } else { "late" }), 2);
-            state.complete(1, tick, &iteration(i + 1, 0, 2, 0), &reasons);
+            state.complete(1, tick, &iteration(i + 1, 0, 2, 0), |entry| {
+                entry.add_all(&reasons)
+            });
         }
         assert_eq!(state.failure_reasons(&names)["early"], 10);
         let recent = state.recent_failure_reasons(&names);

@@ -512,10 +512,15 @@ impl RunState {
             self.ledger
                 .observe_sharpe(best, summary.number, unix, spend);
         }
-        let mut reasons = std::mem::take(&mut self.more_reasons);
-        completed.reasons.add_to(&mut reasons);
+        let more = &mut self.more_reasons;
         self.ledger
-            .complete(completed.count, completed.duration, summary, &reasons);
+            .complete(completed.count, completed.duration, summary, |entry| {
+                entry.add_all(more);
+                completed.reasons.add_to(entry);
+            });
+        if !more.is_empty() {
+            *more = ReasonCounts::default();
+        }
         self.ledger.last_iteration = self.ledger.last_iteration.max(summary.number);
         self.liveness.iteration_ended(summary.number, at.mono);
         let mut findings = self.evaluator.on_iteration(summary, th, at);
