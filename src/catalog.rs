@@ -396,8 +396,8 @@ impl Instrument for AtomicGauge {
 }
 
 /// A counter added to often (as each iteration is settled, on every sampler tick): one
-/// atomic add, read through an observable counter at collection time (see
-/// [`AtomicGauge`]).
+/// atomic add, or one store of a total kept elsewhere, read through an observable
+/// counter at collection time (see [`AtomicGauge`]).
 pub(crate) struct AtomicCounter {
     count: Arc<AtomicU64>,
     _counter: otel::ObservableCounter<u64>,
@@ -408,6 +408,13 @@ impl AtomicCounter {
     #[inline]
     pub(crate) fn add(&self, n: u64) {
         self.count.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets the count to `total`, a count its caller keeps (and that never goes
+    /// down): a plain store, cheaper than an add's read-modify-write.
+    #[inline]
+    pub(crate) fn set_total(&self, total: u64) {
+        self.count.store(total, Ordering::Relaxed);
     }
 }
 

@@ -46,7 +46,7 @@ impl Publisher {
                     let i = &self.pipeline.instruments;
                     i.iteration_number.set(values.latest as f64);
                     i.loopwatch_best_sharpe.set_present(values.best_sharpe);
-                    self.iteration(&values.summary, values.ended);
+                    self.iteration(&values.summary, values.outcomes, values.ended);
                     self.judged(&values.judged);
                 }
             }
@@ -172,14 +172,15 @@ impl Publisher {
             .set(unix_seconds(at));
     }
 
-    /// A completed iteration's values; it ended at `ended` (seconds since the Unix
-    /// epoch).
-    fn iteration(&self, summary: &IterationSummary, ended: f64) {
+    /// A completed iteration's values, and the run's strategy `outcomes` (successes,
+    /// failures) after it; it ended at `ended` (seconds since the Unix epoch).
+    fn iteration(&self, summary: &IterationSummary, outcomes: (u64, u64), ended: f64) {
         let i = &self.pipeline.instruments;
         i.loopwatch_iteration_end_timestamp_seconds.set(ended);
         i.execution_time_seconds.set(summary.duration.as_secs_f64());
-        i.strategy_success_total.add(summary.successes);
-        i.strategy_failure_total.add(summary.failures);
+        // The run's totals, as the ledger counts them: a store each, not an add.
+        i.strategy_success_total.set_total(outcomes.0);
+        i.strategy_failure_total.set_total(outcomes.1);
         // An iteration without valid values leaves the previous ones standing.
         i.sharpe_ratio.set_present(summary.mean_sharpe);
         i.max_drawdown.set_present(summary.mean_max_drawdown);

@@ -164,6 +164,8 @@ pub(super) struct ModelServerPublished {
 pub(super) struct IterationValues {
     /// The highest iteration number seen (this one, or one started since).
     pub(super) latest: u64,
+    /// Strategy successes and failures of the run so far, this iteration's included.
+    pub(super) outcomes: (u64, u64),
     pub(super) summary: IterationSummary,
     /// When it ended, in seconds since the Unix epoch.
     pub(super) ended: f64,
@@ -556,6 +558,7 @@ impl RunState {
         self.ledger.push_history(point);
         self.published.iteration = Some(IterationValues {
             latest: self.ledger.last_iteration,
+            outcomes: (self.ledger.successes, self.ledger.failures),
             summary: *summary,
             ended: unix,
             judged,
