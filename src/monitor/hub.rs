@@ -9,10 +9,13 @@
 //! Producers only send events: the loop's thread (a champion changing, an iteration
 //! ending; an iteration's start is only noted, in two atomics, and applied when the
 //! hub settles), the intake, the samplers, the background clock,
-//! the supervisor and the LLM recorder. Sending is a lock-free push into a bounded
-//! queue, with no allocation, unless the queue is full (see the last caller below).
+//! the supervisor and the LLM recorder. Sending is a push into a bounded queue under
+//! a short lock of its own (held for one push, or for the swap that hands the queue
+//! to a settle), with no allocation, unless the queue is full (see the last caller
+//! below).
 //!
-//! [`Hub::settle`] then drains the queue in order and, for each event, applies it to
+//! [`Hub::settle`] then takes what is queued in one swap of two buffers (so applying
+//! takes nothing per event from the producers' side) and, for each event, applies it to
 //! the [`RunState`] (`apply`: pure), publishes what changed ([`Publisher`]) and
 //! dispatches what the rules found (the log, the alert gauges, Alertmanager). One
 //! path settles, with four callers:
@@ -41,10 +44,11 @@
 //!    sends included (its events go out in the order of its messages, against the
 //!    iteration in progress it keeps). A send may settle, so the next two locks may be
 //!    taken inside it.
-//! 2. The queue's receiving end, held for a whole settle: every event drained is
-//!    applied, published and delivered under it, so events are applied in the order
-//!    they were sent and two settles never interleave. A producer that finds the
-//!    queue full, or a reader, waits here for a settle in progress.
+//! 2. The settle's buffer, held for a whole settle: every event taken is applied,
+//!    published and delivered under it, so events are applied in the order they were
+//!    sent and two settles never interleave. A producer that finds the queue full, or
+//!    a reader, waits here for a settle in progress. The queue's own lock is a leaf:
+//!    held for one push, or, under the settle's buffer, for one swap.
 //! 3. Inside a settle: the state's lock, taken once for the events drained and held
 //!    while each is applied and published (the publisher reads the large values,
 //!    an iteration's summary and what the evaluator made of it, from the state by
@@ -60,10 +64,10 @@
 //! nothing of the hub. The host sampler's lock and the failure reasons' (interning a
 //! new reason) are leaves, released before anything is sent.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -127,10 +131,12 @@ pub(super) struct Hub {
     loop_root: AtomicU32,
 
     // The queue and the state.
-    sender: SyncSender<Event>,
-    /// The queue's receiving end, held for a whole settle: events are applied in the
-    /// order they were sent.
-    receiver: Mutex<Receiver<Event>>,
+    /// Events sent and not yet taken by a settle, in the order they were sent: at
+    /// most [`QUEUE_CAPACITY`], in room reserved at the start.
+    queue: Mutex<VecDeque<Event>>,
+    /// The settle's buffer, held for a whole settle: the queue is swapped into it and
+    /// its events applied in order, leaving it empty with its room for the next swap.
+    settling: Mutex<VecDeque<Event>>,
     state: Mutex<RunState>,
 
     // Where what the state decides goes.
@@ -170,7 +176,6 @@ impl Hub {
                 .loopwatch_rejected_observations_total
                 .clone(),
         );
-        let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
         let model_servers = super::servers::Readers::new(
             &parts.settings.thresholds.llm().servers,
             parts.settings.sample_interval,
@@ -191,8 +196,8 @@ impl Hub {
             stop_requested: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             loop_root: AtomicU32::new(0),
-            sender,
-            receiver: Mutex::new(receiver),
+            queue: Mutex::new(VecDeque::with_capacity(QUEUE_CAPACITY)),
+            settling: Mutex::new(VecDeque::with_capacity(QUEUE_CAPACITY)),
             publisher: Publisher {
                 pipeline: parts.pipeline,
             },
@@ -222,21 +227,20 @@ impl Hub {
         &self.publisher.pipeline
     }
 
-    /// Sends one event. Lock-free and allocation-free; when the queue is full, the
-    /// sender settles it first (so nothing is dropped and the queue stays bounded).
+    /// Sends one event: one push under the queue's lock, without allocation; when the
+    /// queue is full, the sender settles it first (so nothing is dropped and the
+    /// queue stays bounded).
     #[inline]
     pub(super) fn send(&self, event: Event) {
-        let mut event = event;
         loop {
-            match self.sender.try_send(event) {
-                Ok(()) => return,
-                Err(TrySendError::Full(again)) => {
-                    event = again;
-                    self.settle();
+            {
+                let mut queue = lock(&self.queue);
+                if queue.len() < QUEUE_CAPACITY {
+                    queue.push_back(event);
+                    return;
                 }
-                // The hub holds the receiving end for as long as anyone can send.
-                Err(TrySendError::Disconnected(_)) => return,
             }
+            self.settle();
         }
     }
 
@@ -255,29 +259,22 @@ impl Hub {
     /// then published, then what the rules found is dispatched. Then the iteration
     /// started last, which the state ignores once it has ended.
     pub(super) fn settle(&self) {
-        let receiver = lock(&self.receiver);
-        self.drain(&receiver);
+        let mut settling = lock(&self.settling);
+        self.drain(&mut settling);
     }
 
-    /// Applies what is queued, with the receiving end held. The state's lock is
-    /// taken once for all of it, and let go only to hand on what the rules found or an
-    /// event rejected.
-    fn drain(&self, receiver: &Receiver<Event>) {
+    /// Applies what is queued, with the settle's buffer held: everything queued when
+    /// settling began, without chasing a producer that keeps sending. The state's lock
+    /// is taken once for all of it, and let go only to hand on what the rules found or
+    /// an event rejected.
+    fn drain(&self, settling: &mut VecDeque<Event>) {
         let th = &self.settings.thresholds;
         let mut state = lock(&self.state);
-        // At most one queue's worth: everything queued when settling began, without
-        // chasing a producer that keeps sending.
-        for _ in 0..QUEUE_CAPACITY {
-            let received = receiver.try_recv();
-            let applied = match received {
-                // The most frequent event, applied where the queue handed it over
-                // rather than moved (216 bytes) into `apply`.
-                Ok(Event::Iteration(ref completed)) => state.apply_iteration(completed, th),
-                Ok(event) => state.apply(event, th),
-                Err(_) => break,
-            };
-            state = self.publish(state, &applied);
-        }
+        // The buffer is empty, unless a settle panicked half-way: what it left goes
+        // first.
+        state = self.apply_all(state, settling);
+        std::mem::swap(&mut *lock(&self.queue), settling);
+        state = self.apply_all(state, settling);
         let number = self.started_number.load(Ordering::Acquire);
         if number != 0 {
             let since = std::time::Duration::from_nanos(self.started_at_ns.load(Ordering::Relaxed));
@@ -288,6 +285,25 @@ impl Hub {
             let applied = state.apply(started, th);
             drop(self.publish(state, &applied));
         }
+    }
+
+    /// Applies the events of `settling` in order, emptying it.
+    fn apply_all<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, RunState>,
+        settling: &mut VecDeque<Event>,
+    ) -> MutexGuard<'a, RunState> {
+        let th = &self.settings.thresholds;
+        while let Some(event) = settling.pop_front() {
+            let applied = match event {
+                // The most frequent event, applied where it lies rather than moved
+                // again (216 bytes) into `apply`.
+                Event::Iteration(ref completed) => state.apply_iteration(completed, th),
+                event => state.apply(event, th),
+            };
+            state = self.publish(state, &applied);
+        }
+        state
     }
 
     /// Publishes what applying an event changed, with the state held; when the rules
@@ -321,8 +337,8 @@ impl Hub {
     /// the state decided (an LLM call a budget may refuse). Events are still applied
     /// in the order they were sent.
     pub(super) fn apply_now<R>(&self, event: Event, look: impl FnOnce(&RunState) -> R) -> R {
-        let receiver = lock(&self.receiver);
-        self.drain(&receiver);
+        let mut settling = lock(&self.settling);
+        self.drain(&mut settling);
         let (applied, seen) = {
             let mut state = lock(&self.state);
             let applied = state.apply(event, &self.settings.thresholds);
