@@ -395,3 +395,55 @@ fn a_gpu_lost_mid_run_leaves_with_one_log_line_and_the_others_are_still_sampled(
     );
     monitor.shutdown();
 }
+
+/// A device and the Xid errors counted on it, from the exposition.
+fn xids_on(monitor: &loopwatch::Monitor, index: &str) -> Option<f64> {
+    on_gpu(
+        &exposition(monitor),
+        "hw_errors_total",
+        index,
+        &[("error_type", "xid")],
+    )
+}
+
+#[test]
+fn a_failed_xid_registration_leaves_out_that_gpu_alone() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let shown = library.display().to_string();
+    let uuids = [
+        "GPU-77777777-aaaa-4000-8000-000000000001",
+        "GPU-77777777-bbbb-4000-8000-000000000002",
+        "GPU-77777777-cccc-4000-8000-000000000003",
+    ];
+    let devices: String = uuids.iter().map(|u| device(u, GIB, 10, 0, 0)).collect();
+    // NVML refuses GPU 1's registration, which frees the event set GPU 0 was
+    // already registered in.
+    write_script(&library, &format!("{devices}register_fails 1\n"));
+    let monitor = gpu_monitor(&library);
+    wait_until(WAIT, "the Xid watch is set up", || {
+        !lines_with(&["watching critical Xid errors", &shown]).is_empty()
+    });
+    let watching = lines_with(&["watching critical Xid errors", &shown]);
+    assert_eq!(watching.len(), 1, "{watching:?}");
+    assert!(
+        watching[0].contains("gpus=2"),
+        "only the GPUs in the final set are counted: {}",
+        watching[0]
+    );
+    let refused = lines_with(&["Xid errors of this GPU are not watched", uuids[1]]);
+    assert_eq!(refused.len(), 1, "{}", logs());
+    wait_until(WAIT, "every GPU is sampled", || {
+        exposition(&monitor)["loopwatch_gpu_devices"].value() == 3.0
+    });
+    write_script(
+        &library,
+        &format!("{devices}register_fails 1\nxid 0 48\nxid 1 48\nxid 2 79\n"),
+    );
+    wait_until(WAIT, "the Xid errors of GPUs 0 and 2 are counted", || {
+        xids_on(&monitor, "0") == Some(1.0) && xids_on(&monitor, "2") == Some(1.0)
+    });
+    assert_eq!(xids_on(&monitor, "1"), Some(0.0), "GPU 1 is not watched");
+    monitor.shutdown();
+}

@@ -260,46 +260,137 @@ impl GpuSampler {
         device.lost = lost;
     }
 
-    /// Registers every device for critical Xid errors in one event set. Devices or
-    /// libraries that cannot (no event support, a function missing) are left out,
-    /// said once in the log; with none registered, [`XidWatch::wait`] only waits.
+    /// Registers every device that reports critical Xid errors in one event set.
+    /// Devices that cannot be (lost, no Xid events, the registration fails) are left
+    /// out, each said in the log; so is a library without event sets. With none
+    /// registered, [`XidWatch::wait`] only returns.
     pub fn xid_watch(&self) -> XidWatch<'_> {
-        let mut set = match self.nvml.create_event_set() {
+        let candidates: Vec<usize> = (0..self.devices.len())
+            .filter(|&at| self.reports_xids(at))
+            .collect();
+        let (set, watched) = self.register(&candidates);
+        if !watched.is_empty() {
+            tracing::info!(
+                library = %self.library,
+                gpus = watched.len(),
+                "watching critical Xid errors"
+            );
+        }
+        XidWatch {
+            set,
+            watched,
+            sampler: self,
+            wait_failed: RefCell::new(false),
+        }
+    }
+
+    /// Whether the device at `at` of [`Self::devices`] answers and can report critical
+    /// Xid errors. A library or device that cannot say is given the benefit of the
+    /// doubt: its registration decides.
+    fn reports_xids(&self, at: usize) -> bool {
+        let known = &self.devices[at];
+        let Ok(device) = self.nvml.device_by_index(known.index) else {
+            return false; // lost: the sampler reports it
+        };
+        match device.supported_event_types() {
+            Ok(types) if !types.contains(EventTypes::CRITICAL_XID_ERROR) => {
+                tracing::info!(
+                    gpu = known.index,
+                    uuid = &*known.uuid,
+                    "this GPU does not report critical Xid errors; they are not watched"
+                );
+                false
+            }
+            Err(NvmlError::GpuLost) => false,
+            _ => true,
+        }
+    }
+
+    /// A new event set, or `None` (said in the log) when NVML cannot make one.
+    fn new_event_set(&self) -> Option<EventSet<'_>> {
+        match self.nvml.create_event_set() {
             Ok(set) => Some(set),
             Err(e) => {
                 tracing::warn!(library = %self.library, error = %e, "Xid errors are not watched: NVML cannot create an event set");
                 None
             }
+        }
+    }
+
+    /// Registers the device at `at` in `set` for critical Xid errors. On a failure
+    /// nvml-wrapper has freed the set, and every registration in it is gone:
+    /// `Err(None)`; `Err(Some(set))` when the device could not even be reached, the
+    /// set untouched.
+    fn register_one<'s>(
+        &'s self,
+        at: usize,
+        set: EventSet<'s>,
+    ) -> Result<EventSet<'s>, Option<EventSet<'s>>> {
+        let known = &self.devices[at];
+        let Ok(device) = self.nvml.device_by_index(known.index) else {
+            return Err(Some(set));
         };
-        let mut registered = 0;
-        for known in &self.devices {
+        device
+            .register_events(EventTypes::CRITICAL_XID_ERROR, set)
+            .map_err(|e| {
+                tracing::warn!(gpu = known.index, uuid = &*known.uuid, error = %e.error, "Xid errors of this GPU are not watched: NVML did not register it");
+                None
+            })
+    }
+
+    /// One event set holding every device of `candidates` (positions in
+    /// [`Self::devices`]) that can be registered, and those devices; `(None, [])`
+    /// when none can be.
+    fn register(&self, candidates: &[usize]) -> (Option<EventSet<'_>>, Vec<usize>) {
+        let mut watched = Vec::with_capacity(candidates.len());
+        let mut set = self.new_event_set();
+        for &at in candidates {
             let Some(current) = set.take() else { break };
-            let device = match self.nvml.device_by_index(known.index) {
-                Ok(device) => device,
-                Err(_) => {
-                    set = Some(current);
-                    continue;
-                }
-            };
-            match device.register_events(EventTypes::CRITICAL_XID_ERROR, current) {
+            set = match self.register_one(at, current) {
                 Ok(kept) => {
-                    registered += 1;
-                    set = Some(kept);
+                    watched.push(at);
+                    Some(kept)
                 }
-                Err(e) => {
-                    // The set was freed by the failed registration: start again.
-                    tracing::warn!(gpu = known.index, error = %e.error, "Xid errors of this GPU are not watched");
-                    set = self.nvml.create_event_set().ok();
-                }
+                Err(Some(untouched)) => Some(untouched),
+                // The set was freed, and the devices registered before with it.
+                Err(None) => self.register_again(&mut watched),
+            };
+        }
+        if set.is_none() || watched.is_empty() {
+            return (None, Vec::new());
+        }
+        (set, watched)
+    }
+
+    /// A new event set with the devices of `watched` registered again, after a
+    /// failed registration freed the one they were in. A device whose registration
+    /// fails now is taken out of `watched` and the set made again without it, until
+    /// every registration in it held. `None` when NVML cannot make a set.
+    fn register_again(&self, watched: &mut Vec<usize>) -> Option<EventSet<'_>> {
+        loop {
+            let previous = std::mem::take(watched);
+            let mut set = self.new_event_set();
+            let mut freed_by = None;
+            for &at in &previous {
+                let Some(current) = set.take() else { break };
+                set = match self.register_one(at, current) {
+                    Ok(kept) => {
+                        watched.push(at);
+                        Some(kept)
+                    }
+                    Err(Some(untouched)) => Some(untouched),
+                    Err(None) => {
+                        freed_by = Some(at);
+                        None
+                    }
+                };
             }
-        }
-        if registered == 0 {
-            set = None;
-        }
-        XidWatch {
-            set,
-            sampler: self,
-            wait_failed: RefCell::new(false),
+            match freed_by {
+                Some(failed) => {
+                    *watched = previous.into_iter().filter(|&at| at != failed).collect()
+                }
+                None => return set,
+            }
         }
     }
 }
@@ -307,6 +398,8 @@ impl GpuSampler {
 /// Waits for critical Xid errors on the devices of a [`GpuSampler`].
 pub struct XidWatch<'a> {
     set: Option<EventSet<'a>>,
+    /// The devices registered in `set`: positions in the sampler's devices.
+    watched: Vec<usize>,
     sampler: &'a GpuSampler,
     /// Whether a wait failed already (logged once; the watch then only sleeps).
     wait_failed: RefCell<bool>,
@@ -316,6 +409,7 @@ impl std::fmt::Debug for XidWatch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XidWatch")
             .field("watching", &self.set.is_some())
+            .field("gpus", &self.watched.len())
             .finish_non_exhaustive()
     }
 }
