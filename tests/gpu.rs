@@ -447,3 +447,41 @@ fn a_failed_xid_registration_leaves_out_that_gpu_alone() {
     assert_eq!(xids_on(&monitor, "1"), Some(0.0), "GPU 1 is not watched");
     monitor.shutdown();
 }
+
+#[test]
+fn a_gpu_lost_while_its_xid_errors_are_watched_leaves_the_others_watched() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let shown = library.display().to_string();
+    let (a, b) = (
+        "GPU-88888888-aaaa-4000-8000-000000000001",
+        "GPU-88888888-bbbb-4000-8000-000000000002",
+    );
+    let devices = format!("{}{}", device(a, GIB, 10, 0, 0), device(b, GIB, 10, 0, 0));
+    write_script(&library, &devices);
+    let monitor = gpu_monitor(&library);
+    wait_until(WAIT, "both GPUs are watched", || {
+        lines_with(&["watching critical Xid errors", &shown, "gpus=2"]).len() == 1
+    });
+    // GPU 1 falls off the bus: NVML's wait answers "GPU is lost" from then on.
+    write_script(&library, &format!("{devices}lost 1\n"));
+    wait_until(WAIT, "the watch goes on without GPU 1", || {
+        lines_with(&["watching critical Xid errors again", &shown, "gpus=1"]).len() == 1
+    });
+    // The script's Xid lines are delivered in order, each once: each script holds
+    // the earlier ones.
+    let mut xids = String::new();
+    for code in [48, 79] {
+        xids.push_str(&format!("xid 0 {code}\n"));
+        write_script(&library, &format!("{devices}lost 1\n{xids}"));
+        wait_until(WAIT, "GPU 0's Xid errors are still counted", || {
+            lines_with(&[a, "critical Xid error", &format!("xid={code}")]).len() == 1
+        });
+    }
+    assert_eq!(xids_on(&monitor, "0"), Some(2.0));
+    let failed = lines_with(&["waiting for Xid errors failed", &shown]);
+    assert_eq!(failed.len(), 1, "logged once: {}", logs());
+    assert!(failed[0].contains("fell off the bus"), "{}", failed[0]);
+    monitor.shutdown();
+}

@@ -71,7 +71,7 @@ fn run(hub: &Hub, cancel: &CancellationToken) {
              and GPUMemoryHigh never fires; each GPU's own numbers are sampled"
         );
     }
-    let watch = sampler.xid_watch();
+    let mut watch = sampler.xid_watch();
     let period = hub.settings.sample_interval;
     while !cancel.is_cancelled() {
         let pids = process_tree(hub.loop_root());

@@ -280,7 +280,7 @@ impl GpuSampler {
             set,
             watched,
             sampler: self,
-            wait_failed: RefCell::new(false),
+            failure_logged: false,
         }
     }
 
@@ -401,8 +401,8 @@ pub struct XidWatch<'a> {
     /// The devices registered in `set`: positions in the sampler's devices.
     watched: Vec<usize>,
     sampler: &'a GpuSampler,
-    /// Whether a wait failed already (logged once; the watch then only sleeps).
-    wait_failed: RefCell<bool>,
+    /// A failure of the wait NVML may recover from was logged (once per watch).
+    failure_logged: bool,
 }
 
 impl std::fmt::Debug for XidWatch<'_> {
@@ -417,18 +417,41 @@ impl std::fmt::Debug for XidWatch<'_> {
 impl XidWatch<'_> {
     /// Whether any device's Xid errors are watched.
     pub fn is_watching(&self) -> bool {
-        self.set.is_some() && !*self.wait_failed.borrow()
+        self.set.is_some()
     }
 
     /// Waits up to `timeout` for the next Xid error. `None` when none came (or
     /// nothing is watched: then it returns at once, and the caller waits its own way).
-    pub fn wait(&self, timeout: Duration) -> Option<GpuXid> {
-        if !self.is_watching() {
-            return None;
-        }
+    ///
+    /// A wait that fails because a watched GPU fell off the bus (NVML's "GPU is
+    /// lost"), or for a reason NVML does not know, is taken as passing: said once in
+    /// the log, the event set is made again without the GPUs that stopped
+    /// answering, and the healthy ones are still watched; this call then waits out
+    /// `timeout` (a thread unpark ends it early). Any other failure ends the watch.
+    pub fn wait(&mut self, timeout: Duration) -> Option<GpuXid> {
         let set = self.set.as_ref()?;
         let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         match set.wait(millis) {
+            Err(NvmlError::Timeout) => None,
+            Err(e @ (NvmlError::GpuLost | NvmlError::Unknown)) => {
+                if !self.failure_logged {
+                    self.failure_logged = true;
+                    tracing::warn!(
+                        library = %self.sampler.library,
+                        error = %e,
+                        "waiting for Xid errors failed; the GPUs that stopped answering are no longer watched, the others still are"
+                    );
+                }
+                self.watch_again();
+                std::thread::park_timeout(timeout);
+                None
+            }
+            Err(e) => {
+                self.set = None;
+                self.watched.clear();
+                tracing::warn!(library = %self.sampler.library, error = %e, "waiting for Xid errors failed; they are no longer watched");
+                None
+            }
             Ok(event) => {
                 let uuid = event.device.uuid().ok();
                 let known = self
@@ -450,12 +473,29 @@ impl XidWatch<'_> {
                     code,
                 })
             }
-            Err(NvmlError::Timeout) => None,
-            Err(e) => {
-                *self.wait_failed.borrow_mut() = true;
-                tracing::warn!(error = %e, "waiting for Xid errors failed; they are no longer watched");
-                None
-            }
+        }
+    }
+
+    /// Makes the event set again with the watched devices that still answer.
+    fn watch_again(&mut self) {
+        let sampler = self.sampler;
+        let before = self.watched.len();
+        let candidates: Vec<usize> = self
+            .watched
+            .iter()
+            .copied()
+            .filter(|&at| sampler.reports_xids(at))
+            .collect();
+        self.set = None; // freed before the new one is made
+        let (set, watched) = sampler.register(&candidates);
+        self.set = set;
+        self.watched = watched;
+        if self.watched.len() != before {
+            tracing::info!(
+                library = %sampler.library,
+                gpus = self.watched.len(),
+                "watching critical Xid errors again, without the GPUs that stopped answering"
+            );
         }
     }
 }
