@@ -496,10 +496,11 @@ pub(crate) enum LogEntryKind {
     /// Errors on a GPU: a critical Xid error, or uncorrected ECC errors the driver
     /// counted since the previous sample.
     GpuError {
-        /// NVML's index of the device.
-        gpu: u32,
-        /// Its UUID.
-        uuid: String,
+        /// NVML's index of the device; `null` for an Xid error of a device NVML no
+        /// longer names.
+        gpu: Option<u32>,
+        /// Its UUID; `null` likewise.
+        uuid: Option<String>,
         /// `xid` or `uncorrected`.
         error: &'static str,
         /// How many.

@@ -485,3 +485,52 @@ fn a_gpu_lost_while_its_xid_errors_are_watched_leaves_the_others_watched() {
     assert!(failed[0].contains("fell off the bus"), "{}", failed[0]);
     monitor.shutdown();
 }
+
+#[test]
+fn the_xid_error_of_a_gpu_that_fell_off_the_bus_is_counted_on_it() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let shown = library.display().to_string();
+    let (a, b) = (
+        "GPU-99999999-aaaa-4000-8000-000000000001",
+        "GPU-99999999-bbbb-4000-8000-000000000002",
+    );
+    let devices = format!("{}{}", device(a, GIB, 10, 0, 0), device(b, GIB, 10, 0, 0));
+    write_script(&library, &devices);
+    let monitor = gpu_monitor(&library);
+    wait_until(WAIT, "both GPUs are watched", || {
+        lines_with(&["watching critical Xid errors", &shown, "gpus=2"]).len() == 1
+    });
+    // GPU 1 falls off the bus with Xid 79: its handle is all the event names it by
+    // (its UUID and index no longer answer).
+    write_script(&library, &format!("{devices}lost 1\nxid 1 79\n"));
+    wait_until(WAIT, "the Xid error is counted on GPU 1", || {
+        xids_on(&monitor, "1") == Some(1.0)
+    });
+    let lines = lines_with(&[b, "critical Xid error", "xid=79"]);
+    assert_eq!(lines.len(), 1, "{}", logs());
+    // An event on a device none of NVML's lists named: counted on an unknown GPU.
+    write_script(&library, &format!("{devices}lost 1\nxid 1 79\nxid -1 48\n"));
+    wait_until(WAIT, "the Xid error is counted on an unknown GPU", || {
+        on_gpu(
+            &exposition(&monitor),
+            "hw_errors_total",
+            "unknown",
+            &[("hw_id", "unknown"), ("error_type", "xid")],
+        ) == Some(1.0)
+    });
+    assert_eq!(xids_on(&monitor, "0"), Some(0.0));
+    assert_eq!(
+        lines_with(&["matches none NVML found at start-up", "xid=48"]).len(),
+        1,
+        "{}",
+        logs()
+    );
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&http_get(monitor.local_addr(), "/api/v1/snapshot").body).unwrap();
+    assert!(snapshot["events"].as_array().unwrap().iter().any(|e| {
+        e["kind"] == "gpu_error" && e["gpu"].is_null() && e["uuid"].is_null() && e["code"] == 48
+    }));
+    monitor.shutdown();
+}

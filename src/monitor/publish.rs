@@ -497,8 +497,10 @@ impl Publisher {
                 GpuErrorKind::Uncorrected,
                 GpuErrorKind::Corrected,
             ] {
-                i.hw_errors_total
-                    .add(0, &error_labels(d.index, &d.uuid, kind));
+                i.hw_errors_total.add(
+                    0,
+                    &error_labels(d.index.to_string(), d.uuid.to_string(), kind),
+                );
             }
         }
     }
@@ -506,24 +508,33 @@ impl Publisher {
     /// New errors of a GPU: counted, and logged when they are Xid or uncorrected
     /// ECC errors.
     fn gpu_errors(&self, errors: &GpuErrors) {
+        let (index, uuid) = match &errors.gpu {
+            Some(gpu) => (gpu.index.to_string(), gpu.uuid.to_string()),
+            None => (UNKNOWN_GPU.to_string(), UNKNOWN_GPU.to_string()),
+        };
         self.pipeline.instruments.hw_errors_total.add(
             errors.count,
-            &error_labels(errors.index, &errors.uuid, errors.kind),
+            &error_labels(index.clone(), uuid.clone(), errors.kind),
         );
-        match errors.kind {
-            GpuErrorKind::Xid => tracing::error!(
-                gpu = errors.index,
-                uuid = &*errors.uuid,
+        match (errors.kind, &errors.gpu) {
+            (GpuErrorKind::Xid, Some(_)) => tracing::error!(
+                gpu = %index,
+                uuid,
                 xid = errors.code,
                 "a critical Xid error on a GPU"
             ),
-            GpuErrorKind::Uncorrected => tracing::error!(
-                gpu = errors.index,
-                uuid = &*errors.uuid,
+            (GpuErrorKind::Xid, None) => tracing::error!(
+                gpu = UNKNOWN_GPU,
+                xid = errors.code,
+                "a critical Xid error on a GPU that matches none NVML found at start-up; counted against gpu_index=\"unknown\""
+            ),
+            (GpuErrorKind::Uncorrected, _) => tracing::error!(
+                gpu = %index,
+                uuid,
                 count = errors.count,
                 "uncorrected ECC errors on a GPU"
             ),
-            GpuErrorKind::Corrected => {}
+            (GpuErrorKind::Corrected, _) => {}
         }
     }
 
@@ -569,11 +580,15 @@ impl Publisher {
     }
 }
 
+/// What labels an Xid error of a device NVML no longer names: `gpu_index` and
+/// `hw_id` both.
+const UNKNOWN_GPU: &str = "unknown";
+
 /// The labels of a GPU's error series.
-fn error_labels(index: u32, uuid: &str, kind: GpuErrorKind) -> [KeyValue; 4] {
+fn error_labels(index: String, uuid: String, kind: GpuErrorKind) -> [KeyValue; 4] {
     [
-        KeyValue::new("hw.id", uuid.to_string()),
-        KeyValue::new("gpu.index", index.to_string()),
+        KeyValue::new("hw.id", uuid),
+        KeyValue::new("gpu.index", index),
         KeyValue::new("hw.type", "gpu"),
         KeyValue::new("error.type", kind.as_str()),
     ]

@@ -12,7 +12,7 @@ pub(crate) use cgroup::CgroupMemory;
 pub(crate) use cgroup::{CgroupCpu, CGROUP_ROOT};
 #[cfg(feature = "gpu")]
 pub(crate) use gpu::in_nested_pid_namespace;
-pub use gpu::{GpuDevice, GpuSample, GpuXid, DEFAULT_GPU_LIBRARY};
+pub use gpu::{GpuDevice, GpuId, GpuSample, GpuXid, DEFAULT_GPU_LIBRARY};
 #[cfg(feature = "gpu")]
 pub use gpu::{GpuSampler, GpuUnavailable, XidWatch};
 pub(crate) use host::file_descriptors;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::export::LiveGpu;
-use crate::sample::{GpuDevice, GpuSample, GpuXid};
+use crate::sample::{GpuDevice, GpuId, GpuSample, GpuXid};
 
 /// Kinds of GPU error, as the `error_type` label of `hw_errors_total` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -34,8 +34,8 @@ impl GpuErrorKind {
 /// New errors of one device.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct GpuErrors {
-    pub(crate) index: u32,
-    pub(crate) uuid: Arc<str>,
+    /// The device; `None` for an Xid error of a device NVML no longer names.
+    pub(crate) gpu: Option<GpuId>,
     pub(crate) kind: GpuErrorKind,
     pub(crate) count: u64,
     /// The Xid code, for an Xid error.
@@ -120,8 +120,7 @@ impl GpuBooks {
                 if count > 0 {
                     *total += count;
                     errors.push(GpuErrors {
-                        index: device.index,
-                        uuid: Arc::clone(&device.uuid),
+                        gpu: Some(GpuId::new(device.index, Arc::clone(&device.uuid))),
                         kind,
                         count,
                         code: None,
@@ -137,15 +136,16 @@ impl GpuBooks {
         (errors, newly_lost)
     }
 
-    /// Books an Xid error.
+    /// Books an Xid error (on its device, when it is known).
     pub(crate) fn xid(&mut self, xid: &GpuXid) -> GpuErrors {
-        if let Some(booked) = self.devices.iter_mut().find(|b| b.latest.uuid == xid.uuid) {
-            booked.xid += 1;
-            booked.last_xid = xid.code;
+        if let Some(gpu) = &xid.gpu {
+            if let Some(booked) = self.devices.iter_mut().find(|b| b.latest.uuid == gpu.uuid) {
+                booked.xid += 1;
+                booked.last_xid = xid.code;
+            }
         }
         GpuErrors {
-            index: xid.index,
-            uuid: Arc::clone(&xid.uuid),
+            gpu: xid.gpu.clone(),
             kind: GpuErrorKind::Xid,
             count: 1,
             code: xid.code,
@@ -278,8 +278,7 @@ mod tests {
             devices: vec![device("GPU-a", 0, 0)],
         });
         let errors = books.xid(&GpuXid {
-            index: 0,
-            uuid: "GPU-a".into(),
+            gpu: Some(GpuId::new(0, "GPU-a")),
             code: Some(79),
         });
         assert_eq!((errors.kind, errors.code), (GpuErrorKind::Xid, Some(79)));
@@ -287,5 +286,12 @@ mod tests {
             (books.view()[0].xid_errors, books.view()[0].last_xid),
             (1, Some(79))
         );
+        // One of a device NVML no longer names is counted, on no device.
+        let unknown = books.xid(&GpuXid {
+            gpu: None,
+            code: Some(79),
+        });
+        assert_eq!((unknown.gpu, unknown.count), (None, 1));
+        assert_eq!(books.view()[0].xid_errors, 1);
     }
 }

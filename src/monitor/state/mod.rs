@@ -590,8 +590,8 @@ impl RunState {
                 at: at.wall,
                 iteration: self.ledger.last_iteration,
                 kind: LogEntryKind::GpuError {
-                    gpu: e.index,
-                    uuid: e.uuid.to_string(),
+                    gpu: e.gpu.as_ref().map(|g| g.index),
+                    uuid: e.gpu.as_ref().map(|g| g.uuid.to_string()),
                     error: e.kind.as_str(),
                     count: e.count,
                     code: e.code,

@@ -102,6 +102,26 @@ pub struct GpuSample {
     pub devices: Vec<GpuDevice>,
 }
 
+/// A GPU as the sampler knew it when it opened NVML: NVML's index and the UUID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct GpuId {
+    /// NVML's index of the device (the `gpu_index` label).
+    pub index: u32,
+    /// The device's UUID, `GPU-…` (the `hw_id` label).
+    pub uuid: Arc<str>,
+}
+
+impl GpuId {
+    /// A device's identity.
+    pub fn new(index: u32, uuid: impl Into<Arc<str>>) -> Self {
+        GpuId {
+            index,
+            uuid: uuid.into(),
+        }
+    }
+}
+
 /// A critical Xid error NVML reported on a device (its event set's
 /// `nvmlEventTypeXidCriticalError`): the driver's code for a fault it saw (79: the
 /// GPU fell off the bus, 48: a double-bit ECC error, 13 and 31: a program's
@@ -109,10 +129,10 @@ pub struct GpuSample {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GpuXid {
-    /// NVML's index of the device.
-    pub index: u32,
-    /// The device's UUID.
-    pub uuid: Arc<str>,
+    /// The device, matched by the handle NVML gave for it at start-up (a GPU that
+    /// just fell off the bus answers nothing else), else by its UUID or index; `None`
+    /// when it matches none of the devices found at start-up.
+    pub gpu: Option<GpuId>,
     /// The Xid code; `None` when NVML could not say (its 999).
     pub code: Option<u64>,
 }

@@ -21,7 +21,7 @@ use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, EventSet, Nvml};
 
-use super::{GpuDevice, GpuSample, GpuXid, DEFAULT_GPU_LIBRARY};
+use super::{GpuDevice, GpuId, GpuSample, GpuXid, DEFAULT_GPU_LIBRARY};
 
 /// Why the GPU sampler could not start: the library cannot be loaded, lacks what
 /// every reading needs, or finds no driver. loopwatch logs it once and runs on.
@@ -39,6 +39,17 @@ pub struct GpuUnavailable {
 struct Known {
     index: u32,
     uuid: Arc<str>,
+    /// NVML's handle of the device, as [`handle_of`] writes it: the one thing an
+    /// Xid event of a GPU that fell off the bus still names it by.
+    handle: Option<String>,
+}
+
+/// A device's NVML handle as text. The crate forbids `unsafe`, and nvml-wrapper
+/// gives the raw handle only through an `unsafe` getter; its derived `Debug` writes
+/// the handle's address (`Device { device: 0x…, nvml: NVML }`), which is the same
+/// for every `Device` of one physical device while NVML runs.
+fn handle_of(device: &Device<'_>) -> String {
+    format!("{device:?}")
 }
 
 /// Samples every GPU NVML finds: utilisation, memory, power, temperature, ECC counts,
@@ -106,16 +117,16 @@ impl GpuSampler {
         let count = nvml.device_count().map_err(|e| unavailable(&shown, &e))?;
         let mut devices = Vec::new();
         for index in 0..count {
-            let uuid = nvml
-                .device_by_index(index)
-                .and_then(|device| device.uuid())
-                .unwrap_or_else(|e| {
-                    tracing::warn!(gpu = index, error = %e, "a GPU's UUID cannot be read; it is labelled by its index");
-                    format!("GPU-index-{index}")
-                });
+            let device = nvml.device_by_index(index);
+            let handle = device.as_ref().ok().map(handle_of);
+            let uuid = device.and_then(|device| device.uuid()).unwrap_or_else(|e| {
+                tracing::warn!(gpu = index, error = %e, "a GPU's UUID cannot be read; it is labelled by its index");
+                format!("GPU-index-{index}")
+            });
             devices.push(Known {
                 index,
                 uuid: uuid.into(),
+                handle,
             });
         }
         Ok(GpuSampler {
@@ -135,6 +146,26 @@ impl GpuSampler {
     /// The library NVML was loaded from.
     pub fn library(&self) -> &str {
         &self.library
+    }
+
+    /// Which of the devices found at start-up `device` is: by its handle first (a
+    /// GPU that just fell off the bus answers no question), then by its UUID or
+    /// index; `None` when it is none of them.
+    fn known_as(&self, device: &Device<'_>) -> Option<GpuId> {
+        let handle = handle_of(device);
+        let known = self
+            .devices
+            .iter()
+            .find(|k| k.handle.as_deref() == Some(handle.as_str()))
+            .or_else(|| {
+                let uuid = device.uuid().ok()?;
+                self.devices.iter().find(|k| *k.uuid == *uuid)
+            })
+            .or_else(|| {
+                let index = device.index().ok()?;
+                self.devices.iter().find(|k| k.index == index)
+            })?;
+        Some(GpuId::new(known.index, Arc::clone(&known.uuid)))
     }
 
     /// Keeps a reading, or notes why there is none: a function the library lacks
@@ -453,23 +484,12 @@ impl XidWatch<'_> {
                 None
             }
             Ok(event) => {
-                let uuid = event.device.uuid().ok();
-                let known = self
-                    .sampler
-                    .devices
-                    .iter()
-                    .find(|k| uuid.as_deref() == Some(&*k.uuid))
-                    .or_else(|| {
-                        let index = event.device.index().ok()?;
-                        self.sampler.devices.iter().find(|k| k.index == index)
-                    })?;
                 let code = match event.event_data {
                     Some(XidError::Value(code)) => Some(code),
                     _ => None,
                 };
                 Some(GpuXid {
-                    index: known.index,
-                    uuid: Arc::clone(&known.uuid),
+                    gpu: self.sampler.known_as(&event.device),
                     code,
                 })
             }
