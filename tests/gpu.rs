@@ -534,3 +534,65 @@ fn the_xid_error_of_a_gpu_that_fell_off_the_bus_is_counted_on_it() {
     }));
     monitor.shutdown();
 }
+
+/// Whether `alert` is firing in the monitor's own evaluator.
+fn firing(monitor: &loopwatch::Monitor, alert: &str) -> bool {
+    exposition(monitor)["loopwatch_alert_firing"].value_with(&[("alertname", alert)]) == Some(1.0)
+}
+
+#[test]
+fn a_sampler_blocked_inside_nvml_lets_gpu_memory_high_resolve_and_the_series_go() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let uuid = "GPU-aaaaaaaa-aaaa-4000-8000-000000000001";
+    let me = std::process::id();
+    let full = format!(
+        "{}process 0 compute {me} {}\n",
+        device(uuid, 16 * GIB * 97 / 100, 90, 0, 0),
+        GIB
+    );
+    write_script(&library, &full);
+    let thresholds = loopwatch::Thresholds::default()
+        .with_gpu_memory_for(Duration::from_millis(200))
+        .unwrap()
+        .with_alert_resolve_hold(Duration::from_millis(100))
+        .unwrap();
+    let monitor = quiet_monitor()
+        .sample_interval(Duration::from_millis(50))
+        .gpu_library(&library)
+        .thresholds(thresholds)
+        .build()
+        .expect("the monitor starts");
+    wait_until(WAIT, "GPUMemoryHigh fires", || {
+        firing(&monitor, "GPUMemoryHigh")
+    });
+    // The driver hangs: every NVML call on the device blocks, and no sample comes.
+    write_script(&library, &format!("{full}hang\n"));
+    wait_until(WAIT, "GPUMemoryHigh resolves and the series go", || {
+        let e = exposition(&monitor);
+        e["loopwatch_alert_firing"].value_with(&[("alertname", "GPUMemoryHigh")]) == Some(0.0)
+            && e["loopwatch_gpu_devices"].value() == 0.0
+            && on_gpu(&e, "hw_gpu_memory_usage_bytes", "0", &[("hw_id", uuid)]).is_none()
+    });
+    let stale = lines_with(&["no GPU sample came"]);
+    assert_eq!(stale.len(), 1, "{}", logs());
+    // The driver answers again: the series come back, and the alert with its `for`.
+    write_script(&library, &full);
+    wait_until(
+        WAIT,
+        "the series come back and GPUMemoryHigh fires again",
+        || {
+            firing(&monitor, "GPUMemoryHigh")
+                && on_gpu(
+                    &exposition(&monitor),
+                    "hw_gpu_memory_usage_bytes",
+                    "0",
+                    &[("hw_id", uuid)],
+                )
+                .is_some()
+        },
+    );
+    assert_eq!(lines_with(&["no GPU sample came"]).len(), 1, "once");
+    monitor.shutdown();
+}

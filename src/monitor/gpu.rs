@@ -24,8 +24,14 @@ pub(super) fn spawn(runtime: &tokio::runtime::Runtime, hub: &Arc<Hub>, cancel: &
     let spawned = std::thread::Builder::new()
         .name("loopwatch-gpu".into())
         .spawn(move || {
-            if catch_unwind(AssertUnwindSafe(|| run(&sampling, &stop))).is_err() {
-                tracing::error!("the GPU sampler panicked; GPU series keep their last values");
+            if catch_unwind(AssertUnwindSafe(|| run(&sampling, &stop))).is_err()
+                && !stop.is_cancelled()
+            {
+                // Its readings would otherwise stand, and GPUMemoryHigh with them.
+                tracing::error!("the GPU sampler panicked: GPU sampling ended, its series are dropped and GPUMemoryHigh resolves");
+                sampling.send(Event::GpuEnded {
+                    at: sampling.clock.now(),
+                });
             }
         });
     match spawned {
@@ -79,6 +85,7 @@ fn run(hub: &Hub, cancel: &CancellationToken) {
         hub.send(Event::Gpu {
             sample,
             at: hub.clock.now(),
+            period,
         });
         let next = Instant::now() + period;
         loop {

@@ -63,7 +63,14 @@ impl Publisher {
                 devices,
                 errors,
                 lost,
+                resumed,
             } => {
+                if *resumed {
+                    tracing::info!(
+                        gpus = devices.len(),
+                        "GPU samples come again; the GPU series are back"
+                    );
+                }
                 self.gpus(devices);
                 errors.iter().for_each(|e| self.gpu_errors(e));
                 for device in lost {
@@ -75,6 +82,7 @@ impl Publisher {
                 }
             }
             Publish::GpuXid(errors) => self.gpu_errors(errors),
+            Publish::GpuGone { quiet } => self.gpus_gone(*quiet),
             Publish::Orphans(orphans) => self.orphaned_containers(*orphans),
             Publish::ProcessSweep {
                 cleaned,
@@ -135,6 +143,7 @@ impl Publisher {
                 llm,
                 recent_restarts,
                 evaluations,
+                gpu_gone,
             } => {
                 self.llm_in_flight(*calls, *oldest);
                 if let Some(evidence) = llm {
@@ -142,6 +151,9 @@ impl Publisher {
                 }
                 self.recent_restarts(*recent_restarts);
                 self.evaluations(evaluations);
+                if gpu_gone.is_some() {
+                    self.gpus_gone(*gpu_gone);
+                }
             }
         }
     }
@@ -502,6 +514,21 @@ impl Publisher {
                     &error_labels(d.index.to_string(), d.uuid.to_string(), kind),
                 );
             }
+        }
+    }
+
+    /// The GPUs' readings are gone (no sample for `quiet`, or the sampler ended): the
+    /// per-device series go, so that neither the page nor a rule judges old numbers.
+    /// The error counters stay.
+    fn gpus_gone(&self, quiet: Option<Duration>) {
+        self.gpus(&[]);
+        if let Some(quiet) = quiet {
+            tracing::warn!(
+                quiet_for = %humantime::format_duration(Duration::from_millis(
+                    u64::try_from(quiet.as_millis()).unwrap_or(u64::MAX)
+                )),
+                "no GPU sample came (the GPU sampler is blocked inside NVML?): the GPU series are dropped and GPUMemoryHigh resolves until samples come again"
+            );
         }
     }
 

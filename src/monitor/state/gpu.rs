@@ -4,6 +4,7 @@
 //! [`RunState`](super::RunState).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::export::LiveGpu;
 use crate::sample::{GpuDevice, GpuId, GpuSample, GpuXid};
@@ -58,6 +59,26 @@ struct Booked {
 #[derive(Debug, Default)]
 pub(crate) struct GpuBooks {
     devices: Vec<Booked>,
+    /// When (monotonic) the latest sample came, and the sampler's period.
+    last_sample: Option<(Duration, Duration)>,
+    /// No sample came for [`gpu_stale_after`] of the period, or the sampler ended:
+    /// the readings are not current, and nothing is judged or shown on them.
+    stale: bool,
+}
+
+/// Samples missed in a row after which the GPUs' readings are stale.
+const STALE_SAMPLES: u32 = 5;
+
+/// The least time without a sample after which the GPUs' readings are stale, so that
+/// a short sampling period on a loaded machine is not taken for a blocked sampler.
+const STALE_FLOOR: Duration = Duration::from_secs(5);
+
+/// How long the GPUs' readings stand without a new sample: five of the sampler's
+/// periods, at least 5 s. A sampler blocked inside NVML (a driver hung on a failing
+/// GPU) sends nothing; past this, GPUMemoryHigh resolves and the GPU series go until
+/// samples come again.
+pub(crate) fn gpu_stale_after(period: Duration) -> Duration {
+    period.saturating_mul(STALE_SAMPLES).max(STALE_FLOOR)
 }
 
 /// Growth of a cumulative count since the previous reading: nothing on the first,
@@ -71,6 +92,36 @@ fn growth(previous: Option<u64>, now: Option<u64>) -> u64 {
 }
 
 impl GpuBooks {
+    /// Whether a GPU was ever read.
+    pub(crate) fn seen(&self) -> bool {
+        !self.devices.is_empty()
+    }
+
+    /// Notes a sample taken `at` (monotonic) by a sampler reading every `period`;
+    /// returns whether the readings were stale until now.
+    pub(crate) fn sampled(&mut self, at: Duration, period: Duration) -> bool {
+        self.last_sample = Some((at, period));
+        std::mem::replace(&mut self.stale, false)
+    }
+
+    /// Whether the readings have just gone stale at `now` (monotonic): how long no
+    /// sample came, the first time it is past [`gpu_stale_after`]; `None` otherwise.
+    pub(crate) fn gone_stale(&mut self, now: Duration) -> Option<Duration> {
+        let (last, period) = self.last_sample?;
+        let quiet = now.saturating_sub(last);
+        if self.stale || quiet < gpu_stale_after(period) {
+            return None;
+        }
+        self.stale = true;
+        Some(quiet)
+    }
+
+    /// The sampler ended: the readings are stale for good.
+    pub(crate) fn ended(&mut self) {
+        self.stale = true;
+        self.last_sample = None;
+    }
+
     /// Keeps a sample; returns the new ECC errors and the devices it found lost that
     /// were not before.
     pub(crate) fn sample(&mut self, sample: &GpuSample) -> (Vec<GpuErrors>, Vec<GpuDevice>) {
@@ -152,8 +203,12 @@ impl GpuBooks {
         }
     }
 
-    /// The latest reading of each device still answering, for the instruments.
+    /// The latest reading of each device still answering, for the instruments; none
+    /// while the readings are stale.
     pub(crate) fn answering(&self) -> Vec<GpuDevice> {
+        if self.stale {
+            return Vec::new();
+        }
         self.devices
             .iter()
             .filter(|b| !b.latest.lost)
@@ -162,9 +217,9 @@ impl GpuBooks {
     }
 
     /// Video memory of the loop's processes over every device still answering, in
-    /// bytes; `None` before a GPU was seen.
+    /// bytes; `None` before a GPU was seen and while the readings are stale.
     pub(crate) fn loop_memory_bytes(&self) -> Option<u64> {
-        (!self.devices.is_empty()).then(|| {
+        (!self.devices.is_empty() && !self.stale).then(|| {
             self.devices
                 .iter()
                 .filter(|b| !b.latest.lost)
@@ -174,8 +229,12 @@ impl GpuBooks {
     }
 
     /// The highest fraction of video memory in use on a device still answering that
-    /// the loop's processes use; `None` when they use none.
+    /// the loop's processes use; `None` when they use none, or the readings are
+    /// stale.
     pub(crate) fn loop_memory_fraction(&self) -> Option<f64> {
+        if self.stale {
+            return None;
+        }
         self.devices
             .iter()
             .filter(|b| !b.latest.lost && b.latest.loop_memory_bytes > 0)

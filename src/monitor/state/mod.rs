@@ -139,12 +139,17 @@ pub(super) enum Publish {
     /// A container sample (or Docker down).
     Containers(ContainerReading),
     /// A GPU sample: the devices still answering (their latest readings), the
-    /// errors it found and the devices it found lost.
+    /// errors it found and the devices it found lost; `resumed` when samples come
+    /// again after the readings went stale.
     Gpu {
         devices: Vec<crate::sample::GpuDevice>,
         errors: Vec<GpuErrors>,
         lost: Vec<crate::sample::GpuDevice>,
+        resumed: bool,
     },
+    /// The GPUs' readings are gone: no sample came for `quiet`, or (`None`) the
+    /// sampler ended.
+    GpuGone { quiet: Option<Duration> },
     /// A critical Xid error.
     GpuXid(GpuErrors),
     /// The orphaned containers a sweep left.
@@ -210,6 +215,8 @@ pub(super) enum Publish {
         llm: Option<LlmEvidence>,
         recent_restarts: u64,
         evaluations: EvaluationGauges,
+        /// The GPUs' readings went stale: no sample for this long.
+        gpu_gone: Option<Duration>,
     },
 }
 
@@ -297,7 +304,12 @@ impl RunState {
                 self.housekeeping.containers(&reading, at.wall);
                 (Applied::just(Publish::Containers(reading)), at)
             }
-            Event::Gpu { sample, at } => (self.gpu_sample(&sample, th, at), at),
+            Event::Gpu { sample, at, period } => (self.gpu_sample(&sample, period, th, at), at),
+            Event::GpuEnded { at } => {
+                self.gpus.ended();
+                let findings = self.evaluator.on_gpu(Some(None), 0, th, at);
+                (Applied::new(findings, Publish::GpuGone { quiet: None }), at)
+            }
             Event::GpuXid { xid, at } => {
                 let errors = self.gpus.xid(&xid);
                 self.gpu_events(std::slice::from_ref(&errors), at);
@@ -549,9 +561,11 @@ impl RunState {
     fn gpu_sample(
         &mut self,
         sample: &crate::sample::GpuSample,
+        period: Duration,
         th: &Thresholds,
         at: Moment,
     ) -> Applied {
+        let resumed = self.gpus.sampled(at.mono, period);
         let (errors, lost) = self.gpus.sample(sample);
         self.gpu_events(&errors, at);
         let uncorrected = errors
@@ -578,6 +592,7 @@ impl RunState {
                 devices: self.gpus.answering(),
                 errors,
                 lost,
+                resumed,
             },
         )
     }
@@ -939,6 +954,14 @@ impl RunState {
     /// the evaluations' ages and workers.
     fn tick(&mut self, th: &Thresholds, at: Moment) -> Applied {
         let mut findings = self.stall(th, at);
+        // The GPU alerts on the clock too: GPUErrors' window moves on, and readings
+        // no sample renewed (a sampler blocked inside NVML) stop standing.
+        let mut gpu_gone = None;
+        if self.gpus.seen() {
+            gpu_gone = self.gpus.gone_stale(at.mono);
+            let memory = gpu_gone.map(|_| None);
+            findings.extend(self.evaluator.on_gpu(memory, 0, th, at));
+        }
         self.evaluations.forget_idle_workers(at.mono);
         let (hung, limit) = self.hung(th, at);
         findings.extend(hung);
@@ -958,6 +981,7 @@ impl RunState {
                 llm,
                 recent_restarts: self.evaluator.recent_restarts(),
                 evaluations,
+                gpu_gone,
             },
         )
     }
