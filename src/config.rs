@@ -133,19 +133,49 @@ impl EnvVariable {
     }
 }
 
+/// The Xid codes that raise GPUErrors unless `[gpu] fatal_xids` says otherwise: those
+/// DCGM treats as fatal, each a fault of the GPU, its memory, its firmware or its
+/// links, none a program's: 48 (double-bit ECC error), 61 and 62 (internal
+/// micro-controller breakpoint, halt), 63 and 64 (ECC page retirement or row
+/// remapping recorded, failed), 74 (NVLink error), 79 (fallen off the bus), 92 (high
+/// single-bit ECC error rate), 94 and 95 (contained, uncontained ECC error). Left
+/// out, among others: 13, 31, 43 and 45, which a program's fault or its end (a
+/// killed CUDA process, which loopwatch itself may kill) raise.
+pub const DEFAULT_FATAL_XIDS: [u64; 10] = [48, 61, 62, 63, 64, 74, 79, 92, 94, 95];
+
 /// The `[gpu]` table of `loopwatch.toml`.
 ///
 /// ```
 /// let gpu = loopwatch::GpuConfig::default();
 /// assert!(gpu.library.is_none());
+/// assert!(gpu.fatal_xids.contains(&79) && !gpu.fatal_xids.contains(&43));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct GpuConfig {
     /// The NVML library to load (`library`): a path, or a file name the dynamic
     /// linker looks up; unset for the driver's `libnvidia-ml.so.1`.
     pub library: Option<PathBuf>,
+    /// The Xid codes that raise GPUErrors (`fatal_xids`); every Xid is counted and
+    /// logged, these alone alert. Default [`DEFAULT_FATAL_XIDS`].
+    pub fatal_xids: Vec<u64>,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig {
+            library: None,
+            fatal_xids: DEFAULT_FATAL_XIDS.to_vec(),
+        }
+    }
+}
+
+impl GpuConfig {
+    /// Whether an Xid of `code` raises GPUErrors; one NVML could not name does not.
+    pub(crate) fn is_fatal(&self, code: Option<u64>) -> bool {
+        code.is_some_and(|code| self.fatal_xids.contains(&code))
+    }
 }
 
 /// Standard variables whose presence switches the OTLP export on.
@@ -863,6 +893,14 @@ impl Thresholds {
              need an amount.",
         );
         row(
+            "[gpu] fatal_xids",
+            "`[48, 61, 62, 63, 64, 74, 79, 92, 94, 95]`",
+            "With the `gpu` feature, the Xid codes that raise GPUErrors (by default those \
+             DCGM treats as fatal: faults of the GPU, its memory, firmware or links); every \
+             other Xid, such as 13, 31, 43 and 45 that a program's fault or its end raises, \
+             is counted and logged but alerts nobody (see docs/gpu.md).",
+        );
+        row(
             "[gpu] library",
             "`\"libnvidia-ml.so.1\"`",
             "With the `gpu` feature, the NVIDIA management library the GPU sampler \
@@ -1291,6 +1329,15 @@ mod tests {
             .collect();
         assert_eq!(rows.pop().unwrap().0, "[llm.prices.\"<model>\"]");
         assert_eq!(rows.pop().unwrap().0, "[gpu] library");
+        let (key, default) = rows.pop().unwrap();
+        assert_eq!(key, "[gpu] fatal_xids");
+        let written = default.trim_matches('`');
+        let parsed: Thresholds = format!("[gpu]\nfatal_xids = {written}").parse().unwrap();
+        assert_eq!(
+            parsed,
+            Thresholds::default(),
+            "the fatal set's default is the default"
+        );
         assert_eq!(rows.pop().unwrap().0, "[llm.budget] action");
         assert_eq!(rows.pop().unwrap().0, "[llm.budget] usd");
         let mut keys: Vec<&str> = rows.iter().map(|(key, _)| key.as_str()).collect();

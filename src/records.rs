@@ -505,6 +505,10 @@ pub(crate) enum LogEntryKind {
         error: &'static str,
         /// How many.
         count: u64,
+        /// How many of them GPUErrors counts: a fatal Xid (`[gpu] fatal_xids`) or
+        /// uncorrected ECC errors, on a GPU the loop uses when it uses any, an ECC
+        /// Xid and the count's rise for the same fault once.
+        alerting: u64,
         /// The Xid code, for an Xid error NVML could name.
         #[serde(skip_serializing_if = "Option::is_none")]
         code: Option<u64>,

@@ -596,3 +596,101 @@ fn a_sampler_blocked_inside_nvml_lets_gpu_memory_high_resolve_and_the_series_go(
     assert_eq!(lines_with(&["no GPU sample came"]).len(), 1, "once");
     monitor.shutdown();
 }
+
+/// The errors GPUErrors counts on GPU `index`, from the exposition.
+fn alerting_on(monitor: &loopwatch::Monitor, index: &str) -> Option<f64> {
+    on_gpu(
+        &exposition(monitor),
+        "loopwatch_gpu_alerting_errors_total",
+        index,
+        &[],
+    )
+}
+
+#[test]
+fn only_fatal_xids_on_the_loops_gpus_raise_gpu_errors_and_a_fault_counts_once() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let (a, b) = (
+        "GPU-bbbbbbbb-aaaa-4000-8000-000000000001",
+        "GPU-bbbbbbbb-bbbb-4000-8000-000000000002",
+    );
+    let me = std::process::id();
+    // The loop (this process) is on GPU 0 only.
+    let devices = |uncorrected: u64| {
+        format!(
+            "{}{}process 0 compute {me} {GIB}\n",
+            device(a, GIB, 10, 0, uncorrected),
+            device(b, GIB, 10, 0, 0)
+        )
+    };
+    write_script(&library, &devices(0));
+    let monitor = gpu_monitor(&library);
+    wait_until(
+        WAIT,
+        "both GPUs are sampled, the loop's memory read",
+        || {
+            alerting_on(&monitor, "1") == Some(0.0)
+                && on_gpu(
+                    &exposition(&monitor),
+                    "loopwatch_gpu_loop_memory_bytes",
+                    "0",
+                    &[],
+                ) == Some(GIB as f64)
+        },
+    );
+    // A CUDA process of the loop killed (Xid 43), and a fatal Xid on a GPU the loop
+    // does not use: both counted, neither alerts.
+    let mut xids = String::from("xid 0 43\nxid 1 79\n");
+    write_script(&library, &format!("{}{xids}", devices(0)));
+    wait_until(WAIT, "both Xid errors are counted", || {
+        xids_on(&monitor, "0") == Some(1.0) && xids_on(&monitor, "1") == Some(1.0)
+    });
+    assert_eq!(alerting_on(&monitor, "0"), Some(0.0));
+    assert_eq!(alerting_on(&monitor, "1"), Some(0.0));
+    assert!(!firing(&monitor, "GPUErrors"));
+    assert_eq!(
+        lines_with(&[a, "not in the fatal set", "xid=43", "class=\"other\""]).len(),
+        1,
+        "{}",
+        logs()
+    );
+    // A double-bit ECC error on the loop's GPU: Xid 48 and the uncorrected count's
+    // rise, one fault.
+    xids.push_str("xid 0 48\n");
+    write_script(&library, &format!("{}{xids}", devices(1)));
+    wait_until(WAIT, "the ECC fault is counted", || {
+        let e = exposition(&monitor);
+        on_gpu(&e, "hw_errors_total", "0", &[("error_type", "xid")]) == Some(2.0)
+            && on_gpu(&e, "hw_errors_total", "0", &[("error_type", "uncorrected")]) == Some(1.0)
+    });
+    assert!(firing(&monitor, "GPUErrors"));
+    // A few samples on, it still counts once.
+    for util in [20, 30] {
+        write_script(
+            &library,
+            &format!(
+                "{}{}process 0 compute {me} {GIB}\n{xids}",
+                device(a, GIB, util, 0, 1),
+                device(b, GIB, 10, 0, 0)
+            ),
+        );
+        wait_until(WAIT, "a later sample", || {
+            on_gpu(&exposition(&monitor), "hw_gpu_utilization_ratio", "0", &[])
+                == Some(f64::from(util) / 100.0)
+        });
+    }
+    assert_eq!(alerting_on(&monitor, "0"), Some(1.0));
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&http_get(monitor.local_addr(), "/api/v1/snapshot").body).unwrap();
+    let alerting: u64 = snapshot["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "gpu_error" && e["uuid"] == a)
+        .map(|e| e["alerting"].as_u64().unwrap())
+        .sum();
+    assert_eq!(alerting, 1, "{snapshot}");
+    monitor.shutdown();
+}

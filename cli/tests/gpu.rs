@@ -127,7 +127,9 @@ fn gpu_memory_high_and_gpu_errors_reach_alertmanager_from_loopwatch_and_from_the
     let run_id = monitor.identity().run_id.clone();
     let prometheus = Prometheus::start(monitor.local_addr(), Some(ruled.addr));
 
-    // In process: held a second above 95%, then an Xid error on GPU 1.
+    // In process: held a second above 95%, then Xid errors: one GPUErrors counts (a
+    // fatal one on the loop's GPU 0), two it does not (GPU 1 is not the loop's; 43 is a
+    // killed CUDA process's).
     let memory = received(&direct, "GPUMemoryHigh", Duration::from_secs(30));
     assert_eq!(memory["labels"]["severity"], "warning");
     assert_eq!(memory["labels"]["run_id"], run_id.as_str());
@@ -137,7 +139,7 @@ fn gpu_memory_high_and_gpu_errors_reach_alertmanager_from_loopwatch_and_from_the
     // shows no rise.
     let deadline = Instant::now() + Duration::from_secs(60);
     while prometheus
-        .query("hw_errors_total{error_type=\"xid\", gpu_index=\"1\"} == 0")
+        .query("loopwatch_gpu_alerting_errors_total{gpu_index=\"0\"} == 0")
         .is_empty()
     {
         assert!(
@@ -146,13 +148,12 @@ fn gpu_memory_high_and_gpu_errors_reach_alertmanager_from_loopwatch_and_from_the
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    write_script(
-        &library,
-        &format!("{}xid 1 79\n", devices(16 * gib * 97 / 100)),
-    );
+    let xids = "xid 1 79\nxid 0 43\nxid 0 79\n";
+    write_script(&library, &format!("{}{xids}", devices(16 * gib * 97 / 100)));
     let errors = received(&direct, "GPUErrors", Duration::from_secs(30));
     assert_eq!(errors["labels"]["severity"], "critical");
     assert_eq!(errors["annotations"]["summary"], "GPU errors detected");
+    assert_eq!(errors["annotations"]["value"], "1", "{errors}");
 
     // Through Prometheus: the same two, from the generated rules (GPUMemoryHigh after
     // its minute).
@@ -165,10 +166,10 @@ fn gpu_memory_high_and_gpu_errors_reach_alertmanager_from_loopwatch_and_from_the
         .as_str()
         .unwrap()
         .to_string();
-    assert!(description.starts_with("1 critical Xid"), "{description}");
+    assert!(description.starts_with("1 fatal Xid"), "{description}");
 
     // The loop's GPU frees its memory: GPUMemoryHigh resolves in process.
-    write_script(&library, &format!("{}xid 1 79\n", devices(2 * gib)));
+    write_script(&library, &format!("{}{xids}", devices(2 * gib)));
     let deadline = Instant::now() + Duration::from_secs(30);
     while direct.alert("GPUMemoryHigh").is_some() {
         assert!(Instant::now() < deadline, "GPUMemoryHigh did not resolve");

@@ -296,21 +296,21 @@ pub(super) fn gpu_memory_high_description(t: &Thresholds) -> String {
     )
 }
 
-/// Xid and uncorrected ECC errors within the last 5 minutes, counted exactly (the
-/// counter's rise over the window, not `increase`'s extrapolation); a series whose
-/// counter started again (loopwatch restarted) is left out for that window.
+/// The GPU errors GPUErrors counts within the last 5 minutes, counted exactly (the
+/// counter's rise over the window, not `increase`'s extrapolation): loopwatch counts
+/// them (fatal Xids and uncorrected ECC errors, on the loop's GPUs, a fault once) in
+/// `loopwatch_gpu_alerting_errors_total`, so the rule and the evaluator count alike. A
+/// series whose counter started again (loopwatch restarted) is left out for that
+/// window.
 pub(super) fn gpu_errors(_: &Thresholds) -> String {
-    let errors = format!(
-        "{}{{error_type=~\"xid|uncorrected\"}}",
-        catalog::HW_ERRORS_TOTAL.name
-    );
+    let errors = catalog::GPU_ALERTING_ERRORS_TOTAL.name;
     as_loop_alert(format!(
         "sum by (instance, job) ((max_over_time({errors}[5m]) - min_over_time({errors}[5m])) unless resets({errors}[5m]) > 0) > 0"
     ))
 }
 
 pub(super) fn gpu_errors_description(_: &Thresholds) -> String {
-    "{{ $value }} critical Xid or uncorrected ECC errors on the loop's host's GPUs within the last 5 minutes.".to_string()
+    "{{ $value }} fatal Xid or uncorrected ECC errors on the GPUs the loop uses within the last 5 minutes.".to_string()
 }
 
 pub(super) fn loop_down(_: &Thresholds) -> String {

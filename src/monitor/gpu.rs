@@ -93,18 +93,22 @@ fn run(hub: &Hub, cancel: &CancellationToken) {
                 return;
             }
             let left = next.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
             if watch.is_watching() {
+                // At least one wait between two samples, however long the sample
+                // took: an Xid error already pending is taken before the next one, so
+                // an ECC Xid and the count's rise it goes with are a sample apart at
+                // most.
                 if let Some(xid) = watch.wait(left.min(WAIT_SLICE)) {
                     hub.send(Event::GpuXid {
                         xid,
                         at: hub.clock.now(),
                     });
                 }
-            } else {
+            } else if !left.is_zero() {
                 std::thread::park_timeout(left);
+            }
+            if Instant::now() >= next {
+                break;
             }
         }
     }

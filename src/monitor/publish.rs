@@ -514,6 +514,7 @@ impl Publisher {
                     &error_labels(d.index.to_string(), d.uuid.to_string(), kind),
                 );
             }
+            i.loopwatch_gpu_alerting_errors_total.add(0, &labels(d));
         }
     }
 
@@ -539,26 +540,49 @@ impl Publisher {
             Some(gpu) => (gpu.index.to_string(), gpu.uuid.to_string()),
             None => (UNKNOWN_GPU.to_string(), UNKNOWN_GPU.to_string()),
         };
-        self.pipeline.instruments.hw_errors_total.add(
+        let i = &self.pipeline.instruments;
+        i.hw_errors_total.add(
             errors.count,
             &error_labels(index.clone(), uuid.clone(), errors.kind),
         );
+        if errors.alerting > 0 {
+            i.loopwatch_gpu_alerting_errors_total.add(
+                errors.alerting,
+                &[
+                    KeyValue::new("hw.id", uuid.clone()),
+                    KeyValue::new("gpu.index", index.clone()),
+                ],
+            );
+        }
+        let class = if errors.fatal { "fatal" } else { "other" };
         match (errors.kind, &errors.gpu) {
-            (GpuErrorKind::Xid, Some(_)) => tracing::error!(
+            (GpuErrorKind::Xid, Some(_)) if errors.fatal => tracing::error!(
                 gpu = %index,
                 uuid,
                 xid = errors.code,
+                class,
+                alerting = errors.alerting,
                 "a critical Xid error on a GPU"
+            ),
+            (GpuErrorKind::Xid, Some(_)) => tracing::warn!(
+                gpu = %index,
+                uuid,
+                xid = errors.code,
+                class,
+                "an Xid error on a GPU, not in the fatal set ([gpu] fatal_xids): counted, no alert (often a program's fault or its end)"
             ),
             (GpuErrorKind::Xid, None) => tracing::error!(
                 gpu = UNKNOWN_GPU,
                 xid = errors.code,
+                class,
+                alerting = errors.alerting,
                 "a critical Xid error on a GPU that matches none NVML found at start-up; counted against gpu_index=\"unknown\""
             ),
             (GpuErrorKind::Uncorrected, _) => tracing::error!(
                 gpu = %index,
                 uuid,
                 count = errors.count,
+                alerting = errors.alerting,
                 "uncorrected ECC errors on a GPU"
             ),
             (GpuErrorKind::Corrected, _) => {}

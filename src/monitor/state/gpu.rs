@@ -2,6 +2,11 @@
 //! device, its errors over the run (the Xid errors reported, and the ECC errors the
 //! driver's counts grew by since the first sample), and the devices lost. Part of the
 //! [`RunState`](super::RunState).
+//!
+//! Of the errors, GPUErrors counts (`alerting`) the fatal Xid errors (`[gpu]
+//! fatal_xids`) and the uncorrected ECC errors, on the GPUs the loop's processes use
+//! when they use any (else on every GPU); an ECC Xid and the uncorrected count's rise
+//! for the same fault, seen within one sample of each other, count once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,9 +44,18 @@ pub(crate) struct GpuErrors {
     pub(crate) gpu: Option<GpuId>,
     pub(crate) kind: GpuErrorKind,
     pub(crate) count: u64,
+    /// How many of them GPUErrors counts.
+    pub(crate) alerting: u64,
     /// The Xid code, for an Xid error.
     pub(crate) code: Option<u64>,
+    /// Whether the Xid code is in the fatal set (`[gpu] fatal_xids`).
+    pub(crate) fatal: bool,
 }
+
+/// The Xid codes of ECC faults, which the uncorrected ECC count also shows: 48
+/// (double-bit error), 63 and 64 (page retirement or row remapping recorded,
+/// failed), 94 and 95 (contained, uncontained error).
+const ECC_XIDS: [u64; 5] = [48, 63, 64, 94, 95];
 
 /// One device over the run.
 #[derive(Debug, Clone)]
@@ -53,6 +67,27 @@ struct Booked {
     corrected: u64,
     uncorrected: u64,
     last_xid: Option<u64>,
+    /// ECC Xid errors GPUErrors counted since the previous sample, which an
+    /// uncorrected count's rise at the next sample does not count again.
+    ecc_xids: u64,
+    /// Uncorrected ECC errors GPUErrors counted at the latest sample that no ECC Xid
+    /// matched yet: one coming before the next sample is not counted again.
+    ecc_unmatched: u64,
+}
+
+impl Booked {
+    fn new(latest: GpuDevice) -> Self {
+        Booked {
+            latest,
+            ecc: (None, None),
+            xid: 0,
+            corrected: 0,
+            uncorrected: 0,
+            last_xid: None,
+            ecc_xids: 0,
+            ecc_unmatched: 0,
+        }
+    }
 }
 
 /// The GPUs of the run.
@@ -135,14 +170,7 @@ impl GpuBooks {
             let booked = match position {
                 Some(i) => &mut self.devices[i],
                 None => {
-                    self.devices.push(Booked {
-                        latest: device.clone(),
-                        ecc: (None, None),
-                        xid: 0,
-                        corrected: 0,
-                        uncorrected: 0,
-                        last_xid: None,
-                    });
+                    self.devices.push(Booked::new(device.clone()));
                     self.devices.last_mut().expect("just pushed")
                 }
             };
@@ -174,7 +202,9 @@ impl GpuBooks {
                         gpu: Some(GpuId::new(device.index, Arc::clone(&device.uuid))),
                         kind,
                         count,
+                        alerting: 0,
                         code: None,
+                        fatal: false,
                     });
                 }
             }
@@ -184,22 +214,74 @@ impl GpuBooks {
             );
             booked.latest = device.clone();
         }
+        // What GPUErrors counts of the uncorrected errors, in the scope the readings
+        // just taken give: less the ECC Xid errors it counted since the last sample.
+        let mut unmatched = vec![0; self.devices.len()];
+        for e in errors
+            .iter_mut()
+            .filter(|e| e.kind == GpuErrorKind::Uncorrected)
+        {
+            let uuid = e.gpu.as_ref().map(|g| Arc::clone(&g.uuid));
+            let in_scope = self.in_scope(uuid.as_deref());
+            let Some(at) = self.position(uuid.as_deref()) else {
+                continue;
+            };
+            let rest = e.count - e.count.min(self.devices[at].ecc_xids);
+            if in_scope {
+                e.alerting = rest;
+                unmatched[at] = rest;
+            }
+        }
+        for (booked, unmatched) in self.devices.iter_mut().zip(unmatched) {
+            booked.ecc_xids = 0;
+            booked.ecc_unmatched = unmatched;
+        }
         (errors, newly_lost)
     }
 
-    /// Books an Xid error (on its device, when it is known).
-    pub(crate) fn xid(&mut self, xid: &GpuXid) -> GpuErrors {
-        if let Some(gpu) = &xid.gpu {
-            if let Some(booked) = self.devices.iter_mut().find(|b| b.latest.uuid == gpu.uuid) {
-                booked.xid += 1;
-                booked.last_xid = xid.code;
+    /// Where the device of `uuid` is in the books.
+    fn position(&self, uuid: Option<&str>) -> Option<usize> {
+        let uuid = uuid?;
+        self.devices.iter().position(|b| &*b.latest.uuid == uuid)
+    }
+
+    /// Whether GPUErrors counts the errors of the device of `uuid` (`None`: a device
+    /// NVML no longer names): a GPU the loop's processes use, by its latest reading
+    /// (a lost one keeps its last), or any GPU while they use none.
+    fn in_scope(&self, uuid: Option<&str>) -> bool {
+        let uses = |b: &Booked| b.latest.loop_processes > 0;
+        !self.devices.iter().any(uses)
+            || self
+                .position(uuid)
+                .is_some_and(|at| uses(&self.devices[at]))
+    }
+
+    /// Books an Xid error (on its device, when it is known); `fatal` when its code is
+    /// in the fatal set.
+    pub(crate) fn xid(&mut self, xid: &GpuXid, fatal: bool) -> GpuErrors {
+        let uuid = xid.gpu.as_ref().map(|g| Arc::clone(&g.uuid));
+        let mut alerting = u64::from(fatal && self.in_scope(uuid.as_deref()));
+        if let Some(at) = self.position(uuid.as_deref()) {
+            let booked = &mut self.devices[at];
+            booked.xid = booked.xid.saturating_add(1);
+            booked.last_xid = xid.code;
+            if alerting > 0 && xid.code.is_some_and(|code| ECC_XIDS.contains(&code)) {
+                // The fault the latest sample's uncorrected count already showed.
+                if booked.ecc_unmatched > 0 {
+                    booked.ecc_unmatched -= 1;
+                    alerting = 0;
+                } else {
+                    booked.ecc_xids = booked.ecc_xids.saturating_add(1);
+                }
             }
         }
         GpuErrors {
             gpu: xid.gpu.clone(),
             kind: GpuErrorKind::Xid,
             count: 1,
+            alerting,
             code: xid.code,
+            fatal,
         }
     }
 
@@ -336,21 +418,113 @@ mod tests {
         books.sample(&GpuSample {
             devices: vec![device("GPU-a", 0, 0)],
         });
-        let errors = books.xid(&GpuXid {
-            gpu: Some(GpuId::new(0, "GPU-a")),
-            code: Some(79),
-        });
+        let errors = books.xid(
+            &GpuXid {
+                gpu: Some(GpuId::new(0, "GPU-a")),
+                code: Some(79),
+            },
+            true,
+        );
         assert_eq!((errors.kind, errors.code), (GpuErrorKind::Xid, Some(79)));
         assert_eq!(
             (books.view()[0].xid_errors, books.view()[0].last_xid),
             (1, Some(79))
         );
         // One of a device NVML no longer names is counted, on no device.
-        let unknown = books.xid(&GpuXid {
-            gpu: None,
-            code: Some(79),
-        });
+        let unknown = books.xid(
+            &GpuXid {
+                gpu: None,
+                code: Some(79),
+            },
+            true,
+        );
         assert_eq!((unknown.gpu, unknown.count), (None, 1));
         assert_eq!(books.view()[0].xid_errors, 1);
+    }
+
+    fn xid(books: &mut GpuBooks, uuid: Option<&str>, code: u64) -> GpuErrors {
+        let gpu = uuid.map(|u| GpuId::new(0, u));
+        let fatal = crate::DEFAULT_FATAL_XIDS.contains(&code);
+        books.xid(
+            &GpuXid {
+                gpu,
+                code: Some(code),
+            },
+            fatal,
+        )
+    }
+
+    /// A device whose uncorrected ECC count is `uncorrected`, with `processes` of the
+    /// loop's processes on it.
+    fn used(uuid: &str, uncorrected: u64, processes: u32) -> GpuDevice {
+        let mut d = device(uuid, 0, uncorrected);
+        d.loop_processes = processes;
+        d
+    }
+
+    #[test]
+    fn only_fatal_xids_alert_and_only_on_the_gpus_the_loop_uses_when_it_uses_any() {
+        let mut books = GpuBooks::default();
+        // No reading yet, and then the loop on no GPU: every GPU is in scope.
+        assert_eq!(xid(&mut books, Some("GPU-b"), 79).alerting, 1);
+        books.sample(&GpuSample {
+            devices: vec![used("GPU-a", 0, 0), used("GPU-b", 0, 0)],
+        });
+        assert_eq!(xid(&mut books, Some("GPU-b"), 79).alerting, 1);
+        let application = xid(&mut books, Some("GPU-b"), 43);
+        assert_eq!(
+            (application.count, application.alerting, application.fatal),
+            (1, 0, false)
+        );
+        // The loop's processes on GPU-a: GPU-b's and an unknown GPU's errors count,
+        // but do not alert.
+        books.sample(&GpuSample {
+            devices: vec![used("GPU-a", 0, 2), used("GPU-b", 0, 0)],
+        });
+        assert_eq!(xid(&mut books, Some("GPU-b"), 79).alerting, 0);
+        assert_eq!(xid(&mut books, None, 79).alerting, 0);
+        assert_eq!(xid(&mut books, Some("GPU-a"), 79).alerting, 1);
+        let (errors, _) = books.sample(&GpuSample {
+            devices: vec![used("GPU-a", 0, 2), used("GPU-b", 3, 0)],
+        });
+        assert_eq!(
+            (errors[0].count, errors[0].alerting),
+            (3, 0),
+            "GPU-b's ECC errors"
+        );
+        assert_eq!(books.view()[1].xid_errors, 3, "every Xid is counted");
+    }
+
+    #[test]
+    fn an_ecc_xid_and_the_uncorrected_counts_rise_for_the_same_fault_alert_once() {
+        let mut books = GpuBooks::default();
+        books.sample(&GpuSample {
+            devices: vec![used("GPU-a", 0, 1)],
+        });
+        // Xid 48, then the count's rise at the next sample: one fault.
+        assert_eq!(xid(&mut books, Some("GPU-a"), 48).alerting, 1);
+        let (errors, _) = books.sample(&GpuSample {
+            devices: vec![used("GPU-a", 1, 1)],
+        });
+        assert_eq!((errors[0].count, errors[0].alerting), (1, 0));
+        // The count's rise first, the Xid after it (before the next sample): one.
+        let (errors, _) = books.sample(&GpuSample {
+            devices: vec![used("GPU-a", 3, 1)],
+        });
+        assert_eq!((errors[0].count, errors[0].alerting), (2, 2));
+        assert_eq!(xid(&mut books, Some("GPU-a"), 94).alerting, 0);
+        // Xid 79 is no ECC fault: it counts whatever the count did.
+        assert_eq!(xid(&mut books, Some("GPU-a"), 79).alerting, 1);
+        assert_eq!(
+            xid(&mut books, Some("GPU-a"), 95).alerting,
+            0,
+            "the second of the two"
+        );
+        // A sample later, an ECC Xid is a new fault.
+        books.sample(&GpuSample {
+            devices: vec![used("GPU-a", 3, 1)],
+        });
+        assert_eq!(xid(&mut books, Some("GPU-a"), 48).alerting, 1);
+        assert_eq!(books.view()[0].ecc_uncorrected, 3);
     }
 }

@@ -311,9 +311,9 @@ impl RunState {
                 (Applied::new(findings, Publish::GpuGone { quiet: None }), at)
             }
             Event::GpuXid { xid, at } => {
-                let errors = self.gpus.xid(&xid);
+                let errors = self.gpus.xid(&xid, th.gpu().is_fatal(xid.code));
                 self.gpu_events(std::slice::from_ref(&errors), at);
-                let findings = self.evaluator.on_gpu(None, 1, th, at);
+                let findings = self.evaluator.on_gpu(None, errors.alerting, th, at);
                 (Applied::new(findings, Publish::GpuXid(errors)), at)
             }
             Event::Orphans { count, at } => {
@@ -568,14 +568,12 @@ impl RunState {
         let resumed = self.gpus.sampled(at.mono, period);
         let (errors, lost) = self.gpus.sample(sample);
         self.gpu_events(&errors, at);
-        let uncorrected = errors
+        let alerting = errors
             .iter()
-            .filter(|e| e.kind == GpuErrorKind::Uncorrected)
-            .map(|e| e.count)
-            .sum();
+            .fold(0u64, |sum, e| sum.saturating_add(e.alerting));
         let findings =
             self.evaluator
-                .on_gpu(Some(self.gpus.loop_memory_fraction()), uncorrected, th, at);
+                .on_gpu(Some(self.gpus.loop_memory_fraction()), alerting, th, at);
         for device in &lost {
             self.ledger.push_event(LogEntry {
                 at: at.wall,
@@ -609,6 +607,7 @@ impl RunState {
                     uuid: e.gpu.as_ref().map(|g| g.uuid.to_string()),
                     error: e.kind.as_str(),
                     count: e.count,
+                    alerting: e.alerting,
                     code: e.code,
                 },
             });
