@@ -694,3 +694,79 @@ fn only_fatal_xids_on_the_loops_gpus_raise_gpu_errors_and_a_fault_counts_once() 
     assert_eq!(alerting, 1, "{snapshot}");
     monitor.shutdown();
 }
+
+#[test]
+fn a_gpu_whose_processes_nvml_cannot_list_has_no_loop_memory_and_is_not_the_loops() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let (a, b) = (
+        "GPU-cccccccc-aaaa-4000-8000-000000000001",
+        "GPU-cccccccc-bbbb-4000-8000-000000000002",
+    );
+    let me = std::process::id();
+    // This process on both GPUs; GPU 1 is full, but NVML cannot list its processes.
+    let script = |util: u32| {
+        format!(
+            "{}{}process 0 compute {me} {GIB}\nprocess 1 compute {me} {GIB}\nprocesses_fail 1\n",
+            device(a, GIB, util, 0, 0),
+            device(b, 16 * GIB * 99 / 100, 10, 0, 0)
+        )
+    };
+    write_script(&library, &script(10));
+    let thresholds = loopwatch::Thresholds::default()
+        .with_gpu_memory_for(Duration::from_millis(100))
+        .unwrap();
+    let monitor = quiet_monitor()
+        .sample_interval(Duration::from_millis(50))
+        .gpu_library(&library)
+        .thresholds(thresholds)
+        .build()
+        .expect("the monitor starts");
+    for util in [20, 30, 40] {
+        write_script(&library, &script(util));
+        wait_until(WAIT, "a new sample", || {
+            on_gpu(&exposition(&monitor), "hw_gpu_utilization_ratio", "0", &[])
+                == Some(f64::from(util) / 100.0)
+        });
+    }
+    let e = exposition(&monitor);
+    assert_eq!(
+        on_gpu(&e, "loopwatch_gpu_loop_memory_bytes", "0", &[]),
+        Some(GIB as f64)
+    );
+    assert_eq!(
+        on_gpu(&e, "loopwatch_gpu_loop_memory_bytes", "1", &[]),
+        None,
+        "unknown, not 0"
+    );
+    assert_eq!(
+        on_gpu(&e, "loopwatch_gpu_loop_processes", "0", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        on_gpu(&e, "loopwatch_gpu_loop_processes", "1", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        on_gpu(&e, "hw_gpu_memory_usage_bytes", "1", &[("hw_id", b)]),
+        Some((16 * GIB * 99 / 100) as f64),
+        "the GPU's own numbers are read"
+    );
+    assert!(
+        !firing(&monitor, "GPUMemoryHigh"),
+        "GPU 1 is full, but nothing says it is the loop's"
+    );
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&http_get(monitor.local_addr(), "/api/v1/snapshot").body).unwrap();
+    let memory_high = snapshot["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["alertname"] == "GPUMemoryHigh")
+        .unwrap();
+    assert_eq!(memory_high["state"], "inactive", "not even pending");
+    assert!(snapshot["gpus"][1]["loop_memory_bytes"].is_null());
+    assert_eq!(snapshot["gpus"][0]["loop_memory_bytes"], GIB);
+    monitor.shutdown();
+}

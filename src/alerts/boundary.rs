@@ -382,7 +382,7 @@ pub(super) fn gpu_memory_high(t: &Thresholds) -> Vec<BoundaryCase> {
                 gpu_series(catalog::HW_GPU_MEMORY_LIMIT_BYTES.name, ""),
                 format!("{limit} {limit} {limit} {limit}"),
             )
-            .series_selector(gpu_series(catalog::GPU_LOOP_MEMORY_BYTES.name, ""), ours)
+            .series_selector(gpu_series(catalog::GPU_LOOP_PROCESSES.name, ""), ours)
     };
     let above_value = used(above).parse::<f64>().unwrap_or(0.0) / limit as f64;
     vec![

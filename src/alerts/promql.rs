@@ -277,15 +277,15 @@ const LOOP_JOBS: &str = "job=~\"loopwatch|loopwatch-discovered\"";
 /// monitor shutting down lets its scraper see, raises nothing). A registered loop
 /// that ends cleanly removes its target file, so its target goes rather than down.
 /// The highest fraction of video memory in use on the GPUs the loop's processes use
-/// (those where `loopwatch_gpu_loop_memory_bytes` is above 0); the rule's `for` (1 min)
-/// is the default `gpu_memory_for`.
+/// (those where `loopwatch_gpu_loop_processes` is above 0, as the evaluator decides);
+/// the rule's `for` (1 min) is the default `gpu_memory_for`.
 pub(super) fn gpu_memory_high(t: &Thresholds) -> String {
     as_loop_alert(format!(
         "max by (instance, job) ({used} / {limit} and on(instance, job, hw_id, gpu_index) {ours} > 0) > {}",
         t.gpu_memory_fraction(),
         used = catalog::HW_GPU_MEMORY_USAGE_BYTES.name,
         limit = catalog::HW_GPU_MEMORY_LIMIT_BYTES.name,
-        ours = catalog::GPU_LOOP_MEMORY_BYTES.name,
+        ours = catalog::GPU_LOOP_PROCESSES.name,
     ))
 }
 

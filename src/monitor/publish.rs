@@ -491,7 +491,9 @@ impl Publisher {
         i.hw_temperature_celsius
             .set_series(series(&|d| d.temperature_celsius));
         i.loopwatch_gpu_loop_memory_bytes
-            .set_series(series(&|d| Some(d.loop_memory_bytes as f64)));
+            .set_series(series(&|d| d.loop_memory_bytes.map(|b| b as f64)));
+        i.loopwatch_gpu_loop_processes
+            .set_series(series(&|d| Some(f64::from(d.loop_processes))));
         i.hw_power_watts.set_series(
             devices
                 .iter()

@@ -298,28 +298,30 @@ impl GpuBooks {
             .collect()
     }
 
-    /// Video memory of the loop's processes over every device still answering, in
-    /// bytes; `None` before a GPU was seen and while the readings are stale.
+    /// Video memory of the loop's processes over every device still answering whose
+    /// processes NVML could list, in bytes; `None` when there is no such device (none
+    /// seen yet, none listed) and while the readings are stale.
     pub(crate) fn loop_memory_bytes(&self) -> Option<u64> {
-        (!self.devices.is_empty() && !self.stale).then(|| {
-            self.devices
-                .iter()
-                .filter(|b| !b.latest.lost)
-                .map(|b| b.latest.loop_memory_bytes)
-                .sum()
-        })
+        if self.stale {
+            return None;
+        }
+        self.devices
+            .iter()
+            .filter(|b| !b.latest.lost)
+            .filter_map(|b| b.latest.loop_memory_bytes)
+            .reduce(u64::saturating_add)
     }
 
     /// The highest fraction of video memory in use on a device still answering that
-    /// the loop's processes use; `None` when they use none, or the readings are
-    /// stale.
+    /// the loop uses (a process of its tree on it); `None` when it uses none, or the
+    /// readings are stale.
     pub(crate) fn loop_memory_fraction(&self) -> Option<f64> {
         if self.stale {
             return None;
         }
         self.devices
             .iter()
-            .filter(|b| !b.latest.lost && b.latest.loop_memory_bytes > 0)
+            .filter(|b| !b.latest.lost && b.latest.loop_processes > 0)
             .filter_map(|b| b.latest.memory_fraction())
             .reduce(f64::max)
     }
@@ -526,5 +528,30 @@ mod tests {
         });
         assert_eq!(xid(&mut books, Some("GPU-a"), 48).alerting, 1);
         assert_eq!(books.view()[0].ecc_uncorrected, 3);
+    }
+
+    #[test]
+    fn the_loop_uses_a_gpu_by_its_processes_and_unlisted_memory_is_absent() {
+        let mut books = GpuBooks::default();
+        // GPU-a: NVML listed no process's memory (a process whose memory it cannot
+        // give counts 0), but the loop's process is on it, and it is full.
+        let mut a = GpuDevice::reading(0, "GPU-a", 97, 100);
+        a.loop_processes = 1;
+        a.loop_memory_bytes = Some(0);
+        // GPU-b: NVML could list neither of its process lists.
+        let b = GpuDevice::reading(1, "GPU-b", 99, 100);
+        books.sample(&GpuSample {
+            devices: vec![a.clone(), b.clone()],
+        });
+        assert_eq!(books.loop_memory_fraction(), Some(0.97));
+        assert_eq!(books.loop_memory_bytes(), Some(0));
+        assert_eq!(books.view()[1].loop_memory_bytes, None);
+        books.sample(&GpuSample { devices: vec![b] });
+        let mut unlisted = GpuBooks::default();
+        unlisted.sample(&GpuSample {
+            devices: vec![GpuDevice::reading(0, "GPU-b", 99, 100)],
+        });
+        assert_eq!(unlisted.loop_memory_bytes(), None, "unknown, not 0");
+        assert_eq!(unlisted.loop_memory_fraction(), None, "not the loop's");
     }
 }

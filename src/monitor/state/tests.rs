@@ -1119,7 +1119,7 @@ fn a_stop_budget_refuses_new_calls_once_spent() {
 fn full_gpu(secs: f64) -> Event {
     let mut device = crate::sample::GpuDevice::reading(0, "GPU-a", 97, 100);
     device.loop_processes = 1;
-    device.loop_memory_bytes = 10;
+    device.loop_memory_bytes = Some(10);
     Event::Gpu {
         sample: crate::sample::GpuSample {
             devices: vec![device],

@@ -45,9 +45,11 @@ pub struct GpuDevice {
     pub ecc_uncorrected: Option<u64>,
     /// Video memory of the loop's own processes on this device, in bytes: the sum
     /// over the processes of NVML's compute and graphics lists whose pids are in the
-    /// loop's process tree (a process in both lists counted once).
-    pub loop_memory_bytes: u64,
-    /// Processes of the loop's tree on this device.
+    /// loop's process tree (a process in both lists counted once; one whose memory
+    /// NVML cannot give counted 0). `None` when NVML could give neither list.
+    pub loop_memory_bytes: Option<u64>,
+    /// Processes of the loop's tree on this device, in the lists NVML could give (0
+    /// when it could give neither): whether the loop uses the device.
     pub loop_processes: u32,
 }
 
@@ -65,7 +67,7 @@ impl GpuDevice {
             temperature_celsius: None,
             ecc_corrected: None,
             ecc_uncorrected: None,
-            loop_memory_bytes: 0,
+            loop_memory_bytes: None,
             loop_processes: 0,
         }
     }

@@ -267,13 +267,12 @@ impl GpuSampler {
         // A process with both a compute and a graphics context is in both lists,
         // with the same memory: counted once, at the larger.
         let mut by_pid: HashMap<u32, u64> = HashMap::new();
-        for list in [
+        let lists = [
             self.keep("processes", handle.running_compute_processes(), &mut lost),
             self.keep("processes", handle.running_graphics_processes(), &mut lost),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        ];
+        let listed = lists.iter().any(Option::is_some);
+        for list in lists.into_iter().flatten() {
             for process in list {
                 if !loop_pids.contains(&process.pid) {
                     continue;
@@ -287,7 +286,9 @@ impl GpuSampler {
             }
         }
         device.loop_processes = u32::try_from(by_pid.len()).unwrap_or(u32::MAX);
-        device.loop_memory_bytes = by_pid.values().fold(0u64, |sum, v| sum.saturating_add(*v));
+        // Neither list: the loop's share is unknown, not 0.
+        device.loop_memory_bytes =
+            listed.then(|| by_pid.values().fold(0u64, |sum, v| sum.saturating_add(*v)));
         device.lost = lost;
     }
 
