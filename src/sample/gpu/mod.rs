@@ -145,9 +145,14 @@ pub struct GpuXid {
 /// one pid per namespace level; `false` where it cannot be read.
 #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
 pub(crate) fn in_nested_pid_namespace() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| nested(&status))
+}
+
+/// Whether a `/proc/<pid>/status` text says its process is in a pid namespace below
+/// the host's: its `NSpid` line lists more than one pid (one per level, the host's
+/// first). `false` without the line (a kernel before 4.1).
+#[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+fn nested(status: &str) -> bool {
     status
         .lines()
         .find_map(|line| line.strip_prefix("NSpid:"))
@@ -169,8 +174,18 @@ mod tests {
     }
 
     #[test]
-    fn this_test_process_is_in_the_pid_namespace_it_was_started_in() {
-        // Whichever it is, reading it never panics; on the host it is false.
-        let _ = in_nested_pid_namespace();
+    fn a_process_is_nested_when_its_nspid_line_lists_more_than_one_pid() {
+        let status = |nspid: &str| format!("Name:\tloop\nTgid:\t5\n{nspid}\nPPid:\t1\n");
+        assert!(!nested(&status("NSpid:\t5")), "the host's namespace");
+        assert!(nested(&status("NSpid:\t812\t5")), "a container's");
+        assert!(
+            nested(&status("NSpid:\t9001\t812\t5")),
+            "a container's inside one"
+        );
+        assert!(
+            !nested("Name:\tloop\nPid:\t5\n"),
+            "no NSpid line: an old kernel"
+        );
+        assert!(!nested(""));
     }
 }
