@@ -178,3 +178,76 @@ fn gpu_memory_high_and_gpu_errors_reach_alertmanager_from_loopwatch_and_from_the
     drop(prometheus);
     monitor.shutdown();
 }
+
+/// `loopwatch run` samples the GPUs unless `LOOPWATCH_GPU=off` or `[gpu] enabled =
+/// false` says otherwise, the variable over the file.
+#[test]
+fn loopwatch_run_samples_the_gpus_unless_turned_off_by_the_environment_or_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    write_script(
+        &library,
+        "device GPU-dddddddd-aaaa-4000-8000-000000000001 total=17179869184 used=1073741824 util=5 power_mw=60000 temp=41 ecc_corrected=0 ecc_uncorrected=0\n",
+    );
+    let config = dir.path().join("loopwatch.toml");
+    std::fs::write(&config, "[gpu]\nenabled = false\n").unwrap();
+    let config_flag = format!("--config={}", config.display());
+    let cases: [(&str, Option<&str>, Option<&str>, bool); 4] = [
+        ("by default", None, None, true),
+        ("LOOPWATCH_GPU=off", Some("off"), None, false),
+        ("[gpu] enabled = false", None, Some(&config_flag), false),
+        (
+            "LOOPWATCH_GPU=on over the file",
+            Some("on"),
+            Some(&config_flag),
+            true,
+        ),
+    ];
+    for (n, (case, variable, flag, sampled)) in cases.into_iter().enumerate() {
+        let run_dir = dir.path().join(format!("run-{n}"));
+        std::fs::create_dir(&run_dir).unwrap();
+        let stop = run_dir.join("stop");
+        let mut launch = Launch::without_network_settings(&run_dir);
+        launch
+            .env_remove
+            .extend(["LOOPWATCH_GPU", "LOOPWATCH_CONFIG"].map(Into::into));
+        launch.env.push((
+            "LOOPWATCH_GPU_LIBRARY".into(),
+            library.clone().into_os_string(),
+        ));
+        if let Some(value) = variable {
+            launch.env.push(("LOOPWATCH_GPU".into(), value.into()));
+        }
+        // The loop runs until the test says stop.
+        let command: Vec<std::ffi::OsString> = vec![
+            "sh".into(),
+            "-c".into(),
+            "while [ ! -e \"$0\" ]; do sleep 0.05; done".into(),
+            stop.clone().into_os_string(),
+        ];
+        let flags: Vec<&str> = flag.into_iter().collect();
+        let mut run = Supervised::launch(&run_dir, &launch, &flags, &command);
+        run.wait_serving();
+        if sampled {
+            wait_until(Duration::from_secs(30), "the GPU is sampled", || {
+                run.metric("loopwatch_gpu_devices") == Some(1.0)
+            });
+        } else {
+            wait_until(Duration::from_secs(30), "GPU sampling is said off", || {
+                run.log().contains("GPU sampling is turned off")
+            });
+            assert_eq!(run.metric("loopwatch_gpu_devices"), Some(0.0), "{case}");
+            assert!(
+                !run.log().contains("sampling GPUs"),
+                "{case}: {}",
+                run.log()
+            );
+        }
+        std::fs::write(&stop, "").unwrap();
+        assert!(
+            run.wait(Duration::from_secs(30)).success(),
+            "{case}: {}",
+            run.log()
+        );
+    }
+}
