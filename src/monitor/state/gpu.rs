@@ -197,7 +197,7 @@ impl GpuBooks {
             ] {
                 let count = growth(previous, now);
                 if count > 0 {
-                    *total += count;
+                    *total = total.saturating_add(count);
                     errors.push(GpuErrors {
                         gpu: Some(GpuId::new(device.index, Arc::clone(&device.uuid))),
                         kind,
@@ -553,5 +553,26 @@ mod tests {
         });
         assert_eq!(unlisted.loop_memory_bytes(), None, "unknown, not 0");
         assert_eq!(unlisted.loop_memory_fraction(), None, "not the loop's");
+    }
+
+    #[test]
+    fn counts_near_the_top_of_u64_saturate_and_never_panic() {
+        let mut books = GpuBooks::default();
+        let mut huge = |uncorrected: u64, memory: u64| {
+            let mut d = device("GPU-a", 0, uncorrected);
+            d.loop_memory_bytes = Some(memory);
+            let mut e = device("GPU-b", 0, 0);
+            e.loop_memory_bytes = Some(memory);
+            books.sample(&GpuSample {
+                devices: vec![d, e],
+            })
+        };
+        huge(0, u64::MAX);
+        huge(u64::MAX, u64::MAX);
+        // The driver reloaded: all it holds is new, on top of the maximum.
+        let (errors, _) = huge(5, u64::MAX);
+        assert_eq!(errors[0].count, 5);
+        assert_eq!(books.view()[0].ecc_uncorrected, u64::MAX);
+        assert_eq!(books.loop_memory_bytes(), Some(u64::MAX));
     }
 }
