@@ -251,3 +251,79 @@ fn loopwatch_run_samples_the_gpus_unless_turned_off_by_the_environment_or_the_co
         );
     }
 }
+
+/// Between the loop's exit and its restart, nothing is the loop's: its pid, which the
+/// kernel may give to any process, is not counted on the GPUs.
+#[test]
+fn a_loop_that_exited_has_no_video_memory_until_it_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let device = |util: u32| {
+        format!("device GPU-eeeeeeee-aaaa-4000-8000-000000000001 total=17179869184 used=8589934592 util={util} power_mw=60000 temp=41 ecc_corrected=0 ecc_uncorrected=0\n")
+    };
+    write_script(&library, &device(5));
+    let pid_file = dir.path().join("loop.pid");
+    let mut launch = Launch::without_network_settings(dir.path());
+    launch
+        .env_remove
+        .extend(["LOOPWATCH_GPU", "LOOPWATCH_CONFIG"].map(Into::into));
+    launch.env.push((
+        "LOOPWATCH_GPU_LIBRARY".into(),
+        library.clone().into_os_string(),
+    ));
+    launch
+        .env
+        .push(("LOOPWATCH_SAMPLE_INTERVAL".into(), "50ms".into()));
+    // The loop notes its pid and ends at once; its restart is a long way off.
+    let command: Vec<std::ffi::OsString> = vec![
+        "sh".into(),
+        "-c".into(),
+        "echo $$ > \"$0\"".into(),
+        pid_file.clone().into_os_string(),
+    ];
+    let run = Supervised::launch(
+        dir.path(),
+        &launch,
+        &["--restart=always", "--restart-delay=5m"],
+        &command,
+    );
+    run.wait_serving();
+    let mut pid = String::new();
+    wait_until(Duration::from_secs(30), "the loop noted its pid", || {
+        pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        pid.ends_with('\n')
+    });
+    let pid = pid.trim();
+    wait_until(
+        Duration::from_secs(30),
+        "the loop's process is gone",
+        || !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+    );
+    // NVML lists a process by the pid the loop had: the pid of another process, in
+    // time.
+    let gib: u64 = 1 << 30;
+    for util in [10, 20] {
+        write_script(
+            &library,
+            &format!("{}process 0 compute {pid} {gib}\n", device(util)),
+        );
+        wait_until(Duration::from_secs(30), "a sample after the exit", || {
+            let e = parse(&scrape(run.addr)).unwrap();
+            e.get("hw_gpu_utilization_ratio")
+                .and_then(|m| m.value_with(&[("gpu_index", "0")]))
+                == Some(f64::from(util) / 100.0)
+        });
+        let e = parse(&scrape(run.addr)).unwrap();
+        let on_gpu = |metric: &str| {
+            e.get(metric)
+                .and_then(|m| m.value_with(&[("gpu_index", "0")]))
+        };
+        assert_eq!(
+            on_gpu("loopwatch_gpu_loop_memory_bytes"),
+            Some(0.0),
+            "{}",
+            run.log()
+        );
+        assert_eq!(on_gpu("loopwatch_gpu_loop_processes"), Some(0.0));
+    }
+}

@@ -95,7 +95,8 @@ fn run(hub: &Hub, cancel: &CancellationToken) {
     let mut watch = sampler.xid_watch();
     let period = hub.settings.sample_interval;
     while !cancel.is_cancelled() {
-        let pids = process_tree(hub.loop_root());
+        // No root (the loop's process ended): nothing is the loop's.
+        let pids = hub.loop_root().map(process_tree).unwrap_or_default();
         let sample = sampler.sample(&pids);
         hub.send(Event::Gpu {
             sample,

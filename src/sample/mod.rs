@@ -20,5 +20,5 @@ pub use host::{HostSample, HostSampler};
 #[cfg(feature = "docker")]
 pub(crate) use procfs::read_whole;
 pub(crate) use procfs::{process_ids, read_stat};
-pub(crate) use tree::children;
 pub use tree::process_tree;
+pub(crate) use tree::{children, TreeRoot};
