@@ -443,8 +443,9 @@ pub(crate) struct TimePoint {
     pub(crate) iterations: u64,
     /// Alerts firing.
     pub(crate) alerts_firing: u8,
-    /// Video memory of the loop's processes over every GPU still answering, in
-    /// bytes; `None` before the GPU sampler read a device.
+    /// Video memory of the loop's processes over every GPU still answering whose
+    /// processes NVML could list, in bytes; `None` (left out) before the GPU sampler
+    /// read such a device and while its readings are stale.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) gpu_loop_memory_bytes: Option<f64>,
 }
