@@ -39,15 +39,18 @@ pub(super) fn spawn(runtime: &tokio::runtime::Runtime, hub: &Arc<Hub>, cancel: &
     let spawned = std::thread::Builder::new()
         .name("loopwatch-gpu".into())
         .spawn(move || {
-            if catch_unwind(AssertUnwindSafe(|| run(&sampling, &stop))).is_err()
-                && !stop.is_cancelled()
-            {
-                // Its readings would otherwise stand, and GPUMemoryHigh with them.
-                tracing::error!("the GPU sampler panicked: GPU sampling ended, its series are dropped and GPUMemoryHigh resolves");
-                sampling.send(Event::GpuEnded {
-                    at: sampling.clock.now(),
-                });
+            let ran = catch_unwind(AssertUnwindSafe(|| run(&sampling, &stop)));
+            if stop.is_cancelled() {
+                return; // the monitor stops: the last readings go to the final files
             }
+            if ran.is_err() {
+                tracing::error!("the GPU sampler panicked: GPU sampling ended, its series are dropped and GPUMemoryHigh resolves");
+            }
+            // However it ended, its readings would otherwise stand, and GPUMemoryHigh
+            // with them (nothing to drop when it never read a GPU).
+            sampling.send(Event::GpuEnded {
+                at: sampling.clock.now(),
+            });
         });
     match spawned {
         Ok(handle) => {
