@@ -865,10 +865,16 @@ catalog! {
         "Temperature of the GPU's die (degrees Celsius).";
     /// Errors per GPU.
     HW_ERRORS_TOTAL / hw_errors_total: Counter = "hw_errors_total" as "hw.errors", "{error}", ["hw_id", "gpu_index", "hw_type", "error_type"], None, PerGpu,
-        "Errors on the GPU since loopwatch started, by error_type: xid (critical Xid errors NVML reported), uncorrected and corrected (ECC errors the driver's volatile counts grew by); hw_type is gpu (errors).";
+        "Errors on the GPU since loopwatch started, by error_type: xid (every critical Xid error NVML reported, fatal or not; gpu_index and hw_id are unknown for one of a device NVML no longer names), uncorrected and corrected (ECC errors the driver's volatile counts grew by); hw_type is gpu. What GPUErrors counts is loopwatch_gpu_alerting_errors_total (errors).";
+    /// The GPU errors GPUErrors counts, per GPU.
+    GPU_ALERTING_ERRORS_TOTAL / loopwatch_gpu_alerting_errors_total: Counter = "loopwatch_gpu_alerting_errors_total", "{error}", ["hw_id", "gpu_index"], None, PerGpu,
+        "The GPU errors GPUErrors counts, since loopwatch started: Xid errors in the fatal set ([gpu] fatal_xids) and uncorrected ECC errors, on the GPUs the loop's processes use when they use any, else on every GPU; an ECC Xid and the uncorrected count's rise for the same fault count once. Every error is in hw_errors_total; gpu_index and hw_id are unknown for an Xid of a device NVML no longer names (errors).";
     /// Video memory of the loop's processes per GPU.
     GPU_LOOP_MEMORY_BYTES / loopwatch_gpu_loop_memory_bytes: Observed = "loopwatch_gpu_loop_memory_bytes", "By", ["hw_id", "gpu_index"], None, PerGpu,
-        "Video memory of the loop's own processes on the GPU: NVML's compute and graphics processes whose pids are in the loop's process tree, summed; 0 in a pid namespace other than the host's, whose pids NVML's never match (bytes).";
+        "Video memory of the loop's own processes on the GPU: NVML's compute and graphics processes whose pids are in the loop's process tree, summed (a process whose memory NVML cannot give counts 0); 0 in a pid namespace other than the host's, whose pids NVML's never match; no series for a GPU whose processes NVML cannot list (bytes).";
+    /// Processes of the loop's tree per GPU.
+    GPU_LOOP_PROCESSES / loopwatch_gpu_loop_processes: Observed = "loopwatch_gpu_loop_processes", "{process}", ["hw_id", "gpu_index"], None, PerGpu,
+        "Processes of the loop's process tree in NVML's compute and graphics lists of the GPU (one in both counted once): above 0, the loop uses the GPU (GPUMemoryHigh and GPUErrors look at those); 0 when NVML cannot list its processes, and in a pid namespace other than the host's (processes).";
 }
 
 /// A metric of the newest experimental OpenTelemetry GenAI conventions: exported,

@@ -405,7 +405,7 @@ pub(super) fn gpu_memory_high(t: &Thresholds) -> Vec<BoundaryCase> {
                 gpu_series(catalog::HW_GPU_MEMORY_LIMIT_BYTES.name, ""),
                 format!("{limit} {limit} {limit} {limit}"),
             )
-            .series_selector(gpu_series(catalog::GPU_LOOP_MEMORY_BYTES.name, ""), ours)
+            .series_selector(gpu_series(catalog::GPU_LOOP_PROCESSES.name, ""), ours)
     };
     let above_value = used(above).parse::<f64>().unwrap_or(0.0) / limit as f64;
     vec![
@@ -420,9 +420,11 @@ pub(super) fn gpu_memory_high(t: &Thresholds) -> Vec<BoundaryCase> {
     ]
 }
 
-/// GPUErrors: an Xid error fires at once, with the count; five minutes without a
-/// new one resolve it; corrected ECC errors raise nothing.
+/// GPUErrors: an error it counts fires at once, with the count; five minutes without
+/// a new one resolve it; errors it does not count (an application's Xid, corrected
+/// ECC errors, a GPU the loop does not use) raise nothing, however many.
 pub(super) fn gpu_errors(_: &Thresholds) -> Vec<BoundaryCase> {
+    let alerting = gpu_series(catalog::GPU_ALERTING_ERRORS_TOTAL.name, "");
     let errors = |kind: &str| {
         gpu_series(
             catalog::HW_ERRORS_TOTAL.name,
@@ -430,17 +432,20 @@ pub(super) fn gpu_errors(_: &Thresholds) -> Vec<BoundaryCase> {
         )
     };
     vec![
-        BoundaryCase::new("fires at a new Xid error, and resolves five minutes after it")
+        BoundaryCase::new("fires at a new error it counts, and resolves five minutes after it")
+            .series_selector(alerting.clone(), "0 0 1 1 1 1 1 1 1 1")
             .series_selector(errors("xid"), "0 0 1 1 1 1 1 1 1 1")
             .run_info("1+0x10")
             .quiet_at("1m")
             .fires_at("2m", 1.0)
             .quiet_at("8m"),
-        BoundaryCase::new("counts uncorrected ECC errors, not corrected ones")
-            .series_selector(errors("uncorrected"), "0 0 2 2")
-            .series_selector(errors("corrected"), "0 5 9 9")
-            .quiet_at("1m")
-            .fires_at("2m", 2.0),
+        BoundaryCase::new("counts what loopwatch counts for it, not every error")
+            .series_selector(alerting, "0 0 0 2 2")
+            .series_selector(errors("xid"), "0 4 9 9 9")
+            .series_selector(errors("uncorrected"), "0 0 0 2 2")
+            .series_selector(errors("corrected"), "0 5 9 9 9")
+            .quiet_at("2m")
+            .fires_at("3m", 2.0),
     ]
 }
 

@@ -330,15 +330,15 @@ const LOOP_JOBS: &str = "job=~\"loopwatch|loopwatch-discovered\"";
 /// monitor shutting down lets its scraper see, raises nothing). A registered loop
 /// that ends cleanly removes its target file, so its target goes rather than down.
 /// The highest fraction of video memory in use on the GPUs the loop's processes use
-/// (those where `loopwatch_gpu_loop_memory_bytes` is above 0); the rule's `for` (1 min)
-/// is the default `gpu_memory_for`.
+/// (those where `loopwatch_gpu_loop_processes` is above 0, as the evaluator decides);
+/// the rule's `for` (1 min) is the default `gpu_memory_for`.
 pub(super) fn gpu_memory_high(t: &Thresholds) -> String {
     as_loop_alert(format!(
         "max by (instance, job) ({used} / {limit} and on(instance, job, hw_id, gpu_index) {ours} > 0) > {}",
         t.gpu_memory_fraction(),
         used = catalog::HW_GPU_MEMORY_USAGE_BYTES.name,
         limit = catalog::HW_GPU_MEMORY_LIMIT_BYTES.name,
-        ours = catalog::GPU_LOOP_MEMORY_BYTES.name,
+        ours = catalog::GPU_LOOP_PROCESSES.name,
     ))
 }
 
@@ -349,21 +349,21 @@ pub(super) fn gpu_memory_high_description(t: &Thresholds) -> String {
     )
 }
 
-/// Xid and uncorrected ECC errors within the last 5 minutes, counted exactly (the
-/// counter's rise over the window, not `increase`'s extrapolation); a series whose
-/// counter started again (loopwatch restarted) is left out for that window.
+/// The GPU errors GPUErrors counts within the last 5 minutes, counted exactly (the
+/// counter's rise over the window, not `increase`'s extrapolation): loopwatch counts
+/// them (fatal Xids and uncorrected ECC errors, on the loop's GPUs, a fault once) in
+/// `loopwatch_gpu_alerting_errors_total`, so the rule and the evaluator count alike. A
+/// series whose counter started again (loopwatch restarted) is left out for that
+/// window.
 pub(super) fn gpu_errors(_: &Thresholds) -> String {
-    let errors = format!(
-        "{}{{error_type=~\"xid|uncorrected\"}}",
-        catalog::HW_ERRORS_TOTAL.name
-    );
+    let errors = catalog::GPU_ALERTING_ERRORS_TOTAL.name;
     as_loop_alert(format!(
         "sum by (instance, job) ((max_over_time({errors}[5m]) - min_over_time({errors}[5m])) unless resets({errors}[5m]) > 0) > 0"
     ))
 }
 
 pub(super) fn gpu_errors_description(_: &Thresholds) -> String {
-    "{{ $value }} critical Xid or uncorrected ECC errors on the loop's host's GPUs within the last 5 minutes.".to_string()
+    "{{ $value }} fatal Xid or uncorrected ECC errors on the GPUs the loop uses within the last 5 minutes.".to_string()
 }
 
 pub(super) fn loop_down(_: &Thresholds) -> String {

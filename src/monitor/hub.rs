@@ -58,7 +58,7 @@
 
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -73,7 +73,7 @@ use crate::export::{Evaluation, Snapshot, Source};
 use crate::pipeline::Pipeline;
 use crate::records::{RunIdentity, RunSummary};
 use crate::reported::{Rejection, Rejections};
-use crate::sample::{CgroupMemory, HostSampler};
+use crate::sample::{CgroupMemory, HostSampler, TreeRoot};
 
 use super::clock::Clock;
 use super::deliver::{dispatch, FindingSink, Log};
@@ -118,9 +118,9 @@ pub(super) struct Hub {
     started_at_ns: AtomicU64,
     pub(super) stop_requested: AtomicBool,
     pub(super) closed: AtomicBool,
-    /// The root of the loop's process tree: a supervised loop's process, or 0 for
-    /// this process (the GPU sampler sums the video memory of the tree below it).
-    loop_root: AtomicU32,
+    /// The root of the loop's process tree: a supervised loop's process, or `None`
+    /// for this process (the GPU sampler sums the video memory of the tree below it).
+    loop_root: Mutex<Option<TreeRoot>>,
 
     // The queue and the state.
     sender: SyncSender<Event>,
@@ -186,7 +186,7 @@ impl Hub {
             started_at_ns: AtomicU64::new(0),
             stop_requested: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            loop_root: AtomicU32::new(0),
+            loop_root: Mutex::new(None),
             sender,
             receiver: Mutex::new(receiver),
             publisher: Publisher {
@@ -436,16 +436,17 @@ impl Hub {
     /// Watches a supervised loop's process tree instead of this process.
     pub(super) fn watch_process_tree(&self, root_pid: u32) {
         *lock(&self.host_sampler) = HostSampler::for_process_tree(root_pid);
-        self.loop_root.store(root_pid, Ordering::Relaxed);
+        *lock(&self.loop_root) = Some(TreeRoot::of(root_pid));
     }
 
     /// The root of the loop's process tree: the supervised loop's process, else this
-    /// one.
+    /// one; `None` while the supervised loop's process has ended (between an exit and
+    /// a restart), when its pid may already be another process's.
     #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
-    pub(super) fn loop_root(&self) -> u32 {
-        match self.loop_root.load(Ordering::Relaxed) {
-            0 => std::process::id(),
-            pid => pid,
+    pub(super) fn loop_root(&self) -> Option<u32> {
+        match *lock(&self.loop_root) {
+            None => Some(std::process::id()),
+            Some(root) => root.current(),
         }
     }
 
