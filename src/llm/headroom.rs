@@ -265,6 +265,66 @@ impl Headroom {
     }
 }
 
+impl Headroom {
+    /// The last word on each limit once `newer` has come, `elapsed` after `self`:
+    /// limit by limit, each figure `newer` states replaces the older one; a figure it
+    /// does not state keeps the older one until that limit's reset passes (an older
+    /// limit stated without a reset, until [`UNDATED_READING`] after it). So a 429
+    /// that carries only a wait, or an answer that states what remains but not the
+    /// limit, leaves the limits known before in force. The wait is `newer`'s.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use hyper::header::{HeaderMap, HeaderValue};
+    /// use loopwatch::llm::headroom::Headroom;
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("x-ratelimit-limit-requests", HeaderValue::from_static("100"));
+    /// headers.insert("x-ratelimit-remaining-requests", HeaderValue::from_static("3"));
+    /// headers.insert("x-ratelimit-reset-requests", HeaderValue::from_static("20s"));
+    /// let low = Headroom::read(&headers, UNIX_EPOCH).unwrap();
+    /// let mut wait = HeaderMap::new();
+    /// wait.insert("retry-after-ms", HeaderValue::from_static("500"));
+    /// let only_a_wait = Headroom::read(&wait, UNIX_EPOCH).unwrap();
+    /// let merged = low.merged(&only_a_wait, Duration::from_secs(1));
+    /// assert_eq!(merged.fraction_after(Duration::ZERO), Some(0.03));
+    /// assert_eq!(merged.retry_after, Some(Duration::from_millis(500)));
+    /// ```
+    pub fn merged(&self, newer: &Headroom, elapsed: Duration) -> Headroom {
+        let mut limits = Vec::new();
+        for resource in Resource::ALL {
+            // The older figures of this limit, as of the newer answer, while in force.
+            let older = self
+                .limit(resource)
+                .filter(|limit| elapsed < limit.reset.unwrap_or(UNDATED_READING))
+                .map(|limit| Limit {
+                    reset: Some(
+                        limit
+                            .reset
+                            .unwrap_or(UNDATED_READING)
+                            .saturating_sub(elapsed),
+                    ),
+                    ..*limit
+                });
+            let merged = match (older, newer.limit(resource)) {
+                (None, None) => continue,
+                (Some(older), None) => older,
+                (None, Some(newer)) => *newer,
+                (Some(older), Some(newer)) => Limit {
+                    limit: newer.limit.or(older.limit),
+                    remaining: newer.remaining.or(older.remaining),
+                    reset: newer.reset.or(older.reset),
+                },
+            };
+            limits.push((resource, merged));
+        }
+        Headroom {
+            limits,
+            retry_after: newer.retry_after,
+        }
+    }
+}
+
 /// The wait an answer asks for: `retry-after-ms` (milliseconds, as the openai and
 /// anthropic SDKs read it first), else `Retry-After` in seconds or as an HTTP date
 /// (relative to `now`); at most [`MAX_WAIT`].
