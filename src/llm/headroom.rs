@@ -192,7 +192,10 @@ impl Headroom {
             if let Some([limit_of, remaining_of, reset_of]) = openai {
                 limit.limit = one(headers, limit_of).and_then(count);
                 limit.remaining = one(headers, remaining_of).and_then(count);
-                limit.reset = one(headers, reset_of).and_then(go_duration);
+                limit.reset = one(headers, reset_of).and_then(|text| match epoch(text) {
+                    Some(at) => Some(until(now(), at)),
+                    None => go_duration(text),
+                });
             }
             limit.limit = limit
                 .limit
@@ -394,9 +397,33 @@ fn until(now: SystemTime, at: SystemTime) -> Duration {
         .min(MAX_WAIT)
 }
 
+/// Bare numbers above this are not a number of seconds to wait (over 31 years) but
+/// a time: seconds since the epoch, as some servers write their resets.
+const EPOCH_SECONDS: f64 = 1e9;
+/// Bare numbers above this are milliseconds since the epoch.
+const EPOCH_MILLIS: f64 = 1e12;
+
+/// A reset written as a time since the epoch (a bare number above [`EPOCH_SECONDS`],
+/// in milliseconds above [`EPOCH_MILLIS`]).
+fn epoch(text: &str) -> Option<SystemTime> {
+    let n = seconds_of(text.trim())?;
+    let seconds = if n > EPOCH_MILLIS {
+        n / 1000.0
+    } else if n > EPOCH_SECONDS {
+        n
+    } else {
+        return None;
+    };
+    // Beyond any clock: left out.
+    (seconds < 1e13)
+        .then(|| UNIX_EPOCH.checked_add(Duration::from_secs_f64(seconds)))
+        .flatten()
+}
+
 /// A Go-style duration as OpenAI writes its resets: numbers, each with a unit
 /// (`h`, `m`, `s`, `ms`, `us`, `µs`, `ns`, and `d`), one after another (`1h2m3.5s`,
-/// `6m0s`, `20ms`); or a bare number of seconds. At most [`MAX_WAIT`].
+/// `6m0s`, `20ms`); or a bare number of seconds, up to 1e9 (a larger one is a time,
+/// not a duration, and is left out). At most [`MAX_WAIT`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -405,13 +432,14 @@ fn until(now: SystemTime, at: SystemTime) -> Duration {
 /// assert_eq!(go_duration("20ms"), Some(Duration::from_millis(20)));
 /// assert_eq!(go_duration("1h2m3.5s"), Some(Duration::from_secs_f64(3723.5)));
 /// assert_eq!(go_duration("7"), Some(Duration::from_secs(7)));
+/// assert_eq!(go_duration("1714560000"), None, "a time, not a duration");
 /// assert_eq!(go_duration("soon"), None);
 /// assert_eq!(go_duration("-1s"), None);
 /// ```
 pub fn go_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     if let Some(seconds) = seconds_of(text) {
-        return Some(capped(seconds));
+        return (seconds <= EPOCH_SECONDS).then(|| capped(seconds));
     }
     let mut rest = text;
     let mut total = 0.0f64;
@@ -651,6 +679,42 @@ mod tests {
             .fraction(),
             None,
             "a limit of zero has no fraction"
+        );
+    }
+
+    /// A bare number that is a time since the epoch (in seconds or milliseconds) is
+    /// read as one, against the answer's Date, never as decades capped to a week.
+    #[test]
+    fn epoch_resets_are_times_not_durations() {
+        let date = "Wed, 01 May 2024 10:40:00 GMT"; // 1714560000
+        for (reset, expected) in [
+            ("1714560030", Some(Duration::from_secs(30))),
+            ("1714560001500", Some(Duration::from_millis(1500))),
+            ("1714559000", Some(Duration::ZERO)),
+            ("1714560030.5", Some(Duration::from_secs_f64(30.5))),
+            ("30", Some(Duration::from_secs(30))),
+            ("1e300", None),
+        ] {
+            let h = headers(&[
+                ("date", date),
+                ("x-ratelimit-limit-requests", "100"),
+                ("x-ratelimit-remaining-requests", "1"),
+                ("x-ratelimit-reset-requests", reset),
+            ]);
+            let read = Headroom::read(&h, UNIX_EPOCH).unwrap();
+            assert_eq!(
+                read.limit(Resource::Requests).unwrap().reset,
+                expected,
+                "{reset}"
+            );
+        }
+        // Without a Date, against this host's clock.
+        let h = headers(&[("x-ratelimit-reset-tokens", "1714560060")]);
+        let now = UNIX_EPOCH + Duration::from_secs(1_714_560_000);
+        let read = Headroom::read(&h, now).unwrap();
+        assert_eq!(
+            read.limit(Resource::Tokens).unwrap().reset,
+            Some(Duration::from_secs(60))
         );
     }
 
