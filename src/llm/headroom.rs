@@ -2,11 +2,15 @@
 //! tokens it will still take before its limits reset, read from the answer's headers
 //! so that a coming 429 storm shows before its first 429.
 //!
-//! - **OpenAI** (and the servers that copy it: Azure OpenAI, Groq, OpenRouter,
-//!   vLLM behind LiteLLM …): `x-ratelimit-limit-requests`,
-//!   `x-ratelimit-remaining-requests`, `x-ratelimit-reset-requests` and the same for
-//!   `-tokens`; a reset is a Go-style duration (`6m0s`, `1s`, `20ms`, `1h2m3.5s`) or
-//!   a number of seconds.
+//! - **OpenAI**, and any server that sends these very names (Groq does):
+//!   `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests`,
+//!   `x-ratelimit-reset-requests` and the same for `-tokens`; a reset is a Go-style
+//!   duration (`6m0s`, `1s`, `20ms`, `1h2m3.5s`), a number of seconds, or (a bare
+//!   number above 1e9) a time since the epoch in seconds, above 1e12 in milliseconds.
+//!   Other names (`x-ratelimit-limit` without `-requests`) are not read. A server
+//!   that sends what remains without the limit (Azure OpenAI, some OpenAI-compatible
+//!   gateways) shows what remains but gives no headroom, so it cannot raise
+//!   `LLMRateLimitNear` unless an earlier answer stated the limit.
 //! - **Anthropic**: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-
 //!   {limit,remaining,reset}`; a reset is an RFC 3339 time
 //!   (`2025-05-01T12:00:30Z`), taken relative to the answer's own `Date` (the
