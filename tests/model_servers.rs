@@ -21,6 +21,11 @@ use support::*;
 /// A monitor reading `servers` every second (so each read may take 2 s); the test
 /// also reads when it wants, with `read_model_servers_now`.
 fn monitor_of(servers: &[(&str, String)]) -> Monitor {
+    monitor_reading_every(Duration::from_secs(1), servers)
+}
+
+/// A monitor reading `servers` every `interval` (the first read at once).
+fn monitor_reading_every(interval: Duration, servers: &[(&str, String)]) -> Monitor {
     let mut llm = LlmConfig::default();
     for (spec, url) in servers {
         let (name, kind) = spec.split_once(':').unwrap();
@@ -28,7 +33,7 @@ fn monitor_of(servers: &[(&str, String)]) -> Monitor {
         llm = llm.with_server(server).unwrap();
     }
     quiet_monitor()
-        .sample_interval(Duration::from_secs(1))
+        .sample_interval(interval)
         .thresholds(Thresholds::default().with_llm(llm))
         .build()
         .unwrap()
@@ -64,12 +69,17 @@ fn each_servers_readings_are_republished_exactly() {
     let older = StandIn::start("/metrics", Answer::Body(page("vllm-older.txt")));
     let sglang = StandIn::start("/metrics", Answer::Body(page("sglang.txt")));
     let ollama = StandIn::start("/api/ps", Answer::Body(page("ollama-ps.json")));
-    let monitor = monitor_of(&[
-        ("vllm:vllm", vllm.url()),
-        ("older:vllm", older.url()),
-        ("sglang:sglang", sglang.url()),
-        ("ollama:ollama", ollama.url()),
-    ]);
+    // Read once at the start, then only when the test asks: each page is read when
+    // the test says, and the history has one point per read asked for.
+    let monitor = monitor_reading_every(
+        Duration::from_secs(3600),
+        &[
+            ("vllm:vllm", vllm.url()),
+            ("older:vllm", older.url()),
+            ("sglang:sglang", sglang.url()),
+            ("ollama:ollama", ollama.url()),
+        ],
+    );
     wait_read(&monitor, &["vllm", "older", "sglang", "ollama"]);
     let e = exposition(&monitor);
     let check = |e: &Exposition, server: &str, expected: &[(&str, f64)]| {
@@ -212,6 +222,75 @@ fn each_servers_readings_are_republished_exactly() {
             .unwrap()
             .len(),
         2
+    );
+    monitor.shutdown();
+}
+
+/// A small vLLM page: nothing waiting, the cache half full, `preemptions` since the
+/// server started.
+fn preempted_page(preemptions: u32) -> String {
+    format!(
+        "vllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.5\n\
+         vllm:num_preemptions_total {preemptions}\n"
+    )
+}
+
+#[test]
+fn reads_of_one_server_are_applied_in_the_order_they_were_made() {
+    let vllm = StandIn::start("/metrics", Answer::Body(preempted_page(40)));
+    let monitor = monitor_of(&[("qwen:vllm", vllm.url())]);
+    wait_read(&monitor, &["qwen"]);
+    let preemptions = |monitor: &Monitor| {
+        value(
+            &exposition(monitor),
+            "loopwatch_llm_server_preemptions_total",
+            "qwen",
+        )
+    };
+    let before = preemptions(&monitor).unwrap();
+    // A periodic read in flight, its answer (the older page) held back at the server;
+    // meanwhile the server preempts once more, and the loop asks for a read now.
+    vllm.hold_next();
+    wait_until(Duration::from_secs(20), "a periodic read held", || {
+        vllm.holding()
+    });
+    let (arrived, answered) = (vllm.arrived(), vllm.answered());
+    vllm.set(Answer::Body(preempted_page(41)));
+    std::thread::scope(|scope| {
+        let now = scope.spawn(|| monitor.read_model_servers_now());
+        // The read asked for waits for the one in flight: no second request reaches
+        // the server while the first is held. (A window in which a second request
+        // would arrive, were reads to overlap; with one read at a time it never
+        // does, however fast or slow the machine.)
+        let window = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < window && !now.is_finished() {
+            assert_eq!(
+                vllm.arrived(),
+                arrived,
+                "a second read while one is in flight"
+            );
+            std::thread::yield_now();
+        }
+        assert!(
+            !now.is_finished(),
+            "the read now waits for the one in flight"
+        );
+        vllm.release();
+        now.join().unwrap();
+    });
+    wait_until(
+        Duration::from_secs(20),
+        "the held read and the read now answered",
+        || vllm.answered() >= answered + 2,
+    );
+    // The older page was applied first, the newer after it: one preemption, not the
+    // server's lifetime again as after a restart.
+    assert_eq!(preemptions(&monitor), Some(before + 1.0));
+    let body = http_get(monitor.local_addr(), "/api/v1/snapshot").body;
+    let snapshot: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        snapshot["model_servers"]["servers"][0]["preemptions"],
+        before + 1.0
     );
     monitor.shutdown();
 }
