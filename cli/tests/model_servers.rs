@@ -116,6 +116,14 @@ fn a_bad_server_flag_or_config_stops_loopwatch_run_with_a_clear_error() {
             ],
             "give each its own name",
         ),
+        (
+            // vLLM's default port is loopwatch's: loopwatch would read itself.
+            vec![
+                "--listen=0.0.0.0:8000",
+                "--llm-server=vllm=http://127.0.0.1:8000",
+            ],
+            "loopwatch's own address",
+        ),
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_loopwatch"))
             .arg("run")

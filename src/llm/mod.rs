@@ -610,10 +610,10 @@ impl LlmConfig {
     /// ```
     /// use loopwatch::llm::LlmConfig;
     /// let config = LlmConfig::default()
-    ///     .with_server("vllm=http://127.0.0.1:8000".parse().unwrap())
+    ///     .with_server("vllm=http://127.0.0.1:8001".parse().unwrap())
     ///     .unwrap();
     /// assert_eq!(config.servers.len(), 1);
-    /// let again = config.with_server("sglang=http://127.0.0.1:8000".parse().unwrap());
+    /// let again = config.with_server("sglang=http://127.0.0.1:8001".parse().unwrap());
     /// assert!(again.unwrap_err().to_string().contains("own name"));
     /// ```
     pub fn with_server(

@@ -12,7 +12,7 @@
 //! ```
 //! use loopwatch::servers::book::{ServerBook, Health};
 //! use loopwatch::servers::{exposition, ServerKind};
-//! let server = "vllm=http://127.0.0.1:8000".parse().unwrap();
+//! let server = "vllm=http://127.0.0.1:8001".parse().unwrap();
 //! let mut book = ServerBook::new(&[server]);
 //! let page = |ttft_sum: f64, ttft_count: f64| format!(
 //!     "vllm:time_to_first_token_seconds_sum {ttft_sum}\n\
@@ -404,7 +404,7 @@ mod tests {
 
     fn book() -> ServerBook {
         ServerBook::new(&[
-            "vllm=http://127.0.0.1:8000".parse().unwrap(),
+            "vllm=http://127.0.0.1:8001".parse().unwrap(),
             "ollama=http://127.0.0.1:11434".parse().unwrap(),
         ])
     }
