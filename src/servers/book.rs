@@ -6,8 +6,9 @@
 //! the mean time to first token and queue time of the requests since the previous
 //! read that had any, and the prefix-cache hit rate of the lookups since then (the
 //! first read, or a read after the server restarted, counts from the server's start).
-//! Preemptions are kept as loopwatch's own counter, which goes on rising across a
-//! restart of the server.
+//! Preemptions are kept as loopwatch's own counter, from 0 at the first read (those
+//! the server made before are not new), which goes on rising across a restart of the
+//! server.
 //!
 //! ```
 //! use loopwatch::servers::book::{ServerBook, Health};
@@ -74,8 +75,8 @@ pub struct ServerView {
     pub waiting: Option<f64>,
     /// Fraction of its KV cache in use, 0 to 1.
     pub kv_cache_usage: Option<f64>,
-    /// Preemptions (SGLang: retractions) it reported while loopwatch read it,
-    /// counted on across its restarts.
+    /// Preemptions (SGLang: retractions) since loopwatch first read it (0 at that
+    /// read: those before are not counted), counted on across its restarts.
     pub preemptions: Option<f64>,
     /// Prefix-cache hits over lookups, of the lookups since the previous read that had
     /// any (or the server's own rate).
@@ -357,10 +358,13 @@ impl Entry {
             None => {}
         }
         view.models = reading.models.map(bounded_models);
+        // The first read is where counting starts (the preemptions the server made
+        // before loopwatch read it are not new); after a restart (its counter went
+        // down), those since the restart are.
         let added = match (reading.preemptions, self.preemptions) {
             (Some(now), Some(before)) if now >= before => now - before,
-            (Some(now), _) => now,
-            (None, _) => 0.0,
+            (Some(now), Some(_)) => now,
+            (Some(_), None) | (None, _) => 0.0,
         };
         if let Some(now) = reading.preemptions {
             self.preemptions = Some(now);
@@ -425,7 +429,7 @@ mod tests {
         };
         let first = read(&mut book, page(5.0, 50.0, 100.0, 8.0, 4.0), 1.0);
         assert_eq!(first.news, Some(News::FirstRead));
-        assert_eq!(first.preemptions_added, 5.0);
+        assert_eq!(first.preemptions_added, 0.0, "the first read is a baseline");
         let v = &book.views()[0];
         assert_eq!(
             (
@@ -433,7 +437,7 @@ mod tests {
                 v.prefix_cache_hit_ratio,
                 v.queue_time_seconds
             ),
-            (Some(5.0), Some(0.5), Some(2.0))
+            (Some(0.0), Some(0.5), Some(2.0))
         );
         let second = read(&mut book, page(7.0, 140.0, 200.0, 11.0, 5.0), 2.0);
         assert_eq!((second.news, second.preemptions_added), (None, 2.0));
@@ -444,7 +448,7 @@ mod tests {
                 v.prefix_cache_hit_ratio,
                 v.queue_time_seconds
             ),
-            (Some(7.0), Some(0.9), Some(3.0))
+            (Some(2.0), Some(0.9), Some(3.0))
         );
         // Nothing new: the interval values stay.
         read(&mut book, page(7.0, 140.0, 200.0, 11.0, 5.0), 3.0);
@@ -459,7 +463,7 @@ mod tests {
                 v.prefix_cache_hit_ratio,
                 v.queue_time_seconds
             ),
-            (Some(8.0), Some(0.25), Some(0.5))
+            (Some(3.0), Some(0.25), Some(0.5))
         );
     }
 

@@ -23,11 +23,9 @@ struct Saturation {
     since: Option<Duration>,
     /// Its KV-cache usage at the last read.
     usage: f64,
-    /// When preemptions were added, and how many, within the window.
+    /// When preemptions were added, and how many, within the window (the first read
+    /// adds none: it is where counting starts).
     preempted: VecDeque<(Duration, f64)>,
-    /// Whether a read has given its preemptions since the server started: the first
-    /// one is where counting starts, not preemptions that just happened.
-    counted: bool,
 }
 
 impl Saturation {
@@ -38,11 +36,8 @@ impl Saturation {
             self.since = None;
             return;
         }
-        if view.preemptions.is_some() {
-            if self.counted && change.preemptions_added > 0.0 {
-                self.preempted.push_back((at, change.preemptions_added));
-            }
-            self.counted = true;
+        if change.preemptions_added > 0.0 {
+            self.preempted.push_back((at, change.preemptions_added));
         }
         while let Some(&(when, _)) = self.preempted.front() {
             if at.saturating_sub(when) < LLM_SERVER_PREEMPTION_WINDOW {

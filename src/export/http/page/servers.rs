@@ -90,6 +90,7 @@ pub(super) fn panel(
         }
         div class="key" {
             "queue time, first token and prefix hits: over the requests since the previous read; "
+            "preemptions: since loopwatch first read the server; "
             "the proxy's first chunk: the streamed calls through loopwatch run --llm-proxy over the same interval"
         }
         @for (s, points) in view.servers.iter().zip(&view.points) {
