@@ -743,13 +743,13 @@ catalog! {
         "Reads of a model server that failed, by reason: connection, timeout, status (an HTTP status other than 200), too_large (over 8 MiB) or garbage (not the server's format); its readings are left out until it answers again (errors).";
     /// Requests a model server is processing.
     LLM_SERVER_REQUESTS_RUNNING / loopwatch_llm_server_requests_running: Observed = "loopwatch_llm_server_requests_running", "{request}", ["server", "kind"], None, PerModelServer,
-        "Requests a vLLM or SGLang server is processing, at its last read, summed over its engines (vllm:num_requests_running, sglang:num_running_reqs) (requests).";
+        "Requests a vLLM or SGLang server is processing, at its last read, summed over its engines (vllm:num_requests_running, sglang:num_running_reqs; SGLang's only while it is seen working, see docs/model-servers.md) (requests).";
     /// Requests waiting in a model server's queue.
     LLM_SERVER_REQUESTS_WAITING / loopwatch_llm_server_requests_waiting: Observed = "loopwatch_llm_server_requests_waiting", "{request}", ["server", "kind"], None, PerModelServer,
-        "Requests waiting in a vLLM or SGLang server's queue, at its last read, summed over its engines (vllm:num_requests_waiting, sglang:num_queue_reqs) (requests).";
+        "Requests waiting in a vLLM or SGLang server's queue, at its last read, summed over its engines (vllm:num_requests_waiting, sglang:num_queue_reqs; SGLang's only while it is seen working) (requests).";
     /// KV-cache usage of a model server.
     LLM_SERVER_KV_CACHE_USAGE_RATIO / loopwatch_llm_server_kv_cache_usage_ratio: Observed = "loopwatch_llm_server_kv_cache_usage_ratio", "1", ["server", "kind"], None, PerModelServer,
-        "Fraction of a vLLM or SGLang server's KV cache in use at its last read, its fullest engine's (vllm:kv_cache_usage_perc, older vllm:gpu_cache_usage_perc; sglang:token_usage) (ratio 0-1).";
+        "Fraction of a vLLM or SGLang server's KV cache in use at its last read, its fullest engine's (vllm:kv_cache_usage_perc, older vllm:gpu_cache_usage_perc; sglang:token_usage, only while it is seen working) (ratio 0-1).";
     /// Preemptions of a model server.
     LLM_SERVER_PREEMPTIONS_TOTAL / loopwatch_llm_server_preemptions_total: Counter = "loopwatch_llm_server_preemptions_total", "{preemption}", ["server", "kind"], None, PerModelServer,
         "Requests a vLLM server preempted (vllm:num_preemptions_total) or an SGLang server retracted (sglang:num_retracted_requests_total) to make room in its KV cache, since loopwatch first read it (the first read is where counting starts: those before are not new); it goes on rising across the server's restarts (preemptions).";

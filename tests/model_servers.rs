@@ -124,13 +124,20 @@ fn each_servers_readings_are_republished_exactly() {
             ("queue_time_seconds", 1125.0 / 900.0),
         ],
     );
+    // SGLang: its gauges are left out until its counters are seen moving (it writes
+    // them only while it works; the first read cannot tell).
+    for gauge in [
+        "requests_running",
+        "requests_waiting",
+        "kv_cache_usage_ratio",
+    ] {
+        let series = format!("loopwatch_llm_server_{gauge}");
+        assert_eq!(value(&e, &series, "sglang"), None, "{gauge}");
+    }
     check(
         &e,
         "sglang",
         &[
-            ("requests_running", 162.0),
-            ("requests_waiting", 2826.0),
-            ("kv_cache_usage_ratio", 0.28),
             ("preemptions_total", 0.0),
             ("prefix_cache_hit_ratio", 2032225.0 / 8128902.0),
             ("time_to_first_token_seconds", 27520.0 / 11008.0),
@@ -186,6 +193,7 @@ fn each_servers_readings_are_republished_exactly() {
     }
     // The next page: gauges as they are, the counters' interval since the first read.
     vllm.set(Answer::Body(page("vllm-current-2.txt")));
+    sglang.set(Answer::Body(sglang_page(11010.0, 0.28)));
     monitor.read_model_servers_now();
     let e = exposition(&monitor);
     check(
@@ -201,12 +209,18 @@ fn each_servers_readings_are_republished_exactly() {
             ("queue_time_seconds", 4.0 / 10.0),
         ],
     );
-    // Nothing new at the other servers: their interval values stand.
+    // Nothing new at the other servers: their interval values stand. SGLang finished
+    // two requests: its gauges are current.
     check(&e, "older", &[("queue_time_seconds", 1125.0 / 900.0)]);
     check(
         &e,
         "sglang",
-        &[("time_to_first_token_seconds", 27520.0 / 11008.0)],
+        &[
+            ("time_to_first_token_seconds", 27520.0 / 11008.0),
+            ("requests_running", 162.0),
+            ("requests_waiting", 2826.0),
+            ("kv_cache_usage_ratio", 0.28),
+        ],
     );
     // The same in the snapshot the page and the JSON read.
     let body = http_get(monitor.local_addr(), "/api/v1/snapshot").body;
@@ -223,6 +237,93 @@ fn each_servers_readings_are_republished_exactly() {
             .unwrap()
             .len(),
         2
+    );
+    monitor.shutdown();
+}
+
+/// The SGLang page with `requests` finished since it started and its KV cache at
+/// `usage` (2826 requests waiting).
+fn sglang_page(requests: f64, usage: f64) -> String {
+    let model = r#"{model_name="meta-llama/Llama-3.1-8B-Instruct"}"#;
+    let text = page("sglang.txt");
+    for line in [
+        format!("sglang:num_requests_total{model} 11008.0"),
+        format!("sglang:token_usage{model} 0.28"),
+    ] {
+        assert!(text.contains(&line), "{line}");
+    }
+    text.replace(
+        &format!("sglang:num_requests_total{model} 11008.0"),
+        &format!("sglang:num_requests_total{model} {requests:?}"),
+    )
+    .replace(
+        &format!("sglang:token_usage{model} 0.28"),
+        &format!("sglang:token_usage{model} {usage:?}"),
+    )
+}
+
+/// An SGLang server that stopped working keeps the gauges of its last batch: here
+/// 2826 requests waiting at a 99% full cache, its counters standing still. It is not
+/// saturated however long that lasts (its gauges are left out, so the generated rule
+/// does not see them either); once its counters move, the same gauges count, and
+/// LLMServerSaturated fires.
+#[test]
+fn an_idle_sglang_server_with_saturated_gauges_raises_nothing() {
+    let sglang = StandIn::start("/metrics", Answer::Body(sglang_page(11008.0, 0.99)));
+    let llm = LlmConfig::default()
+        .with_server(format!("s:sglang={}", sglang.url()).parse().unwrap())
+        .unwrap();
+    let held = Duration::from_secs(1);
+    // Read once at the start, then when the test asks.
+    let monitor = quiet_monitor()
+        .sample_interval(Duration::from_secs(3600))
+        .thresholds(
+            Thresholds::default()
+                .with_llm(llm)
+                .with_llm_server_saturated_for(held)
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    wait_read(&monitor, &["s"]);
+    let saturated = |monitor: &Monitor| {
+        monitor
+            .firing_alerts()
+            .contains(&loopwatch::AlertName::LLMServerSaturated)
+    };
+    // Reads over more than the time it takes, the counters standing still.
+    let start = std::time::Instant::now();
+    let mut reads = 0;
+    wait_until(Duration::from_secs(30), "reads over twice the time", || {
+        monitor.read_model_servers_now();
+        reads += 1;
+        assert!(!saturated(&monitor), "after {:?}", start.elapsed());
+        let e = exposition(&monitor);
+        assert_eq!(value(&e, "loopwatch_llm_server_up", "s"), Some(1.0));
+        assert_eq!(
+            value(&e, "loopwatch_llm_server_requests_waiting", "s"),
+            None
+        );
+        assert_eq!(
+            value(&e, "loopwatch_llm_server_kv_cache_usage_ratio", "s"),
+            None
+        );
+        start.elapsed() > held * 2 && reads >= 3
+    });
+    // The server works: its requests finish, the same gauges now count.
+    let mut requests = 11008.0;
+    let start = std::time::Instant::now();
+    wait_until(Duration::from_secs(30), "LLMServerSaturated", || {
+        requests += 1.0;
+        sglang.set(Answer::Body(sglang_page(requests, 0.99)));
+        monitor.read_model_servers_now();
+        saturated(&monitor)
+    });
+    assert!(start.elapsed() >= held);
+    let e = exposition(&monitor);
+    assert_eq!(
+        value(&e, "loopwatch_llm_server_requests_waiting", "s"),
+        Some(2826.0)
     );
     monitor.shutdown();
 }
@@ -407,8 +508,8 @@ fn a_server_down_or_answering_garbage_degrades_its_own_readings_only() {
     let e = exposition(&monitor);
     assert_eq!(value(&e, "loopwatch_llm_server_up", "html"), Some(1.0));
     assert_eq!(
-        value(&e, "loopwatch_llm_server_requests_waiting", "html"),
-        Some(2826.0)
+        value(&e, "loopwatch_llm_server_queue_time_seconds", "html"),
+        Some(5504.0 / 11008.0)
     );
     assert_eq!(
         value(&e, "loopwatch_llm_server_requests_waiting", "failing"),

@@ -38,6 +38,14 @@ pub const MAX_MODELS: usize = 8;
 /// The model label of an Ollama server's models past [`MAX_MODELS`].
 pub const OTHER_MODELS: &str = "other";
 
+/// How long, in seconds, an SGLang server's gauges count after a read found its
+/// request and token counters moved since the read before. SGLang writes its gauges
+/// (running, waiting, KV cache) only when its scheduler logs a batch, so an idle
+/// server keeps the values of its last busy moment: they are left out (and it is not
+/// saturated by them) until its counters are seen moving, and again this long after
+/// they stop.
+pub const SGLANG_GAUGES_FOR: f64 = 30.0;
+
 /// Whether a server is being read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -75,6 +83,11 @@ pub struct ServerView {
     pub waiting: Option<f64>,
     /// Fraction of its KV cache in use, 0 to 1.
     pub kv_cache_usage: Option<f64>,
+    /// SGLang: its request and token counters were not seen moving between reads
+    /// within [`SGLANG_GAUGES_FOR`] (or not yet), so its gauges may be what its
+    /// scheduler wrote when it last worked, and are left out (`running`, `waiting`
+    /// and `kv_cache_usage` are `None`).
+    pub gauges_stale: bool,
     /// Preemptions (SGLang: retractions) since loopwatch first read it (0 at that
     /// read: those before are not counted), counted on across its restarts.
     pub preemptions: Option<f64>,
@@ -174,6 +187,10 @@ struct Entry {
     queue: Option<SumCount>,
     prefix: Option<(f64, f64)>,
     preemptions: Option<f64>,
+    /// SGLang: its work counters at its last read (finished requests and generated
+    /// tokens, first tokens, prompt tokens), and when they last moved.
+    work: Option<[f64; 3]>,
+    worked_at: Option<f64>,
     /// The reason of the failure it is down for.
     down_for: Option<&'static str>,
     /// The metering proxy's time to first chunk at this server's last point.
@@ -206,6 +223,7 @@ impl ServerBook {
                         running: None,
                         waiting: None,
                         kv_cache_usage: None,
+                        gauges_stale: false,
                         preemptions: None,
                         prefix_cache_hit_ratio: None,
                         time_to_first_token_seconds: None,
@@ -216,6 +234,8 @@ impl ServerBook {
                     queue: None,
                     prefix: None,
                     preemptions: None,
+                    work: None,
+                    worked_at: None,
                     down_for: None,
                     proxy_mark: SumCount::default(),
                 })
@@ -292,6 +312,7 @@ impl ServerBook {
                 view.running = None;
                 view.waiting = None;
                 view.kv_cache_usage = None;
+                view.gauges_stale = false;
                 view.prefix_cache_hit_ratio = None;
                 view.time_to_first_token_seconds = None;
                 view.queue_time_seconds = None;
@@ -327,9 +348,37 @@ impl Entry {
         view.health = Health::Up;
         view.error = None;
         view.read_at = Some(at);
-        view.running = reading.running;
-        view.waiting = reading.waiting;
-        view.kv_cache_usage = reading.kv_cache_usage;
+        // SGLang's gauges count while its counters move: from a read that finds them
+        // moved since the one before (the first read cannot tell) until
+        // SGLANG_GAUGES_FOR after the last such read.
+        let stale = match reading.work {
+            Some(work) => {
+                let counters = [
+                    work,
+                    reading.time_to_first_token.map_or(-1.0, |t| t.count),
+                    match reading.prefix_cache {
+                        Some(PrefixCache::Counters { queries, .. }) => queries,
+                        _ => -1.0,
+                    },
+                ];
+                if self.work.is_some_and(|before| before != counters) {
+                    self.worked_at = Some(at);
+                }
+                self.work = Some(counters);
+                !self
+                    .worked_at
+                    .is_some_and(|since| at - since < SGLANG_GAUGES_FOR)
+            }
+            None => {
+                (self.work, self.worked_at) = (None, None);
+                false
+            }
+        };
+        view.gauges_stale = stale;
+        let current = |gauge: Option<f64>| gauge.filter(|_| !stale);
+        view.running = current(reading.running);
+        view.waiting = current(reading.waiting);
+        view.kv_cache_usage = current(reading.kv_cache_usage);
         // Interval values: kept from the previous read while nothing new happened.
         if let Some(now) = reading.time_to_first_token {
             if let Some(mean) = now.mean_since(self.ttft) {
@@ -518,6 +567,59 @@ mod tests {
         book.proxy_first_chunk(0.5);
         let point = book.read(0, ok(), 3.0).unwrap().point.unwrap();
         assert_eq!(point.proxy_first_chunk_seconds, Some(0.5));
+    }
+
+    #[test]
+    fn sglangs_gauges_count_only_while_its_counters_move() {
+        let mut book = ServerBook::new(&["sglang=http://127.0.0.1:30000".parse().unwrap()]);
+        let page = |requests: f64, tokens: f64| {
+            exposition::read(
+                ServerKind::Sglang,
+                &format!(
+                    "sglang:num_queue_reqs 40\nsglang:token_usage 0.97\nsglang:num_running_reqs 8\n\
+                     sglang:num_requests_total {requests}\nsglang:generation_tokens_total {tokens}\n"
+                ),
+            )
+        };
+        let gauges = |book: &ServerBook| {
+            let v = &book.views()[0];
+            (v.waiting, v.kv_cache_usage, v.running, v.gauges_stale)
+        };
+        let stale = (None, None, None, true);
+        let current = (Some(40.0), Some(0.97), Some(8.0), false);
+        // The first read cannot tell whether it works: its gauges may be old.
+        book.read(0, page(10.0, 500.0), 0.0);
+        assert_eq!(gauges(&book), stale);
+        // Counters standing still: an idle server, its gauges as it left them.
+        book.read(0, page(10.0, 500.0), 1.0);
+        assert_eq!(gauges(&book), stale);
+        // Moving: current, and for SGLANG_GAUGES_FOR after the last move.
+        book.read(0, page(11.0, 500.0), 2.0);
+        assert_eq!(gauges(&book), current);
+        book.read(0, page(11.0, 520.0), 3.0);
+        book.read(0, page(11.0, 520.0), 3.0 + SGLANG_GAUGES_FOR - 0.5);
+        assert_eq!(gauges(&book), current);
+        book.read(0, page(11.0, 520.0), 3.0 + SGLANG_GAUGES_FOR);
+        assert_eq!(gauges(&book), stale);
+        // A server without these counters cannot be judged: its gauges stand.
+        let without = exposition::read(
+            ServerKind::Sglang,
+            "sglang:num_queue_reqs 40\nsglang:token_usage 0.97\n",
+        );
+        book.read(0, without, 100.0);
+        assert_eq!(gauges(&book), (Some(40.0), Some(0.97), None, false));
+        // vLLM writes its gauges at every step: never stale.
+        let mut book = book_of_vllm();
+        book.read(
+            0,
+            exposition::read(ServerKind::Vllm, "vllm:num_requests_waiting 2\n"),
+            0.0,
+        );
+        assert_eq!(book.views()[0].waiting, Some(2.0));
+    }
+
+    fn book_of_vllm() -> ServerBook {
+        ServerBook::new(&["vllm=http://127.0.0.1:8001".parse().unwrap()])
     }
 
     #[test]

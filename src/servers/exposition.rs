@@ -235,9 +235,10 @@ enum Slot {
     QueueCount,
     QueueOlderSum,
     QueueOlderCount,
+    Work,
 }
 
-const SLOTS: usize = 16;
+const SLOTS: usize = 17;
 
 /// How a slot's series (engines, models) combine: summed, or the largest kept.
 fn sums(slot: Slot) -> bool {
@@ -272,7 +273,8 @@ const VLLM: &[(&str, Slot)] = &[
 /// SGLang's names, after `sglang:` (python/sglang/srt/metrics/collector.py;
 /// SchedulerMetricsCollector and TokenizerMetricsCollector). Retractions are its
 /// preemptions; the prefix cache is read from its cached and prompt token counters,
-/// else its `cache_hit_rate` gauge.
+/// else its `cache_hit_rate` gauge. Its finished requests and generated tokens tell
+/// whether it works, and so whether its gauges are current.
 const SGLANG: &[(&str, Slot)] = &[
     ("num_running_reqs", Slot::Running),
     ("num_queue_reqs", Slot::Waiting),
@@ -285,6 +287,8 @@ const SGLANG: &[(&str, Slot)] = &[
     ("time_to_first_token_seconds_count", Slot::TtftCount),
     ("queue_time_seconds_sum", Slot::QueueSum),
     ("queue_time_seconds_count", Slot::QueueCount),
+    ("num_requests_total", Slot::Work),
+    ("generation_tokens_total", Slot::Work),
 ];
 
 /// The name prefixes of a kind's metrics: vLLM's `vllm:`; SGLang's `sglang:`, and
@@ -397,6 +401,7 @@ fn reading(slots: &[Option<f64>; SLOTS]) -> Reading {
         queue_time: pair(Slot::QueueSum, Slot::QueueCount)
             .or_else(|| pair(Slot::QueueOlderSum, Slot::QueueOlderCount)),
         models: None,
+        work: get(Slot::Work),
     }
 }
 

@@ -87,6 +87,12 @@ pub struct Reading {
     pub queue_time: Option<SumCount>,
     /// Ollama: the models loaded (`/api/ps`).
     pub models: Option<Vec<LoadedModel>>,
+    /// SGLang: requests it finished and tokens it generated, summed
+    /// (`num_requests_total`, `generation_tokens_total`): a count that moves while it
+    /// works. SGLang writes its gauges (running, waiting, KV cache) only when its
+    /// scheduler logs a batch, so an idle server keeps their last values; with this,
+    /// they are told from current ones.
+    pub work: Option<f64>,
 }
 
 /// Why a server could not be read. Its `reason` is the `reason` label of

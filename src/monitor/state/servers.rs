@@ -196,4 +196,34 @@ mod tests {
         read(&mut servers, 1, Err(ReadFailure::Timeout), 101);
         assert!(servers.most_saturated(seconds(101)).is_none());
     }
+
+    /// An idle SGLang server keeps the gauges of its last busy moment: requests
+    /// waiting at a full cache, its counters standing still. Not saturated, however
+    /// long; once its counters move, its gauges count.
+    #[test]
+    fn an_idle_sglang_server_with_old_gauges_is_not_saturated() {
+        let th = Thresholds::default();
+        let mut servers = Servers::new(&["s:sglang=http://127.0.0.1:1".parse().unwrap()]);
+        let page = |requests: u64| {
+            exposition::read(
+                ServerKind::Sglang,
+                &format!(
+                    "sglang:num_queue_reqs 12\nsglang:token_usage 0.99\n\
+                     sglang:num_requests_total {requests}\nsglang:generation_tokens_total 9000\n"
+                ),
+            )
+        };
+        for at in 0..600 {
+            servers
+                .read(0, page(100), When::from(at as f64), seconds(at), &th)
+                .unwrap();
+            assert!(servers.most_saturated(seconds(at)).is_none(), "at {at} s");
+        }
+        for at in 600..700 {
+            servers
+                .read(0, page(100 + at), When::from(at as f64), seconds(at), &th)
+                .unwrap();
+        }
+        assert_eq!(servers.most_saturated(seconds(699)).unwrap().1, seconds(99));
+    }
 }

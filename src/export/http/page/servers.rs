@@ -59,7 +59,11 @@ fn row(s: &ServerView) -> Markup {
                     }
                 }
                 Health::Up => {
-                    td data-value="waiting" { (shown(s.waiting, Unit::Count)) " waiting, " (shown(s.running, Unit::Count)) " running" }
+                    @if s.gauges_stale {
+                        td data-value="waiting" class="key" { "no work seen: its gauges may be old" }
+                    } @else {
+                        td data-value="waiting" { (shown(s.waiting, Unit::Count)) " waiting, " (shown(s.running, Unit::Count)) " running" }
+                    }
                     td data-value="kv" { (shown(s.kv_cache_usage.map(|k| k * 100.0), Unit::Percent)) }
                     td data-value="queue" { (shown(s.queue_time_seconds, Unit::Seconds)) }
                     td { (shown(s.time_to_first_token_seconds, Unit::Seconds)) }
