@@ -762,6 +762,18 @@ catalog! {
     /// Queue time at a model server.
     LLM_SERVER_QUEUE_TIME_SECONDS / loopwatch_llm_server_queue_time_seconds: Observed = "loopwatch_llm_server_queue_time_seconds", "s", ["server", "kind"], None, PerModelServer,
         "Mean time requests waited in a vLLM or SGLang server's queue, for the requests since its previous read that had any (vllm:request_queue_time_seconds, older vllm:time_in_queue_requests; sglang:queue_time_seconds): a slow first token with a long queue is a busy server, with a short one a slow model (seconds).";
+    /// Queue time at a model server, summed.
+    LLM_SERVER_QUEUE_SECONDS_TOTAL / loopwatch_llm_server_queue_seconds_total: CounterF64 = "loopwatch_llm_server_queue_seconds_total", "s", ["server", "kind"], None, PerModelServer,
+        "Time requests waited in a vLLM or SGLang server's queue, summed over the requests since loopwatch first read it (its queue-time histogram's _sum, counted on across the server's restarts); divided by loopwatch_llm_server_queued_requests_total, their mean over any window: rate(…[5m]) / rate(…[5m]) (seconds).";
+    /// Requests whose queue time a model server measured.
+    LLM_SERVER_QUEUED_REQUESTS_TOTAL / loopwatch_llm_server_queued_requests_total: Counter = "loopwatch_llm_server_queued_requests_total", "{request}", ["server", "kind"], None, PerModelServer,
+        "Requests whose time in the queue a vLLM or SGLang server measured, since loopwatch first read it (its queue-time histogram's _count, counted on across the server's restarts) (requests).";
+    /// Time to first token at a model server, summed.
+    LLM_SERVER_FIRST_TOKEN_SECONDS_TOTAL / loopwatch_llm_server_first_token_seconds_total: CounterF64 = "loopwatch_llm_server_first_token_seconds_total", "s", ["server", "kind"], None, PerModelServer,
+        "Time to first token a vLLM or SGLang server measured, summed over the requests since loopwatch first read it (its time_to_first_token_seconds histogram's _sum, counted on across the server's restarts); divided by loopwatch_llm_server_first_tokens_total, the mean over any window, comparable with the proxy's loopwatch_llm_time_to_first_chunk_seconds over the same window (seconds).";
+    /// Requests whose time to first token a model server measured.
+    LLM_SERVER_FIRST_TOKENS_TOTAL / loopwatch_llm_server_first_tokens_total: Counter = "loopwatch_llm_server_first_tokens_total", "{request}", ["server", "kind"], None, PerModelServer,
+        "Requests whose time to first token a vLLM or SGLang server measured, since loopwatch first read it (its time_to_first_token_seconds histogram's _count, counted on across the server's restarts) (requests).";
     /// Models an Ollama server has loaded.
     LLM_SERVER_MODELS_LOADED / loopwatch_llm_server_models_loaded: Observed = "loopwatch_llm_server_models_loaded", "{model}", ["server", "kind"], None, PerModelServer,
         "Models an Ollama server has loaded, from its /api/ps at the last read (models).";

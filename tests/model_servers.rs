@@ -105,6 +105,8 @@ fn each_servers_readings_are_republished_exactly() {
             ("requests_waiting", 6.0),
             ("kv_cache_usage_ratio", 0.93),
             ("preemptions_total", 0.0),
+            ("queue_seconds_total", 0.0),
+            ("queued_requests_total", 0.0),
             ("prefix_cache_hit_ratio", 4000.0 / 10000.0),
             ("time_to_first_token_seconds", 10.0 / 50.0),
             ("queue_time_seconds", 30.0 / 50.0),
@@ -209,6 +211,18 @@ fn each_servers_readings_are_republished_exactly() {
             ("queue_time_seconds", 4.0 / 10.0),
         ],
     );
+    // The running sums and counts: what the server measured since the first read.
+    for (metric, v) in [
+        ("loopwatch_llm_server_queue_seconds_total", 4.0),
+        ("loopwatch_llm_server_queued_requests_total", 10.0),
+        ("loopwatch_llm_server_first_token_seconds_total", 3.0),
+        ("loopwatch_llm_server_first_tokens_total", 10.0),
+    ] {
+        let got = value(&e, metric, "vllm").unwrap();
+        assert!((got - v).abs() < 1e-9, "{metric}: {got}");
+        assert_eq!(value(&e, metric, "sglang"), Some(0.0), "{metric}");
+        assert_eq!(value(&e, metric, "ollama"), None, "{metric}");
+    }
     // Nothing new at the other servers: their interval values stand. SGLang finished
     // two requests: its gauges are current.
     check(&e, "older", &[("queue_time_seconds", 1125.0 / 900.0)]);

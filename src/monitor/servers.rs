@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::servers::book::{Change, Health, News, ServerView};
 use crate::servers::fetch::{self, HttpClient};
-use crate::servers::{ModelServer, ReadFailure};
+use crate::servers::{ModelServer, ReadFailure, ServerKind};
 
 use super::event::{Event, ServerRead};
 use super::hub::Hub;
@@ -164,6 +164,16 @@ impl Publisher {
         for server in servers {
             i.loopwatch_llm_server_preemptions_total
                 .add(0, &labels(server));
+            if server.kind != ServerKind::Ollama {
+                i.loopwatch_llm_server_queue_seconds_total
+                    .add(0.0, &labels(server));
+                i.loopwatch_llm_server_queued_requests_total
+                    .add(0, &labels(server));
+                i.loopwatch_llm_server_first_token_seconds_total
+                    .add(0.0, &labels(server));
+                i.loopwatch_llm_server_first_tokens_total
+                    .add(0, &labels(server));
+            }
             for reason in ReadFailure::REASONS {
                 let mut labels = labels(server);
                 labels.push(KeyValue::new("reason", reason));
@@ -183,6 +193,23 @@ impl Publisher {
         if change.preemptions_added > 0.0 {
             i.loopwatch_llm_server_preemptions_total
                 .add(change.preemptions_added.round() as u64, &labels(server));
+        }
+        for (added, seconds, requests) in [
+            (
+                change.queue_time_added,
+                &i.loopwatch_llm_server_queue_seconds_total,
+                &i.loopwatch_llm_server_queued_requests_total,
+            ),
+            (
+                change.time_to_first_token_added,
+                &i.loopwatch_llm_server_first_token_seconds_total,
+                &i.loopwatch_llm_server_first_tokens_total,
+            ),
+        ] {
+            if added.count > 0.0 || added.sum > 0.0 {
+                seconds.add(added.sum, &labels(server));
+                requests.add(added.count.round() as u64, &labels(server));
+            }
         }
         if let Some(reason) = change.failure {
             let mut labels = labels(server);

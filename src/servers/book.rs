@@ -150,6 +150,11 @@ pub struct Change {
     pub index: usize,
     /// Preemptions to add to its counter.
     pub preemptions_added: f64,
+    /// Time to first token to add to its running sum and count (none at the first
+    /// read, where counting starts; after a restart, what came since).
+    pub time_to_first_token_added: SumCount,
+    /// Queue time to add to its running sum and count, likewise.
+    pub queue_time_added: SumCount,
     /// The `reason` of a read that failed.
     pub failure: Option<&'static str>,
     /// What to log, if anything.
@@ -276,7 +281,7 @@ impl ServerBook {
                     Health::Down => Some(News::Up),
                     Health::Up => None,
                 };
-                let preemptions_added = entry.apply(reading, at.at);
+                let added = entry.apply(reading, at.at);
                 let view = &entry.view;
                 let point = ServerPoint {
                     at: at.at,
@@ -295,7 +300,9 @@ impl ServerBook {
                 entry.proxy_mark = proxy;
                 Change {
                     index,
-                    preemptions_added,
+                    preemptions_added: added.preemptions,
+                    time_to_first_token_added: added.time_to_first_token,
+                    queue_time_added: added.queue_time,
                     failure: None,
                     news,
                     point: Some(point),
@@ -321,6 +328,8 @@ impl ServerBook {
                 Change {
                     index,
                     preemptions_added: 0.0,
+                    time_to_first_token_added: SumCount::default(),
+                    queue_time_added: SumCount::default(),
                     failure: Some(reason),
                     news,
                     point: None,
@@ -341,9 +350,18 @@ impl ServerBook {
     }
 }
 
+/// What one read adds to a server's running totals.
+#[derive(Debug, Clone, Copy, Default)]
+struct Added {
+    preemptions: f64,
+    time_to_first_token: SumCount,
+    queue_time: SumCount,
+}
+
 impl Entry {
-    /// Takes a successful reading in; returns the preemptions to add.
-    fn apply(&mut self, reading: Reading, at: f64) -> f64 {
+    /// Takes a successful reading in; returns what it adds to the running totals.
+    fn apply(&mut self, reading: Reading, at: f64) -> Added {
+        let mut added = Added::default();
         let view = &mut self.view;
         view.health = Health::Up;
         view.error = None;
@@ -384,12 +402,14 @@ impl Entry {
             if let Some(mean) = now.mean_since(self.ttft) {
                 view.time_to_first_token_seconds = Some(mean);
             }
+            added.time_to_first_token = now.since(self.ttft).unwrap_or_default();
             self.ttft = Some(now);
         }
         if let Some(now) = reading.queue_time {
             if let Some(mean) = now.mean_since(self.queue) {
                 view.queue_time_seconds = Some(mean);
             }
+            added.queue_time = now.since(self.queue).unwrap_or_default();
             self.queue = Some(now);
         }
         match reading.prefix_cache {
@@ -410,14 +430,14 @@ impl Entry {
         // The first read is where counting starts (the preemptions the server made
         // before loopwatch read it are not new); after a restart (its counter went
         // down), those since the restart are.
-        let added = match (reading.preemptions, self.preemptions) {
+        added.preemptions = match (reading.preemptions, self.preemptions) {
             (Some(now), Some(before)) if now >= before => now - before,
             (Some(now), Some(_)) => now,
             (Some(_), None) | (None, _) => 0.0,
         };
         if let Some(now) = reading.preemptions {
             self.preemptions = Some(now);
-            view.preemptions = Some(view.preemptions.unwrap_or(0.0) + added);
+            view.preemptions = Some(view.preemptions.unwrap_or(0.0) + added.preemptions);
         }
         self.down_for = None;
         added
@@ -479,6 +499,7 @@ mod tests {
         let first = read(&mut book, page(5.0, 50.0, 100.0, 8.0, 4.0), 1.0);
         assert_eq!(first.news, Some(News::FirstRead));
         assert_eq!(first.preemptions_added, 0.0, "the first read is a baseline");
+        assert_eq!(first.queue_time_added, SumCount::default());
         let v = &book.views()[0];
         assert_eq!(
             (
@@ -490,6 +511,13 @@ mod tests {
         );
         let second = read(&mut book, page(7.0, 140.0, 200.0, 11.0, 5.0), 2.0);
         assert_eq!((second.news, second.preemptions_added), (None, 2.0));
+        assert_eq!(
+            second.queue_time_added,
+            SumCount {
+                sum: 3.0,
+                count: 1.0
+            }
+        );
         let v = &book.views()[0];
         assert_eq!(
             (
@@ -505,6 +533,14 @@ mod tests {
         // The server restarted: its counters start again; loopwatch's goes on.
         let restarted = read(&mut book, page(1.0, 1.0, 4.0, 0.5, 1.0), 4.0);
         assert_eq!(restarted.preemptions_added, 1.0);
+        assert_eq!(
+            restarted.queue_time_added,
+            SumCount {
+                sum: 0.5,
+                count: 1.0
+            },
+            "since the restart"
+        );
         let v = &book.views()[0];
         assert_eq!(
             (

@@ -27,11 +27,32 @@ impl SumCount {
     /// assert_eq!(before.mean_since(None), Some(2.5));
     /// ```
     pub fn mean_since(self, earlier: Option<SumCount>) -> Option<f64> {
-        let (sum, count) = match earlier {
-            Some(e) if self.count >= e.count => (self.sum - e.sum, self.count - e.count),
-            _ => (self.sum, self.count),
-        };
+        let SumCount { sum, count } = self.since(earlier).unwrap_or(self);
         (count > 0.0).then(|| (sum / count).max(0.0))
+    }
+
+    /// What was added since `earlier`: the difference, or after a restart (the
+    /// count went down) everything since the restart; `None` without an earlier
+    /// reading (where counting starts).
+    ///
+    /// ```
+    /// use loopwatch::servers::SumCount;
+    /// let before = SumCount { sum: 10.0, count: 4.0 };
+    /// let after = SumCount { sum: 13.0, count: 6.0 };
+    /// assert_eq!(after.since(Some(before)), Some(SumCount { sum: 3.0, count: 2.0 }));
+    /// assert_eq!(before.since(Some(after)), Some(before));
+    /// assert_eq!(after.since(None), None);
+    /// ```
+    pub fn since(self, earlier: Option<SumCount>) -> Option<SumCount> {
+        let earlier = earlier?;
+        Some(if self.count >= earlier.count {
+            SumCount {
+                sum: (self.sum - earlier.sum).max(0.0),
+                count: self.count - earlier.count,
+            }
+        } else {
+            self
+        })
     }
 }
 
