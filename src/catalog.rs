@@ -750,6 +750,9 @@ catalog! {
     /// KV-cache usage of a model server.
     LLM_SERVER_KV_CACHE_USAGE_RATIO / loopwatch_llm_server_kv_cache_usage_ratio: Observed = "loopwatch_llm_server_kv_cache_usage_ratio", "1", ["server", "kind"], None, PerModelServer,
         "Fraction of a vLLM or SGLang server's KV cache in use at its last read, its fullest engine's (vllm:kv_cache_usage_perc, older vllm:gpu_cache_usage_perc; sglang:token_usage, only while it is seen working) (ratio 0-1).";
+    /// KV-cache usage of a model server's fullest engine with requests waiting.
+    LLM_SERVER_WAITING_KV_CACHE_USAGE_RATIO / loopwatch_llm_server_waiting_kv_cache_usage_ratio: Observed = "loopwatch_llm_server_waiting_kv_cache_usage_ratio", "1", ["server", "kind"], None, PerModelServer,
+        "Fraction of the KV cache in use of a vLLM or SGLang server's fullest engine that has requests waiting, at its last read, each engine's waiting and cache paired by their labels: what LLMServerSaturated compares with llm_server_kv_cache_fraction (requests waiting at one engine beside another's full cache are not waiting while full); absent while no engine has requests waiting (ratio 0-1).";
     /// Preemptions of a model server.
     LLM_SERVER_PREEMPTIONS_TOTAL / loopwatch_llm_server_preemptions_total: Counter = "loopwatch_llm_server_preemptions_total", "{preemption}", ["server", "kind"], None, PerModelServer,
         "Requests a vLLM server preempted (vllm:num_preemptions_total) or an SGLang server retracted (sglang:num_retracted_requests_total) to make room in its KV cache, since loopwatch first read it (the first read is where counting starts: those before are not new); it goes on rising across the server's restarts (preemptions).";

@@ -104,6 +104,7 @@ fn each_servers_readings_are_republished_exactly() {
             ("requests_running", 8.0),
             ("requests_waiting", 6.0),
             ("kv_cache_usage_ratio", 0.93),
+            ("waiting_kv_cache_usage_ratio", 0.93),
             ("preemptions_total", 0.0),
             ("queue_seconds_total", 0.0),
             ("queued_requests_total", 0.0),

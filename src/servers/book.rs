@@ -83,6 +83,9 @@ pub struct ServerView {
     pub waiting: Option<f64>,
     /// Fraction of its KV cache in use, 0 to 1.
     pub kv_cache_usage: Option<f64>,
+    /// Fraction of the KV cache in use of its fullest engine that has requests
+    /// waiting (`None` while none has).
+    pub waiting_kv_cache_usage: Option<f64>,
     /// SGLang: its request and token counters were not seen moving between reads
     /// within [`SGLANG_GAUGES_FOR`] (or not yet), so its gauges may be what its
     /// scheduler wrote when it last worked, and are left out (`running`, `waiting`
@@ -228,6 +231,7 @@ impl ServerBook {
                         running: None,
                         waiting: None,
                         kv_cache_usage: None,
+                        waiting_kv_cache_usage: None,
                         gauges_stale: false,
                         preemptions: None,
                         prefix_cache_hit_ratio: None,
@@ -319,6 +323,7 @@ impl ServerBook {
                 view.running = None;
                 view.waiting = None;
                 view.kv_cache_usage = None;
+                view.waiting_kv_cache_usage = None;
                 view.gauges_stale = false;
                 view.prefix_cache_hit_ratio = None;
                 view.time_to_first_token_seconds = None;
@@ -397,6 +402,7 @@ impl Entry {
         view.running = current(reading.running);
         view.waiting = current(reading.waiting);
         view.kv_cache_usage = current(reading.kv_cache_usage);
+        view.waiting_kv_cache_usage = current(reading.waiting_kv_cache_usage);
         // Interval values: kept from the previous read while nothing new happened.
         if let Some(now) = reading.time_to_first_token {
             if let Some(mean) = now.mean_since(self.ttft) {

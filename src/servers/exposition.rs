@@ -348,6 +348,7 @@ pub fn read(kind: ServerKind, text: &str) -> Result<Reading, ReadFailure> {
         }
     };
     let mut slots = [None::<f64>; SLOTS];
+    let mut engines = Engines::default();
     let mut own = 0usize;
     for line in text.split('\n') {
         let line = line.trim_matches([' ', '\t', '\r']);
@@ -360,6 +361,7 @@ pub fn read(kind: ServerKind, text: &str) -> Result<Reading, ReadFailure> {
         };
         if let Some(sample) = sample(line) {
             accumulate(&mut slots, slot, sample.value);
+            engines.add(slot, &sample);
         }
     }
     if own == 0 {
@@ -375,7 +377,66 @@ pub fn read(kind: ServerKind, text: &str) -> Result<Reading, ReadFailure> {
         };
         return Err(ReadFailure::Garbage(why));
     }
-    Ok(reading(&slots))
+    let mut reading = reading(&slots);
+    reading.waiting_kv_cache_usage = engines.waiting_kv_cache_usage();
+    Ok(reading)
+}
+
+/// Engines (series of one label set) tracked at most for pairing: a page with more is
+/// paired on its first ones.
+const MAX_ENGINES: usize = 64;
+
+/// Each engine's requests waiting and KV-cache usage, by its label set (the pairs
+/// sorted, values unescaped), so that "waiting while full" is judged engine by engine.
+#[derive(Debug, Default)]
+struct Engines {
+    waiting: Vec<(Vec<(String, String)>, f64)>,
+    kv: Vec<(Vec<(String, String)>, f64)>,
+    kv_older: Vec<(Vec<(String, String)>, f64)>,
+}
+
+impl Engines {
+    /// Notes a sample of a waiting or KV-cache slot.
+    fn add(&mut self, slot: Slot, sample: &Sample<'_>) {
+        let list = match slot {
+            Slot::Waiting => &mut self.waiting,
+            Slot::Kv => &mut self.kv,
+            Slot::KvOlder => &mut self.kv_older,
+            _ => return,
+        };
+        if !(sample.value.is_finite() && sample.value >= 0.0) {
+            return;
+        }
+        let mut key: Vec<(String, String)> = sample
+            .label_pairs()
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
+        key.sort();
+        let full = list.len() >= MAX_ENGINES;
+        match list.iter_mut().find(|(k, _)| *k == key) {
+            // The same engine twice: as the slots combine its series.
+            Some((_, held)) if slot == Slot::Waiting => *held += sample.value,
+            Some((_, held)) => *held = held.max(sample.value),
+            None if !full => list.push((key, sample.value)),
+            None => {}
+        }
+    }
+
+    /// The KV-cache usage of the fullest engine with requests waiting (the current
+    /// name's series where there are any, else the older name's).
+    fn waiting_kv_cache_usage(&self) -> Option<f64> {
+        let kv = if self.kv.is_empty() {
+            &self.kv_older
+        } else {
+            &self.kv
+        };
+        self.waiting
+            .iter()
+            .filter(|(_, waiting)| *waiting > 0.0)
+            .filter_map(|(key, _)| kv.iter().find(|(k, _)| k == key).map(|(_, usage)| *usage))
+            .reduce(f64::max)
+    }
 }
 
 /// The reading the slots make: current names over older ones.
@@ -393,6 +454,7 @@ fn reading(slots: &[Option<f64>; SLOTS]) -> Reading {
         running: get(Slot::Running),
         waiting: get(Slot::Waiting),
         kv_cache_usage: get(Slot::Kv).or(get(Slot::KvOlder)),
+        waiting_kv_cache_usage: None,
         preemptions: get(Slot::Preemptions),
         prefix_cache: counters(Slot::Hits, Slot::Queries)
             .or_else(|| counters(Slot::HitsOlder, Slot::QueriesOlder))
@@ -497,6 +559,44 @@ mod tests {
         assert_eq!(r.waiting, Some(7.0));
         assert_eq!(r.kv_cache_usage, Some(0.97));
         assert_eq!(r.running, None, "no finite value of zero or more");
+        assert_eq!(r.waiting_kv_cache_usage, Some(0.97));
+    }
+
+    #[test]
+    fn waiting_while_full_is_judged_engine_by_engine() {
+        // Requests wait at engine 0, whose cache has room; engine 1's is full with
+        // none waiting: not "waiting while full".
+        let page = "vllm:num_requests_waiting{model_name=\"m\",engine=\"0\"} 4\n\
+                    vllm:num_requests_waiting{model_name=\"m\",engine=\"1\"} 0\n\
+                    vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.4\n\
+                    vllm:kv_cache_usage_perc{engine=\"1\",model_name=\"m\"} 0.99\n";
+        let r = read(ServerKind::Vllm, page).unwrap();
+        assert_eq!((r.waiting, r.kv_cache_usage), (Some(4.0), Some(0.99)));
+        assert_eq!(r.waiting_kv_cache_usage, Some(0.4));
+        // Older names, no labels: one engine.
+        let older = "vllm:num_requests_waiting 2\nvllm:gpu_cache_usage_perc 0.95\n";
+        let r = read(ServerKind::Vllm, older).unwrap();
+        assert_eq!(r.waiting_kv_cache_usage, Some(0.95));
+        // None waiting, or a waiting series with no cache of the same labels: none.
+        let idle =
+            "vllm:num_requests_waiting{engine=\"0\"} 0\nvllm:kv_cache_usage_perc{engine=\"0\"} 1\n";
+        assert_eq!(
+            read(ServerKind::Vllm, idle).unwrap().waiting_kv_cache_usage,
+            None
+        );
+        let unpaired =
+            "vllm:num_requests_waiting{engine=\"0\"} 3\nvllm:kv_cache_usage_perc{engine=\"1\"} 1\n";
+        assert_eq!(
+            read(ServerKind::Vllm, unpaired)
+                .unwrap()
+                .waiting_kv_cache_usage,
+            None
+        );
+        // SGLang: one scheduler's labels.
+        let sglang = "sglang:num_queue_reqs{model_name=\"m\",tp_rank=\"0\"} 9\n\
+                      sglang:token_usage{model_name=\"m\",tp_rank=\"0\"} 0.93\n";
+        let r = read(ServerKind::Sglang, sglang).unwrap();
+        assert_eq!(r.waiting_kv_cache_usage, Some(0.93));
     }
 
     /// A label value as a writer of the format escapes it.
@@ -529,6 +629,7 @@ mod tests {
             SGLANG
         };
         let mut slots = [None::<f64>; SLOTS];
+        let mut engines = Engines::default();
         let mut own = 0;
         samples(text, |s| {
             let Some(name) = prefixes(kind).iter().find_map(|p| s.name.strip_prefix(p)) else {
@@ -537,9 +638,14 @@ mod tests {
             own += 1;
             if let Some(slot) = slot(table, name) {
                 accumulate(&mut slots, slot, s.value);
+                engines.add(slot, &s);
             }
         });
-        (own > 0).then(|| reading(&slots))
+        (own > 0).then(|| {
+            let mut reading = reading(&slots);
+            reading.waiting_kv_cache_usage = engines.waiting_kv_cache_usage();
+            reading
+        })
     }
 
     #[test]

@@ -98,6 +98,12 @@ pub struct Reading {
     pub waiting: Option<f64>,
     /// The fraction of the KV cache in use, 0 to 1 (the fullest engine's).
     pub kv_cache_usage: Option<f64>,
+    /// The fraction of the KV cache in use of the fullest engine that has requests
+    /// waiting, its waiting and its cache paired by their labels; `None` while no
+    /// engine has any waiting (or none can be paired). With several engines (data
+    /// parallel), requests waiting at one and another's full cache are not "waiting
+    /// while full".
+    pub waiting_kv_cache_usage: Option<f64>,
     /// Preemptions (vLLM) or retractions (SGLang) since the server started.
     pub preemptions: Option<f64>,
     /// The prefix cache's counts, or its hit rate.

@@ -14,8 +14,8 @@ use crate::records::MAX_TIME_POINTS;
 use crate::servers::book::{Change, ServerBook, ServerPoint, ServerView, When};
 use crate::servers::{ModelServer, ReadFailure, Reading};
 
-/// Whether one server is saturated: requests waiting while its KV cache is nearly
-/// full, or preemptions within [`LLM_SERVER_PREEMPTION_WINDOW`], at each read.
+/// Whether one server is saturated: requests waiting at an engine whose KV cache is
+/// nearly full, or preemptions within [`LLM_SERVER_PREEMPTION_WINDOW`], at each read.
 #[derive(Debug, Default)]
 struct Saturation {
     /// Since when (monotonic) every read found it saturated; `None` while it is not,
@@ -46,9 +46,10 @@ impl Saturation {
             self.preempted.pop_front();
         }
         self.usage = view.kv_cache_usage.unwrap_or(0.0);
-        let waiting = view.waiting.is_some_and(|w| w > 0.0);
-        let full = view.kv_cache_usage.is_some_and(|k| k >= fraction);
-        let saturated = (waiting && full) || !self.preempted.is_empty();
+        // Requests waiting at an engine whose own cache is full (not one engine's
+        // queue beside another's full cache).
+        let waiting_while_full = view.waiting_kv_cache_usage.is_some_and(|k| k >= fraction);
+        let saturated = waiting_while_full || !self.preempted.is_empty();
         self.since = if saturated {
             self.since.or(Some(at))
         } else {
@@ -195,6 +196,36 @@ mod tests {
         assert!(servers.most_saturated(seconds(100)).is_some());
         read(&mut servers, 1, Err(ReadFailure::Timeout), 101);
         assert!(servers.most_saturated(seconds(101)).is_none());
+    }
+
+    /// Two engines: requests waiting at the one with room, the other's cache full
+    /// with none waiting. Not saturated; waiting at the full one, saturated.
+    #[test]
+    fn waiting_while_full_is_one_engines() {
+        let th = Thresholds::default();
+        let mut servers = Servers::new(&["s:vllm=http://127.0.0.1:1".parse().unwrap()]);
+        let page = |waiting: [u32; 2]| {
+            exposition::read(
+                ServerKind::Vllm,
+                &format!(
+                    "vllm:num_requests_waiting{{engine=\"0\"}} {}\n\
+                     vllm:num_requests_waiting{{engine=\"1\"}} {}\n\
+                     vllm:kv_cache_usage_perc{{engine=\"0\"}} 0.3\n\
+                     vllm:kv_cache_usage_perc{{engine=\"1\"}} 0.98\n",
+                    waiting[0], waiting[1]
+                ),
+            )
+        };
+        for at in 0..300 {
+            servers
+                .read(0, page([5, 0]), When::from(at as f64), seconds(at), &th)
+                .unwrap();
+            assert!(servers.most_saturated(seconds(at)).is_none(), "at {at} s");
+        }
+        servers
+            .read(0, page([5, 1]), When::from(300.0), seconds(300), &th)
+            .unwrap();
+        assert!(servers.most_saturated(seconds(300)).is_some());
     }
 
     /// An idle SGLang server keeps the gauges of its last busy moment: requests
