@@ -536,6 +536,17 @@ mod tests {
         // Nothing new: the interval values stay.
         read(&mut book, page(7.0, 140.0, 200.0, 11.0, 5.0), 3.0);
         assert_eq!(book.views()[0].queue_time_seconds, Some(3.0));
+        // Restarted, with more requests since than before it: the queue time's sum
+        // fell, so its count is since the restart too.
+        let after_restart = read(&mut book, page(7.0, 140.0, 200.0, 1.5, 6.0), 3.5);
+        assert_eq!(book.views()[0].queue_time_seconds, Some(0.25));
+        assert_eq!(
+            after_restart.queue_time_added,
+            SumCount {
+                sum: 1.5,
+                count: 6.0
+            }
+        );
         // The server restarted: its counters start again; loopwatch's goes on.
         let restarted = read(&mut book, page(1.0, 1.0, 4.0, 0.5, 1.0), 4.0);
         assert_eq!(restarted.preemptions_added, 1.0);

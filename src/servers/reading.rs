@@ -15,7 +15,7 @@ pub struct SumCount {
 
 impl SumCount {
     /// The mean of the observations made since `earlier`, when any were; when the
-    /// count went down (the server restarted), the mean since the restart.
+    /// count or the sum went down (the server restarted), the mean since the restart.
     ///
     /// ```
     /// use loopwatch::servers::SumCount;
@@ -31,9 +31,11 @@ impl SumCount {
         (count > 0.0).then(|| (sum / count).max(0.0))
     }
 
-    /// What was added since `earlier`: the difference, or after a restart (the
-    /// count went down) everything since the restart; `None` without an earlier
-    /// reading (where counting starts).
+    /// What was added since `earlier`: the difference, or after a restart everything
+    /// since the restart; `None` without an earlier reading (where counting starts).
+    /// A restart shows as the count going down, or the sum (observations are times,
+    /// never negative: a sum that falls was started again, even when the count has
+    /// already passed where it was).
     ///
     /// ```
     /// use loopwatch::servers::SumCount;
@@ -42,10 +44,13 @@ impl SumCount {
     /// assert_eq!(after.since(Some(before)), Some(SumCount { sum: 3.0, count: 2.0 }));
     /// assert_eq!(before.since(Some(after)), Some(before));
     /// assert_eq!(after.since(None), None);
+    /// // Restarted, and more requests since than before: the sum tells.
+    /// let restarted = SumCount { sum: 2.0, count: 7.0 };
+    /// assert_eq!(restarted.since(Some(after)), Some(restarted));
     /// ```
     pub fn since(self, earlier: Option<SumCount>) -> Option<SumCount> {
         let earlier = earlier?;
-        Some(if self.count >= earlier.count {
+        Some(if self.count >= earlier.count && self.sum >= earlier.sum {
             SumCount {
                 sum: (self.sum - earlier.sum).max(0.0),
                 count: self.count - earlier.count,
