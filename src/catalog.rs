@@ -756,6 +756,9 @@ catalog! {
     /// Preemptions of a model server.
     LLM_SERVER_PREEMPTIONS_TOTAL / loopwatch_llm_server_preemptions_total: Counter = "loopwatch_llm_server_preemptions_total", "{preemption}", ["server", "kind"], None, PerModelServer,
         "Requests a vLLM server preempted (vllm:num_preemptions_total) or an SGLang server retracted (sglang:num_retracted_requests_total) to make room in its KV cache, since loopwatch first read it (the first read is where counting starts: those before are not new); it goes on rising across the server's restarts (preemptions).";
+    /// Requests an SGLang server retracted in its last logged batch.
+    LLM_SERVER_RETRACTED_REQUESTS / loopwatch_llm_server_retracted_requests: Observed = "loopwatch_llm_server_retracted_requests", "{request}", ["server", "kind"], None, PerModelServer,
+        "For an SGLang server without sglang:num_retracted_requests_total (older versions): the requests its scheduler retracted in the batch it last logged, at the last read (sglang:num_retracted_reqs, a gauge SGLang resets each time it writes it; only while the server is seen working); above 0 within the minute before counts as preempting for LLMServerSaturated, as loopwatch_llm_server_preemptions_total rising does (requests).";
     /// Prefix-cache hit rate of a model server.
     LLM_SERVER_PREFIX_CACHE_HIT_RATIO / loopwatch_llm_server_prefix_cache_hit_ratio: Observed = "loopwatch_llm_server_prefix_cache_hit_ratio", "1", ["server", "kind"], None, PerModelServer,
         "Prefix-cache hits over lookups of a vLLM or SGLang server, in tokens, over the lookups since the previous read that had any (vllm:prefix_cache_hits_total over vllm:prefix_cache_queries_total, older vllm:gpu_prefix_cache_hit_rate; sglang:cached_tokens_total over sglang:prompt_tokens_total, else sglang:cache_hit_rate) (ratio 0-1).";

@@ -512,7 +512,8 @@ fn server_series(metric: &str) -> String {
 /// is at the fraction fire once held for `llm_server_saturated_for`, not 30 s before;
 /// just below the fraction, with none waiting, or with requests waiting at one engine
 /// beside another's full cache, nothing; preemptions rising alone (from the second
-/// sample) fire too, with the cache's usage as the value.
+/// sample), or an older SGLang's retraction gauge above 0, fire too, with the cache's
+/// usage as the value.
 pub(super) fn llm_server_saturated(t: &Thresholds) -> Vec<BoundaryCase> {
     let fraction = t.llm_server_kv_cache_fraction();
     let held = t.llm_server_saturated_for().as_secs().div_ceil(30) * 30;
@@ -576,5 +577,29 @@ pub(super) fn llm_server_saturated(t: &Thresholds) -> Vec<BoundaryCase> {
     let preempting = with("fires on preemptions rising alone", series(0.5, 0, None, 5))
         .quiet_at(format!("{held}s"))
         .fires_at(format!("{}s", held + 60), 0.5);
-    vec![at_fraction, below, idle, other_engine, preempting]
+    let retracted = |values: String| (catalog::LLM_SERVER_RETRACTED_REQUESTS.name, values);
+    let mut retracting_series = series(0.5, 0, None, 0);
+    retracting_series.push(retracted(format!("2+0x{samples}")));
+    let retracting = with(
+        "fires on an older SGLang's retraction gauge above 0 alone",
+        retracting_series,
+    )
+    .quiet_at(format!("{}s", held.saturating_sub(30)))
+    .fires_at(format!("{}s", held + 30), 0.5);
+    let mut not_retracting_series = series(0.5, 0, None, 0);
+    not_retracting_series.push(retracted(format!("0+0x{samples}")));
+    let not_retracting = with(
+        "stays quiet with the retraction gauge at 0",
+        not_retracting_series,
+    )
+    .quiet_at(format!("{}s", held + 60));
+    vec![
+        at_fraction,
+        below,
+        idle,
+        other_engine,
+        preempting,
+        retracting,
+        not_retracting,
+    ]
 }

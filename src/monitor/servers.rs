@@ -264,6 +264,8 @@ impl Publisher {
             .set_series(series(&|s| s.kv_cache_usage));
         i.loopwatch_llm_server_waiting_kv_cache_usage_ratio
             .set_series(series(&|s| s.waiting_kv_cache_usage));
+        i.loopwatch_llm_server_retracted_requests
+            .set_series(series(&|s| s.retracting));
         i.loopwatch_llm_server_prefix_cache_hit_ratio
             .set_series(series(&|s| s.prefix_cache_hit_ratio));
         i.loopwatch_llm_server_time_to_first_token_seconds

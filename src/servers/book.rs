@@ -91,6 +91,10 @@ pub struct ServerView {
     /// scheduler wrote when it last worked, and are left out (`running`, `waiting`
     /// and `kv_cache_usage` are `None`).
     pub gauges_stale: bool,
+    /// SGLang without a retraction counter: the requests its scheduler retracted in
+    /// the batch it last logged (its gauge `num_retracted_reqs`), while its gauges
+    /// are current.
+    pub retracting: Option<f64>,
     /// Preemptions (SGLang: retractions) since loopwatch first read it (0 at that
     /// read: those before are not counted), counted on across its restarts.
     pub preemptions: Option<f64>,
@@ -233,6 +237,7 @@ impl ServerBook {
                         kv_cache_usage: None,
                         waiting_kv_cache_usage: None,
                         gauges_stale: false,
+                        retracting: None,
                         preemptions: None,
                         prefix_cache_hit_ratio: None,
                         time_to_first_token_seconds: None,
@@ -324,6 +329,7 @@ impl ServerBook {
                 view.waiting = None;
                 view.kv_cache_usage = None;
                 view.waiting_kv_cache_usage = None;
+                view.retracting = None;
                 view.gauges_stale = false;
                 view.prefix_cache_hit_ratio = None;
                 view.time_to_first_token_seconds = None;
@@ -403,6 +409,7 @@ impl Entry {
         view.waiting = current(reading.waiting);
         view.kv_cache_usage = current(reading.kv_cache_usage);
         view.waiting_kv_cache_usage = current(reading.waiting_kv_cache_usage);
+        view.retracting = current(reading.retracting);
         // Interval values: kept from the previous read while nothing new happened.
         if let Some(now) = reading.time_to_first_token {
             if let Some(mean) = now.mean_since(self.ttft) {

@@ -236,13 +236,17 @@ enum Slot {
     QueueOlderSum,
     QueueOlderCount,
     Work,
+    RetractingNow,
 }
 
-const SLOTS: usize = 17;
+const SLOTS: usize = 18;
 
 /// How a slot's series (engines, models) combine: summed, or the largest kept.
 fn sums(slot: Slot) -> bool {
-    !matches!(slot, Slot::Kv | Slot::KvOlder | Slot::HitRate)
+    !matches!(
+        slot,
+        Slot::Kv | Slot::KvOlder | Slot::HitRate | Slot::RetractingNow
+    )
 }
 
 /// vLLM's names, after `vllm:`. Current names first; the older ones are read only
@@ -272,7 +276,9 @@ const VLLM: &[(&str, Slot)] = &[
 
 /// SGLang's names, after `sglang:` (python/sglang/srt/metrics/collector.py;
 /// SchedulerMetricsCollector and TokenizerMetricsCollector). Retractions are its
-/// preemptions; the prefix cache is read from its cached and prompt token counters,
+/// preemptions (counted by `num_retracted_requests_total`; without it, the older
+/// gauge `num_retracted_reqs`, the retractions of the batch last logged, says only
+/// whether there were any); the prefix cache is read from its cached and prompt token counters,
 /// else its `cache_hit_rate` gauge. Its finished requests and generated tokens tell
 /// whether it works, and so whether its gauges are current.
 const SGLANG: &[(&str, Slot)] = &[
@@ -280,6 +286,7 @@ const SGLANG: &[(&str, Slot)] = &[
     ("num_queue_reqs", Slot::Waiting),
     ("token_usage", Slot::Kv),
     ("num_retracted_requests_total", Slot::Preemptions),
+    ("num_retracted_reqs", Slot::RetractingNow),
     ("cached_tokens_total", Slot::Hits),
     ("prompt_tokens_total", Slot::Queries),
     ("cache_hit_rate", Slot::HitRate),
@@ -456,6 +463,7 @@ fn reading(slots: &[Option<f64>; SLOTS]) -> Reading {
         kv_cache_usage: get(Slot::Kv).or(get(Slot::KvOlder)),
         waiting_kv_cache_usage: None,
         preemptions: get(Slot::Preemptions),
+        retracting: get(Slot::RetractingNow).filter(|_| get(Slot::Preemptions).is_none()),
         prefix_cache: counters(Slot::Hits, Slot::Queries)
             .or_else(|| counters(Slot::HitsOlder, Slot::QueriesOlder))
             .or_else(|| get(Slot::HitRate).map(PrefixCache::Rate)),
@@ -560,6 +568,20 @@ mod tests {
         assert_eq!(r.kv_cache_usage, Some(0.97));
         assert_eq!(r.running, None, "no finite value of zero or more");
         assert_eq!(r.waiting_kv_cache_usage, Some(0.97));
+    }
+
+    #[test]
+    fn an_older_sglangs_retraction_gauge_is_read_without_its_counter() {
+        let older = "sglang:num_retracted_reqs{tp_rank=\"0\"} 2\nsglang:num_retracted_reqs{tp_rank=\"1\"} 2\n";
+        let r = read(ServerKind::Sglang, older).unwrap();
+        assert_eq!((r.preemptions, r.retracting), (None, Some(2.0)));
+        let both = format!("{older}sglang:num_retracted_requests_total 37\n");
+        let r = read(ServerKind::Sglang, &both).unwrap();
+        assert_eq!(
+            (r.preemptions, r.retracting),
+            (Some(37.0), None),
+            "the counter wins"
+        );
     }
 
     #[test]

@@ -111,6 +111,11 @@ pub struct Reading {
     pub waiting_kv_cache_usage: Option<f64>,
     /// Preemptions (vLLM) or retractions (SGLang) since the server started.
     pub preemptions: Option<f64>,
+    /// SGLang without a retraction counter (`num_retracted_requests_total`): the
+    /// requests its scheduler retracted in the batch it last logged, from its older
+    /// gauge `num_retracted_reqs` (reset after each time it is written). Above 0, it
+    /// retracted requests, how many since the previous read unknown.
+    pub retracting: Option<f64>,
     /// The prefix cache's counts, or its hit rate.
     pub prefix_cache: Option<PrefixCache>,
     /// Time to first token, seconds.

@@ -39,6 +39,11 @@ impl Saturation {
         if change.preemptions_added > 0.0 {
             self.preempted.push_back((at, change.preemptions_added));
         }
+        // SGLang without its retraction counter: its older gauge above 0 says it
+        // retracted requests in the batch it last logged.
+        if let Some(retracted) = view.retracting.filter(|r| *r > 0.0) {
+            self.preempted.push_back((at, retracted));
+        }
         while let Some(&(when, _)) = self.preempted.front() {
             if at.saturating_sub(when) < LLM_SERVER_PREEMPTION_WINDOW {
                 break;
@@ -196,6 +201,42 @@ mod tests {
         assert!(servers.most_saturated(seconds(100)).is_some());
         read(&mut servers, 1, Err(ReadFailure::Timeout), 101);
         assert!(servers.most_saturated(seconds(101)).is_none());
+    }
+
+    /// An older SGLang, without its retraction counter: its gauge above 0 (the batch
+    /// it last logged retracted requests) is preempting, within the minute after;
+    /// at 0, nothing.
+    #[test]
+    fn an_older_sglangs_retraction_gauge_counts_as_preempting() {
+        let th = Thresholds::default();
+        let mut servers = Servers::new(&["s:sglang=http://127.0.0.1:1".parse().unwrap()]);
+        let page = |requests: u64, retracted: u32| {
+            exposition::read(
+                ServerKind::Sglang,
+                &format!(
+                    "sglang:num_queue_reqs 0\nsglang:token_usage 0.5\n\
+                     sglang:num_retracted_reqs {retracted}\n\
+                     sglang:num_requests_total {requests}\nsglang:generation_tokens_total 9000\n"
+                ),
+            )
+        };
+        let mut read = |requests, retracted, at: u64| {
+            servers
+                .read(
+                    0,
+                    page(requests, retracted),
+                    When::from(at as f64),
+                    seconds(at),
+                    &th,
+                )
+                .unwrap();
+            servers.most_saturated(seconds(at)).map(|s| s.1)
+        };
+        assert_eq!(read(1, 0, 0), None);
+        assert_eq!(read(2, 0, 1), None, "working, nothing retracted");
+        assert_eq!(read(3, 3, 2), Some(seconds(0)));
+        assert_eq!(read(4, 0, 30), Some(seconds(28)));
+        assert_eq!(read(5, 0, 62), None, "the minute passed");
     }
 
     /// Two engines: requests waiting at the one with room, the other's cache full
