@@ -614,7 +614,7 @@ mod tests {
         .unwrap();
         let read: Vec<(ServerKind, &str)> = t
             .llm()
-            .servers
+            .servers()
             .iter()
             .map(|s| (s.kind(), s.name()))
             .collect();
