@@ -110,6 +110,10 @@ pub struct ModelServer {
     /// The base URL, `http://host:port` and any path prefix, without a trailing slash.
     url: String,
     name: String,
+    /// The URL's host as written (an IPv6 address in brackets) and port (80 when
+    /// none is written).
+    host: String,
+    port: u16,
 }
 
 /// A `[[llm.servers]]` entry as written.
@@ -167,29 +171,54 @@ impl ModelServer {
             };
             return Err(format!("model server url {url:?}: {reason}"));
         };
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        if authority.is_empty()
-            || authority.contains('@')
-            || authority.contains(char::is_whitespace)
+        if rest.contains(['?', '#']) || rest.contains(char::is_whitespace) {
+            return Err(format!(
+                "model server url {url:?}: give the server's base URL, without a query or spaces"
+            ));
+        }
+        // Parsed as the reads will request it: what is accepted here is what they
+        // can reach (an IPv6 address in brackets, `http://[::1]:8000`, included).
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| format!("model server url {url:?}: not a URL ({e})"))?;
+        let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
+            return Err(format!(
+                "model server url {url:?}: expected http://HOST:PORT"
+            ));
+        };
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "model server url {url:?}: expected http://HOST:PORT, without credentials"
+            ));
+        }
+        let host = authority.host();
+        let after_host = authority.as_str().strip_prefix(host).unwrap_or_default();
+        if !after_host.is_empty() && !after_host.starts_with(':') {
+            return Err(format!(
+                "model server url {url:?}: expected http://HOST:PORT"
+            ));
+        }
+        let port = match after_host.strip_prefix(':') {
+            None => 80,
+            Some(port) => authority
+                .port_u16()
+                .filter(|_| !port.is_empty())
+                .ok_or_else(|| {
+                    format!("model server url {url:?}: {port:?} is not a port number")
+                })?,
+        };
+        if host.starts_with('[')
+            && host[1..host.len() - 1]
+                .parse::<std::net::Ipv6Addr>()
+                .is_err()
         {
             return Err(format!(
-                "model server url {url:?}: expected http://HOST:PORT (no credentials, no spaces)"
+                "model server url {url:?}: {host} is not an IPv6 address"
             ));
         }
-        if path.contains(['?', '#']) || path.contains(char::is_whitespace) {
-            return Err(format!(
-                "model server url {url:?}: give the server's base URL, without a query"
-            ));
-        }
-        let host_port = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
-                port.parse::<u16>().map_err(|_| {
-                    format!("model server url {url:?}: {port:?} is not a port number")
-                })?;
-                authority.to_string()
-            }
-            _ => format!("{authority}:80"),
-        };
+        let authority = authority.as_str();
+        let host_port = format!("{host}:{port}");
+        let path = uri.path();
         let mut path = path.trim_end_matches('/');
         path = path.strip_suffix(kind.path()).unwrap_or(path);
         let path = path.trim_end_matches('/');
@@ -197,6 +226,8 @@ impl ModelServer {
             kind,
             url: format!("http://{authority}{path}"),
             name: host_port,
+            host: host.to_string(),
+            port,
         })
     }
 
@@ -234,14 +265,7 @@ impl ModelServer {
     /// The host and port of its URL (the host as written, an IPv6 address in
     /// brackets; port 80 when none is written).
     fn host_port(&self) -> (&str, u16) {
-        let rest = self.url.strip_prefix("http://").unwrap_or(&self.url);
-        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-        match authority.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
-                (host, port.parse().unwrap_or(80))
-            }
-            _ => (authority, 80),
-        }
+        (&self.host, self.port)
     }
 
     /// The URL loopwatch reads: `/metrics`, or Ollama's `/api/ps`, under the base URL.
@@ -366,6 +390,18 @@ mod tests {
             base(ServerKind::Ollama, "http://ollama").unwrap().1,
             "ollama:80"
         );
+        for (url, name) in [
+            ("http://[::1]:8001", "[::1]:8001"),
+            ("http://[::1]", "[::1]:80"),
+            ("http://[fe80::1]:30000/sglang/", "[fe80::1]:30000"),
+            ("http://[::]:8001/metrics", "[::]:8001"),
+        ] {
+            let (base_url, n) = base(ServerKind::Vllm, url).unwrap();
+            assert_eq!(n, name, "{url}");
+            // What the reads will request parses.
+            let endpoint = format!("{base_url}/metrics");
+            assert!(endpoint.parse::<hyper::Uri>().is_ok(), "{endpoint}");
+        }
         for bad in [
             "",
             "127.0.0.1:8000",
@@ -377,6 +413,12 @@ mod tests {
             "http://host:port",
             "http://host:1/metrics?x=1",
             "http://ho st:1",
+            "http://host:",
+            "http://[::1:8001",
+            "http://[::1]x:8001",
+            "http://[zz::1]:8001",
+            "http://a^b:1",
+            "http://:8001",
         ] {
             let err = ModelServer::new(ServerKind::Vllm, bad).unwrap_err();
             assert!(err.contains("model server url"), "{bad}: {err}");
