@@ -338,7 +338,9 @@ fn name_length(text: &str) -> usize {
 }
 
 /// Reads a `/metrics` page of a vLLM or SGLang server. A page with no sample of
-/// the server's own, or with no readable line at all, is [`ReadFailure::Garbage`];
+/// the server's own and none of its metrics declared (`# TYPE vllm:…`: an idle
+/// server's page may declare them before it has samples), or with no readable line
+/// at all, is [`ReadFailure::Garbage`];
 /// values that are not finite and zero or more are left out.
 ///
 /// Only the lines of the samples loopwatch reads are parsed whole (a vLLM page has
@@ -359,6 +361,18 @@ pub fn read(kind: ServerKind, text: &str) -> Result<Reading, ReadFailure> {
     let mut own = 0usize;
     for line in text.split('\n') {
         let line = line.trim_matches([' ', '\t', '\r']);
+        // The server's own metrics declared without samples yet (an idle server's
+        // histograms and labelled gauges): its page, with nothing to read yet.
+        if let Some(declared) = line
+            .strip_prefix("# TYPE ")
+            .or_else(|| line.strip_prefix("# HELP "))
+        {
+            let declared = declared.trim_start_matches([' ', '\t']);
+            if prefixes(kind).iter().any(|p| declared.starts_with(p)) {
+                own += 1;
+            }
+            continue;
+        }
         let Some(rest) = prefixes(kind).iter().find_map(|p| line.strip_prefix(p)) else {
             continue;
         };
@@ -553,6 +567,20 @@ mod tests {
                 other => panic!("{text:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_page_that_declares_the_servers_metrics_without_samples_is_read() {
+        let idle = "# HELP sglang:num_queue_reqs The number of requests in the waiting queue\n\
+                    # TYPE sglang:num_queue_reqs gauge\n\
+                    # HELP sglang:time_to_first_token_seconds Histogram of time to first token\n\
+                    # TYPE sglang:time_to_first_token_seconds histogram\n\
+                    python_info{version=\"3.12\"} 1.0\n";
+        assert_eq!(read(ServerKind::Sglang, idle), Ok(Reading::default()));
+        // Another program's declarations are not the server's.
+        let other = "# TYPE node_load1 gauge\nnode_load1 0.5\n";
+        assert!(read(ServerKind::Vllm, other).is_err());
+        assert!(read(ServerKind::Vllm, "# TYPE vllm:num_requests_waiting gauge\n").is_ok());
     }
 
     #[test]
