@@ -785,7 +785,7 @@ catalog! {
         "Models an Ollama server has loaded, from its /api/ps at the last read (models).";
     /// Memory of the models an Ollama server has loaded.
     LLM_SERVER_MODEL_MEMORY_BYTES / loopwatch_llm_server_model_memory_bytes: Observed = "loopwatch_llm_server_model_memory_bytes", "By", ["server", "kind", "model", "memory"], None, PerModelServer,
-        "Memory of a model an Ollama server has loaded, from its /api/ps at the last read, by model (at most 8 by name, the rest as other) and memory: total (size) or vram (size_vram, the part in GPU memory; the rest runs from host memory, slower) (bytes).";
+        "Memory of a model an Ollama server has loaded, from its /api/ps at the last read, by model (at most 8 by name, the rest as (other models); names cut at 128 characters, a name once) and memory: total (size) or vram (size_vram, the part in GPU memory; the rest runs from host memory, slower) (bytes).";
     /// When the loop (its current process, under `loopwatch run`) started.
     LOOP_START_TIMESTAMP_SECONDS / loopwatch_loop_start_timestamp_seconds: Gauge = "loopwatch_loop_start_timestamp_seconds", "s", [], None, Always,
         "Unix time at which the loop started: the monitor's start, or under loopwatch run the start of its current process, restarts included (seconds).";

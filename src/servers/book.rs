@@ -35,8 +35,9 @@ use super::{LoadedModel, ModelServer, PrefixCache, ReadFailure, Reading, ServerK
 /// under [`OTHER_MODELS`].
 pub const MAX_MODELS: usize = 8;
 
-/// The model label of an Ollama server's models past [`MAX_MODELS`].
-pub const OTHER_MODELS: &str = "other";
+/// The model label of an Ollama server's models past [`MAX_MODELS`]: a name no
+/// Ollama model has (its names have no spaces or parentheses).
+pub const OTHER_MODELS: &str = "(other models)";
 
 /// How long, in seconds, an SGLang server's gauges count after a read found its
 /// request and token counters moved since the read before. SGLang writes its gauges
@@ -459,7 +460,8 @@ impl Entry {
 
 /// At most [`MAX_MODELS`] models by name, those with the most GPU memory first; the
 /// rest summed under [`OTHER_MODELS`].
-fn bounded_models(mut models: Vec<LoadedModel>) -> Vec<LoadedModel> {
+fn bounded_models(models: Vec<LoadedModel>) -> Vec<LoadedModel> {
+    let mut models = merged(models);
     if models.len() <= MAX_MODELS {
         return models;
     }
@@ -480,7 +482,25 @@ fn bounded_models(mut models: Vec<LoadedModel>) -> Vec<LoadedModel> {
             .map(|m| m.vram_bytes)
             .fold(0, u64::saturating_add),
     });
-    models
+    // A model that calls itself the overflow's name joins it: one series a name.
+    merged(models)
+}
+
+/// The models with one entry per name, those of the same name summed (in the order
+/// of their first): each name is one `model` label, so never two series alike (two
+/// names cut to the same first 128 characters are one).
+pub(crate) fn merged(models: Vec<LoadedModel>) -> Vec<LoadedModel> {
+    let mut out: Vec<LoadedModel> = Vec::with_capacity(models.len());
+    for model in models {
+        match out.iter_mut().find(|m| m.name == model.name) {
+            Some(same) => {
+                same.size_bytes = same.size_bytes.saturating_add(model.size_bytes);
+                same.vram_bytes = same.vram_bytes.saturating_add(model.vram_bytes);
+            }
+            None => out.push(model),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -700,5 +720,36 @@ mod tests {
             change.point.unwrap().vram_bytes,
             Some((0..12).sum::<u64>() as f64)
         );
+    }
+
+    #[test]
+    fn ollamas_model_names_are_one_series_each() {
+        let mut book = book();
+        let long = "x".repeat(200);
+        // Two names alike in their first 128 characters, a name given twice, one
+        // named as the overflow is, and nine others: one entry a name.
+        let mut models = vec![
+            format!(r#"{{"name":"{long}a","size":10,"size_vram":1}}"#),
+            format!(r#"{{"name":"{long}b","size":20,"size_vram":2}}"#),
+            r#"{"name":"qwen3:8b","size":5,"size_vram":5}"#.to_string(),
+            r#"{"name":"qwen3:8b","size":5,"size_vram":5}"#.to_string(),
+            format!(r#"{{"name":"{OTHER_MODELS}","size":1,"size_vram":0}}"#),
+        ];
+        models.extend((0..9).map(|i| format!(r#"{{"name":"m{i}","size":1,"size_vram":0}}"#)));
+        let answer = format!(r#"{{"models":[{}]}}"#, models.join(","));
+        book.read(1, ollama::read(&answer), 1.0).unwrap();
+        let models = book.views()[1].models.clone().unwrap();
+        let mut names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+        names.sort_unstable();
+        let count = names.len();
+        names.dedup();
+        assert_eq!(names.len(), count, "no name twice: {names:?}");
+        assert!(count <= MAX_MODELS, "{count}");
+        let cut = models.iter().find(|m| m.name.starts_with('x')).unwrap();
+        assert_eq!((cut.size_bytes, cut.vram_bytes), (30, 3));
+        let qwen = models.iter().find(|m| m.name == "qwen3:8b").unwrap();
+        assert_eq!(qwen.size_bytes, 10);
+        let total: u64 = models.iter().map(|m| m.size_bytes).sum();
+        assert_eq!(total, 30 + 10 + 1 + 9, "nothing lost");
     }
 }
