@@ -437,7 +437,10 @@ impl Entry {
                 }
                 self.prefix = Some((hits, queries));
             }
-            Some(PrefixCache::Rate(rate)) => view.prefix_cache_hit_ratio = Some(rate),
+            // The server's own rate, held to a ratio whatever it says.
+            Some(PrefixCache::Rate(rate)) => {
+                view.prefix_cache_hit_ratio = Some(rate.clamp(0.0, 1.0));
+            }
             None => {}
         }
         view.models = reading.models.map(bounded_models);
@@ -720,6 +723,20 @@ mod tests {
             change.point.unwrap().vram_bytes,
             Some((0..12).sum::<u64>() as f64)
         );
+    }
+
+    #[test]
+    fn a_servers_own_hit_rate_is_held_to_a_ratio() {
+        let mut book = book();
+        for (rate, ratio) in [("0.35", 0.35), ("1.7", 1.0), ("1e9", 1.0), ("0", 0.0)] {
+            let page = format!("vllm:gpu_prefix_cache_hit_rate {rate}\n");
+            book.read(0, exposition::read(ServerKind::Vllm, &page), 1.0);
+            assert_eq!(
+                book.views()[0].prefix_cache_hit_ratio,
+                Some(ratio),
+                "{rate}"
+            );
+        }
     }
 
     #[test]
