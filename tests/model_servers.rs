@@ -15,7 +15,7 @@ use loopwatch::llm::LlmConfig;
 use loopwatch::servers::ModelServer;
 use loopwatch::{Monitor, Thresholds};
 use support::model_servers::{page, Answer, StandIn};
-use support::services::{free_port, logs};
+use support::services::logs;
 use support::*;
 
 /// A monitor reading `servers` every second (so each read may take 2 s); the test
@@ -343,6 +343,31 @@ fn an_idle_sglang_server_with_saturated_gauges_raises_nothing() {
     monitor.shutdown();
 }
 
+/// A loopback port that refuses connections for as long as this is held: a socket
+/// bound to it and never listening, so that no other program can take the port
+/// meanwhile (a port found free and let go could be).
+struct RefusingPort {
+    _socket: socket2::Socket,
+    port: u16,
+}
+
+impl RefusingPort {
+    fn bind() -> Self {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+        socket.bind(&any.into()).unwrap();
+        let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+        // Refused, not accepted: nothing listens there.
+        let refused = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        RefusingPort {
+            _socket: socket,
+            port,
+        }
+    }
+}
+
 /// A small vLLM page: nothing waiting, the cache half full, `preemptions` since the
 /// server started.
 fn preempted_page(preemptions: u32) -> String {
@@ -428,7 +453,8 @@ fn a_server_down_or_answering_garbage_degrades_its_own_readings_only() {
         Answer::Body("vllm:num_requests_waiting 1\n".repeat(400_000)),
     );
     let not_http = StandIn::start("/metrics", Answer::NotHttp(b"\x16\x03\x01garbage".to_vec()));
-    let down = format!("http://127.0.0.1:{}", free_port());
+    let refusing = RefusingPort::bind();
+    let down = format!("http://127.0.0.1:{}", refusing.port);
     let monitor = monitor_of(&[
         ("ok:vllm", ok.url()),
         ("html:sglang", html.url()),
