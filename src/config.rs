@@ -381,6 +381,8 @@ pub(crate) fn resolve(
         (None, None) => Thresholds::default(),
     };
     thresholds.check()?;
+    crate::servers::check_listen(&thresholds.llm().servers, listen)
+        .map_err(|(url, reason)| invalid("llm.servers", &url, reason))?;
     let container_stats = match env(ENV_CONTAINER_STATS).as_deref() {
         None | Some("auto") => ContainerStats::Automatic,
         Some("cgroup") => ContainerStats::CgroupOnly,
@@ -961,7 +963,8 @@ impl Thresholds {
             "[[llm.servers]] url",
             "none",
             "The server's base URL, plain `http://HOST:PORT` with any path prefix (a trailing \
-             `/metrics` or `/api/ps` is taken off).",
+             `/metrics` or `/api/ps` is taken off); loopwatch's own listen address is refused \
+             (start vLLM with `--port 8001`: its default, 8000, is loopwatch's).",
         );
         row(
             "[[llm.servers]] name",
@@ -1557,15 +1560,15 @@ mod tests {
     /// refused with what is wrong, never a panic.
     #[test]
     fn model_servers_are_read_and_bad_ones_refused() {
-        let t: Thresholds = "[[llm.servers]]\nkind = \"vllm\"\nurl = \"http://127.0.0.1:8000/metrics\"\n\
+        let t: Thresholds = "[[llm.servers]]\nkind = \"vllm\"\nurl = \"http://127.0.0.1:8001/metrics\"\n\
                              [[llm.servers]]\nkind = \"ollama\"\nurl = \"http://127.0.0.1:11434\"\nname = \"local\"\n"
             .parse()
             .unwrap();
         let servers = &t.llm().servers;
         assert_eq!(servers.len(), 2);
         assert_eq!(servers[0].kind().as_str(), "vllm");
-        assert_eq!(servers[0].endpoint(), "http://127.0.0.1:8000/metrics");
-        assert_eq!(servers[0].name(), "127.0.0.1:8000");
+        assert_eq!(servers[0].endpoint(), "http://127.0.0.1:8001/metrics");
+        assert_eq!(servers[0].name(), "127.0.0.1:8001");
         assert_eq!(
             (servers[1].kind().as_str(), servers[1].name()),
             ("ollama", "local")
@@ -1609,6 +1612,35 @@ mod tests {
             let err = text.parse::<Thresholds>().unwrap_err().to_string();
             assert!(err.contains(says), "{text:?}: {err}");
         }
+    }
+
+    /// A model server at loopwatch's own listen address (vLLM's documented port is
+    /// loopwatch's default) stops start-up, naming the URL; another port does not.
+    #[test]
+    fn a_model_server_at_loopwatchs_own_address_is_refused() {
+        let with = |url: &str, listen: Option<&str>| {
+            let thresholds: Thresholds =
+                format!("[[llm.servers]]\nkind = \"vllm\"\nurl = \"{url}\"\n")
+                    .parse()
+                    .unwrap();
+            let choices = Choices {
+                thresholds: Some(thresholds),
+                listen: listen.map(|l| l.parse().unwrap()),
+                ..Choices::default()
+            };
+            resolve(&choices, &|_: &str| None)
+        };
+        let err = with("http://127.0.0.1:8000", None).unwrap_err().to_string();
+        assert!(
+            err.contains("llm.servers")
+                && err.contains("http://127.0.0.1:8000")
+                && err.contains("listens on 0.0.0.0:8000")
+                && err.contains("--port 8001"),
+            "{err}"
+        );
+        assert!(with("http://localhost:9100", Some("127.0.0.1:9100")).is_err());
+        assert!(with("http://127.0.0.1:8001", None).is_ok());
+        assert!(with("http://127.0.0.1:8000", Some("127.0.0.1:9100")).is_ok());
     }
 
     /// `[llm.budget]`: its amount and action read, bad ones refused with the key

@@ -297,16 +297,18 @@ pub(super) fn duration(d: std::time::Duration) -> String {
 }
 
 /// A model server saturated, as the evaluator judges it at each read: requests waiting
-/// while its KV cache is at least `llm_server_kv_cache_fraction` full, or preemptions
-/// within the last minute; held for the rule's `for` (`llm_server_saturated_for`). Its value is the
+/// at an engine whose KV cache is at least `llm_server_kv_cache_fraction` full (the
+/// republished `…_waiting_kv_cache_usage_ratio`, paired engine by engine), or preemptions
+/// within the last minute (an older SGLang's retraction gauge above 0 within it); held for the rule's `for` (`llm_server_saturated_for`). Its value is the
 /// KV-cache usage of the fullest server so saturated; the servers' labels are
 /// aggregated away, so that the alert is labelled as loopwatch's own is (which names
 /// the server beside its value).
 pub(super) fn llm_server_saturated(t: &Thresholds) -> String {
     as_loop_alert(format!(
-        "max without (server, kind) ({kv} and (({waiting} > 0 and {kv} >= {fraction}) or increase({preemptions}[{window}s]) > 0))",
+        "max without (server, kind) ({kv} and ({waiting_kv} >= {fraction} or increase({preemptions}[{window}s]) > 0 or max_over_time({retracted}[{window}s]) > 0))",
         kv = catalog::LLM_SERVER_KV_CACHE_USAGE_RATIO.name,
-        waiting = catalog::LLM_SERVER_REQUESTS_WAITING.name,
+        waiting_kv = catalog::LLM_SERVER_WAITING_KV_CACHE_USAGE_RATIO.name,
+        retracted = catalog::LLM_SERVER_RETRACTED_REQUESTS.name,
         preemptions = catalog::LLM_SERVER_PREEMPTIONS_TOTAL.name,
         fraction = t.llm_server_kv_cache_fraction(),
         window = super::LLM_SERVER_PREEMPTION_WINDOW.as_secs(),
