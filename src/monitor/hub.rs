@@ -141,7 +141,7 @@ pub(super) struct Hub {
     /// than host memory.
     cgroup: Option<CgroupMemory>,
     /// The model servers to read, and their client.
-    pub(super) model_servers: super::servers::Readers,
+    pub(super) model_servers: crate::servers::fetch::Readers,
 }
 
 /// The parts a [`Hub`] is assembled from.
@@ -167,7 +167,7 @@ impl Hub {
                 .clone(),
         );
         let (sender, receiver) = sync_channel(QUEUE_CAPACITY);
-        let model_servers = super::servers::Readers::new(
+        let model_servers = crate::servers::fetch::Readers::new(
             &parts.settings.thresholds.llm().servers,
             parts.settings.sample_interval,
         );

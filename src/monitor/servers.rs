@@ -12,61 +12,16 @@
 //! restart, its lifetime preemptions counted as new ones.)
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::servers::book::{Change, Health, News, ServerView};
-use crate::servers::fetch::{self, HttpClient};
-use crate::servers::{ModelServer, ReadFailure, ServerKind};
+use crate::servers::{ReadFailure, ServerKind};
 
 use super::event::{Event, ServerRead};
 use super::hub::Hub;
 use super::publish::Publisher;
-
-/// The shortest and longest time a read may take: twice the sampling interval,
-/// within these bounds (a busy server can be slow to render its page).
-const READ_TIMEOUT_BOUNDS: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(10));
-
-/// The servers to read and the client the reads share.
-pub(super) struct Readers {
-    pub(super) servers: Vec<ModelServer>,
-    /// One per server: held from a read's request until its event is sent.
-    turns: Vec<Arc<tokio::sync::Mutex<()>>>,
-    client: HttpClient,
-    pub(super) timeout: Duration,
-}
-
-impl std::fmt::Debug for Readers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Readers")
-            .field("servers", &self.servers)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Readers {
-    /// Readers of `servers`, each read allowed twice `sample_interval` (2 to 10 s).
-    pub(super) fn new(servers: &[ModelServer], sample_interval: Duration) -> Self {
-        let timeout = (sample_interval * 2).clamp(READ_TIMEOUT_BOUNDS.0, READ_TIMEOUT_BOUNDS.1);
-        Readers {
-            servers: servers.to_vec(),
-            turns: servers
-                .iter()
-                .map(|_| Arc::new(tokio::sync::Mutex::new(())))
-                .collect(),
-            client: fetch::client(timeout),
-            timeout,
-        }
-    }
-
-    /// Reads server `index` once.
-    async fn read(&self, index: usize) -> Result<crate::servers::Reading, ReadFailure> {
-        fetch::read(&self.client, &self.servers[index], self.timeout).await
-    }
-}
 
 /// Starts one reader per configured server.
 pub(super) fn spawn_readers(
