@@ -40,7 +40,7 @@ fn model_server_read(c: &mut Criterion) {
     c.bench_function("model_server/parse", |b| {
         b.iter(|| black_box(exposition::read(ServerKind::Vllm, black_box(&text))))
     });
-    let server = "vllm=http://127.0.0.1:8000".parse().unwrap();
+    let server = "vllm=http://127.0.0.1:8001".parse().unwrap();
     let mut book = ServerBook::new(&[server]);
     let mut at = 0.0;
     c.bench_function("model_server/parse_and_book", |b| {

@@ -791,16 +791,22 @@ catalog! {
         "Reads of a model server that failed, by reason: connection, timeout, status (an HTTP status other than 200), too_large (over 8 MiB) or garbage (not the server's format); its readings are left out until it answers again (errors).";
     /// Requests a model server is processing.
     LLM_SERVER_REQUESTS_RUNNING / loopwatch_llm_server_requests_running: Observed = "loopwatch_llm_server_requests_running", "{request}", ["server", "kind"], None, PerModelServer,
-        "Requests a vLLM or SGLang server is processing, at its last read, summed over its engines (vllm:num_requests_running, sglang:num_running_reqs) (requests).";
+        "Requests a vLLM or SGLang server is processing, at its last read, summed over its engines (vllm:num_requests_running, sglang:num_running_reqs; SGLang's only while it is seen working, see docs/model-servers.md) (requests).";
     /// Requests waiting in a model server's queue.
     LLM_SERVER_REQUESTS_WAITING / loopwatch_llm_server_requests_waiting: Observed = "loopwatch_llm_server_requests_waiting", "{request}", ["server", "kind"], None, PerModelServer,
-        "Requests waiting in a vLLM or SGLang server's queue, at its last read, summed over its engines (vllm:num_requests_waiting, sglang:num_queue_reqs) (requests).";
+        "Requests waiting in a vLLM or SGLang server's queue, at its last read, summed over its engines (vllm:num_requests_waiting, sglang:num_queue_reqs; SGLang's only while it is seen working) (requests).";
     /// KV-cache usage of a model server.
     LLM_SERVER_KV_CACHE_USAGE_RATIO / loopwatch_llm_server_kv_cache_usage_ratio: Observed = "loopwatch_llm_server_kv_cache_usage_ratio", "1", ["server", "kind"], None, PerModelServer,
-        "Fraction of a vLLM or SGLang server's KV cache in use at its last read, its fullest engine's (vllm:kv_cache_usage_perc, older vllm:gpu_cache_usage_perc; sglang:token_usage) (ratio 0-1).";
+        "Fraction of a vLLM or SGLang server's KV cache in use at its last read, its fullest engine's (vllm:kv_cache_usage_perc, older vllm:gpu_cache_usage_perc; sglang:token_usage, only while it is seen working) (ratio 0-1).";
+    /// KV-cache usage of a model server's fullest engine with requests waiting.
+    LLM_SERVER_WAITING_KV_CACHE_USAGE_RATIO / loopwatch_llm_server_waiting_kv_cache_usage_ratio: Observed = "loopwatch_llm_server_waiting_kv_cache_usage_ratio", "1", ["server", "kind"], None, PerModelServer,
+        "Fraction of the KV cache in use of a vLLM or SGLang server's fullest engine that has requests waiting, at its last read, each engine's waiting and cache paired by their labels: what LLMServerSaturated compares with llm_server_kv_cache_fraction (requests waiting at one engine beside another's full cache are not waiting while full); absent while no engine has requests waiting (ratio 0-1).";
     /// Preemptions of a model server.
     LLM_SERVER_PREEMPTIONS_TOTAL / loopwatch_llm_server_preemptions_total: Counter = "loopwatch_llm_server_preemptions_total", "{preemption}", ["server", "kind"], None, PerModelServer,
-        "Requests a vLLM server preempted (vllm:num_preemptions_total) or an SGLang server retracted (sglang:num_retracted_requests_total) to make room in its KV cache, as it reported them while loopwatch read it; it goes on rising across the server's restarts (preemptions).";
+        "Requests a vLLM server preempted (vllm:num_preemptions_total) or an SGLang server retracted (sglang:num_retracted_requests_total) to make room in its KV cache, since loopwatch first read it (the first read is where counting starts: those before are not new); it goes on rising across the server's restarts (preemptions).";
+    /// Requests an SGLang server retracted in its last logged batch.
+    LLM_SERVER_RETRACTED_REQUESTS / loopwatch_llm_server_retracted_requests: Observed = "loopwatch_llm_server_retracted_requests", "{request}", ["server", "kind"], None, PerModelServer,
+        "For an SGLang server without sglang:num_retracted_requests_total (older versions): the requests its scheduler retracted in the batch it last logged, at the last read (sglang:num_retracted_reqs, a gauge SGLang resets each time it writes it; only while the server is seen working); above 0 within the minute before counts as preempting for LLMServerSaturated, as loopwatch_llm_server_preemptions_total rising does (requests).";
     /// Prefix-cache hit rate of a model server.
     LLM_SERVER_PREFIX_CACHE_HIT_RATIO / loopwatch_llm_server_prefix_cache_hit_ratio: Observed = "loopwatch_llm_server_prefix_cache_hit_ratio", "1", ["server", "kind"], None, PerModelServer,
         "Prefix-cache hits over lookups of a vLLM or SGLang server, in tokens, over the lookups since the previous read that had any (vllm:prefix_cache_hits_total over vllm:prefix_cache_queries_total, older vllm:gpu_prefix_cache_hit_rate; sglang:cached_tokens_total over sglang:prompt_tokens_total, else sglang:cache_hit_rate) (ratio 0-1).";
@@ -810,12 +816,24 @@ catalog! {
     /// Queue time at a model server.
     LLM_SERVER_QUEUE_TIME_SECONDS / loopwatch_llm_server_queue_time_seconds: Observed = "loopwatch_llm_server_queue_time_seconds", "s", ["server", "kind"], None, PerModelServer,
         "Mean time requests waited in a vLLM or SGLang server's queue, for the requests since its previous read that had any (vllm:request_queue_time_seconds, older vllm:time_in_queue_requests; sglang:queue_time_seconds): a slow first token with a long queue is a busy server, with a short one a slow model (seconds).";
+    /// Queue time at a model server, summed.
+    LLM_SERVER_QUEUE_SECONDS_TOTAL / loopwatch_llm_server_queue_seconds_total: CounterF64 = "loopwatch_llm_server_queue_seconds_total", "s", ["server", "kind"], None, PerModelServer,
+        "Time requests waited in a vLLM or SGLang server's queue, summed over the requests since loopwatch first read it (its queue-time histogram's _sum, counted on across the server's restarts); divided by loopwatch_llm_server_queued_requests_total, their mean over any window: rate(…[5m]) / rate(…[5m]) (seconds).";
+    /// Requests whose queue time a model server measured.
+    LLM_SERVER_QUEUED_REQUESTS_TOTAL / loopwatch_llm_server_queued_requests_total: Counter = "loopwatch_llm_server_queued_requests_total", "{request}", ["server", "kind"], None, PerModelServer,
+        "Requests whose time in the queue a vLLM or SGLang server measured, since loopwatch first read it (its queue-time histogram's _count, counted on across the server's restarts) (requests).";
+    /// Time to first token at a model server, summed.
+    LLM_SERVER_FIRST_TOKEN_SECONDS_TOTAL / loopwatch_llm_server_first_token_seconds_total: CounterF64 = "loopwatch_llm_server_first_token_seconds_total", "s", ["server", "kind"], None, PerModelServer,
+        "Time to first token a vLLM or SGLang server measured, summed over the requests since loopwatch first read it (its time_to_first_token_seconds histogram's _sum, counted on across the server's restarts); divided by loopwatch_llm_server_first_tokens_total, the mean over any window, comparable with the proxy's loopwatch_llm_time_to_first_chunk_seconds over the same window (seconds).";
+    /// Requests whose time to first token a model server measured.
+    LLM_SERVER_FIRST_TOKENS_TOTAL / loopwatch_llm_server_first_tokens_total: Counter = "loopwatch_llm_server_first_tokens_total", "{request}", ["server", "kind"], None, PerModelServer,
+        "Requests whose time to first token a vLLM or SGLang server measured, since loopwatch first read it (its time_to_first_token_seconds histogram's _count, counted on across the server's restarts) (requests).";
     /// Models an Ollama server has loaded.
     LLM_SERVER_MODELS_LOADED / loopwatch_llm_server_models_loaded: Observed = "loopwatch_llm_server_models_loaded", "{model}", ["server", "kind"], None, PerModelServer,
         "Models an Ollama server has loaded, from its /api/ps at the last read (models).";
     /// Memory of the models an Ollama server has loaded.
     LLM_SERVER_MODEL_MEMORY_BYTES / loopwatch_llm_server_model_memory_bytes: Observed = "loopwatch_llm_server_model_memory_bytes", "By", ["server", "kind", "model", "memory"], None, PerModelServer,
-        "Memory of a model an Ollama server has loaded, from its /api/ps at the last read, by model (at most 8 by name, the rest as other) and memory: total (size) or vram (size_vram, the part in GPU memory; the rest runs from host memory, slower) (bytes).";
+        "Memory of a model an Ollama server has loaded, from its /api/ps at the last read, by model (at most 8 by name, the rest as (other models); names cut at 128 characters, a name once) and memory: total (size) or vram (size_vram, the part in GPU memory; the rest runs from host memory, slower) (bytes).";
     /// When the loop (its current process, under `loopwatch run`) started.
     LOOP_START_TIMESTAMP_SECONDS / loopwatch_loop_start_timestamp_seconds: Gauge = "loopwatch_loop_start_timestamp_seconds", "s", [], None, Always,
         "Unix time at which the loop started: the monitor's start, or under loopwatch run the start of its current process, restarts included (seconds).";
@@ -872,10 +890,16 @@ catalog! {
         "Temperature of the GPU's die (degrees Celsius).";
     /// Errors per GPU.
     HW_ERRORS_TOTAL / hw_errors_total: Counter = "hw_errors_total" as "hw.errors", "{error}", ["hw_id", "gpu_index", "hw_type", "error_type"], None, PerGpu,
-        "Errors on the GPU since loopwatch started, by error_type: xid (critical Xid errors NVML reported), uncorrected and corrected (ECC errors the driver's volatile counts grew by); hw_type is gpu (errors).";
+        "Errors on the GPU since loopwatch started, by error_type: xid (every critical Xid error NVML reported, fatal or not; gpu_index and hw_id are unknown for one of a device NVML no longer names), uncorrected and corrected (ECC errors the driver's volatile counts grew by); hw_type is gpu. What GPUErrors counts is loopwatch_gpu_alerting_errors_total (errors).";
+    /// The GPU errors GPUErrors counts, per GPU.
+    GPU_ALERTING_ERRORS_TOTAL / loopwatch_gpu_alerting_errors_total: Counter = "loopwatch_gpu_alerting_errors_total", "{error}", ["hw_id", "gpu_index"], None, PerGpu,
+        "The GPU errors GPUErrors counts, since loopwatch started: Xid errors in the fatal set ([gpu] fatal_xids) and uncorrected ECC errors, on the GPUs the loop's processes use when they use any, else on every GPU; an ECC Xid and the uncorrected count's rise for the same fault count once. Every error is in hw_errors_total; gpu_index and hw_id are unknown for an Xid of a device NVML no longer names (errors).";
     /// Video memory of the loop's processes per GPU.
     GPU_LOOP_MEMORY_BYTES / loopwatch_gpu_loop_memory_bytes: Observed = "loopwatch_gpu_loop_memory_bytes", "By", ["hw_id", "gpu_index"], None, PerGpu,
-        "Video memory of the loop's own processes on the GPU: NVML's compute and graphics processes whose pids are in the loop's process tree, summed; 0 in a pid namespace other than the host's, whose pids NVML's never match (bytes).";
+        "Video memory of the loop's own processes on the GPU: NVML's compute and graphics processes whose pids are in the loop's process tree, summed (a process whose memory NVML cannot give counts 0); 0 in a pid namespace other than the host's, whose pids NVML's never match; no series for a GPU whose processes NVML cannot list (bytes).";
+    /// Processes of the loop's tree per GPU.
+    GPU_LOOP_PROCESSES / loopwatch_gpu_loop_processes: Observed = "loopwatch_gpu_loop_processes", "{process}", ["hw_id", "gpu_index"], None, PerGpu,
+        "Processes of the loop's process tree in NVML's compute and graphics lists of the GPU (one in both counted once): above 0, the loop uses the GPU (GPUMemoryHigh and GPUErrors look at those); 0 when NVML cannot list its processes, and in a pid namespace other than the host's (processes).";
 }
 
 /// A metric of the newest experimental OpenTelemetry GenAI conventions: exported,

@@ -97,6 +97,8 @@ environment! {
         "The experiment the loop belongs to: the `experiment` label of its run info, alerts, registration and final files (at most 128 characters).";
     ENV_LOOP_NAME = "LOOPWATCH_LOOP_NAME", setter loop_name, default "unset",
         "The loop's name within its experiment: the `loop` label, carried like `experiment` (at most 128 characters).";
+    ENV_GPU = "LOOPWATCH_GPU", setter gpu, default "`[gpu] enabled`, else `on`",
+        "With the `gpu` feature, whether the GPU sampler runs: `on` or `off` (see docs/gpu.md).";
     ENV_GPU_LIBRARY = "LOOPWATCH_GPU_LIBRARY", setter gpu_library, default "`[gpu] library`, else `libnvidia-ml.so.1`",
         "With the `gpu` feature, the NVIDIA management library (NVML) the GPU sampler loads: a path, or a file name the dynamic linker looks up (see docs/gpu.md).";
     ENV_CONTAINER_STATS = "LOOPWATCH_CONTAINER_STATS", setter -, default "`auto`",
@@ -133,19 +135,53 @@ impl EnvVariable {
     }
 }
 
+/// The Xid codes that raise GPUErrors unless `[gpu] fatal_xids` says otherwise: those
+/// DCGM treats as fatal, each a fault of the GPU, its memory, its firmware or its
+/// links, none a program's: 48 (double-bit ECC error), 61 and 62 (internal
+/// micro-controller breakpoint, halt), 63 and 64 (ECC page retirement or row
+/// remapping recorded, failed), 74 (NVLink error), 79 (fallen off the bus), 92 (high
+/// single-bit ECC error rate), 94 and 95 (contained, uncontained ECC error). Left
+/// out, among others: 13, 31, 43 and 45, which a program's fault or its end (a
+/// killed CUDA process, which loopwatch itself may kill) raise.
+pub const DEFAULT_FATAL_XIDS: [u64; 10] = [48, 61, 62, 63, 64, 74, 79, 92, 94, 95];
+
 /// The `[gpu]` table of `loopwatch.toml`.
 ///
 /// ```
 /// let gpu = loopwatch::GpuConfig::default();
-/// assert!(gpu.library.is_none());
+/// assert!(gpu.enabled && gpu.library.is_none());
+/// assert!(gpu.fatal_xids.contains(&79) && !gpu.fatal_xids.contains(&43));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct GpuConfig {
+    /// Whether the GPU sampler runs (`enabled`, default true);
+    /// `LOOPWATCH_GPU` and `MonitorBuilder::gpu` go over it.
+    pub enabled: bool,
     /// The NVML library to load (`library`): a path, or a file name the dynamic
     /// linker looks up; unset for the driver's `libnvidia-ml.so.1`.
     pub library: Option<PathBuf>,
+    /// The Xid codes that raise GPUErrors (`fatal_xids`); every Xid is counted and
+    /// logged, these alone alert. Default [`DEFAULT_FATAL_XIDS`].
+    pub fatal_xids: Vec<u64>,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig {
+            enabled: true,
+            library: None,
+            fatal_xids: DEFAULT_FATAL_XIDS.to_vec(),
+        }
+    }
+}
+
+impl GpuConfig {
+    /// Whether an Xid of `code` raises GPUErrors; one NVML could not name does not.
+    pub(crate) fn is_fatal(&self, code: Option<u64>) -> bool {
+        code.is_some_and(|code| self.fatal_xids.contains(&code))
+    }
 }
 
 /// Standard variables whose presence switches the OTLP export on.
@@ -345,6 +381,8 @@ pub(crate) fn resolve(
         (None, None) => Thresholds::default(),
     };
     thresholds.check()?;
+    crate::servers::check_listen(&thresholds.llm().servers, listen)
+        .map_err(|(url, reason)| invalid("llm.servers", &url, reason))?;
     let container_stats = match env(ENV_CONTAINER_STATS).as_deref() {
         None | Some("auto") => ContainerStats::Automatic,
         Some("cgroup") => ContainerStats::CgroupOnly,
@@ -356,6 +394,15 @@ pub(crate) fn resolve(
                 "expected auto, cgroup or docker_api",
             ))
         }
+    };
+    let gpu = match choices.gpu {
+        Some(on) => on,
+        None => match env(ENV_GPU).as_deref() {
+            Some("on") => true,
+            Some("off") => false,
+            Some(other) => return Err(invalid(ENV_GPU, other, "expected on or off")),
+            None => thresholds.gpu().enabled,
+        },
     };
     let path_setting = |chosen: &Option<PathBuf>, variable: &str| {
         chosen.clone().or_else(|| env(variable).map(PathBuf::from))
@@ -381,7 +428,7 @@ pub(crate) fn resolve(
         container_stats,
         experiment: loop_label(&choices.experiment, ENV_EXPERIMENT, env)?,
         loop_name: loop_label(&choices.loop_name, ENV_LOOP_NAME, env)?,
-        gpu: cfg!(feature = "gpu") && choices.gpu.unwrap_or(true),
+        gpu: cfg!(feature = "gpu") && gpu,
         gpu_library: path_setting(&choices.gpu_library, ENV_GPU_LIBRARY)
             .or_else(|| thresholds.gpu().library.clone()),
         genai: choices.genai.unwrap_or_else(|| {
@@ -875,6 +922,22 @@ impl Thresholds {
              need an amount.",
         );
         row(
+            "[gpu] enabled",
+            "`true`",
+            "With the `gpu` feature, whether the GPU sampler runs (`loopwatch run` and \
+             every monitor); `false` turns it off, for a host whose NVML misbehaves or a \
+             loop that has nothing to do with its GPUs. `LOOPWATCH_GPU=on|off` and \
+             `MonitorBuilder::gpu` go over it (see docs/gpu.md).",
+        );
+        row(
+            "[gpu] fatal_xids",
+            "`[48, 61, 62, 63, 64, 74, 79, 92, 94, 95]`",
+            "With the `gpu` feature, the Xid codes that raise GPUErrors (by default those \
+             DCGM treats as fatal: faults of the GPU, its memory, firmware or links); every \
+             other Xid, such as 13, 31, 43 and 45 that a program's fault or its end raises, \
+             is counted and logged but alerts nobody (see docs/gpu.md).",
+        );
+        row(
             "[gpu] library",
             "`\"libnvidia-ml.so.1\"`",
             "With the `gpu` feature, the NVIDIA management library the GPU sampler \
@@ -900,7 +963,8 @@ impl Thresholds {
             "[[llm.servers]] url",
             "none",
             "The server's base URL, plain `http://HOST:PORT` with any path prefix (a trailing \
-             `/metrics` or `/api/ps` is taken off).",
+             `/metrics` or `/api/ps` is taken off); loopwatch's own listen address is refused \
+             (start vLLM with `--port 8001`: its default, 8000, is loopwatch's).",
         );
         row(
             "[[llm.servers]] name",
@@ -1326,6 +1390,21 @@ mod tests {
         assert_eq!(rows.pop().unwrap().0, "[[llm.servers]] kind");
         assert_eq!(rows.pop().unwrap().0, "[llm.prices.\"<model>\"]");
         assert_eq!(rows.pop().unwrap().0, "[gpu] library");
+        let (key, default) = rows.pop().unwrap();
+        assert_eq!(key, "[gpu] fatal_xids");
+        let written = default.trim_matches('`');
+        let parsed: Thresholds = format!("[gpu]\nfatal_xids = {written}").parse().unwrap();
+        assert_eq!(
+            parsed,
+            Thresholds::default(),
+            "the fatal set's default is the default"
+        );
+        let (key, default) = rows.pop().unwrap();
+        assert_eq!(key, "[gpu] enabled");
+        let parsed: Thresholds = format!("[gpu]\nenabled = {}", default.trim_matches('`'))
+            .parse()
+            .unwrap();
+        assert_eq!(parsed, Thresholds::default());
         assert_eq!(rows.pop().unwrap().0, "[llm.budget] action");
         assert_eq!(rows.pop().unwrap().0, "[llm.budget] usd");
         let mut keys: Vec<&str> = rows.iter().map(|(key, _)| key.as_str()).collect();
@@ -1481,15 +1560,15 @@ mod tests {
     /// refused with what is wrong, never a panic.
     #[test]
     fn model_servers_are_read_and_bad_ones_refused() {
-        let t: Thresholds = "[[llm.servers]]\nkind = \"vllm\"\nurl = \"http://127.0.0.1:8000/metrics\"\n\
+        let t: Thresholds = "[[llm.servers]]\nkind = \"vllm\"\nurl = \"http://127.0.0.1:8001/metrics\"\n\
                              [[llm.servers]]\nkind = \"ollama\"\nurl = \"http://127.0.0.1:11434\"\nname = \"local\"\n"
             .parse()
             .unwrap();
         let servers = &t.llm().servers;
         assert_eq!(servers.len(), 2);
         assert_eq!(servers[0].kind().as_str(), "vllm");
-        assert_eq!(servers[0].endpoint(), "http://127.0.0.1:8000/metrics");
-        assert_eq!(servers[0].name(), "127.0.0.1:8000");
+        assert_eq!(servers[0].endpoint(), "http://127.0.0.1:8001/metrics");
+        assert_eq!(servers[0].name(), "127.0.0.1:8001");
         assert_eq!(
             (servers[1].kind().as_str(), servers[1].name()),
             ("ollama", "local")
@@ -1533,6 +1612,35 @@ mod tests {
             let err = text.parse::<Thresholds>().unwrap_err().to_string();
             assert!(err.contains(says), "{text:?}: {err}");
         }
+    }
+
+    /// A model server at loopwatch's own listen address (vLLM's documented port is
+    /// loopwatch's default) stops start-up, naming the URL; another port does not.
+    #[test]
+    fn a_model_server_at_loopwatchs_own_address_is_refused() {
+        let with = |url: &str, listen: Option<&str>| {
+            let thresholds: Thresholds =
+                format!("[[llm.servers]]\nkind = \"vllm\"\nurl = \"{url}\"\n")
+                    .parse()
+                    .unwrap();
+            let choices = Choices {
+                thresholds: Some(thresholds),
+                listen: listen.map(|l| l.parse().unwrap()),
+                ..Choices::default()
+            };
+            resolve(&choices, &|_: &str| None)
+        };
+        let err = with("http://127.0.0.1:8000", None).unwrap_err().to_string();
+        assert!(
+            err.contains("llm.servers")
+                && err.contains("http://127.0.0.1:8000")
+                && err.contains("listens on 0.0.0.0:8000")
+                && err.contains("--port 8001"),
+            "{err}"
+        );
+        assert!(with("http://localhost:9100", Some("127.0.0.1:9100")).is_err());
+        assert!(with("http://127.0.0.1:8001", None).is_ok());
+        assert!(with("http://127.0.0.1:8000", Some("127.0.0.1:9100")).is_ok());
     }
 
     /// `[llm.budget]`: its amount and action read, bad ones refused with the key
@@ -1595,5 +1703,37 @@ mod tests {
             ..Choices::default()
         };
         assert!(resolve(&choices, &|_: &str| None).is_ok());
+    }
+
+    /// The GPU sampler: the builder's choice, else `LOOPWATCH_GPU`, else `[gpu]
+    /// enabled`, else on (always off without the feature).
+    #[test]
+    fn the_gpu_sampler_is_switched_by_the_builder_the_environment_and_the_file() {
+        let off_in_file: Thresholds = "[gpu]\nenabled = false\n".parse().unwrap();
+        let gpu = |builder: Option<bool>, variable: Option<&str>, file: &Thresholds| {
+            let choices = Choices {
+                gpu: builder,
+                thresholds: Some(file.clone()),
+                ..Choices::default()
+            };
+            let variable = variable.map(str::to_string);
+            resolve(&choices, &move |name: &str| {
+                (name == ENV_GPU).then(|| variable.clone()).flatten()
+            })
+            .map(|s| s.gpu)
+        };
+        let on = cfg!(feature = "gpu");
+        let defaults = Thresholds::default();
+        assert_eq!(gpu(None, None, &defaults).unwrap(), on);
+        assert!(!gpu(None, None, &off_in_file).unwrap());
+        assert_eq!(gpu(None, Some("on"), &off_in_file).unwrap(), on);
+        assert!(!gpu(None, Some("off"), &defaults).unwrap());
+        assert_eq!(gpu(Some(true), Some("off"), &off_in_file).unwrap(), on);
+        assert!(!gpu(Some(false), Some("on"), &defaults).unwrap());
+        let err = gpu(None, Some("no"), &defaults).unwrap_err().to_string();
+        assert!(
+            err.contains("LOOPWATCH_GPU") && err.contains("on or off"),
+            "{err}"
+        );
     }
 }

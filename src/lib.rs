@@ -90,7 +90,7 @@ mod monitor;
 
 // Monitoring: what a loop that holds a monitor uses.
 pub use alerts::{AlertName, AlertSpec, AlertState, Evaluated, RuleSpec, Severity, ALERTS};
-pub use config::{EnvVariable, GpuConfig, Thresholds, ENVIRONMENT};
+pub use config::{EnvVariable, GpuConfig, Thresholds, DEFAULT_FATAL_XIDS, ENVIRONMENT};
 pub use error::{CollectError, Error, ErrorSource};
 pub use export::files::{FinalExport, JSON_FINAL_FILE, PROMETHEUS_FINAL_FILE};
 pub use monitor::{

@@ -443,8 +443,9 @@ pub(crate) struct TimePoint {
     pub(crate) iterations: u64,
     /// Alerts firing.
     pub(crate) alerts_firing: u8,
-    /// Video memory of the loop's processes over every GPU still answering, in
-    /// bytes; `None` before the GPU sampler read a device.
+    /// Video memory of the loop's processes over every GPU still answering whose
+    /// processes NVML could list, in bytes; `None` (left out) before the GPU sampler
+    /// read such a device and while its readings are stale.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) gpu_loop_memory_bytes: Option<f64>,
 }
@@ -496,14 +497,19 @@ pub(crate) enum LogEntryKind {
     /// Errors on a GPU: a critical Xid error, or uncorrected ECC errors the driver
     /// counted since the previous sample.
     GpuError {
-        /// NVML's index of the device.
-        gpu: u32,
-        /// Its UUID.
-        uuid: String,
+        /// NVML's index of the device; `null` for an Xid error of a device NVML no
+        /// longer names.
+        gpu: Option<u32>,
+        /// Its UUID; `null` likewise.
+        uuid: Option<String>,
         /// `xid` or `uncorrected`.
         error: &'static str,
         /// How many.
         count: u64,
+        /// How many of them GPUErrors counts: a fatal Xid (`[gpu] fatal_xids`) or
+        /// uncorrected ECC errors, on a GPU the loop uses when it uses any, an ECC
+        /// Xid and the count's rise for the same fault once.
+        alerting: u64,
         /// The Xid code, for an Xid error NVML could name.
         #[serde(skip_serializing_if = "Option::is_none")]
         code: Option<u64>,

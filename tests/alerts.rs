@@ -39,7 +39,7 @@ fn iterate(monitor: &Monitor, ok: u32, failed: u32, diversity: f64, champion: &s
 }
 
 fn wait_for(am: &Alertmanager, what: &str, mut present: impl FnMut(&Alertmanager) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !present(am) {
         if Instant::now() > deadline {
             logs().dump();

@@ -395,3 +395,378 @@ fn a_gpu_lost_mid_run_leaves_with_one_log_line_and_the_others_are_still_sampled(
     );
     monitor.shutdown();
 }
+
+/// A device and the Xid errors counted on it, from the exposition.
+fn xids_on(monitor: &loopwatch::Monitor, index: &str) -> Option<f64> {
+    on_gpu(
+        &exposition(monitor),
+        "hw_errors_total",
+        index,
+        &[("error_type", "xid")],
+    )
+}
+
+#[test]
+fn a_failed_xid_registration_leaves_out_that_gpu_alone() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let shown = library.display().to_string();
+    let uuids = [
+        "GPU-77777777-aaaa-4000-8000-000000000001",
+        "GPU-77777777-bbbb-4000-8000-000000000002",
+        "GPU-77777777-cccc-4000-8000-000000000003",
+    ];
+    let devices: String = uuids.iter().map(|u| device(u, GIB, 10, 0, 0)).collect();
+    // NVML refuses GPU 1's registration, which frees the event set GPU 0 was
+    // already registered in.
+    write_script(&library, &format!("{devices}register_fails 1\n"));
+    let monitor = gpu_monitor(&library);
+    wait_until(WAIT, "the Xid watch is set up", || {
+        !lines_with(&["watching critical Xid errors", &shown]).is_empty()
+    });
+    let watching = lines_with(&["watching critical Xid errors", &shown]);
+    assert_eq!(watching.len(), 1, "{watching:?}");
+    assert!(
+        watching[0].contains("gpus=2"),
+        "only the GPUs in the final set are counted: {}",
+        watching[0]
+    );
+    let refused = lines_with(&["Xid errors of this GPU are not watched", uuids[1]]);
+    assert_eq!(refused.len(), 1, "{}", logs());
+    wait_until(WAIT, "every GPU is sampled", || {
+        exposition(&monitor)["loopwatch_gpu_devices"].value() == 3.0
+    });
+    write_script(
+        &library,
+        &format!("{devices}register_fails 1\nxid 0 48\nxid 1 48\nxid 2 79\n"),
+    );
+    wait_until(WAIT, "the Xid errors of GPUs 0 and 2 are counted", || {
+        xids_on(&monitor, "0") == Some(1.0) && xids_on(&monitor, "2") == Some(1.0)
+    });
+    assert_eq!(xids_on(&monitor, "1"), Some(0.0), "GPU 1 is not watched");
+    monitor.shutdown();
+}
+
+#[test]
+fn a_gpu_lost_while_its_xid_errors_are_watched_leaves_the_others_watched() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let shown = library.display().to_string();
+    let (a, b) = (
+        "GPU-88888888-aaaa-4000-8000-000000000001",
+        "GPU-88888888-bbbb-4000-8000-000000000002",
+    );
+    let devices = format!("{}{}", device(a, GIB, 10, 0, 0), device(b, GIB, 10, 0, 0));
+    write_script(&library, &devices);
+    let monitor = gpu_monitor(&library);
+    wait_until(WAIT, "both GPUs are watched", || {
+        lines_with(&["watching critical Xid errors", &shown, "gpus=2"]).len() == 1
+    });
+    // GPU 1 falls off the bus: NVML's wait answers "GPU is lost" from then on.
+    write_script(&library, &format!("{devices}lost 1\n"));
+    wait_until(WAIT, "the watch goes on without GPU 1", || {
+        lines_with(&["watching critical Xid errors again", &shown, "gpus=1"]).len() == 1
+    });
+    // The script's Xid lines are delivered in order, each once: each script holds
+    // the earlier ones.
+    let mut xids = String::new();
+    for code in [48, 79] {
+        xids.push_str(&format!("xid 0 {code}\n"));
+        write_script(&library, &format!("{devices}lost 1\n{xids}"));
+        wait_until(WAIT, "GPU 0's Xid errors are still counted", || {
+            lines_with(&[a, "critical Xid error", &format!("xid={code}")]).len() == 1
+        });
+    }
+    assert_eq!(xids_on(&monitor, "0"), Some(2.0));
+    let failed = lines_with(&["waiting for Xid errors failed", &shown]);
+    assert_eq!(failed.len(), 1, "logged once: {}", logs());
+    assert!(failed[0].contains("fell off the bus"), "{}", failed[0]);
+    monitor.shutdown();
+}
+
+#[test]
+fn the_xid_error_of_a_gpu_that_fell_off_the_bus_is_counted_on_it() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let shown = library.display().to_string();
+    let (a, b) = (
+        "GPU-99999999-aaaa-4000-8000-000000000001",
+        "GPU-99999999-bbbb-4000-8000-000000000002",
+    );
+    let devices = format!("{}{}", device(a, GIB, 10, 0, 0), device(b, GIB, 10, 0, 0));
+    write_script(&library, &devices);
+    let monitor = gpu_monitor(&library);
+    wait_until(WAIT, "both GPUs are watched", || {
+        lines_with(&["watching critical Xid errors", &shown, "gpus=2"]).len() == 1
+    });
+    // GPU 1 falls off the bus with Xid 79: its handle is all the event names it by
+    // (its UUID and index no longer answer).
+    write_script(&library, &format!("{devices}lost 1\nxid 1 79\n"));
+    wait_until(WAIT, "the Xid error is counted on GPU 1", || {
+        xids_on(&monitor, "1") == Some(1.0)
+    });
+    let lines = lines_with(&[b, "critical Xid error", "xid=79"]);
+    assert_eq!(lines.len(), 1, "{}", logs());
+    // An event on a device none of NVML's lists named: counted on an unknown GPU.
+    write_script(&library, &format!("{devices}lost 1\nxid 1 79\nxid -1 48\n"));
+    wait_until(WAIT, "the Xid error is counted on an unknown GPU", || {
+        on_gpu(
+            &exposition(&monitor),
+            "hw_errors_total",
+            "unknown",
+            &[("hw_id", "unknown"), ("error_type", "xid")],
+        ) == Some(1.0)
+    });
+    assert_eq!(xids_on(&monitor, "0"), Some(0.0));
+    assert_eq!(
+        lines_with(&["matches none NVML found at start-up", "xid=48"]).len(),
+        1,
+        "{}",
+        logs()
+    );
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&http_get(monitor.local_addr(), "/api/v1/snapshot").body).unwrap();
+    assert!(snapshot["events"].as_array().unwrap().iter().any(|e| {
+        e["kind"] == "gpu_error" && e["gpu"].is_null() && e["uuid"].is_null() && e["code"] == 48
+    }));
+    monitor.shutdown();
+}
+
+/// Whether `alert` is firing in the monitor's own evaluator.
+fn firing(monitor: &loopwatch::Monitor, alert: &str) -> bool {
+    exposition(monitor)["loopwatch_alert_firing"].value_with(&[("alertname", alert)]) == Some(1.0)
+}
+
+#[test]
+fn a_sampler_blocked_inside_nvml_lets_gpu_memory_high_resolve_and_the_series_go() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let uuid = "GPU-aaaaaaaa-aaaa-4000-8000-000000000001";
+    let me = std::process::id();
+    let full = format!(
+        "{}process 0 compute {me} {}\n",
+        device(uuid, 16 * GIB * 97 / 100, 90, 0, 0),
+        GIB
+    );
+    write_script(&library, &full);
+    let thresholds = loopwatch::Thresholds::default()
+        .with_gpu_memory_for(Duration::from_millis(200))
+        .unwrap()
+        .with_alert_resolve_hold(Duration::from_millis(100))
+        .unwrap();
+    let monitor = quiet_monitor()
+        .sample_interval(Duration::from_millis(50))
+        .gpu_library(&library)
+        .thresholds(thresholds)
+        .build()
+        .expect("the monitor starts");
+    wait_until(WAIT, "GPUMemoryHigh fires", || {
+        firing(&monitor, "GPUMemoryHigh")
+    });
+    // The driver hangs: every NVML call on the device blocks, and no sample comes.
+    write_script(&library, &format!("{full}hang\n"));
+    wait_until(WAIT, "GPUMemoryHigh resolves and the series go", || {
+        let e = exposition(&monitor);
+        e["loopwatch_alert_firing"].value_with(&[("alertname", "GPUMemoryHigh")]) == Some(0.0)
+            && e["loopwatch_gpu_devices"].value() == 0.0
+            && on_gpu(&e, "hw_gpu_memory_usage_bytes", "0", &[("hw_id", uuid)]).is_none()
+    });
+    let stale = lines_with(&["no GPU sample came"]);
+    assert_eq!(stale.len(), 1, "{}", logs());
+    // The driver answers again: the series come back, and the alert with its `for`.
+    write_script(&library, &full);
+    wait_until(
+        WAIT,
+        "the series come back and GPUMemoryHigh fires again",
+        || {
+            firing(&monitor, "GPUMemoryHigh")
+                && on_gpu(
+                    &exposition(&monitor),
+                    "hw_gpu_memory_usage_bytes",
+                    "0",
+                    &[("hw_id", uuid)],
+                )
+                .is_some()
+        },
+    );
+    assert_eq!(lines_with(&["no GPU sample came"]).len(), 1, "once");
+    monitor.shutdown();
+}
+
+/// The errors GPUErrors counts on GPU `index`, from the exposition.
+fn alerting_on(monitor: &loopwatch::Monitor, index: &str) -> Option<f64> {
+    on_gpu(
+        &exposition(monitor),
+        "loopwatch_gpu_alerting_errors_total",
+        index,
+        &[],
+    )
+}
+
+#[test]
+fn only_fatal_xids_on_the_loops_gpus_raise_gpu_errors_and_a_fault_counts_once() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let (a, b) = (
+        "GPU-bbbbbbbb-aaaa-4000-8000-000000000001",
+        "GPU-bbbbbbbb-bbbb-4000-8000-000000000002",
+    );
+    let me = std::process::id();
+    // The loop (this process) is on GPU 0 only.
+    let devices = |uncorrected: u64| {
+        format!(
+            "{}{}process 0 compute {me} {GIB}\n",
+            device(a, GIB, 10, 0, uncorrected),
+            device(b, GIB, 10, 0, 0)
+        )
+    };
+    write_script(&library, &devices(0));
+    let monitor = gpu_monitor(&library);
+    wait_until(
+        WAIT,
+        "both GPUs are sampled, the loop's memory read",
+        || {
+            alerting_on(&monitor, "1") == Some(0.0)
+                && on_gpu(
+                    &exposition(&monitor),
+                    "loopwatch_gpu_loop_memory_bytes",
+                    "0",
+                    &[],
+                ) == Some(GIB as f64)
+        },
+    );
+    // A CUDA process of the loop killed (Xid 43), and a fatal Xid on a GPU the loop
+    // does not use: both counted, neither alerts.
+    let mut xids = String::from("xid 0 43\nxid 1 79\n");
+    write_script(&library, &format!("{}{xids}", devices(0)));
+    wait_until(WAIT, "both Xid errors are counted", || {
+        xids_on(&monitor, "0") == Some(1.0) && xids_on(&monitor, "1") == Some(1.0)
+    });
+    assert_eq!(alerting_on(&monitor, "0"), Some(0.0));
+    assert_eq!(alerting_on(&monitor, "1"), Some(0.0));
+    assert!(!firing(&monitor, "GPUErrors"));
+    assert_eq!(
+        lines_with(&[a, "not in the fatal set", "xid=43", "class=\"other\""]).len(),
+        1,
+        "{}",
+        logs()
+    );
+    // A double-bit ECC error on the loop's GPU: Xid 48 and the uncorrected count's
+    // rise, one fault.
+    xids.push_str("xid 0 48\n");
+    write_script(&library, &format!("{}{xids}", devices(1)));
+    wait_until(WAIT, "the ECC fault is counted", || {
+        let e = exposition(&monitor);
+        on_gpu(&e, "hw_errors_total", "0", &[("error_type", "xid")]) == Some(2.0)
+            && on_gpu(&e, "hw_errors_total", "0", &[("error_type", "uncorrected")]) == Some(1.0)
+    });
+    assert!(firing(&monitor, "GPUErrors"));
+    // A few samples on, it still counts once.
+    for util in [20, 30] {
+        write_script(
+            &library,
+            &format!(
+                "{}{}process 0 compute {me} {GIB}\n{xids}",
+                device(a, GIB, util, 0, 1),
+                device(b, GIB, 10, 0, 0)
+            ),
+        );
+        wait_until(WAIT, "a later sample", || {
+            on_gpu(&exposition(&monitor), "hw_gpu_utilization_ratio", "0", &[])
+                == Some(f64::from(util) / 100.0)
+        });
+    }
+    assert_eq!(alerting_on(&monitor, "0"), Some(1.0));
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&http_get(monitor.local_addr(), "/api/v1/snapshot").body).unwrap();
+    let alerting: u64 = snapshot["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "gpu_error" && e["uuid"] == a)
+        .map(|e| e["alerting"].as_u64().unwrap())
+        .sum();
+    assert_eq!(alerting, 1, "{snapshot}");
+    monitor.shutdown();
+}
+
+#[test]
+fn a_gpu_whose_processes_nvml_cannot_list_has_no_loop_memory_and_is_not_the_loops() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let (a, b) = (
+        "GPU-cccccccc-aaaa-4000-8000-000000000001",
+        "GPU-cccccccc-bbbb-4000-8000-000000000002",
+    );
+    let me = std::process::id();
+    // This process on both GPUs; GPU 1 is full, but NVML cannot list its processes.
+    let script = |util: u32| {
+        format!(
+            "{}{}process 0 compute {me} {GIB}\nprocess 1 compute {me} {GIB}\nprocesses_fail 1\n",
+            device(a, GIB, util, 0, 0),
+            device(b, 16 * GIB * 99 / 100, 10, 0, 0)
+        )
+    };
+    write_script(&library, &script(10));
+    let thresholds = loopwatch::Thresholds::default()
+        .with_gpu_memory_for(Duration::from_millis(100))
+        .unwrap();
+    let monitor = quiet_monitor()
+        .sample_interval(Duration::from_millis(50))
+        .gpu_library(&library)
+        .thresholds(thresholds)
+        .build()
+        .expect("the monitor starts");
+    for util in [20, 30, 40] {
+        write_script(&library, &script(util));
+        wait_until(WAIT, "a new sample", || {
+            on_gpu(&exposition(&monitor), "hw_gpu_utilization_ratio", "0", &[])
+                == Some(f64::from(util) / 100.0)
+        });
+    }
+    let e = exposition(&monitor);
+    assert_eq!(
+        on_gpu(&e, "loopwatch_gpu_loop_memory_bytes", "0", &[]),
+        Some(GIB as f64)
+    );
+    assert_eq!(
+        on_gpu(&e, "loopwatch_gpu_loop_memory_bytes", "1", &[]),
+        None,
+        "unknown, not 0"
+    );
+    assert_eq!(
+        on_gpu(&e, "loopwatch_gpu_loop_processes", "0", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        on_gpu(&e, "loopwatch_gpu_loop_processes", "1", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        on_gpu(&e, "hw_gpu_memory_usage_bytes", "1", &[("hw_id", b)]),
+        Some((16 * GIB * 99 / 100) as f64),
+        "the GPU's own numbers are read"
+    );
+    assert!(
+        !firing(&monitor, "GPUMemoryHigh"),
+        "GPU 1 is full, but nothing says it is the loop's"
+    );
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&http_get(monitor.local_addr(), "/api/v1/snapshot").body).unwrap();
+    let memory_high = snapshot["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["alertname"] == "GPUMemoryHigh")
+        .unwrap();
+    assert_eq!(memory_high["state"], "inactive", "not even pending");
+    assert!(snapshot["gpus"][1]["loop_memory_bytes"].is_null());
+    assert_eq!(snapshot["gpus"][0]["loop_memory_bytes"], GIB);
+    monitor.shutdown();
+}

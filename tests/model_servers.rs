@@ -15,12 +15,17 @@ use loopwatch::llm::LlmConfig;
 use loopwatch::servers::ModelServer;
 use loopwatch::{Monitor, Thresholds};
 use support::model_servers::{page, Answer, StandIn};
-use support::services::{free_port, logs};
+use support::services::logs;
 use support::*;
 
 /// A monitor reading `servers` every second (so each read may take 2 s); the test
 /// also reads when it wants, with `read_model_servers_now`.
 fn monitor_of(servers: &[(&str, String)]) -> Monitor {
+    monitor_reading_every(Duration::from_secs(1), servers)
+}
+
+/// A monitor reading `servers` every `interval` (the first read at once).
+fn monitor_reading_every(interval: Duration, servers: &[(&str, String)]) -> Monitor {
     let mut llm = LlmConfig::default();
     for (spec, url) in servers {
         let (name, kind) = spec.split_once(':').unwrap();
@@ -28,7 +33,7 @@ fn monitor_of(servers: &[(&str, String)]) -> Monitor {
         llm = llm.with_server(server).unwrap();
     }
     quiet_monitor()
-        .sample_interval(Duration::from_secs(1))
+        .sample_interval(interval)
         .thresholds(Thresholds::default().with_llm(llm))
         .build()
         .unwrap()
@@ -64,12 +69,17 @@ fn each_servers_readings_are_republished_exactly() {
     let older = StandIn::start("/metrics", Answer::Body(page("vllm-older.txt")));
     let sglang = StandIn::start("/metrics", Answer::Body(page("sglang.txt")));
     let ollama = StandIn::start("/api/ps", Answer::Body(page("ollama-ps.json")));
-    let monitor = monitor_of(&[
-        ("vllm:vllm", vllm.url()),
-        ("older:vllm", older.url()),
-        ("sglang:sglang", sglang.url()),
-        ("ollama:ollama", ollama.url()),
-    ]);
+    // Read once at the start, then only when the test asks: each page is read when
+    // the test says, and the history has one point per read asked for.
+    let monitor = monitor_reading_every(
+        Duration::from_secs(3600),
+        &[
+            ("vllm:vllm", vllm.url()),
+            ("older:vllm", older.url()),
+            ("sglang:sglang", sglang.url()),
+            ("ollama:ollama", ollama.url()),
+        ],
+    );
     wait_read(&monitor, &["vllm", "older", "sglang", "ollama"]);
     let e = exposition(&monitor);
     let check = |e: &Exposition, server: &str, expected: &[(&str, f64)]| {
@@ -85,7 +95,8 @@ fn each_servers_readings_are_republished_exactly() {
         check(&e, server, &[("up", 1.0)]);
     }
     // vLLM, current names, two engines: gauges summed (the cache: the fullest),
-    // the first read's interval values since the server started.
+    // the first read's interval values since the server started; its preemptions
+    // (17 since it started) are where counting starts, not new ones.
     check(
         &e,
         "vllm",
@@ -93,7 +104,10 @@ fn each_servers_readings_are_republished_exactly() {
             ("requests_running", 8.0),
             ("requests_waiting", 6.0),
             ("kv_cache_usage_ratio", 0.93),
-            ("preemptions_total", 17.0),
+            ("waiting_kv_cache_usage_ratio", 0.93),
+            ("preemptions_total", 0.0),
+            ("queue_seconds_total", 0.0),
+            ("queued_requests_total", 0.0),
             ("prefix_cache_hit_ratio", 4000.0 / 10000.0),
             ("time_to_first_token_seconds", 10.0 / 50.0),
             ("queue_time_seconds", 30.0 / 50.0),
@@ -107,20 +121,27 @@ fn each_servers_readings_are_republished_exactly() {
             ("requests_running", 4.0),
             ("requests_waiting", 11.0),
             ("kv_cache_usage_ratio", 0.985),
-            ("preemptions_total", 42.0),
+            ("preemptions_total", 0.0),
             ("prefix_cache_hit_ratio", 0.35),
             ("time_to_first_token_seconds", 540.0 / 900.0),
             ("queue_time_seconds", 1125.0 / 900.0),
         ],
     );
+    // SGLang: its gauges are left out until its counters are seen moving (it writes
+    // them only while it works; the first read cannot tell).
+    for gauge in [
+        "requests_running",
+        "requests_waiting",
+        "kv_cache_usage_ratio",
+    ] {
+        let series = format!("loopwatch_llm_server_{gauge}");
+        assert_eq!(value(&e, &series, "sglang"), None, "{gauge}");
+    }
     check(
         &e,
         "sglang",
         &[
-            ("requests_running", 162.0),
-            ("requests_waiting", 2826.0),
-            ("kv_cache_usage_ratio", 0.28),
-            ("preemptions_total", 37.0),
+            ("preemptions_total", 0.0),
             ("prefix_cache_hit_ratio", 2032225.0 / 8128902.0),
             ("time_to_first_token_seconds", 27520.0 / 11008.0),
             ("queue_time_seconds", 5504.0 / 11008.0),
@@ -175,6 +196,7 @@ fn each_servers_readings_are_republished_exactly() {
     }
     // The next page: gauges as they are, the counters' interval since the first read.
     vllm.set(Answer::Body(page("vllm-current-2.txt")));
+    sglang.set(Answer::Body(sglang_page(11010.0, 0.28)));
     monitor.read_model_servers_now();
     let e = exposition(&monitor);
     check(
@@ -184,18 +206,36 @@ fn each_servers_readings_are_republished_exactly() {
             ("requests_running", 8.0),
             ("requests_waiting", 10.0),
             ("kv_cache_usage_ratio", 0.97),
-            ("preemptions_total", 20.0),
+            ("preemptions_total", 3.0),
             ("prefix_cache_hit_ratio", 900.0 / 1000.0),
             ("time_to_first_token_seconds", 3.0 / 10.0),
             ("queue_time_seconds", 4.0 / 10.0),
         ],
     );
-    // Nothing new at the other servers: their interval values stand.
+    // The running sums and counts: what the server measured since the first read.
+    for (metric, v) in [
+        ("loopwatch_llm_server_queue_seconds_total", 4.0),
+        ("loopwatch_llm_server_queued_requests_total", 10.0),
+        ("loopwatch_llm_server_first_token_seconds_total", 3.0),
+        ("loopwatch_llm_server_first_tokens_total", 10.0),
+    ] {
+        let got = value(&e, metric, "vllm").unwrap();
+        assert!((got - v).abs() < 1e-9, "{metric}: {got}");
+        assert_eq!(value(&e, metric, "sglang"), Some(0.0), "{metric}");
+        assert_eq!(value(&e, metric, "ollama"), None, "{metric}");
+    }
+    // Nothing new at the other servers: their interval values stand. SGLang finished
+    // two requests: its gauges are current.
     check(&e, "older", &[("queue_time_seconds", 1125.0 / 900.0)]);
     check(
         &e,
         "sglang",
-        &[("time_to_first_token_seconds", 27520.0 / 11008.0)],
+        &[
+            ("time_to_first_token_seconds", 27520.0 / 11008.0),
+            ("requests_running", 162.0),
+            ("requests_waiting", 2826.0),
+            ("kv_cache_usage_ratio", 0.28),
+        ],
     );
     // The same in the snapshot the page and the JSON read.
     let body = http_get(monitor.local_addr(), "/api/v1/snapshot").body;
@@ -216,6 +256,187 @@ fn each_servers_readings_are_republished_exactly() {
     monitor.shutdown();
 }
 
+/// The SGLang page with `requests` finished since it started and its KV cache at
+/// `usage` (2826 requests waiting).
+fn sglang_page(requests: f64, usage: f64) -> String {
+    let model = r#"{model_name="meta-llama/Llama-3.1-8B-Instruct"}"#;
+    let text = page("sglang.txt");
+    for line in [
+        format!("sglang:num_requests_total{model} 11008.0"),
+        format!("sglang:token_usage{model} 0.28"),
+    ] {
+        assert!(text.contains(&line), "{line}");
+    }
+    text.replace(
+        &format!("sglang:num_requests_total{model} 11008.0"),
+        &format!("sglang:num_requests_total{model} {requests:?}"),
+    )
+    .replace(
+        &format!("sglang:token_usage{model} 0.28"),
+        &format!("sglang:token_usage{model} {usage:?}"),
+    )
+}
+
+/// An SGLang server that stopped working keeps the gauges of its last batch: here
+/// 2826 requests waiting at a 99% full cache, its counters standing still. It is not
+/// saturated however long that lasts (its gauges are left out, so the generated rule
+/// does not see them either); once its counters move, the same gauges count, and
+/// LLMServerSaturated fires.
+#[test]
+fn an_idle_sglang_server_with_saturated_gauges_raises_nothing() {
+    let sglang = StandIn::start("/metrics", Answer::Body(sglang_page(11008.0, 0.99)));
+    let llm = LlmConfig::default()
+        .with_server(format!("s:sglang={}", sglang.url()).parse().unwrap())
+        .unwrap();
+    let held = Duration::from_secs(1);
+    // Read once at the start, then when the test asks.
+    let monitor = quiet_monitor()
+        .sample_interval(Duration::from_secs(3600))
+        .thresholds(
+            Thresholds::default()
+                .with_llm(llm)
+                .with_llm_server_saturated_for(held)
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    wait_read(&monitor, &["s"]);
+    let saturated = |monitor: &Monitor| {
+        monitor
+            .firing_alerts()
+            .contains(&loopwatch::AlertName::LLMServerSaturated)
+    };
+    // Reads over more than the time it takes, the counters standing still.
+    let start = std::time::Instant::now();
+    let mut reads = 0;
+    wait_until(Duration::from_secs(30), "reads over twice the time", || {
+        monitor.read_model_servers_now();
+        reads += 1;
+        assert!(!saturated(&monitor), "after {:?}", start.elapsed());
+        let e = exposition(&monitor);
+        assert_eq!(value(&e, "loopwatch_llm_server_up", "s"), Some(1.0));
+        assert_eq!(
+            value(&e, "loopwatch_llm_server_requests_waiting", "s"),
+            None
+        );
+        assert_eq!(
+            value(&e, "loopwatch_llm_server_kv_cache_usage_ratio", "s"),
+            None
+        );
+        start.elapsed() > held * 2 && reads >= 3
+    });
+    // The server works: its requests finish, the same gauges now count.
+    let mut requests = 11008.0;
+    let start = std::time::Instant::now();
+    wait_until(Duration::from_secs(30), "LLMServerSaturated", || {
+        requests += 1.0;
+        sglang.set(Answer::Body(sglang_page(requests, 0.99)));
+        monitor.read_model_servers_now();
+        saturated(&monitor)
+    });
+    assert!(start.elapsed() >= held);
+    let e = exposition(&monitor);
+    assert_eq!(
+        value(&e, "loopwatch_llm_server_requests_waiting", "s"),
+        Some(2826.0)
+    );
+    monitor.shutdown();
+}
+
+/// A loopback port that refuses connections for as long as this is held: a socket
+/// bound to it and never listening, so that no other program can take the port
+/// meanwhile (a port found free and let go could be).
+struct RefusingPort {
+    _socket: socket2::Socket,
+    port: u16,
+}
+
+impl RefusingPort {
+    fn bind() -> Self {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+        socket.bind(&any.into()).unwrap();
+        let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+        // Refused, not accepted: nothing listens there.
+        let refused = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        RefusingPort {
+            _socket: socket,
+            port,
+        }
+    }
+}
+
+/// A small vLLM page: nothing waiting, the cache half full, `preemptions` since the
+/// server started.
+fn preempted_page(preemptions: u32) -> String {
+    format!(
+        "vllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.5\n\
+         vllm:num_preemptions_total {preemptions}\n"
+    )
+}
+
+#[test]
+fn reads_of_one_server_are_applied_in_the_order_they_were_made() {
+    let vllm = StandIn::start("/metrics", Answer::Body(preempted_page(40)));
+    let monitor = monitor_of(&[("qwen:vllm", vllm.url())]);
+    wait_read(&monitor, &["qwen"]);
+    let preemptions = |monitor: &Monitor| {
+        value(
+            &exposition(monitor),
+            "loopwatch_llm_server_preemptions_total",
+            "qwen",
+        )
+    };
+    let before = preemptions(&monitor).unwrap();
+    // A periodic read in flight, its answer (the older page) held back at the server;
+    // meanwhile the server preempts once more, and the loop asks for a read now.
+    vllm.hold_next();
+    wait_until(Duration::from_secs(20), "a periodic read held", || {
+        vllm.holding()
+    });
+    let (arrived, answered) = (vllm.arrived(), vllm.answered());
+    vllm.set(Answer::Body(preempted_page(41)));
+    std::thread::scope(|scope| {
+        let now = scope.spawn(|| monitor.read_model_servers_now());
+        // The read asked for waits for the one in flight: no second request reaches
+        // the server while the first is held. (A window in which a second request
+        // would arrive, were reads to overlap; with one read at a time it never
+        // does, however fast or slow the machine.)
+        let window = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < window && !now.is_finished() {
+            assert_eq!(
+                vllm.arrived(),
+                arrived,
+                "a second read while one is in flight"
+            );
+            std::thread::yield_now();
+        }
+        assert!(
+            !now.is_finished(),
+            "the read now waits for the one in flight"
+        );
+        vllm.release();
+        now.join().unwrap();
+    });
+    wait_until(
+        Duration::from_secs(20),
+        "the held read and the read now answered",
+        || vllm.answered() >= answered + 2,
+    );
+    // The older page was applied first, the newer after it: one preemption, not the
+    // server's lifetime again as after a restart.
+    assert_eq!(preemptions(&monitor), Some(before + 1.0));
+    let body = http_get(monitor.local_addr(), "/api/v1/snapshot").body;
+    let snapshot: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        snapshot["model_servers"]["servers"][0]["preemptions"],
+        before + 1.0
+    );
+    monitor.shutdown();
+}
+
 #[test]
 fn a_server_down_or_answering_garbage_degrades_its_own_readings_only() {
     logs();
@@ -232,7 +453,8 @@ fn a_server_down_or_answering_garbage_degrades_its_own_readings_only() {
         Answer::Body("vllm:num_requests_waiting 1\n".repeat(400_000)),
     );
     let not_http = StandIn::start("/metrics", Answer::NotHttp(b"\x16\x03\x01garbage".to_vec()));
-    let down = format!("http://127.0.0.1:{}", free_port());
+    let refusing = RefusingPort::bind();
+    let down = format!("http://127.0.0.1:{}", refusing.port);
     let monitor = monitor_of(&[
         ("ok:vllm", ok.url()),
         ("html:sglang", html.url()),
@@ -327,8 +549,8 @@ fn a_server_down_or_answering_garbage_degrades_its_own_readings_only() {
     let e = exposition(&monitor);
     assert_eq!(value(&e, "loopwatch_llm_server_up", "html"), Some(1.0));
     assert_eq!(
-        value(&e, "loopwatch_llm_server_requests_waiting", "html"),
-        Some(2826.0)
+        value(&e, "loopwatch_llm_server_queue_time_seconds", "html"),
+        Some(5504.0 / 11008.0)
     );
     assert_eq!(
         value(&e, "loopwatch_llm_server_requests_waiting", "failing"),

@@ -2,10 +2,11 @@
 //! anthropic SDKs call a stand-in provider on loopback (`llm_upstream`, the only
 //! fake: no provider's limits can be run down on cue) whose rate-limit headers count
 //! down with each request (`countdown`: OpenAI's with Go durations, Anthropic's with
-//! RFC 3339 times), then answer 429. Checked: the gauges of remaining requests and
-//! tokens, limits and seconds to reset, exactly as the last answer of each provider
-//! and model stated them; the least headroom as the evidence; the wait of a 429 from
-//! `retry-after-ms` before `Retry-After`; the page's panel beside the 429s; and
+//! RFC 3339 times), then answer 429 with only their waits. Checked: the gauges of
+//! remaining requests and tokens, limits and seconds to reset, exactly as the last
+//! answer of each provider and model stated them; the limits kept through a 429 that
+//! states none, the alert still firing at it; the least headroom as the evidence; the
+//! wait of a 429 from `retry-after-ms` before `Retry-After`; the page's panel beside the 429s; and
 //! LLMRateLimitNear at a real Alertmanager before the provider's first 429.
 
 mod support;
@@ -295,6 +296,20 @@ for _ in range(3):
             &[("model", "countdown/chat")]
         ),
         1.0
+    );
+    // The 429 carried only its waits: the limits the answers before it stated still
+    // hold, and the alert is still firing, not resolved as the 429s start.
+    assert_eq!(
+        json["summary"]["llm"]["rate_limit_headroom"], 0.0,
+        "{}",
+        json["summary"]["llm"]
+    );
+    assert!(
+        !json["events"].as_array().unwrap().iter().any(|e| {
+            e["kind"] == "alert" && e["alertname"] == "LLMRateLimitNear" && e["state"] == "resolved"
+        }),
+        "{}",
+        json["events"]
     );
     // The event log has it firing, with the headroom as its value.
     let events = json["events"].as_array().unwrap();

@@ -116,6 +116,14 @@ fn a_bad_server_flag_or_config_stops_loopwatch_run_with_a_clear_error() {
             ],
             "give each its own name",
         ),
+        (
+            // vLLM's default port is loopwatch's: loopwatch would read itself.
+            vec![
+                "--listen=0.0.0.0:8000",
+                "--llm-server=vllm=http://127.0.0.1:8000",
+            ],
+            "loopwatch's own address",
+        ),
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_loopwatch"))
             .arg("run")
@@ -232,9 +240,18 @@ fn the_shipped_prometheus_config_scrapes_a_server_directly() {
     .parse()
     .unwrap();
     assert_eq!(waiting, 6.0);
-    // The job is not a loop's: LoopDown and the dashboards' `up` read other jobs.
+    // The server is scraped by the model-servers job, not a loop's: LoopDown and the
+    // dashboards' `up` read the loopwatch jobs only.
+    let instance = vllm.url().trim_start_matches("http://").to_string();
+    let up = prometheus.query(&format!(
+        r#"up{{job="model-servers", instance="{instance}"}}"#
+    ));
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0]["value"][1], "1", "{up:?}");
     assert!(prometheus
-        .query(r#"up{job=~"loopwatch.*", instance="qwen"}"#)
+        .query(&format!(
+            r#"up{{job=~"loopwatch.*", instance="{instance}"}}"#
+        ))
         .is_empty());
 }
 

@@ -1636,7 +1636,8 @@ def state(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:
             return f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # Reading the stat of a process being reaped at that moment fails with ESRCH.
         return "reaped"
 deadline = time.time() + 20
 while any(state(p) != "reaped" for p in pids) and time.time() < deadline:

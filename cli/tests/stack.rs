@@ -656,13 +656,26 @@ fn every_rule_reaches_alertmanager_within_ten_seconds_through_prometheus() {
     latencies.push(("LoopExited", path.delivered("LoopExited", condition)));
 
     // LoopStalled and EvaluationHung: their own tests below (a short stall or
-    // evaluation floor would fire them here).
+    // evaluation floor would fire them here). The GPU alerts need the stand-in NVML
+    // (cli/tests/gpu.rs has both reach Alertmanager through Prometheus's rules);
+    // LLMServerSaturated a stand-in model server (cli/tests/model_servers.rs);
+    // LLMRateLimitNear a provider's headers (cli/tests/headroom.rs).
     let rules: Vec<&str> = loopwatch::ALERTS
         .iter()
         .filter(|spec| matches!(spec.rule, loopwatch::RuleSpec::Rule { .. }))
         .map(|spec| spec.name)
         .filter(|name| {
-            !["LoopDown", "LoopVanished", "LoopStalled", "EvaluationHung"].contains(name)
+            ![
+                "LoopDown",
+                "LoopVanished",
+                "LoopStalled",
+                "EvaluationHung",
+                "GPUMemoryHigh",
+                "GPUErrors",
+                "LLMServerSaturated",
+                "LLMRateLimitNear",
+            ]
+            .contains(name)
         })
         .collect();
     for rule in &rules {

@@ -39,7 +39,7 @@ import os
 import sys
 import threading
 from types import TracebackType
-from typing import Any, Callable, List, Optional, Tuple, Type
+from typing import Any, Callable, Optional, Tuple, Type
 
 #: The metering proxy's base URL (``http://127.0.0.1:PORT``), set by ``loopwatch run
 #: --llm-proxy`` for the loop.
@@ -56,6 +56,11 @@ MAX_ROLE_CHARS = 64
 _MARK = "__loopwatch_llm_role__"
 
 _role: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("loopwatch_llm_role", default=None)
+#: The blocks entered and not yet left in this context, innermost last, each with the
+#: token that restores the role before it.
+_entries: contextvars.ContextVar[Tuple[Tuple["LlmRole", contextvars.Token[Optional[str]]], ...]] = (
+    contextvars.ContextVar("loopwatch_llm_role_entries", default=())
+)
 
 _lock = threading.Lock()
 #: ``LOOPWATCH_LLM_PROXY`` as last read, and the address it names.
@@ -82,21 +87,23 @@ def header_value(name: Any) -> str:
 
 class LlmRole:
     """The context of :func:`llm_role`: sets the role on entry, restores the one before
-    on exit. Usable again, nested, and in ``async`` code (a plain ``with``)."""
+    on exit. Usable again, nested, in ``async`` code (a plain ``with``), and shared by
+    threads and tasks: what each entry restores is kept in the context it was entered
+    in, not on the object."""
 
     def __init__(self, name: str) -> None:
         try:
             self.name = header_value(name)
         except Exception:  # noqa: BLE001 - a name whose str() raises
             self.name = "?"
-        self._tokens: List[contextvars.Token[Optional[str]]] = []
 
     def __enter__(self) -> "LlmRole":
         try:
             _install()
         except Exception as error:  # noqa: BLE001 - never into the loop
             _failed(error)
-        self._tokens.append(_role.set(self.name))
+        token = _role.set(self.name)
+        _entries.set(_entries.get() + ((self, token),))
         return self
 
     def __exit__(
@@ -105,14 +112,22 @@ class LlmRole:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        if not self._tokens:
+        entries = _entries.get()
+        for i in range(len(entries) - 1, -1, -1):
+            if entries[i][0] is self:
+                break
+        else:
+            # Not entered in this context nor in one it was copied from (a generator
+            # resumed in another task): this context's role is not this block's.
             return
-        token = self._tokens.pop()
+        token = entries[i][1]
+        _entries.set(entries[:i] + entries[i + 1 :])
         try:
             _role.reset(token)
         except ValueError:
-            # Left in another context than it was entered in (a generator resumed
-            # elsewhere): the role of the block ends here all the same.
+            # Entered in the context this one was copied from (a task started in the
+            # block), whose token this context cannot reset: the role of the block
+            # ends here all the same.
             old = token.old_value
             _role.set(None if old is contextvars.Token.MISSING else old)
 

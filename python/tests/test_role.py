@@ -6,6 +6,7 @@ it receives."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import http.server
 import importlib
 import os
@@ -175,6 +176,51 @@ class LlmRoleTest(unittest.TestCase):
 
 
 class WithoutProxyTest(unittest.TestCase):
+    def test_one_instance_shared_by_two_tasks_restores_each_tasks_own_role(self) -> None:
+        judge = loopwatch.llm_role("judge")
+        seen: Dict[str, List[Optional[str]]] = {"a": [], "b": []}
+
+        async def task(name: str, entered: asyncio.Event, go: asyncio.Event, done: asyncio.Event) -> None:
+            with loopwatch.llm_role("outer-" + name):
+                with judge:
+                    entered.set()
+                    await go.wait()
+                    seen[name].append(_role.current())
+                seen[name].append(_role.current())
+                done.set()
+
+        async def main() -> None:
+            a_in, b_in, a_go, b_go, a_done, b_done = (asyncio.Event() for _ in range(6))
+            a = asyncio.ensure_future(task("a", a_in, a_go, a_done))
+            b = asyncio.ensure_future(task("b", b_in, b_go, b_done))
+            # Both inside `judge`, then `a` leaves first, then `b`.
+            await a_in.wait()
+            await b_in.wait()
+            a_go.set()
+            await a_done.wait()
+            b_go.set()
+            await asyncio.gather(a, b)
+
+        asyncio.run(main())
+        self.assertEqual(seen, {"a": ["judge", "outer-a"], "b": ["judge", "outer-b"]})
+        self.assertIsNone(_role.current())
+
+    def test_a_block_left_in_another_context_leaves_that_contexts_role_alone(self) -> None:
+        role = loopwatch.llm_role("judge")
+        entered = contextvars.copy_context()
+        entered.run(role.__enter__)
+        self.assertEqual(entered.run(_role.current), "judge")
+        other = contextvars.copy_context()
+        other.run(_role._role.set, "mutation")
+        other.run(role.__exit__, None, None, None)
+        self.assertEqual(other.run(_role.current), "mutation")
+        # A context copied inside the block ends it there.
+        inside = entered.copy()
+        inside.run(role.__exit__, None, None, None)
+        self.assertIsNone(inside.run(_role.current))
+        entered.run(role.__exit__, None, None, None)
+        self.assertIsNone(entered.run(_role.current))
+
     def test_a_role_is_kept_without_a_proxy_and_nothing_is_patched_for_it(self) -> None:
         saved = os.environ.pop(_role.ENV_LLM_PROXY, None)
         try:

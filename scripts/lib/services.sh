@@ -15,6 +15,8 @@ as_root() {
 #   chromium                 -> chromium (the embedded dashboard in a real browser)
 #   openssl, curl, chattr, pgrep -> openssl, curl, e2fsprogs, procps
 #   ip, unshare              -> iproute2, util-linux (the fleet test's two hosts)
+#   cc                       -> gcc, libc6-dev (builds the stand-in NVML of the GPU
+#                               tests and bench)
 ensure_packages() {
   local missing=()
   command -v promtool >/dev/null || missing+=(prometheus)

@@ -405,7 +405,7 @@ pub(super) fn gpu_memory_high(t: &Thresholds) -> Vec<BoundaryCase> {
                 gpu_series(catalog::HW_GPU_MEMORY_LIMIT_BYTES.name, ""),
                 format!("{limit} {limit} {limit} {limit}"),
             )
-            .series_selector(gpu_series(catalog::GPU_LOOP_MEMORY_BYTES.name, ""), ours)
+            .series_selector(gpu_series(catalog::GPU_LOOP_PROCESSES.name, ""), ours)
     };
     let above_value = used(above).parse::<f64>().unwrap_or(0.0) / limit as f64;
     vec![
@@ -420,9 +420,11 @@ pub(super) fn gpu_memory_high(t: &Thresholds) -> Vec<BoundaryCase> {
     ]
 }
 
-/// GPUErrors: an Xid error fires at once, with the count; five minutes without a
-/// new one resolve it; corrected ECC errors raise nothing.
+/// GPUErrors: an error it counts fires at once, with the count; five minutes without
+/// a new one resolve it; errors it does not count (an application's Xid, corrected
+/// ECC errors, a GPU the loop does not use) raise nothing, however many.
 pub(super) fn gpu_errors(_: &Thresholds) -> Vec<BoundaryCase> {
+    let alerting = gpu_series(catalog::GPU_ALERTING_ERRORS_TOTAL.name, "");
     let errors = |kind: &str| {
         gpu_series(
             catalog::HW_ERRORS_TOTAL.name,
@@ -430,17 +432,20 @@ pub(super) fn gpu_errors(_: &Thresholds) -> Vec<BoundaryCase> {
         )
     };
     vec![
-        BoundaryCase::new("fires at a new Xid error, and resolves five minutes after it")
+        BoundaryCase::new("fires at a new error it counts, and resolves five minutes after it")
+            .series_selector(alerting.clone(), "0 0 1 1 1 1 1 1 1 1")
             .series_selector(errors("xid"), "0 0 1 1 1 1 1 1 1 1")
             .run_info("1+0x10")
             .quiet_at("1m")
             .fires_at("2m", 1.0)
             .quiet_at("8m"),
-        BoundaryCase::new("counts uncorrected ECC errors, not corrected ones")
-            .series_selector(errors("uncorrected"), "0 0 2 2")
-            .series_selector(errors("corrected"), "0 5 9 9")
-            .quiet_at("1m")
-            .fires_at("2m", 2.0),
+        BoundaryCase::new("counts what loopwatch counts for it, not every error")
+            .series_selector(alerting, "0 0 0 2 2")
+            .series_selector(errors("xid"), "0 4 9 9 9")
+            .series_selector(errors("uncorrected"), "0 0 0 2 2")
+            .series_selector(errors("corrected"), "0 5 9 9 9")
+            .quiet_at("2m")
+            .fires_at("3m", 2.0),
     ]
 }
 
@@ -534,17 +539,22 @@ fn server_series(metric: &str) -> String {
     format!("{metric}{{{SCRAPED}, server=\"qwen\", kind=\"vllm\"}}")
 }
 
-/// LLMServerSaturated, sampled every 30 s: requests waiting with the cache at the
-/// fraction fire once held for `llm_server_saturated_for`, not 30 s before; just below
-/// the fraction, or with none waiting, nothing; preemptions rising alone (from the
-/// second sample) fire too, with the cache's usage as the value.
+/// LLMServerSaturated, sampled every 30 s: requests waiting at an engine whose cache
+/// is at the fraction fire once held for `llm_server_saturated_for`, not 30 s before;
+/// just below the fraction, with none waiting, or with requests waiting at one engine
+/// beside another's full cache, nothing; preemptions rising alone (from the second
+/// sample), or an older SGLang's retraction gauge above 0, fire too, with the cache's
+/// usage as the value.
 pub(super) fn llm_server_saturated(t: &Thresholds) -> Vec<BoundaryCase> {
     let fraction = t.llm_server_kv_cache_fraction();
     let held = t.llm_server_saturated_for().as_secs().div_ceil(30) * 30;
     // Samples enough to go a minute past the firing of the last check.
     let samples = held / 30 + 4;
-    let series = |kv: f64, waiting: u64, preemptions_step: u64| {
-        [
+    // The server's fullest cache, the requests waiting, the cache of the fullest
+    // engine with requests waiting (absent while none waits), and the preemptions'
+    // step.
+    let series = |kv: f64, waiting: u64, waiting_kv: Option<f64>, preemptions_step: u64| {
+        let mut series = vec![
             (
                 catalog::LLM_SERVER_KV_CACHE_USAGE_RATIO.name,
                 format!("{kv}+0x{samples}"),
@@ -557,9 +567,16 @@ pub(super) fn llm_server_saturated(t: &Thresholds) -> Vec<BoundaryCase> {
                 catalog::LLM_SERVER_PREEMPTIONS_TOTAL.name,
                 format!("0+{preemptions_step}x{samples}"),
             ),
-        ]
+        ];
+        if let Some(waiting_kv) = waiting_kv {
+            series.push((
+                catalog::LLM_SERVER_WAITING_KV_CACHE_USAGE_RATIO.name,
+                format!("{waiting_kv}+0x{samples}"),
+            ));
+        }
+        series
     };
-    let with = |shows: &str, series: [(&str, String); 3]| {
+    let with = |shows: &str, series: Vec<(&str, String)>| {
         series.into_iter().fold(
             BoundaryCase::new(shows)
                 .every("30s")
@@ -569,23 +586,52 @@ pub(super) fn llm_server_saturated(t: &Thresholds) -> Vec<BoundaryCase> {
     };
     let at_fraction = with(
         "fires once held at the fraction, not before",
-        series(fraction, 3, 0),
+        series(fraction, 3, Some(fraction), 0),
     )
     .quiet_at(format!("{}s", held.saturating_sub(30)))
     .fires_at(format!("{held}s"), fraction);
     let below = with(
         "stays quiet just below the fraction",
-        series(fraction - 0.001, 3, 0),
+        series(fraction - 0.001, 3, Some(fraction - 0.001), 0),
     )
     .quiet_at(format!("{}s", held + 60));
     let idle = with(
         "stays quiet with a full cache and no request waiting",
-        series(1.0, 0, 0),
+        series(1.0, 0, None, 0),
+    )
+    .quiet_at(format!("{}s", held + 60));
+    let other_engine = with(
+        "stays quiet with requests waiting at one engine and another's cache full",
+        series(1.0, 3, Some(0.5), 0),
     )
     .quiet_at(format!("{}s", held + 60));
     // The first rise is seen at the second sample: held from there.
-    let preempting = with("fires on preemptions rising alone", series(0.5, 0, 5))
+    let preempting = with("fires on preemptions rising alone", series(0.5, 0, None, 5))
         .quiet_at(format!("{held}s"))
         .fires_at(format!("{}s", held + 30), 0.5);
-    vec![at_fraction, below, idle, preempting]
+    let retracted = |values: String| (catalog::LLM_SERVER_RETRACTED_REQUESTS.name, values);
+    let mut retracting_series = series(0.5, 0, None, 0);
+    retracting_series.push(retracted(format!("2+0x{samples}")));
+    let retracting = with(
+        "fires on an older SGLang's retraction gauge above 0 alone",
+        retracting_series,
+    )
+    .quiet_at(format!("{}s", held.saturating_sub(30)))
+    .fires_at(format!("{held}s"), 0.5);
+    let mut not_retracting_series = series(0.5, 0, None, 0);
+    not_retracting_series.push(retracted(format!("0+0x{samples}")));
+    let not_retracting = with(
+        "stays quiet with the retraction gauge at 0",
+        not_retracting_series,
+    )
+    .quiet_at(format!("{}s", held + 60));
+    vec![
+        at_fraction,
+        below,
+        idle,
+        other_engine,
+        preempting,
+        retracting,
+        not_retracting,
+    ]
 }

@@ -103,8 +103,8 @@ pub(crate) struct Evidence {
     /// How long that fraction has been above `gpu_memory_fraction`, without a break
     /// ([`Trigger::Gpu`]).
     pub(crate) gpu_memory_high_for: Duration,
-    /// Xid and uncorrected ECC errors on the GPUs within the last
-    /// [`GPU_ERRORS_WINDOW`] ([`Trigger::Gpu`]).
+    /// The GPU errors GPUErrors counts (fatal Xid and uncorrected ECC errors on the
+    /// loop's GPUs) within the last [`GPU_ERRORS_WINDOW`] ([`Trigger::Gpu`]).
     pub(crate) gpu_errors: u64,
     /// How long the model server saturated the longest has been saturated: requests
     /// waiting while its KV cache is at least `llm_server_kv_cache_fraction` full, or

@@ -507,8 +507,9 @@ alert_table! {
         rule: rule!(promql::gpu_memory_high, promql::gpu_memory_high_description, "1m"),
         boundary: boundary::gpu_memory_high,
     }
-    /// A critical Xid error or an uncorrected ECC error on a GPU within the last 5
-    /// minutes (feature `gpu`); resolves 5 minutes after the last.
+    /// A fatal Xid error (`[gpu] fatal_xids`) or an uncorrected ECC error within the
+    /// last 5 minutes, on a GPU the loop's processes use (on any GPU while they use
+    /// none), a fault once (feature `gpu`); resolves 5 minutes after the last.
     GPUErrors {
         severity: Critical,
         message: "GPU errors detected",

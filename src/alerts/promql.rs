@@ -297,16 +297,18 @@ pub(super) fn duration(d: std::time::Duration) -> String {
 }
 
 /// A model server saturated, as the evaluator judges it at each read: requests waiting
-/// while its KV cache is at least `llm_server_kv_cache_fraction` full, or preemptions
-/// within the last minute; held for the rule's `for` (`llm_server_saturated_for`). Its value is the
+/// at an engine whose KV cache is at least `llm_server_kv_cache_fraction` full (the
+/// republished `…_waiting_kv_cache_usage_ratio`, paired engine by engine), or preemptions
+/// within the last minute (an older SGLang's retraction gauge above 0 within it); held for the rule's `for` (`llm_server_saturated_for`). Its value is the
 /// KV-cache usage of the fullest server so saturated; the servers' labels are
 /// aggregated away, so that the alert is labelled as loopwatch's own is (which names
 /// the server beside its value).
 pub(super) fn llm_server_saturated(t: &Thresholds) -> String {
     as_loop_alert(format!(
-        "max without (server, kind) ({kv} and (({waiting} > 0 and {kv} >= {fraction}) or increase({preemptions}[{window}s]) > 0))",
+        "max without (server, kind) ({kv} and ({waiting_kv} >= {fraction} or increase({preemptions}[{window}s]) > 0 or max_over_time({retracted}[{window}s]) > 0))",
         kv = catalog::LLM_SERVER_KV_CACHE_USAGE_RATIO.name,
-        waiting = catalog::LLM_SERVER_REQUESTS_WAITING.name,
+        waiting_kv = catalog::LLM_SERVER_WAITING_KV_CACHE_USAGE_RATIO.name,
+        retracted = catalog::LLM_SERVER_RETRACTED_REQUESTS.name,
         preemptions = catalog::LLM_SERVER_PREEMPTIONS_TOTAL.name,
         fraction = t.llm_server_kv_cache_fraction(),
         window = super::LLM_SERVER_PREEMPTION_WINDOW.as_secs(),
@@ -330,15 +332,15 @@ const LOOP_JOBS: &str = "job=~\"loopwatch|loopwatch-discovered\"";
 /// monitor shutting down lets its scraper see, raises nothing). A registered loop
 /// that ends cleanly removes its target file, so its target goes rather than down.
 /// The highest fraction of video memory in use on the GPUs the loop's processes use
-/// (those where `loopwatch_gpu_loop_memory_bytes` is above 0); the rule's `for` (1 min)
-/// is the default `gpu_memory_for`.
+/// (those where `loopwatch_gpu_loop_processes` is above 0, as the evaluator decides);
+/// the rule's `for` (1 min) is the default `gpu_memory_for`.
 pub(super) fn gpu_memory_high(t: &Thresholds) -> String {
     as_loop_alert(format!(
         "max by (instance, job) ({used} / {limit} and on(instance, job, hw_id, gpu_index) {ours} > 0) > {}",
         t.gpu_memory_fraction(),
         used = catalog::HW_GPU_MEMORY_USAGE_BYTES.name,
         limit = catalog::HW_GPU_MEMORY_LIMIT_BYTES.name,
-        ours = catalog::GPU_LOOP_MEMORY_BYTES.name,
+        ours = catalog::GPU_LOOP_PROCESSES.name,
     ))
 }
 
@@ -349,21 +351,21 @@ pub(super) fn gpu_memory_high_description(t: &Thresholds) -> String {
     )
 }
 
-/// Xid and uncorrected ECC errors within the last 5 minutes, counted exactly (the
-/// counter's rise over the window, not `increase`'s extrapolation); a series whose
-/// counter started again (loopwatch restarted) is left out for that window.
+/// The GPU errors GPUErrors counts within the last 5 minutes, counted exactly (the
+/// counter's rise over the window, not `increase`'s extrapolation): loopwatch counts
+/// them (fatal Xids and uncorrected ECC errors, on the loop's GPUs, a fault once) in
+/// `loopwatch_gpu_alerting_errors_total`, so the rule and the evaluator count alike. A
+/// series whose counter started again (loopwatch restarted) is left out for that
+/// window.
 pub(super) fn gpu_errors(_: &Thresholds) -> String {
-    let errors = format!(
-        "{}{{error_type=~\"xid|uncorrected\"}}",
-        catalog::HW_ERRORS_TOTAL.name
-    );
+    let errors = catalog::GPU_ALERTING_ERRORS_TOTAL.name;
     as_loop_alert(format!(
         "sum by (instance, job) ((max_over_time({errors}[5m]) - min_over_time({errors}[5m])) unless resets({errors}[5m]) > 0) > 0"
     ))
 }
 
 pub(super) fn gpu_errors_description(_: &Thresholds) -> String {
-    "{{ $value }} critical Xid or uncorrected ECC errors on the loop's host's GPUs within the last 5 minutes.".to_string()
+    "{{ $value }} fatal Xid or uncorrected ECC errors on the GPUs the loop uses within the last 5 minutes.".to_string()
 }
 
 pub(super) fn loop_down(_: &Thresholds) -> String {

@@ -305,7 +305,10 @@ impl Evaluator {
             }
             self.gpu_errors.pop_front();
         }
-        self.evidence.gpu_errors = self.gpu_errors.iter().map(|(_, n)| n).sum();
+        self.evidence.gpu_errors = self
+            .gpu_errors
+            .iter()
+            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n));
         self.judge(Trigger::Gpu, th, at, &mut findings);
         findings
     }

@@ -75,6 +75,16 @@ fn gpu_errors_fire_with_the_count_and_resolve_after_the_window() {
     assert_eq!(state(&e), AlertState::Inactive);
 }
 
+/// GPUErrors' count saturates: errors near the top of u64 never panic.
+#[test]
+fn gpu_errors_near_the_top_of_u64_saturate() {
+    let th = defaults();
+    let mut e = Evaluator::new(&th);
+    e.on_gpu(None, u64::MAX, &th, at(0));
+    e.on_gpu(None, u64::MAX, &th, at(1));
+    assert_eq!(e.states()[AlertName::GPUErrors], AlertState::Firing);
+}
+
 /// A moment for rules that do not look at the clock.
 fn now() -> Moment {
     Moment::new(Duration::ZERO, std::time::SystemTime::UNIX_EPOCH)

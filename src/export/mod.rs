@@ -63,8 +63,9 @@ pub(crate) struct LiveGpu {
     pub(crate) memory_total_bytes: Option<u64>,
     pub(crate) power_watts: Option<f64>,
     pub(crate) temperature_celsius: Option<f64>,
-    /// Video memory of the loop's own processes on it.
-    pub(crate) loop_memory_bytes: u64,
+    /// Video memory of the loop's own processes on it; `None` when NVML could not
+    /// list its processes.
+    pub(crate) loop_memory_bytes: Option<u64>,
     pub(crate) loop_processes: u32,
     /// Critical Xid errors reported over the run, and the code of the last.
     pub(crate) xid_errors: u64,

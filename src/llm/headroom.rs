@@ -2,11 +2,15 @@
 //! tokens it will still take before its limits reset, read from the answer's headers
 //! so that a coming 429 storm shows before its first 429.
 //!
-//! - **OpenAI** (and the servers that copy it: Azure OpenAI, Groq, OpenRouter,
-//!   vLLM behind LiteLLM …): `x-ratelimit-limit-requests`,
-//!   `x-ratelimit-remaining-requests`, `x-ratelimit-reset-requests` and the same for
-//!   `-tokens`; a reset is a Go-style duration (`6m0s`, `1s`, `20ms`, `1h2m3.5s`) or
-//!   a number of seconds.
+//! - **OpenAI**, and any server that sends these very names (Groq does):
+//!   `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests`,
+//!   `x-ratelimit-reset-requests` and the same for `-tokens`; a reset is a Go-style
+//!   duration (`6m0s`, `1s`, `20ms`, `1h2m3.5s`), a number of seconds, or (a bare
+//!   number above 1e9) a time since the epoch in seconds, above 1e12 in milliseconds.
+//!   Other names (`x-ratelimit-limit` without `-requests`) are not read. A server
+//!   that sends what remains without the limit (Azure OpenAI, some OpenAI-compatible
+//!   gateways) shows what remains but gives no headroom, so it cannot raise
+//!   `LLMRateLimitNear` unless an earlier answer stated the limit.
 //! - **Anthropic**: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-
 //!   {limit,remaining,reset}`; a reset is an RFC 3339 time
 //!   (`2025-05-01T12:00:30Z`), taken relative to the answer's own `Date` (the
@@ -192,7 +196,10 @@ impl Headroom {
             if let Some([limit_of, remaining_of, reset_of]) = openai {
                 limit.limit = one(headers, limit_of).and_then(count);
                 limit.remaining = one(headers, remaining_of).and_then(count);
-                limit.reset = one(headers, reset_of).and_then(go_duration);
+                limit.reset = one(headers, reset_of).and_then(|text| match epoch(text) {
+                    Some(at) => Some(until(now(), at)),
+                    None => go_duration(text),
+                });
             }
             limit.limit = limit
                 .limit
@@ -265,6 +272,66 @@ impl Headroom {
     }
 }
 
+impl Headroom {
+    /// The last word on each limit once `newer` has come, `elapsed` after `self`:
+    /// limit by limit, each figure `newer` states replaces the older one; a figure it
+    /// does not state keeps the older one until that limit's reset passes (an older
+    /// limit stated without a reset, until [`UNDATED_READING`] after it). So a 429
+    /// that carries only a wait, or an answer that states what remains but not the
+    /// limit, leaves the limits known before in force. The wait is `newer`'s.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use hyper::header::{HeaderMap, HeaderValue};
+    /// use loopwatch::llm::headroom::Headroom;
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("x-ratelimit-limit-requests", HeaderValue::from_static("100"));
+    /// headers.insert("x-ratelimit-remaining-requests", HeaderValue::from_static("3"));
+    /// headers.insert("x-ratelimit-reset-requests", HeaderValue::from_static("20s"));
+    /// let low = Headroom::read(&headers, UNIX_EPOCH).unwrap();
+    /// let mut wait = HeaderMap::new();
+    /// wait.insert("retry-after-ms", HeaderValue::from_static("500"));
+    /// let only_a_wait = Headroom::read(&wait, UNIX_EPOCH).unwrap();
+    /// let merged = low.merged(&only_a_wait, Duration::from_secs(1));
+    /// assert_eq!(merged.fraction_after(Duration::ZERO), Some(0.03));
+    /// assert_eq!(merged.retry_after, Some(Duration::from_millis(500)));
+    /// ```
+    pub fn merged(&self, newer: &Headroom, elapsed: Duration) -> Headroom {
+        let mut limits = Vec::new();
+        for resource in Resource::ALL {
+            // The older figures of this limit, as of the newer answer, while in force.
+            let older = self
+                .limit(resource)
+                .filter(|limit| elapsed < limit.reset.unwrap_or(UNDATED_READING))
+                .map(|limit| Limit {
+                    reset: Some(
+                        limit
+                            .reset
+                            .unwrap_or(UNDATED_READING)
+                            .saturating_sub(elapsed),
+                    ),
+                    ..*limit
+                });
+            let merged = match (older, newer.limit(resource)) {
+                (None, None) => continue,
+                (Some(older), None) => older,
+                (None, Some(newer)) => *newer,
+                (Some(older), Some(newer)) => Limit {
+                    limit: newer.limit.or(older.limit),
+                    remaining: newer.remaining.or(older.remaining),
+                    reset: newer.reset.or(older.reset),
+                },
+            };
+            limits.push((resource, merged));
+        }
+        Headroom {
+            limits,
+            retry_after: newer.retry_after,
+        }
+    }
+}
+
 /// The wait an answer asks for: `retry-after-ms` (milliseconds, as the openai and
 /// anthropic SDKs read it first), else `Retry-After` in seconds or as an HTTP date
 /// (relative to `now`); at most [`MAX_WAIT`].
@@ -334,9 +401,33 @@ fn until(now: SystemTime, at: SystemTime) -> Duration {
         .min(MAX_WAIT)
 }
 
+/// Bare numbers above this are not a number of seconds to wait (over 31 years) but
+/// a time: seconds since the epoch, as some servers write their resets.
+const EPOCH_SECONDS: f64 = 1e9;
+/// Bare numbers above this are milliseconds since the epoch.
+const EPOCH_MILLIS: f64 = 1e12;
+
+/// A reset written as a time since the epoch (a bare number above [`EPOCH_SECONDS`],
+/// in milliseconds above [`EPOCH_MILLIS`]).
+fn epoch(text: &str) -> Option<SystemTime> {
+    let n = seconds_of(text.trim())?;
+    let seconds = if n > EPOCH_MILLIS {
+        n / 1000.0
+    } else if n > EPOCH_SECONDS {
+        n
+    } else {
+        return None;
+    };
+    // Beyond any clock: left out.
+    (seconds < 1e13)
+        .then(|| UNIX_EPOCH.checked_add(Duration::from_secs_f64(seconds)))
+        .flatten()
+}
+
 /// A Go-style duration as OpenAI writes its resets: numbers, each with a unit
 /// (`h`, `m`, `s`, `ms`, `us`, `µs`, `ns`, and `d`), one after another (`1h2m3.5s`,
-/// `6m0s`, `20ms`); or a bare number of seconds. At most [`MAX_WAIT`].
+/// `6m0s`, `20ms`); or a bare number of seconds, up to 1e9 (a larger one is a time,
+/// not a duration, and is left out). At most [`MAX_WAIT`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -345,13 +436,14 @@ fn until(now: SystemTime, at: SystemTime) -> Duration {
 /// assert_eq!(go_duration("20ms"), Some(Duration::from_millis(20)));
 /// assert_eq!(go_duration("1h2m3.5s"), Some(Duration::from_secs_f64(3723.5)));
 /// assert_eq!(go_duration("7"), Some(Duration::from_secs(7)));
+/// assert_eq!(go_duration("1714560000"), None, "a time, not a duration");
 /// assert_eq!(go_duration("soon"), None);
 /// assert_eq!(go_duration("-1s"), None);
 /// ```
 pub fn go_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     if let Some(seconds) = seconds_of(text) {
-        return Some(capped(seconds));
+        return (seconds <= EPOCH_SECONDS).then(|| capped(seconds));
     }
     let mut rest = text;
     let mut total = 0.0f64;
@@ -591,6 +683,42 @@ mod tests {
             .fraction(),
             None,
             "a limit of zero has no fraction"
+        );
+    }
+
+    /// A bare number that is a time since the epoch (in seconds or milliseconds) is
+    /// read as one, against the answer's Date, never as decades capped to a week.
+    #[test]
+    fn epoch_resets_are_times_not_durations() {
+        let date = "Wed, 01 May 2024 10:40:00 GMT"; // 1714560000
+        for (reset, expected) in [
+            ("1714560030", Some(Duration::from_secs(30))),
+            ("1714560001500", Some(Duration::from_millis(1500))),
+            ("1714559000", Some(Duration::ZERO)),
+            ("1714560030.5", Some(Duration::from_secs_f64(30.5))),
+            ("30", Some(Duration::from_secs(30))),
+            ("1e300", None),
+        ] {
+            let h = headers(&[
+                ("date", date),
+                ("x-ratelimit-limit-requests", "100"),
+                ("x-ratelimit-remaining-requests", "1"),
+                ("x-ratelimit-reset-requests", reset),
+            ]);
+            let read = Headroom::read(&h, UNIX_EPOCH).unwrap();
+            assert_eq!(
+                read.limit(Resource::Requests).unwrap().reset,
+                expected,
+                "{reset}"
+            );
+        }
+        // Without a Date, against this host's clock.
+        let h = headers(&[("x-ratelimit-reset-tokens", "1714560060")]);
+        let now = UNIX_EPOCH + Duration::from_secs(1_714_560_000);
+        let read = Headroom::read(&h, now).unwrap();
+        assert_eq!(
+            read.limit(Resource::Tokens).unwrap().reset,
+            Some(Duration::from_secs(60))
         );
     }
 

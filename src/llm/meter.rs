@@ -474,8 +474,10 @@ impl LlmMeter {
         (labels, self.evidence(now))
     }
 
-    /// Keeps what an answer of `provider` for `model` said of its rate limits, as of
-    /// `now`, as their last word; returns the labels it is published under.
+    /// Merges what an answer of `provider` for `model` said of its rate limits, as of
+    /// `now`, into what earlier answers said ([`Headroom::merged`]: a figure it does
+    /// not state keeps its older value until that limit resets); returns the labels
+    /// it is published under.
     pub(crate) fn headroom(
         &mut self,
         provider: &str,
@@ -488,9 +490,16 @@ impl LlmMeter {
             provider: bounded_label(&mut books.providers, provider, MAX_PROVIDERS),
             model: bounded_label(&mut books.request_models, model, MAX_MODELS),
         };
+        let merged = match books
+            .headroom
+            .get(&(labels.provider.clone(), labels.model.clone()))
+        {
+            Some((older, at)) => older.merged(headroom, now.saturating_sub(*at)),
+            None => headroom.clone(),
+        };
         books.headroom.insert(
             (labels.provider.clone(), labels.model.clone()),
-            (headroom.clone(), now),
+            (merged, now),
         );
         labels
     }
@@ -950,6 +959,99 @@ mod tests {
         assert_eq!((requests.limit, requests.remaining), (Some(100), Some(20)));
         assert_eq!(requests.resets_in_seconds, Some(25.0));
         assert_eq!(summary.rate_limit_headroom, Some(0.2));
+    }
+
+    /// An answer that states fewer figures than the one before (a 429 with only a
+    /// wait, remaining without the limit) leaves the older figures in force until
+    /// their limit resets; a figure it does state replaces the older one.
+    #[test]
+    fn a_reading_is_merged_limit_by_limit_into_the_last_word() {
+        use crate::llm::headroom::Headroom;
+        let read = |pairs: &[(&str, &str)]| {
+            let mut headers = hyper::HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(
+                    hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+            Headroom::read(&headers, std::time::UNIX_EPOCH).unwrap()
+        };
+        let mut meter = LlmMeter::default();
+        let at = Duration::from_secs(100);
+        meter.headroom(
+            "openai",
+            "m",
+            &read(&[
+                ("x-ratelimit-limit-requests", "100"),
+                ("x-ratelimit-remaining-requests", "5"),
+                ("x-ratelimit-reset-requests", "30s"),
+                ("x-ratelimit-limit-tokens", "1000"),
+                ("x-ratelimit-remaining-tokens", "900"),
+            ]),
+            at,
+        );
+        assert_eq!(meter.evidence(at).headroom, Some(0.05));
+        // A 429 with only a wait: the limits stay, the wait is its own.
+        let later = at + Duration::from_secs(10);
+        meter.headroom("openai", "m", &read(&[("retry-after-ms", "1500")]), later);
+        assert_eq!(meter.evidence(later).headroom, Some(0.05));
+        let summary = meter.summary(later);
+        assert_eq!(summary.rate_limits[0].retry_after_seconds, Some(1.5));
+        let requests = summary.rate_limits[0].limits["requests"];
+        assert_eq!(requests.resets_in_seconds, Some(20.0));
+        // Remaining without the limit: the limit known before is used with it.
+        meter.headroom(
+            "openai",
+            "m",
+            &read(&[("x-ratelimit-remaining-requests", "2")]),
+            later,
+        );
+        assert_eq!(meter.evidence(later).headroom, Some(0.02));
+        assert_eq!(
+            meter.summary(later).rate_limits[0].retry_after_seconds,
+            None
+        );
+        // The undated tokens limit counts a minute from its own answer, not longer.
+        let tokens = |now| {
+            meter.summary(now).rate_limits[0]
+                .limits
+                .get("tokens")
+                .copied()
+        };
+        assert!(tokens(later).is_some());
+        meter.headroom(
+            "openai",
+            "m",
+            &read(&[("x-ratelimit-remaining-requests", "1")]),
+            at + Duration::from_secs(29),
+        );
+        assert_eq!(
+            meter.evidence(at + Duration::from_secs(29)).headroom,
+            Some(0.01)
+        );
+        // Once the requests limit resets, its older figures are gone: a later answer
+        // stating only what remains has no limit to set it against.
+        let reset = at + Duration::from_secs(31);
+        meter.headroom(
+            "openai",
+            "m",
+            &read(&[("x-ratelimit-remaining-requests", "1")]),
+            reset,
+        );
+        assert_eq!(
+            meter.evidence(reset).headroom,
+            Some(0.9),
+            "tokens still count"
+        );
+        let summary = meter.summary(reset);
+        let requests = summary.rate_limits[0].limits["requests"];
+        assert_eq!((requests.limit, requests.remaining), (None, Some(1)));
+        assert_eq!(
+            meter.evidence(at + Duration::from_secs(61)).headroom,
+            None,
+            "the undated tokens limit lapses a minute after it was stated"
+        );
     }
 
     #[test]

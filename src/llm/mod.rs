@@ -575,9 +575,11 @@ pub struct LlmConfig {
     /// `[llm.budget] usd` as written, until the thresholds take it over.
     #[serde(skip)]
     pub(crate) budget_usd: Option<f64>,
-    /// `[[llm.servers]]`: the local model servers read at the sampling interval.
+    /// `[[llm.servers]]`: the local model servers read at the sampling interval,
+    /// checked on the way in (at most eight, each name once): set through
+    /// [`LlmConfig::with_server`] or the file, read through [`LlmConfig::servers`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub servers: Vec<crate::servers::ModelServer>,
+    pub(crate) servers: Vec<crate::servers::ModelServer>,
 }
 
 fn is_warn(action: &BudgetAction) -> bool {
@@ -680,10 +682,10 @@ impl LlmConfig {
     /// ```
     /// use loopwatch::llm::LlmConfig;
     /// let config = LlmConfig::default()
-    ///     .with_server("vllm=http://127.0.0.1:8000".parse().unwrap())
+    ///     .with_server("vllm=http://127.0.0.1:8001".parse().unwrap())
     ///     .unwrap();
-    /// assert_eq!(config.servers.len(), 1);
-    /// let again = config.with_server("sglang=http://127.0.0.1:8000".parse().unwrap());
+    /// assert_eq!(config.servers().len(), 1);
+    /// let again = config.with_server("sglang=http://127.0.0.1:8001".parse().unwrap());
     /// assert!(again.unwrap_err().to_string().contains("own name"));
     /// ```
     pub fn with_server(
@@ -700,6 +702,11 @@ impl LlmConfig {
             }
         })?;
         Ok(self)
+    }
+
+    /// The local model servers to read (`[[llm.servers]]`), in their order.
+    pub fn servers(&self) -> &[crate::servers::ModelServer] {
+        &self.servers
     }
 
     /// With a price for `model`.

@@ -71,6 +71,10 @@ pub(super) fn spawn_all(
     #[cfg(feature = "gpu")]
     if settings.gpu {
         super::gpu::spawn(runtime, hub, cancel);
+    } else {
+        tracing::info!(
+            "GPU sampling is turned off ([gpu] enabled = false, LOOPWATCH_GPU=off or MonitorBuilder::gpu(false))"
+        );
     }
     super::servers::spawn_readers(runtime, hub, cancel);
     if settings.signals != crate::config::Signals::Off {

@@ -28,12 +28,12 @@ impl Monitor {
 /// (`LOOPWATCH_SAMPLE_INTERVAL`), the thresholds file (`LOOPWATCH_CONFIG`), the web
 /// configuration (`LOOPWATCH_WEB_CONFIG`), the registration directory
 /// (`LOOPWATCH_REGISTER_DIR`), the experiment (`LOOPWATCH_EXPERIMENT`), the loop's
-/// name (`LOOPWATCH_LOOP_NAME`), the GPU sampler's NVML library
-/// (`LOOPWATCH_GPU_LIBRARY`), the OTLP export (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+/// name (`LOOPWATCH_LOOP_NAME`), the GPU sampler (`LOOPWATCH_GPU`) and its NVML
+/// library (`LOOPWATCH_GPU_LIBRARY`), the OTLP export (`OTEL_EXPORTER_OTLP_ENDPOINT`,
 /// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`) and the GenAI conventions of LLM calls'
 /// instruments (`OTEL_SEMCONV_STABILITY_OPT_IN`). Where container numbers come from is the
 /// environment's alone (`LOOPWATCH_CONTAINER_STATS`). The others (signals, final
-/// export, containers, sweep period, GPU sampling) are the program's choice.
+/// export, containers, sweep period) are the program's choice.
 ///
 /// ```
 /// use std::time::Duration;
@@ -125,10 +125,11 @@ impl MonitorBuilder {
         self
     }
 
-    /// Whether the GPU sampler runs (needs the `gpu` cargo feature; default on with
-    /// it): each GPU's utilisation, memory, power, temperature and errors, and the
-    /// video memory of the loop's own processes, at the sampling interval. Without an
-    /// NVIDIA driver it says so once in the log and costs nothing else.
+    /// Whether the GPU sampler runs (needs the `gpu` cargo feature; default
+    /// `[gpu] enabled` of the config file, else on; env `LOOPWATCH_GPU=on|off`): each
+    /// GPU's utilisation, memory, power, temperature and errors, and the video memory
+    /// of the loop's own processes, at the sampling interval. Without an NVIDIA driver
+    /// it says so once in the log and costs nothing else.
     pub fn gpu(mut self, on: bool) -> Self {
         self.choices.gpu = Some(on);
         self

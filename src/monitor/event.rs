@@ -49,6 +49,16 @@ pub(crate) enum Event {
         sample: GpuSample,
         /// When it was taken.
         at: Moment,
+        /// How often the sampler reads: its readings are stale after five of these
+        /// (at least 5 s) without a new one.
+        period: std::time::Duration,
+    },
+    /// The GPU sampler's thread ended while the monitor runs (it panicked): its
+    /// readings are gone.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    GpuEnded {
+        /// When.
+        at: Moment,
     },
     /// A critical Xid error NVML reported.
     #[cfg_attr(not(feature = "gpu"), allow(dead_code))]

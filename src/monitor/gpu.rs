@@ -18,15 +18,39 @@ use super::hub::Hub;
 /// Longest single wait on NVML's event set, so that a stop is seen within it.
 const WAIT_SLICE: Duration = Duration::from_millis(200);
 
+/// Longest single park between samples when no Xid error is watched (a stop
+/// unparks it sooner).
+const PARK_SLICE: Duration = Duration::from_secs(60);
+
+/// When the next sample is due, `period` after `now`; `None` when that is past what
+/// the clock can hold (a period of centuries): no sample is due any more.
+fn next_sample(now: Instant, period: Duration) -> Option<Instant> {
+    now.checked_add(period)
+}
+
+/// How long to wait now for the sample due at `next`: until then, at most `slice`.
+fn wait_for(next: Option<Instant>, now: Instant, slice: Duration) -> Duration {
+    next.map_or(slice, |next| next.saturating_duration_since(now).min(slice))
+}
+
 /// Starts the thread; it ends once `cancel` is cancelled.
 pub(super) fn spawn(runtime: &tokio::runtime::Runtime, hub: &Arc<Hub>, cancel: &CancellationToken) {
     let (sampling, stop) = (Arc::clone(hub), cancel.clone());
     let spawned = std::thread::Builder::new()
         .name("loopwatch-gpu".into())
         .spawn(move || {
-            if catch_unwind(AssertUnwindSafe(|| run(&sampling, &stop))).is_err() {
-                tracing::error!("the GPU sampler panicked; GPU series keep their last values");
+            let ran = catch_unwind(AssertUnwindSafe(|| run(&sampling, &stop)));
+            if stop.is_cancelled() {
+                return; // the monitor stops: the last readings go to the final files
             }
+            if ran.is_err() {
+                tracing::error!("the GPU sampler panicked: GPU sampling ended, its series are dropped and GPUMemoryHigh resolves");
+            }
+            // However it ended, its readings would otherwise stand, and GPUMemoryHigh
+            // with them (nothing to drop when it never read a GPU).
+            sampling.send(Event::GpuEnded {
+                at: sampling.clock.now(),
+            });
         });
     match spawned {
         Ok(handle) => {
@@ -71,34 +95,62 @@ fn run(hub: &Hub, cancel: &CancellationToken) {
              and GPUMemoryHigh never fires; each GPU's own numbers are sampled"
         );
     }
-    let watch = sampler.xid_watch();
+    let mut watch = sampler.xid_watch();
     let period = hub.settings.sample_interval;
     while !cancel.is_cancelled() {
-        let pids = process_tree(hub.loop_root());
+        // No root (the loop's process ended): nothing is the loop's.
+        let pids = hub.loop_root().map(process_tree).unwrap_or_default();
         let sample = sampler.sample(&pids);
         hub.send(Event::Gpu {
             sample,
             at: hub.clock.now(),
+            period,
         });
-        let next = Instant::now() + period;
+        let next = next_sample(Instant::now(), period);
         loop {
             if cancel.is_cancelled() {
                 return;
             }
-            let left = next.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
+            let now = Instant::now();
             if watch.is_watching() {
-                if let Some(xid) = watch.wait(left.min(WAIT_SLICE)) {
+                // At least one wait between two samples, however long the sample
+                // took: an Xid error already pending is taken before the next one, so
+                // an ECC Xid and the count's rise it goes with are a sample apart at
+                // most.
+                if let Some(xid) = watch.wait(wait_for(next, now, WAIT_SLICE)) {
                     hub.send(Event::GpuXid {
                         xid,
                         at: hub.clock.now(),
                     });
                 }
             } else {
-                std::thread::park_timeout(left);
+                let left = wait_for(next, now, PARK_SLICE);
+                if !left.is_zero() {
+                    std::thread::park_timeout(left);
+                }
+            }
+            if next.is_some_and(|next| Instant::now() >= next) {
+                break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_period_past_what_the_clock_holds_means_no_sample_is_due_and_waits_stay_short() {
+        let now = Instant::now();
+        assert_eq!(next_sample(now, Duration::MAX), None);
+        assert_eq!(wait_for(None, now, WAIT_SLICE), WAIT_SLICE);
+        let next = next_sample(now, Duration::from_secs(1));
+        assert_eq!(wait_for(next, now, WAIT_SLICE), WAIT_SLICE);
+        assert_eq!(
+            wait_for(next, now + Duration::from_secs(2), WAIT_SLICE),
+            Duration::ZERO,
+            "overdue"
+        );
     }
 }

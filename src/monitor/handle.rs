@@ -250,7 +250,9 @@ impl Monitor {
     /// Reads every model server configured (`[[llm.servers]]`) once now, concurrently,
     /// and waits until what they said is applied (the readers do this at every
     /// sampling interval). Each read is bounded by its time limit (twice the sampling
-    /// interval, 2 to 10 s); nothing happens without servers. Call it from a thread
+    /// interval, 2 to 10 s); a server the readers are reading at that moment is read
+    /// once that read is applied (one read of a server at a time, applied in the
+    /// order they were made). Nothing happens without servers. Call it from a thread
     /// outside loopwatch's runtime, as a loop's own thread is.
     pub fn read_model_servers_now(&self) {
         if let Some(runtime) = &self.runtime {

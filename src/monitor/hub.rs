@@ -67,7 +67,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -81,7 +81,7 @@ use crate::export::{Evaluation, Snapshot, Source};
 use crate::pipeline::Pipeline;
 use crate::records::{RunIdentity, RunSummary};
 use crate::reported::{Rejection, Rejections};
-use crate::sample::{CgroupMemory, HostSampler};
+use crate::sample::{CgroupMemory, HostSampler, TreeRoot};
 
 use super::clock::Clock;
 use super::deliver::{dispatch, FindingSink, Log};
@@ -126,9 +126,9 @@ pub(super) struct Hub {
     started_at_ns: AtomicU64,
     pub(super) stop_requested: AtomicBool,
     pub(super) closed: AtomicBool,
-    /// The root of the loop's process tree: a supervised loop's process, or 0 for
-    /// this process (the GPU sampler sums the video memory of the tree below it).
-    loop_root: AtomicU32,
+    /// The root of the loop's process tree: a supervised loop's process, or `None`
+    /// for this process (the GPU sampler sums the video memory of the tree below it).
+    loop_root: Mutex<Option<TreeRoot>>,
 
     // The queue and the state.
     /// Events sent and not yet taken by a settle, in the order they were sent: at
@@ -151,7 +151,7 @@ pub(super) struct Hub {
     /// than host memory.
     cgroup: Option<CgroupMemory>,
     /// The model servers to read, and their client.
-    pub(super) model_servers: super::servers::Readers,
+    pub(super) model_servers: crate::servers::fetch::Readers,
 }
 
 /// The parts a [`Hub`] is assembled from.
@@ -176,7 +176,7 @@ impl Hub {
                 .loopwatch_rejected_observations_total
                 .clone(),
         );
-        let model_servers = super::servers::Readers::new(
+        let model_servers = crate::servers::fetch::Readers::new(
             &parts.settings.thresholds.llm().servers,
             parts.settings.sample_interval,
         );
@@ -195,7 +195,7 @@ impl Hub {
             started_at_ns: AtomicU64::new(0),
             stop_requested: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            loop_root: AtomicU32::new(0),
+            loop_root: Mutex::new(None),
             queue: Mutex::new(VecDeque::with_capacity(QUEUE_CAPACITY)),
             settling: Mutex::new(VecDeque::with_capacity(QUEUE_CAPACITY)),
             publisher: Publisher {
@@ -477,16 +477,17 @@ impl Hub {
     /// Watches a supervised loop's process tree instead of this process.
     pub(super) fn watch_process_tree(&self, root_pid: u32) {
         *lock(&self.host_sampler) = HostSampler::for_process_tree(root_pid);
-        self.loop_root.store(root_pid, Ordering::Relaxed);
+        *lock(&self.loop_root) = Some(TreeRoot::of(root_pid));
     }
 
     /// The root of the loop's process tree: the supervised loop's process, else this
-    /// one.
+    /// one; `None` while the supervised loop's process has ended (between an exit and
+    /// a restart), when its pid may already be another process's.
     #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
-    pub(super) fn loop_root(&self) -> u32 {
-        match self.loop_root.load(Ordering::Relaxed) {
-            0 => std::process::id(),
-            pid => pid,
+    pub(super) fn loop_root(&self) -> Option<u32> {
+        match *lock(&self.loop_root) {
+            None => Some(std::process::id()),
+            Some(root) => root.current(),
         }
     }
 

@@ -64,8 +64,14 @@ impl Publisher {
                 }
             }
             Publish::Containers(reading) => self.containers(reading),
-            Publish::Gpu => {
+            Publish::Gpu { resumed } => {
                 let gpu = &published.gpu;
+                if *resumed {
+                    tracing::info!(
+                        gpus = gpu.devices.len(),
+                        "GPU samples come again; the GPU series are back"
+                    );
+                }
                 self.gpus(&gpu.devices);
                 gpu.errors.iter().for_each(|e| self.gpu_errors(e));
                 for device in &gpu.lost {
@@ -77,6 +83,7 @@ impl Publisher {
                 }
             }
             Publish::GpuXid(errors) => self.gpu_errors(errors),
+            Publish::GpuGone { quiet } => self.gpus_gone(*quiet),
             Publish::Orphans(orphans) => self.orphaned_containers(*orphans),
             Publish::ProcessSweep {
                 cleaned,
@@ -138,6 +145,7 @@ impl Publisher {
                 oldest,
                 llm,
                 recent_restarts,
+                gpu_gone,
             } => {
                 self.llm_in_flight(*calls, *oldest);
                 if *llm {
@@ -145,6 +153,9 @@ impl Publisher {
                 }
                 self.recent_restarts(*recent_restarts);
                 self.evaluations(&published.evaluations);
+                if gpu_gone.is_some() {
+                    self.gpus_gone(*gpu_gone);
+                }
             }
         }
     }
@@ -545,7 +556,9 @@ impl Publisher {
         i.hw_temperature_celsius
             .set_series(series(&|d| d.temperature_celsius));
         i.loopwatch_gpu_loop_memory_bytes
-            .set_series(series(&|d| Some(d.loop_memory_bytes as f64)));
+            .set_series(series(&|d| d.loop_memory_bytes.map(|b| b as f64)));
+        i.loopwatch_gpu_loop_processes
+            .set_series(series(&|d| Some(f64::from(d.loop_processes))));
         i.hw_power_watts.set_series(
             devices
                 .iter()
@@ -563,33 +576,83 @@ impl Publisher {
                 GpuErrorKind::Uncorrected,
                 GpuErrorKind::Corrected,
             ] {
-                i.hw_errors_total
-                    .add(0, &error_labels(d.index, &d.uuid, kind));
+                i.hw_errors_total.add(
+                    0,
+                    &error_labels(d.index.to_string(), d.uuid.to_string(), kind),
+                );
             }
+            i.loopwatch_gpu_alerting_errors_total.add(0, &labels(d));
+        }
+    }
+
+    /// The GPUs' readings are gone (no sample for `quiet`, or the sampler ended): the
+    /// per-device series go, so that neither the page nor a rule judges old numbers.
+    /// The error counters stay.
+    fn gpus_gone(&self, quiet: Option<Duration>) {
+        self.gpus(&[]);
+        if let Some(quiet) = quiet {
+            tracing::warn!(
+                quiet_for = %humantime::format_duration(Duration::from_millis(
+                    u64::try_from(quiet.as_millis()).unwrap_or(u64::MAX)
+                )),
+                "no GPU sample came (the GPU sampler is blocked inside NVML?): the GPU series are dropped and GPUMemoryHigh resolves until samples come again"
+            );
         }
     }
 
     /// New errors of a GPU: counted, and logged when they are Xid or uncorrected
     /// ECC errors.
     fn gpu_errors(&self, errors: &GpuErrors) {
-        self.pipeline.instruments.hw_errors_total.add(
+        let (index, uuid) = match &errors.gpu {
+            Some(gpu) => (gpu.index.to_string(), gpu.uuid.to_string()),
+            None => (UNKNOWN_GPU.to_string(), UNKNOWN_GPU.to_string()),
+        };
+        let i = &self.pipeline.instruments;
+        i.hw_errors_total.add(
             errors.count,
-            &error_labels(errors.index, &errors.uuid, errors.kind),
+            &error_labels(index.clone(), uuid.clone(), errors.kind),
         );
-        match errors.kind {
-            GpuErrorKind::Xid => tracing::error!(
-                gpu = errors.index,
-                uuid = &*errors.uuid,
+        if errors.alerting > 0 {
+            i.loopwatch_gpu_alerting_errors_total.add(
+                errors.alerting,
+                &[
+                    KeyValue::new("hw.id", uuid.clone()),
+                    KeyValue::new("gpu.index", index.clone()),
+                ],
+            );
+        }
+        let class = if errors.fatal { "fatal" } else { "other" };
+        match (errors.kind, &errors.gpu) {
+            (GpuErrorKind::Xid, Some(_)) if errors.fatal => tracing::error!(
+                gpu = %index,
+                uuid,
                 xid = errors.code,
+                class,
+                alerting = errors.alerting,
                 "a critical Xid error on a GPU"
             ),
-            GpuErrorKind::Uncorrected => tracing::error!(
-                gpu = errors.index,
-                uuid = &*errors.uuid,
+            (GpuErrorKind::Xid, Some(_)) => tracing::warn!(
+                gpu = %index,
+                uuid,
+                xid = errors.code,
+                class,
+                "an Xid error on a GPU, not in the fatal set ([gpu] fatal_xids): counted, no alert (often a program's fault or its end)"
+            ),
+            (GpuErrorKind::Xid, None) => tracing::error!(
+                gpu = UNKNOWN_GPU,
+                xid = errors.code,
+                class,
+                alerting = errors.alerting,
+                "a critical Xid error on a GPU that matches none NVML found at start-up; counted against gpu_index=\"unknown\""
+            ),
+            (GpuErrorKind::Uncorrected, _) => tracing::error!(
+                gpu = %index,
+                uuid,
                 count = errors.count,
+                alerting = errors.alerting,
                 "uncorrected ECC errors on a GPU"
             ),
-            GpuErrorKind::Corrected => {}
+            (GpuErrorKind::Corrected, _) => {}
         }
     }
 
@@ -635,11 +698,15 @@ impl Publisher {
     }
 }
 
+/// What labels an Xid error of a device NVML no longer names: `gpu_index` and
+/// `hw_id` both.
+const UNKNOWN_GPU: &str = "unknown";
+
 /// The labels of a GPU's error series.
-fn error_labels(index: u32, uuid: &str, kind: GpuErrorKind) -> [KeyValue; 4] {
+fn error_labels(index: String, uuid: String, kind: GpuErrorKind) -> [KeyValue; 4] {
     [
-        KeyValue::new("hw.id", uuid.to_string()),
-        KeyValue::new("gpu.index", index.to_string()),
+        KeyValue::new("hw.id", uuid),
+        KeyValue::new("gpu.index", index),
         KeyValue::new("hw.type", "gpu"),
         KeyValue::new("error.type", kind.as_str()),
     ]

@@ -3,57 +3,25 @@
 //! [`Event::ModelServer`]; and what the publisher makes of a read: the servers'
 //! series, their error counter, and one log line when a server stops or starts
 //! answering.
+//!
+//! One server is read once at a time: a read holds that server's lock from its
+//! request until its event is sent, so the periodic reader and
+//! [`read_all_now`] never overlap on a server and its reads arrive in the order they
+//! were made. (Two reads in flight at once could land out of order, an older page
+//! after a newer one, and the server's counters would seem to have gone back: a
+//! restart, its lifetime preemptions counted as new ones.)
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::servers::book::{Change, Health, News, ServerView};
-use crate::servers::fetch::{self, HttpClient};
-use crate::servers::{ModelServer, ReadFailure};
+use crate::servers::{ReadFailure, ServerKind};
 
 use super::event::{Event, ServerRead};
 use super::hub::Hub;
 use super::publish::Publisher;
-
-/// The shortest and longest time a read may take: twice the sampling interval,
-/// within these bounds (a busy server can be slow to render its page).
-const READ_TIMEOUT_BOUNDS: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(10));
-
-/// The servers to read and the client the reads share.
-pub(super) struct Readers {
-    pub(super) servers: Vec<ModelServer>,
-    client: HttpClient,
-    pub(super) timeout: Duration,
-}
-
-impl std::fmt::Debug for Readers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Readers")
-            .field("servers", &self.servers)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Readers {
-    /// Readers of `servers`, each read allowed twice `sample_interval` (2 to 10 s).
-    pub(super) fn new(servers: &[ModelServer], sample_interval: Duration) -> Self {
-        let timeout = (sample_interval * 2).clamp(READ_TIMEOUT_BOUNDS.0, READ_TIMEOUT_BOUNDS.1);
-        Readers {
-            servers: servers.to_vec(),
-            client: fetch::client(timeout),
-            timeout,
-        }
-    }
-
-    /// Reads server `index` once.
-    async fn read(&self, index: usize) -> Result<crate::servers::Reading, ReadFailure> {
-        fetch::read(&self.client, &self.servers[index], self.timeout).await
-    }
-}
 
 /// Starts one reader per configured server.
 pub(super) fn spawn_readers(
@@ -76,12 +44,19 @@ async fn read_periodically(hub: Arc<Hub>, index: usize, cancel: CancellationToke
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let outcome = tokio::select! {
+        tokio::select! {
             _ = cancel.cancelled() => return,
-            outcome = hub.model_servers.read(index) => outcome,
-        };
-        send(&hub, index, outcome);
+            () = read_and_send(&hub, index) => {}
+        }
     }
+}
+
+/// Reads server `index` once, in its turn, and sends what it said before the next
+/// read of it may start.
+async fn read_and_send(hub: &Hub, index: usize) {
+    let _turn = hub.model_servers.turns[index].lock().await;
+    let outcome = hub.model_servers.read(index).await;
+    send(hub, index, outcome);
 }
 
 /// Sends one read's outcome.
@@ -95,26 +70,37 @@ fn send(hub: &Hub, index: usize, outcome: Result<crate::servers::Reading, ReadFa
 
 /// Reads every server once, concurrently, on `runtime`, and sends the reads in the
 /// configuration's order; returns once all are sent (each read is bounded by its
-/// time limit).
+/// time limit). A server the periodic reader is reading is read again once that
+/// read is sent: every server's turn is taken first, in the configuration's order
+/// (as every caller takes them, so two callers never wait on each other in a
+/// circle), and given back once the reads are sent.
 pub(super) fn read_all_now(hub: &Arc<Hub>, runtime: &tokio::runtime::Runtime) {
     let count = hub.model_servers.servers.len();
     if count == 0 {
         return;
     }
     let (sender, receiver) = std::sync::mpsc::channel();
-    for index in 0..count {
-        let (hub, sender) = (Arc::clone(hub), sender.clone());
-        runtime.spawn(async move {
-            let outcome = hub.model_servers.read(index).await;
-            let _ = sender.send((index, outcome));
+    let reader = Arc::clone(hub);
+    runtime.spawn(async move {
+        let hub = reader;
+        let mut turns = Vec::with_capacity(count);
+        for turn in &hub.model_servers.turns {
+            turns.push(Arc::clone(turn).lock_owned().await);
+        }
+        let reads = (0..count).map(|index| {
+            let hub = Arc::clone(&hub);
+            async move { hub.model_servers.read(index).await }
         });
-    }
-    drop(sender);
-    let mut reads: Vec<_> = receiver.iter().collect();
-    reads.sort_by_key(|(index, _)| *index);
-    for (index, outcome) in reads {
-        send(hub, index, outcome);
-    }
+        let outcomes = futures_util::future::join_all(reads).await;
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            send(&hub, index, outcome);
+        }
+        drop(turns);
+        let _ = sender.send(());
+    });
+    // The task ends by sending, or is dropped with its sender when the runtime
+    // shuts down: either way this returns.
+    let _ = receiver.recv();
 }
 
 /// The labels of a server's series.
@@ -133,6 +119,16 @@ impl Publisher {
         for server in servers {
             i.loopwatch_llm_server_preemptions_total
                 .add(0, &labels(server));
+            if server.kind != ServerKind::Ollama {
+                i.loopwatch_llm_server_queue_seconds_total
+                    .add(0.0, &labels(server));
+                i.loopwatch_llm_server_queued_requests_total
+                    .add(0, &labels(server));
+                i.loopwatch_llm_server_first_token_seconds_total
+                    .add(0.0, &labels(server));
+                i.loopwatch_llm_server_first_tokens_total
+                    .add(0, &labels(server));
+            }
             for reason in ReadFailure::REASONS {
                 let mut labels = labels(server);
                 labels.push(KeyValue::new("reason", reason));
@@ -152,6 +148,23 @@ impl Publisher {
         if change.preemptions_added > 0.0 {
             i.loopwatch_llm_server_preemptions_total
                 .add(change.preemptions_added.round() as u64, &labels(server));
+        }
+        for (added, seconds, requests) in [
+            (
+                change.queue_time_added,
+                &i.loopwatch_llm_server_queue_seconds_total,
+                &i.loopwatch_llm_server_queued_requests_total,
+            ),
+            (
+                change.time_to_first_token_added,
+                &i.loopwatch_llm_server_first_token_seconds_total,
+                &i.loopwatch_llm_server_first_tokens_total,
+            ),
+        ] {
+            if added.count > 0.0 || added.sum > 0.0 {
+                seconds.add(added.sum, &labels(server));
+                requests.add(added.count.round() as u64, &labels(server));
+            }
         }
         if let Some(reason) = change.failure {
             let mut labels = labels(server);
@@ -204,6 +217,10 @@ impl Publisher {
             .set_series(series(&|s| s.waiting));
         i.loopwatch_llm_server_kv_cache_usage_ratio
             .set_series(series(&|s| s.kv_cache_usage));
+        i.loopwatch_llm_server_waiting_kv_cache_usage_ratio
+            .set_series(series(&|s| s.waiting_kv_cache_usage));
+        i.loopwatch_llm_server_retracted_requests
+            .set_series(series(&|s| s.retracting));
         i.loopwatch_llm_server_prefix_cache_hit_ratio
             .set_series(series(&|s| s.prefix_cache_hit_ratio));
         i.loopwatch_llm_server_time_to_first_token_seconds

@@ -12,7 +12,7 @@ pub(crate) use cgroup::CgroupMemory;
 pub(crate) use cgroup::{CgroupCpu, CGROUP_ROOT};
 #[cfg(feature = "gpu")]
 pub(crate) use gpu::in_nested_pid_namespace;
-pub use gpu::{GpuDevice, GpuSample, GpuXid, DEFAULT_GPU_LIBRARY};
+pub use gpu::{GpuDevice, GpuId, GpuSample, GpuXid, DEFAULT_GPU_LIBRARY};
 #[cfg(feature = "gpu")]
 pub use gpu::{GpuSampler, GpuUnavailable, XidWatch};
 pub(crate) use host::file_descriptors;
@@ -20,5 +20,5 @@ pub use host::{HostSample, HostSampler};
 #[cfg(feature = "docker")]
 pub(crate) use procfs::read_whole;
 pub(crate) use procfs::{process_ids, read_stat};
-pub(crate) use tree::children;
 pub use tree::process_tree;
+pub(crate) use tree::{children, TreeRoot};

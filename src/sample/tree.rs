@@ -88,6 +88,49 @@ pub fn process_tree(root: u32) -> Vec<u32> {
     ProcessTree::new(root).members()
 }
 
+/// The root of a process tree, known by its pid and its start (the kernel's start
+/// time, in ticks since boot): once that process has ended, its pid may go to
+/// another, which is then not taken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TreeRoot {
+    pid: u32,
+    /// `None` when it had ended already when it was noted.
+    start: Option<u64>,
+}
+
+impl TreeRoot {
+    /// The process `pid` as it is now.
+    pub(crate) fn of(pid: u32) -> Self {
+        TreeRoot {
+            pid,
+            start: live_start(pid),
+        }
+    }
+
+    /// Its pid while it is still the process it was noted as; `None` once it has
+    /// ended (a zombie has) or its pid went to another process.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    pub(crate) fn current(&self) -> Option<u32> {
+        self.current_with(live_start)
+    }
+
+    /// [`current`](Self::current), with the start of a live pid read by `start_of`.
+    fn current_with(&self, start_of: impl Fn(u32) -> Option<u64>) -> Option<u32> {
+        match (self.start, start_of(self.pid)) {
+            (Some(then), Some(now)) if then == now => Some(self.pid),
+            _ => None,
+        }
+    }
+}
+
+/// The start (ticks since boot) of a process that runs, `None` for a zombie or one
+/// that is gone.
+fn live_start(pid: u32) -> Option<u64> {
+    read_stat(pid)
+        .filter(|stat| !stat.zombie)
+        .map(|stat| stat.start_ticks)
+}
+
 /// Sums a process tree on each [`tick`](Self::tick).
 #[derive(Debug)]
 pub(crate) struct ProcessTree {
@@ -185,6 +228,23 @@ mod tests {
         assert_eq!(sample.processes, 2, "{sample:?}");
         assert!(sample.rss_bytes > 0);
         assert!(sample.cpu_percent >= 0.0);
+    }
+
+    #[test]
+    fn a_tree_root_is_current_until_it_ends_or_its_pid_goes_to_another_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let root = TreeRoot::of(child.id());
+        assert_eq!(root.current(), Some(child.id()));
+        // The same pid, started at another time: another process.
+        let start = root.start.expect("it runs");
+        assert_eq!(root.current_with(|_| Some(start + 1)), None);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(root.current(), None, "it ended");
+        assert_eq!(TreeRoot::of(child.id()).current(), None, "noted once ended");
     }
 
     #[test]

@@ -6,13 +6,14 @@
 //! the mean time to first token and queue time of the requests since the previous
 //! read that had any, and the prefix-cache hit rate of the lookups since then (the
 //! first read, or a read after the server restarted, counts from the server's start).
-//! Preemptions are kept as loopwatch's own counter, which goes on rising across a
-//! restart of the server.
+//! Preemptions are kept as loopwatch's own counter, from 0 at the first read (those
+//! the server made before are not new), which goes on rising across a restart of the
+//! server.
 //!
 //! ```
 //! use loopwatch::servers::book::{ServerBook, Health};
 //! use loopwatch::servers::{exposition, ServerKind};
-//! let server = "vllm=http://127.0.0.1:8000".parse().unwrap();
+//! let server = "vllm=http://127.0.0.1:8001".parse().unwrap();
 //! let mut book = ServerBook::new(&[server]);
 //! let page = |ttft_sum: f64, ttft_count: f64| format!(
 //!     "vllm:time_to_first_token_seconds_sum {ttft_sum}\n\
@@ -34,8 +35,17 @@ use super::{LoadedModel, ModelServer, PrefixCache, ReadFailure, Reading, ServerK
 /// under [`OTHER_MODELS`].
 pub const MAX_MODELS: usize = 8;
 
-/// The model label of an Ollama server's models past [`MAX_MODELS`].
-pub const OTHER_MODELS: &str = "other";
+/// The model label of an Ollama server's models past [`MAX_MODELS`]: a name no
+/// Ollama model has (its names have no spaces or parentheses).
+pub const OTHER_MODELS: &str = "(other models)";
+
+/// How long, in seconds, an SGLang server's gauges count after a read found its
+/// request and token counters moved since the read before. SGLang writes its gauges
+/// (running, waiting, KV cache) only when its scheduler logs a batch, so an idle
+/// server keeps the values of its last busy moment: they are left out (and it is not
+/// saturated by them) until its counters are seen moving, and again this long after
+/// they stop.
+pub const SGLANG_GAUGES_FOR: f64 = 30.0;
 
 /// Whether a server is being read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,8 +84,20 @@ pub struct ServerView {
     pub waiting: Option<f64>,
     /// Fraction of its KV cache in use, 0 to 1.
     pub kv_cache_usage: Option<f64>,
-    /// Preemptions (SGLang: retractions) it reported while loopwatch read it,
-    /// counted on across its restarts.
+    /// Fraction of the KV cache in use of its fullest engine that has requests
+    /// waiting (`None` while none has).
+    pub waiting_kv_cache_usage: Option<f64>,
+    /// SGLang: its request and token counters were not seen moving between reads
+    /// within [`SGLANG_GAUGES_FOR`] (or not yet), so its gauges may be what its
+    /// scheduler wrote when it last worked, and are left out (`running`, `waiting`
+    /// and `kv_cache_usage` are `None`).
+    pub gauges_stale: bool,
+    /// SGLang without a retraction counter: the requests its scheduler retracted in
+    /// the batch it last logged (its gauge `num_retracted_reqs`), while its gauges
+    /// are current.
+    pub retracting: Option<f64>,
+    /// Preemptions (SGLang: retractions) since loopwatch first read it (0 at that
+    /// read: those before are not counted), counted on across its restarts.
     pub preemptions: Option<f64>,
     /// Prefix-cache hits over lookups, of the lookups since the previous read that had
     /// any (or the server's own rate).
@@ -136,6 +158,11 @@ pub struct Change {
     pub index: usize,
     /// Preemptions to add to its counter.
     pub preemptions_added: f64,
+    /// Time to first token to add to its running sum and count (none at the first
+    /// read, where counting starts; after a restart, what came since).
+    pub time_to_first_token_added: SumCount,
+    /// Queue time to add to its running sum and count, likewise.
+    pub queue_time_added: SumCount,
     /// The `reason` of a read that failed.
     pub failure: Option<&'static str>,
     /// What to log, if anything.
@@ -173,6 +200,10 @@ struct Entry {
     queue: Option<SumCount>,
     prefix: Option<(f64, f64)>,
     preemptions: Option<f64>,
+    /// SGLang: its work counters at its last read (finished requests and generated
+    /// tokens, first tokens, prompt tokens), and when they last moved.
+    work: Option<[f64; 3]>,
+    worked_at: Option<f64>,
     /// The reason of the failure it is down for.
     down_for: Option<&'static str>,
     /// The metering proxy's time to first chunk at this server's last point.
@@ -205,6 +236,9 @@ impl ServerBook {
                         running: None,
                         waiting: None,
                         kv_cache_usage: None,
+                        waiting_kv_cache_usage: None,
+                        gauges_stale: false,
+                        retracting: None,
                         preemptions: None,
                         prefix_cache_hit_ratio: None,
                         time_to_first_token_seconds: None,
@@ -215,6 +249,8 @@ impl ServerBook {
                     queue: None,
                     prefix: None,
                     preemptions: None,
+                    work: None,
+                    worked_at: None,
                     down_for: None,
                     proxy_mark: SumCount::default(),
                 })
@@ -255,7 +291,7 @@ impl ServerBook {
                     Health::Down => Some(News::Up),
                     Health::Up => None,
                 };
-                let preemptions_added = entry.apply(reading, at.at);
+                let added = entry.apply(reading, at.at);
                 let view = &entry.view;
                 let point = ServerPoint {
                     at: at.at,
@@ -274,7 +310,9 @@ impl ServerBook {
                 entry.proxy_mark = proxy;
                 Change {
                     index,
-                    preemptions_added,
+                    preemptions_added: added.preemptions,
+                    time_to_first_token_added: added.time_to_first_token,
+                    queue_time_added: added.queue_time,
                     failure: None,
                     news,
                     point: Some(point),
@@ -291,6 +329,9 @@ impl ServerBook {
                 view.running = None;
                 view.waiting = None;
                 view.kv_cache_usage = None;
+                view.waiting_kv_cache_usage = None;
+                view.retracting = None;
+                view.gauges_stale = false;
                 view.prefix_cache_hit_ratio = None;
                 view.time_to_first_token_seconds = None;
                 view.queue_time_seconds = None;
@@ -299,6 +340,8 @@ impl ServerBook {
                 Change {
                     index,
                     preemptions_added: 0.0,
+                    time_to_first_token_added: SumCount::default(),
+                    queue_time_added: SumCount::default(),
                     failure: Some(reason),
                     news,
                     point: None,
@@ -319,27 +362,68 @@ impl ServerBook {
     }
 }
 
+/// What one read adds to a server's running totals.
+#[derive(Debug, Clone, Copy, Default)]
+struct Added {
+    preemptions: f64,
+    time_to_first_token: SumCount,
+    queue_time: SumCount,
+}
+
 impl Entry {
-    /// Takes a successful reading in; returns the preemptions to add.
-    fn apply(&mut self, reading: Reading, at: f64) -> f64 {
+    /// Takes a successful reading in; returns what it adds to the running totals.
+    fn apply(&mut self, reading: Reading, at: f64) -> Added {
+        let mut added = Added::default();
         let view = &mut self.view;
         view.health = Health::Up;
         view.error = None;
         view.read_at = Some(at);
-        view.running = reading.running;
-        view.waiting = reading.waiting;
-        view.kv_cache_usage = reading.kv_cache_usage;
+        // SGLang's gauges count while its counters move: from a read that finds them
+        // moved since the one before (the first read cannot tell) until
+        // SGLANG_GAUGES_FOR after the last such read.
+        let stale = match reading.work {
+            Some(work) => {
+                let counters = [
+                    work,
+                    reading.time_to_first_token.map_or(-1.0, |t| t.count),
+                    match reading.prefix_cache {
+                        Some(PrefixCache::Counters { queries, .. }) => queries,
+                        _ => -1.0,
+                    },
+                ];
+                if self.work.is_some_and(|before| before != counters) {
+                    self.worked_at = Some(at);
+                }
+                self.work = Some(counters);
+                !self
+                    .worked_at
+                    .is_some_and(|since| at - since < SGLANG_GAUGES_FOR)
+            }
+            None => {
+                (self.work, self.worked_at) = (None, None);
+                false
+            }
+        };
+        view.gauges_stale = stale;
+        let current = |gauge: Option<f64>| gauge.filter(|_| !stale);
+        view.running = current(reading.running);
+        view.waiting = current(reading.waiting);
+        view.kv_cache_usage = current(reading.kv_cache_usage);
+        view.waiting_kv_cache_usage = current(reading.waiting_kv_cache_usage);
+        view.retracting = current(reading.retracting);
         // Interval values: kept from the previous read while nothing new happened.
         if let Some(now) = reading.time_to_first_token {
             if let Some(mean) = now.mean_since(self.ttft) {
                 view.time_to_first_token_seconds = Some(mean);
             }
+            added.time_to_first_token = now.since(self.ttft).unwrap_or_default();
             self.ttft = Some(now);
         }
         if let Some(now) = reading.queue_time {
             if let Some(mean) = now.mean_since(self.queue) {
                 view.queue_time_seconds = Some(mean);
             }
+            added.queue_time = now.since(self.queue).unwrap_or_default();
             self.queue = Some(now);
         }
         match reading.prefix_cache {
@@ -353,18 +437,24 @@ impl Entry {
                 }
                 self.prefix = Some((hits, queries));
             }
-            Some(PrefixCache::Rate(rate)) => view.prefix_cache_hit_ratio = Some(rate),
+            // The server's own rate, held to a ratio whatever it says.
+            Some(PrefixCache::Rate(rate)) => {
+                view.prefix_cache_hit_ratio = Some(rate.clamp(0.0, 1.0));
+            }
             None => {}
         }
         view.models = reading.models.map(bounded_models);
-        let added = match (reading.preemptions, self.preemptions) {
+        // The first read is where counting starts (the preemptions the server made
+        // before loopwatch read it are not new); after a restart (its counter went
+        // down), those since the restart are.
+        added.preemptions = match (reading.preemptions, self.preemptions) {
             (Some(now), Some(before)) if now >= before => now - before,
-            (Some(now), _) => now,
-            (None, _) => 0.0,
+            (Some(now), Some(_)) => now,
+            (Some(_), None) | (None, _) => 0.0,
         };
         if let Some(now) = reading.preemptions {
             self.preemptions = Some(now);
-            view.preemptions = Some(view.preemptions.unwrap_or(0.0) + added);
+            view.preemptions = Some(view.preemptions.unwrap_or(0.0) + added.preemptions);
         }
         self.down_for = None;
         added
@@ -373,7 +463,8 @@ impl Entry {
 
 /// At most [`MAX_MODELS`] models by name, those with the most GPU memory first; the
 /// rest summed under [`OTHER_MODELS`].
-fn bounded_models(mut models: Vec<LoadedModel>) -> Vec<LoadedModel> {
+fn bounded_models(models: Vec<LoadedModel>) -> Vec<LoadedModel> {
+    let mut models = merged(models);
     if models.len() <= MAX_MODELS {
         return models;
     }
@@ -394,7 +485,25 @@ fn bounded_models(mut models: Vec<LoadedModel>) -> Vec<LoadedModel> {
             .map(|m| m.vram_bytes)
             .fold(0, u64::saturating_add),
     });
-    models
+    // A model that calls itself the overflow's name joins it: one series a name.
+    merged(models)
+}
+
+/// The models with one entry per name, those of the same name summed (in the order
+/// of their first): each name is one `model` label, so never two series alike (two
+/// names cut to the same first 128 characters are one).
+pub(crate) fn merged(models: Vec<LoadedModel>) -> Vec<LoadedModel> {
+    let mut out: Vec<LoadedModel> = Vec::with_capacity(models.len());
+    for model in models {
+        match out.iter_mut().find(|m| m.name == model.name) {
+            Some(same) => {
+                same.size_bytes = same.size_bytes.saturating_add(model.size_bytes);
+                same.vram_bytes = same.vram_bytes.saturating_add(model.vram_bytes);
+            }
+            None => out.push(model),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -404,7 +513,7 @@ mod tests {
 
     fn book() -> ServerBook {
         ServerBook::new(&[
-            "vllm=http://127.0.0.1:8000".parse().unwrap(),
+            "vllm=http://127.0.0.1:8001".parse().unwrap(),
             "ollama=http://127.0.0.1:11434".parse().unwrap(),
         ])
     }
@@ -425,7 +534,8 @@ mod tests {
         };
         let first = read(&mut book, page(5.0, 50.0, 100.0, 8.0, 4.0), 1.0);
         assert_eq!(first.news, Some(News::FirstRead));
-        assert_eq!(first.preemptions_added, 5.0);
+        assert_eq!(first.preemptions_added, 0.0, "the first read is a baseline");
+        assert_eq!(first.queue_time_added, SumCount::default());
         let v = &book.views()[0];
         assert_eq!(
             (
@@ -433,10 +543,17 @@ mod tests {
                 v.prefix_cache_hit_ratio,
                 v.queue_time_seconds
             ),
-            (Some(5.0), Some(0.5), Some(2.0))
+            (Some(0.0), Some(0.5), Some(2.0))
         );
         let second = read(&mut book, page(7.0, 140.0, 200.0, 11.0, 5.0), 2.0);
         assert_eq!((second.news, second.preemptions_added), (None, 2.0));
+        assert_eq!(
+            second.queue_time_added,
+            SumCount {
+                sum: 3.0,
+                count: 1.0
+            }
+        );
         let v = &book.views()[0];
         assert_eq!(
             (
@@ -444,14 +561,33 @@ mod tests {
                 v.prefix_cache_hit_ratio,
                 v.queue_time_seconds
             ),
-            (Some(7.0), Some(0.9), Some(3.0))
+            (Some(2.0), Some(0.9), Some(3.0))
         );
         // Nothing new: the interval values stay.
         read(&mut book, page(7.0, 140.0, 200.0, 11.0, 5.0), 3.0);
         assert_eq!(book.views()[0].queue_time_seconds, Some(3.0));
+        // Restarted, with more requests since than before it: the queue time's sum
+        // fell, so its count is since the restart too.
+        let after_restart = read(&mut book, page(7.0, 140.0, 200.0, 1.5, 6.0), 3.5);
+        assert_eq!(book.views()[0].queue_time_seconds, Some(0.25));
+        assert_eq!(
+            after_restart.queue_time_added,
+            SumCount {
+                sum: 1.5,
+                count: 6.0
+            }
+        );
         // The server restarted: its counters start again; loopwatch's goes on.
         let restarted = read(&mut book, page(1.0, 1.0, 4.0, 0.5, 1.0), 4.0);
         assert_eq!(restarted.preemptions_added, 1.0);
+        assert_eq!(
+            restarted.queue_time_added,
+            SumCount {
+                sum: 0.5,
+                count: 1.0
+            },
+            "since the restart"
+        );
         let v = &book.views()[0];
         assert_eq!(
             (
@@ -459,7 +595,7 @@ mod tests {
                 v.prefix_cache_hit_ratio,
                 v.queue_time_seconds
             ),
-            (Some(8.0), Some(0.25), Some(0.5))
+            (Some(3.0), Some(0.25), Some(0.5))
         );
     }
 
@@ -517,6 +653,59 @@ mod tests {
     }
 
     #[test]
+    fn sglangs_gauges_count_only_while_its_counters_move() {
+        let mut book = ServerBook::new(&["sglang=http://127.0.0.1:30000".parse().unwrap()]);
+        let page = |requests: f64, tokens: f64| {
+            exposition::read(
+                ServerKind::Sglang,
+                &format!(
+                    "sglang:num_queue_reqs 40\nsglang:token_usage 0.97\nsglang:num_running_reqs 8\n\
+                     sglang:num_requests_total {requests}\nsglang:generation_tokens_total {tokens}\n"
+                ),
+            )
+        };
+        let gauges = |book: &ServerBook| {
+            let v = &book.views()[0];
+            (v.waiting, v.kv_cache_usage, v.running, v.gauges_stale)
+        };
+        let stale = (None, None, None, true);
+        let current = (Some(40.0), Some(0.97), Some(8.0), false);
+        // The first read cannot tell whether it works: its gauges may be old.
+        book.read(0, page(10.0, 500.0), 0.0);
+        assert_eq!(gauges(&book), stale);
+        // Counters standing still: an idle server, its gauges as it left them.
+        book.read(0, page(10.0, 500.0), 1.0);
+        assert_eq!(gauges(&book), stale);
+        // Moving: current, and for SGLANG_GAUGES_FOR after the last move.
+        book.read(0, page(11.0, 500.0), 2.0);
+        assert_eq!(gauges(&book), current);
+        book.read(0, page(11.0, 520.0), 3.0);
+        book.read(0, page(11.0, 520.0), 3.0 + SGLANG_GAUGES_FOR - 0.5);
+        assert_eq!(gauges(&book), current);
+        book.read(0, page(11.0, 520.0), 3.0 + SGLANG_GAUGES_FOR);
+        assert_eq!(gauges(&book), stale);
+        // A server without these counters cannot be judged: its gauges stand.
+        let without = exposition::read(
+            ServerKind::Sglang,
+            "sglang:num_queue_reqs 40\nsglang:token_usage 0.97\n",
+        );
+        book.read(0, without, 100.0);
+        assert_eq!(gauges(&book), (Some(40.0), Some(0.97), None, false));
+        // vLLM writes its gauges at every step: never stale.
+        let mut book = book_of_vllm();
+        book.read(
+            0,
+            exposition::read(ServerKind::Vllm, "vllm:num_requests_waiting 2\n"),
+            0.0,
+        );
+        assert_eq!(book.views()[0].waiting, Some(2.0));
+    }
+
+    fn book_of_vllm() -> ServerBook {
+        ServerBook::new(&["vllm=http://127.0.0.1:8001".parse().unwrap()])
+    }
+
+    #[test]
     fn ollamas_models_are_bounded() {
         let mut book = book();
         let models: Vec<String> = (0..12)
@@ -534,5 +723,50 @@ mod tests {
             change.point.unwrap().vram_bytes,
             Some((0..12).sum::<u64>() as f64)
         );
+    }
+
+    #[test]
+    fn a_servers_own_hit_rate_is_held_to_a_ratio() {
+        let mut book = book();
+        for (rate, ratio) in [("0.35", 0.35), ("1.7", 1.0), ("1e9", 1.0), ("0", 0.0)] {
+            let page = format!("vllm:gpu_prefix_cache_hit_rate {rate}\n");
+            book.read(0, exposition::read(ServerKind::Vllm, &page), 1.0);
+            assert_eq!(
+                book.views()[0].prefix_cache_hit_ratio,
+                Some(ratio),
+                "{rate}"
+            );
+        }
+    }
+
+    #[test]
+    fn ollamas_model_names_are_one_series_each() {
+        let mut book = book();
+        let long = "x".repeat(200);
+        // Two names alike in their first 128 characters, a name given twice, one
+        // named as the overflow is, and nine others: one entry a name.
+        let mut models = vec![
+            format!(r#"{{"name":"{long}a","size":10,"size_vram":1}}"#),
+            format!(r#"{{"name":"{long}b","size":20,"size_vram":2}}"#),
+            r#"{"name":"qwen3:8b","size":5,"size_vram":5}"#.to_string(),
+            r#"{"name":"qwen3:8b","size":5,"size_vram":5}"#.to_string(),
+            format!(r#"{{"name":"{OTHER_MODELS}","size":1,"size_vram":0}}"#),
+        ];
+        models.extend((0..9).map(|i| format!(r#"{{"name":"m{i}","size":1,"size_vram":0}}"#)));
+        let answer = format!(r#"{{"models":[{}]}}"#, models.join(","));
+        book.read(1, ollama::read(&answer), 1.0).unwrap();
+        let models = book.views()[1].models.clone().unwrap();
+        let mut names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+        names.sort_unstable();
+        let count = names.len();
+        names.dedup();
+        assert_eq!(names.len(), count, "no name twice: {names:?}");
+        assert!(count <= MAX_MODELS, "{count}");
+        let cut = models.iter().find(|m| m.name.starts_with('x')).unwrap();
+        assert_eq!((cut.size_bytes, cut.vram_bytes), (30, 3));
+        let qwen = models.iter().find(|m| m.name == "qwen3:8b").unwrap();
+        assert_eq!(qwen.size_bytes, 10);
+        let total: u64 = models.iter().map(|m| m.size_bytes).sum();
+        assert_eq!(total, 30 + 10 + 1 + 9, "nothing lost");
     }
 }

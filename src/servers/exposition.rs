@@ -235,13 +235,18 @@ enum Slot {
     QueueCount,
     QueueOlderSum,
     QueueOlderCount,
+    Work,
+    RetractingNow,
 }
 
-const SLOTS: usize = 16;
+const SLOTS: usize = 18;
 
 /// How a slot's series (engines, models) combine: summed, or the largest kept.
 fn sums(slot: Slot) -> bool {
-    !matches!(slot, Slot::Kv | Slot::KvOlder | Slot::HitRate)
+    !matches!(
+        slot,
+        Slot::Kv | Slot::KvOlder | Slot::HitRate | Slot::RetractingNow
+    )
 }
 
 /// vLLM's names, after `vllm:`. Current names first; the older ones are read only
@@ -271,13 +276,17 @@ const VLLM: &[(&str, Slot)] = &[
 
 /// SGLang's names, after `sglang:` (python/sglang/srt/metrics/collector.py;
 /// SchedulerMetricsCollector and TokenizerMetricsCollector). Retractions are its
-/// preemptions; the prefix cache is read from its cached and prompt token counters,
-/// else its `cache_hit_rate` gauge.
+/// preemptions (counted by `num_retracted_requests_total`; without it, the older
+/// gauge `num_retracted_reqs`, the retractions of the batch last logged, says only
+/// whether there were any); the prefix cache is read from its cached and prompt token counters,
+/// else its `cache_hit_rate` gauge. Its finished requests and generated tokens tell
+/// whether it works, and so whether its gauges are current.
 const SGLANG: &[(&str, Slot)] = &[
     ("num_running_reqs", Slot::Running),
     ("num_queue_reqs", Slot::Waiting),
     ("token_usage", Slot::Kv),
     ("num_retracted_requests_total", Slot::Preemptions),
+    ("num_retracted_reqs", Slot::RetractingNow),
     ("cached_tokens_total", Slot::Hits),
     ("prompt_tokens_total", Slot::Queries),
     ("cache_hit_rate", Slot::HitRate),
@@ -285,6 +294,8 @@ const SGLANG: &[(&str, Slot)] = &[
     ("time_to_first_token_seconds_count", Slot::TtftCount),
     ("queue_time_seconds_sum", Slot::QueueSum),
     ("queue_time_seconds_count", Slot::QueueCount),
+    ("num_requests_total", Slot::Work),
+    ("generation_tokens_total", Slot::Work),
 ];
 
 /// The name prefixes of a kind's metrics: vLLM's `vllm:`; SGLang's `sglang:`, and
@@ -327,7 +338,9 @@ fn name_length(text: &str) -> usize {
 }
 
 /// Reads a `/metrics` page of a vLLM or SGLang server. A page with no sample of
-/// the server's own, or with no readable line at all, is [`ReadFailure::Garbage`];
+/// the server's own and none of its metrics declared (`# TYPE vllm:…`: an idle
+/// server's page may declare them before it has samples), or with no readable line
+/// at all, is [`ReadFailure::Garbage`];
 /// values that are not finite and zero or more are left out.
 ///
 /// Only the lines of the samples loopwatch reads are parsed whole (a vLLM page has
@@ -344,9 +357,22 @@ pub fn read(kind: ServerKind, text: &str) -> Result<Reading, ReadFailure> {
         }
     };
     let mut slots = [None::<f64>; SLOTS];
+    let mut engines = Engines::default();
     let mut own = 0usize;
     for line in text.split('\n') {
         let line = line.trim_matches([' ', '\t', '\r']);
+        // The server's own metrics declared without samples yet (an idle server's
+        // histograms and labelled gauges): its page, with nothing to read yet.
+        if let Some(declared) = line
+            .strip_prefix("# TYPE ")
+            .or_else(|| line.strip_prefix("# HELP "))
+        {
+            let declared = declared.trim_start_matches([' ', '\t']);
+            if prefixes(kind).iter().any(|p| declared.starts_with(p)) {
+                own += 1;
+            }
+            continue;
+        }
         let Some(rest) = prefixes(kind).iter().find_map(|p| line.strip_prefix(p)) else {
             continue;
         };
@@ -356,6 +382,7 @@ pub fn read(kind: ServerKind, text: &str) -> Result<Reading, ReadFailure> {
         };
         if let Some(sample) = sample(line) {
             accumulate(&mut slots, slot, sample.value);
+            engines.add(slot, &sample);
         }
     }
     if own == 0 {
@@ -371,7 +398,66 @@ pub fn read(kind: ServerKind, text: &str) -> Result<Reading, ReadFailure> {
         };
         return Err(ReadFailure::Garbage(why));
     }
-    Ok(reading(&slots))
+    let mut reading = reading(&slots);
+    reading.waiting_kv_cache_usage = engines.waiting_kv_cache_usage();
+    Ok(reading)
+}
+
+/// Engines (series of one label set) tracked at most for pairing: a page with more is
+/// paired on its first ones.
+const MAX_ENGINES: usize = 64;
+
+/// Each engine's requests waiting and KV-cache usage, by its label set (the pairs
+/// sorted, values unescaped), so that "waiting while full" is judged engine by engine.
+#[derive(Debug, Default)]
+struct Engines {
+    waiting: Vec<(Vec<(String, String)>, f64)>,
+    kv: Vec<(Vec<(String, String)>, f64)>,
+    kv_older: Vec<(Vec<(String, String)>, f64)>,
+}
+
+impl Engines {
+    /// Notes a sample of a waiting or KV-cache slot.
+    fn add(&mut self, slot: Slot, sample: &Sample<'_>) {
+        let list = match slot {
+            Slot::Waiting => &mut self.waiting,
+            Slot::Kv => &mut self.kv,
+            Slot::KvOlder => &mut self.kv_older,
+            _ => return,
+        };
+        if !(sample.value.is_finite() && sample.value >= 0.0) {
+            return;
+        }
+        let mut key: Vec<(String, String)> = sample
+            .label_pairs()
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
+        key.sort();
+        let full = list.len() >= MAX_ENGINES;
+        match list.iter_mut().find(|(k, _)| *k == key) {
+            // The same engine twice: as the slots combine its series.
+            Some((_, held)) if slot == Slot::Waiting => *held += sample.value,
+            Some((_, held)) => *held = held.max(sample.value),
+            None if !full => list.push((key, sample.value)),
+            None => {}
+        }
+    }
+
+    /// The KV-cache usage of the fullest engine with requests waiting (the current
+    /// name's series where there are any, else the older name's).
+    fn waiting_kv_cache_usage(&self) -> Option<f64> {
+        let kv = if self.kv.is_empty() {
+            &self.kv_older
+        } else {
+            &self.kv
+        };
+        self.waiting
+            .iter()
+            .filter(|(_, waiting)| *waiting > 0.0)
+            .filter_map(|(key, _)| kv.iter().find(|(k, _)| k == key).map(|(_, usage)| *usage))
+            .reduce(f64::max)
+    }
 }
 
 /// The reading the slots make: current names over older ones.
@@ -389,7 +475,9 @@ fn reading(slots: &[Option<f64>; SLOTS]) -> Reading {
         running: get(Slot::Running),
         waiting: get(Slot::Waiting),
         kv_cache_usage: get(Slot::Kv).or(get(Slot::KvOlder)),
+        waiting_kv_cache_usage: None,
         preemptions: get(Slot::Preemptions),
+        retracting: get(Slot::RetractingNow).filter(|_| get(Slot::Preemptions).is_none()),
         prefix_cache: counters(Slot::Hits, Slot::Queries)
             .or_else(|| counters(Slot::HitsOlder, Slot::QueriesOlder))
             .or_else(|| get(Slot::HitRate).map(PrefixCache::Rate)),
@@ -397,6 +485,7 @@ fn reading(slots: &[Option<f64>; SLOTS]) -> Reading {
         queue_time: pair(Slot::QueueSum, Slot::QueueCount)
             .or_else(|| pair(Slot::QueueOlderSum, Slot::QueueOlderCount)),
         models: None,
+        work: get(Slot::Work),
     }
 }
 
@@ -481,6 +570,20 @@ mod tests {
     }
 
     #[test]
+    fn a_page_that_declares_the_servers_metrics_without_samples_is_read() {
+        let idle = "# HELP sglang:num_queue_reqs The number of requests in the waiting queue\n\
+                    # TYPE sglang:num_queue_reqs gauge\n\
+                    # HELP sglang:time_to_first_token_seconds Histogram of time to first token\n\
+                    # TYPE sglang:time_to_first_token_seconds histogram\n\
+                    python_info{version=\"3.12\"} 1.0\n";
+        assert_eq!(read(ServerKind::Sglang, idle), Ok(Reading::default()));
+        // Another program's declarations are not the server's.
+        let other = "# TYPE node_load1 gauge\nnode_load1 0.5\n";
+        assert!(read(ServerKind::Vllm, other).is_err());
+        assert!(read(ServerKind::Vllm, "# TYPE vllm:num_requests_waiting gauge\n").is_ok());
+    }
+
+    #[test]
     fn series_add_up_and_the_fullest_cache_counts() {
         let page = "vllm:num_requests_waiting{engine=\"0\"} 2\n\
                     vllm:num_requests_waiting{engine=\"1\"} 5\n\
@@ -492,6 +595,58 @@ mod tests {
         assert_eq!(r.waiting, Some(7.0));
         assert_eq!(r.kv_cache_usage, Some(0.97));
         assert_eq!(r.running, None, "no finite value of zero or more");
+        assert_eq!(r.waiting_kv_cache_usage, Some(0.97));
+    }
+
+    #[test]
+    fn an_older_sglangs_retraction_gauge_is_read_without_its_counter() {
+        let older = "sglang:num_retracted_reqs{tp_rank=\"0\"} 2\nsglang:num_retracted_reqs{tp_rank=\"1\"} 2\n";
+        let r = read(ServerKind::Sglang, older).unwrap();
+        assert_eq!((r.preemptions, r.retracting), (None, Some(2.0)));
+        let both = format!("{older}sglang:num_retracted_requests_total 37\n");
+        let r = read(ServerKind::Sglang, &both).unwrap();
+        assert_eq!(
+            (r.preemptions, r.retracting),
+            (Some(37.0), None),
+            "the counter wins"
+        );
+    }
+
+    #[test]
+    fn waiting_while_full_is_judged_engine_by_engine() {
+        // Requests wait at engine 0, whose cache has room; engine 1's is full with
+        // none waiting: not "waiting while full".
+        let page = "vllm:num_requests_waiting{model_name=\"m\",engine=\"0\"} 4\n\
+                    vllm:num_requests_waiting{model_name=\"m\",engine=\"1\"} 0\n\
+                    vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.4\n\
+                    vllm:kv_cache_usage_perc{engine=\"1\",model_name=\"m\"} 0.99\n";
+        let r = read(ServerKind::Vllm, page).unwrap();
+        assert_eq!((r.waiting, r.kv_cache_usage), (Some(4.0), Some(0.99)));
+        assert_eq!(r.waiting_kv_cache_usage, Some(0.4));
+        // Older names, no labels: one engine.
+        let older = "vllm:num_requests_waiting 2\nvllm:gpu_cache_usage_perc 0.95\n";
+        let r = read(ServerKind::Vllm, older).unwrap();
+        assert_eq!(r.waiting_kv_cache_usage, Some(0.95));
+        // None waiting, or a waiting series with no cache of the same labels: none.
+        let idle =
+            "vllm:num_requests_waiting{engine=\"0\"} 0\nvllm:kv_cache_usage_perc{engine=\"0\"} 1\n";
+        assert_eq!(
+            read(ServerKind::Vllm, idle).unwrap().waiting_kv_cache_usage,
+            None
+        );
+        let unpaired =
+            "vllm:num_requests_waiting{engine=\"0\"} 3\nvllm:kv_cache_usage_perc{engine=\"1\"} 1\n";
+        assert_eq!(
+            read(ServerKind::Vllm, unpaired)
+                .unwrap()
+                .waiting_kv_cache_usage,
+            None
+        );
+        // SGLang: one scheduler's labels.
+        let sglang = "sglang:num_queue_reqs{model_name=\"m\",tp_rank=\"0\"} 9\n\
+                      sglang:token_usage{model_name=\"m\",tp_rank=\"0\"} 0.93\n";
+        let r = read(ServerKind::Sglang, sglang).unwrap();
+        assert_eq!(r.waiting_kv_cache_usage, Some(0.93));
     }
 
     /// A label value as a writer of the format escapes it.
@@ -524,6 +679,7 @@ mod tests {
             SGLANG
         };
         let mut slots = [None::<f64>; SLOTS];
+        let mut engines = Engines::default();
         let mut own = 0;
         samples(text, |s| {
             let Some(name) = prefixes(kind).iter().find_map(|p| s.name.strip_prefix(p)) else {
@@ -532,9 +688,14 @@ mod tests {
             own += 1;
             if let Some(slot) = slot(table, name) {
                 accumulate(&mut slots, slot, s.value);
+                engines.add(slot, &s);
             }
         });
-        (own > 0).then(|| reading(&slots))
+        (own > 0).then(|| {
+            let mut reading = reading(&slots);
+            reading.waiting_kv_cache_usage = engines.waiting_kv_cache_usage();
+            reading
+        })
     }
 
     #[test]

@@ -93,3 +93,46 @@ async fn answer(client: &HttpClient, server: &ModelServer) -> Result<Bytes, Read
             }
         })
 }
+
+/// The shortest and longest time a read may take: twice the sampling interval,
+/// within these bounds (a busy server can be slow to render its page).
+const READ_TIMEOUT_BOUNDS: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(10));
+
+/// The servers to read and the client the reads share.
+pub(crate) struct Readers {
+    pub(crate) servers: Vec<ModelServer>,
+    /// One per server: held from a read's request until its event is sent.
+    pub(crate) turns: Vec<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    client: HttpClient,
+    pub(crate) timeout: Duration,
+}
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readers")
+            .field("servers", &self.servers)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Readers {
+    /// Readers of `servers`, each read allowed twice `sample_interval` (2 to 10 s).
+    pub(crate) fn new(servers: &[ModelServer], sample_interval: Duration) -> Self {
+        let timeout = (sample_interval * 2).clamp(READ_TIMEOUT_BOUNDS.0, READ_TIMEOUT_BOUNDS.1);
+        Readers {
+            servers: servers.to_vec(),
+            turns: servers
+                .iter()
+                .map(|_| std::sync::Arc::new(tokio::sync::Mutex::new(())))
+                .collect(),
+            client: client(timeout),
+            timeout,
+        }
+    }
+
+    /// Reads server `index` once.
+    pub(crate) async fn read(&self, index: usize) -> Result<Reading, ReadFailure> {
+        read(&self.client, &self.servers[index], self.timeout).await
+    }
+}

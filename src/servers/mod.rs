@@ -10,16 +10,16 @@
 //! ```toml
 //! [[llm.servers]]
 //! kind = "vllm"                     # or "sglang", "ollama"
-//! url = "http://127.0.0.1:8000"     # the server's base URL
+//! url = "http://127.0.0.1:8001"     # the server's base URL (not loopwatch's own, 8000)
 //! name = "qwen"                     # optional: the `server` label (default host:port)
 //! ```
 //!
 //! ```
 //! use loopwatch::servers::{ModelServer, ServerKind};
-//! let server: ModelServer = "vllm=http://127.0.0.1:8000".parse().unwrap();
+//! let server: ModelServer = "vllm=http://127.0.0.1:8001".parse().unwrap();
 //! assert_eq!(server.kind(), ServerKind::Vllm);
-//! assert_eq!(server.name(), "127.0.0.1:8000");
-//! assert_eq!(server.endpoint(), "http://127.0.0.1:8000/metrics");
+//! assert_eq!(server.name(), "127.0.0.1:8001");
+//! assert_eq!(server.endpoint(), "http://127.0.0.1:8001/metrics");
 //! assert!("tgi=http://127.0.0.1:8080".parse::<ModelServer>().is_err());
 //! ```
 //!
@@ -110,6 +110,10 @@ pub struct ModelServer {
     /// The base URL, `http://host:port` and any path prefix, without a trailing slash.
     url: String,
     name: String,
+    /// The URL's host as written (an IPv6 address in brackets) and port (80 when
+    /// none is written).
+    host: String,
+    port: u16,
 }
 
 /// A `[[llm.servers]]` entry as written.
@@ -145,7 +149,7 @@ impl From<ModelServer> for ServerFile {
 }
 
 impl ModelServer {
-    /// A server of `kind` at `url`, its base URL (`http://127.0.0.1:8000`; a path
+    /// A server of `kind` at `url`, its base URL (`http://127.0.0.1:8001`; a path
     /// prefix is kept, and a trailing `/metrics` or `/api/ps` is taken off). Its name
     /// is the URL's `host:port` until [`ModelServer::with_name`] gives another.
     /// Only plain `http://` is read.
@@ -154,7 +158,7 @@ impl ModelServer {
     /// use loopwatch::servers::{ModelServer, ServerKind};
     /// let s = ModelServer::new(ServerKind::Ollama, "http://localhost:11434/").unwrap();
     /// assert_eq!(s.endpoint(), "http://localhost:11434/api/ps");
-    /// let err = ModelServer::new(ServerKind::Vllm, "localhost:8000").unwrap_err();
+    /// let err = ModelServer::new(ServerKind::Vllm, "localhost:8001").unwrap_err();
     /// assert!(err.contains("http://"), "{err}");
     /// ```
     pub fn new(kind: ServerKind, url: &str) -> Result<Self, String> {
@@ -163,33 +167,58 @@ impl ModelServer {
             let reason = if url.starts_with("https://") {
                 "https is not read: give the server's plain http:// address (model servers on this host or network serve plain HTTP)"
             } else {
-                "expected a base URL such as http://127.0.0.1:8000"
+                "expected a base URL such as http://127.0.0.1:8001"
             };
             return Err(format!("model server url {url:?}: {reason}"));
         };
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        if authority.is_empty()
-            || authority.contains('@')
-            || authority.contains(char::is_whitespace)
+        if rest.contains(['?', '#']) || rest.contains(char::is_whitespace) {
+            return Err(format!(
+                "model server url {url:?}: give the server's base URL, without a query or spaces"
+            ));
+        }
+        // Parsed as the reads will request it: what is accepted here is what they
+        // can reach (an IPv6 address in brackets, `http://[::1]:8000`, included).
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| format!("model server url {url:?}: not a URL ({e})"))?;
+        let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
+            return Err(format!(
+                "model server url {url:?}: expected http://HOST:PORT"
+            ));
+        };
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "model server url {url:?}: expected http://HOST:PORT, without credentials"
+            ));
+        }
+        let host = authority.host();
+        let after_host = authority.as_str().strip_prefix(host).unwrap_or_default();
+        if !after_host.is_empty() && !after_host.starts_with(':') {
+            return Err(format!(
+                "model server url {url:?}: expected http://HOST:PORT"
+            ));
+        }
+        let port = match after_host.strip_prefix(':') {
+            None => 80,
+            Some(port) => authority
+                .port_u16()
+                .filter(|_| !port.is_empty())
+                .ok_or_else(|| {
+                    format!("model server url {url:?}: {port:?} is not a port number")
+                })?,
+        };
+        if host.starts_with('[')
+            && host[1..host.len() - 1]
+                .parse::<std::net::Ipv6Addr>()
+                .is_err()
         {
             return Err(format!(
-                "model server url {url:?}: expected http://HOST:PORT (no credentials, no spaces)"
+                "model server url {url:?}: {host} is not an IPv6 address"
             ));
         }
-        if path.contains(['?', '#']) || path.contains(char::is_whitespace) {
-            return Err(format!(
-                "model server url {url:?}: give the server's base URL, without a query"
-            ));
-        }
-        let host_port = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
-                port.parse::<u16>().map_err(|_| {
-                    format!("model server url {url:?}: {port:?} is not a port number")
-                })?;
-                authority.to_string()
-            }
-            _ => format!("{authority}:80"),
-        };
+        let authority = authority.as_str();
+        let host_port = format!("{host}:{port}");
+        let path = uri.path();
         let mut path = path.trim_end_matches('/');
         path = path.strip_suffix(kind.path()).unwrap_or(path);
         let path = path.trim_end_matches('/');
@@ -197,6 +226,8 @@ impl ModelServer {
             kind,
             url: format!("http://{authority}{path}"),
             name: host_port,
+            host: host.to_string(),
+            port,
         })
     }
 
@@ -231,6 +262,12 @@ impl ModelServer {
         &self.name
     }
 
+    /// The host and port of its URL (the host as written, an IPv6 address in
+    /// brackets; port 80 when none is written).
+    fn host_port(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+
     /// The URL loopwatch reads: `/metrics`, or Ollama's `/api/ps`, under the base URL.
     pub fn endpoint(&self) -> String {
         format!("{}{}", self.url, self.kind.path())
@@ -245,7 +282,7 @@ impl std::str::FromStr for ModelServer {
     fn from_str(text: &str) -> Result<Self, String> {
         let Some((kind, url)) = text.split_once('=') else {
             return Err(format!(
-                "{text:?}: expected KIND=URL, such as vllm=http://127.0.0.1:8000"
+                "{text:?}: expected KIND=URL, such as vllm=http://127.0.0.1:8001"
             ));
         };
         let (name, kind) = match kind.split_once(':') {
@@ -282,6 +319,54 @@ pub(crate) fn check(servers: &[ModelServer]) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `host` (an IP address, `[v6]`, or a name) is this machine: a loopback
+/// address, the unspecified address (which reaches this machine), or `localhost`;
+/// `None` for a name other than `localhost`, which loopwatch does not resolve.
+fn local_ip(host: &str) -> Option<std::net::IpAddr> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") || host.eq_ignore_ascii_case("localhost.") {
+        return Some(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    host.parse().ok()
+}
+
+/// Checks that no server is loopwatch's own endpoint, `listen`: a server on the same
+/// port at the same address, or on this machine (loopback, unspecified,
+/// `localhost`) while loopwatch listens on loopback or on every address. loopwatch
+/// would read its own `/metrics` (vLLM's documented port, 8000, is loopwatch's
+/// default). A host name other than `localhost` is not resolved, so not checked.
+/// The error names the server's URL and says what to do.
+pub(crate) fn check_listen(
+    servers: &[ModelServer],
+    listen: std::net::SocketAddr,
+) -> Result<(), (String, String)> {
+    if listen.port() == 0 {
+        return Ok(());
+    }
+    let is_local = |ip: std::net::IpAddr| ip.is_loopback() || ip.is_unspecified();
+    for server in servers {
+        let (host, port) = server.host_port();
+        if port != listen.port() {
+            continue;
+        }
+        let Some(ip) = local_ip(host) else {
+            continue;
+        };
+        let own = ip == listen.ip() || (is_local(listen.ip()) && is_local(ip));
+        if own {
+            return Err((
+                server.url().to_string(),
+                format!(
+                    "this is loopwatch's own address (it listens on {listen}), not a model server's: \
+                     start the model server on another port (vLLM: `vllm serve MODEL --port 8001`) \
+                     and give that, or move loopwatch (--listen, LOOPWATCH_LISTEN)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,8 +375,8 @@ mod tests {
     fn urls_are_checked_and_made_base_urls() {
         let base = |kind, url| ModelServer::new(kind, url).map(|s| (s.url, s.name));
         assert_eq!(
-            base(ServerKind::Vllm, " http://127.0.0.1:8000/metrics/ ").unwrap(),
-            ("http://127.0.0.1:8000".into(), "127.0.0.1:8000".into())
+            base(ServerKind::Vllm, " http://127.0.0.1:8001/metrics/ ").unwrap(),
+            ("http://127.0.0.1:8001".into(), "127.0.0.1:8001".into())
         );
         assert_eq!(
             base(ServerKind::Sglang, "http://gpu-box:30000/sglang").unwrap(),
@@ -305,6 +390,18 @@ mod tests {
             base(ServerKind::Ollama, "http://ollama").unwrap().1,
             "ollama:80"
         );
+        for (url, name) in [
+            ("http://[::1]:8001", "[::1]:8001"),
+            ("http://[::1]", "[::1]:80"),
+            ("http://[fe80::1]:30000/sglang/", "[fe80::1]:30000"),
+            ("http://[::]:8001/metrics", "[::]:8001"),
+        ] {
+            let (base_url, n) = base(ServerKind::Vllm, url).unwrap();
+            assert_eq!(n, name, "{url}");
+            // What the reads will request parses.
+            let endpoint = format!("{base_url}/metrics");
+            assert!(endpoint.parse::<hyper::Uri>().is_ok(), "{endpoint}");
+        }
         for bad in [
             "",
             "127.0.0.1:8000",
@@ -316,6 +413,12 @@ mod tests {
             "http://host:port",
             "http://host:1/metrics?x=1",
             "http://ho st:1",
+            "http://host:",
+            "http://[::1:8001",
+            "http://[::1]x:8001",
+            "http://[zz::1]:8001",
+            "http://a^b:1",
+            "http://:8001",
         ] {
             let err = ModelServer::new(ServerKind::Vllm, bad).unwrap_err();
             assert!(err.contains("model server url"), "{bad}: {err}");
@@ -329,7 +432,7 @@ mod tests {
             (s.kind(), s.name()),
             (ServerKind::Sglang, "127.0.0.1:30000")
         );
-        let s: ModelServer = "big:VLLM=http://127.0.0.1:8000".parse().unwrap();
+        let s: ModelServer = "big:VLLM=http://127.0.0.1:8001".parse().unwrap();
         assert_eq!((s.kind(), s.name()), (ServerKind::Vllm, "big"));
         for bad in [
             "vllm",
@@ -340,6 +443,42 @@ mod tests {
         ] {
             assert!(bad.parse::<ModelServer>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_server_at_loopwatchs_own_address_is_refused() {
+        let refused = |url: &str, listen: &str| {
+            let server: ModelServer = format!("vllm={url}").parse().unwrap();
+            check_listen(&[server], listen.parse().unwrap()).is_err()
+        };
+        for (url, listen) in [
+            ("http://127.0.0.1:8000", "0.0.0.0:8000"),
+            ("http://localhost:8000/v1", "0.0.0.0:8000"),
+            ("http://0.0.0.0:8000", "127.0.0.1:8000"),
+            ("http://[::1]:8000", "[::]:8000"),
+            ("http://127.0.0.1:8000", "[::]:8000"),
+            ("http://127.0.0.1:8000", "127.0.0.1:8000"),
+            ("http://192.168.1.5:8000", "192.168.1.5:8000"),
+        ] {
+            assert!(refused(url, listen), "{url} with loopwatch on {listen}");
+        }
+        for (url, listen) in [
+            ("http://127.0.0.1:8001", "0.0.0.0:8000"),
+            ("http://127.0.0.1:8000", "0.0.0.0:0"),
+            ("http://gpu-box:8000", "0.0.0.0:8000"),
+            ("http://192.168.1.6:8000", "0.0.0.0:8000"),
+            ("http://127.0.0.1:8000", "192.168.1.5:8000"),
+            ("http://ollama", "0.0.0.0:8000"),
+        ] {
+            assert!(!refused(url, listen), "{url} with loopwatch on {listen}");
+        }
+        let server: ModelServer = "vllm=http://127.0.0.1:8000".parse().unwrap();
+        let (url, why) = check_listen(&[server], "0.0.0.0:8000".parse().unwrap()).unwrap_err();
+        assert_eq!(url, "http://127.0.0.1:8000");
+        assert!(
+            why.contains("loopwatch's own address") && why.contains("--port 8001"),
+            "{why}"
+        );
     }
 
     #[test]

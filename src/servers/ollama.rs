@@ -21,6 +21,9 @@ use super::{LoadedModel, ReadFailure, Reading};
 /// The longest model name kept (a label value).
 const MAX_NAME_CHARS: usize = 128;
 
+/// The name of a model listed without one (a name no Ollama model has).
+const UNNAMED: &str = "(unnamed)";
+
 /// The answer, as far as loopwatch reads it; other fields are ignored.
 #[derive(Deserialize)]
 struct Running {
@@ -65,8 +68,8 @@ pub fn read(text: &str) -> Result<Reading, ReadFailure> {
     let models = running
         .models
         .into_iter()
-        .map(|m| LoadedModel {
-            name: if m.name.trim().is_empty() {
+        .map(|m| {
+            let name: String = if m.name.trim().is_empty() {
                 m.model
             } else {
                 m.name
@@ -74,11 +77,20 @@ pub fn read(text: &str) -> Result<Reading, ReadFailure> {
             .trim()
             .chars()
             .take(MAX_NAME_CHARS)
-            .collect(),
-            size_bytes: bytes(m.size),
-            vram_bytes: bytes(m.size_vram),
+            .collect();
+            LoadedModel {
+                name: if name.is_empty() {
+                    UNNAMED.to_string()
+                } else {
+                    name
+                },
+                size_bytes: bytes(m.size),
+                vram_bytes: bytes(m.size_vram),
+            }
         })
         .collect();
+    // Names cut to the same first characters, or given twice: one entry each.
+    let models = super::book::merged(models);
     Ok(Reading {
         models: Some(models),
         ..Reading::default()

@@ -15,7 +15,7 @@ pub struct SumCount {
 
 impl SumCount {
     /// The mean of the observations made since `earlier`, when any were; when the
-    /// count went down (the server restarted), the mean since the restart.
+    /// count or the sum went down (the server restarted), the mean since the restart.
     ///
     /// ```
     /// use loopwatch::servers::SumCount;
@@ -27,11 +27,37 @@ impl SumCount {
     /// assert_eq!(before.mean_since(None), Some(2.5));
     /// ```
     pub fn mean_since(self, earlier: Option<SumCount>) -> Option<f64> {
-        let (sum, count) = match earlier {
-            Some(e) if self.count >= e.count => (self.sum - e.sum, self.count - e.count),
-            _ => (self.sum, self.count),
-        };
+        let SumCount { sum, count } = self.since(earlier).unwrap_or(self);
         (count > 0.0).then(|| (sum / count).max(0.0))
+    }
+
+    /// What was added since `earlier`: the difference, or after a restart everything
+    /// since the restart; `None` without an earlier reading (where counting starts).
+    /// A restart shows as the count going down, or the sum (observations are times,
+    /// never negative: a sum that falls was started again, even when the count has
+    /// already passed where it was).
+    ///
+    /// ```
+    /// use loopwatch::servers::SumCount;
+    /// let before = SumCount { sum: 10.0, count: 4.0 };
+    /// let after = SumCount { sum: 13.0, count: 6.0 };
+    /// assert_eq!(after.since(Some(before)), Some(SumCount { sum: 3.0, count: 2.0 }));
+    /// assert_eq!(before.since(Some(after)), Some(before));
+    /// assert_eq!(after.since(None), None);
+    /// // Restarted, and more requests since than before: the sum tells.
+    /// let restarted = SumCount { sum: 2.0, count: 7.0 };
+    /// assert_eq!(restarted.since(Some(after)), Some(restarted));
+    /// ```
+    pub fn since(self, earlier: Option<SumCount>) -> Option<SumCount> {
+        let earlier = earlier?;
+        Some(if self.count >= earlier.count && self.sum >= earlier.sum {
+            SumCount {
+                sum: (self.sum - earlier.sum).max(0.0),
+                count: self.count - earlier.count,
+            }
+        } else {
+            self
+        })
     }
 }
 
@@ -77,8 +103,19 @@ pub struct Reading {
     pub waiting: Option<f64>,
     /// The fraction of the KV cache in use, 0 to 1 (the fullest engine's).
     pub kv_cache_usage: Option<f64>,
+    /// The fraction of the KV cache in use of the fullest engine that has requests
+    /// waiting, its waiting and its cache paired by their labels; `None` while no
+    /// engine has any waiting (or none can be paired). With several engines (data
+    /// parallel), requests waiting at one and another's full cache are not "waiting
+    /// while full".
+    pub waiting_kv_cache_usage: Option<f64>,
     /// Preemptions (vLLM) or retractions (SGLang) since the server started.
     pub preemptions: Option<f64>,
+    /// SGLang without a retraction counter (`num_retracted_requests_total`): the
+    /// requests its scheduler retracted in the batch it last logged, from its older
+    /// gauge `num_retracted_reqs` (reset after each time it is written). Above 0, it
+    /// retracted requests, how many since the previous read unknown.
+    pub retracting: Option<f64>,
     /// The prefix cache's counts, or its hit rate.
     pub prefix_cache: Option<PrefixCache>,
     /// Time to first token, seconds.
@@ -87,6 +124,12 @@ pub struct Reading {
     pub queue_time: Option<SumCount>,
     /// Ollama: the models loaded (`/api/ps`).
     pub models: Option<Vec<LoadedModel>>,
+    /// SGLang: requests it finished and tokens it generated, summed
+    /// (`num_requests_total`, `generation_tokens_total`): a count that moves while it
+    /// works. SGLang writes its gauges (running, waiting, KV cache) only when its
+    /// scheduler logs a batch, so an idle server keeps their last values; with this,
+    /// they are told from current ones.
+    pub work: Option<f64>,
 }
 
 /// Why a server could not be read. Its `reason` is the `reason` label of

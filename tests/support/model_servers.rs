@@ -8,8 +8,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// A page of `tests/data/model_servers/`.
@@ -57,11 +57,33 @@ pub enum Answer {
     Hang,
 }
 
+/// A request held back: the next one to arrive once armed, answered (with what the
+/// stand-in answered when it arrived) only once released.
+#[derive(Debug, Default)]
+struct Hold {
+    /// The next request is to be held.
+    armed: bool,
+    /// A request is held now.
+    holding: bool,
+}
+
+/// What the serving threads share.
+#[derive(Debug, Default)]
+struct Shared {
+    hold: Mutex<Hold>,
+    released: Condvar,
+    /// Requests for the path that arrived.
+    arrived: AtomicUsize,
+    /// Requests for the path answered.
+    answered: AtomicUsize,
+}
+
 /// A model server's stand-in on a loopback port; stopped when dropped.
 pub struct StandIn {
     addr: SocketAddr,
     answer: Arc<Mutex<Answer>>,
     stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 }
 
 impl StandIn {
@@ -71,18 +93,58 @@ impl StandIn {
         let addr = listener.local_addr().unwrap();
         let answer = Arc::new(Mutex::new(answer));
         let stop = Arc::new(AtomicBool::new(false));
-        let (served, stopping) = (Arc::clone(&answer), Arc::clone(&stop));
+        let shared = Arc::new(Shared::default());
+        let (served, stopping, sharing) =
+            (Arc::clone(&answer), Arc::clone(&stop), Arc::clone(&shared));
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
-                let (served, stopping) = (Arc::clone(&served), Arc::clone(&stopping));
-                std::thread::spawn(move || serve(stream, path, &served, &stopping));
+                let (served, stopping, sharing) = (
+                    Arc::clone(&served),
+                    Arc::clone(&stopping),
+                    Arc::clone(&sharing),
+                );
+                std::thread::spawn(move || serve(stream, path, &served, &stopping, &sharing));
             }
         });
-        StandIn { addr, answer, stop }
+        StandIn {
+            addr,
+            answer,
+            stop,
+            shared,
+        }
+    }
+
+    /// Holds the next request for the path back: it gets what the stand-in answers
+    /// when it arrives, once [`StandIn::release`] is called.
+    pub fn hold_next(&self) {
+        self.shared.hold.lock().unwrap().armed = true;
+    }
+
+    /// Whether a request is held now.
+    pub fn holding(&self) -> bool {
+        self.shared.hold.lock().unwrap().holding
+    }
+
+    /// Lets the held request (if any) be answered.
+    pub fn release(&self) {
+        let mut hold = self.shared.hold.lock().unwrap();
+        hold.armed = false;
+        hold.holding = false;
+        self.shared.released.notify_all();
+    }
+
+    /// Requests for the path that arrived so far.
+    pub fn arrived(&self) -> usize {
+        self.shared.arrived.load(Ordering::SeqCst)
+    }
+
+    /// Requests for the path answered so far.
+    pub fn answered(&self) -> usize {
+        self.shared.answered.load(Ordering::SeqCst)
     }
 
     /// Its base URL.
@@ -99,6 +161,7 @@ impl StandIn {
 impl Drop for StandIn {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.release();
         // Wakes the accepting thread, which then sees the flag.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
     }
@@ -106,7 +169,13 @@ impl Drop for StandIn {
 
 /// Answers the requests of one connection (kept alive, as loopwatch's client keeps
 /// it), until it closes or the stand-in stops.
-fn serve(mut stream: TcpStream, path: &str, answer: &Mutex<Answer>, stop: &AtomicBool) {
+fn serve(
+    mut stream: TcpStream,
+    path: &str,
+    answer: &Mutex<Answer>,
+    stop: &AtomicBool,
+    shared: &Shared,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
     let _ = stream.set_nodelay(true);
     let mut buffer = Vec::new();
@@ -132,6 +201,17 @@ fn serve(mut stream: TcpStream, path: &str, answer: &Mutex<Answer>, stop: &Atomi
         buffer.drain(..end + 4);
         let target = head.split_whitespace().nth(1).unwrap_or("");
         let current = answer.lock().unwrap().clone();
+        if target == path {
+            shared.arrived.fetch_add(1, Ordering::SeqCst);
+            let mut hold = shared.hold.lock().unwrap();
+            if hold.armed {
+                hold.armed = false;
+                hold.holding = true;
+                while hold.holding && !stop.load(Ordering::SeqCst) {
+                    hold = shared.released.wait(hold).unwrap();
+                }
+            }
+        }
         let (status, body): (u16, Vec<u8>) = if target != path {
             (404, b"not found\n".to_vec())
         } else {
@@ -166,6 +246,9 @@ fn serve(mut stream: TcpStream, path: &str, answer: &Mutex<Answer>, stop: &Atomi
         answer.extend_from_slice(&body);
         if stream.write_all(&answer).is_err() {
             return;
+        }
+        if target == path {
+            shared.answered.fetch_add(1, Ordering::SeqCst);
         }
     }
 }

@@ -27,7 +27,9 @@ pub fn build_standin(dir: &Path, which: Standin) -> PathBuf {
         .expect("the stand-in's source is in the repository");
     let library = dir.join("libnvidia-ml-standin.so");
     let mut cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".to_string()));
-    cc.args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+    // -Wall without -Werror: a newer compiler's new warning must not fail the GPU
+    // tests.
+    cc.args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
         .arg(&library)
         .arg(&source);
     if which == Standin::WithoutPower {

@@ -356,7 +356,7 @@ impl LlmProxyFlags {
 pub struct ModelServerFlags {
     /// Read a local model server at the sampling interval, repeatable: KIND=URL
     /// with KIND vllm, sglang (its /metrics) or ollama (its /api/ps), e.g.
-    /// vllm=http://127.0.0.1:8000; NAME:KIND=URL names its `server` label (default
+    /// vllm=http://127.0.0.1:8001; NAME:KIND=URL names its `server` label (default
     /// the URL's host:port). Added to the [[llm.servers]] of loopwatch.toml.
     #[arg(long, value_name = "KIND=URL", value_parser = model_server)]
     pub llm_server: Vec<loopwatch::servers::ModelServer>,
@@ -602,7 +602,7 @@ mod tests {
         };
         let t = servers(
             &[
-                "--llm-server=vllm=http://127.0.0.1:8000",
+                "--llm-server=vllm=http://127.0.0.1:8001",
                 "--llm-server",
                 "b:sglang=http://127.0.0.1:30000/",
                 "--",
@@ -614,7 +614,7 @@ mod tests {
         .unwrap();
         let read: Vec<(ServerKind, &str)> = t
             .llm()
-            .servers
+            .servers()
             .iter()
             .map(|s| (s.kind(), s.name()))
             .collect();
@@ -622,7 +622,7 @@ mod tests {
             read,
             [
                 (ServerKind::Ollama, "127.0.0.1:11434"),
-                (ServerKind::Vllm, "127.0.0.1:8000"),
+                (ServerKind::Vllm, "127.0.0.1:8001"),
                 (ServerKind::Sglang, "b"),
             ]
         );
@@ -639,7 +639,7 @@ mod tests {
             "vllm",
             "tgi=http://127.0.0.1:1",
             "vllm=https://127.0.0.1:1",
-            "vllm=127.0.0.1:8000",
+            "vllm=127.0.0.1:8001",
         ] {
             let parsed =
                 Cli::try_parse_from(["loopwatch", "run", "--llm-server", bad, "--", "true"]);

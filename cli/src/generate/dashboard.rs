@@ -556,11 +556,19 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
         panel(
             12,
             MODEL_SERVERS_PANEL,
-            "Each local model server's mean queue time beside the metering proxy's mean time to first chunk (s): a slow first chunk with a long queue is a busy server, with a short queue a slow model; requests waiting at each server, and the fraction of its KV cache in use against LLMServerSaturated's threshold. Empty for a loop without model servers ([[llm.servers]], loopwatch run --llm-server).",
+            "Each local model server's mean queue time beside the metering proxy's mean time to first chunk (s), both over the requests of the last 5 minutes: a slow first chunk with a long queue is a busy server, with a short queue a slow model; requests waiting at each server, and the fraction of its KV cache in use against LLMServerSaturated's threshold. Empty for a loop without model servers ([[llm.servers]], loopwatch run --llm-server).",
             0,
             50,
             vec![
-                q(c(&catalog::LLM_SERVER_QUEUE_TIME_SECONDS), "{{server}} queue time", "s"),
+                q(
+                    of_runs(format!(
+                        "sum by (instance, job, server) (rate({seconds}{{{LOOP}}}[5m])) / sum by (instance, job, server) (rate({requests}{{{LOOP}}}[5m]))",
+                        seconds = catalog::LLM_SERVER_QUEUE_SECONDS_TOTAL.name,
+                        requests = catalog::LLM_SERVER_QUEUED_REQUESTS_TOTAL.name,
+                    )),
+                    "{{server}} queue time",
+                    "s",
+                ),
                 q(
                     of_runs(format!(
                         "sum by (instance, job) (rate({name}_sum{{{LOOP}}}[5m])) / sum by (instance, job) (rate({name}_count{{{LOOP}}}[5m]))",

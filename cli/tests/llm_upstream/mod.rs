@@ -660,7 +660,8 @@ fn countdown(
     if used > COUNTDOWN_REQUESTS {
         let body = r#"{"error":{"message":"Rate limit reached for requests","type":"requests","code":"rate_limit_exceeded"}}"#;
         seen.answered = body.to_string();
-        let extra = format!("{headers}retry-after-ms: {COUNTDOWN_RETRY_MS}\r\nretry-after: 5\r\n");
+        // Only the waits, as many servers' 429s: the limits stated before still hold.
+        let extra = format!("retry-after-ms: {COUNTDOWN_RETRY_MS}\r\nretry-after: 5\r\n");
         return write_json(writer, "429 Too Many Requests", &extra, body);
     }
     let body = json_answer(path, model, None);

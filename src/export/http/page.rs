@@ -972,7 +972,12 @@ fn gpus(snapshot: &Snapshot, axis: SampleAxis, ranges: Ranges) -> Markup {
                         (or_dash(g.memory_used_bytes.map(|b| Unit::Bytes.format(b as f64))))
                         " of " (or_dash(g.memory_total_bytes.map(|b| Unit::Bytes.format(b as f64))))
                     }
-                    td { (Unit::Bytes.format(g.loop_memory_bytes as f64)) " (" (g.loop_processes) " processes)" }
+                    td {
+                        @match g.loop_memory_bytes {
+                            Some(bytes) => { (Unit::Bytes.format(bytes as f64)) " (" (g.loop_processes) " processes)" }
+                            None => span title="NVML could not list this GPU's processes" { "—" }
+                        }
+                    }
                     td { (or_dash(g.power_watts.map(|w| format!("{w:.0} W")))) }
                     td { (or_dash(g.temperature_celsius.map(|c| format!("{c:.0} °C")))) }
                     td data-xid=(g.xid_errors) {

@@ -205,8 +205,12 @@ pub(super) enum Publish {
     Host,
     /// A container sample (or Docker down).
     Containers(ContainerReading),
-    /// A GPU sample: [`Published::gpu`].
-    Gpu,
+    /// A GPU sample: [`Published::gpu`]; `resumed` when samples come again after
+    /// the readings went stale.
+    Gpu { resumed: bool },
+    /// The GPUs' readings are gone: no sample came for `quiet`, or (`None`) the
+    /// sampler ended.
+    GpuGone { quiet: Option<Duration> },
     /// A critical Xid error.
     GpuXid(GpuErrors),
     /// The orphaned containers a sweep left.
@@ -263,6 +267,8 @@ pub(super) enum Publish {
         oldest: Duration,
         llm: bool,
         recent_restarts: u64,
+        /// The GPUs' readings went stale: no sample for this long.
+        gpu_gone: Option<Duration>,
     },
 }
 
@@ -357,11 +363,16 @@ impl RunState {
                 self.housekeeping.containers(&reading, at.wall);
                 Applied::just(Publish::Containers(reading))
             }
-            Event::Gpu { sample, at } => self.gpu_sample(&sample, th, at),
+            Event::Gpu { sample, at, period } => self.gpu_sample(&sample, period, th, at),
+            Event::GpuEnded { at } => {
+                self.gpus.ended();
+                let findings = self.evaluator.on_gpu(Some(None), 0, th, at);
+                self.found(findings, at, Publish::GpuGone { quiet: None })
+            }
             Event::GpuXid { xid, at } => {
-                let errors = self.gpus.xid(&xid);
+                let errors = self.gpus.xid(&xid, th.gpu().is_fatal(xid.code));
                 self.gpu_events(std::slice::from_ref(&errors), at);
-                let findings = self.evaluator.on_gpu(None, 1, th, at);
+                let findings = self.evaluator.on_gpu(None, errors.alerting, th, at);
                 self.found(findings, at, Publish::GpuXid(errors))
             }
             Event::Orphans { count, at } => {
@@ -642,19 +653,19 @@ impl RunState {
     fn gpu_sample(
         &mut self,
         sample: &crate::sample::GpuSample,
+        period: Duration,
         th: &Thresholds,
         at: Moment,
     ) -> Applied {
+        let resumed = self.gpus.sampled(at.mono, period);
         let (errors, lost) = self.gpus.sample(sample);
         self.gpu_events(&errors, at);
-        let uncorrected = errors
+        let alerting = errors
             .iter()
-            .filter(|e| e.kind == GpuErrorKind::Uncorrected)
-            .map(|e| e.count)
-            .sum();
+            .fold(0u64, |sum, e| sum.saturating_add(e.alerting));
         let findings =
             self.evaluator
-                .on_gpu(Some(self.gpus.loop_memory_fraction()), uncorrected, th, at);
+                .on_gpu(Some(self.gpus.loop_memory_fraction()), alerting, th, at);
         for device in &lost {
             self.ledger.push_event(LogEntry {
                 at: at.wall,
@@ -670,7 +681,7 @@ impl RunState {
             errors,
             lost,
         };
-        self.found(findings, at, Publish::Gpu)
+        self.found(findings, at, Publish::Gpu { resumed })
     }
 
     /// Keeps Xid errors and uncorrected ECC errors in the event log (corrected ones
@@ -681,10 +692,11 @@ impl RunState {
                 at: at.wall,
                 iteration: self.ledger.last_iteration,
                 kind: LogEntryKind::GpuError {
-                    gpu: e.index,
-                    uuid: e.uuid.to_string(),
+                    gpu: e.gpu.as_ref().map(|g| g.index),
+                    uuid: e.gpu.as_ref().map(|g| g.uuid.to_string()),
                     error: e.kind.as_str(),
                     count: e.count,
+                    alerting: e.alerting,
                     code: e.code,
                 },
             });
@@ -1071,6 +1083,14 @@ impl RunState {
     /// the evaluations' ages and workers.
     fn tick(&mut self, th: &Thresholds, at: Moment) -> Applied {
         let mut findings = self.stall(th, at);
+        // The GPU alerts on the clock too: GPUErrors' window moves on, and readings
+        // no sample renewed (a sampler blocked inside NVML) stop standing.
+        let mut gpu_gone = None;
+        if self.gpus.seen() {
+            gpu_gone = self.gpus.gone_stale(at.mono);
+            let memory = gpu_gone.map(|_| None);
+            findings.extend(self.evaluator.on_gpu(memory, 0, th, at));
+        }
         self.evaluations.forget_idle_workers(at.mono);
         let (hung, limit) = self.hung(th, at);
         findings.extend(hung);
@@ -1092,6 +1112,7 @@ impl RunState {
                 oldest,
                 llm,
                 recent_restarts,
+                gpu_gone,
             },
         )
     }

@@ -14,8 +14,8 @@ use crate::records::MAX_TIME_POINTS;
 use crate::servers::book::{Change, ServerBook, ServerPoint, ServerView, When};
 use crate::servers::{ModelServer, ReadFailure, Reading};
 
-/// Whether one server is saturated: requests waiting while its KV cache is nearly
-/// full, or preemptions within [`LLM_SERVER_PREEMPTION_WINDOW`], at each read.
+/// Whether one server is saturated: requests waiting at an engine whose KV cache is
+/// nearly full, or preemptions within [`LLM_SERVER_PREEMPTION_WINDOW`], at each read.
 #[derive(Debug, Default)]
 struct Saturation {
     /// Since when (monotonic) every read found it saturated; `None` while it is not,
@@ -23,11 +23,9 @@ struct Saturation {
     since: Option<Duration>,
     /// Its KV-cache usage at the last read.
     usage: f64,
-    /// When preemptions were added, and how many, within the window.
+    /// When preemptions were added, and how many, within the window (the first read
+    /// adds none: it is where counting starts).
     preempted: VecDeque<(Duration, f64)>,
-    /// Whether a read has given its preemptions since the server started: the first
-    /// one is where counting starts, not preemptions that just happened.
-    counted: bool,
 }
 
 impl Saturation {
@@ -38,11 +36,13 @@ impl Saturation {
             self.since = None;
             return;
         }
-        if view.preemptions.is_some() {
-            if self.counted && change.preemptions_added > 0.0 {
-                self.preempted.push_back((at, change.preemptions_added));
-            }
-            self.counted = true;
+        if change.preemptions_added > 0.0 {
+            self.preempted.push_back((at, change.preemptions_added));
+        }
+        // SGLang without its retraction counter: its older gauge above 0 says it
+        // retracted requests in the batch it last logged.
+        if let Some(retracted) = view.retracting.filter(|r| *r > 0.0) {
+            self.preempted.push_back((at, retracted));
         }
         while let Some(&(when, _)) = self.preempted.front() {
             if at.saturating_sub(when) < LLM_SERVER_PREEMPTION_WINDOW {
@@ -51,9 +51,10 @@ impl Saturation {
             self.preempted.pop_front();
         }
         self.usage = view.kv_cache_usage.unwrap_or(0.0);
-        let waiting = view.waiting.is_some_and(|w| w > 0.0);
-        let full = view.kv_cache_usage.is_some_and(|k| k >= fraction);
-        let saturated = (waiting && full) || !self.preempted.is_empty();
+        // Requests waiting at an engine whose own cache is full (not one engine's
+        // queue beside another's full cache).
+        let waiting_while_full = view.waiting_kv_cache_usage.is_some_and(|k| k >= fraction);
+        let saturated = waiting_while_full || !self.preempted.is_empty();
         self.since = if saturated {
             self.since.or(Some(at))
         } else {
@@ -200,5 +201,101 @@ mod tests {
         assert!(servers.most_saturated(seconds(100)).is_some());
         read(&mut servers, 1, Err(ReadFailure::Timeout), 101);
         assert!(servers.most_saturated(seconds(101)).is_none());
+    }
+
+    /// An older SGLang, without its retraction counter: its gauge above 0 (the batch
+    /// it last logged retracted requests) is preempting, within the minute after;
+    /// at 0, nothing.
+    #[test]
+    fn an_older_sglangs_retraction_gauge_counts_as_preempting() {
+        let th = Thresholds::default();
+        let mut servers = Servers::new(&["s:sglang=http://127.0.0.1:1".parse().unwrap()]);
+        let page = |requests: u64, retracted: u32| {
+            exposition::read(
+                ServerKind::Sglang,
+                &format!(
+                    "sglang:num_queue_reqs 0\nsglang:token_usage 0.5\n\
+                     sglang:num_retracted_reqs {retracted}\n\
+                     sglang:num_requests_total {requests}\nsglang:generation_tokens_total 9000\n"
+                ),
+            )
+        };
+        let mut read = |requests, retracted, at: u64| {
+            servers
+                .read(
+                    0,
+                    page(requests, retracted),
+                    When::from(at as f64),
+                    seconds(at),
+                    &th,
+                )
+                .unwrap();
+            servers.most_saturated(seconds(at)).map(|s| s.1)
+        };
+        assert_eq!(read(1, 0, 0), None);
+        assert_eq!(read(2, 0, 1), None, "working, nothing retracted");
+        assert_eq!(read(3, 3, 2), Some(seconds(0)));
+        assert_eq!(read(4, 0, 30), Some(seconds(28)));
+        assert_eq!(read(5, 0, 62), None, "the minute passed");
+    }
+
+    /// Two engines: requests waiting at the one with room, the other's cache full
+    /// with none waiting. Not saturated; waiting at the full one, saturated.
+    #[test]
+    fn waiting_while_full_is_one_engines() {
+        let th = Thresholds::default();
+        let mut servers = Servers::new(&["s:vllm=http://127.0.0.1:1".parse().unwrap()]);
+        let page = |waiting: [u32; 2]| {
+            exposition::read(
+                ServerKind::Vllm,
+                &format!(
+                    "vllm:num_requests_waiting{{engine=\"0\"}} {}\n\
+                     vllm:num_requests_waiting{{engine=\"1\"}} {}\n\
+                     vllm:kv_cache_usage_perc{{engine=\"0\"}} 0.3\n\
+                     vllm:kv_cache_usage_perc{{engine=\"1\"}} 0.98\n",
+                    waiting[0], waiting[1]
+                ),
+            )
+        };
+        for at in 0..300 {
+            servers
+                .read(0, page([5, 0]), When::from(at as f64), seconds(at), &th)
+                .unwrap();
+            assert!(servers.most_saturated(seconds(at)).is_none(), "at {at} s");
+        }
+        servers
+            .read(0, page([5, 1]), When::from(300.0), seconds(300), &th)
+            .unwrap();
+        assert!(servers.most_saturated(seconds(300)).is_some());
+    }
+
+    /// An idle SGLang server keeps the gauges of its last busy moment: requests
+    /// waiting at a full cache, its counters standing still. Not saturated, however
+    /// long; once its counters move, its gauges count.
+    #[test]
+    fn an_idle_sglang_server_with_old_gauges_is_not_saturated() {
+        let th = Thresholds::default();
+        let mut servers = Servers::new(&["s:sglang=http://127.0.0.1:1".parse().unwrap()]);
+        let page = |requests: u64| {
+            exposition::read(
+                ServerKind::Sglang,
+                &format!(
+                    "sglang:num_queue_reqs 12\nsglang:token_usage 0.99\n\
+                     sglang:num_requests_total {requests}\nsglang:generation_tokens_total 9000\n"
+                ),
+            )
+        };
+        for at in 0..600 {
+            servers
+                .read(0, page(100), When::from(at as f64), seconds(at), &th)
+                .unwrap();
+            assert!(servers.most_saturated(seconds(at)).is_none(), "at {at} s");
+        }
+        for at in 600..700 {
+            servers
+                .read(0, page(100 + at), When::from(at as f64), seconds(at), &th)
+                .unwrap();
+        }
+        assert_eq!(servers.most_saturated(seconds(699)).unwrap().1, seconds(99));
     }
 }

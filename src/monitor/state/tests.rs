@@ -1119,3 +1119,102 @@ fn a_stop_budget_refuses_new_calls_once_spent() {
         .collect();
     assert_eq!(blocking, [BudgetAction::Stop]);
 }
+
+/// A GPU sample of one device 97% full, which the loop uses, taken at `secs`, by a
+/// sampler reading every second.
+fn full_gpu(secs: f64) -> Event {
+    let mut device = crate::sample::GpuDevice::reading(0, "GPU-a", 97, 100);
+    device.loop_processes = 1;
+    device.loop_memory_bytes = Some(10);
+    Event::Gpu {
+        sample: crate::sample::GpuSample {
+            devices: vec![device],
+        },
+        at: at(secs),
+        period: Duration::from_secs(1),
+    }
+}
+
+#[test]
+fn gpu_readings_no_sample_renews_stop_standing_on_the_clock() {
+    let th = Thresholds::default()
+        .with_gpu_memory_for(Duration::from_secs(1))
+        .unwrap();
+    let mut state = RunState::new(started(), &th);
+    let fired = apply_all(&mut state, &th, (0..=2).map(|s| full_gpu(s as f64)));
+    assert!(fired.contains(&(AlertName::GPUMemoryHigh, AlertState::Firing)));
+    // Ticks within five periods of the last sample change nothing.
+    let quiet = state.apply(Event::Tick { at: at(6.5) }, &th);
+    assert!(quiet.findings.transitions.is_empty());
+    assert!(matches!(
+        quiet.publish,
+        Publish::Tick { gpu_gone: None, .. }
+    ));
+    // Past them (5 s, the floor), the readings stop standing, once.
+    let stale = state.apply(Event::Tick { at: at(7.5) }, &th);
+    assert!(stale
+        .findings
+        .transitions
+        .iter()
+        .any(|t| t.alert == AlertName::GPUMemoryHigh && t.state == AlertState::Inactive));
+    assert!(matches!(
+        stale.publish,
+        Publish::Tick {
+            gpu_gone: Some(_),
+            ..
+        }
+    ));
+    assert!(matches!(
+        state.apply(Event::Tick { at: at(9.0) }, &th).publish,
+        Publish::Tick { gpu_gone: None, .. }
+    ));
+    assert!(state.gpus.answering().is_empty());
+    assert_eq!(state.gpus.loop_memory_bytes(), None);
+    // A sample again: the readings stand again, and the alert waits out its `for`.
+    let applied = state.apply(full_gpu(10.0), &th);
+    assert!(matches!(
+        applied.publish,
+        Publish::Gpu { resumed: true, .. }
+    ));
+    assert_eq!(state.gpus.answering().len(), 1);
+    assert_eq!(
+        apply_all(&mut state, &th, [full_gpu(11.5)]),
+        [(AlertName::GPUMemoryHigh, AlertState::Firing)]
+    );
+}
+
+#[test]
+fn gpu_errors_resolve_on_the_clock_and_an_ended_sampler_resolves_gpu_memory_high() {
+    let th = Thresholds::default()
+        .with_gpu_memory_for(Duration::from_secs(1))
+        .unwrap();
+    let mut state = RunState::new(started(), &th);
+    apply_all(&mut state, &th, (0..=2).map(|s| full_gpu(s as f64)));
+    let xid = Event::GpuXid {
+        xid: crate::sample::GpuXid {
+            gpu: Some(crate::sample::GpuId::new(0, "GPU-a")),
+            code: Some(79),
+        },
+        at: at(3.0),
+    };
+    assert!(apply_all(&mut state, &th, [xid]).contains(&(AlertName::GPUErrors, AlertState::Firing)));
+    let ended = state.apply(Event::GpuEnded { at: at(3.5) }, &th);
+    assert!(matches!(ended.publish, Publish::GpuGone { quiet: None }));
+    let resolved: Vec<_> = ended
+        .findings
+        .transitions
+        .iter()
+        .map(|t| (t.alert, t.state))
+        .collect();
+    assert_eq!(
+        resolved,
+        [(AlertName::GPUMemoryHigh, AlertState::Inactive)],
+        "the error happened: GPUErrors stands until its window ends"
+    );
+    // No GPU event comes any more; the clock ends GPUErrors' window.
+    assert!(apply_all(&mut state, &th, [Event::Tick { at: at(300.0) }]).is_empty());
+    assert_eq!(
+        apply_all(&mut state, &th, [Event::Tick { at: at(303.5) }]),
+        [(AlertName::GPUErrors, AlertState::Inactive)]
+    );
+}

@@ -45,9 +45,11 @@ pub struct GpuDevice {
     pub ecc_uncorrected: Option<u64>,
     /// Video memory of the loop's own processes on this device, in bytes: the sum
     /// over the processes of NVML's compute and graphics lists whose pids are in the
-    /// loop's process tree (a process in both lists counted once).
-    pub loop_memory_bytes: u64,
-    /// Processes of the loop's tree on this device.
+    /// loop's process tree (a process in both lists counted once; one whose memory
+    /// NVML cannot give counted 0). `None` when NVML could give neither list.
+    pub loop_memory_bytes: Option<u64>,
+    /// Processes of the loop's tree on this device, in the lists NVML could give (0
+    /// when it could give neither): whether the loop uses the device.
     pub loop_processes: u32,
 }
 
@@ -65,7 +67,7 @@ impl GpuDevice {
             temperature_celsius: None,
             ecc_corrected: None,
             ecc_uncorrected: None,
-            loop_memory_bytes: 0,
+            loop_memory_bytes: None,
             loop_processes: 0,
         }
     }
@@ -102,6 +104,26 @@ pub struct GpuSample {
     pub devices: Vec<GpuDevice>,
 }
 
+/// A GPU as the sampler knew it when it opened NVML: NVML's index and the UUID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct GpuId {
+    /// NVML's index of the device (the `gpu_index` label).
+    pub index: u32,
+    /// The device's UUID, `GPU-…` (the `hw_id` label).
+    pub uuid: Arc<str>,
+}
+
+impl GpuId {
+    /// A device's identity.
+    pub fn new(index: u32, uuid: impl Into<Arc<str>>) -> Self {
+        GpuId {
+            index,
+            uuid: uuid.into(),
+        }
+    }
+}
+
 /// A critical Xid error NVML reported on a device (its event set's
 /// `nvmlEventTypeXidCriticalError`): the driver's code for a fault it saw (79: the
 /// GPU fell off the bus, 48: a double-bit ECC error, 13 and 31: a program's
@@ -109,10 +131,10 @@ pub struct GpuSample {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GpuXid {
-    /// NVML's index of the device.
-    pub index: u32,
-    /// The device's UUID.
-    pub uuid: Arc<str>,
+    /// The device, matched by the handle NVML gave for it at start-up (a GPU that
+    /// just fell off the bus answers nothing else), else by its UUID or index; `None`
+    /// when it matches none of the devices found at start-up.
+    pub gpu: Option<GpuId>,
     /// The Xid code; `None` when NVML could not say (its 999).
     pub code: Option<u64>,
 }
@@ -123,9 +145,14 @@ pub struct GpuXid {
 /// one pid per namespace level; `false` where it cannot be read.
 #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
 pub(crate) fn in_nested_pid_namespace() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| nested(&status))
+}
+
+/// Whether a `/proc/<pid>/status` text says its process is in a pid namespace below
+/// the host's: its `NSpid` line lists more than one pid (one per level, the host's
+/// first). `false` without the line (a kernel before 4.1).
+#[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+fn nested(status: &str) -> bool {
     status
         .lines()
         .find_map(|line| line.strip_prefix("NSpid:"))
@@ -147,8 +174,18 @@ mod tests {
     }
 
     #[test]
-    fn this_test_process_is_in_the_pid_namespace_it_was_started_in() {
-        // Whichever it is, reading it never panics; on the host it is false.
-        let _ = in_nested_pid_namespace();
+    fn a_process_is_nested_when_its_nspid_line_lists_more_than_one_pid() {
+        let status = |nspid: &str| format!("Name:\tloop\nTgid:\t5\n{nspid}\nPPid:\t1\n");
+        assert!(!nested(&status("NSpid:\t5")), "the host's namespace");
+        assert!(nested(&status("NSpid:\t812\t5")), "a container's");
+        assert!(
+            nested(&status("NSpid:\t9001\t812\t5")),
+            "a container's inside one"
+        );
+        assert!(
+            !nested("Name:\tloop\nPid:\t5\n"),
+            "no NSpid line: an old kernel"
+        );
+        assert!(!nested(""));
     }
 }

@@ -21,7 +21,7 @@ use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, EventSet, Nvml};
 
-use super::{GpuDevice, GpuSample, GpuXid, DEFAULT_GPU_LIBRARY};
+use super::{GpuDevice, GpuId, GpuSample, GpuXid, DEFAULT_GPU_LIBRARY};
 
 /// Why the GPU sampler could not start: the library cannot be loaded, lacks what
 /// every reading needs, or finds no driver. loopwatch logs it once and runs on.
@@ -39,6 +39,17 @@ pub struct GpuUnavailable {
 struct Known {
     index: u32,
     uuid: Arc<str>,
+    /// NVML's handle of the device, as [`handle_of`] writes it: the one thing an
+    /// Xid event of a GPU that fell off the bus still names it by.
+    handle: Option<String>,
+}
+
+/// A device's NVML handle as text. The crate forbids `unsafe`, and nvml-wrapper
+/// gives the raw handle only through an `unsafe` getter; its derived `Debug` writes
+/// the handle's address (`Device { device: 0x…, nvml: NVML }`), which is the same
+/// for every `Device` of one physical device while NVML runs.
+fn handle_of(device: &Device<'_>) -> String {
+    format!("{device:?}")
 }
 
 /// Samples every GPU NVML finds: utilisation, memory, power, temperature, ECC counts,
@@ -106,16 +117,16 @@ impl GpuSampler {
         let count = nvml.device_count().map_err(|e| unavailable(&shown, &e))?;
         let mut devices = Vec::new();
         for index in 0..count {
-            let uuid = nvml
-                .device_by_index(index)
-                .and_then(|device| device.uuid())
-                .unwrap_or_else(|e| {
-                    tracing::warn!(gpu = index, error = %e, "a GPU's UUID cannot be read; it is labelled by its index");
-                    format!("GPU-index-{index}")
-                });
+            let device = nvml.device_by_index(index);
+            let handle = device.as_ref().ok().map(handle_of);
+            let uuid = device.and_then(|device| device.uuid()).unwrap_or_else(|e| {
+                tracing::warn!(gpu = index, error = %e, "a GPU's UUID cannot be read; it is labelled by its index");
+                format!("GPU-index-{index}")
+            });
             devices.push(Known {
                 index,
                 uuid: uuid.into(),
+                handle,
             });
         }
         Ok(GpuSampler {
@@ -135,6 +146,26 @@ impl GpuSampler {
     /// The library NVML was loaded from.
     pub fn library(&self) -> &str {
         &self.library
+    }
+
+    /// Which of the devices found at start-up `device` is: by its handle first (a
+    /// GPU that just fell off the bus answers no question), then by its UUID or
+    /// index; `None` when it is none of them.
+    fn known_as(&self, device: &Device<'_>) -> Option<GpuId> {
+        let handle = handle_of(device);
+        let known = self
+            .devices
+            .iter()
+            .find(|k| k.handle.as_deref() == Some(handle.as_str()))
+            .or_else(|| {
+                let uuid = device.uuid().ok()?;
+                self.devices.iter().find(|k| *k.uuid == *uuid)
+            })
+            .or_else(|| {
+                let index = device.index().ok()?;
+                self.devices.iter().find(|k| k.index == index)
+            })?;
+        Some(GpuId::new(known.index, Arc::clone(&known.uuid)))
     }
 
     /// Keeps a reading, or notes why there is none: a function the library lacks
@@ -236,13 +267,12 @@ impl GpuSampler {
         // A process with both a compute and a graphics context is in both lists,
         // with the same memory: counted once, at the larger.
         let mut by_pid: HashMap<u32, u64> = HashMap::new();
-        for list in [
+        let lists = [
             self.keep("processes", handle.running_compute_processes(), &mut lost),
             self.keep("processes", handle.running_graphics_processes(), &mut lost),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        ];
+        let listed = lists.iter().any(Option::is_some);
+        for list in lists.into_iter().flatten() {
             for process in list {
                 if !loop_pids.contains(&process.pid) {
                     continue;
@@ -256,50 +286,143 @@ impl GpuSampler {
             }
         }
         device.loop_processes = u32::try_from(by_pid.len()).unwrap_or(u32::MAX);
-        device.loop_memory_bytes = by_pid.values().fold(0u64, |sum, v| sum.saturating_add(*v));
+        // Neither list: the loop's share is unknown, not 0.
+        device.loop_memory_bytes =
+            listed.then(|| by_pid.values().fold(0u64, |sum, v| sum.saturating_add(*v)));
         device.lost = lost;
     }
 
-    /// Registers every device for critical Xid errors in one event set. Devices or
-    /// libraries that cannot (no event support, a function missing) are left out,
-    /// said once in the log; with none registered, [`XidWatch::wait`] only waits.
+    /// Registers every device that reports critical Xid errors in one event set.
+    /// Devices that cannot be (lost, no Xid events, the registration fails) are left
+    /// out, each said in the log; so is a library without event sets. With none
+    /// registered, [`XidWatch::wait`] only returns.
     pub fn xid_watch(&self) -> XidWatch<'_> {
-        let mut set = match self.nvml.create_event_set() {
+        let candidates: Vec<usize> = (0..self.devices.len())
+            .filter(|&at| self.reports_xids(at))
+            .collect();
+        let (set, watched) = self.register(&candidates);
+        if !watched.is_empty() {
+            tracing::info!(
+                library = %self.library,
+                gpus = watched.len(),
+                "watching critical Xid errors"
+            );
+        }
+        XidWatch {
+            set,
+            watched,
+            sampler: self,
+            failure_logged: false,
+        }
+    }
+
+    /// Whether the device at `at` of [`Self::devices`] answers and can report critical
+    /// Xid errors. A library or device that cannot say is given the benefit of the
+    /// doubt: its registration decides.
+    fn reports_xids(&self, at: usize) -> bool {
+        let known = &self.devices[at];
+        let Ok(device) = self.nvml.device_by_index(known.index) else {
+            return false; // lost: the sampler reports it
+        };
+        match device.supported_event_types() {
+            Ok(types) if !types.contains(EventTypes::CRITICAL_XID_ERROR) => {
+                tracing::info!(
+                    gpu = known.index,
+                    uuid = &*known.uuid,
+                    "this GPU does not report critical Xid errors; they are not watched"
+                );
+                false
+            }
+            Err(NvmlError::GpuLost) => false,
+            _ => true,
+        }
+    }
+
+    /// A new event set, or `None` (said in the log) when NVML cannot make one.
+    fn new_event_set(&self) -> Option<EventSet<'_>> {
+        match self.nvml.create_event_set() {
             Ok(set) => Some(set),
             Err(e) => {
                 tracing::warn!(library = %self.library, error = %e, "Xid errors are not watched: NVML cannot create an event set");
                 None
             }
+        }
+    }
+
+    /// Registers the device at `at` in `set` for critical Xid errors. On a failure
+    /// nvml-wrapper has freed the set, and every registration in it is gone:
+    /// `Err(None)`; `Err(Some(set))` when the device could not even be reached, the
+    /// set untouched.
+    fn register_one<'s>(
+        &'s self,
+        at: usize,
+        set: EventSet<'s>,
+    ) -> Result<EventSet<'s>, Option<EventSet<'s>>> {
+        let known = &self.devices[at];
+        let Ok(device) = self.nvml.device_by_index(known.index) else {
+            return Err(Some(set));
         };
-        let mut registered = 0;
-        for known in &self.devices {
+        device
+            .register_events(EventTypes::CRITICAL_XID_ERROR, set)
+            .map_err(|e| {
+                tracing::warn!(gpu = known.index, uuid = &*known.uuid, error = %e.error, "Xid errors of this GPU are not watched: NVML did not register it");
+                None
+            })
+    }
+
+    /// One event set holding every device of `candidates` (positions in
+    /// [`Self::devices`]) that can be registered, and those devices; `(None, [])`
+    /// when none can be.
+    fn register(&self, candidates: &[usize]) -> (Option<EventSet<'_>>, Vec<usize>) {
+        let mut watched = Vec::with_capacity(candidates.len());
+        let mut set = self.new_event_set();
+        for &at in candidates {
             let Some(current) = set.take() else { break };
-            let device = match self.nvml.device_by_index(known.index) {
-                Ok(device) => device,
-                Err(_) => {
-                    set = Some(current);
-                    continue;
-                }
-            };
-            match device.register_events(EventTypes::CRITICAL_XID_ERROR, current) {
+            set = match self.register_one(at, current) {
                 Ok(kept) => {
-                    registered += 1;
-                    set = Some(kept);
+                    watched.push(at);
+                    Some(kept)
                 }
-                Err(e) => {
-                    // The set was freed by the failed registration: start again.
-                    tracing::warn!(gpu = known.index, error = %e.error, "Xid errors of this GPU are not watched");
-                    set = self.nvml.create_event_set().ok();
-                }
+                Err(Some(untouched)) => Some(untouched),
+                // The set was freed, and the devices registered before with it.
+                Err(None) => self.register_again(&mut watched),
+            };
+        }
+        if set.is_none() || watched.is_empty() {
+            return (None, Vec::new());
+        }
+        (set, watched)
+    }
+
+    /// A new event set with the devices of `watched` registered again, after a
+    /// failed registration freed the one they were in. A device whose registration
+    /// fails now is taken out of `watched` and the set made again without it, until
+    /// every registration in it held. `None` when NVML cannot make a set.
+    fn register_again(&self, watched: &mut Vec<usize>) -> Option<EventSet<'_>> {
+        loop {
+            let previous = std::mem::take(watched);
+            let mut set = self.new_event_set();
+            let mut freed_by = None;
+            for &at in &previous {
+                let Some(current) = set.take() else { break };
+                set = match self.register_one(at, current) {
+                    Ok(kept) => {
+                        watched.push(at);
+                        Some(kept)
+                    }
+                    Err(Some(untouched)) => Some(untouched),
+                    Err(None) => {
+                        freed_by = Some(at);
+                        None
+                    }
+                };
             }
-        }
-        if registered == 0 {
-            set = None;
-        }
-        XidWatch {
-            set,
-            sampler: self,
-            wait_failed: RefCell::new(false),
+            match freed_by {
+                Some(failed) => {
+                    *watched = previous.into_iter().filter(|&at| at != failed).collect()
+                }
+                None => return set,
+            }
         }
     }
 }
@@ -307,15 +430,18 @@ impl GpuSampler {
 /// Waits for critical Xid errors on the devices of a [`GpuSampler`].
 pub struct XidWatch<'a> {
     set: Option<EventSet<'a>>,
+    /// The devices registered in `set`: positions in the sampler's devices.
+    watched: Vec<usize>,
     sampler: &'a GpuSampler,
-    /// Whether a wait failed already (logged once; the watch then only sleeps).
-    wait_failed: RefCell<bool>,
+    /// A failure of the wait NVML may recover from was logged (once per watch).
+    failure_logged: bool,
 }
 
 impl std::fmt::Debug for XidWatch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XidWatch")
             .field("watching", &self.set.is_some())
+            .field("gpus", &self.watched.len())
             .finish_non_exhaustive()
     }
 }
@@ -323,45 +449,74 @@ impl std::fmt::Debug for XidWatch<'_> {
 impl XidWatch<'_> {
     /// Whether any device's Xid errors are watched.
     pub fn is_watching(&self) -> bool {
-        self.set.is_some() && !*self.wait_failed.borrow()
+        self.set.is_some()
     }
 
     /// Waits up to `timeout` for the next Xid error. `None` when none came (or
     /// nothing is watched: then it returns at once, and the caller waits its own way).
-    pub fn wait(&self, timeout: Duration) -> Option<GpuXid> {
-        if !self.is_watching() {
-            return None;
-        }
+    ///
+    /// A wait that fails because a watched GPU fell off the bus (NVML's "GPU is
+    /// lost"), or for a reason NVML does not know, is taken as passing: said once in
+    /// the log, the event set is made again without the GPUs that stopped
+    /// answering, and the healthy ones are still watched; this call then waits out
+    /// `timeout` (a thread unpark ends it early). Any other failure ends the watch.
+    pub fn wait(&mut self, timeout: Duration) -> Option<GpuXid> {
         let set = self.set.as_ref()?;
         let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         match set.wait(millis) {
+            Err(NvmlError::Timeout) => None,
+            Err(e @ (NvmlError::GpuLost | NvmlError::Unknown)) => {
+                if !self.failure_logged {
+                    self.failure_logged = true;
+                    tracing::warn!(
+                        library = %self.sampler.library,
+                        error = %e,
+                        "waiting for Xid errors failed; the GPUs that stopped answering are no longer watched, the others still are"
+                    );
+                }
+                self.watch_again();
+                std::thread::park_timeout(timeout);
+                None
+            }
+            Err(e) => {
+                self.set = None;
+                self.watched.clear();
+                tracing::warn!(library = %self.sampler.library, error = %e, "waiting for Xid errors failed; they are no longer watched");
+                None
+            }
             Ok(event) => {
-                let uuid = event.device.uuid().ok();
-                let known = self
-                    .sampler
-                    .devices
-                    .iter()
-                    .find(|k| uuid.as_deref() == Some(&*k.uuid))
-                    .or_else(|| {
-                        let index = event.device.index().ok()?;
-                        self.sampler.devices.iter().find(|k| k.index == index)
-                    })?;
                 let code = match event.event_data {
                     Some(XidError::Value(code)) => Some(code),
                     _ => None,
                 };
                 Some(GpuXid {
-                    index: known.index,
-                    uuid: Arc::clone(&known.uuid),
+                    gpu: self.sampler.known_as(&event.device),
                     code,
                 })
             }
-            Err(NvmlError::Timeout) => None,
-            Err(e) => {
-                *self.wait_failed.borrow_mut() = true;
-                tracing::warn!(error = %e, "waiting for Xid errors failed; they are no longer watched");
-                None
-            }
+        }
+    }
+
+    /// Makes the event set again with the watched devices that still answer.
+    fn watch_again(&mut self) {
+        let sampler = self.sampler;
+        let before = self.watched.len();
+        let candidates: Vec<usize> = self
+            .watched
+            .iter()
+            .copied()
+            .filter(|&at| sampler.reports_xids(at))
+            .collect();
+        self.set = None; // freed before the new one is made
+        let (set, watched) = sampler.register(&candidates);
+        self.set = set;
+        self.watched = watched;
+        if self.watched.len() != before {
+            tracing::info!(
+                library = %sampler.library,
+                gpus = self.watched.len(),
+                "watching critical Xid errors again, without the GPUs that stopped answering"
+            );
         }
     }
 }

@@ -57,7 +57,11 @@ fn row(s: &ServerView) -> Markup {
                     }
                 }
                 Health::Up => {
-                    td data-value="waiting" { (shown(s.waiting, Unit::Count)) " waiting, " (shown(s.running, Unit::Count)) " running" }
+                    @if s.gauges_stale {
+                        td data-value="waiting" class="key" { "no work seen: its gauges may be old" }
+                    } @else {
+                        td data-value="waiting" { (shown(s.waiting, Unit::Count)) " waiting, " (shown(s.running, Unit::Count)) " running" }
+                    }
                     td data-value="kv" { (shown(s.kv_cache_usage.map(|k| k * 100.0), Unit::Percent)) }
                     td data-value="queue" { (shown(s.queue_time_seconds, Unit::Seconds)) }
                     td { (shown(s.time_to_first_token_seconds, Unit::Seconds)) }
@@ -88,6 +92,7 @@ pub(super) fn panel(
         }
         div class="key" {
             "queue time, first token and prefix hits: over the requests since the previous read; "
+            "preemptions: since loopwatch first read the server; "
             "the proxy's first chunk: the streamed calls through loopwatch run --llm-proxy over the same interval"
         }
         @for (s, points) in view.servers.iter().zip(&view.points) {
