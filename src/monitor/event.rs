@@ -217,20 +217,14 @@ pub(crate) enum Event {
         /// When the supervisor said so.
         at: Moment,
     },
-    /// The zero-code instrumentation said what it did with a framework.
-    Instrumentation {
-        /// What it said.
-        report: crate::protocol::Instrumentation,
+    /// A message from the loop that only the state keeps: the intake passes every
+    /// message it keeps nothing of (no iteration, evaluation or metric of the loop's
+    /// own) on as said, so a new such message is parsed in `protocol.rs` and applied
+    /// in the state, and nothing between them changes.
+    Reported {
+        /// The message.
+        message: Box<crate::protocol::Message>,
         /// When it was received.
-        at: Moment,
-    },
-    /// Errors caught inside a framework's instrumentation.
-    InstrumentationErrors {
-        /// The framework.
-        framework: crate::protocol::Framework,
-        /// How many, since its previous report.
-        count: u64,
-        /// When they were reported.
         at: Moment,
     },
     /// A model server was read, or could not be.

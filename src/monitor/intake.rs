@@ -322,17 +322,6 @@ impl Intake {
             }),
             Message::EvaluationStart(start) => evaluation_started(hub, start),
             Message::EvaluationEnd(end) => evaluation_ended(hub, end),
-            Message::Instrumentation(report) => hub.send(Event::Instrumentation {
-                report,
-                at: hub.clock.now(),
-            }),
-            Message::InstrumentationError { framework, count } => {
-                hub.send(Event::InstrumentationErrors {
-                    framework,
-                    count,
-                    at: hub.clock.now(),
-                });
-            }
             Message::Dropped { count } => {
                 let i = &hub.pipeline().instruments;
                 i.loopwatch_client_dropped_events_total.add(count, &[]);
@@ -351,6 +340,11 @@ impl Intake {
                 self.user_metric(state, name, kind, value, unit, description)
                     .map_err(|rejection| (rejection, value))?;
             }
+            // Kept by the state alone: applied there as said.
+            message => hub.send(Event::Reported {
+                message: Box::new(message),
+                at: hub.clock.now(),
+            }),
         }
         Ok(())
     }

@@ -444,26 +444,30 @@ impl RunState {
                 self.evaluations.interrupt(&id);
                 self.found(Findings::default(), at, Publish::Nothing)
             }
-            Event::Instrumentation { report, at } => {
-                let news = self.frameworks.report(&report).then(|| Box::new(report));
-                self.found(Findings::default(), at, Publish::Instrumentation(news))
-            }
-            Event::InstrumentationErrors {
-                framework,
-                count,
-                at,
-            } => {
-                let total = self.frameworks.errors(framework, count);
-                let publish = Publish::InstrumentationErrors {
-                    framework,
-                    count,
-                    total,
-                };
-                self.found(Findings::default(), at, publish)
-            }
+            Event::Reported { message, at } => self.reported(*message, at),
             Event::ModelServer(read) => self.model_server(*read, th),
             Event::Tick { at } => self.tick(th, at),
         }
+    }
+
+    /// Applies a message from the loop that the intake passed on as said (see
+    /// [`Event::Reported`]).
+    fn reported(&mut self, message: crate::protocol::Message, at: Moment) -> Applied {
+        use crate::protocol::Message;
+        let publish = match message {
+            Message::Instrumentation(report) => {
+                let news = self.frameworks.report(&report).then(|| Box::new(report));
+                Publish::Instrumentation(news)
+            }
+            Message::InstrumentationError { framework, count } => Publish::InstrumentationErrors {
+                framework,
+                count,
+                total: self.frameworks.errors(framework, count),
+            },
+            // The intake keeps the others itself and does not pass them on.
+            _ => Publish::Nothing,
+        };
+        self.found(Findings::default(), at, publish)
     }
 
     /// What applying an event of `at` changed: the rules' `findings`, kept in the

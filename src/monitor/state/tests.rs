@@ -698,7 +698,7 @@ fn apply_is_a_function_of_the_events() {
 
 #[test]
 fn instrumented_frameworks_are_kept_news_said_once_and_errors_summed() {
-    use crate::protocol::{Framework, Instrumentation, InstrumentationState};
+    use crate::protocol::{Framework, Instrumentation, InstrumentationState, Message};
     let th = Thresholds::default();
     let mut state = RunState::new(started(), &th);
     let report = |framework, version: &str, state| Instrumentation {
@@ -709,8 +709,8 @@ fn instrumented_frameworks_are_kept_news_said_once_and_errors_summed() {
     };
     let news = |state: &mut RunState, r: Instrumentation, secs: f64| match state
         .apply(
-            Event::Instrumentation {
-                report: r,
+            Event::Reported {
+                message: Box::new(Message::Instrumentation(r)),
                 at: at(secs),
             },
             &th,
@@ -737,9 +737,11 @@ fn instrumented_frameworks_are_kept_news_said_once_and_errors_summed() {
 
     for (count, expected_total) in [(2, 2), (u64::MAX, u64::MAX)] {
         let applied = state.apply(
-            Event::InstrumentationErrors {
-                framework: Framework::Other,
-                count,
+            Event::Reported {
+                message: Box::new(Message::InstrumentationError {
+                    framework: Framework::Other,
+                    count,
+                }),
                 at: at(5.0),
             },
             &th,
