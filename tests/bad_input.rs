@@ -165,3 +165,25 @@ proptest! {
         monitor.shutdown();
     }
 }
+
+/// Iterations the loop says lasted absurdly long (ends 1.8e19 s after their starts)
+/// are booked, their durations bounded: nothing overflows, and the run goes on.
+#[test]
+fn absurd_iteration_durations_saturate_and_never_panic() {
+    let monitor = quiet_monitor().build().unwrap();
+    let intake = monitor.supervision().intake();
+    for _ in 0..3 {
+        intake.handle_line(br#"{"v":1,"type":"iteration_start","t":0}"#);
+        intake.handle_line(br#"{"v":1,"type":"success","sharpe":1.0,"drawdown":0.1}"#);
+        intake.handle_line(br#"{"v":1,"type":"iteration_end","t":1.8e19}"#);
+    }
+    let text = monitor.render_metrics().unwrap();
+    let e = parse(&text).unwrap();
+    assert_eq!(e["iteration_number"].value(), 3.0, "{text}");
+    assert_well_formed(&text);
+    let summary = monitor.summary();
+    assert_eq!(summary.iterations, 3);
+    let mean = summary.mean_execution_time_seconds.unwrap();
+    assert!(mean.is_finite() && mean <= 1e9, "{mean}");
+    monitor.shutdown();
+}

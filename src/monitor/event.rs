@@ -218,9 +218,11 @@ pub(crate) enum Event {
         at: Moment,
     },
     /// A message from the loop that only the state keeps: the intake passes every
-    /// message it keeps nothing of (no iteration, evaluation or metric of the loop's
-    /// own) on as said, so a new such message is parsed in `protocol.rs` and applied
-    /// in the state, and nothing between them changes.
+    /// message it keeps nothing of on as said (it keeps the iterations', the
+    /// evaluations', the loop's own metrics, LLM calls, which go on as
+    /// [`Event::Llm`], and the client's dropped-event counts), so a new such message
+    /// is parsed in `protocol.rs` and applied in the state, and nothing between them
+    /// changes.
     Reported {
         /// The message.
         message: Box<crate::protocol::Message>,

@@ -58,7 +58,7 @@
 //!    gauges', the Alertmanager table's), each held briefly and alone: no sink's
 //!    lock is held while the state's is taken, and no SDK callback reads the state.
 //!
-//! A reader takes the state's lock once its settle has released the receiving end.
+//! A reader takes the state's lock once its settle has released the settle's buffer.
 //! Nothing that holds the state's lock or a sink's lock sends an event or settles:
 //! publishing and delivering send nothing, and a reader's look at the state calls
 //! nothing of the hub. The host sampler's lock and the failure reasons' (interning a

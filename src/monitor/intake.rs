@@ -392,8 +392,9 @@ impl Intake {
             .take()
             .ok_or((Rejection::MessageOutsideIteration, f64::NAN))?;
         let measured = match (state.started_at.take(), at) {
+            // At most 1e9 s (31 years), as the protocol bounds the durations it reads.
             (Some(start), Some(end)) if end.is_finite() && end >= start => {
-                std::time::Duration::try_from_secs_f64(end - start).ok()
+                std::time::Duration::try_from_secs_f64((end - start).min(1e9)).ok()
             }
             _ => None,
         };

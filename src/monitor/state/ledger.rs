@@ -128,15 +128,16 @@ impl RunLedger {
         summary: &IterationSummary,
         reasons: impl FnOnce(&mut ReasonCounts),
     ) {
-        self.iterations += count;
+        // Saturating: the counts and durations come from the loop's lines.
+        self.iterations = self.iterations.saturating_add(count);
         let entry = &mut self.recent_reasons[self.recent_next];
         self.recent_next = (self.recent_next + 1) % RECENT_ITERATIONS;
         *entry = ReasonCounts::default();
         reasons(entry);
         self.failure_reasons.add_all(entry);
-        self.successes += summary.successes;
-        self.failures += summary.failures;
-        self.total_execution += duration;
+        self.successes = self.successes.saturating_add(summary.successes);
+        self.failures = self.failures.saturating_add(summary.failures);
+        self.total_execution = self.total_execution.saturating_add(duration);
         self.champion_staleness = summary.champion_staleness;
     }
 

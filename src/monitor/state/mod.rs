@@ -464,8 +464,28 @@ impl RunState {
                 count,
                 total: self.frameworks.errors(framework, count),
             },
-            // The intake keeps the others itself and does not pass them on.
-            _ => Publish::Nothing,
+            // The intake keeps these itself and does not pass them on. Listed, not
+            // matched by `_`: a new message is a compile error here until the state
+            // says what it does with it.
+            Message::IterationStart { .. }
+            | Message::Success { .. }
+            | Message::Failure { .. }
+            | Message::Outcomes(_)
+            | Message::Population { .. }
+            | Message::IterationEnd { .. }
+            | Message::Done
+            | Message::Metric { .. }
+            | Message::Iterations(_)
+            | Message::LlmCall(_)
+            | Message::Dropped { .. }
+            | Message::EvaluationStart(_)
+            | Message::EvaluationEnd(_) => {
+                tracing::error!(
+                    ?message,
+                    "a message the intake keeps reached the state; ignored"
+                );
+                Publish::Nothing
+            }
         };
         self.found(Findings::default(), at, publish)
     }
