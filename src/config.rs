@@ -501,6 +501,12 @@ mod value {
         Fraction(f64) as "Written<f64>", |v| *v > 0.0 && *v <= 1.0, "a fraction in (0, 1]"
     );
     checked!(
+        /// A fraction of a whole that usage never exceeds, for an alert that fires
+        /// above it: in (0, 1).
+        UsageFraction(f64) as "Written<f64>", |v| *v > 0.0 && *v < 1.0,
+        "a fraction in (0, 1): the alert fires when usage is above it, and usage never exceeds the whole, so 1 could never fire"
+    );
+    checked!(
         /// A number of zero or more.
         NonNegative(f64) as "Written<f64>", |v| *v >= 0.0 && v.is_finite(), "a number of zero or more"
     );
@@ -637,7 +643,7 @@ mod value {
 
 use value::{
     Amount, AtLeastOne, Checked, Count, ErrorWindow, FactorAboveOne, FactorAtLeastOne, Fraction,
-    NonNegative, Positive,
+    NonNegative, Positive, UsageFraction,
 };
 
 /// Declares the thresholds: one row per key, with its checked type, plain type,
@@ -776,8 +782,8 @@ thresholds! {
     /// Iterations in the rolling windows (default 10).
     window, with_window: AtLeastOne(u64) = 10;
     /// HighMemoryUsage fires when memory in use exceeds this fraction of the limit
-    /// that kills the loop (0.80).
-    memory_fraction, with_memory_fraction: Fraction(f64) = 0.80;
+    /// that kills the loop (0.80); below 1 (memory in use never exceeds the limit).
+    memory_fraction, with_memory_fraction: UsageFraction(f64) = 0.80;
     /// Consecutive samples above the threshold before HighMemoryUsage fires (1).
     memory_samples, with_memory_samples: AtLeastOne(u64) = 1;
     /// DiversityCollapse: diversity below this (0.1) …
@@ -847,9 +853,9 @@ thresholds! {
     /// resets at once raises nothing.
     llm_headroom_for, with_llm_headroom_for: Positive(Duration) = Duration::from_secs(30);
     /// GPUMemoryHigh: video memory in use above this fraction (0.95) of a GPU's own,
-    /// on a GPU the loop's processes use (feature `gpu`); above vLLM's default
-    /// preallocation of 0.9 …
-    gpu_memory_fraction, with_gpu_memory_fraction: Fraction(f64) = 0.95;
+    /// on a GPU the loop's processes use (feature `gpu`); below 1; above vLLM's
+    /// default preallocation of 0.9 …
+    gpu_memory_fraction, with_gpu_memory_fraction: UsageFraction(f64) = 0.95;
     /// … for this long (1 min). The generated Prometheus rule waits 1 min (its `for`)
     /// whatever this says.
     gpu_memory_for, with_gpu_memory_for: Positive(Duration) = Duration::from_secs(60);
@@ -1554,6 +1560,23 @@ mod tests {
         }
         let t: Thresholds = "llm_error_calls = 3".parse().unwrap();
         assert_eq!(t.llm_error_calls(), 3);
+        // Usage never exceeds the whole: an alert above all of it could never fire.
+        for key in ["memory_fraction", "gpu_memory_fraction"] {
+            let err = format!("{key} = 1.0")
+                .parse::<Thresholds>()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(key) && err.contains("could never fire"),
+                "{key}: {err}"
+            );
+        }
+        let t: Thresholds = "memory_fraction = 0.99\ngpu_memory_fraction = 0.99"
+            .parse()
+            .unwrap();
+        assert_eq!((t.memory_fraction(), t.gpu_memory_fraction()), (0.99, 0.99));
+        assert!(Thresholds::default().with_gpu_memory_fraction(1.0).is_err());
+        assert!(Thresholds::default().with_memory_fraction(1.0).is_err());
     }
 
     /// `[[llm.servers]]`: each server read with its kind, base URL and name; bad ones
