@@ -394,11 +394,14 @@ pub struct BatchChampions {
 }
 
 impl IterationBatch {
-    /// Whether the numbers can be true of some iterations.
+    /// Whether the numbers can be true of some iterations. `count` iterations change
+    /// the champion at most `count` times: the first champion reported (a change when
+    /// it is new) and fewer than `count` changes after it.
     fn consistent(&self) -> bool {
         let within = |at: u64| at < self.count;
         let champions_ok = self.champions.as_ref().is_none_or(|c| {
             within(c.first_at)
+                && c.changes < self.count
                 && match c.last_change_at {
                     Some(at) => c.changes > 0 && within(at) && at >= c.first_at,
                     None => c.changes == 0 && c.first == c.last,

@@ -109,6 +109,34 @@ fn each_kind_of_bad_input_is_rejected_and_counted() {
     }
 }
 
+/// A merged batch claiming more champion changes than it has iterations cannot be
+/// true: it is rejected as malformed, counted, and changes no count (the most changes
+/// a number can hold, twice over, would have overflowed the run's).
+#[test]
+fn merged_iterations_changing_the_champion_more_often_than_they_number_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let monitor = monitor_in(dir.path());
+    let intake = monitor.supervision().intake();
+    let batch = |changes: u64| {
+        format!(
+            r#"{{"v":1,"type":"iterations","count":3,"seconds":1.5,"champions":{{"first":"a","first_at":0,"last":"b","changes":{changes},"last_change_at":2}}}}"#
+        )
+    };
+    intake.handle_line(batch(2).as_bytes());
+    for changes in [3, u64::MAX, u64::MAX] {
+        intake.handle_line(batch(changes).as_bytes());
+    }
+    let summary = monitor.summary();
+    assert_eq!(summary.iterations, 3, "the first batch alone");
+    assert_eq!(summary.champion_changes, 3, "\"a\", then two changes");
+    let text = scrape(monitor.local_addr());
+    let e = parse(&text).unwrap();
+    assert_eq!(rejected(&e, "message", "malformed"), 3.0);
+    assert_eq!(e["loopwatch_champion_changes_total"].value(), 3.0);
+    assert_well_formed(&text);
+    monitor.shutdown();
+}
+
 /// What the monitor should have rejected, computed independently.
 fn expected_rejections(sharpe: f64, drawdown: f64, diversity: f64, size: u64, unique: u64) -> u64 {
     u64::from(!sharpe.is_finite())

@@ -398,3 +398,73 @@ fn without_iterations_memory_and_cpu_are_drawn_on_a_time_axis() {
     }
     monitor.shutdown();
 }
+
+/// The row of the GPU `uuid` in the page's GPU panel.
+#[cfg(feature = "gpu")]
+fn gpu_row(page: &str, uuid: &str) -> Option<String> {
+    let start = page.find(&format!("<tr data-gpu=\"{uuid}\""))?;
+    let end = page[start..].find("</tr>")?;
+    Some(page[start..start + end].to_string())
+}
+
+/// A GPU's readings stop standing when no sample comes (the stand-in NVML's driver
+/// hangs: every call on the device blocks): the row says they are not current, with
+/// no frozen number in their place, and the snapshot says `stale`; they are shown
+/// again with the next sample. Against the stand-in NVML of tests/gpu.rs.
+#[cfg(feature = "gpu")]
+#[test]
+fn the_gpu_panel_shows_readings_that_went_stale_as_not_current() {
+    use std::time::Duration;
+    use support::nvml_standin::{build_standin, write_script, Standin};
+    let dir = tempfile::tempdir().unwrap();
+    let library = build_standin(dir.path(), Standin::Whole);
+    let uuid = "GPU-aaaaaaaa-aaaa-4000-8000-000000000001";
+    let script = format!(
+        "device {uuid} total={} used={} util=73 power_mw=187000 temp=64 ecc_corrected=0 ecc_uncorrected=0\n",
+        16u64 << 30,
+        4u64 << 30
+    );
+    write_script(&library, &script);
+    let monitor = quiet_monitor()
+        .sample_interval(Duration::from_millis(50))
+        .gpu_library(&library)
+        .build()
+        .expect("the monitor starts");
+    let addr = monitor.local_addr();
+    let readings = || {
+        let snapshot: Value =
+            serde_json::from_str(&http_get(addr, "/api/v1/snapshot").body).unwrap();
+        snapshot["gpus"][0]["readings"].as_str().map(str::to_string)
+    };
+    let wait = Duration::from_secs(30);
+    let mut row = String::new();
+    wait_until(wait, "the GPU's readings on the page", || {
+        row = gpu_row(&http_get(addr, "/").body, uuid).unwrap_or_default();
+        row.contains("data-readings=\"current\"")
+    });
+    for shown in ["73%", "64 °C", "187 W"] {
+        assert!(row.contains(shown), "{shown} in {row}");
+    }
+    assert_eq!(readings().as_deref(), Some("current"));
+    // The driver hangs: no sample comes, and past five periods (at least 5 s) the
+    // readings are stale.
+    write_script(&library, &format!("{script}hang\n"));
+    wait_until(wait, "the page says the readings are stale", || {
+        row = gpu_row(&http_get(addr, "/").body, uuid).unwrap_or_default();
+        row.contains("data-readings=\"stale\"")
+    });
+    assert!(row.contains("no current reading"), "{row}");
+    for frozen in ["73%", "°C", " W<", "GiB"] {
+        assert!(!row.contains(frozen), "no frozen {frozen:?} in {row}");
+    }
+    assert_eq!(readings().as_deref(), Some("stale"));
+    // The driver answers again: the readings are current again.
+    write_script(&library, &script);
+    wait_until(wait, "the page shows the readings again", || {
+        row = gpu_row(&http_get(addr, "/").body, uuid).unwrap_or_default();
+        row.contains("data-readings=\"current\"")
+    });
+    assert!(row.contains("64 °C"), "{row}");
+    assert_eq!(readings().as_deref(), Some("current"));
+    monitor.shutdown();
+}

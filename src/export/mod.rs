@@ -49,6 +49,37 @@ pub(crate) struct LiveContainer {
     pub(crate) age_seconds: f64,
 }
 
+/// Whether a GPU's readings are current: the GPU sampler's state, the same for
+/// every device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GpuReadings {
+    /// Samples come.
+    Current,
+    /// No sample came for five sampling periods, at least 5 s (the sampler blocked
+    /// inside NVML): the readings are the last taken, until samples come again.
+    Stale,
+    /// The sampler ended while the monitor ran: the readings are the last taken,
+    /// for good.
+    Ended,
+}
+
+impl GpuReadings {
+    /// Its name in the JSON and on the page.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            GpuReadings::Current => "current",
+            GpuReadings::Stale => "stale",
+            GpuReadings::Ended => "ended",
+        }
+    }
+}
+
+impl serde::Serialize for GpuReadings {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// A GPU as the page's panel, `/api/v1/snapshot` and the final JSON show it: its
 /// latest reading and its errors over the run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -57,6 +88,8 @@ pub(crate) struct LiveGpu {
     pub(crate) uuid: String,
     /// It stopped answering; the readings are the last it gave.
     pub(crate) lost: bool,
+    /// Whether the readings below are current.
+    pub(crate) readings: GpuReadings,
     /// Fraction of the last sample period a kernel ran (0–1).
     pub(crate) utilization: Option<f64>,
     pub(crate) memory_used_bytes: Option<u64>,

@@ -13,7 +13,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::alerts::AlertName;
 use crate::export::view::{self, Interval, Restart};
-use crate::export::Snapshot;
+use crate::export::{GpuReadings, Snapshot};
 use crate::records::{HistoryPoint, TimePoint};
 
 mod servers;
@@ -944,8 +944,21 @@ fn evaluations(snapshot: &Snapshot, ranges: Ranges) -> Markup {
     }
 }
 
+/// What a GPU's row says instead of its readings when they are not current: the
+/// last ones taken would read as the device's state now.
+fn not_current(readings: GpuReadings) -> Option<&'static str> {
+    match readings {
+        GpuReadings::Current => None,
+        GpuReadings::Stale => Some(
+            "no current reading: no sample came for five sampling periods (the sampler blocked inside NVML?)",
+        ),
+        GpuReadings::Ended => Some("no current reading: the GPU sampler ended"),
+    }
+}
+
 /// The GPUs: each device's latest reading and errors over the run, the loop's
-/// share of its memory, and the loop's video memory over the samples.
+/// share of its memory, and the loop's video memory over the samples; a device's
+/// readings give way to a note while they are not current.
 fn gpus(snapshot: &Snapshot, axis: SampleAxis, ranges: Ranges) -> Markup {
     let none: [Mark; 0] = [];
     let memory = Chart {
@@ -965,21 +978,26 @@ fn gpus(snapshot: &Snapshot, axis: SampleAxis, ranges: Ranges) -> Markup {
         table class="containers" data-gpus=(snapshot.gpus.len()) {
             tr { th { "GPU" } th { "busy" } th { "memory" } th { "the loop's" } th { "power" } th { "temp." } th { "errors" } }
             @for g in &snapshot.gpus {
-                tr data-gpu=(clip(&g.uuid)) class=[(g.lost || g.xid_errors > 0 || g.ecc_uncorrected > 0).then_some("hung")] {
+                tr data-gpu=(clip(&g.uuid)) data-readings=(g.readings.as_str())
+                    class=[(g.lost || g.xid_errors > 0 || g.ecc_uncorrected > 0).then_some("hung")] {
                     td title=(clip(&g.uuid)) { (g.index) @if g.lost { " (lost)" } }
-                    td { (or_dash(g.utilization.map(|u| Unit::Percent.format(u * 100.0)))) }
-                    td {
-                        (or_dash(g.memory_used_bytes.map(|b| Unit::Bytes.format(b as f64))))
-                        " of " (or_dash(g.memory_total_bytes.map(|b| Unit::Bytes.format(b as f64))))
-                    }
-                    td {
-                        @match g.loop_memory_bytes {
-                            Some(bytes) => { (Unit::Bytes.format(bytes as f64)) " (" (g.loop_processes) " processes)" }
-                            None => span title="NVML could not list this GPU's processes" { "—" }
+                    @if let Some(note) = not_current(g.readings) {
+                        td colspan="5" class="key" { (note) }
+                    } @else {
+                        td { (or_dash(g.utilization.map(|u| Unit::Percent.format(u * 100.0)))) }
+                        td {
+                            (or_dash(g.memory_used_bytes.map(|b| Unit::Bytes.format(b as f64))))
+                            " of " (or_dash(g.memory_total_bytes.map(|b| Unit::Bytes.format(b as f64))))
                         }
+                        td {
+                            @match g.loop_memory_bytes {
+                                Some(bytes) => { (Unit::Bytes.format(bytes as f64)) " (" (g.loop_processes) " processes)" }
+                                None => span title="NVML could not list this GPU's processes" { "—" }
+                            }
+                        }
+                        td { (or_dash(g.power_watts.map(|w| format!("{w:.0} W")))) }
+                        td { (or_dash(g.temperature_celsius.map(|c| format!("{c:.0} °C")))) }
                     }
-                    td { (or_dash(g.power_watts.map(|w| format!("{w:.0} W")))) }
-                    td { (or_dash(g.temperature_celsius.map(|c| format!("{c:.0} °C")))) }
                     td data-xid=(g.xid_errors) {
                         (g.xid_errors) " Xid"
                         @if let Some(code) = g.last_xid { " (last " (code) ")" }

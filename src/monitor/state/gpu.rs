@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::export::LiveGpu;
+use crate::export::{GpuReadings, LiveGpu};
 use crate::sample::{GpuDevice, GpuId, GpuSample, GpuXid};
 
 /// Kinds of GPU error, as the `error_type` label of `hw_errors_total` names them.
@@ -326,8 +326,19 @@ impl GpuBooks {
             .reduce(f64::max)
     }
 
+    /// Whether the readings are current: stale, or stale for good once the sampler
+    /// ended (which forgets the last sample's time).
+    fn readings(&self) -> GpuReadings {
+        match (self.stale, self.last_sample) {
+            (false, _) => GpuReadings::Current,
+            (true, Some(_)) => GpuReadings::Stale,
+            (true, None) => GpuReadings::Ended,
+        }
+    }
+
     /// Every device seen, as the page and the JSON show them.
     pub(crate) fn view(&self) -> Vec<LiveGpu> {
+        let readings = self.readings();
         self.devices
             .iter()
             .map(|b| {
@@ -336,6 +347,7 @@ impl GpuBooks {
                     index: d.index,
                     uuid: d.uuid.to_string(),
                     lost: d.lost,
+                    readings,
                     utilization: d.utilization,
                     memory_used_bytes: d.memory_used_bytes,
                     memory_total_bytes: d.memory_total_bytes,

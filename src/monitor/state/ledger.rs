@@ -100,7 +100,9 @@ impl RunLedger {
     ) {
         self.champion = Some(champion.to_string());
         self.champion_since = Some(iteration);
-        self.champion_changes += changes;
+        // A batch's changes are fewer than its iterations (protocol::IterationBatch);
+        // the count never wraps all the same.
+        self.champion_changes = self.champion_changes.saturating_add(changes);
         self.progress.push_champion(ChampionMark {
             iteration,
             elapsed_seconds: (crate::records::unix_seconds(at)
@@ -347,6 +349,18 @@ mod tests {
         );
         assert_eq!(summary.champion_staleness_iterations, 1);
         assert_eq!(summary.mean_execution_time_seconds, Some(0.001));
+    }
+
+    #[test]
+    fn champion_changes_saturate_instead_of_wrapping() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut state = RunLedger::new(start);
+        state.champion_changed("a", 1, 2, start, 0.0);
+        state.champion_changed("b", 2, u64::MAX - 1, start, 0.0);
+        state.champion_changed("c", 3, u64::MAX, start, 0.0);
+        let summary = state.summary("run", &ReasonNames::default(), start);
+        assert_eq!(summary.champion_changes, u64::MAX);
+        assert_eq!(summary.champion.as_deref(), Some("c"));
     }
 
     #[test]

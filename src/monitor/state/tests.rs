@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::export::GpuReadings;
 use crate::llm::{LlmConfig, LlmError, Price};
 use crate::monitor::reasons::ReasonChunk;
 
@@ -1172,6 +1173,12 @@ fn gpu_readings_no_sample_renews_stop_standing_on_the_clock() {
     ));
     assert!(state.gpus.answering().is_empty());
     assert_eq!(state.gpus.loop_memory_bytes(), None);
+    let readings = |state: &RunState| state.gpus().iter().map(|g| g.readings).collect::<Vec<_>>();
+    assert_eq!(
+        readings(&state),
+        [GpuReadings::Stale],
+        "the page and the JSON say the last readings are not current"
+    );
     // A sample again: the readings stand again, and the alert waits out its `for`.
     let applied = state.apply(full_gpu(10.0), &th);
     assert!(matches!(
@@ -1179,6 +1186,7 @@ fn gpu_readings_no_sample_renews_stop_standing_on_the_clock() {
         Publish::Gpu { resumed: true, .. }
     ));
     assert_eq!(state.gpus.answering().len(), 1);
+    assert_eq!(readings(&state), [GpuReadings::Current]);
     assert_eq!(
         apply_all(&mut state, &th, [full_gpu(11.5)]),
         [(AlertName::GPUMemoryHigh, AlertState::Firing)]
@@ -1200,8 +1208,10 @@ fn gpu_errors_resolve_on_the_clock_and_an_ended_sampler_resolves_gpu_memory_high
         at: at(3.0),
     };
     assert!(apply_all(&mut state, &th, [xid]).contains(&(AlertName::GPUErrors, AlertState::Firing)));
+    assert_eq!(state.gpus()[0].readings, GpuReadings::Current);
     let ended = state.apply(Event::GpuEnded { at: at(3.5) }, &th);
     assert!(matches!(ended.publish, Publish::GpuGone { quiet: None }));
+    assert_eq!(state.gpus()[0].readings, GpuReadings::Ended);
     let resolved: Vec<_> = ended
         .findings
         .transitions
