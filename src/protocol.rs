@@ -394,7 +394,12 @@ pub struct BatchChampions {
 }
 
 impl IterationBatch {
-    /// Whether the numbers can be true of some iterations. `count` iterations change
+    /// The most iterations one batch may merge (10^9): a client merges what it could
+    /// not send within a few writes, and iteration numbers must never wrap.
+    pub const MAX_COUNT: u64 = 1_000_000_000;
+
+    /// Whether the numbers can be true of some iterations (at most
+    /// [`IterationBatch::MAX_COUNT`] of them). `count` iterations change
     /// the champion at most `count` times: the first champion reported (a change when
     /// it is new) and fewer than `count` changes after it.
     fn consistent(&self) -> bool {
@@ -407,7 +412,7 @@ impl IterationBatch {
                     None => c.changes == 0 && c.first == c.last,
                 }
         });
-        self.count >= 1
+        (1..=Self::MAX_COUNT).contains(&self.count)
             && self.seconds.is_finite()
             && self.seconds >= 0.0
             && self.outcomes.consistent()

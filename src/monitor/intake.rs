@@ -376,8 +376,11 @@ impl Intake {
             open.finish(hub);
         }
         state.started_at = None;
+        // A batch holds at most `IterationBatch::MAX_COUNT`: the numbers stay far
+        // from wrapping, and saturate if they ever come near.
         let first = hub.next_iteration.fetch_add(batch.count, Ordering::Relaxed);
-        IterationState::start(hub, first + batch.count - 1).finish_batch(hub, first, batch);
+        let last = first.saturating_add(batch.count - 1);
+        IterationState::start(hub, last).finish_batch(hub, first, batch);
     }
 
     /// The iteration in progress ends, timed by the loop's clock when both ends carry
