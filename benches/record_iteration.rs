@@ -8,7 +8,7 @@
 //!   loop's thread (every 250 ms, or by whoever reads first). Batches of 100 are timed,
 //!   and the queue is settled between batches, untimed, as the background clock does
 //!   for a loop of up to 400 iterations a second (a faster one fills the queue of 512
-//!   events, two an iteration, and settles it on its own thread).
+//!   events, one an iteration, and settles it on its own thread).
 //! - `settle_iteration`: what settling one of those iterations costs the thread that
 //!   does it (the evaluator included), timed over the same batches.
 //!
