@@ -27,46 +27,81 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http_body_util::BodyExt;
 
+/// The stand-in upstream and a metering proxy in front of it (recording into a
+/// monitor), on a runtime of two workers, and a keep-alive client: what the timed
+/// calls go through.
+struct Rig {
+    runtime: tokio::runtime::Runtime,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+    /// The upstream's base URL, for calls made directly.
+    direct: String,
+    proxy: loopwatch::llm::proxy::LlmProxy,
+    monitor: loopwatch::Monitor,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let upstream = llm_upstream::start(&runtime, Arc::new(tokio::sync::Notify::new()));
+        let dir = tempfile::tempdir().unwrap();
+        let (monitor, proxy) = llm_upstream::metered_proxy(upstream, dir.path());
+        Rig {
+            runtime,
+            client: llm_upstream::client(),
+            direct: format!("http://{upstream}"),
+            proxy,
+            monitor,
+            _dir: dir,
+        }
+    }
+
+    /// Makes `request` and reads its answer to the end.
+    fn call(&self, request: hyper::Request<http_body_util::Full<bytes::Bytes>>) -> bytes::Bytes {
+        self.runtime.block_on(async {
+            let response = self.client.request(request).await.unwrap();
+            response.into_body().collect().await.unwrap().to_bytes()
+        })
+    }
+
+    /// The proxy stopped, then the monitor.
+    fn stop(self) {
+        drop(self.proxy);
+        self.monitor.shutdown();
+    }
+}
+
 fn proxy_cost(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let upstream = llm_upstream::start(&runtime, Arc::new(tokio::sync::Notify::new()));
-    let dir = tempfile::tempdir().unwrap();
-    let (monitor, proxy) = llm_upstream::metered_proxy(upstream, dir.path());
-    let client = llm_upstream::client();
-    let direct = format!("http://{upstream}");
-    let proxied = proxy.base_url();
+    let rig = Rig::start();
+    let proxied = rig.proxy.base_url();
 
     let mut group = c.benchmark_group("llm_proxy/plain_call");
-    for (name, base) in [("direct", &direct), ("proxied", &proxied)] {
+    for (name, base) in [("direct", &rig.direct), ("proxied", &proxied)] {
         group.bench_function(name, |b| {
-            b.iter(|| {
-                runtime.block_on(async {
-                    let response = client
-                        .request(llm_upstream::request(base, false, "bench"))
-                        .await
-                        .unwrap();
-                    response.into_body().collect().await.unwrap().to_bytes()
-                })
-            })
+            b.iter(|| rig.call(llm_upstream::request(base, false, "bench")))
         });
     }
     group.finish();
 
     let mut group = c.benchmark_group("llm_proxy/stream_first_chunk");
-    for (name, base) in [("direct", &direct), ("proxied", &proxied)] {
+    for (name, base) in [("direct", &rig.direct), ("proxied", &proxied)] {
         // Timed to the first event only; the rest is read untimed, so the connection
         // returns to the pool.
         group.bench_function(name, |b| {
             b.iter_custom(|iterations| {
                 let mut timed = std::time::Duration::ZERO;
                 for _ in 0..iterations {
-                    runtime.block_on(async {
+                    rig.runtime.block_on(async {
                         let started = std::time::Instant::now();
-                        let response = client
+                        let response = rig
+                            .client
                             .request(llm_upstream::request(base, true, "bench"))
                             .await
                             .unwrap();
@@ -81,8 +116,7 @@ fn proxy_cost(c: &mut Criterion) {
         });
     }
     group.finish();
-    drop(proxy);
-    monitor.shutdown();
+    rig.stop();
 }
 
 /// The routing of one request: which upstream its headers send it to (an Anthropic
@@ -174,39 +208,28 @@ const SPEND_CONTROL_CALLS: usize = 5_000;
 /// that the machine's drift touches the three alike.
 fn spend_control(c: &mut Criterion) {
     use std::time::{Duration, Instant};
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let upstream = llm_upstream::start(&runtime, Arc::new(tokio::sync::Notify::new()));
-    let dir = tempfile::tempdir().unwrap();
-    let (monitor, proxy) = llm_upstream::metered_proxy(upstream, dir.path());
-    let client = llm_upstream::client();
+    let rig = Rig::start();
     // The way, its base URL, and its role (`None`: off, and the answer states no
     // rate limits; a role: on, and the answer states them).
     let ways = [
-        ("direct", format!("http://{upstream}"), None),
-        ("off", proxy.base_url(), None),
-        ("on", proxy.base_url(), Some("mutation")),
+        ("direct", rig.direct.clone(), None),
+        ("off", rig.proxy.base_url(), None),
+        ("on", rig.proxy.base_url(), Some("mutation")),
     ];
     let call = |base: &str, role: Option<&'static str>| {
-        runtime.block_on(async {
-            let model = if role.is_some() {
-                "bench-limits"
-            } else {
-                "bench"
-            };
-            let mut request = llm_upstream::request(base, false, model);
-            if let Some(role) = role {
-                request.headers_mut().insert(
-                    "x-loopwatch-role",
-                    hyper::header::HeaderValue::from_static(role),
-                );
-            }
-            let response = client.request(request).await.unwrap();
-            response.into_body().collect().await.unwrap().to_bytes()
-        })
+        let model = if role.is_some() {
+            "bench-limits"
+        } else {
+            "bench"
+        };
+        let mut request = llm_upstream::request(base, false, model);
+        if let Some(role) = role {
+            request.headers_mut().insert(
+                "x-loopwatch-role",
+                hyper::header::HeaderValue::from_static(role),
+            );
+        }
+        rig.call(request)
     };
     let mut group = c.benchmark_group("llm_proxy/spend_control");
     for (name, base, role) in &ways {
@@ -268,8 +291,7 @@ fn spend_control(c: &mut Criterion) {
             paired[paired.len() / 2]
         );
     }
-    drop(proxy);
-    monitor.shutdown();
+    rig.stop();
 }
 
 /// Reading an answer's rate-limit headroom (the proxy does it on every answer of a

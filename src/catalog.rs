@@ -907,7 +907,7 @@ catalog! {
 macro_rules! genai_latest {
     ($(
         $(#[$doc:meta])*
-        $konst:ident = $name:literal as $otel:literal, $kind:ident, $unit:literal, [$($label:literal),*], $desc:literal;
+        $konst:ident = $name:literal as $otel:literal, $kind:ident, $unit:literal, $labels:expr, $desc:literal;
     )*) => {
         $(
             $(#[$doc])*
@@ -917,7 +917,7 @@ macro_rules! genai_latest {
                 kind: MetricKind::$kind,
                 unit: $unit,
                 description: $desc,
-                labels: &[$($label),*],
+                labels: &$labels,
                 requirement: None,
                 presence: Presence::PerLlmCall,
             };
@@ -930,10 +930,30 @@ macro_rules! genai_latest {
     };
 }
 
+/// The labels of the per-call instruments of the newest GenAI conventions: a call's
+/// operation, provider, models and error type.
+const GEN_AI_CALL_LABELS: [&str; 5] = [
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+    "gen_ai_response_model",
+    "error_type",
+];
+
+/// The labels of the usage counters of the newest GenAI conventions: the calls'
+/// operation, provider, token modality and models.
+const GEN_AI_USAGE_LABELS: [&str; 5] = [
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_token_modality",
+    "gen_ai_request_model",
+    "gen_ai_response_model",
+];
+
 genai_latest! {
     /// Duration of each inference call (latest GenAI conventions).
     GEN_AI_CLIENT_INFERENCE_DURATION_SECONDS = "gen_ai_client_inference_duration_seconds" as "gen_ai.client.inference.duration", Histogram, "s",
-        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"],
+        GEN_AI_CALL_LABELS,
         "Duration of each LLM inference call (chat, text completion, responses) that ended, from the request to the end of the answer (abandoned calls and those the budget blocked or deferred are not in it); error_type is the HTTP status, the provider's error type, or timeout, connection, stream_cut, other on failures (seconds).";
     /// Time to the first chunk of a streamed inference answer (latest GenAI conventions).
     GEN_AI_CLIENT_INFERENCE_TIME_TO_FIRST_CHUNK_SECONDS = "gen_ai_client_inference_time_to_first_chunk_seconds" as "gen_ai.client.inference.time_to_first_chunk", Histogram, "s",
@@ -941,39 +961,39 @@ genai_latest! {
         "Time from the request to the first chunk of each streamed LLM answer (seconds).";
     /// Input tokens of each inference call (latest GenAI conventions).
     GEN_AI_CLIENT_INFERENCE_OPERATION_INPUT_TOKENS = "gen_ai_client_inference_operation_input_tokens" as "gen_ai.client.inference.operation.input_tokens", Histogram, "{token}",
-        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"],
+        GEN_AI_CALL_LABELS,
         "Input tokens of each LLM inference call whose answer reported them, cache reads and writes included: their distribution, not their total (tokens).";
     /// Output tokens of each inference call (latest GenAI conventions).
     GEN_AI_CLIENT_INFERENCE_OPERATION_OUTPUT_TOKENS = "gen_ai_client_inference_operation_output_tokens" as "gen_ai.client.inference.operation.output_tokens", Histogram, "{token}",
-        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"],
+        GEN_AI_CALL_LABELS,
         "Output tokens of each LLM inference call whose answer reported them, reasoning included: their distribution, not their total (tokens).";
     /// Input tokens of inference calls (latest GenAI conventions).
     GEN_AI_CLIENT_INFERENCE_USAGE_INPUT_TOKENS_TOTAL = "gen_ai_client_inference_usage_input_tokens_total" as "gen_ai.client.inference.usage.input_tokens", Counter, "{token}",
-        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_modality", "gen_ai_request_model", "gen_ai_response_model"],
+        GEN_AI_USAGE_LABELS,
         "Input tokens of LLM inference calls as the answers reported them, cache reads and writes included; gen_ai_token_modality is unknown, as the answers are not broken down by modality (tokens).";
     /// Output tokens of inference calls (latest GenAI conventions).
     GEN_AI_CLIENT_INFERENCE_USAGE_OUTPUT_TOKENS_TOTAL = "gen_ai_client_inference_usage_output_tokens_total" as "gen_ai.client.inference.usage.output_tokens", Counter, "{token}",
-        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_modality", "gen_ai_request_model", "gen_ai_response_model"],
+        GEN_AI_USAGE_LABELS,
         "Output tokens of LLM inference calls as the answers reported them, reasoning included; gen_ai_token_modality is unknown (tokens).";
     /// Input tokens read from the provider's cache (latest GenAI conventions).
     GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_READ_INPUT_TOKENS_TOTAL = "gen_ai_client_inference_usage_cache_read_input_tokens_total" as "gen_ai.client.inference.usage.cache_read.input_tokens", Counter, "{token}",
-        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_modality", "gen_ai_request_model", "gen_ai_response_model"],
+        GEN_AI_USAGE_LABELS,
         "Input tokens of LLM inference calls served from the provider's cache (cached_tokens, cache_read_input_tokens), a part of the input tokens (tokens).";
     /// Input tokens written to the provider's cache (latest GenAI conventions).
     GEN_AI_CLIENT_INFERENCE_USAGE_CACHE_WRITE_INPUT_TOKENS_TOTAL = "gen_ai_client_inference_usage_cache_write_input_tokens_total" as "gen_ai.client.inference.usage.cache_write.input_tokens", Counter, "{token}",
-        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_modality", "gen_ai_request_model", "gen_ai_response_model"],
+        GEN_AI_USAGE_LABELS,
         "Input tokens of LLM inference calls written to the provider's cache (cache_creation_input_tokens), a part of the input tokens (tokens).";
     /// Reasoning tokens (latest GenAI conventions).
     GEN_AI_CLIENT_INFERENCE_USAGE_REASONING_OUTPUT_TOKENS_TOTAL = "gen_ai_client_inference_usage_reasoning_output_tokens_total" as "gen_ai.client.inference.usage.reasoning.output_tokens", Counter, "{token}",
-        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_token_modality", "gen_ai_request_model", "gen_ai_response_model"],
+        GEN_AI_USAGE_LABELS,
         "Output tokens of LLM inference calls spent on reasoning (reasoning_tokens), a part of the output tokens (tokens).";
     /// Duration of each embeddings call (latest GenAI conventions).
     GEN_AI_CLIENT_EMBEDDINGS_DURATION_SECONDS = "gen_ai_client_embeddings_duration_seconds" as "gen_ai.client.embeddings.duration", Histogram, "s",
-        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"],
+        GEN_AI_CALL_LABELS,
         "Duration of each embeddings call that ended, from the request to the end of the answer; error_type as for inference calls (seconds).";
     /// Input tokens of each embeddings call (latest GenAI conventions).
     GEN_AI_CLIENT_EMBEDDINGS_OPERATION_INPUT_TOKENS = "gen_ai_client_embeddings_operation_input_tokens" as "gen_ai.client.embeddings.operation.input_tokens", Histogram, "{token}",
-        ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model", "error_type"],
+        GEN_AI_CALL_LABELS,
         "Input tokens of each embeddings call whose answer reported them (tokens).";
 }
 

@@ -13,7 +13,7 @@
 mod support;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -128,12 +128,28 @@ impl Drop for Child {
     }
 }
 
-fn gpu_monitor(library: &Path) -> loopwatch::Monitor {
+/// A monitor sampling the stand-in NVML at `library` every 50 ms; add what the test
+/// needs, then `build()`.
+fn gpu_builder(library: &Path) -> loopwatch::MonitorBuilder {
     quiet_monitor()
         .sample_interval(Duration::from_millis(50))
         .gpu_library(library)
-        .build()
-        .expect("the monitor starts")
+}
+
+fn gpu_monitor(library: &Path) -> loopwatch::Monitor {
+    gpu_builder(library).build().expect("the monitor starts")
+}
+
+/// The monitor's snapshot (`/api/v1/snapshot`).
+fn snapshot(monitor: &loopwatch::Monitor) -> serde_json::Value {
+    serde_json::from_str(&http_get(monitor.local_addr(), "/api/v1/snapshot").body).unwrap()
+}
+
+/// Whether GPU 0's last sample reads `util` percent busy: a sample taken after the
+/// script said so.
+fn sampled_at(monitor: &loopwatch::Monitor, util: u32) -> bool {
+    on_gpu(&exposition(monitor), "hw_gpu_utilization_ratio", "0", &[])
+        == Some(f64::from(util) / 100.0)
 }
 
 #[test]
@@ -239,8 +255,7 @@ fn vram_per_loop_is_that_of_the_loops_own_processes_and_errors_are_counted() {
         on_gpu(&e, "hw_errors_total", "0", &[("error_type", "corrected")]),
         Some(1.0)
     );
-    let snapshot: serde_json::Value =
-        serde_json::from_str(&http_get(monitor.local_addr(), "/api/v1/snapshot").body).unwrap();
+    let snapshot = snapshot(&monitor);
     let gpus = snapshot["gpus"]
         .as_array()
         .expect("the snapshot lists the GPUs");
@@ -312,8 +327,7 @@ fn a_library_missing_a_symbol_leaves_that_reading_out_with_one_log_line() {
     for util in [20, 30, 40] {
         write_script(&library, &device(uuid, GIB, util, 0, 0));
         wait_until(WAIT, "the new reading is sampled", || {
-            on_gpu(&exposition(&monitor), "hw_gpu_utilization_ratio", "0", &[])
-                == Some(f64::from(util) / 100.0)
+            sampled_at(&monitor, util)
         });
     }
     let lines = lines_with(&["lacks a function", &shown]);
@@ -372,15 +386,13 @@ fn a_gpu_lost_mid_run_leaves_with_one_log_line_and_the_others_are_still_sampled(
             ),
         );
         wait_until(WAIT, "GPU 0 is still sampled", || {
-            on_gpu(&exposition(&monitor), "hw_gpu_utilization_ratio", "0", &[])
-                == Some(f64::from(util) / 100.0)
+            sampled_at(&monitor, util)
         });
     }
     let lines = lines_with(&["stopped answering", b]);
     assert_eq!(lines.len(), 1, "one line however many samples: {}", logs());
     assert!(lines_with(&["stopped answering", a]).is_empty());
-    let snapshot: serde_json::Value =
-        serde_json::from_str(&http_get(monitor.local_addr(), "/api/v1/snapshot").body).unwrap();
+    let snapshot = snapshot(&monitor);
     assert_eq!(snapshot["gpus"][1]["lost"], true);
     assert!(snapshot["events"]
         .as_array()
@@ -448,22 +460,31 @@ fn a_failed_xid_registration_leaves_out_that_gpu_alone() {
     monitor.shutdown();
 }
 
-#[test]
-fn a_gpu_lost_while_its_xid_errors_are_watched_leaves_the_others_watched() {
-    logs();
-    let dir = tempfile::tempdir().unwrap();
-    let library = build_standin(dir.path(), Standin::Whole);
+/// The stand-in at `dir` scripted with GPUs `a` and `b`, and a monitor sampling it,
+/// once its log says the Xid errors of both are watched: the library, its script and
+/// the monitor.
+fn two_watched_gpus(dir: &Path, a: &str, b: &str) -> (PathBuf, String, loopwatch::Monitor) {
+    let library = build_standin(dir, Standin::Whole);
     let shown = library.display().to_string();
-    let (a, b) = (
-        "GPU-88888888-aaaa-4000-8000-000000000001",
-        "GPU-88888888-bbbb-4000-8000-000000000002",
-    );
     let devices = format!("{}{}", device(a, GIB, 10, 0, 0), device(b, GIB, 10, 0, 0));
     write_script(&library, &devices);
     let monitor = gpu_monitor(&library);
     wait_until(WAIT, "both GPUs are watched", || {
         lines_with(&["watching critical Xid errors", &shown, "gpus=2"]).len() == 1
     });
+    (library, devices, monitor)
+}
+
+#[test]
+fn a_gpu_lost_while_its_xid_errors_are_watched_leaves_the_others_watched() {
+    logs();
+    let (a, b) = (
+        "GPU-88888888-aaaa-4000-8000-000000000001",
+        "GPU-88888888-bbbb-4000-8000-000000000002",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (library, devices, monitor) = two_watched_gpus(dir.path(), a, b);
+    let shown = library.display().to_string();
     // GPU 1 falls off the bus: NVML's wait answers "GPU is lost" from then on.
     write_script(&library, &format!("{devices}lost 1\n"));
     wait_until(WAIT, "the watch goes on without GPU 1", || {
@@ -489,19 +510,12 @@ fn a_gpu_lost_while_its_xid_errors_are_watched_leaves_the_others_watched() {
 #[test]
 fn the_xid_error_of_a_gpu_that_fell_off_the_bus_is_counted_on_it() {
     logs();
-    let dir = tempfile::tempdir().unwrap();
-    let library = build_standin(dir.path(), Standin::Whole);
-    let shown = library.display().to_string();
     let (a, b) = (
         "GPU-99999999-aaaa-4000-8000-000000000001",
         "GPU-99999999-bbbb-4000-8000-000000000002",
     );
-    let devices = format!("{}{}", device(a, GIB, 10, 0, 0), device(b, GIB, 10, 0, 0));
-    write_script(&library, &devices);
-    let monitor = gpu_monitor(&library);
-    wait_until(WAIT, "both GPUs are watched", || {
-        lines_with(&["watching critical Xid errors", &shown, "gpus=2"]).len() == 1
-    });
+    let dir = tempfile::tempdir().unwrap();
+    let (library, devices, monitor) = two_watched_gpus(dir.path(), a, b);
     // GPU 1 falls off the bus with Xid 79: its handle is all the event names it by
     // (its UUID and index no longer answer).
     write_script(&library, &format!("{devices}lost 1\nxid 1 79\n"));
@@ -527,8 +541,7 @@ fn the_xid_error_of_a_gpu_that_fell_off_the_bus_is_counted_on_it() {
         "{}",
         logs()
     );
-    let snapshot: serde_json::Value =
-        serde_json::from_str(&http_get(monitor.local_addr(), "/api/v1/snapshot").body).unwrap();
+    let snapshot = snapshot(&monitor);
     assert!(snapshot["events"].as_array().unwrap().iter().any(|e| {
         e["kind"] == "gpu_error" && e["gpu"].is_null() && e["uuid"].is_null() && e["code"] == 48
     }));
@@ -558,9 +571,7 @@ fn a_sampler_blocked_inside_nvml_lets_gpu_memory_high_resolve_and_the_series_go(
         .unwrap()
         .with_alert_resolve_hold(Duration::from_millis(100))
         .unwrap();
-    let monitor = quiet_monitor()
-        .sample_interval(Duration::from_millis(50))
-        .gpu_library(&library)
+    let monitor = gpu_builder(&library)
         .thresholds(thresholds)
         .build()
         .expect("the monitor starts");
@@ -676,14 +687,10 @@ fn only_fatal_xids_on_the_loops_gpus_raise_gpu_errors_and_a_fault_counts_once() 
                 device(b, GIB, 10, 0, 0)
             ),
         );
-        wait_until(WAIT, "a later sample", || {
-            on_gpu(&exposition(&monitor), "hw_gpu_utilization_ratio", "0", &[])
-                == Some(f64::from(util) / 100.0)
-        });
+        wait_until(WAIT, "a later sample", || sampled_at(&monitor, util));
     }
     assert_eq!(alerting_on(&monitor, "0"), Some(1.0));
-    let snapshot: serde_json::Value =
-        serde_json::from_str(&http_get(monitor.local_addr(), "/api/v1/snapshot").body).unwrap();
+    let snapshot = snapshot(&monitor);
     let alerting: u64 = snapshot["events"]
         .as_array()
         .unwrap()
@@ -717,18 +724,13 @@ fn a_gpu_whose_processes_nvml_cannot_list_has_no_loop_memory_and_is_not_the_loop
     let thresholds = loopwatch::Thresholds::default()
         .with_gpu_memory_for(Duration::from_millis(100))
         .unwrap();
-    let monitor = quiet_monitor()
-        .sample_interval(Duration::from_millis(50))
-        .gpu_library(&library)
+    let monitor = gpu_builder(&library)
         .thresholds(thresholds)
         .build()
         .expect("the monitor starts");
     for util in [20, 30, 40] {
         write_script(&library, &script(util));
-        wait_until(WAIT, "a new sample", || {
-            on_gpu(&exposition(&monitor), "hw_gpu_utilization_ratio", "0", &[])
-                == Some(f64::from(util) / 100.0)
-        });
+        wait_until(WAIT, "a new sample", || sampled_at(&monitor, util));
     }
     let e = exposition(&monitor);
     assert_eq!(
@@ -757,8 +759,7 @@ fn a_gpu_whose_processes_nvml_cannot_list_has_no_loop_memory_and_is_not_the_loop
         !firing(&monitor, "GPUMemoryHigh"),
         "GPU 1 is full, but nothing says it is the loop's"
     );
-    let snapshot: serde_json::Value =
-        serde_json::from_str(&http_get(monitor.local_addr(), "/api/v1/snapshot").body).unwrap();
+    let snapshot = snapshot(&monitor);
     let memory_high = snapshot["alerts"]
         .as_array()
         .unwrap()

@@ -25,7 +25,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use llm_upstream::{Upstream, CHAT_USAGE, STREAM_USAGE};
+use llm_upstream::{script, Upstream, CHAT_USAGE, STREAM_USAGE};
 use support::services::Alertmanager;
 use support::*;
 
@@ -69,19 +69,13 @@ fn metered(
     flags: &[&str],
     args: &[&str],
 ) -> Supervised {
-    let launch = Launch::without_network_settings(dir);
     let upstream = format!("--llm-upstream={}", upstream.url());
     let config = format!("--config={}", config.display());
-    let flags: Vec<&str> = ["--llm-proxy", &upstream, &config]
+    let flags: Vec<&str> = [upstream.as_str(), &config]
         .into_iter()
         .chain(flags.iter().copied())
         .collect();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/llm_upstream/budget.py");
-    let command: Vec<OsString> = [python().into_os_string(), script.into()]
-        .into_iter()
-        .chain(args.iter().map(OsString::from))
-        .collect();
-    Supervised::launch(dir, &launch, &flags, &command)
+    Supervised::metered(dir, &flags, &[], &script("budget.py"), args)
 }
 
 /// What the loop wrote of what it saw.
@@ -89,20 +83,6 @@ fn outcomes(dir: &Path) -> serde_json::Value {
     let text =
         std::fs::read_to_string(dir.join("outcomes.json")).expect("the loop wrote outcomes.json");
     serde_json::from_str(&text).unwrap()
-}
-
-/// The value of a counter's sample in the final JSON whose labels include `labels`
-/// (0 when there is none).
-fn final_sum(json: &serde_json::Value, name: &str, labels: &[(&str, &str)]) -> f64 {
-    json["metrics"][name]["samples"]
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
-                .filter_map(|s| s["value"].as_f64())
-                .sum()
-        })
-        .unwrap_or(0.0)
 }
 
 /// The budget's marks in the final event log: (event, percent).

@@ -12,7 +12,6 @@ mod support;
 #[allow(dead_code)]
 mod llm_upstream;
 
-use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -194,9 +193,7 @@ evaluator:
         "import sys\nfrom openevolve.cli import main\nsys.exit(main())\n",
     )
     .unwrap();
-    let launch = Launch::without_network_settings(dir);
     let mut all_flags = vec![
-        "--llm-proxy".to_string(),
         format!("--llm-upstream={}", upstream.url()),
         format!("--llm-proxy-listen=127.0.0.1:{port}"),
         format!("--alertmanager={}", alertmanager.url()),
@@ -205,22 +202,22 @@ evaluator:
     all_flags.extend(flags.iter().map(|f| f.to_string()));
     let flags: Vec<&str> = all_flags.iter().map(String::as_str).collect();
     let iterations = iterations.to_string();
-    let command: Vec<OsString> = [
-        python().as_os_str(),
-        "openevolve_run.py".as_ref(),
-        "initial.py".as_ref(),
-        "evaluator.py".as_ref(),
-        "--config".as_ref(),
-        "config.yaml".as_ref(),
-        "--iterations".as_ref(),
-        iterations.as_ref(),
-        "--output".as_ref(),
-        "out".as_ref(),
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .collect();
-    Supervised::launch(dir, &launch, &flags, &command)
+    Supervised::metered(
+        dir,
+        &flags,
+        &[],
+        Path::new("openevolve_run.py"),
+        &[
+            "initial.py",
+            "evaluator.py",
+            "--config",
+            "config.yaml",
+            "--iterations",
+            &iterations,
+            "--output",
+            "out",
+        ],
+    )
 }
 
 /// OpenEvolve's own log of a run in `dir`.

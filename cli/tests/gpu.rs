@@ -179,6 +179,19 @@ fn gpu_memory_high_and_gpu_errors_reach_alertmanager_from_loopwatch_and_from_the
     monitor.shutdown();
 }
 
+/// `loopwatch run` in `dir` with the stand-in NVML at `library` for the GPUs' library,
+/// none of the machine's network, GPU or config variables passed on.
+fn gpu_launch(dir: &std::path::Path, library: &std::path::Path) -> Launch {
+    let mut launch = Launch::without_network_settings(dir);
+    launch
+        .env_remove
+        .extend(["LOOPWATCH_GPU", "LOOPWATCH_CONFIG"].map(Into::into));
+    launch
+        .env
+        .push(("LOOPWATCH_GPU_LIBRARY".into(), library.into()));
+    launch
+}
+
 /// `loopwatch run` samples the GPUs unless `LOOPWATCH_GPU=off` or `[gpu] enabled =
 /// false` says otherwise, the variable over the file.
 #[test]
@@ -207,14 +220,7 @@ fn loopwatch_run_samples_the_gpus_unless_turned_off_by_the_environment_or_the_co
         let run_dir = dir.path().join(format!("run-{n}"));
         std::fs::create_dir(&run_dir).unwrap();
         let stop = run_dir.join("stop");
-        let mut launch = Launch::without_network_settings(&run_dir);
-        launch
-            .env_remove
-            .extend(["LOOPWATCH_GPU", "LOOPWATCH_CONFIG"].map(Into::into));
-        launch.env.push((
-            "LOOPWATCH_GPU_LIBRARY".into(),
-            library.clone().into_os_string(),
-        ));
+        let mut launch = gpu_launch(&run_dir, &library);
         if let Some(value) = variable {
             launch.env.push(("LOOPWATCH_GPU".into(), value.into()));
         }
@@ -263,14 +269,7 @@ fn a_loop_that_exited_has_no_video_memory_until_it_restarts() {
     };
     write_script(&library, &device(5));
     let pid_file = dir.path().join("loop.pid");
-    let mut launch = Launch::without_network_settings(dir.path());
-    launch
-        .env_remove
-        .extend(["LOOPWATCH_GPU", "LOOPWATCH_CONFIG"].map(Into::into));
-    launch.env.push((
-        "LOOPWATCH_GPU_LIBRARY".into(),
-        library.clone().into_os_string(),
-    ));
+    let mut launch = gpu_launch(dir.path(), &library);
     launch
         .env
         .push(("LOOPWATCH_SAMPLE_INTERVAL".into(), "50ms".into()));

@@ -14,7 +14,6 @@ mod support;
 #[allow(dead_code)]
 mod llm_upstream;
 
-use std::ffi::OsString;
 use std::time::Duration;
 
 use llm_upstream::{
@@ -25,11 +24,8 @@ use support::*;
 
 /// The value of the final JSON's one sample of `name` whose labels include `labels`.
 fn final_value(json: &serde_json::Value, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let found: Vec<f64> = json["metrics"][name]["samples"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+    let found: Vec<f64> = final_samples(json, name, labels)
+        .iter()
         .filter_map(|s| s["value"].as_f64())
         .collect();
     assert_eq!(
@@ -67,16 +63,12 @@ with urllib.request.urlopen(sys.argv[1][: -len("/metrics")] + "/") as page:
 "#,
     )
     .unwrap();
-    let launch = Launch::without_network_settings(dir.path());
-    let mut run = Supervised::launch(
+    let mut run = Supervised::metered(
         dir.path(),
-        &launch,
-        &["--llm-proxy", &format!("--llm-upstream={}", upstream.url())],
-        &[
-            python().into_os_string(),
-            OsString::from(&script),
-            OsString::from("{metrics}"),
-        ],
+        &[&format!("--llm-upstream={}", upstream.url())],
+        &[],
+        &script,
+        &["{metrics}"],
     );
     let status = run.wait(Duration::from_secs(120));
     assert_eq!(status.code(), Some(0), "{}", run.log());
@@ -242,17 +234,16 @@ for _ in range(3):
 "#,
     )
     .unwrap();
-    let launch = Launch::without_network_settings(dir.path());
-    let mut run = Supervised::launch(
+    let mut run = Supervised::metered(
         dir.path(),
-        &launch,
         &[
-            "--llm-proxy",
             &format!("--llm-upstream={}", upstream.url()),
             &format!("--config={}", config.display()),
             &format!("--alertmanager={}", alertmanager.url()),
         ],
-        &[python().into_os_string(), OsString::from(&script)],
+        &[],
+        &script,
+        &[],
     );
     wait_until(
         Duration::from_secs(60),

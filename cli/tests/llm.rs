@@ -12,63 +12,18 @@ mod support;
 
 mod llm_upstream;
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use llm_upstream::Upstream;
+use llm_upstream::{script, Upstream};
 use support::services::{free_port, Alertmanager, Prometheus};
 use support::*;
 
 /// `loopwatch run --llm-proxy [flags] -- python <script> <args>`, none of the
 /// machine's [`NETWORK_VARIABLES`] passed on, in `dir`.
 fn metered(dir: &Path, flags: &[&str], script: &Path, args: &[&str]) -> Supervised {
-    metered_with(dir, flags, &[], script, args)
-}
-
-/// As [`metered`], with `env` set for loopwatch (and so for the loop).
-fn metered_with(
-    dir: &Path,
-    flags: &[&str],
-    env: &[(&str, &str)],
-    script: &Path,
-    args: &[&str],
-) -> Supervised {
-    let launch = Launch {
-        env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
-        ..Launch::without_network_settings(dir)
-    };
-    let flags: Vec<&str> = std::iter::once("--llm-proxy")
-        .chain(flags.iter().copied())
-        .collect();
-    let command: Vec<OsString> = [python().into_os_string(), script.into()]
-        .into_iter()
-        .chain(args.iter().map(OsString::from))
-        .collect();
-    Supervised::launch(dir, &launch, &flags, &command)
-}
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/llm_upstream")
-        .join(name)
-}
-
-/// The samples of a metric family in the final JSON whose labels include `labels`.
-fn samples<'a>(
-    json: &'a serde_json::Value,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Vec<&'a serde_json::Value> {
-    json["metrics"][name]["samples"]
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
-                .collect()
-        })
-        .unwrap_or_default()
+    Supervised::metered(dir, flags, &[], script, args)
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -304,7 +259,7 @@ fn the_sdks_calls_are_metered_exactly_and_passed_through_unchanged() {
     // No usage to read: counted as such, not as tokens.
     for model in ["stream-no-usage/chat-2025", "garbage-usage/chat-2025"] {
         assert_eq!(tally(model)["input_tokens"], 0, "{model}");
-        let missing = samples(
+        let missing = final_samples(
             &json,
             "loopwatch_llm_usage_missing_total",
             &[("model", model)],
@@ -327,7 +282,7 @@ fn the_sdks_calls_are_metered_exactly_and_passed_through_unchanged() {
         serde_json::json!({"stream_cut": 1})
     );
     assert_eq!(errors("garbage/chat"), serde_json::json!({"connection": 1}));
-    let retry = samples(
+    let retry = final_samples(
         &json,
         "loopwatch_llm_retry_after_seconds",
         &[("model", "rate-limited/chat")],
@@ -337,20 +292,20 @@ fn the_sdks_calls_are_metered_exactly_and_passed_through_unchanged() {
     assert_eq!(llm["errors"], 5, "{llm}");
     assert_eq!(llm["abandoned"], 0, "{llm}");
     // Durations within tolerance: the slow answer's first byte came after 600 ms.
-    let slow = samples(
+    let slow = final_samples(
         &json,
         "gen_ai_client_operation_duration_seconds",
         &[("gen_ai_request_model", "slow/chat")],
     );
     let seconds = slow[0]["value"]["sum"].as_f64().unwrap();
     assert!((0.6..2.6).contains(&seconds), "slow call took {seconds} s");
-    let first_chunks = samples(
+    let first_chunks = final_samples(
         &json,
         "loopwatch_llm_time_to_first_chunk_seconds",
         &[("model", "stream/chat-2025")],
     );
     assert_eq!(first_chunks[0]["value"]["count"], 1);
-    let tokens = samples(
+    let tokens = final_samples(
         &json,
         "gen_ai_client_token_usage",
         &[
@@ -540,7 +495,7 @@ fn an_unreachable_upstream_is_a_connection_error_for_the_loop_and_the_meter() {
         run.log()
     );
     let json = run.final_json();
-    let calls = samples(
+    let calls = final_samples(
         &json,
         "loopwatch_llm_calls_total",
         &[("outcome", "connection")],
@@ -602,7 +557,7 @@ loopwatch.done()
         run.log()
     );
     let json = run.final_json();
-    let calls = samples(
+    let calls = final_samples(
         &json,
         "loopwatch_llm_calls_total",
         &[("model", "stream/burst-2025"), ("outcome", "ok")],
@@ -751,7 +706,7 @@ loopwatch.done()
         .replace("SIGN", sign),
     )
     .unwrap();
-    metered_with(
+    Supervised::metered(
         dir,
         &[
             &format!("--llm-upstream={}", upstream.url()),
@@ -945,7 +900,7 @@ fn each_providers_key_reaches_only_that_provider() {
     let out = dir.path().join("received.json");
     let openai_base = format!("{}/v1", openai.url());
     let anthropic_base = anthropic.url();
-    let mut run = metered_with(
+    let mut run = Supervised::metered(
         dir.path(),
         &[],
         &[
@@ -1068,7 +1023,7 @@ fn each_providers_key_reaches_only_that_provider() {
     // Metered under the API each call spoke.
     let json = run.final_json();
     let by_provider = |provider: &str| {
-        samples(
+        final_samples(
             &json,
             "gen_ai_client_token_usage",
             &[
@@ -1138,7 +1093,7 @@ fn a_private_ca_is_trusted_through_ssl_cert_file_and_tls_failures_say_why() {
     let trusted = dir.path().join("trusted");
     std::fs::create_dir(&trusted).unwrap();
     let ca = certificate.ca.to_str().unwrap();
-    let mut run = metered_with(
+    let mut run = Supervised::metered(
         &trusted,
         &[&format!("--llm-upstream={url}")],
         &[("SSL_CERT_FILE", ca)],
@@ -1166,7 +1121,7 @@ fn https_upstreams_go_through_https_proxy_unless_no_proxy_names_them() {
     let proxy_url = proxy.url("proxyuser:proxy-s3cret");
     let openai_base = format!("{}/v1", behind_proxy.url_at("localhost"));
     let anthropic_base = direct.url_at("127.0.0.1");
-    let mut run = metered_with(
+    let mut run = Supervised::metered(
         dir.path(),
         &[],
         &[
@@ -1214,7 +1169,7 @@ fn http_upstreams_go_through_http_proxy_in_absolute_form() {
     let proxy_url = proxy.url("proxyuser:proxy-s3cret");
     let openai_base = format!("{}/v1", behind_proxy.url_at("localhost"));
     let anthropic_base = direct.url_at("127.0.0.1");
-    let mut run = metered_with(
+    let mut run = Supervised::metered(
         dir.path(),
         &[],
         &[
@@ -1515,7 +1470,7 @@ loopwatch.done()
         json["summary"]["failure_reasons"]["APIConnectionError"], 1,
         "{log}"
     );
-    let calls = samples(
+    let calls = final_samples(
         &json,
         "loopwatch_llm_calls_total",
         &[("outcome", "connection")],
@@ -1541,7 +1496,7 @@ fn the_loop_reaches_the_metering_proxy_directly_under_http_proxy() {
     let upstream = Upstream::start();
     let proxy = llm_upstream::network::ForwardProxy::start();
     let proxy_url = proxy.url("proxyuser:proxy-s3cret");
-    let mut run = metered_with(
+    let mut run = Supervised::metered(
         dir.path(),
         &[&format!("--llm-upstream={}", upstream.url_at("localhost"))],
         &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "example.invalid")],
@@ -1635,7 +1590,7 @@ fn finished_calls_are_booked_as_finished_whatever_the_loop_read() {
             (&1.into(), &0.into(), &1.into()),
             "{model}: {t}"
         );
-        let missing = samples(
+        let missing = final_samples(
             &json,
             "loopwatch_llm_usage_missing_total",
             &[("model", model)],
@@ -1647,7 +1602,7 @@ fn finished_calls_are_booked_as_finished_whatever_the_loop_read() {
     assert_eq!(incomplete["input_tokens"], INCOMPLETE_USAGE.0);
     assert_eq!(incomplete["output_tokens"], INCOMPLETE_USAGE.1);
     assert_eq!(incomplete["reasoning_tokens"], INCOMPLETE_USAGE.2);
-    let reasoning = samples(
+    let reasoning = final_samples(
         &json,
         "loopwatch_llm_reasoning_tokens_total",
         &[("model", "incomplete/responses-2025")],
@@ -1744,7 +1699,7 @@ fn calls_in_flight_at_a_stop_are_abandoned_not_an_outage() {
             history.iter().all(|e| e["alertname"] != "LLMErrors"),
             "{history:#?}"
         );
-        let abandoned = samples(
+        let abandoned = final_samples(
             &json,
             "loopwatch_llm_calls_total",
             &[("model", "hang/chat"), ("outcome", "abandoned")],
@@ -1755,7 +1710,7 @@ fn calls_in_flight_at_a_stop_are_abandoned_not_an_outage() {
             0.0
         );
         assert!(
-            samples(&json, "gen_ai_client_operation_duration_seconds", &[]).is_empty(),
+            final_samples(&json, "gen_ai_client_operation_duration_seconds", &[]).is_empty(),
             "abandoned calls did not end: no operation duration"
         );
     }

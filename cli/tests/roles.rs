@@ -12,29 +12,13 @@ mod support;
 #[allow(dead_code)]
 mod llm_upstream;
 
-use std::ffi::OsString;
-use std::path::Path;
 use std::time::Duration;
 
-use llm_upstream::{Upstream, ANTHROPIC_USAGE, CHAT_USAGE};
+use llm_upstream::{script, Upstream, ANTHROPIC_USAGE, CHAT_USAGE};
 use support::*;
 
 /// Per million input and output tokens, for every model the loop calls.
 const PRICE: (f64, f64) = (2.0, 8.0);
-
-/// The value of the final JSON's samples of `name` whose labels include `labels`,
-/// summed.
-fn final_sum(json: &serde_json::Value, name: &str, labels: &[(&str, &str)]) -> f64 {
-    json["metrics"][name]["samples"]
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
-                .filter_map(|s| s["value"].as_f64())
-                .sum()
-        })
-        .unwrap_or(0.0)
-}
 
 #[test]
 fn spend_is_booked_by_role_from_the_header_and_the_python_helper_and_the_header_never_reaches_the_provider(
@@ -50,17 +34,15 @@ fn spend_is_booked_by_role_from_the_header_and_the_python_helper_and_the_header_
         ));
     }
     std::fs::write(&config, prices).unwrap();
-    let launch = Launch::without_network_settings(dir.path());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/llm_upstream/roles.py");
-    let mut run = Supervised::launch(
+    let mut run = Supervised::metered(
         dir.path(),
-        &launch,
         &[
-            "--llm-proxy",
             &format!("--llm-upstream={}", upstream.url()),
             &format!("--config={}", config.display()),
         ],
-        &[python().into_os_string(), OsString::from(script)],
+        &[],
+        &script("roles.py"),
+        &[],
     );
     let status = run.wait(Duration::from_secs(120));
     let log = run.log();

@@ -24,8 +24,10 @@ import threading
 import time
 import unittest
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from loopback_http import JsonServer
 
 PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AUTO = os.path.join(PYTHON_DIR, "loopwatch", "_auto")
@@ -618,38 +620,26 @@ class StandIn:
         self.bad = bad
         self.requests = 0
         self.lock = threading.Lock()
-        stand_in = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", 0)))
-                with stand_in.lock:
-                    n = stand_in.requests
-                    stand_in.requests += 1
-                body = json.dumps(
-                    {
-                        "id": "chat-%d" % n,
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": "stand-in",
-                        "choices": [
-                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": stand_in.answer(n)}}
-                        ],
-                        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def answer(path: str, headers: Message) -> bytes:
+            with self.lock:
+                n = self.requests
+                self.requests += 1
+            return json.dumps(
+                {
+                    "id": "chat-%d" % n,
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "stand-in",
+                    "choices": [
+                        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": self.answer(n)}}
+                    ],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+                }
+            ).encode()
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d/v1" % self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = JsonServer(answer)
+        self.url = "http://127.0.0.1:%d/v1" % self.server.port
 
     def answer(self, n: int) -> str:
         if n % 5 == 3 and self.bad == "no code":
@@ -663,8 +653,7 @@ class StandIn:
         return "```python\n# EVOLVE-BLOCK-START\n%s# EVOLVE-BLOCK-END\n```\n" % body
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 INITIAL_PROGRAM = "# EVOLVE-BLOCK-START\ndef score():\n    return 1\n# EVOLVE-BLOCK-END\n"

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import http.server
 import importlib
 import os
 import tempfile
 import threading
 import unittest
+from email.message import Message
 from typing import Any, Dict, List, Optional, Tuple
 
 import loopwatch
 from loopwatch import _role
 
+from loopback_http import JsonServer
 from test_client import Server, fresh_client
 
 
@@ -38,33 +39,18 @@ class Recorder:
 
     def __init__(self) -> None:
         self.roles: List[Tuple[str, Optional[str]]] = []
-        recorder = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                self.rfile.read(length)
-                recorder.roles.append((self.path, self.headers.get("x-loopwatch-role")))
-                body = b"{}"
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def answer(path: str, headers: Message) -> bytes:
+            self.roles.append((path, headers.get("x-loopwatch-role")))
+            return b"{}"
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.server = JsonServer(answer)
 
     def url(self, host: str = "127.0.0.1") -> str:
-        return "http://%s:%d" % (host, self.port)
+        return "http://%s:%d" % (host, self.server.port)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @unittest.skipIf(httpx is None, "neither httpx nor httpx2 is installed")

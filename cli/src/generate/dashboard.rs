@@ -131,25 +131,30 @@ pub fn with_variables(expr: &str, values: &[(&str, &str)]) -> String {
 /// The queries' `refId`s, in order: a panel holds at most this many queries.
 const REF_IDS: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
 
-fn panel(id: u64, title: &str, description: &str, x: u64, y: u64, queries: Vec<Query>) -> Value {
+/// A panel's targets: each query's expression as `expr` makes it, its legend and its
+/// `refId`.
+fn targets(title: &str, queries: &[Query], expr: impl Fn(&Query) -> String) -> Vec<Value> {
     assert!(queries.len() <= REF_IDS.len(), "{title}: too many queries");
-    let ref_ids = REF_IDS;
-    let targets: Vec<Value> = queries
+    queries
         .iter()
-        .zip(ref_ids)
+        .zip(REF_IDS)
         .map(|(query, ref_id)| {
             json!({
                 "datasource": {"type": "prometheus", "uid": DATASOURCE},
-                "expr": query.expr,
+                "expr": expr(query),
                 "legendFormat": query.legend,
                 "refId": ref_id,
             })
         })
-        .collect();
+        .collect()
+}
+
+fn panel(id: u64, title: &str, description: &str, x: u64, y: u64, queries: Vec<Query>) -> Value {
+    let targets = targets(title, &queries, |query| query.expr.clone());
     // Each query keeps its own unit (and axis), and its own threshold line.
     let overrides: Vec<Value> = queries
         .iter()
-        .zip(ref_ids)
+        .zip(REF_IDS)
         .map(|(query, ref_id)| {
             let mut properties = vec![json!({"id": "unit", "value": query.unit})];
             if let Some(min) = query.min {
@@ -225,20 +230,7 @@ fn xy_panel(
     x_field: &'static str,
     queries: Vec<Query>,
 ) -> Value {
-    assert!(queries.len() <= REF_IDS.len(), "{title}: too many queries");
-    let ref_ids = REF_IDS;
-    let targets: Vec<Value> = queries
-        .iter()
-        .zip(ref_ids)
-        .map(|(query, ref_id)| {
-            json!({
-                "datasource": {"type": "prometheus", "uid": DATASOURCE},
-                "expr": one_per_loop(query.expr.clone()),
-                "legendFormat": query.legend,
-                "refId": ref_id,
-            })
-        })
-        .collect();
+    let targets = targets(title, &queries, |query| one_per_loop(query.expr.clone()));
     let overrides: Vec<Value> = queries
         .iter()
         .map(|query| {
@@ -392,6 +384,26 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
             "currencyUSD",
         )
     };
+    // A quantile of the LLM calls' durations over the last 5 minutes.
+    let call_duration = |quantile: &str, legend: &'static str| {
+        q(
+            of_runs(format!(
+                "histogram_quantile({quantile}, sum by (instance, job, le) ({}))",
+                duration_bucket_rates("5m")
+            )),
+            legend,
+            "s",
+        )
+    };
+    // What is left of a rate limit: remaining over limit, for a limit above 0.
+    let left_of_limit =
+        |remaining: &catalog::MetricSpec, limit: &catalog::MetricSpec, legend: &'static str| {
+            q(
+                of_runs(format!("{} / ({} > 0)", metric(remaining), metric(limit))),
+                legend,
+                "percentunit",
+            )
+        };
     let panels = vec![
         panel(
             1,
@@ -508,22 +520,8 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                     }
                 },
                 spend_per_change(),
-                q(
-                    of_runs(format!(
-                        "histogram_quantile(0.5, sum by (instance, job, le) ({}))",
-                        duration_bucket_rates("5m")
-                    )),
-                    "p50 call duration",
-                    "s",
-                ),
-                q(
-                    of_runs(format!(
-                        "histogram_quantile(0.95, sum by (instance, job, le) ({}))",
-                        duration_bucket_rates("5m")
-                    )),
-                    "p95 call duration",
-                    "s",
-                ),
+                call_duration("0.5", "p50 call duration"),
+                call_duration("0.95", "p95 call duration"),
             ],
         ),
         full_width(panel(
@@ -593,23 +591,15 @@ pub fn grafana_dashboard(t: &Thresholds) -> Value {
                 q(c(&catalog::LLM_RATELIMIT_HEADROOM_RATIO), "least headroom", "percentunit")
                     .threshold(t.llm_headroom_fraction())
                     .range(0.0, 1.0),
-                q(
-                    of_runs(format!(
-                        "{} / ({} > 0)",
-                        metric(&catalog::LLM_RATELIMIT_REMAINING_REQUESTS),
-                        metric(&catalog::LLM_RATELIMIT_LIMIT_REQUESTS)
-                    )),
+                left_of_limit(
+                    &catalog::LLM_RATELIMIT_REMAINING_REQUESTS,
+                    &catalog::LLM_RATELIMIT_LIMIT_REQUESTS,
                     "{{provider}} {{model}} requests left",
-                    "percentunit",
                 ),
-                q(
-                    of_runs(format!(
-                        "{} / ({} > 0)",
-                        metric(&catalog::LLM_RATELIMIT_REMAINING_TOKENS),
-                        metric(&catalog::LLM_RATELIMIT_LIMIT_TOKENS)
-                    )),
+                left_of_limit(
+                    &catalog::LLM_RATELIMIT_REMAINING_TOKENS,
+                    &catalog::LLM_RATELIMIT_LIMIT_TOKENS,
                     "{{provider}} {{model}} {{limit}} left",
-                    "percentunit",
                 ),
                 q(
                     format!(

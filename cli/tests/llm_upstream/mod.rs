@@ -86,6 +86,13 @@ pub fn evolved_program(n: u64) -> String {
     format!("# EVOLVE-BLOCK-START\n{body}# EVOLVE-BLOCK-END\n")
 }
 
+/// A loop script of the LLM tests, kept beside the stand-in.
+pub fn script(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/llm_upstream")
+        .join(name)
+}
+
 /// The usage each API answers with for `ok`.
 pub const CHAT_USAGE: (u64, u64) = (11, 7);
 pub const ANTHROPIC_USAGE: (u64, u64) = (13, 5);

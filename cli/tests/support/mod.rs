@@ -1,7 +1,7 @@
 //! What the command's integration tests share: the library's test framework
 //! (`tests/support`: HTTP on loopback, the exposition parser, Prometheus and
 //! Alertmanager), a `loopwatch run` of a command ([`Supervised`]), the test virtual
-//! environment's Python and a process's resident memory.
+//! environment's Python, a process's resident memory and the samples of a final JSON.
 #![allow(dead_code, unreachable_pub)]
 
 #[path = "../../../tests/support/mod.rs"]
@@ -31,4 +31,28 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no VmRSS for {pid}:\n{status}"))
         * 1024
+}
+
+/// The samples of a metric family in a run's final JSON whose labels include `labels`.
+pub fn final_samples<'a>(
+    json: &'a serde_json::Value,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Vec<&'a serde_json::Value> {
+    json["metrics"][name]["samples"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The values of those samples, summed (0 when there is none).
+pub fn final_sum(json: &serde_json::Value, name: &str, labels: &[(&str, &str)]) -> f64 {
+    final_samples(json, name, labels)
+        .iter()
+        .filter_map(|s| s["value"].as_f64())
+        .sum()
 }

@@ -71,6 +71,30 @@ impl Supervised {
         Self::launch(dir, &Launch::default(), flags, &command)
     }
 
+    /// `loopwatch run --llm-proxy [flags] -- python <script> <args>` in `dir`, with
+    /// `env` set for loopwatch (and so for the loop), none of the machine's
+    /// [`NETWORK_VARIABLES`] passed on.
+    pub fn metered(
+        dir: &Path,
+        flags: &[&str],
+        env: &[(&str, &str)],
+        script: &Path,
+        args: &[&str],
+    ) -> Self {
+        let launch = Launch {
+            env: env.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            ..Launch::without_network_settings(dir)
+        };
+        let flags: Vec<&str> = std::iter::once("--llm-proxy")
+            .chain(flags.iter().copied())
+            .collect();
+        let command: Vec<OsString> = [python().into_os_string(), script.into()]
+            .into_iter()
+            .chain(args.iter().map(OsString::from))
+            .collect();
+        Self::launch(dir, &launch, &flags, &command)
+    }
+
     /// `loopwatch run [flags] -- <command>`, started as `launch` says. An argument
     /// `{metrics}` of the command becomes the URL of loopwatch's /metrics.
     pub fn launch(dir: &Path, launch: &Launch, flags: &[&str], command: &[OsString]) -> Self {
