@@ -504,7 +504,7 @@ mod value {
         /// A fraction of a whole that usage never exceeds, for an alert that fires
         /// above it: in (0, 1).
         UsageFraction(f64) as "Written<f64>", |v| *v > 0.0 && *v < 1.0,
-        "a fraction in (0, 1): the alert fires when usage is above it, and usage never exceeds the whole, so 1 could never fire"
+        "a fraction in (0, 1) (the alert fires when usage is above it, and usage never exceeds the whole: at 1 or more it could never fire)"
     );
     checked!(
         /// A number of zero or more.

@@ -446,7 +446,7 @@ fn a_threshold_in_a_config_file_moves_the_alert_the_rule_and_the_dashboard_line(
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("memory_fraction") && stderr.contains("(0, 1]"),
+        stderr.contains("memory_fraction") && stderr.contains("(0, 1)"),
         "{stderr}"
     );
 }
