@@ -33,6 +33,12 @@ pub const MAX_EVALUATION_TEXT: usize = 256;
 /// The longest framework version an `instrumentation` line may carry, in characters.
 pub const MAX_INSTRUMENTATION_VERSION: usize = 64;
 
+/// The largest count a line may state (2^53, the largest integer a JSON number
+/// holds exactly in every language): outcomes, failures, dropped events, tokens. A
+/// larger one makes the line `malformed`, so that no count the monitor sums from the
+/// lines can come near wrapping.
+pub const MAX_LINE_COUNT: u64 = 1 << 53;
+
 /// The most errors one `instrumentation_error` line counts; a larger count is taken
 /// as this many.
 pub const MAX_INSTRUMENTATION_ERRORS: u64 = 1_000_000;
@@ -345,7 +351,14 @@ impl OutcomeSummary {
                 .rejected_drawdown
                 .iter()
                 .all(|d| d.is_nan() || *d < 0.0 || d.is_infinite());
-        sharpe_ok && drawdown_ok
+        let failures = self
+            .failures
+            .iter()
+            .try_fold(0u64, |sum, (_, n)| sum.checked_add(*n));
+        sharpe_ok
+            && drawdown_ok
+            && self.successes <= MAX_LINE_COUNT
+            && failures.is_some_and(|n| n <= MAX_LINE_COUNT)
     }
 }
 
@@ -415,6 +428,7 @@ impl IterationBatch {
         (1..=Self::MAX_COUNT).contains(&self.count)
             && self.seconds.is_finite()
             && self.seconds >= 0.0
+            && self.seconds <= self.count as f64 * 1e9
             && self.outcomes.consistent()
             && champions_ok
     }
@@ -619,6 +633,14 @@ impl LlmCallBody {
         }
         if let Some(operation) = self.operation {
             call.operation = crate::llm::Operation::parse(&operation)?;
+        }
+        let tokens = [
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_input_tokens,
+        ];
+        if tokens.into_iter().flatten().any(|n| n > MAX_LINE_COUNT) {
+            return None;
         }
         call.input_tokens = self.input_tokens;
         call.output_tokens = self.output_tokens;
@@ -892,9 +914,13 @@ pub fn parse_line(line: &[u8]) -> Result<Message, LineError> {
                 description: b.description,
             }
         }
-        "dropped" => Message::Dropped {
-            count: body::<DroppedBody>(line)?.count,
-        },
+        "dropped" => {
+            let count = body::<DroppedBody>(line)?.count;
+            if count > MAX_LINE_COUNT {
+                return Err(LineError::Malformed);
+            }
+            Message::Dropped { count }
+        }
         "llm_call" => Message::LlmCall(Box::new(
             body::<LlmCallBody>(line)?
                 .call()

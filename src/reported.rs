@@ -256,10 +256,10 @@ impl Observations {
         drawdown: Option<f64>,
         reject: &mut dyn FnMut(Rejection, f64),
     ) {
-        self.successes += 1;
+        self.successes = self.successes.saturating_add(1);
         if sharpe.is_finite() {
             self.sharpe_sum += sharpe;
-            self.sharpe_count += 1;
+            self.sharpe_count = self.sharpe_count.saturating_add(1);
         } else {
             reject(Rejection::SharpeNotFinite, sharpe);
         }
@@ -272,14 +272,14 @@ impl Observations {
             reject(Rejection::DrawdownNegative, drawdown);
         } else {
             self.drawdown_sum += drawdown;
-            self.drawdown_count += 1;
+            self.drawdown_count = self.drawdown_count.saturating_add(1);
         }
     }
 
     /// A failed strategy.
     #[inline]
     pub(crate) fn failure(&mut self) {
-        self.failures += 1;
+        self.failures = self.failures.saturating_add(1);
     }
 
     /// Successes summarised by a client (`summary` is consistent: see

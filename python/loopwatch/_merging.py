@@ -25,6 +25,8 @@ from ._encoding import (
 
 #: Rejected drawdowns a merged line lists one by one; the rest are counted.
 MAX_LISTED_REJECTIONS = 64
+# The most iterations one ``iterations`` line may merge (the monitor refuses more).
+MAX_MERGED_ITERATIONS = 10**9
 
 
 class Merged:
@@ -203,6 +205,8 @@ def merge(events: List[Event]) -> List[Event]:
         event = events[i]
         kind = event[0]
         if kind == "iterations":
+            if merged is not None and merged.count + event[1].count > MAX_MERGED_ITERATIONS:
+                close_run()
             if merged is None:
                 merged = Merged()
             merged.absorb(event[1])
@@ -225,6 +229,8 @@ def merge(events: List[Event]) -> List[Event]:
             out.extend(events[i:j])
             i = j
             continue
+        if merged is not None and merged.count >= MAX_MERGED_ITERATIONS:
+            close_run()
         if merged is None:
             merged = Merged()
         for inner in events[i + 1:j]:

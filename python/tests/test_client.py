@@ -481,6 +481,19 @@ class ProtocolVectorTest(unittest.TestCase):
                 merged = _merging.merge([tuple(e) for e in vector["events"]])
                 self.assertEqual("".join(map(_encoding.encode, merged)), vector["line"] + "\n")
 
+    def test_merged_runs_close_at_the_most_iterations_a_line_may_merge(self) -> None:
+        # Two merged runs whose counts together pass the monitor's bound (10^9, a
+        # loop far faster than its socket for hours) stay two lines, each accepted.
+        big = _merging.Merged()
+        big.count = _merging.MAX_MERGED_ITERATIONS - 1
+        more = _merging.Merged()
+        more.count = 2
+        iteration = [("iteration_start", 1.0), ("iteration_end", 2.0)]
+        merged = _merging.merge([("iterations", big), *iteration, ("iterations", more)])
+        counts = [event[1].count for event in merged if event[0] == "iterations"]
+        self.assertEqual(counts, [_merging.MAX_MERGED_ITERATIONS, 2])
+        self.assertTrue(all(c <= _merging.MAX_MERGED_ITERATIONS for c in counts))
+
     def test_inputs_that_would_make_a_line_too_long_are_cut(self) -> None:
         vectors = [v for v in _vectors("invalid.jsonl") if "event" in v and v["error"] == "too_long"]
         self.assertGreaterEqual(len(vectors), 3)

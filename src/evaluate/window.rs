@@ -62,8 +62,8 @@ impl RollingWindow {
         let mut diversity = RelativeMean::default();
         let mut seconds = RelativeMean::default();
         for e in &self.entries {
-            successes += e.successes;
-            failures += e.failures;
+            successes = successes.saturating_add(e.successes);
+            failures = failures.saturating_add(e.failures);
             if let Some(v) = e.sharpe {
                 sharpe.add(v);
             }
@@ -72,7 +72,7 @@ impl RollingWindow {
             }
             seconds.add(e.seconds);
         }
-        let outcomes = successes + failures;
+        let outcomes = successes.saturating_add(failures);
         RollingValues {
             iterations: self.entries.len(),
             outcomes,

@@ -377,7 +377,7 @@ impl Intake {
         }
         state.started_at = None;
         // A batch holds at most `IterationBatch::MAX_COUNT`: the numbers stay far
-        // from wrapping, and saturate if they ever come near.
+        // from wrapping (it would take over 10^10 such batches).
         let first = hub.next_iteration.fetch_add(batch.count, Ordering::Relaxed);
         let last = first.saturating_add(batch.count - 1);
         IterationState::start(hub, last).finish_batch(hub, first, batch);

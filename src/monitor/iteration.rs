@@ -149,20 +149,20 @@ impl IterationState {
         }
         let mut changed_at = None;
         if let Some(c) = batch.champions {
-            let at = first + c.first_at;
+            let at = first.saturating_add(c.first_at);
             if hub.new_champion(&c.first) {
                 self.champion_changed(hub, &c.first, at, 1);
                 changed_at = Some(at);
             }
             if let Some(last_at) = c.last_change_at {
-                let at = first + last_at;
+                let at = first.saturating_add(last_at);
                 hub.new_champion(&c.last);
                 self.champion_changed(hub, &c.last, at, c.changes);
                 changed_at = Some(at);
             }
         }
         let duration = std::time::Duration::try_from_secs_f64(batch.seconds).unwrap_or_default();
-        let since_change = changed_at.map(|at| self.number - at);
+        let since_change = changed_at.map(|at| self.number.saturating_sub(at));
         self.complete(hub, batch.count, duration, since_change, hub.clock.now())
     }
 
