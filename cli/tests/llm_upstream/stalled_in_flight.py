@@ -1,0 +1,75 @@
+"""A loop that stalls with four LLM calls in flight, for `--on-stall kill|restart`.
+
+Its first start starts a worker that ignores SIGTERM (so that, once the loop's own
+process has died of loopwatch's SIGTERM, the grace period still runs before the loop
+is over), then four threads each waiting on a call the stand-in never answers. It
+goes on iterating until loopwatch counts the four calls in flight (its /metrics,
+sys.argv[1]), so that it stalls only then, whatever the machine's speed; then an
+iteration that never ends. A later start (after `--on-stall restart`) waits until the
+four calls of the first are booked, whatever their outcome, then says it is done and
+exits 0."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import loopwatch
+
+metrics = sys.argv[1]
+
+
+def exposition() -> str:
+    return urllib.request.urlopen(metrics).read().decode()
+
+
+def hang_calls_booked(text: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("loopwatch_llm_calls_total{") and 'model="hang/chat"' in line
+    )
+
+
+if os.environ["LOOPWATCH_RESTARTS"] != "0":
+    while hang_calls_booked(exposition()) < 4:
+        time.sleep(0.05)
+    with loopwatch.iteration() as it:
+        it.success(1.0)
+    loopwatch.done()
+    sys.exit(0)
+
+worker = subprocess.Popen(
+    [
+        sys.executable,
+        "-c",
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n",
+    ],
+    stdout=subprocess.PIPE,
+)
+assert worker.stdout.readline() == b"ready\n"
+
+import openai  # only here: a later start has no need of it
+
+oa = openai.OpenAI(api_key="sk-test-secret", max_retries=0, timeout=600)
+
+
+def call() -> None:
+    oa.chat.completions.create(model="hang/chat", messages=[{"role": "user", "content": "x"}])
+
+
+threads = [threading.Thread(target=call, daemon=True) for _ in range(4)]
+for thread in threads:
+    thread.start()
+while "\nloopwatch_llm_in_flight 4\n" not in exposition():
+    with loopwatch.iteration() as it:
+        it.success(1.0)
+    time.sleep(0.05)
+with loopwatch.iteration() as it:
+    for thread in threads:
+        thread.join()
