@@ -1776,7 +1776,7 @@ fn calls_in_flight_when_a_stalled_loop_is_killed_or_restarted_are_abandoned() {
         let upstream = Upstream::start();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("loopwatch.toml");
-        std::fs::write(&config, "stall_floor = \"2s\"\nstall_factor = 1.0\n").unwrap();
+        std::fs::write(&config, "stall_floor = \"3s\"\nstall_factor = 1.0\n").unwrap();
         let config_flag = format!("--config={}", config.display());
         let upstream_flag = format!("--llm-upstream={}", upstream.url());
         let on_stall_flag = format!("--on-stall={on_stall}");
@@ -1806,13 +1806,16 @@ fn calls_in_flight_when_a_stalled_loop_is_killed_or_restarted_are_abandoned() {
         );
         let json = run.final_json();
         let exits = json["summary"]["exits"].as_array().unwrap();
-        assert_eq!(exits[0]["reason"], "stalled", "{on_stall}: {exits:?}");
+        assert_eq!(
+            exits[0]["reason"], "stalled",
+            "{on_stall}: {exits:?}; {log}"
+        );
         if on_stall == "restart" {
-            assert_eq!(exits.len(), 2, "{exits:?}");
-            assert_eq!(exits[1]["reason"], "exited", "{exits:?}");
+            assert_eq!(exits.len(), 2, "{exits:?}; {log}");
+            assert_eq!(exits[1]["reason"], "exited", "{exits:?}; {log}");
             assert_eq!(status.code(), Some(0), "{log}");
         } else {
-            assert_eq!(exits.len(), 1, "{exits:?}");
+            assert_eq!(exits.len(), 1, "{exits:?}; {log}");
         }
         let llm = &json["summary"]["llm"];
         assert_eq!(

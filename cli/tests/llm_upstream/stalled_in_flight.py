@@ -2,12 +2,12 @@
 
 Its first start starts a worker that ignores SIGTERM (so that, once the loop's own
 process has died of loopwatch's SIGTERM, the grace period still runs before the loop
-is over), then four threads each waiting on a call the stand-in never answers. It
-goes on iterating until loopwatch counts the four calls in flight (its /metrics,
-sys.argv[1]), so that it stalls only then, whatever the machine's speed; then an
-iteration that never ends. A later start (after `--on-stall restart`) waits until the
-four calls of the first are booked, whatever their outcome, then says it is done and
-exits 0."""
+is over), then four threads each waiting on a call the stand-in never answers; once
+loopwatch counts the four calls in flight (its /metrics, sys.argv[1]), an iteration
+that never ends. A later start (after `--on-stall restart`) waits until the four
+calls of the first are booked, whatever their outcome, then says it is done and
+exits 0. Until then each start reports an iteration every 50 ms from a thread of its
+own: it stalls only where it is meant to, however slow the machine is to get there."""
 
 import os
 import subprocess
@@ -33,11 +33,30 @@ def hang_calls_booked(text: str) -> float:
     )
 
 
+still_setting_up = threading.Event()
+still_setting_up.set()
+
+
+def heartbeat() -> None:
+    while still_setting_up.is_set():
+        with loopwatch.iteration() as it:
+            it.success(1.0)
+        time.sleep(0.05)
+
+
+beating = threading.Thread(target=heartbeat, daemon=True)
+beating.start()
+
+
+def stop_beating() -> None:
+    still_setting_up.clear()
+    beating.join()
+
+
 if os.environ["LOOPWATCH_RESTARTS"] != "0":
     while hang_calls_booked(exposition()) < 4:
         time.sleep(0.05)
-    with loopwatch.iteration() as it:
-        it.success(1.0)
+    stop_beating()
     loopwatch.done()
     sys.exit(0)
 
@@ -52,7 +71,7 @@ worker = subprocess.Popen(
     ],
     stdout=subprocess.PIPE,
 )
-assert worker.stdout.readline() == b"ready\n"
+assert worker.stdout is not None and worker.stdout.readline() == b"ready\n"
 
 import openai  # only here: a later start has no need of it
 
@@ -67,9 +86,8 @@ threads = [threading.Thread(target=call, daemon=True) for _ in range(4)]
 for thread in threads:
     thread.start()
 while "\nloopwatch_llm_in_flight 4\n" not in exposition():
-    with loopwatch.iteration() as it:
-        it.success(1.0)
     time.sleep(0.05)
+stop_beating()
 with loopwatch.iteration() as it:
     for thread in threads:
         thread.join()
