@@ -9,6 +9,7 @@ calls of the first are booked, whatever their outcome, then says it is done and
 exits 0. Until then each start reports an iteration every 50 ms from a thread of its
 own: it stalls only where it is meant to, however slow the machine is to get there."""
 
+import json
 import os
 import subprocess
 import sys
@@ -25,12 +26,13 @@ def exposition() -> str:
     return urllib.request.urlopen(metrics).read().decode()
 
 
-def hang_calls_booked(text: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("loopwatch_llm_calls_total{") and 'model="hang/chat"' in line
-    )
+def hang_calls_booked() -> int:
+    # The JSON snapshot, not /metrics: a scrape so late would have loopwatch wait, at
+    # its end, for a scraper's next one.
+    snapshot = json.load(urllib.request.urlopen(metrics.replace("/metrics", "/api/v1/snapshot")))
+    calls = snapshot["summary"]["llm"]["by_model"].get("hang/chat", {}).get("calls", 0)
+    assert isinstance(calls, int)
+    return calls
 
 
 still_setting_up = threading.Event()
@@ -54,7 +56,7 @@ def stop_beating() -> None:
 
 
 if os.environ["LOOPWATCH_RESTARTS"] != "0":
-    while hang_calls_booked(exposition()) < 4:
+    while hang_calls_booked() < 4:
         time.sleep(0.05)
     stop_beating()
     loopwatch.done()
