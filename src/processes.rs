@@ -282,6 +282,18 @@ pub(crate) fn terminate(
     while signalled.iter().any(|p| still_alive(p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let stubborn: Vec<u32> = signalled
+        .iter()
+        .filter(|p| still_alive(p))
+        .map(|p| p.pid)
+        .collect();
+    if !stubborn.is_empty() {
+        tracing::warn!(
+            pids = ?stubborn,
+            grace = %humantime::format_duration(grace),
+            "processes still running a grace period after their SIGTERM; killing them"
+        );
+    }
     let mut killed = Vec::new();
     for process in signalled.iter().filter(|p| still_alive(p)) {
         match kill(Pid::from_raw(process.pid as i32), Signal::SIGKILL) {

@@ -1716,6 +1716,96 @@ fn calls_in_flight_at_a_stop_are_abandoned_not_an_outage() {
     }
 }
 
+/// Guards the booking of calls cut by loopwatch's own stall action as `abandoned`: the
+/// supervisor tells the proxy before its SIGTERM (`tell_the_proxy`), so the calls are
+/// not taken for the provider's timeouts, and LLMErrors stays silent. A loop stalls
+/// with four calls in flight to the stand-in (`hang`, never answered); LoopStalled
+/// fires and `--on-stall kill` ends it, or `--on-stall restart` ends it and starts it
+/// again. A worker of the loop ignores SIGTERM, so the grace period (6 s) runs after the
+/// loop's own process, and its calls, have died: longer than the proxy waits
+/// (`SETTLE_WAIT`) to learn whether a left call was cut by the loop's end. The calls'
+/// outcome is decided while the loop is being ended, not when it is over.
+#[test]
+fn calls_in_flight_when_a_stalled_loop_is_killed_or_restarted_are_abandoned() {
+    for on_stall in ["kill", "restart"] {
+        let upstream = Upstream::start();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("loopwatch.toml");
+        std::fs::write(&config, "stall_floor = \"3s\"\nstall_factor = 1.0\n").unwrap();
+        let config_flag = format!("--config={}", config.display());
+        let upstream_flag = format!("--llm-upstream={}", upstream.url());
+        let on_stall_flag = format!("--on-stall={on_stall}");
+        let mut run = metered(
+            dir.path(),
+            &[
+                &upstream_flag,
+                &config_flag,
+                &on_stall_flag,
+                "--grace=6s",
+                "--restart-delay=100ms",
+                "--linger=0s",
+            ],
+            &script("stalled_in_flight.py"),
+            &["{metrics}"],
+        );
+        let status = run.wait(Duration::from_secs(120));
+        let log = run.log();
+        assert!(
+            log.contains("the loop stalled; terminating its processes"),
+            "{on_stall}: {log}"
+        );
+        // The premise: the grace period ran on after the loop's own process died.
+        assert!(
+            log.contains("processes of the loop still running at the end of the grace period"),
+            "{on_stall}: {log}"
+        );
+        let json = run.final_json();
+        let exits = json["summary"]["exits"].as_array().unwrap();
+        assert_eq!(
+            exits[0]["reason"], "stalled",
+            "{on_stall}: {exits:?}; {log}"
+        );
+        if on_stall == "restart" {
+            assert_eq!(exits.len(), 2, "{exits:?}; {log}");
+            assert_eq!(exits[1]["reason"], "exited", "{exits:?}; {log}");
+            assert_eq!(status.code(), Some(0), "{log}");
+        } else {
+            assert_eq!(exits.len(), 1, "{exits:?}; {log}");
+        }
+        let llm = &json["summary"]["llm"];
+        assert_eq!(
+            (&llm["calls"], &llm["abandoned"], &llm["errors"]),
+            (&4.into(), &4.into(), &0.into()),
+            "--on-stall {on_stall}: {llm}"
+        );
+        let abandoned = samples(
+            &json,
+            "loopwatch_llm_calls_total",
+            &[("model", "hang/chat"), ("outcome", "abandoned")],
+        );
+        assert_eq!(abandoned[0]["value"], 4.0, "{on_stall}");
+        assert!(
+            samples(
+                &json,
+                "loopwatch_llm_calls_total",
+                &[("model", "hang/chat"), ("outcome", "timeout")]
+            )
+            .is_empty(),
+            "{on_stall}: {}",
+            json["metrics"]["loopwatch_llm_calls_total"]
+        );
+        let history = json["alert_history"].as_array().unwrap();
+        assert!(
+            history.iter().all(|e| e["alertname"] != "LLMErrors"),
+            "{on_stall}: {history:#?}"
+        );
+        assert!(
+            history.iter().any(|e| e["alertname"] == "LoopStalled"),
+            "{on_stall}: {history:#?}"
+        );
+    }
+}
+
 /// `--llm-request-usage` asks a streamed chat request that lacks
 /// `stream_options.include_usage` for its usage, and leaves alone one that declined
 /// it and a plain request; without the flag nothing is added and such a stream's usage

@@ -2,8 +2,9 @@
 //! test virtual environment (scripts/test makes it: `pip install .`, deap, optuna),
 //! scraped by a real Prometheus, alerting a real Alertmanager; deaths, hangs, orphaned
 //! workers, hostile socket input, and file-based discovery of two loops; restarts; the
-//! supervisor's hold on the whole process tree (wrappers, scrubbed and re-parented
-//! escapees, SIGKILL after the grace, PID 1 in `unshare --pid`, the terminal in a real
+//! supervisor's hold on the whole process tree (wrappers; scrubbed and re-parented
+//! escapees; SIGKILL after the grace, below loopwatch and for an escapee outside its
+//! tree found by the run's marker; PID 1 in `unshare --pid`; the terminal in a real
 //! interactive bash under `script`), and the socket's fallback directories (in a mount
 //! namespace of `unshare --mount`, as root, for none at all).
 
@@ -1390,6 +1391,142 @@ time.sleep(600)  # SIGTERM ends it
     // The loop itself died of the operator's SIGTERM.
     assert_eq!(status.code(), Some(143), "{log}");
     assert_eq!(run.final_json()["summary"]["loop_exit"]["signal"], 15);
+}
+
+/// Now on the system's monotonic clock (`CLOCK_MONOTONIC`, Python's `time.monotonic()`),
+/// in seconds: times a Python process records and times the test reads on one scale.
+fn monotonic_now() -> f64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    now.tv_sec() as f64 + now.tv_nsec() as f64 * 1e-9
+}
+
+/// Guards the exit sweep's use of `--grace` for the processes it finds by the run's
+/// environment marker only (`LOOPWATCH_RUN_ID`): the net for escapees that are not below
+/// loopwatch, which the tree walk never sees. Before: that sweep gave them a fixed 3 s
+/// between SIGTERM and SIGKILL whatever `--grace` said.
+///
+/// The escapee is the test's own child, started with the marker the loop reads from its
+/// environment; it records when its SIGTERM came and ignores it. With `--grace=6s` it
+/// must die of SIGKILL, no earlier than 6 s after that SIGTERM.
+#[test]
+fn the_marker_sweep_gives_an_escapee_outside_the_tree_the_grace_before_sigkill() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let loop_file = dir.path().join("marked.py");
+    std::fs::write(
+        &loop_file,
+        r#"import json, os, sys, time
+import loopwatch
+
+out = sys.argv[1]
+# The marker every process of the run carries, for the test to give its escapee.
+marker = {k: os.environ[k] for k in ("LOOPWATCH_RUN_ID", "LOOPWATCH_OWNER")}
+with open(out + "/marker.tmp", "w") as f:
+    json.dump(marker, f)
+os.rename(out + "/marker.tmp", out + "/marker")
+with loopwatch.iteration() as it:
+    it.success(1.0)
+supervisor = os.getppid()
+# Gives up when loopwatch is gone (a failed test killed it): no loop left behind.
+while not os.path.exists(out + "/escapee") and os.getppid() == supervisor:
+    time.sleep(0.01)
+loopwatch.done()
+"#,
+    )
+    .unwrap();
+    let grace = Duration::from_secs(6);
+    let mut run = Supervised::start(
+        dir.path(),
+        &["--grace=6s"],
+        &[loop_file.to_str().unwrap(), dir.path().to_str().unwrap()],
+    );
+    let marker: serde_json::Value =
+        serde_json::from_str(&read_when_written(&dir.path().join("marker"))).unwrap();
+    let escapee_file = dir.path().join("escapee");
+    // Not below loopwatch: a child of the test, so only the marker can find it. Killed
+    // and reaped when the guard drops, pass or fail.
+    let mut escapee = Stopped(
+        Command::new(python())
+            .arg("-c")
+            .arg(
+                "import os, signal, sys, time\n\
+                 def term(*_):\n\
+                 \x20   t = time.monotonic()\n\
+                 \x20   with open(sys.argv[1] + '.term.tmp', 'w') as f:\n\
+                 \x20       f.write(repr(t))\n\
+                 \x20   os.rename(sys.argv[1] + '.term.tmp', sys.argv[1] + '.term')\n\
+                 signal.signal(signal.SIGTERM, term)\n\
+                 with open(sys.argv[1] + '.tmp', 'w') as f:\n\
+                 \x20   f.write(str(os.getpid()))\n\
+                 os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n\
+                 while True:\n\
+                 \x20   time.sleep(600)\n",
+            )
+            .arg(&escapee_file)
+            .env(
+                "LOOPWATCH_RUN_ID",
+                marker["LOOPWATCH_RUN_ID"].as_str().unwrap(),
+            )
+            .env(
+                "LOOPWATCH_OWNER",
+                marker["LOOPWATCH_OWNER"].as_str().unwrap(),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let escapee_pid = escapee.id();
+    assert_eq!(
+        read_when_written(&escapee_file).trim(),
+        escapee_pid.to_string()
+    );
+    // The loop ends (done) on the escapee's pid file; the exit sweep then finds it.
+    let mut died: Option<(std::process::ExitStatus, f64)> = None;
+    wait_until(Duration::from_secs(60), "the escapee to be killed", || {
+        if let Some(status) = escapee.try_wait().unwrap() {
+            died = Some((status, monotonic_now()));
+        }
+        died.is_some()
+    });
+    let (status, died_at) = died.unwrap();
+    let log = run.log();
+    let term = dir.path().join("escapee.term");
+    assert!(term.exists(), "the escapee never got SIGTERM; {log}");
+    let termed_at: f64 = std::fs::read_to_string(&term).unwrap().parse().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "{status:?}; {log}");
+    // From the escapee's own record of its SIGTERM to its death as the test saw it; the
+    // record is taken when its handler runs, a scheduling delay after the signal, and
+    // that delay is all the tolerance is for (the old fixed grace was 3 s short of it).
+    let waited = died_at - termed_at;
+    assert!(
+        waited >= grace.as_secs_f64() - 0.5,
+        "SIGKILL {waited:.2} s after SIGTERM, under --grace=6s; {log}"
+    );
+    let exit = run.wait(Duration::from_secs(60));
+    let log = run.log();
+    assert_eq!(exit.code(), Some(0), "{log}");
+    assert!(
+        log.contains(&format!("Cleaned up orphaned process {escapee_pid}")),
+        "{log}"
+    );
+    assert!(
+        log.contains("processes of the loop were still running after it exited"),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|line| line
+            .contains("processes still running a grace period after their SIGTERM; killing them")
+            && line.contains(&format!("pids=[{escapee_pid}]"))
+            && line.contains("grace=6s")),
+        "{log}"
+    );
+    let cleaned = run.final_json()["metrics"]["loopwatch_processes_cleaned_total"]["samples"][0]
+        ["value"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(cleaned, 1.0, "{log}");
 }
 
 /// Makes a directory whose path is longer than `length` bytes.
