@@ -1778,14 +1778,14 @@ fn calls_in_flight_when_a_stalled_loop_is_killed_or_restarted_are_abandoned() {
             (&4.into(), &4.into(), &0.into()),
             "--on-stall {on_stall}: {llm}"
         );
-        let abandoned = samples(
+        let abandoned = final_samples(
             &json,
             "loopwatch_llm_calls_total",
             &[("model", "hang/chat"), ("outcome", "abandoned")],
         );
         assert_eq!(abandoned[0]["value"], 4.0, "{on_stall}");
         assert!(
-            samples(
+            final_samples(
                 &json,
                 "loopwatch_llm_calls_total",
                 &[("model", "hang/chat"), ("outcome", "timeout")]
